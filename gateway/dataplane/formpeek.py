@@ -12,8 +12,9 @@ a Content-Transfer-Encoding or a charset other than UTF-8, a nested multipart pa
 invalid percent escape.
 
 Multipart: the parts are read in order until the `model` part; when the body goes on past
-the window, what follows the `model` part is not read (an audio file, megabytes), and a
-body whose `model` part does not end inside the window is refused. Urlencoded: the whole
+the window, what follows the `model` part is not read here (an audio file, megabytes: its
+part heads are watched as it streams, `formscan.py`), and a body whose `model` part does
+not end inside the window is refused. Urlencoded: the whole
 body must lie in the window, as a JSON body's top-level members must.
 """
 
@@ -23,7 +24,7 @@ import re
 
 from gateway.dataplane.jsonpeek import Ambiguous, ModelField, Unreadable, find_model
 
-__all__ = ["MAX_MODEL", "MAX_PART_HEAD", "body_model", "form_kind"]
+__all__ = ["MAX_MODEL", "MAX_PART_HEAD", "body_model", "form_kind", "part_name"]
 
 MAX_MODEL = 1024  # bytes of a form's `model` value
 MAX_PART_HEAD = 8192  # bytes of a part's head (its header fields)
@@ -178,8 +179,17 @@ def _part_head(head: bytes) -> tuple[str | None, bool, dict[str, str]]:
     disp = fields.get("content-disposition")
     if disp is None:
         raise Unreadable("a part has no Content-Disposition")
+    if fields.get("content-type", "").lower().startswith("multipart/"):
+        raise Unreadable("a part is itself multipart (deprecated by RFC 7578; form "
+                         "readers differ on it); send each file as its own part")
     part, is_file = _disposition(disp)
     return part, is_file, fields
+
+
+def part_name(head: bytes) -> str | None:
+    """The name of a part whose head (its header fields, CRLF-separated) is `head`, read as
+    the peek reads it; raises `Unreadable` for a head out of its grammar (`formscan.py`)."""
+    return _part_head(head)[0]
 
 
 def _multipart(body: bytes, boundary: bytes, complete: bool) -> ModelField | None:
@@ -209,9 +219,6 @@ def _multipart(body: bytes, boundary: bytes, complete: bool) -> ModelField | Non
                              "does not end")
         name, is_file, fields = _part_head(body[start:end])
         content = end + 4
-        if fields.get("content-type", "").lower().startswith("multipart/"):
-            raise Unreadable("a part is itself multipart (deprecated by RFC 7578; form "
-                             "readers differ on it); send each file as its own part")
         stop = body.find(sep, content)
         if name is not None and (name == "model" or _near(name.encode())):
             if name != "model":

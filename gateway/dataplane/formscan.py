@@ -1,0 +1,169 @@
+"""Watch every part head of a multipart body as it goes to its backend: one `model` only.
+
+The peek (`formpeek.py`) reads a multipart body's `model` in the peek window and leaves the
+rest (an audio file, megabytes) unread. A second `model` part after a file larger than the
+window was not seen, and form readers keep different ones: Starlette (so FastAPI, vLLM and
+most OpenAI-compatible servers) the LAST, aiohttp the first. A client could name a live
+model first, to be routed by it, and a killed one last, to be served it (found by review).
+So a multipart body routed by its `model` is fed here, chunk by chunk, before each chunk
+is forwarded: any part head after the first `model` part that is named `model` (or like
+it), or that cannot be read one way, raises (`Ambiguous`, `Unreadable`) before the bytes
+that end it go out, and the exchange is aborted (`request.RefusedBody`: 400 `model_body`,
+the backend connection closed, never reused).
+
+Sans-I/O and bounded: a delimiter or a head split across chunks at any byte is kept in a
+carry of at most len(delimiter)+1 bytes, a head of at most `MAX_PART_HEAD`; the body's
+bytes are searched with `bytes.find` (no copy but the carry's), and nothing after the close
+delimiter (the epilogue, which readers ignore) is read. The grammar is the peek's: a
+preamble holds no `--boundary` but its last line's, a boundary line is followed by CRLF
+or `--` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.dataplane.formpeek import MAX_PART_HEAD, form_kind, part_name
+from gateway.dataplane.jsonpeek import Ambiguous, Unreadable
+
+__all__ = ["PartScanner", "scan_held", "scanner"]
+
+_PREAMBLE, _HEAD, _BODY, _DONE = range(4)
+_AFTER = ("a multipart boundary line is followed by other bytes than CRLF or '--', so "
+          "the body's 'model' cannot be checked")
+
+
+class PartScanner:
+    """Fed a multipart body's bytes in order (`feed`); raises when a part past the first
+    `model` one is named like `model`, or any part head is out of the peek's grammar."""
+
+    __slots__ = ("_at0", "_carry", "_dash", "_head", "_models", "_sep", "_state")
+
+    def __init__(self, boundary: bytes) -> None:
+        self._dash = b"--" + boundary
+        self._sep = b"\r\n" + self._dash  # a delimiter inside the body
+        self._carry = b""  # the bytes kept from the last piece (a delimiter cut in two)
+        self._at0 = True  # what is fed next (the carry first) begins at the body's byte 0
+        self._head = b""  # a part head cut in two: its first bytes
+        self._models = 0
+        self._state = _PREAMBLE
+
+    @property
+    def done(self) -> bool:
+        """The close delimiter has been seen: what follows is not read."""
+        return self._state == _DONE
+
+    def feed(self, data: bytes) -> None:
+        state = self._state
+        if state == _DONE or not data:
+            return
+        buf = self._carry + data if self._carry else data  # (at most len(sep)+1 copied)
+        self._carry = b""
+        pos = 0
+        while True:
+            if state == _BODY:
+                sep = self._sep
+                k = buf.find(sep, pos)
+                if k < 0:
+                    self._carry = buf[max(pos, len(buf) - len(sep) + 1):]
+                    break
+                after = k + len(sep)
+                if after + 2 > len(buf):
+                    self._carry = buf[k:]
+                    break
+                two = buf[after:after + 2]
+                if two == b"--":
+                    state = _DONE
+                    break
+                if two != b"\r\n":
+                    raise Unreadable(_AFTER)
+                state, pos = _HEAD, after + 2
+            elif state == _HEAD:
+                pos = self._end_of_head(buf, pos)
+                if pos < 0:
+                    break
+                state = _BODY
+            else:  # _PREAMBLE: up to the first boundary line, which must be its only one
+                dash = self._dash
+                k = buf.find(dash, pos)
+                if k < 0:
+                    cut = max(pos, len(buf) - len(dash) - 1)
+                    self._carry, self._at0 = buf[cut:], self._at0 and cut == 0
+                    break
+                if not (k == 0 and self._at0) and (k < 2 or buf[k - 2:k] != b"\r\n"):
+                    raise Unreadable("the multipart preamble holds the boundary other than "
+                                     "as its first boundary line, so the body's 'model' "
+                                     "cannot be checked")
+                after = k + len(dash)
+                if after + 2 > len(buf):
+                    cut = max(0, k - 2)
+                    self._carry, self._at0 = buf[cut:], self._at0 and cut == 0
+                    break
+                two = buf[after:after + 2]
+                if two == b"--":
+                    state = _DONE
+                    break
+                if two != b"\r\n":
+                    raise Unreadable(_AFTER)
+                state, pos = _HEAD, after + 2
+        self._state = state
+
+    def _end_of_head(self, buf: bytes, pos: int) -> int:
+        """Where the part's content begins in `buf` once the head that begins at `pos` (after
+        `_head`, its bytes from earlier pieces) has ended and been judged; -1 when it goes on
+        past `buf` (kept in `_head`, no copy of the content after it)."""
+        held = self._head
+        limit = MAX_PART_HEAD + 4  # (a head's bytes and its CRLFCRLF)
+        if held:
+            head = held + buf[pos:pos + limit]
+            end = head.find(b"\r\n\r\n", max(0, len(held) - 3), limit)
+        else:
+            head = buf
+            end = buf.find(b"\r\n\r\n", pos, pos + limit)
+        if end < 0:
+            got = len(head) - (0 if held else pos)
+            if got >= limit:
+                raise Unreadable(f"a part's head is longer than {MAX_PART_HEAD} bytes, so "
+                                 "the body's 'model' cannot be checked")
+            self._head = head[0 if held else pos:]
+            return -1
+        self._head = b""
+        if held:
+            self._part(head[:end])
+            return pos + end + 4 - len(held)
+        self._part(buf[pos:end])
+        return end + 4
+
+    def _part(self, head: bytes) -> None:
+        try:
+            name = part_name(head)
+        except Unreadable as exc:
+            raise Unreadable(f"{exc}, so the body's 'model' cannot be checked") from None
+        if name is not None and name.strip(" \t\r\n").lower() == "model":
+            if name != "model":
+                raise Unreadable("a part is named like 'model' but not exactly 'model'")
+            self._models += 1
+            if self._models > 1:
+                raise Ambiguous("the form body has more than one 'model' field (a second "
+                                "one after the peek window: form readers keep different "
+                                "ones); send 'model' once")
+
+
+def scanner(headers: Mapping[str, str]) -> PartScanner | None:
+    """A scanner for a request whose body is multipart (its `model` read as a form
+    field), else None."""
+    try:
+        kind = form_kind(headers.get("content-type"))
+    except Unreadable:
+        return None  # (refused at the peek already)
+    if kind is None or kind[1] is None:
+        return None
+    return PartScanner(kind[1].encode("ascii"))
+
+
+def scan_held(headers: Mapping[str, str], body: bytes) -> None:
+    """Scan a multipart body held in memory (more of it than the peek window read) as it
+    would be on its way; raises `Unreadable` as `PartScanner.feed` does."""
+    scan = scanner(headers)
+    if scan is not None:
+        scan.feed(body)
