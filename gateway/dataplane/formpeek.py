@@ -7,9 +7,12 @@ went on by a catch-all (found by a hostile review). Pure and sans-I/O, like `jso
 reads bytes already held (the peek window) and refuses (`Unreadable`), never guesses,
 whatever a backend's form reader could read differently: a `model` named twice, a part
 head or a boundary line out of the grammar (bare LF, folded or repeated header fields,
-escapes or RFC 2231 `name*=` in a Content-Disposition), a `model` part that is a file, has
-a Content-Transfer-Encoding or a charset other than UTF-8, a nested multipart part, an
-invalid percent escape.
+escapes or RFC 2231 `name*=`, `name*0=` in a Content-Disposition, a preamble holding the
+boundary), a `model` part that is a file, has a Content-Transfer-Encoding or a charset
+other than UTF-8, a nested multipart part, an invalid percent escape, a raw `;` that
+changes an urlencoded body's `model` for a reader splitting on it. What every reader reads
+one way is read: a preamble ending in CRLF (RFC 2046), an unquoted `filename*=` (RFC 8187)
+on a part, a `;` that changes nothing.
 
 Multipart: the parts are read in order until the `model` part; when the body goes on past
 the window, what follows the `model` part is not read here (an audio file, megabytes: its
@@ -31,8 +34,9 @@ MAX_PART_HEAD = 8192  # bytes of a part's head (its header fields)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _PARAM = re.compile(r"[ \t]*([^=; \t\"]+)[ \t]*=[ \t]*")
-_RAW = re.compile(rb"[\x00-\x20;\x7f]")
+_RAW = re.compile(rb"[\x00-\x20\x7f]")
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
+_SEMI = re.compile(rb"[&;]")
 _PAST = ("the body's form fields run past the gateway's peek window "
          "(server.model_peek_bytes) before its 'model' field ends, so its 'model' cannot be "
          "checked; send 'model' first (before any file), or raise the window")
@@ -112,12 +116,28 @@ def _urlencoded(body: bytes, complete: bool) -> ModelField | None:
                          "(server.model_peek_bytes), so its 'model' cannot be checked; send "
                          "a smaller body or raise the window")
     if _RAW.search(body) is not None:
-        # (aiohttp strips trailing whitespace before it splits, old parse_qsl split on `;`:
-        # `model=gpt-a\n` or `x=1;model=gpt-a` read as gpt-a there, as no model here)
-        raise Unreadable("the form body has a raw ';', whitespace or control byte (some "
-                         "readers strip or split on them); percent-encode it")
+        # (aiohttp strips trailing whitespace before it splits: `model=gpt-a\n` read as
+        # gpt-a there, as no model here)
+        raise Unreadable("the form body has raw whitespace or a control byte (some "
+                         "readers strip them); percent-encode it")
+    found = _pairs(body.split(b"&"))
+    if b";" in body:
+        # (python-multipart, aiohttp, Werkzeug and parse_qsl since Python 3.9.2 split on `&`
+        # only; parse_qsl before, Django before 3.2, on `;` too: `x=1;model=gpt-a` is no
+        # model to the first, gpt-a to the others. Read the same both ways, it is accepted)
+        try:
+            same = _pairs(_SEMI.split(body)) == found
+        except Unreadable:
+            same = False
+        if not same:
+            raise Unreadable("the form body has a raw ';' that changes its 'model' for "
+                             "readers that split on ';' too; percent-encode it (%3B)")
+    return found
+
+
+def _pairs(pairs: list[bytes]) -> ModelField | None:
     found: ModelField | None = None
-    for pair in body.split(b"&"):
+    for pair in pairs:
         name, _, value = pair.partition(b"=")
         name = _pct(name)
         if _near(name):
@@ -145,6 +165,10 @@ def _disposition(value: str) -> tuple[str | None, bool]:
             raise Unreadable("a part's Content-Disposition cannot be read one way")
         key, i = m.group(1).lower(), m.end()
         if i < n and rest[i] == '"':
+            if key == "filename*":  # (RFC 8187: an ext-value is never quoted; aiohttp
+                # reads a quoted one as no parameter at all, python-multipart as a name)
+                raise Unreadable("a part's Content-Disposition has a quoted filename*=; send "
+                                 "it unquoted (RFC 8187: filename*=UTF-8''a%C3%A9.wav)")
             end = rest.find('"', i + 1)
             if end < 0 or "\\" in rest[i:end]:
                 raise Unreadable("a part's Content-Disposition has an unterminated or "
@@ -153,15 +177,19 @@ def _disposition(value: str) -> tuple[str | None, bool]:
         else:
             t = _TOKEN.match(rest, i)
             val, i = (t.group(), t.end()) if t else ("", i)
-        if key in params or key.endswith("*"):
+        if key in params or ("*" in key and key != "filename*"):
+            # (aiohttp and Werkzeug decode name*= and continuations, name*0=, before or
+            # instead of name=, python-multipart ignores them; filename*= names no field:
+            # it makes a part a file for aiohttp and Werkzeug, not python-multipart)
             raise Unreadable("a part's Content-Disposition repeats a parameter or uses an "
-                             "RFC 2231 form (name*=); send one plain name=\"...\"")
+                             "RFC 2231 form other than filename*= (name*=, name*0=); send "
+                             "one plain name=\"...\"")
         params[key] = val
         rest_i = rest[i:].lstrip(" \t")
         if rest_i and rest_i[0] != ";":
             raise Unreadable("a part's Content-Disposition cannot be read one way")
         i = n - len(rest_i) + 1
-    return params.get("name"), "filename" in params
+    return params.get("name"), "filename" in params or "filename*" in params
 
 
 def _part_head(head: bytes) -> tuple[str | None, bool, dict[str, str]]:
@@ -194,12 +222,19 @@ def part_name(head: bytes) -> str | None:
 
 def _multipart(body: bytes, boundary: bytes, complete: bool) -> ModelField | None:
     delim = b"--" + boundary
-    if not body.startswith(delim):
-        if not complete and delim.startswith(body):
+    first = body.find(delim)
+    if first < 0:
+        if not complete:
             raise Unreadable(_PAST)
-        raise Unreadable("the multipart body does not begin with its boundary")
+        raise Unreadable("the multipart body has no boundary line")
+    if first and body[first - 2:first] != b"\r\n":
+        # a preamble (RFC 2046) ends with CRLF, and holds no other `--boundary`: aiohttp and
+        # Werkzeug take a line "--boundary" after a bare LF, or a line "x--boundary", for
+        # the first boundary (python-multipart refuses any preamble but CRLFs)
+        raise Unreadable("the multipart preamble holds the boundary other than as its first "
+                         "boundary line")
     sep = b"\r\n" + delim
-    i = len(delim)
+    i = first + len(delim)
     found: ModelField | None = None
     while True:
         after = body[i:i + 2]
