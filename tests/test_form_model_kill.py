@@ -257,3 +257,28 @@ async def test_a_rare_form_read_one_way_by_every_reader_is_routed_by_its_model(
         status, headers, answer = await exchange(port, head + body)
     assert (status, headers.get("x-killgate-route")) == (200, "chat-a"), answer
     assert json.loads(answer)["model"] == "gpt-a" and seen == ["a"]
+
+
+async def test_messages_about_a_form_body_s_model_name_the_form_not_json(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A form without `model` on model-only routes was 404 "... with no 'model' field in the
+    JSON body", and a form in latin-1 400 "... is read in JSON as UTF-8 only" (found by
+    review): each names the body kind read."""
+    seen: list[str] = []
+    pa = await backends(form_backend("a", seen))
+    only = routes(pa, pa).split("- name: other")[0]
+    async with running_gateway(write_config(tmp_path, only)) as g:
+        url = g.url + "/v1/audio/transcriptions"
+        form = FormData()
+        form.add_field("file", io.BytesIO(b"RIFF"), filename="a.wav")
+        for data, kind in ((form, "multipart form body"), ({"x": "1"}, "urlencoded form body")):
+            async with session.post(url, data=data) as r:
+                msg = (await r.json())["error"]["message"]
+                assert r.status == 404 and msg.endswith(
+                    f"with no 'model' field in the {kind}"), msg
+        async with session.post(url, data=b"model=gpt-a", headers={
+                "content-type": "application/x-www-form-urlencoded; charset=latin-1"}) as r:
+            msg = (await r.json())["error"]["message"]
+            assert r.status == 400 and "the 'model' of a urlencoded form body" in msg, msg
+            assert "JSON" not in msg, msg
+    assert seen == []

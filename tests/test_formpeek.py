@@ -171,3 +171,18 @@ def test_a_rare_form_every_reader_reads_one_way_is_accepted(ctype: str, body: by
 def test_a_preamble_longer_than_the_window_is_refused() -> None:
     with pytest.raises(Unreadable, match="peek window"):
         body_model(MP, (b"x" * 100 + b"\r\n" + mp(MODEL))[:80], False)
+
+
+def test_body_kind_names_what_the_model_was_read_from() -> None:
+    from gateway.dataplane.formpeek import body_kind
+    from gateway.dataplane.heldmodel import coding_refused
+    assert body_kind(MP) == body_kind("multipart/form-data; boundary=a; boundary=b") \
+        == "multipart form body"
+    assert body_kind(UE + "; charset=utf-8", b"x=1") == "urlencoded form body"
+    assert body_kind("application/json", b' {"a": 1}') == body_kind(None) == "JSON body"
+    assert body_kind("application/octet-stream", b"\x00\x01") == (
+        "body (not a JSON object or a form)")
+    why = coding_refused({"content-type": "application/json; charset=latin-1"})
+    assert why is not None and "the 'model' of a JSON body" in why
+    why = coding_refused({"content-type": MP + "; charset=latin-1"})
+    assert why is not None and "the 'model' of a multipart form body" in why

@@ -27,7 +27,7 @@ import re
 
 from gateway.dataplane.jsonpeek import Ambiguous, ModelField, Unreadable, find_model
 
-__all__ = ["MAX_MODEL", "MAX_PART_HEAD", "body_model", "form_kind", "part_name"]
+__all__ = ["MAX_MODEL", "MAX_PART_HEAD", "body_kind", "body_model", "form_kind", "part_name"]
 
 MAX_MODEL = 1024  # bytes of a form's `model` value
 MAX_PART_HEAD = 8192  # bytes of a part's head (its header fields)
@@ -69,6 +69,21 @@ def form_kind(ctype: str | None) -> tuple[str, str | None] | None:
         raise Unreadable("the multipart/form-data Content-Type has no valid boundary "
                          "(RFC 2046: 1 to 70 characters)")
     return "multipart", boundary
+
+
+def body_kind(ctype: str | None, body: bytes | None = None) -> str:
+    """What a body is read as for its `model`, for the messages that speak of it: "multipart
+    form body", "urlencoded form body", "JSON body" (as `body_model` reads it), or, when
+    `body` is given and is neither, "body (not a JSON object or a form)"."""
+    try:
+        kind = form_kind(ctype) if ctype is not None and "form" in ctype.lower() else None
+    except Unreadable:
+        kind = ("multipart", None)
+    if kind is not None:
+        return f"{kind[0]} form body"
+    if body is None or body.lstrip(b" \t\r\n")[:1] == b"{":
+        return "JSON body"
+    return "body (not a JSON object or a form)"
 
 
 def body_model(ctype: str | None, body: bytes, complete: bool) -> ModelField | None:
