@@ -126,6 +126,10 @@ _FILE = b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
                              b"gpt-b", _MODEL + b"gpt-a"), id="rfc2231-continued-name"),
     pytest.param(b"pre\n" + _multipart(_MODEL + b"gpt-a")[0], _multipart()[1],
                  id="preamble-with-a-bare-lf"),
+    pytest.param(*_multipart(b'Content-Disposition: form-data; name="/model"\r\n\r\ngpt-a',
+                             _MODEL + b"gpt-b"), id="slash-model"),  # aiohttp: "model"
+    pytest.param(*_multipart(b'Content-Disposition: form-data; name="mo\\del"\r\n\r\ngpt-a',
+                             _MODEL + b"gpt-b"), id="backslash-model"),  # aiohttp: "model"
     pytest.param(b"x=1;model=gpt-b&model=gpt-a", b"application/x-www-form-urlencoded",
                  id="urlencoded-semicolon-read-two-ways"),
     pytest.param(*_multipart(b'Content-Disposition: form-data; name="model"\r\n'
@@ -240,6 +244,9 @@ async def test_a_form_to_a_rewriting_version_of_a_path_route_is_refused(
     pytest.param(*_multipart(_MODEL + b"gpt-a", b'Content-Disposition: form-data; name="file"; '
                              b"filename*=UTF-8''%C3%A9t%C3%A9.wav\r\n\r\nRIFF"),
                  id="rfc8187-filename"),
+    pytest.param(*_multipart(_MODEL + b"gpt-a", b'Content-Disposition: form-data; name="file"; '
+                             b'filename="C:\\Users\\me\\a.wav"\r\n\r\nRIFF'),
+                 id="windows-path-filename"),
     pytest.param(b"prompt=a;b&model=gpt-a", b"application/x-www-form-urlencoded",
                  id="urlencoded-semicolon-in-a-value"),
 ])

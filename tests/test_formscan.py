@@ -68,6 +68,7 @@ def test_a_body_with_one_model_part_passes_at_every_split(body: bytes) -> None:
 
 @pytest.mark.parametrize(("body", "match"), [
     (mp(MODEL, NOISE, field(b'"Model"', b"gpt-a")), "like 'model'"),
+    (mp(MODEL, NOISE, field(b'"/model"', b"gpt-a")), "like 'model'"),  # aiohttp: model
     (mp(MODEL, NOISE, field(b"\"x\"; name*=utf-8''model", b"gpt-a")), "name\\*="),
     (mp(MODEL, NOISE, b"Content-Disposition: form-data;\n name=model\r\n\r\nx"), "bare CR"),
     (mp(MODEL, NOISE, field(b'"f"', b"x", b"X-Pad: " + b"a" * MAX_PART_HEAD + b"\r\n")),

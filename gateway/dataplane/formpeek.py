@@ -27,7 +27,8 @@ import re
 
 from gateway.dataplane.jsonpeek import Ambiguous, ModelField, Unreadable, find_model
 
-__all__ = ["MAX_MODEL", "MAX_PART_HEAD", "body_kind", "body_model", "form_kind", "part_name"]
+__all__ = ["MAX_MODEL", "MAX_PART_HEAD", "body_kind", "body_model", "form_kind", "near_model",
+           "part_name"]
 
 MAX_MODEL = 1024  # bytes of a form's `model` value
 MAX_PART_HEAD = 8192  # bytes of a part's head (its header fields)
@@ -120,9 +121,11 @@ def _pct(raw: bytes) -> bytes:
     return _PCT.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
 
 
-def _near(name: bytes) -> bool:
-    """A field name a reader could take for `model` that is not exactly `model`."""
-    return name != b"model" and name.strip(b" \t\r\n").lower() == b"model"
+def near_model(name: bytes) -> bool:
+    """A field name a reader could take for `model` that is not exactly `model`: in another
+    case, with whitespace, or with leading slashes (aiohttp strips `\\` and `/` from the
+    start of a quoted name: name="/model" is "model" there, "/model" to Starlette)."""
+    return name != b"model" and name.strip(b" \t\r\n/\\").lower() == b"model"
 
 
 def _urlencoded(body: bytes, complete: bool) -> ModelField | None:
@@ -155,7 +158,7 @@ def _pairs(pairs: list[bytes]) -> ModelField | None:
     for pair in pairs:
         name, _, value = pair.partition(b"=")
         name = _pct(name)
-        if _near(name):
+        if near_model(name):
             raise Unreadable("the form body has a field named like 'model' but not exactly "
                              "'model'")
         if name == b"model":
@@ -185,9 +188,14 @@ def _disposition(value: str) -> tuple[str | None, bool]:
                 raise Unreadable("a part's Content-Disposition has a quoted filename*=; send "
                                  "it unquoted (RFC 8187: filename*=UTF-8''a%C3%A9.wav)")
             end = rest.find('"', i + 1)
-            if end < 0 or "\\" in rest[i:end]:
+            # (a backslash: aiohttp and Werkzeug unescape it, python-multipart keeps it, so
+            # name="mo\\del" is "model" to some; before a quote, python-multipart reads
+            # on past it. In another value, a Windows path filename="C:\\a\\b.wav", it
+            # changes no reader's end of the value, nor so the part's name)
+            if end < 0 or rest[end - 1] == "\\" or (key == "name" and "\\" in rest[i:end]):
                 raise Unreadable("a part's Content-Disposition has an unterminated or "
-                                 "escaped quoted value")
+                                 "escaped quoted value (a backslash in its name, or before "
+                                 "a quote)")
             val, i = rest[i + 1:end], end + 1
         else:
             t = _TOKEN.match(rest, i)
@@ -270,7 +278,7 @@ def _multipart(body: bytes, boundary: bytes, complete: bool) -> ModelField | Non
         name, is_file, fields = _part_head(body[start:end])
         content = end + 4
         stop = body.find(sep, content)
-        if name is not None and (name == "model" or _near(name.encode())):
+        if name is not None and (name == "model" or near_model(name.encode())):
             if name != "model":
                 raise Unreadable("a part is named like 'model' but not exactly 'model'")
             if found is not None:

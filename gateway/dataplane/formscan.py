@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.dataplane.formpeek import MAX_PART_HEAD, form_kind, part_name
+from gateway.dataplane.formpeek import MAX_PART_HEAD, form_kind, near_model, part_name
 from gateway.dataplane.jsonpeek import Ambiguous, Unreadable
 
 __all__ = ["PartScanner", "scan_held", "scanner"]
@@ -139,7 +139,7 @@ class PartScanner:
             name = part_name(head)
         except Unreadable as exc:
             raise Unreadable(f"{exc}, so the body's 'model' cannot be checked") from None
-        if name is not None and name.strip(" \t\r\n").lower() == "model":
+        if name is not None and (name == "model" or near_model(name.encode())):
             if name != "model":
                 raise Unreadable("a part is named like 'model' but not exactly 'model'")
             self._models += 1
