@@ -29,6 +29,9 @@ def form_backend(name: str, seen: list[str]) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
         form = await request.post()
         model = form.get("model")
+        for value in form.values():  # (its files: closed here, not by the collector)
+            if isinstance(value, web.FileField):
+                value.file.close()
         seen.append(name)
         return web.json_response({"backend": name, "model": model})
 

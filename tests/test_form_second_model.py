@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from tests.conftest import bearer, running_gateway, wait_until
 from tests.rawhttp import _head
@@ -29,6 +29,8 @@ def audio(size: int) -> bytes:
 
 def second(size: int) -> bytes:
     return mp(field(b'"model"', b"gpt-b"), audio(size), field(b'"model"', b"gpt-a"))
+
+
 CTYPE = b"multipart/form-data; boundary=XyZ"
 
 
@@ -43,8 +45,16 @@ class LastModel:
     def app(self, name: str) -> web.Application:
         async def handle(request: web.Request) -> web.Response:
             self.started += 1
-            form = await request.post()
-            model = str(form.getall("model")[-1])
+            # (aiohttp's multipart reader, part by part, in memory: `post()` spools files to
+            # temporary files it leaves open when the body is cut, as the gateway cuts it)
+            reader = await request.multipart()
+            models = []
+            while (part := await reader.next()) is not None:
+                assert isinstance(part, BodyPartReader)
+                data = await part.read()
+                if part.name == "model" and part.filename is None:
+                    models.append(data.decode())
+            model = models[-1]
             self.served.append(f"{name}:{model}")
             return web.json_response({"backend": name, "model": model})
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.dataplane.formpeek import MAX_PART_HEAD, form_kind, near_model, part_name
+from gateway.dataplane.formparts import MAX_PART_HEAD, near_model, part_name
+from gateway.dataplane.formpeek import form_kind
 from gateway.dataplane.jsonpeek import Ambiguous, Unreadable
 
 __all__ = ["PartScanner", "scan_held", "scanner"]
