@@ -33,7 +33,7 @@ def _body(mib: int, near: bool) -> bytes:
     if near:
         data = (b"\r\n--XyY\r\n--Xy" * (size // 14 + 1))[:size]
     else:
-        data = os.urandom(size).replace(b"\r\n--XyZ", b"\r\n--XyY")
+        data = os.urandom(size).replace(b"--XyZ", b"--XyY")
     return _MODEL + _FILE + data + b"\r\n--XyZ--\r\n"
 
 

@@ -6,13 +6,14 @@ the LAST value) was served the killed gpt-a's request by the catch-all."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 
 import pytest
 from aiohttp import BodyPartReader, web
 
-from tests.conftest import bearer, running_gateway, wait_until
+from tests.conftest import bearer, running_gateway, wait_until, write_config
 from tests.rawhttp import _head
 from tests.test_form_model_kill import routes
 from tests.test_formpeek import field, mp
@@ -88,7 +89,6 @@ async def test_a_second_model_part_past_the_window_never_reaches_the_killed_mode
     back = LastModel()
     pa, po = await backends(back.app("a")), await backends(back.app("other"))
     cfg_routes = routes(pa, po).replace("path_prefix: /v1}", "path_prefix: /v1, model: gpt-b}")
-    from tests.conftest import write_config
     cfg = write_config(tmp_path, cfg_routes, extra="server: {model_peek_bytes: 4096}\n")
     async with running_gateway(cfg) as g:
         async with session.post(g.admin + "/v1/kill", headers=H, json={
@@ -113,3 +113,49 @@ async def test_a_second_model_part_past_the_window_never_reaches_the_killed_mode
                                 headers={"content-type": CTYPE.decode()}) as r:
             assert r.status == 200 and (await r.json())["model"] == "gpt-b"
     assert back.served == ["other:gpt-b"]  # never "other:gpt-a": the killed model
+
+
+def werkzeug_app(seen: list[str]) -> web.Application:
+    """A backend that reads its form as Flask does (Werkzeug's multipart parser, the FIRST
+    `model`): a line break before `--boundary` is CRLF, LF or CR to it."""
+    formparser = pytest.importorskip("werkzeug.formparser")
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        _, form, files = formparser.parse_form_data({
+            "REQUEST_METHOD": "POST", "CONTENT_TYPE": request.headers["content-type"],
+            "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)})
+        for f in files.values():
+            f.close()
+        seen.append(form.get("model"))
+        return web.json_response({"model": form.get("model")})
+
+    app = web.Application(client_max_size=8 << 20)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+@pytest.mark.parametrize("brk", [b"\n", b"\r"])
+async def test_a_model_part_after_a_bare_line_break_never_reaches_the_killed_model(
+        tmp_path: Path, backends, session, brk: bytes) -> None:  # type: ignore[no-untyped-def]
+    """Found while checking readers: Werkzeug takes `\\n--boundary` (or `\\r`) for a boundary
+    line, RFC 2046 and the peek CRLF only: a file whose bytes held `\\n--XyZ` and a `model`
+    part read gpt-a (killed) there, gpt-b (the live route's) here."""
+    seen: list[str] = []
+    pw = await backends(werkzeug_app(seen))
+    cfg_routes = routes(pw, pw).replace("path_prefix: /v1}", "path_prefix: /v1, model: gpt-b}")
+    cfg = write_config(tmp_path, cfg_routes, extra="server: {model_peek_bytes: 65536}\n")
+    hidden = brk + b"--XyZ\r\n" + field(b'"model"', b"gpt-a")
+    body = mp(audio(4096)[:-8] + hidden, field(b'"model"', b"gpt-b"))
+    async with running_gateway(cfg) as g:
+        async with session.post(g.admin + "/v1/kill", headers=H, json={
+                "scope": "route", "route": "chat-a", "reason": "bad model"}) as r:
+            assert r.status == 200, await r.text()
+        port = int(g.url.rsplit(":", 1)[1])
+        status, answer = await _send(port, [body])
+        assert status == 400, (status, answer, seen)
+        assert "bare CR or LF" in json.loads(answer)["error"]["message"]
+        fine = mp(audio(4096) + b"x--XyZ\r\n", field(b'"model"', b"gpt-b"))  # (content)
+        status, answer = await _send(port, [fine])
+        assert status == 200 and json.loads(answer)["model"] == "gpt-b", answer
+    assert seen == ["gpt-b"]

@@ -84,6 +84,11 @@ def test_every_fragment_of_a_form_gives_its_model_or_a_refusal_never_another() -
     (MP, mp(field(b'"mo\\del"', b"gpt-a")), "escaped"),  # aiohttp, Werkzeug: model
     (MP, mp(field(b'"f"; filename="a\\\\"; x="1"', b"x"), MODEL), "escaped"),  # (see below)
     (MP, mp(field(b'"/model"', b"gpt-a")), "like 'model'"),  # aiohttp: model
+    # Werkzeug: a boundary line after a bare LF or CR, or right after a part's head
+    (MP, mp(field(b'"f"', b"x\n--XyZ\r\n" + MODEL), MODEL), "bare CR or LF"),
+    (MP, mp(field(b'"f"', b"x\r--XyZ\r\n" + MODEL), MODEL), "bare CR or LF"),
+    (MP, mp(field(b'"f"', b"--XyZ\r\n" + MODEL), MODEL), "bare CR or LF"),
+    (MP, mp(field(b'"f"', b"\n--XyZ--"), MODEL), "bare CR or LF"),
     (MP, mp(field(b'"Model"', b"gpt-a")), "like 'model'"),
     (MP, mp(field(b'"model "', b"gpt-a")), "like 'model'"),
     (MP, mp(field(b"\"x\"; name*=utf-8''model", b"gpt-a")), "name\\*="),
@@ -162,6 +167,8 @@ def test_form_kind() -> None:
     # past the quote, as one value: refused above)
     (MP, mp(b'Content-Disposition: form-data; name="file"; filename="C:\\dir\\a.wav"'
             b"\r\n\r\nRIFF", MODEL)),
+    # `--boundary` in content after other bytes, and an empty value
+    (MP, mp(field(b'"f"', b"x--XyZ\r\n-\n--XyY"), field(b'"e"', b""), MODEL)),
     # a raw ';' read the same whether or not a reader splits on it
     (UE, b"prompt=a;b&model=gpt-a"),
     (UE, b"model=gpt-a&x=1;y=2"),

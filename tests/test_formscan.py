@@ -57,6 +57,7 @@ def test_a_second_model_part_is_refused_before_its_head_is_forwarded_at_any_spli
     b"a preamble\r\n" + mp(MODEL, NOISE),
     b"\r\n" + mp(MODEL),
     mp(),  # (no part: "--XyZ--")
+    mp(MODEL, field(b'"e"', b""), field(b'"f"', b"x--XyZ\r\n-\n--XyY"), field(b'"g"', b"")),
 ])
 def test_a_body_with_one_model_part_passes_at_every_split(body: bytes) -> None:
     for pieces in splits(body):
@@ -79,6 +80,9 @@ def test_a_body_with_one_model_part_passes_at_every_split(body: bytes) -> None:
     (b"x--XyZ\r\n" + mp(MODEL), "preamble"),  # aiohttp: a line "x--XyZ" is not a boundary
     (b"--XyZ \r\n\r\n" + mp(MODEL), "other bytes"),  # aiohttp strips it: the first boundary
     (b"--XyZ\n" + mp(MODEL), "other bytes"),
+    (mp(MODEL, NOISE + b"x\n--XyZ\r\n" + field(b'"model"', b"gpt-b")), "bare CR"),  # Werkzeug
+    (mp(MODEL, NOISE + b"x\r--XyZ\r\n" + field(b'"model"', b"gpt-b")), "bare CR"),
+    (mp(MODEL, field(b'"f"', b"--XyZ\r\n" + field(b'"model"', b"gpt-b"))), "bare CR"),
 ])
 def test_a_head_read_two_ways_after_the_window_is_refused_at_every_split(
         body: bytes, match: str) -> None:

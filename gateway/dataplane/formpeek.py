@@ -28,13 +28,16 @@ import re
 from gateway.dataplane.formparts import MAX_PART_HEAD, near_model, part_head
 from gateway.dataplane.jsonpeek import Ambiguous, ModelField, Unreadable, find_model
 
-__all__ = ["MAX_MODEL", "MAX_PART_HEAD", "body_kind", "body_model", "form_kind"]
+__all__ = ["BARE_BREAK", "MAX_MODEL", "MAX_PART_HEAD", "body_kind", "body_model", "form_kind"]
 
 MAX_MODEL = 1024  # bytes of a form's `model` value
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _RAW = re.compile(rb"[\x00-\x20\x7f]")
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _SEMI = re.compile(rb"[&;]")
+BARE_BREAK = ("a part's content has its boundary after a bare CR or LF (some readers, "
+              "Werkzeug's, take that for a boundary line), so the body's 'model' cannot be "
+              "checked")
 _PAST = ("the body's form fields run past the gateway's peek window "
          "(server.model_peek_bytes) before its 'model' field ends, so its 'model' cannot be "
          "checked; send 'model' first (before any file), or raise the window")
@@ -193,6 +196,7 @@ def _multipart(body: bytes, boundary: bytes, complete: bool) -> ModelField | Non
         name, is_file, fields = part_head(body[start:end])
         content = end + 4
         stop = body.find(sep, content)
+        bare_break(body, delim, content, len(body) if stop < 0 else stop + 2)
         if name is not None and (name == "model" or near_model(name.encode())):
             if name != "model":
                 raise Unreadable("a part is named like 'model' but not exactly 'model'")
@@ -219,6 +223,18 @@ def _multipart(body: bytes, boundary: bytes, complete: bool) -> ModelField | Non
                 raise Unreadable("the multipart body does not end with its close delimiter")
             return _past(found)
         i = stop + len(sep)
+
+
+def bare_break(body: bytes, delim: bytes, start: int, end: int) -> None:
+    """Refuse a `--boundary` in a part's content (`body[start:end]`) after a bare CR or LF:
+    Werkzeug (Flask) takes `\n--boundary` and `\r--boundary` for a boundary line, so a part
+    named `model` could follow it, unseen here (RFC 2046 and the others: CRLF only). One
+    after other bytes is content to every reader; one after CRLF ends the part."""
+    j = body.find(delim, start, end + len(delim) - 1)
+    while j >= 0:
+        if j == start or body[j - 1] in b"\r\n":
+            raise Unreadable(BARE_BREAK)
+        j = body.find(delim, j + 1, end + len(delim) - 1)
 
 
 def _past(found: ModelField | None) -> ModelField | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.dataplane.formparts import MAX_PART_HEAD, near_model, part_name
-from gateway.dataplane.formpeek import form_kind
+from gateway.dataplane.formpeek import BARE_BREAK, form_kind
 from gateway.dataplane.jsonpeek import Ambiguous, Unreadable
 
 __all__ = ["PartScanner", "scan_held", "scanner"]
@@ -38,13 +38,14 @@ class PartScanner:
     """Fed a multipart body's bytes in order (`feed`); raises when a part past the first
     `model` one is named like `model`, or any part head is out of the peek's grammar."""
 
-    __slots__ = ("_at0", "_carry", "_dash", "_head", "_models", "_sep", "_state")
+    __slots__ = ("_at0", "_carry", "_dash", "_head", "_lead", "_models", "_pos", "_state")
 
     def __init__(self, boundary: bytes) -> None:
         self._dash = b"--" + boundary
-        self._sep = b"\r\n" + self._dash  # a delimiter inside the body
-        self._carry = b""  # the bytes kept from the last piece (a delimiter cut in two)
-        self._at0 = True  # what is fed next (the carry first) begins at the body's byte 0
+        self._carry = b""  # the last bytes of the last piece (a boundary cut in two)
+        self._pos = 0  # where in the carry the search goes on (what is before it is judged)
+        self._at0 = True  # the carry (what is fed next) begins at the body's byte 0
+        self._lead = 0  # where the current part's content begins, relative to the carry
         self._head = b""  # a part head cut in two: its first bytes
         self._models = 0
         self._state = _PREAMBLE
@@ -58,56 +59,50 @@ class PartScanner:
         state = self._state
         if state == _DONE or not data:
             return
-        buf = self._carry + data if self._carry else data  # (at most len(sep)+1 copied)
-        self._carry = b""
-        pos = 0
+        buf = self._carry + data if self._carry else data  # (at most len(dash)+1 copied)
+        pos, lead, dash = self._pos, self._lead, self._dash
+        keep = len(buf)  # (from where the bytes are kept for the next piece)
         while True:
-            if state == _BODY:
-                sep = self._sep
-                k = buf.find(sep, pos)
-                if k < 0:
-                    self._carry = buf[max(pos, len(buf) - len(sep) + 1):]
-                    break
-                after = k + len(sep)
-                if after + 2 > len(buf):
-                    self._carry = buf[k:]
-                    break
-                two = buf[after:after + 2]
-                if two == b"--":
-                    state = _DONE
-                    break
-                if two != b"\r\n":
-                    raise Unreadable(_AFTER)
-                state, pos = _HEAD, after + 2
-            elif state == _HEAD:
+            if state == _HEAD:
                 pos = self._end_of_head(buf, pos)
                 if pos < 0:
+                    keep = pos = lead = len(buf)
                     break
-                state = _BODY
-            else:  # _PREAMBLE: up to the first boundary line, which must be its only one
-                dash = self._dash
-                k = buf.find(dash, pos)
-                if k < 0:
-                    cut = max(pos, len(buf) - len(dash) - 1)
-                    self._carry, self._at0 = buf[cut:], self._at0 and cut == 0
-                    break
-                if not (k == 0 and self._at0) and (k < 2 or buf[k - 2:k] != b"\r\n"):
-                    raise Unreadable("the multipart preamble holds the boundary other than "
-                                     "as its first boundary line, so the body's 'model' "
-                                     "cannot be checked")
-                after = k + len(dash)
-                if after + 2 > len(buf):
-                    cut = max(0, k - 2)
-                    self._carry, self._at0 = buf[cut:], self._at0 and cut == 0
-                    break
-                two = buf[after:after + 2]
-                if two == b"--":
-                    state = _DONE
-                    break
-                if two != b"\r\n":
-                    raise Unreadable(_AFTER)
-                state, pos = _HEAD, after + 2
+                state, lead = _BODY, pos
+                continue
+            k = buf.find(dash, pos)
+            if k < 0:
+                keep = max(pos - 2, len(buf) - len(dash) - 1, 0)
+                break
+            if state == _BODY:
+                if k - 2 >= lead and buf[k - 2:k] == b"\r\n":
+                    pass  # a delimiter: the part ends
+                elif k == lead or buf[k - 1:k] in (b"\r", b"\n"):
+                    raise Unreadable(BARE_BREAK)  # (a boundary after a bare CR or LF)
+                else:
+                    pos = k + 1  # content: `--boundary` after other bytes
+                    continue
+            elif not (k == 0 and self._at0) and (k < 2 or buf[k - 2:k] != b"\r\n"):
+                raise Unreadable("the multipart preamble holds the boundary other than "
+                                 "as its first boundary line, so the body's 'model' "
+                                 "cannot be checked")
+            after = k + len(dash)
+            if after + 2 > len(buf):
+                keep, pos = max(k - 2, 0), k
+                break
+            two = buf[after:after + 2]
+            if two == b"--":
+                state = _DONE
+                break
+            if two != b"\r\n":
+                raise Unreadable(_AFTER)
+            state, pos = _HEAD, after + 2
         self._state = state
+        if state != _DONE:
+            self._carry = buf[keep:]
+            self._pos = max(pos - keep, 0)
+            self._lead = max(lead - keep, -2)  # (-2: long before; only the last 2 bytes matter)
+            self._at0 = self._at0 and keep == 0
 
     def _end_of_head(self, buf: bytes, pos: int) -> int:
         """Where the part's content begins in `buf` once the head that begins at `pos` (after
