@@ -84,6 +84,8 @@ def test_every_fragment_of_a_form_gives_its_model_or_a_refusal_never_another() -
     (MP, mp(field(b'"mo\\del"', b"gpt-a")), "escaped"),  # aiohttp, Werkzeug: model
     (MP, mp(field(b'"f"; filename="a\\\\"; x="1"', b"x"), MODEL), "escaped"),  # (see below)
     (MP, mp(field(b'"/model"', b"gpt-a")), "like 'model'"),  # aiohttp: model
+    (MP, mp(b'Content-Disposition: form-data; name= "model"\r\n\r\ngpt-a'), "one way"),
+    (MP, mp(b'Content-Disposition: form-data; name ="model"\r\n\r\ngpt-a'), "one way"),
     # Werkzeug: a boundary line after a bare LF or CR, or right after a part's head
     (MP, mp(field(b'"f"', b"x\n--XyZ\r\n" + MODEL), MODEL), "bare CR or LF"),
     (MP, mp(field(b'"f"', b"x\r--XyZ\r\n" + MODEL), MODEL), "bare CR or LF"),

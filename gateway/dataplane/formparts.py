@@ -19,7 +19,8 @@ __all__ = ["MAX_PART_HEAD", "near_model", "part_head", "part_name"]
 
 MAX_PART_HEAD = 8192  # bytes of a part's head (its header fields)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_PARAM = re.compile(r"[ \t]*([^=; \t\"]+)[ \t]*=[ \t]*")
+# (no whitespace around `=`: Werkzeug reads `name = "model"` as no name at all)
+_PARAM = re.compile(r"[ \t]*([^=; \t\"]+)=")
 
 
 def near_model(name: bytes) -> bool:
