@@ -129,6 +129,8 @@ _FILE = b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
                              b"gpt-b", _MODEL + b"gpt-a"), id="rfc2231-continued-name"),
     pytest.param(b"pre\n" + _multipart(_MODEL + b"gpt-a")[0], _multipart()[1],
                  id="preamble-with-a-bare-lf"),
+    pytest.param(b"--XyZ--x\r\n" + _multipart(_MODEL + b"gpt-a")[0], _multipart()[1],
+                 id="close-delimiter-then-bytes"),  # aiohttp: preamble; gpt-a
     pytest.param(*_multipart(b'Content-Disposition: form-data; name="/model"\r\n\r\ngpt-a',
                              _MODEL + b"gpt-b"), id="slash-model"),  # aiohttp: "model"
     pytest.param(*_multipart(b'Content-Disposition: form-data; name="mo\\del"\r\n\r\ngpt-a',

@@ -80,6 +80,8 @@ def test_a_body_with_one_model_part_passes_at_every_split(body: bytes) -> None:
     (b"x--XyZ\r\n" + mp(MODEL), "preamble"),  # aiohttp: a line "x--XyZ" is not a boundary
     (b"--XyZ \r\n\r\n" + mp(MODEL), "other bytes"),  # aiohttp strips it: the first boundary
     (b"--XyZ\n" + mp(MODEL), "other bytes"),
+    (b"--XyZ--x\r\n" + mp(MODEL), "close delimiter"),  # aiohttp: preamble, then parts
+    (mp(MODEL, NOISE)[:-2] + b"--\r\n" + mp(MODEL), "close delimiter"),
     (mp(MODEL, NOISE + b"x\n--XyZ\r\n" + field(b'"model"', b"gpt-b")), "bare CR"),  # Werkzeug
     (mp(MODEL, NOISE + b"x\r--XyZ\r\n" + field(b'"model"', b"gpt-b")), "bare CR"),
     (mp(MODEL, field(b'"f"', b"--XyZ\r\n" + field(b'"model"', b"gpt-b"))), "bare CR"),

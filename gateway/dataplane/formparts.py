@@ -71,7 +71,9 @@ def _disposition(value: str) -> tuple[str | None, bool]:
                              "one plain name=\"...\"")
         params[key] = val
         rest_i = rest[i:].lstrip(" \t")
-        if rest_i and rest_i[0] != ";":
+        if rest_i and (rest_i[0] != ";" or (len(rest_i) < n - i and rest[i - 1] != '"')):
+            # (a token, then whitespace, then `;`: aiohttp reads name=model\t;x=1 as
+            # "model\t", the others as "model")
             raise Unreadable("a part's Content-Disposition cannot be read one way")
         i = n - len(rest_i) + 1
     return params.get("name"), "filename" in params or "filename*" in params

@@ -28,13 +28,16 @@ import re
 from gateway.dataplane.formparts import MAX_PART_HEAD, near_model, part_head
 from gateway.dataplane.jsonpeek import Ambiguous, ModelField, Unreadable, find_model
 
-__all__ = ["BARE_BREAK", "MAX_MODEL", "MAX_PART_HEAD", "body_kind", "body_model", "form_kind"]
+__all__ = ["BARE_BREAK", "CLOSE_AFTER", "MAX_MODEL", "MAX_PART_HEAD", "body_kind", "body_model", "form_kind"]
 
 MAX_MODEL = 1024  # bytes of a form's `model` value
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _RAW = re.compile(rb"[\x00-\x20\x7f]")
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _SEMI = re.compile(rb"[&;]")
+CLOSE_AFTER = ("the multipart close delimiter is followed by other bytes than CRLF (aiohttp "
+               "reads on past a first line '--boundary--x' to later parts), so the body's "
+               "'model' cannot be checked")
 BARE_BREAK = ("a part's content has its boundary after a bare CR or LF (some readers, "
               "Werkzeug's, take that for a boundary line), so the body's 'model' cannot be "
               "checked")
@@ -180,7 +183,12 @@ def _multipart(body: bytes, boundary: bytes, complete: bool) -> ModelField | Non
     while True:
         after = body[i:i + 2]
         if after == b"--":  # the close delimiter: the end of the form
-            return found
+            tail = body[i + 2:i + 4]
+            if tail == b"\r\n" or (complete and tail == b""):
+                return found
+            if not complete and b"\r\n".startswith(tail):
+                return _past(found)
+            raise Unreadable(CLOSE_AFTER)
         if len(after) < 2 and not complete:
             return _past(found)
         if after != b"\r\n":

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.dataplane.formparts import MAX_PART_HEAD, near_model, part_name
-from gateway.dataplane.formpeek import BARE_BREAK, form_kind
+from gateway.dataplane.formpeek import BARE_BREAK, CLOSE_AFTER, form_kind
 from gateway.dataplane.jsonpeek import Ambiguous, Unreadable
 
 __all__ = ["PartScanner", "scan_held", "scanner"]
@@ -91,7 +91,14 @@ class PartScanner:
                 keep, pos = max(k - 2, 0), k
                 break
             two = buf[after:after + 2]
-            if two == b"--":
+            if two == b"--":  # the close delimiter, if a CRLF follows (or nothing)
+                if after + 4 > len(buf):
+                    if not b"\r\n".startswith(buf[after + 2:]):
+                        raise Unreadable(CLOSE_AFTER)
+                    keep, pos = max(k - 2, 0), k
+                    break
+                if buf[after + 2:after + 4] != b"\r\n":
+                    raise Unreadable(CLOSE_AFTER)
                 state = _DONE
                 break
             if two != b"\r\n":
