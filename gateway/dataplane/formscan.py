@@ -16,7 +16,8 @@ carry of at most len(delimiter)+1 bytes, a head of at most `MAX_PART_HEAD`; the 
 bytes are searched with `bytes.find` (no copy but the carry's), and nothing after the close
 delimiter (the epilogue, which readers ignore) is read. The grammar is the peek's: a
 preamble holds no `--boundary` but its last line's, a boundary line is followed by CRLF
-or `--` only.
+or `--` only, the close delimiter by CRLF, and a `--boundary` in a part's content after a
+bare CR or LF (Werkzeug's boundary line), or at its very start, is refused.
 """
 
 from __future__ import annotations
