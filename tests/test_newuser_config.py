@@ -40,6 +40,11 @@ async def test_no_route_by_model_names_the_model(tmp_path: Path, backends, sessi
         async with session.post(url, data=b"not json") as r:
             assert r.status == 404
             msg = (await r.json())["error"]["message"]
+        assert msg.endswith("with no 'model' field in the body (not a JSON object or a "
+                            "form)"), msg
+        async with session.post(url, json={"x": 1}) as r:
+            assert r.status == 404
+            msg = (await r.json())["error"]["message"]
         assert msg.endswith("with no 'model' field in the JSON body"), msg
     p2 = await backends(echo_app("v1"))  # (routes by path alone: as before)
     async with running_gateway(write_config(tmp_path, two_versions(p2, p2))) as g:

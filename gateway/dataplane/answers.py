@@ -13,7 +13,7 @@ from typing import Protocol
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.headers import own_head
 from gateway.dataplane.inflight import Aborted
-from gateway.dataplane.request import BadBody, BodyTimeout, Request
+from gateway.dataplane.request import BadBody, BodyTimeout, RefusedBody, Request
 from gateway.dataplane.servedmodels import Asked, ServedModels
 from gateway.domain.routing import (
     FALLBACK,
@@ -284,6 +284,8 @@ class Answers:
             req.conn.linger_end = -1.0  # (too slow for a deadline: not waited for again)
             self._error(req, 408, "request_timeout", str(exc), plan=plan, target=target,
                         decision=decision)
+        elif isinstance(exc, RefusedBody):
+            self._bad(req, "model_body", str(exc))
         elif isinstance(exc, BadBody):
             self._bad(req, "body", f"malformed request body: {exc}")
         else:

@@ -7,13 +7,17 @@ went on by a catch-all (found by a hostile review). Pure and sans-I/O, like `jso
 reads bytes already held (the peek window) and refuses (`Unreadable`), never guesses,
 whatever a backend's form reader could read differently: a `model` named twice, a part
 head or a boundary line out of the grammar (bare LF, folded or repeated header fields,
-escapes or RFC 2231 `name*=` in a Content-Disposition), a `model` part that is a file, has
-a Content-Transfer-Encoding or a charset other than UTF-8, a nested multipart part, an
-invalid percent escape.
+escapes or RFC 2231 `name*=`, `name*0=` in a Content-Disposition, a preamble holding the
+boundary), a `model` part that is a file, has a Content-Transfer-Encoding or a charset
+other than UTF-8, a nested multipart part, an invalid percent escape, a raw `;` that
+changes an urlencoded body's `model` for a reader splitting on it. What every reader reads
+one way is read: a preamble ending in CRLF (RFC 2046), an unquoted `filename*=` (RFC 8187)
+on a part, a `;` that changes nothing.
 
 Multipart: the parts are read in order until the `model` part; when the body goes on past
-the window, what follows the `model` part is not read (an audio file, megabytes), and a
-body whose `model` part does not end inside the window is refused. Urlencoded: the whole
+the window, what follows the `model` part is not read here (an audio file, megabytes: its
+part heads are watched as it streams, `formscan.py`), and a body whose `model` part does
+not end inside the window is refused. Urlencoded: the whole
 body must lie in the window, as a JSON body's top-level members must.
 """
 
@@ -21,17 +25,22 @@ from __future__ import annotations
 
 import re
 
+from gateway.dataplane.formparts import MAX_PART_HEAD, near_model, part_head
 from gateway.dataplane.jsonpeek import Ambiguous, ModelField, Unreadable, find_model
 
-__all__ = ["MAX_MODEL", "MAX_PART_HEAD", "body_model", "form_kind"]
+__all__ = ["BARE_BREAK", "CLOSE_AFTER", "MAX_MODEL", "MAX_PART_HEAD", "body_kind", "body_model", "form_kind"]
 
 MAX_MODEL = 1024  # bytes of a form's `model` value
-MAX_PART_HEAD = 8192  # bytes of a part's head (its header fields)
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
-_PARAM = re.compile(r"[ \t]*([^=; \t\"]+)[ \t]*=[ \t]*")
-_RAW = re.compile(rb"[\x00-\x20;\x7f]")
+_RAW = re.compile(rb"[\x00-\x20\x7f]")
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
+_SEMI = re.compile(rb"[&;]")
+CLOSE_AFTER = ("the multipart close delimiter is followed by other bytes than CRLF (aiohttp "
+               "reads on past a first line '--boundary--x' to later parts), so the body's "
+               "'model' cannot be checked")
+BARE_BREAK = ("a part's content has its boundary after a bare CR or LF (some readers, "
+              "Werkzeug's, take that for a boundary line), so the body's 'model' cannot be "
+              "checked")
 _PAST = ("the body's form fields run past the gateway's peek window "
          "(server.model_peek_bytes) before its 'model' field ends, so its 'model' cannot be "
          "checked; send 'model' first (before any file), or raise the window")
@@ -64,6 +73,21 @@ def form_kind(ctype: str | None) -> tuple[str, str | None] | None:
         raise Unreadable("the multipart/form-data Content-Type has no valid boundary "
                          "(RFC 2046: 1 to 70 characters)")
     return "multipart", boundary
+
+
+def body_kind(ctype: str | None, body: bytes | None = None) -> str:
+    """What a body is read as for its `model`, for the messages that speak of it: "multipart
+    form body", "urlencoded form body", "JSON body" (as `body_model` reads it), or, when
+    `body` is given and is neither, "body (not a JSON object or a form)"."""
+    try:
+        kind = form_kind(ctype) if ctype is not None and "form" in ctype.lower() else None
+    except Unreadable:
+        kind = ("multipart", None)
+    if kind is not None:
+        return f"{kind[0]} form body"
+    if body is None or body.lstrip(b" \t\r\n")[:1] == b"{":
+        return "JSON body"
+    return "body (not a JSON object or a form)"
 
 
 def body_model(ctype: str | None, body: bytes, complete: bool) -> ModelField | None:
@@ -100,26 +124,37 @@ def _pct(raw: bytes) -> bytes:
     return _PCT.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
 
 
-def _near(name: bytes) -> bool:
-    """A field name a reader could take for `model` that is not exactly `model`."""
-    return name != b"model" and name.strip(b" \t\r\n").lower() == b"model"
-
-
 def _urlencoded(body: bytes, complete: bool) -> ModelField | None:
     if not complete:
         raise Unreadable("the form body runs past the gateway's peek window "
                          "(server.model_peek_bytes), so its 'model' cannot be checked; send "
                          "a smaller body or raise the window")
     if _RAW.search(body) is not None:
-        # (aiohttp strips trailing whitespace before it splits, old parse_qsl split on `;`:
-        # `model=gpt-a\n` or `x=1;model=gpt-a` read as gpt-a there, as no model here)
-        raise Unreadable("the form body has a raw ';', whitespace or control byte (some "
-                         "readers strip or split on them); percent-encode it")
+        # (aiohttp strips trailing whitespace before it splits: `model=gpt-a\n` read as
+        # gpt-a there, as no model here)
+        raise Unreadable("the form body has raw whitespace or a control byte (some "
+                         "readers strip them); percent-encode it")
+    found = _pairs(body.split(b"&"))
+    if b";" in body:
+        # (python-multipart, aiohttp, Werkzeug and parse_qsl since Python 3.9.2 split on `&`
+        # only; parse_qsl before, Django before 3.2, on `;` too: `x=1;model=gpt-a` is no
+        # model to the first, gpt-a to the others. Read the same both ways, it is accepted)
+        try:
+            same = _pairs(_SEMI.split(body)) == found
+        except Unreadable:
+            same = False
+        if not same:
+            raise Unreadable("the form body has a raw ';' that changes its 'model' for "
+                             "readers that split on ';' too; percent-encode it (%3B)")
+    return found
+
+
+def _pairs(pairs: list[bytes]) -> ModelField | None:
     found: ModelField | None = None
-    for pair in body.split(b"&"):
+    for pair in pairs:
         name, _, value = pair.partition(b"=")
         name = _pct(name)
-        if _near(name):
+        if near_model(name):
             raise Unreadable("the form body has a field named like 'model' but not exactly "
                              "'model'")
         if name == b"model":
@@ -129,72 +164,31 @@ def _urlencoded(body: bytes, complete: bool) -> ModelField | None:
     return found
 
 
-def _disposition(value: str) -> tuple[str | None, bool]:
-    """(name, whether it has a filename) of a part's Content-Disposition."""
-    kind, _, rest = value.partition(";")
-    if kind.strip(" \t").lower() != "form-data":
-        raise Unreadable("a part's Content-Disposition is not 'form-data'")
-    params: dict[str, str] = {}
-    i, n = 0, len(rest)
-    while i < n:
-        m = _PARAM.match(rest, i)
-        if m is None:
-            if rest[i:].strip(" \t;") == "":
-                break
-            raise Unreadable("a part's Content-Disposition cannot be read one way")
-        key, i = m.group(1).lower(), m.end()
-        if i < n and rest[i] == '"':
-            end = rest.find('"', i + 1)
-            if end < 0 or "\\" in rest[i:end]:
-                raise Unreadable("a part's Content-Disposition has an unterminated or "
-                                 "escaped quoted value")
-            val, i = rest[i + 1:end], end + 1
-        else:
-            t = _TOKEN.match(rest, i)
-            val, i = (t.group(), t.end()) if t else ("", i)
-        if key in params or key.endswith("*"):
-            raise Unreadable("a part's Content-Disposition repeats a parameter or uses an "
-                             "RFC 2231 form (name*=); send one plain name=\"...\"")
-        params[key] = val
-        rest_i = rest[i:].lstrip(" \t")
-        if rest_i and rest_i[0] != ";":
-            raise Unreadable("a part's Content-Disposition cannot be read one way")
-        i = n - len(rest_i) + 1
-    return params.get("name"), "filename" in params
-
-
-def _part_head(head: bytes) -> tuple[str | None, bool, dict[str, str]]:
-    fields: dict[str, str] = {}
-    for line in head.split(b"\r\n"):
-        if b"\n" in line or b"\r" in line or line[:1] in (b" ", b"\t"):
-            raise Unreadable("a part's head has a bare CR or LF, or a folded line")
-        name, colon, value = line.partition(b":")
-        if not colon or _TOKEN.fullmatch(name.decode("latin-1")) is None:
-            raise Unreadable("a part's head has a line that is not a header field")
-        key = name.decode("ascii").lower()  # (a token: ASCII)
-        if key in fields:
-            raise Unreadable(f"a part's head has more than one {key!r}")
-        fields[key] = value.decode("latin-1").strip(" \t")
-    disp = fields.get("content-disposition")
-    if disp is None:
-        raise Unreadable("a part has no Content-Disposition")
-    part, is_file = _disposition(disp)
-    return part, is_file, fields
-
-
 def _multipart(body: bytes, boundary: bytes, complete: bool) -> ModelField | None:
     delim = b"--" + boundary
-    if not body.startswith(delim):
-        if not complete and delim.startswith(body):
+    first = body.find(delim)
+    if first < 0:
+        if not complete:
             raise Unreadable(_PAST)
-        raise Unreadable("the multipart body does not begin with its boundary")
+        raise Unreadable("the multipart body has no boundary line")
+    if first and body[first - 2:first] != b"\r\n":
+        # a preamble (RFC 2046) ends with CRLF, and holds no other `--boundary`: aiohttp and
+        # Werkzeug take a line "--boundary" after a bare LF, or a line "x--boundary", for
+        # the first boundary (python-multipart refuses any preamble but CRLFs)
+        raise Unreadable("the multipart preamble holds the boundary other than as its first "
+                         "boundary line")
     sep = b"\r\n" + delim
-    i = len(delim)
+    i = first + len(delim)
     found: ModelField | None = None
     while True:
         after = body[i:i + 2]
         if after == b"--":  # the close delimiter: the end of the form
-            return found
+            tail = body[i + 2:i + 4]
+            if tail == b"\r\n" or (complete and tail == b""):
+                return found
+            if not complete and b"\r\n".startswith(tail):
+                return _past(found)
+            raise Unreadable(CLOSE_AFTER)
         if len(after) < 2 and not complete:
             return _past(found)
         if after != b"\r\n":
@@ -207,13 +201,11 @@ def _multipart(body: bytes, boundary: bytes, complete: bool) -> ModelField | Non
                 return _past(found)
             raise Unreadable(f"a part's head is longer than {MAX_PART_HEAD} bytes or "
                              "does not end")
-        name, is_file, fields = _part_head(body[start:end])
+        name, is_file, fields = part_head(body[start:end])
         content = end + 4
-        if fields.get("content-type", "").lower().startswith("multipart/"):
-            raise Unreadable("a part is itself multipart (deprecated by RFC 7578; form "
-                             "readers differ on it); send each file as its own part")
         stop = body.find(sep, content)
-        if name is not None and (name == "model" or _near(name.encode())):
+        bare_break(body, delim, content, len(body) if stop < 0 else stop + 2)
+        if name is not None and (name == "model" or near_model(name.encode())):
             if name != "model":
                 raise Unreadable("a part is named like 'model' but not exactly 'model'")
             if found is not None:
@@ -239,6 +231,18 @@ def _multipart(body: bytes, boundary: bytes, complete: bool) -> ModelField | Non
                 raise Unreadable("the multipart body does not end with its close delimiter")
             return _past(found)
         i = stop + len(sep)
+
+
+def bare_break(body: bytes, delim: bytes, start: int, end: int) -> None:
+    """Refuse a `--boundary` in a part's content (`body[start:end]`) after a bare CR or LF:
+    Werkzeug (Flask) takes `\n--boundary` and `\r--boundary` for a boundary line, so a part
+    named `model` could follow it, unseen here (RFC 2046 and the others: CRLF only). One
+    after other bytes is content to every reader; one after CRLF ends the part."""
+    j = body.find(delim, start, end + len(delim) - 1)
+    while j >= 0:
+        if j == start or body[j - 1] in b"\r\n":
+            raise Unreadable(BARE_BREAK)
+        j = body.find(delim, j + 1, end + len(delim) - 1)
 
 
 def _past(found: ModelField | None) -> ModelField | None:

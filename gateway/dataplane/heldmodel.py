@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.dataplane.formpeek import body_model
+from gateway.dataplane.formpeek import body_kind, body_model
 from gateway.dataplane.headers import declared_charset
 from gateway.dataplane.jsonpeek import ModelField, Unreadable
 
@@ -34,8 +34,9 @@ def coding_refused(headers: Mapping[str, str]) -> str | None:
     ctype = headers.get("content-type")
     charset = declared_charset(ctype)
     if charset is not None and charset not in _UTF8:
-        return (f"the body is declared {charset!r}; the body's 'model' (read to route by it, "
-                "or to rewrite it for a version's 'model') is read in JSON as UTF-8 only")
+        return (f"the body is declared {charset!r}; the 'model' of a {body_kind(ctype)} (read "
+                "to route by it, or to rewrite it for a version's 'model') is read in UTF-8 "
+                "only")
     if not _utf8_only(ctype):
         return ("the body's Content-Type names its charset more than once or in another "
                 "form than 'charset=utf-8' (a backend may read another: aiohttp takes the "

@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.dataplane.answers import Answers
 from gateway.dataplane.formpeek import body_model
+from gateway.dataplane.formscan import scan_held
 from gateway.dataplane.heldmodel import FORM_NOT_REWRITTEN, coding_refused
 from gateway.dataplane.jsonpeek import Unreadable
 from gateway.dataplane.peekbudget import PeekBudget
@@ -126,6 +127,11 @@ class ModelPeek(Answers):
         try:
             field = body_model(req.headers.get("content-type"), prefix[:peek],
                                complete and len(prefix) <= peek)
+            if field is not None and field.form and complete and len(prefix) > peek:
+                # (a multipart body, all in memory, read no further than the window: the
+                # rest is scanned now for a second `model` part; one still to come is
+                # scanned as it streams, prefix and all: `slowpath._chain`)
+                scan_held(req.headers, prefix)
         except Unreadable as exc:
             self._bad(req, "model_body", str(exc))
             return

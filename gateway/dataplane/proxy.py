@@ -24,6 +24,7 @@ from gateway.dataplane.attempts import Policy
 from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.finish import Finish
 from gateway.dataplane.flight import Flight
+from gateway.dataplane.formpeek import body_kind
 from gateway.dataplane.heldmodel import FORM_NOT_REWRITTEN
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField
@@ -191,7 +192,8 @@ class Proxy(Outgoing, ModelPeek, Finish):
             # (prefix: the body was read because some route matches by `model`; without
             # it "no route matches POST /v1/chat/completions" read as wrong on a path
             # that a moment before served another model)
-            said = ("" if prefix is None else " with no 'model' field in the JSON body"
+            said = ("" if prefix is None else f" with no 'model' field in the "
+                    f"{body_kind(req.headers.get('content-type'), prefix)}"
                     if model is None else f" with model {model[:128]!r}")
             self._error(req, 404, "no_route", f"no route matches "
                         f"{req.method.decode('latin-1')} {path}{said}")

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from gateway.dataplane.headerview import BadHeader, HeaderView
 
 __all__ = ["BadBody", "BadHeader", "BodyTimeout", "BodyTooLarge", "ClientGone", "Connection",
-           "HeaderView", "OverBudget", "Request"]
+           "HeaderView", "OverBudget", "RefusedBody", "Request"]
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -32,6 +32,11 @@ class BodyTimeout(Exception):
 
 class BadBody(Exception):
     """The body's framing broke (a malformed chunk): 400, and the connection closes."""
+
+
+class RefusedBody(BadBody):
+    """The body, well framed, was refused as it streamed: a multipart body named its `model`
+    twice (`formscan.py`). 400 `model_body`, and the backend connection is closed."""
 
 
 class OverBudget(Exception):

@@ -26,10 +26,12 @@ from gateway.dataplane.attempts import (
     on_head,
 )
 from gateway.dataplane.exchange import Exchange
+from gateway.dataplane.formscan import scanner
 from gateway.dataplane.inflight import Aborted
+from gateway.dataplane.jsonpeek import Unreadable
 from gateway.dataplane.notready import MAX_BODY as NOT_READY_MAX
 from gateway.dataplane.ports import Forwarding
-from gateway.dataplane.request import BadBody, BodyTimeout, BodyTooLarge, ClientGone
+from gateway.dataplane.request import BadBody, BodyTimeout, BodyTooLarge, ClientGone, RefusedBody
 from gateway.dataplane.streaming import stream
 from gateway.dataplane.wire import SMALL_BODY
 from gateway.errors import (
@@ -263,8 +265,23 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
 
 
 async def _chain(flight: Forwarding, first: bytes) -> AsyncIterator[bytes]:
-    """The body as the backend gets it: what is in memory, then the rest as it comes."""
-    if first:
-        yield first
-    async for chunk in flight.req.rest(len(flight.prefix or b""), flight.proxy.max_body):
-        yield chunk
+    """The body as the backend gets it: what is in memory, then the rest as it comes. A
+    multipart body routed by its `model` is watched on its way (`formscan.py`): a second
+    `model` part raises `RefusedBody` before the bytes that end its head go out."""
+    field = flight.field
+    scan = None if field is None or not field.form else scanner(flight.req.headers)
+    if scan is None:
+        if first:
+            yield first
+        async for chunk in flight.req.rest(len(flight.prefix or b""), flight.proxy.max_body):
+            yield chunk
+        return
+    try:
+        scan.feed(first)
+        if first:
+            yield first
+        async for chunk in flight.req.rest(len(flight.prefix or b""), flight.proxy.max_body):
+            scan.feed(chunk)
+            yield chunk
+    except Unreadable as exc:
+        raise RefusedBody(str(exc)) from None
