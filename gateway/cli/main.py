@@ -18,16 +18,13 @@ from typing import NoReturn
 
 from gateway import __version__
 from gateway.cli.check import cmd_check
-from gateway.config import Config
+from gateway.config_schema import config_json_schema
 
 __all__ = ["main"]
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    schema = Config.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "killgate config"
-    print(json.dumps(schema, indent=2))
+    print(json.dumps(config_json_schema(), indent=2))
     return 0
 
 
