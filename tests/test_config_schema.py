@@ -107,3 +107,34 @@ def test_every_default_is_what_the_file_may_say(schema: dict[str, Any]) -> None:
 def test_a_duration_is_shown_as_written(seconds: float, text: str) -> None:
     assert duration_text(seconds) == text
     assert parse_duration(text) == seconds
+
+
+def _route(**extra: Any) -> dict[str, Any]:
+    return {"routes": [{"name": "r", "match": {"path_prefix": "/r"}, "stable": "v1",
+                        "versions": [{"name": "v1", "url": "http://h:1", "weight": 1},
+                                     {"name": "v2", "url": "http://h:2", "weight": 0}],
+                        **extra}]}
+
+
+@pytest.mark.parametrize(("doc", "valid"), [
+    (_route(shadow={"version": "v2", "compare": "json"}), True),  # (short for {json: {}})
+    (_route(shadow={"version": "v2", "compare": {"json": None}}), True),
+    (_route(shadow={"version": "v2", "compare": "jsn"}), False),
+    (_route(retry={"retry_on": ["reset", 503, "502"]}), True),
+    (_route(retry={"retry_on": [500]}), False),
+    (_route(health={"path": "/h", "interval": "2s"}), True),
+    (_route(health={"path": "/h", "interval": 2}), False),
+])
+def test_the_schema_and_check_agree(schema: dict[str, Any], doc: dict[str, Any],
+                                    valid: bool) -> None:
+    from pydantic import ValidationError
+
+    from gateway.config import Config
+
+    in_schema = not list(jsonschema.Draft202012Validator(schema).iter_errors(doc))
+    try:
+        Config.model_validate(doc)
+        checked = True
+    except ValidationError:
+        checked = False
+    assert (in_schema, checked) == (valid, valid)
