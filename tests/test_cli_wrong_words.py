@@ -7,6 +7,8 @@ call that was sent would wait on."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from tests.backends import black_hole
@@ -65,3 +67,19 @@ async def test_a_token_typed_where_the_route_goes_is_never_printed() -> None:
     res = await acli("kill", token, "--reason", "r")
     assert res.returncode == 2 and token not in res.stderr + res.stdout, res.stderr
     assert "(a token, not shown)" in res.stderr, res.stderr
+
+
+async def test_an_admin_api_nobody_listens_on_says_what_to_check() -> None:
+    """`Connection refused` alone, at 3 a.m.: the gateway is down, or the URL names another
+    port than its `admin.listen`; the message says both, and where the URL is set."""
+    with socket.socket() as s:  # (a port just freed: nothing listens on it)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"KILLGATE_ADMIN_URL": f"http://127.0.0.1:{port}", "KILLGATE_TOKEN": "x"}
+    for argv in (["status"], ["kill", "--route", "iris", "--reason", "r"]):
+        res = await acli(*argv, env=env)
+        assert res.returncode == 1, res.stderr
+        assert (f"cannot reach the admin API at http://127.0.0.1:{port}: [Errno 111] "
+                "Connection refused (nothing listens there: is `killgate serve` running, with "
+                "that `admin.listen`? --admin or $KILLGATE_ADMIN_URL names another)"
+                in res.stderr), res.stderr
