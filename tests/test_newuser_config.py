@@ -126,3 +126,20 @@ async def test_the_admin_root_says_where_the_console_and_api_are(
             assert err["message"] == (
                 f"nothing at {path!r} here: the admin API's calls are under /v1/ (GET "
                 "/openapi.json lists them), the operator console is at /ui/"), err
+
+
+async def test_a_tab_in_the_file_says_yaml_takes_spaces(tmp_path: Path) -> None:
+    """An editor that indents with tabs: check said only "found character '\\t' that cannot
+    start any token" (found by the fourth new-user pass); it now says what to do. Nothing
+    is served from such a file: `serve` refuses it alike."""
+    minimal = (Path(__file__).parent.parent / "config" / "minimal.yaml").read_text()
+    cfg = tmp_path / "k.yaml"
+    for text in (minimal.replace("\n  - name: iris", "\n\t- name: iris"),
+                 minimal.replace("stable: v1", "stable:\tv1\t")):
+        cfg.write_text(text)
+        for argv in (["check", str(cfg)], ["serve", "-c", str(cfg)]):
+            res = await acli(*argv)
+            assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+            assert "YAML syntax error at line " in res.stderr, res.stderr
+            assert ("that cannot start any token (a tab: YAML indents and separates with "
+                    "spaces only; replace it with spaces)") in res.stderr, res.stderr
