@@ -83,3 +83,9 @@ async def test_an_admin_api_nobody_listens_on_says_what_to_check() -> None:
                 "Connection refused (nothing listens there: is `killgate serve` running, with "
                 "that `admin.listen`? --admin or $KILLGATE_ADMIN_URL names another)"
                 in res.stderr), res.stderr
+
+
+async def test_serve_usage_still_says_c_is_required() -> None:
+    res = await acli("serve", "--help")
+    assert res.returncode == 0
+    assert res.stdout.startswith("usage: killgate serve [-h] -c FILE [--workers N]\n"), res.stdout

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     common_options(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="run the gateway from a config file")
+    s = sub.add_parser("serve", help="run the gateway from a config file",
+                       usage="killgate serve [-h] -c FILE [--workers N]")
     # (required, but checked in _parse: `killgate serve FILE`, as `check FILE` takes it,
     # is then said with the command that works, not argparse's bare "required")
     s.add_argument("-c", "--config", metavar="FILE",
