@@ -89,3 +89,12 @@ async def test_serve_usage_still_says_c_is_required() -> None:
     res = await acli("serve", "--help")
     assert res.returncode == 0
     assert res.stdout.startswith("usage: killgate serve [-h] -c FILE [--workers N]\n"), res.stdout
+
+
+async def test_killgate_alone_lists_the_commands() -> None:
+    res = await acli()
+    assert res.returncode == 2 and res.stdout == "", res.stdout
+    assert res.stderr.startswith("usage: killgate "), res.stderr
+    for command in ("serve", "check", "demo", "status", "kill", "unkill", "token", "drill"):
+        assert f"\n    {command} " in res.stderr, (command, res.stderr)
+    assert "required: COMMAND" not in res.stderr

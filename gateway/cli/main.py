@@ -203,6 +203,11 @@ def _hint(args: argparse.Namespace, extra: list[str]) -> str:
 
 
 def _main(argv: list[str] | None) -> int:
+    if not (sys.argv[1:] if argv is None else argv):
+        # (bare `killgate`, a new user's first try: the commands, not argparse's "the
+        # following arguments are required: COMMAND" under a usage line that lists none)
+        build_parser().print_help(sys.stderr)
+        return 2
     try:
         args = _parse(build_parser(), argv)
     except SystemExit as exc:
