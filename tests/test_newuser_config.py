@@ -4,6 +4,8 @@ answers that said "Not Found" or "no route" with nothing of why."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,29 @@ async def test_a_tab_in_the_file_says_yaml_takes_spaces(tmp_path: Path) -> None:
             assert "YAML syntax error at line " in res.stderr, res.stderr
             assert ("that cannot start any token (a tab: YAML indents and separates with "
                     "spaces only; replace it with spaces)") in res.stderr, res.stderr
+
+
+async def test_a_kubernetes_manifest_given_as_the_config_says_what_it_is(tmp_path: Path) -> None:
+    """`killgate check deploy/kubernetes/overlays/example/configmap.yaml` said
+    `apiVersion: unknown key`, `kind: unknown key`, `routes: required` (fourth new-user
+    pass); it now says what the file is and, for a ConfigMap, how to check the config it
+    holds, and that command works as printed."""
+    root = Path(__file__).parent.parent
+    cm = root / "deploy" / "kubernetes" / "overlays" / "example" / "configmap.yaml"
+    res = await acli("check", str(cm))
+    assert res.returncode == 1, res.stdout
+    said = (f"{cm}: a Kubernetes 'ConfigMap' manifest, not a killgate config; the config it "
+            f"holds is data[\"config.yaml\"]: check that, e.g. `yq -r '.data[\"config.yaml\"]' "
+            f"{cm} > /tmp/k.yaml && killgate check /tmp/k.yaml`")
+    assert res.stderr.strip() == said, res.stderr
+    dep = root / "deploy" / "kubernetes" / "base" / "deployment.yaml"
+    res = await acli("serve", "-c", str(dep))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert f"{dep}: a Kubernetes 'Deployment' manifest, not a killgate config" in res.stderr
+    # the command it prints, run (its output elsewhere than /tmp/k.yaml: tests share /tmp)
+    out = tmp_path / "k.yaml"
+    yq = await asyncio.to_thread(subprocess.run, ["yq", "-r", '.data["config.yaml"]', str(cm)],
+                                 capture_output=True, text=True, timeout=30, check=True)
+    out.write_text(yq.stdout)
+    res = await acli("check", str(out))
+    assert res.returncode == 0, res.stderr
