@@ -13,7 +13,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from gateway.config_match import MatchConfig, StickyConfig, case_fold
 from gateway.config_shadow import ShadowConfig
@@ -192,7 +192,11 @@ class TimeoutsConfig(Timeouts):
 
 
 class RetryConfig(Frozen):
-    retry_on: list[Literal["reset", "502", "503", "504", "5xx"]] = Field(default_factory=list)
+    # (a status is read as written, `503` or `"503"`: the schema says both, or an editor
+    # marked the README's own `retry_on: [reset, 503]` as wrong)
+    retry_on: list[Annotated[Literal["reset", "502", "503", "504", "5xx"], WithJsonSchema(
+        {"enum": ["reset", "502", "503", "504", "5xx", 502, 503, 504]})]] = Field(
+        default_factory=list)
     attempts: int = Field(default=2, ge=1, le=5)
     budget: float = Field(default=0.2, ge=0, le=1)
 

@@ -163,7 +163,15 @@ class CompareConfig(Frozen):
         return "openai_chat" if self.openai_chat is not None else "json"
 
 
-CompareSpec = Annotated[CompareConfig, BeforeValidator(_one_kind)]
+class _KindOrOptions:
+    """The schema of `compare`: a kind's name alone, as `_one_kind` takes it, or the mapping
+    (`killgate schema` said the mapping only: `compare: json` was marked wrong)."""
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: Any) -> dict[str, Any]:
+        return {"anyOf": [{"enum": list(COMPARE_KINDS)}, handler(core)]}
+
+
+CompareSpec = Annotated[CompareConfig, BeforeValidator(_one_kind), _KindOrOptions()]
 
 
 class NoiseConfig(Frozen):

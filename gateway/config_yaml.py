@@ -49,6 +49,8 @@ def load_yaml(text: str, source: str) -> Any:
                               if mark.line < len(text.splitlines()) else ""):
             # `listen: [::1]:8080` reads as a YAML list: the address must be quoted
             problem += ' (an IPv6 address and port must be quoted: listen: "[::1]:8080")'
+        if "found character '\\t'" in problem:  # (an editor that indents with tabs)
+            problem += " (a tab: YAML indents and separates with spaces only; replace it with spaces)"
         if problem == "but found another document":  # (PyYAML's words for a second `---`)
             problem = ("a second YAML document starts here (---): a config file holds one; "
                        "merge them or remove the line")

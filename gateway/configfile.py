@@ -9,10 +9,13 @@ checks in config_checks.py) and `LoadedConfig` (a config plus its digest and fol
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shlex
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -157,6 +160,8 @@ def parse_config_text(text: str, source: str = "<config>") -> Config:
         raise ConfigError([Problem("", f"{source}: the file is empty")])
     if not isinstance(data, dict):
         raise ConfigError([Problem("", f"{source}: the top level must be a mapping")])
+    if "apiVersion" in data and "kind" in data and "routes" not in data:
+        raise ConfigError([Problem("", _manifest(source, data))])
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
@@ -165,6 +170,23 @@ def parse_config_text(text: str, source: str = "<config>") -> Config:
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _manifest(source: str, data: dict[Any, Any]) -> str:
+    """What to say of a Kubernetes manifest given as the config (review as a new user:
+    `killgate check deploy/kubernetes/.../configmap.yaml` said `apiVersion: unknown key`,
+    `kind: unknown key`, `routes: required`): the config a ConfigMap holds is one of its
+    values."""
+    said = f"{source}: a Kubernetes {str(data['kind'])[:40]!r} manifest, not a killgate config"
+    held = data.get("data")
+    names = [k for k in held if isinstance(k, str) and k.endswith((".yaml", ".yml"))] \
+        if isinstance(held, dict) else []
+    if not names:
+        return said
+    key = json.dumps(names[0])
+    file = "FILE" if source.startswith("<") else shlex.quote(source)
+    return (f"{said}; the config it holds is data[{key}]: check that, e.g. `yq -r "
+            f"'.data[{key}]' {file} > /tmp/k.yaml && killgate check /tmp/k.yaml`")
 
 
 def read_config_bytes(path: str | Path) -> bytes:

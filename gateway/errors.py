@@ -200,7 +200,10 @@ def token_refused(kind: str, sent: bool) -> str:
     if not sent:
         return " (no token was sent: give --token or set KILLGATE_TOKEN)"
     if kind == "expired":
-        return " (the token has expired: use a new one)"
+        return (" (the token has expired: use a new one, minted by `killgate token -c CONFIG "
+                "--subject NAME --scope SCOPES` in a shell with the gateway's secret; a "
+                "`killgate demo`'s, by restarting it, or by `killgate token` where "
+                "KILLGATE_JWT_SECRET was set before it started)")
     if kind == "invalid_token":
         return (" (the gateway takes a token signed with its own secret or key, for its "
                 "issuer and audience, not expired or issued too long ago: `killgate token "

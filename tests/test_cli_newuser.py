@@ -247,7 +247,9 @@ async def test_a_refused_token_says_what_the_gateway_takes(tmp_path: Path, backe
         res = await acli("status", env={"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": old})
         assert res.returncode == 1
         assert "401 expired: a valid bearer token is required (the token has expired: use a " \
-            "new one)" in res.stderr, res.stderr
+            "new one, minted by `killgate token -c CONFIG --subject NAME --scope SCOPES` in a " \
+            "shell with the gateway's secret; a `killgate demo`'s, by restarting it" \
+            in res.stderr, res.stderr
 
 
 async def test_comma_separated_scopes_say_they_are_separated_by_blanks() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -64,6 +65,11 @@ def test_demo_answers_and_its_token_kills(tmp_path) -> None:  # type: ignore[no-
         printed = log.read_text()
         token = re.search(r"export KILLGATE_TOKEN=(\S+)", printed).group(1)
         assert f"http://127.0.0.1:{admin}/ui/" in printed  # the console's address
+        # (how long the token lasts, and what then: its secret is the demo's own)
+        assert "# an admin token for an hour (then restart the demo, or see README " \
+            "\"Quick start\")\n  export KILLGATE_TOKEN=" in printed, printed
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        assert claims["exp"] - claims["iat"] == 3600
         # the printed commands run as printed, in that same kind of shell, from elsewhere
         shell = dict(env, KILLGATE_TOKEN=token)
         kill, unkill = (next(line.strip() for line in printed.splitlines()

@@ -4,12 +4,15 @@ answers that said "Not Found" or "no route" with nothing of why."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
 from tests.backends import echo_app
-from tests.conftest import running_gateway, two_versions, write_config
+from tests.conftest import admin_token, running_gateway, two_versions, write_config
 from tests.test_cli import acli
 
 pytestmark = pytest.mark.timeout(60)
@@ -131,3 +134,73 @@ async def test_the_admin_root_says_where_the_console_and_api_are(
             assert err["message"] == (
                 f"nothing at {path!r} here: the admin API's calls are under /v1/ (GET "
                 "/openapi.json lists them), the operator console is at /ui/"), err
+
+
+async def test_a_tab_in_the_file_says_yaml_takes_spaces(tmp_path: Path) -> None:
+    """An editor that indents with tabs: check said only "found character '\\t' that cannot
+    start any token" (found by the fourth new-user pass); it now says what to do. Nothing
+    is served from such a file: `serve` refuses it alike."""
+    minimal = (Path(__file__).parent.parent / "config" / "minimal.yaml").read_text()
+    cfg = tmp_path / "k.yaml"
+    for text in (minimal.replace("\n  - name: iris", "\n\t- name: iris"),
+                 minimal.replace("stable: v1", "stable:\tv1\t")):
+        cfg.write_text(text)
+        for argv in (["check", str(cfg)], ["serve", "-c", str(cfg)]):
+            res = await acli(*argv)
+            assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+            assert "YAML syntax error at line " in res.stderr, res.stderr
+            assert ("that cannot start any token (a tab: YAML indents and separates with "
+                    "spaces only; replace it with spaces)") in res.stderr, res.stderr
+
+
+async def test_a_kubernetes_manifest_given_as_the_config_says_what_it_is(tmp_path: Path) -> None:
+    """`killgate check deploy/kubernetes/overlays/example/configmap.yaml` said
+    `apiVersion: unknown key`, `kind: unknown key`, `routes: required` (fourth new-user
+    pass); it now says what the file is and, for a ConfigMap, how to check the config it
+    holds, and that command works as printed."""
+    root = Path(__file__).parent.parent
+    cm = root / "deploy" / "kubernetes" / "overlays" / "example" / "configmap.yaml"
+    res = await acli("check", str(cm))
+    assert res.returncode == 1, res.stdout
+    said = (f"{cm}: a Kubernetes 'ConfigMap' manifest, not a killgate config; the config it "
+            f"holds is data[\"config.yaml\"]: check that, e.g. `yq -r '.data[\"config.yaml\"]' "
+            f"{cm} > /tmp/k.yaml && killgate check /tmp/k.yaml`")
+    assert res.stderr.strip() == said, res.stderr
+    dep = root / "deploy" / "kubernetes" / "base" / "deployment.yaml"
+    res = await acli("serve", "-c", str(dep))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert f"{dep}: a Kubernetes 'Deployment' manifest, not a killgate config" in res.stderr
+    # the command it prints, run (its output elsewhere than /tmp/k.yaml: tests share /tmp)
+    out = tmp_path / "k.yaml"
+    yq = await asyncio.to_thread(subprocess.run, ["yq", "-r", '.data["config.yaml"]', str(cm)],
+                                 capture_output=True, text=True, timeout=30, check=True)
+    out.write_text(yq.stdout)
+    res = await acli("check", str(out))
+    assert res.returncode == 0, res.stderr
+
+
+async def test_the_readmes_verb_prefix_routes_kserve_v1_and_its_kill_holds(
+        tmp_path: Path, backends, session) -> None:
+    """README (walk-through, `path_prefix`): `/v1/models/iris` does not match KServe V1's
+    `/v1/models/iris:predict` (fourth new-user pass: a 404 `no_route` with nothing of why);
+    the prefix with the verb does, escaped or not, and a kill of that route stops both."""
+    p = await backends(echo_app("v1"))
+    for prefix, served in (("/v1/models/iris", False), ("/v1/models/iris:predict", True)):
+        routes = two_versions(p, p, prefix=prefix)
+        async with running_gateway(write_config(tmp_path, routes)) as g:
+            for path in ("/v1/models/iris:predict", "/v1/models/iris%3Apredict"):
+                async with session.post(URL(g.url + path, encoded=True), json={}) as r:
+                    assert r.status == (200 if served else 404), (prefix, path, r.status)
+                    if served:  # (as sent: the escape reached the backend unchanged)
+                        assert (await r.json())["path"] == path
+            if not served:
+                continue
+            async with session.post(g.admin + "/v1/kill", json={
+                    "scope": "route", "route": "iris", "reason": "r"},
+                    headers={"Authorization": "Bearer " + admin_token("killgate:kill")}) as r:
+                assert r.status == 200, await r.text()
+            for path in ("/v1/models/iris:predict", "/v1/models/iris%3Apredict"):
+                async with session.post(URL(g.url + path, encoded=True), json={}) as r:
+                    assert r.status == 503 and r.headers["x-killgate-decision"] == "killed"
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "write the verb into the prefix, `/v1/models/iris:predict`" in readme

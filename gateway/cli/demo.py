@@ -209,6 +209,7 @@ Try:
 
   # the admin side
   curl -s http://127.0.0.1:{admin_port}/readyz
+  # an admin token for an hour (then restart the demo, or see README "Quick start")
   export KILLGATE_TOKEN={token}
   {kg} --admin http://127.0.0.1:{admin_port} kill --route iris --reason "demo"
   {kg} --admin http://127.0.0.1:{admin_port} unkill --route iris --reason "demo over"

@@ -203,6 +203,9 @@ def _call(base: str, token: str | None, method: str, path: str, body: dict[str, 
                              "it takes effect once)")
                 continue
             msg = f"cannot reach the admin API at {base}: {reason}"
+            if isinstance(reason, ConnectionRefusedError) and via is None:
+                msg += (" (nothing listens there: is `killgate serve` running, with that "
+                        "`admin.listen`? --admin or $KILLGATE_ADMIN_URL names another)")
             if body is not None and not unsent:
                 msg += f"; {MAY_HAVE}"
             raise ClientError(msg) from None

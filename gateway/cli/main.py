@@ -11,22 +11,20 @@ import argparse
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 from typing import NoReturn
 
 from gateway import __version__
 from gateway.cli.check import cmd_check
-from gateway.config import Config
+from gateway.config_schema import config_json_schema
 
 __all__ = ["main"]
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    schema = Config.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "killgate config"
-    print(json.dumps(schema, indent=2))
+    print(json.dumps(config_json_schema(), indent=2))
     return 0
 
 
@@ -83,9 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     common_options(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="run the gateway from a config file")
-    s.add_argument("-c", "--config", required=True, metavar="FILE",
-                   help="the config file (YAML; `killgate check FILE` validates it)")
+    s = sub.add_parser("serve", help="run the gateway from a config file",
+                       usage="killgate serve [-h] -c FILE [--workers N]")
+    # (required, but checked in _parse: `killgate serve FILE`, as `check FILE` takes it,
+    # is then said with the command that works, not argparse's bare "required")
+    s.add_argument("-c", "--config", metavar="FILE",
+                   help="the config file (YAML; `killgate check FILE` validates it); "
+                        "required")
     s.add_argument("--workers", type=int, default=1, metavar="N",
                    help="worker processes sharing the ports (SO_REUSEPORT)")
     s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
@@ -149,24 +151,63 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     usage, not the top level's (`killgate drill kill --bogus` showed `killgate [-h]
     ... COMMAND ...`, which says nothing of what `drill kill` takes)."""
     args, extra = parser.parse_known_args(argv)
+    if args.command == "serve" and args.config is None:
+        words = [w for w in extra if not w.startswith("-")]
+        _innermost(parser, args).error(
+            "the following arguments are required: -c/--config"
+            + (f" (the config file is given with -c: killgate serve -c {shlex.quote(words[0])})"
+               if words else ""))
     if not extra:
         return args
     if args.command in _ROUTE_COMMANDS and not any(w.startswith("-") for w in extra):
         args.more = extra  # (positional words argparse left over: cli/writes.py orders them)
         return args
-    msg = "unrecognized arguments: " + " ".join(extra)
-    inner = parser
-    while True:  # (down to the innermost subcommand named: `drill kill`, `shadow report`)
-        subs = [a for a in inner._actions if isinstance(a, argparse._SubParsersAction)]
-        name = getattr(args, subs[0].dest, None) if subs else None
-        if name not in (subs[0].choices if subs else {}):
-            break
-        inner = subs[0].choices[name]
-    inner.error(msg)  # (exits 2)
+    _innermost(parser, args).error(  # (exits 2)
+        "unrecognized arguments: " + " ".join(extra) + _hint(args, extra))
     raise AssertionError  # unreachable
 
 
+def _innermost(parser: argparse.ArgumentParser,
+               args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost subcommand's parser `args` names (`drill kill`, `shadow report`)."""
+    inner = parser
+    while True:
+        subs = [a for a in inner._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name not in (subs[0].choices if subs else {}):
+            return inner
+        inner = subs[0].choices[name]
+
+
+def _hint(args: argparse.Namespace, extra: list[str]) -> str:
+    """What to type instead, for the wrong words a new user types most (review: `killgate
+    kill iris --reason ...` at 3 a.m., as `rollback iris` takes it, said only
+    "unrecognized arguments: iris"; `check -c FILE`, as `serve -c FILE` takes it)."""
+    words = [w for w in extra if not w.startswith("-")]
+    if args.command in ("kill", "unkill") and words == extra and not args.all:
+        route, version = args.route, args.version
+        if route is None and len(words) <= 2:
+            route, version = words[0], (words[1] if len(words) == 2 else version)
+        elif route is not None and version is None and len(words) == 1:
+            version = words[0]
+        else:
+            return ""
+        target = f"--route {shlex.quote(route)}" + (
+            f" --version {shlex.quote(version)}" if version is not None else "")
+        return (f" (the route and version are options of {args.command}: killgate "
+                f"{args.command} {target} --reason TEXT)")
+    if args.command == "check" and extra == ["-c"]:
+        return (" (check takes the files alone: killgate check "
+                + " ".join(shlex.quote(f) for f in args.file) + ")")
+    return ""
+
+
 def _main(argv: list[str] | None) -> int:
+    if not (sys.argv[1:] if argv is None else argv):
+        # (bare `killgate`, a new user's first try: the commands, not argparse's "the
+        # following arguments are required: COMMAND" under a usage line that lists none)
+        build_parser().print_help(sys.stderr)
+        return 2
     try:
         args = _parse(build_parser(), argv)
     except SystemExit as exc:

@@ -16,6 +16,24 @@ def _s(ms: Any) -> str:
     return f"{ms / 1000:.1f} s" if isinstance(ms, int | float) else "?"
 
 
+#: why a value signed with a key id this instance does not hold was, most likely, refused
+ANOTHER_KEY = ("signed with another state key than this instance runs: the key was changed "
+               "without `state.previous_signing_key_env` naming the old one, or instances run "
+               "different keys (each refuses the others' writes); else someone wrote it without "
+               "the key")
+
+
+def unverified_why(last: dict[str, Any]) -> str:
+    """What an UNVERIFIED line says of its cause: a value under an unknown key id is most
+    often a key changed or mismatched (review as a new user: a restart with a new
+    KILLGATE_STATE_KEY said its own snapshot was written by "something ... without the
+    signing key", which reads as an intruder at 3 a.m.); a wrong MAC under a known key
+    is a write without it."""
+    if "signed with an unknown key id" in str(last.get("problem")):
+        return ANOTHER_KEY
+    return "something wrote to the store without the signing key"
+
+
 def store_warnings(st: dict[str, Any]) -> list[str]:
     """Lines about the state this instance enforces and the store it reads, worst first."""
     store = st.get("store") or {}
@@ -50,8 +68,7 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
         last = verification.get("last_unverified") or {}
         out.append(f"UNVERIFIED: {verification['unverified_total']} value(s) read from the store "
                    f"failed verification and were refused ({verification.get('unverified')}; "
-                   f"last: {last.get('kind')}: {last.get('problem')}): something wrote to the "
-                   "store without the signing key")
+                   f"last: {last.get('kind')}: {last.get('problem')}): {unverified_why(last)}")
     audit = store.get("audit") or {}
     lost = audit.get("trail_lost")
     if lost:

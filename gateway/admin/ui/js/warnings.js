@@ -37,7 +37,12 @@ function storeLines(sd) {
   if (ver.unverified_total) {
     const last = ver.last_unverified || {};
     out.push(["bad", "UNVERIFIED", `${ver.unverified_total} value(s) read from the store failed verification ` +
-      `and were refused (last: ${last.kind}: ${last.problem}): something wrote to the store without the signing key`]);
+      `and were refused (last: ${last.kind}: ${last.problem}): ` +
+      (String(last.problem).includes("signed with an unknown key id")
+        ? "signed with another state key than this instance runs: the key was changed without " +
+          "`state.previous_signing_key_env` naming the old one, or instances run different keys " +
+          "(each refuses the others' writes); else someone wrote it without the key"
+        : "something wrote to the store without the signing key")]);
   }
   const audit = store.audit || {};
   if (audit.trail_lost) {
