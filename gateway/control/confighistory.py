@@ -19,11 +19,10 @@ from gateway.configfile import LoadedConfig
 from gateway.control.reload import summarize_changes
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.diff import config_dict
-from gateway.domain.drills import drill_only_latch
-from gateway.domain.droppedlatch import dropped_latched, with_running
 from gateway.domain.killreach import kills_routed_around
 from gateway.domain.kills import unrouted
-from gateway.domain.overrides import identity_problems, latch_problems, record_config
+from gateway.domain.overrides import record_config
+from gateway.domain.reloadcheck import facts_from_doc, reload_problems
 from gateway.domain.rolledoff import held_moved
 from gateway.domain.routetable import RouteTable
 from gateway.domain.statedoc import Change, StateDoc
@@ -54,16 +53,9 @@ class ConfigHistory:
         and so is a file without a version a latched runtime override serves; and, for a
         reload from `running`, one dropping (or renaming) a route an override latches, or
         giving a running version another artifact (recorded or not: droppedlatch.py)."""
-        routes = list(loaded.config.routes)
-        doc = self.doc()
-        known = doc if running is None else with_running(doc, running.config.routes)
-        problems = identity_problems(known, routes) + latch_problems(doc, routes)
-        if running is not None:
-            # (not a latch an open drill made over none: its restore undoes it, route or no
-            # route; over an operator's latch, the restore puts that one back)
-            latched = {n: ov for n, ov in doc.overrides.items() if not drill_only_latch(doc, n)}
-            problems += dropped_latched(latched,
-                                        (rc.name for rc in running.config.routes), routes)
+        problems = reload_problems(
+            facts_from_doc(self.doc(), None if running is None else running.config.routes),
+            list(loaded.config.routes))
         if problems:
             raise ConfigError([Problem(path, msg) for path, msg in problems])
 
