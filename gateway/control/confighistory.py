@@ -28,9 +28,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.configfile import LoadedConfig
-from gateway.control.reload import summarize_changes
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.diff import config_dict
+from gateway.domain.diff import config_dict, diff_configs
 from gateway.domain.killreach import kills_routed_around
 from gateway.domain.kills import unrouted
 from gateway.domain.overrides import record_config
@@ -201,3 +200,8 @@ class ConfigHistory:
             await self.sync.append_audit(draft)
         except (StateError, AuditError) as exc:
             event(log, "config_reload_audit_failed", logging.WARNING, error=str(exc))
+
+
+def summarize_changes(old: LoadedConfig, new: LoadedConfig) -> dict[str, Any]:
+    """Per route: added/removed routes and versions, weight and setting changes."""
+    return diff_configs(config_dict(old.config), config_dict(new.config))
