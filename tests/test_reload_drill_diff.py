@@ -117,3 +117,38 @@ async def test_diff_and_the_reload_agree_on_dropping_a_drill_latched_route(
         await wait_until(lambda: g.gw.loaded.digest != old or watcher.outcome.last_error,
                          10, what="the reload")
         assert g.gw.loaded.digest != old, watcher.outcome.last_error
+
+
+async def test_diff_knows_the_recorded_artifact_of_a_version_no_longer_running(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """A version a past file had (recorded, immutable) comes back with another artifact:
+    the reload refuses it against the record, but diff, knowing only the running versions'
+    and the stables' history's artifacts from status, said it was a change (exit 2). Status
+    now shows the record (`identities`), and diff refuses it with the reload's words."""
+    from tests.test_kill_after_routing_reload import _route
+
+    p1, p3 = await backends(echo_app("v1")), await backends(echo_app("v3"))
+
+    def iris(v3: str | None) -> str:
+        text = _route("iris", {"v1": (p1, 100)})
+        if v3 is not None:
+            text += (f'    - {{name: v3, url: "http://127.0.0.1:{p3}", weight: 0, '
+                     f'artifact: "{v3}"}}\n')
+        return text
+
+    cfg = write_config(tmp_path, iris("sha256:a3"))
+    back = write_config(tmp_path, iris("sha256:a4"), name="back.yaml")
+    async with running_gateway(cfg) as g:
+        old = g.gw.loaded.digest
+        cfg.write_text(write_config(tmp_path, iris(None), name="next.yaml").read_text())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.digest != old, 10, what="the reload")
+        with pytest.raises(ConfigError) as refused:
+            g.gw._check_reload(load_config(back))
+        [problem] = refused.value.problems
+        assert "recorded with sha256:a3" in problem.message, problem
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": admin_token("killgate:read")}
+        res = await acli("diff", str(back), env=env)
+        assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
+        assert "the running gateway would refuse it: " + problem.message in res.stderr, \
+            res.stderr

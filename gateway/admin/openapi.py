@@ -86,7 +86,9 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                "release drops one); an override's `drill`: null, or the "
                                "open drill whose injection it is ({id, over_latch}: "
                                "whether its restore puts a latch of the route's own back; "
-                               "without one a reload may drop the route)",
+                               "without one a reload may drop the route); `identities`: "
+                               "the artifact recorded for each version name ever seen "
+                               "({route: {version: {artifact, time}}})",
                 "security": [{"bearer": []}], "x-scope": "killgate:read",
                 "responses": {"200": {"description": "status", "content": {"application/json": {
                     "schema": {"type": "object", "required": ["instance", "generation",

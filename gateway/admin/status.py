@@ -143,6 +143,11 @@ class StatusBuilder:
             "kills": [{**f.public(), "id": f.ident(), "routed": f.key not in gone}
                       for f in doc.kills.values()],
             "routes": routes,
+            # the artifact recorded for each version name ever seen (versions are immutable:
+            # a reload giving a name another artifact is refused; `killgate diff` says so too)
+            "identities": {r: {v: {"artifact": rec["artifact"], "time": rec.get("time")}
+                               for v, rec in sorted(vs.items()) if rec.get("artifact")}
+                           for r, vs in sorted(doc.identities.items())},
             # overrides latched on a route this config lacks (dropped or renamed): they
             # latch nothing here until the name comes back, then are in force again
             # (`killgate release ROUTE` drops one: admin/orphanrelease.py)

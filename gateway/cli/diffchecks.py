@@ -81,8 +81,24 @@ def status_facts(status: dict[str, Any]) -> ReloadFacts:
         drill = ov.get("drill")
         if isinstance(drill, dict) and drill.get("over_latch") is False:
             drill_only.add(name)
-    return ReloadFacts(overrides, frozenset(drill_only),
-                       {name: artifacts(r) for name, r in routes.items()}, tuple(routes))
+    return ReloadFacts(overrides, frozenset(drill_only), _identities(status), tuple(routes))
+
+
+def _identities(status: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The artifacts the gateway knows: its record (`identities`), and its running versions'
+    where the record names none (droppedlatch.with_running); from a gateway from before
+    status showed the record, its versions' and its history's."""
+    routes, recorded = status["routes"], status.get("identities")
+    if not isinstance(recorded, dict):
+        return {name: artifacts(r) for name, r in routes.items()}
+    out = {str(r): {str(v): dict(rec) for v, rec in vs.items() if isinstance(rec, dict)}
+           for r, vs in recorded.items() if isinstance(vs, dict)}
+    for name, r in routes.items():
+        for v, rec in artifacts(r, history=False).items():
+            known = out.setdefault(name, {})
+            if not (known.get(v) or {}).get("artifact"):
+                known[v] = rec
+    return out
 
 
 def _override(name: str, ov: dict[str, Any]) -> RouteOverride:
@@ -98,14 +114,14 @@ def _override(name: str, ov: dict[str, Any]) -> RouteOverride:
                           f"route {name!r}") from None
 
 
-def artifacts(route: Any) -> dict[str, dict[str, Any]]:
+def artifacts(route: Any, history: bool = True) -> dict[str, dict[str, Any]]:
     """Version name -> the artifact a running gateway's status shows it with (its
     config's, then its history's), as identity records."""
     out: dict[str, dict[str, Any]] = {}
     if not isinstance(route, dict):
         return out
-    history = route.get("history")
-    for h in history if isinstance(history, list) else ():
+    past = route.get("history") if history else None
+    for h in past if isinstance(past, list) else ():
         if isinstance(h, dict) and isinstance(h.get("stable"), str) \
                 and isinstance(h.get("artifact"), str) and h["artifact"]:
             out[h["stable"]] = {"artifact": h["artifact"], "time": h.get("time")}
