@@ -168,3 +168,48 @@ def test_a_start_joins_the_fleets_occurrence_of_its_file_or_makes_a_new_one() ->
     assert new == confighistory.start_token("sha256:a", dict(head)) != "t1"
     assert new != confighistory.start_token("sha256:a", {**head, "token": "t2"})
     assert new != confighistory.start_token("sha256:a", None)
+
+
+async def test_an_instance_started_after_a_change_joins_its_siblings_occurrence(
+        tmp_path: Path, backends, session: ClientSession) -> None:
+    """An instance (re)started on the fleet's file after a reload shares its siblings'
+    occurrence of it (config:head): the next change is one event, not one per start."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    state = (f"state:\n  backend: local\n  path: {tmp_path}/store.json\n"
+             "  snapshot_path: snapshot.json\n  poll_interval: 50ms\n")
+    a = write_config(tmp_path, _route("iris", {"v1": (p1, 100), "v2": (p2, 0)}), name="a.yaml",
+                     state=state).read_bytes()
+    b = write_config(tmp_path, _route("iris", {"v2": (p2, 100), "v1": (p1, 0)}), name="b.yaml",
+                     state=state).read_bytes()
+    copies = [tmp_path / "one" / "killgate.yaml", tmp_path / "two" / "killgate.yaml"]
+    for c, raw in zip(copies, (a, b), strict=True):
+        c.parent.mkdir()
+        c.write_bytes(raw)
+        c.chmod(0o600)
+    async with running_gateway(copies[0], "one") as g1:
+        copies[0].write_bytes(b)
+        g1.gw.request_reload()
+        first = g1.gw.history.token
+        await wait_until(lambda: g1.gw.history.token != first, 10, what="one's change")
+        async with running_gateway(copies[1], "two") as g2:  # started on b, after it
+            assert g2.gw.history.token == g1.gw.history.token
+            for g, c in ((g1, copies[0]), (g2, copies[1])):
+                c.write_bytes(a)
+                g.gw.request_reload()
+            for g in (g1, g2):
+                await wait_until(lambda g=g: g.gw.loaded.raw == a, 10)
+            await wait_until(lambda: g1.gw.history.token == g2.gw.history.token, 5)
+
+            async def reloads() -> list[str]:
+                async with session.get(f"{g1.admin}/v1/audit?limit=100",
+                                       headers=auth()) as r:
+                    events = (await r.json())["events"]
+                return [e["after"]["digest"] for e in reversed(events)
+                        if e["action"] == "config.reload"]
+
+            async def both() -> bool:
+                return len(await reloads()) >= 2
+
+            await wait_until(both, 5, interval=0.05, what="the two changes' events")
+            seen = await reloads()
+            assert len(seen) == 2 and seen[1] == g1.gw.loaded.digest != seen[0], seen

@@ -45,11 +45,15 @@ __all__ = ["ConfigHistory"]
 
 log = logging.getLogger("killgate")
 
-#: how long a change's claim (and the fleet's newest occurrence) is kept: the claims of the
-#: occurrences a token derives from are gone no later than the token's own record
+#: how long a change's claim is kept (a sibling making the same change later than that
+#: records it again)
 CLAIM_TTL = 3600.0
-#: the idempotency key of the fleet's newest recorded config occurrence {"digest", "token"}
+#: the idempotency key of the fleet's newest recorded config occurrence {"digest", "token"},
+#: and how long it is kept: an instance restarted (rescheduled) hours after the last reload
+#: must still join its siblings' occurrence, or the next change is audited twice; once it
+#: is gone, every claim made before it is too (a start token seen before repeats no claim)
 HEAD = "config:head"
+HEAD_TTL = 30 * 86400.0
 
 
 def _after(key: str) -> str:
@@ -83,7 +87,7 @@ class ConfigHistory:
             if not self.sync.synced_once:  # (not waited for again: the start waited already)
                 raise StateError("the store did not answer at start")
             head = await asyncio.wait_for(self.sync.store.idem_claim(
-                HEAD, {"digest": loaded.digest, "token": first}, CLAIM_TTL),
+                HEAD, {"digest": loaded.digest, "token": first}, HEAD_TTL),
                 loaded.config.state.command_timeout * 6)
         except (StateError, TimeoutError) as exc:
             event(log, "config_occurrence_unknown", logging.WARNING,
@@ -190,7 +194,7 @@ class ConfigHistory:
             if claim is not None:
                 return  # another instance making the same change recorded it
             await self.sync.store.idem_set(HEAD, {"digest": new.digest, "token": self.token},
-                                           CLAIM_TTL)
+                                           HEAD_TTL)
             draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
                                "the config file changed", {"digest": old.digest},
                                {"digest": new.digest, "changes": summarize_changes(old, new),
