@@ -189,8 +189,12 @@ async def test_an_instance_started_after_a_change_joins_its_siblings_occurrence(
     async with running_gateway(copies[0], "one") as g1:
         copies[0].write_bytes(b)
         g1.gw.request_reload()
-        first = g1.gw.history.token
-        await wait_until(lambda: g1.gw.history.token != first, 10, what="one's change")
+
+        async def recorded() -> bool:  # (config:head is set before the event is appended)
+            async with session.get(f"{g1.admin}/v1/audit?limit=100", headers=auth()) as r:
+                return any(e["action"] == "config.reload" for e in (await r.json())["events"])
+
+        await wait_until(recorded, 10, interval=0.05, what="one's change recorded")
         async with running_gateway(copies[1], "two") as g2:  # started on b, after it
             assert g2.gw.history.token == g1.gw.history.token
             for g, c in ((g1, copies[0]), (g2, copies[1])):
