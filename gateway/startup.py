@@ -167,6 +167,7 @@ class GatewayParts:
               generation=self.holder.doc.generation)
         self.history = ConfigHistory(self.sync, lambda: self.holder.doc, self.instance)
         self._check_at_start()
+        await self.history.begin(self.loaded)
         await self.history.record(self.loaded)
         self.history.warn_unrouted(None, self.loaded)
         self.holder.listen(self.history.kills_changed)  # (and those the state brings later)

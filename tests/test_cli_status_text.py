@@ -58,3 +58,20 @@ async def test_a_wait_longer_than_the_api_takes_is_refused_before_anything_is_se
     assert res.returncode == 2, (res.returncode, res.stderr)
     assert "--wait" in res.stderr and "at most 30s" in res.stderr, res.stderr
     assert "127.0.0.1:9" not in res.stderr and "reach" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize(("drill", "said"), [
+    (None, "iris (latched) "),
+    ({"id": "d-1", "over_latch": False}, "iris (latched: drill d-1) "),
+    ({"id": "d-1", "over_latch": True}, "iris (latched: drill d-1, over latch) "),
+])
+def test_the_routes_table_says_which_latch_is_an_open_drills(drill: object, said: str) -> None:
+    """A drill's rollback read as an operator's latch: the table now names the drill (its
+    restore undoes it; over latch: it puts the operator's back), as `diff` tells them."""
+    st = {**_status(True), "routes": {"iris": {
+        "stable": "v1", "latched": True,
+        "override": {"kind": "rollback", "stable": "v1", "weights": {"v1": 100.0},
+                     "actor": "dana", "reason": "r", "time": "t", "drill": drill},
+        "versions": {"v1": {"configured_weight": 100, "effective_weight": 100,
+                            "healthy": True, "killed": False}}}}}
+    assert said in _status_text(st), _status_text(st)

@@ -83,7 +83,12 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                "until promote, weights or rollback --to names them; "
                                "`overrides_unrouted`: overrides latched on a route this "
                                "config lacks (in force again if the name comes back; "
-                               "release drops one)",
+                               "release drops one); an override's `drill`: null, or the "
+                               "open drill whose injection it is ({id, over_latch}: "
+                               "whether its restore puts a latch of the route's own back; "
+                               "without one a reload may drop the route); `identities`: "
+                               "the artifact recorded for each version name ever seen "
+                               "({route: {version: {artifact, time}}})",
                 "security": [{"bearer": []}], "x-scope": "killgate:read",
                 "responses": {"200": {"description": "status", "content": {"application/json": {
                     "schema": {"type": "object", "required": ["instance", "generation",

@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from gateway.configfile import LoadedConfig
+from gateway.domain.drills import drill_latch
 from gateway.domain.kills import unrouted
 from gateway.domain.rolledoff import held_off
 from gateway.domain.routetable import RouteTable
-from gateway.domain.statedoc import plain
+from gateway.domain.statedoc import StateDoc, plain
 from gateway.domain.tablebuild import override_missing
 
 __all__ = ["ReloadView", "RoutingView", "StatusBuilder"]
@@ -102,7 +103,7 @@ class StatusBuilder:
                 "latched": ov is not None,
                 "override": None if ov is None else {
                     "kind": ov.kind, "stable": ov.stable, "weights": ov.weights, "actor": ov.actor,
-                    "reason": ov.reason, "time": ov.time},
+                    "reason": ov.reason, "time": ov.time, "drill": _drill(doc, rc.name)},
                 "killed": plan.killed,
                 # the versions the override serves that this config lacks: none serves here
                 "override_unservable": list(plan.override_unservable) or None,
@@ -142,11 +143,25 @@ class StatusBuilder:
             "kills": [{**f.public(), "id": f.ident(), "routed": f.key not in gone}
                       for f in doc.kills.values()],
             "routes": routes,
+            # the artifact recorded for each version name ever seen (versions are immutable:
+            # a reload giving a name another artifact is refused; `killgate diff` says so too)
+            "identities": {r: {v: {"artifact": rec["artifact"], "time": rec.get("time")}
+                               for v, rec in sorted(vs.items()) if rec.get("artifact")}
+                           for r, vs in sorted(doc.identities.items())},
             # overrides latched on a route this config lacks (dropped or renamed): they
             # latch nothing here until the name comes back, then are in force again
             # (`killgate release ROUTE` drops one: admin/orphanrelease.py)
             "overrides_unrouted": [
                 {"route": name, "kind": ov.kind, "stable": ov.stable, "weights": ov.weights,
-                 "actor": ov.actor, "reason": ov.reason, "time": ov.time}
+                 "actor": ov.actor, "reason": ov.reason, "time": ov.time,
+                 "drill": _drill(doc, name)}
                 for name, ov in sorted(doc.overrides.items()) if name not in routes],
         }
+
+
+def _drill(doc: StateDoc, route: str) -> dict[str, Any] | None:
+    """The open drill whose injection a route's override is: its id, and whether its
+    restore puts a latch of the route's own back (`over_latch`) or leaves the route
+    unlatched (a reload may then drop the route: domain/reloadcheck.py, as `diff` says)."""
+    found = drill_latch(doc, route)
+    return None if found is None else {"id": found[0], "over_latch": found[1]}

@@ -97,7 +97,7 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
     rows = [["route", "version", "config w", "effective w", "healthy", "killed", "stable"]]
     for name, r in (st.get("routes") or {}).items():
         for vname, v in r["versions"].items():
-            rows.append([name + (" (latched)" if r.get("latched") else ""), vname,
+            rows.append([name + _latch(r), vname,
                          f"{v['configured_weight']:g}", f"{v['effective_weight']:g}",
                          "yes" if v["healthy"] else "NO", "YES" if v["killed"] else "no",
                          "*" if r["stable"] == vname else ""])
@@ -212,3 +212,16 @@ def add_client_commands(sub: Any) -> None:
 
     add_trim_arguments(p)
     add_config_commands(cmd, sub)
+
+
+def _latch(route: dict[str, Any]) -> str:
+    """How the ROUTES table marks a latched route: whose latch, when an open drill's (its
+    restore undoes it; `over latch`: the restore puts the one before back)."""
+    if not route.get("latched"):
+        return ""
+    ov = route.get("override")
+    drill = ov.get("drill") if isinstance(ov, dict) else None
+    if not isinstance(drill, dict):
+        return " (latched)"
+    return (f" (latched: drill {drill.get('id')}"
+            + (", over latch)" if drill.get("over_latch") else ")"))

@@ -157,7 +157,7 @@ def _diff(args: argparse.Namespace) -> int:
             old, old_digest = running["config"], running["digest"]
             where = "the running gateway"
             status = api(args, "GET", "/v1/status", shape={"routes": dict, "kills": list})
-            latched = latched_routes(status["routes"], loaded)
+            latched = latched_routes(status, loaded)
             dropped, revived = kills_by_routing(status["kills"], loaded)
             from gateway.domain.killreach import kills_routed_around
             around = kills_routed_around([k for k in status["kills"] if isinstance(k, dict)],

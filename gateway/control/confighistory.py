@@ -5,25 +5,35 @@ of unseen identities and stables (best effort), one audit event per fleet-wide r
 the warning when a config stops routing to a killed name (removed or renamed: the kill then
 stops nothing, README "Trust"). Writes through the state sync; never touches the routing
 table.
+
+One event per fleet-wide change: the instances making a change (old digest -> new digest)
+share a claim keyed on it and on the *occurrence* of the old file they leave, so an earlier
+change of the same two files (a revert, then a re-deploy) is another key, and is audited
+again. An occurrence is a token every instance that made the same change derives alike: the
+hash of the claim key of the change that brought the file (`_after`); a start joins the
+fleet's newest recorded occurrence (`config:head`) when it runs that file, or else derives a
+new one from it (the fleet changed files by restarts). No clock decides it: the claims'
+times used to, and a clock stepped back (or one ahead when the earlier claim was made) took
+a re-deploy for the earlier change, and its `config.reload` event was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
 from gateway.configfile import LoadedConfig
-from gateway.control.reload import summarize_changes
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.diff import config_dict
-from gateway.domain.drills import drill_only_latch
-from gateway.domain.droppedlatch import dropped_latched, with_running
+from gateway.domain.diff import config_dict, diff_configs
 from gateway.domain.killreach import kills_routed_around
 from gateway.domain.kills import unrouted
-from gateway.domain.overrides import identity_problems, latch_problems, record_config
+from gateway.domain.overrides import record_config
+from gateway.domain.reloadcheck import facts_from_doc, reload_problems
 from gateway.domain.rolledoff import held_moved
 from gateway.domain.routetable import RouteTable
 from gateway.domain.statedoc import Change, StateDoc
@@ -35,11 +45,29 @@ __all__ = ["ConfigHistory"]
 
 log = logging.getLogger("killgate")
 
-#: slots per (old, new) transition for one hour: a revert and re-deploy cycle takes the next
-SLOTS = 8
-#: how much earlier than our own switch to the old file another instance's claim of the same
-#: change may look (wall clocks of a fleet differ a little)
-CLOCK_SLACK = 1.0
+#: how long a change's claim is kept (a sibling making the same change later than that
+#: records it again)
+CLAIM_TTL = 3600.0
+#: the idempotency key of the fleet's newest recorded config occurrence {"digest", "token"},
+#: and how long it is kept: an instance restarted (rescheduled) hours after the last reload
+#: must still join its siblings' occurrence, or the next change is audited twice; once it
+#: is gone, every claim made before it is too (a start token seen before repeats no claim)
+HEAD = "config:head"
+HEAD_TTL = 30 * 86400.0
+
+
+def _after(key: str) -> str:
+    """The occurrence token of the file a change (its claim key) brought. Pure."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def start_token(digest: str, head: dict[str, Any] | None) -> str:
+    """The occurrence a start on `digest` joins: the fleet's newest (`head`) when it is this
+    file; else a new one, the same for every instance starting so from that head. Pure."""
+    if head is not None and head.get("digest") == digest and isinstance(head.get("token"), str):
+        return str(head["token"])
+    prev = head or {}
+    return _after(f"start:{prev.get('digest', '')}:{prev.get('token', '')}:{digest}")
 
 
 class ConfigHistory:
@@ -47,23 +75,35 @@ class ConfigHistory:
         self.sync = sync
         self.doc = doc  # the document in force (the holder's)
         self.instance = instance
+        #: the occurrence of the config this instance runs (module doc); until `begin` reads
+        #: the fleet's, one of its own: a change out of it is at worst audited twice
+        self.token = secrets.token_hex(16)
         self.since = time.time()  # when the config this instance runs went live here
+
+    async def begin(self, loaded: LoadedConfig) -> None:
+        """Join the fleet's occurrence of the file this instance starts on (module doc)."""
+        first = start_token(loaded.digest, None)
+        try:
+            if not self.sync.synced_once:  # (not waited for again: the start waited already)
+                raise StateError("the store did not answer at start")
+            head = await asyncio.wait_for(self.sync.store.idem_claim(
+                HEAD, {"digest": loaded.digest, "token": first}, HEAD_TTL),
+                loaded.config.state.command_timeout * 6)
+        except (StateError, TimeoutError) as exc:
+            event(log, "config_occurrence_unknown", logging.WARNING,
+                  error=str(exc) or "timeout", action="the next config change is audited "
+                  "by this instance even if another one audited it too")
+            return
+        self.token = first if head is None else start_token(loaded.digest, head)
 
     def check(self, loaded: LoadedConfig, running: LoadedConfig | None = None) -> None:
         """A version name whose artifact changed against the recorded history is refused,
         and so is a file without a version a latched runtime override serves; and, for a
         reload from `running`, one dropping (or renaming) a route an override latches, or
         giving a running version another artifact (recorded or not: droppedlatch.py)."""
-        routes = list(loaded.config.routes)
-        doc = self.doc()
-        known = doc if running is None else with_running(doc, running.config.routes)
-        problems = identity_problems(known, routes) + latch_problems(doc, routes)
-        if running is not None:
-            # (not a latch an open drill made over none: its restore undoes it, route or no
-            # route; over an operator's latch, the restore puts that one back)
-            latched = {n: ov for n, ov in doc.overrides.items() if not drill_only_latch(doc, n)}
-            problems += dropped_latched(latched,
-                                        (rc.name for rc in running.config.routes), routes)
+        problems = reload_problems(
+            facts_from_doc(self.doc(), None if running is None else running.config.routes),
+            list(loaded.config.routes))
         if problems:
             raise ConfigError([Problem(path, msg) for path, msg in problems])
 
@@ -127,38 +167,34 @@ class ConfigHistory:
                   "nothing here; it is in force here once the name is in the config")
 
     async def reloaded(self, old: LoadedConfig, new: LoadedConfig) -> list[str]:
-        """One audit event per fleet-wide config change (old digest -> new digest). The
-        instances making the same change share it through a claim; a claim of the same
-        transition made before this instance itself switched to `old` is an earlier change
-        (a revert, then a re-deploy): it is audited again, in the next slot. Returns the
-        reload's warnings (each logged): a version a latched rollback serves moved to
-        another url (`rolledoff.held_moved`), a kill in force whose traffic the file may
-        serve under its kept name (`warn_routed_around`: only a log line before, while the
-        kill still read as routed and in force in status)."""
-        since, self.since = self.since, time.time()
+        """One audit event per fleet-wide config change (old digest -> new digest, from the
+        occurrence of `old` this instance ran: module doc). Returns the reload's warnings
+        (each logged): a version a latched rollback serves moved to another url
+        (`rolledoff.held_moved`), a kill in force whose traffic the file may serve under
+        its kept name (`warn_routed_around`: only a log line before, while the kill still
+        read as routed and in force in status)."""
+        key = f"config:{old.digest}:{new.digest}:{self.token}"
+        self.token, self.since = _after(key), time.time()  # (before any await: the switch)
         gone = self.warn_unrouted(old, new)
         around = self.warn_routed_around(old, new)
         moved = held_moved(self.doc(), old.config.routes, new.config.routes)
         for warning in moved:
             event(log, "rollback_target_moved", logging.WARNING, warning=warning)
-        await self._audit(old, new, since, gone, around)
+        await self._audit(key, old, new, gone, around)
         return moved + [f"the {k['kill']} kill ({k['by']}: {k['reason']!r}) stays in force on "
                         f"its name, but this config may serve requests it stopped: "
                         f"{'; '.join(k['how'])}; kill the new name too, or change the config "
                         "back" for k in around]
 
-    async def _audit(self, old: LoadedConfig, new: LoadedConfig, since: float,
+    async def _audit(self, key: str, old: LoadedConfig, new: LoadedConfig,
                      gone: list[str], around: list[dict[str, Any]]) -> None:
         try:
-            for slot in range(SLOTS):
-                claim = await self.sync.store.idem_claim(
-                    f"config:{old.digest}:{new.digest}:{slot}",
-                    {"instance": self.instance, "time": self.since}, 3600)
-                if claim is None:
-                    break  # ours: record it
-                t = claim.get("time")
-                if not isinstance(t, int | float) or t >= since - CLOCK_SLACK:
-                    return  # another instance already recorded this change
+            claim = await self.sync.store.idem_claim(
+                key, {"instance": self.instance, "time": self.since}, CLAIM_TTL)
+            if claim is not None:
+                return  # another instance making the same change recorded it
+            await self.sync.store.idem_set(HEAD, {"digest": new.digest, "token": self.token},
+                                           HEAD_TTL)
             draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
                                "the config file changed", {"digest": old.digest},
                                {"digest": new.digest, "changes": summarize_changes(old, new),
@@ -168,3 +204,8 @@ class ConfigHistory:
             await self.sync.append_audit(draft)
         except (StateError, AuditError) as exc:
             event(log, "config_reload_audit_failed", logging.WARNING, error=str(exc))
+
+
+def summarize_changes(old: LoadedConfig, new: LoadedConfig) -> dict[str, Any]:
+    """Per route: added/removed routes and versions, weight and setting changes."""
+    return diff_configs(config_dict(old.config), config_dict(new.config))

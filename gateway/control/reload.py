@@ -18,25 +18,29 @@ old config, its siblings the new one, until someone sent SIGHUP.
 A mounted ConfigMap is followed through its `..data` link, never into the timestamped
 folder behind it (the next update deletes that folder): only the atomic swap of the link
 is seen as a change, so a folder the kubelet is still writing is never read.
+A reload is taken back when an override latched after it went live needs a version it
+dropped that the config before it has (control/reloadback.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from gateway.configfile import LoadedConfig, load_config, restart_changes
 from gateway.configsettle import Ident, path_ident, read_settled
+from gateway.control.reloadback import TakeBack
 from gateway.domain.audit import utc_now
 from gateway.domain.diff import config_dict, diff_configs
+from gateway.domain.statedoc import StateDoc
 from gateway.errors import ConfigError, ConfigUnsettled, Problem
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["ConfigWatcher", "ReloadOutcome", "summarize_changes"]
+__all__ = ["ConfigWatcher", "ReloadOutcome"]
 
 log = logging.getLogger("killgate.reload")
 
@@ -62,7 +66,7 @@ class ReloadOutcome:
         self.warnings: list[str] = []
 
 
-class ConfigWatcher:
+class ConfigWatcher(TakeBack):
     def __init__(self, path: Path, current: Callable[[], LoadedConfig], apply: Apply,
                  check: Callable[[LoadedConfig], None], metrics: Metrics,
                  debounce: float = 0.2, watch: bool = True,
@@ -92,6 +96,10 @@ class ConfigWatcher:
         self._queued: dict[str, asyncio.Task[Any] | None] = {}
         self.retry_first, self.retry_max = RETRY_FIRST_S, RETRY_MAX_S
         self._retry: asyncio.Task[None] | None = None  # reads a refused file again
+        #: the config the last reload replaced (None after a start or a take-back), and
+        #: the state document the routing table last showed
+        self.previous: LoadedConfig | None = None
+        self._doc: StateDoc | None = None
 
     async def start(self) -> None:
         if not self.watch:
@@ -120,12 +128,19 @@ class ConfigWatcher:
         again once the state it was checked against changes (a latched override, a
         recorded identity): after `release`, the file on disk governs the route, not the
         one that ran before the refusal, though the file itself did not change."""
-        if self.outcome.last_error is None or self._stop.is_set():
-            return
         a, b = old.doc, new.doc
-        if a.overrides == b.overrides and a.identities == b.identities:
+        self._doc = b
+        if self._stop.is_set() or (a.overrides == b.overrides
+                                   and a.identities == b.identities):
             return
-        task = asyncio.get_running_loop().create_task(self.reload("state"))
+        coro: Coroutine[Any, Any, object]
+        if self.previous is not None and self._takes_back(self.previous):
+            coro = self._take_back(self.previous)
+        elif self.outcome.last_error is not None:
+            coro = self.reload("state")
+        else:
+            return
+        task = asyncio.get_running_loop().create_task(coro)
         self._retrying.add(task)  # (cancelled by stop)
         task.add_done_callback(self._retrying.discard)
 
@@ -241,10 +256,12 @@ class ConfigWatcher:
                     event(log, "config_error_cleared", trigger=trigger)
                 self._cleared()
                 return False
-            old = self.current()
+            old, was = self.current(), self.previous
+            self.previous = old  # (from the swap on: a rollback may come before `apply` ends)
             try:
                 await self.apply(loaded)
             except ConfigError as exc:  # (checked again at the swap: refused, nothing changed)
+                self.previous = was
                 self._reject(exc, trigger)
                 return False
             self.outcome.loaded_digest = loaded.digest
@@ -255,7 +272,7 @@ class ConfigWatcher:
             self.outcome.restart_required = restart_changes(self.started.config, loaded.config)
             self.metrics.inc("killgate_config_reloads_total")
             event(log, "config_reloaded", trigger=trigger, old=old.digest, new=loaded.digest,
-                  changes=summarize_changes(old, loaded),
+                  changes=diff_configs(config_dict(old.config), config_dict(loaded.config)),
                   restart_required=self.outcome.restart_required)
             return True
 
@@ -293,8 +310,3 @@ class ConfigWatcher:
         self.outcome.last_error = None
         self.outcome.last_problems = []
         self.metrics.set("killgate_config_refused", 0)
-
-
-def summarize_changes(old: LoadedConfig, new: LoadedConfig) -> dict[str, Any]:
-    """Per route: added/removed routes and versions, weight and setting changes."""
-    return diff_configs(config_dict(old.config), config_dict(new.config))

@@ -40,6 +40,7 @@ from gateway.errors import ConflictingState, InvalidChange, UnknownVersion
 
 __all__ = [
     "KINDS",
+    "drill_latch",
     "drill_only_latch",
     "end",
     "holds_kill",
@@ -166,29 +167,35 @@ def holds_kill(doc: StateDoc, key: str) -> bool:
                for rec in doc.drills.values() for m in rec.injected)
 
 
+def drill_latch(doc: StateDoc, route: str) -> tuple[str, bool] | None:
+    """The open drill whose injection the route's override is (its restore would undo it),
+    and whether that injection went over a latch of the route's own (the restore puts that
+    one back); None when the override is no open drill's, or there is none."""
+    ov = doc.overrides.get(route)
+    if ov is None:
+        return None
+    now = plain(ov)
+    found = [(made["before"] is not None, drill) for drill, rec in sorted(doc.drills.items())
+             for m in rec.injected if (made := m.get("override")) is not None
+             and made["route"] == route and made["after"] == now]
+    if not found:
+        return None
+    over, drill = min(found)  # (one over none: the restore of that one unlatches it)
+    return drill, over
+
+
 def holds_override(doc: StateDoc, route: str) -> bool:
     """Whether the route's override is the one an open drill made (its restore would undo
     it): an alert's rollback to the same place must take it over."""
-    ov = doc.overrides.get(route)
-    if ov is None:
-        return False
-    now = plain(ov)
-    return any("override" in m and m["override"]["route"] == route
-               and m["override"]["after"] == now
-               for rec in doc.drills.values() for m in rec.injected)
+    return drill_latch(doc, route) is not None
 
 
 def drill_only_latch(doc: StateDoc, route: str) -> bool:
     """Whether the route's override is an open drill's (`holds_override`) over no latch of
     its own: the drill's restore leaves the route unlatched. (Over an operator's latch, the
     restore puts that latch back: a reload must not drop its route meanwhile.)"""
-    ov = doc.overrides.get(route)
-    if ov is None:
-        return False
-    now = plain(ov)
-    return any("override" in m and m["override"]["route"] == route
-               and m["override"]["after"] == now and m["override"]["before"] is None
-               for rec in doc.drills.values() for m in rec.injected)
+    found = drill_latch(doc, route)
+    return found is not None and not found[1]
 
 
 def restore(doc: StateDoc, drill: str, routes: dict[str, RouteConfig], actor: str,

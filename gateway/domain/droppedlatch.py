@@ -27,9 +27,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.config import RouteConfig
+from gateway.domain.overrides import latch_problems
 from gateway.domain.statedoc import RouteOverride, StateDoc
 
-__all__ = ["dropped_latched", "with_running"]
+__all__ = ["dropped_latched", "taken_back", "with_running"]
 
 
 def with_running(doc: StateDoc, running: Iterable[RouteConfig]) -> StateDoc:
@@ -65,3 +66,21 @@ def dropped_latched(overrides: Mapping[str, RouteOverride], running: Iterable[st
                     "file's weights, the version rolled back from included): keep the route, "
                     f"or run `killgate release {name}` first"))
     return out
+
+
+def taken_back(doc: StateDoc, running: Iterable[RouteConfig],
+               before: Iterable[RouteConfig]) -> list[tuple[str, str]]:
+    """(yaml path, message) for every version an override latched in `doc` serves that the
+    config in force (`running`) lacks, when the config before its last reload (`before`)
+    has them all and the reload changed no other route: the reload would have been refused
+    had the override come first (a rollback made through an instance still on the old file
+    while this one took up the new), and taking it back undoes nothing else. [] otherwise
+    (nothing missing; `before` lacking some too; other routes changed with it: those stay,
+    and the route serves nothing, as status says, until a release or a file with them)."""
+    now, then = list(running), list(before)
+    short = {rc.name for rc in now if latch_problems(doc, [rc])}
+    if not short or latch_problems(doc, then) or not short <= {rc.name for rc in then}:
+        return []
+    if [rc for rc in now if rc.name not in short] != [rc for rc in then if rc.name not in short]:
+        return []
+    return latch_problems(doc, now)
