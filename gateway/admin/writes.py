@@ -30,7 +30,15 @@ from aiohttp import web
 from gateway.admin.inputs import decoded_body
 from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
-from gateway.errors import ApiError, AuditError, Forbidden, StateError, StoreOutcomeUnknown
+from gateway.domain.writeids import RETRY_OF
+from gateway.errors import (
+    ApiError,
+    AuditError,
+    EarlierLanded,
+    Forbidden,
+    StateError,
+    StoreOutcomeUnknown,
+)
 from gateway.log import event
 
 __all__ = ["Done", "Writer"]
@@ -87,10 +95,11 @@ class Writer:
         # (the claim names its holder: a renewal or release of a claim that lapsed and was
         # taken by a retry since leaves the retry's alone)
         claim = {"fingerprint": fingerprint, "holder": uuid.uuid4().hex}
+        stood_in: list[dict[str, Any]] = []  # (the record of a first attempt this retries)
         if ident is not None:
             earlier = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)
             if earlier is not None:
-                resp = await self._replay(ident, earlier, claim, wait, may)
+                resp = await self._replay(ident, earlier, claim, wait, may, stood_in)
                 if resp is not None:
                     await self._audit_replay(request, subject, resp, request_id, source,
                                              trace_id)
@@ -99,8 +108,20 @@ class Writer:
         held = asyncio.Event()  # set: the write is over, the claim no longer renewed
         renew = (None if ident is None else asyncio.create_task(
             self._renew(ident, claim, held), name="idem-renew"))
+        fence = RETRY_OF.set(str(stood_in[0]["unknown"]["write"]) if stood_in else None)
         try:
             done = await op()
+        except EarlierLanded:
+            # the first attempt's commit landed after this retry asked whether it had:
+            # nothing done again, answered with its result
+            await _ended(held, renew)
+            if ident is None or not stood_in:  # (never: only a retry's write is fenced)
+                raise
+            record = self._landed_record(stood_in[0])
+            await self._settle(ident, {**record, "holder": claim["holder"]}, IDEMPOTENCY_TTL)
+            resp = await self._answer(record, wait, may)
+            await self._audit_replay(request, subject, resp, request_id, source, trace_id)
+            return resp
         except StoreOutcomeUnknown as exc:
             await _ended(held, renew)
             if ident is not None:
@@ -112,6 +133,8 @@ class Writer:
                 with contextlib.suppress(StateError):
                     await self.idem.idem_release(ident, claim)
             raise
+        finally:
+            RETRY_OF.reset(fence)
         await _ended(held, renew)  # (before the answer's record: no renewal replaces it)
         keep = IDEMPOTENCY_TTL if done.keep is None else min(IDEMPOTENCY_TTL,
                                                              max(1.0, done.keep))
@@ -154,8 +177,15 @@ class Writer:
                     "unknown": {"write": doc.writes[-1], "generation": done.generation},
                     "status": done.status, "extra": done.body, **scoped}, IDEMPOTENCY_TTL)
 
-    async def _resolve(self, ident: str, earlier: dict[str, Any],
-                       claim: dict[str, Any]) -> dict[str, Any] | None:
+    @staticmethod
+    def _landed_record(earlier: dict[str, Any]) -> dict[str, Any]:
+        """The answer's record of a first attempt (`unknown`) found to have landed."""
+        record = {k: v for k, v in earlier.items() if k != "unknown"}
+        record["generation"] = int(earlier["unknown"]["generation"])
+        return record
+
+    async def _resolve(self, ident: str, earlier: dict[str, Any], claim: dict[str, Any],
+                       stood_in: list[dict[str, Any]]) -> dict[str, Any] | None:
         """A retry of a write whose outcome was unknown: the record to answer from if it
         landed (kept as the answer for later retries); None when it did not, this request
         now holding the key (to run it). The store away: StateError (503); one that
@@ -173,12 +203,13 @@ class Writer:
                 "check `killgate audit` for it before sending the request again without "
                 "the key"))
         if landed:
-            record = {k: v for k, v in earlier.items() if k != "unknown"}
-            record["generation"] = gen
+            record = self._landed_record(earlier)
             with contextlib.suppress(StateError):
                 await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
             return record
         if await self.idem.idem_take(ident, earlier, claim, CLAIM_LEASE):
+            # (it may still land, its commit in flight: this retry's write is fenced by it)
+            stood_in[:] = [earlier]
             return None
         got = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)  # (another retry's now)
         return got
@@ -231,8 +262,8 @@ class Writer:
                 pass  # (the store away: tried again at the next renewal)
 
     async def _replay(self, ident: str, earlier: dict[str, Any], claim: dict[str, Any],
-                      wait: float, may: Callable[[str], bool] | None = None
-                      ) -> web.Response | None:
+                      wait: float, may: Callable[[str], bool] | None = None,
+                      stood_in: list[dict[str, Any]] | None = None) -> web.Response | None:
         """The first answer; None when this request now holds the claim (the first try's
         lapsed, or it failed and let it go): it is to run the write."""
         if earlier.get("fingerprint") != claim["fingerprint"]:
@@ -241,7 +272,8 @@ class Writer:
         deadline = time.monotonic() + wait + 5.0
         while "response" not in earlier and "generation" not in earlier:
             if "unknown" in earlier:  # (the first try's answer was lost: did it land?)
-                resolved = await self._resolve(ident, earlier, claim)
+                resolved = await self._resolve(ident, earlier, claim,
+                                               [] if stood_in is None else stood_in)
                 if resolved is None:
                     return None
                 earlier = resolved
@@ -256,6 +288,11 @@ class Writer:
             if got is None:  # the first try's claim lapsed, or it failed and let it go
                 return None
             earlier = got
+        return await self._answer(earlier, wait, may)
+
+    async def _answer(self, earlier: dict[str, Any], wait: float,
+                      may: Callable[[str], bool] | None) -> web.Response:
+        """The answer a record holds (a replay)."""
         scope = earlier.get("scope")
         if isinstance(scope, str) and may is not None and not may(scope):
             raise Forbidden(scope)  # (same subject, another token: not the first answer)
