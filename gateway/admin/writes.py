@@ -30,7 +30,7 @@ from aiohttp import web
 from gateway.admin.inputs import decoded_body
 from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
-from gateway.domain.writeids import RETRY_OF
+from gateway.domain.writeids import RETRY_OF, write_generation
 from gateway.errors import (
     ApiError,
     AuditError,
@@ -42,6 +42,9 @@ from gateway.errors import (
 from gateway.log import event
 
 __all__ = ["Done", "Writer"]
+
+#: the attempts (write ids) a key names after outcome_unknown answers: the newest
+MAX_ATTEMPTS = 8
 
 log = logging.getLogger("killgate.admin")
 IDEMPOTENCY_TTL = 24 * 3600.0  # an answer, kept for retries
@@ -108,16 +111,17 @@ class Writer:
         held = asyncio.Event()  # set: the write is over, the claim no longer renewed
         renew = (None if ident is None else asyncio.create_task(
             self._renew(ident, claim, held), name="idem-renew"))
-        fence = RETRY_OF.set(str(stood_in[0]["unknown"]["write"]) if stood_in else None)
+        tried = _attempts(stood_in[0]) if stood_in else []  # (the earlier attempts' writes)
+        fence = RETRY_OF.set(frozenset(w for w, _ in tried))
         try:
             done = await op()
-        except EarlierLanded:
-            # the first attempt's commit landed after this retry asked whether it had:
+        except EarlierLanded as exc:
+            # an earlier attempt's commit landed after this retry asked whether it had:
             # nothing done again, answered with its result
             await _ended(held, renew)
             if ident is None or not stood_in:  # (never: only a retry's write is fenced)
                 raise
-            record = self._landed_record(stood_in[0])
+            record = self._landed_record(stood_in[0], write_generation(str(exc)))
             await self._settle(ident, {**record, "holder": claim["holder"]}, IDEMPOTENCY_TTL)
             resp = await self._answer(record, wait, may)
             await self._audit_replay(request, subject, resp, request_id, source, trace_id)
@@ -125,7 +129,7 @@ class Writer:
         except StoreOutcomeUnknown as exc:
             await _ended(held, renew)
             if ident is not None:
-                await self._unknown(ident, fingerprint, claim, exc)
+                await self._unknown(ident, fingerprint, claim, exc, tried)
             raise
         except BaseException:
             await _ended(held, renew)
@@ -161,10 +165,12 @@ class Writer:
         return web.json_response(answer, status=done.status)
 
     async def _unknown(self, ident: str, fingerprint: str, claim: dict[str, Any],
-                       exc: StoreOutcomeUnknown) -> None:
+                       exc: StoreOutcomeUnknown, tried: list[tuple[str, int]]) -> None:
         """The commit may have landed: the key keeps the write's id (for a retry to ask
         the store) and the answer it had made, in place of the claim; released, as for
-        any failure, when the write says nothing of what it would have made."""
+        any failure, when the write says nothing of what it would have made. A retry's
+        key keeps the earlier attempts' write ids too (`tried`: any of them may land
+        yet, the same partition holding their commits)."""
         done, doc = exc.done, exc.doc
         if not isinstance(done, Done) or done.generation is None or doc is None \
                 or not doc.writes:
@@ -174,14 +180,15 @@ class Writer:
         scoped = {} if done.scope is None else {"scope": done.scope}
         exc.key_kept = await self._settle(
             ident, {"fingerprint": fingerprint, "holder": claim["holder"],
-                    "unknown": {"write": doc.writes[-1], "generation": done.generation},
+                    "unknown": {"write": doc.writes[-1], "generation": done.generation,
+                                "before": [list(t) for t in tried[:MAX_ATTEMPTS - 1]]},
                     "status": done.status, "extra": done.body, **scoped}, IDEMPOTENCY_TTL)
 
     @staticmethod
-    def _landed_record(earlier: dict[str, Any]) -> dict[str, Any]:
-        """The answer's record of a first attempt (`unknown`) found to have landed."""
+    def _landed_record(earlier: dict[str, Any], generation: int) -> dict[str, Any]:
+        """The answer's record of an attempt (`unknown`) found to have landed."""
         record = {k: v for k, v in earlier.items() if k != "unknown"}
-        record["generation"] = int(earlier["unknown"]["generation"])
+        record["generation"] = generation
         return record
 
     async def _resolve(self, ident: str, earlier: dict[str, Any], claim: dict[str, Any],
@@ -190,23 +197,23 @@ class Writer:
         landed (kept as the answer for later retries); None when it did not, this request
         now holding the key (to run it). The store away: StateError (503); one that
         cannot say: 503 outcome_unknown again."""
-        try:
-            unknown = earlier["unknown"]
-            write, gen = str(unknown["write"]), int(unknown["generation"])
-        except (KeyError, TypeError, ValueError):  # (not what _unknown writes)
-            write, gen = "", -1
-        landed = await self.state.landed(write, gen) if gen >= 0 else None
-        if landed is None:
+        tried = _attempts(earlier) or [("", -1)]  # (none: not what _unknown writes)
+        unsure = None
+        for write, gen in tried:  # (the newest attempt first; any may have landed)
+            landed = await self.state.landed(write, gen) if gen >= 0 else None
+            if landed:
+                record = self._landed_record(earlier, gen)
+                with contextlib.suppress(StateError):
+                    await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
+                return record
+            if landed is None and unsure is None:
+                unsure = gen
+        if unsure is not None:
             raise ApiError(503, "outcome_unknown", (
-                f"the first request with this Idempotency-Key made generation {gen}, whose "
+                f"a request with this Idempotency-Key made generation {unsure}, whose "
                 "answer was lost, and the store's history no longer reaches back to it: "
                 "check `killgate audit` for it before sending the request again without "
                 "the key"))
-        if landed:
-            record = self._landed_record(earlier)
-            with contextlib.suppress(StateError):
-                await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
-            return record
         if await self.idem.idem_take(ident, earlier, claim, CLAIM_LEASE):
             # (it may still land, its commit in flight: this retry's write is fenced by it)
             stood_in[:] = [earlier]
@@ -323,3 +330,15 @@ class Writer:
             await self.audit(draft)
         except (StateError, AuditError) as exc:
             event(log, "replay_audit_failed", logging.WARNING, error=str(exc))
+
+
+def _attempts(record: dict[str, Any]) -> list[tuple[str, int]]:
+    """The write ids (and generations) of the attempts a key's `unknown` names, newest
+    first; [] when it names none (not what `_unknown` writes)."""
+    try:
+        unknown = record["unknown"]
+        out = [(str(unknown["write"]), int(unknown["generation"]))]
+        out += [(str(w), int(g)) for w, g in unknown.get("before", [])[:MAX_ATTEMPTS - 1]]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return []
+    return out

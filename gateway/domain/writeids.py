@@ -29,10 +29,10 @@ MAX_WRITES = 32  # write ids a document keeps (its newest generations')
 MAX_LIFTED = 256  # kill keys whose last lift a document keeps (the newest lifts)
 MAX_LIFTS_PER_KEY = 4  # the flags of one key `lifted_writes` names (the newest)
 
-#: the write id a retry after `outcome_unknown` stands in for (admin/writes.py sets it for
-#: the retry's write, state/writes.py refuses to write over a state that holds it: the
-#: first attempt's commit may land after the retry asked whether it had)
-RETRY_OF: ContextVar[str | None] = ContextVar("killgate_retry_of", default=None)
+#: the write ids a retry after `outcome_unknown` stands in for (admin/writes.py sets them
+#: for the retry's write, state/writes.py refuses to write over a state that holds one: an
+#: earlier attempt's commit may land after the retry asked whether it had)
+RETRY_OF: ContextVar[frozenset[str]] = ContextVar("killgate_retry_of", default=frozenset())
 
 
 def new_write(generation: int) -> str:

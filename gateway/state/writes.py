@@ -89,7 +89,7 @@ class Writes:
             guessed = cur is not None
             refused = self._refused()
             based_on: StateDoc | None = None
-            retry_of = RETRY_OF.get()  # (a retry after outcome_unknown: its first attempt's)
+            retry_of = RETRY_OF.get()  # (a retry after outcome_unknown: earlier attempts')
             for _ in range(10):
                 if cur is None:
                     guessed, based_on = False, None
@@ -107,9 +107,9 @@ class Writes:
                         # and so did every kill)
                         based_on = got.doc
                     cur = got.doc
-                if retry_of is not None and retry_of in cur.writes:
-                    # the first attempt's commit landed after the retry asked: not again
-                    raise EarlierLanded(retry_of)
+                if retry_of and not retry_of.isdisjoint(cur.writes):
+                    # an earlier attempt's commit landed after the retry asked: not again
+                    raise EarlierLanded(next(w for w in cur.writes if w in retry_of))
                 # A refusal ("not killed") or a no-op ("already killed") decided on our own
                 # copy must hold in the store too: a change made elsewhere that has not
                 # reached us yet would otherwise make a kill look done, or an unkill moot.
