@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.admin.attempts import MAX_ATTEMPTS, attempts, landed_record
 from gateway.admin.inputs import decoded_body
 from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
@@ -42,9 +43,6 @@ from gateway.errors import (
 from gateway.log import event
 
 __all__ = ["Done", "Writer"]
-
-#: the attempts (write ids) a key names after outcome_unknown answers: the newest
-MAX_ATTEMPTS = 8
 
 log = logging.getLogger("killgate.admin")
 IDEMPOTENCY_TTL = 24 * 3600.0  # an answer, kept for retries
@@ -111,7 +109,7 @@ class Writer:
         held = asyncio.Event()  # set: the write is over, the claim no longer renewed
         renew = (None if ident is None else asyncio.create_task(
             self._renew(ident, claim, held), name="idem-renew"))
-        tried = _attempts(stood_in[0]) if stood_in else []  # (the earlier attempts' writes)
+        tried = attempts(stood_in[0]) if stood_in else []  # (the earlier attempts' writes)
         fence = RETRY_OF.set(frozenset(w for w, _ in tried))
         try:
             done = await op()
@@ -121,7 +119,7 @@ class Writer:
             await _ended(held, renew)
             if ident is None or not stood_in:  # (never: only a retry's write is fenced)
                 raise
-            record = self._landed_record(stood_in[0], write_generation(str(exc)))
+            record = landed_record(stood_in[0], write_generation(str(exc)))
             await self._settle(ident, {**record, "holder": claim["holder"]}, IDEMPOTENCY_TTL)
             resp = await self._answer(record, wait, may)
             await self._audit_replay(request, subject, resp, request_id, source, trace_id)
@@ -184,25 +182,18 @@ class Writer:
                                 "before": [list(t) for t in tried[:MAX_ATTEMPTS - 1]]},
                     "status": done.status, "extra": done.body, **scoped}, IDEMPOTENCY_TTL)
 
-    @staticmethod
-    def _landed_record(earlier: dict[str, Any], generation: int) -> dict[str, Any]:
-        """The answer's record of an attempt (`unknown`) found to have landed."""
-        record = {k: v for k, v in earlier.items() if k != "unknown"}
-        record["generation"] = generation
-        return record
-
     async def _resolve(self, ident: str, earlier: dict[str, Any], claim: dict[str, Any],
                        stood_in: list[dict[str, Any]]) -> dict[str, Any] | None:
         """A retry of a write whose outcome was unknown: the record to answer from if it
         landed (kept as the answer for later retries); None when it did not, this request
         now holding the key (to run it). The store away: StateError (503); one that
         cannot say: 503 outcome_unknown again."""
-        tried = _attempts(earlier) or [("", -1)]  # (none: not what _unknown writes)
+        tried = attempts(earlier) or [("", -1)]  # (none: not what _unknown writes)
         unsure = None
         for write, gen in tried:  # (the newest attempt first; any may have landed)
             landed = await self.state.landed(write, gen) if gen >= 0 else None
             if landed:
-                record = self._landed_record(earlier, gen)
+                record = landed_record(earlier, gen)
                 with contextlib.suppress(StateError):
                     await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
                 return record
@@ -331,14 +322,3 @@ class Writer:
         except (StateError, AuditError) as exc:
             event(log, "replay_audit_failed", logging.WARNING, error=str(exc))
 
-
-def _attempts(record: dict[str, Any]) -> list[tuple[str, int]]:
-    """The write ids (and generations) of the attempts a key's `unknown` names, newest
-    first; [] when it names none (not what `_unknown` writes)."""
-    try:
-        unknown = record["unknown"]
-        out = [(str(unknown["write"]), int(unknown["generation"]))]
-        out += [(str(w), int(g)) for w, g in unknown.get("before", [])[:MAX_ATTEMPTS - 1]]
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return []
-    return out
