@@ -159,6 +159,8 @@ async def test_a_first_attempt_that_lands_after_the_retry_asked_is_not_run_again
         assert body["generation"] == gen + 1
         unkills = [e for e in await g.gw.sync.store.audit_events() if e["action"] == "unkill"]
         assert len(unkills) == 1
+        events = await g.gw.sync.store.audit_events()
+        assert events[-1]["action"] == "replay", events[-1]  # (the answered retry, recorded)
 
 
 async def test_a_retry_that_lost_its_answer_too_keeps_the_first_attempts_write(

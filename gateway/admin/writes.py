@@ -110,9 +110,12 @@ class Writer:
         renew = (None if ident is None else asyncio.create_task(
             self._renew(ident, claim, held), name="idem-renew"))
         tried = attempts(stood_in[0]) if stood_in else []  # (the earlier attempts' writes)
-        fence = RETRY_OF.set(frozenset(w for w, _ in tried))
         try:
-            done = await op()
+            fence = RETRY_OF.set(frozenset(w for w, _ in tried))  # (for op's writes only)
+            try:
+                done = await op()
+            finally:
+                RETRY_OF.reset(fence)
         except EarlierLanded as exc:
             # an earlier attempt's commit landed after this retry asked whether it had:
             # nothing done again, answered with its result
@@ -135,8 +138,6 @@ class Writer:
                 with contextlib.suppress(StateError):
                     await self.idem.idem_release(ident, claim)
             raise
-        finally:
-            RETRY_OF.reset(fence)
         await _ended(held, renew)  # (before the answer's record: no renewal replaces it)
         keep = IDEMPOTENCY_TTL if done.keep is None else min(IDEMPOTENCY_TTL,
                                                              max(1.0, done.keep))
