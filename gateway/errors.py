@@ -10,7 +10,8 @@ that map them to HTTP; the domain's own errors (DomainError) carry no HTTP statu
     ├── ConfigUnsettled          a config file is still being written: read it later (.reason)
     ├── StateError               the state store could not do what was asked
     │   ├── StoreUnavailable     could not reach it / timed out (retry later)
-    │   └── StoreConflict        a compare-and-set lost a race (retry at once)
+    │   ├── StoreConflict        a compare-and-set lost a race (retry at once)
+    │   └── EarlierLanded        a retry's write found its first attempt's in the state
     ├── AuditError               an audit event could not be stored: the action is refused
     ├── DomainError              the state does not allow a change: .type, .message
     │   ├── UnknownVersion       a route has no such version
@@ -44,6 +45,7 @@ __all__ = [
     "ConflictingState",
     "DomainError",
     "DrillFault",
+    "EarlierLanded",
     "Forbidden",
     "InvalidChange",
     "KillgateError",
@@ -119,6 +121,12 @@ class StoreOutcomeUnknown(StoreUnavailable):
     done: Any = None
     #: the request's Idempotency-Key now names the write (a retry with it resolves it)
     key_kept = False
+
+
+class EarlierLanded(StateError):
+    """A retry's write (after `outcome_unknown`) found the write it stands in for in the
+    store's state: the first attempt's commit landed after the retry asked. Nothing was
+    done by the retry; it answers with the first attempt's result."""
 
 
 class NotDurable(StateError):

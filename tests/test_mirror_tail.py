@@ -175,3 +175,37 @@ async def test_two_writer_processes_on_a_torn_file_append_each_event_once(
     assert [await asyncio.wait_for(p.wait(), 20) for p in procs] == [0, 0]
     assert [e["hash"] for e in _events(path)] == [e["hash"] for e in evs]
     await _verified_by_the_cli(path)
+
+
+async def test_a_file_that_is_not_a_mirror_is_left_as_it_was(tmp_path: Path) -> None:
+    """audit.mirror pointed at a file of something else (a typo in the path, another log)
+    that does not end with a newline: its last partial line was cut off as a "torn tail"
+    before the mirror refused it (found by review of mirrortail.py: bytes of a file not
+    ours destroyed). Refused, and not one byte changed; the same for a file with no line
+    at all."""
+    store = await _store(tmp_path, 1)
+    (e1,) = await store.audit_events()
+    for name, text in (("notes.txt", b"first line\nsecond line, not ended"),
+                       ("one.txt", b"a file of one line and no newline")):
+        path = tmp_path / name
+        path.write_bytes(text)
+        with pytest.raises(TailUnverified, match="not a JSON event"):
+            await asyncio.to_thread(append_after, path, [e1], None, KEYS.keys())
+        assert path.read_bytes() == text
+
+
+async def test_a_torn_tail_after_a_line_that_does_not_verify_is_kept_as_evidence(
+        tmp_path: Path) -> None:
+    """The last whole line edited, then a fragment: the fragment was cut before the
+    refusal, changing a file under the tamper alarm (the operator's evidence). Refused with
+    the file as it was."""
+    store = await _store(tmp_path, 3)
+    e1, e2, e3 = await store.audit_events()
+    path = tmp_path / "m.jsonl"
+    edited = dict(e2, reason="nothing to see")
+    text = ("".join(json.dumps(e) + "\n" for e in (e1, edited))
+            + json.dumps(e3)[:30]).encode()
+    path.write_bytes(text)
+    with pytest.raises(TailUnverified, match="does not verify"):
+        await asyncio.to_thread(append_after, path, [e3], e2["hash"], KEYS.keys())
+    assert path.read_bytes() == text

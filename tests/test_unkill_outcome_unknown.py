@@ -105,3 +105,133 @@ async def test_taking_over_a_key_is_one_compare_and_set(tmp_path: Path, redis_se
             assert await store.idem_claim("k", b, 15) == a
         finally:
             await store.close()
+
+
+async def test_a_first_attempt_that_lands_after_the_retry_asked_is_not_run_again(
+        tmp_path: Path, backends, session, fwd: Forwarder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first attempt's commit was still on its way (a partition: the bytes in a
+    kernel's send queue, delivered once it heals) when the retry asked the store: not
+    landed, so the retry took the key and ran the unkill, and the first commit landed
+    before the retry's write read the state: 409 not_killed, the bug the key was kept for
+    (found by review of impstate2). The retry's write is fenced by the first attempt's
+    write id: it finds it in the state and answers 200, replayed, nothing done twice.
+    (The interleaving: the first attempt's write, with the id its key names, lands right
+    after the retry's real `landed` read said it had not.)"""
+    import gateway.domain.statedoc as statedoc
+    from gateway.admin.writes import IDEMPOTENCY_TTL
+    from gateway.domain.audit import AuditDraft
+    from gateway.domain.statedoc import Change
+
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "kg-ou3", command_timeout="300ms")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        gen = g.gw.holder.doc.generation
+        api = g.gw.admin_api
+        assert api is not None
+        writer = api.writer
+        named = f"{gen + 1}:feedf00d"  # (the first attempt's write id)
+        fingerprint = hashlib.sha256(b"POST /v1/unkill\n"
+                                     + json.dumps(BODY).encode()).hexdigest()
+        ident = hashlib.sha256(b"alice\nlate-first").hexdigest()
+        await g.gw.sync.store.idem_set(ident, {
+            "fingerprint": fingerprint, "holder": "first",
+            "unknown": {"write": named, "generation": gen + 1},
+            "status": 200, "extra": {"unkill": "route:iris", "changed": True}},
+            IDEMPOTENCY_TTL)
+        real_landed = writer.state.landed
+
+        async def landed_then_first_lands(write: str, generation: int) -> bool | None:
+            said = await real_landed(write, generation)
+            with monkeypatch.context() as m:  # the first attempt's commit arrives now
+                m.setattr(statedoc, "new_write", lambda _gen: named)
+                await g.gw.sync.write(
+                    lambda cur: Change(kills={"route:iris": None}),
+                    lambda c, n: AuditDraft("alice", "unkill", {"scope": "route"}, "late"))
+            return said
+
+        monkeypatch.setattr(writer.state, "landed", landed_then_first_lands)
+        status, body, replayed = await _unkill(session, g.admin, "late-first")
+        assert named in g.gw.holder.doc.writes
+        assert (status, body.get("error"), replayed) == (200, None, True), body
+        assert body["generation"] == gen + 1
+        unkills = [e for e in await g.gw.sync.store.audit_events() if e["action"] == "unkill"]
+        assert len(unkills) == 1
+        events = await g.gw.sync.store.audit_events()
+        assert events[-1]["action"] == "replay", events[-1]  # (the answered retry, recorded)
+
+
+async def test_a_retry_that_lost_its_answer_too_keeps_the_first_attempts_write(
+        tmp_path: Path, backends, session, fwd: Forwarder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partition loses the first attempt's answer, then the retry's (both commits held
+    in it): the key named only the retry's write, the first attempt's landed as the
+    partition healed, and the next retry, finding the retry's write not landed, ran the
+    unkill a third time: 409 not_killed (found by review of impstate2). The key keeps
+    every attempt's write id: the next retry finds the first's and answers 200, replayed.
+    (The partition: a key as the retry's 503 leaves it, and the first attempt's write,
+    with the id it names, landed.)"""
+    import gateway.domain.statedoc as statedoc
+    from gateway.admin.writes import IDEMPOTENCY_TTL
+    from gateway.domain.audit import AuditDraft
+    from gateway.domain.statedoc import Change
+
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "kg-ou4", command_timeout="300ms")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        gen = g.gw.holder.doc.generation
+        first, retry = f"{gen + 1}:f1f1f1f1", f"{gen + 1}:e2e2e2e2"
+        with monkeypatch.context() as m:  # the first attempt's commit, landed late
+            m.setattr(statedoc, "new_write", lambda _gen: first)
+            await g.gw.sync.write(
+                lambda cur: Change(kills={"route:iris": None}),
+                lambda c, n: AuditDraft("alice", "unkill", {"scope": "route"}, "late"))
+        fingerprint = hashlib.sha256(b"POST /v1/unkill\n"
+                                     + json.dumps(BODY).encode()).hexdigest()
+        ident = hashlib.sha256(b"alice\ntwice-lost").hexdigest()
+        await g.gw.sync.store.idem_set(ident, {
+            "fingerprint": fingerprint, "holder": "retry",
+            "unknown": {"write": retry, "generation": gen + 1,
+                        "before": [[first, gen + 1]]},
+            "status": 200, "extra": {"unkill": "route:iris", "changed": True}},
+            IDEMPOTENCY_TTL)
+        status, body, replayed = await _unkill(session, g.admin, "twice-lost")
+        assert (status, body.get("error"), replayed) == (200, None, True), body
+        assert body["generation"] == gen + 1
+        unkills = [e for e in await g.gw.sync.store.audit_events() if e["action"] == "unkill"]
+        assert len(unkills) == 1
+
+
+async def test_a_retry_whose_answer_is_lost_names_the_earlier_attempts_too(
+        tmp_path: Path, backends, session, fwd: Forwarder) -> None:
+    """The retry's own commit answer lost (the partition still there): its key names its
+    write and, before it, the attempt it stood in for."""
+    from gateway.admin.writes import CLAIM_LEASE, IDEMPOTENCY_TTL
+
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "kg-ou5", command_timeout="300ms")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state)
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        gen = g.gw.holder.doc.generation
+        first = f"{gen + 1}:0badf00d"  # (never landed)
+        fingerprint = hashlib.sha256(b"POST /v1/unkill\n"
+                                     + json.dumps(BODY).encode()).hexdigest()
+        ident = hashlib.sha256(b"alice\nstill-partitioned").hexdigest()
+        await g.gw.sync.store.idem_set(ident, {
+            "fingerprint": fingerprint, "holder": "first",
+            "unknown": {"write": first, "generation": gen + 1},
+            "status": 200, "extra": {"unkill": "route:iris", "changed": True}},
+            IDEMPOTENCY_TTL)
+        for link in [ln for ln in fwd.links if b"SUBSCRIBE" not in ln.head][1:]:
+            link.muted = True
+        status, body, _ = await _unkill(session, g.admin, "still-partitioned")
+        assert (status, body["error"]["type"]) == (503, "outcome_unknown"), body
+        kept = await g.gw.sync.store.idem_claim(ident, {"fingerprint": "x", "holder": "y"},
+                                                CLAIM_LEASE)
+        assert kept is not None and kept["unknown"]["write"] != first, kept
+        assert kept["unknown"]["before"] == [[first, gen + 1]], kept

@@ -14,7 +14,9 @@ such a flood (20 routes x 2 versions, tests/test_metrics_coalesced.py). So a ren
 starts no sooner after the last one than keeps renders to RENDER_SHARE of the loop's time
 (a render of c seconds: the next one c x (1/RENDER_SHARE - 1) after it ends); the calls that
 arrive meanwhile wait for it, and share it. Still no answer older than its request, and a
-scrape alone (Prometheus: one every few seconds) renders at once. Not in a thread: the
+scrape alone (Prometheus: one every few seconds) renders at once. The wait is at most
+MAX_WAIT: a render measured long because the process was paused in it must not hold the
+next scrape for four times the pause. Not in a thread: the
 collectors read the data plane's counters, which the loop changes without a lock.
 """
 
@@ -25,10 +27,15 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-__all__ = ["RENDER_SHARE", "Coalesced"]
+__all__ = ["MAX_WAIT", "RENDER_SHARE", "Coalesced"]
 
 #: the most of the loop's time renders take under a flood (the data plane has the rest)
 RENDER_SHARE = 0.2
+#: the longest a render holds the next one (s): a render measured long because the process
+#: was paused in it (SIGSTOP, a VM's stolen time) held every scrape 4 x the pause, past
+#: Prometheus' scrape_timeout (the target read as down). A render that really takes longer
+#: than MAX_WAIT x RENDER_SHARE / (1 - RENDER_SHARE) gets more than its share under a flood.
+MAX_WAIT = 2.0
 
 T = TypeVar("T")
 
@@ -75,4 +82,4 @@ class Coalesced(Generic[T]):
         finally:
             if self.share > 0:
                 took = time.perf_counter() - began
-                self._free_at = loop.time() + took * (1 / self.share - 1)
+                self._free_at = loop.time() + min(MAX_WAIT, took * (1 / self.share - 1))

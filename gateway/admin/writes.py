@@ -27,10 +27,19 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.admin.attempts import MAX_ATTEMPTS, attempts, landed_record
 from gateway.admin.inputs import decoded_body
 from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
-from gateway.errors import ApiError, AuditError, Forbidden, StateError, StoreOutcomeUnknown
+from gateway.domain.writeids import RETRY_OF, write_generation
+from gateway.errors import (
+    ApiError,
+    AuditError,
+    EarlierLanded,
+    Forbidden,
+    StateError,
+    StoreOutcomeUnknown,
+)
 from gateway.log import event
 
 __all__ = ["Done", "Writer"]
@@ -87,10 +96,11 @@ class Writer:
         # (the claim names its holder: a renewal or release of a claim that lapsed and was
         # taken by a retry since leaves the retry's alone)
         claim = {"fingerprint": fingerprint, "holder": uuid.uuid4().hex}
+        stood_in: list[dict[str, Any]] = []  # (the record of a first attempt this retries)
         if ident is not None:
             earlier = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)
             if earlier is not None:
-                resp = await self._replay(ident, earlier, claim, wait, may)
+                resp = await self._replay(ident, earlier, claim, wait, may, stood_in)
                 if resp is not None:
                     await self._audit_replay(request, subject, resp, request_id, source,
                                              trace_id)
@@ -99,12 +109,28 @@ class Writer:
         held = asyncio.Event()  # set: the write is over, the claim no longer renewed
         renew = (None if ident is None else asyncio.create_task(
             self._renew(ident, claim, held), name="idem-renew"))
+        tried = attempts(stood_in[0]) if stood_in else []  # (the earlier attempts' writes)
         try:
-            done = await op()
+            fence = RETRY_OF.set(frozenset(w for w, _ in tried))  # (for op's writes only)
+            try:
+                done = await op()
+            finally:
+                RETRY_OF.reset(fence)
+        except EarlierLanded as exc:
+            # an earlier attempt's commit landed after this retry asked whether it had:
+            # nothing done again, answered with its result
+            await _ended(held, renew)
+            if ident is None or not stood_in:  # (never: only a retry's write is fenced)
+                raise
+            record = landed_record(stood_in[0], write_generation(str(exc)))
+            await self._settle(ident, {**record, "holder": claim["holder"]}, IDEMPOTENCY_TTL)
+            resp = await self._answer(record, wait, may)
+            await self._audit_replay(request, subject, resp, request_id, source, trace_id)
+            return resp
         except StoreOutcomeUnknown as exc:
             await _ended(held, renew)
             if ident is not None:
-                await self._unknown(ident, fingerprint, claim, exc)
+                await self._unknown(ident, fingerprint, claim, exc, tried)
             raise
         except BaseException:
             await _ended(held, renew)
@@ -138,10 +164,12 @@ class Writer:
         return web.json_response(answer, status=done.status)
 
     async def _unknown(self, ident: str, fingerprint: str, claim: dict[str, Any],
-                       exc: StoreOutcomeUnknown) -> None:
+                       exc: StoreOutcomeUnknown, tried: list[tuple[str, int]]) -> None:
         """The commit may have landed: the key keeps the write's id (for a retry to ask
         the store) and the answer it had made, in place of the claim; released, as for
-        any failure, when the write says nothing of what it would have made."""
+        any failure, when the write says nothing of what it would have made. A retry's
+        key keeps the earlier attempts' write ids too (`tried`: any of them may land
+        yet, the same partition holding their commits)."""
         done, doc = exc.done, exc.doc
         if not isinstance(done, Done) or done.generation is None or doc is None \
                 or not doc.writes:
@@ -151,34 +179,36 @@ class Writer:
         scoped = {} if done.scope is None else {"scope": done.scope}
         exc.key_kept = await self._settle(
             ident, {"fingerprint": fingerprint, "holder": claim["holder"],
-                    "unknown": {"write": doc.writes[-1], "generation": done.generation},
+                    "unknown": {"write": doc.writes[-1], "generation": done.generation,
+                                "before": [list(t) for t in tried[:MAX_ATTEMPTS - 1]]},
                     "status": done.status, "extra": done.body, **scoped}, IDEMPOTENCY_TTL)
 
-    async def _resolve(self, ident: str, earlier: dict[str, Any],
-                       claim: dict[str, Any]) -> dict[str, Any] | None:
+    async def _resolve(self, ident: str, earlier: dict[str, Any], claim: dict[str, Any],
+                       stood_in: list[dict[str, Any]]) -> dict[str, Any] | None:
         """A retry of a write whose outcome was unknown: the record to answer from if it
         landed (kept as the answer for later retries); None when it did not, this request
         now holding the key (to run it). The store away: StateError (503); one that
         cannot say: 503 outcome_unknown again."""
-        try:
-            unknown = earlier["unknown"]
-            write, gen = str(unknown["write"]), int(unknown["generation"])
-        except (KeyError, TypeError, ValueError):  # (not what _unknown writes)
-            write, gen = "", -1
-        landed = await self.state.landed(write, gen) if gen >= 0 else None
-        if landed is None:
+        tried = attempts(earlier) or [("", -1)]  # (none: not what _unknown writes)
+        unsure = None
+        for write, gen in tried:  # (the newest attempt first; any may have landed)
+            landed = await self.state.landed(write, gen) if gen >= 0 else None
+            if landed:
+                record = landed_record(earlier, gen)
+                with contextlib.suppress(StateError):
+                    await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
+                return record
+            if landed is None and unsure is None:
+                unsure = gen
+        if unsure is not None:
             raise ApiError(503, "outcome_unknown", (
-                f"the first request with this Idempotency-Key made generation {gen}, whose "
+                f"a request with this Idempotency-Key made generation {unsure}, whose "
                 "answer was lost, and the store's history no longer reaches back to it: "
                 "check `killgate audit` for it before sending the request again without "
                 "the key"))
-        if landed:
-            record = {k: v for k, v in earlier.items() if k != "unknown"}
-            record["generation"] = gen
-            with contextlib.suppress(StateError):
-                await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
-            return record
         if await self.idem.idem_take(ident, earlier, claim, CLAIM_LEASE):
+            # (it may still land, its commit in flight: this retry's write is fenced by it)
+            stood_in[:] = [earlier]
             return None
         got = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)  # (another retry's now)
         return got
@@ -231,8 +261,8 @@ class Writer:
                 pass  # (the store away: tried again at the next renewal)
 
     async def _replay(self, ident: str, earlier: dict[str, Any], claim: dict[str, Any],
-                      wait: float, may: Callable[[str], bool] | None = None
-                      ) -> web.Response | None:
+                      wait: float, may: Callable[[str], bool] | None = None,
+                      stood_in: list[dict[str, Any]] | None = None) -> web.Response | None:
         """The first answer; None when this request now holds the claim (the first try's
         lapsed, or it failed and let it go): it is to run the write."""
         if earlier.get("fingerprint") != claim["fingerprint"]:
@@ -241,7 +271,8 @@ class Writer:
         deadline = time.monotonic() + wait + 5.0
         while "response" not in earlier and "generation" not in earlier:
             if "unknown" in earlier:  # (the first try's answer was lost: did it land?)
-                resolved = await self._resolve(ident, earlier, claim)
+                resolved = await self._resolve(ident, earlier, claim,
+                                               [] if stood_in is None else stood_in)
                 if resolved is None:
                     return None
                 earlier = resolved
@@ -256,6 +287,11 @@ class Writer:
             if got is None:  # the first try's claim lapsed, or it failed and let it go
                 return None
             earlier = got
+        return await self._answer(earlier, wait, may)
+
+    async def _answer(self, earlier: dict[str, Any], wait: float,
+                      may: Callable[[str], bool] | None) -> web.Response:
+        """The answer a record holds (a replay)."""
         scope = earlier.get("scope")
         if isinstance(scope, str) and may is not None and not may(scope):
             raise Forbidden(scope)  # (same subject, another token: not the first answer)
@@ -286,3 +322,4 @@ class Writer:
             await self.audit(draft)
         except (StateError, AuditError) as exc:
             event(log, "replay_audit_failed", logging.WARNING, error=str(exc))
+

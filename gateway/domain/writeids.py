@@ -18,15 +18,21 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["MAX_LIFTED", "MAX_LIFTS_PER_KEY", "MAX_WRITES", "lifted_after",
+__all__ = ["MAX_LIFTED", "MAX_LIFTS_PER_KEY", "MAX_WRITES", "RETRY_OF", "lifted_after",
            "lifted_writes_after", "new_write", "trim_writes", "with_lifted_writes", "with_lifts",
            "write_generation"]
 
 MAX_WRITES = 32  # write ids a document keeps (its newest generations')
 MAX_LIFTED = 256  # kill keys whose last lift a document keeps (the newest lifts)
 MAX_LIFTS_PER_KEY = 4  # the flags of one key `lifted_writes` names (the newest)
+
+#: the write ids a retry after `outcome_unknown` stands in for (admin/writes.py sets them
+#: for the retry's write, state/writes.py refuses to write over a state that holds one: an
+#: earlier attempt's commit may land after the retry asked whether it had)
+RETRY_OF: ContextVar[frozenset[str]] = ContextVar("killgate_retry_of", default=frozenset())
 
 
 def new_write(generation: int) -> str:

@@ -2,11 +2,12 @@
 each run a mirror (state/mirror.py) over one file, and this is the only place its end is
 read or written.
 
-Owns the tail's repair and the append. Under the lock, a torn tail (bytes after the last
-newline: a write cut by a crash or a full disk) is cut off, unless it is a whole event
-that verifies on its own (only its newline lost: the line is ended); then the last line
-is verified (its hash, its MAC with the audit key) and only the events past it are
-appended. Taken as it stood, a torn tail made the writer trust its own memory of the
+Owns the tail's repair and the append. Under the lock, the last whole line is verified
+(its hash, its MAC with the audit key), then a torn tail (bytes after the last newline: a
+write cut by a crash or a full disk) is cut off, unless it is a whole event that verifies
+on its own (only its newline lost: the line is ended); only the events past the end are
+appended. A file whose last line does not verify, or is not an event, is never cut.
+Taken as it stood, a torn tail made the writer trust its own memory of the
 end: a sibling behind appended again what was there already, and a line that did not
 verify was continued. Blocking calls: run in a thread.
 """
@@ -103,6 +104,15 @@ def verified_end(path: Path, keys: Mapping[str, bytes]) -> dict[str, Any] | None
                 f.flush()
                 os.fsync(f.fileno())
             return whole
+    # the last whole line first: a file whose end does not verify (edited, or not a mirror
+    # at all: a path typed wrong) is refused as it is, never cut (its bytes are the
+    # operator's evidence, or not ours)
+    ev = None if last is None else parse_event(last)
+    if (last is not None and ev is None) or (
+            last is None and tail.strip() and not tail.lstrip().startswith(b"{")):
+        raise TailUnverified("the mirror's own last line is not a JSON event")
+    if ev is not None and (problem := line_problem(ev, keys, False)) is not None:
+        raise TailUnverified(f"the mirror's own last line does not verify: {problem}")
     if tail:
         with open(path, "r+b") as f:
             f.truncate(start + len(data) - len(tail))
@@ -112,13 +122,6 @@ def verified_end(path: Path, keys: Mapping[str, bytes]) -> dict[str, Any] | None
               bytes=len(tail), detail="a partial line at the mirror's end (a write cut by a "
                                       "crash or a full disk) was cut off; the events it held "
                                       "are copied again from the store")
-    if last is None:
-        return None
-    ev = parse_event(last)
-    if ev is None:
-        raise TailUnverified("the mirror's own last line is not a JSON event")
-    if (problem := line_problem(ev, keys, False)) is not None:
-        raise TailUnverified(f"the mirror's own last line does not verify: {problem}")
     return ev
 
 

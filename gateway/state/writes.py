@@ -17,9 +17,10 @@ from typing import Any
 from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.domain.writeids import write_generation
+from gateway.domain.writeids import RETRY_OF, write_generation
 from gateway.errors import (
     DomainError,
+    EarlierLanded,
     NotDurable,
     StateError,
     StoreConflict,
@@ -88,6 +89,7 @@ class Writes:
             guessed = cur is not None
             refused = self._refused()
             based_on: StateDoc | None = None
+            retry_of = RETRY_OF.get()  # (a retry after outcome_unknown: earlier attempts')
             for _ in range(10):
                 if cur is None:
                     guessed, based_on = False, None
@@ -105,6 +107,9 @@ class Writes:
                         # and so did every kill)
                         based_on = got.doc
                     cur = got.doc
+                if retry_of and not retry_of.isdisjoint(cur.writes):
+                    # an earlier attempt's commit landed after the retry asked: not again
+                    raise EarlierLanded(next(w for w in cur.writes if w in retry_of))
                 # A refusal ("not killed") or a no-op ("already killed") decided on our own
                 # copy must hold in the store too: a change made elsewhere that has not
                 # reached us yet would otherwise make a kill look done, or an unkill moot.

@@ -1,0 +1,34 @@
+"""What an Idempotency-Key's record names of the attempts whose commit answers were lost
+(503 `outcome_unknown`, admin/writes.py): the newest attempt's write id and generation
+(`unknown.write`, `unknown.generation`) and the earlier ones' (`unknown.before`, newest
+first). Any of them may land late, the same partition holding their commits: a retry
+asks the store about each, and its own write is fenced by them all. Pure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["MAX_ATTEMPTS", "attempts", "landed_record"]
+
+#: the attempts (write ids) a key names after outcome_unknown answers: the newest
+MAX_ATTEMPTS = 8
+
+
+def attempts(record: dict[str, Any]) -> list[tuple[str, int]]:
+    """The write ids (and generations) of the attempts a key's `unknown` names, newest
+    first; [] when it names none (not what admin/writes.py writes)."""
+    try:
+        unknown = record["unknown"]
+        out = [(str(unknown["write"]), int(unknown["generation"]))]
+        out += [(str(w), int(g)) for w, g in unknown.get("before", [])[:MAX_ATTEMPTS - 1]]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return []
+    return out
+
+
+def landed_record(earlier: dict[str, Any], generation: int) -> dict[str, Any]:
+    """The answer's record of an attempt found to have landed (at `generation`)."""
+    record = {k: v for k, v in earlier.items() if k != "unknown"}
+    record["generation"] = generation
+    return record
