@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import time
 import uuid
@@ -28,13 +26,12 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.attempts import MAX_ATTEMPTS, attempts, landed_record
-from gateway.admin.inputs import decoded_body
+from gateway.admin.idemkeys import audit_replay, key_of
 from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
 from gateway.domain.writeids import RETRY_OF, write_generation
 from gateway.errors import (
     ApiError,
-    AuditError,
     EarlierLanded,
     Forbidden,
     StateError,
@@ -92,7 +89,7 @@ class Writer:
                   may: Callable[[str], bool] | None = None) -> web.Response:
         """Run `op` once per Idempotency-Key and answer with its receipt; a replay of an
         answer that names a scope (Done.scope) only to a caller that `may` hold it."""
-        ident, fingerprint = await self._idempotency(request, subject)
+        ident, fingerprint = await key_of(request, subject)
         # (the claim names its holder: a renewal or release of a claim that lapsed and was
         # taken by a retry since leaves the retry's alone)
         claim = {"fingerprint": fingerprint, "holder": uuid.uuid4().hex}
@@ -102,8 +99,8 @@ class Writer:
             if earlier is not None:
                 resp = await self._replay(ident, earlier, claim, wait, may, stood_in)
                 if resp is not None:
-                    await self._audit_replay(request, subject, resp, request_id, source,
-                                             trace_id)
+                    await audit_replay(self.audit, request, subject, resp, request_id,
+                                       source, trace_id)
                     return resp
                 # (the first try's claim lapsed or was let go: this one holds it, and runs)
         held = asyncio.Event()  # set: the write is over, the claim no longer renewed
@@ -125,7 +122,8 @@ class Writer:
             record = landed_record(stood_in[0], write_generation(str(exc)))
             await self._settle(ident, {**record, "holder": claim["holder"]}, IDEMPOTENCY_TTL)
             resp = await self._answer(record, wait, may)
-            await self._audit_replay(request, subject, resp, request_id, source, trace_id)
+            await audit_replay(self.audit, request, subject, resp, request_id, source,
+                               trace_id)
             return resp
         except StoreOutcomeUnknown as exc:
             await _ended(held, renew)
@@ -227,22 +225,6 @@ class Writer:
             pass
         return False
 
-    async def _idempotency(self, request: web.Request, subject: str) -> tuple[str | None, str]:
-        keys = request.headers.getall("Idempotency-Key", [])
-        if not keys:
-            return None, ""
-        key = keys[0]
-        if (len(keys) > 1 or not 1 <= len(key) <= 128 or not key.isprintable()
-                or not key.isascii()):
-            raise ApiError(400, "bad_request",
-                           "Idempotency-Key must be one value of 1-128 printable ASCII characters")
-        body = await decoded_body(request)  # (not as sent: gzip's header holds a time)
-        fingerprint = hashlib.sha256(
-            request.method.encode() + b" " + request.path.encode("utf-8", "replace")
-            + b"\n" + body).hexdigest()
-        ident = hashlib.sha256(f"{subject}\n{key}".encode()).hexdigest()
-        return ident, fingerprint
-
     async def _renew(self, ident: str, claim: dict[str, Any], over: asyncio.Event) -> None:
         """Keep the claim while the write runs (best effort: a store that cannot take it
         lets it lapse, and a retry may then run the write too). Ends between renewals,
@@ -304,22 +286,3 @@ class Writer:
             resp = await self.state.receipt(int(earlier["generation"]), wait)
             resp.update(earlier.get("extra", {}))
         return web.json_response(resp, status=status, headers={"idempotent-replayed": "true"})
-
-    async def _audit_replay(self, request: web.Request, subject: str, resp: web.Response,
-                            request_id: str, source: str, trace_id: str) -> None:
-        """One replay record per answered retry: the action itself was recorded once.
-        Best effort: the replay changed nothing, so a store that cannot take the record
-        does not turn the answer into an error."""
-        first = json.loads(resp.text or "{}")
-        draft = AuditDraft(subject, "replay",
-                           {"method": request.method, "path": request.path[:256],
-                            "generation": first.get("generation"),
-                            "audit_id": first.get("audit_id")},
-                           "a retry with the same Idempotency-Key: answered with the first "
-                           "result, nothing applied again", request_id=request_id,
-                           source=source, trace_id=trace_id)
-        try:
-            await self.audit(draft)
-        except (StateError, AuditError) as exc:
-            event(log, "replay_audit_failed", logging.WARNING, error=str(exc))
-
