@@ -33,6 +33,7 @@ from typing import Any
 from gateway.configfile import LoadedConfig, load_config, restart_changes
 from gateway.configsettle import Ident, path_ident, read_settled
 from gateway.control.reloadback import TakeBack
+from gateway.control.reloadrefused import RETRY_FIRST_S, RETRY_MAX_S, Refusals, ReloadOutcome
 from gateway.domain.audit import utc_now
 from gateway.domain.diff import config_dict, diff_configs
 from gateway.domain.statedoc import StateDoc
@@ -40,33 +41,15 @@ from gateway.errors import ConfigError, ConfigUnsettled, Problem
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["ConfigWatcher", "ReloadOutcome"]
+__all__ = ["ConfigWatcher", "ReloadOutcome"]  # (ReloadOutcome: control/reloadrefused.py)
 
 log = logging.getLogger("killgate.reload")
 
 Apply = Callable[[LoadedConfig], Awaitable[None]]
 
-#: a refused file is read again after this long, then at doubling intervals up to RETRY_MAX_S
-RETRY_FIRST_S = 5.0
-RETRY_MAX_S = 60.0
 
 
-class ReloadOutcome:
-    """What /v1/status shows under `config`."""
-
-    def __init__(self, loaded: LoadedConfig) -> None:
-        self.loaded_digest = loaded.digest
-        self.loaded_at = utc_now()
-        self.last_error: str | None = None
-        self.last_problems: list[str] = []
-        self.last_attempt: str | None = None
-        self.restart_required: list[str] = []
-        self.waiting: str | None = None  # a reload waits for the file's writer (why, since)
-        #: what the last config applied changed that an operator must know (set by `apply`)
-        self.warnings: list[str] = []
-
-
-class ConfigWatcher(TakeBack):
+class ConfigWatcher(Refusals, TakeBack):
     def __init__(self, path: Path, current: Callable[[], LoadedConfig], apply: Apply,
                  check: Callable[[LoadedConfig], None], metrics: Metrics,
                  debounce: float = 0.2, watch: bool = True,
@@ -279,34 +262,3 @@ class ConfigWatcher(TakeBack):
     def _read(self, quiet: Ident | None) -> LoadedConfig:
         """The file as it is, once its writer is done (in a thread: it reads and parses)."""
         return load_config(self.path, read_settled(self.path, quiet)[0])
-
-    def _reject(self, exc: ConfigError, trigger: str) -> None:
-        problems = [str(p) for p in exc.problems]
-        if trigger != "retry" or problems != self.outcome.last_problems:
-            self.metrics.inc("killgate_config_reload_rejected_total")  # (not each retry)
-        self.metrics.set("killgate_config_refused", 1)
-        if problems != self.outcome.last_problems:  # log each distinct error once
-            event(log, "config_rejected", logging.ERROR, trigger=trigger, path=str(self.path),
-                  problems=problems, running=self.current().digest)
-        self.outcome.last_problems = problems
-        self.outcome.last_error = "; ".join(problems)
-        if self.watch and not self._stop.is_set() and (self._retry is None
-                                                       or self._retry.done()):
-            self._retry = asyncio.get_running_loop().create_task(self._retry_refused(),
-                                                                 name="config-retry")
-
-    async def _retry_refused(self) -> None:
-        """Read the refused file again, at doubling intervals, until it is no longer refused
-        (applied, equal to the running one, or replaced by one the watcher reads)."""
-        delay = self.retry_first
-        while True:
-            await asyncio.sleep(delay)
-            if self.outcome.last_error is None or self._stop.is_set():
-                return
-            await self.reload("retry")
-            delay = min(delay * 2, self.retry_max)
-
-    def _cleared(self) -> None:
-        self.outcome.last_error = None
-        self.outcome.last_problems = []
-        self.metrics.set("killgate_config_refused", 0)

@@ -31,7 +31,7 @@ from gateway.errors import ConfigError, Problem
 from gateway.log import event
 
 if TYPE_CHECKING:
-    from gateway.control.reload import ReloadOutcome
+    from gateway.control.reloadrefused import ReloadOutcome
 
 __all__ = ["TakeBack"]
 
