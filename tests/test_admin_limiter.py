@@ -215,26 +215,29 @@ async def test_the_cli_waits_out_a_429_and_the_kill_gets_through(tmp_path: Path,
 
 def test_standing_lets_one_check_per_address_skip_the_shared_budget() -> None:
     """admin/standing.py: an address whose last check failed (or is in flight) spends the
-    shared budget; one that passed, or is new while there is room, does not."""
-    from gateway.admin.standing import Standing
+    shared budget; one that passed, or is new while there is room, does not; a new one
+    when the table is full spends the reserve (tests/test_admin_standing.py)."""
+    from gateway.admin.standing import FREE, RESERVE, SHARED, Standing
 
     now = [0.0]
     st = Standing(ttl=60, max_failed=2, clock=lambda: now[0])
-    assert st.free("a") and not st.free("a")  # one in flight, taken for a failure
-    st.failed("a")
-    assert not st.free("a")
+    assert st.how("a", "a") == FREE and st.how("a", "a") == SHARED  # one in flight
+    st.failed("a", "a")
+    assert st.how("a", "a") == SHARED
     st.passed("a")  # (an operator's token from that address verified)
-    assert st.free("a")
-    st.failed("a")
-    assert st.free("b")
-    st.failed("b")
-    assert not st.free("c")  # the table of failures is full: new addresses spend it too
+    assert st.how("a", "a") == FREE
+    st.failed("a", "a")
+    assert st.how("b", "b") == FREE
+    st.failed("b", "b")
+    assert st.how("c", "c") == RESERVE  # the table is full: new addresses, the reserve
+    st.failed("c", "c")
+    assert st.how("c", "c") == SHARED  # (and once failed, the shared budget)
     st.passed("ok")
-    assert st.free("ok")  # except one that passed before
+    assert st.how("ok", "ok") == FREE  # one that passed before: as before
     now[0] = 61.0  # forgotten after the ttl
-    assert st.free("a") and st.free("c")
+    assert st.how("a", "a") == FREE and st.how("c", "c") == FREE
     st.unmark("a")  # (that check ended with no verdict on its token: as if never made)
-    assert st.free("a")
+    assert st.how("a", "a") == FREE
 
 
 async def test_a_spread_flood_of_junk_tokens_leaves_operators_new_tokens_checked(

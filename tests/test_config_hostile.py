@@ -317,8 +317,54 @@ def test_a_secret_pasted_as_a_variable_name_is_refused_unshown(setting: str,
         parse_config_text(setting.format(secret) + routes)
     said = "; ".join(map(str, refused.value.problems))
     assert "looks like a secret" in said and secret not in said, said
-    for name in ("KILLGATE_EVENTS_WEBHOOK_SECRET_PRODUCTION_EU", "MyApp_Prod_Killgate_Secret_2024_Q3"):
+    for name in ("KILLGATE_EVENTS_WEBHOOK_SECRET_PRODUCTION_EU", "MyApp_Prod_Killgate_Secret_2024_Q3",
+                 *CAMEL_NAMES):
         parse_config_text(setting.format(name) + routes)
+    # a variable's name written as a reference is a name, whatever it looks like: NAME
+    for ref in (f"'${{{secret}}}'", f"'${secret}'"):
+        parse_config_text(setting.format(ref) + routes)
+
+
+#: long CamelCase names of variables, refused as 'looks like a secret' before (found by
+#: review: `MyCompanyProdKillgateJwtSecret_V2`, mixed case and digits with one underscore)
+CAMEL_NAMES = ["MyCompanyProdKillgateJwtSecret_V2", "KillgateAdminJwtSigningSecretProd",
+               "prodKillgateAdminJwtSecretEuWest1", "AcmeCorpKillgateJWTSigningKeyProduction"]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", CAMEL_NAMES)
+def test_a_long_camelcase_variable_name_is_a_name(name: str) -> None:
+    """`hs256_secret_env: MyCompanyProdKillgateJwtSecret_V2` was refused as 'looks like a
+    secret' (the config the fleet ran on, refused at the next start); now a CamelCase
+    identifier of words is a name, and `${NAME}` / `$NAME` always is (read as NAME)."""
+    from gateway.configfile import parse_config_text
+
+    routes = "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines())
+    for written in (name, f"'${{{name}}}'", f"${name}"):
+        cfg = parse_config_text(f"admin: {{auth: {{hs256_secret_env: {written}}}}}\n"
+                                f"state: {{signing_key_env: {written}}}\n" + routes)
+        assert cfg.admin.auth.hs256_secret_env == name, written
+        assert cfg.state.signing_key_env == name, written
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("secret", [
+    "Zm9vYmFyYmF6cXV1eDEyMzQ1Njc4OTBhYmNkZWZnaGlqaw", "f3a9" + "0123456789abcdef" * 3,
+    "eiowoZzwnamxxqqcUdfnqOuXSbRvuiqL", "QniCifJWMdOqmXdhcnLbaxwvvertBUNVziqqOgzk",
+    "HvLhzvfpMjeOafurFifrhmMXaczevQxn", "550e8400-e29b-41d4-a716-446655440000",
+    "MyCompanyProdKillgateJwtSecret_V2" + "x9Q"])
+def test_keys_that_look_camelcase_are_still_refused_unshown(secret: str) -> None:
+    """Random keys that pass for CamelCase at a glance (what a looser reading of words let
+    through: a vowel-less word, four consonants in a row, one-letter words) are still refused,
+    not shown; the refusal says how to write a name that only looks like a key."""
+    from gateway.configfile import parse_config_text
+    from gateway.errors import ConfigError
+
+    routes = "routes:\n" + "".join("  " + line + "\n" for line in ROUTES.splitlines())
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(f"admin: {{auth: {{hs256_secret_env: '{secret}'}}}}\n" + routes)
+    said = str(refused.value.problems[0])
+    assert "looks like a secret" in said and secret not in said and "${NAME}" in said, said
 
 
 @pytest.mark.timeout(10)

@@ -307,6 +307,9 @@ def test_a_restore_acknowledged_by_fewer_instances_than_the_drill_started_with_i
               "rate": RATE, "targets": plan.targets.model_dump(), **m, "restore_short": short}
     md = markdown(report)
     assert "WARNING: the restore was acknowledged by 1 of the 3 instance(s)" in md, md
+    # an instance still running without the restore: named, whatever the count says
+    late = short_receipt(started, {"instances": 3, "acked": 3, "pending": []}, [], ["b"])
+    assert late is not None and late["behind"] == ["b"] and "still running" in late["message"]
 
 
 async def test_the_settle_does_not_rescan_the_whole_drill_while_it_waits() -> None:

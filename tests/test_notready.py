@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import re
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from gateway.dataplane.notready import could_be_not_ready, is_not_ready
 from tests.backends import echo_app
@@ -75,59 +71,21 @@ def test_openai_other_404s_pass_through() -> None:
 def test_could_be_not_ready_needs_no_body() -> None:
     assert could_be_not_ready("v2", 404, INFER) and not could_be_not_ready("v2", 200, INFER)
     assert not could_be_not_ready("v2", 404, "/v2/models/iris")
-    assert could_be_not_ready("openai", 404, "/v1/x") and not could_be_not_ready("http", 404, "/")
+    assert could_be_not_ready("openai", 404, "/v1/chat/completions")
+    assert not could_be_not_ready("openai", 404, "/v1/x")
+    assert not could_be_not_ready("openai", 404, "/v1/chat/completions", b"GET")
+    assert not could_be_not_ready("http", 404, "/")
 
 
 # ----------------------------------------------------- messages judged in linear time
 
-# The single regex the OpenAI judgement used to be: the reference the linear search must agree
-# with (on short messages: it takes seconds on a long one). (A v2 message is compared whole
-# with the servers' own shapes: tests/test_notready_shapes.py.)
-_REF_OPENAI = re.compile(r"(?i)\bmodel\b.*\b(?:not found|does not exist)\b")
-_WORDS = ["model", "Model", "MODEL", "models", "_model", "unknown", "unknown model", "not found",
-          "not ready", "not loaded", "not available", "unavailable", "does not exist",
-          "no available versions", "not at ready state", "NOT FOUND", "not", "found", "iris",
-          " ", " ", "\n", "\r", "\t", "'", "`", ":", "-", "_", "é", "x", "1", "\u017f"]
-
-
-def _both(msg: str) -> bool:
-    return is_not_ready("openai", 404, "/v1/chat/completions", _j({"error": {"message": msg}}))
-
-
-def _reference(msg: str) -> bool:
-    return _REF_OPENAI.search(msg) is not None
-
-
-@given(st.lists(st.sampled_from(_WORDS), max_size=14).map("".join))
-@settings(max_examples=1500, derandomize=True, database=None, deadline=None)
-def test_messages_are_judged_as_the_single_regex_judged_them(msg: str) -> None:
-    assert _both(msg) == _reference(msg), repr(msg)
-
-
-def test_every_short_arrangement_is_judged_as_before() -> None:
-    words = ["model", "not found", "unknown model", "x", " ", "\n", "does not exist", "_"]
-    for n in range(5):
-        for parts in itertools.product(words, repeat=n):
-            msg = "".join(parts)
-            assert _both(msg) == _reference(msg), repr(msg)
-
-
-@pytest.mark.parametrize("msg, expected", [
-    ("Model iris\nnot found", False),             # "." never crossed a line end
-    ("x\nModel iris not found", True),             # any line may say it
-    ("model x\nmodel y not found", True),
-    ("not found: model iris", False),             # the phrase must come after
-    ("model" * 3 + " not found", False),          # "modelmodelmodel" is no word
-    ("unknown model", False),
-])
-def test_line_and_word_edges(msg: str, expected: bool) -> None:
-    assert _both(msg) == expected == _reference(msg)
-
+# (An OpenAI-style message is compared whole with the servers' own shapes, as a v2 one is:
+# tests/test_notready_openai.py, tests/test_notready_shapes.py.)
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("text, says", [
     ("model " * 10_000, False), ("model\n" * 9_000, False), ("model not" * 6_500, False),
-    ("Model iris " * 5_000 + "not found", True), ("model\n" * 9_000 + "unknown model", True),
+    ("Model iris " * 5_000 + "not found", False), ("model\n" * 9_000 + "unknown model", False),
 ])
 def test_a_long_wordy_message_is_judged_in_linear_time(text: str, says: bool) -> None:
     """`\\bmodel\\b.*\\b(?:...)\\b` backtracked over the rest of the line from every "model":
@@ -137,9 +95,9 @@ def test_a_long_wordy_message_is_judged_in_linear_time(text: str, says: bool) ->
     assert len(openai_body) < 64 * 1024
     start = time.process_time()
     v2 = is_not_ready("v2", 404, INFER, v2_body)
-    openai = is_not_ready("openai", 404, "/v1/x", openai_body)
+    openai = is_not_ready("openai", 404, "/v1/chat/completions", openai_body)
     took = time.process_time() - start
-    assert (v2, openai) == (False, says and not text.endswith("unknown model"))
+    assert (v2, openai) == (False, says)
     assert took < 0.5, f"{took:.2f} s of CPU to judge {len(text)} characters"
 
 

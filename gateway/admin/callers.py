@@ -24,7 +24,7 @@ from gateway.admin.denied import DeniedLog
 from gateway.admin.limiter import TokenBucket
 from gateway.admin.ports import Counters, Current
 from gateway.admin.scopedkeys import ScopeBeyondKey
-from gateway.admin.standing import Standing
+from gateway.admin.standing import FREE, SHARED, Standing
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import clean_text
 from gateway.errors import ApiError, Unauthenticated
@@ -46,24 +46,28 @@ def _endpoint(request: web.Request) -> str:
     return resource.canonical if resource is not None else clean_text(request.path, 256)
 
 
-def _budget_key(peer: str) -> str:
-    """Whose token-check budget an address spends: its own, or for IPv6 its /64's (a
-    client holds at least a /64: one budget per address would give it 2^64)."""
+def budget_key(peer: str) -> tuple[str, str]:
+    """(whose token-check budget an address spends, its network): its own and itself, or
+    for IPv6 its /64's (a client holds at least a /64: one budget per address would give it
+    2^64) and its /48 (a site's: admin/standing.py bounds the failing /64s of one)."""
     try:
         addr = ipaddress.ip_address(peer)
     except ValueError:
-        return peer
+        return peer, peer
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
-        return str(ipaddress.IPv6Network((addr, 64), strict=False))
-    return peer
+        return (str(ipaddress.IPv6Network((addr, 64), strict=False)),
+                str(ipaddress.IPv6Network((addr, 48), strict=False)))
+    return peer, peer
 
 
-def _limiters(loaded: LoadedConfig) -> tuple[TokenBucket, TokenBucket]:
-    """Token checks per client address, and (ten times that) for all addresses together:
-    a spray from many addresses is bounded too."""
+def _limiters(loaded: LoadedConfig) -> tuple[TokenBucket, TokenBucket, TokenBucket]:
+    """Token checks per client address; (ten times that) for the addresses whose checks
+    failed, all together: a spray from many addresses is bounded too; and (one address's)
+    the reserve of those never seen failing once that table is full (admin/standing.py)."""
     a = loaded.config.admin
     return (TokenBucket(a.auth_check_rate, a.auth_check_burst),
-            TokenBucket(10 * a.auth_check_rate, 10 * a.auth_check_burst))
+            TokenBucket(10 * a.auth_check_rate, 10 * a.auth_check_burst),
+            TokenBucket(a.auth_check_rate, a.auth_check_burst))
 
 
 class Callers:
@@ -73,7 +77,7 @@ class Callers:
         self.denied = denied
         loaded = current.loaded
         self.auth = Authenticator(loaded.config.admin.auth, loaded.resolve)
-        self.limiter, self.all_checks = _limiters(loaded)
+        self.limiter, self.all_checks, self.reserve = _limiters(loaded)
         self.standing = Standing()
         self._log_budget = tokenbucket.TokenBucket(LOG_RATE, LOG_BURST)
         self._unlogged = 0  # refusals not logged since the last admin_denied line
@@ -95,7 +99,7 @@ class Callers:
         with (its key already read), put in force whenever given."""
         a = loaded.config.admin
         if (a.auth_check_rate, a.auth_check_burst) != (self.limiter.rate, self.limiter.burst):
-            self.limiter, self.all_checks = _limiters(loaded)
+            self.limiter, self.all_checks, self.reserve = _limiters(loaded)
         auth = loaded.config.admin.auth
         was = self.auth
         if checked is not None and checked.cfg == auth and checked is not was:
@@ -146,12 +150,14 @@ class Callers:
         not use up everyone's. Then the all-addresses one, spent only by an address whose
         last check failed (admin/standing.py): a flood of junk tokens spread over many
         addresses spends it, and a new valid token from another address is still checked
-        (a check that skipped it and failed is charged to it after)."""
-        key = _budget_key(peer)
+        (a check that skipped it and failed is charged to it after); addresses never seen
+        failing once the table of failures is full, and one mistyped token of an address
+        that passed before, spend a reserve of one address's budget instead."""
+        key, group = budget_key(peer)
         wait = self.limiter.take(key)
-        free = wait == 0 and self.standing.free(key)
-        if wait == 0 and not free:
-            wait = self.all_checks.take("*")
+        how = self.standing.how(key, group) if wait == 0 else SHARED
+        if wait == 0 and how != FREE:
+            wait = (self.all_checks if how == SHARED else self.reserve).take("*")
         if wait > 0:
             raise self.limiter.refusal(wait)
         try:
@@ -160,8 +166,8 @@ class Callers:
             if exc.type == "expired":  # (its signature was good: a genuine, old token)
                 self.standing.passed(key)
             else:
-                self.standing.failed(key)
-                if free:
+                self.standing.failed(key, group)
+                if how != SHARED:
                     self.all_checks.take("*")
             raise
         except ScopeBeyondKey:  # (its signature was good: a holder of a scoped key)
@@ -169,8 +175,8 @@ class Callers:
             raise
         except BaseException:
             # no verdict on the token (its scoped key not configured: 503; a bug): the
-            # mark `free` made for this check goes, and a failure from before stays
-            if free:
+            # mark a FREE check made goes, and a failure from before stays
+            if how == FREE:
                 self.standing.unmark(key)
             raise
         self.standing.passed(key)

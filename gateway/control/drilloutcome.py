@@ -38,13 +38,19 @@ def ran(plan: Plan, drill: str | None, started: str, to: str | None,
         watch: ErrorWatch, short: dict[str, Any] | None = None,
         ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The report of a drill that opened, and the summary its end records (`short`: the
-    restore was acknowledged by fewer instances than the drill started with)."""
+    restore was acknowledged by fewer instances than the drill started with; one that
+    names instances `behind`, alive without it, fails the drill)."""
     pending = (restore.get("applied") or {}).get("pending", ["?"])
     restored = ("state" in restore and restore.get("state") == restore.get("before")
                 and not pending) or "elsewhere" in restore
     unlike = [] if restored or "error" in restore else differences(
         restore.get("before"), restore.get("state"), pending if pending != ["?"] else [])
-    verdict_, reasons = verdict(plan, measured, restored, stopped, kept(restore) + unlike)
+    late = [f"still running without the restore: {', '.join(short['behind'])} (alive and not "
+            "acknowledging it: cut off from the store? see killgate status)"
+            ] if short and short.get("behind") else []
+    restored = restored and not late
+    verdict_, reasons = verdict(plan, measured, restored, stopped,
+                                kept(restore) + unlike + late)
     marks = {k: round(v * 1000, 1) for k, v in (
         ("steady_start", (marks_.steady or (None, None))[0]),
         ("inject_sent", marks_.inject_sent), ("inject_done", marks_.inject_done),

@@ -74,23 +74,27 @@ async def _status(api: AdminClient, left: float, stopped: asyncio.Event) -> Any:
         return None  # (the store, or the instance answering, not back yet)
 
 
-def short_receipt(started: Collection[str], receipt: Any,
-                  not_back: Collection[str]) -> dict[str, Any] | None:
+def short_receipt(started: Collection[str], receipt: Any, not_back: Collection[str],
+                  behind: Collection[str] = ()) -> dict[str, Any] | None:
     """The report's `restore_short` (None when the restore's receipt counted as many
-    instances acknowledging it as the drill started with and every one of them heartbeat
-    again, or there is no receipt). (A receipt counts the live instances, whichever they
-    are: one that joined meanwhile, or came back under a new id, makes up the count for
-    one not back.)"""
+    instances acknowledging it as the drill started with, every one of them heartbeat
+    again and none is `behind`, or there is no receipt). (A receipt counts the live
+    instances, whichever they are: one that joined meanwhile, or came back under a new id,
+    makes up the count for one not back.) `behind`: instances still running without the
+    restore (control/drillbehind.py): the drill fails, naming them."""
     if not isinstance(receipt, dict) or not started:
         return None
     acked = receipt.get("acked")
-    if not isinstance(acked, int) or (acked >= len(started) and not not_back):
+    if not isinstance(acked, int) or (acked >= len(started) and not not_back and not behind):
         return None
     return {"acked": acked, "started_with": len(started), "not_back": sorted(not_back),
+            "behind": sorted(behind),
             "message": (
                 f"the restore was acknowledged by {acked} of the {len(started)} instance(s) "
                 "the drill started with" + (
                     f"; not heartbeating again after the store outage: {', '.join(sorted(not_back))}"
-                    if not_back else "") + ": a receipt counts live instances only, so the "
-                "others' restore is not confirmed (`killgate status` shows whether they "
-                "run its generation)")}
+                    if not_back else "") + (
+                    f"; still running without it (cut off from the store?): "
+                    f"{', '.join(sorted(behind))}" if behind else
+                    ": a receipt counts live instances only, so the others' restore is not "
+                    "confirmed (`killgate status` shows whether they run its generation)"))}

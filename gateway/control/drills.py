@@ -25,6 +25,7 @@ import aiohttp
 
 from gateway.control import drilloutcome
 from gateway.control.drillabort import ErrorWatch, own_counts
+from gateway.control.drillbehind import behind
 from gateway.control.drillfleet import discover
 from gateway.control.drillguards import (
     Check,
@@ -71,6 +72,7 @@ class DrillRunner(Restoration):
         self.started_with: list[str] = []  # the instances heartbeating when it started
         self.lease = 5.0  # their state.instance_lease
         self.not_back: list[str] = []  # those not heartbeating again after a store outage
+        self.admin_of: dict[str, str] = {}  # their admin URLs, as published then
         self.opened_at: float | None = None  # when it asked to open (its deadline counts)
 
     def now(self) -> float:
@@ -99,6 +101,9 @@ class DrillRunner(Restoration):
         self.reach.admins = list(fleet["admins"])
         route = fleet["route"]
         self.started_with = sorted(fleet["status"].get("instances") or {})
+        self.admin_of = {name: i["admin"] for name, i in
+                         (fleet["status"].get("instances") or {}).items()
+                         if isinstance(i, dict) and isinstance(i.get("admin"), str)}
         self.lease = float(fleet["state"].get("instance_lease") or 5.0)
         if self.stopped:
             return self._refused(started, self.stopped)
@@ -240,10 +245,16 @@ class DrillRunner(Restoration):
         plan = self.plan
         self.marks.end = self.now()
         measured = analyse(plan, to, self.obs, self.marks)
+        late: list[str] = []
+        if isinstance(gen := restore.get("generation"), int) and "applied" in restore:
+            late = await behind(self.api, self.started_with, self.admin_of, gen)
+            if late:
+                self.say(f"RESTORE NOT APPLIED by {', '.join(late)}: alive, running an older "
+                         f"generation than the restore's ({gen}), cut off from the store?")
         self.report, summary = drilloutcome.ran(
             plan, self.drill, started, to, measured, self.marks, self.t0_unix, self.stopped,
             restore, receipts, watch,
-            short_receipt(self.started_with, restore.get("applied"), self.not_back))
+            short_receipt(self.started_with, restore.get("applied"), self.not_back, late))
         verdict_ = self.report["verdict"]
         if "elsewhere" in restore:
             return self.report  # (ended already: its end is recorded)

@@ -95,14 +95,15 @@ class SoFar(NamedTuple):
     fresh: int = 0    # times the same version was tried again on a new connection
 
 
-def on_head(protocol: str, status: int, path: str, replayable: bool, policy: Policy) -> int:
+def on_head(protocol: str, status: int, path: str, replayable: bool, policy: Policy,
+            method: bytes = b"POST") -> int:
     """How an answer is handled once its head is in: `PASS`, `HOLD` or `PLAN` (above). A
     not-ready answer is only worth holding when the request could go elsewhere (its body can
     be sent again); one that is not (too large, or another error) is then judged as any answer
     of its status."""
     if status < 400:
         return PASS
-    if replayable and could_be_not_ready(protocol, status, path):
+    if replayable and could_be_not_ready(protocol, status, path, method):
         return HOLD
     if status >= 500 and policy.retries_status(status):
         return PLAN
@@ -110,14 +111,17 @@ def on_head(protocol: str, status: int, path: str, replayable: bool, policy: Pol
 
 
 def answered(protocol: str, status: int, path: str, body: bytes | None,
-             raw: Iterable[tuple[bytes, bytes]] = ()) -> Outcome:
+             raw: Iterable[tuple[bytes, bytes]] = (), method: bytes = b"POST",
+             model: str | None = None) -> Outcome:
     """The outcome of an answer `on_head` did not pass: `body` is the whole body of one held
     (None when it was not held, or did not arrive whole within the limit); `raw`, the
-    answer's fields (its Content-Encoding)."""
+    answer's fields (its Content-Encoding); `method`, the request's; `model`, the model it
+    asks its backend for (`is_not_ready`)."""
     if body is not None:
         body = plain(body, raw)
     return Outcome(ANSWERED, status,
-                   body is not None and is_not_ready(protocol, status, path, body))
+                   body is not None and is_not_ready(protocol, status, path, body, method,
+                                                    model))
 
 
 class Next(NamedTuple):

@@ -213,7 +213,7 @@ class Flight(Moves):
         status = ex.status
         if status >= 400:  # (the attempts plan's `on_head`; a 2xx does not ask)
             how = on_head(self.plan.config.protocol, status, self.routing_path, self.complete,
-                          self.proxy.policy(self.plan))
+                          self.proxy.policy(self.plan), self.req.method)
             if how == HOLD:
                 self.whole = True  # the error body decides; it is small
                 return
@@ -234,12 +234,12 @@ class Flight(Moves):
         protocol = self.plan.config.protocol
         status = ex.status
         how = on_head(protocol, status, self.routing_path, self.complete,
-                      self.proxy.policy(self.plan))
+                      self.proxy.policy(self.plan), self.req.method)
         if how == PASS:
             self._forward_answer(ex)
             return
         outcome = answered(protocol, status, self.routing_path, body if how == HOLD else None,
-                           ex.headers)
+                           ex.headers, self.req.method, self.asked_name())
         if self._next(outcome, None, ex):
             self._continue()
 

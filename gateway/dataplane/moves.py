@@ -74,6 +74,14 @@ class Moves(Handle):
         return model_key(self.plan.config.protocol, self.req.method, self.routing_path,
                          self.field, self.prefix, self.complete, self.target.model)
 
+    def asked_name(self) -> str | None:
+        """The model an `openai` request asks its current target for, None when unread (a
+        not-ready answer must name it: notready.py); only asked of a held error answer."""
+        if self.plan.config.protocol != "openai":
+            return None
+        asked = self.asked_model()
+        return None if asked is None else asked[1]
+
     # ------------------------------------------------------------------ the plan
 
     def _next(self, outcome: Outcome, err: UpstreamError | None, ex: Exchange | None) -> bool:

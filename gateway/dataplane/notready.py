@@ -17,8 +17,18 @@ version as if it had never been delivered. Recognised, by the route's `protocol`
   ready" sent the request to every version and counted the stable's `not_ready` error
   (tests/test_notready_shapes.py). Other 400s (a bad tensor, a missing input) are the
   client's and pass through;
-* `openai`: 404 whose error has `"code": "model_not_found"` (OpenAI, LiteLLM), or whose
-  message says the model does not exist / is not found (vLLM, Ollama's OpenAI API);
+* `openai` (OpenAI-compatible servers, Ollama) on an inference path (a POST to
+  `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`,
+  `/v1/moderations`, `/v1/rerank`, `/v1/score`, `/v1/audio/{speech,transcriptions,
+  translations}`, `/v1/images/{generations,edits,variations}`, Ollama's `/api/{chat,generate,
+  embed,embeddings}`): 404 whose error has `"code": "model_not_found"` (OpenAI, LiteLLM),
+  or whose whole message (case and surrounding blanks aside) is a server's own for the
+  requested model (the body's `model` as the version's backend reads it; any name when the
+  gateway could not read it): vLLM "The model `x` does not exist.", OpenAI "... does not
+  exist or you do not have access to it.", Ollama 'model "x" not found, try pulling it
+  first' / "model 'x' not found". Any 404 with "model" and "not found" in it was one, on any
+  path: a `GET /v1/files/<id>` whose 404 echoed a crafted id cost one extra backend request
+  per version and counted the stable's `not_ready` error (tests/test_notready_openai.py);
 * `http`: never (today's behaviour).
 
 A body with a Content-Encoding of gzip or deflate (a client's `Accept-Encoding` passed on, a
@@ -53,40 +63,51 @@ _V2_SHAPES = (
         r" (?:does not exist\.?|is not ready\.?(?: .*)?)", re.DOTALL)),
     ("model ", re.compile(r" (?:with version \S+ )?(?:not found|is not ready(?: yet)?)\.?")),
 )
-# An OpenAI-style message says it when it holds "model" followed later on the same line by
-# one of the phrases (what `\bmodel\b.*\b(?:phrases)\b` finds). That regex backtracks over
-# the rest of the line from every "model" in it: quadratic, ~10 s of CPU on the event loop for
-# a 64 KiB message repeating "model ". `_says` finds the same answers in linear time.
-_MODEL = re.compile(r"(?i)\bmodel\b")
-_OPENAI_PHRASE = re.compile(r"(?i)\b(?:not found|does not exist)\b")
+#: an OpenAI-style inference: what a not-ready answer can be the answer to (a POST)
+_OPENAI_PATH = re.compile(
+    r"/(?:v1/(?:chat/completions|completions|embeddings|responses|moderations|rerank|score|"
+    r"audio/(?:speech|transcriptions|translations)|images/(?:generations|edits|variations))"
+    r"|api/(?:chat|generate|embed|embeddings))$")
+#: an OpenAI-compatible server's not-found message, lowercased: (before the model's name,
+#: the character that ends the name, what may follow it: the rest of the message, whole)
+_OPENAI_SHAPES = (
+    ("the model `", "`", (" does not exist", " does not exist.",  # vLLM, OpenAI
+                          " does not exist or you do not have access to it.")),
+    ('model "', '"', (" not found", " not found, try pulling it first")),  # Ollama
+    ("model '", "'", (" not found", " not found, try pulling it first")),
+)
 
 
-def could_be_not_ready(protocol: str, status: int, path: str) -> bool:
-    """Whether this answer's body must be read before it can be forwarded (cheap: no body)."""
+def could_be_not_ready(protocol: str, status: int, path: str,
+                       method: bytes = b"POST") -> bool:
+    """Whether this answer's body must be read before it can be forwarded (cheap: no body):
+    the answer to an inference (a POST to one of the protocol's inference paths)."""
+    if method != b"POST":
+        return False
     if protocol == "v2":
         return status in _V2_STATUS and _V2_PATH.search(path) is not None
     if protocol == "openai":
-        return status == 404
+        return status == 404 and _OPENAI_PATH.search(path) is not None
     return False
 
 
-def _says(phrase: re.Pattern[str], msg: str) -> bool:
-    """Whether a line of `msg` holds the word "model" and, after its first one, `phrase`.
-
-    Linear: each line is searched for "model" once and, from there to the line's end, for
-    the phrase once (`.` stops at "\\n" only, so a line ends there). Searching with `endpos`
-    at the "\\n" reads `\\b` there as a string's end would: both are non-word."""
-    pos, end = 0, len(msg)
-    while pos < end:
-        model = _MODEL.search(msg, pos)
-        if model is None:
-            return False
-        eol = msg.find("\n", model.end())
-        if eol < 0:
-            eol = end
-        if phrase.search(msg, model.end(), eol) is not None:
-            return True
-        pos = eol + 1
+def _openai_says(msg: str, model: str | None) -> bool:
+    """Whether `msg` is, whole, an OpenAI-compatible server's not-found message for `model`
+    (for any one name when None). Linear: fixed text at both ends, the name compared."""
+    text = msg.strip().lower()
+    for head, close, tails in _OPENAI_SHAPES:
+        if not text.startswith(head):
+            continue
+        for tail in tails:
+            end = len(text) - len(close + tail)
+            if end < len(head) or not text.endswith(close + tail):
+                continue
+            name = text[len(head):end]
+            if model is not None:
+                if name == model.lower():
+                    return True
+            elif close not in name and "\n" not in name:
+                return True
     return False
 
 
@@ -133,9 +154,11 @@ def _json(body: bytes) -> Any:
         return None
 
 
-def is_not_ready(protocol: str, status: int, path: str, body: bytes) -> bool:
-    """Whether the backend answered "this model is not loaded / not ready" (see above)."""
-    if not could_be_not_ready(protocol, status, path) or len(body) > MAX_BODY:
+def is_not_ready(protocol: str, status: int, path: str, body: bytes,
+                 method: bytes = b"POST", model: str | None = None) -> bool:
+    """Whether the backend answered "this model is not loaded / not ready" (see above);
+    `model`: the model an `openai` request asks its backend for, None when not read."""
+    if not could_be_not_ready(protocol, status, path, method) or len(body) > MAX_BODY:
         return False
     doc = _json(body)
     if not isinstance(doc, dict):
@@ -150,4 +173,4 @@ def is_not_ready(protocol: str, status: int, path: str, body: bytes) -> bool:
         msg = err.get("message")
     else:  # vLLM: {"object": "error", "message": ..., "type": "NotFoundError", "code": 404}
         msg = doc.get("message") if doc.get("object") == "error" else err
-    return isinstance(msg, str) and _says(_OPENAI_PHRASE, msg)
+    return isinstance(msg, str) and _openai_says(msg, model)

@@ -100,7 +100,8 @@ async def run(flight: Forwarding) -> None:
                 return  # answered (a failure, a fallback) or moved to the fast path
             status = ex.status
             how = PASS if status < 400 else on_head(protocol, status, flight.routing_path,
-                                                    flight.complete, proxy.policy(flight.plan))
+                                                    flight.complete, proxy.policy(flight.plan),
+                                                    flight.req.method)
             if how != PASS:
                 body = None
                 if how == HOLD:
@@ -116,7 +117,8 @@ async def run(flight: Forwarding) -> None:
                         continue
                     if ex.complete:
                         body = ex.peek_body()
-                outcome = answered(protocol, status, flight.routing_path, body, ex.headers)
+                outcome = answered(protocol, status, flight.routing_path, body, ex.headers,
+                                   flight.req.method, flight.asked_name())
                 if not flight._next(outcome, None, ex):
                     return  # answered: forwarded (or the route's fallback)
                 if flight.complete and flight._fast():

@@ -1,0 +1,82 @@
+"""A drill whose restore an instance still running did not apply fails, naming it
+(control/drillbehind.py); one that left is fine.
+
+A restore's receipt counts live instances only. Instance B, cut off from the store after
+the injection, serves on with the drill's kill in force; its lease runs out, the receipt
+says "applied by 1/1", and a drill whose traffic does not reach B (`--instances` naming A:
+a load balancer, or a subset) passed, with a WARNING that the restore was acknowledged by
+1 of the 2 instances: the README promises every instance having applied the restore.
+Real `killgate serve` processes on a real redis, B's link to it through a forwarder; the
+real drill CLI.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import RedisServer, free_port, wait_until
+from tests.faultproxy import Forwarder, redis_state_via
+from tests.test_admin_drills import routes
+from tests.test_drills import Drill, Fleet
+from tests.test_revops_fleet import _has_two, _name, _serve, _state
+
+pytestmark = pytest.mark.timeout(90)
+
+LEASE = {"heartbeat_interval": "200ms", "command_timeout": "300ms", "instance_lease": "1s"}
+ARGS = ("kill", "--route", "iris-drill", "--version", "v2", "--rate", "40", "--steady",
+        "600ms", "--hold", "2500ms", "--settle", "500ms")
+
+
+async def _fleet(tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
+                 fwd: Forwarder) -> Fleet:
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    a = await _serve(gateway_procs, tmp_path / "a", routes(p1, p2),
+                     _state(redis_server, tmp_path / "a", **LEASE))
+    b = await _serve(gateway_procs, tmp_path / "b", routes(p1, p2),
+                     redis_state_via(fwd, tmp_path / "b", "revops", **LEASE))
+    await wait_until(lambda: _has_two(a.admin), 15, 0.1, "both instances in the fleet")
+    return Fleet(redis_server, [a, b], tmp_path)
+
+
+async def test_an_instance_alive_without_the_restore_fails_the_drill(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs) -> None:
+    fwd = Forwarder(redis_server.port)
+    await fwd.start()
+    try:
+        f = await _fleet(tmp_path, backends, redis_server, gateway_procs, fwd)
+        a, b = f.gateways
+        drill = Drill(f, *ARGS, "--instances", a.url)
+        await drill.wait_line("injected")
+        fwd.point(free_port())  # B is cut off from the store: it serves on, killed
+        code, report, err = await drill.result()
+        name = _name(b.output())
+        assert report is not None and report["verdict"] == "failed", (code, err)
+        assert code != 0 and report["restored"] is False
+        assert report["restore_short"]["behind"] == [name], report["restore_short"]
+        assert any(name in r and "without the restore" in r for r in report["reasons"]), report
+        assert f"RESTORE NOT APPLIED by {name}" in err, err
+    finally:
+        await fwd.close()
+
+
+async def test_an_instance_that_left_does_not_fail_the_drill(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs) -> None:
+    fwd = Forwarder(redis_server.port)
+    await fwd.start()
+    try:
+        f = await _fleet(tmp_path, backends, redis_server, gateway_procs, fwd)
+        a, b = f.gateways
+        drill = Drill(f, *ARGS, "--instances", a.url)
+        await drill.wait_line("injected")
+        fwd.point(free_port())  # cut off, then gone: nothing of it enforces anything
+        b.signal(signal.SIGKILL)
+        code, report, err = await drill.result()
+        assert report is not None and report["verdict"] == "passed", (code, err, report)
+        assert report["restore_short"]["behind"] == [], report["restore_short"]
+        assert "RESTORE NOT APPLIED" not in err, err
+    finally:
+        await fwd.close()
