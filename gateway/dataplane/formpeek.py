@@ -38,6 +38,7 @@ _BOUNDARY = ("the multipart/form-data Content-Type has no boundary that every fo
              "reads the same (RFC 2046: 1 to 70 characters, no space first or last; outside "
              "double quotes only letters, digits and ' + _ - .)")
 _RAW = re.compile(rb"[\x00-\x20\x7f]")
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _SEMI = re.compile(rb"[&;]")
 CLOSE_AFTER = ("the multipart close delimiter is followed by other bytes than CRLF (aiohttp "
@@ -56,6 +57,12 @@ def form_kind(ctype: str | None) -> tuple[str, str | None] | None:
     Raises `Unreadable` for a multipart type whose boundary cannot be read one way."""
     if not ctype:
         return None
+    if not ctype.isascii() or _CTL.search(ctype) is not None:
+        # (aiohttp reads the media type with str.strip(): NBSP, NEL, U+3000 or FF around
+        # `application/x-www-form-urlencoded` are taken off there, and it reads the form;
+        # read here as no form, the request was routed by no `model` at all)
+        raise Unreadable("the form body's Content-Type has a control or non-ASCII character "
+                         "(some form readers strip it from the media type); send it in ASCII")
     media, _, params = ctype.partition(";")
     media = media.strip(" \t").lower()
     if media == "application/x-www-form-urlencoded":
