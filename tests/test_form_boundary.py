@@ -80,7 +80,8 @@ def test_a_boundary_every_reader_reads_one_way_is_read(ctype: str) -> None:
 @pytest.mark.parametrize("ctype", [
     'multipart/form-data; boundary=" XyZ"', "multipart/form-data; boundary=a b",
     "multipart/form-data; boundary=Xy,Z", "multipart/form-data; boundary=Xy:Z",
-    "multipart/form-data; boundary=Xy/Z"])
+    "multipart/form-data; boundary=Xy/Z", 'multipart/form-data; boundary= "XyZ"',
+    "multipart/form-data; boundary =XyZ"])
 def test_a_boundary_readers_read_apart_is_refused(ctype: str) -> None:
     with pytest.raises(Unreadable, match="boundary"):
         form_kind(ctype)

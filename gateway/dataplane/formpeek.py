@@ -71,10 +71,12 @@ def form_kind(ctype: str | None) -> tuple[str, str | None] | None:
         return None
     boundary: str | None = None
     for param in params.split(";"):
-        name, eq, value = param.partition("=")
-        name = name.strip(" \t").lower()
+        raw, eq, value = param.partition("=")
+        name = raw.strip(" \t").lower()
         if name.startswith("boundary"):
-            if boundary is not None or name != "boundary" or not eq:
+            # (whitespace around `=`: Werkzeug reads no boundary, the others one)
+            if boundary is not None or name != "boundary" or not eq \
+                    or raw[-1:] in (" ", "\t") or value[:1] in (" ", "\t"):
                 raise Unreadable("the multipart Content-Type names its boundary more than "
                                  "once or in another form than 'boundary=...'")
             value = value.strip(" \t")
