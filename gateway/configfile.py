@@ -185,8 +185,11 @@ def _manifest(source: str, data: dict[Any, Any]) -> str:
         return said
     key = json.dumps(names[0])
     file = "FILE" if source.startswith("<") else shlex.quote(source)
+    # (the expression quoted as a whole: a key is the file's text, and one holding a `'`
+    # made the printed command run what followed it in the operator's shell)
     return (f"{said}; the config it holds is data[{key}]: check that, e.g. `yq -r "
-            f"'.data[{key}]' {file} > /tmp/k.yaml && killgate check /tmp/k.yaml`")
+            f"{shlex.quote(f'.data[{key}]')} {file} > /tmp/k.yaml && killgate check "
+            "/tmp/k.yaml`")
 
 
 def read_config_bytes(path: str | Path) -> bytes:

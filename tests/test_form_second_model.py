@@ -159,3 +159,42 @@ async def test_a_model_part_after_a_bare_line_break_never_reaches_the_killed_mod
         status, answer = await _send(port, [fine])
         assert status == 200 and json.loads(answer)["model"] == "gpt-b", answer
     assert seen == ["gpt-b"]
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_a_refusal_mid_stream_closes_the_connection_before_a_pipelined_request(
+        tmp_path: Path, backends, session, framing: str) -> None:  # type: ignore[no-untyped-def]
+    """Review of impform2: the scanner refuses the body after its head went out; the rest
+    of that body, and a request pipelined behind it, must never be read as a request of
+    its own (smuggling): one 400, then the connection closes, and no backend is served."""
+    back = LastModel()
+    pa, po = await backends(back.app("a")), await backends(back.app("other"))
+    cfg_routes = routes(pa, po).replace("path_prefix: /v1}", "path_prefix: /v1, model: gpt-b}")
+    cfg = write_config(tmp_path, cfg_routes, extra="server: {model_peek_bytes: 4096}\n")
+
+    def head(frame: bytes) -> bytes:
+        return (b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: " + CTYPE
+                + b"\r\n" + frame + b"\r\n\r\n")
+
+    body = second(128 << 10)
+    nxt = mp(field(b'"model"', b"gpt-b"), audio(1024))
+    if framing == "chunked":
+        chunks = b"".join(b"%x\r\n%b\r\n" % (len(body[i:i + 4096]), body[i:i + 4096])
+                          for i in range(0, len(body), 4096))
+        first = head(b"Transfer-Encoding: chunked") + chunks + b"0\r\n\r\n"
+    else:
+        first = head(b"Content-Length: %d" % len(body)) + body
+    async with running_gateway(cfg) as g:
+        port = int(g.url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(first + head(b"Content-Length: %d" % len(nxt)) + nxt)
+            got = b""
+            while data := await asyncio.wait_for(reader.read(65536), 10):
+                got += data
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+    assert got.startswith(b"HTTP/1.1 400 ") and got.count(b"HTTP/1.1 ") == 1, got[:300]
+    assert back.served == []

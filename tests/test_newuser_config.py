@@ -5,6 +5,7 @@ answers that said "Not Found" or "no route" with nothing of why."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 from pathlib import Path
 
@@ -204,3 +205,21 @@ async def test_the_readmes_verb_prefix_routes_kserve_v1_and_its_kill_holds(
                     assert r.status == 503 and r.headers["x-killgate-decision"] == "killed"
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert "write the verb into the prefix, `/v1/models/iris:predict`" in readme
+
+
+async def test_the_command_printed_for_a_configmap_quotes_its_key(tmp_path: Path) -> None:
+    """Review of revnewuser: the key of the ConfigMap's data is the file's own text, printed
+    inside single quotes; a key holding `'` made the printed command, pasted, run what the
+    file put after it (`$(touch ...)`). The expression is quoted as a whole now."""
+    pwned = tmp_path / "pwned"
+    key = f"a'$(touch {pwned})'.yaml"
+    cm = tmp_path / "cm.yaml"
+    cm.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n"
+                  f"  {json.dumps(key)}: 'routes: []'\n")
+    res = await acli("check", str(cm))
+    assert res.returncode == 1, res.stdout
+    command = res.stderr.split("`")[1].split(" > ")[0]  # (the yq part: it reads the key)
+    yq = await asyncio.to_thread(subprocess.run, ["bash", "-c", command], capture_output=True,
+                                 text=True, timeout=30, cwd=tmp_path)
+    assert not pwned.exists(), command
+    assert yq.returncode == 0 and yq.stdout.strip() == "routes: []", (command, yq.stderr)

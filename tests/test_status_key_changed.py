@@ -7,6 +7,7 @@ Real redis-server, real gateways, the real CLI."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.test_cli import acli
+from tests.test_forgery import stored_doc
 from tests.test_killswitch import kill, redis_state, token
 
 pytestmark = pytest.mark.timeout(60)
@@ -44,5 +46,33 @@ async def test_a_restart_with_another_state_key_says_the_key_changed(
         text = await wait_until(said, 10, 0.1, what="status to say UNVERIFIED")
         line = next(x for x in text.splitlines() if x.startswith("UNVERIFIED"))
         assert "signed with an unknown key id" in line, line
-        assert line.endswith(ANOTHER_KEY), line
+        assert ANOTHER_KEY in line, line
         assert "something wrote to the store without the signing key" not in line, line
+
+
+async def test_a_forgery_naming_a_made_up_key_id_is_not_cleared_as_a_key_change(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Found by review: anyone who can write to the store names whatever key id a forged
+    value carries; one naming a made-up id read "signed with another state key ... the key
+    was changed", the words of a benign restart, and an operator at 3 a.m. let a forgery
+    pass. The line names this instance's key id and says how to tell, and TAMPERING."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        gen = g.gw.holder.doc.generation
+        relaxed = {**stored_doc(redis_server), "generation": gen + 1, "kills": {}}
+        forged = f"KGS1 0badc0de {'0' * 64}\n" + json.dumps(relaxed)
+        redis_server.cmd("PUBLISH", "kgtest:events", forged)
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token("killgate:read")}
+
+        async def said() -> str | None:
+            res = await acli("status", env=env)
+            return res.stdout if "UNVERIFIED" in res.stdout else None
+
+        text = await wait_until(said, 10, 0.1, what="status to say UNVERIFIED")
+        line = next(x for x in text.splitlines() if x.startswith("UNVERIFIED"))
+        ours = g.gw.sync.status()["verification"]["key_id"]
+        assert "'0badc0de'" in line and f"'{ours}'" in line, line
+        assert "someone wrote it without the key" in line and "TAMPERING" in line, line
+        assert g.gw.holder.doc.generation == gen and g.gw.holder.doc.kills  # (refused)

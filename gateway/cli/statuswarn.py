@@ -16,22 +16,30 @@ def _s(ms: Any) -> str:
     return f"{ms / 1000:.1f} s" if isinstance(ms, int | float) else "?"
 
 
-#: why a value signed with a key id this instance does not hold was, most likely, refused
-ANOTHER_KEY = ("signed with another state key than this instance runs: the key was changed "
-               "without `state.previous_signing_key_env` naming the old one, or instances run "
-               "different keys (each refuses the others' writes); else someone wrote it without "
-               "the key")
+#: a value under a key id this instance does not hold: a key changed, instances with different
+#: keys, or a forgery (anyone who can write to the store can name any key id: the id is no proof)
+ANOTHER_KEY = ("a key id this instance does not hold: the state key was changed without "
+               "`state.previous_signing_key_env` naming the old one, or instances run different "
+               "keys (each refuses the others' writes), or someone wrote it without the key (a "
+               "forger can name any key id)")
 
 
-def unverified_why(last: dict[str, Any]) -> str:
-    """What an UNVERIFIED line says of its cause: a value under an unknown key id is most
-    often a key changed or mismatched (review as a new user: a restart with a new
-    KILLGATE_STATE_KEY said its own snapshot was written by "something ... without the
-    signing key", which reads as an intruder at 3 a.m.); a wrong MAC under a known key
-    is a write without it."""
-    if "signed with an unknown key id" in str(last.get("problem")):
-        return ANOTHER_KEY
-    return "something wrote to the store without the signing key"
+def unverified_why(last: dict[str, Any], verification: dict[str, Any] | None = None) -> str:
+    """What an UNVERIFIED line says of its cause. A value under an unknown key id is often a
+    key changed or mismatched (review as a new user: a restart with a new KILLGATE_STATE_KEY
+    said its own snapshot was written by "something ... without the signing key", which
+    reads as an intruder at 3 a.m.); but anyone with write access to the store picks the key
+    id a forged value names, so the words must not clear it (found by review: a forgery
+    naming a made-up key id read as a benign key change). They name this instance's key
+    id(s) and the check that tells the cases apart. A wrong MAC under a known key is a
+    write without it."""
+    if "signed with an unknown key id" not in str(last.get("problem")):
+        return "something wrote to the store without the signing key"
+    ver = verification or {}
+    ours = ", ".join(repr(k) for k in (ver.get("key_id"), ver.get("previous_key_id")) if k)
+    return (f"{ANOTHER_KEY}. This instance holds key id(s) {ours or '?'}; each instance's "
+            "`killgate status --json` names its own (store.verification.key_id): if none of "
+            "yours runs or ran the refused key id, treat it as TAMPERING")
 
 
 def store_warnings(st: dict[str, Any]) -> list[str]:
@@ -68,7 +76,7 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
         last = verification.get("last_unverified") or {}
         out.append(f"UNVERIFIED: {verification['unverified_total']} value(s) read from the store "
                    f"failed verification and were refused ({verification.get('unverified')}; "
-                   f"last: {last.get('kind')}: {last.get('problem')}): {unverified_why(last)}")
+                   f"last: {last.get('kind')}: {last.get('problem')}): {unverified_why(last, verification)}")
     audit = store.get("audit") or {}
     lost = audit.get("trail_lost")
     if lost:

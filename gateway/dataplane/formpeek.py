@@ -32,7 +32,13 @@ __all__ = ["BARE_BREAK", "CLOSE_AFTER", "MAX_MODEL", "MAX_PART_HEAD", "body_kind
 
 MAX_MODEL = 1024  # bytes of a form's `model` value
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+# (unquoted: RFC 2046's characters that are also a token's, read alike by every reader)
+_BTOKEN = re.compile(r"[0-9A-Za-z'+_\-.]{1,70}")
+_BOUNDARY = ("the multipart/form-data Content-Type has no boundary that every form reader "
+             "reads the same (RFC 2046: 1 to 70 characters, no space first or last; outside "
+             "double quotes only letters, digits and ' + _ - .)")
 _RAW = re.compile(rb"[\x00-\x20\x7f]")
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _SEMI = re.compile(rb"[&;]")
 CLOSE_AFTER = ("the multipart close delimiter is followed by other bytes than CRLF (aiohttp "
@@ -51,6 +57,12 @@ def form_kind(ctype: str | None) -> tuple[str, str | None] | None:
     Raises `Unreadable` for a multipart type whose boundary cannot be read one way."""
     if not ctype:
         return None
+    if not ctype.isascii() or _CTL.search(ctype) is not None:
+        # (aiohttp reads the media type with str.strip(): NBSP, NEL, U+3000 or FF around
+        # `application/x-www-form-urlencoded` are taken off there, and it reads the form;
+        # read here as no form, the request was routed by no `model` at all)
+        raise Unreadable("the form body's Content-Type has a control or non-ASCII character "
+                         "(some form readers strip it from the media type); send it in ASCII")
     media, _, params = ctype.partition(";")
     media = media.strip(" \t").lower()
     if media == "application/x-www-form-urlencoded":
@@ -59,19 +71,27 @@ def form_kind(ctype: str | None) -> tuple[str, str | None] | None:
         return None
     boundary: str | None = None
     for param in params.split(";"):
-        name, eq, value = param.partition("=")
-        name = name.strip(" \t").lower()
+        raw, eq, value = param.partition("=")
+        name = raw.strip(" \t").lower()
         if name.startswith("boundary"):
-            if boundary is not None or name != "boundary" or not eq:
+            # (whitespace around `=`: Werkzeug reads no boundary, the others one)
+            if boundary is not None or name != "boundary" or not eq \
+                    or raw[-1:] in (" ", "\t") or value[:1] in (" ", "\t"):
                 raise Unreadable("the multipart Content-Type names its boundary more than "
                                  "once or in another form than 'boundary=...'")
             value = value.strip(" \t")
-            if len(value) >= 2 and value[0] == value[-1] == '"':
+            quoted = len(value) >= 2 and value[0] == value[-1] == '"'
+            if quoted:
                 value = value[1:-1]
+            if not (_BCHARS if quoted else _BTOKEN).fullmatch(value) or value[:1] == " ":
+                # (read apart otherwise: Werkzeug ends an unquoted value at a tspecial,
+                # `boundary=Xy=Z` is 'Xy' there, 'Xy=Z' to aiohttp; aiohttp strips a
+                # quoted one, `" XyZ"` is 'XyZ' there, ' XyZ' to Werkzeug: a form under
+                # either boundary read by the gateway as the other's preamble)
+                raise Unreadable(_BOUNDARY)
             boundary = value
-    if boundary is None or _BCHARS.fullmatch(boundary) is None:
-        raise Unreadable("the multipart/form-data Content-Type has no valid boundary "
-                         "(RFC 2046: 1 to 70 characters)")
+    if boundary is None:
+        raise Unreadable(_BOUNDARY)
     return "multipart", boundary
 
 

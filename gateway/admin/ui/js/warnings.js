@@ -39,9 +39,13 @@ function storeLines(sd) {
     out.push(["bad", "UNVERIFIED", `${ver.unverified_total} value(s) read from the store failed verification ` +
       `and were refused (last: ${last.kind}: ${last.problem}): ` +
       (String(last.problem).includes("signed with an unknown key id")
-        ? "signed with another state key than this instance runs: the key was changed without " +
+        ? "a key id this instance does not hold: the state key was changed without " +
           "`state.previous_signing_key_env` naming the old one, or instances run different keys " +
-          "(each refuses the others' writes); else someone wrote it without the key"
+          "(each refuses the others' writes), or someone wrote it without the key (a forger can " +
+          "name any key id). This instance holds key id(s) " +
+          ([ver.key_id, ver.previous_key_id].filter(Boolean).map((k) => `'${k}'`).join(", ") || "?") +
+          "; each instance's `killgate status --json` names its own (store.verification.key_id): " +
+          "if none of yours runs or ran the refused key id, treat it as TAMPERING"
         : "something wrote to the store without the signing key")]);
   }
   const audit = store.audit || {};
