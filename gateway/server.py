@@ -31,13 +31,12 @@ from gateway.configfile import LoadedConfig
 from gateway.configsettle import warn_unsettled
 from gateway.errors import ConfigError
 from gateway.log import event
-from gateway.serving import instance_id, serve_until_stopped
 from gateway.sockets import ListenError, reserved
 from gateway.workerconfig import load_at_start, load_shared, save, start_copy
 from gateway.workergroup import WorkerGroup
 from gateway.workerlink import STACKS_SIGNAL, STOP_AND_RELOAD
 
-__all__ = ["c_parser_in_use", "instance_id", "run_supervisor", "run_worker"]
+__all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
 
 log = logging.getLogger("killgate")
 
@@ -68,6 +67,11 @@ def run_worker(config_path: str, worker: int | None = None, reuse_port: bool = F
         return 3
     _install_uvloop()
     _raise_fd_limit(loaded.config.server.max_connections)
+    # (imported here, not at the top: the data plane, the admin API and telemetry are the
+    # workers'; a supervisor that imported them started its workers ~0.5 s CPU later and
+    # held them in memory for nothing)
+    from gateway.serving import serve_until_stopped
+
     return asyncio.run(serve_until_stopped(loaded, worker, reuse_port, ports, metrics_dir,
                                            config_bytes))
 

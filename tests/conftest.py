@@ -366,7 +366,10 @@ class GatewayProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 15.0, count: int = 1) -> None:
+    def wait_ready(self, timeout: float = 60.0, count: int = 1) -> None:
+        """Until /readyz answers 200 (or the process exits: an error at once). 60 s: a
+        positive signal costs nothing when it comes, and a loaded CI machine took 10-13 s
+        to bring up a two-worker group (15 s failed test_workers once)."""
         import urllib.request
 
         def ready() -> bool:

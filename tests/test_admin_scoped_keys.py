@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from aiohttp import ClientSession
 
 from gateway.admin.tokens import mint
+from tests import cli_fork
 from tests.backends import echo_app
 from tests.conftest import ROOT, SECRET, free_port, two_versions, wait_until, write_config
 from tests.redisha import redis_state_yaml
@@ -57,8 +57,8 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     import os
 
     e = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
-                          text=True, env=e, cwd=str(ROOT), timeout=30)
+    # (forked from a process that imported the CLI: tests/cli_fork.py)
+    return cli_fork.run(list(args), e, str(ROOT), 30)
 
 
 def _token(cfg: Path, key: str, scope: str, sub: str = "cron/drill") -> str:

@@ -27,6 +27,7 @@ import pytest
 from gateway.domain.audit import seal
 from gateway.domain.statedoc import MAX_GENERATION
 from gateway.state.signing import Key, Keyring
+from tests import cli_fork
 from tests.backends import echo_app
 from tests.conftest import (
     ROOT,
@@ -484,9 +485,10 @@ def _key_config(tmp: Path, state: str) -> Path:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    """`killgate *args` forked from a process that imported the CLI (tests/cli_fork.py: the
+    same main(), a process of its own; `serve` here only refuses its config)."""
     env = {**os.environ, "KG_KEY_A": KEY_A, "KG_KEY_B": KEY_B, "KG_SHORT": "x" * 31}
-    return subprocess.run([sys.executable, "-m", "gateway", *args], env=env,
-                          capture_output=True, text=True, timeout=30, cwd=str(ROOT))
+    return cli_fork.run(list(args), env, str(ROOT), 30)
 
 
 def test_check_and_serve_refuse_short_and_repeated_keys(tmp_path: Path) -> None:

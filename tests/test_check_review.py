@@ -4,11 +4,14 @@ route for as long as it ran, logging 'state.url cannot be used'."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests import cli_fork
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -20,10 +23,10 @@ def _check(tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:
     cfg = tmp_path / "killgate.yaml"
     cfg.write_text(f"state:\n  backend: redis\n  url: '{url}'\n  signing_key_env: KG_REVIEW_KEY\n"
                    + ROUTES)
-    return subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)],
-                          capture_output=True, text=True, timeout=30,
-                          env={"PATH": "/usr/bin:/bin", "KG_REVIEW_KEY": "k" * 40,
-                               "KILLGATE_JWT_SECRET": "s" * 40})
+    # (forked from a process that imported the CLI: tests/cli_fork.py)
+    return cli_fork.run(["check", str(cfg)], {"PATH": "/usr/bin:/bin", "KG_REVIEW_KEY": "k" * 40,
+                                              "KILLGATE_JWT_SECRET": "s" * 40},
+                        os.getcwd(), 30)
 
 
 @pytest.mark.parametrize("url", [
@@ -72,9 +75,8 @@ def test_a_health_path_that_cannot_be_appended_is_refused(tmp_path: Path, path: 
     every probe failed, and the route lost every version (503) on a file check said ok."""
     cfg = tmp_path / "killgate.yaml"
     cfg.write_text(ROUTES + f"    health: {{path: '{path}'}}\n")
-    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)],
-                         capture_output=True, text=True, timeout=30,
-                         env={"PATH": "/usr/bin:/bin", "KILLGATE_JWT_SECRET": "s" * 40})
+    res = cli_fork.run(["check", str(cfg)], {"PATH": "/usr/bin:/bin",
+                                             "KILLGATE_JWT_SECRET": "s" * 40}, os.getcwd(), 30)
     assert res.returncode == 1, res.stdout
     assert res.stderr.startswith("routes[0].health.path: must start with '/'"), res.stderr
 
@@ -94,9 +96,8 @@ def test_a_webhook_secret_that_cannot_be_read_is_reported(tmp_path: Path, hook: 
     cfg = tmp_path / "killgate.yaml"
     cfg.write_text(f"events:\n  webhooks:\n    - {{url: 'https://hooks.example.com/k', {hook}}}\n"
                    + ROUTES)
-    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)],
-                         capture_output=True, text=True, timeout=30,
-                         env={"PATH": "/usr/bin:/bin", "KILLGATE_JWT_SECRET": "s" * 40})
+    res = cli_fork.run(["check", str(cfg)], {"PATH": "/usr/bin:/bin",
+                                             "KILLGATE_JWT_SECRET": "s" * 40}, os.getcwd(), 30)
     assert res.returncode == code, res.stderr
     assert says in res.stderr, res.stderr
 

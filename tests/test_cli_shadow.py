@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from gateway.cli.shadow import render
+from tests import cli_fork
 from tests.conftest import admin_token, running_gateway, wait_until, write_config
 from tests.shadow_backends import v2_app, v2_request
 
@@ -21,11 +23,10 @@ TOKEN = admin_token("killgate:read", "t", 3 * 3600)
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    return proc.returncode or 0, out.decode(), err.decode()
+    """`killgate *args` forked from a process that imported the CLI (tests/cli_fork.py), in a
+    thread: the gateway under test runs on this loop."""
+    res = await asyncio.to_thread(cli_fork.run, list(args), dict(os.environ), os.getcwd(), 30)
+    return res.returncode, res.stdout, res.stderr
 
 
 @pytest.mark.parametrize("args", [["shadow", "--help"], ["shadow", "report", "--help"]])

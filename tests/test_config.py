@@ -13,6 +13,7 @@ import pytest
 from gateway.config import parse_duration, parse_listen
 from gateway.configfile import load_config, parse_config_text
 from gateway.errors import ConfigError
+from tests import cli_fork
 
 ROOT = Path(__file__).resolve().parent.parent
 INVALID = sorted((ROOT / "tests/data/config/invalid").glob("*.yaml"))
@@ -44,8 +45,8 @@ KEYS = {"KILLGATE_JWT_SECRET": "j" * 40, "KILLGATE_STATE_KEY": "s" * 40,
 
 def _check(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     e = {k: v for k, v in os.environ.items() if k not in KEYS}
-    return subprocess.run([sys.executable, "-m", "gateway", "check", str(path)], cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=30, env={**e, **env})
+    # (forked from a process that imported the CLI: tests/cli_fork.py)
+    return cli_fork.run(["check", str(path)], {**e, **env}, str(ROOT), 30)
 
 
 def test_every_shipped_config_is_covered() -> None:
@@ -167,8 +168,7 @@ def test_check_refuses_admin_keys_that_cannot_verify(tmp_path: Path, auth: str,
                    "    stable: v1\n    versions:\n"
                    "      - {name: v1, url: 'http://127.0.0.1:1', weight: 100}\n")
     e = {k: v for k, v in os.environ.items() if k != "KG_CHECK_SECRET"}
-    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)], cwd=str(ROOT),
-                         capture_output=True, text=True, timeout=30, env={**e, **env})
+    res = cli_fork.run(["check", str(cfg)], {**e, **env}, str(ROOT), 30)
     assert res.returncode == code, res.stderr
     assert says in res.stderr
 

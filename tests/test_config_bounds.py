@@ -3,8 +3,7 @@ by `killgate check` and by `killgate serve` alike, saying the bound and why it i
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
 import typing
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from gateway.config import Config
 from gateway.config_routes import STATS_KEEP_S
 from gateway.config_types import parse_duration
 from gateway.domain.stats import WindowStats
+from tests import cli_fork
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
@@ -69,8 +69,8 @@ def test_serve_refuses_a_long_duration_as_check_does(tmp_path: Path) -> None:
     cfg.chmod(0o600)
     want = "routes[0].outlier.base_ejection: must be at most 1h"
     for args in (["check", str(cfg)], ["serve", "-c", str(cfg)]):
-        res = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=str(ROOT),
-                             capture_output=True, text=True, timeout=30)
+        # (forked from a process that imported the CLI: tests/cli_fork.py)
+        res = cli_fork.run(args, dict(os.environ), str(ROOT), 30)
         assert res.returncode == 1, (args, res.stderr)
         assert want in res.stderr, (args, res.stderr)
         assert "Traceback" not in res.stderr

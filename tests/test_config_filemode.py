@@ -11,13 +11,13 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.configfile import load_config
 from gateway.errors import ConfigError
+from tests import cli_fork
 from tests.configmap import ConfigMapVolume
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,9 +26,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=30,
-                          env={"PATH": "/usr/bin:/bin", "KILLGATE_JWT_SECRET": "s" * 40})
+    # (forked from a process that imported the CLI: tests/cli_fork.py; `serve` only refuses)
+    return cli_fork.run(list(args), {"PATH": "/usr/bin:/bin", "KILLGATE_JWT_SECRET": "s" * 40},
+                        str(ROOT), 30)
 
 
 def _copy(tmp_path: Path, mode: int) -> Path:

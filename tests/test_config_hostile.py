@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import cli_fork
 from tests.conftest import ROOT, free_port, write_config
 
 ROUTES = """\
@@ -41,8 +42,8 @@ def _not_a_key(tmp_path: Path, kind: str) -> Path:
 
 
 def _check(cfg: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)], cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=20)
+    """`killgate check` forked from a process that imported the CLI (tests/cli_fork.py)."""
+    return cli_fork.run(["check", str(cfg)], dict(os.environ), str(ROOT), 20)
 
 
 @pytest.mark.timeout(30)

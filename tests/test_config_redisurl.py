@@ -6,13 +6,13 @@ the part, never showing the password."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.config_redisurl import SSL_KEYS
 from gateway.state import resp
+from tests import cli_fork
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
@@ -25,10 +25,9 @@ def _run(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[st
     cfg.write_text(f"state:\n  backend: redis\n  url: '{url}'\n  signing_key_env: KG_K\n"
                    f"  snapshot_path: {tmp_path}/snap.json\n" + ROUTES)
     cfg.chmod(0o600)
-    return subprocess.run([sys.executable, "-m", "gateway", *args, str(cfg)], cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=30,
-                          env={"PATH": "/usr/bin:/bin", "KG_K": "k" * 40,
-                               "KILLGATE_JWT_SECRET": "s" * 40})
+    # (forked from a process that imported the CLI: tests/cli_fork.py; `serve` only refuses)
+    return cli_fork.run([*args, str(cfg)], {"PATH": "/usr/bin:/bin", "KG_K": "k" * 40,
+                                            "KILLGATE_JWT_SECRET": "s" * 40}, str(ROOT), 30)
 
 
 @pytest.mark.parametrize(("url", "says"), [

@@ -18,7 +18,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,6 +29,7 @@ import yaml
 from aiohttp import ClientSession
 
 from gateway.configfile import parse_config_text
+from tests import cli_fork
 from tests.backends import echo_app
 from tests.conftest import ROOT, free_port, running_gateway, two_versions, wait_until, write_config
 from tests.faultproxy import Forwarder
@@ -112,9 +112,7 @@ def test_configmap_config_passes_killgate_check(folder: Path, tmp_path: Path) ->
     (tmp_path / "config.yaml").write_text(_one("ConfigMap", folder)["data"]["config.yaml"])
     env = {**os.environ, "KILLGATE_JWT_SECRET": "j" * 40, "KILLGATE_STATE_KEY": "s" * 40,
            "KILLGATE_DRILL_JWT_SECRET": "d" * 40}
-    res = subprocess.run([sys.executable, "-m", "gateway", "check",
-                          str(tmp_path / "config.yaml")], capture_output=True, text=True,
-                         timeout=30, cwd=str(ROOT), env=env)
+    res = cli_fork.run(["check", str(tmp_path / "config.yaml")], env, str(ROOT), 30)
     assert (res.returncode, res.stderr) == (0, ""), res.stderr
     cfg = _config_of(_one("ConfigMap", folder))
     assert cfg.state.backend == "redis" and cfg.state.url.startswith("redis+sentinel://")
@@ -272,9 +270,8 @@ def test_the_drill_cronjob_mints_a_token_the_gateway_accepts(tmp_path: Path) -> 
     key = next(k for k in cfg.admin.auth.scoped_keys if k.name == "drills")
     assert "killgate:admin" not in key.max_scopes
     secret = "s" * 40
-    res = subprocess.run([sys.executable, "-m", "gateway", "token", *args],
-                         capture_output=True, text=True, timeout=30, cwd=str(ROOT),
-                         env={**os.environ, str(key.hs256_secret_env): secret})
+    res = cli_fork.run(["token", *args], {**os.environ, str(key.hs256_secret_env): secret},
+                       str(ROOT), 30)  # (tests/cli_fork.py: forked, the CLI imported once)
     assert res.returncode == 0, res.stderr
     assert jwt.get_unverified_header(res.stdout.strip())["kid"] == "drills"
     claims = jwt.decode(res.stdout.strip(), secret, algorithms=["HS256"],
@@ -357,8 +354,7 @@ def test_the_readmes_configmap_check_command_works(tmp_path: Path) -> None:
     (tmp_path / "k.yaml").write_text(out.stdout)
     env = {**os.environ, "KILLGATE_JWT_SECRET": "j" * 40, "KILLGATE_STATE_KEY": "s" * 40,
            "KILLGATE_DRILL_JWT_SECRET": "d" * 40}
-    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(tmp_path / "k.yaml")],
-                         capture_output=True, text=True, timeout=30, cwd=str(ROOT), env=env)
+    res = cli_fork.run(["check", str(tmp_path / "k.yaml")], env, str(ROOT), 30)
     assert res.returncode == 0 and ": ok (" in res.stdout, res.stderr
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from tests.backends import sse_app
 from tests.conftest import (
+    ROOT,
     die_with_parent,
     free_port,
     two_versions,
@@ -367,9 +368,25 @@ def test_instance_ids_differ_where_host_and_pid_do_not() -> None:
     1: host-pid named two instances alike, and receipts merged their acks."""
     import socket
 
-    from gateway.server import instance_id
+    from gateway.serving import instance_id
 
     a, b = instance_id(None), instance_id(None)
     host = socket.gethostname().split(".")[0]
     assert a != b and a.startswith(f"{host}-{os.getpid()}-") and b.startswith(f"{host}-")
     assert instance_id(1).endswith("-w1") and instance_id(1) != instance_id(1)
+
+
+def test_the_supervisor_does_not_import_what_only_workers_run() -> None:
+    """The supervisor of `serve --workers N` imported the data plane, the admin API and
+    telemetry (gateway.server imported gateway.serving at its top): ~0.5 s of CPU before
+    its first worker was started, and their memory held for the group's life. What `serve`
+    imports before run_supervisor runs (the CLI, gateway.server, aiohttp's parser for the
+    C-parser check) leaves them out."""
+    code = ("import sys; import gateway.cli.main, gateway.server; from aiohttp import "
+            "http_parser; print(sorted(m for m in sys.modules if m.split('.')[:2] in ("
+            "['gateway', 'serving'], ['gateway', 'app'], ['gateway', 'dataplane'], "
+            "['gateway', 'admin'], ['gateway', 'telemetry'])))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=str(ROOT))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout

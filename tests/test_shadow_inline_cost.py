@@ -19,7 +19,7 @@ from tests.backends import fixed_app
 from tests.conftest import running_gateway, write_config
 from tests.test_shadow import route, settled
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)
 
 PATHS = [f"meta{i}.id" for i in range(60)]  # (the cost grows with the paths)
 
@@ -48,20 +48,27 @@ async def test_a_costly_comparison_under_64_kib_does_not_stall_the_loop(
 
         watch = asyncio.create_task(lag())
         held: list[float] = []  # the worst hold while each comparison ran
+        took: list[float] = []  # and how long each copy took, from its request to its report
         try:
             for n in range(1, 4):
                 worst = 0.0
+                t0 = loop.time()
                 async with session.post(gw.url + "/v1/x", data=b"{}") as r:
                     assert r.status == 200
                     await r.read()
-                rep = await settled(session, gw.admin, n, timeout=20)
+                rep = await settled(session, gw.admin, n, timeout=30)
+                took.append(loop.time() - t0)
                 held.append(worst)
         finally:
             stop.set()
             await watch
         assert rep["outcomes"]["disagreed"] == 3, rep
-        # (one inline comparison held the loop ~1.2 s here, every time; in the thread, the
-        # loop waits a few GIL switch intervals of 5 ms at a time: 0.2-0.6 s seen on a host
-        # at load 10, and 2.8 s once in a CI run beside six helpers' tests: the least of
-        # the three, which an inline comparison holds as long as the others)
-        assert min(held) < 0.4, f"the event loop was held {[round(h * 1000) for h in held]} ms"
+        # (one inline comparison held the loop ~1.2 s here, every time: nearly all of the
+        # time its copy took; in the thread, the loop waits a few GIL switch intervals of 5 ms
+        # at a time: 0.2-0.6 s seen on a host at load 10, and 2.8 s once in a CI run beside
+        # six helpers' tests, whose comparison took as much longer. So the hold is measured
+        # against the copy's own time in the same run: the least share of the three, which an
+        # inline comparison keeps near 1 however loaded the machine)
+        shares = [h / t for h, t in zip(held, took, strict=True)]
+        assert min(shares) < 0.5, (f"the event loop was held {[round(h * 1000) for h in held]} "
+                                   f"ms of {[round(t * 1000) for t in took]} ms")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from gateway.config import StateConfig
 from gateway.errors import ConfigError
 from gateway.state.signing import Key, Keyring, Unverified, audit_keyring, signing_keyring
+from tests import cli_fork
 from tests.conftest import ROOT
 
 K1 = Key.of(b"k" * 32)
@@ -85,14 +84,12 @@ def test_check_explains_how_to_set_the_key(tmp_path: Path) -> None:
                    "  - {name: r, match: {path_prefix: /r}, stable: v1,\n"
                    "     versions: [{name: v1, url: 'http://127.0.0.1:1', weight: 1}]}\n")
     env = {k: v for k, v in os.environ.items() if k != "KG_UNSET_KEY"}
-    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)], env=env,
-                         capture_output=True, text=True, timeout=30, cwd=str(ROOT))
+    res = cli_fork.run(["check", str(cfg)], env, str(ROOT), 30)  # (tests/cli_fork.py)
     assert res.returncode == 0, res.stderr
     assert "note: state.signing_key_env: the environment variable KG_UNSET_KEY is not set" \
         in res.stderr and "openssl rand -hex 32" in res.stderr
     cfg.write_text(cfg.read_text().replace("signing_key_env: KG_UNSET_KEY", "url: redis://h/0"))
-    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)], env=env,
-                         capture_output=True, text=True, timeout=30, cwd=str(ROOT))
+    res = cli_fork.run(["check", str(cfg)], env, str(ROOT), 30)  # (tests/cli_fork.py)
     assert res.returncode == 1 and "state.signing_key_env: required with backend redis" \
         in res.stderr
 
@@ -105,8 +102,7 @@ def test_serve_refuses_to_start_without_its_key(tmp_path: Path) -> None:
                    "  - {name: r, match: {path_prefix: /r}, stable: v1,\n"
                    "     versions: [{name: v1, url: 'http://127.0.0.1:1', weight: 1}]}\n")
     env = {k: v for k, v in os.environ.items() if k != "KG_UNSET_KEY"}
-    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)], env=env,
-                         capture_output=True, text=True, timeout=30, cwd=str(ROOT))
+    res = cli_fork.run(["serve", "-c", str(cfg)], env, str(ROOT), 30)  # (it refuses)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "killgate: config: state.signing_key_env: the environment variable KG_UNSET_KEY " \
            "is not set" in res.stderr
