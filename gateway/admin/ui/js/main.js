@@ -3,7 +3,7 @@
 // of the admin listener adds its own Authorization header: GET /v1/whoami tells which.
 
 import {ApiError, call, clearToken, optional, setToken, token} from "./api.js";
-import {openAction} from "./actions.js";
+import {closeAction, openAction} from "./actions.js";
 import {renderAudit, verifyAll, verifyChain} from "./audit.js";
 import {badge, h, render, text} from "./dom.js";
 import {renderApprovals, renderDrills} from "./extras.js";
@@ -22,6 +22,7 @@ const st = {who: null, via: null, timer: null, features: {}, chain: {key: null, 
 
 function showSignIn(message) {
   clearTimeout(st.timer);
+  closeAction(); // (its reason and confirmation were the principal's who is gone)
   st.who = null;
   st.kills = [];
   st.session++;
@@ -56,7 +57,16 @@ function signedIn(who, via) {
 }
 
 const open = (spec) => openAction(spec, {breakGlass: Boolean(st.features.breakGlass && st.who.can.breakglass),
-                                          done: () => refresh(st.session), silent, kills: () => st.kills});
+                                          done: () => refresh(st.session), silent, kills: () => st.kills,
+                                          who: () => st.who?.subject ?? null, whoNow});
+
+// Who a write from a dialog is sent as, asked just before it leaves: signed in by a proxy,
+// whoever its session is now (someone else may have signed in to it in this browser since
+// the dialog opened; the refresh notices only at its next round), else the tab's token's.
+async function whoNow() {
+  if (st.via !== "proxy") return st.who?.subject ?? null;
+  return (await whoami()).subject ?? null;
+}
 
 // The instances GET /v1/fleet holds a heartbeat of but has not heard from within the lease,
 // other than those `known` (a receipt's pending): not counted in a receipt. Not asked without
@@ -210,10 +220,13 @@ async function round(session) {
   const now = me.status === "fulfilled" && me.value ? me.value.data : null;
   if (now && (now.subject !== st.who.subject || String(now.scopes) !== String(st.who.scopes))) {
     const was = st.who.subject;
-    showSignIn(null); // (nothing drawn for the earlier principal stays)
+    const dropped = document.getElementById("action-dialog").open;
+    showSignIn(null); // (nothing drawn for the earlier principal stays; an open dialog closes)
     if (!now.subject) return showSignIn("Signed out: the proxy no longer signs this page in; reload to sign in again.");
     signedIn(now, "proxy");
-    render($("banner"), badge("warn", `Now signed in as ${now.subject} (was ${was}): the proxy's session changed.`));
+    render($("banner"), badge("warn", `Now signed in as ${now.subject} (was ${was}): the proxy's session changed.` +
+      (dropped && !document.getElementById("action-dialog").open ? ` The dialog open for ${was} was closed; ` +
+        "nothing was sent: open the action again to act as yourself." : "")));
     return;
   }
   if (fleet.status === "fulfilled") draw($("fleet-body"), () => renderFleet($("fleet-body"), fleet.value.data));

@@ -1,0 +1,112 @@
+"""The console's session in a real Chromium against a real fleet (items left by review):
+a dialog opened by one principal never applies as another (behind a proxy whose session
+changes), ages are the server's ("2 min ago" right on a laptop whose clock is off), and a
+refresh that changes nothing costs next to nothing with a thousand routes."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from tests.conftest import admin_token
+from tests.console_rig import Browser, Fleet, nginx_proxy, running_fleet
+
+pytestmark = pytest.mark.timeout(120)
+
+ALICE = admin_token("killgate:read killgate:kill", "alice", 10800)
+DAVE = admin_token("killgate:read killgate:kill", "dave", 10800)
+READER = admin_token("killgate:read", "bob", 10800)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with running_fleet(tmp_path_factory.mktemp("console-session")) as fl:
+        yield fl
+
+
+def _kills(fleet: Fleet, reason: str) -> list[dict[str, object]]:
+    events = fleet.api("GET", "/v1/audit?limit=50", READER)["events"]
+    return [e for e in events if e.get("action") == "kill" and e.get("reason") == reason]
+
+
+def _proxy(tmp: Path, fleet: Fleet) -> tuple[subprocess.Popen[bytes], str]:
+    """A real nginx that signs the page in as alice, or as dave once its session cookie
+    says so (someone else signed in to the proxy in this browser), as an OIDC proxy does."""
+    session = (f'set $kgauth "{ALICE}";\n'
+               f'if ($cookie_kgsession = "dave") {{ set $kgauth "{DAVE}"; }}\n')
+    return nginx_proxy(tmp, fleet.gateways[0].admin_port, "$kgauth", session)
+
+
+def _switch(b: Browser) -> None:
+    """The proxy's session is now dave's: the next request the page makes is signed in as
+    dave (the cookie the proxy would have set at his sign-in)."""
+    b.d.execute_script("document.cookie = 'kgsession=dave; path=/; SameSite=Strict'")
+
+
+def _open_kill_dialog(b: Browser, url: str, reason: str) -> None:
+    b.d.get(url + "/ui/")
+    b.wait(lambda d: b.text("[data-testid=subject]") == "alice", "alice signed in by the proxy")
+    b.click("button[data-key='kill-iris/v2']")
+    b.d.find_element(By.ID, "action-reason").send_keys(reason)
+    assert b.d.find_element(By.ID, "action-apply").is_enabled()
+
+
+def test_a_dialog_open_when_the_proxys_session_changes_is_closed(
+        fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
+    """alice's kill dialog, her reason typed, stayed open once the proxy signed dave in:
+    one click and dave killed v2 with alice's reason (found by review)."""
+    b = browser
+    proc, url = _proxy(tmp_path, fleet)
+    try:
+        _open_kill_dialog(b, url, "INC-51 alice's reason")
+        _switch(b)
+        b.wait(lambda d: b.text("[data-testid=subject]") == "dave", "dave shown signed in",
+               timeout=10)
+        b.wait(lambda d: not d.execute_script(
+            "return document.getElementById('action-dialog').open"), "the dialog closed",
+            timeout=5)
+        assert not _kills(fleet, "INC-51 alice's reason")
+    finally:
+        b.d.execute_script("document.cookie = 'kgsession=; path=/; max-age=0'")
+        b.d.get(fleet.admin + "/ui/")
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_apply_after_the_proxys_session_changed_sends_nothing(
+        fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
+    """Apply clicked between the proxy's change and the page's next round (up to 3 s):
+    the kill went out as dave, with alice's reason and confirmation (found by review)."""
+    b = browser
+    proc, url = _proxy(tmp_path, fleet)
+    reason = "INC-52 alice's reason"
+    try:
+        _open_kill_dialog(b, url, reason)
+        _switch(b)
+        # at once (the round that would close the dialog may come first: then it is closed)
+        b.d.execute_script("const d = document.getElementById('action-dialog');"
+                           "if (d.open) document.getElementById('action-apply').click();")
+
+        def settled(d: object) -> str | None:
+            if not b.d.execute_script("return document.getElementById('action-dialog').open"):
+                return "closed"
+            said = b.text("#action-result [data-testid]")
+            return said or None
+
+        outcome = b.wait(settled, "the dialog closed or its answer", timeout=15)
+        assert outcome == "closed" or outcome.startswith("Nothing was sent: you are now signed "
+                                                         "in as dave, not alice"), outcome
+        assert not _kills(fleet, reason), _kills(fleet, reason)
+        if outcome != "closed":
+            assert not b.d.find_element(By.ID, "action-apply").is_enabled()
+            b.d.find_element(By.ID, "action-reason").send_keys(" more")  # still refused
+            assert not b.d.find_element(By.ID, "action-apply").is_enabled()
+    finally:
+        b.d.execute_script("document.cookie = 'kgsession=; path=/; max-age=0'")
+        b.d.get(fleet.admin + "/ui/")
+        proc.terminate()
+        proc.wait(10)
