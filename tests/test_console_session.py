@@ -6,6 +6,7 @@ refresh that changes nothing costs next to nothing with a thousand routes."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +111,45 @@ def test_apply_after_the_proxys_session_changed_sends_nothing(
         b.d.get(fleet.admin + "/ui/")
         proc.terminate()
         proc.wait(10)
+
+
+# this computer's clock two hours slow, from before the page's first script runs
+SLOW_CLOCK = """
+(() => {
+  const R = Date, off = -7200e3;
+  class D extends R {
+    constructor(...a) { if (a.length === 0) super(R.now() + off); else super(...a); }
+    static now() { return R.now() + off; }
+  }
+  window.Date = D;
+})();
+"""
+
+
+def test_ages_are_the_servers_on_a_computer_whose_clock_is_off(fleet: Fleet,
+                                                                 browser: Browser) -> None:
+    """On a laptop two hours slow, a kill made a moment ago read "in 2 h" (found by review:
+    the ages were the browser's clock's); now they are the server's (its Date header)."""
+    b = browser
+    added = b.d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SLOW_CLOCK})
+    try:
+        fleet.api("POST", "/v1/kill", ALICE, body={"scope": "version", "route": "iris-beta",
+                                                   "version": "v3", "reason": "INC-53"})
+        b.sign_in(fleet.admin, READER, "bob")
+        assert b.d.execute_script("return Math.round((Date.now() - performance.timeOrigin"
+                                  " - performance.now()) / 60000)") == -120  # the clock is off
+        kill = str(b.wait(lambda d: [li for li in b.text("#kills-body").split("\n")
+                                     if "INC-53" in li], "the kill"))
+        assert " s ago" in kill and "in 2 h" not in kill, kill
+        got = b.d.execute_async_script("""
+            const [iso, done] = arguments;
+            import('/ui/js/dom.js').then((m) => done(m.fmtAgo(iso)));""",
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 150)))
+        assert got in ("2 min ago", "3 min ago"), got
+        assert "clock is 2 h behind the server's" in b.text("[data-testid=clock-off]")
+    finally:
+        b.d.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
+                            {"identifier": added["identifier"]})
+        fleet.api("POST", "/v1/unkill", ALICE, body={"scope": "version", "route": "iris-beta",
+                                                     "version": "v3", "reason": "INC-53 done"})
+        b.d.get(fleet.admin + "/ui/")

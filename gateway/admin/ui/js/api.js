@@ -5,6 +5,7 @@
 // Paths are the API's ("/v1/status"), called relative to the page's own place (<prefix>/ui/):
 // behind a proxy that publishes the listener under a prefix, the calls keep that prefix.
 
+import {learn} from "./clock.js";
 import {parse} from "./json.js";
 
 const KEY = "killgate.token";
@@ -83,6 +84,7 @@ async function once(method, path, body, limit, key) {
   const timer = setTimeout(() => ctl.abort(), limit);
   let resp;
   let text;
+  const sent = Date.now();
   try {
     resp = await fetch(url, {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body),
@@ -101,6 +103,7 @@ async function once(method, path, body, limit, key) {
   } finally {
     clearTimeout(timer);
   }
+  learn(resp.headers.get("Date"), sent, Date.now()); // (an opaque redirect has none)
   if (resp.type === "opaqueredirect") {
     // the admin API never redirects a call: a proxy in front does (its sign-in, once its
     // session ended); the listener did answer, so "unreachable" would send you elsewhere

@@ -5,6 +5,7 @@
 import {ApiError, call, clearToken, optional, setToken, token} from "./api.js";
 import {closeAction, openAction} from "./actions.js";
 import {renderAudit, verifyAll, verifyChain} from "./audit.js";
+import {offset} from "./clock.js";
 import {badge, h, render, text} from "./dom.js";
 import {renderApprovals, renderDrills} from "./extras.js";
 import {renderFleet, renderKills} from "./fleet.js";
@@ -200,6 +201,16 @@ async function refresh(session = st.session) {
   }
 }
 
+// This computer's clock a minute or more off the server's (a laptop's): said beside the
+// banner's time, which is this computer's; the ages the page shows are the server's.
+function clockOff() {
+  const off = offset();
+  if (Math.abs(off) < 60000) return null;
+  const min = Math.round(Math.abs(off) / 60000);
+  return h("span", {"data-testid": "clock-off"}, ` This computer's clock is ${min < 120 ? `${min} min`
+    : `${Math.round(min / 60)} h`} ${off > 0 ? "behind" : "ahead of"} the server's: the ages shown are the server's.`);
+}
+
 // One round of reads. A round begun before a sign-out (or a new sign-in) stops at its
 // next step: it neither draws nor calls the API without the token it started with.
 async function round(session) {
@@ -254,7 +265,8 @@ async function round(session) {
   // (said before the optional panels' reads, which may take their own deadlines)
   const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;
   render($("banner"), failed ? badge("warn", `${failed} request(s) failed at ${new Date().toLocaleTimeString()}`)
-    : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`));
+    : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`),
+    clockOff());
   if (st.features.failed) await features();
   if (session !== st.session) return;
   if (st.features.failed) {
