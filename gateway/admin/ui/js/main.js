@@ -2,7 +2,7 @@
 // Sign-in: a pasted token (kept in sessionStorage), or none at all when a proxy in front
 // of the admin listener adds its own Authorization header: GET /v1/whoami tells which.
 
-import {ApiError, call, clearToken, optional, setToken, token} from "./api.js";
+import {ApiError, call, clearToken, forgetAnswers, optional, setToken, token} from "./api.js";
 import {closeAction, openAction} from "./actions.js";
 import {renderAudit, verifyAll, verifyChain} from "./audit.js";
 import {offset} from "./clock.js";
@@ -10,7 +10,7 @@ import {badge, h, render, text} from "./dom.js";
 import {renderApprovals, renderDrills} from "./extras.js";
 import {renderFleet, renderKills} from "./fleet.js";
 import {parse} from "./json.js";
-import {routeCard} from "./routes.js";
+import {drawRoutes} from "./routes.js";
 import {renderWarnings} from "./warnings.js";
 
 const REFRESH_MS = 3000;
@@ -24,6 +24,7 @@ const st = {who: null, via: null, timer: null, features: {}, chain: {key: null, 
 function showSignIn(message) {
   clearTimeout(st.timer);
   closeAction(); // (its reason and confirmation were the principal's who is gone)
+  forgetAnswers();
   st.who = null;
   st.kills = [];
   st.session++;
@@ -247,8 +248,7 @@ async function round(session) {
     const sd = status.value.data;
     const tr = traffic.status === "fulfilled" ? traffic.value.data : null;
     draw($("kills-body"), () => renderKills($("kills-body"), sd, can, open));
-    draw($("routes-body"), () => render($("routes-body"),
-      Object.entries(sd.routes).map(([n, rs]) => routeCard(n, rs, tr, can, open, sd.kills || [])),
+    draw($("routes-body"), () => drawRoutes($("routes-body"), sd.routes, tr, can, open, st.kills,
       traffic.status === "rejected" ? failure(traffic.reason) : null));
   } else {
     render($("kills-body"), failure(status.reason));
