@@ -5,8 +5,11 @@ refresh that changes nothing costs next to nothing with a thousand routes."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -232,3 +235,26 @@ def test_a_refresh_that_changes_nothing_costs_little_with_a_thousand_routes(
     finally:
         b.d.execute_cdp_cmd("Performance.disable", {})
         b.d.get(fleet.admin + "/ui/")
+
+
+def test_a_write_prepared_by_one_principal_and_signed_in_as_another_is_refused(
+        fleet: Fleet) -> None:
+    """The page asks who is signed in just before Apply sends, yet a proxy's session may
+    change between that answer and the write: the write names who prepared it
+    (X-Killgate-Subject) and the API refuses it signed in as anyone else (found by review:
+    nothing closed that last window)."""
+    body = json.dumps({"scope": "version", "route": "iris-beta", "version": "v3",
+                       "reason": "INC-54 alice's reason"}).encode()
+    req = urllib.request.Request(fleet.admin + "/v1/kill", method="POST", data=body,
+                                 headers={"Authorization": f"Bearer {DAVE}",
+                                          "Content-Type": "application/json",
+                                          "X-Killgate-Subject": "alice"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=5)
+    assert err.value.code == 409
+    answer = json.loads(err.value.read())["error"]
+    assert answer["type"] == "principal_changed", answer
+    assert "prepared by 'alice'" in answer["message"] and "'dave'" in answer["message"], answer
+    assert not _kills(fleet, "INC-54 alice's reason")
+    assert not [k for k in fleet.api("GET", "/v1/status", READER)["kills"]
+                if k.get("version") == "v3"]

@@ -272,7 +272,7 @@ export function openAction(spec, opts) {
         return; // (Apply stays disabled: this dialog's reason and confirmation are not theirs)
       }
       const b = body();
-      const r = await call(spec.method, `${spec.path}?wait=${WAIT}`, b, keyFor(b));
+      const r = await call(spec.method, `${spec.path}?wait=${WAIT}`, b, keyFor(b), opener ?? undefined);
       // a receipt counts live instances only: one not heard from within the lease
       // (crashed, or cut off from the store) is named, as `killgate kill` warns of it
       const ap = r.data && r.data.applied;
@@ -309,7 +309,8 @@ export function openAction(spec, opts) {
       cancel.disabled = false;
       const msg = exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc);
       result.replaceChildren(h("p", {class: "receipt error", "data-testid": "api-error"}, msg));
-      apply.disabled = false;
+      stale = stale || (exc instanceof ApiError && exc.type === "principal_changed"); // (never theirs)
+      apply.disabled = stale;
     }
   };
   update();

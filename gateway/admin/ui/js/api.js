@@ -40,12 +40,15 @@ function retryAfter(resp) {
 // `key`: a write's Idempotency-Key (actions.js: one per dialog submission), sent with every
 // try of it: a write sent again after an answer that never came is answered with the
 // first one's result, never applied twice.
-export async function call(method, path, body, key) {
+// `subject`: who a write was prepared by (the dialog's principal), sent as
+// X-Killgate-Subject: the API refuses it, 409 principal_changed, when the request is signed
+// in as anyone else (behind a proxy whose session changed between the dialog and the send).
+export async function call(method, path, body, key, subject) {
   const limit = (method === "GET" ? READ_S : WRITE_S) * 1000;
   const end = Date.now() + limit;
   for (;;) {
     try {
-      return await once(method, path, body, Math.max(1000, end - Date.now()), key);
+      return await once(method, path, body, Math.max(1000, end - Date.now()), key, subject);
     } catch (exc) {
       if (!(exc instanceof ApiError && exc.status === 429 && exc.type === "too_many_attempts")) {
         throw exc;
@@ -75,7 +78,7 @@ export function newKey() {
 const answers = new Map();
 export const forgetAnswers = () => answers.clear(); // (at a sign-out: nothing read is kept)
 
-async function once(method, path, body, limit, key) {
+async function once(method, path, body, limit, key, subject) {
   if (!path.startsWith("/") || path.startsWith("//")) throw new Error("same-origin paths only");
   const url = new URL(`..${path}`, document.baseURI); // (the page is <prefix>/ui/)
   if (url.origin !== location.origin) throw new Error("same-origin paths only");
@@ -84,6 +87,8 @@ async function once(method, path, body, limit, key) {
   if (t) headers.Authorization = `Bearer ${t}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (key !== undefined) headers["Idempotency-Key"] = key;
+  // (a header holds Latin-1 only: a subject beyond it is not sent; the whoami asked first stands)
+  if (typeof subject === "string" && /^[\x20-\x7e]+$/.test(subject)) headers["X-Killgate-Subject"] = subject;
   // a listener that accepts and never answers (a stopped process, a black-holed path)
   // must not hold the page on its last picture: a call gives up after its deadline
   const ctl = new AbortController();
