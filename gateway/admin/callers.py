@@ -31,6 +31,10 @@ from gateway.errors import ApiError, Unauthenticated
 from gateway.forwarded import trusted_proxies
 from gateway.log import event
 
+# the principal a request was prepared by (the console sends it with its writes): any other
+# signed in is refused, 409 principal_changed
+EXPECT_SUBJECT = "X-Killgate-Subject"
+
 __all__ = ["Callers"]
 
 log = logging.getLogger("killgate.admin")
@@ -142,6 +146,14 @@ class Callers:
         except ApiError as exc:
             self.refused(request, peer, scope, principal, exc)
             raise
+        # a request prepared by one principal (the console's dialog) and signed in as
+        # another (a proxy's session that changed meanwhile) is refused, never applied
+        expected = request.headers.get(EXPECT_SUBJECT)
+        if expected is not None and expected != principal.subject:
+            raise ApiError(409, "principal_changed", (
+                f"this request was prepared by {clean_text(expected)[:200]!r}, but it is signed in as "
+                f"{principal.subject!r} (the proxy's session changed?): nothing was done; "
+                "send it again as yourself"))
         return principal
 
     async def _check(self, peer: str, header: str | None) -> Principal:

@@ -107,6 +107,10 @@ def write(summary: str, scope: str, body: dict[str, Any],
              "schema": {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s)$"}},
             {"name": "Idempotency-Key", "in": "header", "required": False, "schema":
              {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[ -~]+$"}},
+            {"name": "X-Killgate-Subject", "in": "header", "required": False, "description":
+             "the principal who prepared the request (the console sends it): signed in as "
+             "anyone else, it is refused, 409 principal_changed, nothing done",
+             "schema": {"type": "string", "minLength": 1}},
         ],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {"200": {"description": "applied; the propagation receipt",

@@ -166,6 +166,18 @@ export function receiptText(status, data) {
 }
 
 let opened = 0; // openings of the dialog
+let current = null; // the open dialog's {busy()}, for closeAction
+
+// Close the action dialog unless its request is in flight (that one shows its receipt):
+// the principal it was opened for is gone (signed out, or the proxy's session is now
+// another's), and its reason and confirmation were theirs, never the next one's.
+// true when a dialog was open and is now closed.
+export function closeAction() {
+  const dlg = document.getElementById("action-dialog");
+  if (!dlg.open || (current && current.busy())) return false;
+  dlg.close();
+  return true;
+}
 
 export function openAction(spec, opts) {
   const dlg = document.getElementById("action-dialog");
@@ -199,6 +211,7 @@ export function openAction(spec, opts) {
   render(document.getElementById("action-fields"), fields.map((f) => f.els));
   const body = () => Object.assign({}, spec.body, ...fields.map((f) => f.read()),
                                    {reason: reason.value.trim()});
+  let stale = false; // the principal changed under this dialog: it never applies
   const update = () => {
     const b = body();
     const lines = [...spec.changes(b), ...fields.flatMap((f) => (f.changes ? f.changes() : []))];
@@ -207,7 +220,7 @@ export function openAction(spec, opts) {
         h("span", {class: "after"}, after))));
     document.getElementById("action-request").textContent =
       `${spec.method} ${spec.path}?wait=${WAIT}\n${JSON.stringify(b, null, 2)}`;
-    apply.disabled = !b.reason || (spec.confirm && !confirm.checked);
+    apply.disabled = stale || !b.reason || (spec.confirm && !confirm.checked);
   };
   reason.oninput = update;
   confirm.onchange = update;
@@ -216,6 +229,10 @@ export function openAction(spec, opts) {
   // its receipt land in the next dialog opened. `run`: this opening's, checked all the same.
   const run = ++opened;
   let busy = false;
+  current = {busy: () => busy};
+  // the principal this dialog was opened for: asked again just before the write leaves
+  // (behind a proxy, whoever its session is now signs the request in)
+  const opener = opts.who ? opts.who() : null;
   // One Idempotency-Key per submission, the same for this dialog's same request sent
   // again (after a timeout's "may or may not have been applied", say): the API answers
   // it with the first try's result instead of applying it twice, as the CLI's retry is.
@@ -243,8 +260,19 @@ export function openAction(spec, opts) {
     result.replaceChildren(h("p", {}, "Applying…"));
     const shown = () => run === opened && dlg.open;
     try {
+      const now = opts.whoNow ? await opts.whoNow() : opener;
+      if (now !== opener) {
+        stale = true;
+        busy = false;
+        if (!shown()) return;
+        cancel.disabled = false;
+        result.replaceChildren(h("p", {class: "receipt error", "data-testid": "api-error"},
+          `Nothing was sent: you are now signed in as ${now ?? "nobody"}, not ${opener} who opened ` +
+          "this dialog (the proxy's session changed). Close it, and open the action again to act as yourself."));
+        return; // (Apply stays disabled: this dialog's reason and confirmation are not theirs)
+      }
       const b = body();
-      const r = await call(spec.method, `${spec.path}?wait=${WAIT}`, b, keyFor(b));
+      const r = await call(spec.method, `${spec.path}?wait=${WAIT}`, b, keyFor(b), opener ?? undefined);
       // a receipt counts live instances only: one not heard from within the lease
       // (crashed, or cut off from the store) is named, as `killgate kill` warns of it
       const ap = r.data && r.data.applied;
@@ -281,7 +309,8 @@ export function openAction(spec, opts) {
       cancel.disabled = false;
       const msg = exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc);
       result.replaceChildren(h("p", {class: "receipt error", "data-testid": "api-error"}, msg));
-      apply.disabled = false;
+      stale = stale || (exc instanceof ApiError && exc.type === "principal_changed"); // (never theirs)
+      apply.disabled = stale;
     }
   };
   update();

@@ -5,6 +5,7 @@
 // Paths are the API's ("/v1/status"), called relative to the page's own place (<prefix>/ui/):
 // behind a proxy that publishes the listener under a prefix, the calls keep that prefix.
 
+import {learn} from "./clock.js";
 import {parse} from "./json.js";
 
 const KEY = "killgate.token";
@@ -39,12 +40,15 @@ function retryAfter(resp) {
 // `key`: a write's Idempotency-Key (actions.js: one per dialog submission), sent with every
 // try of it: a write sent again after an answer that never came is answered with the
 // first one's result, never applied twice.
-export async function call(method, path, body, key) {
+// `subject`: who a write was prepared by (the dialog's principal), sent as
+// X-Killgate-Subject: the API refuses it, 409 principal_changed, when the request is signed
+// in as anyone else (behind a proxy whose session changed between the dialog and the send).
+export async function call(method, path, body, key, subject) {
   const limit = (method === "GET" ? READ_S : WRITE_S) * 1000;
   const end = Date.now() + limit;
   for (;;) {
     try {
-      return await once(method, path, body, Math.max(1000, end - Date.now()), key);
+      return await once(method, path, body, Math.max(1000, end - Date.now()), key, subject);
     } catch (exc) {
       if (!(exc instanceof ApiError && exc.status === 429 && exc.type === "too_many_attempts")) {
         throw exc;
@@ -68,7 +72,13 @@ export function newKey() {
                     (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
-async function once(method, path, body, limit, key) {
+// The last answer to each GET, parsed: a refresh whose answer is the same text as the last
+// one's reuses it (with 1000 routes, parsing the status and traffic answers again every
+// 3 s cost more than everything else the refresh does).
+const answers = new Map();
+export const forgetAnswers = () => answers.clear(); // (at a sign-out: nothing read is kept)
+
+async function once(method, path, body, limit, key, subject) {
   if (!path.startsWith("/") || path.startsWith("//")) throw new Error("same-origin paths only");
   const url = new URL(`..${path}`, document.baseURI); // (the page is <prefix>/ui/)
   if (url.origin !== location.origin) throw new Error("same-origin paths only");
@@ -77,12 +87,15 @@ async function once(method, path, body, limit, key) {
   if (t) headers.Authorization = `Bearer ${t}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (key !== undefined) headers["Idempotency-Key"] = key;
+  // (a header holds Latin-1 only: a subject beyond it is not sent; the whoami asked first stands)
+  if (typeof subject === "string" && /^[\x20-\x7e]+$/.test(subject)) headers["X-Killgate-Subject"] = subject;
   // a listener that accepts and never answers (a stopped process, a black-holed path)
   // must not hold the page on its last picture: a call gives up after its deadline
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), limit);
   let resp;
   let text;
+  const sent = Date.now();
   try {
     resp = await fetch(url, {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body),
@@ -101,6 +114,7 @@ async function once(method, path, body, limit, key) {
   } finally {
     clearTimeout(timer);
   }
+  learn(resp.headers.get("Date"), sent, Date.now()); // (an opaque redirect has none)
   if (resp.type === "opaqueredirect") {
     // the admin API never redirects a call: a proxy in front does (its sign-in, once its
     // session ended); the listener did answer, so "unreachable" would send you elsewhere
@@ -108,7 +122,13 @@ async function once(method, path, body, limit, key) {
       "not the admin API's (a proxy's sign-in page, once its session ended?): reload the page to sign in again");
   }
   let data = null;
-  try { data = text ? parse(text) : null; } catch { data = null; }
+  const again = method === "GET" && resp.ok ? answers.get(path) : undefined;
+  if (again && again.text === text) {
+    data = again.data; // (the same answer as the last: not parsed again; no caller changes it)
+  } else {
+    try { data = text ? parse(text) : null; } catch { data = null; }
+    if (method === "GET" && resp.ok) answers.set(path, {text, data});
+  }
   if (!resp.ok) {
     const err = data && typeof data === "object" && data.error;
     if (err && typeof err.type === "string") {

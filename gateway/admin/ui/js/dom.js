@@ -2,6 +2,8 @@
 // no HTML string is ever parsed (the page's CSP requires Trusted Types, so innerHTML
 // would throw), so text from the API (an audit reason, a version name) stays text.
 
+import {now} from "./clock.js";
+
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 // Any value as text. What the page draws comes from the API, and an audit event from
@@ -97,11 +99,12 @@ export function fmtMs(ms) {
 }
 
 // "12 s ago", "3 min ago"; a time still to come: "in 14 min"; more than a day away, the
-// time itself, in UTC and said so (the operator's clock may be in any zone).
+// time itself, in UTC and said so (the operator's clock may be in any zone). Measured from
+// the server's time (clock.js), not this computer's.
 export function fmtAgo(iso) {
   const t = Date.parse(text(iso));
   if (Number.isNaN(t)) return text(iso ?? "");
-  const s = Math.round((Date.now() - t) / 1000);
+  const s = Math.round((now() - t) / 1000);
   const span = Math.abs(s);
   const said = span < 60 ? `${span} s` : span < 3600 ? `${Math.round(span / 60)} min`
     : span < 86400 ? `${Math.round(span / 3600)} h` : null;

@@ -2,14 +2,15 @@
 // Sign-in: a pasted token (kept in sessionStorage), or none at all when a proxy in front
 // of the admin listener adds its own Authorization header: GET /v1/whoami tells which.
 
-import {ApiError, call, clearToken, optional, setToken, token} from "./api.js";
-import {openAction} from "./actions.js";
+import {ApiError, call, clearToken, forgetAnswers, optional, setToken, token} from "./api.js";
+import {closeAction, openAction} from "./actions.js";
 import {renderAudit, verifyAll, verifyChain} from "./audit.js";
+import {offset} from "./clock.js";
 import {badge, h, render, text} from "./dom.js";
 import {renderApprovals, renderDrills} from "./extras.js";
 import {renderFleet, renderKills} from "./fleet.js";
 import {parse} from "./json.js";
-import {routeCard} from "./routes.js";
+import {drawRoutes} from "./routes.js";
 import {renderWarnings} from "./warnings.js";
 
 const REFRESH_MS = 3000;
@@ -22,6 +23,8 @@ const st = {who: null, via: null, timer: null, features: {}, chain: {key: null, 
 
 function showSignIn(message) {
   clearTimeout(st.timer);
+  closeAction(); // (its reason and confirmation were the principal's who is gone)
+  forgetAnswers();
   st.who = null;
   st.kills = [];
   st.session++;
@@ -56,7 +59,16 @@ function signedIn(who, via) {
 }
 
 const open = (spec) => openAction(spec, {breakGlass: Boolean(st.features.breakGlass && st.who.can.breakglass),
-                                          done: () => refresh(st.session), silent, kills: () => st.kills});
+                                          done: () => refresh(st.session), silent, kills: () => st.kills,
+                                          who: () => st.who?.subject ?? null, whoNow});
+
+// Who a write from a dialog is sent as, asked just before it leaves: signed in by a proxy,
+// whoever its session is now (someone else may have signed in to it in this browser since
+// the dialog opened; the refresh notices only at its next round), else the tab's token's.
+async function whoNow() {
+  if (st.via !== "proxy") return st.who?.subject ?? null;
+  return (await whoami()).subject ?? null;
+}
 
 // The instances GET /v1/fleet holds a heartbeat of but has not heard from within the lease,
 // other than those `known` (a receipt's pending): not counted in a receipt. Not asked without
@@ -190,6 +202,16 @@ async function refresh(session = st.session) {
   }
 }
 
+// This computer's clock a minute or more off the server's (a laptop's): said beside the
+// banner's time, which is this computer's; the ages the page shows are the server's.
+function clockOff() {
+  const off = offset();
+  if (Math.abs(off) < 60000) return null;
+  const min = Math.round(Math.abs(off) / 60000);
+  return h("span", {"data-testid": "clock-off"}, ` This computer's clock is ${min < 120 ? `${min} min`
+    : `${Math.round(min / 60)} h`} ${off > 0 ? "behind" : "ahead of"} the server's: the ages shown are the server's.`);
+}
+
 // One round of reads. A round begun before a sign-out (or a new sign-in) stops at its
 // next step: it neither draws nor calls the API without the token it started with.
 async function round(session) {
@@ -210,10 +232,13 @@ async function round(session) {
   const now = me.status === "fulfilled" && me.value ? me.value.data : null;
   if (now && (now.subject !== st.who.subject || String(now.scopes) !== String(st.who.scopes))) {
     const was = st.who.subject;
-    showSignIn(null); // (nothing drawn for the earlier principal stays)
+    const dropped = document.getElementById("action-dialog").open;
+    showSignIn(null); // (nothing drawn for the earlier principal stays; an open dialog closes)
     if (!now.subject) return showSignIn("Signed out: the proxy no longer signs this page in; reload to sign in again.");
     signedIn(now, "proxy");
-    render($("banner"), badge("warn", `Now signed in as ${now.subject} (was ${was}): the proxy's session changed.`));
+    render($("banner"), badge("warn", `Now signed in as ${now.subject} (was ${was}): the proxy's session changed.` +
+      (dropped && !document.getElementById("action-dialog").open ? ` The dialog open for ${was} was closed; ` +
+        "nothing was sent: open the action again to act as yourself." : "")));
     return;
   }
   if (fleet.status === "fulfilled") draw($("fleet-body"), () => renderFleet($("fleet-body"), fleet.value.data));
@@ -223,8 +248,7 @@ async function round(session) {
     const sd = status.value.data;
     const tr = traffic.status === "fulfilled" ? traffic.value.data : null;
     draw($("kills-body"), () => renderKills($("kills-body"), sd, can, open));
-    draw($("routes-body"), () => render($("routes-body"),
-      Object.entries(sd.routes).map(([n, rs]) => routeCard(n, rs, tr, can, open, sd.kills || [])),
+    draw($("routes-body"), () => drawRoutes($("routes-body"), sd.routes, tr, can, open, st.kills,
       traffic.status === "rejected" ? failure(traffic.reason) : null));
   } else {
     render($("kills-body"), failure(status.reason));
@@ -241,7 +265,8 @@ async function round(session) {
   // (said before the optional panels' reads, which may take their own deadlines)
   const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;
   render($("banner"), failed ? badge("warn", `${failed} request(s) failed at ${new Date().toLocaleTimeString()}`)
-    : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`));
+    : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`),
+    clockOff());
   if (st.features.failed) await features();
   if (session !== st.session) return;
   if (st.features.failed) {
