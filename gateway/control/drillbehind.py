@@ -48,8 +48,12 @@ async def _ready(session: aiohttp.ClientSession, admin: str) -> Any:
                                timeout=aiohttp.ClientTimeout(total=ASK_TIMEOUT)) as r:
             if r.status not in (200, 503):
                 return None
-            raw = await r.content.read(MAX_READY + 1)
-            return None if len(raw) > MAX_READY else json.loads(raw)
+            raw = bytearray()
+            async for chunk in r.content.iter_chunked(65536):  # (read(n) may stop short)
+                raw += chunk
+                if len(raw) > MAX_READY:
+                    return None
+            return json.loads(raw)
     except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError):
         return None
 
