@@ -16,7 +16,10 @@ import signal
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession, web
 
+from gateway.control.drillbehind import behind
+from gateway.control.drillload import AdminClient
 from tests.backends import echo_app
 from tests.conftest import RedisServer, free_port, wait_until
 from tests.faultproxy import Forwarder, redis_state_via
@@ -80,3 +83,63 @@ async def test_an_instance_that_left_does_not_fail_the_drill(
         assert "RESTORE NOT APPLIED" not in err, err
     finally:
         await fwd.close()
+
+
+async def test_an_address_from_the_store_never_receives_the_drills_token(backends) -> None:
+    """An instance's admin address comes from the store: whoever writes to Redis without
+    the signing key can put back an old signed one (a replayed heartbeat) that their own
+    process now listens on. Asked whether it applied the restore, it must not be sent the
+    operator's token (it was, with GET /v1/status). Real HTTP both ways."""
+    seen: list[str | None] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("authorization"))
+        return web.json_response({"instance": "b", "generation": 1, "ready": True})
+
+    async def fleet(request: web.Request) -> web.Response:
+        return web.json_response({"instances": {}})
+
+    app = web.Application()
+    app.router.add_get("/v1/status", answer)
+    app.router.add_get("/readyz", answer)
+    thief = await backends(app)
+    home = web.Application()
+    home.router.add_get("/v1/status", fleet)
+    operator = await backends(home)
+    async with ClientSession() as session:
+        api = AdminClient(session, f"http://127.0.0.1:{operator}", "s3cret-operator-token")
+        late = await behind(api, ["b"], {"b": f"http://127.0.0.1:{thief}"}, 5)
+    assert seen and all(h is None for h in seen), seen
+    assert late == ["b"]  # (it can still claim to be behind: a denial of service, stated)
+
+
+async def test_an_answer_that_arrives_in_pieces_is_read_whole(backends) -> None:
+    """A /readyz answer is read to its end (its `state` grows with the fleet): read once, a
+    first piece alone was no JSON, and an instance behind the restore counted as gone."""
+    import asyncio
+    import json
+
+    body = json.dumps({"instance": "b", "generation": 1, "ready": False,
+                       "state": {"pad": "x" * 100_000}}).encode()
+
+    async def ready(request: web.Request) -> web.StreamResponse:
+        r = web.StreamResponse(status=503, headers={"content-type": "application/json"})
+        await r.prepare(request)
+        await r.write(body[:1000])
+        await asyncio.sleep(0.2)  # (a slow instance: the rest comes later)
+        await r.write(body[1000:])
+        await r.write_eof()
+        return r
+
+    async def fleet(request: web.Request) -> web.Response:
+        return web.json_response({"instances": {}})
+
+    app = web.Application()
+    app.router.add_get("/readyz", ready)
+    b = await backends(app)
+    home = web.Application()
+    home.router.add_get("/v1/status", fleet)
+    operator = await backends(home)
+    async with ClientSession() as session:
+        api = AdminClient(session, f"http://127.0.0.1:{operator}", "t")
+        assert await behind(api, ["b"], {"b": f"http://127.0.0.1:{b}"}, 5) == ["b"]

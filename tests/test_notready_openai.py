@@ -55,8 +55,16 @@ def _ollama_native(model: str) -> tuple[str, dict[str, Any]]:
     return "/api/chat", {"error": f"model '{model}' not found"}
 
 
+def _litellm(model: str) -> tuple[str, dict[str, Any]]:
+    # a LiteLLM proxy (or any OpenAI client whose base URL has no /v1: the OpenAI SDK's
+    # `base_url="http://litellm:4000"`) is asked at /chat/completions; an upstream's 404
+    # passed on keeps its code
+    return "/chat/completions", _openai(model)[1]
+
+
 SHAPES: dict[str, Shape] = {"openai": _openai, "vllm-old": _vllm_old, "vllm": _vllm,
-                            "ollama-openai": _ollama_openai, "ollama-native": _ollama_native}
+                            "ollama-openai": _ollama_openai, "ollama-native": _ollama_native,
+                            "litellm": _litellm}
 
 
 def model_server(shape: Shape, models: set[str], hits: list[str]) -> web.Application:
@@ -77,7 +85,7 @@ def model_server(shape: Shape, models: set[str], hits: list[str]) -> web.Applica
             "param": "id", "code": None}}, status=404)
 
     app = web.Application()
-    for path in (CHAT, "/v1/embeddings", "/api/chat"):
+    for path in (CHAT, "/v1/embeddings", "/api/chat", "/chat/completions"):
         app.router.add_post(path, infer)
     app.router.add_get("/v1/files/{fid}", file)
     return app
@@ -154,7 +162,7 @@ def test_each_servers_shape_for_the_requested_model(name: str) -> None:
     assert not is_not_ready("openai", 404, path, _j(body), b"GET", "llama3:8b")
     assert not is_not_ready("openai", 400, path, _j(body), b"POST", "llama3:8b")
     assert not is_not_ready("openai", 404, "/v1/files/x", _j(body), b"POST", None)
-    if name != "openai":  # (OpenAI's own code says it, whatever its message)
+    if name not in ("openai", "litellm"):  # (OpenAI's own code says it, whatever its message)
         assert not is_not_ready("openai", 404, path, _j(body), b"POST", "other")
 
 
@@ -162,7 +170,12 @@ def test_each_servers_shape_for_the_requested_model(name: str) -> None:
     "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
     "/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/speech",
     "/v1/images/generations", "/v1/images/edits", "/v1/moderations", "/openai/v1/completions",
-    "/api/generate", "/api/embed"])
+    "/api/generate", "/api/embed",
+    # without /v1 (LiteLLM, the OpenAI SDK given a base URL without it), Azure-style
+    # deployments (LiteLLM serves them too), vLLM's pooling endpoints
+    "/chat/completions", "/completions", "/embeddings", "/responses",
+    "/openai/deployments/m/chat/completions", "/openai/deployments/m/embeddings",
+    "/rerank", "/v2/rerank", "/score", "/pooling", "/classify", "/v1/classify"])
 def test_inference_paths(path: str) -> None:
     assert is_not_ready("openai", 404, path, _j(_vllm("m")[1]), b"POST", "m")
 

@@ -17,8 +17,11 @@ answer has left. HTTP through drillload's AdminClient.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Collection, Mapping
 from typing import Any
+
+import aiohttp
 
 from gateway.control.drillload import AdminClient, DrillApiError
 
@@ -26,6 +29,8 @@ __all__ = ["ASK_TIMEOUT", "behind"]
 
 #: seconds an instance is given to answer for itself (one that does not has left)
 ASK_TIMEOUT = 3.0
+#: the most of an instance's /readyz answer read (a real one is a few KiB)
+MAX_READY = 256 * 1024
 
 
 def _generation(doc: Any) -> int | None:
@@ -33,18 +38,34 @@ def _generation(doc: Any) -> int | None:
     return gen if isinstance(gen, int) and not isinstance(gen, bool) else None
 
 
+async def _ready(session: aiohttp.ClientSession, admin: str) -> Any:
+    """The /readyz answer at `admin` (no token sent, no redirect followed), None when there
+    is none to read (gone, refused, too big, not JSON)."""
+    try:
+        async with session.get(admin.rstrip("/") + "/readyz", allow_redirects=False,
+                               headers={"accept": "application/json",
+                                        "user-agent": "killgate-drill"},
+                               timeout=aiohttp.ClientTimeout(total=ASK_TIMEOUT)) as r:
+            if r.status not in (200, 503):
+                return None
+            raw = bytearray()
+            async for chunk in r.content.iter_chunked(65536):  # (read(n) may stop short)
+                raw += chunk
+                if len(raw) > MAX_READY:
+                    return None
+            return json.loads(raw)
+    except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError):
+        return None
+
+
 async def _own(api: AdminClient, name: str, admin: str, generation: int) -> str | None:
     """`name` when the instance at `admin` answers as `name` with a generation older than
     `generation` (None: it applied it, left, or cannot say)."""
-    asked = api.at(admin)
-    asked.timeout = ASK_TIMEOUT
-    try:
-        doc = await asked.call("GET", "/v1/status")
-    except DrillApiError:
-        return None  # (gone: it left; or it refuses the drill's token: it cannot say)
+    doc = await _ready(api.session, admin)
     gen = _generation(doc)
-    if doc.get("instance") != name or gen is None or gen >= generation:
-        return None  # (another process at that address now, or the restore applied)
+    if not isinstance(doc, dict) or doc.get("instance") != name or gen is None \
+            or gen >= generation:
+        return None  # (gone: it left; another process at that address now; or applied)
     return name
 
 

@@ -46,7 +46,9 @@ def ran(plan: Plan, drill: str | None, started: str, to: str | None,
     unlike = [] if restored or "error" in restore else differences(
         restore.get("before"), restore.get("state"), pending if pending != ["?"] else [])
     late = [f"still running without the restore: {', '.join(short['behind'])} (alive and not "
-            "acknowledging it: cut off from the store? see killgate status)"
+            "acknowledging it: cut off from the store? `killgate status` does not list an "
+            "instance whose heartbeat stopped; its admin /readyz shows the generation it "
+            "holds; it enforces the drill's kill until it reaches the store again)"
             ] if short and short.get("behind") else []
     restored = restored and not late
     verdict_, reasons = verdict(plan, measured, restored, stopped,

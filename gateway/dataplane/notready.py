@@ -17,11 +17,12 @@ version as if it had never been delivered. Recognised, by the route's `protocol`
   ready" sent the request to every version and counted the stable's `not_ready` error
   (tests/test_notready_shapes.py). Other 400s (a bad tensor, a missing input) are the
   client's and pass through;
-* `openai` (OpenAI-compatible servers, Ollama) on an inference path (a POST to
-  `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`,
-  `/v1/moderations`, `/v1/rerank`, `/v1/score`, `/v1/audio/{speech,transcriptions,
-  translations}`, `/v1/images/{generations,edits,variations}`, Ollama's `/api/{chat,generate,
-  embed,embeddings}`): 404 whose error has `"code": "model_not_found"` (OpenAI, LiteLLM),
+* `openai` (OpenAI-compatible servers, Ollama) on an inference path (a POST to a path
+  ending in `/chat/completions`, `/completions`, `/embeddings`, `/responses`,
+  `/moderations`, `/rerank`, `/score`, `/pooling`, `/classify`, `/audio/{speech,
+  transcriptions,translations}`, `/images/{generations,edits,variations}`, Ollama's
+  `/api/{chat,generate,embed,embeddings}`: with `/v1` or without, as LiteLLM is asked):
+  404 whose error has `"code": "model_not_found"` (OpenAI, LiteLLM),
   or whose whole message (case and surrounding blanks aside) is a server's own for the
   requested model (the body's `model` as the version's backend reads it; any name when the
   gateway could not read it): vLLM "The model `x` does not exist.", OpenAI "... does not
@@ -64,10 +65,12 @@ _V2_SHAPES = (
     ("model ", re.compile(r" (?:with version \S+ )?(?:not found|is not ready(?: yet)?)\.?")),
 )
 #: an OpenAI-style inference: what a not-ready answer can be the answer to (a POST)
+#: (the path's end: with /v1 or without, as LiteLLM and an OpenAI SDK whose base URL has
+#: no /v1 ask, Azure-style `/openai/deployments/<d>/...`, vLLM's /v2/rerank, /pooling)
 _OPENAI_PATH = re.compile(
-    r"/(?:v1/(?:chat/completions|completions|embeddings|responses|moderations|rerank|score|"
-    r"audio/(?:speech|transcriptions|translations)|images/(?:generations|edits|variations))"
-    r"|api/(?:chat|generate|embed|embeddings))$")
+    r"/(?:chat/completions|completions|embeddings|responses|moderations|rerank|score|"
+    r"pooling|classify|audio/(?:speech|transcriptions|translations)|"
+    r"images/(?:generations|edits|variations)|api/(?:chat|generate|embed|embeddings))$")
 #: an OpenAI-compatible server's not-found message, lowercased: (before the model's name,
 #: the character that ends the name, what may follow it: the rest of the message, whole)
 _OPENAI_SHAPES = (
