@@ -29,6 +29,7 @@ from gateway.dataplane.wire import (
     Refuse,
     Server,
     Stop,
+    name_kind,
 )
 
 __all__ = ["Parsing"]
@@ -151,7 +152,10 @@ class Parsing:
         if value and value[-1] in (32, 9):
             value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
         req.raw_headers.append((name, value))
-        kind = NAMES[name]
+        try:  # (a subscript costs less than a call: `name_kind` for a new spelling)
+            kind = NAMES[name]
+        except KeyError:
+            kind = name_kind(name)
         if kind:
             if kind == HOST and req.host is None:
                 req.host = value
