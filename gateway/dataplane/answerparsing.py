@@ -158,7 +158,7 @@ class AnswerParsing(Awaiting):
         self.keep_alive = self.parser.should_keep_alive()
         if self._framed and self.length is None and not self.head:  # chunked
             self._chunk_line()  # (a 204's or 304's: its message ends now, and with it this)
-        if status in (204, 304) or self.head:
+        if status == 204 or status == 304 or self.head:  # (not `in` a tuple: a call)
             if self._framed and self.length != 0:
                 # a 204 or 304 that announced a body (a length, or chunked) has none (llhttp
                 # ends it here), and a backend that sends one anyway, late, would have it

@@ -149,8 +149,8 @@ class Parsing:
                 self.parsing.keep_alive = False  # type: ignore[union-attr]  # (in a body)
             return
         req: Request = self.parsing  # type: ignore[assignment]  # (in a head)
-        if value and value[-1] in (32, 9):
-            value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
+        if value and value[-1] <= 32:  # (one comparison: `in (32, 9)` is a call, and
+            value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace: SP, HTAB)
         req.raw_headers.append((name, value))
         try:  # (a subscript costs less than a call: `name_kind` for a new spelling)
             kind = NAMES[name]
