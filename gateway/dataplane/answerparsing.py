@@ -24,6 +24,7 @@ from gateway.dataplane.answerfields import (
 )
 from gateway.dataplane.awaiting import Awaiting
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.lengths import LENGTHS, length_value
 from gateway.dataplane.location import local_location
 from gateway.errors import UpstreamError, UpstreamProtocolError
 
@@ -116,12 +117,12 @@ class AnswerParsing(Awaiting):
                 self.general = True
         elif kind == LENGTH:
             self._framed = True
-            value = value.rstrip(b" \t")  # (llhttp frames by the digits, keeps what follows)
-            if value.isdigit():
-                try:
-                    self.length = int(value)
-                except ValueError:  # over int()'s 4300 digits: leading zeros (llhttp's
-                    self.length = int(value.lstrip(b"0") or b"0")  # uint64 bounds the rest)
+            try:  # (a short one seen before: digits only; a subscript costs less than int())
+                self.length = LENGTHS[value]
+            except KeyError:
+                value = value.rstrip(b" \t")  # (llhttp frames by the digits, keeps the rest)
+                if value.isdigit():
+                    self.length = length_value(value)
         elif kind == CODING:
             # (llhttp takes any codings before "chunked": "gzip, chunked" de-chunked would
             # reach the client as if its bytes were not coded at all)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.dataplane.clock import Clock
-from gateway.dataplane.headrules import head_field, long_length, refusal
+from gateway.dataplane.headrules import head_field, refusal
+from gateway.dataplane.lengths import LENGTHS, length_value
 from gateway.dataplane.request import Request
 from gateway.dataplane.wire import (
     BODY_HIGH,
@@ -159,11 +160,11 @@ class Parsing:
         if kind:
             if kind == HOST and req.host is None:
                 req.host = value
-            elif kind == LENGTH:
-                try:
-                    req.content_length = int(value)  # llhttp checked: digits, no duplicates
-                except ValueError:  # over int()'s 4300 digits: leading zeros (llhttp's
-                    req.content_length = long_length(value)  # uint64 bounds the rest)
+            elif kind == LENGTH:  # (llhttp checked: digits, no duplicates)
+                try:  # (a subscript costs less than int(): short ones are remembered)
+                    req.content_length = LENGTHS[value]
+                except KeyError:
+                    req.content_length = length_value(value)
             else:
                 head_field(req, kind, name, value)
 
