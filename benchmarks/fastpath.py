@@ -121,6 +121,7 @@ routes:
     backend = Exchange(pool)
     backend.connection_made(Sink())
     backend.keep_alive = True  # (as after a kept-alive answer: the pool hands it out)
+    backend.pooled_at = loop.time()  # (pooled now: one pooled at 0 is past its idle timeout)
     pool.open = 1
     pool.idle.append(backend)
     client = Sink()

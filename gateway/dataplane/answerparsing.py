@@ -24,6 +24,7 @@ from gateway.dataplane.answerfields import (
 )
 from gateway.dataplane.awaiting import Awaiting
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.lengths import LENGTHS, length_value
 from gateway.dataplane.location import local_location
 from gateway.errors import UpstreamError, UpstreamProtocolError
 
@@ -116,12 +117,12 @@ class AnswerParsing(Awaiting):
                 self.general = True
         elif kind == LENGTH:
             self._framed = True
-            value = value.rstrip(b" \t")  # (llhttp frames by the digits, keeps what follows)
-            if value.isdigit():
-                try:
-                    self.length = int(value)
-                except ValueError:  # over int()'s 4300 digits: leading zeros (llhttp's
-                    self.length = int(value.lstrip(b"0") or b"0")  # uint64 bounds the rest)
+            try:  # (a short one seen before: digits only; a subscript costs less than int())
+                self.length = LENGTHS[value]
+            except KeyError:
+                value = value.rstrip(b" \t")  # (llhttp frames by the digits, keeps the rest)
+                if value.isdigit():
+                    self.length = length_value(value)
         elif kind == CODING:
             # (llhttp takes any codings before "chunked": "gzip, chunked" de-chunked would
             # reach the client as if its bytes were not coded at all)
@@ -158,7 +159,7 @@ class AnswerParsing(Awaiting):
         self.keep_alive = self.parser.should_keep_alive()
         if self._framed and self.length is None and not self.head:  # chunked
             self._chunk_line()  # (a 204's or 304's: its message ends now, and with it this)
-        if status in (204, 304) or self.head:
+        if status == 204 or status == 304 or self.head:  # (not `in` a tuple: a call)
             if self._framed and self.length != 0:
                 # a 204 or 304 that announced a body (a length, or chunked) has none (llhttp
                 # ends it here), and a backend that sends one anyway, late, would have it

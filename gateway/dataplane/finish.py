@@ -69,7 +69,7 @@ class Finish:
         length: int | None = len(body)
         if req.method == b"HEAD":
             length, body = ex.length, b""
-        elif status in (204, 304) or status < 200:
+        elif status < 200 or status == 204 or status == 304:  # (not `in` a tuple: a call)
             length, body = None, b""
         span = req.span
         if span is not None:

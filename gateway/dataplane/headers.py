@@ -26,6 +26,7 @@ from gateway.dataplane.fieldrules import (
     kept,
     learn,
 )
+from gateway.dataplane.lengths import LENGTH_LINES, length_line
 
 __all__ = [
     "answer_head",
@@ -209,27 +210,15 @@ def answer_head(status: int, lines: list[bytes], dated: bool, ours: bytes, lengt
     append(ours)
     if length is not None:
         try:
-            append(_LENGTH_LINES[length])
+            append(LENGTH_LINES[length])
         except KeyError:
-            append(_length_line(length))
+            append(length_line(length))
     if connection is not None:
         append(_CONNECTION.get(connection) or b"connection: %s\r\n" % connection)
     append(b"\r\n")
     if body:
         append(body)
     return b"".join(parts)
-
-
-# The Content-Length lines of small answers, formatted once (a lookup costs less than
-# formatting the number; bounded by construction: lengths under 4096 only).
-_LENGTH_LINES: dict[int, bytes] = {}
-
-
-def _length_line(length: int) -> bytes:
-    line = b"content-length: %d\r\n" % length
-    if length < 4096:
-        _LENGTH_LINES[length] = line
-    return line
 
 
 def own_head(status: int, content_type: bytes, length: int, ours: bytes, extra: bytes,

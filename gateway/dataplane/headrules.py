@@ -12,7 +12,7 @@ from __future__ import annotations
 from gateway.dataplane.request import Request
 from gateway.dataplane.wire import CHUNKED, EXPECT, HOST, TRACEPARENT, UPGRADE, Refuse
 
-__all__ = ["head_field", "long_length", "refusal"]
+__all__ = ["head_field", "refusal"]
 
 
 def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
@@ -39,12 +39,6 @@ def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
         alias = name.lower().replace(b"_", b"-")
         raise Refuse(400, f"the header {name.decode('latin-1')!r} reads as "
                            f"{alias.decode('latin-1')!r} to some backends; send it with '-'")
-
-
-def long_length(digits: bytes) -> int:
-    """A Content-Length of more digits than int() reads (4300): llhttp framed it, so all
-    but its last 20 digits are zeros (RFC 9110 §8.6 allows leading zeros)."""
-    return int(digits.lstrip(b"0") or b"0")
 
 
 def refusal(req: Request, version: str) -> tuple[int, str] | None:

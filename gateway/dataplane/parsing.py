@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.dataplane.clock import Clock
-from gateway.dataplane.headrules import head_field, long_length, refusal
+from gateway.dataplane.headrules import head_field, refusal
+from gateway.dataplane.lengths import LENGTHS, length_value
 from gateway.dataplane.request import Request
 from gateway.dataplane.wire import (
     BODY_HIGH,
@@ -29,6 +30,7 @@ from gateway.dataplane.wire import (
     Refuse,
     Server,
     Stop,
+    name_kind,
 )
 
 __all__ = ["Parsing"]
@@ -148,18 +150,21 @@ class Parsing:
                 self.parsing.keep_alive = False  # type: ignore[union-attr]  # (in a body)
             return
         req: Request = self.parsing  # type: ignore[assignment]  # (in a head)
-        if value and value[-1] in (32, 9):
-            value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
+        if value and value[-1] <= 32:  # (one comparison: `in (32, 9)` is a call, and
+            value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace: SP, HTAB)
         req.raw_headers.append((name, value))
-        kind = NAMES[name]
+        try:  # (a subscript costs less than a call: `name_kind` for a new spelling)
+            kind = NAMES[name]
+        except KeyError:
+            kind = name_kind(name)
         if kind:
             if kind == HOST and req.host is None:
                 req.host = value
-            elif kind == LENGTH:
-                try:
-                    req.content_length = int(value)  # llhttp checked: digits, no duplicates
-                except ValueError:  # over int()'s 4300 digits: leading zeros (llhttp's
-                    req.content_length = long_length(value)  # uint64 bounds the rest)
+            elif kind == LENGTH:  # (llhttp checked: digits, no duplicates)
+                try:  # (a subscript costs less than int(): short ones are remembered)
+                    req.content_length = LENGTHS[value]
+                except KeyError:
+                    req.content_length = length_value(value)
             else:
                 head_field(req, kind, name, value)
 

@@ -19,6 +19,7 @@ from gateway.dataplane.fieldrules import (
     kept,
     learn,
 )
+from gateway.dataplane.lengths import LENGTH_LINES, length_line
 
 __all__ = ["request_head"]
 
@@ -66,9 +67,13 @@ def request_head(first_line: bytes | list[bytes], raw: Iterable[tuple[bytes, byt
     if conn:
         parts = kept(b"".join(parts[:line_parts]), raw, drop, cache, connection_tokens(conn),
                      answer=False)
+    if length is not None:
+        try:  # (a subscript costs less than a `get` call, or than formatting the line)
+            framing = LENGTH_LINES[length]
+        except KeyError:
+            framing = length_line(length)
+    else:
+        framing = b"transfer-encoding: chunked\r\n"
     parts += (VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]),
-              forwarded,
-              b"content-length: %d\r\n\r\n" % length if length is not None
-              else b"transfer-encoding: chunked\r\n\r\n",
-              body)
+              forwarded, framing, b"\r\n", body)
     return b"".join(parts)

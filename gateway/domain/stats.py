@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample
@@ -22,19 +23,23 @@ from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample
 __all__ = ["WindowStats", "add_to_buckets"]
 
 _BOUNDS = tuple(float(b) for b in LATENCY_BOUNDS_MS)
+_MS = (1000.0).__mul__  # seconds -> milliseconds, for the bisects (`_flush`)
 _BATCH = 4096  # latencies waiting per (route, version) before they are bucketed anyway
 
 Key = tuple[str, str]
 
 
-def add_to_buckets(bounds: tuple[float, ...], counts: list[Any], values: list[float]) -> None:
+def add_to_buckets(bounds: tuple[float, ...], counts: list[Any], values: list[float],
+                   key: Callable[[float], float] | None = None) -> None:
     """Count `values` (sorted here, in place) into `counts[0..len(bounds)]`: one bucket per
     boundary, a value equal to a boundary in its own (le), then +Inf. A batch costs a sort
-    and one bisect per boundary, all in C, instead of a Python call per value."""
+    and one bisect per boundary, all in C, instead of a Python call per value. `key`: what
+    of a value is compared with the bounds (its unit's; monotonic), computed by the
+    bisects only (a few per boundary), not for every value."""
     values.sort()
     below = 0
     for i, bound in enumerate(bounds):
-        upto = bisect_right(values, bound)
+        upto = bisect_right(values, bound, key=key)
         counts[i] += upto - below
         below = upto
     counts[len(bounds)] += len(values) - below
@@ -124,7 +129,9 @@ class WindowStats:
         b = ring[-1]
         b[1] += len(latencies)
         b[2] += p[1]
-        add_to_buckets(_BOUNDS, b[3], [x * 1000.0 for x in latencies])
+        # (the bounds are milliseconds: a converted copy of every latency cost about 300 CPU
+        # instructions a request an observer, RESULTS §31)
+        add_to_buckets(_BOUNDS, b[3], latencies, _MS)
         latencies.clear()
         p[1] = 0
 
