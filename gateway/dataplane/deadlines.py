@@ -25,7 +25,7 @@ from gateway.dataplane.wire import SMALL_BODY, Limits, Server
 from gateway.log import event
 from gateway.sockets import unsent
 
-__all__ = ["PACE_GRACE", "Deadlines", "buffering", "rate_due", "send_due"]
+__all__ = ["PACE_GRACE", "Deadlines", "buffering", "carried", "rate_due", "send_due"]
 
 log = logging.getLogger("killgate.protocol")
 
@@ -48,6 +48,16 @@ def send_due(since: float, taken: int, limits: Limits) -> float:
     `send_timeout`: `rate_due`'s rule for the other direction. Pure; its caller checks that
     the rate is on (not 0)."""
     return since + limits.send_timeout + taken / limits.body_min_rate
+
+
+def carried(held_s: float, taken: int, limits: Limits) -> int:
+    """`taken` (bytes a client took in `held_s` seconds of holding up answers) as counted
+    towards `send_due`: at most one `send_timeout` ahead of `body_min_rate`. Each byte above
+    the rate bought time without limit: 1 MB taken at once against 100 KB/s banked 10 s,
+    read at a byte a look after (a slow-read attack after one fast burst; minutes with a
+    big answer). Pure."""
+    rate = limits.body_min_rate
+    return min(taken, int((held_s + limits.send_timeout) * rate)) if rate else taken
 
 
 def buffering(req: Request) -> bool:
@@ -171,7 +181,8 @@ class Deadlines:
             return self._taking(now) if now >= self.send_look else self.send_look
         if held:  # it took the rest since the last look (its holdup counts, as a pause's)
             self.held_s += now - self.paused_at
-            self.held_taken += self.send_base
+            self.held_taken = carried(self.held_s, self.held_taken + self.send_base,
+                                      self.limits)
             self.paused_at = 0.0
             self.deadline = now + self.limits.keepalive_timeout
             return self.deadline
@@ -193,6 +204,9 @@ class Deadlines:
         rate = limits.body_min_rate
         taken = self.held_taken + self.send_base - left
         since = self.paused_at - self.held_s
+        if (over := taken - carried(now - since, taken, limits)) > 0:  # (`carried`)
+            self.held_taken -= over
+            taken -= over
         if left < seen and not (rate and now >= send_due(since, taken, limits)):
             self.send_look = now + limits.send_timeout
             return self.send_look
