@@ -21,11 +21,11 @@ from collections.abc import Callable
 
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.request import BodyTimeout, Request
-from gateway.dataplane.wire import SMALL_BODY, Limits, Server
+from gateway.dataplane.wire import SMALL_BODY, Limits, Server, carried
 from gateway.log import event
 from gateway.sockets import unsent
 
-__all__ = ["PACE_GRACE", "Deadlines", "buffering", "carried", "rate_due", "send_due"]
+__all__ = ["PACE_GRACE", "Deadlines", "buffering", "rate_due", "send_due"]
 
 log = logging.getLogger("killgate.protocol")
 
@@ -48,16 +48,6 @@ def send_due(since: float, taken: int, limits: Limits) -> float:
     `send_timeout`: `rate_due`'s rule for the other direction. Pure; its caller checks that
     the rate is on (not 0)."""
     return since + limits.send_timeout + taken / limits.body_min_rate
-
-
-def carried(held_s: float, taken: int, limits: Limits) -> int:
-    """`taken` (bytes a client took in `held_s` seconds of holding up answers) as counted
-    towards `send_due`: at most one `send_timeout` ahead of `body_min_rate`. Each byte above
-    the rate bought time without limit: 1 MB taken at once against 100 KB/s banked 10 s,
-    read at a byte a look after (a slow-read attack after one fast burst; minutes with a
-    big answer). Pure."""
-    rate = limits.body_min_rate
-    return min(taken, int((held_s + limits.send_timeout) * rate)) if rate else taken
 
 
 def buffering(req: Request) -> bool:

@@ -19,9 +19,8 @@ from collections import deque
 from collections.abc import Callable
 
 from gateway.dataplane.clock import Clock
-from gateway.dataplane.deadlines import carried
 from gateway.dataplane.request import ClientGone, Request
-from gateway.dataplane.wire import Limits
+from gateway.dataplane.wire import Limits, carried
 from gateway.sockets import unsent
 
 __all__ = ["Flow"]
