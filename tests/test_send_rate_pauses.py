@@ -218,3 +218,28 @@ async def test_a_fast_start_banks_no_more_than_one_send_timeout(tmp_path: Path,
             sock.close()
         counted = _cut(g)
     assert cut and counted == 1, (got, cut, counted)
+
+
+async def test_the_admin_port_banks_no_more_than_one_send_timeout(tmp_path: Path,
+                                                                  backends) -> None:
+    """The admin listener's `_kg_carried`, as the data plane's: 200 answers backed up, most
+    of them taken at once, then ~70 KB/s against 200 KB/s: cut within ~2 s."""
+    from tests.backends import echo_app
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p),
+                       extra=SERVER.replace(str(RATE), str(2 * RATE)))
+    async with running_gateway(cfg) as g:
+        server = g.gw._admin_runner.server
+
+        def cut() -> float:
+            return float(g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) or 0)
+
+        sock = await _admin_backed_up(g, 16384)
+        try:
+            await _fast_then(sock, 1_200_000)
+            got, _ = await _take(sock, 7000, 0.1, 2.6)
+        finally:
+            sock.close()
+        assert cut() == 1, got
+        await wait_until(lambda: server.open_connections() == 0, 5, what="it gone")
