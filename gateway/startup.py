@@ -219,6 +219,7 @@ class GatewayParts:
         self._stack.push_async_callback(self.admin_api.denied.stop)
         self.admin_api.approval_expiry.start(APPROVAL_SWEEP)
         self._stack.push_async_callback(self.admin_api.approval_expiry.stop)
+        self._stack.push_async_callback(self.admin_api.writer.stop)  # (its late records)
         await self._admin_runner.setup()
         self._stack.push_async_callback(self._admin_runner.cleanup)
 

@@ -136,3 +136,34 @@ def test_only_a_reload_that_changed_nothing_but_the_latched_route_is_taken_back(
     to_v2 = StateDoc(overrides={"iris": RouteOverride(
         "v2", {"v2": 100.0}, "alice", "r", "t", "rollback")})
     assert taken_back(to_v2, now, before) == []
+
+
+def test_a_reload_that_also_changed_the_latched_route_itself_is_not_taken_back(
+        tmp_path: Path) -> None:
+    """Pure (domain/droppedlatch.taken_back): found by review (revmerge16): "changed
+    nothing else" compared the other routes and the settings, not the latched route's own
+    fields: a reload that dropped v1 AND narrowed the route's match (a bypass closed), or
+    moved a version it kept off a host (a compromised backend), was taken back, the fix
+    undone by a rollback made elsewhere (or by anyone who can write the state). Only the
+    versions the override needs, the stable and the weights may differ."""
+    from gateway.configfile import load_config
+    from gateway.domain.droppedlatch import taken_back
+    from gateway.domain.statedoc import RouteOverride, StateDoc
+
+    def routes(text: str, name: str) -> list:
+        return list(load_config(write_config(tmp_path, text, name=name)).config.routes)
+
+    before = routes(_route("iris", {"v2": (9002, 100), "v1": (9003, 0)}), "a.yaml")
+    rollback = StateDoc(overrides={"iris": RouteOverride(
+        "v1", {"v1": 100.0, "v2": 0.0}, "alice", "INC-9", "t", "rollback")})
+    narrowed = routes(_route("iris", {"v2": (9002, 100), "v3": (9004, 0)}).replace(
+        "/v2/models/iris", "/v2/models/iris/infer"), "b.yaml")
+    moved = routes(_route("iris", {"v2": (9005, 100), "v3": (9004, 0)}), "c.yaml")
+    timeouts = routes(_route("iris", {"v2": (9002, 100), "v3": (9004, 0)},
+                             "  allow_pin: true\n"), "d.yaml")
+    assert taken_back(rollback, narrowed, before) == []  # (the narrowed match stays)
+    assert taken_back(rollback, moved, before) == []  # (v2's new url stays)
+    assert taken_back(rollback, timeouts, before) == []  # (any other route key stays)
+    # the stable and the weights may differ (dropping a version moves its weight)
+    reweighted = routes(_route("iris", {"v3": (9004, 100), "v2": (9002, 0)}), "e.yaml")
+    assert [p for p, _ in taken_back(rollback, reweighted, before)] == ["routes[0].versions"]

@@ -189,3 +189,57 @@ async def test_the_admin_port_judges_the_rate_across_pauses(tmp_path: Path, back
             assert cut() == 1 and server.open_connections() == 1, got
         finally:
             sock.close()
+
+
+async def _fast_then(sock: socket.socket, fast: int) -> None:
+    """Read `fast` bytes of the answer as fast as they come."""
+    loop, got = asyncio.get_running_loop(), 0
+    while got < fast:
+        data = await asyncio.wait_for(loop.sock_recv(sock, min(65536, fast - got)), 5)
+        assert data, got
+        got += len(data)
+
+
+async def test_a_fast_start_banks_no_more_than_one_send_timeout(tmp_path: Path,
+                                                                 backends) -> None:
+    """Found by review (revmerge16): the rate over all the holdups carried every second a
+    fast start earned: 1.2 MB taken at once against 200 KB/s banked 6 s, then ~70 KB/s held
+    the answer that long (a slow-read attack after one fast burst: with a big answer,
+    minutes). The credit carried is now at most one `send_timeout`: cut within ~2 s."""
+    port = await backends(_big())
+    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
+                       extra=SERVER.replace(str(RATE), str(2 * RATE)))
+    async with running_gateway(cfg) as g:
+        sock = await _reader(g)  # (small buffers: what it takes, the gateway sees taken)
+        try:
+            await _fast_then(sock, 1_200_000)
+            got, cut = await _take(sock, 7000, 0.1, 2.6)
+        finally:
+            sock.close()
+        counted = _cut(g)
+    assert cut and counted == 1, (got, cut, counted)
+
+
+async def test_the_admin_port_banks_no_more_than_one_send_timeout(tmp_path: Path,
+                                                                  backends) -> None:
+    """The admin listener's `_kg_carried`, as the data plane's: 200 answers backed up, most
+    of them taken at once, then ~70 KB/s against 200 KB/s: cut within ~2 s."""
+    from tests.backends import echo_app
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p),
+                       extra=SERVER.replace(str(RATE), str(2 * RATE)))
+    async with running_gateway(cfg) as g:
+        server = g.gw._admin_runner.server
+
+        def cut() -> float:
+            return float(g.gw.metrics.get("killgate_admin_refused_total", ("timeout",)) or 0)
+
+        sock = await _admin_backed_up(g, 16384)
+        try:
+            await _fast_then(sock, 1_200_000)
+            got, _ = await _take(sock, 7000, 0.1, 2.6)
+        finally:
+            sock.close()
+        assert cut() == 1, got
+        await wait_until(lambda: server.open_connections() == 0, 5, what="it gone")

@@ -4,19 +4,22 @@ retry answered from the first attempt's result."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from gateway.admin.inputs import decoded_body
+from gateway.admin.ports import Idempotency
 from gateway.domain.audit import AuditDraft
 from gateway.errors import ApiError, AuditError, StateError
 from gateway.log import event
 
-__all__ = ["audit_replay", "key_of"]
+__all__ = ["audit_replay", "key_of", "settle_later"]
 
 log = logging.getLogger("killgate.admin")
 
@@ -59,3 +62,31 @@ async def audit_replay(audit: Callable[[AuditDraft], Awaitable[None]], request: 
     except (StateError, AuditError) as exc:
         event(log, "replay_audit_failed", logging.WARNING, error=str(exc))
 
+
+#: how often `settle_later` tries the store again
+SETTLE_RETRY_S = 0.5
+
+
+async def settle_later(idem: Idempotency, ident: str, record: dict[str, Any], keep: float,
+                       lease: float) -> None:
+    """Record a write's `unknown` key (admin/writes.py `_unknown`) the store did not take
+    (away: a failover, likely what lost the commit's answer too), tried again every
+    SETTLE_RETRY_S until the claim's lease ends: after that a retry may hold the key, and
+    the record (compare-and-set on the claim's holder) could no longer land. Without it the
+    claim lapsed and a later retry ran the write fresh, though the first may have landed
+    (an unkill's retry then answered 409 not_killed, a kill's made a second kill event)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + lease
+    while (left := end - loop.time()) > 0:
+        await asyncio.sleep(min(SETTLE_RETRY_S, left))
+        try:
+            kept = await asyncio.wait_for(idem.idem_settle(ident, record, keep),
+                                          max(0.05, end - loop.time()))
+        except (StateError, TimeoutError):
+            continue
+        event(log, "idempotency_unknown_recorded" if kept else "idempotency_claim_lost",
+              logging.INFO if kept else logging.WARNING, at="unknown")
+        return
+    event(log, "idempotency_unknown_not_recorded", logging.WARNING, lease=lease,
+          action="the store was away for the claim's lease: a retry with the key runs "
+                 "the write again; check `killgate audit` before retrying")

@@ -110,9 +110,18 @@ class _AdminProtocol(RequestHandler):
             self._kg_send = None
         if self._kg_buffered != 1 << 62:  # a holdup looked at: it counts in the next one's
             self._kg_held_s += self._loop.time() - self._kg_since
-            self._kg_held_taken += max(0, self._kg_base - unsent(self.transport))
+            self._kg_held_taken = self._kg_carried(self._kg_held_s, self._kg_held_taken + max(
+                0, self._kg_base - unsent(self.transport)))
             self._kg_buffered = 1 << 62
         super().resume_writing()
+
+    def _kg_carried(self, held_s: float, taken: int) -> int:
+        """`taken` (what the client took in `held_s` s of holdups) as counted towards the
+        rate: at most one `send_timeout` ahead of `send_min_rate` (each byte above it
+        bought time without limit: a fast start banked minutes of slow reading after;
+        dataplane/deadlines.carried's rule)."""
+        rate, grace = self._kg_limits.send_min_rate, self._kg_limits.send_timeout
+        return min(taken, int((held_s + grace) * rate)) if rate else taken
 
     def _kg_unread(self) -> None:
         """A look at a client its answer waits for: one that took some of it since the last
@@ -134,6 +143,10 @@ class _AdminProtocol(RequestHandler):
             # (and on average at least `send_min_rate` once `send_timeout` has passed: a
             # few bytes a look, a slow-read attack, held the connection and its answers)
             taken = self._kg_held_taken + self._kg_base - left
+            if (over := taken - self._kg_carried(now - self._kg_since + self._kg_held_s,
+                                                 taken)) > 0:
+                self._kg_held_taken -= over
+                taken -= over
             if not rate or now < (self._kg_since - self._kg_held_s + limits.send_timeout
                                   + taken / rate):
                 self._kg_buffered = left

@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.attempts import MAX_ATTEMPTS, attempts, landed_record
-from gateway.admin.idemkeys import audit_replay, key_of
+from gateway.admin.idemkeys import audit_replay, key_of, settle_later
 from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
 from gateway.domain.writeids import RETRY_OF, write_generation
@@ -83,6 +83,14 @@ class Writer:
         self.state = state
         self.idem = idem
         self.audit = audit
+        #: `unknown` records the store did not take yet (`_unknown`), tried again
+        self.settling: set[asyncio.Task[None]] = set()
+
+    async def stop(self) -> None:
+        """End the `unknown` records still tried (at shutdown: the claims lapse)."""
+        for task in list(self.settling):
+            task.cancel()
+        await asyncio.gather(*self.settling, return_exceptions=True)
 
     async def run(self, request: web.Request, subject: str, wait: float, op: Op,
                   request_id: str, source: str, trace_id: str = "",
@@ -175,11 +183,21 @@ class Writer:
                 await self.idem.idem_release(ident, claim)
             return
         scoped = {} if done.scope is None else {"scope": done.scope}
-        exc.key_kept = await self._settle(
-            ident, {"fingerprint": fingerprint, "holder": claim["holder"],
-                    "unknown": {"write": doc.writes[-1], "generation": done.generation,
-                                "before": [list(t) for t in tried[:MAX_ATTEMPTS - 1]]},
-                    "status": done.status, "extra": done.body, **scoped}, IDEMPOTENCY_TTL)
+        record = {"fingerprint": fingerprint, "holder": claim["holder"],
+                  "unknown": {"write": doc.writes[-1], "generation": done.generation,
+                              "before": [list(t) for t in tried[:MAX_ATTEMPTS - 1]]},
+                  "status": done.status, "extra": done.body, **scoped}
+        try:
+            exc.key_kept = await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
+        except StateError:  # (the store away: tried again while the claim can be ours)
+            task = asyncio.get_running_loop().create_task(settle_later(
+                self.idem, ident, record, IDEMPOTENCY_TTL, CLAIM_LEASE), name="idem-unknown")
+            self.settling.add(task)
+            task.add_done_callback(self.settling.discard)
+            return
+        if not exc.key_kept:
+            event(log, "idempotency_claim_lost", logging.WARNING, lease=CLAIM_LEASE,
+                  at="unknown")
 
     async def _resolve(self, ident: str, earlier: dict[str, Any], claim: dict[str, Any],
                        stood_in: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -11,7 +11,8 @@ spec waits): the config before is put live again (a reload of its own: checked, 
 audited as a change back) and the file counted refused, saying why and that `release` ends
 it; the watcher reads the file again as the state changes, as for any refusal. Only the
 config the last reload replaced is put back, only when it has every version latched and the
-reload changed nothing else (no other route, no setting: a fix shipped with it stays; the
+reload changed nothing else (no other route, no setting, of the route itself only its
+versions, stable and weights: a fix shipped with it stays; the
 route then serves nothing, as status says), once until the next reload
 (domain/droppedlatch.taken_back decides).
 """

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.request import BodyTimeout, Request
-from gateway.dataplane.wire import SMALL_BODY, Limits, Server
+from gateway.dataplane.wire import SMALL_BODY, Limits, Server, carried
 from gateway.log import event
 from gateway.sockets import unsent
 
@@ -171,7 +171,8 @@ class Deadlines:
             return self._taking(now) if now >= self.send_look else self.send_look
         if held:  # it took the rest since the last look (its holdup counts, as a pause's)
             self.held_s += now - self.paused_at
-            self.held_taken += self.send_base
+            self.held_taken = carried(self.held_s, self.held_taken + self.send_base,
+                                      self.limits)
             self.paused_at = 0.0
             self.deadline = now + self.limits.keepalive_timeout
             return self.deadline
@@ -193,6 +194,9 @@ class Deadlines:
         rate = limits.body_min_rate
         taken = self.held_taken + self.send_base - left
         since = self.paused_at - self.held_s
+        if (over := taken - carried(now - since, taken, limits)) > 0:  # (`carried`)
+            self.held_taken -= over
+            taken -= over
         if left < seen and not (rate and now >= send_due(since, taken, limits)):
             self.send_look = now + limits.send_timeout
             return self.send_look

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.request import ClientGone, Request
-from gateway.dataplane.wire import Limits
+from gateway.dataplane.wire import Limits, carried
 from gateway.sockets import unsent
 
 __all__ = ["Flow"]
@@ -68,7 +68,8 @@ class Flow:
         self.write_paused = False
         if self.paused_at:  # this holdup counts in the next one's rate
             self.held_s += self.loop.time() - self.paused_at
-            self.held_taken += max(0, self.send_base - unsent(self.transport))
+            self.held_taken = carried(self.held_s, self.held_taken + max(
+                0, self.send_base - unsent(self.transport)), self.limits)
         self.paused_at = 0.0
         d = self.drainer
         if d is not None and not d.done():

@@ -15,7 +15,8 @@ from gateway.dataplane.peercap import PeerCap
 from gateway.dataplane.request import Request
 
 __all__ = ["BODY_HIGH", "MAX_HEAD", "MAX_HEADERS", "MAX_LINE", "SLICE", "SMALL_BODY", "Drainable",
-           "Handler", "Limits", "Refuse", "Server", "Stop", "error_response", "name_kind"]
+           "Handler", "Limits", "Refuse", "Server", "Stop", "carried", "error_response",
+           "name_kind"]
 
 MAX_LINE = 8190       # a request line or one field (aiohttp's and nginx's 8 KiB)
 MAX_HEADERS = 128
@@ -174,3 +175,13 @@ def error_response(status: int, message: str) -> bytes:
     return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, _REASONS.get(status, b"Error"),
                                               len(body), body))
+
+
+def carried(held_s: float, taken: int, limits: Limits) -> int:
+    """`taken` (bytes a client took in `held_s` seconds of holding up answers) as counted
+    towards `deadlines.send_due`: at most one `send_timeout` ahead of `body_min_rate`. Each byte above
+    the rate bought time without limit: 1 MB taken at once against 100 KB/s banked 10 s,
+    read at a byte a look after (a slow-read attack after one fast burst; minutes with a
+    big answer). Pure."""
+    rate = limits.body_min_rate
+    return min(taken, int((held_s + limits.send_timeout) * rate)) if rate else taken

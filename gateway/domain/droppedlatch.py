@@ -72,7 +72,8 @@ def taken_back(doc: StateDoc, running: Iterable[RouteConfig],
                before: Iterable[RouteConfig]) -> list[tuple[str, str]]:
     """(yaml path, message) for every version an override latched in `doc` serves that the
     config in force (`running`) lacks, when the config before its last reload (`before`)
-    has them all and the reload changed no other route: the reload would have been refused
+    has them all and the reload changed nothing else (no other route; of the latched ones
+    only their versions, stable and weights: `_only_versions_dropped`): the reload would have been refused
     had the override come first (a rollback made through an instance still on the old file
     while this one took up the new), and taking it back undoes nothing else. [] otherwise
     (nothing missing; `before` lacking some too; other routes changed with it: those stay,
@@ -83,4 +84,20 @@ def taken_back(doc: StateDoc, running: Iterable[RouteConfig],
         return []
     if [rc for rc in now if rc.name not in short] != [rc for rc in then if rc.name not in short]:
         return []
+    was = {rc.name: rc for rc in then}
+    if any(not _only_versions_dropped(rc, was[rc.name]) for rc in now if rc.name in short):
+        return []
     return latch_problems(doc, now)
+
+
+def _only_versions_dropped(now: RouteConfig, then: RouteConfig) -> bool:
+    """`now` is `then` but for versions it dropped or added, its stable and the weights:
+    every other key of the route (its match, timeouts, shadow's drop_headers...) and every
+    kept version's url, artifact and model are the same (a bypass closed or a backend moved
+    off a host with the reload stays: taking it back would undo it)."""
+    skip = {"versions": True, "stable": True}
+    if now.model_dump(exclude=skip) != then.model_dump(exclude=skip):
+        return False
+    kept = {v.name: v for v in then.versions}
+    return all(v.model_dump(exclude={"weight": True}) == kept[v.name].model_dump(
+        exclude={"weight": True}) for v in now.versions if v.name in kept)

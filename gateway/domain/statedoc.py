@@ -35,6 +35,7 @@ from gateway.domain.writeids import lifted_after, lifted_writes_after, new_write
 __all__ = [
     "MAX_GENERATION",
     "MAX_HISTORY",
+    "MAX_IDENTITIES",
     "Change",
     "DrillRecord",
     "HistoryEntry",
@@ -50,6 +51,12 @@ __all__ = [
 ]
 
 MAX_HISTORY = 100  # entries kept per route (the oldest are dropped)
+#: version identities kept per route, the oldest recorded dropped past it: without a bound, a
+#: version name per build (a CI deploy) grew the document with every deploy for ever, past
+#: MAX_DOC_BYTES (16 MiB; ~8,000 identities with 2 KB urls), where no instance can read the
+#: state (its kills included). A name older than the newest MAX_IDENTITIES of its route is
+#: no longer checked against its artifact.
+MAX_IDENTITIES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +195,8 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
 
     The one place the rule lives: the generation moves on; a new kill flag (generation 0)
     and every appended history entry are stamped with it; a route's history keeps its
-    newest MAX_HISTORY entries; the write gets an id of its own (`writes`), and a kill it
-    lifts is recorded (`lifted`)."""
+    newest MAX_HISTORY entries, and its identities the newest MAX_IDENTITIES; the write
+    gets an id of its own (`writes`), and a kill it lifts is recorded (`lifted`)."""
     gen = doc.generation + 1 if generation is None else generation
     if gen <= doc.generation:
         raise ValueError(f"generation {gen} does not move past {doc.generation}")
@@ -203,7 +210,12 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
         history[route] = (*history.get(route, ()), *stamped)[-MAX_HISTORY:]
     identities = {r: dict(v) for r, v in doc.identities.items()}
     for route, versions in change.identities.items():
-        identities.setdefault(route, {}).update(versions)
+        known = identities.setdefault(route, {})
+        known.update(versions)
+        if len(known) > MAX_IDENTITIES:  # (the oldest go, by the time recorded: a stored
+            # document's keys come back sorted, not in the order they were seen)
+            newest = sorted(known, key=lambda v: (str(known[v].get("time") or ""), v))
+            identities[route] = {v: known[v] for v in newest[-MAX_IDENTITIES:]}
     writes = trim_writes((*doc.writes, write))
     lifted, lifted_writes = doc.lifted, doc.lifted_writes
     if change.kills:
