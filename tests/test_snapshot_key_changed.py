@@ -8,6 +8,7 @@ Real redis-server, real gateways, the real CLI."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,31 @@ async def test_a_new_key_and_a_flushed_redis_keep_the_snapshots_kills(
                          what="the kill re-seeded into redis")
         await unkill(session, g.admin, scope="route", route="iris")
         assert (await status_of(session, g.url))[0] == 200
+
+
+async def test_a_new_key_with_the_store_intact_writes_nothing_over_the_fleets_state(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same restart with the store intact (one instance's key is not the fleet's): the
+    snapshot's kills are no state to re-seed over the fleet's document, which it cannot
+    verify (it would drop the fleet's weights, history and later kills): it writes nothing
+    and serves no route (503 state_unknown), as an instance without a snapshot does
+    (tests/test_wrong_key_start.py)."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="2s"))
+    snap = tmp_path / "snapshot-a.json"
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        await wait_until(lambda: snap.exists() and b"route:iris" in snap.read_bytes(), 5,
+                         what="the snapshot")
+    stored = redis_server.cmd("GET", "kgtest:state")
+    monkeypatch.setenv("KILLGATE_TEST_STATE_KEY", "another-state-key-0123456789-abcdefghij")
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.snapshot.kills_only is not None, 5,
+                         what="the snapshot read")
+        for _ in range(20):
+            assert await status_of(session, g.url) == (503, "fallback")  # state unknown
+            await asyncio.sleep(0.05)
+        assert not g.gw.sync.ready
+    assert redis_server.cmd("GET", "kgtest:state") == stored  # the fleet's, untouched
