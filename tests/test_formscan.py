@@ -115,3 +115,56 @@ def test_a_head_of_the_longest_length_passes_and_one_byte_more_is_refused() -> N
         assert feed_all(longest, pieces) == len(longest)
     for pieces in splits(over)[::97]:
         assert feed_all(over, pieces) < len(over)
+
+
+@pytest.mark.parametrize("body", [
+    mp(MODEL, NOISE),
+    mp(MODEL, FILE) + b"an epilogue",
+    mp(MODEL, NOISE)[:-2],  # the close delimiter at the very end, without its CRLF
+])
+def test_a_closed_form_finishes_at_every_split(body: bytes) -> None:
+    for pieces in splits(body)[::5]:
+        scan = PartScanner(b"XyZ")
+        for piece in pieces:
+            scan.feed(piece)
+        scan.finish()
+
+
+@pytest.mark.parametrize(("body", "where"), [
+    (mp(MODEL, NOISE)[:-len(b"\r\n--XyZ--\r\n")], "before its close delimiter"),
+    (mp(MODEL, NOISE)[:-len(b"--\r\n")], "before its close delimiter"),  # a boundary line
+    (mp(MODEL, NOISE)[:-len(b"-\r\n")], "before its close delimiter"),
+    (mp(MODEL, NOISE)[:-len(b"--\r\n")] + b"\r\nContent-Disposition: form-da",
+     "inside a part's head"),
+])
+def test_a_form_that_never_closes_is_refused_when_the_body_ends(body: bytes,
+                                                                where: str) -> None:
+    """Starlette and aiohttp refuse it, Werkzeug reads it as an empty form: its end is
+    judged when the body ends (the sender holds the last `tail` bytes until then)."""
+    for pieces in splits(body)[::5]:
+        scan = PartScanner(b"XyZ")
+        for piece in pieces:
+            scan.feed(piece)
+        with pytest.raises(Unreadable, match=where):
+            scan.finish()
+    with pytest.raises(Unreadable, match=where):
+        scan_held({"content-type": "multipart/form-data; boundary=XyZ"}, body)
+
+
+def test_the_sender_holds_the_last_bytes_until_the_form_is_closed() -> None:
+    """`send` passes on all but the last len("\\r\\n--XyZ--\\r\\n") bytes; `end` the rest
+    once the form is known closed, or raises, nothing of the end sent."""
+    tail = len(b"\r\n--XyZ--\r\n")
+    for body in (mp(MODEL, NOISE), mp(MODEL, FILE) + b"an epilogue"):
+        for pieces in splits(body)[::5]:
+            scan = PartScanner(b"XyZ")
+            out = b"".join(scan.send(p) for p in pieces)
+            assert body.startswith(out) and len(out) >= len(body) - tail
+            assert out + scan.end() == body
+    body = mp(MODEL, NOISE)[:-tail]
+    for pieces in splits(body)[::5]:
+        scan = PartScanner(b"XyZ")
+        out = b"".join(scan.send(p) for p in pieces)
+        assert len(out) <= len(body) - tail  # the last bytes were never sent
+        with pytest.raises(Unreadable, match="before its close delimiter"):
+            scan.end()

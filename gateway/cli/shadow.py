@@ -49,7 +49,8 @@ def render(rep: dict[str, Any]) -> str:
     o = rep.get("outcomes") or {}
     lines.append(f"agreement {_pct(rep.get('agreement'))} ({rep.get('agreed')} of "
                  f"{rep.get('compared')} compared; {o.get('noise', 0)} of them within the "
-                 f"noise floor; {o.get('uncomparable', 0)} uncomparable)")
+                 f"noise floor, {rep.get('agreed_excusing_answer', 0)} only by excusing the "
+                 f"answer itself; {o.get('uncomparable', 0)} uncomparable)")
     copies = rep.get("copies") or {}
     lines.append("copies: " + ", ".join(f"{k} {v}" for k, v in copies.items()))
     if rep.get("failures"):

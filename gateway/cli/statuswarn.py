@@ -71,6 +71,10 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
         out.append(f"SNAPSHOT NOT WRITTEN: {snapshot.get('error')}; the file holds generation "
                    f"{snapshot.get('generation')}: a restart while the store cannot be reached "
                    "(or lost its state) would enforce that, without the changes since")
+    if snapshot.get("kills_only"):
+        out.append(f"SNAPSHOT KILLS ONLY: the snapshot read at start-up was not trusted "
+                   f"({snapshot['kills_only']}): its kills are enforced, its overrides, weights "
+                   "and history were refused; lift a kill you do not want with `killgate unkill`")
     verification = store.get("verification") or {}
     if verification.get("unverified_total"):
         last = verification.get("last_unverified") or {}

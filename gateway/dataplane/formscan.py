@@ -39,7 +39,8 @@ class PartScanner:
     """Fed a multipart body's bytes in order (`feed`); raises when a part past the first
     `model` one is named like `model`, or any part head is out of the peek's grammar."""
 
-    __slots__ = ("_at0", "_carry", "_dash", "_head", "_lead", "_models", "_pos", "_state")
+    __slots__ = ("_at0", "_carry", "_dash", "_head", "_held", "_lead", "_models", "_pos",
+                 "_state")
 
     def __init__(self, boundary: bytes) -> None:
         self._dash = b"--" + boundary
@@ -50,6 +51,7 @@ class PartScanner:
         self._head = b""  # a part head cut in two: its first bytes
         self._models = 0
         self._state = _PREAMBLE
+        self._held = b""  # the body's last bytes, not sent yet (`send`)
 
     @property
     def done(self) -> bool:
@@ -112,6 +114,40 @@ class PartScanner:
             self._lead = max(lead - keep, -2)  # (-2: long before; only the last 2 bytes matter)
             self._at0 = self._at0 and keep == 0
 
+    def send(self, data: bytes) -> bytes:
+        """Feed `data`; what of the body may go out now: all but its last bytes (as many as
+        "\r\n--boundary--\r\n"), held back until `end` finds the form closed; once
+        the close delimiter is seen, everything (the epilogue is not read)."""
+        self.feed(data)
+        held = self._held + data if self._held else data
+        tail = 0 if self._state == _DONE else len(self._dash) + 6
+        if len(held) <= tail:
+            self._held = held
+            return b""
+        self._held = held[len(held) - tail:] if tail else b""
+        return held[:len(held) - tail] if tail else held
+
+    def end(self) -> bytes:
+        """The body ended: the bytes held back, once `finish` found the form closed."""
+        self.finish()
+        held, self._held = self._held, b""
+        return held
+
+    def finish(self) -> None:
+        """The body ended: raises `Unreadable` unless the form was closed (its close
+        delimiter seen, or at its very end without the CRLF). Starlette and aiohttp refuse
+        a form that never closes or ends inside a part head; Werkzeug reads it as an empty
+        form: a backend behind a catch-all could find no `model`, or another."""
+        if self._state == _DONE:
+            return
+        carry = self._carry
+        if self._state == _BODY and carry.endswith(self._dash + b"--") and (
+                carry[:-len(self._dash) - 2].endswith(b"\r\n")):
+            return
+        where = "inside a part's head" if self._state == _HEAD else "before its close delimiter"
+        raise Unreadable(f"the multipart body ends {where} ('--' + boundary + '--'), so "
+                         "the body's 'model' cannot be checked")
+
     def _end_of_head(self, buf: bytes, pos: int) -> int:
         """Where the part's content begins in `buf` once the head that begins at `pos` (after
         `_head`, its bytes from earlier pieces) has ended and been judged; -1 when it goes on
@@ -171,3 +207,4 @@ def scan_held(headers: Mapping[str, str], body: bytes) -> None:
     scan = scanner(headers)
     if scan is not None:
         scan.feed(body)
+        scan.finish()

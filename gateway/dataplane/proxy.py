@@ -40,6 +40,7 @@ from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.keyquota import KeyQuota
+from gateway.domain.modellist import model_listing
 from gateway.domain.routetable import RouteTable
 from gateway.domain.routing import Choice, RoutePlan
 from gateway.forwarded import ClientAddress
@@ -189,6 +190,10 @@ class Proxy(Outgoing, ModelPeek, Finish):
                 self._matched = None if any(p.headers for p in table.routes) else {}
             plan = table.match(path, host, req.headers, model)
         if plan is None:
+            if req.method == b"GET" and not prefix and table.model_routes \
+                    and (listing := model_listing(table, path, host, req.headers)) is not None:
+                self._reply(req, 200, listing, None, None, "")  # (GET /v1/models: modellist.py)
+                return
             # (prefix: the body was read because some route matches by `model`; without
             # it "no route matches POST /v1/chat/completions" read as wrong on a path
             # that a moment before served another model)

@@ -130,7 +130,7 @@ async def compare(loop: asyncio.AbstractEventLoop, tally: Tally, sh: ShadowConfi
     if sh.noise is not None:
         tally.observed(v.result)
     tally.outcome(v.outcome, v.left, primary_s, shadow_s, v.result.detail,
-                  model_answered(primary, plan.config.protocol))
+                  model_answered(primary, plan.config.protocol), v.excused_answer)
     if text is not None:
         tally.disagreement(text, sh.disagreements)
 

@@ -269,7 +269,9 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
 async def _chain(flight: Forwarding, first: bytes) -> AsyncIterator[bytes]:
     """The body as the backend gets it: what is in memory, then the rest as it comes. A
     multipart body routed by its `model` is watched on its way (`formscan.py`): a second
-    `model` part raises `RefusedBody` before the bytes that end its head go out."""
+    `model` part raises `RefusedBody` before the bytes that end its head go out, and a form
+    that never closes (no close delimiter, or a part head cut off) before its last bytes
+    do (Starlette refuses it, Werkzeug reads an empty form)."""
     field = flight.field
     scan = None if field is None or not field.form else scanner(flight.req.headers)
     if scan is None:
@@ -278,12 +280,13 @@ async def _chain(flight: Forwarding, first: bytes) -> AsyncIterator[bytes]:
         async for chunk in flight.req.rest(len(flight.prefix or b""), flight.proxy.max_body):
             yield chunk
         return
-    try:
-        scan.feed(first)
-        if first:
-            yield first
+    try:  # (the last bytes wait for the body's end: `PartScanner.send`)
+        if out := scan.send(first):
+            yield out
         async for chunk in flight.req.rest(len(flight.prefix or b""), flight.proxy.max_body):
-            scan.feed(chunk)
-            yield chunk
+            if out := scan.send(chunk):
+                yield out
+        if out := scan.end():
+            yield out
     except Unreadable as exc:
         raise RefusedBody(str(exc)) from None

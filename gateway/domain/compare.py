@@ -18,10 +18,19 @@ from gateway.domain.compare_json import compare_json
 from gateway.domain.compare_tensors import compare_tensors
 from gateway.domain.comparison import Answer, Comparison, Difference
 
-__all__ = ["AGREED", "DISAGREED", "NOISE", "OUTCOMES", "UNCOMPARABLE", "compare", "judge"]
+__all__ = ["AGREED", "ANSWER_KINDS", "DISAGREED", "NOISE", "OUTCOMES", "UNCOMPARABLE", "compare",
+           "excuses_answer", "judge"]
 
 AGREED, NOISE, DISAGREED, UNCOMPARABLE = "agreed", "noise", "disagreed", "uncomparable"
 OUTCOMES = (AGREED, NOISE, DISAGREED, UNCOMPARABLE)
+
+#: kinds of difference that are the model's answer itself, not a field beside it: a chat
+#: answer's text, tool calls or JSON, a tensor's values, a body that is not JSON (or not
+#: parsable). A comparison that agreed only by excusing one of these as noise (the primary
+#: samples its text: it differs from itself in nearly every pair) compared no answer: the
+#: promotion gate does not count it as agreement (promotiongate.py). A JSON field (an id,
+#: a timestamp) excused as noise is field-level (Diffy): the rest was compared exactly.
+ANSWER_KINDS = frozenset({"text", "tool_calls", "json", "values", "body", "unparsable"})
 
 
 def compare(cfg: CompareConfig, request: bytes, primary: Answer, shadow: Answer) -> Comparison:
@@ -56,3 +65,8 @@ def judge(c: Comparison, noise: Comparison | None = None,
     own = {d.path for d in noise.differences} if noise is not None and noise.comparable else ()
     left = tuple(d for d in c.differences if d.path not in own and d.path not in noisy)
     return (DISAGREED, left) if left else (NOISE, ())
+
+
+def excuses_answer(c: Comparison, outcome: str) -> bool:
+    """Whether a `noise` outcome excused the answer itself (`ANSWER_KINDS`)."""
+    return outcome == NOISE and any(d.kind in ANSWER_KINDS for d in c.differences)

@@ -29,8 +29,12 @@ def gate_counts(t: Tally) -> tuple[int, int, dict[str, int]]:
     """(counted, agreed, failures) for the gate: the comparisons and the copies the shadow
     failed (`SHADOW_FAILURES`, by kind), each failure compared and not agreed; of requests
     the primary answered 2xx only (both sides' 401 to a scanner, or 422 to a bad request,
-    says nothing of the model: `min_shadow_compared` met by them compared no model answer)."""
+    says nothing of the model: `min_shadow_compared` met by them compared no model answer).
+    Nor a `noise` outcome that excused the answer itself (`Tally.ok_excused`): a primary
+    whose text differs from itself in nearly every pair excuses any text, garbage too, and
+    an equal `finish_reason` is no evidence the shadow answers alike (inconclusive)."""
     compared, agreed = compared_agreed(t, ok_only=True)
+    compared, agreed = compared - t.ok_excused, agreed - t.ok_excused
     failed = {k: v for k, v in sorted(t.ok_failures.items())
               if k in SHADOW_FAILURES and v > 0}
     return compared + sum(failed.values()), agreed, failed
@@ -71,6 +75,11 @@ def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
     aside = (f"; {others} compared request{'' if others == 1 else 's'} the primary answered "
              "with another status (a 4xx, a 5xx) or an error body do not count"
              if others else "")
+    excused = fleet.ok_excused if fleet is not None else 0
+    aside += (f"; {excused} agreed only by excusing the answer itself as noise (the primary's "
+              "answers differ from each other there: an exact comparison of them says nothing; "
+              "compare what must be equal instead, e.g. openai_chat text: none with "
+              "max_length_change, or json) do not count" if excused else "")
     older = fleet.older if fleet is not None else 0
     aside += (f"; {older} compared by instances of an older version (which do not say the "
               "primary's status) do not count" if older else "")

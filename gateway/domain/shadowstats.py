@@ -66,6 +66,10 @@ class Tally:
     #: comparisons counted by instances of an older version (their counts have no
     #: `ok_outcomes`): the gate leaves them out, not knowing the primary's status (not sent)
     older: int = 0
+    #: `noise` outcomes that excused the answer itself (compare.ANSWER_KINDS): of all, and
+    #: of requests the primary answered 2xx (the gate counts these as no comparison)
+    excused: int = 0
+    ok_excused: int = 0
 
     # ------------------------------------------------------------------ recording
 
@@ -119,11 +123,15 @@ class Tally:
         return frozenset(out)
 
     def outcome(self, outcome: str, differences: tuple[Difference, ...], primary_s: float,
-                shadow_s: float, detail: dict[str, Any], primary_ok: bool = True) -> None:
-        """A compared copy; `primary_ok`: the primary answered the request 2xx."""
+                shadow_s: float, detail: dict[str, Any], primary_ok: bool = True,
+                excused: bool = False) -> None:
+        """A compared copy; `primary_ok`: the primary answered the request 2xx; `excused`:
+        a `noise` outcome that excused the answer itself."""
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self.excused += excused
         if primary_ok:
             self.ok_outcomes[outcome] = self.ok_outcomes.get(outcome, 0) + 1
+            self.ok_excused += excused
         for kind in {d.kind for d in differences}:
             self.differences[kind] = self.differences.get(kind, 0) + 1
         self.primary_ms[bisect_left(_BOUNDS, primary_s * 1000.0)] += 1
@@ -173,7 +181,8 @@ class Tally:
                 "noise_paths": self.noise_paths, "raw_n": self.raw_n,
                 "raw_paths": self.raw_paths, "length_change": self.length_change,
                 "length_n": self.length_n, "ok_outcomes": self.ok_outcomes,
-                "ok_failures": self.ok_failures,
+                "ok_failures": self.ok_failures, "excused": self.excused,
+                "ok_excused": self.ok_excused,
                 # (records as text under a key of their own: an instance of an older
                 # version, which takes objects only under "disagreements", still reads
                 # the counts)
@@ -212,6 +221,7 @@ class Tally:
                    # for the gate, which cannot tell which of them were of 2xx answers)
                    ok_outcomes=counts(d.get("ok_outcomes", {})),
                    ok_failures=counts(d.get("ok_failures", {})),
+                   excused=int(d.get("excused", 0)), ok_excused=int(d.get("ok_excused", 0)),
                    older=0 if "ok_outcomes" in d else compared_agreed(
                        Tally("", "", outcomes=counts(d.get("outcomes", {}))))[0])
 
@@ -242,6 +252,8 @@ def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
         out.length_change += t.length_change
         out.length_n += t.length_n
         out.older += t.older
+        out.excused += t.excused
+        out.ok_excused += t.ok_excused
         ds.extend(t.disagreements)
     ds.sort(key=record_time, reverse=True)
     out.disagreements = deque(ds)
@@ -267,6 +279,9 @@ def report(route: str, t: Tally, compare: str, sample: float, instances: int,
     return {
         "route": route, "version": t.version, "compare": compare, "sample": sample,
         "compared": compared, "agreed": agreed,
+        # (of `agreed`: by a noise excuse, and by excusing the answer itself: no evidence of
+        # agreement for the promotion gate)
+        "agreed_with_noise": t.outcomes.get(NOISE, 0), "agreed_excusing_answer": t.excused,
         "agreement": round(agreed / compared, 6) if compared else None,
         "dropped": t.copies.get("dropped", 0),
         "outcomes": {k: t.outcomes.get(k, 0) for k in (AGREED, NOISE, DISAGREED, UNCOMPARABLE)},

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from gateway.config_routes import RouteConfig
 from gateway.config_shadow import CompareConfig, DisagreementsConfig, ShadowConfig
 from gateway.domain.audit import utc_now
-from gateway.domain.compare import DISAGREED, compare, judge
+from gateway.domain.compare import DISAGREED, compare, excuses_answer, judge
 from gateway.domain.comparison import (
     Answer,
     Comparison,
@@ -58,6 +58,8 @@ class Verdict(NamedTuple):
     outcome: str
     left: tuple[Difference, ...]  # the differences that count (after the noise floor)
     record: dict[str, Any] | None  # a disagreement, as stored
+    #: agreed only by excusing the answer itself as noise (compare.excuses_answer)
+    excused_answer: bool = False
 
 
 def verdict(sh: ShadowConfig, protocol: str, request: bytes, primary: Answer, answer: Answer,
@@ -88,7 +90,7 @@ def verdict(sh: ShadowConfig, protocol: str, request: bytes, primary: Answer, an
                   "differences": [{"kind": x.kind, "path": x.path} for x in left[:16]],
                   "detail": {k: v for k, v in result.detail.items()
                              if isinstance(v, bool | int | float | str)}}
-    return Verdict(result, own, outcome, left, record)
+    return Verdict(result, own, outcome, left, record, excuses_answer(result, outcome))
 
 
 def _compare(cmp: CompareConfig, request: bytes, p: Answer | None, s: Answer | None,

@@ -53,6 +53,7 @@ class Repair:
     tamper: TamperLog
     instance: str
     from_snapshot: bool
+    ready: bool
     last_error: str | None
     trail_lost: dict[str, Any] | None
     _seen_signed: bool
@@ -184,8 +185,13 @@ class Repair:
         migrates: its kills are what the re-seed keeps.)"""
         legacy = (got.refused is not None and self.migrating
                   and not got.refused.startswith(MAGIC))  # (unsigned: may hold kills)
-        if (got.doc is None and got.problem is not None and mine.generation == 0
-                and not mine.kills and not legacy):
+        # the kills of a snapshot we could not verify either (snapshot.py: the key changed)
+        # are no state to write over a document the store holds: only over an empty store
+        untrusted = self.snapshot.kills_only is not None and not self._seen_signed
+        if (got.doc is None and got.problem is not None and not legacy
+                and ((mine.generation == 0 and not mine.kills) or untrusted)):
+            if untrusted and self.from_snapshot and not self.ready:
+                self.from_snapshot = False  # (not ready on them: 503 state_unknown, as before)
             raise StoreUnavailable(
                 f"the stored state cannot be verified ({got.problem}) and this instance "
                 "holds none of its own: it serves no route until it can verify the store's "

@@ -6,10 +6,16 @@ background, newest pending document only, atomically, mode 0600). The workers of
 document a sibling wrote there, so a worker a document behind never puts the file back
 to a generation without a kill its sibling had written. With a signing key the
 file is signed like a stored document (kind `snapshot`, bound to the deployment: the redis
-prefix): an edited file, or one of another deployment sharing the key, is refused whole.
-A file in the format before signing (no signature line) is a migration: only its kills
-are kept — they can only stop traffic — and the rest (its generation too) is not trusted;
-so too for a file that other users may write (gateway/filemodes.py).
+prefix). A file whose signature cannot be verified (signed with a key id we do not hold:
+the state key was changed or regenerated; or a MAC that does not match: edited, or
+another deployment's) keeps only its kills — they can only stop traffic — and the rest
+(overrides, weights, history, identities, its generation) is refused: a key changed while
+the store lost its data must not lift every kill (RELIABILITY row 13), and a forger able
+to write the file could as well delete it (what it gains: kills, a denial of service).
+So too for a file in the format before signing (no signature line: a migration) and for
+one that other users may write (gateway/filemodes.py). Each is said loudly (a log line,
+`state_unverified`, and `kills_only` in /v1/status → store.snapshot); an unkill through
+the API lifts such a kill as any other.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from gateway.state.files import (
     read_regular,
     write_target,
 )
-from gateway.state.signing import MAGIC, Keyring
+from gateway.state.signing import MAGIC, Keyring, Unverified
 from gateway.state.store import MAX_DOC_BYTES, OnUnverified, decode_doc, ignore_unverified
 
 __all__ = ["SnapshotFile", "kills_only"]
@@ -62,6 +68,8 @@ class SnapshotFile:
         self.on_unverified = on_unverified
         #: the file read at startup was signed with our key (else: absent, or a migration)
         self.signed = False
+        #: why only the kills of the file read at startup were kept (None: all, or none)
+        self.kills_only: str | None = None
         self._pending: StateDoc | None = None
         self._newest = (-1, -1)  # (generation, audit_seq) of the newest document handed over
         self._writer: asyncio.Task[None] | None = None
@@ -87,11 +95,14 @@ class SnapshotFile:
                 raise ValueError(f"over the {MAX_DOC_BYTES}-byte limit of a state document "
                                  "(not read)")
             if self.keys.enabled and not raw.startswith(MAGIC):
-                legacy = decode_doc(raw)
-                self.on_unverified("snapshot", "written before state signing: only its kills "
-                                               "are kept", None)
-                return kills_only(legacy)
-            body, which = self.keys.open(b"snapshot", raw)
+                return self._kills_only(decode_doc(raw), "written before state signing")
+            try:
+                body, which = self.keys.open(b"snapshot", raw)
+            except Unverified as exc:
+                # (the key changed, or the file was edited: its kills only, never the rest)
+                doc = decode_doc(raw.partition(b"\n")[2])
+                return self._kills_only(doc, f"{exc} (the state key changed, or the file was "
+                                             "written without it)")
             doc = decode_doc(body)
         except ValueError as exc:
             self.on_unverified("snapshot", f"{self.path}: {exc}", None)
@@ -105,10 +116,17 @@ class SnapshotFile:
         if loose is not None:
             # whoever may write it could have put back an older file without a kill (or,
             # unsigned, anything): only its kills are kept, and that is said loudly
-            event(log, "snapshot_untrusted", logging.ERROR, path=str(self.path), error=loose,
-                  kept="kills only")
-            return kills_only(doc)
+            return self._kills_only(doc, loose, signed=self.signed)
         return doc
+
+    def _kills_only(self, doc: StateDoc, why: str, signed: bool = False) -> StateDoc:
+        """Keep the kills of a file not trusted for the rest, and say so (`why`)."""
+        self.kills_only = why
+        if not signed:  # (a signed file loosely permissioned is not a failed verification)
+            self.on_unverified("snapshot", f"{self.path}: {why}: only its kills are kept", None)
+        event(log, "snapshot_untrusted", logging.ERROR, path=str(self.path), error=why,
+              kept="kills only", kills=sorted(doc.kills))
+        return kills_only(doc)
 
     def _write(self, doc: StateDoc) -> int:
         """Write `doc` unless the file holds a newer document of ours (a sibling worker's,
@@ -171,7 +189,7 @@ class SnapshotFile:
         if self.path is None:
             return None
         return {"path": str(self.path), "ok": self.error is None,
-                "generation": self.written, "error": self.error}
+                "generation": self.written, "error": self.error, "kills_only": self.kills_only}
 
     def soon(self, doc: StateDoc) -> None:
         """Write `doc` in the background; only the newest pending one is written, and never

@@ -33,6 +33,11 @@ function storeLines(sd) {
     out.push(["bad", "SNAPSHOT NOT WRITTEN", `${snap.error}; the file holds generation ${snap.generation}: a restart ` +
       "while the store cannot be reached (or lost its state) would enforce that, without the changes since"]);
   }
+  if (snap.kills_only) {
+    out.push(["bad", "SNAPSHOT KILLS ONLY", `the snapshot read at start-up was not trusted (${snap.kills_only}): ` +
+      "its kills are enforced, its overrides, weights and history were refused; lift a kill you do not want " +
+      "with an unkill"]);
+  }
   const ver = store.verification || {};
   if (ver.unverified_total) {
     const last = ver.last_unverified || {};

@@ -1,0 +1,91 @@
+"""Two faults at once: the state signing key changed (a regenerated Secret, or a rotation
+without `state.previous_signing_key_env`) AND Redis lost its data. The snapshot, signed
+with the old key, was refused whole: the instance became ready with no kill and served
+the killed version (RELIABILITY row 13: "served to a version killed in the snapshot = 0").
+Its kills are now kept (only its kills: they can only stop traffic), said in /v1/status
+and `killgate status`; an unkill through the API lifts one as any other.
+Real redis-server, real gateways, the real CLI."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import (
+    RedisServer,
+    running_gateway,
+    two_versions,
+    wait_until,
+    write_config,
+)
+from tests.test_cli import acli
+from tests.test_killswitch import auth, kill, redis_state, status_of, token, unkill
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_a_new_key_and_a_flushed_redis_keep_the_snapshots_kills(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="2s"))
+    snap = tmp_path / "snapshot-a.json"
+    async with running_gateway(cfg) as g:
+        async with session.put(f"{g.admin}/v1/routes/iris/weights",
+                               headers=auth("killgate:rollout"),
+                               json={"weights": {"v1": 50, "v2": 50}, "reason": "x"}) as r:
+            assert r.status == 200, await r.text()
+        await kill(session, g.admin, scope="route", route="iris")
+        await wait_until(lambda: snap.exists() and b"route:iris" in snap.read_bytes(), 5,
+                         what="the snapshot")
+    redis_server.cmd("FLUSHALL")
+    monkeypatch.setenv("KILLGATE_TEST_STATE_KEY", "another-state-key-0123456789-abcdefghij")
+    async with running_gateway(cfg) as g:
+        assert await status_of(session, g.url) == (503, "killed")
+        assert set(g.gw.holder.doc.kills) == {"route:iris"}
+        assert not g.gw.holder.doc.overrides  # (its weights are not believed)
+        async with session.get(f"{g.admin}/v1/status", headers=auth()) as r:
+            st = await r.json()
+        why = st["store"]["snapshot"]["kills_only"]
+        assert "signed with an unknown key id" in why and "state key changed" in why, why
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token("killgate:read")}
+        out = (await acli("status", env=env)).stdout
+        line = next(x for x in out.splitlines() if x.startswith("SNAPSHOT KILLS ONLY"))
+        assert "signed with an unknown key id" in line, line
+        # the kill is re-seeded into the store, signed with the new key, and lifts normally
+        await wait_until(lambda: "route:iris" in redis_server.cmd("GET", "kgtest:state"), 10,
+                         what="the kill re-seeded into redis")
+        await unkill(session, g.admin, scope="route", route="iris")
+        assert (await status_of(session, g.url))[0] == 200
+
+
+async def test_a_new_key_with_the_store_intact_writes_nothing_over_the_fleets_state(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same restart with the store intact (one instance's key is not the fleet's): the
+    snapshot's kills are no state to re-seed over the fleet's document, which it cannot
+    verify (it would drop the fleet's weights, history and later kills): it writes nothing
+    and serves no route (503 state_unknown), as an instance without a snapshot does
+    (tests/test_wrong_key_start.py)."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="2s"))
+    snap = tmp_path / "snapshot-a.json"
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="route", route="iris")
+        await wait_until(lambda: snap.exists() and b"route:iris" in snap.read_bytes(), 5,
+                         what="the snapshot")
+    stored = redis_server.cmd("GET", "kgtest:state")
+    monkeypatch.setenv("KILLGATE_TEST_STATE_KEY", "another-state-key-0123456789-abcdefghij")
+    async with running_gateway(cfg) as g:
+        await wait_until(lambda: g.gw.sync.snapshot.kills_only is not None, 5,
+                         what="the snapshot read")
+        for _ in range(20):
+            assert await status_of(session, g.url) == (503, "fallback")  # state unknown
+            await asyncio.sleep(0.05)
+        assert not g.gw.sync.ready
+    assert redis_server.cmd("GET", "kgtest:state") == stored  # the fleet's, untouched
