@@ -98,3 +98,29 @@ async def test_killgate_alone_lists_the_commands() -> None:
     for command in ("serve", "check", "demo", "status", "kill", "unkill", "token", "drill"):
         assert f"\n    {command} " in res.stderr, (command, res.stderr)
     assert "required: COMMAND" not in res.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["status", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+    ["status", "--tokn", "c2VjcmV0LWtleS1mb3ItdGhlLWdhdGV3YXktMTIzNDU2Nzg5MA=="],
+    ["status", "--tokn=Xk3_p9QwErTyUi0pAsDfGhJkLz"],
+    ["Xk3_p9QwErTyUi0pAsDfGhJkLz"],
+    ["kill", "Xk3_p9QwErTyUi0pAsDfGhJkLz", "--reason", "r"],
+])
+async def test_a_key_typed_in_the_wrong_place_is_never_printed(args: list[str]) -> None:
+    """A hex or base64 key (an HMAC secret, an API key) typed where no word goes was
+    echoed by argparse's "unrecognized arguments: <key>" (a JWT already was not)."""
+    key = args[-1].split("=", 1)[-1] if args[-1].startswith("--") else next(
+        a for a in args if len(a) >= 24)
+    res = await acli(*args)
+    assert res.returncode == 2, res.stderr
+    assert key.rstrip("=") not in res.stderr + res.stdout, res.stderr
+    assert "(a key, not shown)" in res.stderr, res.stderr
+
+
+async def test_a_long_route_or_file_name_is_still_quoted() -> None:
+    res = await acli("status", "/etc/killgate/production-killgate-config.yaml",
+                     "iris-classifier-production-v2")
+    assert res.returncode == 2, res.stderr
+    assert ("unrecognized arguments: /etc/killgate/production-killgate-config.yaml "
+            "iris-classifier-production-v2") in res.stderr, res.stderr

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from gateway.log import _FIELDS
 from gateway.state.tamper import TamperLog
 from gateway.telemetry.metrics import Metrics
 
@@ -36,3 +37,19 @@ def test_the_next_interval_logs_again_with_the_number_suppressed(
         t.note("state", "a")
         t.note("state", "b")
     assert len([r for r in caplog.records if r.getMessage() == "state_unverified"]) == 2
+
+
+def test_a_wrong_signature_is_logged_even_after_a_made_up_key_id_of_its_kind(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Suppression is per kind and cause: a forger's unknown-key-id value logged first kept
+    a wrong-MAC write of the same kind out of the log for the interval."""
+    t = TamperLog(Metrics(), interval=3600)
+    with caplog.at_level(logging.ERROR, "killgate.state"):
+        t.note("push", "signed with an unknown key id '0badc0de'")
+        t.note("push", "its signature does not match its content")
+        t.note("push", "signed with an unknown key id '0badc0de'")
+    logged = [r for r in caplog.records if r.getMessage() == "state_unverified"]
+    assert [getattr(r, _FIELDS)["cause"] for r in logged] == ["unknown_key_id", "bad_signature"], logged
+    st = t.status()
+    assert st["by_cause"] == {"unknown_key_id": 2, "bad_signature": 1}
+    assert st["last_by_cause"]["bad_signature"]["problem"].startswith("its signature")

@@ -61,14 +61,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 _JWT = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 
 
+#: a run that may be a key (an HMAC secret, an API key: hex, base64, base64url), checked
+#: by `_keylike` before it is hidden
+_KEYISH = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
+
+
+def _keylike(word: str) -> bool:
+    """Whether `word` reads as a key rather than a name or path: 24 hex digits or more
+    (`openssl rand -hex`), or base64/base64url with upper case, lower case and digits all in
+    it (`openssl rand -base64`, token_urlsafe). Route, version and file names are one case
+    (`iris-classifier-v2`) and keep being quoted, so the error still says which word."""
+    core = word.rstrip("=")
+    if all(c in "0123456789abcdefABCDEF" for c in core):
+        return any(c.isdigit() for c in core)
+    return (any(c.isupper() for c in core) and any(c.islower() for c in core)
+            and any(c.isdigit() for c in core))
+
+
+def _hide_secrets(message: str) -> str:
+    message = _JWT.sub("(a token, not shown)", message)
+    return _KEYISH.sub(lambda m: "(a key, not shown)" if _keylike(m.group()) else m.group(),
+                       message)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, whose usage errors never print a token: they quote the words they refuse,
-    and a token given with a mistyped option (`--tokn`) or where a command goes would be
-    printed whole (a CI job's log, a shared terminal). Subcommands' parsers are of this
-    class too (argparse makes them of their parent's)."""
+    """argparse, whose usage errors never print a token or key: they quote the words they
+    refuse, and a token or key given with a mistyped option (`--tokn`), after a command
+    that takes no more words, or where a command goes would be printed whole (a CI job's
+    log, a shared terminal). Subcommands' parsers are of this class too (argparse makes
+    them of their parent's)."""
 
     def error(self, message: str) -> NoReturn:
-        super().error(_JWT.sub("(a token, not shown)", message))
+        super().error(_hide_secrets(message))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,13 +33,42 @@ def unverified_why(last: dict[str, Any], verification: dict[str, Any] | None = N
     naming a made-up key id read as a benign key change). They name this instance's key
     id(s) and the check that tells the cases apart. A wrong MAC under a known key is a
     write without it."""
-    if "signed with an unknown key id" not in str(last.get("problem")):
-        return "something wrote to the store without the signing key"
     ver = verification or {}
-    ours = ", ".join(repr(k) for k in (ver.get("key_id"), ver.get("previous_key_id")) if k)
-    return (f"{ANOTHER_KEY}. This instance holds key id(s) {ours or '?'}; each instance's "
-            "`killgate status --json` names its own (store.verification.key_id): if none of "
-            "yours runs or ran the refused key id, treat it as TAMPERING")
+    causes = ver.get("by_cause")
+    if not isinstance(causes, dict):  # (an instance of before the counts by cause)
+        causes = {"unknown_key_id" if "signed with an unknown key id" in str(
+            last.get("problem")) else "other": 1}
+    out = []
+    if any(n for c, n in causes.items() if c != "unknown_key_id"):
+        out.append("something wrote to the store without the signing key")
+    if causes.get("unknown_key_id"):
+        ours = ", ".join(repr(k) for k in (ver.get("key_id"), ver.get("previous_key_id")) if k)
+        out.append(f"{ANOTHER_KEY}. This instance holds key id(s) {ours or '?'}; each "
+                   "instance's `killgate status --json` names its own "
+                   "(store.verification.key_id): if none of yours runs or ran the refused key "
+                   "id, treat it as TAMPERING")
+    return "; and ".join(out) or "something wrote to the store without the signing key"
+
+
+_CAUSE_WORDS = {"bad_signature": "wrong signature", "unsigned": "unsigned",
+                "unknown_key_id": "unknown key id", "other": "other"}
+
+
+def _by_cause(verification: dict[str, Any], last: dict[str, Any]) -> str:
+    """Each cause's count and latest refusal, strongest evidence first (found by review:
+    only the last refusal was shown, so a forger's wrong-MAC write followed by a value
+    naming a made-up key id read as a key change alone)."""
+    causes = verification.get("by_cause")
+    lasts = verification.get("last_by_cause")
+    if not isinstance(causes, dict) or not isinstance(lasts, dict):
+        return f"last: {last.get('kind')}: {last.get('problem')}"
+    parts = []
+    for cause, words in _CAUSE_WORDS.items():
+        if causes.get(cause):
+            one = lasts.get(cause) or {}
+            parts.append(f"{words} {causes[cause]}, last: {one.get('kind')}: "
+                         f"{one.get('problem')}")
+    return "; ".join(parts)
 
 
 def store_warnings(st: dict[str, Any]) -> list[str]:
@@ -80,7 +109,7 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
         last = verification.get("last_unverified") or {}
         out.append(f"UNVERIFIED: {verification['unverified_total']} value(s) read from the store "
                    f"failed verification and were refused ({verification.get('unverified')}; "
-                   f"last: {last.get('kind')}: {last.get('problem')}): {unverified_why(last, verification)}")
+                   f"{_by_cause(verification, last)}): {unverified_why(last, verification)}")
     audit = store.get("audit") or {}
     lost = audit.get("trail_lost")
     if lost:

@@ -1,9 +1,13 @@
 """What this instance refused to believe: data from the store that failed verification.
 
 Owns the count (`killgate_state_unverified_total{kind}`), the log (one `state_unverified`
-error line per kind per interval, with how many were suppressed: a forger cannot flood
-the log) and the status block (`/v1/status` → `store.verification`). Also counts what was
-accepted only with the previous key (a rotation's overlap). Never raises: a side channel.
+error line per kind and cause per interval, with how many were suppressed: a forger cannot flood
+the log) and the status block (`/v1/status` → `store.verification`), which counts each
+cause apart and keeps the latest of each (`by_cause`, `last_by_cause`): one `last` alone
+let a forger follow a wrong-MAC write (proof of a writer without the key) with a value
+naming a made-up key id (which also reads as a benign key change), hiding the stronger
+evidence. Also counts what was accepted only with the previous key (a rotation's
+overlap). Never raises: a side channel.
 """
 
 from __future__ import annotations
@@ -16,13 +20,31 @@ from gateway.domain.audit import utc_now
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["TamperLog"]
+__all__ = ["CAUSES", "TamperLog", "cause_of"]
 
 log = logging.getLogger("killgate.state")
 
 #: every kind of value the store hands us that carries a signature
 KINDS = ("state", "push", "ack", "heartbeat", "stats", "idempotency", "generation",
          "snapshot", "audit")
+
+
+#: why a value was refused, strongest evidence of a forger first: a MAC that does not match
+#: under a key we hold, no signature at all, a key id we do not hold (also a key changed or
+#: mismatched), anything else (malformed, oversized, replayed, out of place)
+CAUSES = ("bad_signature", "unsigned", "unknown_key_id", "other")
+
+
+def cause_of(problem: str) -> str:
+    """The cause (one of CAUSES) of a refusal, from its problem (gateway/state/signing.py's
+    wording)."""
+    if "signature does not match" in problem:
+        return "bad_signature"
+    if "carries no signature" in problem:
+        return "unsigned"
+    if "unknown key id" in problem:
+        return "unknown_key_id"
+    return "other"
 
 
 class TamperLog:
@@ -32,6 +54,8 @@ class TamperLog:
         self.counts: dict[str, int] = {}
         self.previous_key: dict[str, int] = {}
         self.last: dict[str, Any] | None = None
+        self.by_cause: dict[str, int] = {}
+        self.last_by_cause: dict[str, dict[str, Any]] = {}
         self._logged: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
@@ -39,14 +63,21 @@ class TamperLog:
         """Data of `kind` was refused because of `problem` (already ignored by the caller)."""
         self.counts[kind] = self.counts.get(kind, 0) + 1
         self.metrics.inc("killgate_state_unverified_total", (kind,), label_names=("kind",))
-        self.last = {"kind": kind, "problem": problem[:200], "time": utc_now(), **detail}
+        cause = cause_of(problem)
+        self.by_cause[cause] = self.by_cause.get(cause, 0) + 1
+        self.last = {"kind": kind, "problem": problem[:200], "cause": cause, "time": utc_now(),
+                     **detail}
+        self.last_by_cause[cause] = self.last
+        # (one line per kind and cause: a forger's made-up key id logged first did not
+        # keep a wrong-MAC write out of the log for the interval)
+        key = f"{kind}/{cause}"
         now = time.monotonic()
-        if now - self._logged.get(kind, -1e9) < self.interval:
-            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+        if now - self._logged.get(key, -1e9) < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return
-        self._logged[kind] = now
+        self._logged[key] = now
         event(log, "state_unverified", logging.ERROR, kind=kind, problem=problem[:200],
-              suppressed_since_last=self._suppressed.pop(kind, 0), **detail)
+              cause=cause, suppressed_since_last=self._suppressed.pop(key, 0), **detail)
 
     def accepted_previous(self, kind: str) -> None:
         """Data of `kind` verified only with the previous key (during a rotation)."""
@@ -55,4 +86,6 @@ class TamperLog:
 
     def status(self) -> dict[str, Any]:
         return {"unverified": dict(self.counts), "unverified_total": sum(self.counts.values()),
-                "last_unverified": self.last, "accepted_with_previous_key": dict(self.previous_key)}
+                "last_unverified": self.last, "by_cause": dict(self.by_cause),
+                "last_by_cause": dict(self.last_by_cause),
+                "accepted_with_previous_key": dict(self.previous_key)}

@@ -41,17 +41,31 @@ function storeLines(sd) {
   const ver = store.verification || {};
   if (ver.unverified_total) {
     const last = ver.last_unverified || {};
+    // each cause's count and latest, strongest evidence first (as `killgate status` says
+    // them: the last refusal alone let a made-up key id hide a wrong-signature write)
+    const causes = ver.by_cause && typeof ver.by_cause === "object" ? ver.by_cause
+      : {[String(last.problem).includes("signed with an unknown key id") ? "unknown_key_id" : "other"]: 1};
+    const lasts = ver.last_by_cause || {};
+    const words = {bad_signature: "wrong signature", unsigned: "unsigned", unknown_key_id: "unknown key id", other: "other"};
+    const seen = ver.by_cause && ver.last_by_cause
+      ? Object.keys(words).filter((c) => causes[c]).map((c) =>
+        `${words[c]} ${causes[c]}, last: ${(lasts[c] || {}).kind}: ${(lasts[c] || {}).problem}`).join("; ")
+      : `last: ${last.kind}: ${last.problem}`;
+    const why = [];
+    if (Object.keys(causes).some((c) => c !== "unknown_key_id" && causes[c])) {
+      why.push("something wrote to the store without the signing key");
+    }
+    if (causes.unknown_key_id) {
+      why.push("a key id this instance does not hold: the state key was changed without " +
+        "`state.previous_signing_key_env` naming the old one, or instances run different keys " +
+        "(each refuses the others' writes), or someone wrote it without the key (a forger can " +
+        "name any key id). This instance holds key id(s) " +
+        ([ver.key_id, ver.previous_key_id].filter(Boolean).map((k) => `'${k}'`).join(", ") || "?") +
+        "; each instance's `killgate status --json` names its own (store.verification.key_id): " +
+        "if none of yours runs or ran the refused key id, treat it as TAMPERING");
+    }
     out.push(["bad", "UNVERIFIED", `${ver.unverified_total} value(s) read from the store failed verification ` +
-      `and were refused (last: ${last.kind}: ${last.problem}): ` +
-      (String(last.problem).includes("signed with an unknown key id")
-        ? "a key id this instance does not hold: the state key was changed without " +
-          "`state.previous_signing_key_env` naming the old one, or instances run different keys " +
-          "(each refuses the others' writes), or someone wrote it without the key (a forger can " +
-          "name any key id). This instance holds key id(s) " +
-          ([ver.key_id, ver.previous_key_id].filter(Boolean).map((k) => `'${k}'`).join(", ") || "?") +
-          "; each instance's `killgate status --json` names its own (store.verification.key_id): " +
-          "if none of yours runs or ran the refused key id, treat it as TAMPERING"
-        : "something wrote to the store without the signing key")]);
+      `and were refused (${seen}): ` + (why.join("; and ") || "something wrote to the store without the signing key")]);
   }
   const audit = store.audit || {};
   if (audit.trail_lost) {
