@@ -53,3 +53,29 @@ async def test_a_flood_of_refused_calls_writes_a_bounded_number_of_lines(
 
 def _denied(output: str) -> list[str]:
     return [ln for ln in output.splitlines() if "admin_denied" in ln]
+
+
+async def test_a_write_refused_as_prepared_by_another_principal_is_logged(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """A 409 principal_changed (X-Killgate-Subject names someone other than the signed-in
+    principal: a proxy's session that changed under an open dialog) is a refusal an
+    operator must be able to find: it is logged as admin_denied with who was signed in and
+    who prepared the request (found by review of the impconsole2 merge: it left no trace)."""
+    p = await backends(echo_app("v1"))
+    gw, _ = await serving_process(gateway_procs, tmp_path, two_versions(p, p))
+    body = {"scope": "route", "route": "iris", "reason": "INC-7 alice's reason"}
+    async with ClientSession() as s:
+        headers = {**bearer("killgate:admin", sub="dave"), "X-Killgate-Subject": "alice"}
+        async with s.post(gw.admin + "/v1/kill", json=body, headers=headers) as r:
+            assert r.status == 409, await r.text()
+            assert (await r.json())["error"]["type"] == "principal_changed"
+        async with s.get(gw.admin + "/v1/status", headers=bearer("killgate:read")) as r:
+            assert r.status == 200 and not (await r.json())["kills"]
+
+    async def logged() -> bool:
+        return any("principal_changed" in ln for ln in _denied(gw.output()))
+
+    await wait_until(logged, 5, 0.1, "the principal_changed refusal to be logged")
+    line = next(ln for ln in _denied(gw.output()) if "principal_changed" in ln)
+    assert 'subject="dave"' in line and 'expected="alice"' in line and "/v1/kill" in line, line
+    assert gw.stop() == 0

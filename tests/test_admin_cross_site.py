@@ -73,3 +73,25 @@ async def test_every_answer_is_neither_sniffed_nor_framed(tmp_path: Path, backen
                 assert r.headers.get("Cross-Origin-Resource-Policy") == "same-origin"
         async with s.get(g.admin + "/ui/") as r:  # the console keeps its own policy
             assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+
+
+@pytest.mark.timeout(30)
+async def test_api_answers_are_never_stored_by_a_cache(tmp_path: Path, backends) -> None:
+    """The kill state, who is signed in and a write's receipt are the present's only: a
+    cache between the console and the listener (a proxy's, the browser's) must never answer
+    a later read with them, nor with its old Date header, from which the console takes the
+    server's clock (js/clock.js: a stored answer's Date made every age read younger).
+    Found by review of the impconsole2 merge: the API's answers said nothing about caching.
+    The console's own files keep theirs (no-cache: revalidated)."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    auth = {"Authorization": f"Bearer {admin_token('killgate:admin', 'alice')}"}
+    async with running_gateway(cfg) as g, ClientSession() as s:
+        for method, path, headers in (
+                ("GET", "/v1/status", auth), ("GET", "/v1/whoami", auth), ("GET", "/v1/status", {}),
+                ("GET", "/v1/audit", auth), ("POST", "/v1/kill", auth)):
+            body = {"scope": "global", "reason": "INC-9 cache"} if method == "POST" else None
+            async with s.request(method, g.admin + path, headers=headers, json=body) as r:
+                assert r.headers.get("Cache-Control") == "no-store", (path, r.status, r.headers)
+        async with s.get(g.admin + "/ui/") as r:
+            assert r.status == 200 and r.headers.get("Cache-Control") == "no-cache"

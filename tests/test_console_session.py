@@ -159,6 +159,51 @@ def test_ages_are_the_servers_on_a_computer_whose_clock_is_off(fleet: Fleet,
         b.d.get(fleet.admin + "/ui/")
 
 
+# every API answer as a cache in front of the listener gives a stored one: its Date an hour
+# old, its Age saying so
+CACHED_ANSWERS = """
+(() => {
+  const real = window.fetch.bind(window);
+  window.fetch = async (url, init) => {
+    const resp = await real(url, init);
+    if (!new URL(url, location.href).pathname.includes('/v1/')) return resp;
+    const headers = new Headers(resp.headers);
+    headers.set('Date', new Date(Date.now() - 3600e3).toUTCString());
+    headers.set('Age', '3600');
+    return new Response(await resp.text(), {status: resp.status, headers});
+  };
+})();
+"""
+
+
+def test_an_answer_a_cache_kept_does_not_set_the_servers_clock(fleet: Fleet,
+                                                                 browser: Browser) -> None:
+    """The ages are the server's clock's, taken from an answer's Date: an answer a cache
+    kept (Age) carries the Date of when it was stored, an hour old here, and every age
+    read an hour younger (a kill made a moment ago: "in 60 min"; found by review of the
+    impconsole2 merge). An answer with an Age header does not set the clock."""
+    b = browser
+    added = b.d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CACHED_ANSWERS})
+    try:
+        fleet.api("POST", "/v1/kill", ALICE, body={"scope": "version", "route": "iris-beta",
+                                                   "version": "v3", "reason": "INC-57"})
+        b.sign_in(fleet.admin, READER, "bob")
+        kill = str(b.wait(lambda d: [li for li in b.text("#kills-body").split("\n")
+                                     if "INC-57" in li], "the kill"))
+        assert " s ago" in kill and "in 60 min" not in kill, kill
+        off = b.d.execute_async_script("""
+            const done = arguments[0];
+            import('/ui/js/clock.js').then((m) => done(m.offset()));""")
+        assert abs(off) < 5000, off
+        assert not b.text("[data-testid=clock-off]")
+    finally:
+        b.d.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
+                            {"identifier": added["identifier"]})
+        fleet.api("POST", "/v1/unkill", ALICE, body={"scope": "version", "route": "iris-beta",
+                                                     "version": "v3", "reason": "INC-57 done"})
+        b.d.get(fleet.admin + "/ui/")
+
+
 # the page's /v1/status and /v1/traffic as a gateway with 1000 routes answers them (the
 # real iris route's status and series, 1000 times), the same every round: nothing changes
 THOUSAND_ROUTES = """

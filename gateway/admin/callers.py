@@ -150,6 +150,11 @@ class Callers:
         # another (a proxy's session that changed meanwhile) is refused, never applied
         expected = request.headers.get(EXPECT_SUBJECT)
         if expected is not None and expected != principal.subject:
+            # (logged: a session that changed principal under an open dialog is worth finding;
+            # within the refusals' line budget, the header's text cleaned and bounded)
+            self._log_denied(status=409, type="principal_changed", peer=peer,
+                             path=_endpoint(request), scope=scope, subject=principal.subject,
+                             expected=clean_text(expected)[:200])
             raise ApiError(409, "principal_changed", (
                 f"this request was prepared by {clean_text(expected)[:200]!r}, but it is signed in as "
                 f"{principal.subject!r} (the proxy's session changed?): nothing was done; "

@@ -43,8 +43,11 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {UnknownVersion: 404, InvalidChan
 
 #: on every answer that does not say otherwise (the console's files carry their own CSP):
 #: JSON that echoes a caller's text is never sniffed into a page, run, or framed, and
-#: another site's page cannot load an answer its operator's session signs (a proxy's)
+#: another site's page cannot load an answer its operator's session signs (a proxy's), and
+#: no cache keeps one (the kill state is the present's; the console takes the server's clock
+#: from an answer's Date: a stored answer's would make every age read younger)
 ANSWER_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+                  "Cache-Control": "no-store",
                   "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
                   "Cross-Origin-Resource-Policy": "same-origin"}
 

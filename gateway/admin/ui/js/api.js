@@ -114,7 +114,9 @@ async function once(method, path, body, limit, key, subject) {
   } finally {
     clearTimeout(timer);
   }
-  learn(resp.headers.get("Date"), sent, Date.now()); // (an opaque redirect has none)
+  // (an opaque redirect has no Date; an answer a cache kept, Age, has the Date of when it
+  // was stored: never the server's clock now, so it sets nothing)
+  if (!resp.headers.has("Age")) learn(resp.headers.get("Date"), sent, Date.now());
   if (resp.type === "opaqueredirect") {
     // the admin API never redirects a call: a proxy in front does (its sign-in, once its
     // session ended); the listener did answer, so "unreachable" would send you elsewhere
