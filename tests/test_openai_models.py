@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.backends import echo_app
-from tests.conftest import running_gateway, write_config
+from tests.conftest import bearer, running_gateway, write_config
 
 pytestmark = pytest.mark.timeout(60)
 EXAMPLE = Path(__file__).parent.parent / "config" / "openai.yaml"
@@ -66,3 +66,48 @@ async def test_a_route_for_the_listing_itself_still_gets_it(tmp_path: Path, back
     async with running_gateway(write_config(tmp_path, routes)) as g, \
             session.get(g.url + "/v1/models") as r:
         assert r.status == 200 and (await r.json())["version"] == "lister"
+
+
+async def test_a_killed_model_is_not_listed(tmp_path: Path, backends, session) -> None:
+    """Found by review of the listing: a killed route's model was still listed (a UI that
+    picks the first model listed, or a client checking the listing before it asks, chose
+    it and got 503 killed), and `GET /v1/models/<killed>` described it as available. Now
+    a kill (of the route, or of every version) takes it off the listing, asking for it by
+    name answers the kill's 503, and an unkill lists it again."""
+    a, b = await backends(echo_app("a")), await backends(echo_app("b"))
+    routes = f"""\
+- name: chat-a
+  match: {{path_prefix: /v1, model: gpt-a}}
+  stable: v1
+  versions: [{{name: v1, url: "http://127.0.0.1:{a}", weight: 100}}]
+- name: chat-b
+  match: {{path_prefix: /v1, model: gpt-b}}
+  stable: v1
+  versions: [{{name: v1, url: "http://127.0.0.1:{b}", weight: 100}}]
+"""
+    h = bearer("killgate:admin", "ops", 3600)
+
+    async def listed() -> list[str]:
+        async with session.get(g.url + "/v1/models") as r:
+            assert r.status == 200, await r.text()
+            return [m["id"] for m in (await r.json())["data"]]
+
+    async with running_gateway(write_config(tmp_path, routes)) as g:
+        assert await listed() == ["gpt-a", "gpt-b"]
+        async with session.post(g.admin + "/v1/kill", headers=h, json={
+                "scope": "route", "route": "chat-a", "reason": "bad model"}) as r:
+            assert r.status == 200, await r.text()
+        assert await listed() == ["gpt-b"]
+        async with session.get(g.url + "/v1/models/gpt-a") as r:
+            assert (r.status, (await r.json())["error"]["type"]) == (503, "killed")
+        async with session.post(g.admin + "/v1/kill", headers=h, json={
+                "scope": "version", "route": "chat-b", "version": "v1",
+                "reason": "bad build"}) as r:
+            assert r.status == 200, await r.text()
+        assert await listed() == []  # (every model killed: an empty list, not a 404)
+        async with session.post(g.admin + "/v1/unkill", headers=h, json={
+                "scope": "route", "route": "chat-a", "reason": "fixed"}) as r:
+            assert r.status == 200, await r.text()
+        assert await listed() == ["gpt-a"]
+        async with session.get(g.url + "/v1/models/gpt-a") as r:
+            assert r.status == 200 and (await r.json())["id"] == "gpt-a"

@@ -42,7 +42,7 @@ from gateway.dataplane.upstream import Upstreams
 from gateway.domain.keyquota import KeyQuota
 from gateway.domain.modellist import model_listing
 from gateway.domain.routetable import RouteTable
-from gateway.domain.routing import Choice, RoutePlan
+from gateway.domain.routing import KILLED, Choice, RoutePlan
 from gateway.forwarded import ClientAddress
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import NULL, NewRecord, Recorder
@@ -192,7 +192,10 @@ class Proxy(Outgoing, ModelPeek, Finish):
         if plan is None:
             if req.method == b"GET" and not prefix and table.model_routes \
                     and (listing := model_listing(table, path, host, req.headers)) is not None:
-                self._reply(req, 200, listing, None, None, "")  # (GET /v1/models: modellist.py)
+                if listing.plan is not None:  # (a killed model, or the state not loaded)
+                    self.unavailable(req, listing.plan, KILLED)
+                else:  # (GET /v1/models: modellist.py)
+                    self._reply(req, 200, listing.body or b"", None, None, "")
                 return
             # (prefix: the body was read because some route matches by `model`; without
             # it "no route matches POST /v1/chat/completions" read as wrong on a path
