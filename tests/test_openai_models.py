@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.backends import echo_app
-from tests.conftest import bearer, running_gateway, write_config
+from tests.conftest import bearer, free_port, running_gateway, write_config
 
 pytestmark = pytest.mark.timeout(60)
 EXAMPLE = Path(__file__).parent.parent / "config" / "openai.yaml"
@@ -73,13 +73,15 @@ async def test_a_killed_model_is_not_listed(tmp_path: Path, backends, session) -
     picks the first model listed, or a client checking the listing before it asks, chose
     it and got 503 killed), and `GET /v1/models/<killed>` described it as available. Now
     a kill (of the route, or of every version) takes it off the listing, asking for it by
-    name answers the kill's 503, and an unkill lists it again."""
+    name answers the kill's 503 (never the route's fallback, a chat answer with a 200:
+    "it exists"), and an unkill lists it again."""
     a, b = await backends(echo_app("a")), await backends(echo_app("b"))
     routes = f"""\
 - name: chat-a
   match: {{path_prefix: /v1, model: gpt-a}}
   stable: v1
   versions: [{{name: v1, url: "http://127.0.0.1:{a}", weight: 100}}]
+  fallback: {{status: 200, json: {{choices: []}}}}
 - name: chat-b
   match: {{path_prefix: /v1, model: gpt-b}}
   stable: v1
@@ -100,6 +102,8 @@ async def test_a_killed_model_is_not_listed(tmp_path: Path, backends, session) -
         assert await listed() == ["gpt-b"]
         async with session.get(g.url + "/v1/models/gpt-a") as r:
             assert (r.status, (await r.json())["error"]["type"]) == (503, "killed")
+        async with session.post(g.url + "/v1/chat/completions", json={"model": "gpt-a"}) as r:
+            assert (r.status, await r.json()) == (200, {"choices": []})  # (its fallback)
         async with session.post(g.admin + "/v1/kill", headers=h, json={
                 "scope": "version", "route": "chat-b", "version": "v1",
                 "reason": "bad build"}) as r:
@@ -111,3 +115,26 @@ async def test_a_killed_model_is_not_listed(tmp_path: Path, backends, session) -
         assert await listed() == ["gpt-a"]
         async with session.get(g.url + "/v1/models/gpt-a") as r:
             assert r.status == 200 and (await r.json())["id"] == "gpt-a"
+
+
+async def test_the_listing_waits_for_the_kill_state(tmp_path: Path, backends, session) -> None:
+    """With the kill state not loaded (the store unreachable, no snapshot) every route
+    answers 503 state_unknown; the listing cannot tell which models are killed either, so
+    it says so, rather than listing every one."""
+    a = await backends(echo_app("a"))
+    routes = f"""\
+- name: chat-a
+  match: {{path_prefix: /v1, model: gpt-a}}
+  stable: v1
+  versions: [{{name: v1, url: "http://127.0.0.1:{a}", weight: 100}}]
+"""
+    state = (f"state:\n  backend: redis\n  url: redis://127.0.0.1:{free_port()}\n"
+             f"  prefix: kgtest\n  signing_key_env: KILLGATE_TEST_STATE_KEY\n"
+             f"  command_timeout: 300ms\n")
+    async with running_gateway(write_config(tmp_path, routes, state=state)) as g:
+        async with session.post(g.url + "/v1/chat/completions", json={"model": "gpt-a"}) as r:
+            assert (r.status, (await r.json())["error"]["type"]) == (503, "state_unknown")
+        for path in ("/v1/models", "/v1/models/gpt-a"):
+            async with session.get(g.url + path) as r:
+                assert (r.status, (await r.json())["error"]["type"]) == (503, "state_unknown")
+                assert r.headers["retry-after"] == "1"
