@@ -35,6 +35,9 @@ async def test_get_v1_models_lists_the_models_the_routes_take(tmp_path: Path, ba
         assert all(m["object"] == "model" for m in listing["data"])
         async with session.get(g.url + "/v1/models/chat-large") as r:
             assert r.status == 200 and (await r.json())["id"] == "chat-large"
+        async with session.head(g.url + "/v1/models") as r:  # (as GET, without the body)
+            assert r.status == 200 and int(r.headers["content-length"]) > 0
+            assert await r.read() == b""
         async with session.get(g.url + "/v1/models/gpt-4") as r:  # no route takes it
             assert (r.status, (await r.json())["error"]["type"]) == (404, "no_route")
         async with session.get(g.url + "/v2/models") as r:  # under no model route's prefix

@@ -190,7 +190,7 @@ class Proxy(Outgoing, ModelPeek, Finish):
                 self._matched = None if any(p.headers for p in table.routes) else {}
             plan = table.match(path, host, req.headers, model)
         if plan is None:
-            if req.method == b"GET" and not prefix and table.model_routes \
+            if req.method in (b"GET", b"HEAD") and not prefix and table.model_routes \
                     and (listing := model_listing(table, path, host, req.headers)) is not None:
                 self._listing(req, listing)
                 return
