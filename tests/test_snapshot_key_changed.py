@@ -88,4 +88,12 @@ async def test_a_new_key_with_the_store_intact_writes_nothing_over_the_fleets_st
             assert await status_of(session, g.url) == (503, "fallback")  # state unknown
             await asyncio.sleep(0.05)
         assert not g.gw.sync.ready
+        # nor can a write through its API put its kills-only state over the fleet's (review
+        # of the merge: an unkill, or a kill, commits nothing; a clear error, not a wipe)
+        for verb in ("unkill", "kill"):
+            async with session.post(f"{g.admin}/v1/{verb}", headers=auth(), json={
+                    "scope": "route", "route": "iris", "reason": "x"}) as r:
+                answer = await r.json()
+                assert r.status == 503, (verb, r.status, answer)
+                assert "state.signing_key" in answer["error"]["message"], answer
     assert redis_server.cmd("GET", "kgtest:state") == stored  # the fleet's, untouched

@@ -40,9 +40,9 @@ from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.keyquota import KeyQuota
-from gateway.domain.modellist import model_listing
+from gateway.domain.modellist import Listing, model_listing
 from gateway.domain.routetable import RouteTable
-from gateway.domain.routing import Choice, RoutePlan
+from gateway.domain.routing import STATE_UNKNOWN, Choice, RoutePlan
 from gateway.forwarded import ClientAddress
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import NULL, NewRecord, Recorder
@@ -190,9 +190,9 @@ class Proxy(Outgoing, ModelPeek, Finish):
                 self._matched = None if any(p.headers for p in table.routes) else {}
             plan = table.match(path, host, req.headers, model)
         if plan is None:
-            if req.method == b"GET" and not prefix and table.model_routes \
+            if req.method in (b"GET", b"HEAD") and not prefix and table.model_routes \
                     and (listing := model_listing(table, path, host, req.headers)) is not None:
-                self._reply(req, 200, listing, None, None, "")  # (GET /v1/models: modellist.py)
+                self._listing(req, listing)
                 return
             # (prefix: the body was read because some route matches by `model`; without
             # it "no route matches POST /v1/chat/completions" read as wrong on a path
@@ -234,6 +234,20 @@ class Proxy(Outgoing, ModelPeek, Finish):
                    else None)
         Flight().start(self, req, plan, choice.target, choice.decision, prefix, complete,
                        field, target, path, faulted, counted)  # (`req.flight` is it)
+
+    def _listing(self, req: Request, listing: Listing) -> None:
+        """`GET <path>/models[/<name>]` (modellist.py): the listing, or why not. Never a
+        route's fallback: a fallback answers a model's requests, not whether it exists."""
+        plan = listing.plan
+        if plan is None:
+            self._reply(req, 200, listing.body or b"", None, None, "")
+        elif plan.killed == STATE_UNKNOWN:
+            self._error(req, 503, "state_unknown", "this gateway has not loaded the kill "
+                        "state yet, so it cannot tell which models are killed; retry shortly",
+                        extra=b"retry-after: 1\r\n")
+        else:
+            self._error(req, 503, "killed", f"model {plan.model!r} is disabled (route "
+                        f"{plan.name!r} killed)", scope=plan.killed or "version")
 
     def _chosen(self, req: Request, table: RouteTable, plan: RoutePlan, choice: Choice,
                 path: str, target: bytes, prefix: bytes | None, field: ModelField | None,

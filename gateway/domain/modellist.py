@@ -6,9 +6,14 @@ that match by the body's `model` that request has no body, so no route matched i
 may rewrite `model`: `llama-3-8b-instruct-v1`), a name no route routes, and only that
 server's. So, as Envoy AI Gateway and LiteLLM do, the gateway answers it with the names
 its clients send: `GET <path>/models` lists every model a route would take at that path
-(and Host, and headers), `GET <path>/models/<name>` describes one. Only asked when no
-route matched the request (a route for the path itself still gets it): nothing on the
-fast path. Pure: no I/O.
+(and Host, and headers), `GET <path>/models/<name>` describes one. A killed model is not
+listed (a UI that picks the first model listed, or a client that checks the listing,
+would pick it and get 503 `killed`; a kill is meant to take it away): a route killed (or
+killed globally, or fail-closed), or every version of it killed. Asked for by name it is
+the route's own answer (503 `killed`, or its fallback), and while the kill state is not
+loaded the listing is 503 `state_unknown` (it cannot tell what is killed). Only asked
+when no route matched the request (a route for the path itself still gets it): nothing on
+the fast path. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -17,30 +22,54 @@ import json
 from collections.abc import Mapping
 
 from gateway.domain.routetable import RouteTable
+from gateway.domain.routing import STATE_UNKNOWN, RoutePlan
 
-__all__ = ["model_listing"]
+__all__ = ["Listing", "model_listing"]
 
 
 def _model(name: str) -> dict[str, object]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "killgate"}
 
 
+def _killed(p: RoutePlan) -> bool:
+    """Whether a kill takes the route's model away (not: versions out for health only)."""
+    return p.killed is not None or (
+        not p.serves and bool(p.excluded)
+        and all(why == "killed" for why in p.excluded.values()))
+
+
+class Listing:
+    """The answer to a GET of `<path>/models[/<name>]`: `body` (200), or `plan`, the
+    route of a killed model asked for by name (or any route while the state is unknown),
+    whose refusal answers it."""
+
+    __slots__ = ("body", "plan")
+
+    def __init__(self, body: bytes | None = None, plan: RoutePlan | None = None) -> None:
+        self.body, self.plan = body, plan
+
+
 def model_listing(table: RouteTable, path: str, host: str,
-                  headers: Mapping[str, str]) -> bytes | None:
-    """The body of the answer to a GET of `path` that no route matched: the list of the
-    models routed there, or the one it names; None when it is neither (a 404 then)."""
+                  headers: Mapping[str, str]) -> Listing | None:
+    """The answer to a GET of `path` that no route matched: the list of the models routed
+    there, or the one it names; None when it is neither (a 404 then)."""
     if not table.model_routes:
         return None
     if path.rstrip("/").endswith("/models"):
-        names = [p.model for p in table.routes if p.model is not None
+        plans = [p for p in table.routes if p.model is not None
                  and table.match(path, host, headers, p.model) is p]
-        if not names:
+        if not plans:
             return None
-        return json.dumps({"object": "list",
-                           "data": [_model(n) for n in dict.fromkeys(names)]}).encode()
+        unknown = next((p for p in plans if p.killed == STATE_UNKNOWN), None)
+        if unknown is not None:
+            return Listing(plan=unknown)
+        names = [p.model for p in plans if p.model is not None and not _killed(p)]
+        return Listing(json.dumps({"object": "list",
+                                   "data": [_model(n) for n in dict.fromkeys(names)]}).encode())
     _, sep, name = path.partition("/models/")  # (a name may hold a `/`: org/model)
     if sep and name:
         plan = table.match(path, host, headers, name)
         if plan is not None and plan.model == name:
-            return json.dumps(_model(name)).encode()
+            return Listing(plan=plan) if _killed(plan) else Listing(json.dumps(
+                _model(name)).encode())
     return None
