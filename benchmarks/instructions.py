@@ -11,7 +11,13 @@ variant at a time: instrumentation on, a warm-up, and per round
 1. the idle rate, before and after the batch: counters zeroed, `--idle` seconds without
    requests, a dump (timers and background tasks run by the wall clock, and a process under
    valgrind is ~50x slower, so their mean is subtracted, pro rata of the batch's wall time;
-   the state store is a Redis polled once a minute, to keep that work small);
+   the state store is a Redis polled once a minute, to keep that work small). One exchange
+   is held in flight for the whole measurement, idle and batch alike (a request on route
+   `held` to a backend that takes it and never answers): the upstream deadline sweeper
+   (`Upstreams._sweep`) beats every 10 ms while an exchange waits and every 50 ms when none
+   does, so an idle rate measured with none in flight subtracted the slow beat from a batch
+   that ran at the fast one, and over-counted by an amount growing with the batch's wall
+   time (the machine's load: RESULTS.md §31's caveat);
 2. the batch: counters zeroed, `--requests` POSTs (a KServe V2 body) over `--connections`
    keep-alive connection(s) from this process (one by default: with several, how many
    requests share an event-loop iteration depends on the machine's load, and so does the
@@ -19,8 +25,13 @@ variant at a time: instrumentation on, a warm-up, and per round
    OTLP sink has had no new span for `--settle` seconds (so the exporter thread's batches
    are counted too), and a dump.
 
-Instructions per request = (batch - idle rate * batch wall time) / requests, all threads of
-the gateway process (event loop, exporter, access-log writer). The backend
+Instructions per request = (batch - idle Ir per Task step * the batch's Task steps) /
+requests, all threads of the gateway process (event loop, exporter, access-log writer). The
+clock's work comes in the event loop's Task steps (the C `task_step`, counted by callgrind;
+a request itself takes none), and a process starved of the CPU by the machine's load takes
+fewer of them per wall second, so it is subtracted per step, not per wall second of the
+batch (which over-subtracted in slow rounds: rounds of 1.1-4.4 s agree within 0.3 % per
+step, 6 % per second; each round also prints the per-second figure). The backend
 (`benchmarks/backend.py`), the OTLP sink (`benchmarks/otlp_sink.py`) and the client run
 natively, outside valgrind. Variants:
 
@@ -49,6 +60,7 @@ import argparse
 import http.client
 import json
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -79,7 +91,8 @@ class Gateway:
     rows: list[tuple[float, float, float]] = field(default_factory=list)  # Ir/req, idle Ir/s, sampled
 
 
-def config(gw: Gateway, backend: int, sink: int, redis: int) -> tuple[Path, dict[str, str]]:
+def config(gw: Gateway, backend: int, sink: int, redis: int,
+           mute: int) -> tuple[Path, dict[str, str]]:
     v = gw.variant
     server = "access_log: true" if v in ("log", "log0") else ""
     cfg = bench_config(gw.work, gw.port, gw.admin, backend, server=server)
@@ -108,8 +121,57 @@ def config(gw: Gateway, backend: int, sink: int, redis: int) -> tuple[Path, dict
         env["OTEL_TRACES_EXPORTER"] = "none"
     text = "\n".join(state if line.startswith("state:") else line
                      for line in cfg.read_text().splitlines())
-    cfg.write_text(text.replace("routes:", tele + "routes:", 1) + "\n")
+    # route `held`, first: the exchange `Held` keeps in flight (a backend that never answers)
+    held = (f"routes:\n  - name: held\n    match: {{path_prefix: {HELD}}}\n    stable: v1\n"
+            "    timeouts: {total: 3600s, idle: 3600s}\n"
+            f"    versions:\n      - {{name: v1, url: 'http://127.0.0.1:{mute}', weight: 100}}")
+    cfg.write_text(text.replace("routes:", tele + held, 1) + "\n")
     return cfg, env
+
+
+HELD = "/held/"
+
+
+class Mute:
+    """A backend that accepts connections and reads requests but never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.received = threading.Event()
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._read, args=(c,), daemon=True).start()
+
+    def _read(self, c: socket.socket) -> None:
+        try:
+            while c.recv(65536):
+                self.received.set()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def hold(gw: Gateway, mute: Mute) -> socket.socket:
+    """One request in flight through `gw` to `mute` (it stays there: the sweeper's busy beat)."""
+    mute.received.clear()
+    c = socket.create_connection(("127.0.0.1", gw.port), timeout=300)
+    c.sendall(f"GET {HELD}x HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    if not mute.received.wait(300):
+        raise SystemExit(f"{gw.name}: the held request never reached its backend")
+    return c
 
 
 def control(gw: Gateway, *flags: str) -> None:
@@ -117,15 +179,28 @@ def control(gw: Gateway, *flags: str) -> None:
                    timeout=120)
 
 
-def dump(gw: Gateway) -> int:
-    """Dump the counters since the last zero; their instruction count."""
+def dump(gw: Gateway) -> tuple[int, int]:
+    """Dump the counters since the last zero; their instruction count and the event loop's
+    Task steps (calls of the C `task_step`: the clock's work, the sweeper's beats among it)."""
     control(gw, "-d")
     gw.dumps += 1
     out = gw.work / f"callgrind.out.{gw.dumps}"
+    names: dict[str, str] = {}
+    ir, steps, callee = -1, 0, ""
     for line in out.read_text(errors="replace").splitlines():
-        if line.startswith("summary:"):
-            return int(line.split()[1])
-    raise SystemExit(f"no summary in {out}")
+        if line.startswith(("fn=(", "cfn=(")):
+            key, _, name = line.partition("=")[2].partition(" ")
+            if name:
+                names[key] = name
+            if line.startswith("cfn="):
+                callee = names.get(key, "")
+        elif line.startswith("calls=") and callee == "task_step":
+            steps += int(line.split()[0][6:])
+        elif line.startswith("summary:"):
+            ir = int(line.split()[1])
+    if ir < 0:
+        raise SystemExit(f"no summary in {out}")
+    return ir, steps
 
 
 def send(port: int, n: int, conns: int) -> None:
@@ -170,13 +245,20 @@ def start_redis(procs: Procs, log: Path) -> int:
     return port
 
 
-def idle_rate(gw: Gateway, seconds: float) -> float:
-    """Instructions per second with no request (the clock's work: timers, background tasks)."""
+@dataclass(frozen=True)
+class Idle:
+    per_second: float
+    per_step: float  # instructions per Task step (0: no step counted)
+
+
+def idle_rate(gw: Gateway, seconds: float) -> Idle:
+    """The clock's work with no request (timers, background tasks): per second, and per Task
+    step of the event loop."""
     control(gw, "-z")
     t0 = time.monotonic()
     time.sleep(seconds)
-    ir = dump(gw)
-    return ir / (time.monotonic() - t0)
+    ir, steps = dump(gw)
+    return Idle(ir / (time.monotonic() - t0), ir / steps if steps else 0.0)
 
 
 def sink_spans(sink: int) -> int:
@@ -195,10 +277,19 @@ def settle(sink: int, quiet: float) -> int:
     return last
 
 
-def measure(gw: Gateway, args: argparse.Namespace, sink: int) -> None:
+def measure(gw: Gateway, args: argparse.Namespace, sink: int, mute: Mute) -> None:
     traced = RATIO.get(gw.variant, 0.0) > 0
     control(gw, "-i", "on")  # instrumentation on (it starts off, so start-up runs fast)
     send(gw.port, args.warmup, args.connections)
+    held = hold(gw, mute) if not args.no_hold else None
+    try:
+        rounds(gw, args, sink, traced)
+    finally:
+        if held is not None:
+            held.close()
+
+
+def rounds(gw: Gateway, args: argparse.Namespace, sink: int, traced: bool) -> None:
     if traced:
         settle(sink, args.settle)
     before = idle_rate(gw, args.idle)
@@ -208,17 +299,24 @@ def measure(gw: Gateway, args: argparse.Namespace, sink: int) -> None:
         t0 = time.monotonic()
         send(gw.port, args.requests, args.connections)
         spans = settle(sink, args.settle) - spans0 if traced else 0
-        total = dump(gw)
+        total, steps = dump(gw)
         wall = time.monotonic() - t0
         after = idle_rate(gw, args.idle)  # (also the next round's "before")
-        idle = (before + after) / 2
+        rate = (before.per_second + after.per_second) / 2
+        per_step = (before.per_step + after.per_step) / 2
         before = after
-        per = (total - idle * wall) / args.requests
+        by_wall = (total - rate * wall) / args.requests
+        # The clock's work comes in Task steps, and a process the machine's load starves of
+        # the CPU takes fewer of them a wall second (a timer late by 30 ms fires once, not
+        # three times): subtracted per step counted in the batch, not per wall second, the
+        # figure no longer depends on the batch's wall time (RESULTS.md §31).
+        per = (total - per_step * steps) / args.requests if per_step else by_wall
         # a sampled request is a SERVER span and one CLIENT span
-        gw.rows.append((per, idle, spans / 2 / args.requests))
+        gw.rows.append((per, rate, spans / 2 / args.requests))
         print(f"{gw.name:>20} round {r + 1}: {per:10,.0f} Ir/req  (batch {total:,} Ir in "
-              f"{wall:.1f} s, idle {idle:,.0f} Ir/s, sampled {spans // 2})",
-              file=sys.stderr, flush=True)
+              f"{wall:.1f} s, {steps} Task steps, idle {per_step:,.0f} Ir a step, "
+              f"{rate:,.0f} Ir/s; idle subtracted per second instead: {by_wall:,.0f}; "
+              f"sampled {spans // 2})", file=sys.stderr, flush=True)
 
 
 def main() -> int:
@@ -234,6 +332,9 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=6.0,
                     help="seconds without a new span that mean the exporter is done (more "
                          "than OTEL_BSP_SCHEDULE_DELAY, 5 s by default)")
+    ap.add_argument("--no-hold", action="store_true",
+                    help="hold no exchange in flight (the old measurement: the idle rate "
+                         "at the sweeper's slow beat, which under-subtracts)")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="a comma-separated subset of " + ", ".join(VARIANTS).replace("%", "%%"))
     ap.add_argument("--before", default=None, metavar="REV",
@@ -257,6 +358,7 @@ def main() -> int:
                             args.before], cwd=ROOT, check=True, capture_output=True)
         procs = Procs()
         gws: list[Gateway] = []
+        mute = Mute()
         try:
             backend = start_backend(procs, root / "backend.log", 0.0)
             redis = start_redis(procs, root / "redis.log")
@@ -269,7 +371,7 @@ def main() -> int:
                     gw = Gateway(v + suffix, v, root / f"{v.strip('%')}{suffix}")
                     gw.work.mkdir()
                     gw.port, gw.admin = free_port(), free_port()
-                    cfg, env = config(gw, backend, sink, redis)
+                    cfg, env = config(gw, backend, sink, redis, mute.port)
                     group: list[str] = []
                     if v == "worker":
                         (gw.work / "run").mkdir(mode=0o700)
@@ -289,9 +391,10 @@ def main() -> int:
                 wait_http(f"http://127.0.0.1:{gw.admin}/readyz", timeout=900)
             print(f"{len(gws)} gateways ready under callgrind", file=sys.stderr, flush=True)
             for gw in gws:
-                measure(gw, args, sink)
+                measure(gw, args, sink, mute)
         finally:
             procs.stop()
+            mute.close()
             if args.keep is not None:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 for gw in gws:
@@ -302,7 +405,8 @@ def main() -> int:
                                cwd=ROOT, capture_output=True)
     print(f"\n{time.strftime('%Y-%m-%d %H:%M')}: {args.requests} requests x {args.rounds} "
           f"rounds per variant, {args.connections} connections, callgrind (valgrind "
-          "instruction counts, all threads, idle rate subtracted)\n")
+          "instruction counts, all threads, idle work per Task step subtracted, "
+          f"{'no' if args.no_hold else 'one'} exchange held in flight)\n")
     med = {gw.name: statistics.median(r[0] for r in gw.rows) for gw in gws}
     print("| variant | Ir/request (median) | vs off | rounds | idle Ir/s | sampled |")
     print("|---|---|---|---|---|---|")

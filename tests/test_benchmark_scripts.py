@@ -39,3 +39,17 @@ def test_trim_scan_refuses_lengths_it_would_time_on_another_trail(lengths: list[
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr[-2000:])
     assert "increasing order" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("flags", [[], ["--telemetry"]])
+def test_fastpath_runs_requests_and_prints_its_figure(flags: list[str]) -> None:
+    """fastpath.py drives the data plane in process with fake transports, so a change to
+    the pool, the exchange or the proxy's signatures breaks it without breaking `--help`
+    (its pooled backend connection past the idle timeout made it run no request for weeks,
+    unnoticed). A smoke run of a few requests: every one answered 200 (the script checks)
+    and the figure printed."""
+    done = subprocess.run([sys.executable, "fastpath.py", "--requests", "200", "--rounds", "1",
+                           *flags], cwd=BENCH, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"fast path, Python CPU per request \(median of 1 x 200\): [\d.]+ µs",
+                     done.stdout), done.stdout

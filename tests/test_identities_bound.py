@@ -5,7 +5,15 @@ kills included); /v1/status `identities` grew with it. Pure."""
 
 from __future__ import annotations
 
-from gateway.domain.statedoc import MAX_IDENTITIES, Change, StateDoc, apply_change
+from gateway.configfile import parse_config_text
+from gateway.domain.overrides import record_config
+from gateway.domain.statedoc import (
+    MAX_IDENTITIES,
+    MAX_IDENTITIES_ALL,
+    Change,
+    StateDoc,
+    apply_change,
+)
 
 
 def _seen(i: int) -> dict[str, dict[str, object]]:
@@ -27,3 +35,73 @@ def test_the_oldest_identities_of_a_route_go_past_the_bound() -> None:
     doc = apply_change(doc, Change(identities={"iris": _seen(MAX_IDENTITIES + 5)}))
     assert "b00005" not in doc.identities["iris"] and len(doc.identities["iris"]) == \
         MAX_IDENTITIES
+
+
+def _removed_routes(n: int, per: int) -> dict[str, dict[str, dict[str, object]]]:
+    """`n` routes of `per` identities each, recorded in 2026-02 (after iris's, below)."""
+    return {f"pr-{r:04d}": {f"v{i}": {"url": "http://10.0.0.2:9000",
+                                      "artifact": f"sha256:{r * per + i:064x}",
+                                      "time": f"2026-02-{1 + r // 1440:02d}T{r // 60 % 24:02d}:"
+                                              f"{r % 60:02d}:{i:02d}Z"}
+                            for i in range(per)} for r in range(n)}
+
+
+def test_identities_of_removed_routes_are_bounded_oldest_first() -> None:
+    """A route no file names any more (a preview route per pull request) kept its
+    identities for ever: past MAX_IDENTITIES_ALL in all, the oldest recorded go, those of
+    routes the recording file does not name first, however old the named route's are."""
+    per = 8
+    doc = StateDoc(identities={**_removed_routes(MAX_IDENTITIES_ALL // per, per),
+                               "iris": {"v1": {"url": "http://10.0.0.1:9000",
+                                               "artifact": "sha256:" + "a" * 64,
+                                               "time": "2026-01-01T00:00:00Z"}}})
+    doc = StateDoc.from_json(doc.to_json())  # (as stored: its keys come back sorted)
+    doc = apply_change(doc, Change(identities={"iris": {"v2": {
+        "url": "http://10.0.0.1:9001", "artifact": "sha256:" + "b" * 64,
+        "time": "2026-03-01T00:00:00Z"}}}, named=frozenset({"iris"})))
+    assert sum(len(vs) for vs in doc.identities.values()) == MAX_IDENTITIES_ALL
+    assert set(doc.identities["iris"]) == {"v1", "v2"}  # named: kept, old as v1 is
+    # the two oldest of the removed routes' went: pr-0000's v0 and v1 (seconds 0 and 1)
+    assert "v0" not in doc.identities["pr-0000"] and "v1" not in doc.identities["pr-0000"]
+    assert "v2" in doc.identities["pr-0000"] and len(doc.identities["pr-0001"]) == per
+
+
+def test_a_removed_route_left_without_identities_goes_and_nothing_else_is_touched() -> None:
+    doc = StateDoc(identities=_removed_routes(MAX_IDENTITIES_ALL // 2, 2))
+    before = doc.to_json()
+    # a change recording nothing new leaves them (under the bound: nothing to drop)
+    doc = apply_change(doc, Change(history={}))
+    assert doc.identities == StateDoc.from_json(before).identities
+    doc = apply_change(doc, Change(identities=_removed_routes(1, 4)))
+    # pr-0000 now has 4 (v2, v3 new), 2 over: its own oldest two go (seconds 0 and 1), and a
+    # route left with none would go whole
+    assert sum(len(vs) for vs in doc.identities.values()) == MAX_IDENTITIES_ALL
+    assert set(doc.identities["pr-0000"]) == {"v2", "v3"}
+
+
+def test_the_reload_record_names_its_files_routes() -> None:
+    """record_config's change carries the file's routes, so theirs are kept longest."""
+    cfg = parse_config_text("""
+listen: 127.0.0.1:8080
+admin: {listen: 127.0.0.1:9901}
+state: {backend: local, path: /tmp/x.json}
+routes:
+  - name: iris
+    match: {path_prefix: /}
+    stable: v1
+    versions:
+      - {name: v1, url: "http://10.0.0.1:9000"}
+""")
+    change = record_config(StateDoc(), list(cfg.routes), "sha256:one", "t0")
+    assert change is not None and change.named == frozenset({"iris"})
+
+
+def test_a_route_left_with_no_identity_is_dropped_whole() -> None:
+    doc = StateDoc(identities={"gone": {"v1": {"url": "http://10.0.0.3:9000",
+                                                "artifact": "", "time": "2025-01-01T00:00:00Z"}},
+                               **_removed_routes(MAX_IDENTITIES_ALL // 2, 2)})
+    doc = apply_change(doc, Change(identities={"iris": {"v1": {
+        "url": "http://10.0.0.1:9000", "artifact": "", "time": "2026-03-01T00:00:00Z"}}},
+        named=frozenset({"iris"})))
+    assert "gone" not in doc.identities and "iris" in doc.identities
+    assert sum(len(vs) for vs in doc.identities.values()) == MAX_IDENTITIES_ALL

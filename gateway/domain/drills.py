@@ -275,4 +275,5 @@ def merge(first: Change, then: Change) -> Change:
                   drills={**first.drills, **then.drills},
                   approvals={**first.approvals, **then.approvals},
                   drill_results={**first.drill_results, **then.drill_results},
-                  rolled_off={**first.rolled_off, **then.rolled_off})
+                  rolled_off={**first.rolled_off, **then.rolled_off},
+                  named=first.named | then.named)

@@ -256,7 +256,8 @@ def record_config(doc: StateDoc, routes: list[RouteConfig], digest: str,
                                                  sv.url, sv.artifact),)
     if not identities and not history:
         return None
-    return Change(history=history, identities=identities)
+    return Change(history=history, identities=identities,
+                  named=frozenset(rc.name for rc in routes))
 
 
 def identity_problems(doc: StateDoc, routes: list[RouteConfig]) -> list[tuple[str, str]]:

@@ -36,6 +36,7 @@ __all__ = [
     "MAX_GENERATION",
     "MAX_HISTORY",
     "MAX_IDENTITIES",
+    "MAX_IDENTITIES_ALL",
     "Change",
     "DrillRecord",
     "HistoryEntry",
@@ -57,6 +58,12 @@ MAX_HISTORY = 100  # entries kept per route (the oldest are dropped)
 #: state (its kills included). A name older than the newest MAX_IDENTITIES of its route is
 #: no longer checked against its artifact.
 MAX_IDENTITIES = 1000
+#: version identities kept in all, over every route: the per-route bound did not bound the
+#: number of routes, and a route removed from the config kept its identities for ever (one
+#: route per pull request's preview grew the document as one version per build did). Past
+#: it the oldest recorded go first, those of routes the recording file does not name (removed
+#: ones) before those it names. 4,000 is < 8 MiB with 2 KB urls, half of MAX_DOC_BYTES.
+MAX_IDENTITIES_ALL = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +180,28 @@ class Change:
     drill_results: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
     #: route -> its versions rolled off, replaced whole (None: none left)
     rolled_off: Mapping[str, tuple[RolledOff, ...] | None] = field(default_factory=dict)
+    #: the routes of the file whose identities this change records (theirs go last when the
+    #: identities in all are past MAX_IDENTITIES_ALL); changes nothing on its own
+    named: frozenset[str] = frozenset()
 
     def __bool__(self) -> bool:
         return bool(self.kills or self.overrides or self.history or self.progress
                     or self.identities or self.epoch is not None or self.approvals
                     or self.drills or self.drill_results or self.rolled_off)
+
+
+def _bounded(identities: dict[str, dict[str, dict[str, Any]]],
+             named: frozenset[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """`identities` past MAX_IDENTITIES_ALL less their oldest recorded: of routes `named`
+    does not hold first, a route left with none dropped."""
+    over = sum(len(vs) for vs in identities.values()) - MAX_IDENTITIES_ALL
+    if over <= 0:
+        return identities
+    order = sorted((r in named, str(rec.get("time") or ""), r, v)
+                   for r, vs in identities.items() for v, rec in vs.items())
+    for _, _, r, v in order[:over]:
+        del identities[r][v]
+    return {r: vs for r, vs in identities.items() if vs}
 
 
 def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,6 +240,8 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
             # document's keys come back sorted, not in the order they were seen)
             newest = sorted(known, key=lambda v: (str(known[v].get("time") or ""), v))
             identities[route] = {v: known[v] for v in newest[-MAX_IDENTITIES:]}
+    if change.identities:
+        identities = _bounded(identities, change.named)
     writes = trim_writes((*doc.writes, write))
     lifted, lifted_writes = doc.lifted, doc.lifted_writes
     if change.kills:
