@@ -57,6 +57,8 @@ class Repair:
     last_error: str | None
     trail_lost: dict[str, Any] | None
     _seen_signed: bool
+    _own_epochs: set[str]
+    _seen_fleet: bool
     _repairs: int
     _repair_at: float
     _resync: bool  # a document to merge was seen (`_foreign_to`): sync at the next poll
@@ -74,12 +76,26 @@ class Repair:
         """Report what the store holds that we refuse."""
         if got.doc is not None:
             self._seen_signed = True
+            self._saw(got.doc)
         if got.problem is not None:
             self.tamper.note("state", got.problem)
             self.last_error = f"refused the stored state: {got.problem}"
         elif got.doc is not None and not got.trusted:
             self.tamper.note("generation", f"the stored generation {got.token!r} is not the "
                                            f"signed document's {got.doc.generation}")
+
+    def _saw(self, doc: StateDoc) -> None:
+        """Note a verified document: one of an epoch this instance did not create (its
+        re-seeds') shows that its key is the fleet's (`_blind`)."""
+        if doc.epoch not in self._own_epochs:
+            self._seen_fleet = True
+            self._own_epochs.clear()  # (no longer needed)
+
+    def _mine(self, epoch: str) -> str:
+        """Remember `epoch` as one this instance created, until it verifies another's."""
+        if not self._seen_fleet:
+            self._own_epochs.add(epoch)
+        return epoch
 
     def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
         """Whether `doc` must be merged with ours (a re-seed), never adopted: it stands at
@@ -120,7 +136,7 @@ class Repair:
         if got.empty and mine.generation == 0 and not mine.kills and not self.from_snapshot:
             # A new store, and we know of no state: start generation 0.
             with contextlib.suppress(StoreConflict):
-                await self.store.commit(None, StateDoc(epoch=new_epoch()), None)
+                await self.store.commit(None, StateDoc(epoch=self._mine(new_epoch())), None)
             got = await self.store.load()
         elif not got.trusted or (got.doc is not None and (
                 got.doc.generation < mine.generation or self._foreign_to(mine, got.doc))):
@@ -186,8 +202,13 @@ class Repair:
         legacy = (got.refused is not None and self.migrating
                   and not got.refused.startswith(MAGIC))  # (unsigned: may hold kills)
         # the kills of a snapshot we could not verify either (snapshot.py: the key changed)
-        # are no state to write over a document the store holds: only over an empty store
-        untrusted = self.snapshot.kills_only is not None and not self._seen_signed
+        # are no state to write over a document the store holds: only over an empty store.
+        # Nor is what this instance re-seeded from them, so long as it has verified no
+        # document but its own (its epochs): a key that is not the fleet's (a rotation step
+        # skipped) then seeded a flushed store first and, "verified" by its own document,
+        # re-seeded over the fleet's every 30 s, wiping its weights, overrides and history
+        # (a ping-pong with the fleet's re-seeds). A kill through it answers 503 instead.
+        untrusted = self.snapshot.kills_only is not None and not self._seen_fleet
         if (got.doc is None and got.problem is not None and not legacy
                 and ((mine.generation == 0 and not mine.kills) or untrusted)):
             if untrusted and self.from_snapshot and not self.ready:
@@ -214,6 +235,7 @@ class Repair:
             kills = {k: f for k, f in legacy.kills.items() if k not in mine.kills}
             mine = apply_change(mine, Change(kills=kills))
         merged = merge_restrictive(store_doc, mine)
+        self._mine(merged.epoch)
         why = ("empty" if got.empty else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted
                else "older" if store_doc is None or store_doc.generation < mine.generation

@@ -98,6 +98,8 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self._recheck_again = False
         self._big_pushes = Throttle(0.25, self._reread)  # (store.PushNotRead)
         self._seen_signed = False
+        self._own_epochs: set[str] = set()  # epochs this instance created (reseed.py's _blind)
+        self._seen_fleet = False  # verified a document of an epoch not in _own_epochs
         self._repairs = 0  # repairs of refused documents in a row (backoff)
         self._repair_at = 0.0
         self._resync = False  # a document colliding with ours was seen: sync at the next poll
@@ -142,6 +144,7 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         """Adopt a verified document (ours, pushed or loaded) if it is newer. Its log line
         says when the swap happened, and is written a little later (appliedlog.py)."""
         self._seen_signed = True
+        self._saw(doc)
         if not self.holder.apply_doc(doc):
             return False
         self.metrics.set("killgate_state_generation", doc.generation)
