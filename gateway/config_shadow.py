@@ -158,7 +158,7 @@ class JsonCompare(Frozen):
     def _not_ignored(self) -> JsonCompare:
         both = sorted(set(self.ignore) & set(self.answer_paths or ()))
         if both:
-            raise ValueError(f"answer_paths {', '.join(both)} also in ignore: a field is either "
+            raise ValueError(f"answer_paths {', '.join(map(repr, both))} also in ignore: a field is either "
                              "the answer (compared, never excused) or ignored, not both")
         return self
 
