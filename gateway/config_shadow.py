@@ -12,11 +12,19 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from gateway.config_types import HEADER_NAME, Deadline, Frozen, Timeouts, finite
 
 __all__ = [
+    "ANSWER_TEXT_MIN",
     "COMPARE_KINDS",
     "CompareConfig",
     "DisagreementsConfig",
@@ -31,6 +39,10 @@ __all__ = [
 ]
 
 COMPARE_KINDS = ("v2_tensors", "openai_chat", "json")
+#: `compare: json` with no `answer_paths`: a string longer than this, with whitespace in it,
+#: is taken for the answer (RFC 7231 dates are 29 characters, "2026-12-06 02:18:51.123456+00:00"
+#: is 32; ids, UUIDs, hashes and tokens have no whitespace at any length)
+ANSWER_TEXT_MIN = 32
 #: the comparison a route gets when `compare` is left out, by its `protocol`
 DEFAULT_COMPARE = {"v2": "v2_tensors", "openai": "openai_chat", "http": "json"}
 
@@ -81,7 +93,14 @@ def _paths(v: Any) -> Any:
     return v
 
 
-Paths = Annotated[list[str], BeforeValidator(_paths)]
+_KEY, _INDEX = r"(?:\*|[A-Za-z0-9_\-$@:]+)", r"\[(?:\*|\d{1,9})\]"
+#: `parse_path`'s grammar as a JSON Schema pattern: `killgate schema` marks the paths
+#: `killgate check` refuses (it took any string: an editor passed `a..b`)
+PATH_PATTERN = (rf"^(?!\$\.?$)(?:\$\.(?=[^\[])|\$\.?(?=\[))?(?:{_KEY}|{_INDEX})"
+                rf"(?:\.{_KEY}|{_INDEX})*$")
+_PathText = Annotated[str, WithJsonSchema({"type": "string", "pattern": PATH_PATTERN,
+                                           "maxLength": 256})]
+Paths = Annotated[list[_PathText], BeforeValidator(_paths)]
 
 
 # ---------------------------------------------------------------- comparison
@@ -128,6 +147,20 @@ class JsonCompare(Frozen):
 
     #: paths whose values never count (ids, timestamps): `id`, `data[*].created`, `*.trace`
     ignore: Paths = Field(default_factory=list)
+    #: the fields that ARE the answer (`choices[*].message.content`, `outputs[*].data`): a
+    #: difference there excused as noise is no agreement for the promotion gate. Default
+    #: (left out): a string longer than ANSWER_TEXT_MIN characters with whitespace in it,
+    #: a model's text (ids, hashes, tokens have no space; a timestamp with one is shorter);
+    #: `[]`: no field is the answer
+    answer_paths: Paths | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="after")
+    def _not_ignored(self) -> JsonCompare:
+        both = sorted(set(self.ignore) & set(self.answer_paths or ()))
+        if both:
+            raise ValueError(f"answer_paths {', '.join(map(repr, both))} also in ignore: a field is either "
+                             "the answer (compared, never excused) or ignored, not both")
+        return self
 
 
 def _one_kind(v: Any) -> Any:

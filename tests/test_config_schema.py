@@ -120,6 +120,10 @@ def _route(**extra: Any) -> dict[str, Any]:
     (_route(shadow={"version": "v2", "compare": "json"}), True),  # (short for {json: {}})
     (_route(shadow={"version": "v2", "compare": {"json": None}}), True),
     (_route(shadow={"version": "v2", "compare": "jsn"}), False),
+    (_route(shadow={"version": "v2", "compare": {"json": {
+        "answer_paths": ["choices[*].message.content", "$.text"]}}}), True),
+    (_route(shadow={"version": "v2", "compare": {"json": {"answer_paths": ["a..b"]}}}), False),
+    (_route(shadow={"version": "v2", "compare": {"json": {"ignore": ["$"]}}}), False),
     (_route(retry={"retry_on": ["reset", 503, "502"]}), True),
     (_route(retry={"retry_on": [500]}), False),
     (_route(health={"path": "/h", "interval": "2s"}), True),

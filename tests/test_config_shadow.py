@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gateway.configfile import parse_config_text
@@ -74,3 +76,42 @@ def test_min_shadow_agreement_with_a_shadow_is_accepted() -> None:
         "    analysis: {min_shadow_agreement: 0.9, min_shadow_compared: 50}\n"
     rc = parse_config_text(text).routes[0]
     assert rc.analysis is not None and rc.analysis.min_shadow_agreement == 0.9
+
+
+@pytest.mark.parametrize(("shadow", "says"), [
+    ("{version: v2, compare: {json: {answer_paths: ['a..b']}}}", "is not a JSON path"),
+    ("{version: v2, compare: {json: {answer_paths: ['$']}}}", "names the whole answer"),
+    ("{version: v2, compare: {json: {answer_paths: [content], ignore: [content]}}}",
+     "also in ignore"),
+    ("{version: v2, compare: {openai_chat: {answer_paths: [content]}}}", "answer_paths"),
+])
+def test_bad_answer_paths_are_refused(shadow: str, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(shadow)
+    assert any(says in str(p) for p in err.value.problems), err.value.problems
+
+
+def test_answer_paths_mark_the_answer_and_the_default_takes_a_long_text() -> None:
+    """`compare: json`: a difference in the answer is of kind `answer` (compare.ANSWER_KINDS:
+    excused as noise, it is no agreement for the gate); an id, a UUID, a timestamp is not."""
+    from gateway.config_shadow import JsonCompare
+    from gateway.domain.compare_json import compare_json
+
+    def kinds(cfg: dict[str, object], a: object, b: object) -> dict[str, str]:
+        c = compare_json(JsonCompare.model_validate(cfg), json.dumps(a).encode(),
+                         json.dumps(b).encode())
+        return {d.path: d.kind for d in c.differences}
+
+    text = "Answer number 3: the capital is Paris."
+    a = {"id": "chatcmpl-0.123", "uuid": "0b5f1c1e-6c7a-4bb3-9b1e-6a9e7b0b1c2d",
+         "at": "2026-12-06 02:18:51.123456+00:00", "short": "Paris",
+         "choices": [{"message": {"content": text}}]}
+    b = {"id": "chatcmpl-0.456", "uuid": "1b5f1c1e-6c7a-4bb3-9b1e-6a9e7b0b1c2d",
+         "at": "2026-12-06 02:18:52.123456+00:00", "short": "Lyon",
+         "choices": [{"message": {"content": "qxz kvj " * 5}}]}
+    plain = {"id": "value", "uuid": "value", "at": "value", "short": "value"}
+    assert kinds({}, a, b) == {**plain, "choices[0].message.content": "answer"}
+    assert kinds({"answer_paths": ["short", "choices[*].message.content"]}, a, b) == {
+        **plain, "short": "answer", "choices[0].message.content": "answer"}
+    assert kinds({"answer_paths": []}, a, b) == {**plain, "choices[0].message.content": "value"}
+    assert kinds({}, {"c": text}, {"c": None}) == {"c": "answer"}  # (a type change too)

@@ -89,3 +89,51 @@ async def test_an_identical_shadow_with_a_noisy_id_passes_the_gate(
         status, body = await _weights(session, g.admin)
         assert status == 200, body
         assert json.dumps(body)  # (an answer, not an error)
+
+
+JSON_NOISE = "noise: {sample: 1.0, min_pairs: 5}}"
+
+
+@pytest.mark.parametrize("compare", [
+    "compare: json",  # the default: a long text with spaces is the answer
+    "compare: {json: {answer_paths: ['choices[*].message.content']}}",
+])
+async def test_garbage_text_compared_as_json_does_not_pass_the_gate(
+        tmp_path: Path, backends: Start, session: ClientSession, compare: str) -> None:
+    """Under `compare: json` the text is a field like any other (kind `value`): its noise
+    excused any text, garbage too, and the gate passed a broken model (found by review).
+    A difference in the answer is now of kind `answer`, excused but not agreement."""
+    p1 = await backends(chat_app("m", random_text=True))
+    p2 = await backends(garbage_app())
+    cfg = write_config(tmp_path, route(
+        p1, p2, f"{{version: v2, sample: 1.0, {compare}, {JSON_NOISE}", "openai",
+        "/v1/chat") + GATE)
+    async with running_gateway(cfg) as g:
+        out = await send_all(session, g.url + "/v1/chat/completions",
+                             [chat_request(x) for x in range(20)])
+        assert {s for s, _, _ in out} == {200}
+        rep = await settled(session, g.admin, 20)
+        assert rep["agreed_excusing_answer"] == rep["agreed"] > 0, rep
+        assert rep["gate"]["open"] is False, rep["gate"]
+        status, body = await _weights(session, g.admin)
+        assert (status, body["error"]["type"]) == (409, "shadow_agreement"), body
+        assert "agreed only by excusing the answer itself as noise" in body["error"]["message"]
+        assert "iris" not in g.gw.holder.doc.overrides
+
+
+async def test_streamed_answers_under_json_are_refused_naming_openai_chat(
+        tmp_path: Path, backends: Start, session: ClientSession) -> None:
+    """A streamed chat answer is not JSON: under `compare: json` it is compared byte for
+    byte and never agrees; the refusal says which comparison reads it."""
+    p1 = await backends(chat_app("m", random_text=True))
+    p2 = await backends(chat_app("m", random_text=True))
+    cfg = write_config(tmp_path, route(
+        p1, p2, "{version: v2, sample: 1.0, compare: json}", "openai", "/v1/chat") + GATE)
+    async with running_gateway(cfg) as g:
+        out = await send_all(session, g.url + "/v1/chat/completions",
+                             [chat_request(x, stream=True) for x in range(12)])
+        assert {s for s, _, _ in out} == {200}
+        await settled(session, g.admin, 12)
+        status, body = await _weights(session, g.admin)
+        assert (status, body["error"]["type"]) == (409, "shadow_agreement"), body
+        assert "use `compare: openai_chat`" in body["error"]["message"], body

@@ -105,8 +105,9 @@ def shadow(route_s: dict[str, Any]) -> dict[str, Any]:
          "agreed_with_noise": {"type": "integer", "description": "of `agreed`: only within "
                                "the noise floor (outcomes.noise)"},
          "agreed_excusing_answer": {"type": "integer", "description": "of those: the answer "
-                                    "itself (a chat text, tensor values, a body) was excused "
-                                    "as noise; the gate counts them as no comparison"},
+                                    "itself (a chat text, tensor values, a body, a json "
+                                    "answer_paths field) was excused as noise; the gate "
+                                    "counts them as no comparison"},
          "dropped": {"type": "integer", "description": "copies dropped at max_inflight"},
          "outcomes": counts, "copies": counts, "failures": counts, "differences": counts,
          "latency_ms": {"type": "object", "properties": {"primary": lat, "shadow": lat}},

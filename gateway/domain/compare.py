@@ -29,8 +29,11 @@ OUTCOMES = (AGREED, NOISE, DISAGREED, UNCOMPARABLE)
 #: parsable). A comparison that agreed only by excusing one of these as noise (the primary
 #: samples its text: it differs from itself in nearly every pair) compared no answer: the
 #: promotion gate does not count it as agreement (promotiongate.py). A JSON field (an id,
-#: a timestamp) excused as noise is field-level (Diffy): the rest was compared exactly.
-ANSWER_KINDS = frozenset({"text", "tool_calls", "json", "values", "body", "unparsable"})
+#: a timestamp) excused as noise is field-level (Diffy): the rest was compared exactly;
+#: under `compare: json` a field that is the answer (`answer_paths`, or by default a long
+#: text) differs as `answer` (compare_json.py).
+ANSWER_KINDS = frozenset({"text", "tool_calls", "json", "values", "body", "unparsable",
+                          "answer"})
 
 
 def compare(cfg: CompareConfig, request: bytes, primary: Answer, shadow: Answer) -> Comparison:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.config_shadow import JsonCompare
+from gateway.config_shadow import ANSWER_TEXT_MIN, JsonCompare
 from gateway.domain.comparison import (
     Comparison,
     Difference,
@@ -49,16 +49,30 @@ def _kind(v: Any) -> str:
     return "array" if isinstance(v, list) else "object"
 
 
+def _text(v: Any) -> bool:
+    """A model's text, when no `answer_paths` say where the answer is (ANSWER_TEXT_MIN)."""
+    return isinstance(v, str) and len(v) > ANSWER_TEXT_MIN and any(c.isspace() for c in v)
+
+
 def diff_json(a: Any, b: Any, ignore: Sequence[Pattern] = (),
-              limit: int = MAX_DIFFERENCES) -> tuple[list[Difference], int]:
-    """Where `b` differs from `a`: up to `limit` differences, and how many there were."""
+              limit: int = MAX_DIFFERENCES,
+              answer: Sequence[Pattern] | None = ()) -> tuple[list[Difference], int]:
+    """Where `b` differs from `a`: up to `limit` differences, and how many there were.
+    A difference in the answer is of kind `answer` (compare.ANSWER_KINDS): at a path
+    `answer` covers; `answer` None: a value or type difference where either side is a
+    model's text (`_text`)."""
     out: list[Difference] = []
     total = 0
 
-    def add(kind: str, at: tuple[Step, ...]) -> None:
+    def add(kind: str, at: tuple[Step, ...], x: Any = None, y: Any = None) -> None:
         nonlocal total
         total += 1
         if len(out) < limit:
+            if answer is None:
+                if kind in ("value", "type") and (_text(x) or _text(y)):
+                    kind = "answer"
+            elif answer and matches(answer, at):
+                kind = "answer"
             out.append(Difference(kind, render(at)))
 
     def walk(x: Any, y: Any, at: tuple[Step, ...]) -> None:
@@ -66,7 +80,7 @@ def diff_json(a: Any, b: Any, ignore: Sequence[Pattern] = (),
             return
         kx, ky = _kind(x), _kind(y)
         if kx != ky:
-            add("type", at)
+            add("type", at, x, y)
         elif kx == "object":
             for k, v in x.items():
                 w = y.get(k, _MISSING)
@@ -84,7 +98,7 @@ def diff_json(a: Any, b: Any, ignore: Sequence[Pattern] = (),
             for i, (v, w) in enumerate(zip(x, y, strict=False)):
                 walk(v, w, (*at, i))
         elif x != y and not (x != x and y != y):  # (NaN equals NaN, as for tensors)
-            add("value", at)
+            add("value", at, x, y)
 
     walk(a, b, ())
     return out, total
@@ -101,7 +115,9 @@ def compare_json(cfg: JsonCompare, primary: bytes, shadow: bytes) -> Comparison:
     except ValueError:
         return Comparison(True, (Difference("unparsable", "$"),))
     try:
-        diffs, total = diff_json(a, b, compile_paths(tuple(cfg.ignore)))
+        diffs, total = diff_json(a, b, compile_paths(tuple(cfg.ignore)), MAX_DIFFERENCES,
+                                 None if cfg.answer_paths is None
+                                 else compile_paths(tuple(cfg.answer_paths)))
     except RecursionError:
         return Comparison(False, (), {"why": "the answer is nested too deeply to compare"})
     detail: dict[str, Any] = {"differences": total}

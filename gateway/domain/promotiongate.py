@@ -80,6 +80,7 @@ def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
               "answers differ from each other there: an exact comparison of them says nothing; "
               "compare what must be equal instead, e.g. openai_chat text: none with "
               "max_length_change, or json) do not count" if excused else "")
+    aside += _not_json(rc, fleet)
     older = fleet.older if fleet is not None else 0
     aside += (f"; {older} compared by instances of an older version (which do not say the "
               "primary's status) do not count" if older else "")
@@ -87,6 +88,21 @@ def gate(rc: RouteConfig, fleet: Tally | None) -> str | None:
             f"analysis.min_shadow_agreement needs {bar} over at least {least} compared "
             f"requests, counting only requests the primary answered 2xx{aside} (see "
             f"`killgate shadow report {rc.name}`)")
+
+
+def _not_json(rc: RouteConfig, fleet: Tally | None) -> str:
+    """Under `compare: json`, answers that are not JSON (a streamed chat answer, SSE) are
+    compared byte for byte: two samples of a model never agree so, nor does the gate."""
+    sh = rc.shadow
+    # (counted differences, or with a noise floor, where the shadow differed before it: "$")
+    n = max(fleet.differences.get("body", 0), fleet.raw_paths.get("$", 0)) \
+        if fleet is not None else 0
+    if not n or sh is None or sh.compare_for(rc.protocol).kind != "json":
+        return ""
+    return (f"; {n} compared answer{'' if n == 1 else 's'} differed as a whole (a body that "
+            "is not JSON is compared byte for byte under compare: json; a streamed answer, "
+            "text/event-stream?): for streamed chat answers use `compare: openai_chat`, "
+            "which reads the stream's text")
 
 
 def _apart(share: float, need: float) -> tuple[str, str]:
