@@ -6,7 +6,7 @@ kills included); /v1/status `identities` grew with it. Pure."""
 from __future__ import annotations
 
 from gateway.configfile import parse_config_text
-from gateway.domain.overrides import record_config
+from gateway.domain.overrides import identity_problems, record_config
 from gateway.domain.statedoc import (
     MAX_IDENTITIES,
     MAX_IDENTITIES_ALL,
@@ -105,3 +105,47 @@ def test_a_route_left_with_no_identity_is_dropped_whole() -> None:
         named=frozenset({"iris"})))
     assert "gone" not in doc.identities and "iris" in doc.identities
     assert sum(len(vs) for vs in doc.identities.values()) == MAX_IDENTITIES_ALL
+
+
+def test_a_live_versions_identity_outlives_newer_ones_of_retired_versions() -> None:
+    """Review of the impleft6 merge: past MAX_IDENTITIES_ALL the oldest recorded went, of
+    the file's routes too; the oldest is often a route's live stable, recorded once long
+    ago while another route's builds came and went. Dropped, its name would take another
+    artifact without a word (CONTRACT §2: a version name is immutable). The versions the
+    recording file serves now go last, in both bounds."""
+    iris_v1 = "sha256:" + "a" * 64
+    routes = "\n".join(f"""  - name: r{r}
+    match: {{path_prefix: /r{r}}}
+    stable: new
+    versions:
+      - {{name: new, url: "http://10.0.0.2:9000", artifact: "sha256:{r + 1:064x}"}}"""
+                       for r in range(4))
+    text = f"""
+listen: 127.0.0.1:8080
+admin: {{listen: 127.0.0.1:9901}}
+state: {{backend: local, path: /tmp/x.json}}
+routes:
+  - name: iris
+    match: {{path_prefix: /iris}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://10.0.0.1:9000", artifact: "{iris_v1}"}}
+{routes}
+"""
+    builds = {f"r{r}": {f"b{i:04d}": {"url": "http://10.0.0.2:9000",
+                                      "artifact": f"sha256:{r * 10000 + i:064x}",
+                                      "time": f"2026-02-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z"}
+                        for i in range(MAX_IDENTITIES - (r == 0))} for r in range(4)}
+    doc = StateDoc(identities={"iris": {"v1": {"url": "http://10.0.0.1:9000",
+                                                "artifact": iris_v1,
+                                                "time": "2026-01-01T00:00:00Z"}}, **builds})
+    change = record_config(doc, list(parse_config_text(text).routes), "sha256:one",
+                           "2026-03-01T00:00:00Z")
+    assert change is not None
+    doc = apply_change(doc, change)
+    assert sum(len(vs) for vs in doc.identities.values()) == MAX_IDENTITIES_ALL
+    assert doc.identities["iris"]["v1"]["artifact"] == iris_v1
+    assert all("new" in doc.identities[f"r{r}"] for r in range(4))
+    # so a file giving iris's v1 another artifact is still refused
+    assert identity_problems(doc, list(parse_config_text(
+        text.replace(iris_v1, "sha256:" + "e" * 64)).routes))
