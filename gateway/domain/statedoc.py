@@ -242,8 +242,8 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
         if len(known) > MAX_IDENTITIES:  # (the oldest go, by the time recorded: a stored
             # document's keys come back sorted, not in the order they were seen; the
             # versions the recording file serves last)
-            newest = sorted(known, key=lambda v, r=route: ((r, v) in change.serving,
-                                                           str(known[v].get("time") or ""), v))
+            live = {v for r, v in change.serving if r == route}
+            newest = sorted(known, key=lambda v: (v in live, str(known[v].get("time") or ""), v))
             identities[route] = {v: known[v] for v in newest[-MAX_IDENTITIES:]}
     if change.identities:
         identities = _bounded(identities, change.named, change.serving)
