@@ -149,3 +149,36 @@ routes:
     # so a file giving iris's v1 another artifact is still refused
     assert identity_problems(doc, list(parse_config_text(
         text.replace(iris_v1, "sha256:" + "e" * 64)).routes))
+
+
+def test_a_live_stable_outlives_a_thousand_newer_builds_of_its_route() -> None:
+    """The per-route bound too: a route whose stable was recorded before MAX_IDENTITIES
+    canary builds came and went kept the newest only, the live stable's name freed."""
+    stable = "sha256:" + "a" * 64
+    text = f"""
+listen: 127.0.0.1:8080
+admin: {{listen: 127.0.0.1:9901}}
+state: {{backend: local, path: /tmp/x.json}}
+routes:
+  - name: iris
+    match: {{path_prefix: /}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://10.0.0.1:9000", artifact: "{stable}"}}
+      - {{name: next, url: "http://10.0.0.1:9001", artifact: "sha256:{"b" * 64}"}}
+"""
+    builds = {f"b{i:04d}": {"url": "http://10.0.0.2:9000", "artifact": f"sha256:{i:064x}",
+                            "time": f"2026-02-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z"}
+              for i in range(MAX_IDENTITIES - 1)}
+    doc = StateDoc(identities={"iris": {"v1": {"url": "http://10.0.0.1:9000",
+                                                "artifact": stable,
+                                                "time": "2026-01-01T00:00:00Z"}, **builds}})
+    change = record_config(doc, list(parse_config_text(text).routes), "sha256:one",
+                           "2026-03-01T00:00:00Z")
+    assert change is not None
+    doc = apply_change(doc, change)
+    assert len(doc.identities["iris"]) == MAX_IDENTITIES
+    assert doc.identities["iris"]["v1"]["artifact"] == stable and "b0000" not in \
+        doc.identities["iris"]
+    assert identity_problems(doc, list(parse_config_text(
+        text.replace(stable, "sha256:" + "e" * 64)).routes))
