@@ -14,6 +14,7 @@ from gateway.domain.statedoc import (
     StateDoc,
     apply_change,
 )
+from gateway.domain.stateparts import HistoryEntry
 
 
 def _seen(i: int) -> dict[str, dict[str, object]]:
@@ -182,3 +183,27 @@ routes:
         doc.identities["iris"]
     assert identity_problems(doc, list(parse_config_text(
         text.replace(stable, "sha256:" + "e" * 64)).routes))
+
+
+def test_another_files_live_stable_outlives_this_files_record_mid_deploy() -> None:
+    """Mid-deploy (or an instance rolled back to an older file), an instance whose file
+    lacks route `fresh` records at the bound: the routes its file does not name went
+    first, oldest first, `fresh`'s live stable (in the history, served by the other
+    instances) with them, and an instance restarted with `fresh`'s v1 under another
+    artifact was accepted. The state's stables (and latched versions) now go last with the
+    file's versions."""
+    fresh = "sha256:" + "f" * 64
+    per = 8
+    doc = StateDoc(identities={**_removed_routes(MAX_IDENTITIES_ALL // per - 1, per),
+                               "fresh": {"v1": {"url": "http://10.0.0.9:9000",
+                                                "artifact": fresh,
+                                                "time": "2025-12-01T00:00:00Z"}}},
+                   history={"fresh": (HistoryEntry("v1", "2025-12-01T00:00:00Z",
+                                                   "killgate/config", "config x"),)})
+    pad = MAX_IDENTITIES_ALL - sum(len(vs) for vs in doc.identities.values())
+    doc = apply_change(doc, Change(identities={"old": {f"p{i}": {
+        "url": "http://10.0.0.1:9000", "artifact": "", "time": "2026-05-01T00:00:00Z"}
+        for i in range(pad + 1)}}, named=frozenset({"old"}),
+        serving=frozenset({("old", "p0")})))
+    assert sum(len(vs) for vs in doc.identities.values()) == MAX_IDENTITIES_ALL
+    assert doc.identities["fresh"]["v1"]["artifact"] == fresh

@@ -207,6 +207,20 @@ def _bounded(identities: dict[str, dict[str, dict[str, Any]]], named: frozenset[
     return {r: vs for r, vs in identities.items() if vs}
 
 
+def _held(history: Mapping[str, tuple[HistoryEntry, ...]],
+          overrides: Mapping[str, RouteOverride | None]) -> frozenset[tuple[str, str]]:
+    """The (route, version) pairs the state says serve: each route's last recorded stable
+    and what an override latches. Kept past MAX_IDENTITIES_ALL with the recording file's
+    own: during a deploy another instance's file serves routes this one does not name."""
+    held = {(r, es[-1].stable) for r, es in history.items() if es}
+    for r, ov in overrides.items():
+        if ov is not None:
+            held.update((r, v) for v, w in ov.weights.items() if w > 0)
+            if ov.stable:
+                held.add((r, ov.stable))
+    return frozenset(held)
+
+
 def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in changes.items():
@@ -246,7 +260,8 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
             newest = sorted(known, key=lambda v: (v in live, str(known[v].get("time") or ""), v))
             identities[route] = {v: known[v] for v in newest[-MAX_IDENTITIES:]}
     if change.identities:
-        identities = _bounded(identities, change.named, change.serving)
+        identities = _bounded(identities, change.named,
+                              change.serving | _held(history, {**doc.overrides, **change.overrides}))
     writes = trim_writes((*doc.writes, write))
     lifted, lifted_writes = doc.lifted, doc.lifted_writes
     if change.kills:
