@@ -174,7 +174,7 @@ def test_merge_keeps_every_field_of_both_changes() -> None:
               "identities": {"iris": {"v1": {"url": "u"}}}, "epoch": "e1",
               "approvals": {"ap-1": {"x": 1}}, "drills": {"d-1": None},
               "drill_results": {"kill:iris": {"verdict": "passed"}}, "rolled_off": {"iris": ()},
-              "named": frozenset({"iris"})}
+              "named": frozenset({"iris"}), "serving": frozenset({("iris", "v1")})}
     assert set(values) == {f.name for f in dataclasses.fields(Change)}
     for name, value in values.items():
         one = Change(**{name: value})

@@ -6,7 +6,7 @@ kills included); /v1/status `identities` grew with it. Pure."""
 from __future__ import annotations
 
 from gateway.configfile import parse_config_text
-from gateway.domain.overrides import record_config
+from gateway.domain.overrides import identity_problems, record_config
 from gateway.domain.statedoc import (
     MAX_IDENTITIES,
     MAX_IDENTITIES_ALL,
@@ -14,6 +14,7 @@ from gateway.domain.statedoc import (
     StateDoc,
     apply_change,
 )
+from gateway.domain.stateparts import HistoryEntry
 
 
 def _seen(i: int) -> dict[str, dict[str, object]]:
@@ -105,3 +106,104 @@ def test_a_route_left_with_no_identity_is_dropped_whole() -> None:
         named=frozenset({"iris"})))
     assert "gone" not in doc.identities and "iris" in doc.identities
     assert sum(len(vs) for vs in doc.identities.values()) == MAX_IDENTITIES_ALL
+
+
+def test_a_live_versions_identity_outlives_newer_ones_of_retired_versions() -> None:
+    """Review of the impleft6 merge: past MAX_IDENTITIES_ALL the oldest recorded went, of
+    the file's routes too; the oldest is often a route's live stable, recorded once long
+    ago while another route's builds came and went. Dropped, its name would take another
+    artifact without a word (CONTRACT §2: a version name is immutable). The versions the
+    recording file serves now go last, in both bounds."""
+    iris_v1 = "sha256:" + "a" * 64
+    routes = "\n".join(f"""  - name: r{r}
+    match: {{path_prefix: /r{r}}}
+    stable: new
+    versions:
+      - {{name: new, url: "http://10.0.0.2:9000", artifact: "sha256:{r + 1:064x}"}}"""
+                       for r in range(4))
+    text = f"""
+listen: 127.0.0.1:8080
+admin: {{listen: 127.0.0.1:9901}}
+state: {{backend: local, path: /tmp/x.json}}
+routes:
+  - name: iris
+    match: {{path_prefix: /iris}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://10.0.0.1:9000", artifact: "{iris_v1}"}}
+{routes}
+"""
+    builds = {f"r{r}": {f"b{i:04d}": {"url": "http://10.0.0.2:9000",
+                                      "artifact": f"sha256:{r * 10000 + i:064x}",
+                                      "time": f"2026-02-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z"}
+                        for i in range(MAX_IDENTITIES - (r == 0))} for r in range(4)}
+    doc = StateDoc(identities={"iris": {"v1": {"url": "http://10.0.0.1:9000",
+                                                "artifact": iris_v1,
+                                                "time": "2026-01-01T00:00:00Z"}}, **builds})
+    change = record_config(doc, list(parse_config_text(text).routes), "sha256:one",
+                           "2026-03-01T00:00:00Z")
+    assert change is not None
+    doc = apply_change(doc, change)
+    assert sum(len(vs) for vs in doc.identities.values()) == MAX_IDENTITIES_ALL
+    assert doc.identities["iris"]["v1"]["artifact"] == iris_v1
+    assert all("new" in doc.identities[f"r{r}"] for r in range(4))
+    # so a file giving iris's v1 another artifact is still refused
+    assert identity_problems(doc, list(parse_config_text(
+        text.replace(iris_v1, "sha256:" + "e" * 64)).routes))
+
+
+def test_a_live_stable_outlives_a_thousand_newer_builds_of_its_route() -> None:
+    """The per-route bound too: a route whose stable was recorded before MAX_IDENTITIES
+    canary builds came and went kept the newest only, the live stable's name freed."""
+    stable = "sha256:" + "a" * 64
+    text = f"""
+listen: 127.0.0.1:8080
+admin: {{listen: 127.0.0.1:9901}}
+state: {{backend: local, path: /tmp/x.json}}
+routes:
+  - name: iris
+    match: {{path_prefix: /}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://10.0.0.1:9000", artifact: "{stable}"}}
+      - {{name: next, url: "http://10.0.0.1:9001", artifact: "sha256:{"b" * 64}"}}
+"""
+    builds = {f"b{i:04d}": {"url": "http://10.0.0.2:9000", "artifact": f"sha256:{i:064x}",
+                            "time": f"2026-02-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z"}
+              for i in range(MAX_IDENTITIES - 1)}
+    doc = StateDoc(identities={"iris": {"v1": {"url": "http://10.0.0.1:9000",
+                                                "artifact": stable,
+                                                "time": "2026-01-01T00:00:00Z"}, **builds}})
+    change = record_config(doc, list(parse_config_text(text).routes), "sha256:one",
+                           "2026-03-01T00:00:00Z")
+    assert change is not None
+    doc = apply_change(doc, change)
+    assert len(doc.identities["iris"]) == MAX_IDENTITIES
+    assert doc.identities["iris"]["v1"]["artifact"] == stable and "b0000" not in \
+        doc.identities["iris"]
+    assert identity_problems(doc, list(parse_config_text(
+        text.replace(stable, "sha256:" + "e" * 64)).routes))
+
+
+def test_another_files_live_stable_outlives_this_files_record_mid_deploy() -> None:
+    """Mid-deploy (or an instance rolled back to an older file), an instance whose file
+    lacks route `fresh` records at the bound: the routes its file does not name went
+    first, oldest first, `fresh`'s live stable (in the history, served by the other
+    instances) with them, and an instance restarted with `fresh`'s v1 under another
+    artifact was accepted. The state's stables (and latched versions) now go last with the
+    file's versions."""
+    fresh = "sha256:" + "f" * 64
+    per = 8
+    doc = StateDoc(identities={**_removed_routes(MAX_IDENTITIES_ALL // per - 1, per),
+                               "fresh": {"v1": {"url": "http://10.0.0.9:9000",
+                                                "artifact": fresh,
+                                                "time": "2025-12-01T00:00:00Z"}}},
+                   history={"fresh": (HistoryEntry("v1", "2025-12-01T00:00:00Z",
+                                                   "killgate/config", "config x"),)})
+    pad = MAX_IDENTITIES_ALL - sum(len(vs) for vs in doc.identities.values())
+    doc = apply_change(doc, Change(identities={"old": {f"p{i}": {
+        "url": "http://10.0.0.1:9000", "artifact": "", "time": "2026-05-01T00:00:00Z"}
+        for i in range(pad + 1)}}, named=frozenset({"old"}),
+        serving=frozenset({("old", "p0")})))
+    assert sum(len(vs) for vs in doc.identities.values()) == MAX_IDENTITIES_ALL
+    assert doc.identities["fresh"]["v1"]["artifact"] == fresh

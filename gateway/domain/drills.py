@@ -276,4 +276,4 @@ def merge(first: Change, then: Change) -> Change:
                   approvals={**first.approvals, **then.approvals},
                   drill_results={**first.drill_results, **then.drill_results},
                   rolled_off={**first.rolled_off, **then.rolled_off},
-                  named=first.named | then.named)
+                  named=first.named | then.named, serving=first.serving | then.serving)

@@ -49,6 +49,21 @@ class Listing:
         self.body, self.plan = body, plan
 
 
+def _listed(table: RouteTable, path: str, host: str,
+            headers: Mapping[str, str]) -> list[RoutePlan]:
+    """The routes `table.match(path, host, headers, p.model) is p` holds for, in one pass
+    (asking `match` for each was quadratic in the routes: 85 ms of the event loop per
+    request with 300 routes, for any client): the first route for each model, up to the
+    first route that takes any model there."""
+    first: dict[str, RoutePlan] = {}
+    for p in table.routes:
+        if p.matches(path, host, headers, p.model):
+            if p.model is None:
+                break
+            first.setdefault(p.model, p)
+    return list(first.values())
+
+
 def model_listing(table: RouteTable, path: str, host: str,
                   headers: Mapping[str, str]) -> Listing | None:
     """The answer to a GET of `path` that no route matched: the list of the models routed
@@ -56,8 +71,7 @@ def model_listing(table: RouteTable, path: str, host: str,
     if not table.model_routes:
         return None
     if path.rstrip("/").endswith("/models"):
-        plans = [p for p in table.routes if p.model is not None
-                 and table.match(path, host, headers, p.model) is p]
+        plans = _listed(table, path, host, headers)
         if not plans:
             return None
         unknown = next((p for p in plans if p.killed == STATE_UNKNOWN), None)

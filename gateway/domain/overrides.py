@@ -257,7 +257,8 @@ def record_config(doc: StateDoc, routes: list[RouteConfig], digest: str,
     if not identities and not history:
         return None
     return Change(history=history, identities=identities,
-                  named=frozenset(rc.name for rc in routes))
+                  named=frozenset(rc.name for rc in routes),
+                  serving=frozenset((rc.name, v.name) for rc in routes for v in rc.versions))
 
 
 def identity_problems(doc: StateDoc, routes: list[RouteConfig]) -> list[tuple[str, str]]:

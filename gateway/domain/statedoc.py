@@ -183,6 +183,9 @@ class Change:
     #: the routes of the file whose identities this change records (theirs go last when the
     #: identities in all are past MAX_IDENTITIES_ALL); changes nothing on its own
     named: frozenset[str] = frozenset()
+    #: the (route, version) pairs that file serves: kept past both bounds before any other
+    #: (the oldest recorded is often a live stable: dropped, its name would take any artifact)
+    serving: frozenset[tuple[str, str]] = frozenset()
 
     def __bool__(self) -> bool:
         return bool(self.kills or self.overrides or self.history or self.progress
@@ -190,18 +193,32 @@ class Change:
                     or self.drills or self.drill_results or self.rolled_off)
 
 
-def _bounded(identities: dict[str, dict[str, dict[str, Any]]],
-             named: frozenset[str]) -> dict[str, dict[str, dict[str, Any]]]:
+def _bounded(identities: dict[str, dict[str, dict[str, Any]]], named: frozenset[str],
+             serving: frozenset[tuple[str, str]]) -> dict[str, dict[str, dict[str, Any]]]:
     """`identities` past MAX_IDENTITIES_ALL less their oldest recorded: of routes `named`
-    does not hold first, a route left with none dropped."""
+    does not hold first, those `serving` holds last, a route left with none dropped."""
     over = sum(len(vs) for vs in identities.values()) - MAX_IDENTITIES_ALL
     if over <= 0:
         return identities
-    order = sorted((r in named, str(rec.get("time") or ""), r, v)
+    order = sorted(((r, v) in serving, r in named, str(rec.get("time") or ""), r, v)
                    for r, vs in identities.items() for v, rec in vs.items())
-    for _, _, r, v in order[:over]:
+    for _, _, _, r, v in order[:over]:
         del identities[r][v]
     return {r: vs for r, vs in identities.items() if vs}
+
+
+def _held(history: Mapping[str, tuple[HistoryEntry, ...]],
+          overrides: Mapping[str, RouteOverride | None]) -> frozenset[tuple[str, str]]:
+    """The (route, version) pairs the state says serve: each route's last recorded stable
+    and what an override latches. Kept past MAX_IDENTITIES_ALL with the recording file's
+    own: during a deploy another instance's file serves routes this one does not name."""
+    held = {(r, es[-1].stable) for r, es in history.items() if es}
+    for r, ov in overrides.items():
+        if ov is not None:
+            held.update((r, v) for v, w in ov.weights.items() if w > 0)
+            if ov.stable:
+                held.add((r, ov.stable))
+    return frozenset(held)
 
 
 def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,11 +254,14 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
         known = identities.setdefault(route, {})
         known.update(versions)
         if len(known) > MAX_IDENTITIES:  # (the oldest go, by the time recorded: a stored
-            # document's keys come back sorted, not in the order they were seen)
-            newest = sorted(known, key=lambda v: (str(known[v].get("time") or ""), v))
+            # document's keys come back sorted, not in the order they were seen; the
+            # versions the recording file serves last)
+            live = {v for r, v in change.serving if r == route}
+            newest = sorted(known, key=lambda v: (v in live, str(known[v].get("time") or ""), v))
             identities[route] = {v: known[v] for v in newest[-MAX_IDENTITIES:]}
     if change.identities:
-        identities = _bounded(identities, change.named)
+        identities = _bounded(identities, change.named,
+                              change.serving | _held(history, {**doc.overrides, **change.overrides}))
     writes = trim_writes((*doc.writes, write))
     lifted, lifted_writes = doc.lifted, doc.lifted_writes
     if change.kills:
