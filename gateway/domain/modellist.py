@@ -7,13 +7,13 @@ may rewrite `model`: `llama-3-8b-instruct-v1`), a name no route routes, and only
 server's. So, as Envoy AI Gateway and LiteLLM do, the gateway answers it with the names
 its clients send: `GET <path>/models` lists every model a route would take at that path
 (and Host, and headers), `GET <path>/models/<name>` describes one. A killed model is not
-listed (a UI that picks the first model listed, or a client that checks the listing,
-would pick it and get 503 `killed`; a kill is meant to take it away): a route killed (or
-killed globally, or fail-closed), or every version of it killed. Asked for by name it is
-the route's own answer (503 `killed`, or its fallback), and while the kill state is not
-loaded the listing is 503 `state_unknown` (it cannot tell what is killed). Only asked
-when no route matched the request (a route for the path itself still gets it): nothing on
-the fast path. Pure: no I/O.
+listed (a UI that picks the first model listed, or a client that checks the listing, would
+pick it and get 503 `killed`; a kill is meant to take it away): a route killed (or killed
+globally, or fail-closed), or every version of it killed. Asked for by name it is 503
+`killed`, never the route's fallback (whose answer would say the model exists), and while
+the kill state is not loaded the listing is 503 `state_unknown` (it cannot tell what is
+killed). Only asked when no route matched the request (a route for the path itself still
+gets it): nothing on the fast path. Pure: no I/O.
 """
 
 from __future__ import annotations
