@@ -59,14 +59,16 @@ async def test_each_version_and_the_shadow_get_their_own_model_on_a_path_route(
                                     headers={"x-killgate-pin": pin}) as r:
                 assert r.status == 200, await r.text()
                 assert r.headers["x-killgate-version"] == pin
-        await wait_until(lambda: len(v3.requests) == 2, 10, what="the two shadow copies")
+        # (one copy: only answers of the route's stable are copied, the pin to v2's is
+        # counted `not_compared`, shadow.py)
+        await wait_until(lambda: len(v3.requests) == 1, 10, what="the shadow copy")
         assert (models(v1), models(v2), models(v3)) == (
-            ["m1-served"], ["m2-served"], ["m3-served"] * 2), (models(v1), models(v2), models(v3))
+            ["m1-served"], ["m2-served"], ["m3-served"]), (models(v1), models(v2), models(v3))
         # a body larger than the data plane keeps at its head: read (peeked) and rewritten
         big = {"model": "m1", "messages": [{"role": "user", "content": "x" * 200_000}]}
         async with session.post(url, json=big, headers={"x-killgate-pin": "v1"}) as r:
             assert r.status == 200, await r.text()
-        await wait_until(lambda: len(v3.requests) == 3, 10, what="the third shadow copy")
+        await wait_until(lambda: len(v3.requests) == 2, 10, what="the second shadow copy")
         assert models(v1)[-1] == "m1-served" and models(v3)[-1] == "m3-served"
         assert json.loads(v1.requests[-1]["body"])["messages"] == big["messages"]
         # a body with no `model` goes as it came
