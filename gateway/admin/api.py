@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import redact
-from gateway.admin import actions, inputs, openapi, shadowgate, writenotes
+from gateway.admin import actions, etag, inputs, openapi, shadowgate, writenotes
 from gateway.admin.approvalexpiry import ApprovalExpiry
 from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
@@ -165,7 +165,7 @@ class AdminApi:
         instances = await self.fleet.fleet()
         body = self.status_doc.document()
         body["instances"] = instances
-        return web.json_response(redact.tree(body))
+        return etag.respond(request, redact.tree(body))
 
     async def config(self, request: web.Request) -> web.Response:
         """The config this instance runs, for `killgate diff`."""
