@@ -72,3 +72,34 @@ async def test_a_kill_changes_the_status_etag_at_once(tmp_path: Path, backends,
             assert r.status == 200, await r.text()
         st, body, h2 = await _get(session, url, h["etag"])
         assert st == 200 and h2["etag"] != h["etag"] and b"etag" in body
+
+
+async def test_the_stable_status_answers_304_until_a_kill(tmp_path: Path, backends,
+                                                          session) -> None:
+    """The full document changes on every call (heartbeat ages, store staleness): its ETag
+    never holds. `?fields=stable` leaves those out: a 304 until something changes."""
+    p = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, two_versions(p, p))) as g:
+        url = g.admin + "/v1/status?fields=stable"
+        tag: list[str] = []
+
+        async def revalidated() -> bool:  # (the first reload check lands once, at start)
+            st, body, h = await _get(session, url, tag[0] if tag else None)
+            if st == 200:
+                assert b'"instances"' not in body and b'"staleness_ms": null' in body
+                tag[:] = [h["etag"]]
+            return st == 304
+
+        await wait_until(revalidated, 10, 0.05, "a 304 for the stable status")
+        st, body, _ = await _get(session, g.admin + "/v1/status", tag[0])  # (the full one)
+        assert st == 200 and b'"instances"' in body
+        async with session.post(g.admin + "/v1/kill", headers=bearer("killgate:kill"),
+                                json={"scope": "global", "reason": "etag"}) as r:
+            assert r.status == 200, await r.text()
+        st, body, h = await _get(session, url, tag[0])
+        assert st == 200 and h["etag"] != tag[0] and b"etag" in body
+        for bad in ("x", "stable&fields=all", ""):
+            async with session.get(g.admin + "/v1/status?fields=" + bad,
+                                   headers=bearer("killgate:read")) as r:
+                assert r.status == 400, bad
+                assert (await r.json())["error"]["type"] == "bad_request"
