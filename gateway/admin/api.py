@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import redact
-from gateway.admin import actions, inputs, openapi, shadowgate, writenotes
+from gateway.admin import actions, etag, inputs, openapi, shadowgate, writenotes
 from gateway.admin.approvalexpiry import ApprovalExpiry
 from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
@@ -41,7 +41,7 @@ from gateway.admin.ports import (
     StateWriter,
 )
 from gateway.admin.shadowgate import ShadowChecks
-from gateway.admin.status import StatusBuilder
+from gateway.admin.status import StatusBuilder, stable
 from gateway.admin.tracing import TRACE_ID
 from gateway.admin.writes import Done, Writer
 from gateway.configfile import LoadedConfig
@@ -160,12 +160,13 @@ class AdminApi:
 
     async def status(self, request: web.Request) -> web.Response:
         await self.callers.authorize(request, "killgate:read")
+        fields = inputs.query_text(request, "fields", "all|stable", "all or stable")
         # the fleet first: a heartbeat it refuses is counted in the document's
         # verification counts, which would otherwise lag one call behind its instances
         instances = await self.fleet.fleet()
         body = self.status_doc.document()
         body["instances"] = instances
-        return web.json_response(redact.tree(body))
+        return etag.respond(request, redact.tree(stable(body) if fields == "stable" else body))
 
     async def config(self, request: web.Request) -> web.Response:
         """The config this instance runs, for `killgate diff`."""

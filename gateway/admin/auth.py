@@ -103,6 +103,14 @@ class Authenticator:
             self._load(resolve)
         except (OSError, ValueError) as exc:
             self.problem = str(exc)
+        #: the problem as an (unauthenticated) caller is told it: which setting, never a
+        #: file's path (the log and `killgate check` on the gateway's host say that)
+        self.said: str | None = self.problem
+        for setting in ("public_key_file", "hs256_secret_file"):
+            if self.problem is not None and getattr(cfg, setting):
+                self.said = (f"the admin API's key file (admin.auth.{setting}) cannot be "
+                             "used; the gateway's log (admin_auth_not_configured) and "
+                             "`killgate check` on its host say why")
         main = self._key if isinstance(self._key, str) and self.problem is None else None
         self.scoped: dict[str, ScopedKey] = load_scoped_keys(cfg.scoped_keys, resolve, main)
         #: which keys this holds (a digest of them; None for a key set alone, which
@@ -171,7 +179,7 @@ class Authenticator:
     def _token(self, header: str | None) -> str:
         """The bearer token of an Authorization header, by its shape alone (no work)."""
         if self.problem is not None:
-            raise ApiError(503, "auth_not_configured", self.problem + self._where_to_fix())
+            raise ApiError(503, "auth_not_configured", f"{self.said}{self._where_to_fix()}")
         if not header or len(header) > MAX_AUTH_HEADER:
             raise Unauthenticated()
         scheme, _, token = header.partition(" ")
@@ -217,7 +225,7 @@ class Authenticator:
                 raise Unauthenticated()
             if scoped is not None:
                 if scoped.problem is not None:
-                    raise ApiError(503, "auth_not_configured", scoped.problem + (
+                    raise ApiError(503, "auth_not_configured", f"{scoped.said}" + (
                         "; fix it where `killgate serve` runs: a variable is read at "
                         "start (restart it), a file at each reload (SIGHUP)"))
                 key = scoped.secret

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from gateway.admin import etag
 from gateway.admin.auth import SCOPES, Principal
 from gateway.errors import Forbidden, StateError
 
@@ -120,4 +121,4 @@ class ConsoleApi:
 
     async def traffic(self, request: web.Request) -> web.Response:
         await self.authorize(request, "killgate:read")
-        return web.json_response(await self.traffic_view.view())
+        return etag.respond(request, await self.traffic_view.view())

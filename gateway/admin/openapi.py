@@ -88,12 +88,20 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                "whether its restore puts a latch of the route's own back; "
                                "without one a reload may drop the route); `identities`: "
                                "the artifact recorded for each version name ever seen "
-                               "({route: {version: {artifact, time}}})",
+                               "({route: {version: {artifact, time}}}). Answered with a "
+                               "strong ETag; If-None-Match with it answers 304 (no body) "
+                               "while the document is the same",
+                "parameters": [{"name": "fields", "in": "query", "required": False,
+                                "schema": {"enum": ["all", "stable"]},
+                                "description": "stable: without what changes on every call "
+                                "(`instances`; `store.staleness_ms` is null unless `stale`), "
+                                "so that the ETag holds while nothing changed (the console's)"}],
                 "security": [{"bearer": []}], "x-scope": "killgate:read",
                 "responses": {"200": {"description": "status", "content": {"application/json": {
                     "schema": {"type": "object", "required": ["instance", "generation",
                                                               "store", "config", "kills",
                                                               "routes"]}}}},
+                              "304": {"description": "not modified (If-None-Match)"},
                               **auth_errors(False)}}},
             "/v1/config": {"get": {
                 "summary": "the config this instance runs (for `killgate diff`)",

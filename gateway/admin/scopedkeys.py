@@ -43,6 +43,9 @@ class ScopedKey:
     secret: str = field(repr=False)  # "" when `problem`; never in a repr (a log line)
     max_scopes: frozenset[str]
     problem: str | None = None
+    #: the problem as a caller is told it: a file's path is the gateway host's business
+    #: (the log and `killgate check` name it), not that of whoever reaches the admin port
+    said: str | None = None
 
     def check(self, subject: str, scopes: frozenset[str]) -> None:
         if beyond := scopes - self.max_scopes:
@@ -99,8 +102,13 @@ def load_scoped_keys(cfgs: list[ScopedKeyConfig], resolve: Callable[[str], Path]
                            "could mint that key's tokens; give each key its own secret")
             else:
                 seen[secret] = f"scoped key {cfg.name!r}"
+        said = problem
+        if problem is not None and cfg.hs256_secret_file is not None:
+            said = (f"{where}: its secret file (hs256_secret_file) cannot be used; the "
+                    "gateway's log (admin_auth_not_configured) and `killgate check` on its "
+                    "host say why")
         keys[cfg.name] = ScopedKey(cfg.name, "" if problem else secret,
-                                   frozenset(cfg.max_scopes), problem)
+                                   frozenset(cfg.max_scopes), problem, said)
     return keys
 
 

@@ -19,7 +19,7 @@ from gateway.domain.routetable import RouteTable
 from gateway.domain.statedoc import StateDoc, plain
 from gateway.domain.tablebuild import override_missing
 
-__all__ = ["ReloadView", "RoutingView", "StatusBuilder"]
+__all__ = ["ReloadView", "RoutingView", "StatusBuilder", "stable"]
 
 
 class RoutingView(Protocol):
@@ -165,3 +165,15 @@ def _drill(doc: StateDoc, route: str) -> dict[str, Any] | None:
     unlatched (a reload may then drop the route: domain/reloadcheck.py, as `diff` says)."""
     found = drill_latch(doc, route)
     return None if found is None else {"id": found[0], "over_latch": found[1]}
+
+
+def stable(doc: dict[str, Any]) -> dict[str, Any]:
+    """`?fields=stable` (the console's read): the document without what changes on every
+    call while nothing else does, so that its ETag holds between rounds (admin/etag.py):
+    `instances` (heartbeat ages; GET /v1/fleet has them) and `store.staleness_ms` while not
+    `stale` (null then; past max_staleness it is given, and changes the ETag every call)."""
+    doc.pop("instances", None)
+    store = doc.get("store")
+    if isinstance(store, dict) and not store.get("stale"):
+        store["staleness_ms"] = None
+    return doc

@@ -74,7 +74,10 @@ export function newKey() {
 
 // The last answer to each GET, parsed: a refresh whose answer is the same text as the last
 // one's reuses it (with 1000 routes, parsing the status and traffic answers again every
-// 3 s cost more than everything else the refresh does).
+// 3 s cost more than everything else the refresh does). An answer with an ETag (status,
+// traffic) is asked for again with If-None-Match: a 304 has no body (nothing sent, decoded
+// or parsed) and means the kept one is still the answer. (The API answers no-store, so the
+// browser keeps nothing itself: this map is the only copy.)
 const answers = new Map();
 export const forgetAnswers = () => answers.clear(); // (at a sign-out: nothing read is kept)
 
@@ -89,6 +92,8 @@ async function once(method, path, body, limit, key, subject) {
   if (key !== undefined) headers["Idempotency-Key"] = key;
   // (a header holds Latin-1 only: a subject beyond it is not sent; the whoami asked first stands)
   if (typeof subject === "string" && /^[\x20-\x7e]+$/.test(subject)) headers["X-Killgate-Subject"] = subject;
+  const kept = method === "GET" ? answers.get(path) : undefined;
+  if (kept && kept.etag) headers["If-None-Match"] = kept.etag;
   // a listener that accepts and never answers (a stopped process, a black-holed path)
   // must not hold the page on its last picture: a call gives up after its deadline
   const ctl = new AbortController();
@@ -123,14 +128,19 @@ async function once(method, path, body, limit, key, subject) {
     throw new ApiError(0, "redirected", `the answer to ${method} ${path.split("?")[0]} was a redirect, ` +
       "not the admin API's (a proxy's sign-in page, once its session ended?): reload the page to sign in again");
   }
+  if (resp.status === 304 && kept && kept.etag) {
+    // (for an ETag this page sent: the answer it kept, as if sent again)
+    return {status: 200, data: kept.data, text: kept.text};
+  }
   let data = null;
-  const again = method === "GET" && resp.ok ? answers.get(path) : undefined;
+  const again = method === "GET" && resp.ok ? kept : undefined;
   if (again && again.text === text) {
     data = again.data; // (the same answer as the last: not parsed again; no caller changes it)
   } else {
     try { data = text ? parse(text) : null; } catch { data = null; }
-    if (method === "GET" && resp.ok) answers.set(path, {text, data});
   }
+  // (the entry anew, with its ETag: also for the same text, in case a sign-out cleared it)
+  if (method === "GET" && resp.ok) answers.set(path, {text, data, etag: resp.headers.get("ETag")});
   if (!resp.ok) {
     const err = data && typeof data === "object" && data.error;
     if (err && typeof err.type === "string") {
