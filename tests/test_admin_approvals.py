@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from gateway.domain.statedoc import StateDoc
+from gateway.domain.statedoc import Change, StateDoc
 from tests.backends import echo_app
 from tests.conftest import (
     STATE_KEY_ENV,
@@ -288,10 +288,10 @@ async def test_a_tampered_request_is_not_applied(tmp_path: Path, backends) -> No
                                  {"version": "v1", "reason": "x"})
         ident = body["approval"]["id"]
 
-        def tamper(cur: StateDoc) -> StateDoc:
+        def tamper(cur: StateDoc) -> Change:
             rec = dict(cur.approvals[ident])
             rec["intent"] = {**rec["intent"], "args": {"version": "v2"}}
-            return cur.with_changes(approvals={**cur.approvals, ident: rec})
+            return Change(approvals={ident: rec})
 
         from gateway.domain.audit import AuditDraft
 

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from gateway.domain.audit import AuditDraft
+from gateway.domain.statedoc import Change
 from tests.backends import echo_app
 from tests.conftest import (
     ROOT,
@@ -263,7 +264,7 @@ async def test_rollback_history_artifacts_and_latch(tmp_path: Path, backends, se
         assert g.gw.holder.table.by_name["iris"].effective_weights()["v2"] == round(4000 / 130, 4)
         # another instance recorded v2 with a different artifact: rollback to it is refused
         await g.gw.sync.write(
-            lambda cur: cur.with_changes(identities={"iris": {
+            lambda cur: Change(identities={"iris": {
                 **cur.identities["iris"], "v2": {"url": "x", "artifact": "sha256:other"}}}),
             lambda cur, new: AuditDraft("t", "test", {}, "test"))
         async with session.post(g.admin + "/v1/routes/iris/rollback", headers=auth(),
