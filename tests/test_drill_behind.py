@@ -57,7 +57,11 @@ async def test_an_instance_alive_without_the_restore_fails_the_drill(
         fwd.point(free_port())  # B is cut off from the store: it serves on, killed
         code, report, err = await drill.result()
         name = _name(b.output())
-        assert report is not None and report["verdict"] == "failed", (code, err)
+        # (the whole stderr and the report's restore parts: this failed in two full CI runs
+        # of stop 36 and never alone, cause not found yet)
+        assert report is not None and report["verdict"] == "failed", (
+            code, err[-3000:], report and {k: report.get(k) for k in (
+                "restore_short", "restore", "receipts", "reasons")}, b.output()[-2000:])
         assert code != 0 and report["restored"] is False
         assert report["restore_short"]["behind"] == [name], report["restore_short"]
         assert any(name in r and "without the restore" in r for r in report["reasons"]), report
