@@ -12,6 +12,7 @@ real drill CLI.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
@@ -52,7 +53,10 @@ async def test_an_instance_alive_without_the_restore_fails_the_drill(
     try:
         f = await _fleet(tmp_path, backends, redis_server, gateway_procs, fwd)
         a, b = f.gateways
-        drill = Drill(f, *ARGS, "--instances", a.url)
+        # (spawned off the loop: B reaches redis through a forwarder on this loop, lease 1 s;
+        # a loop held while the drill starts could lapse B's heartbeat, so the drill would
+        # not start with B)
+        drill = await asyncio.to_thread(Drill, f, *ARGS, "--instances", a.url)
         await drill.wait_line("injected")
         fwd.point(free_port())  # B is cut off from the store: it serves on, killed
         code, report, err = await drill.result()
@@ -77,7 +81,10 @@ async def test_an_instance_that_left_does_not_fail_the_drill(
     try:
         f = await _fleet(tmp_path, backends, redis_server, gateway_procs, fwd)
         a, b = f.gateways
-        drill = Drill(f, *ARGS, "--instances", a.url)
+        # (spawned off the loop: B reaches redis through a forwarder on this loop, lease 1 s;
+        # a loop held while the drill starts could lapse B's heartbeat, so the drill would
+        # not start with B)
+        drill = await asyncio.to_thread(Drill, f, *ARGS, "--instances", a.url)
         await drill.wait_line("injected")
         fwd.point(free_port())  # cut off, then gone: nothing of it enforces anything
         b.signal(signal.SIGKILL)
