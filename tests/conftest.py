@@ -6,6 +6,21 @@ Synchronisation is by polling with a deadline (`wait_until`), never fixed sleeps
 
 from __future__ import annotations
 
+import sys
+
+if sys.dont_write_bytecode:  # (PYTHONDONTWRITEBYTECODE, set where the suite runs)
+    # Every `killgate serve` / `python -m gateway` a test starts (hundreds in a run) compiled
+    # ~290 modules from source, ~0.4 s of CPU each, and each xdist worker compiled and
+    # assert-rewrote ~400 test modules at collection (~12 s of CPU each); with the caches
+    # written once they are read back. Only this checkout's own __pycache__ folders
+    # (gitignored, .dockerignored); the variable still reaches the processes tests start,
+    # which read the caches and write none.
+    import compileall
+    from pathlib import Path as _Path
+
+    compileall.compile_dir(_Path(__file__).resolve().parent.parent / "gateway", quiet=2)
+    sys.dont_write_bytecode = False  # (pytest's rewritten test modules, the helpers here)
+
 import asyncio
 import ctypes
 import ctypes.util
@@ -14,7 +29,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
