@@ -25,6 +25,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -381,14 +382,18 @@ class GatewayProcess:
         return self.log.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 60.0, count: int = 1) -> None:
-        """Until /readyz answers 200 (or the process exits: an error at once). 60 s: a
-        positive signal costs nothing when it comes, and a loaded CI machine took 10-13 s
-        to bring up a two-worker group (15 s failed test_workers once)."""
+        """Until /readyz answers 200 (or the process exits: an error at once) and `count`
+        processes have said they listen (a group's /readyz is answered by whichever worker
+        is up: pass its size for every worker). 60 s: a positive signal costs nothing when
+        it comes, and a loaded CI machine took 10-13 s to bring up a two-worker group (15 s
+        failed test_workers once)."""
         import urllib.request
 
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.output()}")
+            if count > 1 and len(self.listening()) < count:
+                return False
             try:
                 with urllib.request.urlopen(f"{self.admin}/readyz", timeout=1) as r:
                     return bool(r.status == 200)
@@ -396,6 +401,12 @@ class GatewayProcess:
                 return False
 
         wait_until_sync(ready, timeout, what=f"gateway ready on {self.admin}")
+
+    def listening(self) -> set[int]:
+        """The pids that have logged their `listening` phase (a group: one per worker start;
+        the text log format, and JSON's)."""
+        return {int(m.group(1)) for m in re.finditer(
+            r'phase"?[=:] ?"listening".*?"?pid"?[=:] ?(\d+)', self.output())}
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
