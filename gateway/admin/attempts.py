@@ -29,6 +29,7 @@ def attempts(record: dict[str, Any]) -> list[tuple[str, int]]:
 
 def landed_record(earlier: dict[str, Any], generation: int) -> dict[str, Any]:
     """The answer's record of an attempt found to have landed (at `generation`)."""
-    record = {k: v for k, v in earlier.items() if k != "unknown"}
-    record["generation"] = generation
+    record = {k: v for k, v in earlier.items() if k not in ("unknown", "receipt")}
+    # (`receipt` false: an answer that names no generation to wait for, as first made)
+    record["generation"] = generation if earlier.get("receipt", True) else None
     return record

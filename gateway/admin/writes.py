@@ -177,16 +177,18 @@ class Writer:
         key keeps the earlier attempts' write ids too (`tried`: any of them may land
         yet, the same partition holding their commits)."""
         done, doc = exc.done, exc.doc
-        if not isinstance(done, Done) or done.generation is None or doc is None \
-                or not doc.writes:
+        if not isinstance(done, Done) or doc is None or not doc.writes:
             with contextlib.suppress(StateError):
                 await self.idem.idem_release(ident, claim)
             return
         scoped = {} if done.scope is None else {"scope": done.scope}
+        # (an answer without a receipt, an approval's step that did not apply it yet:
+        # answered as it is, should the write have landed)
+        plain = {} if done.generation is not None else {"receipt": False}
         record = {"fingerprint": fingerprint, "holder": claim["holder"],
-                  "unknown": {"write": doc.writes[-1], "generation": done.generation,
+                  "unknown": {"write": doc.writes[-1], "generation": doc.generation,
                               "before": [list(t) for t in tried[:MAX_ATTEMPTS - 1]]},
-                  "status": done.status, "extra": done.body, **scoped}
+                  "status": done.status, "extra": done.body, **scoped, **plain}
         try:
             exc.key_kept = await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
         except StateError:  # (the store away: tried again while the claim can be ours)
