@@ -95,7 +95,7 @@ async def test_a_request_of_an_unknown_action_long_past_its_expiry_is_swept(
         caplog: pytest.LogCaptureFixture) -> None:
     """A request of an action this version does not know stayed until a version that knew
     it swept it: with none left (the upgrade rolled back) it stayed for ever, in every
-    signed state change and counting against the open requests' cap, though no version
+    signed state change (which every write, a kill too, sends whole), though no version
     would approve it after its expiry (found by review, impadmin3 item 2). Past its own
     `expires` by more than UNKNOWN_GRACE it is dropped, with an `approval.expire` event
     that says why and holds the record; one still within the grace stays."""

@@ -10,9 +10,9 @@ version vanished whenever an old instance swept first. Once it is past its own `
 by UNKNOWN_GRACE (no version approves it any more, and the one that knows it had that long
 to sweep it) it is dropped too, audited as any expiry: before, it stayed until a version
 that knew the action swept it, and with none left (the upgrade rolled back) for ever,
-counting against MAX_OPEN. Another instance may sweep the same one: the second finds
-nothing to drop. A failed sweep is logged and tried again. The requests themselves are
-approvals.py's.
+in every signed state change (MAX_OPEN does not see it). Another instance may sweep the
+same one: the second finds nothing to drop. A failed sweep is logged and tried again. The
+requests themselves are approvals.py's.
 """
 
 from __future__ import annotations
