@@ -8,13 +8,22 @@ final approve or a decline that had landed, 409 already_approved for an approval
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.backends import echo_app
-from tests.conftest import admin_token, running_gateway, two_versions, wait_until, write_config
+from tests.conftest import (
+    admin_token,
+    bearer,
+    free_port,
+    running_gateway,
+    two_versions,
+    wait_until,
+    write_config,
+)
 from tests.faultproxy import Forwarder, redis_state_via
 
 pytestmark = pytest.mark.timeout(60)
@@ -117,3 +126,34 @@ async def test_a_retried_decline_answers_the_decline(
                     if e["action"] == "approval.decline"]
         assert [e["id"] for e in declines] == [body["audit_id"]]
         assert "global" in g.gw.holder.doc.kills
+
+
+async def test_a_retried_final_approve_on_killgate_serve(
+        tmp_path: Path, backends, session, fwd: Forwarder, gateway_procs) -> None:
+    """The same on a `killgate serve` process: the approver's retry is answered with the
+    applied change, and the trail holds one unkill."""
+    p = await backends(echo_app("v1"))
+    state = redis_state_via(fwd, tmp_path, "kg-apou4", command_timeout="300ms")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state,
+                       extra="approvals: {unkill_global: 2, ttl: 1m}\n",
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    gw = gateway_procs(cfg)
+    await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
+    read = bearer("killgate:read")
+
+    async def kills() -> list:
+        async with session.get(gw.admin + "/v1/status", headers=read) as r:
+            return list((await r.json())["kills"])
+
+    ident = await _requested(session, gw, fwd)
+    status, body = await _lost_then_replayed(
+        session, gw, "bob", f"/v1/approvals/{ident}/approve", lambda: _none(kills))
+    assert status == 200 and body["approval"]["state"] == "applied", body
+    async with session.get(gw.admin + "/v1/audit?limit=50", headers=read) as r:
+        events = (await r.json())["events"]
+    assert [e["id"] for e in events if e["action"] == "unkill"] == [body["audit_id"]]
+    assert gw.stop() == 0
+
+
+async def _none(read: Any) -> bool:
+    return not await read()
