@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import redact
-from gateway.admin import actions, etag, inputs, openapi, shadowgate, writenotes
+from gateway.admin import actions, breakglass, etag, inputs, openapi, shadowgate, writenotes
 from gateway.admin.approvalexpiry import ApprovalExpiry
 from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
@@ -49,7 +49,6 @@ from gateway.domain.audit import AuditDraft, clean_text
 from gateway.domain.diff import config_dict
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import ApiError, BadCursor, Forbidden, StoreOutcomeUnknown, StoreUnavailable
-from gateway.log import event
 
 __all__ = ["AdminApi", "json_error"]
 
@@ -88,7 +87,8 @@ class AdminApi:
         self.alerts = alerts
         self.denied = DeniedLog(self._append_audit, counters)
         self.callers = Callers(current, counters, self.denied)  # who calls, refused calls
-        self.writer = Writer(state, idem, self._append_audit)
+        self.writer = Writer(state, idem, self._append_audit,
+                             on_landed=functools.partial(breakglass.used_late, counters))
         self.shadow_checks = ShadowChecks(shadow, current)  # the shadow promotion gate
         self.approvals = Approvals(current, state, self.shadow_checks)
         # (started by startup.py)
@@ -238,7 +238,8 @@ class AdminApi:
                 body["audit_id"] = ev["id"]
             if glass:
                 body["break_glass"] = True
-            return Done(body, new.generation, event=ev)
+            return Done(body, new.generation, event=ev,
+                        late=breakglass.late(intent, needs, peer) if glass else None)
 
         async def op() -> Done:
             plan = actions.plan(intent, self.current.loaded.config)
@@ -250,8 +251,8 @@ class AdminApi:
                     exc.done = answer(plan, exc.doc, exc.event)  # (should it have landed)
                 raise
             if ev is not None and glass:
-                # (counted once it skipped the rule: not a refusal, nor a retry)
-                self._broke_glass(principal, intent, needs, peer)
+                # (counted once it skipped the rule: not a refusal, nor a replay)
+                breakglass.used(self.counters, intent, needs, peer)
             return answer(plan, new, ev)
 
         return await self.writer.run(request, principal.subject, wait, op, rid, peer,
@@ -266,17 +267,6 @@ class AdminApi:
             exc.message += " that 'break_glass' needs (killgate:admin does not imply it)"
             self.callers.refused(request, peer, BREAK_GLASS, principal, exc)
             raise
-
-    def _broke_glass(self, principal: Principal, intent: actions.Intent, needs: int,
-                     peer: str) -> None:
-        """A write that skipped the rule is loud: an error-level log line, a counter, and
-        `break_glass: true` in its audit event (and so in its outgoing event). Once, when
-        applied: a refused one skipped nothing, and a retry's replay is the same write."""
-        self.counters.inc("killgate_break_glass_total", (intent.action,),
-                          label_names=("action",))
-        event(log, "break_glass", logging.ERROR, actor=principal.subject, action=intent.action,
-              target=intent.target, reason=intent.reason, approvals_skipped=needs - 1,
-              peer=peer)
 
     # ------------------------------------------------------------------ alerts
 

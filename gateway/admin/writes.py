@@ -25,8 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.attempts import MAX_ATTEMPTS, attempts, landed_record
-from gateway.admin.idemkeys import audit_replay, key_of, settle_later
+from gateway.admin.attempts import attempts, landed_record, unknown_record
+from gateway.admin.idemkeys import audit_replay, ended, key_of, settle_later
 from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
 from gateway.domain.writeids import RETRY_OF, write_generation
@@ -64,25 +64,24 @@ class Done:
     #: the scope a replay of this answer needs (None: the caller's key is enough), for an
     #: answer whose scope was read from state the write then removed (an approval step)
     scope: str | None = None
+    #: what the writer's `on_landed` is told should a retry learn that this write, whose
+    #: commit's answer was lost, landed (kept with the key; admin/breakglass.py)
+    late: dict[str, Any] | None = None
 
 
 Op = Callable[[], Awaitable[Done]]
 
 
-async def _ended(over: asyncio.Event, renew: asyncio.Task[None] | None) -> None:
-    """The claim's renewal, ended: waited for (a renewal in flight lands first)."""
-    over.set()
-    if renew is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(renew)
-
-
 class Writer:
     def __init__(self, state: StateWriter, idem: Idempotency,
-                 audit: Callable[[AuditDraft], Awaitable[None]]) -> None:
+                 audit: Callable[[AuditDraft], Awaitable[None]],
+                 on_landed: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.state = state
         self.idem = idem
         self.audit = audit
+        #: told a write's `Done.late` when a retry learns the write landed after its
+        #: answer was lost (once: by the retry that records the answer)
+        self.on_landed = on_landed
         #: `unknown` records the store did not take yet (`_unknown`), tried again
         self.settling: set[asyncio.Task[None]] = set()
 
@@ -124,27 +123,28 @@ class Writer:
         except EarlierLanded as exc:
             # an earlier attempt's commit landed after this retry asked whether it had:
             # nothing done again, answered with its result
-            await _ended(held, renew)
+            await ended(held, renew)
             if ident is None or not stood_in:  # (never: only a retry's write is fenced)
                 raise
             record = landed_record(stood_in[0], write_generation(str(exc)))
             await self._settle(ident, {**record, "holder": claim["holder"]}, IDEMPOTENCY_TTL)
+            self._landed(stood_in[0])  # (this retry holds the key: no other learns it)
             resp = await self._answer(record, wait, may)
             await audit_replay(self.audit, request, subject, resp, request_id, source,
                                trace_id)
             return resp
         except StoreOutcomeUnknown as exc:
-            await _ended(held, renew)
+            await ended(held, renew)
             if ident is not None:
                 await self._unknown(ident, fingerprint, claim, exc, tried)
             raise
         except BaseException:
-            await _ended(held, renew)
+            await ended(held, renew)
             if ident is not None:
                 with contextlib.suppress(StateError):
                     await self.idem.idem_release(ident, claim)
             raise
-        await _ended(held, renew)  # (before the answer's record: no renewal replaces it)
+        await ended(held, renew)  # (before the answer's record: no renewal replaces it)
         keep = IDEMPOTENCY_TTL if done.keep is None else min(IDEMPOTENCY_TTL,
                                                              max(1.0, done.keep))
         scoped = {} if done.scope is None else {"scope": done.scope}
@@ -177,16 +177,13 @@ class Writer:
         key keeps the earlier attempts' write ids too (`tried`: any of them may land
         yet, the same partition holding their commits)."""
         done, doc = exc.done, exc.doc
-        if not isinstance(done, Done) or done.generation is None or doc is None \
-                or not doc.writes:
+        if not isinstance(done, Done) or doc is None or not doc.writes:
             with contextlib.suppress(StateError):
                 await self.idem.idem_release(ident, claim)
             return
-        scoped = {} if done.scope is None else {"scope": done.scope}
-        record = {"fingerprint": fingerprint, "holder": claim["holder"],
-                  "unknown": {"write": doc.writes[-1], "generation": done.generation,
-                              "before": [list(t) for t in tried[:MAX_ATTEMPTS - 1]]},
-                  "status": done.status, "extra": done.body, **scoped}
+        record = unknown_record(fingerprint, claim["holder"], doc.writes[-1], doc.generation,
+                                tried, done.status, done.body, done.generation is not None,
+                                scope=done.scope, late=done.late)
         try:
             exc.key_kept = await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
         except StateError:  # (the store away: tried again while the claim can be ours)
@@ -211,8 +208,11 @@ class Writer:
             landed = await self.state.landed(write, gen) if gen >= 0 else None
             if landed:
                 record = landed_record(earlier, gen)
+                # (compare-and-set on the record read: of retries that learn it at once,
+                # one records the answer and tells `on_landed`)
                 with contextlib.suppress(StateError):
-                    await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
+                    if await self.idem.idem_take(ident, earlier, record, IDEMPOTENCY_TTL):
+                        self._landed(earlier)
                 return record
             if landed is None and unsure is None:
                 unsure = gen
@@ -228,6 +228,12 @@ class Writer:
             return None
         got = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)  # (another retry's now)
         return got
+
+    def _landed(self, earlier: dict[str, Any]) -> None:
+        """An attempt whose answer was lost landed: its `late` record, told."""
+        late = earlier.get("late")
+        if isinstance(late, dict) and self.on_landed is not None:
+            self.on_landed(late)
 
     async def _settle(self, ident: str, record: dict[str, Any], keep: float) -> bool:
         """Record the answer only while the claim is still ours (compare-and-set on its
