@@ -35,6 +35,7 @@ from tests.conftest import (
     running_gateway,
     two_versions,
     wait_until,
+    write_config,
 )
 from tests.test_cli import acli
 from tests.test_killswitch import (
@@ -154,3 +155,51 @@ async def test_an_instance_restarted_on_its_own_seed_never_writes_over_the_fleet
     assert answer[0] == 503 and answer[1]["reason"] == "state_unverifiable", answer
     assert (await status_of(session, x.url))[0] == 503  # (the killed route: never served)
     assert "state_store_reseed" not in x.output(), x.output()
+
+
+async def test_its_own_earlier_document_read_after_a_restart_is_not_the_fleets(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """X restarted while the store still holds the document X seeded (F not up yet): that
+    document verifies, but is of an epoch X created (the snapshot's `unverified_origin`
+    names them), so it does not clear the mark; F then re-seeds over it, and X writes
+    nothing over F's. (In process: the same code as `killgate serve`, faster.)"""
+    p = await backends(echo_app("v1"))
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    state_x = redis_state(redis_server, tmp_path, "a").replace(
+        "KILLGATE_TEST_STATE_KEY", "KILLGATE_OTHER_STATE_KEY")
+    cfg_x = write_config(tmp_path / "a", two_versions(p, p, 100, 0), state=state_x)
+    cfg_f = write_config(tmp_path / "b", two_versions(p, p, 100, 0),
+                         state=redis_state(redis_server, tmp_path, "b"))
+    monkeypatch.setenv("KILLGATE_OTHER_STATE_KEY", STATE_KEY)  # (the fleet's, for now)
+    snaps = (tmp_path / "snapshot-a.json", tmp_path / "snapshot-b.json")
+    async with running_gateway(cfg_x, "gw-x") as x, running_gateway(cfg_f, "gw-f") as f:
+        async with session.put(f"{f.admin}/v1/routes/iris/weights",
+                               headers=auth("killgate:rollout"),
+                               json={"weights": {"v1": 50, "v2": 50}, "reason": "x"}) as r:
+            assert r.status == 200, await r.text()
+        await kill(session, x.admin, scope="route", route="iris")
+        await wait_until(lambda: all(s.exists() and b"route:iris" in s.read_bytes()
+                                     for s in snaps), 5, what="both snapshots")
+    redis_server.cmd("FLUSHALL")
+    monkeypatch.setenv("KILLGATE_OTHER_STATE_KEY", X_KEY)
+    async with running_gateway(cfg_x, "gw-x") as x:
+        await wait_until(lambda: "route:iris" in stored(redis_server), 5, what="X seeding")
+        seeded = x.gw.holder.doc
+        await wait_until(lambda: b'"unverified_origin"' in snaps[0].read_bytes(), 5,
+                         what="X's snapshot of its seed")
+    async with running_gateway(cfg_x, "gw-x") as x:
+        assert x.gw.sync.ready and x.gw.holder.doc.epoch == seeded.epoch  # (its own, verified)
+        async with running_gateway(cfg_f, "gw-f") as f:
+            await wait_until(lambda: f.gw.metrics.get("killgate_state_reseeds_total") >= 1
+                             and '"overrides": {"iris"' in stored(redis_server), 5,
+                             what="F re-seeding its state")
+            fleets = stored(redis_server)
+            t0 = asyncio.get_running_loop().time()
+            while asyncio.get_running_loop().time() - t0 < 1.5:  # 15 of X's polls
+                assert stored(redis_server) == fleets, "X wrote over F"
+                await asyncio.sleep(0.05)
+            assert x.gw.metrics.get("killgate_state_reseeds_total") == 0
+            assert x.gw.ready_reason == "state_unverifiable"
+            assert await status_of(session, x.url) == (503, "killed")
