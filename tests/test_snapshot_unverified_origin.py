@@ -66,10 +66,11 @@ def stored(redis: RedisServer) -> str:
 
 async def two_keys(tmp_path: Path, backends: Any, redis: RedisServer, session: ClientSession,
                    monkeypatch: pytest.MonkeyPatch,
-                   start: Callable[..., GatewayProcess]) -> tuple[Path, GatewayProcess, str]:
+                   start: Callable[..., GatewayProcess],
+                   ) -> tuple[Path, GatewayProcess, GatewayProcess, str]:
     """X and F, each with a snapshot of the fleet's state (F set weights, X killed iris);
     Redis flushed; X back with another key seeds the store, F re-seeds over X's document.
-    (X's config, X running, F's document in the store)."""
+    (X's config, X and F running, F's document in the store)."""
     p = await backends(echo_app("v1"))
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
@@ -98,7 +99,7 @@ async def two_keys(tmp_path: Path, backends: Any, redis: RedisServer, session: C
     await asyncio.to_thread(gf.wait_ready)
     await wait_until(lambda: '"overrides": {"iris"' in stored(redis), 5,
                      what="F re-seeding its state (with its weights) over X's")
-    return cfg_x, gx, stored(redis)
+    return cfg_x, gx, gf, stored(redis)
 
 
 async def test_an_instance_that_cannot_verify_the_stores_state_is_not_ready(
@@ -107,14 +108,14 @@ async def test_an_instance_that_cannot_verify_the_stores_state_is_not_ready(
     """Item 2: X, up on its own seed, cannot verify F's document: /readyz 503 with the
     reason, its kill still enforced, `killgate status` naming the key; ready again once the
     store holds a document it can verify (here: Redis flushed, X seeds it again)."""
-    _, x, fleets = await two_keys(tmp_path, backends, redis_server, session, monkeypatch,
-                                  gateway_procs)
+    _, x, f, fleets = await two_keys(tmp_path, backends, redis_server, session, monkeypatch,
+                                     gateway_procs)
 
     async def unverifiable() -> dict[str, Any] | None:
         got = await readyz(session, x.admin)
         return got[1] if got is not None and got[0] == 503 else None
 
-    body = await wait_until(unverifiable, 5, 0.02, what="X's /readyz 503")
+    body = await wait_until(unverifiable, 10, 0.02, what="X's /readyz 503")
     assert body["reason"] == "state_unverifiable", body
     assert body["ready"] is False
     assert "signing_key" in body["state"]["unverifiable"], body
@@ -124,14 +125,16 @@ async def test_an_instance_that_cannot_verify_the_stores_state_is_not_ready(
     line = next(x for x in out.splitlines() if x.startswith("STATE UNVERIFIABLE"))
     assert "signing_key_env" in line and "ready" in line, line
     assert stored(redis_server) == fleets  # (and X wrote nothing over F's)
-    # the store's document becomes one X can verify: ready again, nothing else changed
+    # the store's document becomes one X can verify (F gone, Redis flushed: X seeds it):
+    # ready again, its kill still enforced
+    assert f.stop() == 0
     redis_server.cmd("FLUSHALL")
 
     async def ready() -> bool:
         got = await readyz(session, x.admin)
         return got is not None and got[0] == 200 and got[1]["reason"] is None
 
-    await wait_until(ready, 5, 0.02, what="X ready again on a store it verifies")
+    await wait_until(ready, 10, 0.02, what="X ready again on a store it verifies")
     assert await status_of(session, x.url) == (503, "killed")
 
 
@@ -140,19 +143,24 @@ async def test_an_instance_restarted_on_its_own_seed_never_writes_over_the_fleet
         monkeypatch: pytest.MonkeyPatch, gateway_procs) -> None:
     """Item 1: X restarted reads a snapshot signed with its own key, of state that came from
     its kills-only seed: it must still never re-seed over F's document."""
-    cfg_x, x, fleets = await two_keys(tmp_path, backends, redis_server, session, monkeypatch,
-                                      gateway_procs)
+    cfg_x, x, _, fleets = await two_keys(tmp_path, backends, redis_server, session,
+                                         monkeypatch, gateway_procs)
     snap = json.loads((tmp_path / "snapshot-a.json").read_bytes().partition(b"\n")[2])
     assert snap["unverified_origin"]["why"], snap  # (what the restart reads)
     assert x.stop() == 0
     x = gateway_procs(cfg_x, env={"KILLGATE_OTHER_STATE_KEY": X_KEY})
-    # its start ends after its first sync attempts: where it re-seeded over F's document
-    answer = await wait_until(lambda: readyz(session, x.admin), 10, 0.02, what="X's /readyz")
-    t0 = asyncio.get_running_loop().time()
-    while asyncio.get_running_loop().time() - t0 < 1.5:  # 15 of X's polls, a reconnect or two
+    # its start ends after its first sync attempts (where it re-seeded over F's document);
+    # then 1.5 s more: 15 of its polls, a reconnect or two
+    loop = asyncio.get_running_loop()
+    deadline, seen = loop.time() + 20, None
+    while seen is None or loop.time() - seen < 1.5:
         assert stored(redis_server) == fleets, "X restarted wrote over F's document"
+        answer = await readyz(session, x.admin)
+        if seen is None and answer is not None and answer[0] == 503 \
+                and answer[1]["reason"] == "state_unverifiable":
+            seen = loop.time()
+        assert loop.time() < deadline, f"X's /readyz: {answer}"
         await asyncio.sleep(0.05)
-    assert answer[0] == 503 and answer[1]["reason"] == "state_unverifiable", answer
     assert (await status_of(session, x.url))[0] == 503  # (the killed route: never served)
     assert "state_store_reseed" not in x.output(), x.output()
 
