@@ -31,6 +31,11 @@ log = logging.getLogger("killgate.state")
 
 
 
+#: the most epochs an instance remembers having created (its newest): a store that lost its
+#: data again and again (a crash-looping Redis without persistence) is re-seeded each time,
+#: and the snapshot carries them (`_origin`); only the store's newest document is compared
+OWN_EPOCHS = 64
+
 #: the most events a trail a wipe left holds when it still counts as just wiped (`_wiped`)
 FRESH_TRAIL = 64
 
@@ -60,7 +65,7 @@ class Repair:
     #: (`_blind`): not ready (/readyz 503 state_unverifiable); None once it verifies one
     unverifiable: str | None
     _seen_signed: bool
-    _own_epochs: set[str]
+    _own_epochs: dict[str, None]
     _seen_fleet: bool
     _repairs: int
     _repair_at: float
@@ -104,18 +109,20 @@ class Repair:
         if self._seen_fleet:
             return None
         if self.snapshot.kills_only is not None:
-            return f"seeded from a snapshot it could not verify ({self.snapshot.kills_only})"
+            return f"its state came from a snapshot it could not verify ({self.snapshot.kills_only})"
         return self.snapshot.unverified_origin
 
     def _origin(self) -> Origin:
         """What a snapshot written now says of where its state came from (snapshot.py)."""
         why = self._unvouched()
-        return None if why is None else {"why": why, "epochs": sorted(self._own_epochs)}
+        return None if why is None else {"why": why, "epochs": list(self._own_epochs)}
 
     def _mine(self, epoch: str) -> str:
         """Remember `epoch` as one this instance created, until it verifies another's."""
         if not self._seen_fleet:
-            self._own_epochs.add(epoch)
+            self._own_epochs[epoch] = None
+            while len(self._own_epochs) > OWN_EPOCHS:
+                del self._own_epochs[next(iter(self._own_epochs))]
         return epoch
 
     def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:

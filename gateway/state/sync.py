@@ -99,7 +99,8 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self._recheck_again = False
         self._big_pushes = Throttle(0.25, self._reread)  # (store.PushNotRead)
         self._seen_signed = False
-        self._own_epochs: set[str] = set()  # epochs this instance created (reseed.py's _blind)
+        #: epochs this instance created, oldest first (reseed.py's _blind; OWN_EPOCHS)
+        self._own_epochs: dict[str, None] = {}
         self._seen_fleet = False  # verified a document of an epoch not in _own_epochs
         snapshot.origin = self._origin  # (what each snapshot written says of its state)
         self._repairs = 0  # repairs of refused documents in a row (backoff)
