@@ -129,8 +129,9 @@ class AdminApi:
         return web.json_response({"status": "ok", "instance": self.instance})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        ready = self.readiness.ready
-        body = {"ready": ready, "instance": self.instance,
+        reason = self.readiness.ready_reason
+        ready = reason is None
+        body = {"ready": ready, "reason": reason, "instance": self.instance,
                 "draining": self.readiness.draining,
                 "generation": self.current.doc.generation,
                 "state": redact.tree(self.fleet.status())}

@@ -70,7 +70,8 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
         },
         "paths": {
             "/healthz": open_get("liveness", obj),
-            "/readyz": open_get("readiness: config loaded and state synced", obj,
+            "/readyz": open_get("readiness: config loaded and state synced (`reason`: why not: starting, "
+                             "draining, state_unknown, state_unverifiable)", obj,
                              extra={"503": {"description": "not ready", "content": {
                                  "application/json": {"schema": obj}}}}),
             "/metrics": open_get("Prometheus metrics", {"type": "string"}, "text/plain"),

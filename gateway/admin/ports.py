@@ -131,6 +131,9 @@ class Readiness(Protocol):
     def ready(self) -> bool: ...
 
     @property
+    def ready_reason(self) -> str | None: ...
+
+    @property
     def draining(self) -> bool: ...
 
 

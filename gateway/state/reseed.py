@@ -20,7 +20,7 @@ from gateway.errors import StoreConflict, StoreUnavailable
 from gateway.log import event
 from gateway.state.holder import Holder
 from gateway.state.signing import MAGIC
-from gateway.state.snapshot import SnapshotFile
+from gateway.state.snapshot import Origin, SnapshotFile
 from gateway.state.store import Loaded, Store, legacy_doc, merge_restrictive, new_epoch
 from gateway.state.tamper import TamperLog
 from gateway.telemetry.metrics import Metrics
@@ -30,6 +30,11 @@ __all__ = ["Repair"]
 log = logging.getLogger("killgate.state")
 
 
+
+#: the most epochs an instance remembers having created (its newest): a store that lost its
+#: data again and again (a crash-looping Redis without persistence) is re-seeded each time,
+#: and the snapshot carries them (`_origin`); only the store's newest document is compared
+OWN_EPOCHS = 64
 
 #: the most events a trail a wipe left holds when it still counts as just wiped (`_wiped`)
 FRESH_TRAIL = 64
@@ -56,8 +61,11 @@ class Repair:
     ready: bool
     last_error: str | None
     trail_lost: dict[str, Any] | None
+    #: why the store holds a document this instance cannot verify and will not write over
+    #: (`_blind`): not ready (/readyz 503 state_unverifiable); None once it verifies one
+    unverifiable: str | None
     _seen_signed: bool
-    _own_epochs: set[str]
+    _own_epochs: dict[str, None]
     _seen_fleet: bool
     _repairs: int
     _repair_at: float
@@ -74,6 +82,8 @@ class Repair:
 
     def _judge(self, got: Loaded) -> None:
         """Report what the store holds that we refuse."""
+        if got.problem is None:
+            self.unverifiable = None  # (verified, or empty: ours to seed)
         if got.doc is not None:
             self._seen_signed = True
             self._saw(got.doc)
@@ -91,10 +101,28 @@ class Repair:
             self._seen_fleet = True
             self._own_epochs.clear()  # (no longer needed)
 
+    def _unvouched(self) -> str | None:
+        """Why this instance's state may not be the fleet's (None: it is, as far as it
+        knows): it came from a snapshot it could not verify (its kills only), or from one
+        that says so (`unverified_origin`: written since such a start, before this instance
+        verified a document of an epoch it did not create), and it has verified none since."""
+        if self._seen_fleet:
+            return None
+        if self.snapshot.kills_only is not None:
+            return f"its state came from a snapshot it could not verify ({self.snapshot.kills_only})"
+        return self.snapshot.unverified_origin
+
+    def _origin(self) -> Origin:
+        """What a snapshot written now says of where its state came from (snapshot.py)."""
+        why = self._unvouched()
+        return None if why is None else {"why": why, "epochs": list(self._own_epochs)}
+
     def _mine(self, epoch: str) -> str:
         """Remember `epoch` as one this instance created, until it verifies another's."""
         if not self._seen_fleet:
-            self._own_epochs.add(epoch)
+            self._own_epochs[epoch] = None
+            while len(self._own_epochs) > OWN_EPOCHS:
+                del self._own_epochs[next(iter(self._own_epochs))]
         return epoch
 
     def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
@@ -208,11 +236,19 @@ class Repair:
         # skipped) then seeded a flushed store first and, "verified" by its own document,
         # re-seeded over the fleet's every 30 s, wiping its weights, overrides and history
         # (a ping-pong with the fleet's re-seeds). A kill through it answers 503 instead.
-        untrusted = self.snapshot.kills_only is not None and not self._seen_fleet
+        # So too after a restart: its snapshot, signed with its own key, says where the
+        # state came from (`_unvouched`; with the epochs it had created).
+        untrusted = self._unvouched() is not None
         if (got.doc is None and got.problem is not None and not legacy
                 and ((mine.generation == 0 and not mine.kills) or untrusted)):
             if untrusted and self.from_snapshot and not self.ready:
                 self.from_snapshot = False  # (not ready on them: 503 state_unknown, as before)
+            self.unverifiable = (  # (/readyz 503 state_unverifiable until it verifies one)
+                f"the stored state cannot be verified ({got.problem}) and this instance holds "
+                + (f"no state it knows to be the fleet's ({self._unvouched()})" if untrusted
+                   else "none of its own") + ": it writes nothing over it and is not ready; "
+                "is its state.signing_key_env (or signing_key_file) the fleet's key? Fix it "
+                "and restart this instance")
             raise StoreUnavailable(
                 f"the stored state cannot be verified ({got.problem}) and this instance "
                 "holds none of its own: it serves no route until it can verify the store's "
