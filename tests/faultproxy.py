@@ -28,11 +28,14 @@ class Link:
 
 class Forwarder:
     """127.0.0.1:<port> → 127.0.0.1:<target>. `point(target)` drops every connection (a
-    failover, seen from the client); `latency` delays each chunk sent to the target;
-    `links` lists the connections, oldest first."""
+    failover, seen from the client), those still connecting too; `point(None)` cuts the
+    link: every connection is dropped as it comes (a port merely free now may be listened
+    on later by a sibling worker's server); `latency` delays each chunk sent to the
+    target; `links` lists the connections, oldest first."""
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, target: int | None) -> None:
         self.target = target
+        self.turn = 0  # (one more at each point(): a connection made across one is dropped)
         self.latency = 0.0
         self.links: list[Link] = []
         self.server: asyncio.Server | None = None
@@ -44,9 +47,21 @@ class Forwarder:
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        turn, target = self.turn, self.target
+        if target is None:
+            w.close()
+            return
+        self.pipes.add(w)  # (dropped by a point() made while it connects)
         try:
-            ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
+            ur, uw = await asyncio.open_connection("127.0.0.1", target)
         except OSError:
+            self.pipes.discard(w)
+            w.close()
+            return
+        if turn != self.turn:  # (re-pointed meanwhile: this one went to the old target, and
+            # lived on past the cut: a drill's cut-off instance kept reaching the store)
+            self.pipes.discard(w)
+            uw.close()
             w.close()
             return
         self.pipes |= {w, uw}
@@ -86,8 +101,9 @@ class Forwarder:
         await asyncio.gather(pump(r, uw, True), pump(ur, w, False))
         self.pipes -= {w, uw}
 
-    def point(self, target: int) -> None:
+    def point(self, target: int | None) -> None:
         self.target = target
+        self.turn += 1
         for w in list(self.pipes):
             w.close()
 
