@@ -13,7 +13,7 @@ const MAX_NAMES = 6000; // characters of names in one URL (the listener takes 81
 let kept = null; // {index, doc, tags: {route: tag}, routes: {route: part}}
 export const forgetStatus = () => { kept = null; }; // (at a sign-out: nothing read is kept)
 
-// Every route anew (the first round, most routes changed, or a route gone meanwhile): the
+// Every route anew (the first round, more names than a URL holds, a route gone meanwhile): the
 // index's tags are kept with it (a route that changed between the two reads is then asked
 // for again next round: one read too many, never a change missed).
 async function whole(tags) {
@@ -43,7 +43,7 @@ export async function readStatus() {
   const names = Object.keys(tags);
   const changed = kept ? names.filter((n) => kept.tags[n] !== tags[n]) : names;
   let got = kept ? {routes: kept.routes, tags: kept.tags} : null;
-  if (changed.length && (!kept || changed.length === names.length || changed.join(",").length > MAX_NAMES)) {
+  if (changed.length && (!kept || changed.join(",").length > MAX_NAMES)) {
     got = await whole(tags);
   } else if (changed.length) {
     got = await some(changed, tags);
