@@ -111,6 +111,9 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                     "schema": {"type": "object", "required": ["instance", "generation",
                                                               "store", "config", "kills"]}}}},
                               "304": {"description": "not modified (If-None-Match)"},
+                              "400": err("a bad `fields` or `routes` value"),
+                              "404": err("unknown_route: `routes` names a route this "
+                                         "instance's config lacks"),
                               **auth_errors(False)}}},
             "/v1/config": {"get": {
                 "summary": "the config this instance runs (for `killgate diff`)",
