@@ -215,7 +215,8 @@ const real = window.fetch.bind(window);
 const frozen = {};
 const names = Array.from({length: 1000}, (_, i) => `r${i}`);
 const each = (v) => Object.fromEntries(names.map((n) => [n, v]));
-const answer = (doc) => new Response(JSON.stringify(doc), {status: 200, headers: {'Content-Type': 'application/json'}});
+const JSON_TYPE = {'Content-Type': 'application/json'};
+const answer = (doc) => new Response(JSON.stringify(doc), {status: 200, headers: JSON_TYPE});
 async function read(u, search, init) {
   const v = new URL(u);
   v.search = search;
@@ -232,7 +233,7 @@ window.fetch = async (url, init) => {
       doc.routes = each(doc.routes.iris);
       frozen.traffic = JSON.stringify(doc);
     }
-    return new Response(frozen.traffic, {status: 200, headers: {'Content-Type': 'application/json'}});
+    return new Response(frozen.traffic, {status: 200, headers: JSON_TYPE});
   }
   if (!path.endsWith('/v1/status')) return real(url, init);
   if (!frozen.whole) {
@@ -246,7 +247,8 @@ window.fetch = async (url, init) => {
     frozen.index = index;
   }
   const q = u.searchParams;
-  const bump = (doc) => (window.__bump ? {...doc, bumped: window.__rounds} : doc);  // a field outside the routes changes
+  // (a field outside the routes changes)
+  const bump = (doc) => (window.__bump ? {...doc, bumped: window.__rounds} : doc);
   if (q.get('fields') === 'index') {
     window.__rounds++;
     return answer(bump(frozen.index));

@@ -78,3 +78,62 @@ def test_rounds_read_only_the_routes_that_changed(fleet: Fleet, browser: Browser
         fleet.api("POST", "/v1/unkill", ALICE, body={"scope": "version", "route": "iris",
                                                       "version": "v2", "reason": "done"})
         b.d.get(fleet.admin + "/ui/")
+
+
+def test_a_route_gone_between_reads_or_an_older_instance_reads_the_whole(
+        fleet: Fleet, browser: Browser) -> None:
+    """A route the index named that a reload dropped before the parts were read (the real
+    gateway's 404 unknown_route), and an instance from before ?fields=index behind the same
+    balancer (its 400): either way the page reads the whole document, never nothing."""
+    b = browser
+    b.sign_in(fleet.admin, ALICE, "alice")
+    got = b.d.execute_async_script("""
+        const done = arguments[0];
+        const real = window.fetch.bind(window);
+        let mode = 'gone';
+        const seen = [];
+        window.fetch = async (url, init) => {
+          const u = new URL(url, location.href);
+          if (u.pathname.endsWith('/v1/status')) seen.push(mode + ' ' + u.search);
+          if (!u.pathname.endsWith('/v1/status') || u.searchParams.get('fields') !== 'index') {
+            return real(url, init);
+          }
+          if (mode === 'old') {
+            return new Response(JSON.stringify({error: {type: 'bad_request',
+              message: 'fields must be all or stable'}}), {status: 400,
+              headers: {'Content-Type': 'application/json'}});
+          }
+          const headers = {...init.headers};
+          delete headers['If-None-Match'];
+          const index = await (await real(url, {...init, headers})).json();
+          index.route_etags = {...index.route_etags, 'gone-route': 'f'.repeat(32)};
+          index.read = seen.length;  // (each index another: never the kept one again)
+          return new Response(JSON.stringify(index), {status: 200,
+            headers: {'Content-Type': 'application/json'}});
+        };
+        // (a module of its own: the page's rounds keep theirs)
+        import('/ui/js/statusread.js?fresh=1').then(async (m) => {
+          try {
+            const first = (await m.readStatus()).data;  // (the first: the whole document)
+            const gone = (await m.readStatus()).data;   // (gone-route asked for: 404)
+            mode = 'old';
+            const old = (await m.readStatus()).data;
+            done({first: Object.keys(first.routes), gone: Object.keys(gone.routes),
+                  old: Object.keys(old.routes), seen});
+          } catch (exc) {
+            done({error: String(exc), seen});
+          } finally {
+            window.fetch = real;
+          }
+        });""")
+    try:
+        assert "error" not in got, got
+        # (in the table's order, as the whole document has them)
+        assert got["first"] == got["gone"] == got["old"], got
+        assert sorted(got["first"]) == ["iris", "iris-beta"], got
+        # (the page's own rounds go through the same fetch: what they add is not counted)
+        seen = got["seen"]
+        assert "gone ?fields=stable&routes=gone-route" in seen, seen  # (its part asked for)
+        assert "old ?fields=stable" in seen, seen
+    finally:
+        b.d.get(fleet.admin + "/ui/")

@@ -35,14 +35,21 @@ async function some(names, tags) {
 
 // → {status, data} as call() answers, data being the ?fields=stable document.
 export async function readStatus() {
-  const answer = await call("GET", "/v1/status?fields=index");
+  let answer;
+  try {
+    answer = await call("GET", "/v1/status?fields=index");
+  } catch (exc) {
+    // an instance from before ?fields=index (a rolling upgrade behind a balancer: 400)
+    if (exc instanceof ApiError && exc.status === 400) return call("GET", "/v1/status?fields=stable");
+    throw exc;
+  }
   const index = answer.data;
   const tags = index.route_etags;
-  if (!tags || typeof tags !== "object") return call("GET", "/v1/status?fields=stable"); // (an older gateway)
+  if (!tags || typeof tags !== "object") return call("GET", "/v1/status?fields=stable");
   if (kept && kept.index === index) return {status: answer.status, data: kept.doc}; // (a 304: nothing changed)
   const names = Object.keys(tags);
   const changed = kept ? names.filter((n) => kept.tags[n] !== tags[n]) : names;
-  let got = kept ? {routes: kept.routes, tags: kept.tags} : null;
+  let got = kept ? {routes: kept.routes, tags: kept.tags} : {routes: {}, tags: {}};
   if (changed.length && (!kept || changed.join(",").length > MAX_NAMES)) {
     got = await whole(tags);
   } else if (changed.length) {
@@ -50,7 +57,7 @@ export async function readStatus() {
   }
   // the routes in the index's order, only those it names; the same object if none changed
   const gone = kept && Object.keys(kept.routes).length !== names.length;
-  const routes = changed.length || gone ? Object.fromEntries(names.filter((n) => Object.hasOwn(got.routes, n))
+  const routes = changed.length || gone || !kept ? Object.fromEntries(names.filter((n) => Object.hasOwn(got.routes, n))
     .map((n) => [n, got.routes[n]])) : kept.routes;
   const doc = {...index, routes};
   delete doc.route_etags;
