@@ -1,7 +1,8 @@
 """GET /v1/status answered from parts built once (CONTRACT §4 and its `fields`, `routes`).
 
 With 1,000 routes building, redacting and serialising the document cost the admin loop
-(which the data plane shares) 100-400 ms per call, and every console asks every 3 s.
+(which the data plane shares) a whole build per call (0.2-0.9 s on a loaded 2-core
+machine: benchmarks/RESULTS.md §32), and every console asks every 3 s.
 The parts are kept per (routing table, second): the table is swapped whole on every state
 generation and every config reload (and on a health change that moves traffic), so a
 kill is in the next answer; what changes without a swap (a canary's evidence, a probe's
@@ -98,7 +99,7 @@ class StatusParts:
         return self._built
 
     def chosen(self, names: str) -> list[str]:
-        """`?routes=a,b` (checked against STATUS_ROUTES): each name once, in the order
+        """`?routes=a,b` (checked against ROUTES_PARAM): each name once, in the order
         named; a name the table in force lacks is a 404 (a reload may have dropped it)."""
         out = list(dict.fromkeys(names.split(",")))
         known = self.parts().routes
@@ -118,11 +119,10 @@ class StatusParts:
         live = {"store": b.store() if b.store is not None else None,
                 "config": b.config_status(), "instances": instances}
         top = {**built.head, **redact.tree(stable(live) if fields != "all" else live)}
-        chosen = (list(built.routes.items()) if only is None
-                  else [(n, built.routes[n]) for n in only])
         head = json.dumps(top)
         if only is None and built.last is not None and built.last[:2] == (fields, head):
             return built.last[2]  # (another console's call this second: the same bytes)
+        chosen = [] if only is None else [(n, built.routes[n]) for n in only]
         if fields == "index":
             tail = '"route_etags": ' + (self._tags(built) if only is None else _tags(chosen))
         elif only is None:
