@@ -41,7 +41,8 @@ from gateway.admin.ports import (
     StateWriter,
 )
 from gateway.admin.shadowgate import ShadowChecks
-from gateway.admin.status import StatusBuilder, stable
+from gateway.admin.status import StatusBuilder
+from gateway.admin.statusparts import ROUTES_PARAM, StatusParts
 from gateway.admin.tracing import TRACE_ID
 from gateway.admin.writes import Done, Writer
 from gateway.configfile import LoadedConfig
@@ -77,7 +78,7 @@ class AdminApi:
         self.state = state
         self.fleet = fleet
         self.audit_reader = audit
-        self.status_doc = status
+        self.status_parts = StatusParts(status)  # (kept per table and second)
         self.readiness = readiness
         self.counters = counters
         self.metrics_page = metrics_page
@@ -161,13 +162,15 @@ class AdminApi:
 
     async def status(self, request: web.Request) -> web.Response:
         await self.callers.authorize(request, "killgate:read")
-        fields = inputs.query_text(request, "fields", "all|stable", "all or stable")
+        fields = inputs.query_text(request, "fields", "all|stable|index",
+                                   "all, stable or index") or "all"
+        only = inputs.query_text(request, "routes", ROUTES_PARAM, "route names separated "
+                                 "by commas (each 1-64 of A-Z a-z 0-9 _ . -), at least one")
         # the fleet first: a heartbeat it refuses is counted in the document's
         # verification counts, which would otherwise lag one call behind its instances
         instances = await self.fleet.fleet()
-        body = self.status_doc.document()
-        body["instances"] = instances
-        return etag.respond(request, redact.tree(stable(body) if fields == "stable" else body))
+        return etag.respond_body(request, self.status_parts.body(
+            fields, instances, None if only is None else self.status_parts.chosen(only)))
 
     async def config(self, request: web.Request) -> web.Response:
         """The config this instance runs, for `killgate diff`."""
