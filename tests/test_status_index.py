@@ -6,6 +6,7 @@ nothing."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -41,12 +42,28 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     g = GatewayProcess(cfg, env={"KILLGATE_TEST_SECRET": SECRET})
     try:
         g.wait_ready()
+        _settled(g)
         yield g
     finally:
         g.stop()
         for proc, _ in procs:
             proc.kill()
             proc.wait(5)
+
+
+def _settled(g: GatewayProcess, timeout: float = 15.0) -> None:
+    """Wait for the config watcher's check at start (config/reload.py `start`) and then for
+    two index reads a moment apart to agree: that check and the first snapshot change the
+    index once, just after start (a test's 304 raced them)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        _, now, doc = _get(g, "fields=index")
+        if now == last and doc["config"].get("last_attempt") is not None:
+            return
+        last = now
+        time.sleep(0.3)  # (a poll interval: what is waited for is a quiet stretch)
+    raise AssertionError(f"the status index kept changing for {timeout}s after start")
 
 
 def _get(g: GatewayProcess, query: str, etag: str | None = None) -> tuple[int, str, Any]:
