@@ -13,10 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import Metric
 
 from gateway.config_telemetry import BucketsConfig
 from gateway.domain.compare import AGREED, DISAGREED, NOISE
+from gateway.telemetry.exposition import Family as Exposed
+from gateway.telemetry.exposition import Rows
 from gateway.telemetry.metrics import HELP, Metrics, kind_of
 from gateway.telemetry.requests import Key, RequestStats
 
@@ -236,17 +238,17 @@ class _GroupStats(RequestStats):
         return per, totals
 
 
-def render(raw: Raw, own_stats: RequestStats, workers: int) -> tuple[list[Metric], int]:
-    """The families of `raw` (the group's), as this process would render its own."""
+def render(raw: Raw, own_stats: RequestStats, workers: int) -> tuple[list[Exposed], int]:
+    """The families of `raw` (the group's), as this process would render its own (ours as
+    `Rows`: exposition.as_metric makes `Metric`s of them)."""
     m = Metrics()
     for name, (names, series) in raw.values.items():
         for labels, v in series.items():
             m.set(name, v, labels, names)
     stats = _GroupStats(own_stats, raw)
     m.source(stats)
-    fams = list(m.collect())
+    fams: list[Exposed] = list(m.families())
     fams.extend(f.metric() for f in raw.families.values())
-    g = GaugeMetricFamily("killgate_metrics_workers", HELP["killgate_metrics_workers"][1])
-    g.add_metric([], workers)
-    fams.append(g)
+    name = "killgate_metrics_workers"
+    fams.append(Rows(name, "gauge", HELP[name][1], (), [((), workers)]))
     return fams, stats.skipped

@@ -23,6 +23,7 @@ from prometheus_client.metrics_core import Metric
 
 from gateway.log import event
 from gateway.tasks import cancel
+from gateway.telemetry.exposition import Family, as_metric, expand
 from gateway.telemetry.groupfile import decode, encode
 from gateway.telemetry.groupseries import Raw, add_counted, add_gauges, capture, render
 from gateway.telemetry.metrics import Metrics
@@ -165,13 +166,18 @@ class WorkerMetrics:
             self._error("buckets", skipped)
         return raw, 1 + len(fresh)
 
-    def collect(self) -> Iterator[Metric]:
-        """prometheus_client's collector protocol: the group's series."""
+    def families(self) -> list[Family]:
+        """The group's families (ours as `Rows`: what /metrics writes)."""
         raw, workers = self.group()
         fams, skipped = render(raw, self.stats, workers)
         if skipped:
             self._error("buckets", skipped)
-        yield from fams
+        return fams
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client's collector protocol: the group's series."""
+        for f in expand(self.families()):
+            yield as_metric(f)
 
     def _error(self, op: str, n: int = 1) -> None:
         self.metrics.inc("killgate_worker_metrics_errors_total", (op,), by=n,
