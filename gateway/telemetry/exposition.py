@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
 from prometheus_client.metrics_core import (
@@ -34,7 +34,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["Deferred", "Family", "Rows", "as_metric", "chunks", "encoding", "expand"]
+__all__ = ["Deferred", "Family", "Format", "Rows", "as_metric", "chunks", "encoding", "expand"]
 
 Encoder = Callable[[Any], bytes]
 #: (label values, value) for a counter or gauge; (label values, the buckets' `le` texts,
@@ -43,7 +43,7 @@ Row = (tuple[Sequence[str], float]
        | tuple[Sequence[str], Sequence[str], Sequence[float], float])
 ROWS_PER_CHUNK = 16  # rows of a family between two yields (a histogram row: ~20 lines)
 
-_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")  # (no colon: OpenMetrics rewrites it)
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _EOF = b"# EOF\n"
 
@@ -103,18 +103,30 @@ def as_metric(f: Rows | Metric) -> Metric:
     return m
 
 
-def encoding(accept: str | None) -> tuple[Encoder, str, bool | None]:
-    """(the library's encoder, content type, OpenMetrics?) for a scrape's Accept header;
-    OpenMetrics? is None when names would be rewritten (`escaping=dots`): the library
-    writes every family then. A malformed header gets the text format."""
+class Format(NamedTuple):
+    """How a scrape's page is written."""
+
+    encoder: Encoder  # the library's (what writes the families this module does not)
+    content_type: str
+    openmetrics: bool
+    #: False: the library rewrites names (escaping=dots; OpenMetrics escaping=values):
+    #: the library writes every family then
+    ours: bool
+
+
+def encoding(accept: str | None) -> Format:
+    """The format `choose_encoder` picks for a scrape's Accept header; a malformed header
+    gets the text format."""
     try:
         encoder, ctype = choose_encoder(accept or "")
     except (ValueError, IndexError, TypeError):
-        return generate_latest, CONTENT_TYPE_PLAIN_0_0_4, False
+        return Format(generate_latest, CONTENT_TYPE_PLAIN_0_0_4, False, True)
     fn, kw = (encoder.func, encoder.keywords) if isinstance(encoder, partial) else (encoder, {})
-    if kw.get("escaping") == openmetrics.DOTS:
-        return encoder, ctype, None
-    return encoder, ctype, fn is openmetrics.generate_latest
+    om = fn is openmetrics.generate_latest
+    escaping = kw.get("escaping", openmetrics.UNDERSCORES)
+    kept = (openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8) if om else (
+        openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8, openmetrics.VALUES)
+    return Format(encoder, ctype, om, escaping in kept)
 
 
 class _One:
@@ -127,9 +139,9 @@ class _One:
         yield self.m
 
 
-def _library(m: Metric, encoder: Encoder, om: bool | None) -> bytes:
-    out = encoder(_One(m))
-    return out[:-len(_EOF)] if om is not False and out.endswith(_EOF) else out
+def _library(m: Metric, fmt: Format) -> bytes:
+    out = fmt.encoder(_One(m))
+    return out[:-len(_EOF)] if fmt.openmetrics and out.endswith(_EOF) else out
 
 
 def _esc(v: str) -> str:
@@ -142,8 +154,8 @@ def _ours(f: Rows) -> bool:
         _NAME.match(f.name)) and all(_LABEL.match(n) for n in f.labels)
 
 
-def chunks(families: Iterable[Family], encoder: Encoder, om: bool | None) -> Iterator[bytes]:
-    """The page of `families` in `encoder`'s format, a few dozen rows per item."""
+def chunks(families: Iterable[Family], fmt: Format) -> Iterator[bytes]:
+    """The page of `families` in `fmt`, a few dozen rows per item."""
     values: dict[float, str] = {}  # (a value's text, by value: most repeat)
 
     def num(v: float) -> str:
@@ -157,11 +169,11 @@ def chunks(families: Iterable[Family], encoder: Encoder, om: bool | None) -> Ite
     for f in _made(families):
         if f is None:
             yield b""  # (a deferred family was made: a slice's worth)
-        elif isinstance(f, Rows) and om is not None and _ours(f):
-            yield from _rows(f, om, num)
+        elif isinstance(f, Rows) and fmt.ours and _ours(f):
+            yield from _rows(f, fmt.openmetrics, num)
         else:
-            yield _library(as_metric(f), encoder, om)
-    if om is not False:
+            yield _library(as_metric(f), fmt)
+    if fmt.openmetrics:
         yield _EOF
 
 

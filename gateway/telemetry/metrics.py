@@ -140,8 +140,8 @@ class Metrics:
         snapshot: no value changes under the page), then its bytes a slice at a time
         (telemetry/exposition.py), and the content type: OpenMetrics when asked for, else
         the text format; a malformed header gets the text format."""
-        encoder, ctype, om = encoding(accept)
-        return chunks(list(families_of(self._exposed)), encoder, om), ctype
+        fmt = encoding(accept)
+        return chunks(list(families_of(self._exposed)), fmt), fmt.content_type
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The whole page for a scrape with this Accept header, and its content type."""
