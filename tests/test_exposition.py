@@ -75,7 +75,8 @@ def _odd_families() -> list[Family]:
     lib_counter = CounterMetricFamily("killgate_library_total", "a counter", labels=["k"])
     lib_counter.add_metric(["x"], 2)
     return [
-        Rows("killgate_odd_total", "counter", 'help with \\ and "quotes"\nand a line', ("route", "version"), rows),
+        Rows("killgate_odd_total", "counter", 'help with \\ and "quotes"\nand a line',
+             ("route", "version"), rows),
         Rows("killgate_no_suffix", "counter", "a counter named without _total", ("a",),
              [(("x",), 4.0)]),
         Rows("killgate_bare", "gauge", "no labels", (), [((), 12.0), ((), -0.0)]),
