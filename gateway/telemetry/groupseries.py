@@ -9,7 +9,7 @@ no clock, no asyncio. Imports telemetry, domain.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -29,7 +29,9 @@ __all__ = [
     "add_counted",
     "add_gauges",
     "capture",
+    "drain",
     "render",
+    "rendering",
 ]
 
 # How each gauge of the group is made from the workers' values. "sum": per-worker amounts;
@@ -227,7 +229,7 @@ class _GroupStats(RequestStats):
 
     def __init__(self, own: RequestStats, raw: Raw) -> None:
         super().__init__(own.buckets, own.expected, own.clock)
-        self.skipped = sum(not self.add_counts(k, *c) for k, c in raw.entries.items())
+        self.skipped = 0  # (entries whose boundaries differ: `rendering` adds them)
         self._per = raw.split
 
     def split(self) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
@@ -238,14 +240,38 @@ class _GroupStats(RequestStats):
         return per, totals
 
 
+R = TypeVar("R")
+Steps = Generator[None, None, R]  # work in parts (a yield between two), then its result
+ENTRIES_PER_STEP = 128  # request entries summed between two yields
+
+
+def drain(steps: Steps[R]) -> R:
+    """The result of `steps`, run to the end at once."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
 def render(raw: Raw, own_stats: RequestStats, workers: int) -> tuple[list[Exposed], int]:
     """The families of `raw` (the group's), as this process would render its own (ours as
     `Rows`: exposition.as_metric makes `Metric`s of them)."""
+    return drain(rendering(raw, own_stats, workers))
+
+
+def rendering(raw: Raw, own_stats: RequestStats,
+              workers: int) -> Steps[tuple[list[Exposed], int]]:
+    """`render` in parts: a yield every ENTRIES_PER_STEP request entries summed."""
     m = Metrics()
     for name, (names, series) in raw.values.items():
         for labels, v in series.items():
             m.set(name, v, labels, names)
     stats = _GroupStats(own_stats, raw)
+    for i, (key, counts) in enumerate(raw.entries.items()):
+        if i % ENTRIES_PER_STEP == ENTRIES_PER_STEP - 1:
+            yield
+        stats.skipped += not stats.add_counts(key, *counts)
     m.source(stats)
     fams: list[Exposed] = list(m.families())
     fams.extend(f.metric() for f in raw.families.values())
