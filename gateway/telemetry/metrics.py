@@ -1,12 +1,13 @@
 """Process-local counters and gauges, exposed through `prometheus_client` collectors.
 
 Owns the process's series and the /metrics exposition (the library's text format, or
-OpenMetrics when the scraper asks for it); the names' types and help texts, and the series
+OpenMetrics when the scraper asks for it; written by telemetry/exposition.py from the
+values taken at once, `page`, a part at a time); the names' types and help texts, and the series
 there from the start, are data in `telemetry.metricnames` (re-exported here). Increments
 are plain dict updates (no locks, no label objects): the data plane and the background
 tasks call them freely; families are built only when /metrics is scraped. Other parts add
 whole families through `source()` (the request series of `telemetry.requests`). Imports
-only prometheus_client and that data. Side channel: nothing here may fail a request.
+only prometheus_client, telemetry/exposition.py and that data. Side channel: nothing here may fail a request.
 """
 
 from __future__ import annotations

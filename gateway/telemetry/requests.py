@@ -5,10 +5,12 @@ histograms (`killgate_request_duration_seconds`, `killgate_upstream_duration_sec
 `killgate_time_to_first_byte_seconds`) and the split gauges (`killgate_split_share`: each
 version's share of the last minute's answers, beside the share the routing table
 intends, and their difference). Recording is a few dict and list operations per request
-(no locks: one event loop); the families are built from them at scrape time. Labels come
-only from config names and fixed enums; bucket boundaries are fixed when the process
-starts (a histogram's buckets must not change under Prometheus). Imports prometheus_client's
-family types and the domain's batch bucketing (`domain.stats.add_to_buckets`) only.
+(no locks: one event loop); at scrape time they are copied (`families`, on the loop at
+once) and the families made from the copy later (telemetry/exposition.py `Deferred`, in
+/metrics' slices). Labels come only from config names and fixed enums; bucket boundaries
+are fixed when the process starts (a histogram's buckets must not change under
+Prometheus). Imports telemetry/exposition.py's family types, prometheus_client's `Metric`
+and the domain's batch bucketing (`domain.stats.add_to_buckets`) only.
 """
 
 from __future__ import annotations
