@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.config_telemetry import BucketsConfig
+from gateway.domain.shadowstats import Tally
 from gateway.telemetry.exposition import (
     Deferred,
     Family,
@@ -26,6 +27,7 @@ from gateway.telemetry.exposition import (
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import RequestRecord
 from gateway.telemetry.requests import RequestStats
+from gateway.telemetry.shadowmetrics import ShadowSeries
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -122,6 +124,18 @@ def _real() -> Metrics:
                     stats.done(rec)
     m.inc("killgate_failovers_total", ('r"0', "v\\1"), 3, ("route", "version"))
     m.set("killgate_inflight_requests", 2)
+    tallies = {}
+    for i, route in enumerate(("r0", "r1", "r\\2")):
+        t = tallies[route] = Tally("v2", "spec")
+        for outcome in ("agreed", "noise", "disagreed")[:i + 1]:
+            t.outcomes[outcome] = t.outcomes.get(outcome, 0) + i + 1
+        t.copy("sent", 4 + i)
+        t.failures["timeout"] = i
+        t.differences["value"] = 2 * i
+        t.primary_ms[i] += 3
+        t.shadow_ms[-1] += 1
+        t.primary_s += 0.25 * i
+    m.source(ShadowSeries(lambda: tallies, lambda: {"r0": 2, "r1": 0}))
     return m
 
 
