@@ -22,7 +22,7 @@ A render may also be a generator (`sliced`): it runs a step at a time, each in a
 the loop of its own, so a render's work never holds the loop for long in one go (the
 /metrics page: its values taken in the first step, ~2 ms at 100 routes x 2 versions x 3
 status codes, then written from that copy in steps of about SLICE; one render held the
-loop 350-450 ms there, telemetry/exposition.py). Its share is counted from the steps'
+loop 215-360 ms of CPU there, telemetry/exposition.py). Its share is counted from the steps'
 times, not the wall time the interleaved data plane adds; renders of other keys wait for
 it to end. Not in a thread: the collectors read the data plane's counters, which the loop
 changes without a lock, and a thread takes the loop's GIL for 5 ms switch intervals

@@ -3,17 +3,19 @@
 prometheus_client's exposition is generic: a dict of labels per sample, sorted per sample,
 each value through `floatToGoString`, and the whole page in one call. With 100 routes x 2
 versions x 3 status codes (20,500 lines) that held the event loop the data plane shares for
-350-450 ms per scrape, 20 routes 60 ms, the formatting ~85 % of it (benchmarks/
-metrics_render.py, RESULTS §32): the library cannot meet "a scrape costs the loop a few ms",
-so this module writes our families itself. A family is `Rows` (plain label values and
-numbers, built from a snapshot taken on the loop in one go, ~1-3 ms at 100 routes); each
+215 ms (text) / 360 ms (OpenMetrics) of CPU per scrape, 20 routes 44 / 72 ms, ~80 % of it
+formatting (benchmarks/metrics_render.py, RESULTS §32): the library cannot meet "a scrape
+costs the loop a few ms", so this module writes our families itself (~29 ms for that page,
+in steps). A family is `Rows` (plain label values and numbers, taken from the counters in
+one go on the loop, ~1.6 ms there) or a `Deferred` (made later from copied counts); each
 row's label text is made once, each distinct value formatted once; `chunks` yields the page
-a few dozen rows at a time, so a caller (admin/api.py) can give the loop back between
+a few dozen rows at a time, so a caller (admin/coalesce.py) can give the loop back between
 slices. The bytes are prometheus_client's, byte for byte, in both of its formats (text
 0.0.4 and OpenMetrics, as `choose_encoder` picks from the Accept header):
 tests/test_exposition.py compares the two over escapes, special values and every family.
-Families that are still prometheus_client `Metric`s (small: shadow series) and escapings
-that rename (`escaping=dots`) are written by the library itself, family by family.
+Families that are still prometheus_client `Metric`s (another source's; the group's shadow
+series under --workers N), names with a colon, and escapings that rename (`escaping=dots`;
+OpenMetrics' `escaping=values`) are written by the library itself, family by family.
 Imports prometheus_client only.
 """
 
