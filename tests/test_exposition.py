@@ -24,6 +24,7 @@ from gateway.telemetry.exposition import (
     encoding,
     expand,
 )
+from gateway.telemetry.groupseries import Family as GroupFamily
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import RequestRecord
 from gateway.telemetry.requests import RequestStats
@@ -168,3 +169,16 @@ def test_the_page_is_the_values_when_it_was_asked_for() -> None:
 def test_a_malformed_accept_header_gets_the_text_format() -> None:
     fmt = encoding("application/openmetrics-text;version=x.y")
     assert not fmt.openmetrics and fmt.content_type.startswith("text/plain")
+
+
+def test_a_group_snapshot_holds_the_same_samples_made_from_rows() -> None:
+    """Under --workers N a worker's other sources (shadow series) are kept in its snapshot
+    as samples: made from `Rows` directly (taken on the loop in one go), they must be the
+    samples the library's `Metric` of the same rows has, names, label order and values."""
+    rows = [f for f in expand(_odd_families()) if isinstance(f, Rows)]
+    rows += [f for src in _real().sources if isinstance(src, ShadowSeries)
+             for f in src.families()]
+    for r in rows:
+        made, via = GroupFamily.of_rows(r), GroupFamily.of(as_metric(r))
+        assert made == via, r.name
+        assert list(made.samples) == list(via.samples), r.name  # (and in the same order)

@@ -18,8 +18,8 @@ from prometheus_client.metrics_core import Metric
 from gateway.config_telemetry import BucketsConfig
 from gateway.domain.compare import AGREED, DISAGREED, NOISE
 from gateway.telemetry.exposition import Family as Exposed
-from gateway.telemetry.exposition import Rows
-from gateway.telemetry.metrics import HELP, Metrics, kind_of
+from gateway.telemetry.exposition import Rows, expand
+from gateway.telemetry.metrics import HELP, Metrics, families_of, kind_of
 from gateway.telemetry.requests import Key, RequestStats
 
 __all__ = [
@@ -94,6 +94,27 @@ class Family:
         return cls(m.name, m.type, m.documentation,
                    {(s.name, tuple(s.labels.items())): float(s.value) for s in m.samples})
 
+    @classmethod
+    def of_rows(cls, r: Rows) -> Family:
+        """`of(as_metric(r))`, without the `Metric`: its samples' names, labels in the
+        same order (the label names', then `le`) and values (~3x cheaper: a worker's own
+        series are taken on the loop in one go, shadow series of every route included)."""
+        samples: dict[SampleKey, float] = {}
+        if r.type == "histogram":
+            bucket, count, total = f"{r.name}_bucket", f"{r.name}_count", f"{r.name}_sum"
+            for values, les, counts, s in r.rows:
+                labels = tuple(zip(r.labels, values, strict=False))
+                for le, c in zip(les, counts, strict=True):
+                    samples[(bucket, (*labels, ("le", le)))] = float(c)
+                if float(les[0]) >= 0:
+                    samples[(count, labels)] = float(counts[-1])
+                    samples[(total, labels)] = float(s)
+        else:
+            name = f"{r.name}_total" if r.type == "counter" else r.name
+            for values, v in r.rows:
+                samples[(name, tuple(zip(r.labels, values, strict=False)))] = float(v)
+        return cls(r.name, r.type, r.help, samples)
+
     def metric(self) -> Metric:
         m = Metric(self.name, self.help, self.type)
         for (name, labels), value in self.samples.items():
@@ -134,8 +155,8 @@ def capture(metrics: Metrics, stats: RequestStats) -> Raw:
     raw.split = {k: float(n) for k, n in stats.split()[0].items()}
     for src in metrics.sources:
         if src is not stats:
-            for m in src.collect():
-                raw.families[m.name] = Family.of(m)
+            for f in expand(families_of(src)):
+                raw.families[f.name] = Family.of_rows(f) if isinstance(f, Rows) else Family.of(f)
     return raw
 
 
