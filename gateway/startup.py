@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -291,6 +291,7 @@ class GatewayParts:
         metrics.set("killgate_overrides_unservable",
                     sum(1 for p in self.holder.table.routes if p.override_unservable))
 
-    def _metrics_page(self, accept: str | None) -> tuple[bytes, str]:
-        """GET /metrics: the exposition (gauges read at scrape time: `_read_gauges`)."""
-        return self.metrics.exposition(accept)
+    def _metrics_page(self, accept: str | None) -> tuple[Iterator[bytes], str]:
+        """GET /metrics: the exposition, its values taken now (gauges read at scrape time:
+        `_read_gauges`), its bytes a part at a time."""
+        return self.metrics.page(accept)

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import logging
+from collections.abc import Hashable
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +26,7 @@ from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.callers import Callers
-from gateway.admin.coalesce import Coalesced
+from gateway.admin.coalesce import Coalesced, Steps, sliced
 from gateway.admin.denied import DeniedLog
 from gateway.admin.middleware import answer_headers, errors, json_error
 from gateway.admin.ports import (
@@ -82,8 +83,7 @@ class AdminApi:
         self.readiness = readiness
         self.counters = counters
         self.metrics_page = metrics_page
-        self._metrics: Coalesced[tuple[bytes, str]] = Coalesced(
-            lambda accept: self.metrics_page(accept if isinstance(accept, str) else None))
+        self._metrics: Coalesced[tuple[bytes, str]] = Coalesced(self._metrics_page)
         self._openapi: tuple[object, bytes] | None = None  # (the config, its document)
         self.alerts = alerts
         self.denied = DeniedLog(self._append_audit, counters)
@@ -146,6 +146,13 @@ class AdminApi:
         # load-balanced admin URL too, and compares counters per instance)
         return web.Response(body=body, headers={  # (+ ANSWER_HEADERS)
             "content-type": ctype, "x-killgate-instance": self.instance})
+
+    def _metrics_page(self, accept: Hashable) -> Steps[tuple[bytes, str]]:
+        """The page in steps (admin/coalesce.py): the values taken in the first, then
+        written a slice at a time."""
+        parts, ctype = self.metrics_page(accept if isinstance(accept, str) else None)
+        body = yield from sliced(parts)
+        return body, ctype
 
     async def openapi(self, request: web.Request) -> web.Response:
         # built once per config (frozen, swapped whole on reload): anyone can ask for it,
