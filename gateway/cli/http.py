@@ -30,7 +30,7 @@ from gateway.cli.errors import ClientError
 from gateway.cli.transport import Deadline, TooLarge, opener, proxy_of, read_capped
 from gateway.cli.urls import admin_base, clean_token
 from gateway.domain.audit import clean_text
-from gateway.errors import token_refused
+from gateway.tokenhint import token_refused
 
 __all__ = ["TIMEOUT", "Answer", "ClientError", "admin_base", "call", "clean_token", "expect"]
 
