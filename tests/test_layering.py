@@ -53,7 +53,8 @@ PURE = {"telemetry/accessline.py", "domain/routing.py", "domain/routetable.py", 
         "domain/compare_tensors.py", "domain/compare_chat.py", "domain/shadowstats.py",
         "domain/promotiongate.py",
         "domain/verdict.py", "domain/tablebuild.py", "domain/kills.py", "state/holder.py",
-        "tokenbucket.py", "config_yaml.py", "config_secretnames.py"}
+        "tokenbucket.py", "config_yaml.py", "config_secretnames.py", "tokenhint.py",
+        "config_jsonpaths.py", "config_analysis.py", "domain/configrecord.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 
