@@ -11,7 +11,8 @@ from typing import Any
 from aiohttp import ClientSession, web
 
 from gateway.configfile import parse_config_text
-from gateway.control.shadow import FRESH, ShadowResults, stats_key
+from gateway.control.shadow import FRESH, ShadowResults
+from gateway.control.shadowblobs import stats_key
 from gateway.domain.comparison import Difference
 from gateway.domain.shadowstats import Tally
 from gateway.domain.verdict import spec_for

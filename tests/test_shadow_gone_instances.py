@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.configfile import parse_config_text
-from gateway.control.shadow import FORGET, FRESH, ShadowResults, stats_key
+from gateway.control.shadow import FORGET, FRESH, ShadowResults
+from gateway.control.shadowblobs import stats_key
 from gateway.domain.verdict import spec_for
 from gateway.state.local import LocalStore
 from tests.test_control_shadow import CFG, Local, tally
