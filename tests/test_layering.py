@@ -26,7 +26,8 @@ ALLOWED = {
     "httptools": {"dataplane/exchange.py", "dataplane/protocol.py"},
     "watchfiles": {"control/reload.py"},
     "opentelemetry": {"telemetry/tracing.py", "telemetry/spanqueue.py", "telemetry/otlpmetrics.py",
-                      "telemetry/otelcommon.py", "telemetry/requestspans.py"},
+                      "telemetry/otelcommon.py", "telemetry/requestspans.py",
+                      "telemetry/sampledspans.py"},
     "matplotlib": {"cli/drillplot.py"},
 }
 # modules allowed to use aiohttp's *client*
