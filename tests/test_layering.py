@@ -55,7 +55,7 @@ PURE = {"telemetry/accessline.py", "domain/routing.py", "domain/routetable.py", 
         "domain/promotiongate.py",
         "domain/verdict.py", "domain/tablebuild.py", "domain/kills.py", "state/holder.py",
         "tokenbucket.py", "config_yaml.py", "config_secretnames.py", "tokenhint.py",
-        "config_jsonpaths.py", "config_analysis.py", "domain/configrecord.py"}
+        "config_jsonpaths.py", "config_analysis.py", "domain/configrecord.py", "domain/target.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 
