@@ -17,7 +17,7 @@ from gateway.control.shadow import ShadowResults
 from gateway.control.shadowblobs import records_key, stats_key
 from gateway.domain.verdict import spec_for
 from tests.conftest import STATE_KEY, RedisServer
-from tests.test_control_shadow import CFG, Local, tally
+from tests.shadowrig import CFG, Local, tally
 
 pytestmark = pytest.mark.timeout(30)
 
