@@ -29,10 +29,10 @@ from typing import Any
 
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft, utc_now
+from gateway.domain.configrecord import record_config
 from gateway.domain.diff import config_dict, diff_configs
 from gateway.domain.killreach import kills_routed_around
 from gateway.domain.kills import unrouted
-from gateway.domain.overrides import record_config
 from gateway.domain.reloadcheck import facts_from_doc, reload_problems
 from gateway.domain.rolledoff import held_moved
 from gateway.domain.routetable import RouteTable
