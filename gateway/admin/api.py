@@ -48,7 +48,14 @@ from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft, clean_text
 from gateway.domain.diff import config_dict
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import ApiError, BadCursor, Forbidden, StoreOutcomeUnknown, StoreUnavailable
+from gateway.errors import (
+    ApiError,
+    BadCursor,
+    Forbidden,
+    NotDurable,
+    StoreOutcomeUnknown,
+    StoreUnavailable,
+)
 
 __all__ = ["AdminApi", "json_error"]
 
@@ -250,6 +257,12 @@ class AdminApi:
             except StoreOutcomeUnknown as exc:
                 if exc.doc is not None and exc.event is not None:
                     exc.done = answer(plan, exc.doc, exc.event)  # (should it have landed)
+                raise
+            except NotDurable as exc:
+                if exc.event is not None and glass:
+                    # committed and in force, only not on a replica yet: it skipped the
+                    # rule (its retry is a no-op confirming it, and counts nothing)
+                    breakglass.used(self.counters, intent, needs, peer)
                 raise
             if ev is not None and glass:
                 # (counted once it skipped the rule: not a refusal, nor a replay)

@@ -148,7 +148,11 @@ class Writes:
                     self._spawn(self._after_apply(new))
                 self.metrics.inc("killgate_audit_records_total")
                 self._tell(ev, new)
-                await self._durable(new.generation)
+                try:
+                    await self._durable(new.generation)
+                except NotDurable as exc:
+                    exc.event = ev  # (committed by this call: in force, not yet replicated)
+                    raise
                 return new, ev
             if self._refused() > refused:
                 raise StoreConflict(
