@@ -259,10 +259,12 @@ class AdminApi:
                     exc.done = answer(plan, exc.doc, exc.event)  # (should it have landed)
                 raise
             except NotDurable as exc:
-                if exc.event is not None and glass:
-                    # committed and in force, only not on a replica yet: it skipped the
-                    # rule (its retry is a no-op confirming it, and counts nothing)
-                    breakglass.used(self.counters, intent, needs, peer)
+                if exc.event is not None:
+                    # committed and in force, only not on a replica yet (its retry is
+                    # answered with it, once confirmed): it skipped the rule
+                    exc.done = answer(plan, exc.doc, exc.event)
+                    if glass:
+                        breakglass.used(self.counters, intent, needs, peer)
                 raise
             if ev is not None and glass:
                 # (counted once it skipped the rule: not a refusal, nor a replay)

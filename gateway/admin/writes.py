@@ -9,7 +9,9 @@ before it answered lapses, and a retry with the key (the CLI's, to another insta
 runs the write. A write whose commit's answer was lost (503 outcome_unknown) leaves its key
 naming the write it tried: a retry asks the store whether it landed, and answers with its
 result if it did (an unkill's retry answered 409 not_killed, the first having lifted it),
-or runs it if it did not. Works through the narrow ports of admin/ports.py.
+or runs it if it did not. One committed but not yet on `min_replicas` replicas (503
+not_durable) keeps its answer, replayed once a replica holds it. Works through the
+narrow ports of admin/ports.py.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.attempts import attempts, landed_record, unknown_record
+from gateway.admin.attempts import attempts, landed_record, no_event, unconfirmed_record, unknown_record
 from gateway.admin.idemkeys import audit_replay, ended, key_of, settle_later
 from gateway.admin.ports import Idempotency, StateWriter
 from gateway.domain.audit import AuditDraft
@@ -34,6 +36,7 @@ from gateway.errors import (
     ApiError,
     EarlierLanded,
     Forbidden,
+    NotDurable,
     StateError,
     StoreOutcomeUnknown,
 )
@@ -137,6 +140,20 @@ class Writer:
             await ended(held, renew)
             if ident is not None:
                 await self._unknown(ident, fingerprint, claim, exc, tried)
+            raise
+        except NotDurable as exc:
+            await ended(held, renew)
+            if ident is not None and isinstance(exc.done, Done):
+                # committed, in force, not yet on a replica: the key keeps its answer, and a
+                # retry is answered with it once a replica holds it (it was let go, and the
+                # retry ran again: a final approve's answered 404 unknown_approval)
+                done = exc.done
+                await self._settle(ident, unconfirmed_record(
+                    fingerprint, claim["holder"], done.generation, done.status, done.body,
+                    done.scope), IDEMPOTENCY_TTL)
+            elif ident is not None:
+                with contextlib.suppress(StateError):
+                    await self.idem.idem_release(ident, claim)
             raise
         except BaseException:
             await ended(held, renew)
@@ -293,6 +310,10 @@ class Writer:
             if got is None:  # the first try's claim lapsed, or it failed and let it go
                 return None
             earlier = got
+        if earlier.get("unconfirmed"):
+            # (committed, answered 503 not_durable: confirmed as a repeated write is, by a
+            # no-op that waits for the replicas; NotDurable again while none holds it)
+            await self.state.write(lambda cur: None, no_event)
         return await self._answer(earlier, wait, may)
 
     async def _answer(self, earlier: dict[str, Any], wait: float,

@@ -151,7 +151,8 @@ class Writes:
                 try:
                     await self._durable(new.generation)
                 except NotDurable as exc:
-                    exc.event = ev  # (committed by this call: in force, not yet replicated)
+                    # (committed by this call: in force, not yet replicated)
+                    exc.event, exc.doc = ev, new
                     raise
                 return new, ev
             if self._refused() > refused:
