@@ -62,11 +62,19 @@ async def test_a_final_approve_answered_not_durable_is_answered_by_its_retry(
         status, body, _ = await _call(session, g.admin, "bob", path, {"reason": "ok"}, "ap-1")
         assert (status, body["error"]["type"]) == (503, "not_durable"), body
         second_redis.cmd("REPLICAOF", "127.0.0.1", str(redis_server.port))
-        await wait_until(lambda: "state=online" in _info(redis_server, "slave0"), 10,
+        await wait_until(lambda: "state=online" in _info(redis_server, "slave0")
+                         and _info(second_redis, "master_link_status") == "up", 10,
                          what="the replica to attach")
-        status, body, replayed = await _call(session, g.admin, "bob", path,
-                                             {"reason": "ok"}, "ap-1")
-        assert (status, replayed) == (200, True), body
+        answers = []
+
+        async def retried() -> bool:  # (as a client retries after each 503)
+            answers.append(await _call(session, g.admin, "bob", path, {"reason": "ok"},
+                                       "ap-1"))
+            return answers[-1][0] != 503
+
+        await wait_until(retried, 10, 0.2, "the retry, confirmed")
+        status, body, replayed = answers[-1]
+        assert (status, replayed) == (200, True), answers
         assert body["approval"]["state"] == "applied", body
         unkills = [e for e in await g.gw.sync.store.audit_events() if e["action"] == "unkill"]
         assert [e["id"] for e in unkills] == [body["audit_id"]]

@@ -139,7 +139,7 @@ class Writer:
         except StoreOutcomeUnknown as exc:
             await ended(held, renew)
             if ident is not None:
-                await self._unknown(ident, fingerprint, claim, exc, tried)
+                await self._unknown(ident, fingerprint, claim, exc, tried, stood_in)
             raise
         except NotDurable as exc:
             await ended(held, renew)
@@ -152,14 +152,12 @@ class Writer:
                     fingerprint, claim["holder"], done.generation, done.status, done.body,
                     done.scope), IDEMPOTENCY_TTL)
             elif ident is not None:
-                with contextlib.suppress(StateError):
-                    await self.idem.idem_release(ident, claim)
+                await self._let_go(ident, claim, stood_in)
             raise
         except BaseException:
             await ended(held, renew)
             if ident is not None:
-                with contextlib.suppress(StateError):
-                    await self.idem.idem_release(ident, claim)
+                await self._let_go(ident, claim, stood_in)
             raise
         await ended(held, renew)  # (before the answer's record: no renewal replaces it)
         keep = IDEMPOTENCY_TTL if done.keep is None else min(IDEMPOTENCY_TTL,
@@ -187,7 +185,8 @@ class Writer:
         return web.json_response(answer, status=done.status)
 
     async def _unknown(self, ident: str, fingerprint: str, claim: dict[str, Any],
-                       exc: StoreOutcomeUnknown, tried: list[tuple[str, int]]) -> None:
+                       exc: StoreOutcomeUnknown, tried: list[tuple[str, int]],
+                       stood_in: list[dict[str, Any]]) -> None:
         """The commit may have landed: the key keeps the write's id (for a retry to ask
         the store) and the answer it had made, in place of the claim; released, as for
         any failure, when the write says nothing of what it would have made. A retry's
@@ -195,8 +194,7 @@ class Writer:
         yet, the same partition holding their commits)."""
         done, doc = exc.done, exc.doc
         if not isinstance(done, Done) or doc is None or not doc.writes:
-            with contextlib.suppress(StateError):
-                await self.idem.idem_release(ident, claim)
+            await self._let_go(ident, claim, stood_in)
             return
         record = unknown_record(fingerprint, claim["holder"], doc.writes[-1], doc.generation,
                                 tried, done.status, done.body, done.generation is not None,
@@ -245,6 +243,18 @@ class Writer:
             return None
         got = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)  # (another retry's now)
         return got
+
+    async def _let_go(self, ident: str, claim: dict[str, Any],
+                      stood_in: list[dict[str, Any]]) -> None:
+        """A failed write's key, let go; a retry's (after outcome_unknown) holds the
+        record of the attempts it stood in for again: any may land yet, its commit in
+        flight (let go, the next retry ran the write unfenced: a final approve answered
+        404 unknown_approval for the change the first attempt had applied meanwhile)."""
+        with contextlib.suppress(StateError):
+            if stood_in:
+                await self.idem.idem_take(ident, claim, stood_in[0], IDEMPOTENCY_TTL)
+            else:
+                await self.idem.idem_release(ident, claim)
 
     def _landed(self, earlier: dict[str, Any]) -> None:
         """An attempt whose answer was lost landed: its `late` record, told."""
