@@ -225,8 +225,10 @@ class Approvals:
         def answer(new: StateDoc, ev: dict[str, Any] | None) -> Done:
             scope = actions.SCOPE_OF[step["rec"].intent.action]
             if step["plan"] is None:
+                # (a retry with the Idempotency-Key gets this answer while the request can
+                # be open, as a request's; after, it asks anew: 409 approval_expired)
                 return Done({"approval": step["rec"].public()}, None, status=202, event=ev,
-                            scope=scope)
+                            scope=scope, keep=step["rec"].expires - self.clock())
             body = {**step["plan"].answer, "changed": True,
                     "approval": {"id": approval_id, "state": "applied",
                                  "approved_by": list(step["approved"])}}

@@ -75,6 +75,19 @@ class Done:
 Op = Callable[[], Awaitable[Done]]
 
 
+def _kept(done: Done) -> float:
+    """How long a write's answer is kept for retries with its key."""
+    return IDEMPOTENCY_TTL if done.keep is None else min(IDEMPOTENCY_TTL, max(1.0, done.keep))
+
+
+def _until(record: dict[str, Any]) -> float:
+    """How long more the answer a lost attempt's record holds is kept (Done.keep)."""
+    until = record.get("until")
+    if not isinstance(until, (int, float)):
+        return IDEMPOTENCY_TTL
+    return min(IDEMPOTENCY_TTL, max(1.0, until - time.time()))
+
+
 class Writer:
     def __init__(self, state: StateWriter, idem: Idempotency,
                  audit: Callable[[AuditDraft], Awaitable[None]],
@@ -130,7 +143,8 @@ class Writer:
             if ident is None or not stood_in:  # (never: only a retry's write is fenced)
                 raise
             record = landed_record(stood_in[0], write_generation(str(exc)))
-            await self._settle(ident, {**record, "holder": claim["holder"]}, IDEMPOTENCY_TTL)
+            await self._settle(ident, {**record, "holder": claim["holder"]},
+                               _until(stood_in[0]))
             self._landed(stood_in[0])  # (this retry holds the key: no other learns it)
             resp = await self._answer(record, wait, may)
             await audit_replay(self.audit, request, subject, resp, request_id, source,
@@ -150,7 +164,7 @@ class Writer:
                 done = exc.done
                 await self._settle(ident, unconfirmed_record(
                     fingerprint, claim["holder"], done.generation, done.status, done.body,
-                    done.scope), IDEMPOTENCY_TTL)
+                    done.scope), _kept(done))
             elif ident is not None:
                 await self._let_go(ident, claim, stood_in)
             raise
@@ -160,8 +174,7 @@ class Writer:
                 await self._let_go(ident, claim, stood_in)
             raise
         await ended(held, renew)  # (before the answer's record: no renewal replaces it)
-        keep = IDEMPOTENCY_TTL if done.keep is None else min(IDEMPOTENCY_TTL,
-                                                             max(1.0, done.keep))
+        keep = _kept(done)
         scoped = {} if done.scope is None else {"scope": done.scope}
         if ident is not None:
             # record the generation first: a concurrent retry can then answer with it
@@ -199,11 +212,13 @@ class Writer:
         record = unknown_record(fingerprint, claim["holder"], doc.writes[-1], doc.generation,
                                 tried, done.status, done.body, done.generation is not None,
                                 scope=done.scope, late=done.late)
+        if done.keep is not None:  # (its answer, should it have landed, kept as long)
+            record["until"] = time.time() + _kept(done)
         try:
-            exc.key_kept = await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
+            exc.key_kept = await self.idem.idem_settle(ident, record, _kept(done))
         except StateError:  # (the store away: tried again while the claim can be ours)
             task = asyncio.get_running_loop().create_task(settle_later(
-                self.idem, ident, record, IDEMPOTENCY_TTL, CLAIM_LEASE), name="idem-unknown")
+                self.idem, ident, record, _kept(done), CLAIM_LEASE), name="idem-unknown")
             self.settling.add(task)
             task.add_done_callback(self.settling.discard)
             return
@@ -226,7 +241,7 @@ class Writer:
                 # (compare-and-set on the record read: of retries that learn it at once,
                 # one records the answer and tells `on_landed`)
                 with contextlib.suppress(StateError):
-                    if await self.idem.idem_take(ident, earlier, record, IDEMPOTENCY_TTL):
+                    if await self.idem.idem_take(ident, earlier, record, _until(earlier)):
                         self._landed(earlier)
                 return record
             if landed is None and unsure is None:
@@ -252,7 +267,7 @@ class Writer:
         404 unknown_approval for the change the first attempt had applied meanwhile)."""
         with contextlib.suppress(StateError):
             if stood_in:
-                await self.idem.idem_take(ident, claim, stood_in[0], IDEMPOTENCY_TTL)
+                await self.idem.idem_take(ident, claim, stood_in[0], _until(stood_in[0]))
             else:
                 await self.idem.idem_release(ident, claim)
 
