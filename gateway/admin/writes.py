@@ -22,7 +22,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +29,7 @@ from aiohttp import web
 from gateway.admin.attempts import attempts, landed_record, no_event, unconfirmed_record, unknown_record
 from gateway.admin.idemkeys import audit_replay, ended, key_of, settle_later
 from gateway.admin.ports import Idempotency, StateWriter
+from gateway.admin.writedone import IDEMPOTENCY_TTL, Done, Op, kept, until
 from gateway.domain.audit import AuditDraft
 from gateway.domain.writeids import RETRY_OF, write_generation
 from gateway.errors import (
@@ -42,50 +42,13 @@ from gateway.errors import (
 )
 from gateway.log import event
 
-__all__ = ["Done", "Writer"]
+__all__ = ["IDEMPOTENCY_TTL", "Done", "Writer"]  # (the first two: admin/writedone.py)
 
 log = logging.getLogger("killgate.admin")
-IDEMPOTENCY_TTL = 24 * 3600.0  # an answer, kept for retries
 #: a claim (a write with this key is running), renewed every third of it while it runs:
 #: one left by an instance that died lapses this soon (it was kept for IDEMPOTENCY_TTL:
 #: the CLI's retry of a kill got "still being applied" for a day, and no kill was made)
 CLAIM_LEASE = 15.0
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """What a write did: the answer's fields, its status, and the generation to wait for
-    (None: nothing to propagate, e.g. an approval request)."""
-
-    body: dict[str, Any]
-    generation: int | None
-    status: int = 200
-    event: dict[str, Any] | None = None  # the audit event it recorded, if any
-    #: how long a retry with its Idempotency-Key is answered with it (None: a day); an
-    #: approval request's answer only while that request can be open
-    keep: float | None = None
-    #: the scope a replay of this answer needs (None: the caller's key is enough), for an
-    #: answer whose scope was read from state the write then removed (an approval step)
-    scope: str | None = None
-    #: what the writer's `on_landed` is told should a retry learn that this write, whose
-    #: commit's answer was lost, landed (kept with the key; admin/breakglass.py)
-    late: dict[str, Any] | None = None
-
-
-Op = Callable[[], Awaitable[Done]]
-
-
-def _kept(done: Done) -> float:
-    """How long a write's answer is kept for retries with its key."""
-    return IDEMPOTENCY_TTL if done.keep is None else min(IDEMPOTENCY_TTL, max(1.0, done.keep))
-
-
-def _until(record: dict[str, Any]) -> float:
-    """How long more the answer a lost attempt's record holds is kept (Done.keep)."""
-    until = record.get("until")
-    if not isinstance(until, (int, float)):
-        return IDEMPOTENCY_TTL
-    return min(IDEMPOTENCY_TTL, max(1.0, until - time.time()))
 
 
 class Writer:
@@ -144,7 +107,7 @@ class Writer:
                 raise
             record = landed_record(stood_in[0], write_generation(str(exc)))
             await self._settle(ident, {**record, "holder": claim["holder"]},
-                               _until(stood_in[0]))
+                               until(stood_in[0]))
             self._landed(stood_in[0])  # (this retry holds the key: no other learns it)
             resp = await self._answer(record, wait, may)
             await audit_replay(self.audit, request, subject, resp, request_id, source,
@@ -164,7 +127,7 @@ class Writer:
                 done = exc.done
                 await self._settle(ident, unconfirmed_record(
                     fingerprint, claim["holder"], done.generation, done.status, done.body,
-                    done.scope), _kept(done))
+                    done.scope), kept(done))
             elif ident is not None:
                 await self._let_go(ident, claim, stood_in)
             raise
@@ -174,7 +137,7 @@ class Writer:
                 await self._let_go(ident, claim, stood_in)
             raise
         await ended(held, renew)  # (before the answer's record: no renewal replaces it)
-        keep = _kept(done)
+        keep = kept(done)
         scoped = {} if done.scope is None else {"scope": done.scope}
         if ident is not None:
             # record the generation first: a concurrent retry can then answer with it
@@ -213,12 +176,12 @@ class Writer:
                                 tried, done.status, done.body, done.generation is not None,
                                 scope=done.scope, late=done.late)
         if done.keep is not None:  # (its answer, should it have landed, kept as long)
-            record["until"] = time.time() + _kept(done)
+            record["until"] = time.time() + kept(done)
         try:
-            exc.key_kept = await self.idem.idem_settle(ident, record, _kept(done))
+            exc.key_kept = await self.idem.idem_settle(ident, record, kept(done))
         except StateError:  # (the store away: tried again while the claim can be ours)
             task = asyncio.get_running_loop().create_task(settle_later(
-                self.idem, ident, record, _kept(done), CLAIM_LEASE), name="idem-unknown")
+                self.idem, ident, record, kept(done), CLAIM_LEASE), name="idem-unknown")
             self.settling.add(task)
             task.add_done_callback(self.settling.discard)
             return
@@ -241,7 +204,7 @@ class Writer:
                 # (compare-and-set on the record read: of retries that learn it at once,
                 # one records the answer and tells `on_landed`)
                 with contextlib.suppress(StateError):
-                    if await self.idem.idem_take(ident, earlier, record, _until(earlier)):
+                    if await self.idem.idem_take(ident, earlier, record, until(earlier)):
                         self._landed(earlier)
                 return record
             if landed is None and unsure is None:
@@ -267,7 +230,7 @@ class Writer:
         404 unknown_approval for the change the first attempt had applied meanwhile)."""
         with contextlib.suppress(StateError):
             if stood_in:
-                await self.idem.idem_take(ident, claim, stood_in[0], _until(stood_in[0]))
+                await self.idem.idem_take(ident, claim, stood_in[0], until(stood_in[0]))
             else:
                 await self.idem.idem_release(ident, claim)
 
