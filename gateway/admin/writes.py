@@ -164,8 +164,8 @@ class Writer:
                        exc: StoreOutcomeUnknown, tried: list[tuple[str, int]],
                        stood_in: list[dict[str, Any]]) -> None:
         """The commit may have landed: the key keeps the write's id (for a retry to ask
-        the store) and the answer it had made, in place of the claim; released, as for
-        any failure, when the write says nothing of what it would have made. A retry's
+        the store) and the answer it had made, in place of the claim; let go, as for
+        any failure (`_let_go`), when the write says nothing of what it would have made. A retry's
         key keeps the earlier attempts' write ids too (`tried`: any of them may land
         yet, the same partition holding their commits)."""
         done, doc = exc.done, exc.doc
