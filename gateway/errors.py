@@ -134,6 +134,13 @@ class NotDurable(StateError):
 
     def __init__(self, generation: int, confirmed: int, required: int, timeout: float) -> None:
         self.generation = generation
+        #: the audit event of the change this call committed (None: a no-op confirming
+        #: an earlier commit, e.g. a retry's): it is in force, and so is what it did
+        self.event: dict[str, Any] | None = None
+        self.doc: Any = None  # (with `event`: the state it committed)
+        #: what the call would have answered (admin/writes.py Done), with `event`: its
+        #: Idempotency-Key keeps it, and a retry answers with it once it is confirmed
+        self.done: Any = None
         super().__init__(
             f"generation {generation} is in force, but {confirmed} of the {required} required "
             f"redis replicas confirmed it within {timeout * 1000:g} ms, so a failover now could "

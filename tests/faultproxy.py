@@ -18,12 +18,15 @@ def redis_state_via(fwd: Forwarder, tmp: Path, prefix: str, **opts: str) -> str:
 
 
 class Link:
-    """One forwarded connection: what its client sent first, and a mute switch that
-    silently drops what the target sends back (a half-open connection)."""
+    """One forwarded connection: what its client sent first, a mute switch that
+    silently drops what the target sends back (a half-open connection), and a delay of
+    its own for what its client sends (`latency`: the forwarder's, for every link)."""
 
     def __init__(self) -> None:
         self.head = b""
         self.muted = False
+        self.latency = 0.0
+        self.client_port = 0  # (the client's end: which of its connections this is)
 
 
 class Forwarder:
@@ -66,6 +69,7 @@ class Forwarder:
             return
         self.pipes |= {w, uw}
         link = Link()
+        link.client_port = (w.get_extra_info("peername") or ("", 0))[1]
         self.links.append(link)
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
@@ -92,7 +96,8 @@ class Forwarder:
             sender = asyncio.ensure_future(out())
             with contextlib.suppress(OSError):
                 while data := await src.read(65536):
-                    line.put_nowait((loop.time() + (self.latency if delayed else 0.0), data))
+                    line.put_nowait((loop.time() + (max(self.latency, link.latency) if delayed
+                                                     else 0.0), data))
             line.put_nowait((0.0, b""))
             with contextlib.suppress(OSError):
                 await sender

@@ -100,3 +100,41 @@ async def test_a_break_glass_write_whose_answer_was_lost_is_counted_once_when_it
             assert (status, replayed, body["break_glass"]) == (200, True, True), body
             assert body["audit_id"] == glass[0]["id"]
         assert counted() == (1, 1)
+
+
+async def test_a_break_glass_write_not_yet_on_a_replica_is_counted(
+        tmp_path: Path, backends, session, fwd: Forwarder,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """With `state.min_replicas` and no replica attached, a break-glass unkill answers 503
+    not_durable: committed and in force (its event in the trail with `break_glass: true`),
+    only not yet on a replica. The count came after the write returned, so it was never
+    counted nor logged, and its retry (a no-op confirming it) counted nothing either: an
+    alert on killgate_break_glass_total missed a use the trail shows (found by review,
+    revmerge21). Counted once, when committed; not again by the retries."""
+    p = await backends(echo_app("v1"))
+    caplog.set_level(logging.INFO, "killgate")
+    state = redis_state_via(fwd, tmp_path, "kg-bg-nd", min_replicas="1",
+                            replica_timeout="100ms")
+    cfg = write_config(tmp_path, two_versions(p, p), state=state, extra=APPROVALS)
+    auth = {"Authorization": f"Bearer {admin_token(GLASS, 'alice')}"}
+    unkill = {"scope": "global", "reason": "over", "break_glass": True}
+    async with running_gateway(cfg) as g:
+        def counted() -> tuple[float, int]:
+            return (g.gw.metrics.get("killgate_break_glass_total", ("unkill",)),
+                    sum(r.getMessage() == "break_glass" for r in caplog.records))
+
+        async with session.post(g.admin + "/v1/kill", json={"scope": "global", "reason": "x"},
+                                headers=auth) as r:
+            assert r.status == 503 and (await r.json())["error"]["type"] == "not_durable"
+        assert "global" in g.gw.holder.doc.kills
+        for attempt in range(3):  # (the first, then its retries with the key)
+            async with session.post(g.admin + "/v1/unkill", json=unkill,
+                                    headers={**auth, "Idempotency-Key": "bg-nd"}) as r:
+                body = await r.json()
+                # (a retry: not confirmed yet either; nothing applied again)
+                assert (r.status, body["error"]["type"]) == (503, "not_durable"), \
+                    (attempt, body)
+            assert "global" not in g.gw.holder.doc.kills
+        glass = [e for e in await g.gw.sync.store.audit_events() if e["action"] == "unkill"]
+        assert len(glass) == 1 and glass[0].get("break_glass") is True, glass
+        assert counted() == (1, 1)

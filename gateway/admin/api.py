@@ -50,7 +50,14 @@ from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft, clean_text
 from gateway.domain.diff import config_dict
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import ApiError, BadCursor, Forbidden, StoreOutcomeUnknown, StoreUnavailable
+from gateway.errors import (
+    ApiError,
+    BadCursor,
+    Forbidden,
+    NotDurable,
+    StoreOutcomeUnknown,
+    StoreUnavailable,
+)
 
 __all__ = ["AdminApi", "json_error"]
 
@@ -260,6 +267,14 @@ class AdminApi:
             except StoreOutcomeUnknown as exc:
                 if exc.doc is not None and exc.event is not None:
                     exc.done = answer(plan, exc.doc, exc.event)  # (should it have landed)
+                raise
+            except NotDurable as exc:
+                if exc.event is not None:
+                    # committed and in force, only not on a replica yet (its retry is
+                    # answered with it, once confirmed): it skipped the rule
+                    exc.done = answer(plan, exc.doc, exc.event)
+                    if glass:
+                        breakglass.used(self.counters, intent, needs, peer)
                 raise
             if ev is not None and glass:
                 # (counted once it skipped the rule: not a refusal, nor a replay)

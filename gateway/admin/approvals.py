@@ -41,7 +41,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.overrides import effective_stable
 from gateway.domain.rolledoff import previous_stable
 from gateway.domain.statedoc import Change, StateDoc
-from gateway.errors import StoreOutcomeUnknown
+from gateway.errors import NotDurable, StoreOutcomeUnknown
 
 __all__ = ["Approvals"]
 
@@ -78,7 +78,8 @@ def _answered_if_landed(
     approval 409 already_approved: the key was let go, and the step ran again)."""
     try:
         yield
-    except StoreOutcomeUnknown as exc:
+    except (StoreOutcomeUnknown, NotDurable) as exc:
+        # (not_durable: committed, not yet on a replica; a retry once it is confirmed)
         if exc.doc is not None and exc.event is not None:
             exc.done = answer(exc.doc, exc.event)
         raise
@@ -224,8 +225,10 @@ class Approvals:
         def answer(new: StateDoc, ev: dict[str, Any] | None) -> Done:
             scope = actions.SCOPE_OF[step["rec"].intent.action]
             if step["plan"] is None:
+                # (a retry with the Idempotency-Key gets this answer while the request can
+                # be open, as a request's; after, it asks anew: 409 approval_expired)
                 return Done({"approval": step["rec"].public()}, None, status=202, event=ev,
-                            scope=scope)
+                            scope=scope, keep=step["rec"].expires - self.clock())
             body = {**step["plan"].answer, "changed": True,
                     "approval": {"id": approval_id, "state": "applied",
                                  "approved_by": list(step["approved"])}}

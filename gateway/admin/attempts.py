@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MAX_ATTEMPTS", "attempts", "landed_record", "unknown_record"]
+__all__ = ["MAX_ATTEMPTS", "attempts", "landed_record", "no_event", "unconfirmed_record",
+           "unknown_record"]
 
 #: the attempts (write ids) a key names after outcome_unknown answers: the newest
 MAX_ATTEMPTS = 8
@@ -52,3 +53,17 @@ def unknown_record(fingerprint: str, holder: str, write: str, generation: int,
             **({} if scope is None else {"scope": scope}),
             **({} if receipt else {"receipt": False}),
             **({} if late is None else {"late": late})}
+
+
+def unconfirmed_record(fingerprint: str, holder: str, generation: int | None, status: int,
+                       body: dict[str, Any], scope: str | None) -> dict[str, Any]:
+    """A key's record after a write committed but not yet on `min_replicas` replicas (503
+    not_durable): its answer, replayed to a retry once a replica holds it."""
+    return {"fingerprint": fingerprint, "holder": holder, "generation": generation,
+            "status": status, "extra": body, "unconfirmed": True,
+            **({} if scope is None else {"scope": scope})}
+
+
+def no_event(cur: Any, new: Any) -> Any:
+    """The `describe` of a no-op write (never called: it changes nothing)."""
+    raise AssertionError("a no-op write has no audit event")

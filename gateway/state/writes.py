@@ -148,7 +148,12 @@ class Writes:
                     self._spawn(self._after_apply(new))
                 self.metrics.inc("killgate_audit_records_total")
                 self._tell(ev, new)
-                await self._durable(new.generation)
+                try:
+                    await self._durable(new.generation)
+                except NotDurable as exc:
+                    # (committed by this call: in force, not yet replicated)
+                    exc.event, exc.doc = ev, new
+                    raise
                 return new, ev
             if self._refused() > refused:
                 raise StoreConflict(
