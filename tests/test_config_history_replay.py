@@ -8,12 +8,15 @@ Before: a start joined the occurrence a signed `config:head` record named (kept 
 that record written back, the restarted fleet rejoined an occurrence it had left, the
 change made again was taken for the earlier one (its claim still held) and no event was
 written. Now the occurrence is read from the trail, back from the head the signed state
-anchors; a genuine old event appended past it is not taken for the newest.
+anchors; a genuine old event appended past it is not taken for the newest; and a claim
+counts only once the event it names is on that chain (a store put back to an earlier
+genuine state keeps the claims made since, not their events).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from collections.abc import Callable
 from contextlib import suppress
@@ -121,3 +124,32 @@ async def test_a_genuine_old_event_appended_to_the_trail_is_not_taken_for_the_ne
     await fleet.deploy(fleet.b)
     seen = await fleet.reloads()  # (the trail as the API shows it: the copy in it)
     assert len(seen) == 6 and seen[4] == seen[1] and seen[5] == seen[0], seen
+
+
+async def test_a_store_rolled_back_to_an_older_genuine_state_and_trail_loses_no_event(
+        fleet: _Fleet, redis_server: RedisServer) -> None:
+    """The attacker saves the genuine document (and the trail's end) after A -> B -> A, the
+    fleet changes A -> B -> A again, the store is put back to the saved point (document,
+    generation and head keys; the newer events deleted) and the fleet restarts: from its
+    snapshot it re-seeds the store, and the occurrence is not joined from the saved point's
+    newest event (the third change's claim would take A -> B for it)."""
+    for raw in (fleet.b, fleet.a):
+        await fleet.deploy(raw)
+    keys = ("kgtest:state", "kgtest:gen", "kgtest:audit:head")
+    saved = {k: redis_server.cmd("GET", k) for k in keys}
+    last = re.findall(r"\d+-\d+", redis_server.cmd("XREVRANGE", "kgtest:audit", "+", "-",
+                                                   "COUNT", "1"))[0]
+    for raw in (fleet.b, fleet.a):
+        await fleet.deploy(raw)
+    assert len(await fleet.reloads()) == 4
+    await asyncio.to_thread(fleet.proc.stop)  # type: ignore[attr-defined]
+    for k, v in saved.items():
+        redis_server.cmd("SET", k, v)
+    newer = re.findall(r"\d+-\d+", redis_server.cmd("XRANGE", "kgtest:audit", f"({last}",
+                                                    "+"))
+    assert newer
+    redis_server.cmd("XDEL", "kgtest:audit", *newer)
+    await fleet.start()
+    await fleet.deploy(fleet.b)
+    seen = await fleet.reloads()
+    assert len(seen) == 3 and seen[-1] == seen[0], seen

@@ -16,7 +16,10 @@ change's event (`after.occurrence`); a start joins the occurrence the trail's ne
 (the fleet changed files by restarts). No clock decides it: the claims' times used to, and a
 clock stepped back (or one ahead when the earlier claim was made) took a re-deploy for the
 earlier change, and its `config.reload` event was lost. No record outside the trail decides
-it either (occurrence.py: a signed `config:head` key, put back, did the same).
+it either (occurrence.py: a signed `config:head` key, put back, did the same). A claim
+names the event written for it, and a sibling takes the change as recorded only once that
+event is on the trail's chain: a store put back to an earlier state (document and trail)
+keeps the claims made since, and a change made again was taken for one whose event was gone.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.configfile import LoadedConfig
-from gateway.control.occurrence import fleet_head, newest_reload, occurrence_of
+from gateway.control.occurrence import fleet_head, in_trail, newest_reload, occurrence_of
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.diff import config_dict, diff_configs
 from gateway.domain.killreach import kills_routed_around
@@ -50,6 +53,8 @@ log = logging.getLogger("killgate")
 #: how long a change's claim is kept (a sibling making the same change later than that
 #: records it again)
 CLAIM_TTL = 3600.0
+#: how often a sibling's claim is read again until it names its event
+CLAIM_POLL = 0.05
 
 
 def start_token(digest: str, head: dict[str, Any] | None) -> str:
@@ -170,18 +175,17 @@ class ConfigHistory:
         moved = held_moved(self.doc(), old.config.routes, new.config.routes)
         for warning in moved:
             event(log, "rollback_target_moved", logging.WARNING, warning=warning)
-        await self._audit(key, old, new, gone, around)
+        await self._audit(key, old, new, gone, around, new.config.state.command_timeout * 6)
         return moved + [f"the {k['kill']} kill ({k['by']}: {k['reason']!r}) stays in force on "
                         f"its name, but this config may serve requests it stopped: "
                         f"{'; '.join(k['how'])}; kill the new name too, or change the config "
                         "back" for k in around]
 
     async def _audit(self, key: str, old: LoadedConfig, new: LoadedConfig,
-                     gone: list[str], around: list[dict[str, Any]]) -> None:
+                     gone: list[str], around: list[dict[str, Any]], wait: float) -> None:
+        mine = {"instance": self.instance, "time": self.since}
         try:
-            claim = await self.sync.store.idem_claim(
-                key, {"instance": self.instance, "time": self.since}, CLAIM_TTL)
-            if claim is not None:
+            if not await self._claim(key, mine, wait):
                 return  # another instance making the same change recorded it
             draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
                                "the config file changed", {"digest": old.digest},
@@ -190,9 +194,32 @@ class ConfigHistory:
                                 **({"kills_unrouted": gone} if gone else {}),
                                 **({"kills_routed_around": around} if around else {})},
                                "", self.instance)
-            await self.sync.append_audit(draft)
+            ev = await self.sync.append_audit(draft)
+            if ev is not None and isinstance(ev.get("hash"), str):  # (siblings check it)
+                await self.sync.store.idem_take(key, mine, {**mine, "event": ev["hash"]},
+                                                CLAIM_TTL)
         except (StateError, AuditError) as exc:
             event(log, "config_reload_audit_failed", logging.WARNING, error=str(exc))
+
+    async def _claim(self, key: str, mine: dict[str, Any], wait: float) -> bool:
+        """Whether this instance records the change `key`: it claims it; or the claim held
+        names no event within `wait` (its instance died, or could not write it), or one the
+        trail does not hold (a store put back to an earlier state lost it): then it is
+        recorded here too (at worst twice, never lost)."""
+        store = self.sync.store
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        claim = await store.idem_claim(key, mine, CLAIM_TTL)
+        while claim is not None:
+            named = claim.get("event")
+            if isinstance(named, str) and await in_trail(store, named):
+                return False
+            if isinstance(named, str) or loop.time() >= deadline:
+                await store.idem_take(key, claim, mine, CLAIM_TTL)  # (best effort)
+                return True
+            await asyncio.sleep(CLAIM_POLL)  # (its instance is writing the event)
+            claim = await store.idem_claim(key, mine, CLAIM_TTL)
+        return True
 
 
 def summarize_changes(old: LoadedConfig, new: LoadedConfig) -> dict[str, Any]:

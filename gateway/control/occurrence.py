@@ -21,13 +21,14 @@ worst audited twice, never lost).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from gateway.domain.audit import GENESIS, event_hash
 from gateway.errors import StateError
 from gateway.state.storeports import AuditStore
 
-__all__ = ["PAGE", "SCAN", "fleet_head", "newest_reload", "occurrence_of"]
+__all__ = ["PAGE", "SCAN", "fleet_head", "in_trail", "newest_reload", "occurrence_of", "walk"]
 
 #: events read per page, and at most this many of the newest before giving up (a start
 #: only; a trail with more events since the last reload keeps an occurrence of its own)
@@ -54,13 +55,13 @@ def fleet_head(reload: dict[str, Any] | None, start: str) -> dict[str, str]:
     return {"digest": "", "token": occurrence_of(f"trail:{start}")}
 
 
-async def newest_reload(store: AuditStore) -> tuple[dict[str, Any] | None, str]:
-    """The newest `config.reload` event of the trail read back from the anchored head (None:
-    none in it), and the hash the part read continues (where the trail starts, when it holds
-    no such event). Only the chain back from the anchored head counts: an entry that is
-    not its next link (one added to the stream without the signing key, a genuine old
-    event's copy) is passed over, as audit verify reports it. StateError: no such event
-    among the newest SCAN entries."""
+async def walk(store: AuditStore,
+               found: Callable[[dict[str, Any]], bool]) -> tuple[dict[str, Any] | None, str]:
+    """The newest event of the trail's chain back from the anchored head that is `found`
+    (None: none), and the hash the part read continues (where the trail starts, when none
+    is). Only the chain counts: an entry that is not its next link (added to the stream
+    without the signing key: a genuine old event's copy, say) is passed over, as `audit
+    verify` reports it. StateError: none among the newest SCAN entries."""
     head, page, nxt = await store.audit_newest(PAGE)
     if head is None:
         if page:
@@ -74,11 +75,23 @@ async def newest_reload(store: AuditStore) -> tuple[dict[str, Any] | None, str]:
         for ev in page:
             if ev.get("hash") != expected or event_hash(ev) != expected:
                 continue  # not the link: added to the stream by someone else (passed over)
-            if ev.get("action") == "config.reload":
+            if found(ev):
                 return ev, str(expected)
             expected = ev.get("prev_hash")
         if nxt is None or not page:
             return None, str(expected)
         if read >= SCAN:
-            raise StateError(f"no config.reload event among the audit trail's newest {read}")
+            raise StateError(f"not found among the audit trail's newest {read} events")
         page, nxt = await store.audit_page(PAGE, nxt)
+
+
+async def newest_reload(store: AuditStore) -> tuple[dict[str, Any] | None, str]:
+    """The newest `config.reload` event of the trail (`walk`), and where the part read
+    starts."""
+    return await walk(store, lambda ev: ev.get("action") == "config.reload")
+
+
+async def in_trail(store: AuditStore, hash_: str) -> bool:
+    """Whether the event `hash_` is on the trail's chain (`walk`): one a store put back to
+    an earlier state lost is not."""
+    return (await walk(store, lambda ev: ev.get("hash") == hash_))[0] is not None
