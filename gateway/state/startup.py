@@ -60,6 +60,7 @@ class Startup:
         snap = await asyncio.to_thread(self.snapshot.read)
         if snap is not None:
             self.holder.apply_doc(snap)
+            self.store.anchored(snap)  # (the newest audit head this instance knew)
             self.from_snapshot = True
             event(log, "snapshot_loaded", generation=snap.generation, kills=sorted(snap.kills),
                   signed=self.snapshot.signed)
