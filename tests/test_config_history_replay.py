@@ -153,3 +153,4 @@ async def test_a_store_rolled_back_to_an_older_genuine_state_and_trail_loses_no_
     await fleet.deploy(fleet.b)
     seen = await fleet.reloads()
     assert len(seen) == 3 and seen[-1] == seen[0], seen
+

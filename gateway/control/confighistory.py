@@ -53,8 +53,11 @@ log = logging.getLogger("killgate")
 #: how long a change's claim is kept (a sibling making the same change later than that
 #: records it again)
 CLAIM_TTL = 3600.0
-#: how often a sibling's claim is read again until it names its event
+#: how often a sibling's claim is read again until it names its event, and for how many
+#: command timeouts at most (its event is a load and a commit, retried on conflicts; on a
+#: loaded host a shorter wait recorded a change its sibling was still recording)
 CLAIM_POLL = 0.05
+CLAIM_WAIT = 20
 
 
 def start_token(digest: str, head: dict[str, Any] | None) -> str:
@@ -175,7 +178,8 @@ class ConfigHistory:
         moved = held_moved(self.doc(), old.config.routes, new.config.routes)
         for warning in moved:
             event(log, "rollback_target_moved", logging.WARNING, warning=warning)
-        await self._audit(key, old, new, gone, around, new.config.state.command_timeout * 6)
+        await self._audit(key, old, new, gone, around,
+                          new.config.state.command_timeout * CLAIM_WAIT)
         return moved + [f"the {k['kill']} kill ({k['by']}: {k['reason']!r}) stays in force on "
                         f"its name, but this config may serve requests it stopped: "
                         f"{'; '.join(k['how'])}; kill the new name too, or change the config "
