@@ -28,12 +28,20 @@ from gateway.domain.audit import GENESIS, event_hash
 from gateway.errors import StateError
 from gateway.state.storeports import AuditStore
 
-__all__ = ["PAGE", "SCAN", "fleet_head", "in_trail", "newest_reload", "occurrence_of", "walk"]
+__all__ = ["NEAR", "PAGE", "SCAN", "NotNear", "fleet_head", "in_trail", "newest_reload",
+           "occurrence_of", "walk"]
 
-#: events read per page, and at most this many of the newest before giving up (a start
-#: only; a trail with more events since the last reload keeps an occurrence of its own)
+#: events read per page; at a start, at most this many of the newest before giving up (a
+#: trail with more events since the last reload keeps an occurrence of its own: its next
+#: change is at worst audited twice; read before the listeners open); and when a sibling's
+#: claim names its event, just written, at most this many (read while serving)
 PAGE = 200
-SCAN = 5000
+SCAN = 20000
+NEAR = 1000
+
+
+class NotNear(StateError):
+    """What `walk` looks for is not among the newest entries it may read."""
 
 
 def occurrence_of(key: str) -> str:
@@ -55,13 +63,13 @@ def fleet_head(reload: dict[str, Any] | None, start: str) -> dict[str, str]:
     return {"digest": "", "token": occurrence_of(f"trail:{start}")}
 
 
-async def walk(store: AuditStore,
-               found: Callable[[dict[str, Any]], bool]) -> tuple[dict[str, Any] | None, str]:
+async def walk(store: AuditStore, found: Callable[[dict[str, Any]], bool],
+               limit: int = SCAN) -> tuple[dict[str, Any] | None, str]:
     """The newest event of the trail's chain back from the anchored head that is `found`
     (None: none), and the hash the part read continues (where the trail starts, when none
     is). Only the chain counts: an entry that is not its next link (added to the stream
     without the signing key: a genuine old event's copy, say) is passed over, as `audit
-    verify` reports it. StateError: none among the newest SCAN entries."""
+    verify` reports it. NotNear: none among the newest `limit` entries."""
     head, page, nxt = await store.audit_newest(PAGE)
     if head is None:
         if page:
@@ -80,8 +88,8 @@ async def walk(store: AuditStore,
             expected = ev.get("prev_hash")
         if nxt is None or not page:
             return None, str(expected)
-        if read >= SCAN:
-            raise StateError(f"not found among the audit trail's newest {read} events")
+        if read >= limit:
+            raise NotNear(f"not found among the audit trail's newest {read} events")
         page, nxt = await store.audit_page(PAGE, nxt)
 
 
@@ -92,6 +100,9 @@ async def newest_reload(store: AuditStore) -> tuple[dict[str, Any] | None, str]:
 
 
 async def in_trail(store: AuditStore, hash_: str) -> bool:
-    """Whether the event `hash_` is on the trail's chain (`walk`): one a store put back to
-    an earlier state lost is not."""
-    return (await walk(store, lambda ev: ev.get("hash") == hash_))[0] is not None
+    """Whether the event `hash_` is on the trail's chain among its newest NEAR entries
+    (`walk`): one a store put back to an earlier state lost is not."""
+    try:
+        return (await walk(store, lambda ev: ev.get("hash") == hash_, NEAR))[0] is not None
+    except NotNear:
+        return False
