@@ -1,4 +1,5 @@
-"""The fleet's newest config occurrence as the audit trail says it: read once at start.
+"""The fleet's newest config occurrence as the audit trail says it (read at start), and
+whether an event is on the trail's chain (a sibling's claim: confighistory.py).
 
 The newest `config.reload` event names the file it brought (`after.digest`) and that
 file's occurrence (`after.occurrence`, confighistory.py's module doc): an instance
@@ -9,8 +10,8 @@ a trim left), so a start after a trim is a new occurrence too.
 
 Read from the trail, not from a record of its own: the trail is read back from the head
 the signed state document anchors, each event's hash checked and each link followed, so
-nobody without the signing key can put an older occurrence back, nor append one. (It was a signed
-`config:head` record, kept 30 days: written back by someone able to write to redis, it
+nobody without the signing key can put an older occurrence back, nor append one. (It was a
+signed `config:head` record, kept 30 days: written back by someone able to write to redis, it
 made every restarted instance rejoin an occurrence the fleet had left, and the same change
 made again within the claims' hour was taken for the earlier one: its `config.reload`
 event was never written.) A trail that cannot be read so (or too long since the last
