@@ -170,7 +170,8 @@ def test_a_start_joins_the_fleets_occurrence_of_its_file_or_makes_a_new_one() ->
 async def test_an_instance_started_after_a_change_joins_its_siblings_occurrence(
         tmp_path: Path, backends, session: ClientSession) -> None:
     """An instance (re)started on the fleet's file after a reload shares its siblings'
-    occurrence of it (config:head): the next change is one event, not one per start."""
+    occurrence of it (the trail's newest config.reload event): the next change is one
+    event, not one per start."""
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     state = (f"state:\n  backend: local\n  path: {tmp_path}/store.json\n"
              "  snapshot_path: snapshot.json\n  poll_interval: 50ms\n")
@@ -187,7 +188,7 @@ async def test_an_instance_started_after_a_change_joins_its_siblings_occurrence(
         copies[0].write_bytes(b)
         g1.gw.request_reload()
 
-        async def recorded() -> bool:  # (config:head is set before the event is appended)
+        async def recorded() -> bool:  # (the event records the occurrence a start joins)
             async with session.get(f"{g1.admin}/v1/audit?limit=100", headers=auth()) as r:
                 return any(e["action"] == "config.reload" for e in (await r.json())["events"])
 

@@ -1,7 +1,9 @@
 """This instance's durable last-known state: the snapshot file (`state.snapshot_path`).
 
-Owns reading the snapshot at startup and writing it after every applied change (in the
-background, newest pending document only, atomically, mode 0600). The workers of `serve
+Owns reading the snapshot at startup and writing it after every applied change, and after
+events appended to the document it holds (their head is the one a start continues:
+StateStore.anchored) (in the background, newest pending document only, atomically, mode
+0600). The workers of `serve
 --workers N` share the file: a write takes `<path>.lock` (flock) and leaves a newer
 document a sibling wrote there, so a worker a document behind never puts the file back
 to a generation without a kill its sibling had written. With a signing key the

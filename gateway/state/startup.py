@@ -62,6 +62,7 @@ class Startup:
         self._own_epochs.update(dict.fromkeys(self.snapshot.own_epochs))  # (its origin's)
         if snap is not None:
             self.holder.apply_doc(snap)
+            self.store.anchored(snap)  # (the newest audit head this instance knew)
             self.from_snapshot = True
             event(log, "snapshot_loaded", generation=snap.generation, kills=sorted(snap.kills),
                   signed=self.snapshot.signed)

@@ -175,6 +175,9 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         if item.generation <= held.generation:
             if item.generation == held.generation and held.writes[-1:] == item.writes[-1:] != ():
                 self._judged = item.audit_head or None  # our document, an event appended: judged
+                # remembered across a restart: a store put back to before the event is
+                # then a break in the chain, not continued (StateStore.anchored)
+                self.snapshot.soon(item)
             return
         if relaxes(held, item):
             self._reread()
