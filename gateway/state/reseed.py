@@ -16,7 +16,7 @@ from typing import Any
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.branches import collides, descends, lifts_unrecorded, relaxes
 from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.errors import StoreConflict, StoreUnavailable
+from gateway.errors import StoreConflict, StoreUnverifiable
 from gateway.log import event
 from gateway.state.holder import Holder
 from gateway.state.signing import MAGIC
@@ -220,7 +220,7 @@ class Repair:
         return True
 
     def _blind(self, got: Loaded, mine: StateDoc) -> None:
-        """Raise StoreUnavailable when the store holds a document we refuse and we hold no
+        """Raise StoreUnverifiable when the store holds a document we refuse and we hold no
         state to put in its place (no snapshot, no sync yet): most often not a forgery but
         this instance's key (state.signing_key_env) that is not the fleet's. A re-seed then
         wrote an empty document over the fleet's kills, and the instance, "synced", served
@@ -243,16 +243,26 @@ class Repair:
                 and ((mine.generation == 0 and not mine.kills) or untrusted)):
             if untrusted and self.from_snapshot and not self.ready:
                 self.from_snapshot = False  # (not ready on them: 503 state_unknown, as before)
+            why = self._unvouched()
+            holds = (f"no state it knows to be the fleet's ({why})" if why is not None
+                     else "none of its own")
             self.unverifiable = (  # (/readyz 503 state_unverifiable until it verifies one)
                 f"the stored state cannot be verified ({got.problem}) and this instance holds "
-                + (f"no state it knows to be the fleet's ({self._unvouched()})" if untrusted
-                   else "none of its own") + ": it writes nothing over it and is not ready; "
+                f"{holds}: it writes nothing over it and is not ready; "
                 "is its state.signing_key_env (or signing_key_file) the fleet's key? Fix it "
                 "and restart this instance")
-            raise StoreUnavailable(
+            if why is not None and self.ready:  # (it enforces its state; the store answers)
+                raise StoreUnverifiable(
+                    f"the state store holds a document this instance cannot verify "
+                    f"({got.problem}), and this instance's state is not known to be the "
+                    f"fleet's ({why}): it writes nothing over that document and is not ready "
+                    "(the kills it holds stay enforced). Make changes through another "
+                    "instance; is this one's state.signing_key_env (or signing_key_file) the "
+                    "fleet's key? Put the fleet's key there and restart it")
+            raise StoreUnverifiable(
                 f"the stored state cannot be verified ({got.problem}) and this instance "
-                "holds none of its own: it serves no route until it can verify the store's "
-                "(is state.signing_key the fleet's?)")
+                f"holds {holds}: it serves no route until it can verify the store's "
+                "(is state.signing_key the fleet's?); make changes through another instance")
 
     async def _reseed(self, got: Loaded, mine: StateDoc) -> None:
         """The store lost its state (restart without persistence, FLUSHALL, an old backup)
