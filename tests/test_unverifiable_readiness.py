@@ -150,3 +150,52 @@ async def test_a_kill_through_an_instance_that_cannot_verify_the_store_says_so(
             assert "another instance" in said, said
             assert redis_server.cmd("GET", "kgtest:state") == fleets  # (nothing changed)
             assert await status_of(session, x.url) == (503, "killed")  # (still enforced)
+
+
+async def test_two_workers_on_the_wrong_key_do_not_vouch_for_each_other(
+        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """X runs two workers (`--workers 2`: two processes, one snapshot file, one key). Its
+    Secret regenerated and Redis flushed, both start on the kills of the snapshot they
+    cannot verify; one seeds the empty store, and the other verified that seed, an epoch it
+    had not created, and took its state for the fleet's: it then re-seeded over the fleet's
+    F document, which it cannot verify, wiping F's weights, at every repair."""
+    monkeypatch.setenv("KG_K1", STATE_KEY)  # (X has the fleet's key, for now)
+    p = await backends(echo_app("v1"))
+    routes = two_versions(p, p, 100, 0)
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    cfg_x = write_config(tmp_path / "a", routes,
+                         state=keyed(redis_server, tmp_path, "a", "KG_K1", None))
+    cfg_f = write_config(tmp_path / "b", routes, state=redis_state(redis_server, tmp_path, "b"))
+    async with running_gateway(cfg_x, "gw-x") as x, running_gateway(cfg_f, "gw-f") as f:
+        async with session.put(f"{f.admin}/v1/routes/iris/weights",
+                               headers=auth("killgate:rollout"),
+                               json={"weights": {"v1": 50, "v2": 50}, "reason": "x"}) as r:
+            assert r.status == 200, await r.text()
+        await kill(session, x.admin, scope="route", route="iris")
+        await wait_until(lambda: all((tmp_path / f"snapshot-{n}.json").exists()
+                                     and b"route:iris" in (tmp_path / f"snapshot-{n}.json")
+                                     .read_bytes() for n in "ab"), 5, what="both snapshots")
+    redis_server.cmd("FLUSHALL")
+    monkeypatch.setenv("KG_K1", K1)  # (X's Secret regenerated)
+    async with running_gateway(cfg_x, "gw-x-1") as x1:
+        await wait_until(lambda: "route:iris" in (redis_server.cmd("GET", "kgtest:state")
+                                                  or ""), 5, what="X's first worker seeding")
+        async with running_gateway(cfg_x, "gw-x-2") as x2:
+            assert x2.gw.holder.doc.epoch == x1.gw.holder.doc.epoch  # (the seed, verified)
+            async with running_gateway(cfg_f, "gw-f") as f:
+                await wait_until(lambda: f.gw.metrics.get("killgate_state_reseeds_total") >= 1
+                                 and '"overrides": {"iris"' in redis_server.cmd(
+                                     "GET", "kgtest:state"), 5, what="F re-seeding its state")
+                t0 = asyncio.get_running_loop().time()
+                while asyncio.get_running_loop().time() - t0 < 1.5:  # (15 polls each)
+                    assert '"overrides": {"iris"' in redis_server.cmd("GET", "kgtest:state"), \
+                        "X wrote over F's"
+                    await asyncio.sleep(0.05)
+                # (X's seed of the flushed store is its only one)
+                assert x1.gw.metrics.get("killgate_state_reseeds_total") == 1
+                assert x2.gw.metrics.get("killgate_state_reseeds_total") == 0
+                for w in (x1, x2):
+                    assert w.gw.ready_reason == "state_unverifiable", w.gw.sync.unverifiable
+                    assert await status_of(session, w.url) == (503, "killed")

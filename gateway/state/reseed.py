@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -35,6 +38,10 @@ log = logging.getLogger("killgate.state")
 #: data again and again (a crash-looping Redis without persistence) is re-seeded each time,
 #: and the snapshot carries them (`_origin`); only the store's newest document is compared
 OWN_EPOCHS = 64
+
+#: hex digits of an epoch that name the host and snapshot file of the workers that created
+#: it, while their state is not known to be the fleet's (`_sibling_tag`)
+SIBLING_TAG = 4
 
 #: the most events a trail a wipe left holds when it still counts as just wiped (`_wiped`)
 FRESH_TRAIL = 64
@@ -96,10 +103,24 @@ class Repair:
 
     def _saw(self, doc: StateDoc) -> None:
         """Note a verified document: one of an epoch this instance did not create (its
-        re-seeds') shows that its key is the fleet's (`_blind`)."""
-        if doc.epoch not in self._own_epochs:
+        re-seeds') shows that its key is the fleet's (`_blind`). Nor did its sibling workers
+        (`--workers N`: one snapshot file, one key) when its state is not known to be the
+        fleet's: one seeded the store and the others, "vouched for" by that seed, re-seeded
+        over the fleet's document they cannot verify (`_sibling_tag`)."""
+        if self._seen_fleet:
+            return
+        if doc.epoch not in self._own_epochs and not (
+                self._unvouched() is not None and doc.epoch.startswith(self._sibling_tag())):
             self._seen_fleet = True
             self._own_epochs.clear()  # (no longer needed)
+
+    def _sibling_tag(self) -> str:
+        """The first hex digits of each epoch this instance's workers create while their
+        state is not known to be the fleet's: the same for every worker of this host that
+        shares its snapshot file (an epoch stays 16 hex digits; one drawn at random that
+        happens to begin so only waits for the next to vouch for this instance)."""
+        where = f"{socket.gethostname()}\0{os.path.realpath(self.snapshot.path or '')}"
+        return hashlib.sha256(where.encode()).hexdigest()[:SIBLING_TAG]
 
     def _unvouched(self) -> str | None:
         """Why this instance's state may not be the fleet's (None: it is, as far as it
@@ -281,6 +302,9 @@ class Repair:
             kills = {k: f for k, f in legacy.kills.items() if k not in mine.kills}
             mine = apply_change(mine, Change(kills=kills))
         merged = merge_restrictive(store_doc, mine)
+        if self._unvouched() is not None:  # (its sibling workers must know it: `_saw`)
+            merged = merged.with_changes(
+                epoch=self._sibling_tag() + merged.epoch[SIBLING_TAG:])
         self._mine(merged.epoch)
         why = ("empty" if got.empty else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted
