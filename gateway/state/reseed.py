@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
-import socket
 import time
 from typing import Any
 
@@ -23,9 +20,10 @@ from gateway.errors import StoreConflict, StoreUnverifiable
 from gateway.log import event
 from gateway.state.holder import Holder
 from gateway.state.signing import MAGIC
-from gateway.state.snapshot import Origin, SnapshotFile
+from gateway.state.snapshot import SnapshotFile
 from gateway.state.store import Loaded, Store, legacy_doc, merge_restrictive, new_epoch
 from gateway.state.tamper import TamperLog
+from gateway.state.vouching import SIBLING_TAG, Vouching
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Repair"]
@@ -33,15 +31,6 @@ __all__ = ["Repair"]
 log = logging.getLogger("killgate.state")
 
 
-
-#: the most epochs an instance remembers having created (its newest): a store that lost its
-#: data again and again (a crash-looping Redis without persistence) is re-seeded each time,
-#: and the snapshot carries them (`_origin`); only the store's newest document is compared
-OWN_EPOCHS = 64
-
-#: hex digits of an epoch that name the host and snapshot file of the workers that created
-#: it, while their state is not known to be the fleet's (`_sibling_tag`)
-SIBLING_TAG = 4
 
 #: the most events a trail a wipe left holds when it still counts as just wiped (`_wiped`)
 FRESH_TRAIL = 64
@@ -57,7 +46,7 @@ def _wiped(trail: int, seq: int) -> bool:
     return trail == 0 or (0 < trail < FRESH_TRAIL and 2 * trail < seq)
 
 
-class Repair:
+class Repair(Vouching):
     store: Store
     holder: Holder
     metrics: Metrics
@@ -100,51 +89,6 @@ class Repair:
         elif got.doc is not None and not got.trusted:
             self.tamper.note("generation", f"the stored generation {got.token!r} is not the "
                                            f"signed document's {got.doc.generation}")
-
-    def _saw(self, doc: StateDoc) -> None:
-        """Note a verified document: one of an epoch this instance did not create (its
-        re-seeds') shows that its key is the fleet's (`_blind`). Nor did its sibling workers
-        (`--workers N`: one snapshot file, one key) when its state is not known to be the
-        fleet's: one seeded the store and the others, "vouched for" by that seed, re-seeded
-        over the fleet's document they cannot verify (`_sibling_tag`)."""
-        if self._seen_fleet:
-            return
-        if doc.epoch not in self._own_epochs and not (
-                self._unvouched() is not None and doc.epoch.startswith(self._sibling_tag())):
-            self._seen_fleet = True
-            self._own_epochs.clear()  # (no longer needed)
-
-    def _sibling_tag(self) -> str:
-        """The first hex digits of each epoch this instance's workers create while their
-        state is not known to be the fleet's: the same for every worker of this host that
-        shares its snapshot file (an epoch stays 16 hex digits; one drawn at random that
-        happens to begin so only waits for the next to vouch for this instance)."""
-        where = f"{socket.gethostname()}\0{os.path.realpath(self.snapshot.path or '')}"
-        return hashlib.sha256(where.encode()).hexdigest()[:SIBLING_TAG]
-
-    def _unvouched(self) -> str | None:
-        """Why this instance's state may not be the fleet's (None: it is, as far as it
-        knows): it came from a snapshot it could not verify (its kills only), or from one
-        that says so (`unverified_origin`: written since such a start, before this instance
-        verified a document of an epoch it did not create), and it has verified none since."""
-        if self._seen_fleet:
-            return None
-        if self.snapshot.kills_only is not None:
-            return f"its state came from a snapshot it could not verify ({self.snapshot.kills_only})"
-        return self.snapshot.unverified_origin
-
-    def _origin(self) -> Origin:
-        """What a snapshot written now says of where its state came from (snapshot.py)."""
-        why = self._unvouched()
-        return None if why is None else {"why": why, "epochs": list(self._own_epochs)}
-
-    def _mine(self, epoch: str) -> str:
-        """Remember `epoch` as one this instance created, until it verifies another's."""
-        if not self._seen_fleet:
-            self._own_epochs[epoch] = None
-            while len(self._own_epochs) > OWN_EPOCHS:
-                del self._own_epochs[next(iter(self._own_epochs))]
-        return epoch
 
     def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
         """Whether `doc` must be merged with ours (a re-seed), never adopted: it stands at
