@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
+from gateway.cli.statuswarn import store_warnings
 from tests.backends import echo_app
 from tests.conftest import (
     STATE_KEY,
@@ -67,9 +68,9 @@ async def test_the_readme_key_rotation_keeps_every_instance_ready_and_the_store_
         await cm.__aexit__(None, None, None)
 
     async def steady(what: str) -> None:
-        """For 1 s (10 polls each): every instance ready, the route killed, the weights set."""
+        """For 0.4 s (4 polls each): every instance ready, the route killed, the weights set."""
         t0 = asyncio.get_running_loop().time()
-        while asyncio.get_running_loop().time() - t0 < 1.0:
+        while asyncio.get_running_loop().time() - t0 < 0.4:
             for name, (_, gw) in running.items():
                 assert gw.gw.ready_reason is None, (what, name, gw.gw.sync.unverifiable,
                                                     gw.gw.sync.last_error)
@@ -199,3 +200,24 @@ async def test_two_workers_on_the_wrong_key_do_not_vouch_for_each_other(
                 for w in (x1, x2):
                     assert w.gw.ready_reason == "state_unverifiable", w.gw.sync.unverifiable
                     assert await status_of(session, w.url) == (503, "killed")
+
+
+async def test_ready_without_state_stays_ready_over_a_document_it_cannot_verify(
+        tmp_path: Path, backends, redis_server: RedisServer) -> None:
+    """`state.ready_without_state: true` is the operator's choice to route on the config
+    alone until a sync: a forged document in the store (or the fleet's, under another key)
+    made such an instance, holding no state, 503 `state_unverifiable` instead, so a forgery
+    written while a fleet restarts kept every restarted instance out of its load balancer."""
+    from tests.test_forgery import ATTACKER_KEY, plant
+
+    plant(redis_server, {"generation": 7, "epoch": "forged", "kills": {}}, ATTACKER_KEY)
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=redis_state(
+        redis_server, tmp_path, "a", extra="  ready_without_state: true\n"
+                                           "  start_timeout: 300ms\n"))
+    async with running_gateway(cfg, "gw-a") as a:
+        await wait_until(lambda: "refused" in (a.gw.sync.last_error or ""), 5,
+                         what="the forgery refused")
+        assert a.gw.ready_reason is None, a.gw.sync.unverifiable
+        assert "STATE UNVERIFIABLE" not in " ".join(
+            store_warnings({"store": a.gw.sync.status()}))

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.branches import collides, descends, lifts_unrecorded, relaxes
 from gateway.domain.statedoc import Change, StateDoc, apply_change
@@ -48,6 +49,7 @@ def _wiped(trail: int, seq: int) -> bool:
 
 class Repair(Vouching):
     store: Store
+    cfg: StateConfig
     holder: Holder
     metrics: Metrics
     snapshot: SnapshotFile
@@ -211,7 +213,9 @@ class Repair(Vouching):
             why = self._unvouched()
             holds = (f"no state it knows to be the fleet's ({why})" if why is not None
                      else "none of its own")
-            self.unverifiable = (  # (/readyz 503 state_unverifiable until it verifies one)
+            # (/readyz 503 state_unverifiable until it verifies one; not an instance holding
+            # no state told to route on the config alone: state.ready_without_state)
+            self.unverifiable = None if why is None and self.cfg.ready_without_state else (
                 f"the stored state cannot be verified ({got.problem}) and this instance holds "
                 f"{holds}: it writes nothing over it and is not ready; "
                 "is its state.signing_key_env (or signing_key_file) the fleet's key? Fix it "
