@@ -10,6 +10,8 @@ that map them to HTTP; the domain's own errors (DomainError) carry no HTTP statu
     ├── ConfigUnsettled          a config file is still being written: read it later (.reason)
     ├── StateError               the state store could not do what was asked
     │   ├── StoreUnavailable     could not reach it / timed out (retry later)
+    │   │   └── StoreUnverifiable it answers, but holds a document this instance cannot
+    │   │                         verify and will not write over (its key: another instance)
     │   ├── StoreConflict        a compare-and-set lost a race (retry at once)
     │   └── EarlierLanded        a retry's write found its first attempt's in the state
     ├── AuditError               an audit event could not be stored: the action is refused
@@ -53,6 +55,7 @@ __all__ = [
     "StateError",
     "StoreConflict",
     "StoreUnavailable",
+    "StoreUnverifiable",
     "Unauthenticated",
     "UnknownDrill",
     "UnknownVersion",
@@ -102,6 +105,11 @@ class StateError(KillgateError):
 
 class StoreUnavailable(StateError):
     pass
+
+
+class StoreUnverifiable(StoreUnavailable):
+    """The store answers, but holds a document this instance cannot verify and will not
+    write over (state/reseed.py's `_blind`): nothing was changed; not "cannot be reached"."""
 
 
 class StoreConflict(StateError):

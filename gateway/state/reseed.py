@@ -13,16 +13,18 @@ import logging
 import time
 from typing import Any
 
+from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.branches import collides, descends, lifts_unrecorded, relaxes
 from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.errors import StoreConflict, StoreUnavailable
+from gateway.errors import StoreConflict, StoreUnverifiable
 from gateway.log import event
 from gateway.state.holder import Holder
 from gateway.state.signing import MAGIC
-from gateway.state.snapshot import Origin, SnapshotFile
+from gateway.state.snapshot import SnapshotFile
 from gateway.state.store import Loaded, Store, legacy_doc, merge_restrictive, new_epoch
 from gateway.state.tamper import TamperLog
+from gateway.state.vouching import SIBLING_TAG, Vouching
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Repair"]
@@ -30,11 +32,6 @@ __all__ = ["Repair"]
 log = logging.getLogger("killgate.state")
 
 
-
-#: the most epochs an instance remembers having created (its newest): a store that lost its
-#: data again and again (a crash-looping Redis without persistence) is re-seeded each time,
-#: and the snapshot carries them (`_origin`); only the store's newest document is compared
-OWN_EPOCHS = 64
 
 #: the most events a trail a wipe left holds when it still counts as just wiped (`_wiped`)
 FRESH_TRAIL = 64
@@ -50,8 +47,9 @@ def _wiped(trail: int, seq: int) -> bool:
     return trail == 0 or (0 < trail < FRESH_TRAIL and 2 * trail < seq)
 
 
-class Repair:
+class Repair(Vouching):
     store: Store
+    cfg: StateConfig
     holder: Holder
     metrics: Metrics
     snapshot: SnapshotFile
@@ -93,37 +91,6 @@ class Repair:
         elif got.doc is not None and not got.trusted:
             self.tamper.note("generation", f"the stored generation {got.token!r} is not the "
                                            f"signed document's {got.doc.generation}")
-
-    def _saw(self, doc: StateDoc) -> None:
-        """Note a verified document: one of an epoch this instance did not create (its
-        re-seeds') shows that its key is the fleet's (`_blind`)."""
-        if doc.epoch not in self._own_epochs:
-            self._seen_fleet = True
-            self._own_epochs.clear()  # (no longer needed)
-
-    def _unvouched(self) -> str | None:
-        """Why this instance's state may not be the fleet's (None: it is, as far as it
-        knows): it came from a snapshot it could not verify (its kills only), or from one
-        that says so (`unverified_origin`: written since such a start, before this instance
-        verified a document of an epoch it did not create), and it has verified none since."""
-        if self._seen_fleet:
-            return None
-        if self.snapshot.kills_only is not None:
-            return f"its state came from a snapshot it could not verify ({self.snapshot.kills_only})"
-        return self.snapshot.unverified_origin
-
-    def _origin(self) -> Origin:
-        """What a snapshot written now says of where its state came from (snapshot.py)."""
-        why = self._unvouched()
-        return None if why is None else {"why": why, "epochs": list(self._own_epochs)}
-
-    def _mine(self, epoch: str) -> str:
-        """Remember `epoch` as one this instance created, until it verifies another's."""
-        if not self._seen_fleet:
-            self._own_epochs[epoch] = None
-            while len(self._own_epochs) > OWN_EPOCHS:
-                del self._own_epochs[next(iter(self._own_epochs))]
-        return epoch
 
     def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
         """Whether `doc` must be merged with ours (a re-seed), never adopted: it stands at
@@ -220,7 +187,7 @@ class Repair:
         return True
 
     def _blind(self, got: Loaded, mine: StateDoc) -> None:
-        """Raise StoreUnavailable when the store holds a document we refuse and we hold no
+        """Raise StoreUnverifiable when the store holds a document we refuse and we hold no
         state to put in its place (no snapshot, no sync yet): most often not a forgery but
         this instance's key (state.signing_key_env) that is not the fleet's. A re-seed then
         wrote an empty document over the fleet's kills, and the instance, "synced", served
@@ -243,16 +210,28 @@ class Repair:
                 and ((mine.generation == 0 and not mine.kills) or untrusted)):
             if untrusted and self.from_snapshot and not self.ready:
                 self.from_snapshot = False  # (not ready on them: 503 state_unknown, as before)
-            self.unverifiable = (  # (/readyz 503 state_unverifiable until it verifies one)
+            why = self._unvouched()
+            holds = (f"no state it knows to be the fleet's ({why})" if why is not None
+                     else "none of its own")
+            # (/readyz 503 state_unverifiable until it verifies one; not an instance holding
+            # no state told to route on the config alone: state.ready_without_state)
+            self.unverifiable = None if why is None and self.cfg.ready_without_state else (
                 f"the stored state cannot be verified ({got.problem}) and this instance holds "
-                + (f"no state it knows to be the fleet's ({self._unvouched()})" if untrusted
-                   else "none of its own") + ": it writes nothing over it and is not ready; "
+                f"{holds}: it writes nothing over it and is not ready; "
                 "is its state.signing_key_env (or signing_key_file) the fleet's key? Fix it "
                 "and restart this instance")
-            raise StoreUnavailable(
+            if why is not None and self.ready:  # (it enforces its state; the store answers)
+                raise StoreUnverifiable(
+                    f"the state store holds a document this instance cannot verify "
+                    f"({got.problem}), and this instance's state is not known to be the "
+                    f"fleet's ({why}): it writes nothing over that document and is not ready "
+                    "(the kills it holds stay enforced). Make changes through another "
+                    "instance; is this one's state.signing_key_env (or signing_key_file) the "
+                    "fleet's key? Put the fleet's key there and restart it")
+            raise StoreUnverifiable(
                 f"the stored state cannot be verified ({got.problem}) and this instance "
-                "holds none of its own: it serves no route until it can verify the store's "
-                "(is state.signing_key the fleet's?)")
+                f"holds {holds}: it serves no route until it can verify the store's "
+                "(is state.signing_key the fleet's?); make changes through another instance")
 
     async def _reseed(self, got: Loaded, mine: StateDoc) -> None:
         """The store lost its state (restart without persistence, FLUSHALL, an old backup)
@@ -271,6 +250,9 @@ class Repair:
             kills = {k: f for k, f in legacy.kills.items() if k not in mine.kills}
             mine = apply_change(mine, Change(kills=kills))
         merged = merge_restrictive(store_doc, mine)
+        if self._unvouched() is not None:  # (its sibling workers must know it: `_saw`)
+            merged = merged.with_changes(
+                epoch=self._sibling_tag() + merged.epoch[SIBLING_TAG:])
         self._mine(merged.epoch)
         why = ("empty" if got.empty else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted

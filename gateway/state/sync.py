@@ -99,7 +99,7 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self._recheck_again = False
         self._big_pushes = Throttle(0.25, self._reread)  # (store.PushNotRead)
         self._seen_signed = False
-        #: epochs this instance created, oldest first (reseed.py's _blind; OWN_EPOCHS)
+        #: epochs this instance created, oldest first (reseed.py's _blind; vouching.py's OWN_EPOCHS)
         self._own_epochs: dict[str, None] = {}
         self._seen_fleet = False  # verified a document of an epoch not in _own_epochs
         snapshot.origin = self._origin  # (what each snapshot written says of its state)
