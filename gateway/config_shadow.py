@@ -2,25 +2,24 @@
 
 Owns the frozen pydantic models of mirroring (sample, limits, timeouts), comparison
 (`v2_tensors` | `openai_chat` | `json`, each with its options), the noise floor and the
-disagreement store; the grammar of the JSON paths they name (`parse_path`); and
-`problems()`, the checks against the rest of the route. Imports only pydantic and the
-config building blocks (`gateway.config_types`).
+disagreement store (the JSON paths they name: `config_jsonpaths`); and `problems()`, the
+checks against the rest of the route. Imports only pydantic and the config building blocks
+(`gateway.config_types`, `gateway.config_jsonpaths`).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from gateway.config_jsonpaths import Paths
 from gateway.config_types import HEADER_NAME, Deadline, Frozen, Timeouts, finite
 
 __all__ = [
@@ -31,10 +30,8 @@ __all__ = [
     "JsonCompare",
     "NoiseConfig",
     "OpenAIChatCompare",
-    "PathToken",
     "ShadowConfig",
     "V2TensorsCompare",
-    "parse_path",
     "problems",
 ]
 
@@ -45,63 +42,6 @@ COMPARE_KINDS = ("v2_tensors", "openai_chat", "json")
 ANSWER_TEXT_MIN = 32
 #: the comparison a route gets when `compare` is left out, by its `protocol`
 DEFAULT_COMPARE = {"v2": "v2_tensors", "openai": "openai_chat", "http": "json"}
-
-# ---------------------------------------------------------------- JSON paths
-
-#: one step of a path: ("key", name), ("index", n), ("*", "") any key, ("[*]", "") any index
-PathToken = tuple[str, str | int]
-_STEP = re.compile(r"\.?(?:(\*)|([A-Za-z0-9_\-$@:]+))|\[(\*|\d{1,9})\]")
-
-
-def parse_path(text: str) -> tuple[PathToken, ...]:
-    """'choices[*].message.content' / 'id' / '*.timestamp' / 'outputs[0]' → tokens; a
-    JSONPath root first ('$.id', '$[0].id') is the same path ('$.id' read as a key named
-    '$' silently matched nothing: an ignored field still disagreed, a redacted one was
-    kept). Raises ValueError naming the grammar."""
-    if not isinstance(text, str) or not text or len(text) > 256:
-        raise ValueError(f"{text!r} is not a JSON path (use a.b, items[*].id, *.timestamp)")
-    if text in ("$", "$."):
-        raise ValueError("'$' names the whole answer: name a field under it "
-                         "($.id, $.items[*].id)")
-    whole = text
-    if text.startswith(("$.", "$[")):
-        text = text[2:] if text[1] == "." else text[1:]
-    out: list[PathToken] = []
-    pos = 0
-    while pos < len(text):
-        m = _STEP.match(text, pos)
-        if m is None or (m.group(0).startswith(".") and pos == 0) or \
-                (not m.group(0).startswith((".", "[")) and pos > 0):
-            raise ValueError(f"{whole!r} is not a JSON path (use a.b, items[*].id, "
-                             "*.timestamp; $.a.b too)")
-        if m.group(1):
-            out.append(("*", ""))
-        elif m.group(2):
-            out.append(("key", m.group(2)))
-        elif m.group(3) == "*":
-            out.append(("[*]", ""))
-        else:
-            out.append(("index", int(m.group(3))))
-        pos = m.end()
-    return tuple(out)
-
-
-def _paths(v: Any) -> Any:
-    if isinstance(v, list):
-        for p in v:
-            parse_path(p)
-    return v
-
-
-_KEY, _INDEX = r"(?:\*|[A-Za-z0-9_\-$@:]+)", r"\[(?:\*|\d{1,9})\]"
-#: `parse_path`'s grammar as a JSON Schema pattern: `killgate schema` marks the paths
-#: `killgate check` refuses (it took any string: an editor passed `a..b`)
-PATH_PATTERN = (rf"^(?!\$\.?$)(?:\$\.(?=[^\[])|\$\.?(?=\[))?(?:{_KEY}|{_INDEX})"
-                rf"(?:\.{_KEY}|{_INDEX})*$")
-_PathText = Annotated[str, WithJsonSchema({"type": "string", "pattern": PATH_PATTERN,
-                                           "maxLength": 256})]
-Paths = Annotated[list[_PathText], BeforeValidator(_paths)]
-
 
 # ---------------------------------------------------------------- comparison
 

@@ -10,6 +10,8 @@ that map them to HTTP; the domain's own errors (DomainError) carry no HTTP statu
     ├── ConfigUnsettled          a config file is still being written: read it later (.reason)
     ├── StateError               the state store could not do what was asked
     │   ├── StoreUnavailable     could not reach it / timed out (retry later)
+    │   │   └── StoreUnverifiable it answers, but holds a document this instance cannot
+    │   │                         verify and will not write over (its key: another instance)
     │   ├── StoreConflict        a compare-and-set lost a race (retry at once)
     │   └── EarlierLanded        a retry's write found its first attempt's in the state
     ├── AuditError               an audit event could not be stored: the action is refused
@@ -53,6 +55,7 @@ __all__ = [
     "StateError",
     "StoreConflict",
     "StoreUnavailable",
+    "StoreUnverifiable",
     "Unauthenticated",
     "UnknownDrill",
     "UnknownVersion",
@@ -64,7 +67,6 @@ __all__ = [
     "UpstreamQueueTimeout",
     "UpstreamStale",
     "UpstreamTimeout",
-    "token_refused",
 ]
 
 
@@ -105,6 +107,11 @@ class StoreUnavailable(StateError):
     pass
 
 
+class StoreUnverifiable(StoreUnavailable):
+    """The store answers, but holds a document this instance cannot verify and will not
+    write over (state/reseed.py's `_blind`): nothing was changed; not "cannot be reached"."""
+
+
 class StoreConflict(StateError):
     pass
 
@@ -135,6 +142,13 @@ class NotDurable(StateError):
 
     def __init__(self, generation: int, confirmed: int, required: int, timeout: float) -> None:
         self.generation = generation
+        #: the audit event of the change this call committed (None: a no-op confirming
+        #: an earlier commit, e.g. a retry's): it is in force, and so is what it did
+        self.event: dict[str, Any] | None = None
+        self.doc: Any = None  # (with `event`: the state it committed)
+        #: what the call would have answered (admin/writes.py Done), with `event`: its
+        #: Idempotency-Key keeps it, and a retry answers with it once it is confirmed
+        self.done: Any = None
         super().__init__(
             f"generation {generation} is in force, but {confirmed} of the {required} required "
             f"redis replicas confirmed it within {timeout * 1000:g} ms, so a failover now could "
@@ -200,24 +214,6 @@ class ApiError(KillgateError):
 class Unauthenticated(ApiError):
     def __init__(self, type_: str = "invalid_token") -> None:
         super().__init__(401, type_, "a valid bearer token is required")
-
-
-def token_refused(kind: str, sent: bool) -> str:
-    """What a client adds to a 401 (whose message is only 'a valid bearer token is
-    required', by design): what the gateway takes, or that no token was sent."""
-    if not sent:
-        return " (no token was sent: give --token or set KILLGATE_TOKEN)"
-    if kind == "expired":
-        return (" (the token has expired: use a new one, minted by `killgate token -c CONFIG "
-                "--subject NAME --scope SCOPES` in a shell with the gateway's secret; a "
-                "`killgate demo`'s, by restarting it, or by `killgate token` where "
-                "KILLGATE_JWT_SECRET was set before it started)")
-    if kind == "invalid_token":
-        return (" (the gateway takes a token signed with its own secret or key, for its "
-                "issuer and audience, not expired or issued too long ago: `killgate token "
-                "-c CONFIG` takes them from the gateway's config file, in a shell with the "
-                "gateway's secret)")
-    return ""
 
 
 class Forbidden(ApiError):

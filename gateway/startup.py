@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -118,7 +118,24 @@ class GatewayParts:
 
     @property
     def ready(self) -> bool:
-        return self.started and not self.draining and self.sync is not None and self.sync.ready
+        return self.ready_reason is None
+
+    @property
+    def ready_reason(self) -> str | None:
+        """Why /readyz answers 503 (None: ready): `starting`, `draining`, `state_unknown`
+        (no kill state loaded yet), or `state_unverifiable`: the store holds a document this
+        instance cannot verify and will not write over (a key that is not the fleet's,
+        most often: state/reseed.py's `_blind`). A load balancer then stops sending it
+        traffic, while the kills it holds stay enforced for whatever still reaches it."""
+        if not self.started:
+            return "starting"
+        if self.draining:
+            return "draining"
+        if self.sync is not None and self.sync.unverifiable is not None:
+            return "state_unverifiable"
+        if self.sync is None or not self.sync.ready:
+            return "state_unknown"
+        return None
 
     # ------------------------------------------------------------------ startup
 
@@ -274,6 +291,7 @@ class GatewayParts:
         metrics.set("killgate_overrides_unservable",
                     sum(1 for p in self.holder.table.routes if p.override_unservable))
 
-    def _metrics_page(self, accept: str | None) -> tuple[bytes, str]:
-        """GET /metrics: the exposition (gauges read at scrape time: `_read_gauges`)."""
-        return self.metrics.exposition(accept)
+    def _metrics_page(self, accept: str | None) -> tuple[Iterator[bytes], str]:
+        """GET /metrics: the exposition, its values taken now (gauges read at scrape time:
+        `_read_gauges`), its bytes a part at a time."""
+        return self.metrics.page(accept)

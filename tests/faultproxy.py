@@ -18,21 +18,27 @@ def redis_state_via(fwd: Forwarder, tmp: Path, prefix: str, **opts: str) -> str:
 
 
 class Link:
-    """One forwarded connection: what its client sent first, and a mute switch that
-    silently drops what the target sends back (a half-open connection)."""
+    """One forwarded connection: what its client sent first, a mute switch that
+    silently drops what the target sends back (a half-open connection), and a delay of
+    its own for what its client sends (`latency`: the forwarder's, for every link)."""
 
     def __init__(self) -> None:
         self.head = b""
         self.muted = False
+        self.latency = 0.0
+        self.client_port = 0  # (the client's end: which of its connections this is)
 
 
 class Forwarder:
     """127.0.0.1:<port> → 127.0.0.1:<target>. `point(target)` drops every connection (a
-    failover, seen from the client); `latency` delays each chunk sent to the target;
-    `links` lists the connections, oldest first."""
+    failover, seen from the client), those still connecting too; `point(None)` cuts the
+    link: every connection is dropped as it comes (a port merely free now may be listened
+    on later by a sibling worker's server); `latency` delays each chunk sent to the
+    target; `links` lists the connections, oldest first."""
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, target: int | None) -> None:
         self.target = target
+        self.turn = 0  # (one more at each point(): a connection made across one is dropped)
         self.latency = 0.0
         self.links: list[Link] = []
         self.server: asyncio.Server | None = None
@@ -44,13 +50,26 @@ class Forwarder:
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        turn, target = self.turn, self.target
+        if target is None:
+            w.close()
+            return
+        self.pipes.add(w)  # (dropped by a point() made while it connects)
         try:
-            ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
+            ur, uw = await asyncio.open_connection("127.0.0.1", target)
         except OSError:
+            self.pipes.discard(w)
+            w.close()
+            return
+        if turn != self.turn:  # (re-pointed meanwhile: this one went to the old target, and
+            # lived on past the cut: a drill's cut-off instance kept reaching the store)
+            self.pipes.discard(w)
+            uw.close()
             w.close()
             return
         self.pipes |= {w, uw}
         link = Link()
+        link.client_port = (w.get_extra_info("peername") or ("", 0))[1]
         self.links.append(link)
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
@@ -77,7 +96,8 @@ class Forwarder:
             sender = asyncio.ensure_future(out())
             with contextlib.suppress(OSError):
                 while data := await src.read(65536):
-                    line.put_nowait((loop.time() + (self.latency if delayed else 0.0), data))
+                    line.put_nowait((loop.time() + (max(self.latency, link.latency) if delayed
+                                                     else 0.0), data))
             line.put_nowait((0.0, b""))
             with contextlib.suppress(OSError):
                 await sender
@@ -86,8 +106,9 @@ class Forwarder:
         await asyncio.gather(pump(r, uw, True), pump(ur, w, False))
         self.pipes -= {w, uw}
 
-    def point(self, target: int) -> None:
+    def point(self, target: int | None) -> None:
         self.target = target
+        self.turn += 1
         for w in list(self.pipes):
             w.close()
 

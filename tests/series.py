@@ -5,6 +5,7 @@ samples up in."""
 from __future__ import annotations
 
 from gateway.config_telemetry import BucketsConfig
+from gateway.telemetry.exposition import as_metric, expand
 from gateway.telemetry.groupseries import Raw, render
 from gateway.telemetry.record import RequestRecord
 from gateway.telemetry.requests import RequestStats
@@ -31,7 +32,8 @@ def record_request(stats: RequestStats, version: str, status: int = 200,
 def samples_of(raw: Raw, stats: RequestStats | None = None, workers: int = 2) -> dict:
     """Every sample the group's /metrics shows, by (name, sorted labels)."""
     fams, _ = render(raw, stats or new_stats(), workers)
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in fams for s in f.samples}
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in map(as_metric, expand(fams))
+            for s in f.samples}
 
 
 def sample(samples: dict, name: str, **labels: str) -> float | None:

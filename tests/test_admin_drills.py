@@ -14,23 +14,8 @@ from aiohttp import ClientSession
 from gateway.domain.drilltoken import Claims, derive_key
 from gateway.domain.drilltoken import mint as mint_drill
 from tests.backends import echo_app
-from tests.conftest import SECRET, bearer, running_gateway, write_config
-
-DRILL = "killgate:drill killgate:read"
-
-
-def hdr(scope: str = DRILL, sub: str = "dana") -> dict[str, str]:
-    return bearer(scope, sub, 600)
-
-
-def routes(p1: int, p2: int, pin: bool = True) -> str:
-    versions = (f'  versions:\n'
-                f'    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 50}}\n'
-                f'    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 50}}\n')
-    return (f"- name: iris\n  match: {{path_prefix: /v2/models/iris}}\n  stable: v1\n"
-            f"  allow_pin: {str(pin).lower()}\n" + versions
-            + "- name: iris-drill\n  match: {path_prefix: /drill/iris}\n  drill_for: iris\n"
-            "  stable: v1\n  allow_pin: true\n" + versions)
+from tests.conftest import SECRET, running_gateway, write_config
+from tests.drillrig import DRILL, answer, call, hdr, open_drill, routes
 
 
 def sample(text: str, name: str, labels: dict[str, str]) -> float | None:
@@ -41,19 +26,6 @@ def sample(text: str, name: str, labels: dict[str, str]) -> float | None:
         if got == name and dict(re.findall(r'(\w+)="([^"]*)"', rest)) == labels:
             return float(value)
     return None
-
-
-async def call(s: ClientSession, method: str, url: str, body: Any = None,
-               headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    async with s.request(method, url, json=body, headers=headers or hdr()) as r:
-        return r.status, await r.json()
-
-
-async def answer(s: ClientSession, url: str, **headers: str) -> tuple[int, str, str]:
-    async with s.get(url, headers=headers) as r:
-        await r.read()
-        return (r.status, r.headers.get("x-killgate-version", ""),
-                r.headers.get("x-killgate-decision", ""))
 
 
 async def test_kill_drill_is_audited_and_restore_leaves_the_route_as_before(
@@ -611,10 +583,7 @@ async def test_a_retried_restore_or_end_says_what_it_undid(tmp_path: Path, backe
         a = g.admin
         for path, body in (("restore", {"reason": "r"}),
                            ("end", {"reason": "r", "verdict": "aborted"})):
-            st, out = await call(session, "POST", f"{a}/v1/drills", {
-                "kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r"})
-            assert st == 200, out
-            drill = out["drill"]
+            drill = await open_drill(session, a)
             st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject",
                                  {"reason": "r"})
             assert st == 200, out

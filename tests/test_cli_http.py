@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from gateway.cli.http import ClientError, expect
+from gateway.cli.http import ClientError
+from gateway.cli.shapes import expect
 from tests.backends import any_path_app, fake_admin
 from tests.test_cli import acli
 

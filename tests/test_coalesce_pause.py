@@ -8,12 +8,13 @@ as down, `up == 0` alerts, while the gateway was fine). The wait after a render 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Hashable
 
 import pytest
 
-from gateway.admin.coalesce import MAX_WAIT, Coalesced
+from gateway.admin.coalesce import MAX_WAIT, Coalesced, Steps
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -52,3 +53,38 @@ async def test_a_flood_still_waits_its_share_after_a_quick_render() -> None:
     assert await c.get("k") == 2
     waited = time.monotonic() - t0
     assert 0.05 <= waited <= MAX_WAIT  # (~0.08 s: 4 x the render, as before)
+
+
+async def test_a_sliced_render_gives_the_loop_back_between_its_steps() -> None:
+    """A render that is a generator (the /metrics page: taken in one step, written in
+    slices) runs a step per turn of the loop: callbacks ready meanwhile run between its
+    steps; its share is the steps' own time, not the wall time they were spread over."""
+    loop = asyncio.get_running_loop()
+    ticks: list[float] = []
+
+    def tick() -> None:  # (the data plane: ready again at every turn)
+        ticks.append(time.perf_counter())
+        if not done:
+            loop.call_soon(tick)
+
+    def render(key: Hashable) -> Steps[str]:
+        for _ in range(10):
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 0.005:  # 5 ms of work per step
+                pass
+            yield
+        return "page"
+
+    done = False
+    c: Coalesced[str] = Coalesced(render, share=0.5)
+    loop.call_soon(tick)
+    t0 = time.perf_counter()
+    page = await c.get("k")
+    done = True
+    assert page == "page"
+    gaps = [b - a for a, b in itertools.pairwise(ticks) if a >= t0]
+    assert len(gaps) >= 10 and max(gaps) < 0.04, max(gaps)  # (one render: 50 ms in one go)
+    # the next render waits its share after the steps' ~50 ms (at 0.5: ~50 ms more)
+    t1 = time.perf_counter()
+    assert await c.get("k") == "page"
+    assert 0.04 <= time.perf_counter() - t1 - 0.05 <= MAX_WAIT

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config_shadow import CompareConfig, parse_path
+from gateway.config_jsonpaths import parse_path
+from gateway.config_shadow import CompareConfig
 from gateway.domain.compare import AGREED, DISAGREED, NOISE, UNCOMPARABLE, compare, judge
 from gateway.domain.compare_chat import normalize, read_choices
 from gateway.domain.compare_json import diff_json

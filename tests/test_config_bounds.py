@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from gateway.config import Config
-from gateway.config_routes import STATS_KEEP_S
+from gateway.config_analysis import STATS_KEEP_S
 from gateway.config_types import parse_duration
 from gateway.domain.stats import WindowStats
 from tests import cli_fork

@@ -11,58 +11,21 @@ from typing import Any
 from aiohttp import ClientSession, web
 
 from gateway.configfile import parse_config_text
-from gateway.control.shadow import FRESH, ShadowResults, stats_key
+from gateway.control.shadow import FRESH, ShadowResults
+from gateway.control.shadowblobs import stats_key
 from gateway.domain.comparison import Difference
-from gateway.domain.shadowstats import Tally
 from gateway.domain.verdict import spec_for
 from gateway.state.local import LocalStore
 from tests.conftest import admin_token, bearer, free_port, running_gateway, wait_until, write_config
 from tests.shadow_backends import v2_app, v2_request
+from tests.shadowrig import CFG, Local, local_rig, tally
 
 Start = Callable[[web.Application], Awaitable[int]]
 READ = bearer('killgate:read', 't', 10800)
 
-CFG = """
-routes:
-  - name: iris
-    match: {path_prefix: /v2/models/iris}
-    stable: v1
-    protocol: v2
-    shadow: {version: v2, sample: 1.0}
-    analysis: {min_shadow_agreement: 0.75, min_shadow_compared: 4}
-    versions:
-      - {name: v1, url: "http://127.0.0.1:9101", weight: 100}
-      - {name: v2, url: "http://127.0.0.1:9102", weight: 0}
-"""
-
-
-class Local:
-    """One instance's tallies (what the mirror keeps)."""
-
-    def __init__(self) -> None:
-        self.tallies: dict[str, Tally] = {}
-
-
-def tally(spec: str, agreed: int, disagreed: int, version: str = "v2") -> Tally:
-    t = Tally(version, spec)
-    for _ in range(agreed):
-        t.outcome("agreed", (), 0.01, 0.02, {})
-    for i in range(disagreed):
-        t.outcome("disagreed", (Difference("values", "outputs[probs]"),), 0.01, 0.02, {})
-        t.disagreement({"time": f"2030-01-01T00:00:0{i}Z", "request": i, "primary": {},
-                        "shadow": {}})
-    t.copy("sent", agreed + disagreed)
-    return t
-
-
 async def test_the_fleet_report_sums_live_instances_and_leaves_out_the_rest(
         tmp_path: Path) -> None:
-    cfg = parse_config_text(CFG)
-    rc = cfg.routes[0]
-    assert rc.shadow is not None
-    spec = spec_for(rc)
-    store = LocalStore(tmp_path / "store.json")
-    await store.open()
+    cfg, rc, spec, store = await local_rig(tmp_path)
     now = [1000.0]
     a, b = Local(), Local()
     ra = ShadowResults(a, store, "a", lambda: cfg, clock=lambda: now[0])

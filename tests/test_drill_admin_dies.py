@@ -31,7 +31,8 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.test_admin_drills import call, hdr, routes
+from tests.drillrig import call, hdr, routes
+from tests.staterig import redis_section
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,9 +44,8 @@ async def test_a_drill_whose_admin_instance_dies_restores_through_another(
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     gws: list[GatewayProcess] = []
     for name in "ab":
-        state = (f"state:\n  backend: redis\n  url: {redis_server.url}\n  prefix: dies\n"
-                 f"  poll_interval: 100ms\n  heartbeat_interval: 200ms\n"
-                 f"  signing_key_env: {STATE_KEY_ENV}\n")
+        state = redis_section(redis_server.url, "dies", poll_interval="100ms",
+                              heartbeat_interval="200ms")
         cfg = write_config(tmp_path, routes(p1, p2), state=state, name=f"{name}.yaml",
                            listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
         gws.append(gateway_procs(cfg, env={STATE_KEY_ENV: STATE_KEY}))

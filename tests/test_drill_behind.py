@@ -22,9 +22,9 @@ from aiohttp import ClientSession, web
 from gateway.control.drillbehind import behind
 from gateway.control.drillload import AdminClient
 from tests.backends import echo_app
-from tests.conftest import RedisServer, free_port, wait_until
+from tests.conftest import RedisServer, wait_until
+from tests.drillrig import routes
 from tests.faultproxy import Forwarder, redis_state_via
-from tests.test_admin_drills import routes
 from tests.test_drills import Drill, Fleet
 from tests.test_revops_fleet import _has_two, _name, _serve, _state
 
@@ -58,11 +58,12 @@ async def test_an_instance_alive_without_the_restore_fails_the_drill(
         # not start with B)
         drill = await asyncio.to_thread(Drill, f, *ARGS, "--instances", a.url)
         await drill.wait_line("injected")
-        fwd.point(free_port())  # B is cut off from the store: it serves on, killed
+        fwd.point(None)  # B is cut off from the store: it serves on, killed
         code, report, err = await drill.result()
         name = _name(b.output())
-        # (the whole stderr and the report's restore parts: this failed in two full CI runs
-        # of stop 36 and never alone, cause not found yet)
+        # (the whole stderr and the report's restore parts when it fails: it failed in every
+        # full CI run of stop 36, never alone: a link of B's still connecting at the cut lived
+        # on, B never lost the store; tests/test_faultproxy.py)
         assert report is not None and report["verdict"] == "failed", (
             code, err[-3000:], report and {k: report.get(k) for k in (
                 "restore_short", "restore", "receipts", "reasons")}, b.output()[-2000:])
@@ -86,7 +87,7 @@ async def test_an_instance_that_left_does_not_fail_the_drill(
         # not start with B)
         drill = await asyncio.to_thread(Drill, f, *ARGS, "--instances", a.url)
         await drill.wait_line("injected")
-        fwd.point(free_port())  # cut off, then gone: nothing of it enforces anything
+        fwd.point(None)  # cut off, then gone: nothing of it enforces anything
         b.signal(signal.SIGKILL)
         code, report, err = await drill.result()
         assert report is not None and report["verdict"] == "passed", (code, err, report)

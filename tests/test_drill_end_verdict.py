@@ -15,7 +15,7 @@ from gateway.domain.drillfinish import pass_refused
 from gateway.domain.statedoc import DrillRecord
 from tests.backends import echo_app
 from tests.conftest import running_gateway, write_config
-from tests.test_admin_drills import DRILL, call, hdr, routes
+from tests.drillrig import DRILL, call, hdr, open_drill, routes
 
 
 async def test_a_drill_that_changed_nothing_cannot_end_passed(
@@ -23,10 +23,7 @@ async def test_a_drill_that_changed_nothing_cannot_end_passed(
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     async with running_gateway(write_config(tmp_path, routes(p1, p2))) as g:
         a = g.admin
-        st, out = await call(session, "POST", f"{a}/v1/drills", {
-            "kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r"})
-        assert st == 200, out
-        drill = out["drill"]
+        drill = await open_drill(session, a)
         gen = g.gw.holder.doc.generation
         st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end", {
             "verdict": "passed", "reason": "r", "summary": {"leaks": 0, "errors": 0,
@@ -40,9 +37,7 @@ async def test_a_drill_that_changed_nothing_cannot_end_passed(
                              {"verdict": "aborted", "reason": "r"})
         assert st == 200, out
         # injected, restored by the runner, then ended passed: counted through the restore
-        st, out = await call(session, "POST", f"{a}/v1/drills", {
-            "kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r"})
-        drill = out["drill"]
+        drill = await open_drill(session, a)
         for step in ("inject", "restore"):
             st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/{step}",
                                  {"reason": "r"})
@@ -58,9 +53,7 @@ async def test_a_drill_whose_restore_kept_a_real_kill_cannot_end_passed(
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     async with running_gateway(write_config(tmp_path, routes(p1, p2))) as g:
         a = g.admin
-        st, out = await call(session, "POST", f"{a}/v1/drills", {
-            "kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r"})
-        drill = out["drill"]
+        drill = await open_drill(session, a)
         st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject", {"reason": "r"})
         assert st == 200, out
         st, out = await call(session, "POST", f"{a}/v1/kill", {

@@ -29,7 +29,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.test_admin_drills import call, hdr, routes
+from tests.drillrig import call, hdr, routes
 from tests.test_cli import acli
 from tests.test_drills import FAST, Drill, Fleet, fleet, fleet_state, token  # noqa: F401
 

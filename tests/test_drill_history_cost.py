@@ -13,8 +13,9 @@ import pytest
 from aiohttp import ClientSession
 
 from tests.backends import echo_app
-from tests.conftest import STATE_KEY, STATE_KEY_ENV, RedisServer, running_gateway, write_config
-from tests.test_admin_drills import call, routes
+from tests.conftest import RedisServer, running_gateway, write_config
+from tests.drillrig import call, open_drill, routes
+from tests.staterig import redis_section
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,24 +39,19 @@ def _xrevranges(redis: RedisServer) -> int:
 
 
 async def test_drill_history_is_not_read_again_from_an_unchanged_trail(
-        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer) -> None:
     """With fewer than 20 drills among the trail's newest 5000 events (weekly drills, on
     any fleet some months old), every GET /v1/drills read and parsed all 5000 (ten pages of
     500): about 0.1 s on the loop the data plane runs on, during which its requests waited
     (measured: 93 ms), every 3 s for each console tab open. A trail that has not changed
     since the last read is now not read again; a drill ended since is listed."""
-    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    state = (f"state:\n  backend: redis\n  url: {redis_server.url}\n  prefix: hist\n"
-             f"  snapshot_path: {tmp_path}/snap.json\n  poll_interval: 100ms\n"
-             f"  signing_key_env: {STATE_KEY_ENV}\n")
+    state = redis_section(redis_server.url, "hist", tmp_path / "snap.json",
+                          poll_interval="100ms")
     async with running_gateway(write_config(tmp_path, routes(p1, p2), state=state)) as g:
         a = g.admin
-        st, out = await call(session, "POST", f"{a}/v1/drills", {
-            "kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r"})
-        assert st == 200, out
-        st, out = await call(session, "POST", f"{a}/v1/drills/{out['drill']}/end",
+        drill = await open_drill(session, a)
+        st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end",
                              {"verdict": "aborted", "reason": "r"})
         assert st == 200, out
         st, page = await call(session, "GET", f"{a}/v1/audit?limit=1")
@@ -67,9 +63,7 @@ async def test_drill_history_is_not_read_again_from_an_unchanged_trail(
         st, again = await call(session, "GET", f"{a}/v1/drills")
         assert st == 200 and again == first
         assert _xrevranges(redis_server) - calls <= 1  # the newest event, to see it is the same
-        st, out = await call(session, "POST", f"{a}/v1/drills", {
-            "kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r"})
-        drill = out["drill"]
+        drill = await open_drill(session, a)
         st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/end",
                              {"verdict": "aborted", "reason": "r"})
         assert st == 200, out

@@ -20,25 +20,21 @@ from gateway.domain.drillplan import plan_from
 from tests.backends import echo_app
 from tests.conftest import (
     SECRET,
-    STATE_KEY,
-    STATE_KEY_ENV,
     RedisServer,
     running_gateway,
     write_config,
 )
-from tests.test_admin_drills import call, routes
+from tests.drillrig import call, routes
+from tests.staterig import redis_section
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def test_an_interrupt_during_the_store_check_opens_no_drill(
-        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
+        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer) -> None:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    state = (f"state:\n  backend: redis\n  url: {redis_server.url}\n  prefix: intr\n"
-             f"  poll_interval: 100ms\n  heartbeat_interval: 200ms\n"
-             f"  signing_key_env: {STATE_KEY_ENV}\n")
+    state = redis_section(redis_server.url, "intr", poll_interval="100ms",
+                          heartbeat_interval="200ms")
     async with running_gateway(write_config(tmp_path, routes(p1, p2), state=state)) as g:
         tok = mint(SECRET, "dana", "killgate:drill killgate:read", 600, "killgate",
                    "killgate-admin")

@@ -15,7 +15,7 @@ from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import running_gateway, write_config
-from tests.test_admin_drills import call, hdr, routes
+from tests.drillrig import call, hdr, open_drill, routes
 from tests.test_cli import acli
 from tests.test_drills import Drill, Fleet, fleet, fleet_state, token  # noqa: F401
 
@@ -92,10 +92,7 @@ async def test_drill_restore_says_a_kept_kill_is_someone_elses(
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     async with running_gateway(write_config(tmp_path, routes(p1, p2))) as g:
         a = g.admin
-        st, out = await call(session, "POST", f"{a}/v1/drills", {
-            "kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r"})
-        assert st == 200, out
-        drill = out["drill"]
+        drill = await open_drill(session, a)
         st, out = await call(session, "POST", f"{a}/v1/drills/{drill}/inject", {"reason": "r"})
         assert st == 200, out
         st, out = await call(session, "POST", f"{a}/v1/kill", {

@@ -17,7 +17,7 @@ import pytest
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer
-from tests.test_admin_drills import call, hdr, routes
+from tests.drillrig import call, hdr, routes
 from tests.test_cli import acli
 from tests.test_revops_fleet import _serve, _state
 

@@ -17,7 +17,7 @@ from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer, bearer, running_gateway, write_config
-from tests.test_admin_drills import routes
+from tests.drillrig import routes
 from tests.test_forgery import stored_doc
 from tests.test_killswitch import kill, redis_state
 

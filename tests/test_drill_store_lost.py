@@ -14,27 +14,23 @@ from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import (
-    STATE_KEY,
-    STATE_KEY_ENV,
     RedisServer,
     running_gateway,
     wait_until,
     write_config,
 )
-from tests.test_admin_drills import answer, call, routes
+from tests.drillrig import answer, call, routes
+from tests.staterig import redis_section
 
 pytestmark = pytest.mark.timeout(90)
 
 
 async def test_a_drill_outlives_a_redis_restart_and_restores(
-        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
+        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer) -> None:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    state = (f"state:\n  backend: redis\n  url: {redis_server.url}\n  prefix: lost\n"
-             f"  snapshot_path: {tmp_path}/snap.json\n  poll_interval: 100ms\n"
-             f"  heartbeat_interval: 200ms\n  command_timeout: 300ms\n"
-             f"  signing_key_env: {STATE_KEY_ENV}\n")
+    state = redis_section(redis_server.url, "lost", tmp_path / "snap.json",
+                          poll_interval="100ms", heartbeat_interval="200ms",
+                          command_timeout="300ms")
     async with running_gateway(write_config(tmp_path, routes(p1, p2), state=state)) as g:
         st, out = await call(session, "POST", f"{g.admin}/v1/drills",
                              {"kind": "kill", "route": "iris-drill", "version": "v2",

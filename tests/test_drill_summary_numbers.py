@@ -11,7 +11,7 @@ from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import running_gateway, write_config
-from tests.test_admin_drills import call, hdr, routes
+from tests.drillrig import call, hdr, open_drill, routes
 
 HUGE = "1" + "0" * 400  # valid JSON; float() of it overflows
 
@@ -21,10 +21,7 @@ async def test_a_summary_number_beyond_a_float_is_refused_and_metrics_stay_up(
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     async with running_gateway(write_config(tmp_path, routes(p1, p2))) as g:
         a = g.admin
-        st, out = await call(session, "POST", f"{a}/v1/drills", {
-            "kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r"})
-        assert st == 200, out
-        drill = out["drill"]
+        drill = await open_drill(session, a)
         for summary in (f'{{"leaks": {HUGE}}}', f'{{"time_to_kill_ms": {{"max": -{HUGE}}}}}',
                         f'{{"note": [{HUGE}]}}'):
             body = f'{{"verdict": "passed", "reason": "r", "summary": {summary}}}'

@@ -14,7 +14,7 @@ from aiohttp import ClientSession
 from gateway.config import DrillsConfig
 from tests.backends import echo_app
 from tests.conftest import running_gateway, wait_until, write_config
-from tests.test_admin_drills import answer, call, routes
+from tests.drillrig import answer, call, routes
 
 pytestmark = pytest.mark.timeout(60)
 

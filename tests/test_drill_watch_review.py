@@ -16,8 +16,8 @@ from aiohttp import ClientSession
 from gateway.domain.statedoc import StateDoc
 from tests.backends import echo_app
 from tests.conftest import admin_token, running_gateway, wait_until, write_config
+from tests.drillrig import call, routes
 from tests.faultproxy import Forwarder, redis_state_via
-from tests.test_admin_drills import call, routes
 from tests.test_drill_watch import _open_and_kill
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,7 +13,7 @@ from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import running_gateway, write_config
-from tests.test_admin_drills import call, hdr, routes
+from tests.drillrig import call, hdr, routes
 
 pytestmark = pytest.mark.timeout(60)
 ALL = "killgate:drill killgate:read killgate:kill"

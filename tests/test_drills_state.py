@@ -11,7 +11,8 @@ import pytest
 
 from gateway.configfile import parse_config_text
 from gateway.domain import drills
-from gateway.domain.overrides import promote, record_config, set_weights
+from gateway.domain.configrecord import record_config
+from gateway.domain.overrides import promote, set_weights
 from gateway.domain.statedoc import Change, KillFlag, StateDoc, apply_change
 from gateway.errors import ConflictingState, DomainError, InvalidChange, UnknownDrill, UnknownVersion
 

@@ -6,7 +6,7 @@ kills included); /v1/status `identities` grew with it. Pure."""
 from __future__ import annotations
 
 from gateway.configfile import parse_config_text
-from gateway.domain.overrides import identity_problems, record_config
+from gateway.domain.configrecord import identity_problems, record_config
 from gateway.domain.statedoc import (
     MAX_IDENTITIES,
     MAX_IDENTITIES_ALL,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from gateway.configfile import parse_config_text
 from gateway.domain import alerting, drills, kills
-from gateway.domain.overrides import record_config
+from gateway.domain.configrecord import record_config
 from gateway.domain.statedoc import Change, KillFlag, StateDoc, apply_change
 
 CFG = parse_config_text("""

@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession
 
-from gateway.config import parse_duration
 from tests.backends import echo_app, sse_app
 from tests.conftest import (
     STATE_KEY,
@@ -25,6 +24,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+from tests.staterig import redis_state
 
 INFER = "/v2/models/iris/infer"
 
@@ -35,21 +35,6 @@ def token(scope: str = "killgate:kill killgate:read", sub: str = "alice") -> str
 
 def auth(scope: str = "killgate:kill killgate:read") -> dict[str, str]:
     return {"Authorization": f"Bearer {token(scope)}"}
-
-
-def redis_state(redis: RedisServer, tmp: Path, name: str = "a", extra: str = "",
-                command_timeout: str = "300ms", poll: str = "100ms") -> str:
-    """`poll`: 60s where a test must tell a push's effect from the next poll's (the lease
-    and max_staleness then follow it: at least twice a poll, config_checks.py)."""
-    slow = parse_duration(poll) > 1.0
-    lease = f"{2 * parse_duration(poll):g}s" if slow else "2s"
-    stale = (f"  max_staleness: {2 * parse_duration(poll):g}s\n"
-             if slow and "max_staleness" not in extra else "")
-    return (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgtest\n"
-            f"  signing_key_env: KILLGATE_TEST_STATE_KEY\n"
-            f"  snapshot_path: {tmp}/snapshot-{name}.json\n  poll_interval: {poll}\n"
-            f"  heartbeat_interval: 200ms\n  instance_lease: {lease}\n{stale}"
-            f"  command_timeout: {command_timeout}\n" + extra)
 
 
 def fixed_ports_config(tmp: Path, routes: str, state: str, name: str) -> Path:

@@ -314,7 +314,7 @@ async def test_readyz_stays_503_until_the_kill_state_is_loaded(
             async with running_gateway(old) as g, ClientSession() as s:
                 await kill(s, g.admin, scope="route", route="iris")
 
-        fwd.point(free_port())  # Redis unreachable from here on (nothing listens there)
+        fwd.point(None)  # Redis unreachable from here on (nothing listens there)
         state = redis_state_yaml(f"redis://127.0.0.1:{fwd.port}/0", f"{tmp_path}/new.json",
                                  "kgready")
         cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state, name="new.yaml",

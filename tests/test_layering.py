@@ -27,7 +27,8 @@ ALLOWED = {
     "watchfiles": {"control/reload.py"},
     "opentelemetry": {"telemetry/tracing.py", "telemetry/spanqueue.py", "telemetry/otlpmetrics.py",
                       "telemetry/otelcommon.py", "telemetry/requestspans.py",
-                      "telemetry/otlpconvert.py", "telemetry/adminspans.py"},
+                      "telemetry/sampledspans.py", "telemetry/otlpconvert.py",
+                      "telemetry/adminspans.py"},
     "matplotlib": {"cli/drillplot.py"},
 }
 # modules allowed to use aiohttp's *client*
@@ -54,7 +55,8 @@ PURE = {"telemetry/accessline.py", "domain/routing.py", "domain/routetable.py", 
         "domain/compare_tensors.py", "domain/compare_chat.py", "domain/shadowstats.py",
         "domain/promotiongate.py",
         "domain/verdict.py", "domain/tablebuild.py", "domain/kills.py", "state/holder.py",
-        "tokenbucket.py", "config_yaml.py", "config_secretnames.py"}
+        "tokenbucket.py", "config_yaml.py", "config_secretnames.py", "tokenhint.py",
+        "config_jsonpaths.py", "config_analysis.py", "domain/configrecord.py", "domain/target.py"}
 IO_MODULES = {"aiohttp", "asyncio", "redis", "socket", "subprocess", "httptools", "jwt"}
 
 

@@ -11,15 +11,8 @@ import pytest
 
 from gateway.configfile import parse_config_text
 from gateway.domain.branches import relaxes
-from gateway.domain.overrides import (
-    effective_stable,
-    identity_problems,
-    promote,
-    record_config,
-    release,
-    rollback,
-    set_weights,
-)
+from gateway.domain.configrecord import identity_problems, record_config
+from gateway.domain.overrides import effective_stable, promote, release, rollback, set_weights
 from gateway.domain.statedoc import (
     MAX_HISTORY,
     Change,

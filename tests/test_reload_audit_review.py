@@ -19,13 +19,12 @@ from aiohttp import ClientSession
 from gateway.control import confighistory
 from tests.backends import echo_app
 from tests.conftest import (
-    STATE_KEY,
-    STATE_KEY_ENV,
     RedisServer,
     running_gateway,
     wait_until,
     write_config,
 )
+from tests.staterig import redis_section
 from tests.test_kill_after_routing_reload import _route
 from tests.test_killswitch import auth
 
@@ -117,11 +116,9 @@ async def test_a_redeploy_is_audited_after_a_clock_stepped_back(
     """The first A -> B made while this host's clock was an hour ahead (then stepped back,
     as NTP does): its claim said a time an hour on, so the re-deploy after a revert was
     taken for that change (its claim "made after the switch to A") and not audited."""
-    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    state = (f"state:\n  backend: redis\n  url: {redis_server.url}\n  prefix: clk\n"
-             f"  snapshot_path: {tmp_path}/snap.json\n  poll_interval: 100ms\n"
-             f"  signing_key_env: {STATE_KEY_ENV}\n")
+    state = redis_section(redis_server.url, "clk", tmp_path / "snap.json",
+                          poll_interval="100ms")
     a = write_config(tmp_path, _route("iris", {"v1": (p1, 100), "v2": (p2, 0)}),
                      name="a.yaml", state=state)
     b = write_config(tmp_path, _route("iris", {"v2": (p2, 100), "v1": (p1, 0)}),
@@ -173,7 +170,8 @@ def test_a_start_joins_the_fleets_occurrence_of_its_file_or_makes_a_new_one() ->
 async def test_an_instance_started_after_a_change_joins_its_siblings_occurrence(
         tmp_path: Path, backends, session: ClientSession) -> None:
     """An instance (re)started on the fleet's file after a reload shares its siblings'
-    occurrence of it (config:head): the next change is one event, not one per start."""
+    occurrence of it (the trail's newest config.reload event): the next change is one
+    event, not one per start."""
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     state = (f"state:\n  backend: local\n  path: {tmp_path}/store.json\n"
              "  snapshot_path: snapshot.json\n  poll_interval: 50ms\n")
@@ -190,7 +188,7 @@ async def test_an_instance_started_after_a_change_joins_its_siblings_occurrence(
         copies[0].write_bytes(b)
         g1.gw.request_reload()
 
-        async def recorded() -> bool:  # (config:head is set before the event is appended)
+        async def recorded() -> bool:  # (the event records the occurrence a start joins)
             async with session.get(f"{g1.admin}/v1/audit?limit=100", headers=auth()) as r:
                 return any(e["action"] == "config.reload" for e in (await r.json())["events"])
 

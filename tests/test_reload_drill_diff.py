@@ -20,15 +20,14 @@ from gateway.configfile import load_config
 from gateway.errors import ConfigError
 from tests.backends import echo_app
 from tests.conftest import (
-    STATE_KEY,
-    STATE_KEY_ENV,
     RedisServer,
     admin_token,
     running_gateway,
     wait_until,
     write_config,
 )
-from tests.test_admin_drills import call, hdr, routes
+from tests.drillrig import call, hdr, routes
+from tests.staterig import redis_section
 from tests.test_cli import acli
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,13 +36,10 @@ ROUTE = "iris-drill"
 
 
 async def test_diff_and_the_reload_agree_on_dropping_a_drill_latched_route(
-        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
+        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer) -> None:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    state = (f"state:\n  backend: redis\n  url: {redis_server.url}\n  prefix: dd\n"
-             f"  snapshot_path: {tmp_path}/snap.json\n  poll_interval: 100ms\n"
-             f"  signing_key_env: {STATE_KEY_ENV}\n")
+    state = redis_section(redis_server.url, "dd", tmp_path / "snap.json",
+                          poll_interval="100ms")
     full = routes(p1, p2)
     cfg = write_config(tmp_path, full, state=state)
     dropped = write_config(tmp_path, full[:full.index(f"- name: {ROUTE}")], state=state,

@@ -16,13 +16,12 @@ from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import (
-    STATE_KEY,
-    STATE_KEY_ENV,
     RedisServer,
     running_gateway,
     wait_until,
     write_config,
 )
+from tests.staterig import redis_section
 from tests.test_kill_after_routing_reload import _route
 from tests.test_killswitch import auth
 
@@ -40,13 +39,9 @@ async def _served(session: ClientSession, url: str) -> set[str]:
 
 
 async def test_a_reload_is_taken_back_when_a_rollback_made_elsewhere_needs_what_it_dropped(
-        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
+        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer) -> None:
     p1, p2, p3 = [await backends(echo_app(v)) for v in ("v1", "v2", "v3")]
-    state = (f"state:\n  backend: redis\n  url: {redis_server.url}\n  prefix: tb\n"
-             "  snapshot_path: snapshot.json\n  poll_interval: 100ms\n"
-             f"  signing_key_env: {STATE_KEY_ENV}\n")
+    state = redis_section(redis_server.url, "tb", "snapshot.json", poll_interval="100ms")
     old = write_config(tmp_path, _route("iris", {"v2": (p2, 100), "v1": (p1, 0)}),
                        name="old.yaml", state=state).read_bytes()
     new = write_config(tmp_path, _route("iris", {"v2": (p2, 100), "v3": (p3, 0)}),

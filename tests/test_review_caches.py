@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from gateway.dataplane import proxy as proxy_mod
+from gateway.dataplane.outgoing import CACHE_MAX
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
 
@@ -46,7 +46,7 @@ async def _pipeline(port: int, heads: list[bytes]) -> list[bytes]:
 async def test_thousands_of_distinct_targets_and_hosts_leave_the_caches_bounded(
         tmp_path, backends) -> None:
     port = await backends(echo_app("v1"))
-    n = 3 * proxy_mod.CACHE_MAX
+    n = 3 * CACHE_MAX
     heads = []
     for i in range(n):
         host = b"h%d.example" % i if i % 7 else "hé%d.example".encode() % i  # (non-ASCII too: refused)
@@ -62,6 +62,6 @@ async def test_thousands_of_distinct_targets_and_hosts_leave_the_caches_bounded(
         p = g.gw.proxy
         assert p is not None
         for cache in (p._targets, p._hosts, p._forwarded, p._matched or {}, p._labels):
-            assert len(cache) <= proxy_mod.CACHE_MAX
+            assert len(cache) <= CACHE_MAX
         await wait_until(lambda: g.gw.inflight.count == 0, 5, what="nothing in flight")
         assert not g.gw.inflight.handles  # every flight taken out of the set

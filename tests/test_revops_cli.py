@@ -34,6 +34,8 @@ pytestmark = pytest.mark.timeout(90)
      "UNVERIFIED: 2 value(s)"),
     ({"snapshot": {"path": "s", "ok": False, "generation": 4, "error": "cannot write s: x"}},
      {}, "SNAPSHOT NOT WRITTEN: cannot write s: x; the file holds generation 4"),
+    ({"unverifiable": "the stored state cannot be verified (k)"}, {},
+     "STATE UNVERIFIABLE: the stored state cannot be verified (k). NOT READY"),
 ])
 def test_status_says_what_the_document_only_flags(store: dict[str, object],
                                                   routes: dict[str, object], said: str) -> None:

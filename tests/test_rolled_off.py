@@ -9,10 +9,10 @@ import pytest
 
 from gateway.configfile import parse_config_text
 from gateway.domain import alerting, drills
+from gateway.domain.configrecord import record_config
 from gateway.domain.overrides import (
     effective_stable,
     promote,
-    record_config,
     release,
     release_warnings,
     rollback,

@@ -18,43 +18,17 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
+from tests.slowreader import big_app, slow_reader
 
 pytestmark = pytest.mark.timeout(20)
 
 SIZE = 120_000  # the answer: about 100 KB of it waits in the transport
 SEND_TIMEOUT = 0.4  # two reads of the slow-read client in each look's window
+RCVBUF = 4096  # the client's receive buffer: a few reads of it per look
 
 
 def _server(min_rate: int = 1024) -> str:
     return f"server: {{send_timeout: {int(SEND_TIMEOUT * 1000)}ms, body_min_rate: {min_rate}}}\n"
-
-
-def _big() -> web.Application:
-    async def big(req: web.Request) -> web.Response:
-        return web.Response(body=b"y" * SIZE)
-
-    app = web.Application()
-    app.router.add_route("*", "/{t:.*}", big)
-    return app
-
-
-async def _reader(g, rcvbuf: int = 4096) -> socket.socket:  # type: ignore[no-untyped-def]
-    """A connection whose request is sent once the gateway's end has a small send buffer."""
-    listener = g.gw._listener
-    assert listener is not None
-    before = set(listener.connections)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, g.gw.data_addr)
-    conns = await wait_until(lambda: set(listener.connections) - before, 5,
-                             what="the gateway to accept")
-    (conn,) = conns
-    conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
-                                                      4096)
-    sock.send(b"GET /v2/models/iris/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    await wait_until(lambda: conn.write_paused, 5, what="the transport's buffer to fill")
-    return sock
 
 
 async def _read(sock: socket.socket, n: int, wait: float) -> bytes | None:
@@ -77,10 +51,10 @@ async def test_a_steady_slow_reader_is_not_cut(tmp_path: Path, backends) -> None
     `body_min_rate`, but its transport's buffer stays past the low-water mark for many `send_timeout`s.
     Before the fix it was cut `send_timeout` after the buffer filled (the timer ran from
     `pause_writing` to `resume_writing`, whatever the client took meanwhile)."""
-    port = await backends(_big())
+    port = await backends(big_app(SIZE))
     cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=_server())
     async with running_gateway(cfg) as g:
-        sock = await _reader(g)
+        sock = await slow_reader(g, RCVBUF)
         got = b""
         t0 = time.monotonic()
         try:
@@ -139,10 +113,10 @@ async def test_a_steady_slow_reader_of_what_the_kernel_holds_is_not_cut(tmp_path
 async def test_a_reader_that_stalls_is_cut_at_send_timeout(tmp_path: Path, backends) -> None:
     """The same client stops reading part way: dropped about `send_timeout` after its last
     read (at the first look that finds no progress), and counted."""
-    port = await backends(_big())
+    port = await backends(big_app(SIZE))
     cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=_server())
     async with running_gateway(cfg) as g:
-        sock = await _reader(g)
+        sock = await slow_reader(g, RCVBUF)
         try:
             for _ in range(5):  # progress first: 20 KB
                 await _read(sock, 4096, 0.04)
@@ -163,10 +137,10 @@ async def test_a_reader_below_the_min_rate_is_cut(tmp_path: Path, backends,
     counted, and logged once. (A read of less than what the socket holds may reopen no
     window: the gateway would see no progress.)"""
     caplog.set_level(logging.INFO, "killgate")
-    port = await backends(_big())
+    port = await backends(big_app(SIZE))
     cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=_server(60_000))
     async with running_gateway(cfg) as g:
-        sock = await _reader(g)
+        sock = await slow_reader(g, RCVBUF)
         t0 = time.monotonic()
         try:
             while not _cut(g) and time.monotonic() - t0 < 2.5:

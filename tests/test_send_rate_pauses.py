@@ -22,38 +22,14 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
+from tests.slowreader import big_app, slow_reader
 
 pytestmark = pytest.mark.timeout(30)
 
 SIZE = 1_500_000
 RATE = 100_000  # bytes/s: body_min_rate
 SERVER = f"server: {{send_timeout: 400ms, body_min_rate: {RATE}}}\n"
-
-
-def _big() -> web.Application:
-    async def big(req: web.Request) -> web.Response:
-        return web.Response(body=b"y" * SIZE)
-
-    app = web.Application()
-    app.router.add_route("*", "/{t:.*}", big)
-    return app
-
-
-async def _reader(g, rcvbuf: int = 16384) -> socket.socket:  # type: ignore[no-untyped-def]
-    """A data-plane connection whose answer waits in the gateway's transport."""
-    listener = g.gw._listener
-    before = set(listener.connections)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, g.gw.data_addr)
-    (conn,) = await wait_until(lambda: set(listener.connections) - before, 5,
-                               what="the gateway to accept")
-    conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
-                                                      4096)
-    sock.send(b"GET /v2/models/iris/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    await wait_until(lambda: conn.write_paused, 5, what="the transport's buffer to fill")
-    return sock
+RCVBUF = 16384  # the client's receive buffer (small: what it takes, the gateway sees)
 
 
 async def _take(sock: socket.socket, chunk: int, every: float, until: float) -> tuple[int, bool]:
@@ -86,10 +62,10 @@ def _cut(g) -> int:  # type: ignore[no-untyped-def]
 async def test_a_reader_below_the_rate_is_cut_across_pauses(tmp_path: Path, backends) -> None:
     """~70 KB/s against a rate of 100 KB/s: each pause took ~0.7 s, within the 0.4 s + 0.5 s
     a pause allowed on its own; over the whole answer it is below the rate: cut."""
-    port = await backends(_big())
+    port = await backends(big_app(SIZE))
     cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=SERVER)
     async with running_gateway(cfg) as g:
-        sock = await _reader(g)
+        sock = await slow_reader(g, RCVBUF)
         try:
             got, cut = await _take(sock, 7000, 0.1, 2.6)
         finally:
@@ -120,7 +96,7 @@ async def test_a_streamed_answer_read_below_the_rate_is_cut(tmp_path: Path, back
     port = await backends(_streamed())
     cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=SERVER)
     async with running_gateway(cfg) as g:
-        sock = await _reader(g)
+        sock = await slow_reader(g, RCVBUF)
         try:
             got, cut = await _take(sock, 8000, 0.1, 2.8)
         finally:
@@ -131,10 +107,10 @@ async def test_a_streamed_answer_read_below_the_rate_is_cut(tmp_path: Path, back
 
 async def test_a_bursty_reader_above_the_rate_is_not_cut(tmp_path: Path, backends) -> None:
     """32 KiB at once every 0.15 s (gaps within `send_timeout`), ~220 KB/s on average."""
-    port = await backends(_big())
+    port = await backends(big_app(SIZE))
     cfg = write_config(tmp_path, two_versions(port, port, 100, 0), extra=SERVER)
     async with running_gateway(cfg) as g:
-        sock = await _reader(g, 1 << 16)  # (its socket holds a burst's worth)
+        sock = await slow_reader(g, 1 << 16)  # (its socket holds a burst's worth)
         try:
             got, cut = await _take(sock, 32768, 0.15, 2.4)
         finally:
@@ -206,11 +182,11 @@ async def test_a_fast_start_banks_no_more_than_one_send_timeout(tmp_path: Path,
     fast start earned: 1.2 MB taken at once against 200 KB/s banked 6 s, then ~70 KB/s held
     the answer that long (a slow-read attack after one fast burst: with a big answer,
     minutes). The credit carried is now at most one `send_timeout`: cut within ~2 s."""
-    port = await backends(_big())
+    port = await backends(big_app(SIZE))
     cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
                        extra=SERVER.replace(str(RATE), str(2 * RATE)))
     async with running_gateway(cfg) as g:
-        sock = await _reader(g)  # (small buffers: what it takes, the gateway sees taken)
+        sock = await slow_reader(g, RCVBUF)  # (small buffers: what it takes, the gateway sees taken)
         try:
             await _fast_then(sock, 1_200_000)
             got, cut = await _take(sock, 7000, 0.1, 2.6)

@@ -13,10 +13,11 @@ import time
 import pytest
 
 from gateway.configfile import parse_config_text
-from gateway.control.shadow import ShadowResults, records_key, stats_key
+from gateway.control.shadow import ShadowResults
+from gateway.control.shadowblobs import records_key, stats_key
 from gateway.domain.verdict import spec_for
 from tests.conftest import STATE_KEY, RedisServer
-from tests.test_control_shadow import CFG, Local, tally
+from tests.shadowrig import CFG, Local, tally
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -10,22 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.configfile import parse_config_text
-from gateway.control.shadow import FORGET, FRESH, ShadowResults, stats_key
-from gateway.domain.verdict import spec_for
-from gateway.state.local import LocalStore
-from tests.test_control_shadow import CFG, Local, tally
+from gateway.control.shadow import FORGET, FRESH, ShadowResults
+from gateway.control.shadowblobs import stats_key
+from tests.shadowrig import Local, local_rig, tally
 
 pytestmark = pytest.mark.timeout(20)
 
 
 async def test_an_instance_silent_past_forget_is_dropped_from_the_store(tmp_path: Path) -> None:
-    cfg = parse_config_text(CFG)
-    rc = cfg.routes[0]
-    assert rc.shadow is not None
-    spec = spec_for(rc)
-    store = LocalStore(tmp_path / "store.json")
-    await store.open()
+    cfg, rc, spec, store = await local_rig(tmp_path)
     now = [10_000.0]
     a = Local()
     a.tallies["iris"] = tally(spec, 3, 1)
@@ -56,12 +49,7 @@ async def test_freshness_is_judged_on_the_readers_clock(tmp_path: Path) -> None:
     blob is now taken as written no later than when it is read, and, once read, no earlier
     than that read: a live instance (it republishes every 5 s) counts whatever its clock,
     a gone one stops counting FRESH after it was last read changed."""
-    cfg = parse_config_text(CFG)
-    rc = cfg.routes[0]
-    assert rc.shadow is not None
-    spec = spec_for(rc)
-    store = LocalStore(tmp_path / "store.json")
-    await store.open()
+    cfg, rc, spec, store = await local_rig(tmp_path)
     now = [10_000.0]
     a = Local()
     a.tallies["iris"] = tally(spec, 3, 1)

@@ -17,6 +17,7 @@ from aiohttp import ClientSession, web
 
 from tests.backends import fixed_app
 from tests.conftest import running_gateway, write_config
+from tests.loopwatch import LoopWatch
 from tests.test_shadow import route, settled
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,32 +37,18 @@ async def test_a_costly_comparison_under_64_kib_does_not_stall_the_loop(
     cfg = write_config(tmp_path, route(p1, p2, shadow, protocol="http", prefix="/v1"))
     async with running_gateway(cfg) as gw:
         loop = asyncio.get_running_loop()
-        worst = 0.0
-        stop = asyncio.Event()
-
-        async def lag() -> None:  # how long the loop was held between two short sleeps
-            nonlocal worst
-            while not stop.is_set():
-                t = loop.time()
-                await asyncio.sleep(0.005)
-                worst = max(worst, loop.time() - t - 0.005)
-
-        watch = asyncio.create_task(lag())
         held: list[float] = []  # the worst hold while each comparison ran
         took: list[float] = []  # and how long each copy took, from its request to its report
-        try:
+        async with LoopWatch() as watch:
             for n in range(1, 4):
-                worst = 0.0
+                watch.worst = 0.0
                 t0 = loop.time()
                 async with session.post(gw.url + "/v1/x", data=b"{}") as r:
                     assert r.status == 200
                     await r.read()
                 rep = await settled(session, gw.admin, n, timeout=30)
                 took.append(loop.time() - t0)
-                held.append(worst)
-        finally:
-            stop.set()
-            await watch
+                held.append(watch.worst)
         assert rep["outcomes"]["disagreed"] == 3, rep
         # (one inline comparison held the loop ~1.2 s here, every time: nearly all of the
         # time its copy took; in the thread, the loop waits a few GIL switch intervals of 5 ms

@@ -9,7 +9,6 @@ cost ~15 ms per publish and ~6 ms per instance read, every second.)"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import time
@@ -20,6 +19,7 @@ from aiohttp import ClientSession, web
 
 from tests.backends import fixed_app
 from tests.conftest import running_gateway, wait_until, write_config
+from tests.loopwatch import LoopWatch
 from tests.test_shadow import report, route, send_all
 
 pytestmark = pytest.mark.timeout(90)
@@ -43,17 +43,6 @@ async def test_a_full_ring_of_large_records_is_published_without_holding_the_loo
         tallies = gw.gw.mirror.tallies
         await wait_until(lambda: tallies["iris"].outcomes.get("disagreed", 0) >= 100, 60,
                          what="100 comparisons")
-        loop = asyncio.get_running_loop()
-        worst = 0.0
-        stop = asyncio.Event()
-
-        async def lag() -> None:  # how long the loop was held between two short sleeps
-            nonlocal worst
-            while not stop.is_set():
-                t = loop.time()
-                await asyncio.sleep(0.005)
-                worst = max(worst, loop.time() - t - 0.005)
-
         blob = tmp_path / "store.json.stats" / "shadow~iris" / "test.json"
 
         def ring_published_since(t: float) -> bool:
@@ -66,17 +55,15 @@ async def test_a_full_ring_of_large_records_is_published_without_holding_the_loo
                 return False
 
         watched_from, t0 = time.time(), time.monotonic()
-        watch = asyncio.create_task(lag())
-        # watched until the full ring was published (when changed, and every 5 s in any
-        # case) and the fleet read for the gate (every second) at least once
-        await wait_until(lambda: time.monotonic() - t0 > 1.5
-                         and ring_published_since(watched_from), 10, 0.05,
-                         "the full ring published while the loop is watched")
-        stop.set()
-        await watch
+        async with LoopWatch() as watch:
+            # watched until the full ring was published (when changed, and every 5 s in any
+            # case) and the fleet read for the gate (every second) at least once
+            await wait_until(lambda: time.monotonic() - t0 > 1.5
+                             and ring_published_since(watched_from), 10, 0.05,
+                             "the full ring published while the loop is watched")
         rep = await report(session, gw.admin, limit=100)  # (an answer of 17 MB: not timed)
         assert rep["outcomes"]["disagreed"] == 100, rep["outcomes"]
         got = rep["disagreements"]
         assert len(got) == 100 and isinstance(got[0]["primary"]["body"], dict), got[0]
         assert len(got[0]["primary"]["body"]["scores"]) == 3000
-        assert worst < 0.4, f"the event loop was held {worst * 1000:.0f} ms"
+        assert watch.worst < 0.4, f"the event loop was held {watch.worst * 1000:.0f} ms"

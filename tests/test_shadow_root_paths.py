@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 
-from gateway.config_shadow import CompareConfig, DisagreementsConfig, parse_path
+from gateway.config_jsonpaths import parse_path
+from gateway.config_shadow import CompareConfig, DisagreementsConfig
 from gateway.configfile import parse_config_text
 from gateway.domain.compare import AGREED, compare, judge
 from gateway.domain.comparison import REDACTED, Answer

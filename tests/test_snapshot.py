@@ -230,7 +230,7 @@ async def test_a_sibling_workers_older_document_is_not_written_over_a_newer(
     got = SnapshotFile(path, RING).read()
     assert got is not None and got.generation == 6 and set(got.kills) == {"version:iris:v2"}
     assert behind.status() == {"path": str(path), "ok": True, "generation": 6, "error": None,
-                               "kills_only": None}
+                               "kills_only": None, "unverified_origin": None}
     # a newer one still replaces it, and a file it cannot verify is replaced as before
     behind.soon(StateDoc(generation=7, epoch="e"))
     await behind.flush()
@@ -284,3 +284,31 @@ async def test_a_lock_file_that_cannot_be_opened_is_named_in_the_error(tmp_path:
     await snap.flush()
     status = snap.status()
     assert status["ok"] is False and "snapshot.json.lock" in status["error"], status
+
+
+async def test_where_a_snapshots_state_came_from_is_signed_with_it_and_read_back(
+        tmp_path: Path) -> None:
+    """A snapshot of state seeded from a file that could not be verified says so (signed
+    with it), with the epochs this instance created: a restart must not take it for the
+    fleet's (tests/test_snapshot_unverified_origin.py runs the fleet); one written once the
+    fleet's document was verified says nothing, and an edited origin is refused whole."""
+    path = tmp_path / "snapshot.json"
+    snap = SnapshotFile(path, RING)
+    snap.origin = lambda: {"why": "seeded from a snapshot it could not verify", "epochs": ["e"]}
+    snap.soon(StateDoc(generation=3, epoch="e", kills={"version:iris:v2": FLAG}))
+    await snap.flush()
+    back = SnapshotFile(path, RING)
+    got = back.read()
+    assert got is not None and got.generation == 3 and set(got.kills) == {"version:iris:v2"}
+    assert back.unverified_origin == "seeded from a snapshot it could not verify"
+    assert back.own_epochs == ("e",) and back.kills_only is None
+    assert back.status()["unverified_origin"] == back.unverified_origin  # type: ignore[index]
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(b'"unverified_origin": {', b'"unverified_origin": null, "x": {'))
+    edited = SnapshotFile(path, RING)
+    assert edited.read() is not None and edited.kills_only is not None  # (its kills only)
+    snap.origin = lambda: None  # the fleet's document verified since
+    snap.soon(StateDoc(generation=4, epoch="f"))
+    await snap.flush()
+    back = SnapshotFile(path, RING)
+    assert back.read() is not None and back.unverified_origin is None and back.own_epochs == ()

@@ -133,7 +133,7 @@ async def test_a_fresh_instance_without_redis_or_snapshot_answers_state_unknown(
             async with running_gateway(old) as g, ClientSession() as s:
                 await kill(s, g.admin, scope="version", route="iris", version="v1")
 
-        fwd.point(free_port())  # Redis unreachable from here on
+        fwd.point(None)  # Redis unreachable from here on
         snap = tmp_path / "new-snap.json"
         cfg = write_config(
             tmp_path, _routes(p1, p2), name="new.yaml", listen=f"127.0.0.1:{free_port()}",

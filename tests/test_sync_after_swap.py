@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.configfile import LoadedConfig, parse_config_text
+from gateway.configfile import LoadedConfig
 from gateway.control.table import TableHolder
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, KillFlag, StateDoc
@@ -25,27 +25,15 @@ from gateway.state.appliedlog import LOG_AFTER, AppliedLog
 from gateway.state.resp import connect, parse_endpoint
 from gateway.state.sync import ACK_AFTER, Sync
 from gateway.telemetry.metrics import Metrics
-from tests.conftest import STATE_KEY, STATE_KEY_ENV, RedisServer, wait_until
+from tests.conftest import RedisServer, wait_until
+from tests.staterig import redis_section, sync_config
 
 
 def loaded(redis: RedisServer, tmp: Path, name: str) -> LoadedConfig:
     # heartbeats far apart: the only ack in the window is the one after the swap
-    return LoadedConfig(parse_config_text(f"""
-state:
-  backend: redis
-  url: {redis.url}
-  prefix: kgafter
-  signing_key_env: {STATE_KEY_ENV}
-  snapshot_path: {tmp}/snap-{name}.json
-  heartbeat_interval: 30s
-  instance_lease: 120s
-routes:
-  - name: iris
-    match: {{path_prefix: /v2/models/iris}}
-    stable: v1
-    versions:
-      - {{name: v1, url: "http://127.0.0.1:1", weight: 100}}
-"""), "sha256:test", tmp / f"{name}.yaml")
+    return sync_config(redis_section(redis.url, "kgafter", f"{tmp}/snap-{name}.json",
+                                     heartbeat_interval="30s", instance_lease="120s"),
+                       tmp / f"{name}.yaml")
 
 
 def kill_iris(cur: StateDoc) -> Change:
@@ -57,9 +45,8 @@ def draft(cur: StateDoc, new: StateDoc) -> AuditDraft:
 
 
 async def test_a_pushed_kill_is_in_force_before_its_ack_and_its_log_line(
-        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        redis_server: RedisServer, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
     caplog.set_level(logging.INFO, logger="killgate.state")
     holders: dict[str, TableHolder] = {}
     syncs: dict[str, Sync] = {}
@@ -118,7 +105,6 @@ async def test_lines_not_yet_written_are_written_at_stop(
         caplog: pytest.LogCaptureFixture) -> None:
     """A swap just before the instance stops still gets its line (here its ack, and so
     the line, would come later than `stop` waits for side tasks)."""
-    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
     monkeypatch.setattr("gateway.state.appliedlog.LOG_AFTER", 60.0)  # never by the timer here
     monkeypatch.setattr("gateway.state.sync.ACK_AFTER", 60.0)
     caplog.set_level(logging.INFO, logger="killgate.state")

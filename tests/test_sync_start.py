@@ -16,30 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from gateway.configfile import LoadedConfig, parse_config_text
+from gateway.configfile import LoadedConfig
 from gateway.control.table import TableHolder
 from gateway.state import make_sync
 from gateway.telemetry.metrics import Metrics
-from tests.conftest import STATE_KEY, STATE_KEY_ENV, RedisServer, wait_until
+from tests.conftest import RedisServer, wait_until
+from tests.staterig import redis_section, sync_config
 
 
 def loaded(redis: RedisServer, tmp: Path, start_timeout: str) -> LoadedConfig:
-    return LoadedConfig(parse_config_text(f"""
-state:
-  backend: redis
-  url: {redis.url}
-  prefix: kgstart
-  signing_key_env: {STATE_KEY_ENV}
-  snapshot_path: {tmp}/snap.json
-  command_timeout: 300ms
-  start_timeout: {start_timeout}
-routes:
-  - name: iris
-    match: {{path_prefix: /v2/models/iris}}
-    stable: v1
-    versions:
-      - {{name: v1, url: "http://127.0.0.1:1", weight: 100}}
-"""), "sha256:test", tmp / "killgate.yaml")
+    return sync_config(redis_section(redis.url, "kgstart", f"{tmp}/snap.json",
+                                     command_timeout="300ms", start_timeout=start_timeout),
+                       tmp / "killgate.yaml")
 
 
 def gave_up(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -47,9 +35,8 @@ def gave_up(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 async def test_a_reply_late_at_start_fails_an_attempt_not_the_start(
-        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        redis_server: RedisServer, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
     caplog.set_level(logging.INFO, logger="killgate.state")
     cfg = loaded(redis_server, tmp_path, "20s")  # (a loaded machine's slack; not waited out)
     holder = TableHolder(cfg, state_unknown=True)
@@ -70,11 +57,10 @@ async def test_a_reply_late_at_start_fails_an_attempt_not_the_start(
 
 
 async def test_a_store_away_through_the_deadline_is_started_without(
-        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        redis_server: RedisServer, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     """The documented fallback stays: after start_timeout the instance opens without the
     store (not ready, with no snapshot), says why, and syncs once the store is back."""
-    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
     caplog.set_level(logging.INFO, logger="killgate.state")
     cfg = loaded(redis_server, tmp_path, "1500ms")
     sync = make_sync(cfg, TableHolder(cfg, state_unknown=True), Metrics(), "inst-a")
@@ -95,12 +81,11 @@ async def test_a_store_away_through_the_deadline_is_started_without(
 
 
 async def test_a_push_during_stop_starts_no_reread(
-        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        redis_server: RedisServer, tmp_path: Path) -> None:
     """A push that asks for a re-read of the store (one that would relax something; one
     too large to verify is throttled, and the throttle stops first) arriving while `stop`
     runs started a re-read task that stop had already stopped waiting for: it ran against
     a closing store and could outlive it (a pending task at the loop's end)."""
-    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
     cfg = loaded(redis_server, tmp_path, "10s")
     sync = make_sync(cfg, TableHolder(cfg, state_unknown=True), Metrics(), "inst-a")
     await asyncio.wait_for(sync.start(), 30)
@@ -113,7 +98,7 @@ async def test_a_push_during_stop_starts_no_reread(
 
 
 async def test_a_kill_pushed_during_stop_lands_in_the_snapshot(
-        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        redis_server: RedisServer, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     """A push still applies while `stop` runs (the kill is enforced), but the side task
     that snapshots an applied document is no longer started then: the snapshot written on
@@ -121,7 +106,6 @@ async def test_a_kill_pushed_during_stop_lands_in_the_snapshot(
     (what lets a kill survive a store that lost it: README, the replica row). Its
     `state_applied` line, written a little later, was lost too once past stop's flush."""
     from gateway.domain.statedoc import Change, KillFlag, apply_change
-    monkeypatch.setenv(STATE_KEY_ENV, STATE_KEY)
     caplog.set_level(logging.INFO, logger="killgate.state")
     cfg = loaded(redis_server, tmp_path, "10s")
     holder = TableHolder(cfg, state_unknown=True)

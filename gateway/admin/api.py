@@ -14,18 +14,19 @@ import dataclasses
 import functools
 import json
 import logging
+from collections.abc import Hashable
 from typing import Any
 
 from aiohttp import web
 
 from gateway import redact
-from gateway.admin import actions, etag, inputs, openapi, shadowgate, writenotes
+from gateway.admin import actions, breakglass, etag, inputs, openapi, shadowgate, writenotes
 from gateway.admin.approvalexpiry import ApprovalExpiry
 from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.callers import Callers
-from gateway.admin.coalesce import Coalesced
+from gateway.admin.coalesce import Coalesced, Steps, sliced
 from gateway.admin.denied import DeniedLog
 from gateway.admin.middleware import answer_headers, errors, json_error
 from gateway.admin.ports import (
@@ -41,15 +42,22 @@ from gateway.admin.ports import (
     StateWriter,
 )
 from gateway.admin.shadowgate import ShadowChecks
-from gateway.admin.status import StatusBuilder, stable
+from gateway.admin.status import StatusBuilder
+from gateway.admin.statusparts import ROUTES_PARAM, StatusParts
 from gateway.admin.tracing import TRACE_ID
 from gateway.admin.writes import Done, Writer
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft, clean_text
 from gateway.domain.diff import config_dict
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import ApiError, BadCursor, Forbidden, StoreOutcomeUnknown, StoreUnavailable
-from gateway.log import event
+from gateway.errors import (
+    ApiError,
+    BadCursor,
+    Forbidden,
+    NotDurable,
+    StoreOutcomeUnknown,
+    StoreUnavailable,
+)
 
 __all__ = ["AdminApi", "json_error"]
 
@@ -78,17 +86,17 @@ class AdminApi:
         self.state = state
         self.fleet = fleet
         self.audit_reader = audit
-        self.status_doc = status
+        self.status_parts = StatusParts(status)  # (kept per table and second)
         self.readiness = readiness
         self.counters = counters
         self.metrics_page = metrics_page
-        self._metrics: Coalesced[tuple[bytes, str]] = Coalesced(
-            lambda accept: self.metrics_page(accept if isinstance(accept, str) else None))
+        self._metrics: Coalesced[tuple[bytes, str]] = Coalesced(self._metrics_page)
         self._openapi: tuple[object, bytes] | None = None  # (the config, its document)
         self.alerts = alerts
         self.denied = DeniedLog(self._append_audit, counters)
         self.callers = Callers(current, counters, self.denied)  # who calls, refused calls
-        self.writer = Writer(state, idem, self._append_audit)
+        self.writer = Writer(state, idem, self._append_audit,
+                             on_landed=functools.partial(breakglass.used_late, counters))
         self.shadow_checks = ShadowChecks(shadow, current)  # the shadow promotion gate
         self.approvals = Approvals(current, state, self.shadow_checks)
         # (started by startup.py)
@@ -129,8 +137,9 @@ class AdminApi:
         return web.json_response({"status": "ok", "instance": self.instance})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        ready = self.readiness.ready
-        body = {"ready": ready, "instance": self.instance,
+        reason = self.readiness.ready_reason
+        ready = reason is None
+        body = {"ready": ready, "reason": reason, "instance": self.instance,
                 "draining": self.readiness.draining,
                 "generation": self.current.doc.generation,
                 "state": redact.tree(self.fleet.status())}
@@ -144,6 +153,13 @@ class AdminApi:
         # load-balanced admin URL too, and compares counters per instance)
         return web.Response(body=body, headers={  # (+ ANSWER_HEADERS)
             "content-type": ctype, "x-killgate-instance": self.instance})
+
+    def _metrics_page(self, accept: Hashable) -> Steps[tuple[bytes, str]]:
+        """The page in steps (admin/coalesce.py): the values taken in the first, then
+        written a slice at a time."""
+        parts, ctype = self.metrics_page(accept if isinstance(accept, str) else None)
+        body = yield from sliced(parts)
+        return body, ctype
 
     async def openapi(self, request: web.Request) -> web.Response:
         # built once per config (frozen, swapped whole on reload): anyone can ask for it,
@@ -160,13 +176,15 @@ class AdminApi:
 
     async def status(self, request: web.Request) -> web.Response:
         await self.callers.authorize(request, "killgate:read")
-        fields = inputs.query_text(request, "fields", "all|stable", "all or stable")
+        fields = inputs.query_text(request, "fields", "all|stable|index",
+                                   "all, stable or index") or "all"
+        only = inputs.query_text(request, "routes", ROUTES_PARAM, "route names separated "
+                                 "by commas (each 1-64 of A-Z a-z 0-9 _ . -), at least one")
         # the fleet first: a heartbeat it refuses is counted in the document's
         # verification counts, which would otherwise lag one call behind its instances
         instances = await self.fleet.fleet()
-        body = self.status_doc.document()
-        body["instances"] = instances
-        return etag.respond(request, redact.tree(stable(body) if fields == "stable" else body))
+        return etag.respond_body(request, self.status_parts.body(
+            fields, instances, None if only is None else self.status_parts.chosen(only)))
 
     async def config(self, request: web.Request) -> web.Response:
         """The config this instance runs, for `killgate diff`."""
@@ -238,7 +256,8 @@ class AdminApi:
                 body["audit_id"] = ev["id"]
             if glass:
                 body["break_glass"] = True
-            return Done(body, new.generation, event=ev)
+            return Done(body, new.generation, event=ev,
+                        late=breakglass.late(intent, needs, peer) if glass else None)
 
         async def op() -> Done:
             plan = actions.plan(intent, self.current.loaded.config)
@@ -249,9 +268,17 @@ class AdminApi:
                 if exc.doc is not None and exc.event is not None:
                     exc.done = answer(plan, exc.doc, exc.event)  # (should it have landed)
                 raise
+            except NotDurable as exc:
+                if exc.event is not None:
+                    # committed and in force, only not on a replica yet (its retry is
+                    # answered with it, once confirmed): it skipped the rule
+                    exc.done = answer(plan, exc.doc, exc.event)
+                    if glass:
+                        breakglass.used(self.counters, intent, needs, peer)
+                raise
             if ev is not None and glass:
-                # (counted once it skipped the rule: not a refusal, nor a retry)
-                self._broke_glass(principal, intent, needs, peer)
+                # (counted once it skipped the rule: not a refusal, nor a replay)
+                breakglass.used(self.counters, intent, needs, peer)
             return answer(plan, new, ev)
 
         return await self.writer.run(request, principal.subject, wait, op, rid, peer,
@@ -266,17 +293,6 @@ class AdminApi:
             exc.message += " that 'break_glass' needs (killgate:admin does not imply it)"
             self.callers.refused(request, peer, BREAK_GLASS, principal, exc)
             raise
-
-    def _broke_glass(self, principal: Principal, intent: actions.Intent, needs: int,
-                     peer: str) -> None:
-        """A write that skipped the rule is loud: an error-level log line, a counter, and
-        `break_glass: true` in its audit event (and so in its outgoing event). Once, when
-        applied: a refused one skipped nothing, and a retry's replay is the same write."""
-        self.counters.inc("killgate_break_glass_total", (intent.action,),
-                          label_names=("action",))
-        event(log, "break_glass", logging.ERROR, actor=principal.subject, action=intent.action,
-              target=intent.target, reason=intent.reason, approvals_skipped=needs - 1,
-              peer=peer)
 
     # ------------------------------------------------------------------ alerts
 

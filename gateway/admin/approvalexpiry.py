@@ -2,12 +2,17 @@
 
 Owns the task that, every interval, drops the open requests past their ttl (and any
 stored request that is not a valid record), each in a state change of its own with its
-`approval.expire` audit event. A well-formed request of an action this version does not
-know (a newer version wrote it: a rolling upgrade) is left alone, logged once and counted
+`approval.expire` audit event, at most MAX_PER_SWEEP a sweep (the rest the next). A
+well-formed request of an action this version does not know (a newer version wrote it: a
+rolling upgrade) is left alone while it can still be decided, logged once and counted
 (`killgate_approval_unknown_action_total`): dropped as invalid, a request made on the new
-version vanished whenever an old instance swept first. Another instance may sweep the
-same one: the second finds nothing to drop. A failed sweep is logged and tried again.
-The requests themselves are approvals.py's.
+version vanished whenever an old instance swept first. Once it is past its own `expires`
+by UNKNOWN_GRACE (no version approves it any more, and the one that knows it had that long
+to sweep it) it is dropped too, audited as any expiry: before, it stayed until a version
+that knew the action swept it, and with none left (the upgrade rolled back) for ever,
+in every signed state change (MAX_OPEN does not see it). Another instance may sweep the
+same one: the second finds nothing to drop. A failed sweep is logged and tried again. The
+requests themselves are approvals.py's.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-from gateway.admin.approvalrecord import Approval, UnknownAction
+from gateway.admin.approvalrecord import Approval, UnknownAction, iso
 from gateway.admin.ports import Counters, Current, StateWriter
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, StateDoc
@@ -28,6 +33,32 @@ from gateway.tasks import cancel
 __all__ = ["ApprovalExpiry"]
 
 log = logging.getLogger("killgate.admin")
+
+
+#: state changes (each with its audit event) one sweep makes at most
+MAX_PER_SWEEP = 32
+#: how long past its own expiry a request of an unknown action is left to the version
+#: that knows it (it sweeps every second, with that action's words in its event)
+UNKNOWN_GRACE = 60.0
+
+
+def _stale(raw: Any, now: float) -> tuple[str, Any] | None:
+    """(why, what the event shows) when a stored request is to be dropped now; None
+    when it stays. Pure."""
+    try:
+        rec = Approval.from_json(raw)
+    except UnknownAction as exc:
+        expires = raw.get("expires")  # (from_json read it: a number)
+        if float(expires) + UNKNOWN_GRACE > now:
+            return None
+        return (f"{exc}, past its expiry ({iso(float(expires))}) by more than "
+                f"{UNKNOWN_GRACE:g}s: no version approves it any more", raw)
+    except ValueError:
+        return "not a valid approval record", raw
+    if rec.expires > now:
+        return None
+    shown = rec.public()
+    return f"not approved by {shown['needs']} principals within its ttl", shown
 
 
 class ApprovalExpiry:
@@ -42,41 +73,38 @@ class ApprovalExpiry:
         self._task: asyncio.Task[None] | None = None
 
     async def sweep(self) -> int:
-        """Drop expired (and unreadable) requests, each with an `approval.expire` event.
-        Another instance may sweep the same one: the second finds nothing to drop."""
+        """Drop expired (and unreadable) requests, each with an `approval.expire` event,
+        at most MAX_PER_SWEEP. Another instance may sweep the same one: the second finds
+        nothing to drop."""
         now = self.clock()
-        doc = self.current.doc
         stale = []
         unknown = set()
-        for key, raw in doc.approvals.items():
+        for key, raw in self.current.doc.approvals.items():
+            if _stale(raw, now) is not None:
+                stale.append(key)
+                continue
             try:
-                if Approval.from_json(raw).expires <= now:
-                    stale.append(key)
+                Approval.from_json(raw)
             except UnknownAction as exc:
                 unknown.add(key)
                 self._left_alone(key, str(exc))
-            except ValueError:
-                stale.append(key)
-        self.unknown &= unknown  # (decided since, by a version that knows them)
+        self.unknown &= unknown  # (decided since, by a version that knows them; or dropped)
         dropped = 0
-        for key in stale:
-            gone: list[Any] = []
+        for key in stale[:MAX_PER_SWEEP]:
+            gone: list[tuple[str, Any]] = []
 
             def change(cur: StateDoc, key: str = key,
-                       gone: list[Any] = gone) -> Change | None:
-                if key not in cur.approvals:
+                       gone: list[tuple[str, Any]] = gone) -> Change | None:
+                # (decided again on the store's copy: approved, declined meanwhile)
+                why = _stale(cur.approvals[key], now) if key in cur.approvals else None
+                if why is None:
                     return None
-                gone[:] = [cur.approvals[key]]
+                gone[:] = [why]
                 return Change(approvals={key: None})
 
             def describe(cur: StateDoc, new: StateDoc, key: str = key,
-                         gone: list[Any] = gone) -> AuditDraft:
-                raw = gone[0] if gone else None
-                try:
-                    shown: Any = Approval.from_json(raw).public()
-                    why = f"not approved by {shown['needs']} principals within its ttl"
-                except ValueError:
-                    shown, why = raw, "not a valid approval record"
+                         gone: list[tuple[str, Any]] = gone) -> AuditDraft:
+                why, shown = gone[0]
                 return AuditDraft("killgate/auto", "approval.expire", {"approval": key}, why,
                                   shown, None)
 

@@ -15,9 +15,11 @@ never gated. Expired requests are dropped by approvalexpiry.py.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gateway.admin import actions, shadowgate, writenotes
@@ -39,6 +41,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.overrides import effective_stable
 from gateway.domain.rolledoff import previous_stable
 from gateway.domain.statedoc import Change, StateDoc
+from gateway.errors import NotDurable, StoreOutcomeUnknown
 
 __all__ = ["Approvals"]
 
@@ -63,6 +66,23 @@ def _fixed(intent: Intent, doc: StateDoc, cfg: Config) -> Intent:
         # (refused below: no previous stable, the one rolled off, or one the config lacks)
         return intent
     return dataclasses.replace(intent, args={**intent.args, "to": prev.stable})
+
+
+@contextlib.contextmanager
+def _answered_if_landed(
+        answer: Callable[[StateDoc, dict[str, Any] | None], Done]) -> Iterator[None]:
+    """A step whose commit's answer was lost (503 outcome_unknown) carries the answer it
+    would have made, as a direct write's does (admin/api.py): its Idempotency-Key then
+    names the write, and a retry answers with it if the step landed (a retried final
+    approve answered 404 unknown_approval, a retried decline the same, a retried
+    approval 409 already_approved: the key was let go, and the step ran again)."""
+    try:
+        yield
+    except (StoreOutcomeUnknown, NotDurable) as exc:
+        # (not_durable: committed, not yet on a replica; a retry once it is confirmed)
+        if exc.doc is not None and exc.event is not None:
+            exc.done = answer(exc.doc, exc.event)
+        raise
 
 
 class Approvals:
@@ -202,18 +222,24 @@ class Approvals:
                                **rec.intent.target}, reason, None, rec.public(), request_id,
                               source, trace_id=trace_id)
 
-        new, ev = await self.state.write(change, describe)
-        if step["plan"] is None:
-            return Done({"approval": step["rec"].public()}, None, status=202, event=ev,
-                        scope=actions.SCOPE_OF[step["rec"].intent.action])
-        answer = {**step["plan"].answer, "changed": True,
-                  "approval": {"id": approval_id, "state": "applied",
-                               "approved_by": list(step["approved"])}}
-        if ev is not None:
-            answer["audit_id"] = ev["id"]
-        answer.update(writenotes.notes(step["rec"].intent, new, self.current.loaded.config))
-        return Done(answer, new.generation, event=ev,
-                    scope=actions.SCOPE_OF[step["rec"].intent.action])
+        def answer(new: StateDoc, ev: dict[str, Any] | None) -> Done:
+            scope = actions.SCOPE_OF[step["rec"].intent.action]
+            if step["plan"] is None:
+                # (a retry with the Idempotency-Key gets this answer while the request can
+                # be open, as a request's; after, it asks anew: 409 approval_expired)
+                return Done({"approval": step["rec"].public()}, None, status=202, event=ev,
+                            scope=scope, keep=step["rec"].expires - self.clock())
+            body = {**step["plan"].answer, "changed": True,
+                    "approval": {"id": approval_id, "state": "applied",
+                                 "approved_by": list(step["approved"])}}
+            if ev is not None:
+                body["audit_id"] = ev["id"]
+            body.update(writenotes.notes(step["rec"].intent, new, self.current.loaded.config))
+            return Done(body, new.generation, event=ev, scope=scope)
+
+        with _answered_if_landed(answer):
+            new, ev = await self.state.write(change, describe)
+        return answer(new, ev)
 
     async def decline(self, approval_id: str, principal: Principal, reason: str,
                       request_id: str, source: str, trace_id: str = "") -> Done:
@@ -249,8 +275,13 @@ class Approvals:
                               reason, before, {"state": "expired" if expired else "declined"},
                               request_id, source, trace_id=trace_id)
 
-        new, ev = await self.state.write(change, describe)
-        return Done({"approval": {"id": approval_id, "state": "declined"},
-                     **({"audit_id": ev["id"]} if ev is not None else {})},
-                    new.generation, event=ev,
-                    scope=actions.SCOPE_OF[seen[0].intent.action] if seen else "killgate:read")
+        def answer(new: StateDoc, ev: dict[str, Any] | None) -> Done:
+            return Done({"approval": {"id": approval_id, "state": "declined"},
+                         **({"audit_id": ev["id"]} if ev is not None else {})},
+                        new.generation, event=ev,
+                        scope=actions.SCOPE_OF[seen[0].intent.action] if seen
+                        else "killgate:read")
+
+        with _answered_if_landed(answer):
+            new, ev = await self.state.write(change, describe)
+        return answer(new, ev)

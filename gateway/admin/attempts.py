@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MAX_ATTEMPTS", "attempts", "landed_record"]
+__all__ = ["MAX_ATTEMPTS", "attempts", "landed_record", "no_event", "unconfirmed_record",
+           "unknown_record"]
 
 #: the attempts (write ids) a key names after outcome_unknown answers: the newest
 MAX_ATTEMPTS = 8
@@ -29,6 +30,40 @@ def attempts(record: dict[str, Any]) -> list[tuple[str, int]]:
 
 def landed_record(earlier: dict[str, Any], generation: int) -> dict[str, Any]:
     """The answer's record of an attempt found to have landed (at `generation`)."""
-    record = {k: v for k, v in earlier.items() if k != "unknown"}
-    record["generation"] = generation
+    record = {k: v for k, v in earlier.items() if k not in ("unknown", "receipt", "late")}
+    # (`receipt` false: an answer that names no generation to wait for, as first made)
+    record["generation"] = generation if earlier.get("receipt", True) else None
     return record
+
+
+def unknown_record(fingerprint: str, holder: str, write: str, generation: int,
+                   tried: list[tuple[str, int]], status: int, body: dict[str, Any],
+                   receipt: bool, scope: str | None = None,
+                   late: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A key's record after an attempt's lost answer: the attempt's write id and
+    generation, the earlier attempts' (`tried`, newest first), and the answer it made.
+    `receipt` False: an answer that names no generation to wait for (an approval's step
+    short of the last), answered as made should it have landed; `scope`: the scope its
+    replay needs (Done.scope); `late`: what a retry that learns it landed tells
+    (Done.late)."""
+    return {"fingerprint": fingerprint, "holder": holder,
+            "unknown": {"write": write, "generation": generation,
+                        "before": [list(t) for t in tried[:MAX_ATTEMPTS - 1]]},
+            "status": status, "extra": body,
+            **({} if scope is None else {"scope": scope}),
+            **({} if receipt else {"receipt": False}),
+            **({} if late is None else {"late": late})}
+
+
+def unconfirmed_record(fingerprint: str, holder: str, generation: int | None, status: int,
+                       body: dict[str, Any], scope: str | None) -> dict[str, Any]:
+    """A key's record after a write committed but not yet on `min_replicas` replicas (503
+    not_durable): its answer, replayed to a retry once a replica holds it."""
+    return {"fingerprint": fingerprint, "holder": holder, "generation": generation,
+            "status": status, "extra": body, "unconfirmed": True,
+            **({} if scope is None else {"scope": scope})}
+
+
+def no_event(cur: Any, new: Any) -> Any:
+    """The `describe` of a no-op write (never called: it changes nothing)."""
+    raise AssertionError("a no-op write has no audit event")

@@ -6,7 +6,8 @@ for and its scopes: admin/principal.py (re-exported here).
 A key is only ever used with the algorithms of its type; `none` is never accepted.
 Every failure becomes Unauthenticated with a short type and no detail; pyjwt errors do
 not leave this module. A token whose `kid` names a scoped key (admin/scopedkeys.py) is
-checked with that key alone, HS256 only, and bound to its scopes.
+checked with that key alone, HS256 only, and bound to its scopes. The claims of a token
+whose signature passed are judged in admin/principal.py (principal_of).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +25,7 @@ from jwt import PyJWKSet
 
 from gateway import filemodes
 from gateway.admin.jwks import JwksKeys, read_key_set
-from gateway.admin.principal import Principal, printable_subject, scopes_of
+from gateway.admin.principal import Principal, principal_of, printable_subject, scopes_of
 from gateway.admin.scopedkeys import ScopedKey, load_scoped_keys
 from gateway.admin.tokens import MIN_SECRET
 from gateway.config import AuthConfig
@@ -53,14 +53,6 @@ def _nested(segment: str) -> bool:
     except ValueError:  # (binascii.Error is one)
         return True
     return raw.count(b"[") + raw.count(b"{") > MAX_JOSE_BRACKETS
-
-
-def _finite(v: float) -> bool:
-    """A finite number a float holds (an integer beyond that range: not a time)."""
-    try:
-        return math.isfinite(v)
-    except OverflowError:
-        return False
 
 
 # RFC 7515 §4.1.9: "JWT" and "application/jwt" are the same type; RFC 9068 access tokens
@@ -243,7 +235,7 @@ class Authenticator:
         except Exception:  # noqa: BLE001 - any decode failure is a 401, never a 500
             raise Unauthenticated() from None
         try:
-            principal = self._principal(claims, scoped)
+            principal = principal_of(claims, scoped, self.cfg, self.clock())
         except Unauthenticated as exc:  # (one past max_token_age: expired)
             raise self._expired_token(token) if exc.type == "expired" else exc from None
         if len(self._verified) >= VERIFIED_CACHE:
@@ -279,29 +271,4 @@ class Authenticator:
             raise Unauthenticated("expired")
         if claims.get("nbf", 0) > now + self.cfg.leeway:
             raise Unauthenticated()
-        return self._principal(claims, scoped)
-
-    def _principal(self, claims: dict[str, Any], scoped: ScopedKey | None) -> Principal:
-        now = self.clock()
-        for name in ("exp", "iat", "nbf"):
-            v = claims.get(name)
-            if name in claims and (isinstance(v, bool) or not isinstance(v, int | float)
-                                   or not _finite(v)):
-                # pyjwt accepts numeric strings (and NaN, which compares false with
-                # everything: a token that never expires); we do not
-                raise Unauthenticated()
-        if claims["iat"] > now + self.cfg.leeway:
-            raise Unauthenticated()
-        if now - claims["iat"] > self.cfg.max_token_age:
-            raise Unauthenticated("expired")
-        if claims["exp"] - claims["iat"] > self.cfg.max_token_lifetime + self.cfg.leeway:
-            raise Unauthenticated()  # an absurd lifetime: refused whatever its signature
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip() or not printable_subject(sub):
-            raise Unauthenticated()
-        if scoped is None:
-            return Principal(sub, scopes_of(claims))
-        actor = scoped.actor(sub)
-        scopes = scopes_of(claims)
-        scoped.check(actor, scopes)  # (refused whole, never narrowed)
-        return Principal(actor, scopes)
+        return principal_of(claims, scoped, self.cfg, self.clock())

@@ -39,6 +39,12 @@ __all__ = ["Callers"]
 
 log = logging.getLogger("killgate.admin")
 
+#: (status, error type; None: any) of a refused call -> its audit action
+REFUSALS: dict[tuple[int, str | None], str] = {
+    (401, None): "authn_fail", (403, None): "authz_fail", (429, None): "auth_rate_limited",
+    # signed in as another principal than the one that prepared the request
+    (409, "principal_changed"): "principal_changed"}
+
 LOG_RATE = 1.0  # admin_denied lines a second, after a burst of
 LOG_BURST = 20
 
@@ -152,13 +158,15 @@ class Callers:
         if expected is not None and expected != principal.subject:
             # (logged: a session that changed principal under an open dialog is worth finding;
             # within the refusals' line budget, the header's text cleaned and bounded)
-            self._log_denied(status=409, type="principal_changed", peer=peer,
-                             path=_endpoint(request), scope=scope, subject=principal.subject,
-                             expected=clean_text(expected)[:200])
-            raise ApiError(409, "principal_changed", (
-                f"this request was prepared by {clean_text(expected)[:200]!r}, but it is signed in as "
+            # counted and audited (through the tally) as the other refusals are: a caller
+            # probing subjects shows in the trail and the metric, not only the log
+            shown = clean_text(expected)[:200]
+            changed = ApiError(409, "principal_changed", (
+                f"this request was prepared by {shown!r}, but it is signed in as "
                 f"{principal.subject!r} (the proxy's session changed?): nothing was done; "
                 "send it again as yourself"))
+            self.refused(request, peer, scope, principal, changed, expected=shown)
+            raise changed
         return principal
 
     async def _check(self, peer: str, header: str | None) -> Principal:
@@ -212,9 +220,10 @@ class Callers:
         event(log, "admin_denied", logging.WARNING, **fields)
 
     def refused(self, request: web.Request, peer: str, scope: str | None,
-                principal: Principal | None, exc: ApiError) -> None:
-        """Count, log and (through the audit trail's tally) audit a refused call."""
-        action = {401: "authn_fail", 403: "authz_fail", 429: "auth_rate_limited"}.get(exc.status)
+                principal: Principal | None, exc: ApiError, **logged: Any) -> None:
+        """Count, log and (through the audit trail's tally) audit a refused call.
+        `logged`: more fields for its log line."""
+        action = REFUSALS.get((exc.status, exc.type)) or REFUSALS.get((exc.status, None))
         if action is None:  # a 503: the auth settings cannot verify anything (logged apart)
             return
         self.counters.inc("killgate_auth_failures_total", (str(exc.status),),
@@ -224,6 +233,6 @@ class Callers:
         endpoint = _endpoint(request)
         if exc.status != 429:  # (429s come in floods: the tally stands for them)
             self._log_denied(status=exc.status, type=exc.type, peer=peer, path=endpoint,
-                             scope=scope, subject=subject)
+                             scope=scope, subject=subject, **logged)
         self.denied.record(action, subject, peer, request.method, endpoint,
                            f"{exc.type}: {exc.message}", scope or "(any)")

@@ -1,6 +1,7 @@
 """Denied admin calls, recorded in the audit trail (RELIABILITY rows 41, 43 and 45).
 
-A refused call (401 bad token, 403 missing scope, 429 after too many failures) is tallied
+A refused call (401 bad token, 403 missing scope, 429 after too many failures, 409
+principal_changed: signed in as another than X-Killgate-Subject) is tallied
 in memory at once and written to the hash-chained audit trail by a background task every
 `interval`: one event per caller, action and endpoint, carrying how many attempts it stands
 for and when the first and the last were made. The refusal itself never waits on the state

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["etag_of", "matches", "respond"]
+__all__ = ["etag_of", "matches", "respond", "respond_body"]
 
 
 def etag_of(body: bytes) -> str:
@@ -42,7 +42,11 @@ def matches(if_none_match: str | None, etag: str) -> bool:
 
 def respond(request: web.Request, data: Any) -> web.Response:
     """`data` as JSON with its ETag; 304 (no body) when the caller already holds it."""
-    body = json.dumps(data).encode()
+    return respond_body(request, json.dumps(data).encode())
+
+
+def respond_body(request: web.Request, body: bytes) -> web.Response:
+    """`body` (JSON already serialised) with its ETag; 304 when the caller holds it."""
     etag = etag_of(body)
     if matches(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers={"ETag": etag})

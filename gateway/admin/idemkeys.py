@@ -5,6 +5,7 @@ retry answered from the first attempt's result."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,7 +20,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.errors import ApiError, AuditError, StateError
 from gateway.log import event
 
-__all__ = ["audit_replay", "key_of", "settle_later"]
+__all__ = ["audit_replay", "ended", "key_of", "settle_later"]
 
 log = logging.getLogger("killgate.admin")
 
@@ -90,3 +91,12 @@ async def settle_later(idem: Idempotency, ident: str, record: dict[str, Any], ke
     event(log, "idempotency_unknown_not_recorded", logging.WARNING, lease=lease,
           action="the store was away for the claim's lease: a retry with the key runs "
                  "the write again; check `killgate audit` before retrying")
+
+
+async def ended(over: asyncio.Event, renew: asyncio.Task[None] | None) -> None:
+    """A write's claim renewal (admin/writes.py), ended: waited for (a renewal in
+    flight lands first)."""
+    over.set()
+    if renew is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(renew)

@@ -6,7 +6,7 @@ login:
 * a request head must be complete within `header_timeout` of its first byte (of the
   connection's start, for the first request), or the connection gets a 408 and is closed;
   idle keep-alive connections close after `keepalive_timeout`; an answer the client takes
-  nothing of for `send_timeout` is cut off (the connection is aborted);
+  nothing of for `send_timeout` is cut off (the connection is aborted: admin/sendguard.py);
 * a request head may hold `MAX_HEAD_BYTES` in all, each line `MAX_FIELD_SIZE` and at
   most `MAX_HEADERS` fields: beyond, a 431 (414 for the request line) and the connection
   is closed. Nothing past the cap is buffered, so a held connection costs a bounded amount;
@@ -34,7 +34,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from gateway.admin.listenerlimits import MAX_HEAD_BYTES, Limits, error_body, head_limit
-from gateway.sockets import unsent
+from gateway.admin.sendguard import SendGuarded
 
 __all__ = ["MAX_HEAD_BYTES", "AdminRunner", "Limits"]
 
@@ -49,11 +49,9 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
             431: "Request Header Fields Too Large"}
 
 
-class _AdminProtocol(RequestHandler):
-    __slots__ = ("_kg_base", "_kg_buffered", "_kg_deadline", "_kg_handled", "_kg_head",
-                 "_kg_held_s", "_kg_held_taken", "_kg_limits", "_kg_line_done", "_kg_payload",
-                 "_kg_send", "_kg_server", "_kg_since")
-    _kg_limits: Limits
+class _AdminProtocol(SendGuarded):
+    __slots__ = ("_kg_deadline", "_kg_handled", "_kg_head", "_kg_line_done", "_kg_payload",
+                 "_kg_server")
     _kg_server: _AdminServer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -62,12 +60,6 @@ class _AdminProtocol(RequestHandler):
         self._kg_line_done = False
         self._kg_payload: Any = None
         self._kg_deadline: asyncio.TimerHandle | None = None
-        self._kg_send: asyncio.Handle | None = None
-        self._kg_buffered = 0  # bytes unsent at the last look, writes paused
-        self._kg_since = 0.0  # the first look of that holdup, and what was unsent then
-        self._kg_base = 0
-        self._kg_held_s = 0.0  # the client's earlier holdups, in seconds (`_kg_unread`)
-        self._kg_held_taken = 0  # and what it took of our answers in them
         self._kg_handled = 0  # requests answered (aiohttp's _request_count: heads parsed)
         if self._kg_server.open_connections() > self._kg_limits.max_connections:
             self._kg_limits.on_refused("connections")
@@ -94,66 +86,6 @@ class _AdminProtocol(RequestHandler):
             return await super()._handle_request(*args, **kw)
         finally:
             self._kg_handled += 1
-
-    def pause_writing(self) -> None:
-        # the client takes nothing: its answer waits (and holds this connection, in
-        # progress) unless a deadline ends it. Progress is measured from what the
-        # handler's step that filled the buffer leaves (it may write more before it waits
-        # on the drain): the first look is on the next loop turn
-        super().pause_writing()
-        self._kg_buffered = 1 << 62
-        self._kg_send = self._loop.call_soon(self._kg_unread)
-
-    def resume_writing(self) -> None:
-        if self._kg_send is not None:
-            self._kg_send.cancel()
-            self._kg_send = None
-        if self._kg_buffered != 1 << 62:  # a holdup looked at: it counts in the next one's
-            self._kg_held_s += self._loop.time() - self._kg_since
-            self._kg_held_taken = self._kg_carried(self._kg_held_s, self._kg_held_taken + max(
-                0, self._kg_base - unsent(self.transport)))
-            self._kg_buffered = 1 << 62
-        super().resume_writing()
-
-    def _kg_carried(self, held_s: float, taken: int) -> int:
-        """`taken` (what the client took in `held_s` s of holdups) as counted towards the
-        rate: at most one `send_timeout` ahead of `send_min_rate` (each byte above it
-        bought time without limit: a fast start banked minutes of slow reading after;
-        dataplane/deadlines.carried's rule)."""
-        rate, grace = self._kg_limits.send_min_rate, self._kg_limits.send_timeout
-        return min(taken, int((held_s + grace) * rate)) if rate else taken
-
-    def _kg_unread(self) -> None:
-        """A look at a client its answer waits for: one that took some of it since the last
-        look (the transport's buffer and the socket's queue: a console on a slow link) is
-        given another `send_timeout`, as nginx's is between two reads; one that took nothing
-        is cut off. (Cut at the first look, one reading steadily but slower than the
-        buffer's high-to-low water mark per `send_timeout`, ~800 B/s, was cut.) Its rate is
-        judged over all the connection's holdups, with one grace (`send_min_rate`): judged
-        per pause, a client taking the ~48 KiB that end one a little faster than a fresh
-        grace allowed, again and again, held its answers at half the rate for ever."""
-        self._kg_send = None
-        if self.transport is None:
-            return
-        limits, now = self._kg_limits, self._loop.time()
-        if (left := unsent(self.transport)) < self._kg_buffered:
-            if self._kg_buffered == 1 << 62:  # the first look
-                self._kg_since, self._kg_base = now, left
-            rate = limits.send_min_rate
-            # (and on average at least `send_min_rate` once `send_timeout` has passed: a
-            # few bytes a look, a slow-read attack, held the connection and its answers)
-            taken = self._kg_held_taken + self._kg_base - left
-            if (over := taken - self._kg_carried(now - self._kg_since + self._kg_held_s,
-                                                 taken)) > 0:
-                self._kg_held_taken -= over
-                taken -= over
-            if not rate or now < (self._kg_since - self._kg_held_s + limits.send_timeout
-                                  + taken / rate):
-                self._kg_buffered = left
-                self._kg_send = self._loop.call_later(limits.send_timeout, self._kg_unread)
-                return
-        limits.on_refused("timeout")
-        self.transport.abort()
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         if isinstance(kw.get("exc_info"), web.RequestPayloadError):
@@ -225,10 +157,7 @@ class _AdminProtocol(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._kg_disarm()
-        if self._kg_send is not None:
-            self._kg_send.cancel()
-            self._kg_send = None
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # (SendGuarded's: its look cancelled)
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:

@@ -26,6 +26,7 @@ from gateway.errors import (
     StateError,
     StoreOutcomeUnknown,
     StoreUnavailable,
+    StoreUnverifiable,
     UnknownDrill,
     UnknownVersion,
 )
@@ -94,6 +95,8 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
                           "generation) and `killgate audit` before retrying. A retry runs the "
                           "change again: a kill already in force is left as it was, an unkill "
                           "already made answers 409 not_killed")
+    except StoreUnverifiable as exc:  # (it answers: no outage to look for)
+        return json_error(503, "state_store_unavailable", f"nothing was changed: {exc}")
     except StoreUnavailable as exc:
         return json_error(503, "state_store_unavailable",
                           f"the state store cannot be reached, nothing was changed ({exc})")

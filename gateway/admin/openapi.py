@@ -26,6 +26,7 @@ from gateway.admin.openapi_parts import (
     write,
 )
 from gateway.admin.openapi_paths import alertmanager, audit_trim, console, shadow
+from gateway.admin.statusparts import ROUTES_PARAM
 
 #: the rollback's refusals (409, nothing changed), by `error.type`
 ROLLBACK_409 = (
@@ -70,7 +71,8 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
         },
         "paths": {
             "/healthz": open_get("liveness", obj),
-            "/readyz": open_get("readiness: config loaded and state synced", obj,
+            "/readyz": open_get("readiness: config loaded and state synced (`reason`: why not: starting, "
+                             "draining, state_unknown, state_unverifiable)", obj,
                              extra={"503": {"description": "not ready", "content": {
                                  "application/json": {"schema": obj}}}}),
             "/metrics": open_get("Prometheus metrics", {"type": "string"}, "text/plain"),
@@ -92,16 +94,27 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                                "strong ETag; If-None-Match with it answers 304 (no body) "
                                "while the document is the same",
                 "parameters": [{"name": "fields", "in": "query", "required": False,
-                                "schema": {"enum": ["all", "stable"]},
+                                "schema": {"enum": ["all", "stable", "index"]},
                                 "description": "stable: without what changes on every call "
                                 "(`instances`; `store.staleness_ms` is null unless `stale`), "
-                                "so that the ETag holds while nothing changed (the console's)"}],
+                                "so that the ETag holds while nothing changed (the console's); "
+                                "index: as stable, with `route_etags` ({route: tag}, a tag "
+                                "per route's part) in place of `routes`"},
+                               {"name": "routes", "in": "query", "required": False,
+                                "schema": {"type": "string",
+                                           "pattern": "^" + ROUTES_PARAM + "$"},
+                                "description": "only these routes (comma-separated) in "
+                                "`routes`, with their `route_etags`; 404 unknown_route for "
+                                "a name this instance's config lacks"}],
                 "security": [{"bearer": []}], "x-scope": "killgate:read",
                 "responses": {"200": {"description": "status", "content": {"application/json": {
+                    # (`routes` in every answer but ?fields=index's: `route_etags` there)
                     "schema": {"type": "object", "required": ["instance", "generation",
-                                                              "store", "config", "kills",
-                                                              "routes"]}}}},
+                                                              "store", "config", "kills"]}}}},
                               "304": {"description": "not modified (If-None-Match)"},
+                              "400": err("a bad `fields` or `routes` value"),
+                              "404": err("unknown_route: `routes` names a route this "
+                                         "instance's config lacks"),
                               **auth_errors(False)}}},
             "/v1/config": {"get": {
                 "summary": "the config this instance runs (for `killgate diff`)",

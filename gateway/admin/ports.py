@@ -8,7 +8,7 @@ that satisfy them; nothing here imports `app`, `state` or `control`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from gateway.config import RouteConfig
@@ -38,8 +38,9 @@ Change = Callable[[StateDoc], StateChange | None]  # None: nothing to change
 Describe = Callable[[StateDoc, StateDoc], AuditDraft]
 #: why a change may not be applied to a document (None: it may)
 ChangeCheck = Callable[[StateDoc, StateChange], str | None]
-#: the /metrics page for an Accept header: (body, content type)
-MetricsPage = Callable[[str | None], tuple[bytes, str]]
+#: the /metrics page for an Accept header: (its bytes, a part at a time, taken from the
+#: values as they are at the call; content type)
+MetricsPage = Callable[[str | None], tuple[Iterator[bytes], str]]
 
 
 class StateWriter(Protocol):
@@ -129,6 +130,9 @@ class Current(Protocol):
 class Readiness(Protocol):
     @property
     def ready(self) -> bool: ...
+
+    @property
+    def ready_reason(self) -> str | None: ...
 
     @property
     def draining(self) -> bool: ...

@@ -2,20 +2,24 @@
 that need no signature check.
 
 Owns the scope rule (killgate:admin implies every scope but killgate:breakglass), reading a
-token's scopes from `scope`/`scp`, and which subjects are printable. Pure: no pyjwt (that
+token's scopes from `scope`/`scp`, which subjects are printable, and the checks of a
+verified token's claims (`principal_of`: times, subject, a scoped key's binding). Pure: no pyjwt (that
 stays in admin/auth.py), no I/O.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.admin.scopedkeys import ScopedKey
+from gateway.config import AuthConfig
 from gateway.domain.audit import clean_text
-from gateway.errors import Forbidden
+from gateway.errors import Forbidden, Unauthenticated
 
-__all__ = ["Principal", "printable_subject", "scopes_of"]
+__all__ = ["Principal", "principal_of", "printable_subject", "scopes_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +63,41 @@ def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
     if isinstance(scp, list):
         scopes.update(x for x in scp if isinstance(x, str))
     return frozenset(scopes)
+
+
+def principal_of(claims: dict[str, Any], scoped: ScopedKey | None, cfg: AuthConfig,
+                 now: float) -> Principal:
+    """Who a token whose signature was checked speaks for, once its claims pass: times that
+    are finite numbers (`iat` not ahead of `now`, not older than `max_token_age`: 401
+    expired; a lifetime within `max_token_lifetime`), a printable subject; through a scoped
+    key, its actor, with scopes the key grants (refused whole, never narrowed)."""
+    for name in ("exp", "iat", "nbf"):
+        v = claims.get(name)
+        if name in claims and (isinstance(v, bool) or not isinstance(v, int | float)
+                               or not _finite(v)):
+            # pyjwt accepts numeric strings (and NaN, which compares false with
+            # everything: a token that never expires); we do not
+            raise Unauthenticated()
+    if claims["iat"] > now + cfg.leeway:
+        raise Unauthenticated()
+    if now - claims["iat"] > cfg.max_token_age:
+        raise Unauthenticated("expired")
+    if claims["exp"] - claims["iat"] > cfg.max_token_lifetime + cfg.leeway:
+        raise Unauthenticated()  # an absurd lifetime: refused whatever its signature
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.strip() or not printable_subject(sub):
+        raise Unauthenticated()
+    if scoped is None:
+        return Principal(sub, scopes_of(claims))
+    actor = scoped.actor(sub)
+    scopes = scopes_of(claims)
+    scoped.check(actor, scopes)  # (refused whole, never narrowed)
+    return Principal(actor, scopes)
+
+
+def _finite(v: float) -> bool:
+    """A finite number a float holds (an integer beyond that range: not a time)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False

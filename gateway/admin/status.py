@@ -16,6 +16,7 @@ from gateway.domain.drills import drill_latch
 from gateway.domain.kills import unrouted
 from gateway.domain.rolledoff import held_off
 from gateway.domain.routetable import RouteTable
+from gateway.domain.routing import RoutePlan
 from gateway.domain.statedoc import StateDoc, plain
 from gateway.domain.tablebuild import override_missing
 
@@ -89,60 +90,71 @@ class StatusBuilder:
         return out
 
     def document(self) -> dict[str, Any]:
+        """The whole document, built anew (admin/statusparts.py keeps its parts)."""
         table = self.routing.table
-        doc = table.doc
         health = self.health() if self.health is not None else {}
+        return {**self.head(table), "config": self.config_status(),
+                "store": self.store() if self.store is not None else None,
+                "routes": {plan.config.name: self.route(table, plan, health)
+                           for plan in table.routes}}
+
+    def route(self, table: RouteTable, plan: RoutePlan,
+              health: Mapping[tuple[str, str], Any]) -> dict[str, Any]:
+        """One route's part of `routes`: what the table, the health checks and the canary
+        analysis say of it."""
+        doc = table.doc
+        rc = plan.config
+        eff = plan.effective_weights()
+        ov = doc.overrides.get(rc.name)
+        return {
+            "stable": plan.stable,
+            "latched": ov is not None,
+            "override": None if ov is None else {
+                "kind": ov.kind, "stable": ov.stable, "weights": ov.weights, "actor": ov.actor,
+                "reason": ov.reason, "time": ov.time, "drill": _drill(doc, rc.name)},
+            "killed": plan.killed,
+            # the versions the override serves that this config lacks: none serves here
+            "override_unservable": list(plan.override_unservable) or None,
+            # every version the override gives traffic that this config lacks, also
+            # while another still serves (it then takes their share: another split)
+            "override_missing": list(override_missing(rc, doc)) or None,
+            "versions": {v.name: {
+                "url": v.url, "artifact": v.artifact, "configured_weight": v.weight,
+                "effective_weight": eff.get(v.name, 0.0),
+                # (out only by its ejection, and taken back: no other version could
+                # serve; its checks pass, it serves, `health` shows the ejection)
+                "healthy": (rc.name, v.name) not in table.unhealthy
+                or v.name not in plan.excluded,
+                **({"health": health.get((rc.name, v.name))} if health else {}),
+                "killed": plan.excluded.get(v.name) == "killed" or plan.killed is not None,
+            } for v in rc.versions},
+            "previous_known_good": plan.previous,
+            # the versions rollbacks took off: never a rollback's default target again
+            # (nor an automatic one's) until an operator names them (domain/rolledoff.py)
+            "rolled_off": [{"version": x.version, "artifact": x.artifact, "kind": x.kind,
+                            "actor": x.actor, "time": x.time}
+                           for x in held_off(doc, rc).values()],
+            "shadow": None if rc.shadow is None else {  # §5.5; results: /v1/routes/R/shadow
+                "version": rc.shadow.version, "sample": rc.shadow.sample,
+                # (`sample: 0` copies nothing: a shadow parked, not mirroring)
+                "mirroring": plan.shadow is not None and rc.shadow.sample > 0,
+                "off": plan.shadow_off or ("sample_zero" if rc.shadow.sample <= 0
+                                           and plan.shadow is not None else None)},
+            "analysis": self.analysis(rc.name) if self.analysis is not None else None,
+            "history": [plain(h) for h in doc.history.get(rc.name, ())],
+        }
+
+    def head(self, table: RouteTable) -> dict[str, Any]:
+        """What the document says beside its routes that the table alone decides (the
+        store's status and the last reload's are asked on every call: `document`)."""
+        doc = table.doc
         gone = unrouted(doc, (plan.config for plan in table.routes))
-        routes: dict[str, Any] = {}
-        for plan in table.routes:
-            rc = plan.config
-            eff = plan.effective_weights()
-            ov = doc.overrides.get(rc.name)
-            routes[rc.name] = {
-                "stable": plan.stable,
-                "latched": ov is not None,
-                "override": None if ov is None else {
-                    "kind": ov.kind, "stable": ov.stable, "weights": ov.weights, "actor": ov.actor,
-                    "reason": ov.reason, "time": ov.time, "drill": _drill(doc, rc.name)},
-                "killed": plan.killed,
-                # the versions the override serves that this config lacks: none serves here
-                "override_unservable": list(plan.override_unservable) or None,
-                # every version the override gives traffic that this config lacks, also
-                # while another still serves (it then takes their share: another split)
-                "override_missing": list(override_missing(rc, doc)) or None,
-                "versions": {v.name: {
-                    "url": v.url, "artifact": v.artifact, "configured_weight": v.weight,
-                    "effective_weight": eff.get(v.name, 0.0),
-                    # (out only by its ejection, and taken back: no other version could
-                    # serve; its checks pass, it serves, `health` shows the ejection)
-                    "healthy": (rc.name, v.name) not in table.unhealthy
-                    or v.name not in plan.excluded,
-                    **({"health": health.get((rc.name, v.name))} if health else {}),
-                    "killed": plan.excluded.get(v.name) == "killed" or plan.killed is not None,
-                } for v in rc.versions},
-                "previous_known_good": plan.previous,
-                # the versions rollbacks took off: never a rollback's default target again
-                # (nor an automatic one's) until an operator names them (domain/rolledoff.py)
-                "rolled_off": [{"version": x.version, "artifact": x.artifact, "kind": x.kind,
-                                "actor": x.actor, "time": x.time}
-                               for x in held_off(doc, rc).values()],
-                "shadow": None if rc.shadow is None else {  # §5.5; results: /v1/routes/R/shadow
-                    "version": rc.shadow.version, "sample": rc.shadow.sample,
-                    # (`sample: 0` copies nothing: a shadow parked, not mirroring)
-                    "mirroring": plan.shadow is not None and rc.shadow.sample > 0,
-                    "off": plan.shadow_off or ("sample_zero" if rc.shadow.sample <= 0
-                                               and plan.shadow is not None else None)},
-                "analysis": self.analysis(rc.name) if self.analysis is not None else None,
-                "history": [plain(h) for h in doc.history.get(rc.name, ())],
-            }
+        names = {plan.config.name for plan in table.routes}
         return {
             "instance": self.instance,
             "generation": doc.generation,
-            "store": self.store() if self.store is not None else None,
-            "config": self.config_status(),
             "kills": [{**f.public(), "id": f.ident(), "routed": f.key not in gone}
                       for f in doc.kills.values()],
-            "routes": routes,
             # the artifact recorded for each version name ever seen (versions are immutable:
             # a reload giving a name another artifact is refused; `killgate diff` says so too)
             "identities": {r: {v: {"artifact": rec["artifact"], "time": rec.get("time")}
@@ -155,7 +167,7 @@ class StatusBuilder:
                 {"route": name, "kind": ov.kind, "stable": ov.stable, "weights": ov.weights,
                  "actor": ov.actor, "reason": ov.reason, "time": ov.time,
                  "drill": _drill(doc, name)}
-                for name, ov in sorted(doc.overrides.items()) if name not in routes],
+                for name, ov in sorted(doc.overrides.items()) if name not in names],
         }
 
 

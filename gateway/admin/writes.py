@@ -9,7 +9,9 @@ before it answered lapses, and a retry with the key (the CLI's, to another insta
 runs the write. A write whose commit's answer was lost (503 outcome_unknown) leaves its key
 naming the write it tried: a retry asks the store whether it landed, and answers with its
 result if it did (an unkill's retry answered 409 not_killed, the first having lifted it),
-or runs it if it did not. Works through the narrow ports of admin/ports.py.
+or runs it if it did not. One committed but not yet on `min_replicas` replicas (503
+not_durable) keeps its answer, replayed once a replica holds it. Works through the
+narrow ports of admin/ports.py.
 """
 
 from __future__ import annotations
@@ -20,69 +22,45 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.attempts import MAX_ATTEMPTS, attempts, landed_record
-from gateway.admin.idemkeys import audit_replay, key_of, settle_later
+from gateway.admin.attempts import attempts, landed_record, no_event, unconfirmed_record, unknown_record
+from gateway.admin.idemkeys import audit_replay, ended, key_of, settle_later
 from gateway.admin.ports import Idempotency, StateWriter
+from gateway.admin.writedone import IDEMPOTENCY_TTL, Done, Op, kept, until
 from gateway.domain.audit import AuditDraft
 from gateway.domain.writeids import RETRY_OF, write_generation
 from gateway.errors import (
     ApiError,
     EarlierLanded,
     Forbidden,
+    NotDurable,
     StateError,
     StoreOutcomeUnknown,
 )
 from gateway.log import event
 
-__all__ = ["Done", "Writer"]
+__all__ = ["IDEMPOTENCY_TTL", "Done", "Writer"]  # (the first two: admin/writedone.py)
 
 log = logging.getLogger("killgate.admin")
-IDEMPOTENCY_TTL = 24 * 3600.0  # an answer, kept for retries
 #: a claim (a write with this key is running), renewed every third of it while it runs:
 #: one left by an instance that died lapses this soon (it was kept for IDEMPOTENCY_TTL:
 #: the CLI's retry of a kill got "still being applied" for a day, and no kill was made)
 CLAIM_LEASE = 15.0
 
 
-@dataclass(frozen=True, slots=True)
-class Done:
-    """What a write did: the answer's fields, its status, and the generation to wait for
-    (None: nothing to propagate, e.g. an approval request)."""
-
-    body: dict[str, Any]
-    generation: int | None
-    status: int = 200
-    event: dict[str, Any] | None = None  # the audit event it recorded, if any
-    #: how long a retry with its Idempotency-Key is answered with it (None: a day); an
-    #: approval request's answer only while that request can be open
-    keep: float | None = None
-    #: the scope a replay of this answer needs (None: the caller's key is enough), for an
-    #: answer whose scope was read from state the write then removed (an approval step)
-    scope: str | None = None
-
-
-Op = Callable[[], Awaitable[Done]]
-
-
-async def _ended(over: asyncio.Event, renew: asyncio.Task[None] | None) -> None:
-    """The claim's renewal, ended: waited for (a renewal in flight lands first)."""
-    over.set()
-    if renew is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(renew)
-
-
 class Writer:
     def __init__(self, state: StateWriter, idem: Idempotency,
-                 audit: Callable[[AuditDraft], Awaitable[None]]) -> None:
+                 audit: Callable[[AuditDraft], Awaitable[None]],
+                 on_landed: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.state = state
         self.idem = idem
         self.audit = audit
+        #: told a write's `Done.late` when a retry learns the write landed after its
+        #: answer was lost (once: by the retry that records the answer)
+        self.on_landed = on_landed
         #: `unknown` records the store did not take yet (`_unknown`), tried again
         self.settling: set[asyncio.Task[None]] = set()
 
@@ -124,29 +102,42 @@ class Writer:
         except EarlierLanded as exc:
             # an earlier attempt's commit landed after this retry asked whether it had:
             # nothing done again, answered with its result
-            await _ended(held, renew)
+            await ended(held, renew)
             if ident is None or not stood_in:  # (never: only a retry's write is fenced)
                 raise
             record = landed_record(stood_in[0], write_generation(str(exc)))
-            await self._settle(ident, {**record, "holder": claim["holder"]}, IDEMPOTENCY_TTL)
+            await self._settle(ident, {**record, "holder": claim["holder"]},
+                               until(stood_in[0]))
+            self._landed(stood_in[0])  # (this retry holds the key: no other learns it)
             resp = await self._answer(record, wait, may)
             await audit_replay(self.audit, request, subject, resp, request_id, source,
                                trace_id)
             return resp
         except StoreOutcomeUnknown as exc:
-            await _ended(held, renew)
+            await ended(held, renew)
             if ident is not None:
-                await self._unknown(ident, fingerprint, claim, exc, tried)
+                await self._unknown(ident, fingerprint, claim, exc, tried, stood_in)
+            raise
+        except NotDurable as exc:
+            await ended(held, renew)
+            if ident is not None and isinstance(exc.done, Done):
+                # committed, in force, not yet on a replica: the key keeps its answer, and a
+                # retry is answered with it once a replica holds it (it was let go, and the
+                # retry ran again: a final approve's answered 404 unknown_approval)
+                done = exc.done
+                await self._settle(ident, unconfirmed_record(
+                    fingerprint, claim["holder"], done.generation, done.status, done.body,
+                    done.scope), kept(done))
+            elif ident is not None:
+                await self._let_go(ident, claim, stood_in)
             raise
         except BaseException:
-            await _ended(held, renew)
+            await ended(held, renew)
             if ident is not None:
-                with contextlib.suppress(StateError):
-                    await self.idem.idem_release(ident, claim)
+                await self._let_go(ident, claim, stood_in)
             raise
-        await _ended(held, renew)  # (before the answer's record: no renewal replaces it)
-        keep = IDEMPOTENCY_TTL if done.keep is None else min(IDEMPOTENCY_TTL,
-                                                             max(1.0, done.keep))
+        await ended(held, renew)  # (before the answer's record: no renewal replaces it)
+        keep = kept(done)
         scoped = {} if done.scope is None else {"scope": done.scope}
         if ident is not None:
             # record the generation first: a concurrent retry can then answer with it
@@ -170,28 +161,27 @@ class Writer:
         return web.json_response(answer, status=done.status)
 
     async def _unknown(self, ident: str, fingerprint: str, claim: dict[str, Any],
-                       exc: StoreOutcomeUnknown, tried: list[tuple[str, int]]) -> None:
+                       exc: StoreOutcomeUnknown, tried: list[tuple[str, int]],
+                       stood_in: list[dict[str, Any]]) -> None:
         """The commit may have landed: the key keeps the write's id (for a retry to ask
-        the store) and the answer it had made, in place of the claim; released, as for
-        any failure, when the write says nothing of what it would have made. A retry's
+        the store) and the answer it had made, in place of the claim; let go, as for
+        any failure (`_let_go`), when the write says nothing of what it would have made. A retry's
         key keeps the earlier attempts' write ids too (`tried`: any of them may land
         yet, the same partition holding their commits)."""
         done, doc = exc.done, exc.doc
-        if not isinstance(done, Done) or done.generation is None or doc is None \
-                or not doc.writes:
-            with contextlib.suppress(StateError):
-                await self.idem.idem_release(ident, claim)
+        if not isinstance(done, Done) or doc is None or not doc.writes:
+            await self._let_go(ident, claim, stood_in)
             return
-        scoped = {} if done.scope is None else {"scope": done.scope}
-        record = {"fingerprint": fingerprint, "holder": claim["holder"],
-                  "unknown": {"write": doc.writes[-1], "generation": done.generation,
-                              "before": [list(t) for t in tried[:MAX_ATTEMPTS - 1]]},
-                  "status": done.status, "extra": done.body, **scoped}
+        record = unknown_record(fingerprint, claim["holder"], doc.writes[-1], doc.generation,
+                                tried, done.status, done.body, done.generation is not None,
+                                scope=done.scope, late=done.late)
+        if done.keep is not None:  # (its answer, should it have landed, kept as long)
+            record["until"] = time.time() + kept(done)
         try:
-            exc.key_kept = await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
+            exc.key_kept = await self.idem.idem_settle(ident, record, kept(done))
         except StateError:  # (the store away: tried again while the claim can be ours)
             task = asyncio.get_running_loop().create_task(settle_later(
-                self.idem, ident, record, IDEMPOTENCY_TTL, CLAIM_LEASE), name="idem-unknown")
+                self.idem, ident, record, kept(done), CLAIM_LEASE), name="idem-unknown")
             self.settling.add(task)
             task.add_done_callback(self.settling.discard)
             return
@@ -211,8 +201,11 @@ class Writer:
             landed = await self.state.landed(write, gen) if gen >= 0 else None
             if landed:
                 record = landed_record(earlier, gen)
+                # (compare-and-set on the record read: of retries that learn it at once,
+                # one records the answer and tells `on_landed`)
                 with contextlib.suppress(StateError):
-                    await self.idem.idem_settle(ident, record, IDEMPOTENCY_TTL)
+                    if await self.idem.idem_take(ident, earlier, record, until(earlier)):
+                        self._landed(earlier)
                 return record
             if landed is None and unsure is None:
                 unsure = gen
@@ -228,6 +221,24 @@ class Writer:
             return None
         got = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)  # (another retry's now)
         return got
+
+    async def _let_go(self, ident: str, claim: dict[str, Any],
+                      stood_in: list[dict[str, Any]]) -> None:
+        """A failed write's key, let go; a retry's (after outcome_unknown) holds the
+        record of the attempts it stood in for again: any may land yet, its commit in
+        flight (let go, the next retry ran the write unfenced: a final approve answered
+        404 unknown_approval for the change the first attempt had applied meanwhile)."""
+        with contextlib.suppress(StateError):
+            if stood_in:
+                await self.idem.idem_take(ident, claim, stood_in[0], until(stood_in[0]))
+            else:
+                await self.idem.idem_release(ident, claim)
+
+    def _landed(self, earlier: dict[str, Any]) -> None:
+        """An attempt whose answer was lost landed: its `late` record, told."""
+        late = earlier.get("late")
+        if isinstance(late, dict) and self.on_landed is not None:
+            self.on_landed(late)
 
     async def _settle(self, ident: str, record: dict[str, Any], keep: float) -> bool:
         """Record the answer only while the claim is still ours (compare-and-set on its
@@ -287,6 +298,10 @@ class Writer:
             if got is None:  # the first try's claim lapsed, or it failed and let it go
                 return None
             earlier = got
+        if earlier.get("unconfirmed"):
+            # (committed, answered 503 not_durable: confirmed as a repeated write is, by a
+            # no-op that waits for the replicas; NotDurable again while none holds it)
+            await self.state.write(lambda cur: None, no_event)
         return await self._answer(earlier, wait, may)
 
     async def _answer(self, earlier: dict[str, Any], wait: float,

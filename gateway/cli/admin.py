@@ -17,7 +17,7 @@ from typing import Any
 from gateway.cli.approvals import add_approval_commands
 from gateway.cli.client import ClientError, api, common_options, run, silent_instances, table
 from gateway.cli.configtools import add_config_commands
-from gateway.cli.http import Shape
+from gateway.cli.shapes import Shape
 from gateway.cli.statuswarn import instance_rows, store_warnings
 from gateway.cli.writes import add_write_commands
 from gateway.domain.audit import clean_text

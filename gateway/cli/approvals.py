@@ -16,7 +16,8 @@ import urllib.parse
 from typing import Any
 
 from gateway.cli.client import may_read, raw_call, warn_silent
-from gateway.cli.http import APPROVAL, RECEIPT, ClientError, expect
+from gateway.cli.http import ClientError
+from gateway.cli.shapes import APPROVAL, RECEIPT, expect
 from gateway.cli.writes import still_killed
 from gateway.domain.audit import clean_text
 

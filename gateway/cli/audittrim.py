@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from gateway.cli.client import ClientError, api
-from gateway.cli.http import Shape
+from gateway.cli.shapes import Shape
 from gateway.domain.audit import clean_text
 
 __all__ = ["add_trim_arguments", "trim", "trim_options_alone"]

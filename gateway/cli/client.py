@@ -2,7 +2,7 @@
 
 Owns `--admin`/`--token`/`--timeout`/`--json`, one API call answered 200 (a 202 approval request
 ends the command with exit 3), a write's receipt line (exit 4 when not applied
-everywhere), tables with control characters escaped. Standard library and cli/http.py.
+everywhere), tables with control characters escaped. Standard library, cli/http.py and cli/shapes.py.
 """
 
 from __future__ import annotations
@@ -16,16 +16,8 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from gateway.cli.http import (
-    APPROVAL,
-    RECEIPT,
-    TIMEOUT,
-    Answer,
-    ClientError,
-    Shape,
-    call,
-    expect,
-)
+from gateway.cli.http import TIMEOUT, Answer, ClientError, call
+from gateway.cli.shapes import APPROVAL, RECEIPT, Shape, expect
 from gateway.config_types import parse_duration
 from gateway.domain.audit import clean_text
 

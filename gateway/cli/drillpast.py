@@ -18,7 +18,8 @@ from typing import Any
 import aiohttp
 
 from gateway.cli.client import timeout_of
-from gateway.cli.http import ClientError, admin_base, clean_token, expect
+from gateway.cli.http import ClientError, admin_base, clean_token
+from gateway.cli.shapes import expect
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.audit import clean_text
 from gateway.domain.drilldiff import differences

@@ -2,8 +2,8 @@
 
 Owns the rules that keep the operator's token and the operator's picture honest: a
 redirect is never followed (it would carry the bearer token to wherever the Location
-points, and a redirected write would look done); an answer must be a JSON object of the
-expected shape (`expect`), or the command fails naming what was wrong. Writes carry an
+points, and a redirected write would look done); an answer must be a JSON object
+(of the shape a command expects: `cli/shapes.py`), or the command fails naming what was wrong. Writes carry an
 Idempotency-Key and are retried once on a connection error with the same key (and on a
 503 `outcome_unknown` whose Retry-After says the key now names the write); a call
 refused before its token was checked (429 `too_many_attempts`) is sent again after its
@@ -22,17 +22,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.cli.errors import ClientError
+from gateway.cli.shapes import json_object
 from gateway.cli.transport import Deadline, TooLarge, opener, proxy_of, read_capped
 from gateway.cli.urls import admin_base, clean_token
 from gateway.domain.audit import clean_text
-from gateway.errors import token_refused
+from gateway.tokenhint import token_refused
 
-__all__ = ["TIMEOUT", "Answer", "ClientError", "admin_base", "call", "clean_token", "expect"]
+__all__ = ["TIMEOUT", "Answer", "ClientError", "admin_base", "call", "clean_token"]
 
 TIMEOUT = 35.0  # the API waits up to 30s for a receipt
 
@@ -82,7 +83,7 @@ def _call(base: str, token: str | None, method: str, path: str, body: dict[str, 
                 if resp.headers.get("x-killgate-route") is not None:  # (a proxied answer)
                     raise ClientError(f"what answered at {base} routed the call to a backend: "
                                       f"{DATA_PLANE}")
-                return Answer(resp.status, _json_object(read_capped(resp, deadline), resp.status))
+                return Answer(resp.status, json_object(read_capped(resp, deadline), resp.status))
         except urllib.error.HTTPError as exc:
             try:
                 raw = read_capped(exc.fp, deadline)
@@ -262,47 +263,3 @@ def _broken(base: str, exc: Exception, write: bool, status: int | None = None) -
     what = str(exc)[:80].encode("unicode_escape").decode("ascii")
     return (f"what answered at {base} is not HTTP ({type(exc).__name__}: {what}); is --admin "
             "the admin listener's URL?")
-
-
-def _json_object(raw: bytes, status: int) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # (RecursionError: `[[[[...` nested past the stack)
-        raise ClientError(f"the admin API answered {status} with something that is not "
-                          f"JSON it can read: {raw[:80]!r}") from None
-    if not isinstance(body, dict):
-        raise ClientError(f"the admin API answered {status} with JSON that is not an object")
-    return body
-
-
-# a shape: field -> type, tuple of types, or a nested shape (a dict)
-Shape = Mapping[str, Any]
-
-RECEIPT: Shape = {"generation": int, "applied": {"instances": int, "acked": int,
-                                                 "elapsed_ms": (int, float),
-                                                 "pending": list}}
-APPROVAL: Shape = {"approval": {"id": str, "action": str, "needs": int, "approved_by": list,
-                                "expires": str}}
-
-
-def expect(body: dict[str, Any], shape: Shape, where: str = "") -> dict[str, Any]:
-    """`body` if it has every field of `shape` with the right type; else a ClientError
-    naming the first field that is missing or wrong (the command then exits 1: it must
-    not print a success it cannot show)."""
-    for name, want in shape.items():
-        path = f"{where}.{name}" if where else name
-        if name not in body:
-            raise ClientError(f"unexpected answer from the admin API: no {path!r}")
-        value = body[name]
-        if isinstance(want, Mapping):
-            if not isinstance(value, dict):
-                raise ClientError(f"unexpected answer from the admin API: {path!r} is not "
-                                  "an object")
-            expect(value, want, path)
-        elif isinstance(value, bool) and want is not bool and bool not in (
-                want if isinstance(want, tuple) else (want,)):
-            raise ClientError(f"unexpected answer from the admin API: {path!r} is a boolean")
-        elif not isinstance(value, want):
-            raise ClientError(f"unexpected answer from the admin API: {path!r} has the wrong "
-                              "type")
-    return body

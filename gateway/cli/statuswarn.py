@@ -76,6 +76,12 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
     store = st.get("store") or {}
     out: list[str] = []
     routes = st.get("routes") or {}
+    if store.get("unverifiable"):
+        out.append(f"STATE UNVERIFIABLE: {store['unverifiable']}. NOT READY (/readyz 503 "
+                   "state_unverifiable): load balancers stop sending it traffic; the kills it "
+                   "holds stay enforced. Compare store.verification.key_id with another "
+                   "instance's (`killgate status --json`), put the fleet's key in "
+                   "state.signing_key_env, and restart this instance")
     if any(isinstance(r, dict) and r.get("killed") == "state_unknown" for r in routes.values()):
         out.append("STATE UNKNOWN: this instance has not loaded the fleet's kills (no sync with "
                    "the store yet, no snapshot): every matched route answers its fallback, else "

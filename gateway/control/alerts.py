@@ -41,6 +41,7 @@ from gateway.errors import (
     StateError,
     StoreOutcomeUnknown,
     StoreUnavailable,
+    StoreUnverifiable,
 )
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
@@ -289,7 +290,8 @@ def _partly(exc: StoreUnavailable | AuditError, actions: list[dict[str, Any]],
         return exc
     kind, why = (("audit_unavailable", f"the audit trail cannot be written ({exc})")
                  if isinstance(exc, AuditError) else
-                 ("state_store_unavailable", f"the state store cannot be reached ({exc})"))
+                 ("state_store_unavailable", str(exc) if isinstance(exc, StoreUnverifiable)
+                  else f"the state store cannot be reached ({exc})"))
     return ApiError(503, kind, f"{why}: the {acted} alert(s) of this notification acted on "
                     f"before it are in force (a retry answers them `duplicate`); this one "
                     f"and the {after} after it were not acted on")

@@ -10,17 +10,21 @@ One event per fleet-wide change: the instances making a change (old digest -> ne
 share a claim keyed on it and on the *occurrence* of the old file they leave, so an earlier
 change of the same two files (a revert, then a re-deploy) is another key, and is audited
 again. An occurrence is a token every instance that made the same change derives alike: the
-hash of the claim key of the change that brought the file (`_after`); a start joins the
-fleet's newest recorded occurrence (`config:head`) when it runs that file, or else derives a
-new one from it (the fleet changed files by restarts). No clock decides it: the claims'
-times used to, and a clock stepped back (or one ahead when the earlier claim was made) took
-a re-deploy for the earlier change, and its `config.reload` event was lost.
+hash of the claim key of the change that brought the file (occurrence.py), recorded in the
+change's event (`after.occurrence`); a start joins the occurrence the trail's newest
+`config.reload` event recorded when it runs that file, or else derives a new one from it
+(the fleet changed files by restarts). No clock decides it: the claims' times used to, and a
+clock stepped back (or one ahead when the earlier claim was made) took a re-deploy for the
+earlier change, and its `config.reload` event was lost. No record outside the trail decides
+it either (occurrence.py: a signed `config:head` key, put back, did the same). A claim
+names the event written for it, and a sibling takes the change as recorded only once that
+event is on the trail's chain: a store put back to an earlier state (document and trail)
+keeps the claims made since, and a change made again was taken for one whose event was gone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 import time
@@ -28,11 +32,12 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.configfile import LoadedConfig
+from gateway.control.occurrence import fleet_head, in_trail, newest_reload, occurrence_of
 from gateway.domain.audit import AuditDraft, utc_now
+from gateway.domain.configrecord import record_config
 from gateway.domain.diff import config_dict, diff_configs
 from gateway.domain.killreach import kills_routed_around
 from gateway.domain.kills import unrouted
-from gateway.domain.overrides import record_config
 from gateway.domain.reloadcheck import facts_from_doc, reload_problems
 from gateway.domain.rolledoff import held_moved
 from gateway.domain.routetable import RouteTable
@@ -48,26 +53,21 @@ log = logging.getLogger("killgate")
 #: how long a change's claim is kept (a sibling making the same change later than that
 #: records it again)
 CLAIM_TTL = 3600.0
-#: the idempotency key of the fleet's newest recorded config occurrence {"digest", "token"},
-#: and how long it is kept: an instance restarted (rescheduled) hours after the last reload
-#: must still join its siblings' occurrence, or the next change is audited twice; once it
-#: is gone, every claim made before it is too (a start token seen before repeats no claim)
-HEAD = "config:head"
-HEAD_TTL = 30 * 86400.0
-
-
-def _after(key: str) -> str:
-    """The occurrence token of the file a change (its claim key) brought. Pure."""
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+#: how often a sibling's claim is read again until it names its event, and for how many
+#: command timeouts at most (its event is a load and a commit, retried on conflicts; on a
+#: loaded host a shorter wait recorded a change its sibling was still recording)
+CLAIM_POLL = 0.05
+CLAIM_WAIT = 20
 
 
 def start_token(digest: str, head: dict[str, Any] | None) -> str:
-    """The occurrence a start on `digest` joins: the fleet's newest (`head`) when it is this
-    file; else a new one, the same for every instance starting so from that head. Pure."""
+    """The occurrence a start on `digest` joins: the fleet's newest (`head`: occurrence.py's
+    `fleet_head`) when it is this file; else a new one, the same for every instance
+    starting so from that head. Pure."""
     if head is not None and head.get("digest") == digest and isinstance(head.get("token"), str):
         return str(head["token"])
     prev = head or {}
-    return _after(f"start:{prev.get('digest', '')}:{prev.get('token', '')}:{digest}")
+    return occurrence_of(f"start:{prev.get('digest', '')}:{prev.get('token', '')}:{digest}")
 
 
 class ConfigHistory:
@@ -82,19 +82,17 @@ class ConfigHistory:
 
     async def begin(self, loaded: LoadedConfig) -> None:
         """Join the fleet's occurrence of the file this instance starts on (module doc)."""
-        first = start_token(loaded.digest, None)
         try:
             if not self.sync.synced_once:  # (not waited for again: the start waited already)
                 raise StateError("the store did not answer at start")
-            head = await asyncio.wait_for(self.sync.store.idem_claim(
-                HEAD, {"digest": loaded.digest, "token": first}, HEAD_TTL),
-                loaded.config.state.command_timeout * 6)
+            reload, start = await asyncio.wait_for(newest_reload(self.sync.store),
+                                                   loaded.config.state.command_timeout * 6)
         except (StateError, TimeoutError) as exc:
             event(log, "config_occurrence_unknown", logging.WARNING,
                   error=str(exc) or "timeout", action="the next config change is audited "
                   "by this instance even if another one audited it too")
             return
-        self.token = first if head is None else start_token(loaded.digest, head)
+        self.token = start_token(loaded.digest, fleet_head(reload, start))
 
     def check(self, loaded: LoadedConfig, running: LoadedConfig | None = None) -> None:
         """A version name whose artifact changed against the recorded history is refused,
@@ -174,36 +172,58 @@ class ConfigHistory:
         its kept name (`warn_routed_around`: only a log line before, while the kill still
         read as routed and in force in status)."""
         key = f"config:{old.digest}:{new.digest}:{self.token}"
-        self.token, self.since = _after(key), time.time()  # (before any await: the switch)
+        self.token, self.since = occurrence_of(key), time.time()  # (before any await: the switch)
         gone = self.warn_unrouted(old, new)
         around = self.warn_routed_around(old, new)
         moved = held_moved(self.doc(), old.config.routes, new.config.routes)
         for warning in moved:
             event(log, "rollback_target_moved", logging.WARNING, warning=warning)
-        await self._audit(key, old, new, gone, around)
+        await self._audit(key, old, new, gone, around,
+                          new.config.state.command_timeout * CLAIM_WAIT)
         return moved + [f"the {k['kill']} kill ({k['by']}: {k['reason']!r}) stays in force on "
                         f"its name, but this config may serve requests it stopped: "
                         f"{'; '.join(k['how'])}; kill the new name too, or change the config "
                         "back" for k in around]
 
     async def _audit(self, key: str, old: LoadedConfig, new: LoadedConfig,
-                     gone: list[str], around: list[dict[str, Any]]) -> None:
+                     gone: list[str], around: list[dict[str, Any]], wait: float) -> None:
+        mine = {"instance": self.instance, "time": self.since}
         try:
-            claim = await self.sync.store.idem_claim(
-                key, {"instance": self.instance, "time": self.since}, CLAIM_TTL)
-            if claim is not None:
+            if not await self._claim(key, mine, wait):
                 return  # another instance making the same change recorded it
-            await self.sync.store.idem_set(HEAD, {"digest": new.digest, "token": self.token},
-                                           HEAD_TTL)
             draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
                                "the config file changed", {"digest": old.digest},
-                               {"digest": new.digest, "changes": summarize_changes(old, new),
+                               {"digest": new.digest, "occurrence": occurrence_of(key),
+                                "changes": summarize_changes(old, new),
                                 **({"kills_unrouted": gone} if gone else {}),
                                 **({"kills_routed_around": around} if around else {})},
                                "", self.instance)
-            await self.sync.append_audit(draft)
+            ev = await self.sync.append_audit(draft)
+            if ev is not None and isinstance(ev.get("hash"), str):  # (siblings check it)
+                await self.sync.store.idem_take(key, mine, {**mine, "event": ev["hash"]},
+                                                CLAIM_TTL)
         except (StateError, AuditError) as exc:
             event(log, "config_reload_audit_failed", logging.WARNING, error=str(exc))
+
+    async def _claim(self, key: str, mine: dict[str, Any], wait: float) -> bool:
+        """Whether this instance records the change `key`: it claims it; or the claim held
+        names no event within `wait` (its instance died, or could not write it), or one the
+        trail does not hold (a store put back to an earlier state lost it): then it is
+        recorded here too (at worst twice, never lost)."""
+        store = self.sync.store
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        claim = await store.idem_claim(key, mine, CLAIM_TTL)
+        while claim is not None:
+            named = claim.get("event")
+            if isinstance(named, str) and await in_trail(store, named):
+                return False
+            if isinstance(named, str) or loop.time() >= deadline:
+                await store.idem_take(key, claim, mine, CLAIM_TTL)  # (best effort)
+                return True
+            await asyncio.sleep(CLAIM_POLL)  # (its instance is writing the event)
+            claim = await store.idem_claim(key, mine, CLAIM_TTL)
+        return True
 
 
 def summarize_changes(old: LoadedConfig, new: LoadedConfig) -> dict[str, Any]:

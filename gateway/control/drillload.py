@@ -24,7 +24,7 @@ import aiohttp
 
 from gateway.domain.drillplan import Plan
 from gateway.domain.drillreport import Obs
-from gateway.errors import token_refused
+from gateway.tokenhint import token_refused
 
 __all__ = ["AdminClient", "DrillApiError", "Probe", "Traffic", "resolve_probe"]
 

@@ -4,7 +4,7 @@ after a reload went live needs a version the file dropped that the config before
 A rollback made through an instance still on the old file, while this one had taken up the
 new (a fleet mid-deploy: each instance reads its own copy), left this one serving nothing on
 the route (NOT SERVING: no version the override names is in its config). Had the rollback
-come first, this instance would have refused the file (overrides.latch_problems), as the
+come first, this instance would have refused the file (configrecord.latch_problems), as the
 instance it was made through does. So the outcome is made the one of that order, the one an
 Argo Rollouts user expects of an abort (the rollback lands on a serving version, the new
 spec waits): the config before is put live again (a reload of its own: checked, swapped,

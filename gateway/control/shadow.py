@@ -7,12 +7,12 @@ gated (`analysis.min_shadow_agreement`) also read the fleet's and keep the merge
 gate (`refusal`, `gate`) is a synchronous in-memory check. `report()` reads the fleet fresh
 for GET /v1/routes/{route}/shadow and `killgate shadow report`. Counts are those of
 instances heard from in the last `FRESH` seconds, for the shadow settings in force here.
+What a blob holds and how old it is: control/shadowblobs.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -20,16 +20,16 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.config import Config, RouteConfig
+from gateway.control.shadowblobs import blob_age, bounded, records_key, stats_key
 from gateway.domain.promotiongate import gate, gate_counts, other_status, promotion_refusal
 from gateway.domain.shadowstats import Tally, merge, report
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.domain.verdict import spec_for
 from gateway.errors import StateError
 from gateway.log import event
-from gateway.state.store import MAX_DOC_BYTES
 from gateway.tasks import cancel
 
-__all__ = ["FRESH", "ShadowResults", "records_key", "stats_key"]
+__all__ = ["FRESH", "ShadowResults"]
 
 log = logging.getLogger("killgate.shadow")
 INTERVAL = 1.0
@@ -37,23 +37,6 @@ REPUBLISH = 5.0
 FRESH = 20.0
 #: an instance silent this long is gone (a restart has a new name): its counts leave the store
 FORGET = 600.0
-#: what an instance's blob may hold of kept disagreements: the store refuses a blob past
-#: MAX_DOC_BYTES as unverified (and removes it), and its counts with it
-RECORDS_BUDGET = MAX_DOC_BYTES * 3 // 4
-
-
-def stats_key(route: str) -> str:
-    """The stats key of a route's shadow ('~' is not allowed in route names)."""
-    return f"shadow~{route}"
-
-
-def records_key(route: str) -> str:
-    """Where each instance's kept disagreement records are published, apart from its
-    counts: the gate, every second per gated route, reads the counts only (a blob with
-    records is up to MAX_DOC_BYTES an instance, read, verified and parsed on the loop)."""
-    return f"shadow~{route}~records"
-
-
 class StatsStore(Protocol):
     async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None: ...
 
@@ -133,7 +116,7 @@ class ShadowResults:
         # it changes the tally again, and is in the next publish, not lost until the
         # heartbeat)
         published = (t.changes, t.spec, now)
-        blob = _bounded(t.to_json())
+        blob = bounded(t.to_json())
         # the counts (with no records: an instance of an older version reads them as a
         # tally that kept none), then the records apart, read by reports only
         await self.store.put_stats(stats_key(rc.name), self.instance, {
@@ -170,7 +153,7 @@ class ShadowResults:
                 if not math.isfinite(t):
                     raise ValueError("no time")
                 name = str(blob.get("instance"))
-                age, same = _age(t, before.get(name), now, heard, name)
+                age, same = blob_age(t, before.get(name), now, heard, name)
                 if age > FRESH:
                     # (gone only once read unchanged again: a live instance, whatever its
                     # clock, republishes every 5 s)
@@ -258,45 +241,3 @@ class ShadowResults:
             return promotion_refusal(rc, cur, apply_change(cur, change), fleet)
 
         return check
-
-
-def _age(t: float, last: tuple[float, float, float] | None, now: float,
-         heard: dict[str, tuple[float, float, float]], name: str) -> tuple[float, bool]:
-    """How long ago, by our clock, an instance's blob saying `t` (its clock) was written,
-    and whether we had read the same one before (`last`: (its t, when we took it written,
-    when we read it) at our previous read). Its time, but never after now (a clock ahead of
-    ours: a gone instance's counts stayed "fresh" as long as its clock was ahead), nor,
-    once we have read it, before that previous read (a clock behind ours: a live
-    instance's counts were left out, and past FORGET dropped from the store at every read,
-    so every instance's report and gate lost them)."""
-    if last is not None and last[0] == t:
-        heard[name] = (t, last[1], now)
-        return now - last[1], True
-    since = min(t, now) if last is None else min(max(t, last[2]), now)
-    heard[name] = (t, since, now)
-    return now - since, False
-
-
-def _bounded(blob: dict[str, Any]) -> dict[str, Any]:
-    """A tally's store form with only the newest kept disagreements that fit in
-    RECORDS_BUDGET (as the store writes them: JSON, ASCII): keep x 3 x max_body can be far
-    more than a blob the store takes (keep 1000, max_body 1 MiB allowed), and one refused
-    took this instance's counts out of every report and gate. The counts always go."""
-    texts, objs = blob["records"], blob["disagreements"]
-    # (a character is at most 6 in JSON: most configs never measure)
-    if 6 * (sum(map(len, texts)) + sum(len(json.dumps(d)) for d in objs)) <= RECORDS_BUDGET:
-        return blob
-    left = RECORDS_BUDGET
-    kept_texts: list[str] = []
-    for r in reversed(texts):  # (newest last: kept from the end)
-        left -= len(json.dumps(r)) + 2
-        if left < 0:
-            break
-        kept_texts.append(r)
-    kept_objs: list[dict[str, Any]] = []
-    for d in reversed(objs):
-        left -= len(json.dumps(d)) + 2
-        if left < 0:
-            break
-        kept_objs.append(d)
-    return {**blob, "records": kept_texts[::-1], "disagreements": kept_objs[::-1]}

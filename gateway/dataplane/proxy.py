@@ -8,10 +8,10 @@ data-plane errors to HTTP) and what is recorded of every answer are
 for the backend, retry policy and budget, the shadow tap) `dataplane/outgoing.py`'s; a
 request's end (the fast path's one write of a whole answer, the report to telemetry)
 `dataplane/finish.py`'s; reading the body's `model` for routing `dataplane/modelpeek.py`'s
-(a base too). The connection (`dataplane/protocol.py`) calls `handle` from its
-parser callback: a request whose route is decided and whose body is in memory goes on
-without a Task (only a body still to be read, or the model peek of a large body, needs a
-coroutine here).
+(a base too); the targets, Hosts and matches it remembers `dataplane/lookups.py`'s (a
+base). The connection (`dataplane/protocol.py`) calls `handle` from its parser callback: a
+request whose route is decided and whose body is in memory goes on without a Task (only a
+body still to be read, or the model peek of a large body, needs a coroutine here).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from gateway.dataplane.formpeek import body_kind
 from gateway.dataplane.heldmodel import FORM_NOT_REWRITTEN
 from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField
+from gateway.dataplane.lookups import Lookups
 from gateway.dataplane.modelpeek import ModelPeek
-from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET, Outgoing, forwarded_for
-from gateway.dataplane.paths import BadTarget, route_host, split_target
+from gateway.dataplane.outgoing import Outgoing, forwarded_for
+from gateway.dataplane.paths import BadTarget
 from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import TableSource
 from gateway.dataplane.request import BadHeader, Request
@@ -52,7 +53,7 @@ __all__ = ["Observer", "Observers", "Proxy"]
 _ADMITTED = object()  # a request counted in flight, before (or without) a Flight
 
 
-class Proxy(Outgoing, ModelPeek, Finish):
+class Proxy(Outgoing, ModelPeek, Finish, Lookups):
     """The data-plane request handler (the `Handler` of every data-plane connection)."""
 
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
@@ -147,27 +148,6 @@ class Proxy(Outgoing, ModelPeek, Finish):
             self._by_model(req, table, path, target, host, need)
         except BadHeader as exc:
             self._bad(req, exc.reason, str(exc))
-
-    def _new_target(self, raw: bytes) -> tuple[str, bytes]:
-        """A target not seen lately: its path as routing reads it and the target forwarded
-        (remembered when short: a bounded cache, cleared when full)."""
-        path, target_s = split_target(raw.decode("latin-1"))
-        known = (path, target_s.encode("latin-1"))
-        if len(raw) <= CACHED_TARGET:
-            if len(self._targets) >= CACHE_MAX:
-                self._targets.clear()
-            self._targets[raw] = known
-        return known
-
-    def _new_host(self, raw: bytes | None, req: Request) -> str:
-        """A Host not seen lately, as routing reads it (remembered as `_new_target` does)."""
-        host = route_host(req.headers.get("host") if raw and not raw.isascii()
-                          else raw.decode("ascii") if raw else None)
-        if raw is not None and len(raw) <= CACHED_TARGET:
-            if len(self._hosts) >= CACHE_MAX:
-                self._hosts.clear()
-            self._hosts[raw] = host
-        return host
 
     # ------------------------------------------------------------------ decisions
 
@@ -285,15 +265,6 @@ class Proxy(Outgoing, ModelPeek, Finish):
                 trusted.client(req.remote, forwarded_for(req))
         return self.quota.admit(route, sticky, per_key, window, self.clock.now, client,
                                 per_client)
-
-    def _remember(self, key: tuple[str, str], plan: RoutePlan) -> None:
-        """Keep a match of the current table (short paths and Hosts; cleared when full)."""
-        matched = self._matched
-        if matched is not None and len(key[0]) <= CACHED_TARGET \
-                and len(key[1]) <= CACHED_TARGET:
-            if len(matched) >= CACHE_MAX:
-                matched.clear()
-            matched[key] = plan
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]

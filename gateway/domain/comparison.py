@@ -3,7 +3,7 @@
 Owns `Answer` (an assembled answer) and `decoded` (its body without its Content-Encoding,
 bounded), `Difference` (what differs, and where), `Comparison`
 (a comparison's differences and measurements), the matching of JSON paths against the
-patterns of the config (`gateway.config_shadow.parse_path`), and redaction by path.
+patterns of the config (`gateway.config_jsonpaths.parse_path`), and redaction by path.
 Pure: no I/O, no clock.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from gateway.config_shadow import PathToken, parse_path
+from gateway.config_jsonpaths import PathToken, parse_path
 
 __all__ = [
     "MAX_PATH",

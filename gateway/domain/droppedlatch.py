@@ -8,7 +8,7 @@ A file without that name takes the route's requests out of the override: a route
 another name matching them (a rename) serves at the file's weights, the version a rollback
 took the route off included, and the override itself can no longer be released (the API
 knows only the routes of the config). So a reload dropping such a route is refused, as one
-dropping a version an override serves is (`overrides.latch_problems`), naming `release` as
+dropping a version an override serves is (`configrecord.latch_problems`), naming `release` as
 the way out. Only a change is judged (the running config had the route): a start on such a
 file is not refused for it (an override left over from before cannot lock the fleet out of
 starting; its route then serves nothing under that name). Pure.
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.config import RouteConfig
-from gateway.domain.overrides import latch_problems
+from gateway.domain.configrecord import latch_problems
 from gateway.domain.statedoc import RouteOverride, StateDoc
 
 __all__ = ["dropped_latched", "taken_back", "with_running"]

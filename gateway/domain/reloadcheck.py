@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import RouteConfig
+from gateway.domain.configrecord import identity_problems, latch_problems
 from gateway.domain.drills import drill_only_latch
 from gateway.domain.droppedlatch import dropped_latched, with_running
-from gateway.domain.overrides import identity_problems, latch_problems
 from gateway.domain.statedoc import RouteOverride, StateDoc
 
 __all__ = ["ReloadFacts", "facts_from_doc", "reload_problems"]

@@ -2,9 +2,9 @@
 
 Owns `RoutePlan` (one route's precomputed choice: weights, the versions that can serve,
 failover orders; built from config + replicated state + health by domain/tablebuild.py),
-`Target` and the decisions. No I/O, no aiohttp, no redis: randomness and the sticky key
-are passed in. The routes together: domain/routetable.py; sticky scores:
-domain/bucketing.py.
+the decisions, and `Target` (re-exported from domain/target.py). No I/O, no aiohttp, no
+redis: randomness and the sticky key are passed in. The routes together:
+domain/routetable.py; sticky scores: domain/bucketing.py.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import json
 import math
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from itertools import accumulate
 from typing import NamedTuple
-from urllib.parse import urlsplit
 
 from gateway.config import FallbackConfig, RouteConfig
 from gateway.config_routes import case_fold
 from gateway.domain.bucketing import bucket_score
+from gateway.domain.target import Target, make_target
 
 __all__ = [
     "STATE_UNKNOWN",
@@ -37,33 +36,6 @@ WEIGHTED, STICKY, PINNED, FAILOVER, FALLBACK, KILLED = (
 #: is closed like a kill (its fallback, else 503 `state_unknown`), never routed on an
 #: empty state document (that would silently lift every kill the fleet holds)
 STATE_UNKNOWN = "state_unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One version of one route, ready to receive traffic."""
-
-    route: str
-    name: str
-    url: str
-    scheme: str
-    host: str
-    port: int
-    base_path: str
-    model: str | None
-    artifact: str | None
-    origin: tuple[str, str, int]
-    path_bytes: bytes  # base_path, encoded once
-
-
-def _target(route: str, name: str, url: str, model: str | None, artifact: str | None) -> Target:
-    u = urlsplit(url)
-    scheme = u.scheme
-    port = u.port or (443 if scheme == "https" else 80)
-    host = u.hostname or ""
-    base = u.path.rstrip("/")
-    return Target(route, name, url, scheme, host, port, base, model, artifact,
-                  (scheme, host, port), base.encode())
 
 
 def path_matches(prefix: str, path: str) -> bool:
@@ -138,7 +110,7 @@ class RoutePlan:
         self.excluded = dict(excluded)  # version -> "killed" | "unhealthy"
         self.targets: dict[str, Target] = (
             same.targets if same is not None else
-            {v.name: _target(rc.name, v.name, v.url, v.model, v.artifact) for v in rc.versions})
+            {v.name: make_target(rc.name, v.name, v.url, v.model, v.artifact) for v in rc.versions})
         w = {n: float(weights.get(n, 0.0)) for n in self.targets}
         if sum(w.values()) <= 0:
             w[stable] = 100.0

@@ -168,6 +168,10 @@ class LocalStore(LocalTrim):
                 raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None
             return event, head
 
+    def anchored(self, doc: StateDoc) -> None:
+        """(StateStore.anchored) Nothing to do: each commit continues the head the state
+        file names, on this host's disk (not a store others write to)."""
+
     async def audit_head(self) -> str | None:
         """The head the (verified) state file anchors; None without one."""
         try:

@@ -16,7 +16,7 @@ Whatever we read back is verified (gateway/state/signing.py); what fails is repo
 `on_unverified` and never applied. Three connections: reads and polls, commits (and the
 WAIT after them), and one subscribed, whose messages reach the listener in the loop
 iteration that read them (and, with audit retention, one for its reads). Heartbeats,
-idempotency and counts: redisaux.py; reading the audit trail: redisaudit.py; trimming it
+idempotency and counts: redisaux.py (and its bases); reading the audit trail: redisaudit.py; trimming it
 (retention): redistrim.py. Redis errors leave only as StoreUnavailable
 (StoreOutcomeUnknown when a commit may have run) / StoreConflict / AuditError.
 """

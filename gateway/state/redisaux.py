@@ -1,17 +1,17 @@
 """The redis store's side stores: heartbeats (acks), idempotency records, analysis counts.
 
 Owns `<p>:instances` (instance → "server-ms <signed heartbeat>"), the `<p>:acks` channel's
-messages (the same signed heartbeat), `<p>:instances:urls` (instance → "kid mac <json>", the
-signed addresses it listens on, for drills), `<p>:idem:<key>` and `<p>:stats:<route>`. A
+messages (the same signed heartbeat) and `<p>:instances:urls` (instance → "kid mac <json>",
+the signed addresses it listens on, for drills); `<p>:idem:<key>` and `<p>:stats:<route>`
+through its bases. A
 heartbeat is "kid mac generation wall-ms config instance", signed over all but its key id:
 without the key nobody can make an instance look as if it applied a generation, or make
 one up. A record that does not verify is reported and never used. Idempotency records: the
-RedisIdempotency base (redisidem.py).
+RedisIdempotency base (redisidem.py); analysis counts: the RedisStats base (redisstats.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -22,8 +22,9 @@ from gateway.errors import StateError
 from gateway.log import event
 from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
+from gateway.state.redisstats import RedisStats, turn
 from gateway.state.signing import Unverified
-from gateway.state.store import MAX_DOC_BYTES, Ack
+from gateway.state.store import Ack
 
 __all__ = ["MAX_ACK_BYTES", "RedisRecords"]
 
@@ -70,17 +71,6 @@ redis.call('HDEL', KEYS[1], ARGV[1]); redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """)
 
-# Remove the entries ARGV names (field, length) still of that length: refused counts, which
-# their instance (if any) writes anew at its next tick; one written since is left alone
-_DROP_REFUSED = Script("""
-for i = 1, #ARGV, 2 do
-  if redis.call('HSTRLEN', KEYS[1], ARGV[i]) == tonumber(ARGV[i + 1]) then
-    redis.call('HDEL', KEYS[1], ARGV[i])
-  end
-end
-return 1
-""")
-
 #: a heartbeat longer than this is refused unread. A real one is a few hundred bytes (key
 #: id, MAC, generation, time, config digest, a host name of at most 64); the acks channel
 #: is read on the loop the data plane runs on, and a flood of 8 MB forged acks naming the
@@ -90,13 +80,6 @@ MAX_ACK_BYTES = 4096
 # heartbeat signed longer than this (and 10 leases) before the store's time is a replay,
 # left out of the fleet (its stamp of arrival is written beside it, unsigned: a replay
 # carries a fresh one))
-
-async def _turn(i: int) -> None:
-    """Let the loop (the data plane) run every so many entries of a hash read whole: whoever
-    can write to the store can fill it with hundreds of thousands of entries to refuse."""
-    if i and i % 2048 == 0:
-        await asyncio.sleep(0)
-
 
 #: how often the store's clock being off is logged again while it stays off
 CLOCK_LOG_INTERVAL = 60.0
@@ -109,7 +92,7 @@ def _signed_age(record: bytes, now_ms: int) -> float:
     return (now_ms - int(wall)) / 1000.0 if wall.isdigit() and len(wall) <= 18 else 0.0
 
 
-class RedisRecords(RedisIdempotency):
+class RedisRecords(RedisIdempotency, RedisStats):
     #: our newest heartbeat as published, and the ack it says: its echo on the acks
     #: channel is not verified again (redis.py)
     _own_ack: tuple[bytes, Ack] | None = None
@@ -187,7 +170,7 @@ class RedisRecords(RedisIdempotency):
         out: dict[str, dict[str, Any]] = {}
         stale: list[bytes] = []
         for i in range(0, len(flat), 2):
-            await _turn(i)
+            await turn(i)
             seen_s, _, record = flat[i + 1].partition(b" ")
             # (a server time has 13 digits: a longer one, forged, is no float, or no int)
             age = (int(now_ms) - int(seen_s)) / 1000.0 \
@@ -217,7 +200,7 @@ class RedisRecords(RedisIdempotency):
             flat = await self._call("HGETALL", self.k_instances + ":urls")
             orphans = [f for f in flat[::2] if f not in known]
             for i in range(0, len(flat), 2):
-                await _turn(i)
+                await turn(i)
                 name = flat[i].decode(errors="replace")
                 if name in out:
                     out[name].update(self._open_urls(name, flat[i + 1]))
@@ -264,38 +247,3 @@ class RedisRecords(RedisIdempotency):
             return
         await self._script(_LEAVE, [self.k_instances, self.k_instances + ":urls"],
                            [instance, own[0]])
-
-    # ------------------------------------------------------------------ analysis counts
-
-    async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
-        await self._call("HSET", f"{self.k_stats}:{route}", instance,
-                         self._sealed("stats", f"{route}\x00{instance}", blob))
-
-    async def drop_stats(self, route: str, instances: list[str]) -> None:
-        if instances:
-            await self._call("HDEL", f"{self.k_stats}:{route}", *instances)
-
-    async def get_stats(self, route: str) -> list[dict[str, Any]]:
-        """Every instance's counts that verify. An entry refused (forged, or over
-        MAX_DOC_BYTES: not verified) is removed once read: left, it was read, and its MAC
-        computed, on the loop the data plane runs on at every analysis tick, for good."""
-        key = f"{self.k_stats}:{route}"
-        flat = await self._call("HGETALL", key)
-        out, refused = [], []
-        for i, (inst, v) in enumerate(zip(flat[::2], flat[1::2], strict=True)):
-            await _turn(i)
-            if len(v) > MAX_DOC_BYTES:
-                self.on_unverified("stats", f"{len(v)} bytes, over the {MAX_DOC_BYTES}-byte "
-                                            "limit (not read)", None)
-                blob = None
-            else:
-                blob = self._opened("stats", f"{route}\x00{inst.decode('utf-8', 'replace')}",
-                                    v, "stats")
-            if blob is None:
-                refused += [inst, str(len(v))]
-            else:
-                out.append(blob)
-        if refused:  # (a cleanup: the read stands whether it succeeds or not)
-            with contextlib.suppress(StateError):
-                await self._script(_DROP_REFUSED, [key], refused)
-        return out

@@ -178,6 +178,11 @@ class RedisCommits(RedisRecords):
             return ev
         raise StoreConflict("the audit head kept changing under us")
 
+    def anchored(self, doc: StateDoc) -> None:
+        """(StateStore.anchored) The snapshot's head, as any verified document's."""
+        if doc.audit_head and (doc.generation, doc.audit_seq) >= self._head_at:
+            self._guess_head(doc.audit_head, (doc.generation, doc.audit_seq), doc)
+
     def _guess_head(self, head: str, at: tuple[int, int], doc: StateDoc) -> None:
         """The audit head the next commit guesses: `head`, named by `doc` at `at`
         (generation, audit_seq), and the write that made `doc` (a commit based on it has

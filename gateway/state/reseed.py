@@ -13,16 +13,18 @@ import logging
 import time
 from typing import Any
 
+from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.branches import collides, descends, lifts_unrecorded, relaxes
 from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.errors import StoreConflict, StoreUnavailable
+from gateway.errors import StoreConflict, StoreUnverifiable
 from gateway.log import event
 from gateway.state.holder import Holder
 from gateway.state.signing import MAGIC
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.store import Loaded, Store, legacy_doc, merge_restrictive, new_epoch
 from gateway.state.tamper import TamperLog
+from gateway.state.vouching import SIBLING_TAG, Vouching
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Repair"]
@@ -45,8 +47,9 @@ def _wiped(trail: int, seq: int) -> bool:
     return trail == 0 or (0 < trail < FRESH_TRAIL and 2 * trail < seq)
 
 
-class Repair:
+class Repair(Vouching):
     store: Store
+    cfg: StateConfig
     holder: Holder
     metrics: Metrics
     snapshot: SnapshotFile
@@ -56,8 +59,11 @@ class Repair:
     ready: bool
     last_error: str | None
     trail_lost: dict[str, Any] | None
+    #: why the store holds a document this instance cannot verify and will not write over
+    #: (`_blind`): not ready (/readyz 503 state_unverifiable); None once it verifies one
+    unverifiable: str | None
     _seen_signed: bool
-    _own_epochs: set[str]
+    _own_epochs: dict[str, None]
     _seen_fleet: bool
     _repairs: int
     _repair_at: float
@@ -74,6 +80,8 @@ class Repair:
 
     def _judge(self, got: Loaded) -> None:
         """Report what the store holds that we refuse."""
+        if got.problem is None:
+            self.unverifiable = None  # (verified, or empty: ours to seed)
         if got.doc is not None:
             self._seen_signed = True
             self._saw(got.doc)
@@ -83,19 +91,6 @@ class Repair:
         elif got.doc is not None and not got.trusted:
             self.tamper.note("generation", f"the stored generation {got.token!r} is not the "
                                            f"signed document's {got.doc.generation}")
-
-    def _saw(self, doc: StateDoc) -> None:
-        """Note a verified document: one of an epoch this instance did not create (its
-        re-seeds') shows that its key is the fleet's (`_blind`)."""
-        if doc.epoch not in self._own_epochs:
-            self._seen_fleet = True
-            self._own_epochs.clear()  # (no longer needed)
-
-    def _mine(self, epoch: str) -> str:
-        """Remember `epoch` as one this instance created, until it verifies another's."""
-        if not self._seen_fleet:
-            self._own_epochs.add(epoch)
-        return epoch
 
     def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
         """Whether `doc` must be merged with ours (a re-seed), never adopted: it stands at
@@ -192,7 +187,7 @@ class Repair:
         return True
 
     def _blind(self, got: Loaded, mine: StateDoc) -> None:
-        """Raise StoreUnavailable when the store holds a document we refuse and we hold no
+        """Raise StoreUnverifiable when the store holds a document we refuse and we hold no
         state to put in its place (no snapshot, no sync yet): most often not a forgery but
         this instance's key (state.signing_key_env) that is not the fleet's. A re-seed then
         wrote an empty document over the fleet's kills, and the instance, "synced", served
@@ -208,15 +203,35 @@ class Repair:
         # skipped) then seeded a flushed store first and, "verified" by its own document,
         # re-seeded over the fleet's every 30 s, wiping its weights, overrides and history
         # (a ping-pong with the fleet's re-seeds). A kill through it answers 503 instead.
-        untrusted = self.snapshot.kills_only is not None and not self._seen_fleet
+        # So too after a restart: its snapshot, signed with its own key, says where the
+        # state came from (`_unvouched`; with the epochs it had created).
+        untrusted = self._unvouched() is not None
         if (got.doc is None and got.problem is not None and not legacy
                 and ((mine.generation == 0 and not mine.kills) or untrusted)):
             if untrusted and self.from_snapshot and not self.ready:
                 self.from_snapshot = False  # (not ready on them: 503 state_unknown, as before)
-            raise StoreUnavailable(
+            why = self._unvouched()
+            holds = (f"no state it knows to be the fleet's ({why})" if why is not None
+                     else "none of its own")
+            # (/readyz 503 state_unverifiable until it verifies one; not an instance holding
+            # no state told to route on the config alone: state.ready_without_state)
+            self.unverifiable = None if why is None and self.cfg.ready_without_state else (
+                f"the stored state cannot be verified ({got.problem}) and this instance holds "
+                f"{holds}: it writes nothing over it and is not ready; "
+                "is its state.signing_key_env (or signing_key_file) the fleet's key? Fix it "
+                "and restart this instance")
+            if why is not None and self.ready:  # (it enforces its state; the store answers)
+                raise StoreUnverifiable(
+                    f"the state store holds a document this instance cannot verify "
+                    f"({got.problem}), and this instance's state is not known to be the "
+                    f"fleet's ({why}): it writes nothing over that document and is not ready "
+                    "(the kills it holds stay enforced). Make changes through another "
+                    "instance; is this one's state.signing_key_env (or signing_key_file) the "
+                    "fleet's key? Put the fleet's key there and restart it")
+            raise StoreUnverifiable(
                 f"the stored state cannot be verified ({got.problem}) and this instance "
-                "holds none of its own: it serves no route until it can verify the store's "
-                "(is state.signing_key the fleet's?)")
+                f"holds {holds}: it serves no route until it can verify the store's "
+                "(is state.signing_key the fleet's?); make changes through another instance")
 
     async def _reseed(self, got: Loaded, mine: StateDoc) -> None:
         """The store lost its state (restart without persistence, FLUSHALL, an old backup)
@@ -235,6 +250,9 @@ class Repair:
             kills = {k: f for k, f in legacy.kills.items() if k not in mine.kills}
             mine = apply_change(mine, Change(kills=kills))
         merged = merge_restrictive(store_doc, mine)
+        if self._unvouched() is not None:  # (its sibling workers must know it: `_saw`)
+            merged = merged.with_changes(
+                epoch=self._sibling_tag() + merged.epoch[SIBLING_TAG:])
         self._mine(merged.epoch)
         why = ("empty" if got.empty else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted

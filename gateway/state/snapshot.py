@@ -1,7 +1,9 @@
 """This instance's durable last-known state: the snapshot file (`state.snapshot_path`).
 
-Owns reading the snapshot at startup and writing it after every applied change (in the
-background, newest pending document only, atomically, mode 0600). The workers of `serve
+Owns reading the snapshot at startup and writing it after every applied change, and after
+events appended to the document it holds (their head is the one a start continues:
+StateStore.anchored) (in the background, newest pending document only, atomically, mode
+0600). The workers of `serve
 --workers N` share the file: a write takes `<path>.lock` (flock) and leaves a newer
 document a sibling wrote there, so a worker a document behind never puts the file back
 to a generation without a kill its sibling had written. With a signing key the
@@ -16,6 +18,15 @@ So too for a file in the format before signing (no signature line: a migration) 
 one that other users may write (gateway/filemodes.py). Each is said loudly (a log line,
 `state_unverified`, and `kills_only` in /v1/status → store.snapshot); an unkill through
 the API lifts such a kill as any other.
+
+State that came from such a file stays of unverified origin after this instance re-seeded
+the store with it and applied its own document: the file it writes then (signed with its own
+key, which may not be the fleet's) says so, `unverified_origin` {why, the epochs it created}
+in its signed body, until the sync verifies a document of an epoch it did not create
+(reseed.py's `_seen_fleet`). Read back at a restart, the file's state is kept (it is this
+instance's own), but the sync still never writes it over a document it cannot verify: the
+next write after a restart otherwise re-seeded over the fleet's document at every restart
+(tests/test_snapshot_unverified_origin.py).
 """
 
 from __future__ import annotations
@@ -42,9 +53,27 @@ from gateway.state.files import (
 from gateway.state.signing import MAGIC, Keyring, Unverified
 from gateway.state.store import MAX_DOC_BYTES, OnUnverified, decode_doc, ignore_unverified
 
-__all__ = ["SnapshotFile", "kills_only"]
+__all__ = ["Origin", "SnapshotFile", "kills_only"]
 
 log = logging.getLogger("killgate.state")
+
+#: where the state a snapshot holds came from, when not from the fleet: `{"why": str,
+#: "epochs": [str]}` (the cause, and the epochs this instance created), or None
+Origin = dict[str, Any] | None
+
+
+def read_origin(body: bytes) -> tuple[str | None, tuple[str, ...]]:
+    """The `unverified_origin` of a verified snapshot's body: (why, epochs); (None, ())
+    when it has none. One that is not of the shape written still counts as one: the state
+    is not taken for the fleet's on a doubt."""
+    got = json.loads(body).get("unverified_origin")
+    if got is None:
+        return None, ()
+    why, epochs = (got.get("why"), got.get("epochs")) if isinstance(got, dict) else (None, None)
+    if not isinstance(epochs, list) or not all(isinstance(e, str) for e in epochs):
+        epochs = []
+    return (why if isinstance(why, str) and why else "unverified_origin not readable"), \
+        tuple(epochs)
 
 
 def kills_only(doc: StateDoc) -> StateDoc:
@@ -70,7 +99,13 @@ class SnapshotFile:
         self.signed = False
         #: why only the kills of the file read at startup were kept (None: all, or none)
         self.kills_only: str | None = None
-        self._pending: StateDoc | None = None
+        #: why the state of the file read at startup is not the fleet's, as far as this
+        #: instance knows (its `unverified_origin`), and the epochs it had created
+        self.unverified_origin: str | None = None
+        self.own_epochs: tuple[str, ...] = ()
+        #: told at each `soon` where the document handed over came from (the sync's)
+        self.origin: Callable[[], Origin] = lambda: None
+        self._pending: tuple[StateDoc, Origin] | None = None
         self._newest = (-1, -1)  # (generation, audit_seq) of the newest document handed over
         self._writer: asyncio.Task[None] | None = None
         self.lock_wait = LOCK_WAIT
@@ -104,6 +139,7 @@ class SnapshotFile:
                 return self._kills_only(doc, f"{exc} (the state key changed, or the file was "
                                              "written without it)")
             doc = decode_doc(body)
+            self.unverified_origin, self.own_epochs = read_origin(body)
         except ValueError as exc:
             self.on_unverified("snapshot", f"{self.path}: {exc}", None)
             event(log, "snapshot_unreadable", logging.ERROR, path=str(self.path),
@@ -111,6 +147,11 @@ class SnapshotFile:
             return None
         if which == "previous":
             self.on_unverified("snapshot", "", "previous")
+        if self.unverified_origin is not None:
+            event(log, "snapshot_unverified_origin", logging.WARNING, path=str(self.path),
+                  why=self.unverified_origin, epochs=list(self.own_epochs),
+                  action="never written over a stored document this instance cannot verify "
+                         "until it verifies one another instance wrote")
         self.signed = which != "unkeyed"
         loose = filemodes.problem(self.path, secret=False)
         if loose is not None:
@@ -128,12 +169,13 @@ class SnapshotFile:
               kept="kills only", kills=sorted(doc.kills))
         return kills_only(doc)
 
-    def _write(self, doc: StateDoc) -> int:
-        """Write `doc` unless the file holds a newer document of ours (a sibling worker's,
-        verified); the generation the file holds then."""
+    def _write(self, doc: StateDoc, origin: Origin = None) -> int:
+        """Write `doc` (and where it came from) unless the file holds a newer document of
+        ours (a sibling worker's, verified); the generation the file holds then."""
         assert self.path is not None
         target = write_target(self.path)
-        sealed = self.keys.seal(b"snapshot", json.dumps(doc.to_json()).encode())
+        body = doc.to_json() if origin is None else {**doc.to_json(), "unverified_origin": origin}
+        sealed = self.keys.seal(b"snapshot", json.dumps(body).encode())
         target.parent.mkdir(parents=True, exist_ok=True)
         # (no link followed: one planted there must not make us create a file elsewhere)
         lockname = target.with_name(target.name + ".lock")
@@ -162,13 +204,13 @@ class SnapshotFile:
             return None
         return doc.generation, doc.audit_seq
 
-    async def write(self, doc: StateDoc) -> bool:
+    async def write(self, doc: StateDoc, origin: Origin = None) -> bool:
         """Write `doc`; False when the lock stayed held (worth another try), else True
         (written, or failed: reported)."""
         if self.path is None:
             return True
         try:
-            written = await asyncio.to_thread(self._write, doc)
+            written = await asyncio.to_thread(self._write, doc, origin)
         except OSError as exc:
             # a restart would enforce an older file (or none): shown in /v1/status and
             # counted, not only logged (a failure naming another file names it)
@@ -189,7 +231,8 @@ class SnapshotFile:
         if self.path is None:
             return None
         return {"path": str(self.path), "ok": self.error is None,
-                "generation": self.written, "error": self.error, "kills_only": self.kills_only}
+                "generation": self.written, "error": self.error, "kills_only": self.kills_only,
+                "unverified_origin": self.unverified_origin}
 
     def soon(self, doc: StateDoc) -> None:
         """Write `doc` in the background; only the newest pending one is written, and never
@@ -199,15 +242,15 @@ class SnapshotFile:
         if at < self._newest:
             return
         self._newest = at
-        self._pending = doc
+        self._pending = (doc, self.origin())  # (where it came from as it was applied)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_latest())
 
     async def _write_latest(self) -> None:
         while self._pending is not None:
-            doc, self._pending = self._pending, None
-            if not await self.write(doc) and self._pending is None:
-                self._pending = doc  # (the lock was held: again, unless a newer one came)
+            pending, self._pending = self._pending, None
+            if not await self.write(*pending) and self._pending is None:
+                self._pending = pending  # (the lock was held: again, unless a newer one came)
 
     async def flush(self, timeout: float = 5.0) -> None:
         """On the way out: let the last snapshot land."""

@@ -55,11 +55,14 @@ class Startup:
     _stopping: bool
     _unsaved: StateDoc | None
     _big_pushes: Throttle
+    _own_epochs: dict[str, None]
 
     async def start(self) -> None:
         snap = await asyncio.to_thread(self.snapshot.read)
+        self._own_epochs.update(dict.fromkeys(self.snapshot.own_epochs))  # (its origin's)
         if snap is not None:
             self.holder.apply_doc(snap)
+            self.store.anchored(snap)  # (the newest audit head this instance knew)
             self.from_snapshot = True
             event(log, "snapshot_loaded", generation=snap.generation, kills=sorted(snap.kills),
                   signed=self.snapshot.signed)

@@ -171,6 +171,13 @@ class StateStore(Protocol):
         (redis: as its answer is read, before this returns); it must not raise.
         """
 
+    def anchored(self, doc: StateDoc) -> None:
+        """`doc`, verified, is the newest document this instance held before (its
+        snapshot): the next event continues the audit head it anchors unless the store's
+        document is newer (by generation, then audit position). A store put back to an
+        earlier document of that generation, its later events deleted, is then seen as
+        what it is (a break in the chain, `audit verify`), not continued."""
+
     def listen(self, fn: Callable[[StateDoc | Ack | PushNotRead], None]) -> None:
         """Hand pushed (verified) changes to `fn` as they arrive (a store that does not
         push ignores this; its `watch` returns the changes it finds)."""

@@ -88,6 +88,7 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self.stale = False  # past max_staleness: the alarm (whatever the policy)
         #: the store lost events this instance had anchored (a flush): when and which head
         self.trail_lost: dict[str, Any] | None = None
+        self.unverifiable: str | None = None  # (reseed.py's `_blind`: not ready)
         self._pending_audit: list[AuditDraft] = []
         self._write_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -98,8 +99,10 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self._recheck_again = False
         self._big_pushes = Throttle(0.25, self._reread)  # (store.PushNotRead)
         self._seen_signed = False
-        self._own_epochs: set[str] = set()  # epochs this instance created (reseed.py's _blind)
+        #: epochs this instance created, oldest first (reseed.py's _blind; vouching.py's OWN_EPOCHS)
+        self._own_epochs: dict[str, None] = {}
         self._seen_fleet = False  # verified a document of an epoch not in _own_epochs
+        snapshot.origin = self._origin  # (what each snapshot written says of its state)
         self._repairs = 0  # repairs of refused documents in a row (backoff)
         self._repair_at = 0.0
         self._resync = False  # a document colliding with ours was seen: sync at the next poll
@@ -172,6 +175,9 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         if item.generation <= held.generation:
             if item.generation == held.generation and held.writes[-1:] == item.writes[-1:] != ():
                 self._judged = item.audit_head or None  # our document, an event appended: judged
+                # remembered across a restart: a store put back to before the event is
+                # then a break in the chain, not continued (StateStore.anchored)
+                self.snapshot.soon(item)
             return
         if relaxes(held, item):
             self._reread()

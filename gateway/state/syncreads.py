@@ -38,6 +38,7 @@ class Reads:
     stale: bool
     last_error: str | None
     trail_lost: dict[str, Any] | None
+    unverifiable: str | None
 
     def staleness(self) -> float:
         raise NotImplementedError
@@ -60,6 +61,7 @@ class Reads:
             "fail_closed": self.holder.fail_closed, "synced": self.synced_once,
             "from_snapshot": self.from_snapshot, "epoch": self.holder.doc.epoch,
             "last_error": self.last_error, "snapshot": self.snapshot.status(),
+            "unverifiable": self.unverifiable,
             "verification": {
                 "signed": keys.enabled,
                 "key_id": keys.current.kid if keys.current else None,

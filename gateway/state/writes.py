@@ -59,6 +59,9 @@ class Writes:
     def _spawn(self, coro: Any) -> None:
         raise NotImplementedError
 
+    def _unvouched(self) -> str | None:
+        raise NotImplementedError
+
     async def _after_apply(self, doc: StateDoc) -> None:
         raise NotImplementedError
 
@@ -83,9 +86,13 @@ class Writes:
             # Optimistic first attempt: what we enforce is nearly always the store's newest
             # state (the commit compares generations, so a stale guess only costs a retry);
             # not while a document to merge is pending (`_resync`): one at our generation
-            # would compare equal, and be replaced unmerged
+            # would compare equal, and be replaced unmerged; nor while this instance's state
+            # is not known to be the fleet's (reseed.py's `_unvouched`: a key that may not be
+            # the fleet's): the commit compares only the unsigned generation key, and a
+            # document it cannot verify at our generation (the fleet's re-seed) was replaced
+            # by its write, answered 200 (tests/test_unverifiable_readiness.py)
             cur: StateDoc | None = (self.holder.doc if self.synced_once and not self._resync
-                                    else None)
+                                    and self._unvouched() is None else None)
             guessed = cur is not None
             refused = self._refused()
             based_on: StateDoc | None = None
@@ -148,7 +155,12 @@ class Writes:
                     self._spawn(self._after_apply(new))
                 self.metrics.inc("killgate_audit_records_total")
                 self._tell(ev, new)
-                await self._durable(new.generation)
+                try:
+                    await self._durable(new.generation)
+                except NotDurable as exc:
+                    # (committed by this call: in force, not yet replicated)
+                    exc.event, exc.doc = ev, new
+                    raise
                 return new, ev
             if self._refused() > refused:
                 raise StoreConflict(

@@ -9,15 +9,17 @@ no clock, no asyncio. Imports telemetry, domain.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import Metric
 
 from gateway.config_telemetry import BucketsConfig
 from gateway.domain.compare import AGREED, DISAGREED, NOISE
-from gateway.telemetry.metrics import HELP, Metrics, kind_of
+from gateway.telemetry.exposition import Family as Exposed
+from gateway.telemetry.exposition import Rows, expand
+from gateway.telemetry.metrics import HELP, Metrics, families_of, kind_of
 from gateway.telemetry.requests import Key, RequestStats
 
 __all__ = [
@@ -27,7 +29,9 @@ __all__ = [
     "add_counted",
     "add_gauges",
     "capture",
+    "drain",
     "render",
+    "rendering",
 ]
 
 # How each gauge of the group is made from the workers' values. "sum": per-worker amounts;
@@ -90,6 +94,27 @@ class Family:
         return cls(m.name, m.type, m.documentation,
                    {(s.name, tuple(s.labels.items())): float(s.value) for s in m.samples})
 
+    @classmethod
+    def of_rows(cls, r: Rows) -> Family:
+        """`of(as_metric(r))`, without the `Metric`: its samples' names, labels in the
+        same order (the label names', then `le`) and values (~3x cheaper: a worker's own
+        series are taken on the loop in one go, shadow series of every route included)."""
+        samples: dict[SampleKey, float] = {}
+        if r.type == "histogram":
+            bucket, count, total = f"{r.name}_bucket", f"{r.name}_count", f"{r.name}_sum"
+            for values, les, counts, s in r.rows:
+                labels = tuple(zip(r.labels, values, strict=False))
+                for le, c in zip(les, counts, strict=True):
+                    samples[(bucket, (*labels, ("le", le)))] = float(c)
+                if float(les[0]) >= 0:
+                    samples[(count, labels)] = float(counts[-1])
+                    samples[(total, labels)] = float(s)
+        else:
+            name = f"{r.name}_total" if r.type == "counter" else r.name
+            for values, v in r.rows:
+                samples[(name, tuple(zip(r.labels, values, strict=False)))] = float(v)
+        return cls(r.name, r.type, r.help, samples)
+
     def metric(self) -> Metric:
         m = Metric(self.name, self.help, self.type)
         for (name, labels), value in self.samples.items():
@@ -130,8 +155,8 @@ def capture(metrics: Metrics, stats: RequestStats) -> Raw:
     raw.split = {k: float(n) for k, n in stats.split()[0].items()}
     for src in metrics.sources:
         if src is not stats:
-            for m in src.collect():
-                raw.families[m.name] = Family.of(m)
+            for f in expand(families_of(src)):
+                raw.families[f.name] = Family.of_rows(f) if isinstance(f, Rows) else Family.of(f)
     return raw
 
 
@@ -225,7 +250,7 @@ class _GroupStats(RequestStats):
 
     def __init__(self, own: RequestStats, raw: Raw) -> None:
         super().__init__(own.buckets, own.expected, own.clock)
-        self.skipped = sum(not self.add_counts(k, *c) for k, c in raw.entries.items())
+        self.skipped = 0  # (entries whose boundaries differ: `rendering` adds them)
         self._per = raw.split
 
     def split(self) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
@@ -236,17 +261,41 @@ class _GroupStats(RequestStats):
         return per, totals
 
 
-def render(raw: Raw, own_stats: RequestStats, workers: int) -> tuple[list[Metric], int]:
-    """The families of `raw` (the group's), as this process would render its own."""
+R = TypeVar("R")
+Steps = Generator[None, None, R]  # work in parts (a yield between two), then its result
+ENTRIES_PER_STEP = 128  # request entries summed between two yields
+
+
+def drain(steps: Steps[R]) -> R:
+    """The result of `steps`, run to the end at once."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def render(raw: Raw, own_stats: RequestStats, workers: int) -> tuple[list[Exposed], int]:
+    """The families of `raw` (the group's), as this process would render its own (ours as
+    `Rows`: exposition.as_metric makes `Metric`s of them)."""
+    return drain(rendering(raw, own_stats, workers))
+
+
+def rendering(raw: Raw, own_stats: RequestStats,
+              workers: int) -> Steps[tuple[list[Exposed], int]]:
+    """`render` in parts: a yield every ENTRIES_PER_STEP request entries summed."""
     m = Metrics()
     for name, (names, series) in raw.values.items():
         for labels, v in series.items():
             m.set(name, v, labels, names)
     stats = _GroupStats(own_stats, raw)
+    for i, (key, counts) in enumerate(raw.entries.items()):
+        if i % ENTRIES_PER_STEP == ENTRIES_PER_STEP - 1:
+            yield
+        stats.skipped += not stats.add_counts(key, *counts)
     m.source(stats)
-    fams = list(m.collect())
+    fams: list[Exposed] = list(m.families())
     fams.extend(f.metric() for f in raw.families.values())
-    g = GaugeMetricFamily("killgate_metrics_workers", HELP["killgate_metrics_workers"][1])
-    g.add_metric([], workers)
-    fams.append(g)
+    name = "killgate_metrics_workers"
+    fams.append(Rows(name, "gauge", HELP[name][1], (), [((), workers)]))
     return fams, stats.skipped

@@ -98,7 +98,8 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_audit_trail_lost_total": ("counter", "Times the store was found without the "
                                                    "audit trail this instance had anchored."),
     "killgate_auth_failures_total": ("counter", "Admin requests refused by authentication or "
-                                                "authorization."),
+                                                "authorization (409: signed in as another "
+                                                "principal than X-Killgate-Subject)."),
     "killgate_audit_denied_failures_total": ("counter", "Failed attempts to write denied admin "
                                                         "calls to the audit trail (retried)."),
     "killgate_client_send_timeouts_total": ("counter", "Clients dropped for reading too "
@@ -236,7 +237,7 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     "killgate_connections_reclaimed_total": ((), ((),)),
     "killgate_admin_refused_total": (("reason",), tuple(
         (r,) for r in ("connections", "head_size", "timeout", "host"))),
-    "killgate_auth_failures_total": (("code",), (("401",), ("403",), ("429",))),
+    "killgate_auth_failures_total": (("code",), (("401",), ("403",), ("409",), ("429",))),
     "killgate_break_glass_total": (("action",), tuple(
         (a,) for a in ("unkill", "rollback", "promote", "weights", "release"))),
 }

@@ -1,12 +1,13 @@
 """Process-local counters and gauges, exposed through `prometheus_client` collectors.
 
 Owns the process's series and the /metrics exposition (the library's text format, or
-OpenMetrics when the scraper asks for it); the names' types and help texts, and the series
+OpenMetrics when the scraper asks for it; written by telemetry/exposition.py from the
+values taken at once, `page`, a part at a time); the names' types and help texts, and the series
 there from the start, are data in `telemetry.metricnames` (re-exported here). Increments
 are plain dict updates (no locks, no label objects): the data plane and the background
 tasks call them freely; families are built only when /metrics is scraped. Other parts add
 whole families through `source()` (the request series of `telemetry.requests`). Imports
-only prometheus_client and that data. Side channel: nothing here may fail a request.
+only prometheus_client, telemetry/exposition.py and that data. Side channel: nothing here may fail a request.
 """
 
 from __future__ import annotations
@@ -14,19 +15,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import CollectorRegistry
 
+from gateway.telemetry.exposition import Family, Rows, as_metric, chunks, encoding, expand
 from gateway.telemetry.metricnames import HELP, INITIAL
 
-__all__ = ["HELP", "INITIAL", "Metrics", "Source", "kind_of"]
+__all__ = ["HELP", "INITIAL", "Metrics", "Source", "families_of", "kind_of"]
 
 
 class Source(Protocol):
-    """Anything that builds whole metric families at scrape time."""
+    """Anything that builds whole metric families at scrape time (a source may also have
+    `families()`: the same families, ours as plain `Rows`, which /metrics writes itself)."""
 
     def collect(self) -> Iterable[Metric]: ...
+
+
+def families_of(src: Source) -> Iterable[Family]:
+    """`src`'s families: as `Rows` where it can make them, else its `Metric`s."""
+    fams: Callable[[], Iterable[Family]] | None = getattr(src, "families", None)
+    return fams() if fams is not None else src.collect()
 
 
 def kind_of(name: str) -> tuple[str, str]:
@@ -48,7 +57,7 @@ class Metrics:
         self._sources: list[Source] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
-        self._exposed = self.registry  # what /metrics renders: this process, or its group
+        self._exposed: Source = self  # what /metrics renders: this process, or its group
         for name, (label_names, series) in INITIAL.items():
             for labels in series:
                 self.set(name, 0.0, labels, label_names)
@@ -56,8 +65,7 @@ class Metrics:
     def expose(self, collector: Source) -> None:
         """/metrics renders `collector` instead of this process's series alone (the merged
         series of a `--workers N` group: telemetry/workers.py)."""
-        self._exposed = CollectorRegistry(auto_describe=False)
-        self._exposed.register(collector)
+        self._exposed = collector
 
     # ------------------------------------------------------------------ counting
 
@@ -108,33 +116,35 @@ class Metrics:
 
     # ------------------------------------------------------------------ exposition
 
-    def collect(self) -> Iterator[Metric]:
-        """prometheus_client's collector protocol."""
+    def families(self) -> Iterator[Family]:
+        """Every family, ours as `Rows` (refreshed first)."""
         for fn in self._refresh:
             fn(self)
         for name in sorted(self._values):
             kind, help_ = kind_of(name)
-            names = list(self._label_names.get(name, ()))
-            fam: Metric
-            if kind == "counter":
-                fam = CounterMetricFamily(name, help_, labels=names)
-            else:
-                fam = GaugeMetricFamily(name, help_, labels=names)
-            for labels, value in sorted(self._values[name].items()):
-                fam.add_metric(list(labels), value)
-            yield fam
+            yield Rows(name, "counter" if kind == "counter" else "gauge", help_,
+                       self._label_names.get(name, ()), sorted(self._values[name].items()))
         for src in self._sources:
-            yield from src.collect()
+            yield from families_of(src)
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client's collector protocol."""
+        for f in expand(self.families()):
+            yield as_metric(f)
 
     def render(self) -> str:
-        """The Prometheus text format (0.0.4)."""
+        """The Prometheus text format (0.0.4), as prometheus_client writes it."""
         return generate_latest(self.registry).decode()
 
+    def page(self, accept: str | None) -> tuple[Iterator[bytes], str]:
+        """A scrape with this Accept header: its families taken now, in one go (a
+        snapshot: no value changes under the page), then its bytes a slice at a time
+        (telemetry/exposition.py), and the content type: OpenMetrics when asked for, else
+        the text format; a malformed header gets the text format."""
+        fmt = encoding(accept)
+        return chunks(list(families_of(self._exposed)), fmt), fmt.content_type
+
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
-        """The body and content type for a scrape with this Accept header: OpenMetrics
-        when asked for, else the text format. A malformed header gets the text format."""
-        try:
-            encoder, ctype = choose_encoder(accept or "")
-        except (ValueError, IndexError, TypeError):
-            encoder, ctype = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
-        return encoder(self._exposed), ctype
+        """The whole page for a scrape with this Accept header, and its content type."""
+        parts, ctype = self.page(accept)
+        return b"".join(parts), ctype

@@ -92,7 +92,9 @@ async function once(method, path, body, limit, key, subject) {
   if (key !== undefined) headers["Idempotency-Key"] = key;
   // (a header holds Latin-1 only: a subject beyond it is not sent; the whoami asked first stands)
   if (typeof subject === "string" && /^[\x20-\x7e]+$/.test(subject)) headers["X-Killgate-Subject"] = subject;
-  const kept = method === "GET" ? answers.get(path) : undefined;
+  // (a read of some routes, ?routes=a,b, is not kept: each set named would stay for good)
+  const keep = method === "GET" && !/[?&]routes=/.test(path);
+  const kept = keep ? answers.get(path) : undefined;
   if (kept && kept.etag) headers["If-None-Match"] = kept.etag;
   // a listener that accepts and never answers (a stopped process, a black-holed path)
   // must not hold the page on its last picture: a call gives up after its deadline
@@ -133,14 +135,14 @@ async function once(method, path, body, limit, key, subject) {
     return {status: 200, data: kept.data, text: kept.text};
   }
   let data = null;
-  const again = method === "GET" && resp.ok ? kept : undefined;
+  const again = keep && resp.ok ? kept : undefined;
   if (again && again.text === text) {
     data = again.data; // (the same answer as the last: not parsed again; no caller changes it)
   } else {
     try { data = text ? parse(text) : null; } catch { data = null; }
   }
   // (the entry anew, with its ETag: also for the same text, in case a sign-out cleared it)
-  if (method === "GET" && resp.ok) answers.set(path, {text, data, etag: resp.headers.get("ETag")});
+  if (keep && resp.ok) answers.set(path, {text, data, etag: resp.headers.get("ETag")});
   if (!resp.ok) {
     const err = data && typeof data === "object" && data.error;
     if (err && typeof err.type === "string") {

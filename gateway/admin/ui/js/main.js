@@ -11,6 +11,7 @@ import {renderApprovals, renderDrills} from "./extras.js";
 import {renderFleet, renderKills} from "./fleet.js";
 import {parse} from "./json.js";
 import {drawRoutes} from "./routes.js";
+import {forgetStatus, readStatus} from "./statusread.js";
 import {renderWarnings} from "./warnings.js";
 
 const REFRESH_MS = 3000;
@@ -25,6 +26,7 @@ function showSignIn(message) {
   clearTimeout(st.timer);
   closeAction(); // (its reason and confirmation were the principal's who is gone)
   forgetAnswers();
+  forgetStatus();
   st.who = null;
   st.kills = [];
   st.session++;
@@ -220,7 +222,7 @@ async function round(session) {
   // signing in to it in this browser, say): asked every round, never taken from the load
   const proxied = st.via === "proxy" ? call("GET", "/v1/whoami") : Promise.resolve(null);
   const [status, fleet, traffic, audit, me] = await Promise.allSettled([
-    call("GET", "/v1/status?fields=stable"), call("GET", "/v1/fleet"), call("GET", "/v1/traffic"),
+    readStatus(), call("GET", "/v1/fleet"), call("GET", "/v1/traffic"),
     call("GET", `/v1/audit?limit=${AUDIT_ROWS}`), proxied]);
   if (session !== st.session) return;
   const denied = [status, fleet, traffic, audit, me].find((r) => r.status === "rejected" && r.reason.status === 401);

@@ -11,6 +11,12 @@ function storeLines(sd) {
   const store = sd.store || {};
   const out = [];
   const routes = Object.values(sd.routes || {});
+  if (store.unverifiable) {
+    out.push(["bad", "STATE UNVERIFIABLE", `${store.unverifiable}. NOT READY (/readyz 503 state_unverifiable): ` +
+      "load balancers stop sending it traffic; the kills it holds stay enforced. Compare store.verification.key_id " +
+      "with another instance's (`killgate status --json`), put the fleet's key in state.signing_key_env, and " +
+      "restart this instance"]);
+  }
   if (routes.some((r) => r && r.killed === "state_unknown")) {
     out.push(["bad", "STATE UNKNOWN", "this instance has not loaded the fleet's kills (no sync with the store " +
       "yet, no snapshot): every matched route answers its fallback, else 503 state_unknown, until it syncs; " +

@@ -1,0 +1,55 @@
+"""What the request path remembers: targets, Hosts and route matches seen lately.
+
+Owns the misses of `Proxy`'s three bounded caches (a base of it): a request target split
+and encoded for forwarding, a Host as routing reads it, and a table's match of a (path,
+Host) pair when no route matches by header fields. Each is kept only when short and
+cleared when full (CACHE_MAX), so a flood of distinct targets costs bounded memory. A hit
+is the proxy's own subscript, inline: these run only on a miss.
+"""
+
+from __future__ import annotations
+
+from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET
+from gateway.dataplane.paths import route_host, split_target
+from gateway.dataplane.request import Request
+from gateway.domain.routing import RoutePlan
+
+__all__ = ["Lookups"]
+
+
+class Lookups:
+    # raw target -> split_target(), the forwarded target encoded
+    _targets: dict[bytes, tuple[str, bytes]]
+    _hosts: dict[bytes | None, str]  # raw Host -> route_host()
+    # (path, Host) -> the route they match in the proxy's `_match_table` (None: not kept)
+    _matched: dict[tuple[str, str], RoutePlan] | None
+
+    def _new_target(self, raw: bytes) -> tuple[str, bytes]:
+        """A target not seen lately: its path as routing reads it and the target forwarded
+        (remembered when short: a bounded cache, cleared when full)."""
+        path, target_s = split_target(raw.decode("latin-1"))
+        known = (path, target_s.encode("latin-1"))
+        if len(raw) <= CACHED_TARGET:
+            if len(self._targets) >= CACHE_MAX:
+                self._targets.clear()
+            self._targets[raw] = known
+        return known
+
+    def _new_host(self, raw: bytes | None, req: Request) -> str:
+        """A Host not seen lately, as routing reads it (remembered as `_new_target` does)."""
+        host = route_host(req.headers.get("host") if raw and not raw.isascii()
+                          else raw.decode("ascii") if raw else None)
+        if raw is not None and len(raw) <= CACHED_TARGET:
+            if len(self._hosts) >= CACHE_MAX:
+                self._hosts.clear()
+            self._hosts[raw] = host
+        return host
+
+    def _remember(self, key: tuple[str, str], plan: RoutePlan) -> None:
+        """Keep a match of the current table (short paths and Hosts; cleared when full)."""
+        matched = self._matched
+        if matched is not None and len(key[0]) <= CACHED_TARGET \
+                and len(key[1]) <= CACHED_TARGET:
+            if len(matched) >= CACHE_MAX:
+                matched.clear()
+            matched[key] = plan

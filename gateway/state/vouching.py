@@ -1,0 +1,79 @@
+"""Whether this instance's state is known to be the fleet's (reseed.py's `_blind`).
+
+An instance whose state came from a snapshot it could not verify (its kills only), or from
+one that says so (`unverified_origin`), writes nothing over a stored document it cannot
+verify until it verifies a document of an epoch neither it nor its sibling workers created
+(its key is then the fleet's). Mixed into `Sync` through `Repair`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+from gateway.domain.statedoc import StateDoc
+from gateway.state.snapshot import Origin, SnapshotFile
+
+__all__ = ["OWN_EPOCHS", "SIBLING_TAG", "Vouching"]
+
+#: the most epochs an instance remembers having created (its newest): a store that lost its
+#: data again and again (a crash-looping Redis without persistence) is re-seeded each time,
+#: and the snapshot carries them (`_origin`); only the store's newest document is compared
+OWN_EPOCHS = 64
+
+#: hex digits of an epoch that name the host and snapshot file of the workers that created
+#: it, while their state is not known to be the fleet's (`_sibling_tag`)
+SIBLING_TAG = 4
+
+
+class Vouching:
+    snapshot: SnapshotFile
+    _own_epochs: dict[str, None]
+    _seen_fleet: bool
+
+    def _saw(self, doc: StateDoc) -> None:
+        """Note a verified document: one of an epoch this instance did not create (its
+        re-seeds') shows that its key is the fleet's (`_blind`). Nor did its sibling workers
+        (`--workers N`: one snapshot file, one key) when its state is not known to be the
+        fleet's: one seeded the store and the others, "vouched for" by that seed, re-seeded
+        over the fleet's document they cannot verify (`_sibling_tag`)."""
+        if self._seen_fleet:
+            return
+        if doc.epoch not in self._own_epochs and not (
+                self._unvouched() is not None and doc.epoch.startswith(self._sibling_tag())):
+            self._seen_fleet = True
+            self._own_epochs.clear()  # (no longer needed)
+
+    def _sibling_tag(self) -> str:
+        """The first hex digits of each epoch this instance's workers create while their
+        state is not known to be the fleet's: the same for every worker of this host that
+        shares its snapshot file (an epoch stays 16 hex digits; one drawn at random that
+        happens to begin so only waits for the next to vouch for this instance)."""
+        where = f"{socket.gethostname()}\0{os.path.realpath(self.snapshot.path or '')}"
+        return hashlib.sha256(where.encode()).hexdigest()[:SIBLING_TAG]
+
+    def _unvouched(self) -> str | None:
+        """Why this instance's state may not be the fleet's (None: it is, as far as it
+        knows): it came from a snapshot it could not verify (its kills only), or from one
+        that says so (`unverified_origin`: written since such a start, before this instance
+        verified a document of an epoch it did not create), and it has verified none since."""
+        if self._seen_fleet:
+            return None
+        if self.snapshot.kills_only is not None:
+            return f"its state came from a snapshot it could not verify ({self.snapshot.kills_only})"
+        return self.snapshot.unverified_origin
+
+    def _origin(self) -> Origin:
+        """What a snapshot written now says of where its state came from (snapshot.py)."""
+        why = self._unvouched()
+        return None if why is None else {"why": why, "epochs": list(self._own_epochs)}
+
+    def _mine(self, epoch: str) -> str:
+        """Remember `epoch` as one this instance created, until it verifies another's."""
+        if not self._seen_fleet:
+            self._own_epochs[epoch] = None
+            while len(self._own_epochs) > OWN_EPOCHS:
+                del self._own_epochs[next(iter(self._own_epochs))]
+        return epoch
+

@@ -1,0 +1,61 @@
+"""The state rig the tests share: a gateway's `state:` section on a real redis-server.
+
+`redis_section`: the redis backend at a server's URL, under the test's own key prefix,
+signed with the tests' state key (STATE_KEY_ENV, which conftest's autouse `_secret_env`
+sets for every test: no test sets it again), with the settings a test names, so that what
+differs between tests (prefix, snapshot, timings) is all a call says. `redis_state`: the
+kill-switch tests' section, with the lease and staleness a slow poll needs worked out.
+`sync_config`: a section and one route parsed as `killgate serve` loads them, for tests of
+the state sync (make_sync) with no gateway around it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.config_types import parse_duration
+from gateway.configfile import LoadedConfig, parse_config_text
+from tests.conftest import STATE_KEY_ENV, RedisServer
+
+__all__ = ["IRIS_ROUTE", "redis_section", "redis_state", "sync_config"]
+
+#: one route, its one version at a port nobody serves: the sync tests route nothing
+IRIS_ROUTE = """routes:
+  - name: iris
+    match: {path_prefix: /v2/models/iris}
+    stable: v1
+    versions:
+      - {name: v1, url: "http://127.0.0.1:1", weight: 100}
+"""
+
+
+def redis_section(url: str, prefix: str, snapshot: Path | str | None = None,
+                  **settings: str) -> str:
+    """`state:` on the redis at `url` under `prefix`, signed with the tests' key;
+    `snapshot`: its snapshot_path; `settings`: more lines (poll_interval="100ms", ...)."""
+    lines = ["state:", "  backend: redis", f"  url: {url}", f"  prefix: {prefix}",
+             f"  signing_key_env: {STATE_KEY_ENV}"]
+    if snapshot is not None:
+        lines.append(f"  snapshot_path: {snapshot}")
+    lines += [f"  {name}: {value}" for name, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def redis_state(redis: RedisServer, tmp: Path, name: str = "a", extra: str = "",
+                command_timeout: str = "300ms", poll: str = "100ms") -> str:
+    """Instance `name`'s section (prefix kgtest, its own snapshot), polling every `poll`:
+    60s where a test must tell a push's effect from the next poll's (the lease and
+    max_staleness then follow it: at least twice a poll, config_checks.py)."""
+    slow = parse_duration(poll) > 1.0
+    lease = f"{2 * parse_duration(poll):g}s" if slow else "2s"
+    stale = ({"max_staleness": f"{2 * parse_duration(poll):g}s"}
+             if slow and "max_staleness" not in extra else {})
+    return redis_section(redis.url, "kgtest", f"{tmp}/snapshot-{name}.json",
+                         poll_interval=poll, heartbeat_interval="200ms",
+                         instance_lease=lease, **stale,
+                         command_timeout=command_timeout) + extra
+
+
+def sync_config(state: str, path: Path) -> LoadedConfig:
+    """`state` (a `redis_section`) and IRIS_ROUTE, loaded as if read from `path`."""
+    return LoadedConfig(parse_config_text(state + IRIS_ROUTE), "sha256:test", path)

@@ -1,0 +1,55 @@
+"""A retry of an approval short of the last (202, the request still waiting) with its
+Idempotency-Key is answered with that 202 only while the request can be open, as the
+request's own answer is: after, it asks anew. Found by review (revmerge21): the step's
+answer was kept a day, so a retry after the request expired (or was swept) still said
+"waiting, approved by alice and bob", a replay of a state gone (its `outcome_unknown`
+record too, impadmin3). On a real in-process gateway with its state in a local store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import admin_token, running_gateway, two_versions, wait_until, write_config
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def _call(session: Any, admin: str, who: str, path: str, body: dict,
+                key: str | None = None) -> tuple[int, dict, bool]:
+    h = {"Authorization": f"Bearer {admin_token('killgate:admin', who)}"}
+    if key is not None:
+        h["Idempotency-Key"] = key
+    async with session.post(f"{admin}{path}", json=body, headers=h) as r:
+        return r.status, await r.json(), r.headers.get("idempotent-replayed") == "true"
+
+
+async def test_an_approval_steps_answer_is_replayed_only_while_it_can_be_open(
+        tmp_path: Path, backends, session) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p),
+                       extra="approvals: {unkill_global: 3, ttl: 2s}\n")
+    async with running_gateway(cfg) as g:
+        status, body, _ = await _call(session, g.admin, "alice", "/v1/kill",
+                                      {"scope": "global", "reason": "INC-8"})
+        assert status == 200, body
+        status, body, _ = await _call(session, g.admin, "alice", "/v1/unkill",
+                                      {"scope": "global", "reason": "INC-8 over"})
+        assert status == 202, body
+        ident = body["approval"]["id"]
+        path = f"/v1/approvals/{ident}/approve"
+        status, body, _ = await _call(session, g.admin, "bob", path, {"reason": "ok"}, "s-1")
+        assert status == 202, body
+        status, body, replayed = await _call(session, g.admin, "bob", path, {"reason": "ok"},
+                                             "s-1")
+        assert (status, replayed) == (202, True), body  # (while it can be open: replayed)
+        await wait_until(lambda: ident not in g.gw.holder.doc.approvals, 10, 0.05,
+                         "the request, expired and swept")
+        status, body, replayed = await _call(session, g.admin, "bob", path, {"reason": "ok"},
+                                             "s-1")
+        assert not replayed and (status, body["error"]["type"]) == (
+            404, "unknown_approval"), body
+        assert "global" in g.gw.holder.doc.kills

@@ -1,0 +1,139 @@
+"""The console reads the status by parts (ui/js/statusread.js, admin/statusparts.py) in a
+real Chromium against a real fleet whose canary analysis (iris-beta) changes the status
+every second: each round asks for the index (?fields=index) and then only the routes whose
+tag changed (iris-beta's, never the idle iris's), not the whole document; a kill on iris
+shows the next round, read as iris's part alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.conftest import admin_token
+from tests.console_rig import Browser, Fleet, running_fleet
+
+pytestmark = pytest.mark.timeout(120)
+
+ALICE = admin_token("killgate:read killgate:kill", "alice", 10800)
+
+# every /v1/status read the page's fetch made: [query, HTTP status]
+RECORD = """
+window.__status = [];
+const real = window.fetch.bind(window);
+window.fetch = async (url, init) => {
+  const u = new URL(url, location.href);
+  const r = await real(url, init);
+  if (u.pathname.endsWith('/v1/status')) window.__status.push([u.search, r.status]);
+  return r;
+};
+"""
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with running_fleet(tmp_path_factory.mktemp("console-parts")) as fl:
+        yield fl
+
+
+def _reads(b: Browser, since: int = 0) -> list[tuple[dict[str, list[str]], int]]:
+    seen = b.d.execute_script("return window.__status")[since:]
+    return [(parse_qs(urlsplit(q).query), code) for q, code in seen]
+
+
+def _row(route: str, version: str) -> str:
+    return f"article[data-route='{route}'] tr[data-version='{version}']"
+
+
+def test_rounds_read_only_the_routes_that_changed(fleet: Fleet, browser: Browser) -> None:
+    b = browser
+    b.sign_in(fleet.admin, ALICE, "alice")
+    b.wait(lambda d: "Canary analysis" in b.text("article[data-route='iris-beta']"),
+           "iris-beta's canary analysis drawn", timeout=30)
+    b.d.execute_script(RECORD)
+    # two rounds, each an index read; iris-beta's evidence changes every second
+    b.wait(lambda d: sum(q.get("fields") == ["index"] for q, _ in _reads(b)) >= 2,
+           "two rounds recorded", timeout=30)
+    reads = _reads(b)
+    parts = [q["routes"][0] for q, code in reads if "routes" in q and code == 200]
+    assert "iris-beta" in parts, reads  # (its part read again as it changed)
+    assert all(p == "iris-beta" for p in parts), reads  # (never the idle iris)
+    whole = [q for q, _ in reads if q.get("fields") == ["stable"] and "routes" not in q]
+    assert not whole, reads  # (never the whole document again)
+    assert "serving" in b.text(_row("iris", "v2"))
+
+    before = len(b.d.execute_script("return window.__status"))
+    fleet.api("POST", "/v1/kill", ALICE, body={"scope": "version", "route": "iris",
+                                                "version": "v2", "reason": "parts-test"})
+    try:
+        b.wait(lambda d: "KILLED" in b.text(_row("iris", "v2")), "iris v2 shown killed",
+               timeout=10)
+        reads = _reads(b, before)
+        named = [q["routes"][0].split(",") for q, _ in reads if "routes" in q]
+        assert any("iris" in n for n in named), reads  # (iris's part, read alone)
+        assert not [q for q, _ in reads if q.get("fields") == ["stable"] and "routes" not in q]
+        assert "serving" in b.text(_row("iris-beta", "v2"))  # (the others kept, drawn)
+    finally:
+        fleet.api("POST", "/v1/unkill", ALICE, body={"scope": "version", "route": "iris",
+                                                      "version": "v2", "reason": "done"})
+        b.d.get(fleet.admin + "/ui/")
+
+
+def test_a_route_gone_between_reads_or_an_older_instance_reads_the_whole(
+        fleet: Fleet, browser: Browser) -> None:
+    """A route the index named that a reload dropped before the parts were read (the real
+    gateway's 404 unknown_route), and an instance from before ?fields=index behind the same
+    balancer (its 400): either way the page reads the whole document, never nothing."""
+    b = browser
+    b.sign_in(fleet.admin, ALICE, "alice")
+    got = b.d.execute_async_script("""
+        const done = arguments[0];
+        const real = window.fetch.bind(window);
+        let mode = 'gone';
+        const seen = [];
+        window.fetch = async (url, init) => {
+          const u = new URL(url, location.href);
+          if (u.pathname.endsWith('/v1/status')) seen.push(mode + ' ' + u.search);
+          if (!u.pathname.endsWith('/v1/status') || u.searchParams.get('fields') !== 'index') {
+            return real(url, init);
+          }
+          if (mode === 'old') {
+            return new Response(JSON.stringify({error: {type: 'bad_request',
+              message: 'fields must be all or stable'}}), {status: 400,
+              headers: {'Content-Type': 'application/json'}});
+          }
+          const headers = {...init.headers};
+          delete headers['If-None-Match'];
+          const index = await (await real(url, {...init, headers})).json();
+          index.route_etags = {...index.route_etags, 'gone-route': 'f'.repeat(32)};
+          index.read = seen.length;  // (each index another: never the kept one again)
+          return new Response(JSON.stringify(index), {status: 200,
+            headers: {'Content-Type': 'application/json'}});
+        };
+        // (a module of its own: the page's rounds keep theirs)
+        import('/ui/js/statusread.js?fresh=1').then(async (m) => {
+          try {
+            const first = (await m.readStatus()).data;  // (the first: the whole document)
+            const gone = (await m.readStatus()).data;   // (gone-route asked for: 404)
+            mode = 'old';
+            const old = (await m.readStatus()).data;
+            done({first: Object.keys(first.routes), gone: Object.keys(gone.routes),
+                  old: Object.keys(old.routes), seen});
+          } catch (exc) {
+            done({error: String(exc), seen});
+          } finally {
+            window.fetch = real;
+          }
+        });""")
+    try:
+        assert "error" not in got, got
+        # (in the table's order, as the whole document has them)
+        assert got["first"] == got["gone"] == got["old"], got
+        assert sorted(got["first"]) == ["iris", "iris-beta"], got
+        # (the page's own rounds go through the same fetch: what they add is not counted)
+        seen = got["seen"]
+        assert "gone ?fields=stable&routes=gone-route" in seen, seen  # (its part asked for)
+        assert "old ?fields=stable" in seen, seen
+    finally:
+        b.d.get(fleet.admin + "/ui/")
