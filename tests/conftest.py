@@ -6,15 +6,30 @@ Synchronisation is by polling with a deadline (`wait_until`), never fixed sleeps
 
 from __future__ import annotations
 
+import sys
+
+if sys.dont_write_bytecode:  # (PYTHONDONTWRITEBYTECODE, set where the suite runs)
+    # Every `killgate serve` / `python -m gateway` a test starts (hundreds in a run) compiled
+    # ~290 modules from source, ~0.4 s of CPU each, and each xdist worker compiled and
+    # assert-rewrote ~400 test modules at collection (~12 s of CPU each); with the caches
+    # written once they are read back. Only this checkout's own __pycache__ folders
+    # (gitignored, .dockerignored); the variable still reaches the processes tests start,
+    # which read the caches and write none.
+    import compileall
+    from pathlib import Path as _Path
+
+    compileall.compile_dir(_Path(__file__).resolve().parent.parent / "gateway", quiet=2)
+    sys.dont_write_bytecode = False  # (pytest's rewritten test modules, the helpers here)
+
 import asyncio
 import ctypes
 import ctypes.util
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -367,14 +382,18 @@ class GatewayProcess:
         return self.log.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 60.0, count: int = 1) -> None:
-        """Until /readyz answers 200 (or the process exits: an error at once). 60 s: a
-        positive signal costs nothing when it comes, and a loaded CI machine took 10-13 s
-        to bring up a two-worker group (15 s failed test_workers once)."""
+        """Until /readyz answers 200 (or the process exits: an error at once) and `count`
+        processes have said they listen (a group's /readyz is answered by whichever worker
+        is up: pass its size for every worker). 60 s: a positive signal costs nothing when
+        it comes, and a loaded CI machine took 10-13 s to bring up a two-worker group (15 s
+        failed test_workers once)."""
         import urllib.request
 
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.output()}")
+            if count > 1 and len(self.listening()) < count:
+                return False
             try:
                 with urllib.request.urlopen(f"{self.admin}/readyz", timeout=1) as r:
                     return bool(r.status == 200)
@@ -382,6 +401,12 @@ class GatewayProcess:
                 return False
 
         wait_until_sync(ready, timeout, what=f"gateway ready on {self.admin}")
+
+    def listening(self) -> set[int]:
+        """The pids that have logged their `listening` phase (a group: one per worker start;
+        the text log format, and JSON's)."""
+        return {int(m.group(1)) for m in re.finditer(
+            r'phase"?[=:] ?"listening".*?"?pid"?[=:] ?(\d+)', self.output())}
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:

@@ -150,3 +150,39 @@ def test_a_usage_error_never_prints_a_token(argv: list[str],
     out = capsys.readouterr()
     assert token not in out.err and token.split(".")[1] not in out.err, out.err
     assert token[:12] not in out.err and "(a token, not shown)" in out.err, out.err
+
+
+LEAN_LINES = [["serve", "-c", "k.yaml"], ["serve", "-c", "k.yaml", "--workers", "2"],
+              ["serve", "--config=k.yaml", "--worker-index", "1", "--reuse-port"],
+              ["serve", "k.yaml"], ["serve", "-c", "k.yaml", "--admin", "http://x"],
+              ["serve", "-c", "k.yaml", "--bogus"], ["serve", "-c"], ["serve", "-h"],
+              ["serve", "--workers", "two", "-c", "k.yaml"], ["check", "a.yaml", "b.yaml"],
+              ["check"], ["check", "-c", "a.yaml"], ["check", "--json", "a.yaml"],
+              ["check", "--help"], ["schema"], ["schema", "extra"], ["schema", "--help"]]
+
+
+def _outcome(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[object, ...]:
+    """What parsing `argv` gives: the namespace (the top level's client options aside: the
+    lean parser has none, and serve, check and schema read none), or the exit and output."""
+    from gateway.cli.main import _parse
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            ns = vars(_parse(parser, argv))
+        except SystemExit as exc:
+            return ("exit", exc.code, out.getvalue(), err.getvalue())
+    return ("args", {k: v for k, v in ns.items()
+                     if k not in ("admin", "token", "timeout", "json")})
+
+
+@pytest.mark.parametrize("argv", LEAN_LINES, ids=" ".join)
+def test_serve_check_and_schema_parse_the_same_without_the_client_commands(
+        argv: list[str]) -> None:
+    """`killgate serve|check|schema ...` builds only its own parser (each serve worker's
+    start, each check, imported the client commands for nothing: cli/main.LEAN): every
+    such command line, right or wrong, gives what the whole parser gives."""
+    from gateway.cli.main import LEAN
+
+    assert argv[0] in LEAN
+    assert _outcome(build_parser(argv[0]), argv) == _outcome(build_parser(), argv)

@@ -1,5 +1,5 @@
-"""OTLP metrics (telemetry/otlpmetrics.py): the /metrics series converted to OpenTelemetry's
-data model, and pushed to a real OTLP/HTTP collector by a running gateway."""
+"""OTLP metrics (telemetry/otlpmetrics.py, otlpconvert.py): the /metrics series converted to
+OpenTelemetry's data model, and pushed to a real OTLP/HTTP collector by a running gateway."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from prometheus_client import Counter as PCounter
 from prometheus_client import Gauge as PGauge
 from prometheus_client import Histogram as PHistogram
 
-from gateway.telemetry.otlpmetrics import to_metrics_data
+from gateway.telemetry.otlpconvert import to_metrics_data
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.otlp_collector import Collector, broken_collector

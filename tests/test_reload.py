@@ -101,7 +101,10 @@ async def test_sighup_reloads(tmp_path: Path, backends, gateway_procs, workers: 
                        extra="server: {watch_config: false}\n",
                        listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
     gw = gateway_procs(cfg, workers=workers)  # 2: the supervisor forwards it to each worker
-    await asyncio.to_thread(gw.wait_ready)
+    # every worker up (not the first to answer /readyz): a worker still starting holds the
+    # SIGHUP until it can reload, and only then takes it (test_worker_config's case); here
+    # the running ones must reload
+    await asyncio.to_thread(gw.wait_ready, 60.0, workers)
     # a fresh connection per request: SO_REUSEPORT spreads them over the workers
     async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
         text = cfg.read_text()
@@ -120,7 +123,10 @@ async def test_sighup_reloads(tmp_path: Path, backends, gateway_procs, workers: 
                         return False
             return True
 
-        await wait_until(on_v2, 5, 0.02, "the SIGHUP reload")
+        # a positive signal: nominally ~0.3 s (the 0.2 s debounce, a read), then 20 fresh
+        # connections; at a load average of 20 on 2 cores those alone took 1.2-1.9 s, and
+        # the 5 s this allowed was short of a loaded run (stop 36: failed three times)
+        await wait_until(on_v2, 30, 0.02, "the SIGHUP reload")
     assert gw.stop() == 0, gw.output()
 
 

@@ -95,40 +95,55 @@ class _Parser(argparse.ArgumentParser):
         super().error(_hide_secrets(message))
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: commands whose command line is parsed without the client commands' modules (see build_parser)
+LEAN = frozenset({"serve", "check", "schema"})
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; `only` (one of LEAN): the top level and that command alone,
+    for a command line that starts with it. Each start of each `serve` worker, and each
+    `check` (CI, an operator's edit loop), imported the client commands' modules for
+    nothing: aiohttp's client, the drill runner, ~0.3 s of CPU. Such a command line parses
+    the same either way: what follows the command's word is the command's."""
     p = _Parser(prog="killgate", description="An inference gateway with canary split, kill "
                                              "switch and rollback.")
     p.add_argument("--version", action="version", version=f"killgate {__version__}")
-    from gateway.cli.admin import add_client_commands
-    from gateway.cli.client import common_options
+    if only is None:
+        from gateway.cli.client import common_options
 
-    common_options(p, top=True)
+        common_options(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="run the gateway from a config file",
-                       usage="killgate serve [-h] -c FILE [--workers N]")
-    # (required, but checked in _parse: `killgate serve FILE`, as `check FILE` takes it,
-    # is then said with the command that works, not argparse's bare "required")
-    s.add_argument("-c", "--config", metavar="FILE",
-                   help="the config file (YAML; `killgate check FILE` validates it); "
-                        "required")
-    s.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="worker processes sharing the ports (SO_REUSEPORT)")
-    s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
-    s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-    s.add_argument("--data-port", type=int, default=None, help=argparse.SUPPRESS)
-    s.add_argument("--admin-port", type=int, default=None, help=argparse.SUPPRESS)
-    s.add_argument("--metrics-dir", default=None, help=argparse.SUPPRESS)
-    s.add_argument("--config-bytes", default=None, help=argparse.SUPPRESS)
-    s.set_defaults(fn=_cmd_serve)
+    if only in (None, "serve"):
+        s = sub.add_parser("serve", help="run the gateway from a config file",
+                           usage="killgate serve [-h] -c FILE [--workers N]")
+        # (required, but checked in _parse: `killgate serve FILE`, as `check FILE` takes
+        # it, is then said with the command that works, not argparse's bare "required")
+        s.add_argument("-c", "--config", metavar="FILE",
+                       help="the config file (YAML; `killgate check FILE` validates it); "
+                            "required")
+        s.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="worker processes sharing the ports (SO_REUSEPORT)")
+        s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+        s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+        s.add_argument("--data-port", type=int, default=None, help=argparse.SUPPRESS)
+        s.add_argument("--admin-port", type=int, default=None, help=argparse.SUPPRESS)
+        s.add_argument("--metrics-dir", default=None, help=argparse.SUPPRESS)
+        s.add_argument("--config-bytes", default=None, help=argparse.SUPPRESS)
+        s.set_defaults(fn=_cmd_serve)
 
-    c = sub.add_parser("check", help="validate config files")
-    c.add_argument("file", nargs="+", metavar="FILE",
-                   help="config files (YAML): each is read as `serve` would, keys included")
-    c.set_defaults(fn=cmd_check)
+    if only in (None, "check"):
+        c = sub.add_parser("check", help="validate config files")
+        c.add_argument("file", nargs="+", metavar="FILE",
+                       help="config files (YAML): each is read as `serve` would, keys "
+                            "included")
+        c.set_defaults(fn=cmd_check)
 
-    sc = sub.add_parser("schema", help="print the JSON Schema of the config file")
-    sc.set_defaults(fn=_cmd_schema)
+    if only in (None, "schema"):
+        sc = sub.add_parser("schema", help="print the JSON Schema of the config file")
+        sc.set_defaults(fn=_cmd_schema)
+    if only is not None:
+        return p
 
     d = sub.add_parser("demo", help="run two demo model backends and a gateway in front")
     d.add_argument("--port", type=_port, default=8080,
@@ -136,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--admin-port", type=_port, default=8081,
                    help="admin port (default 8081; 0: any free one)")
     d.set_defaults(fn=_cmd_demo)
+
+    from gateway.cli.admin import add_client_commands
 
     add_client_commands(sub)
     from gateway.cli.drill import add_drill_commands
@@ -227,17 +244,18 @@ def _hint(args: argparse.Namespace, extra: list[str]) -> str:
 
 
 def _main(argv: list[str] | None) -> int:
-    if not (sys.argv[1:] if argv is None else argv):
+    words = sys.argv[1:] if argv is None else argv
+    if not words:
         # (bare `killgate`, a new user's first try: the commands, not argparse's "the
         # following arguments are required: COMMAND" under a usage line that lists none)
         build_parser().print_help(sys.stderr)
         return 2
     try:
-        args = _parse(build_parser(), argv)
+        args = _parse(build_parser(words[0] if words[0] in LEAN else None), argv)
     except SystemExit as exc:
         # `diff` exits 2 when the file would change something: a mistyped option must not
         # read as that in a pipeline (argparse's usage errors exit 2); it is an error, 1
-        if exc.code == 2 and _command(sys.argv[1:] if argv is None else argv) == "diff":
+        if exc.code == 2 and _command(words) == "diff":
             raise SystemExit(1) from None
         raise
     if args.command == "serve" and args.workers < 1:

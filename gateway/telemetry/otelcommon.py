@@ -16,13 +16,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
-
-from opentelemetry.sdk.resources import Resource
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.otelenv import OtelSettings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
 
 __all__ = ["METHODS", "ExportCounts", "accepted_only_2xx", "export_counts", "in_daemon_thread",
            "method_name", "resource"]
@@ -30,8 +31,8 @@ __all__ = ["METHODS", "ExportCounts", "accepted_only_2xx", "export_counts", "in_
 T = TypeVar("T")
 log = logging.getLogger("killgate.telemetry")
 REDIRECT_LOG_EVERY = 60.0  # seconds between two "the collector redirects" lines
-# (this module imports no part of the SDK that reads OTEL_* when imported: tracing.py
-# imports it with tracing off)
+# (this module imports no part of the SDK when imported: tracing.py and otlpmetrics.py import
+# it with no exporter configured, and the SDK is imported only when one starts)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
                      "PATCH"})
 
@@ -60,6 +61,8 @@ class ExportCounts:
 def resource(settings: OtelSettings, instance: str, version: str) -> Resource:
     """service.name from the config file (else OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES,
     read by the SDK), service.instance.id = this instance, service.version = killgate's."""
+    from opentelemetry.sdk.resources import Resource
+
     attrs: dict[str, Any] = {"service.instance.id": instance}
     if version:
         attrs["service.version"] = version

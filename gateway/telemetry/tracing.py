@@ -6,7 +6,8 @@ spans and head sampling are telemetry/requestspans.py's, fed into the same queue
 is the async context manager the composition root enters (built with no settings: off).
 The SDK's trace side is imported only when tracing starts: it reads OTEL_SPAN_*_LIMIT and
 the like when imported, and raises on a value it refuses; such a failure leaves tracing
-off (said in the log), never the process down.
+off (said in the log), never the process down. OpenTelemetry itself (API and SDK: each start
+of each worker paid for it) is imported only then: with tracing off, nothing here needs it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
-from opentelemetry.trace import Span as OtelSpan
+from typing import TYPE_CHECKING
 
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
@@ -27,7 +24,6 @@ from gateway.telemetry.otelcommon import (
     accepted_only_2xx,
     export_counts,
     in_daemon_thread,
-    method_name,
     resource,
 )
 from gateway.telemetry.otelenv import OtelSettings
@@ -35,18 +31,15 @@ from gateway.telemetry.w3c import parse_traceparent, trace_id_hex
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span as OtelSpan
 
+    from gateway.telemetry.adminspans import AdminSpans
     from gateway.telemetry.requestspans import RequestSpans
 
 __all__ = ["AdminSpan", "Tracing"]
 
 log = logging.getLogger("killgate.telemetry")
 SHUTDOWN_WAIT = 5.0  # seconds the last export may take on the way out
-
-
-def _remote_parent(trace_id: int, span_id: int, flags: int) -> Any:
-    return trace.set_span_in_context(NonRecordingSpan(SpanContext(
-        trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags))))
 
 
 class AdminSpan:
@@ -63,6 +56,8 @@ class AdminSpan:
             return
         self.span.set_attribute("http.response.status_code", status)
         if status >= 500:
+            from opentelemetry.trace import Status, StatusCode  # (loaded: tracing is on)
+
             self.span.set_attribute("error.type", str(status))
             self.span.set_status(Status(StatusCode.ERROR))
         self.span.end()
@@ -77,29 +72,6 @@ class _NoAdminSpans:
         return AdminSpan(trace_id_hex(parent.trace_id) if parent is not None else "")
 
 
-class _AdminSpans:
-    """Admin writes are rare and matter: always traced, unless the caller's traceparent
-    says its trace is not sampled."""
-
-    def __init__(self, tracer: trace.Tracer) -> None:
-        self.tracer = tracer
-
-    def start(self, method: str, endpoint: str, headers: Mapping[str, str],
-              peer: str) -> AdminSpan:
-        parent = parse_traceparent(headers.get("traceparent"))
-        ctx = None
-        if parent is not None:
-            if not parent.sampled:
-                return AdminSpan(trace_id_hex(parent.trace_id))
-            ctx = _remote_parent(parent.trace_id, parent.span_id, parent.flags)
-        span = self.tracer.start_span(
-            f"{method_name(method)} {endpoint}", context=ctx, kind=SpanKind.SERVER,
-            attributes={"http.request.method": method_name(method), "http.route": endpoint,
-                        "url.path": endpoint, "client.address": peer,
-                        "killgate.admin": True})
-        return AdminSpan(trace_id_hex(span.get_span_context().trace_id), span)
-
-
 class Tracing:
     """The tracing side of telemetry for one process: an async context manager.
 
@@ -112,7 +84,7 @@ class Tracing:
         self.instance = instance
         self.version = version
         self.requests: RequestSpans | None = None
-        self.admin: _AdminSpans | _NoAdminSpans = _NoAdminSpans()
+        self.admin: AdminSpans | _NoAdminSpans = _NoAdminSpans()
         self.counts = ExportCounts()
         self._provider: TracerProvider | None = None
 
@@ -152,6 +124,7 @@ class Tracing:
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+        from gateway.telemetry.adminspans import AdminSpans
         from gateway.telemetry.requestspans import RequestSpans
         from gateway.telemetry.spanqueue import BoundedProcessor, WireExporter
 
@@ -167,7 +140,7 @@ class Tracing:
         requests = RequestSpans(queue.on_end, provider.resource,
                                 InstrumentationScope("killgate", self.version or None),
                                 s.sampling)
-        admin = _AdminSpans(provider.get_tracer("killgate", self.version or None))
+        admin = AdminSpans(provider.get_tracer("killgate", self.version or None))
         self._provider, self.requests, self.admin = provider, requests, admin
 
     async def __aexit__(self, *exc: object) -> None:
