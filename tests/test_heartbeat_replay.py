@@ -38,7 +38,7 @@ async def test_a_replay_older_than_a_heartbeat_read_is_refused_with_our_clock_be
     b's signed 1000 s later. b's next genuine heartbeat is live again."""
     seen: list[str] = []
     a, b = _stores(redis_server.url, "kgreplay", 2)
-    a.on_unverified = lambda kind, why, which, **_: seen.append(why)  # type: ignore[method-assign]
+    a.on_unverified = lambda kind, why, which, cause="other": seen.append(why)  # type: ignore[method-assign]
     a.clock = lambda: time.time() - 3600  # type: ignore[method-assign]
     await a.open()
     await b.open()

@@ -38,7 +38,7 @@ from gateway.state.files import (
     write_target,
 )
 from gateway.state.localtrim import LocalTrim
-from gateway.state.signing import Keyring
+from gateway.state.signing import Keyring, cause_of
 from gateway.state.store import (
     MAX_DOC_BYTES,
     Ack,
@@ -125,7 +125,8 @@ class LocalStore(LocalTrim):
             # the compare-and-set token of a refused file: its content's digest
             return Loaded(None, "x" + hashlib.sha256(raw).hexdigest()[:16],
                           f"{self.path}: {exc}",
-                          raw if self.keys.enabled and len(raw) <= MAX_DOC_BYTES else None)
+                          raw if self.keys.enabled and len(raw) <= MAX_DOC_BYTES else None,
+                          cause=cause_of(exc))
         if which == "previous":
             self.on_unverified("state", "", "previous")
         return Loaded(doc, str(doc.generation))

@@ -24,7 +24,7 @@ from gateway.state.beatorder import NewestBeats
 from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
-from gateway.state.signing import Unverified
+from gateway.state.signing import Unverified, cause_of
 from gateway.state.store import Ack
 
 __all__ = ["MAX_ACK_BYTES", "RedisRecords"]
@@ -122,7 +122,7 @@ class RedisRecords(RedisIdempotency, RedisStats):
                 if self.keys.check(b"ack", body, kid, mac) == "previous":
                     self.on_unverified(kind, "", "previous")
         except (ValueError, UnicodeDecodeError) as exc:
-            self.on_unverified(kind, str(exc), None)
+            self.on_unverified(kind, str(exc), None, cause_of(exc))
             return None
         return Ack(inst, int(gen), "" if config == "-" else config)
 
@@ -156,7 +156,7 @@ class RedisRecords(RedisIdempotency, RedisStats):
                 self.keys.check(b"urls", f"{instance}\x00{addr}".encode(), kid, mac)
             got = json.loads(addr)
         except (ValueError, UnicodeDecodeError) as exc:
-            self.on_unverified("heartbeat", f"addresses: {exc}", None)
+            self.on_unverified("heartbeat", f"addresses: {exc}", None, cause_of(exc))
             return {}
         if not isinstance(got, dict):
             return {}
