@@ -77,14 +77,14 @@ async def test_refused_redis_values_reach_the_tally_under_their_cause(
     await store.open()
     try:
         bound = OURS.bound("kgcause")
-        for cause, raw in _forgeries(bound, b"idem:k1").items():
+        for raw in _forgeries(bound, b"idem:k1").values():
             redis_server.cmd("SET", "kgcause:idem:k1", raw.decode())
             await store.idem_claim("k1", {"holder": "x"}, 30)  # (refused: as if absent)
         assert t.status()["by_cause"] == dict.fromkeys(CAUSES, 1), t.status()
         mac = "0" * 64
         kid = OURS.current.kid  # type: ignore[union-attr]
         for forged in (f"{kid} {mac} 5 1 - pod-9", f"0badc0de {mac} 5 1 - pod-9"):
-            now = [p for p in redis_server.cmd("TIME").split("\r\n") if p.isdigit()][0]
+            now = next(p for p in redis_server.cmd("TIME").split("\r\n") if p.isdigit())
             redis_server.cmd("HSET", "kgcause:instances", "pod-9", f"{now}000 {forged}")
             await store.fleet(5.0)
         assert t.status()["by_cause"] == {"bad_signature": 2, "unsigned": 1,

@@ -229,7 +229,8 @@ class RedisRecords(RedisIdempotency, RedisStats):
         least = self._newest.min_age_ms(instance, signed, now_ms)
         if least is not None and least / 1000.0 > bound:
             return (f"{instance!r} signed at least {least / 1000.0:.0f}s before the store's "
-                    "clock (no later than a heartbeat of it read that long ago): a replay")
+                    "clock (no later than a heartbeat of it read that long ago): a replay "
+                    "(or that instance's clock stepped back)")
         self._newest.saw(instance, signed, now_ms)
         return None
 
