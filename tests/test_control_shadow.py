@@ -259,7 +259,7 @@ async def test_kept_disagreements_too_large_for_the_store_leave_the_counts_reada
     rc = cfg.routes[0]
     unverified: list[str] = []
     store = RedisStore(redis_server.url, "kgbig", 5.0, keys=Keyring(Key.of(STATE_KEY.encode())),
-                       on_unverified=lambda kind, why, which: unverified.append(why))
+                       on_unverified=lambda kind, why, which, cause="other": unverified.append(why))
     await store.open()
     try:
         local = Local()

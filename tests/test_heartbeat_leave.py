@@ -74,7 +74,7 @@ async def test_a_store_clock_far_off_is_named_not_every_instance_a_replay(
     still refused."""
     seen: list[str] = []
     a, b = _stores(redis_server.url, "kgskew", 2)
-    a.on_unverified = lambda kind, why, which: seen.append(why)  # type: ignore[method-assign]
+    a.on_unverified = lambda kind, why, which, cause="other": seen.append(why)  # type: ignore[method-assign]
     for s in (a, b):
         s.clock = lambda: time.time() - 3600  # type: ignore[method-assign]
         await s.open()

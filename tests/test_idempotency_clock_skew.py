@@ -26,7 +26,7 @@ async def test_a_claim_by_an_instance_whose_clock_is_behind_is_honoured(
 
     alarms: list[tuple[str, str]] = []
 
-    def report(kind: str, problem: str, which: str | None) -> None:
+    def report(kind: str, problem: str, which: str | None, cause: str = "other") -> None:
         alarms.append((kind, problem))
 
     def store() -> RedisStore:

@@ -17,7 +17,7 @@ async def test_published_addresses_are_signed(redis_server: RedisServer) -> None
 
     seen: list[tuple[str, str]] = []
     store = RedisStore(redis_server.url, "kgaddr", 1.0, keys=Keyring(Key.of(STATE_KEY.encode())),
-                       on_unverified=lambda kind, why, which: seen.append((kind, why)))
+                       on_unverified=lambda kind, why, which, cause="other": seen.append((kind, why)))
     await store.open()
     try:
         urls = {"data": "http://10.0.0.5:8080", "admin": "http://10.0.0.5:8081"}
@@ -54,7 +54,7 @@ async def test_a_replayed_heartbeat_does_not_bring_back_an_instance_or_its_addre
     keys = Keyring(Key.of(STATE_KEY.encode()))
     old = RedisStore(redis_server.url, "kgrep", 1.0, keys=keys)
     store = RedisStore(redis_server.url, "kgrep", 1.0, keys=keys,
-                       on_unverified=lambda kind, why, which: seen.append((kind, why)))
+                       on_unverified=lambda kind, why, which, cause="other": seen.append((kind, why)))
     await old.open()
     await store.open()
     try:

@@ -162,7 +162,7 @@ def test_a_snapshot_larger_than_any_document_is_refused_unread(tmp_path: Path) -
         f.truncate(64 * 1024 * 1024)  # (sparse: no disk used)
     path.chmod(0o600)
     problems: list[str] = []
-    snap = SnapshotFile(path, RING, lambda kind, problem, which: problems.append(problem))
+    snap = SnapshotFile(path, RING, lambda kind, problem, which, cause="other": problems.append(problem))
     assert snap.read() is None
     assert len(problems) == 1 and "not read" in problems[0], problems
 
@@ -176,7 +176,7 @@ def test_a_snapshot_path_that_is_no_regular_file_is_refused_without_waiting(
     path = tmp_path / "snapshot.json"
     os.mkfifo(path, 0o600)
     problems: list[str] = []
-    snap = SnapshotFile(path, RING, lambda kind, problem, which: problems.append(problem))
+    snap = SnapshotFile(path, RING, lambda kind, problem, which, cause="other": problems.append(problem))
     got: list[object] = []
     reader = threading.Thread(target=lambda: got.append(snap.read()), daemon=True)
     reader.start()

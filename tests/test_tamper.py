@@ -45,9 +45,9 @@ def test_a_wrong_signature_is_logged_even_after_a_made_up_key_id_of_its_kind(
     a wrong-MAC write of the same kind out of the log for the interval."""
     t = TamperLog(Metrics(), interval=3600)
     with caplog.at_level(logging.ERROR, "killgate.state"):
-        t.note("push", "signed with an unknown key id '0badc0de'")
-        t.note("push", "its signature does not match its content")
-        t.note("push", "signed with an unknown key id '0badc0de'")
+        t.note("push", "signed with an unknown key id '0badc0de'", "unknown_key_id")
+        t.note("push", "its signature does not match its content", "bad_signature")
+        t.note("push", "signed with an unknown key id '0badc0de'", "unknown_key_id")
     logged = [r for r in caplog.records if r.getMessage() == "state_unverified"]
     assert [getattr(r, _FIELDS)["cause"] for r in logged] == ["unknown_key_id", "bad_signature"], logged
     st = t.status()

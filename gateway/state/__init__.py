@@ -27,7 +27,7 @@ def make_sync(loaded: LoadedConfig, holder: Holder, metrics: Metrics,
     from gateway.errors import ConfigError
     from gateway.state.local import LocalStore
     from gateway.state.mirror import AuditMirror
-    from gateway.state.signing import audit_keyring, signing_keyring
+    from gateway.state.signing import Cause, audit_keyring, signing_keyring
     from gateway.state.snapshot import SnapshotFile
     from gateway.state.sync import Sync
     from gateway.state.tamper import TamperLog
@@ -39,11 +39,11 @@ def make_sync(loaded: LoadedConfig, holder: Holder, metrics: Metrics,
     audit_keys = audit_keyring(cfg, loaded.resolve, keys)
     tamper = TamperLog(metrics)
 
-    def report(kind: str, problem: str, which: str | None) -> None:
+    def report(kind: str, problem: str, which: str | None, cause: Cause = "other") -> None:
         if which == "previous":
             tamper.accepted_previous(kind)
         else:
-            tamper.note(kind, problem)
+            tamper.note(kind, problem, cause)
 
     store: Any
     if cfg.backend == "redis":

@@ -4,12 +4,12 @@ Owns three things next to `state.path`: the state document (replaced atomically:
 write, fsync, rename, fsync the folder; signed when a key is configured), the audit log
 `<path>.audit.jsonl` (appended and fsynced before the state changes; keyed MACs with a
 key; read back: localaudit.py, and trimmed: localtrim.py, its bases), and one heartbeat
-file per instance in `<path>.instances/` (with idempotency records and counts:
-localaux.py, their base; the file writes: files.py). Without a key the file permissions
-are the trust boundary: values are neither signed nor checked. Compare-and-set is an
-exclusive `flock` on `<path>.lock`, so the workers of one `killgate serve --workers N`
-share it safely. Blocking file work runs in a thread; change detection is a `stat` per
-poll.
+file per instance in `<path>.instances/`, replaced and removed under its `.lock` (with
+idempotency records and counts: localaux.py, their base; the file writes: files.py).
+Without a key the file permissions are the trust boundary: values are neither signed nor
+checked. Compare-and-set is an exclusive `flock` on `<path>.lock`, so the workers of one
+`killgate serve --workers N` share it safely. Blocking file work runs in a thread; change
+detection is a `stat` per poll.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from gateway.state.files import (
     write_target,
 )
 from gateway.state.localtrim import LocalTrim
-from gateway.state.signing import Keyring
+from gateway.state.signing import Keyring, cause_of
 from gateway.state.store import (
     MAX_DOC_BYTES,
     Ack,
@@ -125,7 +125,8 @@ class LocalStore(LocalTrim):
             # the compare-and-set token of a refused file: its content's digest
             return Loaded(None, "x" + hashlib.sha256(raw).hexdigest()[:16],
                           f"{self.path}: {exc}",
-                          raw if self.keys.enabled and len(raw) <= MAX_DOC_BYTES else None)
+                          raw if self.keys.enabled and len(raw) <= MAX_DOC_BYTES else None,
+                          cause=cause_of(exc))
         if which == "previous":
             self.on_unverified("state", "", "previous")
         return Loaded(doc, str(doc.generation))

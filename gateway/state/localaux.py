@@ -7,6 +7,7 @@ which owns the paths these use; blocking file work runs in a thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import math
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gateway.errors import StoreUnavailable
-from gateway.state.files import atomic_write
+from gateway.state.files import atomic_write, flock_within, put_in_place, written_aside
 
 __all__ = ["LocalRecords"]
 
@@ -32,30 +33,60 @@ class LocalRecords:
     path: Path
     lock_path: Path
     instances_dir: Path
-    #: the heartbeat we wrote last (instance, bytes): the one `leave` may remove
+    #: the heartbeat we wrote last (instance, bytes): the one `leave` may remove (set
+    #: under the instances' lock once it is in place, never before)
     _own_beat: tuple[str, bytes] | None = None
+    #: how many times `leave` ran: a heartbeat begun before one (its thread still writing
+    #: when a stop cancelled its task) is dropped, not put back after the removal
+    _leaves = 0
 
     # ------------------------------------------------------------------ instances
 
     def _instance_file(self, instance: str) -> Path:
         return self.instances_dir / f"{instance}.json"
 
+    def _beats_lock(self) -> int:
+        """The instances' lock (`<path>.instances/.lock`), taken (flock, bounded wait):
+        every replace and removal of a heartbeat file happens under it, so a removal's
+        read and unlink see the same file. Close the fd to release."""
+        name = self.instances_dir / ".lock"
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            flock_within(fd, name)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _beat(self, instance: str, data: bytes, leaves: int) -> None:
+        path = self._instance_file(instance)
+        tmp = written_aside(path, data)  # (the fsync outside the lock)
+        fd = self._beats_lock()
+        try:
+            if self._leaves != leaves:  # a stop's `leave` ran since: not put back
+                os.unlink(tmp)
+                return
+            put_in_place(tmp, path)
+            self._own_beat = (instance, data)
+        finally:
+            os.close(fd)
+
     async def heartbeat(self, instance: str, applied: int, config: str = "",
                         urls: dict[str, str] | None = None) -> None:
         data = json.dumps({"generation": applied, "seen": time.time(), "pid": os.getpid(),
                            "config": config, "urls": urls or {}}).encode()
-        self._own_beat = (instance, data)
         try:
-            await asyncio.to_thread(atomic_write, self._instance_file(instance), data)
+            await asyncio.to_thread(self._beat, instance, data, self._leaves)
         except OSError as exc:
-            raise StoreUnavailable(f"cannot write heartbeat: {exc.strerror}") from None
+            raise StoreUnavailable(f"cannot write heartbeat: {exc.strerror or exc}") from None
 
     def _fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         now = time.time()
         out: dict[str, dict[str, Any]] = {}
+        stale: list[tuple[Path, bytes]] = []
         for f in self.instances_dir.glob("*.json"):
             try:
-                info = json.loads(f.read_bytes())
+                info = json.loads(raw := f.read_bytes())
                 # (a file we did not write, edited, restored from elsewhere: skipped, never
                 # a 500 for /v1/status and every receipt)
                 age = now - float(info.get("seen", 0))
@@ -72,7 +103,16 @@ class LocalRecords:
                                **({k: v for k, v in urls.items() if k in ("data", "admin")
                                    and isinstance(v, str)} if isinstance(urls, dict) else {})}
             elif age > 10 * lease:
-                f.unlink(missing_ok=True)
+                stale.append((f, raw))
+        if stale:  # (removed only while unchanged: a heartbeat landing now is kept)
+            fd = self._beats_lock()
+            try:
+                for f, raw in stale:
+                    with contextlib.suppress(OSError):
+                        if f.read_bytes() == raw:
+                            f.unlink()
+            finally:
+                os.close(fd)
         return out
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
@@ -81,27 +121,36 @@ class LocalRecords:
     async def live_instances(self, lease: float) -> dict[str, int]:
         return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
 
-    def _leave(self, instance: str, mine: bytes) -> None:
+    def _leave(self, instance: str) -> None:
         """Remove the heartbeat file only while it holds what we wrote last: a restarted
-        instance of the same name may have written its own since. (Read, then unlink: a
-        heartbeat renamed into place between the two is still lost; a window of
-        microseconds, not the length of a stop.)"""
+        instance of the same name may have written its own since. Under the instances'
+        lock, as every heartbeat's rename: one landing between the read and the unlink was
+        lost (the restarted instance out of the fleet until its next beat)."""
         path = self._instance_file(instance)
         try:
-            if path.read_bytes() != mine:
-                return
-        except FileNotFoundError:
-            return
-        path.unlink(missing_ok=True)
-
-    async def leave(self, instance: str) -> None:
-        own = self._own_beat
-        if own is None or own[0] != instance:
+            fd = self._beats_lock()
+        except FileNotFoundError:  # (no folder: never opened, nothing written)
             return
         try:
-            await asyncio.to_thread(self._leave, instance, own[1])
+            self._leaves += 1
+            own = self._own_beat
+            if own is None or own[0] != instance:
+                return
+            try:
+                if path.read_bytes() != own[1]:
+                    return
+            except FileNotFoundError:
+                return
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+    async def leave(self, instance: str) -> None:
+        try:
+            await asyncio.to_thread(self._leave, instance)
         except OSError as exc:  # (a folder it cannot use: the stop goes on)
-            raise StoreUnavailable(f"cannot remove the heartbeat: {exc.strerror}") from None
+            raise StoreUnavailable(f"cannot remove the heartbeat: {exc.strerror or exc}") \
+                from None
 
     def _locked(self, how: int) -> BinaryIO:
         """The commit lock file, open and locked (`how`: fcntl.LOCK_EX or LOCK_SH); a

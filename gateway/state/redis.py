@@ -37,7 +37,7 @@ from gateway.state.redislink import DOC, SMALL, Script
 from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
 from gateway.state.sentinels import master_named
-from gateway.state.signing import Keyring
+from gateway.state.signing import Keyring, cause_of
 from gateway.state.store import (
     MAX_DOC_BYTES,
     PUSH_INLINE_BYTES,
@@ -205,7 +205,8 @@ class RedisStore(RedisCommits, RedisTrim):
         try:
             doc = self._open_doc(raw, None)
         except ValueError as exc:
-            return Loaded(None, token, f"{self.k_state}: {exc}", raw, trail=trail)
+            return Loaded(None, token, f"{self.k_state}: {exc}", raw, trail=trail,
+                          cause=cause_of(exc))
         return Loaded(doc, token, trail=trail)
 
     def _open_doc(self, raw: bytes, kind: str | None) -> StateDoc:
@@ -222,7 +223,7 @@ class RedisStore(RedisCommits, RedisTrim):
                 doc = decode_doc(body)
             except ValueError as exc:
                 if kind is not None:
-                    self.on_unverified(kind, str(exc), None)
+                    self.on_unverified(kind, str(exc), None, cause_of(exc))
                 raise
             self._last_open = (raw, doc, which)
         if which == "previous":

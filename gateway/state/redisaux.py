@@ -20,10 +20,11 @@ from typing import Any
 
 from gateway.errors import StateError
 from gateway.log import event
+from gateway.state.beatorder import NewestBeats
 from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
-from gateway.state.signing import Unverified
+from gateway.state.signing import Unverified, cause_of
 from gateway.state.store import Ack
 
 __all__ = ["MAX_ACK_BYTES", "RedisRecords"]
@@ -85,11 +86,11 @@ MAX_ACK_BYTES = 4096
 CLOCK_LOG_INTERVAL = 60.0
 
 
-def _signed_age(record: bytes, now_ms: int) -> float:
-    """Seconds between a verified heartbeat's signed time and `now_ms` (0.0 when unread)."""
+def _signed_ms(record: bytes) -> int | None:
+    """A verified heartbeat's signed time (ms; None when unread)."""
     parts = record.split(b" ", 4)
     wall = parts[3] if len(parts) > 3 else b""
-    return (now_ms - int(wall)) / 1000.0 if wall.isdigit() and len(wall) <= 18 else 0.0
+    return int(wall) if wall.isdigit() and len(wall) <= 18 else None
 
 
 class RedisRecords(RedisIdempotency, RedisStats):
@@ -99,6 +100,9 @@ class RedisRecords(RedisIdempotency, RedisStats):
     #: the store's clock minus ours (s), as measured at the last fleet read
     store_skew_s = 0.0
     _skew_logged = -1e9
+    #: the newest heartbeat read from each instance (beatorder.py): replays bounded by the
+    #: store's clock, whatever ours says (made at the first fleet read)
+    _newest: NewestBeats | None = None
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -118,7 +122,7 @@ class RedisRecords(RedisIdempotency, RedisStats):
                 if self.keys.check(b"ack", body, kid, mac) == "previous":
                     self.on_unverified(kind, "", "previous")
         except (ValueError, UnicodeDecodeError) as exc:
-            self.on_unverified(kind, str(exc), None)
+            self.on_unverified(kind, str(exc), None, cause_of(exc))
             return None
         return Ack(inst, int(gen), "" if config == "-" else config)
 
@@ -152,7 +156,7 @@ class RedisRecords(RedisIdempotency, RedisStats):
                 self.keys.check(b"urls", f"{instance}\x00{addr}".encode(), kid, mac)
             got = json.loads(addr)
         except (ValueError, UnicodeDecodeError) as exc:
-            self.on_unverified("heartbeat", f"addresses: {exc}", None)
+            self.on_unverified("heartbeat", f"addresses: {exc}", None, cause_of(exc))
             return {}
         if not isinstance(got, dict):
             return {}
@@ -182,11 +186,9 @@ class RedisRecords(RedisIdempotency, RedisStats):
                 continue
             ack = self._open_ack(record, "heartbeat", flat[i])
             if ack is not None and self.keys.enabled \
-                    and (signed := _signed_age(record, judge_ms)) > 10 * lease + CLOCK_SKEW:
-                self.on_unverified("heartbeat", f"{ack.instance!r} signed {signed:.0f}s before "
-                                                f"{self._judge_name(judge_ms, int(now_ms))}: "
-                                                "a replay (or that instance's clock is off)",
-                                   None)
+                    and (why := self._replayed(ack.instance, _signed_ms(record), judge_ms,
+                                               int(now_ms), lease)):
+                self.on_unverified("heartbeat", why, None)
                 stale.append(flat[i])
                 continue
             if ack is not None and age <= lease:
@@ -209,6 +211,28 @@ class RedisRecords(RedisIdempotency, RedisStats):
                     await self._script(_ORPHANS, [self.k_instances,
                                                   self.k_instances + ":urls"], orphans)
         return out
+
+    def _replayed(self, instance: str, signed: int | None, judge_ms: int, now_ms: int,
+                  lease: float) -> str | None:
+        """Why a verified heartbeat is a replay (None: it is not): signed too long before
+        the clock judged by, or no later than one of that instance's read long enough ago
+        by the store's clock (ours may be behind: it bounds nothing then)."""
+        if signed is None:
+            return None
+        bound = 10 * lease + CLOCK_SKEW
+        if (judge_ms - signed) / 1000.0 > bound:
+            return (f"{instance!r} signed {(judge_ms - signed) / 1000.0:.0f}s before "
+                    f"{self._judge_name(judge_ms, now_ms)}: a replay (or that instance's "
+                    "clock is off)")
+        if self._newest is None:
+            self._newest = NewestBeats()
+        least = self._newest.min_age_ms(instance, signed, now_ms)
+        if least is not None and least / 1000.0 > bound:
+            return (f"{instance!r} signed at least {least / 1000.0:.0f}s before the store's "
+                    "clock (no later than a heartbeat of it read that long ago): a replay "
+                    "(or that instance's clock stepped back)")
+        self._newest.saw(instance, signed, now_ms)
+        return None
 
     async def live_instances(self, lease: float) -> dict[str, int]:
         return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}

@@ -26,7 +26,7 @@ from gateway.state.resp import (
     connect,
     parse_endpoint,
 )
-from gateway.state.signing import Keyring
+from gateway.state.signing import Keyring, cause_of
 from gateway.state.store import OnUnverified, ignore_unverified
 
 __all__ = ["OVERSIZED", "OWN", "SMALL", "RedisLink", "Script"]
@@ -205,7 +205,7 @@ class RedisLink:
             if not isinstance(value, dict):
                 raise ValueError("not a JSON object")
         except (ValueError, RecursionError) as exc:
-            self.on_unverified(report, str(exc), None)
+            self.on_unverified(report, str(exc), None, cause_of(exc))
             return None
         if which == "previous":
             self.on_unverified(report, "", "previous")

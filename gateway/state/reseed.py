@@ -86,7 +86,7 @@ class Repair(Vouching):
             self._seen_signed = True
             self._saw(got.doc)
         if got.problem is not None:
-            self.tamper.note("state", got.problem)
+            self.tamper.note("state", got.problem, got.cause)
             self.last_error = f"refused the stored state: {got.problem}"
         elif got.doc is not None and not got.trusted:
             self.tamper.note("generation", f"the stored generation {got.token!r} is not the "

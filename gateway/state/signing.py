@@ -24,11 +24,14 @@ from gateway.config import StateConfig
 from gateway.errors import ConfigError, Problem
 
 __all__ = [
+    "CAUSES",
     "MIN_KEY_BYTES",
+    "Cause",
     "Key",
     "Keyring",
     "Unverified",
     "audit_keyring",
+    "cause_of",
     "key_id",
     "read_keys",
     "refuse_unreadable_keys",
@@ -40,8 +43,25 @@ MAGIC = b"KGS1 "
 Which = Literal["current", "previous", "unkeyed"]
 
 
+#: why a value was refused, strongest evidence of a forger first: a MAC that does not match
+#: under a key we hold, no signature at all, a key id we do not hold (also a key changed or
+#: mismatched), anything else (malformed, oversized, replayed, out of place)
+Cause = Literal["bad_signature", "unsigned", "unknown_key_id", "other"]
+CAUSES: tuple[Cause, ...] = ("bad_signature", "unsigned", "unknown_key_id", "other")
+
+
 class Unverified(ValueError):
-    """A value that is unsigned, signed with a key we do not hold, or altered."""
+    """A value that is unsigned, signed with a key we do not hold, or altered: `cause`
+    says which (its message is for people, and may be reworded)."""
+
+    def __init__(self, message: str, cause: Cause = "other") -> None:
+        super().__init__(message)
+        self.cause: Cause = cause
+
+
+def cause_of(exc: BaseException) -> Cause:
+    """The cause of a refusal raised as `exc` ("other" for anything but Unverified)."""
+    return exc.cause if isinstance(exc, Unverified) else "other"
 
 
 def key_id(secret: bytes) -> str:
@@ -99,11 +119,11 @@ class Keyring:
         """Which key signed it; raises Unverified when none of ours did."""
         key = self._by_kid.get(kid)
         if key is None:
-            raise Unverified(f"signed with an unknown key id {kid[:16]!r}")
+            raise Unverified(f"signed with an unknown key id {kid[:16]!r}", "unknown_key_id")
         # (compare_digest raises TypeError on a str that is not ASCII: compare bytes)
         if not hmac.compare_digest(self._mac(key, kind, body).encode(),
                                    mac.encode("utf-8", "replace")):
-            raise Unverified("its signature does not match its content")
+            raise Unverified("its signature does not match its content", "bad_signature")
         return "current" if key is self.current else "previous"
 
     def seal(self, kind: bytes, body: bytes) -> bytes:
@@ -117,7 +137,7 @@ class Keyring:
         if not data.startswith(MAGIC):
             if self.current is None:
                 return data, "unkeyed"
-            raise Unverified("it carries no signature")
+            raise Unverified("it carries no signature", "unsigned")
         head, sep, body = data.partition(b"\n")
         parts = head.split(b" ")
         if not sep or len(parts) != 3:

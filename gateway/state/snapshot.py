@@ -50,7 +50,7 @@ from gateway.state.files import (
     read_regular,
     write_target,
 )
-from gateway.state.signing import MAGIC, Keyring, Unverified
+from gateway.state.signing import MAGIC, Cause, Keyring, Unverified, cause_of
 from gateway.state.store import MAX_DOC_BYTES, OnUnverified, decode_doc, ignore_unverified
 
 __all__ = ["Origin", "SnapshotFile", "kills_only"]
@@ -137,11 +137,11 @@ class SnapshotFile:
                 # (the key changed, or the file was edited: its kills only, never the rest)
                 doc = decode_doc(raw.partition(b"\n")[2])
                 return self._kills_only(doc, f"{exc} (the state key changed, or the file was "
-                                             "written without it)")
+                                             "written without it)", cause=exc.cause)
             doc = decode_doc(body)
             self.unverified_origin, self.own_epochs = read_origin(body)
         except ValueError as exc:
-            self.on_unverified("snapshot", f"{self.path}: {exc}", None)
+            self.on_unverified("snapshot", f"{self.path}: {exc}", None, cause_of(exc))
             event(log, "snapshot_unreadable", logging.ERROR, path=str(self.path),
                   error=str(exc))
             return None
@@ -160,11 +160,13 @@ class SnapshotFile:
             return self._kills_only(doc, loose, signed=self.signed)
         return doc
 
-    def _kills_only(self, doc: StateDoc, why: str, signed: bool = False) -> StateDoc:
+    def _kills_only(self, doc: StateDoc, why: str, signed: bool = False,
+                    cause: Cause = "other") -> StateDoc:
         """Keep the kills of a file not trusted for the rest, and say so (`why`)."""
         self.kills_only = why
         if not signed:  # (a signed file loosely permissioned is not a failed verification)
-            self.on_unverified("snapshot", f"{self.path}: {why}: only its kills are kept", None)
+            self.on_unverified("snapshot", f"{self.path}: {why}: only its kills are kept", None,
+                               cause)
         event(log, "snapshot_untrusted", logging.ERROR, path=str(self.path), error=why,
               kept="kills only", kills=sorted(doc.kills))
         return kills_only(doc)

@@ -25,6 +25,7 @@ from gateway.domain.branches import (
     lifted_by_write,
 )
 from gateway.domain.statedoc import Change, StateDoc, apply_change
+from gateway.state.signing import Cause
 from gateway.state.storeports import AuditStore, FleetStore, IdempotencyStore, StatsStore
 
 if TYPE_CHECKING:
@@ -50,12 +51,17 @@ __all__ = [
     "new_epoch",
 ]
 
-#: (kind, problem, which) → None: told about data that failed verification (which=None),
-#: or that verified only with the previous key (which="previous", problem empty)
-OnUnverified = Callable[[str, str, str | None], None]
+class OnUnverified(Protocol):
+    """(kind, problem, which, cause) → None: told about data that failed verification
+    (which=None; `cause`: one of signing.CAUSES, from the exception raised: cause_of), or
+    that verified only with the previous key (which="previous", problem empty)."""
+
+    def __call__(self, kind: str, problem: str, which: str | None,
+                 cause: Cause = "other") -> None: ...
 
 
-def ignore_unverified(kind: str, problem: str, which: str | None) -> None:
+def ignore_unverified(kind: str, problem: str, which: str | None,
+                      cause: Cause = "other") -> None:
     return None
 
 
@@ -91,6 +97,8 @@ class Loaded:
     #: the store lost its trail too (a restart without persistence, FLUSHALL), so a re-seed
     #: cannot flood one and never backs off (reseed.py's _may_repair)
     trail: int = -1
+    #: why `problem` (one of signing.CAUSES): the refusal's, not read from its wording
+    cause: Cause = "other"
 
     @property
     def empty(self) -> bool:

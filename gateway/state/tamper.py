@@ -18,33 +18,16 @@ from typing import Any
 
 from gateway.domain.audit import utc_now
 from gateway.log import event
+from gateway.state.signing import CAUSES, Cause
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["CAUSES", "TamperLog", "cause_of"]
+__all__ = ["CAUSES", "TamperLog"]
 
 log = logging.getLogger("killgate.state")
 
 #: every kind of value the store hands us that carries a signature
 KINDS = ("state", "push", "ack", "heartbeat", "stats", "idempotency", "generation",
          "snapshot", "audit")
-
-
-#: why a value was refused, strongest evidence of a forger first: a MAC that does not match
-#: under a key we hold, no signature at all, a key id we do not hold (also a key changed or
-#: mismatched), anything else (malformed, oversized, replayed, out of place)
-CAUSES = ("bad_signature", "unsigned", "unknown_key_id", "other")
-
-
-def cause_of(problem: str) -> str:
-    """The cause (one of CAUSES) of a refusal, from its problem (gateway/state/signing.py's
-    wording)."""
-    if "signature does not match" in problem:
-        return "bad_signature"
-    if "carries no signature" in problem:
-        return "unsigned"
-    if "unknown key id" in problem:
-        return "unknown_key_id"
-    return "other"
 
 
 class TamperLog:
@@ -59,11 +42,12 @@ class TamperLog:
         self._logged: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def note(self, kind: str, problem: str, **detail: Any) -> None:
-        """Data of `kind` was refused because of `problem` (already ignored by the caller)."""
+    def note(self, kind: str, problem: str, cause: Cause = "other", **detail: Any) -> None:
+        """Data of `kind` was refused because of `problem` (already ignored by the caller);
+        `cause` (one of CAUSES): as the Unverified raised said (signing.cause_of)."""
         self.counts[kind] = self.counts.get(kind, 0) + 1
         self.metrics.inc("killgate_state_unverified_total", (kind,), label_names=("kind",))
-        cause = cause_of(problem)
+        cause = cause if cause in CAUSES else "other"
         self.by_cause[cause] = self.by_cause.get(cause, 0) + 1
         self.last = {"kind": kind, "problem": problem[:200], "cause": cause, "time": utc_now(),
                      **detail}

@@ -1,0 +1,46 @@
+"""Heartbeat replays told apart without this instance's clock: the newest signed time read
+from each instance, and the store's time when it was first read.
+
+A replay (an old signed heartbeat written back with a fresh arrival stamp, by anyone who
+can write to the store) was judged by its signed time against a clock: the store's, or
+this instance's when the two disagree by more than the skew tolerated. With this
+instance's clock behind by D, replays up to D older were taken as live. What was read
+before bounds it by the store's clock alone: a heartbeat signed no later than the newest
+already read from that instance is at least as old as the store's time since that one was
+first read, plus how much earlier it was signed. Pure bookkeeping; no I/O.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NewestBeats"]
+
+#: instances remembered at most (the oldest first read is forgotten first): a fleet of
+#: pods with fresh names each start must not grow this for good
+MAX_INSTANCES = 4096
+
+
+class NewestBeats:
+    def __init__(self, limit: int = MAX_INSTANCES) -> None:
+        self.limit = limit
+        #: instance -> (newest signed time read, ms; the store's time it was first read, ms)
+        self.seen: dict[str, tuple[int, int]] = {}
+
+    def min_age_ms(self, instance: str, signed_ms: int, store_ms: int) -> int | None:
+        """How old (ms, by the store's clock) a heartbeat of `instance` signed at
+        `signed_ms` is at least, read at the store's time `store_ms`: None when it is newer
+        than any read before (or none was), so nothing bounds it here."""
+        prev = self.seen.get(instance)
+        if prev is None or signed_ms > prev[0]:
+            return None
+        newest, first_read = prev
+        return max(0, store_ms - first_read) + (newest - signed_ms)
+
+    def saw(self, instance: str, signed_ms: int, store_ms: int) -> None:
+        """A heartbeat taken as live: remembered when it is the newest of its instance."""
+        prev = self.seen.get(instance)
+        if prev is not None and signed_ms <= prev[0]:
+            return
+        self.seen.pop(instance, None)  # (re-inserted last: the dict stays in first-read order)
+        self.seen[instance] = (signed_ms, store_ms)
+        while len(self.seen) > self.limit:
+            del self.seen[next(iter(self.seen))]

@@ -1,0 +1,58 @@
+"""The local store's `leave` against heartbeats racing it (state/localaux.py): real files,
+real threads, the instances' flock between them. A removal's read and unlink were two
+steps: a restarted instance's heartbeat renamed into place between them was removed, and a
+heartbeat of the leaving instance itself, still being written when the stop cancelled its
+task, landed after the removal (the stopped instance back in the fleet for a lease)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(20)
+
+#: a heartbeat this long takes milliseconds to read back: the window between a removal's
+#: read and its unlink, microseconds with a real one, made wide enough to be hit every time
+BIG = {"data": "http://10.0.0.1:8080/" + "x" * 4_000_000}
+
+
+async def test_a_heartbeat_landing_during_a_leave_is_kept(tmp_path: Path) -> None:
+    """pod-1 (old) stops while pod-1 restarted (new) writes its heartbeat, both on their
+    threads at once, round after round: the restarted one's heartbeat is never the one
+    removed (the file is always there, and new's, when both are done)."""
+    from gateway.state.local import LocalStore
+
+    path = tmp_path / "s.json"
+    beat = path.with_name("s.json.instances") / "pod-1.json"
+    deadline, rounds = time.monotonic() + 1.5, 0
+    while time.monotonic() < deadline or rounds < 3:
+        rounds += 1
+        old, new = LocalStore(path), LocalStore(path)
+        await old.open()
+        await old.heartbeat("pod-1", 1, urls=BIG)
+        await asyncio.gather(old.leave("pod-1"), new.heartbeat("pod-1", 1000 + rounds))
+        assert beat.exists(), f"round {rounds}: the restarted instance's heartbeat was removed"
+        assert (await new.fleet(5.0))["pod-1"]["generation"] == 1000 + rounds
+        await new.leave("pod-1")
+        assert not beat.exists()
+
+
+async def test_a_heartbeat_in_flight_when_leaving_is_not_put_back(tmp_path: Path) -> None:
+    """A stop cancels the heartbeat task, whose thread goes on writing, then leaves: the
+    heartbeat landed after the removal, and the stopped instance stayed in the fleet. A
+    heartbeat begun before a `leave` is dropped; one begun after it is written."""
+    from gateway.state.local import LocalStore
+
+    store = LocalStore(tmp_path / "s.json")
+    await store.open()
+    beat = store.instances_dir / "pod-1.json"
+    for gen in range(1, 4):  # (first beat ever, then with one of ours in place)
+        await asyncio.gather(store.heartbeat("pod-1", gen, urls=BIG), store.leave("pod-1"))
+        assert not beat.exists(), f"beat {gen}: the leaving instance's heartbeat is back"
+        assert await store.fleet(5.0) == {}
+        assert not list(store.instances_dir.glob(".*.tmp"))  # (the dropped one's file too)
+        await store.heartbeat("pod-1", gen)  # (a later start of the same store)
+        assert (await store.fleet(5.0))["pod-1"]["generation"] == gen
