@@ -116,8 +116,16 @@ async def test_a_snapshot_that_cannot_be_written_is_shown_and_counted(
     kill = {"scope": "route", "route": "iris", "reason": "r"}
     async with running_gateway(cfg) as g:
         await wait_until(lambda: (folder / "snapshot.json").exists(), 5, what="a snapshot")
-        shutil.rmtree(folder)
-        folder.write_text("not a folder")  # (what a volume gone read-only refuses as well)
+        def replaced() -> bool:  # (a snapshot write may be under way: its temporary file
+            # vanishes mid-rmtree, or the folder is there again; try again)
+            try:
+                shutil.rmtree(folder)
+                folder.write_text("not a folder")  # (what a volume gone read-only refuses too)
+            except OSError:
+                return False
+            return True
+
+        await wait_until(replaced, 5, 0.01, "the snapshot's folder replaced by a file")
         async with session.post(g.admin + "/v1/kill", headers=H, json=kill) as r:
             assert r.status == 200, await r.text()
             generation = (await r.json())["generation"]
