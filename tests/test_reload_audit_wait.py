@@ -28,11 +28,19 @@ from gateway.domain.audit import GENESIS
 from gateway.state.redis import RedisStore
 from gateway.state.signing import Key, Keyring
 from tests.backends import echo_app
-from tests.conftest import STATE_KEY, RedisServer, free_port, wait_until, write_config
+from tests.conftest import (
+    STATE_KEY,
+    RedisServer,
+    free_port,
+    running_gateway,
+    wait_until,
+    write_config,
+)
+from tests.staterig import redis_section
 from tests.test_kill_after_routing_reload import _route
 from tests.test_killswitch import auth, redis_state
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(30)
 
 
 async def test_a_claim_that_never_names_its_event_does_not_hold_the_next_reload(
@@ -91,3 +99,47 @@ async def test_a_claim_that_never_names_its_event_does_not_hold_the_next_reload(
 
     await wait_until(both, 15, interval=0.1, what="both config.reload events")
     assert await reloads() == [db, da]
+
+
+async def test_siblings_past_the_wait_record_the_change_once(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    """A claim naming no event, and two instances making that change: past the wait, the
+    first takes the claim over and records the change; the second, its take refused (the
+    first's claim there now), waited for the first's event. Before: it recorded the change
+    too (one event per instance: a fleet of 20, 20 events for one change)."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    state = redis_section(redis_server.url, "kgwait", "snapshot.json", poll_interval="100ms",
+                          command_timeout="100ms")  # (a 2 s wait)
+    a = write_config(tmp_path, _route("iris", {"v1": (p1, 100), "v2": (p2, 0)}),
+                     name="a.yaml", state=state).read_bytes()
+    b = write_config(tmp_path, _route("iris", {"v2": (p2, 100), "v1": (p1, 0)}),
+                     name="b.yaml", state=state).read_bytes()
+    copies = [tmp_path / "one" / "killgate.yaml", tmp_path / "two" / "killgate.yaml"]
+    for c in copies:
+        c.parent.mkdir()
+        c.write_bytes(a)
+        c.chmod(0o600)
+    async with running_gateway(copies[0], "one") as g1, \
+            running_gateway(copies[1], "two") as g2:
+        da = g1.gw.loaded.digest
+        db = load_config(copies[0], b).digest
+        assert g1.gw.history.token == g2.gw.history.token
+        store = RedisStore(redis_server.url, "kgwait", 1.0,
+                           keys=Keyring(Key.of(STATE_KEY.encode())))
+        await store.open()
+        try:
+            assert await store.idem_claim(f"config:{da}:{db}:{g1.gw.history.token}",
+                                          {"instance": "old-release", "time": time.time()},
+                                          3600.0) is None
+        finally:
+            await store.close()
+        # both make the change at once (a shared file, a SIGHUP to all): their waits end
+        # together
+        new = load_config(copies[0], b)
+        key = f"config:{da}:{db}:{g1.gw.history.token}"
+        await asyncio.gather(*(g.gw.history._audit(key, g.gw.loaded, new, [], [], 1.0)
+                               for g in (g1, g2)))
+        async with session.get(f"{g1.admin}/v1/audit?limit=100", headers=auth()) as r:
+            events = (await r.json())["events"]
+        seen = [e["after"]["digest"] for e in events if e["action"] == "config.reload"]
+        assert len(seen) == 1, seen  # (before: 2, one per instance)

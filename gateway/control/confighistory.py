@@ -247,18 +247,28 @@ class ConfigHistory:
         """Whether this instance records the change `key`: it claims it; or the claim held
         names no event within `wait` (its instance died, or could not write it), or one the
         trail does not hold (a store put back to an earlier state lost it): then it is
-        recorded here too (at worst twice, never lost)."""
+        recorded here too (at worst twice, never lost). Taken over by a sibling first (its
+        claim there now: its own wait ended as ours did), it waits for that one's event: each
+        instance past the wait recorded the change, one event per instance (waited for up to
+        twice `wait` more: a claim taken over and over is recorded here all the same)."""
         store = self.sync.store
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        last = deadline + 2 * wait  # (the takeovers waited for: never past this)
         claim = await store.idem_claim(key, mine, CLAIM_TTL)
         while claim is not None:
             named = claim.get("event")
             if isinstance(named, str) and await in_trail(store, named):
                 return False
             if isinstance(named, str) or loop.time() >= deadline:
-                await store.idem_take(key, claim, mine, CLAIM_TTL)  # (best effort)
-                return True
+                try:
+                    if await store.idem_take(key, claim, mine, CLAIM_TTL):
+                        return True
+                except StateError:
+                    return True  # (recorded here: at worst twice)
+                if loop.time() >= last:
+                    return True  # (taken over and over: recorded here, never lost)
+                deadline = min(loop.time() + wait, last)  # (another took it: its event next)
             await asyncio.sleep(CLAIM_POLL)  # (its instance is writing the event)
             claim = await store.idem_claim(key, mine, CLAIM_TTL)
         return True
