@@ -183,6 +183,8 @@ class GatewayParts:
         event(log, "phase", phase="state", backend=cfg.state.backend, ready=self.sync.ready,
               generation=self.holder.doc.generation)
         self.history = ConfigHistory(self.sync, lambda: self.holder.doc, self.instance)
+        # (before the store closes: a reload's audit still running is given that long)
+        self._stack.push_async_callback(self.history.stop, cfg.state.command_timeout * 6)
         self._check_at_start()
         await self.history.begin(self.loaded)
         await self.history.record(self.loaded)

@@ -20,6 +20,12 @@ it either (occurrence.py: a signed `config:head` key, put back, did the same). A
 names the event written for it, and a sibling takes the change as recorded only once that
 event is on the trail's chain: a store put back to an earlier state (document and trail)
 keeps the claims made since, and a change made again was taken for one whose event was gone.
+
+The audit runs behind the reload (one task after another, in the order of the changes):
+waiting for a sibling's event (up to CLAIM_WAIT command timeouts: a claim of the previous
+release, which names none; a sibling that died after claiming) held the reload's lock, so
+the next reload, a revert of a bad file included, waited that long (`stop` bounds what a
+shutdown waits for it).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
+from gateway.tasks import cancel
 
 __all__ = ["ConfigHistory"]
 
@@ -79,6 +86,9 @@ class ConfigHistory:
         #: the fleet's, one of its own: a change out of it is at worst audited twice
         self.token = secrets.token_hex(16)
         self.since = time.time()  # when the config this instance runs went live here
+        #: the audits of changes not yet recorded (the newest waits for the one before it)
+        self._audits: set[asyncio.Task[None]] = set()
+        self._last: asyncio.Task[None] | None = None
 
     async def begin(self, loaded: LoadedConfig) -> None:
         """Join the fleet's occurrence of the file this instance starts on (module doc)."""
@@ -178,12 +188,40 @@ class ConfigHistory:
         moved = held_moved(self.doc(), old.config.routes, new.config.routes)
         for warning in moved:
             event(log, "rollback_target_moved", logging.WARNING, warning=warning)
-        await self._audit(key, old, new, gone, around,
-                          new.config.state.command_timeout * CLAIM_WAIT)
+        before = self._last
+        task = asyncio.get_running_loop().create_task(self._in_turn(
+            before, key, old, new, gone, around, new.config.state.command_timeout * CLAIM_WAIT),
+            name="config-reload-audit")
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
+        self._last = task
         return moved + [f"the {k['kill']} kill ({k['by']}: {k['reason']!r}) stays in force on "
                         f"its name, but this config may serve requests it stopped: "
                         f"{'; '.join(k['how'])}; kill the new name too, or change the config "
                         "back" for k in around]
+
+    async def stop(self, timeout: float) -> None:
+        """Wait (up to `timeout`) for the audits not yet recorded, then cancel what is
+        left, said in the log (a sibling holding the change's claim records it, if alive)."""
+        if not self._audits:
+            return
+        _, pending = await asyncio.wait(set(self._audits), timeout=timeout)
+        if pending:
+            event(log, "config_reload_audit_abandoned", logging.WARNING, changes=len(pending),
+                  action="the instance stopped before recording its config change; audit "
+                  "verify and the trail show whether a sibling recorded it")
+        await cancel(self._audits)
+
+    async def _in_turn(self, before: asyncio.Task[None] | None, key: str, old: LoadedConfig,
+                       new: LoadedConfig, gone: list[str], around: list[dict[str, Any]],
+                       wait: float) -> None:
+        """`_audit`, once the change before it is recorded (the trail keeps their order)."""
+        if before is not None:
+            await asyncio.wait({before})
+        try:
+            await self._audit(key, old, new, gone, around, wait)
+        except Exception as exc:  # noqa: BLE001 - no caller to raise to: said in the log
+            event(log, "config_reload_audit_failed", logging.ERROR, error=repr(exc))
 
     async def _audit(self, key: str, old: LoadedConfig, new: LoadedConfig,
                      gone: list[str], around: list[dict[str, Any]], wait: float) -> None:
@@ -209,18 +247,28 @@ class ConfigHistory:
         """Whether this instance records the change `key`: it claims it; or the claim held
         names no event within `wait` (its instance died, or could not write it), or one the
         trail does not hold (a store put back to an earlier state lost it): then it is
-        recorded here too (at worst twice, never lost)."""
+        recorded here too (at worst twice, never lost). Taken over by a sibling first (its
+        claim there now: its own wait ended as ours did), it waits for that one's event: each
+        instance past the wait recorded the change, one event per instance (waited for up to
+        twice `wait` more: a claim taken over and over is recorded here all the same)."""
         store = self.sync.store
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        last = deadline + 2 * wait  # (the takeovers waited for: never past this)
         claim = await store.idem_claim(key, mine, CLAIM_TTL)
         while claim is not None:
             named = claim.get("event")
             if isinstance(named, str) and await in_trail(store, named):
                 return False
             if isinstance(named, str) or loop.time() >= deadline:
-                await store.idem_take(key, claim, mine, CLAIM_TTL)  # (best effort)
-                return True
+                try:
+                    if await store.idem_take(key, claim, mine, CLAIM_TTL):
+                        return True
+                except StateError:
+                    return True  # (recorded here: at worst twice)
+                if loop.time() >= last:
+                    return True  # (taken over and over: recorded here, never lost)
+                deadline = min(loop.time() + wait, last)  # (another took it: its event next)
             await asyncio.sleep(CLAIM_POLL)  # (its instance is writing the event)
             claim = await store.idem_claim(key, mine, CLAIM_TTL)
         return True
