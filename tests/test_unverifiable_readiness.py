@@ -221,3 +221,25 @@ async def test_ready_without_state_stays_ready_over_a_document_it_cannot_verify(
         assert a.gw.ready_reason is None, a.gw.sync.unverifiable
         assert "STATE UNVERIFIABLE" not in " ".join(
             store_warnings({"store": a.gw.sync.status()}))
+
+
+async def test_a_store_holding_a_document_it_cannot_verify_is_not_said_unreachable(
+        tmp_path: Path, backends, redis_server: RedisServer) -> None:
+    """An instance facing a document it cannot verify (a forgery, or the fleet's under
+    another key) is not ready, state_unverifiable; its killgate_state_store_connected said
+    0 all the while, so KillgateStateStoreDisconnected ("cannot reach its state store")
+    sent the SRE to a Redis that answers. A Redis that is gone still says 0."""
+    from tests.test_forgery import ATTACKER_KEY, plant
+
+    plant(redis_server, {"generation": 7, "epoch": "forged", "kills": {}}, ATTACKER_KEY)
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=redis_state(
+        redis_server, tmp_path, "a", extra="  start_timeout: 300ms\n"))
+    async with running_gateway(cfg, "gw-a") as a:
+        await wait_until(lambda: a.gw.ready_reason == "state_unverifiable"
+                         and a.gw.metrics.get("killgate_state_store_connected") == 1, 5,
+                         what="unverifiable, the store answering")
+        assert not a.gw.sync.connected  # (not synced: still not ready)
+        redis_server.kill()
+        await wait_until(lambda: a.gw.metrics.get("killgate_state_store_connected") == 0, 5,
+                         what="the store gone said so")

@@ -29,6 +29,7 @@ class Guard:
     cfg: StateConfig
     instance: str
     connected: bool
+    answering: bool
     last_ok: float | None
     started_at: float
     stale: bool
@@ -41,7 +42,11 @@ class Guard:
         while True:
             stale = self.staleness()
             self.metrics.set("killgate_kill_state_age_seconds", round(stale, 3))
-            self.metrics.set("killgate_state_store_connected", 1 if self.connected else 0)
+            # (a store that answers with a document this instance cannot verify is not
+            # "unreachable": KillgateStateStoreDisconnected sent the SRE to a healthy Redis;
+            # /readyz and the sync's error say state_unverifiable)
+            self.metrics.set("killgate_state_store_connected",
+                             1 if self.connected or self.answering else 0)
             self._alarm(stale)
             if (self.cfg.on_unavailable == "fail_closed" and stale > self.cfg.max_staleness
                     and not self.holder.fail_closed):

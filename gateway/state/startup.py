@@ -19,7 +19,7 @@ import time
 
 from gateway.config import StateConfig
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import AuditError, StateError
+from gateway.errors import AuditError, StateError, StoreUnverifiable
 from gateway.log import event
 from gateway.state.appliedlog import AppliedLog
 from gateway.state.fleet import Fleet
@@ -45,6 +45,7 @@ class Startup:
     retention: AuditRetention | None
     peers: Fleet
     connected: bool
+    answering: bool
     synced_once: bool
     from_snapshot: bool
     last_error: str | None
@@ -111,6 +112,7 @@ class Startup:
                         return await self._connect_and_sync()
                     except (StateError, AuditError) as exc:
                         self.last_error = str(exc) or type(exc).__name__
+                        self.answering = isinstance(exc, StoreUnverifiable)
                     await asyncio.sleep(backoff * (0.5 + random.random()))
                     backoff = min(backoff * 2, 0.5)
         except TimeoutError:
@@ -124,7 +126,7 @@ class Startup:
         await self.store.open()
         self.peers.watching_since = time.monotonic()
         synced = await self._full_sync()
-        self.connected = True
+        self.connected, self.answering = True, False
         self.synced_once = True
         self._update_ready()
         if synced:  # (else the store holds what we refuse: `last_error` says so)

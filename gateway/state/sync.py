@@ -28,7 +28,7 @@ from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
 from gateway.domain.branches import relaxes
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import AuditError, StateError
+from gateway.errors import AuditError, StateError, StoreUnverifiable
 from gateway.log import event
 from gateway.state.appliedlog import AppliedLog
 from gateway.state.fleet import Fleet
@@ -80,6 +80,9 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self.peers = Fleet(store, holder, cfg, instance, store.pushes)
         self.ready = False
         self.connected = False
+        #: the last attempt's answer was a document this instance cannot verify
+        #: (StoreUnverifiable): not synced, but the store answers (staleness.py's gauge)
+        self.answering = False
         self.synced_once = False
         self.from_snapshot = False
         self.last_error: str | None = None
@@ -258,6 +261,7 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
                 elif self.connected:
                     event(log, "state_store_lost", logging.WARNING, error=str(exc))
                 self.connected = False
+                self.answering = isinstance(exc, StoreUnverifiable)
                 self.peers.watching_since = None
                 self.last_error = str(exc) or type(exc).__name__
                 await self.store.reset()

@@ -8,6 +8,7 @@ verify until it verifies a document of an epoch neither it nor its sibling worke
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -15,7 +16,7 @@ import socket
 from gateway.domain.statedoc import StateDoc
 from gateway.state.snapshot import Origin, SnapshotFile
 
-__all__ = ["OWN_EPOCHS", "SIBLING_TAG", "Vouching"]
+__all__ = ["OWN_EPOCHS", "SIBLING_TAG", "Vouching", "sibling_tag"]
 
 #: the most epochs an instance remembers having created (its newest): a store that lost its
 #: data again and again (a crash-looping Redis without persistence) is re-seeded each time,
@@ -25,6 +26,29 @@ OWN_EPOCHS = 64
 #: hex digits of an epoch that name the host and snapshot file of the workers that created
 #: it, while their state is not known to be the fleet's (`_sibling_tag`)
 SIBLING_TAG = 4
+
+
+@functools.lru_cache(maxsize=16)
+def sibling_tag(snapshot: str) -> str:
+    """`Vouching._sibling_tag` of the snapshot file at `snapshot` (a real path), computed once
+    per process: its host (name and machine id) and the file, by its path and its folder's
+    inode. The folder's inode tells apart instances whose host name and snapshot path are
+    the same but whose files are not: containers on one host that share its name (host
+    networking) or were given the same one, each with its own volume mounted at the same
+    path. By host name and path alone each took the other's re-seed for a sibling worker's
+    and never vouched (review revmerge26). Stable across restarts while the folder stays."""
+    folder = os.path.dirname(snapshot)
+    try:
+        inode = str(os.stat(folder).st_ino)
+    except OSError:
+        inode = ""  # (no folder: no snapshot read, and none to tell apart)
+    try:
+        with open("/etc/machine-id", encoding="ascii", errors="replace") as f:
+            machine = f.read(64).strip()
+    except OSError:
+        machine = ""
+    where = "\0".join((socket.gethostname(), machine, snapshot, inode))
+    return hashlib.sha256(where.encode()).hexdigest()[:SIBLING_TAG]
 
 
 class Vouching:
@@ -50,8 +74,7 @@ class Vouching:
         state is not known to be the fleet's: the same for every worker of this host that
         shares its snapshot file (an epoch stays 16 hex digits; one drawn at random that
         happens to begin so only waits for the next to vouch for this instance)."""
-        where = f"{socket.gethostname()}\0{os.path.realpath(self.snapshot.path or '')}"
-        return hashlib.sha256(where.encode()).hexdigest()[:SIBLING_TAG]
+        return sibling_tag(os.path.realpath(self.snapshot.path or ""))
 
     def _unvouched(self) -> str | None:
         """Why this instance's state may not be the fleet's (None: it is, as far as it
