@@ -185,7 +185,7 @@ def test_a_document_is_read_in_one_pass_and_what_that_refuses_as_before(
     assert decode_doc(b"\xef\xbb\xbf" + body) == StateDoc.from_json(SAMPLE_DOC)
     with pytest.raises(ValueError, match=r"^not a valid state document: generation: "):
         decode_doc(json.dumps({**SAMPLE_DOC, "generation": -1}).encode())
-    with pytest.raises(ValueError, match="^Expecting value"):  # (json.loads' words, as before)
+    with pytest.raises(ValueError, match=r"^Expecting value"):  # (json.loads' words, as before)
         decode_doc(b"{\"generation\": }")
 
 
