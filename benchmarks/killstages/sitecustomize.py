@@ -146,4 +146,9 @@ def _is_async(fn: object) -> bool:
 
 
 if OUT and "serve" in sys.argv:
+    # `python -m gateway` puts the working directory first on sys.path only after site
+    # runs: without this, the stamps would wrap the installed (editable) tree's gateway,
+    # and the instances would run it instead of the one the benchmark started from
+    if sys.argv[:1] == ["-m"] and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     _install()
