@@ -22,10 +22,13 @@ corpus is `tests/data/config/invalid/` (test_config.py). A longer random campaig
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,6 +39,8 @@ from gateway.control.table import TableHolder
 from gateway.domain.statedoc import HistoryEntry, KillFlag, RouteOverride, StateDoc, kill_key
 from gateway.domain.tablebuild import build_table
 from gateway.errors import ConfigError
+from gateway.state import store
+from gateway.state.store import decode_doc
 from tests.conftest import two_versions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,6 +156,54 @@ def test_any_stored_document_is_a_valid_state_or_a_value_error(data: st.DataObje
             assert table.by_name[route].choose("user-1", "v2", lambda: 0.5).decision
     holder = TableHolder(LoadedConfig(PROGRESSIVE, "sha256:test", None))
     holder.apply_doc(doc)
+
+
+@given(st.data())
+@FUZZ
+def test_a_pushed_document_reads_as_the_two_step_decoder_reads_it(data: st.DataObject) -> None:
+    """decode_doc reads the bytes in one pass (StateDoc.from_json_bytes) and falls back to
+    json.loads + from_json when that refuses them: same document, or same ValueError."""
+    raw = json.dumps(_mutate(data, SAMPLE_DOC, DOC_KEYS)).encode()  # (NaN, lone surrogates...)
+    try:
+        want: StateDoc | str = StateDoc.from_json(json.loads(raw))
+    except ValueError as exc:
+        want = str(exc)
+    try:
+        got: StateDoc | str = decode_doc(raw)
+    except ValueError as exc:
+        got = str(exc)
+    assert got == want or (isinstance(got, StateDoc) and repr(got) == repr(want))  # (nan)
+
+
+def test_a_document_is_read_in_one_pass_and_what_that_refuses_as_before(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    body = json.dumps(SAMPLE_DOC).encode()
+    with monkeypatch.context() as m:
+        m.setattr(store.json, "loads", _no_second_pass)
+        assert decode_doc(body) == StateDoc.from_json(SAMPLE_DOC)  # no json.loads on the way
+    odd = json.dumps({**SAMPLE_DOC, "epoch": "\ud800"}).encode()  # one pass refuses it
+    assert decode_doc(odd).epoch == "\ud800"
+    assert decode_doc(b"\xef\xbb\xbf" + body) == StateDoc.from_json(SAMPLE_DOC)
+    with pytest.raises(ValueError, match=r"^not a valid state document: generation: "):
+        decode_doc(json.dumps({**SAMPLE_DOC, "generation": -1}).encode())
+    with pytest.raises(ValueError, match=r"^Expecting value"):  # (json.loads' words, as before)
+        decode_doc(b"{\"generation\": }")
+
+
+def test_with_changes_is_dataclasses_replace() -> None:
+    """StateDoc.with_changes builds the copy itself (half the instructions): the same
+    document as dataclasses.replace for every field, and the same refusal of an unknown."""
+    doc = StateDoc.from_json(SAMPLE_DOC)
+    for name, value in (("generation", 9), ("audit_head", "ab"), ("kills", {}),
+                        ("writes", ("9:a",)), ("epoch", "e2")):
+        assert doc.with_changes(**{name: value}) == dataclasses.replace(doc, **{name: value})
+    assert doc.with_changes() == doc and doc.with_changes() is not doc
+    with pytest.raises(TypeError):
+        doc.with_changes(no_such_field=1)
+
+
+def _no_second_pass(*_: object, **__: object) -> None:
+    raise AssertionError("json.loads was called: the document was parsed twice")
 
 
 # --------------------------------------------------------------------------- row 26

@@ -12,7 +12,7 @@ either a well-typed `StateDoc` or a `ValueError`.
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -111,7 +111,16 @@ class StateDoc:
     rolled_off: dict[str, tuple[RolledOff, ...]] = field(default_factory=dict)
 
     def with_changes(self, **kw: Any) -> StateDoc:
-        return replace(self, **kw)
+        """A copy with the fields `kw` names replaced: `dataclasses.replace`'s result in
+        half its instructions (58k → ~25k, callgrind; a kill's committer makes one before
+        it swaps: its document as stored, anchoring the audit event). No validation, no
+        __post_init__: neither replace nor the constructor has any here."""
+        if not kw.keys() <= _FIELD_SET:
+            raise TypeError(f"StateDoc has no field {sorted(kw.keys() - _FIELD_SET)[0]!r}")
+        new = object.__new__(StateDoc)
+        for name in _FIELDS:
+            _set(new, name, kw[name] if name in kw else getattr(self, name))
+        return new
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,6 +157,18 @@ class StateDoc:
             raise ValueError(f"not a valid state document: {where}: {first['msg']} "
                              f"({exc.error_count()} problem(s))") from None
 
+    @classmethod
+    def from_json_bytes(cls, body: bytes) -> StateDoc | None:
+        """The document from its JSON bytes, parsed and validated in one pass by pydantic's
+        own reader (on every instance, for every pushed kill: ~98k instructions for a 1.4 KB
+        document against ~186k for `json.loads` then `from_json`); None whenever that reader
+        refuses them: `from_json(json.loads(body))` then says why in its own words, or reads
+        what only it accepts (a lone surrogate escape, a byte order mark)."""
+        try:
+            return _DOC_ADAPTER.validate_json(body)
+        except ValidationError:
+            return None
+
     def previous_stable(self, route: str, current: str,
                         skip: Container[str] = ()) -> HistoryEntry | None:
         """The most recent history entry whose stable differs from `current` and is not in
@@ -159,6 +180,9 @@ class StateDoc:
 
 
 _DOC_ADAPTER: TypeAdapter[StateDoc] = TypeAdapter(StateDoc)
+_FIELDS = tuple(f.name for f in fields(StateDoc))
+_FIELD_SET = frozenset(_FIELDS)
+_set = object.__setattr__  # (what the frozen dataclass's own __init__ sets fields with)
 
 
 @dataclass(frozen=True, slots=True)
