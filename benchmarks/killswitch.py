@@ -164,10 +164,28 @@ def throughput(tmp: Path, backend_port: int, redis_url: str, duration: int) -> d
         p = PROCS.start([*script, "serve", "-c", str(cfg)], tmp / f"tp-{label}.log",
                   env={"NAIVE_REDIS_URL": redis_url})
         wait_http(f"http://127.0.0.1:{admin}/readyz")
+        before = _gets(redis_url)
         res[label] = wrk(f"http://127.0.0.1:{port}/", duration)
+        gets = _gets(redis_url) - before
         os.killpg(p.pid, signal.SIGTERM)
         p.wait(15)
+        # each side is what its label says: the naive build awaited a GET per request (its
+        # patch once missed the handler, and "naive" measured killgate itself), ours none
+        served = res[label] * duration
+        if label == "naive_redis_get" and gets < served:
+            raise SystemExit(f"the naive build sent {gets} GETs for ~{served:.0f} requests: "
+                             "benchmarks/naive_gateway.py no longer patches the data plane")
+        if label == "in_memory" and gets > served / 100:
+            raise SystemExit(f"killgate sent {gets} GETs for ~{served:.0f} requests")
     return res
+
+
+def _gets(redis_url: str) -> int:
+    """GET commands the redis at `redis_url` has run (INFO commandstats)."""
+    import redis
+
+    stats = redis.Redis.from_url(redis_url).info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
 
 
 # --------------------------------------------------------------------------- (b) and (c)

@@ -3,7 +3,7 @@
 merge (cli/diffchecks.py, from /v1/status). Both build the same `ReloadFacts` and call
 `reload_problems`, so what diff says a reload would refuse is what the reload refuses.
 
-The rules (each the domain's: overrides.py, droppedlatch.py): a known version name given
+The rules (each the domain's: configrecord.py, droppedlatch.py): a known version name given
 another artifact; a version a latched override serves (its stable, a weight > 0) missing
 from the file; and, for a reload (not a start), a route in force that an override latches
 missing from the file (dropped or renamed). An open drill's rollback over no latch of the
