@@ -10,6 +10,12 @@ import {ApiError, call} from "./api.js";
 
 const MAX_NAMES = 6000; // characters of names in one URL (the listener takes 8190 a line)
 
+// What a routing table is of beside each route's own inputs (its state generation: kills,
+// overrides, drills; its config; fail-closed): two reads that differ in it were answered
+// from two tables (a kill, a reload between them), and their parts are never drawn together.
+const era = (d) => JSON.stringify([d.generation, d.config && d.config.digest,
+  d.store && d.store.fail_closed, d.store && d.store.synced]);
+
 let kept = null; // {index, doc, tags: {route: tag}, routes: {route: part}}
 export const forgetStatus = () => { kept = null; }; // (at a sign-out: nothing read is kept)
 
@@ -18,14 +24,14 @@ export const forgetStatus = () => { kept = null; }; // (at a sign-out: nothing r
 // for again next round: one read too many, never a change missed).
 async function whole(tags) {
   const doc = (await call("GET", "/v1/status?fields=stable")).data;
-  return {routes: doc.routes || {}, tags};
+  return {routes: doc.routes || {}, tags, doc};
 }
 
 async function some(names, tags) {
   try {
     const got = (await call("GET", `/v1/status?fields=stable&routes=${names.join(",")}`)).data;
     const routes = {...kept.routes, ...got.routes};
-    return {routes, tags: {...kept.tags, ...got.route_etags}};
+    return {routes, tags: {...kept.tags, ...got.route_etags}, head: got};
   } catch (exc) {
     // a route the index named is gone (a reload dropped it between the reads): all anew
     if (exc instanceof ApiError && exc.status === 404 && exc.type === "unknown_route") return whole(tags);
@@ -54,6 +60,18 @@ export async function readStatus() {
     got = await whole(tags);
   } else if (changed.length) {
     got = await some(changed, tags);
+  }
+  const read = got.doc || got.head; // (the answer the parts came in, if any was read)
+  if (read && era(read) !== era(index)) {
+    // the table changed between the index and the parts (a kill, a reload): the index's
+    // kills and generation beside the new table's routes would be a picture that never
+    // was. The whole document is one table's: it is drawn, with the index's tags kept (a
+    // route that changed meanwhile is asked for again next round: never a change missed)
+    const doc = got.doc || (await call("GET", "/v1/status?fields=stable")).data;
+    const routes = doc.routes || {};
+    kept = {index, doc, routes, tags: Object.fromEntries(Object.keys(routes)
+      .filter((n) => Object.hasOwn(tags, n)).map((n) => [n, tags[n]]))};
+    return {status: answer.status, data: doc};
   }
   // the routes in the index's order, only those it names; the same object if none changed
   const gone = kept && Object.keys(kept.routes).length !== names.length;
