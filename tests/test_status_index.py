@@ -138,3 +138,20 @@ def test_bad_values_are_refused_and_change_nothing(gateway: GatewayProcess, quer
     if kind == "unknown_route":
         assert "'tulip'" in body["error"]["message"] and "'iris'" not in body["error"]["message"]
     assert _get(gateway, "fields=stable")[2]["generation"] == before["generation"]
+
+
+@pytest.mark.parametrize("token", [None, admin_token("killgate:kill", "bob", 600)])
+def test_route_names_are_no_oracle_before_authorization(gateway: GatewayProcess,
+                                                        token: str | None) -> None:
+    """`?routes=` names a route there is or one there is not, without a token or with one
+    lacking killgate:read: the same refusal either way (the 404 unknown_route says which
+    names exist: only a reader gets it)."""
+    seen = []
+    for query in ("routes=iris", "routes=tulip", "fields=index&routes=tulip,iris"):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        req = urllib.request.Request(f"{gateway.admin}/v1/status?{query}", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(req, timeout=5)
+        body = json.loads(exc.value.read())
+        seen.append((exc.value.code, body["error"]["type"]))
+    assert len(set(seen)) == 1 and seen[0][0] in (401, 403), seen

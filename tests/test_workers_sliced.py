@@ -7,6 +7,7 @@ scrape would then show this slot's counters going backwards). Real `Metrics`, re
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -53,5 +54,40 @@ async def test_a_publish_between_the_pages_steps_is_not_undone(tmp_path: Path) -
     assert _filed(me.path) == 3  # the newer counts stay in the file
     later, _ = me.metrics.exposition(None)  # (a sibling's view of this slot never steps back)
     assert _answers(later) == 4
+    for w in workers:
+        await w.stop()
+
+
+async def test_a_failed_write_after_a_scrape_never_counts_a_sibling_twice(
+        tmp_path: Path) -> None:
+    """A scrape merged the siblings' counts into the very series it had just written
+    (`written`, what the slot's file holds): when the next write failed (a full disk),
+    the page showed this slot's counts "as filed" with the siblings' in them, then added
+    the siblings again (here 1 + 5 + 5 answers, not 6), and stepped back to 6 once a
+    write worked again: a counter reset to Prometheus. Real `Metrics`, real files."""
+    workers = []
+    for slot in (0, 1):
+        m, stats = Metrics(), new_stats()
+        m.source(stats)
+        w = WorkerMetrics(m, stats, tmp_path, slot)
+        w.start()
+        workers.append(w)
+        m.expose(w)
+    me, sibling = workers
+    record_request(me.stats, "v1")
+    for _ in range(5):
+        record_request(sibling.stats, "v1")
+    sibling.publish()
+    assert _answers(me.metrics.exposition(None)[0]) == 6
+    assert _filed(me.path) == 1  # (what the slot's file holds: its own answer only)
+    # its writes fail from now on (the temporary file's name taken by a directory)
+    blocker = me.dir / f".slot-{me.slot}.{os.getpid()}.tmp"
+    blocker.mkdir()
+    try:
+        assert _answers(me.metrics.exposition(None)[0]) == 6
+        assert _answers(me.metrics.exposition(None)[0]) == 6
+    finally:
+        blocker.rmdir()
+    assert _answers(me.metrics.exposition(None)[0]) == 6
     for w in workers:
         await w.stop()

@@ -144,8 +144,9 @@ class WorkerMetrics:
             raw, seq = taken
             if seq == self.published:
                 self.publish(raw)
-        if raw is self.written:
-            return raw
+        # (a copy also when `raw` is what was written: the caller sums the siblings' counts
+        # into what this returns, and `written` must stay what the file holds, which the
+        # next scrape shows when its write fails: the siblings' counts were shown twice)
         as_filed = self.written.counted() if self.written is not None else Raw()
         as_filed.buckets = raw.buckets
         add_gauges(as_filed, [raw])

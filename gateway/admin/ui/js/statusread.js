@@ -10,27 +10,42 @@ import {ApiError, call} from "./api.js";
 
 const MAX_NAMES = 6000; // characters of names in one URL (the listener takes 8190 a line)
 
+// What a routing table is of beside each route's own inputs (its state generation: kills,
+// overrides, drills; its config; fail-closed): two reads that differ in it were answered
+// from two tables (a kill, a reload between them), and their parts are never drawn together.
+const era = (d) => JSON.stringify([d.generation, d.config && d.config.digest,
+  d.store && d.store.fail_closed, d.store && d.store.synced]);
+
 let kept = null; // {index, doc, tags: {route: tag}, routes: {route: part}}
 export const forgetStatus = () => { kept = null; }; // (at a sign-out: nothing read is kept)
 
-// Every route anew (the first round, more names than a URL holds, a route gone meanwhile): the
-// index's tags are kept with it (a route that changed between the two reads is then asked
-// for again next round: one read too many, never a change missed).
-async function whole(tags) {
-  const doc = (await call("GET", "/v1/status?fields=stable")).data;
-  return {routes: doc.routes || {}, tags};
-}
-
-async function some(names, tags) {
-  try {
-    const got = (await call("GET", `/v1/status?fields=stable&routes=${names.join(",")}`)).data;
-    const routes = {...kept.routes, ...got.routes};
-    return {routes, tags: {...kept.tags, ...got.route_etags}};
-  } catch (exc) {
-    // a route the index named is gone (a reload dropped it between the reads): all anew
-    if (exc instanceof ApiError && exc.status === 404 && exc.type === "unknown_route") return whole(tags);
-    throw exc;
+// The routes named, each with the tag of the answer it came in (a part is never kept under
+// another answer's tag: one that changed and changed back, a kill lifted and set again,
+// would never be asked for again), in reads of at most MAX_NAMES characters of names.
+// null: an answer is of another table than the index's (a kill, a reload between the
+// reads), or a route the index named is gone (a reload dropped it).
+async function parts(names, index) {
+  const routes = {};
+  const tags = {};
+  for (let i = 0; i < names.length;) {
+    const batch = [names[i++]];
+    let size = batch[0].length;
+    while (i < names.length && size + 1 + names[i].length <= MAX_NAMES) {
+      size += 1 + names[i].length;
+      batch.push(names[i++]);
+    }
+    let got;
+    try {
+      got = (await call("GET", `/v1/status?fields=stable&routes=${batch.join(",")}`)).data;
+    } catch (exc) {
+      if (exc instanceof ApiError && exc.status === 404 && exc.type === "unknown_route") return null;
+      throw exc;
+    }
+    if (era(got) !== era(index) || !got.routes || !got.route_etags) return null;
+    Object.assign(routes, got.routes);
+    Object.assign(tags, got.route_etags);
   }
+  return {routes, tags};
 }
 
 // → {status, data} as call() answers, data being the ?fields=stable document.
@@ -50,10 +65,14 @@ export async function readStatus() {
   const names = Object.keys(tags);
   const changed = kept ? names.filter((n) => kept.tags[n] !== tags[n]) : names;
   let got = kept ? {routes: kept.routes, tags: kept.tags} : {routes: {}, tags: {}};
-  if (changed.length && (!kept || changed.join(",").length > MAX_NAMES)) {
-    got = await whole(tags);
-  } else if (changed.length) {
-    got = await some(changed, tags);
+  if (changed.length) {
+    const read = await parts(changed, index);
+    // the table changed between the index and the parts (a kill, a reload): the index's
+    // kills and generation beside the new table's routes would be a picture that never
+    // was. This round draws the whole document (one table's); what is kept stays as it
+    // was (parts and the tags they came with), and the next round asks again
+    if (read === null) return call("GET", "/v1/status?fields=stable");
+    got = {routes: {...got.routes, ...read.routes}, tags: {...got.tags, ...read.tags}};
   }
   // the routes in the index's order, only those it names; the same object if none changed
   const gone = kept && Object.keys(kept.routes).length !== names.length;
