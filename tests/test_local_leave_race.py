@@ -85,3 +85,28 @@ async def test_a_fleet_read_stands_while_the_instances_lock_is_held(tmp_path: Pa
         os.close(fd)
     assert set(await store.fleet(1.0)) == {"live"}
     assert not gone.exists()  # (removed by the next read, the lock free)
+
+
+async def test_a_heartbeat_refused_by_a_held_lock_leaves_no_file_behind(
+        tmp_path: Path) -> None:
+    """The heartbeat is written aside, then renamed into place under the instances' lock:
+    with the lock held past its wait (a sibling hung), the beat fails as StoreUnavailable
+    and its file written aside stayed, one more every heartbeat while the hang lasted."""
+    import fcntl
+    import os
+
+    from gateway.errors import StoreUnavailable
+    from gateway.state.local import LocalStore
+
+    store = LocalStore(tmp_path / "s.json")
+    await store.open()
+    await store.heartbeat("pod-1", 1)
+    fd = os.open(store.instances_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(StoreUnavailable, match="held by another process"):
+            await store.heartbeat("pod-1", 2)
+    finally:
+        os.close(fd)
+    assert not list(store.instances_dir.glob(".*.tmp"))
+    assert (await store.fleet(5.0))["pod-1"]["generation"] == 1

@@ -68,7 +68,12 @@ class LocalRecords:
     def _beat(self, instance: str, data: bytes, leaves: int) -> None:
         path = self._instance_file(instance)
         tmp = written_aside(path, data)  # (the fsync outside the lock)
-        fd = self._beats_lock()
+        try:
+            fd = self._beats_lock()
+        except BaseException:  # (the lock held past its wait: one file left per beat)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         try:
             if self._leaves != leaves:  # a stop's `leave` ran since: not put back
                 os.unlink(tmp)
