@@ -82,3 +82,29 @@ def test_the_same_heartbeat_read_again_ages_by_the_store_clock_and_names_are_bou
     beats.saw("b", 1, 12_000)
     beats.saw("c", 1, 13_000)
     assert set(beats.seen) == {"b", "c"}
+
+
+async def test_an_instance_whose_clock_was_ahead_is_live_again_once_it_is_set_right(
+        redis_server: RedisServer) -> None:
+    """b's clock is an hour ahead (its heartbeats are taken: nothing refuses a future
+    signed time), then NTP steps it back. Its genuine heartbeats, signed earlier than the
+    one read an hour "ahead", were refused as replays for that hour and deleted from the
+    store at every read (b gone from the fleet, receipts short, drills failing): the newest
+    read is remembered no later than the store's clock plus the skew tolerated."""
+    seen: list[str] = []
+    a, b = _stores(redis_server.url, "kgahead", 2)
+    a.on_unverified = lambda kind, why, which, cause="other": seen.append(why)  # type: ignore[method-assign]
+    await a.open()
+    await b.open()
+    try:
+        b.clock = lambda: time.time() + 3600  # type: ignore[method-assign]
+        await b.heartbeat("b", 1, "sha256:x")
+        assert (await a.fleet(5.0))["b"]["generation"] == 1
+        b.clock = time.time  # type: ignore[method-assign]
+        await b.heartbeat("b", 2, "sha256:x")
+        fleet = await a.fleet(5.0)
+        assert fleet.get("b", {}).get("generation") == 2, (fleet, seen)
+        assert seen == []
+    finally:
+        await a.close()
+        await b.close()

@@ -56,3 +56,57 @@ async def test_a_heartbeat_in_flight_when_leaving_is_not_put_back(tmp_path: Path
         assert not list(store.instances_dir.glob(".*.tmp"))  # (the dropped one's file too)
         await store.heartbeat("pod-1", gen)  # (a later start of the same store)
         assert (await store.fleet(5.0))["pod-1"]["generation"] == gen
+
+
+async def test_a_fleet_read_stands_while_the_instances_lock_is_held(tmp_path: Path) -> None:
+    """A sibling holds the instances' lock (stopped or hung mid-write) while a gone
+    instance's heartbeat is due for removal: the read waited 2 s for the lock, then raised
+    LockBusy (an OSError, no StateError: /v1/status and the console answered 500, receipts
+    failed). The read stands at once; the cleanup is left to a later read."""
+    import fcntl
+    import json
+    import os
+
+    from gateway.state.local import LocalStore
+
+    store = LocalStore(tmp_path / "s.json")
+    await store.open()
+    await store.heartbeat("live", 3)
+    gone = store.instances_dir / "gone.json"
+    gone.write_text(json.dumps({"generation": 1, "seen": time.time() - 3600}))
+    fd = os.open(store.instances_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # (another open file description: held against it)
+        t0 = time.monotonic()
+        fleet = await store.fleet(1.0)
+        assert set(fleet) == {"live"} and fleet["live"]["generation"] == 3
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        os.close(fd)
+    assert set(await store.fleet(1.0)) == {"live"}
+    assert not gone.exists()  # (removed by the next read, the lock free)
+
+
+async def test_a_heartbeat_refused_by_a_held_lock_leaves_no_file_behind(
+        tmp_path: Path) -> None:
+    """The heartbeat is written aside, then renamed into place under the instances' lock:
+    with the lock held past its wait (a sibling hung), the beat fails as StoreUnavailable
+    and its file written aside stayed, one more every heartbeat while the hang lasted."""
+    import fcntl
+    import os
+
+    from gateway.errors import StoreUnavailable
+    from gateway.state.local import LocalStore
+
+    store = LocalStore(tmp_path / "s.json")
+    await store.open()
+    await store.heartbeat("pod-1", 1)
+    fd = os.open(store.instances_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(StoreUnavailable, match="held by another process"):
+            await store.heartbeat("pod-1", 2)
+    finally:
+        os.close(fd)
+    assert not list(store.instances_dir.glob(".*.tmp"))
+    assert (await store.fleet(5.0))["pod-1"]["generation"] == 1

@@ -202,6 +202,18 @@ def test_with_changes_is_dataclasses_replace() -> None:
         doc.with_changes(no_such_field=1)
 
 
+def test_the_table_swap_carries_every_field_of_held() -> None:
+    """TableHolder._swap builds Held positionally from a list of its inputs (no
+    dataclasses.replace): a field added to Held and not to that list would be reset to its
+    default at every swap (a kill's), silently."""
+    from gateway.control import table as tablemod
+
+    names = [f.name for f in dataclasses.fields(tablemod.Held)]
+    assert set(names) == tablemod._INPUTS | {"table"}
+    assert names == ["loaded", "doc", "unhealthy", "fail_closed", "state_unknown", "table",
+                     "ejected"]  # (the order _swap passes them in)
+
+
 def _no_second_pass(*_: object, **__: object) -> None:
     raise AssertionError("json.loads was called: the document was parsed twice")
 

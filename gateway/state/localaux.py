@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gateway.errors import StoreUnavailable
-from gateway.state.files import atomic_write, flock_within, put_in_place, written_aside
+from gateway.state.files import (
+    LOCK_WAIT,
+    atomic_write,
+    flock_within,
+    put_in_place,
+    written_aside,
+)
 
 __all__ = ["LocalRecords"]
 
@@ -45,14 +51,15 @@ class LocalRecords:
     def _instance_file(self, instance: str) -> Path:
         return self.instances_dir / f"{instance}.json"
 
-    def _beats_lock(self) -> int:
-        """The instances' lock (`<path>.instances/.lock`), taken (flock, bounded wait):
-        every replace and removal of a heartbeat file happens under it, so a removal's
-        read and unlink see the same file. Close the fd to release."""
+    def _beats_lock(self, wait: float = LOCK_WAIT) -> int:
+        """The instances' lock (`<path>.instances/.lock`), taken (flock, waiting at most
+        `wait` s; LockBusy then): every replace and removal of a heartbeat file happens
+        under it, so a removal's read and unlink see the same file. Close the fd to
+        release."""
         name = self.instances_dir / ".lock"
         fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            flock_within(fd, name)
+            flock_within(fd, name, wait)
         except BaseException:
             os.close(fd)
             raise
@@ -61,7 +68,12 @@ class LocalRecords:
     def _beat(self, instance: str, data: bytes, leaves: int) -> None:
         path = self._instance_file(instance)
         tmp = written_aside(path, data)  # (the fsync outside the lock)
-        fd = self._beats_lock()
+        try:
+            fd = self._beats_lock()
+        except BaseException:  # (the lock held past its wait: one file left per beat)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         try:
             if self._leaves != leaves:  # a stop's `leave` ran since: not put back
                 os.unlink(tmp)
@@ -105,7 +117,13 @@ class LocalRecords:
             elif age > 10 * lease:
                 stale.append((f, raw))
         if stale:  # (removed only while unchanged: a heartbeat landing now is kept)
-            fd = self._beats_lock()
+            # a cleanup: the read stands whether it happens or not (the lock held by a
+            # sibling stopped mid-write made the read wait 2 s, then raise LockBusy, no
+            # StateError: /v1/status and the console answered 500); a later read does it
+            try:
+                fd = self._beats_lock(wait=0.0)
+            except OSError:
+                return out
             try:
                 for f, raw in stale:
                     with contextlib.suppress(OSError):

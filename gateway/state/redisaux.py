@@ -231,7 +231,12 @@ class RedisRecords(RedisIdempotency, RedisStats):
             return (f"{instance!r} signed at least {least / 1000.0:.0f}s before the store's "
                     "clock (no later than a heartbeat of it read that long ago): a replay "
                     "(or that instance's clock stepped back)")
-        self._newest.saw(instance, signed, now_ms)
+        # (remembered no later than the store's clock, or ours when later, plus the skew
+        # tolerated: a heartbeat signed an hour ahead, taken as live, made every genuine one
+        # after NTP set that clock right a "replay" for the hour, deleted from the store at
+        # every read: the instance gone from the fleet, receipts short, drills failing)
+        ahead = max(now_ms, judge_ms) + int(CLOCK_SKEW * 1000)
+        self._newest.saw(instance, min(signed, ahead), now_ms)
         return None
 
     async def live_instances(self, lease: float) -> dict[str, int]:
