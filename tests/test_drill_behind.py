@@ -121,8 +121,14 @@ async def test_an_address_from_the_store_never_receives_the_drills_token(backend
     async with ClientSession() as session:
         api = AdminClient(session, f"http://127.0.0.1:{operator}", "s3cret-operator-token")
         late = await behind(api, ["b"], {"b": f"http://127.0.0.1:{thief}"}, 5)
+        # a drill that holds its readyz keys (a fleet with a state signing key) asks for a
+        # proof, which the thief cannot give: a warning, no longer a failed drill
+        keyed = await behind(api, ["b"], {"b": f"http://127.0.0.1:{thief}"}, 5,
+                             "d-1", {"k1": "00" * 32})
     assert seen and all(h is None for h in seen), seen
-    assert late == ["b"]  # (it can still claim to be behind: a denial of service, stated)
+    # (without keys to check with, as before: it can claim to be behind)
+    assert late.late == ["b"] and late.unverified == []
+    assert keyed.late == [] and keyed.unverified == ["b"], keyed
 
 
 async def test_an_answer_that_arrives_in_pieces_is_read_whole(backends) -> None:
@@ -154,4 +160,4 @@ async def test_an_answer_that_arrives_in_pieces_is_read_whole(backends) -> None:
     operator = await backends(home)
     async with ClientSession() as session:
         api = AdminClient(session, f"http://127.0.0.1:{operator}", "t")
-        assert await behind(api, ["b"], {"b": f"http://127.0.0.1:{b}"}, 5) == ["b"]
+        assert (await behind(api, ["b"], {"b": f"http://127.0.0.1:{b}"}, 5)).late == ["b"]

@@ -49,6 +49,7 @@ from gateway.admin.writes import Done, Writer
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft, clean_text
 from gateway.domain.diff import config_dict
+from gateway.domain.readyzproof import proof, question
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import (
     ApiError,
@@ -80,8 +81,10 @@ class AdminApi:
                  fleet: FleetView, audit: AuditReader, idem: Idempotency,
                  status: StatusBuilder, readiness: Readiness, counters: Counters,
                  metrics_page: MetricsPage, alerts: AlertInbox | None = None,
-                 shadow: ShadowGate | None = None) -> None:
+                 shadow: ShadowGate | None = None,
+                 proof_key: tuple[str, bytes] | None = None) -> None:
         self.instance = instance
+        self.proof_key = proof_key  # (key id, state signing key): /readyz's proof to a drill
         self.current = current
         self.state = state
         self.fleet = fleet
@@ -137,12 +140,19 @@ class AdminApi:
         return web.json_response({"status": "ok", "instance": self.instance})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        try:  # (a drill's question: domain/readyzproof.py)
+            asked = question(request.query.get("drill"), request.query.get("nonce"))
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
         reason = self.readiness.ready_reason
         ready = reason is None
+        gen = self.current.doc.generation
         body = {"ready": ready, "reason": reason, "instance": self.instance,
-                "draining": self.readiness.draining,
-                "generation": self.current.doc.generation,
+                "draining": self.readiness.draining, "generation": gen,
                 "state": redact.tree(self.fleet.status())}
+        if asked is not None and self.proof_key is not None:
+            kid, secret = self.proof_key
+            body["proof"] = proof(kid, secret, asked[0], self.instance, gen, asked[1])
         return web.Response(status=200 if ready else 503, text=json.dumps(body),
                             content_type="application/json")
 
