@@ -19,7 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import redact
 from gateway.admin import actions, breakglass, etag, inputs, openapi, shadowgate, writenotes
 from gateway.admin.approvalexpiry import ApprovalExpiry
 from gateway.admin.approvals import Approvals
@@ -41,6 +40,7 @@ from gateway.admin.ports import (
     ShadowGate,
     StateWriter,
 )
+from gateway.admin.readyz import readyz
 from gateway.admin.shadowgate import ShadowChecks
 from gateway.admin.status import StatusBuilder
 from gateway.admin.statusparts import ROUTES_PARAM, StatusParts
@@ -49,7 +49,6 @@ from gateway.admin.writes import Done, Writer
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import AuditDraft, clean_text
 from gateway.domain.diff import config_dict
-from gateway.domain.readyzproof import proof, question
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import (
     ApiError,
@@ -140,21 +139,8 @@ class AdminApi:
         return web.json_response({"status": "ok", "instance": self.instance})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        try:  # (a drill's question: domain/readyzproof.py)
-            asked = question(request.query.get("drill"), request.query.get("nonce"))
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
-        reason = self.readiness.ready_reason
-        ready = reason is None
-        gen = self.current.doc.generation
-        body = {"ready": ready, "reason": reason, "instance": self.instance,
-                "draining": self.readiness.draining, "generation": gen,
-                "state": redact.tree(self.fleet.status())}
-        if asked is not None and self.proof_key is not None:
-            kid, secret = self.proof_key
-            body["proof"] = proof(kid, secret, asked[0], self.instance, gen, asked[1])
-        return web.Response(status=200 if ready else 503, text=json.dumps(body),
-                            content_type="application/json")
+        return readyz(request, self.instance, self.readiness, self.current, self.fleet,
+                      self.proof_key)
 
     async def metrics(self, request: web.Request) -> web.Response:
         # (concurrent scrapes share one render made after they all arrived: admin/coalesce.py)
