@@ -161,3 +161,49 @@ async def test_an_answer_that_arrives_in_pieces_is_read_whole(backends) -> None:
     async with ClientSession() as session:
         api = AdminClient(session, f"http://127.0.0.1:{operator}", "t")
         assert (await behind(api, ["b"], {"b": f"http://127.0.0.1:{b}"}, 5)).late == ["b"]
+
+
+async def test_every_worker_sharing_an_address_is_asked_for_itself(backends) -> None:
+    """The workers of `serve --workers 2` publish one admin address; the kernel hands each
+    connection to one of them. Asked once, the sibling answered and the worker behind the
+    restore was taken for gone. Here the address answers as w0, then w1, in turn (each ask
+    a connection of its own): w1, behind and proving it, is named; a third name that never
+    answers there is asked for a bounded number of times and taken for gone."""
+    from gateway.control.drillbehind import asks_for
+    from gateway.domain.readyzproof import drill_keys, proof
+
+    secret = b"s" * 32
+    turn: list[str] = []
+    connections: set[object] = set()
+
+    async def ready(request: web.Request) -> web.Response:
+        connections.add(request.transport)
+        me = "w0" if len(turn) % 2 == 0 else "w1"
+        turn.append(me)
+        gen = 7 if me == "w0" else 3
+        doc: dict[str, object] = {"instance": me, "generation": gen, "ready": True}
+        if "nonce" in request.query:
+            doc["proof"] = proof("k1", secret, request.query["drill"], me, gen,
+                                 request.query["nonce"])
+        return web.json_response(doc)
+
+    async def fleet(request: web.Request) -> web.Response:
+        return web.json_response({"instances": {}})
+
+    app = web.Application()
+    app.router.add_get("/readyz", ready)
+    group = await backends(app)
+    home = web.Application()
+    home.router.add_get("/v1/status", fleet)
+    operator = await backends(home)
+    at = f"http://127.0.0.1:{group}"
+    async with ClientSession() as session:
+        api = AdminClient(session, f"http://127.0.0.1:{operator}", "t")
+        found = await behind(api, ["w0", "w1"], {"w0": at, "w1": at}, 5, "d-1",
+                             drill_keys({"k1": secret}, "d-1"))
+        assert found.late == ["w1"] and found.unverified == [], found
+        assert len(connections) == len(turn)  # (a new connection for each ask)
+        turn.clear()
+        gone = await behind(api, ["w0", "w2"], {"w0": at, "w2": at}, 5)
+        assert gone.late == [] and len(turn) == asks_for(2) == 20, (gone, len(turn))
+    assert asks_for(1) == 1 and asks_for(64) <= 1024

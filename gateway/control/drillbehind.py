@@ -52,9 +52,10 @@ ASK_TIMEOUT = 3.0
 MAX_READY = 256 * 1024
 #: the chance, at most, that a live worker of a group never answers `asks_for` asks
 MISS = 1e-6
-#: the most asks of one address, and how many at once
+#: the most asks of one address, how many at once, and for how long in all (seconds)
 MAX_ASKS = 1024
 AT_ONCE = 8
+ASK_FOR = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +124,12 @@ class _Asker:
     async def group(self, names: Collection[str], admin: str, workers: int,
                     out: Behind) -> None:
         """Ask `admin` until each of `names` answered there as itself (or asks_for
-        `workers` ran out, or nobody answers there: the group left)."""
+        `workers` or ASK_FOR ran out, or nobody answers there: the group left)."""
         pending = set(names)
         limit, asked = asks_for(workers), 0
-        while pending and asked < limit:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + ASK_FOR
+        while pending and asked < limit and (asked == 0 or loop.time() < until):
             n = min(AT_ONCE, limit - asked)
             answers = await asyncio.gather(*(self._one(admin) for _ in range(n)))
             asked += n
