@@ -207,3 +207,48 @@ async def test_every_worker_sharing_an_address_is_asked_for_itself(backends) -> 
         gone = await behind(api, ["w0", "w2"], {"w0": at, "w2": at}, 5)
         assert gone.late == [] and len(turn) == asks_for(2) == 20, (gone, len(turn))
     assert asks_for(1) == 1 and asks_for(64) <= 1024
+
+
+async def test_a_process_at_a_gone_instances_address_cannot_fail_the_drill(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs) -> None:
+    """B leaves during the drill and another process takes its admin port (what a replayed
+    heartbeat of B's, naming an address someone else now listens on, also gets): asked
+    after the restore, it says it is B, behind. It failed the drill; it cannot prove it (no
+    state key), so it is a warning, `unverified`, and never gets the drill's token."""
+    from urllib.parse import urlsplit
+
+    seen: list[str | None] = []
+    name = ""
+
+    async def lie(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("authorization"))
+        return web.json_response({"instance": name, "generation": 1, "ready": True,
+                                  "proof": {"kid": "x", "mac": "00" * 32}})
+
+    fwd = Forwarder(redis_server.port)
+    await fwd.start()
+    runner = None
+    try:
+        f = await _fleet(tmp_path, backends, redis_server, gateway_procs, fwd)
+        a, b = f.gateways
+        name = _name(b.output())
+        drill = await asyncio.to_thread(Drill, f, *ARGS, "--instances", a.url)
+        await drill.wait_line("injected")
+        b.signal(signal.SIGKILL)
+        await asyncio.to_thread(b.proc.wait, 10)
+        app = web.Application()
+        app.router.add_get("/readyz", lie)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", urlsplit(b.admin).port).start()
+        code, report, err = await drill.result()
+        assert report is not None and report["verdict"] == "passed", (code, err[-3000:], report)
+        assert seen and all(h is None for h in seen), seen
+        short = report["restore_short"]
+        assert short["behind"] == [] and short["unverified"] == [name], short
+        assert f"WARNING: could not verify {name}" in err, err
+        assert "RESTORE NOT APPLIED" not in err, err
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await fwd.close()
