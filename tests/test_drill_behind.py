@@ -22,7 +22,7 @@ from aiohttp import ClientSession, web
 from gateway.control.drillbehind import behind
 from gateway.control.drillload import AdminClient
 from tests.backends import echo_app
-from tests.conftest import RedisServer, wait_until
+from tests.conftest import RedisServer, admin_token, wait_until
 from tests.drillrig import routes
 from tests.faultproxy import Forwarder, redis_state_via
 from tests.test_drills import Drill, Fleet
@@ -43,7 +43,19 @@ async def _fleet(tmp_path: Path, backends, redis_server: RedisServer, gateway_pr
     b = await _serve(gateway_procs, tmp_path / "b", routes(p1, p2),
                      redis_state_via(fwd, tmp_path / "b", "revops", **LEASE))
     await wait_until(lambda: _has_two(a.admin), 15, 0.1, "both instances in the fleet")
+    # (and both heartbeats name their admin address: the first ones, sent before the
+    # listeners open, name none, and a drill started then cannot ask that instance)
+    await wait_until(lambda: _addressed(a.admin, 2), 15, 0.05, "both admin addresses")
     return Fleet(redis_server, [a, b], tmp_path)
+
+
+async def _addressed(admin: str, n: int) -> bool:
+    """`n` instances in the fleet, each with the admin address it published."""
+    async with ClientSession() as s, s.get(f"{admin}/v1/status", headers={
+            "authorization": f"Bearer {admin_token('killgate:read')}"}) as r:
+        found = (await r.json()).get("instances") or {}
+    return len(found) == n and all(isinstance(i, dict) and i.get("admin")
+                                   for i in found.values())
 
 
 async def test_an_instance_alive_without_the_restore_fails_the_drill(

@@ -85,8 +85,10 @@ async def test_a_worker_cut_off_from_the_store_fails_the_drill_naming_it(
         await asyncio.gather(asyncio.to_thread(a.wait_ready), asyncio.to_thread(b.wait_ready))
         read = admin_token("killgate:read")
 
-        async def three() -> bool:
-            return len(await _instances(session, a.admin, read)) == 3
+        async def three() -> bool:  # (each with the admin address it published: the
+            # first heartbeats, sent before the listeners open, name none)
+            found = await _instances(session, a.admin, read)
+            return len(found) == 3 and all(i.get("admin") for i in found.values())
 
         await wait_until(three, 20, 0.1, "A and B's two workers in the fleet")
         workers = _children(b.proc.pid)
