@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["Forwarder", "redis_state_via"]
@@ -27,6 +28,7 @@ class Link:
         self.muted = False
         self.latency = 0.0
         self.client_port = 0  # (the client's end: which of its connections this is)
+        self.ends: tuple[asyncio.StreamWriter, ...] = ()  # (both sides: closed by cut())
 
 
 class Forwarder:
@@ -34,7 +36,9 @@ class Forwarder:
     failover, seen from the client), those still connecting too; `point(None)` cuts the
     link: every connection is dropped as it comes (a port merely free now may be listened
     on later by a sibling worker's server); `latency` delays each chunk sent to the
-    target; `links` lists the connections, oldest first."""
+    target; `links` lists the connections, oldest first; `refuse(client_port)`, when set,
+    drops each connection it says so of as it comes, and `cut(refuse)` those open (one
+    client cut off, say one worker of a `--workers N` group, the others not)."""
 
     def __init__(self, target: int | None) -> None:
         self.target = target
@@ -44,6 +48,7 @@ class Forwarder:
         self.server: asyncio.Server | None = None
         self.pipes: set[asyncio.StreamWriter] = set()
         self.port = 0
+        self.refuse: Callable[[int], bool] | None = None
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -51,7 +56,8 @@ class Forwarder:
 
     async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         turn, target = self.turn, self.target
-        if target is None:
+        peer = (w.get_extra_info("peername") or ("", 0))[1]
+        if target is None or (self.refuse is not None and self.refuse(peer)):
             w.close()
             return
         self.pipes.add(w)  # (dropped by a point() made while it connects)
@@ -61,7 +67,8 @@ class Forwarder:
             self.pipes.discard(w)
             w.close()
             return
-        if turn != self.turn:  # (re-pointed meanwhile: this one went to the old target, and
+        if turn != self.turn or (self.refuse is not None and self.refuse(peer)):
+            # (re-pointed meanwhile, or its client cut: this one went to the old target, and
             # lived on past the cut: a drill's cut-off instance kept reaching the store)
             self.pipes.discard(w)
             uw.close()
@@ -69,7 +76,8 @@ class Forwarder:
             return
         self.pipes |= {w, uw}
         link = Link()
-        link.client_port = (w.get_extra_info("peername") or ("", 0))[1]
+        link.client_port = peer
+        link.ends = (w, uw)
         self.links.append(link)
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
@@ -111,6 +119,15 @@ class Forwarder:
         self.turn += 1
         for w in list(self.pipes):
             w.close()
+
+    def cut(self, refuse: Callable[[int], bool]) -> None:
+        """From now on refuse the clients `refuse` names (by their port), and drop their
+        open connections."""
+        self.refuse = refuse
+        for link in self.links:
+            if link.ends and refuse(link.client_port):
+                for w in link.ends:
+                    w.close()
 
     async def close(self) -> None:
         self.point(self.target)

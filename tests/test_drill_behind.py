@@ -22,7 +22,7 @@ from aiohttp import ClientSession, web
 from gateway.control.drillbehind import behind
 from gateway.control.drillload import AdminClient
 from tests.backends import echo_app
-from tests.conftest import RedisServer, wait_until
+from tests.conftest import RedisServer, admin_token, wait_until
 from tests.drillrig import routes
 from tests.faultproxy import Forwarder, redis_state_via
 from tests.test_drills import Drill, Fleet
@@ -43,7 +43,19 @@ async def _fleet(tmp_path: Path, backends, redis_server: RedisServer, gateway_pr
     b = await _serve(gateway_procs, tmp_path / "b", routes(p1, p2),
                      redis_state_via(fwd, tmp_path / "b", "revops", **LEASE))
     await wait_until(lambda: _has_two(a.admin), 15, 0.1, "both instances in the fleet")
+    # (and both heartbeats name their admin address: the first ones, sent before the
+    # listeners open, name none, and a drill started then cannot ask that instance)
+    await wait_until(lambda: _addressed(a.admin, 2), 15, 0.05, "both admin addresses")
     return Fleet(redis_server, [a, b], tmp_path)
+
+
+async def _addressed(admin: str, n: int) -> bool:
+    """`n` instances in the fleet, each with the admin address it published."""
+    async with ClientSession() as s, s.get(f"{admin}/v1/status", headers={
+            "authorization": f"Bearer {admin_token('killgate:read')}"}) as r:
+        found = (await r.json()).get("instances") or {}
+    return len(found) == n and all(isinstance(i, dict) and i.get("admin")
+                                   for i in found.values())
 
 
 async def test_an_instance_alive_without_the_restore_fails_the_drill(
@@ -121,8 +133,14 @@ async def test_an_address_from_the_store_never_receives_the_drills_token(backend
     async with ClientSession() as session:
         api = AdminClient(session, f"http://127.0.0.1:{operator}", "s3cret-operator-token")
         late = await behind(api, ["b"], {"b": f"http://127.0.0.1:{thief}"}, 5)
+        # a drill that holds its readyz keys (a fleet with a state signing key) asks for a
+        # proof, which the thief cannot give: a warning, no longer a failed drill
+        keyed = await behind(api, ["b"], {"b": f"http://127.0.0.1:{thief}"}, 5,
+                             "d-1", {"k1": "00" * 32})
     assert seen and all(h is None for h in seen), seen
-    assert late == ["b"]  # (it can still claim to be behind: a denial of service, stated)
+    # (without keys to check with, as before: it can claim to be behind)
+    assert late.late == ["b"] and late.unverified == []
+    assert keyed.late == [] and keyed.unverified == ["b"], keyed
 
 
 async def test_an_answer_that_arrives_in_pieces_is_read_whole(backends) -> None:
@@ -154,4 +172,95 @@ async def test_an_answer_that_arrives_in_pieces_is_read_whole(backends) -> None:
     operator = await backends(home)
     async with ClientSession() as session:
         api = AdminClient(session, f"http://127.0.0.1:{operator}", "t")
-        assert await behind(api, ["b"], {"b": f"http://127.0.0.1:{b}"}, 5) == ["b"]
+        assert (await behind(api, ["b"], {"b": f"http://127.0.0.1:{b}"}, 5)).late == ["b"]
+
+
+async def test_every_worker_sharing_an_address_is_asked_for_itself(backends) -> None:
+    """The workers of `serve --workers 2` publish one admin address; the kernel hands each
+    connection to one of them. Asked once, the sibling answered and the worker behind the
+    restore was taken for gone. Here the address answers as w0, then w1, in turn (each ask
+    a connection of its own): w1, behind and proving it, is named; a third name that never
+    answers there is asked for a bounded number of times and taken for gone."""
+    from gateway.control.drillbehind import asks_for
+    from gateway.domain.readyzproof import drill_keys, proof
+
+    secret = b"s" * 32
+    turn: list[str] = []
+    connections: set[object] = set()
+
+    async def ready(request: web.Request) -> web.Response:
+        connections.add(request.transport)
+        me = "w0" if len(turn) % 2 == 0 else "w1"
+        turn.append(me)
+        gen = 7 if me == "w0" else 3
+        doc: dict[str, object] = {"instance": me, "generation": gen, "ready": True}
+        if "nonce" in request.query:
+            doc["proof"] = proof("k1", secret, request.query["drill"], me, gen,
+                                 request.query["nonce"])
+        return web.json_response(doc)
+
+    async def fleet(request: web.Request) -> web.Response:
+        return web.json_response({"instances": {}})
+
+    app = web.Application()
+    app.router.add_get("/readyz", ready)
+    group = await backends(app)
+    home = web.Application()
+    home.router.add_get("/v1/status", fleet)
+    operator = await backends(home)
+    at = f"http://127.0.0.1:{group}"
+    async with ClientSession() as session:
+        api = AdminClient(session, f"http://127.0.0.1:{operator}", "t")
+        found = await behind(api, ["w0", "w1"], {"w0": at, "w1": at}, 5, "d-1",
+                             drill_keys({"k1": secret}, "d-1"))
+        assert found.late == ["w1"] and found.unverified == [], found
+        assert len(connections) == len(turn)  # (a new connection for each ask)
+        turn.clear()
+        gone = await behind(api, ["w0", "w2"], {"w0": at, "w2": at}, 5)
+        assert gone.late == [] and len(turn) == asks_for(2) == 20, (gone, len(turn))
+    assert asks_for(1) == 1 and asks_for(64) <= 1024
+
+
+async def test_a_process_at_a_gone_instances_address_cannot_fail_the_drill(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs) -> None:
+    """B leaves during the drill and another process takes its admin port (what a replayed
+    heartbeat of B's, naming an address someone else now listens on, also gets): asked
+    after the restore, it says it is B, behind. It failed the drill; it cannot prove it (no
+    state key), so it is a warning, `unverified`, and never gets the drill's token."""
+    from urllib.parse import urlsplit
+
+    seen: list[str | None] = []
+    name = ""
+
+    async def lie(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("authorization"))
+        return web.json_response({"instance": name, "generation": 1, "ready": True,
+                                  "proof": {"kid": "x", "mac": "00" * 32}})
+
+    fwd = Forwarder(redis_server.port)
+    await fwd.start()
+    runner = None
+    try:
+        f = await _fleet(tmp_path, backends, redis_server, gateway_procs, fwd)
+        a, b = f.gateways
+        name = _name(b.output())
+        drill = await asyncio.to_thread(Drill, f, *ARGS, "--instances", a.url)
+        await drill.wait_line("injected")
+        b.signal(signal.SIGKILL)
+        await asyncio.to_thread(b.proc.wait, 10)
+        app = web.Application()
+        app.router.add_get("/readyz", lie)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", urlsplit(b.admin).port).start()
+        code, report, err = await drill.result()
+        assert report is not None and report["verdict"] == "passed", (code, err[-3000:], report)
+        assert seen and all(h is None for h in seen), seen
+        short = report["restore_short"]
+        assert short["behind"] == [] and short["unverified"] == [name], short
+        assert f"WARNING: could not verify {name}" in err, err
+        assert "RESTORE NOT APPLIED" not in err, err
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await fwd.close()

@@ -310,6 +310,13 @@ def test_a_restore_acknowledged_by_fewer_instances_than_the_drill_started_with_i
     # an instance still running without the restore: named, whatever the count says
     late = short_receipt(started, {"instances": 3, "acked": 3, "pending": []}, [], ["b"])
     assert late is not None and late["behind"] == ["b"] and "still running" in late["message"]
+    # one whose published address said so without a valid proof (a replayed heartbeat's
+    # address?): said, as a warning, never `behind` (which fails the drill)
+    unproved = short_receipt(started, {"instances": 2, "acked": 2, "pending": []}, [], [],
+                             ["c"])
+    assert unproved is not None and unproved["behind"] == [] and unproved["unverified"] == ["c"]
+    assert "unproved (could not verify): c" in unproved["message"], unproved
+    assert "a receipt counts live instances only" in unproved["message"], unproved
 
 
 async def test_the_settle_does_not_rescan_the_whole_drill_while_it_waits() -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import redact
 from gateway.admin import actions, breakglass, etag, inputs, openapi, shadowgate, writenotes
 from gateway.admin.approvalexpiry import ApprovalExpiry
 from gateway.admin.approvals import Approvals
@@ -41,6 +40,7 @@ from gateway.admin.ports import (
     ShadowGate,
     StateWriter,
 )
+from gateway.admin.readyz import readyz
 from gateway.admin.shadowgate import ShadowChecks
 from gateway.admin.status import StatusBuilder
 from gateway.admin.statusparts import ROUTES_PARAM, StatusParts
@@ -80,8 +80,10 @@ class AdminApi:
                  fleet: FleetView, audit: AuditReader, idem: Idempotency,
                  status: StatusBuilder, readiness: Readiness, counters: Counters,
                  metrics_page: MetricsPage, alerts: AlertInbox | None = None,
-                 shadow: ShadowGate | None = None) -> None:
+                 shadow: ShadowGate | None = None,
+                 proof_key: tuple[str, bytes] | None = None) -> None:
         self.instance = instance
+        self.proof_key = proof_key  # (key id, state signing key): /readyz's proof to a drill
         self.current = current
         self.state = state
         self.fleet = fleet
@@ -137,14 +139,8 @@ class AdminApi:
         return web.json_response({"status": "ok", "instance": self.instance})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        reason = self.readiness.ready_reason
-        ready = reason is None
-        body = {"ready": ready, "reason": reason, "instance": self.instance,
-                "draining": self.readiness.draining,
-                "generation": self.current.doc.generation,
-                "state": redact.tree(self.fleet.status())}
-        return web.Response(status=200 if ready else 503, text=json.dumps(body),
-                            content_type="application/json")
+        return readyz(request, self.instance, self.readiness, self.current, self.fleet,
+                      self.proof_key)
 
     async def metrics(self, request: web.Request) -> web.Response:
         # (concurrent scrapes share one render made after they all arrived: admin/coalesce.py)

@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from gateway.domain import drills
 from gateway.domain.audit import AuditDraft, clean_text, utc_now
 from gateway.domain.drillfinish import Finished, end_event, finish
 from gateway.domain.drilltoken import Claims, mint
+from gateway.domain.readyzproof import drill_keys
 from gateway.domain.statedoc import Change, StateDoc, plain
 from gateway.errors import ApiError
 from gateway.log import event
@@ -50,7 +52,8 @@ MADE = ("kill", "rollback", "drill.fault")  # the audit actions of a drill's cha
 class DrillApi:
     def __init__(self, callers: Callers, writer: Writer, shadow_checks: ShadowChecks, *,
                  current: Current, state: StateWriter, audit: AuditReader, key: bytes | None,
-                 key_problem: str | None) -> None:
+                 key_problem: str | None, proof_keys: Mapping[str, bytes] | None = None,
+                 ) -> None:
         self.callers = callers  # who calls
         self.writer = writer  # idempotency, receipt
         self.shadow_checks = shadow_checks
@@ -59,6 +62,7 @@ class DrillApi:
         self.audit = audit
         self.key = key
         self.key_problem = key_problem
+        self.proof_keys = proof_keys or {}  # (the state signing keys by id: readyz_keys)
         self.history = DrillHistory()  # (not read again from a trail that has not changed)
 
     def add_routes(self, r: web.UrlDispatcher) -> None:
@@ -187,6 +191,9 @@ class DrillApi:
                                 (rid, peer))
         rec = self.current.doc.drills.get(drill)
         out["before"] = rec.before if rec is not None else None
+        if isinstance(opened := out.get("drill"), str) and self.proof_keys:
+            # (derived again for each answer, a replayed one too: never stored)
+            out["readyz_keys"] = drill_keys(self.proof_keys, opened)
         return web.json_response(out)
 
     async def inject(self, request: web.Request) -> web.Response:

@@ -41,6 +41,16 @@ ROLLBACK_409 = (
 __all__ = ["document"]
 
 
+def _readyz(op: dict[str, Any]) -> dict[str, Any]:
+    """/readyz's query: a drill's question (domain/readyzproof.py), both or neither."""
+    op["get"]["parameters"] = [
+        {"name": "drill", "in": "query", "required": False,
+         "schema": {"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$"}},
+        {"name": "nonce", "in": "query", "required": False,
+         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"}}]
+    return op
+
+
 def document(routes: list[str] | None = None, versions: list[str] | None = None) -> dict[str, Any]:
     """The document; with the config's route and version names as enums when given."""
     obj = {"type": "object"}
@@ -71,10 +81,14 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
         },
         "paths": {
             "/healthz": open_get("liveness", obj),
-            "/readyz": open_get("readiness: config loaded and state synced (`reason`: why not: starting, "
-                             "draining, state_unknown, state_unverifiable)", obj,
-                             extra={"503": {"description": "not ready", "content": {
-                                 "application/json": {"schema": obj}}}}),
+            "/readyz": _readyz(open_get(
+                "readiness: config loaded and state synced (`reason`: why not: starting, "
+                "draining, state_unknown, state_unverifiable); with `drill` and `nonce` (a "
+                "drill's question) the answer adds `proof` {kid, mac}: see POST /v1/drills "
+                "`readyz_keys`", obj,
+                extra={"503": {"description": "not ready", "content": {
+                    "application/json": {"schema": obj}}},
+                    "400": {"description": "a malformed drill question"}})),
             "/metrics": open_get("Prometheus metrics", {"type": "string"}, "text/plain"),
             "/openapi.json": open_get("this document", obj),
             "/v1/status": {"get": {

@@ -40,7 +40,9 @@ def drill_paths(write: Any, reason: dict[str, Any], auth_errors: Any, route_s: d
                         "application/json": {"schema": {
                             "type": "object", "required": ["open", "history", "last"]}}}},
                                   **auth_errors(False)}},
-            "post": _op("open a drill on a route: records the route's state (drill.start)",
+            "post": _op("open a drill on a route: records the route's state (drill.start); "
+                        "the answer's `readyz_keys` (key id -> hex key, with a state signing "
+                        "key) check the `proof` of an instance's `/readyz?drill=&nonce=`",
                         scope, {
                             "type": "object", "required": ["kind", "route", "reason"],
                             "additionalProperties": False,

@@ -75,26 +75,32 @@ async def _status(api: AdminClient, left: float, stopped: asyncio.Event) -> Any:
 
 
 def short_receipt(started: Collection[str], receipt: Any, not_back: Collection[str],
-                  behind: Collection[str] = ()) -> dict[str, Any] | None:
+                  behind: Collection[str] = (),
+                  unverified: Collection[str] = ()) -> dict[str, Any] | None:
     """The report's `restore_short` (None when the restore's receipt counted as many
     instances acknowledging it as the drill started with, every one of them heartbeat
     again and none is `behind`, or there is no receipt). (A receipt counts the live
     instances, whichever they are: one that joined meanwhile, or came back under a new id,
     makes up the count for one not back.) `behind`: instances still running without the
-    restore (control/drillbehind.py): the drill fails, naming them."""
+    restore (control/drillbehind.py): the drill fails, naming them; `unverified`: those
+    whose address answered so without proving it (a warning)."""
     if not isinstance(receipt, dict) or not started:
         return None
     acked = receipt.get("acked")
     if not isinstance(acked, int) or (acked >= len(started) and not not_back and not behind):
         return None
     return {"acked": acked, "started_with": len(started), "not_back": sorted(not_back),
-            "behind": sorted(behind),
+            "behind": sorted(behind), "unverified": sorted(unverified),
             "message": (
                 f"the restore was acknowledged by {acked} of the {len(started)} instance(s) "
                 "the drill started with" + (
                     f"; not heartbeating again after the store outage: {', '.join(sorted(not_back))}"
                     if not_back else "") + (
                     f"; still running without it (cut off from the store?): "
-                    f"{', '.join(sorted(behind))}" if behind else
+                    f"{', '.join(sorted(behind))}" if behind else "") + (
+                    "; said to run without it at their published admin address, unproved "
+                    f"(could not verify): {', '.join(sorted(unverified))}" if unverified
+                    else "") + (
+                    "" if behind else
                     ": a receipt counts live instances only, so the others' restore is not "
                     "confirmed (`killgate status` shows whether they run its generation)"))}

@@ -25,7 +25,7 @@ import aiohttp
 
 from gateway.control import drilloutcome
 from gateway.control.drillabort import ErrorWatch, own_counts
-from gateway.control.drillbehind import behind
+from gateway.control.drillbehind import Behind, behind
 from gateway.control.drillfleet import discover
 from gateway.control.drillguards import (
     Check,
@@ -48,6 +48,14 @@ from gateway.errors import StateError
 __all__ = ["DrillRunner"]
 
 _DRILL_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # (the grammar of admin/drills.py's ids)
+
+
+def _keys(raw: Any) -> dict[str, str]:
+    """An open answer's `readyz_keys` (key id → hex key), what of it is well-formed."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)
+            and len(v) <= 128}
 
 
 class DrillRunner(Restoration):
@@ -74,6 +82,7 @@ class DrillRunner(Restoration):
         self.not_back: list[str] = []  # those not heartbeating again after a store outage
         self.admin_of: dict[str, str] = {}  # their admin URLs, as published then
         self.opened_at: float | None = None  # when it asked to open (its deadline counts)
+        self.readyz_keys: dict[str, str] = {}  # what an instance's /readyz proof is checked with
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -139,6 +148,7 @@ class DrillRunner(Restoration):
                 f"the admin API at {self.api.base} opened a drill without a drill id (1-64 "
                 "letters, digits and '-'): is that killgate's admin listener?"))
         self.drill = drill
+        self.readyz_keys = _keys(opened.get("readyz_keys"))
         self.say(f"drill {drill} opened ({plan.kind} on {plan.route}); if this process dies, "
                  f"run: killgate --admin {self.api.base} drill restore {drill}")
         probe = resolve_probe(plan, fleet["config"].get("match", {}), plan.kind != "rollback")
@@ -245,16 +255,24 @@ class DrillRunner(Restoration):
         plan = self.plan
         self.marks.end = self.now()
         measured = analyse(plan, to, self.obs, self.marks)
-        late: list[str] = []
+        found = Behind()
         if isinstance(gen := restore.get("generation"), int) and "applied" in restore:
-            late = await behind(self.api, self.started_with, self.admin_of, gen)
-            if late:
-                self.say(f"RESTORE NOT APPLIED by {', '.join(late)}: alive, running an older "
-                         f"generation than the restore's ({gen}), cut off from the store?")
+            found = await behind(self.api, self.started_with, self.admin_of, gen, self.drill,
+                                 self.readyz_keys)
+            if found.late:
+                self.say(f"RESTORE NOT APPLIED by {', '.join(found.late)}: alive, running an "
+                         f"older generation than the restore's ({gen}), cut off from the store?")
+            if found.unverified:
+                self.say(f"WARNING: could not verify {', '.join(found.unverified)}: the "
+                         "process at the admin address it published says it runs an older "
+                         f"generation than the restore's ({gen}) without proving it (no valid "
+                         "`proof` signed with the state key: another process at that address, "
+                         "a replayed heartbeat's?); not counted as behind")
         self.report, summary = drilloutcome.ran(
             plan, self.drill, started, to, measured, self.marks, self.t0_unix, self.stopped,
             restore, receipts, watch,
-            short_receipt(self.started_with, restore.get("applied"), self.not_back, late))
+            short_receipt(self.started_with, restore.get("applied"), self.not_back,
+                          found.late, found.unverified))
         verdict_ = self.report["verdict"]
         if "elsewhere" in restore:
             return self.report  # (ended already: its end is recorded)

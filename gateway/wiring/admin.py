@@ -41,9 +41,11 @@ def admin_side(instance: str, holder: TableHolder, sync: Sync, metrics: Metrics,
     def loaded() -> LoadedConfig:
         return holder.loaded
 
+    key = sync.keys.current  # (the state signing key: /readyz's proofs to a drill)
     api = AdminApi(instance=instance, current=holder, state=sync, fleet=sync, audit=sync.store,
                    idem=sync.store, status=status, readiness=readiness, counters=metrics,
-                   metrics_page=metrics_page, alerts=alerts, shadow=shadow)
+                   metrics_page=metrics_page, alerts=alerts, shadow=shadow,
+                   proof_key=None if key is None else (key.kid, key.secret))
     app = api.app((admin_tracing.middleware(spans),))
     # (the listener is bound to the admin.listen of this start: a reload changes it only
     # at the next restart, so the check keeps this one's)
@@ -51,7 +53,8 @@ def admin_side(instance: str, holder: TableHolder, sync: Sync, metrics: Metrics,
     app.middlewares.insert(0, host_check(lambda: loaded().config.admin, metrics, bound))
     authorize = api.callers.authorize
     DrillApi(api.callers, api.writer, api.shadow_checks, current=holder, state=sync,
-             audit=sync.store, key=drill_key[0], key_problem=drill_key[1]).add_routes(app.router)
+             audit=sync.store, key=drill_key[0], key_problem=drill_key[1],
+             proof_keys=sync.keys.keys()).add_routes(app.router)
     AuditTrimApi(api.callers, api.writer, sync.retention).register(app.router)
     cfg = loaded().config
     ConsoleApi(authorize, FleetView(instance, cfg.state.instance_lease, sync.store, sync,

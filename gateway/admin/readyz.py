@@ -1,0 +1,42 @@
+"""`GET /readyz`: readiness (no auth), and an instance's proof to a drill that asks.
+
+A probe asks plainly: 200 when ready, else 503, with the reason, this instance's name and
+generation and the fleet as it sees it (redacted). A drill asks with `?drill=ID&nonce=N`
+after its restore (control/drillbehind.py): the answer adds `proof`, a MAC over instance,
+generation and nonce with that drill's key, derived from the state signing key
+(domain/readyzproof.py), so that a process at a replayed heartbeat's address cannot claim
+to be an instance behind the restore. A malformed question is a 400.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from gateway import redact
+from gateway.admin.ports import Current, FleetView, Readiness
+from gateway.domain.readyzproof import proof, question
+from gateway.errors import ApiError
+
+__all__ = ["readyz"]
+
+
+def readyz(request: web.Request, instance: str, readiness: Readiness, current: Current,
+           fleet: FleetView, proof_key: tuple[str, bytes] | None) -> web.Response:
+    """The answer; `proof_key`: (key id, the current state signing key), None without one."""
+    try:
+        asked = question(request.query.get("drill"), request.query.get("nonce"))
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    reason = readiness.ready_reason
+    ready = reason is None
+    gen = current.doc.generation
+    body = {"ready": ready, "reason": reason, "instance": instance,
+            "draining": readiness.draining, "generation": gen,
+            "state": redact.tree(fleet.status())}
+    if asked is not None and proof_key is not None:
+        kid, secret = proof_key
+        body["proof"] = proof(kid, secret, asked[0], instance, gen, asked[1])
+    return web.Response(status=200 if ready else 503, text=json.dumps(body),
+                        content_type="application/json")
