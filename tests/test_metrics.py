@@ -200,6 +200,8 @@ def test_the_fixed_label_sets_started_at_zero_are_every_one_the_code_counts() ->
     admin = set(re.findall(r'on_refused\("(\w+)"\)', (root / "admin/listener.py").read_text()))
     admin |= set(re.findall(r'"killgate_admin_refused_total", \("(\w+)",\)',
                             (root / "admin/hosts.py").read_text()))
+    admin |= set(re.findall(r'"killgate_admin_refused_total", \("(\w+)",\)',
+                            (root / "admin/api.py").read_text()))
     assert admin and started["killgate_admin_refused_total"] == admin
     from gateway.admin.callers import REFUSALS
 

@@ -25,7 +25,7 @@ from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.callers import Callers
-from gateway.admin.coalesce import Coalesced, Steps, sliced
+from gateway.admin.coalesce import Coalesced, Crowded, Steps, sliced
 from gateway.admin.denied import DeniedLog
 from gateway.admin.middleware import answer_headers, errors, json_error
 from gateway.admin.ports import (
@@ -58,6 +58,7 @@ from gateway.errors import (
     StoreOutcomeUnknown,
     StoreUnavailable,
 )
+from gateway.telemetry import exposition
 
 __all__ = ["AdminApi", "json_error"]
 
@@ -143,8 +144,17 @@ class AdminApi:
                       self.proof_key)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        # (concurrent scrapes share one render made after they all arrived: admin/coalesce.py)
-        body, ctype = await self._metrics.get(request.headers.get("Accept"))
+        # (concurrent scrapes share one render made after they all arrived: admin/coalesce.py;
+        # keyed by the format the page is written in, not the Accept header as sent)
+        try:
+            body, ctype = await self._metrics.get(
+                exposition.scrape_format(request.headers.get("Accept")))
+        except Crowded as crowded:
+            self.counters.inc("killgate_admin_refused_total", ("scrapes",),
+                              label_names=("reason",))
+            raise ApiError(429, "scrapes_crowded", "renders of this page in other formats "
+                           "already wait to start; scrape again after Retry-After seconds",
+                           {"Retry-After": str(crowded.retry_after)}) from None
         # which instance's page this is (a drill's abort watch reads the pages through a
         # load-balanced admin URL too, and compares counters per instance)
         return web.Response(body=body, headers={  # (+ ANSWER_HEADERS)

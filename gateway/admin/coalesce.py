@@ -27,16 +27,23 @@ times, not the wall time the interleaved data plane adds; renders of other keys 
 it to end. Not in a thread: the collectors read the data plane's counters, which the loop
 changes without a lock, and a thread takes the loop's GIL for 5 ms switch intervals
 (measured: a 21 ms stall of the loop with the library's render in a thread).
+
+Renders waiting to start are capped at `max_pending` keys: a call for a key not already
+waiting, past the cap, is refused (`Crowded`, with how long until one could start) rather
+than queued behind them (each key's render queued after the others' at RENDER_SHARE: a
+flood of distinct keys held a real scrape past its scrape_timeout). A call for a key
+already waiting joins it, cap or not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Generator, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["MAX_WAIT", "RENDER_SHARE", "SLICE", "Coalesced", "sliced"]
+__all__ = ["MAX_PENDING", "MAX_WAIT", "RENDER_SHARE", "SLICE", "Coalesced", "Crowded", "sliced"]
 
 #: the most of the loop's time renders take under a flood (the data plane has the rest)
 RENDER_SHARE = 0.2
@@ -45,6 +52,9 @@ RENDER_SHARE = 0.2
 #: Prometheus' scrape_timeout (the target read as down). A render that really takes longer
 #: than MAX_WAIT x RENDER_SHARE / (1 - RENDER_SHARE) gets more than its share under a flood.
 MAX_WAIT = 2.0
+
+#: the most renders (distinct keys) waiting to start; past it a new key is refused
+MAX_PENDING = 4
 
 #: a sliced render's step: the loop's seconds it takes before it gives the loop back
 SLICE = 0.001
@@ -66,11 +76,21 @@ def sliced(parts: Iterable[bytes], slice_s: float = SLICE) -> Steps[bytes]:
     return b"".join(out)
 
 
+class Crowded(Exception):
+    """`max_pending` renders already wait to start; `retry_after`: seconds until one
+    could (at least 1)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"{retry_after} s")
+        self.retry_after = retry_after
+
+
 class Coalesced(Generic[T]):
     def __init__(self, render: Callable[[Hashable], T | Steps[T]],
-                 share: float = RENDER_SHARE) -> None:
+                 share: float = RENDER_SHARE, max_pending: int = MAX_PENDING) -> None:
         self.render = render
         self.share = share
+        self.max_pending = max_pending
         self._next: dict[Hashable, asyncio.Future[T]] = {}
         self._free_at = 0.0  # (the loop's clock) no render starts before then
         self._busy = 0.0  # the loop's seconds the render under way has taken so far
@@ -80,10 +100,14 @@ class Coalesced(Generic[T]):
     async def get(self, key: Hashable) -> T:
         """`render(key)`, made after this call started (never an earlier one's), shared
         with the calls for `key` made before it runs (scheduled for the loop's next turn,
-        after the handlers already ready to run)."""
+        after the handlers already ready to run). Crowded: `max_pending` other keys'
+        renders already wait to start."""
         fut = self._next.get(key)
         if fut is None:
             loop = asyncio.get_running_loop()
+            if len(self._next) >= self.max_pending:
+                wait = max(self._free_at - loop.time(), 0.0) + MAX_WAIT * len(self._next)
+                raise Crowded(max(1, math.ceil(wait)))
             fut = self._next[key] = loop.create_future()
             self._schedule(loop, key, fut)
         # (shielded: one caller gone does not cancel the render the others wait for)

@@ -53,8 +53,10 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
     store = st.get("store") or {}
     cfg = st.get("config") or {}
     connected = store.get("connected")
-    reach = ("reachable" if connected is True else "UNREACHABLE" if connected is False
-             else "reach unknown")
+    reach = ("reachable" if connected is True
+             # (it answers, with a document this instance cannot verify: its key?)
+             else "UNVERIFIABLE (check state.signing_key_env)" if store.get("answering")
+             else "UNREACHABLE" if connected is False else "reach unknown")
     out.append(f"instance {st.get('instance')}  generation {st.get('generation')}  store "
                f"{store.get('backend')} {reach}, "
                f"state {store.get('staleness_ms')} ms old, on_unavailable {store.get('policy')}"
@@ -91,6 +93,8 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
     if st.get("instances") or silent:
         out.append("\nINSTANCES")
         out.append(table(instance_rows(st, silent or [])))
+    elif store.get("answering"):
+        out.append("\nINSTANCES: unknown (this instance cannot verify the store's document)")
     elif store.get("connected") is False:
         out.append("\nINSTANCES: unknown (this instance cannot reach the store)")
     out.append("\nROUTES")

@@ -100,6 +100,9 @@ class LocalStore(LocalTrim):
     async def reset(self) -> None:
         return None
 
+    async def kept(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 

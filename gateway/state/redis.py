@@ -166,6 +166,15 @@ class RedisStore(RedisCommits, RedisTrim):
         if sub is not None:
             await sub.aclose(self.timeout)
 
+    async def kept(self) -> None:
+        sub = self._sub
+        if sub is None or sub.closed.done():
+            raise StoreUnavailable("the redis subscription was lost")
+        loop = asyncio.get_running_loop()
+        if self._ep().sentinels and loop.time() >= self._master_check:
+            await self._follow_the_sentinels()
+        sub.last_rx = loop.time()  # (nothing was expected: no heartbeat while not synced)
+
     async def close(self) -> None:
         await self.reset()
         await self._close_conns()

@@ -120,11 +120,17 @@ class Startup:
                                f"{self.last_error or 'no answer'}")
             raise
 
-    async def _connect_and_sync(self) -> None:
-        """One attempt (also the sync loop's reconnect): open, watch, load, beat."""
-        self.peers.watching_since = None
-        await self.store.open()
-        self.peers.watching_since = time.monotonic()
+    async def _connect_and_sync(self, reopen: bool = True) -> None:
+        """One attempt (also the sync loop's reconnect): open, watch, load, beat.
+        `reopen=False`: the last attempt's answer was a document this instance cannot
+        verify (the store answers: nothing to reconnect): the connections are kept (checked:
+        `kept`) and the document read again."""
+        if reopen:
+            self.peers.watching_since = None
+            await self.store.open()
+            self.peers.watching_since = time.monotonic()
+        else:
+            await self.store.kept()
         synced = await self._full_sync()
         self.connected, self.answering = True, False
         self.synced_once = True

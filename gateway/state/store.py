@@ -153,6 +153,12 @@ class StateStore(Protocol):
     async def reset(self) -> None:
         """Stop watching after an error (writes may go on); `open` resumes."""
 
+    async def kept(self) -> None:
+        """Instead of `reset` and `open` when the store answered with a document this
+        instance refused: raises StoreUnavailable if the watch `open` made was lost (or
+        the store moved: the sentinels name another master). Its silence is not judged:
+        no heartbeat is sent while not synced (it counts from now)."""
+
     async def close(self) -> None: ...
 
     async def load(self, on_loaded: Callable[[Loaded], None] | None = None) -> Loaded:

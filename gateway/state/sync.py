@@ -246,7 +246,7 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         while True:
             try:
                 if not self.connected:
-                    await self._connect_and_sync()
+                    await self._connect_and_sync(reopen=not self.answering)
                     event(log, "state_store_connected", generation=self.holder.doc.generation)
                     backoff = 0.05
                 await self._cycle()
@@ -258,13 +258,21 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
                     # brings every later kill to this instance
                     event(log, "state_sync_error", logging.ERROR, error=repr(exc))
                     backoff = max(backoff, 1.0)  # a bug that repeats: once a second at most
+                elif isinstance(exc, StoreUnverifiable):
+                    # the store answers, with a document this instance cannot verify (most
+                    # often its key is not the fleet's): not "lost", and its connections
+                    # are kept (each attempt reconnected a healthy store); said once
+                    if not self.answering:
+                        event(log, "state_store_unverifiable", logging.WARNING,
+                              error=str(exc))
                 elif self.connected:
                     event(log, "state_store_lost", logging.WARNING, error=str(exc))
                 self.connected = False
                 self.answering = isinstance(exc, StoreUnverifiable)
-                self.peers.watching_since = None
                 self.last_error = str(exc) or type(exc).__name__
-                await self.store.reset()
+                if not self.answering:
+                    self.peers.watching_since = None
+                    await self.store.reset()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 1.0)  # (the next attempt comes within 1.5 s
                 # of the store's return, jitter included: a kill made then is not held up)

@@ -33,6 +33,7 @@ class Reads:
     keys: Keyring
     tamper: TamperLog
     connected: bool
+    answering: bool
     synced_once: bool
     from_snapshot: bool
     stale: bool
@@ -56,6 +57,9 @@ class Reads:
         keys = self.keys
         return {
             "backend": self.store.backend, "connected": self.connected,
+            # (not connected, but the store answered: a document this instance cannot
+            # verify; `unverifiable` below is set only while it holds no state)
+            "answering": not self.connected and self.answering,
             "staleness_ms": round(self.staleness() * 1000, 1), "policy": self.cfg.on_unavailable,
             "max_staleness_ms": round(self.cfg.max_staleness * 1000), "stale": self.stale,
             "fail_closed": self.holder.fail_closed, "synced": self.synced_once,

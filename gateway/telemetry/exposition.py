@@ -131,6 +131,27 @@ def encoding(accept: str | None) -> Format:
     return Format(encoder, ctype, om, escaping in kept)
 
 
+def scrape_format(accept: str | None) -> str:
+    """The one Accept header that picks the page `accept` gets (`encoding`): "" for the text
+    format 0.0.4, else the format, version and escaping we write, nothing else. Scrapes share
+    a render only when their keys are equal (admin/coalesce.py): keyed by the header as sent,
+    each of a flood's distinct headers (`version=1.0.<n>`, an unknown parameter) queued a
+    render of its own. OpenMetrics is written as 1.0.0 whatever 1.x or later version is
+    asked for (the library's later versions differ only in native histograms, which we do
+    not have), so the set is small: the text format 0.0.4, and the text format 1.0.0 and
+    OpenMetrics 1.0.0 in each of the library's four escapings."""
+    try:
+        encoder, _ = choose_encoder(accept or "")
+    except (ValueError, IndexError, TypeError):
+        return ""
+    if not isinstance(encoder, partial):
+        return ""
+    escaping = encoder.keywords.get("escaping", openmetrics.UNDERSCORES)
+    if encoder.func is openmetrics.generate_latest:
+        return f"application/openmetrics-text; version=1.0.0; escaping={escaping}"
+    return f"text/plain; version=1.0.0; escaping={escaping}"
+
+
 class _One:
     """A registry of one family (what the library's encoders take)."""
 

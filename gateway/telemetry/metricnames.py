@@ -79,7 +79,8 @@ HELP: dict[str, tuple[str, str]] = {
                                                         "trail to the mirror file."),
     "killgate_admin_refused_total": ("counter", "Admin connections closed or requests refused "
                                      "by the listener's guards, by reason (connections, "
-                                     "head_size, timeout, host)."),
+                                     "head_size, timeout, host, scrapes: a /metrics "
+                                     "render past the cap of renders waiting)."),
     "killgate_break_glass_total": ("counter", "Writes that skipped a required approval with "
                                    "the killgate:breakglass scope, by action."),
     "killgate_approval_unknown_action_total": ("counter", "Approval requests of an action "
@@ -236,7 +237,7 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     "killgate_connections_refused_total": (("reason",), (("connections",), ("per_client",))),
     "killgate_connections_reclaimed_total": ((), ((),)),
     "killgate_admin_refused_total": (("reason",), tuple(
-        (r,) for r in ("connections", "head_size", "timeout", "host"))),
+        (r,) for r in ("connections", "head_size", "timeout", "host", "scrapes"))),
     "killgate_auth_failures_total": (("code",), (("401",), ("403",), ("409",), ("429",))),
     "killgate_break_glass_total": (("action",), tuple(
         (a,) for a in ("unkill", "rollback", "promote", "weights", "release"))),

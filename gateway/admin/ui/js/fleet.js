@@ -7,7 +7,11 @@ import {badge, fmtAgo, h, render, short} from "./dom.js";
 export function renderFleet(el, fleet) {
   const st = fleet.store || {};
   const storeBadges = [
-    st.connected ? badge("ok", "store connected") : badge("bad", "store DISCONNECTED"),
+    // (answering: the store answers with a document this instance cannot verify; most
+    // often its key is not the fleet's, not a store that is down)
+    st.connected ? badge("ok", "store connected")
+      : st.answering ? badge("bad", "store UNVERIFIABLE (check state.signing_key_env)")
+      : badge("bad", "store DISCONNECTED"),
     st.fail_closed ? badge("killed", "FAIL-CLOSED: every route answers killed") : badge("ok", "not fail-closed"),
     st.stale ? badge("warn", "state stale") : null,
     // values the store held that did not verify (forged, replayed, another key's): refused,
