@@ -676,12 +676,13 @@ async def test_genuine_values_replayed_across_prefixes_kinds_or_generations_are_
             await stays_killed(session, [g.url], 0.2)
 
 
-async def test_a_replayed_heartbeat_makes_a_stopped_instance_pending_never_acked(
+async def test_a_replayed_heartbeat_lists_a_stopped_instance_but_receipts_skip_it(
         tmp_path: Path, backends, session, redis_server: RedisServer, gateway_procs) -> None:
     """Documented limit, and what holds: b is frozen. Its own genuine heartbeat, replayed
-    on the acks channel and into the instances hash with a fresh server time, makes it
-    look live, so receipts wait for it; it is listed as pending, never counted as having
-    applied the new kill (its heartbeat names the generation it had)."""
+    into the instances hash with a fresh server time, keeps it listed (for 10 leases and
+    5 minutes after it signed it at most); replayed on the acks channel it is refused
+    (`kind="ack"`, no later than one of b read before), so receipts, which count who was
+    heard, neither wait for it nor count it (they did: listed as pending at every kill)."""
     a, b = await _fleet(tmp_path, backends, redis_server, gateway_procs)
     async with session.get(b.admin + "/v1/status", headers=H) as r:
         name_b = (await r.json())["instance"]
@@ -709,7 +710,10 @@ async def test_a_replayed_heartbeat_makes_a_stopped_instance_pending_never_acked
             receipt = await r.json()
             assert r.status == 200, receipt
         applied = receipt["applied"]
-        assert applied["pending"] == [name_b] and applied["acked"] == 1, applied
+        assert applied == {**applied, "pending": [], "acked": 1, "instances": 1}, applied
+        async with session.get(a.admin + "/v1/status", headers=H) as r:
+            verification = (await r.json())["store"]["verification"]
+        assert verification["unverified"].get("ack", 0) >= 1, verification
     finally:
         stop.set()
         await task

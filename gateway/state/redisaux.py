@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway.errors import StateError
 from gateway.log import event
-from gateway.state.beatorder import NewestBeats
+from gateway.state.beatorder import NewestBeats, pushed_replay
 from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
@@ -103,6 +103,11 @@ class RedisRecords(RedisIdempotency, RedisStats):
     #: the newest heartbeat read from each instance (beatorder.py): replays bounded by the
     #: store's clock, whatever ours says (made at the first fleet read)
     _newest: NewestBeats | None = None
+    #: the newest ack pushed by each instance, first read at this process's monotonic
+    #: time: a genuine ack PUBLISHed again (anyone who can write to redis) is refused
+    _newest_pushed: NewestBeats | None = None
+    #: the lease the fleet was last read with (s; None before): bounds a pushed ack's age
+    _lease: float | None = None
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -125,6 +130,26 @@ class RedisRecords(RedisIdempotency, RedisStats):
             self.on_unverified(kind, str(exc), None, cause_of(exc))
             return None
         return Ack(inst, int(gen), "" if config == "-" else config)
+
+    def _pushed_ack(self, raw: bytes) -> Ack | None:
+        """An ack from the acks channel (verified, as _open_ack), or None: refused as a
+        replay (reported as "ack") when it is signed no later than one of that instance
+        pushed before, or, once the lease is known, longer ago than a fleet read takes a
+        heartbeat for live. A replay noted as heard kept a stopped instance live (receipts
+        waited for it, drills counted it) for a lease after each."""
+        ack = self._open_ack(raw, "ack")
+        if ack is None or not self.keys.enabled or (signed := _signed_ms(raw)) is None:
+            return ack
+        skew = self.store_skew_s if abs(self.store_skew_s) <= CLOCK_SKEW else 0.0
+        bound = None if self._lease is None else 10 * self._lease + CLOCK_SKEW
+        if self._newest_pushed is None:
+            self._newest_pushed = NewestBeats()
+        if why := pushed_replay(self._newest_pushed, ack.instance, signed,
+                                int(time.monotonic() * 1000),
+                                self.clock() + skew - signed / 1000.0, bound):
+            self.on_unverified("ack", why, None)
+            return None
+        return ack
 
     async def heartbeat(self, instance: str, applied: int, config: str = "",
                         urls: dict[str, str] | None = None) -> None:
@@ -164,6 +189,7 @@ class RedisRecords(RedisIdempotency, RedisStats):
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         """Instances whose signed heartbeat the store saw within `lease` (server time)."""
+        self._lease = lease
         before = self.clock()
         now_ms, flat = await self._script(_LIVE, [self.k_instances], [])
         # a heartbeat's signed time is judged by the store's clock; by ours when the two
