@@ -39,6 +39,14 @@ class NewestBeats:
         newest, first_read = prev
         return max(0, store_ms - first_read) + (newest - signed_ms)
 
+    def written_since(self, instance: str, signed_ms: int, stamp_ms: int) -> bool:
+        """Whether a heartbeat of `instance` signed no later than the newest read of it was
+        stamped by the store (`stamp_ms`, its time of writing) after that one was first
+        read: written again since, a replay (a genuine instance's later heartbeats are all
+        signed later, unless its clock stepped back)."""
+        prev = self.seen.get(instance)
+        return prev is not None and signed_ms <= prev[0] and stamp_ms > prev[1]
+
     def saw(self, instance: str, signed_ms: int, store_ms: int) -> None:
         """A heartbeat taken as live: remembered when it is the newest of its instance."""
         prev = self.seen.get(instance)

@@ -213,7 +213,7 @@ class RedisRecords(RedisIdempotency, RedisStats):
             ack = self._open_ack(record, "heartbeat", flat[i])
             if ack is not None and self.keys.enabled \
                     and (why := self._replayed(ack.instance, _signed_ms(record), judge_ms,
-                                               int(now_ms), lease)):
+                                               int(now_ms), lease, int(seen_s))):
                 self.on_unverified("heartbeat", why, None)
                 stale.append(flat[i])
                 continue
@@ -239,10 +239,11 @@ class RedisRecords(RedisIdempotency, RedisStats):
         return out
 
     def _replayed(self, instance: str, signed: int | None, judge_ms: int, now_ms: int,
-                  lease: float) -> str | None:
+                  lease: float, stamp_ms: int) -> str | None:
         """Why a verified heartbeat is a replay (None: it is not): signed too long before
         the clock judged by, or no later than one of that instance's read long enough ago
-        by the store's clock (ours may be behind: it bounds nothing then)."""
+        by the store's clock (ours may be behind: it bounds nothing then), or stamped by
+        the store (`stamp_ms`) after one at least as new was first read."""
         if signed is None:
             return None
         bound = 10 * lease + CLOCK_SKEW
@@ -257,6 +258,9 @@ class RedisRecords(RedisIdempotency, RedisStats):
             return (f"{instance!r} signed at least {least / 1000.0:.0f}s before the store's "
                     "clock (no later than a heartbeat of it read that long ago): a replay "
                     "(or that instance's clock stepped back)")
+        if least is not None and self._newest.written_since(instance, signed, stamp_ms):
+            return (f"{instance!r} written again after a heartbeat of it at least as new was "
+                    "read: a replay (or that instance's clock stepped back)")
         self._newest.saw(instance, signed, now_ms)
         return None
 
