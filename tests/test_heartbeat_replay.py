@@ -11,7 +11,7 @@ import time
 import pytest
 
 from gateway.state.beatorder import NewestBeats
-from tests.conftest import STATE_KEY, RedisServer
+from tests.conftest import STATE_KEY, RedisServer, wait_until
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -108,3 +108,36 @@ async def test_an_instance_whose_clock_was_ahead_is_live_again_once_it_is_set_ri
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_heartbeat_written_again_after_it_was_read_is_refused(
+        redis_server: RedisServer) -> None:
+    """b's newest heartbeat, read once, then written back raw with a fresh stamp (after b
+    left: its drill URL and its place in /v1/fleet and a drill's started_with) is refused
+    at once, not only once it is 10 leases and 5 minutes old; read again unchanged, the
+    genuine one stays live."""
+    seen: list[str] = []
+    a, b = _stores(redis_server.url, "kgagain", 2)
+    a.on_unverified = lambda kind, why, which, cause="other": seen.append(why)  # type: ignore[method-assign]
+    await a.open()
+    await b.open()
+    try:
+        await b.heartbeat("b", 1, "sha256:x")
+        assert "b" in await a.fleet(5.0)
+        assert "b" in await a.fleet(5.0) and seen == []  # (the same write, read again)
+        raw = await asyncio.to_thread(redis_server.cmd, "HGET", "kgagain:instances", "b")
+        await b.leave("b")
+        assert "b" not in await a.fleet(5.0)
+        await wait_until(lambda: _store_ms(redis_server) > int(raw.partition(" ")[0]), 2,
+                         what="the store's clock to move on")
+        stamped = f"{await asyncio.to_thread(_store_ms, redis_server)} {raw.partition(' ')[2]}"
+        await asyncio.to_thread(redis_server.cmd, "HSET", "kgagain:instances", "b", stamped)
+        fleet = await a.fleet(5.0)
+        assert "b" not in fleet, fleet
+        assert any("'b' written again" in w and "replay" in w for w in seen), seen
+        await b.heartbeat("b", 2, "sha256:x")
+        assert (await a.fleet(5.0))["b"]["generation"] == 2
+    finally:
+        await a.close()
+        await b.close()
+

@@ -8,11 +8,15 @@ instance's clock behind by D, replays up to D older were taken as live. What was
 before bounds it by the store's clock alone: a heartbeat signed no later than the newest
 already read from that instance is at least as old as the store's time since that one was
 first read, plus how much earlier it was signed. Pure bookkeeping; no I/O.
+
+Acks pushed on the acks channel are judged the same way (`pushed_replay`), with this
+process's monotonic time in place of the store's (a push carries no stamp of arrival):
+one signed no later than the newest pushed by its instance is a replay.
 """
 
 from __future__ import annotations
 
-__all__ = ["NewestBeats"]
+__all__ = ["NewestBeats", "pushed_replay"]
 
 #: instances remembered at most (the oldest first read is forgotten first): a fleet of
 #: pods with fresh names each start must not grow this for good
@@ -35,6 +39,14 @@ class NewestBeats:
         newest, first_read = prev
         return max(0, store_ms - first_read) + (newest - signed_ms)
 
+    def written_since(self, instance: str, signed_ms: int, stamp_ms: int) -> bool:
+        """Whether a heartbeat of `instance` signed no later than the newest read of it was
+        stamped by the store (`stamp_ms`, its time of writing) after that one was first
+        read: written again since, a replay (a genuine instance's later heartbeats are all
+        signed later, unless its clock stepped back)."""
+        prev = self.seen.get(instance)
+        return prev is not None and signed_ms <= prev[0] and stamp_ms > prev[1]
+
     def saw(self, instance: str, signed_ms: int, store_ms: int) -> None:
         """A heartbeat taken as live: remembered when it is the newest of its instance."""
         prev = self.seen.get(instance)
@@ -44,3 +56,23 @@ class NewestBeats:
         self.seen[instance] = (signed_ms, store_ms)
         while len(self.seen) > self.limit:
             del self.seen[next(iter(self.seen))]
+
+
+def pushed_replay(beats: NewestBeats, instance: str, signed_ms: int, mono_ms: int,
+                  age_s: float, bound_s: float | None, skew_s: float) -> str | None:
+    """Why a verified ack pushed by `instance`, signed at `signed_ms`, read at this
+    process's monotonic `mono_ms`, is a replay (None: it is not, and it is remembered
+    unless it is signed more than `skew_s` ahead: remembered, an ack signed an hour ahead
+    made every genuine one after NTP set that clock right a replay for the hour): signed
+    `age_s` ago, more than `bound_s` (None: no bound known yet), or no later than one of
+    that instance pushed before."""
+    if bound_s is not None and age_s > bound_s:
+        return (f"{instance!r} signed {age_s:.0f}s ago: a replay (or that instance's "
+                "clock is off)")
+    least = beats.min_age_ms(instance, signed_ms, mono_ms)
+    if least is not None:
+        return (f"{instance!r} signed no later than an ack of it read {least / 1000.0:.1f}s "
+                "ago at least: a replay (or that instance's clock stepped back)")
+    if age_s >= -skew_s:
+        beats.saw(instance, signed_ms, mono_ms)
+    return None

@@ -135,8 +135,9 @@ class RedisStore(RedisCommits, RedisTrim):
                     item = self._open_doc(data, "push")
         elif channel == self._b_acks:
             ack = self._own_ack
-            # our own heartbeat coming back needs no verifying (the bytes we signed)
-            item = ack[1] if ack is not None and data == ack[0] else self._open_ack(data, "ack")
+            # our own heartbeat coming back needs no verifying (the bytes we signed); any
+            # other is verified, and refused when replayed (redisaux.py)
+            item = ack[1] if ack is not None and data == ack[0] else self._pushed_ack(data)
         if item is None or self._listener is None:
             return  # with nobody listening, the poll finds the change
         try:

@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway.errors import StateError
 from gateway.log import event
-from gateway.state.beatorder import NewestBeats
+from gateway.state.beatorder import NewestBeats, pushed_replay
 from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
@@ -103,6 +103,11 @@ class RedisRecords(RedisIdempotency, RedisStats):
     #: the newest heartbeat read from each instance (beatorder.py): replays bounded by the
     #: store's clock, whatever ours says (made at the first fleet read)
     _newest: NewestBeats | None = None
+    #: the newest ack pushed by each instance, first read at this process's monotonic
+    #: time: a genuine ack PUBLISHed again (anyone who can write to redis) is refused
+    _newest_pushed: NewestBeats | None = None
+    #: the lease the fleet was last read with (s; None before): bounds a pushed ack's age
+    _lease: float | None = None
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -125,6 +130,26 @@ class RedisRecords(RedisIdempotency, RedisStats):
             self.on_unverified(kind, str(exc), None, cause_of(exc))
             return None
         return Ack(inst, int(gen), "" if config == "-" else config)
+
+    def _pushed_ack(self, raw: bytes) -> Ack | None:
+        """An ack from the acks channel (verified, as _open_ack), or None: refused as a
+        replay (reported as "ack") when it is signed no later than one of that instance
+        pushed before, or, once the lease is known, longer ago than a fleet read takes a
+        heartbeat for live. A replay noted as heard kept a stopped instance live (receipts
+        waited for it, drills counted it) for a lease after each."""
+        ack = self._open_ack(raw, "ack")
+        if ack is None or not self.keys.enabled or (signed := _signed_ms(raw)) is None:
+            return ack
+        skew = self.store_skew_s if abs(self.store_skew_s) <= CLOCK_SKEW else 0.0
+        bound = None if self._lease is None else 10 * self._lease + CLOCK_SKEW
+        if self._newest_pushed is None:
+            self._newest_pushed = NewestBeats()
+        if why := pushed_replay(self._newest_pushed, ack.instance, signed,
+                                int(time.monotonic() * 1000),
+                                self.clock() + skew - signed / 1000.0, bound, CLOCK_SKEW):
+            self.on_unverified("ack", why, None)
+            return None
+        return ack
 
     async def heartbeat(self, instance: str, applied: int, config: str = "",
                         urls: dict[str, str] | None = None) -> None:
@@ -164,6 +189,7 @@ class RedisRecords(RedisIdempotency, RedisStats):
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         """Instances whose signed heartbeat the store saw within `lease` (server time)."""
+        self._lease = lease
         before = self.clock()
         now_ms, flat = await self._script(_LIVE, [self.k_instances], [])
         # a heartbeat's signed time is judged by the store's clock; by ours when the two
@@ -187,7 +213,7 @@ class RedisRecords(RedisIdempotency, RedisStats):
             ack = self._open_ack(record, "heartbeat", flat[i])
             if ack is not None and self.keys.enabled \
                     and (why := self._replayed(ack.instance, _signed_ms(record), judge_ms,
-                                               int(now_ms), lease)):
+                                               int(now_ms), lease, int(seen_s))):
                 self.on_unverified("heartbeat", why, None)
                 stale.append(flat[i])
                 continue
@@ -213,10 +239,11 @@ class RedisRecords(RedisIdempotency, RedisStats):
         return out
 
     def _replayed(self, instance: str, signed: int | None, judge_ms: int, now_ms: int,
-                  lease: float) -> str | None:
+                  lease: float, stamp_ms: int) -> str | None:
         """Why a verified heartbeat is a replay (None: it is not): signed too long before
         the clock judged by, or no later than one of that instance's read long enough ago
-        by the store's clock (ours may be behind: it bounds nothing then)."""
+        by the store's clock (ours may be behind: it bounds nothing then), or stamped by
+        the store (`stamp_ms`) after one at least as new was first read."""
         if signed is None:
             return None
         bound = 10 * lease + CLOCK_SKEW
@@ -231,12 +258,16 @@ class RedisRecords(RedisIdempotency, RedisStats):
             return (f"{instance!r} signed at least {least / 1000.0:.0f}s before the store's "
                     "clock (no later than a heartbeat of it read that long ago): a replay "
                     "(or that instance's clock stepped back)")
-        # (remembered no later than the store's clock, or ours when later, plus the skew
-        # tolerated: a heartbeat signed an hour ahead, taken as live, made every genuine one
-        # after NTP set that clock right a "replay" for the hour, deleted from the store at
-        # every read: the instance gone from the fleet, receipts short, drills failing)
-        ahead = max(now_ms, judge_ms) + int(CLOCK_SKEW * 1000)
-        self._newest.saw(instance, min(signed, ahead), now_ms)
+        if least is not None and self._newest.written_since(instance, signed, stamp_ms):
+            return (f"{instance!r} written again after a heartbeat of it at least as new was "
+                    "read: a replay (or that instance's clock stepped back)")
+        # (one signed ahead of the store's clock, or ours when later, by more than the skew
+        # tolerated is taken but not remembered: remembered, a heartbeat signed an hour
+        # ahead made every genuine one after NTP set that clock right a "replay" for the
+        # hour, deleted from the store at every read: the instance gone from the fleet,
+        # receipts short, drills failing)
+        if signed <= max(now_ms, judge_ms) + int(CLOCK_SKEW * 1000):
+            self._newest.saw(instance, signed, now_ms)
         return None
 
     async def live_instances(self, lease: float) -> dict[str, int]:
