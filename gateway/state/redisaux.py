@@ -146,7 +146,8 @@ class RedisRecords(RedisIdempotency, RedisStats):
             self._newest_pushed = NewestBeats()
         if why := pushed_replay(self._newest_pushed, ack.instance, signed,
                                 int(time.monotonic() * 1000),
-                                self.clock() + skew - signed / 1000.0, bound, CLOCK_SKEW):
+                                self.clock() + skew - signed / 1000.0, bound, CLOCK_SKEW,
+                                ack.generation):
             self.on_unverified("ack", why, None)
             return None
         return ack
@@ -213,7 +214,8 @@ class RedisRecords(RedisIdempotency, RedisStats):
             ack = self._open_ack(record, "heartbeat", flat[i])
             if ack is not None and self.keys.enabled \
                     and (why := self._replayed(ack.instance, _signed_ms(record), judge_ms,
-                                               int(now_ms), lease, int(seen_s))):
+                                               int(now_ms), lease, int(seen_s),
+                                               ack.generation)):
                 self.on_unverified("heartbeat", why, None)
                 stale.append(flat[i])
                 continue
@@ -239,7 +241,7 @@ class RedisRecords(RedisIdempotency, RedisStats):
         return out
 
     def _replayed(self, instance: str, signed: int | None, judge_ms: int, now_ms: int,
-                  lease: float, stamp_ms: int) -> str | None:
+                  lease: float, stamp_ms: int, applied: int = -1) -> str | None:
         """Why a verified heartbeat is a replay (None: it is not): signed too long before
         the clock judged by, or no later than one of that instance's read long enough ago
         by the store's clock (ours may be behind: it bounds nothing then), or stamped by
@@ -253,12 +255,13 @@ class RedisRecords(RedisIdempotency, RedisStats):
                     "clock is off)")
         if self._newest is None:
             self._newest = NewestBeats()
-        least = self._newest.min_age_ms(instance, signed, now_ms)
+        least = self._newest.min_age_ms(instance, signed, now_ms, applied)
         if least is not None and least / 1000.0 > bound:
             return (f"{instance!r} signed at least {least / 1000.0:.0f}s before the store's "
                     "clock (no later than a heartbeat of it read that long ago): a replay "
                     "(or that instance's clock stepped back)")
-        if least is not None and self._newest.written_since(instance, signed, stamp_ms):
+        if least is not None and self._newest.written_since(instance, signed, stamp_ms,
+                                                                 applied):
             return (f"{instance!r} written again after a heartbeat of it at least as new was "
                     "read: a replay (or that instance's clock stepped back)")
         # (one signed ahead of the store's clock, or ours when later, by more than the skew
@@ -267,7 +270,7 @@ class RedisRecords(RedisIdempotency, RedisStats):
         # hour, deleted from the store at every read: the instance gone from the fleet,
         # receipts short, drills failing)
         if signed <= max(now_ms, judge_ms) + int(CLOCK_SKEW * 1000):
-            self._newest.saw(instance, signed, now_ms)
+            self._newest.saw(instance, signed, now_ms, applied)
         return None
 
     async def live_instances(self, lease: float) -> dict[str, int]:

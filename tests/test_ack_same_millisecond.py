@@ -1,0 +1,70 @@
+"""Two genuine acks of one instance signed in the same millisecond (a kill applied right
+after another: the instance heartbeats each generation as it applies it, and a local
+redis answers in well under a millisecond) are not a replay of each other (found by
+review of impacks): the second, for the later generation, was refused as "signed no
+later than an ack of it", so the receipt of the second kill waited for that instance
+(or said it short) until its next periodic heartbeat. A replay is the same record: the
+same millisecond for no later generation stays refused, pushed or stored. Real
+redis-server, two stores, real signed acks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from gateway.state.beatorder import NewestBeats, pushed_replay
+from tests.conftest import RedisServer, wait_until
+
+pytestmark = pytest.mark.timeout(20)
+
+
+async def test_two_acks_signed_in_one_millisecond_are_both_heard(
+        redis_server: RedisServer) -> None:
+    from gateway.state.redis import RedisStore
+    from gateway.state.signing import Key, Keyring
+    from gateway.state.store import Ack
+    from tests.conftest import STATE_KEY
+
+    keys = Keyring(Key.of(STATE_KEY.encode()))
+    a, b = (RedisStore(redis_server.url, "kgms", 1.0, keys=keys) for _ in range(2))
+    got: list[object] = []
+    refused: list[str] = []
+    a.listen(got.append)
+    a.on_unverified = lambda kind, why, which, cause="other": refused.append(  # type: ignore[method-assign]
+        f"{kind}: {why}")
+    await a.open()
+    await b.open()
+    try:
+        now = time.time()
+        b.clock = lambda: now  # type: ignore[method-assign]  # (one millisecond for both)
+        await b.heartbeat("b", 1, "sha256:x")
+        first = (await asyncio.to_thread(redis_server.cmd, "HGET", "kgms:instances",
+                                         "b")).partition(" ")[2]
+        await b.heartbeat("b", 2, "sha256:x")
+        await wait_until(lambda: Ack("b", 2, "sha256:x") in got or refused, 3,
+                         what="the second ack to be judged")
+        assert got == [Ack("b", 1, "sha256:x"), Ack("b", 2, "sha256:x")], (got, refused)
+        assert refused == []
+        live = await a.fleet(5.0)  # (the stored heartbeat: generation 2, taken)
+        assert live["b"]["generation"] == 2, live
+        # the first, PUBLISHed again: the same millisecond, an earlier generation: a replay
+        await asyncio.to_thread(redis_server.cmd, "PUBLISH", "kgms:acks", first)
+        await wait_until(lambda: refused, 3, what="the replay to be judged")
+        assert refused[0].startswith("ack: 'b' signed no later than an ack of it"), refused
+        assert got[-1] == Ack("b", 2, "sha256:x")
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_the_same_millisecond_orders_by_generation() -> None:
+    beats = NewestBeats()
+    assert pushed_replay(beats, "b", 5_000, 100, 0.0, None, 300.0, 1) is None
+    assert pushed_replay(beats, "b", 5_000, 101, 0.0, None, 300.0, 2) is None
+    assert beats.seen["b"] == (5_000, 100) and beats.applied["b"] == 2
+    assert "no later than" in str(pushed_replay(beats, "b", 5_000, 102, 0.0, None, 300.0, 2))
+    assert "no later than" in str(pushed_replay(beats, "b", 5_000, 102, 0.0, None, 300.0, 1))
+    assert beats.written_since("b", 5_000, 200, 2) and not beats.written_since("b", 5_000, 200, 3)
+    assert beats.min_age_ms("b", 5_000, 150, 3) is None
