@@ -57,6 +57,35 @@ def _literal(node: Any, bound: dict[str, Any]) -> tuple[str, ...] | None:
     return None
 
 
+def _rows(tree: ast.AST, bound: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """`Rows(name, kind, help, labels, rows)` calls: the series' name a literal, a name bound
+    to one, or the loop variable of a `for name, ... in (("killgate_x", ...), ...)` around
+    the call; the labels a literal or a name bound to one."""
+    loops: dict[int, list[str]] = {}  # id of a Rows call → the names its loop gives it
+    for f in ast.walk(tree):
+        if isinstance(f, ast.For) and isinstance(f.target, ast.Tuple) and f.target.elts \
+                and isinstance(var := f.target.elts[0], ast.Name) \
+                and isinstance(f.iter, (ast.Tuple, ast.List)):
+            names = [e.elts[0].value for e in f.iter.elts if isinstance(e, ast.Tuple)
+                     and e.elts and isinstance(e.elts[0], ast.Constant)]
+            for c in ast.walk(f):
+                if isinstance(c, ast.Call) and c.args and isinstance(c.args[0], ast.Name) \
+                        and c.args[0].id == var.id:
+                    loops[id(c)] = [str(x) for x in names]
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for c in ast.walk(tree):
+        if not (isinstance(c, ast.Call) and getattr(c.func, "id", "") == "Rows"
+                and len(c.args) >= 4 and (labels := _literal(c.args[3], bound)) is not None):
+            continue
+        first = c.args[0]
+        if isinstance(first, ast.Name) and isinstance(bound.get(first.id), ast.Constant):
+            first = bound[first.id]
+        if isinstance(first, ast.Constant) and str(first.value).startswith("killgate_"):
+            out.append((str(first.value), labels))
+        out.extend((n, labels) for n in loops.get(id(c), []) if n.startswith("killgate_"))
+    return out
+
+
 def _exported_labels() -> dict[str, set[str]]:
     """Each `killgate_*` series' label names, as gateway/ passes them where it counts or
     builds the series (a literal there, or a name bound to one in the same file); a series
@@ -69,6 +98,8 @@ def _exported_labels() -> dict[str, set[str]]:
         tree = ast.parse(text)
         bound = {t.id: n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
                  for t in n.targets if isinstance(t, ast.Name)}
+        for name, labels in _rows(tree, bound):  # (series written as rows: /metrics's own
+            out.setdefault(name, set()).update(labels)  # writer, telemetry/exposition.py)
         for n in ast.walk(tree):
             if not (isinstance(n, ast.Call) and n.args and isinstance(n.args[0], ast.Constant)
                     and str(n.args[0].value).startswith("killgate_")):

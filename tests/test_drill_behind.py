@@ -264,3 +264,30 @@ async def test_a_process_at_a_gone_instances_address_cannot_fail_the_drill(
         if runner is not None:
             await runner.cleanup()
         await fwd.close()
+
+
+async def test_an_address_published_after_the_drill_started_is_learnt(backends) -> None:
+    """An instance's first heartbeats precede its listeners and name no admin address: a
+    drill started then could never ask it after the restore (in full CI runs the drill's
+    process started fast enough to meet that window: B was never asked, and a drill that
+    should have failed passed). Once the injection is applied the drill reads the fleet
+    again and learns the addresses it lacked (only of instances it started with; one it
+    knows is kept). Real HTTP."""
+    from types import SimpleNamespace
+
+    from gateway.control.drills import DrillRunner
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"instances": {
+            "a": {"admin": "http://changed.example"}, "b": {"admin": "http://127.0.0.1:9"},
+            "c": {"admin": "http://stranger.example"}}})
+
+    app = web.Application()
+    app.router.add_get("/v1/status", status)
+    port = await backends(app)
+    async with ClientSession() as session:
+        runner = SimpleNamespace(
+            api=AdminClient(session, f"http://127.0.0.1:{port}", "s3cret-operator-token"),
+            started_with=["a", "b"], admin_of={"a": "http://127.0.0.1:8"})
+        await DrillRunner._addresses(runner)  # type: ignore[arg-type]
+    assert runner.admin_of == {"a": "http://127.0.0.1:8", "b": "http://127.0.0.1:9"}

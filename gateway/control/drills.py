@@ -213,7 +213,25 @@ class DrillRunner(Restoration):
         self.say(f"injected: generation {out.get('generation')} applied by "
                  f"{applied.get('acked')}/{applied.get('instances')} instance(s); the call "
                  f"took {took} ms ({applied.get('elapsed_ms')} ms of it waiting for acks)")
+        await self._addresses()
         return applied
+
+    async def _addresses(self) -> None:
+        """The admin addresses of instances the drill started with that had published none
+        then (an instance's first heartbeats precede its listeners): read again once the
+        injection is applied, so the check after the restore can ask them (control/
+        drillbehind.py). Best effort: a failed read leaves them unasked, as before."""
+        if all(n in self.admin_of for n in self.started_with):
+            return
+        try:
+            found = (await self.api.call("GET", "/v1/status")).get("instances") or {}
+        except DrillApiError:
+            return
+        for name in self.started_with:
+            i = found.get(name) if isinstance(found, dict) else None
+            if name not in self.admin_of and isinstance(i, dict) \
+                    and isinstance(i.get("admin"), str):
+                self.admin_of[name] = i["admin"]
 
     async def _measure(self) -> None:
         plan = self.plan

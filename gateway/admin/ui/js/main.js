@@ -222,7 +222,7 @@ async function round(session) {
   // signing in to it in this browser, say): asked every round, never taken from the load
   const proxied = st.via === "proxy" ? call("GET", "/v1/whoami") : Promise.resolve(null);
   const [status, fleet, traffic, audit, me] = await Promise.allSettled([
-    readStatus(), call("GET", "/v1/fleet"), call("GET", "/v1/traffic"),
+    readStatus(() => session === st.session), call("GET", "/v1/fleet"), call("GET", "/v1/traffic"),
     call("GET", `/v1/audit?limit=${AUDIT_ROWS}`), proxied]);
   if (session !== st.session) return;
   const denied = [status, fleet, traffic, audit, me].find((r) => r.status === "rejected" && r.reason.status === 401);

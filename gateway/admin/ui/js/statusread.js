@@ -24,7 +24,7 @@ export const forgetStatus = () => { kept = null; }; // (at a sign-out: nothing r
 // would never be asked for again), in reads of at most MAX_NAMES characters of names.
 // null: an answer is of another table than the index's (a kill, a reload between the
 // reads), or a route the index named is gone (a reload dropped it).
-async function parts(names, index) {
+async function parts(names, index, still) {
   const routes = {};
   const tags = {};
   for (let i = 0; i < names.length;) {
@@ -35,6 +35,7 @@ async function parts(names, index) {
       batch.push(names[i++]);
     }
     let got;
+    if (!still()) throw new Abandoned();
     try {
       got = (await call("GET", `/v1/status?fields=stable&routes=${batch.join(",")}`)).data;
     } catch (exc) {
@@ -48,8 +49,14 @@ async function parts(names, index) {
   return {routes, tags};
 }
 
-// → {status, data} as call() answers, data being the ?fields=stable document.
-export async function readStatus() {
+// A round's later reads are not sent once its session ended (a sign-out, a new sign-in
+// between the index and the parts): without the token it started with they would go
+// unsigned (401s in the console). The round that asked drops whatever this rejects with.
+export class Abandoned extends Error {}
+
+// → {status, data} as call() answers, data being the ?fields=stable document. `still`:
+// whether the round that asks is still the page's (main.js's session).
+export async function readStatus(still = () => true) {
   let answer;
   try {
     answer = await call("GET", "/v1/status?fields=index");
@@ -66,12 +73,15 @@ export async function readStatus() {
   const changed = kept ? names.filter((n) => kept.tags[n] !== tags[n]) : names;
   let got = kept ? {routes: kept.routes, tags: kept.tags} : {routes: {}, tags: {}};
   if (changed.length) {
-    const read = await parts(changed, index);
+    const read = await parts(changed, index, still);
     // the table changed between the index and the parts (a kill, a reload): the index's
     // kills and generation beside the new table's routes would be a picture that never
     // was. This round draws the whole document (one table's); what is kept stays as it
     // was (parts and the tags they came with), and the next round asks again
-    if (read === null) return call("GET", "/v1/status?fields=stable");
+    if (read === null) {
+      if (!still()) throw new Abandoned();
+      return call("GET", "/v1/status?fields=stable");
+    }
     got = {routes: {...got.routes, ...read.routes}, tags: {...got.tags, ...read.tags}};
   }
   // the routes in the index's order, only those it names; the same object if none changed
