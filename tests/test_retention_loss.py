@@ -53,6 +53,9 @@ async def test_a_loss_after_a_fresh_start_from_zeros_is_trimmed_and_stays_said(
             await wait_until(reseeded, 5, what="y's re-seed over z's older generation")
             events = await store.audit_events()
             assert events[0]["prev_hash"] == "0" * 64 and events[-1]["action"] == "state.reseed"
+            # it continues the event before it (z's), not the head y's snapshot anchored
+            # (StateStore.anchored: chained there, it was a break retention refused for good)
+            assert events[-1]["prev_hash"] == events[-2]["hash"] != events[-1]["anchored_head"]
             lost = events[-1]["anchored_head"]
             res = await asyncio.to_thread(_verify, y.admin)
             assert res.returncode == 1 and "not in the trail before it" in res.stderr, res

@@ -106,6 +106,7 @@ class RedisStore(RedisCommits, RedisTrim):
         self._head: str | None = None
         self._head_at = (0, 0)  # (generation, audit_seq) of the document that named it
         self._head_write: str | None = None  # and that document's own write id
+        self._seed: tuple[int, str | None] | None = None  # the snapshot's (see `anchored`)
         self._own = None  # our newest commit as sent
         self._committed = None  # (the connection, the generation) of our newest commit
         self._last_open: tuple[bytes, StateDoc, str] | None = None  # the last document verified
@@ -238,7 +239,8 @@ class RedisStore(RedisCommits, RedisTrim):
             self._last_open = (raw, doc, which)
         if which == "previous":
             self.on_unverified(kind or "state", "", "previous")
-        if doc.audit_head and (doc.generation, doc.audit_seq) >= self._head_at:
+        if doc.audit_head and ((doc.generation, doc.audit_seq) >= self._head_at
+                               or self._not_the_seed(doc)):
             self._guess_head(doc.audit_head, (doc.generation, doc.audit_seq), doc)
         return doc
 

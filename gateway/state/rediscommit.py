@@ -109,6 +109,7 @@ class RedisCommits(RedisRecords):
     _head: str | None  # the audit head as of the newest document we saw or wrote
     _head_at: tuple[int, int]  # (generation, audit_seq) of the document that named it
     _head_write: str | None  # that document's own write id
+    _seed: tuple[int, str | None] | None  # (generation, write) of the snapshot anchored
     _own: _Own | None  # our newest commit as sent
     #: the connection our newest commit was stored through, and its generation: WAIT
     #: counts the replicas holding that connection's writes, on that node only
@@ -179,9 +180,21 @@ class RedisCommits(RedisRecords):
         raise StoreConflict("the audit head kept changing under us")
 
     def anchored(self, doc: StateDoc) -> None:
-        """(StateStore.anchored) The snapshot's head, as any verified document's."""
+        """(StateStore.anchored) The snapshot's head, as any verified document's, but only
+        against the snapshot's own document (`_not_the_seed`)."""
         if doc.audit_head and (doc.generation, doc.audit_seq) >= self._head_at:
             self._guess_head(doc.audit_head, (doc.generation, doc.audit_seq), doc)
+            self._seed = (doc.generation, self._head_write)
+
+    def _not_the_seed(self, doc: StateDoc) -> bool:
+        """Whether the verified `doc`, older than the snapshot's head we guess, is another
+        document than the snapshot's (not it put back, its later events cut): the store
+        lost what we held (a flush, an old backup) and this instance re-seeds it, and the
+        re-seed continues the trail the store holds and names our head as lost (README,
+        audit retention: "continues the event before it"). Continuing our head instead
+        broke the chain at the re-seed, which retention then refused for good."""
+        return self._seed is not None and self._seed != (
+            doc.generation, doc.writes[-1] if doc.writes else None)
 
     def _guess_head(self, head: str, at: tuple[int, int], doc: StateDoc) -> None:
         """The audit head the next commit guesses: `head`, named by `doc` at `at`
@@ -189,6 +202,7 @@ class RedisCommits(RedisRecords):
         no other branch to look for, whatever events were appended since)."""
         self._head, self._head_at = head, at
         self._head_write = doc.writes[-1] if doc.writes else None
+        self._seed = None  # (a document seen or written since: no longer the snapshot's)
 
     async def _anchor(self, stored: str, chain_from: str | None,
                       doc: StateDoc) -> tuple[str, int, str]:

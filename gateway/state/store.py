@@ -193,7 +193,10 @@ class StateStore(Protocol):
         snapshot): the next event continues the audit head it anchors unless the store's
         document is newer (by generation, then audit position). A store put back to an
         earlier document of that generation, its later events deleted, is then seen as
-        what it is (a break in the chain, `audit verify`), not continued."""
+        what it is (a break in the chain, `audit verify`), not continued. Against another
+        document (older, or another write: the store lost what we held, and we re-seed
+        it) the store's verified head stands: the re-seed continues the trail there and
+        names the head lost (`anchored_head`)."""
 
     def listen(self, fn: Callable[[StateDoc | Ack | PushNotRead], None]) -> None:
         """Hand pushed (verified) changes to `fn` as they arrive (a store that does not
