@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from tests.adminpost import keyed_post
 from tests.backends import echo_app
 from tests.conftest import (
-    admin_token,
     bearer,
     free_port,
     running_gateway,
@@ -29,13 +29,7 @@ from tests.faultproxy import Forwarder, redis_state_via
 pytestmark = pytest.mark.timeout(60)
 
 
-async def _call(session: Any, admin: str, who: str, path: str, body: dict,
-                key: str | None = None) -> tuple[int, dict, bool]:
-    h = {"Authorization": f"Bearer {admin_token('killgate:admin', who)}"}
-    if key is not None:
-        h["Idempotency-Key"] = key
-    async with session.post(f"{admin}{path}?wait=1s", json=body, headers=h) as r:
-        return r.status, await r.json(), r.headers.get("idempotent-replayed") == "true"
+_call = keyed_post
 
 
 async def _requested(session: Any, g: Any, fwd: Forwarder) -> str:

@@ -7,24 +7,19 @@ record too, impadmin3). On a real in-process gateway with its state in a local s
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.adminpost import keyed_post
 from tests.backends import echo_app
-from tests.conftest import admin_token, running_gateway, two_versions, wait_until, write_config
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
 
 pytestmark = pytest.mark.timeout(30)
 
 
-async def _call(session: Any, admin: str, who: str, path: str, body: dict,
-                key: str | None = None) -> tuple[int, dict, bool]:
-    h = {"Authorization": f"Bearer {admin_token('killgate:admin', who)}"}
-    if key is not None:
-        h["Idempotency-Key"] = key
-    async with session.post(f"{admin}{path}", json=body, headers=h) as r:
-        return r.status, await r.json(), r.headers.get("idempotent-replayed") == "true"
+_call = functools.partial(keyed_post, wait=None)
 
 
 async def test_an_approval_steps_answer_is_replayed_only_while_it_can_be_open(

@@ -10,14 +10,13 @@ primary, and a replica attached for the confirmation)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.adminpost import keyed_post
 from tests.backends import echo_app
 from tests.conftest import (
     RedisServer,
-    admin_token,
     running_gateway,
     two_versions,
     wait_until,
@@ -29,13 +28,7 @@ from tests.test_replicas import _info
 pytestmark = pytest.mark.timeout(60)
 
 
-async def _call(session: Any, admin: str, who: str, path: str, body: dict,
-                key: str | None = None) -> tuple[int, dict, bool]:
-    h = {"Authorization": f"Bearer {admin_token('killgate:admin', who)}"}
-    if key is not None:
-        h["Idempotency-Key"] = key
-    async with session.post(f"{admin}{path}?wait=1s", json=body, headers=h) as r:
-        return r.status, await r.json(), r.headers.get("idempotent-replayed") == "true"
+_call = keyed_post
 
 
 async def test_a_final_approve_answered_not_durable_is_answered_by_its_retry(

@@ -10,24 +10,18 @@ first attempt's commit past the call's deadline (it lands after the answer)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.adminpost import keyed_post
 from tests.backends import echo_app
-from tests.conftest import admin_token, running_gateway, two_versions, wait_until, write_config
+from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.faultproxy import Forwarder, redis_state_via
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def _call(session: Any, admin: str, who: str, path: str, body: dict,
-                key: str | None = None, scope: str = "killgate:admin") -> tuple[int, dict, bool]:
-    h = {"Authorization": f"Bearer {admin_token(scope, who)}"}
-    if key is not None:
-        h["Idempotency-Key"] = key
-    async with session.post(f"{admin}{path}?wait=1s", json=body, headers=h) as r:
-        return r.status, await r.json(), r.headers.get("idempotent-replayed") == "true"
+_call = keyed_post
 
 
 async def test_a_failed_retry_puts_back_the_first_attempts_record(

@@ -110,9 +110,7 @@ class DrillRunner(Restoration):
         self.reach.admins = list(fleet["admins"])
         route = fleet["route"]
         self.started_with = sorted(fleet["status"].get("instances") or {})
-        self.admin_of = {name: i["admin"] for name, i in
-                         (fleet["status"].get("instances") or {}).items()
-                         if isinstance(i, dict) and isinstance(i.get("admin"), str)}
+        self.admin_of = _published(fleet["status"].get("instances"))
         self.lease = float(fleet["state"].get("instance_lease") or 5.0)
         if self.stopped:
             return self._refused(started, self.stopped)
@@ -224,14 +222,12 @@ class DrillRunner(Restoration):
         if all(n in self.admin_of for n in self.started_with):
             return
         try:
-            found = (await self.api.call("GET", "/v1/status")).get("instances") or {}
+            found = _published((await self.api.call("GET", "/v1/status")).get("instances"))
         except DrillApiError:
             return
         for name in self.started_with:
-            i = found.get(name) if isinstance(found, dict) else None
-            if name not in self.admin_of and isinstance(i, dict) \
-                    and isinstance(i.get("admin"), str):
-                self.admin_of[name] = i["admin"]
+            if name in found:
+                self.admin_of.setdefault(name, found[name])
 
     async def _measure(self) -> None:
         plan = self.plan
@@ -304,3 +300,9 @@ class DrillRunner(Restoration):
                      f"{self.drill}")
         return self.report
 
+
+def _published(instances: Any) -> dict[str, str]:
+    """The admin URL each instance of a status answer's `instances` published."""
+    return {name: i["admin"] for name, i in (instances or {}).items()
+            if isinstance(i, dict) and isinstance(i.get("admin"), str)} \
+        if isinstance(instances, dict) else {}
