@@ -1,4 +1,4 @@
-"""Replayed acks on the acks channel (state/redisaux.py `_pushed_ack`), real redis-server,
+"""Replayed acks on the acks channel (state/redisbeats.py `_pushed_ack`), real redis-server,
 two in-process gateways: b's genuine signed ack, captured, PUBLISHed again by raw redis
 commands after b stopped. Taken as heard, it kept b live in a's fleet for a lease after
 each replay: a kill's receipt waited for (or counted) an instance that is gone, and a
