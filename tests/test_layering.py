@@ -36,7 +36,7 @@ CLIENT_USERS = {"control/probeclient.py", "control/events.py", "control/drillloa
                 "control/drillabort.py", "cli/drill.py"}
 CLIENT_NAMES = {"ClientSession", "TCPConnector", "ClientTimeout", "ClientError"}
 PURE = {"telemetry/accessline.py", "domain/routing.py", "domain/routetable.py", "domain/bucketing.py",
-        "control/table.py", "domain/statedoc.py", "domain/overrides.py",
+        "control/table.py", "domain/statedoc.py", "domain/identities.py", "domain/overrides.py",
         "domain/health.py", "domain/analysis.py", "configfile.py", "domain/stats.py",
         "domain/diff.py", "dataplane/jsonpeek.py", "dataplane/headers.py", "domain/audit.py",
         "dataplane/formpeek.py", "dataplane/formparts.py", "dataplane/formscan.py",
