@@ -71,9 +71,10 @@ def _fixed(intent: Intent, doc: StateDoc, cfg: Config) -> Intent:
 @contextlib.contextmanager
 def _answered_if_landed(
         answer: Callable[[StateDoc, dict[str, Any] | None], Done]) -> Iterator[None]:
-    """A step whose commit's answer was lost (503 outcome_unknown) carries the answer it
-    would have made, as a direct write's does (admin/api.py): its Idempotency-Key then
-    names the write, and a retry answers with it if the step landed (a retried final
+    """A step (the request too) whose commit's answer was lost (503 outcome_unknown)
+    carries the answer it would have made, as a direct write's does (admin/api.py): its
+    Idempotency-Key then names the write, and a retry answers with it, a replay, if the
+    step landed (a retried request ran again, unmarked as a replay; a retried final
     approve answered 404 unknown_approval, a retried decline the same, a retried
     approval 409 already_approved: the key was let go, and the step ran again)."""
     try:
@@ -139,17 +140,24 @@ class Approvals:
                               intent.reason, None, rec.public(), intent.request_id,
                               intent.source, trace_id=intent.trace_id)
 
-        _, ev = await self.state.write(change, describe)
-        shown = found[0] if found else rec
-        body: dict[str, Any] = {"approval": shown.public()}
-        who = principal_key(intent.actor)
-        if found and who not in {principal_key(a) for a in shown.approved_by}:
-            # another's request for the same change: the asker is the other principal it
-            # waits for (and has the action's scope), so say so rather than "wait"
-            body["you_may_approve"] = True
-        # (a retry with the Idempotency-Key gets this answer while the request can be
-        # open; after, it asks anew)
-        return Done(body, None, status=202, event=ev, keep=shown.expires - self.clock())
+        def answer(new: StateDoc, ev: dict[str, Any] | None) -> Done:
+            shown = found[0] if found else rec
+            body: dict[str, Any] = {"approval": shown.public()}
+            who = principal_key(intent.actor)
+            if found and who not in {principal_key(a) for a in shown.approved_by}:
+                # another's request for the same change: the asker is the other principal
+                # it waits for (and has the action's scope), so say so rather than "wait"
+                body["you_may_approve"] = True
+            # (a retry with the Idempotency-Key gets this answer while the request can be
+            # open; after, it asks anew)
+            return Done(body, None, status=202, event=ev, keep=shown.expires - self.clock())
+
+        # (its commit's answer lost: the key keeps this answer, and a retry that finds the
+        # request landed is answered with it, a replay, as any write's; it ran the request
+        # again, found the same id, and answered unmarked)
+        with _answered_if_landed(answer):
+            new, ev = await self.state.write(change, describe)
+        return answer(new, ev)
 
     # ------------------------------------------------------------------ approve / decline
 
