@@ -29,6 +29,8 @@ from gateway.admin.approvalrecord import (
     ApprovalRefused,
     UnknownAction,
     iso,
+    newer_refusal,
+    newer_scope_note,
     open_approvals,
     principal_key,
 )
@@ -41,7 +43,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.overrides import effective_stable
 from gateway.domain.rolledoff import previous_stable
 from gateway.domain.statedoc import Change, StateDoc
-from gateway.errors import NotDurable, StoreOutcomeUnknown
+from gateway.errors import Forbidden, NotDurable, StoreOutcomeUnknown
 
 __all__ = ["Approvals"]
 
@@ -168,6 +170,8 @@ class Approvals:
             raise ApprovalRefused(404, "unknown_approval", f"no open approval {approval_id!r}")
         try:
             rec = Approval.from_json(raw)
+        except UnknownAction as exc:
+            raise newer_refusal(approval_id, exc) from None
         except ValueError:
             raise ApprovalRefused(409, "approval_invalid",
                                   "the stored approval request is not a valid record") from None
@@ -253,6 +257,7 @@ class Approvals:
                       request_id: str, source: str, trace_id: str = "") -> Done:
         now = self.clock()
         seen: list[Approval] = []
+        needed: list[str] = []  # (the scope it took: a replay's too)
 
         def change(cur: StateDoc) -> Change:
             raw = cur.approvals.get(approval_id)
@@ -260,17 +265,25 @@ class Approvals:
                 raise ApprovalRefused(404, "unknown_approval",
                                       f"no open approval {approval_id!r}")
             need = "killgate:read"  # (an invalid record may be dropped by any reader)
+            newer: UnknownAction | None = None
             try:
                 rec = Approval.from_json(raw)
                 need = actions.SCOPE_OF[rec.intent.action]
-            except UnknownAction:
-                # a newer version's request (rolling upgrade): its scope is unknown here,
-                # so the one that implies every scope (a reader dropped it before)
-                rec, need = None, "killgate:admin"
+            except UnknownAction as exc:
+                # a newer version's request (rolling upgrade): its action's scope, or
+                # where that is unknown here, the one that implies every scope (a reader
+                # dropped it before)
+                rec, need, newer = None, exc.scope, exc
             except ValueError:
                 rec = None
-            principal.require(need)
+            try:
+                principal.require(need)
+            except Forbidden as exc:
+                if newer is not None and not newer.action:  # (why admin: said)
+                    exc.message += newer_scope_note(approval_id, newer)
+                raise
             seen[:] = [rec] if rec is not None else []
+            needed[:] = [need]
             return Change(approvals={approval_id: None})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
@@ -286,9 +299,7 @@ class Approvals:
         def answer(new: StateDoc, ev: dict[str, Any] | None) -> Done:
             return Done({"approval": {"id": approval_id, "state": "declined"},
                          **({"audit_id": ev["id"]} if ev is not None else {})},
-                        new.generation, event=ev,
-                        scope=actions.SCOPE_OF[seen[0].intent.action] if seen
-                        else "killgate:read")
+                        new.generation, event=ev, scope=needed[0])
 
         with _answered_if_landed(answer):
             new, ev = await self.state.write(change, describe)
