@@ -110,3 +110,31 @@ def test_records_name_their_format_and_version() -> None:
     stored = rec.to_json()
     assert (stored["format"], stored["written_by"]) == (FORMAT, f"killgate {__version__}")
     assert Approval.from_json(stored) == rec
+
+
+async def test_a_replayed_decline_of_a_newer_request_needs_the_scope_it_took(
+        tmp_path: Path, backends, session) -> None:
+    """The decline of a request of an unknown action took killgate:admin; its replay (the
+    same subject and Idempotency-Key) took only killgate:read (the scope recorded with the
+    answer was a reader's, as for an invalid record): answered with the first result to a
+    token that could not have declined it."""
+    from gateway.domain.audit import AuditDraft
+    from gateway.domain.statedoc import Change
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), extra="approvals: {unkill_global: 2}\n")
+    ident = "ap-00000000000000e1"
+    async with running_gateway(cfg) as g:
+        await g.gw.sync.write(
+            lambda cur: Change(approvals={ident: _record(ident, "pause_route", {})}),
+            lambda c, n: AuditDraft("alice", "approval.request", {"approval": ident}, "n"))
+
+        async def decline(scope: str) -> tuple[int, bool]:
+            h = {**bearer(scope, "bob"), "Idempotency-Key": "d-1"}
+            async with session.post(g.admin + f"/v1/approvals/{ident}/decline", json={},
+                                    headers=h) as r:
+                return r.status, "idempotent-replayed" in r.headers
+
+        assert await decline("killgate:admin") == (200, False)
+        assert await decline("killgate:read") == (403, False)
+        assert await decline("killgate:admin") == (200, True)
