@@ -53,14 +53,10 @@ CLAIM_LEASE = 15.0
 
 class Writer:
     def __init__(self, state: StateWriter, idem: Idempotency,
-                 audit: Callable[[AuditDraft], Awaitable[None]],
-                 on_landed: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 audit: Callable[[AuditDraft], Awaitable[None]]) -> None:
         self.state = state
         self.idem = idem
         self.audit = audit
-        #: told a write's `Done.late` when a retry learns the write landed after its
-        #: answer was lost (once: by the retry that records the answer)
-        self.on_landed = on_landed
         #: `unknown` records the store did not take yet (`_unknown`), tried again
         self.settling: set[asyncio.Task[None]] = set()
 
@@ -108,7 +104,6 @@ class Writer:
             record = landed_record(stood_in[0], write_generation(str(exc)))
             await self._settle(ident, {**record, "holder": claim["holder"]},
                                until(stood_in[0]))
-            self._landed(stood_in[0])  # (this retry holds the key: no other learns it)
             resp = await self._answer(record, wait, may)
             await audit_replay(self.audit, request, subject, resp, request_id, source,
                                trace_id)
@@ -174,7 +169,7 @@ class Writer:
             return
         record = unknown_record(fingerprint, claim["holder"], doc.writes[-1], doc.generation,
                                 tried, done.status, done.body, done.generation is not None,
-                                scope=done.scope, late=done.late)
+                                scope=done.scope)
         if done.keep is not None:  # (its answer, should it have landed, kept as long)
             record["until"] = time.time() + kept(done)
         try:
@@ -202,10 +197,9 @@ class Writer:
             if landed:
                 record = landed_record(earlier, gen)
                 # (compare-and-set on the record read: of retries that learn it at once,
-                # one records the answer and tells `on_landed`)
+                # one records the answer)
                 with contextlib.suppress(StateError):
-                    if await self.idem.idem_take(ident, earlier, record, until(earlier)):
-                        self._landed(earlier)
+                    await self.idem.idem_take(ident, earlier, record, until(earlier))
                 return record
             if landed is None and unsure is None:
                 unsure = gen
@@ -233,12 +227,6 @@ class Writer:
                 await self.idem.idem_take(ident, claim, stood_in[0], until(stood_in[0]))
             else:
                 await self.idem.idem_release(ident, claim)
-
-    def _landed(self, earlier: dict[str, Any]) -> None:
-        """An attempt whose answer was lost landed: its `late` record, told."""
-        late = earlier.get("late")
-        if isinstance(late, dict) and self.on_landed is not None:
-            self.on_landed(late)
 
     async def _settle(self, ident: str, record: dict[str, Any], keep: float) -> bool:
         """Record the answer only while the claim is still ours (compare-and-set on its
