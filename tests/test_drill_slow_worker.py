@@ -133,3 +133,42 @@ async def test_a_slow_worker_is_given_a_poll_to_catch_up_and_one_cut_off_is_name
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGCONT)
         await fwd.close()
+
+
+async def test_an_instance_behind_is_asked_again_after_its_allowance(backends) -> None:
+    """The rule alone, over real HTTP: an address whose instance answers "behind" until a
+    moment has passed is not named; one that stays behind is, once asked again after
+    catch_up (not before)."""
+    from aiohttp import web
+
+    started = time.monotonic()
+    asked: list[float] = []
+
+    def listener(catches_up: float | None):  # type: ignore[no-untyped-def]
+        async def ready(request: web.Request) -> web.Response:
+            now = time.monotonic() - started
+            asked.append(now)
+            gen = 5 if catches_up is not None and now >= catches_up else 4
+            return web.json_response({"instance": "w", "generation": gen, "ready": True})
+        app = web.Application()
+        app.router.add_get("/readyz", ready)
+        return app
+
+    async def fleet(request: web.Request) -> web.Response:
+        return web.json_response({"instances": {}})
+
+    home = web.Application()
+    home.router.add_get("/v1/status", fleet)
+    operator = await backends(home)
+    slow, stuck = await backends(listener(0.2)), await backends(listener(None))
+    async with ClientSession() as session:
+        api = AdminClient(session, f"http://127.0.0.1:{operator}", "t")
+        caught = await behind(api, ["w"], {"w": f"http://127.0.0.1:{slow}"}, 5, catch_up=0.3)
+        assert caught.late == [] and caught.unproven == ["w"], caught
+        asked.clear()
+        t0 = time.monotonic() - started
+        never = await behind(api, ["w"], {"w": f"http://127.0.0.1:{stuck}"}, 5, catch_up=0.3)
+        assert never.late == ["w"], never
+        assert len(asked) == 2 and asked[1] - t0 >= 0.3, asked
+        # (without an allowance: named at its first answer, as before)
+        assert (await behind(api, ["w"], {"w": f"http://127.0.0.1:{stuck}"}, 5)).late == ["w"]
