@@ -114,3 +114,21 @@ async def test_a_drill_fails_on_an_unproved_applied_answer_at_a_gone_instances_a
         if runner is not None:
             await runner.cleanup()
         await fwd.close()
+
+
+def test_the_summary_says_which_restores_were_taken_unproven() -> None:
+    """The human summary (what `killgate drill` prints) says so too, not the JSON alone."""
+    from gateway.control.drillbehind import Behind
+    from gateway.domain.drillsummary import markdown
+    from tests.test_drillreport import MARKS, RATE, analyse, kill_plan, killed_at, timeline
+
+    plan = kill_plan()
+    m = analyse(plan, None, timeline("a", 4.0, killed_at(1.2)), MARKS)
+    report = {"id": "d-1", "kind": "kill", "verdict": "passed", "reasons": [], "route": "r",
+              "version": "v2", "started": "s", "finished": "f", "restored": True,
+              "rate": RATE, "targets": plan.targets.model_dump(), **m}
+    bare = Behind(unproven=["b"], proof="unproven").check()
+    assert "Unproven: the restore applied by b" in markdown({**report, "restore_check": bare})
+    keyed = Behind(proof="required").check()
+    assert "Unproven" not in markdown({**report, "restore_check": keyed})
+    assert "Unproven" not in markdown(report)
