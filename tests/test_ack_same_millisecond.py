@@ -46,6 +46,43 @@ async def test_two_acks_signed_in_one_millisecond_are_both_heard(
         assert got[-1] == Ack("b", 2, "sha256:x")
 
 
+async def test_heartbeats_sent_at_once_are_not_taken_for_replays(
+        redis_server: RedisServer) -> None:
+    """Found in a CI run (a console test saw "1 store value(s) refused"): an instance
+    acks each generation it applies, so a kill and its unkill made within a few
+    milliseconds sent two heartbeats at once; in one millisecond for one generation (or
+    reordered over two pooled connections), every other instance refused one as a
+    replay and counted a forgery nobody made. They go out in turn, each signed after the
+    one before."""
+    from gateway.state.redis import RedisStore
+    from gateway.state.signing import Key, Keyring
+    from gateway.state.store import Ack
+    from tests.conftest import STATE_KEY
+
+    keys = Keyring(Key.of(STATE_KEY.encode()))
+    a, b = (RedisStore(redis_server.url, "kgat", 1.0, keys=keys) for _ in range(2))
+    got: list[object] = []
+    refused: list[str] = []
+    a.listen(got.append)
+    a.on_unverified = lambda kind, why, which, cause="other": refused.append(  # type: ignore[method-assign]
+        f"{kind}: {why}")
+    await a.open()
+    await b.open()
+    try:
+        now = time.time()
+        b.clock = lambda: now  # type: ignore[method-assign]  # (one millisecond for all)
+        await asyncio.gather(*(b.heartbeat("b", 3, f"sha256:{i % 2}") for i in range(6)))
+        await wait_until(lambda: len(got) + len(refused) >= 6, 3, what="six acks judged")
+        assert refused == [] and len(got) == 6, (got, refused)
+        assert got[-1] == Ack("b", 3, "sha256:1")
+        live = await a.fleet(5.0)
+        assert live["b"]["generation"] == 3, live
+        assert refused == []
+    finally:
+        await a.close()
+        await b.close()
+
+
 def test_the_same_millisecond_orders_by_generation() -> None:
     beats = NewestBeats()
     assert pushed_replay(beats, "b", 5_000, 100, 0.0, None, 300.0, 1) is None

@@ -91,8 +91,9 @@ class AdminApi:
         self.alerts = alerts
         self.denied = DeniedLog(self._append_audit, counters)
         self.callers = Callers(current, counters, self.denied)  # who calls, refused calls
-        self.writer = Writer(state, idem, self._append_audit,
-                             on_landed=functools.partial(breakglass.used_late, counters))
+        self.writer = Writer(state, idem, self._append_audit)
+        #: break-glass writes whose answer was lost, counted once seen in force
+        self.unanswered = breakglass.Unanswered(current, counters)
         self.shadow_checks = ShadowChecks(shadow, current)  # the shadow promotion gate
         self.approvals = Approvals(current, state, self.shadow_checks)
         # (started by startup.py)
@@ -212,8 +213,7 @@ class AdminApi:
                 body["audit_id"] = ev["id"]
             if glass:
                 body["break_glass"] = True
-            return Done(body, new.generation, event=ev,
-                        late=breakglass.late(intent, needs, peer) if glass else None)
+            return Done(body, new.generation, event=ev)
 
         async def op() -> Done:
             plan = actions.plan(intent, self.current.loaded.config)
@@ -223,6 +223,10 @@ class AdminApi:
             except StoreOutcomeUnknown as exc:
                 if exc.doc is not None and exc.event is not None:
                     exc.done = answer(plan, exc.doc, exc.event)  # (should it have landed)
+                    if glass and exc.doc.writes:
+                        # (counted once the state in force names it, retried or not)
+                        self.unanswered.watch(exc.doc.writes[-1], exc.doc.generation, intent,
+                                              needs, peer, exc.event.get("id"))
                 raise
             except NotDurable as exc:
                 if exc.event is not None:

@@ -29,6 +29,8 @@ from gateway.admin.approvalrecord import (
     ApprovalRefused,
     UnknownAction,
     iso,
+    newer_refusal,
+    newer_scope_note,
     open_approvals,
     principal_key,
 )
@@ -41,7 +43,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.overrides import effective_stable
 from gateway.domain.rolledoff import previous_stable
 from gateway.domain.statedoc import Change, StateDoc
-from gateway.errors import NotDurable, StoreOutcomeUnknown
+from gateway.errors import Forbidden, NotDurable, StoreOutcomeUnknown
 
 __all__ = ["Approvals"]
 
@@ -71,9 +73,10 @@ def _fixed(intent: Intent, doc: StateDoc, cfg: Config) -> Intent:
 @contextlib.contextmanager
 def _answered_if_landed(
         answer: Callable[[StateDoc, dict[str, Any] | None], Done]) -> Iterator[None]:
-    """A step whose commit's answer was lost (503 outcome_unknown) carries the answer it
-    would have made, as a direct write's does (admin/api.py): its Idempotency-Key then
-    names the write, and a retry answers with it if the step landed (a retried final
+    """A step (the request too) whose commit's answer was lost (503 outcome_unknown)
+    carries the answer it would have made, as a direct write's does (admin/api.py): its
+    Idempotency-Key then names the write, and a retry answers with it, a replay, if the
+    step landed (a retried request ran again, unmarked as a replay; a retried final
     approve answered 404 unknown_approval, a retried decline the same, a retried
     approval 409 already_approved: the key was let go, and the step ran again)."""
     try:
@@ -139,17 +142,24 @@ class Approvals:
                               intent.reason, None, rec.public(), intent.request_id,
                               intent.source, trace_id=intent.trace_id)
 
-        _, ev = await self.state.write(change, describe)
-        shown = found[0] if found else rec
-        body: dict[str, Any] = {"approval": shown.public()}
-        who = principal_key(intent.actor)
-        if found and who not in {principal_key(a) for a in shown.approved_by}:
-            # another's request for the same change: the asker is the other principal it
-            # waits for (and has the action's scope), so say so rather than "wait"
-            body["you_may_approve"] = True
-        # (a retry with the Idempotency-Key gets this answer while the request can be
-        # open; after, it asks anew)
-        return Done(body, None, status=202, event=ev, keep=shown.expires - self.clock())
+        def answer(new: StateDoc, ev: dict[str, Any] | None) -> Done:
+            shown = found[0] if found else rec
+            body: dict[str, Any] = {"approval": shown.public()}
+            who = principal_key(intent.actor)
+            if found and who not in {principal_key(a) for a in shown.approved_by}:
+                # another's request for the same change: the asker is the other principal
+                # it waits for (and has the action's scope), so say so rather than "wait"
+                body["you_may_approve"] = True
+            # (a retry with the Idempotency-Key gets this answer while the request can be
+            # open; after, it asks anew)
+            return Done(body, None, status=202, event=ev, keep=shown.expires - self.clock())
+
+        # (its commit's answer lost: the key keeps this answer, and a retry that finds the
+        # request landed is answered with it, a replay, as any write's; it ran the request
+        # again, found the same id, and answered unmarked)
+        with _answered_if_landed(answer):
+            new, ev = await self.state.write(change, describe)
+        return answer(new, ev)
 
     # ------------------------------------------------------------------ approve / decline
 
@@ -160,6 +170,8 @@ class Approvals:
             raise ApprovalRefused(404, "unknown_approval", f"no open approval {approval_id!r}")
         try:
             rec = Approval.from_json(raw)
+        except UnknownAction as exc:
+            raise newer_refusal(approval_id, exc) from None
         except ValueError:
             raise ApprovalRefused(409, "approval_invalid",
                                   "the stored approval request is not a valid record") from None
@@ -245,6 +257,7 @@ class Approvals:
                       request_id: str, source: str, trace_id: str = "") -> Done:
         now = self.clock()
         seen: list[Approval] = []
+        needed: list[str] = []  # (the scope it took: a replay's too)
 
         def change(cur: StateDoc) -> Change:
             raw = cur.approvals.get(approval_id)
@@ -252,17 +265,25 @@ class Approvals:
                 raise ApprovalRefused(404, "unknown_approval",
                                       f"no open approval {approval_id!r}")
             need = "killgate:read"  # (an invalid record may be dropped by any reader)
+            newer: UnknownAction | None = None
             try:
                 rec = Approval.from_json(raw)
                 need = actions.SCOPE_OF[rec.intent.action]
-            except UnknownAction:
-                # a newer version's request (rolling upgrade): its scope is unknown here,
-                # so the one that implies every scope (a reader dropped it before)
-                rec, need = None, "killgate:admin"
+            except UnknownAction as exc:
+                # a newer version's request (rolling upgrade): its action's scope, or
+                # where that is unknown here, the one that implies every scope (a reader
+                # dropped it before)
+                rec, need, newer = None, exc.scope, exc
             except ValueError:
                 rec = None
-            principal.require(need)
+            try:
+                principal.require(need)
+            except Forbidden as exc:
+                if newer is not None and not newer.action:  # (why admin: said)
+                    exc.message += newer_scope_note(approval_id, newer)
+                raise
             seen[:] = [rec] if rec is not None else []
+            needed[:] = [need]
             return Change(approvals={approval_id: None})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
@@ -278,9 +299,7 @@ class Approvals:
         def answer(new: StateDoc, ev: dict[str, Any] | None) -> Done:
             return Done({"approval": {"id": approval_id, "state": "declined"},
                          **({"audit_id": ev["id"]} if ev is not None else {})},
-                        new.generation, event=ev,
-                        scope=actions.SCOPE_OF[seen[0].intent.action] if seen
-                        else "killgate:read")
+                        new.generation, event=ev, scope=needed[0])
 
         with _answered_if_landed(answer):
             new, ev = await self.state.write(change, describe)

@@ -1,48 +1,49 @@
 """Break-glass, counted (`killgate_break_glass_total{action}`) and logged (the ERROR line
 `break_glass`): once per write that skipped the two-person rule, when it is known to have
-been applied.
+been applied, by the instance that made it.
 
 A replay (a retry with the write's Idempotency-Key, answered with its first result) is
 not a second use and is not counted: the trail holds one event with `break_glass: true`
 for it, and the retry's `replay` record names that event. A write whose commit's answer was
-lost (503 outcome_unknown) is not counted then (it may not have landed): the write's
-`Done.late` carries what is counted, kept with its key, and the retry that learns it
-landed counts it (admin/writes.py `on_landed`), once (the one that records the answer),
-so the count matches the break-glass events in the trail. Pure of I/O but for the counter
-and the log line.
+lost (503 outcome_unknown) is not counted then (it may not have landed): the instance that
+made it watches the state in force (`Unanswered`) and counts it once a verified document
+naming its write is (signed, so only a commit of it, with its audit event, makes one),
+or drops it once one shows another commit took its generation; retried or not, the count
+matches the break-glass events in the trail. Nothing kept in Redis decides it: the retry
+that found it landed counted it from the key's record there, so one who writes Redis put
+that (sealed, genuine) record back to have each retry count it again, or deleted it to
+have none count it. Pure of I/O but for the counter, the log line and the watch's timer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from gateway.admin.actions import Intent
-from gateway.admin.ports import Counters
+from gateway.admin.ports import Counters, Current
+from gateway.domain.writeids import descends_from
 from gateway.log import event
 
-__all__ = ["late", "used", "used_late"]
+__all__ = ["Unanswered", "used"]
 
 log = logging.getLogger("killgate.admin")
 
+#: how long the instance watches for a lost break-glass write (a read of the document in
+#: force every WATCH_STEP: no I/O); past it, the use is said to be unresolved
+WATCH_FOR = 600.0
+WATCH_STEP = 0.1
 
-def late(intent: Intent, needs: int, peer: str) -> dict[str, Any]:
-    """What is counted of a break-glass write should a retry learn it landed."""
-    return {"break_glass": {"actor": intent.actor, "action": intent.action,
-                            "target": intent.target, "reason": intent.reason,
-                            "approvals_skipped": needs - 1, "peer": peer}}
+
+def _use(intent: Intent, needs: int, peer: str) -> dict[str, Any]:
+    return {"actor": intent.actor, "action": intent.action, "target": intent.target,
+            "reason": intent.reason, "approvals_skipped": needs - 1, "peer": peer}
 
 
 def used(counters: Counters, intent: Intent, needs: int, peer: str) -> None:
     """A write that skipped the rule, applied: counted and logged at ERROR."""
-    _count(counters, late(intent, needs, peer)["break_glass"], learned="at once")
-
-
-def used_late(counters: Counters, record: dict[str, Any]) -> None:
-    """A write's `late` record (admin/writes.py): counted when it is a break-glass one."""
-    glass = record.get("break_glass")
-    if isinstance(glass, dict) and isinstance(glass.get("action"), str):
-        _count(counters, glass, learned="by a retry (the first answer was lost)")
+    _count(counters, _use(intent, needs, peer), learned="at once")
 
 
 def _count(counters: Counters, glass: dict[str, Any], learned: str) -> None:
@@ -51,3 +52,52 @@ def _count(counters: Counters, glass: dict[str, Any], learned: str) -> None:
           action=glass["action"], target=glass.get("target"), reason=glass.get("reason"),
           approvals_skipped=glass.get("approvals_skipped"), peer=glass.get("peer"),
           learned=learned)
+
+
+class Unanswered:
+    """Break-glass writes of this instance whose commit's answer was lost, watched until
+    the state in force says whether they landed."""
+
+    def __init__(self, current: Current, counters: Counters) -> None:
+        self.current = current
+        self.counters = counters
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def watch(self, write: str, generation: int, intent: Intent, needs: int, peer: str,
+              audit_id: str | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._watch(
+            write, generation, _use(intent, needs, peer), audit_id), name="break-glass-watch")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def stop(self) -> None:
+        """End the watches (at shutdown: each unresolved is said so)."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _watch(self, write: str, generation: int, glass: dict[str, Any],
+                     audit_id: str | None) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + WATCH_FOR
+        landed: bool | None = None
+        try:
+            while loop.time() < end:
+                doc = self.current.doc
+                if doc.generation >= generation:
+                    # (the document in force only moves on: what it cannot say now, no
+                    # later one can: it no longer names writes as old)
+                    landed = descends_from(doc.writes, write, generation)
+                    break
+                await asyncio.sleep(WATCH_STEP)
+        finally:
+            if landed:
+                _count(self.counters, glass, learned="once its commit was seen in force "
+                                                     "(the first answer was lost)")
+            elif landed is None:
+                event(log, "break_glass_unresolved", logging.WARNING, audit_id=audit_id,
+                      action=glass["action"], actor=glass.get("actor"),
+                      detail="a break-glass write whose answer was lost, not counted: "
+                             "whether it landed is not known here; `killgate audit` shows "
+                             "it if it did")
+

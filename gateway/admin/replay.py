@@ -27,16 +27,12 @@ __all__ = ["Replays"]
 
 
 class Replays:
-    """`lease`: how long a claim this retry takes lives (admin/writes.py's CLAIM_LEASE);
-    `on_landed`: told a write's `Done.late` when a retry learns the write landed after its
-    answer was lost (once: by the retry that records the answer)."""
+    """`lease`: how long a claim this retry takes lives (admin/writes.py's CLAIM_LEASE)."""
 
-    def __init__(self, state: StateWriter, idem: Idempotency, lease: float,
-                 on_landed: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, state: StateWriter, idem: Idempotency, lease: float) -> None:
         self.state = state
         self.idem = idem
         self.lease = lease
-        self.on_landed = on_landed
 
     async def replay(self, ident: str, earlier: dict[str, Any], claim: dict[str, Any],
                      wait: float, may: Callable[[str], bool] | None = None,
@@ -100,10 +96,9 @@ class Replays:
             if landed:
                 record = landed_record(earlier, gen)
                 # (compare-and-set on the record read: of retries that learn it at once,
-                # one records the answer and tells `on_landed`)
+                # one records the answer)
                 with contextlib.suppress(StateError):
-                    if await self.idem.idem_take(ident, earlier, record, until(earlier)):
-                        self.landed(earlier)
+                    await self.idem.idem_take(ident, earlier, record, until(earlier))
                 return record
             if landed is None and unsure is None:
                 unsure = gen
@@ -119,9 +114,3 @@ class Replays:
             return None
         got = await self.idem.idem_claim(ident, claim, self.lease)  # (another retry's now)
         return got
-
-    def landed(self, earlier: dict[str, Any]) -> None:
-        """An attempt whose answer was lost landed: its `late` record, told."""
-        late = earlier.get("late")
-        if isinstance(late, dict) and self.on_landed is not None:
-            self.on_landed(late)

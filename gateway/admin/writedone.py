@@ -28,9 +28,6 @@ class Done:
     #: the scope a replay of this answer needs (None: the caller's key is enough), for an
     #: answer whose scope was read from state the write then removed (an approval step)
     scope: str | None = None
-    #: what the writer's `on_landed` is told should a retry learn that this write, whose
-    #: commit's answer was lost, landed (kept with the key; admin/breakglass.py)
-    late: dict[str, Any] | None = None
 
 
 Op = Callable[[], Awaitable[Done]]

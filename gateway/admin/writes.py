@@ -52,13 +52,12 @@ CLAIM_LEASE = 15.0
 
 class Writer:
     def __init__(self, state: StateWriter, idem: Idempotency,
-                 audit: Callable[[AuditDraft], Awaitable[None]],
-                 on_landed: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 audit: Callable[[AuditDraft], Awaitable[None]]) -> None:
         self.state = state
         self.idem = idem
         self.audit = audit
-        #: retries with a key an earlier request holds (on_landed: admin/replay.py)
-        self.replays = Replays(state, idem, CLAIM_LEASE, on_landed)
+        #: retries with a key an earlier request holds (admin/replay.py)
+        self.replays = Replays(state, idem, CLAIM_LEASE)
         #: `unknown` records the store did not take yet (`_unknown`), tried again
         self.settling: set[asyncio.Task[None]] = set()
 
@@ -106,7 +105,6 @@ class Writer:
             record = landed_record(stood_in[0], write_generation(str(exc)))
             await self._settle(ident, {**record, "holder": claim["holder"]},
                                until(stood_in[0]))
-            self.replays.landed(stood_in[0])  # (this retry holds the key: no other learns it)
             resp = await self.replays.answer(record, wait, may)
             await audit_replay(self.audit, request, subject, resp, request_id, source,
                                trace_id)
@@ -172,7 +170,7 @@ class Writer:
             return
         record = unknown_record(fingerprint, claim["holder"], doc.writes[-1], doc.generation,
                                 tried, done.status, done.body, done.generation is not None,
-                                scope=done.scope, late=done.late)
+                                scope=done.scope)
         if done.keep is not None:  # (its answer, should it have landed, kept as long)
             record["until"] = time.time() + kept(done)
         try:

@@ -25,7 +25,7 @@ import aiohttp
 
 from gateway.control import drilloutcome
 from gateway.control.drillabort import ErrorWatch, own_counts
-from gateway.control.drillbehind import Behind, behind
+from gateway.control.drillbehind import Behind, behind, catch_up_for
 from gateway.control.drillfleet import discover, published
 from gateway.control.drillguards import (
     Check,
@@ -79,6 +79,7 @@ class DrillRunner(Restoration, Injection):
         self.report: dict[str, Any] = {}
         self.started_with: list[str] = []  # the instances heartbeating when it started
         self.lease = 5.0  # their state.instance_lease
+        self.poll = 0.25  # their state.poll_interval
         self.not_back: list[str] = []  # those not heartbeating again after a store outage
         self.admin_of: dict[str, str] = {}  # their admin URLs, as published then
         self.opened_at: float | None = None  # when it asked to open (its deadline counts)
@@ -112,6 +113,7 @@ class DrillRunner(Restoration, Injection):
         self.started_with = sorted(fleet["status"].get("instances") or {})
         self.admin_of = published(fleet["status"].get("instances"))
         self.lease = float(fleet["state"].get("instance_lease") or 5.0)
+        self.poll = _seconds(fleet["state"].get("poll_interval"), 0.25)
         if self.stopped:
             return self._refused(started, self.stopped)
         if fleet["config"].get("drill_for") is None and not plan.production:
@@ -201,24 +203,18 @@ class DrillRunner(Restoration, Injection):
         plan = self.plan
         self.marks.end = self.now()
         measured = analyse(plan, to, self.obs, self.marks)
-        found = Behind()
+        found: Behind | None = None
         if isinstance(gen := restore.get("generation"), int) and "applied" in restore:
             found = await behind(self.api, self.started_with, self.admin_of, gen, self.drill,
-                                 self.readyz_keys)
-            if found.late:
-                self.say(f"RESTORE NOT APPLIED by {', '.join(found.late)}: alive, running an "
-                         f"older generation than the restore's ({gen}), cut off from the store?")
-            if found.unverified:
-                self.say(f"WARNING: could not verify {', '.join(found.unverified)}: the "
-                         "process at the admin address it published says it runs an older "
-                         f"generation than the restore's ({gen}) without proving it (no valid "
-                         "`proof` signed with the state key: another process at that address, "
-                         "a replayed heartbeat's?); not counted as behind")
+                                 self.readyz_keys, catch_up_for(self.poll))
+            for line in found.lines(gen):
+                self.say(line)
         self.report, summary = drilloutcome.ran(
             plan, self.drill, started, to, measured, self.marks, self.t0_unix, self.stopped,
             restore, receipts, watch,
             short_receipt(self.started_with, restore.get("applied"), self.not_back,
-                          found.late, found.unverified))
+                          found.late if found else (), found.unverified if found else ()),
+            found)
         verdict_ = self.report["verdict"]
         if "elsewhere" in restore:
             return self.report  # (ended already: its end is recorded)
@@ -231,3 +227,9 @@ class DrillRunner(Restoration, Injection):
                      f"{self.reach.api.base} drill restore "
                      f"{self.drill}")
         return self.report
+
+
+def _seconds(raw: Any, default: float) -> float:
+    """A duration of the running config as /v1/config shows it (seconds), else `default`."""
+    ok = isinstance(raw, int | float) and not isinstance(raw, bool) and raw >= 0
+    return float(raw) if ok else default
