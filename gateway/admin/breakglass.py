@@ -8,11 +8,13 @@ for it, and the retry's `replay` record names that event. A write whose commit's
 lost (503 outcome_unknown) is not counted then (it may not have landed): the instance that
 made it watches the state in force (`Unanswered`) and counts it once a verified document
 naming its write is (signed, so only a commit of it, with its audit event, makes one),
-or drops it once one shows another commit took its generation; retried or not, the count
-matches the break-glass events in the trail. Nothing kept in Redis decides it: the retry
-that found it landed counted it from the key's record there, so one who writes Redis put
-that (sealed, genuine) record back to have each retry count it again, or deleted it to
-have none count it. Pure of I/O but for the counter, the log line and the watch's timer.
+or, where one shows another commit took its generation, watches on (a re-seed merging
+that branch with one holding the write may bring it in) and then drops it quietly;
+retried or not, the count matches the break-glass events in the trail. Nothing kept in
+Redis decides it: the retry that found it landed counted it from the key's record
+there, so one who writes Redis put that (sealed, genuine) record back to have each retry
+count it again, or deleted it to have none count it. Pure of I/O but for the counter,
+the log line and the watch's timer.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from gateway.admin.actions import Intent
 from gateway.admin.ports import Counters, Current
+from gateway.domain.statedoc import StateDoc
 from gateway.domain.writeids import descends_from
 from gateway.log import event
 
@@ -81,14 +84,23 @@ class Unanswered:
         loop = asyncio.get_running_loop()
         end = loop.time() + WATCH_FOR
         landed: bool | None = None
+        seen: StateDoc | None = None
         try:
             while loop.time() < end:
                 doc = self.current.doc
-                if doc.generation >= generation:
-                    # (the document in force only moves on: what it cannot say now, no
-                    # later one can: it no longer names writes as old)
-                    landed = descends_from(doc.writes, write, generation)
-                    break
+                if doc is not seen and doc.generation >= generation:
+                    seen = doc
+                    said = descends_from(doc.writes, write, generation)
+                    if said:
+                        landed = True
+                        break
+                    if said is False or landed is None:  # (once settled, a window
+                        landed = said                    # trimmed since says no more)
+                # (False is not the end: a document of another branch of the history
+                # (a promoted replica that missed the write, a store restored from a
+                # backup, written on since) may be in force first, and the re-seed that
+                # merges it with one holding the write, both sides' writes, later: the
+                # watch stopped at the first, and that use in force was never counted)
                 await asyncio.sleep(WATCH_STEP)
         finally:
             if landed:
@@ -100,4 +112,3 @@ class Unanswered:
                       detail="a break-glass write whose answer was lost, not counted: "
                              "whether it landed is not known here; `killgate audit` shows "
                              "it if it did")
-
