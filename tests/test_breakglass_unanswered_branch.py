@@ -70,7 +70,7 @@ async def test_a_use_merged_in_after_another_branch_is_counted(
     assert len(counters.seen) == 1
     assert [r.getMessage() for r in caplog.records] == ["break_glass"]
     await watch.stop()
-    assert not watch.tasks
+    assert not watch.pending
 
 
 async def test_one_never_in_force_is_neither_counted_nor_unresolved(
@@ -83,7 +83,7 @@ async def test_one_never_in_force_is_neither_counted_nor_unresolved(
     watch = breakglass.Unanswered(held, counters)  # type: ignore[arg-type]
     watch.watch("7:cc", 7, INTENT, 2, "10.0.0.9", "ev-1")
     held.doc = _doc(7, "5:aa", "6:bb", "7:dd")
-    await wait_until(lambda: not watch.tasks, 2, 0.01, "the watch, over")
+    await wait_until(lambda: not watch.pending, 2, 0.01, "the watch, over")
     assert counters.seen == []
     assert caplog.records == []  # (settled: another commit took its generation)
 
@@ -100,3 +100,29 @@ async def test_one_never_settled_is_said_unresolved(
     await watch.stop()
     assert counters.seen == []
     assert [r.getMessage() for r in caplog.records] == ["break_glass_unresolved"]
+
+
+async def test_the_watches_are_bounded(
+        fast: None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A script retrying a break-glass write without its key through a store that loses
+    every answer: each lost write was watched by a task of its own, for 10 minutes,
+    without bound (found by review, revmerge30). One task watches them all, at most
+    MAX_WATCHED; one past that is said unresolved at once."""
+    caplog.set_level(logging.INFO, "killgate")
+    monkeypatch.setattr(breakglass, "MAX_WATCHED", 3)
+    held = _InForce(_doc(6, "5:aa", "6:bb"))
+    counters = _Counters()
+    watch = breakglass.Unanswered(held, counters)  # type: ignore[arg-type]
+    before = len(asyncio.all_tasks())
+    for n in range(5):
+        watch.watch(f"7:c{n}", 7, INTENT, 2, "10.0.0.9", f"ev-{n}")
+    assert len(asyncio.all_tasks()) == before + 1 and len(watch.pending) == 3
+    assert [r.getMessage() for r in caplog.records] == ["break_glass_unresolved"] * 2
+    assert "3 others are watched already" in caplog.records[0].kg_fields["detail"]
+    held.doc = _doc(7, "5:aa", "6:bb", "7:c1")  # (one of them landed)
+    await wait_until(lambda: len(counters.seen) == 1, 2, 0.01, "the one that landed, counted")
+    assert len(watch.pending) == 2  # (the others: another commit took their generation)
+    await watch.stop()
+    assert not watch.pending and len(counters.seen) == 1
+    assert [r.getMessage() for r in caplog.records].count("break_glass_unresolved") == 2
