@@ -164,13 +164,17 @@ class Approvals:
     # ------------------------------------------------------------------ approve / decline
 
     @staticmethod
-    def _get(cur: StateDoc, approval_id: str, now: float) -> Approval:
+    def _get(cur: StateDoc, approval_id: str, now: float, principal: Principal) -> Approval:
         raw = cur.approvals.get(approval_id)
         if raw is None:
             raise ApprovalRefused(404, "unknown_approval", f"no open approval {approval_id!r}")
         try:
             rec = Approval.from_json(raw)
         except UnknownAction as exc:
+            if exc.action:
+                # (its action's scope first, as for any record: a caller without it was
+                # told to approve it through a newer instance, unaudited)
+                principal.require(exc.scope)
             raise newer_refusal(approval_id, exc) from None
         except ValueError:
             raise ApprovalRefused(409, "approval_invalid",
@@ -191,7 +195,7 @@ class Approvals:
         gates = await self.shadow.read(None)  # (the record, and so its route, is read below)
 
         def change(cur: StateDoc) -> Change:
-            rec = self._get(cur, approval_id, now)
+            rec = self._get(cur, approval_id, now, principal)
             principal.require(actions.SCOPE_OF[rec.intent.action])
             if expected is not None and expected != rec.hash:
                 raise ApprovalRefused(409, "approval_changed",
