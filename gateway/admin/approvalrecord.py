@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -212,16 +213,22 @@ def open_approvals(doc: StateDoc) -> dict[str, Approval]:
     return out
 
 
-def open_request(cur: StateDoc, approval_id: str, now: float) -> Approval:
+def open_request(cur: StateDoc, approval_id: str, now: float,
+                 require: Callable[[str], None]) -> Approval:
     """The open request `approval_id` of `cur`, to approve: refused (ApprovalRefused) when
-    there is none, it is a newer version's, not a valid record, expired, or its change no
-    longer matches the hash it was requested with."""
+    there is none, it is a newer version's (once the caller holds its action's scope:
+    `require`, the caller's Principal.require), not a valid record, expired, or its change
+    no longer matches the hash it was requested with."""
     raw = cur.approvals.get(approval_id)
     if raw is None:
         raise ApprovalRefused(404, "unknown_approval", f"no open approval {approval_id!r}")
     try:
         rec = Approval.from_json(raw)
     except UnknownAction as exc:
+        if exc.action:
+            # (its action's scope first, as for any record: a caller without it was
+            # told to approve it through a newer instance, unaudited)
+            require(exc.scope)
         raise newer_refusal(approval_id, exc) from None
     except ValueError:
         raise ApprovalRefused(409, "approval_invalid",

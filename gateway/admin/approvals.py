@@ -150,7 +150,7 @@ class Approvals:
         gates = await self.shadow.read(None)  # (the record, and so its route, is read below)
 
         def change(cur: StateDoc) -> Change:
-            rec = open_request(cur, approval_id, now)
+            rec = open_request(cur, approval_id, now, principal.require)
             principal.require(actions.SCOPE_OF[rec.intent.action])
             if expected is not None and expected != rec.hash:
                 raise ApprovalRefused(409, "approval_changed",
