@@ -20,8 +20,8 @@ from aiohttp import ClientSession, web
 
 from gateway.control.drillasks import ALL_AT_ONCE, ALL_FOR, MAX_TOTAL, Budget
 from gateway.control.drillbehind import behind
+from gateway.control.drillfleet import published
 from gateway.control.drillload import AdminClient
-from gateway.control.drills import _published
 from gateway.state.redis import RedisStore
 from gateway.state.signing import Key, Keyring
 from tests.backends import echo_app
@@ -79,7 +79,7 @@ async def test_a_store_listing_many_addresses_cannot_make_a_drill_ask_without_en
         listed = sorted(n for n in instances if n != "inst-a")
         # (the drill's own budget, MAX_TOTAL asks, ALL_AT_ONCE in flight, scaled down to
         # keep this test short: each ask is a connection of its own)
-        found = await behind(api, listed, _published(instances), gen,
+        found = await behind(api, listed, published(instances), gen,
                              budget=Budget(TOTAL, AT_ONCE))
     assert served[0] <= TOTAL and found.asks == served[0] == TOTAL, (served, found.asks)
     assert most[0] <= AT_ONCE, most  # (in flight in all, not 8 per address)

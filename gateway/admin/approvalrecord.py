@@ -2,14 +2,16 @@
 
 The record of a gated write (CONTRACT §5.2): its intent whole, the SHA-256 of the change it
 will make, who must approve and who did, and when it expires; read back strictly (a record
-of any other shape is never shown nor applied). Its life (request, approve, decline) is
-approvals.py's, its expiry approvalexpiry.py's.
+of any other shape is never shown nor applied; `open_request`: one read back to approve,
+and what refuses it). Its life (request, approve, decline) is approvals.py's, its expiry
+approvalexpiry.py's.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +25,7 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import DomainError
 
 __all__ = ["FORMAT", "WRITTEN_BY", "Approval", "ApprovalRefused", "UnknownAction", "iso",
-           "newer_refusal", "newer_scope_note", "open_approvals", "principal_key"]
+           "newer_refusal", "newer_scope_note", "open_approvals", "open_request", "principal_key"]
 
 
 class ApprovalRefused(DomainError):
@@ -209,3 +211,33 @@ def open_approvals(doc: StateDoc) -> dict[str, Approval]:
         except ValueError:
             continue  # shown nowhere and never applied; the sweeper drops it
     return out
+
+
+def open_request(cur: StateDoc, approval_id: str, now: float,
+                 require: Callable[[str], None]) -> Approval:
+    """The open request `approval_id` of `cur`, to approve: refused (ApprovalRefused) when
+    there is none, it is a newer version's (once the caller holds its action's scope:
+    `require`, the caller's Principal.require), not a valid record, expired, or its change
+    no longer matches the hash it was requested with."""
+    raw = cur.approvals.get(approval_id)
+    if raw is None:
+        raise ApprovalRefused(404, "unknown_approval", f"no open approval {approval_id!r}")
+    try:
+        rec = Approval.from_json(raw)
+    except UnknownAction as exc:
+        if exc.action:
+            # (its action's scope first, as for any record: a caller without it was
+            # told to approve it through a newer instance, unaudited)
+            require(exc.scope)
+        raise newer_refusal(approval_id, exc) from None
+    except ValueError:
+        raise ApprovalRefused(409, "approval_invalid",
+                              "the stored approval request is not a valid record") from None
+    if rec.expires <= now:
+        raise ApprovalRefused(409, "approval_expired",
+                              f"approval {approval_id} expired at {iso(rec.expires)}")
+    if rec.intent.change_hash() != rec.hash:
+        raise ApprovalRefused(409, "approval_tampered",
+                              "the stored change does not match the hash it was requested "
+                              "with; it is not applied (decline it and request it again)")
+    return rec
