@@ -154,6 +154,13 @@ class _Asker:
         else:  # (slow, maybe: asked again once it has had a poll to catch up)
             waiting[name] = asyncio.get_running_loop().time() + self.catch_up
 
+    def _unheard(self, names: Collection[str], again: Collection[str]) -> set[str]:
+        """Those of `names` not heard from: left, but for one asked again after proving it
+        ran without the restore (named: its silence since, a stalled admin listener or a
+        cut admin network, is no sign that it applied it); an empty set."""
+        self.out.late.extend(name for name in names if name in again)
+        return set()
+
     def _left(self, admin: str, names: Collection[str], spent: bool) -> None:
         if names:
             self.out.unasked.append({"admin": admin, "instances": sorted(names),
@@ -179,7 +186,7 @@ class _Asker:
                 asked, until = 0, loop.time() + ASK_FOR
                 continue
             if asked >= limit or (asked and loop.time() >= until):
-                pending = set()  # (not heard: left)
+                pending = self._unheard(pending, again)  # (not heard: left)
                 continue
             if self.budget.over():
                 return self._left(admin, pending | set(waiting), False)
@@ -189,7 +196,10 @@ class _Asker:
             answers = await asyncio.gather(*(self._one(admin) for _ in range(n)))
             asked += n
             if all(doc is None for doc, _ in answers):
-                return  # (gone, refused: every instance at that address left)
+                # (gone, refused: every instance at that address left; those still
+                # given time to catch up are asked again when it is up)
+                pending = self._unheard(pending, again)
+                continue
             for doc, nonce in answers:
                 who = doc.get("instance") if isinstance(doc, dict) else None
                 if isinstance(who, str) and who in pending:
