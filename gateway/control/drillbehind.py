@@ -23,9 +23,14 @@ under `MISS`).
 
 An answer that says "behind" must prove it (domain/readyzproof.py: a MAC with the drill's
 key, derived from the state signing key, over instance, generation and the nonce sent): a
-process at a replayed heartbeat's address cannot, and is named `unverified` (a warning),
-not `behind`. A drill that got no keys when it opened (a fleet without a state signing key,
-or older) checks nothing, as before.
+process at a replayed heartbeat's address cannot, and is named `unverified`, not `behind`.
+That was a warning only, so that such a process could not fail the drill; but an "applied"
+answer must prove itself too (`unverified_applied`, the drill fails), so such a process can
+fail it either way, while an instance that really is behind and cannot prove it (a killgate
+older than the proofs, during a rolling upgrade; one signing with a key the drill was not
+given) let the drill pass as it enforced the drill's kill. Either unproved answer now fails
+the drill as not confirmed, saying which could be why. A drill that got no keys when it
+opened (a fleet without a state signing key, or older) checks nothing, as before.
 """
 
 from __future__ import annotations
@@ -57,13 +62,25 @@ def catch_up_for(poll_interval: float) -> float:
     return min(CATCH_UP_MAX, max(0.0, poll_interval) + CATCH_UP_MARGIN)
 
 
+_UNPROVED = {
+    "none": ("answered without a `proof` (a killgate older than the drill's proofs answers "
+             "so: upgrade it, then drill again; else another process at that address, a "
+             "replayed heartbeat's?)"),
+    "bad": ("answered with a `proof` that does not verify with the drill's keys (signed with "
+            "a state key the instance that opened the drill does not hold: a key rotation "
+            "not done on every instance? else forged at that address, a replayed "
+            "heartbeat's?)"),
+}
+
+
 @dataclass(slots=True)
 class Behind:
     """`late`: alive without the restore (proved so, or no keys to prove it with);
-    `unverified`: answered so at their address without a valid proof (a warning);
-    `unverified_applied`: answered "applied" there without a valid proof (the drill fails);
-    `unproven`: answered "applied", taken at their word (no keys to check with);
-    `unasked`: addresses left unasked when the drill's asks were spent (the drill fails)."""
+    `unverified`: answered so at their address without a valid proof (the drill fails: not
+    confirmed either way); `unverified_applied`: answered "applied" there without a valid
+    proof (the drill fails); `unproven`: answered "applied", taken at their word (no keys
+    to check with); `unasked`: addresses left unasked when the drill's asks were spent (the
+    drill fails). `no_proof`: those of the unverified that sent no proof at all."""
     late: list[str] = field(default_factory=list)
     unverified: list[str] = field(default_factory=list)
     unverified_applied: list[str] = field(default_factory=list)
@@ -71,6 +88,7 @@ class Behind:
     unasked: list[dict[str, Any]] = field(default_factory=list)
     asks: int = 0
     proof: str = "none"
+    no_proof: set[str] = field(default_factory=set)
 
     def check(self) -> dict[str, Any]:
         """The report's `restore_check`."""
@@ -85,24 +103,26 @@ class Behind:
             out.append(f"RESTORE NOT APPLIED by {', '.join(self.late)}: alive, running an "
                        f"older generation than the restore's ({generation}), cut off from "
                        "the store?")
-        if self.unverified:
-            out.append(f"WARNING: could not verify {', '.join(self.unverified)}: the process "
-                       "at the admin address it published says it runs an older generation "
-                       f"than the restore's ({generation}) without proving it (no valid "
-                       "`proof` signed with the state key: another process at that address, "
-                       "a replayed heartbeat's?); not counted as behind")
         return out + [f"RESTORE NOT CONFIRMED: {why}" for why in self.problems()]
+
+    def _unproved(self, names: list[str], said: str, then: str) -> list[str]:
+        out = []
+        for cause in ("none", "bad"):
+            these = [n for n in names if (n in self.no_proof) == (cause == "none")]
+            if these:
+                out.append(f"could not confirm the restore on {', '.join(these)}: the process "
+                           f"at the admin address each published said {said}, but "
+                           f"{_UNPROVED[cause]}; {then}")
+        return out
 
     def problems(self) -> list[str]:
         """Why the drill cannot pass on these answers (besides `late`)."""
-        out = []
-        if self.unverified_applied:
-            out.append(
-                "could not confirm the restore on "
-                f"{', '.join(self.unverified_applied)}: the process at the admin address each "
-                "published said it applied it without a valid `proof` signed with the state "
-                "key (another process at that address, a replayed heartbeat's?); the instance "
-                "itself may still enforce the drill's kill")
+        out = self._unproved(
+            self.unverified, "it still runs an older generation than the restore's",
+            "it may be alive without the restore, enforcing the drill's kill: its /readyz "
+            "shows the generation it holds")
+        out += self._unproved(self.unverified_applied, "it applied it",
+                              "the instance itself may still enforce the drill's kill")
         for u in self.unasked:
             out.append(f"not asked whether they applied the restore: "
                        f"{', '.join(u['instances'])} at {u['admin']}: {u['why']}")
@@ -141,6 +161,8 @@ class _Asker:
         out = self.out
         gen = _generation(doc)
         proved = nonce is not None and verified(self.keys or {}, doc, nonce)
+        if not proved and isinstance(doc, dict) and "proof" not in doc:
+            out.no_proof.add(name)
         if gen is None or gen >= self.generation:  # (applied it, or cannot say)
             if self.keys is None:
                 out.unproven.append(name)
