@@ -20,6 +20,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from gateway.control import drillasks
+from gateway.control.drillasks import Budget
 from gateway.control.drillbehind import behind
 from gateway.control.drillload import AdminClient
 from gateway.domain.readyzproof import drill_keys, proof
@@ -91,3 +92,25 @@ async def test_one_instance_that_proved_it_is_behind_then_times_out_is_named(
     assert asks[0] == 2 and answered[0] == 2, (asks, answered)
     assert found.late == ["b"], found  # (c caught up within its poll: not named)
     assert found.unasked == [] and found.unverified_applied == [], found
+
+
+async def test_one_proved_behind_when_the_drills_asks_run_out_is_named_not_unasked(
+        backends) -> None:
+    """The drill's time for asking ends while `b`, proved behind, waits for its second ask:
+    it was reported `unasked` ("not asked whether they applied the restore"), though it was
+    asked and said it had not. It is named behind; a never-asked address stays unasked."""
+    async def proves(request: web.Request) -> web.Response:
+        return _proved(request, "b", GEN - 1)
+
+    b = await _listener(backends, proves)
+    keys = drill_keys({"k1": SECRET}, DRILL)
+    async with ClientSession() as session:
+        api = AdminClient(session, await _operator(backends), "t")
+        found = await behind(api, ["b"], {"b": b}, GEN, DRILL, keys, catch_up=1.0,
+                             budget=Budget(seconds=0.4))
+        spent = await behind(api, ["b", "c"], {"b": b, "c": b + "/c"}, GEN, DRILL, keys,
+                             catch_up=1.0, budget=Budget(total=1))
+    assert found.late == ["b"] and found.unasked == [], found
+    assert any("RESTORE NOT APPLIED by b" in line for line in found.lines(GEN)), found
+    # (one ask in all: b's first; its second and c's never made)
+    assert spent.late == ["b"] and [u["instances"] for u in spent.unasked] == [["c"]], spent

@@ -183,9 +183,14 @@ class _Asker:
         self.out.late.extend(name for name in names if name in again)
         return set()
 
-    def _left(self, admin: str, names: Collection[str], spent: bool) -> None:
-        if names:
-            self.out.unasked.append({"admin": admin, "instances": sorted(names),
+    def _left(self, admin: str, names: Collection[str], spent: bool,
+              proved: Collection[str]) -> None:
+        """`names` not asked (again) as the drill's asks ran out: `unasked`, but for those
+        `proved` to run without the restore when last asked (named `late`: they were
+        asked, and gave no sign of having applied it since)."""
+        self.out.late.extend(name for name in names if name in proved)
+        if rest := [name for name in names if name not in proved]:
+            self.out.unasked.append({"admin": admin, "instances": sorted(rest),
                                      "why": self.budget.why(spent)})
 
     async def group(self, names: Collection[str], admin: str, workers: int) -> None:
@@ -199,7 +204,7 @@ class _Asker:
             if not pending:  # (only those given time to catch up: wait, then ask again)
                 at = min(waiting.values())
                 if at >= self.budget.until:
-                    return self._left(admin, waiting, False)
+                    return self._left(admin, waiting, False, waiting)
                 await asyncio.sleep(max(0.0, at - loop.time()))
                 due = {name for name, t in waiting.items() if t <= loop.time()}
                 for name in due:
@@ -211,10 +216,12 @@ class _Asker:
                 pending = self._unheard(pending, again)  # (not heard: left)
                 continue
             if self.budget.over():
-                return self._left(admin, pending | set(waiting), False)
+                return self._left(admin, pending | set(waiting), False,
+                                  again | set(waiting))
             n = self.budget.take(min(AT_ONCE, limit - asked))
             if not n:
-                return self._left(admin, pending | set(waiting), True)
+                return self._left(admin, pending | set(waiting), True,
+                                  again | set(waiting))
             answers = await asyncio.gather(*(self._one(admin) for _ in range(n)))
             asked += n
             if all(doc is None for doc, _ in answers):
