@@ -3,7 +3,9 @@ status and config), the instances (from their heartbeats, or `--instances`), the
 addresses, and the state and drills sections of the running config.
 
 Owns `discover` and its refusals (an unknown route or version, no instance that published
-its address), each a DrillApiError. HTTP goes through control/drillload.py's AdminClient.
+its address), each a DrillApiError; the keys an opened drill got to check /readyz proofs
+with (`readyz_keys`), and the warning when a fleet on redis gave none (`no_keys`). HTTP
+goes through control/drillload.py's AdminClient.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.drillplan import Plan
 
-__all__ = ["discover"]
+__all__ = ["discover", "no_keys", "readyz_keys"]
 
 
 async def discover(api: AdminClient, plan: Plan) -> dict[str, Any]:
@@ -41,3 +43,23 @@ async def discover(api: AdminClient, plan: Plan) -> dict[str, Any]:
             "admins": admins, "data_of": data_of, "data_at": data_at,
             "state": cfg.get("config", {}).get("state") or {},
             "drills": cfg.get("config", {}).get("drills") or {}}
+
+
+def readyz_keys(raw: Any) -> dict[str, str]:
+    """An open answer's `readyz_keys` (key id → hex key), what of it is well-formed."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)
+            and len(v) <= 128}
+
+
+def no_keys(keys: dict[str, str], state: Any, base: str) -> str | None:
+    """The warning for a drill opened without `readyz_keys` in a fleet whose store needs a
+    state signing key (`state`: the running config's): an opener older than the proofs."""
+    if keys or not isinstance(state, dict) or state.get("backend") != "redis":
+        return None
+    return (f"WARNING: the instance that opened the drill (at {base}) gave no keys to check "
+            "the instances' /readyz proofs with, though a fleet on redis has a state signing "
+            "key: a killgate older than the proofs (a rolling upgrade)? What the instances "
+            "answer after the restore is taken at their word (restore_check.proof: "
+            "unproven); open the drill through an upgraded instance (--admin) to check it")
