@@ -91,6 +91,7 @@ async def test_one_instance_that_proved_it_is_behind_then_times_out_is_named(
                              catch_up=0.2)
     assert asks[0] == 2 and answered[0] == 2, (asks, answered)
     assert found.late == ["b"], found  # (c caught up within its poll: not named)
+    assert any("b: answered so, then not heard again" in line for line in found.lines(GEN))
     assert found.unasked == [] and found.unverified_applied == [], found
 
 

@@ -80,7 +80,9 @@ class Behind:
     confirmed either way); `unverified_applied`: answered "applied" there without a valid
     proof (the drill fails); `unproven`: answered "applied", taken at their word (no keys
     to check with); `unasked`: addresses left unasked when the drill's asks were spent (the
-    drill fails). `no_proof`: those of the unverified that sent no proof at all."""
+    drill fails). `no_proof`: those of the unverified that sent no proof at all; `quiet`:
+    those of the late not heard again after answering so (asked again, or not: the drill's
+    asks ran out)."""
     late: list[str] = field(default_factory=list)
     unverified: list[str] = field(default_factory=list)
     unverified_applied: list[str] = field(default_factory=list)
@@ -89,6 +91,7 @@ class Behind:
     asks: int = 0
     proof: str = "none"
     no_proof: set[str] = field(default_factory=set)
+    quiet: set[str] = field(default_factory=set)
 
     def check(self) -> dict[str, Any]:
         """The report's `restore_check`."""
@@ -103,6 +106,10 @@ class Behind:
             out.append(f"RESTORE NOT APPLIED by {', '.join(self.late)}: alive, running an "
                        f"older generation than the restore's ({generation}), cut off from "
                        "the store?")
+        if quiet := [name for name in self.late if name in self.quiet]:
+            out.append(f"  ({', '.join(quiet)}: answered so, then not heard again after the "
+                       "time given to catch up: a stalled admin listener, a cut admin network, "
+                       "or gone since? its /readyz shows the generation it holds)")
         return out + [f"RESTORE NOT CONFIRMED: {why}" for why in self.problems()]
 
     def _unproved(self, names: list[str], said: str, then: str) -> list[str]:
@@ -176,11 +183,15 @@ class _Asker:
         else:  # (slow, maybe: asked again once it has had a poll to catch up)
             waiting[name] = asyncio.get_running_loop().time() + self.catch_up
 
+    def _quiet(self, names: list[str]) -> None:
+        self.out.late.extend(names)
+        self.out.quiet.update(names)
+
     def _unheard(self, names: Collection[str], again: Collection[str]) -> set[str]:
         """Those of `names` not heard from: left, but for one asked again after proving it
         ran without the restore (named: its silence since, a stalled admin listener or a
         cut admin network, is no sign that it applied it); an empty set."""
-        self.out.late.extend(name for name in names if name in again)
+        self._quiet([name for name in names if name in again])
         return set()
 
     def _left(self, admin: str, names: Collection[str], spent: bool,
@@ -188,7 +199,7 @@ class _Asker:
         """`names` not asked (again) as the drill's asks ran out: `unasked`, but for those
         `proved` to run without the restore when last asked (named `late`: they were
         asked, and gave no sign of having applied it since)."""
-        self.out.late.extend(name for name in names if name in proved)
+        self._quiet([name for name in names if name in proved])
         if rest := [name for name in names if name not in proved]:
             self.out.unasked.append({"admin": admin, "instances": sorted(rest),
                                      "why": self.budget.why(spent)})
