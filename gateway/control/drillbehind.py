@@ -19,7 +19,9 @@ worker answered, and a worker cut off from the store, still enforcing the drill'
 taken for gone. So an address the drill started with several instances at is asked again,
 each time on a new connection, until each of them has answered as itself, up to `asks_for`
 times (a worker that has not answered by then has left: the chance of missing a live one is
-under `MISS`).
+under `MISS`). Instances at one admin address that published different data addresses
+are no such group (the admin listener's default, 127.0.0.1:8081, on several hosts): one not
+heard there is `unasked`, never taken for gone.
 
 An answer that says "behind" must prove it (domain/readyzproof.py: a MAC with the drill's
 key, derived from the state signing key, over instance, generation and the nonce sent): a
@@ -144,7 +146,7 @@ def _generation(doc: Any) -> int | None:
 class _Asker:
     def __init__(self, api: AdminClient, generation: int, drill: str | None,
                  keys: Mapping[str, str] | None, catch_up: float, budget: Budget,
-                 out: Behind) -> None:
+                 out: Behind, hosts: Mapping[str, int]) -> None:
         self.api = api
         self.generation = generation
         self.drill = drill
@@ -152,6 +154,7 @@ class _Asker:
         self.catch_up = catch_up
         self.budget = budget
         self.out = out
+        self.hosts = hosts  # admin address -> the data addresses its instances published
 
     async def _one(self, admin: str) -> tuple[Any, str | None]:
         """An answer at `admin` and the nonce it was asked with (None: no proof asked)."""
@@ -187,11 +190,20 @@ class _Asker:
         self.out.late.extend(names)
         self.out.quiet.update(names)
 
-    def _unheard(self, names: Collection[str], again: Collection[str]) -> set[str]:
+    def _unheard(self, names: Collection[str], again: Collection[str], admin: str) -> set[str]:
         """Those of `names` not heard from: left, but for one asked again after proving it
         ran without the restore (named: its silence since, a stalled admin listener or a
-        cut admin network, is no sign that it applied it); an empty set."""
+        cut admin network, is no sign that it applied it), and but for those at an address
+        instances of several hosts published (`unasked`: not theirs to answer); an empty
+        set."""
         self._quiet([name for name in names if name in again])
+        hosts = self.hosts.get(admin, 1)
+        if hosts > 1 and (rest := sorted(n for n in names if n not in again)):
+            self.out.unasked.append({"admin": admin, "instances": rest, "why": (
+                f"instances with {hosts} different data addresses published this one admin "
+                "address, so it is no --workers group's and reaches one host at most (an "
+                "admin listener on loopback on each host?): set drills.advertise_host (or "
+                "KILLGATE_ADVERTISE_HOST) and an admin listen address the drill can reach")})
         return set()
 
     def _left(self, admin: str, names: Collection[str], spent: bool,
@@ -224,7 +236,7 @@ class _Asker:
                 asked, until = 0, loop.time() + ASK_FOR
                 continue
             if asked >= limit or (asked and loop.time() >= until):
-                pending = self._unheard(pending, again)  # (not heard: left)
+                pending = self._unheard(pending, again, admin)  # (not heard: left)
                 continue
             if self.budget.over():
                 return self._left(admin, pending | set(waiting), False,
@@ -238,7 +250,7 @@ class _Asker:
             if all(doc is None for doc, _ in answers):
                 # (gone, refused: every instance at that address left; those still
                 # given time to catch up are asked again when it is up)
-                pending = self._unheard(pending, again)
+                pending = self._unheard(pending, again, admin)
                 continue
             for doc, nonce in answers:
                 who = doc.get("instance") if isinstance(doc, dict) else None
@@ -251,17 +263,24 @@ class _Asker:
 async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[str, str],
                  generation: int, drill: str | None = None,
                  keys: Mapping[str, str] | None = None, catch_up: float = 0.0,
-                 budget: Budget | None = None) -> Behind:
+                 budget: Budget | None = None,
+                 data_of: Mapping[str, str] | None = None) -> Behind:
     """The instances of `started` still running a generation older than `generation` (the
     restore's), sorted, and what could not be told. `admin_of`: the admin URL each
     published when the drill started; `drill` and `keys` (its `readyz_keys`): what an
     answer's proof is checked with; `catch_up`: seconds an instance answering "behind" is
-    given (catch_up_for the fleet's poll interval; 0: named at once)."""
+    given (catch_up_for the fleet's poll interval; 0: named at once); `data_of`: the data
+    address each published (instances at one admin address with different ones are not
+    one --workers group: one not heard there is `unasked`, not gone)."""
     try:
         live = (await api.call("GET", "/v1/status")).get("instances") or {}
     except DrillApiError:
         live = {}
     sharing = Counter(admin_of[n] for n in started if admin_of.get(n))
+    data = dict[str, set[str]]()  # (a --workers group's workers share their data address)
+    for n in started:
+        if admin_of.get(n) and (data_of or {}).get(n):
+            data.setdefault(admin_of[n], set()).add((data_of or {})[n])
     ask: dict[str, list[str]] = {}
     for name in sorted(started):
         gen = _generation(live.get(name)) if isinstance(live, dict) else None
@@ -272,7 +291,8 @@ async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[s
             ask.setdefault(admin, []).append(name)
     budget = budget or Budget()
     out = Behind(proof="required" if drill is not None and keys else "unproven")
-    asker = _Asker(api, generation, drill, keys, catch_up, budget, out)
+    asker = _Asker(api, generation, drill, keys, catch_up, budget, out,
+                   {admin: len(urls) for admin, urls in data.items()})
     await asyncio.gather(*(asker.group(names, admin, sharing[admin])
                            for admin, names in ask.items()))
     out.asks = budget.spent

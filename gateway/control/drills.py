@@ -268,7 +268,8 @@ class DrillRunner(Restoration):
         found: Behind | None = None
         if isinstance(gen := restore.get("generation"), int) and "applied" in restore:
             found = await behind(self.api, self.started_with, self.admin_of, gen, self.drill,
-                                 self.readyz_keys, catch_up_for(self.poll))
+                                 self.readyz_keys, catch_up_for(self.poll),
+                                 data_of=fleet["data_of"])
             for line in found.lines(gen):
                 self.say(line)
         self.report, summary = drilloutcome.ran(
