@@ -22,8 +22,10 @@ async def discover(api: AdminClient, plan: Plan) -> dict[str, Any]:
     status = await api.call("GET", "/v1/status")
     cfg = await api.call("GET", "/v1/config")
     route = status.get("routes", {}).get(plan.route)
-    rcfg = next((r for r in cfg.get("config", {}).get("routes", [])
-                 if r.get("name") == plan.route), None)
+    config = cfg.get("config")
+    listed = config.get("routes") if isinstance(config, dict) else None
+    rcfg = next((r for r in (listed if isinstance(listed, list) else [])
+                 if isinstance(r, dict) and r.get("name") == plan.route), None)
     if route is None or rcfg is None:
         raise DrillApiError(404, "unknown_route", f"no route named {plan.route!r}")
     for v in (plan.version, plan.to):
@@ -41,8 +43,15 @@ async def discover(api: AdminClient, plan: Plan) -> dict[str, Any]:
     data_at = {i["admin"]: i["data"] for i in insts if i.get("admin") and i.get("data")}
     return {"status": status, "route": route, "config": rcfg, "instances": urls,
             "admins": admins, "data_of": data_of, "data_at": data_at,
-            "state": cfg.get("config", {}).get("state") or {},
-            "drills": cfg.get("config", {}).get("drills") or {}}
+            "state": _section(cfg, "state"), "drills": _section(cfg, "drills")}
+
+
+def _section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """A section of a /v1/config answer, {} when it is not one (whatever answers at the
+    admin address chooses its shape: never an AttributeError for a drill to die of)."""
+    config = cfg.get("config")
+    section = config.get(name) if isinstance(config, dict) else None
+    return section if isinstance(section, dict) else {}
 
 
 def readyz_keys(raw: Any) -> dict[str, str]:

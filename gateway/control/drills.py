@@ -104,7 +104,7 @@ class DrillRunner(Restoration):
         route = fleet["route"]
         self.started_with = sorted(fleet["status"].get("instances") or {})
         self.admin_of = _published(fleet["status"].get("instances"))
-        self.lease = float(fleet["state"].get("instance_lease") or 5.0)
+        self.lease = _seconds(fleet["state"].get("instance_lease"), 5.0) or 5.0
         self.poll = _seconds(fleet["state"].get("poll_interval"), 0.25)
         if self.stopped:
             return self._refused(started, self.stopped)
