@@ -92,3 +92,38 @@ async def test_a_store_listing_many_addresses_cannot_make_a_drill_ask_without_en
         assert "asks in all were spent" in u["why"], u
     assert found.check()["unasked"] == found.unasked
     assert any("not asked whether they applied the restore" in p for p in found.problems())
+
+
+async def test_forged_heartbeats_never_reach_a_drills_asks(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    """Whoever writes the store without the state key cannot spend a drill's asks (and so
+    fail every drill with `unasked`): heartbeats signed with another key are refused where
+    the drill reads the fleet, so they are neither started with nor asked."""
+    asked = [0]
+
+    async def count(request: web.Request) -> web.Response:
+        asked[0] += 1
+        return web.json_response({"instance": "nobody", "generation": 0})
+
+    app = web.Application()
+    app.router.add_get("/readyz", count)
+    port = await backends(app)
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, routes(p1, p2),
+                       state=_state(redis_server, tmp_path, instance_lease="20s"))
+    async with running_gateway(cfg, "inst-a") as g:
+        forger = RedisStore(redis_server.url, "revops", 1.0,
+                            keys=Keyring(Key.of(b"not-the-state-key-" * 3)))
+        await forger.open()
+        try:
+            for i in range(200):
+                await forger.heartbeat(f"forged-{i}", 0, "sha256:x", {
+                    "admin": f"http://127.0.0.1:{port}", "data": f"http://127.0.0.1:{port}"})
+        finally:
+            await forger.close()
+        api = AdminClient(session, g.admin, admin_token("killgate:read"))
+        instances = (await api.call("GET", "/v1/status"))["instances"]
+        found = await behind(api, sorted(instances), published(instances),
+                             instances["inst-a"]["generation"] + 1)
+    assert sorted(instances) == ["inst-a"], sorted(instances)[:5]
+    assert asked[0] == 0 and found.unasked == [], (asked, found)

@@ -134,7 +134,7 @@ async def test_an_address_from_the_store_never_receives_the_drills_token(backend
         api = AdminClient(session, f"http://127.0.0.1:{operator}", "s3cret-operator-token")
         late = await behind(api, ["b"], {"b": f"http://127.0.0.1:{thief}"}, 5)
         # a drill that holds its readyz keys (a fleet with a state signing key) asks for a
-        # proof, which the thief cannot give: a warning, no longer a failed drill
+        # proof, which the thief cannot give: not confirmed (unverified), never `late`
         keyed = await behind(api, ["b"], {"b": f"http://127.0.0.1:{thief}"}, 5,
                              "d-1", {"k1": "00" * 32})
     assert seen and all(h is None for h in seen), seen
@@ -221,12 +221,14 @@ async def test_every_worker_sharing_an_address_is_asked_for_itself(backends) -> 
     assert asks_for(1) == 1 and asks_for(64) <= 1024
 
 
-async def test_a_process_at_a_gone_instances_address_cannot_fail_the_drill(
+async def test_a_process_at_a_gone_instances_address_cannot_name_it_behind(
         tmp_path: Path, backends, redis_server: RedisServer, gateway_procs) -> None:
     """B leaves during the drill and another process takes its admin port (what a replayed
     heartbeat of B's, naming an address someone else now listens on, also gets): asked
-    after the restore, it says it is B, behind. It failed the drill; it cannot prove it (no
-    state key), so it is a warning, `unverified`, and never gets the drill's token."""
+    after the restore, it says it is B, behind. It cannot prove it (no state key), so B is
+    not named behind (`unverified`) and it never gets the drill's token; but the restore on
+    B is not confirmed, and the drill fails saying so, as for an unproved "applied" (an
+    instance that cannot prove it may really be behind: a killgate older than the proofs)."""
     from urllib.parse import urlsplit
 
     seen: list[str | None] = []
@@ -254,11 +256,15 @@ async def test_a_process_at_a_gone_instances_address_cannot_fail_the_drill(
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", urlsplit(b.admin).port).start()
         code, report, err = await drill.result()
-        assert report is not None and report["verdict"] == "passed", (code, err[-3000:], report)
+        assert report is not None and report["verdict"] == "failed", (code, err[-3000:], report)
         assert seen and all(h is None for h in seen), seen
         short = report["restore_short"]
         assert short["behind"] == [] and short["unverified"] == [name], short
-        assert f"WARNING: could not verify {name}" in err, err
+        check = report["restore_check"]
+        assert check["unverified"] == [name] and check["late"] == [], check
+        assert any(r.startswith(f"could not confirm the restore on {name}: ")
+                   and "does not verify" in r for r in report["reasons"]), report["reasons"]
+        assert f"RESTORE NOT CONFIRMED: could not confirm the restore on {name}" in err, err
         assert "RESTORE NOT APPLIED" not in err, err
     finally:
         if runner is not None:

@@ -73,8 +73,9 @@ class Budget:
         """Why an address was left (partly) unasked."""
         if spent:
             return (f"the drill's {self.total} asks in all were spent (the store listed more "
-                    "instances and addresses than a fleet of this size asks: written there by "
-                    "whoever can write to it?)")
+                    "instances and addresses than the drill asks: heartbeats put back there by "
+                    "whoever can write to it, or made up in a fleet without a state signing "
+                    "key? `killgate status` lists the instances the fleet reads there)")
         return f"the drill's {self.seconds:g}s for asking were spent"
 
 

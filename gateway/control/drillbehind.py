@@ -19,13 +19,20 @@ worker answered, and a worker cut off from the store, still enforcing the drill'
 taken for gone. So an address the drill started with several instances at is asked again,
 each time on a new connection, until each of them has answered as itself, up to `asks_for`
 times (a worker that has not answered by then has left: the chance of missing a live one is
-under `MISS`).
+under `MISS`). Instances at one admin address that published different data addresses
+are no such group (the admin listener's default, 127.0.0.1:8081, on several hosts): one not
+heard there is `unasked`, never taken for gone.
 
 An answer that says "behind" must prove it (domain/readyzproof.py: a MAC with the drill's
 key, derived from the state signing key, over instance, generation and the nonce sent): a
-process at a replayed heartbeat's address cannot, and is named `unverified` (a warning),
-not `behind`. A drill that got no keys when it opened (a fleet without a state signing key,
-or older) checks nothing, as before.
+process at a replayed heartbeat's address cannot, and is named `unverified`, not `behind`.
+That was a warning only, so that such a process could not fail the drill; but an "applied"
+answer must prove itself too (`unverified_applied`, the drill fails), so such a process can
+fail it either way, while an instance that really is behind and cannot prove it (a killgate
+older than the proofs, during a rolling upgrade; one signing with a key the drill was not
+given) let the drill pass as it enforced the drill's kill. Either unproved answer now fails
+the drill as not confirmed, saying which could be why. A drill that got no keys when it
+opened (a fleet without a state signing key, or older) checks nothing, as before.
 """
 
 from __future__ import annotations
@@ -57,13 +64,27 @@ def catch_up_for(poll_interval: float) -> float:
     return min(CATCH_UP_MAX, max(0.0, poll_interval) + CATCH_UP_MARGIN)
 
 
+_UNPROVED = {
+    "none": ("answered without a `proof` (a killgate older than the drill's proofs answers "
+             "so: upgrade it, then drill again; else another process at that address, a "
+             "replayed heartbeat's?)"),
+    "bad": ("answered with a `proof` that does not verify with the drill's keys (signed with "
+            "a state key the instance that opened the drill does not hold: a key rotation "
+            "not done on every instance? else forged at that address, a replayed "
+            "heartbeat's?)"),
+}
+
+
 @dataclass(slots=True)
 class Behind:
     """`late`: alive without the restore (proved so, or no keys to prove it with);
-    `unverified`: answered so at their address without a valid proof (a warning);
-    `unverified_applied`: answered "applied" there without a valid proof (the drill fails);
-    `unproven`: answered "applied", taken at their word (no keys to check with);
-    `unasked`: addresses left unasked when the drill's asks were spent (the drill fails)."""
+    `unverified`: answered so at their address without a valid proof (the drill fails: not
+    confirmed either way); `unverified_applied`: answered "applied" there without a valid
+    proof (the drill fails); `unproven`: answered "applied", taken at their word (no keys
+    to check with); `unasked`: addresses left unasked when the drill's asks were spent (the
+    drill fails). `no_proof`: those of the unverified that sent no proof at all; `quiet`:
+    those of the late not heard again after answering so (asked again, or not: the drill's
+    asks ran out)."""
     late: list[str] = field(default_factory=list)
     unverified: list[str] = field(default_factory=list)
     unverified_applied: list[str] = field(default_factory=list)
@@ -71,6 +92,8 @@ class Behind:
     unasked: list[dict[str, Any]] = field(default_factory=list)
     asks: int = 0
     proof: str = "none"
+    no_proof: set[str] = field(default_factory=set)
+    quiet: set[str] = field(default_factory=set)
 
     def check(self) -> dict[str, Any]:
         """The report's `restore_check`."""
@@ -85,24 +108,30 @@ class Behind:
             out.append(f"RESTORE NOT APPLIED by {', '.join(self.late)}: alive, running an "
                        f"older generation than the restore's ({generation}), cut off from "
                        "the store?")
-        if self.unverified:
-            out.append(f"WARNING: could not verify {', '.join(self.unverified)}: the process "
-                       "at the admin address it published says it runs an older generation "
-                       f"than the restore's ({generation}) without proving it (no valid "
-                       "`proof` signed with the state key: another process at that address, "
-                       "a replayed heartbeat's?); not counted as behind")
+        if quiet := [name for name in self.late if name in self.quiet]:
+            out.append(f"  ({', '.join(quiet)}: answered so, then not heard again after the "
+                       "time given to catch up: a stalled admin listener, a cut admin network, "
+                       "or gone since? its /readyz shows the generation it holds)")
         return out + [f"RESTORE NOT CONFIRMED: {why}" for why in self.problems()]
+
+    def _unproved(self, names: list[str], said: str, then: str) -> list[str]:
+        out = []
+        for cause in ("none", "bad"):
+            these = [n for n in names if (n in self.no_proof) == (cause == "none")]
+            if these:
+                out.append(f"could not confirm the restore on {', '.join(these)}: the process "
+                           f"at the admin address each published said {said}, but "
+                           f"{_UNPROVED[cause]}; {then}")
+        return out
 
     def problems(self) -> list[str]:
         """Why the drill cannot pass on these answers (besides `late`)."""
-        out = []
-        if self.unverified_applied:
-            out.append(
-                "could not confirm the restore on "
-                f"{', '.join(self.unverified_applied)}: the process at the admin address each "
-                "published said it applied it without a valid `proof` signed with the state "
-                "key (another process at that address, a replayed heartbeat's?); the instance "
-                "itself may still enforce the drill's kill")
+        out = self._unproved(
+            self.unverified, "it still runs an older generation than the restore's",
+            "it may be alive without the restore, enforcing the drill's kill: its /readyz "
+            "shows the generation it holds")
+        out += self._unproved(self.unverified_applied, "it applied it",
+                              "the instance itself may still enforce the drill's kill")
         for u in self.unasked:
             out.append(f"not asked whether they applied the restore: "
                        f"{', '.join(u['instances'])} at {u['admin']}: {u['why']}")
@@ -117,7 +146,7 @@ def _generation(doc: Any) -> int | None:
 class _Asker:
     def __init__(self, api: AdminClient, generation: int, drill: str | None,
                  keys: Mapping[str, str] | None, catch_up: float, budget: Budget,
-                 out: Behind) -> None:
+                 out: Behind, hosts: Mapping[str, int]) -> None:
         self.api = api
         self.generation = generation
         self.drill = drill
@@ -125,6 +154,7 @@ class _Asker:
         self.catch_up = catch_up
         self.budget = budget
         self.out = out
+        self.hosts = hosts  # admin address -> the data addresses its instances published
 
     async def _one(self, admin: str) -> tuple[Any, str | None]:
         """An answer at `admin` and the nonce it was asked with (None: no proof asked)."""
@@ -141,6 +171,8 @@ class _Asker:
         out = self.out
         gen = _generation(doc)
         proved = nonce is not None and verified(self.keys or {}, doc, nonce)
+        if not proved and isinstance(doc, dict) and "proof" not in doc:
+            out.no_proof.add(name)
         if gen is None or gen >= self.generation:  # (applied it, or cannot say)
             if self.keys is None:
                 out.unproven.append(name)
@@ -154,9 +186,34 @@ class _Asker:
         else:  # (slow, maybe: asked again once it has had a poll to catch up)
             waiting[name] = asyncio.get_running_loop().time() + self.catch_up
 
-    def _left(self, admin: str, names: Collection[str], spent: bool) -> None:
-        if names:
-            self.out.unasked.append({"admin": admin, "instances": sorted(names),
+    def _quiet(self, names: list[str]) -> None:
+        self.out.late.extend(names)
+        self.out.quiet.update(names)
+
+    def _unheard(self, names: Collection[str], again: Collection[str], admin: str) -> set[str]:
+        """Those of `names` not heard from: left, but for one asked again after proving it
+        ran without the restore (named: its silence since, a stalled admin listener or a
+        cut admin network, is no sign that it applied it), and but for those at an address
+        instances of several hosts published (`unasked`: not theirs to answer); an empty
+        set."""
+        self._quiet([name for name in names if name in again])
+        hosts = self.hosts.get(admin, 1)
+        if hosts > 1 and (rest := sorted(n for n in names if n not in again)):
+            self.out.unasked.append({"admin": admin, "instances": rest, "why": (
+                f"instances with {hosts} different data addresses published this one admin "
+                "address, so it is no --workers group's and reaches one host at most (an "
+                "admin listener on loopback on each host?): set drills.advertise_host (or "
+                "KILLGATE_ADVERTISE_HOST) and an admin listen address the drill can reach")})
+        return set()
+
+    def _left(self, admin: str, names: Collection[str], spent: bool,
+              proved: Collection[str]) -> None:
+        """`names` not asked (again) as the drill's asks ran out: `unasked`, but for those
+        `proved` to run without the restore when last asked (named `late`: they were
+        asked, and gave no sign of having applied it since)."""
+        self._quiet([name for name in names if name in proved])
+        if rest := [name for name in names if name not in proved]:
+            self.out.unasked.append({"admin": admin, "instances": sorted(rest),
                                      "why": self.budget.why(spent)})
 
     async def group(self, names: Collection[str], admin: str, workers: int) -> None:
@@ -170,7 +227,7 @@ class _Asker:
             if not pending:  # (only those given time to catch up: wait, then ask again)
                 at = min(waiting.values())
                 if at >= self.budget.until:
-                    return self._left(admin, waiting, False)
+                    return self._left(admin, waiting, False, waiting)
                 await asyncio.sleep(max(0.0, at - loop.time()))
                 due = {name for name, t in waiting.items() if t <= loop.time()}
                 for name in due:
@@ -179,17 +236,22 @@ class _Asker:
                 asked, until = 0, loop.time() + ASK_FOR
                 continue
             if asked >= limit or (asked and loop.time() >= until):
-                pending = set()  # (not heard: left)
+                pending = self._unheard(pending, again, admin)  # (not heard: left)
                 continue
             if self.budget.over():
-                return self._left(admin, pending | set(waiting), False)
+                return self._left(admin, pending | set(waiting), False,
+                                  again | set(waiting))
             n = self.budget.take(min(AT_ONCE, limit - asked))
             if not n:
-                return self._left(admin, pending | set(waiting), True)
+                return self._left(admin, pending | set(waiting), True,
+                                  again | set(waiting))
             answers = await asyncio.gather(*(self._one(admin) for _ in range(n)))
             asked += n
             if all(doc is None for doc, _ in answers):
-                return  # (gone, refused: every instance at that address left)
+                # (gone, refused: every instance at that address left; those still
+                # given time to catch up are asked again when it is up)
+                pending = self._unheard(pending, again, admin)
+                continue
             for doc, nonce in answers:
                 who = doc.get("instance") if isinstance(doc, dict) else None
                 if isinstance(who, str) and who in pending:
@@ -201,17 +263,24 @@ class _Asker:
 async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[str, str],
                  generation: int, drill: str | None = None,
                  keys: Mapping[str, str] | None = None, catch_up: float = 0.0,
-                 budget: Budget | None = None) -> Behind:
+                 budget: Budget | None = None,
+                 data_of: Mapping[str, str] | None = None) -> Behind:
     """The instances of `started` still running a generation older than `generation` (the
     restore's), sorted, and what could not be told. `admin_of`: the admin URL each
     published when the drill started; `drill` and `keys` (its `readyz_keys`): what an
     answer's proof is checked with; `catch_up`: seconds an instance answering "behind" is
-    given (catch_up_for the fleet's poll interval; 0: named at once)."""
+    given (catch_up_for the fleet's poll interval; 0: named at once); `data_of`: the data
+    address each published (instances at one admin address with different ones are not
+    one --workers group: one not heard there is `unasked`, not gone)."""
     try:
         live = (await api.call("GET", "/v1/status")).get("instances") or {}
     except DrillApiError:
         live = {}
     sharing = Counter(admin_of[n] for n in started if admin_of.get(n))
+    data = dict[str, set[str]]()  # (a --workers group's workers share their data address)
+    for n in started:
+        if admin_of.get(n) and (data_of or {}).get(n):
+            data.setdefault(admin_of[n], set()).add((data_of or {})[n])
     ask: dict[str, list[str]] = {}
     for name in sorted(started):
         gen = _generation(live.get(name)) if isinstance(live, dict) else None
@@ -222,7 +291,8 @@ async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[s
             ask.setdefault(admin, []).append(name)
     budget = budget or Budget()
     out = Behind(proof="required" if drill is not None and keys else "unproven")
-    asker = _Asker(api, generation, drill, keys, catch_up, budget, out)
+    asker = _Asker(api, generation, drill, keys, catch_up, budget, out,
+                   {admin: len(urls) for admin, urls in data.items()})
     await asyncio.gather(*(asker.group(names, admin, sharing[admin])
                            for admin, names in ask.items()))
     out.asks = budget.spent

@@ -3,8 +3,10 @@ status and config), the instances (from their heartbeats, or `--instances`), the
 addresses, and the state and drills sections of the running config.
 
 Owns `discover` and its refusals (an unknown route or version, no instance that published
-its address), each a DrillApiError, and `published` (the admin URLs a status answer's
-instances published). HTTP goes through control/drillload.py's AdminClient.
+its address), each a DrillApiError; `published` (the admin URLs a status answer's
+instances published); the keys an opened drill got to check /readyz proofs with
+(`readyz_keys`), and the warning when a fleet on redis gave none (`no_keys`). HTTP goes
+through control/drillload.py's AdminClient.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from typing import Any
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.drillplan import Plan
 
-__all__ = ["discover", "published"]
+__all__ = ["discover", "no_keys", "published", "readyz_keys"]
 
 
 async def discover(api: AdminClient, plan: Plan) -> dict[str, Any]:
     status = await api.call("GET", "/v1/status")
     cfg = await api.call("GET", "/v1/config")
     route = status.get("routes", {}).get(plan.route)
-    rcfg = next((r for r in cfg.get("config", {}).get("routes", [])
-                 if r.get("name") == plan.route), None)
+    config = cfg.get("config")
+    listed = config.get("routes") if isinstance(config, dict) else None
+    rcfg = next((r for r in (listed if isinstance(listed, list) else [])
+                 if isinstance(r, dict) and r.get("name") == plan.route), None)
     if route is None or rcfg is None:
         raise DrillApiError(404, "unknown_route", f"no route named {plan.route!r}")
     for v in (plan.version, plan.to):
@@ -40,8 +44,15 @@ async def discover(api: AdminClient, plan: Plan) -> dict[str, Any]:
     data_at = {i["admin"]: i["data"] for i in insts if i.get("admin") and i.get("data")}
     return {"status": status, "route": route, "config": rcfg, "instances": urls,
             "admins": admins, "data_of": data_of, "data_at": data_at,
-            "state": cfg.get("config", {}).get("state") or {},
-            "drills": cfg.get("config", {}).get("drills") or {}}
+            "state": _section(cfg, "state"), "drills": _section(cfg, "drills")}
+
+
+def _section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """A section of a /v1/config answer, {} when it is not one (whatever answers at the
+    admin address chooses its shape: never an AttributeError for a drill to die of)."""
+    config = cfg.get("config")
+    section = config.get(name) if isinstance(config, dict) else None
+    return section if isinstance(section, dict) else {}
 
 
 def published(instances: Any) -> dict[str, str]:
@@ -49,3 +60,23 @@ def published(instances: Any) -> dict[str, str]:
     return {name: i["admin"] for name, i in (instances or {}).items()
             if isinstance(i, dict) and isinstance(i.get("admin"), str)} \
         if isinstance(instances, dict) else {}
+
+
+def readyz_keys(raw: Any) -> dict[str, str]:
+    """An open answer's `readyz_keys` (key id → hex key), what of it is well-formed."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)
+            and len(v) <= 128}
+
+
+def no_keys(keys: dict[str, str], state: Any, base: str) -> str | None:
+    """The warning for a drill opened without `readyz_keys` in a fleet whose store needs a
+    state signing key (`state`: the running config's): an opener older than the proofs."""
+    if keys or not isinstance(state, dict) or state.get("backend") != "redis":
+        return None
+    return (f"WARNING: the instance that opened the drill (at {base}) gave no keys to check "
+            "the instances' /readyz proofs with, though a fleet on redis has a state signing "
+            "key: a killgate older than the proofs (a rolling upgrade)? What the instances "
+            "answer after the restore is taken at their word (restore_check.proof: "
+            "unproven); open the drill through an upgraded instance (--admin) to check it")

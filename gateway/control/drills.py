@@ -26,7 +26,7 @@ import aiohttp
 from gateway.control import drilloutcome
 from gateway.control.drillabort import ErrorWatch, own_counts
 from gateway.control.drillbehind import Behind, behind, catch_up_for
-from gateway.control.drillfleet import discover, published
+from gateway.control.drillfleet import discover, no_keys, published, readyz_keys
 from gateway.control.drillguards import (
     Check,
     Pause,
@@ -48,14 +48,6 @@ from gateway.domain.drilltoken import HEADER
 __all__ = ["DrillRunner"]
 
 _DRILL_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # (the grammar of admin/drills.py's ids)
-
-
-def _keys(raw: Any) -> dict[str, str]:
-    """An open answer's `readyz_keys` (key id → hex key), what of it is well-formed."""
-    if not isinstance(raw, dict):
-        return {}
-    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)
-            and len(v) <= 128}
 
 
 class DrillRunner(Restoration, Injection):
@@ -112,7 +104,7 @@ class DrillRunner(Restoration, Injection):
         route = fleet["route"]
         self.started_with = sorted(fleet["status"].get("instances") or {})
         self.admin_of = published(fleet["status"].get("instances"))
-        self.lease = float(fleet["state"].get("instance_lease") or 5.0)
+        self.lease = _seconds(fleet["state"].get("instance_lease"), 5.0) or 5.0
         self.poll = _seconds(fleet["state"].get("poll_interval"), 0.25)
         if self.stopped:
             return self._refused(started, self.stopped)
@@ -148,7 +140,9 @@ class DrillRunner(Restoration, Injection):
                 f"the admin API at {self.api.base} opened a drill without a drill id (1-64 "
                 "letters, digits and '-'): is that killgate's admin listener?"))
         self.drill = drill
-        self.readyz_keys = _keys(opened.get("readyz_keys"))
+        self.readyz_keys = readyz_keys(opened.get("readyz_keys"))
+        if (why := no_keys(self.readyz_keys, fleet["state"], self.api.base)) is not None:
+            self.say(why)
         self.say(f"drill {drill} opened ({plan.kind} on {plan.route}); if this process dies, "
                  f"run: killgate --admin {self.api.base} drill restore {drill}")
         probe = resolve_probe(plan, fleet["config"].get("match", {}), plan.kind != "rollback")
@@ -206,7 +200,8 @@ class DrillRunner(Restoration, Injection):
         found: Behind | None = None
         if isinstance(gen := restore.get("generation"), int) and "applied" in restore:
             found = await behind(self.api, self.started_with, self.admin_of, gen, self.drill,
-                                 self.readyz_keys, catch_up_for(self.poll))
+                                 self.readyz_keys, catch_up_for(self.poll),
+                                 data_of=fleet["data_of"])
             for line in found.lines(gen):
                 self.say(line)
         self.report, summary = drilloutcome.ran(

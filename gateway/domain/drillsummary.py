@@ -60,8 +60,9 @@ def markdown(report: dict[str, Any]) -> str:
     check = report.get("restore_check") or {}
     if check.get("proof") == "unproven" and check.get("unproven"):
         lines.append("Unproven: the restore applied by "
-                     f"{', '.join(map(str, check['unproven']))}, on their word (the fleet has no "
-                     "state signing key, so the drill had none to check their proof with).")
+                     f"{', '.join(map(str, check['unproven']))}, on their word (the drill was given "
+                     "no keys to check their proof with: a fleet without a state signing key, "
+                     "or the instance that opened the drill is older than the proofs).")
     lines.append("Fleet restored to exactly its state before the drill (kills, weights, "
                  f"latches): **{'yes' if report['restored'] else 'NO'}**.")
     return "\n".join(lines) + "\n"
