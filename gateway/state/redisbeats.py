@@ -1,0 +1,214 @@
+"""The redis store's heartbeats judged as they are read: verified, replays refused.
+
+Owns what `RedisRecords` (redisaux.py, which writes and reads `<p>:instances` and the acks
+channel) asks of a heartbeat it reads, stored or pushed: whether it verifies (`_open_ack`),
+and whether it is a replay (`_replayed`, `_pushed_ack`): signed too long before the
+store's clock (or ours when the two disagree by more than CLOCK_SKEW: `_judge_clock`), or
+placed no later than one of its instance read before (beatorder.py: by its place among
+its process's heartbeats; an older version's by its signed time). What was read is
+remembered per process. And the place this process signs into its own (`_next_time`).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from gateway.log import event
+from gateway.state.beatorder import (
+    NewestBeats,
+    NewestPlaces,
+    Place,
+    pushed_replay,
+    split_time,
+)
+from gateway.state.redisidem import CLOCK_SKEW
+from gateway.state.redislink import RedisLink
+from gateway.state.signing import Unverified, cause_of
+from gateway.state.store import Ack
+
+__all__ = ["MAX_ACK_BYTES", "BeatJudge", "signed_time"]
+
+log = logging.getLogger("killgate.state")
+
+#: a heartbeat longer than this is refused unread. A real one is a few hundred bytes (key
+#: id, MAC, generation, time, config digest, a host name of at most 64); the acks channel
+#: is read on the loop the data plane runs on, and a flood of 8 MB forged acks naming the
+#: real key id had their MACs computed there: a serial client's p99 went from 4 to 20 ms
+MAX_ACK_BYTES = 4096
+# (CLOCK_SKEW, redisidem.py: how far an instance's clock may be behind the store's: a
+# heartbeat signed longer than this (and 10 leases) before the store's time is a replay,
+# left out of the fleet (its stamp of arrival is written beside it, unsigned: a replay
+# carries a fresh one))
+
+#: how often the store's clock being off is logged again while it stays off
+CLOCK_LOG_INTERVAL = 60.0
+
+
+def signed_time(record: bytes) -> tuple[int, Place | None] | None:
+    """A verified heartbeat's signed time (ms) and place (None when unread)."""
+    parts = record.split(b" ", 4)
+    return split_time(parts[3].decode("ascii", "replace")) if len(parts) > 3 else None
+
+
+def _unreported(kind: str, problem: str, which: str | None, cause: str = "other") -> None:
+    return None
+
+
+class BeatJudge(RedisLink):
+    clock: Callable[[], float]
+    #: the store's clock minus ours (s), as measured at the last fleet read
+    store_skew_s = 0.0
+    _skew_logged = -1e9
+    #: the newest place read of each instance in the store, and pushed on the acks channel
+    #: (beatorder.py; made at the first read or `open`)
+    _places: NewestPlaces | None = None
+    _pushed_places: NewestPlaces | None = None
+    #: the same for an older version's heartbeats (no place: by their signed time, the
+    #: store's clock bounding what was read before, whatever ours says)
+    _newest: NewestBeats | None = None
+    _newest_pushed: NewestBeats | None = None
+    #: the lease the fleet was last read with (s; None before): bounds a pushed ack's age
+    _lease: float | None = None
+    #: this process's start (the store's time when it first beat, a tag) and its count of
+    #: heartbeats signed: the place of the next
+    _boot: tuple[int, str] | None = None
+    _beats = 0
+
+    async def _next_time(self) -> str:
+        """The time field of our next heartbeat: our clock's ms and its place (the store's
+        clock is read once, at the first: a clock of ours stepped back since a restart
+        must not place the new start before the old)."""
+        if self._boot is None:
+            sec, usec = await self._call("TIME")
+            if self._boot is None:  # (two first beats at once: one start)
+                self._boot = (int(sec) * 1000 + int(usec) // 1000, secrets.token_hex(4))
+        self._beats += 1
+        return f"{int(self.clock() * 1000)}.{Place(*self._boot, self._beats).text()}"
+
+    def _open_ack(self, raw: bytes, kind: str | None, field: bytes | None = None) -> Ack | None:
+        """A signed heartbeat, or None (reported as `kind`; None: not reported). One over
+        MAX_ACK_BYTES is refused unread (see there)."""
+        report = self.on_unverified if kind is not None else _unreported
+        kind = kind or ""
+        if len(raw) > MAX_ACK_BYTES:
+            report(kind, f"{len(raw)} bytes, over the {MAX_ACK_BYTES}-byte limit (not read)",
+                   None)
+            return None
+        try:
+            kid, mac, gen, wall, config, inst = raw.decode().split(" ", 5)
+            if not gen.isdigit() or (field is not None and field.decode() != inst):
+                raise Unverified("a malformed heartbeat")
+            if self.keys.enabled:
+                body = f"{inst}\x00{gen}\x00{wall}\x00{config}".encode()
+                if self.keys.check(b"ack", body, kid, mac) == "previous":
+                    report(kind, "", "previous")
+        except (ValueError, UnicodeDecodeError) as exc:
+            report(kind, str(exc), None, cause_of(exc))
+            return None
+        return Ack(inst, int(gen), "" if config == "-" else config)
+
+    def _memories(self) -> tuple[NewestPlaces, NewestPlaces]:
+        if self._places is None:
+            self._places = NewestPlaces()
+        if self._pushed_places is None:
+            self._pushed_places = NewestPlaces()
+        return self._places, self._pushed_places
+
+    def _pushed_ack(self, raw: bytes) -> Ack | None:
+        """An ack from the acks channel (verified, as _open_ack), or None: refused as a
+        replay (reported as "ack") when it is placed (or signed) no later than one of
+        that instance pushed before, or, once the lease is known, signed longer ago than
+        a fleet read takes a heartbeat for live. A replay noted as heard kept a stopped
+        instance live (receipts waited for it, drills counted it) for a lease after each."""
+        ack = self._open_ack(raw, "ack")
+        if ack is None or not self.keys.enabled or (got := signed_time(raw)) is None:
+            return ack
+        signed, place = got
+        skew = self.store_skew_s if abs(self.store_skew_s) <= CLOCK_SKEW else 0.0
+        bound = None if self._lease is None else 10 * self._lease + CLOCK_SKEW
+        age_s = self.clock() + skew - signed / 1000.0
+        if place is not None:
+            why = (f"{ack.instance!r} signed {age_s:.0f}s ago: a replay (or that instance's "
+                   "clock is off)" if bound is not None and age_s > bound else
+                   self._memories()[1].pushed_replay(ack.instance, place))
+        else:
+            if self._newest_pushed is None:
+                self._newest_pushed = NewestBeats()
+            why = pushed_replay(self._newest_pushed, ack.instance, signed,
+                                int(time.monotonic() * 1000), age_s, bound, CLOCK_SKEW,
+                                ack.generation)
+        if why:
+            self.on_unverified("ack", why, None)
+            return None
+        return ack
+
+    def _replayed(self, instance: str, signed: tuple[int, Place | None] | None,
+                  judge_ms: int, now_ms: int, lease: float, stamp_ms: int,
+                  applied: int = -1) -> str | None:
+        """Why a verified stored heartbeat is a replay (None: it is not): signed too long
+        before the clock judged by; or placed before one of that instance's read, or that
+        one stamped again by the store (`stamp_ms`: written again). An older version's,
+        by its signed time: no later than one read long enough ago by the store's clock
+        (ours may be behind: it bounds nothing then), or stamped after one at least as new
+        was first read."""
+        if signed is None:
+            return None
+        bound = 10 * lease + CLOCK_SKEW
+        wall, place = signed
+        if (judge_ms - wall) / 1000.0 > bound:
+            return (f"{instance!r} signed {(judge_ms - wall) / 1000.0:.0f}s before "
+                    f"{self._judge_name(judge_ms, now_ms)}: a replay (or that instance's "
+                    "clock is off)")
+        if place is not None:
+            places = self._memories()[0]
+            if why := places.stored_replay(instance, place, stamp_ms):
+                return why
+            places.saw(instance, place, stamp_ms)
+            return None
+        if self._newest is None:
+            self._newest = NewestBeats()
+        least = self._newest.min_age_ms(instance, wall, now_ms, applied)
+        if least is not None and least / 1000.0 > bound:
+            return (f"{instance!r} signed at least {least / 1000.0:.0f}s before the store's "
+                    "clock (no later than a heartbeat of it read that long ago): a replay "
+                    "(or that instance's clock stepped back)")
+        if least is not None and self._newest.written_since(instance, wall, stamp_ms, applied):
+            return (f"{instance!r} written again after a heartbeat of it at least as new was "
+                    "read: a replay (or that instance's clock stepped back)")
+        # (one signed ahead of the store's clock, or ours when later, by more than the skew
+        # tolerated is taken but not remembered: remembered, a heartbeat signed an hour
+        # ahead made every genuine one after NTP set that clock right a "replay" for the
+        # hour, deleted from the store at every read: the instance gone from the fleet,
+        # receipts short, drills failing)
+        if wall <= max(now_ms, judge_ms) + int(CLOCK_SKEW * 1000):
+            self._newest.saw(instance, wall, now_ms, applied)
+        return None
+
+    def _judge_clock(self, now_ms: int, before: float, after: float) -> int:
+        """The time (ms) heartbeats' signed times are judged against: the store's
+        (`now_ms`), or ours when the store's is off from ours by more than CLOCK_SKEW
+        (logged, with the skew measured, every CLOCK_LOG_INTERVAL while it lasts)."""
+        ours_ms = int((before + after) * 500)
+        self.store_skew_s = skew = (now_ms - ours_ms) / 1000.0
+        if abs(skew) <= CLOCK_SKEW:
+            return now_ms
+        if time.monotonic() - self._skew_logged >= CLOCK_LOG_INTERVAL:
+            self._skew_logged = time.monotonic()
+            event(log, "state_store_clock_off", logging.ERROR, skew_s=round(skew, 1),
+                  detail=f"the store's clock is {abs(skew):.0f}s "
+                         f"{'ahead of' if skew > 0 else 'behind'} this instance's (measured "
+                         f"at a fleet read; {CLOCK_SKEW:.0f}s tolerated): heartbeats are "
+                         "judged by this instance's clock meanwhile; check the clocks (NTP) "
+                         "of the store's host and this one")
+        return ours_ms
+
+    @staticmethod
+    def _judge_name(judge_ms: int, now_ms: int) -> str:
+        if judge_ms == now_ms:
+            return "the store's clock"
+        skew = (now_ms - judge_ms) / 1000.0
+        return (f"this instance's clock (the store's is {abs(skew):.0f}s "
+                f"{'ahead' if skew > 0 else 'behind'}: off)")

@@ -1,0 +1,131 @@
+"""Heartbeats ordered by their place among their process's, not by their signed time
+(state/beatorder.py `Place`, state/redisbeats.py), on a real redis-server.
+
+An instance whose clock NTP steps back by S signs its next heartbeats "earlier" than the
+newest already read of it: ordered by signed time, each was refused as a replay for S
+(stored: "written again", deleted from the store at every read; pushed: "signed no
+later"), so receipts went short of it and drills lost it. Ordered by place, they are
+taken, and a capture put back (stored, or PUBLISHed) is still refused."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+
+from tests.backends import echo_app
+from tests.conftest import (
+    STATE_KEY,
+    RedisServer,
+    running_gateway,
+    two_versions,
+    wait_until,
+    write_config,
+)
+from tests.staterig import redis_section
+from tests.test_killswitch import kill
+
+pytestmark = pytest.mark.timeout(20)
+
+STEP = 120.0  # (s: an NTP step back, well inside the skew tolerated: CLOCK_SKEW)
+
+
+def _store(url: str, prefix: str):  # type: ignore[no-untyped-def]
+    from gateway.state.redis import RedisStore
+    from gateway.state.signing import Key, Keyring
+
+    return RedisStore(url, prefix, 1.0, keys=Keyring(Key.of(STATE_KEY.encode())))
+
+
+def _store_ms(redis: RedisServer) -> int:
+    parts = [p for p in redis.cmd("TIME").split("\r\n") if p.isdigit()]
+    return int(parts[0]) * 1000 + int(parts[1]) // 1000
+
+
+async def _stored(redis: RedisServer, prefix: str, name: str) -> str:
+    """`name`'s signed heartbeat as stored (without the store's stamp of arrival)."""
+    raw = await asyncio.to_thread(redis.cmd, "HGET", f"{prefix}:instances", name)
+    return raw.partition(" ")[2]
+
+
+async def _put_back(redis: RedisServer, prefix: str, name: str, record: str) -> None:
+    """`record` written back raw, stamped now (as a replay must be, to count as live)."""
+    stamped = f"{await asyncio.to_thread(_store_ms, redis)} {record}"
+    await asyncio.to_thread(redis.cmd, "HSET", f"{prefix}:instances", name, stamped)
+
+
+async def test_an_instance_whose_clock_stepped_back_is_heard_and_replays_are_not(
+        redis_server: RedisServer) -> None:
+    from gateway.state.store import Ack
+
+    a, b = _store(redis_server.url, "kgstep"), _store(redis_server.url, "kgstep")
+    got: list[object] = []
+    refused: list[str] = []
+    a.listen(got.append)
+    a.on_unverified = lambda kind, why, which, cause="other": refused.append(  # type: ignore[method-assign]
+        f"{kind}: {why}")
+    await a.open()
+    await b.open()
+    try:
+        await b.heartbeat("b", 1, "sha256:x")
+        await wait_until(lambda: Ack("b", 1, "sha256:x") in got, 3, what="b's first ack")
+        assert (await a.fleet(5.0))["b"]["generation"] == 1
+        captured = await _stored(redis_server, "kgstep", "b")
+        b.clock = lambda: time.time() - STEP  # type: ignore[method-assign]  # (NTP steps it back)
+        await b.heartbeat("b", 2, "sha256:x")
+        await wait_until(lambda: Ack("b", 2, "sha256:x") in got or refused, 3,
+                         what="b's ack after the step to be judged")
+        assert refused == [] and got[-1] == Ack("b", 2, "sha256:x"), (got, refused)
+        fleet = await a.fleet(5.0)
+        assert fleet.get("b", {}).get("generation") == 2, (fleet, refused)
+        # the capture from before the step (signed later by the wall clock, placed
+        # earlier), put back: stored, then PUBLISHed
+        await _put_back(redis_server, "kgstep", "b", captured)
+        assert "b" not in await a.fleet(5.0)
+        assert refused and refused[-1].startswith(
+            "heartbeat: 'b' signed before a heartbeat of it already read"), refused
+        await asyncio.to_thread(redis_server.cmd, "PUBLISH", "kgstep:acks", captured)
+        await wait_until(lambda: len(refused) == 2, 3, what="the pushed replay to be judged")
+        assert refused[1].startswith("ack: 'b' signed no later than an ack of it"), refused
+        assert got[-1] == Ack("b", 2, "sha256:x")
+        # b's next genuine heartbeat, its clock still stepped back: live, heard
+        await b.heartbeat("b", 3, "sha256:x")
+        await wait_until(lambda: Ack("b", 3, "sha256:x") in got, 3, what="b's next ack")
+        assert (await a.fleet(5.0))["b"]["generation"] == 3
+        assert len(refused) == 2, refused
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_receipt_counts_an_instance_whose_clock_stepped_back(
+        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer) -> None:
+    """Two gateways; NTP steps b's clock back: a kill through a answers with a receipt
+    that b acked (its ack was refused as a replay: pending, b, or b not counted)."""
+    p = await backends(echo_app("v1"))
+    configs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        configs.append(write_config(tmp_path / name, two_versions(p, p, 100, 0),
+                                    state=redis_section(
+            redis_server.url, "kgreceipt", tmp_path / name / "snap.json",
+            poll_interval="100ms", heartbeat_interval="100ms", instance_lease="1s",
+            command_timeout="300ms")))
+    async with running_gateway(configs[0], "a") as a, running_gateway(configs[1], "b") as b:
+        fleet, tamper = a.gw.sync.peers, a.gw.sync.tamper
+        await wait_until(lambda: "b" in fleet.acks, 5, what="a to hear b")
+        b.gw.sync.store.clock = lambda: time.time() - STEP
+        for _ in range(2):  # (the stored heartbeat changed twice: one signed after the step)
+            was = await _stored(redis_server, "kgreceipt", "b")
+            await wait_until(lambda was=was: redis_server.cmd(
+                "HGET", "kgreceipt:instances", "b").partition(" ")[2] != was, 3,
+                             what="b to beat after the step")
+        assert "b" in await fleet.live()
+        got = await kill(session, a.admin, wait="2s", scope="version", route="iris",
+                         version="v2")
+        assert got["applied"]["instances"] == 2 and got["applied"]["pending"] == [], got
+        assert tamper.counts.get("ack", 0) == 0 and tamper.counts.get("heartbeat", 0) == 0, \
+            tamper.status()
