@@ -5,7 +5,9 @@ An instance whose clock NTP steps back by S signs its next heartbeats "earlier" 
 newest already read of it: ordered by signed time, each was refused as a replay for S
 (stored: "written again", deleted from the store at every read; pushed: "signed no
 later"), so receipts went short of it and drills lost it. Ordered by place, they are
-taken, and a capture put back (stored, or PUBLISHed) is still refused."""
+taken, and a capture put back (stored, or PUBLISHed) is still refused. And a process that
+starts after a capture knows the places the store holds from its start: the capture put
+back is refused then too, not taken once as its first news of that instance."""
 
 from __future__ import annotations
 
@@ -98,6 +100,47 @@ async def test_an_instance_whose_clock_stepped_back_is_heard_and_replays_are_not
         assert len(refused) == 2, refused
     finally:
         await a.close()
+        await b.close()
+
+
+async def test_a_process_started_after_a_capture_refuses_it_put_back(
+        redis_server: RedisServer) -> None:
+    """c starts after b's heartbeat 1 was captured (b beat again since): its memory of
+    what it read was empty, so the capture, put back (stored, or PUBLISHed), was its
+    first news of b and taken once: b "live" at the generation it had then, b's ack of a
+    generation it left heard again. It knows the places the store holds from its start."""
+    from gateway.state.store import Ack
+
+    b = _store(redis_server.url, "kgseed")
+    await b.open()
+    c = _store(redis_server.url, "kgseed")
+    got: list[object] = []
+    refused: list[str] = []
+    c.listen(got.append)
+    c.on_unverified = lambda kind, why, which, cause="other": refused.append(  # type: ignore[method-assign]
+        f"{kind}: {why}")
+    try:
+        await b.heartbeat("b", 1, "sha256:x")
+        captured = await _stored(redis_server, "kgseed", "b")
+        await b.heartbeat("b", 2, "sha256:x")
+        await c.open()  # (after the capture: what it read of b is the store's)
+        await asyncio.to_thread(redis_server.cmd, "PUBLISH", "kgseed:acks", captured)
+        await wait_until(lambda: refused or got, 3, what="the pushed replay to be judged")
+        assert got == [] and refused[0].startswith(
+            "ack: 'b' signed no later than an ack of it"), (got, refused)
+        await _put_back(redis_server, "kgseed", "b", captured)
+        fleet = await c.fleet(5.0)
+        assert "b" not in fleet, fleet
+        assert refused[-1].startswith(
+            "heartbeat: 'b' signed before a heartbeat of it already read"), refused
+        # b's next genuine heartbeat: live, heard (its ack in flight at c's start too: one
+        # place after the seeded one)
+        await b.heartbeat("b", 3, "sha256:x")
+        await wait_until(lambda: Ack("b", 3, "sha256:x") in got, 3, what="b's next ack")
+        assert (await c.fleet(5.0))["b"]["generation"] == 3
+        assert len(refused) == 2, refused
+    finally:
+        await c.close()
         await b.close()
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import StoreUnavailable
+from gateway.errors import StateError, StoreUnavailable
 from gateway.log import event
 from gateway.state.rediscommit import RedisCommits
 from gateway.state.redislink import DOC, SMALL, Script
@@ -161,6 +161,10 @@ class RedisStore(RedisCommits, RedisTrim):
             await sub.aclose()
             raise StoreUnavailable(f"could not subscribe: {exc or type(exc).__name__}") from None
         self._sub = sub
+        # (after subscribing: a heartbeat written in between is read, or heard, or both;
+        # best effort: a store too slow for it now is no reason not to sync)
+        with contextlib.suppress(StateError):
+            await self._seed_places()
 
     async def reset(self) -> None:
         """Drop the subscription (after an error); the command connection is checked on use."""

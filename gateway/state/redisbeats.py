@@ -6,7 +6,10 @@ and whether it is a replay (`_replayed`, `_pushed_ack`): signed too long before 
 store's clock (or ours when the two disagree by more than CLOCK_SKEW: `_judge_clock`), or
 placed no later than one of its instance read before (beatorder.py: by its place among
 its process's heartbeats; an older version's by its signed time). What was read is
-remembered per process. And the place this process signs into its own (`_next_time`).
+remembered per process; at its first `open` it is seeded from the heartbeats the store
+holds (`_seed_places`), so a process started after a capture does not take one replay of each
+instance still beating as its first news of it. And the place this process signs into
+its own (`_next_time`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 
 from gateway.log import event
 from gateway.state.beatorder import (
+    MAX_INSTANCES,
     NewestBeats,
     NewestPlaces,
     Place,
@@ -26,6 +30,7 @@ from gateway.state.beatorder import (
 )
 from gateway.state.redisidem import CLOCK_SKEW
 from gateway.state.redislink import RedisLink
+from gateway.state.redisstats import turn
 from gateway.state.signing import Unverified, cause_of
 from gateway.state.store import Ack
 
@@ -76,6 +81,7 @@ class BeatJudge(RedisLink):
     #: heartbeats signed: the place of the next
     _boot: tuple[int, str] | None = None
     _beats = 0
+    _seeded = False  # (`_seed_places` done)
 
     async def _next_time(self) -> str:
         """The time field of our next heartbeat: our clock's ms and its place (the store's
@@ -109,6 +115,35 @@ class BeatJudge(RedisLink):
             report(kind, str(exc), None, cause_of(exc))
             return None
         return Ack(inst, int(gen), "" if config == "-" else config)
+
+    async def _seed_places(self) -> None:
+        """Remember the places of the heartbeats the store holds (verified; not reported:
+        the fleet read judges them), as if read: a capture of one put back after is
+        refused, and pushed again, too (pushed: one place earlier, so its genuine push, in
+        flight as they were read, is still taken). Once per process (what is read later
+        is remembered across reconnects); not over MAX_INSTANCES heartbeats (a hash
+        flooded with forgeries: read whole at each start, a reply of megabytes missed the
+        command timeout, and each reconnect failed on it)."""
+        if self._seeded or not self.keys.enabled:
+            return
+        if int(await self._call("HLEN", self.k_instances)) > MAX_INSTANCES:
+            self._seeded = True  # (the fleet read reports them)
+            return
+        flat = await self._call("HGETALL", self.k_instances)
+        places, pushed = self._memories()
+        for i in range(0, len(flat), 2):
+            await turn(i)
+            seen_s, _, record = flat[i + 1].partition(b" ")
+            if not seen_s.isdigit() or len(seen_s) > 18:
+                continue
+            got = signed_time(record)
+            if got is None or got[1] is None or self._open_ack(record, None, flat[i]) is None:
+                continue
+            name, place = flat[i].decode(), got[1]
+            places.saw(name, place, int(seen_s))
+            if place.seq > 0:
+                pushed.saw(name, Place(place.boot_ms, place.tag, place.seq - 1), 0)
+        self._seeded = True
 
     def _memories(self) -> tuple[NewestPlaces, NewestPlaces]:
         if self._places is None:
