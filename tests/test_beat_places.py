@@ -172,3 +172,38 @@ async def test_a_receipt_counts_an_instance_whose_clock_stepped_back(
         assert got["applied"]["instances"] == 2 and got["applied"]["pending"] == [], got
         assert tamper.counts.get("ack", 0) == 0 and tamper.counts.get("heartbeat", 0) == 0, \
             tamper.status()
+
+
+def test_a_time_field_is_read_with_its_place_and_an_older_versions_without() -> None:
+    from gateway.state.beatorder import Place, split_time
+
+    assert split_time("1700000000123") == (1700000000123, None)  # (an older version's)
+    assert split_time("1700000000123.1700000000000.0a1b2c3d.7") == (
+        1700000000123, Place(1700000000000, "0a1b2c3d", 7))
+    assert split_time(Place(5, "ab", 3).text().join(("9.", ""))) == (9, Place(5, "ab", 3))
+    for bad in ("", "x", "12.3", "12.3.ab", "12.3.ab.4.5", "12.x.ab.4", "12.3..4",
+                "12.3.a b.4", "12.3.ab.-4", "1" * 19, "12.3." + "a" * 17 + ".4"):
+        assert split_time(bad) is None, bad
+    # ordered by start, then by count: a later start wins whatever its count
+    assert Place(1, "a", 9) < Place(1, "a", 10) < Place(2, "a", 0)
+
+
+def test_places_refuse_earlier_and_restamped_and_forget_the_oldest() -> None:
+    from gateway.state.beatorder import NewestPlaces, Place
+
+    places = NewestPlaces(limit=2)
+    p1, p2 = Place(100, "t", 1), Place(100, "t", 2)
+    assert places.stored_replay("b", p1, 1_000) is None
+    places.saw("b", p2, 2_000)
+    assert "signed before a heartbeat of it already read" in str(
+        places.stored_replay("b", p1, 3_000))
+    assert places.stored_replay("b", p2, 2_000) is None  # (the same write, read again)
+    assert "written again" in str(places.stored_replay("b", p2, 3_000))
+    assert places.stored_replay("b", Place(100, "t", 3), 3_000) is None
+    assert places.stored_replay("b", Place(101, "u", 0), 3_000) is None  # (a new start)
+    places.saw("b", p1, 4_000)  # (older: the newest stays)
+    assert places.seen["b"] == (p2, 2_000)
+    assert places.pushed_replay("c", p1) is None and places.seen["c"] == (p1, 0)
+    assert "no later than an ack of it" in str(places.pushed_replay("c", p1))
+    places.saw("d", p1, 0)
+    assert set(places.seen) == {"c", "d"}
