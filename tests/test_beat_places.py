@@ -5,7 +5,8 @@ An instance whose clock NTP steps back by S signs its next heartbeats "earlier" 
 newest already read of it: ordered by signed time, each was refused as a replay for S
 (stored: "written again", deleted from the store at every read; pushed: "signed no
 later"), so receipts went short of it and drills lost it. Ordered by place, they are
-taken, and a capture put back (stored, or PUBLISHed) is still refused. And a process that
+taken (also when the step is past the skew tolerated: their place tells their age too),
+and a capture put back (stored, or PUBLISHed) is still refused. And a process that
 starts after a capture knows the places the store holds from its start: the capture put
 back is refused then too, not taken once as its first news of that instance."""
 
@@ -103,6 +104,38 @@ async def test_an_instance_whose_clock_stepped_back_is_heard_and_replays_are_not
         await b.close()
 
 
+async def test_an_instance_whose_clock_stepped_back_an_hour_is_not_taken_for_old(
+        redis_server: RedisServer) -> None:
+    """Stepped back further than the skew tolerated (5 minutes, and 10 leases), b's
+    heartbeats were refused as signed too long ago (stored and pushed, once a fleet read
+    told the lease). Their place says when they were signed by the store's clock (b's
+    start) and a clock no step moves: they are taken."""
+    from gateway.state.store import Ack
+
+    a, b = _store(redis_server.url, "kghour"), _store(redis_server.url, "kghour")
+    got: list[object] = []
+    refused: list[str] = []
+    a.listen(got.append)
+    a.on_unverified = lambda kind, why, which, cause="other": refused.append(  # type: ignore[method-assign]
+        f"{kind}: {why}")
+    await a.open()
+    await b.open()
+    try:
+        await b.heartbeat("b", 1, "sha256:x")
+        await wait_until(lambda: Ack("b", 1, "sha256:x") in got, 3, what="b's first ack")
+        assert (await a.fleet(5.0))["b"]["generation"] == 1  # (the lease: the bound known)
+        b.clock = lambda: time.time() - 3600  # type: ignore[method-assign]
+        await b.heartbeat("b", 2, "sha256:x")
+        await wait_until(lambda: Ack("b", 2, "sha256:x") in got or refused, 3,
+                         what="b's ack after the step to be judged")
+        assert refused == [] and got[-1] == Ack("b", 2, "sha256:x"), (got, refused)
+        fleet = await a.fleet(5.0)
+        assert fleet.get("b", {}).get("generation") == 2 and refused == [], (fleet, refused)
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_a_process_started_after_a_capture_refuses_it_put_back(
         redis_server: RedisServer) -> None:
     """c starts after b's heartbeat 1 was captured (b beat again since): its memory of
@@ -178,14 +211,18 @@ def test_a_time_field_is_read_with_its_place_and_an_older_versions_without() -> 
     from gateway.state.beatorder import Place, split_time
 
     assert split_time("1700000000123") == (1700000000123, None)  # (an older version's)
-    assert split_time("1700000000123.1700000000000.0a1b2c3d.7") == (
-        1700000000123, Place(1700000000000, "0a1b2c3d", 7))
-    assert split_time(Place(5, "ab", 3).text().join(("9.", ""))) == (9, Place(5, "ab", 3))
-    for bad in ("", "x", "12.3", "12.3.ab", "12.3.ab.4.5", "12.x.ab.4", "12.3..4",
-                "12.3.a b.4", "12.3.ab.-4", "1" * 19, "12.3." + "a" * 17 + ".4"):
+    got = split_time("1700000000123.1700000000000.0a1b2c3d.7.65000")
+    assert got == (1700000000123, Place(1700000000000, "0a1b2c3d", 7))
+    assert got[1] is not None and got[1].at_ms == 1700000065000
+    assert split_time("9." + Place(5, "ab", 3, 4).text()) == (9, Place(5, "ab", 3))
+    for bad in ("", "x", "12.3", "12.3.ab", "12.3.ab.4", "12.3.ab.4.5.6", "12.x.ab.4.5",
+                "12.3..4.5", "12.3.a b.4.5", "12.3.ab.-4.5", "12.3.ab.4.-5", "1" * 19,
+                "12.3." + "a" * 17 + ".4.5"):
         assert split_time(bad) is None, bad
-    # ordered by start, then by count: a later start wins whatever its count
+    # ordered by start, then by count (not by the time since the start: a genuine
+    # process never signs two at one place): a later start wins whatever its count
     assert Place(1, "a", 9) < Place(1, "a", 10) < Place(2, "a", 0)
+    assert Place(1, "a", 9, 5) == Place(1, "a", 9, 6)
 
 
 def test_places_refuse_earlier_and_restamped_and_forget_the_oldest() -> None:

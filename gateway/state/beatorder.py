@@ -17,13 +17,15 @@ A heartbeat of this version also says its place among its process's (`Place`: wh
 process first beat, by the store's clock, and how many it had signed before), and is
 ordered by it (`NewestPlaces`), not by its signed time: an instance whose clock NTP
 stepped back by S had every genuine heartbeat and ack refused as a replay for S, since
-each was signed "no later" than the newest read. An older version's (its time alone) is
-ordered as before.
+each was signed "no later" than the newest read. Its age is the younger of what its
+signed time and its place say (`Place.at_ms`: the store's clock at its start, and a
+clock no step moves since), so neither a step back of that clock nor one of the store's
+makes it old. An older version's (its time alone) is ordered and aged as before.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["NewestBeats", "NewestPlaces", "Place", "pushed_replay", "split_time"]
 
@@ -112,14 +114,21 @@ class Place:
     """A heartbeat's signed place among its process's: the store's time (ms) when that
     process first beat, a tag drawn then (two starts in one millisecond), and how many
     heartbeats it had signed before this one. Ordered: a later start, or a later beat of
-    the same start (a process never signs two at one place)."""
+    the same start (a process never signs two at one place). And how long after that
+    first beat it was signed (ms, by a clock no step moves: `since_ms`, not compared):
+    `at_ms`, when it was signed by the store's clock, as that process reckons it."""
 
     boot_ms: int
     tag: str
     seq: int
+    since_ms: int = field(default=0, compare=False)
+
+    @property
+    def at_ms(self) -> int:
+        return self.boot_ms + self.since_ms
 
     def text(self) -> str:
-        return f"{self.boot_ms}.{self.tag}.{self.seq}"
+        return f"{self.boot_ms}.{self.tag}.{self.seq}.{self.since_ms}"
 
     def said(self) -> str:
         return f"beat {self.seq} of its start at {self.boot_ms}"
@@ -129,19 +138,20 @@ def _number(text: str) -> int | None:
     return int(text) if text.isdigit() and len(text) <= 18 else None
 
 
-def split_time(field: str) -> tuple[int, Place | None] | None:
+def split_time(text: str) -> tuple[int, Place | None] | None:
     """A heartbeat's signed time field: its time (ms) and its place, "<ms>.<boot ms>.<tag>.
-    <seq>" (an older version's is "<ms>" alone: no place); None when malformed."""
-    parts = field.split(".")
+    <seq>.<since ms>" (an older version's is "<ms>" alone: no place); None when malformed."""
+    parts = text.split(".")
     wall = _number(parts[0])
-    if wall is None or len(parts) not in (1, 4):
+    if wall is None or len(parts) not in (1, 5):
         return None
     if len(parts) == 1:
         return wall, None
-    boot, seq, tag = _number(parts[1]), _number(parts[3]), parts[2]
-    if boot is None or seq is None or not 0 < len(tag) <= 16 or not tag.isalnum():
+    boot, seq, since, tag = _number(parts[1]), _number(parts[3]), _number(parts[4]), parts[2]
+    if boot is None or seq is None or since is None or not 0 < len(tag) <= 16 \
+            or not tag.isalnum():
         return None
-    return wall, Place(boot, tag, seq)
+    return wall, Place(boot, tag, seq, since)
 
 
 class NewestPlaces:

@@ -62,8 +62,17 @@ def _unreported(kind: str, problem: str, which: str | None, cause: str = "other"
     return None
 
 
+def _boottime() -> float:
+    """Seconds by a clock that no step of the wall clock moves, and that counts a
+    suspended host's time (CLOCK_BOOTTIME; elsewhere the monotonic clock)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class BeatJudge(RedisLink):
     clock: Callable[[], float]
+    #: this process's step-free clock (s), which heartbeats' places count from
+    since: Callable[[], float] = staticmethod(_boottime if hasattr(time, "CLOCK_BOOTTIME")
+                                              else time.monotonic)
     #: the store's clock minus ours (s), as measured at the last fleet read
     store_skew_s = 0.0
     _skew_logged = -1e9
@@ -79,20 +88,23 @@ class BeatJudge(RedisLink):
     _lease: float | None = None
     #: this process's start (the store's time when it first beat, a tag) and its count of
     #: heartbeats signed: the place of the next
-    _boot: tuple[int, str] | None = None
+    _boot: tuple[int, str, float] | None = None
     _beats = 0
     _seeded = False  # (`_seed_places` done)
 
     async def _next_time(self) -> str:
         """The time field of our next heartbeat: our clock's ms and its place (the store's
         clock is read once, at the first: a clock of ours stepped back since a restart
-        must not place the new start before the old)."""
+        must not place the new start before the old; and the time since by `since`)."""
         if self._boot is None:
             sec, usec = await self._call("TIME")
             if self._boot is None:  # (two first beats at once: one start)
-                self._boot = (int(sec) * 1000 + int(usec) // 1000, secrets.token_hex(4))
+                self._boot = (int(sec) * 1000 + int(usec) // 1000, secrets.token_hex(4),
+                              self.since())
+        boot_ms, tag, t0 = self._boot
         self._beats += 1
-        return f"{int(self.clock() * 1000)}.{Place(*self._boot, self._beats).text()}"
+        since = max(0, int((self.since() - t0) * 1000))
+        return f"{int(self.clock() * 1000)}.{Place(boot_ms, tag, self._beats, since).text()}"
 
     def _open_ack(self, raw: bytes, kind: str | None, field: bytes | None = None) -> Ack | None:
         """A signed heartbeat, or None (reported as `kind`; None: not reported). One over
@@ -142,7 +154,8 @@ class BeatJudge(RedisLink):
             name, place = flat[i].decode(), got[1]
             places.saw(name, place, int(seen_s))
             if place.seq > 0:
-                pushed.saw(name, Place(place.boot_ms, place.tag, place.seq - 1), 0)
+                pushed.saw(name, Place(place.boot_ms, place.tag, place.seq - 1,
+                                       place.since_ms), 0)
         self._seeded = True
 
     def _memories(self) -> tuple[NewestPlaces, NewestPlaces]:
@@ -162,6 +175,8 @@ class BeatJudge(RedisLink):
         if ack is None or not self.keys.enabled or (got := signed_time(raw)) is None:
             return ack
         signed, place = got
+        if place is not None:  # (aged by the younger of what its time and place say)
+            signed = max(signed, place.at_ms)
         skew = self.store_skew_s if abs(self.store_skew_s) <= CLOCK_SKEW else 0.0
         bound = None if self._lease is None else 10 * self._lease + CLOCK_SKEW
         age_s = self.clock() + skew - signed / 1000.0
@@ -193,8 +208,11 @@ class BeatJudge(RedisLink):
             return None
         bound = 10 * lease + CLOCK_SKEW
         wall, place = signed
-        if (judge_ms - wall) / 1000.0 > bound:
-            return (f"{instance!r} signed {(judge_ms - wall) / 1000.0:.0f}s before "
+        # (placed: aged by the younger of what its time and its place say; its place's
+        # time is the store's clock at its process's start and a step-free clock since)
+        aged = wall if place is None else max(wall, place.at_ms)
+        if (judge_ms - aged) / 1000.0 > bound:
+            return (f"{instance!r} signed {(judge_ms - aged) / 1000.0:.0f}s before "
                     f"{self._judge_name(judge_ms, now_ms)}: a replay (or that instance's "
                     "clock is off)")
         if place is not None:
