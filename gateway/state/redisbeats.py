@@ -1,40 +1,29 @@
-"""The redis store's heartbeats judged as they are read: verified, replays refused.
+"""Reading the redis store's heartbeats: what a record says, and whether to believe it.
 
-Owns what `RedisRecords` (redisaux.py, which writes and reads `<p>:instances` and the acks
-channel) asks of a heartbeat it reads, stored or pushed: whether it verifies (`_open_ack`),
-and whether it is a replay (`_replayed`, `_pushed_ack`): signed too long before the
-store's clock (or ours when the two disagree by more than CLOCK_SKEW: `_judge_clock`), or
-placed no later than one of its instance read before (beatorder.py: by its place among
-its process's heartbeats; an older version's by its signed time). What was read is
-remembered per process; at its first `open` it is seeded from the heartbeats the store
-holds (`_seed_places`), so a process started after a capture does not take one replay of each
-instance still beating as its first news of it. And the place this process signs into
-its own (`_next_time`).
+Owns `RedisBeats`, a base of `RedisRecords` (redisaux.py, which writes and reads the
+records): a heartbeat (or an ack pushed on the acks channel) and an instance's addresses
+verified against the state keys, one over MAX_ACK_BYTES refused unread; a verified one
+refused as a replay when signed too long before the clock it is judged by, or placed no
+later than one of that instance's read before (beatorder.py: by its place among its
+process's heartbeats; an older version's by its signed time); and that clock: the
+store's, or ours when the two are further apart than CLOCK_SKEW (logged). A record that
+does not verify is reported (`on_unverified`) and never used. No redis calls of its own.
 """
-
 from __future__ import annotations
 
+import json
 import logging
-import secrets
 import time
 from collections.abc import Callable
 
 from gateway.log import event
-from gateway.state.beatorder import (
-    MAX_INSTANCES,
-    NewestBeats,
-    NewestPlaces,
-    Place,
-    pushed_replay,
-    split_time,
-)
+from gateway.state.beatorder import NewestBeats, NewestPlaces, Place, pushed_replay, split_time
 from gateway.state.redisidem import CLOCK_SKEW
 from gateway.state.redislink import RedisLink
-from gateway.state.redisstats import turn
 from gateway.state.signing import Unverified, cause_of
 from gateway.state.store import Ack
 
-__all__ = ["MAX_ACK_BYTES", "BeatJudge", "signed_time"]
+__all__ = ["CLOCK_LOG_INTERVAL", "MAX_ACK_BYTES", "RedisBeats", "signed_time"]
 
 log = logging.getLogger("killgate.state")
 
@@ -62,49 +51,22 @@ def _unreported(kind: str, problem: str, which: str | None, cause: str = "other"
     return None
 
 
-def _boottime() -> float:
-    """Seconds by a clock that no step of the wall clock moves, and that counts a
-    suspended host's time (CLOCK_BOOTTIME; elsewhere the monotonic clock)."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-class BeatJudge(RedisLink):
-    clock: Callable[[], float]
-    #: this process's step-free clock (s), which heartbeats' places count from
-    since: Callable[[], float] = staticmethod(_boottime if hasattr(time, "CLOCK_BOOTTIME")
-                                              else time.monotonic)
+class RedisBeats(RedisLink):
+    clock: Callable[[], float]  # (redisidem.py's: the wall clock, replaced by tests)
     #: the store's clock minus ours (s), as measured at the last fleet read
     store_skew_s = 0.0
     _skew_logged = -1e9
     #: the newest place read of each instance in the store, and pushed on the acks channel
-    #: (beatorder.py; made at the first read or `open`)
+    #: (beatorder.py; made at the first read, or seeded: redisaux.py's `_seed_places`)
     _places: NewestPlaces | None = None
     _pushed_places: NewestPlaces | None = None
-    #: the same for an older version's heartbeats (no place: by their signed time, the
-    #: store's clock bounding what was read before, whatever ours says)
+    #: an older version's heartbeats (no place): the newest read from each instance,
+    #: replays bounded by the store's clock, whatever ours says; and the newest pushed,
+    #: first read at this process's monotonic time
     _newest: NewestBeats | None = None
     _newest_pushed: NewestBeats | None = None
     #: the lease the fleet was last read with (s; None before): bounds a pushed ack's age
     _lease: float | None = None
-    #: this process's start (the store's time when it first beat, a tag) and its count of
-    #: heartbeats signed: the place of the next
-    _boot: tuple[int, str, float] | None = None
-    _beats = 0
-    _seeded = False  # (`_seed_places` done)
-
-    async def _next_time(self) -> str:
-        """The time field of our next heartbeat: our clock's ms and its place (the store's
-        clock is read once, at the first: a clock of ours stepped back since a restart
-        must not place the new start before the old; and the time since by `since`)."""
-        if self._boot is None:
-            sec, usec = await self._call("TIME")
-            if self._boot is None:  # (two first beats at once: one start)
-                self._boot = (int(sec) * 1000 + int(usec) // 1000, secrets.token_hex(4),
-                              self.since())
-        boot_ms, tag, t0 = self._boot
-        self._beats += 1
-        since = max(0, int((self.since() - t0) * 1000))
-        return f"{int(self.clock() * 1000)}.{Place(boot_ms, tag, self._beats, since).text()}"
 
     def _open_ack(self, raw: bytes, kind: str | None, field: bytes | None = None) -> Ack | None:
         """A signed heartbeat, or None (reported as `kind`; None: not reported). One over
@@ -127,36 +89,6 @@ class BeatJudge(RedisLink):
             report(kind, str(exc), None, cause_of(exc))
             return None
         return Ack(inst, int(gen), "" if config == "-" else config)
-
-    async def _seed_places(self) -> None:
-        """Remember the places of the heartbeats the store holds (verified; not reported:
-        the fleet read judges them), as if read: a capture of one put back after is
-        refused, and pushed again, too (pushed: one place earlier, so its genuine push, in
-        flight as they were read, is still taken). Once per process (what is read later
-        is remembered across reconnects); not over MAX_INSTANCES heartbeats (a hash
-        flooded with forgeries: read whole at each start, a reply of megabytes missed the
-        command timeout, and each reconnect failed on it)."""
-        if self._seeded or not self.keys.enabled:
-            return
-        if int(await self._call("HLEN", self.k_instances)) > MAX_INSTANCES:
-            self._seeded = True  # (the fleet read reports them)
-            return
-        flat = await self._call("HGETALL", self.k_instances)
-        places, pushed = self._memories()
-        for i in range(0, len(flat), 2):
-            await turn(i)
-            seen_s, _, record = flat[i + 1].partition(b" ")
-            if not seen_s.isdigit() or len(seen_s) > 18:
-                continue
-            got = signed_time(record)
-            if got is None or got[1] is None or self._open_ack(record, None, flat[i]) is None:
-                continue
-            name, place = flat[i].decode(), got[1]
-            places.saw(name, place, int(seen_s))
-            if place.seq > 0:
-                pushed.saw(name, Place(place.boot_ms, place.tag, place.seq - 1,
-                                       place.since_ms), 0)
-        self._seeded = True
 
     def _memories(self) -> tuple[NewestPlaces, NewestPlaces]:
         if self._places is None:
@@ -194,6 +126,25 @@ class BeatJudge(RedisLink):
             self.on_unverified("ack", why, None)
             return None
         return ack
+
+    def _open_urls(self, instance: str, raw: bytes) -> dict[str, str]:
+        """An instance's signed addresses ({} when they do not verify, or are longer than
+        a heartbeat may be: not read)."""
+        if len(raw) > MAX_ACK_BYTES:
+            self.on_unverified("heartbeat", f"addresses: {len(raw)} bytes, over the "
+                                            f"{MAX_ACK_BYTES}-byte limit (not read)", None)
+            return {}
+        try:
+            kid, mac, addr = raw.decode().split(" ", 2)
+            if self.keys.enabled:
+                self.keys.check(b"urls", f"{instance}\x00{addr}".encode(), kid, mac)
+            got = json.loads(addr)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.on_unverified("heartbeat", f"addresses: {exc}", None, cause_of(exc))
+            return {}
+        if not isinstance(got, dict):
+            return {}
+        return {k: v for k, v in got.items() if k in ("data", "admin") and isinstance(v, str)}
 
     def _replayed(self, instance: str, signed: tuple[int, Place | None] | None,
                   judge_ms: int, now_ms: int, lease: float, stamp_ms: int,
