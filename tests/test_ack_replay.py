@@ -81,10 +81,13 @@ async def test_an_ack_signed_long_ago_is_refused_once_the_lease_is_known(
             return raw.partition(" ")[2]
 
         now = time.time()
+        # (b started, and signed, 1000 s ago: its clock and its place both say so)
+        b._boot = (int(now * 1000) - 1_000_000, "0ld0", b.since())
         old = await ack(now - 1000, 1)
         await wait_until(lambda: Ack("b", 1, "sha256:x") in got, 3, what="the first ack")
         await a.fleet(5.0)  # (the lease: 5 s; the bound: 50 s and 300 s of skew)
-        a._newest_pushed = None  # (as a process started after it was captured)
+        a._newest_pushed = a._pushed_places = None  # (as a process started after it was
+        # captured, b gone from the store: nothing to know it by)
         got.clear()
         refused.clear()  # (the fleet read refused the stored one too: its own check)
         await asyncio.to_thread(redis_server.cmd, "PUBLISH", "kgold:acks", old)

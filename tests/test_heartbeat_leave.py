@@ -74,8 +74,10 @@ async def test_a_store_clock_far_off_is_named_not_every_instance_a_replay(
         assert any("state_store_clock_off" in m and "ahead of this instance" in m
                    and "3600s" in m for m in msgs), msgs
         assert 3595 < a.store_skew_s < 3605
-        # a replay: b's heartbeat as signed 3 hours before this instance's clock
+        # a replay: b's heartbeat as signed 3 hours before this instance's clock (by a
+        # process of b's started then: its place says as much, not only its clock)
         b.clock = lambda: time.time() - 4 * 3600  # type: ignore[method-assign]
+        b._boot = (int((time.time() - 4 * 3600) * 1000), "0ld0", b.since())
         await b.heartbeat("b", 5, "sha256:x")
         fleet = await a.fleet(5.0)
         assert set(fleet) == {"a"}

@@ -51,6 +51,8 @@ async def test_a_replayed_heartbeat_does_not_bring_back_an_instance_or_its_addre
     await store.open()
     try:
         old.clock = lambda: time.time() - 3 * 3600  # type: ignore[method-assign]
+        # (and its process started then: its place says as much, not only its clock)
+        old._boot = (int((time.time() - 3 * 3600) * 1000), "0ld0", old.since())
         await old.heartbeat("gone", 7, "sha256:x", {"data": "http://10.0.0.9:8080",
                                                     "admin": "http://10.0.0.9:8081"})
         await store.heartbeat("live", 7, "sha256:x", {"data": "http://10.0.0.5:8080",

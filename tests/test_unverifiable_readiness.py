@@ -182,7 +182,10 @@ async def test_ready_without_state_stays_ready_over_a_document_it_cannot_verify(
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
     async with running_gateway(cfg, "gw-a") as a:
-        await wait_until(lambda: "refused" in (a.gw.sync.last_error or ""), 5,
+        # (either line: the store's document refused, or the attempt's end saying why;
+        # each attempt writes one then the other, so the first alone may not be seen)
+        await wait_until(lambda: any(w in (a.gw.sync.last_error or "") for w in (
+            "refused the stored state", "the stored state cannot be verified")), 5,
                          what="the forgery refused")
         assert a.gw.ready_reason is None, a.gw.sync.unverifiable
         assert "STATE UNVERIFIABLE" not in " ".join(

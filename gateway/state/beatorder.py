@@ -12,11 +12,22 @@ first read, plus how much earlier it was signed. Pure bookkeeping; no I/O.
 Acks pushed on the acks channel are judged the same way (`pushed_replay`), with this
 process's monotonic time in place of the store's (a push carries no stamp of arrival):
 one signed no later than the newest pushed by its instance is a replay.
+
+A heartbeat of this version also says its place among its process's (`Place`: when that
+process first beat, by the store's clock, and how many it had signed before), and is
+ordered by it (`NewestPlaces`), not by its signed time: an instance whose clock NTP
+stepped back by S had every genuine heartbeat and ack refused as a replay for S, since
+each was signed "no later" than the newest read. Its age is the younger of what its
+signed time and its place say (`Place.at_ms`: the store's clock at its start, and a
+clock no step moves since), so neither a step back of that clock nor one of the store's
+makes it old. An older version's (its time alone) is ordered and aged as before.
 """
 
 from __future__ import annotations
 
-__all__ = ["NewestBeats", "pushed_replay"]
+from dataclasses import dataclass, field
+
+__all__ = ["NewestBeats", "NewestPlaces", "Place", "pushed_replay", "split_time"]
 
 #: instances remembered at most (the oldest first read is forgotten first): a fleet of
 #: pods with fresh names each start must not grow this for good
@@ -96,3 +107,90 @@ def pushed_replay(beats: NewestBeats, instance: str, signed_ms: int, mono_ms: in
     if age_s >= -skew_s:
         beats.saw(instance, signed_ms, mono_ms, applied)
     return None
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Place:
+    """A heartbeat's signed place among its process's: the store's time (ms) when that
+    process first beat, a tag drawn then (two starts in one millisecond), and how many
+    heartbeats it had signed before this one. Ordered: a later start, or a later beat of
+    the same start (a process never signs two at one place). And how long after that
+    first beat it was signed (ms, by a clock no step moves: `since_ms`, not compared):
+    `at_ms`, when it was signed by the store's clock, as that process reckons it."""
+
+    boot_ms: int
+    tag: str
+    seq: int
+    since_ms: int = field(default=0, compare=False)
+
+    @property
+    def at_ms(self) -> int:
+        return self.boot_ms + self.since_ms
+
+    def text(self) -> str:
+        return f"{self.boot_ms}.{self.tag}.{self.seq}.{self.since_ms}"
+
+    def said(self) -> str:
+        return f"beat {self.seq} of its start at {self.boot_ms}"
+
+
+def _number(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) <= 18 else None
+
+
+def split_time(text: str) -> tuple[int, Place | None] | None:
+    """A heartbeat's signed time field: its time (ms) and its place, "<ms>.<boot ms>.<tag>.
+    <seq>.<since ms>" (an older version's is "<ms>" alone: no place); None when malformed."""
+    parts = text.split(".")
+    wall = _number(parts[0])
+    if wall is None or len(parts) not in (1, 5):
+        return None
+    if len(parts) == 1:
+        return wall, None
+    boot, seq, since, tag = _number(parts[1]), _number(parts[3]), _number(parts[4]), parts[2]
+    if boot is None or seq is None or since is None or not 0 < len(tag) <= 16 \
+            or not tag.isalnum():
+        return None
+    return wall, Place(boot, tag, seq, since)
+
+
+class NewestPlaces:
+    """The newest place read of each instance (and the store's stamp of arrival it was
+    read with): a heartbeat placed before it, or that one stamped afresh, is a replay."""
+
+    def __init__(self, limit: int = MAX_INSTANCES) -> None:
+        self.limit = limit
+        self.seen: dict[str, tuple[Place, int]] = {}
+
+    def stored_replay(self, instance: str, place: Place, stamp_ms: int) -> str | None:
+        """Why a stored heartbeat of `instance` at `place`, stamped `stamp_ms` by the store
+        (its time of writing; unsigned), is a replay (None: it is not)."""
+        prev = self.seen.get(instance)
+        if prev is None or place > prev[0]:
+            return None
+        if place < prev[0]:
+            return (f"{instance!r} signed before a heartbeat of it already read ({place.said()};"
+                    f" {prev[0].said()} read): a replay")
+        if stamp_ms != prev[1]:
+            return f"{instance!r} written again after it was read ({place.said()}): a replay"
+        return None
+
+    def pushed_replay(self, instance: str, place: Place) -> str | None:
+        """Why an ack pushed by `instance` at `place` is a replay: placed no later than one
+        pushed before (a genuine ack is published once). Remembered when it is not."""
+        prev = self.seen.get(instance)
+        if prev is not None and place <= prev[0]:
+            return (f"{instance!r} signed no later than an ack of it read before "
+                    f"({place.said()}; {prev[0].said()} read): a replay")
+        self.saw(instance, place, 0)
+        return None
+
+    def saw(self, instance: str, place: Place, stamp_ms: int) -> None:
+        """A heartbeat taken: remembered when it is the newest of its instance."""
+        prev = self.seen.get(instance)
+        if prev is not None and place <= prev[0]:
+            return
+        self.seen.pop(instance, None)  # (re-inserted last: the oldest read goes first)
+        self.seen[instance] = (place, stamp_ms)
+        while len(self.seen) > self.limit:
+            del self.seen[next(iter(self.seen))]

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 from gateway.errors import StoreUnavailable
 from gateway.state.files import (
     LOCK_WAIT,
+    LockBusy,
     atomic_write,
     flock_within,
     put_in_place,
@@ -27,6 +28,9 @@ from gateway.state.files import (
 )
 
 __all__ = ["LocalRecords"]
+
+#: how long a stop's `leave` waits for the instances' lock (s): see `_leave`
+LEAVE_LOCK_WAIT = 0.1
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,200}")
 
@@ -143,14 +147,19 @@ class LocalRecords:
         """Remove the heartbeat file only while it holds what we wrote last: a restarted
         instance of the same name may have written its own since. Under the instances'
         lock, as every heartbeat's rename: one landing between the read and the unlink was
-        lost (the restarted instance out of the fleet until its next beat)."""
+        lost (the restarted instance out of the fleet until its next beat). The lock is
+        waited for LEAVE_LOCK_WAIT at most (a rename holds it for microseconds): held longer
+        (a sibling stopped or hung mid-write), the heartbeat is left to age out of the fleet
+        after its lease, as a crashed instance's (LockBusy). Waited for LOCK_WAIT, a stop
+        took 2 s longer: the stop's wait gave up after command_timeout, but the thread went
+        on, and asyncio's executor shutdown joined it before the process could exit."""
         path = self._instance_file(instance)
+        self._leaves += 1  # (first: a heartbeat of ours not in place yet is dropped anyway)
         try:
-            fd = self._beats_lock()
+            fd = self._beats_lock(wait=LEAVE_LOCK_WAIT)
         except FileNotFoundError:  # (no folder: never opened, nothing written)
             return
         try:
-            self._leaves += 1
             own = self._own_beat
             if own is None or own[0] != instance:
                 return
@@ -166,6 +175,11 @@ class LocalRecords:
     async def leave(self, instance: str) -> None:
         try:
             await asyncio.to_thread(self._leave, instance)
+        except LockBusy:
+            raise StoreUnavailable(
+                f"the instances' lock was held for over {LEAVE_LOCK_WAIT:g} s (a sibling "
+                "stopped or hung mid-write?): the heartbeat is left to age out after its "
+                "lease") from None
         except OSError as exc:  # (a folder it cannot use: the stop goes on)
             raise StoreUnavailable(f"cannot remove the heartbeat: {exc.strerror or exc}") \
                 from None

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import StoreUnavailable
+from gateway.errors import StateError, StoreUnavailable
 from gateway.log import event
 from gateway.state.rediscommit import RedisCommits
 from gateway.state.redislink import SMALL, Script
@@ -150,6 +150,10 @@ class RedisStore(RedisCommits, RedisTrim):
             await sub.aclose()
             raise StoreUnavailable(f"could not subscribe: {exc or type(exc).__name__}") from None
         self._sub = sub
+        # (after subscribing: a heartbeat written in between is read, or heard, or both;
+        # best effort: a store too slow for it now is no reason not to sync)
+        with contextlib.suppress(StateError):
+            await self._seed_places()
 
     async def reset(self) -> None:
         """Drop the subscription (after an error); the command connection is checked on use."""
@@ -158,13 +162,22 @@ class RedisStore(RedisCommits, RedisTrim):
             await sub.aclose(self.timeout)
 
     async def kept(self) -> None:
+        """(StateStore.kept.) The subscription is asked (PING): no heartbeat is sent while
+        not synced, so nothing else tells a silent one (half-open: its end never seen)
+        from a live one, and kept, every push after the document verified again was lost
+        until its silence was judged, 3 heartbeats later (kills by poll alone meanwhile)."""
         sub = self._sub
         if sub is None or sub.closed.done():
             raise StoreUnavailable("the redis subscription was lost")
         loop = asyncio.get_running_loop()
         if self._ep().sentinels and loop.time() >= self._master_check:
             await self._follow_the_sentinels()
-        sub.last_rx = loop.time()  # (nothing was expected: no heartbeat while not synced)
+        try:  # (a subscribed connection answers ["pong", ""]; no answer closes it)
+            await sub.call("PING", timeout=self.timeout)
+        except (RespError, TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"the redis subscription did not answer a PING: "
+                                   f"{exc or type(exc).__name__}") from None
+        sub.last_rx = loop.time()  # (its silence counts from now)
 
     async def close(self) -> None:
         await self.reset()

@@ -4,11 +4,15 @@ Owns `<p>:instances` (instance → "server-ms <signed heartbeat>"), the `<p>:ack
 messages (the same signed heartbeat) and `<p>:instances:urls` (instance → "kid mac <json>",
 the signed addresses it listens on, for drills); `<p>:idem:<key>` and `<p>:stats:<route>`
 through its bases. A
-heartbeat is "kid mac generation wall-ms config instance", signed over all but its key id:
+heartbeat is "kid mac generation time config instance", signed over all but its key id:
 without the key nobody can make an instance look as if it applied a generation, or make
-one up. A record that does not verify is reported and never used (reading and judging one:
-the RedisBeats base, redisbeats.py). Idempotency records: the RedisIdempotency base
-(redisidem.py); analysis counts: the RedisStats base (redisstats.py).
+one up; its time is "wall-ms.place" (beatorder.py's Place: this process's start, by the
+store's clock, its count of heartbeats, the time since by a clock no step moves; an older
+version's is "wall-ms" alone, which it still reads, and this one's it takes unordered). A
+record that does not verify is reported and never used (reading and judging one: the
+RedisBeats base, redisbeats.py); what was read is seeded from the store at the first
+`open` (`_seed_places`). Idempotency records: the RedisIdempotency base (redisidem.py);
+analysis counts: the RedisStats base (redisstats.py).
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
+import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import StateError
-from gateway.state.redisbeats import MAX_ACK_BYTES, RedisBeats, signed_ms
+from gateway.state.beatorder import MAX_INSTANCES, Place
+from gateway.state.redisbeats import MAX_ACK_BYTES, RedisBeats, signed_time
 from gateway.state.redisidem import RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
@@ -69,6 +77,12 @@ return 1
 """)
 
 
+def _boottime() -> float:
+    """Seconds by a clock that no step of the wall clock moves, and that counts a
+    suspended host's time (CLOCK_BOOTTIME; elsewhere the monotonic clock)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
     #: our newest heartbeat as published, and the ack it says: its echo on the acks
     #: channel is not verified again (redis.py)
@@ -77,6 +91,14 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
     _beat_lock: asyncio.Lock | None = None
     #: the signed time of our last heartbeat (ms): the next is signed later
     _last_wall = 0
+    #: this process's step-free clock (s), which heartbeats' places count from
+    since: Callable[[], float] = staticmethod(_boottime if hasattr(time, "CLOCK_BOOTTIME")
+                                              else time.monotonic)
+    #: this process's start (the store's time when it first beat, a tag, `since` then)
+    #: and its count of heartbeats signed: the place of the next
+    _boot: tuple[int, str, float] | None = None
+    _beats = 0
+    _seeded = False  # (`_seed_places` done)
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -100,7 +122,7 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
         # it would carry a step forward, an hour's NTP correction, on for that long)
         wall_ms = self._last_wall + 1 if 0 <= self._last_wall - now_ms < 1000 else now_ms
         self._last_wall = wall_ms
-        wall = str(wall_ms)
+        wall = f"{wall_ms}.{(await self._next_place()).text()}"
         config = config or "-"
         body = f"{instance}\x00{applied}\x00{wall}\x00{config}".encode()
         kid, mac = self.keys.sign(b"ack", body) if self.keys.enabled else ("-", "-")
@@ -114,6 +136,48 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
         self._own_ack = (record.encode(), Ack(instance, applied, "" if config == "-" else config))
         await self._script(_HEARTBEAT, [self.k_instances, self.k_instances + ":urls"],
                            [instance, record, self.ch_acks, addr])
+
+    async def _next_place(self) -> Place:
+        """The place of our next heartbeat (the store's clock is read once, at the first:
+        a clock of ours stepped back since a restart must not place the new start before
+        the old; the time since by `since`)."""
+        if self._boot is None:
+            sec, usec = await self._call("TIME")
+            self._boot = (int(sec) * 1000 + int(usec) // 1000, secrets.token_hex(4),
+                          self.since())
+        boot_ms, tag, t0 = self._boot
+        self._beats += 1
+        return Place(boot_ms, tag, self._beats, max(0, int((self.since() - t0) * 1000)))
+
+    async def _seed_places(self) -> None:
+        """Remember the places of the heartbeats the store holds (verified; not reported:
+        the fleet read judges them), as if read: a capture of one put back after is
+        refused, and pushed again, too (pushed: one place earlier, so its genuine push, in
+        flight as they were read, is still taken). Once per process (what is read later
+        is remembered across reconnects); not over MAX_INSTANCES heartbeats (a hash
+        flooded with forgeries: read whole at each start, a reply of megabytes missed the
+        command timeout, and each reconnect failed on it)."""
+        if self._seeded or not self.keys.enabled:
+            return
+        if int(await self._call("HLEN", self.k_instances)) > MAX_INSTANCES:
+            self._seeded = True  # (the fleet read reports them)
+            return
+        flat = await self._call("HGETALL", self.k_instances)
+        places, pushed = self._memories()
+        for i in range(0, len(flat), 2):
+            await turn(i)
+            seen_s, _, record = flat[i + 1].partition(b" ")
+            if not seen_s.isdigit() or len(seen_s) > 18:
+                continue
+            got = signed_time(record)
+            if got is None or got[1] is None or self._open_ack(record, None, flat[i]) is None:
+                continue
+            name, place = flat[i].decode(), got[1]
+            places.saw(name, place, int(seen_s))
+            if place.seq > 0:
+                pushed.saw(name, Place(place.boot_ms, place.tag, place.seq - 1,
+                                       place.since_ms), 0)
+        self._seeded = True
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         """Instances whose signed heartbeat the store saw within `lease` (server time)."""
@@ -140,7 +204,7 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
                 continue
             ack = self._open_ack(record, "heartbeat", flat[i])
             if ack is not None and self.keys.enabled \
-                    and (why := self._replayed(ack.instance, signed_ms(record), judge_ms,
+                    and (why := self._replayed(ack.instance, signed_time(record), judge_ms,
                                                int(now_ms), lease, int(seen_s),
                                                ack.generation)):
                 self.on_unverified("heartbeat", why, None)

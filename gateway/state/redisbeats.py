@@ -3,12 +3,12 @@
 Owns `RedisBeats`, a base of `RedisRecords` (redisaux.py, which writes and reads the
 records): a heartbeat (or an ack pushed on the acks channel) and an instance's addresses
 verified against the state keys, one over MAX_ACK_BYTES refused unread; a verified one
-refused as a replay when signed too long before the clock it is judged by, or no later than
-one of that instance's read before (beatorder.py); and that clock: the store's, or ours
-when the two are further apart than CLOCK_SKEW (logged). A record that does not verify is
-reported (`on_unverified`) and never used. No redis calls of its own.
+refused as a replay when signed too long before the clock it is judged by, or placed no
+later than one of that instance's read before (beatorder.py: by its place among its
+process's heartbeats; an older version's by its signed time); and that clock: the
+store's, or ours when the two are further apart than CLOCK_SKEW (logged). A record that
+does not verify is reported (`on_unverified`) and never used. No redis calls of its own.
 """
-
 from __future__ import annotations
 
 import json
@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 
 from gateway.log import event
-from gateway.state.beatorder import NewestBeats, pushed_replay
+from gateway.state.beatorder import NewestBeats, NewestPlaces, Place, pushed_replay, split_time
 from gateway.state.redisidem import CLOCK_SKEW
 from gateway.state.redislink import RedisLink
 from gateway.state.signing import Unverified, cause_of
 from gateway.state.store import Ack
 
-__all__ = ["CLOCK_LOG_INTERVAL", "MAX_ACK_BYTES", "RedisBeats", "signed_ms"]
+__all__ = ["CLOCK_LOG_INTERVAL", "MAX_ACK_BYTES", "RedisBeats", "signed_time"]
 
 log = logging.getLogger("killgate.state")
 
@@ -41,11 +41,14 @@ MAX_ACK_BYTES = 4096
 CLOCK_LOG_INTERVAL = 60.0
 
 
-def signed_ms(record: bytes) -> int | None:
-    """A verified heartbeat's signed time (ms; None when unread)."""
+def signed_time(record: bytes) -> tuple[int, Place | None] | None:
+    """A verified heartbeat's signed time (ms) and place (None when unread)."""
     parts = record.split(b" ", 4)
-    wall = parts[3] if len(parts) > 3 else b""
-    return int(wall) if wall.isdigit() and len(wall) <= 18 else None
+    return split_time(parts[3].decode("ascii", "replace")) if len(parts) > 3 else None
+
+
+def _unreported(kind: str, problem: str, which: str | None, cause: str = "other") -> None:
+    return None
 
 
 class RedisBeats(RedisLink):
@@ -53,21 +56,26 @@ class RedisBeats(RedisLink):
     #: the store's clock minus ours (s), as measured at the last fleet read
     store_skew_s = 0.0
     _skew_logged = -1e9
-    #: the newest heartbeat read from each instance (beatorder.py): replays bounded by the
-    #: store's clock, whatever ours says (made at the first fleet read)
+    #: the newest place read of each instance in the store, and pushed on the acks channel
+    #: (beatorder.py; made at the first read, or seeded: redisaux.py's `_seed_places`)
+    _places: NewestPlaces | None = None
+    _pushed_places: NewestPlaces | None = None
+    #: an older version's heartbeats (no place): the newest read from each instance,
+    #: replays bounded by the store's clock, whatever ours says; and the newest pushed,
+    #: first read at this process's monotonic time
     _newest: NewestBeats | None = None
-    #: the newest ack pushed by each instance, first read at this process's monotonic
-    #: time: a genuine ack PUBLISHed again (anyone who can write to redis) is refused
     _newest_pushed: NewestBeats | None = None
     #: the lease the fleet was last read with (s; None before): bounds a pushed ack's age
     _lease: float | None = None
 
-    def _open_ack(self, raw: bytes, kind: str, field: bytes | None = None) -> Ack | None:
-        """A signed heartbeat, or None (reported as `kind`). One over MAX_ACK_BYTES is
-        refused unread (see there)."""
+    def _open_ack(self, raw: bytes, kind: str | None, field: bytes | None = None) -> Ack | None:
+        """A signed heartbeat, or None (reported as `kind`; None: not reported). One over
+        MAX_ACK_BYTES is refused unread (see there)."""
+        report = self.on_unverified if kind is not None else _unreported
+        kind = kind or ""
         if len(raw) > MAX_ACK_BYTES:
-            self.on_unverified(kind, f"{len(raw)} bytes, over the {MAX_ACK_BYTES}-byte limit "
-                                     "(not read)", None)
+            report(kind, f"{len(raw)} bytes, over the {MAX_ACK_BYTES}-byte limit (not read)",
+                   None)
             return None
         try:
             kid, mac, gen, wall, config, inst = raw.decode().split(" ", 5)
@@ -76,29 +84,45 @@ class RedisBeats(RedisLink):
             if self.keys.enabled:
                 body = f"{inst}\x00{gen}\x00{wall}\x00{config}".encode()
                 if self.keys.check(b"ack", body, kid, mac) == "previous":
-                    self.on_unverified(kind, "", "previous")
+                    report(kind, "", "previous")
         except (ValueError, UnicodeDecodeError) as exc:
-            self.on_unverified(kind, str(exc), None, cause_of(exc))
+            report(kind, str(exc), None, cause_of(exc))
             return None
         return Ack(inst, int(gen), "" if config == "-" else config)
 
+    def _memories(self) -> tuple[NewestPlaces, NewestPlaces]:
+        if self._places is None:
+            self._places = NewestPlaces()
+        if self._pushed_places is None:
+            self._pushed_places = NewestPlaces()
+        return self._places, self._pushed_places
+
     def _pushed_ack(self, raw: bytes) -> Ack | None:
         """An ack from the acks channel (verified, as _open_ack), or None: refused as a
-        replay (reported as "ack") when it is signed no later than one of that instance
-        pushed before, or, once the lease is known, longer ago than a fleet read takes a
-        heartbeat for live. A replay noted as heard kept a stopped instance live (receipts
-        waited for it, drills counted it) for a lease after each."""
+        replay (reported as "ack") when it is placed (or signed) no later than one of
+        that instance pushed before, or, once the lease is known, signed longer ago than
+        a fleet read takes a heartbeat for live. A replay noted as heard kept a stopped
+        instance live (receipts waited for it, drills counted it) for a lease after each."""
         ack = self._open_ack(raw, "ack")
-        if ack is None or not self.keys.enabled or (signed := signed_ms(raw)) is None:
+        if ack is None or not self.keys.enabled or (got := signed_time(raw)) is None:
             return ack
+        signed, place = got
+        if place is not None:  # (aged by the younger of what its time and place say)
+            signed = max(signed, place.at_ms)
         skew = self.store_skew_s if abs(self.store_skew_s) <= CLOCK_SKEW else 0.0
         bound = None if self._lease is None else 10 * self._lease + CLOCK_SKEW
-        if self._newest_pushed is None:
-            self._newest_pushed = NewestBeats()
-        if why := pushed_replay(self._newest_pushed, ack.instance, signed,
-                                int(time.monotonic() * 1000),
-                                self.clock() + skew - signed / 1000.0, bound, CLOCK_SKEW,
-                                ack.generation):
+        age_s = self.clock() + skew - signed / 1000.0
+        if place is not None:
+            why = (f"{ack.instance!r} signed {age_s:.0f}s ago: a replay (or that instance's "
+                   "clock is off)" if bound is not None and age_s > bound else
+                   self._memories()[1].pushed_replay(ack.instance, place))
+        else:
+            if self._newest_pushed is None:
+                self._newest_pushed = NewestBeats()
+            why = pushed_replay(self._newest_pushed, ack.instance, signed,
+                                int(time.monotonic() * 1000), age_s, bound, CLOCK_SKEW,
+                                ack.generation)
+        if why:
             self.on_unverified("ack", why, None)
             return None
         return ack
@@ -122,28 +146,40 @@ class RedisBeats(RedisLink):
             return {}
         return {k: v for k, v in got.items() if k in ("data", "admin") and isinstance(v, str)}
 
-    def _replayed(self, instance: str, signed: int | None, judge_ms: int, now_ms: int,
-                  lease: float, stamp_ms: int, applied: int = -1) -> str | None:
-        """Why a verified heartbeat is a replay (None: it is not): signed too long before
-        the clock judged by, or no later than one of that instance's read long enough ago
-        by the store's clock (ours may be behind: it bounds nothing then), or stamped by
-        the store (`stamp_ms`) after one at least as new was first read."""
+    def _replayed(self, instance: str, signed: tuple[int, Place | None] | None,
+                  judge_ms: int, now_ms: int, lease: float, stamp_ms: int,
+                  applied: int = -1) -> str | None:
+        """Why a verified stored heartbeat is a replay (None: it is not): signed too long
+        before the clock judged by; or placed before one of that instance's read, or that
+        one stamped again by the store (`stamp_ms`: written again). An older version's,
+        by its signed time: no later than one read long enough ago by the store's clock
+        (ours may be behind: it bounds nothing then), or stamped after one at least as new
+        was first read."""
         if signed is None:
             return None
         bound = 10 * lease + CLOCK_SKEW
-        if (judge_ms - signed) / 1000.0 > bound:
-            return (f"{instance!r} signed {(judge_ms - signed) / 1000.0:.0f}s before "
+        wall, place = signed
+        # (placed: aged by the younger of what its time and its place say; its place's
+        # time is the store's clock at its process's start and a step-free clock since)
+        aged = wall if place is None else max(wall, place.at_ms)
+        if (judge_ms - aged) / 1000.0 > bound:
+            return (f"{instance!r} signed {(judge_ms - aged) / 1000.0:.0f}s before "
                     f"{self._judge_name(judge_ms, now_ms)}: a replay (or that instance's "
                     "clock is off)")
+        if place is not None:
+            places = self._memories()[0]
+            if why := places.stored_replay(instance, place, stamp_ms):
+                return why
+            places.saw(instance, place, stamp_ms)
+            return None
         if self._newest is None:
             self._newest = NewestBeats()
-        least = self._newest.min_age_ms(instance, signed, now_ms, applied)
+        least = self._newest.min_age_ms(instance, wall, now_ms, applied)
         if least is not None and least / 1000.0 > bound:
             return (f"{instance!r} signed at least {least / 1000.0:.0f}s before the store's "
                     "clock (no later than a heartbeat of it read that long ago): a replay "
                     "(or that instance's clock stepped back)")
-        if least is not None and self._newest.written_since(instance, signed, stamp_ms,
-                                                                 applied):
+        if least is not None and self._newest.written_since(instance, wall, stamp_ms, applied):
             return (f"{instance!r} written again after a heartbeat of it at least as new was "
                     "read: a replay (or that instance's clock stepped back)")
         # (one signed ahead of the store's clock, or ours when later, by more than the skew
@@ -151,8 +187,8 @@ class RedisBeats(RedisLink):
         # ahead made every genuine one after NTP set that clock right a "replay" for the
         # hour, deleted from the store at every read: the instance gone from the fleet,
         # receipts short, drills failing)
-        if signed <= max(now_ms, judge_ms) + int(CLOCK_SKEW * 1000):
-            self._newest.saw(instance, signed, now_ms, applied)
+        if wall <= max(now_ms, judge_ms) + int(CLOCK_SKEW * 1000):
+            self._newest.saw(instance, wall, now_ms, applied)
         return None
 
     def _judge_clock(self, now_ms: int, before: float, after: float) -> int:

@@ -156,8 +156,9 @@ class StateStore(Protocol):
     async def kept(self) -> None:
         """Instead of `reset` and `open` when the store answered with a document this
         instance refused: raises StoreUnavailable if the watch `open` made was lost (or
-        the store moved: the sentinels name another master). Its silence is not judged:
-        no heartbeat is sent while not synced (it counts from now)."""
+        the store moved: the sentinels name another master), or if it does not answer
+        (redis: a PING on the subscription). Its silence is not judged: no heartbeat is
+        sent while not synced (it counts from now)."""
 
     async def close(self) -> None: ...
 
