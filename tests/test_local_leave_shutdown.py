@@ -34,13 +34,14 @@ def held(lock: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _leave_threads() -> int:
-    """Executor threads still running a `_leave` (a stop's join waits for each)."""
+def _leave_threads(name: str = "_leave") -> int:
+    """Executor threads still running a `_leave` (a stop's join waits for each), or the
+    function `name`."""
     import sys
 
     frames = sys._current_frames()
     return sum(1 for t in threading.enumerate() if (f := frames.get(t.ident or -1)) is not None
-               and any(s.f_code.co_name == "_leave" for s in _stack(f)))
+               and any(s.f_code.co_name == name for s in _stack(f)))
 
 
 def _stack(frame):  # type: ignore[no-untyped-def]
@@ -92,3 +93,29 @@ async def test_a_gateway_stops_without_waiting_for_a_held_instances_lock(
             assert _leave_threads() == 0, "a leave thread outlived the stop"
     assert took < 1.0, f"the stop took {took:.2f}s with the instances' lock held"
     assert beat.exists()  # (left to age out after its lease)
+
+
+async def test_a_heartbeat_waiting_for_the_lock_gives_up_when_the_stop_begins(
+        tmp_path: Path) -> None:
+    """Found by the test above failing 1 run in 6: an apply's side task heartbeat waiting
+    its 2 s for a held lock when the stop began; the stop waits for side tasks (and joins
+    the thread), so it took 2.2 s. `stopping()` makes a waiting heartbeat give up, and it
+    is not put in place."""
+    import asyncio
+
+    from gateway.errors import StoreUnavailable
+    from gateway.state.local import LocalStore
+
+    store = LocalStore(tmp_path / "s.json")
+    await store.open()
+    with held(store.instances_dir / ".lock"):
+        beat = asyncio.ensure_future(store.heartbeat("pod-1", 1))
+        await wait_until(lambda: _leave_threads("flock_within") == 1, 5,
+                         what="the heartbeat's thread waiting for the lock")
+        assert not beat.done()
+        t0 = time.monotonic()
+        store.stopping()
+        with pytest.raises(StoreUnavailable):
+            await beat
+        assert time.monotonic() - t0 < 0.5
+    assert await store.fleet(5.0) == {}

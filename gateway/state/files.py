@@ -15,6 +15,7 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +31,22 @@ class LockBusy(OSError):
     """A side file's `.lock` stayed held (a sibling worker stopped or hung mid-write)."""
 
 
-def flock_within(fd: int, name: Path, seconds: float = LOCK_WAIT) -> None:
+def flock_within(fd: int, name: Path, seconds: float = LOCK_WAIT,
+                 give_up: Callable[[], bool] | None = None) -> None:
     """Take the exclusive flock of `fd` (the lock file `name`), waiting at most `seconds`:
     a sibling hung holding it (SIGSTOP, a debugger, a hung disk) must not hold the calling
     thread forever, its failure unseen, and a stop waiting on that thread (asyncio's
-    executor shutdown joins it). Raises LockBusy then."""
+    executor shutdown joins it). Raises LockBusy then, or as soon as `give_up()` is true
+    (the instance stopping: a heartbeat waiting then held the stop up to `seconds`)."""
     deadline = time.monotonic() + seconds
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
+            if give_up is not None and give_up():
+                raise LockBusy(f"{name} is held by another process; not waited for: "
+                               "this instance is stopping") from None
             if time.monotonic() >= deadline:
                 raise LockBusy(f"{name} is held by another process (a sibling worker "
                                f"stopped or hung mid-write?) for over {seconds:g} s; "

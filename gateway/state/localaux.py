@@ -14,6 +14,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -55,7 +56,8 @@ class LocalRecords:
     def _instance_file(self, instance: str) -> Path:
         return self.instances_dir / f"{instance}.json"
 
-    def _beats_lock(self, wait: float = LOCK_WAIT) -> int:
+    def _beats_lock(self, wait: float = LOCK_WAIT,
+                    give_up: Callable[[], bool] | None = None) -> int:
         """The instances' lock (`<path>.instances/.lock`), taken (flock, waiting at most
         `wait` s; LockBusy then): every replace and removal of a heartbeat file happens
         under it, so a removal's read and unlink see the same file. Close the fd to
@@ -63,7 +65,7 @@ class LocalRecords:
         name = self.instances_dir / ".lock"
         fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            flock_within(fd, name, wait)
+            flock_within(fd, name, wait, give_up)
         except BaseException:
             os.close(fd)
             raise
@@ -73,7 +75,8 @@ class LocalRecords:
         path = self._instance_file(instance)
         tmp = written_aside(path, data)  # (the fsync outside the lock)
         try:
-            fd = self._beats_lock()
+            # (a stop's `leave` since: not waited for, the stop joins this thread)
+            fd = self._beats_lock(give_up=lambda: self._leaves != leaves)
         except BaseException:  # (the lock held past its wait: one file left per beat)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -171,6 +174,9 @@ class LocalRecords:
             path.unlink(missing_ok=True)
         finally:
             os.close(fd)
+
+    def stopping(self) -> None:
+        self._leaves += 1  # (as a leave does: a heartbeat waiting for the lock gives up)
 
     async def leave(self, instance: str) -> None:
         try:

@@ -234,6 +234,9 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
     async def live_instances(self, lease: float) -> dict[str, int]:
         return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
 
+    def stopping(self) -> None:
+        """(Nothing to do: a heartbeat waits for redis at most command_timeout.)"""
+
     async def leave(self, instance: str) -> None:
         """Remove our heartbeat, only if it is still the one we wrote last: a restarted
         instance of the same name may have written its own since (see _LEAVE)."""

@@ -85,6 +85,7 @@ class Startup:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.store.stopping()  # (a heartbeat of an apply's side task: not waited for)
         self._big_pushes.cancel()
         if self._side_tasks:
             await asyncio.wait(set(self._side_tasks), timeout=2 * self.cfg.command_timeout)

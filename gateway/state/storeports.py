@@ -29,6 +29,10 @@ class FleetStore(Protocol):
 
     async def leave(self, instance: str) -> None: ...
 
+    def stopping(self) -> None:
+        """The instance is stopping: a heartbeat not yet in place is not put there, nor
+        waited for (a stop joins the threads a local store's heartbeats run in)."""
+
 
 class IdempotencyStore(Protocol):
     async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None:
