@@ -57,6 +57,12 @@ ARTIFACTS = Path(os.environ.get("KILLGATE_ARTIFACTS", ROOT / "tests" / "artifact
 INFER = "/v2/models/iris/infer"
 BODY = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32",
                                "data": [6.1, 2.8, 4.7, 1.2]}]}).encode()
+#: the console's refresh period (gateway/admin/ui/js/main.js), and the one `quick_rounds` sets
+_MAIN_JS = (ROOT / "gateway" / "admin" / "ui" / "js" / "main.js").read_text()
+REFRESH_MS = int(re.findall(r"^const REFRESH_MS = (\d+);", _MAIN_JS, re.M)[0])
+QUICK_ROUND_MS = 1000
+
+
 @dataclass
 class Fleet:
     gateways: list[GatewayProcess]
@@ -226,6 +232,39 @@ class Browser:
         self.d.set_script_timeout(15)
         self.console: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []  # (the document asking, the URL)
+        self._quick: str | None = None  # (quick_rounds' script, while it is added)
+
+    def quick_rounds(self, ms: int = QUICK_ROUND_MS) -> None:
+        """From the next page load on, the console's refresh round every `ms` instead of
+        every REFRESH_MS (main.js's constant, 3 s), for a module whose tests wait for what
+        a round draws (a change made elsewhere, a forgery, a receipt's aftermath) and not
+        on the period itself: each such wait cost up to 3 s, ~1.5 on average. Only a timer
+        set by main.js itself for exactly REFRESH_MS is shortened (the refresh loop and the
+        sign-in's retry); api.js's waits (a 429's Retry-After, a read's deadline) keep
+        their time. `window.__kgQuickRounds` counts the timers shortened."""
+        src = textwrap.dedent("""\
+            (() => {
+              const real = window.setTimeout;
+              window.__kgQuickRounds = 0;
+              window.setTimeout = function (fn, ms, ...rest) {
+                const caller = (new Error().stack || "").split("\\n")[2] || "";
+                if (ms === %d && caller.includes("/ui/js/main.js:")) {
+                  ms = %d;
+                  window.__kgQuickRounds += 1;
+                }
+                return real.call(window, fn, ms, ...rest);
+              };
+            })();""") % (REFRESH_MS, ms)
+        self.real_rounds()
+        self._quick = self.d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                                             {"source": src})["identifier"]
+
+    def real_rounds(self) -> None:
+        """From the next page load on, the console's own period again."""
+        if self._quick is not None:
+            self.d.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
+                                   {"identifier": self._quick})
+            self._quick = None
 
     def drain(self) -> list[dict[str, Any]]:
         """New console entries (and every request URL the browser made, kept aside)."""

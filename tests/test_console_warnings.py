@@ -36,6 +36,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         yield fl
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _quick_rounds(browser: Browser) -> None:
+    """What the tests wait for is drawn by the page's next refresh round: every 1 s here,
+    not 3 (tests/console_rig.py `Browser.quick_rounds`; no test here is about the period)."""
+    browser.quick_rounds()
+
+
 def _iris(fleet: Fleet) -> dict[str, object]:
     doc = fleet.api("GET", "/v1/status", READER)
     return doc["routes"]["iris"]  # type: ignore[no-any-return]

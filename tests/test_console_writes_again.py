@@ -48,6 +48,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         yield fl
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _quick_rounds(browser: Browser) -> None:
+    """What the tests wait for is drawn by the page's next refresh round: every 1 s here,
+    not 3 (tests/console_rig.py `Browser.quick_rounds`; no test here is about the period)."""
+    browser.quick_rounds()
+
+
 def _kills(fleet: Fleet, reason: str) -> list[dict[str, object]]:
     events = fleet.api("GET", "/v1/audit?limit=50", READER)["events"]
     return [e for e in events if e.get("action") == "kill" and e.get("reason") == reason]
