@@ -91,7 +91,7 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self.stale = False  # past max_staleness: the alarm (whatever the policy)
         #: the store lost events this instance had anchored (a flush): when and which head
         self.trail_lost: dict[str, Any] | None = None
-        self.unverifiable: str | None = None  # (reseed.py's `_blind`: not ready)
+        self.unverifiable: str | None = None  # (vouching.py's `_blind`: not ready)
         self._pending_audit: list[AuditDraft] = []
         self._write_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -102,7 +102,7 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self._recheck_again = False
         self._big_pushes = Throttle(0.25, self._reread)  # (store.PushNotRead)
         self._seen_signed = False
-        #: epochs this instance created, oldest first (reseed.py's _blind; vouching.py's OWN_EPOCHS)
+        #: epochs this instance created, oldest first (vouching.py's _blind and OWN_EPOCHS)
         self._own_epochs: dict[str, None] = {}
         self._seen_fleet = False  # verified a document of an epoch not in _own_epochs
         snapshot.origin = self._origin  # (what each snapshot written says of its state)
