@@ -123,7 +123,8 @@ class Repair(Vouching):
                 await self.store.commit(None, StateDoc(epoch=self._mine(new_epoch())), None)
             got = await self.store.load()
         elif not got.trusted or (got.doc is not None and (
-                got.doc.generation < mine.generation or self._foreign_to(mine, got.doc))):
+                got.doc.generation < mine.generation or self._foreign_to(mine, got.doc)
+                or self._behind(mine, got.doc))):
             self._blind(got, mine)  # (before the back-off: never "synced" on nothing)
             # a store that lost its audit trail too (a restart without persistence, a
             # FLUSHALL: each one again, a crash-looping redis) has no trail to flood, and
@@ -146,6 +147,15 @@ class Repair(Vouching):
         if self._apply(got.doc):
             self.snapshot.soon(got.doc)
         return got.doc.generation <= self.holder.doc.generation
+
+    def _behind(self, mine: StateDoc, doc: StateDoc) -> bool:
+        """Whether the store's verified `doc` is the document of our generation that we
+        hold, without the newest events that changed no state (a reload's, a retry's
+        record) which this instance saw appended to it: a backup restored, events cut. It
+        is behind as an older generation is: re-seeded, the re-seed continuing the store's
+        trail and naming the head lost (StateStore.behind). Continued, the next event
+        broke the chain, which retention then refused for good."""
+        return doc.generation == mine.generation and self.store.behind(doc) is not None
 
     def _took(self, got: Loaded) -> bool:
         """A store not repaired now: whether we hold its document. A verified one read from
@@ -196,9 +206,14 @@ class Repair(Vouching):
             merged = merged.with_changes(
                 epoch=self._sibling_tag() + merged.epoch[SIBLING_TAG:])
         self._mine(merged.epoch)
+        # the newest head we saw, which the store lacks (not a refused document's call)
+        lost = self.store.behind(store_doc) if store_doc is not None or got.empty else None
+        anchored = lost or mine.audit_head or None
         why = ("empty" if got.empty else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted
                else "older" if store_doc is None or store_doc.generation < mine.generation
+               else "behind: without the newest audit events this instance saw appended "
+                    "(restored from a backup?)" if lost is not None
                else "another document at our generation"
                if store_doc.generation == mine.generation
                else "on another branch of the history, without what this instance holds"
@@ -206,13 +221,21 @@ class Repair(Vouching):
                else "without a kill this instance holds, and naming no unkill of it"
                if lifts_unrecorded(mine, store_doc)
                else "of another epoch, without what this instance holds")
-        if got.empty and mine.audit_head:
-            self.trail_lost = {"anchored_head": mine.audit_head, "generation": mine.generation,
+        # a store behind us continues its own trail (the store's head key naming it: else
+        # the document was put back without its trail, and the newest head we saw is)
+        onto = store_doc if lost is not None and store_doc is not None and got.trusted \
+            and await self._trail_ends_at(store_doc.audit_head) else None
+        if anchored and (got.empty or lost is not None):
+            self.trail_lost = {"anchored_head": anchored, "generation": mine.generation,
                                "time": utc_now()}
             self.metrics.inc("killgate_audit_trail_lost_total")
-            event(log, "audit_trail_lost", logging.ERROR, anchored_head=mine.audit_head,
+            event(log, "audit_trail_lost", logging.ERROR, anchored_head=anchored,
                   action="the store lost its audit trail: the re-seed continues the chain from "
-                         "this head; the mirror or a backup holds the events before it")
+                         "this head; the mirror or a backup holds the events before it"
+                  if onto is None else
+                  "the store lost the events up to this head (restored from a backup?): the "
+                  "re-seed continues the store's trail and names it; the mirror or a backup "
+                  "holds them")
         event(log, "state_store_reseed", logging.WARNING, why=why,
               store_generation=None if store_doc is None else store_doc.generation,
               our_generation=mine.generation, kills=sorted(merged.kills))
@@ -224,9 +247,14 @@ class Repair(Vouching):
             before={"generation": None if store_doc is None else store_doc.generation,
                     "problem": got.problem},
             after={"generation": merged.generation, "kills": sorted(merged.kills)},
-            source=self.instance, extra={"anchored_head": mine.audit_head or None})
+            source=self.instance, extra={"anchored_head": anchored})
         try:
-            await self.store.commit(got.token, merged, draft, chain_from=mine.audit_head or None)
+            await self.store.commit(got.token, merged, draft, chain_from=anchored, onto=onto)
         except StoreConflict:
             return  # another instance re-seeded first; the caller reloads
         self.metrics.inc("killgate_state_reseeds_total")
+
+    async def _trail_ends_at(self, head: str) -> bool:
+        """Whether the store's newest audit event is `head` (one read)."""
+        _, page, _ = await self.store.audit_newest(1)
+        return bool(page) and page[0].get("hash") == head

@@ -153,6 +153,7 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self._saw(doc)
         if not self.holder.apply_doc(doc):
             return False
+        self._judged = None  # (a head judged of the document before)
         self.metrics.set("killgate_state_generation", doc.generation)
         if self._stopping:
             self._unsaved = doc
@@ -285,9 +286,9 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
                 self._pushed(item)
         held = self.holder.doc  # read first: what we hold only grows
         gen, head = await self.store.poll()  # a head we never judged: another document at
-        synced = True
+        synced = True  # our generation; or ours put back before the events we judged since
         if self._resync or gen != str(held.generation) \
-                or head not in (None, held.audit_head, self._judged):  # our generation
+                or head not in (None, self._judged or held.audit_head):
             synced = await self._full_sync()
             self._judged = head
         if synced:  # (a store we refuse answered, but told us nothing: still stale)
