@@ -420,8 +420,8 @@ async def test_a_snapshot_from_another_deployment_is_refused(
     mine = tmp_path / "snapshot-a.json"
     mine.write_bytes((tmp_path / "snapshot-other.json").read_bytes())
     async with running_gateway(cfg) as g:
-        # (a snapshot that does not verify keeps its kills only, none here: snapshot.py)
-        assert g.gw.sync.snapshot.kills_only is not None
+        # (refused whole: tests/test_snapshot_prefix.py)
+        assert g.gw.sync.snapshot.refused and "'staging'" in g.gw.sync.snapshot.refused
         assert g.gw.sync.status()["verification"]["unverified"].get("snapshot") == 1
         assert "iris" not in g.gw.holder.doc.overrides
         assert "route:iris" in g.gw.holder.doc.kills

@@ -110,6 +110,10 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
         out.append(f"SNAPSHOT KILLS ONLY: the snapshot read at start-up was not trusted "
                    f"({snapshot['kills_only']}): its kills are enforced, its overrides, weights "
                    "and history were refused; lift a kill you do not want with `killgate unkill`")
+    if snapshot.get("refused"):
+        out.append(f"SNAPSHOT REFUSED: the snapshot read at start-up was refused whole "
+                   f"({snapshot['refused']}): nothing of it is enforced; this instance started "
+                   "as one without a snapshot (its next write replaces the file)")
     verification = store.get("verification") or {}
     if verification.get("unverified_total"):
         last = verification.get("last_unverified") or {}

@@ -44,6 +44,10 @@ function storeLines(sd) {
       "its kills are enforced, its overrides, weights and history were refused; lift a kill you do not want " +
       "with an unkill"]);
   }
+  if (snap.refused) {
+    out.push(["bad", "SNAPSHOT REFUSED", `the snapshot read at start-up was refused whole (${snap.refused}): ` +
+      "nothing of it is enforced; this instance started as one without a snapshot (its next write replaces the file)"]);
+  }
   const ver = store.verification || {};
   if (ver.unverified_total) {
     const last = ver.last_unverified || {};
