@@ -32,6 +32,7 @@ from typing import Any
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import StoreUnavailable
 from gateway.log import event
+from gateway.state.redisaudit import PAGE, page_args
 from gateway.state.rediscommit import RedisCommits
 from gateway.state.redislink import DOC, SMALL, Script
 from gateway.state.redistrim import RedisTrim
@@ -77,12 +78,9 @@ return {redis.call('MGET', KEYS[1])[1], gen, 0, events}
 # The state document (as _LOAD reads it) and the newest audit entries, in one read: a
 # commit writes both in one script, so the head the document anchors and the newest
 # entry agree unless someone appended entries without the signing key.
-_NEWEST = Script(SMALL + DOC + """
-local entries = {}
-if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then
-  entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[2])
-end
-return {doc, entries}
+_NEWEST = Script(SMALL + DOC + PAGE + """
+local got = page(KEYS[3], '+', tonumber(ARGV[2]), true, tonumber(ARGV[3]), tonumber(ARGV[4]))
+return {doc, got[1], got[2]}
 """)
 
 
@@ -299,11 +297,9 @@ class RedisStore(RedisCommits, RedisTrim):
     async def audit_newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]],
                                                       str | None]:
         """The head a verified document anchors and the newest page, read at once."""
-        doc, entries = await self._script(
+        doc, entries, cut = await self._script(
             _NEWEST, [self.k_state, self.k_gen, self.k_audit],
-            [str(MAX_DOC_BYTES), str(limit + 1)])
+            [str(MAX_DOC_BYTES), str(limit + 1), *page_args()])
         loaded = self._loaded(doc)
         head = (loaded.doc.audit_head or None) if loaded.doc is not None else None
-        pairs = self._decode(entries)
-        nxt = pairs[limit - 1][0] if len(pairs) > limit else None
-        return head, [ev for _, ev in pairs[:limit]], nxt
+        return (head, *self._paged(self._decode(entries), limit, cut))
