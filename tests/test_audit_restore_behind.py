@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from gateway.cli.statuswarn import store_warnings
 from gateway.domain.audit import AuditDraft
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
@@ -92,6 +93,10 @@ async def test_a_backup_restored_behind_is_reseeded_and_trimmed(
         await wait_until(lambda: g.gw.holder.doc.generation == gen + 1, 5,
                          what="the re-seed applied")
         assert ("global" in g.gw.holder.doc.kills) is (since == "a kill too")  # (kept)
+        st = {"store": g.gw.sync.status()}  # (said: /v1/status, killgate status, a metric)
+        assert st["store"]["audit"]["trail_lost"]["anchored_head"] == lost["hash"]
+        assert any(w.startswith("AUDIT TRAIL LOST") for w in store_warnings(st))
+        assert g.gw.metrics.get("killgate_audit_trail_lost_total") == 1
         res = await asyncio.to_thread(verify, g.admin, *KEY)
         assert res.returncode == 1 and "not in the trail before it" in res.stderr, res
         assert lost["hash"][:16] in res.stderr, res.stderr  # (the head lost, named)

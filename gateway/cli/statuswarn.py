@@ -123,7 +123,8 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
     audit = store.get("audit") or {}
     lost = audit.get("trail_lost")
     if lost:
-        out.append(f"AUDIT TRAIL LOST: the store lost its audit trail (re-seeded at "
+        out.append(f"AUDIT TRAIL LOST: the store lost audit events this instance had "
+                   f"anchored (a flush, or a backup restored; re-seeded at "
                    f"{lost.get('time') if isinstance(lost, dict) else lost}); `killgate audit "
                    "verify` names the gap: compare with the audit mirror")
     mirror = audit.get("mirror") or {}

@@ -80,7 +80,7 @@ function storeLines(sd) {
   const audit = store.audit || {};
   if (audit.trail_lost) {
     const lost = audit.trail_lost;
-    out.push(["bad", "AUDIT TRAIL LOST", `the store lost its audit trail (re-seeded at ` +
+    out.push(["bad", "AUDIT TRAIL LOST", `the store lost audit events this instance had anchored (a flush, or a backup restored; re-seeded at ` +
       `${typeof lost === "object" ? lost.time : lost}); \`killgate audit verify\` names the gap: compare with the audit mirror`]);
   }
   const mirror = audit.mirror || {};
