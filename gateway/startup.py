@@ -239,6 +239,7 @@ class GatewayParts:
         self.admin_api.approval_expiry.start(APPROVAL_SWEEP)
         self._stack.push_async_callback(self.admin_api.approval_expiry.stop)
         self._stack.push_async_callback(self.admin_api.writer.stop)  # (its late records)
+        self._stack.push_async_callback(self.admin_api.unanswered.stop)  # (break-glass)
         await self._admin_runner.setup()
         self._stack.push_async_callback(self._admin_runner.cleanup)
 

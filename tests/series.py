@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from gateway.config_telemetry import BucketsConfig
 from gateway.telemetry.exposition import as_metric, expand
-from gateway.telemetry.groupseries import Raw, render
+from gateway.telemetry.grouprender import render
+from gateway.telemetry.groupseries import Raw
 from gateway.telemetry.record import RequestRecord
 from gateway.telemetry.requests import RequestStats
 

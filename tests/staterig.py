@@ -6,18 +6,29 @@ sets for every test: no test sets it again), with the settings a test names, so 
 differs between tests (prefix, snapshot, timings) is all a call says. `redis_state`: the
 kill-switch tests' section, with the lease and staleness a slow poll needs worked out.
 `sync_config`: a section and one route parsed as `killgate serve` loads them, for tests of
-the state sync (make_sync) with no gateway around it.
+the state sync (make_sync) with no gateway around it. `state_keys`, `store_on`: a bare
+RedisStore signed with the tests' key; `two_stores`: two of them open on one redis, what
+the first refuses (and hears pushed) recorded, for tests of heartbeats and acks.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gateway.config_types import parse_duration
 from gateway.configfile import LoadedConfig, parse_config_text
-from tests.conftest import STATE_KEY_ENV, RedisServer
+from tests.conftest import STATE_KEY, STATE_KEY_ENV, RedisServer
 
-__all__ = ["IRIS_ROUTE", "redis_section", "redis_state", "sync_config"]
+if TYPE_CHECKING:
+    from gateway.state.redis import RedisStore
+    from gateway.state.signing import Keyring
+
+__all__ = ["IRIS_ROUTE", "StorePair", "redis_section", "redis_state", "state_keys",
+           "store_on", "sync_config", "two_stores"]
 
 #: one route, its one version at a port nobody serves: the sync tests route nothing
 IRIS_ROUTE = """routes:
@@ -59,3 +70,47 @@ def redis_state(redis: RedisServer, tmp: Path, name: str = "a", extra: str = "",
 def sync_config(state: str, path: Path) -> LoadedConfig:
     """`state` (a `redis_section`) and IRIS_ROUTE, loaded as if read from `path`."""
     return LoadedConfig(parse_config_text(state + IRIS_ROUTE), "sha256:test", path)
+
+
+def state_keys() -> Keyring:
+    """The tests' state key (STATE_KEY) as a store's keyring."""
+    from gateway.state.signing import Key, Keyring
+
+    return Keyring(Key.of(STATE_KEY.encode()))
+
+
+def store_on(redis: RedisServer, prefix: str, timeout: float = 1.0, **kw: Any) -> RedisStore:
+    """A RedisStore on `redis` under `prefix`, signed with the tests' key (not opened);
+    `kw`: the store's other arguments (on_unverified, audit_keys, ...)."""
+    from gateway.state.redis import RedisStore
+
+    return RedisStore(redis.url, prefix, timeout, keys=state_keys(), **kw)
+
+
+@dataclass
+class StorePair:
+    """`a` (the one judging) and `b` (the other instance) on one redis; what `a` refused,
+    as "kind: why", and what it heard pushed (with `listen`)."""
+
+    a: RedisStore
+    b: RedisStore
+    refused: list[str] = field(default_factory=list)
+    got: list[object] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def two_stores(redis: RedisServer, prefix: str,
+                     listen: bool = False) -> AsyncIterator[StorePair]:
+    """Two stores under `prefix`, open (closed after); `listen`: `a` hears pushes."""
+    pair = StorePair(store_on(redis, prefix), store_on(redis, prefix))
+    if listen:
+        pair.a.listen(pair.got.append)
+    pair.a.on_unverified = (  # type: ignore[method-assign]
+        lambda kind, why, which, cause="other": pair.refused.append(f"{kind}: {why}"))
+    await pair.a.open()
+    try:
+        await pair.b.open()
+        yield pair
+    finally:
+        await pair.a.close()
+        await pair.b.close()

@@ -1,4 +1,4 @@
-"""Replayed acks on the acks channel (state/redisaux.py `_pushed_ack`), real redis-server,
+"""Replayed acks on the acks channel (state/redisbeats.py `_pushed_ack`), real redis-server,
 two in-process gateways: b's genuine signed ack, captured, PUBLISHed again by raw redis
 commands after b stopped. Taken as heard, it kept b live in a's fleet for a lease after
 each replay: a kill's receipt waited for (or counted) an instance that is gone, and a
@@ -15,7 +15,7 @@ import pytest
 from gateway.state.beatorder import NewestBeats, pushed_replay
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
-from tests.staterig import redis_section
+from tests.staterig import redis_section, two_stores
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -69,21 +69,11 @@ async def test_an_ack_signed_long_ago_is_refused_once_the_lease_is_known(
     ago than a fleet read takes a heartbeat for live (10 leases and the clock skew
     tolerated) is refused; not before the lease is known (no fleet read yet: order alone
     then). b's next genuine ack is taken, and the same one PUBLISHed again is not."""
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
     from gateway.state.store import Ack
-    from tests.conftest import STATE_KEY
 
-    keys = Keyring(Key.of(STATE_KEY.encode()))
-    a, b = (RedisStore(redis_server.url, "kgold", 1.0, keys=keys) for _ in range(2))
-    got: list[object] = []
-    refused: list[str] = []
-    a.listen(got.append)
-    a.on_unverified = lambda kind, why, which, cause="other": refused.append(  # type: ignore[method-assign]
-        f"{kind}: {why}")
-    await a.open()
-    await b.open()
-    try:
+    async with two_stores(redis_server, "kgold", listen=True) as pair:
+        a, b, got, refused = pair.a, pair.b, pair.got, pair.refused
+
         async def ack(clock_s: float, gen: int) -> str:
             b.clock = lambda: clock_s  # type: ignore[method-assign]
             await b.heartbeat("b", gen, "sha256:x")
@@ -106,9 +96,6 @@ async def test_an_ack_signed_long_ago_is_refused_once_the_lease_is_known(
         await wait_until(lambda: len(refused) == 2, 3, what="the replay to be judged")
         assert got == [Ack("b", 2, "sha256:x")], got
         assert refused[1].startswith("ack: 'b' signed no later than an ack of it"), refused
-    finally:
-        await a.close()
-        await b.close()
 
 
 def test_pushed_replay_refuses_old_and_not_newer_acks_and_remembers_only_what_it_takes() -> None:

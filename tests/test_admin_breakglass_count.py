@@ -65,8 +65,9 @@ async def test_a_break_glass_write_whose_answer_was_lost_is_counted_once_when_it
     counted nor logged (the count came after the commit's answer), and the retry that
     found it landed answered with a replay, which counts nothing: an alert on
     killgate_break_glass_total missed a use the trail shows (found by review, impadmin3
-    item 4). The retry that learns it landed counts it, once; later replays do not (a
-    replay is not a second use). On a real redis-server whose commit replies are lost."""
+    item 4). Counted once, by the instance that made it, when its commit is seen in
+    force (admin/breakglass.py); the replays do not count it again (a replay is not a
+    second use). On a real redis-server whose commit replies are lost."""
     p = await backends(echo_app("v1"))
     caplog.set_level(logging.INFO, "killgate")
     state = redis_state_via(fwd, tmp_path, "kg-bg-ou", command_timeout="300ms")

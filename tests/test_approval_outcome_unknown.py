@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.adminpost import keyed_post
+from tests.adminpost import keyed_post, unkill_asked
 from tests.backends import echo_app
 from tests.conftest import (
     bearer,
@@ -35,16 +35,20 @@ _call = keyed_post
 async def _requested(session: Any, g: Any, fwd: Forwarder) -> str:
     """A global kill, alice's request to lift it (waiting for approval), and from now
     on the commit connection's replies lost: the approval's id."""
-    status, body, _ = await _call(session, g.admin, "alice", "/v1/kill",
-                                  {"scope": "global", "reason": "INC-9"})
-    assert status == 200, body
-    status, body, _ = await _call(session, g.admin, "alice", "/v1/unkill",
-                                  {"scope": "global", "reason": "INC-9 over"})
-    assert status == 202, body
+    approval = await unkill_asked(session, g.admin, "INC-9")
     # the connections: "cmd" (made first), the subscription, and "write" (commits)
     for link in [ln for ln in fwd.links if b"SUBSCRIBE" not in ln.head][1:]:
         link.muted = True
-    return str(body["approval"]["id"])
+    return str(approval["id"])
+
+
+def _config(tmp_path: Path, port: int, fwd: Forwarder, prefix: str, approvals: int,
+            **listeners: str) -> Path:
+    """Commits through `fwd` (a 300 ms deadline), global unkills needing `approvals`."""
+    return write_config(tmp_path, two_versions(port, port),
+                        state=redis_state_via(fwd, tmp_path, prefix, command_timeout="300ms"),
+                        extra=f"approvals: {{unkill_global: {approvals}, ttl: 1m}}\n",
+                        **listeners)
 
 
 async def _lost_then_replayed(session: Any, g: Any, who: str, path: str,
@@ -65,9 +69,7 @@ async def _lost_then_replayed(session: Any, g: Any, who: str, path: str,
 async def test_a_retried_final_approve_answers_the_applied_change(
         tmp_path: Path, backends, session, fwd: Forwarder) -> None:
     p = await backends(echo_app("v1"))
-    state = redis_state_via(fwd, tmp_path, "kg-apou1", command_timeout="300ms")
-    cfg = write_config(tmp_path, two_versions(p, p), state=state,
-                       extra="approvals: {unkill_global: 2, ttl: 1m}\n")
+    cfg = _config(tmp_path, p, fwd, "kg-apou1", 2)
     async with running_gateway(cfg) as g:
         ident = await _requested(session, g, fwd)
         status, body = await _lost_then_replayed(
@@ -85,9 +87,7 @@ async def test_a_retried_approval_short_of_the_last_answers_the_step(
     """An approval that does not apply the change yet (202, no generation to wait for):
     answered as it was made, the approvals it counted."""
     p = await backends(echo_app("v1"))
-    state = redis_state_via(fwd, tmp_path, "kg-apou2", command_timeout="300ms")
-    cfg = write_config(tmp_path, two_versions(p, p), state=state,
-                       extra="approvals: {unkill_global: 3, ttl: 1m}\n")
+    cfg = _config(tmp_path, p, fwd, "kg-apou2", 3)
     async with running_gateway(cfg) as g:
         ident = await _requested(session, g, fwd)
 
@@ -107,9 +107,7 @@ async def test_a_retried_approval_short_of_the_last_answers_the_step(
 async def test_a_retried_decline_answers_the_decline(
         tmp_path: Path, backends, session, fwd: Forwarder) -> None:
     p = await backends(echo_app("v1"))
-    state = redis_state_via(fwd, tmp_path, "kg-apou3", command_timeout="300ms")
-    cfg = write_config(tmp_path, two_versions(p, p), state=state,
-                       extra="approvals: {unkill_global: 2, ttl: 1m}\n")
+    cfg = _config(tmp_path, p, fwd, "kg-apou3", 2)
     async with running_gateway(cfg) as g:
         ident = await _requested(session, g, fwd)
         status, body = await _lost_then_replayed(
@@ -127,10 +125,8 @@ async def test_a_retried_final_approve_on_killgate_serve(
     """The same on a `killgate serve` process: the approver's retry is answered with the
     applied change, and the trail holds one unkill."""
     p = await backends(echo_app("v1"))
-    state = redis_state_via(fwd, tmp_path, "kg-apou4", command_timeout="300ms")
-    cfg = write_config(tmp_path, two_versions(p, p), state=state,
-                       extra="approvals: {unkill_global: 2, ttl: 1m}\n",
-                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    cfg = _config(tmp_path, p, fwd, "kg-apou4", 2, listen=f"127.0.0.1:{free_port()}",
+                  admin=f"127.0.0.1:{free_port()}")
     gw = gateway_procs(cfg)
     await asyncio.get_running_loop().run_in_executor(None, gw.wait_ready)
     read = bearer("killgate:read")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adminpost import keyed_post
+from tests.adminpost import keyed_post, unkill_asked
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
 
@@ -28,13 +28,7 @@ async def test_an_approval_steps_answer_is_replayed_only_while_it_can_be_open(
     cfg = write_config(tmp_path, two_versions(p, p),
                        extra="approvals: {unkill_global: 3, ttl: 2s}\n")
     async with running_gateway(cfg) as g:
-        status, body, _ = await _call(session, g.admin, "alice", "/v1/kill",
-                                      {"scope": "global", "reason": "INC-8"})
-        assert status == 200, body
-        status, body, _ = await _call(session, g.admin, "alice", "/v1/unkill",
-                                      {"scope": "global", "reason": "INC-8 over"})
-        assert status == 202, body
-        ident = body["approval"]["id"]
+        ident = (await unkill_asked(session, g.admin, "INC-8", _call))["id"]
         path = f"/v1/approvals/{ident}/approve"
         status, body, _ = await _call(session, g.admin, "bob", path, {"reason": "ok"}, "s-1")
         assert status == 202, body

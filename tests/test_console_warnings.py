@@ -428,6 +428,17 @@ def test_a_long_route_name_does_not_push_the_page_sideways(fleet: Fleet,
             ".map((e) => e.tagName + '.' + e.className + ': ' + e.textContent.slice(0, 60))"
             ".slice(0, 5)")
         assert over <= 0, f"the page scrolls {over} px sideways: {wide}"
+        # a sentence-long badge (the store's "value(s) refused" warning, shown only after
+        # a forgery: it overflowed in a CI run), drawn by the console's own badge()
+        right = b.d.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            import('/ui/js/dom.js').then((dom) => {
+              const el = dom.badge('bad', '1 store value(s) refused (forged, replayed or another key\\'s)');
+              document.querySelector('#fleet-body p').append(el);
+              done([el.getBoundingClientRect().right, window.innerWidth,
+                    document.documentElement.scrollWidth - window.innerWidth]);
+            }, (e) => done(String(e)));""")
+        assert isinstance(right, list) and right[0] <= right[1] + 0.5 and right[2] <= 0, right
     finally:
         b.d.set_window_size(1280, 720)
         atomic_write(cfg, original)

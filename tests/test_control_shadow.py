@@ -19,6 +19,7 @@ from gateway.state.local import LocalStore
 from tests.conftest import admin_token, bearer, free_port, running_gateway, wait_until, write_config
 from tests.shadow_backends import v2_app, v2_request
 from tests.shadowrig import CFG, Local, local_rig, tally
+from tests.staterig import store_on
 
 Start = Callable[[web.Application], Awaitable[int]]
 READ = bearer('killgate:read', 't', 10800)
@@ -250,16 +251,13 @@ async def test_kept_disagreements_too_large_for_the_store_leave_the_counts_reada
     stats' alarm said the store was forged. The newest disagreements that fit are
     published, the counts always."""
     from gateway.domain.disagreements import record_text
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
     from gateway.state.store import MAX_DOC_BYTES
-    from tests.conftest import STATE_KEY
 
     cfg = parse_config_text(CFG)
     rc = cfg.routes[0]
     unverified: list[str] = []
-    store = RedisStore(redis_server.url, "kgbig", 5.0, keys=Keyring(Key.of(STATE_KEY.encode())),
-                       on_unverified=lambda kind, why, which, cause="other": unverified.append(why))
+    store = store_on(redis_server, "kgbig", 5.0,
+                     on_unverified=lambda kind, why, which, cause="other": unverified.append(why))
     await store.open()
     try:
         local = Local()

@@ -12,13 +12,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from gateway.config_telemetry import BucketsConfig
 from gateway.domain.shadowstats import Tally
-from gateway.telemetry.groupseries import (
-    GAUGES,
-    add_counted,
-    add_gauges,
-    capture,
-    render,
-)
+from gateway.telemetry.grouprender import render
+from gateway.telemetry.groupseries import GAUGES, add_counted, add_gauges, capture
 from gateway.telemetry.metrics import HELP, INITIAL, Metrics
 from gateway.telemetry.requests import RequestStats
 from gateway.telemetry.shadowmetrics import ShadowSeries

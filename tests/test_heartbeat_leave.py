@@ -1,4 +1,4 @@
-"""Heartbeats on a real redis-server (state/redisaux.py): a stopping instance removes only
+"""Heartbeats on a real redis-server (state/redisaux.py, redisbeats.py): a stopping instance removes only
 the heartbeat it wrote, and a store whose clock is off is named as such, never taken
 for every instance replaying."""
 
@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import STATE_KEY, RedisServer
-
-
-def _stores(url: str, prefix: str, n: int) -> list:
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
-
-    keys = Keyring(Key.of(STATE_KEY.encode()))
-    return [RedisStore(url, prefix, 1.0, keys=keys) for _ in range(n)]
+from tests.conftest import RedisServer
+from tests.staterig import two_stores
 
 
 async def test_a_leaving_instance_keeps_the_heartbeat_of_a_restarted_one_of_its_name(
@@ -28,10 +21,8 @@ async def test_a_leaving_instance_keeps_the_heartbeat_of_a_restarted_one_of_its_
     its heartbeat: the removal by name took the new one too, and the restarted instance
     was out of the fleet (out of every receipt) until its next heartbeat. Only the
     heartbeat the leaving process wrote is removed (a compare-and-delete)."""
-    old, new = _stores(redis_server.url, "kgleave", 2)
-    await old.open()
-    await new.open()
-    try:
+    async with two_stores(redis_server, "kgleave") as pair:
+        old, new = pair.a, pair.b
         await old.heartbeat("pod-1", 3, "sha256:x", {"data": "http://10.0.0.1:8080"})
         await new.heartbeat("pod-1", 4, "sha256:x", {"data": "http://10.0.0.2:8080"})
         await old.leave("pod-1")
@@ -42,9 +33,6 @@ async def test_a_leaving_instance_keeps_the_heartbeat_of_a_restarted_one_of_its_
         await new.leave("pod-1")
         assert await new.fleet(5.0) == {}
         assert await asyncio.to_thread(redis_server.cmd, "HLEN", "kgleave:instances:urls") == "0"
-    finally:
-        await old.close()
-        await new.close()
 
 
 async def test_a_leaving_local_instance_keeps_the_heartbeat_of_a_restarted_one(
@@ -72,13 +60,10 @@ async def test_a_store_clock_far_off_is_named_not_every_instance_a_replay(
     log blamed each instance in turn. They stay live, and the log says the store's clock
     is off, with the skew measured. A real replay (signed long before either clock) is
     still refused."""
-    seen: list[str] = []
-    a, b = _stores(redis_server.url, "kgskew", 2)
-    a.on_unverified = lambda kind, why, which, cause="other": seen.append(why)  # type: ignore[method-assign]
-    for s in (a, b):
-        s.clock = lambda: time.time() - 3600  # type: ignore[method-assign]
-        await s.open()
-    try:
+    async with two_stores(redis_server, "kgskew") as pair:
+        a, b, seen = pair.a, pair.b, pair.refused
+        for s in (a, b):
+            s.clock = lambda: time.time() - 3600  # type: ignore[method-assign]
         await a.heartbeat("a", 5, "sha256:x")
         await b.heartbeat("b", 5, "sha256:x")
         with caplog.at_level(logging.ERROR, logger="killgate.state"):
@@ -96,6 +81,3 @@ async def test_a_store_clock_far_off_is_named_not_every_instance_a_replay(
         assert set(fleet) == {"a"}
         assert any("'b'" in w and "replay" in w and "store's is 3600s ahead" in w
                    for w in seen), seen
-    finally:
-        await a.close()
-        await b.close()

@@ -1,4 +1,4 @@
-"""Replayed heartbeats on a real redis-server (state/redisaux.py, state/beatorder.py): a
+"""Replayed heartbeats on a real redis-server (state/redisbeats.py, state/beatorder.py): a
 genuine signed heartbeat written back by raw redis commands with a fresh arrival stamp.
 Judged by this instance's clock when it is far behind the store's, such a replay up to
 that far older was taken as live; what was read before bounds it by the store's clock."""
@@ -11,17 +11,10 @@ import time
 import pytest
 
 from gateway.state.beatorder import NewestBeats
-from tests.conftest import STATE_KEY, RedisServer, wait_until
+from tests.conftest import RedisServer, wait_until
+from tests.staterig import two_stores
 
 pytestmark = pytest.mark.timeout(20)
-
-
-def _stores(url: str, prefix: str, n: int) -> list:
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
-
-    keys = Keyring(Key.of(STATE_KEY.encode()))
-    return [RedisStore(url, prefix, 1.0, keys=keys) for _ in range(n)]
 
 
 def _store_ms(redis: RedisServer) -> int:
@@ -36,13 +29,9 @@ async def test_a_replay_older_than_a_heartbeat_read_is_refused_with_our_clock_be
     by our clock, so b's heartbeat signed 1000 s ago, written back raw with a fresh
     stamp, read as live (b "at" the generation it had then). It is refused: we read one of
     b's signed 1000 s later. b's next genuine heartbeat is live again."""
-    seen: list[str] = []
-    a, b = _stores(redis_server.url, "kgreplay", 2)
-    a.on_unverified = lambda kind, why, which, cause="other": seen.append(why)  # type: ignore[method-assign]
-    a.clock = lambda: time.time() - 3600  # type: ignore[method-assign]
-    await a.open()
-    await b.open()
-    try:
+    async with two_stores(redis_server, "kgreplay") as pair:
+        a, b, seen = pair.a, pair.b, pair.refused
+        a.clock = lambda: time.time() - 3600  # type: ignore[method-assign]
         b.clock = lambda: time.time() - 1000  # type: ignore[method-assign]
         await b.heartbeat("b", 1, "sha256:x")
         raw = await asyncio.to_thread(redis_server.cmd, "HGET", "kgreplay:instances", "b")
@@ -62,9 +51,6 @@ async def test_a_replay_older_than_a_heartbeat_read_is_refused_with_our_clock_be
                                        "b") == "0"
         await b.heartbeat("b", 3, "sha256:x")
         assert (await a.fleet(5.0))["b"]["generation"] == 3
-    finally:
-        await a.close()
-        await b.close()
 
 
 def test_the_same_heartbeat_read_again_ages_by_the_store_clock_and_names_are_bounded() -> None:
@@ -91,12 +77,8 @@ async def test_an_instance_whose_clock_was_ahead_is_live_again_once_it_is_set_ri
     one read an hour "ahead", were refused as replays for that hour and deleted from the
     store at every read (b gone from the fleet, receipts short, drills failing): the newest
     read is remembered no later than the store's clock plus the skew tolerated."""
-    seen: list[str] = []
-    a, b = _stores(redis_server.url, "kgahead", 2)
-    a.on_unverified = lambda kind, why, which, cause="other": seen.append(why)  # type: ignore[method-assign]
-    await a.open()
-    await b.open()
-    try:
+    async with two_stores(redis_server, "kgahead") as pair:
+        a, b, seen = pair.a, pair.b, pair.refused
         b.clock = lambda: time.time() + 3600  # type: ignore[method-assign]
         await b.heartbeat("b", 1, "sha256:x")
         assert (await a.fleet(5.0))["b"]["generation"] == 1
@@ -105,9 +87,6 @@ async def test_an_instance_whose_clock_was_ahead_is_live_again_once_it_is_set_ri
         fleet = await a.fleet(5.0)
         assert fleet.get("b", {}).get("generation") == 2, (fleet, seen)
         assert seen == []
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_a_heartbeat_written_again_after_it_was_read_is_refused(
@@ -116,12 +95,8 @@ async def test_a_heartbeat_written_again_after_it_was_read_is_refused(
     left: its drill URL and its place in /v1/fleet and a drill's started_with) is refused
     at once, not only once it is 10 leases and 5 minutes old; read again unchanged, the
     genuine one stays live."""
-    seen: list[str] = []
-    a, b = _stores(redis_server.url, "kgagain", 2)
-    a.on_unverified = lambda kind, why, which, cause="other": seen.append(why)  # type: ignore[method-assign]
-    await a.open()
-    await b.open()
-    try:
+    async with two_stores(redis_server, "kgagain") as pair:
+        a, b, seen = pair.a, pair.b, pair.refused
         await b.heartbeat("b", 1, "sha256:x")
         assert "b" in await a.fleet(5.0)
         assert "b" in await a.fleet(5.0) and seen == []  # (the same write, read again)
@@ -137,7 +112,4 @@ async def test_a_heartbeat_written_again_after_it_was_read_is_refused(
         assert any("'b' written again" in w and "replay" in w for w in seen), seen
         await b.heartbeat("b", 2, "sha256:x")
         assert (await a.fleet(5.0))["b"]["generation"] == 2
-    finally:
-        await a.close()
-        await b.close()
 

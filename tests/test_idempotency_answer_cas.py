@@ -19,6 +19,7 @@ import pytest
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer, bearer, running_gateway, two_versions, write_config
+from tests.staterig import store_on
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -46,11 +47,7 @@ async def _settle_only_while_held(store: Any) -> None:
 
 async def test_an_answer_is_recorded_only_while_held_on_redis(
         redis_server: RedisServer) -> None:
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
-    from tests.conftest import STATE_KEY
-
-    store = RedisStore(redis_server.url, "kgcas", 1.0, keys=Keyring(Key.of(STATE_KEY.encode())))
+    store = store_on(redis_server, "kgcas")
     await store.open()
     try:
         await _settle_only_while_held(store)

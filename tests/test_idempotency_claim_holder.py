@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RedisServer
+from tests.staterig import store_on
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -46,11 +47,7 @@ async def store_pause() -> None:
 
 
 async def test_a_lapsed_claim_does_not_take_back_a_retrys(redis_server: RedisServer) -> None:
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
-    from tests.conftest import STATE_KEY
-
-    store = RedisStore(redis_server.url, "kgidem", 1.0, keys=Keyring(Key.of(STATE_KEY.encode())))
+    store = store_on(redis_server, "kgidem")
     await store.open()
     try:
         await _lapse_then_retry(store)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests.conftest import RedisServer
+from tests.staterig import store_on
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -21,8 +22,6 @@ pytestmark = pytest.mark.timeout(20)
 async def test_a_claim_by_an_instance_whose_clock_is_behind_is_honoured(
         redis_server: RedisServer) -> None:
     from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
-    from tests.conftest import STATE_KEY
 
     alarms: list[tuple[str, str]] = []
 
@@ -30,8 +29,7 @@ async def test_a_claim_by_an_instance_whose_clock_is_behind_is_honoured(
         alarms.append((kind, problem))
 
     def store() -> RedisStore:
-        return RedisStore(redis_server.url, "kgskew", 1.0,
-                          keys=Keyring(Key.of(STATE_KEY.encode())), on_unverified=report)
+        return store_on(redis_server, "kgskew", on_unverified=report)
 
     behind, ahead = store(), store()
     ahead.clock = lambda: time.time() + 60.0  # type: ignore[method-assign]

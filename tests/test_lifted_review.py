@@ -15,7 +15,8 @@ import pytest
 from gateway.domain.statedoc import Change, KillFlag, StateDoc, apply_change
 from gateway.domain.writeids import MAX_LIFTED
 from tests.backends import echo_app
-from tests.conftest import STATE_KEY, RedisServer, running_gateway, wait_until, write_config
+from tests.conftest import RedisServer, running_gateway, wait_until, write_config
+from tests.staterig import store_on
 from tests.test_branches_review import routes
 from tests.test_forgery import plant, stored_doc
 from tests.test_killswitch import kill, redis_state
@@ -114,14 +115,11 @@ async def test_a_kill_after_an_audit_only_event_loads_nothing_first(
     more round trip on the kill path after every such event. The head's document names
     our base's write: nothing to look at."""
     from gateway.domain.audit import AuditDraft
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
 
     p1 = await backends(echo_app("v1"))
     state = redis_state(redis_server, tmp_path, "a", poll="60s")
     cfg = write_config(tmp_path, routes(p1), state=state)
-    other = RedisStore(redis_server.url, "kgtest", 1.0,
-                       keys=Keyring(Key.of(STATE_KEY.encode())))
+    other = store_on(redis_server, "kgtest")
     await other.open()
     try:
         async with running_gateway(cfg) as g:
@@ -155,13 +153,10 @@ async def test_an_audit_only_event_pushed_costs_the_poll_no_load(
     (our document, our write, a new head) was verified and judged already: every instance
     still read the whole document again at its next poll, once per such event."""
     from gateway.domain.audit import AuditDraft
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
 
     p1 = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, routes(p1), state=redis_state(redis_server, tmp_path, "a"))
-    other = RedisStore(redis_server.url, "kgtest", 1.0,
-                       keys=Keyring(Key.of(STATE_KEY.encode())))
+    other = store_on(redis_server, "kgtest")
     await other.open()
     try:
         async with running_gateway(cfg) as g:

@@ -198,10 +198,9 @@ def test_the_fixed_label_sets_started_at_zero_are_every_one_the_code_counts() ->
     gated = {f.split("_")[0] for f in ApprovalsConfig.model_fields if f != "ttl"}
     assert started["killgate_break_glass_total"] == gated
     admin = set(re.findall(r'on_refused\("(\w+)"\)', (root / "admin/listener.py").read_text()))
-    admin |= set(re.findall(r'"killgate_admin_refused_total", \("(\w+)",\)',
-                            (root / "admin/hosts.py").read_text()))
-    admin |= set(re.findall(r'"killgate_admin_refused_total", \("(\w+)",\)',
-                            (root / "admin/api.py").read_text()))
+    for counting in ("admin/hosts.py", "admin/scrape.py"):
+        admin |= set(re.findall(r'"killgate_admin_refused_total", \("(\w+)",\)',
+                                (root / counting).read_text()))
     assert admin and started["killgate_admin_refused_total"] == admin
     from gateway.admin.callers import REFUSALS
 

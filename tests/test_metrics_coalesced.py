@@ -65,7 +65,7 @@ async def test_concurrent_scrapes_share_a_render_and_none_is_stale(
     async with running_gateway(write_config(tmp_path, _routes(p))) as g:
         api = g.gw.admin_api
         assert api is not None
-        real = api.metrics_page
+        real = api.scrapes.page
         took: list[float] = []
 
         def counted(accept: str | None) -> tuple[Iterator[bytes], str]:
@@ -74,7 +74,7 @@ async def test_concurrent_scrapes_share_a_render_and_none_is_stale(
             took.append(time.perf_counter() - t0)
             return _timed(parts, took), ctype
 
-        api.metrics_page = counted
+        api.scrapes.page = counted
         for i in range(ROUTES):  # (every route's series in the page)
             async with session.post(f"{g.url}/v2/models/m{i}/infer", data=b"{}") as r:
                 await r.read()
@@ -129,7 +129,7 @@ async def test_a_flood_of_scrapes_gets_a_bounded_share_of_the_loop(
     async with running_gateway(write_config(tmp_path, _routes(p))) as g:
         api = g.gw.admin_api
         assert api is not None
-        real = api.metrics_page
+        real = api.scrapes.page
         spans: list[tuple[float, float]] = []
 
         def counted(accept: str | None) -> tuple[Iterator[bytes], str]:
@@ -138,7 +138,7 @@ async def test_a_flood_of_scrapes_gets_a_bounded_share_of_the_loop(
             spans.append((t0, time.perf_counter()))
             return _spanned(parts, spans), ctype
 
-        api.metrics_page = counted
+        api.scrapes.page = counted
         for i in range(ROUTES):  # (every route's series in the page)
             async with session.post(f"{g.url}/v2/models/m{i}/infer", data=b"{}") as r:
                 await r.read()

@@ -6,18 +6,15 @@ from __future__ import annotations
 import asyncio
 
 from tests.conftest import RedisServer
+from tests.staterig import store_on
 
 
 async def test_published_addresses_are_signed(redis_server: RedisServer) -> None:
     """A drill reaches each instance at the address it published with its heartbeat
     (state/redisaux.py): one written into Redis by anyone without the key is ignored."""
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
-    from tests.conftest import STATE_KEY
-
     seen: list[tuple[str, str]] = []
-    store = RedisStore(redis_server.url, "kgaddr", 1.0, keys=Keyring(Key.of(STATE_KEY.encode())),
-                       on_unverified=lambda kind, why, which, cause="other": seen.append((kind, why)))
+    store = store_on(redis_server, "kgaddr",
+                     on_unverified=lambda kind, why, which, cause="other": seen.append((kind, why)))
     await store.open()
     try:
         urls = {"data": "http://10.0.0.5:8080", "admin": "http://10.0.0.5:8081"}
@@ -46,15 +43,10 @@ async def test_a_replayed_heartbeat_does_not_bring_back_an_instance_or_its_addre
     control/drillreach.py)."""
     import time
 
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
-    from tests.conftest import STATE_KEY
-
     seen: list[tuple[str, str]] = []
-    keys = Keyring(Key.of(STATE_KEY.encode()))
-    old = RedisStore(redis_server.url, "kgrep", 1.0, keys=keys)
-    store = RedisStore(redis_server.url, "kgrep", 1.0, keys=keys,
-                       on_unverified=lambda kind, why, which, cause="other": seen.append((kind, why)))
+    old = store_on(redis_server, "kgrep")
+    store = store_on(redis_server, "kgrep",
+                     on_unverified=lambda kind, why, which, cause="other": seen.append((kind, why)))
     await old.open()
     await store.open()
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adminpost import keyed_post
+from tests.adminpost import keyed_post, unkill_asked
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.faultproxy import Forwarder, redis_state_via
@@ -31,13 +31,8 @@ async def test_a_failed_retry_puts_back_the_first_attempts_record(
     cfg = write_config(tmp_path, two_versions(p, p), state=state,
                        extra="approvals: {unkill_global: 2, ttl: 1m}\n")
     async with running_gateway(cfg) as g:
-        status, body, _ = await _call(session, g.admin, "alice", "/v1/kill",
-                                      {"scope": "global", "reason": "INC-5"})
-        assert status == 200, body
-        status, body, _ = await _call(session, g.admin, "alice", "/v1/unkill",
-                                      {"scope": "global", "reason": "INC-5 over"})
-        assert status == 202, body
-        path = f"/v1/approvals/{body['approval']['id']}/approve"
+        approval = await unkill_asked(session, g.admin, "INC-5")
+        path = f"/v1/approvals/{approval['id']}/approve"
         # (the refusal below is tallied into the trail at shutdown: an event appended
         # before the late commit moves the audit head it compares, and it would not land)
         await g.gw.admin_api.denied.stop()

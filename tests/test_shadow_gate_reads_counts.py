@@ -16,8 +16,9 @@ from gateway.configfile import parse_config_text
 from gateway.control.shadow import ShadowResults
 from gateway.control.shadowblobs import records_key, stats_key
 from gateway.domain.verdict import spec_for
-from tests.conftest import STATE_KEY, RedisServer
+from tests.conftest import RedisServer
 from tests.shadowrig import CFG, Local, tally
+from tests.staterig import store_on
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -43,13 +44,11 @@ async def _gate_ms(r: ShadowResults, rc: object, n: int = 5) -> float:
 
 
 async def test_the_gate_reads_counts_not_records(redis_server: RedisServer) -> None:
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
 
     cfg = parse_config_text(KEEP)
     rc = cfg.routes[0]
     spec = spec_for(rc)
-    store = RedisStore(redis_server.url, "kgsh", 1.0, keys=Keyring(Key.of(STATE_KEY.encode())))
+    store = store_on(redis_server, "kgsh")
     await store.open()
     try:
         rs = []

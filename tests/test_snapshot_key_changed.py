@@ -22,6 +22,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+from tests.keyrig import OTHER_KEY_ENV, left_alone, snapshots_then_flush, stored, x_and_f
 from tests.test_cli import acli
 from tests.test_killswitch import auth, kill, redis_state, status_of, token, unkill
 
@@ -80,7 +81,7 @@ async def test_a_new_key_with_the_store_intact_writes_nothing_over_the_fleets_st
         await kill(session, g.admin, scope="route", route="iris")
         await wait_until(lambda: snap.exists() and b"route:iris" in snap.read_bytes(), 5,
                          what="the snapshot")
-    stored = redis_server.cmd("GET", "kgtest:state")
+    fleets = stored(redis_server)
     monkeypatch.setenv("KILLGATE_TEST_STATE_KEY", "another-state-key-0123456789-abcdefghij")
     async with running_gateway(cfg) as g:
         await wait_until(lambda: g.gw.sync.snapshot.kills_only is not None, 5,
@@ -97,7 +98,7 @@ async def test_a_new_key_with_the_store_intact_writes_nothing_over_the_fleets_st
                 answer = await r.json()
                 assert r.status == 503, (verb, r.status, answer)
                 assert "state.signing_key" in answer["error"]["message"], answer
-    assert redis_server.cmd("GET", "kgtest:state") == stored  # the fleet's, untouched
+    assert stored(redis_server) == fleets  # the fleet's, untouched
 
 
 async def test_a_new_key_that_seeded_a_flushed_store_first_never_writes_over_the_fleet(
@@ -110,38 +111,20 @@ async def test_a_new_key_that_seeded_a_flushed_store_first_never_writes_over_the
     ≤ 30 s, wiping its weights and history (a ping-pong). X now writes nothing more: it
     has verified no document but its own, and answers a kill 503 naming the key."""
     p = await backends(echo_app("v1"))
-    for d in ("a", "b"):
-        (tmp_path / d).mkdir()
-    state_x = redis_state(redis_server, tmp_path, "a").replace(
-        "KILLGATE_TEST_STATE_KEY", "KILLGATE_OTHER_STATE_KEY")
-    cfg_x = write_config(tmp_path / "a", two_versions(p, p, 100, 0), state=state_x)
-    cfg_f = write_config(tmp_path / "b", two_versions(p, p, 100, 0),
-                         state=redis_state(redis_server, tmp_path, "b"))
-    monkeypatch.setenv("KILLGATE_OTHER_STATE_KEY", STATE_KEY)  # (the fleet's, for now)
-    snaps = (tmp_path / "snapshot-a.json", tmp_path / "snapshot-b.json")
-    async with running_gateway(cfg_x, "gw-x") as x, running_gateway(cfg_f, "gw-f") as f:
-        async with session.put(f"{f.admin}/v1/routes/iris/weights",
-                               headers=auth("killgate:rollout"),
-                               json={"weights": {"v1": 50, "v2": 50}, "reason": "x"}) as r:
-            assert r.status == 200, await r.text()
-        await kill(session, x.admin, scope="route", route="iris")
-        await wait_until(lambda: all(s.exists() and b"route:iris" in s.read_bytes()
-                                     for s in snaps), 5, what="both snapshots")
-    redis_server.cmd("FLUSHALL")
-    monkeypatch.setenv("KILLGATE_OTHER_STATE_KEY", "z" * 64)  # X's Secret, regenerated
+    cfg_x, cfg_f = x_and_f(tmp_path, redis_server, two_versions(p, p, 100, 0))
+    monkeypatch.setenv(OTHER_KEY_ENV, STATE_KEY)  # (the fleet's, for now)
+    await snapshots_then_flush(session, redis_server, tmp_path, cfg_x, cfg_f)
+    monkeypatch.setenv(OTHER_KEY_ENV, "z" * 64)  # X's Secret, regenerated
     async with running_gateway(cfg_x, "gw-x") as x:
         assert x.gw.sync.snapshot.kills_only is not None
-        await wait_until(lambda: "route:iris" in (redis_server.cmd("GET", "kgtest:state")
-                                                  or ""), 5, what="X seeding the empty store")
+        await wait_until(lambda: "route:iris" in stored(redis_server), 5,
+                         what="X seeding the empty store")
         async with running_gateway(cfg_f, "gw-f") as f:
             await wait_until(lambda: f.gw.metrics.get("killgate_state_reseeds_total") >= 1
                              and f.gw.sync.ready, 5, what="F re-seeding its state")
             assert f.gw.holder.doc.overrides  # (its weights: what X's re-seed dropped)
-            stored = redis_server.cmd("GET", "kgtest:state")
-            t0 = asyncio.get_running_loop().time()
-            while asyncio.get_running_loop().time() - t0 < 1.5:  # 15 of X's polls
-                assert redis_server.cmd("GET", "kgtest:state") == stored, "X wrote over F"
-                await asyncio.sleep(0.05)
+            fleets = stored(redis_server)
+            await left_alone(redis_server, fleets)  # (15 of X's polls)
             assert x.gw.metrics.get("killgate_state_reseeds_total") == 1  # (the seeding)
             assert "state.signing_key" in (x.gw.sync.last_error or ""), x.gw.sync.last_error
             assert await status_of(session, x.url) == (503, "killed")  # (its kills held)
@@ -151,4 +134,4 @@ async def test_a_new_key_that_seeded_a_flushed_store_first_never_writes_over_the
                 assert r.status == 503, (r.status, answer)  # (a write F could not verify)
                 assert "state.signing_key" in answer["error"]["message"], answer
             assert await status_of(session, x.url) == (503, "killed")
-            assert redis_server.cmd("GET", "kgtest:state") == stored  # F's, untouched
+            assert stored(redis_server) == fleets  # F's, untouched

@@ -35,14 +35,11 @@ from tests.conftest import (
     running_gateway,
     two_versions,
     wait_until,
-    write_config,
 )
+from tests.keyrig import OTHER_KEY_ENV, left_alone, snapshots_then_flush, stored, x_and_f
 from tests.test_cli import acli
 from tests.test_killswitch import (
-    auth,
     fixed_ports_config,
-    kill,
-    redis_state,
     status_of,
     token,
 )
@@ -60,10 +57,6 @@ async def readyz(session: ClientSession, admin: str) -> tuple[int, dict[str, Any
         return None
 
 
-def stored(redis: RedisServer) -> str:
-    return redis.cmd("GET", "kgtest:state") or ""
-
-
 async def two_keys(tmp_path: Path, backends: Any, redis: RedisServer, session: ClientSession,
                    monkeypatch: pytest.MonkeyPatch,
                    start: Callable[..., GatewayProcess],
@@ -72,25 +65,12 @@ async def two_keys(tmp_path: Path, backends: Any, redis: RedisServer, session: C
     Redis flushed; X back with another key seeds the store, F re-seeds over X's document.
     (X's config, X and F running, F's document in the store)."""
     p = await backends(echo_app("v1"))
-    for d in ("a", "b"):
-        (tmp_path / d).mkdir()
-    state_x = redis_state(redis, tmp_path, "a").replace(
-        "KILLGATE_TEST_STATE_KEY", "KILLGATE_OTHER_STATE_KEY")
-    cfg_x = fixed_ports_config(tmp_path / "a", two_versions(p, p, 100, 0), state_x, "x")
-    cfg_f = fixed_ports_config(tmp_path / "b", two_versions(p, p, 100, 0),
-                               redis_state(redis, tmp_path, "b"), "f")
-    monkeypatch.setenv("KILLGATE_OTHER_STATE_KEY", STATE_KEY)  # (the fleet's, for now)
-    snaps = (tmp_path / "snapshot-a.json", tmp_path / "snapshot-b.json")
-    async with running_gateway(cfg_x, "gw-x") as x, running_gateway(cfg_f, "gw-f") as f:
-        async with session.put(f"{f.admin}/v1/routes/iris/weights",
-                               headers=auth("killgate:rollout"),
-                               json={"weights": {"v1": 50, "v2": 50}, "reason": "x"}) as r:
-            assert r.status == 200, await r.text()
-        await kill(session, x.admin, scope="route", route="iris")
-        await wait_until(lambda: all(s.exists() and b"route:iris" in s.read_bytes()
-                                     for s in snaps), 5, what="both snapshots")
-    redis.cmd("FLUSHALL")
-    env_x = {"KILLGATE_OTHER_STATE_KEY": X_KEY}
+    routes = two_versions(p, p, 100, 0)
+    cfg_x, cfg_f = x_and_f(tmp_path, redis, routes, make=lambda folder, state, name:
+                           fixed_ports_config(folder, routes, state, name))
+    monkeypatch.setenv(OTHER_KEY_ENV, STATE_KEY)  # (the fleet's, for now)
+    await snapshots_then_flush(session, redis, tmp_path, cfg_x, cfg_f)
+    env_x = {OTHER_KEY_ENV: X_KEY}
     gx = start(cfg_x, env=env_x)
     await asyncio.to_thread(gx.wait_ready)
     await wait_until(lambda: "route:iris" in stored(redis), 5, what="X seeding the empty store")
@@ -173,25 +153,11 @@ async def test_its_own_earlier_document_read_after_a_restart_is_not_the_fleets(
     names them), so it does not clear the mark; F then re-seeds over it, and X writes
     nothing over F's. (In process: the same code as `killgate serve`, faster.)"""
     p = await backends(echo_app("v1"))
-    for d in ("a", "b"):
-        (tmp_path / d).mkdir()
-    state_x = redis_state(redis_server, tmp_path, "a").replace(
-        "KILLGATE_TEST_STATE_KEY", "KILLGATE_OTHER_STATE_KEY")
-    cfg_x = write_config(tmp_path / "a", two_versions(p, p, 100, 0), state=state_x)
-    cfg_f = write_config(tmp_path / "b", two_versions(p, p, 100, 0),
-                         state=redis_state(redis_server, tmp_path, "b"))
-    monkeypatch.setenv("KILLGATE_OTHER_STATE_KEY", STATE_KEY)  # (the fleet's, for now)
+    cfg_x, cfg_f = x_and_f(tmp_path, redis_server, two_versions(p, p, 100, 0))
+    monkeypatch.setenv(OTHER_KEY_ENV, STATE_KEY)  # (the fleet's, for now)
+    await snapshots_then_flush(session, redis_server, tmp_path, cfg_x, cfg_f)
+    monkeypatch.setenv(OTHER_KEY_ENV, X_KEY)
     snaps = (tmp_path / "snapshot-a.json", tmp_path / "snapshot-b.json")
-    async with running_gateway(cfg_x, "gw-x") as x, running_gateway(cfg_f, "gw-f") as f:
-        async with session.put(f"{f.admin}/v1/routes/iris/weights",
-                               headers=auth("killgate:rollout"),
-                               json={"weights": {"v1": 50, "v2": 50}, "reason": "x"}) as r:
-            assert r.status == 200, await r.text()
-        await kill(session, x.admin, scope="route", route="iris")
-        await wait_until(lambda: all(s.exists() and b"route:iris" in s.read_bytes()
-                                     for s in snaps), 5, what="both snapshots")
-    redis_server.cmd("FLUSHALL")
-    monkeypatch.setenv("KILLGATE_OTHER_STATE_KEY", X_KEY)
     async with running_gateway(cfg_x, "gw-x") as x:
         await wait_until(lambda: "route:iris" in stored(redis_server), 5, what="X seeding")
         seeded = x.gw.holder.doc
@@ -203,11 +169,7 @@ async def test_its_own_earlier_document_read_after_a_restart_is_not_the_fleets(
             await wait_until(lambda: f.gw.metrics.get("killgate_state_reseeds_total") >= 1
                              and '"overrides": {"iris"' in stored(redis_server), 5,
                              what="F re-seeding its state")
-            fleets = stored(redis_server)
-            t0 = asyncio.get_running_loop().time()
-            while asyncio.get_running_loop().time() - t0 < 1.5:  # 15 of X's polls
-                assert stored(redis_server) == fleets, "X wrote over F"
-                await asyncio.sleep(0.05)
+            await left_alone(redis_server, stored(redis_server))  # (15 of X's polls)
             assert x.gw.metrics.get("killgate_state_reseeds_total") == 0
             assert x.gw.ready_reason == "state_unverifiable"
             assert await status_of(session, x.url) == (503, "killed")

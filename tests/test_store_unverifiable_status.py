@@ -32,8 +32,8 @@ from tests.conftest import (
     wait_until_sync,
     write_config,
 )
-from tests.test_forgery import ATTACKER_KEY, plant
-from tests.test_killswitch import auth, redis_state
+from tests.keyrig import forged_store
+from tests.test_killswitch import auth
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -59,10 +59,9 @@ async def test_an_unverifiable_store_is_said_so_and_its_connections_kept(
         tmp_path: Path, backends: Any, session: ClientSession, redis_server: RedisServer,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="killgate")
-    plant(redis_server, {"generation": 7, "epoch": "forged", "kills": {}}, ATTACKER_KEY)
+    state = forged_store(redis_server, tmp_path)
     p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=redis_state(
-        redis_server, tmp_path, "a", extra="  start_timeout: 300ms\n"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
     async with running_gateway(cfg, "gw-a") as a:
         await wait_until(lambda: a.gw.ready_reason == "state_unverifiable"
                          and a.gw.sync.answering, 5, what="unverifiable, the store answering")
@@ -100,13 +99,12 @@ def test_the_console_says_unverifiable_not_disconnected(
     DISCONNECTED"."""
     from tests.console_rig import start_backend
 
-    plant(redis_server, {"generation": 7, "epoch": "forged", "kills": {}}, ATTACKER_KEY)
+    state = forged_store(redis_server, tmp_path)
     backend, port = start_backend("v1")
     try:
         cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
                            listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}",
-                           state=redis_state(redis_server, tmp_path, "a",
-                                             extra="  start_timeout: 300ms\n"))
+                           state=state)
         gw = gateway_procs(cfg)
 
         def answering() -> bool:

@@ -14,6 +14,7 @@ import pytest
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.faultproxy import Forwarder, redis_state_via
+from tests.staterig import state_keys, store_on
 from tests.test_killswitch import auth, kill
 
 pytestmark = pytest.mark.timeout(60)
@@ -87,13 +88,8 @@ async def test_taking_over_a_key_is_one_compare_and_set(tmp_path: Path, redis_se
     """`idem_take` (both stores): only while the key still holds the record the taker
     read; of two retries taking over one record, one does."""
     from gateway.state.local import LocalStore
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
-    from tests.conftest import STATE_KEY
-
-    keys = Keyring(Key.of(STATE_KEY.encode()))
-    local = LocalStore(tmp_path / "s.json", keys=keys)
-    remote = RedisStore(redis_server.url, "kgtake", 1.0, keys=keys)
+    local = LocalStore(tmp_path / "s.json", keys=state_keys())
+    remote = store_on(redis_server, "kgtake")
     for store in (local, remote):
         await store.open()
         try:

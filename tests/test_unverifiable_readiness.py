@@ -24,17 +24,12 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.test_killswitch import auth, kill, redis_state, status_of
+from tests.keyrig import forged_store, keyed, snapshots_then_flush, stored, x_and_f
+from tests.test_killswitch import auth, kill, status_of
 
 pytestmark = pytest.mark.timeout(60)
 
 K1, K2 = "1" * 48, "2" * 48
-
-
-def keyed(redis: RedisServer, tmp: Path, name: str, current: str, previous: str | None) -> str:
-    extra = f"  previous_signing_key_env: {previous}\n" if previous else ""
-    return redis_state(redis, tmp, name, extra=extra).replace(
-        "signing_key_env: KILLGATE_TEST_STATE_KEY", f"signing_key_env: {current}")
 
 
 async def test_the_readme_key_rotation_keeps_every_instance_ready_and_the_store_whole(
@@ -115,26 +110,15 @@ async def test_a_kill_through_an_instance_that_cannot_verify_the_store_says_so(
     message said "the state store cannot be reached" and "this instance holds none of its own:
     it serves no route" while the store answered and X held and enforced its kills: an
     operator went looking for a Redis outage. It now says what happened and what to do."""
-    monkeypatch.setenv("KG_K1", K1)
     p = await backends(echo_app("v1"))
-    routes = two_versions(p, p, 100, 0)
-    for d in ("a", "b"):
-        (tmp_path / d).mkdir()
-    cfg_x = write_config(tmp_path / "a", routes,
-                         state=keyed(redis_server, tmp_path, "a", "KG_K1", None))
-    cfg_f = write_config(tmp_path / "b", routes, state=redis_state(redis_server, tmp_path, "b"))
+    cfg_x, cfg_f = x_and_f(tmp_path, redis_server, two_versions(p, p, 100, 0), "KG_K1")
     monkeypatch.setenv("KG_K1", STATE_KEY)  # (X has the fleet's key, for now)
-    async with running_gateway(cfg_x, "gw-x") as x, running_gateway(cfg_f, "gw-f"):
-        await kill(session, x.admin, scope="route", route="iris")
-        await wait_until(lambda: (tmp_path / "snapshot-a.json").exists()
-                         and b"route:iris" in (tmp_path / "snapshot-a.json").read_bytes(), 5,
-                         what="X's snapshot")
-    redis_server.cmd("FLUSHALL")
+    await snapshots_then_flush(session, redis_server, tmp_path, cfg_x, cfg_f, weights=False)
     monkeypatch.setenv("KG_K1", K1)  # (X's Secret regenerated)
     async with running_gateway(cfg_x, "gw-x") as x:
         assert x.gw.sync.snapshot.kills_only
-        await wait_until(lambda: "route:iris" in (redis_server.cmd("GET", "kgtest:state") or ""),
-                         5, what="X seeding the flushed store")
+        await wait_until(lambda: "route:iris" in stored(redis_server), 5,
+                         what="X seeding the flushed store")
         async with running_gateway(cfg_f, "gw-f") as f:
             await wait_until(lambda: f.gw.metrics.get("killgate_state_reseeds_total") >= 1
                              and x.gw.ready_reason == "state_unverifiable", 5,
@@ -163,26 +147,12 @@ async def test_two_workers_on_the_wrong_key_do_not_vouch_for_each_other(
     F document, which it cannot verify, wiping F's weights, at every repair."""
     monkeypatch.setenv("KG_K1", STATE_KEY)  # (X has the fleet's key, for now)
     p = await backends(echo_app("v1"))
-    routes = two_versions(p, p, 100, 0)
-    for d in ("a", "b"):
-        (tmp_path / d).mkdir()
-    cfg_x = write_config(tmp_path / "a", routes,
-                         state=keyed(redis_server, tmp_path, "a", "KG_K1", None))
-    cfg_f = write_config(tmp_path / "b", routes, state=redis_state(redis_server, tmp_path, "b"))
-    async with running_gateway(cfg_x, "gw-x") as x, running_gateway(cfg_f, "gw-f") as f:
-        async with session.put(f"{f.admin}/v1/routes/iris/weights",
-                               headers=auth("killgate:rollout"),
-                               json={"weights": {"v1": 50, "v2": 50}, "reason": "x"}) as r:
-            assert r.status == 200, await r.text()
-        await kill(session, x.admin, scope="route", route="iris")
-        await wait_until(lambda: all((tmp_path / f"snapshot-{n}.json").exists()
-                                     and b"route:iris" in (tmp_path / f"snapshot-{n}.json")
-                                     .read_bytes() for n in "ab"), 5, what="both snapshots")
-    redis_server.cmd("FLUSHALL")
+    cfg_x, cfg_f = x_and_f(tmp_path, redis_server, two_versions(p, p, 100, 0), "KG_K1")
+    await snapshots_then_flush(session, redis_server, tmp_path, cfg_x, cfg_f)
     monkeypatch.setenv("KG_K1", K1)  # (X's Secret regenerated)
     async with running_gateway(cfg_x, "gw-x-1") as x1:
-        await wait_until(lambda: "route:iris" in (redis_server.cmd("GET", "kgtest:state")
-                                                  or ""), 5, what="X's first worker seeding")
+        await wait_until(lambda: "route:iris" in stored(redis_server), 5,
+                         what="X's first worker seeding")
         async with running_gateway(cfg_x, "gw-x-2") as x2:
             assert x2.gw.holder.doc.epoch == x1.gw.holder.doc.epoch  # (the seed, verified)
             async with running_gateway(cfg_f, "gw-f") as f:
@@ -208,13 +178,9 @@ async def test_ready_without_state_stays_ready_over_a_document_it_cannot_verify(
     alone until a sync: a forged document in the store (or the fleet's, under another key)
     made such an instance, holding no state, 503 `state_unverifiable` instead, so a forgery
     written while a fleet restarts kept every restarted instance out of its load balancer."""
-    from tests.test_forgery import ATTACKER_KEY, plant
-
-    plant(redis_server, {"generation": 7, "epoch": "forged", "kills": {}}, ATTACKER_KEY)
+    state = forged_store(redis_server, tmp_path, "  ready_without_state: true\n")
     p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=redis_state(
-        redis_server, tmp_path, "a", extra="  ready_without_state: true\n"
-                                           "  start_timeout: 300ms\n"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
     async with running_gateway(cfg, "gw-a") as a:
         await wait_until(lambda: "refused" in (a.gw.sync.last_error or ""), 5,
                          what="the forgery refused")
@@ -229,12 +195,9 @@ async def test_a_store_holding_a_document_it_cannot_verify_is_not_said_unreachab
     another key) is not ready, state_unverifiable; its killgate_state_store_connected said
     0 all the while, so KillgateStateStoreDisconnected ("cannot reach its state store")
     sent the SRE to a Redis that answers. A Redis that is gone still says 0."""
-    from tests.test_forgery import ATTACKER_KEY, plant
-
-    plant(redis_server, {"generation": 7, "epoch": "forged", "kills": {}}, ATTACKER_KEY)
+    state = forged_store(redis_server, tmp_path)
     p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=redis_state(
-        redis_server, tmp_path, "a", extra="  start_timeout: 300ms\n"))
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0), state=state)
     async with running_gateway(cfg, "gw-a") as a:
         await wait_until(lambda: a.gw.ready_reason == "state_unverifiable"
                          and a.gw.metrics.get("killgate_state_store_connected") == 1, 5,

@@ -1,7 +1,8 @@
 """Admin HTTP API (CONTRACT §4) on its own listener, separate from the data plane.
 
 Owns the admin routes and their handlers: who may call what (scopes), reading the
-request (admin/inputs.py), and handing writes to admin/writes.py. Who calls is checked by
+request (admin/inputs.py), and handing writes to admin/writes.py; /metrics is
+admin/scrape.py's, an audit page admin/auditread.py's. Who calls is checked by
 admin/callers.py (refused calls counted, rate limited per address, and audited through
 `DeniedLog`). It is given only the narrow interfaces it uses (admin/ports.py), never the
 composition root.
@@ -9,12 +10,10 @@ composition root.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import json
 import logging
-from collections.abc import Hashable
 from typing import Any
 
 from aiohttp import web
@@ -23,9 +22,9 @@ from gateway.admin import actions, breakglass, etag, inputs, openapi, shadowgate
 from gateway.admin.approvalexpiry import ApprovalExpiry
 from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
+from gateway.admin.auditread import audit_page
 from gateway.admin.auth import Authenticator, Principal
 from gateway.admin.callers import Callers
-from gateway.admin.coalesce import Coalesced, Crowded, Steps, sliced
 from gateway.admin.denied import DeniedLog
 from gateway.admin.middleware import answer_headers, errors, json_error
 from gateway.admin.ports import (
@@ -41,6 +40,7 @@ from gateway.admin.ports import (
     StateWriter,
 )
 from gateway.admin.readyz import readyz
+from gateway.admin.scrape import Scrapes
 from gateway.admin.shadowgate import ShadowChecks
 from gateway.admin.status import StatusBuilder
 from gateway.admin.statusparts import ROUTES_PARAM, StatusParts
@@ -52,22 +52,16 @@ from gateway.domain.diff import config_dict
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import (
     ApiError,
-    BadCursor,
     Forbidden,
     NotDurable,
     StoreOutcomeUnknown,
     StoreUnavailable,
 )
-from gateway.telemetry import exposition
 
 __all__ = ["AdminApi", "json_error"]
 
 log = logging.getLogger("killgate.admin")
 BREAK_GLASS = "killgate:breakglass"
-HEAD_READS = 3  # at most this many more reads of the head and the newest page, to agree
-HEAD_RETRY = 0.005  # seconds before each
-#: a redis stream id, or an event id (a local trail's line that is no event: line-N)
-AUDIT_CURSOR = r"[0-9]{1,20}-[0-9]{1,20}|[0-9a-f]{32}|line-[0-9]{1,12}"
 #: the writes: (method, path, action), each handled by `_action`
 WRITES = (("POST", "/v1/kill", "kill"), ("POST", "/v1/unkill", "unkill"),
           ("POST", "/v1/routes/{route}/rollback", "rollback"),
@@ -92,14 +86,14 @@ class AdminApi:
         self.status_parts = StatusParts(status)  # (kept per table and second)
         self.readiness = readiness
         self.counters = counters
-        self.metrics_page = metrics_page
-        self._metrics: Coalesced[tuple[bytes, str]] = Coalesced(self._metrics_page)
+        self.scrapes = Scrapes(instance, metrics_page, counters)  # GET /metrics
         self._openapi: tuple[object, bytes] | None = None  # (the config, its document)
         self.alerts = alerts
         self.denied = DeniedLog(self._append_audit, counters)
         self.callers = Callers(current, counters, self.denied)  # who calls, refused calls
-        self.writer = Writer(state, idem, self._append_audit,
-                             on_landed=functools.partial(breakglass.used_late, counters))
+        self.writer = Writer(state, idem, self._append_audit)
+        #: break-glass writes whose answer was lost, counted once seen in force
+        self.unanswered = breakglass.Unanswered(current, counters)
         self.shadow_checks = ShadowChecks(shadow, current)  # the shadow promotion gate
         self.approvals = Approvals(current, state, self.shadow_checks)
         # (started by startup.py)
@@ -119,7 +113,7 @@ class AdminApi:
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
-        r.add_get("/metrics", self.metrics)
+        r.add_get("/metrics", self.scrapes.handle)
         r.add_get("/openapi.json", self.openapi)
         r.add_get("/v1/status", self.status)
         r.add_get("/v1/config", self.config)
@@ -142,30 +136,6 @@ class AdminApi:
     async def readyz(self, request: web.Request) -> web.Response:
         return readyz(request, self.instance, self.readiness, self.current, self.fleet,
                       self.proof_key)
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        # (concurrent scrapes share one render made after they all arrived: admin/coalesce.py;
-        # keyed by the format the page is written in, not the Accept header as sent)
-        try:
-            body, ctype = await self._metrics.get(
-                exposition.scrape_format(request.headers.get("Accept")))
-        except Crowded as crowded:
-            self.counters.inc("killgate_admin_refused_total", ("scrapes",),
-                              label_names=("reason",))
-            raise ApiError(429, "scrapes_crowded", "renders of this page in other formats "
-                           "already wait to start; scrape again after Retry-After seconds",
-                           {"Retry-After": str(crowded.retry_after)}) from None
-        # which instance's page this is (a drill's abort watch reads the pages through a
-        # load-balanced admin URL too, and compares counters per instance)
-        return web.Response(body=body, headers={  # (+ ANSWER_HEADERS)
-            "content-type": ctype, "x-killgate-instance": self.instance})
-
-    def _metrics_page(self, accept: Hashable) -> Steps[tuple[bytes, str]]:
-        """The page in steps (admin/coalesce.py): the values taken in the first, then
-        written a slice at a time."""
-        parts, ctype = self.metrics_page(accept if isinstance(accept, str) else None)
-        body = yield from sliced(parts)
-        return body, ctype
 
     async def openapi(self, request: web.Request) -> web.Response:
         # built once per config (frozen, swapped whole on reload): anyone can ask for it,
@@ -201,26 +171,7 @@ class AdminApi:
 
     async def audit(self, request: web.Request) -> web.Response:
         await self.callers.authorize(request, "killgate:read")
-        limit = inputs.query_int(request, "limit", 50, 1, 1000)
-        try:
-            before = inputs.query_text(request, "before", AUDIT_CURSOR,
-                                       "a redis stream id, an event id or line-N")
-        except ApiError as exc:  # (the store checks a well-formed one: BadCursor)
-            raise BadCursor(exc.message) from None
-        if before is not None:
-            head = await self.audit_reader.audit_head()  # first: later events include it
-            events, nxt = await self.audit_reader.audit_page(limit, before)
-            return web.json_response({"events": events, "next": nxt, "head": head})
-        head, events, nxt = await self.audit_reader.audit_newest(limit)
-        for _ in range(HEAD_READS):
-            # the newest page ends at the head unless a write landed between the two reads
-            # (read both again), or events were appended past it without the signing key:
-            # the page still shows them, and a check says where the anchor is
-            if not events or head is None or events[0].get("hash") == head:
-                break
-            await asyncio.sleep(HEAD_RETRY)
-            head, events, nxt = await self.audit_reader.audit_newest(limit)
-        return web.json_response({"events": events, "next": nxt, "head": head})
+        return await audit_page(request, self.audit_reader)
 
     # ------------------------------------------------------------------ writes
 
@@ -262,8 +213,7 @@ class AdminApi:
                 body["audit_id"] = ev["id"]
             if glass:
                 body["break_glass"] = True
-            return Done(body, new.generation, event=ev,
-                        late=breakglass.late(intent, needs, peer) if glass else None)
+            return Done(body, new.generation, event=ev)
 
         async def op() -> Done:
             plan = actions.plan(intent, self.current.loaded.config)
@@ -273,6 +223,10 @@ class AdminApi:
             except StoreOutcomeUnknown as exc:
                 if exc.doc is not None and exc.event is not None:
                     exc.done = answer(plan, exc.doc, exc.event)  # (should it have landed)
+                    if glass and exc.doc.writes:
+                        # (counted once the state in force names it, retried or not)
+                        self.unanswered.watch(exc.doc.writes[-1], exc.doc.generation, intent,
+                                              needs, peer, exc.event.get("id"))
                 raise
             except NotDurable as exc:
                 if exc.event is not None:

@@ -1,10 +1,11 @@
 """Two-person approvals (CONTRACT §5.2; RELIABILITY rows 46-47): request, approve,
 decline.
 
-Owns an approval's life (the record itself: approvalrecord.py). A gated write is stored, whole, as an open
-request in the replicated state document (so every instance sees it, and it is as
-tamper-evident as the state itself); each step is one state change with its audit
-event (`approval.request`, `approval.approve`, `approval.decline`, `approval.expire`).
+Owns an approval's life (the record itself, and an open one read back: approvalrecord.py).
+A gated write is stored, whole, as an open request in the replicated state document (so
+every instance sees it, and it is as tamper-evident as the state itself); each step is one
+state change with its audit event (`approval.request`, `approval.approve`,
+`approval.decline`, `approval.expire`).
 The record is bound to the SHA-256 of its change: an approver may name the hash they
 reviewed, and a stored change that no longer matches its hash is refused. The last
 approval applies the stored change exactly as a direct write would (admin/actions.py),
@@ -15,11 +16,9 @@ never gated. Expired requests are dropped by approvalexpiry.py.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import secrets
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from gateway.admin import actions, shadowgate, writenotes
@@ -28,20 +27,21 @@ from gateway.admin.approvalrecord import (
     Approval,
     ApprovalRefused,
     UnknownAction,
-    iso,
+    newer_scope_note,
     open_approvals,
+    open_request,
     principal_key,
 )
 from gateway.admin.auth import Principal
 from gateway.admin.ports import Current, StateWriter
 from gateway.admin.scopedkeys import SCOPED_ACTOR
-from gateway.admin.writes import Done
+from gateway.admin.writedone import Done, answered_if_landed
 from gateway.config import Config
 from gateway.domain.audit import AuditDraft
 from gateway.domain.overrides import effective_stable
 from gateway.domain.rolledoff import previous_stable
 from gateway.domain.statedoc import Change, StateDoc
-from gateway.errors import NotDurable, StoreOutcomeUnknown
+from gateway.errors import Forbidden
 
 __all__ = ["Approvals"]
 
@@ -66,23 +66,6 @@ def _fixed(intent: Intent, doc: StateDoc, cfg: Config) -> Intent:
         # (refused below: no previous stable, the one rolled off, or one the config lacks)
         return intent
     return dataclasses.replace(intent, args={**intent.args, "to": prev.stable})
-
-
-@contextlib.contextmanager
-def _answered_if_landed(
-        answer: Callable[[StateDoc, dict[str, Any] | None], Done]) -> Iterator[None]:
-    """A step whose commit's answer was lost (503 outcome_unknown) carries the answer it
-    would have made, as a direct write's does (admin/api.py): its Idempotency-Key then
-    names the write, and a retry answers with it if the step landed (a retried final
-    approve answered 404 unknown_approval, a retried decline the same, a retried
-    approval 409 already_approved: the key was let go, and the step ran again)."""
-    try:
-        yield
-    except (StoreOutcomeUnknown, NotDurable) as exc:
-        # (not_durable: committed, not yet on a replica; a retry once it is confirmed)
-        if exc.doc is not None and exc.event is not None:
-            exc.done = answer(exc.doc, exc.event)
-        raise
 
 
 class Approvals:
@@ -139,38 +122,26 @@ class Approvals:
                               intent.reason, None, rec.public(), intent.request_id,
                               intent.source, trace_id=intent.trace_id)
 
-        _, ev = await self.state.write(change, describe)
-        shown = found[0] if found else rec
-        body: dict[str, Any] = {"approval": shown.public()}
-        who = principal_key(intent.actor)
-        if found and who not in {principal_key(a) for a in shown.approved_by}:
-            # another's request for the same change: the asker is the other principal it
-            # waits for (and has the action's scope), so say so rather than "wait"
-            body["you_may_approve"] = True
-        # (a retry with the Idempotency-Key gets this answer while the request can be
-        # open; after, it asks anew)
-        return Done(body, None, status=202, event=ev, keep=shown.expires - self.clock())
+        def answer(new: StateDoc, ev: dict[str, Any] | None) -> Done:
+            shown = found[0] if found else rec
+            body: dict[str, Any] = {"approval": shown.public()}
+            who = principal_key(intent.actor)
+            if found and who not in {principal_key(a) for a in shown.approved_by}:
+                # another's request for the same change: the asker is the other principal
+                # it waits for (and has the action's scope), so say so rather than "wait"
+                body["you_may_approve"] = True
+            # (a retry with the Idempotency-Key gets this answer while the request can be
+            # open; after, it asks anew)
+            return Done(body, None, status=202, event=ev, keep=shown.expires - self.clock())
+
+        # (its commit's answer lost: the key keeps this answer, and a retry that finds the
+        # request landed is answered with it, a replay, as any write's; it ran the request
+        # again, found the same id, and answered unmarked)
+        with answered_if_landed(answer):
+            new, ev = await self.state.write(change, describe)
+        return answer(new, ev)
 
     # ------------------------------------------------------------------ approve / decline
-
-    @staticmethod
-    def _get(cur: StateDoc, approval_id: str, now: float) -> Approval:
-        raw = cur.approvals.get(approval_id)
-        if raw is None:
-            raise ApprovalRefused(404, "unknown_approval", f"no open approval {approval_id!r}")
-        try:
-            rec = Approval.from_json(raw)
-        except ValueError:
-            raise ApprovalRefused(409, "approval_invalid",
-                                  "the stored approval request is not a valid record") from None
-        if rec.expires <= now:
-            raise ApprovalRefused(409, "approval_expired",
-                                  f"approval {approval_id} expired at {iso(rec.expires)}")
-        if rec.intent.change_hash() != rec.hash:
-            raise ApprovalRefused(409, "approval_tampered",
-                                  "the stored change does not match the hash it was requested "
-                                  "with; it is not applied (decline it and request it again)")
-        return rec
 
     async def approve(self, approval_id: str, principal: Principal, expected: str | None,
                       reason: str, request_id: str, source: str, trace_id: str = "") -> Done:
@@ -179,7 +150,7 @@ class Approvals:
         gates = await self.shadow.read(None)  # (the record, and so its route, is read below)
 
         def change(cur: StateDoc) -> Change:
-            rec = self._get(cur, approval_id, now)
+            rec = open_request(cur, approval_id, now, principal.require)
             principal.require(actions.SCOPE_OF[rec.intent.action])
             if expected is not None and expected != rec.hash:
                 raise ApprovalRefused(409, "approval_changed",
@@ -237,7 +208,7 @@ class Approvals:
             body.update(writenotes.notes(step["rec"].intent, new, self.current.loaded.config))
             return Done(body, new.generation, event=ev, scope=scope)
 
-        with _answered_if_landed(answer):
+        with answered_if_landed(answer):
             new, ev = await self.state.write(change, describe)
         return answer(new, ev)
 
@@ -245,6 +216,7 @@ class Approvals:
                       request_id: str, source: str, trace_id: str = "") -> Done:
         now = self.clock()
         seen: list[Approval] = []
+        needed: list[str] = []  # (the scope it took: a replay's too)
 
         def change(cur: StateDoc) -> Change:
             raw = cur.approvals.get(approval_id)
@@ -252,17 +224,25 @@ class Approvals:
                 raise ApprovalRefused(404, "unknown_approval",
                                       f"no open approval {approval_id!r}")
             need = "killgate:read"  # (an invalid record may be dropped by any reader)
+            newer: UnknownAction | None = None
             try:
                 rec = Approval.from_json(raw)
                 need = actions.SCOPE_OF[rec.intent.action]
-            except UnknownAction:
-                # a newer version's request (rolling upgrade): its scope is unknown here,
-                # so the one that implies every scope (a reader dropped it before)
-                rec, need = None, "killgate:admin"
+            except UnknownAction as exc:
+                # a newer version's request (rolling upgrade): its action's scope, or
+                # where that is unknown here, the one that implies every scope (a reader
+                # dropped it before)
+                rec, need, newer = None, exc.scope, exc
             except ValueError:
                 rec = None
-            principal.require(need)
+            try:
+                principal.require(need)
+            except Forbidden as exc:
+                if newer is not None and not newer.action:  # (why admin: said)
+                    exc.message += newer_scope_note(approval_id, newer)
+                raise
             seen[:] = [rec] if rec is not None else []
+            needed[:] = [need]
             return Change(approvals={approval_id: None})
 
         def describe(cur: StateDoc, new: StateDoc) -> AuditDraft:
@@ -278,10 +258,8 @@ class Approvals:
         def answer(new: StateDoc, ev: dict[str, Any] | None) -> Done:
             return Done({"approval": {"id": approval_id, "state": "declined"},
                          **({"audit_id": ev["id"]} if ev is not None else {})},
-                        new.generation, event=ev,
-                        scope=actions.SCOPE_OF[seen[0].intent.action] if seen
-                        else "killgate:read")
+                        new.generation, event=ev, scope=needed[0])
 
-        with _answered_if_landed(answer):
+        with answered_if_landed(answer):
             new, ev = await self.state.write(change, describe)
         return answer(new, ev)

@@ -31,6 +31,7 @@ def attempts(record: dict[str, Any]) -> list[tuple[str, int]]:
 def landed_record(earlier: dict[str, Any], generation: int) -> dict[str, Any]:
     """The answer's record of an attempt found to have landed (at `generation`)."""
     record = {k: v for k, v in earlier.items() if k not in ("unknown", "receipt", "late")}
+    # (`late`: what a version before counted break-glass by; now admin/breakglass.py's)
     # (`receipt` false: an answer that names no generation to wait for, as first made)
     record["generation"] = generation if earlier.get("receipt", True) else None
     return record
@@ -38,21 +39,18 @@ def landed_record(earlier: dict[str, Any], generation: int) -> dict[str, Any]:
 
 def unknown_record(fingerprint: str, holder: str, write: str, generation: int,
                    tried: list[tuple[str, int]], status: int, body: dict[str, Any],
-                   receipt: bool, scope: str | None = None,
-                   late: dict[str, Any] | None = None) -> dict[str, Any]:
+                   receipt: bool, scope: str | None = None) -> dict[str, Any]:
     """A key's record after an attempt's lost answer: the attempt's write id and
     generation, the earlier attempts' (`tried`, newest first), and the answer it made.
     `receipt` False: an answer that names no generation to wait for (an approval's step
     short of the last), answered as made should it have landed; `scope`: the scope its
-    replay needs (Done.scope); `late`: what a retry that learns it landed tells
-    (Done.late)."""
+    replay needs (Done.scope)."""
     return {"fingerprint": fingerprint, "holder": holder,
             "unknown": {"write": write, "generation": generation,
                         "before": [list(t) for t in tried[:MAX_ATTEMPTS - 1]]},
             "status": status, "extra": body,
             **({} if scope is None else {"scope": scope}),
-            **({} if receipt else {"receipt": False}),
-            **({} if late is None else {"late": late})}
+            **({} if receipt else {"receipt": False})}
 
 
 def unconfirmed_record(fingerprint: str, holder: str, generation: int | None, status: int,

@@ -1,10 +1,10 @@
 """The admin API's drill endpoints (CONTRACT §5.4): open, inject, restore, end, list.
 
 Owns request validation and scopes of `/v1/drills*`; transitions live in `domain/drills.py`,
-what an injection changes and needs in `drillinject`, the drill key, gauges and audit scans
-in `drillsupport`. Scope `killgate:drill` acts on drill routes (`drill_for`); a production
-route needs `"production": true` at open. Writes go through the admin API's writer; given
-only the ports it uses.
+what an open asks for in `drillopen`, what an injection changes and needs in `drillinject`,
+the drill key, gauges and audit scans in `drillsupport`. Scope `killgate:drill` acts on
+drill routes (`drill_for`); a production route needs `"production": true` at open. Writes
+go through the admin API's writer; given only the ports it uses.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from aiohttp import web
 from gateway.admin import inputs
 from gateway.admin.auth import Principal
 from gateway.admin.drillinject import FIELDS, injection
+from gateway.admin.drillopen import open_input
 from gateway.admin.drillsupport import DrillHistory, drill_events, end_input
 from gateway.admin.ports import AuditReader, Current, Describe, StateWriter
 from gateway.admin.ports import Change as ChangeFn
 from gateway.admin.tracing import TRACE_ID
 from gateway.admin.writes import Done
-from gateway.config import RouteConfig, parse_duration
+from gateway.config import RouteConfig
 from gateway.domain import drills
 from gateway.domain.audit import AuditDraft, clean_text, utc_now
 from gateway.domain.drillfinish import Finished, end_event, finish
@@ -132,30 +133,8 @@ class DrillApi:
         body = await inputs.json_body(request, frozenset(
             {"kind", "route", "version", "production", "duration", "reason"}))
         rc = self._cfg_route(body.get("route"))
-        kind = body.get("kind")
-        if kind not in drills.KINDS:
-            raise ApiError(400, "bad_request", f"'kind' must be one of {', '.join(drills.KINDS)}")
-        version = body.get("version")
-        if version is not None and (not isinstance(version, str) or not version):
-            raise ApiError(400, "bad_request", "'version' must be a version name")
-        production = body.get("production", False)
-        if not isinstance(production, bool):
-            raise ApiError(400, "bad_request", "'production' must be true or false")
-        if rc.drill_for is None and not production:
-            raise ApiError(409, "production_route",
-                           f"route {rc.name!r} serves users (it is not a drill route): pass "
-                           "\"production\": true to drill on it, or declare a drill route "
-                           f"with drill_for: {rc.name}")
-        limit = self.current.loaded.config.drills.max_duration
-        duration = limit
-        if body.get("duration") is not None:
-            try:
-                duration = parse_duration(body["duration"])
-            except ValueError as exc:
-                raise ApiError(400, "bad_request", f"'duration': {exc}") from None
-            if not 0 < duration <= limit:
-                raise ApiError(400, "bad_request", f"'duration' must be > 0 and at most "
-                                                   f"{limit:g}s (drills.max_duration)")
+        kind, version, duration = open_input(body, rc,
+                                             self.current.loaded.config.drills.max_duration)
         reason = inputs.reason(body)
         rid, peer = self.callers.meta(request)
         drill = f"d-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"

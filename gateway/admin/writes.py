@@ -10,8 +10,8 @@ runs the write. A write whose commit's answer was lost (503 outcome_unknown) lea
 naming the write it tried: a retry asks the store whether it landed, and answers with its
 result if it did (an unkill's retry answered 409 not_killed, the first having lifted it),
 or runs it if it did not. One committed but not yet on `min_replicas` replicas (503
-not_durable) keeps its answer, replayed once a replica holds it. Works through the
-narrow ports of admin/ports.py.
+not_durable) keeps its answer, replayed once a replica holds it. A retry's answer is
+admin/replay.py's. Works through the narrow ports of admin/ports.py.
 """
 
 from __future__ import annotations
@@ -26,16 +26,15 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.attempts import attempts, landed_record, no_event, unconfirmed_record, unknown_record
+from gateway.admin.attempts import attempts, landed_record, unconfirmed_record, unknown_record
 from gateway.admin.idemkeys import audit_replay, ended, key_of, settle_later
 from gateway.admin.ports import Idempotency, StateWriter
+from gateway.admin.replay import Replays
 from gateway.admin.writedone import IDEMPOTENCY_TTL, Done, Op, kept, until
 from gateway.domain.audit import AuditDraft
 from gateway.domain.writeids import RETRY_OF, write_generation
 from gateway.errors import (
-    ApiError,
     EarlierLanded,
-    Forbidden,
     NotDurable,
     StateError,
     StoreOutcomeUnknown,
@@ -53,14 +52,12 @@ CLAIM_LEASE = 15.0
 
 class Writer:
     def __init__(self, state: StateWriter, idem: Idempotency,
-                 audit: Callable[[AuditDraft], Awaitable[None]],
-                 on_landed: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 audit: Callable[[AuditDraft], Awaitable[None]]) -> None:
         self.state = state
         self.idem = idem
         self.audit = audit
-        #: told a write's `Done.late` when a retry learns the write landed after its
-        #: answer was lost (once: by the retry that records the answer)
-        self.on_landed = on_landed
+        #: retries with a key an earlier request holds (admin/replay.py)
+        self.replays = Replays(state, idem, CLAIM_LEASE)
         #: `unknown` records the store did not take yet (`_unknown`), tried again
         self.settling: set[asyncio.Task[None]] = set()
 
@@ -83,7 +80,7 @@ class Writer:
         if ident is not None:
             earlier = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)
             if earlier is not None:
-                resp = await self._replay(ident, earlier, claim, wait, may, stood_in)
+                resp = await self.replays.replay(ident, earlier, claim, wait, may, stood_in)
                 if resp is not None:
                     await audit_replay(self.audit, request, subject, resp, request_id,
                                        source, trace_id)
@@ -108,8 +105,7 @@ class Writer:
             record = landed_record(stood_in[0], write_generation(str(exc)))
             await self._settle(ident, {**record, "holder": claim["holder"]},
                                until(stood_in[0]))
-            self._landed(stood_in[0])  # (this retry holds the key: no other learns it)
-            resp = await self._answer(record, wait, may)
+            resp = await self.replays.answer(record, wait, may)
             await audit_replay(self.audit, request, subject, resp, request_id, source,
                                trace_id)
             return resp
@@ -174,7 +170,7 @@ class Writer:
             return
         record = unknown_record(fingerprint, claim["holder"], doc.writes[-1], doc.generation,
                                 tried, done.status, done.body, done.generation is not None,
-                                scope=done.scope, late=done.late)
+                                scope=done.scope)
         if done.keep is not None:  # (its answer, should it have landed, kept as long)
             record["until"] = time.time() + kept(done)
         try:
@@ -189,39 +185,6 @@ class Writer:
             event(log, "idempotency_claim_lost", logging.WARNING, lease=CLAIM_LEASE,
                   at="unknown")
 
-    async def _resolve(self, ident: str, earlier: dict[str, Any], claim: dict[str, Any],
-                       stood_in: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """A retry of a write whose outcome was unknown: the record to answer from if it
-        landed (kept as the answer for later retries); None when it did not, this request
-        now holding the key (to run it). The store away: StateError (503); one that
-        cannot say: 503 outcome_unknown again."""
-        tried = attempts(earlier) or [("", -1)]  # (none: not what _unknown writes)
-        unsure = None
-        for write, gen in tried:  # (the newest attempt first; any may have landed)
-            landed = await self.state.landed(write, gen) if gen >= 0 else None
-            if landed:
-                record = landed_record(earlier, gen)
-                # (compare-and-set on the record read: of retries that learn it at once,
-                # one records the answer and tells `on_landed`)
-                with contextlib.suppress(StateError):
-                    if await self.idem.idem_take(ident, earlier, record, until(earlier)):
-                        self._landed(earlier)
-                return record
-            if landed is None and unsure is None:
-                unsure = gen
-        if unsure is not None:
-            raise ApiError(503, "outcome_unknown", (
-                f"a request with this Idempotency-Key made generation {unsure}, whose "
-                "answer was lost, and the store's history no longer reaches back to it: "
-                "check `killgate audit` for it before sending the request again without "
-                "the key"))
-        if await self.idem.idem_take(ident, earlier, claim, CLAIM_LEASE):
-            # (it may still land, its commit in flight: this retry's write is fenced by it)
-            stood_in[:] = [earlier]
-            return None
-        got = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)  # (another retry's now)
-        return got
-
     async def _let_go(self, ident: str, claim: dict[str, Any],
                       stood_in: list[dict[str, Any]]) -> None:
         """A failed write's key, let go; a retry's (after outcome_unknown) holds the
@@ -233,12 +196,6 @@ class Writer:
                 await self.idem.idem_take(ident, claim, stood_in[0], until(stood_in[0]))
             else:
                 await self.idem.idem_release(ident, claim)
-
-    def _landed(self, earlier: dict[str, Any]) -> None:
-        """An attempt whose answer was lost landed: its `late` record, told."""
-        late = earlier.get("late")
-        if isinstance(late, dict) and self.on_landed is not None:
-            self.on_landed(late)
 
     async def _settle(self, ident: str, record: dict[str, Any], keep: float) -> bool:
         """Record the answer only while the claim is still ours (compare-and-set on its
@@ -270,52 +227,3 @@ class Writer:
                     return
             except StateError:
                 pass  # (the store away: tried again at the next renewal)
-
-    async def _replay(self, ident: str, earlier: dict[str, Any], claim: dict[str, Any],
-                      wait: float, may: Callable[[str], bool] | None = None,
-                      stood_in: list[dict[str, Any]] | None = None) -> web.Response | None:
-        """The first answer; None when this request now holds the claim (the first try's
-        lapsed, or it failed and let it go): it is to run the write."""
-        if earlier.get("fingerprint") != claim["fingerprint"]:
-            raise ApiError(409, "idempotency_key_reused",
-                           "this Idempotency-Key was used for a different request")
-        deadline = time.monotonic() + wait + 5.0
-        while "response" not in earlier and "generation" not in earlier:
-            if "unknown" in earlier:  # (the first try's answer was lost: did it land?)
-                resolved = await self._resolve(ident, earlier, claim,
-                                               [] if stood_in is None else stood_in)
-                if resolved is None:
-                    return None
-                earlier = resolved
-                continue
-            if time.monotonic() > deadline:
-                raise ApiError(409, "in_progress", (
-                    "a request with this Idempotency-Key is still being applied (or the "
-                    "instance running it stopped: its claim lapses within "
-                    f"{CLAIM_LEASE:g}s, and the same request sent again then runs it)"))
-            await asyncio.sleep(0.01)
-            got = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)
-            if got is None:  # the first try's claim lapsed, or it failed and let it go
-                return None
-            earlier = got
-        if earlier.get("unconfirmed"):
-            # (committed, answered 503 not_durable: confirmed as a repeated write is, by a
-            # no-op that waits for the replicas; NotDurable again while none holds it)
-            await self.state.write(lambda cur: None, no_event)
-        return await self._answer(earlier, wait, may)
-
-    async def _answer(self, earlier: dict[str, Any], wait: float,
-                      may: Callable[[str], bool] | None) -> web.Response:
-        """The answer a record holds (a replay)."""
-        scope = earlier.get("scope")
-        if isinstance(scope, str) and may is not None and not may(scope):
-            raise Forbidden(scope)  # (same subject, another token: not the first answer)
-        status = int(earlier.get("status", 200))
-        if "response" in earlier:
-            resp = dict(earlier["response"])
-        elif earlier.get("generation") is None:
-            resp = dict(earlier.get("extra", {}))
-        else:
-            resp = await self.state.receipt(int(earlier["generation"]), wait)
-            resp.update(earlier.get("extra", {}))
-        return web.json_response(resp, status=status, headers={"idempotent-replayed": "true"})

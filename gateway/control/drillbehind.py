@@ -31,48 +31,82 @@ or older) checks nothing, as before.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import secrets
 from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
+from gateway.control.drillasks import ASK_TIMEOUT, AT_ONCE, Budget, asks_for, ready
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.readyzproof import verified
 
-__all__ = ["ASK_TIMEOUT", "Behind", "asks_for", "behind"]
+__all__ = ["ASK_FOR", "ASK_TIMEOUT", "CATCH_UP_MAX", "Behind", "asks_for", "behind",
+           "catch_up_for"]
 
-#: seconds an instance is given to answer for itself (one that does not has left)
-ASK_TIMEOUT = 3.0
-#: the most of an instance's /readyz answer read (a real one is a few KiB)
-MAX_READY = 256 * 1024
-#: the chance, at most, that a live worker of a group never answers `asks_for` asks
-MISS = 1e-6
-#: the most asks of one address, how many at once, and for how long in all (seconds)
-MAX_ASKS = 1024
-AT_ONCE = 8
+#: seconds one address is asked for, at most, in one round
 ASK_FOR = 10.0
+#: seconds, at most, an instance that answered "behind" is given to catch up
+CATCH_UP_MAX = 10.0
+#: added to the fleet's poll interval: the poll's own read, a resumed process's backlog
+CATCH_UP_MARGIN = 0.5
 
 
-@dataclass(frozen=True, slots=True)
+def catch_up_for(poll_interval: float) -> float:
+    """How long an instance that answered "behind" is given before it is asked again."""
+    return min(CATCH_UP_MAX, max(0.0, poll_interval) + CATCH_UP_MARGIN)
+
+
+@dataclass(slots=True)
 class Behind:
     """`late`: alive without the restore (proved so, or no keys to prove it with);
-    `unverified`: answered so at their address without a valid proof."""
+    `unverified`: answered so at their address without a valid proof (a warning);
+    `unverified_applied`: answered "applied" there without a valid proof (the drill fails);
+    `unproven`: answered "applied", taken at their word (no keys to check with);
+    `unasked`: addresses left unasked when the drill's asks were spent (the drill fails)."""
     late: list[str] = field(default_factory=list)
     unverified: list[str] = field(default_factory=list)
+    unverified_applied: list[str] = field(default_factory=list)
+    unproven: list[str] = field(default_factory=list)
+    unasked: list[dict[str, Any]] = field(default_factory=list)
+    asks: int = 0
+    proof: str = "none"
 
+    def check(self) -> dict[str, Any]:
+        """The report's `restore_check`."""
+        return {"proof": self.proof, "asks": self.asks, "late": self.late,
+                "unverified": self.unverified, "unverified_applied": self.unverified_applied,
+                "unproven": self.unproven, "unasked": self.unasked}
 
-def asks_for(workers: int) -> int:
-    """How often an address `workers` instances share is asked, at most: each new
-    connection reaches one of them (the kernel's hash of it), so one is missed `k` times
-    with chance (1 - 1/workers)^k."""
-    if workers <= 1:
-        return 1
-    return min(MAX_ASKS, math.ceil(math.log(MISS) / math.log1p(-1 / workers)))
+    def lines(self, generation: int) -> list[str]:
+        """What the drill says of them on stderr (`generation`: the restore's)."""
+        out = []
+        if self.late:
+            out.append(f"RESTORE NOT APPLIED by {', '.join(self.late)}: alive, running an "
+                       f"older generation than the restore's ({generation}), cut off from "
+                       "the store?")
+        if self.unverified:
+            out.append(f"WARNING: could not verify {', '.join(self.unverified)}: the process "
+                       "at the admin address it published says it runs an older generation "
+                       f"than the restore's ({generation}) without proving it (no valid "
+                       "`proof` signed with the state key: another process at that address, "
+                       "a replayed heartbeat's?); not counted as behind")
+        return out + [f"RESTORE NOT CONFIRMED: {why}" for why in self.problems()]
+
+    def problems(self) -> list[str]:
+        """Why the drill cannot pass on these answers (besides `late`)."""
+        out = []
+        if self.unverified_applied:
+            out.append(
+                "could not confirm the restore on "
+                f"{', '.join(self.unverified_applied)}: the process at the admin address each "
+                "published said it applied it without a valid `proof` signed with the state "
+                "key (another process at that address, a replayed heartbeat's?); the instance "
+                "itself may still enforce the drill's kill")
+        for u in self.unasked:
+            out.append(f"not asked whether they applied the restore: "
+                       f"{', '.join(u['instances'])} at {u['admin']}: {u['why']}")
+        return out
 
 
 def _generation(doc: Any) -> int | None:
@@ -80,81 +114,99 @@ def _generation(doc: Any) -> int | None:
     return gen if isinstance(gen, int) and not isinstance(gen, bool) else None
 
 
-async def _ready(session: aiohttp.ClientSession, admin: str,
-                 params: Mapping[str, str]) -> Any:
-    """The /readyz answer at `admin` (no token sent, no redirect followed, a connection
-    of its own), None when there is none to read (gone, refused, too big, not JSON)."""
-    try:
-        async with session.get(admin.rstrip("/") + "/readyz", allow_redirects=False,
-                               params=params,
-                               headers={"accept": "application/json",
-                                        "user-agent": "killgate-drill",
-                                        # (the next ask: a new connection, maybe to
-                                        # another worker sharing the port)
-                                        "connection": "close"},
-                               timeout=aiohttp.ClientTimeout(total=ASK_TIMEOUT)) as r:
-            if r.status not in (200, 503):
-                return None
-            raw = bytearray()
-            async for chunk in r.content.iter_chunked(65536):  # (read(n) may stop short)
-                raw += chunk
-                if len(raw) > MAX_READY:
-                    return None
-            return json.loads(raw)
-    except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError):
-        return None
-
-
 class _Asker:
     def __init__(self, api: AdminClient, generation: int, drill: str | None,
-                 keys: Mapping[str, str] | None) -> None:
+                 keys: Mapping[str, str] | None, catch_up: float, budget: Budget,
+                 out: Behind) -> None:
         self.api = api
         self.generation = generation
         self.drill = drill
         self.keys = keys if drill is not None and keys else None
+        self.catch_up = catch_up
+        self.budget = budget
+        self.out = out
 
     async def _one(self, admin: str) -> tuple[Any, str | None]:
         """An answer at `admin` and the nonce it was asked with (None: no proof asked)."""
         if self.keys is None or self.drill is None:
-            return await _ready(self.api.session, admin, {}), None
+            return await ready(self.api.session, admin, {}, self.budget), None
         nonce = secrets.token_urlsafe(18)
-        return await _ready(self.api.session, admin,
-                            {"drill": self.drill, "nonce": nonce}), nonce
+        return await ready(self.api.session, admin, {"drill": self.drill, "nonce": nonce},
+                           self.budget), nonce
 
-    async def group(self, names: Collection[str], admin: str, workers: int,
-                    out: Behind) -> None:
+    def _judge(self, name: str, doc: Any, nonce: str | None, again: bool,
+               waiting: dict[str, float]) -> None:
+        """One answer of `name`'s: applied (proved, or taken at its word), behind (named,
+        or given `catch_up` first), or unverified."""
+        out = self.out
+        gen = _generation(doc)
+        proved = nonce is not None and verified(self.keys or {}, doc, nonce)
+        if gen is None or gen >= self.generation:  # (applied it, or cannot say)
+            if self.keys is None:
+                out.unproven.append(name)
+            elif not proved:
+                out.unverified_applied.append(name)
+            return
+        if self.keys is not None and not proved:
+            out.unverified.append(name)
+        elif again or self.catch_up <= 0:
+            out.late.append(name)
+        else:  # (slow, maybe: asked again once it has had a poll to catch up)
+            waiting[name] = asyncio.get_running_loop().time() + self.catch_up
+
+    def _left(self, admin: str, names: Collection[str], spent: bool) -> None:
+        if names:
+            self.out.unasked.append({"admin": admin, "instances": sorted(names),
+                                     "why": self.budget.why(spent)})
+
+    async def group(self, names: Collection[str], admin: str, workers: int) -> None:
         """Ask `admin` until each of `names` answered there as itself (or asks_for
-        `workers` or ASK_FOR ran out, or nobody answers there: the group left)."""
-        pending = set(names)
-        limit, asked = asks_for(workers), 0
+        `workers` or ASK_FOR ran out, or nobody answers there: the group left); one that
+        answered "behind" once more after its catch-up time."""
         loop = asyncio.get_running_loop()
-        until = loop.time() + ASK_FOR
-        while pending and asked < limit and (asked == 0 or loop.time() < until):
-            n = min(AT_ONCE, limit - asked)
+        pending, waiting, again = set(names), dict[str, float](), set[str]()
+        limit, asked, until = asks_for(workers), 0, loop.time() + ASK_FOR
+        while pending or waiting:
+            if not pending:  # (only those given time to catch up: wait, then ask again)
+                at = min(waiting.values())
+                if at >= self.budget.until:
+                    return self._left(admin, waiting, False)
+                await asyncio.sleep(max(0.0, at - loop.time()))
+                due = {name for name, t in waiting.items() if t <= loop.time()}
+                for name in due:
+                    del waiting[name]
+                pending, again = due, again | due
+                asked, until = 0, loop.time() + ASK_FOR
+                continue
+            if asked >= limit or (asked and loop.time() >= until):
+                pending = set()  # (not heard: left)
+                continue
+            if self.budget.over():
+                return self._left(admin, pending | set(waiting), False)
+            n = self.budget.take(min(AT_ONCE, limit - asked))
+            if not n:
+                return self._left(admin, pending | set(waiting), True)
             answers = await asyncio.gather(*(self._one(admin) for _ in range(n)))
             asked += n
             if all(doc is None for doc, _ in answers):
                 return  # (gone, refused: every instance at that address left)
             for doc, nonce in answers:
-                name = doc.get("instance") if isinstance(doc, dict) else None
-                if not isinstance(name, str) or name not in pending:
-                    continue  # (another worker of the group, or another process)
-                pending.discard(name)
-                gen = _generation(doc)
-                if gen is None or gen >= self.generation:
-                    continue  # (applied it, or cannot say)
-                if nonce is None or verified(self.keys or {}, doc, nonce):
-                    out.late.append(name)
-                else:
-                    out.unverified.append(name)
+                who = doc.get("instance") if isinstance(doc, dict) else None
+                if isinstance(who, str) and who in pending:
+                    pending.discard(who)  # (else another worker of the group, or another
+                    # process)
+                    self._judge(who, doc, nonce, who in again, waiting)
 
 
 async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[str, str],
                  generation: int, drill: str | None = None,
-                 keys: Mapping[str, str] | None = None) -> Behind:
+                 keys: Mapping[str, str] | None = None, catch_up: float = 0.0,
+                 budget: Budget | None = None) -> Behind:
     """The instances of `started` still running a generation older than `generation` (the
-    restore's), sorted. `admin_of`: the admin URL each published when the drill started;
-    `drill` and `keys` (its `readyz_keys`): what an answer's proof is checked with."""
+    restore's), sorted, and what could not be told. `admin_of`: the admin URL each
+    published when the drill started; `drill` and `keys` (its `readyz_keys`): what an
+    answer's proof is checked with; `catch_up`: seconds an instance answering "behind" is
+    given (catch_up_for the fleet's poll interval; 0: named at once)."""
     try:
         live = (await api.call("GET", "/v1/status")).get("instances") or {}
     except DrillApiError:
@@ -168,10 +220,13 @@ async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[s
         admin = admin_of.get(name)
         if admin:  # (an instance that published no address cannot be asked)
             ask.setdefault(admin, []).append(name)
-    out = Behind()
-    asker = _Asker(api, generation, drill, keys)
-    await asyncio.gather(*(asker.group(names, admin, sharing[admin], out)
+    budget = budget or Budget()
+    out = Behind(proof="required" if drill is not None and keys else "unproven")
+    asker = _Asker(api, generation, drill, keys, catch_up, budget, out)
+    await asyncio.gather(*(asker.group(names, admin, sharing[admin])
                            for admin, names in ask.items()))
-    out.late.sort()
-    out.unverified.sort()
+    out.asks = budget.spent
+    for names in (out.late, out.unverified, out.unverified_applied, out.unproven):
+        names.sort()
+    out.unasked.sort(key=lambda u: str(u["admin"]))
     return out

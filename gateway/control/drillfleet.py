@@ -3,7 +3,8 @@ status and config), the instances (from their heartbeats, or `--instances`), the
 addresses, and the state and drills sections of the running config.
 
 Owns `discover` and its refusals (an unknown route or version, no instance that published
-its address), each a DrillApiError. HTTP goes through control/drillload.py's AdminClient.
+its address), each a DrillApiError, and `published` (the admin URLs a status answer's
+instances published). HTTP goes through control/drillload.py's AdminClient.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.drillplan import Plan
 
-__all__ = ["discover"]
+__all__ = ["discover", "published"]
 
 
 async def discover(api: AdminClient, plan: Plan) -> dict[str, Any]:
@@ -41,3 +42,10 @@ async def discover(api: AdminClient, plan: Plan) -> dict[str, Any]:
             "admins": admins, "data_of": data_of, "data_at": data_at,
             "state": cfg.get("config", {}).get("state") or {},
             "drills": cfg.get("config", {}).get("drills") or {}}
+
+
+def published(instances: Any) -> dict[str, str]:
+    """The admin URL each instance of a status answer's `instances` published."""
+    return {name: i["admin"] for name, i in (instances or {}).items()
+            if isinstance(i, dict) and isinstance(i.get("admin"), str)} \
+        if isinstance(instances, dict) else {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.control.drillabort import ErrorWatch
+from gateway.control.drillbehind import Behind
 from gateway.domain.audit import utc_now
 from gateway.domain.drilldiff import differences
 from gateway.domain.drillplan import Plan
@@ -36,10 +37,12 @@ def ran(plan: Plan, drill: str | None, started: str, to: str | None,
         measured: dict[str, Any], marks_: Marks, t0_unix: float, stopped: str | None,
         restore: dict[str, Any], receipts: dict[str, Any],
         watch: ErrorWatch, short: dict[str, Any] | None = None,
-        ) -> tuple[dict[str, Any], dict[str, Any]]:
+        check: Behind | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The report of a drill that opened, and the summary its end records (`short`: the
     restore was acknowledged by fewer instances than the drill started with; one that
-    names instances `behind`, alive without it, fails the drill)."""
+    names instances `behind`, alive without it, fails the drill; `check`: what the
+    instances asked after the restore answered (control/drillbehind.py): one whose
+    "applied" was unproved with keys to prove it, or an address left unasked, fails it)."""
     pending = (restore.get("applied") or {}).get("pending", ["?"])
     restored = ("state" in restore and restore.get("state") == restore.get("before")
                 and not pending) or "elsewhere" in restore
@@ -52,7 +55,8 @@ def ran(plan: Plan, drill: str | None, started: str, to: str | None,
             ] if short and short.get("behind") else []
     restored = restored and not late
     verdict_, reasons = verdict(plan, measured, restored, stopped,
-                                kept(restore) + unlike + late)
+                                kept(restore) + unlike + late
+                                + (check.problems() if check else []))
     marks = {k: round(v * 1000, 1) for k, v in (
         ("steady_start", (marks_.steady or (None, None))[0]),
         ("inject_sent", marks_.inject_sent), ("inject_done", marks_.inject_done),
@@ -69,6 +73,7 @@ def ran(plan: Plan, drill: str | None, started: str, to: str | None,
         **measured, "restored": restored, "started": started, "finished": utc_now(),
         "rate": plan.rate, "t0_unix": round(t0_unix, 4), "marks_ms": marks,
         "receipts": receipts, "restore_short": short,
+        "restore_check": check.check() if check else None,
         "undone": restore.get("undone"), "before": restore.get("before"),
         "after": restore.get("state"), "targets": plan.targets.model_dump(),
         "abort": {"route": watch.route, "threshold": plan.abort.error_rate,

@@ -6,8 +6,8 @@ inject → measure (hold) → restore, which always runs: after the hold, on an 
 condition, on Ctrl-C (`stop`), on a failed steady-state check → settle (time to
 restore) → verdict → end (`drill.end`). A drill process that dies leaves an open drill
 that `killgate drill restore ID` undoes. HTTP lives in `drillload`, what the drill runs
-against in `drillfleet`, the report's fields in `drilloutcome`, the restore and settle phases in
-`drillrestore`, analysis in
+against in `drillfleet`, the report's fields in `drilloutcome`, the inject and measure
+phases in `drillinjection`, the restore and settle phases in `drillrestore`, analysis in
 `domain.drillreport` (`domain.drillverdict`: what the restore kept); the store pause is
 handed in (the CLI owns the store access).
 """
@@ -25,8 +25,8 @@ import aiohttp
 
 from gateway.control import drilloutcome
 from gateway.control.drillabort import ErrorWatch, own_counts
-from gateway.control.drillbehind import Behind, behind
-from gateway.control.drillfleet import discover
+from gateway.control.drillbehind import Behind, behind, catch_up_for
+from gateway.control.drillfleet import discover, published
 from gateway.control.drillguards import (
     Check,
     Pause,
@@ -35,15 +35,15 @@ from gateway.control.drillguards import (
     token_too_short,
     unless_stopped,
 )
+from gateway.control.drillinjection import Injection
 from gateway.control.drillload import AdminClient, DrillApiError, Traffic, resolve_probe
 from gateway.control.drillreach import Reach
-from gateway.control.drillrejoin import short_receipt, wait_rejoined
+from gateway.control.drillrejoin import short_receipt
 from gateway.control.drillrestore import Restoration
 from gateway.domain.audit import utc_now
-from gateway.domain.drillplan import Plan, duration, fault_ttl, too_long
+from gateway.domain.drillplan import Plan, duration, too_long
 from gateway.domain.drillreport import Marks, Obs, analyse, steady_problems
 from gateway.domain.drilltoken import HEADER
-from gateway.errors import StateError
 
 __all__ = ["DrillRunner"]
 
@@ -58,7 +58,7 @@ def _keys(raw: Any) -> dict[str, str]:
             and len(v) <= 128}
 
 
-class DrillRunner(Restoration):
+class DrillRunner(Restoration, Injection):
     def __init__(self, plan: Plan, session: aiohttp.ClientSession, admin: AdminClient,
                  say: Callable[[str], None], pause: Pause | None = None,
                  check: Check | None = None) -> None:
@@ -79,6 +79,7 @@ class DrillRunner(Restoration):
         self.report: dict[str, Any] = {}
         self.started_with: list[str] = []  # the instances heartbeating when it started
         self.lease = 5.0  # their state.instance_lease
+        self.poll = 0.25  # their state.poll_interval
         self.not_back: list[str] = []  # those not heartbeating again after a store outage
         self.admin_of: dict[str, str] = {}  # their admin URLs, as published then
         self.opened_at: float | None = None  # when it asked to open (its deadline counts)
@@ -110,8 +111,9 @@ class DrillRunner(Restoration):
         self.reach.admins = list(fleet["admins"])
         route = fleet["route"]
         self.started_with = sorted(fleet["status"].get("instances") or {})
-        self.admin_of = _published(fleet["status"].get("instances"))
+        self.admin_of = published(fleet["status"].get("instances"))
         self.lease = float(fleet["state"].get("instance_lease") or 5.0)
+        self.poll = _seconds(fleet["state"].get("poll_interval"), 0.25)
         if self.stopped:
             return self._refused(started, self.stopped)
         if fleet["config"].get("drill_for") is None and not plan.production:
@@ -191,74 +193,6 @@ class DrillRunner(Restoration):
         receipts["restore"] = restore.get("applied")
         return await self._finish(started, to, fleet, restore, receipts, watch)
 
-    async def _inject(self, to: str | None) -> Any:
-        plan = self.plan
-        body: dict[str, Any] = {"reason": plan.reason}
-        if plan.kind in ("kill", "store_loss"):
-            body["scope"] = plan.kill_scope
-        elif plan.kind == "rollback":
-            body["to"] = to
-        else:
-            body["ttl"] = f"{fault_ttl(plan)}s"
-        self.marks.inject_sent = self.now()
-        out = await self.api.call("POST", f"/v1/drills/{self.drill}/inject", body,
-                                  retry_for=10.0)  # (same key: an answer lost is replayed)
-        self.marks.inject_done = self.now()
-        applied = out.get("applied", {})
-        # (the receipt's elapsed_ms is the wait for acks after the commit, not the
-        # propagation time: near 0 when every instance had acked by then)
-        took = round((self.marks.inject_done - self.marks.inject_sent) * 1000, 1)
-        self.say(f"injected: generation {out.get('generation')} applied by "
-                 f"{applied.get('acked')}/{applied.get('instances')} instance(s); the call "
-                 f"took {took} ms ({applied.get('elapsed_ms')} ms of it waiting for acks)")
-        await self._addresses()
-        return applied
-
-    async def _addresses(self) -> None:
-        """The admin addresses of instances the drill started with that had published none
-        then (an instance's first heartbeats precede its listeners): read again once the
-        injection is applied, so the check after the restore can ask them (control/
-        drillbehind.py). Best effort: a failed read leaves them unasked, as before."""
-        if all(n in self.admin_of for n in self.started_with):
-            return
-        try:
-            found = _published((await self.api.call("GET", "/v1/status")).get("instances"))
-        except DrillApiError:
-            return
-        for name in self.started_with:
-            if name in found:
-                self.admin_of.setdefault(name, found[name])
-
-    async def _measure(self) -> None:
-        plan = self.plan
-        if plan.kind != "store_loss":
-            await self._hold(plan.hold)
-            return
-        assert self.pause is not None
-        await self._hold(min(1.0, plan.hold))  # every instance enforces the kill first
-        if self.stopped:
-            return
-        start = self.now()
-        try:
-            await self.pause(plan.hold)
-        except StateError as exc:  # (refused: restored and ended as aborted, never left open)
-            self.stop(f"the store could not be paused: {exc}")
-            return
-        self.say(f"store paused for {plan.hold:g}s")
-        # the outage cannot be cut short (redis ends a pause by itself): wait it out
-        await asyncio.sleep(max(0.0, start + plan.hold - self.now()))
-        self.marks.outage = (start, self.now())
-        # (a lease may have lapsed meanwhile: the restore's receipt would not count them)
-        limit = self.lease + 3.0
-        not_back = await wait_rejoined(self.api, self.started_with, plan.hold, limit,
-                                       self._stop)
-        if self.stopped:  # (Ctrl-C, an abort: restored at once, the rest not waited for)
-            return
-        self.not_back = not_back
-        if self.not_back:
-            self.say(f"WARNING: not heartbeating again {limit:g}s after the store's return: "
-                     f"{', '.join(self.not_back)} (the restore's receipt cannot count them)")
-
     def _refused(self, started: str, why: str, verdict_: str = "aborted") -> dict[str, Any]:
         self.report = drilloutcome.refused(self.plan, started, why, verdict_)
         return self.report
@@ -269,24 +203,18 @@ class DrillRunner(Restoration):
         plan = self.plan
         self.marks.end = self.now()
         measured = analyse(plan, to, self.obs, self.marks)
-        found = Behind()
+        found: Behind | None = None
         if isinstance(gen := restore.get("generation"), int) and "applied" in restore:
             found = await behind(self.api, self.started_with, self.admin_of, gen, self.drill,
-                                 self.readyz_keys)
-            if found.late:
-                self.say(f"RESTORE NOT APPLIED by {', '.join(found.late)}: alive, running an "
-                         f"older generation than the restore's ({gen}), cut off from the store?")
-            if found.unverified:
-                self.say(f"WARNING: could not verify {', '.join(found.unverified)}: the "
-                         "process at the admin address it published says it runs an older "
-                         f"generation than the restore's ({gen}) without proving it (no valid "
-                         "`proof` signed with the state key: another process at that address, "
-                         "a replayed heartbeat's?); not counted as behind")
+                                 self.readyz_keys, catch_up_for(self.poll))
+            for line in found.lines(gen):
+                self.say(line)
         self.report, summary = drilloutcome.ran(
             plan, self.drill, started, to, measured, self.marks, self.t0_unix, self.stopped,
             restore, receipts, watch,
             short_receipt(self.started_with, restore.get("applied"), self.not_back,
-                          found.late, found.unverified))
+                          found.late if found else (), found.unverified if found else ()),
+            found)
         verdict_ = self.report["verdict"]
         if "elsewhere" in restore:
             return self.report  # (ended already: its end is recorded)
@@ -301,8 +229,7 @@ class DrillRunner(Restoration):
         return self.report
 
 
-def _published(instances: Any) -> dict[str, str]:
-    """The admin URL each instance of a status answer's `instances` published."""
-    return {name: i["admin"] for name, i in (instances or {}).items()
-            if isinstance(i, dict) and isinstance(i.get("admin"), str)} \
-        if isinstance(instances, dict) else {}
+def _seconds(raw: Any, default: float) -> float:
+    """A duration of the running config as /v1/config shows it (seconds), else `default`."""
+    ok = isinstance(raw, int | float) and not isinstance(raw, bool) and raw >= 0
+    return float(raw) if ok else default

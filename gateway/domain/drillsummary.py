@@ -57,6 +57,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"The state store was unreachable for {report['store_outage_ms']:g} ms.")
     if report.get("restore_short"):
         lines.append(f"**WARNING: {report['restore_short']['message']}.**")
+    check = report.get("restore_check") or {}
+    if check.get("proof") == "unproven" and check.get("unproven"):
+        lines.append("Unproven: the restore applied by "
+                     f"{', '.join(map(str, check['unproven']))}, on their word (the fleet has no "
+                     "state signing key, so the drill had none to check their proof with).")
     lines.append("Fleet restored to exactly its state before the drill (kills, weights, "
                  f"latches): **{'yes' if report['restored'] else 'NO'}**.")
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 
 Owns the state document every instance holds in memory and the state store persists, and
 `apply_change`, the one rule by which a document moves on (next generation, kills,
-overrides, history appended and trimmed); the values it holds (kill flags, overrides,
+overrides, history appended and trimmed; the identities kept: `domain.identities`); the
+values it holds (kill flags, overrides,
 history, progress, drills) are in `domain.stateparts`, re-exported here. Pure data, no
 I/O. The document's `generation` only grows; `epoch` names the store incarnation that
 produced it. A document read back from a store is validated whole (pydantic): it is
@@ -17,6 +18,7 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from gateway.domain.identities import MAX_IDENTITIES, MAX_IDENTITIES_ALL, recorded
 from gateway.domain.stateparts import (
     MAX_GENERATION,
     DrillRecord,
@@ -52,18 +54,6 @@ __all__ = [
 ]
 
 MAX_HISTORY = 100  # entries kept per route (the oldest are dropped)
-#: version identities kept per route, the oldest recorded dropped past it: without a bound, a
-#: version name per build (a CI deploy) grew the document with every deploy for ever, past
-#: MAX_DOC_BYTES (16 MiB; ~8,000 identities with 2 KB urls), where no instance can read the
-#: state (its kills included). A name older than the newest MAX_IDENTITIES of its route is
-#: no longer checked against its artifact.
-MAX_IDENTITIES = 1000
-#: version identities kept in all, over every route: the per-route bound did not bound the
-#: number of routes, and a route removed from the config kept its identities for ever (one
-#: route per pull request's preview grew the document as one version per build did). Past
-#: it the oldest recorded go first, those of routes the recording file does not name (removed
-#: ones) before those it names. 4,000 is < 8 MiB with 2 KB urls, half of MAX_DOC_BYTES.
-MAX_IDENTITIES_ALL = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,34 +207,6 @@ class Change:
                     or self.drills or self.drill_results or self.rolled_off)
 
 
-def _bounded(identities: dict[str, dict[str, dict[str, Any]]], named: frozenset[str],
-             serving: frozenset[tuple[str, str]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """`identities` past MAX_IDENTITIES_ALL less their oldest recorded: of routes `named`
-    does not hold first, those `serving` holds last, a route left with none dropped."""
-    over = sum(len(vs) for vs in identities.values()) - MAX_IDENTITIES_ALL
-    if over <= 0:
-        return identities
-    order = sorted(((r, v) in serving, r in named, str(rec.get("time") or ""), r, v)
-                   for r, vs in identities.items() for v, rec in vs.items())
-    for _, _, _, r, v in order[:over]:
-        del identities[r][v]
-    return {r: vs for r, vs in identities.items() if vs}
-
-
-def _held(history: Mapping[str, tuple[HistoryEntry, ...]],
-          overrides: Mapping[str, RouteOverride | None]) -> frozenset[tuple[str, str]]:
-    """The (route, version) pairs the state says serve: each route's last recorded stable
-    and what an override latches. Kept past MAX_IDENTITIES_ALL with the recording file's
-    own: during a deploy another instance's file serves routes this one does not name."""
-    held = {(r, es[-1].stable) for r, es in history.items() if es}
-    for r, ov in overrides.items():
-        if ov is not None:
-            held.update((r, v) for v, w in ov.weights.items() if w > 0)
-            if ov.stable:
-                held.add((r, ov.stable))
-    return frozenset(held)
-
-
 def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in changes.items():
@@ -273,19 +235,8 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
     for route, entries in change.history.items():
         stamped = tuple(replace(e, generation=gen) for e in entries)
         history[route] = (*history.get(route, ()), *stamped)[-MAX_HISTORY:]
-    identities = {r: dict(v) for r, v in doc.identities.items()}
-    for route, versions in change.identities.items():
-        known = identities.setdefault(route, {})
-        known.update(versions)
-        if len(known) > MAX_IDENTITIES:  # (the oldest go, by the time recorded: a stored
-            # document's keys come back sorted, not in the order they were seen; the
-            # versions the recording file serves last)
-            live = {v for r, v in change.serving if r == route}
-            newest = sorted(known, key=lambda v: (v in live, str(known[v].get("time") or ""), v))
-            identities[route] = {v: known[v] for v in newest[-MAX_IDENTITIES:]}
-    if change.identities:
-        identities = _bounded(identities, change.named,
-                              change.serving | _held(history, {**doc.overrides, **change.overrides}))
+    identities = recorded(doc.identities, change.identities, change.named, change.serving,
+                          history, doc.overrides, change.overrides)
     writes = trim_writes((*doc.writes, write))
     lifted, lifted_writes = doc.lifted, doc.lifted_writes
     if change.kills:

@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["MAX_LIFTED", "MAX_LIFTS_PER_KEY", "MAX_WRITES", "RETRY_OF", "lifted_after",
+__all__ = ["MAX_LIFTED", "MAX_LIFTS_PER_KEY", "MAX_WRITES", "RETRY_OF", "descends_from",
+           "lifted_after",
            "lifted_writes_after", "new_write", "trim_writes", "with_lifted_writes", "with_lifts",
            "write_generation"]
 
@@ -43,6 +44,18 @@ def write_generation(write: str) -> int:
     """The generation of a `writes` entry; -1 for a malformed one (none is ever written)."""
     gen, _, _ = write.partition(":")
     return int(gen) if gen.isdigit() and len(gen) < 17 else -1
+
+
+def descends_from(writes: tuple[str, ...], write: str, generation: int) -> bool | None:
+    """Whether a document whose `writes` these are, at `generation` or past it, holds the
+    write `write` (one of `generation` whose commit's answer was lost): True when it names
+    it, False when its writes reach back to that generation without it (another commit
+    took the generation: it can no longer land), None when they do not reach so far."""
+    if write in writes:
+        return True
+    if writes and 0 <= write_generation(writes[0]) <= generation:
+        return False
+    return None
 
 
 def trim_writes(writes: tuple[str, ...]) -> tuple[str, ...]:

@@ -38,12 +38,14 @@ class Fleet:
         #: that a drill can reach every instance
         self.urls: dict[str, str] = {}
         self._waiters: set[asyncio.Future[None]] = set()
+        self._beating = asyncio.Lock()
 
     async def beat(self) -> None:
         """Heartbeat: announce the generation we enforce (and count our own ack)."""
-        gen = self.holder.doc.generation
-        await self.store.heartbeat(self.instance, gen, self.holder.loaded.digest,
-                                   self.urls or None)
+        async with self._beating:  # (the generation read in turn: never sent out of order)
+            gen = self.holder.doc.generation
+            await self.store.heartbeat(self.instance, gen, self.holder.loaded.digest,
+                                       self.urls or None)
         self.last_beat = time.monotonic()
         self.note(Ack(self.instance, gen))
 

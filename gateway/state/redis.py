@@ -16,9 +16,10 @@ Whatever we read back is verified (gateway/state/signing.py); what fails is repo
 `on_unverified` and never applied. Three connections: reads and polls, commits (and the
 WAIT after them), and one subscribed, whose messages reach the listener in the loop
 iteration that read them (and, with audit retention, one for its reads). Heartbeats,
-idempotency and counts: redisaux.py (and its bases); reading the audit trail: redisaudit.py; trimming it
-(retention): redistrim.py. Redis errors leave only as StoreUnavailable
-(StoreOutcomeUnknown when a commit may have run) / StoreConflict / AuditError.
+idempotency and counts: redisaux.py (and its bases); reading the audit trail, its head
+and newest page: redisaudit.py; trimming it (retention): redistrim.py. Redis errors leave
+only as StoreUnavailable (StoreOutcomeUnknown when a commit may have run) / StoreConflict /
+AuditError.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ from typing import Any
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import StoreUnavailable
 from gateway.log import event
-from gateway.state.redisaudit import PAGE, page_args
 from gateway.state.rediscommit import RedisCommits
-from gateway.state.redislink import DOC, SMALL, Script
+from gateway.state.redislink import SMALL, Script
 from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
 from gateway.state.sentinels import master_named
@@ -72,15 +72,6 @@ if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
   if n > tonumber(ARGV[1]) then return {false, gen, n, events} end
 end
 return {redis.call('MGET', KEYS[1])[1], gen, 0, events}
-""")
-
-
-# The state document (as _LOAD reads it) and the newest audit entries, in one read: a
-# commit writes both in one script, so the head the document anchors and the newest
-# entry agree unless someone appended entries without the signing key.
-_NEWEST = Script(SMALL + DOC + PAGE + """
-local got = page(KEYS[3], '+', tonumber(ARGV[2]), true, tonumber(ARGV[3]), tonumber(ARGV[4]))
-return {doc, got[1], got[2]}
 """)
 
 
@@ -284,22 +275,3 @@ class RedisStore(RedisCommits, RedisTrim):
         if sub.closed.done():
             raise StoreUnavailable("the redis subscription was lost")
         return []
-
-    # ------------------------------------------------------------------ audit
-
-    async def audit_head(self) -> str | None:
-        """The head anchored by the signed state document (the head key itself is not
-        signed: whoever cut events off the end could rewrite it). None: no document, or
-        one that does not verify."""
-        loaded = await self.load()
-        return (loaded.doc.audit_head or None) if loaded.doc is not None else None
-
-    async def audit_newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]],
-                                                      str | None]:
-        """The head a verified document anchors and the newest page, read at once."""
-        doc, entries, cut = await self._script(
-            _NEWEST, [self.k_state, self.k_gen, self.k_audit],
-            [str(MAX_DOC_BYTES), str(limit + 1), *page_args()])
-        loaded = self._loaded(doc)
-        head = (loaded.doc.audit_head or None) if loaded.doc is not None else None
-        return (head, *self._paged(self._decode(entries), limit, cut))

@@ -1,7 +1,8 @@
 """The redis store's audit trail as read: every event, the events after a cursor, and pages
 newest first (stream entry ids as cursors, opaque to callers); an entry that does not parse
-is shown as unparseable, never dropped. Appending is the commit's (rediscommit.py). A base
-of `redis.RedisStore`.
+is shown as unparseable, never dropped; the head a verified state document anchors, and
+with the newest page read at once. Appending is the commit's (rediscommit.py). A base of
+`redis.RedisStore`.
 
 Pages are read by a script (PAGE) that sends at most PAGE_BYTES of entries (always one,
 then as many as fit), and no entry over ENTRY_BYTES (its size only: shown unparseable):
@@ -20,7 +21,8 @@ from typing import Any
 from gateway.domain.audit import parse_event
 from gateway.errors import BadCursor
 from gateway.state.redisaux import RedisRecords
-from gateway.state.redislink import Script
+from gateway.state.redislink import DOC, SMALL, Script
+from gateway.state.store import MAX_DOC_BYTES, Loaded
 
 __all__ = ["ENTRY_BYTES", "PAGE", "PAGE_BYTES", "RedisAudit", "page_args"]
 
@@ -64,6 +66,14 @@ def page_args() -> list[str]:
     """PAGE's byte bounds, as a script's last two arguments."""
     return [str(PAGE_BYTES), str(ENTRY_BYTES)]
 
+# The state document (as _LOAD reads it) and the newest audit entries, in one read: a
+# commit writes both in one script, so the head the document anchors and the newest
+# entry agree unless someone appended entries without the signing key.
+_NEWEST = Script(SMALL + DOC + PAGE + """
+local got = page(KEYS[3], '+', tonumber(ARGV[2]), true, tonumber(ARGV[3]), tonumber(ARGV[4]))
+return {doc, got[1], got[2]}
+""")
+
 
 def _stream_id(cursor: str) -> bool:
     """Whether `cursor` is a stream id: `ms-seq`, each part within 64 bits (redis refuses
@@ -77,6 +87,12 @@ def _stream_id(cursor: str) -> bool:
 
 class RedisAudit(RedisRecords):
     """Reading the audit stream of `RedisStore` (see the module docstring)."""
+
+    async def load(self) -> Loaded:  # (redis.py's)
+        raise NotImplementedError
+
+    def _loaded(self, reply: list[Any]) -> Loaded:  # (redis.py's)
+        raise NotImplementedError
 
     @staticmethod
     def _decode(entries: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -130,3 +146,20 @@ class RedisAudit(RedisRecords):
             return [ev for _, ev in pairs], pairs[-1][0]
         nxt = pairs[limit - 1][0] if len(pairs) > limit else None
         return [ev for _, ev in pairs[:limit]], nxt
+
+    async def audit_head(self) -> str | None:
+        """The head anchored by the signed state document (the head key itself is not
+        signed: whoever cut events off the end could rewrite it). None: no document, or
+        one that does not verify."""
+        loaded = await self.load()
+        return (loaded.doc.audit_head or None) if loaded.doc is not None else None
+
+    async def audit_newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]],
+                                                      str | None]:
+        """The head a verified document anchors and the newest page, read at once."""
+        doc, entries, cut = await self._script(
+            _NEWEST, [self.k_state, self.k_gen, self.k_audit],
+            [str(MAX_DOC_BYTES), str(limit + 1), *page_args()])
+        loaded = self._loaded(doc)
+        head = (loaded.doc.audit_head or None) if loaded.doc is not None else None
+        return (head, *self._paged(self._decode(entries), limit, cut))

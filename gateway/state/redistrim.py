@@ -26,7 +26,7 @@ from gateway.errors import AuditError, StoreConflict
 from gateway.state.redisaudit import RedisAudit
 from gateway.state.redislink import DOC, OWN, SMALL, Script
 from gateway.state.resp import RespConnection
-from gateway.state.store import MAX_DOC_BYTES, Loaded
+from gateway.state.store import MAX_DOC_BYTES
 
 __all__ = ["RedisTrim"]
 
@@ -142,9 +142,6 @@ class RedisTrim(RedisAudit):
 
     _last_open: tuple[bytes, StateDoc, str] | None  # (redis.py's: the last document verified)
     _head_at: tuple[int, int]  # (rediscommit.py's)
-
-    def _loaded(self, reply: list[Any]) -> Loaded:  # (redis.py's)
-        raise NotImplementedError
 
     def _guess_head(self, head: str, at: tuple[int, int], doc: StateDoc) -> None:
         raise NotImplementedError  # (rediscommit.py's)

@@ -89,7 +89,7 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self.started_at = time.monotonic()
         self.last_ok: float | None = None
         self.stale = False  # past max_staleness: the alarm (whatever the policy)
-        #: the store lost events this instance had anchored (a flush): when and which head
+        #: the store lost events this instance had anchored (a flush, a restore): when, which
         self.trail_lost: dict[str, Any] | None = None
         self.unverifiable: str | None = None  # (vouching.py's `_blind`: not ready)
         self._pending_audit: list[AuditDraft] = []
@@ -106,11 +106,10 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self._own_epochs: dict[str, None] = {}
         self._seen_fleet = False  # verified a document of an epoch not in _own_epochs
         snapshot.origin = self._origin  # (what each snapshot written says of its state)
-        self._repairs = 0  # repairs of refused documents in a row (backoff)
-        self._repair_at = 0.0
+        self._repairs, self._repair_at = 0, 0.0  # repairs in a row of refused documents (backoff)
         self._resync = False  # a document colliding with ours was seen: sync at the next poll
         self._foreign: set[str] = set()  # their epochs (reseed.py's _foreign_to)
-        self._judged: str | None = None  # the audit head the last full sync's poll read
+        self._judged: str | None = None  # the head a full sync's poll read, or a push named
         self.applied_log = AppliedLog()  # the swaps' `state_applied` lines, written late
         #: told about every audited change this instance commits (outgoing events)
         self.committed: list[Callable[[dict[str, Any], StateDoc], None]] = []
@@ -147,8 +146,8 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
     # ------------------------------------------------------------------ applying
 
     def _apply(self, doc: StateDoc) -> bool:
-        """Adopt a verified document (ours, pushed or loaded) if it is newer. Its log line
-        says when the swap happened, and is written a little later (appliedlog.py)."""
+        """Adopt a verified document (ours, pushed or loaded) if newer; its log line (when
+        the swap happened) is written a little later (appliedlog.py)."""
         self._seen_signed = True
         self._saw(doc)
         if not self.holder.apply_doc(doc):

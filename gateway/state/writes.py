@@ -17,7 +17,7 @@ from typing import Any
 from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.domain.writeids import RETRY_OF, write_generation
+from gateway.domain.writeids import RETRY_OF, descends_from
 from gateway.errors import (
     DomainError,
     EarlierLanded,
@@ -184,10 +184,9 @@ class Writes:
             return None
         if write in doc.writes:
             return True
-        if doc.generation < generation or (
-                doc.writes and 0 <= write_generation(doc.writes[0]) <= generation):
+        if doc.generation < generation:
             return False
-        return None
+        return descends_from(doc.writes, write, generation)
 
     def _refused(self) -> int:
         """How many values from the store this instance has refused so far."""

@@ -1,15 +1,15 @@
 """The series of a `--workers N` process group: snapshots as plain data, and their merge.
 
 Owns `Raw` (one worker's series as plain data: metrics.py's values, requests.py's bucket
-counts and last-minute answers, other sources' families as samples), the merge (counters
-and histograms summed, each gauge by its meaning: `GAUGES`) and rendering the result with
-the same family code one process uses; its file format is groupfile.py's. Pure: no files,
+counts and last-minute answers, other sources' families as samples) and the merge (counters
+and histograms summed, each gauge by its meaning: `GAUGES`); rendering the result is
+grouprender.py's, its file format groupfile.py's. Pure: no files,
 no clock, no asyncio. Imports telemetry, domain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -17,10 +17,10 @@ from prometheus_client.metrics_core import Metric
 
 from gateway.config_telemetry import BucketsConfig
 from gateway.domain.compare import AGREED, DISAGREED, NOISE
-from gateway.telemetry.exposition import Family as Exposed
 from gateway.telemetry.exposition import Rows, expand
-from gateway.telemetry.metrics import HELP, Metrics, families_of, kind_of
-from gateway.telemetry.requests import Key, RequestStats
+from gateway.telemetry.metrics import Metrics, families_of, kind_of
+from gateway.telemetry.requestrows import Key
+from gateway.telemetry.requests import RequestStats
 
 __all__ = [
     "GAUGES",
@@ -29,9 +29,6 @@ __all__ = [
     "add_counted",
     "add_gauges",
     "capture",
-    "drain",
-    "render",
-    "rendering",
 ]
 
 # How each gauge of the group is made from the workers' values. "sum": per-worker amounts;
@@ -240,62 +237,3 @@ def _agreement(raw: Raw) -> None:
         compared = agreed + o.get(DISAGREED, 0.0)
         if compared:
             ratio.samples[(ratio.name, tuple(key))] = agreed / compared
-
-
-# ------------------------------------------------------------------ rendering
-
-
-class _GroupStats(RequestStats):
-    """The request series of the whole group: the same families, from summed counts."""
-
-    def __init__(self, own: RequestStats, raw: Raw) -> None:
-        super().__init__(own.buckets, own.expected, own.clock)
-        self.skipped = 0  # (entries whose boundaries differ: `rendering` adds them)
-        self._per = raw.split
-
-    def split(self) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
-        per = {k: int(n) for k, n in self._per.items()}
-        totals: dict[str, int] = {}
-        for (route, _), n in per.items():
-            totals[route] = totals.get(route, 0) + n
-        return per, totals
-
-
-R = TypeVar("R")
-Steps = Generator[None, None, R]  # work in parts (a yield between two), then its result
-ENTRIES_PER_STEP = 128  # request entries summed between two yields
-
-
-def drain(steps: Steps[R]) -> R:
-    """The result of `steps`, run to the end at once."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
-
-
-def render(raw: Raw, own_stats: RequestStats, workers: int) -> tuple[list[Exposed], int]:
-    """The families of `raw` (the group's), as this process would render its own (ours as
-    `Rows`: exposition.as_metric makes `Metric`s of them)."""
-    return drain(rendering(raw, own_stats, workers))
-
-
-def rendering(raw: Raw, own_stats: RequestStats,
-              workers: int) -> Steps[tuple[list[Exposed], int]]:
-    """`render` in parts: a yield every ENTRIES_PER_STEP request entries summed."""
-    m = Metrics()
-    for name, (names, series) in raw.values.items():
-        for labels, v in series.items():
-            m.set(name, v, labels, names)
-    stats = _GroupStats(own_stats, raw)
-    for i, (key, counts) in enumerate(raw.entries.items()):
-        if i % ENTRIES_PER_STEP == ENTRIES_PER_STEP - 1:
-            yield
-        stats.skipped += not stats.add_counts(key, *counts)
-    m.source(stats)
-    fams: list[Exposed] = list(m.families())
-    fams.extend(f.metric() for f in raw.families.values())
-    name = "killgate_metrics_workers"
-    fams.append(Rows(name, "gauge", HELP[name][1], (), [((), workers)]))
-    return fams, stats.skipped

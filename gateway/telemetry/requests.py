@@ -6,29 +6,27 @@ histograms (`killgate_request_duration_seconds`, `killgate_upstream_duration_sec
 version's share of the last minute's answers, beside the share the routing table
 intends, and their difference). Recording is a few dict and list operations per request
 (no locks: one event loop); at scrape time they are copied (`families`, on the loop at
-once) and the families made from the copy later (telemetry/exposition.py `Deferred`, in
-/metrics' slices). Labels come only from config names and fixed enums; bucket boundaries
-are fixed when the process starts (a histogram's buckets must not change under
-Prometheus). Imports telemetry/exposition.py's family types, prometheus_client's `Metric`
-and the domain's batch bucketing (`domain.stats.add_to_buckets`) only.
+once) and the families made from the copy later (telemetry/requestrows.py, through
+telemetry/exposition.py's `Deferred`, in /metrics' slices). Labels come only from config
+names and fixed enums; bucket boundaries are fixed when the process starts (a histogram's
+buckets must not change under Prometheus). Imports telemetry/exposition.py's family
+types, requestrows.py, prometheus_client's `Metric` and the domain's batch bucketing
+(`domain.stats.add_to_buckets`) only.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
-from itertools import accumulate
-from operator import add
 
 from prometheus_client.metrics_core import Metric
 
 from gateway.config_telemetry import BucketsConfig
 from gateway.domain.stats import add_to_buckets
-from gateway.telemetry.exposition import Deferred, Family, Rows, as_metric, expand
-from gateway.telemetry.metrics import HELP
+from gateway.telemetry.exposition import Deferred, Family, as_metric, expand
 from gateway.telemetry.record import RequestRecord, arm_of
+from gateway.telemetry.requestrows import Hist, Key, families
 
 __all__ = ["SPLIT_STEP", "SPLIT_WINDOW", "RequestStats"]
 
@@ -39,7 +37,6 @@ SPLIT_STEP = 1.0
 # answers no version served, and those a client pinned (`x-killgate-pin`: the client's
 # choice, not the split's; a dark launch at weight 0 answering its pins was "drift")
 _NOT_SPLIT = frozenset({"", "killed", "fallback", "pinned"})
-_CLASS = ("", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 # One entry per (route, version, decision, stable, status): what the request path
@@ -51,13 +48,8 @@ _CLASS = ("", "1xx", "2xx", "3xx", "4xx", "5xx")
 # then one bisect per boundary, all in C), before any read and whenever _BATCH are
 # waiting. Bucketing each request as it came cost about 1,400 more CPU instructions a
 # request (benchmarks/instructions.py, RESULTS §11, "Stop 20").
-Key = tuple[str, str, str, str, int]
-Hist = tuple[tuple[float, ...], list[float]]
 Expected = Callable[[], Mapping[str, Mapping[str, float]]]  # route -> version -> percent
 _BATCH = 1024  # pending times per entry before they are bucketed
-_FIVE = ("route", "version", "decision", "arm", "code")
-_TWO = ("route", "version")
-_ENTRIES_PER_PART = 128  # entries merged between two points a /metrics slice may end at
 
 
 def _hist(bounds: tuple[float, ...]) -> Hist:
@@ -206,7 +198,7 @@ class RequestStats:
                    for key, e in list(self.entries.items())]
         per, totals = self.split()
         expected = self.expected() if self.expected is not None else {}
-        return [Deferred(partial(_families, entries, per, totals, expected))]
+        return [Deferred(partial(families, entries, per, totals, expected))]
 
     def served(self) -> dict[tuple[str, str], int]:
         """Answers the split had each (route, version) serve since the start (not pinned
@@ -241,77 +233,3 @@ class RequestStats:
         for (route, _), n in per.items():
             totals[route] = totals.get(route, 0) + n
         return per, totals
-
-
-
-Copied = list[tuple[Key, Hist, Hist, Hist]]  # (entries' counts copied: the rows' own lists)
-
-
-def _families(entries: Copied, per: Mapping[tuple[str, str], int], totals: Mapping[str, int],
-              expected: Mapping[str, Mapping[str, float]]) -> Iterator[Rows | None]:
-    """The request families of copied entries (RequestStats.families), one at a time."""
-    counts: dict[tuple[str, str, str, str, int], int] = {}
-    durations: dict[tuple[str, ...], Hist] = {}
-    upstream: dict[tuple[str, ...], Hist] = {}
-    ttfb: dict[tuple[str, ...], Hist] = {}
-    for i, ((route, version, decision, stable, status), dur, up, first) in enumerate(entries):
-        if i % _ENTRIES_PER_PART == _ENTRIES_PER_PART - 1:
-            yield None  # (a slice of /metrics may end here)
-        arm = arm_of(decision, version, stable)
-        k = (route, version, decision, arm, status)
-        counts[k] = counts.get(k, 0) + int(sum(dur[1][:-1]))
-        code = _CLASS[status // 100] if 0 <= status < 600 else ""
-        _add(durations, (route, version, decision, arm, code), dur)
-        _add(upstream, (route, version), up)
-        _add(ttfb, (route, version), first)
-    name = "killgate_requests_total"
-    yield Rows(name, "counter", HELP[name][1], _FIVE,
-               [((route, version, decision, arm, str(status)), n)
-                for (route, version, decision, arm, status), n in sorted(counts.items())])
-    yield _histogram("killgate_request_duration_seconds", _FIVE, durations)
-    yield _histogram("killgate_upstream_duration_seconds", _TWO, upstream)
-    yield _histogram("killgate_time_to_first_byte_seconds", _TWO, ttfb)
-    share: list[tuple[tuple[str, str], float]] = []
-    want: list[tuple[tuple[str, str], float]] = []
-    drift: list[tuple[tuple[str, str], float]] = []
-    answers: list[tuple[tuple[str, str], float]] = []
-    for route, weights in sorted(expected.items()):
-        total = totals.get(route, 0)
-        for version, pct in sorted(weights.items()):
-            n = per.get((route, version), 0)
-            answers.append(((route, version), n))
-            want.append(((route, version), pct / 100.0))
-            if total:
-                share.append(((route, version), n / total))
-                drift.append(((route, version), n / total - pct / 100.0))
-    for name, rows in (("killgate_split_share", share), ("killgate_split_expected_share", want),
-                       ("killgate_split_drift", drift), ("killgate_split_window_answers", answers)):
-        yield Rows(name, "gauge", HELP[name][1], _TWO, rows)
-
-
-def _add(into: dict[tuple[str, ...], Hist], key: tuple[str, ...], h: Hist) -> None:
-    """Merge `h` into the histogram under `key` (boundaries are fixed for the process's
-    life, so entries of one label set always share them)."""
-    counts = h[1]
-    if not any(counts[:-1]):
-        return
-    cur = into.get(key)
-    if cur is None:
-        into[key] = h  # (a copy: RequestStats.families)
-    else:
-        cur[1][:] = map(add, cur[1], counts)
-
-
-def _histogram(name: str, labels: tuple[str, ...],
-               series: Mapping[tuple[str, ...], Hist]) -> Rows:
-    rows = []
-    for key, (bounds, counts) in sorted(series.items()):
-        cumulative = list(accumulate(counts[:-1]))
-        rows.append((key, _les(bounds), cumulative, counts[-1]))
-    return Rows(name, "histogram", HELP[name][1], labels, rows)
-
-
-@functools.lru_cache(maxsize=64)
-def _les(bounds: tuple[float, ...]) -> tuple[str, ...]:
-    """The `le` label of each bucket (+Inf last)."""
-    return (*((repr(b) if b != int(b) else f"{b:.1f}") for b in bounds), "+Inf")

@@ -26,15 +26,8 @@ from gateway.log import event
 from gateway.tasks import cancel
 from gateway.telemetry.exposition import Deferred, Family, Rows, as_metric, expand
 from gateway.telemetry.groupfile import decode, encode
-from gateway.telemetry.groupseries import (
-    Raw,
-    Steps,
-    add_counted,
-    add_gauges,
-    capture,
-    drain,
-    rendering,
-)
+from gateway.telemetry.grouprender import Steps, drain, rendering
+from gateway.telemetry.groupseries import Raw, add_counted, add_gauges, capture
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.requests import RequestStats
 

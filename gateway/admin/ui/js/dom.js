@@ -66,7 +66,9 @@ export function icon(name) {
 export function badge(kind, text, title) {
   const cls = {killed: "bad", bad: "bad", warn: "warn", ok: "good", lock: "note", info: "note"}[kind];
   const ic = {killed: "killed", bad: "warn", warn: "warn", ok: "ok", lock: "lock", info: "info"}[kind];
-  return h("span", {class: `badge ${cls}`, title}, icon(ic), h("span", {}, text));
+  // a sentence-long badge may wrap (a phone must not scroll sideways); a short one stays whole
+  const long = String(text).length > 32 ? " long" : "";
+  return h("span", {class: `badge ${cls}${long}`, title}, icon(ic), h("span", {}, text));
 }
 
 // Replace a container's children, keeping keyboard focus on the element with the same

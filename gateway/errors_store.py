@@ -1,0 +1,76 @@
+"""The state store's errors: the branch of gateway/errors.py's tree under StateError.
+
+Owns what a store call can end in: unreachable or unverifiable (retry later), a lost
+compare-and-set (retry at once), a commit whose answer was lost (StoreOutcomeUnknown: it
+may have landed), one not yet on enough replicas (NotDurable), a retry that found its first
+attempt landed. Raised by state/ (which translates redis's own), mapped to HTTP by the admin
+API. Imports only errors_base.py; import them from gateway.errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.errors_base import KillgateError
+
+__all__ = ["EarlierLanded", "NotDurable", "StateError", "StoreConflict", "StoreOutcomeUnknown",
+           "StoreUnavailable", "StoreUnverifiable"]
+
+
+class StateError(KillgateError):
+    pass
+
+
+class StoreUnavailable(StateError):
+    pass
+
+
+class StoreUnverifiable(StoreUnavailable):
+    """The store answers, but holds a document this instance cannot verify and will not
+    write over (state/vouching.py's `_blind`): nothing was changed; not "cannot be reached"."""
+
+
+class StoreConflict(StateError):
+    pass
+
+
+class StoreOutcomeUnknown(StoreUnavailable):
+    """A write reached the store but its answer did not come back (timeout, reset): it may
+    or may not have been applied. What the write would have made, when known: `doc` (the
+    state document, its write id last in `writes`), `event` (its audit event) and `done`
+    (the admin API's answer had it been confirmed), so a retry with its Idempotency-Key
+    can ask the store whether it landed and answer as it would have."""
+
+    doc: Any = None
+    event: dict[str, Any] | None = None
+    done: Any = None
+    #: the request's Idempotency-Key now names the write (a retry with it resolves it)
+    key_kept = False
+
+
+class EarlierLanded(StateError):
+    """A retry's write (after `outcome_unknown`) found the write it stands in for in the
+    store's state: the first attempt's commit landed after the retry asked. Nothing was
+    done by the retry; it answers with the first attempt's result."""
+
+
+class NotDurable(StateError):
+    """A change is committed on the primary (and in force) but fewer replicas than
+    `state.min_replicas` confirmed it in time: a failover now could lose it."""
+
+    def __init__(self, generation: int, confirmed: int, required: int, timeout: float) -> None:
+        self.generation = generation
+        #: the audit event of the change this call committed (None: a no-op confirming
+        #: an earlier commit, e.g. a retry's): it is in force, and so is what it did
+        self.event: dict[str, Any] | None = None
+        self.doc: Any = None  # (with `event`: the state it committed)
+        #: what the call would have answered (admin/writes.py Done), with `event`: its
+        #: Idempotency-Key keeps it, and a retry answers with it once it is confirmed
+        self.done: Any = None
+        super().__init__(
+            f"generation {generation} is in force, but {confirmed} of the {required} required "
+            f"redis replicas confirmed it within {timeout * 1000:g} ms, so a failover now could "
+            "lose it; retry the same call (it is idempotent) until it is confirmed. If retries "
+            f"keep failing, the redis primary has fewer than {required} replica(s) attached "
+            "(after a failover: until a replica rejoins it): check `INFO replication` "
+            "(connected_slaves) on it and bring a replica back")

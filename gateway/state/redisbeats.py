@@ -1,0 +1,182 @@
+"""Reading the redis store's heartbeats: what a record says, and whether to believe it.
+
+Owns `RedisBeats`, a base of `RedisRecords` (redisaux.py, which writes and reads the
+records): a heartbeat (or an ack pushed on the acks channel) and an instance's addresses
+verified against the state keys, one over MAX_ACK_BYTES refused unread; a verified one
+refused as a replay when signed too long before the clock it is judged by, or no later than
+one of that instance's read before (beatorder.py); and that clock: the store's, or ours
+when the two are further apart than CLOCK_SKEW (logged). A record that does not verify is
+reported (`on_unverified`) and never used. No redis calls of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from gateway.log import event
+from gateway.state.beatorder import NewestBeats, pushed_replay
+from gateway.state.redisidem import CLOCK_SKEW
+from gateway.state.redislink import RedisLink
+from gateway.state.signing import Unverified, cause_of
+from gateway.state.store import Ack
+
+__all__ = ["CLOCK_LOG_INTERVAL", "MAX_ACK_BYTES", "RedisBeats", "signed_ms"]
+
+log = logging.getLogger("killgate.state")
+
+#: a heartbeat longer than this is refused unread. A real one is a few hundred bytes (key
+#: id, MAC, generation, time, config digest, a host name of at most 64); the acks channel
+#: is read on the loop the data plane runs on, and a flood of 8 MB forged acks naming the
+#: real key id had their MACs computed there: a serial client's p99 went from 4 to 20 ms
+MAX_ACK_BYTES = 4096
+# (CLOCK_SKEW, redisidem.py: how far an instance's clock may be behind the store's: a
+# heartbeat signed longer than this (and 10 leases) before the store's time is a replay,
+# left out of the fleet (its stamp of arrival is written beside it, unsigned: a replay
+# carries a fresh one))
+
+#: how often the store's clock being off is logged again while it stays off
+CLOCK_LOG_INTERVAL = 60.0
+
+
+def signed_ms(record: bytes) -> int | None:
+    """A verified heartbeat's signed time (ms; None when unread)."""
+    parts = record.split(b" ", 4)
+    wall = parts[3] if len(parts) > 3 else b""
+    return int(wall) if wall.isdigit() and len(wall) <= 18 else None
+
+
+class RedisBeats(RedisLink):
+    clock: Callable[[], float]  # (redisidem.py's: the wall clock, replaced by tests)
+    #: the store's clock minus ours (s), as measured at the last fleet read
+    store_skew_s = 0.0
+    _skew_logged = -1e9
+    #: the newest heartbeat read from each instance (beatorder.py): replays bounded by the
+    #: store's clock, whatever ours says (made at the first fleet read)
+    _newest: NewestBeats | None = None
+    #: the newest ack pushed by each instance, first read at this process's monotonic
+    #: time: a genuine ack PUBLISHed again (anyone who can write to redis) is refused
+    _newest_pushed: NewestBeats | None = None
+    #: the lease the fleet was last read with (s; None before): bounds a pushed ack's age
+    _lease: float | None = None
+
+    def _open_ack(self, raw: bytes, kind: str, field: bytes | None = None) -> Ack | None:
+        """A signed heartbeat, or None (reported as `kind`). One over MAX_ACK_BYTES is
+        refused unread (see there)."""
+        if len(raw) > MAX_ACK_BYTES:
+            self.on_unverified(kind, f"{len(raw)} bytes, over the {MAX_ACK_BYTES}-byte limit "
+                                     "(not read)", None)
+            return None
+        try:
+            kid, mac, gen, wall, config, inst = raw.decode().split(" ", 5)
+            if not gen.isdigit() or (field is not None and field.decode() != inst):
+                raise Unverified("a malformed heartbeat")
+            if self.keys.enabled:
+                body = f"{inst}\x00{gen}\x00{wall}\x00{config}".encode()
+                if self.keys.check(b"ack", body, kid, mac) == "previous":
+                    self.on_unverified(kind, "", "previous")
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.on_unverified(kind, str(exc), None, cause_of(exc))
+            return None
+        return Ack(inst, int(gen), "" if config == "-" else config)
+
+    def _pushed_ack(self, raw: bytes) -> Ack | None:
+        """An ack from the acks channel (verified, as _open_ack), or None: refused as a
+        replay (reported as "ack") when it is signed no later than one of that instance
+        pushed before, or, once the lease is known, longer ago than a fleet read takes a
+        heartbeat for live. A replay noted as heard kept a stopped instance live (receipts
+        waited for it, drills counted it) for a lease after each."""
+        ack = self._open_ack(raw, "ack")
+        if ack is None or not self.keys.enabled or (signed := signed_ms(raw)) is None:
+            return ack
+        skew = self.store_skew_s if abs(self.store_skew_s) <= CLOCK_SKEW else 0.0
+        bound = None if self._lease is None else 10 * self._lease + CLOCK_SKEW
+        if self._newest_pushed is None:
+            self._newest_pushed = NewestBeats()
+        if why := pushed_replay(self._newest_pushed, ack.instance, signed,
+                                int(time.monotonic() * 1000),
+                                self.clock() + skew - signed / 1000.0, bound, CLOCK_SKEW,
+                                ack.generation):
+            self.on_unverified("ack", why, None)
+            return None
+        return ack
+
+    def _open_urls(self, instance: str, raw: bytes) -> dict[str, str]:
+        """An instance's signed addresses ({} when they do not verify, or are longer than
+        a heartbeat may be: not read)."""
+        if len(raw) > MAX_ACK_BYTES:
+            self.on_unverified("heartbeat", f"addresses: {len(raw)} bytes, over the "
+                                            f"{MAX_ACK_BYTES}-byte limit (not read)", None)
+            return {}
+        try:
+            kid, mac, addr = raw.decode().split(" ", 2)
+            if self.keys.enabled:
+                self.keys.check(b"urls", f"{instance}\x00{addr}".encode(), kid, mac)
+            got = json.loads(addr)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.on_unverified("heartbeat", f"addresses: {exc}", None, cause_of(exc))
+            return {}
+        if not isinstance(got, dict):
+            return {}
+        return {k: v for k, v in got.items() if k in ("data", "admin") and isinstance(v, str)}
+
+    def _replayed(self, instance: str, signed: int | None, judge_ms: int, now_ms: int,
+                  lease: float, stamp_ms: int, applied: int = -1) -> str | None:
+        """Why a verified heartbeat is a replay (None: it is not): signed too long before
+        the clock judged by, or no later than one of that instance's read long enough ago
+        by the store's clock (ours may be behind: it bounds nothing then), or stamped by
+        the store (`stamp_ms`) after one at least as new was first read."""
+        if signed is None:
+            return None
+        bound = 10 * lease + CLOCK_SKEW
+        if (judge_ms - signed) / 1000.0 > bound:
+            return (f"{instance!r} signed {(judge_ms - signed) / 1000.0:.0f}s before "
+                    f"{self._judge_name(judge_ms, now_ms)}: a replay (or that instance's "
+                    "clock is off)")
+        if self._newest is None:
+            self._newest = NewestBeats()
+        least = self._newest.min_age_ms(instance, signed, now_ms, applied)
+        if least is not None and least / 1000.0 > bound:
+            return (f"{instance!r} signed at least {least / 1000.0:.0f}s before the store's "
+                    "clock (no later than a heartbeat of it read that long ago): a replay "
+                    "(or that instance's clock stepped back)")
+        if least is not None and self._newest.written_since(instance, signed, stamp_ms,
+                                                                 applied):
+            return (f"{instance!r} written again after a heartbeat of it at least as new was "
+                    "read: a replay (or that instance's clock stepped back)")
+        # (one signed ahead of the store's clock, or ours when later, by more than the skew
+        # tolerated is taken but not remembered: remembered, a heartbeat signed an hour
+        # ahead made every genuine one after NTP set that clock right a "replay" for the
+        # hour, deleted from the store at every read: the instance gone from the fleet,
+        # receipts short, drills failing)
+        if signed <= max(now_ms, judge_ms) + int(CLOCK_SKEW * 1000):
+            self._newest.saw(instance, signed, now_ms, applied)
+        return None
+
+    def _judge_clock(self, now_ms: int, before: float, after: float) -> int:
+        """The time (ms) heartbeats' signed times are judged against: the store's
+        (`now_ms`), or ours when the store's is off from ours by more than CLOCK_SKEW
+        (logged, with the skew measured, every CLOCK_LOG_INTERVAL while it lasts)."""
+        ours_ms = int((before + after) * 500)
+        self.store_skew_s = skew = (now_ms - ours_ms) / 1000.0
+        if abs(skew) <= CLOCK_SKEW:
+            return now_ms
+        if time.monotonic() - self._skew_logged >= CLOCK_LOG_INTERVAL:
+            self._skew_logged = time.monotonic()
+            event(log, "state_store_clock_off", logging.ERROR, skew_s=round(skew, 1),
+                  detail=f"the store's clock is {abs(skew):.0f}s "
+                         f"{'ahead of' if skew > 0 else 'behind'} this instance's (measured "
+                         f"at a fleet read; {CLOCK_SKEW:.0f}s tolerated): heartbeats are "
+                         "judged by this instance's clock meanwhile; check the clocks (NTP) "
+                         "of the store's host and this one")
+        return ours_ms
+
+    @staticmethod
+    def _judge_name(judge_ms: int, now_ms: int) -> str:
+        if judge_ms == now_ms:
+            return "the store's clock"
+        skew = (now_ms - judge_ms) / 1000.0
+        return (f"this instance's clock (the store's is {abs(skew):.0f}s "
+                f"{'ahead' if skew > 0 else 'behind'}: off)")

@@ -1,0 +1,174 @@
+"""A worker of a `serve --workers 2` group that is merely slow is not named behind a drill's
+restore; one that never catches up is (control/drillbehind.py).
+
+The drill asked each instance the store did not show at the restore's generation, and named
+at once one that answered with an older generation. A worker on a loaded machine (here:
+stopped while the restore is made, resumed while the drill asks) answers the asks waiting
+for it before it has read the store again: it was named behind, and the drill failed, though
+it applied the restore a moment later. An instance that answers "behind" is now asked again
+once it has had a poll interval to catch up. Real `killgate serve` processes (one of them
+with `--workers 2`) on a real redis, the group's store link through a forwarder; the
+drill's own question (`behind`) over real HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from aiohttp import ClientSession
+
+from gateway.control.drillbehind import behind, catch_up_for
+from gateway.control.drillload import AdminClient
+from gateway.control.drills import _seconds
+from tests.backends import echo_app
+from tests.conftest import RedisServer, admin_token, free_port, wait_until, write_config
+from tests.drillrig import call, routes
+from tests.faultproxy import Forwarder, redis_state_via
+from tests.test_drill_behind_workers import LEASE, _instances, _owner
+from tests.test_revops_fleet import _state
+from tests.test_workers import _children
+
+pytestmark = [pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs /proc"),
+              pytest.mark.timeout(120)]
+
+POLL = 0.1  # (redis_state_via's poll_interval)
+
+
+def _queued(port: int) -> int:
+    """Connections to `port` on loopback that no process has accepted yet (inode 0): asks
+    waiting in a stopped worker's queue."""
+    theirs = f":{port:04X}"
+    return sum(1 for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+               if (f := line.split())[1].endswith(theirs) and f[3] == "01" and f[9] == "0")
+
+
+async def test_a_slow_worker_is_given_a_poll_to_catch_up_and_one_cut_off_is_named(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
+        session: ClientSession) -> None:
+    fwd = Forwarder(redis_server.port)
+    await fwd.start()
+    victim = 0
+    try:
+        p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a = gateway_procs(write_config(tmp_path / "a", routes(p1, p2),
+                                       state=_state(redis_server, tmp_path / "a", **LEASE),
+                                       listen=f"127.0.0.1:{free_port()}",
+                                       admin=f"127.0.0.1:{free_port()}"))
+        b = gateway_procs(write_config(tmp_path / "b", routes(p1, p2),
+                                       state=redis_state_via(fwd, tmp_path / "b", "revops",
+                                                             **LEASE),
+                                       listen=f"127.0.0.1:{free_port()}",
+                                       admin=f"127.0.0.1:{free_port()}"), workers=2)
+        await asyncio.gather(asyncio.to_thread(a.wait_ready), asyncio.to_thread(b.wait_ready))
+        read = admin_token("killgate:read")
+
+        async def three() -> bool:
+            found = await _instances(session, a.admin, read)
+            return len(found) == 3 and all(i.get("admin") for i in found.values())
+
+        await wait_until(three, 20, 0.1, "A and B's two workers in the fleet")
+        workers = _children(b.proc.pid)
+        assert len(workers) == 2, workers
+        victim = workers[1]
+        group = [n for n, i in (await _instances(session, a.admin, read)).items()
+                 if i.get("admin", "").rstrip("/") == b.admin.rstrip("/")]
+        assert len(group) == 2, group
+        name = next(n for n in group if f"-{victim}-" in n)
+        port = urlsplit(b.admin).port
+        assert port is not None
+        api = AdminClient(session, a.admin, admin_token("killgate:admin"))
+        # (what a drill reads of the fleet's poll interval: /v1/config, as DrillRunner does)
+        state = (await api.call("GET", "/v1/config"))["config"]["state"]
+        allowance = catch_up_for(_seconds(state.get("poll_interval"), 5.0))
+        assert allowance == catch_up_for(POLL), state
+
+        def mine(p: int) -> bool:
+            return _owner(p, fwd.port, workers) == victim
+
+        async def slowed(body: dict[str, str], for_good: bool) -> tuple[list[str], float]:
+            """The victim stopped, its store links dropped meanwhile (as a pause long enough
+            for them to time out), while A commits `body`; resumed once the drill's
+            question waits at it, its links allowed again unless `for_good`: whom the
+            question names, and how long it took."""
+            os.kill(victim, signal.SIGSTOP)
+            fwd.cut(mine)
+            st, out = await call(session, "POST", f"{a.admin}/v1/kill", body,
+                                 {"authorization": f"Bearer {admin_token('killgate:admin')}"})
+            assert st == 200, out
+            t0 = time.monotonic()
+            asked = asyncio.ensure_future(behind(api, group, {n: b.admin for n in group},
+                                                 out["generation"], catch_up=allowance))
+            try:
+                for _ in range(2):  # (seen twice, 50 ms apart: an ask waits at it)
+                    await wait_until(lambda: _queued(port) > 0, 5, 0.01, "an ask at it")
+                    await asyncio.sleep(0.05)
+            finally:
+                if not for_good:
+                    fwd.refuse = None
+                os.kill(victim, signal.SIGCONT)
+            return (await asked).late, time.monotonic() - t0
+
+        # slow only: resumed, it answers the asks waiting for it at once, with the generation
+        # it held, and reads the store again within a poll (its reconnect): not named
+        late, took = await slowed({"scope": "version", "route": "iris", "version": "v2",
+                                   "reason": "INC-1"}, False)
+        assert late == [], (late, took)
+        # cut off for good: it never catches up, and is named once asked again after its
+        # allowance
+        late, took = await slowed({"scope": "version", "route": "iris", "version": "v1",
+                                   "reason": "INC-2"}, True)
+        assert late == [name], (late, name, took)
+        assert took >= allowance, took
+    finally:
+        if victim:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGCONT)
+        await fwd.close()
+
+
+async def test_an_instance_behind_is_asked_again_after_its_allowance(backends) -> None:
+    """The rule alone, over real HTTP: an address whose instance answers "behind" until a
+    moment has passed is not named; one that stays behind is, once asked again after
+    catch_up (not before)."""
+    from aiohttp import web
+
+    started = time.monotonic()
+    asked: list[float] = []
+
+    def listener(catches_up: float | None):  # type: ignore[no-untyped-def]
+        async def ready(request: web.Request) -> web.Response:
+            now = time.monotonic() - started
+            asked.append(now)
+            gen = 5 if catches_up is not None and now >= catches_up else 4
+            return web.json_response({"instance": "w", "generation": gen, "ready": True})
+        app = web.Application()
+        app.router.add_get("/readyz", ready)
+        return app
+
+    async def fleet(request: web.Request) -> web.Response:
+        return web.json_response({"instances": {}})
+
+    home = web.Application()
+    home.router.add_get("/v1/status", fleet)
+    operator = await backends(home)
+    slow, stuck = await backends(listener(0.2)), await backends(listener(None))
+    async with ClientSession() as session:
+        api = AdminClient(session, f"http://127.0.0.1:{operator}", "t")
+        caught = await behind(api, ["w"], {"w": f"http://127.0.0.1:{slow}"}, 5, catch_up=0.3)
+        assert caught.late == [] and caught.unproven == ["w"], caught
+        asked.clear()
+        t0 = time.monotonic() - started
+        never = await behind(api, ["w"], {"w": f"http://127.0.0.1:{stuck}"}, 5, catch_up=0.3)
+        assert never.late == ["w"], never
+        assert len(asked) == 2 and asked[1] - t0 >= 0.3, asked
+        # (without an allowance: named at its first answer, as before)
+        assert (await behind(api, ["w"], {"w": f"http://127.0.0.1:{stuck}"}, 5)).late == ["w"]
