@@ -27,7 +27,7 @@ class StoreUnavailable(StateError):
 
 class StoreUnverifiable(StoreUnavailable):
     """The store answers, but holds a document this instance cannot verify and will not
-    write over (state/reseed.py's `_blind`): nothing was changed; not "cannot be reached"."""
+    write over (state/vouching.py's `_blind`): nothing was changed; not "cannot be reached"."""
 
 
 class StoreConflict(StateError):

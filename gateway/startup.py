@@ -125,7 +125,7 @@ class GatewayParts:
         """Why /readyz answers 503 (None: ready): `starting`, `draining`, `state_unknown`
         (no kill state loaded yet), or `state_unverifiable`: the store holds a document this
         instance cannot verify and will not write over (a key that is not the fleet's,
-        most often: state/reseed.py's `_blind`). A load balancer then stops sending it
+        most often: state/vouching.py's `_blind`). A load balancer then stops sending it
         traffic, while the kills it holds stay enforced for whatever still reaches it."""
         if not self.started:
             return "starting"

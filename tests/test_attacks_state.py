@@ -242,8 +242,10 @@ async def test_a_store_rolled_back_to_an_older_genuine_state_keeps_the_kill(
     """The attacker saved a genuine earlier state (document, generation, head key) and
     restores it after a kill, deleting the kill's event: a consistent store, as a backup
     restore would leave it. The instance keeps the kill (the document is older than its
-    own), re-seeds the store with it, and continues the trail from the head it had
-    anchored: `audit verify` names the lost events, and the mirror continues unbroken."""
+    own), re-seeds the store with it, and the re-seed continues the store's trail, naming
+    the head it had anchored: `audit verify` names the lost events (retention can trim past
+    them: tests/test_audit_restore_behind.py; continuing its own head instead was a break
+    retention refused for good), and the mirror, which holds them, stops there, saying so."""
     p = await backends(echo_app("v1"))
     mirror = tmp_path / "mirror.jsonl"
     cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(
@@ -266,13 +268,16 @@ async def test_a_store_rolled_back_to_an_older_genuine_state_keeps_the_kill(
         await wait_until(lambda: g.gw.metrics.get("killgate_state_reseeds_total") > reseeds,
                          5, what="the re-seed")
         assert "route:iris" in g.gw.holder.doc.kills
-        assert events_in(redis_server)[-1]["action"] == "state.reseed"
+        reseed = events_in(redis_server)[-1]
+        assert reseed["action"] == "state.reseed"
+        assert reseed["prev_hash"] == events_in(redis_server)[-2]["hash"]
         res = await asyncio.to_thread(verify, g.admin, *KEY)
         assert res.returncode == 1 and "the store lost events" in res.stderr, res.stderr
-        n = len(events_in(redis_server)) + 1  # the mirror also holds the deleted event
-        await wait_until(lambda: mirror.exists() and len(mirror.read_text().splitlines()) == n,
-                         5, what="the mirror to continue")
-        assert g.gw.sync.status()["audit"]["mirror"]["ok"]
+        await wait_until(lambda: g.gw.sync.status()["audit"]["mirror"]["refused"], 5,
+                         what="the mirror to stop at the loss")
+        refused = g.gw.sync.status()["audit"]["mirror"]["refused"]
+        assert "re-seed of a store that lost the events" in refused["problem"], refused
+        assert len(mirror.read_text().splitlines()) == total  # (the deleted event kept)
     res = await asyncio.to_thread(verify_mirror, mirror)
     assert res.returncode == 0, res.stderr
 
@@ -415,8 +420,8 @@ async def test_a_snapshot_from_another_deployment_is_refused(
     mine = tmp_path / "snapshot-a.json"
     mine.write_bytes((tmp_path / "snapshot-other.json").read_bytes())
     async with running_gateway(cfg) as g:
-        # (a snapshot that does not verify keeps its kills only, none here: snapshot.py)
-        assert g.gw.sync.snapshot.kills_only is not None
+        # (refused whole: tests/test_snapshot_prefix.py)
+        assert g.gw.sync.snapshot.refused and "'staging'" in g.gw.sync.snapshot.refused
         assert g.gw.sync.status()["verification"]["unverified"].get("snapshot") == 1
         assert "iris" not in g.gw.holder.doc.overrides
         assert "route:iris" in g.gw.holder.doc.kills

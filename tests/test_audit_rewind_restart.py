@@ -5,8 +5,10 @@ them put back, with its generation and head keys, and the events deleted. Runnin
 instances noticed (documents of one generation are ordered by `audit_seq`:
 test_attacks_state.py); a restarted one knew only the generation its snapshot held, took
 the older head for the newest, and the next event continued it: the trail verified, the
-events gone without a trace. The snapshot now keeps the newest head this instance saw,
-and the next event continues that one: `audit verify` names the break.
+events gone without a trace. The snapshot now keeps the newest head this instance saw;
+the store's document, behind it, is re-seeded (as a backup restored is:
+tests/test_audit_restore_behind.py), the re-seed naming that head: `audit verify` names
+the loss.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ async def test_events_cut_while_the_instance_restarts_break_the_chain(
     redis_server.cmd("XDEL", "kgtest:audit", replay_id)
     async with running_gateway(cfg) as g:
         await post(session, g.admin, "/v1/kill", scope="global")
-        assert events_in(redis_server)[-1]["prev_hash"] == replay  # (not the kill's)
+        reseed = events_in(redis_server)[-2]
+        assert reseed["action"] == "state.reseed" and reseed["anchored_head"] == replay
+        assert reseed["prev_hash"] == kill_ev["hash"]
         res = await asyncio.to_thread(verify, g.admin, *KEY)
         assert res.returncode == 1, res.stdout  # (before: "audit chain ok")
-        assert "BROKEN" in res.stderr, res.stderr
+        assert "BROKEN" in res.stderr and replay[:16] in res.stderr, res.stderr

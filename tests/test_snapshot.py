@@ -238,7 +238,8 @@ async def test_a_sibling_workers_older_document_is_not_written_over_a_newer(
     got = SnapshotFile(path, RING).read()
     assert got is not None and got.generation == 6 and set(got.kills) == {"version:iris:v2"}
     assert behind.status() == {"path": str(path), "ok": True, "generation": 6, "error": None,
-                               "kills_only": None, "unverified_origin": None}
+                               "kills_only": None, "unverified_origin": None,
+                               "refused": None}
     # a newer one still replaces it, and a file it cannot verify is replaced as before
     behind.soon(StateDoc(generation=7, epoch="e"))
     await behind.flush()

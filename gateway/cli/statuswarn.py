@@ -110,6 +110,10 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
         out.append(f"SNAPSHOT KILLS ONLY: the snapshot read at start-up was not trusted "
                    f"({snapshot['kills_only']}): its kills are enforced, its overrides, weights "
                    "and history were refused; lift a kill you do not want with `killgate unkill`")
+    if snapshot.get("refused"):
+        out.append(f"SNAPSHOT REFUSED: the snapshot read at start-up was refused whole "
+                   f"({snapshot['refused']}): nothing of it is enforced; this instance started "
+                   "as one without a snapshot (its next write replaces the file)")
     verification = store.get("verification") or {}
     if verification.get("unverified_total"):
         last = verification.get("last_unverified") or {}
@@ -119,7 +123,8 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
     audit = store.get("audit") or {}
     lost = audit.get("trail_lost")
     if lost:
-        out.append(f"AUDIT TRAIL LOST: the store lost its audit trail (re-seeded at "
+        out.append(f"AUDIT TRAIL LOST: the store lost audit events this instance had "
+                   f"anchored (a flush, or a backup restored; re-seeded at "
                    f"{lost.get('time') if isinstance(lost, dict) else lost}); `killgate audit "
                    "verify` names the gap: compare with the audit mirror")
     mirror = audit.get("mirror") or {}

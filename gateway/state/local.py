@@ -176,6 +176,10 @@ class LocalStore(LocalTrim):
         """(StateStore.anchored) Nothing to do: each commit continues the head the state
         file names, on this host's disk (not a store others write to)."""
 
+    def behind(self, doc: StateDoc | None) -> str | None:
+        """(StateStore.behind) None: each commit continues the audit file's last event."""
+        return None
+
     async def audit_head(self) -> str | None:
         """The head the (verified) state file anchors; None without one."""
         try:
@@ -209,8 +213,10 @@ class LocalStore(LocalTrim):
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
                      chain_from: str | None = None,
                      on_stored: Callable[[StateDoc], None] | None = None,
-                     based_on: StateDoc | None = None) -> dict[str, Any] | None:
-        # (`based_on` is redis's: here the generation is the document's own)
+                     based_on: StateDoc | None = None,
+                     onto: StateDoc | None = None) -> dict[str, Any] | None:
+        # (`based_on` and `onto` are redis's: here the generation is the document's own,
+        # and an event continues the file's last one)
         event, head = await asyncio.to_thread(self._commit, expected, doc, draft, chain_from)
         if on_stored is not None:
             on_stored(doc.with_changes(audit_head=head))

@@ -74,6 +74,12 @@ class AuditMirror:
     def _problem(self, ev: dict[str, Any]) -> str | None:
         """Why `ev` cannot be appended after the file's last line (None: it can)."""
         if self.last_hash is not None and ev.get("prev_hash") != self.last_hash:
+            if ev.get("action") == "state.reseed" and ev.get("anchored_head") == self.last_hash:
+                return (f"it is the re-seed of a store that lost the events up to the mirror's "
+                        f"last one ({self.last_hash[:16]}…, which it names): the store's trail "
+                        f"continues {str(ev.get('prev_hash'))[:16]}… instead (restored from a "
+                        "backup, or events cut); this file holds what it lost: keep it, and "
+                        "move it aside to mirror the trail from here")
             return (f"its prev_hash {str(ev.get('prev_hash'))[:16]}… is not the mirror's last "
                     f"hash {self.last_hash[:16]}…: the store's trail does not continue the "
                     "mirror (flushed, truncated, reordered or re-sealed)")

@@ -3,6 +3,14 @@ newest first (stream entry ids as cursors, opaque to callers); an entry that doe
 is shown as unparseable, never dropped; the head a verified state document anchors, and
 with the newest page read at once. Appending is the commit's (rediscommit.py). A base of
 `redis.RedisStore`.
+
+Pages are read by a script (PAGE) that sends at most PAGE_BYTES of entries (always one,
+then as many as fit), and no entry over ENTRY_BYTES (its size only: shown unparseable):
+whoever can write to redis can fill the stream with large entries (no events: passed over,
+but read and parsed), and a page of 200 of 64 KiB held the loop the data plane runs on
+50-100 ms, at each config reload (a sibling's claim checked: occurrence.py's walk), each
+console refresh and each drill history read. A page cut short by its bytes is followed by
+its cursor, as any page (a forged trail then costs round trips, not the loop).
 """
 
 from __future__ import annotations
@@ -16,17 +24,54 @@ from gateway.state.redisaux import RedisRecords
 from gateway.state.redislink import DOC, SMALL, Script
 from gateway.state.store import MAX_DOC_BYTES, Loaded
 
-__all__ = ["RedisAudit"]
+__all__ = ["ENTRY_BYTES", "PAGE", "PAGE_BYTES", "RedisAudit", "page_args"]
+
+#: the most bytes of entries a page sends (a real event is a few hundred bytes to a few KiB:
+#: 200 of them fit); and the largest entry sent at all (a config.reload's changes between
+#: two 1 MiB files fit; parsing 4 MiB on the loop takes ~20 ms)
+PAGE_BYTES = 1024 * 1024
+ENTRY_BYTES = 4 * 1024 * 1024
+
+#: Lua: `page(key, from, count, rev, budget, cap)`: up to `count` entries of the stream
+#: `key` from the bound `from` ('+'/'-' or an exclusive '(id'), newest first with `rev`,
+#: within `budget` bytes (always one); an entry over `cap` bytes is sent as {id, {'over',
+#: its size}}. Returns {entries, 1 when cut short by bytes else 0}. (One range read, as
+#: before: what redis holds of it is what it held for the reply.)
+PAGE = """
+local function page(key, from, count, rev, budget, cap)
+  local out, total = {}, 0
+  if redis.call('TYPE', key)['ok'] ~= 'stream' then return {out, 0} end
+  local got
+  if rev then got = redis.call('XREVRANGE', key, from, '-', 'COUNT', count)
+  else got = redis.call('XRANGE', key, from, '+', 'COUNT', count) end
+  for i, e in ipairs(got) do
+    local n = 0
+    for j = 2, #e[2], 2 do n = n + #e[2][j] end
+    if n > cap then e = {e[1], {'over', tostring(n)}}; n = 0 end
+    if i > 1 and total + n > budget then return {out, 1} end
+    total = total + n
+    out[i] = e
+  end
+  return {out, 0}
+end
+"""
+
+_PAGE = Script(PAGE + """
+return page(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3] == 'rev', tonumber(ARGV[4]),
+            tonumber(ARGV[5]))
+""")
+
+
+def page_args() -> list[str]:
+    """PAGE's byte bounds, as a script's last two arguments."""
+    return [str(PAGE_BYTES), str(ENTRY_BYTES)]
 
 # The state document (as _LOAD reads it) and the newest audit entries, in one read: a
 # commit writes both in one script, so the head the document anchors and the newest
 # entry agree unless someone appended entries without the signing key.
-_NEWEST = Script(SMALL + DOC + """
-local entries = {}
-if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then
-  entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[2])
-end
-return {doc, entries}
+_NEWEST = Script(SMALL + DOC + PAGE + """
+local got = page(KEYS[3], '+', tonumber(ARGV[2]), true, tonumber(ARGV[3]), tonumber(ARGV[4]))
+return {doc, got[1], got[2]}
 """)
 
 
@@ -54,6 +99,11 @@ class RedisAudit(RedisRecords):
         out = []
         for sid, flat in entries or []:
             fields = dict(zip(flat[::2], flat[1::2], strict=False))
+            if b"over" in fields and len(fields) == 1:  # (PAGE did not send it)
+                out.append((sid.decode(), {"id": sid.decode(), "unparseable": (
+                    f"<an entry of {fields[b'over'].decode()} bytes, over the {ENTRY_BYTES}"
+                    "-byte limit of an event: not read>")}))
+                continue
             raw = fields.get(b"e", b"")
             ev = parse_event(raw)
             out.append((sid.decode(), ev if ev is not None else {
@@ -67,8 +117,9 @@ class RedisAudit(RedisRecords):
     async def audit_since(self, cursor: str | None,
                           limit: int) -> tuple[list[dict[str, Any]], str | None]:
         lo = f"({cursor}" if cursor else "-"
-        pairs = self._decode(await self._call(
-            "XRANGE", self.k_audit, lo, "+", "COUNT", limit))
+        entries, _ = await self._script(_PAGE, [self.k_audit],
+                                        [lo, str(limit), "fwd", *page_args()])
+        pairs = self._decode(entries)
         return [ev for _, ev in pairs], (pairs[-1][0] if pairs else cursor)
 
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
@@ -81,8 +132,18 @@ class RedisAudit(RedisRecords):
         if before == "0-0":  # (redis refuses it as an exclusive end: nothing is before it)
             return [], None
         hi = f"({before}" if before else "+"
-        entries = await self._call("XREVRANGE", self.k_audit, hi, "-", "COUNT", limit + 1)
-        pairs = self._decode(entries)
+        entries, cut = await self._script(_PAGE, [self.k_audit],
+                                          [hi, str(limit + 1), "rev", *page_args()])
+        return self._paged(self._decode(entries), limit, cut)
+
+    @staticmethod
+    def _paged(pairs: list[tuple[str, dict[str, Any]]], limit: int,
+               cut: int) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of `limit + 1` entries read newest first (PAGE), and the next cursor:
+        the last one's when PAGE `cut` it short (more follow), else the limit-th's when
+        there is one more, else None."""
+        if cut and pairs:
+            return [ev for _, ev in pairs], pairs[-1][0]
         nxt = pairs[limit - 1][0] if len(pairs) > limit else None
         return [ev for _, ev in pairs[:limit]], nxt
 
@@ -96,11 +157,9 @@ class RedisAudit(RedisRecords):
     async def audit_newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]],
                                                       str | None]:
         """The head a verified document anchors and the newest page, read at once."""
-        doc, entries = await self._script(
+        doc, entries, cut = await self._script(
             _NEWEST, [self.k_state, self.k_gen, self.k_audit],
-            [str(MAX_DOC_BYTES), str(limit + 1)])
+            [str(MAX_DOC_BYTES), str(limit + 1), *page_args()])
         loaded = self._loaded(doc)
         head = (loaded.doc.audit_head or None) if loaded.doc is not None else None
-        pairs = self._decode(entries)
-        nxt = pairs[limit - 1][0] if len(pairs) > limit else None
-        return head, [ev for _, ev in pairs[:limit]], nxt
+        return (head, *self._paged(self._decode(entries), limit, cut))

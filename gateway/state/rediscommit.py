@@ -119,7 +119,8 @@ class RedisCommits(RedisRecords):
 
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
                      chain_from: str | None = None, on_stored: OnStored | None = None,
-                     based_on: StateDoc | None = None) -> dict[str, Any] | None:
+                     based_on: StateDoc | None = None,
+                     onto: StateDoc | None = None) -> dict[str, Any] | None:
         plain_doc = doc.to_json()
         base = draft.as_event() if draft is not None else None
         akey = self.audit_keys.current
@@ -137,6 +138,12 @@ class RedisCommits(RedisRecords):
             await self._over_another(doc)
         head = expect = self._head or first
         seq = self._head_at[1] if self._head else doc.audit_seq
+        if onto is not None and onto.audit_head and onto.audit_head != head:
+            # a re-seed of a store behind what we saw: the event continues the store's
+            # trail (and names the head it lost); a head key that names another (the
+            # document put back without its trail): the newest head we saw, as ever
+            head = expect = onto.audit_head
+            seq = onto.audit_seq
         # the sha1 of the stored document to compare instead of the head key, and (whole)
         # of the generation key: `based_on`, as read, when it anchors the head we continue
         based, whole = "", ""
@@ -170,7 +177,8 @@ class RedisCommits(RedisRecords):
                 raise StoreConflict("the state changed under us")
             if status == "audit_conflict":
                 expect = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
-                head, seq, based = await self._anchor(expect, chain_from, doc)
+                head, seq, based = await self._anchor(expect, chain_from, doc,
+                                                      reseed=onto is not None)
                 whole = ""
                 continue
             if ev is not None and (doc.generation, seq + 1) >= self._head_at:
@@ -185,6 +193,18 @@ class RedisCommits(RedisRecords):
         if doc.audit_head and (doc.generation, doc.audit_seq) >= self._head_at:
             self._guess_head(doc.audit_head, (doc.generation, doc.audit_seq), doc)
             self._seed = (doc.generation, self._head_write)
+
+    def behind(self, doc: StateDoc | None) -> str | None:
+        """(StateStore.behind) Against our head guess: the newest head we saw."""
+        head, at = self._head, self._head_at
+        if doc is None or not head:
+            return head
+        if doc.audit_head == head or (doc.generation, doc.audit_seq) >= at:
+            return None
+        if doc.generation == at[0] and (doc.writes[-1] if doc.writes else None) \
+                != self._head_write:
+            return None  # (another write at that generation: a branch)
+        return head
 
     def _not_the_seed(self, doc: StateDoc) -> bool:
         """Whether the verified `doc`, older than the snapshot's head we guess, is another
@@ -204,8 +224,8 @@ class RedisCommits(RedisRecords):
         self._head_write = doc.writes[-1] if doc.writes else None
         self._seed = None  # (a document seen or written since: no longer the snapshot's)
 
-    async def _anchor(self, stored: str, chain_from: str | None,
-                      doc: StateDoc) -> tuple[str, int, str]:
+    async def _anchor(self, stored: str, chain_from: str | None, doc: StateDoc,
+                      reseed: bool = False) -> tuple[str, int, str]:
         """The head the next event continues (and its position), after the head key named
         `stored` instead of the head we expected: the newest head a verified document
         anchors (the store's, if at least as new as any we saw: another instance
@@ -215,8 +235,14 @@ class RedisCommits(RedisRecords):
         at our base's generation (another branch): the caller merges it first.
         Also returns, when the key disagrees with the head the stored document anchors, the
         sha1 of that document: the commit compares it instead of the key (rewritten over
-        and over, the key made every write lose the race to it: 409 for every kill)."""
+        and over, the key made every write lose the race to it: 409 for every kill).
+        Raises StoreConflict too when the stored document is `behind` (unless `reseed`: the
+        re-seed of it): continued, the events it lost were a break retention refused for
+        good; the caller re-seeds it first, naming them."""
         got = await self._over_another(doc)  # (the load moves `_head` to a newer document's)
+        if not reseed and got.trusted and got.doc is not None \
+                and got.doc.generation >= doc.generation - 1 and self.behind(got.doc):
+            raise StoreConflict("the store is behind the audit trail this instance saw")
         seq = doc.audit_seq
         if self._head is not None:
             anchor, seq = self._head, self._head_at[1]

@@ -17,10 +17,9 @@ from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.branches import collides, descends, lifts_unrecorded, relaxes
 from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.errors import StoreConflict, StoreUnverifiable
+from gateway.errors import StoreConflict
 from gateway.log import event
 from gateway.state.holder import Holder
-from gateway.state.signing import MAGIC
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.store import Loaded, Store, legacy_doc, merge_restrictive, new_epoch
 from gateway.state.tamper import TamperLog
@@ -30,7 +29,6 @@ from gateway.telemetry.metrics import Metrics
 __all__ = ["Repair"]
 
 log = logging.getLogger("killgate.state")
-
 
 
 #: the most events a trail a wipe left holds when it still counts as just wiped (`_wiped`)
@@ -55,13 +53,8 @@ class Repair(Vouching):
     snapshot: SnapshotFile
     tamper: TamperLog
     instance: str
-    from_snapshot: bool
-    ready: bool
     last_error: str | None
     trail_lost: dict[str, Any] | None
-    #: why the store holds a document this instance cannot verify and will not write over
-    #: (`_blind`): not ready (/readyz 503 state_unverifiable); None once it verifies one
-    unverifiable: str | None
     _seen_signed: bool
     _own_epochs: dict[str, None]
     _seen_fleet: bool
@@ -71,10 +64,6 @@ class Repair(Vouching):
     _foreign: set[str]  # epochs of documents that collided with ours, not yet merged
 
     # provided by Sync
-    @property
-    def migrating(self) -> bool:
-        raise NotImplementedError
-
     def _apply(self, doc: StateDoc) -> bool:
         raise NotImplementedError
 
@@ -134,7 +123,8 @@ class Repair(Vouching):
                 await self.store.commit(None, StateDoc(epoch=self._mine(new_epoch())), None)
             got = await self.store.load()
         elif not got.trusted or (got.doc is not None and (
-                got.doc.generation < mine.generation or self._foreign_to(mine, got.doc))):
+                got.doc.generation < mine.generation or self._foreign_to(mine, got.doc)
+                or self._behind(mine, got.doc))):
             self._blind(got, mine)  # (before the back-off: never "synced" on nothing)
             # a store that lost its audit trail too (a restart without persistence, a
             # FLUSHALL: each one again, a crash-looping redis) has no trail to flood, and
@@ -157,6 +147,15 @@ class Repair(Vouching):
         if self._apply(got.doc):
             self.snapshot.soon(got.doc)
         return got.doc.generation <= self.holder.doc.generation
+
+    def _behind(self, mine: StateDoc, doc: StateDoc) -> bool:
+        """Whether the store's verified `doc` is the document of our generation that we
+        hold, without the newest events that changed no state (a reload's, a retry's
+        record) which this instance saw appended to it: a backup restored, events cut. It
+        is behind as an older generation is: re-seeded, the re-seed continuing the store's
+        trail and naming the head lost (StateStore.behind). Continued, the next event
+        broke the chain, which retention then refused for good."""
+        return doc.generation == mine.generation and self.store.behind(doc) is not None
 
     def _took(self, got: Loaded) -> bool:
         """A store not repaired now: whether we hold its document. A verified one read from
@@ -186,53 +185,6 @@ class Repair(Vouching):
         self._repairs += 1
         return True
 
-    def _blind(self, got: Loaded, mine: StateDoc) -> None:
-        """Raise StoreUnverifiable when the store holds a document we refuse and we hold no
-        state to put in its place (no snapshot, no sync yet): most often not a forgery but
-        this instance's key (state.signing_key_env) that is not the fleet's. A re-seed then
-        wrote an empty document over the fleet's kills, and the instance, "synced", served
-        every killed route. It stays state_unknown (503, not ready) instead, until it can
-        verify what the store holds. (A document in the format before signing still
-        migrates: its kills are what the re-seed keeps.)"""
-        legacy = (got.refused is not None and self.migrating
-                  and not got.refused.startswith(MAGIC))  # (unsigned: may hold kills)
-        # the kills of a snapshot we could not verify either (snapshot.py: the key changed)
-        # are no state to write over a document the store holds: only over an empty store.
-        # Nor is what this instance re-seeded from them, so long as it has verified no
-        # document but its own (its epochs): a key that is not the fleet's (a rotation step
-        # skipped) then seeded a flushed store first and, "verified" by its own document,
-        # re-seeded over the fleet's every 30 s, wiping its weights, overrides and history
-        # (a ping-pong with the fleet's re-seeds). A kill through it answers 503 instead.
-        # So too after a restart: its snapshot, signed with its own key, says where the
-        # state came from (`_unvouched`; with the epochs it had created).
-        untrusted = self._unvouched() is not None
-        if (got.doc is None and got.problem is not None and not legacy
-                and ((mine.generation == 0 and not mine.kills) or untrusted)):
-            if untrusted and self.from_snapshot and not self.ready:
-                self.from_snapshot = False  # (not ready on them: 503 state_unknown, as before)
-            why = self._unvouched()
-            holds = (f"no state it knows to be the fleet's ({why})" if why is not None
-                     else "none of its own")
-            # (/readyz 503 state_unverifiable until it verifies one; not an instance holding
-            # no state told to route on the config alone: state.ready_without_state)
-            self.unverifiable = None if why is None and self.cfg.ready_without_state else (
-                f"the stored state cannot be verified ({got.problem}) and this instance holds "
-                f"{holds}: it writes nothing over it and is not ready; "
-                "is its state.signing_key_env (or signing_key_file) the fleet's key? Fix it "
-                "and restart this instance")
-            if why is not None and self.ready:  # (it enforces its state; the store answers)
-                raise StoreUnverifiable(
-                    f"the state store holds a document this instance cannot verify "
-                    f"({got.problem}), and this instance's state is not known to be the "
-                    f"fleet's ({why}): it writes nothing over that document and is not ready "
-                    "(the kills it holds stay enforced). Make changes through another "
-                    "instance; is this one's state.signing_key_env (or signing_key_file) the "
-                    "fleet's key? Put the fleet's key there and restart it")
-            raise StoreUnverifiable(
-                f"the stored state cannot be verified ({got.problem}) and this instance "
-                f"holds {holds}: it serves no route until it can verify the store's "
-                "(is state.signing_key the fleet's?); make changes through another instance")
-
     async def _reseed(self, got: Loaded, mine: StateDoc) -> None:
         """The store lost its state (restart without persistence, FLUSHALL, an old backup)
         or holds one we refuse: write the restrictive merge of what we know."""
@@ -254,9 +206,14 @@ class Repair(Vouching):
             merged = merged.with_changes(
                 epoch=self._sibling_tag() + merged.epoch[SIBLING_TAG:])
         self._mine(merged.epoch)
+        # the newest head we saw, which the store lacks (not a refused document's call)
+        lost = self.store.behind(store_doc) if store_doc is not None or got.empty else None
+        anchored = lost or mine.audit_head or None
         why = ("empty" if got.empty else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted
                else "older" if store_doc is None or store_doc.generation < mine.generation
+               else "behind: without the newest audit events this instance saw appended "
+                    "(restored from a backup?)" if lost is not None
                else "another document at our generation"
                if store_doc.generation == mine.generation
                else "on another branch of the history, without what this instance holds"
@@ -264,13 +221,21 @@ class Repair(Vouching):
                else "without a kill this instance holds, and naming no unkill of it"
                if lifts_unrecorded(mine, store_doc)
                else "of another epoch, without what this instance holds")
-        if got.empty and mine.audit_head:
-            self.trail_lost = {"anchored_head": mine.audit_head, "generation": mine.generation,
+        # a store behind us continues its own trail (the store's head key naming it: else
+        # the document was put back without its trail, and the newest head we saw is)
+        onto = store_doc if lost is not None and store_doc is not None and got.trusted \
+            and await self._trail_ends_at(store_doc.audit_head) else None
+        if anchored and (got.empty or lost is not None):
+            self.trail_lost = {"anchored_head": anchored, "generation": mine.generation,
                                "time": utc_now()}
             self.metrics.inc("killgate_audit_trail_lost_total")
-            event(log, "audit_trail_lost", logging.ERROR, anchored_head=mine.audit_head,
+            event(log, "audit_trail_lost", logging.ERROR, anchored_head=anchored,
                   action="the store lost its audit trail: the re-seed continues the chain from "
-                         "this head; the mirror or a backup holds the events before it")
+                         "this head; the mirror or a backup holds the events before it"
+                  if onto is None else
+                  "the store lost the events up to this head (restored from a backup?): the "
+                  "re-seed continues the store's trail and names it; the mirror or a backup "
+                  "holds them")
         event(log, "state_store_reseed", logging.WARNING, why=why,
               store_generation=None if store_doc is None else store_doc.generation,
               our_generation=mine.generation, kills=sorted(merged.kills))
@@ -282,9 +247,14 @@ class Repair(Vouching):
             before={"generation": None if store_doc is None else store_doc.generation,
                     "problem": got.problem},
             after={"generation": merged.generation, "kills": sorted(merged.kills)},
-            source=self.instance, extra={"anchored_head": mine.audit_head or None})
+            source=self.instance, extra={"anchored_head": anchored})
         try:
-            await self.store.commit(got.token, merged, draft, chain_from=mine.audit_head or None)
+            await self.store.commit(got.token, merged, draft, chain_from=anchored, onto=onto)
         except StoreConflict:
             return  # another instance re-seeded first; the caller reloads
         self.metrics.inc("killgate_state_reseeds_total")
+
+    async def _trail_ends_at(self, head: str) -> bool:
+        """Whether the store's newest audit event is `head` (one read)."""
+        _, page, _ = await self.store.audit_newest(1)
+        return bool(page) and page[0].get("hash") == head

@@ -51,37 +51,12 @@ from gateway.state.files import (
     write_target,
 )
 from gateway.state.signing import MAGIC, Cause, Keyring, Unverified, cause_of
+from gateway.state.snapshotbody import Foreign, Origin, kills_only, named_prefix, read_origin
 from gateway.state.store import MAX_DOC_BYTES, OnUnverified, decode_doc, ignore_unverified
 
-__all__ = ["Origin", "SnapshotFile", "kills_only"]
+__all__ = ["Origin", "SnapshotFile", "kills_only"]  # (Origin, kills_only: snapshotbody.py)
 
 log = logging.getLogger("killgate.state")
-
-#: where the state a snapshot holds came from, when not from the fleet: `{"why": str,
-#: "epochs": [str]}` (the cause, and the epochs this instance created), or None
-Origin = dict[str, Any] | None
-
-
-def read_origin(body: bytes) -> tuple[str | None, tuple[str, ...]]:
-    """The `unverified_origin` of a verified snapshot's body: (why, epochs); (None, ())
-    when it has none. One that is not of the shape written still counts as one: the state
-    is not taken for the fleet's on a doubt."""
-    got = json.loads(body).get("unverified_origin")
-    if got is None:
-        return None, ()
-    why, epochs = (got.get("why"), got.get("epochs")) if isinstance(got, dict) else (None, None)
-    if not isinstance(epochs, list) or not all(isinstance(e, str) for e in epochs):
-        epochs = []
-    return (why if isinstance(why, str) and why else "unverified_origin not readable"), \
-        tuple(epochs)
-
-
-def kills_only(doc: StateDoc) -> StateDoc:
-    """What an untrusted file may tell us: its kills (they only stop traffic), at generation
-    1 — past an instance's empty start, so they are adopted, and never its own generation
-    (whoever wrote the file chose it: one the fleet could never move past)."""
-    return StateDoc(generation=1, kills=doc.kills)
-
 
 class SnapshotFile:
     def __init__(self, path: Path | None, keys: Keyring,
@@ -93,10 +68,15 @@ class SnapshotFile:
         #: generation of the newest document that landed: what a restart would enforce
         self.error: str | None = None
         self.written: int | None = None
-        self.keys = keys.bound("snapshot\x00" + keys.context.decode())
+        #: the deployment the file belongs to: the redis prefix ("local": a local store),
+        #: named inside its signed body as well as in its MAC
+        self.deployment = keys.context.decode()
+        self.keys = keys.bound("snapshot\x00" + self.deployment)
         self.on_unverified = on_unverified
         #: the file read at startup was signed with our key (else: absent, or a migration)
         self.signed = False
+        #: why the file read at startup was refused whole (None: it was not, or none read)
+        self.refused: str | None = None
         #: why only the kills of the file read at startup were kept (None: all, or none)
         self.kills_only: str | None = None
         #: why the state of the file read at startup is not the fleet's, as far as this
@@ -135,12 +115,24 @@ class SnapshotFile:
                 body, which = self.keys.open(b"snapshot", raw)
             except Unverified as exc:
                 # (the key changed, or the file was edited: its kills only, never the rest)
+                self._foreign(raw.partition(b"\n")[2], raw)
                 doc = decode_doc(raw.partition(b"\n")[2])
                 return self._kills_only(doc, f"{exc} (the state key changed, or the file was "
                                              "written without it)", cause=exc.cause)
+            self._foreign(body, None)
             doc = decode_doc(body)
             self.unverified_origin, self.own_epochs = read_origin(body)
+        except Foreign as exc:
+            self.refused = str(exc)
+            self.on_unverified("snapshot", f"{self.path}: {exc}", None, "other")
+            event(log, "snapshot_refused", logging.ERROR, path=str(self.path), error=str(exc),
+                  prefix=exc.prefix, ours=self.deployment,
+                  action="nothing of it is enforced (its kills are another deployment's): "
+                         "this instance starts as one without a snapshot; the next write "
+                         "replaces the file")
+            return None
         except ValueError as exc:
+            self.refused = str(exc)
             self.on_unverified("snapshot", f"{self.path}: {exc}", None, cause_of(exc))
             event(log, "snapshot_unreadable", logging.ERROR, path=str(self.path),
                   error=str(exc))
@@ -160,6 +152,22 @@ class SnapshotFile:
             return self._kills_only(doc, loose, signed=self.signed)
         return doc
 
+    def _foreign(self, body: bytes, sealed: bytes | None) -> None:
+        """Raise Foreign when the file is another deployment's: its body names another
+        prefix, and (`sealed`: it did not verify as ours) it verifies as that one's, with
+        our key (another fleet sharing the key, a copied file). Its kills are that fleet's:
+        kept as an untrusted file's are, a re-seed wrote them into this fleet's store.
+        Files written before the prefix was named in the body: their MAC alone tells."""
+        named = named_prefix(body)
+        if named is None or named == self.deployment:
+            return
+        if sealed is not None:
+            try:
+                self.keys.bound("snapshot\x00" + named).open(b"snapshot", sealed)
+            except Unverified:
+                return  # (edited, or another key: an untrusted file, its kills kept)
+        raise Foreign(named[:64], self.deployment)
+
     def _kills_only(self, doc: StateDoc, why: str, signed: bool = False,
                     cause: Cause = "other") -> StateDoc:
         """Keep the kills of a file not trusted for the rest, and say so (`why`)."""
@@ -176,7 +184,9 @@ class SnapshotFile:
         ours (a sibling worker's, verified); the generation the file holds then."""
         assert self.path is not None
         target = write_target(self.path)
-        body = doc.to_json() if origin is None else {**doc.to_json(), "unverified_origin": origin}
+        body = {**doc.to_json(), "prefix": self.deployment}
+        if origin is not None:
+            body["unverified_origin"] = origin
         sealed = self.keys.seal(b"snapshot", json.dumps(body).encode())
         target.parent.mkdir(parents=True, exist_ok=True)
         # (no link followed: one planted there must not make us create a file elsewhere)
@@ -234,7 +244,7 @@ class SnapshotFile:
             return None
         return {"path": str(self.path), "ok": self.error is None,
                 "generation": self.written, "error": self.error, "kills_only": self.kills_only,
-                "unverified_origin": self.unverified_origin}
+                "unverified_origin": self.unverified_origin, "refused": self.refused}
 
     def soon(self, doc: StateDoc) -> None:
         """Write `doc` in the background; only the newest pending one is written, and never

@@ -175,10 +175,14 @@ class StateStore(Protocol):
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
                      chain_from: str | None = None,
                      on_stored: Callable[[StateDoc], None] | None = None,
-                     based_on: StateDoc | None = None) -> dict[str, Any] | None:
+                     based_on: StateDoc | None = None,
+                     onto: StateDoc | None = None) -> dict[str, Any] | None:
         """Replace the state if the stored generation is still `expected` (None: none);
         with `based_on` (the verified document `load` just returned, whose generation key
         disagreed with it), if the stored document is still that one, whatever the key says.
+        `onto`: the verified document the store holds, `behind` what this instance saw
+        (a re-seed): the event continues the head it anchors, the store's trail, while the
+        store's head key still names it (else, as ever, the newest head we saw).
 
         The audit event (if any) is chained, keyed and stored first, atomically with the
         state; with no trail stored, it continues from `chain_from` (the head this instance
@@ -198,6 +202,15 @@ class StateStore(Protocol):
         document (older, or another write: the store lost what we held, and we re-seed
         it) the store's verified head stands: the re-seed continues the trail there and
         names the head lost (`anchored_head`)."""
+
+    def behind(self, doc: StateDoc | None) -> str | None:
+        """The newest audit head this instance saw that the verified `doc` (the store's;
+        None: the store holds none) lacks: `doc` is older than the document that named it
+        (by generation, then audit position), and at that generation the same write with
+        fewer events (the store put back to before events that changed no state: a backup
+        restored, events cut). None: `doc` is not behind (another write at that
+        generation is a branch, merged as such), or the store continues what it holds
+        whatever this instance saw (local)."""
 
     def listen(self, fn: Callable[[StateDoc | Ack | PushNotRead], None]) -> None:
         """Hand pushed (verified) changes to `fn` as they arrive (a store that does not

@@ -89,9 +89,9 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self.started_at = time.monotonic()
         self.last_ok: float | None = None
         self.stale = False  # past max_staleness: the alarm (whatever the policy)
-        #: the store lost events this instance had anchored (a flush): when and which head
+        #: the store lost events this instance had anchored (a flush, a restore): when, which
         self.trail_lost: dict[str, Any] | None = None
-        self.unverifiable: str | None = None  # (reseed.py's `_blind`: not ready)
+        self.unverifiable: str | None = None  # (vouching.py's `_blind`: not ready)
         self._pending_audit: list[AuditDraft] = []
         self._write_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -102,15 +102,14 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
         self._recheck_again = False
         self._big_pushes = Throttle(0.25, self._reread)  # (store.PushNotRead)
         self._seen_signed = False
-        #: epochs this instance created, oldest first (reseed.py's _blind; vouching.py's OWN_EPOCHS)
+        #: epochs this instance created, oldest first (vouching.py's _blind and OWN_EPOCHS)
         self._own_epochs: dict[str, None] = {}
         self._seen_fleet = False  # verified a document of an epoch not in _own_epochs
         snapshot.origin = self._origin  # (what each snapshot written says of its state)
-        self._repairs = 0  # repairs of refused documents in a row (backoff)
-        self._repair_at = 0.0
+        self._repairs, self._repair_at = 0, 0.0  # repairs in a row of refused documents (backoff)
         self._resync = False  # a document colliding with ours was seen: sync at the next poll
         self._foreign: set[str] = set()  # their epochs (reseed.py's _foreign_to)
-        self._judged: str | None = None  # the audit head the last full sync's poll read
+        self._judged: str | None = None  # the head a full sync's poll read, or a push named
         self.applied_log = AppliedLog()  # the swaps' `state_applied` lines, written late
         #: told about every audited change this instance commits (outgoing events)
         self.committed: list[Callable[[dict[str, Any], StateDoc], None]] = []
@@ -147,12 +146,13 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
     # ------------------------------------------------------------------ applying
 
     def _apply(self, doc: StateDoc) -> bool:
-        """Adopt a verified document (ours, pushed or loaded) if it is newer. Its log line
-        says when the swap happened, and is written a little later (appliedlog.py)."""
+        """Adopt a verified document (ours, pushed or loaded) if newer; its log line (when
+        the swap happened) is written a little later (appliedlog.py)."""
         self._seen_signed = True
         self._saw(doc)
         if not self.holder.apply_doc(doc):
             return False
+        self._judged = None  # (a head judged of the document before)
         self.metrics.set("killgate_state_generation", doc.generation)
         if self._stopping:
             self._unsaved = doc
@@ -285,9 +285,9 @@ class Sync(Repair, Guard, Writes, Startup, Reads):
                 self._pushed(item)
         held = self.holder.doc  # read first: what we hold only grows
         gen, head = await self.store.poll()  # a head we never judged: another document at
-        synced = True
+        synced = True  # our generation; or ours put back before the events we judged since
         if self._resync or gen != str(held.generation) \
-                or head not in (None, held.audit_head, self._judged):  # our generation
+                or head not in (None, self._judged or held.audit_head):
             synced = await self._full_sync()
             self._judged = head
         if synced:  # (a store we refuse answered, but told us nothing: still stale)

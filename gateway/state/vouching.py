@@ -1,4 +1,5 @@
-"""Whether this instance's state is known to be the fleet's (reseed.py's `_blind`).
+"""Whether this instance's state is known to be the fleet's; `_blind`, what it does when
+the store holds a document it cannot verify and it holds no such state.
 
 An instance whose state came from a snapshot it could not verify (its kills only), or from
 one that says so (`unverified_origin`), writes nothing over a stored document it cannot
@@ -13,8 +14,12 @@ import hashlib
 import os
 import socket
 
+from gateway.config import StateConfig
 from gateway.domain.statedoc import StateDoc
+from gateway.errors import StoreUnverifiable
+from gateway.state.signing import MAGIC
 from gateway.state.snapshot import Origin, SnapshotFile
+from gateway.state.store import Loaded
 
 __all__ = ["OWN_EPOCHS", "SIBLING_TAG", "Vouching", "sibling_tag"]
 
@@ -53,8 +58,18 @@ def sibling_tag(snapshot: str) -> str:
 
 class Vouching:
     snapshot: SnapshotFile
+    cfg: StateConfig
+    from_snapshot: bool
+    ready: bool
+    #: why the store holds a document this instance cannot verify and will not write over
+    #: (`_blind`): not ready (/readyz 503 state_unverifiable); None once it verifies one
+    unverifiable: str | None
     _own_epochs: dict[str, None]
     _seen_fleet: bool
+
+    @property
+    def migrating(self) -> bool:  # (provided by Sync)
+        raise NotImplementedError
 
     def _saw(self, doc: StateDoc) -> None:
         """Note a verified document: one of an epoch this instance did not create (its
@@ -100,3 +115,49 @@ class Vouching:
                 del self._own_epochs[next(iter(self._own_epochs))]
         return epoch
 
+    def _blind(self, got: Loaded, mine: StateDoc) -> None:
+        """Raise StoreUnverifiable when the store holds a document we refuse and we hold no
+        state to put in its place (no snapshot, no sync yet): most often not a forgery but
+        this instance's key (state.signing_key_env) that is not the fleet's. A re-seed then
+        wrote an empty document over the fleet's kills, and the instance, "synced", served
+        every killed route. It stays state_unknown (503, not ready) instead, until it can
+        verify what the store holds. (A document in the format before signing still
+        migrates: its kills are what the re-seed keeps.)"""
+        legacy = (got.refused is not None and self.migrating
+                  and not got.refused.startswith(MAGIC))  # (unsigned: may hold kills)
+        # the kills of a snapshot we could not verify either (snapshot.py: the key changed)
+        # are no state to write over a document the store holds: only over an empty store.
+        # Nor is what this instance re-seeded from them, so long as it has verified no
+        # document but its own (its epochs): a key that is not the fleet's (a rotation step
+        # skipped) then seeded a flushed store first and, "verified" by its own document,
+        # re-seeded over the fleet's every 30 s, wiping its weights, overrides and history
+        # (a ping-pong with the fleet's re-seeds). A kill through it answers 503 instead.
+        # So too after a restart: its snapshot, signed with its own key, says where the
+        # state came from (`_unvouched`; with the epochs it had created).
+        untrusted = self._unvouched() is not None
+        if (got.doc is None and got.problem is not None and not legacy
+                and ((mine.generation == 0 and not mine.kills) or untrusted)):
+            if untrusted and self.from_snapshot and not self.ready:
+                self.from_snapshot = False  # (not ready on them: 503 state_unknown, as before)
+            why = self._unvouched()
+            holds = (f"no state it knows to be the fleet's ({why})" if why is not None
+                     else "none of its own")
+            # (/readyz 503 state_unverifiable until it verifies one; not an instance holding
+            # no state told to route on the config alone: state.ready_without_state)
+            self.unverifiable = None if why is None and self.cfg.ready_without_state else (
+                f"the stored state cannot be verified ({got.problem}) and this instance holds "
+                f"{holds}: it writes nothing over it and is not ready; "
+                "is its state.signing_key_env (or signing_key_file) the fleet's key? Fix it "
+                "and restart this instance")
+            if why is not None and self.ready:  # (it enforces its state; the store answers)
+                raise StoreUnverifiable(
+                    f"the state store holds a document this instance cannot verify "
+                    f"({got.problem}), and this instance's state is not known to be the "
+                    f"fleet's ({why}): it writes nothing over that document and is not ready "
+                    "(the kills it holds stay enforced). Make changes through another "
+                    "instance; is this one's state.signing_key_env (or signing_key_file) the "
+                    "fleet's key? Put the fleet's key there and restart it")
+            raise StoreUnverifiable(
+                f"the stored state cannot be verified ({got.problem}) and this instance "
+                f"holds {holds}: it serves no route until it can verify the store's "
+                "(is state.signing_key the fleet's?); make changes through another instance")

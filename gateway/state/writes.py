@@ -74,6 +74,9 @@ class Writes:
     def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
         raise NotImplementedError
 
+    def _behind(self, mine: StateDoc, doc: StateDoc) -> bool:
+        raise NotImplementedError
+
     async def write(self, change: ChangeFn,
                     describe: Describe) -> tuple[StateDoc, dict[str, Any] | None]:
         """Apply `change` to the store's current state atomically with its audit event.
@@ -104,7 +107,7 @@ class Writes:
                     self._judge(got)
                     mine = self.holder.doc
                     if got.doc is None or got.doc.generation < mine.generation \
-                            or self._foreign_to(mine, got.doc):
+                            or self._foreign_to(mine, got.doc) or self._behind(mine, got.doc):
                         await self._reseed(got, self.holder.doc)
                         continue
                     if not got.trusted:
@@ -217,6 +220,9 @@ class Writes:
             got = await self.store.load()
             if not got.trusted or got.doc is None:
                 return None
+            if self._behind(self.holder.doc, got.doc):  # (events it lost: named first)
+                await self._reseed(got, self.holder.doc)
+                continue
             try:
                 ev = await self.store.commit(got.token, got.doc, draft)
                 self.metrics.inc("killgate_audit_records_total")

@@ -44,6 +44,10 @@ function storeLines(sd) {
       "its kills are enforced, its overrides, weights and history were refused; lift a kill you do not want " +
       "with an unkill"]);
   }
+  if (snap.refused) {
+    out.push(["bad", "SNAPSHOT REFUSED", `the snapshot read at start-up was refused whole (${snap.refused}): ` +
+      "nothing of it is enforced; this instance started as one without a snapshot (its next write replaces the file)"]);
+  }
   const ver = store.verification || {};
   if (ver.unverified_total) {
     const last = ver.last_unverified || {};
@@ -76,7 +80,7 @@ function storeLines(sd) {
   const audit = store.audit || {};
   if (audit.trail_lost) {
     const lost = audit.trail_lost;
-    out.push(["bad", "AUDIT TRAIL LOST", `the store lost its audit trail (re-seeded at ` +
+    out.push(["bad", "AUDIT TRAIL LOST", `the store lost audit events this instance had anchored (a flush, or a backup restored; re-seeded at ` +
       `${typeof lost === "object" ? lost.time : lost}); \`killgate audit verify\` names the gap: compare with the audit mirror`]);
   }
   const mirror = audit.mirror || {};

@@ -1,0 +1,59 @@
+"""What a snapshot file's body says besides the document (snapshot.py): where its state
+came from (`unverified_origin`), the deployment it belongs to (`prefix`), and what an
+untrusted file may tell (its kills). Pure.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway.domain.statedoc import StateDoc
+
+__all__ = ["Foreign", "Origin", "kills_only", "named_prefix", "read_origin"]
+
+
+#: where the state a snapshot holds came from, when not from the fleet: `{"why": str,
+#: "epochs": [str]}` (the cause, and the epochs this instance created), or None
+Origin = dict[str, Any] | None
+
+
+def read_origin(body: bytes) -> tuple[str | None, tuple[str, ...]]:
+    """The `unverified_origin` of a verified snapshot's body: (why, epochs); (None, ())
+    when it has none. One that is not of the shape written still counts as one: the state
+    is not taken for the fleet's on a doubt."""
+    got = json.loads(body).get("unverified_origin")
+    if got is None:
+        return None, ()
+    why, epochs = (got.get("why"), got.get("epochs")) if isinstance(got, dict) else (None, None)
+    if not isinstance(epochs, list) or not all(isinstance(e, str) for e in epochs):
+        epochs = []
+    return (why if isinstance(why, str) and why else "unverified_origin not readable"), \
+        tuple(epochs)
+
+
+class Foreign(ValueError):
+    """A snapshot of another deployment (another `state.prefix`): refused whole."""
+
+    def __init__(self, prefix: str, ours: str) -> None:
+        super().__init__(f"it is another deployment's snapshot (state.prefix {prefix!r}, not "
+                         f"this one's {ours!r}): a copied file, or two deployments sharing "
+                         "one snapshot_path")
+        self.prefix = prefix
+
+
+def kills_only(doc: StateDoc) -> StateDoc:
+    """What an untrusted file may tell us: its kills (they only stop traffic), at generation
+    1 — past an instance's empty start, so they are adopted, and never its own generation
+    (whoever wrote the file chose it: one the fleet could never move past)."""
+    return StateDoc(generation=1, kills=doc.kills)
+
+
+def named_prefix(body: bytes) -> str | None:
+    """The deployment (redis prefix) a snapshot's body names; None: none (a file written
+    before it was named, or no document: decode_doc says why)."""
+    try:
+        named = json.loads(body).get("prefix")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return named if isinstance(named, str) else None
