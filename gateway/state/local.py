@@ -209,8 +209,10 @@ class LocalStore(LocalTrim):
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
                      chain_from: str | None = None,
                      on_stored: Callable[[StateDoc], None] | None = None,
-                     based_on: StateDoc | None = None) -> dict[str, Any] | None:
-        # (`based_on` is redis's: here the generation is the document's own)
+                     based_on: StateDoc | None = None,
+                     pinned: StateDoc | None = None) -> dict[str, Any] | None:
+        # (`based_on` and `pinned` are redis's: here the generation is the document's own,
+        # and a file this instance cannot verify refuses the commit under its lock)
         event, head = await asyncio.to_thread(self._commit, expected, doc, draft, chain_from)
         if on_stored is not None:
             on_stored(doc.with_changes(audit_head=head))

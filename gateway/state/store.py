@@ -174,10 +174,14 @@ class StateStore(Protocol):
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
                      chain_from: str | None = None,
                      on_stored: Callable[[StateDoc], None] | None = None,
-                     based_on: StateDoc | None = None) -> dict[str, Any] | None:
+                     based_on: StateDoc | None = None,
+                     pinned: StateDoc | None = None) -> dict[str, Any] | None:
         """Replace the state if the stored generation is still `expected` (None: none);
         with `based_on` (the verified document `load` just returned, whose generation key
-        disagreed with it), if the stored document is still that one, whatever the key says.
+        disagreed with it), if the stored document is still that one, whatever the key says;
+        with `pinned` (the verified document `load` just returned), only if the stored
+        document is still that one too (an instance whose state is not known to be the
+        fleet's: another document at the same generation may be one it cannot verify).
 
         The audit event (if any) is chained, keyed and stored first, atomically with the
         state; with no trail stored, it continues from `chain_from` (the head this instance
