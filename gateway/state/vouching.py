@@ -3,7 +3,8 @@
 An instance whose state came from a snapshot it could not verify (its kills only), or from
 one that says so (`unverified_origin`), writes nothing over a stored document it cannot
 verify until it verifies a document of an epoch neither it nor its sibling workers created
-(its key is then the fleet's). Mixed into `Sync` through `Repair`.
+(its key is then the fleet's), or an operator vouches for it (`vouch`: `killgate state
+vouch`, POST /v1/state/vouch: vouchwrite.py). Mixed into `Sync` through `Repair`.
 """
 
 from __future__ import annotations
