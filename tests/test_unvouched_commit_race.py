@@ -96,6 +96,11 @@ async def test_an_unvouched_write_never_lands_over_a_reseed_at_its_generation(
         assert got.doc is not None and got.doc.generation == raced[0], got  # (F's, intact)
         assert "route:other" not in fleets
         assert redis_server.cmd("GET", "kgrace:gen") == str(raced[0])
+        # nor does an operator's vouch write over it (item 3: its key is not the fleet's)
+        with pytest.raises(StoreUnverifiable):
+            await x.vouch(AuditDraft("alice", "state.vouch", {"instance": "inst-x"}, "sure"))
+        assert redis_server.cmd("GET", "kgrace:state") == fleets
+        assert x._unvouched() is not None
     finally:
         await x.stop()
         await f.store.close()
