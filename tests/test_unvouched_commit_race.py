@@ -88,6 +88,7 @@ async def test_an_unvouched_write_never_lands_over_a_reseed_at_its_generation(
             return got
 
         store.load = load
+        mine = (redis_server.cmd("GET", "kgrace:state"), redis_server.cmd("GET", "kgrace:gen"))
         with pytest.raises(StoreUnverifiable):
             await x.write(kill("other"), draft)
         assert raced
@@ -101,6 +102,15 @@ async def test_an_unvouched_write_never_lands_over_a_reseed_at_its_generation(
             await x.vouch(AuditDraft("alice", "state.vouch", {"instance": "inst-x"}, "sure"))
         assert redis_server.cmd("GET", "kgrace:state") == fleets
         assert x._unvouched() is not None
+        # an audit event without a state change (append_audit) the same way: X's own
+        # document put back, the fleet's re-seed landing between its load and its commit
+        redis_server.cmd("SET", "kgrace:state", mine[0])
+        redis_server.cmd("SET", "kgrace:gen", mine[1])
+        raced.clear()
+        assert await x.append_audit(AuditDraft("alice", "denied", {}, "r")) is None
+        assert raced
+        got = await f.store.load()
+        assert got.doc is not None and got.doc.generation == raced[0], got  # (F's)
     finally:
         await x.stop()
         await f.store.close()

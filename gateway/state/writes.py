@@ -225,7 +225,9 @@ class Writes:
             if not got.trusted or got.doc is None:
                 return None
             try:
-                ev = await self.store.commit(got.token, got.doc, draft)
+                # (not known to be the fleet's: only over that very document, as `write`)
+                ev = await self.store.commit(got.token, got.doc, draft, pinned=got.doc
+                                             if self._unvouched() is not None else None)
                 self.metrics.inc("killgate_audit_records_total")
                 return ev
             except StoreConflict:
