@@ -75,15 +75,16 @@ async def test_an_unvouched_write_never_lands_over_a_reseed_at_its_generation(
         store: Any = x.store
         real_load = store.load
         raced: list[int] = []
+        fleet_at: list[int] = []
 
         async def load(*a: Any, **kw: Any) -> Any:
             got = await real_load(*a, **kw)
             if not raced and got.doc is not None:
                 # the fleet's re-seed lands at the generation X just read
-                gen = got.doc.generation
+                gen = fleet_at[-1] if fleet_at else got.doc.generation
                 raced.append(gen)
                 fleet = StateDoc(generation=gen, epoch=new_epoch(), kills={})
-                await f.store.commit(str(gen), fleet, AuditDraft(
+                await f.store.commit(got.token, fleet, AuditDraft(
                     "killgate/auto", "state.reseed", {"store": "redis"}, "the fleet's"))
             return got
 
@@ -111,6 +112,16 @@ async def test_an_unvouched_write_never_lands_over_a_reseed_at_its_generation(
         assert raced
         got = await f.store.load()
         assert got.doc is not None and got.doc.generation == raced[0], got  # (F's)
+        # and its re-seed of a document it verifies (here: whose generation key disagrees)
+        held = x.holder.doc.generation
+        redis_server.cmd("SET", "kgrace:state", mine[0])
+        redis_server.cmd("SET", "kgrace:gen", str(held + 5))
+        raced.clear()
+        fleet_at.append(held + 5)  # (the fleet's re-seed lands at the key's generation)
+        await x._full_sync()
+        assert raced
+        got = await f.store.load()
+        assert got.doc is not None and got.doc.generation == held + 5, got  # (F's)
     finally:
         await x.stop()
         await f.store.close()
