@@ -25,7 +25,7 @@ from gateway.admin.openapi_parts import (
     step,
     write,
 )
-from gateway.admin.openapi_paths import alertmanager, audit_trim, console, shadow
+from gateway.admin.openapi_paths import alertmanager, audit_trim, console, shadow, state_vouch
 from gateway.admin.statusparts import ROUTES_PARAM
 
 #: the rollback's refusals (409, nothing changed), by `error.type`
@@ -159,6 +159,7 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
                     "400": err("a bad `limit`, or `bad_cursor`: `before` is no cursor this "
                                "store gives out (take the previous page's `next`)")}}},
             **audit_trim(REASON),
+            **state_vouch(REASON),
             **console(),
             "/v1/routes/{route}/shadow": shadow(route_s),
             "/v1/kill": {"post": write("set a kill flag; every instance enforces it (never "

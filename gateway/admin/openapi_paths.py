@@ -217,3 +217,29 @@ def audit_trim(reason: dict[str, Any]) -> dict[str, Any]:
             "409": err("`retention_off` (no state.audit_retention), `trim_running` (a trim "
                        "is running, or the trail kept changing), `trail_broken` (it does not "
                        "verify: nothing is removed), or `idempotency_key_reused`")}}}}
+
+
+def state_vouch(reason: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/state/vouch (admin/vouch.py)."""
+    return {"/v1/state/vouch": {"post": {
+        "summary": "say this instance's signing key is the fleet's: clears the mark of state "
+                   "that came from a snapshot it could not verify (`unverified_origin`, "
+                   "kills only) with an audited write (`state.vouch`, a new epoch); "
+                   "Idempotency-Key as any write",
+        "security": [{"bearer": []}], "x-scope": "killgate:admin",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False, "required": ["reason"],
+            "properties": {"reason": reason}}}}},
+        "responses": {"200": {"description": "vouched", "content": {
+            "application/json": {"schema": {"type": "object", "required": [
+                "vouched", "instance", "was", "generation", "epoch"], "properties": {
+                "vouched": {"type": "boolean"}, "instance": {"type": "string"},
+                "was": {"type": "string", "description": "why it was not known to be the "
+                                                         "fleet's"},
+                "generation": {"type": "integer"}, "epoch": {"type": "string"}}}}}},
+            **auth_errors(True),
+            "409": err("`nothing_to_vouch`: its state is known to be the fleet's (nothing "
+                       "changed), or `idempotency_key_reused`"),
+            "503": err("`state_store_unavailable`: the store holds a document this "
+                       "instance cannot verify (its key is not the fleet's: nothing written), "
+                       "or cannot be reached")}}}}

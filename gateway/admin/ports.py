@@ -32,6 +32,7 @@ __all__ = [
     "Readiness",
     "ShadowGate",
     "StateWriter",
+    "Voucher",
 ]
 
 Change = Callable[[StateDoc], StateChange | None]  # None: nothing to change
@@ -86,6 +87,16 @@ class AuditTrimmer(Protocol):
     async def trim_now(self, draft: AuditDraft, dry_run: bool = False) -> dict[str, Any]:
         """Trim back to the bounds now (`draft`: the caller, reason, request its checkpoints
         record), or say how many events would go; DomainError to refuse."""
+
+
+class Voucher(Protocol):
+    """An operator's vouch for this instance's key (state.vouchwrite.VouchWrite)."""
+
+    async def vouch(self, draft: AuditDraft) -> tuple[dict[str, Any], StateDoc,
+                                                      dict[str, Any] | None]:
+        """Clear the instance's "not known to be the fleet's" mark with an audited write;
+        DomainError `nothing_to_vouch` without one, StoreUnverifiable over a document it
+        cannot verify. (The answer's fields, the document written, its event.)"""
 
 
 class AuditReader(Protocol):

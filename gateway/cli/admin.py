@@ -215,6 +215,9 @@ def add_client_commands(sub: Any) -> None:
     from gateway.cli.audittrim import add_trim_arguments
 
     add_trim_arguments(p)
+    from gateway.cli.statevouch import add_state_commands
+
+    add_state_commands(cmd)
     add_config_commands(cmd, sub)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.domain.audit import clean_text
+
 __all__ = ["instance_rows", "store_warnings"]
 
 
@@ -82,6 +84,8 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
                    "holds stay enforced. Compare store.verification.key_id with another "
                    "instance's (`killgate status --json`), put the fleet's key in "
                    "state.signing_key_env, and restart this instance")
+    if store.get("key_unconfirmed") and not store.get("unverifiable"):
+        out.append(f"KEY UNCONFIRMED: {clean_text(str(store['key_unconfirmed']), 500)}")
     if any(isinstance(r, dict) and r.get("killed") == "state_unknown" for r in routes.values()):
         out.append("STATE UNKNOWN: this instance has not loaded the fleet's kills (no sync with "
                    "the store yet, no snapshot): every matched route answers its fallback, else "

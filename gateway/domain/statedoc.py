@@ -187,6 +187,9 @@ class Change:
     #: route -> version -> identity record, added or replaced
     identities: Mapping[str, Mapping[str, dict[str, Any]]] = field(default_factory=dict)
     epoch: str | None = None
+    #: the new document's whole `lineage` (None: the old one's): an operator's vouch
+    #: (state/vouching.py) starts an epoch that descends from the instance's own
+    lineage: Mapping[str, int] | None = None
     #: id -> an open approval request (admin/approvals.py), or None to close it
     approvals: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
     #: open drills added, replaced or (None) closed; last results per "kind:route"
@@ -247,6 +250,7 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
                    overrides=_merged(doc.overrides, change.overrides), history=history,
                    progress=_merged(doc.progress, change.progress), identities=identities,
                    epoch=doc.epoch if change.epoch is None else change.epoch,
+                   lineage=doc.lineage if change.lineage is None else dict(change.lineage),
                    approvals=_merged(doc.approvals, change.approvals),
                    drills=_merged(doc.drills, change.drills),
                    drill_results=_merged(doc.drill_results, change.drill_results),

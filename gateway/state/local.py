@@ -214,9 +214,11 @@ class LocalStore(LocalTrim):
                      chain_from: str | None = None,
                      on_stored: Callable[[StateDoc], None] | None = None,
                      based_on: StateDoc | None = None,
-                     onto: StateDoc | None = None) -> dict[str, Any] | None:
-        # (`based_on` and `onto` are redis's: here the generation is the document's own,
-        # and an event continues the file's last one)
+                     onto: StateDoc | None = None,
+                     pinned: StateDoc | None = None) -> dict[str, Any] | None:
+        # (`based_on`, `onto` and `pinned` are redis's: here the generation is the
+        # document's own, an event continues the file's last one, and a file this instance
+        # cannot verify refuses the commit under its lock)
         event, head = await asyncio.to_thread(self._commit, expected, doc, draft, chain_from)
         if on_stored is not None:
             on_stored(doc.with_changes(audit_head=head))

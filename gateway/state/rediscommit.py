@@ -33,6 +33,14 @@ log = logging.getLogger("killgate.state")
 _COMMIT = Script(OWN + SMALL + """
 own(KEYS[2], 'string'); own(KEYS[3], 'stream'); own(KEYS[4], 'string')
 local cur = small(KEYS[2])
+-- ARGV[12]: the sha1 of the stored document a commit by an instance whose state is not known
+-- to be the fleet's was decided on (`pinned`): any other document there (one it cannot
+-- verify, the fleet's re-seed at the same generation) refuses it, whatever the keys say
+if ARGV[12] ~= '' and not (redis.call('TYPE', KEYS[1])['ok'] == 'string'
+    and redis.call('STRLEN', KEYS[1]) <= tonumber(ARGV[10])
+    and redis.sha1hex(redis.call('GET', KEYS[1])) == ARGV[12]) then
+  return {'conflict', cur or ''}
+end
 -- ARGV[9]: the sha1 of the stored (verified) document the commit is based on, compared
 -- instead of the head key (it disagreed with the head that document anchors) and, with
 -- ARGV[11] '1', of the generation key too (it disagreed with that document's generation):
@@ -120,7 +128,8 @@ class RedisCommits(RedisRecords):
     async def commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
                      chain_from: str | None = None, on_stored: OnStored | None = None,
                      based_on: StateDoc | None = None,
-                     onto: StateDoc | None = None) -> dict[str, Any] | None:
+                     onto: StateDoc | None = None,
+                     pinned: StateDoc | None = None) -> dict[str, Any] | None:
         plain_doc = doc.to_json()
         base = draft.as_event() if draft is not None else None
         akey = self.audit_keys.current
@@ -151,6 +160,14 @@ class RedisCommits(RedisRecords):
         if based_on is not None and last is not None and last[1] is based_on \
                 and (based_on.audit_head or None) == self._head:
             based, whole = hashlib.sha1(last[0]).hexdigest(), "1"
+        pin = ""
+        if pinned is not None:
+            # the bytes `pinned` was verified from; verified something else since (a push, a
+            # poll): no longer known to be the stored document, a conflict (the caller
+            # loads and decides again)
+            if last is None or last[1] is not pinned:
+                raise StoreConflict("the stored document changed since it was read")
+            pin = hashlib.sha1(last[0]).hexdigest()
         for _ in range(5):
             conn = await self._conn("write")  # (failing here, nothing was sent)
             ev = seal(base, head, mac_key) if base is not None else None
@@ -163,7 +180,7 @@ class RedisCommits(RedisRecords):
                 "" if expected is None else expected, sealed,
                 str(doc.generation), json.dumps(ev, ensure_ascii=False) if ev else "", expect,
                 ev["hash"] if ev else "", first, self.ch_events, based, str(MAX_DOC_BYTES),
-                whole]
+                whole, pin]
             # READONLY replica, OOM, script errors: nothing was written, the action is refused.
             try:
                 res = await self._script(

@@ -249,7 +249,9 @@ class Repair(Vouching):
             after={"generation": merged.generation, "kills": sorted(merged.kills)},
             source=self.instance, extra={"anchored_head": anchored})
         try:
-            await self.store.commit(got.token, merged, draft, chain_from=anchored, onto=onto)
+            # (not known to be the fleet's: only over the very document it merged, as writes)
+            await self.store.commit(got.token, merged, draft, chain_from=anchored, onto=onto,
+                                    pinned=got.doc if self._unvouched() is not None else None)
         except StoreConflict:
             return  # another instance re-seeded first; the caller reloads
         self.metrics.inc("killgate_state_reseeds_total")

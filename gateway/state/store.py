@@ -176,10 +176,14 @@ class StateStore(Protocol):
                      chain_from: str | None = None,
                      on_stored: Callable[[StateDoc], None] | None = None,
                      based_on: StateDoc | None = None,
-                     onto: StateDoc | None = None) -> dict[str, Any] | None:
+                     onto: StateDoc | None = None,
+                     pinned: StateDoc | None = None) -> dict[str, Any] | None:
         """Replace the state if the stored generation is still `expected` (None: none);
         with `based_on` (the verified document `load` just returned, whose generation key
-        disagreed with it), if the stored document is still that one, whatever the key says.
+        disagreed with it), if the stored document is still that one, whatever the key says;
+        with `pinned` (the verified document `load` just returned), only if the stored
+        document is still that one too (an instance whose state is not known to be the
+        fleet's: another document at the same generation may be one it cannot verify).
         `onto`: the verified document the store holds, `behind` what this instance saw
         (a re-seed): the event continues the head it anchors, the store's trail, while the
         store's head key still names it (else, as ever, the newest head we saw).

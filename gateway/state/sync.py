@@ -44,7 +44,7 @@ from gateway.state.store import Ack, Loaded, PushNotRead, Store
 from gateway.state.syncreads import Reads
 from gateway.state.tamper import TamperLog
 from gateway.state.throttle import Throttle
-from gateway.state.writes import Writes
+from gateway.state.vouchwrite import VouchWrite
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Sync"]
@@ -60,7 +60,7 @@ log = logging.getLogger("killgate.state")
 ACK_AFTER = 0.002
 
 
-class Sync(Repair, Guard, Writes, Startup, Reads):
+class Sync(Repair, Guard, VouchWrite, Startup, Reads):
     """The sync loop; re-seeds (reseed.py), the staleness guard (staleness.py), writes
     (writes.py), start-up (startup.py) and what it tells (syncreads.py) are its mixins."""
 

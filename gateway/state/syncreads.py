@@ -7,11 +7,13 @@ staleness, verification and audit status `/v1/status` shows.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from gateway.config import StateConfig
 from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
+from gateway.state.keyconfirm import key_unconfirmed
 from gateway.state.mirror import AuditMirror
 from gateway.state.retention import AuditRetention
 from gateway.state.signing import Keyring
@@ -32,6 +34,7 @@ class Reads:
     peers: Fleet
     keys: Keyring
     tamper: TamperLog
+    instance: str
     connected: bool
     answering: bool
     synced_once: bool
@@ -53,6 +56,15 @@ class Reads:
         """Every live instance with the generation and config digest it runs."""
         return await self.peers.members()
 
+    def key_unconfirmed(self) -> str | None:
+        """Why this instance's key is not confirmed by another instance's heartbeat
+        (keyconfirm.py): refused ones come, with a key id it does not hold, and none verifies."""
+        at = self.tamper.at
+        refused = max((at[k] for k in ("ack/unknown_key_id", "heartbeat/unknown_key_id")
+                       if k in at), default=None)
+        return key_unconfirmed(self.instance, self.peers.heard, refused, time.monotonic(),
+                               self.cfg.instance_lease)
+
     def status(self) -> dict[str, Any]:
         keys = self.keys
         return {
@@ -66,6 +78,7 @@ class Reads:
             "from_snapshot": self.from_snapshot, "epoch": self.holder.doc.epoch,
             "last_error": self.last_error, "snapshot": self.snapshot.status(),
             "unverifiable": self.unverifiable,
+            "key_unconfirmed": self.key_unconfirmed(),
             "verification": {
                 "signed": keys.enabled,
                 "key_id": keys.current.kid if keys.current else None,

@@ -41,6 +41,8 @@ class TamperLog:
         self.last_by_cause: dict[str, dict[str, Any]] = {}
         self._logged: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        #: "kind/cause" -> when (monotonic) one was last refused (keyconfirm.py)
+        self.at: dict[str, float] = {}
 
     def note(self, kind: str, problem: str, cause: Cause = "other", **detail: Any) -> None:
         """Data of `kind` was refused because of `problem` (already ignored by the caller);
@@ -56,6 +58,7 @@ class TamperLog:
         # keep a wrong-MAC write out of the log for the interval)
         key = f"{kind}/{cause}"
         now = time.monotonic()
+        self.at[key] = now
         if now - self._logged.get(key, -1e9) < self.interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return

@@ -4,7 +4,8 @@ the store holds a document it cannot verify and it holds no such state.
 An instance whose state came from a snapshot it could not verify (its kills only), or from
 one that says so (`unverified_origin`), writes nothing over a stored document it cannot
 verify until it verifies a document of an epoch neither it nor its sibling workers created
-(its key is then the fleet's). Mixed into `Sync` through `Repair`.
+(its key is then the fleet's), or an operator vouches for it (`vouch`: `killgate state
+vouch`, POST /v1/state/vouch: vouchwrite.py). Mixed into `Sync` through `Repair`.
 """
 
 from __future__ import annotations
@@ -76,13 +77,31 @@ class Vouching:
         re-seeds') shows that its key is the fleet's (`_blind`). Nor did its sibling workers
         (`--workers N`: one snapshot file, one key) when its state is not known to be the
         fleet's: one seeded the store and the others, "vouched for" by that seed, re-seeded
-        over the fleet's document they cannot verify (`_sibling_tag`)."""
+        over the fleet's document they cannot verify (`_sibling_tag`). Once it has created
+        epochs of its own so (it seeded the store), only a document that descends from one of
+        them (its `lineage` names it: a re-seed by another instance that verified ours)
+        vouches: a genuine document of its key from before (a key rolled back; an old one put
+        back into the store) is of another epoch too, and it cleared the mark, after which the
+        instance re-seeded over every document of the fleet it cannot verify (`_vouches`)."""
         if self._seen_fleet:
             return
-        if doc.epoch not in self._own_epochs and not (
-                self._unvouched() is not None and doc.epoch.startswith(self._sibling_tag())):
+        if self._vouches(doc):
             self._seen_fleet = True
             self._own_epochs.clear()  # (no longer needed)
+
+    def _vouches(self, doc: StateDoc) -> bool:
+        """Whether the verified `doc` shows that this instance's key is the fleet's (see
+        `_saw`): written by another instance (not of its own epochs, nor, while its state is
+        not known to be the fleet's, of its sibling workers'), and, once it created epochs of
+        its own while so, descending from one of them (what a replay cannot produce: the
+        epochs are drawn at random when it re-seeds)."""
+        if doc.epoch in self._own_epochs:
+            return False
+        if self._unvouched() is None:
+            return True
+        if doc.epoch.startswith(self._sibling_tag()):
+            return False
+        return not self._own_epochs or any(e in self._own_epochs for e in doc.lineage)
 
     def _sibling_tag(self) -> str:
         """The first hex digits of each epoch this instance's workers create while their

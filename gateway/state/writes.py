@@ -99,10 +99,11 @@ class Writes:
             guessed = cur is not None
             refused = self._refused()
             based_on: StateDoc | None = None
+            pinned: StateDoc | None = None
             retry_of = RETRY_OF.get()  # (a retry after outcome_unknown: earlier attempts')
             for _ in range(10):
                 if cur is None:
-                    guessed, based_on = False, None
+                    guessed, based_on, pinned = False, None, None
                     got = await self.store.load()
                     self._judge(got)
                     mine = self.holder.doc
@@ -116,6 +117,12 @@ class Writes:
                         # put the key right lost the race to a key rewritten in a loop,
                         # and so did every kill)
                         based_on = got.doc
+                    if self._unvouched() is not None:
+                        # nor on the generation key alone: the fleet's re-seed at the same
+                        # generation, landed between this load and the commit, is a document
+                        # it cannot verify, and was replaced by its write (tests/
+                        # test_unvouched_commit_race.py): the commit compares the document
+                        pinned = got.doc
                     cur = got.doc
                 if retry_of and not retry_of.isdisjoint(cur.writes):
                     # an earlier attempt's commit landed after the retry asked: not again
@@ -143,7 +150,7 @@ class Writes:
                 try:
                     ev = await self.store.commit(str(cur.generation), new, describe(cur, new),
                                                  on_stored=self._enforcer(stored),
-                                                 based_on=based_on)
+                                                 based_on=based_on, pinned=pinned)
                 except StoreConflict:
                     cur = None
                     continue
@@ -224,7 +231,9 @@ class Writes:
                 await self._reseed(got, self.holder.doc)
                 continue
             try:
-                ev = await self.store.commit(got.token, got.doc, draft)
+                # (not known to be the fleet's: only over that very document, as `write`)
+                ev = await self.store.commit(got.token, got.doc, draft, pinned=got.doc
+                                             if self._unvouched() is not None else None)
                 self.metrics.inc("killgate_audit_records_total")
                 return ev
             except StoreConflict:

@@ -19,6 +19,7 @@ from gateway.admin.ports import MetricsPage, Readiness
 from gateway.admin.shadow import ShadowApi
 from gateway.admin.status import StatusBuilder
 from gateway.admin.ui import UiFiles
+from gateway.admin.vouch import VouchApi
 from gateway.config_types import is_loopback, parse_listen
 from gateway.configfile import LoadedConfig
 from gateway.control.alerts import AlertReceiver
@@ -56,6 +57,7 @@ def admin_side(instance: str, holder: TableHolder, sync: Sync, metrics: Metrics,
              audit=sync.store, key=drill_key[0], key_problem=drill_key[1],
              proof_keys=sync.keys.keys()).add_routes(app.router)
     AuditTrimApi(api.callers, api.writer, sync.retention).register(app.router)
+    VouchApi(api.callers, api.writer, sync, instance).register(app.router)
     cfg = loaded().config
     ConsoleApi(authorize, FleetView(instance, cfg.state.instance_lease, sync.store, sync,
                                     lambda: holder.doc.generation, lambda: loaded().digest),

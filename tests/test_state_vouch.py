@@ -1,0 +1,118 @@
+"""`killgate state vouch` / POST /v1/state/vouch (impwrongkey item 3).
+
+A lone `--workers 2` group starts on a snapshot it cannot verify (its kills only) and
+seeds the flushed store: its state is "not known to be the fleet's", and no other instance
+will ever re-seed over its document, so it stayed marked for good, across restarts too
+(`unverified_origin` in its snapshot): every write through it took the slow path and a
+document it cannot verify would never be repaired. An operator now vouches for it: an
+audited write (`state.vouch`) of a new epoch that both workers take as vouching, the
+snapshot then written without the mark, a restart reading it clean. Bad input changes
+nothing: no reason, a token without killgate:admin, an unknown field, and vouching again
+(409 `nothing_to_vouch`, exit 1).
+
+Real redis-server, a real `killgate serve --workers 2`, the real CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+
+from gateway.domain.statedoc import KillFlag, StateDoc
+from tests.backends import echo_app
+from tests.conftest import RedisServer, two_versions, wait_until
+from tests.test_cli import acli
+from tests.test_killswitch import auth, fixed_ports_config, redis_state, token
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def unverifiable_snapshot(path: Path) -> None:
+    """A snapshot no key verifies (written before state signing): its kills only."""
+    flag = KillFlag("route", "iris", None, "alice", "bad", "2026-12-04T00:00:00Z", 0)
+    path.write_text(json.dumps(StateDoc(generation=3, kills={"route:iris": flag}).to_json()))
+    path.chmod(0o600)
+
+
+def snapshot_body(path: Path) -> dict[str, Any] | None:
+    raw = path.read_bytes()
+    if not raw.startswith(b"KGS1 "):
+        return None  # (not yet rewritten, signed)
+    body: dict[str, Any] = json.loads(raw.partition(b"\n")[2])
+    return body
+
+
+async def post(session: ClientSession, admin: str, body: Any,
+               scope: str = "killgate:admin") -> tuple[int, dict[str, Any]]:
+    async with session.post(f"{admin}/v1/state/vouch", json=body, headers=auth(scope)) as r:
+        return r.status, await r.json()
+
+
+async def test_an_operator_vouches_for_a_lone_group_that_seeded_the_store(
+        tmp_path: Path, backends, session: ClientSession, redis_server: RedisServer,
+        gateway_procs) -> None:
+    p = await backends(echo_app("v1"))
+    (tmp_path / "x").mkdir()
+    snap = tmp_path / "snapshot-x.json"
+    unverifiable_snapshot(snap)
+    cfg = fixed_ports_config(tmp_path / "x", two_versions(p, p, 100, 0),
+                             redis_state(redis_server, tmp_path, "x"), "x")
+    g = gateway_procs(cfg, workers=2)
+    await asyncio.to_thread(g.wait_ready)
+    await wait_until(lambda: "route:iris" in (redis_server.cmd("GET", "kgtest:state") or ""),
+                     10, what="the group seeding the empty store")
+    await wait_until(lambda: (snapshot_body(snap) or {}).get("unverified_origin"), 10,
+                     what="its snapshot, marked")
+
+    def stored() -> tuple[str, str]:
+        return redis_server.cmd("GET", "kgtest:state"), redis_server.cmd("GET", "kgtest:gen")
+
+    before = stored()
+    env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token("killgate:admin")}
+    # bad input: nothing changes
+    out = await acli("state", "vouch", env=env)
+    assert out.returncode == 1 and "--reason" in out.stderr, out
+    status, body = await post(session, g.admin, {"reason": "ok"}, "killgate:kill killgate:read")
+    assert status == 403, body
+    status, body = await post(session, g.admin, {"reason": "ok", "force": True})
+    assert status == 400, body
+    status, body = await post(session, g.admin, {})
+    assert status == 400, body
+    assert stored() == before
+
+    out = await acli("state", "vouch", "--reason", "key checked against the vault", env=env)
+    assert out.returncode == 0, out
+    assert out.stdout.startswith("vouched for ") and "was: " in out.stdout, out.stdout
+    assert stored() != before
+    async with session.get(f"{g.admin}/v1/audit?limit=5", headers=auth()) as r:
+        events = (await r.json())["events"]
+    ev = next(e for e in events if e["action"] == "state.vouch")
+    assert ev["actor"] == "alice" and ev["reason"] == "key checked against the vault", ev
+    await wait_until(lambda: (b := snapshot_body(snap)) is not None
+                     and "unverified_origin" not in b, 10, what="the snapshot without the mark")
+    # both workers are vouched for (the other one by the document): asked again, each says
+    # there is nothing to vouch for (a worker still marked would write)
+    after = stored()
+    for _ in range(6):
+        status, body = await post(session, g.admin, {"reason": "again"})
+        assert status == 409 and body["error"]["type"] == "nothing_to_vouch", body
+    assert stored() == after
+    # a restart reads the snapshot unmarked
+    assert g.stop() == 0
+    g = gateway_procs(cfg, workers=2)
+    await asyncio.to_thread(g.wait_ready)
+    async with session.get(f"{g.admin}/v1/status", headers=auth()) as r:
+        assert (await r.json())["store"]["snapshot"]["unverified_origin"] is None
+    assert "snapshot_unverified_origin" not in g.output()
+    gen = stored()[1]  # (a restart may append an event of its own: the generation stays)
+    out = await acli("state", "vouch", "--reason", "again", env=env)
+    assert out.returncode == 1 and "nothing_to_vouch" in out.stderr, out
+    assert stored()[1] == gen
+    async with session.get(f"{g.admin}/v1/audit?limit=20", headers=auth()) as r:
+        events = (await r.json())["events"]
+    assert [e["action"] for e in events].count("state.vouch") == 1, events
