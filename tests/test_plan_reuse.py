@@ -47,6 +47,8 @@ def _slots(plan: RoutePlan) -> dict[str, Any]:
     """Every slot of a plan, as values (targets by their fields, not identity)."""
     out = {}
     for name in RoutePlan.__slots__:
+        if name in ("_prior", "_inputs"):  # (the memo's: what it was made of, how)
+            continue
         v = getattr(plan, name)  # (AttributeError: a slot `like` never set)
         if name == "targets":
             v = {n: repr(t) for n, t in v.items()}
@@ -95,3 +97,51 @@ def test_a_changed_config_leaves_nothing_of_the_old_plan_after_a_swap() -> None:
     direct = RoutePlan(new.routes[0], {"v1": 100.0, "v2": 0.0}, "v1", {}, None,
                        like=old_plan)
     assert _slots(direct) == _slots(build_table(new, StateDoc()).by_name["iris"])
+
+
+UNKILLED = StateDoc(generation=2)
+
+
+def _chain(plan: RoutePlan) -> int:
+    n, p = 0, plan._prior
+    while p is not None:
+        n, p = n + 1, p._prior
+        assert n < 5, "a chain of plans kept alive"
+    return n
+
+
+def test_an_unkill_takes_back_the_plan_its_kill_replaced_and_nothing_else_does() -> None:
+    """A kill then its unkill: the unkill's swap takes back the plan from before the kill
+    (on every instance: not built again), the kill again takes back the killed one; each
+    equal to a fresh build. A reload or a health change in between: built afresh."""
+    cfg = _config(0)
+    holder = TableHolder(LoadedConfig(cfg, "sha256:a", None), StateDoc())
+    open_plan = holder.table.by_name["iris"]
+    holder.apply_doc(KILLED)
+    killed_plan = holder.table.by_name["iris"]
+    gen = 2
+    for _ in range(50):
+        holder.apply_doc(StateDoc(generation=gen))
+        assert holder.table.by_name["iris"] is open_plan
+        holder.apply_doc(KILLED.with_changes(generation=gen + 1))
+        assert holder.table.by_name["iris"] is killed_plan
+        assert _chain(holder.table.by_name["iris"]) <= 1
+        gen += 2
+    assert _slots(killed_plan) == _slots(build_table(cfg, KILLED).by_name["iris"])
+    assert _slots(open_plan) == _slots(build_table(cfg, UNKILLED).by_name["iris"])
+    # a reload in between: the unkill's plan is the new config's, built afresh
+    new = _config(1)
+    holder.set_config(LoadedConfig(new, "sha256:b", None))
+    holder.apply_doc(StateDoc(generation=gen))
+    got = holder.table.by_name["iris"]
+    assert got is not open_plan and got.config is new.routes[0]
+    assert _slots(got) == _slots(build_table(new, UNKILLED).by_name["iris"])
+    # a health change between a kill and its unkill: the unkill's plan has it
+    holder.apply_doc(KILLED.with_changes(generation=gen + 1))
+    before_kill = holder.table.by_name["iris"]
+    down = frozenset({("iris", "v1")})
+    holder.set_unhealthy(down)
+    holder.apply_doc(StateDoc(generation=gen + 2))
+    got = holder.table.by_name["iris"]
+    assert got.excluded == {"v1": "unhealthy"} and got is not before_kill
+    assert _slots(got) == _slots(build_table(new, UNKILLED, down).by_name["iris"])

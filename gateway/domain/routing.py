@@ -54,9 +54,9 @@ class RoutePlan:
     """Everything needed to route one request on one route, precomputed."""
 
     __slots__ = ("_all_cum", "_all_names", "_all_total", "_elig_cum", "_elig_names",
-                 "_elig_total", "_elig_w", "_eligible", "_failover", "_heir", "_only", "_pinnable",
-                 "_servable", "_spare", "allow_pin", "aware", "config", "excluded", "fallback",
-                 "fallback_body",
+                 "_elig_total", "_elig_w", "_eligible", "_failover", "_heir", "_inputs", "_only",
+                 "_pinnable", "_prior", "_servable", "_spare", "allow_pin", "aware", "config",
+                 "excluded", "fallback", "fallback_body",
                  "fixed", "fold_case", "headers", "host", "idle_timeout", "key_limit", "killed",
                  "match_keys", "model", "name", "override_unservable", "prefix", "previous",
                  "retry", "rolled_off", "shadow",
@@ -75,6 +75,9 @@ class RoutePlan:
         sets every version here to 0): none serves (domain/tablebuild.py). `rolled_off`:
         the versions a latched rollback took to weight 0: never a spare (below)."""
         self.config = rc
+        #: tablebuild._made's memo: the arguments it was made of, the plan it replaced
+        self._inputs: tuple[object, ...] | None = None
+        self._prior: RoutePlan | None = None
         same = like if like is not None and like.config is rc else None
         # The parts made of the route's config alone, taken from a plan of this very
         # config object (configs are frozen; a reload makes new ones, and `like` of
