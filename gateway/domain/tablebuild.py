@@ -169,7 +169,7 @@ def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
         names.add(key.split(":")[1])  # route:<r> or version:<r>:<v>
     for x, y in ((a.overrides, b.overrides), (a.progress, b.progress), (a.history, b.history),
                  (a.rolled_off, b.rolled_off)):
-        if x is not y:
+        if x is not y and (x or y) and x != y:  # (mostly both empty, or equal: no pass)
             names.update(k for k in x.keys() | y.keys() if x.get(k) != y.get(k))
     return names
 
