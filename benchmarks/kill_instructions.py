@@ -15,8 +15,11 @@ against valgrind/callgrind.h) and prints the instructions per call:
   id, time, hash and MAC, the document's JSON and its signature, the event's JSON; the
   code of RedisCommits.commit through `rediscommit.seal_commit`), `own` (the document as
   stored: `_Own.doc`);
-* receiver: `verify` (Keyring.open), `decode` (store.decode_doc), `swap` (branches.relaxes
-  + TableHolder.apply_doc: the table rebuilt for the new document, listeners none).
+* receiver (and the committer, from `swap`): `verify` (Keyring.open), `decode`
+  (store.decode_doc), `swap` (branches.relaxes + TableHolder.apply_doc: the table rebuilt
+  for the new document, no listeners), `listen` (what the serving holder's listeners read
+  of a swap: the in-flight cut's `newly_aborting`, ConfigHistory.kills_changed, the
+  override warnings).
 
 A kill and an unkill alternate (each stage sees both, as the benchmark's calls do); an
 empty stage's count (the helper's own calls) is subtracted. Needs valgrind and gcc.
@@ -52,7 +55,7 @@ routes:
       - {name: v1, url: "http://127.0.0.1:9", weight: 100}
       - {name: v2, url: "http://127.0.0.1:9", weight: 0}
 """
-STAGES = ("empty", "plan", "change", "seal", "own", "verify", "decode", "swap")
+STAGES = ("empty", "plan", "change", "seal", "own", "verify", "decode", "swap", "listen")
 
 
 def _fixture() -> dict[str, object]:
@@ -154,10 +157,21 @@ def run_stages(calls: int, only: set[str], lib: ctypes.CDLL) -> None:
         relaxes(holder.doc, doc)
         holder.apply_doc(doc)
 
+    from gateway.control.confighistory import ConfigHistory
+    from gateway.control.table import _warn_unservable
+    from gateway.domain.kills import newly_aborting
+    tables = [TableHolder(loaded, d).table for _, d in pushed]  # type: ignore[arg-type]
+
+    def stage_listen(k: int) -> None:
+        old, new = tables[(k + 1) % 2], tables[k % 2]
+        newly_aborting(old.doc, new.doc)
+        ConfigHistory.kills_changed(None, old, new)  # type: ignore[arg-type]
+        _warn_unservable(old, new)
+
     fns: dict[str, Callable[[int], None]] = {
         "empty": lambda k: None, "plan": stage_plan, "change": stage_change,
         "seal": stage_seal, "own": stage_own, "verify": stage_verify,
-        "decode": stage_decode, "swap": stage_swap}
+        "decode": stage_decode, "swap": stage_swap, "listen": stage_listen}
     for name in STAGES:
         if name not in only and name != "empty":
             continue
