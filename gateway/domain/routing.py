@@ -68,23 +68,18 @@ class RoutePlan:
                  previous: str | None = None, unpinnable: frozenset[str] = frozenset(),
                  like: RoutePlan | None = None, unservable: tuple[str, ...] = (),
                  rolled_off: frozenset[str] = frozenset()) -> None:
-        """`like`: a plan of the same route config (the same object), whose config-only
-        parts (everything up to `targets`) are taken as they are instead of being built
-        again.
+        """`like`: a plan of the same route config (object), whose config-only parts
+        (everything up to `targets`) are taken as they are instead of being built again.
         `unservable`: the versions a latched override serves that this config lacks (it
         sets every version here to 0): none serves (domain/tablebuild.py). `rolled_off`:
         the versions a latched rollback took to weight 0: never a spare (below)."""
         self.config = rc
-        #: tablebuild._made's memo: the arguments it was made of, the plan it replaced
-        self._inputs: tuple[object, ...] | None = None
-        self._prior: RoutePlan | None = None
+        self._inputs: tuple[object, ...] | None = None  # (tablebuild._made's memo: what
+        self._prior: RoutePlan | None = None  # it was made of, the plan it replaced)
         same = like if like is not None and like.config is rc else None
-        # The parts made of the route's config alone, taken from a plan of this very
-        # config object (configs are frozen; a reload makes new ones, and `like` of
-        # another config builds them again): a kill's swap rebuilds the killed route's
-        # plan on every instance, and building these again was ~40% of it (pydantic
-        # attribute reads, the match's keys, the targets; callgrind). The list is the
-        # first branch's, assignment for assignment (test_plan_reuse.py checks each).
+        # The config-only parts: built, or taken from a plan of this very config object
+        # (frozen; a reload makes new ones) as a kill's swap does on every instance (18k of
+        # 80k instructions, callgrind); the same list both ways (test_plan_reuse.py).
         if same is None:
             self.name = rc.name
             self.fold_case = not rc.match.case_sensitive
@@ -95,9 +90,8 @@ class RoutePlan:
             self.model = rc.match.model
             self.match_keys = rc.match.keys()
             self.sticky_header = rc.sticky.header if rc.sticky else None
-            #: (max_per_key, max_per_client, window) of a sticky route's analysis: how many
-            #: requests of one key, and of one client address, count toward the canary's
-            #: verdict per window (domain/keyquota.py); None: no bound
+            #: (max_per_key, max_per_client, window) of a sticky route's analysis: the
+            #: requests of one key, one client, counted per window (domain/keyquota.py)
             an = rc.analysis
             self.key_limit = ((an.max_per_key, an.max_per_client, an.window)
                               if self.sticky_header is not None and an is not None
@@ -105,15 +99,13 @@ class RoutePlan:
                               else None)
             self.allow_pin = rc.allow_pin
             # read by every request: a slot each (a config model's attribute is a slow
-            # lookup: pydantic's BaseModel defines __getattr__, so CPython 3.11 does not
-            # specialise it)
+            # lookup: pydantic's __getattr__ keeps CPython 3.11 from specialising it)
             self.total_timeout = rc.timeouts.total
             self.idle_timeout = rc.timeouts.idle
             self.retry = rc.retry
             self.shadow_config = rc.shadow  # (the proxy asks of every answer: copies or none)
             self.aware = rc.protocol != "http"  # (and whether the answer's model is noted)
-            self.fallback: FallbackConfig | None = rc.fallback
-            fb = rc.fallback
+            self.fallback: FallbackConfig | None = (fb := rc.fallback)
             # serialised once here, not per request (a YAML alias tree could make it costly)
             self.fallback_body: bytes = (json.dumps(fb.json_).encode()
                                          if fb is not None and fb.json_ is not None else b"")

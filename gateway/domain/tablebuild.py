@@ -265,12 +265,10 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
 
 
 def _made(rc: RouteConfig, like: RoutePlan | None, inputs: tuple[Any, ...]) -> RoutePlan:
-    """The plan of `inputs` (RoutePlan's arguments but the config and `like`): the plan
-    `like` replaced when it was made of this same config object and equal inputs (a kill's
-    unkill, or the kill again after it: the swap on every instance takes that plan back,
-    not built again: ~62k instructions, callgrind), else a new one. Each plan remembers
-    only the one it replaced (`_prior`), and that one forgets its own: one plan a route at
-    most, and plans are never changed but for this link, which requests never read."""
+    """The plan of `inputs` (RoutePlan's arguments but config and `like`): the plan `like`
+    replaced if made of this config object and equal inputs (an unkill after its kill, the
+    kill again: taken back on every instance, ~62k instructions), else a new one. A plan
+    links only the one it replaced (`_prior`, not read by requests), which forgets its own."""
     if like is not None:
         prior = like._prior
         if prior is not None and prior.config is rc and prior._inputs == inputs:
