@@ -198,6 +198,13 @@ def test_with_changes_is_dataclasses_replace() -> None:
                         ("writes", ("9:a",)), ("epoch", "e2")):
         assert doc.with_changes(**{name: value}) == dataclasses.replace(doc, **{name: value})
     assert doc.with_changes() == doc and doc.with_changes() is not doc
+    # every field, each to a value of its own (with_changes names each field by hand)
+    marks = {f.name: object() for f in dataclasses.fields(StateDoc)}
+    for name, mark in marks.items():
+        got = doc.with_changes(**{name: mark})
+        assert got == dataclasses.replace(doc, **{name: mark}), name
+    every = doc.with_changes(**marks)
+    assert all(getattr(every, n) is m for n, m in marks.items())
     with pytest.raises(TypeError):
         doc.with_changes(no_such_field=1)
 

@@ -43,7 +43,7 @@ from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.configrecord import record_config
 from gateway.domain.diff import config_dict, diff_configs
 from gateway.domain.killreach import kills_routed_around
-from gateway.domain.kills import unrouted
+from gateway.domain.kills import unrouted, unrouted_since
 from gateway.domain.reloadcheck import facts_from_doc, reload_problems
 from gateway.domain.rolledoff import held_moved
 from gateway.domain.routetable import RouteTable
@@ -167,8 +167,9 @@ class ConfigHistory:
         are warned as a reload's are. A config change is `warn_unrouted`'s."""
         if old.doc.kills is new.doc.kills or old.doc.kills == new.doc.kills:
             return
-        routes = [plan.config for plan in new.routes]
-        keys = unrouted(new.doc, routes) - unrouted(old.doc, routes)
+        by_name = new.by_name
+        keys = unrouted_since(old.doc, new.doc, lambda name: p.config if (
+            p := by_name.get(name)) is not None else None)
         if keys:
             event(log, "kills_unrouted", logging.WARNING, kills=",".join(sorted(keys)),
                   action="this config names no such route or version: the kill stops "

@@ -14,12 +14,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
+
+from pydantic_core import PydanticSerializationError, to_json
 
 __all__ = [
     "GENESIS",
@@ -28,6 +31,7 @@ __all__ = [
     "canonical",
     "clean_text",
     "event_hash",
+    "event_json",
     "genuine",
     "mac_matches",
     "parse_event",
@@ -62,9 +66,47 @@ def clean_text(s: str, limit: int = 1024) -> str:
     return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), s)
 
 
+def _canonical_encoder() -> Any:
+    """`json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)`'s own C
+    encoder, made once (json.dumps builds a JSONEncoder and this encoder on every call:
+    ~18k of the ~84k instructions a kill's event took, callgrind). The same bytes: the same
+    encoder with the same settings; only the circular-reference check is off (an event is
+    a tree; one with a cycle would raise RecursionError instead of ValueError)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # (a Python without the _json accelerator)
+        return None
+    return make(None, json.JSONEncoder().default, encode_basestring, None, ":", ",",
+                          True, False, True)
+
+
+_CANONICAL = _canonical_encoder()
+
+
 def canonical(event: dict[str, Any]) -> bytes:
     body = {k: v for k, v in event.items() if k not in ("hash", "mac")}
+    if _CANONICAL is not None:
+        return "".join(_CANONICAL(body, 0)).encode()
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event_json(event: dict[str, Any]) -> bytes:
+    """A sealed event as the store keeps it: its JSON, keys in its own order (readers parse
+    it; the hash is over `canonical`, never these bytes). Written by pydantic-core's writer
+    (a third of json.dumps's instructions on every commit, callgrind); by json.dumps, as it
+    was, when that one refuses the event (a lone surrogate in a reason)."""
+    try:
+        return to_json(event)
+    except (PydanticSerializationError, ValueError, TypeError):
+        return json.dumps(event, ensure_ascii=False).encode()
+
+
+def _new_id() -> str:
+    """A random (version 4) UUID's hex, as `uuid.uuid4().hex` (the same 122 random bits,
+    version and variant bits), without building a UUID object (~15k instructions, 1k)."""
+    b = bytearray(os.urandom(16))
+    b[6] = b[6] & 0x0F | 0x40
+    b[8] = b[8] & 0x3F | 0x80
+    return b.hex()
 
 
 def event_hash(event: dict[str, Any]) -> str:
@@ -88,7 +130,7 @@ class AuditDraft:
 
     def as_event(self) -> dict[str, Any]:
         ev: dict[str, Any] = {
-            "id": uuid.uuid4().hex,
+            "id": _new_id(),
             "time": utc_now(),
             "actor": clean_text(self.actor, 256),
             "action": self.action,

@@ -54,9 +54,9 @@ class RoutePlan:
     """Everything needed to route one request on one route, precomputed."""
 
     __slots__ = ("_all_cum", "_all_names", "_all_total", "_elig_cum", "_elig_names",
-                 "_elig_total", "_elig_w", "_eligible", "_failover", "_heir", "_only", "_pinnable",
-                 "_servable", "_spare", "allow_pin", "aware", "config", "excluded", "fallback",
-                 "fallback_body",
+                 "_elig_total", "_elig_w", "_eligible", "_failover", "_heir", "_inputs", "_only",
+                 "_pinnable", "_prior", "_servable", "_spare", "allow_pin", "aware", "config",
+                 "excluded", "fallback", "fallback_body",
                  "fixed", "fold_case", "headers", "host", "idle_timeout", "key_limit", "killed",
                  "match_keys", "model", "name", "override_unservable", "prefix", "previous",
                  "retry", "rolled_off", "shadow",
@@ -68,49 +68,71 @@ class RoutePlan:
                  previous: str | None = None, unpinnable: frozenset[str] = frozenset(),
                  like: RoutePlan | None = None, unservable: tuple[str, ...] = (),
                  rolled_off: frozenset[str] = frozenset()) -> None:
-        """`like`: a plan of the same route config, whose config-only parts (targets, the
-        serialised fallback) are taken as they are instead of being built again.
+        """`like`: a plan of the same route config (object), whose config-only parts
+        (everything up to `targets`) are taken as they are instead of being built again.
         `unservable`: the versions a latched override serves that this config lacks (it
         sets every version here to 0): none serves (domain/tablebuild.py). `rolled_off`:
         the versions a latched rollback took to weight 0: never a spare (below)."""
         self.config = rc
-        self.name = rc.name
-        self.fold_case = not rc.match.case_sensitive
-        prefix = rc.match.path_prefix
-        self.prefix = case_fold(prefix) if prefix is not None and self.fold_case else prefix
-        self.host = rc.match.host
-        self.headers = tuple((rc.match.header or {}).items())
-        self.model = rc.match.model
-        self.match_keys = rc.match.keys()
-        self.sticky_header = rc.sticky.header if rc.sticky else None
-        #: (max_per_key, max_per_client, window) of a sticky route's analysis: how many
-        #: requests of one key, and of one client address, count toward the canary's verdict
-        #: per window (domain/keyquota.py); None: no bound
-        an = rc.analysis
-        self.key_limit = ((an.max_per_key, an.max_per_client, an.window)
-                          if self.sticky_header is not None and an is not None
-                          and (an.max_per_key is not None or an.max_per_client is not None)
-                          else None)
-        self.allow_pin = rc.allow_pin
-        # read by every request: a slot each (a config model's attribute is a slow lookup:
-        # pydantic's BaseModel defines __getattr__, so CPython 3.11 does not specialise it)
-        self.total_timeout = rc.timeouts.total
-        self.idle_timeout = rc.timeouts.idle
-        self.retry = rc.retry
-        self.shadow_config = rc.shadow  # (the proxy asks of every answer: copies or none)
-        self.aware = rc.protocol != "http"  # (and whether the answer's model is noted)
-        self.fallback: FallbackConfig | None = rc.fallback
-        fb = rc.fallback
-        # serialised once here, not per request (a YAML alias tree could make it costly)
+        self._inputs: tuple[object, ...] | None = None  # (tablebuild._made's memo: what
+        self._prior: RoutePlan | None = None  # it was made of, the plan it replaced)
         same = like if like is not None and like.config is rc else None
-        self.fallback_body: bytes = (same.fallback_body if same is not None else
-                                     json.dumps(fb.json_).encode()
-                                     if fb is not None and fb.json_ is not None else b"")
+        # The config-only parts: built, or taken from a plan of this very config object
+        # (frozen; a reload makes new ones) as a kill's swap does on every instance (18k of
+        # 80k instructions, callgrind); the same list both ways (test_plan_reuse.py).
+        if same is None:
+            self.name = rc.name
+            self.fold_case = not rc.match.case_sensitive
+            prefix = rc.match.path_prefix
+            self.prefix = case_fold(prefix) if prefix is not None and self.fold_case else prefix
+            self.host = rc.match.host
+            self.headers = tuple((rc.match.header or {}).items())
+            self.model = rc.match.model
+            self.match_keys = rc.match.keys()
+            self.sticky_header = rc.sticky.header if rc.sticky else None
+            #: (max_per_key, max_per_client, window) of a sticky route's analysis: the
+            #: requests of one key, one client, counted per window (domain/keyquota.py)
+            an = rc.analysis
+            self.key_limit = ((an.max_per_key, an.max_per_client, an.window)
+                              if self.sticky_header is not None and an is not None
+                              and (an.max_per_key is not None or an.max_per_client is not None)
+                              else None)
+            self.allow_pin = rc.allow_pin
+            # read by every request: a slot each (a config model's attribute is a slow
+            # lookup: pydantic's __getattr__ keeps CPython 3.11 from specialising it)
+            self.total_timeout = rc.timeouts.total
+            self.idle_timeout = rc.timeouts.idle
+            self.retry = rc.retry
+            self.shadow_config = rc.shadow  # (the proxy asks of every answer: copies or none)
+            self.aware = rc.protocol != "http"  # (and whether the answer's model is noted)
+            self.fallback: FallbackConfig | None = (fb := rc.fallback)
+            # serialised once here, not per request (a YAML alias tree could make it costly)
+            self.fallback_body: bytes = (json.dumps(fb.json_).encode()
+                                         if fb is not None and fb.json_ is not None else b"")
+            self.targets: dict[str, Target] = {
+                v.name: make_target(rc.name, v.name, v.url, v.model, v.artifact)
+                for v in rc.versions}
+        else:
+            self.name = same.name
+            self.fold_case = same.fold_case
+            self.prefix = same.prefix
+            self.host = same.host
+            self.headers = same.headers
+            self.model = same.model
+            self.match_keys = same.match_keys
+            self.sticky_header = same.sticky_header
+            self.key_limit = same.key_limit
+            self.allow_pin = same.allow_pin
+            self.total_timeout = same.total_timeout
+            self.idle_timeout = same.idle_timeout
+            self.retry = same.retry
+            self.shadow_config = same.shadow_config
+            self.aware = same.aware
+            self.fallback = same.fallback
+            self.fallback_body = same.fallback_body
+            self.targets = same.targets
         self.killed = killed
         self.excluded = dict(excluded)  # version -> "killed" | "unhealthy"
-        self.targets: dict[str, Target] = (
-            same.targets if same is not None else
-            {v.name: make_target(rc.name, v.name, v.url, v.model, v.artifact) for v in rc.versions})
         w = {n: float(weights.get(n, 0.0)) for n in self.targets}
         if sum(w.values()) <= 0:
             w[stable] = 100.0
@@ -126,7 +148,7 @@ class RoutePlan:
         # can serve (`shadow`); else `shadow_off` says why not.
         self.shadow: Target | None = None
         self.shadow_off = ""
-        sh = rc.shadow
+        sh = self.shadow_config
         if sh is not None and sh.version in self.targets:
             if sh.version == stable or w[sh.version] > 0:
                 self.shadow_off = "serving"  # promoted: a canary (or the stable) now

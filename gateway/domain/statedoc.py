@@ -245,14 +245,17 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -
     if change.kills:
         lifted = lifted_after(lifted, doc.kills, change.kills)
         lifted_writes = lifted_writes_after(lifted_writes, doc.kills, change.kills)
-    return replace(doc, generation=gen, kills=kills, writes=writes, lifted=lifted,
-                   lifted_writes=lifted_writes,
-                   overrides=_merged(doc.overrides, change.overrides), history=history,
-                   progress=_merged(doc.progress, change.progress), identities=identities,
-                   epoch=doc.epoch if change.epoch is None else change.epoch,
-                   lineage=doc.lineage if change.lineage is None else dict(change.lineage),
-                   approvals=_merged(doc.approvals, change.approvals),
-                   drills=_merged(doc.drills, change.drills),
-                   drill_results=_merged(doc.drill_results, change.drill_results),
-                   rolled_off=_merged(doc.rolled_off, change.rolled_off)
-                   if change.rolled_off else doc.rolled_off)
+    # (with_changes: dataclasses.replace's result, in fewer instructions: every write's)
+    return doc.with_changes(generation=gen, kills=kills, writes=writes, lifted=lifted,
+                            lifted_writes=lifted_writes,
+                            overrides=_merged(doc.overrides, change.overrides),
+                            history=history, progress=_merged(doc.progress, change.progress),
+                            identities=identities,
+                            epoch=doc.epoch if change.epoch is None else change.epoch,
+                            lineage=doc.lineage if change.lineage is None
+                            else dict(change.lineage),
+                            approvals=_merged(doc.approvals, change.approvals),
+                            drills=_merged(doc.drills, change.drills),
+                            drill_results=_merged(doc.drill_results, change.drill_results),
+                            rolled_off=_merged(doc.rolled_off, change.rolled_off)
+                            if change.rolled_off else doc.rolled_off)

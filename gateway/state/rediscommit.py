@@ -9,12 +9,11 @@ unsigned head key's. Then WAIT for replicas on the connection that committed. A 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.domain.audit import GENESIS, AuditDraft, seal
+from gateway.domain.audit import GENESIS, AuditDraft, event_json, seal
 from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreOutcomeUnknown, StoreUnavailable
@@ -22,9 +21,10 @@ from gateway.log import event
 from gateway.state.redisaux import RedisRecords
 from gateway.state.redislink import OWN, SMALL, Script
 from gateway.state.resp import RespConnection
-from gateway.state.store import MAX_DOC_BYTES, Loaded
+from gateway.state.signing import Keyring
+from gateway.state.store import MAX_DOC_BYTES, Loaded, encode_doc
 
-__all__ = ["RedisCommits"]
+__all__ = ["RedisCommits", "seal_commit"]
 
 OnStored = Callable[[StateDoc], None]
 
@@ -79,6 +79,19 @@ if redis.call('MGET', KEYS[1])[1] ~= ARGV[1] then return 0 end
 redis.call('PUBLISH', ARGV[2], '')
 return 1
 """)
+
+
+def seal_commit(keys: Keyring, plain_doc: dict[str, Any], base: dict[str, Any] | None,
+                head: str, seq: int, mac_key: tuple[str, bytes] | None
+                ) -> tuple[dict[str, Any] | None, bytes, bytes]:
+    """What a commit sends: the audit event `base` sealed after `head` (id, time, hash,
+    MAC), the document naming it as its head (`seq` + 1) signed, and the event's JSON.
+    (No event: the document as it is.) Every byte of it is required; each is written once,
+    by the cheapest writer that gives those values (domain/audit.event_json, encode_doc)."""
+    ev = seal(base, head, mac_key) if base is not None else None
+    body = encode_doc(plain_doc if ev is None else {
+        **plain_doc, "audit_head": ev["hash"], "audit_seq": seq + 1})
+    return ev, keys.seal(b"state", body), event_json(ev) if ev is not None else b""
 
 
 class _Own:
@@ -170,15 +183,12 @@ class RedisCommits(RedisRecords):
             pin = hashlib.sha1(last[0]).hexdigest()
         for _ in range(5):
             conn = await self._conn("write")  # (failing here, nothing was sent)
-            ev = seal(base, head, mac_key) if base is not None else None
-            body = json.dumps(plain_doc if ev is None else {
-                **plain_doc, "audit_head": ev["hash"], "audit_seq": seq + 1}).encode()
-            sealed = self.keys.seal(b"state", body)
+            ev, sealed, ev_json = seal_commit(self.keys, plain_doc, base, head, seq, mac_key)
             own = _Own(sealed, doc, ev["hash"] if ev else None, seq + 1, on_stored)
             self._own = own  # its echo on the channel needs no opening (see _on_message)
             args: list[str | bytes] = [
                 "" if expected is None else expected, sealed,
-                str(doc.generation), json.dumps(ev, ensure_ascii=False) if ev else "", expect,
+                str(doc.generation), ev_json, expect,
                 ev["hash"] if ev else "", first, self.ch_events, based, str(MAX_DOC_BYTES),
                 whole, pin]
             # READONLY replica, OOM, script errors: nothing was written, the action is refused.

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pydantic_core import PydanticSerializationError, to_json
+
 from gateway.domain.audit import AuditDraft
 from gateway.domain.branches import (
     descends,
@@ -45,6 +47,7 @@ __all__ = [
     "StatsStore",
     "Store",
     "decode_doc",
+    "encode_doc",
     "ignore_unverified",
     "legacy_doc",
     "merge_restrictive",
@@ -129,6 +132,17 @@ def legacy_doc(raw: bytes) -> StateDoc | None:
         return decode_doc(raw)
     except ValueError:
         return None
+
+
+def encode_doc(plain: dict[str, Any]) -> bytes:
+    """A document's JSON form (`StateDoc.to_json`'s dict) as the bytes a store signs and
+    keeps: pydantic-core's writer, compact and UTF-8 (every commit: a third of json.dumps's
+    instructions, callgrind); json.dumps's, as before, when that one refuses the value (a
+    lone surrogate in a reason). Either way `decode_doc` reads the same document back."""
+    try:
+        return to_json(plain)
+    except (PydanticSerializationError, ValueError, TypeError):
+        return json.dumps(plain).encode()
 
 
 def decode_doc(body: bytes) -> StateDoc:
