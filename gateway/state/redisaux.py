@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway.errors import StateError
 from gateway.state.redisbeats import MAX_ACK_BYTES, RedisBeats, signed_ms
-from gateway.state.redisidem import RedisIdempotency
+from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
 from gateway.state.store import Ack
@@ -96,9 +96,14 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
     async def _heartbeat(self, instance: str, applied: int, config: str,
                          urls: dict[str, str] | None) -> None:
         now_ms = int(self.clock() * 1000)
-        # (a clock stepped back further than a second is taken as it is: signing ahead of
-        # it would carry a step forward, an hour's NTP correction, on for that long)
-        wall_ms = self._last_wall + 1 if 0 <= self._last_wall - now_ms < 1000 else now_ms
+        # (a clock stepped back by NTP is signed after the last heartbeat while it stands
+        # behind it by no more than the skew tolerated: every other instance remembers a
+        # heartbeat signed up to that far ahead of its clock (redisbeats.py), and took the
+        # genuine ones signed earlier, for as long as the step, for replays, counted as
+        # tamper; a step further back, an hour's correction, is taken as it is: signing
+        # ahead would carry it on for the hour, and nobody remembered one that far ahead)
+        behind = self._last_wall - now_ms
+        wall_ms = self._last_wall + 1 if 0 <= behind < CLOCK_SKEW * 1000 else now_ms
         self._last_wall = wall_ms
         wall = str(wall_ms)
         config = config or "-"
