@@ -31,6 +31,9 @@ _HEARTBEAT = Script(OWN + """
 own(KEYS[1], 'hash'); own(KEYS[2], 'hash')
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- ARGV[5], ARGV[6]: how long ago (ms, by this clock) a heartbeat signed at ARGV[6] may
+-- be signed: run later (redis stalled with it in a socket), it is not written at all
+if ARGV[5] ~= '' and ms - tonumber(ARGV[6]) > tonumber(ARGV[5]) then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ms .. ' ' .. ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) end
 redis.call('PUBLISH', ARGV[3], ARGV[2])
@@ -77,6 +80,11 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
     _beat_lock: asyncio.Lock | None = None
     #: the signed time of our last heartbeat (ms): the next is signed later
     _last_wall = 0
+    #: the fleet's lease (s; state.instance_lease, set by the caller): bounds how old a
+    #: heartbeat redis runs may be (`_max_age_ms`); None: the last fleet read's, if any
+    beat_lease: float | None = None
+    #: the store's clock minus ours (s) as our last heartbeat's answer measured it
+    _beat_skew: float | None = None
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -117,8 +125,27 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
                           if self.keys.enabled else ("-", "-"))
             addr = f"{akid} {amac} {addr}"
         self._own_ack = (record.encode(), Ack(instance, applied, "" if config == "-" else config))
-        await self._script(_HEARTBEAT, [self.k_instances, self.k_instances + ":urls"],
-                           [instance, record, self.ch_acks, addr])
+        before = self.clock()
+        ms = await self._script(_HEARTBEAT, [self.k_instances, self.k_instances + ":urls"],
+                                [instance, record, self.ch_acks, addr, self._max_age_ms(),
+                                 wall])
+        after = self.clock()
+        if isinstance(ms, int) and ms > 0 and 0 <= after - before < 1.0:
+            self._beat_skew = ms / 1000.0 - (before + after) / 2
+
+    def _max_age_ms(self) -> str:
+        """How long before the store's clock a heartbeat may be signed when redis runs it
+        ("": no bound): what every other instance takes for live (redisbeats.py). One run
+        later (redis stalled past our timeout with it in a socket, then went on) was
+        written and published, and every other instance counted a genuine heartbeat as a
+        replay: a tamper alarm nobody caused. Unbounded until a fleet read has told the
+        lease, before a heartbeat has measured the store's clock, and while that is off from
+        ours by more than the skew tolerated (the others judge by their own clocks then:
+        the store's would drop every one)."""
+        lease = self.beat_lease if self.beat_lease is not None else self._lease
+        if lease is None or self._beat_skew is None or abs(self._beat_skew) > CLOCK_SKEW:
+            return ""
+        return str(int((10 * lease + CLOCK_SKEW) * 1000))
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         """Instances whose signed heartbeat the store saw within `lease` (server time)."""
