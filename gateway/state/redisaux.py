@@ -85,6 +85,8 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
     beat_lease: float | None = None
     #: the store's clock minus ours (s) as our last heartbeat's answer measured it
     _beat_skew: float | None = None
+    #: the heartbeats the last fleet read refused (field -> value as stored)
+    _refused_beats: dict[bytes, bytes] = {}  # (replaced at each read, never mutated)
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -159,6 +161,10 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
         judge_ms = self._judge_clock(int(now_ms), before, self.clock())
         out: dict[str, dict[str, Any]] = {}
         stale: list[bytes] = []
+        # a value refused is counted once, not again at every read for its 10 leases ("N
+        # values refused" for one: a crashed instance's heartbeat signed with a key retired
+        # since, or one forged entry); written again, it is another value, counted again
+        refused_before, refused_now = self._refused_beats, dict[bytes, bytes]()
         for i in range(0, len(flat), 2):
             await turn(i)
             seen_s, _, record = flat[i + 1].partition(b" ")
@@ -170,17 +176,24 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
                 # so only a forgery is, and kept it would be read at every call for good)
                 stale.append(flat[i])
                 continue
+            if refused_before.get(flat[i]) == flat[i + 1]:
+                refused_now[flat[i]] = flat[i + 1]
+                continue  # (the value refused at the last read: still refused, not recounted)
             ack = self._open_ack(record, "heartbeat", flat[i])
-            if ack is not None and self.keys.enabled \
+            if ack is None:
+                refused_now[flat[i]] = flat[i + 1]
+                continue
+            if self.keys.enabled \
                     and (why := self._replayed(ack.instance, signed_ms(record), judge_ms,
                                                int(now_ms), lease, int(seen_s),
                                                ack.generation)):
                 self.on_unverified("heartbeat", why, None)
                 stale.append(flat[i])
                 continue
-            if ack is not None and age <= lease:
+            if age <= lease:
                 out[ack.instance] = {"generation": ack.generation, "config": ack.config,
                                      "seen_s_ago": round(age, 3)}
+        self._refused_beats = refused_now
         if stale:
             await self._call("HDEL", self.k_instances, *stale)
             await self._call("HDEL", self.k_instances + ":urls", *stale)
