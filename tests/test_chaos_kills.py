@@ -226,5 +226,10 @@ async def _chaos(seed: int, tmp_path: Path, backends, redis_server: RedisServer,
             async with session.post(f"{p.url}/v2/models/{route}/infer", json={}) as r:
                 await r.read()
                 assert (r.status == 503) == (("route", route, None) in held), (route, held)
+    if not replays:  # (nobody forged or replayed a byte: no tamper alarm either)
+        for p in procs:
+            async with session.get(f"{p.admin}/v1/status", headers=AUTH) as r:
+                ver = (await r.json())["store"]["verification"]
+            assert ver["unverified_total"] == 0, (ver["last_by_cause"], "\n".join(history))
     for p in procs:
         assert p.stop() == 0, p.output()[-3000:]

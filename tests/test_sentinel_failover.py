@@ -231,6 +231,12 @@ async def _scenario(tmp_path: Path, cluster: SentinelCluster, backends, gateway_
                                  route="iris")
         assert code == 200 and data["applied"]["acked"] == 2, data
 
+        # nobody forged anything: no instance refused a store value (a false tamper alarm
+        # pages an SRE for a failover)
+        for g in gws:
+            ver = (await _status(s, g.admin))["store"]["verification"]
+            assert ver["unverified_total"] == 0, ver["last_by_cause"]
+
         # every target killed on both instances, each applied exactly once
         for g in gws:
             assert {f"route:{t}" for t in TARGETS} <= _kills(await _status(s, g.admin))

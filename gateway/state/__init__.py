@@ -54,6 +54,7 @@ def make_sync(loaded: LoadedConfig, holder: Holder, metrics: Metrics,
         store = RedisStore(cfg.url, cfg.prefix, cfg.command_timeout,
                            silence=3 * cfg.heartbeat_interval + cfg.command_timeout,
                            keys=keys, audit_keys=audit_keys, on_unverified=report)
+        store.beat_lease = cfg.instance_lease
     else:
         store = LocalStore(loaded.resolve(cfg.path), keys=keys, audit_keys=audit_keys,
                            on_unverified=report)

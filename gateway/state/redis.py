@@ -67,11 +67,12 @@ _LOAD = Script(SMALL + """
 local gen = small(KEYS[2])
 local events = 0
 if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then events = redis.call('XLEN', KEYS[3]) end
+local head = small(KEYS[4])
 if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
   local n = redis.call('STRLEN', KEYS[1])
-  if n > tonumber(ARGV[1]) then return {false, gen, n, events} end
+  if n > tonumber(ARGV[1]) then return {false, gen, n, events, head} end
 end
-return {redis.call('MGET', KEYS[1])[1], gen, 0, events}
+return {redis.call('MGET', KEYS[1])[1], gen, 0, events, head}
 """)
 
 
@@ -198,8 +199,10 @@ class RedisStore(RedisCommits, RedisTrim):
                 except Exception as exc:  # noqa: BLE001 - the caller's await still gets it
                     event(log, "state_load_hook_failed", logging.ERROR, error=repr(exc))
 
-        reply = await self._script(_LOAD, [self.k_state, self.k_gen, self.k_audit],
-                                   [str(MAX_DOC_BYTES)], on_reply=read)
+        reply = await self._script(_LOAD, [self.k_state, self.k_gen, self.k_audit,
+                                           self.k_head], [str(MAX_DOC_BYTES)], on_reply=read)
+        head = reply[4] if isinstance(reply, list) and len(reply) > 4 else None
+        self.head_key_loaded = head.decode("utf-8", "replace") if head is not None else None
         return got[0] if got else self._loaded(reply)
 
     def _loaded(self, reply: list[Any]) -> Loaded:

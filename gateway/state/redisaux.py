@@ -28,7 +28,7 @@ from typing import Any
 from gateway.errors import StateError
 from gateway.state.beatorder import MAX_INSTANCES, Place
 from gateway.state.redisbeats import MAX_ACK_BYTES, RedisBeats, signed_time
-from gateway.state.redisidem import RedisIdempotency
+from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
 from gateway.state.store import Ack
@@ -39,6 +39,9 @@ _HEARTBEAT = Script(OWN + """
 own(KEYS[1], 'hash'); own(KEYS[2], 'hash')
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- ARGV[5], ARGV[6]: how long ago (ms, by this clock) a heartbeat signed at ARGV[6] may
+-- be signed: run later (redis stalled with it in a socket), it is not written at all
+if ARGV[5] ~= '' and ms - tonumber(ARGV[6]) > tonumber(ARGV[5]) then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ms .. ' ' .. ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) end
 redis.call('PUBLISH', ARGV[3], ARGV[2])
@@ -99,6 +102,13 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
     _boot: tuple[int, str, float] | None = None
     _beats = 0
     _seeded = False  # (`_seed_places` done)
+    #: the fleet's lease (s; state.instance_lease, set by the caller): bounds how old a
+    #: heartbeat redis runs may be (`_max_age_ms`); None: the last fleet read's, if any
+    beat_lease: float | None = None
+    #: the store's clock minus ours (s) as our last heartbeat's answer measured it
+    _beat_skew: float | None = None
+    #: the heartbeats the last fleet read refused (field -> value as stored)
+    _refused_beats: dict[bytes, bytes] = {}  # (replaced at each read, never mutated)
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -118,11 +128,21 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
     async def _heartbeat(self, instance: str, applied: int, config: str,
                          urls: dict[str, str] | None) -> None:
         now_ms = int(self.clock() * 1000)
-        # (a clock stepped back further than a second is taken as it is: signing ahead of
-        # it would carry a step forward, an hour's NTP correction, on for that long)
-        wall_ms = self._last_wall + 1 if 0 <= self._last_wall - now_ms < 1000 else now_ms
+        # (a clock stepped back by NTP is signed after the last heartbeat while it stands
+        # behind it by no more than the skew tolerated: every other instance remembers a
+        # heartbeat signed up to that far ahead of its clock (redisbeats.py), and took the
+        # genuine ones signed earlier, for as long as the step, for replays, counted as
+        # tamper; a step further back, an hour's correction, is taken as it is: signing
+        # ahead would carry it on for the hour, and nobody remembered one that far ahead)
+        behind = self._last_wall - now_ms
+        wall_ms = self._last_wall + 1 if 0 <= behind < CLOCK_SKEW * 1000 else now_ms
         self._last_wall = wall_ms
-        wall = f"{wall_ms}.{(await self._next_place()).text()}"
+        place = await self._next_place()
+        wall = f"{wall_ms}.{place.text()}"
+        # (its age as the others judge it: from the younger of its signed time and its
+        # place's, which no step of our clock moves: a clock stepped back an hour did not
+        # make every heartbeat too old to write, for good)
+        signed = max(wall_ms, place.at_ms)
         config = config or "-"
         body = f"{instance}\x00{applied}\x00{wall}\x00{config}".encode()
         kid, mac = self.keys.sign(b"ack", body) if self.keys.enabled else ("-", "-")
@@ -134,8 +154,27 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
                           if self.keys.enabled else ("-", "-"))
             addr = f"{akid} {amac} {addr}"
         self._own_ack = (record.encode(), Ack(instance, applied, "" if config == "-" else config))
-        await self._script(_HEARTBEAT, [self.k_instances, self.k_instances + ":urls"],
-                           [instance, record, self.ch_acks, addr])
+        before = self.clock()
+        ms = await self._script(_HEARTBEAT, [self.k_instances, self.k_instances + ":urls"],
+                                [instance, record, self.ch_acks, addr, self._max_age_ms(),
+                                 str(signed)])
+        after = self.clock()
+        if isinstance(ms, int) and ms > 0 and 0 <= after - before < 1.0:
+            self._beat_skew = ms / 1000.0 - (before + after) / 2
+
+    def _max_age_ms(self) -> str:
+        """How long before the store's clock a heartbeat may be signed when redis runs it
+        ("": no bound): what every other instance takes for live (redisbeats.py). One run
+        later (redis stalled past our timeout with it in a socket, then went on) was
+        written and published, and every other instance counted a genuine heartbeat as a
+        replay: a tamper alarm nobody caused. Unbounded until a fleet read has told the
+        lease, before a heartbeat has measured the store's clock, and while that is off from
+        ours by more than the skew tolerated (the others judge by their own clocks then:
+        the store's would drop every one)."""
+        lease = self.beat_lease if self.beat_lease is not None else self._lease
+        if lease is None or self._beat_skew is None or abs(self._beat_skew) > CLOCK_SKEW:
+            return ""
+        return str(int((10 * lease + CLOCK_SKEW) * 1000))
 
     async def _next_place(self) -> Place:
         """The place of our next heartbeat (the store's clock is read once, at the first:
@@ -191,6 +230,10 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
         judge_ms = self._judge_clock(int(now_ms), before, self.clock())
         out: dict[str, dict[str, Any]] = {}
         stale: list[bytes] = []
+        # a value refused is counted once, not again at every read for its 10 leases ("N
+        # values refused" for one: a crashed instance's heartbeat signed with a key retired
+        # since, or one forged entry); written again, it is another value, counted again
+        refused_before, refused_now = self._refused_beats, dict[bytes, bytes]()
         for i in range(0, len(flat), 2):
             await turn(i)
             seen_s, _, record = flat[i + 1].partition(b" ")
@@ -202,17 +245,24 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
                 # so only a forgery is, and kept it would be read at every call for good)
                 stale.append(flat[i])
                 continue
+            if refused_before.get(flat[i]) == flat[i + 1]:
+                refused_now[flat[i]] = flat[i + 1]
+                continue  # (the value refused at the last read: still refused, not recounted)
             ack = self._open_ack(record, "heartbeat", flat[i])
-            if ack is not None and self.keys.enabled \
+            if ack is None:
+                refused_now[flat[i]] = flat[i + 1]
+                continue
+            if self.keys.enabled \
                     and (why := self._replayed(ack.instance, signed_time(record), judge_ms,
                                                int(now_ms), lease, int(seen_s),
                                                ack.generation)):
                 self.on_unverified("heartbeat", why, None)
                 stale.append(flat[i])
                 continue
-            if ack is not None and age <= lease:
+            if age <= lease:
                 out[ack.instance] = {"generation": ack.generation, "config": ack.config,
                                      "seen_s_ago": round(age, 3)}
+        self._refused_beats = refused_now
         if stale:
             await self._call("HDEL", self.k_instances, *stale)
             await self._call("HDEL", self.k_instances + ":urls", *stale)
