@@ -15,6 +15,7 @@ each test's loop.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import threading
@@ -77,6 +78,7 @@ class Shared:
         self.sent = 0
         self._mark = 0  # where the log stood when the current test took the group
         self._seen: dict[int, float] = {}  # a worker's pid -> when it was first seen listening
+        self._fresh: set[Group] = set()  # a group none of whose workers was replaced yet
 
     def _start(self) -> Group:
         self.starts += 1
@@ -109,6 +111,7 @@ class Shared:
             g = None
         if g is None:
             g = self.group = self._start()
+            self._fresh.add(g)
         log = g.gw.output
 
         def both_listening() -> bool:
@@ -118,7 +121,9 @@ class Shared:
         wait_until_sync(both_listening, 30, 0.02, "both workers of the shared group listening")
         now = time.monotonic()
         for p in _children(g.sup):
-            self._seen.setdefault(p, now)
+            # (a group's first workers: killed at once, each is restarted, never a crash loop)
+            self._seen.setdefault(p, -math.inf if g in self._fresh else now)
+        self._fresh.discard(g)
         settled = max(self._seen[p] for p in _children(g.sup)) + RESTART_WINDOW + 0.5
         wait_until_sync(lambda: time.monotonic() > settled, 5, 0.05,
                         "both workers past the restart window")

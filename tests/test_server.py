@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from tests.conftest import (
     wait_until_sync,
     write_config,
 )
+from tests.sharedgroup import Shared
 
 
 def _cfg(tmp: Path, port: int, extra: str = "") -> Path:
@@ -56,12 +58,26 @@ async def test_sigterm_lets_a_stream_finish_then_exits_zero(tmp_path: Path, back
     assert b"killgate.error" not in body["data"]
 
 
-async def test_two_workers_share_the_port(tmp_path: Path, backends, gateway_procs) -> None:
-    from tests.backends import echo_app
+@pytest.fixture(scope="module")
+def _group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    """One `serve --workers 2` group for the tests below that leave it serving, the last
+    of them stopping it (tests/sharedgroup.py: a group costs three interpreter starts)."""
+    rig = Shared(tmp_path_factory.mktemp("group"), watch=True)
+    try:
+        yield rig
+    finally:
+        problem = rig.close()
+    assert not problem, problem
 
-    port = await backends(echo_app("v1"))
-    gw = gateway_procs(_cfg(tmp_path, port), workers=2)
-    await _to_thread(gw.wait_ready)
+
+@pytest.fixture
+def group(_group: Shared) -> Shared:
+    _group.take()
+    return _group
+
+
+async def test_two_workers_share_the_port(group: Shared) -> None:
+    gw = group.g.gw
     pids: Counter[str] = Counter()
 
     def hit() -> None:
@@ -74,7 +90,7 @@ async def test_two_workers_share_the_port(tmp_path: Path, backends, gateway_proc
 
     await _to_thread(hit)
     assert len(pids) == 2, pids  # new connections land on both workers
-    assert gw.stop() == 0, gw.output()
+    # (its exit code, 0: at the next test's stop or the module's end)
 
 
 def _switches(pid: int) -> int:
@@ -99,12 +115,8 @@ def _children(pid: int) -> set[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 async def test_the_supervisor_sleeps_while_workers_serve_and_wakes_when_one_dies(
-        tmp_path: Path, backends, gateway_procs) -> None:
-    from tests.backends import echo_app
-
-    port = await backends(echo_app("v1"))
-    gw = gateway_procs(_cfg(tmp_path, port), workers=2)
-    await _to_thread(gw.wait_ready)
+        group: Shared) -> None:
+    gw = group.g.gw
     sup = gw.proc.pid
     await _to_thread(wait_until_sync, lambda: len(_children(sup)) == 2, 10.0)
     # each worker tells the supervisor that it serves (a wake-up each, at start), then
