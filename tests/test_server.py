@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import cli_fork
 from tests.backends import sse_app
 from tests.conftest import (
     ROOT,
@@ -218,8 +219,8 @@ def test_refuses_to_start_without_the_c_parser(tmp_path: Path) -> None:
 def test_serve_with_a_bad_config_exits_one(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("routes: []\n")
-    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(bad)],
-                         capture_output=True, text=True, timeout=30)
+    # (forked from a process that imported the CLI: tests/cli_fork.py; `serve` only refuses)
+    res = cli_fork.run(["serve", "-c", str(bad)], dict(os.environ), str(ROOT), 30)
     assert res.returncode == 1
     assert "routes: must have at least 1 item(s)" in res.stderr
 
@@ -238,9 +239,9 @@ def test_a_port_in_use_is_one_line_naming_it_not_a_traceback(tmp_path: Path, whi
         cfg = write_config(tmp_path, two_versions(free_port(), free_port()),
                            listen=mine if which == "listen" else other,
                            admin=mine if which == "admin" else other)
-        res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg),
-                              "--workers", str(workers)], capture_output=True, text=True,
-                             timeout=30)
+        # (forked from a process that imported the CLI: tests/cli_fork.py; it only refuses)
+        res = cli_fork.run(["serve", "-c", str(cfg), "--workers", str(workers)],
+                           dict(os.environ), str(ROOT), 30)
     assert res.returncode == 1, res.stdout + res.stderr
     assert res.stderr.strip().splitlines()[-1] == (
         f"killgate: cannot listen on {mine}: Address already in use"), res.stderr

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,8 +15,9 @@ import pytest
 from aiohttp import ClientSession
 
 from gateway.workergroup import RESTART_WINDOW
+from tests import cli_fork
 from tests.backends import echo_app
-from tests.conftest import free_port, two_versions, wait_until, write_config
+from tests.conftest import ROOT, free_port, two_versions, wait_until, write_config
 from tests.test_reload import atomic_write
 from tests.test_workers import _children
 
@@ -175,9 +174,9 @@ def test_config_bytes_is_refused_outside_a_worker(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, two_versions(free_port(), free_port()))
     victim = tmp_path / "notes.txt"
     victim.write_text("important notes\n")
-    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg),
-                          "--config-bytes", str(victim)], capture_output=True, text=True,
-                         timeout=60)
+    # (forked from a process that imported the CLI: tests/cli_fork.py; `serve` only refuses)
+    res = cli_fork.run(["serve", "-c", str(cfg), "--config-bytes", str(victim)],
+                       dict(os.environ), str(ROOT), 60)
     assert res.returncode == 2 and "--config-bytes" in res.stderr, res
     assert victim.read_text() == "important notes\n"
 
