@@ -66,14 +66,17 @@ class ThreadedApps:
 class Shared:
     """A module's group: `take()` before each test, `close()` after the module."""
 
-    def __init__(self, tmp: Path, server: str = "", watch: bool = False) -> None:
+    def __init__(self, tmp: Path, server: str = "", watch: bool = False,
+                 artifact: str = "") -> None:
         self.tmp = tmp
         self.server = server
         self.watch = watch
+        self.artifact = artifact  # v1's (`artifact: "sha256:..."`), as _group takes it
         self.apps = ThreadedApps()
         self.p1, self.p2 = self.apps.serve(echo_app("v1")), self.apps.serve(echo_app("v2"))
         self.group: Group | None = None
         self.starts = 0  # groups started (a test of the rig reads it)
+        self.first = ""  # the current group's config file as it started
         #: requests the tests sent through the current group (tests that count them keep it)
         self.sent = 0
         self._mark = 0  # where the log stood when the current test took the group
@@ -85,10 +88,15 @@ class Shared:
         self.sent = 0
         tmp = self.tmp / f"group-{self.starts}"
         tmp.mkdir()
-        cfg = write_config(tmp, two_versions(self.p1, self.p2, 100, 0),
+        routes = two_versions(self.p1, self.p2, 100, 0)
+        if self.artifact:
+            routes = routes.replace(f'{self.p1}", weight: 100}}',
+                                    f'{self.p1}", weight: 100, {self.artifact}}}')
+        cfg = write_config(tmp, routes,
                            extra=f"server: {{watch_config: {'true' if self.watch else 'false'}"
                                  f"{self.server}}}\n",
                            listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+        self.first = cfg.read_text()
         run = tmp / "run"
         run.mkdir()
         gw = GatewayProcess(cfg, workers=2, env={"TMPDIR": str(run), "KILLGATE_TEST_SECRET":

@@ -1,5 +1,6 @@
 """`serve --workers N`: a worker that starts apart from its siblings serves what they run
-(gateway/workerconfig.py), and a SIGHUP while a worker starts neither ends it nor is lost."""
+(gateway/workerconfig.py), and a SIGHUP while a worker starts neither ends it nor is lost.
+The two tests with the watcher off take turns on one group (tests/sharedgroup.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -109,12 +112,39 @@ def _to_v2(text: str, p1: int, p2: int) -> str:
             .replace(f'{p2}", weight: 0}}', f'{p2}", weight: 100}}'))
 
 
+@pytest.fixture(scope="module")
+def _unwatched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One `serve --workers 2` group, watch_config off, v1 with an artifact, for the tests
+    that reload it by SIGHUP (tests/sharedgroup.py); the last of them stops it."""
+    from tests.sharedgroup import Shared  # (it imports this module)
+
+    rig = Shared(tmp_path_factory.mktemp("group"), artifact='artifact: "sha256:a1"')
+    try:
+        yield rig
+    finally:
+        problem = rig.close()
+    assert not problem, problem
+
+
+@pytest.fixture
+async def unwatched(_unwatched: Any) -> Any:
+    """The shared group, serving v1 from its file as the group started (a test before put
+    v2 or a refused identity there: the file is written back and reloaded)."""
+    g = await asyncio.to_thread(_unwatched.take)
+    cfg = g.gw.config
+    if cfg.read_text() != _unwatched.first:
+        atomic_write(cfg, _unwatched.first)
+        g.gw.signal(signal.SIGHUP)
+        async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            await g.until(s, "v1", "the group back on its first file")
+    return _unwatched
+
+
 async def test_with_the_watcher_off_a_restarted_worker_serves_what_its_siblings_run(
-        tmp_path: Path, backends, gateway_procs) -> None:
+        unwatched: Any) -> None:
     """An edit nobody reloaded, or one the workers refused, reaches no restarted worker;
     one they reloaded does."""
-    g, cfg, p1, p2 = await _group(tmp_path, backends, gateway_procs, watch=False,
-                                  artifact='artifact: "sha256:a1"')
+    g, cfg, p1, p2 = unwatched.g, unwatched.g.gw.config, unwatched.p1, unwatched.p2
     text = cfg.read_text()
     async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
         atomic_write(cfg, _to_v2(text, p1, p2))  # no SIGHUP: nothing may change
@@ -135,7 +165,7 @@ async def test_with_the_watcher_off_a_restarted_worker_serves_what_its_siblings_
         await g.restart_one()
         assert await g.versions(s) == {"v2": 40}
         g.alive()
-    assert g.gw.stop() == 0, g.gw.output()
+    # (the group's exit code, 0: at the stop of the last test sharing it, or the module's end)
 
 
 async def test_with_the_watcher_on_a_restarted_worker_starts_on_the_reloaded_file(
@@ -189,11 +219,11 @@ def _sighup_blocked(pid: int) -> bool:
 
 
 async def test_sighup_while_a_worker_starts_reloads_it_and_does_not_end_it(
-        tmp_path: Path, backends, gateway_procs) -> None:
+        unwatched: Any) -> None:
     """A worker starts with SIGHUP blocked and takes it once it can reload: by default
     SIGHUP ends a process, and a restarted worker's death within 1 s stopped the group.
     The replacement is stopped (SIGSTOP) while the SIGHUP comes, so it is still starting."""
-    g, cfg, p1, p2 = await _group(tmp_path, backends, gateway_procs, watch=False)
+    g, cfg, p1, p2 = unwatched.g, unwatched.g.gw.config, unwatched.p1, unwatched.p2
     new = await g.replacement(*await g.kill_one())
     # after its exec (Popen's vfork holds the supervisor until then: stopped before it,
     # the supervisor could not forward the SIGHUP)
@@ -215,6 +245,7 @@ async def test_sighup_while_a_worker_starts_reloads_it_and_does_not_end_it(
     assert not _sighup_blocked(new)
     g.alive()
     assert new in _children(g.sup)
+    # (the group the test above shared too: its exit code)
     assert g.gw.stop() == 0, g.gw.output()
 
 
