@@ -75,7 +75,7 @@ class Shared:
         self.apps = ThreadedApps()
         self.p1, self.p2 = self.apps.serve(echo_app("v1")), self.apps.serve(echo_app("v2"))
         self.group: Group | None = None
-        self.starts = 0  # groups started (a test of the rig reads it)
+        self.starts = 0  # groups started (each in a folder of its own)
         self.first = ""  # the current group's config file as it started
         #: requests the tests sent through the current group (tests that count them keep it)
         self.sent = 0
@@ -86,6 +86,7 @@ class Shared:
     def _start(self) -> Group:
         self.starts += 1
         self.sent = 0
+        self._seen.clear()  # (pids of another group's workers: a new process may reuse one)
         tmp = self.tmp / f"group-{self.starts}"
         tmp.mkdir()
         routes = two_versions(self.p1, self.p2, 100, 0)
