@@ -162,6 +162,8 @@ async def test_sigusr1_to_the_supervisor_writes_its_stacks_and_the_group_serves_
                              timeout=aiohttp.ClientTimeout(total=5)) as r:
                 assert r.status == 200
     assert _children(g.sup) == pids
+    # (this group's watchdog is on: the stacks counted above are the signal's, not its)
+    assert "worker_unresponsive" not in watched.out(), watched.out()
 
 
 async def test_sigusr1_to_the_supervisor_never_ends_a_worker_still_starting(
@@ -185,6 +187,7 @@ async def test_sigusr1_to_the_supervisor_never_ends_a_worker_still_starting(
     # held, not lost: the replacement wrote its stacks once it could
     await wait_until(lambda: watched.out().count("Current thread") >= 3, 10, 0.05,
                      "three processes' stacks")
+    assert "worker_unresponsive" not in watched.out(), watched.out()
 
 
 @contextlib.asynccontextmanager
