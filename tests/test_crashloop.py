@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import echo_app
-from tests.conftest import free_port, two_versions, write_config
+from tests.conftest import free_port, running_gateway, two_versions, write_config
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,10 +28,11 @@ async def test_workers_that_fail_at_start_end_the_group(tmp_path: Path, backends
         "weight: 100}", 'weight: 100, artifact: "sha256:a1"}')
     cfg = write_config(tmp_path, routes, listen=f"127.0.0.1:{free_port()}",
                        admin=f"127.0.0.1:{free_port()}")
-    first = gateway_procs(cfg)  # records v1's artifact in the state's history
+    # records v1's artifact in the state's history (a gateway in this process: the same
+    # start, without an interpreter's)
+    async with running_gateway(cfg) as first:
+        assert first.gw.loaded.config.routes[0].versions[0].artifact == "sha256:a1"
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, first.wait_ready)
-    assert first.stop() == 0, first.output()
 
     cfg.write_text(cfg.read_text().replace("sha256:a1", "sha256:b2"))
     group = gateway_procs(cfg, workers=2)

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession
 
+from tests import cli_fork
 from tests.backends import echo_app, sse_app
 from tests.conftest import (
     ROOT,
@@ -345,9 +346,8 @@ async def test_diff_against_the_running_gateway(tmp_path: Path, backends) -> Non
         env = dict(os.environ, KILLGATE_ADMIN_URL=g.admin, KILLGATE_TOKEN=H["Authorization"][7:])
 
         def run(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "gateway", "diff", *args],
-                                  capture_output=True, text=True, env=env, cwd=str(ROOT),
-                                  timeout=30)
+            # (forked from a process that imported the CLI: tests/cli_fork.py)
+            return cli_fork.run(["diff", *args], env, str(ROOT), 30)
 
         res = await asyncio.to_thread(run, str(same))
         assert res.returncode == 0 and "no changes" in res.stdout

@@ -13,10 +13,12 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import cli_fork
 from tests.backends import sse_app
 from tests.conftest import (
     ROOT,
@@ -26,6 +28,7 @@ from tests.conftest import (
     wait_until_sync,
     write_config,
 )
+from tests.sharedgroup import Shared
 
 
 def _cfg(tmp: Path, port: int, extra: str = "") -> Path:
@@ -56,12 +59,26 @@ async def test_sigterm_lets_a_stream_finish_then_exits_zero(tmp_path: Path, back
     assert b"killgate.error" not in body["data"]
 
 
-async def test_two_workers_share_the_port(tmp_path: Path, backends, gateway_procs) -> None:
-    from tests.backends import echo_app
+@pytest.fixture(scope="module")
+def _group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    """One `serve --workers 2` group for the tests below that leave it serving, the last
+    of them stopping it (tests/sharedgroup.py: a group costs three interpreter starts)."""
+    rig = Shared(tmp_path_factory.mktemp("group"), watch=True)
+    try:
+        yield rig
+    finally:
+        problem = rig.close()
+    assert not problem, problem
 
-    port = await backends(echo_app("v1"))
-    gw = gateway_procs(_cfg(tmp_path, port), workers=2)
-    await _to_thread(gw.wait_ready)
+
+@pytest.fixture
+def group(_group: Shared) -> Shared:
+    _group.take()
+    return _group
+
+
+async def test_two_workers_share_the_port(group: Shared) -> None:
+    gw = group.g.gw
     pids: Counter[str] = Counter()
 
     def hit() -> None:
@@ -74,7 +91,7 @@ async def test_two_workers_share_the_port(tmp_path: Path, backends, gateway_proc
 
     await _to_thread(hit)
     assert len(pids) == 2, pids  # new connections land on both workers
-    assert gw.stop() == 0, gw.output()
+    # (its exit code, 0: at the next test's stop or the module's end)
 
 
 def _switches(pid: int) -> int:
@@ -99,12 +116,8 @@ def _children(pid: int) -> set[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 async def test_the_supervisor_sleeps_while_workers_serve_and_wakes_when_one_dies(
-        tmp_path: Path, backends, gateway_procs) -> None:
-    from tests.backends import echo_app
-
-    port = await backends(echo_app("v1"))
-    gw = gateway_procs(_cfg(tmp_path, port), workers=2)
-    await _to_thread(gw.wait_ready)
+        group: Shared) -> None:
+    gw = group.g.gw
     sup = gw.proc.pid
     await _to_thread(wait_until_sync, lambda: len(_children(sup)) == 2, 10.0)
     # each worker tells the supervisor that it serves (a wake-up each, at start), then
@@ -206,8 +219,8 @@ def test_refuses_to_start_without_the_c_parser(tmp_path: Path) -> None:
 def test_serve_with_a_bad_config_exits_one(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("routes: []\n")
-    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(bad)],
-                         capture_output=True, text=True, timeout=30)
+    # (forked from a process that imported the CLI: tests/cli_fork.py; `serve` only refuses)
+    res = cli_fork.run(["serve", "-c", str(bad)], dict(os.environ), str(ROOT), 30)
     assert res.returncode == 1
     assert "routes: must have at least 1 item(s)" in res.stderr
 
@@ -226,9 +239,9 @@ def test_a_port_in_use_is_one_line_naming_it_not_a_traceback(tmp_path: Path, whi
         cfg = write_config(tmp_path, two_versions(free_port(), free_port()),
                            listen=mine if which == "listen" else other,
                            admin=mine if which == "admin" else other)
-        res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg),
-                              "--workers", str(workers)], capture_output=True, text=True,
-                             timeout=30)
+        # (forked from a process that imported the CLI: tests/cli_fork.py; it only refuses)
+        res = cli_fork.run(["serve", "-c", str(cfg), "--workers", str(workers)],
+                           dict(os.environ), str(ROOT), 30)
     assert res.returncode == 1, res.stdout + res.stderr
     assert res.stderr.strip().splitlines()[-1] == (
         f"killgate: cannot listen on {mine}: Address already in use"), res.stderr

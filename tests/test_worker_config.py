@@ -1,24 +1,26 @@
 """`serve --workers N`: a worker that starts apart from its siblings serves what they run
-(gateway/workerconfig.py), and a SIGHUP while a worker starts neither ends it nor is lost."""
+(gateway/workerconfig.py), and a SIGHUP while a worker starts neither ends it nor is lost.
+The two tests with the watcher off take turns on one group (tests/sharedgroup.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import ClientSession
 
 from gateway.workergroup import RESTART_WINDOW
+from tests import cli_fork
 from tests.backends import echo_app
-from tests.conftest import free_port, two_versions, wait_until, write_config
+from tests.conftest import ROOT, free_port, two_versions, wait_until, write_config
 from tests.test_reload import atomic_write
 from tests.test_workers import _children
 
@@ -110,12 +112,39 @@ def _to_v2(text: str, p1: int, p2: int) -> str:
             .replace(f'{p2}", weight: 0}}', f'{p2}", weight: 100}}'))
 
 
+@pytest.fixture(scope="module")
+def _unwatched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One `serve --workers 2` group, watch_config off, v1 with an artifact, for the tests
+    that reload it by SIGHUP (tests/sharedgroup.py); the last of them stops it."""
+    from tests.sharedgroup import Shared  # (it imports this module)
+
+    rig = Shared(tmp_path_factory.mktemp("group"), artifact='artifact: "sha256:a1"')
+    try:
+        yield rig
+    finally:
+        problem = rig.close()
+    assert not problem, problem
+
+
+@pytest.fixture
+async def unwatched(_unwatched: Any) -> Any:
+    """The shared group, serving v1 from its file as the group started (a test before put
+    v2 or a refused identity there: the file is written back and reloaded)."""
+    g = await asyncio.to_thread(_unwatched.take)
+    cfg = g.gw.config
+    if cfg.read_text() != _unwatched.first:
+        atomic_write(cfg, _unwatched.first)
+        g.gw.signal(signal.SIGHUP)
+        async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            await g.until(s, "v1", "the group back on its first file")
+    return _unwatched
+
+
 async def test_with_the_watcher_off_a_restarted_worker_serves_what_its_siblings_run(
-        tmp_path: Path, backends, gateway_procs) -> None:
+        unwatched: Any) -> None:
     """An edit nobody reloaded, or one the workers refused, reaches no restarted worker;
     one they reloaded does."""
-    g, cfg, p1, p2 = await _group(tmp_path, backends, gateway_procs, watch=False,
-                                  artifact='artifact: "sha256:a1"')
+    g, cfg, p1, p2 = unwatched.g, unwatched.g.gw.config, unwatched.p1, unwatched.p2
     text = cfg.read_text()
     async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
         atomic_write(cfg, _to_v2(text, p1, p2))  # no SIGHUP: nothing may change
@@ -136,7 +165,7 @@ async def test_with_the_watcher_off_a_restarted_worker_serves_what_its_siblings_
         await g.restart_one()
         assert await g.versions(s) == {"v2": 40}
         g.alive()
-    assert g.gw.stop() == 0, g.gw.output()
+    # (the group's exit code, 0: at the stop of the last test sharing it, or the module's end)
 
 
 async def test_with_the_watcher_on_a_restarted_worker_starts_on_the_reloaded_file(
@@ -175,9 +204,9 @@ def test_config_bytes_is_refused_outside_a_worker(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, two_versions(free_port(), free_port()))
     victim = tmp_path / "notes.txt"
     victim.write_text("important notes\n")
-    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg),
-                          "--config-bytes", str(victim)], capture_output=True, text=True,
-                         timeout=60)
+    # (forked from a process that imported the CLI: tests/cli_fork.py; `serve` only refuses)
+    res = cli_fork.run(["serve", "-c", str(cfg), "--config-bytes", str(victim)],
+                       dict(os.environ), str(ROOT), 60)
     assert res.returncode == 2 and "--config-bytes" in res.stderr, res
     assert victim.read_text() == "important notes\n"
 
@@ -190,11 +219,11 @@ def _sighup_blocked(pid: int) -> bool:
 
 
 async def test_sighup_while_a_worker_starts_reloads_it_and_does_not_end_it(
-        tmp_path: Path, backends, gateway_procs) -> None:
+        unwatched: Any) -> None:
     """A worker starts with SIGHUP blocked and takes it once it can reload: by default
     SIGHUP ends a process, and a restarted worker's death within 1 s stopped the group.
     The replacement is stopped (SIGSTOP) while the SIGHUP comes, so it is still starting."""
-    g, cfg, p1, p2 = await _group(tmp_path, backends, gateway_procs, watch=False)
+    g, cfg, p1, p2 = unwatched.g, unwatched.g.gw.config, unwatched.p1, unwatched.p2
     new = await g.replacement(*await g.kill_one())
     # after its exec (Popen's vfork holds the supervisor until then: stopped before it,
     # the supervisor could not forward the SIGHUP)
@@ -216,6 +245,7 @@ async def test_sighup_while_a_worker_starts_reloads_it_and_does_not_end_it(
     assert not _sighup_blocked(new)
     g.alive()
     assert new in _children(g.sup)
+    # (the group the test above shared too: its exit code)
     assert g.gw.stop() == 0, g.gw.output()
 
 

@@ -7,12 +7,18 @@ from the group's bytes (workerconfig.py), which are the reloaded file's: it took
 `state` section, so one worker of the group ran against another store (another Redis, prefix
 or key) than its siblings, sharing their ports: a kill made through the admin port (any
 worker answers it) reached only the workers on the same store, and the others served the
-killed route, each ready."""
+killed route, each ready.
+
+Both tests start from the same rig, made once (a module fixture): the group's file moved
+the store and routed to v2, a SIGHUP reloaded it, and a worker was restarted since. The
+one that only reads (status) runs first; the one that kills stops the group."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -20,28 +26,73 @@ import pytest
 from aiohttp import ClientSession
 
 from tests.conftest import wait_until
+from tests.sharedgroup import Shared
 from tests.test_killswitch import auth
 from tests.test_reload import atomic_write
-from tests.test_worker_config import PATH, _group, _to_v2
+from tests.test_worker_config import PATH, _to_v2
 
 pytestmark = [pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc"),
               pytest.mark.timeout(90)]
 
 
-async def test_a_restarted_worker_keeps_the_groups_store_after_a_reload_changed_it(
-        tmp_path: Path, backends, gateway_procs) -> None:
-    g, cfg, p1, p2 = await _group(tmp_path, backends, gateway_procs, watch=False)
-    text = cfg.read_text()
-    assert f"path: {tmp_path}/store.json" in text
-    moved = _to_v2(text, p1, p2).replace(f"path: {tmp_path}/store.json",
-                                         f"path: {tmp_path}/other-store.json")
-    async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
-        atomic_write(cfg, moved)
-        g.gw.signal(signal.SIGHUP)
-        await g.until(s, "v2", "the SIGHUP reload")  # routes live; `state` at a restart
-        await g.restart_one()
-        assert await g.versions(s) == {"v2": 40}  # the reloaded routes, as its siblings
+@pytest.fixture(scope="module")
+def moved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    """A `serve --workers 2` group whose file moved its store (and its routes to v2), then
+    SIGHUP: the routes live, `state` at a restart; then a worker restarted (crashed)."""
+    rig = Shared(tmp_path_factory.mktemp("moved"))
+    try:
+        g = rig.take()
+        cfg = g.gw.config
+        text = cfg.read_text()
+        assert f"path: {cfg.parent}/store.json" in text
+        moved = _to_v2(text, rig.p1, rig.p2).replace(f"path: {cfg.parent}/store.json",
+                                                     f"path: {cfg.parent}/other-store.json")
 
+        async def reload_then_restart() -> None:
+            async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+                atomic_write(cfg, moved)
+                g.gw.signal(signal.SIGHUP)
+                await g.until(s, "v2", "the SIGHUP reload")  # routes live; `state` at a restart
+                await g.restart_one()
+                assert await g.versions(s) == {"v2": 40}  # the reloaded routes, as its siblings
+
+        asyncio.run(reload_then_restart())
+        yield rig
+    finally:
+        problem = rig.close()
+    assert not problem, problem
+
+
+async def test_a_restarted_worker_says_restart_required_as_its_siblings_do(
+        moved: Shared) -> None:
+    """The worker restarted after such a reload runs the group's bytes with the settings the
+    group started on, as its siblings do; yet its /v1/status said nothing was waiting for a
+    restart (its watcher compared the config it started on with itself), while they said
+    RESTART REQUIRED for state: whichever worker answered, an operator read that the new
+    store was in force, or not (hostile GitOps review)."""
+    g = moved.g
+    g.alive()
+    async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        seen: dict[str, list[str]] = {}
+
+        async def both_answered() -> bool:
+            async with s.get(g.gw.admin + "/v1/status", headers=auth("killgate:read")) as r:
+                st = await r.json()
+            seen[st["instance"]] = st["config"]["restart_required"]
+            return len(seen) >= 2 and all("state" in v for v in seen.values())
+
+        # (before the fix: the restarted worker's was [] for good)
+        with contextlib.suppress(AssertionError):
+            await wait_until(both_answered, 10, 0.02, "both workers saying so")
+        assert len(seen) == 2 and all("state" in v for v in seen.values()), seen
+        g.alive()
+
+
+async def test_a_restarted_worker_keeps_the_groups_store_after_a_reload_changed_it(
+        moved: Shared) -> None:
+    g = moved.g
+    g.alive()
+    async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
         for _ in range(4):  # (whichever worker answers: a kill is the group's)
             async with s.post(g.gw.admin + "/v1/kill?wait=2s", headers=auth(),
                               json={"scope": "route", "route": "iris",
@@ -56,37 +107,6 @@ async def test_a_restarted_worker_keeps_the_groups_store_after_a_reload_changed_
             return codes == [503] * 40
 
         await wait_until(all_killed, 10, 0.05, "every worker enforcing the kill")
-        assert not (tmp_path / "other-store.json").exists()
-        g.alive()
-    assert g.gw.stop() == 0, g.gw.output()
-
-
-async def test_a_restarted_worker_says_restart_required_as_its_siblings_do(
-        tmp_path: Path, backends, gateway_procs) -> None:
-    """The worker restarted after such a reload runs the group's bytes with the settings the
-    group started on, as its siblings do; yet its /v1/status said nothing was waiting for a
-    restart (its watcher compared the config it started on with itself), while they said
-    RESTART REQUIRED for state: whichever worker answered, an operator read that the new
-    store was in force, or not (hostile GitOps review)."""
-    g, cfg, p1, p2 = await _group(tmp_path, backends, gateway_procs, watch=False)
-    moved = _to_v2(cfg.read_text(), p1, p2).replace(f"path: {tmp_path}/store.json",
-                                                    f"path: {tmp_path}/other-store.json")
-    async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
-        atomic_write(cfg, moved)
-        g.gw.signal(signal.SIGHUP)
-        await g.until(s, "v2", "the SIGHUP reload")
-        await g.restart_one()
-        seen: dict[str, list[str]] = {}
-
-        async def both_answered() -> bool:
-            async with s.get(g.gw.admin + "/v1/status", headers=auth("killgate:read")) as r:
-                st = await r.json()
-            seen[st["instance"]] = st["config"]["restart_required"]
-            return len(seen) >= 2 and all("state" in v for v in seen.values())
-
-        # (before the fix: the restarted worker's was [] for good)
-        with contextlib.suppress(AssertionError):
-            await wait_until(both_answered, 10, 0.02, "both workers saying so")
-        assert len(seen) == 2 and all("state" in v for v in seen.values()), seen
+        assert not (g.gw.config.parent / "other-store.json").exists()
         g.alive()
     assert g.gw.stop() == 0, g.gw.output()

@@ -1,29 +1,67 @@
 """`server.worker_timeout`: a worker whose event loop stops running is ended and replaced
 (gateway/workergroup.py). A worker SIGSTOPped stands for one stuck in a bug or a blocking
-call: it holds its share of the connections SO_REUSEPORT hands out and answers none."""
+call: it holds its share of the connections SO_REUSEPORT hands out and answers none.
+
+The tests that leave their group serving take turns on one group per module fixture
+(tests/sharedgroup.py: checked before each, read from where each began); one that stops
+its group ends that group (its exit code covers the tests before it), and the next test
+is given a new one: 4 groups started where each test started its own (10)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import ClientSession
 
+from tests import cli_fork
 from tests.backends import echo_app
-from tests.conftest import free_port, serving_process, two_versions, wait_until, write_config
-from tests.test_worker_config import Group, _group, _listening
+from tests.conftest import ROOT, free_port, serving_process, two_versions, wait_until, write_config
+from tests.sharedgroup import Shared
+from tests.test_worker_config import Group, _listening
 from tests.test_workers import _children
 
 pytestmark = [pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc"),
               pytest.mark.timeout(60)]
+
+
+def _rig(tmp_path_factory: pytest.TempPathFactory, server: str) -> Iterator[Shared]:
+    rig = Shared(tmp_path_factory.mktemp("group"), server=server)
+    try:
+        yield rig
+    finally:
+        problem = rig.close()
+    assert not problem, problem
+
+
+@pytest.fixture(scope="module")
+def _watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    yield from _rig(tmp_path_factory, ", worker_timeout: 2s")
+
+
+@pytest.fixture(scope="module")
+def _unwatched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    yield from _rig(tmp_path_factory, ", worker_timeout: 0s")
+
+
+@pytest.fixture
+def watched(_watched: Shared) -> Shared:
+    """The module's group with `worker_timeout: 2s`, serving (taken by this test)."""
+    _watched.take()
+    return _watched
+
+
+@pytest.fixture
+def unwatched(_unwatched: Shared) -> Shared:
+    """The module's group with the watchdog off (`worker_timeout: 0s`)."""
+    _unwatched.take()
+    return _unwatched
 
 
 def _gone(pid: int) -> bool:
@@ -42,14 +80,12 @@ async def _both_serving(g: Group) -> list[int]:
     return pids
 
 
-async def _stuck_worker_replaced(tmp_path: Path, backends, gateway_procs,
-                                 resume: bool) -> str:
-    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
-                              server=", worker_timeout: 2s")
+async def _stuck_worker_replaced(rig: Shared, resume: bool) -> str:
+    g = rig.g
     stuck, sibling = await _both_serving(g)
     os.kill(stuck, signal.SIGSTOP)
     try:
-        await wait_until(lambda: "worker_unresponsive" in g.gw.output(), 10, 0.05,
+        await wait_until(lambda: "worker_unresponsive" in rig.out(), 10, 0.05,
                          "the supervisor noticing the silent worker")
         if resume:  # its SIGUSR1 is taken: faulthandler writes its stacks
             os.kill(stuck, signal.SIGCONT)
@@ -65,66 +101,35 @@ async def _stuck_worker_replaced(tmp_path: Path, backends, gateway_procs,
             async with s.get(g.gw.url + "/v2/models/iris/x",
                              timeout=aiohttp.ClientTimeout(total=5)) as r:
                 assert r.status == 200
-    out = g.gw.output()
+    out = rig.out()
     assert out.count("worker_unresponsive") == 1, out
-    assert g.gw.stop() == 0, out
+    g.alive()  # (and the group's exit code, 0, at the module's end: tests/sharedgroup.py)
     return out
 
 
-async def test_a_stopped_worker_is_killed_and_replaced(tmp_path: Path, backends,
-                                                       gateway_procs) -> None:
-    out = await _stuck_worker_replaced(tmp_path, backends, gateway_procs, resume=False)
+async def test_a_stopped_worker_is_killed_and_replaced(watched: Shared) -> None:
+    out = await _stuck_worker_replaced(watched, resume=False)
     assert "code=-9" in out and 'action="restart"' in out, out
 
 
-async def test_a_stuck_worker_writes_its_stacks_then_is_replaced(tmp_path: Path, backends,
-                                                                 gateway_procs) -> None:
+async def test_a_stuck_worker_writes_its_stacks_then_is_replaced(watched: Shared) -> None:
     """Its stacks, then SIGKILL: SIGABRT wrote them too, but its default action then dumped
     core, a copy of the worker's memory for each stuck worker where core dumps are on."""
-    out = await _stuck_worker_replaced(tmp_path, backends, gateway_procs, resume=True)
+    out = await _stuck_worker_replaced(watched, resume=True)
     assert "(most recent call first)" in out and "Fatal Python error" not in out, out
     assert "code=-9" in out and 'action="restart"' in out and "code=-6" not in out, out
 
 
-async def test_with_the_watchdog_off_a_stopped_worker_is_left_alone(
-        tmp_path: Path, backends, gateway_procs) -> None:
-    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
-                              server=", worker_timeout: 0s")
-    stuck, sibling = await _both_serving(g)
-    os.kill(stuck, signal.SIGSTOP)
-    try:
-        # longer than the shortest timeout (2 s) with a beat every 0.5 s: nothing happens
-        t0 = time.monotonic()
-        await wait_until(lambda: time.monotonic() - t0 > 3.5
-                         or "worker_unresponsive" in g.gw.output(), 10, 0.1, "3.5 s")
-        assert _children(g.sup) == [stuck, sibling]
-        assert "worker_unresponsive" not in g.gw.output()
-    finally:
-        os.kill(stuck, signal.SIGCONT)
-    assert g.gw.stop() == 0, g.gw.output()
-
-
-@pytest.mark.parametrize("value", ["1s", "1h1s", "-1s"])
-def test_worker_timeout_out_of_range_is_refused_by_check(tmp_path: Path, value: str) -> None:
-    cfg = write_config(tmp_path, two_versions(free_port(), free_port()),
-                       extra=f"server: {{worker_timeout: {value}}}\n")
-    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)],
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode != 0 and "worker_timeout" in res.stderr + res.stdout, res
-
-
-async def test_every_worker_stuck_at_once_is_killed_and_replaced(tmp_path: Path, backends,
-                                                                 gateway_procs) -> None:
+async def test_every_worker_stuck_at_once_is_killed_and_replaced(watched: Shared) -> None:
     """Every worker silent at once (a shared cause: their stderr pipe full, say), none
     ending on its SIGUSR1: each is SIGKILLed, and the supervisor, then waiting on no deadline
     at all, waits for their exits (it used to die: OverflowError on an infinite wait)."""
-    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
-                              server=", worker_timeout: 2s")
+    g = watched.g
     pids = await _both_serving(g)
     for p in pids:
         os.kill(p, signal.SIGSTOP)
     try:
-        await wait_until(lambda: g.gw.output().count("code=-9") == 2
+        await wait_until(lambda: watched.out().count("code=-9") == 2
                          or g.gw.proc.poll() is not None, 15, 0.05, "both workers killed")
         assert g.gw.proc.poll() is None, g.gw.output()
         await wait_until(lambda: len(set(_children(g.sup)) - set(pids)) == 2, 15, 0.05,
@@ -133,41 +138,68 @@ async def test_every_worker_stuck_at_once_is_killed_and_replaced(tmp_path: Path,
         for p in pids:
             if not _gone(p):
                 os.kill(p, signal.SIGCONT)
-    out = g.gw.output()
+    out = watched.out()
     assert "Traceback" not in out, out
-    assert g.gw.stop() == 0, out
+    assert g.gw.proc.poll() is None, out  # (its exit code, 0, at the module's end)
 
 
-async def test_a_worker_stuck_when_the_group_stops_is_ended(tmp_path: Path, backends,
-                                                            gateway_procs) -> None:
-    """SIGTERM while a worker's loop is stuck: its SIGTERM handler never runs, so it never
-    drains; the watchdog still ends it (a draining worker's loop beats), and the group
-    exits, 1 (a worker did not drain), where it used to wait for it for ever."""
-    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
-                              server=", worker_timeout: 2s")
-    stuck, _sibling = await _both_serving(g)
-    os.kill(stuck, signal.SIGSTOP)
-    try:
-        g.gw.signal(signal.SIGTERM)
-        await wait_until(lambda: g.gw.proc.poll() is not None, 15, 0.05,
-                         "the group exiting")
-    finally:
-        if not _gone(stuck):
-            os.kill(stuck, signal.SIGCONT)
-    out = g.gw.output()
-    assert "worker_unresponsive" in out and "it did not drain" in out, out
-    assert g.gw.stop() == 1, out
+async def test_sigusr1_to_the_supervisor_writes_its_stacks_and_the_group_serves_on(
+        watched: Shared) -> None:
+    """README: any `serve` process writes its stacks on `kill -USR1 PID` and serves on. The
+    PID an operator has is the supervisor's (a container's, systemd's MainPID): it had no
+    handler, so SIGUSR1's default action ended it, and its workers with it."""
+    g = watched.g
+    pids = await _both_serving(g)
+    g.gw.signal(signal.SIGUSR1)
+    # the supervisor's stacks, then each worker's (passed on: what a stuck request is in);
+    # one "Current thread" per process
+    await wait_until(lambda: watched.out().count("Current thread") >= 3
+                     or g.gw.proc.poll() is not None, 10, 0.05, "three processes' stacks")
+    assert g.gw.proc.poll() is None, g.gw.output()
+    async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        for _ in range(10):
+            async with s.get(g.gw.url + "/v2/models/iris/x",
+                             timeout=aiohttp.ClientTimeout(total=5)) as r:
+                assert r.status == 200
+    assert _children(g.sup) == pids
+    # (this group's watchdog is on: the stacks counted above are the signal's, not its)
+    assert "worker_unresponsive" not in watched.out(), watched.out()
+
+
+async def test_sigusr1_to_the_supervisor_never_ends_a_worker_still_starting(
+        watched: Shared) -> None:
+    """Review of 5cab16b: the supervisor passed SIGUSR1 on to every worker, one still
+    starting too, before its handler was in place, so SIGUSR1's default action ended it
+    (-10): a restarted worker's death before it serves is a crash loop, which with no
+    sibling serving stops the group. An operator dumping stacks while workers are being
+    replaced (when one looked stuck) could take the gateway down. A worker now holds the
+    signal until it can write its stacks."""
+    g = watched.g
+    await _both_serving(g)
+    victim, others = await g.kill_one()
+    new = await g.replacement(victim, others)
+    g.gw.signal(signal.SIGUSR1)  # (while the replacement imports and reads its config)
+    await wait_until(lambda: _listening(g.gw.output(), new) or _gone(new), 15, 0.02,
+                     "the replacement listening")
+    assert _listening(g.gw.output(), new), g.gw.output()
+    assert new in _children(g.sup)
+    g.alive()
+    # held, not lost: the replacement wrote its stacks once it could
+    await wait_until(lambda: watched.out().count("Current thread") >= 3, 10, 0.05,
+                     "three processes' stacks")
+    assert "worker_unresponsive" not in watched.out(), watched.out()
 
 
 @contextlib.asynccontextmanager
-async def _drained_then_paused(g: Group, sig: int) -> AsyncIterator[bool]:
+async def _drained_then_paused(rig: Shared, sig: int) -> AsyncIterator[bool]:
     """`sig` to the group; once both workers logged `stopped`, one of them SIGSTOPped past
     its last line (an exit that takes its time, or hangs) until the block ends; whether it
     was (not already gone)."""
+    g = rig.g
     slow, _sibling = await _both_serving(g)
     g.gw.signal(sig)
-    await wait_until(lambda: g.gw.output().count('phase="stopped"') == 2
-                     or g.gw.output().count("phase=stopped") == 2, 15, 0.001,
+    await wait_until(lambda: rig.out().count('phase="stopped"') == 2
+                     or rig.out().count("phase=stopped") == 2, 15, 0.001,
                      "both workers drained")
     stopped = not _gone(slow)
     if stopped:
@@ -179,37 +211,55 @@ async def _drained_then_paused(g: Group, sig: int) -> AsyncIterator[bool]:
             os.kill(slow, signal.SIGCONT)
 
 
-async def test_a_worker_drained_and_slow_to_exit_is_left_to_exit(tmp_path: Path, backends,
-                                                                 gateway_procs) -> None:
+async def test_a_worker_drained_and_slow_to_exit_is_left_to_exit(watched: Shared) -> None:
     """Once its loop is done (drained, `phase stopped`), a worker beats no more; what is
     left, the interpreter's exit (threads joined, atexit), may take longer than
     worker_timeout, and is not a stuck worker: no SIGUSR1, and the group exits 0. (A
     worker SIGSTOPped past its last log line stands for such an exit.)"""
-    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
-                              server=", worker_timeout: 2s")
-    async with _drained_then_paused(g, signal.SIGTERM):
+    g = watched.g
+    async with _drained_then_paused(watched, signal.SIGTERM):
         t0 = time.monotonic()
         await wait_until(lambda: time.monotonic() - t0 > 3.5 or g.gw.proc.poll() is not None,
                          10, 0.05, "3.5 s")
-    out = g.gw.output()
+    out = watched.out()
     assert "worker_unresponsive" not in out, out
-    assert g.gw.stop() == 0, out
+    # (the group the tests above shared: after their stuck, killed and replaced workers)
+    assert g.gw.stop() == 0, g.gw.output()
 
 
-async def test_a_second_ctrl_c_ends_a_drained_worker_slow_to_exit(tmp_path: Path, backends,
-                                                                  gateway_procs) -> None:
-    """A second Ctrl-C stops the group at once. A drained worker ignores every signal until
-    its exit (serving.py), STOP_NOW included: one whose exit hung (SIGSTOPped past its last
-    line here: a call in a thread that never returns, say) kept the group, and the
-    operator's Ctrl-Cs, waiting for ever. It is sent SIGKILL ABORT_GRACE later."""
-    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
-                              server=", worker_timeout: 0s")
-    async with _drained_then_paused(g, signal.SIGINT) as stopped:
-        g.gw.signal(signal.SIGINT)  # the second Ctrl-C
-        await wait_until(lambda: g.gw.proc.poll() is not None, 5, 0.05, "the group exiting")
-    out = g.gw.output()
-    assert not stopped or "worker_killed" in out, out
-    assert g.gw.stop() == 130, out
+async def test_a_worker_stuck_when_the_group_stops_is_ended(watched: Shared) -> None:
+    """SIGTERM while a worker's loop is stuck: its SIGTERM handler never runs, so it never
+    drains; the watchdog still ends it (a draining worker's loop beats), and the group
+    exits, 1 (a worker did not drain), where it used to wait for it for ever."""
+    g = watched.g
+    stuck, _sibling = await _both_serving(g)
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        g.gw.signal(signal.SIGTERM)
+        await wait_until(lambda: g.gw.proc.poll() is not None, 15, 0.05,
+                         "the group exiting")
+    finally:
+        if not _gone(stuck):
+            os.kill(stuck, signal.SIGCONT)
+    out = watched.out()
+    assert "worker_unresponsive" in out and "it did not drain" in out, out
+    assert g.gw.stop() == 1, out
+
+
+async def test_with_the_watchdog_off_a_stopped_worker_is_left_alone(unwatched: Shared) -> None:
+    g = unwatched.g
+    stuck, sibling = await _both_serving(g)
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        # longer than the shortest timeout (2 s) with a beat every 0.5 s: nothing happens
+        t0 = time.monotonic()
+        await wait_until(lambda: time.monotonic() - t0 > 3.5
+                         or "worker_unresponsive" in unwatched.out(), 10, 0.1, "3.5 s")
+        assert _children(g.sup) == [stuck, sibling]
+        assert "worker_unresponsive" not in unwatched.out()
+    finally:
+        os.kill(stuck, signal.SIGCONT)
+    assert g.gw.proc.poll() is None  # (its exit code, 0, at the module's end)
 
 
 def _wakeups(pid: int) -> int:
@@ -220,16 +270,30 @@ def _wakeups(pid: int) -> int:
 
 
 async def test_with_the_watchdog_off_the_supervisor_is_not_woken_by_beats(
-        tmp_path: Path, backends, gateway_procs) -> None:
+        unwatched: Shared) -> None:
     """worker_timeout: 0: nobody reads the beats, so none is sent: every worker's beat woke
     the supervisor (twice a second per worker) for nothing."""
-    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False,
-                              server=", worker_timeout: 0s")
+    g = unwatched.g
     await _both_serving(g)
     before, t0 = _wakeups(g.sup), time.monotonic()
     await wait_until(lambda: time.monotonic() - t0 > 3, 10, 0.1, "3 s")
     assert _wakeups(g.sup) - before < 4  # (beating: 2 workers x 2 a second x 3 s = 12)
+    # (the group the test above shared: its worker stopped a while, then continued)
     assert g.gw.stop() == 0, g.gw.output()
+
+
+async def test_a_second_ctrl_c_ends_a_drained_worker_slow_to_exit(unwatched: Shared) -> None:
+    """A second Ctrl-C stops the group at once. A drained worker ignores every signal until
+    its exit (serving.py), STOP_NOW included: one whose exit hung (SIGSTOPped past its last
+    line here: a call in a thread that never returns, say) kept the group, and the
+    operator's Ctrl-Cs, waiting for ever. It is sent SIGKILL ABORT_GRACE later."""
+    g = unwatched.g
+    async with _drained_then_paused(unwatched, signal.SIGINT) as stopped:
+        g.gw.signal(signal.SIGINT)  # the second Ctrl-C
+        await wait_until(lambda: g.gw.proc.poll() is not None, 5, 0.05, "the group exiting")
+    out = unwatched.out()
+    assert not stopped or "worker_killed" in out, out
+    assert g.gw.stop() == 130, out
 
 
 async def test_sigusr1_writes_a_single_process_stacks_and_it_serves_on(
@@ -249,47 +313,10 @@ async def test_sigusr1_writes_a_single_process_stacks_and_it_serves_on(
     assert gw.stop() == 0, gw.output()
 
 
-async def test_sigusr1_to_the_supervisor_writes_its_stacks_and_the_group_serves_on(
-        tmp_path: Path, backends, gateway_procs) -> None:
-    """README: any `serve` process writes its stacks on `kill -USR1 PID` and serves on. The
-    PID an operator has is the supervisor's (a container's, systemd's MainPID): it had no
-    handler, so SIGUSR1's default action ended it, and its workers with it."""
-    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False)
-    pids = await _both_serving(g)
-    g.gw.signal(signal.SIGUSR1)
-    # the supervisor's stacks, then each worker's (passed on: what a stuck request is in);
-    # one "Current thread" per process
-    await wait_until(lambda: g.gw.output().count("Current thread") >= 3
-                     or g.gw.proc.poll() is not None, 10, 0.05, "three processes' stacks")
-    assert g.gw.proc.poll() is None, g.gw.output()
-    async with ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
-        for _ in range(10):
-            async with s.get(g.gw.url + "/v2/models/iris/x",
-                             timeout=aiohttp.ClientTimeout(total=5)) as r:
-                assert r.status == 200
-    assert _children(g.sup) == pids
-    assert g.gw.stop() == 0, g.gw.output()
-
-
-async def test_sigusr1_to_the_supervisor_never_ends_a_worker_still_starting(
-        tmp_path: Path, backends, gateway_procs) -> None:
-    """Review of 5cab16b: the supervisor passed SIGUSR1 on to every worker, one still
-    starting too, before its handler was in place, so SIGUSR1's default action ended it
-    (-10): a restarted worker's death before it serves is a crash loop, which with no
-    sibling serving stops the group. An operator dumping stacks while workers are being
-    replaced (when one looked stuck) could take the gateway down. A worker now holds the
-    signal until it can write its stacks."""
-    g, _, _, _ = await _group(tmp_path, backends, gateway_procs, watch=False)
-    await _both_serving(g)
-    victim, others = await g.kill_one()
-    new = await g.replacement(victim, others)
-    g.gw.signal(signal.SIGUSR1)  # (while the replacement imports and reads its config)
-    await wait_until(lambda: _listening(g.gw.output(), new) or _gone(new), 15, 0.02,
-                     "the replacement listening")
-    assert _listening(g.gw.output(), new), g.gw.output()
-    assert new in _children(g.sup)
-    g.alive()
-    # held, not lost: the replacement wrote its stacks once it could
-    await wait_until(lambda: g.gw.output().count("Current thread") >= 3, 10, 0.05,
-                     "three processes' stacks")
-    assert g.gw.stop() == 0, g.gw.output()
+@pytest.mark.parametrize("value", ["1s", "1h1s", "-1s"])
+def test_worker_timeout_out_of_range_is_refused_by_check(tmp_path: Path, value: str) -> None:
+    cfg = write_config(tmp_path, two_versions(free_port(), free_port()),
+                       extra=f"server: {{worker_timeout: {value}}}\n")
+    # (forked from a process that imported the CLI: tests/cli_fork.py)
+    res = cli_fork.run(["check", str(cfg)], dict(os.environ), str(ROOT), 60)
+    assert res.returncode != 0 and "worker_timeout" in res.stderr + res.stdout, res

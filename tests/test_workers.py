@@ -157,30 +157,47 @@ def tmpdir_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield {"TMPDIR": str(d)}
 
 
-async def _group(tmp_path: Path, port: int, gateway_procs: Any,
-                 env: dict[str, str]) -> tuple[Any, Path]:
-    """`killgate serve --workers 2` in front of `port`, ready, both workers' metric
-    snapshots written; with the folder its run directory is in."""
-    cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
-                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
-    gw = gateway_procs(cfg, workers=2, env=env)
-    await asyncio.to_thread(gw.wait_ready)
-    run = Path(env["TMPDIR"])
-    await asyncio.to_thread(wait_until_sync, lambda: len(list(run.glob("*/slot-*.json"))) == 2,
-                            10.0, 0.05, "both workers' snapshots")
-    return gw, run
+@pytest.fixture(scope="module")
+def _shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One `serve --workers 2` group (tests/sharedgroup.py) for the tests below that count
+    what it served: each starts from the count the ones before it left (`sent`)."""
+    from tests.sharedgroup import Shared  # (it imports this module's neighbours)
+
+    rig = Shared(tmp_path_factory.mktemp("group"), watch=True)
+    try:
+        yield rig
+    finally:
+        problem = rig.close()
+    assert not problem, problem
 
 
-async def test_every_scrape_of_two_workers_counts_every_request(
-        tmp_path: Path, backends, gateway_procs, tmpdir_env) -> None:
-    port = await backends(echo_app("v1"))
-    gw, run = await _group(tmp_path, port, gateway_procs, tmpdir_env)
+@pytest.fixture
+def group(_shared: Any) -> Any:
+    """The shared group, serving, both workers' snapshots written, every scrape showing the
+    requests sent through it so far (a new group when a test left another count)."""
+    g = _shared.take()
+
+    def settled() -> bool:
+        return (len(list(g.tmp.glob("*/slot-*.json"))) == 2
+                and _totals(g.gw.admin)[:2] == (_shared.sent, _shared.sent))
+
+    try:
+        wait_until_sync(settled, 5.0, 0.05, "the shared group's counts settled")
+    except AssertionError:
+        g = _shared.renew()
+        wait_until_sync(settled, 10.0, 0.05, "a new group's snapshots")
+    return _shared
+
+
+async def test_every_scrape_of_two_workers_counts_every_request(group: Any) -> None:
+    gw, run, base = group.g.gw, group.g.tmp, group.sent
     (name,) = await asyncio.to_thread(os.listdir, run)
     run_dir = run / name
     assert run_dir.stat().st_mode & 0o777 == 0o700
 
     n = 60
     history: list[float] = []
+    group.sent += n + 20
 
     def traffic() -> None:
         for _ in range(n):
@@ -191,7 +208,8 @@ async def test_every_scrape_of_two_workers_counts_every_request(
     assert history == sorted(history), history  # never backwards while traffic flows
     # both workers served some (each slot's own file says so)
     per_slot = [_slot_requests(p) for p in sorted(run_dir.glob("slot-*.json"))]
-    assert all(c > 0 for c in per_slot) and sum(per_slot) <= n, per_slot
+    assert all(c > 0 for c in per_slot) and sum(per_slot) <= base + n, per_slot
+    n += base
 
     def settled() -> bool:  # a sibling's snapshot is at most INTERVAL (1 s) old
         return _totals(gw.admin)[:2] == (n, n)
@@ -220,8 +238,8 @@ async def test_every_scrape_of_two_workers_counts_every_request(
     assert counts == sorted(counts) and counts[0] >= n, counts  # monotonic, none lost
     await asyncio.to_thread(wait_until_sync, lambda: _totals(gw.admin)[:2] == (n + 20, n + 20),
                             5.0, 0.05, "the requests since, on a scrape")
-    assert gw.stop() == 0, gw.output()
-    assert not await asyncio.to_thread(os.listdir, run)  # the supervisor removed its run dir
+    # (the group's exit code, 0, and its run directory removed: at the stop of the last
+    # test that shares it, or at the module's end)
 
 
 def _slot_requests(path: Path) -> float:
@@ -244,15 +262,14 @@ async def test_one_worker_writes_no_files(tmp_path: Path, backends, gateway_proc
 
 
 async def test_a_replacement_started_on_edited_buckets_keeps_counters_monotonic(
-        tmp_path: Path, backends, gateway_procs, tmpdir_env) -> None:
+        group: Any) -> None:
     """An operator edits telemetry.buckets and reloads (the running workers keep theirs
     until a restart; the group's config bytes take the edit), then a worker dies: its
     replacement keeps the group's buckets, so every scrape still sums every worker and
     killgate_requests_total never goes backwards, whichever worker answers."""
-    port = await backends(echo_app("v1"))
-    gw, run = await _group(tmp_path, port, gateway_procs, tmpdir_env)
+    gw, run, n = group.g.gw, group.g.tmp, group.sent + 30
     (run_dir,) = await asyncio.to_thread(lambda: list(run.iterdir()))
-    n = 30
+    group.sent += 30 + 20
 
     def traffic(count: int) -> list[float]:
         seen = []
@@ -261,7 +278,7 @@ async def test_a_replacement_started_on_edited_buckets_keeps_counters_monotonic(
             seen.append(_totals(gw.admin)[0])
         return seen
 
-    await asyncio.to_thread(traffic, n)
+    await asyncio.to_thread(traffic, 30)
     await asyncio.to_thread(wait_until_sync, lambda: _totals(gw.admin)[:2] == (n, n),
                             5.0, 0.05, f"{n} requests on a scrape")
     gw.config.write_text(gw.config.read_text().replace(
@@ -273,7 +290,7 @@ async def test_a_replacement_started_on_edited_buckets_keeps_counters_monotonic(
     os.kill(victim, signal.SIGKILL)
     await asyncio.to_thread(wait_until_sync, lambda: victim not in _children(gw.proc.pid)
                             and len(_children(gw.proc.pid)) == 2, 10.0, 0.05, "a replacement")
-    await asyncio.to_thread(wait_until_sync, lambda: gw.output().count('phase="listening"') == 3,
+    await asyncio.to_thread(wait_until_sync, lambda: group.out().count('phase="listening"') == 1,
                             20.0, 0.05, "the replacement listening")
     seen = await asyncio.to_thread(traffic, 20)
     assert seen == sorted(seen) and seen[0] >= n, seen  # monotonic, none lost
@@ -281,7 +298,6 @@ async def test_a_replacement_started_on_edited_buckets_keeps_counters_monotonic(
                             5.0, 0.05, "the requests since, on a scrape")
     scrapes = [await asyncio.to_thread(_totals, gw.admin) for _ in range(20)]
     assert all(s == (n + 20, n + 20, 2) for s in scrapes), scrapes  # whichever worker answered
-    assert gw.stop() == 0, gw.output()
 
 
 async def test_the_first_worker_of_a_fresh_group_publishes_every_interval(
@@ -355,15 +371,14 @@ async def test_the_groups_inflight_gauge_counts_every_workers_requests(
 
 
 async def test_a_worker_that_cannot_write_its_snapshot_never_makes_a_counter_step_back(
-        tmp_path: Path, backends, gateway_procs, tmpdir_env) -> None:
+        group: Any) -> None:
     """A worker whose snapshot write fails ($TMPDIR full) answered scrapes with its fresh
     counts while its siblings answered with its file's older ones: killgate_requests_total
     went up and down with whichever worker answered, each step down a counter reset to
     Prometheus (rate() and increase() then add the whole count)."""
-    port = await backends(echo_app("v1"))
-    gw, run = await _group(tmp_path, port, gateway_procs, tmpdir_env)
+    gw, run, n = group.g.gw, group.g.tmp, 40
     blocker = await asyncio.to_thread(_block_writes_of_slot_0, run)
-    n = 40
+    group.sent += n
 
     def traffic() -> list[float]:
         seen = []
@@ -379,9 +394,11 @@ async def test_a_worker_that_cannot_write_its_snapshot_never_makes_a_counter_ste
         (blocker / "x").unlink()
         blocker.rmdir()
     # once it can write again, every request shows
-    await asyncio.to_thread(wait_until_sync, lambda: _totals(gw.admin)[0] == n, 5.0, 0.05,
-                            f"{n} requests on a scrape")
+    await asyncio.to_thread(wait_until_sync, lambda: _totals(gw.admin)[0] == group.sent, 5.0,
+                            0.05, f"{group.sent} requests on a scrape")
+    # (the group the tests above shared: its exit code, its run directory removed)
     assert gw.stop() == 0, gw.output()
+    assert not await asyncio.to_thread(os.listdir, run)  # the supervisor removed its run dir
 
 
 def _block_writes_of_slot_0(run: Path) -> Path:
