@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.domain.audit import GENESIS, AuditDraft, event_json, seal
+from gateway.domain.audit import GENESIS, AuditDraft, seal_json
 from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreOutcomeUnknown, StoreUnavailable
@@ -87,11 +87,12 @@ def seal_commit(keys: Keyring, plain_doc: dict[str, Any], base: dict[str, Any] |
     """What a commit sends: the audit event `base` sealed after `head` (id, time, hash,
     MAC), the document naming it as its head (`seq` + 1) signed, and the event's JSON.
     (No event: the document as it is.) Every byte of it is required; each is written once,
-    by the cheapest writer that gives those values (domain/audit.event_json, encode_doc)."""
-    ev = seal(base, head, mac_key) if base is not None else None
+    by the cheapest writer that gives those values (domain/audit.seal_json: the event's
+    with its hash's own bytes; encode_doc)."""
+    ev, ev_json = seal_json(base, head, mac_key) if base is not None else (None, b"")
     body = encode_doc(plain_doc if ev is None else {
         **plain_doc, "audit_head": ev["hash"], "audit_seq": seq + 1})
-    return ev, keys.seal(b"state", body), event_json(ev) if ev is not None else b""
+    return ev, keys.seal(b"state", body), ev_json
 
 
 class _Own:
