@@ -21,6 +21,7 @@ import asyncio
 import faulthandler
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -34,7 +35,7 @@ from gateway.log import event
 from gateway.sockets import ListenError, reserved
 from gateway.workerconfig import load_at_start, load_shared, save, start_copy
 from gateway.workergroup import WorkerGroup
-from gateway.workerlink import STACKS_SIGNAL, STOP_AND_RELOAD
+from gateway.workerlink import GROUP_ENV, STACKS_SIGNAL, STOP_AND_RELOAD
 
 __all__ = ["c_parser_in_use", "run_supervisor", "run_worker"]
 
@@ -148,6 +149,7 @@ def run_supervisor(config_path: str, workers: int) -> int:
         if (loaded.raw is not None and save(snapshot, loaded.raw)
                 and save(start_copy(snapshot), loaded.raw)):
             shared += ["--config-bytes", snapshot]
+    os.environ[GROUP_ENV] = secrets.token_hex(3)  # (each worker's fleet name carries it)
     group = WorkerGroup(lambda i: [
         sys.executable, "-m", "gateway", "serve", "-c", config_path,
         "--worker-index", str(i), "--reuse-port", *shared,

@@ -24,7 +24,7 @@ from gateway.configfile import LoadedConfig
 from gateway.log import event
 from gateway.stopsignals import HURRIED_EXIT, STOP_NOW, StopSignals
 from gateway.workerconfig import file_instead, save
-from gateway.workerlink import BEAT, BEAT_ENV, READY_FD_ENV, STOP_AND_RELOAD
+from gateway.workerlink import BEAT, BEAT_ENV, GROUP_ENV, READY_FD_ENV, STOP_AND_RELOAD
 
 __all__ = ["instance_id", "serve_until_stopped"]
 
@@ -35,8 +35,13 @@ def instance_id(worker: int | None) -> str:
     """This process's name in the fleet (heartbeats, receipts, acks): its host, pid and a
     random tag, drawn once at start. Host and pid alone are not unique: containers on the
     host's network share its host name, and each runs killgate as pid 1; two such
-    instances merged their acks, and a receipt counted one for both."""
-    me = f"{socket.gethostname().split('.')[0]}-{os.getpid()}-{secrets.token_hex(3)}"
+    instances merged their acks, and a receipt counted one for both. A worker's tag is its
+    group's (GROUP_ENV, drawn by the supervisor; its pid tells it from its siblings): the
+    fleet's other instances are told from its sibling workers by it (keyconfirm.py)."""
+    group = os.environ.get(GROUP_ENV, "") if worker is not None else ""
+    tag = group if len(group) == 6 and all(c in "0123456789abcdef" for c in group) \
+        else secrets.token_hex(3)
+    me = f"{socket.gethostname().split('.')[0]}-{os.getpid()}-{tag}"
     return me if worker is None else f"{me}-w{worker}"
 
 

@@ -19,11 +19,14 @@ import signal
 import sys
 from collections.abc import Callable
 
-__all__ = ["BEAT", "BEAT_ENV", "READY_FD_ENV", "STACKS_SIGNAL", "STOP_AND_RELOAD", "ends_with",
+__all__ = ["BEAT", "BEAT_ENV", "GROUP_ENV", "READY_FD_ENV", "STACKS_SIGNAL", "STOP_AND_RELOAD", "ends_with",
            "load_prctl"]
 
 READY_FD_ENV = "KILLGATE_READY_FD"  # a worker writes a byte there once it serves
 BEAT_ENV = "KILLGATE_BEAT"  # "0": the watchdog is off, the worker sends no beat
+#: the group's tag (6 hex digits, drawn by its supervisor): in each worker's fleet name, so
+#: an instance tells its sibling workers from the fleet's other instances (keyconfirm.py)
+GROUP_ENV = "KILLGATE_GROUP"
 BEAT = 0.5  # seconds: how often a serving worker writes to it again
 STACKS_SIGNAL = signal.SIGUSR1  # a worker's stacks to its stderr (server.py registers it)
 PR_SET_PDEATHSIG = 1

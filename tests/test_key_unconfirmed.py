@@ -66,3 +66,56 @@ async def test_an_instance_whose_key_no_other_heartbeat_confirms_says_so(
                                          for f in (f1, f2)), 5, what="X's acks refused")
             for f in (f1, f2):
                 assert f.gw.sync.status()["key_unconfirmed"] is None
+
+
+async def test_a_wrong_key_workers_group_is_not_confirmed_by_its_own_workers(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """X as a `serve --workers 2` group (its workers' fleet names share the group's tag,
+    serving.instance_id): each worker verifies its sibling's heartbeats (one key, whatever
+    it is), which confirmed X's key to itself: a wrong-key pod with --workers said nothing.
+    Found by review (revmerge33): key_unconfirmed is None for both workers without the fix."""
+    monkeypatch.setenv("KG_X_KEY", "x" * 64)
+    p = await backends(echo_app("v1"))
+
+    def cfg(name: str, env: str = "KILLGATE_TEST_STATE_KEY") -> Path:
+        (tmp_path / name).mkdir()
+        state = redis_state(redis_server, tmp_path, name)
+        return write_config(tmp_path / name, two_versions(p, p, 100, 0),
+                            state=state.replace("KILLGATE_TEST_STATE_KEY", env))
+
+    cf1, cf2, cx = cfg("f1"), cfg("f2"), cfg("x", "KG_X_KEY")
+    async with running_gateway(cf1, "gw-f1") as f1:
+        await kill(session, f1.admin, scope="route", route="iris")
+        snap = tmp_path / "snapshot-f1.json"
+        await wait_until(lambda: snap.exists() and b"route:iris" in snap.read_bytes(), 5,
+                         what="the fleet's snapshot")
+    redis_server.cmd("FLUSHALL")
+    w0, w1 = "xhost-4101-a1b2c3-w0", "xhost-4102-a1b2c3-w1"
+    async with running_gateway(cx, w0) as x0, running_gateway(cx, w1) as x1:
+        await wait_until(lambda: x0.gw.sync.peers.heard.get(w1)
+                         and x1.gw.sync.peers.heard.get(w0), 5, what="X's workers heard")
+        async with running_gateway(cf1, "gw-f1"), running_gateway(cf2, "gw-f2"):
+            for x in (x0, x1):
+                why = await wait_until(lambda x=x: x.gw.sync.status()["key_unconfirmed"], 5,
+                                       what="each X worker's key said unconfirmed")
+                assert "signing_key_env" in why, why
+
+
+def test_workers_of_one_group_carry_its_tag_and_are_told_from_other_instances(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.serving import instance_id
+    from gateway.state.keyconfirm import sibling_workers
+    from gateway.workerlink import GROUP_ENV
+
+    monkeypatch.setenv(GROUP_ENV, "a1b2c3")
+    w = instance_id(1)
+    assert w.endswith("-a1b2c3-w1"), w
+    assert "a1b2c3" not in instance_id(None)  # (one alone: a tag of its own)
+    assert sibling_workers(w, "otherhost-1-a1b2c3-w0") is False  # (another host)
+    host = w.rsplit("-", 3)[0]
+    assert sibling_workers(w, f"{host}-77-a1b2c3-w0")
+    assert not sibling_workers(w, f"{host}-77-ffffff-w0")  # (another group on the host)
+    assert not sibling_workers(f"{host}-1-a1b2c3", f"{host}-2-a1b2c3")  # (no workers)
+    monkeypatch.setenv(GROUP_ENV, "not hex")
+    assert "not hex" not in instance_id(1)

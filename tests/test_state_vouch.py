@@ -24,6 +24,7 @@ import pytest
 from aiohttp import ClientSession
 
 from gateway.domain.statedoc import KillFlag, StateDoc
+from gateway.state.keyconfirm import sibling_workers
 from tests.backends import echo_app
 from tests.conftest import RedisServer, two_versions, wait_until
 from tests.test_cli import acli
@@ -68,6 +69,15 @@ async def test_an_operator_vouches_for_a_lone_group_that_seeded_the_store(
                      10, what="the group seeding the empty store")
     await wait_until(lambda: (snapshot_body(snap) or {}).get("unverified_origin"), 10,
                      what="its snapshot, marked")
+    # (the workers' fleet names carry their group's tag: each knows the other for a
+    # sibling, whose heartbeat confirms nothing of its key: test_key_unconfirmed.py)
+    def heartbeats() -> list[str]:  # (an array's raw reply: its bulk strings' lines)
+        raw = redis_server.cmd("HKEYS", "kgtest:instances")
+        return [ln for ln in raw.split("\r\n") if ln and ln[0] not in "*$"]
+
+    names = await wait_until(lambda: len(n := heartbeats()) == 2 and n, 10,
+                             what="both workers' heartbeats")
+    assert sibling_workers(*names), names
 
     def stored() -> tuple[str, str]:
         return redis_server.cmd("GET", "kgtest:state"), redis_server.cmd("GET", "kgtest:gen")
