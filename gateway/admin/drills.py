@@ -235,6 +235,8 @@ class DrillApi:
         out = await self._write(request, principal, change, describe,
                                 {"drill": drill, "undone": notes}, (rid, peer))
         out.update(self._state_of(drill))
+        if self.proof_keys:  # (`killgate drill restore` asks the instances, as a drill's end)
+            out["readyz_keys"] = drill_keys(self.proof_keys, drill)
         return web.json_response(out)
 
     def _state_of(self, drill: str) -> dict[str, Any]:
