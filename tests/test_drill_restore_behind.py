@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession
 
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, wait_until
 from tests.faultproxy import Forwarder
 from tests.test_cli import acli
 from tests.test_drill_behind import _fleet
@@ -60,6 +61,34 @@ async def test_restore_names_an_instance_cut_off_from_the_store(
         assert out["restore_check"]["proof"] == "required", out  # (B proved it is behind)
     finally:
         await fwd.close()
+
+
+async def test_restore_names_one_cut_off_whose_lease_ran_out(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs) -> None:
+    """B cut off long enough for its lease to run out: no longer in the fleet, so the
+    restore's receipt and a fleet read both miss it, while it enforces the drill's kill.
+    The drill.start event recorded the instances the drill opened with: B is asked."""
+    fwd = Forwarder(redis_server.port)
+    await fwd.start()
+    try:
+        f, ident = await _died_mid_drill(tmp_path, backends, redis_server, gateway_procs, fwd)
+        b = f.gateways[1]
+        name = _name(b.output())
+        fwd.point(None)
+        await wait_until(lambda: _gone(f.admin, name), 10, 0.1, "B's lease run out")
+        res = await _restore(f, ident)
+        assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
+        assert f"RESTORE NOT APPLIED by {name}" in res.stderr, res.stderr
+        out = json.loads(res.stdout)
+        assert out["pending"] == [] and out["restore_check"]["late"] == [name], out
+    finally:
+        await fwd.close()
+
+
+async def _gone(admin: str, name: str) -> bool:
+    async with ClientSession() as s, s.get(f"{admin}/v1/status", headers={
+            "authorization": f"Bearer {token('killgate:read')}"}) as r:
+        return name not in ((await r.json()).get("instances") or {})
 
 
 async def test_restore_passes_when_every_instance_applied_it(

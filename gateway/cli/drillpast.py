@@ -1,8 +1,10 @@
 """`killgate drill restore` and `killgate drill history`: the commands about drills already
 opened. Owns their output and exit codes (restore: 0 when the route is exactly as before
-the drill, else 1; history: the table of past drills, open ones, and the trend per kind and
-route) and the admin client every drill command uses (`--admin`, `--token`, or
-KILLGATE_ADMIN_URL and KILLGATE_TOKEN). Talks to the admin API only (control.drillload).
+the drill and every instance it opened with, or live now, that answers proved it applied
+the restore (control/drillbehind.py, as a drill's end asks), else 1; history: the table
+of past drills, open ones, and the trend per kind and route) and the admin client every
+drill command uses (`--admin`, `--token`, or KILLGATE_ADMIN_URL and KILLGATE_TOKEN). Talks
+to the admin API only (control.drillload).
 """
 
 from __future__ import annotations
@@ -116,11 +118,18 @@ async def _check(api: AdminClient, drill: str, fleet: dict[str, Any],
     """Each instance of `fleet` asked whether it applied the restore (`out`: its answer),
     with the drill's /readyz proofs when the answer gave keys; said on stderr."""
     gen = out.get("generation")
-    if not fleet or not isinstance(gen, int) or isinstance(gen, bool):
+    # (and those the drill opened with, its drill.start recorded: one cut off from the
+    # store since has dropped out of the fleet once its lease ran out)
+    raw = out.get("started_with")
+    recorded = {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)} \
+        if isinstance(raw, dict) else {}
+    if not (fleet or recorded) or not isinstance(gen, int) or isinstance(gen, bool):
         return None
+    started = sorted(set(fleet.get("started", ())) | set(recorded))
+    admin_of = {**{k: v for k, v in recorded.items() if v}, **fleet.get("admin_of", {})}
     keys = readyz_keys(out.get("readyz_keys"))
-    found = await behind(api, fleet["started"], fleet["admin_of"], gen, drill, keys or None,
-                         catch_up_for(fleet["poll"]), data_of=fleet["data_of"])
+    found = await behind(api, started, admin_of, gen, drill, keys or None,
+                         catch_up_for(fleet.get("poll", 0.25)), data_of=fleet.get("data_of"))
     for line in found.lines(gen):
         say(line)
     return found
