@@ -156,7 +156,10 @@ async def test_a_look_reads_again_when_a_write_lands_meanwhile(
         monkeypatch.setattr("gateway.state.retention.decide_trim", busy)
         assert await sync.retention.look() == 1
         events = await sync.store.audit_events()
-        assert len(events) == 101 and events[-2]["reason"] == "meanwhile"
+        # (redis: the trim lands at once, sealed again on the document as it is now, the
+        # decision on the trail as read: the event appended meanwhile is kept besides)
+        assert len(events) == (102 if backend == "redis" else 101), len(events)
+        assert events[-2]["reason"] == "meanwhile"
 
 
 async def test_a_local_trim_writes_the_trail_kept_without_the_commit_lock(

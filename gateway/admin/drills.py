@@ -24,8 +24,9 @@ from gateway.admin import inputs
 from gateway.admin.auth import Principal
 from gateway.admin.drillinject import FIELDS, injection
 from gateway.admin.drillopen import open_input
+from gateway.admin.drillstarted import live_addresses, started_with
 from gateway.admin.drillsupport import DrillHistory, drill_events, end_input
-from gateway.admin.ports import AuditReader, Current, Describe, StateWriter
+from gateway.admin.ports import AuditReader, Current, Describe, FleetView, StateWriter
 from gateway.admin.ports import Change as ChangeFn
 from gateway.admin.tracing import TRACE_ID
 from gateway.admin.writes import Done
@@ -54,7 +55,7 @@ class DrillApi:
     def __init__(self, callers: Callers, writer: Writer, shadow_checks: ShadowChecks, *,
                  current: Current, state: StateWriter, audit: AuditReader, key: bytes | None,
                  key_problem: str | None, proof_keys: Mapping[str, bytes] | None = None,
-                 ) -> None:
+                 fleet: FleetView | None = None) -> None:
         self.callers = callers  # who calls
         self.writer = writer  # idempotency, receipt
         self.shadow_checks = shadow_checks
@@ -64,6 +65,7 @@ class DrillApi:
         self.key = key
         self.key_problem = key_problem
         self.proof_keys = proof_keys or {}  # (the state signing keys by id: readyz_keys)
+        self.fleet = fleet  # (the instances a drill opens with: admin/drillstarted.py)
         self.history = DrillHistory()  # (not read again from a trail that has not changed)
 
     def add_routes(self, r: web.UrlDispatcher) -> None:
@@ -154,6 +156,8 @@ class DrillApi:
             nonce = secrets.token_urlsafe(12)
             extra["token"] = mint(self.key, Claims(drill, rc.name, version, nonce, deadline))
 
+        instances = await live_addresses(self.fleet)
+
         def change(cur: StateDoc) -> Change:
             return drills.open_drill(cur, rc, drill, kind, version, principal.subject,
                                      utc_now(), deadline, nonce)
@@ -163,7 +167,8 @@ class DrillApi:
             return AuditDraft(principal.subject, "drill.start",
                               {"drill": drill, "kind": kind, "route": rc.name,
                                "version": version}, reason, rec.before,
-                              {"deadline": deadline, "production": rc.drill_for is None},
+                              {"deadline": deadline, "production": rc.drill_for is None,
+                               "instances": instances},
                               rid, peer, {"drill": drill})
 
         out = await self._write(request, principal, change, describe, extra,
@@ -235,6 +240,10 @@ class DrillApi:
         out = await self._write(request, principal, change, describe,
                                 {"drill": drill, "undone": notes}, (rid, peer))
         out.update(self._state_of(drill))
+        # (`killgate drill restore` asks the instances, as a drill's end)
+        out["started_with"] = await started_with(self.audit, drill)
+        if self.proof_keys:
+            out["readyz_keys"] = drill_keys(self.proof_keys, drill)
         return web.json_response(out)
 
     def _state_of(self, drill: str) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """`killgate drill restore` and `killgate drill history`: the commands about drills already
 opened. Owns their output and exit codes (restore: 0 when the route is exactly as before
-the drill, else 1; history: the table of past drills, open ones, and the trend per kind and
-route) and the admin client every drill command uses (`--admin`, `--token`, or
-KILLGATE_ADMIN_URL and KILLGATE_TOKEN). Talks to the admin API only (control.drillload).
+the drill and every instance it opened with, or live now, that answers proved it applied
+the restore (control/drillbehind.py, as a drill's end asks), else 1; history: the table
+of past drills, open ones, and the trend per kind and route) and the admin client every
+drill command uses (`--admin`, `--token`, or KILLGATE_ADMIN_URL and KILLGATE_TOKEN). Talks
+to the admin API only (control.drillload).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import aiohttp
 from gateway.cli.client import timeout_of
 from gateway.cli.http import ClientError, admin_base, clean_token
 from gateway.cli.shapes import expect
+from gateway.control.drillbehind import Behind, behind, catch_up_for
+from gateway.control.drillfleet import published, readyz_keys
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.audit import clean_text
 from gateway.domain.drilldiff import differences
@@ -88,12 +92,56 @@ async def _ended(api: AdminClient, drill: str) -> dict[str, Any] | None:
                 None)
 
 
+async def _fleet(api: AdminClient) -> dict[str, Any]:
+    """The instances heartbeating before the restore (their admin and data addresses) and
+    the fleet's poll interval: whom the restore is checked with afterwards, as a drill's
+    end checks it (control/drillbehind.py); {} when the admin API cannot say."""
+    try:
+        status = await api.call("GET", "/v1/status")
+        cfg = await api.call("GET", "/v1/config")
+    except (DrillApiError, ClientError):
+        return {}
+    insts = status.get("instances") if isinstance(status, dict) else None
+    insts = insts if isinstance(insts, dict) else {}
+    config = cfg.get("config") if isinstance(cfg, dict) else None
+    state = config.get("state") if isinstance(config, dict) else None
+    poll = state.get("poll_interval") if isinstance(state, dict) else None
+    return {"started": sorted(insts), "admin_of": published(insts),
+            "data_of": {n: i["data"] for n, i in insts.items()
+                        if isinstance(i, dict) and isinstance(i.get("data"), str)},
+            "poll": float(poll) if isinstance(poll, int | float) and not isinstance(
+                poll, bool) and poll >= 0 else 0.25}
+
+
+async def _check(api: AdminClient, drill: str, fleet: dict[str, Any],
+                 out: dict[str, Any]) -> Behind | None:
+    """Each instance of `fleet` asked whether it applied the restore (`out`: its answer),
+    with the drill's /readyz proofs when the answer gave keys; said on stderr."""
+    gen = out.get("generation")
+    # (and those the drill opened with, its drill.start recorded: one cut off from the
+    # store since has dropped out of the fleet once its lease ran out)
+    raw = out.get("started_with")
+    recorded = {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)} \
+        if isinstance(raw, dict) else {}
+    if not (fleet or recorded) or not isinstance(gen, int) or isinstance(gen, bool):
+        return None
+    started = sorted(set(fleet.get("started", ())) | set(recorded))
+    admin_of = {**{k: v for k, v in recorded.items() if v}, **fleet.get("admin_of", {})}
+    keys = readyz_keys(out.get("readyz_keys"))
+    found = await behind(api, started, admin_of, gen, drill, keys or None,
+                         catch_up_for(fleet.get("poll", 0.25)), data_of=fleet.get("data_of"))
+    for line in found.lines(gen):
+        say(line)
+    return found
+
+
 async def restore(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession() as session:
         try:
             api = client(args, session)
         except ClientError as exc:
             return failed(args, 1, [str(exc)])
+        fleet = await _fleet(api)
         reason = args.reason or "restored with `killgate drill restore`"
         try:
             out = await api.call("POST", f"/v1/drills/{_q(args.id)}/restore", {"reason": reason},
@@ -133,6 +181,9 @@ async def restore(args: argparse.Namespace) -> int:
                                         f"be recorded ({exc}): run this again"])
             say(f"drill {args.id} was ended meanwhile by {done.get('actor')} "
                 f"({(done.get('after') or {}).get('verdict')}, {done.get('time')})")
+        # (an instance cut off from the store drops out of the receipt once its lease runs
+        # out, enforcing the drill's kill unnoticed: each is asked, as at a drill's end)
+        found = await _check(api, args.id, fleet, out)
     # (as the drill's own verdict: the state as before, and applied by every instance; an
     # instance that has not applied the restore still enforces what the drill changed)
     pending = [str(i) for i in (out.get("applied") or {}).get("pending") or []]
@@ -140,20 +191,23 @@ async def restore(args: argparse.Namespace) -> int:
         say(f"the restore is not applied yet by {len(pending)} instance(s): "
             f"{', '.join(pending[:5])}{', ...' if len(pending) > 5 else ''}: what the drill "
             "changed may still be in force there; see killgate status")
-    same = out.get("state") == out.get("before") and not pending
+    unconfirmed = found is not None and bool(found.late or found.problems())
+    same = out.get("state") == out.get("before") and not pending and not unconfirmed
     if not same:  # (what the drill runner says too: a kill kept is someone else's, to leave)
         for line in kept(out) + differences(out.get("before"), out.get("state"), []):
             say(line)
     if args.json:
         print(json.dumps({"id": args.id, "restored": same, "undone": out.get("undone"),
                           "before": out.get("before"), "after": out.get("state"),
-                          "pending": pending}, indent=2))
+                          "pending": pending,
+                          "restore_check": found.check() if found else None}, indent=2))
     else:
         for note in out.get("undone") or [{"nothing": "to undo"}]:
             print(" ".join(f"{k}={json.dumps(v)}" for k, v in note.items()))
         print(f"drill {args.id}: {'restored' if same else 'NOT restored'}: " + (
             "the route is exactly as before the drill" if same else
-            "not applied by every instance" if pending else "the route is not as before the drill"))
+            "not applied by every instance" if pending or unconfirmed
+            else "the route is not as before the drill"))
     return 0 if same else 1
 
 

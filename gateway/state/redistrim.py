@@ -8,12 +8,17 @@ caller's (pure: domain/retention.py), and the trim script runs only if nothing m
 since: the stored document is still the one read (every commit replaces it), the stream
 holds as many entries, starting with the same one, and the first entry kept is still
 there. So of two instances trimming at once, one removes and the other's script changes
-nothing; an event appended meanwhile is never removed. A base of `redis.RedisStore`.
+nothing; an event appended meanwhile is never removed. Events appended after the read
+(the trail only grew at its end: its first entry the same) do not void the decision: the
+checkpoint and the document are sealed again on the document as it is just before the
+script, a few times (RESEALS), so back-to-back appends no longer starve retention. A base
+of `redis.RedisStore`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -111,6 +116,20 @@ class _Scanned:
     oldest: tuple[int, int]
     ck: list[Any]
     reseeds: list[Any]
+
+# The document as it is now, how many entries the trail holds and its first entry's id:
+# read again right before the trim script, so that events appended since the trail was
+# read (and decided on) do not void the trim (only its checkpoint is sealed again).
+_FRESH = Script(SMALL + DOC + """
+if redis.call('TYPE', KEYS[3])['ok'] ~= 'stream' then return {doc, 0, ''} end
+local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+local id = ''
+if #first == 1 then id = first[1][1] end
+return {doc, redis.call('XLEN', KEYS[3]), id}
+""")
+#: times the trim is sealed again on the document as it is now, when appends moved it
+#: between that read and the trim script (continuous appends, several instances acting)
+RESEALS = 8
 
 # ARGV: sha1 of the document read, entries read, the first entry's id, the first kept
 # entry's id, the checkpoint, its hash, the new signed document, the channel, the size limit
@@ -212,23 +231,52 @@ class RedisTrim(RedisAudit):
         pairs, decision = await asyncio.to_thread(decode_and_decide)
         if decision.remove <= 0 or decision.draft is None or doc is None:
             return decision, None
-        last = self._last_open
-        if last is None or last[1] is not doc or decision.remove >= len(pairs):
+        if decision.remove >= len(pairs):
             raise StoreConflict("the state document changed while the trail was read")
-        akey = self.audit_keys.current
-        ev = seal(decision.draft.as_event(), str(doc.audit_head),
-                  (akey.kid, akey.secret) if akey is not None else None)
-        seq = doc.audit_seq + 1
-        body = json.dumps({**doc.to_json(), "audit_head": ev["hash"], "audit_seq": seq})
-        sealed = self.keys.seal(b"state", body.encode())
-        res = await self._script(
-            _TRIM, [self.k_state, self.k_audit, self.k_head],
-            [hashlib.sha1(last[0]).hexdigest(), str(count), pairs[0][0],
-             pairs[decision.remove][0], json.dumps(ev, ensure_ascii=False), ev["hash"], sealed,
-             self.ch_events, str(MAX_DOC_BYTES)], refused=AuditError, writes=True)
-        if res != b"ok":
+        # (the decision stands while the trail only grew at its end: the same first entry,
+        # the first kept one still there (the script checks). Events appended since the
+        # read, each a new document, voided every trim under back-to-back appends: the
+        # trail grew unbounded. The checkpoint and the document are sealed again on the
+        # document as it is now, a few times, each a short read away from the script.)
+        first_id, cut_id = pairs[0][0], pairs[decision.remove][0]
+        for _ in range(RESEALS):
+            doc_reply, count, now_first = await self._script(
+                _FRESH, [self.k_state, self.k_gen, self.k_audit], [str(MAX_DOC_BYTES)],
+                conn=conn)
+            doc = self._loaded(doc_reply).doc
+            last = self._last_open
+            if doc is None or last is None or last[1] is not doc \
+                    or bytes(now_first or b"").decode() != first_id:
+                raise StoreConflict("the state document or the trail's start changed "
+                                    "while the trail was read")
+            ev, sealed = self._resealed(decision, doc, int(count))
+            res = await self._script(
+                _TRIM, [self.k_state, self.k_audit, self.k_head],
+                [hashlib.sha1(last[0]).hexdigest(), str(count), first_id, cut_id,
+                 json.dumps(ev, ensure_ascii=False), ev["hash"], sealed, self.ch_events,
+                 str(MAX_DOC_BYTES)], refused=AuditError, writes=True)
+            if res == b"ok":
+                break
+        else:
             raise StoreConflict("the trail or the state changed while it was read")
+        seq = doc.audit_seq + 1
         if (doc.generation, seq) >= self._head_at:
             self._guess_head(ev["hash"], (doc.generation, seq),
                              doc.with_changes(audit_head=ev["hash"], audit_seq=seq))
         return decision, ev
+
+    def _resealed(self, decision: TrimDecision, doc: StateDoc,
+                  count: int) -> tuple[dict[str, Any], bytes]:
+        """The checkpoint chained to `doc`'s head (its counts those of a trail of `count`
+        entries) and the signed document naming it as the head."""
+        assert decision.draft is not None
+        d = decision.draft
+        draft = dataclasses.replace(
+            d, before={**(d.before or {}), "events": count},
+            after={**(d.after or {}), "kept": count - decision.remove})
+        akey = self.audit_keys.current
+        ev = seal(draft.as_event(), str(doc.audit_head),
+                  (akey.kid, akey.secret) if akey is not None else None)
+        body = json.dumps({**doc.to_json(), "audit_head": ev["hash"],
+                           "audit_seq": doc.audit_seq + 1})
+        return ev, self.keys.seal(b"state", body.encode())

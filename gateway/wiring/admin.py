@@ -55,7 +55,7 @@ def admin_side(instance: str, holder: TableHolder, sync: Sync, metrics: Metrics,
     authorize = api.callers.authorize
     DrillApi(api.callers, api.writer, api.shadow_checks, current=holder, state=sync,
              audit=sync.store, key=drill_key[0], key_problem=drill_key[1],
-             proof_keys=sync.keys.keys()).add_routes(app.router)
+             proof_keys=sync.keys.keys(), fleet=sync).add_routes(app.router)
     AuditTrimApi(api.callers, api.writer, sync.retention).register(app.router)
     VouchApi(api.callers, api.writer, sync, instance).register(app.router)
     cfg = loaded().config
