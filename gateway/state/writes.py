@@ -222,22 +222,27 @@ class Writes:
 
     async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None:
         """Append an audit event without changing the state (same generation, same doc).
-        None: the store holds no verified state to append to."""
-        for _ in range(5):
-            got = await self.store.load()
-            if not got.trusted or got.doc is None:
-                return None
-            if self._behind(self.holder.doc, got.doc):  # (events it lost: named first)
-                await self._reseed(got, self.holder.doc)
-                continue
-            try:
-                # (not known to be the fleet's: only over that very document, as `write`)
-                ev = await self.store.commit(got.token, got.doc, draft, pinned=got.doc
-                                             if self._unvouched() is not None else None)
-                self.metrics.inc("killgate_audit_records_total")
-                return ev
-            except StoreConflict:
-                continue
+        None: the store holds no verified state to append to. One at a time with this
+        instance's writes (the write lock): two interleaved, the one that loaded first saw
+        the other's newer head in this instance's memory, took the store for behind it (a
+        restored backup) and re-seeded it: a `state.reseed` nobody caused, and after five
+        tries "the state kept changing" (tests/test_append_concurrent.py)."""
+        async with self._write_lock:
+            for _ in range(5):
+                got = await self.store.load()
+                if not got.trusted or got.doc is None:
+                    return None
+                if self._behind(self.holder.doc, got.doc):  # (events it lost: named first)
+                    await self._reseed(got, self.holder.doc)
+                    continue
+                try:
+                    # (not known to be the fleet's: only over that very document, as `write`)
+                    ev = await self.store.commit(got.token, got.doc, draft, pinned=got.doc
+                                                 if self._unvouched() is not None else None)
+                    self.metrics.inc("killgate_audit_records_total")
+                    return ev
+                except StoreConflict:
+                    continue
         raise StoreConflict("the state kept changing; the audit event was not written")
 
     async def _moved(self, cur: StateDoc) -> bool:
