@@ -13,6 +13,7 @@ instance can verify in the store, and the section of an instance facing it.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,8 +70,15 @@ async def snapshots_then_flush(session: ClientSession, redis: RedisServer, tmp: 
 
 
 def stored(redis: RedisServer) -> str:
-    """The store's state document as stored ("" when there is none)."""
-    return redis.cmd("GET", "kgtest:state") or ""
+    """The store's state document as stored ("" when there is none), its JSON body written
+    again as json.dumps writes it (the store's is compact: `"overrides": {}` here reads the
+    same whichever form an instance stored)."""
+    raw = redis.cmd("GET", "kgtest:state") or ""
+    head, nl, body = raw.partition("\n")
+    try:
+        return head + nl + json.dumps(json.loads(body), ensure_ascii=False) if nl else raw
+    except ValueError:
+        return raw
 
 
 async def left_alone(redis: RedisServer, doc: str, seconds: float = 1.5) -> None:

@@ -173,6 +173,7 @@ def test_merge_keeps_every_field_of_both_changes() -> None:
     values = {"kills": {"global": flag}, "overrides": {"iris": None},
               "history": {"iris": ()}, "progress": {"iris": None},
               "identities": {"iris": {"v1": {"url": "u"}}}, "epoch": "e1",
+              "lineage": {"e0": 1},
               "approvals": {"ap-1": {"x": 1}}, "drills": {"d-1": None},
               "drill_results": {"kill:iris": {"verdict": "passed"}}, "rolled_off": {"iris": ()},
               "named": frozenset({"iris"}), "serving": frozenset({("iris", "v1")})}

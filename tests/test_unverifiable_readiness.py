@@ -157,12 +157,11 @@ async def test_two_workers_on_the_wrong_key_do_not_vouch_for_each_other(
             assert x2.gw.holder.doc.epoch == x1.gw.holder.doc.epoch  # (the seed, verified)
             async with running_gateway(cfg_f, "gw-f") as f:
                 await wait_until(lambda: f.gw.metrics.get("killgate_state_reseeds_total") >= 1
-                                 and '"overrides": {"iris"' in redis_server.cmd(
-                                     "GET", "kgtest:state"), 5, what="F re-seeding its state")
+                                 and '"overrides": {"iris"' in stored(redis_server), 5,
+                                 what="F re-seeding its state")
                 t0 = asyncio.get_running_loop().time()
                 while asyncio.get_running_loop().time() - t0 < 1.5:  # (15 polls each)
-                    assert '"overrides": {"iris"' in redis_server.cmd("GET", "kgtest:state"), \
-                        "X wrote over F's"
+                    assert '"overrides": {"iris"' in stored(redis_server), "X wrote over F's"
                     await asyncio.sleep(0.05)
                 # (X's seed of the flushed store is its only one)
                 assert x1.gw.metrics.get("killgate_state_reseeds_total") == 1

@@ -272,6 +272,7 @@ def merge(first: Change, then: Change) -> Change:
                   progress={**first.progress, **then.progress},
                   identities={**first.identities, **then.identities},
                   epoch=then.epoch if then.epoch is not None else first.epoch,
+                  lineage=then.lineage if then.lineage is not None else first.lineage,
                   drills={**first.drills, **then.drills},
                   approvals={**first.approvals, **then.approvals},
                   drill_results={**first.drill_results, **then.drill_results},
