@@ -161,17 +161,36 @@ def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
 
 
 def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
-    """Routes whose routing inputs differ between two documents (None: every route)."""
+    """Routes whose routing inputs differ between two documents (None: every route).
+
+    Exact (a route missed is a kill or a rollback not enforced: tests/test_changed_routes
+    checks it against the whole comparison), and cheap where it can be: a part both
+    documents share (apply_change keeps the untouched ones: the committer's swap) is not
+    read; a route's value both share is not compared, nor one of a route already
+    changed. Each route's value is compared once: a part that differs is not compared
+    whole first, then again route by route (twice the entries: a receiver's swap for a
+    rollback, its decoded document sharing no object with the one held)."""
     if ("global" in a.kills) != ("global" in b.kills):
         return None
     names: set[str] = set()
-    for key in a.kills.keys() ^ b.kills.keys():
-        names.add(key.split(":")[1])  # route:<r> or version:<r>:<v>
+    if a.kills is not b.kills:
+        for key in a.kills.keys() ^ b.kills.keys():
+            names.add(key.split(":")[1])  # route:<r> or version:<r>:<v>
     for x, y in ((a.overrides, b.overrides), (a.progress, b.progress), (a.history, b.history),
                  (a.rolled_off, b.rolled_off)):
-        if x is not y and (x or y) and x != y:  # (mostly both empty, or equal: no pass)
-            names.update(k for k in x.keys() | y.keys() if x.get(k) != y.get(k))
+        if x is y or not (x or y):
+            continue
+        get = y.get
+        for k, vx in x.items():
+            vy = get(k, _ABSENT)
+            if vx is not vy and k not in names and vx != vy:
+                names.add(k)
+        if len(y) != len(x) or y.keys() != x.keys():
+            names.update(y.keys() - x.keys())
     return names
+
+
+_ABSENT: Any = object()
 
 
 def _prod(cfg: Config, rc: RouteConfig) -> RouteConfig | None:
