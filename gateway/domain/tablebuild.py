@@ -10,6 +10,8 @@ Pure: no I/O; imports the config schema, the state document and the routing core
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import compress
+from operator import ne
 from typing import Any
 
 from gateway.config import Config, RouteConfig
@@ -166,10 +168,10 @@ def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
     Exact (a route missed is a kill or a rollback not enforced: tests/test_changed_routes
     checks it against the whole comparison), and cheap where it can be: a part both
     documents share (apply_change keeps the untouched ones: the committer's swap) is not
-    read; a route's value both share is not compared, nor one of a route already
-    changed. Each route's value is compared once: a part that differs is not compared
-    whole first, then again route by route (twice the entries: a receiver's swap for a
-    rollback, its decoded document sharing no object with the one held)."""
+    read; a route's value both share costs no comparison of its entries. Each route's
+    value is compared once: a part that differs is not compared whole first, then again
+    route by route (twice the entries: a receiver's swap for a rollback, its decoded
+    document sharing no object with the one held)."""
     if ("global" in a.kills) != ("global" in b.kills):
         return None
     names: set[str] = set()
@@ -180,17 +182,12 @@ def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
                  (a.rolled_off, b.rolled_off)):
         if x is y or not (x or y):
             continue
-        get = y.get
-        for k, vx in x.items():
-            vy = get(k, _ABSENT)
-            if vx is not vy and k not in names and vx != vy:
-                names.add(k)
+        # route by route in C: a value both share is passed at once (== sees it is the
+        # same object, as a tuple's entries); each pair is compared once
+        names.update(compress(x, map(ne, x.values(), map(y.get, x))))
         if len(y) != len(x) or y.keys() != x.keys():
             names.update(y.keys() - x.keys())
     return names
-
-
-_ABSENT: Any = object()
 
 
 def _prod(cfg: Config, rc: RouteConfig) -> RouteConfig | None:
