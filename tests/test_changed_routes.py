@@ -151,3 +151,61 @@ def test_history_entry_equality_is_the_fields(x: tuple[Any, ...], y: tuple[Any, 
     assert (a == b) is (x == y) and (a != b) is (x != y)
     assert a == HistoryEntry(*x) and hash(a) == hash(HistoryEntry(*x)) == hash(x)
     assert a != x and (a == x) is False  # (another class: not equal, as before)
+
+
+TABLE_CONFIG = """
+routes:
+  - name: r0
+    match: {path_prefix: /r0}
+    stable: v1
+    versions:
+      - {name: v1, url: "http://127.0.0.1:9101", weight: 100, model: m-r0}
+      - {name: v2, url: "http://127.0.0.1:9102", weight: 0}
+  - name: r1
+    match: {path_prefix: /r1/deep, model: m1}
+    stable: v1
+    versions:
+      - {name: v1, url: "http://127.0.0.1:9101", weight: 90}
+      - {name: v2, url: "http://127.0.0.1:9102", weight: 10, model: m-r1}
+  - name: r2
+    match: {path_prefix: /, header: {x-t: t1}}
+    stable: v1
+    versions:
+      - {name: v1, url: "http://127.0.0.1:9101", weight: 100}
+      - {name: v2, url: "http://127.0.0.1:9102", weight: 0, model: m-r2}
+"""
+
+
+def _view(t: Any) -> Any:
+    """Everything a table answers with, plans by their decisions."""
+    return ([p.name for p in t.routes], list(t.by_name), t.rewriting, t.model_routes,
+            [p.name for p in t._peek_checks], t._needs is None, t.generation,
+            {p.name: (p.killed, p.excluded, p.stable, p.effective_weights())
+             for p in t.routes}, all(t.by_name[p.name] is p for p in t.routes))
+
+
+@given(st.data())
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_rebuilt_table_is_the_full_build(data: st.DataObject) -> None:
+    """rebuild_table puts the changed plans into the old table (RouteTable.replacing: its
+    order, the routes that rewrite a body's model, what needs_model looks at): each step of
+    a random sequence, as the committer and a receiver hold the documents, the table is
+    the one a full build makes."""
+    from gateway.configfile import parse_config_text
+    from gateway.domain.tablebuild import build_table, rebuild_table
+
+    cfg = parse_config_text(TABLE_CONFIG)
+    draw = data.draw
+    doc = StateDoc(generation=1)
+    tables = [build_table(cfg, doc), build_table(cfg, doc)]
+    kills = [Change(kills={k: KillFlag(s, r, None, "a", "b", T, 0)})  # (peeks moved)
+             for k, s, r in (("route:r2", "route", "r2"), ("route:r0", "route", "r0"))]
+    kills += [Change(kills={"route:r2": None}), Change(kills={"route:r0": None})]
+    for _ in range(draw(st.integers(1, 10))):
+        change = draw(st.sampled_from((*CHANGES, _kill, _kill)))(draw)
+        for ch in (*kills, change) if doc.generation == 1 else (change,):
+            doc = apply_change(doc, ch)
+            for i, d in enumerate((doc, _received(doc))):
+                tables[i] = rebuild_table(tables[i], cfg, d)
+                assert _view(tables[i]) == _view(build_table(cfg, d)), d

@@ -151,15 +151,17 @@ def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
     if names is None:
         return build_table(cfg, doc, unhealthy, fail_closed, state_unknown, ejected)
     global_kill = fail_closed or "global" in doc.kills
-    plans = []
+    fresh: dict[str, RoutePlan] = {}
+    if len(cfg.routes) != len(old.routes):
+        return build_table(cfg, doc, unhealthy, fail_closed, state_unknown, ejected)
     for rc in cfg.routes:
         kept = old.by_name.get(rc.name)
         if kept is None or kept.config is not rc:
             return build_table(cfg, doc, unhealthy, fail_closed, state_unknown, ejected)
-        plans.append(_plan(rc, doc, unhealthy, global_kill, state_unknown, kept,
-                           _prod(cfg, rc), ejected)
-                     if rc.name in names or rc.drill_for in names else kept)
-    return RouteTable(plans, doc, unhealthy)
+        if rc.name in names or rc.drill_for in names:
+            fresh[rc.name] = _plan(rc, doc, unhealthy, global_kill, state_unknown, kept,
+                                   _prod(cfg, rc), ejected)
+    return old.replacing(fresh, doc, unhealthy)  # (the others, and their order, kept)
 
 
 def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
