@@ -137,22 +137,6 @@ def test_a_route_value_is_compared_once(monkeypatch: pytest.MonkeyPatch) -> None
     assert 0 < len(compared) <= 50 * 3, len(compared)
 
 
-FIELD = st.sampled_from(("v1", "v2", "", None))
-
-
-@given(st.tuples(FIELD, FIELD, FIELD, FIELD, FIELD, FIELD, st.integers(0, 2)),
-       st.tuples(FIELD, FIELD, FIELD, FIELD, FIELD, FIELD, st.integers(0, 2)))
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_history_entry_equality_is_the_fields(x: tuple[Any, ...], y: tuple[Any, ...]) -> None:
-    """HistoryEntry's own __eq__ (field by field: the swap compares every entry) answers
-    as the generated one did: equal exactly when every field is, hash equal when equal."""
-    a, b = HistoryEntry(*x), HistoryEntry(*y)
-    assert (a == b) is (x == y) and (a != b) is (x != y)
-    assert a == HistoryEntry(*x) and hash(a) == hash(HistoryEntry(*x)) == hash(x)
-    assert a != x and (a == x) is False  # (another class: not equal, as before)
-
-
 TABLE_CONFIG = """
 routes:
   - name: r0

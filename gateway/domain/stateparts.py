@@ -97,18 +97,6 @@ class HistoryEntry:
     artifact: str | None = None
     generation: Generation = 0
 
-    def __eq__(self, other: object) -> bool:
-        """The generated one's answer, field by field: it builds two tuples of the fields
-        first (~40 % more instructions; a receiver's swap compares every route's history
-        entries, its decoded document sharing none with the one held). The hash stays the
-        generated one (of the fields' tuple)."""
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return (self.generation == other.generation and self.stable == other.stable
-                and self.time == other.time and self.reason == other.reason
-                and self.actor == other.actor and self.url == other.url
-                and self.artifact == other.artifact)
-
 
 @dataclass(frozen=True, slots=True)
 class RouteOverride:
