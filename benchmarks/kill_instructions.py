@@ -2,6 +2,7 @@
 with the machine's load, as wall times on a shared machine do).
 
 Run:  .venv/bin/python benchmarks/kill_instructions.py [--calls 200] [--stages a,b]
+                                                     [--routes 1]
 
 Runs itself under `valgrind --tool=callgrind`: builds the benchmark's document the way
 `killswitch.py --propagation-only` leaves it (route `bench`, v1/v2, 400 kills and unkills
@@ -19,7 +20,13 @@ against valgrind/callgrind.h) and prints the instructions per call:
   (store.decode_doc), `swap` (branches.relaxes + TableHolder.apply_doc: the table rebuilt
   for the new document, no listeners), `listen` (what the serving holder's listeners read
   of a swap: the in-flight cut's `newly_aborting`, ConfigHistory.kills_changed, the
-  override warnings).
+  override warnings);
+* `recvswap`: `swap` on the documents as a receiver holds them (decoded from the pushed
+  bytes: they share no object with the one held, so which routes changed is answered by
+  comparing values, not identities).
+
+`--routes N` adds N-1 routes (r1.., v1/v2) with 5 history entries each to the config and
+the document (a large deployment: the swap compares each route's history).
 
 A kill and an unkill alternate (each stage sees both, as the benchmark's calls do); an
 empty stage's count (the helper's own calls) is subtracted. Needs valgrind and gcc.
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import json
 import os
 import re
@@ -55,20 +63,32 @@ routes:
       - {name: v1, url: "http://127.0.0.1:9", weight: 100}
       - {name: v2, url: "http://127.0.0.1:9", weight: 0}
 """
-STAGES = ("empty", "plan", "change", "seal", "own", "verify", "decode", "swap", "listen")
+STAGES = ("empty", "plan", "change", "seal", "own", "verify", "decode", "swap", "recvswap",
+          "listen")
+EXTRA_ROUTE = """
+  - name: r{i}
+    match: {{path_prefix: /r{i}/}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:9", weight: 100}}
+      - {{name: v2, url: "http://127.0.0.1:9", weight: 0}}
+"""
 
 
-def _fixture() -> dict[str, object]:
+def _fixture(routes: int = 1) -> dict[str, object]:
     from gateway.admin import actions
     from gateway.configfile import LoadedConfig, parse_config_text
     from gateway.domain.statedoc import HistoryEntry, StateDoc, apply_change
     from gateway.state.signing import Key, Keyring
 
-    cfg = parse_config_text(CONFIG)
+    cfg = parse_config_text(CONFIG + "".join(EXTRA_ROUTE.format(i=i) for i in range(1, routes)))
     t = "2026-12-06T06:55:09.994Z"
     url = "http://127.0.0.1:9"
+    history = {f"r{i}": tuple(HistoryEntry("v2" if j % 2 else "v1", t, "alice",
+                                           f"rollout step {j}", url, None, 1)
+                              for j in range(5)) for i in range(1, routes)}
     doc = StateDoc(generation=1, history={"bench": (HistoryEntry(
-        "v1", t, "killgate/config", "config sha256:9c24c8664dc6", url, None, 1),)},
+        "v1", t, "killgate/config", "config sha256:9c24c8664dc6", url, None, 1),), **history},
         identities={"bench": {v: {"url": url, "artifact": None, "time": t}
                               for v in ("v1", "v2")}})
     sel = {"scope": "version", "route": "bench", "version": "v2"}
@@ -101,14 +121,14 @@ def _seal(keys, plain_doc, base, head, seq):  # type: ignore[no-untyped-def]
     return ev, sealed, json.dumps(ev, ensure_ascii=False)
 
 
-def run_stages(calls: int, only: set[str], lib: ctypes.CDLL) -> None:
+def run_stages(calls: int, only: set[str], lib: ctypes.CDLL, routes: int = 1) -> None:
     from gateway.control.table import TableHolder
     from gateway.domain.branches import relaxes
     from gateway.domain.statedoc import apply_change
     from gateway.state import rediscommit
     from gateway.state.store import decode_doc
 
-    fx = _fixture()
+    fx = _fixture(routes)
     doc0, keys, plan, loaded = fx["doc"], fx["keys"], fx["plan"], fx["loaded"]
     # the two documents a kill and its unkill make, as sent (sealed) and as stored
     docs, pushed = [], []
@@ -157,6 +177,15 @@ def run_stages(calls: int, only: set[str], lib: ctypes.CDLL) -> None:
         relaxes(holder.doc, doc)
         holder.apply_doc(doc)
 
+    # as a receiver holds them: decoded from the bytes pushed (nothing shared)
+    received = [decode_doc(b) for b in bodies]
+    recv_holder = TableHolder(loaded, doc0)  # type: ignore[arg-type]
+
+    def stage_recvswap(k: int) -> None:
+        doc = received[k % 2].with_changes(generation=10_000 + k)
+        relaxes(recv_holder.doc, doc)
+        recv_holder.apply_doc(doc)
+
     from gateway.control.confighistory import ConfigHistory
     from gateway.control.table import _warn_unservable
     from gateway.domain.kills import newly_aborting
@@ -171,7 +200,11 @@ def run_stages(calls: int, only: set[str], lib: ctypes.CDLL) -> None:
     fns: dict[str, Callable[[int], None]] = {
         "empty": lambda k: None, "plan": stage_plan, "change": stage_change,
         "seal": stage_seal, "own": stage_own, "verify": stage_verify,
-        "decode": stage_decode, "swap": stage_swap, "listen": stage_listen}
+        "decode": stage_decode, "swap": stage_swap, "recvswap": stage_recvswap,
+        "listen": stage_listen}
+    gc.collect()
+    gc.freeze()  # (the fixture's heap out of the cyclic collector: at --routes 500 a full
+    # collection falling inside a stage or not moved its count by ~0.5M)
     for name in STAGES:
         if name not in only and name != "empty":
             continue
@@ -180,28 +213,34 @@ def run_stages(calls: int, only: set[str], lib: ctypes.CDLL) -> None:
             fn(k)
         if name == "swap":
             holder = TableHolder(loaded, doc0)  # type: ignore[arg-type]
+        if name == "recvswap":
+            recv_holder = TableHolder(loaded, doc0)  # type: ignore[arg-type]
         # (the with_changes of `swap` is the benchmark's, not the instance's: measured
         # alone as `swapcopy` and subtracted)
         lib.kg_zero()
         for k in range(calls):
             fn(k)
         lib.kg_dump(name.encode())
-        if name == "swap":
+        if name in ("swap", "recvswap"):
             lib.kg_zero()
             for k in range(calls):
-                pushed[k % 2][1].with_changes(generation=10_000 + k)
-            lib.kg_dump(b"swapcopy")
+                (pushed[k % 2][1] if name == "swap" else received[k % 2]).with_changes(
+                    generation=10_000 + k)
+            lib.kg_dump(f"{name}copy".encode())
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--stages", default=",".join(STAGES[1:]))
+    ap.add_argument("--routes", type=int, default=1,
+                    help="routes in the config and document (each past the first with 5 "
+                         "history entries)")
     ap.add_argument("--inner", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     only = set(args.stages.split(","))
     if args.inner is not None:  # under valgrind
-        run_stages(args.calls, only, ctypes.CDLL(str(args.inner)))
+        run_stages(args.calls, only, ctypes.CDLL(str(args.inner)), args.routes)
         return 0
     work = Path(tempfile.mkdtemp(prefix="kg-killinstr-"))
     (work / "h.c").write_text(HELPER)
@@ -209,7 +248,7 @@ def main() -> int:
                     str(work / "h.c")], check=True)
     subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.out",
                     sys.executable, __file__, "--calls", str(args.calls), "--stages",
-                    args.stages, "--inner", str(work / "h.so")], check=True,
+                    args.stages, "--routes", str(args.routes), "--inner", str(work / "h.so")], check=True,
                    capture_output=True, env=dict(os.environ, PYTHONHASHSEED="0"))
     counts: dict[str, int] = {}
     for f in work.glob("cg.out.*"):
@@ -219,13 +258,13 @@ def main() -> int:
         if trigger and total:
             counts[trigger.group(1)] = int(total.group(1))
     empty = counts.get("empty", 0)
-    print(f"instructions per call ({args.calls} calls each, an empty stage's "
+    print(f"instructions per call ({args.calls} calls each, {args.routes} route(s), an empty stage's "
           f"{empty / args.calls:,.0f} subtracted)\n\n| stage | instructions |\n|---|---|")
     for name in STAGES[1:]:
         if name in counts:
             n = counts[name] - empty
-            if name == "swap":
-                n -= counts.get("swapcopy", 0) - empty
+            if name in ("swap", "recvswap"):
+                n -= counts.get(f"{name}copy", 0) - empty
             print(f"| {name} | {n / args.calls:,.0f} |")
     return 0
 

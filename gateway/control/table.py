@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import compress
+from operator import attrgetter, is_not
 from typing import Any
 
 from gateway.configfile import LoadedConfig
@@ -151,11 +153,19 @@ class TableHolder:
         self._swap(loaded=loaded)
 
 
+_NAME = attrgetter("name")
+
+
 def _warn_unservable(old: RouteTable | None, new: RouteTable) -> None:
     """One line per route as a table is built into (or out of) serving nothing because its
     latched override names only versions this config lacks, and one as its override comes to
-    name some this config lacks while others serve (not one per request)."""
-    for plan in new.routes:
+    name some this config lacks while others serve (not one per request). A plan `old` has
+    too (rebuild_table kept it: its route's override did not change) is passed: it has
+    nothing to say now (each of its events compares with itself), and a kill's swap on
+    every instance read each of 500 routes' overrides (~25 % of it, callgrind)."""
+    routes = new.routes if old is None else compress(
+        new.routes, map(is_not, new.routes, map(old.by_name.get, map(_NAME, new.routes))))
+    for plan in routes:
         was = old.by_name[plan.name].override_unservable if old is not None \
             and plan.name in old.by_name else ()
         missing = () if plan.override_unservable else override_missing(plan.config, new.doc)

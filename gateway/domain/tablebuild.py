@@ -10,6 +10,8 @@ Pure: no I/O; imports the config schema, the state document and the routing core
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import compress
+from operator import ne
 from typing import Any
 
 from gateway.config import Config, RouteConfig
@@ -149,28 +151,44 @@ def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
     if names is None:
         return build_table(cfg, doc, unhealthy, fail_closed, state_unknown, ejected)
     global_kill = fail_closed or "global" in doc.kills
-    plans = []
+    fresh: dict[str, RoutePlan] = {}
+    if len(cfg.routes) != len(old.routes):
+        return build_table(cfg, doc, unhealthy, fail_closed, state_unknown, ejected)
     for rc in cfg.routes:
         kept = old.by_name.get(rc.name)
         if kept is None or kept.config is not rc:
             return build_table(cfg, doc, unhealthy, fail_closed, state_unknown, ejected)
-        plans.append(_plan(rc, doc, unhealthy, global_kill, state_unknown, kept,
-                           _prod(cfg, rc), ejected)
-                     if rc.name in names or rc.drill_for in names else kept)
-    return RouteTable(plans, doc, unhealthy)
+        if rc.name in names or rc.drill_for in names:
+            fresh[rc.name] = _plan(rc, doc, unhealthy, global_kill, state_unknown, kept,
+                                   _prod(cfg, rc), ejected)
+    return old.replacing(fresh, doc, unhealthy)  # (the others, and their order, kept)
 
 
 def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
-    """Routes whose routing inputs differ between two documents (None: every route)."""
+    """Routes whose routing inputs differ between two documents (None: every route).
+
+    Exact (a route missed is a kill or a rollback not enforced: tests/test_changed_routes
+    checks it against the whole comparison), and cheap where it can be: a part both
+    documents share (apply_change keeps the untouched ones: the committer's swap) is not
+    read; a route's value both share costs no comparison of its entries. Each route's
+    value is compared once: a part that differs is not compared whole first, then again
+    route by route (twice the entries: a receiver's swap for a rollback, its decoded
+    document sharing no object with the one held)."""
     if ("global" in a.kills) != ("global" in b.kills):
         return None
     names: set[str] = set()
-    for key in a.kills.keys() ^ b.kills.keys():
-        names.add(key.split(":")[1])  # route:<r> or version:<r>:<v>
+    if a.kills is not b.kills:
+        for key in a.kills.keys() ^ b.kills.keys():
+            names.add(key.split(":")[1])  # route:<r> or version:<r>:<v>
     for x, y in ((a.overrides, b.overrides), (a.progress, b.progress), (a.history, b.history),
                  (a.rolled_off, b.rolled_off)):
-        if x is not y and (x or y) and x != y:  # (mostly both empty, or equal: no pass)
-            names.update(k for k in x.keys() | y.keys() if x.get(k) != y.get(k))
+        if x is y or not (x or y):
+            continue
+        # route by route in C: a value both share is passed at once (== sees it is the
+        # same object, as a tuple's entries); each pair is compared once
+        names.update(compress(x, map(ne, x.values(), map(y.get, x))))
+        if len(y) != len(x) or y.keys() != x.keys():
+            names.update(y.keys() - x.keys())
     return names
 
 
