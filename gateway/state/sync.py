@@ -294,7 +294,7 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads):
             self._touch()
         if self.peers.due():
             await self.peers.beat()
-        while self._pending_audit:  # automatic actions noted while the store was away
+        while self._pending_audit and not self._write_lock.locked():  # (see append_audit)
             if await self.append_audit(self._pending_audit[0]) is None:
                 break  # (no verified state to append to yet: kept, not dropped)
             self._pending_audit.pop(0)

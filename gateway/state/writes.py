@@ -226,7 +226,9 @@ class Writes:
         instance's writes (the write lock): two interleaved, the one that loaded first saw
         the other's newer head in this instance's memory, took the store for behind it (a
         restored backup) and re-seeded it: a `state.reseed` nobody caused, and after five
-        tries "the state kept changing" (tests/test_append_concurrent.py)."""
+        tries "the state kept changing" (tests/test_append_concurrent.py). The sync loop
+        appends the automatic actions noted while the store was away only while no write
+        holds the lock: the loop that brings kills must not wait on a write's durability."""
         async with self._write_lock:
             for _ in range(5):
                 got = await self.store.load()
