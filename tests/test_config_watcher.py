@@ -4,6 +4,7 @@ a refused reload, and reloading goes on (by the file watcher and by SIGHUP's pat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -240,3 +241,26 @@ async def _sighup_watcher(path: Path, first: LoadedConfig
                             debounce=0.05, watch=False)
     await watcher.start()
     return watcher, current, metrics
+
+
+async def test_a_stop_ends_a_reload_that_swallowed_its_cancellation(tmp_path: Path) -> None:
+    """Found by a CI run (test_reload_drill_diff hung 60 s in the gateway's stop): Python
+    3.11's `asyncio.wait_for` (the config record's write, under a reload) can lose a
+    cancellation that lands as its inner call finishes; the debouncer then went back to
+    waiting for the next change, and the stop's gather waited for it for good. Here the
+    apply swallows the cancellation the same way; the stop still ends."""
+    path = write_config(tmp_path, two_versions(1, 2, 100, 0))
+    first = load_config(path)
+    entered = asyncio.Event()
+
+    async def apply(_loaded: LoadedConfig) -> None:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):  # (as 3.11's wait_for may)
+            await asyncio.sleep(30)
+
+    watcher = ConfigWatcher(path, lambda: first, apply, lambda _l: None, Metrics(),
+                            debounce=0.05, watch=True)
+    await watcher.start()
+    _rewrite(tmp_path, two_versions(1, 2, 50, 50))
+    await asyncio.wait_for(entered.wait(), 10)
+    await asyncio.wait_for(watcher.stop(), 5)

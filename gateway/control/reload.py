@@ -95,12 +95,21 @@ class ConfigWatcher(Refusals, TakeBack):
                        asyncio.create_task(self._watch(), name="config-watch")]
 
     async def stop(self) -> None:
+        """Cancel the watcher's tasks, again until each has ended: Python 3.11's
+        `asyncio.wait_for` (the config record's write, under a reload) can lose a
+        cancellation landing as its call finishes; the debouncer then waited for the next
+        change for good, and so did a stop that gathered it (tests/test_config_watcher.py)."""
         self._stop.set()
-        tasks = [t for t in (*self._tasks, *self._retrying, *filter(None, [self._retry]))
-                 if t is not asyncio.current_task()]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._dirty.set()  # (the debouncer wakes, sees the stop, and ends)
+        pending = {t for t in (*self._tasks, *self._retrying, *filter(None, [self._retry]))
+                   if t is not asyncio.current_task()}
+        while pending:
+            for t in pending:
+                t.cancel()
+            done, pending = await asyncio.wait(pending, timeout=1.0)
+            for t in done:  # (retrieved: never "exception was never retrieved")
+                if not t.cancelled():
+                    t.exception()
 
     def poke(self) -> None:
         """Something may have changed (SIGHUP, a watcher event, the poll)."""
@@ -163,8 +172,10 @@ class ConfigWatcher(Refusals, TakeBack):
             last = now
 
     async def _debouncer(self) -> None:
-        while True:
+        while not self._stop.is_set():
             await self._dirty.wait()
+            if self._stop.is_set():
+                return
             self._dirty.clear()  # (a poke from now on is one more pass after this one)
             await self.reload("file")
 
