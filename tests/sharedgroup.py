@@ -20,8 +20,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -178,6 +180,17 @@ class Shared:
                 problem = f"the shared group left {list(g.tmp.iterdir())}"
         self.apps.close()
         return problem
+
+
+def module_group(tmp: Path, **kw: Any) -> Iterator[Shared]:
+    """A module's shared group in `tmp` (Shared's arguments), stopped at the module's end:
+    whatever a test left wrong with it fails there."""
+    rig = Shared(tmp, **kw)
+    try:
+        yield rig
+    finally:
+        problem = rig.close()
+    assert not problem, problem
 
 
 def _children(pid: int) -> list[int]:

@@ -28,7 +28,7 @@ from tests.conftest import (
     wait_until_sync,
     write_config,
 )
-from tests.sharedgroup import Shared
+from tests.sharedgroup import Shared, module_group
 
 
 def _cfg(tmp: Path, port: int, extra: str = "") -> Path:
@@ -63,12 +63,7 @@ async def test_sigterm_lets_a_stream_finish_then_exits_zero(tmp_path: Path, back
 def _group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
     """One `serve --workers 2` group for the tests below that leave it serving, the last
     of them stopping it (tests/sharedgroup.py: a group costs three interpreter starts)."""
-    rig = Shared(tmp_path_factory.mktemp("group"), watch=True)
-    try:
-        yield rig
-    finally:
-        problem = rig.close()
-    assert not problem, problem
+    yield from module_group(tmp_path_factory.mktemp("group"), watch=True)
 
 
 @pytest.fixture

@@ -116,14 +116,9 @@ def _to_v2(text: str, p1: int, p2: int) -> str:
 def _unwatched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One `serve --workers 2` group, watch_config off, v1 with an artifact, for the tests
     that reload it by SIGHUP (tests/sharedgroup.py); the last of them stops it."""
-    from tests.sharedgroup import Shared  # (it imports this module)
+    from tests.sharedgroup import module_group  # (it imports this module)
 
-    rig = Shared(tmp_path_factory.mktemp("group"), artifact='artifact: "sha256:a1"')
-    try:
-        yield rig
-    finally:
-        problem = rig.close()
-    assert not problem, problem
+    yield from module_group(tmp_path_factory.mktemp("group"), artifact='artifact: "sha256:a1"')
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from aiohttp import ClientSession
 from tests import cli_fork
 from tests.backends import echo_app
 from tests.conftest import ROOT, free_port, serving_process, two_versions, wait_until, write_config
-from tests.sharedgroup import Shared
+from tests.sharedgroup import Shared, module_group
 from tests.test_worker_config import Group, _listening
 from tests.test_workers import _children
 
@@ -32,12 +32,7 @@ pytestmark = [pytest.mark.skipif(not Path("/proc/self/status").exists(), reason=
 
 
 def _rig(tmp_path_factory: pytest.TempPathFactory, server: str) -> Iterator[Shared]:
-    rig = Shared(tmp_path_factory.mktemp("group"), server=server)
-    try:
-        yield rig
-    finally:
-        problem = rig.close()
-    assert not problem, problem
+    yield from module_group(tmp_path_factory.mktemp("group"), server=server)
 
 
 @pytest.fixture(scope="module")

@@ -161,14 +161,9 @@ def tmpdir_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 def _shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One `serve --workers 2` group (tests/sharedgroup.py) for the tests below that count
     what it served: each starts from the count the ones before it left (`sent`)."""
-    from tests.sharedgroup import Shared  # (it imports this module's neighbours)
+    from tests.sharedgroup import module_group  # (it imports this module's neighbours)
 
-    rig = Shared(tmp_path_factory.mktemp("group"), watch=True)
-    try:
-        yield rig
-    finally:
-        problem = rig.close()
-    assert not problem, problem
+    yield from module_group(tmp_path_factory.mktemp("group"), watch=True)
 
 
 @pytest.fixture
