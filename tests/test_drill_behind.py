@@ -13,8 +13,12 @@ real drill CLI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import ClientSession, web
@@ -56,6 +60,43 @@ async def _addressed(admin: str, n: int) -> bool:
         found = (await r.json()).get("instances") or {}
     return len(found) == n and all(isinstance(i, dict) and i.get("admin")
                                    for i in found.values())
+
+
+@contextlib.asynccontextmanager
+async def impostor_drill(
+        tmp_path: Path, backends: Any, redis_server: RedisServer, gateway_procs: Any,
+        answer: Callable[[web.Request, str], dict[str, Any]],
+) -> AsyncIterator[tuple[str, int, dict[str, Any] | None, str]]:
+    """A drill of a two-instance fleet whose instance B is killed once the injection is
+    applied, another process then answering `/readyz` at B's admin port with `answer(request,
+    B's name)` (what a replayed heartbeat of B's, naming an address someone else now listens
+    on, also gets): B's name and the drill's exit code, report and stderr."""
+    fwd = Forwarder(redis_server.port)
+    await fwd.start()
+    runner = None
+    try:
+        f = await _fleet(tmp_path, backends, redis_server, gateway_procs, fwd)
+        a, b = f.gateways
+        name = _name(b.output())
+        drill = await asyncio.to_thread(Drill, f, *ARGS, "--instances", a.url)
+        await drill.wait_line("injected")
+        b.signal(signal.SIGKILL)
+        await asyncio.to_thread(b.proc.wait, 10)
+
+        async def readyz(request: web.Request) -> web.Response:
+            return web.json_response(answer(request, name))
+
+        app = web.Application()
+        app.router.add_get("/readyz", readyz)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", urlsplit(b.admin).port).start()
+        code, report, err = await drill.result()
+        yield name, code, report, err
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await fwd.close()
 
 
 async def test_an_instance_alive_without_the_restore_fails_the_drill(
@@ -229,33 +270,15 @@ async def test_a_process_at_a_gone_instances_address_cannot_name_it_behind(
     not named behind (`unverified`) and it never gets the drill's token; but the restore on
     B is not confirmed, and the drill fails saying so, as for an unproved "applied" (an
     instance that cannot prove it may really be behind: a killgate older than the proofs)."""
-    from urllib.parse import urlsplit
-
     seen: list[str | None] = []
-    name = ""
 
-    async def lie(request: web.Request) -> web.Response:
+    def lie(request: web.Request, name: str) -> dict[str, Any]:
         seen.append(request.headers.get("authorization"))
-        return web.json_response({"instance": name, "generation": 1, "ready": True,
-                                  "proof": {"kid": "x", "mac": "00" * 32}})
+        return {"instance": name, "generation": 1, "ready": True,
+                "proof": {"kid": "x", "mac": "00" * 32}}
 
-    fwd = Forwarder(redis_server.port)
-    await fwd.start()
-    runner = None
-    try:
-        f = await _fleet(tmp_path, backends, redis_server, gateway_procs, fwd)
-        a, b = f.gateways
-        name = _name(b.output())
-        drill = await asyncio.to_thread(Drill, f, *ARGS, "--instances", a.url)
-        await drill.wait_line("injected")
-        b.signal(signal.SIGKILL)
-        await asyncio.to_thread(b.proc.wait, 10)
-        app = web.Application()
-        app.router.add_get("/readyz", lie)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", urlsplit(b.admin).port).start()
-        code, report, err = await drill.result()
+    async with impostor_drill(tmp_path, backends, redis_server, gateway_procs, lie) as (
+            name, code, report, err):
         assert report is not None and report["verdict"] == "failed", (code, err[-3000:], report)
         assert seen and all(h is None for h in seen), seen
         short = report["restore_short"]
@@ -266,10 +289,6 @@ async def test_a_process_at_a_gone_instances_address_cannot_name_it_behind(
                    and "does not verify" in r for r in report["reasons"]), report["reasons"]
         assert f"RESTORE NOT CONFIRMED: could not confirm the restore on {name}" in err, err
         assert "RESTORE NOT APPLIED" not in err, err
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        await fwd.close()
 
 
 async def test_an_address_published_after_the_drill_started_is_learnt(backends) -> None:

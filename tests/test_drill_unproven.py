@@ -11,10 +11,8 @@ listeners on loopback; the real drill CLI against real `killgate serve` on a rea
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
@@ -23,10 +21,7 @@ from gateway.control.drillbehind import behind
 from gateway.control.drillload import AdminClient
 from gateway.domain.readyzproof import drill_keys, proof
 from tests.conftest import RedisServer
-from tests.faultproxy import Forwarder
-from tests.test_drill_behind import ARGS, _fleet
-from tests.test_drills import Drill
-from tests.test_revops_fleet import _name
+from tests.test_drill_behind import impostor_drill
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -81,28 +76,11 @@ async def test_a_drill_fails_on_an_unproved_applied_answer_at_a_gone_instances_a
         tmp_path: Path, backends, redis_server: RedisServer, gateway_procs) -> None:
     """B leaves during the drill and another process takes its admin port, answering as B,
     applied, without a proof: the drill passed on it; now it fails, naming B."""
-    name = ""
+    def claim(_request: web.Request, name: str) -> dict[str, Any]:
+        return {"instance": name, "generation": 10**6, "ready": True}
 
-    async def claim(request: web.Request) -> web.Response:
-        return web.json_response({"instance": name, "generation": 10**6, "ready": True})
-
-    fwd = Forwarder(redis_server.port)
-    await fwd.start()
-    runner = None
-    try:
-        f = await _fleet(tmp_path, backends, redis_server, gateway_procs, fwd)
-        a, b = f.gateways
-        name = _name(b.output())
-        drill = await asyncio.to_thread(Drill, f, *ARGS, "--instances", a.url)
-        await drill.wait_line("injected")
-        b.signal(signal.SIGKILL)
-        await asyncio.to_thread(b.proc.wait, 10)
-        app = web.Application()
-        app.router.add_get("/readyz", claim)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", urlsplit(b.admin).port).start()
-        code, report, err = await drill.result()
+    async with impostor_drill(tmp_path, backends, redis_server, gateway_procs, claim) as (
+            name, code, report, err):
         assert report is not None and report["verdict"] == "failed", (code, err[-3000:], report)
         check = report["restore_check"]
         assert check["unverified_applied"] == [name] and check["proof"] == "required", check
@@ -110,10 +88,6 @@ async def test_a_drill_fails_on_an_unproved_applied_answer_at_a_gone_instances_a
         assert any(f"could not confirm the restore on {name}" in r
                    for r in report["reasons"]), report["reasons"]
         assert f"RESTORE NOT CONFIRMED: could not confirm the restore on {name}" in err, err
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        await fwd.close()
 
 
 def test_the_summary_says_which_restores_were_taken_unproven() -> None:
