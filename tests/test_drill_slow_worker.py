@@ -137,8 +137,8 @@ async def test_a_slow_worker_is_given_a_poll_to_catch_up_and_one_cut_off_is_name
 
 async def test_an_instance_behind_is_asked_again_after_its_allowance(backends) -> None:
     """The rule alone, over real HTTP: an address whose instance answers "behind" until a
-    moment has passed is not named; one that stays behind is, once asked again after
-    catch_up (not before)."""
+    moment has passed is not named; one that stays behind is asked again meanwhile and
+    named once catch_up has passed (not before)."""
     from aiohttp import web
 
     started = time.monotonic()
@@ -169,6 +169,48 @@ async def test_an_instance_behind_is_asked_again_after_its_allowance(backends) -
         t0 = time.monotonic() - started
         never = await behind(api, ["w"], {"w": f"http://127.0.0.1:{stuck}"}, 5, catch_up=0.3)
         assert never.late == ["w"], never
-        assert len(asked) == 2 and asked[1] - t0 >= 0.3, asked
+        # (asked again within its allowance, a few times, and named at the first answer
+        # past it: not before)
+        assert 2 <= len(asked) <= 5 and asked[-1] - t0 >= 0.3, asked
         # (without an allowance: named at its first answer, as before)
         assert (await behind(api, ["w"], {"w": f"http://127.0.0.1:{stuck}"}, 5)).late == ["w"]
+
+
+async def test_an_instance_reconnecting_after_a_store_outage_is_given_its_reconnect(
+        backends) -> None:
+    """A restore made as a store's pause ends (a store-loss drill's, or `killgate drill
+    restore` meeting that pause) finds instances waiting out their reconnect backoff (up to
+    1.5 s). The allowance was a poll + 0.5 s: 0.55 s with a 50 ms poll, and such an instance
+    was named as not having applied the restore (CI, stop 38). It now covers the reconnect,
+    and the instance is asked again meanwhile: one that catches up sooner is let off
+    sooner."""
+    from aiohttp import web
+
+    from gateway.control.drillbehind import RECONNECT
+    from gateway.state.sync import BACKOFF_MAX
+
+    assert RECONNECT >= BACKOFF_MAX * 1.5  # (the sync loop's longest wait, jitter included)
+    started = time.monotonic()
+    asked: list[float] = []
+
+    async def ready(request: web.Request) -> web.Response:
+        now = time.monotonic() - started
+        asked.append(now)
+        gen = 5 if now >= BACKOFF_MAX * 1.5 else 4  # (reconnected, then caught up)
+        return web.json_response({"instance": "w", "generation": gen, "ready": True})
+
+    async def fleet(request: web.Request) -> web.Response:
+        return web.json_response({"instances": {}})
+
+    app, home = web.Application(), web.Application()
+    app.router.add_get("/readyz", ready)
+    home.router.add_get("/v1/status", fleet)
+    operator, port = await backends(home), await backends(app)
+    async with ClientSession() as session:
+        api = AdminClient(session, f"http://127.0.0.1:{operator}", "t")
+        found = await behind(api, ["w"], {"w": f"http://127.0.0.1:{port}"}, 5,
+                             catch_up=catch_up_for(0.05))
+    took = time.monotonic() - started
+    assert found.late == [] and found.unproven == ["w"], found
+    assert len(asked) <= 10, asked  # (a few asks, not a flood)
+    assert took < catch_up_for(0.05) + 2.0, took  # (against a hang)

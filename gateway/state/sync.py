@@ -47,17 +47,18 @@ from gateway.state.throttle import Throttle
 from gateway.state.vouchwrite import VouchWrite
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["Sync"]
+__all__ = ["BACKOFF_MAX", "Sync"]
 
 log = logging.getLogger("killgate.state")
 
-#: seconds from a swap to its ack (the signed heartbeat receipts wait on). An ack is a
-#: script on Redis and a message to every instance: sent at once, the first instances to
-#: swap wake Redis and the whole fleet again while the others still wait for a vCPU to
-#: swap theirs. Measured (killswitch.py --against, 3 instances, 2 vCPUs, interleaved):
-#: 1 ms: kill -0.25 ms p50, API round trip +0.47; 2 ms: kill -0.84, round trip +1.39;
-#: 3 ms: kill -0.56, round trip +2.2 (RESULTS "Stop 21: the kill path")
+#: seconds from a swap to its ack (the signed heartbeat receipts wait on). An ack is a script
+#: on Redis and a message to every instance: sent at once, the first instances to swap wake
+#: Redis and the whole fleet again while the others still wait for a vCPU to swap theirs.
+#: Measured (killswitch.py --against, 3 instances, 2 vCPUs, interleaved): 1 ms: kill -0.25
+#: ms p50, round trip +0.47; 2 ms: -0.84, +1.39; 3 ms: -0.56, +2.2 (RESULTS "Stop 21")
 ACK_AFTER = 0.002
+#: seconds, at most, between attempts to reach a lost store (x 0.5-1.5, jitter)
+BACKOFF_MAX = 1.0
 
 
 class Sync(Repair, Guard, VouchWrite, Startup, Reads):
@@ -274,8 +275,7 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads):
                     self.peers.watching_since = None
                     await self.store.reset()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, 1.0)  # (the next attempt comes within 1.5 s
-                # of the store's return, jitter included: a kill made then is not held up)
+                backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _cycle(self) -> None:
         """One poll interval: take pushed changes as they arrive, then check the generation."""
