@@ -55,8 +55,10 @@ __all__ = ["ASK_FOR", "ASK_TIMEOUT", "CATCH_UP_MAX", "Behind", "asks_for", "behi
 ASK_FOR = 10.0
 #: seconds, at most, an instance that answered "behind" is given to catch up
 CATCH_UP_MAX = 10.0
-#: added to the fleet's poll interval: the poll's own read, a resumed process's backlog
-CATCH_UP_MARGIN = 0.5
+#: added to the fleet's poll interval: the poll's own read, a resumed process's backlog, a
+#: reconnect's subscribe, load and verify on a loaded host (costs time only when an
+#: instance is behind: one that catches up sooner is let off at its next ask)
+CATCH_UP_MARGIN = 1.5
 #: the longest an instance waits between attempts to reach its store again (state/sync.py:
 #: 1 s of backoff, jitter included 1.5 s): a restore made just after a store outage (a
 #: store-loss drill's, or one met by `killgate drill restore`) finds instances waiting so
@@ -68,7 +70,7 @@ ASK_AGAIN_EVERY = 0.25
 def catch_up_for(poll_interval: float) -> float:
     """How long an instance that answered "behind" is given to catch up: a poll, and its
     reconnect after a store outage (it is asked again meanwhile: one that catches up
-    sooner is let off sooner). It was a poll (+ the margin): 0.55 s with a 50 ms poll, and
+    sooner is let off sooner). It was a poll + 0.5 s: 0.55 s with a 50 ms poll, and
     an instance still waiting out its reconnect backoff after a store-loss drill's pause
     was named as not having applied the restore (CI, stop 38)."""
     return min(CATCH_UP_MAX, max(0.0, poll_interval) + RECONNECT + CATCH_UP_MARGIN)
