@@ -1,4 +1,4 @@
-"""The local store's `leave` against heartbeats racing it (state/localaux.py): real files,
+"""The local store's `leave` against heartbeats racing it (state/localbeats.py): real files,
 real threads, the instances' flock between them. A removal's read and unlink were two
 steps: a restarted instance's heartbeat renamed into place between them was removed, and a
 heartbeat of the leaving instance itself, still being written when the stop cancelled its

@@ -1,4 +1,4 @@
-"""A stop's `leave` on the local store with the instances' lock held (state/localaux.py):
+"""A stop's `leave` on the local store with the instances' lock held (state/localbeats.py):
 a sibling worker stopped or hung mid-write holds `<path>.instances/.lock`. The removal
 waited LOCK_WAIT (2 s) for it on a thread: the stop gave up awaiting it after
 command_timeout, but asyncio's executor shutdown joined the thread before the process

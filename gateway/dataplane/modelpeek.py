@@ -46,22 +46,24 @@ class ModelPeek(Answers):
     _chosen: Callable[..., None]
     _spawn: Callable[[Coroutine[Any, Any, None]], None]
 
-    def _by_model(self, req: Request, table: RouteTable, path: str, target: bytes,
-                  host: str, need: RoutePlan | bool = True) -> None:
-        """A route may match by the body's `model` (`need` True): read it (peeking when it is
-        not all in). Or the route is `need`, decided without it, and some of its versions
-        rewrite it: `_version_first`."""
-        if isinstance(need, RoutePlan):  # decided: its version first, the body if it rewrites
-            self._version_first(req, table, need, path, target, host)
-            return
+    def _read_model(self, req: Request, table: RouteTable, path: str, target: bytes,
+                    host: str, chosen: tuple[RoutePlan, Choice] | None) -> None:
+        """Read the body's `model`: a Content-Encoding or charset refused (400); a body all
+        in memory within the window looked up at once, a larger one peeked at
+        (`_peek_later`). Then routed by it (`_peeked`), or, with `chosen` (the route and
+        version `_version_first` decided without it), rewritten for that version."""
         why = coding_refused(req.headers)
         if why is not None:
             self._bad(req, "model_body", why)
             return
         if req.body_done and req.body_size <= self.peek_bytes:
-            self._peeked(req, table, path, target, host, req.body(), True)
+            if chosen is None:
+                self._peeked(req, table, path, target, host, req.body(), True)
+            else:
+                self._rewrite_read(req, table, chosen[0], chosen[1], path, target, req.body(),
+                                   True)
             return
-        self._peek_later(req, table, path, target, host, None)
+        self._peek_later(req, table, path, target, host, chosen)
 
     def _peek_later(self, req: Request, table: RouteTable, path: str, target: bytes,
                     host: str, chosen: tuple[RoutePlan, Choice] | None) -> None:
@@ -161,14 +163,7 @@ class ModelPeek(Answers):
         if chosen is None or not chosen.model:  # (a kill, the fallback: no body is read)
             self._chosen(req, table, plan, choice, path, target, None, None, False)
             return
-        why = coding_refused(req.headers)
-        if why is not None:
-            self._bad(req, "model_body", why)
-            return
-        if req.body_done and req.body_size <= self.peek_bytes:
-            self._rewrite_read(req, table, plan, choice, path, target, req.body(), True)
-            return
-        self._peek_later(req, table, path, target, host, (plan, choice))
+        self._read_model(req, table, path, target, host, (plan, choice))
 
     def _rewrite_read(self, req: Request, table: RouteTable, plan: RoutePlan, choice: Choice,
                       path: str, target: bytes, prefix: bytes, complete: bool) -> None:

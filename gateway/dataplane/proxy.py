@@ -145,7 +145,10 @@ class Proxy(Outgoing, ModelPeek, Finish, Lookups):
                                                                          req.headers)):
                 self._route(req, table, path, target, host, None, None, None)
                 return
-            self._by_model(req, table, path, target, host, need)
+            if isinstance(need, RoutePlan):  # (decided without the body: its version first)
+                self._version_first(req, table, need, path, target, host)
+            else:  # (a route may match by the body's `model`: it is read)
+                self._read_model(req, table, path, target, host, None)
         except BadHeader as exc:
             self._bad(req, exc.reason, str(exc))
 

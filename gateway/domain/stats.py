@@ -57,12 +57,7 @@ class WindowStats:
 
     def record(self, route: str, version: str, error: bool, latency_s: float,
                now: float) -> None:
-        if now >= self._until or now < self._sec:
-            self._roll(now)
-        try:
-            p = self._pending[route][version]
-        except KeyError:
-            p = self._pending.setdefault(route, {}).setdefault(version, [[], 0])
+        p = self._pending_at(route, version, now)
         latencies = p[0]
         latencies.append(latency_s)
         if error:
@@ -74,16 +69,21 @@ class WindowStats:
         """`record` of answers that were no errors, all of one bucket (`now` is in it): what
         `wiring.dataplane.Outcomes` hands over a batch at a time. The counts are the same as
         one `record` per latency."""
-        if now >= self._until or now < self._sec:
-            self._roll(now)
-        try:
-            p = self._pending[route][version]
-        except KeyError:
-            p = self._pending.setdefault(route, {}).setdefault(version, [[], 0])
+        p = self._pending_at(route, version, now)
         waiting = p[0]
         waiting += latencies
         if len(waiting) >= _BATCH:
             self._flush((route, version), p)
+
+    def _pending_at(self, route: str, version: str, now: float) -> list[Any]:
+        """The [latencies, errors] waiting for (route, version) in the bucket `now` is in:
+        rolled to that bucket first when `now` is outside the current one."""
+        if now >= self._until or now < self._sec:
+            self._roll(now)
+        try:
+            return self._pending[route][version]
+        except KeyError:
+            return self._pending.setdefault(route, {}).setdefault(version, [[], 0])
 
     def _roll(self, now: float) -> None:
         """`now` is outside the current bucket: what waits goes to the old one first."""

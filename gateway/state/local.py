@@ -4,8 +4,9 @@ Owns three things next to `state.path`: the state document (replaced atomically:
 write, fsync, rename, fsync the folder; signed when a key is configured), the audit log
 `<path>.audit.jsonl` (appended and fsynced before the state changes; keyed MACs with a
 key; read back: localaudit.py, and trimmed: localtrim.py, its bases), and one heartbeat
-file per instance in `<path>.instances/`, replaced and removed under its `.lock` (with
-idempotency records and counts: localaux.py, their base; the file writes: files.py).
+file per instance in `<path>.instances/`, replaced and removed under its `.lock`
+(localbeats.py; idempotency records and counts: localaux.py, their base; the file writes:
+files.py).
 Without a key the file permissions are the trust boundary: values are neither signed nor
 checked. Compare-and-set is an exclusive `flock` on `<path>.lock`, so the workers of one
 `killgate serve --workers N` share it safely. Blocking file work runs in a thread; change

@@ -9,7 +9,8 @@ head, append the keyed audit event, replace the state, publish. The signed docum
 carries the hash of the event committed with it (`audit_head`, and its position
 `audit_seq`): the anchor of the trail's end, and every instance's guess of the head, so
 the next commit from any instance is one round trip. An event continues the newest head a
-verified document anchors, never the unsigned head key's (only what the script compares).
+verified document anchors (redishead.py), never the unsigned head key's (only what the
+script compares).
 A document over MAX_DOC_BYTES is refused unread; one pushed over PUSH_INLINE_BYTES is only
 a hint to re-read the store.
 Whatever we read back is verified (gateway/state/signing.py); what fails is reported to

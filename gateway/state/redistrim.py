@@ -160,10 +160,10 @@ class RedisTrim(RedisAudit):
     """`audit_trim` of `RedisStore` (see the module docstring)."""
 
     _last_open: tuple[bytes, StateDoc, str] | None  # (redis.py's: the last document verified)
-    _head_at: tuple[int, int]  # (rediscommit.py's)
+    _head_at: tuple[int, int]  # (redishead.py's)
 
     def _guess_head(self, head: str, at: tuple[int, int], doc: StateDoc) -> None:
-        raise NotImplementedError  # (rediscommit.py's)
+        raise NotImplementedError  # (redishead.py's)
 
     _scanned: _Scanned | None = None
 
