@@ -113,3 +113,32 @@ def test_the_cli_says_a_request_was_made_on_a_newer_version() -> None:
     assert shown.splitlines()[-1] == (
         "  REQUESTED ON A NEWER VERSION (killgate 0.3.0\\x1b[2J): argument 'drain_first'; "
         "approve it through an instance of that version"), shown
+
+
+async def test_an_approval_step_keeps_the_version_that_asked(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """A request a newer version made in a format this one knows whole, approved here
+    short of its last approval: the record in redis is the one stored with one more
+    approver, still naming the version that asked (it was rewritten whole as this
+    version's: `written_by` this one, so the newer one read a record an older one took
+    over). One of a format past this one's is never rewritten at all (409)."""
+    from tests.test_forgery import stored_doc
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path),
+                       extra="approvals: {unkill_global: 3}\n")
+    same, past = _ident(21), _ident(22)
+    async with running_gateway(cfg) as g:
+        await _newer(g, {same: {**_record(same, "unkill", {}, format=1,
+                                          written_by="killgate 0.3.0"), "needs": 3},
+                         past: {**_record(past, "unkill", {}, format=2,
+                                          written_by="killgate 0.3.0"), "needs": 3}})
+        before = stored_doc(redis_server)["approvals"]
+        for ident, want in ((same, 202), (past, 409)):
+            async with session.post(g.admin + f"/v1/approvals/{ident}/approve",
+                                    json={"reason": "ok"},
+                                    headers=bearer("killgate:kill", "bob")) as r:
+                assert r.status == want, await r.text()
+        stored = stored_doc(redis_server)["approvals"]
+        assert stored[same] == {**before[same], "approved_by": ["alice", "bob"]}, stored
+        assert stored[past] == before[past]

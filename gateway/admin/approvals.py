@@ -177,7 +177,11 @@ class Approvals:
                 nxt = Approval(rec.id, rec.gate, rec.intent, rec.hash, rec.needs, approved,
                                rec.created, rec.expires)
                 step.update(rec=nxt, plan=None)
-                return Change(approvals={approval_id: nxt.to_json()})
+                # the record as stored with one more approver: what it names of itself
+                # kept (`format`, `written_by`: the version that asked; rewritten as
+                # ours, a newer one read a record an older one had taken over)
+                return Change(approvals={approval_id: {**cur.approvals[approval_id],
+                                                       "approved_by": list(approved)}})
             intent = dataclasses.replace(rec.intent.with_audit(approval={
                 "id": rec.id, "requested_by": rec.requested_by, "approved_by": list(approved),
                 "hash": rec.hash, "final_reason": reason}), trace_id=trace_id)
