@@ -13,7 +13,8 @@ backends' in errors_upstream.py, the base in errors_base.py (all named here too)
     ├── StateError               the state store could not do what was asked
     │   ├── StoreUnavailable     could not reach it / timed out (retry later)
     │   │   ├── StoreUnverifiable it answers, but holds a document this instance cannot
-    │   │   │                     verify and will not write over (its key: another instance)
+    │   │   │   │                 verify and will not write over (its key: another instance)
+    │   │   │   └── StoreFromNewerVersion ... one a newer version wrote (format, fields)
     │   │   └── StoreOutcomeUnknown a commit's answer was lost: it may have landed
     │   ├── StoreConflict        a compare-and-set lost a race (retry at once)
     │   ├── EarlierLanded        a retry's write found its first attempt's in the state
@@ -50,6 +51,7 @@ from gateway.errors_store import (
     NotDurable,
     StateError,
     StoreConflict,
+    StoreFromNewerVersion,
     StoreOutcomeUnknown,
     StoreUnavailable,
     StoreUnverifiable,
@@ -85,6 +87,7 @@ __all__ = [
     "Problem",
     "StateError",
     "StoreConflict",
+    "StoreFromNewerVersion",
     "StoreOutcomeUnknown",
     "StoreUnavailable",
     "StoreUnverifiable",

@@ -13,8 +13,8 @@ from typing import Any
 
 from gateway.errors_base import KillgateError
 
-__all__ = ["EarlierLanded", "NotDurable", "StateError", "StoreConflict", "StoreOutcomeUnknown",
-           "StoreUnavailable", "StoreUnverifiable"]
+__all__ = ["EarlierLanded", "NotDurable", "StateError", "StoreConflict", "StoreFromNewerVersion",
+           "StoreOutcomeUnknown", "StoreUnavailable", "StoreUnverifiable"]
 
 
 class StateError(KillgateError):
@@ -28,6 +28,12 @@ class StoreUnavailable(StateError):
 class StoreUnverifiable(StoreUnavailable):
     """The store answers, but holds a document this instance cannot verify and will not
     write over (state/vouching.py's `_blind`): nothing was changed; not "cannot be reached"."""
+
+
+class StoreFromNewerVersion(StoreUnverifiable):
+    """The store holds a verified document a newer version of killgate wrote, which this
+    one cannot apply without dropping what it does not know (statedoc.FORMAT's rule): not
+    applied, nothing written over it (a write answers 503 state_from_newer_version)."""
 
 
 class StoreConflict(StateError):

@@ -215,7 +215,7 @@ def test_a_time_field_is_read_with_its_place_and_an_older_versions_without() -> 
     assert got == (1700000000123, Place(1700000000000, "0a1b2c3d", 7))
     assert got[1] is not None and got[1].at_ms == 1700000065000
     assert split_time("9." + Place(5, "ab", 3, 4).text()) == (9, Place(5, "ab", 3))
-    for bad in ("", "x", "12.3", "12.3.ab", "12.3.ab.4", "12.3.ab.4.5.6", "12.x.ab.4.5",
+    for bad in ("", "x", "12.3", "12.3.ab", "12.3.ab.4", "12.x.ab.4.5",
                 "12.3..4.5", "12.3.a b.4.5", "12.3.ab.-4.5", "12.3.ab.4.-5", "1" * 19,
                 "12.3." + "a" * 17 + ".4.5"):
         assert split_time(bad) is None, bad

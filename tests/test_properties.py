@@ -36,7 +36,14 @@ from hypothesis import strategies as st
 from gateway.config import Config
 from gateway.configfile import LoadedConfig, parse_config_text
 from gateway.control.table import TableHolder
-from gateway.domain.statedoc import HistoryEntry, KillFlag, RouteOverride, StateDoc, kill_key
+from gateway.domain.statedoc import (
+    HistoryEntry,
+    KillFlag,
+    NewerDocument,
+    RouteOverride,
+    StateDoc,
+    kill_key,
+)
 from gateway.domain.tablebuild import build_table
 from gateway.errors import ConfigError
 from gateway.state import store
@@ -137,7 +144,9 @@ def test_a_valid_document_survives_the_round_trip_unchanged() -> None:
     table = build_table(PROGRESSIVE, doc)
     assert table.by_name["iris"].weights == {"v1": 50.0, "v2": 50.0}  # step 1 of 10/50/100
     assert table.by_name["llm"].weights == {"v1": 100.0, "v2": 0.0}  # the override
-    assert StateDoc.from_json({**SAMPLE_DOC, "future_field": 1}) == doc  # newer writers' keys
+    # a newer writer's field is refused as its own (statedoc.FORMAT's rule), never dropped
+    with pytest.raises(NewerDocument):
+        StateDoc.from_json({**SAMPLE_DOC, "future_field": 1})
     assert StateDoc.from_json({**SAMPLE_DOC, "audit_head": "ab"}).audit_head == "ab"
 
 

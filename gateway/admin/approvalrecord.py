@@ -24,8 +24,8 @@ from gateway.domain.audit import clean_text
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import DomainError
 
-__all__ = ["FORMAT", "WRITTEN_BY", "Approval", "ApprovalRefused", "UnknownAction", "iso",
-           "newer_refusal", "newer_scope_note", "open_approvals", "open_request", "principal_key"]
+__all__ = ["FORMAT", "WRITTEN_BY", "Approval", "ApprovalRefused", "UnknownAction", "all_open",
+           "iso", "newer_refusal", "newer_scope_note", "open_request", "principal_key"]
 
 
 class ApprovalRefused(DomainError):
@@ -166,7 +166,18 @@ class Approval:
 
     @classmethod
     def from_json(cls, d: Any) -> Approval:
-        """The record as stored; ValueError when it is not one (shape or types)."""
+        """The record as stored; ValueError when it is not one (shape or types), and
+        UnknownAction when a newer version wrote what this one does not know (`read`)."""
+        rec, newer = cls.read(d)
+        if newer is not None:
+            raise newer
+        return rec
+
+    @classmethod
+    def read(cls, d: Any) -> tuple[Approval, UnknownAction | None]:
+        """The record as stored, and what of it this version does not know (None: all of
+        it is known; else never applied here, but shown and counted: `all_open`);
+        ValueError when it is not one (shape or types)."""
         try:
             i = d["intent"]
             if not (isinstance(d, dict) and isinstance(i, dict)
@@ -183,19 +194,27 @@ class Approval:
         raw_by = d.get("written_by")
         by = clean_text(raw_by, 64) if isinstance(raw_by, str) and raw_by else None
         if intent.action not in actions.ACTIONS:
-            raise UnknownAction(f"an approval of an action this version does not know "
-                                f"({clean_text(intent.action, 64)!r}: written by "
-                                f"{by or 'a newer version?'})", by)  # (no scope known)
+            return rec, UnknownAction(f"an approval of an action this version does not know "
+                                      f"({clean_text(intent.action, 64)!r}: written by "
+                                      f"{by or 'a newer version?'})", by)  # (no scope known)
         unknown = _unknown_parts(d, intent.action)
         if unknown:
-            raise UnknownAction(f"an approval of a {intent.action} with what this version "
-                                f"does not know ({', '.join(unknown[:4])}: written by "
-                                f"{by or 'a newer version?'})", by, intent.action)
-        return rec
+            return rec, UnknownAction(f"an approval of a {intent.action} with what this "
+                                      f"version does not know ({', '.join(unknown[:4])}: "
+                                      f"written by {by or 'a newer version?'})", by,
+                                      intent.action)
+        return rec, None
 
-    def public(self) -> dict[str, Any]:
-        """What the API shows (CONTRACT §5.2's shape, and what is to be changed)."""
+    def public(self, newer: UnknownAction | None = None) -> dict[str, Any]:
+        """What the API shows (CONTRACT §5.2's shape, and what is to be changed); of a
+        newer version's record (`newer`), also `from_newer_version`: which version wrote
+        it, what this one does not know, and that it is decided through that version."""
         i = self.intent
+        if newer is not None:
+            return {**self.public(), "from_newer_version": {
+                "written_by": newer.written_by, "unknown": str(newer),
+                "decide": "approve it through an instance of that version (or newer), or "
+                          f"decline it (here that takes {newer.scope})"}}
         return {"id": self.id, "action": i.action, "gate": self.gate, "target": i.target,
                 "args": i.args, "reason": i.reason, "requested_by": i.actor,
                 "needs": self.needs, "approved_by": list(self.approved_by),
@@ -203,11 +222,16 @@ class Approval:
                 "hash": self.hash}
 
 
-def open_approvals(doc: StateDoc) -> dict[str, Approval]:
+def all_open(doc: StateDoc) -> dict[str, tuple[Approval, UnknownAction | None]]:
+    """Every record of `doc` that is one, with what a newer version wrote in it that this
+    one does not know (None: nothing): such a request is open too, listed (GET
+    /v1/approvals) and counted against the bounds on open requests, though never applied
+    here. Left out, a newer instance's requests were invisible to an older one's
+    approvers, and an older one let the fleet hold MAX_OPEN more of its own."""
     out = {}
     for key, raw in doc.approvals.items():
         try:
-            out[key] = Approval.from_json(raw)
+            out[key] = Approval.read(raw)
         except ValueError:
             continue  # shown nowhere and never applied; the sweeper drops it
     return out

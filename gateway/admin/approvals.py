@@ -27,8 +27,8 @@ from gateway.admin.approvalrecord import (
     Approval,
     ApprovalRefused,
     UnknownAction,
+    all_open,
     newer_scope_note,
-    open_approvals,
     open_request,
     principal_key,
 )
@@ -79,9 +79,12 @@ class Approvals:
     # ------------------------------------------------------------------ reads
 
     def open(self) -> list[dict[str, Any]]:
+        """The open requests, oldest first: a newer version's too, marked
+        (`from_newer_version`), which an approver here must see to decide it there."""
         now = self.clock()
-        return [a.public() for a in sorted(open_approvals(self.current.doc).values(),
-                                           key=lambda a: a.created) if a.expires > now]
+        return [a.public(newer) for a, newer in sorted(all_open(self.current.doc).values(),
+                                                       key=lambda r: r[0].created)
+                if a.expires > now]
 
     # ------------------------------------------------------------------ request
 
@@ -101,8 +104,10 @@ class Approvals:
         found: list[Approval] = []
 
         def change(cur: StateDoc) -> Change | None:
-            live = [a for a in open_approvals(cur).values() if a.expires > now]
-            same = [a for a in live if a.hash == digest]
+            # (a newer version's count too: they ride in the document as ours do)
+            every = [(a, newer) for a, newer in all_open(cur).values() if a.expires > now]
+            live = [a for a, _ in every]
+            same = [a for a, newer in every if newer is None and a.hash == digest]
             if same:
                 found[:] = same[:1]
                 return None  # the same change is already waiting for approval
@@ -172,7 +177,11 @@ class Approvals:
                 nxt = Approval(rec.id, rec.gate, rec.intent, rec.hash, rec.needs, approved,
                                rec.created, rec.expires)
                 step.update(rec=nxt, plan=None)
-                return Change(approvals={approval_id: nxt.to_json()})
+                # the record as stored with one more approver: what it names of itself
+                # kept (`format`, `written_by`: the version that asked; rewritten as
+                # ours, a newer one read a record an older one had taken over)
+                return Change(approvals={approval_id: {**cur.approvals[approval_id],
+                                                       "approved_by": list(approved)}})
             intent = dataclasses.replace(rec.intent.with_audit(approval={
                 "id": rec.id, "requested_by": rec.requested_by, "approved_by": list(approved),
                 "hash": rec.hash, "final_reason": reason}), trace_id=trace_id)

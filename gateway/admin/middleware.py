@@ -24,6 +24,7 @@ from gateway.errors import (
     InvalidChange,
     NotDurable,
     StateError,
+    StoreFromNewerVersion,
     StoreOutcomeUnknown,
     StoreUnavailable,
     StoreUnverifiable,
@@ -95,6 +96,8 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
                           "generation) and `killgate audit` before retrying. A retry runs the "
                           "change again: a kill already in force is left as it was, an unkill "
                           "already made answers 409 not_killed")
+    except StoreFromNewerVersion as exc:  # (a rolling upgrade: another instance writes it)
+        return json_error(503, "state_from_newer_version", f"nothing was changed: {exc}")
     except StoreUnverifiable as exc:  # (it answers: no outage to look for)
         return json_error(503, "state_store_unavailable", f"nothing was changed: {exc}")
     except StoreUnavailable as exc:

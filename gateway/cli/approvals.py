@@ -57,7 +57,19 @@ def _describe(a: dict[str, Any]) -> str:
             + f"\n  asked by {c(a['requested_by'])}: {c(a['reason'])}"
             + f"\n  approvals {len(a['approved_by'])}/{a['needs']} "
               f"({', '.join(c(str(x)) for x in a['approved_by'])}); expires {c(a['expires'])}"
-            + f"\n  change hash {c(a['hash'])}")
+            + f"\n  change hash {c(a['hash'])}" + _newer(a))
+
+
+def _newer(a: dict[str, Any]) -> str:
+    """The line that says a request was made on a newer version (rolling upgrade): this
+    gateway does not know all it would change, and refuses to approve it."""
+    newer = a.get("from_newer_version")
+    if not isinstance(newer, dict):
+        return ""
+    by = newer.get("written_by")
+    return (f"\n  REQUESTED ON A NEWER VERSION ({clean_text(by if isinstance(by, str) else 'unnamed')}"
+            f"): {clean_text(str(newer.get('unknown', '')))}; "
+            f"{clean_text(str(newer.get('decide', '')))}")
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.domain.identities import MAX_IDENTITIES, MAX_IDENTITIES_ALL, recorded
 from gateway.domain.stateparts import (
@@ -35,6 +35,7 @@ from gateway.domain.stateparts import (
 from gateway.domain.writeids import lifted_after, lifted_writes_after, new_write, trim_writes
 
 __all__ = [
+    "FORMAT",
     "MAX_GENERATION",
     "MAX_HISTORY",
     "MAX_IDENTITIES",
@@ -44,6 +45,7 @@ __all__ = [
     "HistoryEntry",
     "KillFlag",
     "KillScope",
+    "NewerDocument",
     "Progress",
     "RolledOff",
     "RouteOverride",
@@ -55,13 +57,53 @@ __all__ = [
 
 MAX_HISTORY = 100  # entries kept per route (the oldest are dropped)
 
+#: the document's format. The rule across versions (a rolling upgrade shares one store,
+#: and an instance of the older version rewrites the whole document at each write): a
+#: field this version does not know, anywhere in the document's typed parts, or a
+#: `format` past this one, makes a verified document a NewerDocument: never applied
+#: without what it does not know, never written over (a re-seed would drop it), said
+#: loudly (StoreFromNewerVersion: not synced, the staleness policy applies). A newer
+#: version raises `format` where what it adds changes what an older one would enforce
+#: (a new kind of kill, a new value of a known field), and writes new fields only once no
+#: older instance reads the store. The open maps (identities, progress, drill results,
+#: approvals) keep what they hold whole; approvals judge their own records' `format`.
+FORMAT = 1
+
+
+class NewerDocument(ValueError):
+    """A verified document a newer version wrote, which this one cannot apply faithfully
+    (its `format` past FORMAT, or fields this one does not know): `fields` names them."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+def _newer(exc: ValidationError) -> NewerDocument | None:
+    """The refusal of a document written by a newer version (None: it is not one, just
+    invalid): one naming a format past ours, or whose only problems are fields this
+    version does not know."""
+    errors = exc.errors()
+    past = [e for e in errors if e["loc"] == ("format",) and e["type"] == "less_than_equal"]
+    unknown = [".".join(map(str, e["loc"])) for e in errors
+               if e["type"] == "unexpected_keyword_argument"]
+    if not past and len(unknown) != len(errors):
+        return None
+    said = ([f"format {past[0]['input']!r}, this version's is {FORMAT}"] if past else []) + (
+        [f"fields this version does not know: {', '.join(unknown[:4])}"
+         + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")] if unknown else [])
+    return NewerDocument(f"written by a newer version of killgate ({'; '.join(said)}): not "
+                         "applied without what this version does not know, nor written over",
+                         tuple(unknown))
+
 
 @dataclass(frozen=True, slots=True)
 class StateDoc:
     """The whole replicated state. Replaced, never mutated."""
 
-    # for from_json: no NaN or infinite weights; unknown keys (newer writers) are ignored
-    __pydantic_config__ = ConfigDict(allow_inf_nan=False)
+    # for from_json: no NaN or infinite weights; unknown keys (newer writers) refused,
+    # as NewerDocument (FORMAT's rule)
+    __pydantic_config__ = ConfigDict(allow_inf_nan=False, extra="forbid")
 
     generation: Generation = 0
     epoch: str = ""
@@ -99,6 +141,8 @@ class StateDoc:
     lifted_writes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: route -> the versions rollbacks took off it, oldest first (domain/rolledoff.py)
     rolled_off: dict[str, tuple[RolledOff, ...]] = field(default_factory=dict)
+    #: the format it was written in (FORMAT; one past it: NewerDocument)
+    format: Annotated[int, Field(le=FORMAT)] = FORMAT
 
     def with_changes(self, **kw: Any) -> StateDoc:
         """A copy with the fields `kw` names replaced: `dataclasses.replace`'s result in
@@ -132,6 +176,7 @@ class StateDoc:
             "lifted": self.lifted,
             "lifted_writes": {k: list(v) for k, v in self.lifted_writes.items()},
             "rolled_off": {k: [plain(e) for e in v] for k, v in self.rolled_off.items()},
+            "format": self.format,
         }
 
     @classmethod
@@ -142,6 +187,9 @@ class StateDoc:
         try:
             return _DOC_ADAPTER.validate_python(d)
         except ValidationError as exc:
+            newer = _newer(exc)
+            if newer is not None:
+                raise newer from None
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "document"
             raise ValueError(f"not a valid state document: {where}: {first['msg']} "

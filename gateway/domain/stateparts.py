@@ -35,6 +35,10 @@ Generation = Annotated[int, Field(ge=0, le=MAX_GENERATION)]
 
 KillScope = Literal["global", "route", "version"]
 
+#: the parts' validation: a field this version does not know is an error (a newer version
+#: wrote it: statedoc.NewerDocument), never silently dropped (see StateDoc.format)
+_KNOWN = ConfigDict(extra="forbid")
+
 
 def plain(obj: Any) -> dict[str, Any]:
     """A flat dataclass (slots, plain values) as a dict; dict values are copied.
@@ -58,6 +62,8 @@ def kill_key(scope: str, route: str | None = None, version: str | None = None) -
 
 @dataclass(frozen=True, slots=True)
 class KillFlag:
+    __pydantic_config__ = _KNOWN  # (a field a newer version added: statedoc.NewerDocument)
+
     scope: KillScope
     route: str | None
     version: str | None
@@ -89,6 +95,8 @@ class KillFlag:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
+    __pydantic_config__ = _KNOWN  # (a field a newer version added: statedoc.NewerDocument)
+
     stable: str
     time: str
     actor: str
@@ -101,6 +109,8 @@ class HistoryEntry:
 @dataclass(frozen=True, slots=True)
 class RouteOverride:
     """A latched runtime override of a route (rollback / promote / weights / auto)."""
+
+    __pydantic_config__ = _KNOWN  # (a field a newer version added: statedoc.NewerDocument)
 
     stable: str | None
     weights: dict[str, float]
@@ -116,6 +126,8 @@ class RolledOff:
     target of a rollback without `to` or of an automatic one while the route's config has
     it as recorded here (same url and artifact), until an operator names it (promote,
     weights, rollback --to)."""
+
+    __pydantic_config__ = _KNOWN  # (a field a newer version added: statedoc.NewerDocument)
 
     version: str
     url: str | None
@@ -159,6 +171,8 @@ class DrillRecord:
     made (kills, rollbacks, faults), `kept`: what its restore left because someone changed
     it meanwhile; both outlive the restore, for its end to check a "passed" against
     (drillfinish.py; a record an older version wrote says 0 and nothing)."""
+
+    __pydantic_config__ = _KNOWN  # (a field a newer version added: statedoc.NewerDocument)
 
     id: str
     kind: str

@@ -21,13 +21,19 @@ each was signed "no later" than the newest read. Its age is the younger of what 
 signed time and its place say (`Place.at_ms`: the store's clock at its start, and a
 clock no step moves since), so neither a step back of that clock nor one of the store's
 makes it old. An older version's (its time alone) is ordered and aged as before.
+
+The format rule across versions (a rolling upgrade shares one store): a newer version may
+add parts to the time field after the place's five, and never changes what those five
+say; this one places such a heartbeat by them (`split_time`). Refused as malformed, every
+heartbeat and ack of a newer instance was taken unordered: its replays passed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["NewestBeats", "NewestPlaces", "Place", "pushed_replay", "split_time"]
+__all__ = ["MAX_TIME_PARTS", "PLACE_PARTS", "NewestBeats", "NewestPlaces", "Place", "pushed_replay",
+           "split_time"]
 
 #: instances remembered at most (the oldest first read is forgotten first): a fleet of
 #: pods with fresh names each start must not grow this for good
@@ -138,12 +144,25 @@ def _number(text: str) -> int | None:
     return int(text) if text.isdigit() and len(text) <= 18 else None
 
 
+#: the parts of a time field that a place is read from: a newer version may add parts
+#: after them (`split_time`), never change what these five say
+PLACE_PARTS = 5
+#: the parts a time field may have at most (a newer version's included): a bound on the
+#: split of a value whoever can write to the store chose (4 KiB at most: MAX_ACK_BYTES)
+MAX_TIME_PARTS = 16
+
+
 def split_time(text: str) -> tuple[int, Place | None] | None:
     """A heartbeat's signed time field: its time (ms) and its place, "<ms>.<boot ms>.<tag>.
-    <seq>.<since ms>" (an older version's is "<ms>" alone: no place); None when malformed."""
-    parts = text.split(".")
+    <seq>.<since ms>" (an older version's is "<ms>" alone: no place); None when malformed.
+    A newer version's may go on with more parts (".<anything>", up to MAX_TIME_PARTS in
+    all: signed with the rest, not read here): it is placed by its first five, which keep
+    their meaning in every version (the format rule a newer version keeps). Refused, a
+    rolling upgrade's newer instances were taken unordered: a replay of theirs, stored or
+    pushed, was never told from a genuine heartbeat."""
+    parts = text.split(".", MAX_TIME_PARTS)
     wall = _number(parts[0])
-    if wall is None or len(parts) not in (1, 5):
+    if wall is None or not (len(parts) == 1 or PLACE_PARTS <= len(parts) <= MAX_TIME_PARTS):
         return None
     if len(parts) == 1:
         return wall, None

@@ -28,7 +28,7 @@ from typing import Any
 
 from gateway.domain.audit import GENESIS, AuditDraft, parse_event, seal
 from gateway.domain.branches import replaces_another
-from gateway.domain.statedoc import StateDoc
+from gateway.domain.statedoc import NewerDocument, StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.state.files import (
     append_lines,
@@ -130,7 +130,7 @@ class LocalStore(LocalTrim):
             return Loaded(None, "x" + hashlib.sha256(raw).hexdigest()[:16],
                           f"{self.path}: {exc}",
                           raw if self.keys.enabled and len(raw) <= MAX_DOC_BYTES else None,
-                          cause=cause_of(exc))
+                          cause=cause_of(exc), newer=isinstance(exc, NewerDocument))
         if which == "previous":
             self.on_unverified("state", "", "previous")
         return Loaded(doc, str(doc.generation))

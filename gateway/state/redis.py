@@ -31,7 +31,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from gateway.domain.statedoc import StateDoc
+from gateway.domain.statedoc import NewerDocument, StateDoc
 from gateway.errors import StateError, StoreUnavailable
 from gateway.log import event
 from gateway.state.rediscommit import RedisCommits
@@ -223,7 +223,7 @@ class RedisStore(RedisCommits, RedisTrim):
             doc = self._open_doc(raw, None)
         except ValueError as exc:
             return Loaded(None, token, f"{self.k_state}: {exc}", raw, trail=trail,
-                          cause=cause_of(exc))
+                          cause=cause_of(exc), newer=isinstance(exc, NewerDocument))
         return Loaded(doc, token, trail=trail)
 
     def _open_doc(self, raw: bytes, kind: str | None) -> StateDoc:
@@ -239,7 +239,8 @@ class RedisStore(RedisCommits, RedisTrim):
                 body, which = self.keys.open(b"state", raw)
                 doc = decode_doc(body)
             except ValueError as exc:
-                if kind is not None:
+                # (a newer version's, pushed: no forgery; the poll reads it and says so)
+                if kind is not None and not isinstance(exc, NewerDocument):
                     self.on_unverified(kind, str(exc), None, cause_of(exc))
                 raise
             self._last_open = (raw, doc, which)

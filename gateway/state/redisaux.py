@@ -8,7 +8,8 @@ heartbeat is "kid mac generation time config instance", signed over all but its 
 without the key nobody can make an instance look as if it applied a generation, or make
 one up; its time is "wall-ms.place" (beatorder.py's Place: this process's start, by the
 store's clock, its count of heartbeats, the time since by a clock no step moves; an older
-version's is "wall-ms" alone, which it still reads, and this one's it takes unordered). A
+version's is "wall-ms" alone, which it still reads, unplaced; a newer version's may add
+parts after the place, which it places by its first five: beatorder.split_time). A
 record that does not verify is reported and never used (reading and judging one: the
 RedisBeats base, redisbeats.py); what was read is seeded from the store at the first
 `open` (`_seed_places`). Idempotency records: the RedisIdempotency base (redisidem.py);

@@ -75,7 +75,8 @@ class Repair(Vouching):
             self._seen_signed = True
             self._saw(got.doc)
         if got.problem is not None:
-            self.tamper.note("state", got.problem, got.cause)
+            if not got.newer:  # (a newer version's: said by `_blind`, no forgery)
+                self.tamper.note("state", got.problem, got.cause)
             self.last_error = f"refused the stored state: {got.problem}"
         elif got.doc is not None and not got.trusted:
             self.tamper.note("generation", f"the stored generation {got.token!r} is not the "

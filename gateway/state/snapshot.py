@@ -51,8 +51,15 @@ from gateway.state.files import (
     write_target,
 )
 from gateway.state.signing import MAGIC, Cause, Keyring, Unverified, cause_of
-from gateway.state.snapshotbody import Foreign, Origin, kills_only, named_prefix, read_origin
-from gateway.state.store import MAX_DOC_BYTES, OnUnverified, decode_doc, ignore_unverified
+from gateway.state.snapshotbody import (
+    Foreign,
+    Origin,
+    decode_body,
+    kills_only,
+    named_prefix,
+    read_origin,
+)
+from gateway.state.store import MAX_DOC_BYTES, OnUnverified, ignore_unverified
 
 __all__ = ["Origin", "SnapshotFile", "kills_only"]  # (Origin, kills_only: snapshotbody.py)
 
@@ -110,17 +117,18 @@ class SnapshotFile:
                 raise ValueError(f"over the {MAX_DOC_BYTES}-byte limit of a state document "
                                  "(not read)")
             if self.keys.enabled and not raw.startswith(MAGIC):
-                return self._kills_only(decode_doc(raw), "written before state signing")
+                return self._kills_only(decode_body(raw, untrusted=True),
+                                        "written before state signing")
             try:
                 body, which = self.keys.open(b"snapshot", raw)
             except Unverified as exc:
                 # (the key changed, or the file was edited: its kills only, never the rest)
                 self._foreign(raw.partition(b"\n")[2], raw)
-                doc = decode_doc(raw.partition(b"\n")[2])
+                doc = decode_body(raw.partition(b"\n")[2], untrusted=True)
                 return self._kills_only(doc, f"{exc} (the state key changed, or the file was "
                                              "written without it)", cause=exc.cause)
             self._foreign(body, None)
-            doc = decode_doc(body)
+            doc = decode_body(body)
             self.unverified_origin, self.own_epochs = read_origin(body)
         except Foreign as exc:
             self.refused = str(exc)
@@ -211,7 +219,7 @@ class SnapshotFile:
                     or filemodes.problem(target, secret=False) is not None:
                 return None
             body, _ = self.keys.open(b"snapshot", raw)
-            doc = decode_doc(body)
+            doc = decode_body(body)
         except (OSError, ValueError):
             return None
         return doc.generation, doc.audit_seq

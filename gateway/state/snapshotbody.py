@@ -10,7 +10,11 @@ from typing import Any
 
 from gateway.domain.statedoc import StateDoc
 
-__all__ = ["Foreign", "Origin", "kills_only", "named_prefix", "read_origin"]
+__all__ = ["SNAPSHOT_KEYS", "Foreign", "Origin", "decode_body", "kills_only", "named_prefix",
+           "read_origin"]
+
+#: what a snapshot's body holds besides the document's own fields
+SNAPSHOT_KEYS = frozenset({"prefix", "unverified_origin"})
 
 
 #: where the state a snapshot holds came from, when not from the fleet: `{"why": str,
@@ -47,6 +51,26 @@ def kills_only(doc: StateDoc) -> StateDoc:
     1 — past an instance's empty start, so they are adopted, and never its own generation
     (whoever wrote the file chose it: one the fleet could never move past)."""
     return StateDoc(generation=1, kills=doc.kills)
+
+
+def decode_body(body: bytes, untrusted: bool = False) -> StateDoc:
+    """The document a snapshot's body holds (without SNAPSHOT_KEYS: a field the document
+    does not know is a newer version's, statedoc.NewerDocument); ValueError when it is
+    not one. `untrusted`: a file whose kills alone are taken (kills_only), its other
+    top-level keys whatever they are (an edited file)."""
+    try:
+        got = json.loads(body)
+    except RecursionError:
+        raise ValueError("not a valid state document: nested too deeply") from None
+    if isinstance(got, dict):
+        if untrusted:
+            got = {k: v for k, v in got.items() if k in _DOC_KEYS}
+        elif not SNAPSHOT_KEYS.isdisjoint(got):
+            got = {k: v for k, v in got.items() if k not in SNAPSHOT_KEYS}
+    return StateDoc.from_json(got)
+
+
+_DOC_KEYS = frozenset(StateDoc().to_json())
 
 
 def named_prefix(body: bytes) -> str | None:

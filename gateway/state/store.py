@@ -102,6 +102,9 @@ class Loaded:
     trail: int = -1
     #: why `problem` (one of signing.CAUSES): the refusal's, not read from its wording
     cause: Cause = "other"
+    #: the refused document verified, and a newer version wrote it (statedoc.NewerDocument):
+    #: no forgery to count nor to repair, and never written over
+    newer: bool = False
 
     @property
     def empty(self) -> bool:

@@ -15,9 +15,10 @@ import hashlib
 import os
 import socket
 
+from gateway import __version__
 from gateway.config import StateConfig
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import StoreUnverifiable
+from gateway.errors import StoreFromNewerVersion, StoreUnverifiable
 from gateway.state.signing import MAGIC
 from gateway.state.snapshot import Origin, SnapshotFile
 from gateway.state.store import Loaded
@@ -141,7 +142,24 @@ class Vouching:
         wrote an empty document over the fleet's kills, and the instance, "synced", served
         every killed route. It stays state_unknown (503, not ready) instead, until it can
         verify what the store holds. (A document in the format before signing still
-        migrates: its kills are what the re-seed keeps.)"""
+        migrates: its kills are what the re-seed keeps.)
+        A document a newer version wrote (`got.newer`: verified, in a format or with fields
+        this one does not know, statedoc.FORMAT) is never written over, whatever this
+        instance holds: StoreFromNewerVersion (re-seeded over, what the newer version
+        added, a new kind of kill say, was dropped from the fleet's state)."""
+        if got.newer:
+            held = mine.generation > 0 or bool(mine.kills)
+            msg = (f"the state store holds a document a newer version of killgate wrote "
+                   f"({got.problem}); this instance runs killgate {__version__}, which cannot "
+                   "apply it without dropping what it does not know: it writes nothing over "
+                   "it and is not synced (" + (
+                       "the state it holds stays in force; state.on_unavailable applies past "
+                       "max_staleness" if held else "it holds no state: not ready") +
+                   "). Make changes through an instance of the newer version, and finish "
+                   "the upgrade (or roll the newer one back and restore its state)")
+            if not held:
+                self.unverifiable = msg
+            raise StoreFromNewerVersion(msg)
         legacy = (got.refused is not None and self.migrating
                   and not got.refused.startswith(MAGIC))  # (unsigned: may hold kills)
         # the kills of a snapshot we could not verify either (snapshot.py: the key changed)
