@@ -270,11 +270,7 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
             known = set(flat[::2])
             flat = await self._call("HGETALL", self.k_instances + ":urls")
             orphans = [f for f in flat[::2] if f not in known]
-            for i in range(0, len(flat), 2):
-                await turn(i)
-                name = flat[i].decode(errors="replace")
-                if name in out:
-                    out[name].update(self._open_urls(name, flat[i + 1]))
+            await self._read_urls(flat, out)
             if orphans:  # (a cleanup: the read stands whether it succeeds or not)
                 with contextlib.suppress(StateError):
                     await self._script(_ORPHANS, [self.k_instances,
