@@ -251,6 +251,7 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
             ack = self._open_ack(record, "heartbeat", flat[i])
             if ack is None:
                 refused_now[flat[i]] = flat[i + 1]
+                self._other_key(record, age)
                 continue
             if self.keys.enabled \
                     and (why := self._replayed(ack.instance, signed_time(record), judge_ms,

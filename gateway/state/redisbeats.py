@@ -69,6 +69,9 @@ class RedisBeats(RedisLink):
     _newest_pushed: NewestBeats | None = None
     #: the lease the fleet was last read with (s; None before): bounds a pushed ack's age
     _lease: float | None = None
+    #: when (monotonic) the newest heartbeat refused for a key id we do not hold was
+    #: written, by the store's stamp (FleetStore's: what KEY UNCONFIRMED is judged by)
+    other_key_at: float | None = None
     #: the addresses the last fleet read refused (field -> value as stored)
     _refused_urls: dict[bytes, bytes] = {}  # (replaced at each read, never mutated)
 
@@ -152,6 +155,18 @@ class RedisBeats(RedisLink):
                 else:
                     out[name].update(urls)
         self._refused_urls = now
+
+    def _other_key(self, record: bytes, age: float) -> None:
+        """A stored heartbeat written `age` seconds ago (the store's stamp) was refused:
+        when its key id is none of ours, note when it was written (`other_key_at`). By its
+        stamp, not when read: a dead instance's heartbeat, read until 10 leases old by an
+        instance that started since, said its key unconfirmed for a lease after each start
+        though nothing live signed with another key."""
+        kid = record.split(b" ", 1)[0].decode("ascii", "replace")
+        ours = self.keys.keys()  # (key id -> secret)
+        if self.keys.enabled and kid not in ours:
+            at = time.monotonic() - max(age, 0.0)
+            self.other_key_at = max(at, self.other_key_at or at)
 
     def _open_urls(self, instance: str, raw: bytes) -> dict[str, str] | None:
         """An instance's signed addresses (None when they do not verify, or are longer
