@@ -164,7 +164,7 @@ class RedisBeats(RedisLink):
         though nothing live signed with another key."""
         kid = record.split(b" ", 1)[0].decode("ascii", "replace")
         ours = self.keys.keys()  # (key id -> secret)
-        if self.keys.enabled and kid not in ours:
+        if self.keys.enabled and kid not in ours and kid not in self.keys.retired:
             at = time.monotonic() - max(age, 0.0)
             self.other_key_at = max(at, self.other_key_at or at)
 

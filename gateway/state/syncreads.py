@@ -85,6 +85,7 @@ class Reads:
                 "signed": keys.enabled,
                 "key_id": keys.current.kid if keys.current else None,
                 "previous_key_id": keys.previous.kid if keys.previous else None,
+                "retired_key_ids": sorted(keys.retired),
                 **self.tamper.status()},
             "audit": {"anchored_head": self.holder.doc.audit_head or None,
                       "trail_lost": self.trail_lost,
