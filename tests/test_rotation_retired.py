@@ -103,3 +103,16 @@ async def test_values_of_a_retired_key_are_counted_apart_from_tampering(
         ver = sync.status()["verification"]
         assert ver["unverified_total"] == 2, ver
         assert ver["by_cause"] == {"bad_signature": 1, "unknown_key_id": 1}, ver
+        # a live value signed with the retired key (an instance still signing with it, a
+        # replay, or someone holding it) is no left-over: an ack pushed now is tampering
+        late = RedisStore(redis_server.url, "kgtest", 1.0,
+                          keys=Keyring(Key.of(STATE_KEY.encode())))
+        await late.open()
+        try:
+            await late.heartbeat("late-pod", 0, "sha256:x")
+            await wait_until(lambda: sync.status()["verification"]["unverified"].get("ack"),
+                             5, what="the retired key's ack refused as tampering")
+        finally:
+            await late.close()
+        last = sync.status()["verification"]["last_by_cause"]["unknown_key_id"]
+        assert last["kind"] == "ack" and "retired" in last["problem"], last

@@ -125,9 +125,9 @@ class Keyring:
         key = self._by_kid.get(kid)
         if key is None:
             if kid in self.retired:
-                raise Unverified(f"signed with the retired key id {kid!r} (written before the "
-                                 "rotation, or by an instance, or anyone, still holding that "
-                                 "key)", "retired")
+                raise Unverified(f"signed with an unknown key id {kid!r}: one the fleet "
+                                 "retired in a key rotation (written before it, or by an "
+                                 "instance, or anyone, still holding that key)", "retired")
             raise Unverified(f"signed with an unknown key id {kid[:16]!r}", "unknown_key_id")
         # (compare_digest raises TypeError on a str that is not ASCII: compare bytes)
         if not hmac.compare_digest(self._mac(key, kind, body).encode(),

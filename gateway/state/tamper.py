@@ -28,6 +28,13 @@ __all__ = ["CAUSES", "TamperLog"]
 
 log = logging.getLogger("killgate.state")
 
+#: the kinds of value the fleet leaves in the store, written before a key rotation and read
+#: after it: a heartbeat (and its addresses) of an instance gone since, its counts, an
+#: idempotency record. Only these are counted as `retired`: the state document, a push, an
+#: ack, a snapshot signed with a retired key is live, and says that an instance still signs
+#: with it, a replay, or someone holding it (counted as tampering, `unknown_key_id`)
+LEFTOVERS = ("heartbeat", "stats", "idempotency")
+
 #: every kind of value the store hands us that carries a signature
 KINDS = ("state", "push", "ack", "heartbeat", "stats", "idempotency", "generation",
          "snapshot", "audit")
@@ -53,8 +60,10 @@ class TamperLog:
         """Data of `kind` was refused because of `problem` (already ignored by the caller);
         `cause` (one of CAUSES): as the Unverified raised said (signing.cause_of)."""
         if cause == "retired":
-            self._retired(kind, problem, detail)
-            return
+            if kind in LEFTOVERS:
+                self._retired(kind, problem, detail)
+                return
+            cause = "unknown_key_id"
         self.counts[kind] = self.counts.get(kind, 0) + 1
         self.metrics.inc("killgate_state_unverified_total", (kind,), label_names=("kind",))
         cause = cause if cause in CAUSES else "other"
