@@ -220,7 +220,9 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         """Instances whose signed heartbeat the store saw within `lease` (server time)."""
-        self._lease = lease
+        # (the replay bounds follow the instance lease: a read asked for a longer one, the
+        # console's 12 leases, set them 12 times looser until the next read)
+        self._lease = live = lease if self.beat_lease is None else min(lease, self.beat_lease)
         before = self.clock()
         now_ms, flat = await self._script(_LIVE, [self.k_instances], [])
         # a heartbeat's signed time is judged by the store's clock; by ours when the two
@@ -255,7 +257,7 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
                 continue
             if self.keys.enabled \
                     and (why := self._replayed(ack.instance, signed_time(record), judge_ms,
-                                               int(now_ms), lease, int(seen_s),
+                                               int(now_ms), live, int(seen_s),
                                                ack.generation)):
                 self.on_unverified("heartbeat", why, None)
                 stale.append(flat[i])
