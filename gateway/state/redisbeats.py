@@ -163,8 +163,7 @@ class RedisBeats(RedisLink):
         instance that started since, said its key unconfirmed for a lease after each start
         though nothing live signed with another key."""
         kid = record.split(b" ", 1)[0].decode("ascii", "replace")
-        ours = self.keys.keys()  # (key id -> secret)
-        if self.keys.enabled and kid not in ours and kid not in self.keys.retired:
+        if self.keys.enabled and not self.keys.holds(kid) and kid not in self.keys.retired:
             at = time.monotonic() - max(age, 0.0)
             self.other_key_at = max(at, self.other_key_at or at)
 

@@ -108,6 +108,10 @@ class Keyring:
         """The same keys, for values of another context (a redis prefix)."""
         return Keyring(self.current, self.previous, context, self.retired)
 
+    def holds(self, kid: str) -> bool:
+        """Whether `kid` names the current or the previous key."""
+        return kid in self._by_kid
+
     def keys(self) -> dict[str, bytes]:
         return {kid: k.secret for kid, k in self._by_kid.items()}
 
