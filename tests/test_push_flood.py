@@ -119,5 +119,5 @@ async def test_a_large_forged_ack_is_refused_unread(
         # so too an instance's addresses (read with the heartbeats; forged between two of
         # its heartbeats, or for good under a name whose heartbeat is replayed)
         store = g.gw.sync.store
-        assert store._open_urls(g.gw.sync.instance, big.encode()) == {}
+        assert store._open_urls(g.gw.sync.instance, big.encode()) is None
         assert "not read" in tamper.last["problem"], tamper.last

@@ -119,6 +119,12 @@ async def test_an_operator_vouches_for_a_lone_group_that_seeded_the_store(
     async with session.get(f"{g.admin}/v1/status", headers=auth()) as r:
         assert (await r.json())["store"]["snapshot"]["unverified_origin"] is None
     assert "snapshot_unverified_origin" not in g.output()
+    # (no false alarm from the vouch nor the restart: nothing refused, nothing unconfirmed)
+    async with session.get(f"{g.admin}/v1/status", headers=auth()) as r:
+        store = (await r.json())["store"]
+    assert store["verification"]["unverified_total"] == 0, store["verification"]
+    assert store["key_unconfirmed"] is None, store
+    assert "state_unverified" not in g.output()
     gen = stored()[1]  # (a restart may append an event of its own: the generation stays)
     out = await acli("state", "vouch", "--reason", "again", env=env)
     assert out.returncode == 1 and "nothing_to_vouch" in out.stderr, out

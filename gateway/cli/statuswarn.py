@@ -73,6 +73,28 @@ def _by_cause(verification: dict[str, Any], last: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _retired_line(verification: dict[str, Any]) -> str | None:
+    """Values refused for a key id the fleet retired in a rotation: not tampering, most
+    likely (found by review revfalse2: a routine rotation's left-overs said UNVERIFIED ...
+    TAMPERING); said apart, with what would make it something else."""
+    retired = verification.get("retired_key")
+    if not isinstance(retired, dict):
+        return None
+    n = sum(v for v in retired.values() if isinstance(v, int))
+    if not n:
+        return None
+    last = verification.get("last_retired_key") or {}
+    ids = ", ".join(repr(k) for k in verification.get("retired_key_ids") or []) or "?"
+    return (f"RETIRED KEY: {n} value(s) read from the store were refused for naming a key "
+            f"id the fleet retired in a key rotation ({ids}; {retired}; last: "
+            f"{last.get('kind')}: {last.get('problem')}): most likely written before the "
+            "rotation (counts and heartbeats of instances replaced or crashed since, an "
+            "idempotency record: each is refused once, and goes as it is removed, rewritten "
+            "or expires); not counted as tampering. If they keep coming, an instance still "
+            "signs with the retired key (compare each instance's store.verification.key_id) "
+            "or someone holding it writes to the store")
+
+
 def store_warnings(st: dict[str, Any]) -> list[str]:
     """Lines about the state this instance enforces and the store it reads, worst first."""
     store = st.get("store") or {}
@@ -124,6 +146,8 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
         out.append(f"UNVERIFIED: {verification['unverified_total']} value(s) read from the store "
                    f"failed verification and were refused ({verification.get('unverified')}; "
                    f"{_by_cause(verification, last)}): {unverified_why(last, verification)}")
+    if line := _retired_line(verification):
+        out.append(line)
     audit = store.get("audit") or {}
     lost = audit.get("trail_lost")
     if lost:

@@ -28,6 +28,8 @@ class LocalRecords(LocalBeats):
     """The commit lock, idempotency records and analysis counts of `LocalStore` (see the
     module docstring)."""
 
+    #: (unsigned heartbeats: none is ever refused for another key)
+    other_key_at: float | None = None
     # the store's paths (LocalStore's)
     path: Path
     lock_path: Path

@@ -30,6 +30,7 @@ from gateway.state.mirrortail import (
     append_after,
     line_problem,
     locked,
+    rotated_key,
     verified_end,
 )
 from gateway.state.signing import Keyring
@@ -120,6 +121,13 @@ class AuditMirror:
             return str(exc)
         if ev is not None:
             self._adopt(ev)
+            if rotated_key(ev, self.keys):
+                event(log, "audit_mirror_end_rotated", logging.WARNING, path=str(self.path),
+                      kid=str(ev.get("kid"))[:16],
+                      detail="the mirror's last line carries a MAC under a key id this "
+                             "instance does not hold (the audit key rotated since it was "
+                             "written): taken on its hash; the next event must continue it "
+                             "and verify, or copying stops")
         return None
 
     def _ends_with(self, hash_: str | None) -> bool | None:

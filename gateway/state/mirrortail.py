@@ -25,7 +25,8 @@ from gateway.domain.audit import event_hash, mac_matches, parse_event
 from gateway.log import event
 from gateway.state.files import append_lines, flock_within
 
-__all__ = ["TailUnverified", "append_after", "line_problem", "locked", "verified_end"]
+__all__ = ["TailUnverified", "append_after", "line_problem", "locked", "rotated_key",
+           "verified_end"]
 
 log = logging.getLogger("killgate.state")
 
@@ -50,6 +51,15 @@ def line_problem(ev: dict[str, Any], keys: Mapping[str, bytes], keyed: bool) -> 
     if not mac_matches(keys[kid], ev):
         return "its MAC does not verify: re-sealed by someone without the audit key"
     return None
+
+
+def rotated_key(ev: dict[str, Any], keys: Mapping[str, bytes]) -> bool:
+    """Whether `ev`'s only fault is a MAC under a key id not in `keys` (the audit key
+    rotated since it was written): its hash is its content's. The mirror takes such a last
+    line of its own on its hash; the next event must continue it, and verify."""
+    kid = ev.get("kid")
+    return (bool(keys) and isinstance(ev.get("mac"), str) and isinstance(kid, str)
+            and kid not in keys and ev.get("hash") == event_hash(ev))
 
 
 @contextlib.contextmanager
@@ -90,7 +100,12 @@ def verified_end(path: Path, keys: Mapping[str, bytes]) -> dict[str, Any] | None
     """Under the lock (the caller's): the file's last event, verified on its own, after a
     torn tail was cut off (or ended, when it is a whole event: only its newline lost).
     None: no event in the file. Raises TailUnverified when the last line does not verify
-    (it is never continued), OSError when the file cannot be read or cut."""
+    (it is never continued), OSError when the file cannot be read or cut. A last line
+    whose MAC names a key id not in `keys` (`rotated_key`) is taken on its hash: after a
+    rotation of the audit key with no event since, every restart stopped the mirror
+    (AUDIT MIRROR STOPPED, its alarm) until the file was moved aside; whatever is appended
+    after it continues it and verifies (the mirror's checks), so a line edited or added
+    there is refused at the next event, as one that does not continue the file."""
     try:
         data, start = _read_end(path)
     except FileNotFoundError:
@@ -111,7 +126,8 @@ def verified_end(path: Path, keys: Mapping[str, bytes]) -> dict[str, Any] | None
     if (last is not None and ev is None) or (
             last is None and tail.strip() and not tail.lstrip().startswith(b"{")):
         raise TailUnverified("the mirror's own last line is not a JSON event")
-    if ev is not None and (problem := line_problem(ev, keys, False)) is not None:
+    if ev is not None and (problem := line_problem(ev, keys, False)) is not None \
+            and not rotated_key(ev, keys):
         raise TailUnverified(f"the mirror's own last line does not verify: {problem}")
     if tail:
         with open(path, "r+b") as f:

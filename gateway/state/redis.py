@@ -38,6 +38,7 @@ from gateway.state.rediscommit import RedisCommits
 from gateway.state.redislink import SMALL, Script
 from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
+from gateway.state.retiredkeys import load_retired
 from gateway.state.sentinels import master_named
 from gateway.state.signing import Keyring, cause_of
 from gateway.state.store import (
@@ -156,6 +157,8 @@ class RedisStore(RedisCommits, RedisTrim):
         # best effort: a store too slow for it now is no reason not to sync)
         with contextlib.suppress(StateError):
             await self._seed_places()
+        with contextlib.suppress(StateError):
+            await load_retired(self._call, self.k_keys, self.keys, self.on_unverified)
 
     async def reset(self) -> None:
         """Drop the subscription (after an error); the command connection is checked on use."""

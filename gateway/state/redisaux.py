@@ -221,7 +221,9 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         """Instances whose signed heartbeat the store saw within `lease` (server time)."""
-        self._lease = lease
+        # (the replay bounds follow the instance lease: a read asked for a longer one, the
+        # console's 12 leases, set them 12 times looser until the next read)
+        self._lease = live = lease if self.beat_lease is None else min(lease, self.beat_lease)
         before = self.clock()
         now_ms, flat = await self._script(_LIVE, [self.k_instances], [])
         # a heartbeat's signed time is judged by the store's clock; by ours when the two
@@ -252,10 +254,11 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
             ack = self._open_ack(record, "heartbeat", flat[i])
             if ack is None:
                 refused_now[flat[i]] = flat[i + 1]
+                self._other_key(record, age)
                 continue
             if self.keys.enabled \
                     and (why := self._replayed(ack.instance, signed_time(record), judge_ms,
-                                               int(now_ms), lease, int(seen_s),
+                                               int(now_ms), live, int(seen_s),
                                                ack.generation)):
                 self.on_unverified("heartbeat", why, None)
                 stale.append(flat[i])
@@ -271,11 +274,7 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
             known = set(flat[::2])
             flat = await self._call("HGETALL", self.k_instances + ":urls")
             orphans = [f for f in flat[::2] if f not in known]
-            for i in range(0, len(flat), 2):
-                await turn(i)
-                name = flat[i].decode(errors="replace")
-                if name in out:
-                    out[name].update(self._open_urls(name, flat[i + 1]))
+            await self._read_urls(flat, out)
             if orphans:  # (a cleanup: the read stands whether it succeeds or not)
                 with contextlib.suppress(StateError):
                     await self._script(_ORPHANS, [self.k_instances,

@@ -15,11 +15,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from gateway.log import event
 from gateway.state.beatorder import NewestBeats, NewestPlaces, Place, pushed_replay, split_time
 from gateway.state.redisidem import CLOCK_SKEW
 from gateway.state.redislink import RedisLink
+from gateway.state.redisstats import turn
 from gateway.state.signing import Unverified, cause_of
 from gateway.state.store import Ack
 
@@ -67,6 +69,11 @@ class RedisBeats(RedisLink):
     _newest_pushed: NewestBeats | None = None
     #: the lease the fleet was last read with (s; None before): bounds a pushed ack's age
     _lease: float | None = None
+    #: when (monotonic) the newest heartbeat refused for a key id we do not hold was
+    #: written, by the store's stamp (FleetStore's: what KEY UNCONFIRMED is judged by)
+    other_key_at: float | None = None
+    #: the addresses the last fleet read refused (field -> value as stored)
+    _refused_urls: dict[bytes, bytes] = {}  # (replaced at each read, never mutated)
 
     def _open_ack(self, raw: bytes, kind: str | None, field: bytes | None = None) -> Ack | None:
         """A signed heartbeat, or None (reported as `kind`; None: not reported). One over
@@ -127,13 +134,46 @@ class RedisBeats(RedisLink):
             return None
         return ack
 
-    def _open_urls(self, instance: str, raw: bytes) -> dict[str, str]:
-        """An instance's signed addresses ({} when they do not verify, or are longer than
-        a heartbeat may be: not read)."""
+    async def _read_urls(self, flat: list[bytes], out: dict[str, dict[str, Any]]) -> None:
+        """Add to `out` (the live instances) the addresses of `flat` (the urls hash, read
+        whole) that verify. A value refused is counted once, not again at every fleet read
+        while it stays as stored (one forged entry beside a live instance's heartbeat grew
+        the refused count without bound: every /v1/fleet, receipt and drill read it);
+        written again, it is another value, counted again."""
+        before, now = self._refused_urls, dict[bytes, bytes]()
+        for i in range(0, len(flat), 2):
+            await turn(i)
+            field, raw = flat[i], flat[i + 1]
+            if before.get(field) == raw:
+                now[field] = raw  # (still refused: not judged, nor counted, again)
+                continue
+            name = field.decode(errors="replace")
+            if name in out:
+                urls = self._open_urls(name, raw)
+                if urls is None:
+                    now[field] = raw
+                else:
+                    out[name].update(urls)
+        self._refused_urls = now
+
+    def _other_key(self, record: bytes, age: float) -> None:
+        """A stored heartbeat written `age` seconds ago (the store's stamp) was refused:
+        when its key id is none of ours, note when it was written (`other_key_at`). By its
+        stamp, not when read: a dead instance's heartbeat, read until 10 leases old by an
+        instance that started since, said its key unconfirmed for a lease after each start
+        though nothing live signed with another key."""
+        kid = record.split(b" ", 1)[0].decode("ascii", "replace")
+        if self.keys.enabled and not self.keys.holds(kid) and kid not in self.keys.retired:
+            at = time.monotonic() - max(age, 0.0)
+            self.other_key_at = max(at, self.other_key_at or at)
+
+    def _open_urls(self, instance: str, raw: bytes) -> dict[str, str] | None:
+        """An instance's signed addresses (None when they do not verify, or are longer
+        than a heartbeat may be: not read; reported)."""
         if len(raw) > MAX_ACK_BYTES:
             self.on_unverified("heartbeat", f"addresses: {len(raw)} bytes, over the "
                                             f"{MAX_ACK_BYTES}-byte limit (not read)", None)
-            return {}
+            return None
         try:
             kid, mac, addr = raw.decode().split(" ", 2)
             if self.keys.enabled:
@@ -141,7 +181,7 @@ class RedisBeats(RedisLink):
             got = json.loads(addr)
         except (ValueError, UnicodeDecodeError) as exc:
             self.on_unverified("heartbeat", f"addresses: {exc}", None, cause_of(exc))
-            return {}
+            return None
         if not isinstance(got, dict):
             return {}
         return {k: v for k, v in got.items() if k in ("data", "admin") and isinstance(v, str)}

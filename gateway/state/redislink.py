@@ -100,6 +100,7 @@ class RedisLink:
         self.k_instances = f"{p}:instances"
         self.k_stats = f"{p}:stats"
         self.k_idem = f"{p}:idem"
+        self.k_keys = f"{p}:keys"  # (retiredkeys.py)
         self.ch_events, self.ch_acks = f"{p}:events", f"{p}:acks"
         self.ch_fence = f"{p}:fence"  # (rediscommit.replicated: heard by no one)
         self._endpoint: Endpoint | None = None

@@ -45,9 +45,11 @@ Which = Literal["current", "previous", "unkeyed"]
 
 #: why a value was refused, strongest evidence of a forger first: a MAC that does not match
 #: under a key we hold, no signature at all, a key id we do not hold (also a key changed or
-#: mismatched), anything else (malformed, oversized, replayed, out of place)
-Cause = Literal["bad_signature", "unsigned", "unknown_key_id", "other"]
-CAUSES: tuple[Cause, ...] = ("bad_signature", "unsigned", "unknown_key_id", "other")
+#: mismatched), anything else (malformed, oversized, replayed, out of place); and apart,
+#: not counted as tampering: a key id the fleet signed with before a rotation (`retired`:
+#: retiredkeys.py), which genuine values written before it still name
+Cause = Literal["bad_signature", "unsigned", "unknown_key_id", "other", "retired"]
+CAUSES: tuple[Cause, ...] = ("bad_signature", "unsigned", "unknown_key_id", "other", "retired")
 
 
 class Unverified(ValueError):
@@ -89,11 +91,14 @@ class Keyring:
     signed nor checked: `seal` returns the body and `open` strips any envelope."""
 
     def __init__(self, current: Key | None, previous: Key | None = None,
-                 context: str = "") -> None:
+                 context: str = "", retired: set[str] | None = None) -> None:
         self.current = current
         self.previous = previous if current is not None else None
         self.context = context.encode()
         self._by_kid = {k.kid: k for k in (previous, current) if k is not None}
+        #: key ids the fleet signed with before a rotation, as a holder of the current key
+        #: recorded them (retiredkeys.py; shared by every keyring `bound` makes of this one)
+        self.retired: set[str] = set() if retired is None else retired
 
     @property
     def enabled(self) -> bool:
@@ -101,7 +106,11 @@ class Keyring:
 
     def bound(self, context: str) -> Keyring:
         """The same keys, for values of another context (a redis prefix)."""
-        return Keyring(self.current, self.previous, context)
+        return Keyring(self.current, self.previous, context, self.retired)
+
+    def holds(self, kid: str) -> bool:
+        """Whether `kid` names the current or the previous key."""
+        return kid in self._by_kid
 
     def keys(self) -> dict[str, bytes]:
         return {kid: k.secret for kid, k in self._by_kid.items()}
@@ -119,6 +128,10 @@ class Keyring:
         """Which key signed it; raises Unverified when none of ours did."""
         key = self._by_kid.get(kid)
         if key is None:
+            if kid in self.retired:
+                raise Unverified(f"signed with an unknown key id {kid!r}: one the fleet "
+                                 "retired in a key rotation (written before it, or by an "
+                                 "instance, or anyone, still holding that key)", "retired")
             raise Unverified(f"signed with an unknown key id {kid[:16]!r}", "unknown_key_id")
         # (compare_digest raises TypeError on a str that is not ASCII: compare bytes)
         if not hmac.compare_digest(self._mac(key, kind, body).encode(),

@@ -15,6 +15,10 @@ __all__ = ["AuditStore", "FleetStore", "IdempotencyStore", "StatsStore"]
 
 
 class FleetStore(Protocol):
+    #: when (monotonic) the newest heartbeat signed with a key id this instance does not
+    #: hold was written, by the store's stamp (None: none read; keyconfirm.py)
+    other_key_at: float | None
+
     async def heartbeat(self, instance: str, applied: int, config: str = "",
                         urls: dict[str, str] | None = None) -> None:
         """Announce this instance, the generation it enforces (its ack), its config, and

@@ -58,10 +58,12 @@ class Reads:
 
     def key_unconfirmed(self) -> str | None:
         """Why this instance's key is not confirmed by another instance's heartbeat
-        (keyconfirm.py): refused ones come, with a key id it does not hold, and none verifies."""
-        at = self.tamper.at
-        refused = max((at[k] for k in ("ack/unknown_key_id", "heartbeat/unknown_key_id")
-                       if k in at), default=None)
+        (keyconfirm.py): refused ones come, with a key id it does not hold, and none verifies.
+        A refused ack counts when it came (pushed: sent as it came), a stored heartbeat when
+        the store stamped it (read later, a dead instance's said a lone one unconfirmed for
+        a lease after each of its starts up to 10 leases after the death)."""
+        refused = max((t for t in (self.tamper.at.get("ack/unknown_key_id"),
+                                   self.store.other_key_at) if t is not None), default=None)
         return key_unconfirmed(self.instance, self.peers.heard, refused, time.monotonic(),
                                self.cfg.instance_lease)
 
@@ -83,6 +85,7 @@ class Reads:
                 "signed": keys.enabled,
                 "key_id": keys.current.kid if keys.current else None,
                 "previous_key_id": keys.previous.kid if keys.previous else None,
+                "retired_key_ids": sorted(keys.retired),
                 **self.tamper.status()},
             "audit": {"anchored_head": self.holder.doc.audit_head or None,
                       "trail_lost": self.trail_lost,

@@ -7,7 +7,10 @@ cause apart and keeps the latest of each (`by_cause`, `last_by_cause`): one `las
 let a forger follow a wrong-MAC write (proof of a writer without the key) with a value
 naming a made-up key id (which also reads as a benign key change), hiding the stronger
 evidence. Also counts what was accepted only with the previous key (a rotation's
-overlap). Never raises: a side channel.
+overlap), and, apart from tampering, what was refused for naming a key id the fleet retired
+(`retired`: values genuinely written before a rotation, still in the store; counted in
+`killgate_state_retired_key_total{kind}` and `store.verification.retired_key`, logged as a
+warning: a routine rotation paged someone as tampering). Never raises: a side channel.
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ __all__ = ["CAUSES", "TamperLog"]
 
 log = logging.getLogger("killgate.state")
 
+#: the kinds of value the fleet leaves in the store, written before a key rotation and read
+#: after it: a heartbeat (and its addresses) of an instance gone since, its counts, an
+#: idempotency record. Only these are counted as `retired`: the state document, a push, an
+#: ack, a snapshot signed with a retired key is live, and says that an instance still signs
+#: with it, a replay, or someone holding it (counted as tampering, `unknown_key_id`)
+LEFTOVERS = ("heartbeat", "stats", "idempotency")
+
 #: every kind of value the store hands us that carries a signature
 KINDS = ("state", "push", "ack", "heartbeat", "stats", "idempotency", "generation",
          "snapshot", "audit")
@@ -36,6 +46,8 @@ class TamperLog:
         self.interval = interval
         self.counts: dict[str, int] = {}
         self.previous_key: dict[str, int] = {}
+        self.retired: dict[str, int] = {}
+        self.last_retired: dict[str, Any] | None = None
         self.last: dict[str, Any] | None = None
         self.by_cause: dict[str, int] = {}
         self.last_by_cause: dict[str, dict[str, Any]] = {}
@@ -47,6 +59,11 @@ class TamperLog:
     def note(self, kind: str, problem: str, cause: Cause = "other", **detail: Any) -> None:
         """Data of `kind` was refused because of `problem` (already ignored by the caller);
         `cause` (one of CAUSES): as the Unverified raised said (signing.cause_of)."""
+        if cause == "retired":
+            if kind in LEFTOVERS:
+                self._retired(kind, problem, detail)
+                return
+            cause = "unknown_key_id"
         self.counts[kind] = self.counts.get(kind, 0) + 1
         self.metrics.inc("killgate_state_unverified_total", (kind,), label_names=("kind",))
         cause = cause if cause in CAUSES else "other"
@@ -66,6 +83,21 @@ class TamperLog:
         event(log, "state_unverified", logging.ERROR, kind=kind, problem=problem[:200],
               cause=cause, suppressed_since_last=self._suppressed.pop(key, 0), **detail)
 
+    def _retired(self, kind: str, problem: str, detail: dict[str, Any]) -> None:
+        """Refused for a key id the fleet retired: counted and logged apart (a warning)."""
+        self.retired[kind] = self.retired.get(kind, 0) + 1
+        self.metrics.inc("killgate_state_retired_key_total", (kind,), label_names=("kind",))
+        self.last_retired = {"kind": kind, "problem": problem[:200], "time": utc_now(), **detail}
+        key = f"{kind}/retired"
+        now = time.monotonic()
+        self.at[key] = now
+        if now - self._logged.get(key, -1e9) < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._logged[key] = now
+        event(log, "state_retired_key", logging.WARNING, kind=kind, problem=problem[:200],
+              suppressed_since_last=self._suppressed.pop(key, 0), **detail)
+
     def accepted_previous(self, kind: str) -> None:
         """Data of `kind` verified only with the previous key (during a rotation)."""
         self.previous_key[kind] = self.previous_key.get(kind, 0) + 1
@@ -75,4 +107,5 @@ class TamperLog:
         return {"unverified": dict(self.counts), "unverified_total": sum(self.counts.values()),
                 "last_unverified": self.last, "by_cause": dict(self.by_cause),
                 "last_by_cause": dict(self.last_by_cause),
-                "accepted_with_previous_key": dict(self.previous_key)}
+                "accepted_with_previous_key": dict(self.previous_key),
+                "retired_key": dict(self.retired), "last_retired_key": self.last_retired}

@@ -92,6 +92,10 @@ HELP: dict[str, tuple[str, str]] = {
                                                    "(documents, pushes, acks, ...), by kind."),
     "killgate_state_previous_key_total": ("counter", "Values verified only with the previous "
                                                      "signing key (a rotation's overlap)."),
+    "killgate_state_retired_key_total": ("counter", "Values from the state store refused "
+                                                    "for a key id the fleet retired (written "
+                                                    "before a rotation; not tampering), by "
+                                                    "kind."),
     "killgate_audit_mirror_refused_total": ("counter", "Times the audit mirror refused events "
                                                        "that do not continue its last line."),
     "killgate_audit_mirror_ok": ("gauge", "0 while the audit mirror refuses to continue "

@@ -77,6 +77,19 @@ function storeLines(sd) {
     out.push(["bad", "UNVERIFIED", `${ver.unverified_total} value(s) read from the store failed verification ` +
       `and were refused (${seen}): ` + (why.join("; and ") || "something wrote to the store without the signing key")]);
   }
+  // refused for a key id the fleet retired in a rotation: most likely its left-overs, not
+  // tampering (as `killgate status` says it: RETIRED KEY)
+  const retired = ver.retired_key && typeof ver.retired_key === "object" ? ver.retired_key : {};
+  const nRetired = Object.values(retired).reduce((a, n) => a + (typeof n === "number" ? n : 0), 0);
+  if (nRetired) {
+    const lr = ver.last_retired_key || {};
+    out.push(["warn", "RETIRED KEY", `${nRetired} value(s) read from the store were refused for naming a key id ` +
+      `the fleet retired in a key rotation (${(ver.retired_key_ids || []).map((k) => `'${k}'`).join(", ") || "?"}; ` +
+      `last: ${lr.kind}: ${lr.problem}): most likely written before the rotation (counts and heartbeats of ` +
+      "instances replaced or crashed since, an idempotency record: each is refused once); not counted as " +
+      "tampering. If they keep coming, an instance still signs with the retired key (compare each instance's " +
+      "store.verification.key_id) or someone holding it writes to the store"]);
+  }
   const audit = store.audit || {};
   if (audit.trail_lost) {
     const lost = audit.trail_lost;

@@ -1,0 +1,118 @@
+"""After a signing key rotation completes (step 3: the old key removed), what the fleet
+genuinely wrote under the old key and is still in the store is refused as ever, but counted
+as `retired`, apart from tampering (found by review revfalse2, a stop-38 residual: every
+instance counted such values as `unknown_key_id` in store.verification.unverified_total and
+killgate_state_unverified_total, which the shipped alert KillgateStateUnverified pages on,
+and `killgate status` said UNVERIFIED ... treat it as TAMPERING: a routine rotation paged
+someone). Left-overs of a rolling restart: the counts (`<prefix>:stats:*`) of pods replaced
+while the fleet signed with the old key, and the heartbeat of one that crashed.
+
+How an instance knows a key id was the fleet's: an instance holding a previous key (steps 1
+and 2) records it in `<prefix>:keys`, under its own key id and signed with its own key, so
+that only a holder of the key the fleet signs with after the rotation can name a retired one
+(a forger can name a retired key id in a value, as any: it is refused, and counted as
+retired). A value naming a key id nobody recorded, or with a wrong signature, still counts
+as tampering.
+
+Real redis-server, in-process gateways (the code of `killgate serve`), a bare RedisStore
+signing with the old key for the left-overs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli.statuswarn import store_warnings
+from gateway.control.traffic import STATS_KEY
+from gateway.state.redis import RedisStore
+from gateway.state.signing import Key, Keyring
+from tests.backends import echo_app
+from tests.conftest import (
+    STATE_KEY,
+    RedisServer,
+    running_gateway,
+    two_versions,
+    wait_until,
+    write_config,
+)
+from tests.test_killswitch import kill, redis_state
+
+pytestmark = pytest.mark.timeout(40)
+
+NEW = "n" * 64
+
+
+async def test_values_of_a_retired_key_are_counted_apart_from_tampering(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KG_NEW_KEY", NEW)
+    p = await backends(echo_app("v1"))
+
+    def cfg(name: str, signing: str) -> Path:
+        (tmp_path / name).mkdir()
+        state = redis_state(redis_server, tmp_path, name).replace(
+            "signing_key_env: KILLGATE_TEST_STATE_KEY", signing)
+        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+
+    old = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(Key.of(STATE_KEY.encode())))
+    await old.open()
+    try:
+        # before the rotation: a pod replaced since left its counts; one crashed
+        await old.put_stats(STATS_KEY, "gone-pod", {"instance": "gone-pod", "t": 1.0})
+        await old.put_stats("iris", "gone-pod", {"instance": "gone-pod", "t": 1.0})
+        await old.heartbeat("crashed-pod", 0, "sha256:x")
+    finally:
+        await old.close()
+    step2 = cfg("s2", "signing_key_env: KG_NEW_KEY\n"
+                      "  previous_signing_key_env: KILLGATE_TEST_STATE_KEY")
+    async with running_gateway(step2, "gw-step2") as g2:
+        await kill(session, g2.admin, scope="route", route="iris")  # (re-signs the state)
+        assert g2.gw.sync.status()["verification"]["unverified_total"] == 0
+    step3 = cfg("s3", "signing_key_env: KG_NEW_KEY")
+    async with running_gateway(step3, "gw-step3") as g3:
+        sync = g3.gw.sync
+        await wait_until(lambda: sync.synced_once, 5, what="step 3 synced")
+        store = sync.store
+        for route in (STATS_KEY, "iris"):  # (the console's traffic view; canary analysis)
+            assert all(b.get("instance") != "gone-pod" for b in await store.get_stats(route))
+        assert "crashed-pod" not in await sync.peers.members()
+        ver = sync.status()["verification"]
+        assert ver["unverified_total"] == 0, ver
+        assert ver["retired_key"] == {"stats": 2, "heartbeat": 1}, ver
+        assert ver["retired_key_ids"] == [Key.of(STATE_KEY.encode()).kid], ver
+        assert sync.key_unconfirmed() is None
+        lines = store_warnings({"store": sync.status()})
+        assert not any(w.startswith("UNVERIFIED") for w in lines), lines
+        line = next(w for w in lines if w.startswith("RETIRED KEY"))
+        assert "3 value(s)" in line and "rotation" in line, line
+        # tampering still counts as tampering: a wrong signature under the new key, and a
+        # key id nobody recorded
+        forged = await store._call("HGET", f"kgtest:stats:{STATS_KEY}", "gw-step3")
+        if forged is None:
+            await store.put_stats(STATS_KEY, "gw-step3", {"instance": "gw-step3", "t": 2.0})
+            forged = await store._call("HGET", f"kgtest:stats:{STATS_KEY}", "gw-step3")
+        head, _, body = forged.partition(b"\n")
+        magic, kid, mac = head.split(b" ")
+        await store._call("HSET", f"kgtest:stats:{STATS_KEY}", "x",
+                          b" ".join([magic, kid, b"0" * len(mac)]) + b"\n" + body)
+        await store._call("HSET", f"kgtest:stats:{STATS_KEY}", "y",
+                          b" ".join([magic, b"deadbeef", mac]) + b"\n" + body)
+        await store.get_stats(STATS_KEY)
+        ver = sync.status()["verification"]
+        assert ver["unverified_total"] == 2, ver
+        assert ver["by_cause"] == {"bad_signature": 1, "unknown_key_id": 1}, ver
+        # a live value signed with the retired key (an instance still signing with it, a
+        # replay, or someone holding it) is no left-over: an ack pushed now is tampering
+        late = RedisStore(redis_server.url, "kgtest", 1.0,
+                          keys=Keyring(Key.of(STATE_KEY.encode())))
+        await late.open()
+        try:
+            await late.heartbeat("late-pod", 0, "sha256:x")
+            await wait_until(lambda: sync.status()["verification"]["unverified"].get("ack"),
+                             5, what="the retired key's ack refused as tampering")
+        finally:
+            await late.close()
+        last = sync.status()["verification"]["last_by_cause"]["unknown_key_id"]
+        assert last["kind"] == "ack" and "retired" in last["problem"], last
