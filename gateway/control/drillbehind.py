@@ -121,8 +121,11 @@ class _Asker:
         if gen is None or gen >= self.generation:  # (applied it, or cannot say)
             if self.keys is None:
                 out.unproven.append(name)
+                out.applied.add(name)
             elif not proved:
                 out.unverified_applied.append(name)
+            else:
+                out.applied.add(name)
             return
         if self.keys is not None and not proved:
             out.unverified.append(name)
@@ -230,15 +233,18 @@ async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[s
         if admin_of.get(n) and (data_of or {}).get(n):
             data.setdefault(admin_of[n], set()).add((data_of or {})[n])
     ask: dict[str, list[str]] = {}
+    shown = set[str]()
     for name in sorted(started):
         gen = _generation(live.get(name)) if isinstance(live, dict) else None
         if gen is not None and gen >= generation:
+            shown.add(name)
             continue  # (live, and applied it)
         admin = admin_of.get(name)
         if admin:  # (an instance that published no address cannot be asked)
             ask.setdefault(admin, []).append(name)
     budget = budget or Budget()
-    out = Behind(proof="required" if drill is not None and keys else "unproven")
+    out = Behind(proof="required" if drill is not None and keys else "unproven",
+                 applied=shown)
     asker = _Asker(api, generation, drill, keys, catch_up, budget, out,
                    {admin: len(urls) for admin, urls in data.items()})
     await asyncio.gather(*(asker.group(names, admin, sharing[admin])
