@@ -20,8 +20,9 @@ taken for gone. So an address the drill started with several instances at is ask
 each time on a new connection, until each of them has answered as itself, up to `asks_for`
 times (a worker that has not answered by then has left: the chance of missing a live one is
 under `MISS`). Instances at one admin address that published different data addresses
-are no such group (the admin listener's default, 127.0.0.1:8081, on several hosts): one not
-heard there is `unasked`, never taken for gone.
+are no such group (the admin listener's default, 127.0.0.1:8081, on several hosts), nor are
+instances whose names are no one group's (`apart`: two hosts on loopback data listeners
+too): one not heard there is `unasked`, never taken for gone.
 
 An answer that says "behind" must prove it (domain/readyzproof.py: a MAC with the drill's
 key, derived from the state signing key, over instance, generation and the nonce sent): a
@@ -47,6 +48,7 @@ from gateway.control.behindreport import Behind
 from gateway.control.drillasks import ASK_TIMEOUT, AT_ONCE, Budget, asks_for, ready
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.readyzproof import verified
+from gateway.state.keyconfirm import sibling_workers
 
 __all__ = ["ASK_FOR", "ASK_TIMEOUT", "CATCH_UP_MAX", "Behind", "asks_for", "behind",
            "catch_up_for"]
@@ -81,6 +83,43 @@ def _step(catch_up: float) -> float:
     return min(catch_up, max(ASK_AGAIN_EVERY, catch_up / 4))
 
 
+def apart(started: Collection[str], admin_of: Mapping[str, str],
+          data_of: Mapping[str, str]) -> dict[str, str]:
+    """The admin addresses several instances of `started` published that are no one
+    `serve --workers` group's, each with why (one not heard there is `unasked`, never
+    taken for gone): a group's workers share their data address, and their names (host
+    and group tag: state/keyconfirm.sibling_workers). Instances of two hosts each listening
+    on loopback publish one admin address, and one data address too when both listen on
+    127.0.0.1:8080 (behind a sidecar): taken for one group, the drill reached its own
+    host's instance, took the other one for gone, and passed while it enforced the kill."""
+    at = dict[str, list[str]]()
+    for n in sorted(started):
+        if admin_of.get(n):
+            at.setdefault(admin_of[n], []).append(n)
+    out = {}
+    for admin, names in at.items():
+        urls = {data_of[n] for n in names if data_of.get(n)}
+        groups: list[str] = []  # (the first name of each group)
+        for n in names:
+            if not any(sibling_workers(first, n) for first in groups):
+                groups.append(n)
+        fix = ("set drills.advertise_host (or KILLGATE_ADVERTISE_HOST) and listen addresses "
+               "the drill can reach")
+        if len(urls) > 1:
+            out[admin] = (f"instances with {len(urls)} different data addresses published "
+                          "this one admin address, so it is no --workers group's and reaches "
+                          "one host at most (an admin listener on loopback on each host?): "
+                          + fix)
+        elif len(groups) > 1:
+            out[admin] = (f"{len(groups)} instances that are no one --workers group's (their "
+                          "names differ in host or group tag) published this one admin "
+                          "address" + (f" and one data address, {min(urls)}" if urls else "")
+                          + ", which reaches one of them at most (listeners on loopback on "
+                          "each host? an instance restarted since, its old heartbeat still "
+                          "read?): " + fix)
+    return out
+
+
 def _generation(doc: Any) -> int | None:
     gen = doc.get("generation") if isinstance(doc, dict) else None
     return gen if isinstance(gen, int) and not isinstance(gen, bool) else None
@@ -89,7 +128,7 @@ def _generation(doc: Any) -> int | None:
 class _Asker:
     def __init__(self, api: AdminClient, generation: int, drill: str | None,
                  keys: Mapping[str, str] | None, catch_up: float, budget: Budget,
-                 out: Behind, hosts: Mapping[str, int]) -> None:
+                 out: Behind, apart: Mapping[str, str]) -> None:
         self.api = api
         self.generation = generation
         self.drill = drill
@@ -97,7 +136,7 @@ class _Asker:
         self.catch_up = catch_up
         self.budget = budget
         self.out = out
-        self.hosts = hosts  # admin address -> the data addresses its instances published
+        self.apart = apart  # admin address -> why the instances there are no one group
         self.first: dict[str, float] = {}  # name -> when it first answered "behind"
 
     async def _one(self, admin: str) -> tuple[Any, str | None]:
@@ -148,13 +187,9 @@ class _Asker:
         instances of several hosts published (`unasked`: not theirs to answer); an empty
         set."""
         self._quiet([name for name in names if name in again])
-        hosts = self.hosts.get(admin, 1)
-        if hosts > 1 and (rest := sorted(n for n in names if n not in again)):
-            self.out.unasked.append({"admin": admin, "instances": rest, "why": (
-                f"instances with {hosts} different data addresses published this one admin "
-                "address, so it is no --workers group's and reaches one host at most (an "
-                "admin listener on loopback on each host?): set drills.advertise_host (or "
-                "KILLGATE_ADVERTISE_HOST) and an admin listen address the drill can reach")})
+        why = self.apart.get(admin)
+        if why is not None and (rest := sorted(n for n in names if n not in again)):
+            self.out.unasked.append({"admin": admin, "instances": rest, "why": why})
         return set()
 
     def _left(self, admin: str, names: Collection[str], spent: bool,
@@ -228,10 +263,6 @@ async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[s
     except DrillApiError:
         live = {}
     sharing = Counter(admin_of[n] for n in started if admin_of.get(n))
-    data = dict[str, set[str]]()  # (a --workers group's workers share their data address)
-    for n in started:
-        if admin_of.get(n) and (data_of or {}).get(n):
-            data.setdefault(admin_of[n], set()).add((data_of or {})[n])
     ask: dict[str, list[str]] = {}
     shown = set[str]()
     for name in sorted(started):
@@ -246,7 +277,7 @@ async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[s
     out = Behind(proof="required" if drill is not None and keys else "unproven",
                  applied=shown)
     asker = _Asker(api, generation, drill, keys, catch_up, budget, out,
-                   {admin: len(urls) for admin, urls in data.items()})
+                   apart(started, admin_of, data_of or {}))
     await asyncio.gather(*(asker.group(names, admin, sharing[admin])
                            for admin, names in ask.items()))
     out.asks = budget.spent
