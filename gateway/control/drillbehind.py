@@ -65,7 +65,7 @@ CATCH_UP_MARGIN = 1.5
 #: 1 s of backoff, jitter included 1.5 s): a restore made just after a store outage (a
 #: store-loss drill's, or one met by `killgate drill restore`) finds instances waiting so
 RECONNECT = 1.5
-#: an instance behind is asked again this often (at most) within its catch-up time
+#: an instance behind is asked again this often (at most) within its catch-up time (_step)
 ASK_AGAIN_EVERY = 0.25
 
 
@@ -79,8 +79,11 @@ def catch_up_for(poll_interval: float) -> float:
 
 
 def _step(catch_up: float) -> float:
-    """Seconds between asks of an instance behind: a few asks within `catch_up`."""
-    return min(catch_up, max(ASK_AGAIN_EVERY, catch_up / 4))
+    """Seconds between asks of an instance behind: at half of `catch_up` and at its end.
+    (Every quarter of it, an instance behind cost five asks where it had cost two: a fleet
+    of 300 reconnecting after a store outage spent the drill's asks in all (drillasks.
+    Budget) within their catch-up time, and 176 were named as not having applied it.)"""
+    return min(catch_up, max(ASK_AGAIN_EVERY, catch_up / 2))
 
 
 def apart(started: Collection[str], admin_of: Mapping[str, str],
