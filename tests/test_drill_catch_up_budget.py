@@ -53,3 +53,38 @@ async def test_a_fleet_reconnecting_after_a_store_outage_does_not_spend_the_dril
     assert found.late == [] and found.unasked == [], (found.late[:3], found.unasked[:1])
     assert sorted(found.unproven) == sorted(names), found.unproven[:3]
     assert asked[0] == found.asks <= MAX_TOTAL, (asked, found.asks)
+
+
+async def test_an_instance_polling_less_often_than_the_opener_is_given_its_own_poll(
+        backends) -> None:
+    """The allowance was the opener's poll interval (its /v1/config) for every instance: one
+    whose config polls less often (a config rolled out to some instances only) was named
+    before its own poll had come. Its /readyz says its poll interval (`state.
+    poll_interval_ms`); the difference is added, bounded (CATCH_UP_MAX): a claim past any
+    config's is ignored."""
+    started = time.monotonic()
+
+    def answer(request: web.Request, poll_ms: float, until: float) -> web.Response:
+        gen = GEN if time.monotonic() - started >= until else GEN - 1
+        return web.json_response({"instance": request.match_info["who"], "generation": gen,
+                                  "ready": True, "state": {"poll_interval_ms": poll_ms}})
+
+    async def slow(request: web.Request) -> web.Response:
+        return answer(request, 1000, 0.8)
+
+    async def liar(request: web.Request) -> web.Response:
+        return answer(request, 1e12, 60)
+
+    app = web.Application()
+    app.router.add_get("/slow/{who}/readyz", slow)
+    app.router.add_get("/liar/{who}/readyz", liar)
+    base = f"http://127.0.0.1:{await backends(app)}"
+    async with ClientSession() as session:
+        api = AdminClient(session, await _operator(backends), "t")
+        started = time.monotonic()
+        found = await behind(api, ["s", "l"], {"s": f"{base}/slow/s", "l": f"{base}/liar/l"},
+                             GEN, catch_up=0.3, poll=0.05)
+    took = time.monotonic() - started
+    # (s: 0.3 s + its poll's 0.95 s more; l: named after the 0.3 s alone)
+    assert found.unproven == ["s"] and found.late == ["l"], found
+    assert took < 3.0, took

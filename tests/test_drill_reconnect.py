@@ -80,8 +80,11 @@ async def test_an_instance_reconnecting_when_the_restore_is_made_is_not_called_u
             await asyncio.sleep(1.3)
             fwd.point(redis_server.port)
             res = await restoring
-            # (and B did apply it: the check asked it)
-            assert (await _ready(s, b.admin))["generation"] > injected
+            # (and B did apply it: the check asked it; its answer says its own poll, which
+            # an instance polling less often than the drill's opener is given too)
+            ready = await _ready(s, b.admin)
+            assert ready["generation"] > injected, ready
+            assert ready["state"]["poll_interval_ms"] == 100, ready["state"]
         name = _name(b.output())
         assert res.returncode == 0, (name, res.stdout, res.stderr)
         assert "not applied yet" not in res.stderr, res.stderr

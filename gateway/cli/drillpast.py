@@ -129,7 +129,8 @@ async def _check(api: AdminClient, drill: str, fleet: dict[str, Any],
     admin_of = {**{k: v for k, v in recorded.items() if v}, **fleet.get("admin_of", {})}
     keys = readyz_keys(out.get("readyz_keys"))
     found = await behind(api, started, admin_of, gen, drill, keys or None,
-                         catch_up_for(fleet.get("poll", 0.25)), data_of=fleet.get("data_of"))
+                         catch_up_for(fleet.get("poll", 0.25)), data_of=fleet.get("data_of"),
+                         poll=fleet.get("poll", 0.25))
     for line in found.lines(gen):
         say(line)
     return found

@@ -46,9 +46,9 @@ from typing import Any
 
 from gateway.control.behindreport import Behind
 from gateway.control.drillasks import ASK_TIMEOUT, AT_ONCE, Budget, asks_for, ready
+from gateway.control.drillgroups import apart
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.readyzproof import verified
-from gateway.state.keyconfirm import sibling_workers
 
 __all__ = ["ASK_FOR", "ASK_TIMEOUT", "CATCH_UP_MAX", "Behind", "asks_for", "behind",
            "catch_up_for"]
@@ -86,41 +86,14 @@ def _step(catch_up: float) -> float:
     return min(catch_up, max(ASK_AGAIN_EVERY, catch_up / 2))
 
 
-def apart(started: Collection[str], admin_of: Mapping[str, str],
-          data_of: Mapping[str, str]) -> dict[str, str]:
-    """The admin addresses several instances of `started` published that are no one
-    `serve --workers` group's, each with why (one not heard there is `unasked`, never
-    taken for gone): a group's workers share their data address, and their names (host
-    and group tag: state/keyconfirm.sibling_workers). Instances of two hosts each listening
-    on loopback publish one admin address, and one data address too when both listen on
-    127.0.0.1:8080 (behind a sidecar): taken for one group, the drill reached its own
-    host's instance, took the other one for gone, and passed while it enforced the kill."""
-    at = dict[str, list[str]]()
-    for n in sorted(started):
-        if admin_of.get(n):
-            at.setdefault(admin_of[n], []).append(n)
-    out = {}
-    for admin, names in at.items():
-        urls = {data_of[n] for n in names if data_of.get(n)}
-        groups: list[str] = []  # (the first name of each group)
-        for n in names:
-            if not any(sibling_workers(first, n) for first in groups):
-                groups.append(n)
-        fix = ("set drills.advertise_host (or KILLGATE_ADVERTISE_HOST) and listen addresses "
-               "the drill can reach")
-        if len(urls) > 1:
-            out[admin] = (f"instances with {len(urls)} different data addresses published "
-                          "this one admin address, so it is no --workers group's and reaches "
-                          "one host at most (an admin listener on loopback on each host?): "
-                          + fix)
-        elif len(groups) > 1:
-            out[admin] = (f"{len(groups)} instances that are no one --workers group's (their "
-                          "names differ in host or group tag) published this one admin "
-                          "address" + (f" and one data address, {min(urls)}" if urls else "")
-                          + ", which reaches one of them at most (listeners on loopback on "
-                          "each host? an instance restarted since, its old heartbeat still "
-                          "read?): " + fix)
-    return out
+def _own_poll(doc: Any) -> float:
+    """The poll interval (s) an instance's /readyz answer says it runs with (0: none said;
+    whatever it says, catch_up_for bounds what it is given by CATCH_UP_MAX)."""
+    state = doc.get("state") if isinstance(doc, dict) else None
+    ms = state.get("poll_interval_ms") if isinstance(state, dict) else None
+    if not isinstance(ms, int | float) or isinstance(ms, bool) or not 0 <= ms < 1e9:
+        return 0.0
+    return float(ms) / 1000
 
 
 def _generation(doc: Any) -> int | None:
@@ -131,7 +104,7 @@ def _generation(doc: Any) -> int | None:
 class _Asker:
     def __init__(self, api: AdminClient, generation: int, drill: str | None,
                  keys: Mapping[str, str] | None, catch_up: float, budget: Budget,
-                 out: Behind, apart: Mapping[str, str]) -> None:
+                 out: Behind, not_groups: Mapping[str, str]) -> None:
         self.api = api
         self.generation = generation
         self.drill = drill
@@ -139,8 +112,9 @@ class _Asker:
         self.catch_up = catch_up
         self.budget = budget
         self.out = out
-        self.apart = apart  # admin address -> why the instances there are no one group
+        self.apart = not_groups  # admin address -> why the instances there are no one group
         self.first: dict[str, float] = {}  # name -> when it first answered "behind"
+        self.poll = 0.0  # (the fleet's poll interval `catch_up` was given for)
 
     async def _one(self, admin: str) -> tuple[Any, str | None]:
         """An answer at `admin` and the nonce it was asked with (None: no proof asked)."""
@@ -173,11 +147,16 @@ class _Asker:
             out.unverified.append(name)
             return
         now = asyncio.get_running_loop().time()
-        until = self.first.setdefault(name, now) + self.catch_up
+        # (its own poll, when longer than the fleet's the drill was told of: a config
+        # rolled out to some instances only; each gave the opener's, and an instance
+        # polling less often was named before its poll had come)
+        extra = max(0.0, _own_poll(doc) - self.poll) if self.catch_up > 0 else 0.0
+        catch_up = max(self.catch_up, min(CATCH_UP_MAX, self.catch_up + extra))
+        until = self.first.setdefault(name, now) + catch_up
         if now >= until:
             out.late.append(name)
         else:  # (slow, maybe: asked again soon, until its catch-up time has passed)
-            waiting[name] = min(now + _step(self.catch_up), until)
+            waiting[name] = min(now + _step(catch_up), until)
 
     def _quiet(self, names: list[str]) -> None:
         self.out.late.extend(names)
@@ -253,12 +232,13 @@ async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[s
                  generation: int, drill: str | None = None,
                  keys: Mapping[str, str] | None = None, catch_up: float = 0.0,
                  budget: Budget | None = None,
-                 data_of: Mapping[str, str] | None = None) -> Behind:
+                 data_of: Mapping[str, str] | None = None, poll: float = 0.0) -> Behind:
     """The instances of `started` still running a generation older than `generation` (the
     restore's), sorted, and what could not be told. `admin_of`: the admin URL each
     published when the drill started; `drill` and `keys` (its `readyz_keys`): what an
     answer's proof is checked with; `catch_up`: seconds an instance answering "behind" is
-    given (catch_up_for the fleet's poll interval; 0: named at once); `data_of`: the data
+    given (catch_up_for `poll`, the fleet's poll interval; 0: named at once; one that
+    answers with a longer poll interval of its own is given the difference too); `data_of`: the data
     address each published (instances at one admin address with different ones are not
     one --workers group: one not heard there is `unasked`, not gone)."""
     try:
@@ -281,6 +261,7 @@ async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[s
                  applied=shown)
     asker = _Asker(api, generation, drill, keys, catch_up, budget, out,
                    apart(started, admin_of, data_of or {}))
+    asker.poll = max(0.0, poll)
     await asyncio.gather(*(asker.group(names, admin, sharing[admin])
                            for admin, names in ask.items()))
     out.asks = budget.spent

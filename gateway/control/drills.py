@@ -201,7 +201,7 @@ class DrillRunner(Restoration, Injection):
         if isinstance(gen := restore.get("generation"), int) and "applied" in restore:
             found = await behind(self.api, self.started_with, self.admin_of, gen, self.drill,
                                  self.readyz_keys, catch_up_for(self.poll),
-                                 data_of=fleet["data_of"])
+                                 data_of=fleet["data_of"], poll=self.poll)
             for line in found.lines(gen):
                 self.say(line)
         self.report, summary = drilloutcome.ran(
