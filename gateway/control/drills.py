@@ -208,7 +208,8 @@ class DrillRunner(Restoration, Injection):
             plan, self.drill, started, to, measured, self.marks, self.t0_unix, self.stopped,
             restore, receipts, watch,
             short_receipt(self.started_with, restore.get("applied"), self.not_back,
-                          found.late if found else (), found.unverified if found else ()),
+                          found.late if found else (), found.unverified if found else (),
+                          found.applied if found else ()),
             found)
         verdict_ = self.report["verdict"]
         if "elsewhere" in restore:
