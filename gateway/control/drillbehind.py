@@ -238,9 +238,10 @@ async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[s
     published when the drill started; `drill` and `keys` (its `readyz_keys`): what an
     answer's proof is checked with; `catch_up`: seconds an instance answering "behind" is
     given (catch_up_for `poll`, the fleet's poll interval; 0: named at once; one that
-    answers with a longer poll interval of its own is given the difference too); `data_of`: the data
-    address each published (instances at one admin address with different ones are not
-    one --workers group: one not heard there is `unasked`, not gone)."""
+    answers with a longer poll interval of its own is given the difference too);
+    `data_of`: the data address each published (instances at one admin address with
+    different ones are not one --workers group: one not heard there is `unasked`, not
+    gone)."""
     try:
         live = (await api.call("GET", "/v1/status")).get("instances") or {}
     except DrillApiError:
