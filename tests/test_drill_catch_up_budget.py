@@ -88,3 +88,48 @@ async def test_an_instance_polling_less_often_than_the_opener_is_given_its_own_p
     # (s: 0.3 s + its poll's 0.95 s more; l: named after the 0.3 s alone)
     assert found.unproven == ["s"] and found.late == ["l"], found
     assert took < 3.0, took
+
+
+async def test_workers_reconnecting_after_a_store_outage_do_not_spend_the_drills_asks(
+        backends) -> None:
+    """Each ask of an address a `serve --workers N` group shares reaches one worker (the
+    kernel's hash): hearing again from each of N workers behind costs about N·H(N) asks (54
+    for 16), every round. Seven hosts of 16 workers each, all reconnecting after a store
+    outage, spent the drill's 1024 asks and were named RESTORE NOT APPLIED: asked again at
+    half their catch-up time and at its end, and each round split by when each had first
+    answered (a round for the few due, the others' answers dropped, about 16 asks each).
+    A group's workers are now asked again together, once the last one's catch-up time has
+    passed: one round of N·H(N) asks."""
+    import random
+
+    catch_up = catch_up_for(0.05)
+    caught_up = catch_up * 0.9
+    hosts, workers = 7, 16
+
+    def app_of(host: int) -> web.Application:
+        pick = random.Random(host)  # (the kernel's hash, as a fixed sequence)
+
+        async def ready(request: web.Request) -> web.Response:
+            who = f"host{host}-100-abcdef-w{pick.randrange(workers)}"
+            gen = GEN if time.monotonic() - started >= caught_up else GEN - 1
+            return web.json_response({"instance": who, "generation": gen, "ready": True})
+
+        app = web.Application()
+        app.router.add_get("/readyz", ready)
+        return app
+
+    admin_of, data_of = {}, {}
+    for h in range(hosts):
+        admin = f"http://127.0.0.1:{await backends(app_of(h))}"
+        for w in range(workers):
+            admin_of[f"host{h}-100-abcdef-w{w}"] = admin
+            data_of[f"host{h}-100-abcdef-w{w}"] = f"http://host{h}:8080"
+    started = time.monotonic()
+    async with ClientSession() as session:
+        api = AdminClient(session, await _operator(backends), "t")
+        started = time.monotonic()
+        found = await behind(api, sorted(admin_of), admin_of, GEN, catch_up=catch_up,
+                             data_of=data_of, poll=0.05)
+    assert found.late == [] and found.unasked == [], (found.asks, found.late[:3],
+                                                      found.unasked[:1])
+    assert len(found.unproven) == hosts * workers and found.asks <= MAX_TOTAL, found.asks

@@ -125,7 +125,7 @@ class _Asker:
                            self.budget), nonce
 
     def _judge(self, name: str, doc: Any, nonce: str | None,
-               waiting: dict[str, float]) -> None:
+               waiting: dict[str, float], shared: bool = False) -> None:
         """One answer of `name`'s: applied (proved, or taken at its word), behind (named
         once `catch_up` has passed since its first such answer; asked again meanwhile), or
         unverified."""
@@ -155,8 +155,10 @@ class _Asker:
         until = self.first.setdefault(name, now) + catch_up
         if now >= until:
             out.late.append(name)
-        else:  # (slow, maybe: asked again soon, until its catch-up time has passed)
-            waiting[name] = min(now + _step(catch_up), until)
+        else:  # (slow, maybe: asked again soon, until its catch-up time has passed; a
+            # worker of a group `shared` at its end only: hearing again from each of N
+            # workers costs N·H(N) asks a round, and a round more spent the drill's asks)
+            waiting[name] = until if shared else min(now + _step(catch_up), until)
 
     def _quiet(self, names: list[str]) -> None:
         self.out.late.extend(names)
@@ -193,6 +195,10 @@ class _Asker:
         limit, asked, until = asks_for(workers), 0, loop.time() + ASK_FOR
         while pending or waiting:
             if not pending:  # (only those given time to catch up: wait, then ask again)
+                if workers > 1:  # (a group's, all at once, once the last is due: asked
+                    # apart, each round cost about N asks to hear one of N workers again)
+                    last = max(waiting.values())
+                    waiting.update(dict.fromkeys(waiting, last))
                 at = min(waiting.values())
                 if at >= self.budget.until:
                     return self._left(admin, waiting, False, waiting)
@@ -225,7 +231,7 @@ class _Asker:
                 if isinstance(who, str) and who in pending:
                     pending.discard(who)  # (else another worker of the group, or another
                     # process)
-                    self._judge(who, doc, nonce, waiting)
+                    self._judge(who, doc, nonce, waiting, workers > 1)
 
 
 async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[str, str],
