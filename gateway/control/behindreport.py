@@ -29,7 +29,9 @@ class Behind:
     to check with); `unasked`: addresses left unasked when the drill's asks were spent (the
     drill fails). `no_proof`: those of the unverified that sent no proof at all; `quiet`:
     those of the late not heard again after answering so (asked again, or not: the drill's
-    asks ran out)."""
+    asks ran out). `applied`: those found to run the restore (the fleet's status showed
+    them live at its generation, or they answered so: proved, or taken at their word
+    without keys): a receipt taken earlier that named one `pending` is overtaken."""
     late: list[str] = field(default_factory=list)
     unverified: list[str] = field(default_factory=list)
     unverified_applied: list[str] = field(default_factory=list)
@@ -39,6 +41,7 @@ class Behind:
     proof: str = "none"
     no_proof: set[str] = field(default_factory=set)
     quiet: set[str] = field(default_factory=set)
+    applied: set[str] = field(default_factory=set)
 
     def check(self) -> dict[str, Any]:
         """The report's `restore_check`."""

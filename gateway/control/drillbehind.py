@@ -20,8 +20,9 @@ taken for gone. So an address the drill started with several instances at is ask
 each time on a new connection, until each of them has answered as itself, up to `asks_for`
 times (a worker that has not answered by then has left: the chance of missing a live one is
 under `MISS`). Instances at one admin address that published different data addresses
-are no such group (the admin listener's default, 127.0.0.1:8081, on several hosts): one not
-heard there is `unasked`, never taken for gone.
+are no such group (the admin listener's default, 127.0.0.1:8081, on several hosts), nor are
+instances whose names are no one group's (`apart`: two hosts on loopback data listeners
+too): one not heard there is `unasked`, never taken for gone.
 
 An answer that says "behind" must prove it (domain/readyzproof.py: a MAC with the drill's
 key, derived from the state signing key, over instance, generation and the nonce sent): a
@@ -45,6 +46,7 @@ from typing import Any
 
 from gateway.control.behindreport import Behind
 from gateway.control.drillasks import ASK_TIMEOUT, AT_ONCE, Budget, asks_for, ready
+from gateway.control.drillgroups import apart
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.readyzproof import verified
 
@@ -63,7 +65,7 @@ CATCH_UP_MARGIN = 1.5
 #: 1 s of backoff, jitter included 1.5 s): a restore made just after a store outage (a
 #: store-loss drill's, or one met by `killgate drill restore`) finds instances waiting so
 RECONNECT = 1.5
-#: an instance behind is asked again this often (at most) within its catch-up time
+#: an instance behind is asked again this often (at most) within its catch-up time (_step)
 ASK_AGAIN_EVERY = 0.25
 
 
@@ -77,8 +79,21 @@ def catch_up_for(poll_interval: float) -> float:
 
 
 def _step(catch_up: float) -> float:
-    """Seconds between asks of an instance behind: a few asks within `catch_up`."""
-    return min(catch_up, max(ASK_AGAIN_EVERY, catch_up / 4))
+    """Seconds between asks of an instance behind: at half of `catch_up` and at its end.
+    (Every quarter of it, an instance behind cost five asks where it had cost two: a fleet
+    of 300 reconnecting after a store outage spent the drill's asks in all (drillasks.
+    Budget) within their catch-up time, and 176 were named as not having applied it.)"""
+    return min(catch_up, max(ASK_AGAIN_EVERY, catch_up / 2))
+
+
+def _own_poll(doc: Any) -> float:
+    """The poll interval (s) an instance's /readyz answer says it runs with (0: none said;
+    whatever it says, catch_up_for bounds what it is given by CATCH_UP_MAX)."""
+    state = doc.get("state") if isinstance(doc, dict) else None
+    ms = state.get("poll_interval_ms") if isinstance(state, dict) else None
+    if not isinstance(ms, int | float) or isinstance(ms, bool) or not 0 <= ms < 1e9:
+        return 0.0
+    return float(ms) / 1000
 
 
 def _generation(doc: Any) -> int | None:
@@ -89,7 +104,7 @@ def _generation(doc: Any) -> int | None:
 class _Asker:
     def __init__(self, api: AdminClient, generation: int, drill: str | None,
                  keys: Mapping[str, str] | None, catch_up: float, budget: Budget,
-                 out: Behind, hosts: Mapping[str, int]) -> None:
+                 out: Behind, not_groups: Mapping[str, str]) -> None:
         self.api = api
         self.generation = generation
         self.drill = drill
@@ -97,8 +112,9 @@ class _Asker:
         self.catch_up = catch_up
         self.budget = budget
         self.out = out
-        self.hosts = hosts  # admin address -> the data addresses its instances published
+        self.apart = not_groups  # admin address -> why the instances there are no one group
         self.first: dict[str, float] = {}  # name -> when it first answered "behind"
+        self.poll = 0.0  # (the fleet's poll interval `catch_up` was given for)
 
     async def _one(self, admin: str) -> tuple[Any, str | None]:
         """An answer at `admin` and the nonce it was asked with (None: no proof asked)."""
@@ -109,7 +125,7 @@ class _Asker:
                            self.budget), nonce
 
     def _judge(self, name: str, doc: Any, nonce: str | None,
-               waiting: dict[str, float]) -> None:
+               waiting: dict[str, float], shared: bool = False) -> None:
         """One answer of `name`'s: applied (proved, or taken at its word), behind (named
         once `catch_up` has passed since its first such answer; asked again meanwhile), or
         unverified."""
@@ -121,18 +137,28 @@ class _Asker:
         if gen is None or gen >= self.generation:  # (applied it, or cannot say)
             if self.keys is None:
                 out.unproven.append(name)
+                out.applied.add(name)
             elif not proved:
                 out.unverified_applied.append(name)
+            else:
+                out.applied.add(name)
             return
         if self.keys is not None and not proved:
             out.unverified.append(name)
             return
         now = asyncio.get_running_loop().time()
-        until = self.first.setdefault(name, now) + self.catch_up
+        # (its own poll, when longer than the fleet's the drill was told of: a config
+        # rolled out to some instances only; each gave the opener's, and an instance
+        # polling less often was named before its poll had come)
+        extra = max(0.0, _own_poll(doc) - self.poll) if self.catch_up > 0 else 0.0
+        catch_up = max(self.catch_up, min(CATCH_UP_MAX, self.catch_up + extra))
+        until = self.first.setdefault(name, now) + catch_up
         if now >= until:
             out.late.append(name)
-        else:  # (slow, maybe: asked again soon, until its catch-up time has passed)
-            waiting[name] = min(now + _step(self.catch_up), until)
+        else:  # (slow, maybe: asked again soon, until its catch-up time has passed; a
+            # worker of a group `shared` at its end only: hearing again from each of N
+            # workers costs N·H(N) asks a round, and a round more spent the drill's asks)
+            waiting[name] = until if shared else min(now + _step(catch_up), until)
 
     def _quiet(self, names: list[str]) -> None:
         self.out.late.extend(names)
@@ -145,13 +171,9 @@ class _Asker:
         instances of several hosts published (`unasked`: not theirs to answer); an empty
         set."""
         self._quiet([name for name in names if name in again])
-        hosts = self.hosts.get(admin, 1)
-        if hosts > 1 and (rest := sorted(n for n in names if n not in again)):
-            self.out.unasked.append({"admin": admin, "instances": rest, "why": (
-                f"instances with {hosts} different data addresses published this one admin "
-                "address, so it is no --workers group's and reaches one host at most (an "
-                "admin listener on loopback on each host?): set drills.advertise_host (or "
-                "KILLGATE_ADVERTISE_HOST) and an admin listen address the drill can reach")})
+        why = self.apart.get(admin)
+        if why is not None and (rest := sorted(n for n in names if n not in again)):
+            self.out.unasked.append({"admin": admin, "instances": rest, "why": why})
         return set()
 
     def _left(self, admin: str, names: Collection[str], spent: bool,
@@ -173,6 +195,10 @@ class _Asker:
         limit, asked, until = asks_for(workers), 0, loop.time() + ASK_FOR
         while pending or waiting:
             if not pending:  # (only those given time to catch up: wait, then ask again)
+                if workers > 1:  # (a group's, all at once, once the last is due: asked
+                    # apart, each round cost about N asks to hear one of N workers again)
+                    last = max(waiting.values())
+                    waiting.update(dict.fromkeys(waiting, last))
                 at = min(waiting.values())
                 if at >= self.budget.until:
                     return self._left(admin, waiting, False, waiting)
@@ -205,42 +231,44 @@ class _Asker:
                 if isinstance(who, str) and who in pending:
                     pending.discard(who)  # (else another worker of the group, or another
                     # process)
-                    self._judge(who, doc, nonce, waiting)
+                    self._judge(who, doc, nonce, waiting, workers > 1)
 
 
 async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[str, str],
                  generation: int, drill: str | None = None,
                  keys: Mapping[str, str] | None = None, catch_up: float = 0.0,
                  budget: Budget | None = None,
-                 data_of: Mapping[str, str] | None = None) -> Behind:
+                 data_of: Mapping[str, str] | None = None, poll: float = 0.0) -> Behind:
     """The instances of `started` still running a generation older than `generation` (the
     restore's), sorted, and what could not be told. `admin_of`: the admin URL each
     published when the drill started; `drill` and `keys` (its `readyz_keys`): what an
     answer's proof is checked with; `catch_up`: seconds an instance answering "behind" is
-    given (catch_up_for the fleet's poll interval; 0: named at once); `data_of`: the data
-    address each published (instances at one admin address with different ones are not
-    one --workers group: one not heard there is `unasked`, not gone)."""
+    given (catch_up_for `poll`, the fleet's poll interval; 0: named at once; one that
+    answers with a longer poll interval of its own is given the difference too);
+    `data_of`: the data address each published (instances at one admin address with
+    different ones are not one --workers group: one not heard there is `unasked`, not
+    gone)."""
     try:
         live = (await api.call("GET", "/v1/status")).get("instances") or {}
     except DrillApiError:
         live = {}
     sharing = Counter(admin_of[n] for n in started if admin_of.get(n))
-    data = dict[str, set[str]]()  # (a --workers group's workers share their data address)
-    for n in started:
-        if admin_of.get(n) and (data_of or {}).get(n):
-            data.setdefault(admin_of[n], set()).add((data_of or {})[n])
     ask: dict[str, list[str]] = {}
+    shown = set[str]()
     for name in sorted(started):
         gen = _generation(live.get(name)) if isinstance(live, dict) else None
         if gen is not None and gen >= generation:
+            shown.add(name)
             continue  # (live, and applied it)
         admin = admin_of.get(name)
         if admin:  # (an instance that published no address cannot be asked)
             ask.setdefault(admin, []).append(name)
     budget = budget or Budget()
-    out = Behind(proof="required" if drill is not None and keys else "unproven")
+    out = Behind(proof="required" if drill is not None and keys else "unproven",
+                 applied=shown)
     asker = _Asker(api, generation, drill, keys, catch_up, budget, out,
-                   {admin: len(urls) for admin, urls in data.items()})
+                   apart(started, admin_of, data_of or {}))
+    asker.poll = max(0.0, poll)
     await asyncio.gather(*(asker.group(names, admin, sharing[admin])
                            for admin, names in ask.items()))
     out.asks = budget.spent

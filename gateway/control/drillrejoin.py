@@ -75,16 +75,20 @@ async def _status(api: AdminClient, left: float, stopped: asyncio.Event) -> Any:
 
 
 def short_receipt(started: Collection[str], receipt: Any, not_back: Collection[str],
-                  behind: Collection[str] = (),
-                  unverified: Collection[str] = ()) -> dict[str, Any] | None:
+                  behind: Collection[str] = (), unverified: Collection[str] = (),
+                  confirmed: Collection[str] = ()) -> dict[str, Any] | None:
     """The report's `restore_short` (None when the restore's receipt counted as many
     instances acknowledging it as the drill started with, every one of them heartbeat
     again and none is `behind`, or there is no receipt). (A receipt counts the live
     instances, whichever they are: one that joined meanwhile, or came back under a new id,
     makes up the count for one not back.) `behind`: instances still running without the
     restore (control/drillbehind.py): the drill fails, naming them; `unverified`: those
-    whose address answered so without proving it (a warning)."""
+    whose address answered so without proving it (a warning); `confirmed`: those the check
+    found running it since (one reconnecting after a store outage acks after the receipt's
+    wait: every one of `started` so, the receipt's count is no news)."""
     if not isinstance(receipt, dict) or not started:
+        return None
+    if not behind and not unverified and set(started) <= set(confirmed):
         return None
     acked = receipt.get("acked")
     if not isinstance(acked, int) or (acked >= len(started) and not not_back and not behind):

@@ -201,14 +201,15 @@ class DrillRunner(Restoration, Injection):
         if isinstance(gen := restore.get("generation"), int) and "applied" in restore:
             found = await behind(self.api, self.started_with, self.admin_of, gen, self.drill,
                                  self.readyz_keys, catch_up_for(self.poll),
-                                 data_of=fleet["data_of"])
+                                 data_of=fleet["data_of"], poll=self.poll)
             for line in found.lines(gen):
                 self.say(line)
         self.report, summary = drilloutcome.ran(
             plan, self.drill, started, to, measured, self.marks, self.t0_unix, self.stopped,
             restore, receipts, watch,
             short_receipt(self.started_with, restore.get("applied"), self.not_back,
-                          found.late if found else (), found.unverified if found else ()),
+                          found.late if found else (), found.unverified if found else (),
+                          found.applied if found else ()),
             found)
         verdict_ = self.report["verdict"]
         if "elsewhere" in restore:

@@ -76,6 +76,9 @@ class Reads:
             "answering": not self.connected and self.answering,
             "staleness_ms": round(self.staleness() * 1000, 1), "policy": self.cfg.on_unavailable,
             "max_staleness_ms": round(self.cfg.max_staleness * 1000), "stale": self.stale,
+            # (a drill asking whether it applied a restore gives it a poll of its own to
+            # catch up: control/drillbehind.py)
+            "poll_interval_ms": round(self.cfg.poll_interval * 1000),
             "fail_closed": self.holder.fail_closed, "synced": self.synced_once,
             "from_snapshot": self.from_snapshot, "epoch": self.holder.doc.epoch,
             "last_error": self.last_error, "snapshot": self.snapshot.status(),
