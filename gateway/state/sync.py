@@ -273,6 +273,8 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads):
                 if not self.answering:
                     self.peers.watching_since = None
                     await self.store.reset()
+                else:
+                    await self._beat_unverifiable()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 1.0)  # (the next attempt comes within 1.5 s
                 # of the store's return, jitter included: a kill made then is not held up)
