@@ -232,15 +232,20 @@ class Writes:
         async with self._write_lock:
             for _ in range(5):
                 got = await self.store.load()
-                if not got.trusted or got.doc is None:
+                if got.doc is None:
                     return None
                 if self._behind(self.holder.doc, got.doc):  # (events it lost: named first)
                     await self._reseed(got, self.holder.doc)
                     continue
                 try:
-                    # (not known to be the fleet's: only over that very document, as `write`)
-                    ev = await self.store.commit(got.token, got.doc, draft, pinned=got.doc
-                                                 if self._unvouched() is not None else None)
+                    # (not known to be the fleet's: only over that very document, as `write`;
+                    # a verified document whose (unsigned) generation key disagrees: over
+                    # that document, as `write` (`based_on`). Refused as "no verified state"
+                    # before, a key rewritten in a loop left every config reload unrecorded)
+                    ev = await self.store.commit(
+                        got.token, got.doc, draft,
+                        based_on=None if got.trusted else got.doc,
+                        pinned=got.doc if self._unvouched() is not None else None)
                     self.metrics.inc("killgate_audit_records_total")
                     return ev
                 except StoreConflict:
