@@ -104,9 +104,12 @@ class Writes:
             for _ in range(10):
                 if cur is None:
                     guessed, based_on, pinned = False, None, None
+                    # what we hold, read before the load (as _full_sync): a push applied
+                    # while it was in flight is a commit the store ran after its read, not
+                    # the store going back (a re-seed nobody caused, "older")
+                    mine = self.holder.doc
                     got = await self.store.load()
                     self._judge(got)
-                    mine = self.holder.doc
                     if got.doc is None or got.doc.generation < mine.generation \
                             or self._foreign_to(mine, got.doc) or self._behind(mine, got.doc):
                         await self._reseed(got, self.holder.doc)
