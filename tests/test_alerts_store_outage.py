@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import StoreConflict
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
 from tests.faultproxy import Forwarder, redis_state_via
+from tests.staterig import redis_state
 from tests.test_alerting import payload
 from tests.test_alerts import _post, _versions
 
@@ -168,3 +170,58 @@ async def test_an_audit_trail_lost_mid_notification_does_not_say_nothing_was_app
         assert "1 alert(s) of this notification acted on before it are in force" in message
         assert "the 1 after it were not acted on" in message
         assert {k.version for k in g.gw.holder.doc.kills.values()} == {"v2"}
+
+
+class _LosesRacesAtSecondWrite:
+    """The receiver's writer, whose second write (the second alert's kill) loses every
+    race to other writes landing at once, as `Writes.write` says after its ten tries
+    (StoreConflict "the state kept changing; try again": 3 instances under a burst of
+    admin writes lose ~1 % of them so)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def write(self, *a: Any) -> Any:
+        self.calls += 1
+        if self.calls == 2:
+            raise StoreConflict("the state kept changing; try again")
+        return await self.inner.write(*a)
+
+
+@pytest.mark.timeout(30)
+async def test_an_alert_whose_kill_lost_every_race_is_answered_so_alertmanager_retries(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Found by review revaudit5: a notification whose second alert's kill lost every race
+    to other instances' writes was answered 409 `conflict`; Alertmanager retries only a
+    5xx, so that kill, and every alert after it in the notification, was dropped until the
+    group's repeat_interval (hours). It is a 503 now, naming what was and was not acted
+    on, and Alertmanager's retry makes the kill."""
+    p1, p2, p3 = (await backends(echo_app("v1")), await backends(echo_app("v2")),
+                  await backends(echo_app("v3")))
+    routes = two_versions(p1, p2, 50, 50).replace(
+        '            - {name: v2', f'            - {{name: v3, url: "http://127.0.0.1:{p3}", '
+        'weight: 0}\n            - {name: v2')
+    cfg = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"),
+                       extra="alerts:\n  alertmanager: {}\n")
+    body = payload(killgate_action="kill", route="iris", version="v2")
+    first = body["alerts"][0]
+    body["alerts"] = [first, {**first, "fingerprint": "0000000000000002",
+                              "labels": {**first["labels"], "version": "v3"}},
+                      {**first, "fingerprint": "0000000000000003",
+                       "labels": {**first["labels"], "version": "v1"}}]
+    async with running_gateway(cfg) as g:
+        rx = g.gw.alert_receiver
+        rx.writer = _LosesRacesAtSecondWrite(rx.writer)
+        status, answer = await _post(session, g.admin, body)
+        assert status == 503 and answer["error"]["type"] == "conflict", answer
+        message = answer["error"]["message"]
+        assert "1 alert(s) of this notification acted on before it are in force" in message
+        assert "this one and the 1 after it were not acted on" in message
+        assert {k.version for k in g.gw.holder.doc.kills.values()} == {"v2"}
+        status, answer = await _post(session, g.admin, body)  # Alertmanager's retry
+        assert status == 200, answer
+        assert [a["outcome"] for a in answer["actions"]] == ["duplicate", "acted", "acted"]
+        assert {k.version for k in g.gw.holder.doc.kills.values()} == {"v1", "v2", "v3"}

@@ -39,6 +39,7 @@ from gateway.errors import (
     DomainError,
     NotDurable,
     StateError,
+    StoreConflict,
     StoreOutcomeUnknown,
     StoreUnavailable,
     StoreUnverifiable,
@@ -131,7 +132,7 @@ class AlertReceiver:
             want = alerting.intent(alert, cfg, config)
             try:
                 entry = await self._one(note, alert, want, cfg, config, call)
-            except (StoreUnavailable, AuditError) as exc:
+            except (StoreUnavailable, AuditError, StoreConflict) as exc:
                 raise _partly(exc, actions, len(note.alerts) - i - 1) from None
             self.metrics.inc("killgate_alertmanager_alerts_total", (entry["outcome"],),
                              label_names=("outcome",))
@@ -281,11 +282,18 @@ def _episode(alert: Alert, mode: str) -> str:
     return "alert:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _partly(exc: StoreUnavailable | AuditError, actions: list[dict[str, Any]],
+def _partly(exc: StoreUnavailable | AuditError | StoreConflict, actions: list[dict[str, Any]],
             after: int) -> Exception:
     """The store (or the audit trail) went away at an alert: the answer must not say
-    "nothing was changed" when alerts before it in the notification were acted on."""
+    "nothing was changed" when alerts before it in the notification were acted on. A
+    change that lost every race (StoreConflict) is a 503: Alertmanager retries only a 5xx
+    (a 409 dropped the kill, and the alerts after it, until the repeat_interval)."""
     acted = sum(a["outcome"] == "acted" for a in actions)
+    if isinstance(exc, StoreConflict):
+        before = (f"the {acted} alert(s) of this notification acted on before it are in "
+                  "force (a retry answers them `duplicate`); " if acted else "")
+        return ApiError(503, "conflict", f"{exc} (other writes landed at once): {before}this "
+                        f"one and the {after} after it were not acted on; a retry acts on them")
     if not acted or isinstance(exc, StoreOutcomeUnknown):
         return exc
     kind, why = (("audit_unavailable", f"the audit trail cannot be written ({exc})")

@@ -7,7 +7,10 @@ belong together, and to rename the file kept (written and fsynced before) into p
 write the state: the trail is read, checked and written without it (a kill must not wait
 for a long trail's bytes or hashes). The files are replaced only if neither changed
 meanwhile (the state file's generation, audit head and epoch; the audit file's inode and
-size): no event is appended during a trim, and two workers never trim at once. A state
+size): two workers never trim at once, and events appended meanwhile (the file only grew,
+each line an event continuing the one before, the last the head the state anchors now) are
+kept after the events the trim keeps, its checkpoint sealed again after them (as
+redistrim.py does): under back-to-back appends every trim was voided before. A state
 file that cannot be written puts the audit file back as it was; so does the next start
 after a crash between the rename and the state write (`undo_torn_trim`).
 A base of `local.LocalStore`.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -37,6 +41,10 @@ from gateway.state.store import Loaded
 __all__ = ["LocalTrim"]
 
 log = logging.getLogger("killgate.state")
+
+#: bytes appended to the audit file while a trim read it that the trim keeps (more: the
+#: trim is voided, read again)
+MAX_TAIL = 4 << 20
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -157,38 +165,73 @@ class LocalTrim(LocalAudit):
                                            if doc is not None else None))
         if decision.remove <= 0 or decision.draft is None or doc is None:
             return decision, None
-        key = self.audit_keys.current
-        ev = seal(decision.draft.as_event(), str(doc.audit_head),
-                  (key.kid, key.secret) if key is not None else None)
-        kept = b"".join(lines[decision.remove:]) + (
-            json.dumps(ev, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
-        body = json.dumps({**doc.to_json(), "audit_head": ev["hash"]}).encode()
-        try:  # (the file kept is written before the commit lock is taken: only renamed in)
-            tmp = written_aside(self.audit_path, kept, mode)
+        try:  # (the events kept are written before the commit lock is taken: the tail
+            # appended meanwhile and the checkpoint are added to it under the lock)
+            tmp = written_aside(self.audit_path, b"".join(lines[decision.remove:]), mode)
         except OSError as exc:
             raise AuditError(f"cannot replace the audit log {self.audit_path}: "
                              f"{exc.strerror}") from None
         try:
-            return self._replace(tmp, data, mode, ident, doc, body, decision, ev)
+            return self._replace(tmp, data, mode, ident, doc, decision, len(lines))
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()  # (not renamed in: the trim changed nothing)
 
-    def _replace(self, tmp: Path, data: bytes, mode: int, ident: tuple[int, int],
-                 doc: StateDoc, body: bytes, decision: TrimDecision, ev: dict[str, Any],
+    def _tail(self, ident: tuple[int, int], doc: StateDoc, now: StateDoc | None) -> bytes:
+        """(Under the commit lock) The lines appended to the audit file since it was read
+        (`ident`: its inode and size then): each an event continuing the one before from
+        `doc`'s head, the last the head `now` anchors. StoreConflict otherwise (the file
+        replaced, cut, or not grown by appends alone; the state's epoch changed)."""
+        try:
+            with open(self.audit_path, "rb") as f:
+                st = os.fstat(f.fileno())
+                grown = st.st_size - ident[1]
+                if now is None or now.epoch != doc.epoch or st.st_ino != ident[0] \
+                        or not 0 <= grown <= MAX_TAIL:
+                    raise StoreConflict("the audit log or the state changed while it was read")
+                f.seek(ident[1])
+                tail = f.read(grown)
+        except OSError:
+            raise StoreConflict("the audit log changed while it was read") from None
+        prev: object = doc.audit_head
+        for line in tail.splitlines(keepends=True):
+            ev = parse_event(line) if line.endswith(b"\n") else None
+            if ev is None or ev.get("prev_hash") != prev:
+                raise StoreConflict("the audit log changed while it was read (not by appends)")
+            prev = ev.get("hash")
+        if len(tail) != grown or prev != now.audit_head:
+            raise StoreConflict("the audit log or the state changed while it was read")
+        return tail
+
+    def _replace(self, tmp: Path, data: bytes, mode: int, ident: tuple[int, int], doc: StateDoc,
+                 decision: TrimDecision, count: int,
                  ) -> tuple[TrimDecision, dict[str, Any] | None]:
-        """Under the commit lock: the kept file `tmp` takes the audit log's place and the
-        state anchoring the checkpoint is written, if nothing changed since the read."""
+        """Under the commit lock: the events kept (`tmp`), then those appended since the
+        read and the checkpoint after the head the state anchors now, take the audit log's
+        place, and the state anchoring the checkpoint is written."""
+        assert decision.draft is not None
         with self._locked(fcntl.LOCK_EX):
             now = self._read().doc
+            tail = self._tail(ident, doc, now)
+            assert now is not None
+            count += tail.count(b"\n")
+            d = decision.draft
+            draft = dataclasses.replace(  # (its counts those of the trail as it is now)
+                d, before={**(d.before or {}), "events": count},
+                after={**(d.after or {}), "kept": count - decision.remove})
+            key = self.audit_keys.current
+            ev = seal(draft.as_event(), str(now.audit_head),
+                      (key.kid, key.secret) if key is not None else None)
+            body = json.dumps({**now.to_json(), "audit_head": ev["hash"]}).encode()
             try:
-                st = os.stat(self.audit_path)
-                same = (st.st_ino, st.st_size) == ident
-            except OSError:
-                same = False
-            if not same or now is None or (now.generation, now.audit_head, now.epoch) != (
-                    doc.generation, doc.audit_head, doc.epoch):
-                raise StoreConflict("the audit log or the state changed while it was read")
+                with open(tmp, "ab") as f:
+                    f.write(tail + (json.dumps(ev, ensure_ascii=False, separators=(",", ":"))
+                                    + "\n").encode())
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                raise AuditError(f"cannot replace the audit log {self.audit_path}: "
+                                 f"{exc.strerror}") from None
             # (the file as it was, kept under a second name: put back by a rename, which
             # needs no space, if the state cannot be written: a full disk must not leave
             # the events removed and the checkpoint unanchored, read as forged)
@@ -206,7 +249,7 @@ class LocalTrim(LocalAudit):
                     if old is not None:
                         os.replace(old, self.audit_path)
                     elif os.stat(self.audit_path).st_ino != ident[0]:
-                        atomic_write(self.audit_path, data, mode)
+                        atomic_write(self.audit_path, data + tail, mode)
                 except OSError as back:
                     raise AuditError(f"cannot put the audit log {self.audit_path} back after "
                                      f"a failed trim ({back.strerror}): its newest event is "

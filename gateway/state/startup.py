@@ -114,6 +114,7 @@ class Startup:
                     except (StateError, AuditError) as exc:
                         self.last_error = str(exc) or type(exc).__name__
                         self.answering = isinstance(exc, StoreUnverifiable)
+                        await self._beat_unverifiable()
                     await asyncio.sleep(backoff * (0.5 + random.random()))
                     backoff = min(backoff * 2, 0.5)
         except TimeoutError:
@@ -140,6 +141,17 @@ class Startup:
             self.last_error = None
             self._touch()
         await self.peers.beat()
+
+    async def _beat_unverifiable(self) -> None:
+        """After an attempt the store answered with a document this instance cannot verify
+        (`answering`: most often its key is not the fleet's), a heartbeat when one is due:
+        raised before the attempt's own, it never went out, and with no snapshot to start
+        on, nothing else of it did either: the fleet heard nothing of an instance it would
+        refuse (store.verification counted nothing; only its own /readyz said anything).
+        Its heartbeat, refused by the fleet (another key id), is how the fleet sees it."""
+        if self.answering and self.peers.due():
+            with contextlib.suppress(StateError):
+                await self.peers.beat()
 
     # provided by Sync and its other mixins (which come first in its bases)
     async def _full_sync(self) -> bool:

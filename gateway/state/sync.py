@@ -28,7 +28,7 @@ from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
 from gateway.domain.branches import relaxes
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import AuditError, StateError, StoreUnverifiable
+from gateway.errors import AuditError, StateError, StoreConflict, StoreUnverifiable
 from gateway.log import event
 from gateway.state.appliedlog import AppliedLog
 from gateway.state.fleet import Fleet
@@ -274,6 +274,8 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads):
                 if not self.answering:
                     self.peers.watching_since = None
                     await self.store.reset()
+                else:
+                    await self._beat_unverifiable()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
@@ -295,6 +297,10 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads):
         if self.peers.due():
             await self.peers.beat()
         while self._pending_audit and not self._write_lock.locked():  # (see append_audit)
-            if await self.append_audit(self._pending_audit[0]) is None:
-                break  # (no verified state to append to yet: kept, not dropped)
+            try:
+                if await self.append_audit(self._pending_audit[0]) is None:
+                    break  # (no verified state to append to yet: kept, not dropped)
+            except StoreConflict:
+                break  # (lost its races to other instances' appends: kept for the next
+                # cycle; raised, it took a healthy store for lost and reconnected)
             self._pending_audit.pop(0)
