@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from gateway.control.alerts import Budget
+from gateway.control.alertclaims import Budget
 from gateway.errors import StoreUnavailable
 from tests.backends import echo_app
 from tests.conftest import bearer, running_gateway, two_versions, wait_until, write_config

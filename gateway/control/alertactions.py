@@ -3,7 +3,8 @@
 Owns the change an intent makes (`change_for`), applying it through the writer with its
 audit event (actor `alertmanager/<receiver>`, the alert as evidence) in `act`, and in
 `observe` mode the audit event of what it would have done, nothing changed. No claims, no
-rate bound, no answer shape: those stay in `control.alerts`. Logs under killgate.alerts.
+rate bound, no answer shape: those are `control.alertclaims` and `control.alerts`. Logs
+under killgate.alerts.
 """
 
 from __future__ import annotations

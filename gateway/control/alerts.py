@@ -1,34 +1,42 @@
 """Alerts that act: Alertmanager notifications turned into kills and rollbacks.
 
 Owns `AlertReceiver`, the logic behind `POST /v1/alerts/alertmanager` (the admin handler
-only authenticates and hands the body over). Per alert: map it (`domain.alerting`),
-claim its firing episode (fingerprint + startsAt) in the state store so a resend or a
-second receiver changes nothing, then apply the change with its audit event (actor
+only authenticates and hands the body over), and its answer. Per alert: map it
+(`domain.alerting`), claim its firing episode in the state store so a resend or a second
+receiver changes nothing (`control.alertclaims`: the claim, its dedupe window, the budget
+of new episodes), then apply the change with its audit event (actor
 `alertmanager/<receiver>`, the alert as evidence) through `Sync.write` — or, in `observe`
 mode, record what it would have done (both in `control.alertactions`) — and wait once
 per notification for the propagation receipt of its last change (logged, and in the
 answer). A resolved alert never lifts anything. Bad payloads raise ApiError(400) before
-anything changes. A claim is held briefly until its action is done (a receiver that dies
-meanwhile blocks nobody for long; one a failed request of this process left is taken
-over), then for the dedupe window; new episodes are rate-bounded per instance (what they
-leave in the store and the audit trail stays bounded), the rest deferred with a 503 that
-Alertmanager retries.
+anything changes; alerts not acted on yet (over the budget, being applied elsewhere, a
+lost race, a store gone mid-notification) are answered with a 503 that Alertmanager
+retries, naming what was acted on.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import secrets
-import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from gateway import redact
 from gateway.config import Config
 from gateway.config_telemetry import AlertmanagerConfig
 from gateway.control.alertactions import Call, Writer, act, change_for, observe
+from gateway.control.alertclaims import (
+    NEW_BURST,
+    NEW_PER_HOUR,
+    PENDING,
+    Budget,
+    Claims,
+    episode,
+    held,
+    keep,
+    release,
+    take,
+)
 from gateway.domain import alerting
 from gateway.domain.alerting import Alert, BadPayload, Intent, Notification
 from gateway.domain.audit import clean_text, utc_now
@@ -38,7 +46,6 @@ from gateway.errors import (
     AuditError,
     DomainError,
     NotDurable,
-    StateError,
     StoreConflict,
     StoreOutcomeUnknown,
     StoreUnavailable,
@@ -46,41 +53,10 @@ from gateway.errors import (
 )
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
-from gateway.tokenbucket import TokenBucket
 
-__all__ = ["AlertReceiver", "Budget"]
+__all__ = ["AlertReceiver"]
 
 log = logging.getLogger("killgate.alerts")
-
-
-class Claims(Protocol):
-    """Fleet-wide once-only keys (the state store's idempotency records)."""
-
-    async def idem_claim(self, key: str, record: dict[str, Any], ttl: float) -> dict[str, Any] | None: ...
-
-    async def idem_release(self, key: str) -> None: ...
-
-
-    async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None: ...
-
-
-#: how long a claimed episode stays claimed before its action is done: a receiver that
-#: died meanwhile (SIGKILL, OOM) holds Alertmanager's retry off for this long, not a week
-PENDING = 60.0
-#: new firing episodes acted on per instance: a burst, then a steady rate per hour
-NEW_BURST = 100
-NEW_PER_HOUR = 100.0
-
-
-class Budget:
-    """`burst` new episodes at once, refilled at `per_hour` (a clock handed in)."""
-
-    def __init__(self, burst: int, per_hour: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._bucket = TokenBucket(per_hour / 3600.0, burst, clock, max_keys=1)
-
-    def take(self) -> bool:
-        return self._bucket.take("*") == 0.0
 
 
 class AlertReceiver:
@@ -185,7 +161,7 @@ class AlertReceiver:
                   logging.INFO, receiver=note.receiver, fingerprint=alert.fingerprint,
                   alertname=entry["alertname"], outcome=want.outcome, why=want.message)
             return entry
-        key = _episode(alert, cfg.mode)
+        key = episode(alert, cfg.mode)
         if key in self._applying:
             entry.update(outcome="deferred", message="this firing alert is being applied by "
                          "another request: not acted on here; Alertmanager's retry will find "
@@ -203,28 +179,13 @@ class AlertReceiver:
         """`_one` for an episode no other request of this process is applying."""
         dry = cfg.mode == "observe"
         claim = {"time": utc_now(), "receiver": note.receiver, "owner": self._owner}
-        ttl = min(self.pending, cfg.dedupe_window)
-        earlier = await self.claims.idem_claim(key, {**claim, "state": "pending"}, ttl)
-        if earlier is not None and earlier.get("state") == "pending" \
-                and earlier.get("owner") == self._owner:
-            # this process's claim, and none of its requests applies it (`_applying`): one
-            # that failed left it (a store that timed out took the claim late, or could not
-            # release it). Nobody acts on it: taken over, not waited out for `pending`
-            await self.claims.idem_set(key, {**claim, "state": "pending"}, ttl)
-            earlier = None
-        if earlier is not None and earlier.get("state") == "pending":
-            # claimed, not applied (yet): its request may still fail, or its instance be
-            # dying. A 200 here would end Alertmanager's retries until repeat_interval.
-            entry.update(outcome="deferred", message=f"this firing alert is being applied "
-                         f"by another request (since {earlier.get('time')}): not acted on "
-                         "here; Alertmanager's retry will find it done, or act")
-            return entry
+        earlier = await take(self.claims, key, claim, min(self.pending, cfg.dedupe_window))
         if earlier is not None:
-            entry.update(outcome="duplicate", message=f"this firing alert was handled at "
-                         f"{earlier.get('time')}; nothing changes")
+            outcome, message = held(earlier)
+            entry.update(outcome=outcome, message=message)
             return entry
         if not self.budget.take():
-            await self._release(key)
+            await release(self.claims, key)
             entry.update(outcome="deferred", message="too many new firing alerts on this "
                          "instance: not acted on yet (Alertmanager's retry will)")
             return entry
@@ -247,7 +208,7 @@ class AlertReceiver:
             else:
                 done = await act(self.writer, entry, want, change, actor, reason, evidence, call)
         except NotDurable as exc:  # in force, on fewer replicas than state.min_replicas
-            await self._release(key)  # (a retry confirms it again, as a person's would)
+            await release(self.claims, key)  # (a retry confirms it again, as a person's would)
             entry.update(outcome="acted", generation=exc.generation, durable=False,
                          message=f"in force (generation {exc.generation}), not yet on "
                                  "state.min_replicas replica(s): a retry confirms it")
@@ -255,31 +216,16 @@ class AlertReceiver:
                   fingerprint=alert.fingerprint, generation=exc.generation)
             return entry
         except (ApiError, DomainError) as exc:  # refused by the change (no previous stable, ...)
-            await self._release(key)
+            await release(self.claims, key)
             entry.update(outcome="refused", message=exc.message)
             event(log, "alert_refused", logging.WARNING, receiver=note.receiver,
                   fingerprint=alert.fingerprint, why=exc.message)
             return entry
         except BaseException:
-            await self._release(key)  # not applied: Alertmanager's retry may act
+            await release(self.claims, key)  # not applied: Alertmanager's retry may act
             raise
-        try:  # done: remembered for the dedupe window
-            await self.claims.idem_set(key, {**claim, "state": "done"}, cfg.dedupe_window)
-        except StateError as exc:
-            event(log, "alert_claim_not_kept", logging.WARNING, fingerprint=alert.fingerprint,
-                  error=str(exc), why=f"a resend after {self.pending:g}s may act again")
+        await keep(self.claims, key, claim, cfg.dedupe_window, self.pending, alert.fingerprint)
         return done
-
-
-    async def _release(self, key: str) -> None:
-        with contextlib.suppress(StateError):
-            await self.claims.idem_release(key)
-
-
-def _episode(alert: Alert, mode: str) -> str:
-    """One firing episode of one alert (a later firing has a new startsAt), per mode."""
-    raw = f"alertmanager\n{mode}\n{alert.fingerprint}\n{alert.starts_at}"
-    return "alert:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
 def _partly(exc: StoreUnavailable | AuditError | StoreConflict, actions: list[dict[str, Any]],

@@ -32,6 +32,7 @@ from gateway.state.redisbeats import MAX_ACK_BYTES, RedisBeats, signed_time
 from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
+from gateway.state.refusedonce import RefusedOnce
 from gateway.state.store import Ack
 
 __all__ = ["MAX_ACK_BYTES", "RedisRecords"]
@@ -108,8 +109,8 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
     beat_lease: float | None = None
     #: the store's clock minus ours (s) as our last heartbeat's answer measured it
     _beat_skew: float | None = None
-    #: the heartbeats the last fleet read refused (field -> value as stored)
-    _refused_beats: dict[bytes, bytes] = {}  # (replaced at each read, never mutated)
+    #: the heartbeats the last fleet read refused (replaced at each read)
+    _refused_beats: RefusedOnce | None = None
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -236,7 +237,7 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
         # a value refused is counted once, not again at every read for its 10 leases ("N
         # values refused" for one: a crashed instance's heartbeat signed with a key retired
         # since, or one forged entry); written again, it is another value, counted again
-        refused_before, refused_now = self._refused_beats, dict[bytes, bytes]()
+        refused = RefusedOnce(self._refused_beats)
         for i in range(0, len(flat), 2):
             await turn(i)
             seen_s, _, record = flat[i + 1].partition(b" ")
@@ -248,12 +249,11 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
                 # so only a forgery is, and kept it would be read at every call for good)
                 stale.append(flat[i])
                 continue
-            if refused_before.get(flat[i]) == flat[i + 1]:
-                refused_now[flat[i]] = flat[i + 1]
+            if refused.still(flat[i], flat[i + 1]):
                 continue  # (the value refused at the last read: still refused, not recounted)
             ack = self._open_ack(record, "heartbeat", flat[i])
             if ack is None:
-                refused_now[flat[i]] = flat[i + 1]
+                refused.add(flat[i], flat[i + 1])
                 self._other_key(record, age)
                 continue
             if self.keys.enabled \
@@ -266,7 +266,7 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
             if age <= lease:
                 out[ack.instance] = {"generation": ack.generation, "config": ack.config,
                                      "seen_s_ago": round(age, 3)}
-        self._refused_beats = refused_now
+        self._refused_beats = refused
         if stale:
             await self._call("HDEL", self.k_instances, *stale)
             await self._call("HDEL", self.k_instances + ":urls", *stale)

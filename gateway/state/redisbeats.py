@@ -22,6 +22,7 @@ from gateway.state.beatorder import NewestBeats, NewestPlaces, Place, pushed_rep
 from gateway.state.redisidem import CLOCK_SKEW
 from gateway.state.redislink import RedisLink
 from gateway.state.redisstats import turn
+from gateway.state.refusedonce import RefusedOnce
 from gateway.state.signing import Unverified, cause_of
 from gateway.state.store import Ack
 
@@ -72,8 +73,8 @@ class RedisBeats(RedisLink):
     #: when (monotonic) the newest heartbeat refused for a key id we do not hold was
     #: written, by the store's stamp (FleetStore's: what KEY UNCONFIRMED is judged by)
     other_key_at: float | None = None
-    #: the addresses the last fleet read refused (field -> value as stored)
-    _refused_urls: dict[bytes, bytes] = {}  # (replaced at each read, never mutated)
+    #: the addresses the last fleet read refused (replaced at each read)
+    _refused_urls: RefusedOnce | None = None
 
     def _open_ack(self, raw: bytes, kind: str | None, field: bytes | None = None) -> Ack | None:
         """A signed heartbeat, or None (reported as `kind`; None: not reported). One over
@@ -140,21 +141,20 @@ class RedisBeats(RedisLink):
         while it stays as stored (one forged entry beside a live instance's heartbeat grew
         the refused count without bound: every /v1/fleet, receipt and drill read it);
         written again, it is another value, counted again."""
-        before, now = self._refused_urls, dict[bytes, bytes]()
+        refused = RefusedOnce(self._refused_urls)
         for i in range(0, len(flat), 2):
             await turn(i)
             field, raw = flat[i], flat[i + 1]
-            if before.get(field) == raw:
-                now[field] = raw  # (still refused: not judged, nor counted, again)
-                continue
+            if refused.still(field, raw):
+                continue  # (still refused: not judged, nor counted, again)
             name = field.decode(errors="replace")
             if name in out:
                 urls = self._open_urls(name, raw)
                 if urls is None:
-                    now[field] = raw
+                    refused.add(field, raw)
                 else:
                     out[name].update(urls)
-        self._refused_urls = now
+        self._refused_urls = refused
 
     def _other_key(self, record: bytes, age: float) -> None:
         """A stored heartbeat written `age` seconds ago (the store's stamp) was refused:

@@ -1,12 +1,13 @@
 """Keeps this instance's in-memory state in step with the store: the sync loop.
 
-Owns the background task that (re)connects, subscribes first and then loads, applies
-pushed documents, polls the generation and audit head every `poll_interval` (the only
-delivery guarantee: pub/sub drops messages during reconnects), re-seeds a store that lost
-or spoiled its state (reseed.py), and enforces `on_unavailable` (staleness.py). Heartbeats
-and receipts live in fleet.py, the snapshot file in snapshot.py, the audit mirror in
-mirror.py, writes in writes.py, start-up and stop in startup.py, its status in
-syncreads.py, the swaps' log lines in appliedlog.py. Invariants: only verified documents
+Owns the background task that (re)connects, subscribes first and then loads, polls the
+generation and audit head every `poll_interval` (the only delivery guarantee: pub/sub
+drops messages during reconnects), applies verified documents and acks them, re-seeds a
+store that lost or spoiled its state (reseed.py), and enforces `on_unavailable`
+(staleness.py). Pushed documents and re-reads live in syncpushes.py, heartbeats and
+receipts in fleet.py, the snapshot file in snapshot.py, the audit mirror in mirror.py,
+writes in writes.py, start-up and stop in startup.py, its status in syncreads.py, the
+swaps' log lines in appliedlog.py. Invariants: only verified documents
 are applied, and only when newer than the one held; a push that would relax anything (lift
 a kill, change an override), or is too large to verify on the loop, is a hint: the store
 is re-read and verified first; a document that would drop something held and does not
@@ -26,7 +27,6 @@ from typing import Any
 
 from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
-from gateway.domain.branches import relaxes
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StateError, StoreConflict, StoreUnverifiable
 from gateway.log import event
@@ -40,7 +40,8 @@ from gateway.state.signing import Keyring
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.staleness import Guard
 from gateway.state.startup import Startup
-from gateway.state.store import Ack, Loaded, PushNotRead, Store
+from gateway.state.store import Store
+from gateway.state.syncpushes import Pushes
 from gateway.state.syncreads import Reads
 from gateway.state.tamper import TamperLog
 from gateway.state.throttle import Throttle
@@ -61,9 +62,11 @@ ACK_AFTER = 0.002
 BACKOFF_MAX = 1.0
 
 
-class Sync(Repair, Guard, VouchWrite, Startup, Reads):
+class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
     """The sync loop; re-seeds (reseed.py), the staleness guard (staleness.py), writes
-    (writes.py), start-up (startup.py) and what it tells (syncreads.py) are its mixins."""
+    (writes.py), start-up (startup.py), what it tells (syncreads.py) and what it does with
+    a pushed document (syncpushes.py) are its mixins (Pushes last: its stand-ins for
+    methods of Sync and the other mixins must not shadow them)."""
 
     def __init__(self, store: Store, holder: Holder, metrics: Metrics, instance: str,
                  cfg: StateConfig, snapshot: SnapshotFile, tamper: TamperLog,
@@ -159,73 +162,6 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads):
             self._unsaved = doc
         self.applied_log.later(doc.generation, sorted(doc.kills), round(time.time(), 6))
         return True
-
-    def _pushed(self, item: StateDoc | Ack | PushNotRead) -> None:
-        """A verified change or ack pushed by the store, taken in the loop iteration that
-        read it: a new kill is in force before anything else runs. A push that would relax
-        anything, or too large to verify here, is only a hint: the store is re-read."""
-        if isinstance(item, Ack):
-            self.peers.note(item)
-            return
-        if isinstance(item, PushNotRead):
-            self.metrics.inc("killgate_state_pushes_not_read_total")
-            self._big_pushes.poke()
-            return
-        held = self.holder.doc
-        if self._foreign_to(held, item):
-            self._resync = True  # merged (a re-seed), never adopted: at once, since a kill
-            self._reread()  # may come with it
-            return
-        if item.generation <= held.generation:
-            if item.generation == held.generation and held.writes[-1:] == item.writes[-1:] != ():
-                self._judged = item.audit_head or None  # our document, an event appended: judged
-                # remembered across a restart: a store put back to before the event is
-                # then a break in the chain, not continued (StateStore.anchored)
-                self.snapshot.soon(item)
-            return
-        if relaxes(held, item):
-            self._reread()
-        elif self._apply(item):
-            self._spawn(self._after_apply(item))
-
-    def _reread(self) -> None:
-        """Load the store's document, verify it, and apply it if newer (single flight)."""
-        if self._stopping:
-            return  # (the store is closing; a re-read started now would outlive it)
-        if self._recheck is not None and not self._recheck.done():
-            self._recheck_again = True
-            return
-        self._recheck = asyncio.create_task(self._reread_loop(), name="state-reread")
-        self._side_tasks.add(self._recheck)
-        self._recheck.add_done_callback(self._side_tasks.discard)
-
-    async def _reread_loop(self) -> None:
-        while True:
-            self._recheck_again = False
-            try:  # applied as the store's answer is read (no loop turn in between)
-                got = await self.store.load(on_loaded=self._adopt)
-            except StateError:
-                return  # the poll will find it
-            self._adopt(got)  # (done already, unless the store could not say it early)
-            if got.trusted and got.doc is not None \
-                    and self._foreign_to(self.holder.doc, got.doc):  # to merge: now
-                try:
-                    await self._full_sync()
-                except (StateError, AuditError, OSError):
-                    return  # the poll will
-            if not self._recheck_again:
-                return
-
-    def _adopt(self, got: Loaded) -> None:
-        """The store's document, verified, if it is newer than ours, whatever the unsigned
-        generation key beside it says (as reseed's _took: a key rewritten in a loop held an
-        unkill, which a push only hints at, off this instance until the next poll)."""
-        if got.doc is None or got.problem is not None:
-            return
-        if self._foreign_to(self.holder.doc, got.doc):
-            self._resync = True
-        elif self._apply(got.doc):
-            self._spawn(self._after_apply(got.doc))
 
     async def _after_apply(self, doc: StateDoc) -> None:
         """Ack once the fleet's burst of swaps has passed (ACK_AFTER, with a store that
