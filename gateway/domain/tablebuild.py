@@ -70,10 +70,11 @@ def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
     Exact (a route missed is a kill or a rollback not enforced: tests/test_changed_routes
     checks it against the whole comparison), and cheap where it can be: a part both
     documents share (apply_change keeps the untouched ones: the committer's swap) is not
-    read; a route's value both share costs no comparison of its entries. Each route's
-    value is compared once: a part that differs is not compared whole first, then again
-    route by route (twice the entries: a receiver's swap for a rollback, its decoded
-    document sharing no object with the one held)."""
+    read; a route's value both share costs no comparison of its entries. A receiver's
+    documents share them too: its store decodes each pushed one sharing every value equal
+    to the last one's (state/shareddecode.py; a kill's swap at 500 routes compared ~2,500
+    history entries, 7.7M instructions; 1.9M now). Each route's value is compared once:
+    a part that differs is not compared whole first, then again route by route."""
     if ("global" in a.kills) != ("global" in b.kills):
         return None
     names: set[str] = set()

@@ -38,6 +38,7 @@ from gateway.state.redislink import SMALL, Script
 from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
 from gateway.state.sentinels import master_named
+from gateway.state.shareddecode import SharedDecoder
 from gateway.state.signing import Keyring, cause_of
 from gateway.state.store import (
     MAX_DOC_BYTES,
@@ -46,7 +47,6 @@ from gateway.state.store import (
     Loaded,
     OnUnverified,
     PushNotRead,
-    decode_doc,
     ignore_unverified,
 )
 
@@ -100,6 +100,7 @@ class RedisStore(RedisCommits, RedisTrim):
         self._own = None  # our newest commit as sent
         self._committed = None  # (the connection, the generation) of our newest commit
         self._last_open: tuple[bytes, StateDoc, str] | None = None  # the last document verified
+        self._decoder = SharedDecoder()  # (shares what a pushed document has of the last)
         self._master_check = 0.0  # when the sentinels are next asked (loop time)
 
     def listen(self, fn: Listener) -> None:
@@ -236,7 +237,7 @@ class RedisStore(RedisCommits, RedisTrim):
         else:
             try:
                 body, which = self.keys.open(b"state", raw)
-                doc = decode_doc(body)
+                doc = self._decoder.decode(body)
             except ValueError as exc:
                 if kind is not None:
                     self.on_unverified(kind, str(exc), None, cause_of(exc))
