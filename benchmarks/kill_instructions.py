@@ -20,7 +20,8 @@ against valgrind/callgrind.h) and prints the instructions per call:
   (store.decode_doc), `swap` (branches.relaxes + TableHolder.apply_doc: the table rebuilt
   for the new document, no listeners), `listen` (what the serving holder's listeners read
   of a swap: the in-flight cut's `newly_aborting`, ConfigHistory.kills_changed, the
-  override warnings);
+  override warnings; on the kill's and the unkill's tables as a swap makes them: plans
+  the change leaves are the same objects);
 * `recvswap`: `swap` on the documents as a receiver holds them (decoded from the pushed
   bytes in turn, by the receiver's decoder: state/shareddecode.py's, which shares each
   value equal to the last document's; before it, none was shared and which routes
@@ -206,7 +207,12 @@ def run_stages(calls: int, only: set[str], lib: ctypes.CDLL, routes: int = 1) ->
     from gateway.control.confighistory import ConfigHistory
     from gateway.control.table import _warn_unservable
     from gateway.domain.kills import newly_aborting
-    tables = [TableHolder(loaded, d).table for _, d in pushed]  # type: ignore[arg-type]
+    # the kill's table and the unkill's, the second swapped in from the first as an
+    # instance does (rebuild_table: the plans of routes the unkill leaves are the kill's)
+    swapped = TableHolder(loaded, pushed[0][1])  # type: ignore[arg-type]
+    tables = [swapped.table]
+    swapped.apply_doc(pushed[1][1])  # type: ignore[arg-type]
+    tables.append(swapped.table)
 
     def stage_listen(k: int) -> None:
         old, new = tables[(k + 1) % 2], tables[k % 2]
