@@ -20,10 +20,15 @@ against valgrind/callgrind.h) and prints the instructions per call:
   (store.decode_doc), `swap` (branches.relaxes + TableHolder.apply_doc: the table rebuilt
   for the new document, no listeners), `listen` (what the serving holder's listeners read
   of a swap: the in-flight cut's `newly_aborting`, ConfigHistory.kills_changed, the
-  override warnings);
+  override warnings; on the kill's and the unkill's tables as a swap makes them: plans
+  the change leaves are the same objects);
 * `recvswap`: `swap` on the documents as a receiver holds them (decoded from the pushed
-  bytes: they share no object with the one held, so which routes changed is answered by
-  comparing values, not identities).
+  bytes in turn, by the receiver's decoder: state/shareddecode.py's, which shares each
+  value equal to the last document's; before it, none was shared and which routes
+  changed was answered by comparing every route's values).
+
+`decode` is the receiver's too (its SharedDecoder, a kill's document after its unkill's
+and back, when there is one; else store.decode_doc).
 
 `--routes N` adds N-1 routes (r1.., v1/v2) with 5 history entries each to the config and
 the document (a large deployment: the swap compares each route's history).
@@ -121,6 +126,16 @@ def _seal(keys, plain_doc, base, head, seq):  # type: ignore[no-untyped-def]
     return ev, sealed, json.dumps(ev, ensure_ascii=False)
 
 
+def _receiver_decode(decode_doc: Callable[[bytes], object]) -> Callable[[bytes], object]:
+    """How a receiver decodes a pushed document: its store's SharedDecoder (each document
+    shares what it has in common with the last one), or, before it, decode_doc."""
+    try:
+        from gateway.state.shareddecode import SharedDecoder
+    except ImportError:
+        return decode_doc
+    return SharedDecoder().decode
+
+
 def run_stages(calls: int, only: set[str], lib: ctypes.CDLL, routes: int = 1) -> None:
     from gateway.control.table import TableHolder
     from gateway.domain.branches import relaxes
@@ -165,9 +180,10 @@ def run_stages(calls: int, only: set[str], lib: ctypes.CDLL, routes: int = 1) ->
         keys.open(b"state", pushed[k % 2][0])  # type: ignore[union-attr]
 
     bodies = [keys.open(b"state", s)[0] for s, _ in pushed]  # type: ignore[union-attr]
+    decode = _receiver_decode(decode_doc)
 
     def stage_decode(k: int) -> None:
-        decode_doc(bodies[k % 2])
+        decode(bodies[k % 2])
 
     holder = TableHolder(loaded, doc0)  # type: ignore[arg-type]
 
@@ -178,7 +194,9 @@ def run_stages(calls: int, only: set[str], lib: ctypes.CDLL, routes: int = 1) ->
         holder.apply_doc(doc)
 
     # as a receiver holds them: decoded from the bytes pushed (nothing shared)
-    received = [decode_doc(b) for b in bodies]
+    decode = _receiver_decode(decode_doc)
+    decode(json.dumps(doc0.to_json()).encode())  # type: ignore[union-attr]
+    received = [decode(b) for b in bodies]  # (in turn, as pushed: each shares what it can)
     recv_holder = TableHolder(loaded, doc0)  # type: ignore[arg-type]
 
     def stage_recvswap(k: int) -> None:
@@ -189,7 +207,12 @@ def run_stages(calls: int, only: set[str], lib: ctypes.CDLL, routes: int = 1) ->
     from gateway.control.confighistory import ConfigHistory
     from gateway.control.table import _warn_unservable
     from gateway.domain.kills import newly_aborting
-    tables = [TableHolder(loaded, d).table for _, d in pushed]  # type: ignore[arg-type]
+    # the kill's table and the unkill's, the second swapped in from the first as an
+    # instance does (rebuild_table: the plans of routes the unkill leaves are the kill's)
+    swapped = TableHolder(loaded, pushed[0][1])  # type: ignore[arg-type]
+    tables = [swapped.table]
+    swapped.apply_doc(pushed[1][1])  # type: ignore[arg-type]
+    tables.append(swapped.table)
 
     def stage_listen(k: int) -> None:
         old, new = tables[(k + 1) % 2], tables[k % 2]

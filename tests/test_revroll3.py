@@ -444,7 +444,7 @@ def test_a_done_rollout_does_not_hold_off_a_new_build_under_its_name() -> None:
     that name at the first step (not the file's weight, unstepped); an older record without
     a url is taken as the same deployment (as before)."""
     from gateway.configfile import parse_config_text
-    from gateway.domain.tablebuild import progressive_weights
+    from gateway.domain.rolloutsteps import progressive_weights
 
     text = """
 routes:

@@ -21,14 +21,14 @@ from gateway.domain.analysis import Verdict
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import with_stable
 from gateway.domain.rolledoff import cleared
-from gateway.domain.statedoc import Change, Progress, StateDoc
-from gateway.domain.tablebuild import (
+from gateway.domain.rolloutsteps import (
     kill_holding,
     progressive_pct,
     rolling,
     rolls_out,
     step_index,
 )
+from gateway.domain.statedoc import Change, Progress, StateDoc
 from gateway.log import event
 from gateway.state.sync import Sync
 
@@ -61,7 +61,7 @@ class ProgressiveSteps:
         mine = rolling(rc, canary, prog)
         if prog is not None and mine and prog.get("state") in ("done", "failed"):
             return
-        if not rolls_out(rc, canary):  # the file gives it weight 0 (tablebuild.py)
+        if not rolls_out(rc, canary):  # the file gives it weight 0 (domain/rolloutsteps.py)
             if prog is not None and mine \
                     and prog.get("state") in ("running", "paused") \
                     and prog.get("held") != "weight":  # shown (and audited) as paused
@@ -75,7 +75,7 @@ class ProgressiveSteps:
         base: Progress = prog if prog is not None else {}
         if prog is not None and mine and prog.get("steps") not in (None, steps):
             # a reload (or another instance's file) changed the plan: go on from the step
-            # routing uses now (tablebuild.step_index), recorded with this plan by the next
+            # routing uses now (rolloutsteps.step_index), recorded with this plan by the next
             # write; one the edit raised (to the new first step) gets a whole step_interval
             at = step_index(prog, steps) or 0
             base = {**prog, "step": at, "steps": list(steps)}

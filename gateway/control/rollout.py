@@ -33,13 +33,13 @@ from gateway.domain.analysis import Sample, Verdict, analyze, merge
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable
 from gateway.domain.rolledoff import recorded
-from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
-from gateway.domain.stats import WindowStats
-from gateway.domain.tablebuild import (
+from gateway.domain.rolloutsteps import (
     canary_of,
     rolling,
     step_index,
 )
+from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
+from gateway.domain.stats import WindowStats
 from gateway.errors import AuditError, StateError
 from gateway.log import event
 from gateway.state.sync import Sync

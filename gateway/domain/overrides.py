@@ -20,8 +20,8 @@ from typing import Any
 from gateway.config import RouteConfig
 from gateway.config_types import weight_problem
 from gateway.domain import rolledoff
+from gateway.domain.rolloutsteps import progressive_weights
 from gateway.domain.statedoc import MAX_HISTORY, Change, HistoryEntry, RouteOverride, StateDoc
-from gateway.domain.tablebuild import progressive_weights
 from gateway.errors import ConflictingState, InvalidChange, UnknownVersion
 
 __all__ = [
@@ -193,7 +193,7 @@ def release(doc: StateDoc, rc: RouteConfig, actor: str, reason: str, now: str) -
         history[rc.name] = (HistoryEntry(rc.stable, now, actor, f"release: {reason}", v.url,
                                          v.artifact),)
     # a rollback's canary rolls out again from the first step of its progressive rollout
-    # (a new rollout: tablebuild.progressive_weights), never at the file's weight at once;
+    # (a new rollout: rolloutsteps.progressive_weights), never at the file's weight at once;
     # so does one a failed analysis rolled back before a `weights` override replaced that
     # rollback (left `failed`, it had the file's weight for good, never stepped again)
     prog = doc.progress.get(rc.name)

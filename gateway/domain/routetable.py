@@ -22,7 +22,7 @@ class RouteTable:
     """All routes, most specific first. Immutable; replaced as a whole on any change."""
 
     __slots__ = ("_model_match", "_needs", "_peek_checks", "by_name", "doc", "generation",
-                 "model_routes", "rewriting", "routes", "unhealthy")
+                 "model_routes", "replaced", "rewriting", "routes", "unhealthy")
     _needs: dict[tuple[str, str], RoutePlan | bool] | None
     _peek_checks: tuple[RoutePlan, ...]
 
@@ -31,6 +31,10 @@ class RouteTable:
         plans.sort(key=lambda p: (-(len(p.prefix) if p.prefix else -1), -p.match_keys))
         self.routes = tuple(plans)
         self.by_name = {p.name: p for p in plans}
+        #: made by `replacing`: (the id of the table it was made from, the routes whose
+        #: plans it replaced), for a swap's listeners to read only those (an id, not the
+        #: table: each table would keep every one before it alive)
+        self.replaced: tuple[int, tuple[str, ...]] | None = None
         #: the routes with a version whose `model` rewrites the body's (a shadow's too); not
         #: a killed route, nor a killed version: their answer reads no body (a kill answers
         #: 503 killed at once, never a 400 for a body no backend would get, nor after a peek)
@@ -50,6 +54,7 @@ class RouteTable:
         # (the route order is by_name's: both were made of the sorted plans)
         new.routes = tuple(map(fresh.get, self.by_name, self.routes))
         new.by_name = {**self.by_name, **fresh}
+        new.replaced = (id(self), tuple(fresh))
         new.rewriting = self.rewriting.difference(fresh).union(
             [n for n, p in fresh.items() if _rewrites(p)])
         new._model_match = self._model_match

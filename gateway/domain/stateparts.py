@@ -154,10 +154,10 @@ class Progress(TypedDict, total=False):
     #: step starts again when that ends
     held: str
     #: the steps (percentages) the rollout's `step` indexes: a reload may change the file's
-    #: (tablebuild.step_index)
+    #: (rolloutsteps.step_index)
     steps: list[float]
     #: the canary's url and artifact when its rollout started: a config giving it another
-    #: is another deployment, rolled out anew (tablebuild.rolling); absent in older records
+    #: is another deployment, rolled out anew (rolloutsteps.rolling); absent in older records
     url: str
     artifact: str | None
 

@@ -40,6 +40,7 @@ from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
 from gateway.state.retiredkeys import load_retired
 from gateway.state.sentinels import master_named
+from gateway.state.shareddecode import SharedDecoder
 from gateway.state.signing import Keyring, cause_of
 from gateway.state.store import (
     MAX_DOC_BYTES,
@@ -48,7 +49,6 @@ from gateway.state.store import (
     Loaded,
     OnUnverified,
     PushNotRead,
-    decode_doc,
     ignore_unverified,
 )
 
@@ -102,6 +102,7 @@ class RedisStore(RedisCommits, RedisTrim):
         self._own = None  # our newest commit as sent
         self._committed = None  # (the connection, the generation) of our newest commit
         self._last_open: tuple[bytes, StateDoc, str] | None = None  # the last document verified
+        self._decoder = SharedDecoder()  # (shares what a pushed document has of the last)
         self._master_check = 0.0  # when the sentinels are next asked (loop time)
 
     def listen(self, fn: Listener) -> None:
@@ -240,7 +241,7 @@ class RedisStore(RedisCommits, RedisTrim):
         else:
             try:
                 body, which = self.keys.open(b"state", raw)
-                doc = decode_doc(body)
+                doc = self._decoder.decode(body)
             except ValueError as exc:
                 # (a newer version's, pushed: no forgery; the poll reads it and says so)
                 if kind is not None and not isinstance(exc, NewerDocument):
