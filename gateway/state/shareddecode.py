@@ -15,9 +15,9 @@ Exact: equal JSON values validate to equal values (pydantic's lax mode reads 1, 
 true alike for a number or flag; a string equals only a string; NaN equals nothing), and
 a part's validation depends on that part alone, so the document equals `decode_doc`'s
 (tests/test_shared_decode.py checks it on random sequences, dicts reordered, numbers
-respelt). What the fast path does not read (not JSON, not an object, a value refused) is
-decoded by `decode_doc`, which says why. A document under `SMALL` bytes is decoded whole:
-there the comparisons would cost more than they spare.
+respelt). What the fast path does not read (not JSON, not an object, a value refused, a
+part a newer version wrote) is decoded by `decode_doc`, which says why. A document under
+`SMALL` bytes is decoded whole: there the comparisons would cost more than they spare.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def _shared(raw: dict[str, Any], prev_raw: dict[str, Any], prev: StateDoc) -> St
     kept: dict[str, Any] = {}  # field -> prev's value, whole
     keyed: dict[str, dict[str, Any]] = {}  # field -> its raw mapping, shared key by key
     for name, val in raw.items():
-        if name not in _NAMES:
-            continue  # (ignored by the validation too: a newer writer's part)
+        if name not in _NAMES:  # (a newer writer's part: decode_doc refuses it as such,
+            raise ValueError(name)  # NewerDocument, saying which)
         old = prev_raw.get(name, _MISSING)
         if name in _KEYED and type(val) is dict and type(old) is dict:
             # key by key, in C: each pair compared once, keys `old` lacks added
