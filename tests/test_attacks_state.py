@@ -842,15 +842,19 @@ async def test_only_an_instance_with_a_snapshot_refuses_an_older_genuine_documen
         assert (await status_of(session, g.url))[0] == 200
 
 
+@pytest.mark.timeout(120)
 async def test_a_flooded_heartbeat_or_counts_hash_does_not_stall_the_data_plane(
         tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
     """The attacker fills the instances hash and a counts hash with 200,000 fresh-looking
     entries each. Checking them all for `/v1/status` (the console polls it) and for the
     fleet's counts ran on the data plane's loop in one go: 300,000 stalled every request
-    for 2.7 s. The check now lets requests through as it goes; the forgeries are counted."""
+    for 2.7 s. The check now lets requests through as it goes; the forgeries are counted.
+    (A loaded machine: the reads of the flooded hashes took over 5 s, and the check many
+    seconds: the store is given 30 s, and the worst stall is judged against how long the
+    whole check took in this run, 1.5 s at least: one go stalls a request for all of it.)"""
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
-                       state=redis_state(redis_server, tmp_path, command_timeout="5s"))
+                       state=redis_state(redis_server, tmp_path, command_timeout="30s"))
     async with running_gateway(cfg) as g:
         now = int(time.time() * 1000)
         fill = (f"for i=1,200000 do redis.call('HSET', KEYS[1], 'i'..i, '{now} - - 1 1 - i'..i)"
@@ -858,7 +862,7 @@ async def test_a_flooded_heartbeat_or_counts_hash_does_not_stall_the_data_plane(
         await asyncio.to_thread(subprocess.run, [
             "redis-cli", "-p", str(redis_server.port), "EVAL", fill, "2", "kgtest:instances",
             "kgtest:stats:iris"], check=True, capture_output=True)
-        worst = 0.0
+        filled, worst = time.monotonic(), 0.0
         done = asyncio.Event()
 
         async def probe() -> None:
@@ -878,15 +882,20 @@ async def test_a_flooded_heartbeat_or_counts_hash_does_not_stall_the_data_plane(
                 assert r.status == 200
                 return len((await r.json())["instances"]) == 1
 
+        def counted() -> bool:
+            return all(g.gw.sync.tamper.counts.get(k, 0) >= 200_000 for k in ("heartbeat", "stats"))
+
         try:
-            await wait_until(listed, 15, 0.1, "this instance listed among the forgeries")
+            await wait_until(listed, 60, 0.1, "this instance listed among the forgeries")
             assert await g.gw.sync.store.get_stats("iris") == []
+            await wait_until(counted, 5, 0.05, "every forgery counted")
+            took = time.monotonic() - filled
         finally:
             done.set()
             await task
-        assert g.gw.sync.tamper.counts.get("heartbeat", 0) >= 200_000
-        assert g.gw.sync.tamper.counts.get("stats", 0) >= 200_000
-        assert worst < 1.5, worst  # (1.04 s seen on a host at load 10; 2.7 s in one go on a quiet one)
+        # (0.8 s seen on a quiet machine, 1.6 s at load 10 when the whole check took 20 s;
+        # 2.7 s in one go on a quiet one)
+        assert worst < max(1.5, took / 3), (worst, took)
 
 
 def test_a_mirror_line_nested_too_deeply_is_a_break_not_a_traceback(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from tests.conftest import (
 )
 from tests.drillrig import call, hdr, routes
 from tests.test_cli import acli
-from tests.test_drills import FAST, Drill, Fleet, fleet, fleet_state, token  # noqa: F401
+from tests.test_drills import FAST, Drill, Fleet, fleet, fleet_state, settled_state, token  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,7 +45,7 @@ async def test_store_loss_on_another_fleets_redis_is_skipped(
     (their heartbeats), not just a key of the right name."""
     second_redis.cmd("SET", "kgdrill:state", "KGS1 another deployment's document")
     second_redis.cmd("HSET", "kgdrill:instances", "staging-1", "x")
-    before = await fleet_state(session, fleet)
+    before = await settled_state(session, fleet)
     rc, report, err = await Drill(fleet, "store-loss", "--route", "iris-drill", "--version",
                                   "v2", "--store", second_redis.url, *FAST).result(60)
     assert report is not None, err
@@ -137,7 +137,7 @@ async def test_the_abort_watch_reads_each_instance_once_behind_a_balanced_admin_
     plan.write_text("kind: kill\nroute: iris-drill\nversion: v2\nrate: 40\nsteady: 1s\n"
                     "hold: 2s\nsettle: 1s\nabort: {route: broken, error_rate: 0.2, "
                     "min_requests: 10, interval: 200ms}\n")
-    before = await fleet_state(session, fleet)
+    before = await settled_state(session, fleet)
     res = await acli("drill", "run", str(plan), "--json", "--out", str(tmp_path / "out"),
                      "--admin", f"http://127.0.0.1:{port}", "--token", token())
     report = json.loads(res.stdout)
@@ -172,7 +172,7 @@ async def test_store_loss_on_a_replica_of_the_fleets_redis_is_skipped(
     try:
         await wait_until(lambda: "kgdrill:instances" in second_redis.cmd("KEYS", "kgdrill:*"),
                          10, what="the replica to hold the fleet's keys")
-        before = await fleet_state(session, fleet)
+        before = await settled_state(session, fleet)
         rc, report, err = await Drill(fleet, "store-loss", "--route", "iris-drill",
                                       "--version", "v2", "--store", second_redis.url,
                                       *FAST).result(60)
@@ -231,7 +231,7 @@ async def test_a_drill_restored_and_ended_by_someone_else_says_so(
     drill's end ... run: killgate drill restore ID' (there was nothing left to do), and its
     report FAILED with hundreds of 'leaks' (the answers after the other restore, which
     showed it, not a kill that failed to hold) and 'the fleet is not as it was before'."""
-    before = await fleet_state(session, fleet)
+    before = await settled_state(session, fleet)
     # (the second operator's restore and end are the calls `killgate drill restore` makes,
     # made here at once: the CLI's own run of them on an open drill is
     # test_drills.py::test_sigkill_at_each_step_then_drill_restore. The hold only has to
@@ -348,7 +348,7 @@ async def test_a_drill_whose_open_answer_is_lost_goes_on_with_the_drill_it_opene
     Likewise the injection (its answer lost, the drill stopped and aborted with 'the
     injection failed' though the kill was in force)."""
     port = await backends(answer_lost_once(session, fleet.admin, step))
-    before = await fleet_state(session, fleet)
+    before = await settled_state(session, fleet)
     res = await acli("drill", "kill", "--route", "iris-drill", "--version", "v2", "--rate",
                      "40", "--steady", "800ms", "--hold", "500ms", "--settle", "300ms",
                      "--json", "--out", str(fleet.tmp / "reports"),
@@ -390,7 +390,7 @@ async def test_drill_restore_outlasts_the_store_pause_of_a_drill_that_died(
     state_store_unavailable) and waits it out. (The pause here is 6 s, several times a
     restore process's start; that every pause a drill may ask is waited out is the test
     above: the 40 s pause this test held to exceed the old 30 s budget cost 40 s.)"""
-    before = await fleet_state(session, fleet)
+    before = await settled_state(session, fleet)
     drill = Drill(fleet, "store-loss", "--route", "iris-drill", "--version", "v2",
                   "--store", fleet.redis.url, "--rate", "20", "--steady", "600ms",
                   "--hold", "6s", "--settle", "1s")
@@ -417,7 +417,7 @@ async def test_a_drill_whose_terminal_hangs_up_restores_before_exiting(
     windows + 300 s + auto_restore_after: six minutes, a production route kill included).
     SIGHUP now stops it as SIGTERM does, and output to a terminal that is gone is dropped:
     it restores and ends the drill before it exits."""
-    before = await fleet_state(session, fleet)
+    before = await settled_state(session, fleet)
     for attempt in range(3):
         main, sub = os.openpty()
         proc = await asyncio.create_subprocess_exec(

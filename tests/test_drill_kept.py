@@ -17,14 +17,14 @@ from tests.backends import echo_app
 from tests.conftest import running_gateway, write_config
 from tests.drillrig import call, hdr, open_drill, routes
 from tests.test_cli import acli
-from tests.test_drills import Drill, Fleet, fleet, fleet_state, token  # noqa: F401
+from tests.test_drills import Drill, Fleet, fleet, fleet_state, settled_state, token  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
 
 async def test_a_kill_an_operator_took_over_during_the_drill_is_named_as_kept(
         fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
-    before = await fleet_state(session, fleet)
+    before = await settled_state(session, fleet)
     hdr = {"Authorization": f"Bearer {token('killgate:kill killgate:read', 'olga')}"}
     body = {"scope": "version", "route": "iris-drill", "version": "v2",
             "reason": "v2 is really bad"}
@@ -56,7 +56,7 @@ async def test_a_fleet_not_as_before_says_what_differs(
     drill FAILED with 'the fleet is not as it was before the drill' and nothing else, so
     the on-call diffed two JSON objects to learn which kill it was, or took it for the
     drill's leftover. The reasons now name it, and say it is not the drill's."""
-    before = await fleet_state(session, fleet)
+    before = await settled_state(session, fleet)
     hdr = {"Authorization": f"Bearer {token('killgate:kill killgate:read', 'olga')}"}
     body = {"scope": "route", "route": "broken", "reason": "a real incident"}
     drill = Drill(fleet, "kill", "--route", "iris-drill", "--version", "v2", "--rate", "20",

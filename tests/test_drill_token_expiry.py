@@ -16,14 +16,14 @@ import pytest
 from aiohttp import ClientSession
 
 from tests.conftest import ROOT, admin_token
-from tests.test_drills import Fleet, fleet, fleet_state, token  # noqa: F401
+from tests.test_drills import Fleet, fleet, fleet_state, settled_state, token  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
 
 async def test_a_token_that_expires_before_the_restore_is_refused_up_front(
         fleet: Fleet, session: ClientSession, tmp_path) -> None:  # noqa: F811
-    before = await fleet_state(session, fleet)
+    before = await settled_state(session, fleet)
     short = admin_token("killgate:drill killgate:read", "dana", 2)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "drill", "kill", "--route", "iris-drill",
