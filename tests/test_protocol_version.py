@@ -11,7 +11,7 @@ import random
 import pytest
 
 from gateway.dataplane.protocol import Limits
-from tests.test_protocol import Recorder, connect, until
+from tests.test_protocol import Recorder, connect
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -34,11 +34,11 @@ async def test_the_version_is_the_parsers_after_empty_lines_and_split_anywhere(
             data = lead + _head(rng.choice([b"GET", b"POST", b"OPTIONS"]), target, version)
             for cut in [0, *sorted(rng.sample(range(1, len(data)), 6))]:
                 h = Recorder()
-                proto, tr, _ = connect(h, limits=_LIMITS)
+                proto, _, _ = connect(h, limits=_LIMITS)
                 if cut:
                     proto.data_received(data[:cut])
                 proto.data_received(data[cut:])
-                await until(lambda: len(h.seen) == 1)
+                assert len(h.seen) == 1, (data, cut)  # (answered within the read)
                 req = h.seen[0]
                 assert req.refused is None and req.target == target, (data, cut)
                 assert req.http10 is (version == b"1.0"), (data, cut)
@@ -50,9 +50,10 @@ async def test_a_pipelined_request_after_the_first_of_a_read_asks_the_parser() -
     another's, at another offset (an HTTP/1.0 one behind an HTTP/1.1 one and the reverse)."""
     for first, second in ((b"1.1", b"1.0"), (b"1.0", b"1.1"), (b"1.0", b"1.0")):
         h = Recorder()
-        proto, tr, _ = connect(h, limits=_LIMITS)
-        a = _head(b"GET", b"/a", first).replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n")
+        proto, _, _ = connect(h, limits=_LIMITS)
+        a = _head(b"GET", b"/a", first).replace(b"\r\n\r\n",
+                                                 b"\r\nConnection: keep-alive\r\n\r\n")
         b = _head(b"GET", b"/HTTP/1.1", second)
         proto.data_received(a + b)
-        await until(lambda: len(h.seen) == 2)
+        assert len(h.seen) == 2
         assert [r.http10 for r in h.seen] == [first == b"1.0", second == b"1.0"]
