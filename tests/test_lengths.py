@@ -9,7 +9,14 @@ from typing import Any
 
 from gateway.dataplane import lengths
 from gateway.dataplane.exchange import Exchange
-from gateway.dataplane.lengths import LENGTH_LINES, LENGTHS, length_line, length_value
+from gateway.dataplane.lengths import (
+    HEAD_ENDS,
+    LENGTH_LINES,
+    LENGTHS,
+    head_end,
+    length_line,
+    length_value,
+)
 from gateway.dataplane.upstream import Pool
 
 
@@ -52,3 +59,11 @@ async def test_an_answer_reads_the_same_length_from_the_table_as_the_first_time(
         assert ex.error is None and ex.complete and ex.length == length, value
         assert ex.take_body() == b"ok"
     assert b"2  " not in LENGTHS  # (trailing whitespace stripped first: digits only)
+
+
+def test_a_head_end_is_the_line_and_the_empty_line_and_only_small_ones_are_remembered() -> None:
+    """HEAD_ENDS (a head that ends with its Content-Length: one part less to join)."""
+    for n in (0, 17, 4095, 4096, 123_456):
+        assert head_end(n) == length_line(n) + b"\r\n"
+        assert (n in HEAD_ENDS) is (n < 4096)
+        assert HEAD_ENDS.get(n, head_end(n)) == b"content-length: %d\r\n\r\n" % n

@@ -65,3 +65,24 @@ def test_no_x_forwarded_field_of_the_client_reaches_the_backend(name: bytes, tra
     names = [n.lower() for n, _ in _fields(head)]
     assert names == [b"host", b"accept", b"via", b"x-forwarded-for", b"x-forwarded-proto",
                      b"content-length"]
+
+
+def test_the_request_line_parts_of_a_target_and_its_pool_are_the_line() -> None:
+    """`Outgoing.request_head` hands `request_head` [method, Target.line_path, target,
+    Pool.host_line] (constant parts joined once): the request line and our Host field."""
+    import asyncio
+
+    from gateway.dataplane.upstream import Pool
+    from gateway.domain.target import make_target
+
+    loop = asyncio.new_event_loop()
+    try:
+        for url, host_line in (("http://backend:9/base/", b"backend:9"),
+                               ("http://backend", b"backend"), ("https://[::1]:8443", b"[::1]:8443")):
+            t = make_target("r", "v1", url, None, None)
+            pool = Pool(t.scheme, t.host, t.port, 4, loop, set(), 8)
+            line = b"".join([b"POST", t.line_path, b"/v2/x?q=1", pool.host_line])
+            assert line == b"POST %s/v2/x?q=1 HTTP/1.1\r\nhost: %s\r\n" % (t.path_bytes, host_line)
+            assert pool.host_header == host_line
+    finally:
+        loop.close()

@@ -170,7 +170,7 @@ class Flight(Moves):
             self.att = span.attempt(self.plan.name, target.name, target.url,
                                     req.method.decode("latin-1"))
             traceparent = self.att.traceparent
-        ex.begin_drive(self, proxy.request_head(req, target, pool.host_header, len(body),
+        ex.begin_drive(self, proxy.request_head(req, target, pool.host_line, len(body),
                                                 self.raw_target, traceparent, body),
                        self.deadline, self.plan.idle_timeout, req.method == b"HEAD",
                        target.path_bytes)

@@ -26,7 +26,7 @@ from gateway.dataplane.fieldrules import (
     kept,
     learn,
 )
-from gateway.dataplane.lengths import LENGTH_LINES, length_line
+from gateway.dataplane.lengths import HEAD_ENDS, LENGTH_LINES, head_end, length_line
 
 __all__ = [
     "answer_head",
@@ -208,14 +208,22 @@ def answer_head(status: int, lines: list[bytes], dated: bool, ours: bytes, lengt
     if not dated:
         append(_date_line())
     append(ours)
-    if length is not None:
-        try:
-            append(LENGTH_LINES[length])
-        except KeyError:
-            append(length_line(length))
-    if connection is not None:
+    if connection is None:  # (HTTP/1.1 kept alive: most answers)
+        if length is None:
+            append(b"\r\n")
+        else:  # (the framing line and the head's end, in one part)
+            try:
+                append(HEAD_ENDS[length])
+            except KeyError:
+                append(head_end(length))
+    else:
+        if length is not None:
+            try:
+                append(LENGTH_LINES[length])
+            except KeyError:
+                append(length_line(length))
         append(_CONNECTION.get(connection) or b"connection: %s\r\n" % connection)
-    append(b"\r\n")
+        append(b"\r\n")
     if body:
         append(body)
     return b"".join(parts)

@@ -9,7 +9,7 @@ these tables a few hundred.
 
 from __future__ import annotations
 
-__all__ = ["LENGTHS", "LENGTH_LINES", "length_line", "length_value"]
+__all__ = ["HEAD_ENDS", "LENGTHS", "LENGTH_LINES", "head_end", "length_line", "length_value"]
 
 #: Content-Length values as sent -> their number, for the short ones (at most 4 digits:
 #: at most 11,110 spellings, bounded by construction); digits only
@@ -19,6 +19,10 @@ LENGTHS: dict[bytes, int] = {}
 #: lengths under 4096 only)
 LENGTH_LINES: dict[int, bytes] = {}
 
+#: the same lines with the head's empty line after them (a head that ends with its
+#: Content-Length: one part less to join, ~140 CPU instructions), bounded the same way
+HEAD_ENDS: dict[int, bytes] = {}
+
 
 def length_line(length: int) -> bytes:
     """`content-length: <length>\\r\\n`, remembered in LENGTH_LINES when small (the hot
@@ -27,6 +31,15 @@ def length_line(length: int) -> bytes:
     if length < 4096:
         LENGTH_LINES[length] = line
     return line
+
+
+def head_end(length: int) -> bytes:
+    """`content-length: <length>\\r\\n\\r\\n`, remembered in HEAD_ENDS when small (as
+    `length_line`)."""
+    end = b"content-length: %d\r\n\r\n" % length
+    if length < 4096:
+        HEAD_ENDS[length] = end
+    return end
 
 
 def length_value(digits: bytes) -> int:

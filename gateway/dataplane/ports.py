@@ -68,7 +68,7 @@ class FlightHost(Protocol):
 
     def budget(self, plan: RoutePlan) -> RetryBudget | None: ...
 
-    def request_head(self, req: Request, target: Target, host_header: bytes,
+    def request_head(self, req: Request, target: Target, host_line: bytes,
                      length: int | None, raw_target: bytes,
                      traceparent: bytes | None = None, body: bytes = b"") -> bytes: ...
 

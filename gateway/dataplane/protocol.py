@@ -70,13 +70,13 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
     # dict's keys and every `self.x` of the callbacks takes the slower dict-with-hint access
     # (the mixins declare none: mypy would refuse their writes to these; the instance dict
     # their lack of slots leaves stays empty)
-    __slots__ = ("clock", "closed", "closing", "deadline", "dispatching", "drainer", "framing",
-                 "fresh", "handler", "head_bytes", "held", "held_s", "held_taken",
+    __slots__ = ("clock", "closed", "closing", "deadline", "dispatching", "drainer",
+                 "first_read", "framing", "fresh", "handler", "head_bytes", "held", "held_s", "held_taken",
                  "in_head", "in_trailer", "limits",
                  "linger_end", "linger_heard", "lingering", "loop", "nchunks", "parser", "parsing",
                  "paused_at", "queue", "rate_from", "rate_req", "read_paused", "read_paused_at",
                  "remote", "remote_b", "replaying", "seen", "send_base", "send_look", "sending",
-                 "server", "stopped", "timer", "timer_at", "transport", "version_hint",
+                 "server", "stopped", "timer", "timer_at", "transport",
                  "wire_bytes", "write_paused")
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
@@ -120,11 +120,10 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
         self.linger_end = 0.0
         self.linger_heard = False              # bytes came since the last linger check
         self.deadline = 0.0                    # for the next (or current) request head
-        # the HTTP version of the first request line of a read that began between requests,
-        # when that line was whole in it (" HTTP/1.1" or " HTTP/1.0" right before its CRLF),
-        # until that request's head is complete (in that read or a later one): its version
-        # needs no parser call; any other case asks the parser
-        self.version_hint: str | None = None
+        # a read that began between requests (at most SLICE bytes), until the head of the
+        # request it began is complete (in that read or a later one): the version of its
+        # request line is read there (`Parsing.on_headers_complete`: no parser call)
+        self.first_read: bytes | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
 
@@ -168,18 +167,10 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
             data, self.held = self.held + data, b""
         if len(data) <= SLICE:  # (`_feed`, inline: most reads)
             self.fresh = False
-            if self.parsing is None:  # a request line starts this read: its version, if whole
-                if self.closing:
+            if self.parsing is None:  # a request line starts this read (after any empty
+                if self.closing:  # lines): its version is read from it once its head is in
                     return  # bytes after the last answer this connection gives: not parsed
-                hint = None  # (else one from an earlier read is its head's: still true)
-                j = data.find(b"\n")  # (the parser's own answer formats a string: 0.4 µs)
-                if j >= 10:
-                    end = data[j - 10:j]
-                    if end == b" HTTP/1.1\r":
-                        hint = "1.1"
-                    elif end == b" HTTP/1.0\r":
-                        hint = "1.0"
-                self.version_hint = hint
+                self.first_read = data  # (else the read its head began in: still true)
             req = self.parsing
             body = req.body_size if req is not None and req.chunked else -1
             try:
@@ -225,7 +216,7 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
 
     def _feed(self, data: bytes | memoryview) -> None:
         self.fresh = False
-        self.version_hint = None
+        self.first_read = None
         req = self.parsing
         body = req.body_size if req is not None and req.chunked else -1
         try:

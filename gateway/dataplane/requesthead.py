@@ -19,7 +19,7 @@ from gateway.dataplane.fieldrules import (
     kept,
     learn,
 )
-from gateway.dataplane.lengths import LENGTH_LINES, length_line
+from gateway.dataplane.lengths import HEAD_ENDS, head_end
 
 __all__ = ["request_head"]
 
@@ -67,13 +67,13 @@ def request_head(first_line: bytes | list[bytes], raw: Iterable[tuple[bytes, byt
     if conn:
         parts = kept(b"".join(parts[:line_parts]), raw, drop, cache, connection_tokens(conn),
                      answer=False)
-    if length is not None:
+    if length is not None:  # (the framing line and the head's end, in one part)
         try:  # (a subscript costs less than a `get` call, or than formatting the line)
-            framing = LENGTH_LINES[length]
+            framing = HEAD_ENDS[length]
         except KeyError:
-            framing = length_line(length)
+            framing = head_end(length)
     else:
-        framing = b"transfer-encoding: chunked\r\n"
+        framing = b"transfer-encoding: chunked\r\n\r\n"
     parts += (VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]),
-              forwarded, framing, b"\r\n", body)
+              forwarded, framing, body)
     return b"".join(parts)

@@ -225,7 +225,7 @@ async def _attempt(flight: Forwarding) -> Exchange | None:
             ex.begin(flight.deadline, flight.plan.config.timeouts.idle, req.method == b"HEAD",
                      target.path_bytes)
             flight.exchange = ex
-            head = proxy.request_head(req, target, pool.host_header, length,
+            head = proxy.request_head(req, target, pool.host_line, length,
                                       flight.raw_target, traceparent)
             try:
                 await ex.send(head, body, length is None, req.wake)

@@ -49,6 +49,8 @@ class Pool:
         self.host_header = (host if port == default else f"{host}:{port}").encode("idna")
         if ":" in host:
             self.host_header = f"[{host}]:{port}".encode()
+        # the request line's end and our Host field, as a backend's request head has them
+        self.host_line = b" HTTP/1.1\r\nhost: " + self.host_header + b"\r\n"
         # how a URL the backend builds from that Host begins (answerparsing: LOCATED), with
         # and without its scheme's default port
         prefix = scheme.encode() + b"://"

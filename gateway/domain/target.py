@@ -28,6 +28,7 @@ class Target:
     artifact: str | None
     origin: tuple[str, str, int]
     path_bytes: bytes  # base_path, encoded once
+    line_path: bytes  # b" " + path_bytes: the request line's part before the client's target
 
 
 def make_target(route: str, name: str, url: str, model: str | None, artifact: str | None) -> Target:
@@ -37,4 +38,4 @@ def make_target(route: str, name: str, url: str, model: str | None, artifact: st
     host = u.hostname or ""
     base = u.path.rstrip("/")
     return Target(route, name, url, scheme, host, port, base, model, artifact,
-                  (scheme, host, port), base.encode())
+                  (scheme, host, port), base.encode(), b" " + base.encode())
