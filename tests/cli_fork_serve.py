@@ -95,7 +95,7 @@ def _exit_as_python(argv: list[str]) -> None:
         rc = exc.code
     except KeyboardInterrupt:
         traceback.print_exc()
-        rc = 128 + signal.SIGINT
+        rc = -signal.SIGINT  # (the interpreter then ends by SIGINT: Popen's -2)
     except BaseException:  # noqa: BLE001 - (printed as the interpreter prints an uncaught exception)
         traceback.print_exc()
         rc = 1
@@ -111,8 +111,10 @@ def _exit_as_python(argv: list[str]) -> None:
     for f in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             f.flush()
+    if rc == -signal.SIGINT:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     os._exit(rc & 0xFF)
-
 
 
 # --------------------------------------------------------------------------- the test side
