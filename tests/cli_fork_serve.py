@@ -1,5 +1,5 @@
 """`killgate serve` started as a process forked from the CLI fork server (tests/cli_fork.py),
-as tests/conftest.py's GatewayProcess starts a single process.
+as tests/conftest.py's GatewayProcess starts it (a single process or a group's supervisor).
 
 A fresh `python -m gateway serve` spent ~0.7 s of CPU importing before it served (3-4 s of
 wall time to ready on a loaded machine), and ~0.7 s more at its exit in the interpreter's
@@ -12,8 +12,7 @@ its exit status as Popen's returncode says it (-N for a signal; an os._exit's co
 It ends as the interpreter ends after `raise SystemExit(main())`: non-daemon threads
 joined, atexit's functions, stdio flushed; not the finalization, which frees objects.
 What differs from `python -m gateway serve`: /proc/PID/cmdline (the server's), and no
-import of the gateway in that process (`serve --workers N` still execs its workers, and
-groups are started as before).
+import of the gateway in that process (`serve --workers N` still execs its workers).
 """
 
 from __future__ import annotations

@@ -368,12 +368,13 @@ class GatewayProcess:
         self._logf = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         argv = ["serve", "-c", str(config), "--workers", str(workers)]
         self.proc: subprocess.Popen[bytes] | cli_fork_serve.Started
-        if workers == 1 and not os.environ.get("KILLGATE_TEST_EXEC_SERVE"):
+        if not os.environ.get("KILLGATE_TEST_EXEC_SERVE"):
             # forked from a process that imported the gateway already (tests/cli_fork.py:
-            # a fresh interpreter spent ~0.7 s of CPU importing before serve began;
-            # KILLGATE_TEST_EXEC_SERVE=1 starts `python -m gateway serve` as before)
+            # a fresh interpreter spent ~0.7 s of CPU importing before serve began; a
+            # group's workers are still exec'd by its supervisor; KILLGATE_TEST_EXEC_SERVE=1
+            # starts `python -m gateway serve` as before)
             self.proc = cli_fork_serve.start(argv, e, str(ROOT), self._logf.fileno())
-        else:  # (a group's supervisor: started as an operator starts it)
+        else:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", *argv],
                 stdout=self._logf, stderr=subprocess.STDOUT, env=e, cwd=str(ROOT),
