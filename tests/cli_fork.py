@@ -12,7 +12,7 @@ CLI's, every other module of `gateway` and matplotlib (what commands import as t
 
 run() is subprocess.run(capture_output=True, text=True); spawn() is subprocess.Popen(
 stdout=PIPE, stderr=PIPE, text=True) for a command read as it runs (a drill: its lines as
-they come, SIGINT, SIGKILL). `killgate serve` is started as `python -m gateway` as before.
+they come, SIGINT, SIGKILL). `killgate serve` is started by tests/cli_fork_serve.py.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ def _child(conn: socket.socket) -> None:
     """In the forked child: run one command as `python -m gateway` would, answer, exit."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     req = _recv(conn)
+    if req.get("serve"):
+        from tests.cli_fork_serve import serve_child
+
+        serve_child(conn, req)
     if req.get("stream"):  # (stdout and stderr: the pipes the caller reads as they come)
         _, fds, _, _ = socket.recv_fds(conn, 1, 2)
         out = err = None

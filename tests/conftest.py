@@ -42,6 +42,7 @@ from aiohttp import ClientSession, web
 
 from gateway.app import Gateway
 from gateway.configfile import load_config
+from tests import cli_fork_serve
 from tests.backends import serve_app
 from tests.faultproxy import Forwarder
 from tests.hangguard import (  # noqa: F401  (hooks: a hung test ends its process, not the run)
@@ -365,10 +366,19 @@ class GatewayProcess:
         e.update(env or {})
         e["PYTHONUNBUFFERED"] = "1"
         self._logf = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "-c", str(config), "--workers", str(workers)],
-            stdout=self._logf, stderr=subprocess.STDOUT, env=e, cwd=str(ROOT),
-            start_new_session=True, preexec_fn=die_with_parent)
+        argv = ["serve", "-c", str(config), "--workers", str(workers)]
+        self.proc: subprocess.Popen[bytes] | cli_fork_serve.Started
+        if not os.environ.get("KILLGATE_TEST_EXEC_SERVE"):
+            # forked from a process that imported the gateway already (tests/cli_fork.py:
+            # a fresh interpreter spent ~0.7 s of CPU importing before serve began; a
+            # group's workers are still exec'd by its supervisor; KILLGATE_TEST_EXEC_SERVE=1
+            # starts `python -m gateway serve` as before)
+            self.proc = cli_fork_serve.start(argv, e, str(ROOT), self._logf.fileno())
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", *argv],
+                stdout=self._logf, stderr=subprocess.STDOUT, env=e, cwd=str(ROOT),
+                start_new_session=True, preexec_fn=die_with_parent)
 
     @property
     def url(self) -> str:
@@ -421,12 +431,13 @@ class GatewayProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self._logf.close()
-        return self.proc.returncode
+        return self.proc.wait(0)
 
 
 @pytest.fixture
 def gateway_procs() -> Iterator[Callable[..., GatewayProcess]]:
     procs: list[GatewayProcess] = []
+    cli_fork_serve.started()  # (the fork server, started here rather than in the test's loop)
 
     def start(config: Path, workers: int = 1, env: dict[str, str] | None = None) -> GatewayProcess:
         p = GatewayProcess(config, workers, env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -33,6 +34,15 @@ async def _schemathesis(tmp: Path, url: str, header: str | None,
     return proc.returncode or 0, out.decode(errors="replace")
 
 
+def _every_operation_tested(out: str) -> None:
+    """The run's summary: every operation selected was tested (none skipped for want of
+    cases: fewer examples per operation must still reach each one)."""
+    selected = re.search(r"Selected: (\d+)/(\d+)", out)
+    tested = re.search(r"Tested: (\d+)", out)
+    assert selected and tested and selected[1] == selected[2] == tested[1], out[-4000:]
+    assert "Skipped:" not in out.split("API Operations:")[-1].split("Test Phases:")[0], out[-4000:]
+
+
 @pytest.mark.timeout(240)
 async def test_schemathesis_with_and_without_a_token(tmp_path: Path, backends) -> None:
     p = await backends(echo_app("v1"))
@@ -42,17 +52,23 @@ async def test_schemathesis_with_and_without_a_token(tmp_path: Path, backends) -
         g.gw.admin_api.callers.limiter = TokenBucket(1e9, 10**9)  # fuzzing is not brute force
         url = g.admin + "/openapi.json"
         tok = admin_token("killgate:admin", "fuzz", 3600)
-        # every phase (the coverage phase's boundary and negative cases, ~1,000 of them,
-        # whatever -n says), 8 fuzzed cases per operation (-n 12 before: 26 operations x 4
-        # more cases, ~2-3 s)
-        rc, out = await _schemathesis(tmp_path, url, f"Authorization: Bearer {tok}", "-n", "8")
+        # every phase: the coverage phase's boundary and negative cases (~1,300 of them,
+        # every operation's, whatever -n says), then up to 4 fuzzed cases per operation
+        # (-n 12, then 8 before: each fuzzed case costs schemathesis ~25 ms of hypothesis'
+        # strategies, 8 -> 4 about 80 cases and 1-2 s of CPU; the systematic cases are the
+        # coverage phase's), and the stateful phase
+        rc, out = await _schemathesis(tmp_path, url, f"Authorization: Bearer {tok}", "-n", "4")
         assert rc == 0, out[-4000:]
+        _every_operation_tested(out)
         assert " passed" in out and "failed" not in out.split("Test cases:")[-1].split("\n")[1]
         # without a token: every operation, fuzzed (valid and invalid cases), answers as
-        # documented. (Not the coverage phase again: its ~1,000 boundary cases, 5-8 s, are
-        # run with the token above; without one they are refused before they are read)
-        rc, out = await _schemathesis(tmp_path, url, None, "-n", "6", "--phases", "fuzzing")
+        # documented. (Not the coverage phase again: its ~1,300 boundary cases, 5-8 s, are
+        # run with the token above. Without one, every operation but the five public ones
+        # is refused before its input is read, and those five take no token: 2 cases per
+        # operation, ~50 in all, prove each refusal as 6 did (~150 cases, 3-4 s of CPU))
+        rc, out = await _schemathesis(tmp_path, url, None, "-n", "2", "--phases", "fuzzing")
         assert rc == 0, out[-4000:]
+        _every_operation_tested(out)
         assert " passed" in out, out[-4000:]
 
 
