@@ -178,3 +178,24 @@ async def test_a_pushed_kill_shares_what_it_leaves_on_the_receiving_store(
         assert second.kills.keys() == {"version:r7:v2"} and not first.kills
         assert second.history is first.history and second.history == doc.history
         assert pair.refused == []
+
+
+@pytest.mark.parametrize("part", ["approvals", "drill_results", "identities", "progress"])
+def test_a_free_form_record_keeps_its_own_spelling(part: str) -> None:
+    """A record whose values the document keeps as written (an approval, a drill's result,
+    an identity: `Any`; a rollout's keys a newer writer added): `true` after `1`, or `1.0`
+    after `1`, is what the bytes say, as `decode_doc` reads it, not the last document's
+    value (equal by ==, not the same JSON: re-written, signed and read by the approvals'
+    own checks as the other type). Failed before: the shared decode kept the last's 1."""
+    doc = _big()
+    value: dict[str, Any] = {"a": {"format": 1, "n": 1, "ok": 1}}
+    if part == "identities":
+        value = {"r1": value}
+    first = StateDoc.from_json({**doc.to_json(), part: value})
+    respelt = json.loads(json.dumps(value).replace('"ok": 1', '"ok": true')
+                         .replace('"n": 1', '"n": 1.0'))
+    second = StateDoc.from_json({**doc.to_json(), "generation": 2, part: respelt})
+    decoder = SharedDecoder()
+    decoder.decode(_body(first))
+    got = decoder.decode(_body(second))
+    assert json.dumps(got.to_json()) == json.dumps(decode_doc(_body(second)).to_json())

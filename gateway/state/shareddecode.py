@@ -12,7 +12,8 @@ benchmarks/kill_instructions.py --routes 500: decode 33.6M -> 23.1M, the receive
 7.7M -> 1.9M, the committer's 2.2M).
 
 Exact: equal JSON values validate to equal values (pydantic's lax mode reads 1, 1.0 and
-true alike for a number or flag; a string equals only a string; NaN equals nothing), and
+true alike for a number or flag; a string equals only a string; NaN equals nothing; the
+parts that keep values as written, `_FREE`, are validated whole), and
 a part's validation depends on that part alone, so the document equals `decode_doc`'s
 (tests/test_shared_decode.py checks it on random sequences, dicts reordered, numbers
 respelt). What the fast path does not read (not JSON, not an object, a value refused, a
@@ -40,6 +41,13 @@ SMALL = 16 * 1024
 #: the parts that are mappings (route, kill key, id -> value): shared key by key
 _KEYED = frozenset(f.name for f in fields(StateDoc) if str(f.type).startswith("dict["))
 _NAMES = frozenset(f.name for f in fields(StateDoc))
+#: the parts that keep values as written (`Any`: an approval, a drill's result, an identity,
+#: an open drill's `before`; the keys a newer writer added to a rollout): validated whole,
+#: never shared. Equal by == is not the same JSON there (1, 1.0 and true): shared, the last
+#: document's spelling was kept, not these bytes' (not decode_doc's document; signed so by
+#: the next write, read as the other type by a record's own checks)
+_FREE = frozenset(f.name for f in fields(StateDoc) if "Any" in str(f.type)) | {"drills",
+                                                                                "progress"}
 
 
 class SharedDecoder:
@@ -87,7 +95,9 @@ def _shared(raw: dict[str, Any], prev_raw: dict[str, Any], prev: StateDoc) -> St
         if name not in _NAMES:  # (a newer writer's part: decode_doc refuses it as such,
             raise ValueError(name)  # NewerDocument, saying which)
         old = prev_raw.get(name, _MISSING)
-        if name in _KEYED and type(val) is dict and type(old) is dict:
+        if name in _FREE:
+            partial[name] = val
+        elif name in _KEYED and type(val) is dict and type(old) is dict:
             # key by key, in C: each pair compared once, keys `old` lacks added
             changed = dict.fromkeys(compress(val, map(ne, val.values(), map(old.get, val))))
             if len(val) != len(old) or val.keys() != old.keys():

@@ -24,7 +24,7 @@ from gateway.log import event
 from gateway.state.signing import CAUSES, Cause
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["CAUSES", "TamperLog"]
+__all__ = ["CAUSES", "CONTENDED", "TamperLog", "contended"]
 
 log = logging.getLogger("killgate.state")
 
@@ -38,6 +38,18 @@ LEFTOVERS = ("heartbeat", "stats", "idempotency")
 #: every kind of value the store hands us that carries a signature
 KINDS = ("state", "push", "ack", "heartbeat", "stats", "idempotency", "generation",
          "snapshot", "audit")
+
+
+#: the kinds of refused value that make a write lose its compare-and-set: the document, the
+#: generation key, the audit head key. A forged or misconfigured heartbeat, count, ack or
+#: idempotency record (written anywhere, any time) cut every write short at 10 tries, with
+#: 409 blaming a writer of the state without the key, under a burst nobody forged
+CONTENDED = ("state", "generation", "audit")
+
+
+def contended(counts: dict[str, int]) -> int:
+    """How many values of CONTENDED kinds `counts` (TamperLog.counts) holds."""
+    return sum(counts.get(k, 0) for k in CONTENDED)
 
 
 class TamperLog:

@@ -30,7 +30,7 @@ from gateway.errors import (
 from gateway.log import event
 from gateway.state.holder import Holder
 from gateway.state.store import Loaded, Store
-from gateway.state.tamper import TamperLog
+from gateway.state.tamper import TamperLog, contended
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["ChangeFn", "Describe", "Writes"]
@@ -214,8 +214,9 @@ class Writes:
         return descends_from(doc.writes, write, generation)
 
     def _refused(self) -> int:
-        """How many values from the store this instance has refused so far."""
-        return sum(self.tamper.counts.values())
+        """How many values a write compares and sets this instance has refused so far."""
+        return contended(self.tamper.counts)
+
 
     def _enforcer(self, stored: list[StateDoc]) -> Callable[[StateDoc], None]:
         """Enforces a commit's own result (not our pub/sub echo) as the store's answer is
