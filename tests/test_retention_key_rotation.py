@@ -28,8 +28,6 @@ from tests.test_killswitch import redis_state
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.mark.xfail(strict=True, reason="left open by revfalse2: the newest trim checkpoint "
-                   "MAC'd under a rotated-out audit key refuses every later trim")
 async def test_retention_trims_after_the_audit_key_rotated(
         tmp_path: Path, backends, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
