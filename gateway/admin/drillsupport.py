@@ -18,6 +18,7 @@ from gateway import filemodes
 from gateway.admin.ports import AuditReader
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import clean_text, genuine
+from gateway.domain.auditpin import ChainFromNewest
 from gateway.domain.drillresults import is_number
 from gateway.domain.drilltoken import derive_key
 from gateway.domain.statedoc import StateDoc
@@ -147,16 +148,31 @@ async def drill_events(store: AuditReader, want: Any, limit: int) -> list[dict[s
     """Audit events for which `want(event)` holds, newest first: at most `limit`, from at
     most HISTORY_SCAN of the newest events. With audit keys, only events whose hash and MAC
     verify: whoever can write to the store could add a "drill" that "made" an operator's
-    kill, for a restore from the trail to lift, or a drill history of its own."""
+    kill, for a restore from the trail to lift, or a drill history of its own. An event
+    MAC'd under a key a rotation removed is kept when the chain authenticates it (every
+    event from a newer genuine one back to it links and recomputes; auditpin.py), marked
+    `"verified_by": "chain"`: before, the drills from before a rotation were dropped."""
     keys = store.audit_keys
     ring = keys.keys() if keys.enabled else None
+    chain = ChainFromNewest(ring) if ring is not None else None
     out: list[dict[str, Any]] = []
     before: str | None = None
     scanned = 0
     while len(out) < limit and scanned < HISTORY_SCAN:
         events, before = await store.audit_page(500, before)
         scanned += len(events)
-        out.extend(e for e in events if want(e) and (ring is None or genuine(e, ring)))
+        if chain is None:
+            out.extend(e for e in events if want(e))
+        else:
+            base = len(chain.seen)
+            chain.feed(events)
+            for i, e in enumerate(events):
+                if not want(e):
+                    continue
+                if genuine(e, chain.keys):
+                    out.append(e)
+                elif chain.by_chain(base + i):  # (walked only when one is not genuine)
+                    out.append({**e, "verified_by": "chain"})
         if before is None or not events:
             break
     return out[:limit]

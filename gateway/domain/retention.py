@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.domain.audit import GENESIS, AuditDraft, genuine, mac_matches
+from gateway.domain.audit import GENESIS, AuditDraft, mac_matches
 from gateway.domain.auditcut import TRIM_ACTION, TRIM_ACTOR, trail_cuts, trim_cut
+from gateway.domain.auditpin import pinned
 from gateway.domain.auditverify import verify_trail
 from gateway.domain.retentionloss import lost_at, lost_start
 
@@ -91,15 +92,23 @@ class TrimWindow:
     #: the store's own clock when the window was read (Unix seconds: redis TIME; None: the
     #: store has none, the local files): ages are measured by it too (see age_clock)
     clock: float | None = None
+    #: the events after the checkpoint, oldest first (a trail read whole: all of them),
+    #: and whether the store walked them from it to one a held key authenticates
+    #: (auditpin.pin_walk): a checkpoint MAC'd under a key a rotation removed is
+    #: authenticated so, by the chain (never on its hash alone)
+    after_checkpoint: Sequence[dict[str, Any]] = ()
+    checkpoint_pinned: bool = False
 
     @classmethod
     def whole(cls, events: Sequence[dict[str, Any]], head: str | None) -> TrimWindow:
         """The window of a trail read whole (the local store's)."""
-        cks = [ev for ev in events if trim_cut(ev) is not None]
+        at = next((i for i in range(len(events) - 1, -1, -1)
+                   if trim_cut(events[i]) is not None), None)
         return cls(len(events), events, events[-1] if events else None,
-                   cks[-1] if cks else None,
+                   events[at] if at is not None else None,
                    [ev for ev in events if ev.get("action") == "state.reseed"], head,
-                   len(events))
+                   len(events),
+                   after_checkpoint=events[at + 1:] if at is not None else ())
 
 
 #: (the window read) → the decision (a store's `audit_trim` reads the window under its
@@ -206,8 +215,11 @@ def _start(w: TrimWindow, keys: Mapping[str, bytes]) -> dict[str, dict[str, Any]
         return lost
     if ck is None or cut is None:
         return "its oldest event does not start the chain, and no trim checkpoint says why"
-    if keys and not genuine(ck, keys):
-        return f"the newest trim checkpoint ({ck.get('id')}) does not verify under the audit key"
+    if keys and not (w.checkpoint_pinned or pinned(ck, w.after_checkpoint, keys)):
+        # (genuine under a key held, or MAC'd under one a rotation removed and pinned by
+        # the chain after it to an event a held key authenticates)
+        return (f"the newest trim checkpoint ({ck.get('id')}) does not verify under the "
+                "audit key, nor by the chain to a later event that does")
     if first != cut:
         return (f"its oldest event does not continue the newest trim checkpoint "
                 f"({ck.get('id')}): events were deleted past it")

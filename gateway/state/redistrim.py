@@ -24,7 +24,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.domain.audit import seal
+from gateway.domain.audit import event_hash, genuine, seal
+from gateway.domain.auditpin import pin_walk
 from gateway.domain.retention import TRIM_BATCH, Decide, Due, TrimDecision, TrimWindow
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict
@@ -90,6 +91,15 @@ local nxt = ''
 if #chunk == step then nxt = '(' .. chunk[#chunk][1] end
 return {nxt, ck, reseeds}
 """)
+# The entries after ARGV[1] (exclusive, a stream id), at most ARGV[2], oldest first: the
+# chain after a checkpoint MAC'd under a key no longer held, read in steps (_pin).
+_AFTER = Script("""
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {} end
+return redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+""")
+#: the most _AFTER steps a trim walks from a checkpoint MAC'd under a retired key to an
+#: event a held key authenticates (each SCAN_STEP entries; none held past them: refused)
+PIN_STEPS = 40
 #: entries one _SCAN step reads (a few ms of redis's time; a kill waits at most that long)
 SCAN_STEP = 500
 
@@ -194,6 +204,25 @@ class RedisTrim(RedisAudit):
         self._scanned = _Scanned(newest[0], _field_sha(newest[0]), oldest, ck, reseeds)
         return ck, reseeds
 
+    async def _pin(self, ck_part: list[Any], conn: RespConnection) -> bool:
+        """Whether the checkpoint read (MAC'd under a key a rotation removed: not genuine
+        under the keys held) is pinned by the chain after it to an event a held key
+        authenticates (auditpin.pin_walk), read in steps of its own, never held whole."""
+        keys = self.audit_keys.keys() if self.audit_keys.enabled else {}
+        decoded = self._decode(ck_part)
+        if not keys or not decoded or genuine(decoded[0][1], keys):
+            return False  # (nothing to pin: the decision checks it as ever)
+        at, ck = decoded[0]
+        prev: bool | str = str(ck.get("hash"))
+        for _ in range(PIN_STEPS):
+            chunk = self._decode(await self._script(
+                _AFTER, [self.k_audit], [at, str(SCAN_STEP)], conn=conn))
+            prev = pin_walk(str(prev), (ev for _, ev in chunk), keys)
+            if isinstance(prev, bool) or len(chunk) < SCAN_STEP:
+                break
+            at = chunk[-1][0]
+        return prev is True and ck.get("hash") == event_hash(ck)
+
     async def audit_trim(self, decide: Decide,
                          due: Due) -> tuple[TrimDecision, dict[str, Any] | None]:
         """If `due` says so from the trail's length and oldest event, read the trail and
@@ -218,6 +247,7 @@ class RedisTrim(RedisAudit):
         ck_part, reseed_part = await self._scan(
             first_part, newest_part, memo if same == 1 else None, conn)
         parts = (first_part, newest_part, ck_part, reseed_part)
+        ck_pinned = await self._pin(ck_part, conn)
 
         def decode_and_decide() -> tuple[list[tuple[str, dict[str, Any]]], TrimDecision]:
             oldest, newest, ck, reseeds = (self._decode(p) for p in parts)
@@ -225,7 +255,7 @@ class RedisTrim(RedisAudit):
                 int(count), [ev for _, ev in oldest], newest[0][1] if newest else None,
                 ck[0][1] if ck else None,
                 [ev for _, ev in reseeds if ev.get("action") == "state.reseed"], head,
-                clock=int(clock) / 1000)
+                clock=int(clock) / 1000, checkpoint_pinned=ck_pinned)
             return oldest, decide(window)
 
         pairs, decision = await asyncio.to_thread(decode_and_decide)

@@ -1,0 +1,81 @@
+"""An audit event MAC'd under a key no longer held (a rotation removed it), authenticated
+by the chain instead: the events after it link to its hash, each hash recomputes, up to
+the first one a held key authenticates (its MAC covers its hash, which covers every link
+before it). Retention's trim takes the newest trim checkpoint so after a rotation (a
+checkpoint is never taken on its hash alone: one made up under a key id nobody holds
+would let a trim hide a deletion); the drill history shows drills from before one.
+
+Pure: no I/O. Oldest first (`pin_walk`, `pinned`); newest first (`ChainFromNewest`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gateway.domain.audit import event_hash, genuine
+
+__all__ = ["ChainFromNewest", "pin_walk", "pinned"]
+
+
+def _intact(ev: Any) -> bool:
+    h = ev.get("hash") if isinstance(ev, dict) else None
+    return isinstance(h, str) and isinstance(ev.get("prev_hash"), str) and h == event_hash(ev)
+
+
+def pin_walk(prev: str, after: Iterable[Any], keys: Mapping[str, bytes]) -> bool | str:
+    """Walk `after` (the events following the one whose hash is `prev`, oldest first): True
+    when they link and recompute up to one genuine under `keys` (the event of `prev` is
+    then authenticated), False at a break (a link, a hash, or a MAC under a held key that
+    does not match), else the hash the next event must continue (read more and go on)."""
+    for ev in after:
+        if not _intact(ev) or ev["prev_hash"] != prev:
+            return False
+        if genuine(ev, keys):
+            return True
+        if ev.get("kid") in keys:  # (a held key's MAC that does not match: edited)
+            return False
+        prev = str(ev["hash"])
+    return prev
+
+
+def pinned(ev: Any, after: Iterable[Any], keys: Mapping[str, bytes]) -> bool:
+    """Whether `ev` is authenticated: genuine under `keys`, or intact and pinned by the
+    chain of `after` (the events following it, oldest first) to a genuine one."""
+    if not isinstance(ev, dict):
+        return False
+    if genuine(ev, keys):
+        return True
+    return bool(keys) and _intact(ev) and pin_walk(str(ev["hash"]), after, keys) is True
+
+
+class ChainFromNewest:
+    """Reading a trail newest first (pages), which of its events the chain authenticates
+    from a newer genuine one (`by_chain(i)`: the i-th event fed, counting from the newest;
+    only asked for the events a caller wants and finds not genuine, so a trail of genuine
+    events costs nothing more than before). Events fed must be contiguous."""
+
+    def __init__(self, keys: Mapping[str, bytes]) -> None:
+        self.keys = keys
+        self.seen: list[dict[str, Any]] = []
+        self._done = 0  # events walked
+        self._expected: str | None = None  # the hash the next older event must have
+        self._ok: set[int] = set()
+
+    def feed(self, events: Iterable[dict[str, Any]]) -> None:
+        self.seen.extend(events)
+
+    def by_chain(self, i: int) -> bool:
+        while self._done <= i and self._done < len(self.seen):
+            ev = self.seen[self._done]
+            ok = isinstance(ev, dict)
+            if ok and genuine(ev, self.keys):
+                self._expected = str(ev.get("prev_hash"))
+            elif (ok and self._expected is not None and ev.get("hash") == self._expected
+                  and ev.get("kid") not in self.keys and _intact(ev)):
+                self._ok.add(self._done)
+                self._expected = str(ev.get("prev_hash"))
+            else:
+                self._expected = None
+            self._done += 1
+        return i in self._ok
