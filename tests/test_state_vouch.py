@@ -120,12 +120,17 @@ async def test_an_operator_vouches_for_a_lone_group_that_seeded_the_store(
     assert ev["actor"] == "alice" and ev["reason"] == "key checked against the vault", ev
     await wait_until(lambda: (b := snapshot_body(snap)) is not None
                      and "unverified_origin" not in b, 10, what="the snapshot without the mark")
-    # both workers are vouched for (the other one by the document): asked again, each says
-    # there is nothing to vouch for (a worker still marked would write)
+    # both workers are vouched for (the other one by the document): asked again, each on a
+    # connection of its own, each says there is nothing to vouch for (a worker still marked
+    # would write; one session's keep-alive connection asked only one worker)
     after = stored()
-    for _ in range(6):
-        status, body = await post(session, g.admin, {"reason": "again"})
-        assert status == 409 and body["error"]["type"] == "nothing_to_vouch", body
+    for name in names:
+        on = await on_worker(g.admin, name)
+        try:
+            status, body = await post(on, g.admin, {"reason": "again"})
+        finally:
+            await on.close()
+        assert status == 409 and body["error"]["type"] == "nothing_to_vouch", (name, body)
     assert stored() == after
     # a restart reads the snapshot unmarked
     assert g.stop() == 0
@@ -162,8 +167,10 @@ async def test_a_vouch_reaches_the_worker_that_lost_the_race_to_seed(
     (tmp_path / "x").mkdir()
     snap = tmp_path / "snapshot-x.json"
     unverifiable_snapshot(snap)
+    # (each worker's load waits, held, well within its command timeout: one per worker)
     cfg = fixed_ports_config(tmp_path / "x", two_versions(p, p, 100, 0),
-                             redis_state(redis_server, tmp_path, "x"), "x")
+                             redis_state(redis_server, tmp_path, "x", command_timeout="5s"),
+                             "x")
 
     def loads_waiting() -> bool:  # (a load is a Lua script: held by a pause of writes)
         raw = redis_server.cmd("CLIENT", "LIST")
