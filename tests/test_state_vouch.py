@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, TCPConnector
 
 from gateway.domain.statedoc import KillFlag, StateDoc
 from gateway.state.keyconfirm import sibling_workers
@@ -52,6 +52,21 @@ async def post(session: ClientSession, admin: str, body: Any,
                scope: str = "killgate:admin") -> tuple[int, dict[str, Any]]:
     async with session.post(f"{admin}/v1/state/vouch", json=body, headers=auth(scope)) as r:
         return r.status, await r.json()
+
+
+async def on_worker(admin: str, instance: str) -> ClientSession:
+    """A session whose one connection reached the worker named `instance` (the workers
+    share the admin port: a connection lands on one of them and stays there)."""
+    async def attempt() -> ClientSession | None:
+        s = ClientSession(connector=TCPConnector(limit=1))
+        async with s.get(f"{admin}/v1/status", headers=auth()) as r:
+            if (await r.json())["instance"] == instance:
+                return s
+        await s.close()
+        return None
+
+    found: ClientSession = await wait_until(attempt, 10, what=f"a connection to {instance}")
+    return found
 
 
 async def test_an_operator_vouches_for_a_lone_group_that_seeded_the_store(
@@ -105,12 +120,17 @@ async def test_an_operator_vouches_for_a_lone_group_that_seeded_the_store(
     assert ev["actor"] == "alice" and ev["reason"] == "key checked against the vault", ev
     await wait_until(lambda: (b := snapshot_body(snap)) is not None
                      and "unverified_origin" not in b, 10, what="the snapshot without the mark")
-    # both workers are vouched for (the other one by the document): asked again, each says
-    # there is nothing to vouch for (a worker still marked would write)
+    # both workers are vouched for (the other one by the document): asked again, each on a
+    # connection of its own, each says there is nothing to vouch for (a worker still marked
+    # would write; one session's keep-alive connection asked only one worker)
     after = stored()
-    for _ in range(6):
-        status, body = await post(session, g.admin, {"reason": "again"})
-        assert status == 409 and body["error"]["type"] == "nothing_to_vouch", body
+    for name in names:
+        on = await on_worker(g.admin, name)
+        try:
+            status, body = await post(on, g.admin, {"reason": "again"})
+        finally:
+            await on.close()
+        assert status == 409 and body["error"]["type"] == "nothing_to_vouch", (name, body)
     assert stored() == after
     # a restart reads the snapshot unmarked
     assert g.stop() == 0
@@ -132,3 +152,68 @@ async def test_an_operator_vouches_for_a_lone_group_that_seeded_the_store(
     async with session.get(f"{g.admin}/v1/audit?limit=20", headers=auth()) as r:
         events = (await r.json())["events"]
     assert [e["action"] for e in events].count("state.vouch") == 1, events
+
+
+async def test_a_vouch_reaches_the_worker_that_lost_the_race_to_seed(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs) -> None:
+    """Both workers of the group load the flushed store before either seeds it: each
+    re-seeds, one commit wins and the other's epoch never lands. The worker that lost held
+    that epoch for its own, so the vouch through the winner (naming the store's epochs: the
+    winner's) did not vouch for it: still marked, it vouched a second time when asked, and
+    its snapshot writes of the vouch's document put `unverified_origin` back into the file
+    the other worker had just written without it (a restart then read it marked: the
+    intermittent failure of the test above, the vouch and the loser's writes racing)."""
+    p = await backends(echo_app("v1"))
+    (tmp_path / "x").mkdir()
+    snap = tmp_path / "snapshot-x.json"
+    unverifiable_snapshot(snap)
+    # (each worker's load waits, held, well within its command timeout: one per worker)
+    cfg = fixed_ports_config(tmp_path / "x", two_versions(p, p, 100, 0),
+                             redis_state(redis_server, tmp_path, "x", command_timeout="5s"),
+                             "x")
+
+    def loads_waiting() -> bool:  # (a load is a Lua script: held by a pause of writes)
+        raw = redis_server.cmd("CLIENT", "LIST")
+        return sum(" flags=b " in ln and "cmd=evalsha" in ln for ln in raw.splitlines()) == 2
+
+    redis_server.cmd("CLIENT", "PAUSE", "20000", "WRITE")
+    try:
+        g = gateway_procs(cfg, workers=2)
+        await wait_until(loads_waiting, 15, what="both workers' loads of the store, held")
+    finally:
+        redis_server.cmd("CLIENT", "UNPAUSE")
+    await asyncio.to_thread(g.wait_ready)
+    await wait_until(lambda: "route:iris" in (redis_server.cmd("GET", "kgtest:state") or ""),
+                     10, what="the group seeding the empty store")
+    await wait_until(lambda: g.output().count('state_store_reseed why="empty"') == 2, 10,
+                     what="both workers re-seeding the empty store")  # (the race, run)
+    ours = ClientSession()
+    try:
+        async with ours.get(f"{g.admin}/v1/audit?limit=20", headers=auth()) as r:
+            events = (await r.json())["events"]
+        (winner,) = [e["source"] for e in events if e["action"] == "state.reseed"]
+        raw = redis_server.cmd("HKEYS", "kgtest:instances")
+        names = [ln for ln in raw.split("\r\n") if ln and ln[0] not in "*$"]
+        (loser,) = [n for n in names if n != winner]
+    finally:
+        await ours.close()
+    on_winner = await on_worker(g.admin, winner)
+    try:
+        status, body = await post(on_winner, g.admin, {"reason": "key checked"})
+        assert status == 200 and body["instance"] == winner, body
+    finally:
+        await on_winner.close()
+    await wait_until(lambda: (b := snapshot_body(snap)) is not None and b["generation"]
+                     >= body["generation"] and "unverified_origin" not in b, 10,
+                     what="the vouch's snapshot, unmarked")
+    for name in (loser, winner):  # each worker, asked on a connection of its own
+        on = await on_worker(g.admin, name)
+        try:
+            status, again = await post(on, g.admin, {"reason": "again"})
+        finally:
+            await on.close()
+        assert status == 409 and again["error"]["type"] == "nothing_to_vouch", (name, again)
+    assert g.stop() == 0
+    # what a restart reads: unmarked, whichever worker wrote it last
+    last = snapshot_body(snap)
+    assert last is not None and "unverified_origin" not in last, last

@@ -83,12 +83,21 @@ class Vouching:
         them (its `lineage` names it: a re-seed by another instance that verified ours)
         vouches: a genuine document of its key from before (a key rolled back; an old one put
         back into the store) is of another epoch too, and it cleared the mark, after which the
-        instance re-seeded over every document of the fleet it cannot verify (`_vouches`)."""
+        instance re-seeded over every document of the fleet it cannot verify (`_vouches`).
+        A sibling's epoch is remembered as one of its own: the group's, which a document
+        descending from it vouches for as well. A worker whose re-seed of a flushed store
+        lost the race to its sibling's (both loaded it empty) held only an epoch that never
+        landed: a document descending from the store's (an operator's vouch through the
+        sibling, `vouchwrite.py`) never vouched for it, and, still marked, its snapshot
+        writes put `unverified_origin` back into the file its sibling had just written
+        without it (tests/test_state_vouch.py, the race to seed)."""
         if self._seen_fleet:
             return
         if self._vouches(doc):
             self._seen_fleet = True
             self._own_epochs.clear()  # (no longer needed)
+        elif doc.epoch.startswith(self._sibling_tag()) and self._unvouched() is not None:
+            self._mine(doc.epoch)
 
     def _vouches(self, doc: StateDoc) -> bool:
         """Whether the verified `doc` shows that this instance's key is the fleet's (see
