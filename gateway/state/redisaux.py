@@ -28,8 +28,9 @@ from typing import Any
 
 from gateway.errors import StateError
 from gateway.state.beatorder import MAX_INSTANCES, Place
-from gateway.state.fleetscan import LIVE, ORPHANS, PRUNE, SCAN_BUDGET, URLS
-from gateway.state.redisbeats import MAX_ACK_BYTES, RedisBeats, signed_time
+from gateway.state.fleetscan import LIVE, PRUNE, SCAN_BUDGET
+from gateway.state.fleeturls import FleetUrls
+from gateway.state.redisbeats import MAX_ACK_BYTES, signed_time
 from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
@@ -71,7 +72,7 @@ def _boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
+class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
     #: our newest heartbeat as published, and the ack it says: its echo on the acks
     #: channel is not verified again (redis.py)
     _own_ack: tuple[bytes, Ack] | None = None
@@ -97,11 +98,7 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
     #: where the next bounded read of a flooded heartbeats / urls hash starts (HSCAN's
     #: cursor; fleetscan.py), and the names listed at the last read (read first, by name)
     _scan_at = "0"
-    _urls_at = "0"
     _listed: tuple[str, ...] = ()
-    #: the instances whose verified heartbeat was pushed since (the acks channel): read
-    #: by name too, so one that started during a flood is listed at once
-    _heard: set[str] | None = None
     #: heartbeats the last fleet read left unread (over SCAN_BUDGET: a flooded hash)
     flooded = 0
 
@@ -234,7 +231,7 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
         judge_ms = self._judge_clock(int(now_ms), before, self.clock())
         out: dict[str, dict[str, Any]] = {}
         stale: list[bytes] = []
-        prune: list[bytes] = []  # (refused, flooded: field, value, ...)
+        prune: list[str | bytes] = []  # (refused, flooded: field, value, ...)
         seen: set[bytes] = set()
         # a value refused is counted once, not again at every read for its 10 leases ("N
         # values refused" for one: a crashed instance's heartbeat signed with a key retired
@@ -288,31 +285,6 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
         if out:
             await self._urls(out, seen)
         return out
-
-    def _hear(self, instance: str) -> None:
-        """A verified heartbeat of `instance` was pushed (not over MAX_INSTANCES names)."""
-        if self._heard is None:
-            self._heard = set()
-        if len(self._heard) < MAX_INSTANCES:
-            self._heard.add(instance)
-
-    async def _urls(self, out: dict[str, dict[str, Any]], seen: set[bytes]) -> None:
-        """Add the live instances' addresses to `out`, read by name; and remove, from a
-        bounded step of the urls hash, the addresses of instances with no heartbeat."""
-        names = sorted(out)
-        keys = [self.k_instances, self.k_instances + ":urls"]
-        cursor, got, fields = await self._script(
-            URLS, keys, [str(SCAN_BUDGET), self._urls_at, *names])
-        self._urls_at = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
-        flat: list[bytes] = []
-        for name, raw in zip(names, got, strict=True):
-            if raw is not None:
-                flat += (name.encode(), raw)
-        await self._read_urls(flat, out)
-        orphans = [f for f in fields if f not in seen]
-        if orphans:  # (a cleanup: the read stands whether it succeeds or not)
-            with contextlib.suppress(StateError):
-                await self._script(ORPHANS, keys, orphans)
 
     async def live_instances(self, lease: float) -> dict[str, int]:
         return {k: v["generation"] for k, v in (await self.fleet(lease)).items()}
