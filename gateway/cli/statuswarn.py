@@ -146,6 +146,11 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
         out.append(f"UNVERIFIED: {verification['unverified_total']} value(s) read from the store "
                    f"failed verification and were refused ({verification.get('unverified')}; "
                    f"{_by_cause(verification, last)}): {unverified_why(last, verification)}")
+    if verification.get("flooded"):
+        out.append(f"FLOODED: the store's heartbeats hash holds {verification['flooded']} "
+                   "entries more than one fleet read reads: someone who can write to redis "
+                   "filled it (the instances already known are read by name, the rest in "
+                   "steps, refused ones removed as read); find who writes to redis")
     if line := _retired_line(verification):
         out.append(line)
     audit = store.get("audit") or {}

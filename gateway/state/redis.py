@@ -132,6 +132,8 @@ class RedisStore(RedisCommits, RedisTrim):
             # our own heartbeat coming back needs no verifying (the bytes we signed); any
             # other is verified, and refused when replayed (redisaux.py)
             item = ack[1] if ack is not None and data == ack[0] else self._pushed_ack(data)
+            if item is not None:
+                self._hear(item.instance)  # (read by name at the next fleet read)
         if item is None or self._listener is None:
             return  # with nobody listening, the poll finds the change
         try:

@@ -28,7 +28,9 @@ from typing import Any
 
 from gateway.errors import StateError
 from gateway.state.beatorder import MAX_INSTANCES, Place
-from gateway.state.redisbeats import MAX_ACK_BYTES, RedisBeats, signed_time
+from gateway.state.fleetscan import LIVE, PRUNE, SCAN_BUDGET
+from gateway.state.fleeturls import FleetUrls
+from gateway.state.redisbeats import MAX_ACK_BYTES, signed_time
 from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
@@ -48,24 +50,6 @@ redis.call('HSET', KEYS[1], ARGV[1], ms .. ' ' .. ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) end
 redis.call('PUBLISH', ARGV[3], ARGV[2])
 return ms
-""")
-
-_LIVE = Script("""
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return {ms, redis.call('HGETALL', KEYS[1])}
-""")
-
-# Remove the addresses (KEYS[2]) of the instances in ARGV that have no heartbeat (KEYS[1]):
-# the heartbeat script writes both at once, and every removal takes both; so only a forgery
-# is left alone, read whole at every fleet read for good (checked here, atomically: an
-# instance whose first heartbeat landed since the caller's read keeps its addresses)
-_ORPHANS = Script("""
-local n = 0
-for _, f in ipairs(ARGV) do
-  if redis.call('HEXISTS', KEYS[1], f) == 0 then n = n + redis.call('HDEL', KEYS[2], f) end
-end
-return n
 """)
 
 # Remove the heartbeat (and addresses) of instance ARGV[1] only while it is the one this
@@ -88,7 +72,7 @@ def _boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
+class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
     #: our newest heartbeat as published, and the ack it says: its echo on the acks
     #: channel is not verified again (redis.py)
     _own_ack: tuple[bytes, Ack] | None = None
@@ -111,6 +95,12 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
     _beat_skew: float | None = None
     #: the heartbeats the last fleet read refused (replaced at each read)
     _refused_beats: RefusedOnce | None = None
+    #: where the next bounded read of a flooded heartbeats / urls hash starts (HSCAN's
+    #: cursor; fleetscan.py), and the names listed at the last read (read first, by name)
+    _scan_at = "0"
+    _listed: tuple[str, ...] = ()
+    #: heartbeats the last fleet read left unread (over SCAN_BUDGET: a flooded hash)
+    flooded = 0
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -226,7 +216,14 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
         # console's 12 leases, set them 12 times looser until the next read)
         self._lease = live = lease if self.beat_lease is None else min(lease, self.beat_lease)
         before = self.clock()
-        now_ms, flat = await self._script(_LIVE, [self.k_instances], [])
+        # (the instances listed last, and ours, read by name first: a flood cannot hide
+        # them; then a bounded step of the rest: fleetscan.py)
+        own = self._own_ack[1].instance if self._own_ack is not None else None
+        heard, self._heard = self._heard or set(), None
+        known = sorted({*self._listed, *heard, *([own] if own else [])})
+        now_ms, total, cursor, flat = await self._script(
+            LIVE, [self.k_instances], [str(SCAN_BUDGET), self._scan_at, *known])
+        flooded = int(total) > SCAN_BUDGET
         # a heartbeat's signed time is judged by the store's clock; by ours when the two
         # are further apart than the skew tolerated (a store an hour ahead made every
         # instance's heartbeat, ours too, a "replay": the fleet emptied, receipts counted
@@ -234,12 +231,17 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
         judge_ms = self._judge_clock(int(now_ms), before, self.clock())
         out: dict[str, dict[str, Any]] = {}
         stale: list[bytes] = []
+        prune: list[str | bytes] = []  # (refused, flooded: field, value, ...)
+        seen: set[bytes] = set()
         # a value refused is counted once, not again at every read for its 10 leases ("N
         # values refused" for one: a crashed instance's heartbeat signed with a key retired
         # since, or one forged entry); written again, it is another value, counted again
         refused = RefusedOnce(self._refused_beats)
         for i in range(0, len(flat), 2):
             await turn(i)
+            if flat[i] in seen:
+                continue  # (a known one the scan met too)
+            seen.add(flat[i])
             seen_s, _, record = flat[i + 1].partition(b" ")
             # (a server time has 13 digits: a longer one, forged, is no float, or no int)
             age = (int(now_ms) - int(seen_s)) / 1000.0 \
@@ -250,11 +252,15 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
                 stale.append(flat[i])
                 continue
             if refused.still(flat[i], flat[i + 1]):
+                if flooded:
+                    prune += (flat[i], flat[i + 1])
                 continue  # (the value refused at the last read: still refused, not recounted)
             ack = self._open_ack(record, "heartbeat", flat[i])
             if ack is None:
                 refused.add(flat[i], flat[i + 1])
                 self._other_key(record, age)
+                if flooded:
+                    prune += (flat[i], flat[i + 1])
                 continue
             if self.keys.enabled \
                     and (why := self._replayed(ack.instance, signed_time(record), judge_ms,
@@ -267,18 +273,17 @@ class RedisRecords(RedisIdempotency, RedisStats, RedisBeats):
                 out[ack.instance] = {"generation": ack.generation, "config": ack.config,
                                      "seen_s_ago": round(age, 3)}
         self._refused_beats = refused
+        self._scan_at = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        self._listed = tuple(sorted(out))[:MAX_INSTANCES]
+        self.flooded = max(0, int(total) - len(seen)) if flooded else 0
         if stale:
             await self._call("HDEL", self.k_instances, *stale)
             await self._call("HDEL", self.k_instances + ":urls", *stale)
+        if prune:  # (a cleanup: the read stands whether it succeeds or not)
+            with contextlib.suppress(StateError):
+                await self._script(PRUNE, [self.k_instances], prune)
         if out:
-            known = set(flat[::2])
-            flat = await self._call("HGETALL", self.k_instances + ":urls")
-            orphans = [f for f in flat[::2] if f not in known]
-            await self._read_urls(flat, out)
-            if orphans:  # (a cleanup: the read stands whether it succeeds or not)
-                with contextlib.suppress(StateError):
-                    await self._script(_ORPHANS, [self.k_instances,
-                                                  self.k_instances + ":urls"], orphans)
+            await self._urls(out, seen)
         return out
 
     async def live_instances(self, lease: float) -> dict[str, int]:

@@ -18,6 +18,9 @@ class FleetStore(Protocol):
     #: when (monotonic) the newest heartbeat signed with a key id this instance does not
     #: hold was written, by the store's stamp (None: none read; keyconfirm.py)
     other_key_at: float | None
+    #: heartbeats the last fleet read left unread: the hash is flooded (redis: over
+    #: fleetscan.SCAN_BUDGET entries, read in bounded steps; 0 otherwise)
+    flooded: int
 
     async def heartbeat(self, instance: str, applied: int, config: str = "",
                         urls: dict[str, str] | None = None) -> None:

@@ -89,6 +89,8 @@ class Reads:
                 "key_id": keys.current.kid if keys.current else None,
                 "previous_key_id": keys.previous.kid if keys.previous else None,
                 "retired_key_ids": sorted(keys.retired),
+                # (the heartbeats the last fleet read left for later reads: fleetscan.py)
+                "flooded": self.store.flooded,
                 **self.tamper.status()},
             "audit": {"anchored_head": self.holder.doc.audit_head or None,
                       "trail_lost": self.trail_lost,
