@@ -3,18 +3,28 @@
 `routes(p1, p2)`: `iris` and its drill route `iris-drill`, versions v1 and v2 at 50/50 on
 two backends; `hdr`/`call`: the admin API as dana with the drill and read scopes (the
 status and JSON of each answer); `open_drill`: a kill drill of v2 on iris-drill, opened;
-`answer`: a data-plane request's status, version and decision.
+`answer`: a data-plane request's status, version and decision. `Drill`: the real
+`killgate drill` CLI in its own process against a fleet (tests/drillfleet.py), run again
+when its own traffic `fell_short` of the steady window; `FAST`: short drill timings.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import re
+import time
 from typing import Any
 
 from aiohttp import ClientSession
 
-from tests.conftest import bearer
+from tests import cli_fork
+from tests.conftest import ROOT, bearer
+from tests.drillfleet import Fleet, token
 
-__all__ = ["DRILL", "answer", "call", "hdr", "open_drill", "routes"]
+__all__ = ["DRILL", "FAST", "Drill", "answer", "call", "fell_short", "hdr", "open_drill",
+           "routes"]
 
 DRILL = "killgate:drill killgate:read"
 
@@ -52,3 +62,76 @@ async def open_drill(s: ClientSession, admin: str, **body: Any) -> str:
         "kind": "kill", "route": "iris-drill", "version": "v2", "reason": "r", **body})
     assert st == 200, out
     return str(out["drill"])
+
+
+#: a steady-state check that failed only because the drill's own traffic fell short of half
+#: its rate in the window (a loaded machine: the drill rightly stops before injecting)
+_SHORT = re.compile(r"stopping: the steady-state check failed: (?:[^;]*: answered \d+ drill "
+                    r"requests in the steady window \(expected >= \d+\); )+restoring$")
+
+
+def fell_short(text: str) -> bool:
+    """Whether a drill's output says it stopped at a steady window its own traffic could
+    not fill, and for no other reason."""
+    return any(_SHORT.search(line.strip()) for line in text.splitlines())
+
+
+class Drill:
+    """The real CLI in its own process (forked from one that imported it: tests/cli_fork.py).
+
+    A drill whose steady window its own traffic could not fill (`fell_short`) stopped and
+    restored before injecting anything; it is run again, up to `RUNS` times in all: what
+    the tests prove comes after the injection."""
+
+    RUNS = 3
+
+    def __init__(self, f: Fleet, *args: str, scope: str = "killgate:drill killgate:read") -> None:
+        self.argv = ["drill", *args, "--json", "--out", str(f.tmp / "reports"), "--admin",
+                     f.admin, "--token", token(scope)]
+        self.runs = 0
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.runs += 1
+        self.proc = cli_fork.spawn(self.argv, dict(os.environ), str(ROOT))
+        self.lines: list[str] = []
+
+    async def _again(self, text: str) -> bool:
+        """After `text`: whether the drill fell short and was started again."""
+        if self.runs >= self.RUNS or not fell_short(text):
+            return False
+        await asyncio.to_thread(self.proc.communicate, None, 60)  # (its restore, its exit)
+        self._spawn()
+        return True
+
+    async def wait_line(self, text: str, timeout: float = 20) -> str:
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = await asyncio.to_thread(self.proc.stderr.readline)
+            if not line:
+                break
+            self.lines.append(line)
+            if text in line:
+                return line
+            if await self._again(line):
+                deadline = time.monotonic() + timeout
+        raise AssertionError(f"no {text!r} from the drill: {self.lines}")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+
+    async def result(self, timeout: float = 40) -> tuple[int, dict[str, Any] | None, str]:
+        while True:
+            out, err = await asyncio.to_thread(self.proc.communicate, None, timeout)
+            said = "".join(self.lines) + err
+            if not await self._again(said):
+                report = json.loads(out) if out.strip() else None
+                return self.proc.returncode, report, said
+
+
+FAST = ("--rate", "40", "--steady", "600ms", "--hold", "1500ms", "--settle", "1s")

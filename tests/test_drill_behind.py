@@ -27,9 +27,9 @@ from gateway.control.drillbehind import behind
 from gateway.control.drillload import AdminClient
 from tests.backends import echo_app
 from tests.conftest import RedisServer, admin_token, wait_until
-from tests.drillrig import routes
+from tests.drillfleet import Fleet
+from tests.drillrig import Drill, routes
 from tests.faultproxy import Forwarder, redis_state_via
-from tests.test_drills import Drill, Fleet
 from tests.test_revops_fleet import _has_two, _name, _serve, _state
 
 pytestmark = pytest.mark.timeout(90)

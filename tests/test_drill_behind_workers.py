@@ -21,9 +21,9 @@ from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer, admin_token, free_port, wait_until, write_config
-from tests.drillrig import routes
+from tests.drillfleet import Fleet
+from tests.drillrig import Drill, routes
 from tests.faultproxy import Forwarder, redis_state_via
-from tests.test_drills import Drill, Fleet
 from tests.test_revops_fleet import _state
 from tests.test_workers import _children
 

@@ -1,5 +1,5 @@
 """Game-day review of the drills: what an SRE running them on a real fleet (three `killgate
-serve` processes, one redis-server, the demo's model servers; tests/test_drills.py's rig)
+serve` processes, one redis-server, the demo's model servers; tests/drillfleet.py's rig)
 found. Each test failed before its fix."""
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.drillrig import call, hdr, routes
+from tests.drillfleet import Fleet, fleet_fixture, fleet_state, settled_state, token  # noqa: F401
+from tests.drillrig import FAST, Drill, call, hdr, routes
 from tests.test_cli import acli
-from tests.test_drills import FAST, Drill, Fleet, fleet, fleet_state, settled_state, token  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
 
 async def test_store_loss_on_another_fleets_redis_is_skipped(
-        fleet: Fleet, second_redis: RedisServer, session: ClientSession) -> None:  # noqa: F811
+        fleet: Fleet, second_redis: RedisServer, session: ClientSession) -> None:
     """--store pointing at another deployment's redis (staging's, a neighbour team's: the
     same prefix, so a state document under the same key) passed the check: the drill
     paused that redis, measured a fleet that never lost its store, and PASSED, with 'the
@@ -119,7 +119,7 @@ def balancer(session: ClientSession, admins: list[str]) -> web.Application:
 
 
 async def test_the_abort_watch_reads_each_instance_once_behind_a_balanced_admin_url(
-        fleet: Fleet, session: ClientSession, backends, tmp_path: Path) -> None:  # noqa: F811
+        fleet: Fleet, session: ClientSession, backends, tmp_path: Path) -> None:
     """KILLGATE_ADMIN_URL is often a load-balanced name (README: gateway-admin:8081, the
     admin Service). The abort watch read /metrics there as well as at every address the
     instances publish: the same instance twice (its users weighed double, a production
@@ -148,7 +148,7 @@ async def test_the_abort_watch_reads_each_instance_once_behind_a_balanced_admin_
 
 
 async def test_each_metrics_page_names_the_instance_whose_data_address_it_counts(
-        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+        fleet: Fleet, session: ClientSession) -> None:
     """The abort watch compares pages per instance and takes the drill's own answers out
     per data address (control/drillabort.py): each admin /metrics page says whose it is,
     and that instance publishes the data address the page counts."""
@@ -163,7 +163,7 @@ async def test_each_metrics_page_names_the_instance_whose_data_address_it_counts
 
 
 async def test_store_loss_on_a_replica_of_the_fleets_redis_is_skipped(
-        fleet: Fleet, second_redis: RedisServer, session: ClientSession) -> None:  # noqa: F811
+        fleet: Fleet, second_redis: RedisServer, session: ClientSession) -> None:
     """--store naming a replica of the fleet's redis (redis-1 for redis-0): it holds the
     state document and the heartbeats (replicated), so it passed the check; pausing it
     takes nothing from the fleet, which writes to the primary, and the drill PASSED having
@@ -191,7 +191,7 @@ async def _routes_of(session: ClientSession, g: GatewayProcess) -> set[str]:
 
 
 async def test_a_drill_whose_route_a_reload_removes_stops_sending_to_another_route(
-        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+        fleet: Fleet, session: ClientSession) -> None:
     """A reload took the drill route out mid-drill: its match (the production prefix plus
     a header) now fell to the production route, and the drill went on for its whole hold
     sending 50 requests a second per instance, pinned to the drilled version, to the route
@@ -223,7 +223,7 @@ async def _has_drill_route(session: ClientSession, g: GatewayProcess) -> bool:
 
 
 async def test_a_drill_restored_and_ended_by_someone_else_says_so(
-        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+        fleet: Fleet, session: ClientSession) -> None:
     """A second operator, told by the 409 drill_in_progress to `killgate drill restore` the
     drill open on the route (or the fleet's auto-restore, or the same operator from another
     terminal), restored and ended a drill that was still running. The running drill then
@@ -263,7 +263,7 @@ async def test_a_drill_restored_and_ended_by_someone_else_says_so(
 
 
 async def test_the_injected_line_gives_the_calls_time_not_only_the_wait_for_acks(
-        fleet: Fleet) -> None:  # noqa: F811
+        fleet: Fleet) -> None:
     """'injected: generation 3 applied by 3/3 instance(s) in 0.03 ms' (README: 0.01 ms):
     the receipt's elapsed_ms is the wait for acks after the commit, near 0 when every
     instance had acked by then; read as the propagation time, it is off by the whole call.
@@ -284,7 +284,7 @@ async def test_the_injected_line_gives_the_calls_time_not_only_the_wait_for_acks
      ("--hold", "max_duration")),
 ])
 async def test_a_drill_longer_than_the_fleet_allows_is_refused_before_it_opens(
-        fleet: Fleet, args: tuple[str, ...], names: tuple[str, ...]) -> None:  # noqa: F811
+        fleet: Fleet, args: tuple[str, ...], names: tuple[str, ...]) -> None:
     """'--hold 250s' on a failover drill opened the drill, ran the steady window and then
     stopped with '400 bad_request: 'ttl' must be > 0 and at most 300s' (the fault lasts the
     hold + 60 s; the user set no ttl); a 30-minute drill exited 1 with ''duration' must be
@@ -298,7 +298,7 @@ async def test_a_drill_longer_than_the_fleet_allows_is_refused_before_it_opens(
 
 
 async def test_an_abort_condition_on_a_route_the_fleet_lacks_is_refused(
-        fleet: Fleet, tmp_path: Path) -> None:  # noqa: F811
+        fleet: Fleet, tmp_path: Path) -> None:
     """A plan whose abort.route is misspelt ('irs') ran with its abort condition silently
     off: the watch found no answers of that route on any instance, so users' errors could
     never stop the drill, and the report did not say so. Refused before the drill opens."""
@@ -339,7 +339,7 @@ def answer_lost_once(session: ClientSession, admin: str, step: str) -> web.Appli
 
 @pytest.mark.parametrize("step", ["/v1/drills", "/inject"])
 async def test_a_drill_whose_open_answer_is_lost_goes_on_with_the_drill_it_opened(
-        fleet: Fleet, session: ClientSession, backends, step: str) -> None:  # noqa: F811
+        fleet: Fleet, session: ClientSession, backends, step: str) -> None:
     """The answer to the drill's open was lost (the admin instance restarted after the
     commit): the CLI exited 1 ('cannot reach the admin API') and left a drill open whose id
     it never printed, and every drill on the route was refused (409 drill_in_progress)
@@ -384,7 +384,7 @@ def test_drill_restore_waits_longer_than_any_store_pause_a_drill_may_ask() -> No
 
 
 async def test_drill_restore_outlasts_the_store_pause_of_a_drill_that_died(
-        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+        fleet: Fleet, session: ClientSession) -> None:
     """A store-loss drill killed (SIGKILL) while its store is paused: `killgate drill
     restore ID`, run at once as the drill said to, meets the pause (503
     state_store_unavailable) and waits it out. (The pause here is 6 s, several times a
@@ -410,7 +410,7 @@ async def _same_state(session: ClientSession, f: Fleet, before: list) -> bool:
 
 @pytest.mark.timeout(240)
 async def test_a_drill_whose_terminal_hangs_up_restores_before_exiting(
-        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+        fleet: Fleet, session: ClientSession) -> None:
     """The drill runs in an SSH session that drops (a laptop's lid shut, wifi lost): the
     terminal hangs up, the drill gets SIGHUP and its output can no longer be written. It
     died there, leaving its kill in force until the fleet closed it past its deadline (the
@@ -475,7 +475,7 @@ def _nohup() -> None:
 
 
 async def test_a_drill_run_under_nohup_runs_on_after_a_hangup(
-        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+        fleet: Fleet, session: ClientSession) -> None:
     """`nohup killgate drill ...` asks for the drill to outlive the terminal: a SIGHUP
     ignored as asked, not taken as the stop that a drill in a terminal gets."""
     proc = await asyncio.create_subprocess_exec(

@@ -4,7 +4,7 @@ say so. It printed only 'restored: generation N applied by 3/3' and a FAILED rep
 reasons were 'showed no answer from before the drill after the restore' on every instance
 and 'the fleet is not as it was before the drill': nothing named the kill kept or why. An
 on-call reading that at 3 a.m. takes the kill for the drill's leftover and lifts it: a real
-kill lifted. Real `killgate serve` processes on a real redis (tests/test_drills.py's rig)."""
+kill lifted. Real `killgate serve` processes on a real redis (tests/drillfleet.py's rig)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import running_gateway, write_config
-from tests.drillrig import call, hdr, open_drill, routes
+from tests.drillfleet import Fleet, fleet_fixture, fleet_state, settled_state, token  # noqa: F401
+from tests.drillrig import Drill, call, hdr, open_drill, routes
 from tests.test_cli import acli
-from tests.test_drills import Drill, Fleet, fleet, fleet_state, settled_state, token  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
 
 async def test_a_kill_an_operator_took_over_during_the_drill_is_named_as_kept(
-        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+        fleet: Fleet, session: ClientSession) -> None:
     before = await settled_state(session, fleet)
     hdr = {"Authorization": f"Bearer {token('killgate:kill killgate:read', 'olga')}"}
     body = {"scope": "version", "route": "iris-drill", "version": "v2",
@@ -51,7 +51,7 @@ async def test_a_kill_an_operator_took_over_during_the_drill_is_named_as_kept(
 
 
 async def test_a_fleet_not_as_before_says_what_differs(
-        fleet: Fleet, session: ClientSession) -> None:  # noqa: F811
+        fleet: Fleet, session: ClientSession) -> None:
     """A real incident elsewhere during the drill (an operator kills route 'broken'): the
     drill FAILED with 'the fleet is not as it was before the drill' and nothing else, so
     the on-call diffed two JSON objects to learn which kill it was, or took it for the

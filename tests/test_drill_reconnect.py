@@ -22,11 +22,11 @@ from aiohttp import ClientSession
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer, wait_until
+from tests.drillfleet import token
 from tests.drillrig import call, hdr, open_drill, routes
 from tests.faultproxy import Forwarder, redis_state_via
 from tests.test_cli import acli
 from tests.test_drill_behind import _addressed
-from tests.test_drills import token
 from tests.test_revops_fleet import _name, _serve, _state
 
 pytestmark = pytest.mark.timeout(90)

@@ -15,10 +15,11 @@ import pytest
 from aiohttp import ClientSession
 
 from tests.conftest import RedisServer, wait_until
+from tests.drillfleet import token
+from tests.drillrig import Drill
 from tests.faultproxy import Forwarder
 from tests.test_cli import acli
 from tests.test_drill_behind import _fleet
-from tests.test_drills import Drill, token
 from tests.test_revops_fleet import _name
 
 pytestmark = pytest.mark.timeout(90)

@@ -4,7 +4,7 @@ and it printed RESTORE FAILED: the drill's kill stayed in force until the fleet 
 drill past its deadline (minutes: the windows plus 300 s, plus auto_restore_after), and
 `killgate drill restore ID`, run with the same token as told, was refused too. On a
 production drill that is a kill of what users are served by. Real `killgate serve`
-processes on a real redis (tests/test_drills.py's rig)."""
+processes on a real redis (tests/drillfleet.py's rig)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ import pytest
 from aiohttp import ClientSession
 
 from tests.conftest import ROOT, admin_token
-from tests.test_drills import Fleet, fleet, fleet_state, settled_state, token  # noqa: F401
+from tests.drillfleet import Fleet, fleet_fixture, fleet_state, settled_state, token  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
 
 async def test_a_token_that_expires_before_the_restore_is_refused_up_front(
-        fleet: Fleet, session: ClientSession, tmp_path) -> None:  # noqa: F811
+        fleet: Fleet, session: ClientSession, tmp_path) -> None:
     before = await settled_state(session, fleet)
     short = admin_token("killgate:drill killgate:read", "dana", 2)
     proc = await asyncio.create_subprocess_exec(

@@ -3,11 +3,12 @@
 Owns the state document every instance holds in memory and the state store persists, and
 `apply_change`, the one rule by which a document moves on (next generation, kills,
 overrides, history appended and trimmed; the identities kept: `domain.identities`); the
-values it holds (kill flags, overrides,
-history, progress, drills) are in `domain.stateparts`, re-exported here. Pure data, no
-I/O. The document's `generation` only grows; `epoch` names the store incarnation that
-produced it. A document read back from a store is validated whole (pydantic): it is
-either a well-typed `StateDoc` or a `ValueError`.
+values it holds (kill flags, overrides, history, progress, drills) are in
+`domain.stateparts`, and the rule across versions (FORMAT, NewerDocument) in
+`domain.newerdoc`, both re-exported here. Pure data, no I/O. The document's `generation`
+only grows; `epoch` names the store incarnation that produced it. A document read back
+from a store is validated whole (pydantic): it is either a well-typed `StateDoc` or a
+`ValueError` (a `NewerDocument` when a newer version wrote it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.domain.identities import MAX_IDENTITIES, MAX_IDENTITIES_ALL, recorded
+from gateway.domain.newerdoc import FORMAT, NewerDocument, newer
 from gateway.domain.stateparts import (
     MAX_GENERATION,
     DrillRecord,
@@ -57,52 +59,12 @@ __all__ = [
 
 MAX_HISTORY = 100  # entries kept per route (the oldest are dropped)
 
-#: the document's format. The rule across versions (a rolling upgrade shares one store,
-#: and an instance of the older version rewrites the whole document at each write): a
-#: field this version does not know, anywhere in the document's typed parts, or a
-#: `format` past this one, makes a verified document a NewerDocument: never applied
-#: without what it does not know, never written over (a re-seed would drop it), said
-#: loudly (StoreFromNewerVersion: not synced, the staleness policy applies). A newer
-#: version raises `format` where what it adds changes what an older one would enforce
-#: (a new kind of kill, a new value of a known field), and writes new fields only once no
-#: older instance reads the store. The open maps (identities, progress, drill results,
-#: approvals) keep what they hold whole; approvals judge their own records' `format`.
-FORMAT = 1
-
-
-class NewerDocument(ValueError):
-    """A verified document a newer version wrote, which this one cannot apply faithfully
-    (its `format` past FORMAT, or fields this one does not know): `fields` names them."""
-
-    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.fields = fields
-
-
-def _newer(exc: ValidationError) -> NewerDocument | None:
-    """The refusal of a document written by a newer version (None: it is not one, just
-    invalid): one naming a format past ours, or whose only problems are fields this
-    version does not know."""
-    errors = exc.errors()
-    past = [e for e in errors if e["loc"] == ("format",) and e["type"] == "less_than_equal"]
-    unknown = [".".join(map(str, e["loc"])) for e in errors
-               if e["type"] == "unexpected_keyword_argument"]
-    if not past and len(unknown) != len(errors):
-        return None
-    said = ([f"format {past[0]['input']!r}, this version's is {FORMAT}"] if past else []) + (
-        [f"fields this version does not know: {', '.join(unknown[:4])}"
-         + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")] if unknown else [])
-    return NewerDocument(f"written by a newer version of killgate ({'; '.join(said)}): not "
-                         "applied without what this version does not know, nor written over",
-                         tuple(unknown))
-
-
 @dataclass(frozen=True, slots=True)
 class StateDoc:
     """The whole replicated state. Replaced, never mutated."""
 
     # for from_json: no NaN or infinite weights; unknown keys (newer writers) refused,
-    # as NewerDocument (FORMAT's rule)
+    # as NewerDocument (FORMAT's rule: domain/newerdoc.py)
     __pydantic_config__ = ConfigDict(allow_inf_nan=False, extra="forbid")
 
     generation: Generation = 0
@@ -187,9 +149,9 @@ class StateDoc:
         try:
             return _DOC_ADAPTER.validate_python(d)
         except ValidationError as exc:
-            newer = _newer(exc)
-            if newer is not None:
-                raise newer from None
+            refusal = newer(exc)
+            if refusal is not None:
+                raise refusal from None
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "document"
             raise ValueError(f"not a valid state document: {where}: {first['msg']} "
