@@ -80,6 +80,15 @@ async def test_a_newer_versions_document_is_refused_loudly_and_not_written_over(
             status = await r.json()
         assert status["store"]["connected"] is False, status["store"]
         assert json.loads(redis_server.cmd("GET", "kgtest:state").split("\n", 1)[1]) == newer
+        # the way out for a fleet rolled back to this version (README, Upgrading): the state
+        # key deleted, the instance re-seeds the store from what it holds, and takes writes
+        redis_server.cmd("DEL", "kgtest:state")
+        await wait_until(lambda: sync.connected, 10, what="the store re-seeded, synced again")
+        stored = stored_doc(redis_server)
+        assert "version:iris:v2" in stored["kills"] and "quarantines" not in stored, stored
+        async with session.post(g.admin + "/v1/kill", headers=bearer("killgate:kill"),
+                                json={"scope": "global", "reason": "INC-3"}) as r:
+            assert r.status == 200, await r.text()
 
 
 def test_a_document_of_this_format_reads_back_and_unknown_parts_are_named() -> None:
