@@ -231,9 +231,10 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
             await self.peers.beat()
         while self._pending_audit and not self._write_lock.locked():  # (see append_audit)
             try:
-                if await self.append_audit(self._pending_audit[0]) is None:
+                if await self.append_audit(self._pending_audit[0], patience=0) is None:
                     break  # (no verified state to append to yet: kept, not dropped)
             except StoreConflict:
-                break  # (lost its races to other instances' appends: kept for the next
-                # cycle; raised, it took a healthy store for lost and reconnected)
+                break  # (lost MIN_ATTEMPTS races, a few ms apart (contention.py), to other
+                # instances' appends: kept for the next cycle, not 2 s more of this loop's
+                # time; raised, it took a healthy store for lost and reconnected)
             self._pending_audit.pop(0)

@@ -27,7 +27,7 @@ from gateway.errors import (
     StoreOutcomeUnknown,
 )
 from gateway.log import event
-from gateway.state.contention import Contention
+from gateway.state.contention import PATIENCE, Contention
 from gateway.state.holder import Holder
 from gateway.state.store import Loaded, Store
 from gateway.state.tamper import TamperLog
@@ -224,7 +224,8 @@ class Writes:
                 except Exception as exc:  # noqa: BLE001 - the change is committed already
                     event(log, "commit_listener_failed", logging.ERROR, error=repr(exc))
 
-    async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None:
+    async def append_audit(self, draft: AuditDraft,
+                           patience: float = PATIENCE) -> dict[str, Any] | None:
         """Append an audit event without changing the state (same generation, same doc).
         None: the store holds no verified state to append to. One at a time with this
         instance's writes (the write lock): two interleaved, the one that loaded first saw
@@ -232,9 +233,10 @@ class Writes:
         restored backup) and re-seeded it: a `state.reseed` nobody caused, and after five
         tries "the state kept changing" (tests/test_append_concurrent.py). The sync loop
         appends the automatic actions noted while the store was away only while no write
-        holds the lock: the loop that brings kills must not wait on a write's durability."""
+        holds the lock: the loop that brings kills must not wait on a write's durability,
+        nor on `patience` (seconds of lost races past the first MIN_ATTEMPTS: it passes 0)."""
         async with self._write_lock:
-            races = Contention(self._refused)  # (the rule `write` follows)
+            races = Contention(self._refused, patience)  # (the rule `write` follows)
             async for _ in races:
                 got = await self.store.load()
                 if got.doc is None:
