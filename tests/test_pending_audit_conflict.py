@@ -1,5 +1,5 @@
 """An automatic action's audit event the sync loop appends late (a fail-closed trip or
-clear noted while the store was away: `_pending_audit`) that loses its five tries to
+clear noted while the store was away: `_pending_audit`) that loses its tries to
 other instances' appends is kept for the next cycle, and the store is not taken for lost
 (found by review revaudit5): the StoreConflict left the sync loop's cycle, which logged
 `state_store_lost`, closed every connection to a healthy store and reconnected (the
@@ -36,11 +36,11 @@ async def test_a_late_automatic_event_that_lost_its_races_waits_for_the_next_cyc
         real_append, real_reset = sync.append_audit, sync.store.reset
         lost, resets = [0], [0]
 
-        async def append(draft: AuditDraft) -> Any:
+        async def append(draft: AuditDraft, **kw: Any) -> Any:
             if not lost[0]:
                 lost[0] += 1
                 raise StoreConflict("the state kept changing; the audit event was not written")
-            return await real_append(draft)
+            return await real_append(draft, **kw)
 
         async def reset() -> None:
             resets[0] += 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 
 from gateway.config import StateConfig
@@ -22,6 +21,7 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StateError, StoreUnverifiable
 from gateway.log import event
 from gateway.state.appliedlog import AppliedLog
+from gateway.state.contention import Backoff
 from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
 from gateway.state.mirror import AuditMirror
@@ -30,6 +30,10 @@ from gateway.state.snapshot import SnapshotFile
 from gateway.state.store import Store
 from gateway.state.throttle import Throttle
 from gateway.tasks import cancel
+
+#: seconds, at most, between first-sync attempts (x 0.5-1.5): half the sync loop's, a start
+#: has a deadline (`start_timeout`) to make
+FIRST_SYNC_BACKOFF_MAX = 0.5
 
 __all__ = ["Startup"]
 
@@ -104,7 +108,7 @@ class Startup:
     async def _first_sync(self) -> None:
         """Attempt after attempt until the start deadline; TimeoutError at the deadline."""
         budget = max(self.cfg.start_timeout, 4 * self.cfg.command_timeout)
-        attempts, backoff = 0, 0.05
+        attempts, backoff = 0, Backoff(FIRST_SYNC_BACKOFF_MAX)
         try:
             async with asyncio.timeout(budget):
                 while True:
@@ -115,8 +119,7 @@ class Startup:
                         self.last_error = str(exc) or type(exc).__name__
                         self.answering = isinstance(exc, StoreUnverifiable)
                         await self._beat_unverifiable()
-                    await asyncio.sleep(backoff * (0.5 + random.random()))
-                    backoff = min(backoff * 2, 0.5)
+                    await backoff.wait()
         except TimeoutError:
             self.last_error = (f"no sync within {budget:g}s, {attempts} attempt(s); last: "
                                f"{self.last_error or 'no answer'}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +30,7 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StateError, StoreConflict, StoreUnverifiable
 from gateway.log import event
 from gateway.state.appliedlog import AppliedLog
+from gateway.state.contention import BACKOFF_MAX, Backoff
 from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
 from gateway.state.mirror import AuditMirror
@@ -58,8 +58,6 @@ log = logging.getLogger("killgate.state")
 #: Measured (killswitch.py --against, 3 instances, 2 vCPUs, interleaved): 1 ms: kill -0.25
 #: ms p50, round trip +0.47; 2 ms: -0.84, +1.39; 3 ms: -0.56, +2.2 (RESULTS "Stop 21")
 ACK_AFTER = 0.002
-#: seconds, at most, between attempts to reach a lost store (x 0.5-1.5, jitter)
-BACKOFF_MAX = 1.0
 
 
 class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
@@ -179,13 +177,13 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
     # ------------------------------------------------------------------ syncing
 
     async def _run(self) -> None:
-        backoff = 0.05
+        backoff = Backoff(BACKOFF_MAX)  # (contention.py: the first sync's rule too)
         while True:
             try:
                 if not self.connected:
                     await self._connect_and_sync(reopen=not self.answering)
                     event(log, "state_store_connected", generation=self.holder.doc.generation)
-                    backoff = 0.05
+                    backoff.reset()
                 await self._cycle()
             except asyncio.CancelledError:
                 raise
@@ -194,7 +192,7 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
                     # a bug (ours, or a library's) must not end syncing: this loop is what
                     # brings every later kill to this instance
                     event(log, "state_sync_error", logging.ERROR, error=repr(exc))
-                    backoff = max(backoff, 1.0)  # a bug that repeats: once a second at most
+                    backoff.at_least(1.0)  # a bug that repeats: once a second at most
                 elif isinstance(exc, StoreUnverifiable):
                     # the store answers, with a document this instance cannot verify (most
                     # often its key is not the fleet's): not "lost", and its connections
@@ -212,8 +210,7 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
                     await self.store.reset()
                 else:
                     await self._beat_unverifiable()
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                await backoff.wait()
 
     async def _cycle(self) -> None:
         """One poll interval: take pushed changes as they arrive, then check the generation."""
@@ -234,9 +231,10 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
             await self.peers.beat()
         while self._pending_audit and not self._write_lock.locked():  # (see append_audit)
             try:
-                if await self.append_audit(self._pending_audit[0]) is None:
+                if await self.append_audit(self._pending_audit[0], patience=0) is None:
                     break  # (no verified state to append to yet: kept, not dropped)
             except StoreConflict:
-                break  # (lost its races to other instances' appends: kept for the next
-                # cycle; raised, it took a healthy store for lost and reconnected)
+                break  # (lost MIN_ATTEMPTS races, a few ms apart (contention.py), to other
+                # instances' appends: kept for the next cycle, not 2 s more of this loop's
+                # time; raised, it took a healthy store for lost and reconnected)
             self._pending_audit.pop(0)

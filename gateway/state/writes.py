@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from gateway.errors import (
     StoreOutcomeUnknown,
 )
 from gateway.log import event
+from gateway.state.contention import PATIENCE, Contention
 from gateway.state.holder import Holder
 from gateway.state.store import Loaded, Store
 from gateway.state.tamper import TamperLog, contended
@@ -36,11 +36,6 @@ from gateway.telemetry.metrics import Metrics
 __all__ = ["ChangeFn", "Describe", "Writes"]
 
 log = logging.getLogger("killgate.state")
-
-#: a write's tries at a store other writes keep changing: at least MIN_ATTEMPTS, then more
-#: until WRITE_PATIENCE seconds have passed (ten tries alone ended ~1 % of the writes of a
-#: burst through 3 instances in 409 "the state kept changing": tests/test_burst_no_reseed)
-MIN_ATTEMPTS, MAX_ATTEMPTS, WRITE_PATIENCE = 10, 200, 2.0
 
 #: decides the change from the current state: None = nothing to do; may raise DomainError
 ChangeFn = Callable[[StateDoc], Change | None]
@@ -103,20 +98,11 @@ class Writes:
             cur: StateDoc | None = (self.holder.doc if self.synced_once and not self._resync
                                     and self._unvouched() is None else None)
             guessed = cur is not None
-            refused = self._refused()
             based_on: StateDoc | None = None
             pinned: StateDoc | None = None
             retry_of = RETRY_OF.get()  # (a retry after outcome_unknown: earlier attempts')
-            loop = asyncio.get_running_loop()
-            until = loop.time() + WRITE_PATIENCE
-            for attempt in range(MAX_ATTEMPTS):
-                if attempt >= MIN_ATTEMPTS and (loop.time() >= until
-                                                or self._refused() > refused):
-                    break  # (values refused meanwhile: a forger, whom patience won't outlast)
-                if cur is None and attempt >= 2:
-                    # (lost the race twice: the others' writes go first, a few ms at random,
-                    # so that a burst from several instances does not starve this one)
-                    await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
+            races = Contention(self._refused)  # (contention.py: the pauses, when to stop)
+            async for _ in races:
                 if cur is None:
                     guessed, based_on, pinned = False, None, None
                     # what we hold, read before the load (as _full_sync): a push applied
@@ -190,7 +176,7 @@ class Writes:
                     exc.event, exc.doc = ev, new
                     raise
                 return new, ev
-            if self._refused() > refused:
+            if races.forged:
                 raise StoreConflict(
                     "the state store kept changing under this change, and what changed it does "
                     "not hold the signing key (a forged state, generation or audit head key: "
@@ -239,7 +225,8 @@ class Writes:
                 except Exception as exc:  # noqa: BLE001 - the change is committed already
                     event(log, "commit_listener_failed", logging.ERROR, error=repr(exc))
 
-    async def append_audit(self, draft: AuditDraft) -> dict[str, Any] | None:
+    async def append_audit(self, draft: AuditDraft,
+                           patience: float = PATIENCE) -> dict[str, Any] | None:
         """Append an audit event without changing the state (same generation, same doc).
         None: the store holds no verified state to append to. One at a time with this
         instance's writes (the write lock): two interleaved, the one that loaded first saw
@@ -247,9 +234,11 @@ class Writes:
         restored backup) and re-seeded it: a `state.reseed` nobody caused, and after five
         tries "the state kept changing" (tests/test_append_concurrent.py). The sync loop
         appends the automatic actions noted while the store was away only while no write
-        holds the lock: the loop that brings kills must not wait on a write's durability."""
+        holds the lock: the loop that brings kills must not wait on a write's durability,
+        nor on `patience` (seconds of lost races past the first MIN_ATTEMPTS: it passes 0)."""
         async with self._write_lock:
-            for _ in range(5):
+            races = Contention(self._refused, patience)  # (the rule `write` follows)
+            async for _ in races:
                 got = await self.store.load()
                 if got.doc is None:
                     return None
@@ -269,6 +258,11 @@ class Writes:
                     return ev
                 except StoreConflict:
                     continue
+        if races.forged:
+            raise StoreConflict(
+                "the state store kept changing under this audit event, and what changed it "
+                "does not hold the signing key (store.verification in /v1/status): the "
+                "event was not written")
         raise StoreConflict("the state kept changing; the audit event was not written")
 
     async def _moved(self, cur: StateDoc) -> bool:
