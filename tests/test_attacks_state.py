@@ -891,9 +891,13 @@ async def test_a_flooded_heartbeat_or_counts_hash_does_not_stall_the_data_plane(
             # (each fleet read, a /v1/status here, reads a bounded step of the flooded
             # heartbeats hash, fleetscan.py: the forgeries read are counted and removed;
             # those 10 leases old before their turn are removed as stale, uncounted)
+            # (and each read of the counts, an analysis tick's, a bounded step of the
+            # flooded counts hash too: redisstats.py)
             await listed()
+            assert await g.gw.sync.store.get_stats("iris") == []
             counts = g.gw.sync.tamper.counts
             return (g.gw.sync.store.flooded == 0 and counts.get("heartbeat", 0) > 0
+                    and not g.gw.sync.store.stats_flooded
                     and counts.get("stats", 0) >= 200_000)
 
         try:
