@@ -863,7 +863,7 @@ async def test_a_flooded_heartbeat_or_counts_hash_does_not_stall_the_data_plane(
         await asyncio.to_thread(subprocess.run, [
             "redis-cli", "-p", str(redis_server.port), "EVAL", fill, "2", "kgtest:instances",
             "kgtest:stats:iris"], check=True, capture_output=True)
-        filled, worst, flooded = time.monotonic(), 0.0, []
+        filled, worst, flooded, counts_left = time.monotonic(), 0.0, [], []
         done = asyncio.Event()
 
         async def probe() -> None:
@@ -885,15 +885,23 @@ async def test_a_flooded_heartbeat_or_counts_hash_does_not_stall_the_data_plane(
                 flooded.append(st["store"]["verification"]["flooded"])
                 if flooded[-1]:  # (named in `killgate status` too)
                     assert any(w.startswith("FLOODED: ") for w in store_warnings(st))
+                counts_left.append(st["store"]["verification"]["flooded_counts"].get("iris", 0))
+                if counts_left[-1]:
+                    assert any(w.startswith("FLOODED COUNTS: ") and "iris: " in w
+                               for w in store_warnings(st))
                 return len(st["instances"]) == 1
 
         async def counted() -> bool:
             # (each fleet read, a /v1/status here, reads a bounded step of the flooded
             # heartbeats hash, fleetscan.py: the forgeries read are counted and removed;
             # those 10 leases old before their turn are removed as stale, uncounted)
+            # (and each read of the counts, an analysis tick's, a bounded step of the
+            # flooded counts hash too: redisstats.py)
             await listed()
+            assert await g.gw.sync.store.get_stats("iris") == []
             counts = g.gw.sync.tamper.counts
             return (g.gw.sync.store.flooded == 0 and counts.get("heartbeat", 0) > 0
+                    and not g.gw.sync.store.stats_flooded
                     and counts.get("stats", 0) >= 200_000)
 
         try:
@@ -902,6 +910,8 @@ async def test_a_flooded_heartbeat_or_counts_hash_does_not_stall_the_data_plane(
             await wait_until(counted, 60, 0.01, "the flood read and counted")
             took = time.monotonic() - filled
             assert max(flooded) > 100_000 and flooded[-1] == 0, flooded
+            await listed()  # (the counts hash read out too: no longer named)
+            assert max(counts_left) > 100_000 and counts_left[-1] == 0, counts_left
         finally:
             done.set()
             await task

@@ -151,6 +151,12 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
                    "entries more than one fleet read reads: someone who can write to redis "
                    "filled it (the instances already known are read by name, the rest in "
                    "steps, refused ones removed as read); find who writes to redis")
+    if counts := verification.get("flooded_counts"):
+        out.append("FLOODED COUNTS: the store's analysis counts hash(es) hold entries more "
+                   "than one read reads (" + ", ".join(f"{k}: {n}" for k, n in sorted(
+                       counts.items())) + "): someone who can write to redis filled them "
+                   "(the instances known are read by name, the rest in steps, refused ones "
+                   "removed as read); find who writes to redis")
     if line := _retired_line(verification):
         out.append(line)
     audit = store.get("audit") or {}

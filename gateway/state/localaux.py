@@ -31,6 +31,7 @@ class LocalRecords(LocalBeats):
     #: (unsigned heartbeats: none is ever refused for another key)
     other_key_at: float | None = None
     flooded = 0  # (a file nobody else writes: never flooded)
+    stats_flooded: dict[str, int] | None = None
     # the store's paths (LocalStore's)
     path: Path
     lock_path: Path

@@ -66,6 +66,11 @@ class IdempotencyStore(Protocol):
 
 
 class StatsStore(Protocol):
+    #: per counts hash (route key): the entries its last read left unread, the hash flooded
+    #: (redis: over fleetscan.SCAN_BUDGET entries, read in bounded steps; None or absent:
+    #: none)
+    stats_flooded: dict[str, int] | None
+
     async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
         """Publish this instance's window counts for a route (canary analysis)."""
 

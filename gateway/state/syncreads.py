@@ -91,6 +91,8 @@ class Reads:
                 "retired_key_ids": sorted(keys.retired),
                 # (the heartbeats the last fleet read left for later reads: fleetscan.py)
                 "flooded": self.store.flooded,
+                # (the same of each analysis counts hash, by its key: redisstats.py)
+                "flooded_counts": dict(self.store.stats_flooded or {}),
                 **self.tamper.status()},
             "audit": {"anchored_head": self.holder.doc.audit_head or None,
                       "trail_lost": self.trail_lost,
