@@ -4,11 +4,13 @@ here ever held.
 
 Owns `<prefix>:keys`, a hash: a key id → the key ids retired from it, signed with that key
 (kind `retired`, bound to the field). An instance holding a previous key adds it under its
-current key's id when it connects, if the fleet's stored document is signed with that key
-(`signed_with_previous`): rotation step 2, the old key retired. Never at step 1, where the
+current key's id when it connects, if the fleet's stored document is signed with that
+previous key (`signed_with_previous`): rotation step 2, the old key retired. Never at step 1, where the
 previous key is the new one nobody signs with yet (recorded as retired from the old key,
 an instance still on the old key alone took every value of the new key, live documents
-too, for a left-over of a key "the fleet retired"). Every instance reads the list
+too, for a left-over of a key "the fleet retired"; one at step 1 connecting once a step-2
+instance re-signed the document still does: read only by an instance on the old key
+alone, a rollback past step 1). Every instance reads the list
 under its own key id then, and puts it in its keyring (`Keyring.retired`: a value naming one
 is refused as ever, cause `retired`, counted apart from tampering: tamper.py). Only a holder
 of the key the fleet signs with can name a retired key id there: a forger's list is refused

@@ -3,7 +3,8 @@
 Owns asking the sentinels (all at once; done when more than half name one address), the
 order in which the nodes they name are tried (the majority's first, then the others as they
 answered; the first that says it is a master, ROLE, wins), and `master_named`, which the
-store asks every few seconds to follow a failover its connections did not see. A sentinel
+store asks every few seconds to follow a failover its connections did not see (whether to
+drop them: `led_elsewhere`, pure). A sentinel
 out of date (cut off from the others, or not yet told of a failover) neither stops a
 connect nor is believed over the others.
 
