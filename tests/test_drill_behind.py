@@ -146,6 +146,13 @@ async def test_an_instance_that_left_does_not_fail_the_drill(
         assert report is not None and report["verdict"] == "passed", (code, err, report)
         assert report["restore_short"]["behind"] == [], report["restore_short"]
         assert "RESTORE NOT APPLIED" not in err, err
+        # the short receipt said at restore time only as being checked; the warning after
+        # the check, which did not confirm B (revdrill7: said before the check, it was
+        # printed too where the check then confirmed every instance)
+        note = err.index("the restore's receipt counted 1 of the 2 instance(s)")
+        assert "each is checked after the settle" in err[note:], err
+        assert err.count("WARNING: the restore was acknowledged by 1 of the 2") == 1, err
+        assert err.index("WARNING: the restore was acknowledged") > note, err
     finally:
         await fwd.close()
 

@@ -130,3 +130,17 @@ def test_a_short_receipt_the_check_overtook_is_not_said() -> None:
     assert short_receipt(["a", "b"], receipt, [], confirmed={"a", "b"}) is None
     assert short_receipt(["a", "b"], receipt, [], confirmed={"a"}) is not None
     assert short_receipt(["a", "b"], receipt, [], ["b"], confirmed={"a", "b"}) is not None
+
+
+def test_a_short_receipt_is_only_checked_at_restore_time() -> None:
+    """revdrill7: the drill printed "WARNING: acknowledged by 1 of 2" at restore time,
+    before the check after the settle confirmed every instance. At restore time it now
+    says the instances are being checked (no warning); the warning comes after the check
+    (drills.py's _finish), and only when `short_receipt` with what it found is not None."""
+    from gateway.control.drillrejoin import receipt_note
+
+    receipt = {"instances": 2, "acked": 1, "pending": ["b"]}
+    note = receipt_note(["a", "b"], receipt, [])
+    assert note is not None and "WARNING" not in note and "checked" in note, note
+    assert "1 of the 2" in note, note
+    assert receipt_note(["a", "b"], {"instances": 2, "acked": 2, "pending": []}, []) is None

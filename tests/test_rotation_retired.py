@@ -56,9 +56,16 @@ async def test_values_of_a_retired_key_are_counted_apart_from_tampering(
             "signing_key_env: KILLGATE_TEST_STATE_KEY", signing)
         return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
 
+    # (the fleet's document, signed with the old key: what step 2 finds)
+    async with running_gateway(cfg("s0", "signing_key_env: KILLGATE_TEST_STATE_KEY"),
+                               "gw-before") as g0:
+        await wait_until(lambda: g0.gw.sync.synced_once, 5, what="the old key's document")
+        assert await g0.gw.sync.store._call("EXISTS", "kgtest:state") == 1
     old = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(Key.of(STATE_KEY.encode())))
     await old.open()
     try:
+        for route in (STATS_KEY, "iris"):  # (its counts: not the left-overs counted)
+            await old._call("HDEL", f"kgtest:stats:{route}", "gw-before")
         # before the rotation: a pod replaced since left its counts; one crashed
         await old.put_stats(STATS_KEY, "gone-pod", {"instance": "gone-pod", "t": 1.0})
         await old.put_stats("iris", "gone-pod", {"instance": "gone-pod", "t": 1.0})
@@ -116,3 +123,34 @@ async def test_values_of_a_retired_key_are_counted_apart_from_tampering(
             await late.close()
         last = sync.status()["verification"]["last_by_cause"]["unknown_key_id"]
         assert last["kind"] == "ack" and "retired" in last["problem"], last
+
+
+async def test_step_one_retires_no_key_and_step_two_retires_the_old_one(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step 1 (the new key as the previous one) recorded the NEW key as retired from the
+    old one (found by review): an instance still on the old key alone then took every
+    value of the new key, live documents too, for a left-over of a key the fleet retired,
+    counted apart from tampering. A previous key is recorded only when the fleet's
+    document is signed with it (step 2)."""
+    monkeypatch.setenv("KG_NEW_KEY", NEW)
+    p = await backends(echo_app("v1"))
+    old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
+    (tmp_path / "s0").mkdir()
+    cfg = write_config(tmp_path / "s0", two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, "s0"))
+    async with running_gateway(cfg, "gw-before") as g0:  # (the document: the old key's)
+        await kill(session, g0.admin, scope="route", route="iris")
+
+    async def connect(current: Key, previous: Key | None = None) -> set[str]:
+        keys = Keyring(current, previous, "kgtest")
+        store = RedisStore(redis_server.url, "kgtest", 1.0, keys=keys)
+        await store.open()
+        await store.close()
+        return keys.retired
+
+    await connect(old_key, new_key)  # step 1
+    assert await connect(old_key) == set()  # (an instance not yet at step 1)
+    await connect(new_key, old_key)  # step 2: the document is still the old key's
+    assert await connect(new_key) == {old_key.kid}  # step 3
+    assert await connect(old_key) == set()

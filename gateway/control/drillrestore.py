@@ -15,7 +15,7 @@ from typing import Any
 from gateway.control.drillended import ended as ended_elsewhere
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.control.drillreach import Reach
-from gateway.control.drillrejoin import short_receipt
+from gateway.control.drillrejoin import receipt_note
 from gateway.domain.drillfinish import iso_to_unix
 from gateway.domain.drillplan import Plan, duration
 from gateway.domain.drillreport import Marks, Obs, Restoring
@@ -69,8 +69,8 @@ class Restoration:
                  f"{applied.get('acked')}/{applied.get('instances')} instance(s)")
         for why in kept(out):
             self.say(why)
-        if (short := short_receipt(self.started_with, applied, self.not_back)) is not None:
-            self.say(f"WARNING: {short['message']}")
+        if (note := receipt_note(self.started_with, applied, self.not_back)) is not None:
+            self.say(note)  # (the warning, if any, after the check: drills.py's _finish)
         return out
 
     def _ended_elsewhere(self, ended: dict[str, Any]) -> dict[str, Any]:

@@ -204,13 +204,14 @@ class DrillRunner(Restoration, Injection):
                                  data_of=fleet["data_of"], poll=self.poll)
             for line in found.lines(gen):
                 self.say(line)
+        short = short_receipt(self.started_with, restore.get("applied"), self.not_back,
+                              found.late if found else (), found.unverified if found else (),
+                              found.applied if found else ())
+        if short is not None:  # (after the check: not when it confirmed every instance)
+            self.say(f"WARNING: {short['message']}")
         self.report, summary = drilloutcome.ran(
             plan, self.drill, started, to, measured, self.marks, self.t0_unix, self.stopped,
-            restore, receipts, watch,
-            short_receipt(self.started_with, restore.get("applied"), self.not_back,
-                          found.late if found else (), found.unverified if found else (),
-                          found.applied if found else ()),
-            found)
+            restore, receipts, watch, short, found)
         verdict_ = self.report["verdict"]
         if "elsewhere" in restore:
             return self.report  # (ended already: its end is recorded)

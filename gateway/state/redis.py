@@ -38,8 +38,8 @@ from gateway.state.rediscommit import RedisCommits
 from gateway.state.redislink import SMALL, Script
 from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
-from gateway.state.retiredkeys import load_retired
-from gateway.state.sentinels import master_named
+from gateway.state.retiredkeys import load_retired, signed_with_previous
+from gateway.state.sentinels import led_elsewhere, master_named
 from gateway.state.shareddecode import SharedDecoder
 from gateway.state.signing import Keyring, cause_of
 from gateway.state.store import (
@@ -161,7 +161,8 @@ class RedisStore(RedisCommits, RedisTrim):
         with contextlib.suppress(StateError):
             await self._seed_places()
         with contextlib.suppress(StateError):
-            await load_retired(self._call, self.k_keys, self.keys, self.on_unverified)
+            await load_retired(self._call, self.k_keys, self.keys, self.on_unverified,
+                               await signed_with_previous(self._call, self.k_state, self.keys))
 
     async def reset(self) -> None:
         """Drop the subscription (after an error); the command connection is checked on use."""
@@ -263,23 +264,17 @@ class RedisStore(RedisCommits, RedisTrim):
                 None if head is None else head.decode("utf-8", "replace"))
 
     async def _follow_the_sentinels(self) -> None:
-        """Every MASTER_CHECK: if most sentinels name another master than the one our
-        connections lead to, drop them (StoreUnavailable: the sync loop reconnects through
-        the sentinels). A master the sentinels lost while we still reach it (a partition on
-        their side) is never told to step down: it answers every read and takes every
-        write, and an instance left on it would never hear a kill made since on the new
-        one, nor raise its staleness alarm. No majority (sentinels down) changes nothing."""
+        """Every MASTER_CHECK: drop our connections when most sentinels name another
+        master than the one they lead to (sentinels.led_elsewhere says why; then
+        StoreUnavailable: the sync loop reconnects through the sentinels)."""
         self._master_check = asyncio.get_running_loop().time() + MASTER_CHECK
         named = await master_named(self._ep(), self.timeout)
         conns = [c for c in (*self._conns.values(), self._sub) if c is not None and c.is_open]
-        held = {c.address for c in conns if c.address is not None}
-        if named is None or held <= {named}:
-            return
-        for c in conns:
-            c.close()
-        was = ", ".join(f"{h}:{p}" for h, p in sorted(held))
-        raise StoreUnavailable(f"the sentinels name {named[0]}:{named[1]} as the master, "
-                               f"not {was}: reconnecting")
+        why = led_elsewhere(named, {c.address for c in conns if c.address is not None})
+        if why is not None:
+            for c in conns:
+                c.close()
+            raise StoreUnavailable(why)
 
     async def watch(self, timeout: float) -> list[StateDoc | Ack]:
         """Wait up to `timeout`, or until the subscription is lost (StoreUnavailable).

@@ -11,8 +11,8 @@ store's clock, its count of heartbeats, the time since by a clock no step moves;
 version's is "wall-ms" alone, which it still reads, unplaced; a newer version's may add
 parts after the place, which it places by its first five: beatorder.split_time). A
 record that does not verify is reported and never used (reading and judging one: the
-RedisBeats base, redisbeats.py); what was read is seeded from the store at the first
-`open` (`_seed_places`). Idempotency records: the RedisIdempotency base (redisidem.py);
+RedisBeats base, redisbeats.py, which also seeds what was read from the store at the
+first `open`: `_seed_places`). Idempotency records: the RedisIdempotency base (redisidem.py);
 analysis counts: the RedisStats base (redisstats.py).
 """
 
@@ -87,7 +87,6 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
     #: and its count of heartbeats signed: the place of the next
     _boot: tuple[int, str, float] | None = None
     _beats = 0
-    _seeded = False  # (`_seed_places` done)
     #: the fleet's lease (s; state.instance_lease, set by the caller): bounds how old a
     #: heartbeat redis runs may be (`_max_age_ms`); None: the last fleet read's, if any
     beat_lease: float | None = None
@@ -179,36 +178,6 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
         boot_ms, tag, t0 = self._boot
         self._beats += 1
         return Place(boot_ms, tag, self._beats, max(0, int((self.since() - t0) * 1000)))
-
-    async def _seed_places(self) -> None:
-        """Remember the places of the heartbeats the store holds (verified; not reported:
-        the fleet read judges them), as if read: a capture of one put back after is
-        refused, and pushed again, too (pushed: one place earlier, so its genuine push, in
-        flight as they were read, is still taken). Once per process (what is read later
-        is remembered across reconnects); not over MAX_INSTANCES heartbeats (a hash
-        flooded with forgeries: read whole at each start, a reply of megabytes missed the
-        command timeout, and each reconnect failed on it)."""
-        if self._seeded or not self.keys.enabled:
-            return
-        if int(await self._call("HLEN", self.k_instances)) > MAX_INSTANCES:
-            self._seeded = True  # (the fleet read reports them)
-            return
-        flat = await self._call("HGETALL", self.k_instances)
-        places, pushed = self._memories()
-        for i in range(0, len(flat), 2):
-            await turn(i)
-            seen_s, _, record = flat[i + 1].partition(b" ")
-            if not seen_s.isdigit() or len(seen_s) > 18:
-                continue
-            got = signed_time(record)
-            if got is None or got[1] is None or self._open_ack(record, None, flat[i]) is None:
-                continue
-            name, place = flat[i].decode(), got[1]
-            places.saw(name, place, int(seen_s))
-            if place.seq > 0:
-                pushed.saw(name, Place(place.boot_ms, place.tag, place.seq - 1,
-                                       place.since_ms), 0)
-        self._seeded = True
 
     async def fleet(self, lease: float) -> dict[str, dict[str, Any]]:
         """Instances whose signed heartbeat the store saw within `lease` (server time)."""

@@ -7,7 +7,8 @@ refused as a replay when signed too long before the clock it is judged by, or pl
 later than one of that instance's read before (beatorder.py: by its place among its
 process's heartbeats; an older version's by its signed time); and that clock: the
 store's, or ours when the two are further apart than CLOCK_SKEW (logged). A record that
-does not verify is reported (`on_unverified`) and never used. No redis calls of its own.
+does not verify is reported (`on_unverified`) and never used. Its redis calls: reading
+the heartbeats at the first `open`, their places remembered (`_seed_places`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.log import event
-from gateway.state.beatorder import NewestBeats, NewestPlaces, Place, pushed_replay, split_time
+from gateway.state.beatorder import (
+    MAX_INSTANCES,
+    NewestBeats,
+    NewestPlaces,
+    Place,
+    pushed_replay,
+    split_time,
+)
 from gateway.state.redisidem import CLOCK_SKEW
 from gateway.state.redislink import RedisLink
 from gateway.state.redisstats import turn
@@ -60,9 +68,10 @@ class RedisBeats(RedisLink):
     store_skew_s = 0.0
     _skew_logged = -1e9
     #: the newest place read of each instance in the store, and pushed on the acks channel
-    #: (beatorder.py; made at the first read, or seeded: redisaux.py's `_seed_places`)
+    #: (beatorder.py; made at the first read, or seeded: `_seed_places`)
     _places: NewestPlaces | None = None
     _pushed_places: NewestPlaces | None = None
+    _seeded = False  # (`_seed_places` done)
     #: an older version's heartbeats (no place): the newest read from each instance,
     #: replays bounded by the store's clock, whatever ours says; and the newest pushed,
     #: first read at this process's monotonic time
@@ -104,6 +113,36 @@ class RedisBeats(RedisLink):
         if self._pushed_places is None:
             self._pushed_places = NewestPlaces()
         return self._places, self._pushed_places
+
+    async def _seed_places(self) -> None:
+        """Remember the places of the heartbeats the store holds (verified; not reported:
+        the fleet read judges them), as if read: a capture of one put back after is
+        refused, and pushed again, too (pushed: one place earlier, so its genuine push, in
+        flight as they were read, is still taken). Once per process (what is read later
+        is remembered across reconnects); not over MAX_INSTANCES heartbeats (a hash
+        flooded with forgeries: read whole at each start, a reply of megabytes missed the
+        command timeout, and each reconnect failed on it)."""
+        if self._seeded or not self.keys.enabled:
+            return
+        if int(await self._call("HLEN", self.k_instances)) > MAX_INSTANCES:
+            self._seeded = True  # (the fleet read reports them)
+            return
+        flat = await self._call("HGETALL", self.k_instances)
+        places, pushed = self._memories()
+        for i in range(0, len(flat), 2):
+            await turn(i)
+            seen_s, _, record = flat[i + 1].partition(b" ")
+            if not seen_s.isdigit() or len(seen_s) > 18:
+                continue
+            got = signed_time(record)
+            if got is None or got[1] is None or self._open_ack(record, None, flat[i]) is None:
+                continue
+            name, place = flat[i].decode(), got[1]
+            places.saw(name, place, int(seen_s))
+            if place.seq > 0:
+                pushed.saw(name, Place(place.boot_ms, place.tag, place.seq - 1,
+                                       place.since_ms), 0)
+        self._seeded = True
 
     def _pushed_ack(self, raw: bytes) -> Ack | None:
         """An ack from the acks channel (verified, as _open_ack), or None: refused as a

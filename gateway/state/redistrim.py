@@ -11,8 +11,9 @@ there. So of two instances trimming at once, one removes and the other's script 
 nothing; an event appended meanwhile is never removed. Events appended after the read
 (the trail only grew at its end: its first entry the same) do not void the decision: the
 checkpoint and the document are sealed again on the document as it is just before the
-script, a few times (RESEALS), so back-to-back appends no longer starve retention. A base
-of `redis.RedisStore`.
+script, a few times (RESEALS), so back-to-back appends no longer starve retention. A
+checkpoint MAC'd under a retired key is pinned by the chain after it: redispin.py, its
+base. A base of `redis.RedisStore`.
 """
 
 from __future__ import annotations
@@ -24,13 +25,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.domain.audit import event_hash, genuine, seal
-from gateway.domain.auditpin import pin_walk
+from gateway.domain.audit import seal
 from gateway.domain.retention import TRIM_BATCH, Decide, Due, TrimDecision, TrimWindow
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict
-from gateway.state.redisaudit import RedisAudit
 from gateway.state.redislink import DOC, OWN, SMALL, Script
+from gateway.state.redispin import SCAN_STEP, RedisPin
 from gateway.state.resp import RespConnection
 from gateway.state.store import MAX_DOC_BYTES
 
@@ -91,19 +91,6 @@ local nxt = ''
 if #chunk == step then nxt = '(' .. chunk[#chunk][1] end
 return {nxt, ck, reseeds}
 """)
-# The entries after ARGV[1] (exclusive, a stream id), at most ARGV[2], oldest first: the
-# chain after a checkpoint MAC'd under a key no longer held, read in steps (_pin).
-_AFTER = Script("""
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {} end
-return redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-""")
-#: the most _AFTER steps a trim walks from a checkpoint MAC'd under a retired key to an
-#: event a held key authenticates (each SCAN_STEP entries; none held past them: refused)
-PIN_STEPS = 40
-#: entries one _SCAN step reads (a few ms of redis's time; a kill waits at most that long)
-SCAN_STEP = 500
-
-
 def _sid(entry: Any) -> tuple[int, int]:
     """A stream entry's id as numbers (ids compare so)."""
     ms, _, seq = bytes(entry[0]).partition(b"-")
@@ -166,7 +153,7 @@ return 'ok'
 """)
 
 
-class RedisTrim(RedisAudit):
+class RedisTrim(RedisPin):
     """`audit_trim` of `RedisStore` (see the module docstring)."""
 
     _last_open: tuple[bytes, StateDoc, str] | None  # (redis.py's: the last document verified)
@@ -203,25 +190,6 @@ class RedisTrim(RedisAudit):
             reseeds += [e for e in memo.reseeds if _sid(e) >= oldest]
         self._scanned = _Scanned(newest[0], _field_sha(newest[0]), oldest, ck, reseeds)
         return ck, reseeds
-
-    async def _pin(self, ck_part: list[Any], conn: RespConnection) -> bool:
-        """Whether the checkpoint read (MAC'd under a key a rotation removed: not genuine
-        under the keys held) is pinned by the chain after it to an event a held key
-        authenticates (auditpin.pin_walk), read in steps of its own, never held whole."""
-        keys = self.audit_keys.keys() if self.audit_keys.enabled else {}
-        decoded = self._decode(ck_part)
-        if not keys or not decoded or genuine(decoded[0][1], keys):
-            return False  # (nothing to pin: the decision checks it as ever)
-        at, ck = decoded[0]
-        prev: bool | str = str(ck.get("hash"))
-        for _ in range(PIN_STEPS):
-            chunk = self._decode(await self._script(
-                _AFTER, [self.k_audit], [at, str(SCAN_STEP)], conn=conn))
-            prev = pin_walk(str(prev), (ev for _, ev in chunk), keys)
-            if isinstance(prev, bool) or len(chunk) < SCAN_STEP:
-                break
-            at = chunk[-1][0]
-        return prev is True and ck.get("hash") == event_hash(ck)
 
     async def audit_trim(self, decide: Decide,
                          due: Due) -> tuple[TrimDecision, dict[str, Any] | None]:

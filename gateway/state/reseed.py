@@ -208,6 +208,7 @@ class Repair(Vouching):
         if self._unvouched() is not None:  # (its sibling workers must know it: `_saw`)
             merged = merged.with_changes(
                 epoch=self._sibling_tag() + merged.epoch[SIBLING_TAG:])
+        fresh = merged.epoch not in self._own_epochs
         self._mine(merged.epoch)
         # the newest head we saw, which the store lacks (not a refused document's call)
         lost = self.store.behind(store_doc) if store_doc is not None or got.empty else None
@@ -256,7 +257,12 @@ class Repair(Vouching):
             await self.store.commit(got.token, merged, draft, chain_from=anchored, onto=onto,
                                     pinned=got.doc if self._unvouched() is not None else None)
         except StoreConflict:
-            return  # another instance re-seeded first; the caller reloads
+            # another instance re-seeded first; the caller reloads. No document of that
+            # epoch exists: it is not one of ours (kept, it filled OWN_EPOCHS and the
+            # snapshot's origin with epochs nobody wrote, pushing out real ones)
+            if fresh:
+                self._own_epochs.pop(merged.epoch, None)
+            return
         self.metrics.inc("killgate_state_reseeds_total")
 
     async def _overtaken(self, got: Loaded, mine: StateDoc) -> bool:

@@ -3,8 +3,14 @@ under a retired key (still in the store after step 3) from a forgery naming a ke
 here ever held.
 
 Owns `<prefix>:keys`, a hash: a key id → the key ids retired from it, signed with that key
-(kind `retired`, bound to the field). An instance holding a previous key (rotation steps 1
-and 2) adds it under its current key's id when it connects; every instance reads the list
+(kind `retired`, bound to the field). An instance holding a previous key adds it under its
+current key's id when it connects, if the fleet's stored document is signed with that
+previous key (`signed_with_previous`): rotation step 2, the old key retired. Never at step 1, where the
+previous key is the new one nobody signs with yet (recorded as retired from the old key,
+an instance still on the old key alone took every value of the new key, live documents
+too, for a left-over of a key "the fleet retired"; one at step 1 connecting once a step-2
+instance re-signed the document still does: read only by an instance on the old key
+alone, a rollback past step 1). Every instance reads the list
 under its own key id then, and puts it in its keyring (`Keyring.retired`: a value naming one
 is refused as ever, cause `retired`, counted apart from tampering: tamper.py). Only a holder
 of the key the fleet signs with can name a retired key id there: a forger's list is refused
@@ -19,9 +25,11 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gateway.errors import StateError
 from gateway.state.signing import Keyring, Unverified, cause_of
+from gateway.state.store import MAX_DOC_BYTES
 
-__all__ = ["MAX_RETIRED", "load_retired"]
+__all__ = ["MAX_RETIRED", "load_retired", "signed_with_previous"]
 
 #: key ids kept per key (the newest): a value of a key retired that many rotations ago is gone
 MAX_RETIRED = 8
@@ -41,11 +49,33 @@ def _opened(keys: Keyring, field: str, raw: bytes) -> list[str]:
     return got[-MAX_RETIRED:]
 
 
+async def signed_with_previous(call: Callable[..., Awaitable[Any]], state: str,
+                               keys: Keyring) -> bool:
+    """Whether the fleet's stored document (key `state`) verifies under our previous key:
+    the one the fleet signed with before our current key (step 2 of a rotation). False at
+    step 1 (signed with our current key, the old one), without a document, and for one
+    that does not verify (the sync loop reports it)."""
+    if keys.previous is None:
+        return False
+    try:
+        size = await call("STRLEN", state)
+        raw = await call("GET", state) if 0 < int(size) <= MAX_DOC_BYTES else None
+    except StateError:
+        return False  # (a key of another type: the load reports it)
+    if raw is None:
+        return False
+    try:
+        return keys.open(b"state", raw)[1] == "previous"
+    except (ValueError, RecursionError):
+        return False
+
+
 async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
-                       report: Report) -> None:
-    """Record our previous key's id as retired from our current key (when we hold one), and
-    put the ids retired from our current key in `keys.retired`. `call`: a redis command;
-    `report`: on_unverified, for a stored list that does not verify."""
+                       report: Report, retiring: bool = False) -> None:
+    """Record our previous key's id as retired from our current key when `retiring` (the
+    fleet's document is signed with it: `signed_with_previous`), and put the ids retired
+    from our current key in `keys.retired`. `call`: a redis command; `report`:
+    on_unverified, for a stored list that does not verify."""
     if keys.current is None:
         return
     me = keys.current.kid
@@ -57,7 +87,7 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
         except (ValueError, RecursionError) as exc:
             report("state", f"the retired key ids ({key}): {exc}", None, cause_of(exc))
     prev = keys.previous
-    if prev is not None and prev.kid not in known:
+    if retiring and prev is not None and prev.kid not in known:
         known = [*known, prev.kid][-MAX_RETIRED:]
         await call("HSET", key, me, keys.seal(f"retired:{me}".encode(),
                                               json.dumps(known).encode()))

@@ -3,7 +3,8 @@
 Owns asking the sentinels (all at once; done when more than half name one address), the
 order in which the nodes they name are tried (the majority's first, then the others as they
 answered; the first that says it is a master, ROLE, wins), and `master_named`, which the
-store asks every few seconds to follow a failover its connections did not see. A sentinel
+store asks every few seconds to follow a failover its connections did not see (whether to
+drop them: `led_elsewhere`, pure). A sentinel
 out of date (cut off from the others, or not yet told of a failover) neither stops a
 connect nor is believed over the others.
 
@@ -31,7 +32,7 @@ from gateway.state.resp import (
     _open,
 )
 
-__all__ = ["master_named", "sentinel_addresses", "to_master"]
+__all__ = ["led_elsewhere", "master_named", "sentinel_addresses", "to_master"]
 
 Sentinel = tuple[str, int]
 #: host, port -> getaddrinfo's answer (the event loop's, a fake in tests)
@@ -159,6 +160,18 @@ async def master_named(ep: Endpoint, timeout: float) -> tuple[str, int] | None:
     is (some down, or disagreeing)."""
     answers, listed = await _answers(ep, timeout)
     return _majority(answers, listed)
+
+
+def led_elsewhere(named: tuple[str, int] | None, held: set[tuple[str, int]]) -> str | None:
+    """Why connections leading to `held` must be dropped: most sentinels name another
+    master (`named`); None to keep them. A master the sentinels lost while we still reach
+    it (a partition on their side) is never told to step down: it answers every read and
+    takes every write, and an instance left on it would never hear a kill made since on
+    the new one, nor raise its staleness alarm. No majority (sentinels down): None."""
+    if named is None or held <= {named}:
+        return None
+    was = ", ".join(f"{h}:{p}" for h, p in sorted(held))
+    return f"the sentinels name {named[0]}:{named[1]} as the master, not {was}: reconnecting"
 
 
 async def to_master(ep: Endpoint, timeout: float, name: str,

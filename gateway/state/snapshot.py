@@ -58,6 +58,7 @@ from gateway.state.snapshotbody import (
     kills_only,
     named_prefix,
     read_origin,
+    stays,
 )
 from gateway.state.store import MAX_DOC_BYTES, OnUnverified, ignore_unverified
 
@@ -203,15 +204,15 @@ class SnapshotFile:
         with open(fd, "r+b") as lock:
             flock_within(lock.fileno(), lockname, self.lock_wait)  # (released as it closes)
             there = self._held(target)
-            if there is not None and there > (doc.generation, doc.audit_seq):
+            if there is not None and stays(there, (doc.generation, doc.audit_seq), origin):
                 return there[0]
             atomic_write(target, sealed, 0o600)
         return doc.generation
 
-    def _held(self, target: Path) -> tuple[int, int] | None:
-        """(generation, audit_seq) of the document the file holds, when it is one this
-        deployment signed (or, unkeyed, wrote) and only its owner may write; else None
-        (replaced, as ever)."""
+    def _held(self, target: Path) -> tuple[int, int, bool] | None:
+        """(generation, audit_seq, whether it is marked of unverified origin) of the
+        document the file holds, when it is one this deployment signed (or, unkeyed, wrote)
+        and only its owner may write; else None (replaced, as ever)."""
         try:
             raw = read_regular(target, MAX_DOC_BYTES + 1)
             if raw is None or len(raw) > MAX_DOC_BYTES \
@@ -220,9 +221,10 @@ class SnapshotFile:
                 return None
             body, _ = self.keys.open(b"snapshot", raw)
             doc = decode_body(body)
+            marked = read_origin(body)[0] is not None
         except (OSError, ValueError):
             return None
-        return doc.generation, doc.audit_seq
+        return doc.generation, doc.audit_seq, marked
 
     async def write(self, doc: StateDoc, origin: Origin = None) -> bool:
         """Write `doc`; False when the lock stayed held (worth another try), else True

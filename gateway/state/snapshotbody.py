@@ -11,7 +11,7 @@ from typing import Any
 from gateway.domain.statedoc import StateDoc
 
 __all__ = ["SNAPSHOT_KEYS", "Foreign", "Origin", "decode_body", "kills_only", "named_prefix",
-           "read_origin"]
+           "read_origin", "stays"]
 
 #: what a snapshot's body holds besides the document's own fields
 SNAPSHOT_KEYS = frozenset({"prefix", "unverified_origin"})
@@ -34,6 +34,15 @@ def read_origin(body: bytes) -> tuple[str | None, tuple[str, ...]]:
         epochs = []
     return (why if isinstance(why, str) and why else "unverified_origin not readable"), \
         tuple(epochs)
+
+
+def stays(there: tuple[int, int, bool], new: tuple[int, int], origin: Origin) -> bool:
+    """Whether the file's document (generation, audit_seq, marked of unverified origin)
+    stays rather than be replaced by `new` (written with `origin`): it is newer (a sibling
+    worker's), or as new and unmarked while `new` is marked (a marked write of the same
+    document landing after the unmarked one put the mark back on state the fleet had
+    vouched for: a restart then refused to write it over the fleet's document)."""
+    return there[:2] > new or (there[:2] == new and origin is not None and not there[2])
 
 
 class Foreign(ValueError):
