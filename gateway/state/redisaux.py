@@ -28,7 +28,7 @@ from typing import Any
 
 from gateway.errors import StateError
 from gateway.state.beatorder import MAX_INSTANCES, Place
-from gateway.state.fleetscan import LIVE, PRUNE, SCAN_BUDGET
+from gateway.state.fleetscan import LIVE, PRUNE, SCAN_BUDGET, prunable
 from gateway.state.fleeturls import FleetUrls
 from gateway.state.redisbeats import MAX_ACK_BYTES, signed_time
 from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
@@ -221,14 +221,14 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
                 stale.append(flat[i])
                 continue
             if refused.still(flat[i], flat[i + 1]):
-                if flooded:
+                if flooded and prunable(record, self.keys):
                     prune += (flat[i], flat[i + 1])
                 continue  # (the value refused at the last read: still refused, not recounted)
             ack = self._open_ack(record, "heartbeat", flat[i])
             if ack is None:
                 refused.add(flat[i], flat[i + 1])
                 self._other_key(record, age)
-                if flooded:
+                if flooded and prunable(record, self.keys):
                     prune += (flat[i], flat[i + 1])
                 continue
             if self.keys.enabled \
