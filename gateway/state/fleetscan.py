@@ -25,7 +25,7 @@ import string
 from gateway.state.redislink import Script
 from gateway.state.signing import Keyring
 
-__all__ = ["LIVE", "ORPHANS", "PRUNE", "SCAN_BUDGET", "URLS", "prunable"]
+__all__ = ["DROP", "LIVE", "ORPHANS", "PRUNE", "SCAN_BUDGET", "URLS", "prunable"]
 
 #: entries of the heartbeats hash read (and verified) at one fleet read, at most, besides
 #: the instances already known (a fleet past it is flooded: MAX_INSTANCES is 4096)
@@ -67,6 +67,20 @@ local n = 0
 for i = 1, #ARGV, 2 do
   if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
     n = n + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return n
+""")
+
+# Remove the heartbeats ARGV (field, value, ...) that a read found long gone or refused as
+# replays, and their addresses (KEYS[2]), while each is still the value judged: a genuine
+# heartbeat its instance wrote while the read was judging the hash is left (removed by
+# name, it vanished with its addresses from every view until its next beat)
+DROP = Script("""
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    n = n + redis.call('HDEL', KEYS[1], ARGV[i]); redis.call('HDEL', KEYS[2], ARGV[i])
   end
 end
 return n
