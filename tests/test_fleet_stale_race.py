@@ -42,3 +42,21 @@ async def test_a_replay_removed_leaves_the_genuine_heartbeat_written_meanwhile(
         assert await asyncio.to_thread(get, "HGET", KEY, "b") == latest
         assert await asyncio.to_thread(get, "HEXISTS", KEY + ":urls", "b") == "1"
         assert set(await a.fleet(5.0)) == {"b"}
+
+
+async def test_an_instance_whose_clock_is_off_removes_nobodys_heartbeat(
+        redis_server: RedisServer) -> None:
+    """An instance whose clock is an hour ahead (judging by its own: the store's is off
+    from it) refuses the others' heartbeats as replays, but must not delete them: before,
+    every fleet read it ran removed every genuine heartbeat, and the whole fleet vanished
+    from every other instance's view between beats."""
+    import time
+
+    async with two_stores(redis_server, "kgstale") as pair:
+        a, b = pair.a, pair.b
+        a.clock = lambda: time.time() + 3600  # type: ignore[method-assign]
+        await b.heartbeat("b", 1, "sha256:x", {"data": "http://127.0.0.1:1"})
+        assert "b" not in await a.fleet(5.0)  # (refused: judged by its own clock)
+        assert any("replay" in r for r in pair.refused), pair.refused
+        assert await asyncio.to_thread(redis_server.cmd, "HEXISTS", KEY, "b") == "1"
+        assert await asyncio.to_thread(redis_server.cmd, "HEXISTS", KEY + ":urls", "b") == "1"

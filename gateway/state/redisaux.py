@@ -232,11 +232,17 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
                     prune += (flat[i], flat[i + 1])
                 continue
             if self.keys.enabled \
-                    and (why := self._replayed(ack.instance, signed_time(record), judge_ms,
+                    and (signed := signed_time(record)) is not None \
+                    and (why := self._replayed(ack.instance, signed, judge_ms,
                                                int(now_ms), live, int(seen_s),
                                                ack.generation)):
                 self.on_unverified("heartbeat", why, None)
-                stale += (flat[i], flat[i + 1])
+                # (too old by our clock alone, off from the store's: refused here, not
+                # removed for all: one instance's clock an hour ahead deleted every
+                # genuine heartbeat at each of its reads, the fleet hidden between beats)
+                bound, aged = 1000 * (10 * live + CLOCK_SKEW), self._aged(signed)
+                if judge_ms - aged <= bound or int(now_ms) - aged > bound:
+                    stale += (flat[i], flat[i + 1])
                 continue
             if age <= lease:
                 out[ack.instance] = {"generation": ack.generation, "config": ack.config,
