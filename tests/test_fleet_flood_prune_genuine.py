@@ -44,26 +44,3 @@ async def test_a_flood_prunes_forgeries_but_not_another_keys_heartbeat(
             assert a.other_key_at is not None  # (its key seen: KEY UNCONFIRMED)
         finally:
             await other.close()
-
-
-async def test_another_keys_counts_are_refused_but_not_removed(
-        redis_server: RedisServer) -> None:
-    """The same for an instance's analysis counts: refused (another key), not deleted for
-    the instance holding that key, whose canary analysis reads them; a forgery under our
-    key id, or unsealed, is still removed once read."""
-    async with two_stores(redis_server, "kgprune3") as pair:
-        a = pair.a
-        other = RedisStore(redis_server.url, "kgprune3", 1.0,
-                           keys=Keyring(Key.of(b"another fleet key, not ours" * 2)))
-        await other.open()
-        try:
-            await other.put_stats("iris", "w", {"requests": 5})
-            key = "kgprune3:stats:iris"
-            await asyncio.to_thread(redis_server.cmd, "HSET", key, "f", "not sealed")
-            assert await a.get_stats("iris") == []
-            assert len(pair.refused) == 2, pair.refused
-            assert await asyncio.to_thread(redis_server.cmd, "HEXISTS", key, "w") == "1"
-            assert await asyncio.to_thread(redis_server.cmd, "HEXISTS", key, "f") == "0"
-            assert await other.get_stats("iris") != []  # (its holder still reads it)
-        finally:
-            await other.close()
