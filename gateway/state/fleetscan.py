@@ -9,16 +9,23 @@ the instances the caller already knows (listed at its last read: a flood cannot 
 whatever the hash's order), then SCAN_BUDGET entries more from where the last read stopped
 (HSCAN's cursor: in turn every entry is read, a genuine instance that started during the
 flood too); the rest is counted `flooded`. The refused ones read are removed while still as
-refused (`PRUNE`: a value written again since is left), so a flood drains as it is read. The
+refused (`PRUNE`: a value written again since is left), so a flood drains as it is read;
+but never one signed with a key id we do not hold (`prunable`): an instance with another
+key (mid-rotation, a wrong-key pod) wrote it, as far as we can tell, and the fleet's KEY
+UNCONFIRMED and `retired` signals are judged by seeing it (pruned, it vanished from every
+view between two of its beats). The
 addresses are read by name for the live instances only, and orphans looked for in bounded
 steps too.
 """
 
 from __future__ import annotations
 
-from gateway.state.redislink import Script
+import string
 
-__all__ = ["LIVE", "ORPHANS", "PRUNE", "SCAN_BUDGET", "URLS"]
+from gateway.state.redislink import Script
+from gateway.state.signing import Keyring
+
+__all__ = ["DROP", "LIVE", "ORPHANS", "PRUNE", "SCAN_BUDGET", "URLS", "prunable"]
 
 #: entries of the heartbeats hash read (and verified) at one fleet read, at most, besides
 #: the instances already known (a fleet past it is flooded: MAX_INSTANCES is 4096)
@@ -41,6 +48,18 @@ for _, x in ipairs(r[2]) do out[#out + 1] = x end
 return {ms, n, r[1], out}
 """)
 
+_HEX = frozenset(string.hexdigits.lower().encode())
+
+
+def prunable(record: bytes, keys: Keyring) -> bool:
+    """Whether a refused heartbeat (`record`, after the store's stamp) may be removed: not
+    when it names a key id (signing.key_id's shape) that is none of ours, which a genuine
+    instance holding another key writes (left, it is read in bounded steps as before, and
+    removed once 10 leases old); unsigned, malformed, or failing a key we hold: a forgery."""
+    kid = record.split(b" ", 1)[0]
+    return not (len(kid) == 8 and set(kid) <= _HEX and not keys.holds(kid.decode()))
+
+
 # Remove the heartbeats ARGV (field, value, ...) from KEYS[1] while each is still the value
 # refused (one written again since, by anyone, is judged at its next read)
 PRUNE = Script("""
@@ -48,6 +67,20 @@ local n = 0
 for i = 1, #ARGV, 2 do
   if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
     n = n + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return n
+""")
+
+# Remove the heartbeats ARGV (field, value, ...) that a read found long gone or refused as
+# replays, and their addresses (KEYS[2]), while each is still the value judged: a genuine
+# heartbeat its instance wrote while the read was judging the hash is left (removed by
+# name, it vanished with its addresses from every view until its next beat)
+DROP = Script("""
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    n = n + redis.call('HDEL', KEYS[1], ARGV[i]); redis.call('HDEL', KEYS[2], ARGV[i])
   end
 end
 return n

@@ -28,7 +28,7 @@ from typing import Any
 
 from gateway.errors import StateError
 from gateway.state.beatorder import MAX_INSTANCES, Place
-from gateway.state.fleetscan import LIVE, PRUNE, SCAN_BUDGET
+from gateway.state.fleetscan import DROP, LIVE, PRUNE, SCAN_BUDGET, prunable
 from gateway.state.fleeturls import FleetUrls
 from gateway.state.redisbeats import MAX_ACK_BYTES, signed_time
 from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
@@ -199,7 +199,7 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
         # this instance alone, and the log blamed the instances)
         judge_ms = self._judge_clock(int(now_ms), before, self.clock())
         out: dict[str, dict[str, Any]] = {}
-        stale: list[bytes] = []
+        stale: list[str | bytes] = []  # (long gone, or replays: field, value, ...)
         prune: list[str | bytes] = []  # (refused, flooded: field, value, ...)
         seen: set[bytes] = set()
         # a value refused is counted once, not again at every read for its 10 leases ("N
@@ -218,25 +218,31 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
             if age > 10 * lease or age < -lease:
                 # (long gone; or dated in the future: the script stamps the server's time,
                 # so only a forgery is, and kept it would be read at every call for good)
-                stale.append(flat[i])
+                stale += (flat[i], flat[i + 1])
                 continue
             if refused.still(flat[i], flat[i + 1]):
-                if flooded:
+                if flooded and prunable(record, self.keys):
                     prune += (flat[i], flat[i + 1])
                 continue  # (the value refused at the last read: still refused, not recounted)
             ack = self._open_ack(record, "heartbeat", flat[i])
             if ack is None:
                 refused.add(flat[i], flat[i + 1])
                 self._other_key(record, age)
-                if flooded:
+                if flooded and prunable(record, self.keys):
                     prune += (flat[i], flat[i + 1])
                 continue
             if self.keys.enabled \
-                    and (why := self._replayed(ack.instance, signed_time(record), judge_ms,
+                    and (signed := signed_time(record)) is not None \
+                    and (why := self._replayed(ack.instance, signed, judge_ms,
                                                int(now_ms), live, int(seen_s),
                                                ack.generation)):
                 self.on_unverified("heartbeat", why, None)
-                stale.append(flat[i])
+                # (too old by our clock alone, off from the store's: refused here, not
+                # removed for all: one instance's clock an hour ahead deleted every
+                # genuine heartbeat at each of its reads, the fleet hidden between beats)
+                bound, aged = 1000 * (10 * live + CLOCK_SKEW), self._aged(signed)
+                if judge_ms - aged <= bound or int(now_ms) - aged > bound:
+                    stale += (flat[i], flat[i + 1])
                 continue
             if age <= lease:
                 out[ack.instance] = {"generation": ack.generation, "config": ack.config,
@@ -245,9 +251,8 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
         self._scan_at = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
         self._listed = tuple(sorted(out))[:MAX_INSTANCES]
         self.flooded = max(0, int(total) - len(seen)) if flooded else 0
-        if stale:
-            await self._call("HDEL", self.k_instances, *stale)
-            await self._call("HDEL", self.k_instances + ":urls", *stale)
+        if stale:  # (only while still as judged: fleetscan.DROP)
+            await self._script(DROP, [self.k_instances, self.k_instances + ":urls"], stale)
         if prune:  # (a cleanup: the read stands whether it succeeds or not)
             with contextlib.suppress(StateError):
                 await self._script(PRUNE, [self.k_instances], prune)

@@ -238,9 +238,7 @@ class RedisBeats(RedisLink):
             return None
         bound = 10 * lease + CLOCK_SKEW
         wall, place = signed
-        # (placed: aged by the younger of what its time and its place say; its place's
-        # time is the store's clock at its process's start and a step-free clock since)
-        aged = wall if place is None else max(wall, place.at_ms)
+        aged = self._aged(signed)
         if (judge_ms - aged) / 1000.0 > bound:
             return (f"{instance!r} signed {(judge_ms - aged) / 1000.0:.0f}s before "
                     f"{self._judge_name(judge_ms, now_ms)}: a replay (or that instance's "
@@ -269,6 +267,14 @@ class RedisBeats(RedisLink):
         if wall <= max(now_ms, judge_ms) + int(CLOCK_SKEW * 1000):
             self._newest.saw(instance, wall, now_ms, applied)
         return None
+
+    @staticmethod
+    def _aged(signed: tuple[int, Place | None]) -> int:
+        """When a heartbeat was signed, as far as its age goes (ms): placed, the younger of
+        what its time and its place say (its place's time is the store's clock at its
+        process's start and a step-free clock since)."""
+        wall, place = signed
+        return wall if place is None else max(wall, place.at_ms)
 
     def _judge_clock(self, now_ms: int, before: float, after: float) -> int:
         """The time (ms) heartbeats' signed times are judged against: the store's
