@@ -19,14 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.log import event
-from gateway.state.beatorder import (
-    MAX_INSTANCES,
-    NewestBeats,
-    NewestPlaces,
-    Place,
-    pushed_replay,
-    split_time,
-)
+from gateway.state.beatorder import MAX_INSTANCES, NewestBeats, NewestPlaces, Place, pushed_replay, split_time
 from gateway.state.redisidem import CLOCK_SKEW
 from gateway.state.redislink import RedisLink
 from gateway.state.redisstats import turn
