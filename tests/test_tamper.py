@@ -53,3 +53,20 @@ def test_a_wrong_signature_is_logged_even_after_a_made_up_key_id_of_its_kind(
     st = t.status()
     assert st["by_cause"] == {"unknown_key_id": 2, "bad_signature": 1}
     assert st["last_by_cause"]["bad_signature"]["problem"].startswith("its signature")
+
+
+@pytest.mark.parametrize(("cause", "line"), [("other", "state_unverified"),
+                                             ("retired", "state_retired_key")])
+def test_the_line_after_an_interval_says_how_many_were_suppressed(
+        caplog: pytest.LogCaptureFixture, cause: str, line: str) -> None:
+    """Tampering and a retired key's left-overs alike: one line per interval, the next
+    saying how many it kept out of the log."""
+    t = TamperLog(Metrics(), interval=3600)
+    with caplog.at_level(logging.WARNING, "killgate.state"):
+        for i in range(3):
+            t.note("heartbeat", f"refused {i}", cause)  # type: ignore[arg-type]
+        t.interval = 0.0  # (the interval has passed)
+        t.note("heartbeat", "refused 3", cause)  # type: ignore[arg-type]
+    logged = [getattr(r, _FIELDS)["suppressed_since_last"] for r in caplog.records
+              if r.getMessage() == line]
+    assert logged == [0, 2], logged

@@ -85,30 +85,29 @@ class TamperLog:
         self.last_by_cause[cause] = self.last
         # (one line per kind and cause: a forger's made-up key id logged first did not
         # keep a wrong-MAC write out of the log for the interval)
-        key = f"{kind}/{cause}"
+        if (suppressed := self._due(f"{kind}/{cause}")) is not None:
+            event(log, "state_unverified", logging.ERROR, kind=kind, problem=problem[:200],
+                  cause=cause, suppressed_since_last=suppressed, **detail)
+
+    def _due(self, key: str) -> int | None:
+        """Whether a line for `key` (kind/cause) is due: the lines suppressed since the last
+        (counted), or None within `interval` of it (this one counted as suppressed)."""
         now = time.monotonic()
         self.at[key] = now
         if now - self._logged.get(key, -1e9) < self.interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
+            return None
         self._logged[key] = now
-        event(log, "state_unverified", logging.ERROR, kind=kind, problem=problem[:200],
-              cause=cause, suppressed_since_last=self._suppressed.pop(key, 0), **detail)
+        return self._suppressed.pop(key, 0)
 
     def _retired(self, kind: str, problem: str, detail: dict[str, Any]) -> None:
         """Refused for a key id the fleet retired: counted and logged apart (a warning)."""
         self.retired[kind] = self.retired.get(kind, 0) + 1
         self.metrics.inc("killgate_state_retired_key_total", (kind,), label_names=("kind",))
         self.last_retired = {"kind": kind, "problem": problem[:200], "time": utc_now(), **detail}
-        key = f"{kind}/retired"
-        now = time.monotonic()
-        self.at[key] = now
-        if now - self._logged.get(key, -1e9) < self.interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._logged[key] = now
-        event(log, "state_retired_key", logging.WARNING, kind=kind, problem=problem[:200],
-              suppressed_since_last=self._suppressed.pop(key, 0), **detail)
+        if (suppressed := self._due(f"{kind}/retired")) is not None:
+            event(log, "state_retired_key", logging.WARNING, kind=kind, problem=problem[:200],
+                  suppressed_since_last=suppressed, **detail)
 
     def accepted_previous(self, kind: str) -> None:
         """Data of `kind` verified only with the previous key (during a rotation)."""
