@@ -46,8 +46,10 @@ async def test_drill_history_is_not_read_again_from_an_unchanged_trail(
     (measured: 93 ms), every 3 s for each console tab open. A trail that has not changed
     since the last read is now not read again; a drill ended since is listed."""
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    # (a long command timeout: a page of the trail read while the CI machine's other
+    # worker runs took over the default 0.5 s once, 503; the reads' count is the test)
     state = redis_section(redis_server.url, "hist", tmp_path / "snap.json",
-                          poll_interval="100ms")
+                          poll_interval="100ms", command_timeout="5s")
     async with running_gateway(write_config(tmp_path, routes(p1, p2), state=state)) as g:
         a = g.admin
         drill = await open_drill(session, a)
