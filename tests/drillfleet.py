@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -89,6 +90,12 @@ def fleet_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 for p, v in zip(ports, ("v1", "v2"), strict=True)]
     gateways: list[GatewayProcess] = []
     try:
+        # (the model servers listening before the gateways start: a gateway forked ready in
+        # 0.4 s met a backend process still importing, its first requests' connects were
+        # refused and the version was ejected for 30 s: every drill of the module then
+        # stopped with "requests already fail over before the injection")
+        for p in ports:
+            wait_until_sync(lambda p=p: _listening(p), 15, what=f"the backend on {p}")
         for name in "abc":
             state = (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgdrill\n"
                      f"  snapshot_path: {tmp}/snap-{name}.json\n  poll_interval: 100ms\n"
@@ -114,6 +121,14 @@ def fleet_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             b.kill()
             b.wait(5)
         redis.kill()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def _published(f: Fleet) -> list[str]:
