@@ -25,28 +25,35 @@ import string
 from gateway.state.redislink import Script
 from gateway.state.signing import Keyring
 
-__all__ = ["DROP", "LIVE", "ORPHANS", "PRUNE", "SCAN_BUDGET", "URLS", "prunable"]
+__all__ = ["DROP", "LIVE", "ORPHANS", "PRUNE", "SCAN_BUDGET", "URLS", "bounded_read", "prunable"]
 
 #: entries of the heartbeats hash read (and verified) at one fleet read, at most, besides
 #: the instances already known (a fleet past it is flooded: MAX_INSTANCES is 4096)
 SCAN_BUDGET = 4096
 
-# KEYS[1]: the heartbeats. ARGV[1]: the budget, ARGV[2]: the cursor, ARGV[3..]: the names
-# known. -> {server ms, entries in all, next cursor ('0': whole), field, value, ...}
-LIVE = Script("""
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+def bounded_read(head: str = "") -> str:
+    """The Lua of a bounded read of the hash KEYS[1]: whole when it has at most ARGV[1]
+    entries, else the fields ARGV[3..] by name and an HSCAN step from cursor ARGV[2].
+    -> {`head`entries in all, next cursor ('0': whole), field, value, ...}."""
+    return f"""
 local n = redis.call('HLEN', KEYS[1])
-if n <= tonumber(ARGV[1]) then return {ms, n, '0', redis.call('HGETALL', KEYS[1])} end
-local out = {}
+if n <= tonumber(ARGV[1]) then return {{{head}n, '0', redis.call('HGETALL', KEYS[1])}} end
+local out = {{}}
 for i = 3, #ARGV do
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if v then out[#out + 1] = ARGV[i]; out[#out + 1] = v end
 end
 local r = redis.call('HSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[1])
 for _, x in ipairs(r[2]) do out[#out + 1] = x end
-return {ms, n, r[1], out}
-""")
+return {{{head}n, r[1], out}}
+"""
+
+
+# KEYS[1]: the heartbeats. ARGV[1]: the budget, ARGV[2]: the cursor, ARGV[3..]: the names
+# known. -> {server ms, entries in all, next cursor ('0': whole), field, value, ...}
+LIVE = Script("""
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)""" + bounded_read("ms, "))
 
 _HEX = frozenset(string.hexdigits.lower().encode())
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from gateway.errors import StateError
 from gateway.state.beatorder import MAX_INSTANCES
-from gateway.state.fleetscan import SCAN_BUDGET
+from gateway.state.fleetscan import SCAN_BUDGET, bounded_read
 from gateway.state.redislink import RedisLink, Script
 from gateway.state.store import MAX_DOC_BYTES
 
@@ -45,18 +45,7 @@ return n
 
 # KEYS[1]: a counts hash. ARGV[1]: the budget, ARGV[2]: the cursor, ARGV[3..]: the names
 # known. -> {entries in all, next cursor ('0': whole), field, value, ...}
-STATS = Script("""
-local n = redis.call('HLEN', KEYS[1])
-if n <= tonumber(ARGV[1]) then return {n, '0', redis.call('HGETALL', KEYS[1])} end
-local out = {}
-for i = 3, #ARGV do
-  local v = redis.call('HGET', KEYS[1], ARGV[i])
-  if v then out[#out + 1] = ARGV[i]; out[#out + 1] = v end
-end
-local r = redis.call('HSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[1])
-for _, x in ipairs(r[2]) do out[#out + 1] = x end
-return {n, r[1], out}
-""")
+STATS = Script(bounded_read())
 
 
 async def turn(i: int) -> None:
