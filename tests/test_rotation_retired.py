@@ -72,6 +72,10 @@ async def test_values_of_a_retired_key_are_counted_apart_from_tampering(
         await old.heartbeat("crashed-pod", 0, "sha256:x")
     finally:
         await old.close()
+    step1 = RedisStore(redis_server.url, "kgtest", 1.0,  # (step 1: writes the key order)
+                       keys=Keyring(Key.of(STATE_KEY.encode()), Key.of(NEW.encode()), "kgtest"))
+    await step1.open()
+    await step1.close()
     step2 = cfg("s2", "signing_key_env: KG_NEW_KEY\n"
                       "  previous_signing_key_env: KILLGATE_TEST_STATE_KEY")
     async with running_gateway(step2, "gw-step2") as g2:
@@ -154,3 +158,47 @@ async def test_step_one_retires_no_key_and_step_two_retires_the_old_one(
     await connect(new_key, old_key)  # step 2: the document is still the old key's
     assert await connect(new_key) == {old_key.kid}  # step 3
     assert await connect(old_key) == set()
+
+
+async def test_a_step_one_instance_after_the_re_sign_records_nothing(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An instance at step 1 (the old key, the new one as previous) connecting after a
+    step-2 instance re-signed the document finds it signed with its previous key, as a
+    step-2 instance does: it recorded the NEW key as retired from the old one (found by
+    review improt2), read by an instance on the old key alone (a rollback past step 1),
+    which then counted every live value of the new key as a left-over of the rotation, not
+    tampering. The key order written at step 1 tells the two steps apart."""
+    monkeypatch.setenv("KG_NEW_KEY", NEW)
+    p = await backends(echo_app("v1"))
+    old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
+
+    def cfg(name: str, signing: str) -> Path:
+        (tmp_path / name).mkdir()
+        state = redis_state(redis_server, tmp_path, name).replace(
+            "signing_key_env: KILLGATE_TEST_STATE_KEY", signing)
+        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+
+    async def connect(current: Key, previous: Key | None = None) -> set[str]:
+        keys = Keyring(current, previous, "kgtest")
+        store = RedisStore(redis_server.url, "kgtest", 1.0, keys=keys)
+        await store.open()
+        await store.close()
+        return keys.retired
+
+    async with running_gateway(cfg("s0", "signing_key_env: KILLGATE_TEST_STATE_KEY"),
+                               "gw-before") as g0:
+        await kill(session, g0.admin, scope="route", route="iris")
+    await connect(old_key, new_key)  # step 1 (writes the key order)
+    step2 = cfg("s2", "signing_key_env: KG_NEW_KEY\n"
+                      "  previous_signing_key_env: KILLGATE_TEST_STATE_KEY")
+    async with running_gateway(step2, "gw-step2") as g2:
+        await kill(session, g2.admin, scope="version", route="iris", version="v2")  # (re-signs it)
+    assert await connect(new_key) == {old_key.kid}  # (step 2 retired the old key)
+    await connect(old_key, new_key)  # a step-1 instance late: the document is the new key's
+    assert await connect(old_key) == set()
+    assert redis_server.cmd("HEXISTS", "kgtest:keys", old_key.kid) == "0"
+    # (without the order, as on a store that lost it, step 2 records nothing either)
+    redis_server.cmd("DEL", "kgtest:keys")
+    assert await connect(new_key, old_key) == set()
+    assert await connect(new_key) == set()
