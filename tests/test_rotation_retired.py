@@ -202,3 +202,62 @@ async def test_a_step_one_instance_after_the_re_sign_records_nothing(
     redis_server.cmd("DEL", "kgtest:keys")
     assert await connect(new_key, old_key) == set()
     assert await connect(new_key) == set()
+
+
+async def test_a_retired_keys_heartbeat_written_long_after_the_retirement_is_tampering(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """A value naming a retired key id was counted as `retired` (a warning) whenever it was
+    written (found by review improt2): a forger with write access to Redis, or a pod rolled
+    back to the old key after step 3, had its heartbeats taken for left-overs of the
+    rotation. The fleet now records when it retired a key (the store's clock, moved on by
+    each step-2 instance that starts); a heartbeat the store stamped more than
+    AFTER_RETIREMENT after that counts as tampering. One dated before it still counts as
+    retired (the stamp is not signed with a key we hold)."""
+    import json
+    import time
+
+    from gateway.state.retiredkeys import AFTER_RETIREMENT
+
+    p = await backends(echo_app("v1"))
+    old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
+    (tmp_path / "s0").mkdir()
+    cfg = write_config(tmp_path / "s0", two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, "s0"))
+    async with running_gateway(cfg, "gw-before") as g0:  # (the document: the old key's)
+        await kill(session, g0.admin, scope="route", route="iris")
+
+    async def opened(current: Key, previous: Key | None = None) -> RedisStore:
+        store = RedisStore(redis_server.url, "kgtest", 1.0,
+                           keys=Keyring(current, previous, "kgtest"))
+        await store.open()
+        return store
+
+    old = await opened(old_key)
+    await old.heartbeat("gone-pod", 0, "sha256:x")  # (a pod stopped before step 2)
+    for step in ((old_key, new_key), (new_key, old_key)):  # steps 1 and 2
+        await (await opened(*step)).close()
+    since = json.loads(redis_server.cmd("HGET", "kgtest:keys", f"since:{new_key.kid}")
+                       .split("\n", 1)[1])
+    assert abs(since[old_key.kid] - time.time()) < 5, since  # (step 2 recorded when)
+    # (the retirement dated back, so that both heartbeats are still live by their leases)
+    now = time.time()
+    redis_server.cmd("HSET", "kgtest:keys", f"since:{new_key.kid}", Keyring(
+        new_key, None, "kgtest").seal(f"retiredsince:{new_key.kid}".encode(), json.dumps(
+            {old_key.kid: now - AFTER_RETIREMENT - 20}).encode()).decode())
+    gone = redis_server.cmd("HGET", "kgtest:instances", "gone-pod")
+    redis_server.cmd("HSET", "kgtest:instances", "gone-pod",
+                     f"{int((now - 40) * 1000)} {gone.split(' ', 1)[1]}")
+    await old.heartbeat("late-pod", 0, "sha256:x")  # (still signing with the old key, now)
+    await old.close()
+    step3 = await opened(new_key)
+    got: list[tuple[str, str, str]] = []
+    step3.on_unverified = (  # type: ignore[method-assign]
+        lambda kind, why, which, cause="other": got.append((kind, cause, why)))
+    try:
+        assert step3.keys.retired == {old_key.kid}
+        await step3.fleet(5.0)
+    finally:
+        await step3.close()
+    causes = sorted((cause, "after the fleet retired it" in why) for kind, cause, why in got
+                    if kind == "heartbeat")
+    assert causes == [("retired", False), ("unknown_key_id", True)], got

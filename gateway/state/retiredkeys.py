@@ -37,11 +37,14 @@ from gateway.errors import StateError
 from gateway.state.signing import Keyring, Unverified, Which, cause_of
 from gateway.state.store import MAX_DOC_BYTES
 
-__all__ = ["MAX_RETIRED", "fleet_signer", "load_retired"]
+__all__ = ["AFTER_RETIREMENT", "MAX_RETIRED", "after_retirement", "fleet_signer", "load_retired"]
 
 #: key ids kept per key (the newest): a value of a key retired that many rotations ago is gone
 MAX_RETIRED = 8
 _MAX_BYTES = 4096
+#: seconds after the fleet last retired a key (its last step-2 instance started) that a
+#: value the store stamped may still be a left-over: an instance at step 1 stopping then
+AFTER_RETIREMENT = 300.0
 
 Report = Callable[..., None]
 
@@ -123,12 +126,62 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
             known = _opened(keys, me, raw)
         except (ValueError, RecursionError) as exc:
             report("state", f"the retired key ids ({key}): {exc}", None, cause_of(exc))
+    since = await _since(call, key, keys, report)
     prev = keys.previous
-    if prev is not None and prev.kid not in known and await _rotated_from_previous(
-            call, key, keys, signer, report):
-        known = [*known, prev.kid][-MAX_RETIRED:]
-        await call("HSET", key, me, keys.seal(f"retired:{me}".encode(),
-                                              json.dumps(known).encode()))
+    if prev is not None and await _rotated_from_previous(call, key, keys, signer, report):
+        if prev.kid not in known:
+            known = [*known, prev.kid][-MAX_RETIRED:]
+            await call("HSET", key, me, keys.seal(f"retired:{me}".encode(),
+                                                  json.dumps(known).encode()))
+        # (each step-2 instance that starts moves it on: until the last one started, an
+        # instance at step 1 may still have been writing with the old key)
+        secs, _ = await call("TIME")
+        since = {k: v for k, v in since.items() if k in known}
+        since[prev.kid] = max(float(secs), since.get(prev.kid, 0.0))
+        await call("HSET", key, f"since:{me}", keys.seal(f"retiredsince:{me}".encode(),
+                                                         json.dumps(since).encode()))
     ours = keys.keys()
     keys.retired.clear()
     keys.retired.update(k for k in known if k not in ours)
+    keys.retired_since.clear()
+    keys.retired_since.update((k, t) for k, t in since.items() if k in keys.retired)
+
+
+async def _since(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
+                 report: Report) -> dict[str, float]:
+    """When the fleet last retired each key id retired from our current key (the store's
+    clock), as a holder of it recorded (`since:<id>`); {} without a record."""
+    assert keys.current is not None
+    field = f"since:{keys.current.kid}"
+    raw = await call("HGET", key, field)
+    if raw is None:
+        return {}
+    try:
+        if len(raw) > _MAX_BYTES:
+            raise Unverified(f"{len(raw)} bytes, over the {_MAX_BYTES}-byte limit (not read)")
+        got = json.loads(keys.open(f"retiredsince:{keys.current.kid}".encode(), raw)[0])
+        if not isinstance(got, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) for k, v in got.items()):
+            raise Unverified("the retirement times are not a map of key ids to times")
+    except (ValueError, RecursionError) as exc:
+        report("state", f"the retirement times ({key} {field}): {exc}", None, cause_of(exc))
+        return {}
+    return {k: float(v) for k, v in list(got.items())[:MAX_RETIRED * 2]}
+
+
+def after_retirement(keys: Keyring, record: bytes, stamp: float) -> str | None:
+    """Why a stored value sealed as `record` (its key id first) and stamped `stamp` by the
+    store (unix seconds) is no left-over of a rotation, or None: it names a retired key id
+    and was written more than AFTER_RETIREMENT after the fleet retired that key. An
+    instance still signing with it (a pod rolled back to the old Secret), a replay or a
+    forgery: tampering (`unknown_key_id`), not the `retired` warning. A forger who dates
+    the value before the retirement is still counted as `retired` (the stamp is not signed
+    with any key we hold); a key retired before this version recorded when is judged as
+    before."""
+    kid = record.split(b" ", 1)[0].decode("ascii", "replace")
+    since = keys.retired_since.get(kid) if kid in keys.retired else None
+    if since is None or stamp <= since + AFTER_RETIREMENT:
+        return None
+    return (f"signed with the key id {kid!r}, retired in a key rotation, but written "
+            f"{stamp - since:.0f} s after the fleet retired it (an instance still signing "
+            "with the old key, a replay, or a forgery): not a left-over of the rotation")
