@@ -234,6 +234,7 @@ async def test_a_retired_keys_heartbeat_written_long_after_the_retirement_is_tam
 
     old = await opened(old_key)
     await old.heartbeat("gone-pod", 0, "sha256:x")  # (a pod stopped before step 2)
+    await old.put_stats("iris", "gone-pod", {"instance": "gone-pod", "t": 1.0})
     for step in ((old_key, new_key), (new_key, old_key)):  # steps 1 and 2
         await (await opened(*step)).close()
     since = json.loads(redis_server.cmd("HGET", "kgtest:keys", f"since:{new_key.kid}")
@@ -248,7 +249,6 @@ async def test_a_retired_keys_heartbeat_written_long_after_the_retirement_is_tam
     redis_server.cmd("HSET", "kgtest:instances", "gone-pod",
                      f"{int((now - 40) * 1000)} {gone.split(' ', 1)[1]}")
     await old.heartbeat("late-pod", 0, "sha256:x")  # (still signing with the old key, now)
-    await old.close()
     step3 = await opened(new_key)
     got: list[tuple[str, str, str]] = []
     step3.on_unverified = (  # type: ignore[method-assign]
@@ -256,8 +256,18 @@ async def test_a_retired_keys_heartbeat_written_long_after_the_retirement_is_tam
     try:
         assert step3.keys.retired == {old_key.kid}
         await step3.fleet(5.0)
+        causes = sorted((cause, "after the fleet retired it" in why)
+                        for kind, cause, why in got if kind == "heartbeat")
+        assert causes == [("retired", False), ("unknown_key_id", True)], got
+        # counts carry no store stamp: a left-over is one that never changes; written again
+        # under the retired key, they are no left-over
+        assert await step3.get_stats("iris") == []
+        await step3.get_stats("iris")
+        assert [c for k, c, _ in got if k == "stats"] == ["retired"], got
+        await old.put_stats("iris", "gone-pod", {"instance": "gone-pod", "t": 2.0})
+        await step3.get_stats("iris")
+        stats = [(c, "written again" in w) for k, c, w in got if k == "stats"]
+        assert stats == [("retired", False), ("unknown_key_id", True)], got
     finally:
         await step3.close()
-    causes = sorted((cause, "after the fleet retired it" in why) for kind, cause, why in got
-                    if kind == "heartbeat")
-    assert causes == [("retired", False), ("unknown_key_id", True)], got
+        await old.close()

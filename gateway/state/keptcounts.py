@@ -15,14 +15,17 @@ that long is a left-over; judged by what this instance saw, never by a stamp in 
 nor a clock another host keeps). At most MAX_KEPT per hash: a hash holding more entries of
 other keys than a fleet has instances is a flood (forgeries naming made-up key ids), and
 the rest is removed as before. An entry not met for 2 x KEPT_FOR is forgotten (a flooded
-hash is read in steps: each entry is met once per pass of the cursor).
+hash is read in steps: each entry is met once per pass of the cursor). Counts written
+again under a key id the fleet retired are no left-over of the rotation (`rewritten`): an
+instance still signing with the old key, or a forgery, counted as tampering.
 """
 
 from __future__ import annotations
 
 from gateway.state.beatorder import MAX_INSTANCES
+from gateway.state.signing import MAGIC, Keyring
 
-__all__ = ["KEPT_FOR", "MAX_KEPT", "KeptCounts"]
+__all__ = ["KEPT_FOR", "MAX_KEPT", "KeptCounts", "rewritten"]
 
 #: seconds an entry of another key may stay unchanged before it is removed (a live
 #: instance's counts change at every analysis tick, seconds apart)
@@ -73,3 +76,17 @@ class KeptCounts:
         """After a read of the whole hash: forget what it no longer holds."""
         for field in [f for f in self._seen if f not in fields]:
             del self._seen[field]
+
+
+def rewritten(keys: Keyring, value: bytes) -> str | None:
+    """Why counts kept here and written again since (`value`) are no left-over, or None:
+    sealed with a key id the fleet retired in a rotation (retiredkeys.py), which nothing
+    genuine writes once the rotation is done: a left-over never changes."""
+    if not value.startswith(MAGIC):
+        return None
+    kid = value[len(MAGIC):].split(b" ", 1)[0].decode("ascii", "replace")
+    if kid not in keys.retired:
+        return None
+    return (f"counts signed with the key id {kid!r}, retired in a key rotation, written "
+            "again since this instance first read them (an instance still signing with the "
+            "old key, a replay, or a forgery): not a left-over of the rotation")

@@ -28,7 +28,7 @@ from typing import Any
 from gateway.errors import StateError
 from gateway.state.beatorder import MAX_INSTANCES
 from gateway.state.fleetscan import SCAN_BUDGET, bounded_read, prunable
-from gateway.state.keptcounts import KeptCounts
+from gateway.state.keptcounts import KeptCounts, rewritten
 from gateway.state.redislink import RedisLink, Script
 from gateway.state.signing import MAGIC
 from gateway.state.store import MAX_DOC_BYTES
@@ -108,7 +108,7 @@ class RedisStats(RedisLink):
             if inst in seen:
                 continue  # (a known one the scan met too)
             seen.add(inst)
-            digest = None
+            digest, late = None, None
             if len(v) > MAX_DOC_BYTES:
                 self.on_unverified("stats", f"{len(v)} bytes, over the {MAX_DOC_BYTES}-byte "
                                             "limit (not read)", None)
@@ -121,8 +121,11 @@ class RedisStats(RedisLink):
                         if verdict is False:  # (a left-over: unchanged for KEPT_FOR)
                             refused += [inst, digest]
                         continue
-                blob = self._opened("stats", f"{route}\x00{inst.decode('utf-8', 'replace')}",
-                                    v, "stats")
+                    late = rewritten(self.keys, v)  # (a retired key's, written again)
+                    if late is not None:
+                        self.on_unverified("stats", late, None, "unknown_key_id")
+                blob = None if late is not None else self._opened(
+                    "stats", f"{route}\x00{inst.decode('utf-8', 'replace')}", v, "stats")
             if blob is None:
                 digest = digest or hashlib.sha1(v).hexdigest()
                 if len(v) > MAX_DOC_BYTES or not v.startswith(MAGIC) or prunable(
