@@ -38,7 +38,7 @@ from gateway.state.rediscommit import RedisCommits
 from gateway.state.redislink import SMALL, Script
 from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
-from gateway.state.retiredkeys import load_retired, signed_with_previous
+from gateway.state.retiredkeys import fleet_signer, load_retired
 from gateway.state.sentinels import led_elsewhere, master_named
 from gateway.state.shareddecode import SharedDecoder
 from gateway.state.signing import Keyring, cause_of
@@ -162,7 +162,7 @@ class RedisStore(RedisCommits, RedisTrim):
             await self._seed_places()
         with contextlib.suppress(StateError):
             await load_retired(self._call, self.k_keys, self.keys, self.on_unverified,
-                               await signed_with_previous(self._call, self.k_state, self.keys))
+                               await fleet_signer(self._call, self.k_state, self.keys))
 
     async def reset(self) -> None:
         """Drop the subscription (after an error); the command connection is checked on use."""

@@ -69,6 +69,9 @@ class Repair(Vouching):
 
     def _judge(self, got: Loaded) -> None:
         """Report what the store holds that we refuse."""
+        # (read at each poll that reads the store: a newer version's document is said
+        # before max_staleness makes this instance stale)
+        self.metrics.set("killgate_state_newer_document", 1 if got.newer else 0)
         if got.problem is None:
             self.unverifiable = None  # (verified, or empty: ours to seed)
         if got.doc is not None:
