@@ -128,7 +128,8 @@ class Vouching:
         if self._seen_fleet:
             return None
         if self.snapshot.kills_only is not None:
-            return f"its state came from a snapshot it could not verify ({self.snapshot.kills_only})"
+            return (f"its state came from a snapshot whose kills alone it took "
+                    f"({self.snapshot.kills_only})")
         return self.snapshot.unverified_origin
 
     def _origin(self) -> Origin:
