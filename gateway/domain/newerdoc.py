@@ -33,6 +33,9 @@ class NewerDocument(ValueError):
         super().__init__(message)
         self.fields = fields
         self.what = what  # (what this version does not know, said)
+        #: the generation the document states (None: none readable): one older than a
+        #: document an instance holds is no newer writer's current state, but a replay
+        self.generation: int | None = None
 
 
 def newer(exc: ValidationError) -> NewerDocument | None:

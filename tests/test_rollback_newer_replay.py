@@ -1,0 +1,74 @@
+"""A newer version's document replayed after the fleet rolled back past that version and
+re-seeded (README, Upgrading: the state key deleted). Found by review revmerge36: every
+document a newer version wrote was refused for good, whatever its generation, so whoever
+can write to redis (no key needed: the document is genuine, kept from before the rollback)
+put one back once and every kill through every instance answered 503
+state_from_newer_version, and the fleet stayed unsynced (on_unavailable past max_staleness),
+until an operator found it and deleted it again. A newer version's document older than the
+verified one an instance holds (the re-seed's is as old: the generation key was left) is
+no newer writer's current state but a replay: repaired as
+any older document (a re-seed, audited), not counted as tampering; one newer than what it
+holds is still refused (tests/test_upgrade_newer_state.py). Real redis-server, a real
+gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+
+from tests.backends import echo_app
+from tests.conftest import RedisServer, bearer, running_gateway, two_versions, wait_until, write_config
+from tests.staterig import redis_state
+from tests.test_forgery import plant, stored_doc
+from tests.test_killswitch import kill
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def _kill(session: ClientSession, admin: str, reason: str) -> tuple[int, str]:
+    async with session.post(admin + "/v1/kill", headers=bearer("killgate:kill"),
+                            json={"scope": "global", "reason": reason}) as r:
+        body = await r.json()
+        return r.status, body.get("error", {}).get("type", "")
+
+
+async def test_a_newer_versions_document_replayed_after_a_rollback_is_repaired(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        sync = g.gw.sync
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        doc = stored_doc(redis_server)
+        newer = {**doc, "generation": doc["generation"] + 1, "quarantines": {"iris": {}}}
+        value = await asyncio.to_thread(plant, redis_server, newer)  # (the newer version's)
+        await wait_until(lambda: "newer version of killgate" in str(sync.last_error), 5,
+                         what="the newer document refused")
+        assert await _kill(session, g.admin, "INC-1") == (503, "state_from_newer_version")
+        # rolled back: the state key deleted, the store re-seeded from what the instance holds
+        redis_server.cmd("DEL", "kgtest:state")
+        await wait_until(lambda: sync.connected and sync.last_error is None, 10,
+                         what="the store re-seeded")
+        # (at the newer document's generation: the generation key still said it)
+        assert g.gw.holder.doc.generation >= newer["generation"]
+        counted = dict(sync.tamper.counts)  # (the deleted key itself: 'gen set, state missing')
+        await kill(session, g.admin, scope="route", route="iris")  # (the fleet goes on)
+        assert g.gw.holder.doc.generation > newer["generation"]
+        # the newer version's document put back (no key needed: it is genuine)
+        redis_server.cmd("SET", "kgtest:state", value)
+        redis_server.cmd("SET", "kgtest:gen", str(newer["generation"]))
+        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        # the sync loop repairs it (a re-seed, as for any older document), and a kill
+        # through this instance is written, never 503
+        await wait_until(lambda: "quarantines" not in stored_doc(redis_server), 5,
+                         what="the replay repaired")
+        assert await _kill(session, g.admin, "INC-2") == (200, "")
+        stored = stored_doc(redis_server)
+        assert "quarantines" not in stored and "global" in stored["kills"], stored
+        assert {"version:iris:v2", "route:iris"} <= set(stored["kills"]), stored
+        await wait_until(lambda: sync.connected and stored_doc(redis_server)["generation"]
+                         == g.gw.holder.doc.generation, 5, what="synced on its own document")
+        assert sync.tamper.counts == counted, sync.tamper.status()  # (genuine: a replay)
