@@ -85,3 +85,26 @@ async def test_a_rolled_back_instance_keeps_the_kills_of_a_newer_versions_snapsh
         await wait_until(lambda: sync.connected, 10, what="the store re-seeded, synced again")
         assert "route:iris" in stored_doc(redis_server)["kills"]
         assert await status_of(session, g.url) == (503, "killed")
+
+
+def test_a_newer_versions_snapshot_under_another_key_keeps_its_kills(tmp_path: Path) -> None:
+    """The same file signed with a key this instance does not hold (a rollback and a key
+    change at once): an untrusted file, whose kills alone are taken, the ones this version
+    reads (it was refused whole: no kill)."""
+    from gateway.domain.statedoc import KillFlag, StateDoc
+    from gateway.state.signing import Key, Keyring
+    from gateway.state.snapshot import SnapshotFile
+
+    path = tmp_path / "snap.json"
+    flag = KillFlag("route", "iris", None, "alice", "INC-1", "2026-12-06T10:00:00.000Z", 3)
+    theirs = SnapshotFile(path, Keyring(Key.of(b"another-state-key-0123456789-abcdefgh"),
+                                        context="kgtest"))
+    theirs._write(StateDoc(generation=3, kills={"route:iris": flag}))
+    body = json.loads(path.read_bytes().partition(b"\n")[2])
+    path.write_bytes(theirs.keys.seal(b"snapshot", json.dumps(_as_newer(body)).encode()))
+    refused: list[tuple[object, ...]] = []
+    ours = SnapshotFile(path, Keyring(Key.of(STATE_KEY.encode()), context="kgtest"),
+                        lambda *a: refused.append(a))
+    got = ours.read()
+    assert got is not None and set(got.kills) == {"route:iris"}, got
+    assert ours.kills_only is not None and refused, (ours.kills_only, refused)

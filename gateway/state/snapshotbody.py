@@ -9,7 +9,7 @@ import json
 from dataclasses import fields
 from typing import Any
 
-from gateway.domain.statedoc import KillFlag, StateDoc
+from gateway.domain.statedoc import KillFlag, NewerDocument, StateDoc
 
 __all__ = ["SNAPSHOT_KEYS", "Foreign", "Origin", "decode_body", "kills_only", "named_prefix",
            "newer_kills", "read_origin", "stays"]
@@ -77,7 +77,12 @@ def decode_body(body: bytes, untrusted: bool = False) -> StateDoc:
             got = {k: v for k, v in got.items() if k in _DOC_KEYS}
         elif not SNAPSHOT_KEYS.isdisjoint(got):
             got = {k: v for k, v in got.items() if k not in SNAPSHOT_KEYS}
-    return StateDoc.from_json(got)
+    try:
+        return StateDoc.from_json(got)
+    except NewerDocument:
+        if not untrusted:
+            raise
+        return newer_kills(body)[0]  # (its kills alone are taken: those this version reads)
 
 
 _DOC_KEYS = frozenset(StateDoc().to_json())
