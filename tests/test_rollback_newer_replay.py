@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
+from gateway.cli.admin import _status_text
 from tests.backends import echo_app
 from tests.conftest import RedisServer, bearer, running_gateway, two_versions, wait_until, write_config
 from tests.staterig import redis_state
@@ -48,6 +49,13 @@ async def test_a_newer_versions_document_replayed_after_a_rollback_is_repaired(
         await wait_until(lambda: "newer version of killgate" in str(sync.last_error), 5,
                          what="the newer document refused")
         assert await _kill(session, g.admin, "INC-1") == (503, "state_from_newer_version")
+        # said as a newer version's, not as a key problem (`killgate status` said "store
+        # UNVERIFIABLE (check state.signing_key_env)" on every old instance mid-upgrade)
+        async with session.get(g.admin + "/v1/status", headers=bearer("killgate:read")) as r:
+            st = await r.json()
+        assert st["store"]["newer_version"] is True and st["store"]["answering"], st["store"]
+        out = _status_text(st)  # (what `killgate status` prints of that answer)
+        assert "HOLDS A NEWER VERSION'S STATE" in out and "signing_key_env" not in out, out
         # rolled back: the state key deleted, the store re-seeded from what the instance holds
         redis_server.cmd("DEL", "kgtest:state")
         await wait_until(lambda: sync.connected and sync.last_error is None, 10,
@@ -72,3 +80,5 @@ async def test_a_newer_versions_document_replayed_after_a_rollback_is_repaired(
         await wait_until(lambda: sync.connected and stored_doc(redis_server)["generation"]
                          == g.gw.holder.doc.generation, 5, what="synced on its own document")
         assert sync.tamper.counts == counted, sync.tamper.status()  # (genuine: a replay)
+        async with session.get(g.admin + "/v1/status", headers=bearer("killgate:read")) as r:
+            assert (await r.json())["store"]["newer_version"] is False
