@@ -82,3 +82,21 @@ async def test_a_newer_versions_document_replayed_after_a_rollback_is_repaired(
         assert sync.tamper.counts == counted, sync.tamper.status()  # (genuine: a replay)
         async with session.get(g.admin + "/v1/status", headers=bearer("killgate:read")) as r:
             assert (await r.json())["store"]["newer_version"] is False
+
+
+def test_which_newer_versions_documents_are_replays() -> None:
+    """Pure: one no newer than the document a trusted instance holds is a replay; one newer,
+    or met by an instance not known to hold the fleet's state, or holding none, is not."""
+    from gateway.domain.statedoc import StateDoc
+    from gateway.state.store import Loaded
+    from gateway.state.vouching import replayed_newer
+
+    def newer(gen: int) -> Loaded:
+        return Loaded(None, str(gen), "newer", newer=True, newer_generation=gen)
+
+    assert replayed_newer(newer(3), StateDoc(generation=3), True)
+    assert replayed_newer(newer(2), StateDoc(generation=3), True)
+    assert not replayed_newer(newer(4), StateDoc(generation=3), True)
+    assert not replayed_newer(newer(3), StateDoc(generation=3), False)
+    assert not replayed_newer(newer(0), StateDoc(generation=0), True)
+    assert not replayed_newer(Loaded(None, "3", "refused"), StateDoc(generation=3), True)

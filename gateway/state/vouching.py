@@ -69,7 +69,8 @@ def replayed_newer(got: Loaded, mine: StateDoc, trusted: bool) -> bool:
     to redis, once, no key needed) made every kill through every instance of the fleet
     answer 503 state_from_newer_version until an operator deleted it by hand."""
     gen = got.newer_generation
-    return got.newer and trusted and gen is not None and mine.generation >= gen
+    # (an instance holding nothing has nothing to put in its place: not ready, as ever)
+    return got.newer and trusted and gen is not None and 0 < mine.generation >= gen
 
 
 class Vouching:
