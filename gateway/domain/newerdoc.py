@@ -29,9 +29,13 @@ class NewerDocument(ValueError):
     """A verified document a newer version wrote, which this one cannot apply faithfully
     (its `format` past FORMAT, or fields this one does not know): `fields` names them."""
 
-    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str, fields: tuple[str, ...] = (), what: str = "") -> None:
         super().__init__(message)
         self.fields = fields
+        self.what = what  # (what this version does not know, said)
+        #: the generation the document states (None: none readable): one older than a
+        #: document an instance holds is no newer writer's current state, but a replay
+        self.generation: int | None = None
 
 
 def newer(exc: ValidationError) -> NewerDocument | None:
@@ -49,4 +53,4 @@ def newer(exc: ValidationError) -> NewerDocument | None:
          + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")] if unknown else [])
     return NewerDocument(f"written by a newer version of killgate ({'; '.join(said)}): not "
                          "applied without what this version does not know, nor written over",
-                         tuple(unknown))
+                         tuple(unknown), "; ".join(said))

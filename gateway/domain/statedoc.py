@@ -151,6 +151,8 @@ class StateDoc:
         except ValidationError as exc:
             refusal = newer(exc)
             if refusal is not None:
+                gen = d.get("generation") if isinstance(d, dict) else None
+                refusal.generation = gen if type(gen) is int and gen >= 0 else None
                 raise refusal from None
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "document"

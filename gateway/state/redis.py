@@ -229,8 +229,10 @@ class RedisStore(RedisCommits, RedisTrim):
         try:
             doc = self._open_doc(raw, None)
         except ValueError as exc:
+            nd = exc if isinstance(exc, NewerDocument) else None
             return Loaded(None, token, f"{self.k_state}: {exc}", raw, trail=trail,
-                          cause=cause_of(exc), newer=isinstance(exc, NewerDocument))
+                          cause=cause_of(exc), newer=nd is not None,
+                          newer_generation=None if nd is None else nd.generation)
         return Loaded(doc, token, trail=trail)
 
     def _open_doc(self, raw: bytes, kind: str | None) -> StateDoc:

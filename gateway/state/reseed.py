@@ -216,7 +216,9 @@ class Repair(Vouching):
         # the newest head we saw, which the store lacks (not a refused document's call)
         lost = self.store.behind(store_doc) if store_doc is not None or got.empty else None
         anchored = lost or mine.audit_head or None
-        why = ("empty" if got.empty else "refused" if got.problem is not None
+        why = ("empty" if got.empty else "a newer version's, older than this instance's "
+               "(replayed after a rollback?)" if got.newer  # (vouching.replayed_newer)
+               else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted
                else "older" if store_doc is None or store_doc.generation < mine.generation
                else "behind: without the newest audit events this instance saw appended "

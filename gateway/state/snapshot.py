@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import filemodes
-from gateway.domain.statedoc import StateDoc
+from gateway.domain.statedoc import NewerDocument, StateDoc
 from gateway.log import event
 from gateway.state.files import (
     LOCK_WAIT,
@@ -57,6 +57,7 @@ from gateway.state.snapshotbody import (
     decode_body,
     kills_only,
     named_prefix,
+    newer_kills,
     read_origin,
     stays,
 )
@@ -129,7 +130,10 @@ class SnapshotFile:
                 return self._kills_only(doc, f"{exc} (the state key changed, or the file was "
                                              "written without it)", cause=exc.cause)
             self._foreign(body, None)
-            doc = decode_body(body)
+            try:
+                doc = decode_body(body)
+            except NewerDocument as exc:  # (a rollback: verified, no forgery)
+                return self._newer(body, exc)
             self.unverified_origin, self.own_epochs = read_origin(body)
         except Foreign as exc:
             self.refused = str(exc)
@@ -176,6 +180,17 @@ class SnapshotFile:
             except Unverified:
                 return  # (edited, or another key: an untrusted file, its kills kept)
         raise Foreign(named[:64], self.deployment)
+
+    def _newer(self, body: bytes, exc: NewerDocument) -> StateDoc:
+        """A snapshot a newer version wrote (a rollback past it): its kills this version
+        reads, kept and said (snapshotbody.newer_kills), never counted as tampering."""
+        doc, unread = newer_kills(body)
+        why = (f"written by a newer version of killgate ({exc.what}); its kills this "
+               "version reads are enforced, nothing else of it" + (
+            f", not these of a kind it does not know: {', '.join(unread[:8])}"
+            + (f" and {len(unread) - 8} more" if len(unread) > 8 else "") if unread else "")
+            + " (roll forward, or make them again through this version)")
+        return self._kills_only(doc, why, signed=True)
 
     def _kills_only(self, doc: StateDoc, why: str, signed: bool = False,
                     cause: Cause = "other") -> StateDoc:

@@ -6,12 +6,13 @@ untrusted file may tell (its kills). Pure.
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from typing import Any
 
-from gateway.domain.statedoc import StateDoc
+from gateway.domain.statedoc import KillFlag, NewerDocument, StateDoc
 
 __all__ = ["SNAPSHOT_KEYS", "Foreign", "Origin", "decode_body", "kills_only", "named_prefix",
-           "read_origin", "stays"]
+           "newer_kills", "read_origin", "stays"]
 
 #: what a snapshot's body holds besides the document's own fields
 SNAPSHOT_KEYS = frozenset({"prefix", "unverified_origin"})
@@ -76,10 +77,36 @@ def decode_body(body: bytes, untrusted: bool = False) -> StateDoc:
             got = {k: v for k, v in got.items() if k in _DOC_KEYS}
         elif not SNAPSHOT_KEYS.isdisjoint(got):
             got = {k: v for k, v in got.items() if k not in SNAPSHOT_KEYS}
-    return StateDoc.from_json(got)
+    try:
+        return StateDoc.from_json(got)
+    except NewerDocument:
+        if not untrusted:
+            raise
+        return newer_kills(body)[0]  # (its kills alone are taken: those this version reads)
 
 
 _DOC_KEYS = frozenset(StateDoc().to_json())
+_FLAG_KEYS = frozenset(f.name for f in fields(KillFlag))
+
+
+def newer_kills(body: bytes) -> tuple[StateDoc, tuple[str, ...]]:
+    """The kills this version can enforce of a verified document a newer version wrote
+    (statedoc.NewerDocument): each flag without the fields it does not know (a newer field
+    can only qualify a kill: enforced without it, it stops more traffic, never less), and
+    the keys of the flags it cannot read even so (a new kind of kill: enforced nowhere here,
+    so named). Refused whole, such a snapshot left a rolled-back instance holding no kill."""
+    got = json.loads(body)
+    flags = got.get("kills") if isinstance(got, dict) else None
+    kept: dict[str, KillFlag] = {}
+    unread: list[str] = []
+    for key, flag in (flags.items() if isinstance(flags, dict) else ()):
+        known = {k: v for k, v in flag.items() if k in _FLAG_KEYS} if isinstance(
+            flag, dict) else flag
+        try:
+            kept.update(StateDoc.from_json({"kills": {key: known}}).kills)
+        except ValueError:
+            unread.append(str(key)[:128])
+    return StateDoc(kills=kept), tuple(unread)
 
 
 def named_prefix(body: bytes) -> str | None:

@@ -18,7 +18,7 @@ import time
 
 from gateway.config import StateConfig
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import AuditError, StateError, StoreUnverifiable
+from gateway.errors import AuditError, StateError, StoreFromNewerVersion, StoreUnverifiable
 from gateway.log import event
 from gateway.state.appliedlog import AppliedLog
 from gateway.state.contention import Backoff
@@ -50,6 +50,7 @@ class Startup:
     peers: Fleet
     connected: bool
     answering: bool
+    newer_version: bool
     synced_once: bool
     from_snapshot: bool
     last_error: str | None
@@ -118,6 +119,7 @@ class Startup:
                     except (StateError, AuditError) as exc:
                         self.last_error = str(exc) or type(exc).__name__
                         self.answering = isinstance(exc, StoreUnverifiable)
+                        self.newer_version = isinstance(exc, StoreFromNewerVersion)
                         await self._beat_unverifiable()
                     await backoff.wait()
         except TimeoutError:

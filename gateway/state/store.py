@@ -105,6 +105,8 @@ class Loaded:
     #: the refused document verified, and a newer version wrote it (statedoc.NewerDocument):
     #: no forgery to count nor to repair, and never written over
     newer: bool = False
+    #: ... and the generation it states (NewerDocument.generation)
+    newer_generation: int | None = None
 
     @property
     def empty(self) -> bool:

@@ -27,7 +27,13 @@ from typing import Any
 from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import AuditError, StateError, StoreConflict, StoreUnverifiable
+from gateway.errors import (
+    AuditError,
+    StateError,
+    StoreConflict,
+    StoreFromNewerVersion,
+    StoreUnverifiable,
+)
 from gateway.log import event
 from gateway.state.appliedlog import AppliedLog
 from gateway.state.contention import BACKOFF_MAX, Backoff
@@ -85,6 +91,9 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
         #: the last attempt's answer was a document this instance cannot verify
         #: (StoreUnverifiable): not synced, but the store answers (staleness.py's gauge)
         self.answering = False
+        #: ... and a newer version of killgate wrote it (StoreFromNewerVersion): no key
+        #: problem (`killgate status` said "check state.signing_key_env" mid-upgrade)
+        self.newer_version = False
         self.synced_once = False
         self.from_snapshot = False
         self.last_error: str | None = None
@@ -204,6 +213,7 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
                     event(log, "state_store_lost", logging.WARNING, error=str(exc))
                 self.connected = False
                 self.answering = isinstance(exc, StoreUnverifiable)
+                self.newer_version = isinstance(exc, StoreFromNewerVersion)
                 self.last_error = str(exc) or type(exc).__name__
                 if not self.answering:
                     self.peers.watching_since = None

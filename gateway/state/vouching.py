@@ -58,6 +58,21 @@ def sibling_tag(snapshot: str) -> str:
     return hashlib.sha256(where.encode()).hexdigest()[:SIBLING_TAG]
 
 
+def replayed_newer(got: Loaded, mine: StateDoc, trusted: bool) -> bool:
+    """Whether `got`, a document a newer version wrote, is no newer than the one this
+    instance holds (`mine`, `trusted`: known to be the fleet's): a replay, not a newer
+    writer's current state. A newer version commits over the store's document at the next
+    generation, and this one writes nothing over a newer one's: a generation this instance
+    holds as far as it was written once that document was gone (a rollback's re-seed: the
+    state key deleted, the same generation as the newer version's last, next to it in the
+    generation key). Refused for good, one replayed after a rollback (by whoever can write
+    to redis, once, no key needed) made every kill through every instance of the fleet
+    answer 503 state_from_newer_version until an operator deleted it by hand."""
+    gen = got.newer_generation
+    # (an instance holding nothing has nothing to put in its place: not ready, as ever)
+    return got.newer and trusted and gen is not None and 0 < mine.generation >= gen
+
+
 class Vouching:
     snapshot: SnapshotFile
     cfg: StateConfig
@@ -128,7 +143,8 @@ class Vouching:
         if self._seen_fleet:
             return None
         if self.snapshot.kills_only is not None:
-            return f"its state came from a snapshot it could not verify ({self.snapshot.kills_only})"
+            return (f"its state came from a snapshot whose kills alone it took "
+                    f"({self.snapshot.kills_only})")
         return self.snapshot.unverified_origin
 
     def _origin(self) -> Origin:
@@ -155,8 +171,11 @@ class Vouching:
         A document a newer version wrote (`got.newer`: verified, in a format or with fields
         this one does not know, statedoc.FORMAT) is never written over, whatever this
         instance holds: StoreFromNewerVersion (re-seeded over, what the newer version
-        added, a new kind of kill say, was dropped from the fleet's state)."""
-        if got.newer:
+        added, a new kind of kill say, was dropped from the fleet's state). But one older
+        than the document a trusted instance holds (`replayed_newer`) is no newer writer's
+        current state: a replay (after a rollback past that version), repaired as any
+        older document is."""
+        if got.newer and not replayed_newer(got, mine, self._unvouched() is None):
             held = mine.generation > 0 or bool(mine.kills)
             msg = (f"the state store holds a document a newer version of killgate wrote "
                    f"({got.problem}); this instance runs killgate {__version__}, which cannot "
