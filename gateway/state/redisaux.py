@@ -228,8 +228,9 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
             late = after_retirement(self.keys, record, int(seen_s) / 1000.0)
             if late is not None:  # (a retired key's, written long after: retiredkeys.py)
                 # which instance: the SRE's next question (a pod on the old Secret)
-                self.on_unverified("heartbeat", f"instance {flat[i][:64].decode(errors='replace')!r}"
-                                                f" {late}", None, "unknown_key_id")
+                who = flat[i][:64].decode(errors="replace")
+                self.on_unverified("heartbeat", f"instance {who!r} {late}", None,
+                                   "unknown_key_id")
             ack = None if late is not None else self._open_ack(record, "heartbeat", flat[i])
             if ack is None:
                 refused.add(flat[i], flat[i + 1])
