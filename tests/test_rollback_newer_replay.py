@@ -23,7 +23,7 @@ from gateway.cli.admin import _status_text
 from tests.backends import echo_app
 from tests.conftest import RedisServer, bearer, running_gateway, two_versions, wait_until, write_config
 from tests.staterig import redis_state
-from tests.test_forgery import plant, stored_doc
+from tests.test_forgery import STATE_KEY, plant, sealed, stored_doc
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(30)
@@ -82,6 +82,47 @@ async def test_a_newer_versions_document_replayed_after_a_rollback_is_repaired(
         assert sync.tamper.counts == counted, sync.tamper.status()  # (genuine: a replay)
         async with session.get(g.admin + "/v1/status", headers=bearer("killgate:read")) as r:
             assert (await r.json())["store"]["newer_version"] is False
+
+
+async def test_a_newer_document_replayed_at_the_held_generation_is_judged_from_its_push(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    """A newer version's genuine document put back at the generation the key already says
+    (the key left as it is, the document pushed): the poll compares the generation and head
+    keys alone, and the push was dropped unreported, so it sat in the store, unrepaired and
+    unsaid, until the next write (an instance started meanwhile without a snapshot was not
+    ready on it). The push now has the next poll judge the store: the replay is repaired
+    (review impleft8); one newer than held is refused, loudly, as ever."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        sync = g.gw.sync
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        doc = stored_doc(redis_server)
+        gen = doc["generation"]
+        value = sealed({**doc, "quarantines": {"iris": {}}}, STATE_KEY)  # (a newer version's)
+        redis_server.cmd("SET", "kgtest:state", value)  # (kgtest:gen left: it says `gen`)
+        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        await wait_until(lambda: "quarantines" not in stored_doc(redis_server), 5,
+                         what="the replay at the held generation repaired")
+        stored = stored_doc(redis_server)
+        assert stored["generation"] > gen and "version:iris:v2" in stored["kills"], stored
+        await wait_until(lambda: sync.connected and stored_doc(redis_server)["generation"]
+                         == g.gw.holder.doc.generation, 5, what="synced on its own document")
+        assert not sync.tamper.counts, sync.tamper.status()  # (genuine: a replay)
+        # said as what happened: written over (it said "nor written over", review impleft8)
+        _, page, _ = await sync.store.audit_newest(8)
+        problems = [e["before"]["problem"] for e in page if e["action"] == "state.reseed"]
+        for said in (*problems, sync.last_error):
+            assert "a replay" in str(said) and "nor written over" not in str(said), said
+        assert problems, page
+        # one newer than what it holds, pushed the same way: refused (never written over)
+        ahead = {**stored, "generation": stored["generation"] + 1, "quarantines": {}}
+        value = sealed(ahead, STATE_KEY)
+        redis_server.cmd("SET", "kgtest:state", value)
+        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        await wait_until(lambda: sync.newer_version and not sync.connected, 5,
+                         what="the newer document refused")
+        assert "quarantines" in stored_doc(redis_server)
 
 
 def test_which_newer_versions_documents_are_replays() -> None:

@@ -87,6 +87,45 @@ async def test_a_rolled_back_instance_keeps_the_kills_of_a_newer_versions_snapsh
         assert await status_of(session, g.url) == (503, "killed")
 
 
+async def test_a_rolled_back_instance_keeps_a_newer_versions_latched_rollback(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """The newer version's snapshot holds a latched rollback (v2 rolled off after an
+    incident, all of iris on v1) and an override that sends traffic to v2. Only the
+    rollback is kept (found by review impleft8: every override was dropped, so after
+    README's way out of a rollback, the store deleted and re-seeded from what the
+    instances hold, the route was back on its file's weights: the rolled-off v2 served
+    again); the weights override, which would send traffic to a version, is not."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    routes = two_versions(p1, p2, 50, 50) + two_versions(
+        p1, p2, 50, 50, name="rose", prefix="/v2/models/rose")
+    cfg = write_config(tmp_path, routes, state=redis_state(
+        redis_server, tmp_path, extra="  start_timeout: 300ms\n"))
+    snap = tmp_path / "snapshot-a.json"
+    async with running_gateway(cfg) as g:
+        for method, route, path, body in (
+                ("POST", "iris", "rollback", {"to": "v1", "reason": "v2 bad"}),
+                ("PUT", "rose", "weights", {"weights": {"v1": 0, "v2": 100}, "reason": "v2"})):
+            async with session.request(method, f"{g.admin}/v1/routes/{route}/{path}",
+                                       json=body, headers=auth("killgate:rollout")) as r:
+                assert r.status == 200, await r.text()
+        await kill(session, g.admin, scope="route", route="rose")  # (a kill: kept, as ever)
+        await wait_until(lambda: snap.exists() and b"route:rose" in snap.read_bytes(), 5,
+                         what="the snapshot")
+    stored = stored_doc(redis_server)
+    plant(redis_server, {**_as_newer(stored), "generation": stored["generation"] + 1})
+    _reseal_snapshot(snap)
+    async with running_gateway(cfg) as g:
+        assert set(g.gw.holder.doc.overrides) == {"iris"}, g.gw.holder.doc.overrides
+        redis_server.cmd("DEL", "kgtest:state", "kgtest:gen")  # (README's way out)
+        await wait_until(lambda: g.gw.sync.connected, 10, what="the store re-seeded")
+        assert set(stored_doc(redis_server)["overrides"]) == {"iris"}
+        served = set()
+        for _ in range(24):  # (at 50/50, v2 serves one of them but once in 2**24)
+            async with session.get(g.url + "/v2/models/iris/infer") as r:
+                served.add((await r.json())["version"])
+        assert served == {"v1"}, served
+
+
 def test_a_newer_versions_snapshot_under_another_key_keeps_its_kills(tmp_path: Path) -> None:
     """The same file signed with a key this instance does not hold (a rollback and a key
     change at once): an untrusted file, whose kills alone are taken, the ones this version
@@ -108,3 +147,26 @@ def test_a_newer_versions_snapshot_under_another_key_keeps_its_kills(tmp_path: P
     got = ours.read()
     assert got is not None and set(got.kills) == {"route:iris"}, got
     assert ours.kills_only is not None and refused, (ours.kills_only, refused)
+
+
+def test_which_of_a_newer_versions_overrides_are_kept() -> None:
+    """Pure: a latched rollback read whole, all traffic on its stable; not one with a field
+    this version does not know, nor one sending traffic elsewhere, nor a promote or a
+    weights override (they may send traffic to a version the file does not)."""
+    from gateway.state.snapshotbody import newer_rollbacks
+
+    def ov(kind: str, weights: dict[str, float], **more: Any) -> dict[str, Any]:
+        return {"stable": "v1", "weights": weights, "actor": "alice", "reason": "r",
+                "time": "2026-12-06T10:00:00.000Z", "kind": kind, **more}
+
+    body = {"format": 2, "overrides": {
+        "a": ov("rollback", {"v1": 100, "v2": 0}),
+        "b": ov("auto_rollback", {"v1": 100.0}),
+        "c": ov("rollback", {"v1": 100, "v2": 0}, mirror_to="v2"),  # (not understood)
+        "d": ov("rollback", {"v1": 90, "v2": 10}),
+        "e": ov("promote", {"v1": 100, "v2": 0}),
+        "f": ov("weights", {"v1": 100, "v2": 0}),
+        "g": ov("rollback", {"v1": 0, "v2": 0}),
+        "h": "not an override"}}
+    assert sorted(newer_rollbacks(json.dumps(body).encode())) == ["a", "b"]
+    assert newer_rollbacks(b'{"overrides": []}') == {}

@@ -259,6 +259,10 @@ async def test_a_retired_keys_heartbeat_written_long_after_the_retirement_is_tam
         causes = sorted((cause, "after the fleet retired it" in why)
                         for kind, cause, why in got if kind == "heartbeat")
         assert causes == [("retired", False), ("unknown_key_id", True)], got
+        # which instance, and KEY UNCONFIRMED's clock (as its pushed ack): a live instance
+        # on the old key, not a left-over (review impleft8: neither was said)
+        assert any("'late-pod'" in why for _, cause, why in got if cause == "unknown_key_id")
+        assert step3.other_key_at is not None
         # counts carry no store stamp: a left-over is one that never changes; written again
         # under the retired key, they are no left-over
         assert await step3.get_stats("iris") == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-__all__ = ["FORMAT", "NewerDocument", "newer"]
+__all__ = ["FORMAT", "NOT_WRITTEN_OVER", "NewerDocument", "newer"]
 
 #: the document's format. The rule across versions (a rolling upgrade shares one store,
 #: and an instance of the older version rewrites the whole document at each write): a
@@ -23,6 +23,10 @@ __all__ = ["FORMAT", "NewerDocument", "newer"]
 #: older instance reads the store. The open maps (identities, progress, drill results,
 #: approvals) keep what they hold whole; approvals judge their own records' `format`.
 FORMAT = 1
+
+#: how a refusal of a newer version's document ends: what this version does with it (a
+#: replay of one, no newer than an instance holds, is written over: vouching.as_replay)
+NOT_WRITTEN_OVER = "not applied without what this version does not know, nor written over"
 
 
 class NewerDocument(ValueError):
@@ -51,6 +55,5 @@ def newer(exc: ValidationError) -> NewerDocument | None:
     said = ([f"format {past[0]['input']!r}, this version's is {FORMAT}"] if past else []) + (
         [f"fields this version does not know: {', '.join(unknown[:4])}"
          + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")] if unknown else [])
-    return NewerDocument(f"written by a newer version of killgate ({'; '.join(said)}): not "
-                         "applied without what this version does not know, nor written over",
-                         tuple(unknown), "; ".join(said))
+    return NewerDocument(f"written by a newer version of killgate ({'; '.join(said)}): "
+                         + NOT_WRITTEN_OVER, tuple(unknown), "; ".join(said))

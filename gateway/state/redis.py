@@ -48,13 +48,14 @@ from gateway.state.store import (
     Ack,
     Loaded,
     OnUnverified,
+    PushNewer,
     PushNotRead,
     ignore_unverified,
 )
 
 __all__ = ["RedisStore"]
 
-Listener = Callable[[StateDoc | Ack | PushNotRead], None]
+Listener = Callable[[StateDoc | Ack | PushNotRead | PushNewer], None]
 OnLoaded = Callable[[Loaded], None]
 
 log = logging.getLogger("killgate.state")
@@ -110,7 +111,7 @@ class RedisStore(RedisCommits, RedisTrim):
         self._listener = fn
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
-        item: StateDoc | Ack | PushNotRead | None = None
+        item: StateDoc | Ack | PushNotRead | PushNewer | None = None
         own = self._own
         if channel == self._b_events and own is not None and data == own.sealed:
             # our own commit coming back: the bytes we signed, from the script that stored
@@ -125,8 +126,12 @@ class RedisStore(RedisCommits, RedisTrim):
             if len(data) > PUSH_INLINE_BYTES:
                 item = PushNotRead(len(data))  # (verified as the store's, when re-read)
             else:
-                with contextlib.suppress(ValueError):
+                try:
                     item = self._open_doc(data, "push")
+                except NewerDocument as exc:  # (judged by the next poll: PushNewer)
+                    item = PushNewer(exc.generation)
+                except ValueError:
+                    pass
         elif channel == self._b_acks:
             ack = self._own_ack
             # our own heartbeat coming back needs no verifying (the bytes we signed); any
@@ -248,7 +253,7 @@ class RedisStore(RedisCommits, RedisTrim):
                 body, which = self.keys.open(b"state", raw)
                 doc = self._decoder.decode(body)
             except ValueError as exc:
-                # (a newer version's, pushed: no forgery; the poll reads it and says so)
+                # (a newer version's, pushed: no forgery; PushNewer has the next poll judge it)
                 if kind is not None and not isinstance(exc, NewerDocument):
                     self.on_unverified(kind, str(exc), None, cause_of(exc))
                 raise

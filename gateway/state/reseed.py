@@ -80,7 +80,7 @@ class Repair(Vouching):
         if got.problem is not None:
             if not got.newer:  # (a newer version's: said by `_blind`, no forgery)
                 self.tamper.note("state", got.problem, got.cause)
-            self.last_error = f"refused the stored state: {got.problem}"
+            self.last_error = f"refused the stored state: {self._refusal(got, self.holder.doc)}"
         elif got.doc is not None and not got.trusted:
             self.tamper.note("generation", f"the stored generation {got.token!r} is not the "
                                            f"signed document's {got.doc.generation}")
@@ -254,7 +254,7 @@ class Repair(Vouching):
                    "verified last-known state (kills merged: only an explicit unkill lifts a "
                    "kill)",
             before={"generation": None if store_doc is None else store_doc.generation,
-                    "problem": got.problem},
+                    "problem": self._refusal(got, mine)},
             after={"generation": merged.generation, "kills": sorted(merged.kills)},
             source=self.instance, extra={"anchored_head": anchored})
         try:

@@ -8,7 +8,9 @@ two keys the fleet rotated from (kind `keyorder`). An instance holding a previou
 it under its current key's id when it connects, only if the key order proves the previous
 key the older one: that record is written once (HSETNX) by the first instance holding
 both keys while the fleet's document is signed with its current one (rotation step 1: the
-fleet's key, then the incoming one), signed with that key. An instance's keys alone cannot
+fleet's key, then the incoming one), signed with that key; the ids retired from the
+previous key (an earlier rotation's, and when) come along, so a second rotation keeps the
+first one's left-overs apart from tampering. An instance's keys alone cannot
 tell step 1 from step 2 (the same two keys, swapped), nor can the document's signer: at
 step 1 after a step-2 instance re-signed the document, it is signed with the previous key
 as at step 2 (that once recorded the new key as retired from the old one, read by an
@@ -126,16 +128,23 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
             known = _opened(keys, me, raw)
         except (ValueError, RecursionError) as exc:
             report("state", f"the retired key ids ({key}): {exc}", None, cause_of(exc))
-    since = await _since(call, key, keys, report)
+    since = await _since(call, key, keys, me, report)
     prev = keys.previous
     if prev is not None and await _rotated_from_previous(call, key, keys, signer, report):
-        if prev.kid not in known:
-            known = [*known, prev.kid][-MAX_RETIRED:]
+        # the ids retired from the previous key come along (an earlier rotation's: kept
+        # under its id alone, they were lost at the next one, and that key's left-overs
+        # counted as tampering after a routine second rotation, review impleft8)
+        before, before_since = await _retired_from(call, key, keys, prev.kid, report)
+        carried = [k for k in before if k not in known and k not in (me, prev.kid)]
+        merged = [*carried, *[k for k in known if k != prev.kid], prev.kid][-MAX_RETIRED:]
+        if merged != known:
+            known = merged
             await call("HSET", key, me, keys.seal(f"retired:{me}".encode(),
                                                   json.dumps(known).encode()))
         # (each step-2 instance that starts moves it on: until the last one started, an
         # instance at step 1 may still have been writing with the old key)
         secs, _ = await call("TIME")
+        since = {**{k: v for k, v in before_since.items() if k in carried}, **since}
         since = {k: v for k, v in since.items() if k in known}
         since[prev.kid] = max(float(secs), since.get(prev.kid, 0.0))
         await call("HSET", key, f"since:{me}", keys.seal(f"retiredsince:{me}".encode(),
@@ -147,19 +156,34 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
     keys.retired_since.update((k, t) for k, t in since.items() if k in keys.retired)
 
 
-async def _since(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
+async def _retired_from(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
+                        kid: str, report: Report) -> tuple[list[str], dict[str, float]]:
+    """The key ids retired from our previous key `kid` and when (its holders' records,
+    verified with it: a previous rotation's), to carry under our current key's id."""
+    raw = await call("HGET", key, kid)
+    if raw is None:
+        return [], {}
+    try:
+        ids = _opened(keys, kid, raw)
+    except (ValueError, RecursionError) as exc:
+        report("state", f"the retired key ids ({key} {kid}): {exc}", None, cause_of(exc))
+        return [], {}
+    return ids, await _since(call, key, keys, kid, report)
+
+
+async def _since(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring, kid: str,
                  report: Report) -> dict[str, float]:
-    """When the fleet last retired each key id retired from our current key (the store's
-    clock), as a holder of it recorded (`since:<id>`); {} without a record."""
-    assert keys.current is not None
-    field = f"since:{keys.current.kid}"
+    """When the fleet last retired each key id retired from the key `kid` (ours: current,
+    or previous) (the store's clock), as a holder of it recorded (`since:<id>`); {} without
+    a record."""
+    field = f"since:{kid}"
     raw = await call("HGET", key, field)
     if raw is None:
         return {}
     try:
         if len(raw) > _MAX_BYTES:
             raise Unverified(f"{len(raw)} bytes, over the {_MAX_BYTES}-byte limit (not read)")
-        got = json.loads(keys.open(f"retiredsince:{keys.current.kid}".encode(), raw)[0])
+        got = json.loads(keys.open(f"retiredsince:{kid}".encode(), raw)[0])
         if not isinstance(got, dict) or not all(
                 isinstance(k, str) and isinstance(v, (int, float)) for k, v in got.items()):
             raise Unverified("the retirement times are not a map of key ids to times")

@@ -42,6 +42,7 @@ __all__ = [
     "IdempotencyStore",
     "Loaded",
     "OnUnverified",
+    "PushNewer",
     "PushNotRead",
     "StateStore",
     "StatsStore",
@@ -83,6 +84,17 @@ class PushNotRead:
     PUSH_INLINE_BYTES): the listener re-reads the store instead (throttled)."""
 
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushNewer:
+    """A pushed document that verified but that a newer version of killgate wrote (not
+    applied here): the listener judges the store at the next poll, as it judges a changed
+    generation (a replay after a rollback is repaired, a newer writer's state refused,
+    loudly). Dropped, one replayed at the generation the key already said was noticed by
+    no poll (it compares the generation and head keys alone) until the next write."""
+
+    generation: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +247,7 @@ class StateStore(Protocol):
         generation is a branch, merged as such), or the store continues what it holds
         whatever this instance saw (local)."""
 
-    def listen(self, fn: Callable[[StateDoc | Ack | PushNotRead], None]) -> None:
+    def listen(self, fn: Callable[[StateDoc | Ack | PushNotRead | PushNewer], None]) -> None:
         """Hand pushed (verified) changes to `fn` as they arrive (a store that does not
         push ignores this; its `watch` returns the changes it finds)."""
 

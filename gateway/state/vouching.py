@@ -17,13 +17,14 @@ import socket
 
 from gateway import __version__
 from gateway.config import StateConfig
+from gateway.domain.newerdoc import NOT_WRITTEN_OVER
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import StoreFromNewerVersion, StoreUnverifiable
 from gateway.state.signing import MAGIC
 from gateway.state.snapshot import Origin, SnapshotFile
 from gateway.state.store import Loaded
 
-__all__ = ["OWN_EPOCHS", "SIBLING_TAG", "Vouching", "sibling_tag"]
+__all__ = ["OWN_EPOCHS", "SIBLING_TAG", "Vouching", "as_replay", "replayed_newer", "sibling_tag"]
 
 #: the most epochs an instance remembers having created (its newest): a store that lost its
 #: data again and again (a crash-looping Redis without persistence) is re-seeded each time,
@@ -71,6 +72,17 @@ def replayed_newer(got: Loaded, mine: StateDoc, trusted: bool) -> bool:
     gen = got.newer_generation
     # (an instance holding nothing has nothing to put in its place: not ready, as ever)
     return got.newer and trusted and gen is not None and 0 < mine.generation >= gen
+
+
+def as_replay(problem: str, held: int) -> str:
+    """The refusal `problem` of a newer version's document that is a replay
+    (`replayed_newer`), said as what happens to it: written over (said "nor written over",
+    the instance's last_error and the re-seed's audited `before.problem` contradicted the
+    re-seed they came with)."""
+    return problem.replace(NOT_WRITTEN_OVER, (
+        f"not applied; no newer than the generation {held} this instance holds, so no "
+        "newer writer's current state but a replay (after a rollback past that version?): "
+        "written over by a re-seed of this instance's state"))
 
 
 class Vouching:
@@ -159,6 +171,15 @@ class Vouching:
             while len(self._own_epochs) > OWN_EPOCHS:
                 del self._own_epochs[next(iter(self._own_epochs))]
         return epoch
+
+    def _refusal(self, got: Loaded, mine: StateDoc) -> str | None:
+        """Why the store's document is refused (`got.problem`), said as a replay of a newer
+        version's document when it is one (`as_replay`: written over, not "nor written
+        over")."""
+        if got.problem is not None and got.newer \
+                and replayed_newer(got, mine, self._unvouched() is None):
+            return as_replay(got.problem, mine.generation)
+        return got.problem
 
     def _blind(self, got: Loaded, mine: StateDoc) -> None:
         """Raise StoreUnverifiable when the store holds a document we refuse and we hold no
