@@ -73,7 +73,9 @@ def _token(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             raise ClientError("invalid config: " + "; ".join(map(str, exc.problems))) from None
         except OSError as exc:
-            raise ClientError(f"cannot read the secret file: {exc}") from None
+            # (not the OSError's repr: `[Errno 2] No such file or directory: '...'`)
+            raise ClientError(f"cannot read the secret file {exc.filename or ''} that "
+                              f"{args.config} names: {exc.strerror or exc}") from None
         except ValueError as exc:
             raise ClientError(str(exc)) from None
     else:
