@@ -84,6 +84,24 @@ def valid_text(s: str, where: str = "") -> str:
     return s
 
 
+class _TwiceNamed(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose names are unique (RFC 8259 §4 "SHOULD"): `{"weights": {"v1": 50,
+    "v1": 60}}` took the last silently (a script's bug sent v1's traffic where it did not
+    mean to), and a proxy or WAF that reads the first value saw another request."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _TwiceNamed(k)
+        out[k] = v
+    return out
+
+
 async def json_body(request: web.Request,
                     allowed: frozenset[str] | None) -> dict[str, Any]:
     """The body as a JSON object with only `allowed` fields (None: any field)."""
@@ -108,9 +126,14 @@ async def json_body(request: web.Request,
     except UnicodeDecodeError as exc:
         raise bad(f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        body = json.loads(text.removeprefix("\ufeff"), parse_constant=_no_constant)
+        body = json.loads(text.removeprefix("\ufeff"), parse_constant=_no_constant,
+                          object_pairs_hook=_unique)
     except RecursionError:
         raise bad(f"the body is nested deeper than {MAX_DEPTH} levels") from None
+    except _TwiceNamed as exc:
+        raise bad(f"the body names {clean_text(exc.key, 64)!r} twice in one object (which "
+                  "one was meant? a reader before killgate may have taken the other): name "
+                  "each once") from None
     except json.JSONDecodeError as exc:  # (say where: a trailing comma is not "not an object")
         raise bad(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column "
                   f"{exc.colno}") from None

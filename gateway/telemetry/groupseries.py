@@ -42,6 +42,7 @@ GAUGES: dict[str, str] = {
     "killgate_inflight_requests": "sum",
     "killgate_config_reload_waiting": "max",
     "killgate_config_refused": "max",
+    "killgate_admin_auth_broken": "max",
     "killgate_state_generation": "min",
     "killgate_kill_state_age_seconds": "max",
     "killgate_state_store_connected": "min",

@@ -76,6 +76,10 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_config_refused": ("gauge", "1 while the config file on disk is refused (the "
                                          "running config stays; an instance starting on "
                                          "that file would refuse to start): alert on it."),
+    "killgate_admin_auth_broken": ("gauge", "1 while the admin API's own key (admin.auth) "
+                                            "cannot be used: every admin call, a kill and "
+                                            "Alertmanager's included, answers 503 "
+                                            "auth_not_configured (alert on it)."),
     "killgate_config_reload_waiting": ("gauge", "1 while a reload waits for the config file's "
                                                 "writer to finish (config.waiting)."),
     "killgate_inflight_requests": ("gauge", "Requests in flight in this process."),
