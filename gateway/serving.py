@@ -26,6 +26,7 @@ from gateway.log import event
 from gateway.stopsignals import HURRIED_EXIT, STOP_NOW, StopSignals
 from gateway.workerconfig import file_instead, save
 from gateway.workerlink import BEAT, BEAT_ENV, GROUP_ENV, READY_FD_ENV, STOP_AND_RELOAD
+from gateway.workerstates import WorkerStates
 
 __all__ = ["instance_id", "serve_until_stopped"]
 
@@ -57,7 +58,7 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
         # the file the running workers reloaded, rather than a crash loop
         path = str(loaded.path)
         gw.start_fallback = lambda running, refused: file_instead(path, running, refused)
-    group = None
+    group, states = None, None
     if metrics_dir is not None and worker is not None:
         from gateway.telemetry.workers import WorkerMetrics
 
@@ -87,6 +88,8 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
             gc.freeze()
             if config_bytes is not None:
                 _share_what_runs(gw, config_bytes)
+            if metrics_dir is not None and worker is not None:
+                states = _tell_siblings(gw, Path(metrics_dir), worker)
             if pipe is not None:
                 _tell(pipe, b"1")  # it serves (a worker that dies before, once restarted,
                 #                    is a crash loop: workergroup.py)
@@ -98,6 +101,8 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
         # `stopped` line: a worker paused past that line is not one that is stuck)
         await gw.shutdown(None if pipe is None else lambda: _tell(pipe, b"0"))
     finally:
+        if states is not None:
+            states.stop()
         if group is not None:
             await group.stop()
         # stopped: a signal from now on is held until the exit (the loop's handlers go,
@@ -108,6 +113,17 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
         if worker is None:
             _at_once_from_now_on()
     return HURRIED_EXIT if signals.hurried else 0
+
+
+def _tell_siblings(gw: Gateway, run_dir: Path, worker: int) -> WorkerStates:
+    """A group's worker: the generation it runs kept in the group's run directory, and its
+    siblings' told to a drill that asks it (workerstates.py: one ask a group)."""
+    states = WorkerStates(run_dir, worker, gw.instance, lambda: gw.holder.doc.generation)
+    states.start()
+    gw.holder.listen(states.changed)
+    if gw.admin_api is not None:
+        gw.admin_api.siblings = states.siblings
+    return states
 
 
 def _ignored_from_now_on(loop: asyncio.AbstractEventLoop) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -79,6 +80,9 @@ class AdminApi:
                  proof_key: tuple[str, bytes] | None = None) -> None:
         self.instance = instance
         self.proof_key = proof_key  # (key id, state signing key): /readyz's proof to a drill
+        #: a `--workers` group's worker: its siblings' (name, generation), told to a drill
+        #: with their proofs (set by serving.py; workerstates.py)
+        self.siblings: Callable[[], list[tuple[str, int]]] | None = None
         self.current = current
         self.state = state
         self.fleet = fleet
@@ -135,7 +139,7 @@ class AdminApi:
 
     async def readyz(self, request: web.Request) -> web.Response:
         return readyz(request, self.instance, self.readiness, self.current, self.fleet,
-                      self.proof_key)
+                      self.proof_key, self.siblings)
 
     async def openapi(self, request: web.Request) -> web.Response:
         # built once per config (frozen, swapped whole on reload): anyone can ask for it,
