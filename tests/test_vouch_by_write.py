@@ -27,6 +27,8 @@ from tests.conftest import RedisServer, two_versions, wait_until
 from tests.staterig import redis_state
 from tests.test_killswitch import fixed_ports_config, kill
 from tests.test_state_vouch import post, snapshot_body, unverifiable_snapshot
+from tests.test_vouch_replay import draft, make
+from tests.test_vouch_replay import kill as kill_doc
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -64,3 +66,36 @@ async def test_another_instances_write_vouches_for_a_lone_seeder(
                      and "unverified_origin" not in b, 10, what="X's snapshot unmarked")
     status, body = await post(session, x.admin, {"reason": "not needed"})
     assert status == 409 and body["error"]["type"] == "nothing_to_vouch", body
+
+
+async def test_writes_a_reseed_carries_over_do_not_vouch(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    """A re-seed merges the writes of what it merged: a genuine old document put back into
+    the store (test_vouch_replay.py) holding a write of F's carries it into X's own epoch.
+    Only writes past what X held when it created that epoch count: still marked."""
+    x, f = make(redis_server, tmp_path, "x"), make(redis_server, tmp_path, "f")
+    await x.start()
+    await f.start()
+    await f.write(kill_doc("third"), draft)  # (F's write, in the document put back below)
+    old = (redis_server.cmd("GET", "kgvouch:state"), redis_server.cmd("GET", "kgvouch:gen"))
+    await x.stop()
+    await f.stop()
+    unverifiable_snapshot(tmp_path / "snap-x.json")  # (X's key rolled back)
+    redis_server.cmd("FLUSHALL")
+    x = make(redis_server, tmp_path, "x")
+    try:
+        await x.start()
+        await wait_until(lambda: redis_server.cmd("GET", "kgvouch:state"), 5, what="X's seed")
+        assert x._unvouched() is not None
+        seeds = x.metrics.get("killgate_state_reseeds_total")
+        redis_server.cmd("SET", "kgvouch:state", old[0])
+        redis_server.cmd("SET", "kgvouch:gen", old[1])
+        await wait_until(lambda: x.metrics.get("killgate_state_reseeds_total") > seeds, 5,
+                         what="X re-seeding over the older document")
+        await wait_until(lambda: any(w.endswith(f._sibling_tag()) for w in x.holder.doc.writes),
+                         5, what="F's write carried into X's epoch")
+        assert x.holder.doc.epoch.startswith(x._sibling_tag())
+        await x.write(kill_doc("fourth"), draft)  # (X's own write on it: still nobody else's)
+        assert x._unvouched() is not None, "a write carried over by a re-seed vouched for X"
+    finally:
+        await x.stop()

@@ -18,7 +18,7 @@ import socket
 from gateway import __version__
 from gateway.config import StateConfig
 from gateway.domain.statedoc import StateDoc
-from gateway.domain.writeids import WRITER_TAG, writer_of
+from gateway.domain.writeids import WRITER_TAG, write_generation, writer_of
 from gateway.errors import StoreFromNewerVersion, StoreUnverifiable
 from gateway.state.signing import MAGIC
 from gateway.state.snapshot import Origin, SnapshotFile
@@ -68,6 +68,9 @@ class Vouching:
     #: (`_blind`): not ready (/readyz 503 state_unverifiable); None once it verifies one
     unverifiable: str | None
     _own_epochs: dict[str, None]
+    #: each of `_own_epochs` -> the generation this process held when it created (or, after
+    #: a restart, read) it: `_written_by_another` counts the writes past it only
+    _epoch_from: dict[str, int]
     _seen_fleet: bool
 
     @property
@@ -97,8 +100,9 @@ class Vouching:
         if self._vouches(doc):
             self._seen_fleet = True
             self._own_epochs.clear()  # (no longer needed)
+            self._epoch_from.clear()
         elif doc.epoch.startswith(self._sibling_tag()) and self._unvouched() is not None:
-            self._mine(doc.epoch)
+            self._mine(doc.epoch, doc.generation)
 
     def _vouches(self, doc: StateDoc) -> bool:
         """Whether the verified `doc` shows that this instance's key is the fleet's (see
@@ -126,8 +130,12 @@ class Vouching:
         heartbeat would not do: one of its own earlier process (another name) is fresh for
         a lease after that process died, and one replayed in order for minutes more, while
         a write on an epoch it drew at random cannot come before it (test_vouch_by_write)."""
+        since = self._epoch_from.get(doc.epoch)
+        if since is None:
+            return False
         mine = self._sibling_tag()
-        return any((tag := writer_of(w)) is not None and tag != mine for w in doc.writes)
+        return any((tag := writer_of(w)) is not None and tag != mine
+                   and write_generation(w) > since for w in doc.writes)
 
     def _sibling_tag(self) -> str:
         """The first hex digits of each epoch this instance's workers create while their
@@ -156,11 +164,15 @@ class Vouching:
         why = self._unvouched()
         return None if why is None else {"why": why, "epochs": list(self._own_epochs)}
 
-    def _mine(self, epoch: str) -> str:
-        """Remember `epoch` as one this instance created, until it verifies another's."""
+    def _mine(self, epoch: str, since: int = 0) -> str:
+        """Remember `epoch` as one this instance created, until it verifies another's;
+        `since`: the generation it held when it did (`_written_by_another` counts writes
+        past it only: a re-seed carries the writes of what it merged)."""
         if not self._seen_fleet:
             self._own_epochs[epoch] = None
+            self._epoch_from.setdefault(epoch, since)
             while len(self._own_epochs) > OWN_EPOCHS:
+                self._epoch_from.pop(next(iter(self._own_epochs)), None)
                 del self._own_epochs[next(iter(self._own_epochs))]
         return epoch
 
