@@ -10,6 +10,7 @@ composition root.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import json
@@ -228,7 +229,8 @@ class AdminApi:
         async def op() -> Done:
             mine, kept = intent, None
             if glass:  # (its event's id kept until counted: glassjournal.py)
-                eid, kept = self.glass_journal.begin(breakglass.use(intent, needs, peer))
+                eid, kept = await asyncio.to_thread(  # (an fsync: off the loop)
+                    self.glass_journal.begin, breakglass.use(intent, needs, peer))
                 mine = intent.with_audit(id=eid)
             plan = actions.plan(mine, self.current.loaded.config)
             try:
