@@ -58,7 +58,7 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
         # the file the running workers reloaded, rather than a crash loop
         path = str(loaded.path)
         gw.start_fallback = lambda running, refused: file_instead(path, running, refused)
-    group, states = None, None
+    group = None
     if metrics_dir is not None and worker is not None:
         from gateway.telemetry.workers import WorkerMetrics
 
@@ -89,7 +89,7 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
             if config_bytes is not None:
                 _share_what_runs(gw, config_bytes)
             if metrics_dir is not None and worker is not None:
-                states = _tell_siblings(gw, Path(metrics_dir), worker)
+                _tell_siblings(gw, Path(metrics_dir), worker)
             if pipe is not None:
                 _tell(pipe, b"1")  # it serves (a worker that dies before, once restarted,
                 #                    is a crash loop: workergroup.py)
@@ -101,8 +101,6 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
         # `stopped` line: a worker paused past that line is not one that is stuck)
         await gw.shutdown(None if pipe is None else lambda: _tell(pipe, b"0"))
     finally:
-        if states is not None:
-            states.stop()
         if group is not None:
             await group.stop()
         # stopped: a signal from now on is held until the exit (the loop's handlers go,

@@ -17,6 +17,8 @@ proofs it cannot make spends no more than the budget, and none of them is taken 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,7 @@ from tests.conftest import (
 from tests.drillrig import routes
 from tests.test_drill_unproven import _operator
 from tests.test_revops_fleet import _state
+from tests.test_workers import _children
 
 pytestmark = pytest.mark.timeout(90)  # (6 workers start in 20 s on a loaded 2-core host)
 
@@ -131,3 +134,46 @@ async def test_answers_for_made_up_workers_spend_no_more_than_the_budget(
     assert not found.applied and found.late == [] and found.unverified_applied == [], found
     assert sorted(n for u in found.unasked for n in u["instances"]) == sorted(fake)
     assert many * 2 > MAX_VOUCHED  # (each answer listed more than the drill checks)
+
+
+async def test_a_worker_replaced_in_its_slot_is_told_of_as_gone(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
+        session: ClientSession) -> None:
+    """A worker killed (SIGKILL) and replaced by its supervisor: the drill started with its
+    name, which no process answers as any more. Asked for until it answered as itself,
+    it spent up to 1024 asks (asks_for) and was left `unasked` when the budget ran out.
+    Its replacement names it gone (the slot's file), proved: left at once."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    g = gateway_procs(write_config(tmp_path, routes(p1, p2),
+                                   state=_state(redis_server, tmp_path, instance_lease="20s"),
+                                   listen=f"127.0.0.1:{free_port()}",
+                                   admin=f"127.0.0.1:{free_port()}"), workers=3)
+    await asyncio.to_thread(g.wait_ready)
+    read = AdminClient(session, g.admin, admin_token("killgate:read"))
+
+    async def instances() -> dict:
+        return dict((await read.call("GET", "/v1/status")).get("instances") or {})
+
+    async def three() -> dict | None:
+        found = await instances()
+        ok = len(found) == 3 and all(i.get("admin") for i in found.values()) \
+            and len({i.get("generation") for i in found.values()}) == 1
+        return found if ok else None
+
+    before = await wait_until(three, 30, 0.1, "the group's 3 workers in the fleet")
+    victim = _children(g.proc.pid)[0]
+    gone = next(n for n in before if f"-{victim}-" in n)
+    os.kill(victim, signal.SIGKILL)
+
+    async def replaced() -> bool:  # (its replacement heartbeats, at the same generation)
+        now = await instances()
+        new = [n for n in now if n not in before and now[n].get("admin")]
+        return bool(new) and now[new[0]].get("generation") == before[gone]["generation"]
+
+    await wait_until(replaced, 30, 0.1, "the killed worker's replacement in the fleet")
+    api = AdminClient(session, await _operator(backends), "t")
+    found = await behind(api, sorted(before), published(before), before[gone]["generation"],
+                         DRILL, _keys(), budget=Budget(2))
+    assert found.unasked == [] and found.late == [] and found.unverified_applied == [], found
+    assert sorted(found.applied) == sorted(n for n in before if n != gone), found.applied
+    assert found.asks <= 2, found.asks

@@ -25,8 +25,10 @@ instances whose names are no one group's (`apart`: two hosts on loopback data li
 too): one not heard there is `unasked`, never taken for gone. The worker an ask reaches
 tells of its siblings too (`group`, each entry proved as an answer is: admin/readyz.py), so
 a group of N costs one ask a round where hearing each as itself cost N·H(N) (a group of 90
-spent the drill's asks in all); a worker no sibling tells of (a killgate older than that,
-one whose file is missing) is still asked for until it answers as itself.
+spent the drill's asks in all), and a worker whose process is gone (replaced in its slot) is
+told of as such, left, where asking for it spent up to 1024 asks; a worker no sibling
+tells of (a killgate older than that, one whose file is missing) is still asked for until it
+answers as itself.
 
 An answer that says "behind" must prove it (domain/readyzproof.py: a MAC with the drill's
 key, derived from the state signing key, over instance, generation and the nonce sent): a
@@ -53,6 +55,7 @@ from gateway.control.drillasks import ASK_TIMEOUT, AT_ONCE, Budget, asks_for, re
 from gateway.control.drillgroups import apart
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.readyzproof import verified, vouched
+from gateway.workerstates import GONE
 
 __all__ = ["ASK_FOR", "ASK_TIMEOUT", "CATCH_UP_MAX", "Behind", "asks_for", "behind",
            "catch_up_for"]
@@ -243,7 +246,8 @@ class _Asker:
                     # group, where hearing each as itself cost N·H(N))
                     for entry in vouched(self.keys, doc, nonce, pending):
                         pending.discard(entry["instance"])
-                        self._judge(entry["instance"], entry, nonce, waiting, True)
+                        if entry["generation"] != GONE:  # (else its process is gone: left)
+                            self._judge(entry["instance"], entry, nonce, waiting, True)
 
 
 async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[str, str],
