@@ -212,7 +212,7 @@ class Repair(Vouching):
             merged = merged.with_changes(
                 epoch=self._sibling_tag() + merged.epoch[SIBLING_TAG:])
         fresh = merged.epoch not in self._own_epochs
-        self._mine(merged.epoch)
+        self._mine(merged.epoch, merged.generation)
         # the newest head we saw, which the store lacks (not a refused document's call)
         lost = self.store.behind(store_doc) if store_doc is not None or got.empty else None
         anchored = lost or mine.audit_head or None

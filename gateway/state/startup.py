@@ -62,10 +62,13 @@ class Startup:
     _unsaved: StateDoc | None
     _big_pushes: Throttle
     _own_epochs: dict[str, None]
+    _epoch_from: dict[str, int]
 
     async def start(self) -> None:
         snap = await asyncio.to_thread(self.snapshot.read)
         self._own_epochs.update(dict.fromkeys(self.snapshot.own_epochs))  # (its origin's)
+        for epoch in self.snapshot.own_epochs:  # (writes past what it read count: vouching.py)
+            self._epoch_from.setdefault(epoch, snap.generation if snap is not None else 0)
         if snap is not None:
             self.holder.apply_doc(snap)
             self.store.anchored(snap)  # (the newest audit head this instance knew)

@@ -115,6 +115,7 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
         self._seen_signed = False
         #: epochs this instance created, oldest first (vouching.py's _blind and OWN_EPOCHS)
         self._own_epochs: dict[str, None] = {}
+        self._epoch_from: dict[str, int] = {}  # (vouching.py: each own epoch's start)
         self._seen_fleet = False  # verified a document of an epoch not in _own_epochs
         snapshot.origin = self._origin  # (what each snapshot written says of its state)
         self._repairs, self._repair_at = 0, 0.0  # repairs in a row of refused documents (backoff)
