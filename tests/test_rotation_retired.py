@@ -271,3 +271,60 @@ async def test_a_retired_keys_heartbeat_written_long_after_the_retirement_is_tam
     finally:
         await step3.close()
         await old.close()
+
+
+async def test_a_key_order_deleted_after_the_re_sign_is_written_back_the_right_way(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review revmerge37: a forger with write access deleted `order:<id>:<id>`
+    after a step-2 instance re-signed the document; the next step-2 instance to start took
+    the document signed with its current key for step 1 and wrote the order REVERSED
+    (signed, so the whole fleet trusted it): no later step-2 instance moved the retirement
+    time on (a rolling restart's last step-1 heartbeats counted as tampering), and a step-1
+    instance recorded the NEW key as retired from the old one (the bug 779c446 fixed).
+    The step-2 instance's own signed list of retired key ids proves the order."""
+    import json
+
+    monkeypatch.setenv("KG_NEW_KEY", NEW)
+    p = await backends(echo_app("v1"))
+    old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
+    (tmp_path / "s2").mkdir()
+    step2 = write_config(tmp_path / "s2", two_versions(p, p, 100, 0), state=redis_state(
+        redis_server, tmp_path, "s2").replace(
+            "signing_key_env: KILLGATE_TEST_STATE_KEY",
+            "signing_key_env: KG_NEW_KEY\n  previous_signing_key_env: KILLGATE_TEST_STATE_KEY"))
+
+    async def connect(current: Key, previous: Key | None = None) -> set[str]:
+        keys = Keyring(current, previous, "kgtest")
+        store = RedisStore(redis_server.url, "kgtest", 1.0, keys=keys)
+        await store.open()
+        await store.close()
+        return keys.retired
+
+    def since() -> float:
+        raw = redis_server.cmd("HGET", "kgtest:keys", f"since:{new_key.kid}")
+        return float(json.loads(raw.split("\n", 1)[1])[old_key.kid])
+
+    field = "order:" + ":".join(sorted((old_key.kid, new_key.kid)))
+    (tmp_path / "s0").mkdir()
+    async with running_gateway(write_config(tmp_path / "s0", two_versions(p, p, 100, 0),
+                                            state=redis_state(redis_server, tmp_path, "s0")),
+                               "gw-before") as g0:
+        await kill(session, g0.admin, scope="route", route="iris")
+    await connect(old_key, new_key)  # step 1 (writes the key order)
+    async with running_gateway(step2, "gw-step2") as g2:  # (records the retirement)
+        await kill(session, g2.admin, scope="version", route="iris", version="v2")  # (re-signs)
+    # (the retirement dated back: the step-2 pods that started before, minutes ago)
+    first = since() - 200
+    redis_server.cmd("HSET", "kgtest:keys", f"since:{new_key.kid}", Keyring(
+        new_key, None, "kgtest").seal(f"retiredsince:{new_key.kid}".encode(), json.dumps(
+            {old_key.kid: first}).encode()).decode())
+    redis_server.cmd("HDEL", "kgtest:keys", field)  # (the forger)
+    await connect(new_key, old_key)  # a step-2 pod of the rolling restart, starting now
+    order = json.loads(redis_server.cmd("HGET", "kgtest:keys", field).split("\n", 1)[1])
+    assert order == {"from": old_key.kid, "to": new_key.kid}, order
+    assert since() >= first + 200  # (moved on by the step-2 start, as every one)
+    await connect(old_key, new_key)  # a step-1 pod still running, reconnecting
+    assert redis_server.cmd("HEXISTS", "kgtest:keys", old_key.kid) == "0"
+    assert await connect(old_key) == set()  # (a rollback past step 1: nothing retired)
+    assert await connect(new_key) == {old_key.kid}  # (step 3)

@@ -86,20 +86,28 @@ def _order_field(a: str, b: str) -> str:
 
 async def _rotated_from_previous(call: Callable[..., Awaitable[Any]], key: str,
                                  keys: Keyring, signer: Which | None,
-                                 report: Report) -> bool:
+                                 report: Report, known: list[str]) -> bool:
     """Whether the fleet's key order proves our previous key the older one (we are at
     step 2). Written once (HSETNX) by the first instance holding both keys while the fleet
     signed with its current one (step 1: the previous key is the incoming one), signed
-    with that key: `{"from": the fleet's key, "to": the incoming one}`."""
+    with that key: `{"from": the fleet's key, "to": the incoming one}`. Without it, our
+    own signed list naming the previous key retired from ours (`known`: a step-2 instance
+    recorded it) proves the same, and the order is written back that way: deleted after a
+    step-2 instance re-signed the document, a step-2 instance starting then took the
+    document signed with its current key for step 1 and wrote the order reversed (found
+    by review revmerge37): later step-2 instances no longer moved the retirement time on,
+    and a step-1 instance recorded the NEW key as retired from the old one."""
     assert keys.current is not None and keys.previous is not None
     me, prev = keys.current.kid, keys.previous.kid
     field = _order_field(me, prev)
     raw = await call("HGET", key, field)
     if raw is None:
-        if signer == "current":  # (never on a document signed with the previous key)
+        step2 = prev in known
+        if signer == "current" or step2:  # (else never on a document signed with prev)
+            order = {"from": prev, "to": me} if step2 else {"from": me, "to": prev}
             await call("HSETNX", key, field, keys.seal(
-                f"keyorder:{field}".encode(), json.dumps({"from": me, "to": prev}).encode()))
-        return False
+                f"keyorder:{field}".encode(), json.dumps(order).encode()))
+        return step2
     try:
         if len(raw) > _MAX_BYTES:
             raise Unverified(f"{len(raw)} bytes, over the {_MAX_BYTES}-byte limit (not read)")
@@ -128,7 +136,8 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
             report("state", f"the retired key ids ({key}): {exc}", None, cause_of(exc))
     since = await _since(call, key, keys, report)
     prev = keys.previous
-    if prev is not None and await _rotated_from_previous(call, key, keys, signer, report):
+    if prev is not None and await _rotated_from_previous(
+            call, key, keys, signer, report, known):
         if prev.kid not in known:
             known = [*known, prev.kid][-MAX_RETIRED:]
             await call("HSET", key, me, keys.seal(f"retired:{me}".encode(),
