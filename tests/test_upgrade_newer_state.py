@@ -138,3 +138,37 @@ async def test_a_newer_versions_document_is_a_gauge_before_the_state_goes_stale(
         redis_server.cmd("DEL", "kgtest:state")  # (the way out: re-seeded, synced again)
         await wait_until(lambda: g.gw.metrics.get("killgate_state_newer_document") == 0, 10,
                          what="the gauge back to 0")
+
+
+async def test_the_newer_document_gauge_falls_back_whichever_way_the_store_comes_back(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    """Found by review revmerge37: the gauge was set only by a poll's full read of the
+    store. An instance that came back to a document it reads another way (the document it
+    held put back, as a rollback restores the value the newer version replaced; or the
+    first instance's re-seed after the state key was deleted, reached by its push) was
+    synced again, and the gauge stayed 1 for good: KillgateStateNewerDocument (a page)
+    never resolved. Two instances, real redis."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg, "a") as a, running_gateway(cfg, "b") as b:
+        await kill(session, a.admin, scope="version", route="iris", version="v2")
+        await wait_until(lambda: b.gw.holder.doc.generation == a.gw.holder.doc.generation,
+                         5, what="b holds the kill")
+        gen = redis_server.cmd("GET", "kgtest:gen")
+        held = redis_server.cmd("GET", "kgtest:state")
+
+        def gauges() -> list[Any]:
+            return [g.gw.metrics.get("killgate_state_newer_document") for g in (a, b)]
+
+        for way in ("put back", "deleted"):
+            await asyncio.to_thread(plant, redis_server,
+                                    _newer_docs(stored_doc(redis_server))["a new kind of kill"])
+            await wait_until(lambda: gauges() == [1, 1], 5, what="both gauges 1")
+            if way == "put back":  # (the value the newer version replaced, restored)
+                redis_server.cmd("SET", "kgtest:state", held)
+                redis_server.cmd("SET", "kgtest:gen", gen)
+            else:  # (README Upgrading: re-seeded by the first to poll, pushed to the other)
+                redis_server.cmd("DEL", "kgtest:state")
+            await wait_until(lambda: a.gw.sync.connected and b.gw.sync.connected, 10,
+                             what=f"both synced again ({way})")
+            await wait_until(lambda: gauges() == [0, 0], 3, what=f"both gauges 0 ({way})")
