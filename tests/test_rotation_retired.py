@@ -328,3 +328,52 @@ async def test_a_key_order_deleted_after_the_re_sign_is_written_back_the_right_w
     assert redis_server.cmd("HEXISTS", "kgtest:keys", old_key.kid) == "0"
     assert await connect(old_key) == set()  # (a rollback past step 1: nothing retired)
     assert await connect(new_key) == {old_key.kid}  # (step 3)
+
+
+async def test_step_three_before_the_re_sign_says_so_not_that_the_key_is_wrong(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review revmerge37: a rotation whose step 2 saw no write (a quiet fleet)
+    left the fleet's document signed with the old key; a step-3 pod (no snapshot) could
+    not verify it and stayed unready, telling the operator to check and fix its
+    state.signing_key, which was the fleet's: the way out is a write through a step-2
+    instance, or step 2 again. The refusal is still counted (a state document of a
+    retired key may be an old one put back)."""
+    monkeypatch.setenv("KG_NEW_KEY", NEW)
+    p = await backends(echo_app("v1"))
+    old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
+
+    def cfg(name: str, signing: str) -> Path:
+        (tmp_path / name).mkdir()
+        state = redis_state(redis_server, tmp_path, name).replace(
+            "signing_key_env: KILLGATE_TEST_STATE_KEY", signing)
+        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+
+    async with running_gateway(cfg("s0", "signing_key_env: KILLGATE_TEST_STATE_KEY"),
+                               "gw-before") as g0:
+        await kill(session, g0.admin, scope="route", route="iris")
+    for step in ((old_key, new_key), (new_key, old_key)):  # steps 1 and 2, no write
+        store = RedisStore(redis_server.url, "kgtest", 1.0,
+                           keys=Keyring(*step, "kgtest"))
+        await store.open()
+        await store.close()
+    async with running_gateway(cfg("s3", "signing_key_env: KG_NEW_KEY"), "gw-step3") as g3:
+        sync = g3.gw.sync
+        await wait_until(lambda: sync.unverifiable, 5, what="the old key's document refused")
+        said = str(sync.unverifiable)
+        assert "was not re-signed" in said and "Make a write" in said, said
+        assert "Fix it" not in said and "the fleet's key?" not in said, said
+        await wait_until(lambda: "was not re-signed" in str(sync.last_error), 5,
+                         what="the sync loop's error says it too")
+        assert "the fleet's?" not in str(sync.last_error), sync.last_error
+        async with session.get(g3.admin + "/readyz") as r:
+            assert r.status == 503
+        assert sync.status()["verification"]["by_cause"].get("unknown_key_id"), \
+            sync.status()["verification"]
+        # the way out it names: a write through a step-2 instance re-signs the document
+        step2 = cfg("s2", "signing_key_env: KG_NEW_KEY\n"
+                          "  previous_signing_key_env: KILLGATE_TEST_STATE_KEY")
+        async with running_gateway(step2, "gw-step2") as g2:
+            await kill(session, g2.admin, scope="version", route="iris", version="v2")
+        await wait_until(lambda: sync.connected and sync.unverifiable is None, 10,
+                         what="step 3 verifies the re-signed document")
