@@ -160,9 +160,11 @@ async def test_the_newer_document_gauge_falls_back_whichever_way_the_store_comes
         def gauges() -> list[Any]:
             return [g.gw.metrics.get("killgate_state_newer_document") for g in (a, b)]
 
-        for way in ("put back", "deleted"):
+        for way, what in (("put back", "a new kind of kill"), ("deleted", "unknown fields")):
+            # (another document each time: the same one again would be a replay,
+            # test_a_newer_versions_old_document_put_back_is_a_replay_not_a_newer_version)
             await asyncio.to_thread(plant, redis_server,
-                                    _newer_docs(stored_doc(redis_server))["a new kind of kill"])
+                                    _newer_docs(stored_doc(redis_server))[what])
             await wait_until(lambda: gauges() == [1, 1], 5, what="both gauges 1")
             if way == "put back":  # (the value the newer version replaced, restored)
                 redis_server.cmd("SET", "kgtest:state", held)
@@ -172,3 +174,42 @@ async def test_the_newer_document_gauge_falls_back_whichever_way_the_store_comes
             await wait_until(lambda: a.gw.sync.connected and b.gw.sync.connected, 10,
                              what=f"both synced again ({way})")
             await wait_until(lambda: gauges() == [0, 0], 3, what=f"both gauges 0 ({way})")
+
+
+async def test_a_newer_versions_old_document_put_back_is_a_replay_not_a_newer_version(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    """Found by review revmerge37: after a rolled-back upgrade (the newer version's
+    document deleted, the store re-seeded, README Upgrading), whoever can write to Redis
+    and kept a copy of that document could put it back: the instance took it for a newer
+    version writing now, never wrote over it, answered every kill 503
+    state_from_newer_version and paged KillgateStateNewerDocument for as long as the copy
+    was put back. A document of a newer version this instance saw replaced is an old one
+    put back: counted as tampering, re-seeded over, and a kill goes through."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        sync = g.gw.sync
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        newer = _newer_docs(stored_doc(redis_server))["a new kind of kill"]
+        value = await asyncio.to_thread(plant, redis_server, newer)
+        await wait_until(lambda: g.gw.metrics.get("killgate_state_newer_document") == 1, 5,
+                         what="the newer document's gauge")
+        assert sync.tamper.counts == {}, sync.tamper.status()  # (a genuine newer one)
+        redis_server.cmd("DEL", "kgtest:state")  # (the rollback: re-seeded, synced again)
+        await wait_until(lambda: sync.connected, 10, what="the store re-seeded")
+        await kill(session, g.admin, scope="route", route="iris")  # (the fleet goes on)
+        assert g.gw.holder.doc.generation > newer["generation"]
+        before = sync.tamper.counts.get("state", 0)
+        redis_server.cmd("SET", "kgtest:state", value)  # (the copy put back)
+        redis_server.cmd("SET", "kgtest:gen", str(newer["generation"]))
+        await wait_until(lambda: sync.tamper.counts.get("state", 0) > before
+                         or not sync.connected, 5, what="the copy read")
+        await asyncio.sleep(0.3)  # (polls go on: the gauge stays 0, writes go through)
+        assert g.gw.metrics.get("killgate_state_newer_document") == 0
+        async with session.post(g.admin + "/v1/kill", headers=bearer("killgate:kill"),
+                                json={"scope": "global", "reason": "INC-9"}) as r:
+            assert r.status == 200, await r.text()
+        assert "global" in g.gw.holder.doc.kills and "version:iris:v2" in g.gw.holder.doc.kills
+        assert "global" in stored_doc(redis_server)["kills"]
+        assert sync.tamper.counts.get("state"), sync.tamper.status()
+        assert g.gw.metrics.get("killgate_state_newer_document") == 0

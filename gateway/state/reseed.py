@@ -20,6 +20,7 @@ from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.errors import StoreConflict
 from gateway.log import event
 from gateway.state.holder import Holder
+from gateway.state.newerreplay import NewerSeen
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.store import Loaded, Store, legacy_doc, merge_restrictive, new_epoch
 from gateway.state.tamper import TamperLog
@@ -66,6 +67,15 @@ class Repair(Vouching):
     # provided by Sync
     def _apply(self, doc: StateDoc) -> bool:
         raise NotImplementedError
+
+    _newer_seen: NewerSeen | None = None
+
+    def _vetted(self, got: Loaded) -> Loaded:
+        """`got` as judged: a newer version's document put back after this instance saw it
+        replaced is an old document (newerreplay.py)."""
+        if self._newer_seen is None:
+            self._newer_seen = NewerSeen()
+        return self._newer_seen.judge(got)
 
     def _judge(self, got: Loaded) -> None:
         """Report what the store holds that we refuse."""
@@ -119,13 +129,13 @@ class Repair(Vouching):
         reported fresh, nor opened under fail_closed, on it (tests/test_forgery_staleness.py)."""
         self._resync = False
         mine = self.holder.doc  # read first: a write landing meanwhile is not "the store lost it"
-        got = await self.store.load()
+        got = self._vetted(await self.store.load())
         self._judge(got)
         if got.empty and mine.generation == 0 and not mine.kills and not self.from_snapshot:
             # A new store, and we know of no state: start generation 0.
             with contextlib.suppress(StoreConflict):
                 await self.store.commit(None, StateDoc(epoch=self._mine(new_epoch())), None)
-            got = await self.store.load()
+            got = self._vetted(await self.store.load())
         elif not got.trusted or (got.doc is not None and (
                 got.doc.generation < mine.generation or self._foreign_to(mine, got.doc)
                 or self._behind(mine, got.doc))):
@@ -140,7 +150,7 @@ class Repair(Vouching):
                 return self._took(got)  # spoiled again at once: keep our state, back off (see _may_repair)
             await self._reseed(got, mine)
             self._foreign.clear()  # (merged)
-            got = await self.store.load()
+            got = self._vetted(await self.store.load())
         if got.doc is None or got.problem is not None:
             return False
         if not got.trusted:  # (only the unsigned generation key disagrees: verified)

@@ -227,6 +227,8 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
             self._judged = head
         if synced:  # (a store we refuse answered, but told us nothing: still stale)
             self._touch()
+            if self._newer_seen is not None:  # (a newer version's read before: replaced)
+                self._newer_seen.moved_on()
         if self.peers.due():
             await self.peers.beat()
         while self._pending_audit and not self._write_lock.locked():  # (see append_audit)

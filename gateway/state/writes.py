@@ -72,6 +72,9 @@ class Writes:
     def _judge(self, got: Loaded) -> None:
         raise NotImplementedError
 
+    def _vetted(self, got: Loaded) -> Loaded:
+        raise NotImplementedError
+
     def _foreign_to(self, mine: StateDoc, doc: StateDoc) -> bool:
         raise NotImplementedError
 
@@ -109,7 +112,7 @@ class Writes:
                     # while it was in flight is a commit the store ran after its read, not
                     # the store going back (a re-seed nobody caused, "older")
                     mine = self.holder.doc
-                    got = await self.store.load()
+                    got = self._vetted(await self.store.load())
                     self._judge(got)
                     if got.doc is None or got.doc.generation < mine.generation \
                             or self._foreign_to(mine, got.doc) or self._behind(mine, got.doc):
