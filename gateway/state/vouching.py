@@ -62,9 +62,10 @@ def sibling_tag(snapshot: str) -> str:
 _RESIGN = ("this instance's key is the fleet's, but the fleet's document was not re-signed "
            "with it: step 3 of a key rotation (previous_signing_key removed) came before a "
            "write re-signed the state (README Key rotation), or an old document was put "
-           "back. Make a write (a kill or an unkill) through an instance still holding the "
-           "old key as its previous one, or give this one previous_signing_key_env again "
-           "(step 2) and restart it")
+           "back, or someone wrote one naming that key id. Make a write (a kill or an "
+           "unkill) through an instance still holding the old key as its previous one, or "
+           "give this one previous_signing_key_env again (step 2) and restart it")
+
 
 class Vouching:
     snapshot: SnapshotFile
