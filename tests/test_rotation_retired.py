@@ -324,6 +324,12 @@ async def test_a_key_order_deleted_after_the_re_sign_is_written_back_the_right_w
     order = json.loads(redis_server.cmd("HGET", "kgtest:keys", field).split("\n", 1)[1])
     assert order == {"from": old_key.kid, "to": new_key.kid}, order
     assert since() >= first + 200  # (moved on by the step-2 start, as every one)
+    # (the same for one written over with something that does not verify: counted once
+    # per reader as tampering, and written back)
+    redis_server.cmd("HSET", "kgtest:keys", field, "garbage")
+    await connect(new_key, old_key)
+    order = json.loads(redis_server.cmd("HGET", "kgtest:keys", field).split("\n", 1)[1])
+    assert order == {"from": old_key.kid, "to": new_key.kid}, order
     await connect(old_key, new_key)  # a step-1 pod still running, reconnecting
     assert redis_server.cmd("HEXISTS", "kgtest:keys", old_key.kid) == "0"
     assert await connect(old_key) == set()  # (a rollback past step 1: nothing retired)
