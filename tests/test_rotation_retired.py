@@ -383,3 +383,52 @@ async def test_step_three_before_the_re_sign_says_so_not_that_the_key_is_wrong(
             await kill(session, g2.admin, scope="version", route="iris", version="v2")
         await wait_until(lambda: sync.connected and sync.unverifiable is None, 10,
                          what="step 3 verifies the re-signed document")
+
+
+async def test_only_a_step_two_start_moves_the_retirement_time_not_a_reconnect(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Found by review revmerge37: every reconnect of a step-2 instance moved since:<id>
+    on, so whoever can kill client connections (CLIENT KILL) kept it new while any
+    instance was left at step 2, and values of the retired key written at any time
+    counted only as `retired`. A reconnect is no start."""
+    import json
+
+    p = await backends(echo_app("v1"))
+    old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
+    (tmp_path / "s0").mkdir()
+    async with running_gateway(write_config(tmp_path / "s0", two_versions(p, p, 100, 0),
+                                            state=redis_state(redis_server, tmp_path, "s0")),
+                               "gw-before") as g0:
+        await kill(session, g0.admin, scope="route", route="iris")
+
+    def opened(current: Key, previous: Key | None = None) -> RedisStore:
+        return RedisStore(redis_server.url, "kgtest", 1.0,
+                          keys=Keyring(current, previous, "kgtest"))
+
+    def backdate() -> float:
+        at = 1_000_000.0
+        redis_server.cmd("HSET", "kgtest:keys", f"since:{new_key.kid}", Keyring(
+            new_key, None, "kgtest").seal(f"retiredsince:{new_key.kid}".encode(), json.dumps(
+                {old_key.kid: at}).encode()).decode())
+        return at
+
+    def since() -> float:
+        raw = redis_server.cmd("HGET", "kgtest:keys", f"since:{new_key.kid}")
+        return float(json.loads(raw.split("\n", 1)[1])[old_key.kid])
+
+    step1 = opened(old_key, new_key)
+    await step1.open()
+    await step1.close()
+    step2 = opened(new_key, old_key)
+    await step2.open()  # (its start: moves it on)
+    try:
+        at = backdate()
+        await step2.reset()
+        await step2.open()  # (a reconnect)
+        assert since() == at
+    finally:
+        await step2.close()
+    other = opened(new_key, old_key)  # (another step-2 instance starting)
+    await other.open()
+    await other.close()
+    assert since() > at

@@ -124,11 +124,16 @@ async def _rotated_from_previous(call: Callable[..., Awaitable[Any]], key: str,
 
 
 async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
-                       report: Report, signer: Which | None = None) -> None:
+                       report: Report, signer: Which | None = None,
+                       started: bool = True) -> None:
     """Record our previous key's id as retired from our current key when the key order
     proves it the older one (`_rotated_from_previous`; `signer`: `fleet_signer`), and put
     the ids retired from our current key in `keys.retired`. `call`: a redis command;
-    `report`: on_unverified, for a stored list that does not verify."""
+    `report`: on_unverified, for a stored list that does not verify. `started`: the
+    process's first load (a reconnect is no start: only a start moves the retirement time
+    on; moved at each reconnect, whoever can kill client connections kept it new, with an
+    instance left at step 2, and values of the retired key written at any time counted
+    only as `retired`: review revmerge37)."""
     if keys.current is None:
         return
     me = keys.current.kid
@@ -149,11 +154,12 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
                                                   json.dumps(known).encode()))
         # (each step-2 instance that starts moves it on: until the last one started, an
         # instance at step 1 may still have been writing with the old key)
-        secs, _ = await call("TIME")
-        since = {k: v for k, v in since.items() if k in known}
-        since[prev.kid] = max(float(secs), since.get(prev.kid, 0.0))
-        await call("HSET", key, f"since:{me}", keys.seal(f"retiredsince:{me}".encode(),
-                                                         json.dumps(since).encode()))
+        if started or prev.kid not in since:
+            secs, _ = await call("TIME")
+            since = {k: v for k, v in since.items() if k in known}
+            since[prev.kid] = max(float(secs), since.get(prev.kid, 0.0))
+            await call("HSET", key, f"since:{me}", keys.seal(
+                f"retiredsince:{me}".encode(), json.dumps(since).encode()))
     ours = keys.keys()
     keys.retired.clear()
     keys.retired.update(k for k in known if k not in ours)
