@@ -82,3 +82,28 @@ async def test_another_keys_counts_are_counted_once_kept_and_aged_out(
                 await a.get_stats("iris")
         finally:
             await other.close()
+
+
+async def test_another_keys_counts_under_a_name_no_instance_has_are_not_kept(
+        redis_server: RedisServer) -> None:
+    """Found by review revmerge37: another key's counts were kept whatever their field,
+    and each reader held the field in memory (MAX_KEPT per counts hash): a forger naming a
+    made-up key id under megabyte-long names made every instance, every worker, hold as
+    much as the store did. A field longer than any instance's name is removed as before."""
+    from gateway.state.keptcounts import MAX_FIELD
+
+    async with two_stores(redis_server, "kgprune4") as pair:
+        other = RedisStore(redis_server.url, "kgprune4", 1.0,
+                           keys=Keyring(Key.of(b"another fleet key, not ours" * 2)))
+        await other.open()
+        try:
+            key, long = "kgprune4:stats:iris", "p" * (MAX_FIELD + 1)
+            await other.put_stats("iris", "w", {"requests": 5})
+            await other.put_stats("iris", long, {"requests": 5})
+            assert await pair.a.get_stats("iris") == []
+            assert await asyncio.to_thread(redis_server.cmd, "HEXISTS", key, long) == "0"
+            assert await asyncio.to_thread(redis_server.cmd, "HEXISTS", key, "w") == "1"
+            assert all(len(f) <= MAX_FIELD
+                       for k in (pair.a._stats_kept or {}).values() for f in k._seen)
+        finally:
+            await other.close()

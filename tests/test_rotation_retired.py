@@ -275,3 +275,164 @@ async def test_a_retired_keys_heartbeat_written_long_after_the_retirement_is_tam
     finally:
         await step3.close()
         await old.close()
+
+
+async def test_a_key_order_deleted_after_the_re_sign_is_written_back_the_right_way(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review revmerge37: a forger with write access deleted `order:<id>:<id>`
+    after a step-2 instance re-signed the document; the next step-2 instance to start took
+    the document signed with its current key for step 1 and wrote the order REVERSED
+    (signed, so the whole fleet trusted it): no later step-2 instance moved the retirement
+    time on (a rolling restart's last step-1 heartbeats counted as tampering), and a step-1
+    instance recorded the NEW key as retired from the old one (the bug 779c446 fixed).
+    The step-2 instance's own signed list of retired key ids proves the order."""
+    import json
+
+    monkeypatch.setenv("KG_NEW_KEY", NEW)
+    p = await backends(echo_app("v1"))
+    old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
+    (tmp_path / "s2").mkdir()
+    step2 = write_config(tmp_path / "s2", two_versions(p, p, 100, 0), state=redis_state(
+        redis_server, tmp_path, "s2").replace(
+            "signing_key_env: KILLGATE_TEST_STATE_KEY",
+            "signing_key_env: KG_NEW_KEY\n  previous_signing_key_env: KILLGATE_TEST_STATE_KEY"))
+
+    async def connect(current: Key, previous: Key | None = None) -> set[str]:
+        keys = Keyring(current, previous, "kgtest")
+        store = RedisStore(redis_server.url, "kgtest", 1.0, keys=keys)
+        await store.open()
+        await store.close()
+        return keys.retired
+
+    def since() -> float:
+        raw = redis_server.cmd("HGET", "kgtest:keys", f"since:{new_key.kid}")
+        return float(json.loads(raw.split("\n", 1)[1])[old_key.kid])
+
+    field = "order:" + ":".join(sorted((old_key.kid, new_key.kid)))
+    (tmp_path / "s0").mkdir()
+    async with running_gateway(write_config(tmp_path / "s0", two_versions(p, p, 100, 0),
+                                            state=redis_state(redis_server, tmp_path, "s0")),
+                               "gw-before") as g0:
+        await kill(session, g0.admin, scope="route", route="iris")
+    await connect(old_key, new_key)  # step 1 (writes the key order)
+    async with running_gateway(step2, "gw-step2") as g2:  # (records the retirement)
+        await kill(session, g2.admin, scope="version", route="iris", version="v2")  # (re-signs)
+    # (the retirement dated back: the step-2 pods that started before, minutes ago)
+    first = since() - 200
+    redis_server.cmd("HSET", "kgtest:keys", f"since:{new_key.kid}", Keyring(
+        new_key, None, "kgtest").seal(f"retiredsince:{new_key.kid}".encode(), json.dumps(
+            {old_key.kid: first}).encode()).decode())
+    redis_server.cmd("HDEL", "kgtest:keys", field)  # (the forger)
+    await connect(new_key, old_key)  # a step-2 pod of the rolling restart, starting now
+    order = json.loads(redis_server.cmd("HGET", "kgtest:keys", field).split("\n", 1)[1])
+    assert order == {"from": old_key.kid, "to": new_key.kid}, order
+    assert since() >= first + 200  # (moved on by the step-2 start, as every one)
+    # (the same for one written over with something that does not verify: counted once
+    # per reader as tampering, and written back)
+    redis_server.cmd("HSET", "kgtest:keys", field, "garbage")
+    await connect(new_key, old_key)
+    order = json.loads(redis_server.cmd("HGET", "kgtest:keys", field).split("\n", 1)[1])
+    assert order == {"from": old_key.kid, "to": new_key.kid}, order
+    await connect(old_key, new_key)  # a step-1 pod still running, reconnecting
+    assert redis_server.cmd("HEXISTS", "kgtest:keys", old_key.kid) == "0"
+    assert await connect(old_key) == set()  # (a rollback past step 1: nothing retired)
+    assert await connect(new_key) == {old_key.kid}  # (step 3)
+
+
+async def test_step_three_before_the_re_sign_says_so_not_that_the_key_is_wrong(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review revmerge37: a rotation whose step 2 saw no write (a quiet fleet)
+    left the fleet's document signed with the old key; a step-3 pod (no snapshot) could
+    not verify it and stayed unready, telling the operator to check and fix its
+    state.signing_key, which was the fleet's: the way out is a write through a step-2
+    instance, or step 2 again. The refusal is still counted (a state document of a
+    retired key may be an old one put back)."""
+    monkeypatch.setenv("KG_NEW_KEY", NEW)
+    p = await backends(echo_app("v1"))
+    old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
+
+    def cfg(name: str, signing: str) -> Path:
+        (tmp_path / name).mkdir()
+        state = redis_state(redis_server, tmp_path, name).replace(
+            "signing_key_env: KILLGATE_TEST_STATE_KEY", signing)
+        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+
+    async with running_gateway(cfg("s0", "signing_key_env: KILLGATE_TEST_STATE_KEY"),
+                               "gw-before") as g0:
+        await kill(session, g0.admin, scope="route", route="iris")
+    for step in ((old_key, new_key), (new_key, old_key)):  # steps 1 and 2, no write
+        store = RedisStore(redis_server.url, "kgtest", 1.0,
+                           keys=Keyring(*step, "kgtest"))
+        await store.open()
+        await store.close()
+    async with running_gateway(cfg("s3", "signing_key_env: KG_NEW_KEY"), "gw-step3") as g3:
+        sync = g3.gw.sync
+        await wait_until(lambda: sync.unverifiable, 5, what="the old key's document refused")
+        said = str(sync.unverifiable)
+        assert "was not re-signed" in said and "Make a write" in said, said
+        assert "Fix it" not in said and "the fleet's key?" not in said, said
+        await wait_until(lambda: "was not re-signed" in str(sync.last_error), 5,
+                         what="the sync loop's error says it too")
+        assert "the fleet's?" not in str(sync.last_error), sync.last_error
+        async with session.get(g3.admin + "/readyz") as r:
+            assert r.status == 503
+        assert sync.status()["verification"]["by_cause"].get("unknown_key_id"), \
+            sync.status()["verification"]
+        # the way out it names: a write through a step-2 instance re-signs the document
+        step2 = cfg("s2", "signing_key_env: KG_NEW_KEY\n"
+                          "  previous_signing_key_env: KILLGATE_TEST_STATE_KEY")
+        async with running_gateway(step2, "gw-step2") as g2:
+            await kill(session, g2.admin, scope="version", route="iris", version="v2")
+        await wait_until(lambda: sync.connected and sync.unverifiable is None, 10,
+                         what="step 3 verifies the re-signed document")
+
+
+async def test_only_a_step_two_start_moves_the_retirement_time_not_a_reconnect(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """Found by review revmerge37: every reconnect of a step-2 instance moved since:<id>
+    on, so whoever can kill client connections (CLIENT KILL) kept it new while any
+    instance was left at step 2, and values of the retired key written at any time
+    counted only as `retired`. A reconnect is no start."""
+    import json
+
+    p = await backends(echo_app("v1"))
+    old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
+    (tmp_path / "s0").mkdir()
+    async with running_gateway(write_config(tmp_path / "s0", two_versions(p, p, 100, 0),
+                                            state=redis_state(redis_server, tmp_path, "s0")),
+                               "gw-before") as g0:
+        await kill(session, g0.admin, scope="route", route="iris")
+
+    def opened(current: Key, previous: Key | None = None) -> RedisStore:
+        return RedisStore(redis_server.url, "kgtest", 1.0,
+                          keys=Keyring(current, previous, "kgtest"))
+
+    def backdate() -> float:
+        at = 1_000_000.0
+        redis_server.cmd("HSET", "kgtest:keys", f"since:{new_key.kid}", Keyring(
+            new_key, None, "kgtest").seal(f"retiredsince:{new_key.kid}".encode(), json.dumps(
+                {old_key.kid: at}).encode()).decode())
+        return at
+
+    def since() -> float:
+        raw = redis_server.cmd("HGET", "kgtest:keys", f"since:{new_key.kid}")
+        return float(json.loads(raw.split("\n", 1)[1])[old_key.kid])
+
+    step1 = opened(old_key, new_key)
+    await step1.open()
+    await step1.close()
+    step2 = opened(new_key, old_key)
+    await step2.open()  # (its start: moves it on)
+    try:
+        at = backdate()
+        await step2.reset()
+        await step2.open()  # (a reconnect)
+        assert since() == at
+    finally:
+        await step2.close()
+    other = opened(new_key, old_key)  # (another step-2 instance starting)
+    await other.open()
+    await other.close()
+    assert since() > at

@@ -138,3 +138,79 @@ async def test_a_newer_versions_document_is_a_gauge_before_the_state_goes_stale(
         redis_server.cmd("DEL", "kgtest:state")  # (the way out: re-seeded, synced again)
         await wait_until(lambda: g.gw.metrics.get("killgate_state_newer_document") == 0, 10,
                          what="the gauge back to 0")
+
+
+async def test_the_newer_document_gauge_falls_back_whichever_way_the_store_comes_back(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    """Found by review revmerge37: the gauge was set only by a poll's full read of the
+    store. An instance that came back to a document it reads another way (the document it
+    held put back, as a rollback restores the value the newer version replaced; or the
+    first instance's re-seed after the state key was deleted, reached by its push) was
+    synced again, and the gauge stayed 1 for good: KillgateStateNewerDocument (a page)
+    never resolved. Two instances, real redis."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg, "a") as a, running_gateway(cfg, "b") as b:
+        await kill(session, a.admin, scope="version", route="iris", version="v2")
+        await wait_until(lambda: b.gw.holder.doc.generation == a.gw.holder.doc.generation,
+                         5, what="b holds the kill")
+        gen = redis_server.cmd("GET", "kgtest:gen")
+        held = redis_server.cmd("GET", "kgtest:state")
+
+        def gauges() -> list[Any]:
+            return [g.gw.metrics.get("killgate_state_newer_document") for g in (a, b)]
+
+        for way, what in (("put back", "a new kind of kill"), ("deleted", "unknown fields")):
+            # (another document each time: the same one again would be a replay,
+            # test_a_newer_versions_old_document_put_back_is_a_replay_not_a_newer_version)
+            await asyncio.to_thread(plant, redis_server,
+                                    _newer_docs(stored_doc(redis_server))[what])
+            await wait_until(lambda: gauges() == [1, 1], 5, what="both gauges 1")
+            if way == "put back":  # (the value the newer version replaced, restored)
+                redis_server.cmd("SET", "kgtest:state", held)
+                redis_server.cmd("SET", "kgtest:gen", gen)
+            else:  # (README Upgrading: re-seeded by the first to poll, pushed to the other)
+                redis_server.cmd("DEL", "kgtest:state")
+            await wait_until(lambda: a.gw.sync.connected and b.gw.sync.connected, 10,
+                             what=f"both synced again ({way})")
+            await wait_until(lambda: gauges() == [0, 0], 3, what=f"both gauges 0 ({way})")
+
+
+async def test_a_newer_versions_old_document_put_back_is_a_replay_not_a_newer_version(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    """Found by review revmerge37: after a rolled-back upgrade (the newer version's
+    document deleted, the store re-seeded, README Upgrading), whoever can write to Redis
+    and kept a copy of that document could put it back: the instance took it for a newer
+    version writing now, never wrote over it, answered every kill 503
+    state_from_newer_version and paged KillgateStateNewerDocument for as long as the copy
+    was put back. A newer version's document at a generation no newer than the one this
+    instance holds is a replay (vouching.replayed_newer, review revmerge36): re-seeded
+    over, not counted as tampering, and a kill goes through."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        sync = g.gw.sync
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        newer = _newer_docs(stored_doc(redis_server))["a new kind of kill"]
+        value = await asyncio.to_thread(plant, redis_server, newer)
+        await wait_until(lambda: g.gw.metrics.get("killgate_state_newer_document") == 1, 5,
+                         what="the newer document's gauge")
+        assert sync.tamper.counts == {}, sync.tamper.status()  # (a genuine newer one)
+        redis_server.cmd("DEL", "kgtest:state")  # (the rollback: re-seeded, synced again)
+        await wait_until(lambda: sync.connected, 10, what="the store re-seeded")
+        await kill(session, g.admin, scope="route", route="iris")  # (the fleet goes on)
+        assert g.gw.holder.doc.generation > newer["generation"]
+        before = dict(sync.tamper.counts)
+        redis_server.cmd("SET", "kgtest:state", value)  # (the copy put back)
+        redis_server.cmd("SET", "kgtest:gen", str(newer["generation"]))
+        await wait_until(lambda: redis_server.cmd("GET", "kgtest:state") != value, 10,
+                         what="the copy re-seeded over")
+        await wait_until(lambda: g.gw.metrics.get("killgate_state_newer_document") == 0, 5,
+                         what="the gauge back to 0 once the store holds the fleet's again")
+        async with session.post(g.admin + "/v1/kill", headers=bearer("killgate:kill"),
+                                json={"scope": "global", "reason": "INC-9"}) as r:
+            assert r.status == 200, await r.text()
+        assert "global" in g.gw.holder.doc.kills and "version:iris:v2" in g.gw.holder.doc.kills
+        assert "global" in stored_doc(redis_server)["kills"]
+        assert sync.tamper.counts == before, sync.tamper.status()  # (genuine: a replay)
+        assert g.gw.metrics.get("killgate_state_newer_document") == 0

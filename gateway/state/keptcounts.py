@@ -25,13 +25,17 @@ from __future__ import annotations
 from gateway.state.beatorder import MAX_INSTANCES
 from gateway.state.signing import MAGIC, Keyring
 
-__all__ = ["KEPT_FOR", "MAX_KEPT", "KeptCounts", "rewritten"]
+__all__ = ["KEPT_FOR", "MAX_FIELD", "MAX_KEPT", "KeptCounts", "rewritten"]
 
 #: seconds an entry of another key may stay unchanged before it is removed (a live
 #: instance's counts change at every analysis tick, seconds apart)
 KEPT_FOR = 600.0
 #: entries kept per counts hash, at most (no fleet has more instances)
 MAX_KEPT = MAX_INSTANCES
+#: the longest field kept: an instance's name (serving.instance_id: host, pid, tag and
+#: worker) is under 100 bytes; a longer one is no instance's, and kept it held that many
+#: bytes in every instance's memory, MAX_KEPT times per hash (found by review revmerge37)
+MAX_FIELD = 256
 
 
 class KeptCounts:
@@ -60,7 +64,9 @@ class KeptCounts:
 
     def keep(self, field: bytes, digest: str, now: float) -> bool:
         """Keep a value refused for another key's id; False when MAX_KEPT are kept already
-        (remove it)."""
+        (remove it), and for a field longer than MAX_FIELD (no instance's name)."""
+        if len(field) > MAX_FIELD:
+            return False
         if len(self._seen) >= MAX_KEPT:
             self._forget(now)
             if len(self._seen) >= MAX_KEPT:

@@ -105,6 +105,7 @@ class RedisStore(RedisCommits, RedisTrim):
         self._last_open: tuple[bytes, StateDoc, str] | None = None  # the last document verified
         self._decoder = SharedDecoder()  # (shares what a pushed document has of the last)
         self._master_check = 0.0  # when the sentinels are next asked (loop time)
+        self._retired_read = False  # (retiredkeys.load_retired done once: started)
 
     def listen(self, fn: Listener) -> None:
         """Pushed documents and acks go straight to `fn` as they are read (verified)."""
@@ -167,7 +168,9 @@ class RedisStore(RedisCommits, RedisTrim):
             await self._seed_places()
         with contextlib.suppress(StateError):
             await load_retired(self._call, self.k_keys, self.keys, self.on_unverified,
-                               await fleet_signer(self._call, self.k_state, self.keys))
+                               await fleet_signer(self._call, self.k_state, self.keys),
+                               started=not self._retired_read)
+            self._retired_read = True
 
     async def reset(self) -> None:
         """Drop the subscription (after an error); the command connection is checked on use."""

@@ -88,36 +88,54 @@ def _order_field(a: str, b: str) -> str:
 
 async def _rotated_from_previous(call: Callable[..., Awaitable[Any]], key: str,
                                  keys: Keyring, signer: Which | None,
-                                 report: Report) -> bool:
+                                 report: Report, known: list[str]) -> bool:
     """Whether the fleet's key order proves our previous key the older one (we are at
     step 2). Written once (HSETNX) by the first instance holding both keys while the fleet
     signed with its current one (step 1: the previous key is the incoming one), signed
-    with that key: `{"from": the fleet's key, "to": the incoming one}`."""
+    with that key: `{"from": the fleet's key, "to": the incoming one}`. Without it, our
+    own signed list naming the previous key retired from ours (`known`: a step-2 instance
+    recorded it) proves the same, and the order is written back that way: deleted after a
+    step-2 instance re-signed the document, a step-2 instance starting then took the
+    document signed with its current key for step 1 and wrote the order reversed (found
+    by review revmerge37): later step-2 instances no longer moved the retirement time on,
+    and a step-1 instance recorded the NEW key as retired from the old one."""
     assert keys.current is not None and keys.previous is not None
     me, prev = keys.current.kid, keys.previous.kid
     field = _order_field(me, prev)
     raw = await call("HGET", key, field)
     if raw is None:
-        if signer == "current":  # (never on a document signed with the previous key)
+        step2 = prev in known
+        if signer == "current" or step2:  # (else never on a document signed with prev)
+            order = {"from": prev, "to": me} if step2 else {"from": me, "to": prev}
             await call("HSETNX", key, field, keys.seal(
-                f"keyorder:{field}".encode(), json.dumps({"from": me, "to": prev}).encode()))
-        return False
+                f"keyorder:{field}".encode(), json.dumps(order).encode()))
+        return step2
     try:
         if len(raw) > _MAX_BYTES:
             raise Unverified(f"{len(raw)} bytes, over the {_MAX_BYTES}-byte limit (not read)")
         got = json.loads(keys.open(f"keyorder:{field}".encode(), raw)[0])
     except (ValueError, RecursionError) as exc:
         report("state", f"the key order ({key} {field}): {exc}", None, cause_of(exc))
-        return False
+        if prev not in known:
+            return False
+        # (one written over by a forger, where our own list proves it: written back)
+        await call("HSET", key, field, keys.seal(
+            f"keyorder:{field}".encode(), json.dumps({"from": prev, "to": me}).encode()))
+        return True
     return isinstance(got, dict) and got.get("from") == prev and got.get("to") == me
 
 
 async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
-                       report: Report, signer: Which | None = None) -> None:
+                       report: Report, signer: Which | None = None,
+                       started: bool = True) -> None:
     """Record our previous key's id as retired from our current key when the key order
     proves it the older one (`_rotated_from_previous`; `signer`: `fleet_signer`), and put
     the ids retired from our current key in `keys.retired`. `call`: a redis command;
-    `report`: on_unverified, for a stored list that does not verify."""
+    `report`: on_unverified, for a stored list that does not verify. `started`: the
+    process's first load (a reconnect is no start: only a start moves the retirement time
+    on; moved at each reconnect, whoever can kill client connections kept it new, with an
+    instance left at step 2, and values of the retired key written at any time counted
+    only as `retired`: review revmerge37)."""
     if keys.current is None:
         return
     me = keys.current.kid
@@ -130,7 +148,8 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
             report("state", f"the retired key ids ({key}): {exc}", None, cause_of(exc))
     since = await _since(call, key, keys, me, report)
     prev = keys.previous
-    if prev is not None and await _rotated_from_previous(call, key, keys, signer, report):
+    if prev is not None and await _rotated_from_previous(
+            call, key, keys, signer, report, known):
         # the ids retired from the previous key come along (an earlier rotation's: kept
         # under its id alone, they were lost at the next one, and that key's left-overs
         # counted as tampering after a routine second rotation, review impleft8)
@@ -142,13 +161,17 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
             await call("HSET", key, me, keys.seal(f"retired:{me}".encode(),
                                                   json.dumps(known).encode()))
         # (each step-2 instance that starts moves it on: until the last one started, an
-        # instance at step 1 may still have been writing with the old key)
-        secs, _ = await call("TIME")
-        since = {**{k: v for k, v in before_since.items() if k in carried}, **since}
-        since = {k: v for k, v in since.items() if k in known}
-        since[prev.kid] = max(float(secs), since.get(prev.kid, 0.0))
-        await call("HSET", key, f"since:{me}", keys.seal(f"retiredsince:{me}".encode(),
-                                                         json.dumps(since).encode()))
+        # instance at step 1 may still have been writing with the old key; a reconnect
+        # does not, review revmerge37)
+        moved = {**{k: v for k, v in before_since.items() if k in carried}, **since}
+        moved = {k: v for k, v in moved.items() if k in known}
+        if started or prev.kid not in moved:
+            secs, _ = await call("TIME")
+            moved[prev.kid] = max(float(secs), moved.get(prev.kid, 0.0))
+        if moved != since:
+            since = moved
+            await call("HSET", key, f"since:{me}", keys.seal(
+                f"retiredsince:{me}".encode(), json.dumps(since).encode()))
     ours = keys.keys()
     keys.retired.clear()
     keys.retired.update(k for k in known if k not in ours)

@@ -86,6 +86,15 @@ def as_replay(problem: str, held: int) -> str:
         "written over by a re-seed of this instance's state"))
 
 
+#: what to do when the store's document is signed with the key the fleet retired
+_RESIGN = ("this instance's key is the fleet's, but the fleet's document was not re-signed "
+           "with it: step 3 of a key rotation (previous_signing_key removed) came before a "
+           "write re-signed the state (README Key rotation), or an old document was put "
+           "back, or someone wrote one naming that key id. Make a write (a kill or an "
+           "unkill) through an instance still holding the old key as its previous one, or "
+           "give this one previous_signing_key_env again (step 2) and restart it")
+
+
 class Vouching:
     snapshot: SnapshotFile
     cfg: StateConfig
@@ -262,20 +271,26 @@ class Vouching:
                      else "none of its own")
             # (/readyz 503 state_unverifiable until it verifies one; not an instance holding
             # no state told to route on the config alone: state.ready_without_state)
+            # (a document of the key the fleet retired: this instance's key is the fleet's,
+            # the state was not re-signed before step 3; "fix your key" misled: review
+            # revmerge37)
+            fix = _RESIGN if got.cause == "retired" else None
             self.unverifiable = None if why is None and self.cfg.ready_without_state else (
                 f"the stored state cannot be verified ({got.problem}) and this instance holds "
-                f"{holds}: it writes nothing over it and is not ready; "
-                "is its state.signing_key_env (or signing_key_file) the fleet's key? Fix it "
-                "and restart this instance")
+                f"{holds}: it writes nothing over it and is not ready; " + (
+                    fix or "is its state.signing_key_env (or signing_key_file) the fleet's "
+                    "key? Fix it and restart this instance"))
             if why is not None and self.ready:  # (it enforces its state; the store answers)
                 raise StoreUnverifiable(
                     f"the state store holds a document this instance cannot verify "
                     f"({got.problem}), and this instance's state is not known to be the "
                     f"fleet's ({why}): it writes nothing over that document and is not ready "
                     "(the kills it holds stay enforced). Make changes through another "
-                    "instance; is this one's state.signing_key_env (or signing_key_file) the "
-                    "fleet's key? Put the fleet's key there and restart it")
+                    "instance; " + (fix or "is this one's state.signing_key_env (or "
+                                           "signing_key_file) the fleet's key? Put the fleet's "
+                                           "key there and restart it"))
             raise StoreUnverifiable(
                 f"the stored state cannot be verified ({got.problem}) and this instance "
-                f"holds {holds}: it serves no route until it can verify the store's "
-                "(is state.signing_key the fleet's?); make changes through another instance")
+                f"holds {holds}: it serves no route until it can verify the store's (" + (
+                    fix or "is state.signing_key the fleet's?") +
+                "); make changes through another instance")
