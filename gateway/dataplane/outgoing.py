@@ -12,7 +12,7 @@ from gateway.dataplane.attempts import Policy
 from gateway.dataplane.inflight import Aborted
 from gateway.dataplane.ports import Forwarding, TableSource
 from gateway.dataplane.request import Request
-from gateway.dataplane.requesthead import request_head
+from gateway.dataplane.requesthead import kept_head, request_head
 from gateway.dataplane.retry import RetryBudget
 from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.shadowtap import Tap
@@ -92,9 +92,12 @@ class Outgoing:
         fwd = self._forwarded_of(req)
         if traceparent is not None:  # ours replaces the client's: the backend joins our span
             fwd += b"traceparent: %s\r\n" % traceparent
-            return request_head(first, req.raw_headers, fwd, length, True, body)
-        # (all positional: a call with keywords is not specialised)
-        return request_head(first, req.raw_headers, fwd, length, False, body)
+            if req.reread or req.traceparent is not None:
+                return request_head(first, req.raw_headers, fwd, length, True, body)
+        elif req.reread:  # (all positional: a call with keywords is not specialised)
+            return request_head(first, req.raw_headers, fwd, length, False, body)
+        # the fields the parser sorted as they came (no second pass over them)
+        return kept_head(first, req.kept, fwd, length, body)
 
     def _forwarded_of(self, req: Request) -> bytes:
         """The x-forwarded-* lines `req` carries to its backend (and its shadow copy)."""

@@ -82,9 +82,9 @@ class Request:
 
     __slots__ = ("_headers", "body_done", "body_error", "body_size", "buffered", "chunked",
                  "chunks", "conn", "content_length", "continue_sent", "dispatched",
-                 "expect_continue", "flight", "host", "http10", "keep_alive", "last_body",
-                 "method", "out_chunked", "raw_headers", "rec", "refused", "responded", "span",
-                 "started", "target", "traceparent", "waiter")
+                 "expect_continue", "flight", "host", "http10", "keep_alive", "kept",
+                 "last_body", "method", "out_chunked", "raw_headers", "rec", "refused",
+                 "reread", "responded", "span", "started", "target", "traceparent", "waiter")
 
     # (no Python `__init__`: it would be called from C, which costs more than `begin`, a
     # method called from Python code; `object.__init__` is C)
@@ -97,6 +97,11 @@ class Request:
         self.method = b""
         self.target = b""
         self.raw_headers: list[tuple[bytes, bytes]] = []
+        # the parts (name, ": ", value, CRLF) of the fields forwarded as they are, in order
+        # (sorted by the parser: `wire.name_kind`), unless `reread`: a Connection or Via
+        # field came, and the backend's head is built from all of `raw_headers` again
+        self.kept: list[bytes] = []
+        self.reread = False
         self._headers: HeaderView | None = None  # made when something reads a field by name
         self.host: bytes | None = None
         self.traceparent: bytes | None = None  # the first such field (read by tracing only)
