@@ -145,3 +145,34 @@ def test_the_kinds_learned_for_the_backends_head() -> None:
                        (b"Keep-Alive", DROPPED), (b"Forwarded", DROPPED), (b"CONNECTION", CONNECTION),
                        (b"Via", VIA)):
         assert name_kind(name) == kind, name
+
+
+async def test_each_request_carries_the_forwarded_lines_of_its_own_host_and_peer() -> None:
+    """The x-forwarded-* lines are remembered per connection for the Host before
+    (`Outgoing._forwarded_of`): a connection whose requests change Host (or send none, in
+    HTTP/1.0), and another client's connection, each get their own."""
+    proxy = _Proxy()
+
+    def fwd(req: Request) -> dict[bytes, bytes]:
+        head = proxy.request_head(req, _TARGET, _HOST_LINE, 0, req.target)
+        return {n: v for n, v in _fields(head) if n.startswith(b"x-forwarded-")}
+
+    h = Recorder()
+    proto, _, _ = connect(h)
+    hosts = [b"a.example", b"a.example", b"b.example", None, b"b.example", b"a.example"]
+    for host in hosts:
+        feed(proto, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" if host is None
+             else b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host)
+    await until(lambda: len(h.seen) == len(hosts))
+    for req, host in zip(h.seen, hosts, strict=True):
+        want = {b"x-forwarded-for": b"127.0.0.1", b"x-forwarded-proto": b"http"}
+        if host is not None:
+            want[b"x-forwarded-host"] = host
+        assert fwd(req) == want, host
+    h2 = Recorder()
+    other, _, _ = connect(h2)
+    other.remote_b = b"10.0.0.7"  # (another peer: connection_made sets it from its address)
+    feed(other, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    await until(lambda: bool(h2.seen))
+    assert fwd(h2.seen[0])[b"x-forwarded-for"] == b"10.0.0.7"
+    assert fwd(h.seen[-1])[b"x-forwarded-for"] == b"127.0.0.1"

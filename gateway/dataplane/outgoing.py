@@ -105,19 +105,25 @@ class Outgoing:
         if trusted is not None:
             return self._forwarded_lines(trusted.forwarded_for(
                 req.remote, forwarded_for(req)).encode(), req.host)
-        # the x-forwarded-* lines of a socket peer and Host (bounded cache: the same few
-        # pairs, request after request)
+        # the x-forwarded-* lines of a socket peer and Host: the connection's, when its
+        # Host is the one before (most requests: no key is built and hashed, ~750 CPU
+        # instructions), else from a bounded cache (the same few pairs, request after
+        # request, also over short-lived connections)
         host = req.host
-        key = (req.conn.remote_b, host)
+        conn = req.conn
+        if host == conn.fwd_host:
+            return conn.fwd_lines
+        key = (conn.remote_b, host)
         try:
-            return self._forwarded[key]
+            fwd = self._forwarded[key]
         except KeyError:
-            fwd = self._forwarded_lines(req.conn.remote_b, host)
+            fwd = self._forwarded_lines(conn.remote_b, host)
             if host is None or len(host) <= CACHED_TARGET:
                 if len(self._forwarded) >= CACHE_MAX:
                     self._forwarded.clear()
                 self._forwarded[key] = fwd
-            return fwd
+        conn.fwd_host, conn.fwd_lines = host, fwd
+        return fwd
 
     def _forwarded_lines(self, xff: bytes, host: bytes | None) -> bytes:
         fwd = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (xff, self.scheme_b)

@@ -55,6 +55,8 @@ class Connection(Protocol):
     transport: asyncio.Transport | None
     remote: str | None
     remote_b: bytes  # the peer's address as bytes (b"unknown" when there is none)
+    fwd_host: bytes | None  # the Host whose x-forwarded-* lines `fwd_lines` are
+    fwd_lines: bytes  # (`outgoing.Outgoing._forwarded_of`'s, for this connection)
     closing: bool  # closes once the answer in progress is written
     closed: bool
     write_paused: bool  # the client is not reading: wait (`drain`) before sending more
