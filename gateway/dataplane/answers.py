@@ -10,6 +10,7 @@ import json
 import logging
 from typing import Protocol
 
+from gateway.dataplane.answerlabels import Labels
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.headers import own_head
 from gateway.dataplane.inflight import Aborted
@@ -27,7 +28,7 @@ from gateway.errors import UpstreamError, UpstreamOverflow, UpstreamTimeout
 from gateway.log import event
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["Answers", "Labels", "Observer", "Observers"]
+__all__ = ["Answers", "Observer", "Observers"]
 
 log = logging.getLogger("killgate.proxy")
 
@@ -56,20 +57,6 @@ class Observers(Observer, Protocol):
 
 def _error_body(type_: str, message: str, **extra: object) -> bytes:
     return json.dumps({"error": {"type": type_, "message": message, **extra}}).encode()
-
-
-class Labels:
-    """The x-killgate-* lines of answers by (route, version, decision), and the last found:
-    most answers have the same route, version and decision objects as the one before, and
-    `is` finds their lines without a key built, hashed and compared (~450 CPU instructions
-    an answer; `Finishing.write_complete`)."""
-
-    __slots__ = ("by", "decision", "lines", "route", "version")
-
-    def __init__(self) -> None:
-        self.by: dict[tuple[str, str, str], bytes] = {}
-        self.route = self.version = self.decision = ""
-        self.lines = b""  # (of no answer: no route is named "")
 
 
 class Answers:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from gateway.dataplane.answers import Labels, Observers
+from gateway.dataplane.answerlabels import Labels
+from gateway.dataplane.answers import Observers
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.flight import Flight

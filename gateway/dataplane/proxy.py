@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-from gateway.dataplane.answers import Labels, Observer, Observers
+from gateway.dataplane.answerlabels import Labels
+from gateway.dataplane.answers import Observer, Observers
 from gateway.dataplane.attempts import Policy
 from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.finish import Finish
