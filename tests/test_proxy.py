@@ -39,6 +39,30 @@ async def test_forwards_and_labels_every_response(tmp_path: Path, backends, sess
             assert "x-killgate-route" not in r.headers
 
 
+async def test_each_answer_is_labelled_with_what_served_it(tmp_path: Path, backends,
+                                                          session) -> None:
+    """The x-killgate-* lines of an answer are those of its own route, version and decision
+    (the last answer's are reused when they are the same objects: `answers.Labels`), over one
+    connection whose answers alternate between versions, decisions and routes."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    routes = two_versions(p1, p2, 50, 50, "allow_pin: true\n") + two_versions(
+        p1, p2, 0, 100, name="other", prefix="/other")
+    async with running_gateway(write_config(tmp_path, routes)) as g:
+        seen = Counter()
+        for i in range(60):
+            pin = {"x-killgate-pin": "v1"} if i % 5 == 0 else {}
+            path = "/other/x" if i % 7 == 0 else INFER
+            async with session.get(g.url + path, headers=pin) as r:
+                served = (await r.json())["version"]
+                got = (r.headers["x-killgate-route"], r.headers["x-killgate-version"],
+                       r.headers["x-killgate-decision"])
+            want_route = "other" if path != INFER else "iris"
+            assert got[:2] == (want_route, served), (i, got)
+            assert got[2] == ("pinned" if pin and path == INFER else "weighted"), (i, got)
+            seen[got] += 1
+        assert len(seen) >= 4, seen  # (both versions of iris, pinned, and the other route)
+
+
 async def test_split_90_10_over_http(tmp_path: Path, backends) -> None:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     cfg = write_config(tmp_path, two_versions(p1, p2, 90, 10))

@@ -61,7 +61,7 @@ async def test_thousands_of_distinct_targets_and_hosts_leave_the_caches_bounded(
         assert [s.split()[1] for s in statuses] == want  # (a non-ASCII Host: 400, refused)
         p = g.gw.proxy
         assert p is not None
-        for cache in (p._targets, p._hosts, p._forwarded, p._matched or {}, p._labels):
+        for cache in (p._targets, p._hosts, p._forwarded, p._matched or {}, p._labels.by):
             assert len(cache) <= CACHE_MAX
         await wait_until(lambda: g.gw.inflight.count == 0, 5, what="nothing in flight")
         assert not g.gw.inflight.handles  # every flight taken out of the set

@@ -10,6 +10,7 @@ import json
 import logging
 from typing import Protocol
 
+from gateway.dataplane.answerlabels import Labels
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.headers import own_head
 from gateway.dataplane.inflight import Aborted
@@ -66,7 +67,7 @@ class Answers:
     clock: Clock
     loop: asyncio.AbstractEventLoop
     max_body: int
-    _labels: dict[tuple[str, str, str], bytes]  # x-killgate-* lines
+    _labels: Labels  # x-killgate-* lines
     #: not-ready answers (route, version, latency) of requests not ended yet (`dropped`)
     unready: dict[Request, list[tuple[str, str, float]]]
     #: the models each version answered, on protocol routes (`note_served`, `dropped`)
@@ -75,17 +76,20 @@ class Answers:
     # ------------------------------------------------------------------ every answer
 
     def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes:
-        """The x-killgate-* lines of an answer (cached; a part that is unknown is left out)."""
+        """The x-killgate-* lines of an answer (cached; a part that is unknown is left out),
+        remembered as the last found (`Labels`)."""
         version = target.name if target is not None else ""
         key = (plan.name, version, decision)
-        lines = self._labels.get(key)
+        memo = self._labels
+        lines = memo.by.get(key)
         if lines is None:
             lines = b"x-killgate-route: %s\r\n" % plan.name.encode()
             if version:
                 lines += b"x-killgate-version: %s\r\n" % version.encode()
             if decision:
                 lines += b"x-killgate-decision: %s\r\n" % decision.encode()
-            self._labels[key] = lines
+            memo.by[key] = lines
+        memo.route, memo.version, memo.decision, memo.lines = plan.name, version, decision, lines
         return lines
 
     @staticmethod

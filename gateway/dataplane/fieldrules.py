@@ -18,12 +18,14 @@ __all__ = [
     "HOP_BY_HOP",
     "KEEP",
     "LEARNED_MAX",
+    "REQUEST_DROP",
     "RESPONSE_DROP",
     "RESPONSE_NAMES",
     "VIA",
     "VIA_FIELD",
     "VIA_LINE",
     "RawHeaders",
+    "action",
     "connection_tokens",
     "kept",
     "learn",
@@ -36,6 +38,12 @@ HOP_BY_HOP = frozenset({
     b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
 })
 RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+#: a request's fields rebuilt by the gateway or meaningless past it (with tracing on, the
+#: client's traceparent too: `requesthead`)
+REQUEST_DROP = HOP_BY_HOP | {
+    b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
+    b"x-forwarded-host", b"forwarded", b"x-real-ip",
+}
 _INTERNAL = b"x-killgate-"
 #: the gateway writes a request's x-forwarded-* fields (-for, -proto, -host); a client's
 #: others (-port, -prefix, -scheme, -ssl: frameworks build URLs and decide the scheme from
@@ -65,11 +73,9 @@ LEARNED_MAX = 4096  # names a client can invent are bounded: the cache starts ov
 RESPONSE_NAMES: dict[bytes, int] = {}
 
 
-def learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int],
-          answer: bool = True) -> int:
-    """What the field `name` does when it crosses (`drop`: the names dropped this way),
-    remembered in `cache` (bounded)."""
-    low = name.lower()
+def action(low: bytes, drop: frozenset[bytes], answer: bool = True) -> int:
+    """What the field of lower-cased name `low` does when it crosses (`drop`: the names
+    dropped this way; `answer`: a backend's answer, else a client's request)."""
     if low in drop or low.startswith(_INTERNAL) or (not answer and low.startswith(_FORWARDED)):
         act = CONN if low == b"connection" else DROP
     elif low == b"via":
@@ -80,6 +86,14 @@ def learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int],
         act = CTYPE
     else:
         act = KEEP
+    return act
+
+
+def learn(name: bytes, drop: frozenset[bytes], cache: dict[bytes, int],
+          answer: bool = True) -> int:
+    """What the field `name` does when it crosses (`action`), remembered in `cache`
+    (bounded)."""
+    act = action(name.lower(), drop, answer)
     if len(cache) >= LEARNED_MAX:
         cache.clear()
     cache[name] = act

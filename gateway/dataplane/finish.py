@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from gateway.dataplane.answerlabels import Labels
 from gateway.dataplane.answers import Observers
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.exchange import Exchange
@@ -42,7 +43,7 @@ class Finish:
     observer: Observers | None
     recorder: Recorder
     client_address: ClientAddress | None
-    _labels: dict[tuple[str, str, str], bytes]  # x-killgate-* lines
+    _labels: Labels  # x-killgate-* lines (answers.py)
     unready: dict[Request, list[tuple[str, str, float]]]  # (answers.py)
     peeks: PeekBudget[Request]  # bodies held to read their `model` (proxy.py)
 
@@ -96,9 +97,10 @@ class Finish:
                                 self.clock.now - started)
         keep = req.keep_alive and req.body_done and not req.conn.closing  # will_keep_alive
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
-        try:
-            ours = self._labels[route, version, decision]
-        except KeyError:
+        lab = self._labels  # (the last answer's lines, found by `is`: most answers')
+        if route is lab.route and version is lab.version and decision is lab.decision:
+            ours = lab.lines
+        else:
             ours = self.labels(plan, target, decision)
         if ex.general:  # (positional: a call with keywords is not specialised)
             if body and is_event_stream(content_type(ex.headers)):

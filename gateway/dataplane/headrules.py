@@ -10,14 +10,24 @@ chunked HTTP/1.0, or HTTP/1.1 without Host is refused whole. Pure: no I/O.
 from __future__ import annotations
 
 from gateway.dataplane.request import Request
-from gateway.dataplane.wire import CHUNKED, EXPECT, HOST, TRACEPARENT, UPGRADE, Refuse
+from gateway.dataplane.wire import (
+    CHUNKED,
+    CONNECTION,
+    EXPECT,
+    HOST,
+    TRACEPARENT,
+    UPGRADE,
+    VIA,
+    Refuse,
+)
 
 __all__ = ["head_field", "refusal"]
 
 
 def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
     """`req`'s head field that means something to the connection (see `wire.name_kind`),
-    other than a first Host or Content-Length: noted on `req`, or refused (Refuse)."""
+    other than a first Host, a Content-Length or one forwarded or dropped as such: noted on
+    `req`, or refused (Refuse)."""
     if kind == HOST:
         raise Refuse(400, "more than one Host header")
     if kind == CHUNKED:
@@ -35,6 +45,9 @@ def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
     elif kind == TRACEPARENT:
         if req.traceparent is None:  # (the first, as a tracer reads it; noted here so
             req.traceparent = value  # that the sampling decision scans no fields)
+        req.kept += (name, b": ", value, b"\r\n")  # (forwarded unless the request is traced)
+    elif kind in (CONNECTION, VIA):  # (rare; the fields Connection names may have come
+        req.reread = True  # before it: the backend's head is built from all of them)
     else:
         alias = name.lower().replace(b"_", b"-")
         raise Refuse(400, f"the header {name.decode('latin-1')!r} reads as "

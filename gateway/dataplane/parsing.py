@@ -19,6 +19,7 @@ from gateway.dataplane.lengths import LENGTHS, length_value
 from gateway.dataplane.request import Request
 from gateway.dataplane.wire import (
     BODY_HIGH,
+    DROPPED,
     HOST,
     LENGTH,
     MAX_HEAD,
@@ -157,16 +158,17 @@ class Parsing:
             kind = NAMES[name]
         except KeyError:
             kind = name_kind(name)
-        if kind:
-            if kind == HOST and req.host is None:
-                req.host = value
-            elif kind == LENGTH:  # (llhttp checked: digits, no duplicates)
-                try:  # (a subscript costs less than int(): short ones are remembered)
-                    req.content_length = LENGTHS[value]
-                except KeyError:
-                    req.content_length = length_value(value)
-            else:
-                head_field(req, kind, name, value)
+        if not kind:  # forwarded as is: its parts of the backend's head, sorted here so
+            req.kept += (name, b": ", value, b"\r\n")  # that no second pass sorts them
+        elif kind == HOST and req.host is None:
+            req.host = value
+        elif kind == LENGTH:  # (llhttp checked: digits, no duplicates)
+            try:  # (a subscript costs less than int(): short ones are remembered)
+                req.content_length = LENGTHS[value]
+            except KeyError:
+                req.content_length = length_value(value)
+        elif kind != DROPPED:
+            head_field(req, kind, name, value)
 
     def on_headers_complete(self) -> None:
         req = self.parsing

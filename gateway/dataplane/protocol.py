@@ -71,7 +71,8 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
     # (the mixins declare none: mypy would refuse their writes to these; the instance dict
     # their lack of slots leaves stays empty)
     __slots__ = ("clock", "closed", "closing", "deadline", "dispatching", "drainer",
-                 "first_read", "framing", "fresh", "handler", "head_bytes", "held", "held_s", "held_taken",
+                 "first_read", "framing", "fresh", "fwd_host", "fwd_lines", "handler",
+                 "head_bytes", "held", "held_s", "held_taken",
                  "in_head", "in_trailer", "limits",
                  "linger_end", "linger_heard", "lingering", "loop", "nchunks", "parser", "parsing",
                  "paused_at", "queue", "rate_from", "rate_req", "read_paused", "read_paused_at",
@@ -88,6 +89,10 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
         self.transport: asyncio.Transport | None = None
         self.remote: str | None = None
         self.remote_b = b"unknown"
+        # the x-forwarded-* lines of this peer and the Host last sent on this connection
+        # (`Outgoing._forwarded_of`); LF is never in a Host value (llhttp refuses it)
+        self.fwd_host: bytes | None = b"\n"
+        self.fwd_lines = b""
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Request] = deque()  # heads parsed, not yet answered, in order
         self.parsing: Request | None = None   # the request whose bytes are arriving

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+from gateway.dataplane.answerlabels import Labels
 from gateway.dataplane.answers import Observer, Observers
 from gateway.dataplane.attempts import Policy
 from gateway.dataplane.drillfault import FaultGate
@@ -87,7 +88,7 @@ class Proxy(Outgoing, ModelPeek, Finish, Lookups):
         #: how many requests of each sticky key counted toward canary analysis this window
         self.quota = KeyQuota()
         self.loop = asyncio.get_running_loop()
-        self._labels: dict[tuple[str, str, str], bytes] = {}  # x-killgate-* lines
+        self._labels = Labels()  # x-killgate-* lines (answers.py)
         self.unready: dict[Request, list[tuple[str, str, float]]] = {}  # (answers.py)
         self.models = ServedModels()  # (answers.py)
         self._budgets: dict[str, RetryBudget] = {}

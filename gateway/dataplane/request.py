@@ -55,6 +55,8 @@ class Connection(Protocol):
     transport: asyncio.Transport | None
     remote: str | None
     remote_b: bytes  # the peer's address as bytes (b"unknown" when there is none)
+    fwd_host: bytes | None  # the Host whose x-forwarded-* lines `fwd_lines` are
+    fwd_lines: bytes  # (`outgoing.Outgoing._forwarded_of`'s, for this connection)
     closing: bool  # closes once the answer in progress is written
     closed: bool
     write_paused: bool  # the client is not reading: wait (`drain`) before sending more
@@ -82,9 +84,9 @@ class Request:
 
     __slots__ = ("_headers", "body_done", "body_error", "body_size", "buffered", "chunked",
                  "chunks", "conn", "content_length", "continue_sent", "dispatched",
-                 "expect_continue", "flight", "host", "http10", "keep_alive", "last_body",
-                 "method", "out_chunked", "raw_headers", "rec", "refused", "responded", "span",
-                 "started", "target", "traceparent", "waiter")
+                 "expect_continue", "flight", "host", "http10", "keep_alive", "kept",
+                 "last_body", "method", "out_chunked", "raw_headers", "rec", "refused",
+                 "reread", "responded", "span", "started", "target", "traceparent", "waiter")
 
     # (no Python `__init__`: it would be called from C, which costs more than `begin`, a
     # method called from Python code; `object.__init__` is C)
@@ -97,6 +99,11 @@ class Request:
         self.method = b""
         self.target = b""
         self.raw_headers: list[tuple[bytes, bytes]] = []
+        # the parts (name, ": ", value, CRLF) of the fields forwarded as they are, in order
+        # (sorted by the parser: `wire.name_kind`), unless `reread`: a Connection or Via
+        # field came, and the backend's head is built from all of `raw_headers` again
+        self.kept: list[bytes] = []
+        self.reread = False
         self._headers: HeaderView | None = None  # made when something reads a field by name
         self.host: bytes | None = None
         self.traceparent: bytes | None = None  # the first such field (read by tracing only)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.fieldrules import CONN, DROP, KEEP, REQUEST_DROP, VIA_FIELD, action
 from gateway.dataplane.peercap import PeerCap
 from gateway.dataplane.request import Request
 
@@ -119,9 +120,17 @@ _UNDERSCORE_ALIASES = frozenset({
     b"x-forwarded-host", b"x-forwarded-proto", b"forwarded", b"x-real-ip"})
 
 
-PLAIN, HOST, LENGTH, CHUNKED, EXPECT, UPGRADE, ALIASED, TRACEPARENT = range(8)
+#: PLAIN: nothing to the connection, forwarded as is (`Request.kept`); DROPPED: nothing to
+#: the connection, not forwarded (`fieldrules.REQUEST_DROP`'s rules: x-forwarded-*, hop-by-hop
+#: fields...); CONNECTION, VIA: the backend's head is built by a pass over all the fields
+#: (`requesthead.request_head`). The kinds named in `_KINDS` are dropped too, but the
+#: client's traceparent, forwarded unless the request is traced.
+PLAIN, HOST, LENGTH, CHUNKED, EXPECT, UPGRADE, ALIASED, TRACEPARENT, DROPPED, CONNECTION, VIA = (
+    range(11))
 _KINDS = {b"host": HOST, b"content-length": LENGTH, b"transfer-encoding": CHUNKED,
           b"expect": EXPECT, b"upgrade": UPGRADE, b"traceparent": TRACEPARENT}
+_ACTS = {KEEP: PLAIN, DROP: DROPPED, CONN: CONNECTION, VIA_FIELD: VIA}
+assert all(n in REQUEST_DROP for n in _KINDS if n != b"traceparent")
 
 
 #: a field name as sent -> what it is to us, learned once per spelling (`name_kind`). An
@@ -139,7 +148,9 @@ def name_kind(name: bytes) -> int:
     except KeyError:
         pass
     low = name.lower()
-    kind = _KINDS.get(low, PLAIN)
+    kind = _KINDS.get(low)
+    if kind is None:
+        kind = _ACTS[action(low, REQUEST_DROP, answer=False)]
     if b"_" in low:
         alias = low.replace(b"_", b"-")
         if alias in _UNDERSCORE_ALIASES or alias.startswith((b"x-killgate-", b"x-forwarded-")):
