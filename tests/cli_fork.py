@@ -245,12 +245,28 @@ def _newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")  # (text=True's universal newlines)
 
 
+#: every Spawned whose pipes are still open: close_all() (tests/conftest.py runs it at the
+#: end of each test) kills and closes them. Held here, a failed test's are never garbage
+#: collected unclosed (that ResourceWarning fired in whichever later test collected them,
+#: failing it under filterwarnings=error)
+_open: set[Spawned] = set()
+
+
+def close_all() -> None:
+    """Kill every spawned command still running and close every pipe still open."""
+    for proc in list(_open):
+        proc.close()
+
+
 class Spawned:
     """`killgate *argv` started as subprocess.Popen(stdout=PIPE, stderr=PIPE, text=True)
     starts it, forked from the server: stdout and stderr are pipes read as the command
     writes them; poll, wait, communicate, kill and send_signal as Popen's. (Its exit code
     comes over the server's socket: the child is the server's, not ours; one killed by a
-    signal before it answered has -signal, as Popen says it.)"""
+    signal before it answered has -signal, as Popen says it.) Unlike Popen's, its pipes are
+    closed for the caller: by communicate(), close(), leaving `with`, or at the end of the
+    test (close_all), whichever comes first; a caller that fails before reading them leaks
+    nothing into a later test."""
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
         self.args = ["killgate", *argv]
@@ -272,7 +288,24 @@ class Spawned:
         self.stderr = open(rerr)  # noqa: SIM115
         self._sock = sock
         self._done = threading.Event()
+        _open.add(self)
         threading.Thread(target=self._await_exit, daemon=True).start()
+
+    def __enter__(self) -> Spawned:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill it if it still runs (and wait for its end), close both pipes. Idempotent."""
+        if self.returncode is None:
+            self.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.wait(5)
+        for f in (self.stdout, self.stderr):
+            f.close()
+        _open.discard(self)
 
     def _await_exit(self) -> None:
         self._sock.settimeout(None)
@@ -322,6 +355,7 @@ class Spawned:
             if t.is_alive():
                 raise subprocess.TimeoutExpired(self.args, timeout or 0)
         self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        _open.discard(self)  # (both pipes read to their end and closed)
         return got.get("out", ""), got.get("err", "")
 
 

@@ -204,6 +204,18 @@ def _secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _spawned_closed() -> Iterator[None]:
+    """At the end of each test, every `killgate` it spawned (tests/cli_fork.spawn) and did
+    not read to its end is killed and its pipes closed: a test that failed before its
+    communicate() left them to the garbage collector, whose ResourceWarning then failed an
+    innocent later test (filterwarnings = error)."""
+    yield
+    from tests import cli_fork
+
+    cli_fork.close_all()
+
+
+@pytest.fixture(autouse=True)
 def _dump_tasks_on_hang(request: pytest.FixtureRequest) -> Iterator[None]:
     """Before pytest-timeout kills a hung test, print what every asyncio task awaits."""
     import gc

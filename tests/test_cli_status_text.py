@@ -75,3 +75,24 @@ def test_the_routes_table_says_which_latch_is_an_open_drills(drill: object, said
         "versions": {"v1": {"configured_weight": 100, "effective_weight": 100,
                             "healthy": True, "killed": False}}}}}
     assert said in _status_text(st), _status_text(st)
+
+
+def test_the_routes_table_says_each_weight_column_s_unit() -> None:
+    """`config w` 40 beside `effective w` 50 read as one unit; they are not: the file's
+    relative weight (2:3 here) and the percent of the route's traffic each gets now. The
+    headers now say so (`weight`, `share %`), with the numbers under the right one."""
+    st = {**_status(True), "routes": {"iris": {"stable": "v1", "latched": False, "versions": {
+        "v1": {"configured_weight": 40, "effective_weight": 40, "healthy": True,
+               "killed": False},
+        "v2": {"configured_weight": 60, "effective_weight": 60, "healthy": True,
+               "killed": False},
+        "v3": {"configured_weight": 2, "effective_weight": 0, "healthy": False,
+               "killed": False}}}}}
+    lines = _status_text(st).splitlines()
+    head = next(line for line in lines if line.startswith("route"))
+    assert head.split()[:5] == ["route", "version", "weight", "share", "%"], head
+    assert "config w" not in head and "effective w" not in head, head
+    v3 = next(line for line in lines if line.split()[:2] == ["iris", "v3"])
+    # each number under its own header
+    assert v3[head.index("weight"):].split()[0] == "2", (head, v3)
+    assert v3[head.index("share %"):].split()[0] == "0", (head, v3)

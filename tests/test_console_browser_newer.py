@@ -70,3 +70,57 @@ async def test_a_newer_versions_request_is_shown_as_such_without_approve(
                                 headers={"Authorization": f"Bearer {BOB}"}) as r:
             assert r.status == 409
             assert (await r.json())["error"]["type"] == "approval_from_newer_version"
+
+
+CAROL = admin_token("killgate:read killgate:rollout", "carol", 3600)
+DANA = admin_token("killgate:admin", "dana", 3600)
+
+
+async def test_decline_of_an_unknown_action_is_offered_only_with_admin(
+        tmp_path: Path, backends, redis_server: RedisServer, session,
+        browser: Browser) -> None:
+    """A newer version's request of an action this version does not know takes
+    killgate:admin to decline here (403 with a note otherwise). The console offered
+    Decline… to any token of the action's apparent scope, and the decliner met the 403
+    after writing a reason (found by review). Now a token without admin is told why; one
+    with it keeps Decline…."""
+    from gateway.domain.audit import AuditDraft
+    from gateway.domain.statedoc import Change
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path),
+                       extra="approvals: {unkill_global: 2}\n")
+    pause = "ap-00000000000000d3"
+    records = {pause: _record(pause, "pause_route", {}, format=2, written_by="killgate 0.3.0")}
+    async with running_gateway(cfg) as g:
+        await g.gw.sync.write(lambda cur: Change(approvals=records),
+                              lambda c, n: AuditDraft("alice", "approval.request",
+                                                      {"approval": pause}, "newer version"))
+        async with session.get(g.admin + "/v1/approvals",
+                               headers={"Authorization": f"Bearer {CAROL}"}) as r:
+            listed = (await r.json())["approvals"]
+        assert listed[0]["from_newer_version"]["decline_scope"] == "killgate:admin", listed
+        b = browser
+        item = f"#approvals-body li[data-approval='{pause}']"
+
+        def look(tok: str, who: str) -> tuple[bool, str]:
+            b.quick_rounds()
+            b.sign_in(g.admin, tok, who)
+            b.wait(lambda d: "from a newer version" in b.text(item), "the newer request",
+                   seen="#approvals")
+            return (bool(b.d.find_elements(By.CSS_SELECTOR,
+                                           f"button[data-key='decline-{pause}']")),
+                    b.text(item))
+
+        offered, shown = await asyncio.to_thread(look, CAROL, "carol")
+        assert not offered, shown
+        assert "declining it here takes killgate:admin, which this token does not have" \
+            in shown, shown
+        # (what it no longer offers: the API refuses it, and nothing changes)
+        async with session.post(g.admin + f"/v1/approvals/{pause}/decline",
+                                json={"reason": "no"},
+                                headers={"Authorization": f"Bearer {CAROL}"}) as r:
+            assert r.status == 403, await r.text()
+        assert pause in g.gw.holder.doc.approvals
+        offered, shown = await asyncio.to_thread(look, DANA, "dana")
+        assert offered and "which this token does not have" not in shown, shown

@@ -74,6 +74,10 @@ async def test_a_store_refused_at_every_poll_is_stale_and_fails_closed(
                          what="staleness to clear once the store is repaired")
         assert (await status_of(session, g.url))[0] == 200
         assert "version:iris:v2" in stored_doc(redis_server)["kills"]
+        # healed within the sync loop (no reconnect): no store error said any more (it
+        # kept the last refusal for good; tests/test_store_error_healed.py)
+        await wait_until(lambda: sync.status()["last_error"] is None, 2,
+                         what="the repaired store to say no error")
         # both automatic actions are in the audit trail: the trip was noted while the store
         # held only what the instance refused (no verified state to append to), and kept
         await wait_until(lambda: all(a in redis_server.cmd("XRANGE", "kgtest:audit", "-", "+")

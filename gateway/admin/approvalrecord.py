@@ -214,7 +214,10 @@ class Approval:
             return {**self.public(), "from_newer_version": {
                 "written_by": newer.written_by, "unknown": str(newer),
                 "decide": "approve it through an instance of that version (or newer), or "
-                          f"decline it (here that takes {newer.scope})"}}
+                          f"decline it (here that takes {newer.scope})",
+                # (the scope a decline takes here, for a client to offer it or say why not:
+                # the console offered Decline… to tokens the API then refused 403)
+                "decline_scope": newer.scope}}
         return {"id": self.id, "action": i.action, "gate": self.gate, "target": i.target,
                 "args": i.args, "reason": i.reason, "requested_by": i.actor,
                 "needs": self.needs, "approved_by": list(self.approved_by),

@@ -103,7 +103,9 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
     elif store.get("connected") is False:
         out.append("\nINSTANCES: unknown (this instance cannot reach the store)")
     out.append("\nROUTES")
-    rows = [["route", "version", "config w", "effective w", "healthy", "killed", "stable"]]
+    # the file's relative weight beside the share of traffic it gets now (a percent): two
+    # units, which "config w" and "effective w" hid (40 beside 50 read as the same scale)
+    rows = [["route", "version", "weight", "share %", "healthy", "killed", "stable"]]
     for name, r in (st.get("routes") or {}).items():
         for vname, v in r["versions"].items():
             rows.append([name + _latch(r), vname,
@@ -129,7 +131,7 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
             out.append(clean_text(
                 f"PARTLY SERVING: route {name}'s latched override gives traffic to {missing}, "
                 f"which this instance's config does not have: its other versions take that "
-                f"share here (see 'effective w') until `killgate release {name}` or a config "
+                f"share here (see 'share %') until `killgate release {name}` or a config "
                 f"with {missing}", 4096))
     return "\n".join(out)
 

@@ -26,6 +26,7 @@ from gateway.state.resp import (
     connect,
     parse_endpoint,
 )
+from gateway.state.respprobe import WrongScheme
 from gateway.state.signing import Keyring, cause_of
 from gateway.state.store import OnUnverified, ignore_unverified
 
@@ -129,6 +130,8 @@ class RedisLink:
                 from None
         except TimeoutError:
             raise StoreUnavailable(f"redis at {ep.describe()} did not answer in time") from None
+        except WrongScheme as exc:  # (rediss:// at plain text, redis:// at TLS: respprobe.py)
+            raise StoreUnavailable(str(exc)) from None
         except OSError as exc:  # ConnectionError included
             raise StoreUnavailable(f"redis at {ep.describe()} is unreachable: "
                                    f"{exc.strerror or exc}") from None

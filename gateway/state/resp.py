@@ -26,6 +26,8 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 from redis.asyncio.connection import parse_url
 
+from gateway.state.respprobe import not_plain, not_tls, speaks_plain, speaks_tls
+
 __all__ = ["Endpoint", "RespConnection", "RespError", "connect", "parse_endpoint"]
 
 OnMessage = Callable[[bytes, bytes], None]
@@ -120,6 +122,7 @@ class RespConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.last_rx = self._loop.time()  # when bytes last arrived
+        self.heard = False  # any byte arrived (a TLS port resets a plain connection mute)
         #: the master's address as the sentinels named it (None: no sentinels)
         self.address: tuple[str, int] | None = None
 
@@ -130,6 +133,7 @@ class RespConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self._loop.time()
+        self.heard = True
         self._reader.feed(data)
         while True:
             try:
@@ -238,16 +242,26 @@ async def _handshake(conn: RespConnection, username: str | None, password: str |
 
 async def _direct(host: str, port: int, ep: Endpoint, timeout: float, name: str,
                   on_message: OnMessage | None, master: bool = False) -> RespConnection:
-    async with asyncio.timeout(timeout):
-        conn = await _open(host, port, ep.path, ep.tls, on_message)
+    try:
+        async with asyncio.timeout(timeout):
+            conn = await _open(host, port, ep.path, ep.tls, on_message)
+    except (TimeoutError, ssl.SSLError):
+        # rediss:// at a plain-text redis: no TLS answer ever comes (respprobe.py)
+        if ep.tls is not None and ep.path is None and await speaks_plain(host, port):
+            raise not_tls(f"{host}:{port}") from None
+        raise
     try:
         await _handshake(conn, ep.username, ep.password, ep.db, name, timeout)
         if master:
             role = await conn.call("ROLE", timeout=timeout)
             if not role or role[0] != b"master":
                 raise ConnectionError("is not a master")
-    except BaseException:
+    except BaseException as exc:
         await conn.aclose()
+        # redis:// at a TLS port: it resets the connection at our first command
+        if (isinstance(exc, ConnectionError) and not conn.heard and ep.tls is None
+                and ep.path is None and await speaks_tls(host, port)):
+            raise not_plain(f"{host}:{port}") from None
         raise
     return conn
 

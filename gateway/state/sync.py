@@ -236,6 +236,8 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
                 or head not in (None, self._judged or held.audit_head):
             synced = await self._full_sync()
             self._judged = head
+            if synced:  # (a repair healed it here, not at a reconnect: a refusal of the
+                self.last_error = None  # store's document, now ours again, is not news)
         if synced:  # (a store we refuse answered, but told us nothing: still stale)
             self._touch()
         if self.peers.due():

@@ -33,6 +33,19 @@ function approveButton(a, open, kills) {
                       onclick: () => open(approvalSpec(a, "approve", kills))}, "Approve…");
 }
 
+// Decline… likewise only where the API would take it: a newer version's request of an
+// action this version does not know takes killgate:admin to decline here (403 otherwise;
+// `from_newer_version.decline_scope` names the scope), so a token without it is told so.
+function declineButton(a, can, open, kills) {
+  const scope = a.from_newer_version?.decline_scope;
+  if (typeof scope === "string" && scope.startsWith("killgate:") && can[scope.slice(9)] !== true) {
+    return h("span", {class: "muted", dataset: {testid: "decline-needs-scope"}},
+      `declining it here takes ${scope}, which this token does not have`);
+  }
+  return h("button", {type: "button", class: "secondary", dataset: {key: `decline-${a.id}`},
+                      onclick: () => open(approvalSpec(a, "decline", kills))}, "Decline…");
+}
+
 export function renderApprovals(el, data, can, open, kills = []) {
   const items = list(data, "approvals");
   render(el, items.length ? h("ul", {class: "approvals"}, items.map((a) => h("li", {dataset: {approval: a.id}},
@@ -43,9 +56,8 @@ export function renderApprovals(el, data, can, open, kills = []) {
     ` — ${(a.approved_by || []).length} of ${a.needs} (${(a.approved_by || []).join(", ")})`,
     a.requested_by ? `, asked by ${a.requested_by}` : "",
     a.reason ? `: “${a.reason}”` : "", a.expires ? ` · expires ${fmtAgo(a.expires)}` : "",
-    allowed(a, can) ? [" ", approveButton(a, open, kills), " ",
-      h("button", {type: "button", class: "secondary", dataset: {key: `decline-${a.id}`},
-                   onclick: () => open(approvalSpec(a, "decline", kills))}, "Decline…")] : null)))
+    allowed(a, can) ? [" ", approveButton(a, open, kills), " ", declineButton(a, can, open, kills)]
+      : null)))
     : h("p", {}, "No request is waiting for approval."));
 }
 
