@@ -59,6 +59,19 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+#: `json.loads(text, parse_constant=_no_constant)`'s decoder, made once: json.loads builds
+#: a JSONDecoder and its C scanner at every call given a keyword (a kill's body: 29.9k
+#: instructions a call, 13.7k here; callgrind), before every admin write's commit
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def _loads(text: str) -> Any:
+    """json.loads(text, parse_constant=_no_constant): the same value or the same error."""
+    if text.startswith("\ufeff"):  # (json.loads's own check, word for word)
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
+
+
 def _check(value: Any, depth: int, where: str) -> None:
     """Every string valid Unicode, nesting bounded (iteratively bounded by `depth`)."""
     if depth > MAX_DEPTH:
@@ -108,7 +121,7 @@ async def json_body(request: web.Request,
     except UnicodeDecodeError as exc:
         raise bad(f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        body = json.loads(text.removeprefix("\ufeff"), parse_constant=_no_constant)
+        body = _loads(text.removeprefix("\ufeff"))
     except RecursionError:
         raise bad(f"the body is nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:  # (say where: a trailing comma is not "not an object")
