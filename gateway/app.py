@@ -93,7 +93,10 @@ class Gateway(GatewayParts):
         if running is not None and (auth != running.cfg or auth.hs256_secret_file
                                     or auth.public_key_file):
             checked = Authenticator(auth, loaded.resolve)
-            if checked.problem:
+            # (refused only where the running settings work: when they are broken too, the
+            # admin API answers 503 either way, and a refusal kept every other change of
+            # the file, a weight set to 0 included, from going live)
+            if checked.problem and running.problem is None:
                 raise ConfigError([Problem("admin.auth", f"{checked.problem}; the running "
                                                          "admin auth settings stay in force")])
             if auth != running.cfg or checked.key_digest != running.key_digest:

@@ -13,7 +13,7 @@ from gateway.config import Config, parse_listen
 from gateway.config_routes import case_fold
 from gateway.errors import Problem
 
-__all__ = ["approval_gaps", "semantic_problems", "ungated_shadows"]
+__all__ = ["approval_gaps", "otlp_grpc_port", "semantic_problems", "ungated_shadows"]
 
 
 def approval_gaps(cfg: Config) -> list[str]:
@@ -25,6 +25,25 @@ def approval_gaps(cfg: Config) -> list[str]:
                 "`weights` call that gives one version 100 % moves the traffic a promotion "
                 "would, with fewer principals; set approvals.weights as high"]
     return []
+
+
+def otlp_grpc_port(cfg: Config) -> list[str]:
+    """An OTLP endpoint on 4317, OTLP/gRPC's port (for `killgate check`'s notes): killgate
+    exports OTLP over HTTP/protobuf (4318), so every export there fails, seen only later as
+    killgate_otel_dropped_total (a new user's most likely mix-up: the collector's docs list
+    4317 first)."""
+    from urllib.parse import urlsplit
+
+    url = cfg.telemetry.otlp_endpoint
+    try:
+        port = urlsplit(url).port if url else None
+    except ValueError:
+        return []
+    if port != 4317:
+        return []
+    return [f"telemetry.otlp_endpoint {url!r} names port 4317, OTLP/gRPC's: killgate "
+            "exports OTLP over HTTP/protobuf, which collectors take on 4318 (every export "
+            "to a gRPC port fails); use the collector's HTTP endpoint"]
 
 
 def ungated_shadows(cfg: Config) -> list[str]:

@@ -172,7 +172,12 @@ class WebhookConfig(Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        return check_http_url(v)
+        # (a query may carry the receiver's token, as analysis.webhook_url's may: a Google
+        # Chat or Azure Functions URL, `...?key=...&token=...`, was refused as "must be an
+        # http:// or https:// URL with a host", which it is; its path and query never show:
+        # redact.py hides a webhook's)
+        check_http_url(v.split("?", 1)[0])
+        return v
 
     @model_validator(mode="after")
     def _one_secret(self) -> WebhookConfig:

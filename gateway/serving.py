@@ -26,6 +26,7 @@ from gateway.log import event
 from gateway.stopsignals import HURRIED_EXIT, STOP_NOW, StopSignals
 from gateway.workerconfig import file_instead, save
 from gateway.workerlink import BEAT, BEAT_ENV, GROUP_ENV, READY_FD_ENV, STOP_AND_RELOAD
+from gateway.workerstates import WorkerStates
 
 __all__ = ["instance_id", "serve_until_stopped"]
 
@@ -87,6 +88,8 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
             gc.freeze()
             if config_bytes is not None:
                 _share_what_runs(gw, config_bytes)
+            if metrics_dir is not None and worker is not None:
+                _tell_siblings(gw, Path(metrics_dir), worker)
             if pipe is not None:
                 _tell(pipe, b"1")  # it serves (a worker that dies before, once restarted,
                 #                    is a crash loop: workergroup.py)
@@ -108,6 +111,17 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
         if worker is None:
             _at_once_from_now_on()
     return HURRIED_EXIT if signals.hurried else 0
+
+
+def _tell_siblings(gw: Gateway, run_dir: Path, worker: int) -> WorkerStates:
+    """A group's worker: the generation it runs kept in the group's run directory, and its
+    siblings' told to a drill that asks it (workerstates.py: one ask a group)."""
+    states = WorkerStates(run_dir, worker, gw.instance, lambda: gw.holder.doc.generation)
+    states.start()
+    gw.holder.listen(states.changed)
+    if gw.admin_api is not None:
+        gw.admin_api.siblings = states.siblings
+    return states
 
 
 def _ignored_from_now_on(loop: asyncio.AbstractEventLoop) -> None:

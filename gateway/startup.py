@@ -47,7 +47,7 @@ from gateway.log import event
 from gateway.sockets import bind_socket, format_addr, listen_url
 from gateway.state import make_sync
 from gateway.state.sync import Sync
-from gateway.tasks import Part
+from gateway.tasks import Part, cancel
 from gateway.telemetry.accesslog import AccessLog
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.otelenv import resolve as otel_settings
@@ -240,6 +240,10 @@ class GatewayParts:
         self._stack.push_async_callback(self.admin_api.approval_expiry.stop)
         self._stack.push_async_callback(self.admin_api.writer.stop)  # (its late records)
         self._stack.push_async_callback(self.admin_api.unanswered.stop)  # (break-glass)
+        # (break-glass uses a process that died before counting them left: admin/glassjournal.py)
+        glass = asyncio.get_running_loop().create_task(self.admin_api.reconcile_glass(),
+                                                       name="break-glass-reconcile")
+        self._stack.push_async_callback(cancel, glass)
         await self._admin_runner.setup()
         self._stack.push_async_callback(self._admin_runner.cleanup)
 

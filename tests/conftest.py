@@ -276,20 +276,28 @@ def _gateway_tasks(servers: set[object]) -> list[asyncio.Task[Any]]:
 
 def _gateway_sockets(ports: set[int]) -> int:
     """Our process's TCP sockets with a local port of the gateway's listeners (the
-    listeners and the connections they accepted)."""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        with suppress(OSError):
-            link = os.readlink(f"/proc/self/fd/{fd}")
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
+    listeners and the connections they accepted), asked of each socket descriptor of ours
+    (getsockname on a copy): /proc/self/net/tcp lists every socket of the machine's network
+    namespace, thousands in TIME_WAIT while the suite runs, 20-60 ms a read, two reads at
+    each in-process gateway's stop (of ~0.12 s in all, ~860 gateways)."""
     n = 0
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        with suppress(OSError), open(table) as f:
-            for line in f.readlines()[1:]:
-                cols = line.split()
-                if cols[9] in inodes and int(cols[1].rsplit(":", 1)[1], 16) in ports:
-                    n += 1
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:["):
+                continue
+            copy = os.dup(int(fd))
+        except OSError:
+            continue  # (closed meanwhile: the listing's own descriptor, say)
+        try:
+            s = socket.socket(fileno=copy)
+        except OSError:
+            os.close(copy)
+            continue
+        with s:
+            if s.family not in (socket.AF_INET, socket.AF_INET6) or s.type != socket.SOCK_STREAM:
+                continue
+            with suppress(OSError):
+                n += s.getsockname()[1] in ports
     return n
 
 

@@ -4,7 +4,9 @@ timeout, teardown included, has its threads' stacks written to stderr and its pr
 thread only, and that can be lost: a test awaiting `asyncio.to_thread` of a call that never
 returns fails, then the event loop's close waits for that thread for ever; uvloop swallows
 it. And a test's first failure cancels its timeout (pytest_exception_interact, there for
-pdb), so a teardown that hangs after a failed check had none. Each hung the whole run.
+pdb), so a teardown that hangs after a failed check had none. Each hung the whole run. So did
+a test whose failure pytest was still writing up when its timeout struck (an INTERNALERROR,
+its fixtures then torn down at the session's end) on a loaded machine.
 Ended, the test process is a crashed xdist worker, and --max-worker-restart=0 ends the run
 with that test named. (conftest.py imports these hooks; `-p tests.hangguard` loads them.)"""
 
@@ -47,10 +49,19 @@ def pytest_exception_interact(node: pytest.Item | pytest.Collector) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
     try:
-        return (yield)
-    finally:
+        done = yield
+    except BaseException:
+        # the session ends (an INTERNALERROR: pytest-timeout's alarm landed while pytest
+        # wrote the failure up, before pytest_exception_interact cancels it, as a loaded
+        # machine did): what is left, this item's fixtures torn down at the session's end,
+        # gets GRACE; it was cancelled here, and a teardown that hung ran for ever
         if item.stash.get(_DEADLINE, None) is not None:
-            faulthandler.cancel_dump_traceback_later()
+            item.stash[_DEADLINE] = time.monotonic() + GRACE
+            _arm(item)
+        raise
+    if item.stash.get(_DEADLINE, None) is not None:
+        faulthandler.cancel_dump_traceback_later()
+    return done
 
 
 def _arm(node: pytest.Item | pytest.Collector) -> None:

@@ -6,7 +6,8 @@ worker stopped, killed and replaced, signals it serves on) can each take it in t
 each test it is checked: the supervisor runs, both workers listen, and each has served
 longer than RESTART_WINDOW (a worker killed sooner is, by design, a crash loop). A test
 that stops the group (or leaves it broken: a failed test) leaves the next one a new group.
-Each test reads only the log written since it took the group (`Shared.out`).
+Each test reads only the log written since it took the group (`Shared.out`). With
+`hold_exit`, a test can hold its workers' exits (`Shared.exits_held`: tests/exithold/).
 
 The backends run in a thread of their own with its own event loop: the module outlives
 each test's loop.
@@ -21,7 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ from tests.conftest import (
     write_config,
 )
 from tests.test_worker_config import Group, _listening
+
+#: a sitecustomize that holds a worker's exit while a test asks (Shared.exits_held)
+EXIT_HOLD = Path(__file__).parent / "exithold"
 
 
 class ThreadedApps:
@@ -69,8 +73,10 @@ class Shared:
     """A module's group: `take()` before each test, `close()` after the module."""
 
     def __init__(self, tmp: Path, server: str = "", watch: bool = False,
-                 artifact: str = "") -> None:
+                 artifact: str = "", hold_exit: bool = False) -> None:
         self.tmp = tmp
+        self.hold_exit = hold_exit
+        self._hold = tmp / "exit-hold"  # (while it exists, a worker's exit waits)
         self.server = server
         self.watch = watch
         self.artifact = artifact  # v1's (`artifact: "sha256:..."`), as _group takes it
@@ -102,8 +108,12 @@ class Shared:
         self.first = cfg.read_text()
         run = tmp / "run"
         run.mkdir()
-        gw = GatewayProcess(cfg, workers=2, env={"TMPDIR": str(run), "KILLGATE_TEST_SECRET":
-                                                 SECRET, STATE_KEY_ENV: STATE_KEY})
+        env = {"TMPDIR": str(run), "KILLGATE_TEST_SECRET": SECRET, STATE_KEY_ENV: STATE_KEY}
+        if self.hold_exit:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(EXIT_HOLD), os.environ.get("PYTHONPATH", "")) if p)
+            env["KILLGATE_TEST_EXIT_HOLD"] = str(self._hold)
+        gw = GatewayProcess(cfg, workers=2, env=env)
         gw.wait_ready()
         return Group(gw, run)
 
@@ -148,6 +158,17 @@ class Shared:
             self._end(self.group)
             self.group = None
         return self.take()
+
+    @contextmanager
+    def exits_held(self) -> Iterator[None]:
+        """While in the block, a worker that ends waits at its exit (drained, `stopped`
+        logged, its supervisor told its loop is done) until the block ends."""
+        assert self.hold_exit, "Shared(hold_exit=True)"
+        self._hold.touch()
+        try:
+            yield
+        finally:
+            self._hold.unlink()
 
     @property
     def g(self) -> Group:

@@ -1,5 +1,5 @@
 """The admin API's body decoder (inputs._loads, made once) answers as
-`json.loads(text, parse_constant=...)` did, value or error, word for word: the bodies
+`json.loads(text, parse_constant=..., object_pairs_hook=...)` did, value or error, word for word: the bodies
 test_admin_hostile_input sends through a real admin listener, and random text."""
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.admin.inputs import _loads, _no_constant
+from gateway.admin.inputs import _loads, _no_constant, _unique
 
 pytestmark = pytest.mark.timeout(30)
 
 HOSTILE = ['{"a":1}', '\ufeff{"a":1}', '\ufeff\ufeff{}', '{"a":NaN}', '{"a":-Infinity}',
            '[1,2', '{"a":1} x', "1" * 5000, '{"a":"\\ud800"}', "", "  ", '{"a":1,}',
-           "[" * 3000 + "]" * 3000, '{"a":1e999}', '"\x00"', "{\"a\":\"b\"}\n"]
+           "[" * 3000 + "]" * 3000, '{"a":1e999}', '"\x00"', "{\"a\":\"b\"}\n",
+           '{"a":1,"a":2}', '{"w":{"v1":50,"v1":60}}', '[{"k":1},{"k":1,"k":1}]']
 
 
 def _answer(fn: Any, text: str) -> tuple[str, Any]:
@@ -28,7 +29,7 @@ def _answer(fn: Any, text: str) -> tuple[str, Any]:
 
 
 def _before(text: str) -> Any:
-    return json.loads(text, parse_constant=_no_constant)
+    return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique)
 
 
 @pytest.mark.parametrize("text", HOSTILE)

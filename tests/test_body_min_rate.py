@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.configfile import parse_config_text
 from gateway.errors import ConfigError
+from tests import cli_fork
 from tests.backends import RawServer
 from tests.conftest import running_gateway, two_versions, write_config
 
@@ -225,8 +225,8 @@ def test_check_accepts_a_minimum_rate_and_refuses_a_bad_one(tmp_path: Path) -> N
     for value, code in (("2048", 0), ("-5", 1)):
         cfg = write_config(tmp_path, two_versions(1, 1, 100, 0),
                            extra=f"server: {{body_min_rate: {value}}}\n")
-        res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)],
-                             cwd=str(ROOT), capture_output=True, text=True, timeout=30)
+        # (forked from a process that imported the CLI: tests/cli_fork.py)
+        res = cli_fork.run(["check", str(cfg)], dict(os.environ), str(ROOT), 30)
         assert res.returncode == code, (value, res.stdout, res.stderr)
         if code:
             assert "server.body_min_rate: must be 0 (off)" in res.stderr, res.stderr

@@ -61,9 +61,9 @@ def test_serve_refuses_an_access_log_it_cannot_open_by_name(tmp_path: Path) -> N
                        extra=("server: {access_log: true}\ntelemetry:\n  access_log: "
                               f"{{path: {tmp_path}/not-a-folder.txt/access.log}}\n"))
     (tmp_path / "not-a-folder.txt").write_text("")
-    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
-                         capture_output=True, text=True, timeout=30,
-                         env={"PATH": "/usr/bin:/bin", "KILLGATE_TEST_SECRET": SECRET})
+    # (forked as _check is: the refusal comes after the imports a fresh interpreter repeats)
+    res = cli_fork.run(["serve", "-c", str(cfg)],
+                       {"PATH": "/usr/bin:/bin", "KILLGATE_TEST_SECRET": SECRET}, os.getcwd(), 30)
     assert res.returncode == 1, res.stderr[-2000:]
     assert "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "killgate: config: telemetry.access_log.path: " in res.stderr, res.stderr[-2000:]
@@ -173,9 +173,8 @@ def test_check_notes_an_access_log_folder_only_the_deployed_host_has(
     said = capsys.readouterr().err
     assert said == (f"note: telemetry.access_log.path: {log}: its folder {log.parent} does not "
                     "exist on this host; `killgate serve` refuses to start until it exists\n"), said
-    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
-                         capture_output=True, text=True, timeout=30,
-                         env={"PATH": "/usr/bin:/bin", "KILLGATE_JWT_SECRET": SECRET})
+    res = cli_fork.run(["serve", "-c", str(cfg)],
+                       {"PATH": "/usr/bin:/bin", "KILLGATE_JWT_SECRET": SECRET}, os.getcwd(), 30)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert f"telemetry.access_log.path: {log}: its folder" in res.stderr, res.stderr[-2000:]
 

@@ -74,6 +74,9 @@ async def test_ctrl_c_while_a_write_waits_says_it_may_have_applied(backends) -> 
         out, err = await asyncio.to_thread(proc.communicate, None, 45)
     finally:
         proc.kill()
+        proc.wait(5)
+        for f in (proc.stdout, proc.stderr):  # (closed by communicate, unless it failed:
+            f.close()  # left open, a later test's garbage collection failed on them)
     assert time.monotonic() - t0 < 30
     assert proc.returncode == 130, (proc.returncode, err)
     assert "interrupted (Ctrl-C)" in err and "may have been applied" in err, err

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -31,8 +29,7 @@ async def cli(*args: str) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("args", [["shadow", "--help"], ["shadow", "report", "--help"]])
 def test_help(args: list[str]) -> None:
-    res = subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
-                         text=True, timeout=30)
+    res = cli_fork.run(args, dict(os.environ), os.getcwd(), 30)  # (tests/cli_fork.py)
     assert res.returncode == 0 and "usage: killgate shadow" in res.stdout
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -76,16 +75,15 @@ def test_invalid_fixture_is_refused_with_its_message(path: Path) -> None:
 
 
 def test_check_cli_exit_codes_and_one_line_per_problem(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "gateway", "check", str(EXAMPLES[0])],
-                        capture_output=True, text=True, timeout=30)
+    # (forked from a process that imported the CLI: tests/cli_fork.py)
+    ok = cli_fork.run(["check", str(EXAMPLES[0])], dict(os.environ), os.getcwd(), 30)
     assert ok.returncode == 0, ok.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "listen: 0.0.0.0:8080\nadmin: {listen: 127.0.0.1:8081, lisen: x}\nroutes:\n"
         "  - name: r\n    match: {path_prefix: /r}\n    stable: v1\n    versions:\n"
         "      - {name: v1, url: 'http://127.0.0.1:1', weight: -1}\n")
-    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(bad)],
-                         capture_output=True, text=True, timeout=30)
+    res = cli_fork.run(["check", str(bad)], dict(os.environ), os.getcwd(), 30)
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert "routes[0].versions[0].weight: must be >= 0" in lines
@@ -174,8 +172,7 @@ def test_check_refuses_admin_keys_that_cannot_verify(tmp_path: Path, auth: str,
 
 
 def test_schema_command_prints_json_schema() -> None:
-    res = subprocess.run([sys.executable, "-m", "gateway", "schema"], capture_output=True,
-                         text=True, timeout=30)
+    res = cli_fork.run(["schema"], dict(os.environ), os.getcwd(), 30)
     schema = json.loads(res.stdout)
     assert "routes" in schema["properties"]
     assert schema["additionalProperties"] is False

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +45,14 @@ def _check(cfg: Path) -> subprocess.CompletedProcess[str]:
     return cli_fork.run(["check", str(cfg)], dict(os.environ), str(ROOT), 20)
 
 
+def _serve(cfg: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`killgate serve -c CFG`, which refuses its config at start, forked as `_check` is (a
+    fresh interpreter's imports cost each ~0.6 s of CPU, 1.5-3 s of wall time loaded; what
+    is checked happens after them, in main() as `python -m gateway` runs it)."""
+    return cli_fork.run(["serve", "-c", str(cfg)], dict(os.environ) if env is None else env,
+                        str(ROOT), 30)
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder"])
 @pytest.mark.parametrize("setting", sorted(KEY_SETTINGS))
@@ -73,8 +80,7 @@ def test_serve_refuses_a_signing_key_fifo_at_once(tmp_path: Path) -> None:
                        state=f"state:\n  backend: local\n  path: {tmp_path}/store.json\n"
                              f"  snapshot_path: {tmp_path}/snap.json\n"
                              f"  signing_key_file: '{fifo}'\n")
-    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
-                         cwd=str(ROOT), capture_output=True, text=True, timeout=30)
+    res = _serve(cfg)
     assert res.returncode == 1, res.stderr
     assert "state.signing_key_file" in res.stderr and "not a regular file" in res.stderr
     assert "Traceback" not in res.stderr
@@ -98,8 +104,7 @@ def test_a_state_file_that_is_a_fifo_is_refused_by_check_and_serve(tmp_path: Pat
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"state.{setting}: {files[setting]} is a folder, device, FIFO or socket" \
         in res.stderr, res.stderr
-    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
-                         cwd=str(ROOT), capture_output=True, text=True, timeout=30)
+    res = _serve(cfg)
     assert res.returncode == 1, res.stderr
     assert f"killgate: config: state.{setting}: {files[setting]}" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
@@ -156,10 +161,31 @@ def test_the_cross_route_checks_of_many_routes_are_not_quadratic() -> None:
     text += ("- {name: twin, match: {path_prefix: /p00007}, stable: w, "
              "versions: [{name: w, url: 'http://h:1'}, {name: s, url: 'http://h:2', "
              "weight: 0}], shadow: {version: v}}\n")
-    from gateway.config import Config
-    from gateway.config_yaml import load_yaml
+    import yaml
 
-    cfg = Config.model_validate(load_yaml(text, "many.yaml"))
+    from gateway.config import Config
+    from gateway.config_yaml import MAX_NODES, load_yaml
+    from gateway.configfile import MAX_FILE_BYTES
+
+    # the file's document, built here: pure-Python YAML parsing it took 2.3 s of CPU (10 s
+    # on a loaded machine), none of it what is measured; the text is what it reads as (its
+    # first routes and the twin parsed), and within the caps a file is read under
+    doc = {"routes": [{"name": f"r{i}", "match": {"path_prefix": f"/p{i:05d}"},
+                       "stable": "v", "versions": [{"name": "v", "url": "http://h:1"}]}
+                      for i in range(2900)]}
+    doc["routes"].append(load_yaml(text.rsplit("\n", 2)[-2], "twin.yaml")[0])
+    lines = text.splitlines(keepends=True)
+    assert load_yaml("".join(lines[:4]), "head.yaml")["routes"] == doc["routes"][:3]
+    def nodes(n: yaml.Node) -> int:
+        kids = [x for pair in n.value for x in pair] if isinstance(n, yaml.MappingNode) else (
+            n.value if isinstance(n, yaml.SequenceNode) else [])
+        return 1 + sum(nodes(k) for k in kids)
+
+    per_route = nodes(yaml.compose(lines[1])) - 1  # (less the one-item list around it)
+    assert nodes(yaml.compose("".join(lines[:3]))) == 3 + 2 * per_route  # (doc, key, list)
+    assert len(text.encode()) < MAX_FILE_BYTES
+    assert 3 + 2900 * per_route + nodes(yaml.compose(lines[-1])) < MAX_NODES
+    cfg = Config.model_validate(doc)
     started = time.process_time()
     problems = [str(p) for p in semantic_problems(cfg)]
     spent = time.process_time() - started
@@ -207,8 +233,7 @@ def test_two_state_settings_naming_one_file_are_refused(tmp_path: Path, settings
     res = _check(cfg)
     assert res.returncode == 1, res.stdout + res.stderr
     assert says.format(d=tmp_path) in res.stderr, res.stderr
-    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
-                         cwd=str(ROOT), capture_output=True, text=True, timeout=30)
+    res = _serve(cfg)
     assert res.returncode == 1, res.stderr
     assert "killgate: config: " + says.format(d=tmp_path) in res.stderr, res.stderr
 
@@ -228,13 +253,11 @@ def test_a_key_variable_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Path
     env = {**os.environ, "KG_BINARY_KEY": os.fsdecode(b"0123456789abcdef" * 3 + b"\xff\xfe")}
     says = ("the environment variable KG_BINARY_KEY holds bytes that are not UTF-8 text; "
             "set it to a key such as `openssl rand -hex 32` prints")
-    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)], cwd=str(ROOT),
-                         capture_output=True, text=True, timeout=20, env=env)
+    res = cli_fork.run(["check", str(cfg)], env, str(ROOT), 20)
     assert res.returncode == 1, res.stderr
     assert f"state.signing_key_env: {says}" in res.stderr, res.stderr
     assert f"events.webhooks[0].secret_env: {says}" in res.stderr, res.stderr
-    res = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(cfg)],
-                         cwd=str(ROOT), capture_output=True, text=True, timeout=30, env=env)
+    res = _serve(cfg, env)
     assert res.returncode == 1, res.stderr
     assert f"killgate: config: state.signing_key_env: {says}" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr

@@ -9,8 +9,7 @@ real JSON Schema validator."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import yaml
 
 from gateway.config_schema import duration_text
 from gateway.config_types import parse_duration
+from tests import cli_fork
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,8 +28,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
-    res = subprocess.run([sys.executable, "-m", "gateway", "schema"], capture_output=True,
-                         text=True, timeout=30, cwd=str(ROOT))
+    # (forked from a process that imported the CLI: tests/cli_fork.py)
+    res = cli_fork.run(["schema"], dict(os.environ), str(ROOT), 30)
     assert res.returncode == 0, res.stderr
     doc: dict[str, Any] = json.loads(res.stdout)
     jsonschema.Draft202012Validator.check_schema(doc)

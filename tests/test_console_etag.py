@@ -61,6 +61,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
             proc.wait(5)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _quick_rounds(browser: Browser) -> None:
+    """The 304 and the kill are seen by the page's next refresh rounds: every 1 s here, not
+    3 (tests/console_rig.py `Browser.quick_rounds`; the test is not about the period)."""
+    browser.quick_rounds()
+
+
 def _api(g: GatewayProcess, path: str, body: dict[str, str]) -> None:
     req = urllib.request.Request(g.admin + path, method="POST", data=json.dumps(body).encode(),
                                  headers={"Authorization": f"Bearer {ALICE}",

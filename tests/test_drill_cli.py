@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +18,7 @@ import pytest
 from gateway.admin.tokens import mint
 from gateway.cli.drillpast import history_rows, trend
 from gateway.cli.main import main
+from tests import cli_fork
 from tests.backends import echo_app
 from tests.conftest import ROOT, SECRET, free_port, two_versions, write_config
 from tests.test_cli import acli
@@ -71,9 +72,9 @@ def test_plan_file_problems_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_an_unreachable_admin_api_is_exit_1_with_the_address() -> None:
     port = free_port()
-    p = subprocess.run([sys.executable, "-m", "gateway", "drill", "kill", "--route", "r",
-                        "--admin", f"http://127.0.0.1:{port}", "--token", "t"],
-                       capture_output=True, text=True, timeout=30, cwd=str(ROOT))
+    # (forked from a process that imported the CLI: tests/cli_fork.py)
+    p = cli_fork.run(["drill", "kill", "--route", "r", "--admin", f"http://127.0.0.1:{port}",
+                      "--token", "t"], dict(os.environ), str(ROOT), 30)
     assert p.returncode == 1
     assert f"127.0.0.1:{port}" in p.stderr and "Traceback" not in p.stderr
     # the reason as a person reads it, not an exception object's repr
@@ -104,12 +105,10 @@ def test_an_admin_url_that_is_not_killgates_says_so() -> None:
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         t0 = time.monotonic()
-        p = subprocess.run([sys.executable, "-m", "gateway", "drill", "history", "--admin", url,
-                            "--token", "t"], capture_output=True, text=True, timeout=30,
-                           cwd=str(ROOT))
-        q = subprocess.run([sys.executable, "-m", "gateway", "drill", "history", "--admin",
-                            url + "/json", "--token", "t"], capture_output=True, text=True,
-                           timeout=30, cwd=str(ROOT))
+        p = cli_fork.run(["drill", "history", "--admin", url, "--token", "t"],
+                         dict(os.environ), str(ROOT), 30)
+        q = cli_fork.run(["drill", "history", "--admin", url + "/json", "--token", "t"],
+                         dict(os.environ), str(ROOT), 30)
     finally:
         server.shutdown()
         server.server_close()

@@ -234,7 +234,7 @@ async def test_a_drill_restored_and_ended_by_someone_else_says_so(
     before = await settled_state(session, fleet)
     # (the second operator's restore and end are the calls `killgate drill restore` makes,
     # made here at once: the CLI's own run of them on an open drill is
-    # test_drills.py::test_sigkill_at_each_step_then_drill_restore. The hold only has to
+    # test_drills_interrupted.py::test_sigkill_at_each_step_then_drill_restore. The hold only has to
     # outlast two admin calls (a CI run whose restore was a CLI process, ~2 s to start
     # under load, saw a 4 s hold end first; it was 12 s))
     drill = Drill(fleet, "kill", "--route", "iris-drill", "--version", "v2", "--rate", "40",

@@ -44,3 +44,41 @@ async def test_a_flood_prunes_forgeries_but_not_another_keys_heartbeat(
             assert a.other_key_at is not None  # (its key seen: KEY UNCONFIRMED)
         finally:
             await other.close()
+
+
+async def test_another_keys_counts_are_counted_once_kept_and_aged_out(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for an instance's analysis counts (found by review improt2; a4ce265 kept
+    them and was reverted: refused and reported again at every tick, for good): a flooded
+    counts hash drains of its forgeries, but the counts of an instance holding another key
+    (a wrong-key pod: the evidence of it; mid-rotation: its holder's canary analysis) are
+    refused once, left in the store, not judged again while unchanged, and removed once
+    unchanged for KEPT_FOR (a left-over, never rewritten)."""
+    from gateway.state import keptcounts
+
+    async with two_stores(redis_server, "kgprune3") as pair:
+        a = pair.a
+        other = RedisStore(redis_server.url, "kgprune3", 1.0,
+                           keys=Keyring(Key.of(b"another fleet key, not ours" * 2)))
+        await other.open()
+        try:
+            key = "kgprune3:stats:iris"
+            await other.put_stats("iris", "w", {"requests": 5})
+            await asyncio.to_thread(flood, redis_server, key, "not sealed", SCAN_BUDGET + 50)
+            for _ in range(6):  # (the cursor passes every entry, "w" too)
+                assert await a.get_stats("iris") == []
+            left = int(await asyncio.to_thread(redis_server.cmd, "HLEN", key))
+            assert left <= SCAN_BUDGET, left  # (the forgeries drained)
+            assert await asyncio.to_thread(redis_server.cmd, "HEXISTS", key, "w") == "1"
+            for _ in range(3):
+                await a.get_stats("iris")
+            of_w = [r for r in pair.refused if "unknown key id" in r]
+            assert len(of_w) == 1, of_w  # (counted once, not at every read)
+            assert await other.get_stats("iris") != []  # (its holder still reads it)
+            monkeypatch.setattr(keptcounts, "KEPT_FOR", 0.2)
+            deadline = time.monotonic() + 3
+            while await asyncio.to_thread(redis_server.cmd, "HEXISTS", key, "w") == "1":
+                assert time.monotonic() < deadline, "another key's left-over never removed"
+                await a.get_stats("iris")
+        finally:
+            await other.close()

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from gateway.config import ServerConfig
 from gateway.dataplane.listener import Limits, Listener
 from gateway.dataplane.peercap import PeerCap
 from gateway.dataplane.protocol import HttpProtocol
+from tests import cli_fork
 from tests.backends import echo_app
 from tests.conftest import GatewayProcess, free_port, two_versions, wait_until, write_config
 from tests.rawhttp import exchange
@@ -264,8 +264,8 @@ async def test_without_the_option_one_address_may_open_every_connection(
 def test_killgate_check_refuses_a_bad_per_client_cap(tmp_path: Path, server: str,
                                                       line: str) -> None:
     cfg = write_config(tmp_path, two_versions(9101, 9102), extra=f"server: {server}\n")
-    res = subprocess.run([sys.executable, "-m", "gateway", "check", str(cfg)],
-                         capture_output=True, text=True, timeout=30)
+    # (forked from a process that imported the CLI: tests/cli_fork.py)
+    res = cli_fork.run(["check", str(cfg)], dict(os.environ), os.getcwd(), 30)
     assert res.returncode == 1
     assert line in res.stderr.splitlines(), res.stderr
 

@@ -6,14 +6,14 @@ next worker restarted after a crash, or the next start, could not build its keyr
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import cli_fork
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
 
@@ -54,9 +54,8 @@ async def test_a_reload_with_an_unreadable_state_key_keeps_the_running_config(
         """)
     async with running_gateway(cfg) as g:
         old = _write_next(g, tmp_path, cfg, p, bad_state)
-        check = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "gateway", "check", str(cfg)],
-            capture_output=True, text=True, timeout=30)
+        check = await asyncio.to_thread(  # (forked: tests/cli_fork.py)
+            cli_fork.run, ["check", str(cfg)], dict(os.environ), os.getcwd(), 30)
         assert check.returncode == 1 and "state.signing_key_file" in check.stderr
         error = await _reload_refused(g, old)
         assert "state.signing_key_file" in error

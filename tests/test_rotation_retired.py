@@ -72,6 +72,10 @@ async def test_values_of_a_retired_key_are_counted_apart_from_tampering(
         await old.heartbeat("crashed-pod", 0, "sha256:x")
     finally:
         await old.close()
+    step1 = RedisStore(redis_server.url, "kgtest", 1.0,  # (step 1: writes the key order)
+                       keys=Keyring(Key.of(STATE_KEY.encode()), Key.of(NEW.encode()), "kgtest"))
+    await step1.open()
+    await step1.close()
     step2 = cfg("s2", "signing_key_env: KG_NEW_KEY\n"
                       "  previous_signing_key_env: KILLGATE_TEST_STATE_KEY")
     async with running_gateway(step2, "gw-step2") as g2:
@@ -154,3 +158,120 @@ async def test_step_one_retires_no_key_and_step_two_retires_the_old_one(
     await connect(new_key, old_key)  # step 2: the document is still the old key's
     assert await connect(new_key) == {old_key.kid}  # step 3
     assert await connect(old_key) == set()
+
+
+async def test_a_step_one_instance_after_the_re_sign_records_nothing(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An instance at step 1 (the old key, the new one as previous) connecting after a
+    step-2 instance re-signed the document finds it signed with its previous key, as a
+    step-2 instance does: it recorded the NEW key as retired from the old one (found by
+    review improt2), read by an instance on the old key alone (a rollback past step 1),
+    which then counted every live value of the new key as a left-over of the rotation, not
+    tampering. The key order written at step 1 tells the two steps apart."""
+    monkeypatch.setenv("KG_NEW_KEY", NEW)
+    p = await backends(echo_app("v1"))
+    old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
+
+    def cfg(name: str, signing: str) -> Path:
+        (tmp_path / name).mkdir()
+        state = redis_state(redis_server, tmp_path, name).replace(
+            "signing_key_env: KILLGATE_TEST_STATE_KEY", signing)
+        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+
+    async def connect(current: Key, previous: Key | None = None) -> set[str]:
+        keys = Keyring(current, previous, "kgtest")
+        store = RedisStore(redis_server.url, "kgtest", 1.0, keys=keys)
+        await store.open()
+        await store.close()
+        return keys.retired
+
+    async with running_gateway(cfg("s0", "signing_key_env: KILLGATE_TEST_STATE_KEY"),
+                               "gw-before") as g0:
+        await kill(session, g0.admin, scope="route", route="iris")
+    await connect(old_key, new_key)  # step 1 (writes the key order)
+    step2 = cfg("s2", "signing_key_env: KG_NEW_KEY\n"
+                      "  previous_signing_key_env: KILLGATE_TEST_STATE_KEY")
+    async with running_gateway(step2, "gw-step2") as g2:
+        await kill(session, g2.admin, scope="version", route="iris", version="v2")  # (re-signs it)
+    assert await connect(new_key) == {old_key.kid}  # (step 2 retired the old key)
+    await connect(old_key, new_key)  # a step-1 instance late: the document is the new key's
+    assert await connect(old_key) == set()
+    assert redis_server.cmd("HEXISTS", "kgtest:keys", old_key.kid) == "0"
+    # (without the order, as on a store that lost it, step 2 records nothing either)
+    redis_server.cmd("DEL", "kgtest:keys")
+    assert await connect(new_key, old_key) == set()
+    assert await connect(new_key) == set()
+
+
+async def test_a_retired_keys_heartbeat_written_long_after_the_retirement_is_tampering(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    """A value naming a retired key id was counted as `retired` (a warning) whenever it was
+    written (found by review improt2): a forger with write access to Redis, or a pod rolled
+    back to the old key after step 3, had its heartbeats taken for left-overs of the
+    rotation. The fleet now records when it retired a key (the store's clock, moved on by
+    each step-2 instance that starts); a heartbeat the store stamped more than
+    AFTER_RETIREMENT after that counts as tampering. One dated before it still counts as
+    retired (the stamp is not signed with a key we hold)."""
+    import json
+    import time
+
+    from gateway.state.retiredkeys import AFTER_RETIREMENT
+
+    p = await backends(echo_app("v1"))
+    old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
+    (tmp_path / "s0").mkdir()
+    cfg = write_config(tmp_path / "s0", two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, "s0"))
+    async with running_gateway(cfg, "gw-before") as g0:  # (the document: the old key's)
+        await kill(session, g0.admin, scope="route", route="iris")
+
+    async def opened(current: Key, previous: Key | None = None) -> RedisStore:
+        store = RedisStore(redis_server.url, "kgtest", 1.0,
+                           keys=Keyring(current, previous, "kgtest"))
+        await store.open()
+        return store
+
+    old = await opened(old_key)
+    await old.heartbeat("gone-pod", 0, "sha256:x")  # (a pod stopped before step 2)
+    await old.put_stats("iris", "gone-pod", {"instance": "gone-pod", "t": 1.0})
+    for step in ((old_key, new_key), (new_key, old_key)):  # steps 1 and 2
+        await (await opened(*step)).close()
+    since = json.loads(redis_server.cmd("HGET", "kgtest:keys", f"since:{new_key.kid}")
+                       .split("\n", 1)[1])
+    assert abs(since[old_key.kid] - time.time()) < 5, since  # (step 2 recorded when)
+    # (the retirement dated back, so that both heartbeats are still live by their leases)
+    now = time.time()
+    redis_server.cmd("HSET", "kgtest:keys", f"since:{new_key.kid}", Keyring(
+        new_key, None, "kgtest").seal(f"retiredsince:{new_key.kid}".encode(), json.dumps(
+            {old_key.kid: now - AFTER_RETIREMENT - 20}).encode()).decode())
+    gone = redis_server.cmd("HGET", "kgtest:instances", "gone-pod")
+    redis_server.cmd("HSET", "kgtest:instances", "gone-pod",
+                     f"{int((now - 40) * 1000)} {gone.split(' ', 1)[1]}")
+    await old.heartbeat("late-pod", 0, "sha256:x")  # (still signing with the old key, now)
+    step3 = await opened(new_key)
+    got: list[tuple[str, str, str]] = []
+    step3.on_unverified = (  # type: ignore[method-assign]
+        lambda kind, why, which, cause="other": got.append((kind, cause, why)))
+    try:
+        assert step3.keys.retired == {old_key.kid}
+        await step3.fleet(5.0)
+        causes = sorted((cause, "after the fleet retired it" in why)
+                        for kind, cause, why in got if kind == "heartbeat")
+        assert causes == [("retired", False), ("unknown_key_id", True)], got
+        # which instance, and KEY UNCONFIRMED's clock (as its pushed ack): a live instance
+        # on the old key, not a left-over (review impleft8: neither was said)
+        assert any("'late-pod'" in why for _, cause, why in got if cause == "unknown_key_id")
+        assert step3.other_key_at is not None
+        # counts carry no store stamp: a left-over is one that never changes; written again
+        # under the retired key, they are no left-over
+        assert await step3.get_stats("iris") == []
+        await step3.get_stats("iris")
+        assert [c for k, c, _ in got if k == "stats"] == ["retired"], got
+        await old.put_stats("iris", "gone-pod", {"instance": "gone-pod", "t": 2.0})
+        await step3.get_stats("iris")
+        stats = [(c, "written again" in w) for k, c, w in got if k == "stats"]
+        assert stats == [("retired", False), ("unknown_key_id", True)], got
+    finally:
+        await step3.close()
+        await old.close()

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession
 
+from tests import cli_fork
 from tests.backends import echo_app
 from tests.conftest import ROOT, free_port, wait_until, write_config
 from tests.loadgen import BackgroundLoad
@@ -251,11 +250,10 @@ async def _scenario(tmp_path: Path, cluster: SentinelCluster, backends, gateway_
                     and e["target"].get("route") == t and e["target"].get("scope") == "route")
             assert n == 1 or (n == 0 and f"route:{t}" in reseeded), (t, n, outcomes[t])
 
-    res = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "gateway", "audit", "verify"],
-        capture_output=True, text=True, timeout=30, cwd=str(ROOT),
-        env={**os.environ, "KILLGATE_ADMIN_URL": b.admin,
-             "KILLGATE_TOKEN": token("killgate:read")})
+    res = await asyncio.to_thread(  # (forked: tests/cli_fork.py)
+        cli_fork.run, ["audit", "verify"], {
+            **os.environ, "KILLGATE_ADMIN_URL": b.admin, "KILLGATE_TOKEN": token("killgate:read")},
+        str(ROOT), 30)
     assert res.returncode == 0 and "audit chain ok" in res.stdout, res.stdout + res.stderr
     print(json.dumps({"failover_s": round(t_promoted - t_kill, 2), "acked_during": acked,
                       "first_answers": {t: o[0][1].get("error", {}).get("type", "ok")

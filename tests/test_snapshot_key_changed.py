@@ -83,6 +83,10 @@ async def test_a_new_key_with_the_store_intact_writes_nothing_over_the_fleets_st
                          what="the snapshot")
     fleets = stored(redis_server)
     monkeypatch.setenv("KILLGATE_TEST_STATE_KEY", "another-state-key-0123456789-abcdefghij")
+    # (a start that cannot verify the store's document tries again until max(start_timeout,
+    # 4 x command_timeout): 1 s here waits 4 s of it, where the first instance's 2 s did 8)
+    cfg = write_config(tmp_path, two_versions(p, p, 100, 0),
+                       state=redis_state(redis_server, tmp_path, command_timeout="1s"))
     async with running_gateway(cfg) as g:
         await wait_until(lambda: g.gw.sync.snapshot.kills_only is not None, 5,
                          what="the snapshot read")

@@ -142,7 +142,7 @@ async def test_a_first_attempt_that_lands_after_the_retry_asked_is_not_run_again
         async def landed_then_first_lands(write: str, generation: int) -> bool | None:
             said = await real_landed(write, generation)
             with monkeypatch.context() as m:  # the first attempt's commit arrives now
-                m.setattr(statedoc, "new_write", lambda _gen: named)
+                m.setattr(statedoc, "new_write", lambda _gen, _writer="": named)
                 await g.gw.sync.write(
                     lambda cur: Change(kills={"route:iris": None}),
                     lambda c, n: AuditDraft("alice", "unkill", {"scope": "route"}, "late"))
@@ -182,7 +182,7 @@ async def test_a_retry_that_lost_its_answer_too_keeps_the_first_attempts_write(
         gen = g.gw.holder.doc.generation
         first, retry = f"{gen + 1}:f1f1f1f1", f"{gen + 1}:e2e2e2e2"
         with monkeypatch.context() as m:  # the first attempt's commit, landed late
-            m.setattr(statedoc, "new_write", lambda _gen: first)
+            m.setattr(statedoc, "new_write", lambda _gen, _writer="": first)
             await g.gw.sync.write(
                 lambda cur: Change(kills={"route:iris": None}),
                 lambda c, n: AuditDraft("alice", "unkill", {"scope": "route"}, "late"))

@@ -109,3 +109,32 @@ def test_a_document_of_this_format_reads_back_and_unknown_parts_are_named() -> N
     with pytest.raises(ValueError) as bad:
         StateDoc.from_json({**doc.to_json(), "kills": {"x": {"scope": "model"}}})
     assert not isinstance(bad.value, NewerDocument)
+
+
+async def test_a_newer_versions_document_is_a_gauge_before_the_state_goes_stale(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    """Nothing but `last_error` said it (found by review improt2): an operator learnt that
+    the store holds a document this version cannot apply only when `killgate_state_stale`
+    rose, max_staleness later (KillgateStateNewerDocument watches the gauge)."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+
+    async def scrape(g: Any) -> dict[str, float]:
+        async with session.get(g.admin + "/metrics") as r:
+            text = await r.text()
+        return {k: float(v) for k, v in (line.split(" ", 1) for line in text.splitlines()
+                    if line.startswith(("killgate_state_newer_document ",
+                                        "killgate_state_stale ")))}
+
+    async with running_gateway(cfg) as g:
+        await kill(session, g.admin, scope="version", route="iris", version="v2")
+        assert (await scrape(g))["killgate_state_newer_document"] == 0
+        await asyncio.to_thread(plant, redis_server,
+                                _newer_docs(stored_doc(redis_server))["a new kind of kill"])
+        await wait_until(lambda: g.gw.metrics.get("killgate_state_newer_document") == 1, 5,
+                         what="the newer document's gauge")
+        got = await scrape(g)
+        assert got == {"killgate_state_newer_document": 1, "killgate_state_stale": 0}, got
+        redis_server.cmd("DEL", "kgtest:state")  # (the way out: re-seeded, synced again)
+        await wait_until(lambda: g.gw.metrics.get("killgate_state_newer_document") == 0, 10,
+                         what="the gauge back to 0")

@@ -10,14 +10,17 @@ composition root.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from gateway.admin import actions, breakglass, etag, inputs, openapi, shadowgate, writenotes
+from gateway.admin import actions, breakglass, etag, glassjournal, inputs, openapi, shadowgate, writenotes
 from gateway.admin.approvalexpiry import ApprovalExpiry
 from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
@@ -78,6 +81,9 @@ class AdminApi:
                  proof_key: tuple[str, bytes] | None = None) -> None:
         self.instance = instance
         self.proof_key = proof_key  # (key id, state signing key): /readyz's proof to a drill
+        #: a `--workers` group's worker: its siblings' (name, generation), told to a drill
+        #: with their proofs (set by serving.py; workerstates.py)
+        self.siblings: Callable[[], list[tuple[str, int]]] | None = None
         self.current = current
         self.state = state
         self.fleet = fleet
@@ -93,6 +99,11 @@ class AdminApi:
         self.writer = Writer(state, idem, self._append_audit)
         #: break-glass writes whose answer was lost, counted once seen in force
         self.unanswered = breakglass.Unanswered(current, counters)
+        #: break-glass writes not counted yet, kept beside the snapshot: a process that died
+        #: before counting one has it counted by the next start (`reconcile_glass`)
+        snap = current.loaded.config.state.snapshot_path
+        self.glass_journal = glassjournal.Journal(
+            Path(f"{current.loaded.resolve(snap)}.glass") if snap else None)
         self.shadow_checks = ShadowChecks(shadow, current)  # the shadow promotion gate
         self.approvals = Approvals(current, state, self.shadow_checks)
         # (started by startup.py)
@@ -134,7 +145,7 @@ class AdminApi:
 
     async def readyz(self, request: web.Request) -> web.Response:
         return readyz(request, self.instance, self.readiness, self.current, self.fleet,
-                      self.proof_key)
+                      self.proof_key, self.siblings)
 
     async def openapi(self, request: web.Request) -> web.Response:
         # built once per config (frozen, swapped whole on reload): anyone can ask for it,
@@ -215,9 +226,14 @@ class AdminApi:
             return Done(body, new.generation, event=ev)
 
         async def op() -> Done:
-            plan = actions.plan(intent, self.current.loaded.config)
-            change = await self.shadow_checks.wrap(shadowgate.route_of(intent), plan.change)
+            mine, kept = intent, None
+            if glass:  # (its event's id kept until counted: glassjournal.py)
+                eid, kept = await asyncio.to_thread(  # (an fsync: off the loop)
+                    self.glass_journal.begin, breakglass.use(intent, needs, peer))
+                mine = intent.with_audit(id=eid)
+            plan = actions.plan(mine, self.current.loaded.config)
             try:
+                change = await self.shadow_checks.wrap(shadowgate.route_of(intent), plan.change)
                 new, ev = await self.state.write(change, plan.describe)
             except StoreOutcomeUnknown as exc:
                 if exc.doc is not None and exc.event is not None:
@@ -225,7 +241,7 @@ class AdminApi:
                     if glass and exc.doc.writes:
                         # (counted once the state in force names it, retried or not)
                         self.unanswered.watch(exc.doc.writes[-1], exc.doc.generation, intent,
-                                              needs, peer, exc.event.get("id"))
+                                              needs, peer, exc.event.get("id"), kept)
                 raise
             except NotDurable as exc:
                 if exc.event is not None:
@@ -234,14 +250,27 @@ class AdminApi:
                     exc.done = answer(plan, exc.doc, exc.event)
                     if glass:
                         breakglass.used(self.counters, intent, needs, peer)
+                        glassjournal.Journal.done(kept)
+                raise
+            except Exception:
+                glassjournal.Journal.done(kept)  # (refused: nothing applied)
                 raise
             if ev is not None and glass:
+                glassjournal.test_stop_before_count()
                 # (counted once it skipped the rule: not a refusal, nor a replay)
                 breakglass.used(self.counters, intent, needs, peer)
+            glassjournal.Journal.done(kept)
             return answer(plan, new, ev)
 
         return await self.writer.run(request, principal.subject, wait, op, rid, peer,
                                      intent.trace_id)
+
+    async def reconcile_glass(self) -> None:
+        """At the start: the break-glass uses a process that ended before counting them
+        left, counted when the trail holds their events (glassjournal.py)."""
+        await self.glass_journal.reconcile(
+            self.audit_reader, lambda glass, learned: breakglass.count(self.counters, glass,
+                                                                       learned))
 
     def _may_break_glass(self, request: web.Request, peer: str, principal: Principal) -> None:
         """Skipping the two-person rule needs its own scope (killgate:admin does not imply

@@ -69,10 +69,14 @@ def _signing_keys(data: Any) -> dict[str, Any]:
     return keys
 
 
-def _text(path: Path) -> str:
-    """A key file's text (filemodes.read_key_file: a regular file of a bounded size)."""
+def _text(path: Path, setting: str) -> str:
+    """A key file's text (filemodes.read_key_file: a regular file of a bounded size);
+    ValueError naming the setting and the file, not an OSError's repr (`[Errno 2] No such
+    file or directory: '...'` said neither which setting nor what to do)."""
     try:
         return filemodes.read_key_file(path).decode()
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not UTF-8 text (a PEM key or a secret is)") from None
 
@@ -126,7 +130,7 @@ class Authenticator:
             return
         if cfg.public_key_file:
             path = resolve(cfg.public_key_file)
-            self._key = _text(path)
+            self._key = _text(path, "public_key_file")
             if (bad := filemodes.problem(path, secret=False)) is not None:
                 raise ValueError(bad)
             if "PRIVATE KEY" in self._key:
@@ -141,7 +145,7 @@ class Authenticator:
             return
         if cfg.hs256_secret_file:
             path = resolve(cfg.hs256_secret_file)
-            secret = _text(path).strip()
+            secret = _text(path, "hs256_secret_file").strip()
             if (bad := filemodes.problem(path, secret=True)) is not None:
                 raise ValueError(bad)
             where = f"the file {cfg.hs256_secret_file}"

@@ -22,14 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.admin.actions import Intent
+from gateway.admin.glassjournal import Journal
 from gateway.admin.ports import Counters, Current
 from gateway.domain.writeids import descends_from
 from gateway.log import event
 
-__all__ = ["Unanswered", "used"]
+__all__ = ["Unanswered", "count", "use", "used"]
 
 log = logging.getLogger("killgate.admin")
 
@@ -41,17 +43,17 @@ WATCH_STEP = 0.1
 MAX_WATCHED = 64
 
 
-def _use(intent: Intent, needs: int, peer: str) -> dict[str, Any]:
+def use(intent: Intent, needs: int, peer: str) -> dict[str, Any]:
     return {"actor": intent.actor, "action": intent.action, "target": intent.target,
             "reason": intent.reason, "approvals_skipped": needs - 1, "peer": peer}
 
 
 def used(counters: Counters, intent: Intent, needs: int, peer: str) -> None:
     """A write that skipped the rule, applied: counted and logged at ERROR."""
-    _count(counters, _use(intent, needs, peer), learned="at once")
+    count(counters, use(intent, needs, peer), learned="at once")
 
 
-def _count(counters: Counters, glass: dict[str, Any], learned: str) -> None:
+def count(counters: Counters, glass: dict[str, Any], learned: str) -> None:
     counters.inc("killgate_break_glass_total", (glass["action"],), label_names=("action",))
     event(log, "break_glass", logging.ERROR, actor=glass.get("actor"),
           action=glass["action"], target=glass.get("target"), reason=glass.get("reason"),
@@ -68,6 +70,7 @@ class _Lost:
     audit_id: str | None
     end: float  # (the loop's clock: past it, unresolved)
     landed: bool | None = None  # (False: a document at its generation that lacks it)
+    kept: Path | None = None  # (its file: glassjournal.py)
 
 
 class Unanswered:
@@ -85,13 +88,16 @@ class Unanswered:
         self._task: asyncio.Task[None] | None = None
 
     def watch(self, write: str, generation: int, intent: Intent, needs: int, peer: str,
-              audit_id: str | None) -> None:
+              audit_id: str | None, kept: Path | None = None) -> None:
+        """`kept`: the use's file (glassjournal.py), removed once it is counted (else the
+        next start reads the trail for it)."""
         loop = asyncio.get_running_loop()
-        glass = _use(intent, needs, peer)
+        glass = use(intent, needs, peer)
         if len(self.pending) >= MAX_WATCHED:
             _unresolved(glass, audit_id, f"{MAX_WATCHED} others are watched already")
             return
-        self.pending[write] = _Lost(generation, glass, audit_id, loop.time() + WATCH_FOR)
+        self.pending[write] = _Lost(generation, glass, audit_id, loop.time() + WATCH_FOR,
+                                    kept=kept)
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="break-glass-watch")
 
@@ -108,8 +114,9 @@ class Unanswered:
                 said = descends_from(doc.writes, write, lost.generation)
                 if said:
                     del self.pending[write]
-                    _count(self.counters, lost.glass, learned="once its commit was seen in "
-                                                              "force (the first answer was lost)")
+                    count(self.counters, lost.glass, learned="once its commit was seen in "
+                                                             "force (the first answer was lost)")
+                    Journal.done(lost.kept)
                     continue
                 # (False is not the end: a document of another branch of the history (a
                 # promoted replica that missed the write, a store restored from a backup,

@@ -115,7 +115,10 @@ class Callers:
 
     def _log_problems(self) -> None:
         """The auth settings' problems, at start and at each change: the main key's (every
-        call answers 503) and each scoped key's (its tokens answer 503)."""
+        call answers 503) and each scoped key's (its tokens answer 503). The main key's is
+        also a gauge: /readyz is 200 and the data plane serves, so only a log line said
+        that no one, Alertmanager included, could kill or roll back through this instance."""
+        self.counters.set("killgate_admin_auth_broken", 1.0 if self.auth.problem else 0.0)
         if self.auth.problem:
             event(log, "admin_auth_not_configured", logging.ERROR, problem=self.auth.problem)
         for key in self.auth.scoped.values():

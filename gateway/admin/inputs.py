@@ -59,19 +59,6 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-#: `json.loads(text, parse_constant=_no_constant)`'s decoder, made once: json.loads builds
-#: a JSONDecoder and its C scanner at every call given a keyword (a kill's body: 29.9k
-#: instructions a call, 13.7k here; callgrind), before every admin write's commit
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
-
-
-def _loads(text: str) -> Any:
-    """json.loads(text, parse_constant=_no_constant): the same value or the same error."""
-    if text.startswith("\ufeff"):  # (json.loads's own check, word for word)
-        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-    return _DECODER.decode(text)
-
-
 def _check(value: Any, depth: int, where: str) -> None:
     """Every string valid Unicode, nesting bounded (iteratively bounded by `depth`)."""
     if depth > MAX_DEPTH:
@@ -95,6 +82,37 @@ def valid_text(s: str, where: str = "") -> str:
     except UnicodeEncodeError:
         raise bad(f"{where or 'a value'} is not valid Unicode (a lone surrogate escape)") from None
     return s
+
+
+class _TwiceNamed(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose names are unique (RFC 8259 §4 "SHOULD"): `{"weights": {"v1": 50,
+    "v1": 60}}` took the last silently (a script's bug sent v1's traffic where it did not
+    mean to), and a proxy or WAF that reads the first value saw another request."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _TwiceNamed(k)
+        out[k] = v
+    return out
+
+
+#: `json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique)`'s decoder,
+#: made once: json.loads builds a JSONDecoder and its C scanner at every call given a
+#: keyword (before every admin write's commit; callgrind: see the commit)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_unique)
+
+
+def _loads(text: str) -> Any:
+    """json.loads with those keywords: the same value or the same error."""
+    if text.startswith("\ufeff"):  # (json.loads's own check, word for word)
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
 
 
 async def json_body(request: web.Request,
@@ -124,6 +142,10 @@ async def json_body(request: web.Request,
         body = _loads(text.removeprefix("\ufeff"))
     except RecursionError:
         raise bad(f"the body is nested deeper than {MAX_DEPTH} levels") from None
+    except _TwiceNamed as exc:
+        raise bad(f"the body names {clean_text(exc.key, 64)!r} twice in one object (which "
+                  "one was meant? a reader before killgate may have taken the other): name "
+                  "each once") from None
     except json.JSONDecodeError as exc:  # (say where: a trailing comma is not "not an object")
         raise bad(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column "
                   f"{exc.colno}") from None

@@ -153,6 +153,9 @@ class Counters(Protocol):
     def inc(self, name: str, labels: tuple[str, ...] = (), by: float = 1.0,
             label_names: tuple[str, ...] = ()) -> None: ...
 
+    def set(self, name: str, value: float, labels: tuple[str, ...] = (),
+            label_names: tuple[str, ...] = ()) -> None: ...
+
 
 class AlertInbox(Protocol):
     """Alertmanager's webhook (control.alerts.AlertReceiver)."""

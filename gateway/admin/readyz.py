@@ -5,26 +5,33 @@ generation and the fleet as it sees it (redacted). A drill asks with `?drill=ID&
 after its restore (control/drillbehind.py): the answer adds `proof`, a MAC over instance,
 generation and nonce with that drill's key, derived from the state signing key
 (domain/readyzproof.py), so that a process at a replayed heartbeat's address cannot claim
-to be an instance behind the restore. A malformed question is a 400.
+to be an instance behind the restore. A worker of a `serve --workers N` group adds `group`:
+each sibling's name and generation (as it keeps them in the group's run directory:
+workerstates.py) with a proof of its own for the same nonce, so that one ask of the address
+the group shares tells the drill of every worker (it asked until each had answered as
+itself: N·H(N) asks, the drill's 1024 in all for 90 workers). A malformed question is a 400.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from aiohttp import web
 
 from gateway import redact
 from gateway.admin.ports import Current, FleetView, Readiness
-from gateway.domain.readyzproof import proof, question
+from gateway.domain.readyzproof import proof, proofs, question
 from gateway.errors import ApiError
 
 __all__ = ["readyz"]
 
 
 def readyz(request: web.Request, instance: str, readiness: Readiness, current: Current,
-           fleet: FleetView, proof_key: tuple[str, bytes] | None) -> web.Response:
-    """The answer; `proof_key`: (key id, the current state signing key), None without one."""
+           fleet: FleetView, proof_key: tuple[str, bytes] | None,
+           siblings: Callable[[], list[tuple[str, int]]] | None = None) -> web.Response:
+    """The answer; `proof_key`: (key id, the current state signing key), None without one;
+    `siblings`: a group worker's siblings (name, generation), told to a drill that asks."""
     try:
         asked = question(request.query.get("drill"), request.query.get("nonce"))
     except ValueError as exc:
@@ -38,5 +45,7 @@ def readyz(request: web.Request, instance: str, readiness: Readiness, current: C
     if asked is not None and proof_key is not None:
         kid, secret = proof_key
         body["proof"] = proof(kid, secret, asked[0], instance, gen, asked[1])
+        if siblings is not None:
+            body["group"] = proofs(kid, secret, asked[0], siblings(), asked[1])
     return web.Response(status=200 if ready else 503, text=json.dumps(body),
                         content_type="application/json")

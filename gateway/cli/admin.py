@@ -54,6 +54,9 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
     cfg = st.get("config") or {}
     connected = store.get("connected")
     reach = ("reachable" if connected is True
+             # (it answers, with a document a newer version wrote: an upgrade under way)
+             else "HOLDS A NEWER VERSION'S STATE (finish the upgrade, or see README "
+                  "Upgrading to roll back)" if store.get("newer_version")
              # (it answers, with a document this instance cannot verify: its key?)
              else "UNVERIFIABLE (check state.signing_key_env)" if store.get("answering")
              else "UNREACHABLE" if connected is False else "reach unknown")
@@ -93,6 +96,8 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
     if st.get("instances") or silent:
         out.append("\nINSTANCES")
         out.append(table(instance_rows(st, silent or [])))
+    elif store.get("newer_version"):
+        out.append("\nINSTANCES: unknown (the store's document is a newer version's)")
     elif store.get("answering"):
         out.append("\nINSTANCES: unknown (this instance cannot verify the store's document)")
     elif store.get("connected") is False:

@@ -43,6 +43,7 @@ def _check_one(file: str, say: Callable[[str], None]) -> int:
         return 1
     cfg = loaded.config
     auth = cfg.admin.auth
+    failed = False  # (every problem is said, not the first one's only: CONTRACT §1)
     if not auth.jwks_url:  # (a JWKS endpoint is not fetched here)
         from gateway.admin.auth import Authenticator
 
@@ -54,9 +55,9 @@ def _check_one(file: str, say: Callable[[str], None]) -> int:
             say(f"note: admin.auth: {problem}; until then every admin call answers 503")
         elif problem:
             say(f"admin.auth: {problem}")
-            return 1
+            failed = True
     if auth.scoped_keys and _scoped_key_problems(auth, loaded, say):
-        return 1
+        failed = True
     drills = cfg.drills
     if drills.key_file or (drills.key_env and os.environ.get(drills.key_env)):
         # (named, and not usable: `serve` starts, and says so at the first drill, 409)
@@ -75,13 +76,13 @@ def _check_one(file: str, say: Callable[[str], None]) -> int:
     hook_errors, hook_notes = _webhook_secrets(loaded)
     for p in notes:
         say(f"note: {p}; `killgate serve` refuses to start until it is")
-    from gateway.config_checks import approval_gaps, ungated_shadows
+    from gateway.config_checks import approval_gaps, otlp_grpc_port, ungated_shadows
 
-    for note in [*hook_notes, *approval_gaps(cfg), *ungated_shadows(cfg)]:
+    for note in [*hook_notes, *approval_gaps(cfg), *ungated_shadows(cfg), *otlp_grpc_port(cfg)]:
         say(f"note: {note}")
     for line in [*map(str, errors), *hook_errors]:
         say(line)
-    if errors or hook_errors:
+    if errors or hook_errors or failed:
         return 1
     print(f"{file}: ok ({len(cfg.routes)} route(s), {loaded.digest})")
     return 0

@@ -59,6 +59,14 @@ def _token(args: argparse.Namespace) -> int:
             if args.key is not None:
                 secret, source, env, hint = _scoped_secret(args, auth, loaded.resolve)
                 kid = args.key
+            elif "HS256" not in auth.algorithms:
+                # (it said "no secret: set KILLGATE_JWT_SECRET": a token minted so is refused)
+                raise ClientError(
+                    f"{args.config} takes tokens signed with {', '.join(auth.algorithms)} "
+                    f"(admin.auth.{'jwks_url' if auth.jwks_url else 'public_key_file'}), "
+                    "not HS256, the only kind `killgate token` mints: get one from the "
+                    "identity provider or private key that signs them, or add a scoped "
+                    "key (admin.auth.scoped_keys, then --key NAME)")
             elif auth.hs256_secret_file:
                 source = str(loaded.resolve(auth.hs256_secret_file))
                 try:
@@ -73,7 +81,9 @@ def _token(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             raise ClientError("invalid config: " + "; ".join(map(str, exc.problems))) from None
         except OSError as exc:
-            raise ClientError(f"cannot read the secret file: {exc}") from None
+            # (not the OSError's repr: `[Errno 2] No such file or directory: '...'`)
+            raise ClientError(f"cannot read the secret file {exc.filename or ''} that "
+                              f"{args.config} names: {exc.strerror or exc}") from None
         except ValueError as exc:
             raise ClientError(str(exc)) from None
     else:

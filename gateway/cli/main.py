@@ -243,6 +243,11 @@ def _hint(args: argparse.Namespace, extra: list[str]) -> str:
     return ""
 
 
+def max_workers() -> int:
+    """The most `serve --workers` takes: 4 per CPU, at least 8."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
 def _main(argv: list[str] | None) -> int:
     words = sys.argv[1:] if argv is None else argv
     if not words:
@@ -260,6 +265,14 @@ def _main(argv: list[str] | None) -> int:
         raise
     if args.command == "serve" and args.workers < 1:
         print("killgate: --workers must be >= 1", file=sys.stderr)
+        return 2
+    if args.command == "serve" and args.workers > (most := max_workers()):
+        # (a typo, `--workers 40` for 4, forked 40 processes of ~70 MiB on a 2-core host,
+        # each one more instance every receipt waits for: refused before anything starts)
+        print(f"killgate: --workers {args.workers} is more than {most}, 4 per CPU of this "
+              f"machine ({os.cpu_count() or 1}): each worker is a process (about 70 MiB, its "
+              "own connections to the store, an instance every receipt waits for); one per "
+              "CPU is the usual number", file=sys.stderr)
         return 2
     return int(args.fn(args))
 

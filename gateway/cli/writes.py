@@ -203,6 +203,10 @@ def _weights(args: argparse.Namespace) -> int:
             weights[name] = float(w)
         except ValueError:
             raise ClientError(f"{pair!r} is not VERSION=WEIGHT (a finite number)") from None
+        if sum(p.partition("=")[0] == name for p in pairs) > 1:
+            # (`v1=50 v1=50` for `v1=50 v2=50` sent v1 everything and v2 nothing)
+            raise ClientError(f"version {name!r} is given more than once; name each version "
+                              "once (every version not named gets weight 0)")
     return write(args, "PUT", f"/v1/routes/{quote(args.route)}/weights",
                  {"weights": weights, "reason": args.reason, **glass(args)},
                  f"weights of {args.route}: " + ", ".join(f"{k}={v:g}" for k, v in

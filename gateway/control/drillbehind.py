@@ -22,7 +22,13 @@ times (a worker that has not answered by then has left: the chance of missing a 
 under `MISS`). Instances at one admin address that published different data addresses
 are no such group (the admin listener's default, 127.0.0.1:8081, on several hosts), nor are
 instances whose names are no one group's (`apart`: two hosts on loopback data listeners
-too): one not heard there is `unasked`, never taken for gone.
+too): one not heard there is `unasked`, never taken for gone. The worker an ask reaches
+tells of its siblings too (`group`, each entry proved as an answer is: admin/readyz.py), so
+a group of N costs one ask a round where hearing each as itself cost N·H(N) (a group of 90
+spent the drill's asks in all), and a worker whose process is gone (replaced in its slot) is
+told of as such, left, where asking for it spent up to 1024 asks; a worker no sibling
+tells of (a killgate older than that, one whose file is missing) is still asked for until it
+answers as itself.
 
 An answer that says "behind" must prove it (domain/readyzproof.py: a MAC with the drill's
 key, derived from the state signing key, over instance, generation and the nonce sent): a
@@ -48,7 +54,8 @@ from gateway.control.behindreport import Behind
 from gateway.control.drillasks import ASK_TIMEOUT, AT_ONCE, Budget, asks_for, ready
 from gateway.control.drillgroups import apart
 from gateway.control.drillload import AdminClient, DrillApiError
-from gateway.domain.readyzproof import verified
+from gateway.domain.readyzproof import verified, vouched
+from gateway.workerstates import GONE
 
 __all__ = ["ASK_FOR", "ASK_TIMEOUT", "CATCH_UP_MAX", "Behind", "asks_for", "behind",
            "catch_up_for"]
@@ -215,7 +222,9 @@ class _Asker:
             if self.budget.over():
                 return self._left(admin, pending | set(waiting), False,
                                   again | set(waiting))
-            n = self.budget.take(min(AT_ONCE, limit - asked))
+            # (a group's first ask of a round alone: its answer tells of every sibling)
+            first = workers > 1 and self.keys is not None and not asked
+            n = self.budget.take(min(1 if first else AT_ONCE, limit - asked))
             if not n:
                 return self._left(admin, pending | set(waiting), True,
                                   again | set(waiting))
@@ -232,6 +241,13 @@ class _Asker:
                     pending.discard(who)  # (else another worker of the group, or another
                     # process)
                     self._judge(who, doc, nonce, waiting, workers > 1)
+                if workers > 1 and self.keys is not None and nonce is not None:
+                    # (a group's worker answers for its siblings, each proved: one ask a
+                    # group, where hearing each as itself cost N·H(N))
+                    for entry in vouched(self.keys, doc, nonce, pending):
+                        pending.discard(entry["instance"])
+                        if entry["generation"] != GONE:  # (else its process is gone: left)
+                            self._judge(entry["instance"], entry, nonce, waiting, True)
 
 
 async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[str, str],

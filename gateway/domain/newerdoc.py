@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-__all__ = ["FORMAT", "NewerDocument", "newer"]
+__all__ = ["FORMAT", "NOT_WRITTEN_OVER", "NewerDocument", "newer"]
 
 #: the document's format. The rule across versions (a rolling upgrade shares one store,
 #: and an instance of the older version rewrites the whole document at each write): a
@@ -24,14 +24,22 @@ __all__ = ["FORMAT", "NewerDocument", "newer"]
 #: approvals) keep what they hold whole; approvals judge their own records' `format`.
 FORMAT = 1
 
+#: how a refusal of a newer version's document ends: what this version does with it (a
+#: replay of one, no newer than an instance holds, is written over: vouching.as_replay)
+NOT_WRITTEN_OVER = "not applied without what this version does not know, nor written over"
+
 
 class NewerDocument(ValueError):
     """A verified document a newer version wrote, which this one cannot apply faithfully
     (its `format` past FORMAT, or fields this one does not know): `fields` names them."""
 
-    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str, fields: tuple[str, ...] = (), what: str = "") -> None:
         super().__init__(message)
         self.fields = fields
+        self.what = what  # (what this version does not know, said)
+        #: the generation the document states (None: none readable): one older than a
+        #: document an instance holds is no newer writer's current state, but a replay
+        self.generation: int | None = None
 
 
 def newer(exc: ValidationError) -> NewerDocument | None:
@@ -47,6 +55,5 @@ def newer(exc: ValidationError) -> NewerDocument | None:
     said = ([f"format {past[0]['input']!r}, this version's is {FORMAT}"] if past else []) + (
         [f"fields this version does not know: {', '.join(unknown[:4])}"
          + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")] if unknown else [])
-    return NewerDocument(f"written by a newer version of killgate ({'; '.join(said)}): not "
-                         "applied without what this version does not know, nor written over",
-                         tuple(unknown))
+    return NewerDocument(f"written by a newer version of killgate ({'; '.join(said)}): "
+                         + NOT_WRITTEN_OVER, tuple(unknown), "; ".join(said))

@@ -11,6 +11,12 @@ drill's own, derived one-way from a state signing key. The drill got those keys 
 answer that opened it (`readyz_keys`: key id → key, never stored: each answer, a replayed
 one too, derives them again), so it can check the proof, and nobody without the state key
 can make one. A leaked drill key proves nothing for any other drill.
+
+A worker of a `serve --workers N` group answers for its siblings too (`group`: each one's
+instance, generation and proof, made alike for the same nonce): `vouched` takes from it
+the entries that prove themselves, for the instances the drill still waits to hear of, at
+most MAX_VOUCHED checked an answer (whoever answers at a listed address cannot make the
+drill check more than that: the drill's asks in all bound the rest).
 """
 
 from __future__ import annotations
@@ -18,14 +24,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
-__all__ = ["DRILL", "NONCE", "drill_key", "drill_keys", "proof", "question", "verified"]
+__all__ = ["DRILL", "MAX_VOUCHED", "NONCE", "drill_key", "drill_keys", "proof", "proofs",
+           "question", "verified", "vouched"]
 
 #: the query's grammar (a drill id as admin/drills.py makes them; a nonce a drill draws)
 DRILL = re.compile(r"[A-Za-z0-9-]{1,64}")
 NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+#: the most entries of one answer's `group` a drill checks
+MAX_VOUCHED = 256
 
 
 def drill_key(secret: bytes, drill: str) -> bytes:
@@ -50,6 +59,38 @@ def proof(kid: str, secret: bytes, drill: str, instance: str, generation: int,
           nonce: str) -> dict[str, str]:
     """What an instance adds to its /readyz answer for `drill`'s `nonce`."""
     return {"kid": kid, "mac": _mac(drill_key(secret, drill), instance, generation, nonce)}
+
+
+def proofs(kid: str, secret: bytes, drill: str, members: list[tuple[str, int]],
+           nonce: str) -> list[dict[str, Any]]:
+    """A group worker's word for its siblings (instance, generation) for `drill`'s `nonce`:
+    an entry each, proved as the worker's own answer is."""
+    key = drill_key(secret, drill)
+    return [{"instance": name, "generation": gen,
+             "proof": {"kid": kid, "mac": _mac(key, name, gen, nonce)}}
+            for name, gen in members]
+
+
+def vouched(keys: Mapping[str, str], doc: Any, nonce: str,
+            wanted: Container[str]) -> list[dict[str, Any]]:
+    """The entries of `doc`'s `group` (a /readyz answer) naming an instance of `wanted`,
+    each once, that prove themselves with one of `keys` for this `nonce`; at most
+    MAX_VOUCHED checked."""
+    group = doc.get("group") if isinstance(doc, dict) else None
+    if not isinstance(group, list):
+        return []
+    out, seen, checked = [], set[str](), 0
+    for entry in group:
+        name = entry.get("instance") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or name in seen or name not in wanted:
+            continue
+        if checked >= MAX_VOUCHED:
+            break
+        checked += 1
+        if verified(keys, entry, nonce):
+            seen.add(name)
+            out.append(entry)
+    return out
 
 
 def verified(keys: Mapping[str, str], doc: Any, nonce: str) -> bool:

@@ -151,6 +151,8 @@ class StateDoc:
         except ValidationError as exc:
             refusal = newer(exc)
             if refusal is not None:
+                gen = d.get("generation") if isinstance(d, dict) else None
+                refusal.generation = gen if type(gen) is int and gen >= 0 else None
                 raise refusal from None
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "document"
@@ -230,17 +232,19 @@ def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def apply_change(doc: StateDoc, change: Change, generation: int | None = None) -> StateDoc:
+def apply_change(doc: StateDoc, change: Change, generation: int | None = None,
+                 writer: str = "") -> StateDoc:
     """The next document: `change` applied to `doc` at `generation` (default: the next).
 
     The one place the rule lives: the generation moves on; a new kill flag (generation 0)
     and every appended history entry are stamped with it; a route's history keeps its
     newest MAX_HISTORY entries, and its identities the newest MAX_IDENTITIES; the write
-    gets an id of its own (`writes`), and a kill it lifts is recorded (`lifted`)."""
+    gets an id of its own (`writes`, naming `writer`: writeids.new_write), and a kill it
+    lifts is recorded (`lifted`)."""
     gen = doc.generation + 1 if generation is None else generation
     if gen <= doc.generation:
         raise ValueError(f"generation {gen} does not move past {doc.generation}")
-    write = new_write(gen)
+    write = new_write(gen, writer)
     kills = _merged(doc.kills, {k: (replace(f, generation=gen, write=write) if f is not None
                                     and f.generation == 0 else f)
                                 for k, f in change.kills.items()})

@@ -3,7 +3,10 @@ ids of the newest writes it descends from, and, per kill key, the newest kill an
 lifted. domain/branches.py reads them to tell a successor from a document written on
 another branch of the history. Pure functions over plain values; no imports of ours.
 
-Write ids are "<generation>:<random id>" strings (validated ten times faster than pairs).
+Write ids are "<generation>:<random id><writer tag>" strings (validated ten times faster
+than pairs); the tag (`writer_of`) names the host and snapshot file of the instance that
+wrote it, so that an instance whose key is not known to be the fleet's tells a write by
+another holder of its key on a state it seeded from its own (state/vouching.py).
 `lifted` maps a kill key to the `generation` of the newest kill flag an unkill lifted,
 oldest lift first (a lift moves its key to the end; the first keys are dropped): where
 write ids cannot tell (an instance 32 writes or more behind), a document that lacks
@@ -24,11 +27,13 @@ from typing import Any
 __all__ = ["MAX_LIFTED", "MAX_LIFTS_PER_KEY", "MAX_WRITES", "RETRY_OF", "descends_from",
            "lifted_after",
            "lifted_writes_after", "new_write", "trim_writes", "with_lifted_writes", "with_lifts",
-           "write_generation"]
+           "write_generation", "writer_of"]
 
 MAX_WRITES = 32  # write ids a document keeps (its newest generations')
 MAX_LIFTED = 256  # kill keys whose last lift a document keeps (the newest lifts)
 MAX_LIFTS_PER_KEY = 4  # the flags of one key `lifted_writes` names (the newest)
+WRITER_TAG = 4  # hex digits of a write id naming its writer (state/vouching.SIBLING_TAG)
+_HEX = frozenset("0123456789abcdef")
 
 #: the write ids a retry after `outcome_unknown` stands in for (admin/writes.py sets them
 #: for the retry's write, state/writes.py refuses to write over a state that holds one: an
@@ -36,8 +41,18 @@ MAX_LIFTS_PER_KEY = 4  # the flags of one key `lifted_writes` names (the newest)
 RETRY_OF: ContextVar[frozenset[str]] = ContextVar("killgate_retry_of", default=frozenset())
 
 
-def new_write(generation: int) -> str:
-    return f"{generation}:{secrets.token_hex(4)}"
+def new_write(generation: int, writer: str = "") -> str:
+    """A write's id: its generation, 8 random hex digits, then `writer` (the writing
+    instance's host-and-snapshot tag, WRITER_TAG hex digits: state/vouching.py; empty from
+    a version before it, or where none is given)."""
+    return f"{generation}:{secrets.token_hex(4)}{writer}"
+
+
+def writer_of(write: str) -> str | None:
+    """The writer tag a write id carries (None: none, as a version before tags wrote)."""
+    _, _, rest = write.partition(":")
+    tag = rest[8:]
+    return tag if len(rest) == 8 + WRITER_TAG and all(c in _HEX for c in tag) else None
 
 
 def write_generation(write: str) -> int:

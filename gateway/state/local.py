@@ -135,11 +135,13 @@ class LocalStore(LocalTrim):
                                  "(not read)")
             doc, which = self._open_doc(raw)
         except ValueError as exc:
+            nd = exc if isinstance(exc, NewerDocument) else None
             # the compare-and-set token of a refused file: its content's digest
             return Loaded(None, "x" + hashlib.sha256(raw).hexdigest()[:16],
                           f"{self.path}: {exc}",
                           raw if self.keys.enabled and len(raw) <= MAX_DOC_BYTES else None,
-                          cause=cause_of(exc), newer=isinstance(exc, NewerDocument))
+                          cause=cause_of(exc), newer=nd is not None,
+                          newer_generation=None if nd is None else nd.generation)
         if which == "previous":
             self.on_unverified("state", "", "previous")
         return Loaded(doc, str(doc.generation))

@@ -38,7 +38,7 @@ from gateway.state.rediscommit import RedisCommits
 from gateway.state.redislink import SMALL, Script
 from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
-from gateway.state.retiredkeys import load_retired, signed_with_previous
+from gateway.state.retiredkeys import fleet_signer, load_retired
 from gateway.state.sentinels import led_elsewhere, master_named
 from gateway.state.shareddecode import SharedDecoder
 from gateway.state.signing import Keyring, cause_of
@@ -48,13 +48,14 @@ from gateway.state.store import (
     Ack,
     Loaded,
     OnUnverified,
+    PushNewer,
     PushNotRead,
     ignore_unverified,
 )
 
 __all__ = ["RedisStore"]
 
-Listener = Callable[[StateDoc | Ack | PushNotRead], None]
+Listener = Callable[[StateDoc | Ack | PushNotRead | PushNewer], None]
 OnLoaded = Callable[[Loaded], None]
 
 log = logging.getLogger("killgate.state")
@@ -110,7 +111,7 @@ class RedisStore(RedisCommits, RedisTrim):
         self._listener = fn
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
-        item: StateDoc | Ack | PushNotRead | None = None
+        item: StateDoc | Ack | PushNotRead | PushNewer | None = None
         own = self._own
         if channel == self._b_events and own is not None and data == own.sealed:
             # our own commit coming back: the bytes we signed, from the script that stored
@@ -125,8 +126,12 @@ class RedisStore(RedisCommits, RedisTrim):
             if len(data) > PUSH_INLINE_BYTES:
                 item = PushNotRead(len(data))  # (verified as the store's, when re-read)
             else:
-                with contextlib.suppress(ValueError):
+                try:
                     item = self._open_doc(data, "push")
+                except NewerDocument as exc:  # (judged by the next poll: PushNewer)
+                    item = PushNewer(exc.generation)
+                except ValueError:
+                    pass
         elif channel == self._b_acks:
             ack = self._own_ack
             # our own heartbeat coming back needs no verifying (the bytes we signed); any
@@ -162,7 +167,7 @@ class RedisStore(RedisCommits, RedisTrim):
             await self._seed_places()
         with contextlib.suppress(StateError):
             await load_retired(self._call, self.k_keys, self.keys, self.on_unverified,
-                               await signed_with_previous(self._call, self.k_state, self.keys))
+                               await fleet_signer(self._call, self.k_state, self.keys))
 
     async def reset(self) -> None:
         """Drop the subscription (after an error); the command connection is checked on use."""
@@ -229,8 +234,10 @@ class RedisStore(RedisCommits, RedisTrim):
         try:
             doc = self._open_doc(raw, None)
         except ValueError as exc:
+            nd = exc if isinstance(exc, NewerDocument) else None
             return Loaded(None, token, f"{self.k_state}: {exc}", raw, trail=trail,
-                          cause=cause_of(exc), newer=isinstance(exc, NewerDocument))
+                          cause=cause_of(exc), newer=nd is not None,
+                          newer_generation=None if nd is None else nd.generation)
         return Loaded(doc, token, trail=trail)
 
     def _open_doc(self, raw: bytes, kind: str | None) -> StateDoc:
@@ -246,7 +253,7 @@ class RedisStore(RedisCommits, RedisTrim):
                 body, which = self.keys.open(b"state", raw)
                 doc = self._decoder.decode(body)
             except ValueError as exc:
-                # (a newer version's, pushed: no forgery; the poll reads it and says so)
+                # (a newer version's, pushed: no forgery; PushNewer has the next poll judge it)
                 if kind is not None and not isinstance(exc, NewerDocument):
                     self.on_unverified(kind, str(exc), None, cause_of(exc))
                 raise

@@ -35,6 +35,7 @@ from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
 from gateway.state.refusedonce import RefusedOnce
+from gateway.state.retiredkeys import after_retirement
 from gateway.state.store import Ack
 
 __all__ = ["MAX_ACK_BYTES", "RedisRecords"]
@@ -224,10 +225,16 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
                 if flooded and prunable(record, self.keys):
                     prune += (flat[i], flat[i + 1])
                 continue  # (the value refused at the last read: still refused, not recounted)
-            ack = self._open_ack(record, "heartbeat", flat[i])
+            late = after_retirement(self.keys, record, int(seen_s) / 1000.0)
+            if late is not None:  # (a retired key's, written long after: retiredkeys.py)
+                # which instance: the SRE's next question (a pod on the old Secret)
+                who = flat[i][:64].decode(errors="replace")
+                self.on_unverified("heartbeat", f"instance {who!r} {late}", None,
+                                   "unknown_key_id")
+            ack = None if late is not None else self._open_ack(record, "heartbeat", flat[i])
             if ack is None:
                 refused.add(flat[i], flat[i + 1])
-                self._other_key(record, age)
+                self._other_key(record, age, late is not None)
                 if flooded and prunable(record, self.keys):
                     prune += (flat[i], flat[i + 1])
                 continue

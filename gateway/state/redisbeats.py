@@ -188,14 +188,18 @@ class RedisBeats(RedisLink):
                     out[name].update(urls)
         self._refused_urls = refused
 
-    def _other_key(self, record: bytes, age: float) -> None:
+    def _other_key(self, record: bytes, age: float, live: bool = False) -> None:
         """A stored heartbeat written `age` seconds ago (the store's stamp) was refused:
         when its key id is none of ours, note when it was written (`other_key_at`). By its
         stamp, not when read: a dead instance's heartbeat, read until 10 leases old by an
         instance that started since, said its key unconfirmed for a lease after each start
-        though nothing live signed with another key."""
+        though nothing live signed with another key. A retired key's counts only when
+        `live` (written long after the retirement: retiredkeys.after_retirement), as its
+        pushed ack does: an instance signing with the old key now (a pod rolled back to the
+        old Secret; or this one is the odd one out), not a left-over of the rotation."""
         kid = record.split(b" ", 1)[0].decode("ascii", "replace")
-        if self.keys.enabled and not self.keys.holds(kid) and kid not in self.keys.retired:
+        if self.keys.enabled and not self.keys.holds(kid) \
+                and (live or kid not in self.keys.retired):
             at = time.monotonic() - max(age, 0.0)
             self.other_key_at = max(at, self.other_key_at or at)
 

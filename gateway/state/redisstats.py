@@ -13,7 +13,8 @@ are (fleetscan.py): the counts of the instances known (listed at the last fleet 
 this store wrote, those that verified at the last read of the hash) by name, then
 SCAN_BUDGET entries more from where the last read of that hash stopped (HSCAN's cursor);
 the rest is counted in `stats_flooded[route]`. The refused ones read are removed while
-still as refused, so a flood drains as it is read.
+still as refused, so a flood drains as it is read; but not one sealed with a key id none
+of ours (another key's: keptcounts.py), counted once and left until it is a left-over.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from typing import Any
 
 from gateway.errors import StateError
 from gateway.state.beatorder import MAX_INSTANCES
-from gateway.state.fleetscan import SCAN_BUDGET, bounded_read
+from gateway.state.fleetscan import SCAN_BUDGET, bounded_read, prunable
+from gateway.state.keptcounts import KeptCounts, rewritten
 from gateway.state.redislink import RedisLink, Script
+from gateway.state.signing import MAGIC
 from gateway.state.store import MAX_DOC_BYTES
 
 __all__ = ["STATS", "RedisStats", "turn"]
@@ -65,6 +69,8 @@ class RedisStats(RedisLink):
     _stats_own: dict[str, set[str]] | None = None
     _stats_named: dict[str, tuple[str, ...]] | None = None
     stats_flooded: dict[str, int] | None = None
+    #: per counts hash: the entries of other keys left in it (keptcounts.py)
+    _stats_kept: dict[str, KeptCounts] | None = None
 
     async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
         await self._call("HSET", f"{self.k_stats}:{route}", instance,
@@ -89,24 +95,42 @@ class RedisStats(RedisLink):
         named = self._stats_named if self._stats_named is not None else {}
         self._stats_named = named
         known = sorted({*self._listed, *own, *named.get(route, ())})
+        if self._stats_kept is None:
+            self._stats_kept = {}
+        kept = self._stats_kept.setdefault(route, KeptCounts())
         total, cursor, flat = await self._script(
             STATS, [key], [str(SCAN_BUDGET), at.get(route, "0"), *known])
         out, refused, seen, good = [], [], set(), []
+        now = time.monotonic()
         for i in range(0, len(flat), 2):
             await turn(i)
             inst, v = flat[i], flat[i + 1]
             if inst in seen:
                 continue  # (a known one the scan met too)
             seen.add(inst)
+            digest, late = None, None
             if len(v) > MAX_DOC_BYTES:
                 self.on_unverified("stats", f"{len(v)} bytes, over the {MAX_DOC_BYTES}-byte "
                                             "limit (not read)", None)
                 blob = None
             else:
-                blob = self._opened("stats", f"{route}\x00{inst.decode('utf-8', 'replace')}",
-                                    v, "stats")
+                if kept.holds(inst):  # (another key's, counted once: keptcounts.py)
+                    digest = hashlib.sha1(v).hexdigest()
+                    verdict = kept.still(inst, digest, now)
+                    if verdict is not None:
+                        if verdict is False:  # (a left-over: unchanged for KEPT_FOR)
+                            refused += [inst, digest]
+                        continue
+                    late = rewritten(self.keys, v)  # (a retired key's, written again)
+                    if late is not None:
+                        self.on_unverified("stats", late, None, "unknown_key_id")
+                blob = None if late is not None else self._opened(
+                    "stats", f"{route}\x00{inst.decode('utf-8', 'replace')}", v, "stats")
             if blob is None:
-                refused += [inst, hashlib.sha1(v).hexdigest()]
+                digest = digest or hashlib.sha1(v).hexdigest()
+                if len(v) > MAX_DOC_BYTES or not v.startswith(MAGIC) or prunable(
+                        v[len(MAGIC):], self.keys) or not kept.keep(inst, digest, now):
+                    refused += [inst, digest]
             else:
                 out.append(blob)
                 good.append(inst.decode("utf-8", "replace"))
@@ -115,6 +139,8 @@ class RedisStats(RedisLink):
         if self.stats_flooded is None:
             self.stats_flooded = {}
         left = int(total) - len(seen) if int(total) > SCAN_BUDGET else 0
+        if int(total) <= SCAN_BUDGET:  # (read whole: what it no longer holds is gone)
+            kept.only(seen)
         if left > 0:
             self.stats_flooded[route] = left
         else:

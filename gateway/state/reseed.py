@@ -69,6 +69,9 @@ class Repair(Vouching):
 
     def _judge(self, got: Loaded) -> None:
         """Report what the store holds that we refuse."""
+        # (read at each poll that reads the store: a newer version's document is said
+        # before max_staleness makes this instance stale)
+        self.metrics.set("killgate_state_newer_document", 1 if got.newer else 0)
         if got.problem is None:
             self.unverifiable = None  # (verified, or empty: ours to seed)
         if got.doc is not None:
@@ -77,7 +80,7 @@ class Repair(Vouching):
         if got.problem is not None:
             if not got.newer:  # (a newer version's: said by `_blind`, no forgery)
                 self.tamper.note("state", got.problem, got.cause)
-            self.last_error = f"refused the stored state: {got.problem}"
+            self.last_error = f"refused the stored state: {self._refusal(got, self.holder.doc)}"
         elif got.doc is not None and not got.trusted:
             self.tamper.note("generation", f"the stored generation {got.token!r} is not the "
                                            f"signed document's {got.doc.generation}")
@@ -209,11 +212,13 @@ class Repair(Vouching):
             merged = merged.with_changes(
                 epoch=self._sibling_tag() + merged.epoch[SIBLING_TAG:])
         fresh = merged.epoch not in self._own_epochs
-        self._mine(merged.epoch)
+        self._mine(merged.epoch, merged.generation)
         # the newest head we saw, which the store lacks (not a refused document's call)
         lost = self.store.behind(store_doc) if store_doc is not None or got.empty else None
         anchored = lost or mine.audit_head or None
-        why = ("empty" if got.empty else "refused" if got.problem is not None
+        why = ("empty" if got.empty else "a newer version's, older than this instance's "
+               "(replayed after a rollback?)" if got.newer  # (vouching.replayed_newer)
+               else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted
                else "older" if store_doc is None or store_doc.generation < mine.generation
                else "behind: without the newest audit events this instance saw appended "
@@ -249,7 +254,7 @@ class Repair(Vouching):
                    "verified last-known state (kills merged: only an explicit unkill lifts a "
                    "kill)",
             before={"generation": None if store_doc is None else store_doc.generation,
-                    "problem": got.problem},
+                    "problem": self._refusal(got, mine)},
             after={"generation": merged.generation, "kills": sorted(merged.kills)},
             source=self.instance, extra={"anchored_head": anchored})
         try:

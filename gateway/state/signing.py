@@ -91,7 +91,8 @@ class Keyring:
     signed nor checked: `seal` returns the body and `open` strips any envelope."""
 
     def __init__(self, current: Key | None, previous: Key | None = None,
-                 context: str = "", retired: set[str] | None = None) -> None:
+                 context: str = "", retired: set[str] | None = None,
+                 retired_since: dict[str, float] | None = None) -> None:
         self.current = current
         self.previous = previous if current is not None else None
         self.context = context.encode()
@@ -99,6 +100,8 @@ class Keyring:
         #: key ids the fleet signed with before a rotation, as a holder of the current key
         #: recorded them (retiredkeys.py; shared by every keyring `bound` makes of this one)
         self.retired: set[str] = set() if retired is None else retired
+        #: of those, when the fleet last retired each (the store's clock, unix seconds)
+        self.retired_since: dict[str, float] = {} if retired_since is None else retired_since
 
     @property
     def enabled(self) -> bool:
@@ -106,7 +109,7 @@ class Keyring:
 
     def bound(self, context: str) -> Keyring:
         """The same keys, for values of another context (a redis prefix)."""
-        return Keyring(self.current, self.previous, context, self.retired)
+        return Keyring(self.current, self.previous, context, self.retired, self.retired_since)
 
     def holds(self, kid: str) -> bool:
         """Whether `kid` names the current or the previous key."""

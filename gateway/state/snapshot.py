@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import filemodes
-from gateway.domain.statedoc import StateDoc
+from gateway.domain.statedoc import NewerDocument, RouteOverride, StateDoc
 from gateway.log import event
 from gateway.state.files import (
     LOCK_WAIT,
@@ -57,6 +57,8 @@ from gateway.state.snapshotbody import (
     decode_body,
     kills_only,
     named_prefix,
+    newer_kills,
+    newer_rollbacks,
     read_origin,
     stays,
 )
@@ -129,7 +131,10 @@ class SnapshotFile:
                 return self._kills_only(doc, f"{exc} (the state key changed, or the file was "
                                              "written without it)", cause=exc.cause)
             self._foreign(body, None)
-            doc = decode_body(body)
+            try:
+                doc = decode_body(body)
+            except NewerDocument as exc:  # (a rollback: verified, no forgery)
+                return self._newer(body, exc)
             self.unverified_origin, self.own_epochs = read_origin(body)
         except Foreign as exc:
             self.refused = str(exc)
@@ -177,16 +182,32 @@ class SnapshotFile:
                 return  # (edited, or another key: an untrusted file, its kills kept)
         raise Foreign(named[:64], self.deployment)
 
+    def _newer(self, body: bytes, exc: NewerDocument) -> StateDoc:
+        """A snapshot a newer version wrote (a rollback past it): its kills this version
+        reads, kept and said (snapshotbody.newer_kills), never counted as tampering."""
+        doc, unread = newer_kills(body)
+        rollbacks = newer_rollbacks(body)
+        why = (f"written by a newer version of killgate ({exc.what}); its kills this "
+               "version reads are enforced" + (
+            f", and its latched rollbacks ({', '.join(sorted(rollbacks)[:8])})"
+            if rollbacks else "") + ", nothing else of it" + (
+            f", not these of a kind it does not know: {', '.join(unread[:8])}"
+            + (f" and {len(unread) - 8} more" if len(unread) > 8 else "") if unread else "")
+            + " (roll forward, or make them again through this version)")
+        return self._kills_only(doc, why, signed=True, rollbacks=rollbacks)
+
     def _kills_only(self, doc: StateDoc, why: str, signed: bool = False,
-                    cause: Cause = "other") -> StateDoc:
+                    cause: Cause = "other",
+                    rollbacks: dict[str, RouteOverride] | None = None) -> StateDoc:
         """Keep the kills of a file not trusted for the rest, and say so (`why`)."""
         self.kills_only = why
         if not signed:  # (a signed file loosely permissioned is not a failed verification)
             self.on_unverified("snapshot", f"{self.path}: {why}: only its kills are kept", None,
                                cause)
         event(log, "snapshot_untrusted", logging.ERROR, path=str(self.path), error=why,
-              kept="kills only", kills=sorted(doc.kills))
-        return kills_only(doc)
+              kept="kills only" if not rollbacks else "kills and latched rollbacks",
+              kills=sorted(doc.kills))
+        return kills_only(doc, rollbacks)
 
     def _write(self, doc: StateDoc, origin: Origin = None) -> int:
         """Write `doc` (and where it came from) unless the file holds a newer document of

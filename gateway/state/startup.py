@@ -18,7 +18,7 @@ import time
 
 from gateway.config import StateConfig
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import AuditError, StateError, StoreUnverifiable
+from gateway.errors import AuditError, StateError, StoreFromNewerVersion, StoreUnverifiable
 from gateway.log import event
 from gateway.state.appliedlog import AppliedLog
 from gateway.state.contention import Backoff
@@ -50,6 +50,7 @@ class Startup:
     peers: Fleet
     connected: bool
     answering: bool
+    newer_version: bool
     synced_once: bool
     from_snapshot: bool
     last_error: str | None
@@ -61,10 +62,13 @@ class Startup:
     _unsaved: StateDoc | None
     _big_pushes: Throttle
     _own_epochs: dict[str, None]
+    _epoch_from: dict[str, int]
 
     async def start(self) -> None:
         snap = await asyncio.to_thread(self.snapshot.read)
         self._own_epochs.update(dict.fromkeys(self.snapshot.own_epochs))  # (its origin's)
+        for epoch in self.snapshot.own_epochs:  # (writes past what it read count: vouching.py)
+            self._epoch_from.setdefault(epoch, snap.generation if snap is not None else 0)
         if snap is not None:
             self.holder.apply_doc(snap)
             self.store.anchored(snap)  # (the newest audit head this instance knew)
@@ -118,6 +122,7 @@ class Startup:
                     except (StateError, AuditError) as exc:
                         self.last_error = str(exc) or type(exc).__name__
                         self.answering = isinstance(exc, StoreUnverifiable)
+                        self.newer_version = isinstance(exc, StoreFromNewerVersion)
                         await self._beat_unverifiable()
                     await backoff.wait()
         except TimeoutError:

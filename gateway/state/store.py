@@ -42,6 +42,7 @@ __all__ = [
     "IdempotencyStore",
     "Loaded",
     "OnUnverified",
+    "PushNewer",
     "PushNotRead",
     "StateStore",
     "StatsStore",
@@ -86,6 +87,17 @@ class PushNotRead:
 
 
 @dataclass(frozen=True, slots=True)
+class PushNewer:
+    """A pushed document that verified but that a newer version of killgate wrote (not
+    applied here): the listener judges the store at the next poll, as it judges a changed
+    generation (a replay after a rollback is repaired, a newer writer's state refused,
+    loudly). Dropped, one replayed at the generation the key already said was noticed by
+    no poll (it compares the generation and head keys alone) until the next write."""
+
+    generation: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Loaded:
     """The store's state as read: a verified document, or why there is none."""
 
@@ -105,6 +117,8 @@ class Loaded:
     #: the refused document verified, and a newer version wrote it (statedoc.NewerDocument):
     #: no forgery to count nor to repair, and never written over
     newer: bool = False
+    #: ... and the generation it states (NewerDocument.generation)
+    newer_generation: int | None = None
 
     @property
     def empty(self) -> bool:
@@ -233,7 +247,7 @@ class StateStore(Protocol):
         generation is a branch, merged as such), or the store continues what it holds
         whatever this instance saw (local)."""
 
-    def listen(self, fn: Callable[[StateDoc | Ack | PushNotRead], None]) -> None:
+    def listen(self, fn: Callable[[StateDoc | Ack | PushNotRead | PushNewer], None]) -> None:
         """Hand pushed (verified) changes to `fn` as they arrive (a store that does not
         push ignores this; its `watch` returns the changes it finds)."""
 

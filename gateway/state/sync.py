@@ -27,7 +27,13 @@ from typing import Any
 from gateway.config import StateConfig
 from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import AuditError, StateError, StoreConflict, StoreUnverifiable
+from gateway.errors import (
+    AuditError,
+    StateError,
+    StoreConflict,
+    StoreFromNewerVersion,
+    StoreUnverifiable,
+)
 from gateway.log import event
 from gateway.state.appliedlog import AppliedLog
 from gateway.state.contention import BACKOFF_MAX, Backoff
@@ -85,6 +91,9 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
         #: the last attempt's answer was a document this instance cannot verify
         #: (StoreUnverifiable): not synced, but the store answers (staleness.py's gauge)
         self.answering = False
+        #: ... and a newer version of killgate wrote it (StoreFromNewerVersion): no key
+        #: problem (`killgate status` said "check state.signing_key_env" mid-upgrade)
+        self.newer_version = False
         self.synced_once = False
         self.from_snapshot = False
         self.last_error: str | None = None
@@ -106,6 +115,7 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
         self._seen_signed = False
         #: epochs this instance created, oldest first (vouching.py's _blind and OWN_EPOCHS)
         self._own_epochs: dict[str, None] = {}
+        self._epoch_from: dict[str, int] = {}  # (vouching.py: each own epoch's start)
         self._seen_fleet = False  # verified a document of an epoch not in _own_epochs
         snapshot.origin = self._origin  # (what each snapshot written says of its state)
         self._repairs, self._repair_at = 0, 0.0  # repairs in a row of refused documents (backoff)
@@ -204,6 +214,7 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
                     event(log, "state_store_lost", logging.WARNING, error=str(exc))
                 self.connected = False
                 self.answering = isinstance(exc, StoreUnverifiable)
+                self.newer_version = isinstance(exc, StoreFromNewerVersion)
                 self.last_error = str(exc) or type(exc).__name__
                 if not self.answering:
                     self.peers.watching_since = None

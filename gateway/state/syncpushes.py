@@ -18,7 +18,7 @@ from gateway.errors import AuditError, StateError
 from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
 from gateway.state.snapshot import SnapshotFile
-from gateway.state.store import Ack, Loaded, PushNotRead, Store
+from gateway.state.store import Ack, Loaded, PushNewer, PushNotRead, Store
 from gateway.state.throttle import Throttle
 from gateway.telemetry.metrics import Metrics
 
@@ -55,12 +55,17 @@ class Pushes:
     async def _full_sync(self) -> bool:
         raise NotImplementedError
 
-    def _pushed(self, item: StateDoc | Ack | PushNotRead) -> None:
+    def _pushed(self, item: StateDoc | Ack | PushNotRead | PushNewer) -> None:
         """A verified change or ack pushed by the store, taken in the loop iteration that
         read it: a new kill is in force before anything else runs. A push that would relax
-        anything, or too large to verify here, is only a hint: the store is re-read."""
+        anything, or too large to verify here, is only a hint: the store is re-read. One a
+        newer version wrote is judged by the next poll's full sync, as a changed generation
+        (a replay repaired, a newer writer's state refused: vouching.py's `_blind`)."""
         if isinstance(item, Ack):
             self.peers.note(item)
+            return
+        if isinstance(item, PushNewer):
+            self._resync = True
             return
         if isinstance(item, PushNotRead):
             self.metrics.inc("killgate_state_pushes_not_read_total")

@@ -37,6 +37,7 @@ class Reads:
     instance: str
     connected: bool
     answering: bool
+    newer_version: bool
     synced_once: bool
     from_snapshot: bool
     stale: bool
@@ -74,6 +75,8 @@ class Reads:
             # (not connected, but the store answered: a document this instance cannot
             # verify; `unverifiable` below is set only while it holds no state)
             "answering": not self.connected and self.answering,
+            # (... with a document a newer version of killgate wrote: an upgrade to finish)
+            "newer_version": not self.connected and self.answering and self.newer_version,
             "staleness_ms": round(self.staleness() * 1000, 1), "policy": self.cfg.on_unavailable,
             "max_staleness_ms": round(self.cfg.max_staleness * 1000), "stale": self.stale,
             # (a drill asking whether it applied a restore gives it a poll of its own to

@@ -17,13 +17,15 @@ import socket
 
 from gateway import __version__
 from gateway.config import StateConfig
+from gateway.domain.newerdoc import NOT_WRITTEN_OVER
 from gateway.domain.statedoc import StateDoc
+from gateway.domain.writeids import WRITER_TAG, write_generation, writer_of
 from gateway.errors import StoreFromNewerVersion, StoreUnverifiable
 from gateway.state.signing import MAGIC
 from gateway.state.snapshot import Origin, SnapshotFile
 from gateway.state.store import Loaded
 
-__all__ = ["OWN_EPOCHS", "SIBLING_TAG", "Vouching", "sibling_tag"]
+__all__ = ["OWN_EPOCHS", "SIBLING_TAG", "Vouching", "as_replay", "replayed_newer", "sibling_tag"]
 
 #: the most epochs an instance remembers having created (its newest): a store that lost its
 #: data again and again (a crash-looping Redis without persistence) is re-seeded each time,
@@ -32,7 +34,7 @@ OWN_EPOCHS = 64
 
 #: hex digits of an epoch that name the host and snapshot file of the workers that created
 #: it, while their state is not known to be the fleet's (`_sibling_tag`)
-SIBLING_TAG = 4
+SIBLING_TAG = WRITER_TAG
 
 
 @functools.lru_cache(maxsize=16)
@@ -58,6 +60,32 @@ def sibling_tag(snapshot: str) -> str:
     return hashlib.sha256(where.encode()).hexdigest()[:SIBLING_TAG]
 
 
+def replayed_newer(got: Loaded, mine: StateDoc, trusted: bool) -> bool:
+    """Whether `got`, a document a newer version wrote, is no newer than the one this
+    instance holds (`mine`, `trusted`: known to be the fleet's): a replay, not a newer
+    writer's current state. A newer version commits over the store's document at the next
+    generation, and this one writes nothing over a newer one's: a generation this instance
+    holds as far as it was written once that document was gone (a rollback's re-seed: the
+    state key deleted, the same generation as the newer version's last, next to it in the
+    generation key). Refused for good, one replayed after a rollback (by whoever can write
+    to redis, once, no key needed) made every kill through every instance of the fleet
+    answer 503 state_from_newer_version until an operator deleted it by hand."""
+    gen = got.newer_generation
+    # (an instance holding nothing has nothing to put in its place: not ready, as ever)
+    return got.newer and trusted and gen is not None and 0 < mine.generation >= gen
+
+
+def as_replay(problem: str, held: int) -> str:
+    """The refusal `problem` of a newer version's document that is a replay
+    (`replayed_newer`), said as what happens to it: written over (said "nor written over",
+    the instance's last_error and the re-seed's audited `before.problem` contradicted the
+    re-seed they came with)."""
+    return problem.replace(NOT_WRITTEN_OVER, (
+        f"not applied; no newer than the generation {held} this instance holds, so no "
+        "newer writer's current state but a replay (after a rollback past that version?): "
+        "written over by a re-seed of this instance's state"))
+
+
 class Vouching:
     snapshot: SnapshotFile
     cfg: StateConfig
@@ -67,6 +95,9 @@ class Vouching:
     #: (`_blind`): not ready (/readyz 503 state_unverifiable); None once it verifies one
     unverifiable: str | None
     _own_epochs: dict[str, None]
+    #: each of `_own_epochs` -> the generation this process held when it created (or, after
+    #: a restart, read) it: `_written_by_another` counts the writes past it only
+    _epoch_from: dict[str, int]
     _seen_fleet: bool
 
     @property
@@ -96,8 +127,9 @@ class Vouching:
         if self._vouches(doc):
             self._seen_fleet = True
             self._own_epochs.clear()  # (no longer needed)
+            self._epoch_from.clear()
         elif doc.epoch.startswith(self._sibling_tag()) and self._unvouched() is not None:
-            self._mine(doc.epoch)
+            self._mine(doc.epoch, doc.generation)
 
     def _vouches(self, doc: StateDoc) -> bool:
         """Whether the verified `doc` shows that this instance's key is the fleet's (see
@@ -106,19 +138,42 @@ class Vouching:
         its own while so, descending from one of them (what a replay cannot produce: the
         epochs are drawn at random when it re-seeds)."""
         if doc.epoch in self._own_epochs:
-            return False
+            return self._written_by_another(doc)
         if self._unvouched() is None:
             return True
         if doc.epoch.startswith(self._sibling_tag()):
             return False
         return not self._own_epochs or any(e in self._own_epochs for e in doc.lineage)
 
+    def _written_by_another(self, doc: StateDoc) -> bool:
+        """Whether `doc`, of an epoch this instance created (it seeded the store from a
+        state not known to be the fleet's), names a write by an instance of another host or
+        snapshot file (its write id's tag: writeids.writer_of): another holder of its key
+        wrote on its state, as a re-seed merging its document shows (`_vouches`). Without
+        it, a lone instance (or group) that seeded a flushed store stayed marked for good
+        though the fleet's other instances, holding its key, adopted its document and wrote
+        on it (never re-seeding: they verify it). Its own writes, its sibling workers' and
+        its own earlier processes' carry its tag (host, machine, snapshot file); a
+        heartbeat would not do: one of its own earlier process (another name) is fresh for
+        a lease after that process died, and one replayed in order for minutes more, while
+        a write on an epoch it drew at random cannot come before it (test_vouch_by_write)."""
+        since = self._epoch_from.get(doc.epoch)
+        if since is None:
+            return False
+        mine = self._sibling_tag()
+        return any((tag := writer_of(w)) is not None and tag != mine
+                   and write_generation(w) > since for w in doc.writes)
+
     def _sibling_tag(self) -> str:
         """The first hex digits of each epoch this instance's workers create while their
         state is not known to be the fleet's: the same for every worker of this host that
         shares its snapshot file (an epoch stays 16 hex digits; one drawn at random that
-        happens to begin so only waits for the next to vouch for this instance)."""
-        return sibling_tag(os.path.realpath(self.snapshot.path or ""))
+        happens to begin so only waits for the next to vouch for this instance); the tag
+        every write id of this instance ends with (writeids.new_write). Computed once."""
+        tag: str | None = self.__dict__.get("_tag")
+        if tag is None:
+            tag = self.__dict__["_tag"] = sibling_tag(os.path.realpath(self.snapshot.path or ""))
+        return tag
 
     def _unvouched(self) -> str | None:
         """Why this instance's state may not be the fleet's (None: it is, as far as it
@@ -128,7 +183,8 @@ class Vouching:
         if self._seen_fleet:
             return None
         if self.snapshot.kills_only is not None:
-            return f"its state came from a snapshot it could not verify ({self.snapshot.kills_only})"
+            return (f"its state came from a snapshot whose kills alone it took "
+                    f"({self.snapshot.kills_only})")
         return self.snapshot.unverified_origin
 
     def _origin(self) -> Origin:
@@ -136,13 +192,26 @@ class Vouching:
         why = self._unvouched()
         return None if why is None else {"why": why, "epochs": list(self._own_epochs)}
 
-    def _mine(self, epoch: str) -> str:
-        """Remember `epoch` as one this instance created, until it verifies another's."""
+    def _mine(self, epoch: str, since: int = 0) -> str:
+        """Remember `epoch` as one this instance created, until it verifies another's;
+        `since`: the generation it held when it did (`_written_by_another` counts writes
+        past it only: a re-seed carries the writes of what it merged)."""
         if not self._seen_fleet:
             self._own_epochs[epoch] = None
+            self._epoch_from.setdefault(epoch, since)
             while len(self._own_epochs) > OWN_EPOCHS:
+                self._epoch_from.pop(next(iter(self._own_epochs)), None)
                 del self._own_epochs[next(iter(self._own_epochs))]
         return epoch
+
+    def _refusal(self, got: Loaded, mine: StateDoc) -> str | None:
+        """Why the store's document is refused (`got.problem`), said as a replay of a newer
+        version's document when it is one (`as_replay`: written over, not "nor written
+        over")."""
+        if got.problem is not None and got.newer \
+                and replayed_newer(got, mine, self._unvouched() is None):
+            return as_replay(got.problem, mine.generation)
+        return got.problem
 
     def _blind(self, got: Loaded, mine: StateDoc) -> None:
         """Raise StoreUnverifiable when the store holds a document we refuse and we hold no
@@ -155,8 +224,11 @@ class Vouching:
         A document a newer version wrote (`got.newer`: verified, in a format or with fields
         this one does not know, statedoc.FORMAT) is never written over, whatever this
         instance holds: StoreFromNewerVersion (re-seeded over, what the newer version
-        added, a new kind of kill say, was dropped from the fleet's state)."""
-        if got.newer:
+        added, a new kind of kill say, was dropped from the fleet's state). But one older
+        than the document a trusted instance holds (`replayed_newer`) is no newer writer's
+        current state: a replay (after a rollback past that version), repaired as any
+        older document is."""
+        if got.newer and not replayed_newer(got, mine, self._unvouched() is None):
             held = mine.generation > 0 or bool(mine.kills)
             msg = (f"the state store holds a document a newer version of killgate wrote "
                    f"({got.problem}); this instance runs killgate {__version__}, which cannot "

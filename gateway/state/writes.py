@@ -63,6 +63,9 @@ class Writes:
     def _unvouched(self) -> str | None:
         raise NotImplementedError
 
+    def _sibling_tag(self) -> str:  # (vouching.py: what each write id names its writer by)
+        raise NotImplementedError
+
     async def _after_apply(self, doc: StateDoc) -> None:
         raise NotImplementedError
 
@@ -149,7 +152,7 @@ class Writes:
                     # NotDurable lands here and confirms what is already there
                     await self._durable(cur.generation, fence=True)
                     return cur, None
-                new = apply_change(cur, ch)
+                new = apply_change(cur, ch, writer=self._sibling_tag())
                 stored: list[StateDoc] = []
                 try:
                     ev = await self.store.commit(str(cur.generation), new, describe(cur, new),

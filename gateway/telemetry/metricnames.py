@@ -39,6 +39,11 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_state_store_connected": ("gauge", "1 when the state store answers."),
     "killgate_state_stale": ("gauge", "1 while no state sync succeeded for longer than "
                                       "state.max_staleness (alert on it)."),
+    "killgate_state_newer_document": ("gauge", "1 while the store holds a document a newer "
+                                               "version of killgate wrote, which this one "
+                                               "cannot apply (not synced: a rolling upgrade "
+                                               "or a rollback; alert on it before "
+                                               "state.max_staleness)."),
     "killgate_kills_unrouted": ("gauge", "Kills in force that name a route or version the "
                                          "config does not route to (removed or renamed): "
                                          "they stop nothing until the name comes back."),
@@ -71,6 +76,10 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_config_refused": ("gauge", "1 while the config file on disk is refused (the "
                                          "running config stays; an instance starting on "
                                          "that file would refuse to start): alert on it."),
+    "killgate_admin_auth_broken": ("gauge", "1 while the admin API's own key (admin.auth) "
+                                            "cannot be used: every admin call, a kill and "
+                                            "Alertmanager's included, answers 503 "
+                                            "auth_not_configured (alert on it)."),
     "killgate_config_reload_waiting": ("gauge", "1 while a reload waits for the config file's "
                                                 "writer to finish (config.waiting)."),
     "killgate_inflight_requests": ("gauge", "Requests in flight in this process."),
@@ -224,6 +233,7 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
                        "stats", "audit", "snapshot"))),
     "killgate_fail_closed": ((), ((),)),
     "killgate_state_stale": ((), ((),)),
+    "killgate_state_newer_document": ((), ((),)),
     # (KillgateConfigRefused; the first refusal must be an increase too)
     "killgate_config_refused": ((), ((),)),
     "killgate_config_reload_rejected_total": ((), ((),)),

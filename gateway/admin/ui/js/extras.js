@@ -10,9 +10,17 @@ const list = (data, key) => (Array.isArray(data) ? data : Array.isArray(data?.[k
 const allowed = (a, can) => (String(a.action).includes("kill") ? can.kill : can.rollout);
 
 // Approve… only where the API would take it: never on one's own request (403
-// self_approval) nor on one approved already (409 already_approved); the list says which
-// (`yours`, `approved_by_you`), so the page says why instead of offering a refusal.
+// self_approval), on one approved already (409 already_approved), nor on one a newer
+// version of killgate wrote (409 approval_from_newer_version: a rolling upgrade; it is
+// approved through an instance of that version); the list says which (`yours`,
+// `approved_by_you`, `from_newer_version`), so the page says why instead of offering a refusal.
 function approveButton(a, open, kills) {
+  const newer = a.from_newer_version;
+  if (newer && typeof newer === "object") {
+    return h("span", {class: "muted", dataset: {testid: "from-newer-version"}},
+      `requested on ${newer.written_by || "a newer version of killgate"}: ` +
+      `${newer.decide || "approve it through an instance of that version"}`);
+  }
   if (a.yours === true) {
     return h("span", {class: "muted", dataset: {testid: "own-request"}},
       "your request: another principal must approve it (a requester cannot approve their own)");
@@ -28,7 +36,10 @@ function approveButton(a, open, kills) {
 export function renderApprovals(el, data, can, open, kills = []) {
   const items = list(data, "approvals");
   render(el, items.length ? h("ul", {class: "approvals"}, items.map((a) => h("li", {dataset: {approval: a.id}},
-    badge("warn", "waiting"), " ", h("strong", {}, a.action), " ", describeTarget(a),
+    badge("warn", "waiting"), " ",
+    a.from_newer_version ? [badge("warn", "from a newer version",
+                                  String(a.from_newer_version.unknown || "")), " "] : null,
+    h("strong", {}, a.action), " ", describeTarget(a),
     ` — ${(a.approved_by || []).length} of ${a.needs} (${(a.approved_by || []).join(", ")})`,
     a.requested_by ? `, asked by ${a.requested_by}` : "",
     a.reason ? `: “${a.reason}”` : "", a.expires ? ` · expires ${fmtAgo(a.expires)}` : "",

@@ -10,6 +10,8 @@ export function renderFleet(el, fleet) {
     // (answering: the store answers with a document this instance cannot verify; most
     // often its key is not the fleet's, not a store that is down)
     st.connected ? badge("ok", "store connected")
+      // (a document a newer version of killgate wrote: an upgrade to finish, no key problem)
+      : st.newer_version ? badge("bad", "store holds a NEWER VERSION's state (finish the upgrade)")
       : st.answering ? badge("bad", "store UNVERIFIABLE (check state.signing_key_env)")
       : badge("bad", "store DISCONNECTED"),
     st.fail_closed ? badge("killed", "FAIL-CLOSED: every route answers killed") : badge("ok", "not fail-closed"),

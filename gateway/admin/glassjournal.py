@@ -1,0 +1,196 @@
+"""Break-glass uses a process began and may not have counted: a file each, beside the state
+snapshot (`<state.snapshot_path>.glass/`), so that a use whose process died between its
+commit and its count (SIGKILL, the OOM killer, a node lost) is counted at the next start.
+
+The count (`killgate_break_glass_total`, breakglass.py) follows the commit's answer; a
+process killed in between left the trail's event (committed with the state in one script)
+and no count in any process, so an alert on the counter never saw the use. Now, before a
+break-glass write is committed, its audit event's id (drawn here: the event's own) is
+written to a file named by the process's pid; the file goes once the use is counted, or
+once it is known not applied (refused, or no change). A starting process takes the files of
+processes that are gone (or of its own pid: a container's pid 1 restarted), each by a
+rename to its own pid (one taker among sibling workers starting at once), and looks for the
+event in the trail's newest events (`reconcile`): there, genuine (its hash and MAC under a
+state key) and marked `break_glass`, the use is counted, `learned="at a start, from the
+audit trail"`; not there, it was not applied (event and state commit together), and the
+file goes. Nothing kept in Redis decides it: a file names an id, and only a genuine event
+of that id counts it, once (counted and removed in one step of the loop). A store that
+cannot be read keeps the file for the next start. Without a snapshot folder it cannot be
+created in, nothing is kept (said once, `break_glass_journal_off`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.admin.ports import AuditReader
+from gateway.domain.audit import genuine, new_event_id
+from gateway.log import event
+
+__all__ = ["MAX_SCAN", "STOP_BEFORE_COUNT_ENV", "Journal", "test_stop_before_count"]
+
+log = logging.getLogger("killgate.admin")
+
+#: the most of the trail's newest events read for one start's leftovers
+MAX_SCAN = 4096
+#: how far back of a file's time the trail is read (clocks of other writers may differ)
+SLACK = 600.0
+#: how often, and how long, a start tries to read the trail while the store does not answer
+RETRY, TRY_FOR = 1.0, 600.0
+
+
+#: tests only (tests/test_breakglass_sigkill.py): a process with it set to "1" is killed
+#: (SIGKILL) between a break-glass write's commit and its count, as the OOM killer may;
+#: never set in production (read only on a break-glass write)
+STOP_BEFORE_COUNT_ENV = "KILLGATE_TEST_SIGKILL_BEFORE_GLASS_COUNT"
+
+
+def test_stop_before_count() -> None:
+    if os.environ.get(STOP_BEFORE_COUNT_ENV) == "1":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Journal:
+    """The files of this process's break-glass uses not yet counted."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.dir = folder
+        self.pid = os.getpid()
+        self._off_said = False
+
+    def begin(self, glass: dict[str, Any]) -> tuple[str, Path | None]:
+        """An audit event id for a break-glass write about to be committed, and its file
+        (None: not kept)."""
+        eid = new_event_id()
+        if self.dir is None:
+            return eid, None
+        path = self.dir / f"{self.pid}-{eid}.json"
+        try:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"id": eid, "time": time.time(), "glass": glass}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            if not self._off_said:
+                self._off_said = True
+                event(log, "break_glass_journal_off", logging.WARNING, path=str(self.dir),
+                      error=str(exc), consequence="a break-glass use whose process dies "
+                      "before counting it is not counted at the next start")
+            return eid, None
+        return eid, path
+
+    @staticmethod
+    def done(path: Path | None) -> None:
+        """Counted, or known not applied: the file goes."""
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def leftovers(self) -> list[tuple[Path, dict[str, Any]]]:
+        """The files of processes that are gone (or of this pid, from before this
+        process), each taken by a rename to this pid; what each holds."""
+        if self.dir is None:
+            return []
+        try:
+            names = sorted(os.listdir(self.dir))
+        except OSError:
+            return []
+        out = []
+        for name in names:
+            pid, _, rest = name.partition("-")
+            if not name.endswith(".json") or not pid.isdigit() or not rest:
+                continue
+            if int(pid) != self.pid and _runs(int(pid)):
+                continue  # (a running sibling's use, being committed)
+            mine = self.dir / f"{self.pid}-{rest}"
+            try:
+                if int(pid) != self.pid:
+                    os.rename(self.dir / name, mine)  # (another taker was first: gone)
+                entry = json.loads(mine.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str) \
+                    and isinstance(entry.get("glass"), dict) \
+                    and isinstance(entry.get("time"), int | float):
+                out.append((mine, entry))
+            else:
+                self.done(mine)
+        return out
+
+    async def reconcile(self, trail: AuditReader,
+                        count: Callable[[dict[str, Any], str], None]) -> None:
+        """Count the leftovers whose events are in the trail; drop those not there."""
+        left = self.leftovers()
+        if not left:
+            return
+        until = asyncio.get_running_loop().time() + TRY_FOR
+        while True:
+            try:
+                found = await _events(trail, {e["id"] for _, e in left},
+                                      min(e["time"] for _, e in left) - SLACK)
+                break
+            except Exception as exc:  # noqa: BLE001 - the store's errors: try again
+                if asyncio.get_running_loop().time() >= until:
+                    event(log, "break_glass_unresolved", logging.WARNING,
+                          audit_ids=[e["id"] for _, e in left], error=str(exc),
+                          detail="break-glass uses of a process that ended before counting "
+                                 "them: the trail could not be read; tried at the next start")
+                    return
+                await asyncio.sleep(RETRY)
+        for path, entry in left:
+            ev = found.get(entry["id"])
+            keys = trail.audit_keys
+            if ev is not None and ev.get("break_glass") is True \
+                    and (not keys.enabled or genuine(ev, keys.keys())):
+                count(entry["glass"], "at a start, from the audit trail (the process that "
+                                      "made it ended before counting it)")
+            self.done(path)
+
+
+async def _events(trail: AuditReader, ids: set[str], since: float) -> dict[str, Any]:
+    """The events of `ids` among the trail's newest (MAX_SCAN at most, back to `since`)."""
+    found: dict[str, Any] = {}
+    before: str | None = None
+    read = 0
+    while read < MAX_SCAN and len(found) < len(ids):
+        page, before = await trail.audit_page(256, before)
+        read += len(page) or MAX_SCAN
+        for ev in page:
+            if ev.get("id") in ids:
+                found[ev["id"]] = ev
+        if before is None or any(_older(ev, since) for ev in page[-1:]):
+            break
+    return found
+
+
+def _older(ev: dict[str, Any], since: float) -> bool:
+    from datetime import datetime
+
+    t = ev.get("time")
+    try:
+        return isinstance(t, str) and datetime.fromisoformat(t.replace("Z", "+00:00")) \
+            .timestamp() < since
+    except ValueError:
+        return False
+
+
+def _runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # (another user's process: its file is not ours to take)
+    return True
