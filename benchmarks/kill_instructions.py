@@ -27,6 +27,12 @@ against valgrind/callgrind.h) and prints the instructions per call:
   value equal to the last document's; before it, none was shared and which routes
   changed was answered by comparing every route's values).
 
+* `localread`: the file store's read of its state file after another writer (another worker
+  of the group) replaced it with the next document (kill, unkill, ...: `LocalStore._read`,
+  verify and decode), the file's writing measured alone (`localreadcopy`) and subtracted;
+  `localpoll`: the same read of a file unchanged since the last (every poll of the sync
+  loop).
+
 `decode` is the receiver's too (its SharedDecoder, a kill's document after its unkill's
 and back, when there is one; else store.decode_doc).
 
@@ -69,7 +75,7 @@ routes:
       - {name: v2, url: "http://127.0.0.1:9", weight: 0}
 """
 STAGES = ("empty", "plan", "change", "seal", "own", "verify", "decode", "swap", "recvswap",
-          "listen")
+          "listen", "localread", "localpoll")
 EXTRA_ROUTE = """
   - name: r{i}
     match: {{path_prefix: /r{i}/}}
@@ -220,11 +226,29 @@ def run_stages(calls: int, only: set[str], lib: ctypes.CDLL, routes: int = 1) ->
         ConfigHistory.kills_changed(None, old, new)  # type: ignore[arg-type]
         _warn_unservable(old, new)
 
+    from gateway.state.local import LocalStore
+    folder = Path(tempfile.mkdtemp(prefix="kg-killinstr-local-"))
+    local = LocalStore(folder / "state.json", keys=keys.bound("local"))  # type: ignore[union-attr]
+    local_raw = [keys.bound("local").seal(b"state", b)  # type: ignore[union-attr]
+                 for b in [json.dumps(d.to_json()).encode() for _, d in pushed]]
+
+    (folder / "state.json").write_bytes(local_raw[1])  # (what `localpoll` reads)
+
+    def stage_localwrite(k: int) -> None:
+        (folder / "state.json").write_bytes(local_raw[k % 2])
+
+    def stage_localread(k: int) -> None:
+        stage_localwrite(k)
+        assert local._read().doc is not None
+
+    def stage_localpoll(k: int) -> None:
+        assert local._read().doc is not None
+
     fns: dict[str, Callable[[int], None]] = {
         "empty": lambda k: None, "plan": stage_plan, "change": stage_change,
         "seal": stage_seal, "own": stage_own, "verify": stage_verify,
         "decode": stage_decode, "swap": stage_swap, "recvswap": stage_recvswap,
-        "listen": stage_listen}
+        "listen": stage_listen, "localread": stage_localread, "localpoll": stage_localpoll}
     gc.collect()
     gc.freeze()  # (the fixture's heap out of the cyclic collector: at --routes 500 a full
     # collection falling inside a stage or not moved its count by ~0.5M)
@@ -244,6 +268,11 @@ def run_stages(calls: int, only: set[str], lib: ctypes.CDLL, routes: int = 1) ->
         for k in range(calls):
             fn(k)
         lib.kg_dump(name.encode())
+        if name == "localread":
+            lib.kg_zero()
+            for k in range(calls):
+                stage_localwrite(k)
+            lib.kg_dump(b"localreadcopy")
         if name in ("swap", "recvswap"):
             lib.kg_zero()
             for k in range(calls):
@@ -286,7 +315,7 @@ def main() -> int:
     for name in STAGES[1:]:
         if name in counts:
             n = counts[name] - empty
-            if name in ("swap", "recvswap"):
+            if name in ("swap", "recvswap", "localread"):
                 n -= counts.get(f"{name}copy", 0) - empty
             print(f"| {name} | {n / args.calls:,.0f} |")
     return 0

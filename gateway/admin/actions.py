@@ -130,10 +130,11 @@ def _selector(body: dict[str, Any], cfg: Config,
 
 def intent(action: str, body: dict[str, Any], route: str | None, cfg: Config, actor: str,
            reason: str, request_id: str = "", source: str = "",
-           killed: Collection[str] = (), latched: Collection[str] = ()) -> Intent:
+           killed: Collection[str] = (), latched: Collection[str] = (),
+           trace_id: str = "") -> Intent:
     """Validate a write's body (types, names known to the config, or for an unkill of a
     kill in force, `killed`; for a release, a route an override latches, `latched`:
-    admin/orphanrelease.py) into an Intent."""
+    admin/orphanrelease.py) into an Intent (`trace_id`: the call's trace, as the Intent's)."""
     args: dict[str, Any] = {}
     if action in ("kill", "unkill"):
         target = _selector(body, cfg, killed if action == "unkill" else ())
@@ -171,7 +172,7 @@ def intent(action: str, body: dict[str, Any], route: str | None, cfg: Config, ac
             # (an approval asked twice for it is the same request, not a second one)
             args["weights"] = {k: float(v) if isinstance(v, int | float) and not isinstance(
                 v, bool) and -1e308 < v < 1e308 else v for k, v in weights.items()}
-    return Intent(action, target, args, reason, actor, request_id, source)
+    return Intent(action, target, args, reason, actor, request_id, source, trace_id=trace_id)
 
 
 # ---------------------------------------------------------------------------- plans

@@ -8,8 +8,11 @@ file per instance in `<path>.instances/`, replaced and removed under its `.lock`
 (localbeats.py; idempotency records and counts: localaux.py, their base; the file writes:
 files.py).
 Without a key the file permissions are the trust boundary: values are neither signed nor
-checked. Compare-and-set is an exclusive `flock` on `<path>.lock`, so the workers of one
-`killgate serve --workers N` share it safely. Blocking file work runs in a thread; change
+checked. The bytes read last are remembered with their document (polls of an unchanged file
+verify and decode nothing; a commit remembers the bytes it wrote), and a changed file is
+decoded sharing what it has in common with the last (shareddecode.py). Compare-and-set is
+an exclusive `flock` on `<path>.lock`, so the workers of one `killgate serve --workers N`
+share it safely. Blocking file work runs in a thread; change
 detection is a `stat` per poll.
 """
 
@@ -21,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,13 +43,13 @@ from gateway.state.files import (
     write_target,
 )
 from gateway.state.localtrim import LocalTrim
-from gateway.state.signing import Keyring, cause_of
+from gateway.state.shareddecode import SharedDecoder
+from gateway.state.signing import Keyring, Which, cause_of
 from gateway.state.store import (
     MAX_DOC_BYTES,
     Ack,
     Loaded,
     OnUnverified,
-    decode_doc,
     ignore_unverified,
 )
 
@@ -85,6 +89,12 @@ class LocalStore(LocalTrim):
         self.audit_path = audit_path or path.with_name(path.name + ".audit.jsonl")
         self.instances_dir = path.with_name(path.name + ".instances")
         self._seen: tuple[int, int, int] | None = None
+        #: the bytes verified last and their document (a poll of an unchanged file, the
+        #: commit's read of the file this process wrote: the same bytes, the same answer,
+        #: nothing verified or decoded again); reads run in threads: under `_decoding`
+        self._last: tuple[bytes, StateDoc, Which] | None = None
+        self._decoder = SharedDecoder()
+        self._decoding = threading.Lock()
 
     async def open(self) -> None:
         try:
@@ -123,8 +133,7 @@ class LocalStore(LocalTrim):
             if len(raw) > MAX_DOC_BYTES:
                 raise ValueError(f"over the {MAX_DOC_BYTES}-byte limit of a state document "
                                  "(not read)")
-            body, which = self.keys.open(b"state", raw)
-            doc = decode_doc(body)
+            doc, which = self._open_doc(raw)
         except ValueError as exc:
             nd = exc if isinstance(exc, NewerDocument) else None
             # the compare-and-set token of a refused file: its content's digest
@@ -137,6 +146,17 @@ class LocalStore(LocalTrim):
             self.on_unverified("state", "", "previous")
         return Loaded(doc, str(doc.generation))
 
+    def _open_doc(self, raw: bytes) -> tuple[StateDoc, Which]:
+        """The document in `raw`, verified (raises ValueError, Unverified included)."""
+        with self._decoding:
+            last = self._last
+            if last is not None and raw == last[0]:
+                return last[1], last[2]
+            body, which = self.keys.open(b"state", raw)
+            doc = self._decoder.decode(body)
+            self._last = (raw, doc, which)
+            return doc, which
+
     async def load(self, on_loaded: Callable[[Loaded], None] | None = None) -> Loaded:
         got = await asyncio.to_thread(self._read)
         if on_loaded is not None:
@@ -148,7 +168,7 @@ class LocalStore(LocalTrim):
         return got.token, (got.doc.audit_head or None) if got.doc is not None else None
 
     def _commit(self, expected: str | None, doc: StateDoc, draft: AuditDraft | None,
-                chain_from: str | None) -> tuple[dict[str, Any] | None, str]:
+                chain_from: str | None) -> tuple[dict[str, Any] | None, StateDoc]:
         with self._locked(fcntl.LOCK_EX):
             cur = self._read()
             if cur.token != expected:
@@ -167,13 +187,17 @@ class LocalStore(LocalTrim):
             head = event["hash"] if event is not None else (
                 cur.doc.audit_head if cur.doc is not None else doc.audit_head)
             body = json.dumps({**doc.to_json(), "audit_head": head}).encode()
+            sealed = self.keys.seal(b"state", body)
             try:
-                atomic_write(write_target(self.path), self.keys.seal(b"state", body))
+                atomic_write(write_target(self.path), sealed)
             except OSError as exc:
                 if event is not None:  # the change was not made: its event goes too (left,
                     _cut(self.audit_path, mark)  # it is past the anchored head: a break)
                 raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None
-            return event, head
+            stored = doc.with_changes(audit_head=head)
+            with self._decoding:  # (the bytes we signed: read back, the document we built)
+                self._last = (sealed, stored, "current" if self.keys.enabled else "unkeyed")
+            return event, stored
 
     def anchored(self, doc: StateDoc) -> None:
         """(StateStore.anchored) Nothing to do: each commit continues the head the state
@@ -222,9 +246,9 @@ class LocalStore(LocalTrim):
         # (`based_on`, `onto` and `pinned` are redis's: here the generation is the
         # document's own, an event continues the file's last one, and a file this instance
         # cannot verify refuses the commit under its lock)
-        event, head = await asyncio.to_thread(self._commit, expected, doc, draft, chain_from)
+        event, stored = await asyncio.to_thread(self._commit, expected, doc, draft, chain_from)
         if on_stored is not None:
-            on_stored(doc.with_changes(audit_head=head))
+            on_stored(stored)
         return event
 
     async def replicated(self, replicas: int, timeout: float, generation: int,
