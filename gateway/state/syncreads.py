@@ -85,6 +85,8 @@ class Reads:
             "fail_closed": self.holder.fail_closed, "synced": self.synced_once,
             "from_snapshot": self.from_snapshot, "epoch": self.holder.doc.epoch,
             "last_error": self.last_error, "snapshot": self.snapshot.status(),
+            # emergency local kills not yet in the store (localmerge.py): loud everywhere
+            "local_kills": self.local.public() if self.local is not None else None,
             "unverifiable": self.unverifiable,
             "key_unconfirmed": self.key_unconfirmed(),
             "verification": {
