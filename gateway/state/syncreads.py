@@ -14,6 +14,7 @@ from gateway.config import StateConfig
 from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
 from gateway.state.keyconfirm import key_unconfirmed
+from gateway.state.localmerge import LocalKillKeeper
 from gateway.state.mirror import AuditMirror
 from gateway.state.retention import AuditRetention
 from gateway.state.signing import Keyring
@@ -35,6 +36,7 @@ class Reads:
     keys: Keyring
     tamper: TamperLog
     instance: str
+    local: LocalKillKeeper | None
     connected: bool
     answering: bool
     newer_version: bool
