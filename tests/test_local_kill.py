@@ -196,3 +196,29 @@ def test_an_unkill_made_elsewhere_after_the_local_kill_is_named_not_dropped() ->
     assert after_unkill(StateDoc(generation=9), e) is None
     assert after_unkill(StateDoc(generation=9, lifted={"version:iris:v2": 5}), e) is None
     assert after_unkill(StateDoc(generation=9, lifted={"version:iris:v2": 8}), e) == 8
+
+
+async def test_every_worker_of_a_group_enforces_a_local_kill_one_of_them_took(
+        tmp_path: Path, redis_server: RedisServer, backends: Any,
+        gateway_procs: Any) -> None:
+    p1 = await backends(echo_app("v1"))
+    p2 = await backends(echo_app("v2"))
+    cfg = fixed_ports_config(tmp_path, _routes(p1, p2), redis_state(redis_server, tmp_path),
+                             "a")
+    a = gateway_procs(cfg, workers=2)
+    await asyncio.to_thread(a.wait_ready, 60.0, 2)
+    redis_server.kill()
+    async with ClientSession() as s:
+        st, body = await _call(s, "POST", a.admin + "/v1/kill?local=1", V2)
+        assert st == 202, body
+
+        async def none_to_v2() -> bool:
+            # (new connections: SO_REUSEPORT spreads them over both workers)
+            async with ClientSession() as fresh:
+                return "v2" not in await _served(fresh, a, 40)
+
+        await wait_until(none_to_v2, 5, what="both workers enforcing the local kill")
+        for _ in range(3):  # (and it stays so, whichever worker answers)
+            async with ClientSession() as fresh:
+                assert "v2" not in await _served(fresh, a, 40)
+        assert await _metric(s, a, "killgate_local_kills") == 1.0
