@@ -189,6 +189,12 @@ def test_a_journal_signed_with_another_key_or_edited_is_refused_whole(tmp_path: 
     assert [e.key for e in mine.entries] == ["route:wine"]
     assert (tmp_path / "snap.json.local-kills.refused").exists()
     assert json.loads(path.read_bytes().partition(b"\n")[2])["deployment"] == "kgtest"
+    # a merged entry leaves the file named as merged (a sibling tells it from one removed
+    # by hand, which it reports as `local_kill_dropped`)
+    gone = mine.entries[0].id
+    mine.remove({gone})
+    again = LocalKills(path, _keys(STATE_KEY))
+    assert again.read() == () and again.merged == (gone,)
 
 
 def test_an_unkill_made_elsewhere_after_the_local_kill_is_named_not_dropped() -> None:

@@ -18,13 +18,14 @@ caller runs them in a thread.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from gateway.domain.statedoc import KillFlag, kill_key
 from gateway.log import event
@@ -38,6 +39,7 @@ log = logging.getLogger("killgate.state")
 FORMAT = 1
 MAX_BYTES = 1 << 20  # far more than any incident's kills; a bigger file is refused unread
 MAX_ENTRIES = 256
+MAX_MERGED = 64
 
 
 def journal_path(snapshot: Path | None) -> Path | None:
@@ -108,6 +110,9 @@ class LocalKills:
         self.entries: tuple[LocalEntry, ...] = ()
         #: why the file was refused (None: it was not, or there is none)
         self.refused: str | None = None
+        #: the ids of the newest entries merged into the store (MAX_MERGED), as the file
+        #: says: an entry gone from it for that reason, not removed by hand
+        self.merged: tuple[str, ...] = ()
         self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime_ns) read
 
     # ------------------------------------------------------------------ reading
@@ -156,11 +161,15 @@ class LocalKills:
                 or d.get("deployment") != self.deployment \
                 or not isinstance(d.get("kills"), list):
             raise ValueError("not this deployment's local kill journal")
+        merged = d.get("merged", [])
+        if not isinstance(merged, list) or not all(isinstance(m, str) for m in merged):
+            raise ValueError("not this deployment's local kill journal")
+        self.merged = tuple(merged[-MAX_MERGED:])
         return tuple(_entry(e) for e in d["kills"])
 
     # ------------------------------------------------------------------ writing
 
-    def _locked(self, edit: Any) -> tuple[LocalEntry, ...]:
+    def _locked(self, edit: Any, merged: tuple[str, ...] = ()) -> tuple[LocalEntry, ...]:
         """Read the file under its lock, `edit` the entries, write them back."""
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,10 +183,11 @@ class LocalKills:
                 event(log, "local_kills_moved_aside", logging.WARNING, path=str(self.path),
                       to=str(self.path) + ".refused")
             entries = tuple(edit(self.entries))
-            if entries == self.entries and self.refused is None:
+            if entries == self.entries and self.refused is None and not merged:
                 return entries
             body = json.dumps({"format": FORMAT, "deployment": self.deployment,
-                               "kills": [e.plain() for e in entries]}).encode()
+                               "kills": [e.plain() for e in entries],
+                               "merged": [*self.merged, *merged][-MAX_MERGED:]}).encode()
             atomic_write(self.path, self.keys.seal(b"localkills", body), 0o600)
             self.read()
             return self.entries
@@ -201,7 +211,21 @@ class LocalKills:
 
     def remove(self, ids: set[str]) -> None:
         """Drop merged entries (by id: one journaled again since is kept)."""
-        self._locked(lambda old: tuple(e for e in old if e.id not in ids))
+        self._locked(lambda old: tuple(e for e in old if e.id not in ids), tuple(sorted(ids)))
+
+    def merge_lock(self) -> IO[bytes] | None:
+        """The group's merge lock (`<path>.merge`), taken without waiting; None when a
+        sibling holds it. Released as the returned file is closed."""
+        assert self.path is not None
+        name = self.path.with_name(self.path.name + ".merge")
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        f = open(fd, "r+b")  # noqa: SIM115 - the caller closes it (the lock's life)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return None
+        return f
 
     def flags(self) -> dict[str, KillFlag]:
         return {e.key: e.flag() for e in self.entries}

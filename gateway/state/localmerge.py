@@ -58,10 +58,20 @@ class LocalKillKeeper:
         return self.journal.entries
 
     async def load(self) -> None:
-        """Read the journal (at start, and when it changed) and enforce it."""
+        """Read the journal (at start, and when it changed) and enforce it. An entry gone
+        from the file that the store does not hold was removed by hand (never merged): its
+        kill is lifted here, said loudly (`local_kill_dropped`)."""
+        before = self.journal.entries
         entries = await asyncio.to_thread(self.journal.read)
         self.set_local(self.journal.flags())
-        if entries:
+        kept = {e.id for e in entries}
+        for e in before:
+            if e.id not in kept and e.id not in self.journal.merged:
+                event(log, "local_kill_dropped", logging.WARNING, kill=e.key, actor=e.actor,
+                      path=str(self.journal.path), consequence="removed from the journal "
+                      "without being merged into the store (by hand, or the file was "
+                      "refused): no longer enforced here")
+        if entries and {e.id for e in before} != kept:
             event(log, "local_kills_loaded", logging.WARNING,
                   kills=sorted(e.key for e in entries),
                   consequence="enforced on this instance only, not yet in the store: "
@@ -108,12 +118,23 @@ class LocalKillKeeper:
             await asyncio.sleep(interval)
 
     async def merge(self) -> None:
+        """Commit every journaled entry into the store, then drop it from the journal. One
+        process of a --workers group at a time (`<journal>.merge`, flock; a sibling merging
+        already: skipped this round), the journal read again under it: a sibling's merge
+        is not recorded twice."""
         async with self._lock:
-            for e in self.journal.entries:
-                await self._merge_one(e)
-                await asyncio.to_thread(self.journal.remove, {e.id})
-                self.set_local(self.journal.flags())
-                self.merged += 1
+            held = await asyncio.to_thread(self.journal.merge_lock)
+            if held is None:
+                return
+            try:
+                await self.load()
+                for e in self.journal.entries:
+                    await self._merge_one(e)
+                    await asyncio.to_thread(self.journal.remove, {e.id})
+                    self.set_local(self.journal.flags())
+                    self.merged += 1
+            finally:
+                held.close()
 
     async def _merge_one(self, e: LocalEntry) -> None:
         lifted = after_unkill(self.sync.holder.doc, e)
