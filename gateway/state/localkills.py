@@ -110,9 +110,9 @@ class LocalKills:
         self.entries: tuple[LocalEntry, ...] = ()
         #: why the file was refused (None: it was not, or there is none)
         self.refused: str | None = None
-        #: the ids of the newest entries merged into the store (MAX_MERGED), as the file
-        #: says: an entry gone from it for that reason, not removed by hand
-        self.merged: tuple[str, ...] = ()
+        #: the newest entries merged into the store (MAX_MERGED), as the file says: id ->
+        #: the generation that holds it (an entry gone for that reason, not by hand)
+        self.merged: dict[str, int] = {}
         self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime_ns) read
 
     # ------------------------------------------------------------------ reading
@@ -162,14 +162,16 @@ class LocalKills:
                 or not isinstance(d.get("kills"), list):
             raise ValueError("not this deployment's local kill journal")
         merged = d.get("merged", [])
-        if not isinstance(merged, list) or not all(isinstance(m, str) for m in merged):
+        if not isinstance(merged, list) or not all(
+                isinstance(m, list) and len(m) == 2 and isinstance(m[0], str)
+                and isinstance(m[1], int) for m in merged):
             raise ValueError("not this deployment's local kill journal")
-        self.merged = tuple(merged[-MAX_MERGED:])
+        self.merged = dict(merged[-MAX_MERGED:])
         return tuple(_entry(e) for e in d["kills"])
 
     # ------------------------------------------------------------------ writing
 
-    def _locked(self, edit: Any, merged: tuple[str, ...] = ()) -> tuple[LocalEntry, ...]:
+    def _locked(self, edit: Any, merged: dict[str, int] | None = None) -> tuple[LocalEntry, ...]:
         """Read the file under its lock, `edit` the entries, write them back."""
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +189,8 @@ class LocalKills:
                 return entries
             body = json.dumps({"format": FORMAT, "deployment": self.deployment,
                                "kills": [e.plain() for e in entries],
-                               "merged": [*self.merged, *merged][-MAX_MERGED:]}).encode()
+                               "merged": [[k, g] for k, g in {**self.merged, **(merged or {})}.items()][
+                                   -MAX_MERGED:]}).encode()
             atomic_write(self.path, self.keys.seal(b"localkills", body), 0o600)
             self.read()
             return self.entries
@@ -209,9 +212,11 @@ class LocalKills:
         self._locked(edit)
         return kept[0] if kept else entry
 
-    def remove(self, ids: set[str]) -> None:
-        """Drop merged entries (by id: one journaled again since is kept)."""
-        self._locked(lambda old: tuple(e for e in old if e.id not in ids), tuple(sorted(ids)))
+    def remove(self, ids: set[str], generation: int) -> None:
+        """Drop entries merged into the store at `generation` (by id: one journaled again
+        since is kept); the file names them merged, with that generation."""
+        self._locked(lambda old: tuple(e for e in old if e.id not in ids),
+                     dict.fromkeys(sorted(ids), generation))
 
     def merge_lock(self) -> IO[bytes] | None:
         """The group's merge lock (`<path>.merge`), taken without waiting; None when a

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.domain import kills
 from gateway.domain.audit import AuditDraft, utc_now
-from gateway.domain.statedoc import StateDoc
+from gateway.domain.statedoc import KillFlag, StateDoc
 from gateway.errors import AuditError
 from gateway.errors_store import StateError
 from gateway.log import event
@@ -52,6 +52,10 @@ class LocalKillKeeper:
         self.set_local = set_local  # the holder's set_local_kills
         self._lock = asyncio.Lock()
         self.merged = 0  # entries committed into the store by this process
+        #: kill key -> (its flag, the generation that holds it): merged by a sibling, and
+        #: enforced here until this process holds that generation (no gap between the
+        #: journal's entry gone and the store's kill applied)
+        self._held_back: dict[str, tuple[KillFlag, int]] = {}
 
     @property
     def entries(self) -> tuple[LocalEntry, ...]:
@@ -63,14 +67,18 @@ class LocalKillKeeper:
         kill is lifted here, said loudly (`local_kill_dropped`)."""
         before = self.journal.entries
         entries = await asyncio.to_thread(self.journal.read)
-        self.set_local(self.journal.flags())
         kept = {e.id for e in entries}
         for e in before:
-            if e.id not in kept and e.id not in self.journal.merged:
+            if e.id in kept:
+                continue
+            if e.id in self.journal.merged:
+                self._held_back[e.key] = (e.flag(), self.journal.merged[e.id])
+            else:
                 event(log, "local_kill_dropped", logging.WARNING, kill=e.key, actor=e.actor,
                       path=str(self.journal.path), consequence="removed from the journal "
                       "without being merged into the store (by hand, or the file was "
                       "refused): no longer enforced here")
+        self.enforce()
         if entries and {e.id for e in before} != kept:
             event(log, "local_kills_loaded", logging.WARNING,
                   kills=sorted(e.key for e in entries),
@@ -89,7 +97,7 @@ class LocalKillKeeper:
                                abort_inflight)
         async with self._lock:
             kept = await asyncio.to_thread(self.journal.add, entry)
-            self.set_local(self.journal.flags())
+            self.enforce()
         if kept is entry:
             event(log, "local_kill_taken", logging.WARNING, kill=kept.key, actor=kept.actor,
                   instance=kept.instance, consequence="enforced on this instance (and its "
@@ -106,6 +114,8 @@ class LocalKillKeeper:
             try:
                 if self.journal.changed():
                     await self.load()
+                elif self._held_back:
+                    self.enforce()
                 if self.journal.entries and self.sync.connected and self.sync.synced_once:
                     await self.merge()
             except asyncio.CancelledError:
@@ -129,14 +139,23 @@ class LocalKillKeeper:
             try:
                 await self.load()
                 for e in self.journal.entries:
-                    await self._merge_one(e)
-                    await asyncio.to_thread(self.journal.remove, {e.id})
-                    self.set_local(self.journal.flags())
+                    generation = await self._merge_one(e)
+                    await asyncio.to_thread(self.journal.remove, {e.id}, generation)
+                    self.enforce()
                     self.merged += 1
             finally:
                 held.close()
 
-    async def _merge_one(self, e: LocalEntry) -> None:
+    def enforce(self) -> None:
+        """Hand the holder the journal's kills and those merged but not yet applied here."""
+        held = self.sync.holder.doc.generation
+        for key in [k for k, (_, g) in self._held_back.items() if held >= g]:
+            del self._held_back[key]
+        flags = {k: f for k, (f, _) in self._held_back.items()}
+        self.set_local({**flags, **self.journal.flags()})
+
+    async def _merge_one(self, e: LocalEntry) -> int:
+        """Commit `e` into the store; the generation that holds it."""
         lifted = after_unkill(self.sync.holder.doc, e)
         local: dict[str, Any] = {"id": f"local:{e.id}", "instance": e.instance,
                                  "taken": e.time, "based_on": e.based_on}
@@ -171,3 +190,4 @@ class LocalKillKeeper:
         event(log, "local_kill_merged", logging.WARNING, kill=e.key,
               generation=new.generation, changed=ev is not None,
               audit_id=None if ev is None else ev.get("id"))
+        return new.generation
