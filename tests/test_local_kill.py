@@ -255,3 +255,27 @@ async def test_every_worker_of_a_group_enforces_a_local_kill_one_of_them_took(
         stop.set()
         await load
         assert leaks == []
+
+
+async def test_the_cli_takes_a_local_kill_and_status_says_it_is_not_in_the_store(
+        tmp_path: Path, redis_server: RedisServer, backends: Any,
+        gateway_procs: Any) -> None:
+    from tests.test_cli import cli
+
+    p1 = await backends(echo_app("v1"))
+    cfg = fixed_ports_config(tmp_path, _routes(p1, p1), redis_state(redis_server, tmp_path),
+                             "a")
+    a = gateway_procs(cfg)
+    await asyncio.to_thread(a.wait_ready)
+    redis_server.kill()
+    env = {"KILLGATE_ADMIN_URL": a.admin,
+           "KILLGATE_TOKEN": AUTH["Authorization"].split(" ", 1)[1]}
+    argv = ("kill", "--route", "iris", "--version", "v2", "--reason", "garbage")
+    plain = await asyncio.to_thread(cli, *argv, env=env)
+    assert plain.returncode == 1 and "--local" in plain.stderr, plain
+    took = await asyncio.to_thread(cli, *argv, "--local", env=env)
+    assert took.returncode == 5, took
+    assert took.stdout.startswith("LOCAL KILL version:iris:v2 on ")
+    assert "NOT by other instances" in took.stdout
+    status = await asyncio.to_thread(cli, "status", env=env)
+    assert "LOCAL KILL NOT IN STORE: version:iris:v2" in status.stdout, status
