@@ -279,3 +279,35 @@ async def test_the_cli_takes_a_local_kill_and_status_says_it_is_not_in_the_store
     assert "NOT by other instances" in took.stdout
     status = await asyncio.to_thread(cli, "status", env=env)
     assert "LOCAL KILL NOT IN STORE: version:iris:v2" in status.stdout, status
+
+
+async def test_a_sibling_keeps_a_merged_kill_until_it_holds_it_and_one_removed_by_hand_is_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from gateway.state.localmerge import LocalKillKeeper
+
+    path = tmp_path / "snap.json.local-kills"
+    held: list[dict[str, Any]] = []
+    sync = SimpleNamespace(holder=SimpleNamespace(doc=StateDoc(generation=3)), instance="a")
+    keeper = LocalKillKeeper(sync, LocalKills(path, _keys(STATE_KEY)),  # type: ignore[arg-type]
+                             lambda flags: held.append(dict(flags)))
+    await keeper.take("version", "iris", "v2", "alice", "r", True)
+    assert list(held[-1]) == ["version:iris:v2"]
+    # a sibling worker merged it at generation 5: kept here until this process holds 5
+    sibling = LocalKills(path, _keys(STATE_KEY))
+    sibling.read()
+    sibling.remove({sibling.entries[0].id}, 5)
+    await keeper.load()
+    assert list(held[-1]) == ["version:iris:v2"]
+    sync.holder.doc = StateDoc(generation=5)
+    keeper.enforce()
+    assert held[-1] == {}
+    # one removed by hand (never merged): lifted, and said
+    await keeper.take("route", "iris", None, "alice", "r", True)
+    sibling.read()
+    sibling._locked(lambda old: ())  # (the entry deleted, not merged)
+    with caplog.at_level("WARNING"):
+        await keeper.load()
+    assert held[-1] == {}
+    assert [r.getMessage() for r in caplog.records].count("local_kill_dropped") == 1
