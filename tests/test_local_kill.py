@@ -141,10 +141,19 @@ async def test_local_is_refused_on_anything_but_a_kill_and_when_malformed(
     p1 = await backends(echo_app("v1"))
     cfg = fixed_ports_config(tmp_path, _routes(p1, p1), redis_state(redis_server, tmp_path),
                              "a")
+    # a journal forged with another key is there at start: refused whole, shown, not enforced
+    journal = tmp_path / "snapshot-a.json.local-kills"
+    LocalKills(journal, _keys("another-key-0123456789-abcdefghijklmnopq")).add(
+        LocalEntry.new("route", "iris", None, "mallory", "forged", "t", "x", 0, True))
+    forged = journal.read_bytes()
     a = gateway_procs(cfg)
     await asyncio.to_thread(a.wait_ready)
     redis_server.kill()
     async with ClientSession() as s:
+        st, status = await _call(s, "GET", a.admin + "/v1/status")
+        assert status["kills"] == [] and "unknown key id" in status["store"]["local_kills"][
+            "refused"]
+        assert await _served(s, a, 5) == {"v1"}
         for path, body in (("/v1/kill?local=yes", V2), ("/v1/unkill?local=1", V2),
                            ("/v1/routes/iris/rollback?local=1", {"reason": "r"})):
             st, answer = await _call(s, "POST", a.admin + path, body)
@@ -155,7 +164,7 @@ async def test_local_is_refused_on_anything_but_a_kill_and_when_malformed(
         async with s.post(a.admin + "/v1/kill?local=1", json=V2,
                           headers=bearer("killgate:read")) as r:
             assert r.status == 403
-        assert not (tmp_path / "snapshot-a.json.local-kills").exists()
+        assert journal.read_bytes() == forged
 
 
 def _keys(secret: str) -> Keyring:
