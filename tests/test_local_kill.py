@@ -320,3 +320,43 @@ async def test_a_sibling_keeps_a_merged_kill_until_it_holds_it_and_one_removed_b
         await keeper.load()
     assert held[-1] == {}
     assert [r.getMessage() for r in caplog.records].count("local_kill_dropped") == 1
+
+
+async def test_a_kill_and_unkill_made_elsewhere_meanwhile_do_not_drop_the_local_kill(
+        tmp_path: Path, redis_server: RedisServer, fwd: Any, backends: Any,
+        gateway_procs: Any) -> None:
+    """Instance a is cut off from the store (the others reach it); someone kills and unkills
+    v2 through b meanwhile. a's local kill is committed when it reconnects, loudly: its
+    audit event names the unkill it comes after (`local.after_unkill`)."""
+    p1 = await backends(echo_app("v1"))
+    p2 = await backends(echo_app("v2"))
+    via = redis_state(redis_server, tmp_path, "a").replace(
+        f"127.0.0.1:{redis_server.port}", f"127.0.0.1:{fwd.port}")
+    a = gateway_procs(fixed_ports_config(tmp_path, _routes(p1, p2), via, "a"))
+    b = gateway_procs(fixed_ports_config(tmp_path, _routes(p1, p2),
+                                         redis_state(redis_server, tmp_path, "b"), "b"))
+    await asyncio.gather(asyncio.to_thread(a.wait_ready), asyncio.to_thread(b.wait_ready))
+    async with ClientSession() as s:
+        fwd.point(None)  # (a's link to the store: dropped, and refused from now on)
+
+        async def a_cut_off() -> bool:
+            st, doc = await _call(s, "GET", a.admin + "/v1/status")
+            return st == 200 and doc["store"]["connected"] is False
+
+        await wait_until(a_cut_off, 10, what="a cut off from the store")
+        st, body = await _call(s, "POST", a.admin + "/v1/kill?local=1", V2)
+        assert st == 202 and body["local"] is True, body
+        for op in ("kill", "unkill"):
+            st, body = await _call(s, "POST", b.admin + f"/v1/{op}?wait=0s",
+                                   {**V2, "reason": f"{op} elsewhere"})
+            assert st == 200, body
+        fwd.point(redis_server.port)
+
+        async def merged() -> dict[str, Any] | None:
+            st, trail = await _call(s, "GET", b.admin + "/v1/audit?limit=100")
+            found = [e for e in trail.get("events", ()) if "local" in e]
+            return found[0] if st == 200 and found else None
+
+        ev = await wait_until(merged, 20, what="a's local kill merged")
+        assert ev["action"] == "kill" and ev["local"]["after_unkill"]["lifted_generation"] > 0
+        assert "v2" not in await _served(s, b, 10)  # (the fleet enforces it: not dropped)
