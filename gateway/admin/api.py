@@ -20,7 +20,17 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin import actions, breakglass, etag, glassjournal, inputs, openapi, shadowgate, writenotes
+from gateway.admin import (
+    actions,
+    breakglass,
+    etag,
+    glassjournal,
+    inputs,
+    localkill,
+    openapi,
+    shadowgate,
+    writenotes,
+)
 from gateway.admin.approvalexpiry import ApprovalExpiry
 from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
@@ -36,6 +46,7 @@ from gateway.admin.ports import (
     Current,
     FleetView,
     Idempotency,
+    LocalKiller,
     MetricsPage,
     Readiness,
     ShadowGate,
@@ -58,6 +69,7 @@ from gateway.errors import (
     NotDurable,
     StoreOutcomeUnknown,
     StoreUnavailable,
+    StoreUnverifiable,
 )
 
 __all__ = ["AdminApi", "json_error"]
@@ -78,8 +90,10 @@ class AdminApi:
                  status: StatusBuilder, readiness: Readiness, counters: Counters,
                  metrics_page: MetricsPage, alerts: AlertInbox | None = None,
                  shadow: ShadowGate | None = None,
-                 proof_key: tuple[str, bytes] | None = None) -> None:
+                 proof_key: tuple[str, bytes] | None = None,
+                 local: LocalKiller | None = None) -> None:
         self.instance = instance
+        self.local = local  # emergency local kills (localkill.py)
         self.proof_key = proof_key  # (key id, state signing key): /readyz's proof to a drill
         #: a `--workers` group's worker: its siblings' (name, generation), told to a drill
         #: with their proofs (set by serving.py; workerstates.py)
@@ -187,6 +201,7 @@ class AdminApi:
 
     async def _action(self, request: web.Request, action: str) -> web.Response:
         principal = await self.callers.authorize(request, actions.SCOPE_OF[action])
+        local = localkill.asked(request, action)  # (a local kill if the store cannot commit)
         cfg = self.current.loaded.config
         route = request.match_info.get("route")
         # (a release may name a route the config lacks that an override latches: an orphan)
@@ -262,8 +277,20 @@ class AdminApi:
             glassjournal.Journal.done(kept)
             return answer(plan, new, ev)
 
-        return await self.writer.run(request, principal.subject, wait, op, rid, peer,
-                                     intent.trace_id)
+        if action != "kill":
+            return await self.writer.run(request, principal.subject, wait, op, rid, peer,
+                                         intent.trace_id)
+        try:
+            return await self.writer.run(request, principal.subject, wait, op, rid, peer,
+                                         intent.trace_id)
+        except StoreUnavailable as exc:
+            if isinstance(exc, (StoreOutcomeUnknown, StoreUnverifiable)):
+                raise  # (may be in force; or the store answers: no outage)
+            if not local:
+                raise ApiError(503, "state_store_unavailable", "the state store cannot be "
+                               f"reached, nothing was changed ({exc}){localkill.HINT}") from exc
+            return await localkill.take(self.local, self.current, intent.target, intent.args,
+                                        principal.subject, reason, str(exc), self.instance)
 
     async def reconcile_glass(self) -> None:
         """At the start: the break-glass uses a process that ended before counting them

@@ -21,6 +21,7 @@ from gateway.admin.openapi_parts import (
     SELECTOR_BODY,
     auth_errors,
     err,
+    local_kill,
     open_get,
     step,
     write,
@@ -162,9 +163,9 @@ def document(routes: list[str] | None = None, versions: list[str] | None = None)
             **state_vouch(REASON),
             **console(),
             "/v1/routes/{route}/shadow": shadow(route_s),
-            "/v1/kill": {"post": write("set a kill flag; every instance enforces it (never "
-                                        "waits for approval)", "killgate:kill", kill,
-                                        gated=False)},
+            "/v1/kill": {"post": local_kill(write(
+                "set a kill flag; every instance enforces it (never waits for approval)",
+                "killgate:kill", kill, gated=False))},
             "/v1/unkill": {"post": write("lift a kill flag (the only way a kill is lifted)",
                                           "killgate:kill", unkill)},
             "/v1/routes/{route}/rollback": {"post": {**write(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["APPROVAL", "APPROVAL_ITEM", "ERROR", "GLASS", "NAME", "REASON", "RECEIPT",
-           "SELECTOR_BODY", "auth_errors", "err", "open_get", "read", "step", "write"]
+           "SELECTOR_BODY", "auth_errors", "err", "local_kill", "open_get", "read", "step", "write"]
 
 ERROR = {
     "type": "object", "required": ["error"], "additionalProperties": False,
@@ -95,6 +95,26 @@ def auth_errors(write: bool) -> dict[str, Any]:
     else:
         out |= {"400": err("bad query")}
     return out
+
+
+def local_kill(op: dict[str, Any]) -> dict[str, Any]:
+    """/v1/kill's `local` opt-in and its 202 (admin/localkill.py)."""
+    op["parameters"].insert(1, {
+        "name": "local", "in": "query", "required": False, "description":
+        "1: when the state store cannot be reached, take an emergency kill on the instance "
+        "that answers (and its --workers group) instead of 503 state_store_unavailable: "
+        "journaled, enforced at once, merged into the store when it answers",
+        "schema": {"type": "string", "enum": ["1", "true", "0", "false"]}})
+    op["responses"]["202"] = {
+        "description": "the store could not commit: taken as a local kill (`local`: true), "
+                       "enforced here only until merged into the store",
+        "content": {"application/json": {"schema": {
+            "type": "object", "required": ["kill", "changed", "local", "id", "instance"],
+            "properties": {"kill": {"type": "string"}, "changed": {"type": "boolean"},
+                           "local": {"type": "boolean"}, "id": {"type": "string"},
+                           "instance": {"type": "string"}, "store": {"type": "string"},
+                           "enforced": {"type": "string"}, "merge": {"type": "string"}}}}}}
+    return op
 
 
 def write(summary: str, scope: str, body: dict[str, Any],

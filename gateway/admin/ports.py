@@ -28,6 +28,7 @@ __all__ = [
     "Describe",
     "FleetView",
     "Idempotency",
+    "LocalKiller",
     "MetricsPage",
     "Readiness",
     "ShadowGate",
@@ -42,6 +43,18 @@ ChangeCheck = Callable[[StateDoc, StateChange], str | None]
 #: the /metrics page for an Accept header: (its bytes, a part at a time, taken from the
 #: values as they are at the call; content type)
 MetricsPage = Callable[[str | None], tuple[Iterator[bytes], str]]
+
+
+class LocalKiller(Protocol):
+    """Emergency local kills (state.localmerge.LocalKillKeeper): taken while the store
+    cannot commit, enforced here at once, merged into the store when it answers."""
+
+    async def take(self, scope: str, route: str | None, version: str | None, actor: str,
+                   reason: str, abort_inflight: bool) -> tuple[dict[str, Any], bool]:
+        """Journal and enforce a kill on this instance: (its entry, whether new)."""
+
+    def public(self) -> dict[str, Any]:
+        """The local kills not yet in the store, as /v1/status shows them."""
 
 
 class StateWriter(Protocol):

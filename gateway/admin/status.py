@@ -153,7 +153,9 @@ class StatusBuilder:
         return {
             "instance": self.instance,
             "generation": doc.generation,
-            "kills": [{**f.public(), "id": f.ident(), "routed": f.key not in gone}
+            # (a kill `local`: an emergency local kill, enforced here, not yet in the store)
+            "kills": [{**f.public(), "id": f.ident(), "routed": f.key not in gone,
+                       "local": f.write.startswith("local:")}
                       for f in doc.kills.values()],
             # the artifact recorded for each version name ever seen (versions are immutable:
             # a reload giving a name another artifact is refused; `killgate diff` says so too)

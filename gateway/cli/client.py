@@ -21,8 +21,9 @@ from gateway.cli.shapes import APPROVAL, RECEIPT, Shape, expect
 from gateway.config_types import parse_duration
 from gateway.domain.audit import clean_text
 
-__all__ = ["DEFAULT_ADMIN", "ClientError", "api", "common_options", "glass", "glass_option", "may_read",
-           "quote", "raw_call", "run", "silent_instances", "table", "timeout_of", "warn_silent", "write"]
+__all__ = ["DEFAULT_ADMIN", "ClientError", "api", "common_options", "glass", "glass_option",
+           "may_read", "print_receipt", "quote", "raw_call", "run", "silent_instances",
+           "table", "timeout_of", "warn_silent", "write"]
 
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
 
@@ -127,7 +128,7 @@ def quote(s: str) -> str:
     return urllib.parse.quote(s, safe="")
 
 
-def _print_receipt(res: dict[str, Any]) -> None:
+def print_receipt(res: dict[str, Any]) -> None:
     ap = res.get("applied", {})
     line = (f"generation {res.get('generation')}: applied by {ap.get('acked')}/"
             f"{ap.get('instances')} instance(s) in {ap.get('elapsed_ms')} ms")
@@ -153,7 +154,7 @@ def write(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
         print(json.dumps(res, indent=2))
     else:
         print(label(res) if callable(label) else label)
-        _print_receipt(res)
+        print_receipt(res)
     warn_silent(args, res)
     return 0 if not res.get("applied", {}).get("pending") else 4
 

@@ -127,6 +127,15 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
                       "store answers" if store.get("fail_closed") else ""))
     if store.get("connected") is False and store.get("last_error"):
         out.append(f"STORE ERROR: {store['last_error']}")
+    local = store.get("local_kills") or {}
+    for k in local.get("kills") or ():
+        out.append(f"LOCAL KILL NOT IN STORE: {clean_text(str(k.get('kill')), 200)} (taken "
+                   f"{clean_text(str(k.get('time')), 40)} by {clean_text(str(k.get('actor')), 200)}"
+                   f" on {clean_text(str(k.get('instance')), 200)}): enforced on this instance "
+                   "only, NOT by the rest of the fleet until the store answers and it is merged")
+    if local.get("refused"):
+        out.append(f"LOCAL KILLS REFUSED: {clean_text(str(local['refused']), 500)}: none of "
+                   "its kills is enforced or merged (signed with another key, or edited)")
     snapshot = store.get("snapshot") or {}
     if snapshot.get("ok") is False:
         out.append(f"SNAPSHOT NOT WRITTEN: {snapshot.get('error')}; the file holds generation "

@@ -8,8 +8,10 @@ receipt and exit codes are cli/client.py's.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import urllib.parse
 from typing import Any
 
 from gateway.cli.client import (
@@ -18,6 +20,7 @@ from gateway.cli.client import (
     glass,
     glass_option,
     may_read,
+    print_receipt,
     quote,
     raw_call,
     write,
@@ -75,10 +78,43 @@ def _key(body: dict[str, Any]) -> str:
 
 def _kill(args: argparse.Namespace) -> int:
     body = {**_selector(args), "reason": args.reason, "abort_inflight": not args.keep_inflight}
+    if args.local:
+        return _local_kill(args, body)
     return write(args, "POST", "/v1/kill", body,
                  lambda res: f"killed {res['kill']}" if res.get("changed", True)
                  else f"{res['kill']} was already killed (unchanged)",
                  {"kill": _key(body)})
+
+
+def _local_kill(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    """`kill --local`: through the store when it commits (a kill like any other), else an
+    emergency kill of the instance that answered (202 `local`), merged when the store
+    answers. Exit 5 when taken locally: the rest of the fleet does not enforce it yet."""
+    query = {"local": "1", **({"wait": args.wait} if args.wait else {})}
+    answer = raw_call(args, "POST", "/v1/kill?" + urllib.parse.urlencode(query), body)
+    res = answer.body if isinstance(answer.body, dict) else {}
+    if res.get("kill") != _key(body):
+        raise ClientError(f"the admin API answered {answer.status} about "
+                          f"{clean_text(str(res.get('kill')), 200)!r}, not {_key(body)!r}")
+    if args.json:
+        print(json.dumps(res, indent=2))
+    if answer.status == 202 and res.get("local") is True:
+        if not args.json:
+            print(f"LOCAL KILL {res['kill']} on {clean_text(str(res.get('instance')), 200)} "
+                  f"(id {clean_text(str(res.get('id')), 64)}"
+                  + ("" if res.get("changed") else ", already taken") + "): the state store "
+                  f"cannot commit ({clean_text(str(res.get('store')), 500)}); enforced on this "
+                  "instance and its --workers group only, NOT by other instances until the "
+                  "store answers and it is merged (killgate status shows it)")
+        return 5
+    if answer.status != 200:
+        raise ClientError(f"the admin API answered {answer.status}, not 200 or 202")
+    if not args.json:
+        print(f"killed {res['kill']}" if res.get("changed", True)
+              else f"{res['kill']} was already killed (unchanged)")
+        if "applied" in res:
+            print_receipt(res)
+    return 0 if not (res.get("applied") or {}).get("pending") else 4
 
 
 def _unkill(args: argparse.Namespace) -> int:
@@ -242,6 +278,10 @@ def add_write_commands(cmd: Any) -> None:
         if name == "kill":
             p.add_argument("--keep-inflight", action="store_true",
                            help="let responses already streaming finish")
+            p.add_argument("--local", action="store_true",
+                           help="emergency: when the state store cannot commit, kill on the "
+                           "instance that answers (and its --workers group) only, merged "
+                           "into the store when it returns; exit 5 then")
         else:
             glass_option(p)
     p = cmd("rollback", _rollback, "make the previous (or --to) version stable with 100%%")

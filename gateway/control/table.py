@@ -12,8 +12,8 @@ Requests read `holder.table` once and keep that table.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from itertools import compress
 from operator import attrgetter, is_not
 from typing import Any
@@ -21,11 +21,11 @@ from typing import Any
 from gateway.configfile import LoadedConfig
 from gateway.domain.routetable import RouteTable
 from gateway.domain.routing import RoutePlan
-from gateway.domain.statedoc import StateDoc
+from gateway.domain.statedoc import KillFlag, StateDoc
 from gateway.domain.tablebuild import build_table, override_missing, rebuild_table
 from gateway.log import event
 
-__all__ = ["Held", "TableHolder"]
+__all__ = ["Held", "TableHolder", "with_local"]
 
 log = logging.getLogger("killgate.routing")
 
@@ -46,10 +46,14 @@ class Held:
     table: RouteTable
     #: the versions of `unhealthy` out only by passive ejection (tablebuild.build_table)
     ejected: frozenset[tuple[str, str]] = frozenset()
+    #: emergency local kills not yet in the store (state/localkills.py): enforced as if
+    #: `doc` held them (the table's document does), `doc` itself stays the store's
+    local: Mapping[str, KillFlag] = field(default_factory=dict)
 
 
 #: what a table is built from (Held's fields but the table)
-_INPUTS = frozenset({"loaded", "doc", "unhealthy", "fail_closed", "state_unknown", "ejected"})
+_INPUTS = frozenset({"loaded", "doc", "unhealthy", "fail_closed", "state_unknown", "ejected",
+                     "local"})
 
 
 class TableHolder:
@@ -104,13 +108,16 @@ class TableHolder:
         unhealthy, ejected = get("unhealthy", old.unhealthy), get("ejected", old.ejected)
         fail_closed = get("fail_closed", old.fail_closed)
         state_unknown = get("state_unknown", old.state_unknown)
+        local = get("local", old.local)
+        routed = with_local(doc, local)  # (doc itself while nothing is killed locally)
         build = rebuild_table if changes.keys() == {"doc"} else None
-        table = (build(old.table, loaded.config, doc, unhealthy, fail_closed, state_unknown,
-                       ejected)
+        table = (build(old.table, loaded.config, routed, unhealthy, fail_closed,
+                       state_unknown, ejected)
                  if build is not None else
-                 build_table(loaded.config, doc, unhealthy, fail_closed, state_unknown, ejected))
+                 build_table(loaded.config, routed, unhealthy, fail_closed, state_unknown,
+                             ejected))
         self.held = Held(loaded, doc, unhealthy, fail_closed, state_unknown, table,
-                         ejected)  # the one assignment
+                         ejected, local)  # the one assignment
         for fn in self._listeners:  # (the table is live: one that fails stops no other)
             try:
                 fn(old.table, table)
@@ -152,6 +159,21 @@ class TableHolder:
 
     def set_config(self, loaded: LoadedConfig) -> None:
         self._swap(loaded=loaded)
+
+    @property
+    def local_kills(self) -> Mapping[str, KillFlag]:
+        return self.held.local
+
+    def set_local_kills(self, local: Mapping[str, KillFlag]) -> None:
+        """Enforce these emergency local kills (the journal's) beside the document's."""
+        if dict(local) != dict(self.held.local):
+            self._swap(local=dict(local))
+
+
+def with_local(doc: StateDoc, local: Mapping[str, KillFlag]) -> StateDoc:
+    """`doc` with the local kills it lacks (a kill in the document keeps its own flag)."""
+    extra = {k: f for k, f in local.items() if k not in doc.kills}
+    return doc.with_changes(kills={**doc.kills, **extra}) if extra else doc
 
 
 _NAME = attrgetter("name")

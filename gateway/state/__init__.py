@@ -73,5 +73,13 @@ def make_sync(loaded: LoadedConfig, holder: Holder, metrics: Metrics,
     # once, and an alert on its increase would resolve while the file stays old)
     metrics.collector(lambda m: m.set("killgate_state_snapshot_failing",
                                       0.0 if snapshot.error is None else 1.0))
-    return Sync(store, holder, metrics, instance, cfg, snapshot, tamper, keys, mirror,
+    sync = Sync(store, holder, metrics, instance, cfg, snapshot, tamper, keys, mirror,
                 retention)
+    from gateway.state.localkills import LocalKills, journal_path
+    from gateway.state.localmerge import LocalKillKeeper
+
+    # emergency local kills: taken while the store cannot commit, merged when it returns
+    sync.local = local = LocalKillKeeper(sync, LocalKills(journal_path(snapshot.path), keys),
+                                         holder.set_local_kills)
+    metrics.collector(lambda m: m.set("killgate_local_kills", float(len(local.entries))))
+    return sync

@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from gateway.configfile import LoadedConfig
-    from gateway.domain.statedoc import StateDoc
+    from gateway.domain.statedoc import KillFlag, StateDoc
 
 __all__ = ["Holder"]
 
@@ -33,3 +35,6 @@ class Holder(Protocol):
 
     def set_fail_closed(self, on: bool) -> None:
         """Trip (True) or clear (False) fail-closed."""
+
+    def set_local_kills(self, local: Mapping[str, KillFlag]) -> None:
+        """Enforce these emergency local kills beside the document's (localmerge.py)."""

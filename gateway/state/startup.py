@@ -24,6 +24,7 @@ from gateway.state.appliedlog import AppliedLog
 from gateway.state.contention import Backoff
 from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
+from gateway.state.localmerge import LocalKillKeeper
 from gateway.state.mirror import AuditMirror
 from gateway.state.retention import AuditRetention
 from gateway.state.snapshot import SnapshotFile
@@ -63,6 +64,7 @@ class Startup:
     _big_pushes: Throttle
     _own_epochs: dict[str, None]
     _epoch_from: dict[str, int]
+    local: LocalKillKeeper | None
 
     async def start(self) -> None:
         snap = await asyncio.to_thread(self.snapshot.read)
@@ -75,6 +77,8 @@ class Startup:
             self.from_snapshot = True
             event(log, "snapshot_loaded", generation=snap.generation, kills=sorted(snap.kills),
                   signed=self.snapshot.signed)
+        if self.local is not None:  # (enforced before the routes open: localmerge.py)
+            await self.local.load()
         try:
             await self._first_sync()
         except TimeoutError:
@@ -86,6 +90,9 @@ class Startup:
         self._update_ready()
         self._tasks = [asyncio.create_task(self._run(), name="state-sync"),
                        asyncio.create_task(self._guard(), name="state-guard")]
+        if self.local is not None:
+            self._tasks.append(asyncio.create_task(self.local.run(self.cfg.poll_interval),
+                                                   name="local-kills"))
         if self.mirror is not None:
             self._tasks.append(asyncio.create_task(self.mirror.run(), name="audit-mirror"))
         if self.retention is not None:

@@ -39,6 +39,7 @@ from gateway.state.appliedlog import AppliedLog
 from gateway.state.contention import BACKOFF_MAX, Backoff
 from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
+from gateway.state.localmerge import LocalKillKeeper
 from gateway.state.mirror import AuditMirror
 from gateway.state.reseed import Repair
 from gateway.state.retention import AuditRetention
@@ -125,6 +126,8 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
         self.applied_log = AppliedLog()  # the swaps' `state_applied` lines, written late
         #: told about every audited change this instance commits (outgoing events)
         self.committed: list[Callable[[dict[str, Any], StateDoc], None]] = []
+        #: emergency local kills (localmerge.py; set by make_sync: None in tests' Syncs)
+        self.local: LocalKillKeeper | None = None
         store.listen(self._pushed)
 
     @property

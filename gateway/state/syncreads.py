@@ -14,6 +14,7 @@ from gateway.config import StateConfig
 from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
 from gateway.state.keyconfirm import key_unconfirmed
+from gateway.state.localmerge import LocalKillKeeper
 from gateway.state.mirror import AuditMirror
 from gateway.state.retention import AuditRetention
 from gateway.state.signing import Keyring
@@ -35,6 +36,7 @@ class Reads:
     keys: Keyring
     tamper: TamperLog
     instance: str
+    local: LocalKillKeeper | None
     connected: bool
     answering: bool
     newer_version: bool
@@ -85,6 +87,8 @@ class Reads:
             "fail_closed": self.holder.fail_closed, "synced": self.synced_once,
             "from_snapshot": self.from_snapshot, "epoch": self.holder.doc.epoch,
             "last_error": self.last_error, "snapshot": self.snapshot.status(),
+            # emergency local kills not yet in the store (localmerge.py): loud everywhere
+            "local_kills": self.local.public() if self.local is not None else None,
             "unverifiable": self.unverifiable,
             "key_unconfirmed": self.key_unconfirmed(),
             "verification": {

@@ -49,6 +49,7 @@ GAUGES: dict[str, str] = {
     "killgate_state_stale": "max",
     "killgate_state_newer_document": "max",
     "killgate_state_snapshot_failing": "max",
+    "killgate_local_kills": "max",
     "killgate_fail_closed": "max",
     "killgate_kills_unrouted": "max",
     "killgate_overrides_unservable": "max",

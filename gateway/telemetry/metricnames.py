@@ -65,6 +65,9 @@ HELP: dict[str, tuple[str, str]] = {
                                                                 "(state.snapshot_path) that "
                                                                 "failed: a restart would "
                                                                 "enforce an older one."),
+    "killgate_local_kills": ("gauge", "Emergency local kills this instance enforces that are "
+                                      "not yet in the state store (taken with ?local=1 "
+                                      "while it could not commit): merged when it answers."),
     "killgate_state_snapshot_failing": ("gauge", "1 while the newest write of the snapshot "
                                                  "file (state.snapshot_path) failed: a "
                                                  "restart would enforce an older one (alert "
@@ -226,6 +229,7 @@ INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     "killgate_state_pushes_not_read_total": ((), ((),)),
     "killgate_state_snapshot_write_failures_total": ((), ((),)),
     "killgate_state_snapshot_failing": ((), ((),)),
+    "killgate_local_kills": ((), ((),)),
     "killgate_requests_shed_total": ((), ((),)),
     "killgate_drills_auto_restored_total": ((), ((),)),
     "killgate_state_unverified_total": (("kind",), tuple(

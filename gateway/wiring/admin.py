@@ -46,7 +46,7 @@ def admin_side(instance: str, holder: TableHolder, sync: Sync, metrics: Metrics,
     api = AdminApi(instance=instance, current=holder, state=sync, fleet=sync, audit=sync.store,
                    idem=sync.store, status=status, readiness=readiness, counters=metrics,
                    metrics_page=metrics_page, alerts=alerts, shadow=shadow,
-                   proof_key=None if key is None else (key.kid, key.secret))
+                   proof_key=None if key is None else (key.kid, key.secret), local=sync.local)
     app = api.app((admin_tracing.middleware(spans),))
     # (the listener is bound to the admin.listen of this start: a reload changes it only
     # at the next restart, so the check keeps this one's)

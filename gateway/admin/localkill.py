@@ -1,0 +1,72 @@
+"""`POST /v1/kill?local=1`: the emergency lever when the state store cannot commit a kill.
+
+Owns the answer to a kill asked with `local=1`: tried through the store as any kill
+first (answered as any kill when it commits); only when the store cannot be reached
+(`state_store_unavailable`, never `outcome_unknown`: that one may be in force) is it
+taken locally: journaled durably, enforced at once on this instance (and within
+`state.poll_interval` by every worker of its `--workers` group, which share the
+journal), answered 202 `"local": true`. It is merged into the store when it answers
+(state/localmerge.py). Kills only: an unkill or a weight is never taken locally. The same
+scope as a kill (`killgate:kill`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin import inputs
+from gateway.admin.ports import Current, LocalKiller
+from gateway.domain.statedoc import kill_key
+from gateway.errors import ApiError
+
+__all__ = ["HINT", "asked", "take"]
+
+#: what the 503 of a kill the store cannot commit adds: the lever
+HINT = ("; for an emergency kill on this instance only while the store is away, send the "
+        "same kill with ?local=1 (`killgate kill --local`): enforced here at once, merged "
+        "into the store when it answers")
+
+
+def asked(request: web.Request, action: str) -> bool:
+    """Whether the call asks for a local kill should the store be unreachable (400 for
+    any other write: only kills are ever taken locally)."""
+    if action != "kill" and "local" in request.query:
+        raise inputs.bad("'local' is for a kill only: an unkill, a rollback or a weight "
+                         "change is never taken locally")
+    raw = inputs.query_text(request, "local", "1|true|0|false",
+                            "1 or true (a local kill if the store cannot commit), or 0")
+    return raw in ("1", "true")
+
+
+async def take(local: LocalKiller | None, current: Current, target: dict[str, Any],
+               args: dict[str, Any], actor: str, reason: str, why: str,
+               instance: str) -> web.Response:
+    """The local kill of `target`, the store having failed with `why`."""
+    if local is None:
+        raise ApiError(503, "state_store_unavailable",
+                       f"the state store cannot be reached, nothing was changed ({why}); "
+                       "this instance keeps no local kills")
+    scope, route, version = target["scope"], target.get("route"), target.get("version")
+    key = kill_key(scope, route, version)
+    flag = current.doc.kills.get(key)
+    if flag is not None:  # (in force from the store already: nothing to keep locally)
+        return web.json_response({"kill": key, "changed": False, "local": False,
+                                  "id": flag.ident(), "store": why})
+    try:
+        entry, new = await local.take(scope, route, version, actor, reason,
+                                      bool(args.get("abort_inflight", True)))
+    except (OSError, ValueError) as exc:
+        raise ApiError(503, "local_kill_not_kept",
+                       f"the state store cannot be reached ({why}) and the local kill could "
+                       f"not be journaled ({exc}): nothing was changed; fix the volume of "
+                       "state.snapshot_path or change the config (weight 0)") from exc
+    return web.json_response({
+        "kill": key, "changed": new, "local": True, "id": entry["id"],
+        "instance": instance, "store": why,
+        "enforced": "on this instance at once, by every worker of its --workers group "
+                    "within state.poll_interval; NOT by other instances until merged",
+        "merge": "committed into the state store as a kill like any other when it "
+                 "answers (audited then); `killgate status` shows it until then"},
+        status=202)
