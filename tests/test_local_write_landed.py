@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,36 @@ async def test_a_file_that_did_not_take_its_place_cuts_its_event(
     assert store.audit_path.read_bytes() == before  # (the change was not made)
     got = await LocalStore(store.path, keys=KEYS).load()
     assert got.doc is not None and got.doc.generation == 1 and not got.doc.kills
+
+
+async def test_a_trim_whose_state_file_took_its_place_keeps_the_trimmed_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same in the audit trim: its state file (anchoring the checkpoint) renamed into
+    place, then an EIO: the audit log was put back as it was, ending before the checkpoint
+    the state anchors (read as events cut off the end)."""
+    from gateway.domain.retention import TrimDecision, TrimWindow
+    from gateway.state import localtrim
+
+    store, _ = await _at_gen1(tmp_path)
+    for n in range(4):
+        doc = (await store.load()).doc
+        assert doc is not None
+        await store.commit(str(doc.generation), doc.with_changes(generation=doc.generation + 1),
+                           _draft(f"r{n}"))
+
+    def replaced_then_eio(path: Path, data: bytes, mode: int | None = None) -> None:
+        atomic_write(path, data, mode)
+        raise OSError(errno.EIO, "Input/output error")
+
+    def drop_two(window: TrimWindow) -> TrimDecision:
+        return TrimDecision(2, AuditDraft("killgate", "audit.trim", {}, "retention"))
+
+    monkeypatch.setattr(localtrim, "atomic_write", replaced_then_eio)
+    decision, ck = await store.audit_trim(drop_two, lambda *_: True)
+    assert decision.remove == 2 and ck is not None
+    got = await LocalStore(store.path, keys=KEYS).load()
+    assert got.doc is not None and got.doc.audit_head == ck["hash"]
+    trail = _trail(store)
+    assert trail[-1]["hash"] == ck["hash"] and len(trail) == 4, trail
+    left = [n for n in os.listdir(tmp_path) if n.endswith((".tmp", ".tmp.old"))]
+    assert not left, left  # (nothing left beside them)

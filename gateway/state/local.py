@@ -40,6 +40,7 @@ from gateway.state.files import (
     append_lines,
     atomic_write,
     end_line,
+    holds,
     last_line,
     read_regular,
     write_target,
@@ -65,14 +66,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _landed(path: Path, data: bytes) -> bool:
-    """Whether the file at `path` holds `data` (a replace that failed after its rename)."""
-    try:
-        return read_regular(path, len(data) + 1) == data
-    except OSError:
-        return False
 
 
 def _cut(path: Path, size: int) -> None:
@@ -204,7 +197,7 @@ class LocalStore(LocalTrim):
                 target = write_target(self.path)
                 atomic_write(target, sealed)
             except OSError as exc:
-                if not _landed(self.path, sealed):
+                if not holds(self.path, sealed):
                     if event is not None:  # the change was not made: its event goes too
                         _cut(self.audit_path, mark)  # (left, past the anchored head: a break)
                     raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None

@@ -35,6 +35,7 @@ from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.log import event
 from gateway.state.files import (
     atomic_write,
+    holds,
     last_line,
     put_in_place,
     write_target,
@@ -251,10 +252,17 @@ class LocalTrim(LocalAudit):
                 os.link(audit, aside)
             except OSError:
                 old = None  # (a file system without hard links: written back, as it was)
+            sealed = self.keys.seal(b"state", body)
             try:
                 put_in_place(tmp, audit)
-                atomic_write(write_target(self.path), self.keys.seal(b"state", body))
+                atomic_write(write_target(self.path), sealed)
             except OSError as exc:
+                if holds(self.path, sealed):  # (renamed into place, then the folder's
+                    # fsync failed: the trim is made; the audit log put back would end
+                    # before the checkpoint the state anchors, read as events cut)
+                    event(log, "state_file_not_durable", logging.WARNING,
+                          path=str(self.path), error=exc.strerror or str(exc))
+                    return decision, ev
                 try:  # (nothing was trimmed)
                     if old is not None:
                         os.replace(old, audit)
