@@ -31,8 +31,9 @@ async def _refusal(url: str, timeout: float = 0.5) -> str:
 async def test_rediss_at_a_plain_text_redis_says_it_is_plain_text(
         redis_server: RedisServer) -> None:
     said = await _refusal(f"rediss://127.0.0.1:{redis_server.port}/0")
-    assert said == (f"the store at 127.0.0.1:{redis_server.port} did not answer TLS: is it "
-                    "plain-text? use redis:// (not rediss://)"), said
+    assert said == (f"the store at 127.0.0.1:{redis_server.port} did not answer TLS: it "
+                    "answers plain-text redis; turn TLS on there (tls-port), or use redis:// "
+                    "(not rediss://) only on a network trusted with its password in clear"), said
     assert "in time" not in said
     assert redis_server.cmd("PING") == "PONG"  # (and redis:// there works)
     link = RedisLink(redis_server.url, "kgscheme", 1.0, keys=Keyring(None))

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LockBusy", "append_lines", "atomic_write", "end_line", "flock_within",
+__all__ = ["LockBusy", "append_lines", "atomic_write", "end_line", "flock_within", "holds",
            "last_line", "put_in_place", "read_regular", "tail_lines", "write_target",
            "written_aside"]
 
@@ -71,6 +71,15 @@ def read_regular(path: Path, limit: int) -> bytes | None:
         return data
     finally:
         os.close(fd)
+
+
+def holds(path: Path, data: bytes) -> bool:
+    """Whether the file at `path` (a link followed) holds exactly `data`: a replace that
+    raised after its rename (the folder's fsync) did take its place."""
+    try:
+        return read_regular(path, len(data) + 1) == data
+    except OSError:
+        return False
 
 
 def write_target(path: Path) -> Path:

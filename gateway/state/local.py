@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -34,10 +35,12 @@ from gateway.domain.audit import GENESIS, AuditDraft, parse_event, seal
 from gateway.domain.branches import replaces_another
 from gateway.domain.statedoc import NewerDocument, StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
+from gateway.log import event as event_log
 from gateway.state.files import (
     append_lines,
     atomic_write,
     end_line,
+    holds,
     last_line,
     read_regular,
     write_target,
@@ -54,6 +57,8 @@ from gateway.state.store import (
 )
 
 __all__ = ["LocalStore"]
+
+log = logging.getLogger("killgate.state")
 
 
 def _size(path: Path) -> int:
@@ -189,11 +194,18 @@ class LocalStore(LocalTrim):
             body = json.dumps({**doc.to_json(), "audit_head": head}).encode()
             sealed = self.keys.seal(b"state", body)
             try:
-                atomic_write(write_target(self.path), sealed)
+                target = write_target(self.path)
+                atomic_write(target, sealed)
             except OSError as exc:
-                if event is not None:  # the change was not made: its event goes too (left,
-                    _cut(self.audit_path, mark)  # it is past the anchored head: a break)
-                raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None
+                if not holds(self.path, sealed):
+                    if event is not None:  # the change was not made: its event goes too
+                        _cut(self.audit_path, mark)  # (left, past the anchored head: a break)
+                    raise StoreUnavailable(f"cannot write {self.path}: {exc.strerror}") from None
+                # renamed into place, then an error (the folder's fsync): every reader and
+                # a restart read it, so it is the change made, its event kept (cut, a kill
+                # in force was "not made", unaudited, the state anchoring a missing event)
+                event_log(log, "state_file_not_durable", logging.WARNING, path=str(self.path),
+                          error=exc.strerror or str(exc))
             stored = doc.with_changes(audit_head=head)
             with self._decoding:  # (the bytes we signed: read back, the document we built)
                 self._last = (sealed, stored, "current" if self.keys.enabled else "unkeyed")

@@ -33,7 +33,14 @@ from gateway.domain.retention import Decide, Due, TrimDecision, TrimWindow, trai
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreUnavailable
 from gateway.log import event
-from gateway.state.files import atomic_write, last_line, put_in_place, written_aside
+from gateway.state.files import (
+    atomic_write,
+    holds,
+    last_line,
+    put_in_place,
+    write_target,
+    written_aside,
+)
 from gateway.state.localaudit import LocalAudit
 from gateway.state.signing import Keyring
 from gateway.state.store import Loaded
@@ -90,26 +97,27 @@ class LocalTrim(LocalAudit):
         place ends past it, with a checkpoint no state anchors (`audit verify`: "added
         without the signing key"). Otherwise (the state was written, or a commit since
         anchored the checkpoint) the link is stale and removed."""
-        pattern = f".{self.audit_path.name}.*.tmp.old"
-        if not any(self.audit_path.parent.glob(pattern)):
+        audit = Path(os.path.realpath(self.audit_path))  # (a trim writes beside the file
+        pattern = f".{audit.name}.*.tmp.old"  # a link names: write_target)
+        if not any(audit.parent.glob(pattern)):
             return
         try:
             with self._locked(fcntl.LOCK_EX):  # (a trim holds it while its link exists)
                 doc = self._read().doc
-                self._undo(sorted(self.audit_path.parent.glob(pattern)),
+                self._undo(audit, sorted(audit.parent.glob(pattern)),
                            (doc.audit_head or None) if doc is not None else None)
         except StoreUnavailable:
             return  # (cannot tell: left for the next start)
 
-    def _undo(self, olds: list[Path], head: str | None) -> None:
+    def _undo(self, audit: Path, olds: list[Path], head: str | None) -> None:
         for old in olds:
             try:
                 back = (head is not None and _newest_hash(old) == head
-                        and _newest_hash(self.audit_path) != head
-                        and not _same(old, self.audit_path))
+                        and _newest_hash(audit) != head
+                        and not _same(old, audit))
                 if back:  # (a rename: put_in_place would remove `old` if it failed)
-                    os.replace(old, self.audit_path)
-                    _sync_folder(self.audit_path.parent)
+                    os.replace(old, audit)
+                    _sync_folder(audit.parent)
                     event(log, "audit_trim_undone", logging.WARNING,
                           audit_log=str(self.audit_path), anchored_head=head,
                           why="a trim was cut short before the state anchored its "
@@ -166,13 +174,16 @@ class LocalTrim(LocalAudit):
         if decision.remove <= 0 or decision.draft is None or doc is None:
             return decision, None
         try:  # (the events kept are written before the commit lock is taken: the tail
-            # appended meanwhile and the checkpoint are added to it under the lock)
-            tmp = written_aside(self.audit_path, b"".join(lines[decision.remove:]), mode)
+            # appended meanwhile and the checkpoint are added to it under the lock; beside
+            # the file a link names, which it replaces: the link replaced, every later
+            # event and state landed beside it, not in the volume it points into)
+            audit = write_target(self.audit_path)
+            tmp = written_aside(audit, b"".join(lines[decision.remove:]), mode)
         except OSError as exc:
             raise AuditError(f"cannot replace the audit log {self.audit_path}: "
                              f"{exc.strerror}") from None
         try:
-            return self._replace(tmp, data, mode, ident, doc, decision, len(lines))
+            return self._replace(audit, tmp, data, mode, ident, doc, decision, len(lines))
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()  # (not renamed in: the trim changed nothing)
@@ -203,7 +214,7 @@ class LocalTrim(LocalAudit):
             raise StoreConflict("the audit log or the state changed while it was read")
         return tail
 
-    def _replace(self, tmp: Path, data: bytes, mode: int, ident: tuple[int, int], doc: StateDoc,
+    def _replace(self, audit: Path, tmp: Path, data: bytes, mode: int, ident: tuple[int, int], doc: StateDoc,
                  decision: TrimDecision, count: int,
                  ) -> tuple[TrimDecision, dict[str, Any] | None]:
         """Under the commit lock: the events kept (`tmp`), then those appended since the
@@ -235,21 +246,28 @@ class LocalTrim(LocalAudit):
             # (the file as it was, kept under a second name: put back by a rename, which
             # needs no space, if the state cannot be written: a full disk must not leave
             # the events removed and the checkpoint unanchored, read as forged)
-            aside = self.audit_path.with_name(f"{tmp.name}.old")
+            aside = audit.with_name(f"{tmp.name}.old")
             old: Path | None = aside
             try:
-                os.link(self.audit_path, aside)
+                os.link(audit, aside)
             except OSError:
                 old = None  # (a file system without hard links: written back, as it was)
+            sealed = self.keys.seal(b"state", body)
             try:
-                put_in_place(tmp, self.audit_path)
-                atomic_write(self.path, self.keys.seal(b"state", body))
+                put_in_place(tmp, audit)
+                atomic_write(write_target(self.path), sealed)
             except OSError as exc:
+                if holds(self.path, sealed):  # (renamed into place, then the folder's
+                    # fsync failed: the trim is made; the audit log put back would end
+                    # before the checkpoint the state anchors, read as events cut)
+                    event(log, "state_file_not_durable", logging.WARNING,
+                          path=str(self.path), error=exc.strerror or str(exc))
+                    return decision, ev
                 try:  # (nothing was trimmed)
                     if old is not None:
-                        os.replace(old, self.audit_path)
-                    elif os.stat(self.audit_path).st_ino != ident[0]:
-                        atomic_write(self.audit_path, data + tail, mode)
+                        os.replace(old, audit)
+                    elif os.stat(audit).st_ino != ident[0]:
+                        atomic_write(audit, data + tail, mode)
                 except OSError as back:
                     raise AuditError(f"cannot put the audit log {self.audit_path} back after "
                                      f"a failed trim ({back.strerror}): its newest event is "

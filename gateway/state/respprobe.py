@@ -27,8 +27,11 @@ class WrongScheme(ConnectionError):
 
 
 def not_tls(where: str) -> WrongScheme:
-    return WrongScheme(f"the store at {where} did not answer TLS: is it plain-text? use "
-                       "redis:// (not rediss://)")
+    # (not "use redis://" alone: whoever answers plain text there, a redis without TLS or
+    # something between us and it that blocks TLS, would be sent the password in clear)
+    return WrongScheme(f"the store at {where} did not answer TLS: it answers plain-text "
+                       "redis; turn TLS on there (tls-port), or use redis:// (not "
+                       "rediss://) only on a network trusted with its password in clear")
 
 
 def not_plain(where: str) -> WrongScheme:
