@@ -13,8 +13,11 @@ rename to its own pid (one taker among sibling workers starting at once), and lo
 event in the trail's newest events (`reconcile`): there, genuine (its hash and MAC under a
 state key) and marked `break_glass`, the use is counted, `learned="at a start, from the
 audit trail"`; not there, it was not applied (event and state commit together), and the
-file goes. Nothing kept in Redis decides it: a file names an id, and only a genuine event
-of that id counts it, once (counted and removed in one step of the loop). A store that
+file goes; but one not among the trail's newest MAX_SCAN events when they do not reach back
+to its time is not known not applied: said (WARNING break_glass_unresolved, its audit id),
+never dropped unsaid. Nothing kept in Redis decides it: a file names an id, and only a
+genuine event of that id counts it, once (counted and removed in one step of the loop; an
+id two files name, once). A store that
 cannot be read keeps the file for the next start. Without a snapshot folder it cannot be
 created in, nothing is kept (said once, `break_glass_journal_off`).
 """
@@ -138,8 +141,8 @@ class Journal:
         until = asyncio.get_running_loop().time() + TRY_FOR
         while True:
             try:
-                found = await _events(trail, {e["id"] for _, e in left},
-                                      min(e["time"] for _, e in left) - SLACK)
+                found, whole = await _events(trail, {e["id"] for _, e in left},
+                                             min(e["time"] for _, e in left) - SLACK)
                 break
             except Exception as exc:  # noqa: BLE001 - the store's errors: try again
                 if asyncio.get_running_loop().time() >= until:
@@ -149,30 +152,48 @@ class Journal:
                                  "them: the trail could not be read; tried at the next start")
                     return
                 await asyncio.sleep(RETRY)
+        counted = set[str]()
         for path, entry in left:
             ev = found.get(entry["id"])
             keys = trail.audit_keys
-            if ev is not None and ev.get("break_glass") is True \
+            if ev is None and not whole:
+                # (not among the newest MAX_SCAN events, which did not reach back to its
+                # time: no sign that it was not applied; dropped as "not applied", a use
+                # made before a flood of events, denied calls say, went uncounted unsaid)
+                event(log, "break_glass_unresolved", logging.WARNING,
+                      audit_ids=[entry["id"]], action=entry["glass"].get("action"),
+                      actor=entry["glass"].get("actor"),
+                      detail=f"a break-glass use of a process that ended before counting "
+                             f"it: the trail's newest {MAX_SCAN} events do not reach back "
+                             "to its time, so whether it was applied is not known here; "
+                             "look for this audit id in the trail (GET /v1/audit); "
+                             "not counted")
+            elif ev is not None and ev.get("break_glass") is True \
+                    and entry["id"] not in counted \
                     and (not keys.enabled or genuine(ev, keys.keys())):
+                counted.add(entry["id"])  # (one use, however many files name it)
                 count(entry["glass"], "at a start, from the audit trail (the process that "
                                       "made it ended before counting it)")
             self.done(path)
 
 
-async def _events(trail: AuditReader, ids: set[str], since: float) -> dict[str, Any]:
-    """The events of `ids` among the trail's newest (MAX_SCAN at most, back to `since`)."""
+async def _events(trail: AuditReader, ids: set[str],
+                  since: float) -> tuple[dict[str, Any], bool]:
+    """The events of `ids` among the trail's newest (MAX_SCAN at most, back to `since`),
+    and whether the read was whole: it reached `since`, or the trail's end (one not found
+    then was not applied), or found them all."""
     found: dict[str, Any] = {}
     before: str | None = None
     read = 0
     while read < MAX_SCAN and len(found) < len(ids):
-        page, before = await trail.audit_page(256, before)
+        page, before = await trail.audit_page(min(256, MAX_SCAN - read), before)
         read += len(page) or MAX_SCAN
         for ev in page:
             if ev.get("id") in ids:
                 found[ev["id"]] = ev
         if before is None or any(_older(ev, since) for ev in page[-1:]):
-            break
-    return found
+            return found, True
+    return found, len(found) == len(ids)
 
 
 def _older(ev: dict[str, Any], since: float) -> bool:
