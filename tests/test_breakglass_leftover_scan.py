@@ -61,10 +61,15 @@ async def _uses(session: ClientSession, admin: str, n: int) -> list[str]:
     return ids
 
 
-def _leave(folder: Path, name: str, eid: str) -> None:
+def _this_boot() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def _leave(folder: Path, name: str, eid: str, **more: Any) -> None:
     folder.mkdir(mode=0o700, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps(
-        {"id": eid, "time": time.time(), "glass": {"action": "unkill", "actor": "alice"}}))
+        {"id": eid, "time": time.time(), "glass": {"action": "unkill", "actor": "alice"},
+         **more}))
 
 
 async def test_a_use_beyond_the_scan_is_said_and_one_named_twice_counted_once(
@@ -99,5 +104,34 @@ async def test_a_use_beyond_the_scan_is_said_and_one_named_twice_counted_once(
         await Journal(folder).reconcile(store, lambda glass, _: counted.append(glass))
         assert len(counted) == 1, counted
         assert list(folder.iterdir()) == []
+    finally:
+        await store.close()
+
+
+async def test_a_use_left_before_a_reboot_is_counted_though_its_pid_runs(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    """A node restarted: the pids the files name are other processes' now (pid 1 here,
+    which runs, another user's maybe). Skipped as "a running sibling's use", such a file
+    was never taken, the use never counted, and nothing said so. A file written before
+    this boot (its `boot`) is now taken; one of this boot, of a process that runs, is not."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(redis_server, tmp_path),
+                       extra=APPROVALS)
+    async with running_gateway(cfg, "inst-glass") as g:
+        (eid,) = await _uses(session, g.admin, 1)
+    store = RedisStore(redis_server.url, "revops", 1.0,
+                       keys=Keyring(Key.of(STATE_KEY.encode())))
+    await store.open()
+    counted: list[dict[str, Any]] = []
+    folder = tmp_path / "left.glass"
+    try:
+        boot = _this_boot()
+        _leave(folder, f"1-{eid}-live", eid, pid=1, boot=boot)  # (this boot's: runs)
+        await Journal(folder).reconcile(store, lambda glass, _: counted.append(glass))
+        assert counted == [] and len(list(folder.iterdir())) == 1
+        (folder / f"1-{eid}-live.json").unlink()
+        _leave(folder, f"1-{eid}", eid, pid=1, boot="an-earlier-boot")
+        await Journal(folder).reconcile(store, lambda glass, _: counted.append(glass))
+        assert len(counted) == 1 and list(folder.iterdir()) == [], counted
     finally:
         await store.close()
