@@ -52,7 +52,7 @@ from gateway.admin.ports import (
     ShadowGate,
     StateWriter,
 )
-from gateway.admin.readyz import readyz
+from gateway.admin.readyz import ProofBudget, readyz
 from gateway.admin.scrape import Scrapes
 from gateway.admin.shadowgate import ShadowChecks
 from gateway.admin.status import StatusBuilder
@@ -98,6 +98,7 @@ class AdminApi:
         #: a `--workers` group's worker: its siblings' (name, generation), told to a drill
         #: with their proofs (set by serving.py; workerstates.py)
         self.siblings: Callable[[], list[tuple[str, int]]] | None = None
+        self.proof_budget = ProofBudget()  # (what a flood of questions makes it prove)
         self.current = current
         self.state = state
         self.fleet = fleet
@@ -159,7 +160,7 @@ class AdminApi:
 
     async def readyz(self, request: web.Request) -> web.Response:
         return readyz(request, self.instance, self.readiness, self.current, self.fleet,
-                      self.proof_key, self.siblings)
+                      self.proof_key, self.siblings, self.proof_budget)
 
     async def openapi(self, request: web.Request) -> web.Response:
         # built once per config (frozen, swapped whole on reload): anyone can ask for it,

@@ -8,13 +8,18 @@ and no count in any process, so an alert on the counter never saw the use. Now, 
 break-glass write is committed, its audit event's id (drawn here: the event's own) is
 written to a file named by the process's pid; the file goes once the use is counted, or
 once it is known not applied (refused, or no change). A starting process takes the files of
-processes that are gone (or of its own pid: a container's pid 1 restarted), each by a
+processes that are gone (or of its own pid: a container's pid 1 restarted; or of a pid that
+runs but is another process now: the file names the boot and the start of its writer, and
+a node restarted reuses pids, another user's too, where such a file stayed for good), each by a
 rename to its own pid (one taker among sibling workers starting at once), and looks for the
 event in the trail's newest events (`reconcile`): there, genuine (its hash and MAC under a
 state key) and marked `break_glass`, the use is counted, `learned="at a start, from the
 audit trail"`; not there, it was not applied (event and state commit together), and the
-file goes. Nothing kept in Redis decides it: a file names an id, and only a genuine event
-of that id counts it, once (counted and removed in one step of the loop). A store that
+file goes; but one not among the trail's newest MAX_SCAN events when they do not reach back
+to its time is not known not applied: said (WARNING break_glass_unresolved, its audit id),
+never dropped unsaid. Nothing kept in Redis decides it: a file names an id, and only a
+genuine event of that id counts it, once (counted and removed in one step of the loop; an
+id two files name, once). A store that
 cannot be read keeps the file for the next start. Without a snapshot folder it cannot be
 created in, nothing is kept (said once, `break_glass_journal_off`).
 """
@@ -66,6 +71,9 @@ class Journal:
         self.dir = folder
         self.pid = os.getpid()
         self._off_said = False
+        #: this boot of the host, and this process's start (clock ticks since the boot):
+        #: a file's pid that runs is another process's after a reboot or a pid's reuse
+        self.boot, self.start = _boot_id(), _start_of(self.pid)
 
     def begin(self, glass: dict[str, Any]) -> tuple[str, Path | None]:
         """An audit event id for a break-glass write about to be committed, and its file
@@ -78,7 +86,8 @@ class Journal:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"id": eid, "time": time.time(), "glass": glass}, f)
+                json.dump({"id": eid, "time": time.time(), "glass": glass, "pid": self.pid,
+                           "boot": self.boot, "start": self.start}, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -112,7 +121,8 @@ class Journal:
             pid, _, rest = name.partition("-")
             if not name.endswith(".json") or not pid.isdigit() or not rest:
                 continue
-            if int(pid) != self.pid and _runs(int(pid)):
+            if int(pid) != self.pid and _runs(int(pid)) \
+                    and not self._of_another(self.dir / name, int(pid)):
                 continue  # (a running sibling's use, being committed)
             mine = self.dir / f"{self.pid}-{rest}"
             try:
@@ -129,6 +139,24 @@ class Journal:
                 self.done(mine)
         return out
 
+    def _of_another(self, path: Path, pid: int) -> bool:
+        """Whether the file at `path`, named by `pid` that runs, is of a process that is
+        gone all the same: written before this boot of the host (a node restarted: its
+        pids are other processes', another user's too, and each such file was skipped for
+        good, the use never counted, unsaid), or by an earlier process of that pid (its
+        start differs; only while the file is its writer's own, not yet taken)."""
+        try:
+            doc = json.loads(path.read_bytes()[:65536])
+        except (OSError, ValueError, RecursionError):
+            return False
+        if not isinstance(doc, dict):
+            return False
+        boot, start = doc.get("boot"), doc.get("start")
+        if isinstance(boot, str) and self.boot is not None and boot != self.boot:
+            return True
+        return doc.get("pid") == pid and isinstance(start, int) \
+            and (now := _start_of(pid)) is not None and now != start
+
     async def reconcile(self, trail: AuditReader,
                         count: Callable[[dict[str, Any], str], None]) -> None:
         """Count the leftovers whose events are in the trail; drop those not there."""
@@ -138,8 +166,8 @@ class Journal:
         until = asyncio.get_running_loop().time() + TRY_FOR
         while True:
             try:
-                found = await _events(trail, {e["id"] for _, e in left},
-                                      min(e["time"] for _, e in left) - SLACK)
+                found, whole = await _events(trail, {e["id"] for _, e in left},
+                                             min(e["time"] for _, e in left) - SLACK)
                 break
             except Exception as exc:  # noqa: BLE001 - the store's errors: try again
                 if asyncio.get_running_loop().time() >= until:
@@ -149,30 +177,48 @@ class Journal:
                                  "them: the trail could not be read; tried at the next start")
                     return
                 await asyncio.sleep(RETRY)
+        counted = set[str]()
         for path, entry in left:
             ev = found.get(entry["id"])
             keys = trail.audit_keys
-            if ev is not None and ev.get("break_glass") is True \
+            if ev is None and not whole:
+                # (not among the newest MAX_SCAN events, which did not reach back to its
+                # time: no sign that it was not applied; dropped as "not applied", a use
+                # made before a flood of events, denied calls say, went uncounted unsaid)
+                event(log, "break_glass_unresolved", logging.WARNING,
+                      audit_ids=[entry["id"]], action=entry["glass"].get("action"),
+                      actor=entry["glass"].get("actor"),
+                      detail=f"a break-glass use of a process that ended before counting "
+                             f"it: the trail's newest {MAX_SCAN} events do not reach back "
+                             "to its time, so whether it was applied is not known here; "
+                             "look for this audit id in the trail (GET /v1/audit); "
+                             "not counted")
+            elif ev is not None and ev.get("break_glass") is True \
+                    and entry["id"] not in counted \
                     and (not keys.enabled or genuine(ev, keys.keys())):
+                counted.add(entry["id"])  # (one use, however many files name it)
                 count(entry["glass"], "at a start, from the audit trail (the process that "
                                       "made it ended before counting it)")
             self.done(path)
 
 
-async def _events(trail: AuditReader, ids: set[str], since: float) -> dict[str, Any]:
-    """The events of `ids` among the trail's newest (MAX_SCAN at most, back to `since`)."""
+async def _events(trail: AuditReader, ids: set[str],
+                  since: float) -> tuple[dict[str, Any], bool]:
+    """The events of `ids` among the trail's newest (MAX_SCAN at most, back to `since`),
+    and whether the read was whole: it reached `since`, or the trail's end (one not found
+    then was not applied), or found them all."""
     found: dict[str, Any] = {}
     before: str | None = None
     read = 0
     while read < MAX_SCAN and len(found) < len(ids):
-        page, before = await trail.audit_page(256, before)
+        page, before = await trail.audit_page(min(256, MAX_SCAN - read), before)
         read += len(page) or MAX_SCAN
         for ev in page:
             if ev.get("id") in ids:
                 found[ev["id"]] = ev
         if before is None or any(_older(ev, since) for ev in page[-1:]):
-            break
-    return found
+            return found, True
+    return found, len(found) == len(ids)
 
 
 def _older(ev: dict[str, Any], since: float) -> bool:
@@ -194,3 +240,22 @@ def _runs(pid: int) -> bool:
     except PermissionError:
         return True  # (another user's process: its file is not ours to take)
     return True
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read(64).strip() or None
+    except OSError:
+        return None
+
+
+def _start_of(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since the boot: /proc/<pid>/stat's 22nd
+    field); None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read(4096)
+        return int(stat.rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None

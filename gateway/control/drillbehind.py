@@ -132,10 +132,14 @@ class _Asker:
                            self.budget), nonce
 
     def _judge(self, name: str, doc: Any, nonce: str | None,
-               waiting: dict[str, float], shared: bool = False) -> None:
+               waiting: dict[str, float], shared: bool = False,
+               hearsay: bool = False) -> bool:
         """One answer of `name`'s: applied (proved, or taken at its word), behind (named
         once `catch_up` has passed since its first such answer; asked again meanwhile), or
-        unverified."""
+        unverified. `hearsay`: a sibling's word for it (its file in the group's run
+        directory, workerstates.py), which lags its own and stays behind for good when its
+        write fails (a full disk): never named late on that word (False: not judged, to be
+        asked as itself; it is named late only on its own answer, or its silence)."""
         out = self.out
         gen = _generation(doc)
         proved = nonce is not None and verified(self.keys or {}, doc, nonce)
@@ -149,10 +153,10 @@ class _Asker:
                 out.unverified_applied.append(name)
             else:
                 out.applied.add(name)
-            return
+            return True
         if self.keys is not None and not proved:
             out.unverified.append(name)
-            return
+            return True
         now = asyncio.get_running_loop().time()
         # (its own poll, when longer than the fleet's the drill was told of: a config
         # rolled out to some instances only; each gave the opener's, and an instance
@@ -160,12 +164,15 @@ class _Asker:
         extra = max(0.0, _own_poll(doc) - self.poll) if self.catch_up > 0 else 0.0
         catch_up = max(self.catch_up, min(CATCH_UP_MAX, self.catch_up + extra))
         until = self.first.setdefault(name, now) + catch_up
+        if now >= until and hearsay:
+            return False
         if now >= until:
             out.late.append(name)
         else:  # (slow, maybe: asked again soon, until its catch-up time has passed; a
             # worker of a group `shared` at its end only: hearing again from each of N
             # workers costs N·H(N) asks a round, and a round more spent the drill's asks)
             waiting[name] = until if shared else min(now + _step(catch_up), until)
+        return True
 
     def _quiet(self, names: list[str]) -> None:
         self.out.late.extend(names)
@@ -245,9 +252,14 @@ class _Asker:
                     # (a group's worker answers for its siblings, each proved: one ask a
                     # group, where hearing each as itself cost N·H(N))
                     for entry in vouched(self.keys, doc, nonce, pending):
-                        pending.discard(entry["instance"])
-                        if entry["generation"] != GONE:  # (else its process is gone: left)
-                            self._judge(entry["instance"], entry, nonce, waiting, True)
+                        name = entry["instance"]
+                        # (GONE: its process is gone, left)
+                        if entry["generation"] == GONE \
+                                or self._judge(name, entry, nonce, waiting, True, hearsay=True):
+                            pending.discard(name)
+                        else:  # (behind past its catch-up on a sibling's word only: asked
+                            # as itself; named late should it not answer, as proved behind)
+                            again.add(name)
 
 
 async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[str, str],
