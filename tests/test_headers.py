@@ -41,6 +41,20 @@ def test_response_head_keeps_end_to_end_fields_and_frames_the_body_itself() -> N
     assert b"content-length" not in dict(_fields(response_head(204, [], b"", None, None)))
 
 
+def test_the_via_date_and_content_type_a_backends_connection_names_are_not_forwarded() -> None:
+    """RFC 9110 §7.6.1: a field the Connection field names is that hop's, removed before
+    the answer is forwarded; Via, Date and Content-Type included (found by review revproto7:
+    the second pass dropped them, but the backend's Via was still joined into ours, and a
+    named Date counted as sent, so the answer went without any Date)."""
+    raw = [(b"Via", b"1.0 inner"), (b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT"),
+           (b"Content-Type", b"text/event-stream"), (b"Connection", b"via, Date, content-type"),
+           (b"X-End", b"kept")]
+    fields = dict(_fields(response_head(200, raw, b"", 2, None)))
+    assert fields[b"via"] == b"1.1 killgate"
+    assert fields[b"date"].endswith(b" GMT") and b"Date" not in fields
+    assert b"Content-Type" not in fields and fields[b"X-End"] == b"kept"
+
+
 def test_own_head() -> None:
     head = own_head(503, b"application/json", 12, b"x-killgate-route: iris\r\n",
                     b"retry-after: 1\r\n", b"close")

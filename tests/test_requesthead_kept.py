@@ -124,6 +124,8 @@ async def test_what_each_client_field_becomes_on_the_way_to_the_backend() -> Non
     (b"X-Secret: 1\r\nConnection: x-secret\r\n", b"x-secret", b"1.1 killgate"),  # named before
     (b"Connection: X-Secret\r\nx-secret: 1\r\n", b"x-secret", b"1.1 killgate"),  # and after
     (b"Via: 1.0 edge\r\nAccept: a\r\n", b"", b"1.0 edge, 1.1 killgate"),
+    # a Via the client's Connection names is its hop's (RFC 9110 §7.6.1): ours alone
+    (b"Via: 1.0 edge\r\nConnection: Via\r\n", b"", b"1.1 killgate"),
 ])
 async def test_a_connection_or_via_field_builds_the_head_from_all_the_fields(
         head: bytes, gone: bytes, via: bytes) -> None:

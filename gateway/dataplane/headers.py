@@ -86,8 +86,13 @@ def _raw_lines(first: bytes, raw: Iterable[tuple[bytes, bytes]], drop: frozenset
             (conn := conn or []).append(value)
         elif act == VIA_FIELD:
             (via := via or []).append(value)
-    if conn:
-        parts = kept(first, raw, drop, cache, connection_tokens(conn))
+    if conn:  # (rare: a second pass; a field it names goes, Via, Date or Content-Type too)
+        named = connection_tokens(conn)
+        parts = kept(first, raw, drop, cache, named)
+        if b"via" in named:
+            via = None
+        dated = dated and b"date" not in named
+        events = events and b"content-type" not in named
     parts.append(VIA_LINE if via is None else b"via: %s\r\n" % b", ".join([*via, VIA]))
     return parts, dated, events
 

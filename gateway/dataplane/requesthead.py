@@ -63,9 +63,11 @@ def request_head(first_line: bytes | list[bytes], raw: Iterable[tuple[bytes, byt
             (conn := conn or []).append(value)
         elif act == VIA_FIELD:
             (via := via or []).append(value)
-    if conn:
-        parts = kept(b"".join(parts[:line_parts]), raw, drop, cache, connection_tokens(conn),
-                     answer=False)
+    if conn:  # (rare: a second pass; a Via it names goes too, ours stays)
+        named = connection_tokens(conn)
+        parts = kept(b"".join(parts[:line_parts]), raw, drop, cache, named, answer=False)
+        if b"via" in named:
+            via = None
     if length is not None:  # (the framing line and the head's end, in one part)
         try:  # (a subscript costs less than a `get` call, or than formatting the line)
             framing = HEAD_ENDS[length]
