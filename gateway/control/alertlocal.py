@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from gateway.domain import drills
 from gateway.domain.alerting import Intent
 from gateway.domain.statedoc import StateDoc, kill_key
 from gateway.errors import StoreOutcomeUnknown, StoreUnavailable, StoreUnverifiable
@@ -50,7 +51,8 @@ async def take(local: LocalKiller, doc: StateDoc, entry: dict[str, Any], want: I
     target = want.target or {}
     scope, route, version = target["scope"], target.get("route"), target.get("version")
     key = kill_key(scope, route, version)
-    if key in doc.kills:  # (in force from the store already: nothing to keep locally)
+    # (in force from the store already, and no open drill's, whose restore would lift it)
+    if key in doc.kills and not drills.holds_kill(doc, key):
         entry.update(outcome="unchanged", local=False, message=f"{key} is already killed "
                      f"(the state store cannot be reached: {why})")
         return entry
