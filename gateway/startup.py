@@ -192,6 +192,7 @@ class GatewayParts:
         self.holder.listen(self.history.kills_changed)  # (and those the state brings later)
         self.alert_receiver = AlertReceiver(self.sync, self.sync.store, lambda: self.loaded.config,
                                             lambda: self.holder.doc, self.metrics)
+        self.alert_receiver.local = self.sync.local  # (an alert's kill in a store outage)
 
         self.health = HealthMonitor(self.holder, self.metrics)
         await self._started(self.health)

@@ -323,6 +323,7 @@ async def test_an_alert_claimed_but_never_applied_acts_on_a_later_retry(
     cfg = await _gateway_cfg(tmp_path, backends)
     async with running_gateway(cfg) as g:
         rx = g.gw.alert_receiver
+        rx.local = None  # (the claims' own handling, no local kill to fall back on: test_alerts_local_kill)
         writer, claims = rx.writer, rx.claims
         rx.writer, rx.claims = _LostStore(writer), _LostStore(claims)
         rx.pending = 0.5
@@ -373,6 +374,7 @@ async def test_a_retry_while_another_request_applies_the_alert_is_503_not_duplic
     cfg = await _gateway_cfg(tmp_path, backends)
     async with running_gateway(cfg) as g:
         rx = g.gw.alert_receiver
+        rx.local = None  # (the claims' own handling, no local kill to fall back on: test_alerts_local_kill)
         real, dying = rx.writer, _Dying(rx.writer)
         rx.writer = dying
         firing = payload(killgate_action="kill", route="iris", version="v2")

@@ -42,6 +42,8 @@ async def test_a_claim_left_by_a_timed_out_request_does_not_hold_off_the_retry(
                        extra="alerts:\n  alertmanager: {}\n")
     firing = payload(killgate_action="kill", route="iris", version="v2")
     async with running_gateway(cfg) as g:
+        # (the claims' own handling, no local kill to fall back on: test_alerts_local_kill)
+        g.gw.alert_receiver.local = None
         # (an alert refused, with nothing changed, loads the claim's script into redis: a
         # late EVALSHA of an unknown script would not claim anything)
         refused = payload(killgate_action="rollback", route="iris", version="v1")
@@ -97,6 +99,7 @@ async def test_a_store_lost_mid_notification_does_not_say_nothing_changed(
                       {**first, "fingerprint": "0000000000000003"}]
     async with running_gateway(cfg) as g:
         rx = g.gw.alert_receiver
+        rx.local = None  # (the claims' own handling, no local kill to fall back on: test_alerts_local_kill)
         rx.claims = _FaultAtSecondClaim(rx.claims, redis_server.kill)
         status, answer = await _post(session, g.admin, body)
         assert status == 503 and answer["error"]["type"] == "state_store_unavailable", answer

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway.admin import inputs
 from gateway.admin.ports import Current, LocalKiller
+from gateway.domain import drills
 from gateway.domain.statedoc import kill_key
 from gateway.errors import ApiError
 
@@ -51,7 +52,10 @@ async def take(local: LocalKiller | None, current: Current, target: dict[str, An
     scope, route, version = target["scope"], target.get("route"), target.get("version")
     key = kill_key(scope, route, version)
     flag = current.doc.kills.get(key)
-    if flag is not None:  # (in force from the store already: nothing to keep locally)
+    # (in force from the store already: nothing to keep locally; unless an open drill made
+    # it: its restore would lift it, and the kill asked for with it, so it is kept here and
+    # merged as a kill of its own, taking the drill's over as any kill does)
+    if flag is not None and not drills.holds_kill(current.doc, key):
         return web.json_response({"kill": key, "changed": False, "local": False,
                                   "id": flag.ident(), "store": why})
     try:

@@ -33,9 +33,11 @@ _ALERT_RESULT = {
         "target": {"type": ["object", "null"]},
         "generation": {"type": ["integer", "null"]}, "dry_run": {"type": "boolean"},
         "outcome": {"enum": ["acted", "unchanged", "duplicate", "dry_run", "resolved",
-                             "ignored", "unmapped", "refused", "deferred"]},
+                             "ignored", "unmapped", "refused", "deferred", "local"]},
         "message": {"type": "string"}, "audit_id": {"type": "string"},
-        "applied": {"type": "object"}},
+        "applied": {"type": "object"},
+        # (a kill the store could not commit, taken as a local kill: control/alertlocal.py)
+        "local": {"type": "boolean"}, "id": {"type": "string"}, "changed": {"type": "boolean"}},
 }
 
 

@@ -8,7 +8,8 @@ of new episodes), then apply the change with its audit event (actor
 `alertmanager/<receiver>`, the alert as evidence) through `Sync.write` — or, in `observe`
 mode, record what it would have done (both in `control.alertactions`) — and wait once
 per notification for the propagation receipt of its last change (logged, and in the
-answer). A resolved alert never lifts anything. Bad payloads raise ApiError(400) before
+answer). A resolved alert never lifts anything. A kill the store cannot commit is taken
+as a local kill on this instance (`control.alertlocal`), answered 200. Bad payloads raise ApiError(400) before
 anything changes; alerts not acted on yet (over the budget, being applied elsewhere, a
 lost race, a store gone mid-notification) are answered with a 503 that Alertmanager
 retries, naming what was acted on.
@@ -24,6 +25,7 @@ from typing import Any
 from gateway import redact
 from gateway.config import Config
 from gateway.config_telemetry import AlertmanagerConfig
+from gateway.control import alertlocal
 from gateway.control.alertactions import Call, Writer, act, change_for, observe
 from gateway.control.alertclaims import (
     NEW_BURST,
@@ -71,6 +73,8 @@ class AlertReceiver:
         self.budget = Budget(NEW_BURST, NEW_PER_HOUR)
         self._owner = secrets.token_hex(8)  # names this process in its claims
         self._applying: set[str] = set()  # episodes a request of this process applies now
+        #: emergency local kills (alertlocal.py); None: an alert's kill waits for the store
+        self.local: alertlocal.LocalKiller | None = None
 
     @property
     def settings(self) -> AlertmanagerConfig | None:
@@ -137,7 +141,8 @@ class AlertReceiver:
                        wait: float) -> None:
         """One wait for the whole notification: until every instance has applied the last
         change it made (or `wait` runs out); logged, and added to each applied entry."""
-        applied = [a for a in actions if a["outcome"] in ("acted", "unchanged")]
+        applied = [a for a in actions if a["outcome"] in ("acted", "unchanged")
+                   and a["generation"] is not None]  # (None: not through the store)
         if not applied:
             return
         receipt = await self.writer.receipt(max(a["generation"] for a in applied), wait)
@@ -170,8 +175,30 @@ class AlertReceiver:
         self._applying.add(key)
         try:
             return await self._claimed(note, alert, want, cfg, config, call, entry, key)
+        except StoreUnavailable as exc:  # (an alert's kill: taken locally, alertlocal.py)
+            if not alertlocal.applies(exc, want, cfg.mode == "observe", self.local):
+                raise
+            return await self._local(note, alert, want, entry, exc)
         finally:
             self._applying.discard(key)
+
+    async def _local(self, note: Notification, alert: Alert, want: Intent,
+                     entry: dict[str, Any], exc: StoreUnavailable) -> dict[str, Any]:
+        """The alert's kill taken locally, the store having failed with `exc`."""
+        assert self.local is not None
+        if not self.budget.take():
+            entry.update(outcome="deferred", message="too many new firing alerts on this "
+                         "instance: not acted on yet (Alertmanager's retry will)")
+            return entry
+        actor = "alertmanager/" + clean_text(note.receiver, 128)
+        try:
+            return await alertlocal.take(self.local, self.doc(), entry, want, actor,
+                                         redact.text(alerting.reason(alert)), str(exc),
+                                         note.receiver)
+        except (OSError, ValueError) as lost:  # (not journaled: nothing enforced)
+            event(log, "alert_local_kill_not_kept", logging.ERROR, receiver=note.receiver,
+                  fingerprint=alert.fingerprint, why=str(lost))
+            raise exc from lost
 
     async def _claimed(self, note: Notification, alert: Alert, want: Intent,
                        cfg: AlertmanagerConfig, config: Config, call: Call,
@@ -234,7 +261,7 @@ def _partly(exc: StoreUnavailable | AuditError | StoreConflict, actions: list[di
     "nothing was changed" when alerts before it in the notification were acted on. A
     change that lost every race (StoreConflict) is a 503: Alertmanager retries only a 5xx
     (a 409 dropped the kill, and the alerts after it, until the repeat_interval)."""
-    acted = sum(a["outcome"] == "acted" for a in actions)
+    acted = sum(a["outcome"] in ("acted", "local") for a in actions)
     if isinstance(exc, StoreConflict):
         before = (f"the {acted} alert(s) of this notification acted on before it are in "
                   "force (a retry answers them `duplicate`); " if acted else "")

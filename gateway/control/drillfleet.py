@@ -3,7 +3,8 @@ status and config), the instances (from their heartbeats, or `--instances`), the
 addresses, and the state and drills sections of the running config.
 
 Owns `discover` and its refusals (an unknown route or version, no instance that published
-its address), each a DrillApiError; `published` (the admin URLs a status answer's
+its address, an instance that cannot reach the store or holds emergency local kills not yet
+in it: `store_refusal`), each a DrillApiError; `published` (the admin URLs a status answer's
 instances published); the keys an opened drill got to check /readyz proofs with
 (`readyz_keys`), and the warning when a fleet on redis gave none (`no_keys`). HTTP goes
 through control/drillload.py's AdminClient.
@@ -16,11 +17,39 @@ from typing import Any
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.drillplan import Plan
 
-__all__ = ["discover", "no_keys", "published", "readyz_keys"]
+__all__ = ["discover", "no_keys", "published", "readyz_keys", "store_refusal"]
+
+
+def store_refusal(status: Any) -> str | None:
+    """Why no drill may open through the instance whose /v1/status is `status` (None: it
+    may): it holds emergency local kills not yet in the store (an incident is on: a drill
+    would kill and restore through a store the fleet's kills are not all in, and measure
+    instances that enforce different kills), or it cannot reach the store (a drill opens,
+    injects and restores through it)."""
+    store = status.get("store") if isinstance(status, dict) else None
+    if not isinstance(store, dict):
+        return None
+    local = store.get("local_kills")
+    kills = local.get("kills") if isinstance(local, dict) else None
+    if isinstance(kills, list) and kills:
+        named = ", ".join(str(k.get("kill")) for k in kills[:5] if isinstance(k, dict))
+        return (f"instance {status.get('instance')} holds {len(kills)} emergency local "
+                f"kill(s) not yet in the state store ({named}): no drill while the store "
+                "cannot take them (a drill's kill and restore go through the store, and the "
+                "fleet's instances enforce different kills until they are merged); fix the "
+                "store, wait until `killgate status` shows no LOCAL KILL NOT IN STORE, then "
+                "drill")
+    if store.get("connected") is False and store.get("backend") not in (None, "local"):
+        return (f"instance {status.get('instance')} cannot reach the state store "
+                f"({store.get('last_error')}): a drill opens, injects and restores through "
+                "it; fix the store (or ask another instance with --admin), then drill")
+    return None
 
 
 async def discover(api: AdminClient, plan: Plan) -> dict[str, Any]:
     status = await api.call("GET", "/v1/status")
+    if (why := store_refusal(status)) is not None:
+        raise DrillApiError(503, "store_not_ready", why)
     cfg = await api.call("GET", "/v1/config")
     route = status.get("routes", {}).get(plan.route)
     config = cfg.get("config")

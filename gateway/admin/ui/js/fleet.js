@@ -56,7 +56,11 @@ export function renderKills(el, status, can, open) {
       ` by ${k.actor}, ${fmtAgo(k.time)}: “${k.reason}”`,
       k.routed === false ? [" ", badge("warn", "NOT ROUTED"),
         " the config has no such name: this kill stops nothing until the name comes back"] : null,
-      can.kill ? [" ", h("button", {type: "button", class: "secondary", dataset: {key: `unkill-${what}`},
+      // an emergency local kill: enforced here only; an unkill cannot lift it before the
+      // merge (only by hand on its host), so none is offered
+      k.local === true ? [" ", badge("bad", "LOCAL — not yet in the store"),
+        " enforced on this instance only, NOT by the rest of the fleet until it is merged"] : null,
+      can.kill && k.local !== true ? [" ", h("button", {type: "button", class: "secondary", dataset: {key: `unkill-${what}`},
                                     onclick: () => open(unkillSpec(k))}, `Unkill ${what}`)] : null);
   });
   // what the answering instance enforces: when its state is not the store's (stale, not

@@ -34,6 +34,18 @@ function storeLines(sd) {
       (store.fail_closed ? "; every route answers killed (on_unavailable fail_closed) until the store answers" : "")]);
   }
   if (store.connected === false && store.last_error) out.push(["bad", "STORE ERROR", String(store.last_error)]);
+  // emergency local kills (POST /v1/kill?local=1, an alert's kill in a store outage): in
+  // force here only, not the fleet's until merged (as `killgate status` says them)
+  const local = store.local_kills || {};
+  for (const k of Array.isArray(local.kills) ? local.kills : []) {
+    out.push(["bad", "LOCAL KILL NOT IN STORE", `${k.kill} (taken ${k.time} by ${k.actor} on ${k.instance}): ` +
+      "enforced on this instance only, NOT by the rest of the fleet until the store answers and it is merged; " +
+      "send the same kill to each instance's admin address (Kill… there, or `killgate kill --local`), or fix the store"]);
+  }
+  if (local.refused) {
+    out.push(["bad", "LOCAL KILLS REFUSED", `${local.refused}: none of its kills is enforced or merged (signed ` +
+      "with another key, or edited); the next local kill moves the journal aside to .refused"]);
+  }
   const snap = store.snapshot || {};
   if (snap.ok === false) {
     out.push(["bad", "SNAPSHOT NOT WRITTEN", `${snap.error}; the file holds generation ${snap.generation}: a restart ` +
