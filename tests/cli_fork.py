@@ -10,9 +10,10 @@ server never runs a command itself, so every child starts from imported modules 
 CLI's, every other module of `gateway` and matplotlib (what commands import as they run,
 `check` and a drill's picture among them; see _warm).
 
-run() is subprocess.run(capture_output=True, text=True); spawn() is subprocess.Popen(
-stdout=PIPE, stderr=PIPE, text=True) for a command read as it runs (a drill: its lines as
-they come, SIGINT, SIGKILL). `killgate serve` is started by tests/cli_fork_serve.py.
+run() is subprocess.run(capture_output=True, text=True); tests/cli_fork_spawn.py's spawn()
+is subprocess.Popen(stdout=PIPE, stderr=PIPE, text=True) for a command read as it runs (a
+drill: its lines as they come, SIGINT, SIGKILL). `killgate serve` is started by
+tests/cli_fork_serve.py.
 """
 
 from __future__ import annotations
@@ -243,124 +244,6 @@ def run(argv: list[str], env: dict[str, str], cwd: str,
 
 def _newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")  # (text=True's universal newlines)
-
-
-#: every Spawned whose pipes are still open: close_all() (tests/conftest.py runs it at the
-#: end of each test) kills and closes them. Held here, a failed test's are never garbage
-#: collected unclosed (that ResourceWarning fired in whichever later test collected them,
-#: failing it under filterwarnings=error)
-_open: set[Spawned] = set()
-
-
-def close_all() -> None:
-    """Kill every spawned command still running and close every pipe still open."""
-    for proc in list(_open):
-        proc.close()
-
-
-class Spawned:
-    """`killgate *argv` started as subprocess.Popen(stdout=PIPE, stderr=PIPE, text=True)
-    starts it, forked from the server: stdout and stderr are pipes read as the command
-    writes them; poll, wait, communicate, kill and send_signal as Popen's. (Its exit code
-    comes over the server's socket: the child is the server's, not ours; one killed by a
-    signal before it answered has -signal, as Popen says it.) Unlike Popen's, its pipes are
-    closed for the caller: by communicate(), close(), leaving `with`, or at the end of the
-    test (close_all), whichever comes first; a caller that fails before reading them leaks
-    nothing into a later test."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
-        self.args = ["killgate", *argv]
-        self.returncode: int | None = None
-        self._signalled = 0
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(30)
-        sock.connect(_server_path())
-        _send(sock, {"argv": argv, "env": env, "cwd": cwd, "stream": True})
-        rout, wout = os.pipe()
-        rerr, werr = os.pipe()
-        try:
-            socket.send_fds(sock, [b"F"], [wout, werr])
-        finally:
-            os.close(wout)
-            os.close(werr)
-        self.pid: int = _recv(sock)["pid"]
-        self.stdout = open(rout)  # noqa: SIM115 - closed by communicate() or the caller
-        self.stderr = open(rerr)  # noqa: SIM115
-        self._sock = sock
-        self._done = threading.Event()
-        _open.add(self)
-        threading.Thread(target=self._await_exit, daemon=True).start()
-
-    def __enter__(self) -> Spawned:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Kill it if it still runs (and wait for its end), close both pipes. Idempotent."""
-        if self.returncode is None:
-            self.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.wait(5)
-        for f in (self.stdout, self.stderr):
-            f.close()
-        _open.discard(self)
-
-    def _await_exit(self) -> None:
-        self._sock.settimeout(None)
-        try:
-            rc = int(_recv(self._sock)["rc"])
-        except (OSError, EOFError, ValueError):
-            rc = -(self._signalled or signal.SIGKILL)
-        finally:
-            self._sock.close()
-        self.returncode = rc
-        self._done.set()
-
-    def poll(self) -> int | None:
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        if not self._done.wait(timeout):
-            raise subprocess.TimeoutExpired(self.args, timeout or 0)
-        assert self.returncode is not None
-        return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
-            self._signalled = sig
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-    def communicate(self, input: str | None = None,
-                    timeout: float | None = None) -> tuple[str, str]:
-        assert input is None
-        got: dict[str, str] = {}
-
-        def read(name: str, f: Any) -> None:
-            got[name] = f.read()
-            f.close()
-
-        readers = [threading.Thread(target=read, args=(n, f), daemon=True)
-                   for n, f in (("out", self.stdout), ("err", self.stderr)) if not f.closed]
-        for t in readers:
-            t.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for t in readers:
-            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if t.is_alive():
-                raise subprocess.TimeoutExpired(self.args, timeout or 0)
-        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        _open.discard(self)  # (both pipes read to their end and closed)
-        return got.get("out", ""), got.get("err", "")
-
-
-def spawn(argv: list[str], env: dict[str, str], cwd: str) -> Spawned:
-    return Spawned(argv, env, cwd)
 
 
 def _server_path() -> str:

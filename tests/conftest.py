@@ -205,14 +205,14 @@ def _secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _spawned_closed() -> Iterator[None]:
-    """At the end of each test, every `killgate` it spawned (tests/cli_fork.spawn) and did
+    """At the end of each test, every `killgate` it spawned (tests/cli_fork_spawn.spawn) and did
     not read to its end is killed and its pipes closed: a test that failed before its
     communicate() left them to the garbage collector, whose ResourceWarning then failed an
     innocent later test (filterwarnings = error)."""
     yield
-    from tests import cli_fork
+    from tests import cli_fork_spawn
 
-    cli_fork.close_all()
+    cli_fork_spawn.close_all()
 
 
 @pytest.fixture(autouse=True)

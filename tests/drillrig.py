@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import ClientSession
 
-from tests import cli_fork
+from tests import cli_fork_spawn
 from tests.conftest import ROOT, bearer
 from tests.drillfleet import Fleet, token
 
@@ -96,7 +96,7 @@ class Drill:
 
     def _spawn(self) -> None:
         self.runs += 1
-        self.proc = cli_fork.spawn(self.argv, dict(os.environ), str(ROOT))
+        self.proc = cli_fork_spawn.spawn(self.argv, dict(os.environ), str(ROOT))
         self.lines: list[str] = []
 
     async def _again(self, text: str) -> bool:

@@ -58,6 +58,13 @@ async def test_every_event_of_a_flooded_stream_is_read_without_holding_the_loop(
         assert len(events) == N
         assert [e["unparseable"] for e in (events[0], events[1], events[-1])] == [
             "junk1", "junk2", f"junk{N}"]
-        assert worst < 0.6, worst  # (the whole stream in one reply: 2.0 s, see the docstring)
+        # The promise: the loop waits for a page's work, never the whole stream's, so the
+        # bound is a share of the read's own time in this run (CPU starvation stretches
+        # both alike). The whole stream in one reply held it for ~all of the read (2.0 s of
+        # 2.3 s alone); paged, the longest holds are the interpreter's full collections of
+        # the process's heap, which 200,000 events trigger (~120 ms alone, 0.4-1.2 s under
+        # two CPU hogs at load 10: 5% of the read then, 3% alone): an absolute 0.6 s failed
+        # under load, and no paging shortens a collection.
+        assert worst < took / 5, (worst, took)
     finally:
         await store.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jwt
 
-from tests import cli_fork
+from tests import cli_fork, cli_fork_spawn
 from tests.backends import echo_app
 from tests.conftest import ROOT, SECRET, running_gateway, two_versions, wait_until, write_config
 
@@ -175,7 +175,7 @@ def test_token_refuses_a_scope_the_gateway_does_not_know() -> None:
 
 def test_the_cli_runs_as_python_m_gateway(tmp_path: Path) -> None:
     """cli() forks the command from a process that imported the CLI (tests/cli_fork.py),
-    as does cli_fork.spawn() (a drill read as it runs): what they give is what `python -m
+    as does cli_fork_spawn.spawn() (a drill read as it runs): what they give is what `python -m
     gateway` gives: exit codes (0, 1, argparse's 2), stdout, stderr, the environment."""
     cfg = tmp_path / "k.yaml"
     cfg.write_text("routes: 3\n")
@@ -184,7 +184,7 @@ def test_the_cli_runs_as_python_m_gateway(tmp_path: Path) -> None:
         forked, fresh = cli(*args, env=env), cli_process(*args, env=env)
         assert (forked.returncode, forked.stdout, forked.stderr) == (
             fresh.returncode, fresh.stdout, fresh.stderr), args
-        streamed = cli_fork.spawn(list(args), {**os.environ, **env}, str(ROOT))  # (a drill's)
+        streamed = cli_fork_spawn.spawn(list(args), {**os.environ, **env}, str(ROOT))  # (a drill's)
         out, err = streamed.communicate(timeout=60)
         assert (streamed.returncode, out, err) == (
             fresh.returncode, fresh.stdout, fresh.stderr), args

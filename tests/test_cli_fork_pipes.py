@@ -1,4 +1,4 @@
-"""tests/cli_fork.Spawned closes its own pipes (found by review): it behaved as Popen and
+"""tests/cli_fork_spawn.Spawned closes its own pipes (found by review): it behaved as Popen and
 left them to its caller, so a test that failed before its communicate() left two open pipes
 to the garbage collector, whose ResourceWarning then failed whichever innocent later test
 collected them (filterwarnings = error). A real forked `killgate status` that hangs on an
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import cli_fork
+from tests import cli_fork_spawn
 from tests.cli_fork import ROOT
 
 pytestmark = pytest.mark.timeout(30)
@@ -28,12 +28,12 @@ def mute_admin() -> Iterator[str]:
         yield f"http://127.0.0.1:{lsock.getsockname()[1]}"
 
 
-def _hanging(admin: str) -> cli_fork.Spawned:
-    return cli_fork.spawn(["status", "--admin", admin, "--token", "x.y.z", "--timeout", "25"],
+def _hanging(admin: str) -> cli_fork_spawn.Spawned:
+    return cli_fork_spawn.spawn(["status", "--admin", admin, "--token", "x.y.z", "--timeout", "25"],
                           dict(os.environ), str(ROOT))
 
 
-def _unclosed_once_dropped(held: list[cli_fork.Spawned]) -> list[str]:
+def _unclosed_once_dropped(held: list[cli_fork_spawn.Spawned]) -> list[str]:
     """The ResourceWarnings (an unclosed file's) raised as the last reference to what
     `held` holds goes and a garbage collection runs."""
     with warnings.catch_warnings(record=True) as seen:
@@ -45,9 +45,9 @@ def _unclosed_once_dropped(held: list[cli_fork.Spawned]) -> list[str]:
 
 def test_a_caller_failing_before_communicate_leaves_no_open_pipe(mute_admin: str) -> None:
     """The fake caller fails between spawn() and communicate(), as a test's assertion did;
-    the end of the test (conftest's autouse fixture runs cli_fork.close_all()) kills it and
+    the end of the test (conftest's autouse fixture runs cli_fork_spawn.close_all()) kills it and
     closes its pipes, so the collection that follows warns of nothing."""
-    seen: list[cli_fork.Spawned] = []
+    seen: list[cli_fork_spawn.Spawned] = []
 
     def failing_caller() -> None:
         proc = _hanging(mute_admin)
@@ -62,7 +62,7 @@ def test_a_caller_failing_before_communicate_leaves_no_open_pipe(mute_admin: str
         failing_caller()
     proc = seen[0]
     assert proc.returncode is not None and not proc.stdout.closed  # (as the caller left it)
-    cli_fork.close_all()  # (what the end of every test now does)
+    cli_fork_spawn.close_all()  # (what the end of every test now does)
     assert proc.stdout.closed and proc.stderr.closed
     del proc
     assert _unclosed_once_dropped(seen) == []
@@ -71,14 +71,14 @@ def test_a_caller_failing_before_communicate_leaves_no_open_pipe(mute_admin: str
 def test_one_still_running_at_the_end_of_its_test_is_killed(mute_admin: str) -> None:
     held = [_hanging(mute_admin)]
     assert held[0].poll() is None
-    cli_fork.close_all()
+    cli_fork_spawn.close_all()
     assert held[0].returncode is not None and held[0].returncode < 0, held[0].returncode
     assert held[0].stdout.closed and held[0].stderr.closed
     assert _unclosed_once_dropped(held) == []
 
 
 def test_leaving_with_closes_its_pipes(mute_admin: str) -> None:
-    held: list[cli_fork.Spawned] = []
+    held: list[cli_fork_spawn.Spawned] = []
     with pytest.raises(AssertionError), _hanging(mute_admin) as proc:
         held.append(proc)
         raise AssertionError("failed inside")
@@ -89,9 +89,9 @@ def test_leaving_with_closes_its_pipes(mute_admin: str) -> None:
 
 def test_communicate_then_close_all_changes_nothing(mute_admin: str) -> None:
     """A caller that read it to its end: close_all() has nothing left of it to close."""
-    proc = cli_fork.spawn(["--version"], dict(os.environ), str(ROOT))
+    proc = cli_fork_spawn.spawn(["--version"], dict(os.environ), str(ROOT))
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0 and out, (out, err)
-    assert proc not in cli_fork._open
-    cli_fork.close_all()
+    assert proc not in cli_fork_spawn._open
+    cli_fork_spawn.close_all()
     assert proc.returncode == 0

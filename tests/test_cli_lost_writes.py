@@ -13,7 +13,7 @@ import time
 import pytest
 from aiohttp import web
 
-from tests import cli_fork
+from tests import cli_fork_spawn
 from tests.backends import fake_admin
 from tests.conftest import ROOT
 from tests.test_cli import acli
@@ -66,7 +66,7 @@ async def test_ctrl_c_while_a_write_waits_says_it_may_have_applied(backends) -> 
         return web.json_response(RECEIPT)
 
     env = {**os.environ, **await fake_admin(backends, slow)}
-    proc = cli_fork.spawn(["--json", "kill", "--global", "--reason", "x"], env, str(ROOT))
+    proc = cli_fork_spawn.spawn(["--json", "kill", "--global", "--reason", "x"], env, str(ROOT))
     try:
         await asyncio.wait_for(got.wait(), 30)
         t0 = time.monotonic()

@@ -1,6 +1,6 @@
 """tests/drillrig.Drill: a drill whose wait fails leaves no open pipe behind.
 
-The drill CLI's stdout and stderr are pipes (tests/cli_fork.Spawned). A failed wait_line
+The drill CLI's stdout and stderr are pipes (tests/cli_fork_spawn.Spawned). A failed wait_line
 (no 'injected' from the drill) left them open; the failed test's traceback held them, and
 the next full collection, in whichever test ran later on that xdist worker, found them: an
 unraisable ResourceWarning (filterwarnings = error) failed that test instead. Seen twice in

@@ -176,10 +176,14 @@ async def test_a_vouch_reaches_the_worker_that_lost_the_race_to_seed(
         raw = redis_server.cmd("CLIENT", "LIST")
         return sum(" flags=b " in ln and "cmd=evalsha" in ln for ln in raw.splitlines()) == 2
 
-    redis_server.cmd("CLIENT", "PAUSE", "20000", "WRITE")
+    # (the wait is a two-worker group's start: wait_ready's 60 s. Under two CPU hogs at
+    # load 10-12 each worker's first command reached redis 7-12 s after the start, two
+    # fresh interpreters importing the gateway, within 0.5 s of each other: the 15 s this
+    # waited failed under load. The pause outlasts the wait, or a late load is not held.)
+    redis_server.cmd("CLIENT", "PAUSE", "65000", "WRITE")
     try:
         g = gateway_procs(cfg, workers=2)
-        await wait_until(loads_waiting, 15, what="both workers' loads of the store, held")
+        await wait_until(loads_waiting, 60, what="both workers' loads of the store, held")
     finally:
         redis_server.cmd("CLIENT", "UNPAUSE")
     await asyncio.to_thread(g.wait_ready)

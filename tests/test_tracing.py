@@ -369,6 +369,9 @@ async def test_a_broken_collector_never_slows_or_fails_a_request(
     answering, or answering 500, every request still succeeds, latency stays within noise of
     a gateway without tracing, and the lost spans are counted in /metrics."""
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "32")
+    if mode == "down":  # (refused at once: a request waiting on an export would wait its
+        # retries' backoff, 1 + 2 s within this timeout; within 2 s, one backoff of ~1 s)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5")
     p1 = await backends(echo_app("v1"))
     plain = write_config(tmp_path, two_versions(p1, p1, 100, 0), name="plain.yaml")
     async with broken_collector(mode) as endpoint:
@@ -396,9 +399,12 @@ async def test_a_broken_collector_never_slows_or_fails_a_request(
             await wait_until(dropped, 10, 0.05, what=f"spans dropped ({reason}) counted")
         med_t, med_p = statistics.median(lat["traced"]), statistics.median(lat["plain"])
         # generous: the precise figure is benchmarks/tracing.py's; a request that waited on
-        # the collector would take its export timeout (2 s here)
+        # the collector would take an export: 2.4-3.6 s down (its retries), 2 s stalled
+        # (the timeout). The worst is judged against the untraced gateway's worst in this
+        # run, as loaded as it (an absolute 1 s failed at load 12: 1.83 s).
         assert med_t < 3 * med_p + 0.005, (mode, med_t, med_p)
-        assert max(lat["traced"]) < 1.0, (mode, max(lat["traced"]))
+        worst_t, worst_p = max(lat["traced"]), max(lat["plain"])
+        assert worst_t < worst_p + 1.5, (mode, worst_t, worst_p)
 
 
 def test_a_traced_request_head_carries_our_traceparent_only() -> None:
