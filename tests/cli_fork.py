@@ -56,6 +56,53 @@ def _recv(sock: socket.socket) -> Any:
     return json.loads(exactly(n))
 
 
+class Forked:
+    """A command forked from the server, shown as subprocess.Popen shows one: pid, poll,
+    wait, returncode, send_signal and kill. Its exit code comes over the server's socket
+    (the child is the server's, not ours); one whose parent went before it answered was
+    killed with it (PR_SET_PDEATHSIG), or by the signal we sent: -signal, as Popen says it."""
+
+    args: list[str]
+    pid: int
+
+    def _watch(self, sock: socket.socket) -> None:
+        """Wait in a thread for the exit code `sock` brings."""
+        self.returncode: int | None = None
+        self._signalled = 0
+        self._sock = sock
+        self._done = threading.Event()
+        threading.Thread(target=self._await_exit, daemon=True).start()
+
+    def _await_exit(self) -> None:
+        self._sock.settimeout(None)
+        try:
+            rc = int(_recv(self._sock)["rc"])
+        except (OSError, EOFError, ValueError):
+            rc = -(self._signalled or signal.SIGKILL)
+        finally:
+            self._sock.close()
+        self.returncode = rc
+        self._done.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            self._signalled = sig
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 # --------------------------------------------------------------------------- the server side
 
 

@@ -23,14 +23,13 @@ import os
 import resource
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
-from tests.cli_fork import ROOT, _die_with_the_server, _recv, _send, _server_path
+from tests.cli_fork import ROOT, Forked, _die_with_the_server, _recv, _send, _server_path
 
 # --------------------------------------------------------------------------- the server side
 
@@ -119,7 +118,7 @@ def _exit_as_python(argv: list[str]) -> None:
 # --------------------------------------------------------------------------- the test side
 
 
-class Started:
+class Started(Forked):
     """`killgate *argv` started as subprocess.Popen(stdout=log, stderr=STDOUT,
     start_new_session=True) starts it, forked from the server: pid (its session's and
     process group's), poll, wait, returncode, send_signal and kill as Popen's (the exit
@@ -127,7 +126,7 @@ class Started:
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str, log: int) -> None:
         self.args = ["killgate", *argv]
-        self.returncode: int | None = None
+        self.returncode = None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(30)
         sock.connect(_server_path())
@@ -136,38 +135,8 @@ class Started:
         _send(sock, {"argv": argv, "env": env, "cwd": cwd, "serve": True, "umask": umask,
                      "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)})
         socket.send_fds(sock, [b"F"], [log])
-        self.pid: int = _recv(sock)["pid"]
-        self._sock = sock
-        self._done = threading.Event()
-        threading.Thread(target=self._await_exit, daemon=True).start()
-
-    def _await_exit(self) -> None:
-        self._sock.settimeout(None)
-        try:
-            rc = int(_recv(self._sock)["rc"])
-        except (OSError, EOFError, ValueError):
-            rc = -signal.SIGKILL  # (its parent was killed: so was it, PR_SET_PDEATHSIG)
-        finally:
-            self._sock.close()
-        self.returncode = rc
-        self._done.set()
-
-    def poll(self) -> int | None:
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        if not self._done.wait(timeout):
-            raise subprocess.TimeoutExpired(self.args, timeout or 0)
-        assert self.returncode is not None
-        return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+        self.pid = _recv(sock)["pid"]
+        self._watch(sock)
 
 
 def started() -> None:

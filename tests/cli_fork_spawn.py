@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import threading
 import time
 from typing import Any
 
-from tests.cli_fork import _recv, _send, _server_path
+from tests.cli_fork import Forked, _recv, _send, _server_path
 
 #: every Spawned whose pipes are still open: close_all() (tests/conftest.py runs it at the
 #: end of each test) kills and closes them. Held here, a failed test's are never garbage
@@ -29,7 +28,7 @@ def close_all() -> None:
         proc.close()
 
 
-class Spawned:
+class Spawned(Forked):
     """`killgate *argv` started as subprocess.Popen(stdout=PIPE, stderr=PIPE, text=True)
     starts it, forked from the server: stdout and stderr are pipes read as the command
     writes them; poll, wait, communicate, kill and send_signal as Popen's. (Its exit code
@@ -41,8 +40,7 @@ class Spawned:
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
         self.args = ["killgate", *argv]
-        self.returncode: int | None = None
-        self._signalled = 0
+        self.returncode = None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(30)
         sock.connect(_server_path())
@@ -57,10 +55,8 @@ class Spawned:
         self.pid: int = _recv(sock)["pid"]
         self.stdout = open(rout)  # noqa: SIM115 - closed by communicate() or the caller
         self.stderr = open(rerr)  # noqa: SIM115
-        self._sock = sock
-        self._done = threading.Event()
         _open.add(self)
-        threading.Thread(target=self._await_exit, daemon=True).start()
+        self._watch(sock)
 
     def __enter__(self) -> Spawned:
         return self
@@ -77,35 +73,6 @@ class Spawned:
         for f in (self.stdout, self.stderr):
             f.close()
         _open.discard(self)
-
-    def _await_exit(self) -> None:
-        self._sock.settimeout(None)
-        try:
-            rc = int(_recv(self._sock)["rc"])
-        except (OSError, EOFError, ValueError):
-            rc = -(self._signalled or signal.SIGKILL)
-        finally:
-            self._sock.close()
-        self.returncode = rc
-        self._done.set()
-
-    def poll(self) -> int | None:
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        if not self._done.wait(timeout):
-            raise subprocess.TimeoutExpired(self.args, timeout or 0)
-        assert self.returncode is not None
-        return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
-            self._signalled = sig
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
 
     def communicate(self, input: str | None = None,
                     timeout: float | None = None) -> tuple[str, str]:
