@@ -39,7 +39,9 @@ log = logging.getLogger("killgate.state")
 FORMAT = 1
 MAX_BYTES = 1 << 20  # far more than any incident's kills; a bigger file is refused unread
 MAX_ENTRIES = 256
-MAX_MERGED = 64
+#: merged ids kept in the file: more than a whole journal, so a sibling that reads the file
+#: only after a merge of every entry still tells each merged one from one removed by hand
+MAX_MERGED = 2 * MAX_ENTRIES
 
 
 def journal_path(snapshot: Path | None) -> Path | None:
@@ -114,6 +116,9 @@ class LocalKills:
         #: the generation that holds it (an entry gone for that reason, not by hand)
         self.merged: dict[str, int] = {}
         self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime_ns) read
+        #: the file read last verified with the previous key only (a rotation's step 2):
+        #: re-signed with the current one (`reseal`) before step 3 refuses it
+        self.previous_key = False
 
     # ------------------------------------------------------------------ reading
 
@@ -135,6 +140,7 @@ class LocalKills:
         seen = self._stat()
         if seen is None:
             self._seen, self.entries, self.refused = None, (), None
+            self.previous_key = False
             return ()
         try:
             self.entries = self._decode(read_regular(self.path, MAX_BYTES + 1))  # type: ignore[arg-type]
@@ -146,7 +152,7 @@ class LocalKills:
                       error=str(exc), consequence="none of its kills is enforced or merged "
                       "into the store (signed with another key, edited, or another "
                       "deployment's); the next local kill moves it aside")
-            self.entries, self.refused = (), why
+            self.entries, self.refused, self.previous_key = (), why, False
         self._seen = seen
         return self.entries
 
@@ -155,7 +161,8 @@ class LocalKills:
             raise ValueError("not a regular file")
         if len(raw) > MAX_BYTES:
             raise ValueError(f"over {MAX_BYTES} bytes (not read)")
-        body, _ = self.keys.open(b"localkills", raw)
+        body, which = self.keys.open(b"localkills", raw)
+        self.previous_key = which == "previous"
         d = json.loads(body)
         if not isinstance(d, dict) or d.get("format") != FORMAT \
                 or d.get("deployment") != self.deployment \
@@ -171,7 +178,8 @@ class LocalKills:
 
     # ------------------------------------------------------------------ writing
 
-    def _locked(self, edit: Any, merged: dict[str, int] | None = None) -> tuple[LocalEntry, ...]:
+    def _locked(self, edit: Any, merged: dict[str, int] | None = None,
+                force: bool = False) -> tuple[LocalEntry, ...]:
         """Read the file under its lock, `edit` the entries, write them back."""
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +193,8 @@ class LocalKills:
                 event(log, "local_kills_moved_aside", logging.WARNING, path=str(self.path),
                       to=str(self.path) + ".refused")
             entries = tuple(edit(self.entries))
-            if entries == self.entries and self.refused is None and not merged:
+            if entries == self.entries and self.refused is None and not merged \
+                    and not (force and self.previous_key):
                 return entries
             body = json.dumps({"format": FORMAT, "deployment": self.deployment,
                                "kills": [e.plain() for e in entries],
@@ -211,6 +220,15 @@ class LocalKills:
 
         self._locked(edit)
         return kept[0] if kept else entry
+
+    def reseal(self) -> None:
+        """Re-sign a journal the previous key signed with the current one (a key rotation's
+        step 2): at step 3 the previous key is gone, and a genuine journal signed with it
+        would be refused whole, its kills no longer enforced nor merged."""
+        if self.previous_key and self.path is not None:
+            self._locked(lambda old: old, force=True)
+            event(log, "local_kills_resealed", logging.WARNING, path=str(self.path),
+                  why="signed with the previous state key: re-signed with the current one")
 
     def remove(self, ids: set[str], generation: int) -> None:
         """Drop entries merged into the store at `generation` (by id: one journaled again

@@ -67,6 +67,16 @@ class LocalKillKeeper:
         kill is lifted here, said loudly (`local_kill_dropped`)."""
         before = self.journal.entries
         entries = await asyncio.to_thread(self.journal.read)
+        if self.journal.previous_key:  # (a rotation's step 2: before step 3 refuses it)
+            try:
+                await asyncio.to_thread(self.journal.reseal)
+            except OSError as exc:
+                event(log, "local_kills_not_resealed", logging.ERROR,
+                      path=str(self.journal.path), error=str(exc),
+                      consequence="still signed with the previous state key: removing "
+                      "previous_signing_key (rotation step 3) would refuse these local "
+                      "kills; fix the volume first")
+            entries = self.journal.entries
         kept = {e.id for e in entries}
         for e in before:
             if e.id in kept:
