@@ -6,6 +6,9 @@ The journal file is real (flock, fsync, atomic rename), the keys real HMAC keys.
 
 from __future__ import annotations
 
+import os
+import resource
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,59 @@ def test_a_sibling_reading_after_a_big_merge_tells_every_merged_entry_from_a_dro
         merger.remove({e.id}, g)
     assert sibling.changed() and sibling.read() == ()
     assert set(sibling.merged) == ids
+
+
+def test_a_journal_that_cannot_be_read_for_a_moment_is_not_refused_nor_moved_aside(
+        tmp_path: Path) -> None:
+    """Found by review: any OSError reading the journal (out of file descriptors under
+    load, an I/O error) counted as a refused file: every local kill of the group lifted
+    (`local_kill_dropped`), and the next local kill moved the genuine file aside."""
+    path = tmp_path / "snap.json.local-kills"
+    keys = Keyring(Key.of(NEW), context="kgtest")
+    LocalKills(path, keys).add(_entry(1))
+    worker = LocalKills(path, keys)
+    assert [e.key for e in worker.read()] == ["version:r1:v2"]
+    LocalKills(path, keys).add(_entry(2))  # (a sibling's: the file changed)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(3)]
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+    try:
+        for fd in spare:  # (freed below the limit: nothing else may open meanwhile)
+            os.close(fd)
+        filler: list[int] = []
+        while True:  # (every descriptor below the limit taken)
+            try:
+                filler.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                break
+        try:
+            kept = worker.read()
+            with pytest.raises(OSError):  # (nothing written: 503 local_kill_not_kept)
+                worker.add(_entry(3))
+        finally:
+            for fd in filler:
+                os.close(fd)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [e.key for e in kept] == ["version:r1:v2"] and worker.refused is None
+    assert worker.unreadable is not None and worker.changed()  # (read again next poll)
+    assert not (tmp_path / "snap.json.local-kills.refused").exists()
+    assert [e.key for e in worker.read()] == ["version:r1:v2", "version:r2:v2"]
+
+
+def test_a_local_kill_that_would_make_the_journal_unreadable_is_not_journaled(
+        tmp_path: Path) -> None:
+    """Found by review: reasons are 1024 characters, written as \\uXXXX escapes (6 bytes
+    each): enough local kills wrote a journal over the 1 MiB read limit, which every
+    worker then refused whole (every local kill lifted, the next one moved it aside)."""
+    path = tmp_path / "snap.json.local-kills"
+    keys = Keyring(Key.of(NEW), context="kgtest")
+    journal = LocalKills(path, keys)
+    n = 0
+    with pytest.raises(ValueError, match="would be over"):
+        for n in range(256):  # (n: how many went in)
+            journal.add(replace(_entry(n), reason="\u732b" * 1024, actor="\u732c" * 1024))
+    assert n > 50
+    again = LocalKills(path, keys)
+    assert len(again.read()) == n and again.refused is None

@@ -119,6 +119,8 @@ class LocalKills:
         #: the file read last verified with the previous key only (a rotation's step 2):
         #: re-signed with the current one (`reseal`) before step 3 refuses it
         self.previous_key = False
+        #: why the file could not be read last (None: it could): not a verdict on it
+        self.unreadable: str | None = None
 
     # ------------------------------------------------------------------ reading
 
@@ -143,9 +145,26 @@ class LocalKills:
             self.previous_key = False
             return ()
         try:
-            self.entries = self._decode(read_regular(self.path, MAX_BYTES + 1))  # type: ignore[arg-type]
+            raw = read_regular(self.path, MAX_BYTES + 1)  # type: ignore[arg-type]
+        except FileNotFoundError:  # (removed by hand between the stat and the open)
+            self._seen, self.entries, self.refused = None, (), None
+            self.previous_key = False
+            return ()
+        except OSError as exc:
+            # could not be read now (out of file descriptors, an I/O error): no verdict on
+            # its content, so what was enforced stays enforced, and it is read again at the
+            # next poll (`_seen` kept); never refused (a refused file is moved aside)
+            if self.unreadable != str(exc):
+                event(log, "local_kills_unreadable", logging.ERROR, path=str(self.path),
+                      error=str(exc), consequence="the local kills read before stay "
+                      "enforced; read again at the next poll")
+            self.unreadable = str(exc)
+            return self.entries
+        self.unreadable = None
+        try:
+            self.entries = self._decode(raw)
             self.refused = None
-        except (Unverified, ValueError, TypeError, OSError) as exc:
+        except (Unverified, ValueError, TypeError) as exc:
             why = f"{self.path}: {exc}"
             if why != self.refused or seen != self._seen:
                 event(log, "local_kills_refused", logging.ERROR, path=str(self.path),
@@ -188,6 +207,8 @@ class LocalKills:
         with open(fd, "r+b") as lock:
             flock_within(lock.fileno(), lockname)
             self.read()
+            if self.unreadable is not None:  # (writing what this process knew would drop
+                raise OSError(f"{self.path} cannot be read: {self.unreadable}")  # siblings')
             if self.refused is not None and os.path.exists(self.path):
                 os.replace(self.path, self.path.with_name(self.path.name + ".refused"))
                 event(log, "local_kills_moved_aside", logging.WARNING, path=str(self.path),
@@ -200,7 +221,10 @@ class LocalKills:
                                "kills": [e.plain() for e in entries],
                                "merged": [[k, g] for k, g in {**self.merged, **(merged or {})}.items()][
                                    -MAX_MERGED:]}).encode()
-            atomic_write(self.path, self.keys.seal(b"localkills", body), 0o600)
+            sealed = self.keys.seal(b"localkills", body)
+            if len(sealed) > MAX_BYTES:  # (written, it would be refused whole when read)
+                raise ValueError(f"the journal would be over {MAX_BYTES} bytes")
+            atomic_write(self.path, sealed, 0o600)
             self.read()
             return self.entries
 
