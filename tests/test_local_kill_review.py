@@ -6,17 +6,25 @@ The journal file is real (flock, fsync, atomic rename), the keys real HMAC keys.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import ClientSession
 
 from gateway.state.localkills import LocalEntry, LocalKills
 from gateway.state.signing import Key, Keyring
+from tests.backends import echo_app
+from tests.conftest import GatewayProcess, RedisServer, wait_until
+from tests.staterig import redis_state
+from tests.test_killswitch import fixed_ports_config
+from tests.test_local_kill import V2, _call, _routes, _served
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(120)
 
 OLD = b"old-state-key-0123456789-abcdefghijklmnop"
 NEW = b"new-state-key-0123456789-abcdefghijklmnop"
@@ -118,3 +126,64 @@ def test_a_local_kill_that_would_make_the_journal_unreadable_is_not_journaled(
     assert n > 50
     again = LocalKills(path, keys)
     assert len(again.read()) == n and again.refused is None
+
+
+async def test_an_old_journal_put_back_does_not_re_kill_a_version_unkilled_after_its_merge(
+        tmp_path: Path, redis_server: RedisServer, backends: Any,
+        gateway_procs: Any) -> None:
+    """Found by review: a copy of a journal whose kill was merged and then lifted by an
+    unkill (after the incident's review), put back (a restored backup, or anyone who can
+    write to the snapshot folder), was merged again as a new kill `after_unkill`: the
+    version was killed fleet-wide once more, and the warning said it had been unkilled
+    "after the local kill was taken". Now the merge finds the genuine audit event that
+    merged that entry, drops it and says so (`kill.local_replayed`)."""
+    p1 = await backends(echo_app("v1"))
+    p2 = await backends(echo_app("v2"))
+    a = gateway_procs(fixed_ports_config(tmp_path, _routes(p1, p2),
+                                         redis_state(redis_server, tmp_path, "a"), "a"))
+    await asyncio.to_thread(a.wait_ready)
+    journal = tmp_path / "snapshot-a.json.local-kills"
+    async with ClientSession() as s:
+        redis_server.kill()
+        st, body = await _call(s, "POST", a.admin + "/v1/kill?local=1", V2)
+        assert st == 202 and body["local"] is True, body
+        old = journal.read_bytes()
+        redis_server.start()
+
+        async def local_kills() -> list[Any] | None:
+            st, doc = await _call(s, "GET", a.admin + "/v1/status")
+            return doc["store"]["local_kills"]["kills"] if st == 200 else None
+
+        async def v2_killed() -> bool:
+            st, doc = await _call(s, "GET", a.admin + "/v1/status")
+            assert st == 200, doc
+            return any(k["version"] == "v2" for k in doc["kills"])
+
+        await wait_until(lambda: _is(local_kills, []), 20, what="the local kill merged")
+        assert await v2_killed()
+        st, body = await _call(s, "POST", a.admin + "/v1/unkill?wait=0s",
+                               {**V2, "reason": "reviewed: v2 is fine"})
+        assert st == 200, body
+        await wait_until(lambda: _not(v2_killed), 10, what="v2 unkilled")
+
+        journal.write_bytes(old)  # (the old genuine journal, put back)
+        await wait_until(lambda: _replayed(s, a), 10, what="the replay named in the trail")
+        assert await local_kills() == []
+        assert not await v2_killed()
+        assert "v2" in await _served(s, a)
+        st, trail = await _call(s, "GET", a.admin + "/v1/audit?limit=100")
+        assert [e["action"] for e in trail["events"] if "local" in e] \
+            == ["kill.local_replayed", "kill"]
+
+
+async def _is(fn: Any, want: Any) -> bool:
+    return bool(await fn() == want)
+
+
+async def _not(fn: Any) -> bool:
+    return not await fn()
+
+
+async def _replayed(s: ClientSession, gw: GatewayProcess) -> bool:
+    st, trail = await _call(s, "GET", gw.admin + "/v1/audit?limit=100")
+    return st == 200 and any(e["action"] == "kill.local_replayed" for e in trail["events"])

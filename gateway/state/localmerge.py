@@ -24,7 +24,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gateway.domain import kills
-from gateway.domain.audit import AuditDraft, utc_now
+from gateway.domain.audit import AuditDraft, genuine, utc_now
 from gateway.domain.statedoc import KillFlag, StateDoc
 from gateway.errors import AuditError
 from gateway.errors_store import StateError
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["LocalKillKeeper", "after_unkill"]
 
 log = logging.getLogger("killgate.state")
+
+#: how far back (audit events, newest first) a merge looks for an entry merged before
+REPLAY_PAGES, REPLAY_PAGE = 20, 500
 
 
 def after_unkill(doc: StateDoc, e: LocalEntry) -> int | None:
@@ -169,6 +172,23 @@ class LocalKillKeeper:
         lifted = after_unkill(self.sync.holder.doc, e)
         local: dict[str, Any] = {"id": f"local:{e.id}", "instance": e.instance,
                                  "taken": e.time, "based_on": e.based_on}
+        target = {"scope": e.scope, "route": e.route, "version": e.version}
+        replayed = None if lifted is None else await self._merged_before(e)
+        if replayed is not None:
+            # (merged before, then lifted by an unkill: a copy of an old journal, never a
+            # kill taken since; committed again, it would undo that unkill unreviewed)
+            event(log, "local_kill_replayed", logging.ERROR, kill=e.key,
+                  id=f"local:{e.id}", merged_by=replayed, lifted_generation=lifted,
+                  consequence="not committed again and dropped from the journal: this entry "
+                  "was merged into the store before (that audit event) and an unkill lifted "
+                  "it since; the journal was put back from an old copy (a restored backup, "
+                  "or someone who can write to the snapshot folder)")
+            await self.sync.append_audit(AuditDraft(
+                e.actor, "kill.local_replayed", target, e.reason, None, None,
+                source=f"local:{e.instance}",
+                extra={"local": {**local, "replayed": {"merged_by": replayed,
+                                                       "lifted_generation": lifted}}}))
+            return self.sync.holder.doc.generation
         if lifted is not None:
             local["after_unkill"] = {"lifted_generation": lifted}
             event(log, "local_kill_after_unkill", logging.WARNING, kill=e.key,
@@ -177,7 +197,6 @@ class LocalKillKeeper:
                          "the local kill was taken; the local kill is committed all the "
                          "same (kills are never dropped silently): unkill it again if the "
                          "unkill made elsewhere should stand")
-        target = {"scope": e.scope, "route": e.route, "version": e.version}
 
         def change(cur: StateDoc) -> Any:
             return kills.kill(cur, e.scope, e.route, e.version, e.actor,  # type: ignore[arg-type]
@@ -201,3 +220,25 @@ class LocalKillKeeper:
               generation=new.generation, changed=ev is not None,
               audit_id=None if ev is None else ev.get("id"))
         return new.generation
+
+    async def _merged_before(self, e: LocalEntry) -> str | None:
+        """The id of a genuine audit event (its hash and MAC ours) that merged `e` into the
+        store already, or None. Read only when the store shows its key unkilled since `e`
+        was taken; newest first, back to the events older than `e` (a forged event cannot
+        make a genuine entry look replayed: its MAC is checked)."""
+        store = self.sync.store
+        keys, ident, before = store.audit_keys.keys(), f"local:{e.id}", None
+        for _ in range(REPLAY_PAGES):
+            page, before = await store.audit_page(REPLAY_PAGE, before)
+            for ev in page:
+                if not genuine(ev, keys):
+                    continue
+                local = ev.get("local")
+                if ev.get("action") in ("kill", "kill.local_merged") \
+                        and isinstance(local, dict) and local.get("id") == ident:
+                    return str(ev.get("id"))
+                if str(ev.get("time", "")) < e.time:
+                    return None
+            if before is None:
+                return None
+        return None
