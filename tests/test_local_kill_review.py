@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
+from gateway.domain.audit import utc_now
 from gateway.state.localkills import LocalEntry, LocalKills
 from gateway.state.signing import Key, Keyring
 from tests.backends import echo_app
-from tests.conftest import GatewayProcess, RedisServer, wait_until
+from tests.conftest import STATE_KEY, GatewayProcess, RedisServer, wait_until
 from tests.staterig import redis_state
 from tests.test_killswitch import fixed_ports_config
 from tests.test_local_kill import V2, _call, _routes, _served
@@ -187,3 +188,52 @@ async def _not(fn: Any) -> bool:
 async def _replayed(s: ClientSession, gw: GatewayProcess) -> bool:
     st, trail = await _call(s, "GET", gw.admin + "/v1/audit?limit=100")
     return st == 200 and any(e["action"] == "kill.local_replayed" for e in trail["events"])
+
+
+async def test_an_unkill_while_a_local_kill_is_held_says_the_traffic_stays_stopped_here(
+        tmp_path: Path, redis_server: RedisServer, backends: Any,
+        gateway_procs: Any) -> None:
+    """Found by review: with the store back and a local kill not merged yet (a sibling
+    holds the group's merge lock), `unkill` of that version answered 409 "there is no
+    version kill" and, once the store held a kill too, 200 unkilled: both while the
+    instance kept the version's traffic stopped (and merged the kill back a moment later).
+    Both answers now name the local kill that still stops it. Once merged, the kill
+    stands (`after_unkill`), not taken for a replayed journal."""
+    p1 = await backends(echo_app("v1"))
+    p2 = await backends(echo_app("v2"))
+    journal = tmp_path / "snapshot-a.json.local-kills"
+    ours = LocalKills(journal, Keyring(Key.of(STATE_KEY.encode()), context="kgtest"))
+    ours.add(LocalEntry.new("version", "iris", "v2", "alice", "v2 answers garbage", utc_now(),
+                            "gw-a", 0, True))
+    lock = ours.merge_lock()  # (a sibling merging: no merge here until it is freed)
+    assert lock is not None
+    try:
+        a = gateway_procs(fixed_ports_config(tmp_path, _routes(p1, p2),
+                                             redis_state(redis_server, tmp_path, "a"), "a"))
+        await asyncio.to_thread(a.wait_ready)
+        async with ClientSession() as s:
+            assert await _served(s, a, 10) == {"v1"}
+            st, body = await _call(s, "POST", a.admin + "/v1/unkill", V2)
+            assert st == 409 and body["error"]["type"] == "not_killed", body
+            assert "stopped by the local kill version:iris:v2 (local:" in \
+                body["error"]["message"], body
+            for op in ("kill", "unkill"):
+                st, body = await _call(s, "POST", a.admin + f"/v1/{op}?wait=0s",
+                                       {**V2, "reason": f"{op} through the store"})
+                assert st == 200 and body["changed"] is True, body
+            assert body["still_killed_locally"]["kill"] == "version:iris:v2", body
+            assert body["still_killed_locally"]["id"].startswith("local:")
+            assert await _served(s, a, 10) == {"v1"}
+            lock.close()
+
+            async def merged() -> bool:
+                st, doc = await _call(s, "GET", a.admin + "/v1/status")
+                return st == 200 and doc["store"]["local_kills"]["kills"] == [] and [
+                    (k["version"], k["local"]) for k in doc["kills"]] == [("v2", False)]
+
+            await wait_until(merged, 10, what="the local kill merged, after the unkill")
+            st, trail = await _call(s, "GET", a.admin + "/v1/audit?limit=100")
+            ev = next(e for e in trail["events"] if "local" in e)
+            assert ev["action"] == "kill" and "after_unkill" in ev["local"], ev
+    finally:
+        lock.close()
