@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -237,3 +238,58 @@ async def test_an_unkill_while_a_local_kill_is_held_says_the_traffic_stays_stopp
             assert ev["action"] == "kill" and "after_unkill" in ev["local"], ev
     finally:
         lock.close()
+
+
+async def test_a_merge_whose_journal_cannot_be_rewritten_is_not_committed_again_each_poll(
+        tmp_path: Path, redis_server: RedisServer, backends: Any,
+        gateway_procs: Any) -> None:
+    """Found by review: the volume of the snapshot gone read-only (ext4 remounts so on
+    errors) after the store came back: each poll committed the local kill again, found
+    it in the store, and appended one more `kill.local_merged` audit event before failing
+    to drop it from the journal: the trail flooded at the poll rate, forever. Now the
+    commit is made once; only the drop is tried again (the kill stays enforced)."""
+    p1 = await backends(echo_app("v1"))
+    p2 = await backends(echo_app("v2"))
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    a = gateway_procs(fixed_ports_config(tmp_path, _routes(p1, p2),
+                                         redis_state(redis_server, vol, "a"), "a"))
+    await asyncio.to_thread(a.wait_ready)
+    async with ClientSession() as s:
+        redis_server.kill()
+        st, body = await _call(s, "POST", a.admin + "/v1/kill?local=1", V2)
+        assert st == 202 and body["local"] is True, body
+        await _chattr("+i", vol)  # (read-only, even to root)
+        try:
+            redis_server.start()
+
+            def not_dropped() -> bool:
+                return "local_kill_not_dropped" in a.output()
+
+            await wait_until(lambda: asyncio.to_thread(not_dropped), 10,
+                             what="the merged entry not dropped (read-only volume)")
+            # (each poll, 100 ms, tried again: over a second, never committed again)
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 1.5
+            while loop.time() < until:
+                st, trail = await _call(s, "GET", a.admin + "/v1/audit?limit=100")
+                assert st == 200
+                assert [e["action"] for e in trail["events"] if "local" in e] == ["kill"], \
+                    trail
+                await asyncio.sleep(0.1)
+            assert a.output().count("local_kill_not_dropped") == 1
+            assert "v2" not in await _served(s, a, 10)
+        finally:
+            await _chattr("-i", vol)
+
+        async def dropped() -> bool:
+            st, doc = await _call(s, "GET", a.admin + "/v1/status")
+            return st == 200 and doc["store"]["local_kills"]["kills"] == []
+
+        await wait_until(dropped, 10, what="the entry dropped once the volume is writable")
+        st, trail = await _call(s, "GET", a.admin + "/v1/audit?limit=100")
+        assert [e["action"] for e in trail["events"] if "local" in e] == ["kill"], trail
+
+
+async def _chattr(flag: str, path: Path) -> None:
+    await asyncio.to_thread(subprocess.run, ["chattr", flag, str(path)], check=True)

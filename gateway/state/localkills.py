@@ -206,6 +206,7 @@ class LocalKills:
         fd = os.open(lockname, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "r+b") as lock:
             flock_within(lock.fileno(), lockname)
+            self.merge_lock_file()
             self.read()
             if self.unreadable is not None:  # (writing what this process knew would drop
                 raise OSError(f"{self.path} cannot be read: {self.unreadable}")  # siblings')
@@ -260,13 +261,22 @@ class LocalKills:
         self._locked(lambda old: tuple(e for e in old if e.id not in ids),
                      dict.fromkeys(sorted(ids), generation))
 
+    def merge_lock_file(self) -> None:
+        """Create the merge lock's file with the journal (while its volume is writable)."""
+        assert self.path is not None
+        name = self.path.with_name(self.path.name + ".merge")
+        os.close(os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+
     def merge_lock(self) -> IO[bytes] | None:
         """The group's merge lock (`<path>.merge`), taken without waiting; None when a
         sibling holds it. Released as the returned file is closed."""
         assert self.path is not None
         name = self.path.with_name(self.path.name + ".merge")
-        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        f = open(fd, "r+b")  # noqa: SIM115 - the caller closes it (the lock's life)
+        try:  # (read only: a volume gone read-only must not stop the merge into the store)
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        f = open(fd, "rb")  # noqa: SIM115 - the caller closes it (the lock's life)
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

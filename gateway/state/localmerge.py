@@ -59,6 +59,10 @@ class LocalKillKeeper:
         #: enforced here until this process holds that generation (no gap between the
         #: journal's entry gone and the store's kill applied)
         self._held_back: dict[str, tuple[KillFlag, int]] = {}
+        #: entries this process committed whose drop from the journal failed (a volume
+        #: gone read-only, full): id -> the generation that holds it; the drop is tried
+        #: again, the commit not (each round appended a `kill.local_merged` event)
+        self._committed: dict[str, int] = {}
 
     @property
     def entries(self) -> tuple[LocalEntry, ...]:
@@ -152,10 +156,23 @@ class LocalKillKeeper:
             try:
                 await self.load()
                 for e in self.journal.entries:
-                    generation = await self._merge_one(e)
-                    await asyncio.to_thread(self.journal.remove, {e.id}, generation)
+                    generation = self._committed.get(e.id)
+                    first = generation is None
+                    if generation is None:
+                        generation = self._committed[e.id] = await self._merge_one(e)
+                        self.merged += 1
+                    try:
+                        await asyncio.to_thread(self.journal.remove, {e.id}, generation)
+                    except OSError as exc:  # (in the store: the others are committed too)
+                        if first:
+                            event(log, "local_kill_not_dropped", logging.ERROR, kill=e.key,
+                                  generation=generation, error=str(exc),
+                                  consequence="committed into the store (the fleet enforces "
+                                  "it) but the journal cannot be rewritten: still listed and "
+                                  "enforced here, dropped once its volume is writable")
+                        continue
+                    del self._committed[e.id]
                     self.enforce()
-                    self.merged += 1
             finally:
                 held.close()
 
