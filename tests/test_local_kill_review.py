@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
+from gateway.cli.statuswarn import store_warnings
 from gateway.domain.audit import utc_now
 from gateway.state.localkills import LocalEntry, LocalKills
 from gateway.state.signing import Key, Keyring
@@ -278,6 +279,11 @@ async def test_a_merge_whose_journal_cannot_be_rewritten_is_not_committed_again_
                     trail
                 await asyncio.sleep(0.1)
             assert a.output().count("local_kill_not_dropped") == 1
+            st, doc = await _call(s, "GET", a.admin + "/v1/status")
+            [entry] = doc["store"]["local_kills"]["kills"]
+            assert entry["in_store"] >= 1, entry  # (not "not in store": it is)
+            assert "LOCAL KILL MERGED, JOURNAL NOT REWRITTEN: version:iris:v2 is in the " \
+                "store" in "\n".join(store_warnings(doc))
             assert "v2" not in await _served(s, a, 10)
         finally:
             await _chattr("-i", vol)

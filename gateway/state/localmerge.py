@@ -123,7 +123,9 @@ class LocalKillKeeper:
 
     def public(self) -> dict[str, Any]:
         """What /v1/status says of them."""
-        return {"kills": [e.public() for e in self.journal.entries],
+        return {"kills": [{**e.public(), **({"in_store": self._committed[e.id]}
+                                            if e.id in self._committed else {})}
+                          for e in self.journal.entries],
                 "refused": self.journal.refused, "merged": self.merged}
 
     async def run(self, interval: float) -> None:
