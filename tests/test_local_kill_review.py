@@ -25,7 +25,7 @@ from tests.backends import echo_app
 from tests.conftest import STATE_KEY, GatewayProcess, RedisServer, wait_until
 from tests.staterig import redis_state
 from tests.test_killswitch import fixed_ports_config
-from tests.test_local_kill import V2, _call, _routes, _served
+from tests.test_local_kill import V2, _call, _metric, _routes, _served
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -282,6 +282,7 @@ async def test_a_merge_whose_journal_cannot_be_rewritten_is_not_committed_again_
             st, doc = await _call(s, "GET", a.admin + "/v1/status")
             [entry] = doc["store"]["local_kills"]["kills"]
             assert entry["in_store"] >= 1, entry  # (not "not in store": it is)
+            assert await _metric(s, a, "killgate_local_kills") == 0.0  # (no page for it)
             assert "LOCAL KILL MERGED, JOURNAL NOT REWRITTEN: version:iris:v2 is in the " \
                 "store" in "\n".join(store_warnings(doc))
             assert "v2" not in await _served(s, a, 10)

@@ -121,6 +121,11 @@ class LocalKillKeeper:
                   "--workers group) only; merged into the store when it answers")
         return kept.public(), kept is entry
 
+    @property
+    def not_in_store(self) -> int:
+        """The journal's entries not committed into the store (killgate_local_kills)."""
+        return sum(e.id not in self._committed for e in self.journal.entries)
+
     def public(self) -> dict[str, Any]:
         """What /v1/status says of them."""
         return {"kills": [{**e.public(), **({"in_store": self._committed[e.id]}
