@@ -17,13 +17,17 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
+from gateway.admin.localkill import in_force
 from gateway.cli.statuswarn import store_warnings
+from gateway.domain import kills
 from gateway.domain.audit import utc_now
+from gateway.domain.statedoc import StateDoc, apply_change
 from gateway.state.localkills import LocalEntry, LocalKills
 from gateway.state.signing import Key, Keyring
 from tests.backends import echo_app
 from tests.conftest import STATE_KEY, GatewayProcess, RedisServer, wait_until
 from tests.staterig import redis_state
+from tests.test_kills import production_drill
 from tests.test_killswitch import fixed_ports_config
 from tests.test_local_kill import V2, _call, _metric, _routes, _served
 
@@ -300,3 +304,17 @@ async def test_a_merge_whose_journal_cannot_be_rewritten_is_not_committed_again_
 
 async def _chattr(flag: str, path: Path) -> None:
     await asyncio.to_thread(subprocess.run, ["chattr", flag, str(path)], check=True)
+
+
+def test_a_local_kill_of_what_a_drill_killed_is_kept_not_answered_in_force() -> None:
+    """Found by review: with the store down during a production drill that killed v2,
+    `kill --local` of v2 (the real v2 gone bad) answered "in force already, nothing kept
+    locally": the drill's restore then lifted it, and the operator's kill was never
+    recorded. The local path now follows the kill rule: a drill's kill is taken over."""
+    drill = production_drill()
+    assert in_force(drill, {"scope": "version", "route": "iris", "version": "v2"}, True) \
+        is None
+    doc = apply_change(StateDoc(), kills.kill(StateDoc(), "version", "iris", "v2", "bob",
+                                              "why", "t"))
+    flag = in_force(doc, {"scope": "version", "route": "iris", "version": "v2"}, True)
+    assert flag is not None and flag.actor == "bob"

@@ -18,10 +18,11 @@ from aiohttp import web
 
 from gateway.admin import inputs
 from gateway.admin.ports import Current, LocalKiller
-from gateway.domain.statedoc import kill_key
+from gateway.domain import kills
+from gateway.domain.statedoc import KillFlag, StateDoc, kill_key
 from gateway.errors import ApiError, ConflictingState
 
-__all__ = ["HINT", "asked", "held", "not_killed", "take"]
+__all__ = ["HINT", "asked", "held", "in_force", "not_killed", "take"]
 
 #: what the 503 of a kill the store cannot commit adds: the lever
 HINT = ("; for an emergency kill on this instance only while the store is away, send the "
@@ -50,7 +51,7 @@ async def take(local: LocalKiller | None, current: Current, target: dict[str, An
                        "this instance keeps no local kills")
     scope, route, version = target["scope"], target.get("route"), target.get("version")
     key = kill_key(scope, route, version)
-    flag = current.doc.kills.get(key)
+    flag = in_force(current.doc, target, bool(args.get("abort_inflight", True)))
     if flag is not None:  # (in force from the store already: nothing to keep locally)
         return web.json_response({"kill": key, "changed": False, "local": False,
                                   "id": flag.ident(), "store": why})
@@ -100,3 +101,15 @@ def not_killed(exc: ConflictingState, note: dict[str, Any]) -> ConflictingState:
                             f"{note['actor']}, {note['time']}), not in the store yet: it is "
                             "merged into the store as a kill when the store answers, then "
                             "unkill it")
+
+
+def in_force(doc: StateDoc, target: dict[str, Any], abort: bool) -> KillFlag | None:
+    """The store's kill that makes a kill of `target` change nothing (the one kill rule,
+    domain/kills.py), or None. Not a kill a drill made (its restore lifts it: a person's
+    kill takes it over) nor one a re-seed carried: answered "in force already", the local
+    kill was not kept, and the drill's restore lifted the operator's emergency stop."""
+    scope, route, version = target["scope"], target.get("route"), target.get("version")
+    flag = doc.kills.get(kill_key(scope, route, version))
+    if flag is None or kills.kill(doc, scope, route, version, "", "", "", abort) is not None:
+        return None
+    return flag
