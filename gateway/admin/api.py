@@ -65,6 +65,7 @@ from gateway.domain.diff import config_dict
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import (
     ApiError,
+    ConflictingState,
     Forbidden,
     NotDurable,
     StoreOutcomeUnknown,
@@ -239,6 +240,8 @@ class AdminApi:
                 body["audit_id"] = ev["id"]
             if glass:
                 body["break_glass"] = True
+            if action == "unkill" and (note := localkill.held(self.local, intent.target)):
+                body["still_killed_locally"] = note  # (lifted in the store, not here)
             return Done(body, new.generation, event=ev)
 
         async def op() -> Done:
@@ -279,8 +282,14 @@ class AdminApi:
             return answer(plan, new, ev)
 
         if action != "kill":
-            return await self.writer.run(request, principal.subject, wait, op, rid, peer,
-                                         intent.trace_id)
+            try:
+                return await self.writer.run(request, principal.subject, wait, op, rid, peer,
+                                             intent.trace_id)
+            except ConflictingState as exc:
+                note = localkill.held(self.local, intent.target)
+                if exc.type != "not_killed" or note is None:
+                    raise
+                raise localkill.not_killed(exc, note) from exc
         try:
             return await self.writer.run(request, principal.subject, wait, op, rid, peer,
                                          intent.trace_id)

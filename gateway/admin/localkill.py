@@ -18,11 +18,11 @@ from aiohttp import web
 
 from gateway.admin import inputs
 from gateway.admin.ports import Current, LocalKiller
-from gateway.domain import drills
-from gateway.domain.statedoc import kill_key
-from gateway.errors import ApiError
+from gateway.domain import kills
+from gateway.domain.statedoc import KillFlag, StateDoc, kill_key
+from gateway.errors import ApiError, ConflictingState
 
-__all__ = ["HINT", "asked", "take"]
+__all__ = ["HINT", "asked", "held", "in_force", "not_killed", "take"]
 
 #: what the 503 of a kill the store cannot commit adds: the lever
 HINT = ("; for an emergency kill on this instance only while the store is away, send the "
@@ -51,11 +51,8 @@ async def take(local: LocalKiller | None, current: Current, target: dict[str, An
                        "this instance keeps no local kills")
     scope, route, version = target["scope"], target.get("route"), target.get("version")
     key = kill_key(scope, route, version)
-    flag = current.doc.kills.get(key)
-    # (in force from the store already: nothing to keep locally; unless an open drill made
-    # it: its restore would lift it, and the kill asked for with it, so it is kept here and
-    # merged as a kill of its own, taking the drill's over as any kill does)
-    if flag is not None and not drills.holds_kill(current.doc, key):
+    flag = in_force(current.doc, target, bool(args.get("abort_inflight", True)))
+    if flag is not None:  # (in force from the store already: nothing to keep locally)
         return web.json_response({"kill": key, "changed": False, "local": False,
                                   "id": flag.ident(), "store": why})
     try:
@@ -74,3 +71,45 @@ async def take(local: LocalKiller | None, current: Current, target: dict[str, An
         "merge": "committed into the state store as a kill like any other when it "
                  "answers (audited then); `killgate status` shows it until then"},
         status=202)
+
+
+def held(local: LocalKiller | None, target: dict[str, Any]) -> dict[str, Any] | None:
+    """The local kill (not in the store yet) that stops `target`'s traffic on this instance:
+    its own key's, or a wider one (the route's, global); None when there is none. An unkill
+    through the store does not lift it (it is merged as a kill when the store answers)."""
+    if local is None:
+        return None
+    scope, route = target.get("scope"), target.get("route")
+    keys = [kill_key(scope, route, target.get("version"))]  # type: ignore[arg-type]
+    if scope != "global":
+        keys.append("global")
+    if scope == "version":
+        keys.append(kill_key("route", route, None))
+    mine = {e["kill"]: e for e in local.public()["kills"]}
+    e = next((mine[k] for k in keys if k in mine), None)
+    return None if e is None else {
+        "kill": e["kill"], "id": e["id"], "actor": e["actor"], "time": e["time"],
+        "why": "a local kill taken while the state store could not commit, not in it yet: "
+               "an unkill does not lift it; it is merged into the store as a kill when the "
+               "store answers, then unkill it there (or remove it from the journal by hand)"}
+
+
+def not_killed(exc: ConflictingState, note: dict[str, Any]) -> ConflictingState:
+    """A `not_killed` that says the traffic is still stopped here by a local kill."""
+    return ConflictingState(exc.type, f"{exc.message}; but on this instance its traffic is "
+                            f"stopped by the local kill {note['kill']} ({note['id']}, "
+                            f"{note['actor']}, {note['time']}), not in the store yet: it is "
+                            "merged into the store as a kill when the store answers, then "
+                            "unkill it")
+
+
+def in_force(doc: StateDoc, target: dict[str, Any], abort: bool) -> KillFlag | None:
+    """The store's kill that makes a kill of `target` change nothing (the one kill rule,
+    domain/kills.py), or None. Not a kill a drill made (its restore lifts it: a person's
+    kill takes it over) nor one a re-seed carried: answered "in force already", the local
+    kill was not kept, and the drill's restore lifted the operator's emergency stop."""
+    scope, route, version = target["scope"], target.get("route"), target.get("version")
+    flag = doc.kills.get(kill_key(scope, route, version))
+    if flag is None or kills.kill(doc, scope, route, version, "", "", "", abort) is not None:
+        return None
+    return flag

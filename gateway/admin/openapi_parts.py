@@ -33,6 +33,13 @@ RECEIPT = {
         "still_killed_by": {"type": "string", "description": "an unkill: the key of a wider "
                             "kill (global, or the version's route) that still stops the "
                             "same traffic"},
+        "still_killed_locally": {
+            "type": "object", "description": "an unkill: the emergency local kill (not in "
+            "the store yet) that still stops the same traffic on the instance that answered; "
+            "merged into the store as a kill when it answers",
+            "properties": {"kill": {"type": "string"}, "id": {"type": "string"},
+                           "actor": {"type": "string"}, "time": {"type": "string"},
+                           "why": {"type": "string"}}},
         "to": {"type": "string", "description": "a rollback: the version it made stable "
                "(without `to`, the previous stable it went to)"},
         "warnings": {"type": "array", "items": {"type": "string"}, "description": "a "

@@ -129,6 +129,13 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
         out.append(f"STORE ERROR: {store['last_error']}")
     local = store.get("local_kills") or {}
     for k in local.get("kills") or ():
+        if k.get("in_store") is not None:  # (committed; its journal cannot be rewritten)
+            out.append(f"LOCAL KILL MERGED, JOURNAL NOT REWRITTEN: {clean_text(str(k.get('kill')), 200)}"
+                       f" is in the store (generation {clean_text(str(k['in_store']), 20)}: the "
+                       "fleet enforces it) but its journal cannot be rewritten (a read-only or "
+                       "full volume of state.snapshot_path): still enforced here, even after "
+                       "an unkill, until it can be")
+            continue
         out.append(f"LOCAL KILL NOT IN STORE: {clean_text(str(k.get('kill')), 200)} (taken "
                    f"{clean_text(str(k.get('time')), 40)} by {clean_text(str(k.get('actor')), 200)}"
                    f" on {clean_text(str(k.get('instance')), 200)}): enforced on this instance "

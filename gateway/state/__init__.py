@@ -81,5 +81,5 @@ def make_sync(loaded: LoadedConfig, holder: Holder, metrics: Metrics,
     # emergency local kills: taken while the store cannot commit, merged when it returns
     sync.local = local = LocalKillKeeper(sync, LocalKills(journal_path(snapshot.path), keys),
                                          holder.set_local_kills)
-    metrics.collector(lambda m: m.set("killgate_local_kills", float(len(local.entries))))
+    metrics.collector(lambda m: m.set("killgate_local_kills", float(local.not_in_store)))
     return sync

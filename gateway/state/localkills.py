@@ -39,7 +39,9 @@ log = logging.getLogger("killgate.state")
 FORMAT = 1
 MAX_BYTES = 1 << 20  # far more than any incident's kills; a bigger file is refused unread
 MAX_ENTRIES = 256
-MAX_MERGED = 64
+#: merged ids kept in the file: more than a whole journal, so a sibling that reads the file
+#: only after a merge of every entry still tells each merged one from one removed by hand
+MAX_MERGED = 2 * MAX_ENTRIES
 
 
 def journal_path(snapshot: Path | None) -> Path | None:
@@ -114,6 +116,11 @@ class LocalKills:
         #: the generation that holds it (an entry gone for that reason, not by hand)
         self.merged: dict[str, int] = {}
         self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime_ns) read
+        #: the file read last verified with the previous key only (a rotation's step 2):
+        #: re-signed with the current one (`reseal`) before step 3 refuses it
+        self.previous_key = False
+        #: why the file could not be read last (None: it could): not a verdict on it
+        self.unreadable: str | None = None
 
     # ------------------------------------------------------------------ reading
 
@@ -135,18 +142,36 @@ class LocalKills:
         seen = self._stat()
         if seen is None:
             self._seen, self.entries, self.refused = None, (), None
+            self.previous_key = False
             return ()
         try:
-            self.entries = self._decode(read_regular(self.path, MAX_BYTES + 1))  # type: ignore[arg-type]
+            raw = read_regular(self.path, MAX_BYTES + 1)  # type: ignore[arg-type]
+        except FileNotFoundError:  # (removed by hand between the stat and the open)
+            self._seen, self.entries, self.refused = None, (), None
+            self.previous_key = False
+            return ()
+        except OSError as exc:
+            # could not be read now (out of file descriptors, an I/O error): no verdict on
+            # its content, so what was enforced stays enforced, and it is read again at the
+            # next poll (`_seen` kept); never refused (a refused file is moved aside)
+            if self.unreadable != str(exc):
+                event(log, "local_kills_unreadable", logging.ERROR, path=str(self.path),
+                      error=str(exc), consequence="the local kills read before stay "
+                      "enforced; read again at the next poll")
+            self.unreadable = str(exc)
+            return self.entries
+        self.unreadable = None
+        try:
+            self.entries = self._decode(raw)
             self.refused = None
-        except (Unverified, ValueError, TypeError, OSError) as exc:
+        except (Unverified, ValueError, TypeError) as exc:
             why = f"{self.path}: {exc}"
             if why != self.refused or seen != self._seen:
                 event(log, "local_kills_refused", logging.ERROR, path=str(self.path),
                       error=str(exc), consequence="none of its kills is enforced or merged "
                       "into the store (signed with another key, edited, or another "
                       "deployment's); the next local kill moves it aside")
-            self.entries, self.refused = (), why
+            self.entries, self.refused, self.previous_key = (), why, False
         self._seen = seen
         return self.entries
 
@@ -155,7 +180,8 @@ class LocalKills:
             raise ValueError("not a regular file")
         if len(raw) > MAX_BYTES:
             raise ValueError(f"over {MAX_BYTES} bytes (not read)")
-        body, _ = self.keys.open(b"localkills", raw)
+        body, which = self.keys.open(b"localkills", raw)
+        self.previous_key = which == "previous"
         d = json.loads(body)
         if not isinstance(d, dict) or d.get("format") != FORMAT \
                 or d.get("deployment") != self.deployment \
@@ -171,7 +197,8 @@ class LocalKills:
 
     # ------------------------------------------------------------------ writing
 
-    def _locked(self, edit: Any, merged: dict[str, int] | None = None) -> tuple[LocalEntry, ...]:
+    def _locked(self, edit: Any, merged: dict[str, int] | None = None,
+                force: bool = False) -> tuple[LocalEntry, ...]:
         """Read the file under its lock, `edit` the entries, write them back."""
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,19 +206,26 @@ class LocalKills:
         fd = os.open(lockname, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "r+b") as lock:
             flock_within(lock.fileno(), lockname)
+            self.merge_lock_file()
             self.read()
+            if self.unreadable is not None:  # (writing what this process knew would drop
+                raise OSError(f"{self.path} cannot be read: {self.unreadable}")  # siblings')
             if self.refused is not None and os.path.exists(self.path):
                 os.replace(self.path, self.path.with_name(self.path.name + ".refused"))
                 event(log, "local_kills_moved_aside", logging.WARNING, path=str(self.path),
                       to=str(self.path) + ".refused")
             entries = tuple(edit(self.entries))
-            if entries == self.entries and self.refused is None and not merged:
+            if entries == self.entries and self.refused is None and not merged \
+                    and not (force and self.previous_key):
                 return entries
             body = json.dumps({"format": FORMAT, "deployment": self.deployment,
                                "kills": [e.plain() for e in entries],
                                "merged": [[k, g] for k, g in {**self.merged, **(merged or {})}.items()][
                                    -MAX_MERGED:]}).encode()
-            atomic_write(self.path, self.keys.seal(b"localkills", body), 0o600)
+            sealed = self.keys.seal(b"localkills", body)
+            if len(sealed) > MAX_BYTES:  # (written, it would be refused whole when read)
+                raise ValueError(f"the journal would be over {MAX_BYTES} bytes")
+            atomic_write(self.path, sealed, 0o600)
             self.read()
             return self.entries
 
@@ -212,19 +246,37 @@ class LocalKills:
         self._locked(edit)
         return kept[0] if kept else entry
 
+    def reseal(self) -> None:
+        """Re-sign a journal the previous key signed with the current one (a key rotation's
+        step 2): at step 3 the previous key is gone, and a genuine journal signed with it
+        would be refused whole, its kills no longer enforced nor merged."""
+        if self.previous_key and self.path is not None:
+            self._locked(lambda old: old, force=True)
+            event(log, "local_kills_resealed", logging.WARNING, path=str(self.path),
+                  why="signed with the previous state key: re-signed with the current one")
+
     def remove(self, ids: set[str], generation: int) -> None:
         """Drop entries merged into the store at `generation` (by id: one journaled again
         since is kept); the file names them merged, with that generation."""
         self._locked(lambda old: tuple(e for e in old if e.id not in ids),
                      dict.fromkeys(sorted(ids), generation))
 
+    def merge_lock_file(self) -> None:
+        """Create the merge lock's file with the journal (while its volume is writable)."""
+        assert self.path is not None
+        name = self.path.with_name(self.path.name + ".merge")
+        os.close(os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+
     def merge_lock(self) -> IO[bytes] | None:
         """The group's merge lock (`<path>.merge`), taken without waiting; None when a
         sibling holds it. Released as the returned file is closed."""
         assert self.path is not None
         name = self.path.with_name(self.path.name + ".merge")
-        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        f = open(fd, "r+b")  # noqa: SIM115 - the caller closes it (the lock's life)
+        try:  # (read only: a volume gone read-only must not stop the merge into the store)
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        f = open(fd, "rb")  # noqa: SIM115 - the caller closes it (the lock's life)
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -24,7 +24,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gateway.domain import kills
-from gateway.domain.audit import AuditDraft, utc_now
+from gateway.domain.audit import AuditDraft, genuine, utc_now
 from gateway.domain.statedoc import KillFlag, StateDoc
 from gateway.errors import AuditError
 from gateway.errors_store import StateError
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["LocalKillKeeper", "after_unkill"]
 
 log = logging.getLogger("killgate.state")
+
+#: how far back (audit events, newest first) a merge looks for an entry merged before
+REPLAY_PAGES, REPLAY_PAGE = 20, 500
 
 
 def after_unkill(doc: StateDoc, e: LocalEntry) -> int | None:
@@ -56,6 +59,10 @@ class LocalKillKeeper:
         #: enforced here until this process holds that generation (no gap between the
         #: journal's entry gone and the store's kill applied)
         self._held_back: dict[str, tuple[KillFlag, int]] = {}
+        #: entries this process committed whose drop from the journal failed (a volume
+        #: gone read-only, full): id -> the generation that holds it; the drop is tried
+        #: again, the commit not (each round appended a `kill.local_merged` event)
+        self._committed: dict[str, int] = {}
 
     @property
     def entries(self) -> tuple[LocalEntry, ...]:
@@ -67,6 +74,16 @@ class LocalKillKeeper:
         kill is lifted here, said loudly (`local_kill_dropped`)."""
         before = self.journal.entries
         entries = await asyncio.to_thread(self.journal.read)
+        if self.journal.previous_key:  # (a rotation's step 2: before step 3 refuses it)
+            try:
+                await asyncio.to_thread(self.journal.reseal)
+            except OSError as exc:
+                event(log, "local_kills_not_resealed", logging.ERROR,
+                      path=str(self.journal.path), error=str(exc),
+                      consequence="still signed with the previous state key: removing "
+                      "previous_signing_key (rotation step 3) would refuse these local "
+                      "kills; fix the volume first")
+            entries = self.journal.entries
         kept = {e.id for e in entries}
         for e in before:
             if e.id in kept:
@@ -104,9 +121,16 @@ class LocalKillKeeper:
                   "--workers group) only; merged into the store when it answers")
         return kept.public(), kept is entry
 
+    @property
+    def not_in_store(self) -> int:
+        """The journal's entries not committed into the store (killgate_local_kills)."""
+        return sum(e.id not in self._committed for e in self.journal.entries)
+
     def public(self) -> dict[str, Any]:
         """What /v1/status says of them."""
-        return {"kills": [e.public() for e in self.journal.entries],
+        return {"kills": [{**e.public(), **({"in_store": self._committed[e.id]}
+                                            if e.id in self._committed else {})}
+                          for e in self.journal.entries],
                 "refused": self.journal.refused, "merged": self.merged}
 
     async def run(self, interval: float) -> None:
@@ -139,10 +163,23 @@ class LocalKillKeeper:
             try:
                 await self.load()
                 for e in self.journal.entries:
-                    generation = await self._merge_one(e)
-                    await asyncio.to_thread(self.journal.remove, {e.id}, generation)
+                    generation = self._committed.get(e.id)
+                    first = generation is None
+                    if generation is None:
+                        generation = self._committed[e.id] = await self._merge_one(e)
+                        self.merged += 1
+                    try:
+                        await asyncio.to_thread(self.journal.remove, {e.id}, generation)
+                    except OSError as exc:  # (in the store: the others are committed too)
+                        if first:
+                            event(log, "local_kill_not_dropped", logging.ERROR, kill=e.key,
+                                  generation=generation, error=str(exc),
+                                  consequence="committed into the store (the fleet enforces "
+                                  "it) but the journal cannot be rewritten: still listed and "
+                                  "enforced here, dropped once its volume is writable")
+                        continue
+                    del self._committed[e.id]
                     self.enforce()
-                    self.merged += 1
             finally:
                 held.close()
 
@@ -159,6 +196,23 @@ class LocalKillKeeper:
         lifted = after_unkill(self.sync.holder.doc, e)
         local: dict[str, Any] = {"id": f"local:{e.id}", "instance": e.instance,
                                  "taken": e.time, "based_on": e.based_on}
+        target = {"scope": e.scope, "route": e.route, "version": e.version}
+        replayed = None if lifted is None else await self._merged_before(e)
+        if replayed is not None:
+            # (merged before, then lifted by an unkill: a copy of an old journal, never a
+            # kill taken since; committed again, it would undo that unkill unreviewed)
+            event(log, "local_kill_replayed", logging.ERROR, kill=e.key,
+                  id=f"local:{e.id}", merged_by=replayed, lifted_generation=lifted,
+                  consequence="not committed again and dropped from the journal: this entry "
+                  "was merged into the store before (that audit event) and an unkill lifted "
+                  "it since; the journal was put back from an old copy (a restored backup, "
+                  "or someone who can write to the snapshot folder)")
+            await self.sync.append_audit(AuditDraft(
+                e.actor, "kill.local_replayed", target, e.reason, None, None,
+                source=f"local:{e.instance}",
+                extra={"local": {**local, "replayed": {"merged_by": replayed,
+                                                       "lifted_generation": lifted}}}))
+            return self.sync.holder.doc.generation
         if lifted is not None:
             local["after_unkill"] = {"lifted_generation": lifted}
             event(log, "local_kill_after_unkill", logging.WARNING, kill=e.key,
@@ -167,7 +221,6 @@ class LocalKillKeeper:
                          "the local kill was taken; the local kill is committed all the "
                          "same (kills are never dropped silently): unkill it again if the "
                          "unkill made elsewhere should stand")
-        target = {"scope": e.scope, "route": e.route, "version": e.version}
 
         def change(cur: StateDoc) -> Any:
             return kills.kill(cur, e.scope, e.route, e.version, e.actor,  # type: ignore[arg-type]
@@ -191,3 +244,25 @@ class LocalKillKeeper:
               generation=new.generation, changed=ev is not None,
               audit_id=None if ev is None else ev.get("id"))
         return new.generation
+
+    async def _merged_before(self, e: LocalEntry) -> str | None:
+        """The id of a genuine audit event (its hash and MAC ours) that merged `e` into the
+        store already, or None. Read only when the store shows its key unkilled since `e`
+        was taken; newest first, back to the events older than `e` (a forged event cannot
+        make a genuine entry look replayed: its MAC is checked)."""
+        store = self.sync.store
+        keys, ident, before = store.audit_keys.keys(), f"local:{e.id}", None
+        for _ in range(REPLAY_PAGES):
+            page, before = await store.audit_page(REPLAY_PAGE, before)
+            for ev in page:
+                if not genuine(ev, keys):
+                    continue
+                local = ev.get("local")
+                if ev.get("action") in ("kill", "kill.local_merged") \
+                        and isinstance(local, dict) and local.get("id") == ident:
+                    return str(ev.get("id"))
+                if str(ev.get("time", "")) < e.time:
+                    return None
+            if before is None:
+                return None
+        return None

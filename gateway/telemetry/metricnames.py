@@ -67,7 +67,9 @@ HELP: dict[str, tuple[str, str]] = {
                                                                 "enforce an older one."),
     "killgate_local_kills": ("gauge", "Emergency local kills this instance enforces that are "
                                       "not yet in the state store (taken with ?local=1 "
-                                      "while it could not commit): merged when it answers."),
+                                      "while it could not commit): merged when it answers "
+                                      "(one merged whose journal entry cannot be dropped, "
+                                      "a read-only volume, is not counted)."),
     "killgate_state_snapshot_failing": ("gauge", "1 while the newest write of the snapshot "
                                                  "file (state.snapshot_path) failed: a "
                                                  "restart would enforce an older one (alert "
