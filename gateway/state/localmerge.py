@@ -15,6 +15,9 @@ local kill (the lifted flag is newer than the generation it held, `based_on`: so
 could reach the store killed and unkilled it meanwhile) is not dropped: kills are the safe
 direction, so it is committed all the same, but loudly (`local_kill_after_unkill` warning,
 `after_unkill` in its audit event): unkill again if the unkill made elsewhere should stand.
+An entry taken with `based_on` 0 (the instance held no state yet) cannot tell an unkill
+made before it from one made after: any is named, its order said unknown
+(`after_unkill.order`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ REPLAY_PAGES, REPLAY_PAGE = 20, 500
 
 
 def after_unkill(doc: StateDoc, e: LocalEntry) -> int | None:
-    """The generation of the flag an unkill lifted since `e` was taken (None: none was)."""
+    """The generation of the flag an unkill lifted since `e` was taken (None: none was). With
+    `based_on` 0 (taken holding no state) any lifted flag is returned: its order unknown."""
     lifted = doc.lifted.get(e.key)
     return lifted if lifted is not None and lifted > e.based_on else None
 
@@ -214,13 +218,18 @@ class LocalKillKeeper:
                                                        "lifted_generation": lifted}}}))
             return self.sync.holder.doc.generation
         if lifted is not None:
-            local["after_unkill"] = {"lifted_generation": lifted}
+            known = e.based_on > 0  # (0: the instance held no state yet when it took it)
+            local["after_unkill"] = {"lifted_generation": lifted, "order": "after" if known
+                                     else "unknown"}
+            when = ("after the local kill was taken" if known else "before or after the "
+                    "local kill was taken (unknown: this instance held no state yet when "
+                    "it took it, based_on 0)")
             event(log, "local_kill_after_unkill", logging.WARNING, kill=e.key,
-                  lifted_generation=lifted,
-                  action="the store shows this key killed and unkilled elsewhere after "
-                         "the local kill was taken; the local kill is committed all the "
-                         "same (kills are never dropped silently): unkill it again if the "
-                         "unkill made elsewhere should stand")
+                  lifted_generation=lifted, order=local["after_unkill"]["order"],
+                  action=f"the store shows this key killed and unkilled elsewhere {when}; "
+                         "the local kill is committed all the same (kills are never "
+                         "dropped silently): unkill it again if the unkill made elsewhere "
+                         "should stand")
 
         def change(cur: StateDoc) -> Any:
             return kills.kill(cur, e.scope, e.route, e.version, e.actor,  # type: ignore[arg-type]

@@ -1,0 +1,52 @@
+"""Follow-ups of the emergency local kill (implocal3): each failed before its change.
+
+Real redis-server, real `killgate serve` processes, real backends; a journal entry written
+with the deployment's key where the test needs one (what a sibling worker writes)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+
+from gateway.state.localkills import LocalEntry, LocalKills
+from tests.backends import echo_app
+from tests.conftest import STATE_KEY, RedisServer, wait_until
+from tests.staterig import redis_state
+from tests.test_killswitch import fixed_ports_config
+from tests.test_local_kill import V2, _call, _keys, _routes
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_an_entry_taken_holding_no_state_says_the_unkills_order_is_unknown(
+        tmp_path: Path, redis_server: RedisServer, backends: Any, gateway_procs: Any) -> None:
+    """An entry with `based_on` 0 (its instance held no state yet) was merged naming an
+    unkill made before it as "after the local kill was taken": now the order is said
+    unknown, in the warning and in the audit event (`local.after_unkill.order`)."""
+    p1 = await backends(echo_app("v1"))
+    a = gateway_procs(fixed_ports_config(tmp_path, _routes(p1, p1),
+                                         redis_state(redis_server, tmp_path, "a"), "a"))
+    await asyncio.to_thread(a.wait_ready)
+    async with ClientSession() as s:
+        for op in ("kill", "unkill"):
+            st, body = await _call(s, "POST", a.admin + f"/v1/{op}?wait=0s", V2)
+            assert st == 200, body
+        journal = LocalKills(tmp_path / "snapshot-a.json.local-kills", _keys(STATE_KEY))
+        entry = LocalEntry.new("version", "iris", "v2", "alice", "taken at start",
+                               "2026-01-01T00:00:00Z", "a", 0, True)
+        await asyncio.to_thread(journal.add, entry)
+
+        async def merged() -> dict[str, Any] | None:
+            st, trail = await _call(s, "GET", a.admin + "/v1/audit?limit=100")
+            found = [e for e in trail.get("events", ()) if "local" in e]
+            return found[0] if st == 200 and found else None
+
+        ev = await wait_until(merged, 20, what="the entry merged")
+    assert ev["action"] == "kill" and ev["local"]["based_on"] == 0, ev
+    assert ev["local"]["after_unkill"]["order"] == "unknown", ev
+    log = a.output()
+    assert "local_kill_after_unkill" in log and "before or after the local kill" in log, log
