@@ -50,3 +50,29 @@ async def test_an_entry_taken_holding_no_state_says_the_unkills_order_is_unknown
     assert ev["local"]["after_unkill"]["order"] == "unknown", ev
     log = a.output()
     assert "local_kill_after_unkill" in log and "before or after the local kill" in log, log
+
+
+def test_the_note_of_a_local_kill_in_the_store_does_not_say_not_in_the_store_yet() -> None:
+    """An entry merged into the store whose journal could not be rewritten (`in_store`,
+    a volume gone read-only) was named in an unkill's `still_killed_locally` and 409
+    `not_killed` as "not in the store yet": now the words say it is in the store, and why
+    it still stops the traffic here."""
+    from types import SimpleNamespace
+
+    from gateway.admin.localkill import held, not_killed
+    from gateway.errors import ConflictingState
+
+    kept = {"kill": "version:iris:v2", "id": "local:ab", "actor": "alice", "time": "t"}
+    target = {"scope": "version", "route": "iris", "version": "v2"}
+    pending = held(SimpleNamespace(public=lambda: {"kills": [kept]}), target)  # type: ignore[arg-type]
+    assert pending is not None and "not in it yet" in pending["why"]
+    assert "in_store" not in pending
+    merged = held(SimpleNamespace(  # type: ignore[arg-type]
+        public=lambda: {"kills": [{**kept, "in_store": 7}]}), target)
+    assert merged is not None and merged["in_store"] == 7, merged
+    assert "not in" not in merged["why"] and "generation 7" in merged["why"], merged
+    assert "cannot be rewritten" in merged["why"]
+    said = not_killed(ConflictingState("not_killed", "v2 is not killed"), merged).message
+    assert "not in the store yet" not in said and "generation 7" in said, said
+    said = not_killed(ConflictingState("not_killed", "v2 is not killed"), pending).message
+    assert "not in the store yet" in said
