@@ -76,3 +76,37 @@ def test_the_note_of_a_local_kill_in_the_store_does_not_say_not_in_the_store_yet
     assert "not in the store yet" not in said and "generation 7" in said, said
     said = not_killed(ConflictingState("not_killed", "v2 is not killed"), pending).message
     assert "not in the store yet" in said
+
+
+async def test_kill_local_answered_through_the_store_names_instances_not_heard_from(
+        tmp_path: Path, redis_server: RedisServer, backends: Any, gateway_procs: Any) -> None:
+    """`killgate kill --local` with the store up is a kill like any other (200 and its
+    receipt), but skipped the warning a plain `kill` prints under its receipt: the
+    instances not heard from within the lease (crashed, or cut off from the store and not
+    enforcing it). Now it prints the same."""
+    import signal
+
+    from tests.test_cli import cli
+    from tests.test_local_kill import AUTH
+    from tests.test_revops_fleet import _name
+
+    p1 = await backends(echo_app("v1"))
+    a, b = (gateway_procs(fixed_ports_config(tmp_path, _routes(p1, p1),
+                                             redis_state(redis_server, tmp_path, n), n))
+            for n in "ab")
+    await asyncio.gather(asyncio.to_thread(a.wait_ready), asyncio.to_thread(b.wait_ready))
+    gone = _name(b.output())
+    b.signal(signal.SIGKILL)
+    async with ClientSession() as s:
+        async def silent() -> bool:
+            st, fleet = await _call(s, "GET", a.admin + "/v1/fleet")
+            return st == 200 and any(r.get("instance") == gone and r.get("live") is False
+                                     for r in fleet.get("instances", ()))
+
+        await wait_until(silent, 15, 0.1, what="b not heard from within the lease")
+    env = {"KILLGATE_ADMIN_URL": a.admin,
+           "KILLGATE_TOKEN": AUTH["Authorization"].split(" ", 1)[1]}
+    took = await asyncio.to_thread(cli, "kill", "--route", "iris", "--version", "v2",
+                                   "--reason", "garbage", "--local", "--wait", "0s", env=env)
+    assert took.returncode == 0 and took.stdout.startswith("killed version:iris:v2"), took
+    assert "not heard from within the lease" in took.stderr and gone in took.stderr, took
