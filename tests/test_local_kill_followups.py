@@ -110,3 +110,77 @@ async def test_kill_local_answered_through_the_store_names_instances_not_heard_f
                                    "--reason", "garbage", "--local", "--wait", "0s", env=env)
     assert took.returncode == 0 and took.stdout.startswith("killed version:iris:v2"), took
     assert "not heard from within the lease" in took.stderr and gone in took.stderr, took
+
+
+@pytest.mark.timeout(60)
+async def test_an_alerts_local_kill_merged_carries_the_alerts_evidence(
+        tmp_path: Path, backends: Any, session: ClientSession,
+        redis_server: RedisServer) -> None:
+    """An alert's kill taken locally (the store down) was merged with an audit event
+    without the alert's evidence (labels, generatorURL, ...) that the same kill through
+    the store carries: now the journal keeps it (signed, bounded) and the merge passes it
+    through."""
+    from tests.conftest import running_gateway, two_versions, write_config
+    from tests.test_alerting import payload
+    from tests.test_alerts import _audit, _post
+
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2, 50, 50),
+                       state=redis_state(redis_server, tmp_path, "a"),
+                       extra="alerts:\n  alertmanager: {}\n")
+    local = payload(killgate_action="kill", route="iris", version="v2")
+    stored = payload(killgate_action="kill", route="iris", version="v1")
+    stored["alerts"][0]["fingerprint"] = "0000000000000009"
+    async with running_gateway(cfg) as g:
+        redis_server.kill()
+        status, answer = await _post(session, g.admin, local)
+        assert status == 200 and answer["actions"][0]["outcome"] == "local", answer
+        redis_server.start()
+
+        async def merged() -> dict[str, Any] | None:
+            found = [e for e in await _audit(session, g.admin)
+                     if e["action"] == "kill" and "local" in e]
+            return found[0] if found else None
+
+        ev = await wait_until(merged, 20, 0.1, what="the alert's local kill merged")
+        status, answer = await _post(session, g.admin, stored)  # (the store's path)
+        assert status == 200 and answer["actions"][0]["outcome"] == "acted", answer
+        normal = next(e for e in await _audit(session, g.admin)
+                      if e["action"] == "kill" and "local" not in e)
+    sent = local["alerts"][0]
+    assert "evidence" in ev, ev
+    assert ev["evidence"]["alert"]["labels"] == sent["labels"]
+    assert ev["evidence"]["alert"]["generatorURL"] == sent["generatorURL"]
+    assert ev["evidence"]["alert"]["fingerprint"] == sent["fingerprint"]
+    assert set(ev["evidence"]) == set(normal["evidence"]), (ev, normal)
+    assert set(ev["evidence"]["alert"]) == set(normal["evidence"]["alert"]), (ev, normal)
+
+
+def test_an_entrys_evidence_is_bounded_and_an_older_entry_without_it_still_reads(
+        tmp_path: Path) -> None:
+    """Long annotations keep the alert's labels and generatorURL (`truncated`), so a
+    journal of MAX_ENTRIES alert kills still fits; an entry written without evidence (an
+    older release's, a person's kill) is read as before."""
+    import json
+
+    from gateway.state.localevidence import MAX_EVIDENCE, bounded
+
+    big = {"alert": {"fingerprint": "f", "labels": {"version": "v2"},
+                     "generatorURL": "http://prom/graph", "annotations": {"d": "x" * 10_000}},
+           "groupKey": "g"}
+    small = bounded(big)
+    assert small == {"alert": {"fingerprint": "f", "labels": {"version": "v2"},
+                               "generatorURL": "http://prom/graph"}, "truncated": True}
+    assert bounded({"alert": {"fingerprint": "f", "labels": {"x": "y" * 10_000}}}) == {
+        "alert": {"fingerprint": "f"}, "truncated": True}
+    assert bounded({"alert": {"fingerprint": "f"}}) == {"alert": {"fingerprint": "f"}}
+    path = tmp_path / "snap.json.local-kills"
+    journal = LocalKills(path, _keys(STATE_KEY))
+    journal.add(LocalEntry.new("version", "iris", "v2", "alertmanager/k", "r", "t", "a", 3,
+                               True, big))
+    journal.add(LocalEntry.new("route", "wine", None, "alice", "r", "t", "a", 3, True))
+    body = json.loads(path.read_bytes().partition(b"\n")[2])
+    assert "evidence" not in body["kills"][1]  # (the older shape, as an older release reads)
+    again = LocalKills(path, _keys(STATE_KEY)).read()
+    assert again[0].evidence == small and again[1].evidence is None
+    assert len(json.dumps(again[0].evidence)) <= MAX_EVIDENCE

@@ -107,15 +107,17 @@ class LocalKillKeeper:
                               "merged into it when it answers")
 
     async def take(self, scope: str, route: str | None, version: str | None, actor: str,
-                   reason: str, abort_inflight: bool) -> tuple[dict[str, Any], bool]:
+                   reason: str, abort_inflight: bool,
+                   evidence: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
         """Journal a local kill durably, then enforce it: the entry in force (public) and
-        whether it is new (one of its key journaled before is kept). Raises OSError or
-        ValueError when it cannot be journaled (nothing enforced)."""
+        whether it is new (one of its key journaled before is kept). `evidence` (an
+        alert's) is journaled with it, bounded, and its merged audit event carries it.
+        Raises OSError or ValueError when it cannot be journaled (nothing enforced)."""
         if self.journal.path is None:
             raise ValueError("no state.snapshot_path: a local kill has nowhere to be kept")
         entry = LocalEntry.new(scope, route, version, actor, reason, utc_now(),
                                self.sync.instance, self.sync.holder.doc.generation,
-                               abort_inflight)
+                               abort_inflight, evidence)
         async with self._lock:
             kept = await asyncio.to_thread(self.journal.add, entry)
             self.enforce()
@@ -201,6 +203,8 @@ class LocalKillKeeper:
         local: dict[str, Any] = {"id": f"local:{e.id}", "instance": e.instance,
                                  "taken": e.time, "based_on": e.based_on}
         target = {"scope": e.scope, "route": e.route, "version": e.version}
+        # (an alert's: what its kill through the store would have carried)
+        evidence = {} if e.evidence is None else {"evidence": e.evidence}
         replayed = None if lifted is None else await self._merged_before(e)
         if replayed is not None:
             # (merged before, then lifted by an unkill: a copy of an old journal, never a
@@ -215,7 +219,8 @@ class LocalKillKeeper:
                 e.actor, "kill.local_replayed", target, e.reason, None, None,
                 source=f"local:{e.instance}",
                 extra={"local": {**local, "replayed": {"merged_by": replayed,
-                                                       "lifted_generation": lifted}}}))
+                                                       "lifted_generation": lifted}},
+                       **evidence}))
             return self.sync.holder.doc.generation
         if lifted is not None:
             known = e.based_on > 0  # (0: the instance held no state yet when it took it)
@@ -240,7 +245,7 @@ class LocalKillKeeper:
             return AuditDraft(e.actor, "kill", target, e.reason,
                               before.public() if before else None,
                               new.kills[e.key].public(), source=f"local:{e.instance}",
-                              extra={"local": local})
+                              extra={"local": local, **evidence})
 
         new, ev = await self.sync.write(change, describe)
         if ev is None:  # (the store held the kill already: the journal's entry, recorded)
@@ -248,7 +253,7 @@ class LocalKillKeeper:
             await self.sync.append_audit(AuditDraft(
                 e.actor, "kill.local_merged", target, e.reason, None,
                 flag.public() if flag else None, source=f"local:{e.instance}",
-                extra={"local": {**local, "changed": False}}))
+                extra={"local": {**local, "changed": False}, **evidence}))
         event(log, "local_kill_merged", logging.WARNING, kill=e.key,
               generation=new.generation, changed=ev is not None,
               audit_id=None if ev is None else ev.get("id"))
