@@ -74,9 +74,11 @@ async def take(local: LocalKiller | None, current: Current, target: dict[str, An
 
 
 def held(local: LocalKiller | None, target: dict[str, Any]) -> dict[str, Any] | None:
-    """The local kill (not in the store yet) that stops `target`'s traffic on this instance:
-    its own key's, or a wider one (the route's, global); None when there is none. An unkill
-    through the store does not lift it (it is merged as a kill when the store answers)."""
+    """The local kill that stops `target`'s traffic on this instance: its own key's, or a
+    wider one (the route's, global); None when there is none. Not in the store yet (an
+    unkill through the store does not lift it: it is merged as a kill when the store
+    answers), or merged into it already but still in a journal that cannot be rewritten
+    (`in_store`: enforced here until its volume is writable and it is dropped)."""
     if local is None:
         return None
     scope, route = target.get("scope"), target.get("route")
@@ -87,20 +89,35 @@ def held(local: LocalKiller | None, target: dict[str, Any]) -> dict[str, Any] | 
         keys.append(kill_key("route", route, None))
     mine = {e["kill"]: e for e in local.public()["kills"]}
     e = next((mine[k] for k in keys if k in mine), None)
-    return None if e is None else {
-        "kill": e["kill"], "id": e["id"], "actor": e["actor"], "time": e["time"],
-        "why": "a local kill taken while the state store could not commit, not in it yet: "
-               "an unkill does not lift it; it is merged into the store as a kill when the "
-               "store answers, then unkill it there (or remove it from the journal by hand)"}
+    if e is None:
+        return None
+    note = {"kill": e["kill"], "id": e["id"], "actor": e["actor"], "time": e["time"]}
+    if e.get("in_store") is not None:
+        return {**note, "in_store": e["in_store"], "why": (
+            f"a local kill merged into the store (generation {e['in_store']}) but still "
+            "in this instance's journal, which cannot be rewritten (its volume read-only "
+            "or full): enforced here until the journal is writable again and it is dropped "
+            "(fix the volume of state.snapshot_path, or remove it from the journal by "
+            "hand)")}
+    return {**note, "why": (
+        "a local kill taken while the state store could not commit, not in it yet: an "
+        "unkill does not lift it; it is merged into the store as a kill when the store "
+        "answers, then unkill it there (or remove it from the journal by hand)")}
 
 
 def not_killed(exc: ConflictingState, note: dict[str, Any]) -> ConflictingState:
     """A `not_killed` that says the traffic is still stopped here by a local kill."""
+    if note.get("in_store") is not None:
+        what = (f"merged into the store (generation {note['in_store']}) but still in this "
+                "instance's journal, which cannot be rewritten: enforced here until the "
+                "journal is writable again and it is dropped (fix the volume of "
+                "state.snapshot_path)")
+    else:
+        what = ("not in the store yet: it is merged into the store as a kill when the store "
+                "answers, then unkill it")
     return ConflictingState(exc.type, f"{exc.message}; but on this instance its traffic is "
                             f"stopped by the local kill {note['kill']} ({note['id']}, "
-                            f"{note['actor']}, {note['time']}), not in the store yet: it is "
-                            "merged into the store as a kill when the store answers, then "
-                            "unkill it")
+                            f"{note['actor']}, {note['time']}), {what}")
 
 
 def in_force(doc: StateDoc, target: dict[str, Any], abort: bool) -> KillFlag | None:

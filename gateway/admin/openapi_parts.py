@@ -34,12 +34,13 @@ RECEIPT = {
                             "kill (global, or the version's route) that still stops the "
                             "same traffic"},
         "still_killed_locally": {
-            "type": "object", "description": "an unkill: the emergency local kill (not in "
-            "the store yet) that still stops the same traffic on the instance that answered; "
-            "merged into the store as a kill when it answers",
+            "type": "object", "description": "an unkill: the emergency local kill that "
+            "still stops the same traffic on the instance that answered: not in the store "
+            "yet (merged into it as a kill when it answers), or merged already (`in_store`: "
+            "that generation) but still in a journal that cannot be rewritten",
             "properties": {"kill": {"type": "string"}, "id": {"type": "string"},
                            "actor": {"type": "string"}, "time": {"type": "string"},
-                           "why": {"type": "string"}}},
+                           "in_store": {"type": "integer"}, "why": {"type": "string"}}},
         "to": {"type": "string", "description": "a rollback: the version it made stable "
                "(without `to`, the previous stable it went to)"},
         "warnings": {"type": "array", "items": {"type": "string"}, "description": "a "

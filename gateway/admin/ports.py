@@ -50,7 +50,8 @@ class LocalKiller(Protocol):
     cannot commit, enforced here at once, merged into the store when it answers."""
 
     async def take(self, scope: str, route: str | None, version: str | None, actor: str,
-                   reason: str, abort_inflight: bool) -> tuple[dict[str, Any], bool]:
+                   reason: str, abort_inflight: bool,
+                   evidence: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
         """Journal and enforce a kill on this instance: (its entry, whether new)."""
 
     def public(self) -> dict[str, Any]:

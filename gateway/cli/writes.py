@@ -23,6 +23,7 @@ from gateway.cli.client import (
     print_receipt,
     quote,
     raw_call,
+    warn_silent,
     write,
 )
 from gateway.config_types import parse_duration
@@ -114,6 +115,8 @@ def _local_kill(args: argparse.Namespace, body: dict[str, Any]) -> int:
               else f"{res['kill']} was already killed (unchanged)")
         if "applied" in res:
             print_receipt(res)
+    if isinstance(res.get("applied"), dict):  # (a kill like any other: as `write` warns)
+        warn_silent(args, res)
     return 0 if not (res.get("applied") or {}).get("pending") else 4
 
 

@@ -9,8 +9,9 @@ mode, is journaled and enforced on this instance at once, in the alert's name
 (`alertmanager/<receiver>`, its summary as the reason), and merged into the store as a
 kill like any other when it answers. The alert's answer says `outcome: "local"`, and the
 notification is answered 200 so Alertmanager does not retry it into the outage; what the
-alert did is kept in the signed journal, logged `alert_local_kill`, and audited at the
-merge. Kills only: a rollback still waits for the store (503, retried). A resolved alert
+alert did is kept in the signed journal (the alert's evidence with it, bounded), logged
+`alert_local_kill`, and audited at the merge, its event carrying that evidence as a kill
+through the store's does. Kills only: a rollback still waits for the store (503, retried). A resolved alert
 never lifts anything, a local kill included (`domain.alerting.intent`).
 """
 
@@ -34,7 +35,8 @@ class LocalKiller(Protocol):
     """What a local kill needs of `state.localmerge.LocalKillKeeper`."""
 
     async def take(self, scope: str, route: str | None, version: str | None, actor: str,
-                   reason: str, abort_inflight: bool) -> tuple[dict[str, Any], bool]: ...
+                   reason: str, abort_inflight: bool,
+                   evidence: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]: ...
 
 
 def applies(exc: BaseException, want: Intent, dry: bool, local: LocalKiller | None) -> bool:
@@ -45,9 +47,12 @@ def applies(exc: BaseException, want: Intent, dry: bool, local: LocalKiller | No
 
 
 async def take(local: LocalKiller, doc: StateDoc, entry: dict[str, Any], want: Intent,
-               actor: str, reason: str, why: str, receiver: str) -> dict[str, Any]:
-    """The alert's kill journaled and enforced here; `entry` (its answer) says so. Raises
-    OSError or ValueError when it cannot be journaled (nothing enforced)."""
+               actor: str, reason: str, why: str, receiver: str,
+               evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The alert's kill journaled and enforced here, with the alert as `evidence` (its
+    merged audit event carries it, as a kill through the store's does); `entry` (its
+    answer) says so. Raises OSError or ValueError when it cannot be journaled (nothing
+    enforced)."""
     target = want.target or {}
     scope, route, version = target["scope"], target.get("route"), target.get("version")
     key = kill_key(scope, route, version)
@@ -56,7 +61,7 @@ async def take(local: LocalKiller, doc: StateDoc, entry: dict[str, Any], want: I
         entry.update(outcome="unchanged", local=False, message=f"{key} is already killed "
                      f"(the state store cannot be reached: {why})")
         return entry
-    kept, new = await local.take(scope, route, version, actor, reason, True)
+    kept, new = await local.take(scope, route, version, actor, reason, True, evidence)
     entry.update(outcome="local", local=True, id=kept["id"], changed=new,
                  message=f"LOCAL kill of {key} on this instance only: the state store cannot "
                          f"be reached ({why}); enforced here and by its --workers group, NOT "

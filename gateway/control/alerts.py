@@ -178,12 +178,13 @@ class AlertReceiver:
         except StoreUnavailable as exc:  # (an alert's kill: taken locally, alertlocal.py)
             if not alertlocal.applies(exc, want, cfg.mode == "observe", self.local):
                 raise
-            return await self._local(note, alert, want, entry, exc)
+            return await self._local(note, alert, want, entry, exc, call)
         finally:
             self._applying.discard(key)
 
     async def _local(self, note: Notification, alert: Alert, want: Intent,
-                     entry: dict[str, Any], exc: StoreUnavailable) -> dict[str, Any]:
+                     entry: dict[str, Any], exc: StoreUnavailable,
+                     call: Call) -> dict[str, Any]:
         """The alert's kill taken locally, the store having failed with `exc`."""
         assert self.local is not None
         if not self.budget.take():
@@ -194,7 +195,7 @@ class AlertReceiver:
         try:
             return await alertlocal.take(self.local, self.doc(), entry, want, actor,
                                          redact.text(alerting.reason(alert)), str(exc),
-                                         note.receiver)
+                                         note.receiver, _evidence(note, alert, call))
         except (OSError, ValueError) as lost:  # (not journaled: nothing enforced)
             event(log, "alert_local_kill_not_kept", logging.ERROR, receiver=note.receiver,
                   fingerprint=alert.fingerprint, why=str(lost))
@@ -219,15 +220,7 @@ class AlertReceiver:
         actor = "alertmanager/" + clean_text(note.receiver, 128)
         reason = redact.text(alerting.reason(alert))
         change = change_for(want, config, actor, reason)
-        # redacted: the audit trail, its mirror and the outgoing events keep it for good,
-        # and a URL's userinfo or a ?token= in a runbook annotation is nobody's to read
-        evidence = redact.tree({"alert": {"fingerprint": alert.fingerprint,
-                                          "status": alert.status, "startsAt": alert.starts_at,
-                                          "labels": alert.labels,
-                                          "annotations": alert.annotations,
-                                          "generatorURL": alert.generator_url},
-                                "groupKey": note.group_key, "externalURL": note.external_url,
-                                "caller": call.caller})  # the token that posted it (subject)
+        evidence = _evidence(note, alert, call)
         try:
             if dry:
                 done = await observe(self.writer, self.doc, entry, want, change, actor, reason,
@@ -253,6 +246,18 @@ class AlertReceiver:
             raise
         await keep(self.claims, key, claim, cfg.dedupe_window, self.pending, alert.fingerprint)
         return done
+
+
+def _evidence(note: Notification, alert: Alert, call: Call) -> dict[str, Any]:
+    """What an alert's audit event carries of it (a local kill's journal entry too).
+    Redacted: the audit trail, its mirror and the outgoing events keep it for good, and a
+    URL's userinfo or a ?token= in a runbook annotation is nobody's to read."""
+    return redact.tree({"alert": {"fingerprint": alert.fingerprint, "status": alert.status,
+                                  "startsAt": alert.starts_at, "labels": alert.labels,
+                                  "annotations": alert.annotations,
+                                  "generatorURL": alert.generator_url},
+                        "groupKey": note.group_key, "externalURL": note.external_url,
+                        "caller": call.caller})  # the token that posted it (subject)
 
 
 def _partly(exc: StoreUnavailable | AuditError | StoreConflict, actions: list[dict[str, Any]],

@@ -3,7 +3,9 @@
 Owns `<state.snapshot_path>.local-kills`: the kills an operator took on this instance
 (`POST /v1/kill?local=1`) while the store could not commit a kill, not yet in the store.
 Kills only: the journal never holds an unkill or a weight. Each entry is a kill flag with
-who, why, when, the instance that took it and the generation it held (`based_on`).
+who, why, when, the instance that took it and the generation it held (`based_on`), and,
+for an alert's kill, the alert as evidence (bounded: `MAX_EVIDENCE`), signed with the rest,
+so its merged audit event carries what a kill through the store's does.
 
 The file is signed like the snapshot (kind `localkills`, bound to the deployment: the
 redis prefix). A file that does not verify (another key, edited, another deployment's)
@@ -30,6 +32,7 @@ from typing import IO, Any
 from gateway.domain.statedoc import KillFlag, kill_key
 from gateway.log import event
 from gateway.state.files import atomic_write, flock_within, read_regular
+from gateway.state.localevidence import MAX_EVIDENCE, bounded, size
 from gateway.state.signing import Keyring, Unverified
 
 __all__ = ["LocalEntry", "LocalKills", "journal_path"]
@@ -62,6 +65,8 @@ class LocalEntry:
     instance: str
     based_on: int  # the store generation the instance held when it took the kill
     abort_inflight: bool = True
+    #: why it was taken, as its audit event says it (an alert's labels, generatorURL...)
+    evidence: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -79,22 +84,29 @@ class LocalEntry:
                 "based_on": self.based_on, "abort_inflight": self.abort_inflight}
 
     def plain(self) -> dict[str, Any]:
+        # (no `evidence` key without one: a journal an older release reads stays its own)
         return {"id": self.id, "scope": self.scope, "route": self.route,
                 "version": self.version, "actor": self.actor, "reason": self.reason,
                 "time": self.time, "instance": self.instance, "based_on": self.based_on,
-                "abort_inflight": self.abort_inflight}
+                "abort_inflight": self.abort_inflight,
+                **({} if self.evidence is None else {"evidence": self.evidence})}
 
     @staticmethod
     def new(scope: str, route: str | None, version: str | None, actor: str, reason: str,
-            now: str, instance: str, based_on: int, abort_inflight: bool) -> LocalEntry:
+            now: str, instance: str, based_on: int, abort_inflight: bool,
+            evidence: dict[str, Any] | None = None) -> LocalEntry:
         return LocalEntry(secrets.token_hex(8), scope, route, version, actor, reason, now,
-                          instance, based_on, abort_inflight)
+                          instance, based_on, abort_inflight, bounded(evidence))
 
 
 def _entry(d: Any) -> LocalEntry:
-    if not isinstance(d, dict) or set(d) != set(LocalEntry.__slots__):
+    if not isinstance(d, dict) or set(d) - {"evidence"} != set(LocalEntry.__slots__) - {
+            "evidence"}:
         raise ValueError("an entry is not a local kill")
     e = LocalEntry(**d)
+    if e.evidence is not None and (not isinstance(e.evidence, dict)
+                                   or size(e.evidence) > MAX_EVIDENCE):
+        raise ValueError("an entry's evidence is not a bounded object")
     if e.scope not in ("global", "route", "version") or not isinstance(e.based_on, int) \
             or not all(isinstance(getattr(e, f), str)
                        for f in ("id", "actor", "reason", "time", "instance")):

@@ -15,6 +15,9 @@ local kill (the lifted flag is newer than the generation it held, `based_on`: so
 could reach the store killed and unkilled it meanwhile) is not dropped: kills are the safe
 direction, so it is committed all the same, but loudly (`local_kill_after_unkill` warning,
 `after_unkill` in its audit event): unkill again if the unkill made elsewhere should stand.
+An entry taken with `based_on` 0 (the instance held no state yet) cannot tell an unkill
+made before it from one made after: any is named, its order said unknown
+(`after_unkill.order`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ REPLAY_PAGES, REPLAY_PAGE = 20, 500
 
 
 def after_unkill(doc: StateDoc, e: LocalEntry) -> int | None:
-    """The generation of the flag an unkill lifted since `e` was taken (None: none was)."""
+    """The generation of the flag an unkill lifted since `e` was taken (None: none was). With
+    `based_on` 0 (taken holding no state) any lifted flag is returned: its order unknown."""
     lifted = doc.lifted.get(e.key)
     return lifted if lifted is not None and lifted > e.based_on else None
 
@@ -103,15 +107,17 @@ class LocalKillKeeper:
                               "merged into it when it answers")
 
     async def take(self, scope: str, route: str | None, version: str | None, actor: str,
-                   reason: str, abort_inflight: bool) -> tuple[dict[str, Any], bool]:
+                   reason: str, abort_inflight: bool,
+                   evidence: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
         """Journal a local kill durably, then enforce it: the entry in force (public) and
-        whether it is new (one of its key journaled before is kept). Raises OSError or
-        ValueError when it cannot be journaled (nothing enforced)."""
+        whether it is new (one of its key journaled before is kept). `evidence` (an
+        alert's) is journaled with it, bounded, and its merged audit event carries it.
+        Raises OSError or ValueError when it cannot be journaled (nothing enforced)."""
         if self.journal.path is None:
             raise ValueError("no state.snapshot_path: a local kill has nowhere to be kept")
         entry = LocalEntry.new(scope, route, version, actor, reason, utc_now(),
                                self.sync.instance, self.sync.holder.doc.generation,
-                               abort_inflight)
+                               abort_inflight, evidence)
         async with self._lock:
             kept = await asyncio.to_thread(self.journal.add, entry)
             self.enforce()
@@ -197,6 +203,8 @@ class LocalKillKeeper:
         local: dict[str, Any] = {"id": f"local:{e.id}", "instance": e.instance,
                                  "taken": e.time, "based_on": e.based_on}
         target = {"scope": e.scope, "route": e.route, "version": e.version}
+        # (an alert's: what its kill through the store would have carried)
+        evidence = {} if e.evidence is None else {"evidence": e.evidence}
         replayed = None if lifted is None else await self._merged_before(e)
         if replayed is not None:
             # (merged before, then lifted by an unkill: a copy of an old journal, never a
@@ -211,16 +219,22 @@ class LocalKillKeeper:
                 e.actor, "kill.local_replayed", target, e.reason, None, None,
                 source=f"local:{e.instance}",
                 extra={"local": {**local, "replayed": {"merged_by": replayed,
-                                                       "lifted_generation": lifted}}}))
+                                                       "lifted_generation": lifted}},
+                       **evidence}))
             return self.sync.holder.doc.generation
         if lifted is not None:
-            local["after_unkill"] = {"lifted_generation": lifted}
+            known = e.based_on > 0  # (0: the instance held no state yet when it took it)
+            local["after_unkill"] = {"lifted_generation": lifted, "order": "after" if known
+                                     else "unknown"}
+            when = ("after the local kill was taken" if known else "before or after the "
+                    "local kill was taken (unknown: this instance held no state yet when "
+                    "it took it, based_on 0)")
             event(log, "local_kill_after_unkill", logging.WARNING, kill=e.key,
-                  lifted_generation=lifted,
-                  action="the store shows this key killed and unkilled elsewhere after "
-                         "the local kill was taken; the local kill is committed all the "
-                         "same (kills are never dropped silently): unkill it again if the "
-                         "unkill made elsewhere should stand")
+                  lifted_generation=lifted, order=local["after_unkill"]["order"],
+                  action=f"the store shows this key killed and unkilled elsewhere {when}; "
+                         "the local kill is committed all the same (kills are never "
+                         "dropped silently): unkill it again if the unkill made elsewhere "
+                         "should stand")
 
         def change(cur: StateDoc) -> Any:
             return kills.kill(cur, e.scope, e.route, e.version, e.actor,  # type: ignore[arg-type]
@@ -231,7 +245,7 @@ class LocalKillKeeper:
             return AuditDraft(e.actor, "kill", target, e.reason,
                               before.public() if before else None,
                               new.kills[e.key].public(), source=f"local:{e.instance}",
-                              extra={"local": local})
+                              extra={"local": local, **evidence})
 
         new, ev = await self.sync.write(change, describe)
         if ev is None:  # (the store held the kill already: the journal's entry, recorded)
@@ -239,7 +253,7 @@ class LocalKillKeeper:
             await self.sync.append_audit(AuditDraft(
                 e.actor, "kill.local_merged", target, e.reason, None,
                 flag.public() if flag else None, source=f"local:{e.instance}",
-                extra={"local": {**local, "changed": False}}))
+                extra={"local": {**local, "changed": False}, **evidence}))
         event(log, "local_kill_merged", logging.WARNING, kill=e.key,
               generation=new.generation, changed=ev is not None,
               audit_id=None if ev is None else ev.get("id"))
