@@ -95,3 +95,51 @@ async def test_rotating_back_to_an_earlier_key_keeps_the_left_overs_apart_from_t
         assert ver["retired_key_ids"] == [b.kid], ver
         assert set(sync.store.keys.retired_since) == {b.kid}
         assert sync.key_unconfirmed() is None
+
+
+async def test_step_2_re_signs_the_old_keys_document_at_start_so_a_quiet_fleet_reaches_step_3(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step 3 begun in a fleet that made no write at step 2 (found by review improt3): the
+    document was still signed with the old key, so every step-3 instance without a state of
+    its own stayed unready and KillgateStateUnverified paged until an operator made a write
+    through a step-2 instance. A step-2 instance (the key order proves it: never a step-1
+    one, which would sign it back) now re-signs it as it connects: an audited re-seed."""
+    monkeypatch.setenv(B_ENV, KEY_B)
+    p = await backends(echo_app("v1"))
+    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
+
+    def cfg(name: str, signing: str, previous: str | None = None) -> Path:
+        (tmp_path / name).mkdir()
+        keys = f"signing_key_env: {signing}"
+        if previous is not None:
+            keys += f"\n  previous_signing_key_env: {previous}"
+        state = redis_state(redis_server, tmp_path, name).replace(
+            "signing_key_env: KILLGATE_TEST_STATE_KEY", keys)
+        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+
+    async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
+        await kill(session, g0.admin, scope="route", route="iris")
+    step1 = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(a, b, "kgtest"))
+    await step1.open()
+    try:
+        assert (await step1.load()).old_key is False  # (step 1: signs nothing back)
+    finally:
+        await step1.close()
+    async with running_gateway(cfg("b2", B_ENV, A_ENV), "gw-b2") as g2:  # (no write)
+        await wait_until(lambda: g2.gw.sync.synced_once, 5, what="step 2 synced")
+        store = g2.gw.sync.store
+        got = await store.load()
+        assert got.doc is not None and "route:iris" in got.doc.kills, got
+        assert not got.old_key
+        raw = await store._call("GET", "kgtest:state")
+        assert raw.split(b" ")[1].decode() == b.kid  # (signed with the new key now)
+        _, page, _ = await store.audit_newest(1)
+        assert page[0]["action"] == "state.reseed" and "step 2" in page[0]["reason"], page
+    async with running_gateway(cfg("b3", B_ENV), "gw-b3") as g3:
+        sync = g3.gw.sync
+        await wait_until(lambda: sync.synced_once, 5, what="step 3 synced")
+        assert sync.ready, sync.status()
+        assert "route:iris" in sync.holder.doc.kills
+        ver = sync.status()["verification"]
+        assert ver["unverified_total"] == 0, ver

@@ -10,9 +10,9 @@ key the older one: that record is written once (HSETNX) by the first instance ho
 both keys while the fleet's document is signed with its current one (rotation step 1: the
 fleet's key, then the incoming one), signed with that key; a step-3 instance (no previous
 key) marks each rotation into its key done there, so rotating back to an earlier key
-(A to B, later B to A) starts a new order at its step 1 instead of reading the old one; the ids retired from the
-previous key (an earlier rotation's, and when) come along, so a second rotation keeps the
-first one's left-overs apart from tampering. An instance's keys alone cannot
+(A to B, later B to A) starts a new order at its step 1 instead of reading the old one;
+the ids retired from the previous key (an earlier rotation's, and when) come along, so a
+second rotation keeps the first one's left-overs apart from tampering. An instance's keys alone cannot
 tell step 1 from step 2 (the same two keys, swapped), nor can the document's signer: at
 step 1 after a step-2 instance re-signed the document, it is signed with the previous key
 as at step 2 (that once recorded the new key as retired from the old one, read by an
@@ -169,7 +169,7 @@ async def _mark_done(call: Callable[..., Awaitable[Any]], key: str, keys: Keyrin
 
 async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
                        report: Report, signer: Which | None = None,
-                       started: bool = True) -> None:
+                       started: bool = True) -> bool:
     """Record our previous key's id as retired from our current key when the key order
     proves it the older one (`_rotated_from_previous`; `signer`: `fleet_signer`), and put
     the ids retired from our current key in `keys.retired`. `call`: a redis command;
@@ -177,9 +177,10 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
     process's first load (a reconnect is no start: only a start moves the retirement time
     on; moved at each reconnect, whoever can kill client connections kept it new, with an
     instance left at step 2, and values of the retired key written at any time counted
-    only as `retired`: review revmerge37)."""
+    only as `retired`: review revmerge37). True when the key order proves us at step 2 (the
+    caller re-signs a document still signed with the previous key: reseed.py)."""
     if keys.current is None:
-        return
+        return False
     me = keys.current.kid
     raw = await call("HGET", key, me)
     known: list[str] = []
@@ -192,8 +193,10 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
     prev = keys.previous
     if prev is None and known:
         await _mark_done(call, key, keys, known)
-    if prev is not None and await _rotated_from_previous(
-            call, key, keys, signer, report, known):
+    step2 = prev is not None and await _rotated_from_previous(
+        call, key, keys, signer, report, known)
+    if step2:
+        assert prev is not None
         # the ids retired from the previous key come along (an earlier rotation's: kept
         # under its id alone, they were lost at the next one, and that key's left-overs
         # counted as tampering after a routine second rotation, review impleft8)
@@ -221,6 +224,7 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
     keys.retired.update(k for k in known if k not in ours)
     keys.retired_since.clear()
     keys.retired_since.update((k, t) for k, t in since.items() if k in keys.retired)
+    return step2
 
 
 async def _retired_from(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
