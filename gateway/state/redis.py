@@ -106,6 +106,9 @@ class RedisStore(RedisCommits, RedisTrim):
         self._decoder = SharedDecoder()  # (shares what a pushed document has of the last)
         self._master_check = 0.0  # when the sentinels are next asked (loop time)
         self._retired_read = False  # (retiredkeys.load_retired done once: started)
+        #: the key order proves us at rotation step 2 (load_retired): a document still
+        #: signed with the previous key is loaded `old_key`, and re-signed (reseed.py)
+        self.step2 = False
 
     def listen(self, fn: Listener) -> None:
         """Pushed documents and acks go straight to `fn` as they are read (verified)."""
@@ -167,9 +170,10 @@ class RedisStore(RedisCommits, RedisTrim):
         with contextlib.suppress(StateError):
             await self._seed_places()
         with contextlib.suppress(StateError):
-            await load_retired(self._call, self.k_keys, self.keys, self.on_unverified,
-                               await fleet_signer(self._call, self.k_state, self.keys),
-                               started=not self._retired_read)
+            self.step2 = await load_retired(
+                self._call, self.k_keys, self.keys, self.on_unverified,
+                await fleet_signer(self._call, self.k_state, self.keys),
+                started=not self._retired_read)
             self._retired_read = True
 
     async def reset(self) -> None:
@@ -241,7 +245,8 @@ class RedisStore(RedisCommits, RedisTrim):
             return Loaded(None, token, f"{self.k_state}: {exc}", raw, trail=trail,
                           cause=cause_of(exc), newer=nd is not None,
                           newer_generation=None if nd is None else nd.generation)
-        return Loaded(doc, token, trail=trail)
+        old = self.step2 and self._last_open is not None and self._last_open[2] == "previous"
+        return Loaded(doc, token, trail=trail, old_key=old)
 
     def _open_doc(self, raw: bytes, kind: str | None) -> StateDoc:
         """A stored or pushed document, verified; its `audit_head` becomes our guess of

@@ -126,7 +126,7 @@ class Repair(Vouching):
             with contextlib.suppress(StoreConflict):
                 await self.store.commit(None, StateDoc(epoch=self._mine(new_epoch())), None)
             got = await self.store.load()
-        elif not got.trusted or (got.doc is not None and (
+        elif not got.trusted or got.old_key or (got.doc is not None and (
                 got.doc.generation < mine.generation or self._foreign_to(mine, got.doc)
                 or self._behind(mine, got.doc))):
             self._blind(got, mine)  # (before the back-off: never "synced" on nothing)
@@ -216,7 +216,9 @@ class Repair(Vouching):
         # the newest head we saw, which the store lacks (not a refused document's call)
         lost = self.store.behind(store_doc) if store_doc is not None or got.empty else None
         anchored = lost or mine.audit_head or None
-        why = ("empty" if got.empty else "a newer version's, older than this instance's "
+        why = ("signed with the previous key (key rotation step 2: re-signed with the "
+               "current one, so that step 3 finds it)" if got.old_key and got.trusted
+               else "empty" if got.empty else "a newer version's, older than this instance's "
                "(replayed after a rollback?)" if got.newer  # (vouching.replayed_newer)
                else "refused" if got.problem is not None
                else "generation key disagrees" if not got.trusted

@@ -8,9 +8,11 @@ two keys the fleet rotated from (kind `keyorder`). An instance holding a previou
 it under its current key's id when it connects, only if the key order proves the previous
 key the older one: that record is written once (HSETNX) by the first instance holding
 both keys while the fleet's document is signed with its current one (rotation step 1: the
-fleet's key, then the incoming one), signed with that key; the ids retired from the
-previous key (an earlier rotation's, and when) come along, so a second rotation keeps the
-first one's left-overs apart from tampering. An instance's keys alone cannot
+fleet's key, then the incoming one), signed with that key; a step-3 instance (no previous
+key) marks each rotation into its key done there, so rotating back to an earlier key
+(A to B, later B to A) starts a new order at its step 1 instead of reading the old one;
+the ids retired from the previous key (an earlier rotation's, and when) come along, so a
+second rotation keeps the first one's left-overs apart from tampering. An instance's keys alone cannot
 tell step 1 from step 2 (the same two keys, swapped), nor can the document's signer: at
 step 1 after a step-2 instance re-signed the document, it is signed with the previous key
 as at step 2 (that once recorded the new key as retired from the old one, read by an
@@ -122,12 +124,52 @@ async def _rotated_from_previous(call: Callable[..., Awaitable[Any]], key: str,
         await call("HSET", key, field, keys.seal(
             f"keyorder:{field}".encode(), json.dumps({"from": prev, "to": me}).encode()))
         return True
-    return isinstance(got, dict) and got.get("from") == prev and got.get("to") == me
+    if not isinstance(got, dict):
+        return False
+    if got.get("done") and got.get("from") == prev and got.get("to") == me:
+        # a rotation into our key that a step-3 instance finished (`_mark_done`): we hold
+        # its old key again as our previous one, step 1 of rotating back to it (A to B,
+        # later B to A: this order once said "from A to B" through the second rotation,
+        # its step 1 took itself for step 2 and its step 2 recorded nothing, so B's
+        # left-overs paged as tampering after its step 3, review improt3). The new
+        # rotation's order, once the fleet's document is still ours.
+        if signer == "current":
+            await call("HSET", key, field, keys.seal(
+                f"keyorder:{field}".encode(), json.dumps({"from": me, "to": prev}).encode()))
+        return False
+    return got.get("from") == prev and got.get("to") == me
+
+
+async def _mark_done(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
+                     known: list[str]) -> None:
+    """At step 3 (no previous key): mark each rotation into our key done in its order
+    (our own signed list names the key retired from ours, so we know which way it went),
+    signed with our key, so that rotating back to one of those keys later starts a new
+    order instead of reading this one (`_rotated_from_previous`)."""
+    assert keys.current is not None
+    me = keys.current.kid
+    for old in known:
+        if old == me:
+            continue
+        field = _order_field(me, old)
+        done = {"from": old, "to": me, "done": True}
+        raw = await call("HGET", key, field)
+        try:
+            got = None if raw is None or len(raw) > _MAX_BYTES else json.loads(
+                keys.open(f"keyorder:{field}".encode(), raw)[0])
+        except (ValueError, RecursionError):
+            got = None  # (signed with the old key, which we no longer hold: written over)
+        if got is not None and got != {"from": old, "to": me}:
+            # done already, or a newer rotation's order signed with our key (step 1 of
+            # rotating back, begun while we ran: a restart or reconnect must not undo it)
+            continue
+        await call("HSET", key, field, keys.seal(f"keyorder:{field}".encode(),
+                                                 json.dumps(done).encode()))
 
 
 async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
                        report: Report, signer: Which | None = None,
-                       started: bool = True) -> None:
+                       started: bool = True) -> bool:
     """Record our previous key's id as retired from our current key when the key order
     proves it the older one (`_rotated_from_previous`; `signer`: `fleet_signer`), and put
     the ids retired from our current key in `keys.retired`. `call`: a redis command;
@@ -135,9 +177,10 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
     process's first load (a reconnect is no start: only a start moves the retirement time
     on; moved at each reconnect, whoever can kill client connections kept it new, with an
     instance left at step 2, and values of the retired key written at any time counted
-    only as `retired`: review revmerge37)."""
+    only as `retired`: review revmerge37). True when the key order proves us at step 2 (the
+    caller re-signs a document still signed with the previous key: reseed.py)."""
     if keys.current is None:
-        return
+        return False
     me = keys.current.kid
     raw = await call("HGET", key, me)
     known: list[str] = []
@@ -148,8 +191,12 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
             report("state", f"the retired key ids ({key}): {exc}", None, cause_of(exc))
     since = await _since(call, key, keys, me, report)
     prev = keys.previous
-    if prev is not None and await _rotated_from_previous(
-            call, key, keys, signer, report, known):
+    if prev is None and known:
+        await _mark_done(call, key, keys, known)
+    step2 = prev is not None and await _rotated_from_previous(
+        call, key, keys, signer, report, known)
+    if step2:
+        assert prev is not None
         # the ids retired from the previous key come along (an earlier rotation's: kept
         # under its id alone, they were lost at the next one, and that key's left-overs
         # counted as tampering after a routine second rotation, review impleft8)
@@ -177,6 +224,7 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
     keys.retired.update(k for k in known if k not in ours)
     keys.retired_since.clear()
     keys.retired_since.update((k, t) for k, t in since.items() if k in keys.retired)
+    return step2
 
 
 async def _retired_from(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
