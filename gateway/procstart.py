@@ -11,13 +11,16 @@ told is: the pid runs or not. Imports only the standard library.
 
 from __future__ import annotations
 
+import functools
 import os
 
 __all__ = ["alive", "boot_id", "runs", "start_of"]
 
 
+@functools.cache
 def boot_id() -> str | None:
-    """This boot of the host (None where it cannot be read)."""
+    """This boot of the host (None where it cannot be read); read once (a process lives
+    within one boot)."""
     try:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
             return f.read(64).strip() or None

@@ -86,3 +86,24 @@ def test_a_dead_worker_not_yet_reaped_or_whose_pid_was_taken_is_gone(tmp_path: P
             for f in (p.stdin, p.stdout):
                 if f is not None:
                     f.close()
+
+
+def test_a_break_glass_file_of_a_dead_process_not_yet_reaped_is_taken(tmp_path: Path) -> None:
+    """The break-glass files (admin/glassjournal.py) take the same check: a file of a
+    process dead but not reaped was skipped as a running sibling's until a later start."""
+    from gateway.admin.glassjournal import Journal
+
+    folder = tmp_path / "snap.json.glass"
+    folder.mkdir(mode=0o700)
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as died:
+        deadline = time.monotonic() + 10
+        while _state(died.pid) != "Z":
+            assert time.monotonic() < deadline, _state(died.pid)
+            time.sleep(0.01)
+        stat = Path(f"/proc/{died.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        (folder / f"{died.pid}-{'a' * 32}.json").write_text(json.dumps(
+            {"id": "a" * 32, "time": time.time(), "glass": {"action": "unkill"},
+             "pid": died.pid, "start": int(stat[19]),
+             "boot": Path("/proc/sys/kernel/random/boot_id").read_text().strip()}))
+        taken = Journal(folder).leftovers()
+    assert [e["id"] for _, e in taken] == ["a" * 32]

@@ -124,9 +124,9 @@ class Journal:
             pid, _, rest = name.partition("-")
             if not name.endswith(".json") or not pid.isdigit() or not rest:
                 continue
-            if int(pid) != self.pid and procstart.runs(int(pid)) \
+            if int(pid) != self.pid and procstart.alive(int(pid)) \
                     and not self._of_another(self.dir / name, int(pid)):
-                continue  # (a running sibling's use, being committed)
+                continue  # (a running sibling's use, being committed; a zombie's is taken)
             mine = self.dir / f"{self.pid}-{rest}"
             try:
                 if int(pid) != self.pid:
