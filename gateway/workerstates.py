@@ -4,7 +4,8 @@ Owns one small file per worker slot in the group's private run directory (`state
 the worker's fleet name, its pid and the state generation it runs; written whole, then
 renamed, whenever that generation moves on: `changed`, told by the routing table's swap,
 writes it on the loop, off the request path) and reading the siblings' back (`siblings`:
-those whose process still runs, read at most every FRESH seconds; those whose process is
+those whose process still runs (not a zombie, of the start and boot its file names:
+procstart.py), read at most every FRESH seconds; those whose process is
 gone, and the earlier workers of each slot, which a worker replacing one names, told as GONE).
 
 Why: a drill asks each instance it started with after its restore (control/drillbehind.py).
@@ -27,6 +28,8 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from gateway import procstart
 
 __all__ = ["FRESH", "GONE", "MAX_SIBLINGS", "WorkerStates"]
 
@@ -63,12 +66,15 @@ class WorkerStates:
         self._due = False  # a write is scheduled on the loop
         self._read: tuple[float, list[tuple[str, int]]] | None = None  # (when, siblings)
         self._cost = 0.0  # (seconds the last read took)
+        #: this boot of the host and this process's start: a file's pid that runs reads as
+        #: its writer only while it is not a zombie and has that start (procstart.py)
+        self.boot, self.began = procstart.boot_id(), procstart.start_of(os.getpid())
 
     def start(self) -> None:
         """The slot's file written for this worker, naming the worker it replaces (and
         those that one replaced) as gone when that one's process is."""
         before = _load(self.path)
-        if before is not None and before[1] != os.getpid() and not _runs(before[1]):
+        if before is not None and before[1] != os.getpid() and not _runs(before):
             self.gone = [before[0], *before[3]][:MAX_GONE]
         self.write()
 
@@ -88,7 +94,8 @@ class WorkerStates:
         tmp = self.dir / f".{PREFIX}{self.slot}.{os.getpid()}.tmp"
         try:
             tmp.write_text(json.dumps({"instance": self.instance, "pid": os.getpid(),
-                                       "generation": gen, "gone": self.gone}))
+                                       "generation": gen, "gone": self.gone,
+                                       "boot": self.boot, "start": self.began}))
             os.replace(tmp, self.path)
             self.written = gen
         except OSError:
@@ -113,8 +120,8 @@ class WorkerStates:
             one = _load(self.dir / name)
             if one is None:
                 continue
-            who, pid, gen, gone = one
-            if _runs(pid):
+            who, _, gen, gone = one[:4]
+            if _runs(one):
                 found.append((who, gen))
             else:
                 found.append((who, GONE))
@@ -124,8 +131,12 @@ class WorkerStates:
         return self._read[1]
 
 
-def _load(path: Path) -> tuple[str, int, int, list[str]] | None:
-    """A slot's file: (fleet name, pid, generation, the earlier workers it names gone)."""
+Slot = tuple[str, int, int, list[str], object, object]
+
+
+def _load(path: Path) -> Slot | None:
+    """A slot's file: (fleet name, pid, generation, the earlier workers it names gone, its
+    writer's boot and start)."""
     try:
         doc = json.loads(path.read_bytes()[:16384])
     except (OSError, ValueError, RecursionError):
@@ -138,17 +149,14 @@ def _load(path: Path) -> tuple[str, int, int, list[str]] | None:
             or not isinstance(gen, int) or isinstance(gen, bool) or pid <= 0 or gen < 0 \
             or not isinstance(gone, list):
         return None
-    return name, pid, gen, [g for g in gone if isinstance(g, str)][:MAX_GONE]
+    return name, pid, gen, [g for g in gone if isinstance(g, str)][:MAX_GONE], \
+        doc.get("boot"), doc.get("start")
 
 
-def _runs(pid: int) -> bool:
-    """Whether `pid` runs (another user's process there: taken as running, so never told
-    of as gone; a same-user process that took a dead worker's pid reads as that worker,
-    with the generation it last wrote: a generation never goes back)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _runs(slot: Slot) -> bool:
+    """Whether the worker a slot's file names runs: its pid has a process that is no
+    zombie, of the start and boot the file names (another user's process there: taken as
+    running, so never told of as gone). A dead worker not yet reaped, or one whose pid a
+    process took since, read as running at the generation it last wrote until its
+    replacement started: a drill counted a dead worker that had applied as "applied"."""
+    return procstart.alive(slot[1], slot[4], slot[5])

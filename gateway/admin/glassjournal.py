@@ -18,8 +18,9 @@ audit trail"`; not there, it was not applied (event and state commit together), 
 file goes; but one not among the trail's newest MAX_SCAN events when they do not reach back
 to its time is not known not applied: said (WARNING break_glass_unresolved, its audit id),
 never dropped unsaid. Nothing kept in Redis decides it: a file names an id, and only a
-genuine event of that id counts it, once (counted and removed in one step of the loop; an
-id two files name, once). A store that
+genuine event of that id counts it, once (an id two files name, once; an id counted at an
+earlier start, kept in the folder's `counted.json`, not again: glasscounted.py), as that
+event says (its action, actor, target and reason; never the file's words). A store that
 cannot be read keeps the file for the next start. Without a snapshot folder it cannot be
 created in, nothing is kept (said once, `break_glass_journal_off`).
 """
@@ -37,6 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway import procstart
+from gateway.admin import glasscounted
 from gateway.admin.ports import AuditReader
 from gateway.domain.audit import genuine, new_event_id
 from gateway.log import event
@@ -73,7 +76,7 @@ class Journal:
         self._off_said = False
         #: this boot of the host, and this process's start (clock ticks since the boot):
         #: a file's pid that runs is another process's after a reboot or a pid's reuse
-        self.boot, self.start = _boot_id(), _start_of(self.pid)
+        self.boot, self.start = procstart.boot_id(), procstart.start_of(self.pid)
 
     def begin(self, glass: dict[str, Any]) -> tuple[str, Path | None]:
         """An audit event id for a break-glass write about to be committed, and its file
@@ -121,9 +124,9 @@ class Journal:
             pid, _, rest = name.partition("-")
             if not name.endswith(".json") or not pid.isdigit() or not rest:
                 continue
-            if int(pid) != self.pid and _runs(int(pid)) \
+            if int(pid) != self.pid and procstart.alive(int(pid)) \
                     and not self._of_another(self.dir / name, int(pid)):
-                continue  # (a running sibling's use, being committed)
+                continue  # (a running sibling's use, being committed; a zombie's is taken)
             mine = self.dir / f"{self.pid}-{rest}"
             try:
                 if int(pid) != self.pid:
@@ -155,7 +158,7 @@ class Journal:
         if isinstance(boot, str) and self.boot is not None and boot != self.boot:
             return True
         return doc.get("pid") == pid and isinstance(start, int) \
-            and (now := _start_of(pid)) is not None and now != start
+            and (now := procstart.start_of(pid)) is not None and now != start
 
     async def reconcile(self, trail: AuditReader,
                         count: Callable[[dict[str, Any], str], None]) -> None:
@@ -177,8 +180,8 @@ class Journal:
                                  "them: the trail could not be read; tried at the next start")
                     return
                 await asyncio.sleep(RETRY)
-        counted = set[str]()
-        for path, entry in left:
+        uses: dict[str, dict[str, Any]] = {}  # (one use, however many files name it)
+        for _, entry in left:
             ev = found.get(entry["id"])
             keys = trail.audit_keys
             if ev is None and not whole:
@@ -194,12 +197,35 @@ class Journal:
                              "look for this audit id in the trail (GET /v1/audit); "
                              "not counted")
             elif ev is not None and ev.get("break_glass") is True \
-                    and entry["id"] not in counted \
+                    and isinstance(ev.get("action"), str) \
                     and (not keys.enabled or genuine(ev, keys.keys())):
-                counted.add(entry["id"])  # (one use, however many files name it)
-                count(entry["glass"], "at a start, from the audit trail (the process that "
-                                      "made it ended before counting it)")
+                uses.setdefault(entry["id"], _use(ev, entry["glass"]))
+        if uses and self.dir is not None:
+            new, error = glasscounted.claim(self.dir, list(uses))
+            if error is not None:
+                event(log, "break_glass_journal_off", logging.WARNING, path=str(self.dir),
+                      error=error, consequence="the uses counted now may be counted again "
+                                               "at the next start")
+            for eid in set(uses) - set(new):
+                event(log, "break_glass_counted_before", logging.WARNING, audit_ids=[eid],
+                      detail="a file of a break-glass use already counted at an earlier "
+                             "start (re-created since): not counted again")
+            for eid in new:
+                count(uses[eid], "at a start, from the audit trail (the process that "
+                                 "made it ended before counting it)")
+        for path, _ in left:
             self.done(path)
+
+
+def _use(ev: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any]:
+    """A use as counted: who, what and why from its genuine event (a file's words, which
+    whoever can write the folder chooses, never relabel it); how many approvals it skipped
+    and its caller's address, which the event does not hold, from its file."""
+    skipped, peer = kept.get("approvals_skipped"), kept.get("peer")
+    return {"action": ev["action"], "actor": ev.get("actor"), "target": ev.get("target"),
+            "reason": ev.get("reason"),
+            "approvals_skipped": skipped if isinstance(skipped, int) else None,
+            "peer": peer[:64] if isinstance(peer, str) else None}
 
 
 async def _events(trail: AuditReader, ids: set[str],
@@ -230,32 +256,3 @@ def _older(ev: dict[str, Any], since: float) -> bool:
             .timestamp() < since
     except ValueError:
         return False
-
-
-def _runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # (another user's process: its file is not ours to take)
-    return True
-
-
-def _boot_id() -> str | None:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read(64).strip() or None
-    except OSError:
-        return None
-
-
-def _start_of(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since the boot: /proc/<pid>/stat's 22nd
-    field); None where it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read(4096)
-        return int(stat.rsplit(b")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
