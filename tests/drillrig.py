@@ -33,7 +33,8 @@ ENDING = 10.0  # seconds a drill whose wait failed is left to end (restore) befo
 
 
 def hdr(scope: str = DRILL, sub: str = "dana") -> dict[str, str]:
-    return bearer(scope, sub, 600)
+    # (3 h: a module may mint one at import, and a loaded suite runs past 20 minutes)
+    return bearer(scope, sub, 10800)
 
 
 def routes(p1: int, p2: int, pin: bool = True) -> str:

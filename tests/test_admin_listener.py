@@ -24,7 +24,7 @@ from tests.conftest import (
 )
 from tests.rawhttp import error_type, exchange, request
 
-TOKEN = bearer("killgate:admin", "ops", 3600)
+TOKEN = bearer("killgate:admin", "ops", 10800)
 
 
 async def _closed(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, float]:

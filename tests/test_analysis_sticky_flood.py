@@ -22,7 +22,7 @@ from tests.conftest import bearer, serving_process, two_versions
 from tests.test_rules_pinned import INFER
 
 pytestmark = pytest.mark.timeout(60)
-READ = bearer("killgate:read", "t", 3600)
+READ = bearer("killgate:read", "t", 10800)
 USERS = 120
 ANALYSIS = ("sticky: {header: x-user-id}\n"
             "analysis: {window: 10s, interval: 200ms, min_requests: 30,"

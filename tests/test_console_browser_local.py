@@ -27,7 +27,7 @@ from tests.test_killswitch import redis_state
 
 pytestmark = pytest.mark.timeout(60)
 
-BOB = admin_token("killgate:read killgate:kill", "bob", 3600)
+BOB = admin_token("killgate:read killgate:kill", "bob", 10800)
 V2 = {"scope": "version", "route": "iris", "version": "v2", "reason": "v2 answers garbage"}
 
 

@@ -25,7 +25,7 @@ from tests.test_killswitch import redis_state
 
 pytestmark = pytest.mark.timeout(60)
 
-BOB = admin_token("killgate:read killgate:kill", "bob", 3600)
+BOB = admin_token("killgate:read killgate:kill", "bob", 10800)
 
 
 async def test_a_newer_versions_request_is_shown_as_such_without_approve(
@@ -72,8 +72,8 @@ async def test_a_newer_versions_request_is_shown_as_such_without_approve(
             assert (await r.json())["error"]["type"] == "approval_from_newer_version"
 
 
-CAROL = admin_token("killgate:read killgate:rollout", "carol", 3600)
-DANA = admin_token("killgate:admin", "dana", 3600)
+CAROL = admin_token("killgate:read killgate:rollout", "carol", 10800)
+DANA = admin_token("killgate:admin", "dana", 10800)
 
 
 async def test_decline_of_an_unknown_action_is_offered_only_with_admin(

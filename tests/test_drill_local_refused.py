@@ -25,7 +25,7 @@ from tests.test_killswitch import fixed_ports_config
 
 pytestmark = pytest.mark.timeout(60)
 
-ONCALL = bearer("killgate:kill killgate:read", "oncall", 600)
+ONCALL = bearer("killgate:kill killgate:read", "oncall", 10800)
 
 
 @dataclass

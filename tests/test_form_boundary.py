@@ -23,7 +23,7 @@ from tests.test_form_second_model import werkzeug_app
 
 pytestmark = pytest.mark.timeout(30)
 
-H = bearer("killgate:admin", "ops", 3600)
+H = bearer("killgate:admin", "ops", 10800)
 
 
 def form(model: bytes, boundary: bytes) -> bytes:

@@ -20,7 +20,7 @@ from tests.rawhttp import exchange
 
 pytestmark = pytest.mark.timeout(30)
 
-H = bearer("killgate:admin", "ops", 3600)
+H = bearer("killgate:admin", "ops", 10800)
 
 
 def form_backend(name: str, seen: list[str]) -> web.Application:

@@ -20,7 +20,7 @@ from tests.test_formpeek import field, mp
 
 pytestmark = pytest.mark.timeout(30)
 
-H = bearer("killgate:admin", "ops", 3600)
+H = bearer("killgate:admin", "ops", 10800)
 
 
 def audio(size: int) -> bytes:

@@ -20,7 +20,7 @@ from tests.test_reload import atomic_write
 
 pytestmark = pytest.mark.timeout(30)
 
-H = bearer("killgate:admin", "ops", 3600)
+H = bearer("killgate:admin", "ops", 10800)
 
 
 async def test_a_reload_routing_around_a_kill_is_a_warning_in_status_and_audited(

@@ -16,7 +16,7 @@ from tests.conftest import bearer, running_gateway, two_versions, wait_until, wr
 from tests.test_cli import acli
 from tests.test_reload import atomic_write
 
-H = bearer("killgate:admin", "ops", 3600)
+H = bearer("killgate:admin", "ops", 10800)
 
 
 async def _status(s: ClientSession, admin: str) -> dict:

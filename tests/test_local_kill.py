@@ -31,7 +31,7 @@ from tests.test_killswitch import fixed_ports_config
 
 pytestmark = pytest.mark.timeout(120)
 
-AUTH = bearer("killgate:kill killgate:read killgate:rollout", "alice", 3600)
+AUTH = bearer("killgate:kill killgate:read killgate:rollout", "alice", 10800)
 INFER = "/v2/models/iris/infer"
 V2 = {"scope": "version", "route": "iris", "version": "v2", "reason": "v2 answers garbage"}
 

@@ -227,7 +227,7 @@ def test_the_table_swap_carries_every_field_of_held() -> None:
     names = [f.name for f in dataclasses.fields(tablemod.Held)]
     assert set(names) == tablemod._INPUTS | {"table"}
     assert names == ["loaded", "doc", "unhealthy", "fail_closed", "state_unknown", "table",
-                     "ejected"]  # (the order _swap passes them in)
+                     "ejected", "local"]  # (the order _swap passes them in)
 
 
 def _no_second_pass(*_: object, **__: object) -> None:
