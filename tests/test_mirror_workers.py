@@ -53,7 +53,9 @@ async def test_two_workers_copy_each_event_once(tmp_path: Path, backends, redis_
                                                        headers=auth()) as r:
             body = await r.json()
         seen[body["instance"]] = body["store"]["audit"]["mirror"]["last_hash"]
-        last = lines()[-1]["hash"] if mirror.exists() and lines() else None
+        if not mirror.exists():  # (neither copied yet: both say None, as `last` would)
+            return False
+        last = lines()[-1]["hash"] if lines() else None
         return len(seen) == 2 and all(h == last for h in seen.values()) and len(
             {e["hash"] for e in lines()}) == n
 
