@@ -270,7 +270,11 @@ class Repair(Vouching):
             if fresh:
                 self._own_epochs.pop(merged.epoch, None)
             return
-        self.metrics.inc("killgate_state_reseeds_total")
+        if not (got.old_key and got.trusted):
+            # (a rotation's step-2 re-sign is no re-seed of a store that lost its state:
+            # audited and logged as one, not counted as one, so a routine key rotation
+            # moves no "times this instance re-seeded an emptied store")
+            self.metrics.inc("killgate_state_reseeds_total")
 
     async def _overtaken(self, got: Loaded, mine: StateDoc) -> bool:
         """Whether the verified document `got` holds, older than `mine` or behind the audit
