@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import ClientSession
 
 from gateway.admin.glassjournal import STOP_BEFORE_COUNT_ENV
 from tests.backends import echo_app
-from tests.conftest import RedisServer, admin_token, free_port, two_versions, write_config
-from tests.test_admin_approvals import APPROVALS
-from tests.test_breakglass_sigkill import GLASS, _count
-from tests.test_revops_fleet import _state
+from tests.conftest import RedisServer, admin_token
+from tests.test_breakglass_sigkill import GLASS, _count, break_glass_unkill_dies, glass_configs
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -42,14 +38,7 @@ async def _text(session: ClientSession, admin: str) -> str:
 async def test_a_leftover_use_is_counted_as_its_event_says_and_once_across_restarts(
         tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
         session: ClientSession) -> None:
-    p = await backends(echo_app("v1"))
-    routes = two_versions(p, p)
-
-    def config(at: str) -> Path:
-        (tmp_path / at).mkdir()
-        return write_config(tmp_path / at, routes, state=_state(redis_server, tmp_path),
-                            extra=APPROVALS, listen=f"127.0.0.1:{free_port()}",
-                            admin=f"127.0.0.1:{free_port()}")
+    config = glass_configs(tmp_path, redis_server, await backends(echo_app("v1")))
 
     auth = {"Authorization": f"Bearer {admin_token(GLASS, 'alice')}"}
     a = gateway_procs(config("a"), env={STOP_BEFORE_COUNT_ENV: "1"})
@@ -57,11 +46,7 @@ async def test_a_leftover_use_is_counted_as_its_event_says_and_once_across_resta
     async with session.post(a.admin + "/v1/kill", json={"scope": "global", "reason": "x"},
                             headers=auth) as r:
         assert r.status == 200, await r.text()
-    with pytest.raises(aiohttp.ClientError):  # (the process dies before it answers)
-        async with session.post(a.admin + "/v1/unkill", headers=auth, json={
-                "scope": "global", "reason": "over", "break_glass": True}) as r:
-            await r.read()
-    assert await asyncio.to_thread(a.proc.wait, 10) == -signal.SIGKILL
+    await break_glass_unkill_dies(session, a, auth)
     kept = tmp_path / "snap.json.glass"
     [left] = [f for f in kept.iterdir() if f.name.endswith(".json")]
     original = left.read_text()

@@ -19,7 +19,9 @@ import json
 import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -42,18 +44,34 @@ async def _count(session: ClientSession, admin: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def test_a_use_killed_before_its_count_is_counted_at_the_next_start(
-        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
-        session: ClientSession) -> None:
-    p = await backends(echo_app("v1"))
-    routes = two_versions(p, p)
+def glass_configs(tmp_path: Path, redis_server: RedisServer, port: int) -> Callable[[str], Path]:
+    """A config in `tmp_path/<at>` for each start: one snapshot path for all (each process
+    is the one before restarted), the two-person rule on, fresh ports."""
+    routes = two_versions(port, port)
 
     def config(at: str) -> Path:
         (tmp_path / at).mkdir()
-        # (one snapshot path for both: the second process is the first one restarted)
         return write_config(tmp_path / at, routes, state=_state(redis_server, tmp_path),
                             extra=APPROVALS, listen=f"127.0.0.1:{free_port()}",
                             admin=f"127.0.0.1:{free_port()}")
+    return config
+
+
+async def break_glass_unkill_dies(session: ClientSession, gw: Any,
+                                  auth: dict[str, str]) -> None:
+    """A break-glass global unkill through `gw`, started with STOP_BEFORE_COUNT_ENV: its
+    process is SIGKILLed after the commit, before the count, and answers nothing."""
+    with pytest.raises(aiohttp.ClientError):  # (the process dies before it answers)
+        async with session.post(gw.admin + "/v1/unkill", headers=auth, json={
+                "scope": "global", "reason": "over", "break_glass": True}) as r:
+            await r.read()
+    assert await asyncio.to_thread(gw.proc.wait, 10) == -signal.SIGKILL
+
+
+async def test_a_use_killed_before_its_count_is_counted_at_the_next_start(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
+        session: ClientSession) -> None:
+    config = glass_configs(tmp_path, redis_server, await backends(echo_app("v1")))
 
     auth = {"Authorization": f"Bearer {admin_token(GLASS, 'alice')}"}
     a = gateway_procs(config("a"), env={STOP_BEFORE_COUNT_ENV: "1"})
@@ -68,11 +86,7 @@ async def test_a_use_killed_before_its_count_is_counted_at_the_next_start(
         assert r.status == 409, await r.text()
     kept = tmp_path / "snap.json.glass"
     assert not kept.exists() or list(kept.iterdir()) == []
-    with pytest.raises(aiohttp.ClientError):  # (the process dies before it answers)
-        async with session.post(a.admin + "/v1/unkill", headers=auth, json={
-                "scope": "global", "reason": "over", "break_glass": True}) as r:
-            await r.read()
-    assert await asyncio.to_thread(a.proc.wait, 10) == -signal.SIGKILL
+    await break_glass_unkill_dies(session, a, auth)
     assert len(list(kept.iterdir())) == 1, list(kept.iterdir())
     # files no use of a dead process left: one naming a genuine event that is no
     # break-glass use (the kill), one naming no event: neither is counted, both go
