@@ -75,3 +75,38 @@ async def test_a_use_counted_at_a_start_is_not_counted_again_without_counted_jso
     assert len([e for e in await _trail(session, c.admin, auth)
                 if e["action"] == "breakglass.counted"]) == 1  # (no second record)
     await asyncio.to_thread(c.stop)
+
+
+async def test_a_forged_record_of_a_count_does_not_stop_the_count(
+        tmp_path: Path, backends, redis_server: RedisServer, session: ClientSession) -> None:
+    """Only a genuine `breakglass.counted` (its hash and MAC under an audit key) says a use
+    was counted: one added to the trail by whoever writes Redis, without the key, would
+    otherwise hide a use a dead process left from `killgate_break_glass_total`."""
+    from gateway.admin.glassjournal import Journal
+    from gateway.state.redis import RedisStore
+    from gateway.state.signing import Key, Keyring
+    from tests.conftest import STATE_KEY, running_gateway, two_versions, write_config
+    from tests.test_admin_approvals import APPROVALS
+    from tests.test_breakglass_leftover_scan import _leave, _uses
+    from tests.test_revops_fleet import _state
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=_state(redis_server, tmp_path),
+                       extra=APPROVALS)
+    async with running_gateway(cfg, "inst-glass") as g:
+        (eid,) = await _uses(session, g.admin, 1)
+    store = RedisStore(redis_server.url, "revops", 1.0,
+                       keys=Keyring(Key.of(STATE_KEY.encode())))
+    await store.open()
+    try:
+        [use] = [e for e in await store.audit_events() if e["id"] == eid]
+        forged = {**use, "id": "f" * 32, "action": "breakglass.counted", "counted": eid,
+                  "break_glass": None, "actor": "killgate/auto", "mac": "0" * 64}
+        await store._call("XADD", "revops:audit", "*", "e", json.dumps(forged))
+        counted: list[dict[str, Any]] = []
+        folder = tmp_path / "left.glass"
+        _leave(folder, f"999999-{eid}", eid)
+        await Journal(folder).reconcile(store, lambda glass, _: counted.append(glass))
+        assert [c["action"] for c in counted] == ["unkill"]
+    finally:
+        await store.close()
