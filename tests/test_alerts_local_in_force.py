@@ -18,35 +18,25 @@ Real redis-server stopped and started, real gateways, Alertmanager's payload ove
 
 from __future__ import annotations
 
-import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import ClientSession
 
-from gateway.domain.statedoc import Change, StateDoc, apply_change
-from gateway.state.signing import Key, Keyring
-from gateway.state.snapshot import SnapshotFile
-from tests.backends import echo_app
-from tests.conftest import (
-    STATE_KEY,
-    RedisServer,
-    running_gateway,
-    two_versions,
-    wait_until,
-    write_config,
-)
-from tests.staterig import redis_state
+from tests.conftest import RedisServer, running_gateway, wait_until
 from tests.test_alerting import payload
 from tests.test_alerts import READ, _post
 from tests.test_attacks_state import post, stored_kills
-from tests.test_forgery import stored_doc
+from tests.test_kill_carried_by_reseed import (
+    KEY,
+    c_merges_and_the_kill_stays,
+    carry_a_lifted_kill,
+    configs,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
-KEY = "version:iris:v2"
 FIRING = payload(killgate_action="kill", route="iris", version="v2")
 ALERTS = "alerts:\n  alertmanager: {}\n"
 
@@ -59,9 +49,7 @@ async def _local_kills(session: ClientSession, admin: str) -> list[dict[str, Any
 async def test_an_alert_for_a_kill_the_store_holds_takes_no_local_kill_one_upgraded_does(
         tmp_path: Path, backends: Any, session: ClientSession,
         redis_server: RedisServer) -> None:
-    p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p),
-                       state=redis_state(redis_server, tmp_path, "a"), extra=ALERTS)
+    cfg, _ = await configs(tmp_path, backends, redis_server, ALERTS)
     async with running_gateway(cfg, "a") as a:
         await post(session, a.admin, "/v1/kill", scope="version", route="iris", version="v2")
         await post(session, a.admin, "/v1/kill", scope="route", route="iris",
@@ -93,26 +81,9 @@ async def test_an_alerts_kill_on_a_flag_a_reseed_carried_is_taken_locally_and_su
     everything before a heard of it, a re-seeded it back); then the store goes away and the
     alert for v2 fires on a. Before: `unchanged`, and c's merge later dropped the flag: v2
     served again on every instance, the alert still firing."""
-    p = await backends(echo_app("v1"))
-    routes = two_versions(p, p)
-    cfg_a = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"),
-                         extra=ALERTS, name="a.yaml")
-    cfg_c = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "c"),
-                         name="c.yaml")
+    cfg_a, cfg_c = await configs(tmp_path, backends, redis_server, ALERTS)
     async with running_gateway(cfg_a, "a") as a:
-        await post(session, a.admin, "/v1/kill", scope="version", route="iris", version="v2")
-        killed = StateDoc.from_json(stored_doc(redis_server))
-        lifted = apply_change(killed, Change(kills={KEY: None}))
-        snap = SnapshotFile(tmp_path / "snapshot-c.json",
-                            Keyring(Key.of(STATE_KEY.encode())).bound("kgtest"))
-        await snap.write(lifted)
-        redis_server.cmd("FLUSHALL")
-        await wait_until(lambda: KEY in stored_kills(redis_server), 10, 0.02,
-                         "a's re-seed (it carries the lifted kill)")
-        reseeded = int(redis_server.cmd("GET", "kgtest:gen"))
-        await wait_until(lambda: a.gw.holder.doc.generation == reseeded, 5, 0.02,
-                         "a holding its re-seed")
-
+        await carry_a_lifted_kill(tmp_path, session, redis_server, a)
         redis_server.kill()
         status, answer = await _post(session, a.admin, FIRING)
         assert status == 200, answer
@@ -126,14 +97,4 @@ async def test_an_alerts_kill_on_a_flag_a_reseed_carried_is_taken_locally_and_su
                          and stored_kills(redis_server)[KEY]["actor"]
                          == "alertmanager/killgate", 10, 0.05,
                          "the alert's kill merged into the store as a flag of its own")
-        async with running_gateway(cfg_c, "c") as c:
-            def settled() -> bool:
-                gen = int(redis_server.cmd("GET", "kgtest:gen"))
-                return (a.gw.holder.doc.generation == gen == c.gw.holder.doc.generation
-                        and not a.gw.sync._resync and not c.gw.sync._resync)
-
-            await wait_until(settled, 10, 0.02, "a, c and the store to agree")
-            await asyncio.sleep(0.3)  # (a few polls: nothing moves any more)
-            assert settled()
-            assert KEY in stored_kills(redis_server), json.dumps(stored_doc(redis_server))[:600]
-            assert KEY in a.gw.holder.doc.kills and KEY in c.gw.holder.doc.kills
+        await c_merges_and_the_kill_stays(cfg_c, redis_server, a)
