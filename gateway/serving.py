@@ -24,6 +24,7 @@ from gateway.app import Gateway
 from gateway.configfile import LoadedConfig
 from gateway.log import event
 from gateway.stopsignals import HURRIED_EXIT, STOP_NOW, StopSignals
+from gateway.tasks import unless_stopped
 from gateway.workerconfig import file_instead, save
 from gateway.workerlink import BEAT, BEAT_ENV, GROUP_ENV, READY_FD_ENV, STOP_AND_RELOAD
 from gateway.workerstates import WorkerStates
@@ -159,18 +160,12 @@ async def _start_unless_stopped(gw: Gateway, stop: asyncio.Event) -> bool:
     """`gw.start()`, given up at a SIGTERM/SIGINT that comes first (the start may wait
     `state.start_timeout` for Redis): the listeners never open then, and the process ends
     at once (exit 0) instead of at the start deadline. True when the start finished."""
-    starting = asyncio.ensure_future(gw.start())
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-    if starting.done():
-        starting.result()  # (its error, if it failed)
+    async def start() -> bool:
+        await gw.start()
         return True
-    starting.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await starting
+
+    if await unless_stopped(start(), stop):
+        return True
     event(log, "phase", phase="start_abandoned",
           why="SIGTERM or SIGINT before the start finished: the listeners never opened")
     return False

@@ -18,6 +18,7 @@ forwarder that refuses that worker alone until the restore; the real drill CLI.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -28,13 +29,16 @@ from tests.conftest import RedisServer, admin_token, free_port, wait_until, writ
 from tests.drillfleet import Fleet
 from tests.drillrig import Drill, routes
 from tests.faultproxy import Forwarder, redis_state_via
-from tests.test_drill_behind_workers import LEASE, _instances, _owner
+from tests.test_drill_behind_workers import _instances, _owner
 from tests.test_revops_fleet import _state
 from tests.test_workers import _children
 
 pytestmark = [pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs /proc"),
               pytest.mark.timeout(120)]
 
+#: a lease that outlasts the test: the victim, cut off, stays listed live, so that a drill
+#: the rig runs again (its steady window not filled on a loaded machine) starts with it too
+LEASE = {"heartbeat_interval": "200ms", "command_timeout": "300ms", "instance_lease": "30s"}
 ARGS = ("kill", "--route", "iris-drill", "--version", "v2", "--rate", "40", "--steady",
         "600ms", "--hold", "2500ms", "--settle", "500ms")
 
@@ -82,8 +86,9 @@ async def test_a_worker_without_the_kill_all_hold_fails_the_drill_though_restore
         assert report is not None, (code, err[-3000:])
         check = report.get("inject_check")
         assert report["verdict"] == "failed" and check is not None, (
-            code, err[-3000:], {k: report.get(k) for k in (
-                "verdict", "reasons", "restore_short", "restore_check", "inject_check")})
+            code, err[-3000:], json.dumps({k: report.get(k) for k in (
+                "verdict", "reasons", "restore_short", "restore_check", "inject_check",
+                "receipts")}))
         assert check["late"] == [name], check
         assert any(name in r and "injection" in r for r in report["reasons"]), report["reasons"]
         said = [ln for ln in err.splitlines() if "INJECTION NOT HELD by" in ln]

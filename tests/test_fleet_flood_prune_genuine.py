@@ -107,3 +107,41 @@ async def test_another_keys_counts_under_a_name_no_instance_has_are_not_kept(
                        for k in (pair.a._stats_kept or {}).values() for f in k._seen)
         finally:
             await other.close()
+
+
+async def test_another_keys_kept_counts_keep_their_place_when_forgeries_fill_the_bound(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stop 40's review (impleft9 item 2) asked whether a forger who fills the bound
+    (MAX_KEPT per hash) with entries naming made-up key ids pushes out the genuine entries
+    of another key kept already. It does not: a kept entry rewritten at its instance's next
+    tick gives up its place and takes it back in the same step (KeptCounts.still, then
+    keep). What such a flood does is refuse a NEW entry of another key while the bound is
+    full (removed and counted, as any refused count): no bound can tell it from a forgery
+    (its MAC is under a key we do not hold), and it is no more than the forger can do with
+    HDEL on the same hash (README, "delete ... other instances' analysis counts"). A guard
+    of both. The bound lowered to 8 so the flood is small."""
+    from gateway.state import keptcounts
+
+    monkeypatch.setattr(keptcounts, "MAX_KEPT", 8)
+    async with two_stores(redis_server, "kgprune5") as pair:
+        a = pair.a
+        other = RedisStore(redis_server.url, "kgprune5", 1.0,
+                           keys=Keyring(Key.of(b"another fleet key, not ours" * 2)))
+        await other.open()
+        try:
+            key = "kgprune5:stats:iris"
+            await other.put_stats("iris", "w", {"requests": 5})
+            assert await a.get_stats("iris") == []  # (w kept: one place of 8)
+            await asyncio.to_thread(flood, redis_server, key, "KGS1 deadbeef 00\n{}", 10)
+            assert await a.get_stats("iris") == []  # (7 forgeries kept, 3 removed)
+            assert len(a._stats_kept["iris"]._seen) == 8  # type: ignore[index]
+            for n in (6, 7, 8):  # (its instance's next ticks)
+                await other.put_stats("iris", "w", {"requests": n})
+                assert await a.get_stats("iris") == []
+                assert await asyncio.to_thread(redis_server.cmd, "HEXISTS", key, "w") == "1"
+                assert [s["requests"] for s in await other.get_stats("iris")] == [n]
+            await other.put_stats("iris", "v", {"requests": 1})  # (new, the bound full)
+            await a.get_stats("iris")
+            assert await asyncio.to_thread(redis_server.cmd, "HEXISTS", key, "v") == "0"
+        finally:
+            await other.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,42 +40,60 @@ pytestmark = pytest.mark.timeout(60)
 KEY = "version:iris:v2"
 
 
-async def test_a_kill_on_a_flag_a_reseed_carried_over_survives_the_merge_that_drops_it(
-        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+async def configs(tmp_path: Path, backends: Any, redis_server: RedisServer,
+                  extra_a: str = "") -> tuple[Path, Path]:
+    """Instances a (with `extra_a`) and c on one store, serving route iris (v1, v2)."""
     p = await backends(echo_app("v1"))
     routes = two_versions(p, p)
-    cfg_a = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"),
-                         name="a.yaml")
-    cfg_c = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "c"),
-                         name="c.yaml")
+    return (write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"),
+                         extra=extra_a, name="a.yaml"),
+            write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "c"),
+                         name="c.yaml"))
+
+
+async def carry_a_lifted_kill(tmp_path: Path, session: Any, redis_server: RedisServer,
+                              a: Any) -> None:
+    """v2 killed through a; c lifted it (c's snapshot: the unkill of that flag, c stopped)
+    and redis lost everything before a heard of it; a re-seeds the store, carrying the
+    lifted kill, and holds that re-seed."""
+    await post(session, a.admin, "/v1/kill", scope="version", route="iris", version="v2")
+    killed = StateDoc.from_json(stored_doc(redis_server))
+    lifted = apply_change(killed, Change(kills={KEY: None}))
+    snap = SnapshotFile(tmp_path / "snapshot-c.json",
+                        Keyring(Key.of(STATE_KEY.encode())).bound("kgtest"))
+    await snap.write(lifted)
+    redis_server.cmd("FLUSHALL")
+    await wait_until(lambda: KEY in stored_kills(redis_server), 10, 0.02,
+                     "a's re-seed (it carries the lifted kill)")
+    reseeded = int(redis_server.cmd("GET", "kgtest:gen"))
+    await wait_until(lambda: a.gw.holder.doc.generation == reseeded, 5, 0.02,
+                     "a holding its re-seed")
+
+
+async def c_merges_and_the_kill_stays(cfg_c: Path, redis_server: RedisServer,
+                                      a: Any) -> None:
+    """c comes back and merges what the store holds with its own document (which names
+    the carried flag lifted): v2's kill is still in the store, on a and on c."""
+    async with running_gateway(cfg_c, "c") as c:
+        def settled() -> bool:
+            gen = int(redis_server.cmd("GET", "kgtest:gen"))
+            return (a.gw.holder.doc.generation == gen == c.gw.holder.doc.generation
+                    and not a.gw.sync._resync and not c.gw.sync._resync)
+
+        await wait_until(settled, 10, 0.02, "a, c and the store to agree")
+        await asyncio.sleep(0.3)  # (a few polls: nothing moves any more)
+        assert settled()
+        assert KEY in stored_kills(redis_server), json.dumps(stored_doc(redis_server))[:600]
+        assert KEY in a.gw.holder.doc.kills
+        assert KEY in c.gw.holder.doc.kills
+
+
+async def test_a_kill_on_a_flag_a_reseed_carried_over_survives_the_merge_that_drops_it(
+        tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
+    cfg_a, cfg_c = await configs(tmp_path, backends, redis_server)
     async with running_gateway(cfg_a, "a") as a:
-        await post(session, a.admin, "/v1/kill", scope="version", route="iris", version="v2")
-        killed = StateDoc.from_json(stored_doc(redis_server))
-        # c lifted it (c's document: the unkill of that flag), and redis lost everything
-        # before a heard of it; c stopped meanwhile (its snapshot holds the unkill)
-        lifted = apply_change(killed, Change(kills={KEY: None}))
-        snap = SnapshotFile(tmp_path / "snapshot-c.json",
-                            Keyring(Key.of(STATE_KEY.encode())).bound("kgtest"))
-        await snap.write(lifted)
-        redis_server.cmd("FLUSHALL")
-        await wait_until(lambda: KEY in stored_kills(redis_server), 10, 0.02,
-                         "a's re-seed (it carries the lifted kill)")
-        reseeded = int(redis_server.cmd("GET", "kgtest:gen"))
-        await wait_until(lambda: a.gw.holder.doc.generation == reseeded, 5, 0.02,
-                         "a holding its re-seed")
+        await carry_a_lifted_kill(tmp_path, session, redis_server, a)
         # the operator kills v2 on a: answered 200, the kill in force
         await post(session, a.admin, "/v1/kill", scope="version", route="iris", version="v2",
                    reason="v2 is bad again")
-        # c comes back and merges what the store holds with its own document
-        async with running_gateway(cfg_c, "c") as c:
-            def settled() -> bool:
-                gen = int(redis_server.cmd("GET", "kgtest:gen"))
-                return (a.gw.holder.doc.generation == gen == c.gw.holder.doc.generation
-                        and not a.gw.sync._resync and not c.gw.sync._resync)
-
-            await wait_until(settled, 10, 0.02, "a, c and the store to agree")
-            await asyncio.sleep(0.3)  # (a few polls: nothing moves any more)
-            assert settled()
-            assert KEY in stored_kills(redis_server), json.dumps(stored_doc(redis_server))[:600]
-            assert KEY in a.gw.holder.doc.kills
-            assert KEY in c.gw.holder.doc.kills
+        await c_merges_and_the_kill_stays(cfg_c, redis_server, a)

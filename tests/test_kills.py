@@ -3,6 +3,8 @@ drill's kill of the same key."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gateway.configfile import parse_config_text
 from gateway.domain import alerting, drills, kills
 from gateway.domain.configrecord import record_config
@@ -101,3 +103,21 @@ def test_which_inflight_answers_a_new_document_cuts() -> None:
     assert kills.covering(frozenset({"route:iris", "global"}), "iris", "v1") == "global"
     assert kills.covering(frozenset({"route:iris"}), "iris", None) == "route"
     assert kills.covering(frozenset({"route:iris"}), "other", "v1") is None
+
+
+def test_in_force_is_the_kill_rule_asked_by_a_kill_the_store_cannot_commit() -> None:
+    """`in_force` (an alert's kill in an outage, `kill --local`) answers a flag exactly
+    when `kill` would change nothing: a person's kill, not a drill's, not one a re-seed
+    carried (`carried`), not one a kill asking to cut in-flight answers would upgrade."""
+    ask = ("version", "iris", "v2")
+    plain = ap(StateDoc(), kills.kill(StateDoc(), *ask, "bob", "why", "t"))
+    calm = ap(StateDoc(), kills.kill(StateDoc(), *ask, "bob", "why", "t", False))
+    carried = replace(plain, lineage={"w-re-seed": plain.generation + 1})
+    assert kills.carried(carried, carried.kills["version:iris:v2"])
+    for doc, abort, held in [(plain, True, True), (calm, False, True), (calm, True, False),
+                             (carried, True, False), (production_drill(), True, False),
+                             (StateDoc(), True, False)]:
+        flag = kills.in_force(doc, *ask, abort)
+        assert (flag is not None) is held
+        assert (kills.kill(doc, *ask, "carol", "r", "t2", abort) is None) is held
+        assert flag is None or flag is doc.kills["version:iris:v2"]

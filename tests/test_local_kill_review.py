@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from gateway.admin.localkill import in_force
 from gateway.cli.statuswarn import store_warnings
 from gateway.domain import kills
 from gateway.domain.audit import utc_now
@@ -313,9 +312,8 @@ def test_a_local_kill_of_what_a_drill_killed_is_kept_not_answered_in_force() -> 
     locally": the drill's restore then lifted it, and the operator's kill was never
     recorded. The local path now follows the kill rule: a drill's kill is taken over."""
     drill = production_drill()
-    assert in_force(drill, {"scope": "version", "route": "iris", "version": "v2"}, True) \
-        is None
+    assert kills.in_force(drill, "version", "iris", "v2") is None
     doc = apply_change(StateDoc(), kills.kill(StateDoc(), "version", "iris", "v2", "bob",
                                               "why", "t"))
-    flag = in_force(doc, {"scope": "version", "route": "iris", "version": "v2"}, True)
+    flag = kills.in_force(doc, "version", "iris", "v2")
     assert flag is not None and flag.actor == "bob"

@@ -307,7 +307,8 @@ class AdminApi:
         left, counted when the trail holds their events (glassjournal.py)."""
         await self.glass_journal.reconcile(
             self.audit_reader, lambda glass, learned: breakglass.count(self.counters, glass,
-                                                                       learned))
+                                                                       learned),
+            self._append_audit)
 
     def _may_break_glass(self, request: web.Request, peer: str, principal: Principal) -> None:
         """Skipping the two-person rule needs its own scope (killgate:admin does not imply

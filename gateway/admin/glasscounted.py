@@ -8,8 +8,13 @@ many counts, and an alert on `killgate_break_glass_total` rang for uses never ma
 ids counted are kept in `counted.json` in the same folder (the newest MAX_KEPT, written whole
 to a temporary file, synced, then renamed over it; read and written under a lock, so
 sibling workers starting at once lose none): an id there is not counted again. One who can
-write the folder can remove this record as well as write the files: the trail, not the
-folder, is what says a use was made (GET /v1/audit, `break_glass: true`).
+write the folder (the gateway's user) could remove this record as well as re-create the
+file, and the use was counted once more at each start. So a use counted at a start is also
+recorded in the trail, after its count: an audit event `breakglass.counted` naming it
+(`counted`: its audit id; `draft`), which a start reads with the use's own event (newer than
+it, so within the same read) and, genuine (its hash and MAC under an audit key), takes as
+counted (`marked`): only a holder of the audit key writes one, and deleting it breaks the
+trail (`audit verify`). The file stays the record when the store cannot take the event.
 """
 
 from __future__ import annotations
@@ -18,9 +23,16 @@ import contextlib
 import fcntl
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["MAX_KEPT", "claim"]
+from gateway.domain.audit import AuditDraft, genuine
+
+__all__ = ["MARK", "MAX_KEPT", "claim", "draft", "marked"]
+
+#: the audit action that records a use counted at a start
+MARK = "breakglass.counted"
 
 #: the most ids kept (the newest; a start looks for no more than MAX_SCAN events)
 MAX_KEPT = 4096
@@ -46,6 +58,23 @@ def claim(folder: Path, ids: list[str]) -> tuple[list[str], str | None]:
     except OSError as exc:
         seen = set(_read(folder / NAME))
         return [i for i in dict.fromkeys(ids) if i not in seen], str(exc)
+
+
+def draft(eid: str, use: dict[str, Any]) -> AuditDraft:
+    """The audit event that records the use of audit id `eid` counted at a start."""
+    return AuditDraft(
+        "killgate/auto", MARK, {"audit_id": eid, "action": use["action"]},
+        "a break-glass use whose process ended before counting it, counted at a start "
+        "from the audit trail (not to be counted again)", extra={"counted": eid})
+
+
+def marked(ev: dict[str, Any], ids: set[str], keys: Mapping[str, bytes] | None) -> str | None:
+    """The audit id (one of `ids`) that `ev` records as counted, or None: `ev` is no
+    genuine `breakglass.counted` event (`keys`: the audit keys; None: the trail unkeyed)."""
+    eid = ev.get("counted")
+    if ev.get("action") != MARK or not isinstance(eid, str) or eid not in ids:
+        return None
+    return eid if keys is None or genuine(ev, keys) else None
 
 
 def _read(path: Path) -> list[str]:

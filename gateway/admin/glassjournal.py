@@ -20,7 +20,8 @@ file goes; but one not among the trail's newest MAX_SCAN events when they do not
 to its time is not known not applied: said (WARNING break_glass_unresolved, its audit id),
 never dropped unsaid. Nothing kept in Redis decides it: a file names an id, and only a
 genuine event of that id counts it, once (an id two files name, once; an id counted at an
-earlier start, kept in the folder's `counted.json`, not again: glasscounted.py), as that
+earlier start, kept in the folder's `counted.json` and recorded in the trail by an audited
+`breakglass.counted`, not again: glasscounted.py), as that
 event says (its action, actor, target and reason; never the file's words). A store that
 cannot be read keeps the file for the next start. Without a snapshot folder it cannot be
 created in, nothing is kept (said once, `break_glass_journal_off`).
@@ -35,14 +36,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from gateway import procstart
 from gateway.admin import glasscounted, glasslock
 from gateway.admin.ports import AuditReader
-from gateway.domain.audit import genuine, new_event_id
+from gateway.domain.audit import AuditDraft, genuine, new_event_id
 from gateway.log import event
 
 __all__ = ["MAX_SCAN", "STOP_BEFORE_COUNT_ENV", "Journal", "test_stop_before_count"]
@@ -162,16 +163,18 @@ class Journal:
             and (now := procstart.start_of(pid)) is not None and now != start
 
     async def reconcile(self, trail: AuditReader,
-                        count: Callable[[dict[str, Any], str], None]) -> None:
-        """Count the leftovers whose events are in the trail; drop those not there."""
+                        count: Callable[[dict[str, Any], str], None],
+                        record: Callable[[AuditDraft], Awaitable[Any]] | None = None) -> None:
+        """Count the leftovers whose events are in the trail; drop those not there.
+        `record`: appends the audit event that records a use counted (glasscounted.py)."""
         left = self.leftovers()
         if not left:
             return
         until = asyncio.get_running_loop().time() + TRY_FOR
         while True:
             try:
-                found, whole = await _events(trail, {e["id"] for _, e in left},
-                                             min(e["time"] for _, e in left) - SLACK)
+                found, done, whole = await _events(trail, {e["id"] for _, e in left},
+                                                   min(e["time"] for _, e in left) - SLACK)
                 break
             except Exception as exc:  # noqa: BLE001 - the store's errors: try again
                 if asyncio.get_running_loop().time() >= until:
@@ -207,6 +210,7 @@ class Journal:
                 event(log, "break_glass_journal_off", logging.WARNING, path=str(self.dir),
                       error=error, consequence="the uses counted now may be counted again "
                                                "at the next start")
+            new = [eid for eid in new if eid not in done]  # (the trail's record: glasscounted.py)
             for eid in set(uses) - set(new):
                 event(log, "break_glass_counted_before", logging.WARNING, audit_ids=[eid],
                       detail="a file of a break-glass use already counted at an earlier "
@@ -214,6 +218,7 @@ class Journal:
             for eid in new:
                 count(uses[eid], "at a start, from the audit trail (the process that "
                                  "made it ended before counting it)")
+                await _record(record, eid, uses[eid])
         for path, _ in left:
             self.done(path)
 
@@ -238,12 +243,30 @@ def _peek(path: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
+async def _record(record: Callable[[AuditDraft], Awaitable[Any]] | None, eid: str,
+                  use: dict[str, Any]) -> None:
+    """The trail's record of a use counted at a start (best effort: said when not made)."""
+    if record is None:
+        return
+    try:
+        await record(glasscounted.draft(eid, use))
+    except Exception as exc:  # noqa: BLE001 - the store's errors: the file stays the record
+        event(log, "break_glass_count_unrecorded", logging.WARNING, audit_ids=[eid],
+              error=str(exc), consequence="counted, but not recorded in the audit trail: "
+              f"only {glasscounted.NAME} beside the journal keeps a later start from "
+              "counting it again")
+
+
 async def _events(trail: AuditReader, ids: set[str],
-                  since: float) -> tuple[dict[str, Any], bool]:
+                  since: float) -> tuple[dict[str, Any], set[str], bool]:
     """The events of `ids` among the trail's newest (MAX_SCAN at most, back to `since`),
-    and whether the read was whole: it reached `since`, or the trail's end (one not found
-    then was not applied), or found them all."""
+    the ids of them the trail records as counted at an earlier start (genuine
+    `breakglass.counted` events: newer than the use's, so met first), and whether the read
+    was whole: it reached `since`, or the trail's end (one not found then was not applied),
+    or found them all."""
     found: dict[str, Any] = {}
+    done: set[str] = set()
+    keys = trail.audit_keys.keys() if trail.audit_keys.enabled else None
     before: str | None = None
     read = 0
     while read < MAX_SCAN and len(found) < len(ids):
@@ -252,9 +275,11 @@ async def _events(trail: AuditReader, ids: set[str],
         for ev in page:
             if ev.get("id") in ids:
                 found[ev["id"]] = ev
+            elif (eid := glasscounted.marked(ev, ids, keys)) is not None:
+                done.add(eid)
         if before is None or any(_older(ev, since) for ev in page[-1:]):
-            return found, True
-    return found, len(found) == len(ids)
+            return found, done, True
+    return found, done, len(found) == len(ids)
 
 
 def _older(ev: dict[str, Any], since: float) -> bool:

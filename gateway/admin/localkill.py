@@ -19,10 +19,10 @@ from aiohttp import web
 from gateway.admin import inputs
 from gateway.admin.ports import Current, LocalKiller
 from gateway.domain import kills
-from gateway.domain.statedoc import KillFlag, StateDoc, kill_key
+from gateway.domain.statedoc import kill_key
 from gateway.errors import ApiError, ConflictingState
 
-__all__ = ["HINT", "asked", "held", "in_force", "not_killed", "take"]
+__all__ = ["HINT", "asked", "held", "not_killed", "take"]
 
 #: what the 503 of a kill the store cannot commit adds: the lever
 HINT = ("; for an emergency kill on this instance only while the store is away, send the "
@@ -51,7 +51,8 @@ async def take(local: LocalKiller | None, current: Current, target: dict[str, An
                        "this instance keeps no local kills")
     scope, route, version = target["scope"], target.get("route"), target.get("version")
     key = kill_key(scope, route, version)
-    flag = in_force(current.doc, target, bool(args.get("abort_inflight", True)))
+    flag = kills.in_force(current.doc, scope, route, version,
+                          bool(args.get("abort_inflight", True)))
     if flag is not None:  # (in force from the store already: nothing to keep locally)
         return web.json_response({"kill": key, "changed": False, "local": False,
                                   "id": flag.ident(), "store": why})
@@ -119,14 +120,3 @@ def not_killed(exc: ConflictingState, note: dict[str, Any]) -> ConflictingState:
                             f"stopped by the local kill {note['kill']} ({note['id']}, "
                             f"{note['actor']}, {note['time']}), {what}")
 
-
-def in_force(doc: StateDoc, target: dict[str, Any], abort: bool) -> KillFlag | None:
-    """The store's kill that makes a kill of `target` change nothing (the one kill rule,
-    domain/kills.py), or None. Not a kill a drill made (its restore lifts it: a person's
-    kill takes it over) nor one a re-seed carried: answered "in force already", the local
-    kill was not kept, and the drill's restore lifted the operator's emergency stop."""
-    scope, route, version = target["scope"], target.get("route"), target.get("version")
-    flag = doc.kills.get(kill_key(scope, route, version))
-    if flag is None or kills.kill(doc, scope, route, version, "", "", "", abort) is not None:
-        return None
-    return flag

@@ -5,7 +5,9 @@ the 3 a.m. case the emergency local kill exists for (`POST /v1/kill?local=1`,
 `state.localmerge`), and nobody is awake to send it by hand: when the store cannot be
 reached (`StoreUnavailable`, never `outcome_unknown`, which may be in force, nor a store
 that answers with a document it cannot verify) a firing alert mapped to a kill, in `act`
-mode, is journaled and enforced on this instance at once, in the alert's name
+mode, is journaled and enforced on this instance at once (unless its kill through the
+store would change nothing: `domain.kills.in_force`, the rule `kill --local` follows; a
+flag a re-seed carried or a drill holds is taken over), in the alert's name
 (`alertmanager/<receiver>`, its summary as the reason), and merged into the store as a
 kill like any other when it answers. The alert's answer says `outcome: "local"`, and the
 notification is answered 200 so Alertmanager does not retry it into the outage; what the
@@ -20,7 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from gateway.domain import drills
+from gateway.domain import kills
 from gateway.domain.alerting import Intent
 from gateway.domain.statedoc import StateDoc, kill_key
 from gateway.errors import StoreOutcomeUnknown, StoreUnavailable, StoreUnverifiable
@@ -56,8 +58,8 @@ async def take(local: LocalKiller, doc: StateDoc, entry: dict[str, Any], want: I
     target = want.target or {}
     scope, route, version = target["scope"], target.get("route"), target.get("version")
     key = kill_key(scope, route, version)
-    # (in force from the store already, and no open drill's, whose restore would lift it)
-    if key in doc.kills and not drills.holds_kill(doc, key):
+    # (in force from the store as the alert's kill through it would leave it: domain/kills)
+    if kills.in_force(doc, scope, route, version) is not None:
         entry.update(outcome="unchanged", local=False, message=f"{key} is already killed "
                      f"(the state store cannot be reached: {why})")
         return entry

@@ -13,16 +13,15 @@ import binascii
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway.control.drillload import Traffic
 from gateway.domain.drillplan import Plan
 from gateway.domain.drillreport import other_route
 
-__all__ = ["Check", "Pause", "same_route", "store_skip", "token_too_short", "unless_stopped"]
+__all__ = ["Check", "Pause", "same_route", "store_skip", "token_too_short"]
 
 Pause = Callable[[float], Awaitable[None]]
-T = TypeVar("T")
 
 #: why the store given is not the fleet's (None: it is), from the fleet's key prefix and
 #: the ids of its instances (their heartbeats are in its store)
@@ -90,19 +89,3 @@ def token_too_short(authorization: str | None, plan: Plan,
             f"done (its windows take {windows:g}s, the restore and end up to "
             f"{RESTORE_MARGIN:g}s more): the restore would be refused and what the drill "
             f"changed left in force; use a token that lives at least {need:.0f}s")
-
-
-async def unless_stopped(aw: Awaitable[T], stopped: asyncio.Event) -> T | None:
-    """`aw`, given up (None) at a stop before it finishes: a Ctrl-C before the drill opens
-    ends it at once, not once the admin API or the store answer (up to --timeout each)."""
-    task = asyncio.ensure_future(aw)
-    stop = asyncio.ensure_future(stopped.wait())
-    try:
-        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    return None

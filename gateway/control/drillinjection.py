@@ -17,12 +17,13 @@ from typing import Any
 from gateway.control.drillasks import Budget
 from gateway.control.drillbehind import Behind, behind
 from gateway.control.drillfleet import published
-from gateway.control.drillguards import Pause, unless_stopped
+from gateway.control.drillguards import Pause
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.control.drillrejoin import wait_rejoined
 from gateway.domain.drillplan import Plan, fault_ttl
 from gateway.domain.drillreport import Marks
 from gateway.errors import StateError
+from gateway.tasks import unless_stopped
 
 __all__ = ["HELD_FOR", "Injection"]
 

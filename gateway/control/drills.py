@@ -33,7 +33,6 @@ from gateway.control.drillguards import (
     same_route,
     store_skip,
     token_too_short,
-    unless_stopped,
 )
 from gateway.control.drillinjection import Injection
 from gateway.control.drillload import AdminClient, DrillApiError, Traffic, resolve_probe
@@ -44,6 +43,7 @@ from gateway.domain.audit import utc_now
 from gateway.domain.drillplan import Plan, duration, too_long
 from gateway.domain.drillreport import Marks, Obs, analyse, steady_problems
 from gateway.domain.drilltoken import HEADER
+from gateway.tasks import unless_stopped
 
 __all__ = ["DrillRunner"]
 

@@ -5,7 +5,8 @@ anything else sets a kill flag. A kill already in force changes nothing and keep
 killed, when and why, except that asking to cut in-flight answers upgrades a flag that
 did not, and a flag an open drill holds, or one a re-seed carried over (it may be a kill
 lifted since: `carried`), is taken over: the drill's restore then leaves it (it undoes only
-what is still as the drill left it). `newly_aborting` and `covering`: which
+what is still as the drill left it). `in_force`: that rule asked by a kill the store cannot
+commit (kept locally unless it would change nothing). `newly_aborting` and `covering`: which
 in-flight exchanges a new document's kills cut. `unrouted`: the kills a config no longer
 routes to (a removed or renamed name: out of routing, in force again if the name returns).
 """
@@ -19,7 +20,7 @@ from gateway.config import RouteConfig
 from gateway.domain import drills
 from gateway.domain.statedoc import Change, KillFlag, KillScope, StateDoc, kill_key
 
-__all__ = ["carried", "covering", "kill", "newly_aborting", "unrouted", "unrouted_since"]
+__all__ = ["carried", "covering", "in_force", "kill", "newly_aborting", "unrouted", "unrouted_since"]
 
 
 def kill(doc: StateDoc, scope: KillScope, route: str | None, version: str | None,
@@ -27,16 +28,39 @@ def kill(doc: StateDoc, scope: KillScope, route: str | None, version: str | None
     """The change a kill of (scope, route, version) makes; None when already in force."""
     key = kill_key(scope, route, version)
     existing = doc.kills.get(key)
-    if existing is not None and not drills.holds_kill(doc, key) \
-            and not carried(doc, existing):
-        if abort_inflight and not existing.abort_inflight:
-            return Change(kills={key: replace(existing, abort_inflight=True)})
+    standing = _confirmable(doc, key)
+    if standing is not None:
+        if abort_inflight and not standing.abort_inflight:
+            return Change(kills={key: replace(standing, abort_inflight=True)})
         return None
     if existing is not None and not drills.holds_kill(doc, key):
         abort_inflight = abort_inflight or existing.abort_inflight  # (as an upgrade would)
     # generation 0: statedoc.apply_change stamps the generation the kill lands in
     return Change(kills={key: KillFlag(scope, route, version, actor, reason, now, 0,
                                        abort_inflight)})
+
+
+def in_force(doc: StateDoc, scope: KillScope, route: str | None, version: str | None,
+             abort_inflight: bool = True) -> KillFlag | None:
+    """The flag that makes a kill of (scope, route, version) change nothing (`kill` answers
+    None), or None. What a kill the store cannot commit asks (`kill --local`, an alert's
+    kill in an outage): with a flag, nothing is kept locally; without, the kill is taken
+    locally and merged as `kill` would write it. So not a flag an open drill made (its
+    restore lifts it), one a re-seed carried (`carried`: the merge of the instance that
+    lifted it drops it), nor one that does not cut in-flight answers when the kill asks
+    to (the store's kill upgrades it)."""
+    flag = _confirmable(doc, kill_key(scope, route, version))
+    if flag is None or (abort_inflight and not flag.abort_inflight):
+        return None
+    return flag
+
+
+def _confirmable(doc: StateDoc, key: str) -> KillFlag | None:
+    """The flag at `key` a kill confirms (or upgrades) rather than takes over, or None."""
+    flag = doc.kills.get(key)
+    if flag is None or drills.holds_kill(doc, key) or carried(doc, flag):
+        return None
+    return flag
 
 
 def carried(doc: StateDoc, flag: KillFlag) -> bool:

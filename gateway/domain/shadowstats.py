@@ -89,9 +89,7 @@ class Tally:
         if not c.comparable:
             return
         self.noise_pairs += 1
-        for path in {d.path for d in c.differences}:
-            if path in self.noise_paths or len(self.noise_paths) < MAX_NOISE_PATHS:
-                self.noise_paths[path] = self.noise_paths.get(path, 0) + 1
+        _count_paths(self.noise_paths, c)
         self.changes += 1
 
     def observed(self, c: Comparison) -> None:
@@ -99,9 +97,7 @@ class Tally:
         if not c.comparable:
             return
         self.raw_n += 1
-        for path in {d.path for d in c.differences}:
-            if path in self.raw_paths or len(self.raw_paths) < MAX_NOISE_PATHS:
-                self.raw_paths[path] = self.raw_paths.get(path, 0) + 1
+        _count_paths(self.raw_paths, c)
 
     def noisy_paths(self, cfg: NoiseConfig | None) -> frozenset[str]:
         """Paths that are noise for every request, not just those with a noise pair of their
@@ -229,6 +225,15 @@ class Tally:
 def _add(into: dict[str, int], more: dict[str, int]) -> None:
     for k, v in more.items():
         into[k] = into.get(k, 0) + v
+
+
+def _count_paths(counts: dict[str, int], c: Comparison) -> None:
+    """Each path `c` differs at counted once, in at most MAX_NOISE_PATHS paths: one not
+    counted yet once that many are is left out (`noisy_paths` reads a full `raw_paths` as
+    "rate unknown" for it), so the noise pairs' and the shadow's counts are bounded alike."""
+    for path in {d.path for d in c.differences}:
+        if path in counts or len(counts) < MAX_NOISE_PATHS:
+            counts[path] = counts.get(path, 0) + 1
 
 
 def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
