@@ -10,7 +10,8 @@ written to a file named by the process's pid; the file goes once the use is coun
 once it is known not applied (refused, or no change). A starting process takes the files of
 processes that are gone (or of its own pid: a container's pid 1 restarted; or of a pid that
 runs but is another process now: the file names the boot and the start of its writer, and
-a node restarted reuses pids, another user's too, where such a file stayed for good), each by a
+a node restarted reuses pids, another user's too, where such a file stayed for good; never
+one whose writer's lock is still held, wherever that writer runs: glasslock.py), each by a
 rename to its own pid (one taker among sibling workers starting at once), and looks for the
 event in the trail's newest events (`reconcile`): there, genuine (its hash and MAC under a
 state key) and marked `break_glass`, the use is counted, `learned="at a start, from the
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import procstart
-from gateway.admin import glasscounted
+from gateway.admin import glasscounted, glasslock
 from gateway.admin.ports import AuditReader
 from gateway.domain.audit import AuditDraft, genuine, new_event_id
 from gateway.log import event
@@ -91,7 +92,8 @@ class Journal:
             tmp = path.with_suffix(".tmp")
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump({"id": eid, "time": time.time(), "glass": glass, "pid": self.pid,
-                           "boot": self.boot, "start": self.start}, f)
+                           "boot": self.boot, "start": self.start,
+                           "lock": glasslock.mine(self.dir)}, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -125,8 +127,12 @@ class Journal:
             pid, _, rest = name.partition("-")
             if not name.endswith(".json") or not pid.isdigit() or not rest:
                 continue
+            doc = _peek(self.dir / name)
+            if glasslock.held(self.dir, doc.get("lock")):
+                continue  # (its writer runs, wherever: a host sharing the folder, another
+                #           container, this process; glasslock.py)
             if int(pid) != self.pid and procstart.alive(int(pid)) \
-                    and not self._of_another(self.dir / name, int(pid)):
+                    and not self._of_another(doc, int(pid)):
                 continue  # (a running sibling's use, being committed; a zombie's is taken)
             mine = self.dir / f"{self.pid}-{rest}"
             try:
@@ -141,20 +147,15 @@ class Journal:
                 out.append((mine, entry))
             else:
                 self.done(mine)
+        glasslock.sweep(self.dir)  # (the locks of processes that ended)
         return out
 
-    def _of_another(self, path: Path, pid: int) -> bool:
-        """Whether the file at `path`, named by `pid` that runs, is of a process that is
+    def _of_another(self, doc: dict[str, Any], pid: int) -> bool:
+        """Whether the file holding `doc`, named by `pid` that runs, is of a process that is
         gone all the same: written before this boot of the host (a node restarted: its
         pids are other processes', another user's too, and each such file was skipped for
         good, the use never counted, unsaid), or by an earlier process of that pid (its
         start differs; only while the file is its writer's own, not yet taken)."""
-        try:
-            doc = json.loads(path.read_bytes()[:65536])
-        except (OSError, ValueError, RecursionError):
-            return False
-        if not isinstance(doc, dict):
-            return False
         boot, start = doc.get("boot"), doc.get("start")
         if isinstance(boot, str) and self.boot is not None and boot != self.boot:
             return True
@@ -231,6 +232,15 @@ def _use(ev: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any]:
             "reason": ev.get("reason"),
             "approvals_skipped": skipped if isinstance(skipped, int) else None,
             "peer": peer[:64] if isinstance(peer, str) else None}
+
+
+def _peek(path: Path) -> dict[str, Any]:
+    """A file's fields as far as they can be read ({}: none)."""
+    try:
+        doc = json.loads(path.read_bytes()[:65536])
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 async def _record(record: Callable[[AuditDraft], Awaitable[Any]] | None, eid: str,

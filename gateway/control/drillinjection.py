@@ -3,8 +3,9 @@
 Owns `Injection`: the fault asked of the fleet (its receipt said), the admin addresses of
 instances that had published none when the drill started read again, and the measure
 phase: a hold, or for a store-loss drill the store's outage waited out and the instances
-it started with waited for until they heartbeat again. The runner's state these phases
-read and write is declared here.
+it started with waited for until they heartbeat again; and at the end of the hold, the
+instances it started with asked whether they run the injection (`_held`). The runner's
+state these phases read and write is declared here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from gateway.control.drillasks import Budget
+from gateway.control.drillbehind import Behind, behind
 from gateway.control.drillfleet import published
 from gateway.control.drillguards import Pause
 from gateway.control.drillload import AdminClient, DrillApiError
@@ -20,8 +23,12 @@ from gateway.control.drillrejoin import wait_rejoined
 from gateway.domain.drillplan import Plan, fault_ttl
 from gateway.domain.drillreport import Marks
 from gateway.errors import StateError
+from gateway.tasks import unless_stopped
 
-__all__ = ["Injection"]
+__all__ = ["HELD_FOR", "Injection"]
+
+#: seconds the check at the end of the hold may ask for (the restore waits for it)
+HELD_FOR = 5.0
 
 
 class Injection:
@@ -39,6 +46,10 @@ class Injection:
     lease: float
     not_back: list[str]
     admin_of: dict[str, str]
+    readyz_keys: dict[str, str]
+    poll: float
+    #: the injection's generation (None: not applied, or not said)
+    injected: int | None = None
 
     def now(self) -> float:
         raise NotImplementedError
@@ -62,6 +73,8 @@ class Injection:
         out = await self.api.call("POST", f"/v1/drills/{self.drill}/inject", body,
                                   retry_for=10.0)  # (same key: an answer lost is replayed)
         self.marks.inject_done = self.now()
+        gen = out.get("generation")
+        self.injected = gen if isinstance(gen, int) and not isinstance(gen, bool) else None
         applied = out.get("applied", {})
         # (the receipt's elapsed_ms is the wait for acks after the commit, not the
         # propagation time: near 0 when every instance had acked by then)
@@ -86,6 +99,29 @@ class Injection:
         for name in self.started_with:
             if name in found:
                 self.admin_of.setdefault(name, found[name])
+
+    async def _held(self, data_of: dict[str, str]) -> Behind | None:
+        """At the end of the hold, before the restore: the instances the drill started
+        with still running an older generation than the injection's, asked as after the
+        restore (control/drillbehind.py), named at once (None: nothing to ask, or
+        stopped). The drill's traffic sees only the instances it reaches: those
+        `--instances` leaves out, and each worker of a `--workers` group (one data
+        address): a worker cut off from the store before the kill never held it, the
+        receipt counting live instances only said nothing of it, and once back it ran the
+        restore, so the check after the restore found it so and the drill passed.
+        Bounded by HELD_FOR (the drill's kill stays in force until its restore)."""
+        if self.injected is None or self.drill is None or not self.started_with:
+            return None
+        found = await unless_stopped(behind(
+            self.api, self.started_with, self.admin_of, self.injected, self.drill,
+            self.readyz_keys, 0.0, Budget(seconds=HELD_FOR), data_of=data_of,
+            poll=self.poll), self._stop)
+        if found is not None and found.late:
+            self.say(f"INJECTION NOT HELD by {', '.join(found.late)}: alive at the end of "
+                     "the hold, running an older generation than the injection's "
+                     f"({self.injected}), cut off from the store? (the drill's traffic "
+                     "does not reach it: it served the state from before unmeasured)")
+        return found
 
     async def _measure(self) -> None:
         plan = self.plan

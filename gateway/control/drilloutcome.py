@@ -37,7 +37,8 @@ def ran(plan: Plan, drill: str | None, started: str, to: str | None,
         measured: dict[str, Any], marks_: Marks, t0_unix: float, stopped: str | None,
         restore: dict[str, Any], receipts: dict[str, Any],
         watch: ErrorWatch, short: dict[str, Any] | None = None,
-        check: Behind | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        check: Behind | None = None, held: Behind | None = None,
+        injected: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The report of a drill that opened, and the summary its end records (`short`: the
     restore was acknowledged by fewer instances than the drill started with; one that
     names instances `behind`, alive without it, fails the drill; `check`: what the
@@ -57,6 +58,12 @@ def ran(plan: Plan, drill: str | None, started: str, to: str | None,
             "holds; it enforces the drill's kill until it reaches the store again)"
             ] if short and short.get("behind") else []
     restored = restored and not late
+    # (an instance proved to run without the injection at the end of the hold: one the
+    # drill's traffic does not reach is seen by this alone; held, the check at its end)
+    late += [f"{name}: ran without the injection (generation {injected}) at the end of "
+             "the hold, alive (cut off from the store?): the drill's traffic does not "
+             "reach it, so what it served then was not measured"
+             for name in (held.late if held else ())]
     verdict_, reasons = verdict(plan, measured, restored, stopped,
                                 kept(restore) + unlike + late
                                 + (check.problems() if check else []))
@@ -77,6 +84,8 @@ def ran(plan: Plan, drill: str | None, started: str, to: str | None,
         "rate": plan.rate, "t0_unix": round(t0_unix, 4), "marks_ms": marks,
         "receipts": receipts, "restore_short": short,
         "restore_check": check.check() if check else None,
+        "inject_check": None if held is None else {
+            "generation": injected, "late": held.late, "asks": held.asks},
         "undone": restore.get("undone"), "before": restore.get("before"),
         "after": restore.get("state"), "targets": plan.targets.model_dump(),
         "abort": {"route": watch.route, "threshold": plan.abort.error_rate,

@@ -161,6 +161,7 @@ class DrillRunner(Restoration, Injection):
                  asyncio.create_task(watch.run(self.stop)),
                  asyncio.create_task(same_route(plan.route, traffic, self.stop, self._stop))]
         receipts: dict[str, Any] = {}
+        held: Behind | None = None  # (the check at the end of the hold)
         problems: list[str] = []
         restore: dict[str, Any] = {}
         try:
@@ -174,6 +175,8 @@ class DrillRunner(Restoration, Injection):
             if not self.stopped:
                 receipts["inject"] = await self._inject(to)
                 await self._measure()
+                if not self.stopped:
+                    held = await self._held(fleet["data_of"])
         except DrillApiError as exc:
             self.stop(f"the injection failed: {exc}")
         finally:
@@ -185,7 +188,7 @@ class DrillRunner(Restoration, Injection):
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         receipts["restore"] = restore.get("applied")
-        return await self._finish(started, to, fleet, restore, receipts, watch)
+        return await self._finish(started, to, fleet, restore, receipts, watch, held)
 
     def _refused(self, started: str, why: str, verdict_: str = "aborted") -> dict[str, Any]:
         self.report = drilloutcome.refused(self.plan, started, why, verdict_)
@@ -193,7 +196,7 @@ class DrillRunner(Restoration, Injection):
 
     async def _finish(self, started: str, to: str | None, fleet: dict[str, Any],
                       restore: dict[str, Any], receipts: dict[str, Any],
-                      watch: ErrorWatch) -> dict[str, Any]:
+                      watch: ErrorWatch, held: Behind | None = None) -> dict[str, Any]:
         plan = self.plan
         self.marks.end = self.now()
         measured = analyse(plan, to, self.obs, self.marks)
@@ -211,7 +214,7 @@ class DrillRunner(Restoration, Injection):
             self.say(f"WARNING: {short['message']}")
         self.report, summary = drilloutcome.ran(
             plan, self.drill, started, to, measured, self.marks, self.t0_unix, self.stopped,
-            restore, receipts, watch, short, found)
+            restore, receipts, watch, short, found, held, self.injected)
         verdict_ = self.report["verdict"]
         if "elsewhere" in restore:
             return self.report  # (ended already: its end is recorded)
