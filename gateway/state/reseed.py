@@ -216,8 +216,13 @@ class Repair(Vouching):
         # the newest head we saw, which the store lacks (not a refused document's call)
         lost = self.store.behind(store_doc) if store_doc is not None or got.empty else None
         anchored = lost or mine.audit_head or None
+        # (a rotation's re-sign: the document we hold, or a newer one on our history; an
+        # older one is a replay, said and counted as one, not as the re-sign: revrot4)
+        resign = got.old_key and got.trusted and store_doc is not None and lost is None and (
+            (store_doc.generation, store_doc.epoch) == (mine.generation, mine.epoch) or (
+                store_doc.generation > mine.generation and descends(store_doc, mine) is not False))
         why = ("signed with the previous key (key rotation step 2: re-signed with the "
-               "current one, so that step 3 finds it)" if got.old_key and got.trusted
+               "current one, so that step 3 finds it)" if resign
                else "empty" if got.empty else "a newer version's, older than this instance's "
                "(replayed after a rollback?)" if got.newer  # (vouching.replayed_newer)
                else "refused" if got.problem is not None
@@ -270,7 +275,7 @@ class Repair(Vouching):
             if fresh:
                 self._own_epochs.pop(merged.epoch, None)
             return
-        if not (got.old_key and got.trusted):
+        if not resign:
             # (a rotation's step-2 re-sign is no re-seed of a store that lost its state:
             # audited and logged as one, not counted as one, so a routine key rotation
             # moves no "times this instance re-seeded an emptied store")
