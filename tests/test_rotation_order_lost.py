@@ -42,7 +42,7 @@ KEY_B = "b" * 64
 A_ENV, B_ENV = "KILLGATE_TEST_STATE_KEY", "KG_KEY_B"
 
 
-@pytest.mark.parametrize("forger", ["HDEL", "HSET"])
+@pytest.mark.parametrize("forger", ["HDEL", "HSET", "HDEL-both"])
 async def test_a_lost_key_order_does_not_make_step_1_of_rotating_back_sign_it_back(
         forger: str, tmp_path: Path, backends, session, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,8 +79,11 @@ async def test_a_lost_key_order_does_not_make_step_1_of_rotating_back_sign_it_ba
     assert signer() == b.kid
     await connect(b)  # (step 3: marks the rotation done)
     # the forger: the key order deleted, or written over with something that does not verify
-    redis_server.cmd(*(("HDEL", "kgtest:keys", field) if forger == "HDEL"
-                       else ("HSET", "kgtest:keys", field, "garbage")))
+    # (or the retirement times with it: no proof of step 2 is left)
+    redis_server.cmd(*(("HSET", "kgtest:keys", field, "garbage") if forger == "HSET"
+                       else ("HDEL", "kgtest:keys", field)))
+    if forger == "HDEL-both":
+        redis_server.cmd("HDEL", "kgtest:keys", f"since:{b.kid}")
     # rotation 2 (B back to A): a step-1 instance is no step-2 one
     assert not await connect(b, a)
     async with running_gateway(cfg("a2", A_ENV, B_ENV), "gw-a2") as g2:  # (step 2)
@@ -102,3 +105,27 @@ async def test_a_lost_key_order_does_not_make_step_1_of_rotating_back_sign_it_ba
         await wait_until(lambda: sync.synced_once, 5, what="step 3 synced")
         assert sync.ready and sync.status()["verification"]["unverified_total"] == 0
         assert sync.store.keys.retired == {b.kid}
+
+
+async def test_retirement_times_that_do_not_verify_are_not_written_over_at_step_3(
+        tmp_path: Path, backends, redis_server: RedisServer) -> None:
+    """A step-3 instance marks a finished rotation done beside the retirement time its
+    holders recorded; a record that does not verify (a forger's) is never written over:
+    doing so dropped the retirement times for good, and with them the tampering count of a
+    value of the retired key written long after (retiredkeys.after_retirement)."""
+    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
+    p = await backends(echo_app("v1"))
+    async with running_gateway(write_config(tmp_path, two_versions(p, p, 100, 0), state=redis_state(
+            redis_server, tmp_path, "s0")), "gw-a") as g0:  # (the fleet's document: A's)
+        await wait_until(lambda: g0.gw.sync.synced_once, 5, what="synced")
+    for step in ((a, b), (b, a), (b, None)):
+        store = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(*step, "kgtest"))
+        await store.open()
+        await store.close()
+    since = json.loads(redis_server.cmd("HGET", "kgtest:keys", f"since:{b.kid}").split("\n")[1])
+    assert set(since) == {a.kid, f"done:{a.kid}"}, since
+    redis_server.cmd("HSET", "kgtest:keys", f"since:{b.kid}", "garbage")
+    step3 = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(b, None, "kgtest"))
+    await step3.open()
+    await step3.close()
+    assert redis_server.cmd("HGET", "kgtest:keys", f"since:{b.kid}") == "garbage"

@@ -93,7 +93,8 @@ def _order_field(a: str, b: str) -> str:
 
 async def _rotated_from_previous(call: Callable[..., Awaitable[Any]], key: str,
                                  keys: Keyring, signer: Which | None,
-                                 report: Report, known: list[str], done: bool) -> bool:
+                                 report: Report, known: list[str],
+                                 since: dict[str, float]) -> bool:
     """Whether the fleet's key order proves our previous key the older one (we are at
     step 2). Written once (HSETNX) by the first instance holding both keys while the fleet
     signed with its current one (step 1: the previous key is the incoming one), signed
@@ -103,12 +104,12 @@ async def _rotated_from_previous(call: Callable[..., Awaitable[Any]], key: str,
     step-2 instance re-signed the document, a step-2 instance starting then took the
     document signed with its current key for step 1 and wrote the order reversed (found
     by review revmerge37): later step-2 instances no longer moved the retirement time on,
-    and a step-1 instance recorded the NEW key as retired from the old one. Not when that
-    rotation is marked done (`done`: our signed retirement times say so, `_mark_done`):
-    the list then names an earlier rotation into our key, and we hold its old key again as
-    our previous one, step 1 of rotating back (A to B, later B to A: with the order deleted
-    or written over, a step-1 instance took itself for step 2 and re-signed the step-2
-    instances' documents back with its key, review revrot4)."""
+    and a step-1 instance recorded the NEW key as retired from the old one. Only while our
+    signed retirement times (`since`) name the previous key, and not that rotation done
+    (`_mark_done`): the list may name an earlier rotation into our key, and we hold its old
+    key again as our previous one, step 1 of rotating back (A to B, later B to A: with the
+    order deleted or written over, a step-1 instance took itself for step 2 and re-signed
+    the step-2 instances' documents back with its key, review revrot4)."""
     assert keys.current is not None and keys.previous is not None
     me, prev = keys.current.kid, keys.previous.kid
     field = _order_field(me, prev)
@@ -124,7 +125,7 @@ async def _rotated_from_previous(call: Callable[..., Awaitable[Any]], key: str,
             report("state", f"the key order ({key} {field}): {exc}", None, cause_of(exc))
             raw, write = None, "HSET"  # (one written over by a forger: written back)
     if raw is None:
-        step2 = prev in known and not done
+        step2 = prev in known and prev in since and f"{DONE}{prev}" not in since
         if signer == "current" or step2:  # (else never on a document signed with prev)
             order = {"from": prev, "to": me} if step2 else {"from": me, "to": prev}
             await call(write, key, field, keys.seal(
@@ -157,7 +158,9 @@ async def _mark_done(call: Callable[..., Awaitable[Any]], key: str, keys: Keyrin
     revrot4)."""
     assert keys.current is not None
     me = keys.current.kid
-    marks = [f"{DONE}{k}" for k in known if k != me and f"{DONE}{k}" not in since]
+    # (only beside a time a holder recorded: a record refused is never written over)
+    marks = [f"{DONE}{k}" for k in known if k != me and k in since
+             and f"{DONE}{k}" not in since]
     if marks:
         secs, _ = await call("TIME")
         since = {**since, **dict.fromkeys(marks, float(secs))}
@@ -209,7 +212,7 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
     if prev is None and known:
         await _mark_done(call, key, keys, known, since)
     step2 = prev is not None and await _rotated_from_previous(
-        call, key, keys, signer, report, known, f"{DONE}{prev.kid}" in since)
+        call, key, keys, signer, report, known, since)
     if step2:
         assert prev is not None
         # the ids retired from the previous key come along (an earlier rotation's: kept
