@@ -194,6 +194,7 @@ class Repair(Vouching):
         or holds one we refuse: write the restrictive merge of what we know."""
         self._blind(got, mine)
         if await self._overtaken(got, mine):
+            self._resync |= got.old_key  # (a re-sign: tried again at the next poll)
             return  # (the caller reads the store again and decides again)
         # a verified document is merged whatever the (unsigned) generation key says: its
         # kills are real, and this instance may have missed them
@@ -274,6 +275,7 @@ class Repair(Vouching):
             # snapshot's origin with epochs nobody wrote, pushing out real ones)
             if fresh:
                 self._own_epochs.pop(merged.epoch, None)
+            self._resync |= got.old_key  # (a step-1 write beat the re-sign: again, next poll)
             return
         if not resign:
             # (a rotation's step-2 re-sign is no re-seed of a store that lost its state:
@@ -282,16 +284,15 @@ class Repair(Vouching):
             self.metrics.inc("killgate_state_reseeds_total")
 
     async def _overtaken(self, got: Loaded, mine: StateDoc) -> bool:
-        """Whether the verified document `got` holds, older than `mine` or behind the audit
-        head this instance saw, was only a read overtaken by a later commit: the store, read
-        again, holds another document (it moved on; a store put back stays put). A load's
-        answer read after the push of a commit made after it (two connections, one loop turn)
-        looked so: under a burst of writes from 3 instances each logged ~20
-        `audit_trail_lost` (ERROR, counted) and 1-3 `state.reseed` events "restored from a
-        backup?" landed in the trail, nothing lost (review revaudit5)."""
+        """Whether the verified document `got` holds, older than `mine`, behind the audit
+        head this instance saw, or to re-sign (a rotation), was only a read overtaken by a
+        later commit: the store, read again, holds another document (a store put back stays
+        put). Under a burst of writes from 3 instances each logged ~20 `audit_trail_lost`
+        (ERROR, counted) and 1-3 "restored from a backup?" re-seeds, nothing lost (review
+        revaudit5); so did a step-2 re-sign beaten by a kill (revrot4)."""
         doc = got.doc
         if doc is None or not got.trusted or not (
-                doc.generation < mine.generation or self._behind(mine, doc)):
+                got.old_key or doc.generation < mine.generation or self._behind(mine, doc)):
             return False
         again = (await self.store.load()).doc
         return again is not None and (again.generation, again.audit_seq, again.audit_head) \
