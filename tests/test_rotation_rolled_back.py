@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli.statuswarn import store_warnings
 from gateway.state.signing import Key
 from tests.backends import echo_app
 from tests.conftest import (
-    STATE_KEY,
     RedisServer,
     running_gateway,
     two_versions,
     wait_until,
     write_config,
 )
-from tests.test_killswitch import kill, redis_state
+from tests.test_killswitch import auth, kill, redis_state
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -68,6 +68,10 @@ async def test_an_instance_after_a_rolled_back_rotation_says_how_to_get_ready(
         assert "Fix it and restart" not in said, said
         await wait_until(lambda: "rolled back after step 2" in str(sync.last_error), 5,
                          what="the sync loop's error says it too")
+        async with session.get(g.admin + "/v1/status", headers=auth()) as r:
+            line = next(x for x in store_warnings(await r.json())
+                        if x.startswith("STATE UNVERIFIABLE"))  # (killgate status's line)
+        assert "rolled back after step 2" in line and "restart this instance" not in line, line
         # the way out it names: a write through an instance holding both keys, ours current
         async with running_gateway(cfg("r1b", A_ENV, B_ENV), "gw-r1b") as g1:
             await kill(session, g1.admin, scope="version", route="iris", version="v2")
