@@ -17,7 +17,6 @@ from typing import Any
 
 from gateway.errors import StateError
 from gateway.state.signing import MAGIC, Keyring
-from gateway.state.store import MAX_DOC_BYTES
 
 __all__ = ["ROLLED_BACK", "begun_to"]
 
@@ -41,9 +40,8 @@ async def begun_to(call: Callable[..., Awaitable[Any]], state: str, keys_key: st
     if keys.current is None or keys.previous is not None:
         return None
     try:
-        size = await call("STRLEN", state)
-        raw = await call("GET", state) if 0 < int(size) <= MAX_DOC_BYTES else None
-        if raw is None or not raw.startswith(MAGIC):
+        raw = await call("GETRANGE", state, 0, 127)  # (its key id: the document unread)
+        if not isinstance(raw, bytes) or not raw.startswith(MAGIC):
             return None
         kid = raw[len(MAGIC):].split(b" ", 1)[0][:64].decode("ascii")
         if keys.holds(kid):
