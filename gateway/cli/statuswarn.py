@@ -101,11 +101,17 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
     out: list[str] = []
     routes = st.get("routes") or {}
     if store.get("unverifiable"):
-        out.append(f"STATE UNVERIFIABLE: {store['unverifiable']}. NOT READY (/readyz 503 "
+        said = str(store["unverifiable"])
+        # (a key rotation's document not re-signed, or one rolled back: the key is the
+        # fleet's, and "put the fleet's key there and restart" changed nothing: revrot4)
+        out.append(f"STATE UNVERIFIABLE: {said}. NOT READY (/readyz 503 "
                    "state_unverifiable): load balancers stop sending it traffic; the kills it "
-                   "holds stay enforced. Compare store.verification.key_id with another "
-                   "instance's (`killgate status --json`), put the fleet's key in "
-                   "state.signing_key_env, and restart this instance")
+                   "holds stay enforced. " + (
+                       "Do as said above (README Key rotation)" if "make a write" in
+                       said.lower() else
+                       "Compare store.verification.key_id with another instance's "
+                       "(`killgate status --json`), put the fleet's key in "
+                       "state.signing_key_env, and restart this instance"))
     if store.get("key_unconfirmed") and not store.get("unverifiable"):
         out.append(f"KEY UNCONFIRMED: {clean_text(str(store['key_unconfirmed']), 500)}")
     if any(isinstance(r, dict) and r.get("killed") == "state_unknown" for r in routes.values()):

@@ -149,7 +149,10 @@ class LocalStore(LocalTrim):
                           newer_generation=None if nd is None else nd.generation)
         if which == "previous":
             self.on_unverified("state", "", "previous")
-        return Loaded(doc, str(doc.generation))
+        # (signed with the previous key: re-signed, as a redis store's step 2 does; this
+        # host's processes share the file, no fleet to sign it back. Kept, a quiet step 2
+        # left it so, and step 3 refused it: tampering, or unready without a snapshot)
+        return Loaded(doc, str(doc.generation), old_key=which == "previous")
 
     def _open_doc(self, raw: bytes) -> tuple[StateDoc, Which]:
         """The document in `raw`, verified (raises ValueError, Unverified included)."""

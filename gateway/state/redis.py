@@ -39,6 +39,7 @@ from gateway.state.redislink import SMALL, Script
 from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
 from gateway.state.retiredkeys import fleet_signer, load_retired
+from gateway.state.rotationbegun import begun_to
 from gateway.state.sentinels import led_elsewhere, master_named
 from gateway.state.shareddecode import SharedDecoder
 from gateway.state.signing import Keyring, cause_of
@@ -109,6 +110,7 @@ class RedisStore(RedisCommits, RedisTrim):
         #: the key order proves us at rotation step 2 (load_retired): a document still
         #: signed with the previous key is loaded `old_key`, and re-signed (reseed.py)
         self.step2 = False
+        self.begun_to: str | None = None  # (rotationbegun.py: said by vouching.py's _blind)
 
     def listen(self, fn: Listener) -> None:
         """Pushed documents and acks go straight to `fn` as they are read (verified)."""
@@ -175,6 +177,7 @@ class RedisStore(RedisCommits, RedisTrim):
                 await fleet_signer(self._call, self.k_state, self.keys),
                 started=not self._retired_read)
             self._retired_read = True
+        self.begun_to = await begun_to(self._call, self.k_state, self.k_keys, self.keys)
 
     async def reset(self) -> None:
         """Drop the subscription (after an error); the command connection is checked on use."""

@@ -194,6 +194,7 @@ class Repair(Vouching):
         or holds one we refuse: write the restrictive merge of what we know."""
         self._blind(got, mine)
         if await self._overtaken(got, mine):
+            self._resync |= got.old_key  # (a re-sign: tried again at the next poll)
             return  # (the caller reads the store again and decides again)
         # a verified document is merged whatever the (unsigned) generation key says: its
         # kills are real, and this instance may have missed them
@@ -216,8 +217,13 @@ class Repair(Vouching):
         # the newest head we saw, which the store lacks (not a refused document's call)
         lost = self.store.behind(store_doc) if store_doc is not None or got.empty else None
         anchored = lost or mine.audit_head or None
+        # (a rotation's re-sign: the document we hold, or a newer one on our history; an
+        # older one is a replay, said and counted as one, not as the re-sign: revrot4)
+        resign = got.old_key and got.trusted and store_doc is not None and lost is None and (
+            (store_doc.generation, store_doc.epoch) == (mine.generation, mine.epoch) or (
+                store_doc.generation > mine.generation and descends(store_doc, mine) is not False))
         why = ("signed with the previous key (key rotation step 2: re-signed with the "
-               "current one, so that step 3 finds it)" if got.old_key and got.trusted
+               "current one, so that step 3 finds it)" if resign
                else "empty" if got.empty else "a newer version's, older than this instance's "
                "(replayed after a rollback?)" if got.newer  # (vouching.replayed_newer)
                else "refused" if got.problem is not None
@@ -269,24 +275,24 @@ class Repair(Vouching):
             # snapshot's origin with epochs nobody wrote, pushing out real ones)
             if fresh:
                 self._own_epochs.pop(merged.epoch, None)
+            self._resync |= got.old_key  # (a step-1 write beat the re-sign: again, next poll)
             return
-        if not (got.old_key and got.trusted):
+        if not resign:
             # (a rotation's step-2 re-sign is no re-seed of a store that lost its state:
             # audited and logged as one, not counted as one, so a routine key rotation
             # moves no "times this instance re-seeded an emptied store")
             self.metrics.inc("killgate_state_reseeds_total")
 
     async def _overtaken(self, got: Loaded, mine: StateDoc) -> bool:
-        """Whether the verified document `got` holds, older than `mine` or behind the audit
-        head this instance saw, was only a read overtaken by a later commit: the store, read
-        again, holds another document (it moved on; a store put back stays put). A load's
-        answer read after the push of a commit made after it (two connections, one loop turn)
-        looked so: under a burst of writes from 3 instances each logged ~20
-        `audit_trail_lost` (ERROR, counted) and 1-3 `state.reseed` events "restored from a
-        backup?" landed in the trail, nothing lost (review revaudit5)."""
+        """Whether the verified document `got` holds, older than `mine`, behind the audit
+        head this instance saw, or to re-sign (a rotation), was only a read overtaken by a
+        later commit: the store, read again, holds another document (a store put back stays
+        put). Under a burst of writes from 3 instances each logged ~20 `audit_trail_lost`
+        (ERROR, counted) and 1-3 "restored from a backup?" re-seeds, nothing lost (review
+        revaudit5); so did a step-2 re-sign beaten by a kill (revrot4)."""
         doc = got.doc
         if doc is None or not got.trusted or not (
-                doc.generation < mine.generation or self._behind(mine, doc)):
+                got.old_key or doc.generation < mine.generation or self._behind(mine, doc)):
             return False
         again = (await self.store.load()).doc
         return again is not None and (again.generation, again.audit_seq, again.audit_head) \

@@ -46,6 +46,9 @@ __all__ = ["AFTER_RETIREMENT", "MAX_RETIRED", "after_retirement", "fleet_signer"
 #: key ids kept per key (the newest): a value of a key retired that many rotations ago is gone
 MAX_RETIRED = 8
 _MAX_BYTES = 4096
+#: a rotation from the key id that follows, into the key of a `since:<id>` record, was
+#: finished: marked by a step-3 instance (`_mark_done`), dropped by a step 2 of it again
+DONE = "done:"
 #: seconds after the fleet last retired a key (its last step-2 instance started) that a
 #: value the store stamped may still be a left-over: an instance at step 1 stopping then
 AFTER_RETIREMENT = 300.0
@@ -90,7 +93,8 @@ def _order_field(a: str, b: str) -> str:
 
 async def _rotated_from_previous(call: Callable[..., Awaitable[Any]], key: str,
                                  keys: Keyring, signer: Which | None,
-                                 report: Report, known: list[str]) -> bool:
+                                 report: Report, known: list[str],
+                                 since: dict[str, float]) -> bool:
     """Whether the fleet's key order proves our previous key the older one (we are at
     step 2). Written once (HSETNX) by the first instance holding both keys while the fleet
     signed with its current one (step 1: the previous key is the incoming one), signed
@@ -100,30 +104,33 @@ async def _rotated_from_previous(call: Callable[..., Awaitable[Any]], key: str,
     step-2 instance re-signed the document, a step-2 instance starting then took the
     document signed with its current key for step 1 and wrote the order reversed (found
     by review revmerge37): later step-2 instances no longer moved the retirement time on,
-    and a step-1 instance recorded the NEW key as retired from the old one."""
+    and a step-1 instance recorded the NEW key as retired from the old one. Only while our
+    signed retirement times (`since`) name the previous key, and not that rotation done
+    (`_mark_done`): the list may name an earlier rotation into our key, and we hold its old
+    key again as our previous one, step 1 of rotating back (A to B, later B to A: with the
+    order deleted or written over, a step-1 instance took itself for step 2 and re-signed
+    the step-2 instances' documents back with its key, review revrot4)."""
     assert keys.current is not None and keys.previous is not None
     me, prev = keys.current.kid, keys.previous.kid
     field = _order_field(me, prev)
     raw = await call("HGET", key, field)
+    write = "HSETNX"
+    if raw is not None:
+        try:
+            if len(raw) > _MAX_BYTES:
+                raise Unverified(f"{len(raw)} bytes, over the {_MAX_BYTES}-byte limit "
+                                 "(not read)")
+            got = json.loads(keys.open(f"keyorder:{field}".encode(), raw)[0])
+        except (ValueError, RecursionError) as exc:
+            report("state", f"the key order ({key} {field}): {exc}", None, cause_of(exc))
+            raw, write = None, "HSET"  # (one written over by a forger: written back)
     if raw is None:
-        step2 = prev in known
+        step2 = prev in known and prev in since and f"{DONE}{prev}" not in since
         if signer == "current" or step2:  # (else never on a document signed with prev)
             order = {"from": prev, "to": me} if step2 else {"from": me, "to": prev}
-            await call("HSETNX", key, field, keys.seal(
+            await call(write, key, field, keys.seal(
                 f"keyorder:{field}".encode(), json.dumps(order).encode()))
         return step2
-    try:
-        if len(raw) > _MAX_BYTES:
-            raise Unverified(f"{len(raw)} bytes, over the {_MAX_BYTES}-byte limit (not read)")
-        got = json.loads(keys.open(f"keyorder:{field}".encode(), raw)[0])
-    except (ValueError, RecursionError) as exc:
-        report("state", f"the key order ({key} {field}): {exc}", None, cause_of(exc))
-        if prev not in known:
-            return False
-        # (one written over by a forger, where our own list proves it: written back)
-        await call("HSET", key, field, keys.seal(
-            f"keyorder:{field}".encode(), json.dumps({"from": prev, "to": me}).encode()))
-        return True
     if not isinstance(got, dict):
         return False
     if got.get("done") and got.get("from") == prev and got.get("to") == me:
@@ -141,13 +148,24 @@ async def _rotated_from_previous(call: Callable[..., Awaitable[Any]], key: str,
 
 
 async def _mark_done(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
-                     known: list[str]) -> None:
+                     known: list[str], since: dict[str, float]) -> None:
     """At step 3 (no previous key): mark each rotation into our key done in its order
     (our own signed list names the key retired from ours, so we know which way it went),
     signed with our key, so that rotating back to one of those keys later starts a new
-    order instead of reading this one (`_rotated_from_previous`)."""
+    order instead of reading this one (`_rotated_from_previous`); and in our retirement
+    times (`done:<id>`, signed with our key), which tell a step-1 instance of rotating back
+    that its list's record is of the finished rotation when the order is lost (review
+    revrot4)."""
     assert keys.current is not None
     me = keys.current.kid
+    # (only beside a time a holder recorded: a record refused is never written over)
+    marks = [f"{DONE}{k}" for k in known if k != me and k in since
+             and f"{DONE}{k}" not in since]
+    if marks:
+        secs, _ = await call("TIME")
+        since = {**since, **dict.fromkeys(marks, float(secs))}
+        await call("HSET", key, f"since:{me}", keys.seal(
+            f"retiredsince:{me}".encode(), json.dumps(since).encode()))
     for old in known:
         if old == me:
             continue
@@ -192,9 +210,9 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
     since = await _since(call, key, keys, me, report)
     prev = keys.previous
     if prev is None and known:
-        await _mark_done(call, key, keys, known)
+        await _mark_done(call, key, keys, known, since)
     step2 = prev is not None and await _rotated_from_previous(
-        call, key, keys, signer, report, known)
+        call, key, keys, signer, report, known, since)
     if step2:
         assert prev is not None
         # the ids retired from the previous key come along (an earlier rotation's: kept
@@ -211,7 +229,9 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
         # instance at step 1 may still have been writing with the old key; a reconnect
         # does not, review revmerge37)
         moved = {**{k: v for k, v in before_since.items() if k in carried}, **since}
-        moved = {k: v for k, v in moved.items() if k in known}
+        # (the rotation from our previous key is not done: its mark goes, others stay)
+        moved = {k: v for k, v in moved.items() if k in known or (
+            k.startswith(DONE) and k[len(DONE):] in known and k[len(DONE):] != prev.kid)}
         if started or prev.kid not in moved:
             secs, _ = await call("TIME")
             moved[prev.kid] = max(float(secs), moved.get(prev.kid, 0.0))

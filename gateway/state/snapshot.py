@@ -85,6 +85,9 @@ class SnapshotFile:
         self.on_unverified = on_unverified
         #: the file read at startup was signed with our key (else: absent, or a migration)
         self.signed = False
+        #: the file read at startup was signed with our previous key: written again at
+        #: start (a quiet step 2 kept it so, and step 3 took its kills only, as tampering)
+        self.previous_key = False
         #: why the file read at startup was refused whole (None: it was not, or none read)
         self.refused: str | None = None
         #: why only the kills of the file read at startup were kept (None: all, or none)
@@ -153,6 +156,7 @@ class SnapshotFile:
             return None
         if which == "previous":
             self.on_unverified("snapshot", "", "previous")
+        self.previous_key = which == "previous"
         if self.unverified_origin is not None:
             event(log, "snapshot_unverified_origin", logging.WARNING, path=str(self.path),
                   why=self.unverified_origin, epochs=list(self.own_epochs),
@@ -163,6 +167,7 @@ class SnapshotFile:
         if loose is not None:
             # whoever may write it could have put back an older file without a kill (or,
             # unsigned, anything): only its kills are kept, and that is said loudly
+            self.previous_key = False  # (its kills only: never written back as the file)
             return self._kills_only(doc, loose, signed=self.signed)
         return doc
 
@@ -225,27 +230,30 @@ class SnapshotFile:
         with open(fd, "r+b") as lock:
             flock_within(lock.fileno(), lockname, self.lock_wait)  # (released as it closes)
             there = self._held(target)
-            if there is not None and stays(there, (doc.generation, doc.audit_seq), origin):
-                return there[0]
+            at = (doc.generation, doc.audit_seq)
+            if there is not None and stays(there[:3], at, origin) and not (
+                    there[3] and there[:2] == at and (origin is None or there[2])):
+                return there[0]  # (as new, signed with the previous key: signed again)
             atomic_write(target, sealed, 0o600)
         return doc.generation
 
-    def _held(self, target: Path) -> tuple[int, int, bool] | None:
-        """(generation, audit_seq, whether it is marked of unverified origin) of the
-        document the file holds, when it is one this deployment signed (or, unkeyed, wrote)
-        and only its owner may write; else None (replaced, as ever)."""
+    def _held(self, target: Path) -> tuple[int, int, bool, bool] | None:
+        """(generation, audit_seq, whether it is marked of unverified origin, whether it is
+        signed with the previous key) of the document the file holds, when it is one this
+        deployment signed (or, unkeyed, wrote) and only its owner may write; else None
+        (replaced, as ever)."""
         try:
             raw = read_regular(target, MAX_DOC_BYTES + 1)
             if raw is None or len(raw) > MAX_DOC_BYTES \
                     or (self.keys.enabled and not raw.startswith(MAGIC)) \
                     or filemodes.problem(target, secret=False) is not None:
                 return None
-            body, _ = self.keys.open(b"snapshot", raw)
+            body, which = self.keys.open(b"snapshot", raw)
             doc = decode_body(body)
             marked = read_origin(body)[0] is not None
         except (OSError, ValueError):
             return None
-        return doc.generation, doc.audit_seq, marked
+        return doc.generation, doc.audit_seq, marked, which == "previous"
 
     async def write(self, doc: StateDoc, origin: Origin = None) -> bool:
         """Write `doc`; False when the lock stayed held (worth another try), else True

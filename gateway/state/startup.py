@@ -77,6 +77,8 @@ class Startup:
             self.from_snapshot = True
             event(log, "snapshot_loaded", generation=snap.generation, kills=sorted(snap.kills),
                   signed=self.snapshot.signed)
+            if self.snapshot.previous_key:  # (a key rotation: written again with our key)
+                self.snapshot.soon(snap)
         if self.local is not None:  # (enforced before the routes open: localmerge.py)
             await self.local.load()
         try:

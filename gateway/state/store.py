@@ -120,8 +120,8 @@ class Loaded:
     #: ... and the generation it states (NewerDocument.generation)
     newer_generation: int | None = None
     #: the verified document is signed with our previous key, and the key order proves us
-    #: at rotation step 2: re-signed at once (an audited re-seed), so that step 3 never
-    #: finds the old key's document in a fleet that made no write (reseed.py)
+    #: at rotation step 2 (a local store: always): re-signed at once (an audited re-seed),
+    #: so that step 3 never finds the old key's document after no write (reseed.py)
     old_key: bool = False
 
     @property

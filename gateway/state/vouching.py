@@ -21,9 +21,10 @@ from gateway.domain.newerdoc import NOT_WRITTEN_OVER
 from gateway.domain.statedoc import StateDoc
 from gateway.domain.writeids import WRITER_TAG, write_generation, writer_of
 from gateway.errors import StoreFromNewerVersion, StoreUnverifiable
+from gateway.state.rotationbegun import ROLLED_BACK
 from gateway.state.signing import MAGIC
 from gateway.state.snapshot import Origin, SnapshotFile
-from gateway.state.store import Loaded
+from gateway.state.store import Loaded, Store
 
 __all__ = ["OWN_EPOCHS", "SIBLING_TAG", "Vouching", "as_replay", "replayed_newer", "sibling_tag"]
 
@@ -97,6 +98,7 @@ _RESIGN = ("this instance's key is the fleet's, but the fleet's document was not
 
 class Vouching:
     snapshot: SnapshotFile
+    store: Store
     cfg: StateConfig
     from_snapshot: bool
     ready: bool
@@ -274,7 +276,10 @@ class Vouching:
             # (a document of the key the fleet retired: this instance's key is the fleet's,
             # the state was not re-signed before step 3; "fix your key" misled: review
             # revmerge37)
-            fix = _RESIGN if got.cause == "retired" else None
+            # (or of the key a rotation from ours was begun to: rolled back? rotationbegun.py)
+            begun = getattr(self.store, "begun_to", None)
+            fix = _RESIGN if got.cause == "retired" else ROLLED_BACK.format(kid=begun) if (
+                begun and got.cause == "unknown_key_id" and begun in str(got.problem)) else None
             self.unverifiable = None if why is None and self.cfg.ready_without_state else (
                 f"the stored state cannot be verified ({got.problem}) and this instance holds "
                 f"{holds}: it writes nothing over it and is not ready; " + (

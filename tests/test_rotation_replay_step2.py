@@ -1,0 +1,77 @@
+"""An old document replayed during a key rotation's step 2 (found by review revrot4): one
+signed with the old key, written back into Redis by someone without a key, is a replay, as
+ever, not the rotation's re-sign. A step-2 instance holding a newer state re-seeded over it
+(right), but its audited `state.reseed` said "signed with the previous key (key rotation
+step 2: re-signed ...)", the routine re-sign, and killgate_state_reseeds_total did not
+move: the replay read as the rotation. It is now said and counted as what it is ("older").
+
+Real redis-server, real gateways (the code of `killgate serve`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.state.redis import RedisStore
+from gateway.state.signing import Key, Keyring
+from tests.backends import echo_app
+from tests.conftest import (
+    STATE_KEY,
+    RedisServer,
+    running_gateway,
+    two_versions,
+    wait_until,
+    write_config,
+)
+from tests.test_killswitch import kill, redis_state
+
+pytestmark = pytest.mark.timeout(40)
+
+KEY_B = "b" * 64
+A_ENV, B_ENV = "KILLGATE_TEST_STATE_KEY", "KG_KEY_B"
+
+
+async def test_an_old_keys_document_replayed_at_step_2_is_said_and_counted_a_replay(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(B_ENV, KEY_B)
+    p = await backends(echo_app("v1"))
+    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
+
+    def cfg(name: str, signing: str, previous: str | None = None) -> Path:
+        (tmp_path / name).mkdir()
+        keys = f"signing_key_env: {signing}"
+        if previous is not None:
+            keys += f"\n  previous_signing_key_env: {previous}"
+        state = redis_state(redis_server, tmp_path, name).replace(
+            "signing_key_env: KILLGATE_TEST_STATE_KEY", keys)
+        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+
+    async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
+        await kill(session, g0.admin, scope="route", route="iris")
+        old = redis_server.cmd("GET", "kgtest:state"), redis_server.cmd("GET", "kgtest:gen")
+        await kill(session, g0.admin, scope="version", route="iris", version="v2")
+    step1 = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(a, b, "kgtest"))
+    await step1.open()
+    await step1.close()
+    async with running_gateway(cfg("b2", B_ENV, A_ENV), "gw-b2") as g2:  # (re-signs)
+        sync = g2.gw.sync
+        await wait_until(lambda: sync.synced_once, 5, what="step 2 synced")
+        _, page, _ = await sync.store.audit_newest(1)
+        assert "step 2" in page[0]["reason"], page  # (the rotation's re-sign)
+        assert sync.metrics.get("killgate_state_reseeds_total") == 0
+        mine = sync.holder.doc.generation
+        # the replay: an older genuine document, signed with the old key, and its generation
+        redis_server.cmd("SET", "kgtest:state", old[0])
+        redis_server.cmd("SET", "kgtest:gen", old[1])
+        await wait_until(lambda: sync.metrics.get("killgate_state_reseeds_total") == 1, 5,
+                         what="the replay re-seeded over and counted")
+        _, page, _ = await sync.store.audit_newest(1)
+        ev = page[0]
+        assert ev["action"] == "state.reseed" and "older" in ev["reason"], ev
+        assert "step 2" not in ev["reason"], ev
+        got = await sync.store.load()
+        assert got.doc is not None and got.doc.generation > mine and not got.old_key
+        assert {"route:iris", "version:iris:v2"} <= set(got.doc.kills)
