@@ -85,9 +85,16 @@ export function promoteSpec(name, version, rs) {
     path: `/v1/routes/${encodeURIComponent(name)}/promote`, body: {version},
     changes: () => [["Stable version", rs.stable, version],
       ["Traffic", weightsText(rs.versions, (v) => v.effective_weight), `${version} 100 %, others 0 %`],
-      latchLine(rs)],
+      latchLine(rs), ...shadowLine(name, version, rs)],
   };
 }
+
+// promoting the route's shadow makes a model no client was ever served by answer them all:
+// said in the dialog, with where its agreement is read (the gate, when configured, is the API's)
+const shadowLine = (name, version, rs) => (rs.shadow?.version === version
+  ? [["Shadow", `${version} is this route's shadow: it answered no client so far`,
+      `it serves every request and gets no more copies: read how often it agreed first (killgate shadow report ${name})`]]
+  : []);
 
 export function weightsSpec(name, rs) {
   return {
