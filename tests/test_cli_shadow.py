@@ -151,3 +151,21 @@ async def test_the_table_shows_what_each_side_answered_where_they_differ(
         for row in rows:
             assert "text choices[0].text" in row, out
             assert "200 text=Answer number" in row and "Paris." in row and "Lyon." in row, out
+
+
+def test_cells_of_hostile_records_fall_back_to_the_body() -> None:
+    """A kept record is what the store held: a streamed body nested past the parser's depth,
+    choices of another type, a path naming nothing: the cell shows the body's start, never a
+    traceback."""
+    deep = "data: " + "[" * 100_000 + "\n"
+    rep = {"route": "chat", "version": "v2", "compared": 3, "agreed": 0, "disagreements": [
+        {"differences": [{"kind": "text", "path": "choices[0].text"}],
+         "primary": {"status": 200, "body": deep}, "shadow": {"status": 200, "body": "x"}},
+        {"differences": [{"kind": "text", "path": "choices[0].text"}],
+         "primary": {"status": 200, "body": 'data: {"choices": 5}\n'},
+         "shadow": {"status": 200, "body": {"choices": [{"message": "m"}]}}},
+        {"differences": [{"kind": "values", "path": "outputs[p].data"}],
+         "primary": {"status": 200, "body": {"outputs": "x"}},
+         "shadow": {"status": 200, "body": {"outputs": [{"name": "p", "data": [1]}]}}}]}
+    text = render(rep)
+    assert "200 data:" in text and "200 data=[1]" in text, text

@@ -42,9 +42,10 @@ def _streamed(body: str) -> Any:
             continue
         try:
             chunk = json.loads(line[5:])
-        except ValueError:
+        except (ValueError, RecursionError):  # (what the store held: anyone's who writes it)
             return _MISSING
-        for c in chunk.get("choices") or [] if isinstance(chunk, dict) else []:
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        for c in choices if isinstance(choices, list) else []:
             if isinstance(c, dict) and isinstance(c.get("index", 0), int):
                 got = c.get("delta")
                 delta: dict[str, Any] = got if isinstance(got, dict) else {}
