@@ -169,3 +169,34 @@ def test_cells_of_hostile_records_fall_back_to_the_body() -> None:
          "shadow": {"status": 200, "body": {"outputs": [{"name": "p", "data": [1]}]}}}]}
     text = render(rep)
     assert "200 data:" in text and "200 data=[1]" in text, text
+
+
+async def test_status_marks_the_shadow(tmp_path: Path, backends: Start) -> None:
+    """`killgate status` showed the shadow as a version of weight 0 (found as a new user,
+    issue #13: it read as an idle version ready to promote): its row says `shadow` in the
+    stable column, and why it gets no copies when it does not (here: killed)."""
+    p1, p2 = await backends(v2_app("v1")), await backends(v2_app("v2"))
+    cfg = write_config(tmp_path, f"""\
+- name: iris
+  match: {{path_prefix: /v2/models/iris}}
+  stable: v1
+  protocol: v2
+  shadow: {{version: v2, sample: 1.0}}
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}
+    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0}}
+""")
+    admin = admin_token("killgate:admin", "t", 3 * 3600)
+    async with running_gateway(cfg) as gw:
+        base = ("--admin", gw.admin, "--token", admin)
+
+        async def row() -> str:
+            code, out, err = await cli("status", *base)
+            assert code == 0, err
+            return next(x for x in out.splitlines() if x.startswith("iris") and " v2 " in x)
+
+        assert (await row()).split()[-1] == "shadow"
+        code, _, err = await cli("kill", "--route", "iris", "--version", "v2", "--reason",
+                                 "shadow off", *base)
+        assert code == 0, err
+        assert (await row()).endswith("shadow (off: killed)")
