@@ -173,9 +173,13 @@ def semantic_problems(cfg: Config) -> list[Problem]:
         if r.health and r.health.timeout >= r.health.interval:
             out.append(Problem(f"{base}.health.timeout", "must be shorter than health.interval"))
         if r.analysis is not None and len(r.versions) != 2:
-            out.append(Problem(f"{base}.analysis",
-                               "canary analysis needs exactly two versions: the stable and one "
-                               "canary"))
+            names_ = ", ".join(v.name for v in r.versions[:8]) + (
+                ", ..." if len(r.versions) > 8 else "")
+            out.append(Problem(f"{base}.analysis", (
+                "canary analysis needs exactly two versions: the stable and one canary (or "
+                f"the shadow its gate judges); this route has {len(r.versions)} ({names_})"
+                + ("; the shadow counts" if r.shadow else "") + ": remove `analysis`, or "
+                "the versions it should not judge")))
         if r.timeouts.connect > r.timeouts.total:
             out.append(Problem(f"{base}.timeouts.connect", "must not exceed timeouts.total"))
     out.extend(_drill_routes(cfg))

@@ -111,7 +111,7 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
             rows.append([name + _latch(r), vname,
                          f"{v['configured_weight']:g}", f"{v['effective_weight']:g}",
                          "yes" if v["healthy"] else "NO", "YES" if v["killed"] else "no",
-                         "*" if r["stable"] == vname else ""])
+                         "*" if r["stable"] == vname else _shadow(r, vname, v)])
     out.append(table(rows))
     for name, r in (st.get("routes") or {}).items():
         if r.get("rolled_off"):
@@ -134,6 +134,16 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
                 f"share here (see 'share %') until `killgate release {name}` or a config "
                 f"with {missing}", 4096))
     return "\n".join(out)
+
+
+def _shadow(r: dict[str, Any], vname: str, v: dict[str, Any]) -> str:
+    """The route's shadow, in the stable column: it answers no client (a copy of the
+    stable's requests, compared): `shadow`, or why it gets no copies now; read as an idle
+    version of weight 0, it looked ready to promote."""
+    sh = r.get("shadow")
+    if not isinstance(sh, dict) or sh.get("version") != vname or v.get("effective_weight"):
+        return ""
+    return "shadow" if sh.get("mirroring") else f"shadow (off: {sh.get('off')})"
 
 
 def _audit(args: argparse.Namespace) -> int:

@@ -173,9 +173,11 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
         return _failed(args, [_for_verify(p) for p in exc.problems])
     except VerifyError as exc:
         return _failed(args, [str(exc)])
-    r = verify_trail(events, head, keys, any_checkpoint=what == "mirror")
+    # (past a loss at its start the trail is checked on: an edit after it is not hidden)
+    r = verify_trail(events, head, keys, any_checkpoint=what == "mirror", past_loss=True)
     for _ in range(READS_AGAIN):
-        if r.brk is None or r.brk.index != 0 or what != "chain":
+        start_broken = r.lost is not None or (r.brk is not None and r.brk.index == 0)
+        if not start_broken or what != "chain":
             break
         # a trim that landed while the pages were read moved the trail's start past its
         # oldest page, and its checkpoint is newer than the newest page: read it again,
@@ -184,7 +186,7 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
         # is a break
         was = head
         events, head = fetch(args)
-        r = verify_trail(events, head, keys)
+        r = verify_trail(events, head, keys, past_loss=True)
         if head == was:
             break
     brk = r.brk
@@ -196,7 +198,9 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
             "trimmed": r.trimmed if brk is None else None,
             "unchecked": _unchecked(r, head, what),
             "break": None if brk is None else {"index": brk.index, "id": brk.event_id,
-                                                "problem": brk.problem}}))
+                                                "problem": brk.problem},
+            "lost": None if r.lost is None else {"index": r.lost.index, "id": r.lost.event_id,
+                                                 "problem": r.lost.problem}}))
     else:
         detail = "; ".join(_describe(r, keys, source, head, what))
         if brk is None:
@@ -209,7 +213,7 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
             # choice, and a carriage return or an escape sequence would overwrite this line)
             print(f"audit {what} BROKEN at event #{brk.index} (id "
                   f"{clean_text(str(brk.event_id), 128)}): {clean_text(brk.problem, 2048)}"
-                  f"\n({detail})", file=sys.stderr)
+                  f"{_after_loss(r)}\n({detail})", file=sys.stderr)
     if brk is not None:
         return 1
     unchecked = _unchecked(r, head, what)
@@ -218,6 +222,18 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
               file=sys.stderr)
         return 3
     return 0
+
+
+def _after_loss(r: TrailReport) -> str:
+    """What the check found past a loss at the trail's start: the events after it intact
+    (the loss is the only break), or the loss, said after the break found past it."""
+    if r.lost is None:
+        return ""
+    if r.brk is r.lost:
+        return (f"; the {r.events - 1} event(s) after it intact (links and hashes"
+                + (", MACs" if r.keyed and r.macs == r.events else "") + ")")
+    return (f"\n(before it, at event #0 (id {clean_text(str(r.lost.event_id), 128)}): "
+            f"{clean_text(r.lost.problem, 2048)})")
 
 
 def _unchecked(r: TrailReport, head: str | None, what: str) -> list[str]:

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from gateway.cli.client import ClientError, api, quote, run, table
+from gateway.cli.shadowcells import value_at
 from gateway.domain.audit import clean_text
 
 __all__ = ["add_shadow_commands", "render"]
@@ -34,10 +35,14 @@ def _short(v: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def _answer(a: Any) -> str:
-    """A kept answer's cell: its status and the start of its body."""
+def _answer(a: Any, path: Any = None) -> str:
+    """A kept answer's cell: its status and its value at the first difference's path
+    (`data=["setosa"]`), else the start of its body."""
     if not isinstance(a, dict):
         return _short(a, 40)
+    found, value = value_at(a.get("body"), path)
+    if found:
+        return f"{a.get('status')} {str(path).rsplit('.', 1)[-1]}={_short(value, 40)}"
     return f"{a.get('status')} {_short(a.get('body'), 40)}"
 
 
@@ -93,8 +98,10 @@ def render(rep: dict[str, Any]) -> str:
             diffs = ", ".join(f"{x.get('kind')} {x.get('path')}" if isinstance(x, dict)
                               else _short(x) for x in
                               (found if isinstance(found, list) else [found]))
+            first = next((x.get("path") for x in (found if isinstance(found, list) else [])
+                          if isinstance(x, dict)), None)
             rows.append([str(d.get("time", "")), _short(diffs, 40), _short(d.get("request")),
-                         _answer(d.get("primary")), _answer(d.get("shadow"))])
+                         _answer(d.get("primary"), first), _answer(d.get("shadow"), first)])
         lines += ["", "DISAGREEMENTS (newest first)", table(rows)]
     return "\n".join(lines)
 

@@ -37,6 +37,9 @@ class TrailReport:
     brk: ChainBreak | None
     #: the trail starts after a trim: its checkpoint's id, time, removed, from, to
     trimmed: dict[str, Any] | None = None
+    #: with `past_loss`: the trail starts after events the store lost (a break at #0, also
+    #: `brk` when nothing after it broke), and the events after it were checked all the same
+    lost: ChainBreak | None = None
 
 
 def _mac_problem(ev: dict[str, Any], keys: Mapping[str, bytes]) -> str | bool | None:
@@ -52,7 +55,8 @@ def _mac_problem(ev: dict[str, Any], keys: Mapping[str, bytes]) -> str | bool | 
 
 def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
                  keys: Mapping[str, bytes] | None = None, any_checkpoint: bool = False,
-                 cuts: Mapping[str, dict[str, Any]] | None = None) -> TrailReport:
+                 cuts: Mapping[str, dict[str, Any]] | None = None,
+                 past_loss: bool = False) -> TrailReport:
     """Check a trail oldest first: links, hashes and (with `keys`: key id → secret) MACs.
 
     `head`, when given, is the newest hash as anchored apart from the trail (a signed state
@@ -65,7 +69,13 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
     chain, all before it. A trail whose oldest event continues the hash the newest trim
     checkpoint names (with `any_checkpoint`, any checkpoint's: a mirror) starts there; the
     checkpoint itself is checked as any event is, where it stands in the chain (`cuts`:
-    the starts to accept instead, for the oldest part of a trail checked on its own)."""
+    the starts to accept instead, for the oldest part of a trail checked on its own).
+
+    `past_loss`: a trail that starts after events the store lost (no checkpoint names its
+    start) is checked on from its first event all the same, the loss kept as `lost`; the
+    first break after it, if any, is `brk` (else the loss is). Without it the check stops
+    at the loss, and a trail that lost its start (a redis restarted empty) hid every edit or
+    deletion after it behind that one break, for as long as the loss stood."""
     keys = keys or {}
     events = list(events)
     prev = GENESIS
@@ -75,9 +85,11 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
     seen: set[str] = set()
     seen_head = head is None or head == GENESIS
     last_checked = False
+    start_lost: ChainBreak | None = None
 
     def report(brk: ChainBreak | None) -> TrailReport:
-        return TrailReport(n, hashed, macs, unkeyed, bool(keys), brk, trimmed)
+        return TrailReport(n, hashed, macs, unkeyed, bool(keys), brk or start_lost, trimmed,
+                           start_lost)
 
     lost = ("which is not in the trail before it: the store lost events (restored from an "
             "older backup?); the audit mirror or a backup holds them")
@@ -112,16 +124,21 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
                     f"{what} {cut[:16]}…: events were deleted past it "
                     "without a signed checkpoint")))
             if i == 0:
-                return report(ChainBreak(0, eid, (
+                start_lost = ChainBreak(0, eid, (
                     f"the trail starts after event {str(ev.get('prev_hash'))[:16]}…, which the "
                     "store no longer holds: the events before it were lost (a flushed or "
-                    "truncated store); the audit mirror or a backup holds them")))
-            if anchored and anchored == ev.get("prev_hash"):
+                    "truncated store); the audit mirror or a backup holds them"))
+                if not past_loss:
+                    return report(None)
+                prev = str(ev["prev_hash"])  # (checked on from where it starts)
+            elif anchored and anchored == ev.get("prev_hash"):
                 return report(ChainBreak(i, eid, f"this re-seed continues the head its "
                                                  f"instance had anchored ({anchored[:16]}…), "
                                                  + lost))
-            return report(ChainBreak(i, eid, "prev_hash does not match the previous event's "
-                                             "hash (an event was deleted, inserted or reordered)"))
+            else:
+                return report(ChainBreak(i, eid, "prev_hash does not match the previous "
+                                                 "event's hash (an event was deleted, "
+                                                 "inserted or reordered)"))
         if ev.get("hash") != event_hash(ev):
             return report(ChainBreak(i, eid, "hash does not match the event's content (edited)"))
         hashed += 1

@@ -6,6 +6,7 @@
 import {ApiError, call, newKey} from "./api.js";
 import {approvalSpec, selectorText} from "./approval.js";
 import {h, render} from "./dom.js";
+import {localKillSpec, localReceipt} from "./localkill.js";
 
 const WAIT = "2s";
 
@@ -85,9 +86,16 @@ export function promoteSpec(name, version, rs) {
     path: `/v1/routes/${encodeURIComponent(name)}/promote`, body: {version},
     changes: () => [["Stable version", rs.stable, version],
       ["Traffic", weightsText(rs.versions, (v) => v.effective_weight), `${version} 100 %, others 0 %`],
-      latchLine(rs)],
+      latchLine(rs), ...shadowLine(name, version, rs)],
   };
 }
+
+// promoting the route's shadow makes a model no client was ever served by answer them all:
+// said in the dialog, with where its agreement is read (the gate, when configured, is the API's)
+const shadowLine = (name, version, rs) => (rs.shadow?.version === version
+  ? [["Shadow", `${version} is this route's shadow: it answered no client so far`,
+      `it serves every request and gets no more copies: read how often it agreed first (killgate shadow report ${name})`]]
+  : []);
 
 export function weightsSpec(name, rs) {
   return {
@@ -133,6 +141,7 @@ export function releaseSpec(name, rs) {
 // ---------------------------------------------------------------- the dialog
 
 export function receiptText(status, data) {
+  if (data && data.local === true) return localReceipt(data);
   if (status === 202 && data && data.approval) {
     const a = data.approval;
     const sofar = `${(a.approved_by || []).length} of ${a.needs} principal(s) so far ` +
@@ -212,6 +221,8 @@ export function openAction(spec, opts) {
   const body = () => Object.assign({}, spec.body, ...fields.map((f) => f.read()),
                                    {reason: reason.value.trim()});
   let stale = false; // the principal changed under this dialog: it never applies
+  // (`query`: the emergency local kill's `local=1`, before the wait every write carries)
+  const url = () => `${spec.path}?${spec.query ? `${spec.query}&` : ""}wait=${WAIT}`;
   const update = () => {
     const b = body();
     const lines = [...spec.changes(b), ...fields.flatMap((f) => (f.changes ? f.changes() : []))];
@@ -219,7 +230,7 @@ export function openAction(spec, opts) {
       h("li", {}, h("strong", {}, what), before ? [": ", h("span", {class: "before"}, before), " → "] : ": ",
         h("span", {class: "after"}, after))));
     document.getElementById("action-request").textContent =
-      `${spec.method} ${spec.path}?wait=${WAIT}\n${JSON.stringify(b, null, 2)}`;
+      `${spec.method} ${url()}\n${JSON.stringify(b, null, 2)}`;
     apply.disabled = stale || !b.reason || (spec.confirm && !confirm.checked);
   };
   reason.oninput = update;
@@ -272,7 +283,7 @@ export function openAction(spec, opts) {
         return; // (Apply stays disabled: this dialog's reason and confirmation are not theirs)
       }
       const b = body();
-      const r = await call(spec.method, `${spec.path}?wait=${WAIT}`, b, keyFor(b), opener ?? undefined);
+      const r = await call(spec.method, url(), b, keyFor(b), opener ?? undefined);
       // a receipt counts live instances only: one not heard from within the lease
       // (crashed, or cut off from the store) is named, as `killgate kill` warns of it
       const ap = r.data && r.data.applied;
@@ -284,7 +295,7 @@ export function openAction(spec, opts) {
         unchecked = exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc);
       }
       // (a 202 waits for approval: nothing applied yet, not drawn as a success)
-      const short = r.status === 202 || (ap && ((ap.pending && ap.pending.length) || silent.length)) ||
+      const short = r.status === 202 || (r.data && r.data.local === true) || (ap && ((ap.pending && ap.pending.length) || silent.length)) ||
         unchecked !== null || typeof (r.data && r.data.still_killed_by) === "string";
       busy = false;
       if (!shown()) return opts.done();
@@ -308,7 +319,14 @@ export function openAction(spec, opts) {
       if (!shown()) return;
       cancel.disabled = false;
       const msg = exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc);
-      result.replaceChildren(h("p", {class: "receipt error", "data-testid": "api-error"}, msg));
+      // a kill the store cannot commit: the emergency lever `killgate kill --local` pulls,
+      // offered here too (before, the page's operator had to find a shell at that moment)
+      const lever = exc instanceof ApiError && exc.type === "state_store_unavailable" &&
+        spec.path === "/v1/kill" && !spec.query;
+      result.replaceChildren(h("p", {class: "receipt error", "data-testid": "api-error"}, msg),
+        lever ? h("button", {type: "button", class: "danger", "data-key": `local-${spec.key}`,
+                             onclick: () => { dlg.close(); openAction(localKillSpec(spec), opts); }},
+                  "Kill on this instance only…") : null);
       stale = stale || (exc instanceof ApiError && exc.type === "principal_changed"); // (never theirs)
       apply.disabled = stale;
     }

@@ -97,7 +97,11 @@ async function verifyAllOnce() {
     return {ok: false, checked: res.checked, eventId: "(oldest)", readHead: head,
             problem: cp ? `the oldest event does not continue the newest trim checkpoint ` +
               `(${text(cp.id)}, ${text(cp.time)}): events were deleted past it without a signed checkpoint`
-              : "the oldest event does not start the chain"};
+              // (a store that lost its trail: a redis restarted empty, re-seeded from an
+              // instance's last-known state; every event after the loss was checked above)
+              : `the trail starts after events the store no longer holds (${res.checked} event(s) ` +
+                "from its oldest on verify here): the events before it were lost (a flushed or " +
+                "truncated store, `audit_trail_lost`); the audit mirror or a backup holds them"};
   }
   return {...res, readHead: head};
 }

@@ -22,13 +22,19 @@ function healthCell(v) {
 
 // routeKilled: what stops the whole route (its status's `killed`: "route", "global", or
 // "state_unknown" while this instance has not loaded the fleet's kills), named as such
-function stateCell(name, v, routeKilled, unservable) {
+function stateCell(name, v, routeKilled, unservable, shadow) {
   if (routeKilled === "state_unknown") {
     return badge("bad", "NOT SERVING (state unknown)", `${name} gets no traffic on this instance until it syncs`);
   }
   if (v.killed) return badge("killed", routeKilled ? `KILLED (${routeKilled})` : "KILLED", `${name} gets no traffic`);
   // the route's latched override serves only versions this config lacks: none serves here
   if (unservable) return badge("bad", "NOT SERVING", `${name} gets no traffic on this instance`);
+  // the shadow answers no client: a copy of the stable's requests, compared (its report:
+  // `killgate shadow report`); shown as "serving" it read as a version ready to promote
+  if (shadow && shadow.version === name && !(v.effective_weight > 0)) {
+    return badge("info", shadow.mirroring ? "shadow: mirroring" : `shadow: off (${shadow.off})`,
+                 `${name} answers no client: it gets copies of the stable's requests, and its answers are compared`);
+  }
   return badge("ok", "serving");
 }
 
@@ -49,13 +55,14 @@ function versionRows(name, rs, series, can, open, kills) {
                                 onclick: () => open(promoteSpec(name, vn, rs))}, `Promote ${vn}`));
     }
     return h("tr", {class: v.killed ? "killed" : null, dataset: {version: vn}},
-      h("th", {scope: "row"}, vn, vn === rs.stable ? h("span", {class: "muted"}, " stable") : null),
+      h("th", {scope: "row"}, vn, vn === rs.stable ? h("span", {class: "muted"}, " stable")
+        : rs.shadow?.version === vn ? h("span", {class: "muted"}, " shadow") : null),
       h("td", {class: "num"}, fmtNum(v.configured_weight, 2)),
       h("td", {class: "share"}, h("progress", {max: 100, value: v.effective_weight ?? 0,
                                                "aria-label": `${vn} share`}),
         ` ${fmtNum(v.effective_weight, 1)} %`),
       h("td", {}, healthCell(v)),
-      h("td", {"data-testid": "state"}, stateCell(vn, v, rs.killed ? String(rs.killed) : null, Boolean(rs.override_unservable?.length))),
+      h("td", {"data-testid": "state"}, stateCell(vn, v, rs.killed ? String(rs.killed) : null, Boolean(rs.override_unservable?.length), rs.shadow)),
       h("td", {class: "num"}, sv ? `${fmtNum(last(sv.rps), 1)}/s` : "–"),
       h("td", {class: "num"}, sv ? fmtPct(last(sv.error_rate)) : "–"),
       h("td", {class: "num"}, sv ? fmtMs(last(sv.p99_ms)) : "–"),
