@@ -18,6 +18,7 @@ import pytest
 
 from gateway.domain.audit import AuditDraft
 from gateway.errors import StoreConflict
+from gateway.state.contention import PATIENCE
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, write_config
 from tests.staterig import redis_state
@@ -49,24 +50,33 @@ async def test_appends_from_three_instances_during_a_burst_of_writes_are_each_wr
                     raise
             g.gw.sync.store.commit = commit  # type: ignore[method-assign]
         statuses: list[int] = []
-        refused: list[BaseException] = []
+        refused: list[tuple[str, float]] = []  # (appends given up: which, after how long)
+        gave_up: list[float] = []  # (writes given up, 409 "the state kept changing")
 
         async def writer(gi: int) -> None:  # (a kill and its unkill, in turn)
+            conflict = False
             for k in range(8):
                 path = "/v1/kill" if k % 2 == 0 else "/v1/unkill"
                 body = {"scope": "route", "route": f"r{gi}", "reason": f"w{gi}-{k}"}
+                sent = time.monotonic()
                 async with session.post(f"{gws[gi].admin}{path}?wait=0s", json=body,
                                         headers=auth()) as r:
+                    error = (await r.json()).get("error") or {}
+                if error.get("type") == "conflict":
+                    gave_up.append(time.monotonic() - sent)
+                elif not (conflict and error.get("type") == "not_killed"):  # (its kill's)
                     statuses.append(r.status)
+                conflict = error.get("type") == "conflict"
 
         async def appender(rnd: int, gi: int, i: int) -> None:
             for k in range(APPENDS):
+                name, sent = f"{rnd}-{gi}-{i}-{k}", time.monotonic()
                 try:
                     await gws[gi].gw.sync.append_audit(AuditDraft(
-                        actor="t", action="config.reload", target={"a": f"{rnd}-{gi}-{i}-{k}"},
+                        actor="t", action="config.reload", target={"a": name},
                         reason="at once"))
-                except StoreConflict as exc:
-                    refused.append(exc)
+                except StoreConflict:
+                    refused.append((name, time.monotonic() - sent))
 
         started = time.monotonic()
         for rnd in range(ROUNDS):
@@ -74,13 +84,21 @@ async def test_appends_from_three_instances_during_a_burst_of_writes_are_each_wr
                 appender(rnd, gi, i) for gi in range(3) for i in range(APPENDERS)))
         took = time.monotonic() - started
         print(f"\nbursts: {len(statuses)} writes, {ROUNDS * APPENDERS * APPENDS * 3} appends, "
-              f"{lost[0]} lost races, {took * 1000:.0f} ms, {len(refused)} appends refused")
-        assert refused == [], [str(e) for e in refused[:2]]
-        assert statuses == [200] * 24 * ROUNDS, statuses
+              f"{lost[0]} lost races, {took * 1000:.0f} ms, {len(refused)} appends and "
+              f"{len(gave_up)} writes given up")
+        # (before: an append gave up after five quick tries. One still may, and a write,
+        # but only once it has tried for PATIENCE (contention.py): on a starved CI machine
+        # (two cores, load 20) a try takes ~100 ms, the three instances' tries share this
+        # test's one loop, and 2 s holds few of them)
+        assert [r for r in refused if r[1] < PATIENCE] == [], refused
+        assert [t for t in gave_up if t < PATIENCE] == [], gave_up
+        assert statuses == [200] * len(statuses), statuses
         appended = [str(e.get("target", {}).get("a"))
                     for e in await a.gw.sync.store.audit_events() if e["action"] == "config.reload"]
+        given_up = {name for name, _ in refused}
         assert sorted(appended) == sorted(f"{rnd}-{gi}-{i}-{k}" for rnd in range(ROUNDS)
                                           for gi in range(3) for i in range(APPENDERS)
-                                          for k in range(APPENDS))  # (each once)
+                                          for k in range(APPENDS)
+                                          if f"{rnd}-{gi}-{i}-{k}" not in given_up)  # (once)
         for g in gws:
             assert g.gw.metrics.get("killgate_state_reseeds_total") == 0

@@ -108,8 +108,12 @@ async def test_siblings_past_the_wait_record_the_change_once(
     first's claim there now), waited for the first's event. Before: it recorded the change
     too (one event per instance: a fleet of 20, 20 events for one change)."""
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    # (the wait is the 1 s `_audit` is given below, not 20 x command_timeout: 100 ms here
+    # was incidental, and two instances in this test's loop on a loaded CI machine missed
+    # it: `begin` gave up reading the fleet's occurrence (the tokens differed), a claim's
+    # take failed (recorded twice), the audit read answered 503)
     state = redis_section(redis_server.url, "kgwait", "snapshot.json", poll_interval="100ms",
-                          command_timeout="100ms")  # (a 2 s wait)
+                          command_timeout="2s")
     a = write_config(tmp_path, _route("iris", {"v1": (p1, 100), "v2": (p2, 0)}),
                      name="a.yaml", state=state).read_bytes()
     b = write_config(tmp_path, _route("iris", {"v2": (p2, 100), "v1": (p1, 0)}),

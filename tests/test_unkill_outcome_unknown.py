@@ -18,6 +18,12 @@ from tests.staterig import state_keys, store_on
 from tests.test_killswitch import auth, kill
 
 pytestmark = pytest.mark.timeout(60)
+#: a muted reply's wait. Not 300 ms: the store is reached through a forwarder on this
+#: test's loop (tests/faultproxy.py), three loop turns a way, and on a loaded CI machine
+#: (load 24) a setup write's reply came later than that: 503 (outcome_unknown or
+#: store_unavailable), or a command connection made again, muted with the commits' link
+#: (1 to 2 of the 6 tests failed in 2 of 3 runs); 1 s, a muted commit's cost, is not timed
+TIMEOUT = "1s"
 BODY = {"scope": "route", "route": "iris", "reason": "INC-4 over"}
 
 
@@ -35,7 +41,7 @@ async def test_a_retried_unkill_after_outcome_unknown_answers_the_first_result(
     key now names the write tried; the retry finds it in the store's state and answers
     200, replayed, with the first attempt's audit id; one unkill event in the trail."""
     p = await backends(echo_app("v1"))
-    state = redis_state_via(fwd, tmp_path, "kg-ou", command_timeout="300ms")
+    state = redis_state_via(fwd, tmp_path, "kg-ou", command_timeout=TIMEOUT)
     cfg = write_config(tmp_path, two_versions(p, p), state=state)
     async with running_gateway(cfg) as g:
         await kill(session, g.admin, scope="route", route="iris")
@@ -64,7 +70,7 @@ async def test_a_retried_unkill_whose_first_attempt_did_not_land_runs_it(
     from gateway.admin.writes import IDEMPOTENCY_TTL
 
     p = await backends(echo_app("v1"))
-    state = redis_state_via(fwd, tmp_path, "kg-ou2", command_timeout="300ms")
+    state = redis_state_via(fwd, tmp_path, "kg-ou2", command_timeout=TIMEOUT)
     cfg = write_config(tmp_path, two_versions(p, p), state=state)
     async with running_gateway(cfg) as g:
         await kill(session, g.admin, scope="route", route="iris")
@@ -120,7 +126,7 @@ async def test_a_first_attempt_that_lands_after_the_retry_asked_is_not_run_again
     from gateway.domain.statedoc import Change
 
     p = await backends(echo_app("v1"))
-    state = redis_state_via(fwd, tmp_path, "kg-ou3", command_timeout="300ms")
+    state = redis_state_via(fwd, tmp_path, "kg-ou3", command_timeout=TIMEOUT)
     cfg = write_config(tmp_path, two_versions(p, p), state=state)
     async with running_gateway(cfg) as g:
         await kill(session, g.admin, scope="route", route="iris")
@@ -175,7 +181,7 @@ async def test_a_retry_that_lost_its_answer_too_keeps_the_first_attempts_write(
     from gateway.domain.statedoc import Change
 
     p = await backends(echo_app("v1"))
-    state = redis_state_via(fwd, tmp_path, "kg-ou4", command_timeout="300ms")
+    state = redis_state_via(fwd, tmp_path, "kg-ou4", command_timeout=TIMEOUT)
     cfg = write_config(tmp_path, two_versions(p, p), state=state)
     async with running_gateway(cfg) as g:
         await kill(session, g.admin, scope="route", route="iris")
@@ -209,7 +215,7 @@ async def test_a_retry_whose_answer_is_lost_names_the_earlier_attempts_too(
     from gateway.admin.writes import CLAIM_LEASE, IDEMPOTENCY_TTL
 
     p = await backends(echo_app("v1"))
-    state = redis_state_via(fwd, tmp_path, "kg-ou5", command_timeout="300ms")
+    state = redis_state_via(fwd, tmp_path, "kg-ou5", command_timeout=TIMEOUT)
     cfg = write_config(tmp_path, two_versions(p, p), state=state)
     async with running_gateway(cfg) as g:
         await kill(session, g.admin, scope="route", route="iris")

@@ -189,15 +189,20 @@ class RespConnection(asyncio.Protocol):
         return _checked(await self._wait(self.send(*args, on_reply=on_reply), timeout))
 
     async def _wait(self, fut: asyncio.Future[Any], timeout: float) -> Any:
+        """`fut`'s reply, or TimeoutError once `timeout` has passed without it. The deadline
+        fails `fut` itself if it is still waiting: a reply that came in time but that the
+        loop read late (busy: other writes signing documents) is parsed in the loop
+        iteration that runs the overdue deadline, before it, and is the answer; cancelling
+        this task at the deadline (asyncio.timeout) discarded it, a commit redis had made
+        answered "outcome unknown" and its connection closed."""
+        timer = self._loop.call_later(timeout, _expire, fut)
         try:
-            async with asyncio.timeout(timeout):
-                return await fut
-        except TimeoutError:
+            return await fut
+        except (TimeoutError, asyncio.CancelledError):
             self.close()  # replies behind this one would be out of step
             raise
-        except asyncio.CancelledError:
-            self.close()
-            raise
+        finally:
+            timer.cancel()
 
     def close(self) -> None:
         """Drop the connection now (nothing we would still send matters once we close)."""
@@ -208,6 +213,12 @@ class RespConnection(asyncio.Protocol):
         self.close()
         if not self.closed.done():
             await asyncio.wait({self.closed}, timeout=timeout)
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    """A call's deadline: its reply has not been read by now."""
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def _checked(reply: Any) -> Any:
