@@ -15,7 +15,7 @@ import os
 import pytest
 from aiohttp import ClientSession
 
-from tests import cli_fork
+from tests import cli_fork, cli_fork_serve
 from tests.conftest import ROOT, admin_token
 from tests.drillfleet import Fleet, fleet_fixture, fleet_state, settled_state, token  # noqa: F401
 
@@ -25,6 +25,9 @@ pytestmark = pytest.mark.timeout(120)
 async def test_a_token_that_expires_before_the_restore_is_refused_up_front(
         fleet: Fleet, session: ClientSession, tmp_path) -> None:
     before = await settled_state(session, fleet)
+    # (the CLI fork server started first, if this process has none yet: the token's 2 s
+    # are the drill's own, not the server's imports)
+    await asyncio.to_thread(cli_fork_serve.started)
     short = admin_token("killgate:drill killgate:read", "dana", 2)
     try:
         # (forked from a process that imported the CLI, tests/cli_fork.py: the token's 2 s
