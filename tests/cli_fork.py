@@ -140,9 +140,17 @@ def _child(conn: socket.socket) -> None:
     sys.argv = [str(ROOT / "gateway" / "__main__.py"), *req["argv"]]
     rc: Any = 0
     try:
-        from gateway.cli.main import main
+        if req.get("script"):  # (`python SCRIPT ARGV...`)
+            import runpy
 
-        rc = main(req["argv"])
+            script = os.path.abspath(req["script"])
+            sys.argv = [req["script"], *req["argv"]]
+            sys.path[:] = [os.path.dirname(script), *(p for p in sys.path if p != str(ROOT))]
+            runpy.run_path(script, run_name="__main__")
+        else:
+            from gateway.cli.main import main
+
+            rc = main(req["argv"])
     except SystemExit as exc:
         rc = exc.code
     except BaseException:  # noqa: BLE001 - (printed as the interpreter prints an uncaught exception)
@@ -278,9 +286,11 @@ _lock = threading.Lock()
 
 
 def run(argv: list[str], env: dict[str, str], cwd: str,
-        timeout: float) -> subprocess.CompletedProcess[str]:
+        timeout: float, script: str | None = None) -> subprocess.CompletedProcess[str]:
     """`killgate *argv` with exactly `env` in `cwd`, as subprocess.run(capture_output=True,
-    text=True, timeout=timeout) would give it."""
+    text=True, timeout=timeout) would give it. With `script` (a path): `python SCRIPT
+    *argv` instead, run as __main__ with the script's folder first on sys.path, as the
+    interpreter runs a script."""
     path = _server_path()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     deadline = time.monotonic() + timeout
@@ -288,7 +298,7 @@ def run(argv: list[str], env: dict[str, str], cwd: str,
     pid = None
     try:
         sock.connect(path)
-        _send(sock, {"argv": argv, "env": env, "cwd": cwd})
+        _send(sock, {"argv": argv, "env": env, "cwd": cwd, "script": script})
         pid = _recv(sock)["pid"]
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         done = _recv(sock)
