@@ -40,8 +40,9 @@ def test_trim_scan_refuses_lengths_it_would_time_on_another_trail(lengths: list[
     """trim_scan.py fills the trail up to each length in turn and never cuts it: 200 then
     100 timed the 200-event trail and printed it as 100 events. Refused before any
     redis-server starts (exit 2)."""
-    done = subprocess.run([sys.executable, "trim_scan.py", *lengths], cwd=BENCH,
-                          capture_output=True, text=True, timeout=60)
+    # (forked as the usage checks are: the refusal, not the interpreter's start)
+    done = cli_fork.run(lengths, dict(os.environ), str(BENCH), 60,
+                        script=str(BENCH / "trim_scan.py"))
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr[-2000:])
     assert "increasing order" in done.stderr, done.stderr
 
