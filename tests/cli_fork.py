@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import json
 import os
 import select
@@ -132,12 +133,24 @@ def _child(conn: socket.socket) -> None:
     os.chdir(req["cwd"])
     os.environ.clear()
     os.environ.update(req["env"])
+    # (TMPDIR as the command's environment says: the TemporaryFiles above cached the
+    # server's in tempfile.tempdir, and a TMPDIR the caller set was ignored, a test's
+    # "nothing left in TMPDIR" then true of a folder the command never used)
+    tempfile.tempdir = None
     sys.argv = [str(ROOT / "gateway" / "__main__.py"), *req["argv"]]
     rc: Any = 0
     try:
-        from gateway.cli.main import main
+        if req.get("script"):  # (`python SCRIPT ARGV...`)
+            import runpy
 
-        rc = main(req["argv"])
+            script = os.path.abspath(req["script"])
+            sys.argv = [req["script"], *req["argv"]]
+            sys.path[:] = [os.path.dirname(script), *(p for p in sys.path if p != str(ROOT))]
+            runpy.run_path(script, run_name="__main__")
+        else:
+            from gateway.cli.main import main
+
+            rc = main(req["argv"])
     except SystemExit as exc:
         rc = exc.code
     except BaseException:  # noqa: BLE001 - (printed as the interpreter prints an uncaught exception)
@@ -150,6 +163,10 @@ def _child(conn: socket.socket) -> None:
     elif not isinstance(rc, int):  # (SystemExit("message"): printed, exit 1)
         print(rc, file=sys.stderr)
         rc = 1
+    # (what the command left in reference cycles is finalized, as an interpreter's exit
+    # finalizes it: an unclosed session's or file's complaint is printed, not lost in the
+    # os._exit below; only the command's own objects: the server's are frozen)
+    gc.collect()
     for f in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             f.flush()
@@ -207,6 +224,11 @@ def serve(path: str) -> None:
     for m in pkgutil.iter_modules(gateway.cli.__path__):
         __import__(f"gateway.cli.{m.name}")
     _warm(gateway.__path__)
+    # (the imported modules' objects are left out of every collection from now on, in the
+    # children too: a child's full collection walked and wrote them all, ~1 s loaded, each
+    # page it touched copied from the server's)
+    gc.collect()
+    gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # (children are reaped by the kernel)
     lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     lsock.bind(path)
@@ -264,9 +286,11 @@ _lock = threading.Lock()
 
 
 def run(argv: list[str], env: dict[str, str], cwd: str,
-        timeout: float) -> subprocess.CompletedProcess[str]:
+        timeout: float, script: str | None = None) -> subprocess.CompletedProcess[str]:
     """`killgate *argv` with exactly `env` in `cwd`, as subprocess.run(capture_output=True,
-    text=True, timeout=timeout) would give it."""
+    text=True, timeout=timeout) would give it. With `script` (a path): `python SCRIPT
+    *argv` instead, run as __main__ with the script's folder first on sys.path, as the
+    interpreter runs a script."""
     path = _server_path()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     deadline = time.monotonic() + timeout
@@ -274,7 +298,7 @@ def run(argv: list[str], env: dict[str, str], cwd: str,
     pid = None
     try:
         sock.connect(path)
-        _send(sock, {"argv": argv, "env": env, "cwd": cwd})
+        _send(sock, {"argv": argv, "env": env, "cwd": cwd, "script": script})
         pid = _recv(sock)["pid"]
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         done = _recv(sock)

@@ -61,6 +61,9 @@ BODY = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "
 _MAIN_JS = (ROOT / "gateway" / "admin" / "ui" / "js" / "main.js").read_text()
 REFRESH_MS = int(re.findall(r"^const REFRESH_MS = (\d+);", _MAIN_JS, re.M)[0])
 QUICK_ROUND_MS = 1000
+#: a read's deadline in the console (gateway/admin/ui/js/api.js), that quick_rounds' read_ms sets
+READ_MS = int(re.findall(r"^const READ_S = (\d+);", (
+    ROOT / "gateway" / "admin" / "ui" / "js" / "api.js").read_text(), re.M)[0]) * 1000
 
 
 @dataclass
@@ -234,14 +237,17 @@ class Browser:
         self.requests: list[tuple[str, str]] = []  # (the document asking, the URL)
         self._quick: str | None = None  # (quick_rounds' script, while it is added)
 
-    def quick_rounds(self, ms: int = QUICK_ROUND_MS) -> None:
+    def quick_rounds(self, ms: int = QUICK_ROUND_MS, read_ms: int | None = None) -> None:
         """From the next page load on, the console's refresh round every `ms` instead of
         every REFRESH_MS (main.js's constant, 3 s), for a module whose tests wait for what
         a round draws (a change made elsewhere, a forgery, a receipt's aftermath) and not
         on the period itself: each such wait cost up to 3 s, ~1.5 on average. Only a timer
         set by main.js itself for exactly REFRESH_MS is shortened (the refresh loop and the
         sign-in's retry); api.js's waits (a 429's Retry-After, a read's deadline) keep
-        their time. `window.__kgQuickRounds` counts the timers shortened."""
+        their time, but with `read_ms` a read's deadline (api.js's READ_S) is `read_ms`
+        (for a test that waits for a hung listener's read to give up, not on how long it
+        waits: 8 s of nothing each). `window.__kgQuickRounds` counts the timers
+        shortened."""
         src = textwrap.dedent("""\
             (() => {
               const real = window.setTimeout;
@@ -251,10 +257,13 @@ class Browser:
                 if (ms === %d && caller.includes("/ui/js/main.js:")) {
                   ms = %d;
                   window.__kgQuickRounds += 1;
+                } else if (%d > 0 && ms === %d && caller.includes("/ui/js/api.js:")) {
+                  ms = %d;
+                  window.__kgQuickRounds += 1;
                 }
                 return real.call(window, fn, ms, ...rest);
               };
-            })();""") % (REFRESH_MS, ms)
+            })();""") % (REFRESH_MS, ms, read_ms or 0, READ_MS, read_ms or 0)
         self.real_rounds()
         self._quick = self.d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
                                              {"source": src})["identifier"]

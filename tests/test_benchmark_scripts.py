@@ -4,12 +4,15 @@ here, not in the middle of a measurement."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests import cli_fork
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -24,8 +27,10 @@ def test_the_readme_names_benchmarks() -> None:
 
 @pytest.mark.parametrize("name", NAMED)
 def test_a_benchmark_prints_its_usage(name: str) -> None:
-    done = subprocess.run([sys.executable, name, "--help"], cwd=BENCH, capture_output=True,
-                          text=True, timeout=60)
+    # (`python NAME --help` forked from a process that imported gateway already,
+    # tests/cli_fork.py: the script's argument parser, not an interpreter's start, ~0.9 s
+    # each loaded, 26 scripts)
+    done = cli_fork.run(["--help"], dict(os.environ), str(BENCH), 60, script=str(BENCH / name))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout, done.stdout
 
@@ -35,8 +40,9 @@ def test_trim_scan_refuses_lengths_it_would_time_on_another_trail(lengths: list[
     """trim_scan.py fills the trail up to each length in turn and never cuts it: 200 then
     100 timed the 200-event trail and printed it as 100 events. Refused before any
     redis-server starts (exit 2)."""
-    done = subprocess.run([sys.executable, "trim_scan.py", *lengths], cwd=BENCH,
-                          capture_output=True, text=True, timeout=60)
+    # (forked as the usage checks are: the refusal, not the interpreter's start)
+    done = cli_fork.run(lengths, dict(os.environ), str(BENCH), 60,
+                        script=str(BENCH / "trim_scan.py"))
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr[-2000:])
     assert "increasing order" in done.stderr, done.stderr
 

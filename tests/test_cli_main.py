@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import subprocess
 import sys
 
 import pytest
 
 from gateway.cli.main import build_parser, main
+from tests import cli_fork
 from tests.conftest import ROOT
 
 
@@ -98,9 +100,9 @@ def test_options_between_drill_and_its_command_are_used(tmp_path) -> None:  # ty
     from tests.conftest import free_port
 
     port = free_port()  # nothing listens: the error names the address given
-    res = subprocess.run([sys.executable, "-m", "gateway", "drill", "--admin",
-                          f"http://127.0.0.1:{port}", "--json", "history"],
-                         capture_output=True, text=True, timeout=60, cwd=str(ROOT))
+    # (forked from a process that imported the CLI: tests/cli_fork.py)
+    res = cli_fork.run(["drill", "--admin", f"http://127.0.0.1:{port}", "--json", "history"],
+                       dict(os.environ), str(ROOT), 60)
     assert res.returncode == 1, res.stderr
     assert f"cannot reach the admin API at http://127.0.0.1:{port}" in res.stderr
 

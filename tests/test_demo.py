@@ -16,6 +16,7 @@ from collections import Counter
 
 import pytest
 
+from tests import cli_fork
 from tests.conftest import ROOT, die_with_parent, free_port, wait_until_sync
 
 BODY = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
@@ -118,9 +119,10 @@ def test_the_demo_on_a_port_in_use_names_it_and_leaves_nothing(tmp_path) -> None
     port = taken.getsockname()[1]
     try:
         env = dict(os.environ, TMPDIR=str(tmp_path))
-        res = subprocess.run([sys.executable, "-m", "gateway", "demo", "--port", str(port),
-                              "--admin-port", str(free_port())], capture_output=True,
-                             text=True, timeout=60, cwd=str(ROOT), env=env)
+        # (forked from a process that imported the CLI: tests/cli_fork.py; the demo only
+        # refuses, after the imports)
+        res = cli_fork.run(["demo", "--port", str(port), "--admin-port", str(free_port())],
+                           env, str(ROOT), 60)
     finally:
         taken.close()
     out = res.stdout + res.stderr
@@ -136,9 +138,9 @@ def test_the_demo_with_a_short_secret_in_the_environment_says_so(tmp_path) -> No
     """`KILLGATE_JWT_SECRET=changeme killgate demo` started the gateway, then died in a
     traceback minting the dev token, with `Unclosed client session` logging errors after it."""
     env = dict(os.environ, TMPDIR=str(tmp_path), KILLGATE_JWT_SECRET="changeme")
-    res = subprocess.run([sys.executable, "-m", "gateway", "demo", "--port", str(free_port()),
-                          "--admin-port", str(free_port())], capture_output=True, text=True,
-                         timeout=60, cwd=str(ROOT), env=env)
+    # (forked from a process that imported the CLI: tests/cli_fork.py; it only refuses)
+    res = cli_fork.run(["demo", "--port", str(free_port()), "--admin-port", str(free_port())],
+                       env, str(ROOT), 60)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "KILLGATE_JWT_SECRET is 8 bytes" in res.stderr, res.stderr
     assert "openssl rand -hex 32" in res.stderr and "changeme" not in res.stderr + res.stdout

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import http.server
 import json
-import subprocess
-import sys
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
+from tests import cli_fork
 from tests.backends import fake_admin, hang
 from tests.conftest import ROOT, free_port
 from tests.test_cli_http import _lying_api
@@ -66,12 +66,13 @@ def test_a_drill_id_that_is_a_path_writes_nothing_outside_out(tmp_path: Path,
     th.start()
     out = tmp_path / "a" / "b" / "out"
     try:
-        p = subprocess.run(
-            [sys.executable, "-m", "gateway", "drill", "kill", "--route", "r", "--version",
+        # (forked from a process that imported the CLI: tests/cli_fork.py)
+        p = cli_fork.run(
+            ["drill", "kill", "--route", "r", "--version",
              "v2", "--admin", f"http://127.0.0.1:{server.server_address[1]}", "--token", "t",
              "--instances", f"http://127.0.0.1:{free_port()}", "--steady", "200ms",
              "--hold", "200ms", "--settle", "200ms", "--out", str(out)],
-            capture_output=True, text=True, timeout=45, cwd=str(ROOT))
+            dict(os.environ), str(ROOT), 45)
     finally:
         server.shutdown()
         server.server_close()
