@@ -129,8 +129,10 @@ class Finish:
             peeks = self.peeks
             if peeks.by:  # (what its body held while its `model` was read, if it did)
                 peeks.release(req)
-            inflight = self.inflight
-            inflight._done()
+            inflight = self.inflight  # (one fewer in flight: `wait_idle` hears of the last)
+            inflight.count = count = inflight.count - 1
+            if not count and inflight.idle is not None:
+                inflight.idle.set()
             inflight.handles.discard(flight)  # (_ADMITTED: never in it)
             if self.unready:  # (a protocol route's request that moved on "not ready")
                 if req.rec.status:
