@@ -110,7 +110,8 @@ class Finish:
             data = response_head(status, ex.headers, ours, length, connection, False, False,
                                  body)
         else:  # (the fields were classified as they came: no second pass over them)
-            data = answer_head(status, ex.lines, ex.dated, ours, length, connection, body)
+            data = answer_head(status, ex.lines, ex.dated, ours, length, connection,
+                               self.clock.now, body)
         req.respond(data)
 
     def gone(self, req: Request) -> None:
