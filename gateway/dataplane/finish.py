@@ -68,7 +68,7 @@ class Finish:
         if plan.aware and 200 <= status < 300 and version == plan.stable:
             self.note_served(route, version, flight.asked_model())  # (it holds that model)
         length: int | None = len(body)
-        if req.method == b"HEAD":
+        if ex.head:  # (an answer to HEAD: the exchange was begun so, a flag, not a compare)
             length, body = ex.length, b""
         elif status < 200 or status == 204 or status == 304:  # (not `in` a tuple: a call)
             length, body = None, b""
