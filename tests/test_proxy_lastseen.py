@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import echo_app
-from tests.conftest import running_gateway, write_config
+from tests.conftest import admin_token, running_gateway, write_config
 from tests.rawhttp import read_answer
 
 pytestmark = pytest.mark.timeout(30)
@@ -57,6 +57,39 @@ async def test_each_request_on_a_connection_is_routed_by_its_own_target_and_host
                 assert echoed["path"] == target, (target, host)
                 fields = {k.lower(): v for k, v in echoed["headers"]}
                 assert fields.get("x-forwarded-host") == (host and host.decode()), host
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+async def test_a_kill_reaches_every_later_request_of_a_connection(tmp_path: Path, backends,
+                                                                  session) -> None:
+    """The last (path, Host) pair's route is found again by `is` (`Proxy._route`,
+    `LastMatch`): a kill makes a new table, and every request after it on the same
+    connection and the same target is answered by it (503), the second as the first; an
+    unkill brings the route back."""
+    port = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, "- name: r\n  match: {path_prefix: /r}\n  stable: v1\n"
+                       f"  versions:\n    - {{name: v1, url: 'http://127.0.0.1:{port}', "
+                       "weight: 100}\n")
+    auth = {"Authorization": f"Bearer {admin_token('killgate:kill killgate:read')}"}
+    async with running_gateway(cfg) as g:
+        reader, writer = await asyncio.open_connection("127.0.0.1", g.gw.data_addr[1])
+
+        async def ask() -> int:
+            writer.write(b"GET /r/x HTTP/1.1\r\nHost: h.example\r\n\r\n")
+            return (await read_answer(reader))[0]
+
+        try:
+            assert [await ask() for _ in range(3)] == [200, 200, 200]
+            async with session.post(f"{g.admin}/v1/kill", headers=auth,
+                                    json={"scope": "route", "route": "r", "reason": "t"}) as r:
+                assert r.status == 200, await r.text()
+            assert [await ask() for _ in range(3)] == [503, 503, 503]
+            async with session.post(f"{g.admin}/v1/unkill", headers=auth,
+                                    json={"scope": "route", "route": "r", "reason": "t"}) as r:
+                assert r.status == 200, await r.text()
+            assert [await ask() for _ in range(3)] == [200, 200, 200]
         finally:
             writer.close()
             await writer.wait_closed()

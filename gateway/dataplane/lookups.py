@@ -14,16 +14,30 @@ from __future__ import annotations
 from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET
 from gateway.dataplane.paths import route_host, split_target
 from gateway.dataplane.request import Connection, Request
+from gateway.domain.routetable import RouteTable
 from gateway.domain.routing import RoutePlan
 
-__all__ = ["Lookups"]
+__all__ = ["LastMatch", "Lookups"]
+
+
+class LastMatch:
+    """The table `Proxy._matched` holds matches of, and the last (path, Host) pair matched
+    in it and its route (None: no route), found again by `is` (`Proxy._route`)."""
+
+    __slots__ = ("host", "path", "plan", "table")
+
+    def __init__(self) -> None:
+        self.table: RouteTable | None = None
+        self.path: str | None = None  # (None: no pair yet, or the table changed since)
+        self.host = ""
+        self.plan: RoutePlan | None = None
 
 
 class Lookups:
     # raw target -> split_target(), the forwarded target encoded
     _targets: dict[bytes, tuple[str, bytes]]
     _hosts: dict[bytes | None, str]  # raw Host -> route_host()
-    # (path, Host) -> the route they match in the proxy's `_match_table` (None: not kept)
+    # (path, Host) -> the route they match in the proxy's `_last.table` (None: not kept)
     _matched: dict[tuple[str, str], RoutePlan] | None
 
     def _target_of(self, conn: Connection, raw: bytes) -> tuple[str, bytes]:
