@@ -108,7 +108,8 @@ async def test_answer_head_is_response_head_when_no_field_needs_it(seed: int) ->
             seen["response_head"] += 1
             continue
         seen["answer_head"] += 1
-        fast = answer_head(ex.status, ex.lines, ex.dated, ours, length, connection, body)
+        fast = answer_head(ex.status, ex.lines, ex.dated, ours, length, connection,
+                           loop.time(), body)
         # (each adds a date line of its own when the backend gave none: the second may
         # have turned between the two; compared without it)
         assert _undated(fast) == _undated(general), data

@@ -1,5 +1,5 @@
 """The backend's head from the fields the parser sorted as they came (`Request.kept`,
-`requesthead.kept_head`), without sockets: a real `HttpProtocol` fed random heads whole and
+`Outgoing.request_head`), without sockets: a real `HttpProtocol` fed random heads whole and
 in fragments (test_protocol.py's fakes), and `Outgoing.request_head` (the proxy's) asked for
 each request's head, traced and not. It must be byte for byte the head of the pass over all
 the fields (`requesthead.request_head`, the rules of test_requesthead.py and

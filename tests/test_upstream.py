@@ -385,6 +385,26 @@ async def test_every_answer_of_an_exchange_is_checked_for_its_http_version(step:
         await again.read_head()
 
 
+@pytest.mark.parametrize("lead", [b"", b"\n", b"\r\n", b"\r\n\r\n\r\n"])
+@pytest.mark.parametrize("step", [0, 1, 7])
+async def test_an_answers_version_is_read_wherever_its_status_line_begins(
+        lead: bytes, step: int) -> None:
+    """The version read from the answer's first bytes by index (bytes 5 and 7,
+    `Exchange.data_received`): empty lines before the status line, or a first read too
+    short to hold the version, leave it to the parser's answer; HTTP/1.1 and 1.0 pass,
+    HTTP/2.0 and 0.9 fail, wherever the line begins."""
+    for version, ok in ((b"1.1", True), (b"1.0", True), (b"2.0", False), (b"0.9", False)):
+        ex, _ = exchange()
+        await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+        feed(ex, lead + b"HTTP/%s 200 OK\r\nContent-Length: 1\r\n\r\nx" % version, step)
+        if ok:
+            await ex.read_head()
+            assert ex.status == 200 and await read_all(ex) == b"x", version
+        else:
+            with pytest.raises(UpstreamProtocolError, match="HTTP/" + version.decode()):
+                await ex.read_head()
+
+
 @pytest.mark.parametrize("shape", ["many fields", "one endless value", "endless 1xx heads"])
 @pytest.mark.parametrize("step", [4096, 65536])
 async def test_an_answer_head_over_the_limit_fails_the_exchange(shape: str, step: int) -> None:

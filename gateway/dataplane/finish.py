@@ -68,7 +68,7 @@ class Finish:
         if plan.aware and 200 <= status < 300 and version == plan.stable:
             self.note_served(route, version, flight.asked_model())  # (it holds that model)
         length: int | None = len(body)
-        if req.method == b"HEAD":
+        if ex.head:  # (an answer to HEAD: the exchange was begun so, a flag, not a compare)
             length, body = ex.length, b""
         elif status < 200 or status == 204 or status == 304:  # (not `in` a tuple: a call)
             length, body = None, b""
@@ -110,7 +110,8 @@ class Finish:
             data = response_head(status, ex.headers, ours, length, connection, False, False,
                                  body)
         else:  # (the fields were classified as they came: no second pass over them)
-            data = answer_head(status, ex.lines, ex.dated, ours, length, connection, body)
+            data = answer_head(status, ex.lines, ex.dated, ours, length, connection,
+                               self.clock.now, body)
         req.respond(data)
 
     def gone(self, req: Request) -> None:
@@ -129,8 +130,10 @@ class Finish:
             peeks = self.peeks
             if peeks.by:  # (what its body held while its `model` was read, if it did)
                 peeks.release(req)
-            inflight = self.inflight
-            inflight._done()
+            inflight = self.inflight  # (one fewer in flight: `wait_idle` hears of the last)
+            inflight.count = count = inflight.count - 1
+            if not count and inflight.idle is not None:
+                inflight.idle.set()
             inflight.handles.discard(flight)  # (_ADMITTED: never in it)
             if self.unready:  # (a protocol route's request that moved on "not ready")
                 if req.rec.status:

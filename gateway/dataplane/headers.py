@@ -102,19 +102,34 @@ _STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase i
 
 
 class _Date:
-    """The Date value and line of the current second (formatted once a second)."""
+    """The Date value and line of the current second (formatted once a second), and when
+    that second ends on the event loop's clock (`due`: `answer_head` reads no clock)."""
 
-    __slots__ = ("line", "next", "value")
+    __slots__ = ("due", "line", "next", "value")
 
     def __init__(self) -> None:
-        self.next = 0.0  # when the second after the one formatted begins
+        self.next = 0.0  # when the second after the one formatted begins (wall clock)
+        self.due = float("-inf")  # the same instant on the loop's clock
         self.value = self.line = b""
 
-    def refresh(self, now: float) -> None:
-        second = int(now)
+    def stale(self, wall: float) -> bool:
+        """Whether `wall` (time.time()) is past the second formatted, or before it: a wall
+        clock stepped back is not answered with a Date from the future until it catches up."""
+        return wall >= self.next or wall < self.next - 1.0
+
+    def refresh(self, wall: float) -> None:
+        second = int(wall)
         self.next = second + 1.0
         self.value = formatdate(second, usegmt=True).encode()
         self.line = b"date: %s\r\n" % self.value
+
+    def tick(self, now: float) -> None:
+        """The loop's clock reads `now`, past `due`: the wall clock read once, the line of
+        its second, and when that second ends on the loop's clock (at most 1 s ahead)."""
+        wall = time.time()
+        if self.stale(wall):
+            self.refresh(wall)
+        self.due = now + (self.next - wall)
 
 
 _DATE_NOW = _Date()
@@ -122,7 +137,7 @@ _DATE_NOW = _Date()
 
 def _date() -> bytes:
     now = time.time()
-    if now >= _DATE_NOW.next:
+    if _DATE_NOW.stale(now):
         _DATE_NOW.refresh(now)
     return _DATE_NOW.value
 
@@ -130,7 +145,7 @@ def _date() -> bytes:
 def _date_line() -> bytes:
     """`date: <now>\r\n`."""
     now = time.time()
-    if now >= _DATE_NOW.next:
+    if _DATE_NOW.stale(now):
         _DATE_NOW.refresh(now)
     return _DATE_NOW.line
 
@@ -198,11 +213,13 @@ _CONNECTION = {b"close": b"connection: close\r\n", b"keep-alive": b"connection: 
 
 
 def answer_head(status: int, lines: list[bytes], dated: bool, ours: bytes, length: int | None,
-                connection: bytes | None, body: bytes = b"") -> bytes:
+                connection: bytes | None, now: float, body: bytes = b"") -> bytes:
     """`response_head` of an answer whose forwarded fields are `lines` already (as
     `name`, `: `, `value`, CRLF parts) and hold none that only `response_head` handles
     (no Connection, no Via, not an event stream); `dated`: a Date was among them. The
-    same bytes as `response_head`, without its pass over the fields."""
+    same bytes as `response_head`, without its pass over the fields. `now`: the event
+    loop's clock (`Clock.now`: the answer's arrival), which tells when the Date line of the
+    second changes (the wall clock is read once a second, not once an answer)."""
     try:  # (a subscript costs less than a `get` call)
         parts = [_STATUS_LINES[status]]
     except KeyError:
@@ -210,8 +227,11 @@ def answer_head(status: int, lines: list[bytes], dated: bool, ours: bytes, lengt
     parts += lines
     append = parts.append
     append(VIA_LINE)
-    if not dated:
-        append(_date_line())
+    if not dated:  # (`_date_line`, inline, and by the loop's clock)
+        date = _DATE_NOW
+        if now >= date.due:
+            date.tick(now)
+        append(date.line)
     append(ours)
     if connection is None:  # (HTTP/1.1 kept alive: most answers)
         if length is None:

@@ -69,8 +69,10 @@ class Inflight:
 
     def __init__(self) -> None:
         self.handles: set[Handle] = set()
+        # counted up by `Proxy.handle` and down by `Finish.done` (inline there: a call less
+        # on every request), which sets `idle` when the count reaches 0 (`wait_idle`'s)
         self.count = 0
-        self._idle: asyncio.Event | None = None
+        self.idle: asyncio.Event | None = None
 
     def abort(self, match: Callable[[Handle], str | None], reason: str = "killed") -> int:
         """Cut the handles `match` names. A cut that raises (it runs its request's answer
@@ -118,14 +120,9 @@ class Inflight:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            self._idle = asyncio.Event()
+            self.idle = asyncio.Event()
             try:
-                await asyncio.wait_for(self._idle.wait(), left)
+                await asyncio.wait_for(self.idle.wait(), left)
             except TimeoutError:
                 return False
         return True
-
-    def _done(self) -> None:
-        self.count -= 1
-        if self.count == 0 and self._idle is not None:
-            self._idle.set()

@@ -3,26 +3,62 @@
 Owns the misses of `Proxy`'s three bounded caches (a base of it): a request target split
 and encoded for forwarding, a Host as routing reads it, and a table's match of a (path,
 Host) pair when no route matches by header fields. Each is kept only when short and
-cleared when full (CACHE_MAX), so a flood of distinct targets costs bounded memory. A hit
-is the proxy's own subscript, inline: these run only on a miss.
+cleared when full (CACHE_MAX), so a flood of distinct targets costs bounded memory. The
+target and Host of a connection's last request are its own (`Connection.last_target`,
+`last_host`: compared first, inline in `Proxy.handle`); a match's hit is the proxy's own
+subscript, inline: these run only on a miss.
 """
 
 from __future__ import annotations
 
 from gateway.dataplane.outgoing import CACHE_MAX, CACHED_TARGET
 from gateway.dataplane.paths import route_host, split_target
-from gateway.dataplane.request import Request
+from gateway.dataplane.request import Connection, Request
+from gateway.domain.routetable import RouteTable
 from gateway.domain.routing import RoutePlan
 
-__all__ = ["Lookups"]
+__all__ = ["LastMatch", "Lookups"]
+
+
+class LastMatch:
+    """The table `Proxy._matched` holds matches of, and the last (path, Host) pair matched
+    in it and its route (None: no route), found again by `is` (`Proxy._route`)."""
+
+    __slots__ = ("host", "path", "plan", "table")
+
+    def __init__(self) -> None:
+        self.table: RouteTable | None = None
+        self.path: str | None = None  # (None: no pair yet, or the table changed since)
+        self.host = ""
+        self.plan: RoutePlan | None = None
 
 
 class Lookups:
     # raw target -> split_target(), the forwarded target encoded
     _targets: dict[bytes, tuple[str, bytes]]
     _hosts: dict[bytes | None, str]  # raw Host -> route_host()
-    # (path, Host) -> the route they match in the proxy's `_match_table` (None: not kept)
+    # (path, Host) -> the route they match in the proxy's `_last.table` (None: not kept)
     _matched: dict[tuple[str, str], RoutePlan] | None
+
+    def _target_of(self, conn: Connection, raw: bytes) -> tuple[str, bytes]:
+        """A target other than `conn`'s last: from the cache, or split anew; then `conn`'s
+        last (a compare finds it again: `Proxy.handle`)."""
+        try:  # (a subscript costs less than a `get` call)
+            split = self._targets[raw]
+        except KeyError:
+            split = self._new_target(raw)
+        conn.last_target, conn.last_split = raw, split
+        return split
+
+    def _host_of(self, conn: Connection, req: Request) -> str:
+        """`req`'s Host, other than `conn`'s last, as routing reads it (as `_target_of`)."""
+        raw = req.host
+        try:
+            host = self._hosts[raw]
+        except KeyError:
+            host = self._new_host(raw, req)
+        conn.last_host, conn.last_route_host = raw, host
+        return host
 
     def _new_target(self, raw: bytes) -> tuple[str, bytes]:
         """A target not seen lately: its path as routing reads it and the target forwarded

@@ -73,7 +73,8 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
     __slots__ = ("clock", "closed", "closing", "deadline", "dispatching", "drainer",
                  "first_read", "framing", "fresh", "fwd_host", "fwd_lines", "handler",
                  "head_bytes", "held", "held_s", "held_taken",
-                 "in_head", "in_trailer", "limits",
+                 "in_head", "in_trailer", "last_host", "last_route_host", "last_split",
+                 "last_target", "limits",
                  "linger_end", "linger_heard", "lingering", "loop", "nchunks", "parser", "parsing",
                  "paused_at", "queue", "rate_from", "rate_req", "read_paused", "read_paused_at",
                  "remote", "remote_b", "replaying", "seen", "send_base", "send_look", "sending",
@@ -93,6 +94,12 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
         # (`Outgoing._forwarded_of`); LF is never in a Host value (llhttp refuses it)
         self.fwd_host: bytes | None = b"\n"
         self.fwd_lines = b""
+        # the target and Host of the last request routed (`Proxy.handle`): none yet (LF is
+        # never in a target or a Host value)
+        self.last_target = b"\n"
+        self.last_split: tuple[str, bytes] = ("", b"")
+        self.last_host: bytes | None = b"\n"
+        self.last_route_host = ""
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Request] = deque()  # heads parsed, not yet answered, in order
         self.parsing: Request | None = None   # the request whose bytes are arriving

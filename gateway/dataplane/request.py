@@ -57,6 +57,12 @@ class Connection(Protocol):
     remote_b: bytes  # the peer's address as bytes (b"unknown" when there is none)
     fwd_host: bytes | None  # the Host whose x-forwarded-* lines `fwd_lines` are
     fwd_lines: bytes  # (`outgoing.Outgoing._forwarded_of`'s, for this connection)
+    # the target and Host of the last request routed here (`Proxy.handle` compares them
+    # first): the target split for routing and forwarding, the Host as routing reads it
+    last_target: bytes
+    last_split: tuple[str, bytes]
+    last_host: bytes | None
+    last_route_host: str
     closing: bool  # closes once the answer in progress is written
     closed: bool
     write_paused: bool  # the client is not reading: wait (`drain`) before sending more

@@ -2,10 +2,11 @@
 
 Owns which of a request's fields are dropped on the way out (hop-by-hop ones, those named in
 `Connection`, framing, the client's x-forwarded-*, `x-killgate-*`, and with tracing on its
-traceparent: `fieldrules.REQUEST_DROP`), and the head built from the rest: from the fields
-the parser already sorted as they came (`kept_head`: `wire.name_kind` learns each spelling
-by the same rules), or in one pass over them all (`request_head`: a `Connection` or `Via`
-field, a traced request with a traceparent of the client's, a shadow copy). Pure; no I/O.
+traceparent: `fieldrules.REQUEST_DROP`), and the head built from the rest in one pass over
+them all (`request_head`: a `Connection` or `Via` field, a traced request with a
+traceparent of the client's, a shadow copy). The usual head is built from the fields the
+parser already sorted as they came (`outgoing.Outgoing.request_head`: `wire.name_kind`
+learns each spelling by the same rules). Pure; no I/O.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gateway.dataplane.fieldrules import (
 )
 from gateway.dataplane.lengths import HEAD_ENDS, head_end
 
-__all__ = ["kept_head", "request_head"]
+__all__ = ["request_head"]
 
 _REQUEST_DROP = REQUEST_DROP
 # With tracing on, the gateway sends its own traceparent (its CLIENT span is the parent).
@@ -79,20 +80,3 @@ def request_head(first_line: bytes | list[bytes], raw: Iterable[tuple[bytes, byt
               forwarded, framing, body)
     return b"".join(parts)
 
-
-def kept_head(parts: list[bytes], kept: list[bytes], forwarded: bytes, length: int | None,
-              body: bytes) -> bytes:
-    """`request_head`'s bytes for a request whose fields the parser sorted as they came
-    (`Request.kept`: the parts of those forwarded as is, in order; no `Connection` or `Via`
-    among them, no traceparent of the client's when `forwarded` carries ours): no second
-    pass over the fields. `parts` (extended in place) holds the request line and our Host."""
-    parts += kept
-    if length is not None:
-        try:
-            framing = HEAD_ENDS[length]
-        except KeyError:
-            framing = head_end(length)
-    else:
-        framing = b"transfer-encoding: chunked\r\n\r\n"
-    parts += (VIA_LINE, forwarded, framing, body)
-    return b"".join(parts)
