@@ -242,9 +242,10 @@ class Repair(Vouching):
         # the document was put back without its trail, and the newest head we saw is)
         onto = store_doc if lost is not None and store_doc is not None and got.trusted \
             and await self._trail_ends_at(store_doc.audit_head) else None
-        if anchored and (got.empty or lost is not None):
+        loss = bool(anchored and (got.empty or lost is not None))
+        if loss:
             self.trail_lost = {"anchored_head": anchored, "generation": mine.generation,
-                               "time": utc_now()}
+                               "time": utc_now(), "reseeded_by": self.instance}
             self.metrics.inc("killgate_audit_trail_lost_total")
             event(log, "audit_trail_lost", logging.ERROR, anchored_head=anchored,
                   action="the store lost its audit trail: the re-seed continues the chain from "
@@ -264,7 +265,9 @@ class Repair(Vouching):
             before={"generation": None if store_doc is None else store_doc.generation,
                     "problem": self._refusal(got, mine)},
             after={"generation": merged.generation, "kills": sorted(merged.kills)},
-            source=self.instance, extra={"anchored_head": anchored})
+            # (`trail_lost`: every instance that applies the re-seed says it: heardloss.py)
+            source=self.instance, extra={"anchored_head": anchored,
+                                         **({"trail_lost": True} if loss else {})})
         try:
             # (not known to be the fleet's: only over the very document it merged, as writes)
             await self.store.commit(got.token, merged, draft, chain_from=anchored, onto=onto,
