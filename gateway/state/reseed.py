@@ -20,8 +20,9 @@ from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.errors import StoreConflict
 from gateway.log import event
 from gateway.state.holder import Holder
+from gateway.state.reseedmerge import merge_restrictive, new_epoch
 from gateway.state.snapshot import SnapshotFile
-from gateway.state.store import Loaded, Store, legacy_doc, merge_restrictive, new_epoch
+from gateway.state.store import Loaded, Store, legacy_doc
 from gateway.state.tamper import TamperLog
 from gateway.state.vouching import SIBLING_TAG, Vouching
 from gateway.telemetry.metrics import Metrics
