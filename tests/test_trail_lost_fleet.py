@@ -80,7 +80,7 @@ async def test_every_instance_and_worker_says_the_trail_was_lost(
             if st is None:
                 continue
             lost = ((st.get("store") or {}).get("audit") or {}).get("trail_lost")
-            if not lost:
+            if not lost or not lost.get("reseeded_by"):
                 seen.pop(str(st.get("instance")), None)
                 return False
             seen[str(st.get("instance"))] = st
@@ -98,3 +98,32 @@ async def test_every_instance_and_worker_says_the_trail_was_lost(
     for _ in range(6):
         st = await _status(a.admin)
         assert st is not None and st["store"]["audit"]["trail_lost"], st
+
+
+def test_the_loss_is_read_only_from_events_the_verified_head_links() -> None:
+    """(heardloss.reported_loss) The re-seed is found behind a write that followed it at
+    once; never past the head the instance held before; and a re-seed event whose hash
+    does not match what links it (written into redis by hand) says nothing."""
+    from gateway.domain.audit import AuditDraft, seal
+    from gateway.domain.statedoc import StateDoc
+    from gateway.state.heardloss import reported_loss
+
+    held = seal(AuditDraft("alice", "kill", {}, "r").as_event(), "0" * 64)
+    reseed = seal(AuditDraft("killgate/auto", "state.reseed", {}, "empty", source="i-1",
+                             extra={"anchored_head": held["hash"], "trail_lost": True})
+                  .as_event(), held["hash"])
+    kill = seal(AuditDraft("bob", "kill", {}, "r").as_event(), reseed["hash"])
+    page = [kill, reseed]  # (the store lost `held`)
+
+    def doc(head: str) -> StateDoc:
+        return StateDoc(generation=5, audit_head=head)
+
+    lost = reported_loss(doc(kill["hash"]), page, held["hash"])
+    assert lost is not None and lost["reseeded_by"] == "i-1", lost
+    assert lost["anchored_head"] == held["hash"] and lost["time"] == reseed["time"]
+    assert reported_loss(doc(kill["hash"]), page, reseed["hash"]) is None  # (seen before)
+    plain = seal({**{k: v for k, v in reseed.items() if k != "hash"}, "trail_lost": False},
+                 held["hash"])
+    assert reported_loss(doc(plain["hash"]), [plain], "") is None  # (no loss said)
+    forged = {**reseed, "reason": "edited"}  # (its hash no longer its content's)
+    assert reported_loss(doc(reseed["hash"]), [forged], "") is None

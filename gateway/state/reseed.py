@@ -246,7 +246,7 @@ class Repair(Vouching):
         loss = bool(anchored and (got.empty or lost is not None))
         if loss:
             self.trail_lost = {"anchored_head": anchored, "generation": mine.generation,
-                               "time": utc_now(), "reseeded_by": self.instance}
+                               "time": utc_now(), "reseeded_by": None}
             self.metrics.inc("killgate_audit_trail_lost_total")
             event(log, "audit_trail_lost", logging.ERROR, anchored_head=anchored,
                   action="the store lost its audit trail: the re-seed continues the chain from "
@@ -280,7 +280,9 @@ class Repair(Vouching):
             if fresh:
                 self._own_epochs.pop(merged.epoch, None)
             self._resync |= got.old_key  # (a step-1 write beat the re-sign: again, next poll)
-            return
+            return  # (the loss named by whoever re-seeded, once applied: heardloss.py)
+        if loss and self.trail_lost is not None:
+            self.trail_lost["reseeded_by"] = self.instance
         if not resign:
             # (a rotation's step-2 re-sign is no re-seed of a store that lost its state:
             # audited and logged as one, not counted as one, so a routine key rotation
