@@ -21,6 +21,7 @@ from gateway.errors import StoreConflict
 from gateway.log import event
 from gateway.state.holder import Holder
 from gateway.state.reseedmerge import merge_restrictive, new_epoch
+from gateway.state.reseedwhy import is_resign, reseed_why
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.store import Loaded, Store, legacy_doc
 from gateway.state.tamper import TamperLog
@@ -218,27 +219,8 @@ class Repair(Vouching):
         # the newest head we saw, which the store lacks (not a refused document's call)
         lost = self.store.behind(store_doc) if store_doc is not None or got.empty else None
         anchored = lost or mine.audit_head or None
-        # (a rotation's re-sign: the document we hold, or a newer one on our history; an
-        # older one is a replay, said and counted as one, not as the re-sign: revrot4)
-        resign = got.old_key and got.trusted and store_doc is not None and lost is None and (
-            (store_doc.generation, store_doc.epoch) == (mine.generation, mine.epoch) or (
-                store_doc.generation > mine.generation and descends(store_doc, mine) is not False))
-        why = ("signed with the previous key (key rotation step 2: re-signed with the "
-               "current one, so that step 3 finds it)" if resign
-               else "empty" if got.empty else "a newer version's, older than this instance's "
-               "(replayed after a rollback?)" if got.newer  # (vouching.replayed_newer)
-               else "refused" if got.problem is not None
-               else "generation key disagrees" if not got.trusted
-               else "older" if store_doc is None or store_doc.generation < mine.generation
-               else "behind: without the newest audit events this instance saw appended "
-                    "(restored from a backup?)" if lost is not None
-               else "another document at our generation"
-               if store_doc.generation == mine.generation
-               else "on another branch of the history, without what this instance holds"
-               if descends(store_doc, mine) is False
-               else "without a kill this instance holds, and naming no unkill of it"
-               if lifts_unrecorded(mine, store_doc)
-               else "of another epoch, without what this instance holds")
+        resign = is_resign(got, mine, lost)  # (a rotation's re-sign: reseedwhy.py)
+        why = reseed_why(got, mine, lost, resign)
         # a store behind us continues its own trail (the store's head key naming it: else
         # the document was put back without its trail, and the newest head we saw is)
         onto = store_doc if lost is not None and store_doc is not None and got.trusted \
