@@ -17,7 +17,7 @@ from gateway.domain.branches import (
 )
 from gateway.domain.statedoc import Change, KillFlag, StateDoc, apply_change
 from gateway.domain.writeids import MAX_LIFTED, MAX_WRITES, trim_writes, write_generation
-from gateway.state.store import merge_restrictive
+from gateway.state.reseedmerge import merge_restrictive
 
 pytestmark = pytest.mark.timeout(10)
 

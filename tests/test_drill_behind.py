@@ -149,6 +149,10 @@ async def test_an_instance_that_left_does_not_fail_the_drill(
         # the short receipt said at restore time only as being checked; the warning after
         # the check, which did not confirm B (revdrill7: said before the check, it was
         # printed too where the check then confirmed every instance)
+        # (the receipt counted A alone: said against the 2 the drill started with, where it
+        # said "applied by 1/1 instance(s)" as if the whole fleet had)
+        assert "applied by 1 of the 2 instance(s) the drill started with" in err, err
+        assert "applied by 1/1" not in err, err
         note = err.index("the restore's receipt counted 1 of the 2 instance(s)")
         assert "each is checked after the settle" in err[note:], err
         assert err.count("WARNING: the restore was acknowledged by 1 of the 2") == 1, err

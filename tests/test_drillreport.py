@@ -347,3 +347,21 @@ async def test_the_settle_never_waits_past_the_drills_own_deadline() -> None:
     runner.opened_at = runner.now() - duration(plan) + END_MARGIN + 0.3  # (0.3 s left)
     await asyncio.wait_for(runner._settle(0.05, None), 10)
     assert runner.now() - runner.marks.restore_sent < 5.0
+
+
+def test_the_applied_line_counts_against_the_instances_the_drill_started_with() -> None:
+    """'injected: generation N applied by 2/2 instance(s)' of a drill started with 3 (one
+    lapsed: a receipt counts live instances only) read as the whole fleet having applied
+    it (found by a drill review): said against the 3 where the counts differ."""
+    from gateway.control.drillrejoin import applied_by
+
+    three = ["a", "b", "c"]
+    assert applied_by(three, {"instances": 3, "acked": 3}) == "3/3 instance(s)"
+    assert applied_by(three, {"instances": 2, "acked": 2}) == (
+        "2 of the 3 instance(s) the drill started with (the receipt counted 2 live)")
+    assert applied_by(three, {"instances": 2, "acked": 1}).startswith(
+        "1 of the 3 instance(s) the drill started with")
+    assert applied_by(three, {"instances": 4, "acked": 4}) == (
+        "4/4 instance(s) (the drill started with 3)")
+    assert applied_by([], {"instances": 1, "acked": 1}) == "1/1 instance(s)"
+    assert applied_by(three, None) == "None/None instance(s)"

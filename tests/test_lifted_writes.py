@@ -12,7 +12,7 @@ from gateway.domain import drills, kills
 from gateway.domain.branches import lifts_unrecorded
 from gateway.domain.statedoc import Change, DrillRecord, KillFlag, StateDoc, apply_change
 from gateway.domain.writeids import MAX_LIFTED, MAX_LIFTS_PER_KEY, with_lifted_writes
-from gateway.state.store import merge_restrictive
+from gateway.state.reseedmerge import merge_restrictive
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.domain.statedoc import Change, KillFlag, StateDoc, apply_change
-from gateway.state.store import merge_restrictive
+from gateway.state.reseedmerge import merge_restrictive
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, wait_until, write_config
 from tests.test_branches_review import routes

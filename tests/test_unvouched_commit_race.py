@@ -25,7 +25,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, KillFlag, StateDoc
 from gateway.errors import StoreUnverifiable
 from gateway.state import make_sync
-from gateway.state.store import new_epoch
+from gateway.state.reseedmerge import new_epoch
 from gateway.state.sync import Sync
 from gateway.telemetry.metrics import Metrics
 from tests.conftest import STATE_KEY, RedisServer, wait_until

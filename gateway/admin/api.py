@@ -1,7 +1,7 @@
 """Admin HTTP API (CONTRACT §4) on its own listener, separate from the data plane.
 
-Owns the admin routes and their handlers: who may call what (scopes), reading the
-request (admin/inputs.py), and handing writes to admin/writes.py; /metrics is
+Owns the admin routes and their read handlers: who may call what (scopes), reading the
+request (admin/inputs.py); the state writes' endpoints are admin/actionsapi.py's; /metrics is
 admin/scrape.py's, an audit page admin/auditread.py's. Who calls is checked by
 admin/callers.py (refused calls counted, rate limited per address, and audited through
 `DeniedLog`). It is given only the narrow interfaces it uses (admin/ports.py), never the
@@ -10,32 +10,20 @@ composition root.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from gateway.admin import (
-    actions,
-    breakglass,
-    etag,
-    glassjournal,
-    inputs,
-    localkill,
-    openapi,
-    shadowgate,
-    writenotes,
-)
+from gateway.admin import etag, inputs, openapi
+from gateway.admin.actionsapi import ActionsApi
 from gateway.admin.approvalexpiry import ApprovalExpiry
 from gateway.admin.approvals import Approvals
 from gateway.admin.approvalsapi import ApprovalsApi
 from gateway.admin.auditread import audit_page
-from gateway.admin.auth import Authenticator, Principal
+from gateway.admin.auth import Authenticator
 from gateway.admin.callers import Callers
 from gateway.admin.denied import DeniedLog
 from gateway.admin.middleware import answer_headers, errors, json_error
@@ -58,31 +46,15 @@ from gateway.admin.shadowgate import ShadowChecks
 from gateway.admin.status import StatusBuilder
 from gateway.admin.statusparts import ROUTES_PARAM, StatusParts
 from gateway.admin.tracing import TRACE_ID
-from gateway.admin.writes import Done, Writer
+from gateway.admin.writes import Writer
 from gateway.configfile import LoadedConfig
-from gateway.domain.audit import AuditDraft, clean_text
+from gateway.domain.audit import AuditDraft
 from gateway.domain.diff import config_dict
-from gateway.domain.statedoc import StateDoc
-from gateway.errors import (
-    ApiError,
-    ConflictingState,
-    Forbidden,
-    NotDurable,
-    StoreOutcomeUnknown,
-    StoreUnavailable,
-    StoreUnverifiable,
-)
+from gateway.errors import ApiError, StoreUnavailable
 
 __all__ = ["AdminApi", "json_error"]
 
 log = logging.getLogger("killgate.admin")
-BREAK_GLASS = "killgate:breakglass"
-#: the writes: (method, path, action), each handled by `_action`
-WRITES = (("POST", "/v1/kill", "kill"), ("POST", "/v1/unkill", "unkill"),
-          ("POST", "/v1/routes/{route}/rollback", "rollback"),
-          ("POST", "/v1/routes/{route}/promote", "promote"),
-          ("PUT", "/v1/routes/{route}/weights", "weights"),
-          ("POST", "/v1/routes/{route}/release", "release"))
 
 
 class AdminApi:
@@ -113,15 +85,15 @@ class AdminApi:
         self.denied = DeniedLog(self._append_audit, counters)
         self.callers = Callers(current, counters, self.denied)  # who calls, refused calls
         self.writer = Writer(state, idem, self._append_audit)
-        #: break-glass writes whose answer was lost, counted once seen in force
-        self.unanswered = breakglass.Unanswered(current, counters)
-        #: break-glass writes not counted yet, kept beside the snapshot: a process that died
-        #: before counting one has it counted by the next start (`reconcile_glass`)
-        snap = current.loaded.config.state.snapshot_path
-        self.glass_journal = glassjournal.Journal(
-            Path(f"{current.loaded.resolve(snap)}.glass") if snap else None)
         self.shadow_checks = ShadowChecks(shadow, current)  # the shadow promotion gate
         self.approvals = Approvals(current, state, self.shadow_checks)
+        #: the state writes' endpoints (kill, unkill, ...: actionsapi.py)
+        self.actions = ActionsApi(
+            instance=instance, current=current, state=state, callers=self.callers,
+            writer=self.writer, approvals=self.approvals, shadow_checks=self.shadow_checks,
+            counters=counters, audit=audit, append_audit=self._append_audit, local=local)
+        #: break-glass writes whose answer was lost (stopped by startup.py)
+        self.unanswered = self.actions.unanswered
         # (started by startup.py)
         self.approval_expiry = ApprovalExpiry(current, state, counters=counters)
 
@@ -144,8 +116,7 @@ class AdminApi:
         r.add_get("/v1/status", self.status)
         r.add_get("/v1/config", self.config)
         r.add_get("/v1/audit", self.audit)
-        for method, path, action in WRITES:
-            r.add_route(method, path, functools.partial(self._action, action=action))
+        self.actions.register(r)
         ApprovalsApi(self.callers, self.approvals, self.writer).register(r)
         r.add_post("/v1/alerts/alertmanager", self.alertmanager)
         return app
@@ -199,126 +170,10 @@ class AdminApi:
         await self.callers.authorize(request, "killgate:read")
         return await audit_page(request, self.audit_reader)
 
-    # ------------------------------------------------------------------ writes
-
-    async def _action(self, request: web.Request, action: str) -> web.Response:
-        principal = await self.callers.authorize(request, actions.SCOPE_OF[action])
-        local = localkill.asked(request, action)  # (a local kill if the store cannot commit)
-        cfg = self.current.loaded.config
-        route = request.match_info.get("route")
-        # (a release may name a route the config lacks that an override latches: an orphan)
-        latched = self.current.doc.overrides if action == "release" else {}
-        if route is not None and cfg.route(route) is None and route not in latched:
-            raise ApiError(404, "unknown_route", f"no route named {clean_text(route, 64)!r}")
-        glass_field = frozenset() if action == "kill" else frozenset({"break_glass"})
-        body = await inputs.json_body(request, actions.ACTIONS[action] | {"reason"} | glass_field)
-        reason = inputs.reason(body)
-        wait = inputs.wait(request)
-        rid, peer = self.callers.meta(request)
-        # (the trace id given, not set by dataclasses.replace after: 30k instructions a
-        # write before its commit leaves, callgrind; the Intent is the same)
-        intent = actions.intent(action, body, route, cfg, principal.subject, reason, rid, peer,
-                                self.current.doc.kills, latched, request.get(TRACE_ID, ""))
-        glass = body.get("break_glass", False)
-        if not isinstance(glass, bool):
-            raise ApiError(400, "bad_request", "'break_glass' must be true or false")
-        gate = actions.gate_of(intent)
-        needs = cfg.approvals.needs(gate) if gate is not None else 1
-        if glass:
-            self._may_break_glass(request, peer, principal)
-            intent = intent.with_audit(break_glass=True)
-        elif needs > 1:
-            return await self.writer.run(request, principal.subject, wait,
-                                         lambda: self.approvals.request(intent, needs), rid, peer,
-                                         intent.trace_id)
-
-        def answer(plan: actions.Plan, new: StateDoc, ev: dict[str, Any] | None) -> Done:
-            # what the answer says beside its receipt; `changed` false: it was already so
-            body = {**plan.answer, "changed": ev is not None,
-                    **writenotes.notes(intent, new, self.current.loaded.config)}
-            if ev is not None:
-                body["audit_id"] = ev["id"]
-            if glass:
-                body["break_glass"] = True
-            if action == "unkill" and (note := localkill.held(self.local, intent.target)):
-                body["still_killed_locally"] = note  # (lifted in the store, not here)
-            return Done(body, new.generation, event=ev)
-
-        async def op() -> Done:
-            mine, kept = intent, None
-            if glass:  # (its event's id kept until counted: glassjournal.py)
-                eid, kept = await asyncio.to_thread(  # (an fsync: off the loop)
-                    self.glass_journal.begin, breakglass.use(intent, needs, peer))
-                mine = intent.with_audit(id=eid)
-            plan = actions.plan(mine, self.current.loaded.config)
-            try:
-                change = await self.shadow_checks.wrap(shadowgate.route_of(intent), plan.change)
-                new, ev = await self.state.write(change, plan.describe)
-            except StoreOutcomeUnknown as exc:
-                if exc.doc is not None and exc.event is not None:
-                    exc.done = answer(plan, exc.doc, exc.event)  # (should it have landed)
-                    if glass and exc.doc.writes:
-                        # (counted once the state in force names it, retried or not)
-                        self.unanswered.watch(exc.doc.writes[-1], exc.doc.generation, intent,
-                                              needs, peer, exc.event.get("id"), kept)
-                raise
-            except NotDurable as exc:
-                if exc.event is not None:
-                    # committed and in force, only not on a replica yet (its retry is
-                    # answered with it, once confirmed): it skipped the rule
-                    exc.done = answer(plan, exc.doc, exc.event)
-                    if glass:
-                        breakglass.used(self.counters, intent, needs, peer)
-                        glassjournal.Journal.done(kept)
-                raise
-            except Exception:
-                glassjournal.Journal.done(kept)  # (refused: nothing applied)
-                raise
-            if ev is not None and glass:
-                glassjournal.test_stop_before_count()
-                # (counted once it skipped the rule: not a refusal, nor a replay)
-                breakglass.used(self.counters, intent, needs, peer)
-            glassjournal.Journal.done(kept)
-            return answer(plan, new, ev)
-
-        if action != "kill":
-            try:
-                return await self.writer.run(request, principal.subject, wait, op, rid, peer,
-                                             intent.trace_id)
-            except ConflictingState as exc:
-                note = localkill.held(self.local, intent.target)
-                if exc.type != "not_killed" or note is None:
-                    raise
-                raise localkill.not_killed(exc, note) from exc
-        try:
-            return await self.writer.run(request, principal.subject, wait, op, rid, peer,
-                                         intent.trace_id)
-        except StoreUnavailable as exc:
-            if isinstance(exc, (StoreOutcomeUnknown, StoreUnverifiable)):
-                raise  # (may be in force; or the store answers: no outage)
-            if not local:
-                raise ApiError(503, "state_store_unavailable", "the state store cannot be "
-                               f"reached, nothing was changed ({exc}){localkill.HINT}") from exc
-            return await localkill.take(self.local, self.current, intent.target, intent.args,
-                                        principal.subject, reason, str(exc), self.instance)
-
     async def reconcile_glass(self) -> None:
         """At the start: the break-glass uses a process that ended before counting them
-        left, counted when the trail holds their events (glassjournal.py)."""
-        await self.glass_journal.reconcile(
-            self.audit_reader, lambda glass, learned: breakglass.count(self.counters, glass,
-                                                                       learned),
-            self._append_audit)
-
-    def _may_break_glass(self, request: web.Request, peer: str, principal: Principal) -> None:
-        """Skipping the two-person rule needs its own scope (killgate:admin does not imply
-        it)."""
-        try:
-            principal.require(BREAK_GLASS)
-        except Forbidden as exc:
-            exc.message += " that 'break_glass' needs (killgate:admin does not imply it)"
-            self.callers.refused(request, peer, BREAK_GLASS, principal, exc)
-            raise
+        left, counted (actionsapi.py)."""
+        await self.actions.reconcile_glass()
 
     # ------------------------------------------------------------------ alerts
 

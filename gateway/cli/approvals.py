@@ -17,8 +17,8 @@ from typing import Any
 
 from gateway.cli.client import may_read, raw_call, warn_silent
 from gateway.cli.http import ClientError
+from gateway.cli.killcmds import still_killed
 from gateway.cli.shapes import APPROVAL, RECEIPT, expect
-from gateway.cli.writes import still_killed
 from gateway.domain.audit import clean_text
 
 __all__ = ["add_approval_commands"]

@@ -184,8 +184,10 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
     audit = store.get("audit") or {}
     lost = audit.get("trail_lost")
     if lost:
-        out.append(f"AUDIT TRAIL LOST: the store lost audit events this instance had "
-                   f"anchored (a flush, or a backup restored; re-seeded at "
+        by = lost.get("reseeded_by") if isinstance(lost, dict) else None
+        out.append(f"AUDIT TRAIL LOST: the store lost audit events the fleet had anchored "
+                   f"(a flush, or a backup restored; re-seeded "
+                   f"{f'by {by} ' if by else ''}at "
                    f"{lost.get('time') if isinstance(lost, dict) else lost}); `killgate audit "
                    "verify` names the gap: compare with the audit mirror")
     mirror = audit.get("mirror") or {}

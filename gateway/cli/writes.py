@@ -1,17 +1,15 @@
 """The CLI's state-changing commands: kill, unkill, rollback, promote, weights, release.
 
-Owns their arguments, the body each sends, and what the answer must echo (the kill key,
-the route and action: an answer about anything else fails the command). The call, the
-receipt and exit codes are cli/client.py's.
+Owns their arguments, and the route commands' (rollback, promote, weights, release) body
+and what the answer must echo (the route and action: an answer about anything else fails
+the command); kill and unkill are cli/killcmds.py's. The call, the receipt and exit codes
+are cli/client.py's.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import urllib.parse
 from typing import Any
 
 from gateway.cli.client import (
@@ -19,18 +17,14 @@ from gateway.cli.client import (
     duration_arg,
     glass,
     glass_option,
-    may_read,
-    print_receipt,
     quote,
-    raw_call,
-    warn_silent,
     write,
 )
+from gateway.cli.killcmds import given, kill_command, unkill_command
 from gateway.config_types import parse_duration
 from gateway.domain.audit import clean_text
-from gateway.domain.statedoc import kill_key
 
-__all__ = ["add_write_commands", "still_killed"]
+__all__ = ["add_write_commands"]
 
 MAX_WAIT = 30.0  # seconds: the API's bound on `wait` (admin/inputs.py MAX_WAIT)
 
@@ -48,116 +42,6 @@ def _wait_arg(text: str) -> str:
 ROUTE_HELP = "route name (or --route ROUTE)"
 WAIT_HELP = ("how long the receipt waits for every instance to apply it: a duration with its "
              "unit (500ms, 5s; at most 30s; default 1s); exit 4 if some had not")
-
-
-def _given(args: argparse.Namespace, *names: str) -> None:
-    """An option given empty (`--version "$V"` with V unset in a runbook) is an error: read as
-    absent, it would widen a version kill to the whole route, or roll back elsewhere."""
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None and not value.strip():
-            raise ClientError(f"--{name} is empty (an unset variable?); give a name, or leave "
-                              "the option out")
-
-
-def _selector(args: argparse.Namespace) -> dict[str, Any]:
-    _given(args, "route", "version")
-    if args.all:
-        if args.route or args.version:
-            raise ClientError("--global takes no --route or --version")
-        return {"scope": "global"}
-    if not args.route:
-        raise ClientError("give --global, or --route ROUTE [--version VERSION]")
-    if args.version:
-        return {"scope": "version", "route": args.route, "version": args.version}
-    return {"scope": "route", "route": args.route}
-
-
-def _key(body: dict[str, Any]) -> str:
-    return kill_key(body["scope"], body.get("route"), body.get("version"))
-
-
-def _kill(args: argparse.Namespace) -> int:
-    body = {**_selector(args), "reason": args.reason, "abort_inflight": not args.keep_inflight}
-    if args.local:
-        return _local_kill(args, body)
-    return write(args, "POST", "/v1/kill", body,
-                 lambda res: f"killed {res['kill']}" if res.get("changed", True)
-                 else f"{res['kill']} was already killed (unchanged)",
-                 {"kill": _key(body)})
-
-
-def _local_kill(args: argparse.Namespace, body: dict[str, Any]) -> int:
-    """`kill --local`: through the store when it commits (a kill like any other), else an
-    emergency kill of the instance that answered (202 `local`), merged when the store
-    answers. Exit 5 when taken locally: the rest of the fleet does not enforce it yet."""
-    query = {"local": "1", **({"wait": args.wait} if args.wait else {})}
-    answer = raw_call(args, "POST", "/v1/kill?" + urllib.parse.urlencode(query), body)
-    res = answer.body if isinstance(answer.body, dict) else {}
-    if res.get("kill") != _key(body):
-        raise ClientError(f"the admin API answered {answer.status} about "
-                          f"{clean_text(str(res.get('kill')), 200)!r}, not {_key(body)!r}")
-    if args.json:
-        print(json.dumps(res, indent=2))
-    if answer.status == 202 and res.get("local") is True:
-        if not args.json:
-            print(f"LOCAL KILL {res['kill']} on {clean_text(str(res.get('instance')), 200)} "
-                  f"(id {clean_text(str(res.get('id')), 64)}"
-                  + ("" if res.get("changed") else ", already taken") + "): the state store "
-                  f"cannot commit ({clean_text(str(res.get('store')), 500)}); enforced on this "
-                  "instance and its --workers group only, NOT by other instances until the "
-                  "store answers and it is merged (killgate status shows it)")
-        return 5
-    if answer.status != 200:
-        raise ClientError(f"the admin API answered {answer.status}, not 200 or 202")
-    if not args.json:
-        print(f"killed {res['kill']}" if res.get("changed", True)
-              else f"{res['kill']} was already killed (unchanged)")
-        if "applied" in res:
-            print_receipt(res)
-    if isinstance(res.get("applied"), dict):  # (a kill like any other: as `write` warns)
-        warn_silent(args, res)
-    return 0 if not (res.get("applied") or {}).get("pending") else 4
-
-
-def _unkill(args: argparse.Namespace) -> int:
-    body = {**_selector(args), "reason": args.reason, **glass(args)}
-    kill = _kill_in_force(args, _key(body))
-    if kill is not None:
-        # this kill, and no other: a second try (no answer in --timeout) or an approval
-        # must not lift one made meanwhile (lifted and killed again by another incident)
-        body["kill"] = kill
-    return write(args, "POST", "/v1/unkill", body, lambda res: f"lifted {res['unkill']}"
-                 + still_killed(res), {"unkill": _key(body)})
-
-
-def still_killed(res: dict[str, Any]) -> str:
-    """What an unkill's line adds when a wider kill still stops the same traffic."""
-    wider = res.get("still_killed_by")
-    if not isinstance(wider, str):
-        return ""
-    return (f"; STILL KILLED by the {clean_text(wider, 200)} kill in force: that traffic "
-            "stays stopped until it is lifted")
-
-
-def _kill_in_force(args: argparse.Namespace, key: str) -> str | None:
-    """The id of the kill in force on `key`, as /v1/status shows it; None when the token
-    cannot read it (killgate:kill alone: not asked, which would audit a refusal), or no
-    kill is there (the unkill says so)."""
-    if not may_read(getattr(args, "token", None) or os.environ.get("KILLGATE_TOKEN")):
-        return None
-    try:
-        answer = raw_call(args, "GET", "/v1/status")
-    except ClientError:
-        return None
-    if answer.status != 200 or not isinstance(answer.body, dict):
-        return None
-    kills = answer.body.get("kills")
-    for k in kills if isinstance(kills, list) else ():  # (an answer's: any type at all)
-        if (isinstance(k, dict) and isinstance(k.get("id"), str)
-                and kill_key(k.get("scope", ""), k.get("route"), k.get("version")) == key):
-            return str(k["id"])
-    return None
 
 
 def _words(args: argparse.Namespace) -> list[str]:
@@ -195,7 +79,7 @@ def _rollback(args: argparse.Namespace) -> int:
     usage = "rollback ROUTE [--to V] --reason TEXT, or --route ROUTE"
     words = _words(args)
     _no_more(_take_route(args, usage, words, bool(words)), usage)
-    _given(args, "to")
+    given(args, "to")
     body: dict[str, Any] = {"reason": args.reason, **glass(args)}
     if args.to:
         body["to"] = args.to
@@ -270,8 +154,8 @@ def _release(args: argparse.Namespace) -> int:
 
 def add_write_commands(cmd: Any) -> None:
     """`cmd(name, fn, help)` adds a subcommand with the client options (cli/admin.py)."""
-    for name, fn, help_ in (("kill", _kill, "stop traffic to a scope (global, route, version)"),
-                            ("unkill", _unkill, "lift a kill (the only way a kill is lifted)")):
+    for name, fn, help_ in (("kill", kill_command, "stop traffic to a scope (global, route, version)"),
+                            ("unkill", unkill_command, "lift a kill (the only way a kill is lifted)")):
         p = cmd(name, fn, help_)
         p.add_argument("--global", dest="all", action="store_true", help="every route")
         p.add_argument("--route", help="route name")

@@ -19,7 +19,7 @@ from gateway.control.drillbehind import Behind, behind
 from gateway.control.drillfleet import published
 from gateway.control.drillguards import Pause
 from gateway.control.drillload import AdminClient, DrillApiError
-from gateway.control.drillrejoin import wait_rejoined
+from gateway.control.drillrejoin import applied_by, wait_rejoined
 from gateway.domain.drillplan import Plan, fault_ttl
 from gateway.domain.drillreport import Marks
 from gateway.errors import StateError
@@ -80,7 +80,7 @@ class Injection:
         # propagation time: near 0 when every instance had acked by then)
         took = round((self.marks.inject_done - self.marks.inject_sent) * 1000, 1)
         self.say(f"injected: generation {out.get('generation')} applied by "
-                 f"{applied.get('acked')}/{applied.get('instances')} instance(s); the call "
+                 f"{applied_by(self.started_with, applied)}; the call "
                  f"took {took} ms ({applied.get('elapsed_ms')} ms of it waiting for acks)")
         await self._addresses()
         return applied

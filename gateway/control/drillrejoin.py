@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.control.drillload import AdminClient, DrillApiError
 
-__all__ = ["receipt_note", "short_receipt", "wait_rejoined"]
+__all__ = ["applied_by", "receipt_note", "short_receipt", "wait_rejoined"]
 
 
 def _fresh(record: Any, within: float) -> bool:
@@ -110,6 +110,24 @@ def short_receipt(started: Collection[str], receipt: Any, not_back: Collection[s
                     "" if behind else
                     ": a receipt counts live instances only, so the others' restore is not "
                     "confirmed (`killgate status` shows whether they run its generation)"))}
+
+
+def applied_by(started: Collection[str], receipt: Any) -> str:
+    """How many instances a receipt says applied a generation, as the drill's `injected:`
+    and `restored:` lines say it: `A/N instance(s)`; where the receipt counted another number
+    of live instances than the drill started with (one crashed, or cut off from the store
+    and its lease run out: a receipt counts live instances only), `A of the S instance(s)
+    the drill started with`. It said "applied by 2/2 instance(s)" of a drill started with
+    3, as if the whole fleet had (found by a drill review). Pure."""
+    r = receipt if isinstance(receipt, dict) else {}
+    acked, live = r.get("acked"), r.get("instances")
+    n = len(started)
+    if not n or not isinstance(live, int) or isinstance(live, bool) or live == n:
+        return f"{acked}/{live} instance(s)"
+    if live > n:  # (joined meanwhile, or came back under a new id)
+        return f"{acked}/{live} instance(s) (the drill started with {n})"
+    return (f"{acked} of the {n} instance(s) the drill started with (the receipt counted "
+            f"{live} live)")
 
 
 def receipt_note(started: Collection[str], receipt: Any,

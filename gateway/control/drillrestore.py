@@ -15,7 +15,7 @@ from typing import Any
 from gateway.control.drillended import ended as ended_elsewhere
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.control.drillreach import Reach
-from gateway.control.drillrejoin import receipt_note
+from gateway.control.drillrejoin import applied_by, receipt_note
 from gateway.domain.drillfinish import iso_to_unix
 from gateway.domain.drillplan import Plan, duration
 from gateway.domain.drillreport import Marks, Obs, Restoring
@@ -66,7 +66,7 @@ class Restoration:
         self.marks.restore_done = self.now()
         applied = out.get("applied", {})
         self.say(f"restored: generation {out.get('generation')} applied by "
-                 f"{applied.get('acked')}/{applied.get('instances')} instance(s)")
+                 f"{applied_by(self.started_with, applied)}")
         for why in kept(out):
             self.say(why)
         if (note := receipt_note(self.started_with, applied, self.not_back)) is not None:

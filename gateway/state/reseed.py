@@ -20,8 +20,10 @@ from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.errors import StoreConflict
 from gateway.log import event
 from gateway.state.holder import Holder
+from gateway.state.reseedmerge import merge_restrictive, new_epoch
+from gateway.state.reseedwhy import is_resign, reseed_why
 from gateway.state.snapshot import SnapshotFile
-from gateway.state.store import Loaded, Store, legacy_doc, merge_restrictive, new_epoch
+from gateway.state.store import Loaded, Store, legacy_doc
 from gateway.state.tamper import TamperLog
 from gateway.state.vouching import SIBLING_TAG, Vouching
 from gateway.telemetry.metrics import Metrics
@@ -217,34 +219,16 @@ class Repair(Vouching):
         # the newest head we saw, which the store lacks (not a refused document's call)
         lost = self.store.behind(store_doc) if store_doc is not None or got.empty else None
         anchored = lost or mine.audit_head or None
-        # (a rotation's re-sign: the document we hold, or a newer one on our history; an
-        # older one is a replay, said and counted as one, not as the re-sign: revrot4)
-        resign = got.old_key and got.trusted and store_doc is not None and lost is None and (
-            (store_doc.generation, store_doc.epoch) == (mine.generation, mine.epoch) or (
-                store_doc.generation > mine.generation and descends(store_doc, mine) is not False))
-        why = ("signed with the previous key (key rotation step 2: re-signed with the "
-               "current one, so that step 3 finds it)" if resign
-               else "empty" if got.empty else "a newer version's, older than this instance's "
-               "(replayed after a rollback?)" if got.newer  # (vouching.replayed_newer)
-               else "refused" if got.problem is not None
-               else "generation key disagrees" if not got.trusted
-               else "older" if store_doc is None or store_doc.generation < mine.generation
-               else "behind: without the newest audit events this instance saw appended "
-                    "(restored from a backup?)" if lost is not None
-               else "another document at our generation"
-               if store_doc.generation == mine.generation
-               else "on another branch of the history, without what this instance holds"
-               if descends(store_doc, mine) is False
-               else "without a kill this instance holds, and naming no unkill of it"
-               if lifts_unrecorded(mine, store_doc)
-               else "of another epoch, without what this instance holds")
+        resign = is_resign(got, mine, lost)  # (a rotation's re-sign: reseedwhy.py)
+        why = reseed_why(got, mine, lost, resign)
         # a store behind us continues its own trail (the store's head key naming it: else
         # the document was put back without its trail, and the newest head we saw is)
         onto = store_doc if lost is not None and store_doc is not None and got.trusted \
             and await self._trail_ends_at(store_doc.audit_head) else None
-        if anchored and (got.empty or lost is not None):
+        loss = bool(anchored and (got.empty or lost is not None))
+        if loss:
             self.trail_lost = {"anchored_head": anchored, "generation": mine.generation,
-                               "time": utc_now()}
+                               "time": utc_now(), "reseeded_by": None}
             self.metrics.inc("killgate_audit_trail_lost_total")
             event(log, "audit_trail_lost", logging.ERROR, anchored_head=anchored,
                   action="the store lost its audit trail: the re-seed continues the chain from "
@@ -264,7 +248,9 @@ class Repair(Vouching):
             before={"generation": None if store_doc is None else store_doc.generation,
                     "problem": self._refusal(got, mine)},
             after={"generation": merged.generation, "kills": sorted(merged.kills)},
-            source=self.instance, extra={"anchored_head": anchored})
+            # (`trail_lost`: every instance that applies the re-seed says it: heardloss.py)
+            source=self.instance, extra={"anchored_head": anchored,
+                                         **({"trail_lost": True} if loss else {})})
         try:
             # (not known to be the fleet's: only over the very document it merged, as writes)
             await self.store.commit(got.token, merged, draft, chain_from=anchored, onto=onto,
@@ -276,7 +262,9 @@ class Repair(Vouching):
             if fresh:
                 self._own_epochs.pop(merged.epoch, None)
             self._resync |= got.old_key  # (a step-1 write beat the re-sign: again, next poll)
-            return
+            return  # (the loss named by whoever re-seeded, once applied: heardloss.py)
+        if loss and self.trail_lost is not None:
+            self.trail_lost["reseeded_by"] = self.instance
         if not resign:
             # (a rotation's step-2 re-sign is no re-seed of a store that lost its state:
             # audited and logged as one, not counted as one, so a routine key rotation

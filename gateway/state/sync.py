@@ -38,6 +38,7 @@ from gateway.log import event
 from gateway.state.appliedlog import AppliedLog
 from gateway.state.contention import BACKOFF_MAX, Backoff
 from gateway.state.fleet import Fleet
+from gateway.state.heardloss import HeardLoss
 from gateway.state.holder import Holder
 from gateway.state.localmerge import LocalKillKeeper
 from gateway.state.mirror import AuditMirror
@@ -67,7 +68,7 @@ log = logging.getLogger("killgate.state")
 ACK_AFTER = 0.002
 
 
-class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
+class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes, HeardLoss):
     """The sync loop; re-seeds (reseed.py), the staleness guard (staleness.py), writes
     (writes.py), start-up (startup.py), what it tells (syncreads.py) and what it does with
     a pushed document (syncpushes.py) are its mixins (Pushes last: its stand-ins for
@@ -165,8 +166,10 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes):
         the swap happened) is written a little later (appliedlog.py)."""
         self._seen_signed = True
         self._saw(doc)
+        before = self.holder.doc
         if not self.holder.apply_doc(doc):
             return False
+        self._heard_of(before, doc)  # (another instance's re-seed: a loss it reported)
         self._judged = None  # (a head judged of the document before)
         self.metrics.set("killgate_state_generation", doc.generation)
         if self._stopping:

@@ -12,8 +12,8 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import DomainError
 from gateway.log import event
+from gateway.state.reseedmerge import MAX_LINEAGE, new_epoch
 from gateway.state.snapshot import SnapshotFile
-from gateway.state.store import MAX_LINEAGE, new_epoch
 from gateway.state.writes import Writes
 
 __all__ = ["VOUCH_ACTION", "VouchWrite"]

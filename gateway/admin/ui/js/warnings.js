@@ -105,7 +105,8 @@ function storeLines(sd) {
   const audit = store.audit || {};
   if (audit.trail_lost) {
     const lost = audit.trail_lost;
-    out.push(["bad", "AUDIT TRAIL LOST", `the store lost audit events this instance had anchored (a flush, or a backup restored; re-seeded at ` +
+    const by = typeof lost === "object" && lost.reseeded_by ? `by ${lost.reseeded_by} ` : "";
+    out.push(["bad", "AUDIT TRAIL LOST", `the store lost audit events the fleet had anchored (a flush, or a backup restored; re-seeded ${by}at ` +
       `${typeof lost === "object" ? lost.time : lost}); \`killgate audit verify\` names the gap: compare with the audit mirror`]);
   }
   const mirror = audit.mirror || {};

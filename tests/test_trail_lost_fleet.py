@@ -1,0 +1,129 @@
+"""A lost audit trail is said by whichever process answers (found by a new-user review).
+
+`store.audit.trail_lost` was held in memory by the process that re-seeded the store: with
+`killgate serve --workers 2`, `killgate status`, `/v1/status` and the console showed
+"AUDIT TRAIL LOST" only when that worker answered (half the asks), and the fleet's other
+instances never did, while the metric (summed) said it. Now every instance that applies
+the re-seed reads the event it anchors, which says the trail before it was lost, and says
+it too (gateway/state/heardloss.py), naming the instance that re-seeded.
+
+Real `killgate serve` processes (a `--workers 2` group and a second instance) on a real
+redis-server, restarted empty (no persistence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.cli.statuswarn import store_warnings
+from tests.backends import echo_app
+from tests.conftest import RedisServer, admin_token, free_port, wait_until, write_config
+from tests.drillrig import routes
+from tests.test_revops_fleet import _state
+
+pytestmark = pytest.mark.timeout(90)
+
+READ = admin_token("killgate:read")
+ADMIN = admin_token("killgate:admin")
+
+
+async def _status(admin: str) -> dict[str, Any] | None:
+    """One `/v1/status` on a connection of its own (the kernel hands each to either worker
+    of a group)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        try:
+            async with s.get(f"{admin}/v1/status",
+                             headers={"authorization": f"Bearer {READ}"}) as r:
+                return dict(await r.json()) if r.status == 200 else None
+        except aiohttp.ClientError:
+            return None
+
+
+async def test_every_instance_and_worker_says_the_trail_was_lost(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
+        session: aiohttp.ClientSession) -> None:
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    procs = []
+    for name, workers in (("a", 2), ("b", 1)):
+        (tmp_path / name).mkdir()
+        procs.append(gateway_procs(write_config(
+            tmp_path / name, routes(p1, p2), state=_state(redis_server, tmp_path / name),
+            listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}"),
+            workers=workers))
+    a, b = procs
+    await asyncio.gather(asyncio.to_thread(a.wait_ready), asyncio.to_thread(b.wait_ready))
+
+    async def fleet_of_three() -> bool:
+        st = await _status(b.admin)
+        return st is not None and len(st.get("instances") or {}) == 3
+
+    await wait_until(fleet_of_three, 20, 0.1, "A's two workers and B in the fleet")
+    async with session.post(f"{b.admin}/v1/kill",
+                            json={"scope": "global", "reason": "INC-7"},
+                            headers={"authorization": f"Bearer {ADMIN}"}) as r:
+        assert r.status == 200, await r.text()
+    # every instance holds the kill's audit head; then redis restarts without its data
+    await wait_until(fleet_of_three, 20, 0.1, "the fleet after the kill")
+    redis_server.restart()
+    await wait_until(lambda: redis_server.cmd("EXISTS", "revops:state") == "1", 20, 0.05,
+                     what="the re-seed")
+    seen: dict[str, dict[str, Any]] = {}  # instance -> its trail_lost
+
+    async def all_say_it() -> bool:
+        for admin in (a.admin, a.admin, a.admin, b.admin):
+            st = await _status(admin)
+            if st is None:
+                continue
+            lost = ((st.get("store") or {}).get("audit") or {}).get("trail_lost")
+            if not lost or not lost.get("reseeded_by"):
+                seen.pop(str(st.get("instance")), None)
+                return False
+            seen[str(st.get("instance"))] = st
+        return len(seen) == 3
+
+    await wait_until(all_say_it, 20, 0.05, "each of the three instances to say the loss")
+    by = {st["store"]["audit"]["trail_lost"]["reseeded_by"] for st in seen.values()}
+    assert len(by) == 1 and by <= set(seen), by
+    heads = {st["store"]["audit"]["trail_lost"]["anchored_head"] for st in seen.values()}
+    assert len(heads) == 1 and None not in heads, heads
+    for st in seen.values():  # what `killgate status` prints of it
+        said = [w for w in store_warnings(st) if w.startswith("AUDIT TRAIL LOST")]
+        assert said and f"re-seeded by {next(iter(by))} at " in said[0], said
+    # whichever worker of A answers: six asks in a row, each says it
+    for _ in range(6):
+        st = await _status(a.admin)
+        assert st is not None and st["store"]["audit"]["trail_lost"], st
+
+
+def test_the_loss_is_read_only_from_events_the_verified_head_links() -> None:
+    """(heardloss.reported_loss) The re-seed is found behind a write that followed it at
+    once; never past the head the instance held before; and a re-seed event whose hash
+    does not match what links it (written into redis by hand) says nothing."""
+    from gateway.domain.audit import AuditDraft, seal
+    from gateway.domain.statedoc import StateDoc
+    from gateway.state.heardloss import reported_loss
+
+    held = seal(AuditDraft("alice", "kill", {}, "r").as_event(), "0" * 64)
+    reseed = seal(AuditDraft("killgate/auto", "state.reseed", {}, "empty", source="i-1",
+                             extra={"anchored_head": held["hash"], "trail_lost": True})
+                  .as_event(), held["hash"])
+    kill = seal(AuditDraft("bob", "kill", {}, "r").as_event(), reseed["hash"])
+    page = [kill, reseed]  # (the store lost `held`)
+
+    def doc(head: str) -> StateDoc:
+        return StateDoc(generation=5, audit_head=head)
+
+    lost = reported_loss(doc(kill["hash"]), page, held["hash"])
+    assert lost is not None and lost["reseeded_by"] == "i-1", lost
+    assert lost["anchored_head"] == held["hash"] and lost["time"] == reseed["time"]
+    assert reported_loss(doc(kill["hash"]), page, reseed["hash"]) is None  # (seen before)
+    plain = seal({**{k: v for k, v in reseed.items() if k != "hash"}, "trail_lost": False},
+                 held["hash"])
+    assert reported_loss(doc(plain["hash"]), [plain], "") is None  # (no loss said)
+    forged = {**reseed, "reason": "edited"}  # (its hash no longer its content's)
+    assert reported_loss(doc(reseed["hash"]), [forged], "") is None
