@@ -770,6 +770,10 @@ async def test_no_key_material_in_logs_answers_or_the_store(
     series = 'killgate_state_unverified_total{kind="push"}'
     for value in ("{}", f"KGS1 {kid} é\n{{}}", f"KGS1 {kid} {'0' * 64}\n{{}}", "KGS1 x"):
         before = await metric(session, a.admin, series)
+        # (a push reaches only a subscriber there at that moment: on a loaded machine the
+        # instance may be re-subscribing, and then the poll, not a push, reads the SET)
+        await wait_until(lambda: redis_server.cmd("PUBSUB", "NUMSUB", "kgtest:events")
+                         .endswith(":1\r\n"), 10, what="a subscriber to the events")
         redis_server.cmd("PUBLISH", "kgtest:events", value)
         redis_server.cmd("PUBLISH", "kgtest:acks", value)
         redis_server.cmd("SET", "kgtest:state", value)
