@@ -134,10 +134,11 @@ class Outgoing:
             fwd = self._forwarded[key]
         except KeyError:
             fwd = self._forwarded_lines(conn.remote_b, host)
-            if host is None or len(host) <= CACHED_TARGET:
-                if len(self._forwarded) >= CACHE_MAX:
-                    self._forwarded.clear()
-                self._forwarded[key] = fwd
+            if host is not None and len(host) > CACHED_TARGET:
+                return fwd  # (nor the connection's: an idle one holds no 8 KiB Host, twice)
+            if len(self._forwarded) >= CACHE_MAX:
+                self._forwarded.clear()
+            self._forwarded[key] = fwd
         conn.fwd_host, conn.fwd_lines = host, fwd
         return fwd
 
