@@ -30,7 +30,7 @@ from typing import Any
 
 from gateway.domain.audit import event_hash
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import StateError
+from gateway.errors import BadCursor, StateError
 from gateway.state.store import Store
 
 __all__ = ["LOOK", "PAGE", "PAGES", "HeardLoss", "reported_loss", "walk_loss"]
@@ -107,7 +107,7 @@ class HeardLoss:
                 page, cursor = await self.store.audit_page(PAGE, cursor)
                 events += page
                 got = walk_loss(doc, events, since)
-        except StateError:
+        except (StateError, BadCursor):  # (a cursor a trim removed meanwhile: local store)
             return  # (not said: the re-seeding instance says it, as before)
         if isinstance(got, dict) and self._unnamed():
             self.trail_lost = got
