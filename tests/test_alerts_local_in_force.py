@@ -31,6 +31,7 @@ from tests.staterig import redis_state
 from tests.test_alerting import payload
 from tests.test_alerts import READ, _post
 from tests.test_attacks_state import post, stored_kills
+from tests.test_keyed_audit import H
 from tests.test_kill_carried_by_reseed import (
     KEY,
     c_merges_and_the_kill_stays,
@@ -140,6 +141,12 @@ async def test_an_alert_at_an_instance_cut_off_before_an_unkill_takes_the_kill_l
         assert act["outcome"] == "local" and act["local"] is True, act
         (kept,) = await _local_kills(session, b.admin)
         assert kept["kill"] == KEY, kept
+        # `kill --local` follows the same rule: the journal's entry, not b's stale copy
+        async with session.post(b.admin + "/v1/kill?local=1", headers=H, json={
+                "scope": "version", "route": "iris", "version": "v2",
+                "reason": "INC-9"}) as r:
+            said = await r.json()
+        assert r.status == 202 and said["local"] is True and said["id"] == kept["id"], said
         fwd.point(redis_server.port)  # b reaches redis again: the kill is merged
         await wait_until(lambda: KEY in stored_kills(redis_server), 15, 0.05,
                          "the alert's kill merged into the store")
