@@ -203,3 +203,55 @@ async def test_an_instance_that_reads_late_still_says_the_loss(
         return bool(lost and lost.get("reseeded_by"))
 
     await wait_until(b_says_it, 15, 0.1, "B to say the loss A's re-seed reported")
+
+
+async def test_a_second_loss_is_said_by_every_instance_not_the_first_one_again(
+        tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
+        session: aiohttp.ClientSession) -> None:
+    """(found by review revmerge41) An instance that already said a loss never read another
+    instance's later re-seed: after a second loss it went on naming the first one (its
+    head, its time, who re-seeded) while the instance that re-seeded named the second: the
+    head to look for in the mirror or a backup differed by which instance answered."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    procs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        procs.append(gateway_procs(write_config(
+            tmp_path / name, routes(p1, p2), state=_state(redis_server, tmp_path / name),
+            listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")))
+    a, b = procs
+    await asyncio.gather(asyncio.to_thread(a.wait_ready), asyncio.to_thread(b.wait_ready))
+    hdr = {"authorization": f"Bearer {ADMIN}"}
+
+    async def losses() -> list[Any]:
+        out = []
+        for p in (a, b):
+            st = await _status(p.admin)
+            out.append(((st or {}).get("store") or {}).get("audit", {}).get("trail_lost"))
+        return out
+
+    async def heads_agree() -> bool:
+        heads = set()
+        for p in (a, b):
+            st = await _status(p.admin)
+            heads.add(((st or {}).get("store") or {}).get("audit", {}).get("anchored_head"))
+        return len(heads) == 1 and None not in heads
+
+    for n, reason in enumerate(("INC-1", "INC-2")):
+        async with session.post(f"{a.admin}/v1/kill", headers=hdr, json={
+                "scope": "route", "route": "iris", "reason": reason}) as r:
+            assert r.status == 200, await r.text()
+        await wait_until(heads_agree, 20, 0.05, "both hold the kill")
+        async with session.post(f"{a.admin}/v1/unkill", headers=hdr, json={
+                "scope": "route", "route": "iris", "reason": reason}) as r:
+            assert r.status == 200, await r.text()
+        await wait_until(heads_agree, 20, 0.05, "both hold the unkill")
+        held = next(iter({(await _status(a.admin) or {})["store"]["audit"]["anchored_head"]}))
+        redis_server.cmd("FLUSHALL")
+
+        async def both_say_this_one(held: str = held) -> bool:
+            said = await losses()
+            return all(lost and lost.get("reseeded_by") and lost["anchored_head"] == held
+                       for lost in said)
+
+        await wait_until(both_say_this_one, 20, 0.05, f"both to say loss {n + 1}")

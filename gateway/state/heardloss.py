@@ -92,8 +92,10 @@ class HeardLoss:
 
     def _heard_of(self, before: StateDoc, doc: StateDoc) -> None:
         """`doc` was applied over `before`: a document of another instance's new epoch is
-        looked at once (`_read_loss`) while no loss, or none named, is reported here."""
-        if self._unnamed() and before.generation > 0 and doc.audit_head \
+        looked at once (`_read_loss`), also when a loss is reported here already (a later
+        one replaces it: found by review revmerge41, an instance that had said a first
+        loss went on naming it, head and time, after a second)."""
+        if before.generation > 0 and doc.audit_head \
                 and doc.epoch != before.epoch and doc.epoch not in self._own_epochs:
             self._spawn(self._read_loss(doc, before.audit_head))
 
@@ -109,8 +111,14 @@ class HeardLoss:
                 got = walk_loss(doc, events, since)
         except (StateError, BadCursor):  # (a cursor a trim removed meanwhile: local store)
             return  # (not said: the re-seeding instance says it, as before)
-        if isinstance(got, dict) and self._unnamed():
+        if isinstance(got, dict) and (self._unnamed() or self._later(got)):
             self.trail_lost = got
+
+    def _later(self, got: dict[str, Any]) -> bool:
+        """Whether the loss `got` is another, later one than the one reported here."""
+        held = self.trail_lost or {}
+        return got.get("anchored_head") != held.get("anchored_head") \
+            and str(got.get("time") or "") > str(held.get("time") or "")
 
     def _unnamed(self) -> bool:
         """No loss is reported here, or one whose re-seed another instance made first
