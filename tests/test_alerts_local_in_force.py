@@ -24,10 +24,14 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from tests.conftest import RedisServer, running_gateway, wait_until
+from tests.backends import echo_app
+from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
+from tests.faultproxy import Forwarder, redis_state_via
+from tests.staterig import redis_state
 from tests.test_alerting import payload
 from tests.test_alerts import READ, _post
 from tests.test_attacks_state import post, stored_kills
+from tests.test_keyed_audit import H
 from tests.test_kill_carried_by_reseed import (
     KEY,
     c_merges_and_the_kill_stays,
@@ -98,3 +102,51 @@ async def test_an_alerts_kill_on_a_flag_a_reseed_carried_is_taken_locally_and_su
                          == "alertmanager/killgate", 10, 0.05,
                          "the alert's kill merged into the store as a flag of its own")
         await c_merges_and_the_kill_stays(cfg_c, redis_server, a)
+
+
+async def test_an_alert_at_an_instance_cut_off_before_an_unkill_takes_the_kill_locally(
+        tmp_path: Path, backends: Any, session: ClientSession, redis_server: RedisServer,
+        fwd: Forwarder) -> None:
+    """(found by review revmerge41 of impinforce) b is cut off from redis (a partition), and
+    a lifts v2's kill meanwhile. An alert asking b to kill v2 was answered 200 `unchanged`
+    ('already killed') from b's copy, which nobody had confirmed since the cut: nothing was
+    kept, Alertmanager did not resend, and when b reached redis again it applied the unkill:
+    v2 served while the alert fired, on every instance. A copy not confirmed for two polls
+    and a command's wait (1 s at least) no longer says a kill is in force: the kill is
+    taken locally and merged (a kill that is in force after all merges as no change)."""
+    p = await backends(echo_app("v1"))
+    routes = two_versions(p, p)
+    (tmp_path / "b").mkdir()
+    cfg_a = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"),
+                         name="a.yaml")
+    cfg_b = write_config(tmp_path / "b", routes, extra=ALERTS,
+                         state=redis_state_via(fwd, tmp_path / "b", "kgtest",
+                                               command_timeout="300ms"))
+    async with running_gateway(cfg_a, "a") as a, running_gateway(cfg_b, "b") as b:
+        await post(session, a.admin, "/v1/kill", scope="version", route="iris", version="v2")
+
+        await wait_until(lambda: KEY in stored_kills(redis_server), 10, 0.05, "the kill")
+        await wait_until(lambda: b.gw.holder.doc.kills.get(KEY) is not None, 10, 0.05,
+                         "b holds the kill")
+        fwd.point(None)  # b cut off from redis
+        await post(session, a.admin, "/v1/unkill", scope="version", route="iris",
+                   version="v2")
+        assert KEY not in stored_kills(redis_server)
+        assert b.gw.holder.doc.kills.get(KEY) is not None  # (b never heard of the unkill)
+        await wait_until(lambda: not b.gw.sync.confirmed(), 10, 0.05,
+                         "b's copy no longer confirmed (1 s without the store)")
+        status, answer = await _post(session, b.admin, FIRING)
+        assert status == 200, answer
+        (act,) = answer["actions"]
+        assert act["outcome"] == "local" and act["local"] is True, act
+        (kept,) = await _local_kills(session, b.admin)
+        assert kept["kill"] == KEY, kept
+        # `kill --local` follows the same rule: the journal's entry, not b's stale copy
+        async with session.post(b.admin + "/v1/kill?local=1", headers=H, json={
+                "scope": "version", "route": "iris", "version": "v2",
+                "reason": "INC-9"}) as r:
+            said = await r.json()
+        assert r.status == 202 and said["local"] is True and said["id"] == kept["id"], said
+        fwd.point(redis_server.port)  # b reaches redis again: the kill is merged
+        await wait_until(lambda: KEY in stored_kills(redis_server), 15, 0.05,
+                         "the alert's kill merged into the store")

@@ -186,7 +186,8 @@ class ActionsApi:
                 raise ApiError(503, "state_store_unavailable", "the state store cannot be "
                                f"reached, nothing was changed ({exc}){localkill.HINT}") from exc
             return await localkill.take(self.local, self.current, intent.target, intent.args,
-                                        principal.subject, reason, str(exc), self.instance)
+                                        principal.subject, reason, str(exc), self.instance,
+                                        self.state.confirmed())
 
     async def reconcile_glass(self) -> None:
         """At the start: the break-glass uses a process that ended before counting them

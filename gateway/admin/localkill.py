@@ -43,8 +43,11 @@ def asked(request: web.Request, action: str) -> bool:
 
 async def take(local: LocalKiller | None, current: Current, target: dict[str, Any],
                args: dict[str, Any], actor: str, reason: str, why: str,
-               instance: str) -> web.Response:
-    """The local kill of `target`, the store having failed with `why`."""
+               instance: str, confirmed: bool = True) -> web.Response:
+    """The local kill of `target`, the store having failed with `why`. `confirmed`: the
+    state held was confirmed by the store recently; one that was not (an instance cut off
+    from the store) may hold a kill lifted since, and never answers 'in force already'
+    (found by review revmerge41, as an alert's kill: control/alertlocal.py)."""
     if local is None:
         raise ApiError(503, "state_store_unavailable",
                        f"the state store cannot be reached, nothing was changed ({why}); "
@@ -52,7 +55,7 @@ async def take(local: LocalKiller | None, current: Current, target: dict[str, An
     scope, route, version = target["scope"], target.get("route"), target.get("version")
     key = kill_key(scope, route, version)
     flag = kills.in_force(current.doc, scope, route, version,
-                          bool(args.get("abort_inflight", True)))
+                          bool(args.get("abort_inflight", True))) if confirmed else None
     if flag is not None:  # (in force from the store already: nothing to keep locally)
         return web.json_response({"kill": key, "changed": False, "local": False,
                                   "id": flag.ident(), "store": why})

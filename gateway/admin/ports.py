@@ -77,6 +77,10 @@ class StateWriter(Protocol):
         """Whether a write whose commit's answer was lost is in the store's state (None:
         the store cannot say)."""
 
+    def confirmed(self) -> bool:
+        """Whether the state held was confirmed by the store recently (state/staleness.py:
+        not, on an instance cut off from it)."""
+
 
 class FleetView(Protocol):
     async def fleet(self) -> dict[str, dict[str, Any]]:

@@ -176,7 +176,8 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
     # (past a loss at its start the trail is checked on: an edit after it is not hidden)
     r = verify_trail(events, head, keys, any_checkpoint=what == "mirror", past_loss=True)
     for _ in range(READS_AGAIN):
-        start_broken = r.lost is not None or (r.brk is not None and r.brk.index == 0)
+        start_broken = (r.lost is not None and r.lost.index == 0) or (
+            r.brk is not None and r.brk.index == 0)
         if not start_broken or what != "chain":
             break
         # a trim that landed while the pages were read moved the trail's start past its
@@ -225,14 +226,15 @@ def verify(args: argparse.Namespace, fetch: Fetch) -> int:
 
 
 def _after_loss(r: TrailReport) -> str:
-    """What the check found past a loss at the trail's start: the events after it intact
-    (the loss is the only break), or the loss, said after the break found past it."""
+    """What the check found past a loss (the trail's start, or a re-seed after a backup
+    put back): the events after it intact (the loss is the only break), or the loss, said
+    after the break found past it."""
     if r.lost is None:
         return ""
     if r.brk is r.lost:
-        return (f"; the {r.events - 1} event(s) after it intact (links and hashes"
-                + (", MACs" if r.keyed and r.macs == r.events else "") + ")")
-    return (f"\n(before it, at event #0 (id {clean_text(str(r.lost.event_id), 128)}): "
+        return (f"; the {r.events - r.lost.index - 1} event(s) after it intact (links and "
+                "hashes" + (", MACs" if r.keyed and r.macs == r.events else "") + ")")
+    return (f"\n(before it, at event #{r.lost.index} (id {clean_text(str(r.lost.event_id), 128)}): "
             f"{clean_text(r.lost.problem, 2048)})")
 
 

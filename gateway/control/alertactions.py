@@ -38,6 +38,8 @@ class Writer(Protocol):
 
     async def receipt(self, generation: int, wait: float) -> dict[str, Any]: ...
 
+    def confirmed(self) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Call:

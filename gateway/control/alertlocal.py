@@ -50,16 +50,21 @@ def applies(exc: BaseException, want: Intent, dry: bool, local: LocalKiller | No
 
 async def take(local: LocalKiller, doc: StateDoc, entry: dict[str, Any], want: Intent,
                actor: str, reason: str, why: str, receiver: str,
-               evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+               evidence: dict[str, Any] | None = None,
+               confirmed: bool = True) -> dict[str, Any]:
     """The alert's kill journaled and enforced here, with the alert as `evidence` (its
     merged audit event carries it, as a kill through the store's does); `entry` (its
-    answer) says so. Raises OSError or ValueError when it cannot be journaled (nothing
+    answer) says so. `confirmed`: `doc` was confirmed by the store recently (Sync's
+    `confirmed`); a copy that was not (an instance cut off from the store) may hold a kill
+    lifted since, and never answers 'already killed' (found by review revmerge41: the
+    alert was answered unchanged, nothing kept, and the unkill applied when the store
+    answered). Raises OSError or ValueError when it cannot be journaled (nothing
     enforced)."""
     target = want.target or {}
     scope, route, version = target["scope"], target.get("route"), target.get("version")
     key = kill_key(scope, route, version)
     # (in force from the store as the alert's kill through it would leave it: domain/kills)
-    if kills.in_force(doc, scope, route, version) is not None:
+    if confirmed and kills.in_force(doc, scope, route, version) is not None:
         entry.update(outcome="unchanged", local=False, message=f"{key} is already killed "
                      f"(the state store cannot be reached: {why})")
         return entry

@@ -195,7 +195,8 @@ class AlertReceiver:
         try:
             return await alertlocal.take(self.local, self.doc(), entry, want, actor,
                                          redact.text(alerting.reason(alert)), str(exc),
-                                         note.receiver, _evidence(note, alert, call))
+                                         note.receiver, _evidence(note, alert, call),
+                                         self.writer.confirmed())
         except (OSError, ValueError) as lost:  # (not journaled: nothing enforced)
             event(log, "alert_local_kill_not_kept", logging.ERROR, receiver=note.receiver,
                   fingerprint=alert.fingerprint, why=str(lost))

@@ -37,8 +37,9 @@ class TrailReport:
     brk: ChainBreak | None
     #: the trail starts after a trim: its checkpoint's id, time, removed, from, to
     trimmed: dict[str, Any] | None = None
-    #: with `past_loss`: the trail starts after events the store lost (a break at #0, also
-    #: `brk` when nothing after it broke), and the events after it were checked all the same
+    #: with `past_loss`: the first place the store lost events (the trail's start, or a
+    #: re-seed naming a head the trail lacks; also `brk` when nothing after it broke), and
+    #: the events after it were checked all the same
     lost: ChainBreak | None = None
 
 
@@ -72,10 +73,12 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
     the starts to accept instead, for the oldest part of a trail checked on its own).
 
     `past_loss`: a trail that starts after events the store lost (no checkpoint names its
-    start) is checked on from its first event all the same, the loss kept as `lost`; the
-    first break after it, if any, is `brk` (else the loss is). Without it the check stops
-    at the loss, and a trail that lost its start (a redis restarted empty) hid every edit or
-    deletion after it behind that one break, for as long as the loss stood."""
+    start), or whose re-seed names a head the trail no longer holds (a store put back from
+    an older backup), is checked on past the loss all the same, the first loss kept as
+    `lost`; the first break after it, if any, is `brk` (else the loss is). Without it the
+    check stops at the loss, and a trail that lost events (a redis restarted empty, an
+    older backup) hid every edit or deletion after them behind that one break, for as long
+    as the loss stood."""
     keys = keys or {}
     events = list(events)
     prev = GENESIS
@@ -132,9 +135,12 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
                     return report(None)
                 prev = str(ev["prev_hash"])  # (checked on from where it starts)
             elif anchored and anchored == ev.get("prev_hash"):
-                return report(ChainBreak(i, eid, f"this re-seed continues the head its "
-                                                 f"instance had anchored ({anchored[:16]}…), "
-                                                 + lost))
+                gone = ChainBreak(i, eid, f"this re-seed continues the head its instance "
+                                          f"had anchored ({anchored[:16]}…), " + lost)
+                if not past_loss:
+                    return report(gone)
+                start_lost = start_lost or gone
+                prev = anchored  # (checked on from the head it continues)
             else:
                 return report(ChainBreak(i, eid, "prev_hash does not match the previous "
                                                  "event's hash (an event was deleted, "
@@ -158,8 +164,11 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
         elif "mac" in ev:
             unkeyed += 1
         if anchored and anchored not in seen and anchored != prev:
-            return report(ChainBreak(i, eid, f"this re-seed names the head its instance had "
-                                             f"anchored ({anchored[:16]}…), " + lost))
+            gone = ChainBreak(i, eid, f"this re-seed names the head its instance had "
+                                      f"anchored ({anchored[:16]}…), " + lost)
+            if not past_loss:
+                return report(gone)
+            start_lost = start_lost or gone  # (a backup put back: checked on past it)
         prev = str(ev["hash"])
         seen.add(prev)
         seen_head = seen_head or prev == head

@@ -2,8 +2,8 @@
 
 Owns `HeardLoss`, a mixin of `Sync` (sync.py): when this instance applies a document of
 another epoch than the one it held (a re-seed by another instance, or by a sibling worker
-of its `--workers` group), it reads the store's newest audit events once and, if one of
-the events that document anchors since the head it held is a `state.reseed` that says the
+of its `--workers` group), it reads the store's newest audit events and, if one of the
+events that document anchors since the head it held is a `state.reseed` that says the
 trail before it was lost (`trail_lost`, reseed.py), reports that loss in `/v1/status` as
 the instance that re-seeded does (`store.audit.trail_lost`, naming it in `reseeded_by`).
 
@@ -12,8 +12,16 @@ console and `/v1/status` showed it only when that process answered: with `--work
 half the asks, and on the fleet's other instances never. It clears as it did: with the
 process holding it (each instance's memory). Only events linked by their hashes from the
 head the verified document anchors are read (nobody who can write to redis alone fakes a
-loss).
-Off the request path: one read per epoch change, which only a re-seed makes.
+loss), and entries whose hash is not their content's are passed over (nobody hides one
+with an edited copy).
+
+The newest LOOK events are read first; when the walk needs older ones (an instance that
+applied the re-seed's epoch only after more writes followed it: a stalled process, a
+partition; or entries appended by hand past the head) it reads on, a page of PAGE at a
+time, up to PAGES pages (found by review revmerge41: reading only the newest 16, such an
+instance never said the loss).
+Off the request path: one walk per epoch change, which only a re-seed makes; each page is
+a separate read (the loop runs requests between them).
 """
 
 from __future__ import annotations
@@ -22,28 +30,40 @@ from typing import Any
 
 from gateway.domain.audit import event_hash
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import StateError
+from gateway.errors import BadCursor, StateError
 from gateway.state.store import Store
 
-__all__ = ["LOOK", "HeardLoss", "reported_loss"]
+__all__ = ["LOOK", "PAGE", "PAGES", "HeardLoss", "reported_loss", "walk_loss"]
 
-#: the newest events read for the re-seed's (writes that follow it at once push it down)
+#: the newest events read first for the re-seed's (most often it is among them)
 LOOK = 16
+#: then older pages of PAGE events, at most PAGES of them (a byte bound is the store's)
+PAGE = 200
+PAGES = 10
+
+#: the walk needs events older than those read (the hash it reached)
+Need = str
 
 
-def reported_loss(doc: StateDoc, page: list[dict[str, Any]],
-                  since: str = "") -> dict[str, Any] | None:
-    """The loss a re-seed among the events `doc` anchors reports (`trail_lost` of
-    `/v1/status`): walking `page` back from the event `doc` anchors, each event's hash
+def walk_loss(doc: StateDoc, events: list[dict[str, Any]],
+              since: str = "") -> dict[str, Any] | Need | None:
+    """Walk `events` (any order) back from the head `doc` anchors, each event's hash
     checked and linked (the verified document's head authenticates them), to the head
-    `since` held before it (a write that followed the re-seed at once is passed over), the
-    newest genuine re-seed of a store that lost its trail; None when there is none. Pure."""
-    by_hash = {ev.get("hash"): ev for ev in page}
+    `since` held before it: the newest genuine re-seed of a store that lost its trail on
+    the way (a dict), None when there is none, or the hash reached (a str) when the event
+    holding it is not among `events` (older ones are needed). Pure."""
+    by_hash: dict[Any, list[dict[str, Any]]] = {}
+    for e in events:
+        if isinstance(e, dict):
+            by_hash.setdefault(e.get("hash"), []).append(e)
     cur: Any = doc.audit_head
-    for _ in range(len(page)):
-        ev = by_hash.get(cur)
-        if not cur or cur == since or ev is None or event_hash(ev) != cur:
+    for _ in range(len(events) + 1):
+        if not isinstance(cur, str) or not cur or cur == since:
             return None
+        ev: dict[str, Any] | None = next(
+            (e for e in by_hash.get(cur, ()) if event_hash(e) == cur), None)
+        if ev is None:
+            return cur
         if ev.get("action") == "state.reseed" and ev.get("trail_lost") is True:
             anchored = ev.get("anchored_head")
             return {"anchored_head": anchored if isinstance(anchored, str) else None,
@@ -51,6 +71,15 @@ def reported_loss(doc: StateDoc, page: list[dict[str, Any]],
                     "reseeded_by": ev.get("source")}
         cur = ev.get("prev_hash")
     return None
+
+
+def reported_loss(doc: StateDoc, page: list[dict[str, Any]],
+                  since: str = "") -> dict[str, Any] | None:
+    """The loss a re-seed among the events `doc` anchors reports (`trail_lost` of
+    `/v1/status`), from `page` alone (`walk_loss`); None when there is none, or when it
+    would need older events. Pure."""
+    got = walk_loss(doc, page, since)
+    return got if isinstance(got, dict) else None
 
 
 class HeardLoss:
@@ -63,19 +92,33 @@ class HeardLoss:
 
     def _heard_of(self, before: StateDoc, doc: StateDoc) -> None:
         """`doc` was applied over `before`: a document of another instance's new epoch is
-        looked at once (`_read_loss`) while no loss, or none named, is reported here."""
-        if self._unnamed() and before.generation > 0 and doc.audit_head \
+        looked at once (`_read_loss`), also when a loss is reported here already (a later
+        one replaces it: found by review revmerge41, an instance that had said a first
+        loss went on naming it, head and time, after a second)."""
+        if before.generation > 0 and doc.audit_head \
                 and doc.epoch != before.epoch and doc.epoch not in self._own_epochs:
             self._spawn(self._read_loss(doc, before.audit_head))
 
     async def _read_loss(self, doc: StateDoc, since: str) -> None:
         try:
-            _, page, _ = await self.store.audit_newest(LOOK)
-        except StateError:
+            _, events, cursor = await self.store.audit_newest(LOOK)
+            got = walk_loss(doc, events, since)
+            for _ in range(PAGES):
+                if not isinstance(got, str) or cursor is None:
+                    break
+                page, cursor = await self.store.audit_page(PAGE, cursor)
+                events += page
+                got = walk_loss(doc, events, since)
+        except (StateError, BadCursor):  # (a cursor a trim removed meanwhile: local store)
             return  # (not said: the re-seeding instance says it, as before)
-        lost = reported_loss(doc, page, since)
-        if lost is not None and self._unnamed():
-            self.trail_lost = lost
+        if isinstance(got, dict) and (self._unnamed() or self._later(got)):
+            self.trail_lost = got
+
+    def _later(self, got: dict[str, Any]) -> bool:
+        """Whether the loss `got` is another, later one than the one reported here."""
+        held = self.trail_lost or {}
+        return got.get("anchored_head") != held.get("anchored_head") \
+            and str(got.get("time") or "") > str(held.get("time") or "")
 
     def _unnamed(self) -> bool:
         """No loss is reported here, or one whose re-seed another instance made first

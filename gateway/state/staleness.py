@@ -89,3 +89,11 @@ class Guard:
     def staleness(self) -> float:
         ref = self.last_ok if self.last_ok is not None else self.started_at
         return time.monotonic() - ref
+
+    def confirmed(self) -> bool:
+        """Whether the state held was confirmed by the store recently enough to say a kill
+        is in force without it (two polls and a command's wait, 1 s at least): a copy
+        not confirmed since, an instance cut off from the store, may hold a kill another
+        instance lifted meanwhile (control/alertlocal.py)."""
+        cfg = self.cfg
+        return self.staleness() <= max(1.0, 2 * cfg.poll_interval + cfg.command_timeout)
