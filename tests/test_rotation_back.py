@@ -27,11 +27,10 @@ from tests.conftest import (
     STATE_KEY,
     RedisServer,
     running_gateway,
-    two_versions,
     wait_until,
-    write_config,
 )
-from tests.test_killswitch import kill, redis_state
+from tests.rotationrig import keyed_config
+from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -47,13 +46,7 @@ async def test_rotating_back_to_an_earlier_key_keeps_the_left_overs_apart_from_t
     a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
 
     def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        (tmp_path / name).mkdir()
-        keys = f"signing_key_env: {signing}"
-        if previous is not None:
-            keys += f"\n  previous_signing_key_env: {previous}"
-        state = redis_state(redis_server, tmp_path, name).replace(
-            "signing_key_env: KILLGATE_TEST_STATE_KEY", keys)
-        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
 
     async def connect(current: Key, previous: Key | None = None) -> set[str]:
         keys = Keyring(current, previous, "kgtest")
@@ -110,13 +103,7 @@ async def test_step_2_re_signs_the_old_keys_document_at_start_so_a_quiet_fleet_r
     a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
 
     def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        (tmp_path / name).mkdir()
-        keys = f"signing_key_env: {signing}"
-        if previous is not None:
-            keys += f"\n  previous_signing_key_env: {previous}"
-        state = redis_state(redis_server, tmp_path, name).replace(
-            "signing_key_env: KILLGATE_TEST_STATE_KEY", keys)
-        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
 
     async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
         await kill(session, g0.admin, scope="route", route="iris")

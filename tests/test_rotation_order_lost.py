@@ -34,6 +34,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+from tests.rotationrig import keyed_config
 from tests.test_killswitch import kill, redis_state
 
 pytestmark = pytest.mark.timeout(40)
@@ -52,13 +53,7 @@ async def test_a_lost_key_order_does_not_make_step_1_of_rotating_back_sign_it_ba
     field = "order:" + ":".join(sorted((a.kid, b.kid)))
 
     def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        (tmp_path / name).mkdir()
-        keys = f"signing_key_env: {signing}"
-        if previous is not None:
-            keys += f"\n  previous_signing_key_env: {previous}"
-        state = redis_state(redis_server, tmp_path, name).replace(
-            "signing_key_env: KILLGATE_TEST_STATE_KEY", keys)
-        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
 
     async def connect(current: Key, previous: Key | None = None) -> bool:
         store = RedisStore(redis_server.url, "kgtest", 1.0,

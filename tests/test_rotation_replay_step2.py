@@ -21,11 +21,10 @@ from tests.conftest import (
     STATE_KEY,
     RedisServer,
     running_gateway,
-    two_versions,
     wait_until,
-    write_config,
 )
-from tests.test_killswitch import kill, redis_state
+from tests.rotationrig import keyed_config
+from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -41,13 +40,7 @@ async def test_an_old_keys_document_replayed_at_step_2_is_said_and_counted_a_rep
     a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
 
     def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        (tmp_path / name).mkdir()
-        keys = f"signing_key_env: {signing}"
-        if previous is not None:
-            keys += f"\n  previous_signing_key_env: {previous}"
-        state = redis_state(redis_server, tmp_path, name).replace(
-            "signing_key_env: KILLGATE_TEST_STATE_KEY", keys)
-        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
 
     async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
         await kill(session, g0.admin, scope="route", route="iris")

@@ -27,11 +27,10 @@ from tests.conftest import (
     STATE_KEY,
     RedisServer,
     running_gateway,
-    two_versions,
     wait_until,
-    write_config,
 )
-from tests.test_killswitch import kill, redis_state
+from tests.rotationrig import keyed_config
+from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -48,13 +47,7 @@ async def test_a_re_sign_overtaken_by_a_kill_is_no_lost_audit_trail(
     assert Key.of(STATE_KEY.encode()).kid != b.kid
 
     def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        (tmp_path / name).mkdir()
-        keys = f"signing_key_env: {signing}"
-        if previous is not None:
-            keys += f"\n  previous_signing_key_env: {previous}"
-        state = redis_state(redis_server, tmp_path, name).replace(
-            "signing_key_env: KILLGATE_TEST_STATE_KEY", keys)
-        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
 
     async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
         await kill(session, g0.admin, scope="route", route="iris")

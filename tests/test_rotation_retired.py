@@ -37,6 +37,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+from tests.rotationrig import keys_config
 from tests.test_killswitch import kill, redis_state
 
 pytestmark = pytest.mark.timeout(40)
@@ -51,10 +52,7 @@ async def test_values_of_a_retired_key_are_counted_apart_from_tampering(
     p = await backends(echo_app("v1"))
 
     def cfg(name: str, signing: str) -> Path:
-        (tmp_path / name).mkdir()
-        state = redis_state(redis_server, tmp_path, name).replace(
-            "signing_key_env: KILLGATE_TEST_STATE_KEY", signing)
-        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+        return keys_config(tmp_path, redis_server, p, name, signing)
 
     # (the fleet's document, signed with the old key: what step 2 finds)
     async with running_gateway(cfg("s0", "signing_key_env: KILLGATE_TEST_STATE_KEY"),
@@ -174,10 +172,7 @@ async def test_a_step_one_instance_after_the_re_sign_records_nothing(
     old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
 
     def cfg(name: str, signing: str) -> Path:
-        (tmp_path / name).mkdir()
-        state = redis_state(redis_server, tmp_path, name).replace(
-            "signing_key_env: KILLGATE_TEST_STATE_KEY", signing)
-        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+        return keys_config(tmp_path, redis_server, p, name, signing)
 
     async def connect(current: Key, previous: Key | None = None) -> set[str]:
         keys = Keyring(current, previous, "kgtest")
@@ -354,10 +349,7 @@ async def test_step_three_before_the_re_sign_says_so_not_that_the_key_is_wrong(
     old_key, new_key = Key.of(STATE_KEY.encode()), Key.of(NEW.encode())
 
     def cfg(name: str, signing: str) -> Path:
-        (tmp_path / name).mkdir()
-        state = redis_state(redis_server, tmp_path, name).replace(
-            "signing_key_env: KILLGATE_TEST_STATE_KEY", signing)
-        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+        return keys_config(tmp_path, redis_server, p, name, signing)
 
     async with running_gateway(cfg("s0", "signing_key_env: KILLGATE_TEST_STATE_KEY"),
                                "gw-before") as g0:

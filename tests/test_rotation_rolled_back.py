@@ -22,11 +22,10 @@ from tests.backends import echo_app
 from tests.conftest import (
     RedisServer,
     running_gateway,
-    two_versions,
     wait_until,
-    write_config,
 )
-from tests.test_killswitch import auth, kill, redis_state
+from tests.rotationrig import keyed_config
+from tests.test_killswitch import auth, kill
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -42,13 +41,7 @@ async def test_an_instance_after_a_rolled_back_rotation_says_how_to_get_ready(
     b = Key.of(KEY_B.encode())
 
     def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        (tmp_path / name).mkdir()
-        keys = f"signing_key_env: {signing}"
-        if previous is not None:
-            keys += f"\n  previous_signing_key_env: {previous}"
-        state = redis_state(redis_server, tmp_path, name).replace(
-            "signing_key_env: KILLGATE_TEST_STATE_KEY", keys)
-        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
 
     async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
         await kill(session, g0.admin, scope="route", route="iris")

@@ -23,11 +23,10 @@ from tests.conftest import (
     STATE_KEY,
     RedisServer,
     running_gateway,
-    two_versions,
     wait_until,
-    write_config,
 )
-from tests.test_killswitch import kill, redis_state
+from tests.rotationrig import keyed_config
+from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -44,14 +43,9 @@ async def test_a_quiet_instances_snapshot_is_signed_with_the_new_key_before_step
     made = iter(range(10))
 
     def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        folder = tmp_path / f"c{next(made)}"  # (a config of its own; the snapshot: `name`'s)
-        folder.mkdir()
-        keys = f"signing_key_env: {signing}"
-        if previous is not None:
-            keys += f"\n  previous_signing_key_env: {previous}"
-        state = redis_state(redis_server, tmp_path, name).replace(
-            "signing_key_env: KILLGATE_TEST_STATE_KEY", keys)
-        return write_config(folder, two_versions(p, p, 100, 0), state=state)
+        # (a config of its own; the snapshot: `name`'s)
+        return keyed_config(tmp_path, redis_server, p, name, signing, previous,
+                            folder=tmp_path / f"c{next(made)}")
 
     snapshot = tmp_path / "snapshot-p.json"
 

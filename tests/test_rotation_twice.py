@@ -25,11 +25,10 @@ from tests.conftest import (
     STATE_KEY,
     RedisServer,
     running_gateway,
-    two_versions,
     wait_until,
-    write_config,
 )
-from tests.test_killswitch import kill, redis_state
+from tests.rotationrig import keys_config
+from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -45,10 +44,7 @@ async def test_a_second_rotation_keeps_the_first_ones_left_overs_apart_from_tamp
     a, b, c = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B, KEY_C))
 
     def cfg(name: str, signing: str) -> Path:
-        (tmp_path / name).mkdir()
-        state = redis_state(redis_server, tmp_path, name).replace(
-            "signing_key_env: KILLGATE_TEST_STATE_KEY", signing)
-        return write_config(tmp_path / name, two_versions(p, p, 100, 0), state=state)
+        return keys_config(tmp_path, redis_server, p, name, signing)
 
     async def connect(current: Key, previous: Key | None = None) -> set[str]:
         keys = Keyring(current, previous, "kgtest")
