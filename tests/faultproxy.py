@@ -196,9 +196,12 @@ class Forwarder:
         open connections."""
         self.refuse = refuse
 
-        def drop() -> None:
+        def drop() -> None:  # (open links only: `refuse` may read /proc for each, and
+            # every link a test ever made is listed; each was asked, on the loop relaying
+            # the others, and held up a healthy instance's store link meanwhile)
             for link in self.links:
-                if link.ends and refuse(link.client_port):
+                if link.ends and not all(w.is_closing() for w in link.ends) \
+                        and refuse(link.client_port):
                     for w in link.ends:
                         w.close()
 
