@@ -121,7 +121,7 @@ class Forwarder:
     async def _relay(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         turn, target = self.turn, self.target
         peer = (w.get_extra_info("peername") or ("", 0))[1]
-        if self._closing or target is None or (self.refuse is not None and self.refuse(peer)):
+        if self._closing or target is None or await self._refused(peer):
             w.close()
             return
         self.pipes.add(w)  # (dropped by a point() made while it connects)
@@ -132,7 +132,7 @@ class Forwarder:
             self.pipes.discard(w)
             w.close()
             return
-        if self._closing or turn != self.turn or (self.refuse is not None and self.refuse(peer)):
+        if self._closing or turn != self.turn or await self._refused(peer):
             # (re-pointed meanwhile, or its client cut: this one went to the old target, and
             # lived on past the cut: a drill's cut-off instance kept reaching the store)
             self.pipes.discard(w)
@@ -191,21 +191,35 @@ class Forwarder:
         for w in list(self.pipes):
             w.close()
 
+    async def _refused(self, peer: int) -> bool:
+        """Whether `refuse` names the client at `peer`, asked on a thread: it may read /proc
+        (test_drill_*'s _owner: ~5 ms a read, far more on a loaded machine), and asked on
+        this loop it held up every other link's bytes meanwhile."""
+        refuse = self.refuse
+        if refuse is None:
+            return False
+        return await asyncio.get_running_loop().run_in_executor(None, refuse, peer)
+
     def cut(self, refuse: Callable[[int], bool]) -> None:
         """From now on refuse the clients `refuse` names (by their port), and drop their
-        open connections."""
+        open connections. (`refuse` is asked here, on the caller's thread, of open links
+        only: asked on the forwarder's loop of every link a test ever made, a /proc read
+        each, it held up the links left alone for longer than a gateway's command timeout:
+        test_drill_slow_worker's healthy worker lost its store link, fell behind, and was
+        named late.)"""
         self.refuse = refuse
+        seen = 0
+        while seen < len(self.links):  # (and those listed meanwhile)
+            batch, seen = self.links[seen:], len(self.links)
+            doomed = [w for link in batch
+                      if link.ends and not all(w.is_closing() for w in link.ends)
+                      and refuse(link.client_port) for w in link.ends]
 
-        def drop() -> None:  # (open links only: `refuse` may read /proc for each, and
-            # every link a test ever made is listed; each was asked, on the loop relaying
-            # the others, and held up a healthy instance's store link meanwhile)
-            for link in self.links:
-                if link.ends and not all(w.is_closing() for w in link.ends) \
-                        and refuse(link.client_port):
-                    for w in link.ends:
-                        w.close()
+            def drop(doomed: list[asyncio.StreamWriter] = doomed) -> None:
+                for w in doomed:
+                    w.close()
 
-        self._on_loop(drop)
+            self._on_loop(drop)
 
     async def close(self) -> None:
         """Every connection dropped, the listener closed, the thread ended."""
