@@ -26,6 +26,16 @@ from tests.test_audit_retention import _fill, _state, _verify
 # by one, then the CLI's verify. 30 s ended a run that was only slow)
 pytestmark = pytest.mark.timeout(60)
 
+#: trims that must land among the tries. It was "half the tries": at load 21-27 (CI's 2
+#: cores) 5 of 22 landed, and the test failed 3 of 5. The appends run on this test's loop,
+#: beside the trim: a loaded loop spends many turns between the trim's fresh read and its
+#: script, and both instances append in that window. The script cannot trim anyway when
+#: the trail grew: the checkpoint is chained to the newest event and the document naming it
+#: is signed (the key never reaches redis), both made here, from that read. Without the
+#: reseal no trim ever lands (0 of 18: 548d9807; RESEALS = 0 here: 0 of 60): this count
+#: in TRIES holds that apart from a busy machine's share (~1 in 4: ~15 expected in 60).
+LANDED, TRIES = 3, 60
+
 
 async def test_a_trim_lands_while_appends_run_back_to_back(
         tmp_path: Path, backends: Any, redis_server: Any) -> None:
@@ -51,10 +61,12 @@ async def test_a_trim_lands_while_appends_run_back_to_back(
         tasks = [asyncio.create_task(appends(gw, w)) for gw, w in ((g, "ann"), (h, "bob"))]
         tries = trims = 0
         try:
-            # (a look every 50 ms, ~15 events apart, until 50 appends and 15 looks have run;
-            # not for 1.5 s: on a loaded machine 1.5 s held 38 appends, "not really run")
+            # (a look every 50 ms, ~15 events apart, until 50 appends and 15 looks have run
+            # and LANDED trims have landed, or TRIES looks; not for 1.5 s: on a loaded
+            # machine 1.5 s held 38 appends, "not really run")
             until = time.monotonic() + 20
-            while (appended[0] <= 50 or tries < 15) and time.monotonic() < until:
+            while (appended[0] <= 50 or tries < 15 or trims < LANDED) \
+                    and tries < TRIES and time.monotonic() < until:
                 tries += 1
                 try:
                     _, ck = await sync.retention.trim_once()
@@ -66,7 +78,9 @@ async def test_a_trim_lands_while_appends_run_back_to_back(
             stop.set()
             await asyncio.gather(*tasks)
         assert appended[0] > 50, appended  # (the appends really ran meanwhile)
-        # (before: ~1 in 25 landed, the rest voided by an append between read and trim)
-        assert trims >= tries // 2, (trims, tries, appended)
+        # (before: ~1 in 25 landed, the rest voided by an append between read and trim.
+        # Trims keep landing: retention's promise, a look's own retries (CONFLICT_RETRIES)
+        # and its next interval doing the rest; not a share of the tries: see LANDED)
+        assert trims >= LANDED, (trims, tries, appended)
         res = await asyncio.to_thread(_verify, g.admin)
         assert res.returncode == 0, (res.stdout, res.stderr)
