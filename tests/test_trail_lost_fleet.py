@@ -32,8 +32,8 @@ from tests.test_revops_fleet import _state
 
 pytestmark = pytest.mark.timeout(90)
 
-READ = admin_token("killgate:read")
-ADMIN = admin_token("killgate:admin")
+READ = admin_token("killgate:read", "alice", 3 * 3600)  # (module tokens: 3 h, test_module_tokens)
+ADMIN = admin_token("killgate:admin", "alice", 3 * 3600)
 
 
 async def _status(admin: str) -> dict[str, Any] | None:
