@@ -218,12 +218,12 @@ class Repair(Vouching):
         self._mine(merged.epoch, merged.generation)
         # the newest head we saw, which the store lacks (not a refused document's call)
         lost = self.store.behind(store_doc) if store_doc is not None or got.empty else None
-        # (no loss: a verified store document not behind us, nor older, is what the
-        # re-seed continues, not our own head, which a lagging snapshot may hold from
-        # before a trim: a step-2 re-sign named such a head, and `audit verify` and
-        # retention took it for a loss; an older one, a backup put back, names ours)
-        kept = (store_doc.audit_head if store_doc is not None and got.trusted
-                and store_doc.generation >= mine.generation else None)
+        # (a rotation's re-sign of a verified document no older than ours continues that
+        # document's head, not our own, which a lagging snapshot may hold from before a
+        # trim: `audit verify` and retention took that for a loss; other re-seeds, of an
+        # older or foreign document, name ours, which the store's trail may lack)
+        kept = (store_doc.audit_head if got.old_key and store_doc is not None
+                and got.trusted and store_doc.generation >= mine.generation else None)
         anchored = lost or kept or mine.audit_head or None
         resign = is_resign(got, mine, lost)  # (a rotation's re-sign: reseedwhy.py)
         why = reseed_why(got, mine, lost, resign)
