@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession
@@ -63,6 +64,34 @@ async def _instances(session: ClientSession, admin: str, token: str) -> dict[str
                            headers={"authorization": f"Bearer {token}"}) as r:
         return dict((await r.json()).get("instances") or {}) if r.status == 200 else {}
 
+async def a_and_group(tmp_path: Path, backends: Any, redis_server: RedisServer,
+                      gateway_procs: Any, session: ClientSession, fwd: Forwarder,
+                      lease: dict[str, str]) -> tuple[Any, Any, str]:
+    """Instance A on the store, and B, a `--workers 2` group reaching it through `fwd`,
+    each worker in the fleet with the admin address it published (the first heartbeats,
+    sent before the listeners open, name none): (A, B, a read token)."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = gateway_procs(write_config(tmp_path / "a", routes(p1, p2),
+                                   state=_state(redis_server, tmp_path / "a", **lease),
+                                   listen=f"127.0.0.1:{free_port()}",
+                                   admin=f"127.0.0.1:{free_port()}"))
+    b = gateway_procs(write_config(tmp_path / "b", routes(p1, p2),
+                                   state=redis_state_via(fwd, tmp_path / "b", "revops", **lease),
+                                   listen=f"127.0.0.1:{free_port()}",
+                                   admin=f"127.0.0.1:{free_port()}"), workers=2)
+    await asyncio.gather(asyncio.to_thread(a.wait_ready), asyncio.to_thread(b.wait_ready))
+    read = admin_token("killgate:read")
+
+    async def three() -> bool:
+        found = await _instances(session, a.admin, read)
+        return len(found) == 3 and all(i.get("admin") for i in found.values())
+
+    await wait_until(three, 20, 0.1, "A and B's two workers in the fleet")
+    return a, b, read
+
+
 
 async def test_a_worker_cut_off_from_the_store_fails_the_drill_naming_it(
         tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
@@ -70,27 +99,8 @@ async def test_a_worker_cut_off_from_the_store_fails_the_drill_naming_it(
     fwd = Forwarder(redis_server.port)
     await fwd.start()
     try:
-        p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
-        a = gateway_procs(write_config(tmp_path / "a", routes(p1, p2),
-                                       state=_state(redis_server, tmp_path / "a", **LEASE),
-                                       listen=f"127.0.0.1:{free_port()}",
-                                       admin=f"127.0.0.1:{free_port()}"))
-        b = gateway_procs(write_config(tmp_path / "b", routes(p1, p2),
-                                       state=redis_state_via(fwd, tmp_path / "b", "revops",
-                                                             **LEASE),
-                                       listen=f"127.0.0.1:{free_port()}",
-                                       admin=f"127.0.0.1:{free_port()}"), workers=2)
-        await asyncio.gather(asyncio.to_thread(a.wait_ready), asyncio.to_thread(b.wait_ready))
-        read = admin_token("killgate:read")
-
-        async def three() -> bool:  # (each with the admin address it published: the
-            # first heartbeats, sent before the listeners open, name none)
-            found = await _instances(session, a.admin, read)
-            return len(found) == 3 and all(i.get("admin") for i in found.values())
-
-        await wait_until(three, 20, 0.1, "A and B's two workers in the fleet")
+        a, b, read = await a_and_group(tmp_path, backends, redis_server, gateway_procs,
+                                       session, fwd, LEASE)
         workers = _children(b.proc.pid)
         assert len(workers) == 2, workers
         victim = workers[1]

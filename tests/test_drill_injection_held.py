@@ -24,13 +24,11 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
-from tests.backends import echo_app
-from tests.conftest import RedisServer, admin_token, free_port, wait_until, write_config
+from tests.conftest import RedisServer
 from tests.drillfleet import Fleet
-from tests.drillrig import Drill, routes
-from tests.faultproxy import Forwarder, redis_state_via
-from tests.test_drill_behind_workers import _instances, _owner
-from tests.test_revops_fleet import _state
+from tests.drillrig import Drill
+from tests.faultproxy import Forwarder
+from tests.test_drill_behind_workers import _instances, _owner, a_and_group
 from tests.test_workers import _children
 
 pytestmark = [pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs /proc"),
@@ -49,26 +47,8 @@ async def test_a_worker_without_the_kill_all_hold_fails_the_drill_though_restore
     fwd = Forwarder(redis_server.port)
     await fwd.start()
     try:
-        p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
-        a = gateway_procs(write_config(tmp_path / "a", routes(p1, p2),
-                                       state=_state(redis_server, tmp_path / "a", **LEASE),
-                                       listen=f"127.0.0.1:{free_port()}",
-                                       admin=f"127.0.0.1:{free_port()}"))
-        b = gateway_procs(write_config(tmp_path / "b", routes(p1, p2),
-                                       state=redis_state_via(fwd, tmp_path / "b", "revops",
-                                                             **LEASE),
-                                       listen=f"127.0.0.1:{free_port()}",
-                                       admin=f"127.0.0.1:{free_port()}"), workers=2)
-        await asyncio.gather(asyncio.to_thread(a.wait_ready), asyncio.to_thread(b.wait_ready))
-        read = admin_token("killgate:read")
-
-        async def three() -> bool:
-            found = await _instances(session, a.admin, read)
-            return len(found) == 3 and all(i.get("admin") for i in found.values())
-
-        await wait_until(three, 20, 0.1, "A and B's two workers in the fleet")
+        a, b, read = await a_and_group(tmp_path, backends, redis_server, gateway_procs,
+                                       session, fwd, LEASE)
         workers = _children(b.proc.pid)
         assert len(workers) == 2, workers
         victim = workers[1]

@@ -27,12 +27,10 @@ from aiohttp import ClientSession
 from gateway.control.drillbehind import behind, catch_up_for
 from gateway.control.drillload import AdminClient
 from gateway.control.drills import _seconds
-from tests.backends import echo_app
-from tests.conftest import RedisServer, admin_token, free_port, wait_until, write_config
-from tests.drillrig import call, routes
-from tests.faultproxy import Forwarder, redis_state_via
-from tests.test_drill_behind_workers import LEASE, _instances, _owner
-from tests.test_revops_fleet import _state
+from tests.conftest import RedisServer, admin_token, wait_until
+from tests.drillrig import call
+from tests.faultproxy import Forwarder
+from tests.test_drill_behind_workers import LEASE, _instances, _owner, a_and_group
 from tests.test_workers import _children
 
 pytestmark = [pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs /proc"),
@@ -56,26 +54,8 @@ async def test_a_slow_worker_is_given_a_poll_to_catch_up_and_one_cut_off_is_name
     await fwd.start()
     victim = 0
     try:
-        p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
-        a = gateway_procs(write_config(tmp_path / "a", routes(p1, p2),
-                                       state=_state(redis_server, tmp_path / "a", **LEASE),
-                                       listen=f"127.0.0.1:{free_port()}",
-                                       admin=f"127.0.0.1:{free_port()}"))
-        b = gateway_procs(write_config(tmp_path / "b", routes(p1, p2),
-                                       state=redis_state_via(fwd, tmp_path / "b", "revops",
-                                                             **LEASE),
-                                       listen=f"127.0.0.1:{free_port()}",
-                                       admin=f"127.0.0.1:{free_port()}"), workers=2)
-        await asyncio.gather(asyncio.to_thread(a.wait_ready), asyncio.to_thread(b.wait_ready))
-        read = admin_token("killgate:read")
-
-        async def three() -> bool:
-            found = await _instances(session, a.admin, read)
-            return len(found) == 3 and all(i.get("admin") for i in found.values())
-
-        await wait_until(three, 20, 0.1, "A and B's two workers in the fleet")
+        a, b, read = await a_and_group(tmp_path, backends, redis_server, gateway_procs,
+                                       session, fwd, LEASE)
         workers = _children(b.proc.pid)
         assert len(workers) == 2, workers
         victim = workers[1]
