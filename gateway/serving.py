@@ -132,9 +132,19 @@ def _ignored_from_now_on(loop: asyncio.AbstractEventLoop) -> None:
     loop's close (or the interpreter's) put the default action back ended a stopped,
     drained process with -1 (SIGHUP) or -15, its supervisor with 1 (seen in CI: SIGHUPs
     sent every 10 ms through a stop). Taken from the loop first, so that its close puts
-    nothing back; SIG_IGN is left alone by the interpreter's teardown."""
+    nothing back; SIG_IGN is left alone by the interpreter's teardown.
+
+    Never through the default action on the way: uvloop's remove_signal_handler puts
+    SIG_DFL back, and a SIGHUP that another thread took before the next line set SIG_IGN
+    (a switch of the GIL stretches that window) ended the process all the same (seen in
+    CI; tests/test_teardown_signals.py). On uvloop SIG_IGN goes in over the loop's handler,
+    which stays registered: its close touches no disposition once the loop has stopped
+    (it removes only while it runs). asyncio's loop puts SIG_DFL back at its close, so it
+    is taken from that loop first, as before."""
+    keeps = type(loop).__module__.startswith("uvloop")
     for sig in (*STOP_AND_RELOAD, STOP_NOW):
-        loop.remove_signal_handler(sig)
+        if not keeps:
+            loop.remove_signal_handler(sig)
         signal.signal(sig, signal.SIG_IGN)
 
 
