@@ -20,8 +20,13 @@ applied the re-seed's epoch only after more writes followed it: a stalled proces
 partition; or entries appended by hand past the head) it reads on, a page of PAGE at a
 time, up to PAGES pages (found by review revmerge41: reading only the newest 16, such an
 instance never said the loss).
-Off the request path: one walk per epoch change, which only a re-seed makes; each page is
-a separate read (the loop runs requests between them).
+A process that starts after the re-seed (restarted on its snapshot, which holds the
+re-seed's epoch already; a new instance; a worker its `--workers` group replaced) lives
+through no epoch change: it reads back the same way, once, from the head of the first
+document it syncs, to the trail's start or the walk's bound (found by review revsync: such
+a process never said the loss, and `killgate status` said it or not by who answered).
+Off the request path: one walk per epoch change, which only a re-seed makes, and one at
+a process's first sync; each page is a separate read (the loop runs requests between them).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 from gateway.domain.audit import event_hash
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import BadCursor, StateError
+from gateway.state.holder import Holder
 from gateway.state.store import Store
 
 __all__ = ["LOOK", "PAGE", "PAGES", "HeardLoss", "reported_loss", "walk_loss"]
@@ -84,6 +90,7 @@ def reported_loss(doc: StateDoc, page: list[dict[str, Any]],
 
 class HeardLoss:
     store: Store
+    holder: Holder
     trail_lost: dict[str, Any] | None
     _own_epochs: dict[str, None]
 
@@ -98,6 +105,14 @@ class HeardLoss:
         if before.generation > 0 and doc.audit_head \
                 and doc.epoch != before.epoch and doc.epoch not in self._own_epochs:
             self._spawn(self._read_loss(doc, before.audit_head))
+
+    def _look_back(self) -> None:
+        """The first document this process synced from the store: a loss a re-seed before
+        its start reported, read back from that document's head (nothing held before it
+        bounds the walk: a process that starts knows of no loss)."""
+        doc = self.holder.doc
+        if doc.audit_head and self.trail_lost is None:
+            self._spawn(self._read_loss(doc, ""))
 
     async def _read_loss(self, doc: StateDoc, since: str) -> None:
         try:
