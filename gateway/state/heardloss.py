@@ -25,6 +25,9 @@ re-seed's epoch already; a new instance; a worker its `--workers` group replaced
 through no epoch change: it reads back the same way, once, from the head of the first
 document it syncs, to the trail's start or the walk's bound (found by review revsync: such
 a process never said the loss, and `killgate status` said it or not by who answered).
+Also owns the reads a re-seed makes of the store's trail (reseed.py): whether it ends at a
+head, and whether it lacks the head the re-seed names (a store on another branch of the
+history: the loss is said then as after a flush).
 Off the request path: one walk per epoch change, which only a re-seed makes, and one at
 a process's first sync; each page is a separate read (the loop runs requests between them).
 """
@@ -33,13 +36,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.domain.audit import event_hash
+from gateway.domain.audit import GENESIS, event_hash
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import BadCursor, StateError
 from gateway.state.holder import Holder
 from gateway.state.store import Store
 
-__all__ = ["LOOK", "PAGE", "PAGES", "HeardLoss", "reported_loss", "walk_loss"]
+__all__ = ["LOOK", "PAGE", "PAGES", "HeardLoss", "reported_loss", "trail_ends_at",
+           "trail_lacks", "walk_loss"]
 
 #: the newest events read first for the re-seed's (most often it is among them)
 LOOK = 16
@@ -86,6 +90,51 @@ def reported_loss(doc: StateDoc, page: list[dict[str, Any]],
     would need older events. Pure."""
     got = walk_loss(doc, page, since)
     return got if isinstance(got, dict) else None
+
+
+def _reaches(events: list[dict[str, Any]], head: str, target: str) -> bool | None:
+    """Whether the links back from `head` through `events` reach `target` (False: the
+    trail's start first), None when the walk needs events older than these. Pure."""
+    by_hash = {e.get("hash"): e for e in events if isinstance(e, dict)}
+    cur: Any = head
+    for _ in range(len(events) + 1):
+        if cur == target:
+            return True
+        if not isinstance(cur, str) or cur == GENESIS:
+            return False
+        ev = by_hash.get(cur)
+        if ev is None or event_hash(ev) != cur:
+            return None
+        cur = ev.get("prev_hash")
+    return None
+
+
+async def trail_lacks(store: Store, head: str, target: str) -> bool:
+    """Whether the store's trail, followed back by its links from `head` (a verified
+    document's), is known to lack the event `target`: read as the walk above, LOOK then
+    PAGES pages. False when it cannot tell (a read failed, a gap, past the bound): only a
+    trail known to lack it is said to have lost it (reseed.py, a re-seed over another
+    branch: found by review revsync, `audit verify` reported that loss and no instance
+    said it)."""
+    if not head or not target or head == target:
+        return False
+    try:
+        _, events, cursor = await store.audit_newest(LOOK)
+        for _ in range(PAGES + 1):
+            got = _reaches(events, head, target)
+            if got is not None or cursor is None:
+                return got is False
+            page, cursor = await store.audit_page(PAGE, cursor)
+            events += page
+    except (StateError, BadCursor):
+        pass
+    return False
+
+
+async def trail_ends_at(store: Store, head: str) -> bool:
+    """Whether the store's newest audit event is `head` (one read)."""
+    _, page, _ = await store.audit_newest(1)
+    return bool(page) and page[0].get("hash") == head
 
 
 class HeardLoss:
