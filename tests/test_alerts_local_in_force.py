@@ -150,3 +150,46 @@ async def test_an_alert_at_an_instance_cut_off_before_an_unkill_takes_the_kill_l
         fwd.point(redis_server.port)  # b reaches redis again: the kill is merged
         await wait_until(lambda: KEY in stored_kills(redis_server), 15, 0.05,
                          "the alert's kill merged into the store")
+
+
+async def test_an_alert_at_an_instance_started_cut_off_takes_the_kill_locally(
+        tmp_path: Path, backends: Any, session: ClientSession, redis_server: RedisServer,
+        fwd: Forwarder) -> None:
+    """(found by review revsync) b starts on its snapshot while cut off from redis, after a
+    lifted v2's kill that the snapshot still holds. `Sync.confirmed` measured its window
+    from the process's start when the store had never answered: with a poll interval of
+    10 s (a window of 20.3 s) b's snapshot, which no store confirmed, counted as confirmed
+    for the first 18 s it served, and the alert was answered 'already killed', nothing kept:
+    once b reached redis it applied the unkill, and v2 served while the alert fired. A copy
+    the store never confirmed to this process is not confirmed."""
+    p = await backends(echo_app("v1"))
+    routes = two_versions(p, p)
+    (tmp_path / "b").mkdir()
+    cfg_a = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"),
+                         name="a.yaml")
+    cfg_b = write_config(tmp_path / "b", routes, extra=ALERTS,
+                         state=redis_state_via(fwd, tmp_path / "b", "kgtest",
+                                               command_timeout="300ms", poll_interval="10s",
+                                               instance_lease="20s", max_staleness="20s"))
+    async with running_gateway(cfg_a, "a") as a:
+        async with running_gateway(cfg_b, "b") as b:
+            await post(session, a.admin, "/v1/kill", scope="version", route="iris",
+                       version="v2")
+            await wait_until(lambda: b.gw.holder.doc.kills.get(KEY) is not None, 10, 0.05,
+                             "b holds the kill")
+        # (b stopped: its snapshot holds the kill) a lifts it; b starts cut off from redis
+        await post(session, a.admin, "/v1/unkill", scope="version", route="iris",
+                   version="v2")
+        assert KEY not in stored_kills(redis_server)
+        fwd.point(None)
+        async with running_gateway(cfg_b, "b") as b:
+            assert b.gw.holder.doc.kills.get(KEY) is not None  # (from its snapshot)
+            assert not b.gw.sync.synced_once
+            assert not b.gw.sync.confirmed()
+            status, answer = await _post(session, b.admin, FIRING)
+            assert status == 200, answer
+            (act,) = answer["actions"]
+            assert act["outcome"] == "local" and act["local"] is True, act  # was "unchanged"
+            fwd.point(redis_server.port)  # b reaches redis again: the kill is merged
+            await wait_until(lambda: KEY in stored_kills(redis_server), 30, 0.05,
+                             "the alert's kill merged into the store")

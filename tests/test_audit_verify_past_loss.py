@@ -64,3 +64,34 @@ async def test_verify_checks_the_trail_after_a_loss(tmp_path: Path, backends, se
             assert report["break"]["index"] == at and report["lost"]["index"] == 0, \
                 (how, report)
         rewrite(redis_server, genuine)
+
+
+async def test_verify_says_the_reseeds_record_was_deleted(tmp_path: Path, backends, session,
+                                                          redis_server: RedisServer) -> None:
+    """(found by review revsync) The re-seed's own record deleted after a loss: the trail
+    then starts at a kill, after an event it does not hold, and verify said "the events
+    before it were lost (a flushed or truncated store)", the words of the loss the fleet
+    had reported, though after a flush the trail starts at the re-seed: it now says events
+    were deleted from the trail's start, the re-seed's record among what it may be."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await actions(session, g.admin, 1)
+        redis_server.cmd("FLUSHALL")
+        await wait_until(lambda: redis_server.cmd("EXISTS", "kgtest:state") == "1", 10,
+                         what="the re-seed")
+        await actions(session, g.admin, 1)  # the re-seed, then kill, unkill
+        genuine = events_in(redis_server)
+        assert len(genuine) == 3 and genuine[0]["action"] == "state.reseed", genuine
+        rewrite(redis_server, genuine[1:])
+        res = await asyncio.to_thread(verify, g.admin, *KEY)
+        assert res.returncode == 1, res.stdout
+        assert "BROKEN at event #0" in res.stderr, res.stderr
+        assert "flushed or truncated" not in res.stderr, res.stderr
+        assert "no re-seed" in res.stderr and "deleted from the trail's start" in res.stderr, \
+            res.stderr
+        assert "the 1 event(s) after it intact" in res.stderr, res.stderr  # (checked on)
+        rewrite(redis_server, genuine)  # the genuine trail: the loss, in its words
+        res = await asyncio.to_thread(verify, g.admin, *KEY)
+        assert res.returncode == 1 and "were lost (a flushed or truncated store)" \
+            in res.stderr, res.stderr

@@ -1053,3 +1053,46 @@ def test_the_console_works_behind_a_path_prefix_proxy(fleet: Fleet, browser: Bro
         b.d.get(fleet.admin + "/ui/")  # leave the proxy's origin before it goes
         proc.terminate()
         proc.wait(10)
+
+
+async def test_verify_all_says_a_deleted_reseed_record_is_no_flush(
+        tmp_path: Path, backends, browser: Browser, redis_server, session) -> None:
+    """(found by review revsync) The re-seed's own record deleted after a loss: the console's
+    "verify the whole trail" said "the events before it were lost (a flushed or truncated
+    store, `audit_trail_lost`)", the words of the loss the fleet reported, though after a
+    flush the trail starts at the re-seed; it now says events were deleted from the
+    trail's start, as `killgate audit verify` does. An in-process gateway, real redis."""
+    from tests.backends import echo_app
+    from tests.conftest import running_gateway, two_versions, wait_until, write_config
+    from tests.test_keyed_audit import actions, events_in, rewrite
+    from tests.test_killswitch import redis_state
+
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        await actions(session, g.admin, 1)
+        redis_server.cmd("FLUSHALL")
+        await wait_until(lambda: redis_server.cmd("EXISTS", "kgtest:state") == "1", 10,
+                         what="the re-seed")
+        await actions(session, g.admin, 1)
+        genuine = events_in(redis_server)
+        assert genuine[0]["action"] == "state.reseed", genuine
+        b = browser
+        await asyncio.to_thread(b.d.get, g.admin + "/ui/")
+
+        async def verify_all() -> list[object]:
+            return list(await asyncio.to_thread(b.d.execute_async_script, """
+              const [tok, done] = [arguments[0], arguments[arguments.length - 1]];
+              Promise.all([import('/ui/js/api.js'), import('/ui/js/audit.js')]).then(
+                async ([api, a]) => {
+                  api.setToken(tok);
+                  const r = await a.verifyAll();
+                  done([r.ok, r.problem || ""]);
+                }).catch((e) => done([null, String(e)]));""", token("erin", "killgate:read")))
+
+        ok, said = await verify_all()
+        assert ok is False and "were lost (a flushed or truncated store" in said, said
+        rewrite(redis_server, genuine[1:])  # the re-seed's record deleted
+        ok, said = await verify_all()
+        assert ok is False and "flushed" not in said, said
+        assert "no re-seed" in said and "deleted from the trail's start" in said, said

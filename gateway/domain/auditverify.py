@@ -54,6 +54,23 @@ def _mac_problem(ev: dict[str, Any], keys: Mapping[str, bytes]) -> str | bool | 
             "re-sealed by someone without the audit key")
 
 
+def _start_lost(ev: dict[str, Any]) -> str:
+    """What a trail that starts after an event it does not hold (no checkpoint names it)
+    lost. A store that lost its trail (a flush, a redis restarted empty) starts again at
+    the re-seed that continues the head its instance had anchored (or from 64 zeros): a
+    first event that is no such re-seed says events were deleted from the start, its
+    record among them (found by review revsync: with the re-seed's record deleted, verify
+    said "a flushed or truncated store", as of the loss the fleet had reported)."""
+    after = (f"the trail starts after event {str(ev.get('prev_hash'))[:16]}…, which the "
+             "store no longer holds: ")
+    if ev.get("action") == "state.reseed" and ev.get("anchored_head") == ev.get("prev_hash"):
+        return (after + "the events before it were lost (a flushed or truncated store); "
+                "the audit mirror or a backup holds them")
+    return (after + "this event is no re-seed continuing a head the fleet had anchored, as "
+            "the first event after a flush is: events were deleted from the trail's start "
+            "(a re-seed's record, a trim checkpoint); the audit mirror or a backup holds them")
+
+
 def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
                  keys: Mapping[str, bytes] | None = None, any_checkpoint: bool = False,
                  cuts: Mapping[str, dict[str, Any]] | None = None,
@@ -127,10 +144,7 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
                     f"{what} {cut[:16]}…: events were deleted past it "
                     "without a signed checkpoint")))
             if i == 0:
-                start_lost = ChainBreak(0, eid, (
-                    f"the trail starts after event {str(ev.get('prev_hash'))[:16]}…, which the "
-                    "store no longer holds: the events before it were lost (a flushed or "
-                    "truncated store); the audit mirror or a backup holds them"))
+                start_lost = ChainBreak(0, eid, _start_lost(ev))
                 if not past_loss:
                     return report(None)
                 prev = str(ev["prev_hash"])  # (checked on from where it starts)

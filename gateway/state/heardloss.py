@@ -20,20 +20,30 @@ applied the re-seed's epoch only after more writes followed it: a stalled proces
 partition; or entries appended by hand past the head) it reads on, a page of PAGE at a
 time, up to PAGES pages (found by review revmerge41: reading only the newest 16, such an
 instance never said the loss).
-Off the request path: one walk per epoch change, which only a re-seed makes; each page is
-a separate read (the loop runs requests between them).
+A process that starts after the re-seed (restarted on its snapshot, which holds the
+re-seed's epoch already; a new instance; a worker its `--workers` group replaced) lives
+through no epoch change: it reads back the same way, once, from the head of the first
+document it syncs, to the trail's start or the walk's bound (found by review revsync: such
+a process never said the loss, and `killgate status` said it or not by who answered).
+Also owns the reads a re-seed makes of the store's trail (reseed.py): whether it ends at a
+head, and whether it lacks the head the re-seed names (a store on another branch of the
+history: the loss is said then as after a flush).
+Off the request path: one walk per epoch change, which only a re-seed makes, and one at
+a process's first sync; each page is a separate read (the loop runs requests between them).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.domain.audit import event_hash
+from gateway.domain.audit import GENESIS, event_hash
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import BadCursor, StateError
+from gateway.state.holder import Holder
 from gateway.state.store import Store
 
-__all__ = ["LOOK", "PAGE", "PAGES", "HeardLoss", "reported_loss", "walk_loss"]
+__all__ = ["LOOK", "PAGE", "PAGES", "HeardLoss", "reported_loss", "trail_ends_at",
+           "trail_lacks", "walk_loss"]
 
 #: the newest events read first for the re-seed's (most often it is among them)
 LOOK = 16
@@ -82,8 +92,54 @@ def reported_loss(doc: StateDoc, page: list[dict[str, Any]],
     return got if isinstance(got, dict) else None
 
 
+def _reaches(events: list[dict[str, Any]], head: str, target: str) -> bool | None:
+    """Whether the links back from `head` through `events` reach `target` (False: the
+    trail's start first), None when the walk needs events older than these. Pure."""
+    by_hash = {e.get("hash"): e for e in events if isinstance(e, dict)}
+    cur: Any = head
+    for _ in range(len(events) + 1):
+        if cur == target:
+            return True
+        if not isinstance(cur, str) or cur == GENESIS:
+            return False
+        ev = by_hash.get(cur)
+        if ev is None or event_hash(ev) != cur:
+            return None
+        cur = ev.get("prev_hash")
+    return None
+
+
+async def trail_lacks(store: Store, head: str, target: str) -> bool:
+    """Whether the store's trail, followed back by its links from `head` (a verified
+    document's), is known to lack the event `target`: read as the walk above, LOOK then
+    PAGES pages. False when it cannot tell (a read failed, a gap, past the bound): only a
+    trail known to lack it is said to have lost it (reseed.py, a re-seed over another
+    branch: found by review revsync, `audit verify` reported that loss and no instance
+    said it)."""
+    if not head or not target or head == target:
+        return False
+    try:
+        _, events, cursor = await store.audit_newest(LOOK)
+        for _ in range(PAGES + 1):
+            got = _reaches(events, head, target)
+            if got is not None or cursor is None:
+                return got is False
+            page, cursor = await store.audit_page(PAGE, cursor)
+            events += page
+    except (StateError, BadCursor):
+        pass
+    return False
+
+
+async def trail_ends_at(store: Store, head: str) -> bool:
+    """Whether the store's newest audit event is `head` (one read)."""
+    _, page, _ = await store.audit_newest(1)
+    return bool(page) and page[0].get("hash") == head
+
+
 class HeardLoss:
     store: Store
+    holder: Holder
     trail_lost: dict[str, Any] | None
     _own_epochs: dict[str, None]
 
@@ -98,6 +154,14 @@ class HeardLoss:
         if before.generation > 0 and doc.audit_head \
                 and doc.epoch != before.epoch and doc.epoch not in self._own_epochs:
             self._spawn(self._read_loss(doc, before.audit_head))
+
+    def _look_back(self) -> None:
+        """The first document this process synced from the store: a loss a re-seed before
+        its start reported, read back from that document's head (nothing held before it
+        bounds the walk: a process that starts knows of no loss)."""
+        doc = self.holder.doc
+        if doc.audit_head and self.trail_lost is None:
+            self._spawn(self._read_loss(doc, ""))
 
     async def _read_loss(self, doc: StateDoc, since: str) -> None:
         try:

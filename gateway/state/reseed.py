@@ -19,6 +19,7 @@ from gateway.domain.branches import collides, descends, lifts_unrecorded, relaxe
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.errors import StoreConflict
 from gateway.log import event
+from gateway.state.heardloss import trail_ends_at, trail_lacks
 from gateway.state.holder import Holder
 from gateway.state.reseedmerge import merge_restrictive, new_epoch
 from gateway.state.reseedwhy import is_resign, reseed_why
@@ -230,8 +231,13 @@ class Repair(Vouching):
         # a store behind us continues its own trail (the store's head key naming it: else
         # the document was put back without its trail, and the newest head we saw is)
         onto = store_doc if lost is not None and store_doc is not None and got.trusted \
-            and await self._trail_ends_at(store_doc.audit_head) else None
-        loss = bool(anchored and (got.empty or lost is not None))
+            and await trail_ends_at(self.store, store_doc.audit_head) else None
+        # (a verified document on another branch, whose trail lacks the head we name)
+        branch = lost is None and kept is None and store_doc is not None and got.trusted \
+            and store_doc.generation >= mine.generation and (collides(mine, store_doc) or (
+                descends(store_doc, mine) is False)) \
+            and await trail_lacks(self.store, store_doc.audit_head, mine.audit_head)
+        loss = bool(anchored and (got.empty or lost is not None or branch))
         if loss:
             self.trail_lost = {"anchored_head": anchored, "generation": mine.generation,
                                "time": utc_now(), "reseeded_by": None}
@@ -239,8 +245,9 @@ class Repair(Vouching):
             event(log, "audit_trail_lost", logging.ERROR, anchored_head=anchored,
                   action="the store lost its audit trail: the re-seed continues the chain from "
                          "this head; the mirror or a backup holds the events before it"
-                  if onto is None else
-                  "the store lost the events up to this head (restored from a backup?): the "
+                  if onto is None and not branch else
+                  "the store lost the events up to this head (restored from a backup, or a "
+                  "replica without them promoted and written on?): the "
                   "re-seed continues the store's trail and names it; the mirror or a backup "
                   "holds them")
         event(log, "state_store_reseed", logging.WARNING, why=why,
@@ -291,8 +298,3 @@ class Repair(Vouching):
         again = (await self.store.load()).doc
         return again is not None and (again.generation, again.audit_seq, again.audit_head) \
             != (doc.generation, doc.audit_seq, doc.audit_head)
-
-    async def _trail_ends_at(self, head: str) -> bool:
-        """Whether the store's newest audit event is `head` (one read)."""
-        _, page, _ = await self.store.audit_newest(1)
-        return bool(page) and page[0].get("hash") == head

@@ -94,6 +94,10 @@ class Guard:
         """Whether the state held was confirmed by the store recently enough to say a kill
         is in force without it (two polls and a command's wait, 1 s at least): a copy
         not confirmed since, an instance cut off from the store, may hold a kill another
-        instance lifted meanwhile (control/alertlocal.py)."""
+        instance lifted meanwhile (control/alertlocal.py). A process the store never
+        answered holds nothing it confirmed: its snapshot may be hours old (found by review
+        revsync: the window ran from the process's start, so a snapshot served cut off
+        counted as confirmed for up to a window after its start)."""
         cfg = self.cfg
-        return self.staleness() <= max(1.0, 2 * cfg.poll_interval + cfg.command_timeout)
+        return self.last_ok is not None \
+            and self.staleness() <= max(1.0, 2 * cfg.poll_interval + cfg.command_timeout)

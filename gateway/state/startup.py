@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from gateway.config import StateConfig
 from gateway.domain.statedoc import StateDoc
@@ -65,6 +66,9 @@ class Startup:
     _own_epochs: dict[str, None]
     _epoch_from: dict[str, int]
     local: LocalKillKeeper | None
+    #: (heardloss.py, after this mixin in Sync's bases: declared, not stubbed, so that
+    #: its method is the one called)
+    _look_back: Callable[[], None]
 
     async def start(self) -> None:
         snap = await asyncio.to_thread(self.snapshot.read)
@@ -151,6 +155,8 @@ class Startup:
         else:
             await self.store.kept()
         synced = await self._full_sync()
+        if not self.synced_once:  # (a loss a re-seed before this process started reported)
+            self._look_back()
         self.connected, self.answering = True, False
         self.synced_once = True
         self._update_ready()

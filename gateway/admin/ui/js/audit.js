@@ -94,14 +94,24 @@ async function verifyAllOnce() {
   const res = await verifyChain(events, head);
   if (res.ok && !res.reachesStart) {
     const cp = newestCheckpoint(events);
+    // a store that lost its trail starts again at the re-seed continuing the head its
+    // instance had anchored: an oldest event that is no such re-seed says events were
+    // deleted from the start, the re-seed's record among them (`killgate audit verify`)
+    const oldest = events[events.length - 1];
+    const reseed = oldest.action === "state.reseed" && oldest.anchored_head === oldest.prev_hash;
+    const after = `the trail starts after events the store no longer holds (${res.checked} ` +
+      "event(s) from its oldest on verify here): ";
     return {ok: false, checked: res.checked, eventId: "(oldest)", readHead: head,
             problem: cp ? `the oldest event does not continue the newest trim checkpoint ` +
               `(${text(cp.id)}, ${text(cp.time)}): events were deleted past it without a signed checkpoint`
               // (a store that lost its trail: a redis restarted empty, re-seeded from an
               // instance's last-known state; every event after the loss was checked above)
-              : `the trail starts after events the store no longer holds (${res.checked} event(s) ` +
-                "from its oldest on verify here): the events before it were lost (a flushed or " +
-                "truncated store, `audit_trail_lost`); the audit mirror or a backup holds them"};
+              : reseed ? after + "the events before it were lost (a flushed or truncated " +
+                "store, `audit_trail_lost`); the audit mirror or a backup holds them"
+              : after + "its oldest event is no re-seed continuing a head the fleet had " +
+                "anchored, as the first event after a flush is: events were deleted from the " +
+                "trail's start (a re-seed's record, a trim checkpoint); the audit mirror or a " +
+                "backup holds them"};
   }
   return {...res, readHead: head};
 }
