@@ -220,7 +220,8 @@ class RedisBeats(RedisLink):
             return None
         if not isinstance(got, dict):
             return {}
-        return {k: v for k, v in got.items() if k in ("data", "admin") and isinstance(v, str)}
+        return {k: v for k, v in got.items()
+                if k in ("data", "admin", "key_ids") and isinstance(v, str)}
 
     def _replayed(self, instance: str, signed: tuple[int, Place | None] | None,
                   judge_ms: int, now_ms: int, lease: float, stamp_ms: int,
