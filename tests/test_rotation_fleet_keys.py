@@ -55,3 +55,6 @@ async def test_the_fleet_view_says_which_key_ids_each_instance_trusts(
         assert body["live"] == 2
         assert body["key_ids"] == {a.kid: {"signing": 2, "trusted": 2},
                                    b.kid: {"signing": 0, "trusted": 1}}
+        async with session.get(g1.admin + "/v1/status", headers=auth) as r:  # (the same)
+            status = await r.json()
+        assert status["instances"]["gw-s1"]["key_ids"] == [a.kid, b.kid], status["instances"]

@@ -80,7 +80,8 @@ class FleetView:
                          "seen_s_ago": hb.get("seen_s_ago"),
                          # (signed with its heartbeat: the key it signs with, then its
                          # previous one; None: a version before, or an unkeyed store)
-                         "key_ids": str(hb["key_ids"]).split() if hb.get("key_ids") else None})
+                         "key_ids": list(hb["key_ids"]) or None if isinstance(
+                             hb.get("key_ids"), list) else None})
         live = [r for r in rows if r["live"]]
         return {"instance": self.instance, "generation": gen, "config_digest": digest,
                 "lease_s": self.lease, "store": self.health.status(), "fleet_error": error,
