@@ -69,7 +69,7 @@ class FleetView:
             if hb is None:  # ourselves, before our first heartbeat or without the store
                 rows.append({"instance": name, "self": True, "live": False, "generation": gen,
                              "behind": 0, "config": digest, "config_matches": True,
-                             "seen_s_ago": None})
+                             "seen_s_ago": None, "key_ids": None})
                 continue
             their = int(hb.get("generation", 0))
             rows.append({"instance": name, "self": name == self.instance,
@@ -77,12 +77,30 @@ class FleetView:
                          "generation": their, "behind": max(0, gen - their),
                          "config": str(hb.get("config", "")),
                          "config_matches": hb.get("config") == digest,
-                         "seen_s_ago": hb.get("seen_s_ago")})
+                         "seen_s_ago": hb.get("seen_s_ago"),
+                         # (signed with its heartbeat: the key it signs with, then its
+                         # previous one; None: a version before, or an unkeyed store)
+                         "key_ids": list(hb["key_ids"]) or None if isinstance(
+                             hb.get("key_ids"), list) else None})
         live = [r for r in rows if r["live"]]
         return {"instance": self.instance, "generation": gen, "config_digest": digest,
                 "lease_s": self.lease, "store": self.health.status(), "fleet_error": error,
                 "live": len(live), "config_digests": len({r["config"] for r in live}),
-                "instances": rows}
+                "key_ids": _key_ids(live), "instances": rows}
+
+
+def _key_ids(live: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per key id, how many live instances sign with it and how many trust it (sign or
+    verify with it): a rotation's step 2 is safe once the new key's `trusted` is `live`
+    (every instance holds it), step 3 once its `signing` is (README Key rotation). Live
+    instances that said no key ids are in neither count."""
+    out: dict[str, dict[str, int]] = {}
+    for row in live:
+        for i, kid in enumerate(row["key_ids"] or ()):
+            got = out.setdefault(kid, {"signing": 0, "trusted": 0})
+            got["trusted"] += 1
+            got["signing"] += i == 0
+    return out
 
 
 class ConsoleApi:

@@ -158,6 +158,11 @@ def console() -> dict[str, Any]:
              "config_digest": {"type": "string"}, "lease_s": {"type": "number"},
              "store": {"type": "object"}, "fleet_error": {"type": ["string", "null"]},
              "live": {"type": "integer"}, "config_digests": {"type": "integer"},
+             "key_ids": {"type": "object", "description": "per state key id, how many live "
+                         "instances sign with it and trust it (a rotation's step 2 is safe "
+                         "once the new key is trusted by every live instance)",
+                         "additionalProperties": {"type": "object", "properties": {
+                             "signing": {"type": "integer"}, "trusted": {"type": "integer"}}}},
              "instances": {"type": "array", "items": {
                  "type": "object",
                  "required": ["instance", "self", "live", "generation", "behind", "config"],
@@ -169,7 +174,10 @@ def console() -> dict[str, Any]:
                      "behind": {"type": "integer", "description":
                                 "generations behind the answering instance"},
                      "config": {"type": "string"}, "config_matches": {"type": "boolean"},
-                     "seen_s_ago": {"type": ["number", "null"]}}}}}),
+                     "seen_s_ago": {"type": ["number", "null"]},
+                     "key_ids": {"type": ["array", "null"], "items": {"type": "string"},
+                                 "description": "the state key ids it trusts, the one it "
+                                                "signs with first (null: not said)"}}}}}),
         "/v1/traffic": read(
             "per route and version, the fleet's exchanges with backends over the last "
             "window_s seconds in step_s buckets: rate, error rate, p99 (bucket upper bound, "

@@ -139,7 +139,13 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
         body = f"{instance}\x00{applied}\x00{wall}\x00{config}".encode()
         kid, mac = self.keys.sign(b"ack", body) if self.keys.enabled else ("-", "-")
         record = f"{kid} {mac} {applied} {wall} {config} {instance}"
-        # the addresses apart (a heartbeat's shape stays what older instances parse)
+        # the addresses apart (a heartbeat's shape stays what older instances parse), with
+        # the key ids this instance trusts, the one it signs with first: whether every
+        # instance holds the new key yet (a rotation's step 2 safe) is read there
+        # (/v1/fleet `key_ids`; an older reader keeps only the addresses)
+        if self.keys.enabled and self.keys.current is not None:
+            urls = {**(urls or {}), "key_ids": " ".join(
+                k.kid for k in (self.keys.current, self.keys.previous) if k is not None)}
         addr = json.dumps(urls, separators=(",", ":"), sort_keys=True) if urls else ""
         if addr:
             akid, amac = (self.keys.sign(b"urls", f"{instance}\x00{addr}".encode())

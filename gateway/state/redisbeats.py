@@ -203,9 +203,9 @@ class RedisBeats(RedisLink):
             at = time.monotonic() - max(age, 0.0)
             self.other_key_at = max(at, self.other_key_at or at)
 
-    def _open_urls(self, instance: str, raw: bytes) -> dict[str, str] | None:
-        """An instance's signed addresses (None when they do not verify, or are longer
-        than a heartbeat may be: not read; reported)."""
+    def _open_urls(self, instance: str, raw: bytes) -> dict[str, Any] | None:
+        """An instance's signed addresses and the key ids it trusts, a list (None when
+        they do not verify, or are longer than a heartbeat may be: not read; reported)."""
         if len(raw) > MAX_ACK_BYTES:
             self.on_unverified("heartbeat", f"addresses: {len(raw)} bytes, over the "
                                             f"{MAX_ACK_BYTES}-byte limit (not read)", None)
@@ -220,7 +220,8 @@ class RedisBeats(RedisLink):
             return None
         if not isinstance(got, dict):
             return {}
-        return {k: v for k, v in got.items() if k in ("data", "admin") and isinstance(v, str)}
+        return {k: v.split() if k == "key_ids" else v for k, v in got.items()
+                if k in ("data", "admin", "key_ids") and isinstance(v, str)}
 
     def _replayed(self, instance: str, signed: tuple[int, Place | None] | None,
                   judge_ms: int, now_ms: int, lease: float, stamp_ms: int,

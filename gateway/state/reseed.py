@@ -23,6 +23,7 @@ from gateway.state.heardloss import trail_ends_at, trail_lacks
 from gateway.state.holder import Holder
 from gateway.state.reseedmerge import merge_restrictive, new_epoch
 from gateway.state.reseedwhy import is_resign, reseed_why
+from gateway.state.resigntrail import trail_moved_past
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.store import Loaded, Store, legacy_doc
 from gateway.state.tamper import TamperLog
@@ -129,9 +130,9 @@ class Repair(Vouching):
             with contextlib.suppress(StoreConflict):
                 await self.store.commit(None, StateDoc(epoch=self._mine(new_epoch())), None)
             got = await self.store.load()
-        elif not got.trusted or got.old_key or (got.doc is not None and (
+        elif (not got.trusted or got.old_key or (got.doc is not None and (
                 got.doc.generation < mine.generation or self._foreign_to(mine, got.doc)
-                or self._behind(mine, got.doc))):
+                or self._behind(mine, got.doc)))) and not await self._resign_behind(got, mine):
             self._blind(got, mine)  # (before the back-off: never "synced" on nothing)
             # a store that lost its audit trail too (a restart without persistence, a
             # FLUSHALL: each one again, a crash-looping redis) has no trail to flood, and
@@ -154,6 +155,14 @@ class Repair(Vouching):
         if self._apply(got.doc):
             self.snapshot.soon(got.doc)
         return got.doc.generation <= self.holder.doc.generation
+
+    async def _resign_behind(self, got: Loaded, mine: StateDoc) -> bool:
+        """Whether `got` is only to re-sign (the previous key's, no older than ours), but the
+        trail moved past it: a replay, applied as any verified document, never re-signed."""
+        doc = got.doc
+        return bool(doc is not None and got.old_key and got.trusted
+                    and doc.generation >= mine.generation and not self._foreign_to(mine, doc)
+                    and not self._behind(mine, doc) and await trail_moved_past(self.store, doc))
 
     def _behind(self, mine: StateDoc, doc: StateDoc) -> bool:
         """Whether the store's verified `doc` is the document of our generation that we

@@ -1,0 +1,41 @@
+"""Whether a document still signed with the previous key is one the audit trail has moved
+past, and so no rotation re-sign's to make (review revrot5).
+
+A step-2 instance re-signs the fleet's document with its new key. One holding no state of
+its own could not tell the fleet's document from an older one put back (signed with the
+old key, replayed by someone without a key): it re-signed the replay, its event forked the
+trail after the replay's head, and the laundered document outlived step 3, which refuses
+the old key's. The stored document anchors the trail's newest event (every commit and
+trim writes both in one script), so one whose head the trail moved past is behind.
+One read; nothing is written.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.domain.statedoc import StateDoc
+from gateway.log import event
+from gateway.state.storeports import AuditStore
+
+__all__ = ["trail_moved_past"]
+
+log = logging.getLogger("killgate.state")
+
+
+async def trail_moved_past(store: AuditStore, doc: StateDoc) -> bool:
+    """Whether the trail's newest event is not the head `doc` anchors while the store
+    still holds `doc` (read at once: a commit landing meanwhile is no replay, and the
+    re-seed's own check sees it); said in the log. A trail with no event behind a
+    document naming none (a fleet that never wrote) has nothing to move past."""
+    head, page, _ = await store.audit_newest(1)
+    if head != (doc.audit_head or None):
+        return False  # (another document since: overtaken, not behind)
+    newest = page[0].get("hash") if page else None
+    if newest == head:
+        return False
+    event(log, "state_resign_withheld", logging.WARNING, generation=doc.generation,
+          trail_head=str(newest)[:16], action="the store's document, signed with the "
+          "previous key, is older than the audit trail (replayed?): not re-signed; a write "
+          "through an instance holding the newer state replaces it")
+    return True
