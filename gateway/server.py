@@ -122,9 +122,9 @@ def run_supervisor(config_path: str, workers: int) -> int:
     cfg = loaded.config
     # Reserve the ports (resolving :0) without listening, so workers can share them (and
     # nobody else: a port another group holds is refused, as for a single process)
-    holds = [reserved(cfg.listen)]
+    holds = [reserved(cfg.listen, "listen")]
     try:
-        holds.append(reserved(cfg.admin.listen))
+        holds.append(reserved(cfg.admin.listen, "admin.listen"))
     except ListenError:
         holds[0].close()
         raise
@@ -209,5 +209,18 @@ def serve(config_path: str, workers: int, worker_index: int | None, reuse_port: 
             print(f"killgate: config: {p}", file=sys.stderr)
         return 1
     except ListenError as exc:  # (a port in use: another killgate, or another server)
-        print(f"killgate: {exc}", file=sys.stderr)
+        print(f"killgate: {exc}{listen_hint(exc, config_path)}", file=sys.stderr)
         return 1
+
+
+def listen_hint(exc: ListenError, config_path: str) -> str:
+    """What to change after a listener's error: the setting that gave the address and the
+    file it is in (a first `serve` beside a still-running `killgate demo` is refused
+    `Address already in use` on 8080 or 8081, which names neither)."""
+    if exc.setting is None:
+        return ""
+    fix = f"set `{exc.setting}` in {config_path} to another address"
+    if exc.in_use:
+        return (f": another process holds it (a `killgate demo` or another `killgate serve`?); "
+                f"stop it, or {fix}")
+    return f"; {fix}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import fcntl
 import socket
 import termios
@@ -24,11 +25,21 @@ __all__ = ["ListenError", "bind_socket", "bound", "format_addr", "listen_url", "
 
 class ListenError(OSError):
     """A listener address that cannot be bound (in use, not ours, not resolvable): the
-    message names the address and why, for the person starting the gateway."""
+    message names the address and why, for the person starting the gateway. `setting` is
+    the config key that gave the address (`listen`, `admin.listen`) when the caller said,
+    and `in_use` tells a port another process holds from the other causes, so `serve` can
+    say what to change."""
+
+    def __init__(self, message: str, setting: str | None = None, in_use: bool = False):
+        super().__init__(message)
+        self.setting = setting
+        self.in_use = in_use
 
 
-def bound(addr: str, reuse_port: bool, port_override: int | None = None) -> socket.socket:
-    """A socket bound to `addr` (its port replaced by `port_override`), not listening."""
+def bound(addr: str, reuse_port: bool, port_override: int | None = None,
+          setting: str | None = None) -> socket.socket:
+    """A socket bound to `addr` (its port replaced by `port_override`), not listening;
+    `setting` names the config key of `addr` in a ListenError."""
     host, port = parse_listen(addr)
     if port_override is not None:
         port = port_override
@@ -36,7 +47,7 @@ def bound(addr: str, reuse_port: bool, port_override: int | None = None) -> sock
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
     except OSError as exc:
-        raise ListenError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
+        raise ListenError(f"cannot listen on {addr}: {exc.strerror or exc}", setting) from None
     family, _, _, _, sockaddr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -47,26 +58,28 @@ def bound(addr: str, reuse_port: bool, port_override: int | None = None) -> sock
     except OSError as exc:
         sock.close()
         raise ListenError(f"cannot listen on {format_addr((host, port))}: "
-                          f"{exc.strerror or exc}") from None
+                          f"{exc.strerror or exc}", setting,
+                          exc.errno == errno.EADDRINUSE) from None
     return sock
 
 
-def reserved(addr: str) -> socket.socket:
+def reserved(addr: str, setting: str | None = None) -> socket.socket:
     """A port for a group of workers: bound with SO_REUSEPORT (each worker binds it again),
     never listening. ListenError when anything holds the port already, also a socket with
     SO_REUSEPORT of this user (another `serve --workers` group), which the kernel would let
     the group join silently: two groups, perhaps of two configs or versions, splitting the
     connections and the admin API between them. (A probe without SO_REUSEPORT: no socket
     with it may share the port; `:0` is resolved by it.)"""
-    probe = bound(addr, False)
+    probe = bound(addr, False, setting=setting)
     port = probe.getsockname()[1]
     probe.close()
-    return bound(addr, True, port)
+    return bound(addr, True, port, setting)
 
 
-def bind_socket(addr: str, reuse_port: bool, port_override: int | None = None) -> socket.socket:
+def bind_socket(addr: str, reuse_port: bool, port_override: int | None = None,
+                setting: str | None = None) -> socket.socket:
     """A bound, listening, non-blocking socket for an asyncio server."""
-    sock = bound(addr, reuse_port, port_override)
+    sock = bound(addr, reuse_port, port_override, setting)
     sock.listen(4096)
     sock.setblocking(False)
     return sock

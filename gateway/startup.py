@@ -248,8 +248,8 @@ class GatewayParts:
         await self._admin_runner.setup()
         self._stack.push_async_callback(self._admin_runner.cleanup)
 
-        dsock = bind_socket(cfg.listen, self.reuse_port, self.ports[0])
-        asock = bind_socket(cfg.admin.listen, self.reuse_port, self.ports[1])
+        dsock = bind_socket(cfg.listen, self.reuse_port, self.ports[0], "listen")
+        asock = bind_socket(cfg.admin.listen, self.reuse_port, self.ports[1], "admin.listen")
         self.data_addr = dsock.getsockname()[:2]
         self.admin_addr = asock.getsockname()[:2]
         # a deep accept queue (aiohttp's default is 128): a burst of new clients waits in

@@ -220,6 +220,25 @@ def test_markdown_says_when_the_abort_watch_could_not_read_an_instance() -> None
     assert "http://10.0.0.6:8081" in md and "abort" in md.lower(), md
 
 
+def test_a_drill_stopped_by_a_kill_in_force_says_so_and_where_to_look() -> None:
+    """The demo prints `kill --route iris`, then a drill of v2 on `iris-drill`: run in that
+    order, the drill stopped with "50 of 50 drill requests failed or were killed before the
+    injection (e.g. 503 killed)", without a word on why (the production route's kill holds
+    on its drill route) or what to do. A backend's 502 is not taken for a kill."""
+    plan = kill_plan()
+    killed = timeline("a", 1.0, lambda t: (503, None, "killed"))
+    said = steady_problems(plan, None, killed, ["a"], (0.0, 1.0))[0]
+    assert "503 killed" in said and "a kill in force" in said, said
+    assert "killgate status" in said and "lifted" in said, said
+    mixed = timeline("a", 1.0, lambda t: (502, "v2", "pinned") if t < 0.5 else
+                     (503, None, "killed"))
+    said = steady_problems(plan, None, mixed, ["a"], (0.0, 1.0))[0]
+    assert "e.g. 503 killed" in said and "a kill in force" in said, said
+    failing = timeline("a", 1.0, lambda t: (502, "v2", "pinned"))
+    said = steady_problems(plan, None, failing, ["a"], (0.0, 1.0))[0]
+    assert "e.g. 502 pinned" in said and "kill in force" not in said, said
+
+
 def test_a_steady_state_with_no_answer_says_so() -> None:
     """`--instances http://127.0.0.1:1` (nothing listens): the reason read '50 of 50 drill
     requests failed or were killed before the injection (e.g. 0 )'."""

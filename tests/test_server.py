@@ -220,11 +220,14 @@ def test_serve_with_a_bad_config_exits_one(tmp_path: Path) -> None:
     assert "routes: must have at least 1 item(s)" in res.stderr
 
 
-@pytest.mark.parametrize(("which", "workers"), [("listen", 1), ("admin", 1), ("listen", 2)])
+@pytest.mark.parametrize(("which", "workers"),
+                         [("listen", 1), ("admin", 1), ("listen", 2), ("admin", 2)])
 def test_a_port_in_use_is_one_line_naming_it_not_a_traceback(tmp_path: Path, which: str,
                                                              workers: int) -> None:
     """Another process listens on the data (or admin) port: `killgate serve` says which
-    address and why on one line and exits 1, with one worker or a supervisor of two."""
+    address and why on one line and exits 1, with one worker or a supervisor of two, and
+    what to change: the setting that gave the address, in the file (a first `serve` beside
+    a `killgate demo` still running was told only `Address already in use`)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -238,8 +241,11 @@ def test_a_port_in_use_is_one_line_naming_it_not_a_traceback(tmp_path: Path, whi
         res = cli_fork.run(["serve", "-c", str(cfg), "--workers", str(workers)],
                            dict(os.environ), str(ROOT), 30)
     assert res.returncode == 1, res.stdout + res.stderr
+    setting = "listen" if which == "listen" else "admin.listen"
     assert res.stderr.strip().splitlines()[-1] == (
-        f"killgate: cannot listen on {mine}: Address already in use"), res.stderr
+        f"killgate: cannot listen on {mine}: Address already in use: another process holds "
+        f"it (a `killgate demo` or another `killgate serve`?); stop it, or set `{setting}` "
+        f"in {cfg} to another address"), res.stderr
     assert "Traceback" not in res.stderr + res.stdout
 
 

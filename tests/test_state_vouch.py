@@ -221,3 +221,15 @@ async def test_a_vouch_reaches_the_worker_that_lost_the_race_to_seed(
     # what a restart reads: unmarked, whichever worker wrote it last
     last = snapshot_body(snap)
     assert last is not None and "unverified_origin" not in last, last
+
+
+def test_a_bare_state_command_names_the_subcommand_it_lacks() -> None:
+    """`killgate state` alone said "the following arguments are required: action", a word
+    its usage line never shows: it names `vouch`, the one it takes."""
+    from tests.test_cli import cli
+
+    res = cli("state")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines()[-1].endswith(
+        "the following arguments are required: vouch"), res.stderr
+    assert "killgate state [-h]" in res.stderr and " vouch" in res.stderr, res.stderr

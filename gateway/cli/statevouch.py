@@ -32,7 +32,8 @@ HELP = ("vouch: say the signing key of the instance --admin names is the fleet's
 
 def add_state_commands(cmd: Any) -> None:
     p = cmd("state", _state, "the instance's replicated state: 'state vouch'")
-    p.add_argument("action", choices=["vouch"], help=HELP)
+    # (metavar: a bare `killgate state` said "required: action", a word its usage never shows)
+    p.add_argument("action", choices=["vouch"], metavar="vouch", help=HELP)
     p.add_argument("--reason", help="vouch: why (recorded in its audit event); required")
 
 

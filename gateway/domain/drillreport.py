@@ -214,6 +214,14 @@ def _outcome(o: Obs) -> str:
     return f"{o.status} {o.decision or ''}".rstrip()
 
 
+# (the demo prints a route kill of iris, then a drill on iris-drill: run in that order, the
+# drill stopped with only "503 killed", and nothing said the kill was the operator's own)
+KILLED_BEFORE = (": a kill in force covers the drill's requests (of the route or the version, "
+                 "here or on the route this one drills for, whose kills hold on its drill "
+                 "route, or a global kill): see `killgate status`, and drill once it is "
+                 "lifted")
+
+
 def steady_problems(plan: Plan, to: str | None, obs: Sequence[Obs], instances: Sequence[str],
                     window: tuple[float, float]) -> list[str]:
     """Why the fleet is not in a state worth drilling (empty: steady)."""
@@ -227,8 +235,10 @@ def steady_problems(plan: Plan, to: str | None, obs: Sequence[Obs], instances: S
             problems.append(f"{inst}: answered {len(mine)} drill requests in the steady window "
                             f"(expected >= {expect})")
         elif bad:
+            killed = next((o for o in bad if o.decision == "killed"), None)
             problems.append(f"{inst}: {len(bad)} of {len(mine)} drill requests failed or were "
-                            f"killed before the injection (e.g. {_outcome(bad[0])})")
+                            f"killed before the injection (e.g. {_outcome(killed or bad[0])})"
+                            + (KILLED_BEFORE if killed is not None else ""))
         elif any(o.decision == "failover" for o in mine):
             problems.append(f"{inst}: requests already fail over before the injection (a "
                             "kill of the version, here or on the route this one drills for, "
