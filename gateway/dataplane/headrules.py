@@ -60,7 +60,7 @@ def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
 FOREIGN = (400, "the request line names a protocol other than HTTP; use HTTP/1.1")
 
 
-def foreign_line(data: bytes, method: bytes, target: bytes) -> bool:
+def foreign_line(data: bytes | bytearray, method: bytes, target: bytes) -> bool:
     """Whether the request line `method target <protocol>/` in `data` (bytes that hold it,
     maybe among others: a pipelined request's, a body's) names another protocol than HTTP:
     one spelling of it is followed by RTSP/ or ICE/, or none by HTTP/."""

@@ -141,7 +141,7 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
         # (`Parsing.on_headers_complete` looks there for its protocol when `first_read`
         # cannot tell it: llhttp takes RTSP/1.0 and ICE/1.0 as HTTP/1.0)
         self.reading: bytes | memoryview | None = None
-        self.line: bytes | None = None
+        self.line: bytearray | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
 

@@ -33,7 +33,7 @@ class RequestLine:
     #: the read being parsed (set around the parser call), and the reads of a request
     #: line still open when a read ended
     reading: bytes | memoryview | None
-    line: bytes | None
+    line: bytearray | None
 
     def _version(self, req: Request, method: bytes) -> str:
         """The parser's version of `req`, when its request line did not begin a read (or
@@ -48,7 +48,7 @@ class RequestLine:
         elif line is not None:
             self.line = None
             data = self.reading
-            if foreign_line(line + bytes(data or b""), method, req.target):
+            if foreign_line(line + (data or b""), method, req.target):
                 req.refused = FOREIGN
         return self.parser.get_http_version()
 
@@ -59,13 +59,13 @@ class RequestLine:
         req: Request = self.parsing  # type: ignore[assignment]  # (in a head)
         if not req.raw_headers:
             if self.fresh:  # (the request began in this read: at most its tail is its own)
-                self.line = bytes(data[-_LINE_KEPT:])
+                self.line = bytearray(data[-_LINE_KEPT:])
             elif self.line is not None and len(self.line) < 2 * _LINE_KEPT:
-                self.line += bytes(data)
+                self.line += data  # (a bytearray: a line sent a byte a read costs no copies)
             return
         line = self.line
         if self.fresh or line is not None:  # (the line is complete: not yet judged)
             self.line = None
-            seen = bytes(data) if line is None else line + bytes(data)
+            seen = bytes(data) if line is None else line + data
             if foreign_line(seen, self.parser.get_method(), req.target):
                 req.refused = FOREIGN
