@@ -147,15 +147,20 @@ class AnswerParsing(Awaiting):
             self.lines += (name, b": ", value, b"\r\n")
 
     def _http_heads(self) -> bool:
-        """Whether every answer head read so far names HTTP: llhttp parses "RTSP/1.0 200"
-        and "ICE/1.0 200" as HTTP/1.0 and does not say so (the heads are in `heads_read`,
-        kept when the first read could not show it; none has CRLF CRLF inside)."""
-        self.heads_seen = n = self.heads_seen + 1
+        """Whether the answer head just parsed names HTTP: llhttp parses "RTSP/1.0 200"
+        and "ICE/1.0 200" as HTTP/1.0 and does not say so. The heads are in `heads_read`
+        (kept when the first read could not show it), each after the one before (none has
+        CRLF CRLF inside; `heads_seen`: where the next begins, so that a flood of 1xx heads
+        is read once)."""
         kept = self.heads_read
         if kept is None:
             return True  # (the first read began "HTTP/1.x " with a final status: one head)
-        heads = [h for h in bytes(kept).split(b"\r\n\r\n") if h.lstrip(b"\r\n")][:n]
-        return len(heads) == n and all(h.lstrip(b"\r\n")[:5] == b"HTTP/" for h in heads)
+        at = self.heads_seen
+        while kept[at:at + 1] in (b"\r", b"\n"):  # (empty lines llhttp skips)
+            at += 1
+        end = kept.find(b"\r\n\r\n", at)
+        self.heads_seen = len(kept) if end < 0 else end + 4
+        return kept[at:at + 5] == b"HTTP/"
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()

@@ -123,7 +123,7 @@ class Exchange(Driving, asyncio.Protocol):
         # those bytes, kept when the first read does not show a final "HTTP/1.x" status line
         # at its start: each head's protocol is checked (`AnswerParsing._http_heads`)
         self.heads_read: bytearray | None = None
-        self.heads_seen = 0  # heads parsed while they are kept
+        self.heads_seen = 0  # where in them the next head begins
         self.keep_alive = False
         self._framed = False
         self.framing = self.body_total = self.nchunks = 0  # (a chunked answer's: `_framed_by`)
