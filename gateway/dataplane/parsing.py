@@ -78,15 +78,15 @@ class Parsing(RequestLine):
     _arm: Callable[[float], None]
     _pause: Callable[[], None]
     _dispatch: Callable[[], None]
-    _malformed: Callable[[int, str], None]
+    _malformed: Callable[..., None]
 
     def _parse_error(self, exc: Exception) -> None:
         """llhttp refused the bytes (`exc`, an httptools error), or a callback did."""
         cause = exc.__context__
         if isinstance(cause, Stop):
             return
-        if isinstance(cause, Refuse):
-            self._malformed(cause.status, cause.message)
+        if isinstance(cause, Refuse):  # (raised by a callback: the method was read)
+            self._malformed(cause.status, cause.message, self.parser.get_method())
         elif cause is not None:  # a callback of ours failed: a bug, not the client's bytes
             log.error("request_parse_failed", exc_info=cause)  # (as `_dispatch` does)
             self.server.counted("internal_error")
@@ -99,9 +99,10 @@ class Parsing(RequestLine):
         httptools holds such a field until its end, so its bytes are counted here (a
         section's complete fields are counted exactly as they arrive)."""
         self.wire_bytes += n
-        if self.wire_bytes > MAX_HEAD:
+        if self.wire_bytes > MAX_HEAD:  # (64 KiB into a head: its method was read)
             self._malformed(400, "the request head is too large" if self.in_head
-                            else "a chunk header or the trailer section is too large")
+                            else "a chunk header or the trailer section is too large",
+                            self.parser.get_method() if self.in_head else b"")
 
     def on_message_begin(self) -> None:
         """A request begins: its first byte after any empty lines (llhttp skips those), in
