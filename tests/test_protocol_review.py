@@ -131,3 +131,36 @@ async def test_a_long_read_of_empty_lines_between_requests_begins_no_head(empty:
     assert not tr.closed and proto.parsing is None
     feed(proto, GET.replace(b"/a", b"/b"))
     assert answers(tr.out) == [b"GET /a ", b"GET /b "]
+
+
+_REFUSED_HEADS = {
+    "upgrade": b"Upgrade: websocket\r\nConnection: upgrade\r\n",
+    "version": None,  # (the request line says HTTP/2.0)
+    "no host": b"",
+    "alias": b"X_Forwarded_For: 1.2.3.4\r\n",
+    "long field": b"X-Long: " + b"a" * 9000 + b"\r\n",
+    "huge head": b"".join(b"X-%d: %s\r\n" % (i, b"a" * 8000) for i in range(9)),
+}
+
+
+@pytest.mark.parametrize("what", sorted(_REFUSED_HEADS))
+@pytest.mark.parametrize("method", [b"HEAD", b"GET"])
+async def test_a_refused_head_request_gets_a_head_without_content(what: str,
+                                                                  method: bytes) -> None:
+    """The connection's own refusals (dispatch._refuse, a callback's Refuse, an overlong
+    head) answered HEAD with its JSON body too (found by review revattack9): an answer to
+    HEAD has no content (RFC 9112 §6.3); a client reads the next answer where its head
+    ends. The head keeps the body's length, as a GET's; GET still gets the body."""
+    fields = _REFUSED_HEADS[what]
+    line = method + (b" /a HTTP/2.0\r\n" if fields is None else b" /a HTTP/1.1\r\n")
+    host = b"" if what == "no host" else b"Host: x\r\n"
+    h = Recorder()
+    proto, tr, _ = connect(h)
+    proto.data_received(line + host + (fields or b"") + b"\r\n")
+    out = bytes(tr.out)
+    head, sep, body = out.partition(b"\r\n\r\n")
+    assert sep and head.startswith(b"HTTP/1.1 400 "), out[:200]
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    assert length > 0 and not h.seen
+    assert body == (b"" if method == b"HEAD" else body[:length]) and (
+        method == b"HEAD" or len(body) == length), (what, out[:300])

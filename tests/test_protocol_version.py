@@ -57,3 +57,75 @@ async def test_a_pipelined_request_after_the_first_of_a_read_asks_the_parser() -
         proto.data_received(a + b)
         assert len(h.seen) == 2
         assert [r.http10 for r in h.seen] == [first == b"1.0", second == b"1.0"]
+
+
+# llhttp parses a request line that names RTSP/1.0 (with an RTSP method that HTTP has too)
+# or ICE/1.0 (with SOURCE) as HTTP/1.0: its version says "1.0", and the head was proxied
+# as an HTTP/1.0 request (found by review revattack9). Refused, however the line arrives.
+_FOREIGN = [(b"OPTIONS", b"RTSP/1.0"), (b"GET", b"RTSP/1.0"), (b"POST", b"RTSP/1.1"),
+            (b"SOURCE", b"ICE/1.0")]
+
+
+def _refused_foreign(proto: object, h: Recorder, tr: object) -> bool:
+    return not h.seen and b"other than HTTP" in bytes(tr.out)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("method", "protocol"), _FOREIGN)
+async def test_a_request_line_of_another_protocol_is_refused_however_it_arrives(
+        method: bytes, protocol: bytes) -> None:
+    rng = random.Random(method + protocol)
+    for target in _TARGETS:
+        for lead_n in (0, 1, 3):
+            lead = bytes(rng.choice(b"\r\n") for _ in range(lead_n))
+            data = lead + (method + b" " + target + b" " + protocol + b"\r\nHost: x\r\n"
+                           b"X-A: y HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            cuts = [[]] + [[c] for c in rng.sample(range(1, len(data)), 8)] + [
+                sorted(rng.sample(range(1, len(data)), 3)), list(range(1, len(data)))]
+            for cut in cuts:
+                h = Recorder()
+                proto, tr, _ = connect(h, limits=_LIMITS)
+                for a, b in zip([0, *cut], [*cut, len(data)], strict=True):
+                    proto.data_received(data[a:b])
+                assert _refused_foreign(proto, h, tr), (data, cut, bytes(tr.out)[:200])
+                assert proto.line is None and proto.reading is None
+
+
+@pytest.mark.parametrize(("method", "protocol"), _FOREIGN)
+async def test_a_request_line_of_another_protocol_is_refused_behind_another_request(
+        method: bytes, protocol: bytes) -> None:
+    """Pipelined behind an HTTP request in the same read (whose body holds the same line
+    with HTTP/1.1), and behind a body large enough that the read is parsed in slices."""
+    for body in (method + b" /a HTTP/1.1\r\n", b"b" * 9000):
+        first = (b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+                 + body)
+        second = method + b" /a " + protocol + b"\r\nHost: x\r\n\r\n"
+        for cut in (0, len(first) + 3, len(first) + len(second) - 5):
+            h = Recorder()
+            proto, tr, _ = connect(h, limits=_LIMITS)
+            data = first + second
+            if cut:
+                proto.data_received(data[:cut])
+            proto.data_received(data[cut:])
+            assert [r.target for r in h.seen] == [b"/a"], (body[:20], cut)
+            assert b"other than HTTP" in bytes(tr.out), (body[:20], cut, bytes(tr.out)[-300:])
+
+
+async def test_http_requests_split_at_every_byte_are_not_refused_as_another_protocol() -> None:
+    """The line kept across reads is judged as HTTP: every split of a head, one byte a read
+    too, and a pipelined pair in one read whose first body holds a line naming RTSP/."""
+    data = _head(b"OPTIONS", b"/RTSP/1.0", b"1.1")
+    for cut in [*range(1, len(data)), None]:
+        h = Recorder()
+        proto, tr, _ = connect(h, limits=_LIMITS)
+        pieces = [data[i:i + 1] for i in range(len(data))] if cut is None else \
+            [data[:cut], data[cut:]]
+        for piece in pieces:
+            proto.data_received(piece)
+        assert len(h.seen) == 1 and h.seen[0].refused is None, (cut, bytes(tr.out)[:200])
+        assert proto.line is None
+    body = b"GET /b RTSP/1.0 is no HTTP"
+    h = Recorder()
+    proto, tr, _ = connect(h, limits=_LIMITS)
+    proto.data_received(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                        % (len(body), body) + _head(b"GET", b"/c", b"1.1"))
+    assert [r.target for r in h.seen] == [b"/a", b"/c"]

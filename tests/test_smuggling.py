@@ -63,6 +63,10 @@ PAYLOADS: dict[str, bytes] = {
     "cr-in-value": HEAD + b"X-A: a\rb\r\nContent-Length: 5\r\n\r\n" + HIDDEN,
     "space-before-colon": HEAD + b"Content-Length : 5\r\n\r\n" + HIDDEN,
     "http10-te": HEAD.replace(b"1.1", b"1.0") + b"Transfer-Encoding: chunked\r\n\r\n" + HIDDEN,
+    # llhttp parses these request lines as HTTP/1.0 (review revattack9)
+    "rtsp-line": HEAD.replace(b"HTTP/1.1", b"RTSP/1.0") + b"Content-Length: 5\r\n\r\n" + HIDDEN,
+    "ice-line": HEAD.replace(b"POST", b"SOURCE").replace(b"HTTP/1.1", b"ICE/1.0")
+                + b"Content-Length: 5\r\n\r\n" + HIDDEN,
     "chunk-size-junk": HEAD + b"Transfer-Encoding: chunked\r\n\r\n5;\x00\r\nhello\r\n" + HIDDEN,
     "chunk-size-overflow": HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
                            b"FFFFFFFFFFFFFFFFF1\r\nhello\r\n" + HIDDEN,
@@ -141,7 +145,7 @@ async def test_no_payload_smuggles_a_request(gateway) -> None:
     for name in ("cl-te", "te-cl", "dup-cl", "cl-plus", "cl-underscore", "cl-list",
                  "cl-non-ascii-digit", "bare-lf", "nul-in-value", "cr-in-value",
                  "space-before-colon", "http10-te", "te-xchunked", "te-chunked-identity",
-                 "te-double-te", "te-obs-fold"):
+                 "te-double-te", "te-obs-fold", "rtsp-line", "ice-line"):
         assert name in refused, (name, framed)
 
 

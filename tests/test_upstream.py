@@ -571,3 +571,30 @@ async def test_a_waiter_whose_wait_ends_as_it_is_handed_a_connection_passes_it_o
     with pytest.raises(UpstreamQueueTimeout):
         await waiter
     assert p.open == 1 and p.take_idle() is ex and not p._waiters
+
+
+@pytest.mark.parametrize("lead", [b"", b"\r\n"])
+@pytest.mark.parametrize("step", [0, 1, 6])
+async def test_an_answer_in_rtsp_or_ice_fails_the_exchange(lead: bytes, step: int) -> None:
+    """llhttp parses "RTSP/1.0 200" and "ICE/1.0 200" answers as HTTP/1.0 (its version
+    says 1.0; the index read of bytes 5 and 7 took "RTSP/1.0" as "HTTP/1.0" too), first
+    or after a 1xx head, and said nothing of it: the answer was proxied as HTTP (found by
+    review revattack9). HTTP answers, with 1xx heads before them, still pass."""
+    final = b" 200 OK\r\nContent-Length: 1\r\n\r\nx"
+    for proto, ok in ((b"RTSP/1.0", False), (b"ICE/1.0", False), (b"HTTP/1.0", True)):
+        for before in (b"", b"HTTP/1.1 100 Continue\r\n\r\n",
+                       b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n\r\n"):
+            ex, _ = exchange()
+            await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+            feed(ex, lead + before + proto + final, step)
+            if ok:
+                await ex.read_head()
+                assert ex.status == 200 and await read_all(ex) == b"x", (proto, before)
+            else:
+                with pytest.raises(UpstreamProtocolError, match="another protocol"):
+                    await ex.read_head()
+    ex, _ = exchange()  # (a 1xx in another protocol before an HTTP answer: failed too)
+    await ex.send(b"GET / HTTP/1.1\r\n\r\n", None)
+    feed(ex, lead + b"RTSP/1.0 100 Continue\r\n\r\nHTTP/1.1" + final, step)
+    with pytest.raises(UpstreamProtocolError, match="another protocol"):
+        await ex.read_head()

@@ -53,7 +53,8 @@ class AnswerParsing(Awaiting):
     (of the answer) is their slots."""
 
     __slots__ = ("_framed", "body_total", "complete", "dated", "framing", "general", "head_at",
-                 "headers", "headers_done", "keep_alive", "length", "lines", "nchunks", "stale",
+                 "headers", "headers_done", "heads_seen", "keep_alive", "length", "lines",
+                 "nchunks", "stale",
                  "status", "trail_fresh", "trailer_bytes", "trailing", "v1_seen", "woke")
 
     # the exchange's state they read and write (Exchange's, Awaiting's)
@@ -64,6 +65,8 @@ class AnswerParsing(Awaiting):
     woke: bool
     head: bool
     v1_seen: bool
+    heads_read: bytearray | None
+    heads_seen: int
     status: int
     headers: list[tuple[bytes, bytes]]
     lines: list[bytes]
@@ -143,6 +146,22 @@ class AnswerParsing(Awaiting):
                 self.headers[-1] = (name, value)
             self.lines += (name, b": ", value, b"\r\n")
 
+    def _http_heads(self) -> bool:
+        """Whether the answer head just parsed names HTTP: llhttp parses "RTSP/1.0 200"
+        and "ICE/1.0 200" as HTTP/1.0 and does not say so. The heads are in `heads_read`
+        (kept when the first read could not show it), each after the one before (none has
+        CRLF CRLF inside; `heads_seen`: where the next begins, so that a flood of 1xx heads
+        is read once)."""
+        kept = self.heads_read
+        if kept is None:
+            return True  # (the first read began "HTTP/1.x " with a final status: one head)
+        at = self.heads_seen
+        while kept[at:at + 1] in (b"\r", b"\n"):  # (empty lines llhttp skips)
+            at += 1
+        end = kept.find(b"\r\n\r\n", at)
+        self.heads_seen = len(kept) if end < 0 else end + 4
+        return kept[at:at + 5] == b"HTTP/"
+
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if not 100 <= status <= 599:
@@ -151,6 +170,8 @@ class AnswerParsing(Awaiting):
             self.v1_seen = False  # parser's own answer formats a string: 0.4 µs per answer)
         elif self.parser.get_http_version() not in ("1.1", "1.0"):
             raise BadAnswer(f"the backend answered in HTTP/{self.parser.get_http_version()}")
+        elif not self._http_heads():
+            raise BadAnswer("the backend answered in another protocol than HTTP (RTSP or ICE)")
         if status < 200:
             return  # informational: the real head follows
         self.status = status

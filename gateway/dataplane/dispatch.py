@@ -78,7 +78,8 @@ class Dispatching:
                     self.server.counted("internal_error")
                     if self.queue and req is self.queue[0] and not req.responded:
                         req.keep_alive = False
-                        req.respond(error_response(500, "the gateway failed on this request"))
+                        req.respond(error_response(500, "the gateway failed on this request",
+                                                   req.method))
                     else:
                         self.abort()
                     return
@@ -89,11 +90,12 @@ class Dispatching:
         status, message = req.refused or (400, "bad request")
         self.server.counted("malformed")
         self.queue.popleft()
-        self.write(error_response(status, message))
+        self.write(error_response(status, message, req.method))
         self.close()
 
-    def _malformed(self, status: int, message: str) -> None:
-        """Bytes that are not a request we accept: refuse in turn, parse nothing more."""
+    def _malformed(self, status: int, message: str, method: bytes = b"") -> None:
+        """Bytes that are not a request we accept: refuse in turn, parse nothing more
+        (`method`: the request's, when its method was read: a HEAD is answered so)."""
         self.stopped = True
         req = self.parsing
         if req is not None and req in self.queue:  # its body was malformed
@@ -107,6 +109,7 @@ class Dispatching:
             return  # bytes after the last answer this connection gives (`Connection: close`)
         bad = Request().begin(self, self.loop.time())
         bad.refused = (status, message)
+        bad.method = method
         bad.keep_alive = False
         self.queue.append(bad)
         self._dispatch()

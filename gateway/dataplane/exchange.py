@@ -63,6 +63,7 @@ class Exchange(Driving, asyncio.Protocol):
         "feeding",
         "got_bytes",
         "head_bytes",
+        "heads_read",
         "loop",
         "parser",
         "pool",
@@ -119,6 +120,10 @@ class Exchange(Driving, asyncio.Protocol):
         self.complete = False
         self.got_bytes = False
         self.head_bytes = 0  # bytes read while the head was not complete (1xx heads too)
+        # those bytes, kept when the first read does not show a final "HTTP/1.x" status line
+        # at its start: each head's protocol is checked (`AnswerParsing._http_heads`)
+        self.heads_read: bytearray | None = None
+        self.heads_seen = 0  # where in them the next head begins
         self.keep_alive = False
         self._framed = False
         self.framing = self.body_total = self.nchunks = 0  # (a chunked answer's: `_framed_by`)
@@ -133,14 +138,19 @@ class Exchange(Driving, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self.got_bytes:  # the answer's first bytes: its status line begins here
-            # HTTP/1.1 or 1.0: an answer llhttp parses begins "HTTP/", a digit, ".", a digit
-            # (after any CR or LF, never a "1" at byte 5); bytes 5 and 7 are its version.
+            # HTTP/1.1 or 1.0: an answer llhttp parses begins "HTTP/", "RTSP/" or "ICE/", a
+            # digit, ".", a digit (after any CR or LF, never a "1" at byte 5); bytes 0, 5
+            # and 7 are its protocol and version, byte 9 a 1xx (another head follows).
             # (Read by index: `startswith` with a tuple costs ~900 CPU instructions, its
-            # arguments parsed; a short read leaves the check to the parser's answer.)
+            # arguments parsed; a short read leaves the check to the parser's answer, and
+            # the heads' protocols to the bytes kept.)
             try:
-                self.v1_seen = data[5] == 49 and (data[7] == 49 or data[7] == 48)
+                self.v1_seen = v1 = data[0] == 72 and data[5] == 49 and (
+                    data[7] == 49 or data[7] == 48) and data[9] != 49
             except IndexError:
-                self.v1_seen = False
+                self.v1_seen = v1 = False
+            if not v1:
+                self.heads_read = bytearray()
         self.got_bytes = True
         self.clock.now = now = self.loop.time()
         sink = self.sink
@@ -150,6 +160,8 @@ class Exchange(Driving, asyncio.Protocol):
             self.feeding = True  # the sink hears once, after these bytes (head, body, end)
         if not self.headers_done:
             self.head_bytes += len(data)
+            if self.heads_read is not None:  # (bounded: MAX_ANSWER_HEAD fails the answer)
+                self.heads_read += data
             body = -1
         else:  # (in a chunked answer's body: its framing is counted, `_framed_by`)
             body = self.body_total if self.nchunks and not self.complete else -1

@@ -3,7 +3,8 @@
 Owns the rules the parser callbacks (parsing.py) apply: a second Host, a transfer coding
 other than chunked, an Upgrade, a field name with `_` (read as `-` by some backends) are
 refused; Expect: 100-continue and the first traceparent are noted; an overlong
-Content-Length of leading zeros is read; a head that is not HTTP/1.1 (or 1.0), a CONNECT,
+Content-Length of leading zeros is read; a request line that names RTSP or ICE (which
+llhttp parses as HTTP) is found; a head that is not HTTP/1.1 (or 1.0), a CONNECT,
 chunked HTTP/1.0, or HTTP/1.1 without Host is refused whole. Pure: no I/O.
 """
 
@@ -21,7 +22,7 @@ from gateway.dataplane.wire import (
     Refuse,
 )
 
-__all__ = ["head_field", "refusal"]
+__all__ = ["FOREIGN", "foreign_line", "head_field", "refusal"]
 
 
 def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
@@ -52,6 +53,27 @@ def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
         alias = name.lower().replace(b"_", b"-")
         raise Refuse(400, f"the header {name.decode('latin-1')!r} reads as "
                            f"{alias.decode('latin-1')!r} to some backends; send it with '-'")
+
+
+#: a request line that names RTSP/x.y or ICE/x.y: llhttp parses those as HTTP of the
+#: same numbers (its version says 1.0), and they are no HTTP request
+FOREIGN = (400, "the request line names a protocol other than HTTP; use HTTP/1.1")
+
+
+def foreign_line(data: bytes | bytearray, method: bytes, target: bytes) -> bool:
+    """Whether the request line `method target <protocol>/` in `data` (bytes that hold it,
+    maybe among others: a pipelined request's, a body's) names another protocol than HTTP:
+    one spelling of it is followed by RTSP/ or ICE/, or none by HTTP/."""
+    needle = method + b" " + target + b" "
+    http = False
+    i = data.find(needle)
+    while i >= 0:
+        j = i + len(needle)
+        if data.startswith((b"RTSP/", b"ICE/"), j):
+            return True
+        http = http or data.startswith(b"HTTP/", j)
+        i = data.find(needle, i + 1)
+    return not http
 
 
 def refusal(req: Request, version: str) -> tuple[int, str] | None:

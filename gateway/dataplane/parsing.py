@@ -1,8 +1,9 @@
 """The llhttp callbacks of a data-plane connection: the head as it arrives (limits counted,
 Host/framing/Expect/Upgrade noted, `_` aliases refused: headrules.py's rules), its checks
-once whole, trailers dropped, the body collected with flow control, when each request is
-handed on, and what a parse error or an overlong open field becomes. A base of
-`protocol.HttpProtocol`, which owns the connection (its reads), its queue and deadlines.
+once whole (a request line's protocol: requestline.py), trailers dropped, the body
+collected with flow control, when each request is handed on, and what a parse error or an
+overlong open field becomes. A base of `protocol.HttpProtocol`, which owns the connection
+(its reads), its queue and deadlines.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from gateway.dataplane.clock import Clock
 from gateway.dataplane.headrules import head_field, refusal
 from gateway.dataplane.lengths import LENGTHS, length_value
 from gateway.dataplane.request import Request
+from gateway.dataplane.requestline import RequestLine
 from gateway.dataplane.wire import (
     BODY_HIGH,
     DROPPED,
@@ -48,7 +50,7 @@ assert _COUNTED < MAX_HEAD and _COUNTED <= MAX_LINE
 FRAMING_PER_CHUNK = 32
 
 
-class Parsing:
+class Parsing(RequestLine):
     """The parser callbacks of `HttpProtocol` (see the module docstring)."""
 
     # the connection's state they read and write (HttpProtocol's)
@@ -76,15 +78,15 @@ class Parsing:
     _arm: Callable[[float], None]
     _pause: Callable[[], None]
     _dispatch: Callable[[], None]
-    _malformed: Callable[[int, str], None]
+    _malformed: Callable[..., None]
 
     def _parse_error(self, exc: Exception) -> None:
         """llhttp refused the bytes (`exc`, an httptools error), or a callback did."""
         cause = exc.__context__
         if isinstance(cause, Stop):
             return
-        if isinstance(cause, Refuse):
-            self._malformed(cause.status, cause.message)
+        if isinstance(cause, Refuse):  # (raised by a callback: the method was read)
+            self._malformed(cause.status, cause.message, self.parser.get_method())
         elif cause is not None:  # a callback of ours failed: a bug, not the client's bytes
             log.error("request_parse_failed", exc_info=cause)  # (as `_dispatch` does)
             self.server.counted("internal_error")
@@ -97,9 +99,10 @@ class Parsing:
         httptools holds such a field until its end, so its bytes are counted here (a
         section's complete fields are counted exactly as they arrive)."""
         self.wire_bytes += n
-        if self.wire_bytes > MAX_HEAD:
+        if self.wire_bytes > MAX_HEAD:  # (64 KiB into a head: its method was read)
             self._malformed(400, "the request head is too large" if self.in_head
-                            else "a chunk header or the trailer section is too large")
+                            else "a chunk header or the trailer section is too large",
+                            self.parser.get_method() if self.in_head else b"")
 
     def on_message_begin(self) -> None:
         """A request begins: its first byte after any empty lines (llhttp skips those), in
@@ -185,17 +188,19 @@ class Parsing:
         # after its first byte). Any other case asks the parser.
         first = self.first_read
         if first is None:
-            version = p.get_http_version()
+            version = self._version(req, method)
         else:
             self.first_read = None
             at = len(method) + len(req.target) + 1
             end = first[at:at + 11]
             if end == b" HTTP/1.1\r\n":
                 version = "1.1"
+                self.line = None  # (kept if the head came in pieces: not needed)
             elif end == b" HTTP/1.0\r\n":
                 version = "1.0"
+                self.line = None
             else:
-                version = p.get_http_version()
+                version = self._version(req, method)
         req.keep_alive = p.should_keep_alive()
         if version != "1.1":
             req.http10 = http10 = version == "1.0"

@@ -74,9 +74,10 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
                  "first_read", "framing", "fresh", "fwd_host", "fwd_lines", "handler",
                  "head_bytes", "held", "held_s", "held_taken",
                  "in_head", "in_trailer", "last_host", "last_route_host", "last_split",
-                 "last_target", "limits",
+                 "last_target", "limits", "line",
                  "linger_end", "linger_heard", "lingering", "loop", "nchunks", "parser", "parsing",
                  "paused_at", "queue", "rate_from", "rate_req", "read_paused", "read_paused_at",
+                 "reading",
                  "remote", "remote_b", "replaying", "seen", "send_base", "send_look", "sending",
                  "server", "stopped", "timer", "timer_at", "transport",
                  "wire_bytes", "write_paused")
@@ -136,6 +137,11 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
         # request it began is complete (in that read or a later one): the version of its
         # request line is read there (`Parsing.on_headers_complete`: no parser call)
         self.first_read: bytes | None = None
+        # the read being parsed, and the reads a request line split across reads came in
+        # (`Parsing.on_headers_complete` looks there for its protocol when `first_read`
+        # cannot tell it: llhttp takes RTSP/1.0 and ICE/1.0 as HTTP/1.0)
+        self.reading: bytes | memoryview | None = None
+        self.line: bytearray | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
 
@@ -185,6 +191,7 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
                 self.first_read = data  # (else the read its head began in: still true)
             req = self.parsing
             body = req.body_size if req is not None and req.chunked else -1
+            self.reading = data
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
@@ -193,8 +200,13 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
             except httptools.HttpParserError as exc:
                 self._parse_error(exc)
                 return
-            if (self.in_head or self.in_trailer) and not self.fresh:
-                self._open_field(len(data))
+            finally:
+                self.reading = None
+            if self.in_head or self.in_trailer:
+                if not self.fresh:
+                    self._open_field(len(data))
+                if self.in_head:
+                    self._line_read(data)
             if body >= 0 and req is self.parsing and not self.stopped:
                 self._framed(req, len(data) - (req.body_size - body))  # type: ignore[arg-type,union-attr]
             return
@@ -231,6 +243,7 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
         self.first_read = None
         req = self.parsing
         body = req.body_size if req is not None and req.chunked else -1
+        self.reading = data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -239,8 +252,13 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
         except httptools.HttpParserError as exc:
             self._parse_error(exc)
             return
-        if (self.in_head or self.in_trailer) and not self.fresh:
-            self._open_field(len(data))
+        finally:
+            self.reading = None
+        if self.in_head or self.in_trailer:
+            if not self.fresh:
+                self._open_field(len(data))
+            if self.in_head:
+                self._line_read(data)
         if body >= 0 and req is self.parsing and not self.stopped:
             self._framed(req, len(data) - (req.body_size - body))  # type: ignore[arg-type,union-attr]
 

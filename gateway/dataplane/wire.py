@@ -179,13 +179,15 @@ _TYPES = {400: "bad_request", 408: "request_timeout", 413: "body_too_large",
           500: "internal_error"}
 
 
-def error_response(status: int, message: str) -> bytes:
-    """A refusal of the connection's own (no route decided): JSON, then the close."""
+def error_response(status: int, message: str, method: bytes = b"") -> bytes:
+    """A refusal of the connection's own (no route decided): JSON, then the close. To a
+    HEAD request (`method`), its head alone: an answer to HEAD has no content (RFC 9112
+    §6.3), and a client reads the next answer where this one's head ends."""
     body = json.dumps({"error": {"type": _TYPES.get(status, "bad_request"),
                                  "message": message}}).encode()
     return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, _REASONS.get(status, b"Error"),
-                                              len(body), body))
+                                              len(body), b"" if method == b"HEAD" else body))
 
 
 def carried(held_s: float, taken: int, limits: Limits) -> int:
