@@ -101,21 +101,43 @@ class Fleet:
         return seen
 
 
+def start_backends(*versions: str) -> list[tuple[subprocess.Popen[bytes], int]]:
+    """A model server (`tests.proc_backend`) per version, each in its own process on a free
+    port: all started at once, then each waited for (an interpreter start each, ~0.5 s of
+    CPU importing aiohttp: started one after the other, a fleet's three took 3x one's wall
+    time on a loaded machine). If one never answers, every one started is killed."""
+    started: list[tuple[subprocess.Popen[bytes], int]] = []
+    try:
+        for version in versions:
+            port = free_port()
+            started.append((subprocess.Popen(
+                [sys.executable, "-m", "tests.proc_backend", str(port), version],
+                cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=die_with_parent), port))
+        for (proc, port), version in zip(started, versions, strict=True):
+            def ready(proc: subprocess.Popen[bytes] = proc, port: int = port) -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"the model server on {port} exited with "
+                                         f"{proc.returncode}")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready",
+                                                timeout=1):
+                        return True
+                except OSError:
+                    return False
+
+            wait_until_sync(ready, 15, what=f"backend {version}")
+    except BaseException:
+        for proc, _ in started:
+            proc.kill()
+            proc.wait(5)
+        raise
+    return started
+
+
 def start_backend(version: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.proc_backend", str(port), version],
-                            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=die_with_parent)
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    wait_until_sync(ready, 15, what=f"backend {version}")
-    return proc, port
+    (started,) = start_backends(version)
+    return started
 
 
 LISTENING = re.compile(r'phase="listening" data="127.0.0.1:(\d+)" admin="127.0.0.1:(\d+)"')
@@ -179,11 +201,9 @@ def running_fleet(tmp: Path, extra: str = "", state_lines: str = "") -> Iterator
     stop = threading.Event()
     pump: threading.Thread | None = None
     try:
-        ports = []
-        for v in ("v1", "v2", "v3"):
-            proc, port = start_backend(v)
-            fl.backends.append(proc)
-            ports.append(port)
+        started = start_backends("v1", "v2", "v3")
+        fl.backends.extend(proc for proc, _ in started)
+        ports = [port for _, port in started]
         # the same config for both instances, as in a real fleet (one digest): each binds
         # free ports (":0"), read back from its log; a folder each (logs, snapshots)
         state = (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgui\n"
