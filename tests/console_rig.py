@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -349,8 +349,14 @@ class Browser:
                                  f"{[u for _, u in self.requests[-8:]]})") from None
 
     def text(self, css: str) -> str:
-        els = self.d.find_elements(By.CSS_SELECTOR, css)
-        return " ".join(e.text for e in els)
+        """What `css` finds shows now. The page redraws a part whose data changed, every
+        round (every second with quick_rounds): an element found just before a redraw is
+        gone when its text is read, so it is found again (test_console_browser_newer's
+        decline test failed so here, reading the approval it had just waited for)."""
+        for _ in range(9):
+            with suppress(StaleElementReferenceException):
+                return " ".join(e.text for e in self.d.find_elements(By.CSS_SELECTOR, css))
+        return " ".join(e.text for e in self.d.find_elements(By.CSS_SELECTOR, css))
 
     def click(self, css: str) -> None:
         """Click what `css` finds now (the page re-renders every few seconds: retried)."""
