@@ -675,7 +675,7 @@ def browser(_chromium: list[Any], tmp_path_factory: pytest.TempPathFactory) -> I
     fresh for the module (`Browser.fresh`), or a new one if that one cannot be."""
     from selenium.common.exceptions import WebDriverException
 
-    from tests.console_rig import CHROMEDRIVER, CHROMIUM, Browser
+    from tests.chromium import CHROMEDRIVER, CHROMIUM, Browser
 
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.fail("chromium and chromium-driver are not installed (apt-get install -y "
