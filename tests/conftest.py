@@ -658,17 +658,37 @@ async def fwd(redis_server: RedisServer) -> AsyncIterator[Forwarder]:
     await f.close()
 
 
+@pytest.fixture(scope="session")
+def _chromium() -> Iterator[list[Any]]:
+    """The test process's one Chromium (`browser` starts it at first use), quit at the end."""
+    started: list[Any] = []
+    yield started
+    for b in started:
+        with suppress(Exception):
+            b.d.quit()
+
+
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One headless Chromium per module for the console's browser tests
-    (tests/console_rig.py's `Browser`; selenium is imported only by the modules using it)."""
-    from tests.console_rig import CHROMEDRIVER, CHROMIUM, Browser
+def browser(_chromium: list[Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A headless Chromium for a module of the console's browser tests (tests/console_rig.py's
+    `Browser`; selenium is imported only by the modules using it): the process's one, made
+    fresh for the module (`Browser.fresh`), or a new one if that one cannot be."""
+    from selenium.common.exceptions import WebDriverException
+
+    from tests.chromium import CHROMEDRIVER, CHROMIUM, Browser
 
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.fail("chromium and chromium-driver are not installed (apt-get install -y "
                     "chromium chromium-driver; .ci/run does)")
-    b = Browser(tmp_path_factory.mktemp("chromium-profile"))
-    try:
-        yield b
-    finally:
-        b.d.quit()
+    if _chromium:
+        try:
+            _chromium[0].fresh()
+        except WebDriverException:  # (it died, or an earlier module left it unusable)
+            with suppress(Exception):
+                _chromium.pop().d.quit()
+    if not _chromium:
+        _chromium.append(Browser(tmp_path_factory.mktemp("chromium-profile")))
+    b = _chromium[0]
+    yield b
+    with suppress(WebDriverException):
+        b.blank()

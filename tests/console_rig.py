@@ -2,16 +2,15 @@
 
 `running_fleet`: a redis-server, three model servers (`tests.proc_backend`), two `killgate
 serve` processes on one config (free ports read back from their logs) and a thread sending
-~16 requests a second through both; `Browser`: Chromium under chromedriver (Debian's
-packages, never a downloaded driver), its console and network logs drained as read;
-`nginx_proxy`: a real nginx that signs requests in, as an OIDC-fronting proxy does.
+~16 requests a second through both; `Browser` (tests/chromium.py, named here too): Chromium
+under chromedriver; `nginx_proxy`: a real nginx that signs requests in, as an
+OIDC-fronting proxy does.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,25 +19,16 @@ import textwrap
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium import webdriver
-from selenium.common.exceptions import (
-    ElementClickInterceptedException,
-    StaleElementReferenceException,
-    TimeoutException,
-    WebDriverException,
-)
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.wait import WebDriverWait
 
+# (Browser named here too: the test modules take it from the rig, with the fleet)
+from tests.chromium import Browser as Browser
 from tests.conftest import (
     ROOT,
     SECRET,
@@ -52,18 +42,9 @@ from tests.conftest import (
     write_config,
 )
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-ARTIFACTS = Path(os.environ.get("KILLGATE_ARTIFACTS", ROOT / "tests" / "artifacts")) / "console"
 INFER = "/v2/models/iris/infer"
 BODY = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32",
                                "data": [6.1, 2.8, 4.7, 1.2]}]}).encode()
-#: the console's refresh period (gateway/admin/ui/js/main.js), and the one `quick_rounds` sets
-_MAIN_JS = (ROOT / "gateway" / "admin" / "ui" / "js" / "main.js").read_text()
-REFRESH_MS = int(re.findall(r"^const REFRESH_MS = (\d+);", _MAIN_JS, re.M)[0])
-QUICK_ROUND_MS = 1000
-#: a read's deadline in the console (gateway/admin/ui/js/api.js), that quick_rounds' read_ms sets
-READ_MS = int(re.findall(r"^const READ_S = (\d+);", (
-    ROOT / "gateway" / "admin" / "ui" / "js" / "api.js").read_text(), re.M)[0]) * 1000
 
 
 @dataclass
@@ -101,21 +82,43 @@ class Fleet:
         return seen
 
 
+def start_backends(*versions: str) -> list[tuple[subprocess.Popen[bytes], int]]:
+    """A model server (`tests.proc_backend`) per version, each in its own process on a free
+    port: all started at once, then each waited for (an interpreter start each, ~0.5 s of
+    CPU importing aiohttp: started one after the other, a fleet's three took 3x one's wall
+    time on a loaded machine). If one never answers, every one started is killed."""
+    started: list[tuple[subprocess.Popen[bytes], int]] = []
+    try:
+        for version in versions:
+            port = free_port()
+            started.append((subprocess.Popen(
+                [sys.executable, "-m", "tests.proc_backend", str(port), version],
+                cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=die_with_parent), port))
+        for (proc, port), version in zip(started, versions, strict=True):
+            def ready(proc: subprocess.Popen[bytes] = proc, port: int = port) -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"the model server on {port} exited with "
+                                         f"{proc.returncode}")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready",
+                                                timeout=1):
+                        return True
+                except OSError:
+                    return False
+
+            wait_until_sync(ready, 15, what=f"backend {version}")
+    except BaseException:
+        for proc, _ in started:
+            proc.kill()
+            proc.wait(5)
+        raise
+    return started
+
+
 def start_backend(version: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.proc_backend", str(port), version],
-                            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=die_with_parent)
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    wait_until_sync(ready, 15, what=f"backend {version}")
-    return proc, port
+    (started,) = start_backends(version)
+    return started
 
 
 LISTENING = re.compile(r'phase="listening" data="127.0.0.1:(\d+)" admin="127.0.0.1:(\d+)"')
@@ -179,11 +182,9 @@ def running_fleet(tmp: Path, extra: str = "", state_lines: str = "") -> Iterator
     stop = threading.Event()
     pump: threading.Thread | None = None
     try:
-        ports = []
-        for v in ("v1", "v2", "v3"):
-            proc, port = start_backend(v)
-            fl.backends.append(proc)
-            ports.append(port)
+        started = start_backends("v1", "v2", "v3")
+        fl.backends.extend(proc for proc, _ in started)
+        ports = [port for _, port in started]
         # the same config for both instances, as in a real fleet (one digest): each binds
         # free ports (":0"), read back from its log; a folder each (logs, snapshots)
         state = (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgui\n"
@@ -212,139 +213,6 @@ def running_fleet(tmp: Path, extra: str = "", state_lines: str = "") -> Iterator
             b.kill()
             b.wait(5)
         redis.kill()
-
-
-# --------------------------------------------------------------------------- the browser
-
-
-class Browser:
-    """One Chromium for the module; its logs are drained into lists as they are read."""
-
-    def __init__(self, profile: Path) -> None:
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = CHROMIUM
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                    f"--user-data-dir={profile}", "--window-size=1280,720"):
-            opts.add_argument(arg)
-        opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-        # (chromedriver dies with the test run, even one its timeout ends without teardown)
-        self.d = webdriver.Chrome(options=opts, service=Service(
-            CHROMEDRIVER, popen_kw={"preexec_fn": die_with_parent}))
-        self.d.set_script_timeout(15)
-        self.console: list[dict[str, Any]] = []
-        self.requests: list[tuple[str, str]] = []  # (the document asking, the URL)
-        self._quick: str | None = None  # (quick_rounds' script, while it is added)
-
-    def quick_rounds(self, ms: int = QUICK_ROUND_MS, read_ms: int | None = None) -> None:
-        """From the next page load on, the console's refresh round every `ms` instead of
-        every REFRESH_MS (main.js's constant, 3 s), for a module whose tests wait for what
-        a round draws (a change made elsewhere, a forgery, a receipt's aftermath) and not
-        on the period itself: each such wait cost up to 3 s, ~1.5 on average. Only a timer
-        set by main.js itself for exactly REFRESH_MS is shortened (the refresh loop and the
-        sign-in's retry); api.js's waits (a 429's Retry-After, a read's deadline) keep
-        their time, but with `read_ms` a read's deadline (api.js's READ_S) is `read_ms`
-        (for a test that waits for a hung listener's read to give up, not on how long it
-        waits: 8 s of nothing each). `window.__kgQuickRounds` counts the timers
-        shortened."""
-        src = textwrap.dedent("""\
-            (() => {
-              const real = window.setTimeout;
-              window.__kgQuickRounds = 0;
-              window.setTimeout = function (fn, ms, ...rest) {
-                const caller = (new Error().stack || "").split("\\n")[2] || "";
-                if (ms === %d && caller.includes("/ui/js/main.js:")) {
-                  ms = %d;
-                  window.__kgQuickRounds += 1;
-                } else if (%d > 0 && ms === %d && caller.includes("/ui/js/api.js:")) {
-                  ms = %d;
-                  window.__kgQuickRounds += 1;
-                }
-                return real.call(window, fn, ms, ...rest);
-              };
-            })();""") % (REFRESH_MS, ms, read_ms or 0, READ_MS, read_ms or 0)
-        self.real_rounds()
-        self._quick = self.d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
-                                             {"source": src})["identifier"]
-
-    def real_rounds(self) -> None:
-        """From the next page load on, the console's own period again."""
-        if self._quick is not None:
-            self.d.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
-                                   {"identifier": self._quick})
-            self._quick = None
-
-    def drain(self) -> list[dict[str, Any]]:
-        """New console entries (and every request URL the browser made, kept aside)."""
-        for entry in self.d.get_log("performance"):
-            msg = json.loads(entry["message"])["message"]
-            if msg["method"] == "Network.requestWillBeSent":
-                p = msg["params"]
-                self.requests.append((p.get("documentURL", ""), p["request"]["url"]))
-        new = self.d.get_log("browser")
-        self.console.extend(new)
-        return new
-
-    def wait(self, pred: Callable[[webdriver.Chrome], Any], what: str, timeout: float = 20,
-             seen: str = "#main") -> Any:
-        try:
-            return WebDriverWait(self.d, timeout, 0.1,
-                                 ignored_exceptions=(StaleElementReferenceException,)).until(pred)
-        except TimeoutException:
-            logs = "\n".join(str(e.get("message", ""))[:300] for e in self.drain()[-10:])
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; the page "
-                                 f"shows:\n{self.text(seen)[-3000:]}\n(the header: "
-                                 f"{self.text('header')[:300]!r}; the browser's console: "
-                                 f"{logs or 'nothing new'}; requests: "
-                                 f"{[u for _, u in self.requests[-8:]]})") from None
-
-    def text(self, css: str) -> str:
-        els = self.d.find_elements(By.CSS_SELECTOR, css)
-        return " ".join(e.text for e in els)
-
-    def click(self, css: str) -> None:
-        """Click what `css` finds now (the page re-renders every few seconds: retried)."""
-        def attempt(d: webdriver.Chrome) -> bool:
-            try:
-                el = d.find_element(By.CSS_SELECTOR, css)
-                d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
-                el.click()
-                return True
-            except (StaleElementReferenceException, ElementClickInterceptedException):
-                return False
-            except WebDriverException as exc:
-                if "no such element" in str(exc):
-                    return False
-                raise
-        self.wait(attempt, f"a clickable {css}")
-
-    def shot(self, name: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.d.save_screenshot(str(ARTIFACTS / name))
-
-    def sign_in(self, url: str, tok: str, subject: str) -> None:
-        self.d.set_window_size(1280, 720)
-        self.d.get(url + "/ui/")
-
-        def form_or_signout(d: webdriver.Chrome) -> WebElement | None:
-            out = shown(d, "#signout")  # still signed in from before: sign out first
-            if out is not None:
-                out.click()
-            return shown(d, "#token")
-
-        field_ = self.wait(form_or_signout, "the sign-in form", seen="body")
-        assert not self.d.find_element(By.ID, "main").is_displayed()  # nothing left showing
-        field_.send_keys(tok)
-        self.click("#signin-form button[type=submit]")
-        self.wait(lambda d: self.text("[data-testid=subject]") == subject, f"{subject} signed in")
-        self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "article[data-route=iris] tr"),
-                  "the routes")
-
-
-def shown(d: webdriver.Chrome, css: str) -> WebElement | None:
-    els = [e for e in d.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()]
-    return els[0] if els else None
 
 
 @contextmanager

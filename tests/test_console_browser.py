@@ -30,21 +30,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from gateway.domain.audit import canonical
+from tests.chromium import ARTIFACTS, Browser, shown
 from tests.conftest import (
     ROOT,
     admin_token,
     wait_until_sync,
 )
-from tests.console_rig import (
-    ARTIFACTS,
-    BODY,
-    INFER,
-    Browser,
-    Fleet,
-    nginx_proxy,
-    running_fleet,
-    shown,
-)
+from tests.console_rig import BODY, INFER, Fleet, nginx_proxy, running_fleet
 from tests.test_reload import atomic_write
 
 pytestmark = pytest.mark.timeout(120)

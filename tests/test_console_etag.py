@@ -22,7 +22,7 @@ from tests.conftest import (
     two_versions,
     write_config,
 )
-from tests.console_rig import Browser, start_backend
+from tests.console_rig import Browser, start_backends
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,7 +47,7 @@ window.fetch = async (url, init) => {
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     tmp: Path = tmp_path_factory.mktemp("console-etag")
-    procs = [start_backend(v) for v in ("v1", "v2")]
+    procs = start_backends("v1", "v2")
     cfg = write_config(tmp, two_versions(procs[0][1], procs[1][1]),
                        listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
     g = GatewayProcess(cfg, env={"KILLGATE_TEST_SECRET": SECRET})

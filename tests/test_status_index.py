@@ -23,7 +23,7 @@ from tests.conftest import (
     two_versions,
     write_config,
 )
-from tests.console_rig import start_backend
+from tests.console_rig import start_backends
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,7 +34,7 @@ NAMES = ["iris", "lily", "rose"]
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     tmp: Path = tmp_path_factory.mktemp("status-index")
-    procs = [start_backend(v) for v in ("v1", "v2")]
+    procs = start_backends("v1", "v2")
     routes = "".join(two_versions(procs[0][1], procs[1][1], name=n, prefix=f"/v2/models/{n}")
                      for n in NAMES)
     cfg = write_config(tmp, routes, listen=f"127.0.0.1:{free_port()}",
