@@ -177,10 +177,14 @@ class RespConnection(asyncio.Protocol):
         there: a task's wake-up is one more loop iteration, on a cold CPU ~0.2 ms)."""
         if not self.is_open:
             raise ConnectionError("the redis connection is closed")
+        # (packed before it is queued: an argument hiredis refuses (None, a lone
+        # surrogate) raises here with nothing written, and a call queued for it would
+        # have taken the next reply, every later call the one before its own)
+        command = hiredis.pack_command(args)  # type: ignore[arg-type]
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((fut, on_reply))
         assert self._transport is not None
-        self._transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
+        self._transport.write(command)
         return fut
 
     async def call(self, *args: str | bytes | int, timeout: float,
