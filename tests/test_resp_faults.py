@@ -10,7 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gateway.errors import StoreUnavailable
+from gateway.state.redislink import RedisLink
 from gateway.state.resp import RespConnection, connect, parse_endpoint
+from gateway.state.signing import Keyring
 from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -36,3 +39,65 @@ async def test_a_command_that_cannot_be_sent_leaves_the_next_replies_to_their_ca
     assert got == [b"first", b"second"]  # (before: the first reply went to nothing)
     assert await conn.call("ECHO", "third", timeout=5.0) == b"third"
     assert conn.is_open
+
+
+class _FakeTransport(asyncio.Transport):
+    """Records what is written; abort() tells the protocol, a loop turn later, as asyncio's
+    transports do."""
+
+    def __init__(self, proto: RespConnection) -> None:
+        super().__init__()
+        self.proto, self.sent, self._closing = proto, b"", False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.sent += bytes(data)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def abort(self) -> None:
+        if not self._closing:
+            self._closing = True
+            asyncio.get_running_loop().call_soon(self.proto.connection_lost, None)
+
+
+async def test_garbage_mid_stream_fails_the_calls_behind_it_saying_so() -> None:
+    proto = RespConnection()
+    proto.connection_made(_FakeTransport(proto))
+    ok, behind = proto.send("SET", "k", "v"), proto.send("GET", "k")
+    proto.data_received(b"+OK\r\n\x00\x01not resp\r\n")
+    assert await ok == b"OK"  # (the reply before the garbage is still its call's)
+    with pytest.raises(ConnectionError, match="not the redis protocol") as got:
+        await asyncio.wait_for(behind, 5.0)
+    assert "Protocol error" in str(got.value)  # (hiredis's words: the byte it choked on)
+    assert not proto.is_open  # (the stream cannot be read in step again)
+
+
+@pytest.fixture
+async def http_port() -> AsyncIterator[int]:
+    """A loopback server that answers whatever it is sent as an HTTP server does."""
+    async def answer(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read(64)
+        w.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_url_at_a_server_of_another_protocol_says_so(http_port: int) -> None:
+    # (before: "redis at 127.0.0.1:<port> is unreachable: the redis connection closed",
+    # of a server that had answered at once)
+    link = RedisLink(f"redis://127.0.0.1:{http_port}/0", "t", 5.0, keys=Keyring(None))
+    try:
+        with pytest.raises(StoreUnavailable) as got:
+            await link._call("PING")
+    finally:
+        await link._close_conns()
+    msg = str(got.value)
+    assert f"redis at 127.0.0.1:{http_port}" in msg, msg
+    assert "unreachable" not in msg, msg
+    assert "not the redis protocol" in msg and "state.url" in msg, msg

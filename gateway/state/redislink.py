@@ -20,6 +20,7 @@ from gateway.config_redisurl import SPLIT_USERINFO, unreadable, userinfo_split
 from gateway.errors import StoreOutcomeUnknown, StoreUnavailable
 from gateway.state.resp import (
     Endpoint,
+    NotResp,
     OnReply,
     RespConnection,
     RespError,
@@ -132,6 +133,9 @@ class RedisLink:
             raise StoreUnavailable(f"redis at {ep.describe()} did not answer in time") from None
         except WrongScheme as exc:  # (rediss:// at plain text, redis:// at TLS: respprobe.py)
             raise StoreUnavailable(str(exc)) from None
+        except NotResp as exc:  # (it answered: "unreachable" would send one looking elsewhere)
+            raise StoreUnavailable(f"redis at {ep.describe()} answered, but {exc}: does "
+                                   f"state.url name a redis server's port?") from None
         except OSError as exc:  # ConnectionError included
             raise StoreUnavailable(f"redis at {ep.describe()} is unreachable: "
                                    f"{exc.strerror or exc}") from None
