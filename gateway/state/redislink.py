@@ -109,7 +109,7 @@ class RedisLink:
         # "cmd": reads, heartbeats, polls; "write": commits and the WAIT after them (WAIT
         # counts the writes of its own connection, and blocks it while it waits)
         self._conns: dict[str, RespConnection] = {}
-        self._connecting: dict[str, asyncio.Lock] = {}
+        self._connecting: dict[str, asyncio.Future[RespConnection]] = {}
 
     def _ep(self) -> Endpoint:
         if self._endpoint is None:
@@ -141,18 +141,36 @@ class RedisLink:
                                    f"{exc.strerror or exc}") from None
 
     async def _conn(self, slot: str = "cmd") -> RespConnection:
-        """A command connection ("cmd" or "write"), (re)connected when needed."""
+        """A command connection ("cmd" or "write"), (re)connected when needed. Callers that
+        need it while it connects share that connect and its outcome: each taking a turn
+        behind a lock, against a frozen redis the n-th gave up after n deadlines."""
         conn = self._conns.get(slot)
         if conn is not None and conn.is_open:
             return conn
-        lock = self._connecting.setdefault(slot, asyncio.Lock())
-        async with lock:
-            conn = self._conns.get(slot)
-            if conn is None or not conn.is_open:
-                conn = self._conns[slot] = await self._connect(None)
-            return conn
+        pending = self._connecting.get(slot)
+        if pending is None:
+            pending = self._connecting[slot] = asyncio.ensure_future(self._connect(None))
+            pending.add_done_callback(lambda done: self._connected(slot, done))
+        try:
+            return await asyncio.shield(pending)  # (one that gives up leaves it to the rest)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if pending.cancelled() and task is not None and not task.cancelling():
+                raise StoreUnavailable("the redis connection was closed as it connected") \
+                    from None  # (the store closing: _close_conns)
+            raise
+
+    def _connected(self, slot: str, done: asyncio.Future[RespConnection]) -> None:
+        if self._connecting.get(slot) is done:
+            del self._connecting[slot]
+        if not done.cancelled() and done.exception() is None:  # (retrieved: no "never")
+            self._conns[slot] = done.result()
 
     async def _close_conns(self) -> None:
+        pending, self._connecting = list(self._connecting.values()), {}
+        for fut in pending:  # (one that connects after this would be left open)
+            fut.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         conns, self._conns = self._conns, {}
         for conn in conns.values():
             await conn.aclose(self.timeout)
