@@ -11,9 +11,10 @@ redis-py's client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gateway.config_redisurl import SPLIT_USERINFO, unreadable, userinfo_split
@@ -110,6 +111,7 @@ class RedisLink:
         # counts the writes of its own connection, and blocks it while it waits)
         self._conns: dict[str, RespConnection] = {}
         self._connecting: dict[str, asyncio.Future[RespConnection]] = {}
+        self._lent: set[RespConnection] = set()  # (out of their slot for a while: _alone)
 
     def _ep(self) -> Endpoint:
         if self._endpoint is None:
@@ -166,7 +168,26 @@ class RedisLink:
         if not done.cancelled() and done.exception() is None:  # (retrieved: no "never")
             self._conns[slot] = done.result()
 
+    @contextlib.contextmanager
+    def _alone(self, slot: str, conn: RespConnection) -> Iterator[None]:
+        """`conn` out of `slot` while a command blocks it (WAIT): calls meanwhile get a
+        connection of their own rather than queue behind it. Back in the slot after, if
+        the slot is still free; else closed."""
+        if self._conns.get(slot) is conn:
+            del self._conns[slot]
+        self._lent.add(conn)
+        try:
+            yield
+        finally:
+            self._lent.discard(conn)
+            if conn.is_open and slot not in self._conns and slot not in self._connecting:
+                self._conns[slot] = conn
+            elif conn is not self._conns.get(slot):
+                conn.close()
+
     async def _close_conns(self) -> None:
+        for lent in self._lent:  # (the store closes: whatever blocks them is given up)
+            lent.close()
         pending, self._connecting = list(self._connecting.values()), {}
         for fut in pending:  # (one that connects after this would be left open)
             fut.cancel()
