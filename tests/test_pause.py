@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, cast
 
 import pytest
 
@@ -47,17 +48,22 @@ async def test_a_frozen_store_is_named_as_not_answering(redis_server: RedisServe
 async def test_a_pause_left_unanswered_may_be_in_force() -> None:
     # (a store that takes the handshake and then answers nothing: CLIENT PAUSE may have
     # been done, and is not "refused": the operator is told it ends by itself)
+    handlers: set[asyncio.Task[Any]] = set()
+
     async def mute_after_handshake(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        handlers.add(cast("asyncio.Task[Any]", asyncio.current_task()))
         data = b""
-        while b"PAUSE" not in data:
-            chunk = await r.read(4096)
-            if not chunk:
-                return
-            data += chunk
-            if b"SETNAME" in chunk:
-                w.write(b"+OK\r\n")
-        await r.read()  # (until the client gives up)
-        w.close()
+        try:
+            while b"PAUSE" not in data:
+                chunk = await r.read(4096)
+                if not chunk:
+                    return
+                data += chunk
+                if b"SETNAME" in chunk:
+                    w.write(b"+OK\r\n")
+            await r.read()  # (until the client gives up)
+        finally:
+            w.transport.abort()
 
     server = await asyncio.start_server(mute_after_handshake, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -67,5 +73,7 @@ async def test_a_pause_left_unanswered_may_be_in_force() -> None:
     finally:
         server.close()
         await server.wait_closed()
+        if handlers:  # (closed before this test's loop is: else "unclosed transport")
+            await asyncio.wait(handlers, timeout=5)
     assert str(got.value) == ("the store did not answer the pause within 0.3s: it may be in "
                               "force, and ends by itself 0.5s after it was asked"), got.value
