@@ -88,7 +88,9 @@ class Forwarder:
         until = loop.time() + 10
         while True:
             for w in self._made:
-                w.close()
+                # (aborted: closed, a link holding bytes for a target that reads nothing (a
+                # SIGSTOPped redis) waited to flush them for ever, its relay with it)
+                w.transport.abort()
             rest = [t for t in asyncio.all_tasks() if t is not me]
             if not rest or loop.time() >= until:
                 break

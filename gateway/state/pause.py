@@ -29,6 +29,12 @@ def _endpoint(url: str) -> Endpoint:
         raise ValueError(f"the store URL given cannot be used: {unreadable(url, exc)}") from None
 
 
+def _why(exc: BaseException, timeout: float) -> str:
+    """What went wrong, in words (a TimeoutError has none of its own)."""
+    return str(exc) or (f"no answer within {timeout:g}s" if isinstance(exc, TimeoutError)
+                        else type(exc).__name__)
+
+
 async def pause_store(url: str, seconds: float, timeout: float = 2.0) -> None:
     """Make the redis at `url` answer no client for `seconds` (from now)."""
     try:
@@ -38,11 +44,17 @@ async def pause_store(url: str, seconds: float, timeout: float = 2.0) -> None:
     try:
         conn = await connect(ep, timeout, name="killgate-drill")
     except (OSError, RespError, TimeoutError, ValueError) as exc:
-        raise StoreUnavailable(f"cannot reach the store to pause it: {exc}") from None
+        raise StoreUnavailable(f"cannot reach the store to pause it: {_why(exc, timeout)}"
+                               ) from None
     try:
         await conn.call("CLIENT", "PAUSE", str(max(1, int(seconds * 1000))), "ALL",
                         timeout=timeout)
-    except (OSError, RespError, TimeoutError) as exc:
+    except TimeoutError:
+        # (sent, unanswered: redis may have paused, the pausing client too; not "refused")
+        raise StoreUnavailable(f"the store did not answer the pause within {timeout:g}s: it "
+                               f"may be in force, and ends by itself {seconds:g}s after it "
+                               "was asked") from None
+    except (OSError, RespError) as exc:
         raise StoreUnavailable(f"the store refused the pause: {exc}") from None
     finally:
         conn.close()
@@ -65,14 +77,14 @@ async def check_store(url: str, prefix: str, instances: Collection[str],
     try:
         conn = await connect(ep, timeout, name="killgate-drill")
     except (OSError, RespError, TimeoutError, ValueError) as exc:
-        return f"cannot reach the store given to pause ({exc})"
+        return f"cannot reach the store given to pause ({_why(exc, timeout)})"
     try:
         role = await conn.call("ROLE", timeout=timeout)
         found = await conn.call("EXISTS", key, timeout=timeout)
         ours = [await conn.call("HEXISTS", f"{prefix}:instances", i, timeout=timeout)
                 for i in sorted(instances)[:16]]
     except (OSError, RespError, TimeoutError) as exc:
-        return f"cannot read the store given to pause ({exc})"
+        return f"cannot read the store given to pause ({_why(exc, timeout)})"
     finally:
         conn.close()
     first = role[0] if isinstance(role, list) and role else role

@@ -229,5 +229,9 @@ class RedisCommits(RedisHead):
             return 0
         else:
             conn = self._committed[0]
-        return int(await self._run("write", wait, timeout + self.timeout, StoreUnavailable,
-                                   StoreUnavailable, conn=conn))
+        # (WAIT blocks the connection: a commit meanwhile (the sync loop's re-seed, which
+        # does not wait for the write lock) queued behind it, missed its deadline, and
+        # closing the connection failed the WAIT too; it connects anew now: `_alone`)
+        with self._alone("write", conn):
+            return int(await self._run("write", wait, timeout + self.timeout,
+                                       StoreUnavailable, StoreUnavailable, conn=conn))

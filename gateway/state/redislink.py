@@ -11,15 +11,17 @@ redis-py's client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gateway.config_redisurl import SPLIT_USERINFO, unreadable, userinfo_split
 from gateway.errors import StoreOutcomeUnknown, StoreUnavailable
 from gateway.state.resp import (
     Endpoint,
+    NotResp,
     OnReply,
     RespConnection,
     RespError,
@@ -108,7 +110,8 @@ class RedisLink:
         # "cmd": reads, heartbeats, polls; "write": commits and the WAIT after them (WAIT
         # counts the writes of its own connection, and blocks it while it waits)
         self._conns: dict[str, RespConnection] = {}
-        self._connecting: dict[str, asyncio.Lock] = {}
+        self._connecting: dict[str, asyncio.Future[RespConnection]] = {}
+        self._lent: set[RespConnection] = set()  # (out of their slot for a while: _alone)
 
     def _ep(self) -> Endpoint:
         if self._endpoint is None:
@@ -132,23 +135,63 @@ class RedisLink:
             raise StoreUnavailable(f"redis at {ep.describe()} did not answer in time") from None
         except WrongScheme as exc:  # (rediss:// at plain text, redis:// at TLS: respprobe.py)
             raise StoreUnavailable(str(exc)) from None
+        except NotResp as exc:  # (it answered: "unreachable" would send one looking elsewhere)
+            raise StoreUnavailable(f"redis at {ep.describe()} answered, but {exc}: does "
+                                   f"state.url name a redis server's port?") from None
         except OSError as exc:  # ConnectionError included
             raise StoreUnavailable(f"redis at {ep.describe()} is unreachable: "
                                    f"{exc.strerror or exc}") from None
 
     async def _conn(self, slot: str = "cmd") -> RespConnection:
-        """A command connection ("cmd" or "write"), (re)connected when needed."""
+        """A command connection ("cmd" or "write"), (re)connected when needed. Callers that
+        need it while it connects share that connect and its outcome: each taking a turn
+        behind a lock, against a frozen redis the n-th gave up after n deadlines."""
         conn = self._conns.get(slot)
         if conn is not None and conn.is_open:
             return conn
-        lock = self._connecting.setdefault(slot, asyncio.Lock())
-        async with lock:
-            conn = self._conns.get(slot)
-            if conn is None or not conn.is_open:
-                conn = self._conns[slot] = await self._connect(None)
-            return conn
+        pending = self._connecting.get(slot)
+        if pending is None:
+            pending = self._connecting[slot] = asyncio.ensure_future(self._connect(None))
+            pending.add_done_callback(lambda done: self._connected(slot, done))
+        try:
+            return await asyncio.shield(pending)  # (one that gives up leaves it to the rest)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if pending.cancelled() and task is not None and not task.cancelling():
+                raise StoreUnavailable("the redis connection was closed as it connected") \
+                    from None  # (the store closing: _close_conns)
+            raise
+
+    def _connected(self, slot: str, done: asyncio.Future[RespConnection]) -> None:
+        if self._connecting.get(slot) is done:
+            del self._connecting[slot]
+        if not done.cancelled() and done.exception() is None:  # (retrieved: no "never")
+            self._conns[slot] = done.result()
+
+    @contextlib.contextmanager
+    def _alone(self, slot: str, conn: RespConnection) -> Iterator[None]:
+        """`conn` out of `slot` while a command blocks it (WAIT): calls meanwhile get a
+        connection of their own rather than queue behind it. Back in the slot after, if
+        the slot is still free; else closed."""
+        if self._conns.get(slot) is conn:
+            del self._conns[slot]
+        self._lent.add(conn)
+        try:
+            yield
+        finally:
+            self._lent.discard(conn)
+            if conn.is_open and slot not in self._conns and slot not in self._connecting:
+                self._conns[slot] = conn
+            elif conn is not self._conns.get(slot):
+                conn.close()
 
     async def _close_conns(self) -> None:
+        for lent in self._lent:  # (the store closes: whatever blocks them is given up)
+            lent.close()
+        pending, self._connecting = list(self._connecting.values()), {}
+        for fut in pending:  # (one that connects after this would be left open)
+            fut.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         conns, self._conns = self._conns, {}
         for conn in conns.values():
             await conn.aclose(self.timeout)

@@ -198,7 +198,9 @@ class RedisTrim(RedisPin):
         the decision and the checkpoint appended (None: nothing removed). StoreConflict
         when the store moved between the read and the trim (nothing changed)."""
         # (reads on a connection of their own: a long trail's read must not hold up the
-        # polls and heartbeats of the command connection)
+        # polls and heartbeats of the command connection; and the trim itself: on the
+        # "write" one it queued behind a write's WAIT, missed its deadline, and closing
+        # that connection failed the WAIT: a kill answered not_durable)
         conn = await self._conn("audit")
         count, first, clock = await self._script(_EXTENT, [self.k_audit], [], conn=conn)
         oldest = self._decode(first)
@@ -252,7 +254,7 @@ class RedisTrim(RedisPin):
                 _TRIM, [self.k_state, self.k_audit, self.k_head],
                 [hashlib.sha1(last[0]).hexdigest(), str(count), first_id, cut_id,
                  json.dumps(ev, ensure_ascii=False), ev["hash"], sealed, self.ch_events,
-                 str(MAX_DOC_BYTES)], refused=AuditError, writes=True)
+                 str(MAX_DOC_BYTES)], refused=AuditError, writes=True, conn=conn)
             if res == b"ok":
                 break
         else:

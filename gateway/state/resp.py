@@ -28,7 +28,7 @@ from redis.asyncio.connection import parse_url
 
 from gateway.state.respprobe import not_plain, not_tls, speaks_plain, speaks_tls
 
-__all__ = ["Endpoint", "RespConnection", "RespError", "connect", "parse_endpoint"]
+__all__ = ["Endpoint", "NotResp", "RespConnection", "RespError", "connect", "parse_endpoint"]
 
 OnMessage = Callable[[bytes, bytes], None]
 #: told a call's reply as it is parsed, before the caller's await resumes (must not raise)
@@ -40,6 +40,11 @@ _SSL_KEYS = {"ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_
 
 class RespError(Exception):
     """Redis answered with an error reply (READONLY, OOM, NOSCRIPT, a script error, ...)."""
+
+
+class NotResp(ConnectionError):
+    """The server sent bytes that are not RESP (another protocol's server at the port, a
+    broken proxy between): the connection is closed, and every call waiting on it fails so."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,7 @@ class RespConnection(asyncio.Protocol):
         self.heard = False  # any byte arrived (a TLS port resets a plain connection mute)
         #: the master's address as the sentinels named it (None: no sentinels)
         self.address: tuple[str, int] | None = None
+        self._garbage: str | None = None  # (why we closed it, hiredis's words in it)
 
     # -------------------------------------------------------------- asyncio.Protocol
 
@@ -138,7 +144,8 @@ class RespConnection(asyncio.Protocol):
         while True:
             try:
                 reply = self._reader.gets()
-            except hiredis.ProtocolError:
+            except hiredis.ProtocolError as exc:
+                self._garbage = f"the server sent bytes that are not the redis protocol ({exc})"
                 self.close()
                 return
             if reply is False:
@@ -155,10 +162,12 @@ class RespConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        garbage = self._garbage
         while self._waiting:
             fut, _ = self._waiting.popleft()
             if not fut.done():
-                fut.set_exception(ConnectionError("the redis connection closed"))
+                fut.set_exception(NotResp(garbage) if garbage is not None
+                                  else ConnectionError("the redis connection closed"))
                 fut.exception()  # a caller that gave up on it must not log "never retrieved"
         if not self.closed.done():
             self.closed.set_result(None)
@@ -177,10 +186,14 @@ class RespConnection(asyncio.Protocol):
         there: a task's wake-up is one more loop iteration, on a cold CPU ~0.2 ms)."""
         if not self.is_open:
             raise ConnectionError("the redis connection is closed")
+        # (packed before it is queued: an argument hiredis refuses (None, a lone
+        # surrogate) raises here with nothing written, and a call queued for it would
+        # have taken the next reply, every later call the one before its own)
+        command = hiredis.pack_command(args)  # type: ignore[arg-type]
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((fut, on_reply))
         assert self._transport is not None
-        self._transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
+        self._transport.write(command)
         return fut
 
     async def call(self, *args: str | bytes | int, timeout: float,
