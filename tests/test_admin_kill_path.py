@@ -1,0 +1,59 @@
+"""What a kill's committer does before its commit leaves (impkill6, counted by
+benchmarks/kill_serve_instructions.py): it draws a request id only when the caller names
+none, an Idempotency-Key claim's holder only with a key, each as `uuid.uuid4().hex` says
+it (version 4) but without building a UUID object (~15k instructions each); the admin
+listener's Host check parses a Host it saw last once, not on every request; and a token
+verified before is not judged into a principal again (only its times are checked)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+
+from tests.backends import echo_app
+from tests.conftest import bearer, running_gateway, two_versions, write_config
+
+pytestmark = pytest.mark.timeout(30)
+ADMIN = {**bearer("killgate:admin", "alice", 3600), "Content-Type": "application/json"}
+KILL = {"scope": "version", "route": "iris", "version": "v2", "reason": "ids"}
+
+
+def _v4(text: str) -> bool:
+    return len(text) == 32 and uuid.UUID(hex=text).version == 4 and uuid.UUID(hex=text).hex == text
+
+
+async def test_a_kill_draws_its_ids_without_uuid_objects(
+        tmp_path: Path, backends: Any, session: ClientSession,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    made: list[uuid.UUID] = []
+    real = uuid.uuid4
+
+    def counted() -> uuid.UUID:
+        made.append(real())
+        return made[-1]
+    async with running_gateway(cfg) as g:
+        monkeypatch.setattr(uuid, "uuid4", counted)
+        async with session.post(g.admin + "/v1/kill", json=KILL, headers=ADMIN) as r:
+            assert r.status == 200, await r.text()
+        async with session.post(g.admin + "/v1/unkill", json=KILL,
+                                headers={**ADMIN, "X-Request-Id": "ticket-7"}) as r:
+            assert r.status == 200, await r.text()
+        # (with a key: its claim has a holder, drawn the same way)
+        async with session.post(g.admin + "/v1/kill", json=KILL,
+                                headers={**ADMIN, "Idempotency-Key": "k-1"}) as r:
+            assert r.status == 200, await r.text()
+        monkeypatch.setattr(uuid, "uuid4", real)
+        events = [e for e in await g.gw.sync.store.audit_events()
+                  if e["action"] in ("kill", "unkill")]
+    assert made == []  # (two UUID objects a write before)
+    assert [e["action"] for e in events] == ["kill", "unkill", "kill"]
+    assert _v4(events[0]["request_id"]) and _v4(events[2]["request_id"])
+    assert events[0]["request_id"] != events[2]["request_id"]
+    assert events[1]["request_id"] == "ticket-7"  # the caller's, when named
+
