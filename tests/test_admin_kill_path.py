@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
+from gateway.admin import hosts
+from gateway.config_admin import AdminConfig
 from tests.backends import echo_app
 from tests.conftest import bearer, running_gateway, two_versions, write_config
 
@@ -56,4 +58,20 @@ async def test_a_kill_draws_its_ids_without_uuid_objects(
     assert _v4(events[0]["request_id"]) and _v4(events[2]["request_id"])
     assert events[0]["request_id"] != events[2]["request_id"]
     assert events[1]["request_id"] == "ticket-7"  # the caller's, when named
+
+
+def test_the_host_check_parses_a_host_once() -> None:
+    admin = AdminConfig(listen="127.0.0.1:8081")
+    hosts._name.cache_clear()
+    assert hosts.host_allowed("127.0.0.1:8081", admin)
+    assert not hosts.host_allowed("evil.example:8081", admin)
+    for _ in range(5):
+        assert hosts.host_allowed("127.0.0.1:8081", admin)
+        assert not hosts.host_allowed("evil.example:8081", admin)
+    info = hosts._name.cache_info()
+    assert (info.misses, info.hits) == (2, 10)
+    # kept for a few values only: a client making up a Host per request does not grow it
+    for i in range(1000):
+        hosts.host_allowed(f"n{i}.example", admin)
+    assert hosts._name.cache_info().currsize <= 32
 
