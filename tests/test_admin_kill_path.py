@@ -7,17 +7,23 @@ verified before is not judged into a principal again (only its times are checked
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from aiohttp import ClientSession
 
+from gateway.admin import auth as auth_mod
 from gateway.admin import hosts
+from gateway.admin.auth import Authenticator
+from gateway.config import AuthConfig
 from gateway.config_admin import AdminConfig
+from gateway.errors import Unauthenticated
 from tests.backends import echo_app
-from tests.conftest import bearer, running_gateway, two_versions, write_config
+from tests.conftest import SECRET, bearer, running_gateway, two_versions, write_config
 
 pytestmark = pytest.mark.timeout(30)
 ADMIN = {**bearer("killgate:admin", "alice", 3600), "Content-Type": "application/json"}
@@ -75,3 +81,32 @@ def test_the_host_check_parses_a_host_once() -> None:
         hosts.host_allowed(f"n{i}.example", admin)
     assert hosts._name.cache_info().currsize <= 32
 
+
+async def test_a_verified_token_is_not_judged_again_but_still_ages(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KILLGATE_JWT_SECRET", SECRET)
+    t = int(time.time())  # (jwt.decode checks exp against the real clock)
+    now = [float(t)]
+    auth = Authenticator(AuthConfig(leeway="0s", max_token_age="1m"), Path,
+                         clock=lambda: now[0])
+    tok = jwt.encode({"sub": "alice", "scope": "killgate:kill", "iat": t, "exp": t + 600,
+                      "iss": "killgate", "aud": "killgate-admin"}, SECRET, algorithm="HS256")
+    first = await auth.authenticate(f"Bearer {tok}")
+    judged: list[object] = []
+    real = auth_mod.principal_of
+
+    def counted(*a: Any) -> object:
+        judged.append(a)
+        return real(*a)
+    monkeypatch.setattr(auth_mod, "principal_of", counted)
+    now[0] = t + 30.0
+    assert await auth.authenticate(f"Bearer {tok}") is first
+    assert judged == []  # (judged again on every call before)
+    now[0] = t - 5.0  # the clock stepped back: the token is from the future again
+    with pytest.raises(Unauthenticated) as exc:
+        await auth.authenticate(f"Bearer {tok}")
+    assert exc.value.type != "expired"
+    now[0] = t + 61.0  # past admin.auth.max_token_age, long before its exp
+    with pytest.raises(Unauthenticated) as exc:
+        await auth.authenticate(f"Bearer {tok}")
+    assert exc.value.type == "expired"
