@@ -7,9 +7,10 @@ serve` started from that environment (under `valgrind --tool=callgrind --instr-a
 
 * the committer, from the admin connection's read of a `POST /v1/kill` or `/v1/unkill`
   request: that read, then each step of the connection's task and of the request's
-  handler task (driven step by step here), and each read of a redis connection (the
-  commit's reply, which puts it in force here; its echo; the fleet's acks) until the
-  answer is written. Cut in two at the commit's EVALSHA (the script naming the events
+  handler task (driven step by step here), and, once the commit is sent, each read of a
+  redis connection (the commit's reply, which puts it in force here; its echo; the
+  fleet's acks) until the answer is written (before it, a read is another task's: a
+  heartbeat's reply, a late ack). Cut in two at the commit's EVALSHA (the script naming the events
   channel): `c_pre` (the HTTP read to the commit leaving) and `c_post` (the rest). What
   else the loop runs meanwhile (timers, the sync loop, other tasks the write spawned: its
   ack, its snapshot) is not counted: under valgrind a call lasts long enough for those
@@ -61,6 +62,8 @@ class _Opcodes:
         if what == "opcode":
             code = frame.f_code
             key = f"{code.co_filename}:{code.co_firstlineno}({code.co_name})"
+            if code.co_filename == "<string>":  # (a dataclass's made-up method: whose)
+                key += f" {type(frame.f_locals.get('self')).__name__}"
             self.cur[key] = self.cur.get(key, 0) + 1
         return self._trace
 
@@ -68,15 +71,11 @@ class _Opcodes:
         pass
 
     def kg_zero(self) -> None:
-        pass
+        self.cur = self.counts["pre"]  # (a window begins)
 
     def kg_toggle(self) -> None:
-        import threading
         self.on = not self.on
         sys.settrace(self._trace if self.on else None)
-        threading.settrace(None)
-        if not self.on:
-            self.cur = self.counts["pre"]
 
     def kg_dump(self, name: bytes) -> None:
         if name == b"c_pre" and self.on:
@@ -156,16 +155,19 @@ def _install() -> None:
             lib.kg_dump(name.encode())
 
     committing = [False]
+    sent = [False]  # the commit's script is sent: redis reads are the kill's from then on
     orig_rd = web_protocol.RequestHandler.data_received
 
     def rd(self, data):  # type: ignore[no-untyped-def]
+        was = on[0]  # (also called from within a counted step: it stays counted)
         if data.startswith((b"POST /v1/kill", b"POST /v1/unkill")):
-            committing[0] = True
+            committing[0], sent[0] = True, False
             begin()
         try:
             return orig_rd(self, data)
         finally:
-            pause()  # (the connection's task goes on with the call: its steps are counted)
+            if not was:
+                pause()  # (the connection's task goes on with the call: its steps are counted)
     web_protocol.RequestHandler.data_received = rd  # type: ignore[method-assign]
 
     async def stepped(coro):  # type: ignore[no-untyped-def]
@@ -221,19 +223,22 @@ def _install() -> None:
         if committing[0] and args and args[0] in ("EVALSHA", "EVAL") \
                 and any(type(a) is str and a.endswith(":events") for a in args):
             lib.kg_dump(b"c_pre")  # the commit's script (dumps and zeroes; collection goes on)
+            sent[0] = True
         return orig_send(self, *args, on_reply=on_reply)
     resp.RespConnection.send = send  # type: ignore[method-assign]
 
     orig_rx = resp.RespConnection.data_received
 
     def data_received(self, data):  # type: ignore[no-untyped-def]
-        if committing[0]:  # (the commit's reply, which puts it in force here; its echo;
-            resume()  # the fleet's acks its answer waits for)
+        if committing[0] and sent[0]:  # (the commit's reply, which puts it in force here;
+            was = on[0]  # its echo; the fleet's acks its answer waits for)
+            resume()
             try:
                 return orig_rx(self, data)
             finally:
-                pause()
-        if self._on_message is None or b":events\r\n" not in data:
+                if not was:
+                    pause()
+        if committing[0] or self._on_message is None or b":events\r\n" not in data:
             return orig_rx(self, data)
         holder = sync_ref[0]
         before = holder.holder.doc.generation if holder is not None else -1  # type: ignore[attr-defined]
