@@ -118,6 +118,9 @@ def main() -> int:
             env = dict(env, KG_COUNT_LIB="", KG_COUNT_OPCODES=str(work / "ops"))
         native = args.profile or args.opcodes
         admins = []
+        # (`-m gateway` puts the working directory first on the path, and the
+        # sitecustomize imports gateway from there: the instances must start in the tree)
+        os.chdir(tree)
         for name in ("a", "b", "c"):
             cfg, _, admin = gateway_config(work, name, bport, f"redis://127.0.0.1:{rport}")
             cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(cfg)]
