@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -27,7 +26,7 @@ from gateway.admin.ports import Counters, Current
 from gateway.admin.scopedkeys import ScopeBeyondKey
 from gateway.admin.standing import FREE, SHARED, Standing
 from gateway.configfile import LoadedConfig
-from gateway.domain.audit import clean_text
+from gateway.domain.audit import clean_text, uuid4_hex
 from gateway.errors import ApiError, Unauthenticated
 from gateway.forwarded import trusted_proxies
 from gateway.log import event
@@ -154,7 +153,8 @@ class Callers:
 
     def meta(self, request: web.Request) -> tuple[str, str]:
         """(request id, peer) for the audit event and the answer."""
-        return inputs.request_id(request, uuid.uuid4().hex), self.peer(request)
+        # (drawn only when the caller names none: the default is not made for nothing)
+        return inputs.request_id(request, "") or uuid4_hex(), self.peer(request)
 
     async def authorize(self, request: web.Request, scope: str | None) -> Principal:
         """Who calls, in the order that keeps a valid token usable under a flood: the

@@ -19,7 +19,7 @@ from gateway.config import AuthConfig
 from gateway.domain.audit import clean_text
 from gateway.errors import Forbidden, Unauthenticated
 
-__all__ = ["Principal", "principal_of", "printable_subject", "scopes_of"]
+__all__ = ["Principal", "principal_of", "printable_subject", "scopes_of", "still_in_age"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +78,7 @@ def principal_of(claims: dict[str, Any], scoped: ScopedKey | None, cfg: AuthConf
             # pyjwt accepts numeric strings (and NaN, which compares false with
             # everything: a token that never expires); we do not
             raise Unauthenticated()
-    if claims["iat"] > now + cfg.leeway:
-        raise Unauthenticated()
-    if now - claims["iat"] > cfg.max_token_age:
-        raise Unauthenticated("expired")
+    still_in_age(claims, cfg, now)
     if claims["exp"] - claims["iat"] > cfg.max_token_lifetime + cfg.leeway:
         raise Unauthenticated()  # an absurd lifetime: refused whatever its signature
     sub = claims.get("sub")
@@ -93,6 +90,16 @@ def principal_of(claims: dict[str, Any], scoped: ScopedKey | None, cfg: AuthConf
     scopes = scopes_of(claims)
     scoped.check(actor, scopes)  # (refused whole, never narrowed)
     return Principal(actor, scopes)
+
+
+def still_in_age(claims: Mapping[str, Any], cfg: AuthConfig, now: float) -> None:
+    """The part of `principal_of`'s judgement that moves with the clock (its `iat`: not
+    ahead of `now`, not older than `max_token_age`); the rest is the claims' alone, so a
+    token verified before asks only this again (auth.py's cache: a kill's token)."""
+    if claims["iat"] > now + cfg.leeway:
+        raise Unauthenticated()
+    if now - claims["iat"] > cfg.max_token_age:
+        raise Unauthenticated("expired")
 
 
 def _finite(v: float) -> bool:

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,7 +30,7 @@ from gateway.admin.idemkeys import audit_replay, ended, key_of, settle_later
 from gateway.admin.ports import Idempotency, StateWriter
 from gateway.admin.replay import Replays
 from gateway.admin.writedone import IDEMPOTENCY_TTL, Done, Op, kept, until
-from gateway.domain.audit import AuditDraft
+from gateway.domain.audit import AuditDraft, uuid4_hex
 from gateway.domain.writeids import RETRY_OF, write_generation
 from gateway.errors import (
     EarlierLanded,
@@ -75,7 +74,8 @@ class Writer:
         ident, fingerprint = await key_of(request, subject)
         # (the claim names its holder: a renewal or release of a claim that lapsed and was
         # taken by a retry since leaves the retry's alone)
-        claim = {"fingerprint": fingerprint, "holder": uuid.uuid4().hex}
+        # (none without a key: nothing claims, renews, settles or lets go of it then)
+        claim = {} if ident is None else {"fingerprint": fingerprint, "holder": uuid4_hex()}
         stood_in: list[dict[str, Any]] = []  # (the record of a first attempt this retries)
         if ident is not None:
             earlier = await self.idem.idem_claim(ident, claim, CLAIM_LEASE)

@@ -37,6 +37,7 @@ __all__ = [
     "seal",
     "seal_json",
     "utc_now",
+    "uuid4_hex",
 ]
 
 GENESIS = "0" * 64
@@ -124,6 +125,13 @@ def _stored(canon: bytes, event: dict[str, Any]) -> bytes:
 def new_event_id() -> str:
     """An event id drawn before its event is made (a break-glass write's: its process keeps
     it until the use is counted, admin/glassjournal.py); the event takes it as `extra`."""
+    return _new_id()
+
+
+def uuid4_hex() -> str:
+    """`uuid.uuid4().hex`, as `_new_id` makes it: an admin write's request id and its
+    Idempotency-Key claim's holder are drawn before its commit leaves (a UUID object each
+    was ~15k instructions of the ~570k a kill's committer spent before its EVALSHA)."""
     return _new_id()
 
 
