@@ -61,9 +61,11 @@ class LocalBeats:
         try:
             # (a stop's `leave` since: not waited for, the stop joins this thread)
             fd = self._beats_lock(give_up=lambda: self._leaves != leaves)
-        except BaseException:  # (the lock held past its wait: one file left per beat)
+        except BaseException as exc:  # (the lock held past its wait: one file left per beat)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(exc, LockBusy) and self._leaves != leaves:
+                return  # given up for a stop's `leave`: dropped, as below (not an error)
             raise
         try:
             if self._leaves != leaves:  # a stop's `leave` ran since: not put back
