@@ -16,7 +16,7 @@ from tests.backends import echo_app
 from tests.conftest import bearer, running_gateway, two_versions, write_config
 
 pytestmark = pytest.mark.timeout(30)
-ADMIN = {**bearer("killgate:admin", "alice", 3600), "Content-Type": "application/json"}
+ADMIN = {**bearer("killgate:admin", "alice", 3 * 3600), "Content-Type": "application/json"}
 
 
 async def _state(session: ClientSession, admin: str) -> tuple[object, object]:

@@ -31,11 +31,14 @@ def short_lived(source: str) -> list[str]:
     found = []
     for stmt in ast.parse(source).body:
         value = stmt.value if isinstance(stmt, (ast.Assign, ast.AnnAssign)) else None
-        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) \
-                and value.func.id in MINTERS:
-            ttl = _ttl(value)
-            if ttl is None or ttl < LONG_ENOUGH:
-                found.append(f"line {stmt.lineno}: {ast.unparse(stmt)[:80]}")
+        # (anywhere in the value: `{**bearer(...), "Content-Type": ...}` minted at import
+        # too, and slipped past a look at the value alone)
+        for call in ast.walk(value) if value is not None else ():
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) \
+                    and call.func.id in MINTERS:
+                ttl = _ttl(call)
+                if ttl is None or ttl < LONG_ENOUGH:
+                    found.append(f"line {stmt.lineno}: {ast.unparse(stmt)[:80]}")
     return found
 
 
@@ -50,3 +53,4 @@ def test_the_check_finds_a_short_token() -> None:
     assert short_lived('A = admin_token("killgate:read")\n')
     assert not short_lived('A = bearer("killgate:read", "t", 3 * 3600)\n')
     assert not short_lived('def f():\n    return bearer("killgate:read", "t", 1)\n')
+    assert short_lived('A = {**bearer("killgate:admin", "t", 3600), "X": "y"}\n')
