@@ -124,11 +124,15 @@ _UNDERSCORE_ALIASES = frozenset({
 #: the connection, not forwarded (`fieldrules.REQUEST_DROP`'s rules: x-forwarded-*, hop-by-hop
 #: fields...); CONNECTION, VIA: the backend's head is built by a pass over all the fields
 #: (`requesthead.request_head`). The kinds named in `_KINDS` are dropped too, but the
-#: client's traceparent, forwarded unless the request is traced.
+#: client's traceparent, forwarded unless the request is traced. A `Proxy-Connection` field
+#: is of kind CONNECTION too (dropped by that pass): llhttp reads its `close` as
+#: `Connection`'s, and a head with neither is known to keep its connection alive
+#: (`Parsing.on_headers_complete` asks llhttp only when it has one).
 PLAIN, HOST, LENGTH, CHUNKED, EXPECT, UPGRADE, ALIASED, TRACEPARENT, DROPPED, CONNECTION, VIA = (
     range(11))
 _KINDS = {b"host": HOST, b"content-length": LENGTH, b"transfer-encoding": CHUNKED,
-          b"expect": EXPECT, b"upgrade": UPGRADE, b"traceparent": TRACEPARENT}
+          b"expect": EXPECT, b"upgrade": UPGRADE, b"traceparent": TRACEPARENT,
+          b"proxy-connection": CONNECTION}
 _ACTS = {KEEP: PLAIN, DROP: DROPPED, CONN: CONNECTION, VIA_FIELD: VIA}
 assert all(n in REQUEST_DROP for n in _KINDS if n != b"traceparent")
 
