@@ -100,10 +100,11 @@ async def test_a_heartbeat_waiting_for_the_lock_gives_up_when_the_stop_begins(
     """Found by the test above failing 1 run in 6: an apply's side task heartbeat waiting
     its 2 s for a held lock when the stop began; the stop waits for side tasks (and joins
     the thread), so it took 2.2 s. `stopping()` makes a waiting heartbeat give up, and it
-    is not put in place."""
+    is not put in place: dropped, as one that got the lock after the stop's `leave` is, not
+    an error (it raised StoreUnavailable, "not waited for: this instance is stopping", for
+    a requested stop; seen failing test_local_leave_race on a loaded machine)."""
     import asyncio
 
-    from gateway.errors import StoreUnavailable
     from gateway.state.local import LocalStore
 
     store = LocalStore(tmp_path / "s.json")
@@ -115,7 +116,6 @@ async def test_a_heartbeat_waiting_for_the_lock_gives_up_when_the_stop_begins(
         assert not beat.done()
         t0 = time.monotonic()
         store.stopping()
-        with pytest.raises(StoreUnavailable):
-            await beat
+        await asyncio.wait_for(beat, 5.0)  # (given up, dropped: no error)
         assert time.monotonic() - t0 < 0.5
     assert await store.fleet(5.0) == {}
