@@ -136,8 +136,9 @@ def _ignored_from_now_on(loop: asyncio.AbstractEventLoop) -> None:
 
     Never through the default action on the way: uvloop's remove_signal_handler puts
     SIG_DFL back, and a SIGHUP that another thread took before the next line set SIG_IGN
-    (a switch of the GIL stretches that window) ended the process all the same (seen in
-    CI; tests/test_teardown_signals.py). On uvloop SIG_IGN goes in over the loop's handler,
+    (a switch of the GIL stretches that window) ended the process all the same (what a
+    group's exit 1 in CI's SIGHUP test fits; tests/test_teardown_signals.py shows the
+    window). On uvloop SIG_IGN goes in over the loop's handler,
     which stays registered: its close touches no disposition once the loop has stopped
     (it removes only while it runs). asyncio's loop puts SIG_DFL back at its close, so it
     is taken from that loop first, as before."""
