@@ -1,0 +1,130 @@
+"""The commit path when the server at state.url answers a command with a reply of another
+shape than redis gives it (a proxy between that rewrites or mangles replies, a server that
+speaks RESP but is not redis): the commit, the WAIT for replicas, the load and the poll say
+so (StoreOutcomeUnknown for a commit that may have run, StoreUnavailable for the rest),
+never a traceback, and never take the answer for a commit made.
+
+Before: a commit answered `+OK` (or any reply whose first element was not 'conflict' /
+'audit_conflict') was taken as made (the kill answered 200, nothing stored); one answered
+nil raised TypeError; a WAIT answered `+OK`, ValueError out of `replicated` (a committed
+kill answered 500 internal, not 503 not_durable); a load or a poll answered `+OK`,
+TypeError or AttributeError. A loopback server that takes the handshake and answers the
+command under test with the reply given; real sockets throughout."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import hiredis
+import pytest
+
+from gateway.domain.audit import AuditDraft
+from gateway.domain.statedoc import StateDoc
+from gateway.errors import StoreOutcomeUnknown, StoreUnavailable
+from gateway.state.redis import RedisStore
+from tests.staterig import state_keys
+
+pytestmark = pytest.mark.timeout(30)
+
+#: command name -> the raw RESP reply the server sends to it (CLIENT, AUTH, SELECT: +OK)
+Answers = dict[bytes, bytes]
+
+
+@pytest.fixture
+async def odd_server() -> AsyncIterator[Callable[[Answers], AsyncIterator[str]]]:
+    """Starts a loopback server answering each command from `answers`; yields its URL."""
+    servers: list[asyncio.Server] = []
+    handlers: set[asyncio.Task[Any]] = set()
+
+    async def start(answers: Answers) -> str:
+        async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            handlers.add(cast("asyncio.Task[Any]", asyncio.current_task()))
+            reader = hiredis.Reader()
+            try:
+                while chunk := await r.read(65536):
+                    reader.feed(chunk)
+                    while (cmd := reader.gets()) is not False:
+                        name = bytes(cmd[0]).upper()
+                        w.write(answers.get(name, b"+OK\r\n"))
+            except (OSError, hiredis.ProtocolError):
+                pass
+            finally:
+                w.transport.abort()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        servers.append(server)
+        return f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+
+    yield start  # type: ignore[misc]
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+    for task in handlers:
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
+
+
+def _store(url: str) -> RedisStore:
+    return RedisStore(url, "kgodd", 1.0, keys=state_keys())
+
+
+ODD = {"ok-string": b"+OK\r\n", "nil": b"$-1\r\n", "integer": b":1\r\n",
+       "empty-array": b"*0\r\n", "array-of-int": b"*2\r\n:1\r\n:0\r\n",
+       "unknown-status": b"*2\r\n$4\r\ndone\r\n$0\r\n\r\n"}
+
+
+@pytest.mark.parametrize("reply", ODD.values(), ids=ODD.keys())
+async def test_a_commit_answered_with_another_shape_is_never_taken_as_made(
+        odd_server: Any, reply: bytes) -> None:
+    url = await odd_server({b"EVALSHA": reply, b"EVAL": reply})
+    store = _store(url)
+    try:
+        with pytest.raises(StoreOutcomeUnknown, match="not the commit script's answer") as got:
+            await store.commit(None, StateDoc(generation=1), AuditDraft("ops", "kill", {}, "x"))
+        assert got.value.event is not None  # (what a retry answers with, had it landed)
+        assert store._committed is None  # (nothing for a WAIT to count)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("reply", [b"+OK\r\n", b"$-1\r\n", b"*1\r\n:1\r\n", b":-1\r\n"],
+                         ids=["ok-string", "nil", "array", "negative"])
+async def test_a_wait_answered_with_another_shape_confirms_no_replica(
+        odd_server: Any, reply: bytes) -> None:
+    # (the no-op's fence first, answered as redis would: the node holds the generation)
+    url = await odd_server({b"EVALSHA": b":1\r\n", b"WAIT": reply})
+    store = _store(url)
+    try:
+        with pytest.raises(StoreUnavailable, match="WAIT"):
+            await store.replicated(1, 0.2, 1, fence=True)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("reply", [b"+OK\r\n", b":1\r\n", b"*2\r\n:1\r\n:0\r\n",
+                                   b"*5\r\n:1\r\n:2\r\n:0\r\n:0\r\n$-1\r\n"],
+                         ids=["ok-string", "integer", "short-array", "wrong-types"])
+async def test_a_load_answered_with_another_shape_says_so(odd_server: Any,
+                                                          reply: bytes) -> None:
+    url = await odd_server({b"EVALSHA": reply, b"EVAL": reply})
+    store = _store(url)
+    try:
+        with pytest.raises(StoreUnavailable, match="not the state read's answer"):
+            await store.load()
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("reply", [b"+OK\r\n", b":1\r\n", b"*2\r\n:1\r\n:0\r\n"],
+                         ids=["ok-string", "integer", "array-of-int"])
+async def test_a_poll_answered_with_another_shape_says_so(odd_server: Any,
+                                                          reply: bytes) -> None:
+    url = await odd_server({b"EVALSHA": reply, b"EVAL": reply})
+    store = _store(url)
+    try:
+        with pytest.raises(StoreUnavailable, match="not the poll's answer"):
+            await store.poll()
+    finally:
+        await store.close()
