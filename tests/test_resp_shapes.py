@@ -24,12 +24,14 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import StoreOutcomeUnknown, StoreUnavailable
 from gateway.state.redis import RedisStore
+from gateway.state.resp import connect, parse_endpoint
 from tests.staterig import state_keys
 
 pytestmark = pytest.mark.timeout(30)
 
-#: command name -> the raw RESP reply the server sends to it (CLIENT, AUTH, SELECT: +OK)
-Answers = dict[bytes, bytes]
+#: command name -> the raw RESP reply the server sends to it, or makes of the command's
+#: arguments (CLIENT, AUTH, SELECT: +OK)
+Answers = dict[bytes, bytes | Callable[[list[bytes]], bytes]]
 
 
 @pytest.fixture
@@ -46,8 +48,8 @@ async def odd_server() -> AsyncIterator[Callable[[Answers], AsyncIterator[str]]]
                 while chunk := await r.read(65536):
                     reader.feed(chunk)
                     while (cmd := reader.gets()) is not False:
-                        name = bytes(cmd[0]).upper()
-                        w.write(answers.get(name, b"+OK\r\n"))
+                        answer = answers.get(bytes(cmd[0]).upper(), b"+OK\r\n")
+                        w.write(answer if isinstance(answer, bytes) else answer(cmd))
             except (OSError, hiredis.ProtocolError):
                 pass
             finally:
@@ -126,5 +128,36 @@ async def test_a_poll_answered_with_another_shape_says_so(odd_server: Any,
     try:
         with pytest.raises(StoreUnavailable, match="not the poll's answer"):
             await store.poll()
+    finally:
+        await store.close()
+
+
+#: a RESP3 push (client tracking's invalidation): out-of-band, nobody's reply
+PUSH = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$5\r\nkgodd\r\n"
+
+
+def _echo_after_a_push(cmd: list[bytes]) -> bytes:
+    return PUSH + b"$%d\r\n%s\r\n" % (len(cmd[1]), cmd[1])
+
+
+async def test_a_push_is_no_calls_reply(odd_server: Any) -> None:
+    # (hiredis parses RESP3 pushes (a proxy that speaks RESP3 to redis and passes them on, a
+    # server that is not redis): taken as the oldest call's reply, every later call got
+    # the reply of the one before its own, a commit a push's words)
+    url = await odd_server({b"ECHO": _echo_after_a_push})
+    conn = await connect(parse_endpoint(url), 5.0)
+    try:
+        assert await conn.call("ECHO", "first", timeout=5.0) == b"first"
+        assert await conn.call("ECHO", "second", timeout=5.0) == b"second"
+    finally:
+        await conn.aclose()
+
+
+async def test_a_push_before_a_commits_answer_leaves_it_its_answer(odd_server: Any) -> None:
+    url = await odd_server({b"EVALSHA": PUSH + b"*2\r\n$2\r\nok\r\n$0\r\n\r\n"})
+    store = _store(url)
+    try:
+        await store.commit(None, StateDoc(generation=1), AuditDraft("ops", "kill", {}, "x"))
+        assert store._committed is not None and store._committed[1] == 1
     finally:
         await store.close()

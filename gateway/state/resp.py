@@ -150,9 +150,11 @@ class RespConnection(asyncio.Protocol):
                 return
             if reply is False:
                 return
-            if (self._on_message is not None and type(reply) is list and len(reply) == 3
+            if (self._on_message is not None and isinstance(reply, list) and len(reply) == 3
                     and reply[0] == b"message"):
                 self._on_message(reply[1], reply[2])
+            elif type(reply) is hiredis.PushNotification:  # (RESP3, a proxy's: no reply;
+                continue  # as the oldest call's, every later call got the one before's)
             elif self._waiting:
                 fut, on_reply = self._waiting.popleft()
                 if not fut.done():
