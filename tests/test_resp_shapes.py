@@ -157,7 +157,10 @@ async def test_a_push_before_a_commits_answer_leaves_it_its_answer(odd_server: A
     url = await odd_server({b"EVALSHA": PUSH + b"*2\r\n$2\r\nok\r\n$0\r\n\r\n"})
     store = _store(url)
     try:
-        await store.commit(None, StateDoc(generation=1), AuditDraft("ops", "kill", {}, "x"))
+        stored: list[StateDoc] = []
+        await store.commit(None, StateDoc(generation=1), AuditDraft("ops", "kill", {}, "x"),
+                           on_stored=stored.append)
+        assert [d.generation for d in stored] == [1]  # (the script's 'ok' read as its answer)
         assert store._committed is not None and store._committed[1] == 1
     finally:
         await store.close()
