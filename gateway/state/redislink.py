@@ -213,6 +213,10 @@ class RedisLink:
         EVALSHA is re-raised as is, for the caller to EVAL); a timeout or a reset, `lost`.
         `on_reply`: see RespConnection.send."""
         conn = conn or await self._conn(slot)  # failing here, nothing was sent
+        if not conn.is_open:  # (nor here: closed as a shared connect ended, before our turn;
+            # was `lost`, a commit never sent answered "outcome unknown, may be in force")
+            raise StoreUnavailable("redis unavailable: the connection closed before the "
+                                   "command was sent (nothing was sent)")
         try:
             return await conn.call(*args, timeout=timeout, on_reply=on_reply)
         except RespError as exc:
