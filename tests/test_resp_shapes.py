@@ -164,3 +164,22 @@ async def test_a_push_before_a_commits_answer_leaves_it_its_answer(odd_server: A
         assert store._committed is not None and store._committed[1] == 1
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("role", [b":1\r\n", b"$-1\r\n", b"+master\r\n"],
+                         ids=["integer", "nil", "status"])
+async def test_a_node_the_sentinels_name_answering_role_oddly_is_no_master(
+        odd_server: Any, role: bytes) -> None:
+    # (ROLE's answer was indexed as it came: an integer raised TypeError out of the
+    # connect, past every handler that names a store that cannot be reached)
+    node = await odd_server({b"ROLE": role})
+    port = node.rsplit(":", 1)[1].split("/")[0].encode()
+    sentinel = await odd_server(
+        {b"SENTINEL": b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n" % (len(port), port)})
+    at = sentinel.split("//")[1].split("/")[0]
+    store = RedisStore(f"redis+sentinel://{at}/kgodd/0", "kgodd", 1.0, keys=state_keys())
+    try:
+        with pytest.raises(StoreUnavailable, match="not a master"):
+            await store.poll()
+    finally:
+        await store.close()

@@ -280,8 +280,8 @@ async def _direct(host: str, port: int, ep: Endpoint, timeout: float, name: str,
         await _handshake(conn, ep.username, ep.password, ep.db, name, timeout)
         if master:
             role = await conn.call("ROLE", timeout=timeout)
-            if not role or role[0] != b"master":
-                raise ConnectionError("is not a master")
+            if type(role) is not list or not role or role[0] != b"master":  # (int: TypeError)
+                raise ConnectionError(f"is not a master (ROLE: {repr(role)[:60]})")
     except BaseException as exc:
         await conn.aclose()
         # redis:// at a TLS port: it resets the connection at our first command
