@@ -187,7 +187,11 @@ class RedisStore(RedisRead, RedisTrim):
         StoreUnavailable: the sync loop reconnects through the sentinels)."""
         self._master_check = asyncio.get_running_loop().time() + MASTER_CHECK
         named = await master_named(self._ep(), self.timeout)
-        conns = [c for c in (*self._conns.values(), self._sub) if c is not None and c.is_open]
+        # (a write's WAIT, on a connection of its own (`_alone`), too: left, the old
+        # master's replicas confirmed a kill the master the fleet reads never held, and
+        # the connection went back to the write slot: tests/test_wait_led_elsewhere.py)
+        conns = [c for c in (*self._conns.values(), *self._lent, self._sub)
+                 if c is not None and c.is_open]
         why = led_elsewhere(named, {c.address for c in conns if c.address is not None})
         if why is not None:
             for c in conns:

@@ -150,9 +150,11 @@ class RespConnection(asyncio.Protocol):
                 return
             if reply is False:
                 return
-            if (self._on_message is not None and type(reply) is list and len(reply) == 3
+            if (self._on_message is not None and isinstance(reply, list) and len(reply) == 3
                     and reply[0] == b"message"):
                 self._on_message(reply[1], reply[2])
+            elif type(reply) is hiredis.PushNotification:  # (RESP3, a proxy's: no reply;
+                continue  # as the oldest call's, every later call got the one before's)
             elif self._waiting:
                 fut, on_reply = self._waiting.popleft()
                 if not fut.done():
@@ -278,8 +280,8 @@ async def _direct(host: str, port: int, ep: Endpoint, timeout: float, name: str,
         await _handshake(conn, ep.username, ep.password, ep.db, name, timeout)
         if master:
             role = await conn.call("ROLE", timeout=timeout)
-            if not role or role[0] != b"master":
-                raise ConnectionError("is not a master")
+            if type(role) is not list or not role or role[0] != b"master":  # (int: TypeError)
+                raise ConnectionError(f"is not a master (ROLE: {repr(role)[:60]})")
     except BaseException as exc:
         await conn.aclose()
         # redis:// at a TLS port: it resets the connection at our first command
