@@ -29,6 +29,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import (
     AuditError,
+    PushesCut,
     StateError,
     StoreConflict,
     StoreFromNewerVersion,
@@ -222,6 +223,8 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes, HeardLoss):
                 self.answering = isinstance(exc, StoreUnverifiable)
                 self.newer_version = isinstance(exc, StoreFromNewerVersion)
                 self.last_error = str(exc) or type(exc).__name__
+                if isinstance(exc, PushesCut):  # (the store was read: again at a poll's pace)
+                    backoff.at_most(self.cfg.poll_interval)
                 if not self.answering:
                     self.peers.watching_since = None
                     await self.store.reset()
