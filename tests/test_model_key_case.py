@@ -24,16 +24,23 @@ H = bearer("killgate:admin", "ops", 10800)
 
 
 def go_like(name: str, seen: list[str]) -> web.Application:
-    """A backend that reads `model` as Go's encoding/json fills a `json:"model"` field:
-    every top-level key equal to it in any case sets it, in order (the last wins)."""
+    """A backend that reads `model` as gin's `ShouldBindJSON` (Ollama's handlers) does:
+    whatever the Content-Type, Go's json.Decoder reads the body's first JSON value (the bytes
+    after it are not read), and fills a `json:"model"` field from every top-level key equal
+    to it in any case, in order (the last wins)."""
 
     async def handle(request: web.Request) -> web.Response:
-        pairs = json.loads(await request.read(), object_pairs_hook=list)
+        text = (await request.read()).decode()
+        start = len(text) - len(text.lstrip(" \t\r\n"))
+        seen.append(name)
+        try:
+            pairs, _ = json.JSONDecoder(object_pairs_hook=list).raw_decode(text, start)
+        except ValueError:  # (gin's answer: a 400)
+            return web.json_response({"backend": name, "model": None}, status=400)
         model = None
         for key, value in pairs:
             if key.lower() == "model":
                 model = value
-        seen.append(name)
         return web.json_response({"backend": name, "model": model})
 
     app = web.Application()
