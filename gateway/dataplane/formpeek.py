@@ -45,8 +45,9 @@ _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _SEMI = re.compile(rb"[&;]")
 #: a body that begins as a JSON object: gin's `ShouldBindJSON` (Ollama's handlers) reads
 #: the first JSON value of a body whatever its Content-Type, a form's too (a multipart
-#: body's preamble): a `model` there that the form, read as a form, does not have
-_JSON_FIRST = re.compile(rb"[ \t\r\n]*\{")
+#: body's preamble): a `model` there that the form, read as a form, does not have (after a
+#: UTF-8 byte order mark too, which nlohmann's JSON parser, llama.cpp's, skips)
+_JSON_FIRST = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*\{")
 _JSON_AS_FORM = ("the body is sent as a form but begins as a JSON object, which some "
                  "backends read as JSON whatever its Content-Type (Ollama), so its 'model' "
                  "cannot be checked; send JSON with 'Content-Type: application/json' (curl -d "
