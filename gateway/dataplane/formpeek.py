@@ -48,6 +48,8 @@ _SEMI = re.compile(rb"[&;]")
 #: body's preamble): a `model` there that the form, read as a form, does not have (after a
 #: UTF-8 byte order mark too, which nlohmann's JSON parser, llama.cpp's, skips)
 _JSON_FIRST = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*\{")
+_JSON_LEAD = frozenset((b"{", b" ", b"\t", b"\r", b"\n", b"\xef"))  # (its first bytes: no
+# regex call for a form that begins otherwise, '--boundary' or a field name)
 _JSON_AS_FORM = ("the body is sent as a form but begins as a JSON object, which some "
                  "backends read as JSON whatever its Content-Type (Ollama), so its 'model' "
                  "cannot be checked; send JSON with 'Content-Type: application/json' (curl -d "
@@ -127,7 +129,7 @@ def body_model(ctype: str | None, body: bytes, complete: bool) -> ModelField | N
     kind = form_kind(ctype) if ctype is not None and "form" in ctype.lower() else None
     if kind is None:
         return find_model(body, complete)
-    if _JSON_FIRST.match(body) is not None:
+    if body[:1] in _JSON_LEAD and _JSON_FIRST.match(body) is not None:
         raise Unreadable(_JSON_AS_FORM)
     try:
         if kind[1] is None:
