@@ -129,3 +129,30 @@ async def test_http_requests_split_at_every_byte_are_not_refused_as_another_prot
     proto.data_received(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
                         % (len(body), body) + _head(b"GET", b"/c", b"1.1"))
     assert [r.target for r in h.seen] == [b"/a", b"/c"]
+
+
+@pytest.mark.parametrize("data", [
+    # pipelined behind a body that holds the same method and target with RTSP/1.0
+    b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\nGET /a RTSP/1.0\r\n"
+    b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+    # behind a request whose field value holds it
+    b"GET /a HTTP/1.1\r\nHost: x\r\nX-A: GET /a RTSP/1.0\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+    # after an empty line (a CRLF some clients send after a body), a field value holding it
+    b"\r\nGET /a HTTP/1.1\r\nHost: x\r\nX-A: GET /a RTSP/1.0\r\n\r\n",
+    b"\r\nGET /a HTTP/1.0\r\n\r\n",
+    b"\r\nGET /a HTTP/1.0\r\nX-A: GET /a ICE/1.0\r\n\r\n",
+], ids=["body-before", "field-before", "field-after", "no-fields", "ice-field"])
+async def test_an_http_request_is_not_refused_for_rtsp_text_in_the_bytes_around_it(
+        data: bytes) -> None:
+    """The request line judged is the one its first field follows: a body or a field value
+    in the same read that holds the same method and target with RTSP/1.0 is not it (found
+    by review revplane: a valid HTTP request was refused 400 and its connection closed)."""
+    for cut in (0, *range(1, len(data))):
+        h = Recorder()
+        proto, tr, _ = connect(h, limits=_LIMITS)
+        if cut:
+            proto.data_received(data[:cut])
+        proto.data_received(data[cut:])
+        assert b"other than HTTP" not in bytes(tr.out), (cut, bytes(tr.out)[-200:])
+        assert h.seen and all(r.refused is None for r in h.seen), cut
+        assert h.seen[-1].target == b"/a" and proto.line is None

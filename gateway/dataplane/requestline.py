@@ -43,12 +43,13 @@ class RequestLine:
         line = self.line
         if self.fresh:
             data = self.reading
-            if data is not None and foreign_line(bytes(data), method, req.target):
+            if data is not None and foreign_line(bytes(data), method, req.target,
+                                                 _first(req)):
                 req.refused = FOREIGN
         elif line is not None:
             self.line = None
             data = self.reading
-            if foreign_line(line + (data or b""), method, req.target):
+            if foreign_line(line + (data or b""), method, req.target, _first(req)):
                 req.refused = FOREIGN
         return self.parser.get_http_version()
 
@@ -67,5 +68,10 @@ class RequestLine:
         if self.fresh or line is not None:  # (the line is complete: not yet judged)
             self.line = None
             seen = bytes(data) if line is None else line + data
-            if foreign_line(seen, self.parser.get_method(), req.target):
+            if foreign_line(seen, self.parser.get_method(), req.target, _first(req)):
                 req.refused = FOREIGN
+
+
+def _first(req: Request) -> bytes | None:
+    """The name of `req`'s first field as sent (what follows its request line), if any."""
+    return req.raw_headers[0][0] if req.raw_headers else None
