@@ -4,10 +4,10 @@ entry over the size limit as its id and one field, `over`, with its size; an ent
 with that one field and a value that is not UTF-8 was taken for the marker and its value
 decoded strictly, so every read of a page holding it raised (found by review revtrail):
 `GET /v1/audit` answered 500 `internal` (the console's audit page, `killgate audit verify`
-and drill history with it), the audit mirror copied nothing past it, and an instance
-starting after a trail loss never said it. Now only a size (ASCII digits) is the marker;
+and drill history with it), and the audit mirror copied nothing past it while `/v1/status`
+said it `ok`, refusing nothing. Now only a size (ASCII digits) is the marker;
 any other such entry is an entry that is no event, shown `unparseable` as every one, a break
-`audit verify` names.
+`audit verify` names and the mirror refuses, loudly.
 
 Real redis-server, a real gateway and the real `killgate audit verify`.
 """
@@ -20,7 +20,13 @@ import pytest
 
 from gateway.state.redisaudit import RedisAudit
 from tests.backends import echo_app
-from tests.conftest import RedisServer, running_gateway, two_versions, write_config
+from tests.conftest import (
+    RedisServer,
+    running_gateway,
+    two_versions,
+    wait_until,
+    write_config,
+)
 from tests.staterig import redis_state
 from tests.test_audit import TOKEN, H
 from tests.test_cli import acli
@@ -44,11 +50,17 @@ def test_a_marker_whose_value_is_not_a_size_is_an_entry_that_is_no_event() -> No
 async def test_a_forged_marker_entry_is_shown_unparseable_not_a_500(
         tmp_path: Path, backends, session, redis_server: RedisServer) -> None:
     p = await backends(echo_app("v1"))
-    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(redis_server, tmp_path))
+    mirror = tmp_path / "mirror.jsonl"
+    cfg = write_config(tmp_path, two_versions(p, p), state=redis_state(
+        redis_server, tmp_path, extra=f"  audit_mirror: {mirror}\n"))
     async with running_gateway(cfg) as g:
         await kill(session, g.admin, scope="version", route="iris", version="v2")
         forged = redis_server.cmd("EVAL", _FORGE, "1", "kgtest:audit", "12")
         await kill(session, g.admin, scope="route", route="iris")  # (after it)
+        # the mirror stops at it, and says so (before: `ok`, nothing refused, nothing copied)
+        await wait_until(lambda: g.gw.sync.mirror.status()["refused"] is not None, 10,
+                         what="the mirror refused the entry that is no event")
+        assert g.gw.sync.mirror.status()["ok"] is False
         async with session.get(f"{g.admin}/v1/audit", headers=H) as r:
             body = await r.json()
             assert r.status == 200, body
