@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.state.beatorder import beat_current
 from gateway.state.signing import Key
 from tests.backends import echo_app
 from tests.conftest import STATE_KEY, RedisServer, bearer, running_gateway, wait_until
@@ -33,6 +34,20 @@ pytestmark = pytest.mark.timeout(40)
 KEY_B = "b" * 64
 A_ENV, B_ENV = "KILLGATE_TEST_STATE_KEY", "KG_KEY_B"
 URLS = "kgtest:instances:urls"
+
+
+def test_a_record_names_the_heartbeat_read_or_a_later_one() -> None:
+    """A heartbeat landing between the fleet read's two reads (heartbeats, then addresses)
+    wrote a record of a later place: its key ids are read (no `null` flicker); an older
+    place's, or another start's before, are not."""
+    read = "1000.900.abcd1234.5.100"
+    assert beat_current(read, read)
+    assert beat_current("1200.900.abcd1234.6.300", read)  # (written since)
+    assert beat_current("5000.4900.ffff0000.0.0", read)  # (a restart since)
+    assert not beat_current("800.900.abcd1234.4.0", read)  # (put back)
+    assert not beat_current("900.800.abcd1234.9.0", read)  # (an earlier start's)
+    assert not beat_current(None, read) and not beat_current(read, None)
+    assert not beat_current(["x"], read) and not beat_current("junk", read)
 
 
 async def test_an_older_record_of_a_live_instance_put_back_does_not_say_its_key_ids(

@@ -19,7 +19,15 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.log import event
-from gateway.state.beatorder import MAX_INSTANCES, NewestBeats, NewestPlaces, Place, pushed_replay, split_time
+from gateway.state.beatorder import (
+    MAX_INSTANCES,
+    NewestBeats,
+    NewestPlaces,
+    Place,
+    beat_current,
+    pushed_replay,
+    split_time,
+)
 from gateway.state.redisidem import CLOCK_SKEW
 from gateway.state.redislink import RedisLink
 from gateway.state.redisstats import turn
@@ -190,7 +198,7 @@ class RedisBeats(RedisLink):
                 else:
                     # (key ids only from the record written with the heartbeat read: an
                     # older one put back said the keys it held then, review revtrail)
-                    if urls.pop("beat", None) != self._beat_walls.get(name):
+                    if not beat_current(urls.pop("beat", None), self._beat_walls.get(name)):
                         urls.pop("key_ids", None)
                     out[name].update(urls)
         self._refused_urls = refused
