@@ -23,6 +23,14 @@ def _intact(ev: Any) -> bool:
     return isinstance(h, str) and isinstance(ev.get("prev_hash"), str) and h == event_hash(ev)
 
 
+def _held(ev: dict[str, Any], keys: Mapping[str, bytes]) -> bool:
+    """Whether `ev` names a key id of `keys` (a kid that is no string, written by whoever
+    can write to the store, is none: looked up, a list raised, and GET /v1/drills answered
+    500, review revtrail)."""
+    kid = ev.get("kid")
+    return isinstance(kid, str) and kid in keys
+
+
 def pin_walk(prev: str, after: Iterable[Any], keys: Mapping[str, bytes]) -> bool | str:
     """Walk `after` (the events following the one whose hash is `prev`, oldest first): True
     when they link and recompute up to one genuine under `keys` (the event of `prev` is
@@ -33,7 +41,7 @@ def pin_walk(prev: str, after: Iterable[Any], keys: Mapping[str, bytes]) -> bool
             return False
         if genuine(ev, keys):
             return True
-        if ev.get("kid") in keys:  # (a held key's MAC that does not match: edited)
+        if _held(ev, keys):  # (a held key's MAC that does not match: edited)
             return False
         prev = str(ev["hash"])
     return prev
@@ -72,7 +80,7 @@ class ChainFromNewest:
             if ok and genuine(ev, self.keys):
                 self._expected = str(ev.get("prev_hash"))
             elif (ok and self._expected is not None and ev.get("hash") == self._expected
-                  and ev.get("kid") not in self.keys and _intact(ev)):
+                  and not _held(ev, self.keys) and _intact(ev)):
                 self._ok.add(self._done)
                 self._expected = str(ev.get("prev_hash"))
             else:
