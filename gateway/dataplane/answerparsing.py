@@ -63,6 +63,8 @@ class AnswerParsing(Awaiting):
     feeding: bool
     woke: bool
     head: bool
+    heads_read: bytearray | None
+    heads_seen: int
     status: int
     headers: list[tuple[bytes, bytes]]
     lines: list[bytes]
