@@ -3,8 +3,10 @@
 llhttp parses `GET / RTSP/1.0` (RTSP's methods that HTTP has too) and `SOURCE / ICE/1.0` as
 HTTP/1.0, and says nothing of the protocol a line named. Where `Parsing.on_headers_complete`
 cannot read it from the read a line began (pipelined, after empty lines, split across
-reads), the line is found in the bytes read: kept while it is open (bounded), judged once
-complete (headrules.foreign_line), refused if it names RTSP or ICE. A base of
+reads), the line is found in the bytes read: kept while it is open (bounded; not when the
+read it began at the start of shows it whole naming HTTP/1.1 or 1.0, which is where
+`on_headers_complete` reads it), judged once complete (headrules.foreign_line), refused if
+it names RTSP or ICE. A base of
 `parsing.Parsing`; the connection (protocol.py) sets `reading` and calls `_line_read`.
 """
 
