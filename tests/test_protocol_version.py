@@ -156,3 +156,58 @@ async def test_an_http_request_is_not_refused_for_rtsp_text_in_the_bytes_around_
         assert b"other than HTTP" not in bytes(tr.out), (cut, bytes(tr.out)[-200:])
         assert h.seen and all(r.refused is None for r in h.seen), cut
         assert h.seen[-1].target == b"/a" and proto.line is None
+
+
+# llhttp takes these too, as HTTP of their numbers: RTSP/1.1 and ICE/1.1 read as 1.1, so a
+# check of the lines it reads as 1.0 alone would let them through (2.0 and 0.9 are refused
+# for their version anyway; named as another protocol first)
+_FOREIGN_MORE = [(b"GET", b"RTSP/1.1"), (b"DESCRIBE", b"RTSP/1.0"), (b"SOURCE", b"ICE/1.1"),
+                 (b"OPTIONS", b"RTSP/2.0"), (b"SOURCE", b"ICE/2.0"), (b"GET", b"RTSP/0.9")]
+
+
+def _line_cuts(line: bytes, data: bytes) -> list[list[bytes]]:
+    """`data` cut once around the end of its request `line` (before and after its CRLF,
+    inside the first field), then the rest a byte a read."""
+    out = []
+    for cut in (len(line) - 1, len(line), len(line) + 1, len(line) + 4, len(line) + 9):
+        out += [[data[:cut], data[cut:]],
+                [data[:cut], *(data[i:i + 1] for i in range(cut, len(data)))]]
+    return out
+
+
+@pytest.mark.parametrize(("method", "protocol"), _FOREIGN + _FOREIGN_MORE)
+async def test_a_request_line_of_another_protocol_is_refused_when_a_read_ends_after_it(
+        method: bytes, protocol: bytes) -> None:
+    """A read that ends after a request line (its fields still open) keeps the line only
+    when that read does not show it naming HTTP/1.1 or 1.0 (impperf7: `_line_read`, and
+    `on_headers_complete` reads those in `first_read`): one of another protocol is kept
+    and refused, after empty lines too, whatever its version reads as."""
+    for lead in (b"", b"\r\n", b"\n\r\n"):
+        line = lead + method + b" /a " + protocol + b"\r\n"
+        data = line + b"Host: x\r\nContent-Length: 0\r\n\r\n"
+        for pieces in _line_cuts(line, data):
+            h = Recorder()
+            proto, tr, _ = connect(h, limits=_LIMITS)
+            for piece in pieces:
+                proto.data_received(piece)
+            assert _refused_foreign(proto, h, tr), (data, pieces[0], bytes(tr.out)[:200])
+            assert proto.line is None and proto.reading is None
+
+
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+async def test_an_http_request_line_a_read_ends_after_is_not_kept(version: bytes) -> None:
+    """The same cuts of HTTP lines: accepted with the parser's version, and a line the read
+    shows whole at its start is not copied to be judged later."""
+    for lead in (b"", b"\r\n", b"\n\r\n"):
+        line = lead + b"GET /a HTTP/" + version + b"\r\n"
+        data = line + b"Host: x\r\nX-A: RTSP/1.0\r\nContent-Length: 0\r\n\r\n"
+        for pieces in _line_cuts(line, data):
+            h = Recorder()
+            proto, _, _ = connect(h, limits=_LIMITS)
+            proto.data_received(pieces[0])
+            if not lead and len(pieces[0]) >= len(line):
+                assert proto.line is None, pieces[0]
+            for piece in pieces[1:]:
+                proto.data_received(piece)
+            assert len(h.seen) == 1 and h.seen[0].refused is None, (data, pieces[0])
+            assert h.seen[0].http10 is (version == b"1.0") and proto.line is None
