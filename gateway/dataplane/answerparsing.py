@@ -48,9 +48,9 @@ class AnswerParsing(Awaiting):
     coroutines; the exchange's state is declared here, and what these callbacks write
     (of the answer) is their slots."""
 
-    __slots__ = ("_framed", "begins", "body_total", "chunk_mark", "complete", "dated", "framing",
-                 "general", "head_at", "headers", "headers_done", "heads_seen", "keep_alive",
-                 "length", "lines", "nchunks", "on_body", "on_message_begin", "stale",
+    __slots__ = ("_framed", "begins", "body_total", "complete", "dated", "framing", "general",
+                 "head_at", "headers", "headers_done", "heads_seen", "keep_alive", "length",
+                 "lines", "nchunks", "on_message_begin", "stale",
                  "status", "trail_fresh", "trailer_bytes", "trailing", "v1_seen", "woke")
 
     # the exchange's state they read and write (Exchange's, Awaiting's)
@@ -88,12 +88,6 @@ class AnswerParsing(Awaiting):
     # `on_message_complete` after a 1xx); a pop from it empty raises IndexError.
     begins: list[None]
     on_message_begin: Callable[[], object]
-    # llhttp's `on_body` is `chunks.append` (set before the parser is made; `chunks` is
-    # never replaced, only emptied in place), and `_bodied` does the rest once per read;
-    # `seen_chunks` of `chunks` are counted in `buffered`, `chunk_mark` were there at the
-    # last chunk header (or the chunk's end)
-    on_body: Callable[[bytes], object]
-    chunk_mark: int
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.headers_done:
@@ -216,7 +210,6 @@ class AnswerParsing(Awaiting):
     def on_chunk_header(self) -> None:
         # a chunk's data follows, or (after the last, empty one) the trailer section
         self.trailing = self.trail_fresh = True
-        self.chunk_mark = len(self.chunks)  # (data after it ends the section: `_bodied`)
         self.trailer_bytes = 0
         self.nchunks += 1
         if self.head:
@@ -237,29 +230,17 @@ class AnswerParsing(Awaiting):
         skips and hands to no callback. Counted as a trailer section is (`_open_trailer`),
         so that a backend cannot send them without end."""
         self.trailing = self.trail_fresh = True
-        self.chunk_mark = len(self.chunks)
         self.trailer_bytes = 0
 
-    def _bodied(self, chunks: list[bytes], seen: int) -> None:
-        """Body bytes came in the read just parsed: `chunks[seen:]`. llhttp's `on_body` is
-        `chunks.append` (a C method: a call from C into Python code costs ~540 CPU
-        instructions a read), so what a Python callback did per piece is done here, once
-        the read is parsed: the bytes counted, reading paused past HIGH_WATER, the exchange
-        woken (`Exchange.data_received`, even when the parse failed after them)."""
-        n = len(chunks)
-        if self.head:  # bytes of a body after an answer to HEAD, which has none
-            del chunks[seen:]
+    def on_body(self, body: bytes) -> None:
+        self.trailing = False
+        if self.head:
             self._headless()
             return
-        size = len(chunks[seen]) if n == seen + 1 else sum(map(len, chunks[seen:]))
-        self.seen_chunks = n
-        self.buffered = buffered = self.buffered + size
-        self.body_total += size
-        # a chunk's data came after the last chunk header, or in a read that began with
-        # none open: the read ends in a chunk's data, not in a section `_open_trailer` counts
-        if self.trailing and (not self.trail_fresh or n > self.chunk_mark):
-            self.trailing = False
-        if buffered > HIGH_WATER and not self.read_paused and self.transport:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        self.body_total += len(body)
+        if self.buffered > HIGH_WATER and not self.read_paused and self.transport:
             self.read_paused = True
             self.transport.pause_reading()
         if self.feeding and self.waiter is None:
@@ -283,8 +264,8 @@ class AnswerParsing(Awaiting):
         if not self.headers_done:  # the end of a 1xx: none of its fields are the answer's,
             self.headers = []  # nor its body (llhttp reads one for a 1xx other than 100,
             self.lines = []  # 102, 103 with a Content-Length: it never joins the answer's)
-            self.chunks.clear()  # (in place: llhttp's `on_body` is its `append`)
-            self.seen_chunks = self.buffered = 0  # (within MAX_ANSWER_HEAD: not paused)
+            self.chunks = []
+            self.buffered = 0  # (within MAX_ANSWER_HEAD: reading was not paused for it)
             self.dated = self.general = False
             self.length = None
             self._framed = False

@@ -27,8 +27,8 @@ class Awaiting:
     """The coroutines of an exchange; its state is the exchange's (declared here)."""
 
     # (what these coroutines write; the exchange's other state is in its own slots)
-    __slots__ = ("_chunked_out", "buffered", "chunks", "read_paused", "seen_chunks", "unsent",
-                 "wait_until", "waiter")
+    __slots__ = ("_chunked_out", "buffered", "chunks", "read_paused", "unsent", "wait_until",
+                 "waiter")
 
     loop: asyncio.AbstractEventLoop
     clock: Clock  # the data plane's shared clock reading
@@ -42,8 +42,7 @@ class Awaiting:
     wait_until: float
     headers_done: bool
     complete: bool
-    chunks: list[bytes]  # (never replaced: llhttp's `on_body` is its `append`)
-    seen_chunks: int  # how many of them `buffered` counts (`AnswerParsing._bodied`)
+    chunks: list[bytes]
     buffered: int
     read_paused: bool
     unsent: bool
@@ -158,8 +157,8 @@ class Awaiting:
             if self.chunks:
                 chunks = self.chunks
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()  # (in place: llhttp's `on_body` is its `append`)
-                self.seen_chunks = self.buffered = 0
+                self.chunks = []
+                self.buffered = 0
                 if self.read_paused and self.transport:
                     self.read_paused = False
                     self.transport.resume_reading()
@@ -185,6 +184,5 @@ class Awaiting:
         """The body received so far, left in place."""
         chunks = self.chunks
         if len(chunks) > 1:
-            chunks[:] = [b"".join(chunks)]  # (in place: llhttp's `on_body` is its `append`)
-            self.seen_chunks = 1  # (all of them were counted: not called while parsing)
+            self.chunks = chunks = [b"".join(chunks)]
         return chunks[0] if chunks else b""

@@ -76,14 +76,11 @@ class Driving(AnswerParsing):
 
     def take_body(self) -> bytes:
         """The whole body when it has already arrived (complete and small)."""
-        chunks = self.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()  # (in place: llhttp's `on_body` is its `append`)
-        self.seen_chunks = self.buffered = 0
+        chunks, self.chunks, self.buffered = self.chunks, [], 0
         if self.read_paused and self.transport:  # (as `read`: the buffer is empty again;
             self.read_paused = False  # a connection pooled paused would never answer again)
             self.transport.resume_reading()
-        return body
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def finish(self) -> bytes:
         """`take_body`, then `release` (the fast path's end of a complete answer, in one
@@ -91,8 +88,8 @@ class Driving(AnswerParsing):
         chunks = self.chunks
         if chunks:
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            chunks.clear()  # (in place: llhttp's `on_body` is its `append`)
-            self.seen_chunks = self.buffered = 0
+            self.chunks = []
+            self.buffered = 0
             if self.read_paused and self.transport:  # (as `take_body`)
                 self.read_paused = False
                 self.transport.resume_reading()

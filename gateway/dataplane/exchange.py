@@ -80,12 +80,8 @@ class Exchange(Driving, asyncio.Protocol):
         self.loop = pool.loop
         self.clock = pool.clock
         self.transport: asyncio.Transport | None = None
-        # llhttp's callbacks that are C methods (`AnswerParsing`'s: set before the parser)
-        self.begins = []
+        self.begins = []  # (`AnswerParsing.on_message_begin`: llhttp's callback, set first)
         self.on_message_begin = self.begins.pop
-        self.chunks: list[bytes] = []  # (never replaced: emptied in place)
-        self.on_body = self.chunks.append
-        self.seen_chunks = self.chunk_mark = 0
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self._write_paused = False
@@ -95,6 +91,7 @@ class Exchange(Driving, asyncio.Protocol):
         # What no answer leaves behind on a connection that goes back to its pool (the pool
         # takes one only complete, kept alive, without error, body read whole and request
         # sent whole), and what `begin`/`begin_drive` set before any use: written here once.
+        self.chunks: list[bytes] = []
         self.buffered = 0
         self.error: UpstreamError | None = None
         self.waiter: asyncio.Future[None] | None = None
@@ -174,13 +171,7 @@ class Exchange(Driving, asyncio.Protocol):
         else:  # (in a chunked answer's body: its framing is counted, `_framed_by`)
             body = self.body_total if self.nchunks and not self.complete else -1
         try:
-            try:
-                self.parser.feed_data(data)
-            finally:  # (also when the parse failed after them: an answer that stands)
-                chunks = self.chunks
-                seen = self.seen_chunks
-                if len(chunks) > seen:  # body bytes came (`AnswerParsing._bodied`)
-                    self._bodied(chunks, seen)
+            self.parser.feed_data(data)
             if not self.headers_done and self.head_bytes > MAX_ANSWER_HEAD:
                 # (checked after the feed: one read may end the head and begin the body)
                 self.fail(UpstreamProtocolError(
