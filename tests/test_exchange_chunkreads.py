@@ -1,8 +1,8 @@
 """dataplane/exchange.py without sockets: where a read of a chunked answer ends decides how
 it is counted. A read that ends inside a chunk header (its size and extensions) or the
 trailer section is counted against MAX_ANSWER_HEAD (`Exchange._open_trailer`); a read of a
-chunk's data is body. Body pieces are appended by llhttp itself and sorted out once a read
-is parsed (`AnswerParsing._bodied`), so both sides of that line are proven here."""
+chunk's data is body (`AnswerParsing.on_body` ends the section a chunk header or a chunk's
+end began): both sides of that line are proven here."""
 
 from __future__ import annotations
 
