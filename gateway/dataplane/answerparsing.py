@@ -43,18 +43,15 @@ class BadAnswer(Exception):
     """An answer the parser took that HTTP/1.1 does not have (its message is the reason)."""
 
 
-class _Extra(Exception):
-    """Another message after the exchange's answer, or on an idle connection."""
-
-
 class AnswerParsing(Awaiting):
     """The parser callbacks of `Exchange` (see the module docstring), over `Awaiting`'s
     coroutines; the exchange's state is declared here, and what these callbacks write
     (of the answer) is their slots."""
 
-    __slots__ = ("_framed", "body_total", "complete", "dated", "framing", "general", "head_at",
-                 "headers", "headers_done", "heads_read", "heads_seen", "keep_alive", "length",
-                 "lines", "nchunks", "stale", "status", "trail_fresh", "trailer_bytes", "trailing", "woke")
+    __slots__ = ("_framed", "begins", "body_total", "complete", "dated", "framing", "general",
+                 "head_at", "headers", "headers_done", "heads_read", "heads_seen", "keep_alive",
+                 "length", "lines", "nchunks", "on_message_begin", "stale", "status",
+                 "trail_fresh", "trailer_bytes", "trailing", "woke")
 
     # the exchange's state they read and write (Exchange's, Awaiting's)
     parser: Any  # httptools.HttpResponseParser (httptools is exchange.py's to import)
@@ -81,9 +78,15 @@ class AnswerParsing(Awaiting):
     body_total: int  # ... its body's bytes ...
     nchunks: int  # ... and its chunks (set by Exchange._reset)
 
-    def on_message_begin(self) -> None:
-        if self.headers_done:
-            raise _Extra  # (a 1xx is followed by its final answer: that one is welcome)
+    # A message begins: welcome once an exchange (its answer) and once after each 1xx (its
+    # final answer follows); any other is a second answer, or bytes on an idle connection,
+    # and fails the parse (`Exchange.data_received`: the answer stands, if complete, and the
+    # connection is never used again). llhttp's callback is `begins.pop`, a C method, not
+    # a Python one: a call from C into Python code costs ~540 CPU instructions, this ~100.
+    # `begins` holds one item while a message is welcome (`Exchange._reset` puts it, and
+    # `on_message_complete` after a 1xx); a pop from it empty raises IndexError.
+    begins: list[None]
+    on_message_begin: Callable[[], object]
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.headers_done:
@@ -266,6 +269,7 @@ class AnswerParsing(Awaiting):
             self.dated = self.general = False
             self.length = None
             self._framed = False
+            self.begins.append(None)  # (its final answer is welcome)
             return
         self.complete = True
         self.trailing = False

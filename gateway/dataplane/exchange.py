@@ -79,6 +79,8 @@ class Exchange(Driving, asyncio.Protocol):
         self.loop = pool.loop
         self.clock = pool.clock
         self.transport: asyncio.Transport | None = None
+        self.begins = []  # (`AnswerParsing.on_message_begin`: llhttp's callback, set first)
+        self.on_message_begin = self.begins.pop
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self._write_paused = False
@@ -126,6 +128,9 @@ class Exchange(Driving, asyncio.Protocol):
         self.keep_alive = False
         self._framed = False
         self.framing = self.body_total = self.nchunks = 0  # (a chunked answer's: `_framed_by`)
+        # its answer's first message is welcome (the last answer's took its item: an
+        # exchange is reset new, or pooled only complete)
+        self.begins.append(None)
         if self.stale:  # the last answer was to HEAD: its parser still waits for a body
             self.stale = False
             self.parser = httptools.HttpResponseParser(self)
