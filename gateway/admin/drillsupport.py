@@ -18,7 +18,7 @@ from gateway import filemodes
 from gateway.admin.ports import AuditReader
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import clean_text, genuine
-from gateway.domain.auditpin import ChainFromNewest
+from gateway.domain.auditpin import AnchoredLinks, ChainFromNewest
 from gateway.domain.drillresults import is_number
 from gateway.domain.drilltoken import derive_key
 from gateway.domain.statedoc import StateDoc
@@ -151,30 +151,36 @@ async def drill_events(store: AuditReader, want: Any, limit: int) -> list[dict[s
     kill, for a restore from the trail to lift, or a drill history of its own. An event
     MAC'd under a key a rotation removed is kept when the chain authenticates it (every
     event from a newer genuine one back to it links and recomputes; auditpin.py), marked
-    `"verified_by": "chain"`: before, the drills from before a rotation were dropped."""
+    `"verified_by": "chain"`: before, the drills from before a rotation were dropped.
+    And only events of this deployment's chain, back from the head its signed state
+    document anchors (`AnchoredLinks`): an event's MAC does not name the redis prefix, so
+    another deployment's genuine events (sharing the key, as the README allows with
+    another prefix), copied into this stream, verified, and its drills were listed and
+    restored here (review revprefix)."""
     keys = store.audit_keys
     ring = keys.keys() if keys.enabled else None
     chain = ChainFromNewest(ring) if ring is not None else None
     out: list[dict[str, Any]] = []
-    before: str | None = None
+    head, events, before = await store.audit_newest(500)
+    anchored = AnchoredLinks(head)
     scanned = 0
-    while len(out) < limit and scanned < HISTORY_SCAN:
-        events, before = await store.audit_page(500, before)
+    while True:
         scanned += len(events)
         if chain is None:
             out.extend(e for e in events if want(e))
         else:
             base = len(chain.seen)
             chain.feed(events)
-            for i, e in enumerate(events):
-                if not want(e):
+            for i, (e, link) in enumerate(zip(events, anchored.links(events), strict=True)):
+                if not link or not want(e):
                     continue
                 if genuine(e, chain.keys):
                     out.append(e)
                 elif chain.by_chain(base + i):  # (walked only when one is not genuine)
                     out.append({**e, "verified_by": "chain"})
-        if before is None or not events:
+        if len(out) >= limit or scanned >= HISTORY_SCAN or before is None or not events:
             break
+        events, before = await store.audit_page(500, before)
     return out[:limit]
 
 
