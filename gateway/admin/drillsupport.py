@@ -144,7 +144,8 @@ def clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def drill_events(store: AuditReader, want: Any, limit: int) -> list[dict[str, Any]]:
+async def drill_events(store: AuditReader, want: Any, limit: int,
+                       known: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Audit events for which `want(event)` holds, newest first: at most `limit`, from at
     most HISTORY_SCAN of the newest events. With audit keys, only events whose hash and MAC
     verify: whoever can write to the store could add a "drill" that "made" an operator's
@@ -156,13 +157,14 @@ async def drill_events(store: AuditReader, want: Any, limit: int) -> list[dict[s
     document anchors (`AnchoredLinks`): an event's MAC does not name the redis prefix, so
     another deployment's genuine events (sharing the key, as the README allows with
     another prefix), copied into this stream, verified, and its drills were listed and
-    restored here (review revprefix)."""
+    restored here (review revprefix). `known`: the links a walk verified before
+    (`AnchoredLinks`), kept by a caller that reads again."""
     keys = store.audit_keys
     ring = keys.keys() if keys.enabled else None
     chain = ChainFromNewest(ring) if ring is not None else None
     out: list[dict[str, Any]] = []
     head, events, before = await store.audit_newest(500)
-    anchored = AnchoredLinks(head)
+    anchored = AnchoredLinks(head, known)
     scanned = 0
     while True:
         scanned += len(events)
@@ -193,13 +195,18 @@ class DrillHistory:
     def __init__(self) -> None:
         self._key: tuple[Any, ...] | None = None
         self._got: list[dict[str, Any]] = []
+        #: the trail's links verified by the reads before (auditpin.AnchoredLinks): a read
+        #: after a new event hashes that one only, not the HISTORY_SCAN before it again
+        self._known: dict[str, str] = {}
 
     async def get(self, store: AuditReader, limit: int) -> list[dict[str, Any]]:
         newest, _ = await store.audit_page(1, None)
         head = (newest[0].get("id"), newest[0].get("hash")) if newest else None
         key = (head, limit, store.audit_keys.enabled)
         if key != self._key:
+            if len(self._known) > 2 * HISTORY_SCAN:  # (bounded: read whole again once)
+                self._known.clear()
             self._got = await drill_events(store, lambda e: e.get("action") == "drill.end",
-                                           limit)
+                                           limit, self._known)
             self._key = key
         return list(self._got)
