@@ -9,7 +9,8 @@ the prefix, so A's genuine events, copied into B's stream by whoever can write t
 restore in B's trail and giving back A's instances as the drill's `started_with`, which
 `killgate drill restore` then asks with B's proof). A drill's events are now taken only
 from B's own chain: the events the head B's signed (prefix-bound) document anchors links
-back to; a copied event is on no link of it.
+back to; a copied event is on no link of it. A's genuine state document put into B's
+key (and pushed) was refused before and still is: held here too.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import pytest
 from aiohttp import ClientSession
 
 from tests.backends import echo_app
-from tests.conftest import GatewayProcess, RedisServer, free_port, write_config
-from tests.drillrig import call, open_drill, routes
+from tests.conftest import GatewayProcess, RedisServer, free_port, wait_until, write_config
+from tests.drillrig import answer, call, open_drill, routes
 from tests.staterig import redis_section
 
 pytestmark = pytest.mark.timeout(120)
@@ -123,5 +124,36 @@ async def test_another_deployments_open_drill_is_not_restored_here(
     st, out = await call(session, "POST", f"{r.a.admin}/v1/drills/{r.left}/restore",
                          {"reason": "done"})
     assert st == 200 and out["undone"] == [{"unkill": "version:iris-drill:v2"}], out
+    r.a.stop()
+    r.b.stop()
+
+
+async def test_another_deployments_genuine_document_is_refused_here(
+        tmp_path: Path, backends: Any, session: ClientSession, redis_server: RedisServer,
+        gateway_procs: Callable[..., GatewayProcess]) -> None:
+    """Held (not a defect): a state document, its push and its generation are signed bound
+    to the prefix, so A's genuine document (A's open drill, its kill injected) SET into
+    B's key and PUBLISHed on B's channel is refused, counted, and kills nothing on B."""
+    r = await _rig(tmp_path, backends, session, redis_server, gateway_procs)
+    foreign = redis_server.cmd("GET", "kga:state")
+    assert foreign.startswith("KGS1 ")
+    redis_server.cmd("SET", "kgb:state", foreign)
+    redis_server.cmd("SET", "kgb:gen", "1000")
+    verification: dict[str, Any] = {}
+
+    async def counted() -> bool:
+        nonlocal verification
+        redis_server.cmd("PUBLISH", "kgb:events", foreign)
+        st, out = await call(session, "GET", f"{r.b.admin}/v1/status")
+        verification = out["store"]["verification"]["unverified"] if st == 200 else {}
+        return verification.get("state", 0) >= 1 and verification.get("push", 0) >= 1
+
+    await wait_until(counted, 20, 0.1, what="A's document refused by B, stored and pushed")
+    assert await answer(session, r.b.url + "/drill/iris/x", **{"x-killgate-pin": "v2"}) \
+        == (200, "v2", "pinned")
+    assert await answer(session, r.a.url + "/drill/iris/x", **{"x-killgate-pin": "v2"}) \
+        == (200, "v1", "failover")
+    st, listed = await call(session, "GET", f"{r.b.admin}/v1/drills")
+    assert st == 200 and not listed["open"], listed
     r.a.stop()
     r.b.stop()
