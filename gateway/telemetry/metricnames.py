@@ -112,8 +112,12 @@ HELP: dict[str, tuple[str, str]] = {
                                                     "kind."),
     "killgate_audit_mirror_refused_total": ("counter", "Times the audit mirror refused events "
                                                        "that do not continue its last line."),
-    "killgate_audit_mirror_ok": ("gauge", "0 while the audit mirror refuses to continue "
-                                          "(alert on it)."),
+    "killgate_audit_mirror_ok": ("gauge", "0 while the audit mirror refuses to continue, "
+                                          "or is stopped by an unexpected error until it "
+                                          "restarts (alert on it)."),
+    "killgate_audit_mirror_restarts_total": ("counter", "Times the audit mirror's copy was "
+                                                        "started again after an unexpected "
+                                                        "error stopped it."),
     "killgate_audit_trail_lost_total": ("counter", "Times the store was found without the "
                                                    "audit trail this instance had anchored."),
     "killgate_auth_failures_total": ("counter", "Admin requests refused by authentication or "
@@ -225,6 +229,7 @@ HELP: dict[str, tuple[str, str]] = {
 #: reading a gauge needs it there (name -> (label names, the label values of each series))
 INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     "killgate_audit_mirror_failures_total": ((), ((),)),
+    "killgate_audit_mirror_restarts_total": ((), ((),)),
     "killgate_audit_trail_lost_total": ((), ((),)),
     "killgate_state_reseeds_total": ((), ((),)),
     "killgate_approval_unknown_action_total": ((), ((),)),
