@@ -36,7 +36,13 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_state_generation": ("gauge", "Generation of the replicated state applied here."),
     "killgate_kill_state_age_seconds": ("gauge", "Seconds since the state store last confirmed "
                                                  "this instance's state."),
-    "killgate_state_store_connected": ("gauge", "1 when the state store answers."),
+    "killgate_state_store_connected": ("gauge", "1 when the state store answers (its reads "
+                                                "verify, or it holds a document this "
+                                                "instance cannot verify)."),
+    "killgate_state_pushes_cut": ("gauge", "1 while the store's pushes (its pub/sub "
+                                           "subscription) are refused or cut but its reads "
+                                           "verify: changes arrive at poll_interval's "
+                                           "pace."),
     "killgate_state_stale": ("gauge", "1 while no state sync succeeded for longer than "
                                       "state.max_staleness (alert on it)."),
     "killgate_state_newer_document": ("gauge", "1 while the store holds a document a newer "
