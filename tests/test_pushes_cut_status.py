@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from gateway.control.drillfleet import store_refusal
 from gateway.state.localkills import LocalEntry, LocalKills, journal_path
 from gateway.state.signing import Key, Keyring
 from tests.backends import echo_app
@@ -102,3 +103,15 @@ async def test_pushes_cut_is_said_not_unreachable_and_local_kills_still_merge(
         assert "UNREACHABLE" in res.stdout.splitlines()[0], res.stdout
         redis_server.cmd("ACL", "SETUSER", "watcher", "+@all", "&*")
         await wait_until(lambda: sync.status()["pushes"] == "live", 15, what="live again")
+
+
+def test_a_drill_through_an_instance_whose_pushes_are_cut_is_refused_in_those_words() -> None:
+    """Not "cannot reach the state store" (it reads it): its subscription is named."""
+    status = {"instance": "a", "store": {"backend": "redis", "connected": False,
+                                         "pushes": "cut",
+                                         "last_error": "could not subscribe: NOPERM"}}
+    why = store_refusal(status) or ""
+    assert "subscription to the store's pushes is refused or cut" in why, why
+    assert "cannot reach" not in why and "NOPERM" in why, why
+    status["store"]["pushes"] = None
+    assert "cannot reach the state store" in (store_refusal(status) or "")
