@@ -49,7 +49,7 @@ local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[5] ~= '' and ms - tonumber(ARGV[6]) > tonumber(ARGV[5]) then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ms .. ' ' .. ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) end
-redis.call('PUBLISH', ARGV[3], ARGV[2])
+redis.pcall('PUBLISH', ARGV[3], ARGV[2])  -- (written even if refused: rediscommit.py)
 return ms
 """)
 

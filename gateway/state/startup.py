@@ -59,6 +59,7 @@ class Startup:
     connected: bool
     answering: bool
     newer_version: bool
+    pushes_cut: bool
     synced_once: bool
     from_snapshot: bool
     last_error: str | None
@@ -94,7 +95,7 @@ class Startup:
         try:
             await self._first_sync()
         except TimeoutError:
-            self.connected = False
+            self.connected = self.pushes_cut = False
             event(log, "state_store_unavailable_at_start", logging.WARNING, error=self.last_error,
                   serving="snapshot" if self.from_snapshot else
                   "config only (ready_without_state)" if self.cfg.ready_without_state else
@@ -142,6 +143,7 @@ class Startup:
                         self.last_error = str(exc) or type(exc).__name__
                         self.answering = isinstance(exc, StoreUnverifiable)
                         self.newer_version = isinstance(exc, StoreFromNewerVersion)
+                        self.pushes_cut = isinstance(exc, PushesCut)
                         if isinstance(exc, PushesCut):
                             return  # (the store was read: the sync loop subscribes again)
                         await self._beat_unverifiable()
@@ -170,7 +172,7 @@ class Startup:
         synced = await self._full_sync()
         if not self.synced_once:  # (a loss a re-seed before this process started reported)
             self._look_back()
-        self.connected, self.answering = cut is None, False
+        self.connected, self.answering, self.pushes_cut = cut is None, False, cut is not None
         self.synced_once = True
         self._update_ready()
         if synced:  # (else the store holds what we refuse: `last_error` says so)
