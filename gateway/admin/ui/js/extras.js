@@ -2,7 +2,7 @@
 // drill history (GET /v1/drills). Each shows only when its endpoint exists.
 
 import {approvalSpec} from "./approval.js";
-import {badge, fmtAgo, fmtMs, h, render} from "./dom.js";
+import {badge, fmtAgo, fmtMs, h, render, text} from "./dom.js";
 
 const list = (data, key) => (Array.isArray(data) ? data : Array.isArray(data?.[key]) ? data[key] : []);
 
@@ -69,9 +69,14 @@ export function describeTarget(a) {
   return what + args;
 }
 
+// A drill's summary is whatever its killgate:drill principal sent (`POST .../end`): a value
+// that is no number is shown as text, never left to throw (`{"toString": 0}` cannot be
+// printed by JavaScript: the whole history was replaced by a TypeError)
+const ms = (x) => (typeof x === "number" ? fmtMs(x) : x === null || x === undefined ? "–" : text(x));
+
 function timing(s) {
   const t = s.time_to_kill_ms || s.time_to_failover_ms || s.time_to_rollback_ms;
-  return t ? `p50 ${fmtMs(t.p50)}, p99 ${fmtMs(t.p99)}, max ${fmtMs(t.max)}` : "–";
+  return t ? `p50 ${ms(t.p50)}, p99 ${ms(t.p99)}, max ${ms(t.max)}` : "–";
 }
 
 // A drill's result: a `drill.end` audit event (GET /v1/drills' history), or a report.
@@ -98,9 +103,9 @@ export function renderDrills(el, data) {
         .map((c) => h("th", {scope: "col"}, c)))),
       h("tbody", {}, rows.map((d) => h("tr", {},
         h("td", {title: d.when}, fmtAgo(d.when)), h("td", {}, d.kind || "–"),
-        h("td", {}, [d.route, d.version].filter(Boolean).join("/")),
-        h("td", {}, badge(kind[d.verdict] || "info", String(d.verdict ?? "?"))),
-        h("td", {}, timing(d.s)), h("td", {}, String(d.s.leaks ?? "–")),
-        h("td", {}, String(d.s.errors ?? "–")), h("td", {}, d.actor || "–"))))))
+        h("td", {}, [d.route, d.version].filter(Boolean).map(text).join("/")),
+        h("td", {}, badge(kind[d.verdict] || "info", text(d.verdict ?? "?"))),
+        h("td", {}, timing(d.s)), h("td", {}, text(d.s.leaks ?? "–")),
+        h("td", {}, text(d.s.errors ?? "–")), h("td", {}, d.actor || "–"))))))
       : h("p", {}, "No drill has ended yet."));
 }

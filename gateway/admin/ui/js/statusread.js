@@ -19,6 +19,15 @@ const era = (d) => JSON.stringify([d.generation, d.config && d.config.digest,
 let kept = null; // {index, doc, tags: {route: tag}, routes: {route: part}}
 export const forgetStatus = () => { kept = null; }; // (at a sign-out: nothing read is kept)
 
+// `from`'s own keys copied into `into` as keys: a route named `__proto__` (the config allows
+// it) stays a route; Object.assign's assignment set the object's prototype instead, and
+// the route was never drawn, silently
+function add(into, from) {
+  for (const [k, v] of Object.entries(from)) {
+    Object.defineProperty(into, k, {value: v, enumerable: true, writable: true, configurable: true});
+  }
+}
+
 // The routes named, each with the tag of the answer it came in (a part is never kept under
 // another answer's tag: one that changed and changed back, a kill lifted and set again,
 // would never be asked for again), in reads of at most MAX_NAMES characters of names.
@@ -43,8 +52,8 @@ async function parts(names, index, still) {
       throw exc;
     }
     if (era(got) !== era(index) || !got.routes || !got.route_etags) return null;
-    Object.assign(routes, got.routes);
-    Object.assign(tags, got.route_etags);
+    add(routes, got.routes);
+    add(tags, got.route_etags);
   }
   return {routes, tags};
 }
