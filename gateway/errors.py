@@ -15,7 +15,8 @@ backends' in errors_upstream.py, the base in errors_base.py (all named here too)
     │   │   ├── StoreUnverifiable it answers, but holds a document this instance cannot
     │   │   │   │                 verify and will not write over (its key: another instance)
     │   │   │   └── StoreFromNewerVersion ... one a newer version wrote (format, fields)
-    │   │   └── StoreOutcomeUnknown a commit's answer was lost: it may have landed
+    │   │   ├── StoreOutcomeUnknown a commit's answer was lost: it may have landed
+    │   │   └── PushesCut        it answers, but its subscription was refused or cut
     │   ├── StoreConflict        a compare-and-set lost a race (retry at once)
     │   ├── EarlierLanded        a retry's write found its first attempt's in the state
     │   └── NotDurable           committed and in force, on too few replicas yet
@@ -49,6 +50,7 @@ from gateway.errors_base import KillgateError
 from gateway.errors_store import (
     EarlierLanded,
     NotDurable,
+    PushesCut,
     StateError,
     StoreConflict,
     StoreFromNewerVersion,
@@ -85,6 +87,7 @@ __all__ = [
     "KillgateError",
     "NotDurable",
     "Problem",
+    "PushesCut",
     "StateError",
     "StoreConflict",
     "StoreFromNewerVersion",

@@ -13,8 +13,9 @@ from typing import Any
 
 from gateway.errors_base import KillgateError
 
-__all__ = ["EarlierLanded", "NotDurable", "StateError", "StoreConflict", "StoreFromNewerVersion",
-           "StoreOutcomeUnknown", "StoreUnavailable", "StoreUnverifiable"]
+__all__ = ["EarlierLanded", "NotDurable", "PushesCut", "StateError", "StoreConflict",
+           "StoreFromNewerVersion", "StoreOutcomeUnknown", "StoreUnavailable",
+           "StoreUnverifiable"]
 
 
 class StateError(KillgateError):
@@ -34,6 +35,12 @@ class StoreFromNewerVersion(StoreUnverifiable):
     """The store holds a verified document a newer version of killgate wrote, which this
     one cannot apply without dropping what it does not know (statedoc.FORMAT's rule): not
     applied, nothing written over it (a write answers 503 state_from_newer_version)."""
+
+
+class PushesCut(StoreUnavailable):
+    """The store answers commands, but the subscription its pushes come by was refused or
+    closed as it was made (CLIENT KILL TYPE pubsub, an ACL without its channels): the sync
+    loop reads the store all the same, as its poll does, and subscribes again."""
 
 
 class StoreConflict(StateError):

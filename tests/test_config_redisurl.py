@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config_redisurl import SSL_KEYS
-from gateway.state import resp
+from gateway.state import respurl
 from tests import cli_fork
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def test_urls_the_store_reads_whole_pass(tmp_path: Path, url: str) -> None:
 
 
 def test_the_tls_options_are_the_stores() -> None:
-    assert SSL_KEYS == resp._SSL_KEYS
+    assert SSL_KEYS == respurl._SSL_KEYS
 
 
 # a user name or password holding '/', '?' or '#' unencoded (base64 makes '/') ends the host

@@ -55,7 +55,9 @@ class Sink:
 
 
 def state(ex: Exchange) -> dict[str, Any]:
-    names = (*Exchange.__slots__, *Awaiting.__slots__)  # (slots: no instance dict)
+    # (slots: no instance dict; `heads_read` is AnswerParsing's: `heads_seen` and
+    # `trail_fresh` there are set anew before they are read, the others as Exchange's)
+    names = (*Exchange.__slots__, *Awaiting.__slots__, "heads_read")
     assert not hasattr(ex, "__dict__")
     return {k: getattr(ex, k) for k in names if k not in _CONNECTION}
 

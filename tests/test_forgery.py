@@ -153,8 +153,17 @@ async def test_forged_publish_only_lifts_no_kill(tmp_path: Path, backends, redis
         before_raw,  # a genuine document replayed: older than what every instance holds
         "{not json",
     ]
+    subscribed = f":{len(procs)}\r\n"
     for value in forgeries:
-        redis_server.cmd("PUBLISH", "kgtest:events", value)
+        # (a push reaches only the subscribers there at that moment: on a loaded machine an
+        # instance may be re-subscribing, so each forgery is sent until every instance got it;
+        # the same forgery twice only counts twice. A CI run under load saw one instance
+        # count none)
+        while True:
+            await wait_until(lambda: redis_server.cmd("PUBSUB", "NUMSUB", "kgtest:events")
+                             .endswith(subscribed), 10, what="every instance subscribed")
+            if redis_server.cmd("PUBLISH", "kgtest:events", value) == str(len(procs)):
+                break
     await stays_killed(session, urls)
     assert "route:iris" in stored_doc(redis_server)["kills"]
     for p in procs:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
+from tests.staterig import redis_section
 from tests.test_forgery import stored_doc
 from tests.test_killswitch import kill, redis_state, status_of, unkill
 
@@ -91,7 +92,8 @@ async def test_a_kill_reaches_an_instance_while_the_generation_key_is_rewritten(
     subscription: a kill made through another instance (its commit compares the signed
     document instead of the key) is read, verified, by this instance's next poll and
     enforced, though its repair of the key backs off, and so is its unkill; it is not
-    stale meanwhile (the key is no part of what it trusts)."""
+    stale meanwhile (the key is no part of what it trusts, and a subscription cut as it is
+    made does not stop its reads: the test below)."""
     p1 = await backends(echo_app("v1"))
     routes = two_versions(p1, p1, 100, 0)
     cfg_a = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "a"),
@@ -120,10 +122,10 @@ async def test_a_kill_reaches_an_instance_while_the_generation_key_is_rewritten(
             res = await kill(session, b.admin, wait="0s", scope="version", route="iris",
                              version="v2")
             gen = int(res["generation"])
-            # (within a few of a's reconnects: its subscription is cut as it comes up; each
-            # reconnect is slower on a loaded machine, and the forger's thread shares this
-            # process: 3 s failed 2 runs of 4 with two CPU hogs; a's polls still come every
-            # 100 ms, and the forger runs on all the while)
+            # (at a's next read of the store: its subscription is cut as it comes up, and a
+            # reconnect whose subscription is cut reads the store all the same, at a poll's
+            # pace (PushesCut); each is slower on a loaded machine, and the forger's thread
+            # shares this process: 3 s failed 2 runs of 4 with two CPU hogs)
             await wait_until(lambda: a.gw.sync.holder.doc.generation >= gen, REACH,
                              what="a to enforce the kill read from the store")
             assert "version:iris:v2" in a.gw.sync.holder.doc.kills
@@ -185,3 +187,46 @@ async def test_an_unkill_pushed_while_the_generation_key_is_rewritten_is_applied
         finally:
             stop.set()
             await forger
+
+
+async def test_an_instance_whose_subscription_is_refused_reads_the_store_by_poll(
+        tmp_path: Path, backends, redis_server: RedisServer, session) -> None:
+    """Its pushes cut for good (an ACL without its channels: redis closes its subscription
+    and refuses every SUBSCRIBE after it, NOPERM) while the store answers its reads: the
+    sync loop reads the store at a poll's pace all the same, so a kill made elsewhere
+    reaches it and it is not stale. Before, a reconnect read the store only once its
+    subscription was made: none was, no read came, and it went stale past max_staleness,
+    the kill never reaching it. What made the test above flake: its forger's CLIENT KILL
+    cut about one subscription in five as it was made (measured under two CPU hogs), and a
+    run of them, each reconnect backing off further (up to 1.5 s), held a's reads off past
+    max_staleness (2.35 s measured, 5 s in a clean-clone CI)."""
+    p1 = await backends(echo_app("v1"))
+    routes = two_versions(p1, p1, 100, 0)
+    redis_server.cmd("ACL", "SETUSER", "watcher", "on", ">watcher-pw", "~*", "&*", "+@all")
+    url = redis_server.url.replace("redis://", "redis://watcher:watcher-pw@")
+    state_a = redis_section(url, "kgtest", tmp_path / "snapshot-a.json", poll_interval="100ms",
+                            heartbeat_interval="200ms", instance_lease="2s",
+                            command_timeout="300ms", max_staleness="1s")
+    cfg_a = write_config(tmp_path, routes, state=state_a, name="a.yaml")
+    cfg_b = write_config(tmp_path, routes, state=redis_state(redis_server, tmp_path, "b"),
+                         name="b.yaml")
+    async with running_gateway(cfg_b, "b") as b, running_gateway(cfg_a, "a") as a:
+        sync = a.gw.sync
+        assert sync.connected and not sync.stale
+        redis_server.cmd("ACL", "SETUSER", "watcher", "resetchannels")  # (a's pushes: cut)
+        await wait_until(lambda: not sync.connected, 5, what="a's subscription to be cut")
+        res = await kill(session, b.admin, wait="0s", scope="version", route="iris",
+                         version="v2")
+        gen = int(res["generation"])
+        await wait_until(lambda: sync.holder.doc.generation >= gen, 5,
+                         what="a to read the kill from the store, its pushes cut")
+        assert "version:iris:v2" in sync.holder.doc.kills
+        # three times max_staleness: never stale (the store read all along), and it says why
+        # it is not connected
+        until = time.monotonic() + 3.0
+        while time.monotonic() < until:
+            assert not sync.stale, sync.status()
+            await asyncio.sleep(0.05)
+        st = sync.status()
+        assert not st["connected"] and "could not subscribe" in (st["last_error"] or ""), st
+        assert "no permissions" in st["last_error"], st["last_error"]

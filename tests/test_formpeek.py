@@ -208,3 +208,20 @@ def test_body_kind_names_what_the_model_was_read_from() -> None:
     assert why is not None and "the 'model' of a JSON body" in why
     why = coding_refused({"content-type": MP + "; charset=latin-1"})
     assert why is not None and "the 'model' of a multipart form body" in why
+
+
+@pytest.mark.parametrize(("ctype", "body"), [
+    ("application/x-www-form-urlencoded", b'{"model":"gpt-a"}'),
+    ("application/x-www-form-urlencoded", b'\xef\xbb\xbf{"model":"gpt-a"}'),
+    ("application/x-www-form-urlencoded; charset=utf-8", b'{"x":1}'),
+    ("multipart/form-data; boundary=XyZ",
+     b'{"model":"gpt-a"}\r\n--XyZ\r\nContent-Disposition: form-data; name="x"\r\n\r\n1\r\n'
+     b'--XyZ--\r\n'),
+    ("multipart/form-data; boundary=XyZ", b'\n {"model":"gpt-a"}\r\n--XyZ--\r\n'),
+])
+def test_a_form_body_that_begins_as_a_json_object_is_unreadable(ctype: str, body: bytes) -> None:
+    """gin's ShouldBindJSON (Ollama) reads a body's first JSON value whatever its
+    Content-Type: `curl -d` sends JSON as a form (review revplane)."""
+    for complete in (True, False):
+        with pytest.raises(Unreadable, match="Content-Type: application/json"):
+            body_model(ctype, body, complete)

@@ -195,3 +195,22 @@ def test_whitespace_after_the_object_is_json() -> None:
     f = find_model(b'{"model": "gpt-a"}\r\n \t')
     assert f is not None and f.value == "gpt-a"
     assert find_model(b"{}\n") is None and find_model(b"{ }") is None
+
+
+@pytest.mark.parametrize("body", [
+    b'{"Model": "a"}', b'{"MODEL": "a", "x": 1}', b'{"model": "a", "mOdEl": "b"}',
+    b'{"x": {"model": 1}, "modeL": "b"}', b'{"mod\\u0045l": "a"}',
+])
+def test_a_model_key_in_another_case_is_ambiguous(body: bytes) -> None:
+    """Go's encoding/json and .NET's web defaults read `Model` as `model` (review revplane)."""
+    with pytest.raises(Ambiguous, match="reads as 'model'"):
+        find_model(body)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"models": "a"}', b'{"mode": "a", "model": "b"}', b'{"x": {"Model": "a"}, "model": "b"}',
+    b'{"mod\\u0131l": "a", "model": "b"}', b'{1: "a", "model": "b"}', b'{12345: 1, "model": "b"}',
+])
+def test_other_keys_are_not_model(body: bytes) -> None:
+    f = find_model(body)
+    assert f is None or f.value == "b"

@@ -59,3 +59,53 @@ async def test_an_old_keys_document_replayed_to_a_stateless_step_2_instance_is_n
         # and no event continues the replayed document's head
         assert redis_server.cmd("GET", "kgtest:state") == old[0]
         assert redis_server.cmd("XLEN", "kgtest:audit") == trail
+
+
+_LAST_ID = "return redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1][1]"
+_CUT_AFTER = ("local r = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+') "
+              "for _, e in ipairs(r) do redis.call('XDEL', KEYS[1], e[1]) end return #r")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a stateless instance cannot tell this store from one whose newest document the replay "
+    "is: nothing the store holds survives a writer without a key; README Trust says so"))
+async def test_a_replay_with_the_trail_cut_back_to_its_head_is_not_re_signed_either(
+        tmp_path: Path, backends, session, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same replay, and the events the trail holds past the replayed document's head
+    deleted (XDEL: anyone who can write to redis), the head key set back to it: the trail
+    then ends at the replay's head, as it would had the replay been the fleet's newest
+    (review revtrail). Proved, not fixed: the stateless step-2 instance re-signs the
+    replay with the new key, its event continues the replay's head, so `audit verify`
+    (with both keys: every link, hash and MAC) says intact, and a step-3 instance holds
+    the replay: the route kill made after it is lifted. The check only stops a replay
+    whose writer leaves the trail alone; what a writer who also cuts the trail can do is
+    the stateless row of README's Trust table, which this makes outlive the rotation."""
+    monkeypatch.setenv(B_ENV, KEY_B)
+    p = await backends(echo_app("v1"))
+    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
+
+    def cfg(name: str, signing: str, previous: str | None = None) -> Path:
+        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
+
+    async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
+        await kill(session, g0.admin, scope="version", route="iris", version="v2")
+        old = [redis_server.cmd("GET", k) for k in ("kgtest:state", "kgtest:gen",
+                                                    "kgtest:audit:head")]
+        cut = redis_server.cmd("EVAL", _LAST_ID, "1", "kgtest:audit")
+        await kill(session, g0.admin, scope="route", route="iris")
+    step1 = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(a, b, "kgtest"))
+    await step1.open()
+    await step1.close()
+    async with running_gateway(cfg("b2", B_ENV, A_ENV), "gw-b2") as g2:  # (re-signs)
+        await wait_until(lambda: g2.gw.sync.synced_once, 5, what="step 2 synced")
+    assert redis_server.cmd("GET", "kgtest:state").startswith(f"KGS1 {b.kid} ")
+    # the replay, its trail cut back to its head, while no instance that remembers runs
+    for k, v in zip(("kgtest:state", "kgtest:gen", "kgtest:audit:head"), old, strict=True):
+        redis_server.cmd("SET", k, v)
+    assert int(redis_server.cmd("EVAL", _CUT_AFTER, "1", "kgtest:audit", cut)) >= 2
+    trail = redis_server.cmd("XLEN", "kgtest:audit")
+    async with running_gateway(cfg("x2", B_ENV, A_ENV), "gw-x2") as x:  # (no snapshot)
+        await wait_until(lambda: x.gw.sync.synced_once, 5, what="the stateless one synced")
+        assert redis_server.cmd("GET", "kgtest:state") == old[0]  # (not laundered)
+        assert redis_server.cmd("XLEN", "kgtest:audit") == trail

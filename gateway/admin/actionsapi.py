@@ -46,6 +46,7 @@ from gateway.errors import (
     StoreUnavailable,
     StoreUnverifiable,
 )
+from gateway.errors_cut import CutAfterCommit
 
 __all__ = ["BREAK_GLASS", "WRITES", "ActionsApi"]
 
@@ -147,6 +148,10 @@ class ActionsApi:
                         # (counted once the state in force names it, retried or not)
                         self.unanswered.watch(exc.doc.writes[-1], exc.doc.generation, intent,
                                               needs, peer, exc.event.get("id"), kept)
+                raise
+            except CutAfterCommit as exc:  # (the stop, as it waited: its key keeps it)
+                if exc.event is not None:
+                    exc.done = answer(plan, exc.doc, exc.event)
                 raise
             except NotDurable as exc:
                 if exc.event is not None:

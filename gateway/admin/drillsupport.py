@@ -18,7 +18,7 @@ from gateway import filemodes
 from gateway.admin.ports import AuditReader
 from gateway.configfile import LoadedConfig
 from gateway.domain.audit import clean_text, genuine
-from gateway.domain.auditpin import ChainFromNewest
+from gateway.domain.auditpin import AnchoredLinks, ChainFromNewest
 from gateway.domain.drillresults import is_number
 from gateway.domain.drilltoken import derive_key
 from gateway.domain.statedoc import StateDoc
@@ -144,37 +144,45 @@ def clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def drill_events(store: AuditReader, want: Any, limit: int) -> list[dict[str, Any]]:
+async def drill_events(store: AuditReader, want: Any, limit: int,
+                       known: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Audit events for which `want(event)` holds, newest first: at most `limit`, from at
     most HISTORY_SCAN of the newest events. With audit keys, only events whose hash and MAC
     verify: whoever can write to the store could add a "drill" that "made" an operator's
     kill, for a restore from the trail to lift, or a drill history of its own. An event
     MAC'd under a key a rotation removed is kept when the chain authenticates it (every
     event from a newer genuine one back to it links and recomputes; auditpin.py), marked
-    `"verified_by": "chain"`: before, the drills from before a rotation were dropped."""
+    `"verified_by": "chain"`: before, the drills from before a rotation were dropped.
+    And only events of this deployment's chain, back from the head its signed state
+    document anchors (`AnchoredLinks`): an event's MAC does not name the redis prefix, so
+    another deployment's genuine events (sharing the key, as the README allows with
+    another prefix), copied into this stream, verified, and its drills were listed and
+    restored here (review revprefix). `known`: the links a walk verified before
+    (`AnchoredLinks`), kept by a caller that reads again."""
     keys = store.audit_keys
     ring = keys.keys() if keys.enabled else None
     chain = ChainFromNewest(ring) if ring is not None else None
     out: list[dict[str, Any]] = []
-    before: str | None = None
+    head, events, before = await store.audit_newest(500)
+    anchored = AnchoredLinks(head, known)
     scanned = 0
-    while len(out) < limit and scanned < HISTORY_SCAN:
-        events, before = await store.audit_page(500, before)
+    while True:
         scanned += len(events)
         if chain is None:
             out.extend(e for e in events if want(e))
         else:
             base = len(chain.seen)
             chain.feed(events)
-            for i, e in enumerate(events):
-                if not want(e):
+            for i, (e, link) in enumerate(zip(events, anchored.links(events), strict=True)):
+                if not link or not want(e):
                     continue
                 if genuine(e, chain.keys):
                     out.append(e)
                 elif chain.by_chain(base + i):  # (walked only when one is not genuine)
                     out.append({**e, "verified_by": "chain"})
-        if before is None or not events:
+        if len(out) >= limit or scanned >= HISTORY_SCAN or before is None or not events:
             break
+        events, before = await store.audit_page(500, before)
     return out[:limit]
 
 
@@ -187,13 +195,18 @@ class DrillHistory:
     def __init__(self) -> None:
         self._key: tuple[Any, ...] | None = None
         self._got: list[dict[str, Any]] = []
+        #: the trail's links verified by the reads before (auditpin.AnchoredLinks): a read
+        #: after a new event hashes that one only, not the HISTORY_SCAN before it again
+        self._known: dict[str, str] = {}
 
     async def get(self, store: AuditReader, limit: int) -> list[dict[str, Any]]:
         newest, _ = await store.audit_page(1, None)
         head = (newest[0].get("id"), newest[0].get("hash")) if newest else None
         key = (head, limit, store.audit_keys.enabled)
         if key != self._key:
+            if len(self._known) > 2 * HISTORY_SCAN:  # (bounded: read whole again once)
+                self._known.clear()
             self._got = await drill_events(store, lambda e: e.get("action") == "drill.end",
-                                           limit)
+                                           limit, self._known)
             self._key = key
         return list(self._got)

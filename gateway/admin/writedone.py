@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import NotDurable, StoreOutcomeUnknown
+from gateway.errors_cut import CutAfterCommit
 
 if TYPE_CHECKING:
     from gateway.domain.statedoc import StateDoc
@@ -65,7 +66,7 @@ def answered_if_landed(
     approval 409 already_approved: the key was let go, and the step ran again)."""
     try:
         yield
-    except (StoreOutcomeUnknown, NotDurable) as exc:
+    except (StoreOutcomeUnknown, NotDurable, CutAfterCommit) as exc:
         # (not_durable: committed, not yet on a replica; a retry once it is confirmed)
         if exc.doc is not None and exc.event is not None:
             exc.done = answer(exc.doc, exc.event)

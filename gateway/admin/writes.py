@@ -38,6 +38,7 @@ from gateway.errors import (
     StateError,
     StoreOutcomeUnknown,
 )
+from gateway.errors_cut import CutAfterCommit
 from gateway.log import event
 
 __all__ = ["IDEMPOTENCY_TTL", "Done", "Writer"]  # (the first two: admin/writedone.py)
@@ -114,7 +115,10 @@ class Writer:
             if ident is not None:
                 await self._unknown(ident, fingerprint, claim, exc, tried, stood_in)
             raise
-        except NotDurable as exc:
+        except (NotDurable, CutAfterCommit) as exc:
+            # (cut: the stop cancelled it as it waited for its replicas, committed and in
+            # force; let go, its retry ran the change again: an unkill answered 409
+            # not_killed, tests/test_stop_during_wait.py)
             await ended(held, renew)
             if ident is not None and isinstance(exc.done, Done):
                 # committed, in force, not yet on a replica: the key keeps its answer, and a

@@ -59,6 +59,9 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
                   "Upgrading to roll back)" if store.get("newer_version")
              # (it answers, with a document this instance cannot verify: its key?)
              else "UNVERIFIABLE (check state.signing_key_env)" if store.get("answering")
+             # (its reads verify, its subscription is refused or cut: not unreachable)
+             else f"reachable, PUSHES CUT: reading the store every "
+                  f"{store.get('poll_interval_ms')} ms" if store.get("pushes") == "cut"
              else "UNREACHABLE" if connected is False else "reach unknown")
     out.append(f"instance {st.get('instance')}  generation {st.get('generation')}  store "
                f"{store.get('backend')} {reach}, "
@@ -100,7 +103,7 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
         out.append("\nINSTANCES: unknown (the store's document is a newer version's)")
     elif store.get("answering"):
         out.append("\nINSTANCES: unknown (this instance cannot verify the store's document)")
-    elif store.get("connected") is False:
+    elif store.get("connected") is False and store.get("pushes") != "cut":
         out.append("\nINSTANCES: unknown (this instance cannot reach the store)")
     out.append("\nROUTES")
     # the file's relative weight beside the share of traffic it gets now (a percent): two

@@ -195,7 +195,26 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
     if refused:
         what = refused.get("problem") if isinstance(refused, dict) else refused
         out.append(f"AUDIT MIRROR STOPPED ({mirror.get('path')}): {what}")
+    out += _mirror_crashes(mirror)
     return out
+
+
+def _mirror_crashes(mirror: dict[str, Any]) -> list[str]:
+    """The mirror's copy stopped by an unexpected error (restarting after a back-off), or
+    restarted after one: how many times, and the newest error."""
+    stopped, last = mirror.get("stopped"), mirror.get("last_crash")
+    restarts = mirror.get("restarts") or 0
+    if isinstance(stopped, dict):
+        return [clean_text(
+            f"AUDIT MIRROR STOPPED ({mirror.get('path')}): stopped by an unexpected error at "
+            f"{stopped.get('time')}: {stopped.get('error')}; restarting in "
+            f"{stopped.get('restart_in_s')}s (restarted {restarts} time(s) so far; if it "
+            "keeps stopping, report the error: events are not copied meanwhile)", 4096)]
+    if restarts and isinstance(last, dict):
+        return [clean_text(
+            f"AUDIT MIRROR RESTARTED {restarts} time(s) ({mirror.get('path')}), copying "
+            f"again; the last stop, at {last.get('time')}: {last.get('error')}", 4096)]
+    return []
 
 
 def instance_rows(st: dict[str, Any], silent: list[dict[str, Any]]) -> list[list[str]]:

@@ -39,6 +39,13 @@ def store_refusal(status: Any) -> str | None:
                 "fleet's instances enforce different kills until they are merged); fix the "
                 "store, wait until `killgate status` shows no LOCAL KILL NOT IN STORE, then "
                 "drill")
+    if store.get("pushes") == "cut":
+        return (f"instance {status.get('instance')} reads the state store, but its "
+                f"subscription to the store's pushes is refused or cut "
+                f"({store.get('last_error')}): it hears of changes only at its polls, and a "
+                "drill measures how fast they reach the fleet; fix the subscription (a "
+                "redis ACL without the prefix's channels, a proxy cutting pub/sub) or ask "
+                "another instance with --admin, then drill")
     if store.get("connected") is False and store.get("backend") not in (None, "local"):
         return (f"instance {status.get('instance')} cannot reach the state store "
                 f"({store.get('last_error')}): a drill opens, injects and restores through "

@@ -43,19 +43,15 @@ class BadAnswer(Exception):
     """An answer the parser took that HTTP/1.1 does not have (its message is the reason)."""
 
 
-class _Extra(Exception):
-    """Another message after the exchange's answer, or on an idle connection."""
-
-
 class AnswerParsing(Awaiting):
     """The parser callbacks of `Exchange` (see the module docstring), over `Awaiting`'s
     coroutines; the exchange's state is declared here, and what these callbacks write
     (of the answer) is their slots."""
 
-    __slots__ = ("_framed", "body_total", "complete", "dated", "framing", "general", "head_at",
-                 "headers", "headers_done", "heads_seen", "keep_alive", "length", "lines",
-                 "nchunks", "stale",
-                 "status", "trail_fresh", "trailer_bytes", "trailing", "v1_seen", "woke")
+    __slots__ = ("_framed", "begins", "body_total", "complete", "dated", "framing", "general",
+                 "head_at", "headers", "headers_done", "heads_read", "heads_seen", "keep_alive",
+                 "length", "lines", "nchunks", "on_message_begin", "stale", "status",
+                 "trail_fresh", "trailer_bytes", "trailing", "woke")
 
     # the exchange's state they read and write (Exchange's, Awaiting's)
     parser: Any  # httptools.HttpResponseParser (httptools is exchange.py's to import)
@@ -64,7 +60,6 @@ class AnswerParsing(Awaiting):
     feeding: bool
     woke: bool
     head: bool
-    v1_seen: bool
     heads_read: bytearray | None
     heads_seen: int
     status: int
@@ -83,9 +78,15 @@ class AnswerParsing(Awaiting):
     body_total: int  # ... its body's bytes ...
     nchunks: int  # ... and its chunks (set by Exchange._reset)
 
-    def on_message_begin(self) -> None:
-        if self.headers_done:
-            raise _Extra  # (a 1xx is followed by its final answer: that one is welcome)
+    # A message begins: welcome once an exchange (its answer) and once after each 1xx (its
+    # final answer follows); any other is a second answer, or bytes on an idle connection,
+    # and fails the parse (`Exchange.data_received`: the answer stands, if complete, and the
+    # connection is never used again). llhttp's callback is `begins.pop`, a C method, not
+    # a Python one: a call from C into Python code costs ~540 CPU instructions, this ~100.
+    # `begins` holds one item while a message is welcome (`Exchange._reset` puts it, and
+    # `on_message_complete` after a 1xx); a pop from it empty raises IndexError.
+    begins: list[None]
+    on_message_begin: Callable[[], object]
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.headers_done:
@@ -146,32 +147,33 @@ class AnswerParsing(Awaiting):
                 self.headers[-1] = (name, value)
             self.lines += (name, b": ", value, b"\r\n")
 
-    def _http_heads(self) -> bool:
-        """Whether the answer head just parsed names HTTP: llhttp parses "RTSP/1.0 200"
-        and "ICE/1.0 200" as HTTP/1.0 and does not say so. The heads are in `heads_read`
-        (kept when the first read could not show it), each after the one before (none has
-        CRLF CRLF inside; `heads_seen`: where the next begins, so that a flood of 1xx heads
-        is read once)."""
-        kept = self.heads_read
-        if kept is None:
-            return True  # (the first read began "HTTP/1.x " with a final status: one head)
+    def _heads_checked(self, status: int) -> None:
+        """The answer head just parsed, when its first read did not show one final
+        "HTTP/1.x" head (`Exchange.data_received`): its version is 1.1 or 1.0, and it names
+        HTTP (llhttp parses "RTSP/1.0 200" and "ICE/1.1 200" as HTTP of the same numbers and
+        does not say so), or the answer is refused (BadAnswer). The heads are in `heads_read`,
+        each after the one before (none has CRLF CRLF inside; `heads_seen`: where the next
+        begins, so that a flood of 1xx heads is read once); dropped at the final one."""
+        version = self.parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise BadAnswer(f"the backend answered in HTTP/{version}")
+        kept: bytearray = self.heads_read  # type: ignore[assignment]  # (kept: see above)
         at = self.heads_seen
         while kept[at:at + 1] in (b"\r", b"\n"):  # (empty lines llhttp skips)
             at += 1
+        if kept[at:at + 5] != b"HTTP/":
+            raise BadAnswer("the backend answered in another protocol than HTTP (RTSP or ICE)")
         end = kept.find(b"\r\n\r\n", at)
         self.heads_seen = len(kept) if end < 0 else end + 4
-        return kept[at:at + 5] == b"HTTP/"
+        if status >= 200:  # (the final head: the next answer's first read decides anew)
+            self.heads_read = None
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if not 100 <= status <= 599:
             raise BadAnswer(f"the backend answered status {status:03d}, which HTTP does not have")
-        if self.v1_seen:  # the first message's version, read from its first bytes (the
-            self.v1_seen = False  # parser's own answer formats a string: 0.4 µs per answer)
-        elif self.parser.get_http_version() not in ("1.1", "1.0"):
-            raise BadAnswer(f"the backend answered in HTTP/{self.parser.get_http_version()}")
-        elif not self._http_heads():
-            raise BadAnswer("the backend answered in another protocol than HTTP (RTSP or ICE)")
+        if self.heads_read is not None:  # (else one final HTTP/1.x head: the parser's own
+            self._heads_checked(status)  # version formats a string, 0.4 µs per answer)
         if status < 200:
             return  # informational: the real head follows
         self.status = status
@@ -267,6 +269,7 @@ class AnswerParsing(Awaiting):
             self.dated = self.general = False
             self.length = None
             self._framed = False
+            self.begins.append(None)  # (its final answer is welcome)
             return
         self.complete = True
         self.trailing = False

@@ -63,7 +63,6 @@ class Exchange(Driving, asyncio.Protocol):
         "feeding",
         "got_bytes",
         "head_bytes",
-        "heads_read",
         "loop",
         "parser",
         "pool",
@@ -80,6 +79,8 @@ class Exchange(Driving, asyncio.Protocol):
         self.loop = pool.loop
         self.clock = pool.clock
         self.transport: asyncio.Transport | None = None
+        self.begins = []  # (`AnswerParsing.on_message_begin`: llhttp's callback, set first)
+        self.on_message_begin = self.begins.pop
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self._write_paused = False
@@ -94,7 +95,11 @@ class Exchange(Driving, asyncio.Protocol):
         self.error: UpstreamError | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.read_paused = False
-        self.v1_seen = False  # the answer's first bytes were "HTTP/1.1 " or "HTTP/1.0 "
+        # the bytes of an answer's heads, kept when its first read does not show one final
+        # "HTTP/1.x" head at its start (`data_received`): each head's protocol is checked
+        # (`AnswerParsing._heads_checked`, which drops them at the final head)
+        self.heads_read: bytearray | None = None
+        self.heads_seen = 0  # where in them the next head begins
         self.unsent = False  # a request body not sent whole (the backend answered first)
         self.head_at = 0.0  # when the answer's head arrived (loop clock; read only after)
         self.head = False
@@ -120,13 +125,12 @@ class Exchange(Driving, asyncio.Protocol):
         self.complete = False
         self.got_bytes = False
         self.head_bytes = 0  # bytes read while the head was not complete (1xx heads too)
-        # those bytes, kept when the first read does not show a final "HTTP/1.x" status line
-        # at its start: each head's protocol is checked (`AnswerParsing._http_heads`)
-        self.heads_read: bytearray | None = None
-        self.heads_seen = 0  # where in them the next head begins
         self.keep_alive = False
         self._framed = False
         self.framing = self.body_total = self.nchunks = 0  # (a chunked answer's: `_framed_by`)
+        # its answer's first message is welcome (the last answer's took its item: an
+        # exchange is reset new, or pooled only complete)
+        self.begins.append(None)
         if self.stale:  # the last answer was to HEAD: its parser still waits for a body
             self.stale = False
             self.parser = httptools.HttpResponseParser(self)
@@ -138,19 +142,23 @@ class Exchange(Driving, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self.got_bytes:  # the answer's first bytes: its status line begins here
-            # HTTP/1.1 or 1.0: an answer llhttp parses begins "HTTP/", "RTSP/" or "ICE/", a
-            # digit, ".", a digit (after any CR or LF, never a "1" at byte 5); bytes 0, 5
-            # and 7 are its protocol and version, byte 9 a 1xx (another head follows).
-            # (Read by index: `startswith` with a tuple costs ~900 CPU instructions, its
-            # arguments parsed; a short read leaves the check to the parser's answer, and
-            # the heads' protocols to the bytes kept.)
+            # One final HTTP/1.1 or 1.0 head: an answer llhttp parses begins "HTTP/", "RTSP/"
+            # or "ICE/", a digit, ".", a digit (after any CR or LF, which is never an "H"),
+            # and it takes versions 0.9, 1.0, 1.1 and 2.0 alone (tests/test_answer_status_
+            # line.py holds it to that); so an "H" at byte 0 and a "1" at byte 5 are HTTP/1.0
+            # or 1.1, and byte 9 is the status's first digit (one space after the version:
+            # llhttp refuses two), a "1" for a 1xx (another head follows). Anything else, a
+            # short read too, keeps the heads' bytes: their versions and protocols are
+            # checked as each ends (`_heads_checked`). (By index, in compares that jump,
+            # which 3.11 specialises: an `and` of them assigned to a name costs ~90 CPU
+            # instructions more a term, `startswith` with a tuple ~900.)
             try:
-                self.v1_seen = v1 = data[0] == 72 and data[5] == 49 and (
-                    data[7] == 49 or data[7] == 48) and data[9] != 49
+                if data[0] != 72 or data[5] != 49 or data[9] == 49:
+                    self.heads_read = bytearray()
+                    self.heads_seen = 0
             except IndexError:
-                self.v1_seen = v1 = False
-            if not v1:
                 self.heads_read = bytearray()
+                self.heads_seen = 0
         self.got_bytes = True
         self.clock.now = now = self.loop.time()
         sink = self.sink

@@ -46,6 +46,7 @@ class Finish:
     _labels: Labels  # x-killgate-* lines (answers.py)
     unready: dict[Request, list[tuple[str, str, float]]]  # (answers.py)
     peeks: PeekBudget[Request]  # bodies held to read their `model` (proxy.py)
+    _spare: Flight  # the last finished request's flight (proxy.py's `_route` reuses it)
 
     if TYPE_CHECKING:  # (`Answers`' and `Outgoing`'s, the other bases of `Proxy`)
         def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes: ...
@@ -135,6 +136,9 @@ class Finish:
             if not count and inflight.idle is not None:
                 inflight.idle.set()
             inflight.handles.discard(flight)  # (_ADMITTED: never in it)
+            # (started again by `Proxy._route` once nothing refers to it; _ADMITTED never is:
+            # the module and every request admitted before routing refer to it)
+            self._spare = flight  # type: ignore[assignment]
             if self.unready:  # (a protocol route's request that moved on "not ready")
                 if req.rec.status:
                     self.settle_unready(req)

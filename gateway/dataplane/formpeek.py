@@ -10,7 +10,9 @@ head or a boundary line out of the grammar (bare LF, folded or repeated header f
 escapes or RFC 2231 `name*=`, `name*0=` in a Content-Disposition, a preamble holding the
 boundary), a `model` part that is a file, has a Content-Transfer-Encoding or a charset
 other than UTF-8, a nested multipart part, an invalid percent escape, a raw `;` that
-changes an urlencoded body's `model` for a reader splitting on it. What every reader reads
+changes an urlencoded body's `model` for a reader splitting on it, a body that begins as a
+JSON object (read as JSON by gin's `ShouldBindJSON` whatever its Content-Type: Ollama). What
+every reader reads
 one way is read: a preamble ending in CRLF (RFC 2046), an unquoted `filename*=` (RFC 8187)
 on a part, a `;` that changes nothing.
 
@@ -41,6 +43,17 @@ _RAW = re.compile(rb"[\x00-\x20\x7f]")
 _CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _SEMI = re.compile(rb"[&;]")
+#: a body that begins as a JSON object: gin's `ShouldBindJSON` (Ollama's handlers) reads
+#: the first JSON value of a body whatever its Content-Type, a form's too (a multipart
+#: body's preamble): a `model` there that the form, read as a form, does not have (after a
+#: UTF-8 byte order mark too, which nlohmann's JSON parser, llama.cpp's, skips)
+_JSON_FIRST = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*\{")
+_JSON_LEAD = frozenset((b"{", b" ", b"\t", b"\r", b"\n", b"\xef"))  # (its first bytes: no
+# regex call for a form that begins otherwise, '--boundary' or a field name)
+_JSON_AS_FORM = ("the body is sent as a form but begins as a JSON object, which some "
+                 "backends read as JSON whatever its Content-Type (Ollama), so its 'model' "
+                 "cannot be checked; send JSON with 'Content-Type: application/json' (curl -d "
+                 "sends a form's: add -H 'Content-Type: application/json')")
 CLOSE_AFTER = ("the multipart close delimiter is followed by other bytes than CRLF (aiohttp "
                "reads on past a first line '--boundary--x' to later parts), so the body's "
                "'model' cannot be checked")
@@ -116,6 +129,8 @@ def body_model(ctype: str | None, body: bytes, complete: bool) -> ModelField | N
     kind = form_kind(ctype) if ctype is not None and "form" in ctype.lower() else None
     if kind is None:
         return find_model(body, complete)
+    if body[:1] in _JSON_LEAD and _JSON_FIRST.match(body) is not None:
+        raise Unreadable(_JSON_AS_FORM)
     try:
         if kind[1] is None:
             return _urlencoded(body, complete)

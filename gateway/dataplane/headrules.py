@@ -60,18 +60,26 @@ def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
 FOREIGN = (400, "the request line names a protocol other than HTTP; use HTTP/1.1")
 
 
-def foreign_line(data: bytes | bytearray, method: bytes, target: bytes) -> bool:
-    """Whether the request line `method target <protocol>/` in `data` (bytes that hold it,
-    maybe among others: a pipelined request's, a body's) names another protocol than HTTP:
-    one spelling of it is followed by RTSP/ or ICE/, or none by HTTP/."""
+def foreign_line(data: bytes | bytearray, method: bytes, target: bytes,
+                 first: bytes | None) -> bool:
+    """Whether the request line `method target <protocol>/x.y` in `data` (bytes that hold it,
+    maybe among others: a pipelined request's, a body's, a field's value) names another
+    protocol than HTTP: one spelling of it, followed by the request's first field `first`
+    (its name as sent; None: the head has none), names RTSP/ or ICE/, or none names HTTP/.
+    (The line alone is no proof: a body or a field value before or after it may hold the
+    same method and target with RTSP/1.0, and a valid HTTP request was refused.)"""
     needle = method + b" " + target + b" "
+    after = b"\r\n" + (first + b":" if first is not None else b"\r\n")
     http = False
     i = data.find(needle)
     while i >= 0:
         j = i + len(needle)
-        if data.startswith((b"RTSP/", b"ICE/"), j):
-            return True
-        http = http or data.startswith(b"HTTP/", j)
+        k = data.find(b"/", j, j + 5)  # (after "HTTP", "RTSP" or "ICE")
+        if k >= 0 and data.startswith(after, k + 4):  # ("/1.1", then the first field)
+            protocol = data[j:k]
+            if protocol in (b"RTSP", b"ICE"):
+                return True
+            http = http or protocol == b"HTTP"
         i = data.find(needle, i + 1)
     return not http
 

@@ -4,7 +4,8 @@ Pure: works on bytes already read (a bounded prefix of the body), never parses m
 than the top-level members it must walk. Decoding is strict UTF-8 (RFC 8259) and every
 offset is a byte offset, so a rewrite lands exactly on the value routing read. Whatever a
 backend could read differently from us is refused (`Unreadable`, `Ambiguous`), never
-guessed at: duplicate top-level `model` keys, invalid UTF-8, a `model` string holding a
+guessed at: duplicate top-level `model` keys (or one in another case, `Model`: Go's
+and .NET's readers match names in any case), invalid UTF-8, a `model` string holding a
 lone surrogate escape, nesting too deep to decode, and a body whose top-level members run
 past the peek window (a `model`, or a second one, could hide beyond it).
 """
@@ -28,6 +29,14 @@ _INT_LIMIT = "integer string conversion"
 _WS = re.compile(r"[ \t\n\r]*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _BOM_FIRST = (b"\xef", b"\xfe", b"\xff")  # the first bytes of the UTF-8, -16 and -32 BOMs
+
+
+#: a top-level key that is `model` in another case: Go's encoding/json (Ollama, LocalAI) and
+#: ASP.NET Core's web defaults match JSON names in any case (Go: the last of two wins), so
+#: such a backend reads a `model` routing never saw (ASCII only: no other letter folds to
+#: one of `model`'s there)
+_CASED = ("the body's top-level %r reads as 'model' to backends that match JSON names in "
+          "any case (Go, .NET); send it as 'model', once")
 
 
 class Unreadable(ValueError):
@@ -102,6 +111,8 @@ def find_model(body: bytes, complete: bool = True) -> ModelField | None:
                     seen = True
                     if isinstance(value, str):
                         found = (value, start, i)
+                elif type(key) is str and len(key) == 5 and key.lower() == "model":
+                    raise Ambiguous(_CASED % key)
                 i = _WS.match(text, i).end()  # type: ignore[union-attr]
                 if text[i] == ",":
                     i += 1

@@ -193,12 +193,10 @@ class Parsing(RequestLine):
             self.first_read = None
             at = len(method) + len(req.target) + 1
             end = first[at:at + 11]
-            if end == b" HTTP/1.1\r\n":
+            if end == b" HTTP/1.1\r\n":  # (no line kept for it: `_line_read` read it here)
                 version = "1.1"
-                self.line = None  # (kept if the head came in pieces: not needed)
             elif end == b" HTTP/1.0\r\n":
                 version = "1.0"
-                self.line = None
             else:
                 version = self._version(req, method)
         if version != "1.1" or req.reread:

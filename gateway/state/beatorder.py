@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["MAX_TIME_PARTS", "PLACE_PARTS", "NewestBeats", "NewestPlaces", "Place", "pushed_replay",
-           "split_time"]
+__all__ = ["MAX_TIME_PARTS", "PLACE_PARTS", "NewestBeats", "NewestPlaces", "Place", "beat_current",
+           "pushed_replay", "split_time"]
 
 #: instances remembered at most (the oldest first read is forgotten first): a fleet of
 #: pods with fresh names each start must not grow this for good
@@ -213,3 +213,14 @@ class NewestPlaces:
         self.seen[instance] = (place, stamp_ms)
         while len(self.seen) > self.limit:
             del self.seen[next(iter(self.seen))]
+
+
+def beat_current(beat: object, read: str | None) -> bool:
+    """Whether an addresses record naming the heartbeat `beat` (its signed time field) was
+    written with the heartbeat a fleet read read (`read`), or with a later one (written
+    between the two reads: a later place), not an older record put back."""
+    if not isinstance(beat, str) or read is None:
+        return False
+    got, was = split_time(beat), split_time(read)
+    return beat == read or (got is not None and was is not None and got[1] is not None
+                            and was[1] is not None and got[1] > was[1])

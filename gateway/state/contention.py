@@ -90,6 +90,9 @@ class Backoff:
     def at_least(self, seconds: float) -> None:
         self.current = max(self.current, seconds)
 
+    def at_most(self, seconds: float) -> None:
+        self.current = min(self.current, seconds)
+
     async def wait(self) -> None:
         await asyncio.sleep(self.current * (0.5 + random.random()))
         self.current = min(self.current * 2, self.most)

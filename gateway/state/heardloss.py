@@ -63,9 +63,9 @@ def walk_loss(doc: StateDoc, events: list[dict[str, Any]],
     the way (a dict), None when there is none, or the hash reached (a str) when the event
     holding it is not among `events` (older ones are needed). Pure."""
     by_hash: dict[Any, list[dict[str, Any]]] = {}
-    for e in events:
-        if isinstance(e, dict):
-            by_hash.setdefault(e.get("hash"), []).append(e)
+    for e in events:  # (a hash that is no string is no event's: a list raised, review revtrail)
+        if isinstance(e, dict) and isinstance(e.get("hash"), str):
+            by_hash.setdefault(e["hash"], []).append(e)
     cur: Any = doc.audit_head
     for _ in range(len(events) + 1):
         if not isinstance(cur, str) or not cur or cur == since:
@@ -95,7 +95,7 @@ def reported_loss(doc: StateDoc, page: list[dict[str, Any]],
 def _reaches(events: list[dict[str, Any]], head: str, target: str) -> bool | None:
     """Whether the links back from `head` through `events` reach `target` (False: the
     trail's start first), None when the walk needs events older than these. Pure."""
-    by_hash = {e.get("hash"): e for e in events if isinstance(e, dict)}
+    by_hash = {e["hash"]: e for e in events if isinstance(e, dict) and isinstance(e.get("hash"), str)}
     cur: Any = head
     for _ in range(len(events) + 1):
         if cur == target:

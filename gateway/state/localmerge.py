@@ -146,7 +146,10 @@ class LocalKillKeeper:
                     await self.load()
                 elif self._held_back:
                     self.enforce()
-                if self.journal.entries and self.sync.connected and self.sync.synced_once:
+                # (also while only its pushes are cut: the store was read and verified, its
+                # commits go through; a subscription an ACL refuses never comes back)
+                if self.journal.entries and self.sync.synced_once and (
+                        self.sync.connected or self.sync.pushes_cut):
                     await self.merge()
             except asyncio.CancelledError:
                 raise

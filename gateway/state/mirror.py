@@ -10,6 +10,11 @@ raises the alarm — `killgate_audit_mirror_refused_total`, `killgate_audit_mirr
 moved aside. A flushed or re-sealed store therefore never extends the mirror. Failures to
 reach the store or the disk are retried and never affect the gateway. The file's end is
 read and written only under its lock, verified there, a torn tail cut (mirrortail.py).
+Any other error (a bug, an input nobody foresaw) is supervised: the copy stops, the status
+says so and why (`stopped`: the error's type and its message, redacted), `ok` is 0, and it
+starts again after a back-off (RESTART_FIRST doubling to RESTART_MOST), counted in
+`restarts` and `killgate_audit_mirror_restarts_total`. Such an error once ended the task
+for good while its status still said ok.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 from gateway.domain.audit import parse_event, utc_now
 from gateway.errors import StateError
 from gateway.log import event
+from gateway.redact import message
 from gateway.state.files import atomic_write, last_line
 from gateway.state.mirrortail import (
     TailUnverified,
@@ -42,6 +48,9 @@ __all__ = ["AuditMirror"]
 log = logging.getLogger("killgate.state")
 
 BATCH = 500
+#: seconds before a copy that died of an unexpected error starts again (doubling, at most
+#: RESTART_MOST; back to the first once a restarted copy has made a pass)
+RESTART_FIRST, RESTART_MOST = 1.0, 60.0
 Alarm = Callable[[dict[str, Any]], None]
 _append = append_after  # (the file's end, under its lock: mirrortail.py)
 
@@ -61,14 +70,55 @@ class AuditMirror:
         self.copied = 0
         self.refused: dict[str, Any] | None = None
         self.unusable: str | None = None  # why the file cannot be opened, while it cannot
+        #: the copy died of an unexpected error and waits to start again (None: running)
+        self.stopped: dict[str, Any] | None = None
+        self.restarts = 0
+        self.last_crash: dict[str, Any] | None = None  # (the newest such error, kept)
+        self._wait = RESTART_FIRST
         self._logged = 0.0
 
     def status(self) -> dict[str, Any]:
-        out = {"path": str(self.path), "ok": self.refused is None and self.unusable is None,
-               "copied": self.copied, "last_hash": self.last_hash, "refused": self.refused}
+        out = {"path": str(self.path),
+               "ok": self.refused is None and self.unusable is None and self.stopped is None,
+               "copied": self.copied, "last_hash": self.last_hash, "refused": self.refused,
+               "stopped": self.stopped, "restarts": self.restarts,
+               "last_crash": self.last_crash}
         if self.unusable is not None:
             out["error"] = self.unusable
         return out
+
+    # ------------------------------------------------------------------ supervision
+
+    async def run(self) -> None:
+        """The copy (`_copy`), started again after a back-off whenever it dies of an
+        error it does not handle itself; only a cancel ends it."""
+        while True:
+            try:
+                await self._copy()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a dead mirror is said, and restarted
+                wait = self._wait
+                error = message(f"{type(exc).__name__}: {exc}")[:500]
+                self.last_crash = {"error": error, "time": utc_now()}
+                self.stopped = {**self.last_crash, "restart_in_s": round(wait, 1)}
+                self.metrics.set("killgate_audit_mirror_ok", 0)
+                event(log, "audit_mirror_stopped", logging.ERROR, path=str(self.path),
+                      error=error, restarts=self.restarts, restart_in_s=round(wait, 1),
+                      action="copying stopped by an unexpected error; it starts again by "
+                             "itself: if it keeps stopping, report the error")
+                await asyncio.sleep(wait)
+                self._wait = min(wait * 2, RESTART_MOST)
+                self.restarts += 1
+                self.metrics.inc("killgate_audit_mirror_restarts_total")
+                event(log, "audit_mirror_restarted", logging.WARNING, path=str(self.path),
+                      restarts=self.restarts)
+
+    def _went_on(self) -> None:
+        """A pass of the copy worked: ok again, and a stop before it is over (the next
+        one's back-off starts from the first)."""
+        self.metrics.set("killgate_audit_mirror_ok", 1)
+        self.stopped, self._wait = None, RESTART_FIRST
 
     # ------------------------------------------------------------------ checks
 
@@ -144,7 +194,7 @@ class AuditMirror:
         cursor = self.cursor_file.read_text().strip() if self.cursor_file.exists() else None
         return cursor, self._open_file()
 
-    async def run(self) -> None:
+    async def _copy(self) -> None:
         while True:  # a file that cannot be opened (a missing folder, no permission)
             try:
                 cursor, problem = await asyncio.to_thread(self._start)
@@ -229,7 +279,7 @@ class AuditMirror:
                 if problem is not None:
                     self._refuse(problem, events[len(good)])
                     continue
-                self.metrics.set("killgate_audit_mirror_ok", 1)
+                self._went_on()
                 if fetched:
                     await asyncio.to_thread(atomic_write, self.cursor_file, (new or "").encode())
                     cursor = new

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable
 
 from gateway.domain.statedoc import NewerDocument, StateDoc
-from gateway.errors import StateError, StoreUnavailable
+from gateway.errors import PushesCut, StateError, StoreUnavailable
 from gateway.log import event
 from gateway.state.redisread import RedisRead
 from gateway.state.redistrim import RedisTrim
@@ -134,13 +134,20 @@ class RedisStore(RedisRead, RedisTrim):
         # Subscribe first, then the caller loads: a change published in between is
         # seen either by the load or by the subscription.
         sub = await self._connect(self._on_message)
+        cut = None
         try:
             for ch in (self.ch_events, self.ch_acks):
                 await sub.call("SUBSCRIBE", ch, timeout=self.timeout)
-        except (RespError, TimeoutError, OSError) as exc:
+        except TimeoutError:
             await sub.aclose()
-            raise StoreUnavailable(f"could not subscribe: {exc or type(exc).__name__}") from None
-        self._sub = sub
+            raise StoreUnavailable("could not subscribe: TimeoutError") from None
+        except (RespError, OSError) as exc:
+            # refused or closed as it was made (CLIENT KILL TYPE pubsub, an ACL without
+            # our channels): the store answers, and is read all the same (PushesCut)
+            await sub.aclose()
+            cut = PushesCut(f"could not subscribe: {exc or type(exc).__name__}")
+        else:
+            self._sub = sub
         # (after subscribing: a heartbeat written in between is read, or heard, or both;
         # best effort: a store too slow for it now is no reason not to sync)
         with contextlib.suppress(StateError):
@@ -152,6 +159,8 @@ class RedisStore(RedisRead, RedisTrim):
                 started=not self._retired_read)
             self._retired_read = True
         self.begun_to = await begun_to(self._call, self.k_state, self.k_keys, self.keys)
+        if cut is not None:
+            raise cut
 
     async def reset(self) -> None:
         """Drop the subscription (after an error); the command connection is checked on use."""
@@ -187,7 +196,11 @@ class RedisStore(RedisRead, RedisTrim):
         StoreUnavailable: the sync loop reconnects through the sentinels)."""
         self._master_check = asyncio.get_running_loop().time() + MASTER_CHECK
         named = await master_named(self._ep(), self.timeout)
-        conns = [c for c in (*self._conns.values(), self._sub) if c is not None and c.is_open]
+        # (a write's WAIT, on a connection of its own (`_alone`), too: left, the old
+        # master's replicas confirmed a kill the master the fleet reads never held, and
+        # the connection went back to the write slot: tests/test_wait_led_elsewhere.py)
+        conns = [c for c in (*self._conns.values(), *self._lent, self._sub)
+                 if c is not None and c.is_open]
         why = led_elsewhere(named, {c.address for c in conns if c.address is not None})
         if why is not None:
             for c in conns:

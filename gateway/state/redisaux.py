@@ -49,7 +49,7 @@ local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[5] ~= '' and ms - tonumber(ARGV[6]) > tonumber(ARGV[5]) then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ms .. ' ' .. ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) end
-redis.call('PUBLISH', ARGV[3], ARGV[2])
+redis.pcall('PUBLISH', ARGV[3], ARGV[2])  -- (written even if refused: rediscommit.py)
 return ms
 """)
 
@@ -143,8 +143,10 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
         # the key ids this instance trusts, the one it signs with first: whether every
         # instance holds the new key yet (a rotation's step 2 safe) is read there
         # (/v1/fleet `key_ids`; an older reader keeps only the addresses)
+        # and the heartbeat it goes with (`beat`: key ids of an older record put back are
+        # not read, review revtrail)
         if self.keys.enabled and self.keys.current is not None:
-            urls = {**(urls or {}), "key_ids": " ".join(
+            urls = {**(urls or {}), "beat": wall, "key_ids": " ".join(
                 k.kid for k in (self.keys.current, self.keys.previous) if k is not None)}
         addr = json.dumps(urls, separators=(",", ":"), sort_keys=True) if urls else ""
         if addr:
@@ -213,6 +215,7 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
         # values refused" for one: a crashed instance's heartbeat signed with a key retired
         # since, or one forged entry); written again, it is another value, counted again
         refused = RefusedOnce(self._refused_beats)
+        beats: dict[str, str] = {}
         for i in range(0, len(flat), 2):
             await turn(i)
             if flat[i] in seen:
@@ -260,7 +263,9 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
             if age <= lease:
                 out[ack.instance] = {"generation": ack.generation, "config": ack.config,
                                      "seen_s_ago": round(age, 3)}
+                beats[ack.instance] = record.split(b" ", 4)[3].decode("ascii", "replace")
         self._refused_beats = refused
+        self._beat_walls = beats
         self._scan_at = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
         self._listed = tuple(sorted(out))[:MAX_INSTANCES]
         self.flooded = max(0, int(total) - len(seen)) if flooded else 0

@@ -19,7 +19,15 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.log import event
-from gateway.state.beatorder import MAX_INSTANCES, NewestBeats, NewestPlaces, Place, pushed_replay, split_time
+from gateway.state.beatorder import (
+    MAX_INSTANCES,
+    NewestBeats,
+    NewestPlaces,
+    Place,
+    beat_current,
+    pushed_replay,
+    split_time,
+)
 from gateway.state.redisidem import CLOCK_SKEW
 from gateway.state.redislink import RedisLink
 from gateway.state.redisstats import turn
@@ -77,6 +85,9 @@ class RedisBeats(RedisLink):
     other_key_at: float | None = None
     #: the addresses the last fleet read refused (replaced at each read)
     _refused_urls: RefusedOnce | None = None
+    #: the signed time and place of each live instance's heartbeat the last fleet read
+    #: read: its addresses record names the one it was written with (`beat`)
+    _beat_walls: dict[str, str] = {}
 
     def _open_ack(self, raw: bytes, kind: str | None, field: bytes | None = None) -> Ack | None:
         """A signed heartbeat, or None (reported as `kind`; None: not reported). One over
@@ -185,6 +196,10 @@ class RedisBeats(RedisLink):
                 if urls is None:
                     refused.add(field, raw)
                 else:
+                    # (key ids only from the record written with the heartbeat read: an
+                    # older one put back said the keys it held then, review revtrail)
+                    if not beat_current(urls.pop("beat", None), self._beat_walls.get(name)):
+                        urls.pop("key_ids", None)
                     out[name].update(urls)
         self._refused_urls = refused
 
@@ -221,7 +236,7 @@ class RedisBeats(RedisLink):
         if not isinstance(got, dict):
             return {}
         return {k: v.split() if k == "key_ids" else v for k, v in got.items()
-                if k in ("data", "admin", "key_ids") and isinstance(v, str)}
+                if k in ("data", "admin", "key_ids", "beat") and isinstance(v, str)}
 
     def _replayed(self, instance: str, signed: tuple[int, Place | None] | None,
                   judge_ms: int, now_ms: int, lease: float, stamp_ms: int,

@@ -19,7 +19,7 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreOutcomeUnknown, StoreUnavailable
 from gateway.log import event
 from gateway.state.redishead import RedisHead
-from gateway.state.redislink import OWN, SMALL, Script
+from gateway.state.redislink import OWN, SMALL, Script, odd_reply
 from gateway.state.resp import RespConnection
 from gateway.state.signing import Keyring
 from gateway.state.store import MAX_DOC_BYTES, encode_doc
@@ -66,7 +66,9 @@ if ARGV[4] ~= '' then
 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[8], ARGV[2])
+-- pcall: refused (an ACL user without the channel: PushesCut), the writes above stand (a
+-- script is not rolled back): raised, a kill stored was answered 503 'not in force'
+redis.pcall('PUBLISH', ARGV[8], ARGV[2])
 return {'ok', ''}
 """)
 
@@ -79,6 +81,17 @@ if redis.call('MGET', KEYS[1])[1] ~= ARGV[1] then return 0 end
 redis.call('PUBLISH', ARGV[2], '')
 return 1
 """)
+
+
+#: what the commit script answers first (then the head key's value, or '')
+_STATUSES = (b"ok", b"conflict", b"audit_conflict")
+
+
+def _answered(reply: Any) -> bool:
+    """Whether `reply` has the commit script's shape ({status, text}): any other (a proxy
+    that mangles replies, a server that is not redis) says nothing of what was done."""
+    return (type(reply) is list and len(reply) == 2 and reply[0] in _STATUSES
+            and type(reply[1]) is bytes)
 
 
 def seal_commit(keys: Keyring, plain_doc: dict[str, Any], base: dict[str, Any] | None,
@@ -116,7 +129,7 @@ class _Own:
     def replied(self, reply: Any) -> None:
         """The script's answer, as it is read: when it stored the document, `on_stored`
         has it before anything else runs (the caller's await resumes a loop turn later)."""
-        if self._stored is None or type(reply) is not list or not reply or reply[0] != b"ok":
+        if self._stored is None or not _answered(reply) or reply[0] != b"ok":
             return
         try:
             self._stored(self.doc())
@@ -191,14 +204,18 @@ class RedisCommits(RedisHead):
                 res = await self._script(
                     _COMMIT, [self.k_state, self.k_gen, self.k_audit, self.k_head], args,
                     refused=AuditError, writes=True, on_reply=own.replied, conn=conn)
+                if not _answered(res):  # (never a commit made: it may or may not be)
+                    raise StoreOutcomeUnknown(odd_reply(
+                        "the commit", res, "the commit script's answer") + ": it may have "
+                        "been made, or not")
             except StoreOutcomeUnknown as exc:
                 exc.event = ev  # (what a retry answers with, should it have landed)
                 raise
-            status = res[0].decode() if isinstance(res[0], bytes) else str(res[0])
+            status = res[0].decode()
             if status == "conflict":
                 raise StoreConflict("the state changed under us")
             if status == "audit_conflict":
-                expect = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
+                expect = res[1].decode("utf-8", "replace")
                 head, seq, based = await self._anchor(expect, chain_from, doc,
                                                       reseed=onto is not None)
                 whole = ""
@@ -221,9 +238,12 @@ class RedisCommits(RedisHead):
         wait = ("WAIT", replicas, max(1, int(timeout * 1000)))
         if fence:
             conn = await self._conn("write")
-            if not await self._script(_FENCE, [self.k_gen], [str(generation), self.ch_fence],
-                                      conn=conn):
+            fenced = await self._script(_FENCE, [self.k_gen], [str(generation), self.ch_fence],
+                                        conn=conn)
+            if fenced == 0:
                 return 0  # (the node holds another generation: the caller's copy is old)
+            if fenced != 1:
+                raise StoreUnavailable(odd_reply("the fence", fenced, "0 or 1"))
         elif self._committed is None or self._committed[1] != generation \
                 or not self._committed[0].is_open:
             return 0
@@ -233,5 +253,8 @@ class RedisCommits(RedisHead):
         # does not wait for the write lock) queued behind it, missed its deadline, and
         # closing the connection failed the WAIT too; it connects anew now: `_alone`)
         with self._alone("write", conn):
-            return int(await self._run("write", wait, timeout + self.timeout,
-                                       StoreUnavailable, StoreUnavailable, conn=conn))
+            got = await self._run("write", wait, timeout + self.timeout,
+                                  StoreUnavailable, StoreUnavailable, conn=conn)
+        if type(got) is not int or got < 0:  # (int(b"OK") raised ValueError: a 500)
+            raise StoreUnavailable(odd_reply("WAIT", got, "a count of replicas"))
+        return got

@@ -32,7 +32,7 @@ from gateway.state.respprobe import WrongScheme
 from gateway.state.signing import Keyring, cause_of
 from gateway.state.store import OnUnverified, ignore_unverified
 
-__all__ = ["OVERSIZED", "OWN", "SMALL", "RedisLink", "Script"]
+__all__ = ["OVERSIZED", "OWN", "SMALL", "RedisLink", "Script", "odd_reply"]
 
 
 #: Lua: `own(key, type)` deletes a key of another type than the script writes to it. Only
@@ -78,6 +78,15 @@ class Script:
     def __init__(self, text: str) -> None:
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+
+def odd_reply(what: str, reply: Any, expected: str) -> str:
+    """Words for a reply of another shape than redis gives `what` (our own scripts' answers
+    are fixed): a proxy between that mangles replies, or a server that is not redis. Taken
+    as it came, a commit answered `+OK` was a commit made, and other shapes raised
+    TypeError (tests/test_resp_shapes.py)."""
+    return (f"redis answered {what} with {repr(reply)[:80]}, not {expected} (is a proxy "
+            "between, or a server that is not redis, at state.url?)")
 
 
 def _demoted(conn: RespConnection, exc: RespError) -> None:
@@ -204,6 +213,10 @@ class RedisLink:
         EVALSHA is re-raised as is, for the caller to EVAL); a timeout or a reset, `lost`.
         `on_reply`: see RespConnection.send."""
         conn = conn or await self._conn(slot)  # failing here, nothing was sent
+        if not conn.is_open:  # (nor here: closed as a shared connect ended, before our turn;
+            # was `lost`, a commit never sent answered "outcome unknown, may be in force")
+            raise StoreUnavailable("redis unavailable: the connection closed before the "
+                                   "command was sent (nothing was sent)")
         try:
             return await conn.call(*args, timeout=timeout, on_reply=on_reply)
         except RespError as exc:

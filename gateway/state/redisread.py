@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.domain.statedoc import NewerDocument, StateDoc
+from gateway.errors import StoreUnavailable
 from gateway.log import event
 from gateway.state.rediscommit import RedisCommits
-from gateway.state.redislink import SMALL, Script
+from gateway.state.redislink import SMALL, Script, odd_reply
 from gateway.state.shareddecode import SharedDecoder
 from gateway.state.signing import Keyring, cause_of
 from gateway.state.store import MAX_DOC_BYTES, Loaded, OnUnverified, ignore_unverified
@@ -47,6 +48,18 @@ return {redis.call('MGET', KEYS[1])[1], gen, 0, events, head}
 
 _POLL = Script(SMALL + "return {small(KEYS[1]), small(KEYS[2])}")  # (hints, bounded)
 
+_TEXT = (bytes, type(None))  # (a string reply, or nil)
+
+
+def _read_shaped(reply: Any) -> bool:
+    """Whether `reply` has _LOAD's shape (DOC's, the first three: the trim's reads) and
+    types: any other (a proxy that mangles replies, a server that is not redis) was read
+    as it came, and raised TypeError or ValueError (tests/test_resp_shapes.py)."""
+    return (type(reply) is list and 3 <= len(reply) <= 5 and isinstance(reply[0], _TEXT)
+            and isinstance(reply[1], _TEXT) and type(reply[2]) is int
+            and (len(reply) < 4 or type(reply[3]) is int)
+            and (len(reply) < 5 or isinstance(reply[4], _TEXT)))
+
 
 class RedisRead(RedisCommits):
     def __init__(self, url: str, prefix: str, timeout: float, *, keys: Keyring,
@@ -64,8 +77,8 @@ class RedisRead(RedisCommits):
         got: list[Loaded] = []
 
         def read(reply: Any) -> None:  # as the answer is read (see StateStore.load)
-            if type(reply) is not list:
-                return  # NOSCRIPT: the EVAL that follows answers
+            if not _read_shaped(reply):
+                return  # NOSCRIPT: the EVAL that follows answers (any other: _loaded says)
             got.append(self._loaded(reply))
             if on_loaded is not None:
                 try:
@@ -80,6 +93,8 @@ class RedisRead(RedisCommits):
         return got[0] if got else self._loaded(reply)
 
     def _loaded(self, reply: list[Any]) -> Loaded:
+        if not _read_shaped(reply):
+            raise StoreUnavailable(odd_reply("the state read", reply, "the state read's answer"))
         raw, gen, size = reply[:3]
         trail = int(reply[3]) if len(reply) > 3 else -1  # (_NEWEST reads the trail itself)
         token = None if gen is None else gen.decode("utf-8", "replace")
@@ -128,6 +143,9 @@ class RedisRead(RedisCommits):
         return doc
 
     async def poll(self) -> tuple[str | None, str | None]:
-        gen, head = await self._script(_POLL, [self.k_gen, self.k_head], [])
+        got = await self._script(_POLL, [self.k_gen, self.k_head], [])
+        if type(got) is not list or len(got) != 2 or not all(isinstance(v, _TEXT) for v in got):
+            raise StoreUnavailable(odd_reply("the poll", got, "the poll's answer"))
+        gen, head = got
         return (None if gen is None else gen.decode("utf-8", "replace"),
                 None if head is None else head.decode("utf-8", "replace"))

@@ -148,7 +148,7 @@ redis.call('XADD', KEYS[2], '*', 'e', ARGV[5])
 redis.call('XTRIM', KEYS[2], 'MINID', ARGV[4])
 redis.call('SET', KEYS[3], ARGV[6])
 redis.call('SET', KEYS[1], ARGV[7])
-redis.call('PUBLISH', ARGV[8], ARGV[7])
+redis.pcall('PUBLISH', ARGV[8], ARGV[7])  -- (written even if refused: rediscommit.py)
 return 'ok'
 """)
 

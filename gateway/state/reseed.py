@@ -275,8 +275,9 @@ class Repair(Vouching):
                                          **({"trail_lost": True} if loss else {})})
         try:
             # (not known to be the fleet's: only over the very document it merged, as writes)
-            await self.store.commit(got.token, merged, draft, chain_from=anchored, onto=onto,
-                                    pinned=got.doc if self._unvouched() is not None else None)
+            ev = await self.store.commit(
+                got.token, merged, draft, chain_from=anchored, onto=onto,
+                pinned=got.doc if self._unvouched() is not None else None)
         except StoreConflict:
             # another instance re-seeded first; the caller reloads. No document of that
             # epoch exists: it is not one of ours (kept, it filled OWN_EPOCHS and the
@@ -285,8 +286,9 @@ class Repair(Vouching):
                 self._own_epochs.pop(merged.epoch, None)
             self._resync |= got.old_key  # (a step-1 write beat the re-sign: again, next poll)
             return  # (the loss named by whoever re-seeded, once applied: heardloss.py)
-        if loss and self.trail_lost is not None:
-            self.trail_lost["reseeded_by"] = self.instance
+        if loss and self.trail_lost is not None:  # (its time: the event's, as others read it)
+            self.trail_lost.update(reseeded_by=self.instance,
+                                   time=(ev or {}).get("time") or self.trail_lost["time"])
         if not resign:
             # (a rotation's step-2 re-sign is no re-seed of a store that lost its state:
             # audited and logged as one, not counted as one, so a routine key rotation

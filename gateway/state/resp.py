@@ -19,24 +19,18 @@ import asyncio
 import collections
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
 
 import hiredis
-from redis.asyncio.connection import parse_url
 
 from gateway.state.respprobe import not_plain, not_tls, speaks_plain, speaks_tls
+from gateway.state.respurl import Endpoint, parse_endpoint
 
 __all__ = ["Endpoint", "NotResp", "RespConnection", "RespError", "connect", "parse_endpoint"]
 
 OnMessage = Callable[[bytes, bytes], None]
 #: told a call's reply as it is parsed, before the caller's await resumes (must not raise)
 OnReply = Callable[[Any], None]
-
-_SSL_KEYS = {"ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
-             "ssl_check_hostname", "ssl_password", "ssl_ca_data"}
-
 
 class RespError(Exception):
     """Redis answered with an error reply (READONLY, OOM, NOSCRIPT, a script error, ...)."""
@@ -45,73 +39,6 @@ class RespError(Exception):
 class NotResp(ConnectionError):
     """The server sent bytes that are not RESP (another protocol's server at the port, a
     broken proxy between): the connection is closed, and every call waiting on it fails so."""
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    host: str = "127.0.0.1"
-    port: int = 6379
-    path: str | None = None  # unix socket
-    tls: ssl.SSLContext | None = None
-    username: str | None = None
-    password: str | None = None
-    db: int = 0
-    sentinels: tuple[tuple[str, int], ...] = ()
-    service: str | None = None  # the master's name, with sentinels
-    sentinel_password: str | None = None
-
-    def describe(self) -> str:
-        if self.sentinels:
-            return f"sentinel service {self.service!r}"
-        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
-
-
-def _tls_context(opts: dict[str, Any]) -> ssl.SSLContext:
-    reqs = str(opts.get("ssl_cert_reqs", "required")).lower()
-    ctx = ssl.create_default_context(cafile=opts.get("ssl_ca_certs"),
-                                     capath=opts.get("ssl_ca_path"),
-                                     cadata=opts.get("ssl_ca_data"))
-    if reqs in ("none", "cert_none"):
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        ctx.verify_mode = ssl.CERT_OPTIONAL if reqs in ("optional", "cert_optional") \
-            else ssl.CERT_REQUIRED
-        check = str(opts.get("ssl_check_hostname", "true")).lower()
-        ctx.check_hostname = check not in ("false", "0", "no")
-    if opts.get("ssl_certfile"):
-        ctx.load_cert_chain(opts["ssl_certfile"], opts.get("ssl_keyfile"),
-                            opts.get("ssl_password"))
-    return ctx
-
-
-def parse_endpoint(url: str) -> Endpoint:
-    """redis://, rediss://, unix:// (redis-py's URL grammar) and
-    redis+sentinel://[:password@]h1:26379,h2:26379/service[/db]. Raises ValueError."""
-    if url.startswith("redis+sentinel://"):
-        u = urlsplit(url)
-        hosts = []
-        for hp in u.netloc.rsplit("@", 1)[-1].split(","):
-            host, _, port = hp.rpartition(":")
-            if ":" not in hp or hp.endswith("]"):  # no port: the sentinels' default
-                host, port = hp, ""
-            hosts.append((host.strip("[]") or "127.0.0.1", int(port or 26379)))
-        parts = [p for p in u.path.split("/") if p]
-        if not parts:
-            raise ValueError("a redis+sentinel:// URL needs the service name: "
-                             "redis+sentinel://host:26379/mymaster/0")
-        password = unquote(u.password) if u.password else None
-        return Endpoint(sentinels=tuple(hosts), service=parts[0],
-                        db=int(parts[1]) if len(parts) > 1 else 0,
-                        password=password, sentinel_password=password)
-    opts: dict[str, Any] = dict(parse_url(url))
-    unknown = {k for k in opts if k.startswith("ssl_")} - _SSL_KEYS
-    if unknown:
-        raise ValueError(f"unsupported TLS option(s) in the redis URL: {', '.join(sorted(unknown))}")
-    tls = _tls_context(opts) if url.startswith("rediss://") else None
-    return Endpoint(host=opts.get("host") or "127.0.0.1", port=int(opts.get("port") or 6379),
-                    path=opts.get("path"), tls=tls, username=opts.get("username"),
-                    password=opts.get("password"), db=int(opts.get("db") or 0))
 
 
 class RespConnection(asyncio.Protocol):
@@ -150,9 +77,11 @@ class RespConnection(asyncio.Protocol):
                 return
             if reply is False:
                 return
-            if (self._on_message is not None and type(reply) is list and len(reply) == 3
+            if (self._on_message is not None and isinstance(reply, list) and len(reply) == 3
                     and reply[0] == b"message"):
                 self._on_message(reply[1], reply[2])
+            elif type(reply) is hiredis.PushNotification:  # (RESP3, a proxy's: no reply;
+                continue  # as the oldest call's, every later call got the one before's)
             elif self._waiting:
                 fut, on_reply = self._waiting.popleft()
                 if not fut.done():
@@ -278,8 +207,8 @@ async def _direct(host: str, port: int, ep: Endpoint, timeout: float, name: str,
         await _handshake(conn, ep.username, ep.password, ep.db, name, timeout)
         if master:
             role = await conn.call("ROLE", timeout=timeout)
-            if not role or role[0] != b"master":
-                raise ConnectionError("is not a master")
+            if type(role) is not list or not role or role[0] != b"master":  # (int: TypeError)
+                raise ConnectionError(f"is not a master (ROLE: {repr(role)[:60]})")
     except BaseException as exc:
         await conn.aclose()
         # redis:// at a TLS port: it resets the connection at our first command

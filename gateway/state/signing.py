@@ -275,7 +275,7 @@ def _url_problems(cfg: StateConfig) -> list[Problem]:
     if cfg.backend != "redis":
         return []
     from gateway.config_redisurl import unreadable
-    from gateway.state.resp import parse_endpoint
+    from gateway.state.respurl import parse_endpoint
 
     try:
         parse_endpoint(cfg.url)

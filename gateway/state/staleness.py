@@ -30,6 +30,7 @@ class Guard:
     instance: str
     connected: bool
     answering: bool
+    pushes_cut: bool
     last_ok: float | None
     started_at: float
     stale: bool
@@ -45,8 +46,12 @@ class Guard:
             # (a store that answers with a document this instance cannot verify is not
             # "unreachable": KillgateStateStoreDisconnected sent the SRE to a healthy Redis;
             # /readyz and the sync's error say state_unverifiable)
+            # (nor is one whose reads verify while its pushes are cut: PushesCut; said by
+            # killgate_state_pushes_cut, its reads at a poll's pace)
             self.metrics.set("killgate_state_store_connected",
-                             1 if self.connected or self.answering else 0)
+                             1 if self.connected or self.answering or self.pushes_cut else 0)
+            self.metrics.set("killgate_state_pushes_cut",
+                             1 if self.pushes_cut and not self.connected else 0)
             self._alarm(stale)
             if (self.cfg.on_unavailable == "fail_closed" and stale > self.cfg.max_staleness
                     and not self.holder.fail_closed):

@@ -19,7 +19,13 @@ from collections.abc import Callable
 
 from gateway.config import StateConfig
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import AuditError, StateError, StoreFromNewerVersion, StoreUnverifiable
+from gateway.errors import (
+    AuditError,
+    PushesCut,
+    StateError,
+    StoreFromNewerVersion,
+    StoreUnverifiable,
+)
 from gateway.log import event
 from gateway.state.appliedlog import AppliedLog
 from gateway.state.contention import Backoff
@@ -53,6 +59,7 @@ class Startup:
     connected: bool
     answering: bool
     newer_version: bool
+    pushes_cut: bool
     synced_once: bool
     from_snapshot: bool
     last_error: str | None
@@ -88,7 +95,7 @@ class Startup:
         try:
             await self._first_sync()
         except TimeoutError:
-            self.connected = False
+            self.connected = self.pushes_cut = False
             event(log, "state_store_unavailable_at_start", logging.WARNING, error=self.last_error,
                   serving="snapshot" if self.from_snapshot else
                   "config only (ready_without_state)" if self.cfg.ready_without_state else
@@ -136,6 +143,9 @@ class Startup:
                         self.last_error = str(exc) or type(exc).__name__
                         self.answering = isinstance(exc, StoreUnverifiable)
                         self.newer_version = isinstance(exc, StoreFromNewerVersion)
+                        self.pushes_cut = isinstance(exc, PushesCut)
+                        if isinstance(exc, PushesCut):
+                            return  # (the store was read: the sync loop subscribes again)
                         await self._beat_unverifiable()
                     await backoff.wait()
         except TimeoutError:
@@ -148,21 +158,31 @@ class Startup:
         `reopen=False`: the last attempt's answer was a document this instance cannot
         verify (the store answers: nothing to reconnect): the connections are kept (checked:
         `kept`) and the document read again."""
+        cut: PushesCut | None = None
         if reopen:
             self.peers.watching_since = None
-            await self.store.open()
-            self.peers.watching_since = time.monotonic()
+            try:
+                await self.store.open()
+            except PushesCut as exc:  # (its subscription cut as it was made: the store is
+                cut = exc  # read all the same, as a poll reads it, and raised after)
+            else:
+                self.peers.watching_since = time.monotonic()
         else:
             await self.store.kept()
         synced = await self._full_sync()
         if not self.synced_once:  # (a loss a re-seed before this process started reported)
             self._look_back()
-        self.connected, self.answering = True, False
+        self.connected, self.answering, self.pushes_cut = cut is None, False, cut is not None
         self.synced_once = True
         self._update_ready()
         if synced:  # (else the store holds what we refuse: `last_error` says so)
             self.last_error = None
             self._touch()
+        if cut is not None:  # (its heartbeat when due, as the poll's: alive, and applied)
+            if self.peers.due():
+                with contextlib.suppress(StateError):
+                    await self.peers.beat()
+            raise cut
         await self.peers.beat()
 
     async def _beat_unverifiable(self) -> None:

@@ -29,6 +29,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import (
     AuditError,
+    PushesCut,
     StateError,
     StoreConflict,
     StoreFromNewerVersion,
@@ -96,6 +97,9 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes, HeardLoss):
         #: ... and a newer version of killgate wrote it (StoreFromNewerVersion): no key
         #: problem (`killgate status` said "check state.signing_key_env" mid-upgrade)
         self.newer_version = False
+        #: the last attempt read the store, but its subscription (the pushes) was refused
+        #: or cut as it was made (PushesCut): reads at a poll's pace, not "unreachable"
+        self.pushes_cut = False
         self.synced_once = False
         self.from_snapshot = False
         self.last_error: str | None = None
@@ -221,7 +225,10 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes, HeardLoss):
                 self.connected = False
                 self.answering = isinstance(exc, StoreUnverifiable)
                 self.newer_version = isinstance(exc, StoreFromNewerVersion)
+                self.pushes_cut = isinstance(exc, PushesCut)
                 self.last_error = str(exc) or type(exc).__name__
+                if isinstance(exc, PushesCut):  # (the store was read: again at a poll's pace)
+                    backoff.at_most(self.cfg.poll_interval)
                 if not self.answering:
                     self.peers.watching_since = None
                     await self.store.reset()

@@ -40,6 +40,7 @@ class Reads:
     connected: bool
     answering: bool
     newer_version: bool
+    pushes_cut: bool
     synced_once: bool
     from_snapshot: bool
     stale: bool
@@ -70,6 +71,11 @@ class Reads:
         return key_unconfirmed(self.instance, self.peers.heard, refused, time.monotonic(),
                                self.cfg.instance_lease)
 
+    def _pushes(self) -> str | None:
+        if not self.store.pushes:
+            return "none" if self.connected else None
+        return "live" if self.connected else "cut" if self.pushes_cut else None
+
     def status(self) -> dict[str, Any]:
         keys = self.keys
         return {
@@ -79,6 +85,10 @@ class Reads:
             "answering": not self.connected and self.answering,
             # (... with a document a newer version of killgate wrote: an upgrade to finish)
             "newer_version": not self.connected and self.answering and self.newer_version,
+            # how changes reach it: "live" (pushed, and polled), "cut" (its subscription
+            # refused or cut while its reads of the store verify: read every poll_interval,
+            # not unreachable), "none" (a store that does not push), None (not reached)
+            "pushes": self._pushes(),
             "staleness_ms": round(self.staleness() * 1000, 1), "policy": self.cfg.on_unavailable,
             "max_staleness_ms": round(self.cfg.max_staleness * 1000), "stale": self.stale,
             # (a drill asking whether it applied a restore gives it a poll of its own to

@@ -26,6 +26,7 @@ from gateway.errors import (
     StoreConflict,
     StoreOutcomeUnknown,
 )
+from gateway.errors_cut import CutAfterCommit
 from gateway.log import event
 from gateway.state.contention import PATIENCE, Contention
 from gateway.state.holder import Holder
@@ -178,6 +179,8 @@ class Writes:
                     # (committed by this call: in force, not yet replicated)
                     exc.event, exc.doc = ev, new
                     raise
+                except asyncio.CancelledError as exc:  # (the stop: said as committed)
+                    raise CutAfterCommit(ev, new) from exc
                 return new, ev
             if races.forged:
                 raise StoreConflict(

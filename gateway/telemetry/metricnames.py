@@ -36,7 +36,13 @@ HELP: dict[str, tuple[str, str]] = {
     "killgate_state_generation": ("gauge", "Generation of the replicated state applied here."),
     "killgate_kill_state_age_seconds": ("gauge", "Seconds since the state store last confirmed "
                                                  "this instance's state."),
-    "killgate_state_store_connected": ("gauge", "1 when the state store answers."),
+    "killgate_state_store_connected": ("gauge", "1 when the state store answers (its reads "
+                                                "verify, or it holds a document this "
+                                                "instance cannot verify)."),
+    "killgate_state_pushes_cut": ("gauge", "1 while the store's pushes (its pub/sub "
+                                           "subscription) are refused or cut but its reads "
+                                           "verify: changes arrive at poll_interval's "
+                                           "pace."),
     "killgate_state_stale": ("gauge", "1 while no state sync succeeded for longer than "
                                       "state.max_staleness (alert on it)."),
     "killgate_state_newer_document": ("gauge", "1 while the store holds a document a newer "
@@ -112,8 +118,12 @@ HELP: dict[str, tuple[str, str]] = {
                                                     "kind."),
     "killgate_audit_mirror_refused_total": ("counter", "Times the audit mirror refused events "
                                                        "that do not continue its last line."),
-    "killgate_audit_mirror_ok": ("gauge", "0 while the audit mirror refuses to continue "
-                                          "(alert on it)."),
+    "killgate_audit_mirror_ok": ("gauge", "0 while the audit mirror refuses to continue, "
+                                          "or is stopped by an unexpected error until it "
+                                          "restarts (alert on it)."),
+    "killgate_audit_mirror_restarts_total": ("counter", "Times the audit mirror's copy was "
+                                                        "started again after an unexpected "
+                                                        "error stopped it."),
     "killgate_audit_trail_lost_total": ("counter", "Times the store was found without the "
                                                    "audit trail this instance had anchored."),
     "killgate_auth_failures_total": ("counter", "Admin requests refused by authentication or "
@@ -225,6 +235,7 @@ HELP: dict[str, tuple[str, str]] = {
 #: reading a gauge needs it there (name -> (label names, the label values of each series))
 INITIAL: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     "killgate_audit_mirror_failures_total": ((), ((),)),
+    "killgate_audit_mirror_restarts_total": ((), ((),)),
     "killgate_audit_trail_lost_total": ((), ((),)),
     "killgate_state_reseeds_total": ((), ((),)),
     "killgate_approval_unknown_action_total": ((), ((),)),

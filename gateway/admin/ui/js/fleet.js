@@ -13,6 +13,8 @@ export function renderFleet(el, fleet) {
       // (a document a newer version of killgate wrote: an upgrade to finish, no key problem)
       : st.newer_version ? badge("bad", "store holds a NEWER VERSION's state (finish the upgrade)")
       : st.answering ? badge("bad", "store UNVERIFIABLE (check state.signing_key_env)")
+      // (its reads verify, its subscription is refused or cut: changes come at its polls)
+      : st.pushes === "cut" ? badge("warn", `store PUSHES CUT: reading it every ${st.poll_interval_ms} ms`)
       : badge("bad", "store DISCONNECTED"),
     st.fail_closed ? badge("killed", "FAIL-CLOSED: every route answers killed") : badge("ok", "not fail-closed"),
     st.stale ? badge("warn", "state stale") : null,
