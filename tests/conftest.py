@@ -53,6 +53,22 @@ from tests.hangguard import (  # noqa: F401  (hooks: a hung test ends its proces
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The container image test's build starts now, in the background (tests/imagebuild.py;
+    before xdist's workers start, which inherit where to find it)."""
+    from tests import imagebuild
+
+    imagebuild.start(session.config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A background image build still running is stopped, an image no test took removed."""
+    if not hasattr(config, "workerinput"):
+        from tests import imagebuild
+
+        imagebuild.finish()
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
 #: the state signing key every test gateway with a redis store uses (state.signing_key_env)
 STATE_KEY = "test-state-key-0123456789-abcdefghijklmnop"

@@ -22,23 +22,18 @@ import resource
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
 
+from tests import imagebuild
 from tests.backends import echo_app
 from tests.conftest import ROOT, SECRET, RedisServer, free_port, two_versions, wait_until
+from tests.imagebuild import CACHE_TAG
 from tests.redisha import redis_state_yaml, state_key_env
 from tests.test_killswitch import kill, status_of
-
-BASE = "localhost/killgate-base:bookworm"
-# one tag per test run: runs from several checkouts at once must not run each other's build
-# (its layers stay cached for the next run; the tag is removed after the module)
-IMAGE = f"localhost/killgate:test-{os.getpid()}"
-CACHE_TAG = "localhost/killgate:test-cache"
 
 
 def _ulimits() -> list[str]:
@@ -51,12 +46,11 @@ def _ulimits() -> list[str]:
 
 
 def _podman() -> list[str]:
-    exe = shutil.which("podman")
-    if exe is None:
+    cmd = imagebuild.podman()
+    if cmd is None:
         pytest.skip("no container engine: podman is not installed here "
                     "(apt-get install -y podman runc debootstrap; .ci/run does)")
-    runtime = ["--runtime", "runc"] if shutil.which("runc") else []
-    return [exe, *runtime, "--cgroup-manager", "cgroupfs"]
+    return cmd
 
 
 def _run(args: list[str], timeout: float, check: bool = True,
@@ -91,23 +85,17 @@ def test_dockerfile_defaults_to_the_official_slim_python_image() -> None:
 
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
+    """The image, built in the background since the run began (tests/imagebuild.py), or
+    here when the run started no build."""
     podman = _podman()
-    started = int(time.time())
-    made = subprocess.run([str(ROOT / "deploy/container/make-base-image.sh"), BASE],
-                          capture_output=True, text=True, timeout=900)
-    assert made.returncode == 0, f"the base image could not be made:\n{made.stdout}{made.stderr}"
-    build = [*podman, "build", "--network", "host", "-v", "/etc/ssl/certs:/etc/ssl/certs:ro",
-             "--build-arg", f"BASE_IMAGE={BASE}", "--format", "docker"]
-    _run([*build, "-t", IMAGE, str(ROOT)], 600)
-    # the build stage under a fixed tag too (all cached: a second): its dependency layer is
-    # the expensive one, and the next run's build reuses it
-    _run([*build, "--target", "build", "-t", CACHE_TAG + "-build", str(ROOT)], 600)
-    yield IMAGE
+    made = imagebuild.built()
+    yield made.image
     # keep the disk bounded: our build stays as the next run's cache (under one fixed tag),
     # and what earlier runs left untagged goes (each source change adds ~100 MB otherwise)
-    _run([*podman, "tag", IMAGE, CACHE_TAG], 60, check=False)
-    _run([*podman, "rmi", IMAGE], 60, check=False)
-    _run([*podman, "image", "prune", "-f", "--filter", f"until={started}"], 120, check=False)
+    _run([*podman, "tag", made.image, CACHE_TAG], 60, check=False)
+    _run([*podman, "rmi", made.image], 60, check=False)
+    _run([*podman, "image", "prune", "-f", "--filter", f"until={made.started}"], 120,
+         check=False)
 
 
 @pytest.mark.timeout(900)

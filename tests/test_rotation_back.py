@@ -22,31 +22,23 @@ import pytest
 from gateway.control.traffic import STATS_KEY
 from gateway.state.redis import RedisStore
 from gateway.state.signing import Key, Keyring
-from tests.backends import echo_app
 from tests.conftest import (
-    STATE_KEY,
     RedisServer,
     running_gateway,
     wait_until,
 )
-from tests.rotationrig import keyed_config
+from tests.rotationrig import A_ENV, B_ENV, rotation
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
-
-KEY_B = "b" * 64
-A_ENV, B_ENV = "KILLGATE_TEST_STATE_KEY", "KG_KEY_B"
 
 
 async def test_rotating_back_to_an_earlier_key_keeps_the_left_overs_apart_from_tampering(
         tmp_path: Path, backends, session, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(B_ENV, KEY_B)
-    p = await backends(echo_app("v1"))
-    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
-
-    def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
+    rot = await rotation(tmp_path, redis_server, backends, monkeypatch)
+    a, b = rot.a, rot.b
+    cfg = rot.cfg
 
     async def connect(current: Key, previous: Key | None = None) -> set[str]:
         keys = Keyring(current, previous, "kgtest")
@@ -98,12 +90,9 @@ async def test_step_2_re_signs_the_old_keys_document_at_start_so_a_quiet_fleet_r
     its own stayed unready and KillgateStateUnverified paged until an operator made a write
     through a step-2 instance. A step-2 instance (the key order proves it: never a step-1
     one, which would sign it back) now re-signs it as it connects: an audited re-seed."""
-    monkeypatch.setenv(B_ENV, KEY_B)
-    p = await backends(echo_app("v1"))
-    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
-
-    def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
+    rot = await rotation(tmp_path, redis_server, backends, monkeypatch)
+    a, b = rot.a, rot.b
+    cfg = rot.cfg
 
     async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
         await kill(session, g0.admin, scope="route", route="iris")

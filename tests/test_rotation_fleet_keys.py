@@ -14,26 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from gateway.state.signing import Key
-from tests.backends import echo_app
-from tests.conftest import STATE_KEY, RedisServer, bearer, running_gateway, wait_until
-from tests.rotationrig import keyed_config
+from tests.conftest import RedisServer, bearer, running_gateway, wait_until
+from tests.rotationrig import A_ENV, B_ENV, rotation
 
 pytestmark = pytest.mark.timeout(40)
-
-KEY_B = "b" * 64
-A_ENV, B_ENV = "KILLGATE_TEST_STATE_KEY", "KG_KEY_B"
 
 
 async def test_the_fleet_view_says_which_key_ids_each_instance_trusts(
         tmp_path: Path, backends, session, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(B_ENV, KEY_B)
-    p = await backends(echo_app("v1"))
-    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
-
-    def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
+    rot = await rotation(tmp_path, redis_server, backends, monkeypatch)
+    a, b = rot.a, rot.b
+    cfg = rot.cfg
 
     # one instance at step 1 (the new key B as its previous), one not yet
     async with running_gateway(cfg("s1", A_ENV, B_ENV), "gw-s1") as g1, \

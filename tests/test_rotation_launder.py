@@ -18,32 +18,24 @@ import pytest
 
 from gateway.domain.auditverify import verify_chain
 from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
-from tests.backends import echo_app
+from gateway.state.signing import Keyring
 from tests.conftest import (
-    STATE_KEY,
     RedisServer,
     running_gateway,
     wait_until,
 )
-from tests.rotationrig import keyed_config
+from tests.rotationrig import A_ENV, B_ENV, rotation
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
-
-KEY_B = "b" * 64
-A_ENV, B_ENV = "KILLGATE_TEST_STATE_KEY", "KG_KEY_B"
 
 
 async def test_an_old_keys_document_replayed_to_a_stateless_step_2_instance_is_not_re_signed(
         tmp_path: Path, backends, session, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(B_ENV, KEY_B)
-    p = await backends(echo_app("v1"))
-    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
-
-    def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
+    rot = await rotation(tmp_path, redis_server, backends, monkeypatch)
+    a, b = rot.a, rot.b
+    cfg = rot.cfg
 
     async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
         await kill(session, g0.admin, scope="version", route="iris", version="v2")
@@ -89,12 +81,9 @@ async def test_a_replay_with_the_trail_cut_back_to_its_head_is_not_re_signed_eit
     the replay: the route kill made after it is lifted. The check only stops a replay
     whose writer leaves the trail alone; what a writer who also cuts the trail can do is
     the stateless row of README's Trust table, which this makes outlive the rotation."""
-    monkeypatch.setenv(B_ENV, KEY_B)
-    p = await backends(echo_app("v1"))
-    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
-
-    def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
+    rot = await rotation(tmp_path, redis_server, backends, monkeypatch)
+    a, b = rot.a, rot.b
+    cfg = rot.cfg
 
     async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
         await kill(session, g0.admin, scope="version", route="iris", version="v2")

@@ -20,11 +20,11 @@ import pytest
 from gateway.state.signing import Key
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
+from tests.rotationrig import B_ENV, KEY_B
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
 
-KEY_B = "b" * 64
 A, B = "signing_key_env: KILLGATE_TEST_STATE_KEY", "signing_key_env: KG_KEY_B"
 PREVIOUS_A = "previous_signing_key_env: KILLGATE_TEST_STATE_KEY"
 
@@ -33,7 +33,7 @@ PREVIOUS_A = "previous_signing_key_env: KILLGATE_TEST_STATE_KEY"
 async def test_a_local_stores_file_is_re_signed_at_step_2(
         snapshot: bool, tmp_path: Path, backends, session,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KG_KEY_B", KEY_B)
+    monkeypatch.setenv(B_ENV, KEY_B)
     p = await backends(echo_app("v1"))
     made = iter(range(10))
     stored = tmp_path / "store.json"

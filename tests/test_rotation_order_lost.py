@@ -27,33 +27,26 @@ from gateway.state.redis import RedisStore
 from gateway.state.signing import Key, Keyring
 from tests.backends import echo_app
 from tests.conftest import (
-    STATE_KEY,
     RedisServer,
     running_gateway,
     two_versions,
     wait_until,
     write_config,
 )
-from tests.rotationrig import keyed_config
+from tests.rotationrig import A_ENV, B_ENV, Rotation, rotation
 from tests.test_killswitch import kill, redis_state
 
 pytestmark = pytest.mark.timeout(40)
-
-KEY_B = "b" * 64
-A_ENV, B_ENV = "KILLGATE_TEST_STATE_KEY", "KG_KEY_B"
 
 
 @pytest.mark.parametrize("forger", ["HDEL", "HSET", "HDEL-both"])
 async def test_a_lost_key_order_does_not_make_step_1_of_rotating_back_sign_it_back(
         forger: str, tmp_path: Path, backends, session, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(B_ENV, KEY_B)
-    p = await backends(echo_app("v1"))
-    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
+    rot = await rotation(tmp_path, redis_server, backends, monkeypatch)
+    a, b = rot.a, rot.b
     field = "order:" + ":".join(sorted((a.kid, b.kid)))
-
-    def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
+    cfg = rot.cfg
 
     async def connect(current: Key, previous: Key | None = None) -> bool:
         store = RedisStore(redis_server.url, "kgtest", 1.0,
@@ -108,7 +101,7 @@ async def test_retirement_times_that_do_not_verify_are_not_written_over_at_step_
     holders recorded; a record that does not verify (a forger's) is never written over:
     doing so dropped the retirement times for good, and with them the tampering count of a
     value of the retired key written long after (retiredkeys.after_retirement)."""
-    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
+    a, b = Rotation.a, Rotation.b
     p = await backends(echo_app("v1"))
     async with running_gateway(write_config(tmp_path, two_versions(p, p, 100, 0), state=redis_state(
             redis_server, tmp_path, "s0")), "gw-a") as g0:  # (the fleet's document: A's)

@@ -15,32 +15,24 @@ from pathlib import Path
 import pytest
 
 from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
-from tests.backends import echo_app
+from gateway.state.signing import Keyring
 from tests.conftest import (
-    STATE_KEY,
     RedisServer,
     running_gateway,
     wait_until,
 )
-from tests.rotationrig import keyed_config
+from tests.rotationrig import A_ENV, B_ENV, rotation
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
-
-KEY_B = "b" * 64
-A_ENV, B_ENV = "KILLGATE_TEST_STATE_KEY", "KG_KEY_B"
 
 
 async def test_an_old_keys_document_replayed_at_step_2_is_said_and_counted_a_replay(
         tmp_path: Path, backends, session, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(B_ENV, KEY_B)
-    p = await backends(echo_app("v1"))
-    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
-
-    def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
+    rot = await rotation(tmp_path, redis_server, backends, monkeypatch)
+    a, b = rot.a, rot.b
+    cfg = rot.cfg
 
     async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
         await kill(session, g0.admin, scope="route", route="iris")

@@ -22,32 +22,25 @@ import pytest
 
 from gateway.state.redis import RedisStore
 from gateway.state.signing import Key
-from tests.backends import echo_app
 from tests.conftest import (
     STATE_KEY,
     RedisServer,
     running_gateway,
     wait_until,
 )
-from tests.rotationrig import keyed_config
+from tests.rotationrig import A_ENV, B_ENV, KEY_B, rotation
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
-
-KEY_B = "b" * 64
-A_ENV, B_ENV = "KILLGATE_TEST_STATE_KEY", "KG_KEY_B"
 
 
 async def test_a_re_sign_overtaken_by_a_kill_is_no_lost_audit_trail(
         tmp_path: Path, backends, session, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(B_ENV, KEY_B)
-    p = await backends(echo_app("v1"))
+    rot = await rotation(tmp_path, redis_server, backends, monkeypatch)
     b = Key.of(KEY_B.encode())
     assert Key.of(STATE_KEY.encode()).kid != b.kid
-
-    def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
+    cfg = rot.cfg
 
     async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
         await kill(session, g0.admin, scope="route", route="iris")

@@ -20,28 +20,21 @@ import pytest
 
 from gateway.state.redis import RedisStore
 from gateway.state.signing import Key, Keyring
-from tests.backends import echo_app
-from tests.conftest import STATE_KEY, RedisServer, running_gateway, wait_until
-from tests.rotationrig import keyed_config
+from tests.conftest import RedisServer, running_gateway, wait_until
+from tests.rotationrig import A_ENV, B_ENV, rotation
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
-KEY_B = "b" * 64
-A_ENV, B_ENV = "KILLGATE_TEST_STATE_KEY", "KG_KEY_B"
-
 
 @pytest.mark.xfail(strict=True, reason="open: a replayed since:<id> record undoes a "
                    "finished rotation's done mark (module docstring)")
 async def test_a_replayed_retirement_record_does_not_make_step_1_of_rotating_back_step_2(
         tmp_path: Path, backends, session, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(B_ENV, KEY_B)
-    p = await backends(echo_app("v1"))
-    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
+    rot = await rotation(tmp_path, redis_server, backends, monkeypatch)
+    a, b = rot.a, rot.b
     field = "order:" + ":".join(sorted((a.kid, b.kid)))
-
-    def cfg(name: str, signing: str, previous: str | None = None) -> Path:
-        return keyed_config(tmp_path, redis_server, p, name, signing, previous)
+    cfg = rot.cfg
 
     async def connect(current: Key, previous: Key | None = None) -> bool:
         store = RedisStore(redis_server.url, "kgtest", 1.0,

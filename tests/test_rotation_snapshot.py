@@ -17,35 +17,27 @@ from pathlib import Path
 
 import pytest
 
-from gateway.state.signing import Key
-from tests.backends import echo_app
 from tests.conftest import (
-    STATE_KEY,
     RedisServer,
     running_gateway,
     wait_until,
 )
-from tests.rotationrig import keyed_config
+from tests.rotationrig import A_ENV, B_ENV, rotation
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
-
-KEY_B = "b" * 64
-A_ENV, B_ENV = "KILLGATE_TEST_STATE_KEY", "KG_KEY_B"
 
 
 async def test_a_quiet_instances_snapshot_is_signed_with_the_new_key_before_step_3(
         tmp_path: Path, backends, session, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(B_ENV, KEY_B)
-    p = await backends(echo_app("v1"))
-    a, b = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B))
+    rot = await rotation(tmp_path, redis_server, backends, monkeypatch)
+    a, b = rot.a, rot.b
     made = iter(range(10))
 
     def cfg(name: str, signing: str, previous: str | None = None) -> Path:
         # (a config of its own; the snapshot: `name`'s)
-        return keyed_config(tmp_path, redis_server, p, name, signing, previous,
-                            folder=tmp_path / f"c{next(made)}")
+        return rot.cfg(name, signing, previous, folder=tmp_path / f"c{next(made)}")
 
     snapshot = tmp_path / "snapshot-p.json"
 

@@ -27,18 +27,18 @@ from tests.conftest import (
     running_gateway,
     wait_until,
 )
-from tests.rotationrig import keys_config
+from tests.rotationrig import B_ENV, KEY_B, keys_config
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
 
-KEY_B, KEY_C = "b" * 64, "c" * 64
+KEY_C = "c" * 64
 
 
 async def test_a_second_rotation_keeps_the_first_ones_left_overs_apart_from_tampering(
         tmp_path: Path, backends, session, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KG_KEY_B", KEY_B)
+    monkeypatch.setenv(B_ENV, KEY_B)
     monkeypatch.setenv("KG_KEY_C", KEY_C)
     p = await backends(echo_app("v1"))
     a, b, c = (Key.of(k.encode()) for k in (STATE_KEY, KEY_B, KEY_C))
