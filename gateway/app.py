@@ -89,9 +89,11 @@ class Gateway(GatewayParts):
         self._checked_auth = None
         running = self.admin_api.callers.auth if self.admin_api is not None else None
         # a key file is read again at every reload: a leaked key rotated in its file (the
-        # config unchanged) must stop verifying tokens without a restart
+        # config unchanged) must stop verifying tokens without a restart; a scoped key's
+        # file too (its rotation was read only when the main key also came from a file)
         if running is not None and (auth != running.cfg or auth.hs256_secret_file
-                                    or auth.public_key_file):
+                                    or auth.public_key_file
+                                    or any(k.hs256_secret_file for k in auth.scoped_keys)):
             checked = Authenticator(auth, loaded.resolve)
             # (refused only where the running settings work: when they are broken too, the
             # admin API answers 503 either way, and a refusal kept every other change of
