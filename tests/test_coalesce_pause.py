@@ -63,8 +63,8 @@ async def test_a_sliced_render_gives_the_loop_back_between_its_steps() -> None:
     ticks: list[float] = []
 
     # (the loop's CPU time, not the wall clock: on a loaded machine the process is
-    # descheduled between any two instructions, 55 ms once at load 12, and a gap in wall
-    # time would measure the machine, not what the loop ran in one go)
+    # descheduled between any two instructions (wall gaps of 41-496 ms, 10 runs in 30 at
+    # load 10), and a gap in wall time measured the machine, not what the loop ran in one go)
     def tick() -> None:  # (the data plane: ready again at every turn)
         ticks.append(time.thread_time())
         if not done:
