@@ -17,16 +17,17 @@ import os
 import re
 import subprocess
 import time
+import urllib.request
 from typing import Any
 
 from aiohttp import ClientSession
 
 from tests import cli_fork_spawn
-from tests.conftest import ROOT, bearer
+from tests.conftest import ROOT, bearer, wait_until
 from tests.drillfleet import Fleet, token
 
 __all__ = ["DRILL", "FAST", "Drill", "answer", "call", "fell_short", "hdr", "open_drill",
-           "routes"]
+           "routes", "store_back", "store_not_ready"]
 
 DRILL = "killgate:drill killgate:read"
 ENDING = 10.0  # seconds a drill whose wait failed is left to end (restore) before SIGKILL
@@ -80,18 +81,48 @@ def fell_short(text: str) -> bool:
     return any(_SHORT.search(line.strip()) for line in text.splitlines())
 
 
+#: the drill refused before opening anything: the instance asked had lost the state store
+#: (a loaded machine: redis did not answer within the fleet's 300 ms command timeout, and
+#: the instance reconnects at its next poll)
+_NOT_READY = re.compile(r"^killgate drill: 503 store_not_ready: instance \S+ cannot reach "
+                        r"the state store \(")
+
+
+def store_not_ready(text: str) -> bool:
+    """Whether a drill's output says it refused to start because the instance it asked
+    could not reach the state store (nothing opened, nothing changed)."""
+    return any(_NOT_READY.search(line) for line in text.splitlines())
+
+
+async def store_back(admin: str) -> None:
+    """Once the instance at `admin` has the state store again (after `store_not_ready`)."""
+    await wait_until(lambda: asyncio.to_thread(_store_connected, admin), 30, interval=0.2,
+                     what=f"{admin} to reach the state store again")
+
+
+def _store_connected(admin: str) -> bool:
+    req = urllib.request.Request(admin + "/v1/status",
+                                 headers={"Authorization": f"Bearer {token()}"})
+    with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read()).get("store", {}).get("connected") is True
+    return False
+
+
 class Drill:
     """The real CLI in its own process (forked from one that imported it: tests/cli_fork.py).
 
     A drill whose steady window its own traffic could not fill (`fell_short`) stopped and
-    restored before injecting anything; it is run again, up to `RUNS` times in all: what
-    the tests prove comes after the injection."""
+    restored before injecting anything; one refused because the instance it asked had lost
+    the store (`store_not_ready`) opened nothing: either is run again (the latter once
+    that instance has the store back), up to `RUNS` times in all: what the tests prove
+    comes after the injection."""
 
     RUNS = 3
 
     def __init__(self, f: Fleet, *args: str, scope: str = "killgate:drill killgate:read") -> None:
         self.argv = ["drill", *args, "--json", "--out", str(f.tmp / "reports"), "--admin",
                      f.admin, "--token", token(scope)]
+        self.admin = f.admin
         self.runs = 0
         self._spawn()
 
@@ -102,12 +133,15 @@ class Drill:
 
     async def _again(self, text: str) -> bool:
         """After `text`: whether the drill fell short and was started again."""
-        if self.runs >= self.RUNS or not fell_short(text):
+        not_ready = store_not_ready(text)
+        if self.runs >= self.RUNS or not (fell_short(text) or not_ready):
             return False
         try:  # (its restore, its exit)
             await asyncio.to_thread(self.proc.communicate, None, 60)
         except subprocess.TimeoutExpired:
             raise await self._failed(f"the drill still ran 60 s after: {text}", 0) from None
+        if not_ready:
+            await store_back(self.admin)
         self._spawn()
         return True
 

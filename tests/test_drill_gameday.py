@@ -30,7 +30,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.drillfleet import Fleet, fleet_fixture, fleet_state, settled_state, token  # noqa: F401
-from tests.drillrig import FAST, Drill, call, hdr, routes
+from tests.drillrig import FAST, Drill, call, fell_short, hdr, routes, store_back, store_not_ready
 from tests.test_cli import acli
 
 pytestmark = pytest.mark.timeout(120)
@@ -334,7 +334,11 @@ def answer_lost_once(session: ClientSession, admin: str, step: str) -> web.Appli
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", forward)
+    app[DROPPED] = dropped
     return app
+
+
+DROPPED = web.AppKey("dropped", list[bool])
 
 
 @pytest.mark.parametrize("step", ["/v1/drills", "/inject"])
@@ -347,13 +351,23 @@ async def test_a_drill_whose_open_answer_is_lost_goes_on_with_the_drill_it_opene
     Idempotency-Key, as the restore and the end are: the same drill, which then runs.
     Likewise the injection (its answer lost, the drill stopped and aborted with 'the
     injection failed' though the kill was in force)."""
-    port = await backends(answer_lost_once(session, fleet.admin, step))
     before = await settled_state(session, fleet)
-    res = await acli("drill", "kill", "--route", "iris-drill", "--version", "v2", "--rate",
-                     "40", "--steady", "800ms", "--hold", "500ms", "--settle", "300ms",
-                     "--json", "--out", str(fleet.tmp / "reports"),
-                     "--admin", f"http://127.0.0.1:{port}", "--token", token())
+    for _ in range(Drill.RUNS):
+        # (an answer lost afresh each run: a drill whose own traffic fell short of its steady
+        # window on a loaded machine stopped before injecting, rightly (exit 2), and is run
+        # again, as Drill runs them; what this test proves comes in the run that went on)
+        proxy = answer_lost_once(session, fleet.admin, step)
+        port = await backends(proxy)
+        res = await acli("drill", "kill", "--route", "iris-drill", "--version", "v2", "--rate",
+                         "40", "--steady", "800ms", "--hold", "500ms", "--settle", "300ms",
+                         "--json", "--out", str(fleet.tmp / "reports"),
+                         "--admin", f"http://127.0.0.1:{port}", "--token", token())
+        if store_not_ready(res.stderr):  # (refused, nothing opened: see Drill)
+            await store_back(fleet.admin)
+        elif not fell_short(res.stderr):
+            break
     try:
+        assert proxy[DROPPED] == [True], res.stderr  # (the answer was lost in this run)
         assert res.returncode == 0, res.stderr
         report = json.loads(res.stdout)
         assert report["verdict"] == "passed", report["reasons"]
@@ -427,7 +441,7 @@ async def test_a_drill_whose_terminal_hangs_up_restores_before_exiting(
             "--version", "v2", "--rate", "40", "--steady", "800ms", "--hold", "30s",
             "--settle", "300ms", "--out", str(fleet.tmp / "reports"), "--admin", fleet.admin,
             "--token", token(), stdin=asyncio.subprocess.DEVNULL, stdout=sub, stderr=sub,
-            cwd=str(ROOT), preexec_fn=die_with_parent)
+            cwd=str(ROOT), preexec_fn=_in_a_terminal)
         os.close(sub)
         seen = b""
         deadline = time.monotonic() + 20
@@ -436,13 +450,18 @@ async def test_a_drill_whose_terminal_hangs_up_restores_before_exiting(
                 seen += await asyncio.to_thread(os.read, main, 4096)
             except OSError:  # (EIO: the drill exited, closing the terminal's other side)
                 break
-        if b"injected" in seen or b"the steady-state check failed" not in seen or attempt == 2:
+        refused = store_not_ready(seen.decode(errors="replace"))
+        if b"injected" in seen or attempt == 2 or not (
+                refused or b"the steady-state check failed" in seen):
             break
         # (a loaded CI machine: the drill's own traffic fell short of half its rate in the
-        # steady window, and the drill rightly stopped before injecting; what this test
-        # proves comes after the injection: run it again)
+        # steady window, and the drill rightly stopped before injecting; or the instance
+        # had lost the store and the drill opened nothing: what this test proves comes
+        # after the injection: run it again)
         os.close(main)
         await proc.wait()
+        if refused:
+            await store_back(fleet.admin)
     try:
         assert b"injected" in seen, (seen.decode(errors="replace")[-1500:], proc.returncode)
         assert await fleet_state(session, fleet) != before  # the drill's kill is in force
@@ -474,6 +493,14 @@ async def test_a_drill_whose_terminal_hangs_up_restores_before_exiting(
 def _nohup() -> None:
     die_with_parent()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _in_a_terminal() -> None:
+    """A drill started in a terminal: SIGHUP at its default, whatever the test run's is (a
+    suite run under nohup, its output to a file, passes SIGHUP ignored to every child: the
+    drill then rightly ran on as under nohup, its 30 s hold to the end, exit 0)."""
+    die_with_parent()
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 async def test_a_drill_run_under_nohup_runs_on_after_a_hangup(

@@ -48,7 +48,11 @@ async def test_a_redeploy_of_a_reverted_config_is_audited(tmp_path: Path, backen
 
         async def reloads() -> list[str]:
             async with session.get(f"{g.admin}/v1/audit?limit=100", headers=auth()) as r:
-                events = (await r.json())["events"]
+                body = await r.json()
+            if r.status == 503 and body["error"]["type"] == "state_store_unavailable":
+                return []  # (the store slow to answer: read again)
+            assert r.status == 200, (r.status, body)
+            events = body["events"]
             return [e["after"]["digest"] for e in reversed(events)
                     if e["action"] == "config.reload"]
 
@@ -117,8 +121,12 @@ async def test_a_redeploy_is_audited_after_a_clock_stepped_back(
     as NTP does): its claim said a time an hour on, so the re-deploy after a revert was
     taken for that change (its claim "made after the switch to A") and not audited."""
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    # (a store that answers on a loaded machine: at the default 0.5 s command timeout a
+    # full run at load 12 lost it, and the reload made then was never recorded
+    # (config_reload_audit_failed: a change during a store outage is not retried); this
+    # test is about the clock, not the store's outages)
     state = redis_section(redis_server.url, "clk", tmp_path / "snap.json",
-                          poll_interval="100ms")
+                          poll_interval="100ms", command_timeout="5s")
     a = write_config(tmp_path, _route("iris", {"v1": (p1, 100), "v2": (p2, 0)}),
                      name="a.yaml", state=state)
     b = write_config(tmp_path, _route("iris", {"v2": (p2, 100), "v1": (p1, 0)}),
@@ -129,7 +137,11 @@ async def test_a_redeploy_is_audited_after_a_clock_stepped_back(
     async with running_gateway(cfg) as g:
         async def reloads() -> list[str]:
             async with session.get(f"{g.admin}/v1/audit?limit=100", headers=auth()) as r:
-                events = (await r.json())["events"]
+                body = await r.json()
+            if r.status == 503 and body["error"]["type"] == "state_store_unavailable":
+                return []  # (the store slow to answer: read again)
+            assert r.status == 200, (r.status, body)
+            events = body["events"]
             return [e["after"]["digest"] for e in reversed(events)
                     if e["action"] == "config.reload"]
 
