@@ -78,13 +78,16 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
                  "linger_end", "linger_heard", "lingering", "loop", "nchunks", "parser", "parsing",
                  "paused_at", "queue", "rate_from", "rate_req", "read_paused", "read_paused_at",
                  "reading",
-                 "remote", "remote_b", "replaying", "seen", "send_base", "send_look", "sending",
+                 "remote", "remote_b", "replaying", "reuse", "seen", "send_base", "send_look", "sending",
                  "server", "stopped", "timer", "timer_at", "transport",
                  "wire_bytes", "write_paused")
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
-        self.handler = server.handler
+        self.handler = handler = server.handler
+        # the proxy's count of references to a spare flight nothing else refers to (0: a
+        # handler that keeps none): its last request is begun again when free (parsing.py)
+        self.reuse: int = getattr(handler, "_free_refs", 0)
         self.limits = server.limits
         self.clock = server.clock
         self.loop = loop
