@@ -53,6 +53,7 @@ FRAMING_PER_CHUNK = 32
 
 class _Held:
     __slots__ = ("req",)
+    req: Request
 
 
 def _free_request_refs() -> int:
@@ -95,6 +96,7 @@ class Parsing(RequestLine):
     _pause: Callable[[], None]
     _dispatch: Callable[[], None]
     _malformed: Callable[..., None]
+    reuse: int  # the proxy's count of a free spare flight's references (0: none kept)
 
     def _parse_error(self, exc: Exception) -> None:
         """llhttp refused the bytes (`exc`, an httptools error), or a callback did."""
