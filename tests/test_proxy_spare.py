@@ -165,3 +165,58 @@ routes:
         assert client.out.count(b"HTTP/1.1 200 OK\r\n") == 6
     finally:
         await upstreams.close()
+
+
+async def test_the_model_peek_path_starts_a_free_flight_again(tmp_path: Path) -> None:
+    """`Proxy._chosen` (a version chosen before the body's `model` is read, to rewrite it)
+    starts the spare flight again as `_route` does, and a new one when it is referred to."""
+    cfg = tmp_path / "killgate.yaml"
+    cfg.write_text(f"""listen: 127.0.0.1:0
+admin: {{listen: 127.0.0.1:0}}
+state: {{backend: local, path: {tmp_path}/store.json, snapshot_path: {tmp_path}/snap.json}}
+routes:
+  - name: r
+    match: {{path_prefix: /}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:9", model: served-m, weight: 100}}
+""")
+    body = b'{"model":"m","x":1}'
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Type: "
+               b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    loop = asyncio.get_running_loop()
+    clock = Clock()
+    upstreams = Upstreams(256, 1024, clock)
+    proxy = Proxy(TableHolder(load_config(cfg)), upstreams, Inflight(), Metrics(), 1 << 20,
+                  1 << 16)
+    backend = Exchange(upstreams.pool(("http", "127.0.0.1", 9)))
+    sent = Sink()
+    backend.connection_made(sent)
+    backend.keep_alive = True
+    backend.pooled_at = loop.time()
+    pool = upstreams.pool(("http", "127.0.0.1", 9))
+    pool.open = 1
+    pool.idle.append(backend)
+    client = Sink()
+    conn = HttpProtocol(Listener(proxy, Limits(), 100, clock=clock), loop)
+    conn.connection_made(client)
+
+    def one() -> int:
+        conn.data_received(request)
+        backend.data_received(ANSWER)
+        assert client.out.endswith(b"\r\n\r\nok"), bytes(client.out[-300:])
+        assert proxy.inflight.count == 0
+        return id(proxy._spare)
+
+    try:
+        first = one()
+        assert b'"model":"served-m"' in sent.out  # (the model peek's path: rewritten)
+        assert one() == first
+        kept: Flight | None = proxy._spare
+        second = one()
+        assert second != first and kept is not None and id(kept) == first
+        kept = None
+        assert one() == second
+        assert client.out.count(b"HTTP/1.1 200 OK\r\n") == 4
+    finally:
+        await upstreams.close()
