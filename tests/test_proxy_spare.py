@@ -135,7 +135,7 @@ routes:
     client = Sink()
     conn = HttpProtocol(Listener(proxy, Limits(), 100, clock=clock), loop)
     conn.connection_made(client)
-    assert conn.reuse == proxy._free_refs
+    assert conn.spares is proxy
 
     def one(target: bytes = b"/v2/models/m/infer") -> int:
         """A request and its answer: the id of the request object that carried it."""

@@ -37,7 +37,7 @@ from gateway.dataplane.wire import (
     name_kind,
 )
 
-__all__ = ["Parsing"]
+__all__ = ["FREE_REFS", "NoSpare", "Parsing"]
 
 log = logging.getLogger("killgate.protocol")
 
@@ -56,15 +56,25 @@ class _Held:
     req: Request
 
 
-def _free_request_refs() -> int:
-    """References to a request held only by a spare flight's `req`, as `on_message_begin`
-    counts them (the attribute, a name, the argument): counted, not assumed."""
+def _free_refs() -> int:
+    """References to an object held only by one attribute, as `on_message_begin` counts a
+    spare flight and its request (the attribute, a name, the argument), and `Proxy._route`
+    its spare flight: counted, not assumed (3.14 borrows some)."""
     held = _Held()
     held.req = req = Request()
     return getrefcount(req)
 
 
-_FREE_REQUEST = _free_request_refs()
+FREE_REFS = _FREE = _free_refs()
+_NEVER = object()  # (held here and by `NoSpare`: never free)
+
+
+class NoSpare:
+    """What a connection reads the spare flight of when its handler keeps none (a test's):
+    one never free."""
+
+    __slots__ = ()
+    _spare = _NEVER
 
 
 class Parsing(RequestLine):
@@ -96,7 +106,7 @@ class Parsing(RequestLine):
     _pause: Callable[[], None]
     _dispatch: Callable[[], None]
     _malformed: Callable[..., None]
-    reuse: int  # the proxy's count of a free spare flight's references (0: none kept)
+    spares: Any  # the proxy (its `_spare` flight), or `NoSpare()`
 
     def _parse_error(self, exc: Exception) -> None:
         """llhttp refused the bytes (`exc`, an httptools error), or a callback did."""
@@ -133,15 +143,11 @@ class Parsing(RequestLine):
         # The last routed request, begun again when nothing refers to it but the proxy's
         # spare flight, itself free (`Proxy._route`): a Request made and freed costs ~990
         # CPU instructions a request (30 slots), and `begin` writes every one of them.
-        free = self.reuse
-        if free:
-            spare = self.handler._spare  # type: ignore[attr-defined]
-            req = spare.req
-            if req is None or getrefcount(req) != _FREE_REQUEST or getrefcount(spare) != free:
-                req = Request()
+        spare = self.spares._spare
+        if getrefcount(spare) == _FREE and getrefcount(req := spare.req) == _FREE:
+            self.parsing = req.begin(self, now)
         else:
-            req = Request()
-        self.parsing = req.begin(self, now)
+            self.parsing = Request().begin(self, now)
         self.in_head = True
         self.head_bytes = self.wire_bytes = 0
         self.fresh = True

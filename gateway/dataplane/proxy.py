@@ -52,17 +52,7 @@ from gateway.telemetry.record import NULL, NewRecord, Recorder
 
 __all__ = ["Observer", "Observers", "Proxy"]
 
-
-
-class _Admitted:
-    """`_ADMITTED`'s class: a connection reads the spare flight's `req` (parsing.py), and
-    `Finish.done` may leave this marker as the spare."""
-
-    __slots__ = ()
-    req = None
-
-
-_ADMITTED = _Admitted()  # a request counted in flight, before (or without) a Flight
+_ADMITTED = object()  # a request counted in flight, before (or without) a Flight
 
 
 class Proxy(Outgoing, ModelPeek, Finish, Lookups):
@@ -106,7 +96,7 @@ class Proxy(Outgoing, ModelPeek, Finish, Lookups):
         # borrows some). A Flight made and freed a request costs ~990 CPU instructions (25
         # slots); `start` writes every one of them.
         spare = self._spare = Flight()
-        spare.req = None  # (no request yet: parsing.py reads it)
+        spare.req = None  # (no request yet: parsing.py reads it; None is never free)
         self._free_refs = getrefcount(spare)
         self.unready: dict[Request, list[tuple[str, str, float]]] = {}  # (answers.py)
         self.models = ServedModels()  # (answers.py)
