@@ -143,6 +143,9 @@ class Parsing(RequestLine):
         # The last routed request, begun again when nothing refers to it but the proxy's
         # spare flight, itself free (`Proxy._route`): a Request made and freed costs ~990
         # CPU instructions a request (30 slots), and `begin` writes every one of them.
+        # (Both counts: a holder of the flight, a task, a kill, reads its `req`. The proxy's
+        # `_ADMITTED` marker, when it is the spare, is held by its module too: never free,
+        # so its missing `req` is never read.)
         spare = self.spares._spare
         if getrefcount(spare) == _FREE and getrefcount(req := spare.req) == _FREE:
             self.parsing = req.begin(self, now)
