@@ -20,6 +20,7 @@ from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.listener import Limits, Listener
 from gateway.dataplane.protocol import HttpProtocol
 from gateway.dataplane.proxy import Proxy
+from gateway.dataplane.request import Request
 from gateway.dataplane.upstream import Upstreams
 from gateway.telemetry.metrics import Metrics
 
@@ -90,6 +91,7 @@ routes:
         return id(proxy._spare)
 
     try:
+        assert proxy._spare.req is None  # (a connection reads it before any request)
         first = one()
         assert one() == first  # nothing refers to it: started again
         kept: Flight | None = proxy._spare  # (one more reference, as a task, a kill or the
@@ -99,5 +101,122 @@ routes:
         assert one() == second  # (the spare is the second's now)
         assert one() == second
         assert client.out.count(b"HTTP/1.1 200 OK\r\n") == 5
+    finally:
+        await upstreams.close()
+
+
+async def test_a_request_is_begun_again_only_when_nothing_refers_to_it(tmp_path: Path) -> None:
+    """The connection begins its next request in the last routed one (parsing.py) only when
+    nothing refers to it but the spare flight, and nothing to that flight: a holder of
+    either (a task, a span's view, a kill) reads it as it was."""
+    cfg = tmp_path / "killgate.yaml"
+    cfg.write_text(f"""listen: 127.0.0.1:0
+admin: {{listen: 127.0.0.1:0}}
+state: {{backend: local, path: {tmp_path}/store.json, snapshot_path: {tmp_path}/snap.json}}
+routes:
+  - name: r
+    match: {{path_prefix: /}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:9", weight: 100}}
+""")
+    loop = asyncio.get_running_loop()
+    clock = Clock()
+    upstreams = Upstreams(256, 1024, clock)
+    proxy = Proxy(TableHolder(load_config(cfg)), upstreams, Inflight(), Metrics(), 1 << 20,
+                  1 << 16)
+    backend = Exchange(upstreams.pool(("http", "127.0.0.1", 9)))
+    backend.connection_made(Sink())
+    backend.keep_alive = True
+    backend.pooled_at = loop.time()
+    pool = upstreams.pool(("http", "127.0.0.1", 9))
+    pool.open = 1
+    pool.idle.append(backend)
+    client = Sink()
+    conn = HttpProtocol(Listener(proxy, Limits(), 100, clock=clock), loop)
+    conn.connection_made(client)
+    assert conn.spares is proxy
+
+    def one(target: bytes = b"/v2/models/m/infer") -> int:
+        """A request and its answer: the id of the request object that carried it."""
+        conn.data_received(REQUEST.replace(b"/v2/models/m/infer", target))
+        backend.data_received(ANSWER)
+        assert client.out.endswith(b"\r\n\r\nok")
+        assert proxy.inflight.count == 0
+        req = proxy._spare.req
+        assert isinstance(req, Request)
+        return id(req)
+
+    try:
+        first = one()
+        assert one() == first  # nothing refers to it: begun again
+        held: Request | None = proxy._spare.req  # (a reference, as a span's view holds)
+        second = one(b"/b")
+        assert second != first and held is not None and id(held) == first
+        assert held.target == b"/v2/models/m/infer"  # (read as it was)
+        held = None
+        assert one() == second
+        flight: Flight | None = proxy._spare  # the flight held (a task, a kill), not the
+        third = one(b"/c")  # request: its `req` is read through it as it was
+        assert third != second and flight is not None and id(flight.req) == second
+        assert flight.req.target == b"/v2/models/m/infer"
+        flight = None
+        assert one() == third
+        assert client.out.count(b"HTTP/1.1 200 OK\r\n") == 6
+    finally:
+        await upstreams.close()
+
+
+async def test_the_model_peek_path_starts_a_free_flight_again(tmp_path: Path) -> None:
+    """`Proxy._chosen` (a version chosen before the body's `model` is read, to rewrite it)
+    starts the spare flight again as `_route` does, and a new one when it is referred to."""
+    cfg = tmp_path / "killgate.yaml"
+    cfg.write_text(f"""listen: 127.0.0.1:0
+admin: {{listen: 127.0.0.1:0}}
+state: {{backend: local, path: {tmp_path}/store.json, snapshot_path: {tmp_path}/snap.json}}
+routes:
+  - name: r
+    match: {{path_prefix: /}}
+    stable: v1
+    versions:
+      - {{name: v1, url: "http://127.0.0.1:9", model: served-m, weight: 100}}
+""")
+    body = b'{"model":"m","x":1}'
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Type: "
+               b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    loop = asyncio.get_running_loop()
+    clock = Clock()
+    upstreams = Upstreams(256, 1024, clock)
+    proxy = Proxy(TableHolder(load_config(cfg)), upstreams, Inflight(), Metrics(), 1 << 20,
+                  1 << 16)
+    backend = Exchange(upstreams.pool(("http", "127.0.0.1", 9)))
+    sent = Sink()
+    backend.connection_made(sent)
+    backend.keep_alive = True
+    backend.pooled_at = loop.time()
+    pool = upstreams.pool(("http", "127.0.0.1", 9))
+    pool.open = 1
+    pool.idle.append(backend)
+    client = Sink()
+    conn = HttpProtocol(Listener(proxy, Limits(), 100, clock=clock), loop)
+    conn.connection_made(client)
+
+    def one() -> int:
+        conn.data_received(request)
+        backend.data_received(ANSWER)
+        assert client.out.endswith(b"\r\n\r\nok"), bytes(client.out[-300:])
+        assert proxy.inflight.count == 0
+        return id(proxy._spare)
+
+    try:
+        first = one()
+        assert b'"model":"served-m"' in sent.out  # (the model peek's path: rewritten)
+        assert one() == first
+        kept: Flight | None = proxy._spare
+        second = one()
+        assert second != first and kept is not None and id(kept) == first
+        kept = None
+        assert one() == second
+        assert client.out.count(b"HTTP/1.1 200 OK\r\n") == 4
     finally:
         await upstreams.close()

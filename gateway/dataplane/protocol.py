@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Any
 
 import httptools
 
@@ -37,7 +38,7 @@ from gateway.dataplane.deadlines import Deadlines
 from gateway.dataplane.dispatch import Dispatching
 from gateway.dataplane.draining import DRAIN_FRESH_GRACE, Draining
 from gateway.dataplane.flow import Flow
-from gateway.dataplane.parsing import Parsing
+from gateway.dataplane.parsing import FREE_REFS, NoSpare, Parsing
 from gateway.dataplane.request import ClientGone, Request
 from gateway.dataplane.wire import (
     MAX_HEAD,
@@ -79,12 +80,16 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
                  "paused_at", "queue", "rate_from", "rate_req", "read_paused", "read_paused_at",
                  "reading",
                  "remote", "remote_b", "replaying", "seen", "send_base", "send_look", "sending",
-                 "server", "stopped", "timer", "timer_at", "transport",
+                 "server", "spares", "stopped", "timer", "timer_at", "transport",
                  "wire_bytes", "write_paused")
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
-        self.handler = server.handler
+        self.handler = handler = server.handler
+        # the proxy when it keeps a spare flight (`Proxy._route`): the connection begins its
+        # next request in the flight's last one when nothing refers to either (parsing.py)
+        self.spares: Any = (handler if getattr(handler, "_free_refs", None) == FREE_REFS
+                            else NoSpare())
         self.limits = server.limits
         self.clock = server.clock
         self.loop = loop

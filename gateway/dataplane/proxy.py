@@ -96,6 +96,7 @@ class Proxy(Outgoing, ModelPeek, Finish, Lookups):
         # borrows some). A Flight made and freed a request costs ~990 CPU instructions (25
         # slots); `start` writes every one of them.
         spare = self._spare = Flight()
+        spare.req = None  # (no request yet: parsing.py reads it; None is never free)
         self._free_refs = getrefcount(spare)
         self.unready: dict[Request, list[tuple[str, str, float]]] = {}  # (answers.py)
         self.models = ServedModels()  # (answers.py)
@@ -272,8 +273,11 @@ class Proxy(Outgoing, ModelPeek, Finish, Lookups):
             sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
             if sticky is not None:
                 counted = self._counted(req, plan.name, sticky, limit)
-        Flight().start(self, req, plan, choice.target, choice.decision, prefix,
-                       complete, field, target, path, faulted, counted)
+        flight = self._spare  # (as `_route`: the spare when nothing else refers to it)
+        if getrefcount(flight) != self._free_refs:
+            flight = Flight()
+        flight.start(self, req, plan, choice.target, choice.decision, prefix, complete,
+                     field, target, path, faulted, counted)
 
     def _counted(self, req: Request, route: str, sticky: str,
                  limit: tuple[int | None, int | None, float]) -> bool:
