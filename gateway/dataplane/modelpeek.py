@@ -17,6 +17,7 @@ A base of `proxy.Proxy`, whose `_route` (or `_chosen`) takes the result.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -41,7 +42,6 @@ class ModelPeek(Answers):
     holder: TableSource
     peek_bytes: int
     peeks: PeekBudget[Request]
-    rand: Callable[[], float]
     _route: Callable[..., None]
     _chosen: Callable[..., None]
     _spawn: Callable[[Coroutine[Any, Any, None]], None]
@@ -158,7 +158,7 @@ class ModelPeek(Answers):
                             f"x-killgate-pin names no version of route {plan.name!r}", plan)
                 return
             sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
-            choice = plan.choose(sticky, pin, self.rand)
+            choice = plan.choose(sticky, pin, random.random)
         chosen = choice.target
         if chosen is None or not chosen.model:  # (a kill, the fallback: no body is read)
             self._chosen(req, table, plan, choice, path, target, None, None, False)

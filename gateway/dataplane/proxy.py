@@ -53,10 +53,26 @@ from gateway.telemetry.record import NULL, NewRecord, Recorder
 __all__ = ["Observer", "Observers", "Proxy"]
 
 _ADMITTED = object()  # a request counted in flight, before (or without) a Flight
+#: the weighted split's draw (a module name: an attribute more on the proxy would take it
+#: past the 30 a shared-key table holds, RESULTS §27)
+_rand = random.random
+
+
+def _free_refs() -> int:
+    """References to a flight held only by the proxy's `_spare` (the attribute, a name, a
+    call's argument), as `_route` counts it: counted, not assumed (3.14 borrows some)."""
+    held = Proxy.__new__(Proxy)
+    spare = held._spare = Flight()
+    return getrefcount(spare)
 
 
 class Proxy(Outgoing, ModelPeek, Finish, Lookups):
     """The data-plane request handler (the `Handler` of every data-plane connection)."""
+
+    #: what a free spare flight's count is (`_route`; the connection compares it with its
+    #: own to know the proxy keeps one: protocol.py). A class attribute: the instance's
+    #: stay at 30 or fewer (tests/test_peek_memory.py, RESULTS §27)
+    _free_refs: int
 
     def __init__(self, holder: TableSource, upstreams: Upstreams, inflight: Inflight,
                  metrics: Metrics, max_body: int, peek_bytes: int,
@@ -85,7 +101,6 @@ class Proxy(Outgoing, ModelPeek, Finish, Lookups):
         #: trusted proxies (admin.trusted_proxies): None when there are none (the fast path)
         self.client_address = client_address
         self.scheme_b = scheme.encode()
-        self.rand = random.random
         #: how many requests of each sticky key counted toward canary analysis this window
         self.quota = KeyQuota()
         self.loop = asyncio.get_running_loop()
@@ -97,7 +112,6 @@ class Proxy(Outgoing, ModelPeek, Finish, Lookups):
         # slots); `start` writes every one of them.
         spare = self._spare = Flight()
         spare.req = None  # (no request yet: parsing.py reads it; None is never free)
-        self._free_refs = getrefcount(spare)
         self.unready: dict[Request, list[tuple[str, str, float]]] = {}  # (answers.py)
         self.models = ServedModels()  # (answers.py)
         self._budgets: dict[str, RetryBudget] = {}
@@ -214,7 +228,7 @@ class Proxy(Outgoing, ModelPeek, Finish, Lookups):
                             f"x-killgate-pin names no version of route {plan.name!r}", plan)
                 return
             sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
-            choice = plan.choose(sticky, pin, self.rand)
+            choice = plan.choose(sticky, pin, _rand)
             if sticky is not None and (limit := plan.key_limit) is not None:
                 # one key's share of the verdict is bounded (analysis.max_per_key)
                 counted = self._counted(req, plan.name, sticky, limit)
@@ -234,7 +248,7 @@ class Proxy(Outgoing, ModelPeek, Finish, Lookups):
         faulted = (self.faults.version(req.headers, table.doc, plan.name) if table.doc.drills
                    else None)
         flight = self._spare  # (free: only this name, the attribute and the argument hold
-        if getrefcount(flight) != self._free_refs:  # it; a task, a kill, the in-flight set,
+        if getrefcount(flight) != _FREE_FLIGHT:  # it; a task, a kill, the in-flight set,
             flight = Flight()  # a frame still running it, or `_ADMITTED`'s holders add more)
         flight.start(self, req, plan, choice.target, choice.decision, prefix, complete,
                      field, target, path, faulted, counted)  # (`req.flight` is it)
@@ -297,3 +311,6 @@ class Proxy(Outgoing, ModelPeek, Finish, Lookups):
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+_FREE_FLIGHT = Proxy._free_refs = _free_refs()
