@@ -260,18 +260,18 @@ class GatewayParts:
         host = os.environ.get("KILLGATE_ADVERTISE_HOST") or cfg.drills.advertise_host
         self.sync.peers.urls = {"data": listen_url(self.data_addr, host),
                                 "admin": listen_url(self.admin_addr, host)}
-        await self._publish_urls(cfg.state.command_timeout * 2)
+        await self._publish_urls(sync, cfg.state.command_timeout * 2)
         self.started = True
         event(log, "phase", phase="listening", data=format_addr(self.data_addr),
               admin=format_addr(self.admin_addr), pid=os.getpid())
 
-    async def _publish_urls(self, wait: float) -> None:
+    async def _publish_urls(self, sync: Sync, wait: float) -> None:
         """A heartbeat now, carrying the addresses just bound: the one before the listeners
         bound had none, and a drill or `killgate status` found no admin URL for this
         instance until the next interval's (up to `state.heartbeat_interval`). Bounded by
         `wait`: a store that does not answer leaves it to the next interval's, as before."""
         try:
-            await asyncio.wait_for(self.sync.peers.beat(), wait)
+            await asyncio.wait_for(sync.peers.beat(), wait)
         except (StateError, TimeoutError) as exc:
             event(log, "urls_not_published", logging.WARNING, error=str(exc) or "timeout",
                   action="the next heartbeat publishes this instance's addresses")
