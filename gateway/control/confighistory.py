@@ -170,19 +170,25 @@ class ConfigHistory:
         moved = held_moved(self.doc(), old.config.routes, new.config.routes)
         for warning in moved:
             event(log, "rollback_target_moved", logging.WARNING, warning=warning)
-        draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
-                           "the config file changed", {"digest": old.digest},
-                           {"digest": new.digest, "occurrence": self.token,
-                            "changed_at": changed_at, "changes": summarize_changes(old, new),
-                            **({"kills_unrouted": gone} if gone else {}),
-                            **({"kills_routed_around": around} if around else {})},
-                           "", self.instance)
-        self.audits.queue(Pending(key, draft, {"instance": self.instance, "time": self.since},
-                            new.config.state.command_timeout * CLAIM_WAIT))
+        self.audits.queue(self.change(key, old, new, gone, around, changed_at,
+                                      new.config.state.command_timeout * CLAIM_WAIT))
         return moved + [f"the {k['kill']} kill ({k['by']}: {k['reason']!r}) stays in force on "
                         f"its name, but this config may serve requests it stopped: "
                         f"{'; '.join(k['how'])}; kill the new name too, or change the config "
                         "back" for k in around]
+
+    def change(self, key: str, old: LoadedConfig, new: LoadedConfig, gone: list[str],
+               around: list[dict[str, Any]], changed_at: str, wait: float) -> Pending:
+        """The change `key`'s audit as it is kept until recorded (reloadaudit.py)."""
+        draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
+                           "the config file changed", {"digest": old.digest},
+                           {"digest": new.digest, "occurrence": occurrence_of(key),
+                            "changed_at": changed_at, "changes": summarize_changes(old, new),
+                            **({"kills_unrouted": gone} if gone else {}),
+                            **({"kills_routed_around": around} if around else {})},
+                           "", self.instance)
+        return Pending(key, draft, {"instance": self.instance, "time": self.since}, wait)
+
 
 def summarize_changes(old: LoadedConfig, new: LoadedConfig) -> dict[str, Any]:
     """Per route: added/removed routes and versions, weight and setting changes."""
