@@ -1,10 +1,10 @@
 """A config reload made while the state store does not answer is audited once it answers
 (found by impreloadaudit): `_audit` caught the StateError, logged
 `config_reload_audit_failed` and dropped the event, so the trail had no `config.reload` for
-the change. The change is kept now and tried again with back-off (control/confighistory.py);
+the change. The change is kept now and tried again with back-off (control/reloadaudit.py);
 `/v1/status` lists it while it waits. Real redis-server, frozen (SIGSTOP) through the
-reload, then thawed: the event appears once, with the time of the change; a second reload
-made while the first waits is recorded too, after it."""
+reload, then thawed (or stopped, then started again): the event appears once, with the time
+of the change; a second reload made while the first waits is recorded too, after it."""
 
 from __future__ import annotations
 
@@ -145,5 +145,37 @@ async def test_an_audit_whose_commit_answer_was_lost_is_written_once(
         await wait_until(lambda: not g.gw.history.pending(), 30, interval=0.1,
                          what="the audit to be recorded")
         # (recorded: a second write, had there been one, was made before it counted so)
+        events = [e for e in reload_events(redis_server) if e["after"]["digest"] == digest]
+        assert len(events) == 1, events
+
+
+async def test_a_reload_made_while_the_store_is_down_is_audited_once_it_is_back(
+        tmp_path: Path, backends: Any, redis_server: RedisServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The redis-server stopped (not frozen: connections refused) through the reload, then
+    started again on its port, empty (no persistence): the instance puts its state back
+    there, and the change's event is written then, once."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    state = redis_state(redis_server, tmp_path, "a")
+    a = write_config(tmp_path, _route("iris", {"v1": (p1, 100), "v2": (p2, 0)}),
+                     state=state, name="a.yaml")
+    b = write_config(tmp_path, _route("iris", {"v1": (p1, 90), "v2": (p2, 10)}),
+                     state=state, name="b.yaml")
+    cfg = tmp_path / "killgate.yaml"
+    cfg.write_bytes(a.read_bytes())
+    cfg.chmod(0o600)
+    caplog.set_level(logging.INFO, logger="killgate")
+    async with running_gateway(cfg, "a") as g:
+        redis_server.kill()
+        cfg.write_bytes(b.read_bytes())
+        g.gw.request_reload()
+        await wait_until(lambda: g.gw.loaded.raw == b.read_bytes(), 15, what="the reload")
+        digest = g.gw.loaded.digest
+        await wait_until(lambda: any("config_reload_audit_pending" in r.getMessage()
+                                     for r in caplog.records), 20, what="a failed try")
+        assert g.gw.history.pending(), "status lists no pending audit"
+        redis_server.start()
+        await wait_until(lambda: not g.gw.history.pending(), 30, interval=0.1,
+                         what="the audit to be recorded")
         events = [e for e in reload_events(redis_server) if e["after"]["digest"] == digest]
         assert len(events) == 1, events
