@@ -42,7 +42,7 @@ from gateway.dataplane.proxy import Proxy
 from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.kills import unrouted
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StateError
 from gateway.log import event
 from gateway.sockets import bind_socket, format_addr, listen_url
 from gateway.state import make_sync
@@ -227,7 +227,8 @@ class GatewayParts:
         self.status_builder = StatusBuilder(
             self.instance, self.holder, health=self.health.status,
             analysis=self.rollout.status, store=sync.status,
-            reload=lambda: self.watcher.outcome if self.watcher is not None else None)
+            reload=lambda: self.watcher.outcome if self.watcher is not None else None,
+            audits=self.history.pending)
         self.admin_api, self._admin_runner = admin_side(
             self.instance, self.holder, sync, self.metrics, self.status_builder, self,
             self._metrics_page, self.alert_receiver, self.shadow, self.traffic,
@@ -259,9 +260,21 @@ class GatewayParts:
         host = os.environ.get("KILLGATE_ADVERTISE_HOST") or cfg.drills.advertise_host
         self.sync.peers.urls = {"data": listen_url(self.data_addr, host),
                                 "admin": listen_url(self.admin_addr, host)}
+        await self._publish_urls(sync, cfg.state.command_timeout * 2)
         self.started = True
         event(log, "phase", phase="listening", data=format_addr(self.data_addr),
               admin=format_addr(self.admin_addr), pid=os.getpid())
+
+    async def _publish_urls(self, sync: Sync, wait: float) -> None:
+        """A heartbeat now, carrying the addresses just bound: the one before the listeners
+        bound had none, and a drill or `killgate status` found no admin URL for this
+        instance until the next interval's (up to `state.heartbeat_interval`). Bounded by
+        `wait`: a store that does not answer leaves it to the next interval's, as before."""
+        try:
+            await asyncio.wait_for(sync.peers.beat(), wait)
+        except (StateError, TimeoutError) as exc:
+            event(log, "urls_not_published", logging.WARNING, error=str(exc) or "timeout",
+                  action="the next heartbeat publishes this instance's addresses")
 
     def _intended_split(self) -> dict[str, dict[str, float]]:
         """Each route's effective weights now (percent), for killgate_split_*."""

@@ -96,3 +96,15 @@ def test_the_routes_table_says_each_weight_column_s_unit() -> None:
     # each number under its own header
     assert v3[head.index("weight"):].split()[0] == "2", (head, v3)
     assert v3[head.index("share %"):].split()[0] == "0", (head, v3)
+
+
+def test_a_config_change_not_yet_audited_is_said() -> None:
+    """A reload whose `config.reload` event waits for the store (control/reloadaudit.py)."""
+    st = _status(False)
+    st["config"] = {"digest": "sha256:" + "1" * 64, "audit_pending": [
+        {"from": "sha256:" + "0" * 64, "to": "sha256:" + "1" * 64,
+         "changed_at": "2026-12-07T00:09:02.199Z", "tries": 3,
+         "error": "redis did not answer in time", "event_sent": None}]}
+    lines = [ln for ln in _status_text(st).splitlines() if ln.startswith("AUDIT PENDING")]
+    assert len(lines) == 1 and "changed at 2026-12-07T00:09:02.199Z" in lines[0] \
+        and "3 tries" in lines[0] and "did not answer" in lines[0], lines

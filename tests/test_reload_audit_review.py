@@ -122,9 +122,9 @@ async def test_a_redeploy_is_audited_after_a_clock_stepped_back(
     taken for that change (its claim "made after the switch to A") and not audited."""
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
     # (a store that answers on a loaded machine: at the default 0.5 s command timeout a
-    # full run at load 12 lost it, and the reload made then was never recorded
-    # (config_reload_audit_failed: a change during a store outage is not retried); this
-    # test is about the clock, not the store's outages)
+    # full run at load 12 lost it, and the reload made then was recorded only after the
+    # retry's back-off, past this test's wait (control/reloadaudit.py; it was never
+    # recorded before); this test is about the clock, not the store's outages)
     state = redis_section(redis_server.url, "clk", tmp_path / "snap.json",
                           poll_interval="100ms", command_timeout="5s")
     a = write_config(tmp_path, _route("iris", {"v1": (p1, 100), "v2": (p2, 0)}),

@@ -24,7 +24,7 @@ from aiohttp import ClientSession
 from gateway.configfile import load_config
 from gateway.control.confighistory import start_token
 from gateway.control.occurrence import fleet_head
-from gateway.domain.audit import GENESIS
+from gateway.domain.audit import GENESIS, utc_now
 from gateway.state.redis import RedisStore
 from gateway.state.signing import Key, Keyring
 from tests.backends import echo_app
@@ -141,8 +141,8 @@ async def test_siblings_past_the_wait_record_the_change_once(
         # together
         new = load_config(copies[0], b)
         key = f"config:{da}:{db}:{g1.gw.history.token}"
-        await asyncio.gather(*(g.gw.history._audit(key, g.gw.loaded, new, [], [], 1.0)
-                               for g in (g1, g2)))
+        await asyncio.gather(*(g.gw.history.audits._audit(g.gw.history.change(
+            key, g.gw.loaded, new, [], [], utc_now(), 1.0)) for g in (g1, g2)))
         async with session.get(f"{g1.admin}/v1/audit?limit=100", headers=auth()) as r:
             events = (await r.json())["events"]
         seen = [e["after"]["digest"] for e in events if e["action"] == "config.reload"]

@@ -66,13 +66,15 @@ class StatusBuilder:
                  health: Callable[[], Mapping[tuple[str, str], Any]] | None = None,
                  analysis: Callable[[str], dict[str, Any] | None] | None = None,
                  store: Callable[[], dict[str, Any]] | None = None,
-                 reload: Callable[[], ReloadView | None] | None = None) -> None:
+                 reload: Callable[[], ReloadView | None] | None = None,
+                 audits: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         self.instance = instance
         self.routing = routing
         self.health = health
         self.analysis = analysis
         self.store = store
         self.reload = reload
+        self.audits = audits  # the config changes whose audit event waits for the store
 
     def config_status(self) -> dict[str, Any]:
         loaded = self.routing.loaded
@@ -87,6 +89,7 @@ class StatusBuilder:
         else:
             out.update(loaded_at=None, last_error=None, problems=[], last_attempt=None,
                        restart_required=[], waiting=None, warnings=[])
+        out["audit_pending"] = self.audits() if self.audits is not None else []
         return out
 
     def document(self) -> dict[str, Any]:

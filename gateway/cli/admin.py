@@ -73,6 +73,10 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
                + (f"  RESTART REQUIRED for: {', '.join(map(str, cfg['restart_required']))}"
                   if cfg.get("restart_required") else ""))
     out += [f"RELOAD WARNING: {w}" for w in cfg.get("warnings") or () if isinstance(w, str)]
+    out += [f"AUDIT PENDING: config.reload {str(a.get('from'))[:19]}… -> "
+            f"{str(a.get('to'))[:19]}… changed at {a.get('changed_at')}, not yet recorded "
+            f"({a.get('tries')} tries; the store: {a.get('error')})"
+            for a in cfg.get("audit_pending") or () if isinstance(a, dict)]
     out += store_warnings(st)
     # (escaped like the tables: a reload's error quotes the file, which a pull request
     # may have written, and the instance name comes from the fleet)

@@ -6,26 +6,9 @@ the warning when a config stops routing to a killed name (removed or renamed: th
 stops nothing, README "Trust"). Writes through the state sync; never touches the routing
 table.
 
-One event per fleet-wide change: the instances making a change (old digest -> new digest)
-share a claim keyed on it and on the *occurrence* of the old file they leave, so an earlier
-change of the same two files (a revert, then a re-deploy) is another key, and is audited
-again. An occurrence is a token every instance that made the same change derives alike: the
-hash of the claim key of the change that brought the file (occurrence.py), recorded in the
-change's event (`after.occurrence`); a start joins the occurrence the trail's newest
-`config.reload` event recorded when it runs that file, or else derives a new one from it
-(the fleet changed files by restarts). No clock decides it: the claims' times used to, and a
-clock stepped back (or one ahead when the earlier claim was made) took a re-deploy for the
-earlier change, and its `config.reload` event was lost. No record outside the trail decides
-it either (occurrence.py: a signed `config:head` key, put back, did the same). A claim
-names the event written for it, and a sibling takes the change as recorded only once that
-event is on the trail's chain: a store put back to an earlier state (document and trail)
-keeps the claims made since, and a change made again was taken for one whose event was gone.
-
-The audit runs behind the reload (one task after another, in the order of the changes):
-waiting for a sibling's event (up to CLAIM_WAIT command timeouts: a claim of the previous
-release, which names none; a sibling that died after claiming) held the reload's lock, so
-the next reload, a revert of a bad file included, waited that long (`stop` bounds what a
-shutdown waits for it).
+One audit event per fleet-wide change, recorded behind the reload, in turn, through a
+store outage: control/reloadaudit.py (how a change is told from an earlier one of the same
+two files: the occurrence tokens, occurrence.py).
 """
 
 from __future__ import annotations
@@ -38,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.configfile import LoadedConfig
-from gateway.control.occurrence import fleet_head, in_trail, newest_reload, occurrence_of
+from gateway.control.occurrence import fleet_head, newest_reload, occurrence_of
+from gateway.control.reloadaudit import CLAIM_WAIT, Pending, ReloadAudits
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.configrecord import record_config
 from gateway.domain.diff import config_dict, diff_configs
@@ -51,20 +35,10 @@ from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
-from gateway.tasks import cancel
 
 __all__ = ["ConfigHistory"]
 
 log = logging.getLogger("killgate")
-
-#: how long a change's claim is kept (a sibling making the same change later than that
-#: records it again)
-CLAIM_TTL = 3600.0
-#: how often a sibling's claim is read again until it names its event, and for how many
-#: command timeouts at most (its event is a load and a commit, retried on conflicts; on a
-#: loaded host a shorter wait recorded a change its sibling was still recording)
-CLAIM_POLL = 0.05
-CLAIM_WAIT = 20
 
 
 def start_token(digest: str, head: dict[str, Any] | None) -> str:
@@ -86,9 +60,15 @@ class ConfigHistory:
         #: the fleet's, one of its own: a change out of it is at worst audited twice
         self.token = secrets.token_hex(16)
         self.since = time.time()  # when the config this instance runs went live here
-        #: the audits of changes not yet recorded (the newest waits for the one before it)
-        self._audits: set[asyncio.Task[None]] = set()
-        self._last: asyncio.Task[None] | None = None
+        self.audits = ReloadAudits(sync)
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The changes whose audit event is not yet recorded (reloadaudit.py)."""
+        return self.audits.pending()
+
+    async def stop(self, timeout: float) -> None:
+        """Wait (up to `timeout`) for the audits not yet recorded (reloadaudit.py)."""
+        await self.audits.stop(timeout)
 
     async def begin(self, loaded: LoadedConfig) -> None:
         """Join the fleet's occurrence of the file this instance starts on (module doc)."""
@@ -184,101 +164,30 @@ class ConfigHistory:
         read as routed and in force in status)."""
         key = f"config:{old.digest}:{new.digest}:{self.token}"
         self.token, self.since = occurrence_of(key), time.time()  # (before any await: the switch)
+        changed_at = utc_now()
         gone = self.warn_unrouted(old, new)
         around = self.warn_routed_around(old, new)
         moved = held_moved(self.doc(), old.config.routes, new.config.routes)
         for warning in moved:
             event(log, "rollback_target_moved", logging.WARNING, warning=warning)
-        before = self._last
-        task = asyncio.get_running_loop().create_task(self._in_turn(
-            before, key, old, new, gone, around, new.config.state.command_timeout * CLAIM_WAIT),
-            name="config-reload-audit")
-        self._audits.add(task)
-        task.add_done_callback(self._audits.discard)
-        self._last = task
+        self.audits.queue(self.change(key, old, new, gone, around, changed_at,
+                                      new.config.state.command_timeout * CLAIM_WAIT))
         return moved + [f"the {k['kill']} kill ({k['by']}: {k['reason']!r}) stays in force on "
                         f"its name, but this config may serve requests it stopped: "
                         f"{'; '.join(k['how'])}; kill the new name too, or change the config "
                         "back" for k in around]
 
-    async def stop(self, timeout: float) -> None:
-        """Wait (up to `timeout`) for the audits not yet recorded, then cancel what is
-        left, said in the log (a sibling holding the change's claim records it, if alive)."""
-        if not self._audits:
-            return
-        _, pending = await asyncio.wait(set(self._audits), timeout=timeout)
-        if pending:
-            event(log, "config_reload_audit_abandoned", logging.WARNING, changes=len(pending),
-                  action="the instance stopped before recording its config change; audit "
-                  "verify and the trail show whether a sibling recorded it")
-        await cancel(self._audits)
-
-    async def _in_turn(self, before: asyncio.Task[None] | None, key: str, old: LoadedConfig,
-                       new: LoadedConfig, gone: list[str], around: list[dict[str, Any]],
-                       wait: float) -> None:
-        """`_audit`, once the change before it is recorded (the trail keeps their order)."""
-        if before is not None:
-            await asyncio.wait({before})
-        try:
-            await self._audit(key, old, new, gone, around, wait)
-        except Exception as exc:  # noqa: BLE001 - no caller to raise to: said in the log
-            event(log, "config_reload_audit_failed", logging.ERROR, error=repr(exc))
-
-    async def _audit(self, key: str, old: LoadedConfig, new: LoadedConfig,
-                     gone: list[str], around: list[dict[str, Any]], wait: float) -> None:
-        mine = {"instance": self.instance, "time": self.since}
-        try:
-            if not await self._claim(key, mine, wait):
-                return  # another instance making the same change recorded it
-            draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
-                               "the config file changed", {"digest": old.digest},
-                               {"digest": new.digest, "occurrence": occurrence_of(key),
-                                "changes": summarize_changes(old, new),
-                                **({"kills_unrouted": gone} if gone else {}),
-                                **({"kills_routed_around": around} if around else {})},
-                               "", self.instance)
-            # (lost races: append_audit's own rule, state/contention.py, up to 2 s of them;
-            # five tries without a pause left a fleet's reload unrecorded: tests/
-            # test_reload_audit_conflict.py)
-            ev = await self.sync.append_audit(draft)
-            if ev is None:
-                event(log, "config_reload_audit_failed", logging.WARNING, error="the state "
-                      "store holds no state this instance can verify: not recorded here")
-            elif isinstance(ev.get("hash"), str):  # (siblings check it)
-                await self.sync.store.idem_take(key, mine, {**mine, "event": ev["hash"]},
-                                                CLAIM_TTL)
-        except (StateError, AuditError) as exc:
-            event(log, "config_reload_audit_failed", logging.WARNING, error=str(exc))
-
-    async def _claim(self, key: str, mine: dict[str, Any], wait: float) -> bool:
-        """Whether this instance records the change `key`: it claims it; or the claim held
-        names no event within `wait` (its instance died, or could not write it), or one the
-        trail does not hold (a store put back to an earlier state lost it): then it is
-        recorded here too (at worst twice, never lost). Taken over by a sibling first (its
-        claim there now: its own wait ended as ours did), it waits for that one's event: each
-        instance past the wait recorded the change, one event per instance (waited for up to
-        twice `wait` more: a claim taken over and over is recorded here all the same)."""
-        store = self.sync.store
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        last = deadline + 2 * wait  # (the takeovers waited for: never past this)
-        claim = await store.idem_claim(key, mine, CLAIM_TTL)
-        while claim is not None:
-            named = claim.get("event")
-            if isinstance(named, str) and await in_trail(store, named):
-                return False
-            if isinstance(named, str) or loop.time() >= deadline:
-                try:
-                    if await store.idem_take(key, claim, mine, CLAIM_TTL):
-                        return True
-                except StateError:
-                    return True  # (recorded here: at worst twice)
-                if loop.time() >= last:
-                    return True  # (taken over and over: recorded here, never lost)
-                deadline = min(loop.time() + wait, last)  # (another took it: its event next)
-            await asyncio.sleep(CLAIM_POLL)  # (its instance is writing the event)
-            claim = await store.idem_claim(key, mine, CLAIM_TTL)
-        return True
+    def change(self, key: str, old: LoadedConfig, new: LoadedConfig, gone: list[str],
+               around: list[dict[str, Any]], changed_at: str, wait: float) -> Pending:
+        """The change `key`'s audit as it is kept until recorded (reloadaudit.py)."""
+        draft = AuditDraft("killgate/config", "config.reload", {"config": new.digest},
+                           "the config file changed", {"digest": old.digest},
+                           {"digest": new.digest, "occurrence": occurrence_of(key),
+                            "changed_at": changed_at, "changes": summarize_changes(old, new),
+                            **({"kills_unrouted": gone} if gone else {}),
+                            **({"kills_routed_around": around} if around else {})},
+                           "", self.instance)
+        return Pending(key, draft, {"instance": self.instance, "time": self.since}, wait)
 
 
 def summarize_changes(old: LoadedConfig, new: LoadedConfig) -> dict[str, Any]:

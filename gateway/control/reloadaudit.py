@@ -1,0 +1,216 @@
+"""A config reload's audit event, once per fleet-wide change, recorded in turn and kept
+through a store outage (ConfigHistory.reloaded makes it: control/confighistory.py).
+
+One event per fleet-wide change: the instances making a change (old digest -> new digest)
+share a claim keyed on it and on the *occurrence* of the old file they leave, so an earlier
+change of the same two files (a revert, then a re-deploy) is another key, and is audited
+again. An occurrence is a token every instance that made the same change derives alike: the
+hash of the claim key of the change that brought the file (occurrence.py), recorded in the
+change's event (`after.occurrence`); a start joins the occurrence the trail's newest
+`config.reload` event recorded when it runs that file, or else derives a new one from it
+(the fleet changed files by restarts). No clock decides it: the claims' times used to, and a
+clock stepped back (or one ahead when the earlier claim was made) took a re-deploy for the
+earlier change, and its `config.reload` event was lost. No record outside the trail decides
+it either (occurrence.py: a signed `config:head` key, put back, did the same). A claim
+names the event written for it, and a sibling takes the change as recorded only once that
+event is on the trail's chain: a store put back to an earlier state (document and trail)
+keeps the claims made since, and a change made again was taken for one whose event was gone.
+
+The audit runs behind the reload (one task after another, in the order of the changes):
+waiting for a sibling's event (up to CLAIM_WAIT command timeouts: a claim of the previous
+release, which names none; a sibling that died after claiming) held the reload's lock, so
+the next reload, a revert of a bad file included, waited that long (`stop` bounds what a
+shutdown waits for it).
+
+A store that does not answer (or answers it cannot say) does not drop the event: the change
+is kept (`Pending`: its draft, made at the reload, with its digests and the time of the
+change, `after.changed_at`; its claim record, the same on every try) and tried again with
+back-off until the store answers, in turn (a reload made meanwhile is recorded after it),
+while `/v1/status` lists it (`config.audit_pending`). A commit whose answer was lost
+(StoreOutcomeUnknown: it may have landed) names the event it sent: the next try looks for it
+on the trail's chain first, and writes it only if it is not there (an event written once,
+not twice; so is one written whose claim could not be updated). At most PENDING_MAX changes
+wait so; one more is logged (`config_reload_audit_dropped`) and not recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.control.occurrence import in_trail
+from gateway.domain.audit import AuditDraft
+from gateway.errors import AuditError, StateError, StoreOutcomeUnknown
+from gateway.log import event
+from gateway.state.sync import Sync
+from gateway.tasks import cancel
+
+__all__ = ["CLAIM_WAIT", "Pending", "ReloadAudits"]
+
+log = logging.getLogger("killgate")
+
+#: how long a change's claim is kept (a sibling making the same change later than that
+#: records it again)
+CLAIM_TTL = 3600.0
+#: how often a sibling's claim is read again until it names its event, and for how many
+#: command timeouts at most (its event is a load and a commit, retried on conflicts; on a
+#: loaded host a shorter wait recorded a change its sibling was still recording)
+CLAIM_POLL = 0.05
+CLAIM_WAIT = 20
+#: the pause before a change's audit is tried again after the store failed it, doubled on
+#: each failure up to RETRY_MAX (seconds)
+RETRY_FIRST = 0.2
+RETRY_MAX = 10.0
+#: changes whose audit waits for the store, at most (in memory: each holds its draft)
+PENDING_MAX = 64
+
+
+@dataclass
+class Pending:
+    """A change whose audit is not yet recorded (module doc): what is written, once."""
+
+    key: str  # the claim key (the change and the occurrence it left)
+    draft: AuditDraft  # made at the reload: its digests, the time of the change
+    mine: dict[str, Any]  # this instance's claim record (the same on every try)
+    wait: float  # how long a sibling's claim is waited for (`ReloadAudits._claim`)
+    tries: int = 0  # failed so far
+    error: str = ""  # the last failure
+    #: the hash of an event sent whose commit may have landed (its answer lost), or that
+    #: landed but whose claim could not be updated: looked for before writing again
+    sent: str | None = None
+
+    def status(self) -> dict[str, Any]:
+        after = self.draft.after if isinstance(self.draft.after, dict) else {}
+        return {"from": (self.draft.before or {}).get("digest"), "to": after.get("digest"),
+                "changed_at": after.get("changed_at"), "tries": self.tries,
+                "error": self.error, "event_sent": self.sent}
+
+
+class ReloadAudits:
+    """The changes whose audit is not yet recorded, each recorded after the one before."""
+
+    def __init__(self, sync: Sync) -> None:
+        self.sync = sync
+        #: the audits of changes not yet recorded (the newest waits for the one before it)
+        self._audits: set[asyncio.Task[None]] = set()
+        self._last: asyncio.Task[None] | None = None
+        self._pending: list[Pending] = []  # (in the order of the changes)
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The changes whose audit event is not yet recorded, oldest first (`/v1/status`
+        `config.audit_pending`)."""
+        return [p.status() for p in self._pending]
+
+    def queue(self, p: Pending) -> None:
+        """Record `p` once the changes before it are (the trail keeps their order)."""
+        if len(self._pending) >= PENDING_MAX:
+            event(log, "config_reload_audit_dropped", logging.ERROR, config=p.draft.target[
+                "config"], pending=len(self._pending), action="the state store has not "
+                "answered for the changes before it: this change is in no audit event; "
+                "`killgate status` lists the ones still waiting")
+            return
+        self._pending.append(p)
+        task = asyncio.get_running_loop().create_task(self._in_turn(self._last, p),
+                                                      name="config-reload-audit")
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
+        self._last = task
+
+    async def stop(self, timeout: float) -> None:
+        """Wait (up to `timeout`) for the audits not yet recorded, then cancel what is
+        left, said in the log (a sibling holding the change's claim records it, if alive)."""
+        if not self._audits:
+            return
+        _, pending = await asyncio.wait(set(self._audits), timeout=timeout)
+        if pending:
+            event(log, "config_reload_audit_abandoned", logging.WARNING, changes=len(pending),
+                  action="the instance stopped before recording its config change; audit "
+                  "verify and the trail show whether a sibling recorded it")
+        await cancel(self._audits)
+
+    async def _in_turn(self, before: asyncio.Task[None] | None, p: Pending) -> None:
+        """`_audit`, once the change before it is recorded (the trail keeps their order)."""
+        try:
+            if before is not None:
+                await asyncio.wait({before})
+            await self._audit(p)
+        except Exception as exc:  # noqa: BLE001 - no caller to raise to: said in the log
+            event(log, "config_reload_audit_failed", logging.ERROR, error=repr(exc))
+        finally:
+            self._pending.remove(p)
+
+    async def _audit(self, p: Pending) -> None:
+        """Record `p`, tried again with back-off while the store fails it (module doc)."""
+        pause = RETRY_FIRST
+        while True:
+            try:
+                await self._record(p)
+                if p.tries:
+                    event(log, "config_reload_audit_recorded", config=p.draft.target["config"],
+                          tries=p.tries + 1)
+                return
+            except StoreOutcomeUnknown as exc:
+                sent = exc.event.get("hash") if isinstance(exc.event, dict) else None
+                p.sent = sent if isinstance(sent, str) else p.sent
+                p.error = str(exc)
+            except (StateError, AuditError) as exc:
+                p.error = str(exc)
+            p.tries += 1
+            event(log, "config_reload_audit_pending", logging.WARNING,
+                  config=p.draft.target["config"], tries=p.tries, error=p.error,
+                  retry_in=round(pause, 3), action="the change's audit event is written once "
+                  "the state store answers (`killgate status`: config.audit_pending)")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RETRY_MAX)
+
+    async def _record(self, p: Pending) -> None:
+        """One try: claim the change, write its event (unless a try before landed it), and
+        name the event in the claim."""
+        if not await self._claim(p.key, p.mine, p.wait):
+            return  # another instance making the same change recorded it
+        store = self.sync.store
+        if p.sent is None or not await in_trail(store, p.sent):
+            # (lost races: append_audit's own rule, state/contention.py, up to 2 s of them;
+            # five tries without a pause left a fleet's reload unrecorded: tests/
+            # test_reload_audit_conflict.py)
+            ev = await self.sync.append_audit(p.draft)
+            if ev is None:
+                raise StateError("the state store holds no state this instance can verify")
+            if not isinstance(ev.get("hash"), str):
+                return
+            p.sent = ev["hash"]
+        await store.idem_take(p.key, p.mine, {**p.mine, "event": p.sent}, CLAIM_TTL)
+
+    async def _claim(self, key: str, mine: dict[str, Any], wait: float) -> bool:
+        """Whether this instance records the change `key`: it claims it; or the claim held
+        names no event within `wait` (its instance died, or could not write it), or one the
+        trail does not hold (a store put back to an earlier state lost it): then it is
+        recorded here too (at worst twice, never lost). Taken over by a sibling first (its
+        claim there now: its own wait ended as ours did), it waits for that one's event: each
+        instance past the wait recorded the change, one event per instance (waited for up to
+        twice `wait` more: a claim taken over and over is recorded here all the same)."""
+        store = self.sync.store
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        last = deadline + 2 * wait  # (the takeovers waited for: never past this)
+        claim = await store.idem_claim(key, mine, CLAIM_TTL)
+        if claim == mine:
+            return True  # (ours, made by a try before that failed after it)
+        while claim is not None:
+            named = claim.get("event")
+            if isinstance(named, str) and await in_trail(store, named):
+                return False
+            if isinstance(named, str) or loop.time() >= deadline:
+                try:
+                    if await store.idem_take(key, claim, mine, CLAIM_TTL):
+                        return True
+                except StateError:
+                    return True  # (recorded here: at worst twice)
+                if loop.time() >= last:
+                    return True  # (taken over and over: recorded here, never lost)
+                deadline = min(loop.time() + wait, last)  # (another took it: its event next)
+            await asyncio.sleep(CLAIM_POLL)  # (its instance is writing the event)
+            claim = await store.idem_claim(key, mine, CLAIM_TTL)
+        return True
