@@ -34,10 +34,27 @@ def still_covered(cur: StateDoc, t: dict[str, Any]) -> str:
     unkill of a route under a global kill read as if the route were served again."""
     key = wider_kill(cur, t)
     if key is None:
-        return ""
+        return _narrower(cur, t)
     flag = cur.kills[key]
     return (f"; its traffic is still stopped by the {key} kill in force ({flag.actor}, "
             f"{flag.time}): lift that one to serve it again")
+
+
+def _narrower(cur: StateDoc, t: dict[str, Any]) -> str:
+    """What a `not_killed` adds when narrower kills are in force under the selector: `kill
+    --route chat --version v2` then `unkill --route chat` said only "there is no route kill
+    for that selector" (a new user's pass), and not what to lift instead."""
+    if t.get("scope") == "version":
+        return ""
+    under = sorted(k for k, f in cur.kills.items() if k != "global" and (
+        t.get("scope") == "global" or (f.scope == "version" and f.route == t.get("route"))))
+    if not under:
+        return ""
+    first = cur.kills[under[0]]
+    how = f"--route {first.route}" + (f" --version {first.version}" if first.version else "")
+    more = f" and {len(under) - 5} more" if len(under) > 5 else ""
+    return (f"; narrower kills are in force under it: {', '.join(under[:5])}{more}; a kill is "
+            f"lifted by the scope it was made with (killgate unkill {how})")
 
 
 def notes(i: Intent, new: StateDoc, cfg: Config) -> dict[str, Any]:
