@@ -307,3 +307,23 @@ async def test_a_secret_given_as_secret_env_is_never_printed() -> None:
     res = await acli("token", "--subject", "a", "--scope", "killgate:read",
                      "--secret-env", "KG_UNSET_FOR_TEST")  # (a name: still named)
     assert res.returncode == 1 and "KG_UNSET_FOR_TEST" in res.stderr, res.stderr
+
+
+async def test_a_mistyped_route_is_answered_with_the_routes_there(
+        tmp_path: Path, backends) -> None:
+    """Fifth new-user pass: `killgate kill --route iirs` (or `rollback nope`) said only "404
+    unknown_route: no route named 'iirs'"; it now offers the close names, else the routes."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    tok = await acli("token", "--subject", "ops", "--scope", "killgate:admin", "-c", str(cfg))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok.stdout.strip()}
+        typo = await acli("kill", "--route", "iirs", "--reason", "r", env=env)
+        other = await acli("rollback", "nope", "--reason", "r", env=env)
+    assert typo.returncode == 1, typo.stdout
+    assert typo.stderr.strip() == ("killgate: 404 unknown_route: no route named 'iirs'; did "
+                                   "you mean 'iris'? (killgate status lists them all)"), typo.stderr
+    assert other.returncode == 1, other.stdout
+    assert other.stderr.strip() == ("killgate: 404 unknown_route: no route named 'nope'; the "
+                                    "routes here: 'iris' (killgate status lists them all)"), \
+        other.stderr

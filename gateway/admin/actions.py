@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.admin import orphanrelease
-from gateway.admin.writenotes import still_covered
+from gateway.admin.writenotes import still_covered, unknown_route
 from gateway.config import Config, RouteConfig
 from gateway.domain import kills, overrides
 from gateway.domain.audit import AuditDraft, utc_now
@@ -93,7 +93,7 @@ def gate_of(i: Intent) -> str | None:
 def _route(cfg: Config, name: Any) -> RouteConfig:
     rc = cfg.route(name) if isinstance(name, str) else None
     if rc is None:
-        raise ApiError(404, "unknown_route", f"no route named {str(name)[:64]!r}")
+        raise unknown_route(cfg, name)
     return rc
 
 

@@ -35,7 +35,7 @@ from gateway.admin.ports import AuditReader, Counters, Current, LocalKiller, Sta
 from gateway.admin.shadowgate import ShadowChecks
 from gateway.admin.tracing import TRACE_ID
 from gateway.admin.writes import Done, Writer
-from gateway.domain.audit import AuditDraft, clean_text
+from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import (
     ApiError,
@@ -96,7 +96,7 @@ class ActionsApi:
         # (a release may name a route the config lacks that an override latches: an orphan)
         latched = self.current.doc.overrides if action == "release" else {}
         if route is not None and cfg.route(route) is None and route not in latched:
-            raise ApiError(404, "unknown_route", f"no route named {clean_text(route, 64)!r}")
+            raise writenotes.unknown_route(cfg, route)
         glass_field = frozenset() if action == "kill" else frozenset({"break_glass"})
         body = await inputs.json_body(request, actions.ACTIONS[action] | {"reason"} | glass_field)
         reason = inputs.reason(body)

@@ -8,16 +8,19 @@ an unkill's target). Pure: no I/O, no aiohttp.
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import Config
 from gateway.domain import overrides
+from gateway.domain.audit import clean_text
 from gateway.domain.statedoc import StateDoc, kill_key
+from gateway.errors import ApiError
 
 if TYPE_CHECKING:
     from gateway.admin.actions import Intent
 
-__all__ = ["notes", "still_covered", "wider_kill"]
+__all__ = ["notes", "still_covered", "unknown_route", "wider_kill"]
 
 
 def wider_kill(doc: StateDoc, target: dict[str, Any]) -> str | None:
@@ -68,3 +71,16 @@ def notes(i: Intent, new: StateDoc, cfg: Config) -> dict[str, Any]:
     if i.action == "release" and rc is not None and (w := overrides.release_warnings(new, rc)):
         return {"warnings": w}  # (a version rolled off as bad serves again)
     return {}
+
+
+def unknown_route(cfg: Config, name: object) -> ApiError:
+    """404 `unknown_route` naming the routes there are (a typo said only "no route named
+    'chta'"; a new user's pass): the close ones, else the first few, and where all are."""
+    said = clean_text(str(name), 64)
+    names = [r.name for r in cfg.routes]
+    close = difflib.get_close_matches(said, names, n=3)
+    shown = close or names[:8]
+    hint = ("; did you mean " if close else "; the routes here: ") + ", ".join(
+        repr(n) for n in shown) + ("?" if close else "" if len(names) <= 8 else ", ...")
+    return ApiError(404, "unknown_route", f"no route named {said!r}"
+                    + (hint + " (killgate status lists them all)" if names else ""))
