@@ -312,7 +312,8 @@ async def test_a_secret_given_as_secret_env_is_never_printed() -> None:
 async def test_a_mistyped_route_is_answered_with_the_routes_there(
         tmp_path: Path, backends) -> None:
     """Fifth new-user pass: `killgate kill --route iirs` (or `rollback nope`) said only "404
-    unknown_route: no route named 'iirs'"; it now offers the close names, else the routes."""
+    unknown_route: no route named 'iirs'"; it now offers the close names, else the routes;
+    a version no route has names the route's versions."""
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p))
     tok = await acli("token", "--subject", "ops", "--scope", "killgate:admin", "-c", str(cfg))
@@ -320,6 +321,9 @@ async def test_a_mistyped_route_is_answered_with_the_routes_there(
         env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok.stdout.strip()}
         typo = await acli("kill", "--route", "iirs", "--reason", "r", env=env)
         other = await acli("rollback", "nope", "--reason", "r", env=env)
+        versions = [await acli(*cmd, "--reason", "r", env=env) for cmd in (
+            ["weights", "iris", "v3=10"], ["kill", "--route", "iris", "--version", "v3"],
+            ["rollback", "iris", "--to", "v3"])]
     assert typo.returncode == 1, typo.stdout
     assert typo.stderr.strip() == ("killgate: 404 unknown_route: no route named 'iirs'; did "
                                    "you mean 'iris'? (killgate status lists them all)"), typo.stderr
@@ -327,3 +331,7 @@ async def test_a_mistyped_route_is_answered_with_the_routes_there(
     assert other.stderr.strip() == ("killgate: 404 unknown_route: no route named 'nope'; the "
                                     "routes here: 'iris' (killgate status lists them all)"), \
         other.stderr
+    for res in versions:  # (and a version: "route 'iris' has no version 'v3'", alone)
+        assert res.returncode == 1, res.stdout
+        assert res.stderr.strip() == ("killgate: 404 unknown_version: route 'iris' has no "
+                                      "version 'v3'; its versions: 'v1', 'v2'"), res.stderr

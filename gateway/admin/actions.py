@@ -22,7 +22,7 @@ from gateway.domain import kills, overrides
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable
 from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
-from gateway.errors import ApiError, ConflictingState
+from gateway.errors import ApiError, ConflictingState, unknown_version
 
 __all__ = ["ACTIONS", "SCOPE_OF", "Intent", "Plan", "bound_to_kill", "gate_of", "intent",
            "plan"]
@@ -124,7 +124,8 @@ def _selector(body: dict[str, Any], cfg: Config,
         return {"scope": scope, "route": route, "version": version}
     rc = _route(cfg, route)
     if rc.version(version) is None:
-        raise ApiError(404, "unknown_version", f"route {route!r} has no version {version!r}")
+        raise ApiError(404, "unknown_version", unknown_version(
+            route, version, [v.name for v in rc.versions]))
     return {"scope": scope, "route": route, "version": version}
 
 

@@ -46,7 +46,7 @@ def effective_stable(doc: StateDoc, rc: RouteConfig) -> str:
 def _version(rc: RouteConfig, name: str) -> Any:
     v = rc.version(name)
     if v is None:
-        raise UnknownVersion(rc.name, name)
+        raise UnknownVersion(rc.name, name, [v.name for v in rc.versions])
     return v
 
 
