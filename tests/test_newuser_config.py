@@ -266,3 +266,29 @@ async def test_the_command_printed_for_a_configmap_quotes_its_key(tmp_path: Path
                                  text=True, timeout=30, cwd=tmp_path)
     assert not pwned.exists(), command
     assert yq.returncode == 0 and yq.stdout.strip() == "routes: []", (command, yq.stderr)
+
+
+@pytest.mark.parametrize("url, noted", [("http://127.0.0.1:1/v1", True),
+                                        ("http://127.0.0.1:1/v1/", True),
+                                        ("http://127.0.0.1:1/openai", False),
+                                        ("http://127.0.0.1:1/xv1", False),
+                                        ("http://127.0.0.1:1", False)])
+async def test_a_version_url_ending_in_its_path_prefix_is_noted(
+        tmp_path: Path, url: str, noted: bool) -> None:
+    """Fifth new-user pass: an OpenAI SDK's base URL pasted as a version's url
+    (`http://vllm:8000/v1` under `path_prefix: /v1`) passed `check`, and every request went
+    to `/v1/v1/chat/completions`: the backend's 404 was all a client saw."""
+    routes = f"""\
+- name: chat
+  match: {{path_prefix: /v1, model: chat}}
+  stable: v1
+  versions:
+    - {{name: v1, url: "{url}", weight: 100}}
+"""
+    cfg = write_config(tmp_path, routes)
+    res = await acli("check", str(cfg))
+    assert res.returncode == 0 and f"{cfg}: ok" in res.stdout, res  # a note, not an error
+    said = (f"note: routes[0].versions[0].url {url.rstrip('/')!r} ends in the route's path_prefix '/v1': "
+            "the request path is appended to the url's, so /v1/... goes to /v1/v1/...; if "
+            "the server serves /v1 itself, drop it from the url") in res.stderr
+    assert said == noted, res.stderr
