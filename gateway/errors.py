@@ -150,6 +150,7 @@ class DomainError(KillgateError):
 class UnknownVersion(DomainError):
     def __init__(self, route: str, version: str, versions: list[str] | None = None) -> None:
         super().__init__("unknown_version", unknown_version(route, version, versions))
+        self.bare = unknown_version(route, version)  # (for a caller who may not read names)
 
 
 def unknown_version(route: str, version: str, versions: list[str] | None = None) -> str:

@@ -324,6 +324,16 @@ async def test_a_mistyped_route_is_answered_with_the_routes_there(
         versions = [await acli(*cmd, "--reason", "r", env=env) for cmd in (
             ["weights", "iris", "v3=10"], ["kill", "--route", "iris", "--version", "v3"],
             ["rollback", "iris", "--to", "v3"])]
+        # route names are said only to a reader (tests/test_status_index.py): a token that
+        # may kill or roll out but not read is told the name it gave, nothing more
+        blind = []
+        for scope, cmd in (("killgate:kill", ["kill", "--route", "iirs"]),
+                           ("killgate:kill", ["kill", "--route", "iris", "--version", "v3"]),
+                           ("killgate:rollout", ["weights", "iris", "v3=10"]),
+                           ("killgate:rollout", ["rollback", "iris", "--to", "v3"])):
+            t = await acli("token", "--subject", "bot", "--scope", scope, "-c", str(cfg))
+            blind.append(await acli(*cmd, "--reason", "r",
+                                    env={**env, "KILLGATE_TOKEN": t.stdout.strip()}))
     assert typo.returncode == 1, typo.stdout
     assert typo.stderr.strip() == ("killgate: 404 unknown_route: no route named 'iirs'; did "
                                    "you mean 'iris'? (killgate status lists them all)"), typo.stderr
@@ -335,3 +345,8 @@ async def test_a_mistyped_route_is_answered_with_the_routes_there(
         assert res.returncode == 1, res.stdout
         assert res.stderr.strip() == ("killgate: 404 unknown_version: route 'iris' has no "
                                       "version 'v3'; its versions: 'v1', 'v2'"), res.stderr
+    for res in blind:
+        assert res.returncode == 1, res.stdout
+        assert res.stderr.strip() in (
+            "killgate: 404 unknown_route: no route named 'iirs'",
+            "killgate: 404 unknown_version: route 'iris' has no version 'v3'"), res.stderr

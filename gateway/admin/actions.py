@@ -124,8 +124,10 @@ def _selector(body: dict[str, Any], cfg: Config,
         return {"scope": scope, "route": route, "version": version}
     rc = _route(cfg, route)
     if rc.version(version) is None:
-        raise ApiError(404, "unknown_version", unknown_version(
+        exc = ApiError(404, "unknown_version", unknown_version(
             route, version, [v.name for v in rc.versions]))
+        exc.bare = unknown_version(route, version)  # type: ignore[attr-defined]
+        raise exc
     return {"scope": scope, "route": route, "version": version}
 
 

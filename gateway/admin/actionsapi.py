@@ -40,6 +40,7 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import (
     ApiError,
     ConflictingState,
+    DomainError,
     Forbidden,
     NotDurable,
     StoreOutcomeUnknown,
@@ -90,6 +91,17 @@ class ActionsApi:
 
     async def _action(self, request: web.Request, action: str) -> web.Response:
         principal = await self.callers.authorize(request, actions.SCOPE_OF[action])
+        try:
+            return await self._act(request, action, principal)
+        except (ApiError, DomainError) as exc:
+            # (a name's refusal lists the names there are only to a reader)
+            bare = getattr(exc, "bare", None)
+            if bare is None or principal.may("killgate:read"):
+                raise
+            raise ApiError(404, exc.type, bare) from None
+
+    async def _act(self, request: web.Request, action: str, principal: Principal
+                   ) -> web.Response:
         local = localkill.asked(request, action)  # (a local kill if the store cannot commit)
         cfg = self.current.loaded.config
         route = request.match_info.get("route")

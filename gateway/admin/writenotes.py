@@ -75,12 +75,16 @@ def notes(i: Intent, new: StateDoc, cfg: Config) -> dict[str, Any]:
 
 def unknown_route(cfg: Config, name: object) -> ApiError:
     """404 `unknown_route` naming the routes there are (a typo said only "no route named
-    'chta'"; a new user's pass): the close ones, else the first few, and where all are."""
+    'chta'"; a new user's pass): the close ones, else the first few, and where all are.
+    Its `bare` message names none, for a caller without killgate:read (route names are
+    said only to readers: tests/test_status_index.py)."""
     said = clean_text(str(name), 64)
     names = [r.name for r in cfg.routes]
     close = difflib.get_close_matches(said, names, n=3)
     shown = close or names[:8]
     hint = ("; did you mean " if close else "; the routes here: ") + ", ".join(
         repr(n) for n in shown) + ("?" if close else "" if len(names) <= 8 else ", ...")
-    return ApiError(404, "unknown_route", f"no route named {said!r}"
-                    + (hint + " (killgate status lists them all)" if names else ""))
+    exc = ApiError(404, "unknown_route", f"no route named {said!r}"
+                   + (hint + " (killgate status lists them all)" if names else ""))
+    exc.bare = f"no route named {said!r}"  # type: ignore[attr-defined]
+    return exc
