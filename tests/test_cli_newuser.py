@@ -350,3 +350,29 @@ async def test_a_mistyped_route_is_answered_with_the_routes_there(
         assert res.stderr.strip() in (
             "killgate: 404 unknown_route: no route named 'iirs'",
             "killgate: 404 unknown_version: route 'iris' has no version 'v3'"), res.stderr
+
+
+async def test_an_unkill_of_the_route_names_the_version_kill_to_lift(
+        tmp_path: Path, backends) -> None:
+    """Fifth new-user pass: `kill --route iris --version v2`, then `unkill --route iris`,
+    said only "there is no route kill for that selector"; it now names the kill in force
+    and the command that lifts it (to a reader: a kill-only token is told no names)."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    tok = await acli("token", "--subject", "ops", "--scope", "killgate:admin", "-c", str(cfg))
+    bot = await acli("token", "--subject", "bot", "--scope", "killgate:kill", "-c", str(cfg))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok.stdout.strip()}
+        made = await acli("kill", "--route", "iris", "--version", "v2", "--reason", "r", env=env)
+        assert made.returncode == 0, made.stderr
+        res = await acli("unkill", "--route", "iris", "--reason", "r", env=env)
+        blind = await acli("unkill", "--route", "iris", "--reason", "r",
+                           env={**env, "KILLGATE_TOKEN": bot.stdout.strip()})
+    assert res.returncode == 1, res.stdout
+    assert res.stderr.strip() == (
+        "killgate: 409 not_killed: there is no route kill for that selector; narrower kills "
+        "are in force under it: version:iris:v2; a kill is lifted by the scope it was made "
+        "with (killgate unkill --route iris --version v2)"), res.stderr
+    assert blind.returncode == 1, blind.stdout
+    assert blind.stderr.strip() == ("killgate: 409 not_killed: there is no route kill for "
+                                    "that selector"), blind.stderr

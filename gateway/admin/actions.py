@@ -248,9 +248,11 @@ def _unkill(i: Intent, cfg: Config) -> Plan:
     def change(cur: StateDoc) -> Change:
         flag = cur.kills.get(key)
         if flag is None:
-            raise ConflictingState("not_killed",
-                                   f"there is no {t['scope']} kill for that selector"
-                                   + still_covered(cur, t))
+            base = f"there is no {t['scope']} kill for that selector"
+            exc = ConflictingState("not_killed", base + still_covered(cur, t))
+            # (without the narrower kills' names, for a caller who may not read them)
+            exc.bare = base + still_covered(cur, t, narrower=False)  # type: ignore[attr-defined]
+            raise exc
         if asked is not None and flag.ident() != asked:
             raise ConflictingState("kill_replaced", (
                 f"the {key} kill in force ({flag.actor}, {flag.time}, id {flag.ident()}) is "

@@ -96,9 +96,9 @@ class ActionsApi:
         except (ApiError, DomainError) as exc:
             # (a name's refusal lists the names there are only to a reader)
             bare = getattr(exc, "bare", None)
-            if bare is None or principal.may("killgate:read"):
-                raise
-            raise ApiError(404, exc.type, bare) from None
+            if bare is not None and not principal.may("killgate:read"):
+                exc.message = bare  # (its status and type as they were)
+            raise
 
     async def _act(self, request: web.Request, action: str, principal: Principal
                    ) -> web.Response:

@@ -32,12 +32,12 @@ def wider_kill(doc: StateDoc, target: dict[str, Any]) -> str | None:
     return next((k for k in wider if k in doc.kills), None)
 
 
-def still_covered(cur: StateDoc, t: dict[str, Any]) -> str:
+def still_covered(cur: StateDoc, t: dict[str, Any], narrower: bool = True) -> str:
     """What a `not_killed` adds when a wider kill still stops that traffic: without it, an
     unkill of a route under a global kill read as if the route were served again."""
     key = wider_kill(cur, t)
     if key is None:
-        return _narrower(cur, t)
+        return _narrower(cur, t) if narrower else ""
     flag = cur.kills[key]
     return (f"; its traffic is still stopped by the {key} kill in force ({flag.actor}, "
             f"{flag.time}): lift that one to serve it again")
