@@ -13,7 +13,8 @@ from gateway.config import Config, parse_listen
 from gateway.config_routes import case_fold
 from gateway.errors import Problem
 
-__all__ = ["approval_gaps", "otlp_grpc_port", "semantic_problems", "ungated_shadows"]
+__all__ = ["approval_gaps", "doubled_prefixes", "otlp_grpc_port", "semantic_problems",
+           "ungated_shadows"]
 
 
 def approval_gaps(cfg: Config) -> list[str]:
@@ -44,6 +45,26 @@ def otlp_grpc_port(cfg: Config) -> list[str]:
     return [f"telemetry.otlp_endpoint {url!r} names port 4317, OTLP/gRPC's: killgate "
             "exports OTLP over HTTP/protobuf, which collectors take on 4318 (every export "
             "to a gRPC port fails); use the collector's HTTP endpoint"]
+
+
+def doubled_prefixes(cfg: Config) -> list[str]:
+    """Version urls whose path ends in their route's `path_prefix` (for `killgate check`'s
+    notes): the request path is appended to the url's, so an OpenAI SDK's base URL pasted as
+    `url: http://vllm:8000/v1` under `path_prefix: /v1` sends `/v1/v1/chat/completions`,
+    and the backend's 404 is all a client sees (a new user's pass)."""
+    from urllib.parse import urlsplit
+
+    out = []
+    for i, rc in enumerate(cfg.routes):
+        prefix = (rc.match.path_prefix or "").rstrip("/")
+        for j, v in enumerate(rc.versions):
+            path = urlsplit(v.url).path.rstrip("/")
+            if prefix and path.endswith(prefix):
+                out.append(f"routes[{i}].versions[{j}].url {v.url!r} ends in the route's "
+                           f"path_prefix {prefix!r}: the request path is appended to the "
+                           f"url's, so {prefix}/... goes to {path}{prefix}/...; if the server "
+                           f"serves {prefix} itself, drop it from the url")
+    return out
 
 
 def ungated_shadows(cfg: Config) -> list[str]:

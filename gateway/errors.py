@@ -105,6 +105,7 @@ __all__ = [
     "UpstreamQueueTimeout",
     "UpstreamStale",
     "UpstreamTimeout",
+    "unknown_version",
 ]
 
 
@@ -147,8 +148,19 @@ class DomainError(KillgateError):
 
 
 class UnknownVersion(DomainError):
-    def __init__(self, route: str, version: str) -> None:
-        super().__init__("unknown_version", f"route {route!r} has no version {version!r}")
+    def __init__(self, route: str, version: str, versions: list[str] | None = None) -> None:
+        super().__init__("unknown_version", unknown_version(route, version, versions))
+        self.bare = unknown_version(route, version)  # (for a caller who may not read names)
+
+
+def unknown_version(route: str, version: str, versions: list[str] | None = None) -> str:
+    """The words of a 404 `unknown_version`, naming the route's versions when known (a
+    new user's `weights chat v3=10` said only "route 'chat' has no version 'v3'")."""
+    said = f"route {route!r} has no version {str(version)[:64]!r}"
+    if versions:
+        said += "; its versions: " + ", ".join(repr(v) for v in versions[:16]) + (
+            ", ..." if len(versions) > 16 else "")
+    return said
 
 
 class InvalidChange(DomainError):

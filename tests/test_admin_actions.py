@@ -102,3 +102,15 @@ def test_an_unkill_of_a_narrower_kill_names_the_wider_one_still_in_force(cfg) ->
     # nothing wider in force: as before
     said = refusal(StateDoc(generation=1), {"scope": "route", "route": "iris"})
     assert said == "there is no route kill for that selector", said
+    # narrower kills under it (revnewuser5: `kill --route iris --version v2`, then
+    # `unkill --route iris`, said only the line above): named, with the command that lifts
+    ver = doc_with({"scope": "version", "route": "iris", "version": "v2"})
+    said = refusal(ver, {"scope": "route", "route": "iris"})
+    assert said == ("there is no route kill for that selector; narrower kills are in force "
+                    "under it: version:iris:v2; a kill is lifted by the scope it was made "
+                    "with (killgate unkill --route iris --version v2)"), said
+    said = refusal(doc_with({"scope": "route", "route": "iris"}), {"scope": "global"})
+    assert said.endswith("in force under it: route:iris; a kill is lifted by the scope it "
+                         "was made with (killgate unkill --route iris)"), said
+    assert refusal(ver, {"scope": "version", "route": "iris", "version": "v1"}) == (
+        "there is no version kill for that selector")

@@ -153,9 +153,15 @@ async def test_timeout_bounds_the_wait_and_a_write_is_sent_once_more(backends) -
     res = await acli("status", env={**env, "KILLGATE_TIMEOUT": "0.5"})
     assert res.returncode == 1 and "no answer within 0.5s" in res.stderr
     assert "once more" not in res.stderr  # (a read is not sent again)
-    for bad in ("0", "-1", "abc", "601"):
+    for bad in ("0", "-1", "abc", "601", "11m", "0s"):
         res = await acli("status", "--timeout", bad, env=env)
         assert res.returncode == 2 and "--timeout must be" in res.stderr, res.stderr
+    # a duration with its unit, as --wait and --ttl take it (revnewuser5: `--timeout 500ms`
+    # beside `--wait 5s` was refused "must be a number of seconds")
+    res = await acli("status", "--timeout", "500ms", env=env)
+    assert res.returncode == 1 and "no answer within 0.5s" in res.stderr, res.stderr
+    res = await acli("status", env={**env, "KILLGATE_TIMEOUT": "500ms"})
+    assert res.returncode == 1 and "no answer within 0.5s" in res.stderr, res.stderr
     res = await acli("status", env={**env, "KILLGATE_TIMEOUT": "nan"})
     assert res.returncode == 1 and "$KILLGATE_TIMEOUT must be" in res.stderr
 

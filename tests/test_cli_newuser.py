@@ -307,3 +307,72 @@ async def test_a_secret_given_as_secret_env_is_never_printed() -> None:
     res = await acli("token", "--subject", "a", "--scope", "killgate:read",
                      "--secret-env", "KG_UNSET_FOR_TEST")  # (a name: still named)
     assert res.returncode == 1 and "KG_UNSET_FOR_TEST" in res.stderr, res.stderr
+
+
+async def test_a_mistyped_route_is_answered_with_the_routes_there(
+        tmp_path: Path, backends) -> None:
+    """Fifth new-user pass: `killgate kill --route iirs` (or `rollback nope`) said only "404
+    unknown_route: no route named 'iirs'"; it now offers the close names, else the routes;
+    a version no route has names the route's versions."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    tok = await acli("token", "--subject", "ops", "--scope", "killgate:admin", "-c", str(cfg))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok.stdout.strip()}
+        typo = await acli("kill", "--route", "iirs", "--reason", "r", env=env)
+        other = await acli("rollback", "nope", "--reason", "r", env=env)
+        versions = [await acli(*cmd, "--reason", "r", env=env) for cmd in (
+            ["weights", "iris", "v3=10"], ["kill", "--route", "iris", "--version", "v3"],
+            ["rollback", "iris", "--to", "v3"])]
+        # route names are said only to a reader (tests/test_status_index.py): a token that
+        # may kill or roll out but not read is told the name it gave, nothing more
+        blind = []
+        for scope, cmd in (("killgate:kill", ["kill", "--route", "iirs"]),
+                           ("killgate:kill", ["kill", "--route", "iris", "--version", "v3"]),
+                           ("killgate:rollout", ["weights", "iris", "v3=10"]),
+                           ("killgate:rollout", ["rollback", "iris", "--to", "v3"])):
+            t = await acli("token", "--subject", "bot", "--scope", scope, "-c", str(cfg))
+            blind.append(await acli(*cmd, "--reason", "r",
+                                    env={**env, "KILLGATE_TOKEN": t.stdout.strip()}))
+    assert typo.returncode == 1, typo.stdout
+    assert typo.stderr.strip() == ("killgate: 404 unknown_route: no route named 'iirs'; did "
+                                   "you mean 'iris'? (killgate status lists them all)"), typo.stderr
+    assert other.returncode == 1, other.stdout
+    assert other.stderr.strip() == ("killgate: 404 unknown_route: no route named 'nope'; the "
+                                    "routes here: 'iris' (killgate status lists them all)"), \
+        other.stderr
+    for res in versions:  # (and a version: "route 'iris' has no version 'v3'", alone)
+        assert res.returncode == 1, res.stdout
+        assert res.stderr.strip() == ("killgate: 404 unknown_version: route 'iris' has no "
+                                      "version 'v3'; its versions: 'v1', 'v2'"), res.stderr
+    for res in blind:
+        assert res.returncode == 1, res.stdout
+        assert res.stderr.strip() in (
+            "killgate: 404 unknown_route: no route named 'iirs'",
+            "killgate: 404 unknown_version: route 'iris' has no version 'v3'"), res.stderr
+
+
+async def test_an_unkill_of_the_route_names_the_version_kill_to_lift(
+        tmp_path: Path, backends) -> None:
+    """Fifth new-user pass: `kill --route iris --version v2`, then `unkill --route iris`,
+    said only "there is no route kill for that selector"; it now names the kill in force
+    and the command that lifts it (to a reader: a kill-only token is told no names)."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    tok = await acli("token", "--subject", "ops", "--scope", "killgate:admin", "-c", str(cfg))
+    bot = await acli("token", "--subject", "bot", "--scope", "killgate:kill", "-c", str(cfg))
+    async with running_gateway(cfg) as g:
+        env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": tok.stdout.strip()}
+        made = await acli("kill", "--route", "iris", "--version", "v2", "--reason", "r", env=env)
+        assert made.returncode == 0, made.stderr
+        res = await acli("unkill", "--route", "iris", "--reason", "r", env=env)
+        blind = await acli("unkill", "--route", "iris", "--reason", "r",
+                           env={**env, "KILLGATE_TOKEN": bot.stdout.strip()})
+    assert res.returncode == 1, res.stdout
+    assert res.stderr.strip() == (
+        "killgate: 409 not_killed: there is no route kill for that selector; narrower kills "
+        "are in force under it: version:iris:v2; a kill is lifted by the scope it was made "
+        "with (killgate unkill --route iris --version v2)"), res.stderr
+    assert blind.returncode == 1, blind.stdout
+    assert blind.stderr.strip() == ("killgate: 409 not_killed: there is no route kill for "
+                                    "that selector"), blind.stderr

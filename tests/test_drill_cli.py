@@ -150,6 +150,11 @@ async def test_a_drill_refused_before_it_opens_reports_every_contract_field(
                 "leaks", "errors", "restored", "started", "finished"}
     assert contract <= report.keys(), contract - report.keys()
     assert report["verdict"] == "aborted" and "--production" in report["reasons"][0]
+    # (and how to declare the drill route it names: a new user's pass found "or declare a
+    # drill route" said nothing of how)
+    assert report["reasons"][0].endswith("or declare a drill route (drill_for: iris, its "
+                                         "versions, a match only drills send: README \"Run "
+                                         "your first drill\")"), report["reasons"]
     assert report["time_to_kill_ms"] == {"p50": None, "p99": None, "max": None}
     assert (report["instances"], report["leaks"], report["errors"]) == ([], 0, 0)
     assert not (tmp_path / "out").exists()  # (no drill, no files)

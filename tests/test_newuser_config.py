@@ -67,6 +67,37 @@ async def test_no_route_by_model_names_the_model(tmp_path: Path, backends, sessi
         assert (await r.json())["error"]["message"] == "no route matches POST /elsewhere"
 
 
+async def test_no_route_without_a_body_says_so(tmp_path: Path, backends, session) -> None:
+    """Fifth new-user pass, config/openai.yaml's shape: `GET /v1/models/<name>` of a model
+    no route takes (an SDK's `models.retrieve`), and a request with no body at all, were 404
+    "... with no 'model' field in the body (not a JSON object or a form)": on a GET, which has
+    no body. The 404 now names the model and where the list is, or says there was no body."""
+    p = await backends(echo_app("v1"))
+    routes = f"""\
+- name: chat
+  match: {{path_prefix: /v1, model: chat}}
+  stable: v1
+  versions:
+    - {{name: v1, url: "http://127.0.0.1:{p}", weight: 100}}
+"""
+    async with running_gateway(write_config(tmp_path, routes)) as g:
+        async with session.get(g.url + "/v1/models/chat") as r:
+            assert r.status == 200 and (await r.json())["id"] == "chat"
+        async with session.get(g.url + "/v1/models/gpt-4") as r:
+            assert r.status == 404
+            msg = (await r.json())["error"]["message"]
+        assert msg == ("no route matches GET /v1/models/gpt-4: no route takes model 'gpt-4' "
+                       "there (GET /v1/models lists the models routed there)"), msg
+        for method in ("GET", "POST"):
+            async with session.request(method, g.url + "/v1/chat/completions") as r:
+                assert r.status == 404
+                msg = (await r.json())["error"]["message"]
+            assert msg == (f"no route matches {method} /v1/chat/completions with no body "
+                           "(the routes there match by the JSON body's 'model')"), msg
+        async with session.post(g.url + "/v1/chat/completions", json={"model": ""}) as r:
+            assert r.status == 404  # (an empty name is still a model named)
+            assert (await r.json())["error"]["message"].endswith("with model ''")
+
 def test_the_console_sign_in_says_how_to_get_a_token() -> None:
     """The console's sign-in asked for 'Admin token (a JWT, as for killgate --token)' and
     said nowhere how a new user gets one."""
@@ -234,3 +265,29 @@ async def test_the_command_printed_for_a_configmap_quotes_its_key(tmp_path: Path
                                  text=True, timeout=30, cwd=tmp_path)
     assert not pwned.exists(), command
     assert yq.returncode == 0 and yq.stdout.strip() == "routes: []", (command, yq.stderr)
+
+
+@pytest.mark.parametrize("url, noted", [("http://127.0.0.1:1/v1", True),
+                                        ("http://127.0.0.1:1/v1/", True),
+                                        ("http://127.0.0.1:1/openai", False),
+                                        ("http://127.0.0.1:1/xv1", False),
+                                        ("http://127.0.0.1:1", False)])
+async def test_a_version_url_ending_in_its_path_prefix_is_noted(
+        tmp_path: Path, url: str, noted: bool) -> None:
+    """Fifth new-user pass: an OpenAI SDK's base URL pasted as a version's url
+    (`http://vllm:8000/v1` under `path_prefix: /v1`) passed `check`, and every request went
+    to `/v1/v1/chat/completions`: the backend's 404 was all a client saw."""
+    routes = f"""\
+- name: chat
+  match: {{path_prefix: /v1, model: chat}}
+  stable: v1
+  versions:
+    - {{name: v1, url: "{url}", weight: 100}}
+"""
+    cfg = write_config(tmp_path, routes)
+    res = await acli("check", str(cfg))
+    assert res.returncode == 0 and f"{cfg}: ok" in res.stdout, res  # a note, not an error
+    said = (f"note: routes[0].versions[0].url {url.rstrip('/')!r} ends in the route's path_prefix '/v1': "
+            "the request path is appended to the url's, so /v1/... goes to /v1/v1/...; if "
+            "the server serves /v1 itself, drop it from the url") in res.stderr
+    assert said == noted, res.stderr

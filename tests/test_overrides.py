@@ -104,6 +104,12 @@ def test_rollback_without_history_is_a_conflict_not_an_http_error() -> None:
         rollback(StateDoc(), RC, None, "a", "r", "t")
     assert e.value.type == "no_previous_stable"
     assert not hasattr(e.value, "status")  # the admin layer maps it (409)
+    # (a new user's canary, stable v1 and v2 at 10 %: `killgate rollback iris` said only
+    # "name one with 'to'", not that naming the stable is the way to take the canary out)
+    assert e.value.message == (
+        f"route 'iris' has no earlier stable version in its history (its stable, "
+        f"{RC.stable!r}, is the first); name one with 'to' (naming {RC.stable!r} keeps it "
+        "and takes the other versions' traffic off)"), e.value.message
 
 
 def test_rollback_refuses_a_changed_artifact() -> None:

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.admin import orphanrelease
-from gateway.admin.writenotes import still_covered
+from gateway.admin.writenotes import still_covered, unknown_route
 from gateway.config import Config, RouteConfig
 from gateway.domain import kills, overrides
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable
 from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
-from gateway.errors import ApiError, ConflictingState
+from gateway.errors import ApiError, ConflictingState, unknown_version
 
 __all__ = ["ACTIONS", "SCOPE_OF", "Intent", "Plan", "bound_to_kill", "gate_of", "intent",
            "plan"]
@@ -93,7 +93,7 @@ def gate_of(i: Intent) -> str | None:
 def _route(cfg: Config, name: Any) -> RouteConfig:
     rc = cfg.route(name) if isinstance(name, str) else None
     if rc is None:
-        raise ApiError(404, "unknown_route", f"no route named {str(name)[:64]!r}")
+        raise unknown_route(cfg, name)
     return rc
 
 
@@ -124,7 +124,10 @@ def _selector(body: dict[str, Any], cfg: Config,
         return {"scope": scope, "route": route, "version": version}
     rc = _route(cfg, route)
     if rc.version(version) is None:
-        raise ApiError(404, "unknown_version", f"route {route!r} has no version {version!r}")
+        exc = ApiError(404, "unknown_version", unknown_version(
+            route, version, [v.name for v in rc.versions]))
+        exc.bare = unknown_version(route, version)  # type: ignore[attr-defined]
+        raise exc
     return {"scope": scope, "route": route, "version": version}
 
 
@@ -245,9 +248,11 @@ def _unkill(i: Intent, cfg: Config) -> Plan:
     def change(cur: StateDoc) -> Change:
         flag = cur.kills.get(key)
         if flag is None:
-            raise ConflictingState("not_killed",
-                                   f"there is no {t['scope']} kill for that selector"
-                                   + still_covered(cur, t))
+            base = f"there is no {t['scope']} kill for that selector"
+            exc = ConflictingState("not_killed", base + still_covered(cur, t))
+            # (without the narrower kills' names, for a caller who may not read them)
+            exc.bare = base + still_covered(cur, t, narrower=False)  # type: ignore[attr-defined]
+            raise exc
         if asked is not None and flag.ident() != asked:
             raise ConflictingState("kill_replaced", (
                 f"the {key} kill in force ({flag.actor}, {flag.time}, id {flag.ident()}) is "

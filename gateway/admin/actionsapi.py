@@ -35,11 +35,12 @@ from gateway.admin.ports import AuditReader, Counters, Current, LocalKiller, Sta
 from gateway.admin.shadowgate import ShadowChecks
 from gateway.admin.tracing import TRACE_ID
 from gateway.admin.writes import Done, Writer
-from gateway.domain.audit import AuditDraft, clean_text
+from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import StateDoc
 from gateway.errors import (
     ApiError,
     ConflictingState,
+    DomainError,
     Forbidden,
     NotDurable,
     StoreOutcomeUnknown,
@@ -90,13 +91,24 @@ class ActionsApi:
 
     async def _action(self, request: web.Request, action: str) -> web.Response:
         principal = await self.callers.authorize(request, actions.SCOPE_OF[action])
+        try:
+            return await self._act(request, action, principal)
+        except (ApiError, DomainError) as exc:
+            # (a name's refusal lists the names there are only to a reader)
+            bare = getattr(exc, "bare", None)
+            if bare is not None and not principal.may("killgate:read"):
+                exc.message = bare  # (its status and type as they were)
+            raise
+
+    async def _act(self, request: web.Request, action: str, principal: Principal
+                   ) -> web.Response:
         local = localkill.asked(request, action)  # (a local kill if the store cannot commit)
         cfg = self.current.loaded.config
         route = request.match_info.get("route")
         # (a release may name a route the config lacks that an override latches: an orphan)
         latched = self.current.doc.overrides if action == "release" else {}
         if route is not None and cfg.route(route) is None and route not in latched:
-            raise ApiError(404, "unknown_route", f"no route named {clean_text(route, 64)!r}")
+            raise writenotes.unknown_route(cfg, route)
         glass_field = frozenset() if action == "kill" else frozenset({"break_glass"})
         body = await inputs.json_body(request, actions.ACTIONS[action] | {"reason"} | glass_field)
         reason = inputs.reason(body)

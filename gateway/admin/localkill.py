@@ -119,7 +119,10 @@ def not_killed(exc: ConflictingState, note: dict[str, Any]) -> ConflictingState:
     else:
         what = ("not in the store yet: it is merged into the store as a kill when the store "
                 "answers, then unkill it")
-    return ConflictingState(exc.type, f"{exc.message}; but on this instance its traffic is "
-                            f"stopped by the local kill {note['kill']} ({note['id']}, "
-                            f"{note['actor']}, {note['time']}), {what}")
+    said = (f"; but on this instance its traffic is stopped by the local kill {note['kill']} "
+            f"({note['id']}, {note['actor']}, {note['time']}), {what}")
+    out = ConflictingState(exc.type, f"{exc.message}{said}")
+    if (bare := getattr(exc, "bare", None)) is not None:
+        out.bare = f"{bare}{said}"  # type: ignore[attr-defined]
+    return out
 

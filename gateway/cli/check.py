@@ -76,9 +76,15 @@ def _check_one(file: str, say: Callable[[str], None]) -> int:
     hook_errors, hook_notes = _webhook_secrets(loaded)
     for p in notes:
         say(f"note: {p}; `killgate serve` refuses to start until it is")
-    from gateway.config_checks import approval_gaps, otlp_grpc_port, ungated_shadows
+    from gateway.config_checks import (
+        approval_gaps,
+        doubled_prefixes,
+        otlp_grpc_port,
+        ungated_shadows,
+    )
 
-    for note in [*hook_notes, *approval_gaps(cfg), *ungated_shadows(cfg), *otlp_grpc_port(cfg)]:
+    for note in [*hook_notes, *approval_gaps(cfg), *ungated_shadows(cfg), *otlp_grpc_port(cfg),
+                 *doubled_prefixes(cfg)]:
         say(f"note: {note}")
     for line in [*map(str, errors), *hook_errors]:
         say(line)

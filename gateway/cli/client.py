@@ -34,9 +34,9 @@ def common_options(p: argparse.ArgumentParser, top: bool = False) -> None:
                    help=f"admin API (default $KILLGATE_ADMIN_URL or {DEFAULT_ADMIN})")
     p.add_argument("--token", default=d, help="bearer token (default $KILLGATE_TOKEN)")
     p.add_argument("--timeout", default=d, type=_seconds, metavar="SECONDS",
-                   help=f"how long to wait for each answer (default $KILLGATE_TIMEOUT or "
-                        f"{TIMEOUT:g}); a write that gets none is sent once more; keep it "
-                        "above a write's --wait")
+                   help=f"how long to wait for each answer: seconds, or a duration (5s, "
+                        f"500ms) (default $KILLGATE_TIMEOUT or {TIMEOUT:g}); a write that "
+                        "gets none is sent once more; keep it above a write's --wait")
     p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
                    help="machine-readable output")
 
@@ -62,13 +62,19 @@ def timeout_of(args: argparse.Namespace) -> float:
 
 
 def _seconds(text: str, where: str = "--timeout") -> float:
-    """A timeout in seconds, 0 < t <= 600 (argparse's type, and $KILLGATE_TIMEOUT's)."""
+    """A timeout in seconds, 0 < t <= 600 (argparse's type, and $KILLGATE_TIMEOUT's); a
+    duration with its unit too (`5s`, `500ms`), as --wait and --ttl take (a new user's
+    `--timeout 5s` beside `--wait 5s` was refused)."""
     try:
         value = float(text)
     except ValueError:
-        value = math.nan
+        try:
+            value = parse_duration(text)
+        except ValueError:
+            value = math.nan
     if not 0 < value <= 600:
-        msg = f"{where} must be a number of seconds above 0 and at most 600, not {text!r}"
+        msg = (f"{where} must be a number of seconds, or a duration such as 5s, above 0 and "
+               f"at most 600 s, not {text!r}")
         if where == "--timeout":
             raise argparse.ArgumentTypeError(msg)
         raise ClientError(msg)

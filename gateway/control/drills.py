@@ -110,7 +110,9 @@ class DrillRunner(Restoration, Injection):
             return self._refused(started, self.stopped)
         if fleet["config"].get("drill_for") is None and not plan.production:
             return self._refused(started, f"route {plan.route!r} serves users: pass "
-                                 "--production to drill on it, or declare a drill route")
+                                 "--production to drill on it, or declare a drill route "
+                                 f"(drill_for: {plan.route}, its versions, a match only "
+                                 "drills send: README \"Run your first drill\")")
         if plan.abort.route is not None and \
                 plan.abort.route not in fleet["status"].get("routes", {}):
             return self._refused(started, f"abort.route {plan.abort.route!r} is no route of "

@@ -43,7 +43,7 @@ from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.spans import RequestTracer, TraceView, trace_choice
 from gateway.dataplane.upstream import Upstreams
 from gateway.domain.keyquota import KeyQuota
-from gateway.domain.modellist import Listing, model_listing
+from gateway.domain.modellist import Listing, model_listing, without_model
 from gateway.domain.routetable import RouteTable
 from gateway.domain.routing import STATE_UNKNOWN, Choice, RoutePlan
 from gateway.forwarded import ClientAddress
@@ -212,11 +212,12 @@ class Proxy(Outgoing, ModelPeek, Finish, Lookups):
             # (prefix: the body was read because some route matches by `model`; without
             # it "no route matches POST /v1/chat/completions" read as wrong on a path
             # that a moment before served another model)
-            said = ("" if prefix is None else f" with no 'model' field in the "
-                    f"{body_kind(req.headers.get('content-type'), prefix)}"
-                    if model is None else f" with model {model[:128]!r}")
-            self._error(req, 404, "no_route", f"no route matches "
-                        f"{req.method.decode('latin-1')} {path}{said}")
+            method = req.method.decode("latin-1")
+            said = ("" if prefix is None else f" with model {model[:128]!r}"
+                    if model is not None else without_model(method, path) if not prefix
+                    else f" with no 'model' field in the "
+                    f"{body_kind(req.headers.get('content-type'), prefix)}")
+            self._error(req, 404, "no_route", f"no route matches {method} {path}{said}")
             return
         req.rec.stable = plan.stable
         choice = plan.fixed  # (one version takes all traffic; no pins, no sticky keys)

@@ -88,7 +88,7 @@ def open_drill(doc: StateDoc, rc: RouteConfig, drill: str, kind: str, version: s
                 f"since {other.started}) is still open on route {rc.name!r}: wait for it to "
                 f"end; only if its process died, `killgate drill restore {other.id}`")
     if version is not None and rc.version(version) is None:
-        raise UnknownVersion(rc.name, version)
+        raise UnknownVersion(rc.name, version, [v.name for v in rc.versions])
     rec = DrillRecord(drill, kind, rc.name, version, actor, now, deadline,
                       route_state(doc, rc, drill), nonce=nonce)
     return Change(drills={drill: rec})

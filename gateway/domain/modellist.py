@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from gateway.domain.routetable import RouteTable
 from gateway.domain.routing import STATE_UNKNOWN, RoutePlan
 
-__all__ = ["Listing", "model_listing"]
+__all__ = ["Listing", "model_listing", "without_model"]
 
 
 def _model(name: str) -> dict[str, object]:
@@ -87,3 +87,14 @@ def model_listing(table: RouteTable, path: str, host: str,
             return Listing(plan=plan) if _killed(plan) else Listing(json.dumps(
                 _model(name)).encode())
     return None
+
+
+def without_model(method: str, path: str) -> str:
+    """What a 404 `no_route` adds for a request with no body on a path where routes match
+    by the body's `model` (a new user's `GET /v1/models/<name>` of a model no route takes
+    was "with no 'model' field in the body (not a JSON object or a form)", on a GET)."""
+    _, sep, name = path.partition("/models/")
+    if method in ("GET", "HEAD") and sep and name:
+        return (f": no route takes model {name[:128]!r} there (GET "
+                f"{path[:len(path) - len(name) - 1]} lists the models routed there)")
+    return " with no body (the routes there match by the JSON body's 'model')"

@@ -46,7 +46,7 @@ def effective_stable(doc: StateDoc, rc: RouteConfig) -> str:
 def _version(rc: RouteConfig, name: str) -> Any:
     v = rc.version(name)
     if v is None:
-        raise UnknownVersion(rc.name, name)
+        raise UnknownVersion(rc.name, name, [v.name for v in rc.versions])
     return v
 
 
@@ -94,8 +94,9 @@ def rollback(doc: StateDoc, rc: RouteConfig, to: str | None, actor: str, reason:
             skipped = sorted({e.stable for e in doc.history.get(rc.name, ())
                               if e.stable != current and e.stable in off})
             raise ConflictingState("no_previous_stable", (
-                f"route {rc.name!r} has no earlier stable version in its history; name one "
-                "with 'to'") if not skipped else (
+                f"route {rc.name!r} has no earlier stable version in its history (its "
+                f"stable, {current!r}, is the first); name one with 'to' (naming {current!r} "
+                "keeps it and takes the other versions' traffic off)") if not skipped else (
                 f"route {rc.name!r} has no earlier stable version to roll back to: "
                 + ", ".join(f"{n!r} was rolled off by {off[n].kind} ({off[n].actor}, "
                             f"{off[n].time})" for n in skipped)
