@@ -6,6 +6,7 @@ backend connection on fake transports, a request and its answer fed as bytes."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,19 @@ class Sink(asyncio.Transport):
     def abort(self) -> None: ...
 
 
-async def test_a_flight_is_started_again_only_when_nothing_refers_to_it(tmp_path: Path) -> None:
+@dataclass
+class _Rig:
+    proxy: Proxy
+    upstreams: Upstreams
+    backend: Exchange  # the pool's one kept-alive connection (its writes in `sent`)
+    sent: Sink
+    conn: HttpProtocol  # a client's connection (its answers in `client`)
+    client: Sink
+
+
+def _rig(tmp_path: Path, version: str = "") -> _Rig:
+    """A proxy of one route (`version`: more of its v1's fields) with one kept-alive backend
+    connection in its pool and one client connection, all on fake transports."""
     cfg = tmp_path / "killgate.yaml"
     cfg.write_text(f"""listen: 127.0.0.1:0
 admin: {{listen: 127.0.0.1:0}}
@@ -63,7 +76,7 @@ routes:
     match: {{path_prefix: /}}
     stable: v1
     versions:
-      - {{name: v1, url: "http://127.0.0.1:9", weight: 100}}
+      - {{name: v1, url: "http://127.0.0.1:9", {version}weight: 100}}
 """)
     loop = asyncio.get_running_loop()
     clock = Clock()
@@ -71,7 +84,8 @@ routes:
     proxy = Proxy(TableHolder(load_config(cfg)), upstreams, Inflight(), Metrics(), 1 << 20,
                   1 << 16)
     backend = Exchange(upstreams.pool(("http", "127.0.0.1", 9)))
-    backend.connection_made(Sink())
+    sent = Sink()
+    backend.connection_made(sent)
     backend.keep_alive = True  # (as after a kept-alive answer: the pool hands it out)
     backend.pooled_at = loop.time()
     pool = upstreams.pool(("http", "127.0.0.1", 9))
@@ -80,6 +94,13 @@ routes:
     client = Sink()
     conn = HttpProtocol(Listener(proxy, Limits(), 100, clock=clock), loop)
     conn.connection_made(client)
+    return _Rig(proxy, upstreams, backend, sent, conn, client)
+
+
+async def test_a_flight_is_started_again_only_when_nothing_refers_to_it(tmp_path: Path) -> None:
+    rig = _rig(tmp_path)
+    proxy, upstreams, backend, conn, client = (rig.proxy, rig.upstreams, rig.backend,
+                                               rig.conn, rig.client)
 
     def one() -> int:
         """A request and its answer: the id of the flight that carried it (the proxy's
@@ -109,32 +130,9 @@ async def test_a_request_is_begun_again_only_when_nothing_refers_to_it(tmp_path:
     """The connection begins its next request in the last routed one (parsing.py) only when
     nothing refers to it but the spare flight, and nothing to that flight: a holder of
     either (a task, a span's view, a kill) reads it as it was."""
-    cfg = tmp_path / "killgate.yaml"
-    cfg.write_text(f"""listen: 127.0.0.1:0
-admin: {{listen: 127.0.0.1:0}}
-state: {{backend: local, path: {tmp_path}/store.json, snapshot_path: {tmp_path}/snap.json}}
-routes:
-  - name: r
-    match: {{path_prefix: /}}
-    stable: v1
-    versions:
-      - {{name: v1, url: "http://127.0.0.1:9", weight: 100}}
-""")
-    loop = asyncio.get_running_loop()
-    clock = Clock()
-    upstreams = Upstreams(256, 1024, clock)
-    proxy = Proxy(TableHolder(load_config(cfg)), upstreams, Inflight(), Metrics(), 1 << 20,
-                  1 << 16)
-    backend = Exchange(upstreams.pool(("http", "127.0.0.1", 9)))
-    backend.connection_made(Sink())
-    backend.keep_alive = True
-    backend.pooled_at = loop.time()
-    pool = upstreams.pool(("http", "127.0.0.1", 9))
-    pool.open = 1
-    pool.idle.append(backend)
-    client = Sink()
-    conn = HttpProtocol(Listener(proxy, Limits(), 100, clock=clock), loop)
-    conn.connection_made(client)
+    rig = _rig(tmp_path)
+    proxy, upstreams, backend, conn, client = (rig.proxy, rig.upstreams, rig.backend,
+                                               rig.conn, rig.client)
     assert conn.spares is proxy
 
     def one(target: bytes = b"/v2/models/m/infer") -> int:
@@ -170,36 +168,12 @@ routes:
 async def test_the_model_peek_path_starts_a_free_flight_again(tmp_path: Path) -> None:
     """`Proxy._chosen` (a version chosen before the body's `model` is read, to rewrite it)
     starts the spare flight again as `_route` does, and a new one when it is referred to."""
-    cfg = tmp_path / "killgate.yaml"
-    cfg.write_text(f"""listen: 127.0.0.1:0
-admin: {{listen: 127.0.0.1:0}}
-state: {{backend: local, path: {tmp_path}/store.json, snapshot_path: {tmp_path}/snap.json}}
-routes:
-  - name: r
-    match: {{path_prefix: /}}
-    stable: v1
-    versions:
-      - {{name: v1, url: "http://127.0.0.1:9", model: served-m, weight: 100}}
-""")
     body = b'{"model":"m","x":1}'
     request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Type: "
                b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
-    loop = asyncio.get_running_loop()
-    clock = Clock()
-    upstreams = Upstreams(256, 1024, clock)
-    proxy = Proxy(TableHolder(load_config(cfg)), upstreams, Inflight(), Metrics(), 1 << 20,
-                  1 << 16)
-    backend = Exchange(upstreams.pool(("http", "127.0.0.1", 9)))
-    sent = Sink()
-    backend.connection_made(sent)
-    backend.keep_alive = True
-    backend.pooled_at = loop.time()
-    pool = upstreams.pool(("http", "127.0.0.1", 9))
-    pool.open = 1
-    pool.idle.append(backend)
-    client = Sink()
-    conn = HttpProtocol(Listener(proxy, Limits(), 100, clock=clock), loop)
-    conn.connection_made(client)
+    rig = _rig(tmp_path, "model: served-m, ")
+    proxy, upstreams, backend, conn, client, sent = (rig.proxy, rig.upstreams, rig.backend,
+                                                     rig.conn, rig.client, rig.sent)
 
     def one() -> int:
         conn.data_received(request)
