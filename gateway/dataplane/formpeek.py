@@ -117,7 +117,7 @@ def body_kind(ctype: str | None, body: bytes | None = None) -> str:
     except Unreadable:
         kind = ("multipart", None)
     if kind is not None:
-        return f"{kind[0]} form body" + (_json_hint(body) if kind[1] is None else "")
+        return f"{kind[0]} form body"
     if body is None or body.lstrip(b" \t\r\n")[:1] == b"{":
         return "JSON body"
     return "body (not a JSON object or a form)"
@@ -138,17 +138,7 @@ def body_model(ctype: str | None, body: bytes, complete: bool) -> ModelField | N
     except Unreadable as exc:
         if "'model'" in str(exc):
             raise
-        hint = _json_hint(body) if kind[1] is None else ""
-        raise type(exc)(f"{exc}, so the body's 'model' cannot be checked{hint}") from None
-
-
-def _json_hint(body: bytes | None) -> str:
-    """JSON sent with a form's Content-Type (`curl -d` sends every body so): said, and what
-    to send, in the message about its `model` (read as a form, its JSON has no such field)."""
-    if body is None or body.lstrip(b" \t\r\n")[:1] != b"{":
-        return ""
-    return (" (a JSON object sent as a form, as `curl -d` sends it: add "
-            "-H 'Content-Type: application/json')")
+        raise type(exc)(f"{exc}, so the body's 'model' cannot be checked") from None
 
 
 def _value(raw: bytes) -> ModelField:
