@@ -74,6 +74,11 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
     # (held since the process began: cli/main.py, or its supervisor's spawn for STOP_NOW;
     # SIGHUP stays held until it can reload)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, STOP_NOW})
+    # a group's worker: its slot's file written before the start heartbeats its name (one
+    # killed between its first heartbeat and the end of its start was otherwise named by
+    # no file: a drill that began with it listed asked for it until its budget ran out)
+    states = None if metrics_dir is None or worker is None else \
+        _slot_file(gw, Path(metrics_dir), worker)
     try:
         try:
             started = await _start_unless_stopped(gw, stop)
@@ -89,8 +94,8 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
             gc.freeze()
             if config_bytes is not None:
                 _share_what_runs(gw, config_bytes)
-            if metrics_dir is not None and worker is not None:
-                _tell_siblings(gw, Path(metrics_dir), worker)
+            if states is not None and gw.admin_api is not None:
+                gw.admin_api.siblings = states.siblings  # (workerstates.py: one ask a group)
             if pipe is not None:
                 _tell(pipe, b"1")  # it serves (a worker that dies before, once restarted,
                 #                    is a crash loop: workergroup.py)
@@ -114,14 +119,12 @@ async def serve_until_stopped(loaded: LoadedConfig, worker: int | None, reuse_po
     return HURRIED_EXIT if signals.hurried else 0
 
 
-def _tell_siblings(gw: Gateway, run_dir: Path, worker: int) -> WorkerStates:
-    """A group's worker: the generation it runs kept in the group's run directory, and its
-    siblings' told to a drill that asks it (workerstates.py: one ask a group)."""
+def _slot_file(gw: Gateway, run_dir: Path, worker: int) -> WorkerStates:
+    """A group's worker: the generation it runs kept in the group's run directory (its
+    siblings tell a drill of it: workerstates.py), from before its start."""
     states = WorkerStates(run_dir, worker, gw.instance, lambda: gw.holder.doc.generation)
     states.start()
     gw.holder.listen(states.changed)
-    if gw.admin_api is not None:
-        gw.admin_api.siblings = states.siblings
     return states
 
 
