@@ -39,8 +39,7 @@ __all__ = [
 ]
 
 MIN_KEY_BYTES = 32
-#: OpenSSL's HMAC object (its copy, update and digest in C), else the standard library's
-_hmac_new: Callable[[bytes, bytes, str], Any]
+_hmac_new: Callable[[bytes, bytes, str], Any]  # (OpenSSL's: copy, update, digest in C)
 try:
     from _hashlib import hmac_new as _hmac_new
 except ImportError:  # (a Python built without OpenSSL: hmac's own, the same interface)
@@ -102,8 +101,7 @@ class Keyring:
         self.current = current
         self.previous = previous if current is not None else None
         self.context = context.encode()
-        #: (key, kind) -> an HMAC keyed and fed the kind and context, copied per value
-        self._pads: dict[tuple[bytes, bytes], Any] = {}
+        self._pads: dict[tuple[bytes, bytes], Any] = {}  # (key, kind) -> HMAC state (_mac)
         self._by_kid = {k.kid: k for k in (previous, current) if k is not None}
         #: key ids the fleet signed with before a rotation, as a holder of the current key
         #: recorded them (retiredkeys.py; shared by every keyring `bound` makes of this one)
@@ -127,17 +125,14 @@ class Keyring:
         return {kid: k.secret for kid, k in self._by_kid.items()}
 
     def _mac(self, key: Key, kind: bytes, body: bytes) -> str:
-        """HMAC-SHA256 of kind, context and body. From a copy of the key's state with kind
-        and context fed once (`_pads`): a pushed document's MAC on every instance was ~65k
-        instructions under callgrind, ~11k of them keying it and Python's hmac wrapper."""
-        pad = self._pads.get((key.secret, kind))
-        if pad is None:
+        """HMAC-SHA256 of kind, context and body, from a copy of the key's state fed kind
+        and context once (a pushed document's verify: 76.5k -> 63.9k instructions)."""
+        if (pad := self._pads.get((key.secret, kind))) is None:
             pad = self._pads[key.secret, kind] = _hmac_new(
                 key.secret, kind + b"\x00" + self.context + b"\x00", "sha256")
         h = pad.copy()
         h.update(body)
-        mac: str = h.hexdigest()
-        return mac
+        return h.hexdigest()
 
     def sign(self, kind: bytes, body: bytes) -> tuple[str, str]:
         """(key id, MAC) of `body` with the current key."""
