@@ -40,6 +40,7 @@ from tests.conftest import (
     _read_reply,
     running_gateway,
     two_versions,
+    wait_until,
     write_config,
 )
 from tests.staterig import redis_section, state_keys
@@ -331,3 +332,30 @@ async def test_a_write_whose_claim_is_answered_oddly_changes_nothing(
 
 async def store_generation(g: Any) -> int:
     return (await g.gw.sync.store.load()).doc.generation
+
+
+async def test_a_heartbeat_answered_oddly_is_said_by_the_sync_loop(
+        tmp_path: Path, backends: Any, relay: Relay, caplog: pytest.LogCaptureFixture) -> None:
+    async with _gateway(tmp_path, backends, relay) as g:
+        caplog.clear()
+        relay.mangle = _only(_HEARTBEAT, b"+OK\r\n")
+        await wait_until(lambda: "the heartbeat with b'OK'" in (g.gw.sync.last_error or ""),
+                         10, 0.02, what="the sync loop saying the heartbeat's answer")
+        relay.mangle = lambda cmd: None
+        await wait_until(lambda: g.gw.sync.connected and g.gw.sync.last_error is None, 10,
+                         0.02, what="the store answering as redis again")
+        _no_traceback(caplog)
+
+
+async def test_a_fleet_read_answered_oddly_is_said_not_a_500(
+        tmp_path: Path, backends: Any, session: Any, relay: Relay,
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with _gateway(tmp_path, backends, relay) as g:
+        caplog.clear()
+        relay.mangle = _only(LIVE, b"+OK\r\n")
+        async with session.get(g.admin + "/v1/fleet", headers=H) as r:
+            answer = await r.json()
+        relay.mangle = lambda cmd: None
+        assert r.status == 200, answer  # (the fleet's view says what the store did not)
+        assert "the fleet read with b'OK'" in answer["fleet_error"], answer
+        _no_traceback(caplog)
