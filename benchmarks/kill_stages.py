@@ -33,12 +33,13 @@ sys.path.insert(0, str(ROOT / "benchmarks/killstages"))
 from targets import missing  # noqa: E402
 
 COMMITTER = ["admin.read", "handler.entered", "handler.authorized", "handler.body_read",
-             "write.entered", "commit.entered", "commit.sealed", "commit.evalsha_written",
-             "commit.reply_rx", "commit.reply_parsed", "applied"]
+             "write.entered", "commit.entered", "commit.sealed", "commit.evalsha_send",
+             "commit.evalsha_written", "commit.reply_rx", "commit.reply_parsed", "applied"]
 RECEIVER = ["push.rx", "push.verified", "push.decoded", "applied"]
 #: the committer after its swap, until its answer waits for the fleet's acks: CPU it spends
 #: while the receivers may still wait for a vCPU (not required: a stage may not occur)
-AFTER = ["applied", "after.commit_returned", "after.receipt_wait"]
+AFTER = ["applied", "after.reply_done", "after.script_returned", "after.commit_returned",
+         "after.receipt_wait"]
 Stamps = dict[str, float]
 
 
@@ -47,15 +48,19 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def by_kill(out: Path) -> tuple[list[Stamps], list[Stamps], list[tuple[float, Stamps]]]:
+Kill = tuple[float, Stamps, list[Stamps]]
+
+
+def by_kill(out: Path) -> tuple[list[Stamps], list[Stamps], list[Kill]]:
     """Per kill, each stage in ms after the call left the client: the committers', the
-    receivers' (two a kill), and (the last of the three swaps, the committer's stamps)."""
+    receivers' (two a kill), and (the last of the three swaps, the committer's stamps,
+    the two receivers' in the order they read the push)."""
     series = json.loads((out / "raw.json").read_text())["series"]
     sent = dict(zip((int(g) for g in series["gens"]), series["sent_mono"], strict=True))
     per_pid = [json.loads(p.read_text()) for p in sorted(out.glob("stages-*.json"))]
     committers: list[Stamps] = []
     receivers: list[Stamps] = []
-    last: list[tuple[float, Stamps]] = []
+    last: list[Kill] = []
     for gen in sorted(int(g) for g in series["kills"]):
         t0 = sent[gen]
         mine: Stamps | None = None
@@ -76,7 +81,8 @@ def by_kill(out: Path) -> tuple[list[Stamps], list[Stamps], list[tuple[float, St
             committers.append(mine)
         receivers += theirs
         if mine is not None and len(theirs) == 2:
-            last.append((max(mine["applied"], *(r["applied"] for r in theirs)), mine))
+            theirs.sort(key=lambda r: r["push.rx"])
+            last.append((max(mine["applied"], *(r["applied"] for r in theirs)), mine, theirs))
     return committers, receivers, last
 
 
@@ -91,6 +97,29 @@ def rows(stamps: list[Stamps], order: list[str]) -> list[tuple[str, int, float, 
                     statistics.median(took) if took else 0.0, pct(took, 0.9) if took else 0.0))
         prev = name
     return out
+
+
+def fanout(last: list[Kill]) -> list[tuple[str, list[float]]]:
+    """From the EVALSHA's send on: the committer's reply read and swap, each receiver's
+    push read and swap (the first to read it, the second), the last swap of the three.
+    On a machine with fewer vCPUs than woken processes, the second receiver's read waits
+    for a vCPU: what the others spend between the publish and the last swap is its delay."""
+    def since(pick: str) -> list[float]:
+        out = []
+        for tail, c, rs in last:
+            t = c["commit.evalsha_send"]
+            v = {"reply": c["commit.reply_rx"], "c_applied": c["applied"],
+                 "rx1": rs[0]["push.rx"], "rx2": rs[1]["push.rx"],
+                 "app1": rs[0]["applied"], "app2": rs[1]["applied"], "last": tail}[pick]
+            out.append(v - t)
+        return out
+    return [("the committer reads its reply", since("reply")),
+            ("the committer swapped", since("c_applied")),
+            ("the first receiver reads the push", since("rx1")),
+            ("the second receiver reads the push", since("rx2")),
+            ("the first receiver swapped", since("app1")),
+            ("the second receiver swapped", since("app2")),
+            ("the last of the three swapped", since("last"))]
 
 
 def redis_side(out: Path) -> list[tuple[str, int, float, float]]:
@@ -135,16 +164,20 @@ def report(out: Path) -> int:
               f"{pct(echo, 0.9):.3f} |")
     print()
     if last:
-        tails = [t for t, _ in last]
-        lag_rx = [c["commit.reply_rx"] - c["commit.evalsha_written"] for _, c in last
-                  if "commit.reply_rx" in c and "commit.evalsha_written" in c]
+        tails = [t for t, _, _ in last]
+        lag_rx = [c["commit.reply_rx"] - c["commit.evalsha_send"] for _, c, _ in last]
         print(f"the last of the three applied: {statistics.median(tails):.3f} ms p50, "
               f"{pct(tails, 0.9):.3f} p90, {pct(tails, 0.99):.3f} p99 (n={len(tails)})")
-        who = sum(1 for t, c in last if t == c["applied"])
+        who = sum(1 for t, c, _ in last if t == c["applied"])
         print(f"the committer applied last in {who} of {len(last)} kills")
         if lag_rx:
-            print(f"EVALSHA written → its reply read at the committer: "
+            print(f"EVALSHA sent → its reply read at the committer: "
                   f"{statistics.median(lag_rx):.3f} ms p50, {pct(lag_rx, 0.9):.3f} p90")
+    if last:
+        print("\n## after the EVALSHA left the committer, per kill (ms)\n\n"
+              "| event | p50 | p90 |\n|---|---|---|")
+        for label, xs in fanout(last):
+            print(f"| {label} | {statistics.median(xs):.3f} | {pct(xs, 0.9):.3f} |")
     reds = redis_side(out)
     if reds:
         print("\n## redis, every command of the series (SLOWLOG at 0 µs)\n\n"

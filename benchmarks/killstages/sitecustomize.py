@@ -8,7 +8,7 @@ client's `sent_mono` included) at each stage of a kill:
 * on the instance the call reaches (the committer): the admin connection's read of a
   `POST /v1/kill` or `/v1/unkill`, the handler's entry (past aiohttp's middlewares), the
   token checked, the body read, the state's `write`, the store's `commit`, the change
-  sealed (`seal_commit`), the commit's EVALSHA written, the read that brought its reply and
+  sealed (`seal_commit`), the commit's EVALSHA sent and written, the read that brought its reply and
   the reply parsed, and the swap (`AppliedLog.later`: the instant `state_applied.applied_at`
   is taken);
 * on the others (receivers): the subscriber's read of the pushed document, its signature
@@ -104,14 +104,18 @@ def _install(out: str) -> None:
     wrap("Sync.write", "write.entered", None)
     wrap("RedisStore.commit", "commit.entered", "after.commit_returned")
     wrap("seal_commit", None, "commit.sealed")
+    wrap("RedisLink._script", None, "after.script_returned")
     owner, name, orig_send = fns["RespConnection.send"]
 
     def send(self: Any, *args: Any, on_reply: Any = None) -> Any:
-        fut = orig_send(self, *args, on_reply=on_reply)
-        if active[0] and args[:1] in (("EVALSHA",), ("EVAL",)) \
-                and any(type(a) is str and a.endswith(":events") for a in args):
+        if not (active[0] and args[:1] in (("EVALSHA",), ("EVAL",))
+                and any(type(a) is str and a.endswith(":events") for a in args)):
+            return orig_send(self, *args, on_reply=on_reply)
+        mine.append(("commit.evalsha_send", now()))
+        try:
+            return orig_send(self, *args, on_reply=on_reply)
+        finally:  # (past the write: a CPU shared with redis may have run it meanwhile)
             mine.append(("commit.evalsha_written", now()))
-        return fut
     setattr(owner, name, send)
     owner, name, orig_replied = fns["_Own.replied"]
 
@@ -128,7 +132,14 @@ def _install(out: str) -> None:
     def data_received(self: Any, data: bytes) -> Any:
         nonlocal push
         rx[0] = now()
-        if self._on_message is None or b":events\r\n" not in data:
+        if self._on_message is None:
+            was = after[0]
+            try:
+                return orig_rx(self, data)
+            finally:
+                if after[0] and not was:  # (the read that brought our commit's reply)
+                    mine.append(("after.reply_done", now()))
+        if b":events\r\n" not in data:
             return orig_rx(self, data)
         if after[0]:  # (our commit's echo, once its reply put it in force)
             mine.append(("after.echo_rx", rx[0]))

@@ -21,6 +21,7 @@ TARGETS: tuple[tuple[str, str], ...] = (
     ("gateway.state.resp", "RespConnection.send"),  # commit.evalsha_written
     ("gateway.state.resp", "RespConnection.data_received"),  # *.rx
     ("gateway.state.rediscommit", "_Own.replied"),  # commit.reply_parsed
+    ("gateway.state.redislink", "RedisLink._script"),  # after.script_returned
     ("gateway.state.signing", "Keyring.open"),  # push.verified
     ("gateway.state.shareddecode", "SharedDecoder.decode"),  # push.decoded
     ("gateway.state.appliedlog", "AppliedLog.later"),  # applied (state_applied's stamp)
