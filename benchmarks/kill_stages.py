@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT / "benchmarks/killstages"))
 
 from targets import missing  # noqa: E402
 
-COMMITTER = ["admin.read", "handler.entered", "handler.authorized", "handler.body_read",
+COMMITTER = ["admin.read", "admin.request_task", "handler.entered", "handler.authorized", "handler.body_read",
              "write.entered", "commit.entered", "commit.sealed", "commit.evalsha_send",
              "commit.evalsha_written", "commit.reply_rx", "commit.reply_parsed", "applied"]
-RECEIVER = ["push.rx", "push.verified", "push.decoded", "applied"]
+RECEIVER = ["push.rx", "push.verify_begin", "push.verified", "push.decoded", "applied"]
 #: the committer after its swap, until its answer waits for the fleet's acks: CPU it spends
 #: while the receivers may still wait for a vCPU (not required: a stage may not occur)
 AFTER = ["applied", "after.reply_done", "after.script_returned", "after.commit_returned",

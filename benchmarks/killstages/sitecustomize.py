@@ -6,13 +6,14 @@ started from that environment wraps the functions targets.py names and stamps
 client's `sent_mono` included) at each stage of a kill:
 
 * on the instance the call reaches (the committer): the admin connection's read of a
-  `POST /v1/kill` or `/v1/unkill`, the handler's entry (past aiohttp's middlewares), the
+  `POST /v1/kill` or `/v1/unkill`, the request's task started (aiohttp: a task a request,
+  two loop turns after the read), the handler's entry (past aiohttp's middlewares), the
   token checked, the body read, the state's `write`, the store's `commit`, the change
   sealed (`seal_commit`), the commit's EVALSHA sent and written, the read that brought its reply and
   the reply parsed, and the swap (`AppliedLog.later`: the instant `state_applied.applied_at`
   is taken);
 * on the others (receivers): the subscriber's read of the pushed document, its signature
-  checked (`Keyring.open`), its decoding, and the swap.
+  checked (`Keyring.open`, entry and exit), its decoding, and the swap.
 
 The stamps of each kill are kept by generation and written to <folder>/stages-<pid>.json at
 exit. A hooked function that no longer exists ends the process at once (exit 3, its name
@@ -98,6 +99,7 @@ def _install(out: str) -> None:
             active[0], after[0] = True, False
         return orig_admin_rx(self, data)
     setattr(owner, name, admin_rx)
+    wrap("RequestHandler._handle_request", "admin.request_task", None)
     wrap("ActionsApi._action", "handler.entered", None)
     wrap("Callers.authorize", None, "handler.authorized")
     wrap("json_body", None, "handler.body_read")
@@ -153,7 +155,7 @@ def _install(out: str) -> None:
         finally:
             push = None
     setattr(owner, name, data_received)
-    wrap("Keyring.open", None, "push.verified")
+    wrap("Keyring.open", "push.verify_begin", "push.verified")
     wrap("SharedDecoder.decode", None, "push.decoded")
 
     # ---- both: the swap, when `state_applied.applied_at` is taken

@@ -12,6 +12,7 @@ import importlib
 #: (module, attribute path) of every function the stamps wrap
 TARGETS: tuple[tuple[str, str], ...] = (
     ("aiohttp.web_protocol", "RequestHandler.data_received"),  # admin.read
+    ("aiohttp.web_protocol", "RequestHandler._handle_request"),  # admin.request_task
     ("gateway.admin.actionsapi", "ActionsApi._action"),  # handler.entered
     ("gateway.admin.callers", "Callers.authorize"),  # handler.authorized
     ("gateway.admin.inputs", "json_body"),  # handler.body_read
@@ -22,7 +23,7 @@ TARGETS: tuple[tuple[str, str], ...] = (
     ("gateway.state.resp", "RespConnection.data_received"),  # *.rx
     ("gateway.state.rediscommit", "_Own.replied"),  # commit.reply_parsed
     ("gateway.state.redislink", "RedisLink._script"),  # after.script_returned
-    ("gateway.state.signing", "Keyring.open"),  # push.verified
+    ("gateway.state.signing", "Keyring.open"),  # push.verify_begin, push.verified
     ("gateway.state.shareddecode", "SharedDecoder.decode"),  # push.decoded
     ("gateway.state.appliedlog", "AppliedLog.later"),  # applied (state_applied's stamp)
     ("gateway.state.fleet", "Fleet.receipt"),  # after.receipt_wait
