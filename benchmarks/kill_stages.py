@@ -107,12 +107,14 @@ def fanout(last: list[Kill]) -> list[tuple[str, list[float]]]:
     def since(pick: str) -> list[float]:
         out = []
         for tail, c, rs in last:
-            t = c["commit.evalsha_send"]
-            v = {"reply": c["commit.reply_rx"], "c_applied": c["applied"],
+            v = {"reply": c.get("commit.reply_rx"), "c_applied": c["applied"],
                  "rx1": rs[0]["push.rx"], "rx2": rs[1]["push.rx"],
                  "app1": rs[0]["applied"], "app2": rs[1]["applied"], "last": tail}[pick]
-            out.append(v - t)
-        return out
+            # (a kill whose echo was read before its reply was put in force by the echo:
+            # no reply stamp)
+            if v is not None and "commit.evalsha_send" in c:
+                out.append(v - c["commit.evalsha_send"])
+        return out or [0.0]
     return [("the committer reads its reply", since("reply")),
             ("the committer swapped", since("c_applied")),
             ("the first receiver reads the push", since("rx1")),
@@ -165,7 +167,8 @@ def report(out: Path) -> int:
     print()
     if last:
         tails = [t for t, _, _ in last]
-        lag_rx = [c["commit.reply_rx"] - c["commit.evalsha_send"] for _, c, _ in last]
+        lag_rx = [c["commit.reply_rx"] - c["commit.evalsha_send"] for _, c, _ in last
+                  if "commit.reply_rx" in c and "commit.evalsha_send" in c]
         print(f"the last of the three applied: {statistics.median(tails):.3f} ms p50, "
               f"{pct(tails, 0.9):.3f} p90, {pct(tails, 0.99):.3f} p99 (n={len(tails)})")
         who = sum(1 for t, c, _ in last if t == c["applied"])
