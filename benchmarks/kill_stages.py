@@ -30,7 +30,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks/killstages"))
 
+sys.path.insert(0, str(ROOT))
+
 from targets import missing  # noqa: E402
+
+from gateway.state.rediscommit import _COMMIT  # noqa: E402
 
 COMMITTER = ["admin.read", "admin.request_task", "handler.entered", "handler.authorized", "handler.body_read",
              "write.entered", "commit.entered", "commit.sealed", "commit.evalsha_send",
@@ -134,8 +138,8 @@ def redis_side(out: Path) -> list[tuple[str, int, float, float]]:
         kind = words[0].upper() if words else "?"
         if kind == "EVALSHA" and len(words) > 3:
             kind = f"EVALSHA {words[1][:8]} ({' '.join(words[3:5])}{', …' if len(words) > 5 else ''})"
-            if any(w.endswith(":audit") for w in words[3:8]):
-                kind = "EVALSHA the commit (" + kind[8:16] + ")"
+            if words[1] == _COMMIT.sha:
+                kind = f"EVALSHA the commit script ({words[1][:8]})"
         kinds.setdefault(kind, []).append(float(dur))
     return sorted(((k, len(v), statistics.median(v), pct(v, 0.9)) for k, v in kinds.items()),
                   key=lambda r: -r[1])
