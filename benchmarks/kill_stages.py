@@ -1,6 +1,7 @@
 """Where a kill's time goes, stage by stage: `killswitch.py --propagation-only` with stamps.
 
-Run:  .venv/bin/python benchmarks/kill_stages.py [--kills 200] [--keep DIR] [--from DIR]
+Run:  .venv/bin/python benchmarks/kill_stages.py [--kills 200] [--runs 3] [--keep DIR]
+      .venv/bin/python benchmarks/kill_stages.py --from DIR [DIR ...]
 
 Runs benchmarks/killswitch.py --propagation-only --raw --slowlog with benchmarks/killstages/
 first on PYTHONPATH: its sitecustomize.py wraps the functions killstages/targets.py names
@@ -13,7 +14,8 @@ instance the call reached (the committer) and on the two others (pooled), and wh
 spent running the commit's script (SLOWLOG, every command logged during the series). The
 stamps cost ~1 µs each: the figures are the table's, within ~20 µs. A hooked function that
 no longer exists, or a stage no kill stamped, fails the run (exit 1, named).
-`--from DIR`: print the breakdown of a run kept with `--keep DIR`, without running.
+`--runs N`: N runs (a shared machine's differ), then each stage's median over them.
+`--from DIR ...`: print the breakdown of runs kept with `--keep DIR`, without running.
 """
 
 from __future__ import annotations
@@ -198,30 +200,76 @@ def report(out: Path) -> int:
     return 0
 
 
+def summary(outs: list[Path]) -> None:
+    """Several runs: each stage's p50 and p90 (the median of the runs' own), and each
+    run's p50 (a shared machine's runs differ; the median of three is RESULTS's figure)."""
+    data = [by_kill(out) for out in outs]
+    print(f"\n# Medians of {len(outs)} runs (ms after the call left the client; took in µs)\n")
+    for title, idx, order in (("the committer", 0, COMMITTER), ("the two others", 1, RECEIVER),
+                              ("the committer after its swap", 0, AFTER)):
+        per = [rows(d[idx], order) for d in data]
+        print(f"## {title}\n\n| stage | at p50 | took p50 | took p90 | runs' p50 |\n"
+              "|---|---|---|---|---|")
+        for j, name in enumerate(order):
+            vals = [p[j] for p in per]
+            print(f"| {name} | {statistics.median(v[2] for v in vals):.3f} | "
+                  f"{statistics.median(v[3] for v in vals) * 1000:.0f} | "
+                  f"{statistics.median(v[4] for v in vals) * 1000:.0f} | "
+                  + " / ".join(f"{v[3] * 1000:.0f}" for v in vals) + " |")
+        print()
+    fans = [fanout(d[2]) for d in data]
+    print("## after the EVALSHA left the committer, per kill (ms)\n\n"
+          "| event | p50 | p90 | runs' p50 |\n|---|---|---|---|")
+    for j, (label, _) in enumerate(fans[0]):
+        p50s = [statistics.median(f[j][1]) for f in fans]
+        print(f"| {label} | {statistics.median(p50s):.3f} | "
+              f"{statistics.median(pct(f[j][1], 0.9) for f in fans):.3f} | "
+              + " / ".join(f"{x:.3f}" for x in p50s) + " |")
+    tails = [statistics.median(t for t, _, _ in d[2]) for d in data if d[2]]
+    if tails:
+        print(f"\nthe last of the three applied, p50: {statistics.median(tails):.3f} ms "
+              f"(runs: {' / '.join(f'{t:.3f}' for t in tails)})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--keep", type=Path, default=None, help="keep the stamps and raw figures here")
-    ap.add_argument("--from", dest="src", type=Path, default=None,
-                    help="print the breakdown of a run kept with --keep (runs nothing)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="run it this many times (each kept in DIR/run-N): each run's "
+                         "breakdown, then the medians")
+    ap.add_argument("--from", dest="src", type=Path, nargs="+", default=None,
+                    help="print the breakdown of runs kept with --keep (runs nothing; "
+                         "several: their medians too)")
     args = ap.parse_args()
     if args.src is not None:
-        return report(args.src)
+        failed = max(report(src) for src in args.src)
+        if len(args.src) > 1:
+            summary(args.src)
+        return failed
     gone = missing()
     if gone:
         for line in gone:
             print(f"kill_stages: {line}", file=sys.stderr)
         return 1
-    out = args.keep or Path(tempfile.mkdtemp(prefix="kg-stages-"))
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("stages-*.json"):
-        old.unlink()
-    env = dict(os.environ, KG_STAGES_OUT=str(out), PYTHONPATH=os.pathsep.join(filter(None, [
-        str(ROOT / "benchmarks/killstages"), str(ROOT), os.environ.get("PYTHONPATH")])))
-    subprocess.run([sys.executable, str(ROOT / "benchmarks/killswitch.py"), "--propagation-only",
-                    "--kills", str(args.kills), "--raw", str(out / "raw.json"), "--slowlog"],
-                   env=env, check=True, cwd=ROOT)
-    return report(out)
+    keep = args.keep or Path(tempfile.mkdtemp(prefix="kg-stages-"))
+    outs = [keep] if args.runs == 1 else [keep / f"run-{i + 1}" for i in range(args.runs)]
+    failed = 0
+    for out in outs:
+        out.mkdir(parents=True, exist_ok=True)
+        for old in out.glob("stages-*.json"):
+            old.unlink()
+        env = dict(os.environ, KG_STAGES_OUT=str(out), PYTHONPATH=os.pathsep.join(filter(
+            None, [str(ROOT / "benchmarks/killstages"), str(ROOT), os.environ.get("PYTHONPATH")])))
+        print(f"\n# run {outs.index(out) + 1} of {len(outs)}, load average "
+              f"{Path('/proc/loadavg').read_text().split()[0]} at its start")
+        subprocess.run([sys.executable, str(ROOT / "benchmarks/killswitch.py"),
+                        "--propagation-only", "--kills", str(args.kills),
+                        "--raw", str(out / "raw.json"), "--slowlog"], env=env, check=True, cwd=ROOT)
+        failed = max(failed, report(out))
+    if len(outs) > 1:
+        summary(outs)
+    return failed
 
 
 if __name__ == "__main__":
