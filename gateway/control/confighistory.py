@@ -35,6 +35,7 @@ from gateway.domain.statedoc import Change, StateDoc
 from gateway.errors import AuditError, ConfigError, Problem, StateError
 from gateway.log import event
 from gateway.state.sync import Sync
+from gateway.tasks import cancel
 
 __all__ = ["ConfigHistory"]
 
@@ -61,6 +62,7 @@ class ConfigHistory:
         self.token = secrets.token_hex(16)
         self.since = time.time()  # when the config this instance runs went live here
         self.audits = ReloadAudits(sync)
+        self._join: asyncio.Task[None] | None = None  # (`begin` again, once the store answers)
 
     def pending(self) -> list[dict[str, Any]]:
         """The changes whose audit event is not yet recorded (reloadaudit.py)."""
@@ -68,21 +70,51 @@ class ConfigHistory:
 
     async def stop(self, timeout: float) -> None:
         """Wait (up to `timeout`) for the audits not yet recorded (reloadaudit.py)."""
+        await cancel(self._join)
         await self.audits.stop(timeout)
 
     async def begin(self, loaded: LoadedConfig) -> None:
-        """Join the fleet's occurrence of the file this instance starts on (module doc)."""
+        """Join the fleet's occurrence of the file this instance starts on (module doc). The
+        store not answering, joined once it does (`_join_later`), unless a reload comes
+        first: kept as one of its own, every later change was audited once per instance
+        started so (each claim key its own), for as long as it ran (a `serve --workers N`
+        group started in an outage: N events a reload)."""
         try:
             if not self.sync.synced_once:  # (not waited for again: the start waited already)
                 raise StateError("the store did not answer at start")
-            reload, start = await asyncio.wait_for(newest_reload(self.sync.store),
-                                                   loaded.config.state.command_timeout * 6)
+            await self._joined(loaded)
         except (StateError, TimeoutError) as exc:
             event(log, "config_occurrence_unknown", logging.WARNING,
-                  error=str(exc) or "timeout", action="the next config change is audited "
-                  "by this instance even if another one audited it too")
-            return
+                  error=str(exc) or "timeout", action="joined once the store answers; a "
+                  "config change made before that is audited by this instance even if "
+                  "another one audited it too")
+            self._join = asyncio.get_running_loop().create_task(
+                self._join_later(loaded, loaded.config.state.poll_interval),
+                name="config-occurrence-join")
+
+    async def _joined(self, loaded: LoadedConfig) -> bool:
+        """The fleet's occurrence of `loaded` read from the trail and taken, unless a reload
+        made meanwhile moved this instance on (its change claimed with the token it had)."""
+        token = self.token
+        reload, start = await asyncio.wait_for(newest_reload(self.sync.store),
+                                               loaded.config.state.command_timeout * 6)
+        if self.token != token:
+            return False
         self.token = start_token(loaded.digest, fleet_head(reload, start))
+        return True
+
+    async def _join_later(self, loaded: LoadedConfig, pause: float) -> None:
+        """`_joined` once the store has synced, while no reload came since the start."""
+        token = self.token
+        while self.token == token:
+            if self.sync.synced_once:
+                try:
+                    if await self._joined(loaded):
+                        event(log, "config_occurrence_joined", config=loaded.digest)
+                    return
+                except (StateError, TimeoutError):
+                    pass  # (tried again)
+            await asyncio.sleep(pause)
 
     def check(self, loaded: LoadedConfig, running: LoadedConfig | None = None) -> None:
         """A version name whose artifact changed against the recorded history is refused,
