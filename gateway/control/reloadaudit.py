@@ -40,7 +40,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.control.occurrence import in_trail
+from gateway.control.occurrence import change_in_trail, in_trail
 from gateway.domain.audit import AuditDraft
 from gateway.errors import AuditError, StateError, StoreOutcomeUnknown
 from gateway.log import event
@@ -190,7 +190,9 @@ class ReloadAudits:
         recorded here too (at worst twice, never lost). Taken over by a sibling first (its
         claim there now: its own wait ended as ours did), it waits for that one's event: each
         instance past the wait recorded the change, one event per instance (waited for up to
-        twice `wait` more: a claim taken over and over is recorded here all the same)."""
+        twice `wait` more: a claim taken over and over is recorded here all the same). Before
+        a claim is taken over, the trail is looked at for the change's own event (its
+        occurrence): one whose claim never came to name it was written again so."""
         store = self.sync.store
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -203,6 +205,8 @@ class ReloadAudits:
             if isinstance(named, str) and await in_trail(store, named):
                 return False
             if isinstance(named, str) or loop.time() >= deadline:
+                if await change_in_trail(store, key):
+                    return False  # (its event written, the claim never updated to name it)
                 try:
                     if await store.idem_take(key, claim, mine, CLAIM_TTL):
                         return True
