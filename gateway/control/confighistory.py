@@ -23,6 +23,7 @@ from typing import Any
 from gateway.configfile import LoadedConfig
 from gateway.control.occurrence import fleet_head, newest_reload, occurrence_of
 from gateway.control.reloadaudit import CLAIM_WAIT, Pending, ReloadAudits
+from gateway.control.reloadkept import KeptChanges, kept_path
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.configrecord import record_config
 from gateway.domain.diff import config_dict, diff_configs
@@ -61,7 +62,7 @@ class ConfigHistory:
         #: the fleet's, one of its own: a change out of it is at worst audited twice
         self.token = secrets.token_hex(16)
         self.since = time.time()  # when the config this instance runs went live here
-        self.audits = ReloadAudits(sync)
+        self.audits = ReloadAudits(sync, KeptChanges(kept_path(sync.snapshot.path), sync.keys))
         self._join: asyncio.Task[None] | None = None  # (`begin` again, once the store answers)
 
     def pending(self) -> list[dict[str, Any]]:
@@ -91,6 +92,8 @@ class ConfigHistory:
             self._join = asyncio.get_running_loop().create_task(
                 self._join_later(loaded, loaded.config.state.poll_interval),
                 name="config-occurrence-join")
+        # (the changes a stopped process left waiting for the store: reloadkept.py)
+        self.audits.resume(self.instance, loaded.config.state.command_timeout * CLAIM_WAIT)
 
     async def _joined(self, loaded: LoadedConfig) -> bool:
         """The fleet's occurrence of `loaded` read from the trail and taken, unless a reload

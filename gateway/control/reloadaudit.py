@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.control.occurrence import change_in_trail, in_trail
+from gateway.control.reloadkept import KeptChanges
 from gateway.domain.audit import AuditDraft
 from gateway.errors import AuditError, StateError, StoreOutcomeUnknown
 from gateway.log import event
@@ -91,8 +92,12 @@ class Pending:
 class ReloadAudits:
     """The changes whose audit is not yet recorded, each recorded after the one before."""
 
-    def __init__(self, sync: Sync) -> None:
+    def __init__(self, sync: Sync, kept: KeptChanges | None = None) -> None:
         self.sync = sync
+        #: the changes waiting, on disk while they wait (reloadkept.py): a stop or a crash
+        #: before the store answers no longer loses them
+        self.kept = kept
+        self._stopping = False  # (what a stop cancels stays in the file, for the next start)
         #: the audits of changes not yet recorded (the newest waits for the one before it)
         self._audits: set[asyncio.Task[None]] = set()
         self._last: asyncio.Task[None] | None = None
@@ -112,22 +117,44 @@ class ReloadAudits:
                 "`killgate status` lists the ones still waiting")
             return
         self._pending.append(p)
+        self._keep()
         task = asyncio.get_running_loop().create_task(self._in_turn(self._last, p),
                                                       name="config-reload-audit")
         self._audits.add(task)
         task.add_done_callback(self._audits.discard)
         self._last = task
 
+    def resume(self, instance: str, wait: float) -> None:
+        """Queue the changes a process before this one left waiting (reloadkept.py), before
+        any change of this one's: claimed as this instance (that process's claim, if it
+        made one, is a sibling's that names no event: its event, if it landed, is found on
+        the trail by its occurrence; else the change is recorded here)."""
+        if self.kept is None:
+            return
+        for key, draft, since in self.kept.load():
+            event(log, "config_reload_audit_resumed", config=draft.target.get("config"),
+                  action="a change a stopped process left waiting for the store: recorded "
+                  "once the store answers")
+            self.queue(Pending(key, draft, {"instance": instance, "time": since}, wait))
+
+    def _keep(self) -> None:
+        if self.kept is not None and not self._stopping:
+            self.kept.save([(p.key, p.draft, float(p.mine.get("time") or 0.0))
+                            for p in self._pending])
+
     async def stop(self, timeout: float) -> None:
         """Wait (up to `timeout`) for the audits not yet recorded, then cancel what is
-        left, said in the log (a sibling holding the change's claim records it, if alive)."""
+        left, said in the log; kept on disk for the next start (reloadkept.py)."""
         if not self._audits:
             return
         _, pending = await asyncio.wait(set(self._audits), timeout=timeout)
         if pending:
+            where = self.kept.path if self.kept is not None else None
             event(log, "config_reload_audit_abandoned", logging.WARNING, changes=len(pending),
-                  action="the instance stopped before recording its config change; audit "
-                  "verify and the trail show whether a sibling recorded it")
+                  action="the instance stopped before recording its config change; " + (
+                      f"kept in {where}: the next start on it records it" if where is not None
+                      else "audit verify and the trail show whether a sibling recorded it"))
+        self._stopping = True
         await cancel(self._audits)
 
     async def _in_turn(self, before: asyncio.Task[None] | None, p: Pending) -> None:
@@ -140,6 +167,7 @@ class ReloadAudits:
             event(log, "config_reload_audit_failed", logging.ERROR, error=repr(exc))
         finally:
             self._pending.remove(p)
+            self._keep()
 
     async def _audit(self, p: Pending) -> None:
         """Record `p`, tried again with back-off while the store fails it (module doc)."""
