@@ -69,6 +69,10 @@ class ConfigHistory:
         """The changes whose audit event is not yet recorded (reloadaudit.py)."""
         return self.audits.pending()
 
+    def dropped(self) -> dict[str, Any] | None:
+        """The changes whose audit was dropped unrecorded (reloadaudit.py)."""
+        return self.audits.dropped()
+
     async def stop(self, timeout: float) -> None:
         """Wait (up to `timeout`) for the audits not yet recorded (reloadaudit.py)."""
         await cancel(self._join)

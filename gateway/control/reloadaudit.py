@@ -102,11 +102,24 @@ class ReloadAudits:
         self._audits: set[asyncio.Task[None]] = set()
         self._last: asyncio.Task[None] | None = None
         self._pending: list[Pending] = []  # (in the order of the changes)
+        #: the changes in no audit event, dropped (PENDING_MAX, or a failure no try can
+        #: mend): how many, and the last (`/v1/status` config.audit_dropped)
+        self._dropped: tuple[int, dict[str, Any]] | None = None
 
     def pending(self) -> list[dict[str, Any]]:
         """The changes whose audit event is not yet recorded, oldest first (`/v1/status`
         `config.audit_pending`)."""
         return [p.status() for p in self._pending]
+
+    def dropped(self) -> dict[str, Any] | None:
+        """The changes dropped unrecorded since the start: {"count", "last"} (None: none)."""
+        return None if self._dropped is None else {"count": self._dropped[0],
+                                                   "last": self._dropped[1]}
+
+    def _drop(self, p: Pending) -> None:
+        last = {k: v for k, v in p.status().items() if k in ("from", "to", "changed_at",
+                                                               "error")}
+        self._dropped = ((self._dropped[0] if self._dropped else 0) + 1, last)
 
     def queue(self, p: Pending) -> None:
         """Record `p` once the changes before it are (the trail keeps their order)."""
@@ -114,7 +127,8 @@ class ReloadAudits:
             event(log, "config_reload_audit_dropped", logging.ERROR, config=p.draft.target[
                 "config"], pending=len(self._pending), action="the state store has not "
                 "answered for the changes before it: this change is in no audit event; "
-                "`killgate status` lists the ones still waiting")
+                "`killgate status` lists the ones still waiting, and says this one dropped")
+            self._drop(p)
             return
         self._pending.append(p)
         self._keep()
@@ -165,6 +179,8 @@ class ReloadAudits:
             await self._audit(p)
         except Exception as exc:  # noqa: BLE001 - no caller to raise to: said in the log
             event(log, "config_reload_audit_failed", logging.ERROR, error=repr(exc))
+            p.error = repr(exc)
+            self._drop(p)
         finally:
             self._pending.remove(p)
             self._keep()

@@ -136,7 +136,14 @@ function configLines(sd) {
     if (!a || typeof a !== "object") continue;
     out.push(["bad", "AUDIT PENDING", `config.reload ${cut(a.from)} -> ${cut(a.to)} changed at ` +
       `${a.changed_at}, not yet recorded (${a.tries} tries; the store: ${a.error}): the trail has no event ` +
-      "for this change until the store answers; if this instance stops first, it never will"]);
+      "for this change until the store answers (kept on disk meanwhile: the next start records it)"]);
+  }
+  const dropped = cfg.audit_dropped;
+  if (dropped && typeof dropped === "object") {
+    const last = dropped.last && typeof dropped.last === "object" ? dropped.last : {};
+    out.push(["bad", "AUDIT DROPPED", `${dropped.count} config change(s) since this instance started are in ` +
+      `no audit event (the last: ${cut(last.from)} -> ${cut(last.to)} changed at ${last.changed_at}; ` +
+      `${last.error || "more changes waited for the store than are kept"}); the log says each`]);
   }
   return out;
 }
