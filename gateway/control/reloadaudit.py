@@ -98,6 +98,9 @@ class ReloadAudits:
         #: before the store answers no longer loses them
         self.kept = kept
         self._stopping = False  # (what a stop cancels stays in the file, for the next start)
+        #: the file holds changes: written once a try failed (a change that waits), not on
+        #: every reload (two fsyncs on the loop each)
+        self._on_disk = False
         #: the audits of changes not yet recorded (the newest waits for the one before it)
         self._audits: set[asyncio.Task[None]] = set()
         self._last: asyncio.Task[None] | None = None
@@ -131,7 +134,8 @@ class ReloadAudits:
             self._drop(p)
             return
         self._pending.append(p)
-        self._keep()
+        if self._on_disk:
+            self._keep()
         task = asyncio.get_running_loop().create_task(self._in_turn(self._last, p),
                                                       name="config-reload-audit")
         self._audits.add(task)
@@ -146,15 +150,18 @@ class ReloadAudits:
         if self.kept is None:
             return
         for key, draft, since in self.kept.load():
+            self._on_disk = True  # (left there until recorded: a stop again keeps it)
             event(log, "config_reload_audit_resumed", config=draft.target.get("config"),
                   action="a change a stopped process left waiting for the store: recorded "
                   "once the store answers")
             self.queue(Pending(key, draft, {"instance": instance, "time": since}, wait))
 
     def _keep(self) -> None:
+        """The changes waiting written to the file (none: it is removed)."""
         if self.kept is not None and not self._stopping:
             self.kept.save([(p.key, p.draft, float(p.mine.get("time") or 0.0))
                             for p in self._pending])
+            self._on_disk = bool(self._pending)
 
     async def stop(self, timeout: float) -> None:
         """Wait (up to `timeout`) for the audits not yet recorded, then cancel what is
@@ -183,7 +190,8 @@ class ReloadAudits:
             self._drop(p)
         finally:
             self._pending.remove(p)
-            self._keep()
+            if self._on_disk:
+                self._keep()
 
     async def _audit(self, p: Pending) -> None:
         """Record `p`, tried again with back-off while the store fails it (module doc)."""
@@ -202,6 +210,8 @@ class ReloadAudits:
             except (StateError, AuditError) as exc:
                 p.error = str(exc)
             p.tries += 1
+            if not self._on_disk:
+                self._keep()  # (it waits for the store: kept through a stop from now on)
             event(log, "config_reload_audit_pending", logging.WARNING,
                   config=p.draft.target["config"], tries=p.tries, error=p.error,
                   retry_in=round(pause, 3), action="the change's audit event is written once "
