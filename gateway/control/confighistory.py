@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.configfile import LoadedConfig
-from gateway.control.occurrence import fleet_head, newest_reload, occurrence_of
+from gateway.control.occurrence import NotNear, fleet_head, newest_reload, occurrence_of
 from gateway.control.reloadaudit import CLAIM_WAIT, Pending, ReloadAudits
 from gateway.control.reloadkept import KeptChanges, kept_path
 from gateway.domain.audit import AuditDraft, utc_now
@@ -33,7 +33,7 @@ from gateway.domain.reloadcheck import facts_from_doc, reload_problems
 from gateway.domain.rolledoff import held_moved
 from gateway.domain.routetable import RouteTable
 from gateway.domain.statedoc import Change, StateDoc
-from gateway.errors import AuditError, ConfigError, Problem, StateError
+from gateway.errors import AuditError, ConfigError, Problem, StateError, StoreUnavailable
 from gateway.log import event
 from gateway.state.sync import Sync
 from gateway.tasks import cancel
@@ -41,6 +41,10 @@ from gateway.tasks import cancel
 __all__ = ["ConfigHistory"]
 
 log = logging.getLogger("killgate")
+
+#: the longest pause between reads of the fleet's config occurrence, an instance that
+#: started without the store waiting to join it (seconds)
+JOIN_PAUSE_MAX = 10.0
 
 
 def start_token(digest: str, head: dict[str, Any] | None) -> str:
@@ -86,16 +90,21 @@ class ConfigHistory:
         group started in an outage: N events a reload)."""
         try:
             if not self.sync.synced_once:  # (not waited for again: the start waited already)
-                raise StateError("the store did not answer at start")
+                raise StoreUnavailable("the store did not answer at start")
             await self._joined(loaded)
         except (StateError, TimeoutError) as exc:
+            # (a trail read but too long since its last reload, NotNear, is not read again)
+            later = isinstance(exc, (StoreUnavailable, TimeoutError)) \
+                and not isinstance(exc, NotNear)
             event(log, "config_occurrence_unknown", logging.WARNING,
-                  error=str(exc) or "timeout", action="joined once the store answers; a "
-                  "config change made before that is audited by this instance even if "
-                  "another one audited it too")
-            self._join = asyncio.get_running_loop().create_task(
-                self._join_later(loaded, loaded.config.state.poll_interval),
-                name="config-occurrence-join")
+                  error=str(exc) or "timeout", action=(
+                      "joined once the store answers; a config change made before that"
+                      if later else "the next config change") + " is audited by this "
+                  "instance even if another one audited it too")
+            if later:
+                self._join = asyncio.get_running_loop().create_task(
+                    self._join_later(loaded, loaded.config.state.poll_interval),
+                    name="config-occurrence-join")
         # (the changes a stopped process left waiting for the store: reloadkept.py)
         self.audits.resume(self.instance, loaded.config.state.command_timeout * CLAIM_WAIT)
 
@@ -111,7 +120,9 @@ class ConfigHistory:
         return True
 
     async def _join_later(self, loaded: LoadedConfig, pause: float) -> None:
-        """`_joined` once the store has synced, while no reload came since the start."""
+        """`_joined` once the store has synced, while no reload came since the start; a
+        read that fails is tried again with back-off (up to JOIN_PAUSE_MAX), one that finds
+        no reload near enough (NotNear) is not."""
         token = self.token
         while self.token == token:
             if self.sync.synced_once:
@@ -119,8 +130,10 @@ class ConfigHistory:
                     if await self._joined(loaded):
                         event(log, "config_occurrence_joined", config=loaded.digest)
                     return
+                except NotNear:
+                    return
                 except (StateError, TimeoutError):
-                    pass  # (tried again)
+                    pause = min(pause * 2, JOIN_PAUSE_MAX)  # (tried again)
             await asyncio.sleep(pause)
 
     def check(self, loaded: LoadedConfig, running: LoadedConfig | None = None) -> None:
