@@ -83,3 +83,25 @@ def test_a_reload_warning_is_among_the_warnings(fleet: Fleet, browser: Browser) 
         wait_until_sync(lambda: not _config(fleet)["warnings"], 20, 0.05, "the file back")
         fleet.api("POST", "/v1/unkill", KILLER, body={"scope": "route", "route": "iris-beta",
                                                    "reason": "t over"})
+
+
+def test_a_dropped_audit_is_among_the_warnings(fleet: Fleet, browser: Browser) -> None:
+    """`/v1/status` config.audit_dropped (a change in no audit event: more than 64 waited
+    for the store; tests/test_reload_audit_dropped.py makes one), drawn by the page's own
+    warnings module from this instance's status with that field set, as `killgate status`
+    prints AUDIT DROPPED."""
+    b = browser
+    b.sign_in(fleet.admin, READER, "bob")
+    status = fleet.api("GET", "/v1/status", READER)
+    status["config"]["audit_dropped"] = {"count": 2, "last": {
+        "from": "sha256:" + "0" * 64, "to": "sha256:" + "1" * 64,
+        "changed_at": "2026-12-07T02:00:00.000Z", "error": ""}}
+    got = b.d.execute_async_script("""
+        const [doc, done] = arguments;
+        import('/ui/js/warnings.js').then((m) => done(m.warnings(doc, null, null)
+          .map(([kind, word, text]) => `${kind} ${word} ${text}`)))
+          .catch((exc) => done([String(exc)]));""", status)
+    line = next((x for x in got if "AUDIT DROPPED" in x), None)
+    assert line is not None, got
+    assert line.startswith("bad ") and "2 config change(s)" in line \
+        and "2026-12-07T02:00:00.000Z" in line, line
