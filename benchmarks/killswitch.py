@@ -205,6 +205,7 @@ class _Caller:
         self.rtt: list[float] = []
         self.receipt: list[float] = []
         self.sent: dict[int, float] = {}
+        self.sent_mono: dict[int, float] = {}  # (CLOCK_MONOTONIC: kill_stages.py's stamps')
         self.kinds: dict[int, str] = {}
         self.acked_all = 0
         self.data: dict = {}
@@ -222,6 +223,7 @@ class _Caller:
                f"Authorization: Bearer {self.tok}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         wall = time.time()
+        mono = time.monotonic()
         t0 = time.perf_counter()
         writer.write(req)
         head = await reader.readuntil(b"\r\n\r\n")
@@ -230,6 +232,7 @@ class _Caller:
         self.rtt.append((time.perf_counter() - t0) * 1000)
         assert head.startswith(b"HTTP/1.1 200"), head
         self.sent[data["generation"]] = wall
+        self.sent_mono[data["generation"]] = mono
         self.kinds[data["generation"]] = "kill" if path == "/v1/kill" else "unkill"
         self.receipt.append(data["applied"]["elapsed_ms"])
         self.acked_all += data["applied"]["acked"] == data["applied"]["instances"]
@@ -243,6 +246,7 @@ class _Caller:
         return {"rtt": self.rtt, "receipt": self.receipt, "acked_all": [float(self.acked_all)],
                 "instances": [float(self.data["applied"]["instances"])],
                 "sent": [sent[g] for g in sorted(sent)], "gens": [float(g) for g in sorted(sent)],
+                "sent_mono": [self.sent_mono[g] for g in sorted(sent)],
                 "kills": [float(g) for g in sorted(sent) if kinds[g] == "kill"]}
 
 
@@ -317,6 +321,26 @@ def split_lags(logs: list[Path], res: dict[str, list[float]]) -> dict[str, list[
     kills = {int(g) for g in res["kills"]}
     return {"kill": [v for g, v in lags.items() if g in kills],
             "unkill": [v for g, v in lags.items() if g not in kills]}
+
+
+def _slowlog(redis_url: str, on: bool) -> dict[str, list[list[object]] | dict[str, object]]:
+    """on: log every command from now (SLOWLOG at 0 µs), stats zeroed; off: what was logged
+    since (duration µs, the command's first words, the client's name) and INFO
+    commandstats, and the slow log back to redis's default."""
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    if on:
+        r.config_set("slowlog-max-len", 1_000_000)
+        r.slowlog_reset()
+        r.config_resetstat()
+        r.config_set("slowlog-log-slower-than", 0)
+        return {}
+    r.config_set("slowlog-log-slower-than", 10_000)
+    log = [[e["duration"], e["command"][:160].decode("utf-8", "replace"),
+            (e.get("client_name") or b"").decode() if isinstance(e.get("client_name"), bytes)
+            else e.get("client_name") or ""] for e in r.slowlog_get(-1)]
+    return {"slowlog": log, "commandstats": r.info("commandstats")}
 
 
 def signing_overhead(tmp: Path, bport: int, redis_url: str, kills: int, gap: float,
@@ -412,6 +436,10 @@ def main() -> int:
     ap.add_argument("--raw", type=Path, default=None,
                     help="(b): also write every figure of the 20 ms-apart series as JSON here "
                          "(send times, each instance's applied_at by generation, the floor)")
+    ap.add_argument("--slowlog", action="store_true",
+                    help="(b), with --raw: every command redis runs in the 20 ms-apart series "
+                         "logged (SLOWLOG at 0 µs: ~1 µs a command) and written to the raw "
+                         "figures with INFO commandstats (kill_stages.py: the script's time)")
     ap.add_argument("--against", type=Path, default=None, metavar="TREE",
                     help="run (e) alone: (b)'s series for a fleet of this tree and one of the "
                          "source tree TREE (e.g. an export of main), calls interleaved")
@@ -471,12 +499,16 @@ def main() -> int:
         logs = [tmp / f"{n}.log" for n in ("a", "b", "c")]
         burst = asyncio.run(propagation(admins, args.kills, 0.0))
         burst_lags = enforcement_lags(logs, burst["gens"], burst["sent"])
+        if args.slowlog:
+            _slowlog(redis_url, on=True)
         prop = asyncio.run(propagation(admins, args.kills, args.gap))
+        redis_side = _slowlog(redis_url, on=False) if args.slowlog else {}
         lags = enforcement_lags(logs, prop["gens"], prop["sent"])
         by_kind = split_lags(logs, prop)
         if args.raw is not None:
             args.raw.write_text(json.dumps({"floor": floor, "series": prop, "applied": {
-                name: applied_times(log) for name, log in zip("abc", logs, strict=True)}}))
+                name: applied_times(log) for name, log in zip("abc", logs, strict=True)},
+                "redis": redis_side}))
         cuts: list[float] = []
         if not args.propagation_only:
             print("(c) in-flight stream cut …", file=sys.stderr)

@@ -16,6 +16,7 @@ backends' in errors_upstream.py, the base in errors_base.py (all named here too)
     │   │   │   │                 verify and will not write over (its key: another instance)
     │   │   │   └── StoreFromNewerVersion ... one a newer version wrote (format, fields)
     │   │   ├── StoreOutcomeUnknown a commit's answer was lost: it may have landed
+    │   │   ├── StoreBusy        it answers -LOADING or -BUSY: runs no command now (retry)
     │   │   └── PushesCut        it answers, but its subscription was refused or cut
     │   ├── StoreConflict        a compare-and-set lost a race (retry at once)
     │   ├── EarlierLanded        a retry's write found its first attempt's in the state
@@ -52,6 +53,7 @@ from gateway.errors_store import (
     NotDurable,
     PushesCut,
     StateError,
+    StoreBusy,
     StoreConflict,
     StoreFromNewerVersion,
     StoreOutcomeUnknown,
@@ -89,6 +91,7 @@ __all__ = [
     "Problem",
     "PushesCut",
     "StateError",
+    "StoreBusy",
     "StoreConflict",
     "StoreFromNewerVersion",
     "StoreOutcomeUnknown",

@@ -13,8 +13,8 @@ from typing import Any
 
 from gateway.errors_base import KillgateError
 
-__all__ = ["EarlierLanded", "NotDurable", "PushesCut", "StateError", "StoreConflict",
-           "StoreFromNewerVersion", "StoreOutcomeUnknown", "StoreUnavailable",
+__all__ = ["EarlierLanded", "NotDurable", "PushesCut", "StateError", "StoreBusy",
+           "StoreConflict", "StoreFromNewerVersion", "StoreOutcomeUnknown", "StoreUnavailable",
            "StoreUnverifiable"]
 
 
@@ -35,6 +35,20 @@ class StoreFromNewerVersion(StoreUnverifiable):
     """The store holds a verified document a newer version of killgate wrote, which this
     one cannot apply without dropping what it does not know (statedoc.FORMAT's rule): not
     applied, nothing written over it (a write answers 503 state_from_newer_version)."""
+
+
+class StoreBusy(StoreUnavailable):
+    """Redis answers, but runs no command now: it is loading its dataset (-LOADING: just
+    started or restarted, a replica in its full sync) or a Lua script runs past its time
+    limit (-BUSY). Refused before it ran: nothing was changed. `type`: the admin API's
+    error type for it (state_store_loading, state_store_busy); `retry_after`: the seconds
+    its Retry-After says. Said as `audit_unavailable` before, an operator looked for a
+    broken audit trail."""
+
+    def __init__(self, type_: str, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.type = type_
+        self.retry_after = retry_after
 
 
 class PushesCut(StoreUnavailable):

@@ -228,7 +228,7 @@ class GatewayParts:
             self.instance, self.holder, health=self.health.status,
             analysis=self.rollout.status, store=sync.status,
             reload=lambda: self.watcher.outcome if self.watcher is not None else None,
-            audits=self.history.pending)
+            audits=self.history.pending, dropped=self.history.dropped)
         self.admin_api, self._admin_runner = admin_side(
             self.instance, self.holder, sync, self.metrics, self.status_builder, self,
             self._metrics_page, self.alert_receiver, self.shadow, self.traffic,

@@ -35,8 +35,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import hiredis
 import pytest
 from aiohttp import ClientSession, web
 
@@ -672,6 +673,48 @@ async def fwd(redis_server: RedisServer) -> AsyncIterator[Forwarder]:
     await f.start()
     yield f
     await f.close()
+
+
+#: command name -> the raw RESP reply the server sends to it, or makes of the command's
+#: arguments (CLIENT, AUTH, SELECT: +OK)
+Answers = dict[bytes, bytes | Callable[[list[bytes]], bytes]]
+#: `odd_server`'s starter: the answers -> the server's URL
+OddServer = Callable[[Answers], Awaitable[str]]
+
+
+@pytest.fixture
+async def odd_server() -> AsyncIterator[OddServer]:
+    """Starts a loopback server answering each command from `answers` (a server that
+    speaks RESP but is not redis, a proxy that mangles replies); yields its URL."""
+    servers: list[asyncio.Server] = []
+    handlers: set[asyncio.Task[Any]] = set()
+
+    async def start(answers: Answers) -> str:
+        async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            handlers.add(cast("asyncio.Task[Any]", asyncio.current_task()))
+            reader = hiredis.Reader()
+            try:
+                while chunk := await r.read(65536):
+                    reader.feed(chunk)
+                    while (cmd := reader.gets()) is not False:
+                        answer = answers.get(bytes(cmd[0]).upper(), b"+OK\r\n")
+                        w.write(answer if isinstance(answer, bytes) else answer(cmd))
+            except (OSError, hiredis.ProtocolError):
+                pass
+            finally:
+                w.transport.abort()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        servers.append(server)
+        return f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+    for task in handlers:
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
 
 
 @pytest.fixture(scope="session")

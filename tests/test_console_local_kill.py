@@ -72,3 +72,33 @@ async def test_a_kill_the_store_cannot_commit_offers_the_local_kill(
             async with session.post(g.url + "/v2/models/iris/infer", data=b"{}",
                                     headers={"x-killgate-pin": "v2"}) as r:
                 assert r.headers.get("x-killgate-version") != "v2", r.headers
+
+
+async def test_a_store_busy_with_a_script_offers_the_local_kill_too(
+        tmp_path: Path, backends, redis_server: RedisServer, browser: Browser) -> None:
+    """Redis answering -BUSY (a script past its time limit) refuses the kill as surely as
+    a stopped one: the page says `state_store_busy` (SCRIPT KILL) and offers the same
+    lever (it offered it for `state_store_unavailable` alone)."""
+    from tests.test_redisbusy import busy_script
+
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    cfg = write_config(tmp_path, two_versions(p1, p2), state=redis_state(redis_server, tmp_path))
+    async with running_gateway(cfg) as g:
+        b = browser
+
+        def kill_from_the_page() -> tuple[str, str]:
+            b.sign_in(g.admin, ADMIN, "frank")
+            b.click("button[data-key='kill-iris/v2']")
+            b.d.find_element("id", "action-reason").send_keys("INC-9: v2 bad, redis busy")
+            b.click("#action-apply")
+            err = b.wait(lambda d: b.text("#action-result [data-testid=api-error]"),
+                         "the store's refusal")
+            b.click("button[data-key='local-kill-version iris/v2']")
+            b.wait(lambda d: "Emergency local kill" in b.text("#action-title"),
+                   "the local kill's dialog")
+            return str(err), str(b.text("#action-title"))
+
+        with busy_script(redis_server):
+            err, title = await asyncio.to_thread(kill_from_the_page)
+        assert "503 state_store_busy" in err and "SCRIPT KILL" in err, err
+        assert "Emergency local kill" in title, title

@@ -23,10 +23,11 @@ pytestmark = pytest.mark.timeout(20)
 async def _lapse_then_retry(store: Any) -> None:
     first = {"fingerprint": "f", "holder": "first"}
     retry = {"fingerprint": "f", "holder": "retry"}
-    assert await store.idem_claim("k", first, 0.3) is None
-    assert await store.idem_renew("k", first, 0.3)  # (held: renewed)
+    # (a lease long enough that a loaded host's pause between the two calls is not a lapse)
+    assert await store.idem_claim("k", first, 1.5) is None
+    assert await store.idem_renew("k", first, 1.5)  # (held: renewed)
     # the first write's renewals do not land: its claim lapses, and the retry takes it
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while await store.idem_claim("k", retry, 30.0) is not None:
         assert time.monotonic() < deadline, "the claim never lapsed"
         await store_pause()

@@ -13,11 +13,8 @@ command under test with the reply given; real sockets throughout."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any
 
-import hiredis
 import pytest
 
 from gateway.domain.audit import AuditDraft
@@ -28,45 +25,6 @@ from gateway.state.resp import connect, parse_endpoint
 from tests.staterig import state_keys
 
 pytestmark = pytest.mark.timeout(30)
-
-#: command name -> the raw RESP reply the server sends to it, or makes of the command's
-#: arguments (CLIENT, AUTH, SELECT: +OK)
-Answers = dict[bytes, bytes | Callable[[list[bytes]], bytes]]
-
-
-@pytest.fixture
-async def odd_server() -> AsyncIterator[Callable[[Answers], AsyncIterator[str]]]:
-    """Starts a loopback server answering each command from `answers`; yields its URL."""
-    servers: list[asyncio.Server] = []
-    handlers: set[asyncio.Task[Any]] = set()
-
-    async def start(answers: Answers) -> str:
-        async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            handlers.add(cast("asyncio.Task[Any]", asyncio.current_task()))
-            reader = hiredis.Reader()
-            try:
-                while chunk := await r.read(65536):
-                    reader.feed(chunk)
-                    while (cmd := reader.gets()) is not False:
-                        answer = answers.get(bytes(cmd[0]).upper(), b"+OK\r\n")
-                        w.write(answer if isinstance(answer, bytes) else answer(cmd))
-            except (OSError, hiredis.ProtocolError):
-                pass
-            finally:
-                w.transport.abort()
-
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        servers.append(server)
-        return f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
-
-    yield start  # type: ignore[misc]
-    for server in servers:
-        server.close()
-        await server.wait_closed()
-    for task in handlers:
-        task.cancel()
-    await asyncio.gather(*handlers, return_exceptions=True)
-
 
 def _store(url: str) -> RedisStore:
     return RedisStore(url, "kgodd", 1.0, keys=state_keys())

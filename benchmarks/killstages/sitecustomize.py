@@ -1,148 +1,200 @@
 """Stage stamps on a kill's path, for benchmarks/kill_stages.py (never imported by killgate).
 
 Put this folder first on PYTHONPATH with KG_STAGES_OUT=<folder> and every `killgate serve`
-started from that environment wraps a few functions of the kill path (admin handler, the
-write, the commit, the push's read, verification, decoding, the table swap) to stamp
-`time.time_ns()` at entry or exit, and writes the stamps per generation to
-<folder>/stages-<pid>.json at exit. Each stamp costs ~1 µs. Other processes (the floor's,
-the client's) are left alone.
+started from that environment wraps the functions targets.py names and stamps
+`time.monotonic_ns()` (CLOCK_MONOTONIC: one clock for every process of the host, the
+client's `sent_mono` included) at each stage of a kill:
+
+* on the instance the call reaches (the committer): the admin connection's read of a
+  `POST /v1/kill` or `/v1/unkill`, the request's task started (aiohttp: a task a request,
+  two loop turns after the read), the handler's entry (past aiohttp's middlewares), the
+  token checked, the body read, the state's `write`, the store's `commit`, the change
+  sealed (`seal_commit`), the commit's EVALSHA sent and written, the read that brought its reply and
+  the reply parsed, and the swap (`AppliedLog.later`: the instant `state_applied.applied_at`
+  is taken);
+* on the others (receivers): the subscriber's read of the pushed document, its signature
+  checked (`Keyring.open`, entry and exit), its decoding, and the swap.
+
+The stamps of each kill are kept by generation and written to <folder>/stages-<pid>.json at
+exit. A hooked function that no longer exists ends the process at once (exit 3, its name
+on stderr): stamps that hook nothing made kill_stages.py print `n=0` for weeks. Other
+processes (the floor's, the client's) are left alone.
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
+import inspect
 import json
 import os
 import sys
 import time
+from typing import Any
 
 OUT = os.environ.get("KG_STAGES_OUT")
 
 
-def _install() -> None:
-    from gateway.admin import actions as actions_mod
-    from gateway.admin import api, callers, inputs
-    from gateway.control import table as table_mod
-    from gateway.state import redis as redis_mod
-    from gateway.state import rediscommit, resp, signing, sync
+def _install(out: str) -> None:
+    from targets import MissingTarget, resolve  # (this folder is first on the path)
 
-    now = time.time_ns
-    pending: list[tuple[str, int]] = []  # the stamps of the kill under way
-    by_gen: dict[int, list[tuple[str, int]]] = {}
-    last_rx = [0]
-    last_push = [b""]
+    now = time.monotonic_ns
+    # the kill this instance commits: its stamps, while one is under way
+    mine: list[tuple[str, int]] = []
+    active = [False]
+    after = [False]  # the committer, from its swap to its answer's wait for the fleet
+    rx = [0]  # when the redis read running now began
+    push: list[tuple[str, int]] | None = None  # a pushed document's stamps, while read
+    committer: dict[int, list[tuple[str, int]]] = {}
+    receiver: dict[int, list[tuple[str, int]]] = {}
+    fns: dict[str, Any] = {}
 
-    def stamp(name: str) -> None:
-        pending.append((name, now()))
+    for module, path in _targets():
+        try:
+            owner, name, fn = resolve(module, path)
+        except MissingTarget as exc:
+            sys.stderr.write(f"killstages: {exc}\n")
+            sys.stderr.flush()
+            os._exit(3)
+        fns[path] = (owner, name, fn)
 
-    def wrap(owner: object, attr: str, before: str | None, after: str | None) -> None:
-        fn = getattr(owner, attr)
-        if getattr(fn, "_kg_stage", False):
-            return
-        if _is_async(fn):
+    def mark(name: str) -> None:
+        if push is not None:
+            push.append((name, now()))
+        elif active[0] or (after[0] and name.startswith("after.")):
+            mine.append((name, now()))
+
+    def wrap(path: str, before: str | None, after: str | None) -> None:
+        owner, name, fn = fns[path]
+        if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
-            async def aw(*a, **k):  # type: ignore[no-untyped-def]
+            async def aw(*a: Any, **k: Any) -> Any:
                 if before:
-                    stamp(before)
+                    mark(before)
                 try:
                     return await fn(*a, **k)
                 finally:
                     if after:
-                        stamp(after)
-            aw._kg_stage = True  # type: ignore[attr-defined]
-            setattr(owner, attr, aw)
+                        mark(after)
+            setattr(owner, name, aw)
         else:
             @functools.wraps(fn)
-            def w(*a, **k):  # type: ignore[no-untyped-def]
+            def w(*a: Any, **k: Any) -> Any:
                 if before:
-                    stamp(before)
+                    mark(before)
                 try:
                     return fn(*a, **k)
                 finally:
                     if after:
-                        stamp(after)
-            w._kg_stage = True  # type: ignore[attr-defined]
-            setattr(owner, attr, w)
+                        mark(after)
+            setattr(owner, name, w)
 
-    # ---- the committer: the admin call up to the script's answer
-    orig_action = api.AdminApi._action
+    # ---- the committer
+    owner, name, orig_admin_rx = fns["RequestHandler.data_received"]
 
-    async def action(self, request, action):  # type: ignore[no-untyped-def]
-        pending.clear()
-        stamp("admin.handler_entered")
-        return await orig_action(self, request, action)
-    api.AdminApi._action = action  # type: ignore[method-assign]
-    wrap(callers.Callers, "authorize", None, "admin.authorized")
-    wrap(inputs, "json_body", None, "admin.body_read")
-    wrap(actions_mod, "intent", None, "admin.intent_built")
-    wrap(sync.Sync, "write", "write.entered", None)
-    wrap(rediscommit.RedisCommits, "commit", "commit.entered", None)
-    wrap(signing.Keyring, "seal", None, "commit.sealed")
-    orig_send = resp.RespConnection.send
+    def admin_rx(self: Any, data: bytes) -> Any:
+        nonlocal mine
+        if data.startswith((b"POST /v1/kill", b"POST /v1/unkill")):
+            mine = [("admin.read", now())]
+            active[0], after[0] = True, False
+        return orig_admin_rx(self, data)
+    setattr(owner, name, admin_rx)
+    wrap("RequestHandler._handle_request", "admin.request_task", None)
+    wrap("ActionsApi._action", "handler.entered", None)
+    wrap("Callers.authorize", None, "handler.authorized")
+    wrap("json_body", None, "handler.body_read")
+    wrap("Sync.write", "write.entered", None)
+    wrap("RedisStore.commit", "commit.entered", "after.commit_returned")
+    wrap("seal_commit", None, "commit.sealed")
+    wrap("RedisLink._script", None, "after.script_returned")
+    owner, name, orig_send = fns["RespConnection.send"]
 
-    def send(self, *args, on_reply=None):  # type: ignore[no-untyped-def]
-        if args and args[0] in ("EVALSHA", "EVAL") and on_reply is not None:
-            stamp("commit.script_send")
+    def send(self: Any, *args: Any, on_reply: Any = None) -> Any:
+        if not (active[0] and args[:1] in (("EVALSHA",), ("EVAL",))
+                and any(type(a) is str and a.endswith(":events") for a in args)):
+            return orig_send(self, *args, on_reply=on_reply)
+        mine.append(("commit.evalsha_send", now()))
+        try:
+            return orig_send(self, *args, on_reply=on_reply)
+        finally:  # (past the write: a CPU shared with redis may have run it meanwhile)
+            mine.append(("commit.evalsha_written", now()))
+    setattr(owner, name, send)
+    owner, name, orig_replied = fns["_Own.replied"]
+
+    def replied(self: Any, reply: Any) -> Any:
+        if active[0]:
+            mine.append(("commit.reply_rx", rx[0]))
+            mine.append(("commit.reply_parsed", now()))
+        return orig_replied(self, reply)
+    setattr(owner, name, replied)
+
+    # ---- a receiver (and the committer's echo)
+    owner, name, orig_rx = fns["RespConnection.data_received"]
+
+    def data_received(self: Any, data: bytes) -> Any:
+        nonlocal push
+        rx[0] = now()
+        if self._on_message is None:
+            was = after[0]
             try:
-                return orig_send(self, *args, on_reply=on_reply)
+                return orig_rx(self, data)
             finally:
-                stamp("commit.script_sent")
-        return orig_send(self, *args, on_reply=on_reply)
-    resp.RespConnection.send = send  # type: ignore[method-assign]
-    wrap(rediscommit._Own, "replied", "commit.reply_read", None)
+                if after[0] and not was:  # (the read that brought our commit's reply)
+                    mine.append(("after.reply_done", now()))
+        if b":events\r\n" not in data:
+            return orig_rx(self, data)
+        if after[0]:  # (our commit's echo, once its reply put it in force)
+            mine.append(("after.echo_rx", rx[0]))
+            try:
+                return orig_rx(self, data)
+            finally:
+                mine.append(("after.echo_done", now()))
+        push = [("push.rx", rx[0])]
+        try:
+            return orig_rx(self, data)
+        finally:
+            push = None
+    setattr(owner, name, data_received)
+    wrap("Keyring.open", "push.verify_begin", "push.verified")
+    wrap("SharedDecoder.decode", None, "push.decoded")
 
-    # ---- a subscriber: the push read, verified, decoded, applied
-    orig_rx = resp.RespConnection.data_received
+    # ---- both: the swap, when `state_applied.applied_at` is taken
+    owner, name, orig_later = fns["AppliedLog.later"]
 
-    def data_received(self, data):  # type: ignore[no-untyped-def]
-        if self._on_message is not None:
-            last_rx[0] = now()
-        return orig_rx(self, data)
-    resp.RespConnection.data_received = data_received  # type: ignore[method-assign]
-    orig_msg = redis_mod.RedisStore._on_message
+    def later(self: Any, generation: int, *a: Any, **k: Any) -> Any:
+        t = now()
+        if active[0]:  # (our commit, by its reply or, read first, its echo)
+            if push is not None:
+                mine.append(("commit.echo_rx", push[0][1]))
+            mine.append(("applied", t))
+            if generation not in committer:
+                committer[generation] = mine  # (the stamps `after` it go on to the receipt)
+                after[0] = True
+            active[0] = False
+        elif push is not None:
+            push.append(("applied", t))
+            receiver.setdefault(generation, list(push))
+        return orig_later(self, generation, *a, **k)
+    setattr(owner, name, later)
 
-    def on_message(self, channel, data):  # type: ignore[no-untyped-def]
-        if channel == self._b_events:
-            if not (self._own is not None and data == self._own.sealed):
-                pending.clear()
-            pending.append(("push.read", last_rx[0]))
-            stamp("push.on_message")
-            last_push[0] = data
-        return orig_msg(self, channel, data)
-    redis_mod.RedisStore._on_message = on_message  # type: ignore[method-assign]
-    wrap(signing.Keyring, "open", None, "push.verified")
-    wrap(redis_mod, "decode_doc", None, "push.decoded")
-    wrap(sync.Sync, "_pushed", "push.pushed", None)
+    owner, name, orig_receipt = fns["Fleet.receipt"]
 
-    # ---- both: the swap
-    wrap(table_mod, "rebuild_table", "swap.rebuild_begin", "swap.rebuilt")
-    wrap(table_mod, "_warn_unservable", "swap.listeners_done", "swap.warned")
-    orig_apply = sync.Sync._apply
-
-    def apply(self, doc):  # type: ignore[no-untyped-def]
-        stamp("apply.entered")
-        ok = orig_apply(self, doc)
-        stamp("apply.done")
-        if ok:
-            by_gen[doc.generation] = list(pending)
-            pending.clear()
-        return ok
-    sync.Sync._apply = apply  # type: ignore[method-assign]
+    async def receipt(self: Any, *a: Any, **k: Any) -> Any:
+        if after[0]:
+            mine.append(("after.receipt_wait", now()))
+            after[0] = False
+        return await orig_receipt(self, *a, **k)
+    setattr(owner, name, receipt)
 
     def dump() -> None:
-        path = os.path.join(OUT, f"stages-{os.getpid()}.json")  # type: ignore[arg-type]
-        with open(path, "w") as f:
-            json.dump({str(g): v for g, v in by_gen.items()}, f)
-        if last_push[0]:  # the newest document pushed: what a receiver verified and read
-            with open(os.path.join(OUT, f"push-{os.getpid()}.bin"), "wb") as f:
-                f.write(last_push[0])
+        with open(os.path.join(out, f"stages-{os.getpid()}.json"), "w") as f:
+            json.dump({"committer": committer, "receiver": receiver}, f)
     atexit.register(dump)
 
 
-def _is_async(fn: object) -> bool:
-    import inspect
-    return inspect.iscoroutinefunction(fn)
+def _targets() -> tuple[tuple[str, str], ...]:
+    from targets import TARGETS
+    return TARGETS
 
 
 if OUT and "serve" in sys.argv:
@@ -151,4 +203,4 @@ if OUT and "serve" in sys.argv:
     # and the instances would run it instead of the one the benchmark started from
     if sys.argv[:1] == ["-m"] and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    _install()
+    _install(OUT)

@@ -43,6 +43,7 @@ from gateway.errors import (
     DomainError,
     Forbidden,
     NotDurable,
+    StoreBusy,
     StoreOutcomeUnknown,
     StoreUnavailable,
     StoreUnverifiable,
@@ -199,6 +200,9 @@ class ActionsApi:
         except StoreUnavailable as exc:
             if isinstance(exc, (StoreOutcomeUnknown, StoreUnverifiable)):
                 raise  # (may be in force; or the store answers: no outage)
+            if not local and isinstance(exc, StoreBusy):  # (it answers: no outage)
+                raise ApiError(503, exc.type, f"{exc}{localkill.HINT}",
+                               {"Retry-After": str(exc.retry_after)}) from exc
             if not local:
                 raise ApiError(503, "state_store_unavailable", "the state store cannot be "
                                f"reached, nothing was changed ({exc}){localkill.HINT}") from exc

@@ -24,6 +24,7 @@ from gateway.errors import (
     InvalidChange,
     NotDurable,
     StateError,
+    StoreBusy,
     StoreFromNewerVersion,
     StoreOutcomeUnknown,
     StoreUnavailable,
@@ -64,6 +65,14 @@ def json_error(status: int, type_: str, message: str) -> web.Response:
     return web.json_response({"error": {"type": type_, "message": message}}, status=status)
 
 
+def busy_answer(exc: StoreBusy) -> web.Response:
+    """503 for a store that answers -LOADING or -BUSY (state/redisbusy.py), with its type
+    and a Retry-After: not "cannot be reached", nor "the audit trail cannot be written"."""
+    resp = json_error(503, exc.type, str(exc))
+    resp.headers["Retry-After"] = str(exc.retry_after)
+    return resp
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -96,6 +105,8 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
                           "generation) and `killgate audit` before retrying. A retry runs the "
                           "change again: a kill already in force is left as it was, an unkill "
                           "already made answers 409 not_killed")
+    except StoreBusy as exc:  # (-LOADING, -BUSY: it answers; a moment, or SCRIPT KILL)
+        return busy_answer(exc)
     except StoreFromNewerVersion as exc:  # (a rolling upgrade: another instance writes it)
         return json_error(503, "state_from_newer_version", f"nothing was changed: {exc}")
     except StoreUnverifiable as exc:  # (it answers: no outage to look for)

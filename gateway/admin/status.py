@@ -67,7 +67,8 @@ class StatusBuilder:
                  analysis: Callable[[str], dict[str, Any] | None] | None = None,
                  store: Callable[[], dict[str, Any]] | None = None,
                  reload: Callable[[], ReloadView | None] | None = None,
-                 audits: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+                 audits: Callable[[], list[dict[str, Any]]] | None = None,
+                 dropped: Callable[[], dict[str, Any] | None] | None = None) -> None:
         self.instance = instance
         self.routing = routing
         self.health = health
@@ -75,6 +76,7 @@ class StatusBuilder:
         self.store = store
         self.reload = reload
         self.audits = audits  # the config changes whose audit event waits for the store
+        self.dropped = dropped  # and those dropped unrecorded: how many, the last
 
     def config_status(self) -> dict[str, Any]:
         loaded = self.routing.loaded
@@ -90,6 +92,7 @@ class StatusBuilder:
             out.update(loaded_at=None, last_error=None, problems=[], last_attempt=None,
                        restart_required=[], waiting=None, warnings=[])
         out["audit_pending"] = self.audits() if self.audits is not None else []
+        out["audit_dropped"] = self.dropped() if self.dropped is not None else None
         return out
 
     def document(self) -> dict[str, Any]:

@@ -77,6 +77,16 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
             f"{str(a.get('to'))[:19]}… changed at {a.get('changed_at')}, not yet recorded "
             f"({a.get('tries')} tries; the store: {a.get('error')})"
             for a in cfg.get("audit_pending") or () if isinstance(a, dict)]
+    dropped = cfg.get("audit_dropped")
+    if isinstance(dropped, dict):
+        got = dropped.get("last")
+        last: dict[str, Any] = got if isinstance(got, dict) else {}
+        why = last.get("error") or "more changes waited for the store than are kept"
+        out.append(f"AUDIT DROPPED: {dropped.get('count')} config change(s) since this "
+                   f"instance started are in no audit event (the last: "
+                   f"{str(last.get('from'))[:19]}… -> {str(last.get('to'))[:19]}… changed at "
+                   f"{last.get('changed_at')}; {why}); the log says each "
+                   "(config_reload_audit_dropped, config_reload_audit_failed)")
     out += store_warnings(st)
     # (escaped like the tables: a reload's error quotes the file, which a pull request
     # may have written, and the instance name comes from the fleet)

@@ -48,6 +48,7 @@ from gateway.errors import (
     AuditError,
     DomainError,
     NotDurable,
+    StoreBusy,
     StoreConflict,
     StoreOutcomeUnknown,
     StoreUnavailable,
@@ -276,7 +277,8 @@ def _partly(exc: StoreUnavailable | AuditError | StoreConflict, actions: list[di
     if not acted or isinstance(exc, StoreOutcomeUnknown):
         return exc
     kind, why = (("audit_unavailable", f"the audit trail cannot be written ({exc})")
-                 if isinstance(exc, AuditError) else
+                 if isinstance(exc, AuditError) else (exc.type, str(exc))
+                 if isinstance(exc, StoreBusy) else
                  ("state_store_unavailable", str(exc) if isinstance(exc, StoreUnverifiable)
                   else f"the state store cannot be reached ({exc})"))
     return ApiError(503, kind, f"{why}: the {acted} alert(s) of this notification acted on "

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.configfile import LoadedConfig
-from gateway.control.occurrence import fleet_head, newest_reload, occurrence_of
+from gateway.control.occurrence import NotNear, fleet_head, newest_reload, occurrence_of
 from gateway.control.reloadaudit import CLAIM_WAIT, Pending, ReloadAudits
+from gateway.control.reloadkept import KeptChanges, kept_path
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.configrecord import record_config
 from gateway.domain.diff import config_dict, diff_configs
@@ -32,13 +33,18 @@ from gateway.domain.reloadcheck import facts_from_doc, reload_problems
 from gateway.domain.rolledoff import held_moved
 from gateway.domain.routetable import RouteTable
 from gateway.domain.statedoc import Change, StateDoc
-from gateway.errors import AuditError, ConfigError, Problem, StateError
+from gateway.errors import AuditError, ConfigError, Problem, StateError, StoreUnavailable
 from gateway.log import event
 from gateway.state.sync import Sync
+from gateway.tasks import cancel
 
 __all__ = ["ConfigHistory"]
 
 log = logging.getLogger("killgate")
+
+#: the longest pause between reads of the fleet's config occurrence, an instance that
+#: started without the store waiting to join it (seconds)
+JOIN_PAUSE_MAX = 10.0
 
 
 def start_token(digest: str, head: dict[str, Any] | None) -> str:
@@ -60,29 +66,75 @@ class ConfigHistory:
         #: the fleet's, one of its own: a change out of it is at worst audited twice
         self.token = secrets.token_hex(16)
         self.since = time.time()  # when the config this instance runs went live here
-        self.audits = ReloadAudits(sync)
+        self.audits = ReloadAudits(sync, KeptChanges(kept_path(sync.snapshot.path), sync.keys))
+        self._join: asyncio.Task[None] | None = None  # (`begin` again, once the store answers)
 
     def pending(self) -> list[dict[str, Any]]:
         """The changes whose audit event is not yet recorded (reloadaudit.py)."""
         return self.audits.pending()
 
+    def dropped(self) -> dict[str, Any] | None:
+        """The changes whose audit was dropped unrecorded (reloadaudit.py)."""
+        return self.audits.dropped()
+
     async def stop(self, timeout: float) -> None:
         """Wait (up to `timeout`) for the audits not yet recorded (reloadaudit.py)."""
+        await cancel(self._join)
         await self.audits.stop(timeout)
 
     async def begin(self, loaded: LoadedConfig) -> None:
-        """Join the fleet's occurrence of the file this instance starts on (module doc)."""
+        """Join the fleet's occurrence of the file this instance starts on (module doc). The
+        store not answering, joined once it does (`_join_later`), unless a reload comes
+        first: kept as one of its own, every later change was audited once per instance
+        started so (each claim key its own), for as long as it ran (a `serve --workers N`
+        group started in an outage: N events a reload)."""
         try:
             if not self.sync.synced_once:  # (not waited for again: the start waited already)
-                raise StateError("the store did not answer at start")
-            reload, start = await asyncio.wait_for(newest_reload(self.sync.store),
-                                                   loaded.config.state.command_timeout * 6)
+                raise StoreUnavailable("the store did not answer at start")
+            await self._joined(loaded)
         except (StateError, TimeoutError) as exc:
+            # (a trail read but too long since its last reload, NotNear, is not read again)
+            later = isinstance(exc, (StoreUnavailable, TimeoutError)) \
+                and not isinstance(exc, NotNear)
             event(log, "config_occurrence_unknown", logging.WARNING,
-                  error=str(exc) or "timeout", action="the next config change is audited "
-                  "by this instance even if another one audited it too")
-            return
+                  error=str(exc) or "timeout", action=(
+                      "joined once the store answers; a config change made before that"
+                      if later else "the next config change") + " is audited by this "
+                  "instance even if another one audited it too")
+            if later:
+                self._join = asyncio.get_running_loop().create_task(
+                    self._join_later(loaded, loaded.config.state.poll_interval),
+                    name="config-occurrence-join")
+        # (the changes a stopped process left waiting for the store: reloadkept.py)
+        self.audits.resume(self.instance, loaded.config.state.command_timeout * CLAIM_WAIT)
+
+    async def _joined(self, loaded: LoadedConfig) -> bool:
+        """The fleet's occurrence of `loaded` read from the trail and taken, unless a reload
+        made meanwhile moved this instance on (its change claimed with the token it had)."""
+        token = self.token
+        reload, start = await asyncio.wait_for(newest_reload(self.sync.store),
+                                               loaded.config.state.command_timeout * 6)
+        if self.token != token:
+            return False
         self.token = start_token(loaded.digest, fleet_head(reload, start))
+        return True
+
+    async def _join_later(self, loaded: LoadedConfig, pause: float) -> None:
+        """`_joined` once the store has synced, while no reload came since the start; a
+        read that fails is tried again with back-off (up to JOIN_PAUSE_MAX), one that finds
+        no reload near enough (NotNear) is not."""
+        token = self.token
+        while self.token == token:
+            if self.sync.synced_once:
+                try:
+                    if await self._joined(loaded):
+                        event(log, "config_occurrence_joined", config=loaded.digest)
+                    return
+                except NotNear:
+                    return
+                except (StateError, TimeoutError):
+                    pause = min(pause * 2, JOIN_PAUSE_MAX)  # (tried again)
+            await asyncio.sleep(pause)
 
     def check(self, loaded: LoadedConfig, running: LoadedConfig | None = None) -> None:
         """A version name whose artifact changed against the recorded history is refused,

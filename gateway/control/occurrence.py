@@ -29,8 +29,8 @@ from gateway.domain.audit import GENESIS, event_hash
 from gateway.errors import StateError
 from gateway.state.storeports import AuditStore
 
-__all__ = ["NEAR", "PAGE", "SCAN", "NotNear", "fleet_head", "in_trail", "newest_reload",
-           "occurrence_of", "walk"]
+__all__ = ["NEAR", "PAGE", "SCAN", "NotNear", "change_in_trail", "fleet_head", "in_trail",
+           "newest_reload", "occurrence_of", "walk"]
 
 #: events read per page; at a start, at most this many of the newest before giving up (a
 #: trail with more events since the last reload keeps an occurrence of its own: its next
@@ -105,5 +105,23 @@ async def in_trail(store: AuditStore, hash_: str) -> bool:
     (`walk`): one a store put back to an earlier state lost is not."""
     try:
         return (await walk(store, lambda ev: ev.get("hash") == hash_, NEAR))[0] is not None
+    except NotNear:
+        return False
+
+
+async def change_in_trail(store: AuditStore, key: str) -> bool:
+    """Whether a `config.reload` event of the change whose claim key is `key` (its
+    `after.occurrence`) is on the trail's chain among its newest NEAR entries: written by
+    an instance whose claim never came to name it (cut off, or killed, between its commit
+    and the claim's update)."""
+    occurrence = occurrence_of(key)
+
+    def found(ev: dict[str, Any]) -> bool:
+        after = ev.get("after")
+        return ev.get("action") == "config.reload" and isinstance(after, dict) \
+            and after.get("occurrence") == occurrence
+
+    try:
+        return (await walk(store, found, NEAR))[0] is not None
     except NotNear:
         return False

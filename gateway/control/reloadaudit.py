@@ -40,7 +40,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.control.occurrence import in_trail
+from gateway.control.occurrence import change_in_trail, in_trail
+from gateway.control.reloadkept import KeptChanges
 from gateway.domain.audit import AuditDraft
 from gateway.errors import AuditError, StateError, StoreOutcomeUnknown
 from gateway.log import event
@@ -91,17 +92,37 @@ class Pending:
 class ReloadAudits:
     """The changes whose audit is not yet recorded, each recorded after the one before."""
 
-    def __init__(self, sync: Sync) -> None:
+    def __init__(self, sync: Sync, kept: KeptChanges | None = None) -> None:
         self.sync = sync
+        #: the changes waiting, on disk while they wait (reloadkept.py): a stop or a crash
+        #: before the store answers no longer loses them
+        self.kept = kept
+        self._stopping = False  # (what a stop cancels stays in the file, for the next start)
+        #: the file holds changes: written once a try failed (a change that waits), not on
+        #: every reload (two fsyncs on the loop each)
+        self._on_disk = False
         #: the audits of changes not yet recorded (the newest waits for the one before it)
         self._audits: set[asyncio.Task[None]] = set()
         self._last: asyncio.Task[None] | None = None
         self._pending: list[Pending] = []  # (in the order of the changes)
+        #: the changes in no audit event, dropped (PENDING_MAX, or a failure no try can
+        #: mend): how many, and the last (`/v1/status` config.audit_dropped)
+        self._dropped: tuple[int, dict[str, Any]] | None = None
 
     def pending(self) -> list[dict[str, Any]]:
         """The changes whose audit event is not yet recorded, oldest first (`/v1/status`
         `config.audit_pending`)."""
         return [p.status() for p in self._pending]
+
+    def dropped(self) -> dict[str, Any] | None:
+        """The changes dropped unrecorded since the start: {"count", "last"} (None: none)."""
+        return None if self._dropped is None else {"count": self._dropped[0],
+                                                   "last": self._dropped[1]}
+
+    def _drop(self, p: Pending) -> None:
+        last = {k: v for k, v in p.status().items() if k in ("from", "to", "changed_at",
+                                                               "error")}
+        self._dropped = ((self._dropped[0] if self._dropped else 0) + 1, last)
 
     def queue(self, p: Pending) -> None:
         """Record `p` once the changes before it are (the trail keeps their order)."""
@@ -109,25 +130,52 @@ class ReloadAudits:
             event(log, "config_reload_audit_dropped", logging.ERROR, config=p.draft.target[
                 "config"], pending=len(self._pending), action="the state store has not "
                 "answered for the changes before it: this change is in no audit event; "
-                "`killgate status` lists the ones still waiting")
+                "`killgate status` lists the ones still waiting, and says this one dropped")
+            self._drop(p)
             return
         self._pending.append(p)
+        if self._on_disk:
+            self._keep()
         task = asyncio.get_running_loop().create_task(self._in_turn(self._last, p),
                                                       name="config-reload-audit")
         self._audits.add(task)
         task.add_done_callback(self._audits.discard)
         self._last = task
 
+    def resume(self, instance: str, wait: float) -> None:
+        """Queue the changes a process before this one left waiting (reloadkept.py), before
+        any change of this one's: claimed as this instance (that process's claim, if it
+        made one, is a sibling's that names no event: its event, if it landed, is found on
+        the trail by its occurrence; else the change is recorded here)."""
+        if self.kept is None:
+            return
+        for key, draft, since in self.kept.load():
+            self._on_disk = True  # (left there until recorded: a stop again keeps it)
+            event(log, "config_reload_audit_resumed", config=draft.target.get("config"),
+                  action="a change a stopped process left waiting for the store: recorded "
+                  "once the store answers")
+            self.queue(Pending(key, draft, {"instance": instance, "time": since}, wait))
+
+    def _keep(self) -> None:
+        """The changes waiting written to the file (none: it is removed)."""
+        if self.kept is not None and not self._stopping:
+            self.kept.save([(p.key, p.draft, float(p.mine.get("time") or 0.0))
+                            for p in self._pending])
+            self._on_disk = bool(self._pending)
+
     async def stop(self, timeout: float) -> None:
         """Wait (up to `timeout`) for the audits not yet recorded, then cancel what is
-        left, said in the log (a sibling holding the change's claim records it, if alive)."""
+        left, said in the log; kept on disk for the next start (reloadkept.py)."""
         if not self._audits:
             return
         _, pending = await asyncio.wait(set(self._audits), timeout=timeout)
         if pending:
+            where = self.kept.path if self.kept is not None else None
             event(log, "config_reload_audit_abandoned", logging.WARNING, changes=len(pending),
-                  action="the instance stopped before recording its config change; audit "
-                  "verify and the trail show whether a sibling recorded it")
+                  action="the instance stopped before recording its config change; " + (
+                      f"kept in {where}: the next start on it records it" if where is not None
+                      else "audit verify and the trail show whether a sibling recorded it"))
+        self._stopping = True
         await cancel(self._audits)
 
     async def _in_turn(self, before: asyncio.Task[None] | None, p: Pending) -> None:
@@ -138,8 +186,12 @@ class ReloadAudits:
             await self._audit(p)
         except Exception as exc:  # noqa: BLE001 - no caller to raise to: said in the log
             event(log, "config_reload_audit_failed", logging.ERROR, error=repr(exc))
+            p.error = repr(exc)
+            self._drop(p)
         finally:
             self._pending.remove(p)
+            if self._on_disk:
+                self._keep()
 
     async def _audit(self, p: Pending) -> None:
         """Record `p`, tried again with back-off while the store fails it (module doc)."""
@@ -158,6 +210,8 @@ class ReloadAudits:
             except (StateError, AuditError) as exc:
                 p.error = str(exc)
             p.tries += 1
+            if not self._on_disk:
+                self._keep()  # (it waits for the store: kept through a stop from now on)
             event(log, "config_reload_audit_pending", logging.WARNING,
                   config=p.draft.target["config"], tries=p.tries, error=p.error,
                   retry_in=round(pause, 3), action="the change's audit event is written once "
@@ -190,7 +244,9 @@ class ReloadAudits:
         recorded here too (at worst twice, never lost). Taken over by a sibling first (its
         claim there now: its own wait ended as ours did), it waits for that one's event: each
         instance past the wait recorded the change, one event per instance (waited for up to
-        twice `wait` more: a claim taken over and over is recorded here all the same)."""
+        twice `wait` more: a claim taken over and over is recorded here all the same). Before
+        a claim is taken over, the trail is looked at for the change's own event (its
+        occurrence): one whose claim never came to name it was written again so."""
         store = self.sync.store
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -203,6 +259,8 @@ class ReloadAudits:
             if isinstance(named, str) and await in_trail(store, named):
                 return False
             if isinstance(named, str) or loop.time() >= deadline:
+                if await change_in_trail(store, key):
+                    return False  # (its event written, the claim never updated to name it)
                 try:
                     if await store.idem_take(key, claim, mine, CLAIM_TTL):
                         return True

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from gateway.domain.statedoc import NewerDocument, StateDoc
 from gateway.errors import PushesCut, StateError, StoreUnavailable
 from gateway.log import event
+from gateway.state.redisbusy import busy
 from gateway.state.redisread import RedisRead
 from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
@@ -181,7 +182,10 @@ class RedisStore(RedisRead, RedisTrim):
             await self._follow_the_sentinels()
         try:  # (a subscribed connection answers ["pong", ""]; no answer closes it)
             await sub.call("PING", timeout=self.timeout)
-        except (RespError, TimeoutError, OSError) as exc:
+        except RespError as exc:  # (-LOADING: redis.io refuses PING while it loads)
+            raise busy(str(exc), self._where(sub)) or StoreUnavailable(
+                f"the redis subscription did not answer a PING: {exc}") from None
+        except (TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"the redis subscription did not answer a PING: "
                                    f"{exc or type(exc).__name__}") from None
         sub.last_rx = loop.time()  # (its silence counts from now)

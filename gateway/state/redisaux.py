@@ -35,6 +35,7 @@ from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
 from gateway.state.refusedonce import RefusedOnce
+from gateway.state.replyshape import digits, flat_pairs, integer, shaped
 from gateway.state.retiredkeys import after_retirement
 from gateway.state.store import Ack
 
@@ -158,8 +159,9 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
         ms = await self._script(_HEARTBEAT, [self.k_instances, self.k_instances + ":urls"],
                                 [instance, record, self.ch_acks, addr, self._max_age_ms(),
                                  str(signed)])
-        after = self.clock()
-        if isinstance(ms, int) and ms > 0 and 0 <= after - before < 1.0:
+        after = self.clock()  # (any other answer than a time or -1: no heartbeat written)
+        shaped("the heartbeat", ms, integer(ms) and (ms > 0 or ms == -1), "a time (ms) or -1")
+        if ms > 0 and 0 <= after - before < 1.0:
             self._beat_skew = ms / 1000.0 - (before + after) / 2
 
     def _max_age_ms(self) -> str:
@@ -181,7 +183,9 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
         a clock of ours stepped back since a restart must not place the new start before
         the old; the time since by `since`)."""
         if self._boot is None:
-            sec, usec = await self._call("TIME")
+            t = await self._call("TIME")
+            sec, usec = shaped("TIME", t, type(t) is list and len(t) == 2
+                               and all(digits(v) for v in t), "[seconds, microseconds]")
             self._boot = (int(sec) * 1000 + int(usec) // 1000, secrets.token_hex(4),
                           self.since())
         boot_ms, tag, t0 = self._boot
@@ -199,8 +203,11 @@ class RedisRecords(RedisIdempotency, RedisStats, FleetUrls):
         own = self._own_ack[1].instance if self._own_ack is not None else None
         heard, self._heard = self._heard or set(), None
         known = sorted({*self._listed, *heard, *([own] if own else [])})
-        now_ms, total, cursor, flat = await self._script(
-            LIVE, [self.k_instances], [str(SCAN_BUDGET), self._scan_at, *known])
+        got = await self._script(LIVE, [self.k_instances],
+                                 [str(SCAN_BUDGET), self._scan_at, *known])
+        now_ms, total, cursor, flat = shaped(
+            "the fleet read", got, type(got) is list and len(got) == 4 and integer(got[0])
+            and integer(got[1]) and digits(got[2]) and flat_pairs(got[3]), "its answer")
         flooded = int(total) > SCAN_BUDGET
         # a heartbeat's signed time is judged by the store's clock; by ours when the two
         # are further apart than the skew tolerated (a store an hour ahead made every

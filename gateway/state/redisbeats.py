@@ -32,6 +32,7 @@ from gateway.state.redisidem import CLOCK_SKEW
 from gateway.state.redislink import RedisLink
 from gateway.state.redisstats import turn
 from gateway.state.refusedonce import RefusedOnce
+from gateway.state.replyshape import flat_pairs, integer, shaped
 from gateway.state.signing import Unverified, cause_of
 from gateway.state.store import Ack
 
@@ -128,10 +129,12 @@ class RedisBeats(RedisLink):
         command timeout, and each reconnect failed on it)."""
         if self._seeded or not self.keys.enabled:
             return
-        if int(await self._call("HLEN", self.k_instances)) > MAX_INSTANCES:
+        n = await self._call("HLEN", self.k_instances)
+        if shaped("HLEN", n, integer(n), "a count") > MAX_INSTANCES:
             self._seeded = True  # (the fleet read reports them)
             return
         flat = await self._call("HGETALL", self.k_instances)
+        shaped("HGETALL", flat, flat_pairs(flat), "fields and values")
         places, pushed = self._memories()
         for i in range(0, len(flat), 2):
             await turn(i)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.state.redislink import OWN, RedisLink, Script
+from gateway.state.replyshape import integer, shaped, text
 
 __all__ = ["CLOCK_SKEW", "RedisIdempotency"]
 
@@ -49,6 +50,18 @@ _EXPIRES = "_expires"
 CLOCK_SKEW = 300.0
 
 
+def _held(what: str, reply: Any) -> bytes | None:
+    """A record's answer (the claim's, GET's): the record held, or nil. An integer or an
+    array raised TypeError in the record's opening (a 500 for a write with a key)."""
+    return shaped(what, reply, text(reply, nil=True), "nil or the record held")
+
+
+def _swapped(reply: Any) -> bool:
+    """_SWAP's 1 (done) or 0: `bool(b'OK')` took a mangled answer for a swap made."""
+    return shaped("the idempotency swap", reply, reply in (0, 1) and integer(reply),
+                  "0 or 1") == 1
+
+
 class RedisIdempotency(RedisLink):
     clock: Callable[[], float] = staticmethod(time.time)
 
@@ -72,7 +85,8 @@ class RedisIdempotency(RedisLink):
         k = f"{self.k_idem}:{key}"
         sealed = self._idem_sealed(key, record, ttl)
         for _ in range(3):
-            raw = await self._script(_CLAIM, [k], [sealed, str(int(ttl * 1000))])
+            raw = _held("the idempotency claim", await self._script(
+                _CLAIM, [k], [sealed, str(int(ttl * 1000))]))
             if raw is None:
                 return None
             existing = self._idem_opened(key, raw)
@@ -80,33 +94,35 @@ class RedisIdempotency(RedisLink):
                 return existing
             # a record we did not write (or an expired one): never answer from it; replace
             # it (if unchanged)
-            await self._script(_REPLACE, [k], [raw, sealed, str(int(ttl * 1000))])
-            if await self._call("GET", k) == sealed:
+            done = await self._script(_REPLACE, [k], [raw, sealed, str(int(ttl * 1000))])
+            shaped("the idempotency replace", done, done == 1 and integer(done), "1")
+            if _held("GET", await self._call("GET", k)) == sealed:
                 return None
         return None
 
     async def idem_set(self, key: str, record: dict[str, Any], ttl: float) -> None:
-        await self._call("SET", f"{self.k_idem}:{key}", self._idem_sealed(key, record, ttl),
-                         "PX", int(ttl * 1000))
+        done = await self._call("SET", f"{self.k_idem}:{key}",
+                                self._idem_sealed(key, record, ttl), "PX", int(ttl * 1000))
+        shaped("SET", done, done == b"OK", "OK")
 
     async def _idem_swap(self, key: str, mine: dict[str, Any], new: bytes, ttl: float) -> bool:
         """Replace the key's record (`new`; b"": delete) only while it is `mine`."""
         k = f"{self.k_idem}:{key}"
-        raw = await self._call("GET", k)
+        raw = _held("GET", await self._call("GET", k))
         if raw is None or self._idem_opened(key, raw) != mine:
             return False
-        return bool(await self._script(_SWAP, [k], [raw, new, str(max(1, int(ttl * 1000)))]))
+        return _swapped(await self._script(_SWAP, [k], [raw, new, str(max(1, int(ttl * 1000)))]))
 
     async def idem_settle(self, key: str, record: dict[str, Any], ttl: float) -> bool:
         """Write `record` (a write's answer) only while the key's record is still held by
         `record["holder"]`: a claim that lapsed and was taken by a retry keeps the retry's."""
         k = f"{self.k_idem}:{key}"
-        raw = await self._call("GET", k)
+        raw = _held("GET", await self._call("GET", k))
         held = None if raw is None else self._idem_opened(key, raw)
         if raw is None or held is None or held.get("holder") != record.get("holder"):
             return False
-        return bool(await self._script(_SWAP, [k], [raw, self._idem_sealed(key, record, ttl),
-                                                    str(max(1, int(ttl * 1000)))]))
+        return _swapped(await self._script(_SWAP, [k], [raw, self._idem_sealed(key, record, ttl),
+                                                        str(max(1, int(ttl * 1000)))]))
 
     async def idem_take(self, key: str, mine: dict[str, Any], record: dict[str, Any],
                         ttl: float) -> bool:
@@ -117,6 +133,7 @@ class RedisIdempotency(RedisLink):
 
     async def idem_release(self, key: str, mine: dict[str, Any] | None = None) -> None:
         if mine is None:
-            await self._call("DEL", f"{self.k_idem}:{key}")
+            n = await self._call("DEL", f"{self.k_idem}:{key}")
+            shaped("DEL", n, integer(n), "a count")
         else:
             await self._idem_swap(key, mine, b"", 0.0)

@@ -19,6 +19,7 @@ from typing import Any
 
 from gateway.config_redisurl import SPLIT_USERINFO, unreadable, userinfo_split
 from gateway.errors import StoreOutcomeUnknown, StoreUnavailable
+from gateway.state.redisbusy import busy
 from gateway.state.resp import (
     Endpoint,
     NotResp,
@@ -137,9 +138,9 @@ class RedisLink:
         ep = self._ep()
         try:
             return await connect(ep, self.timeout, on_message=on_message)
-        except RespError as exc:
-            raise StoreUnavailable(f"redis at {ep.describe()} refused the connection: {exc}") \
-                from None
+        except RespError as exc:  # (-BUSY refuses even the handshake: redisbusy.py)
+            raise busy(str(exc), ep.describe()) or StoreUnavailable(
+                f"redis at {ep.describe()} refused the connection: {exc}") from None
         except TimeoutError:
             raise StoreUnavailable(f"redis at {ep.describe()} did not answer in time") from None
         except WrongScheme as exc:  # (rediss:// at plain text, redis:// at TLS: respprobe.py)
@@ -223,11 +224,18 @@ class RedisLink:
             if args[0] == "EVALSHA" and str(exc).startswith("NOSCRIPT"):
                 raise
             _demoted(conn, exc)
-            raise refused(f"redis refused: {exc}") from None
+            # (-LOADING, -BUSY: refused before it ran, whatever the command; said as the
+            # caller's refusal, a commit's was "the audit trail cannot be written")
+            raise busy(str(exc), self._where(conn)) or refused(f"redis refused: {exc}") \
+                from None
         except TimeoutError:
             raise lost("redis did not answer in time") from None
         except OSError as exc:
             raise lost(f"redis unavailable: {exc}") from None
+
+    def _where(self, conn: RespConnection) -> str:
+        """The redis `conn` leads to, in words (the master the sentinels named)."""
+        return f"{conn.address[0]}:{conn.address[1]}" if conn.address else self._ep().describe()
 
     async def _call(self, *args: str | bytes | int, timeout: float | None = None,
                     refused: type[Exception] = StoreUnavailable, slot: str = "cmd") -> Any:

@@ -13,6 +13,7 @@ from gateway.domain.audit import event_hash, genuine
 from gateway.domain.auditpin import pin_walk
 from gateway.state.redisaudit import RedisAudit
 from gateway.state.redislink import Script
+from gateway.state.replyshape import entries, shaped
 from gateway.state.resp import RespConnection
 
 __all__ = ["PIN_STEPS", "SCAN_STEP", "RedisPin"]
@@ -45,8 +46,8 @@ class RedisPin(RedisAudit):
         at, ck = decoded[0]
         prev: bool | str = str(ck.get("hash"))
         for _ in range(PIN_STEPS):
-            chunk = self._decode(await self._script(
-                _AFTER, [self.k_audit], [at, str(SCAN_STEP)], conn=conn))
+            got = await self._script(_AFTER, [self.k_audit], [at, str(SCAN_STEP)], conn=conn)
+            chunk = self._decode(shaped("the trim's pin read", got, entries(got), "entries"))
             prev = pin_walk(str(prev), (ev for _, ev in chunk), keys)
             if isinstance(prev, bool) or len(chunk) < SCAN_STEP:
                 break

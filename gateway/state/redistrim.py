@@ -28,9 +28,10 @@ from typing import Any
 from gateway.domain.audit import seal
 from gateway.domain.retention import TRIM_BATCH, Decide, Due, TrimDecision, TrimWindow
 from gateway.domain.statedoc import StateDoc
-from gateway.errors import AuditError, StoreConflict
-from gateway.state.redislink import DOC, OWN, SMALL, Script
+from gateway.errors import AuditError, StoreConflict, StoreOutcomeUnknown
+from gateway.state.redislink import DOC, OWN, SMALL, Script, odd_reply
 from gateway.state.redispin import SCAN_STEP, RedisPin
+from gateway.state.replyshape import entries, integer, shaped, text
 from gateway.state.resp import RespConnection
 from gateway.state.store import MAX_DOC_BYTES
 
@@ -153,6 +154,14 @@ return 'ok'
 """)
 
 
+def _scanned(reply: Any) -> tuple[bytes, list[Any], list[Any]]:
+    """_SCAN's answer: where the next step starts, the checkpoint ([] or [entry]), the
+    re-seeds."""
+    return shaped("the trim's scan", reply, type(reply) is list and len(reply) == 3
+                  and text(reply[0]) and entries(reply[1]) and len(reply[1]) <= 1
+                  and entries(reply[2]), "its answer")
+
+
 class RedisTrim(RedisPin):
     """`audit_trim` of `RedisStore` (see the module docstring)."""
 
@@ -181,8 +190,8 @@ class RedisTrim(RedisPin):
         reseeds: list[Any] = []
         at, low = newest[0][0], b"(" + memo.newest[0] if memo is not None else b"-"
         while at and (memo is None or _sid(newest[0]) > _sid(memo.newest)):
-            at, found_ck, found = await self._script(
-                _SCAN, [self.k_audit], [at, str(SCAN_STEP), low], conn=conn)
+            at, found_ck, found = _scanned(await self._script(
+                _SCAN, [self.k_audit], [at, str(SCAN_STEP), low], conn=conn))
             ck = ck or found_ck
             reseeds.extend(found)
         if memo is not None:
@@ -202,15 +211,22 @@ class RedisTrim(RedisPin):
         # "write" one it queued behind a write's WAIT, missed its deadline, and closing
         # that connection failed the WAIT: a kill answered not_durable)
         conn = await self._conn("audit")
-        count, first, clock = await self._script(_EXTENT, [self.k_audit], [], conn=conn)
+        got = await self._script(_EXTENT, [self.k_audit], [], conn=conn)
+        count, first, clock = shaped("the trim's extent read", got, type(got) is list
+                                     and len(got) == 3 and integer(got[0])
+                                     and entries(got[1]) and integer(got[2]), "its answer")
         oldest = self._decode(first)
         if not due(int(count), oldest[0][1] if oldest else None, int(clock) / 1000):
             return TrimDecision(0, None, "not due"), None
         memo = self._scanned
-        doc_reply, count, first_part, newest_part, same, clock = await self._script(
+        got = await self._script(
             _READ, [self.k_state, self.k_gen, self.k_audit],
             [str(MAX_DOC_BYTES), str(TRIM_BATCH + 1), memo.newest[0] if memo else "",
              memo.sha if memo else ""], conn=conn)
+        doc_reply, count, first_part, newest_part, same, clock = shaped(
+            "the trim's read", got, type(got) is list and len(got) == 6 and integer(got[1])
+            and entries(got[2]) and entries(got[3]) and integer(got[4]) and integer(got[5]),
+            "its answer")  # (the document's part: _loaded checks it)
         loaded = self._loaded(doc_reply)
         doc = loaded.doc
         head = (doc.audit_head or None) if doc is not None else None
@@ -240,9 +256,12 @@ class RedisTrim(RedisPin):
         # document as it is now, a few times, each a short read away from the script.)
         first_id, cut_id = pairs[0][0], pairs[decision.remove][0]
         for _ in range(RESEALS):
-            doc_reply, count, now_first = await self._script(
+            got = await self._script(
                 _FRESH, [self.k_state, self.k_gen, self.k_audit], [str(MAX_DOC_BYTES)],
                 conn=conn)
+            doc_reply, count, now_first = shaped(
+                "the trim's fresh read", got, type(got) is list and len(got) == 3
+                and integer(got[1]) and text(got[2]), "its answer")
             doc = self._loaded(doc_reply).doc
             last = self._last_open
             if doc is None or last is None or last[1] is not doc \
@@ -255,6 +274,9 @@ class RedisTrim(RedisPin):
                 [hashlib.sha1(last[0]).hexdigest(), str(count), first_id, cut_id,
                  json.dumps(ev, ensure_ascii=False), ev["hash"], sealed, self.ch_events,
                  str(MAX_DOC_BYTES)], refused=AuditError, writes=True, conn=conn)
+            if res not in (b"ok", b"moved"):  # (was "changed while it was read", 8 times)
+                raise StoreOutcomeUnknown(odd_reply("the trim", res, "'ok' or 'moved'")
+                                          + ": it may have been made, or not")
             if res == b"ok":
                 break
         else:

@@ -127,6 +127,24 @@ function configLines(sd) {
   if (Array.isArray(cfg.restart_required) && cfg.restart_required.length) {
     out.push(["warn", "RESTART REQUIRED", `for: ${cfg.restart_required.join(", ")}`]);
   }
+  // (as `killgate status` prints them: RELOAD WARNING, AUDIT PENDING)
+  for (const w of Array.isArray(cfg.warnings) ? cfg.warnings : []) {
+    if (typeof w === "string") out.push(["warn", "RELOAD WARNING", w]);
+  }
+  const cut = (d) => `${String(d).slice(0, 19)}…`;
+  for (const a of Array.isArray(cfg.audit_pending) ? cfg.audit_pending : []) {
+    if (!a || typeof a !== "object") continue;
+    out.push(["bad", "AUDIT PENDING", `config.reload ${cut(a.from)} -> ${cut(a.to)} changed at ` +
+      `${a.changed_at}, not yet recorded (${a.tries} tries; the store: ${a.error}): the trail has no event ` +
+      "for this change until the store answers (kept on disk meanwhile: the next start records it)"]);
+  }
+  const dropped = cfg.audit_dropped;
+  if (dropped && typeof dropped === "object") {
+    const last = dropped.last && typeof dropped.last === "object" ? dropped.last : {};
+    out.push(["bad", "AUDIT DROPPED", `${dropped.count} config change(s) since this instance started are in ` +
+      `no audit event (the last: ${cut(last.from)} -> ${cut(last.to)} changed at ${last.changed_at}; ` +
+      `${last.error || "more changes waited for the store than are kept"}); the log says each`]);
+  }
   return out;
 }
 
