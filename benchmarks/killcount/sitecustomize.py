@@ -47,7 +47,8 @@ class _Opcodes:
 
     def __init__(self, out: str) -> None:
         import atexit
-        self.counts: dict[str, dict[str, int]] = {"pre": {}, "post": {}}
+        self.counts: dict[str, dict[str, int]] = {"pre": {}, "post": {}, "r_apply": {},
+                                                  "r_hint": {}, "windows": {}}
         self.cur = self.counts["pre"]
         self.on = False
         atexit.register(self._save, out)
@@ -80,6 +81,13 @@ class _Opcodes:
     def kg_dump(self, name: bytes) -> None:
         if name == b"c_pre" and self.on:
             self.cur = self.counts["post"]
+        elif name.startswith(b"r_"):  # a receiver's window: its own kind (apply, hint)
+            kind = "r_apply" if name.startswith(b"r_apply") else "r_hint"
+            into = self.counts[kind]
+            for key, n in self.cur.items():
+                into[key] = into.get(key, 0) + n
+            self.counts["windows"][kind] = self.counts["windows"].get(kind, 0) + 1
+            self.cur.clear()
 
 
 class _Profiled:

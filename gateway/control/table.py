@@ -116,8 +116,13 @@ class TableHolder:
                  if build is not None else
                  build_table(loaded.config, routed, unhealthy, fail_closed, state_unknown,
                              ejected))
-        self.held = Held(loaded, doc, unhealthy, fail_closed, state_unknown, table,
-                         ejected, local)  # the one assignment
+        self._install(old, Held(loaded, doc, unhealthy, fail_closed, state_unknown, table,
+                                ejected, local))
+
+    def _install(self, old: Held, new: Held) -> None:
+        """`new` held (the one assignment), then told to the listeners."""
+        self.held = new
+        table = new.table
         for fn in self._listeners:  # (the table is live: one that fails stops no other)
             try:
                 fn(old.table, table)
@@ -133,10 +138,18 @@ class TableHolder:
                               "(override_unservable) were not logged")
 
     def apply_doc(self, doc: StateDoc) -> bool:
-        """Adopt `doc` if it is newer than what we hold; duplicates and stale ones are no-ops."""
-        if doc.generation <= self.held.doc.generation:
+        """Adopt `doc` if it is newer than what we hold; duplicates and stale ones are no-ops.
+        (`_swap(doc=doc)`, its inputs read straight from what is held: every instance's
+        swap of every kill.)"""
+        old = self.held
+        if doc.generation <= old.doc.generation:
             return False
-        self._swap(doc=doc)
+        local = old.local
+        table = rebuild_table(old.table, old.loaded.config,
+                              with_local(doc, local) if local else doc, old.unhealthy,
+                              old.fail_closed, old.state_unknown, old.ejected)
+        self._install(old, Held(old.loaded, doc, old.unhealthy, old.fail_closed,
+                                old.state_unknown, table, old.ejected, local))
         return True
 
     def set_unhealthy(self, unhealthy: frozenset[tuple[str, str]],
@@ -191,6 +204,8 @@ def _warn_unservable(old: RouteTable | None, new: RouteTable) -> None:
     if old is None:
         routes: Iterable[RoutePlan] = new.routes
     elif new.replaced is not None and new.replaced[0] == id(old):
+        if new.doc.overrides is old.doc.overrides or new.doc.overrides == old.doc.overrides:
+            return  # (the same configs, `replacing`'s, and overrides: nothing to say)
         routes = [new.by_name[n] for n in new.replaced[1]]  # (old is alive: its id is its)
     else:
         routes = compress(new.routes, map(is_not, new.routes,

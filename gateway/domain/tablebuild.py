@@ -20,7 +20,7 @@ from gateway.domain.rolledoff import held_off, previous_stable
 from gateway.domain.rolloutsteps import progressive_weights
 from gateway.domain.routetable import RouteTable
 from gateway.domain.routing import STATE_UNKNOWN, RoutePlan
-from gateway.domain.statedoc import StateDoc, kill_key
+from gateway.domain.statedoc import StateDoc
 
 __all__ = ["build_table", "override_missing", "override_unservable", "rebuild_table"]
 
@@ -45,11 +45,14 @@ def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
     """`build_table` for a new state document when the config, health, fail-closed and
     state-unknown are those `old` was built from: only the plans of routes whose state
     changed are built again (a kill flips one route's plan; the others are the same
-    objects), so applying a kill costs the same with 5 routes or 500. Equal to a full
-    build, by construction."""
-    names = _changed_routes(old.doc, doc)
-    if names is None:
+    objects), so applying a kill costs the same with 5 routes or 500. A route whose kills
+    alone changed has only its kills read again (`_rekilled`: its weights, stable, pins
+    and previous stable are its plan's own). Equal to a full build, by construction."""
+    changes = _changes(old.doc, doc)
+    if changes is None:
         return build_table(cfg, doc, unhealthy, fail_closed, state_unknown, ejected)
+    by_kills, by_rest = changes
+    names = by_kills | by_rest
     global_kill = fail_closed or "global" in doc.kills
     fresh: dict[str, RoutePlan] = {}
     if len(cfg.routes) != len(old.routes):
@@ -59,8 +62,14 @@ def rebuild_table(old: RouteTable, cfg: Config, doc: StateDoc,
         if kept is None or kept.config is not rc:
             return build_table(cfg, doc, unhealthy, fail_closed, state_unknown, ejected)
         if rc.name in names or rc.drill_for in names:
-            fresh[rc.name] = _plan(rc, doc, unhealthy, global_kill, state_unknown, kept,
-                                   _prod(cfg, rc), ejected)
+            made = kept._inputs
+            if made is not None and not ejected and rc.name not in by_rest \
+                    and rc.drill_for not in by_rest:
+                fresh[rc.name] = _made(rc, kept, _rekilled(rc, doc, unhealthy, global_kill,
+                                                           state_unknown, made))
+            else:
+                fresh[rc.name] = _plan(rc, doc, unhealthy, global_kill, state_unknown, kept,
+                                       _prod(cfg, rc), ejected)
     return old.replacing(fresh, doc, unhealthy)  # (the others, and their order, kept)
 
 
@@ -75,12 +84,20 @@ def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
     to the last one's (state/shareddecode.py; a kill's swap at 500 routes compared ~2,500
     history entries, 7.7M instructions; 1.9M now). Each route's value is compared once:
     a part that differs is not compared whole first, then again route by route."""
+    changes = _changes(a, b)
+    return None if changes is None else changes[0] | changes[1]
+
+
+def _changes(a: StateDoc, b: StateDoc) -> tuple[set[str], set[str]] | None:
+    """`_changed_routes`, as (the routes a kill or its lift names, the routes whose other
+    routing inputs differ: override, rollout, history, versions rolled off)."""
     if ("global" in a.kills) != ("global" in b.kills):
         return None
-    names: set[str] = set()
+    by_kills: set[str] = set()
     if a.kills is not b.kills:
         for key in a.kills.keys() ^ b.kills.keys():
-            names.add(key.split(":")[1])  # route:<r> or version:<r>:<v>
+            by_kills.add(key.split(":")[1])  # route:<r> or version:<r>:<v>
+    names: set[str] = set()
     for x, y in ((a.overrides, b.overrides), (a.progress, b.progress), (a.history, b.history),
                  (a.rolled_off, b.rolled_off)):
         if x is y or not (x or y):
@@ -90,7 +107,7 @@ def _changed_routes(a: StateDoc, b: StateDoc) -> set[str] | None:
         names.update(compress(x, map(ne, x.values(), map(y.get, x))))
         if len(y) != len(x) or y.keys() != x.keys():
             names.update(y.keys() - x.keys())
-    return names
+    return by_kills, names
 
 
 def _prod(cfg: Config, rc: RouteConfig) -> RouteConfig | None:
@@ -121,11 +138,7 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
           ejected: frozenset[tuple[str, str]] = frozenset()) -> RoutePlan:
     """One route's plan from the config, the state and health (`like`: see RoutePlan;
     `prod`: the production route of a drill route; `ejected`: see `build_table`)."""
-    # a drill route serves its production route's versions to any request that sends its
-    # match: that route's kills hold on it too (its own kills, a drill's, stay its own)
-    names = (rc.name,) if rc.drill_for is None else (rc.name, rc.drill_for)
-    killed = STATE_UNKNOWN if state_unknown else "global" if global_kill else (
-        "route" if any(kill_key("route", n) in doc.kills for n in names) else None)
+    killed, excluded = _kills(rc, doc, unhealthy, global_kill, state_unknown)
     ov = doc.overrides.get(rc.name)
     prog = doc.progress.get(rc.name)
     unpinnable: frozenset[str] = frozenset()
@@ -156,12 +169,6 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
         # the production route's shadow never answers a client (CONTRACT §5.5): a drill
         # route's match is one any client can send, so it is not pinnable there either
         unpinnable |= {dark}
-    excluded: dict[str, str] = {}
-    for v in rc.versions:
-        if any(kill_key("version", n, v.name) in doc.kills for n in names):
-            excluded[v.name] = "killed"
-        elif (rc.name, v.name) in unhealthy:
-            excluded[v.name] = "unhealthy"
     prev = previous_stable(doc, rc, stable)  # (never a version a rollback took off)
     previous = prev.stable if prev is not None and rc.version(prev.stable) else None
     if not ejected:  # (the plan's inputs are final: the memo's case)
@@ -181,6 +188,46 @@ def _plan(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
             plan = RoutePlan(rc, weights, stable, excluded, killed, previous, unpinnable, like,
                              unservable, rolled_off)
     return plan
+
+
+def _kills(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
+           global_kill: bool, state_unknown: bool) -> tuple[str | None, dict[str, str]]:
+    """A route's `killed` and `excluded` (its versions killed, else unhealthy). A drill
+    route serves its production route's versions to any request that sends its match:
+    that route's kills hold on it too (its own kills, a drill's, stay its own). The keys
+    are `kill_key`'s, spelt here (no call, no generator a key: ~170 bytecodes of every
+    instance's swap of a kill, for a route of two versions)."""
+    kills = doc.kills
+    name, prod = rc.name, rc.drill_for
+    if state_unknown:
+        killed: str | None = STATE_UNKNOWN
+    elif global_kill:
+        killed = "global"
+    else:
+        killed = "route" if f"route:{name}" in kills or (
+            prod is not None and f"route:{prod}" in kills) else None
+    excluded: dict[str, str] = {}
+    for v in rc.versions:
+        vn = v.name
+        if f"version:{name}:{vn}" in kills or (
+                prod is not None and f"version:{prod}:{vn}" in kills):
+            excluded[vn] = "killed"
+        elif (name, vn) in unhealthy:
+            excluded[vn] = "unhealthy"
+    return killed, excluded
+
+
+def _rekilled(rc: RouteConfig, doc: StateDoc, unhealthy: frozenset[tuple[str, str]],
+              global_kill: bool, state_unknown: bool,
+              inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`inputs` (a plan's, `_made`'s) with the route's kills read again from `doc`: the
+    plan of a route whose kills alone changed (its override, rollout, history and versions
+    rolled off, and its production route's, are those `inputs` were made of; no passive
+    ejection: then every plan is made whole). What `_plan` returns for it, minus ~300
+    bytecodes of a receiver's kill."""
+    killed, excluded = _kills(rc, doc, unhealthy, global_kill, state_unknown)
+    weights, stable, _, _, previous, unpinnable, unservable, rolled_off = inputs
+    return weights, stable, excluded, killed, previous, unpinnable, unservable, rolled_off
 
 
 def _made(rc: RouteConfig, like: RoutePlan | None, inputs: tuple[Any, ...]) -> RoutePlan:

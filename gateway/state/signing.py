@@ -17,7 +17,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from gateway import filemodes
 from gateway.config import StateConfig
@@ -39,6 +39,11 @@ __all__ = [
 ]
 
 MIN_KEY_BYTES = 32
+_hmac_new: Callable[[bytes, bytes, str], Any]  # (OpenSSL's: copy, update, digest in C)
+try:
+    from _hashlib import hmac_new as _hmac_new
+except ImportError:  # (a Python built without OpenSSL: hmac's own, the same interface)
+    _hmac_new = hmac.new
 MAGIC = b"KGS1 "
 Which = Literal["current", "previous", "unkeyed"]
 
@@ -96,6 +101,7 @@ class Keyring:
         self.current = current
         self.previous = previous if current is not None else None
         self.context = context.encode()
+        self._pads: dict[tuple[bytes, bytes], Any] = {}  # (key, kind) -> HMAC state (_mac)
         self._by_kid = {k.kid: k for k in (previous, current) if k is not None}
         #: key ids the fleet signed with before a rotation, as a holder of the current key
         #: recorded them (retiredkeys.py; shared by every keyring `bound` makes of this one)
@@ -119,8 +125,14 @@ class Keyring:
         return {kid: k.secret for kid, k in self._by_kid.items()}
 
     def _mac(self, key: Key, kind: bytes, body: bytes) -> str:
-        msg = kind + b"\x00" + self.context + b"\x00" + body
-        return hmac.new(key.secret, msg, hashlib.sha256).hexdigest()
+        """HMAC-SHA256 of kind, context and body, from a copy of the key's state fed kind
+        and context once (a pushed document's verify: 76.5k -> 63.9k instructions)."""
+        if (pad := self._pads.get((key.secret, kind))) is None:
+            pad = self._pads[key.secret, kind] = _hmac_new(
+                key.secret, kind + b"\x00" + self.context + b"\x00", "sha256")
+        h = pad.copy()
+        h.update(body)
+        return h.hexdigest()
 
     def sign(self, kind: bytes, body: bytes) -> tuple[str, str]:
         """(key id, MAC) of `body` with the current key."""
