@@ -110,7 +110,9 @@ class HistoryEntry:
 class RouteOverride:
     """A latched runtime override of a route (rollback / promote / weights / auto)."""
 
-    __pydantic_config__ = _KNOWN  # (a field a newer version added: statedoc.NewerDocument)
+    # (and no NaN or infinite weight: StateDoc's own setting does not reach a nested
+    # type's, and a signed document with {"v1": NaN} was taken: review impkill8)
+    __pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     stable: str | None
     weights: dict[str, float]
