@@ -66,6 +66,8 @@ class SnapshotFile(SnapshotReader):
         self._pending: tuple[StateDoc, Origin] | None = None
         self._newest = (-1, -1)  # (generation, audit_seq) of the newest document handed over
         self._writer: asyncio.Task[None] | None = None
+        #: the document (and origin) the newest write put in the file
+        self._landed: tuple[StateDoc, Origin] | None = None
         self.lock_wait = LOCK_WAIT
 
     def _write(self, doc: StateDoc, origin: Origin = None) -> int:
@@ -147,15 +149,25 @@ class SnapshotFile(SnapshotReader):
         if at < self._newest:
             return
         self._newest = at
-        self._pending = (doc, self.origin())  # (where it came from as it was applied)
+        pending = (doc, self.origin())  # (where it came from as it was applied)
+        if pending == self._landed:
+            return  # the file holds it (a committer hands its document over twice: as
+            #         applied, and as its own push comes back): one fsync, not two
+        self._pending = pending
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_latest())
 
     async def _write_latest(self) -> None:
         while self._pending is not None:
             pending, self._pending = self._pending, None
-            if not await self.write(*pending) and self._pending is None:
-                self._pending = pending  # (the lock was held: again, unless a newer one came)
+            self._landed = None
+            if not await self.write(*pending):
+                if self._pending is None:
+                    self._pending = pending  # (the lock was held: again, unless a newer one came)
+            elif self.error is None:
+                self._landed = pending
+                if self._pending == pending:  # (handed over again while it was written)
+                    self._pending = None
 
     async def flush(self, timeout: float = 5.0) -> None:
         """On the way out: let the last snapshot land."""
