@@ -18,6 +18,7 @@ import gc
 import json
 import os
 import sys
+import threading
 import time
 
 OUT = os.environ.get("KG_HOLDS_OUT")
@@ -65,7 +66,8 @@ class _Record:
     def dump(self) -> None:
         if not OUT:
             return
-        doc = {"pid": os.getpid(), "argv": sys.argv, "runs": self.runs, "started": self.started, "seconds": time.time() - self.started,
+        doc = {"pid": os.getpid(), "argv": sys.argv, "runs": self.runs, "started": self.started,
+               "seconds": time.time() - self.started,
                "long_ns": LONG_NS, "agg": self.agg, "long": self.long, "gcs": self.gcs,
                "threads": self.threads}
         with open(os.path.join(OUT, f"holds-{os.getpid()}.json"), "w") as f:
@@ -108,15 +110,16 @@ def _timed(cb, name_of=_name):  # type: ignore[no-untyped-def]
 
 
 _gc_t: list[int] = [0, 0]
+_MAIN = threading.get_ident()
 
 
 def _gc_cb(phase: str, info: dict) -> None:
     if phase == "start":
         _gc_t[0], _gc_t[1] = time.thread_time_ns(), time.perf_counter_ns()
         return
+    inside = REC.current if threading.get_ident() == _MAIN else "a worker thread"
     REC.gcs.append((info["generation"], time.thread_time_ns() - _gc_t[0],
-                    time.perf_counter_ns() - _gc_t[1], time.time() - REC.started,
-                    REC.current))
+                    time.perf_counter_ns() - _gc_t[1], time.time() - REC.started, inside))
 
 
 def _install() -> None:
