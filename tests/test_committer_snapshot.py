@@ -61,3 +61,19 @@ async def test_a_committed_kill_is_written_once_after_the_burst(
     assert len(of_gen) == 1, writes
     # (loop timers may fire up to a millisecond early: half the delay is the bound)
     assert of_gen[0] - swapped[0] >= ACK_AFTER / 2, (of_gen[0] - swapped[0], ACK_AFTER)
+
+
+def test_the_same_document_is_told_by_its_write_not_by_every_field() -> None:
+    from gateway.state.snapshot import _same
+
+    doc = StateDoc(generation=4, audit_seq=9, audit_head="h9", writes=("4:w",))
+    echo = StateDoc.from_json(doc.to_json())  # (the push's copy: equal, another object)
+    assert echo is not doc and _same((doc, None), (echo, None))
+    assert not _same((doc, None), (echo, {"epoch": "e"}))  # (another origin: written)
+    for other in (StateDoc(generation=4, audit_seq=10, audit_head="h10", writes=("4:w",)),
+                  StateDoc(generation=4, audit_seq=9, audit_head="h9", writes=("4:x",)),
+                  StateDoc(generation=5, audit_seq=9, audit_head="h9", writes=("4:w",))):
+        assert not _same((doc, None), (other, None))
+    bare = StateDoc(generation=1)  # (no write id: never taken for another object)
+    assert _same((bare, None), (bare, None))
+    assert not _same((bare, None), (StateDoc(generation=1), None))

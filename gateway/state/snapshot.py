@@ -150,7 +150,7 @@ class SnapshotFile(SnapshotReader):
             return
         self._newest = at
         pending = (doc, self.origin())  # (where it came from as it was applied)
-        if pending == self._landed:
+        if self._landed is not None and _same(pending, self._landed):
             return  # the file holds it (a committer hands its document over twice: as
             #         applied, and as its own push comes back): one fsync, not two
         self._pending = pending
@@ -166,10 +166,22 @@ class SnapshotFile(SnapshotReader):
                     self._pending = pending  # (the lock was held: again, unless a newer one came)
             elif self.error is None:
                 self._landed = pending
-                if self._pending == pending:  # (handed over again while it was written)
-                    self._pending = None
+                if self._pending is not None and _same(self._pending, pending):
+                    self._pending = None  # (handed over again while it was written)
 
     async def flush(self, timeout: float = 5.0) -> None:
         """On the way out: let the last snapshot land."""
         if self._writer is not None:
             await asyncio.wait({self._writer}, timeout=timeout)
+
+
+def _same(a: tuple[StateDoc, Origin], b: tuple[StateDoc, Origin]) -> bool:
+    """The same document (and origin): one write's, at one audit head. Said by the write
+    id it ends with, not a comparison of every field (~0.45 ms on the loop for 1,000 kills);
+    a document without one (never written by a commit) is only itself."""
+    (x, ox), (y, oy) = a, b
+    if x is y:
+        return ox == oy
+    return ox == oy and x.writes != () and (
+        x.generation, x.audit_seq, x.audit_head, x.epoch, x.writes[-1]) == (
+        y.generation, y.audit_seq, y.audit_head, y.epoch, y.writes[-1])
