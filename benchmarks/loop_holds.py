@@ -116,6 +116,8 @@ def report(docs: list[dict], us: float, start_s: float) -> None:
         for gen, cpu, _wall, at, inside in d["gcs"]:
             if at >= start_s:
                 gcs[gen].append((cpu, inside))
+    if not gcs:
+        print(f"gc: no collection after the first {start_s:g} s (gc.freeze at start)")
     for gen in sorted(gcs):
         xs = sorted(c for c, _ in gcs[gen])
         where: dict[str, int] = defaultdict(int)
@@ -129,7 +131,7 @@ def report(docs: list[dict], us: float, start_s: float) -> None:
         for name, (runs, cpu, _w, _m) in d["agg"].items():
             tot[name][0] += runs
             tot[name][1] += cpu
-    print("\nall callbacks by CPU a minute (top 15):")
+    print("\nall callbacks by CPU a minute, the start included (top 15):")
     for name, (runs, cpu) in sorted(tot.items(), key=lambda kv: -kv[1][1])[:15]:
         print(f"  {name[:100]:<100} {runs / secs * 60:>8.1f}/min {cpu / secs * 60 / 1e6:>8.2f} ms/min")
 
