@@ -66,6 +66,8 @@ class SnapshotFile(SnapshotReader):
         self._pending: tuple[StateDoc, Origin] | None = None
         self._newest = (-1, -1)  # (generation, audit_seq) of the newest document handed over
         self._writer: asyncio.Task[None] | None = None
+        #: the document (and origin) the newest write put in the file
+        self._landed: tuple[StateDoc, Origin] | None = None
         self.lock_wait = LOCK_WAIT
 
     def _write(self, doc: StateDoc, origin: Origin = None) -> int:
@@ -147,17 +149,39 @@ class SnapshotFile(SnapshotReader):
         if at < self._newest:
             return
         self._newest = at
-        self._pending = (doc, self.origin())  # (where it came from as it was applied)
+        pending = (doc, self.origin())  # (where it came from as it was applied)
+        if self._landed is not None and _same(pending, self._landed):
+            return  # the file holds it (a committer hands its document over twice: as
+            #         applied, and as its own push comes back): one fsync, not two
+        self._pending = pending
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_latest())
 
     async def _write_latest(self) -> None:
         while self._pending is not None:
             pending, self._pending = self._pending, None
-            if not await self.write(*pending) and self._pending is None:
-                self._pending = pending  # (the lock was held: again, unless a newer one came)
+            self._landed = None
+            if not await self.write(*pending):
+                if self._pending is None:
+                    self._pending = pending  # (the lock was held: again, unless a newer one came)
+            elif self.error is None:
+                self._landed = pending
+                if self._pending is not None and _same(self._pending, pending):
+                    self._pending = None  # (handed over again while it was written)
 
     async def flush(self, timeout: float = 5.0) -> None:
         """On the way out: let the last snapshot land."""
         if self._writer is not None:
             await asyncio.wait({self._writer}, timeout=timeout)
+
+
+def _same(a: tuple[StateDoc, Origin], b: tuple[StateDoc, Origin]) -> bool:
+    """The same document (and origin): one write's, at one audit head. Said by the write
+    id it ends with, not a comparison of every field (~0.45 ms on the loop for 1,000 kills);
+    a document without one (never written by a commit) is only itself."""
+    (x, ox), (y, oy) = a, b
+    if x is y:
+        return ox == oy
+    return ox == oy and x.writes != () and (
+        x.generation, x.audit_seq, x.audit_head, x.epoch, x.writes[-1]) == (
+        y.generation, y.audit_seq, y.audit_head, y.epoch, y.writes[-1])

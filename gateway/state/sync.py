@@ -194,6 +194,18 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes, HeardLoss):
         self.applied_log.flush(doc.generation)  # (a later swap's line waits for its ack)
         self.snapshot.soon(doc)
 
+    def _durable_later(self, doc: StateDoc) -> None:
+        """`doc` (held already) made durable locally after ACK_AFTER, like an apply's
+        (at once when stopping: no side task starts then)."""
+        if self._stopping or not self.store.pushes:
+            self.snapshot.soon(doc)
+        else:
+            self._spawn(self._snapshot_after(doc))
+
+    async def _snapshot_after(self, doc: StateDoc) -> None:
+        await asyncio.sleep(ACK_AFTER)
+        self.snapshot.soon(doc)
+
     # ------------------------------------------------------------------ syncing
 
     async def _run(self) -> None:
