@@ -1,0 +1,68 @@
+"""A new user's first hour, from the README alone (revnewuser6): what they tried by hand and
+what it answered. A kill sent to the admin API without `scope` (the CLI's `--route R
+--version V` has none) says what to send; `killgate diff` of a file the gateway already
+reloaded on its own (it watches its config file) says so, instead of a bare "no changes"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.backends import echo_app
+from tests.conftest import admin_token, running_gateway, two_versions, write_config
+from tests.rawhttp import exchange, request
+from tests.test_cli import acli
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_a_kill_without_scope_says_what_to_send(tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    auth = {"Authorization": f"Bearer {admin_token('killgate:admin', 'ops', 600)}"}
+    async with running_gateway(cfg) as g:
+        port = g.gw.admin_addr[1]
+        status, _, body = await exchange(port, request(
+            "POST", "/v1/kill", b'{"route": "iris", "version": "v2", "reason": "x"}', auth))
+        assert status == 400, body
+        message = json.loads(body)["error"]["message"]
+        assert message.startswith("'scope' is missing"), message
+        assert ('send "scope": "version" with "route" and "version" for a version kill'
+                in message), message
+        assert message.endswith('"route" with "route" for a route kill, or "global"'), message
+        status, _, body = await exchange(port, request(
+            "POST", "/v1/kill", b'{"scope": "versoin", "route": "iris", "reason": "x"}', auth))
+        assert status == 400, body
+        message = json.loads(body)["error"]["message"]
+        assert message.startswith("'scope' must be one of global, route, version"), message
+        assert '"route" with "route" for a route kill' in message, message
+        assert g.gw.holder.doc.kills == {}
+
+
+async def test_diff_of_a_file_the_gateway_already_reloaded_says_so(
+        tmp_path: Path, backends) -> None:
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p))
+    env = {"KILLGATE_TOKEN": admin_token("killgate:read", "ops", 600)}
+    async with running_gateway(cfg) as g:
+        env["KILLGATE_ADMIN_URL"] = g.admin
+        # the README's "then set each version's url": an edit the watcher applies at once
+        cfg.write_text(cfg.read_text() + "alerts: {alertmanager: {mode: act}}\n")
+        res = await acli("diff", str(cfg), env=env)
+        deadline = asyncio.get_running_loop().time() + 20
+        while res.returncode == 2:  # (until the watcher has reloaded it)
+            assert asyncio.get_running_loop().time() < deadline, res.stdout
+            await asyncio.sleep(0.1)
+            res = await acli("diff", str(cfg), env=env)
+        assert res.returncode == 0, (res.stdout, res.stderr)
+        assert res.stdout.startswith("no changes against the running gateway\n"), res.stdout
+        assert "already runs exactly this file's content" in res.stdout, res.stdout
+        assert "edit a copy and diff the copy" in res.stdout, res.stdout
+        # against another file, the note is not given (it is about the running gateway)
+        other = tmp_path / "same.yaml"
+        other.write_text(cfg.read_text())
+        res = await acli("diff", str(cfg), "--against", str(other), env=env)
+        assert res.returncode == 0 and "already runs" not in res.stdout, res.stdout
