@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,25 @@ async def test_diff_of_a_file_the_gateway_already_reloaded_says_so(
         other.write_text(cfg.read_text())
         res = await acli("diff", str(cfg), "--against", str(other), env=env)
         assert res.returncode == 0 and "already runs" not in res.stdout, res.stdout
+
+
+async def test_a_backend_name_that_does_not_resolve_is_said_in_words(tmp_path: Path) -> None:
+    # config/container.yaml's versions are `http://iris-v1:8080`: run as the README's
+    # `podman run` shows, with no such container beside it, every call answered
+    # "the backend failed: cannot connect: Unknown error -2" (getaddrinfo's EAI_NONAME)
+    routes = textwrap.dedent("""\
+        - name: iris
+          match: {path_prefix: /v2/models/iris}
+          stable: v1
+          versions:
+            - {name: v1, url: "http://iris-v1.invalid:8080", weight: 100}
+        """)
+    cfg = write_config(tmp_path, routes)
+    async with running_gateway(cfg) as g:
+        status, _, body = await exchange(g.gw.data_addr[1], request(
+            "POST", "/v2/models/iris/infer", b"{}"), timeout=30)
+        assert status == 502, body
+        message = json.loads(body)["error"]["message"]
+        assert "Unknown error" not in message, message
+        assert "cannot connect: the backend's host name did not resolve (" in message, message
+        assert "iris-v1.invalid" not in message, message  # (the client never learns it)

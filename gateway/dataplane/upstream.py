@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 from collections import deque
 
@@ -256,4 +257,7 @@ def _why(exc: OSError) -> str:
     asyncio's own text, "Connect call failed ('10.0.0.7', 8000)", names the backend)."""
     if isinstance(exc, ssl.SSLError):
         return f"TLS: {exc.reason or type(exc).__name__}"
+    if isinstance(exc, socket.gaierror):  # (its errno is getaddrinfo's: strerror says
+        # "Unknown error -2" for a name that does not resolve)
+        return f"the backend's host name did not resolve ({exc.strerror or 'no address'})"
     return os.strerror(exc.errno) if exc.errno else type(exc).__name__
