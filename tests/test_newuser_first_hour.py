@@ -1,7 +1,8 @@
 """A new user's first hour, from the README alone (revnewuser6): what they tried by hand and
 what it answered. A kill sent to the admin API without `scope` (the CLI's `--route R
 --version V` has none) says what to send; `killgate diff` of a file the gateway already
-reloaded on its own (it watches its config file) says so, instead of a bare "no changes"."""
+reloaded on its own (it watches its config file) says so, instead of a bare "no changes"; a
+backend that cannot be reached is said in words (the 502, the health check's reason)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from gateway.control.probeclient import ProbeClient
 from tests.backends import echo_app
-from tests.conftest import admin_token, running_gateway, two_versions, write_config
+from tests.conftest import (
+    admin_token,
+    free_port,
+    running_gateway,
+    two_versions,
+    write_config,
+)
 from tests.rawhttp import exchange, request
 from tests.test_cli import acli
 
@@ -89,3 +97,19 @@ async def test_a_backend_name_that_does_not_resolve_is_said_in_words(tmp_path: P
         assert "Unknown error" not in message, message
         assert "cannot connect: the backend's host name did not resolve (" in message, message
         assert "iris-v1.invalid" not in message, message  # (the client never learns it)
+
+
+async def test_a_health_check_that_cannot_connect_says_why_in_words() -> None:
+    # the log's `health_changed ... healthy=false` gave aiohttp's class name as the reason,
+    # `error="ClientConnectorDNSError"` or `"ClientConnectorError"` (refused, unreachable)
+    client = ProbeClient()
+    client.open()
+    try:
+        ok, why = await client.check("http://iris-v2.invalid:8080/ready", 10.0)
+        assert not ok and why is not None, why
+        assert why.startswith("cannot connect: the backend's host name did not resolve ("), why
+        port = free_port()  # (nothing listens there)
+        ok, why = await client.check(f"http://127.0.0.1:{port}/ready", 10.0)
+        assert (ok, why) == (False, "cannot connect: Connection refused")
+    finally:
+        await client.close()
