@@ -2,8 +2,9 @@
 
 Owns binding (SO_REUSEADDR always, SO_REUSEPORT for `--workers N`: the supervisor holds
 the ports bound but never listening, each worker binds them again and listens), the URL
-an instance publishes for a listener, the form of an address in log lines, and how much
-a connection's socket still has to send (`queued`).
+an instance publishes for a listener, the form of an address in log lines, how much
+a connection's socket still has to send (`queued`), and a failed connect in words
+(`connect_failure`: the data plane's 502 and the health check's reason).
 Foundations only (`config_types.parse_listen`); no event loop.
 """
 
@@ -13,14 +14,16 @@ import array
 import contextlib
 import errno
 import fcntl
+import os
 import socket
+import ssl
 import termios
 from typing import Any
 
 from gateway.config_types import parse_listen
 
-__all__ = ["ListenError", "bind_socket", "bound", "format_addr", "listen_url", "queued",
-           "reserved", "unsent"]
+__all__ = ["ListenError", "bind_socket", "bound", "connect_failure", "format_addr",
+           "listen_url", "queued", "reserved", "unsent"]
 
 
 class ListenError(OSError):
@@ -124,3 +127,14 @@ def unsent(transport: Any) -> int:
     if transport is None:
         return 0
     return int(transport.get_write_buffer_size()) + queued(transport)
+
+
+def connect_failure(exc: OSError) -> str:
+    """A connect failure in words that name no address (the client reads them in its 502;
+    asyncio's own text, "Connect call failed ('10.0.0.7', 8000)", names the backend)."""
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or type(exc).__name__}"
+    if isinstance(exc, socket.gaierror):  # (its errno is getaddrinfo's: os.strerror says
+        # "Unknown error -2" for a name that does not resolve)
+        return f"the backend's host name did not resolve ({exc.strerror or 'no address'})"
+    return os.strerror(exc.errno) if exc.errno else type(exc).__name__

@@ -88,6 +88,8 @@ async def test_the_readme_own_server_steps_work_as_written(tmp_path: Path, backe
         assert "killed version:iris:v2" in out and "lifted version:iris:v2" in out, out
         assert re.search(r"(?im)^x-killgate-version: v1\r?$", out), out
         assert re.search(r"(?m)^iris +v2 +10 +10 +yes", out), out  # status, before the kill
+        # the admin API's kill and unkill, as the block shows them (each answers its receipt)
+        assert '"kill": "version:iris:v2"' in out and '"unkill": "version:iris:v2"' in out, out
         serve.send_signal(signal.SIGINT)  # Ctrl-C
         assert serve.wait(30) == 0, log.read_text()
     finally:

@@ -104,7 +104,10 @@ def _selector(body: dict[str, Any], cfg: Config,
     out here, a route the config dropped): such a kill must stay liftable."""
     scope = body.get("scope")
     if scope not in ("global", "route", "version"):
-        raise bad("'scope' must be one of global, route, version")
+        raise bad(("'scope' is missing" if scope is None else "'scope' must be one of global, "
+                   "route, version") + ": send \"scope\": \"version\" with \"route\" and "
+                  "\"version\" for a version kill, \"route\" with \"route\" for a route kill, "
+                  "or \"global\"")
     route, version = body.get("route"), body.get("version")
     if scope == "global":
         if route is not None or version is not None:

@@ -186,6 +186,12 @@ def _diff(args: argparse.Namespace) -> int:
                           **({"kills_routed_around": around} if around else {})}, indent=2))
     elif not changed:
         print(f"no changes against {where}")
+        if not args.against and old_digest == new_digest:
+            print(f"note: the gateway already runs exactly this file's content "
+                  f"({new_digest[:19]}…): it reloads its config file when the file changes "
+                  "(unless server.watch_config is false) and on SIGHUP, so an edit is live "
+                  "before `killgate diff` runs; to review an edit before it goes live, edit a "
+                  "copy and diff the copy")
         if old_digest is not None and old_digest != new_digest:
             print("note: the files differ, in comments or in secrets (shown redacted here: a "
                   "changed password or webhook URL is not visible)")

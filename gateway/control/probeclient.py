@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import aiohttp
 
+from gateway.sockets import connect_failure
+
 __all__ = ["PROBE_BODY", "ProbeClient"]
 
 PROBE_BODY = 64 * 1024  # the most of a health answer's body read
@@ -52,5 +54,7 @@ class ProbeClient:
                 return False, f"HTTP {r.status}"
         except TimeoutError:
             return False, f"no answer within {timeout:g}s"
+        except aiohttp.ClientConnectorError as exc:  # (in words, as in the data plane's 502)
+            return False, "cannot connect: " + connect_failure(exc.os_error)
         except (aiohttp.ClientError, OSError) as exc:
             return False, type(exc).__name__

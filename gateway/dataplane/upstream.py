@@ -12,7 +12,6 @@ no answer, which only a method safe to send twice survives (attempts.py).
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 from collections import deque
 
@@ -24,6 +23,7 @@ from gateway.errors import (
     UpstreamQueueTimeout,
     UpstreamTimeout,
 )
+from gateway.sockets import connect_failure
 
 __all__ = ["Pool", "Upstreams"]
 
@@ -130,7 +130,7 @@ class Pool:
             self.open -= 1
             self._wake_one()
             raise UpstreamConnectError(
-                f"cannot connect: {_why(exc)}") from None
+                f"cannot connect: {connect_failure(exc)}") from None
         except BaseException:
             self.open -= 1
             self._wake_one()
@@ -249,11 +249,3 @@ class Upstreams:
             p.close()
         self.pools.clear()
         await asyncio.sleep(0)
-
-
-def _why(exc: OSError) -> str:
-    """A connect failure in words that name no address (the client reads them in its 502;
-    asyncio's own text, "Connect call failed ('10.0.0.7', 8000)", names the backend)."""
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or type(exc).__name__}"
-    return os.strerror(exc.errno) if exc.errno else type(exc).__name__
