@@ -14,7 +14,7 @@ from a store is validated whole (pydantic): it is either a well-typed `StateDoc`
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
@@ -31,8 +31,10 @@ from gateway.domain.stateparts import (
     Progress,
     RolledOff,
     RouteOverride,
+    copied,
     kill_key,
     plain,
+    slot_setters,
 )
 from gateway.domain.writeids import lifted_after, lifted_writes_after, new_write, trim_writes
 
@@ -114,8 +116,8 @@ class StateDoc:
         if not kw.keys() <= _FIELD_SET:
             raise TypeError(f"StateDoc has no field {sorted(kw.keys() - _FIELD_SET)[0]!r}")
         new = object.__new__(StateDoc)
-        for name in _FIELDS:
-            _set(new, name, kw[name] if name in kw else getattr(self, name))
+        for name, put in _SETTERS:
+            put(new, kw[name] if name in kw else getattr(self, name))
         return new
 
     def to_json(self) -> dict[str, Any]:
@@ -184,7 +186,7 @@ class StateDoc:
 _DOC_ADAPTER: TypeAdapter[StateDoc] = TypeAdapter(StateDoc)
 _FIELDS = tuple(f.name for f in fields(StateDoc))
 _FIELD_SET = frozenset(_FIELDS)
-_set = object.__setattr__  # (what the frozen dataclass's own __init__ sets fields with)
+_SETTERS = slot_setters(StateDoc)  # (each field's slot, set directly: stateparts.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +247,12 @@ def apply_change(doc: StateDoc, change: Change, generation: int | None = None,
     if gen <= doc.generation:
         raise ValueError(f"generation {gen} does not move past {doc.generation}")
     write = new_write(gen, writer)
-    kills = _merged(doc.kills, {k: (replace(f, generation=gen, write=write) if f is not None
+    kills = _merged(doc.kills, {k: (copied(f, generation=gen, write=write) if f is not None
                                     and f.generation == 0 else f)
                                 for k, f in change.kills.items()})
     history = dict(doc.history)
     for route, entries in change.history.items():
-        stamped = tuple(replace(e, generation=gen) for e in entries)
+        stamped = tuple(copied(e, generation=gen) for e in entries)
         history[route] = (*history.get(route, ()), *stamped)[-MAX_HISTORY:]
     identities = recorded(doc.identities, change.identities, change.named, change.serving,
                           history, doc.overrides, change.overrides)

@@ -1,0 +1,145 @@
+"""The committer's shortcuts before its EVALSHA (impkill9, benchmarks/RESULTS.md §54) give
+what the longer ways gave, byte for byte: a MAC from a prepared HMAC's copy, an event's
+stored JSON written in one pass, a frozen value copied through its slots, the lift records
+shared when nothing is lifted. Pure: no loop, no sockets."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+
+import pytest
+
+from gateway.domain import audit
+from gateway.domain.statedoc import (
+    Change,
+    HistoryEntry,
+    KillFlag,
+    StateDoc,
+    apply_change,
+)
+from gateway.domain.stateparts import copied
+from gateway.domain.writeids import lifted_after, lifted_writes_after
+from gateway.state.signing import Key, Keyring
+
+pytestmark = pytest.mark.timeout(30)
+
+TEXTS = ["", "plain", "quote \" and \\ back", "line\nbreak\ttab\x00nul\x1f", "ü ñ 中文 🚀",
+         "\u2028\u2029 \u202e", "x" * 3000]
+
+
+def _old_mac(keys: Keyring, key: Key, kind: bytes, body: bytes) -> str:
+    return hmac.new(key.secret, kind + b"\x00" + keys.context + b"\x00" + body,
+                    hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_a_keyring_mac_is_the_hmac_of_kind_context_and_body(text: str) -> None:
+    cur, prev = Key.of(b"c" * 32), Key.of(b"p" * 32)
+    keys = Keyring(cur, prev, context="kgtest")
+    body = text.encode()
+    for _ in range(2):  # (the second from the prepared HMAC)
+        for kind in (b"state", b"ack"):
+            kid, mac = keys.sign(kind, body)
+            assert (kid, mac) == (cur.kid, _old_mac(keys, cur, kind, body))
+            assert keys.check(kind, body, prev.kid, _old_mac(keys, prev, kind, body)) \
+                == "previous"
+            assert keys.open(kind, keys.seal(kind, body)) == (body, "current")
+    other = keys.bound("another")  # (another context: another MAC)
+    assert other.sign(b"state", body)[1] == _old_mac(other, cur, b"state", body) \
+        != keys.sign(b"state", body)[1]
+
+
+def test_a_value_signed_with_another_kind_or_key_is_still_refused() -> None:
+    keys = Keyring(Key.of(b"c" * 32), context="kgtest")
+    sealed = keys.seal(b"state", b"{}")
+    keys.open(b"state", sealed)
+    with pytest.raises(ValueError, match="does not match"):
+        keys.open(b"ack", sealed)
+    with pytest.raises(ValueError, match="does not match"):
+        Keyring(Key(keys.current.kid, b"o" * 32), context="kgtest").open(  # type: ignore[union-attr]
+            b"state", sealed)
+
+
+@pytest.mark.parametrize("secret", [b"k" * 32, b"another key, thirty-two bytes!!!"])
+def test_an_audit_mac_is_the_hmac_of_the_hash(secret: bytes) -> None:
+    for h in ("ab" * 32, "0" * 64, "not hex ü"):
+        assert audit.audit_mac(secret, h) == hmac.new(
+            secret, h.encode("ascii", "replace"), hashlib.sha256).hexdigest()
+
+
+def _event(text: str) -> dict[str, object]:
+    return audit.AuditDraft("alice", "kill", {"scope": "route", "route": text, "version": None},
+                            text, None, {"generation": 3, "abort_inflight": True, "w": 1.5},
+                            "req", "127.0.0.1", extra={"n": [1, text, None]}).as_event()
+
+
+@pytest.mark.parametrize("text", TEXTS)
+@pytest.mark.parametrize("key", [None, ("k1", b"k" * 32)])
+def test_a_sealed_event_is_stored_as_its_canonical_bytes_with_hash_and_mac(
+        text: str, key: tuple[str, bytes] | None) -> None:
+    ev, stored = audit.seal_json(_event(text), "ab" * 32, key)
+    assert stored == audit.event_json(ev) == audit._stored(audit.canonical(ev), ev)
+    assert ev["hash"] == audit.event_hash(ev)
+    parsed = audit.parse_event(stored)
+    assert parsed == ev and audit.event_hash(parsed) == ev["hash"]
+    if key is not None:
+        assert audit.genuine(parsed, {key[0]: key[1]})
+    else:
+        assert "mac" not in ev and "kid" not in ev
+    # sealed again (an event that carries a hash and MAC already): the same rule
+    again, again_stored = audit.seal_json(ev, "cd" * 32, key)
+    assert again_stored == audit.event_json(again)
+    assert again["hash"] == audit.event_hash(again) != ev["hash"]
+
+
+def _flag(gen: int = 0) -> KillFlag:
+    return KillFlag("version", "bench", "v2", "alice", "why", "2026-01-01T00:00:00.000Z", gen)
+
+
+def test_a_copy_through_the_slots_is_what_replace_makes() -> None:
+    f = _flag()
+    assert copied(f, generation=7, write="7:ab") == dataclasses.replace(
+        f, generation=7, write="7:ab")
+    assert copied(f) == f and copied(f) is not f
+    e = HistoryEntry("v1", "t", "a", "r", "u", None, 0)
+    assert copied(e, generation=3) == dataclasses.replace(e, generation=3)
+    doc = StateDoc(generation=4, kills={"k": f})
+    assert doc.with_changes(generation=5, epoch="e") == dataclasses.replace(
+        doc, generation=5, epoch="e")
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        copied(f, nope=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        copied(f, generation=1).generation = 2  # type: ignore[misc]
+
+
+def test_a_class_with_a_post_init_is_not_copied_through_its_slots() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        n: int
+
+        def __post_init__(self) -> None:
+            if self.n < 0:
+                raise ValueError("negative")
+
+    with pytest.raises(TypeError, match="__post_init__"):
+        copied(Checked(1), n=-1)
+
+
+def test_a_kill_and_its_unkill_record_their_lifts_as_before() -> None:
+    doc = StateDoc(generation=1)
+    kill = apply_change(doc, Change(kills={"version:bench:v2": _flag()}))
+    flag = kill.kills["version:bench:v2"]
+    assert flag.generation == 2 and flag.write == kill.writes[-1]
+    assert kill.lifted == {} and kill.lifted_writes == {}
+    unkill = apply_change(kill, Change(kills={"version:bench:v2": None}))
+    assert unkill.lifted == {"version:bench:v2": 2}
+    assert unkill.lifted_writes == {"version:bench:v2": (flag.write,)}
+    again = apply_change(unkill, Change(kills={"version:bench:v2": _flag()}))
+    # nothing lifted: the same records, shared (documents are never mutated)
+    assert again.lifted is unkill.lifted and again.lifted_writes is unkill.lifted_writes
+    assert lifted_after({"a": 1}, {}, {"b": _flag()}) == {"a": 1}
+    assert lifted_writes_after({"a": ("1:x",)}, {}, {}) == {"a": ("1:x",)}
+    many = {f"k{i}": i for i in range(300)}  # (past MAX_LIFTED: trimmed, as ever)
+    assert len(lifted_after(many, {}, {})) == 256
