@@ -8,9 +8,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import json
 
 import pytest
 
+from gateway.admin import inputs
 from gateway.domain import audit
 from gateway.domain.statedoc import (
     Change,
@@ -21,6 +23,7 @@ from gateway.domain.statedoc import (
 )
 from gateway.domain.stateparts import copied
 from gateway.domain.writeids import lifted_after, lifted_writes_after
+from gateway.errors import ApiError
 from gateway.state.signing import Key, Keyring
 
 pytestmark = pytest.mark.timeout(30)
@@ -143,3 +146,41 @@ def test_a_kill_and_its_unkill_record_their_lifts_as_before() -> None:
     assert lifted_writes_after({"a": ("1:x",)}, {}, {}) == {"a": ("1:x",)}
     many = {f"k{i}": i for i in range(300)}  # (past MAX_LIFTED: trimmed, as ever)
     assert len(lifted_after(many, {}, {})) == 256
+
+
+def _nested(n: int, inner: str) -> str:
+    text = inner
+    for i in range(n):
+        text = f'{{"k":{text}}}' if i % 2 else f"[{text}]"
+    return f'{{"reason":{text}}}'
+
+
+@pytest.mark.parametrize("inner", ['"x"', "1", "{}", "[]", '"{[{["'])
+def test_a_body_read_off_as_plainly_valid_is_one_the_walk_accepts(inner: str) -> None:
+    # (every nesting around the bound: what the text vouches for, `_check` accepts; what
+    # it refuses, the text never vouches for)
+    for n in range(12):
+        text = _nested(n, inner)
+        body = json.loads(text)
+        try:
+            inputs._check(body, 1, "")
+            walked = True
+        except ApiError:
+            walked = False
+        if inputs._plainly_valid(text):
+            assert walked, text
+    assert inputs._plainly_valid('{"scope":"version","route":"bench","reason":"x"}')
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\uDC00", "\\uD83D\\uDE80"])
+def test_a_body_with_a_surrogate_escape_is_walked(escape: str) -> None:
+    assert not inputs._plainly_valid(f'{{"reason":"{escape}"}}')
+
+
+def test_a_document_as_json_is_the_same_with_its_empty_parts() -> None:
+    doc = apply_change(StateDoc(generation=1), Change(kills={"global": KillFlag(
+        "global", None, None, "a", "r", "t", 0)}))
+    plain = doc.to_json()
+    assert plain["overrides"] == {} and plain["drills"] == {} and plain["rolled_off"] == {}
+    assert StateDoc.from_json(plain) == doc
+    assert StateDoc.from_json(StateDoc().to_json()) == StateDoc()

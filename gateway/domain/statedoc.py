@@ -124,13 +124,17 @@ class StateDoc:
         return {
             "generation": self.generation,
             "epoch": self.epoch,
-            "kills": {k: plain(v) for k, v in self.kills.items()},
-            "overrides": {k: plain(v) for k, v in self.overrides.items()},
-            "history": {k: [plain(e) for e in v] for k, v in self.history.items()},
+            # (an empty part's comprehension skipped: ~1.5k instructions each, and most
+            # are empty; the committer writes this before its commit leaves)
+            "kills": {k: plain(v) for k, v in self.kills.items()} if self.kills else {},
+            "overrides": {k: plain(v) for k, v in self.overrides.items()}
+            if self.overrides else {},
+            "history": {k: [plain(e) for e in v] for k, v in self.history.items()}
+            if self.history else {},
             "identities": self.identities,
             "progress": self.progress,
             "drills": {k: {**plain(v), "injected": list(v.injected)}
-                       for k, v in self.drills.items()},
+                       for k, v in self.drills.items()} if self.drills else {},
             "drill_results": self.drill_results,
             "audit_head": self.audit_head,
             "audit_seq": self.audit_seq,
@@ -138,8 +142,10 @@ class StateDoc:
             "lineage": self.lineage,
             "writes": list(self.writes),
             "lifted": self.lifted,
-            "lifted_writes": {k: list(v) for k, v in self.lifted_writes.items()},
-            "rolled_off": {k: [plain(e) for e in v] for k, v in self.rolled_off.items()},
+            "lifted_writes": {k: list(v) for k, v in self.lifted_writes.items()}
+            if self.lifted_writes else {},
+            "rolled_off": {k: [plain(e) for e in v] for k, v in self.rolled_off.items()}
+            if self.rolled_off else {},
             "format": self.format,
         }
 
