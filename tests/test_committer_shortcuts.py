@@ -13,7 +13,7 @@ import json
 import pytest
 
 from gateway.admin import inputs
-from gateway.domain import audit
+from gateway.domain import audit, auditcanon
 from gateway.domain.statedoc import (
     Change,
     HistoryEntry,
@@ -184,3 +184,72 @@ def test_a_document_as_json_is_the_same_with_its_empty_parts() -> None:
     assert plain["overrides"] == {} and plain["drills"] == {} and plain["rolled_off"] == {}
     assert StateDoc.from_json(plain) == doc
     assert StateDoc.from_json(StateDoc().to_json()) == StateDoc()
+
+
+def _reference(body: dict[str, object]) -> bytes:
+    """What every verifier hashes: the json encoder's canonical bytes."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+EVERY_CHARACTER = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+
+
+def _kill_events(text: str) -> list[dict[str, object]]:
+    flag = KillFlag("version", "bench", text, text, text, "2026-01-01T00:00:00.000Z", 7,
+                    True, "7:ab").public()
+    wide = KillFlag("global", None, None, "bob", "r", "t", 2 ** 53 - 1, False).public()
+    out = []
+    for target, before, after in (
+            ({"scope": "version", "route": "bench", "version": text}, None, flag),
+            ({"scope": "global", "route": None, "version": None}, wide, None),
+            ({"scope": "version", "route": "bench", "version": "v2"}, wide, flag)):
+        draft = audit.AuditDraft(text, "kill", target, text, before, after, text, text,
+                                 trace_id=text)
+        out.append(draft.as_event())
+    return out
+
+
+@pytest.mark.parametrize("text", [*TEXTS, EVERY_CHARACTER])
+@pytest.mark.parametrize("key", [None, ("k1", b"k" * 32)])
+def test_a_kill_event_is_written_by_pydantic_core_as_the_json_encoder_writes_it(
+        text: str, key: tuple[str, bytes] | None) -> None:
+    for base in _kill_events(text):
+        ev, stored = audit.seal_json(base, "ab" * 32, key)
+        body = {k: v for k, v in ev.items() if k not in ("hash", "mac")}
+        assert auditcanon.kill_canonical(body) is not None  # (the fast path is taken)
+        assert audit.canonical(ev) == _reference(body)
+        assert ev["hash"] == hashlib.sha256(_reference(body)).hexdigest()
+        assert stored.startswith(_reference(body)[:-1])
+
+
+@pytest.mark.parametrize(("change", "fast"), [
+    ({"extra": 1}, False), ({"target": {"scope": "version", "route": "b"}}, False),
+    ({"before": None, "after": None}, False), ({"after": {"generation": 1.0}}, False),
+    ({"after": {"extra": "x"}}, False), ({"after": [1]}, False), ({"reason": 1.5}, False),
+    ({"target": {"scope": "v", "route": "b", "version": {}}}, False),
+    ({"time": ["t"]}, False), ({"after": {"reason": ("r",)}}, False),
+    # other plain values where a kill has strings: written alike by both, the same bytes
+    ({"after": {"generation": True}}, True), ({"after": {"abort_inflight": 1}}, True),
+    ({"after": {"route": 5}}, True), ({"reason": 10 ** 40}, True), ({"kid": None}, True),
+    ({"target": {"scope": None, "route": None, "version": None}}, True),
+])
+def test_an_event_of_another_shape_is_written_by_the_json_encoder(
+        change: dict[str, object], fast: bool) -> None:
+    ev = {k: v for k, v in audit.seal_json(_kill_events("x")[0], "ab" * 32, ("k", b"k" * 32)
+                                           )[0].items() if k not in ("hash", "mac")}
+    for k, v in change.items():
+        if k == "after" and isinstance(v, dict) and isinstance(ev["after"], dict):
+            ev["after"] = {**ev["after"], **v}
+        else:
+            ev[k] = v
+    assert (auditcanon.kill_canonical(ev) is not None) == fast
+    assert audit.canonical(ev) == _reference(ev)
+
+
+def test_a_lone_surrogate_fails_as_before() -> None:
+    ev = {k: v for k, v in audit.seal_json(_kill_events("x")[0], "ab" * 32)[0].items()
+          if k != "hash"}
+    ev["reason"] = "\ud800"
+    assert auditcanon.kill_canonical(ev) is None
+    with pytest.raises(UnicodeEncodeError):
+        audit.canonical(ev)
