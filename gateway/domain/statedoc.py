@@ -231,6 +231,8 @@ class Change:
 
 
 def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    if not changes and type(base) is dict:
+        return base  # (nothing changed: shared, as documents share what they do not change)
     out = dict(base)
     for k, v in changes.items():
         if v is None:
