@@ -111,7 +111,7 @@ def test_a_copy_through_the_slots_is_what_replace_makes() -> None:
     doc = StateDoc(generation=4, kills={"k": f})
     assert doc.with_changes(generation=5, epoch="e") == dataclasses.replace(
         doc, generation=5, epoch="e")
-    with pytest.raises(TypeError, match="no field 'nope'"):
+    with pytest.raises(TypeError, match="nope"):
         copied(f, nope=1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         copied(f, generation=1).generation = 2  # type: ignore[misc]

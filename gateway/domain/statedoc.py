@@ -14,7 +14,7 @@ from a store is validated whole (pydantic): it is either a well-typed `StateDoc`
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
@@ -32,9 +32,9 @@ from gateway.domain.stateparts import (
     RolledOff,
     RouteOverride,
     copied,
+    copier,
     kill_key,
     plain,
-    slot_setters,
 )
 from gateway.domain.writeids import lifted_after, lifted_writes_after, new_write, trim_writes
 
@@ -110,15 +110,10 @@ class StateDoc:
 
     def with_changes(self, **kw: Any) -> StateDoc:
         """A copy with the fields `kw` names replaced: `dataclasses.replace`'s result in
-        half its instructions (58k → ~25k, callgrind; a kill's committer makes one before
-        it swaps: its document as stored, anchoring the audit event). No validation, no
-        __post_init__: neither replace nor the constructor has any here."""
-        if not kw.keys() <= _FIELD_SET:
-            raise TypeError(f"StateDoc has no field {sorted(kw.keys() - _FIELD_SET)[0]!r}")
-        new = object.__new__(StateDoc)
-        for name, put in _SETTERS:
-            put(new, kw[name] if name in kw else getattr(self, name))
-        return new
+        under half its instructions (58k → ~20k, callgrind; a kill's committer makes one
+        before its commit leaves, and one as stored): stateparts.copier's. No validation,
+        no __post_init__: neither replace nor the constructor has any here."""
+        return _copy(self, **kw)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -190,9 +185,7 @@ class StateDoc:
 
 
 _DOC_ADAPTER: TypeAdapter[StateDoc] = TypeAdapter(StateDoc)
-_FIELDS = tuple(f.name for f in fields(StateDoc))
-_FIELD_SET = frozenset(_FIELDS)
-_SETTERS = slot_setters(StateDoc)  # (each field's slot, set directly: stateparts.py)
+_copy = copier(StateDoc)  # (each field's slot set straight: stateparts.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from them and re-exports them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -25,9 +26,9 @@ __all__ = [
     "RolledOff",
     "RouteOverride",
     "copied",
+    "copier",
     "kill_key",
     "plain",
-    "slot_setters",
 ]
 
 #: the largest generation a document may carry: exact as a float (metrics) and in
@@ -57,37 +58,46 @@ def plain(obj: Any) -> dict[str, Any]:
 _T = TypeVar("_T")
 
 
-def slot_setters(cls: type) -> tuple[tuple[str, Any], ...]:
-    """(field, the setter of its slot) for each field of a frozen slots dataclass with no
-    __post_init__: what `copied` fills a new instance with. The slot's own setter, as its
-    member descriptor's `__set__`: object.__setattr__ (the dataclass's __init__'s) looks the
-    name up on the type first, ~25 % more instructions a field."""
+def copier(cls: type[_T]) -> Callable[..., _T]:
+    """`dataclasses.replace` for the frozen slots dataclass `cls` (with no __post_init__:
+    nothing validates or derives its fields), as a function of its own: `copy(obj, **changes)`
+    sets each slot of a new instance straight, the change given or the old value, through
+    the slot's own setter (its member descriptor's `__set__`). Written out field by field,
+    as dataclasses writes an __init__: replace reads the fields' metadata and calls
+    __init__ with keywords, whose object.__setattr__ looks each name up on the type first
+    (a kill flag's copy ~30k instructions, a document's ~37k; this: ~15k, ~20k,
+    callgrind). An unknown field is a TypeError, as replace's."""
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__} has a __post_init__: copy it through its __init__")
-    return tuple((f.name, cls.__dict__[f.name].__set__) for f in fields(cls))
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    if {"kg_obj_", "kg_new_"} & set(names):
+        raise TypeError(f"{cls.__name__} names a field as copier's own locals")
+    space: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_missing": _MISSING}
+    lines = [f"def copy(kg_obj_, *, {', '.join(f'{n}=_missing' for n in names)}):",
+             "    kg_new_ = _new(_cls)"]
+    for i, name in enumerate(names):
+        space[f"_set{i}"] = cls.__dict__[name].__set__
+        lines.append(f"    _set{i}(kg_new_, kg_obj_.{name} if {name} is _missing else {name})")
+    lines.append("    return kg_new_")
+    exec("\n".join(lines), space)  # (our own text: field names are identifiers)
+    fn: Callable[..., _T] = space["copy"]
+    fn.__qualname__ = f"copier({cls.__name__})"
+    return fn
 
 
-#: class -> its slot setters and field names (`copied`'s, learned at its first copy)
-_SETTERS: dict[type, tuple[tuple[tuple[str, Any], ...], frozenset[str]]] = {}
+_MISSING = object()
+#: class -> its copier (`copied`'s, made at its first copy)
+_COPIERS: dict[type, Callable[..., Any]] = {}
 
 
 def copied(obj: _T, **changes: Any) -> _T:
     """`dataclasses.replace(obj, **changes)` for a frozen slots dataclass with no
-    __post_init__ (nothing validates or derives its fields): the same value, in half the
-    instructions (replace reads its fields' metadata and calls __init__ with keywords:
-    ~30k instructions a kill flag's copy, callgrind; apply_change stamps every new one)."""
+    __post_init__, by its `copier` (apply_change stamps every new kill flag so)."""
     cls = type(obj)
-    known = _SETTERS.get(cls)
-    if known is None:
-        setters = slot_setters(cls)
-        known = _SETTERS[cls] = (setters, frozenset(name for name, _ in setters))
-    setters, names = known
-    if not changes.keys() <= names:
-        raise TypeError(f"{cls.__name__} has no field {sorted(changes.keys() - names)[0]!r}")
-    new = object.__new__(cls)
-    for name, put in setters:
-        put(new, changes[name] if name in changes else getattr(obj, name))
-    return new
+    copy = _COPIERS.get(cls)
+    if copy is None:
+        copy = _COPIERS[cls] = copier(cls)
+    return copy(obj, **changes)
 
 
 def kill_key(scope: str, route: str | None = None, version: str | None = None) -> str:
