@@ -8,12 +8,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import inspect
 import json
 
 import pytest
 
-from gateway.admin import inputs
-from gateway.domain import audit, auditcanon
+from gateway.admin import actions, inputs
+from gateway.domain import audit, auditcanon, slotted
+from gateway.domain.slotted import copied
 from gateway.domain.statedoc import (
     Change,
     HistoryEntry,
@@ -21,7 +23,6 @@ from gateway.domain.statedoc import (
     StateDoc,
     apply_change,
 )
-from gateway.domain.stateparts import copied
 from gateway.domain.writeids import lifted_after, lifted_writes_after
 from gateway.errors import ApiError
 from gateway.state.signing import Key, Keyring
@@ -253,3 +254,66 @@ def test_a_lone_surrogate_fails_as_before() -> None:
     assert auditcanon.kill_canonical(ev) is None
     with pytest.raises(UnicodeEncodeError):
         audit.canonical(ev)
+
+
+def _twins() -> tuple[type, type]:
+    """One class as dataclasses makes it and its twin with fast_init's __init__."""
+    def make() -> type:
+        @dataclasses.dataclass(frozen=True, slots=True)
+        class Value:
+            a: int
+            b: str = "b"
+            c: dict[str, int] = dataclasses.field(default_factory=dict)
+            d: int = dataclasses.field(default=4, init=False)
+            e: list[int] = dataclasses.field(default_factory=list, init=False)
+            f: int = dataclasses.field(default=6, kw_only=True)
+            g: str = dataclasses.field(kw_only=True, default_factory=str)
+        return Value
+    return make(), slotted.fast_init(make())
+
+
+def test_a_fast_init_takes_the_same_arguments_and_makes_the_same_value() -> None:
+    plain_cls, fast_cls = _twins()
+    theirs = inspect.signature(plain_cls).parameters
+    ours = inspect.signature(fast_cls).parameters
+    assert [(p.name, p.kind) for p in theirs.values()] == [(p.name, p.kind) for p in ours.values()]
+    for name in ("b", "f"):  # (a factory's default is each one's own sentinel)
+        assert theirs[name].default == ours[name].default
+    for args, kw in (((1,), {}), ((1, "x", {"k": 1}), {"f": 9, "g": "y"}), ((2,), {"g": "z"})):
+        made, fast = plain_cls(*args, **kw), fast_cls(*args, **kw)
+        assert [getattr(made, f.name) for f in dataclasses.fields(made)] \
+            == [getattr(fast, f.name) for f in dataclasses.fields(fast)]
+    assert fast_cls(1).c is not fast_cls(1).c and fast_cls(1).e is not fast_cls(1).e
+    with pytest.raises(TypeError):
+        fast_cls(1, "b", {}, 4)  # (d is not a parameter)
+    with pytest.raises(TypeError):
+        fast_cls(1, "b", {}, 6)  # (nor f positionally)
+    with pytest.raises(TypeError):
+        fast_cls()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast_cls(1).a = 2
+
+
+@pytest.mark.parametrize("cls", [KillFlag, HistoryEntry, Change, audit.AuditDraft,
+                                 actions.Intent, actions.Plan])
+def test_the_kill_paths_values_take_their_fields_as_before(cls: type) -> None:
+    params = inspect.signature(cls).parameters
+    assert list(params) == [f.name for f in dataclasses.fields(cls) if f.init]
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            assert params[f.name].default == f.default
+    assert Change().kills == {} and Change().kills is not Change().kills
+
+
+def test_a_class_that_is_not_a_frozen_slots_dataclass_gets_no_fast_init() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    @dataclasses.dataclass(slots=True)
+    class NotFrozen:
+        a: int
+
+    for cls in (NoSlots, NotFrozen, int):
+        with pytest.raises(TypeError, match="not a frozen slots dataclass"):
+            slotted.fast_init(cls)

@@ -21,6 +21,7 @@ from gateway.config import Config, RouteConfig
 from gateway.domain import kills, overrides
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable
+from gateway.domain.slotted import fast_init
 from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
 from gateway.errors import ApiError, ConflictingState, unknown_version
 
@@ -45,6 +46,7 @@ def bad(message: str) -> ApiError:
     return ApiError(400, "bad_request", message)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Intent:
     """One validated write: `target` says what it acts on, `args` the rest of its body."""
@@ -71,6 +73,7 @@ class Intent:
         return dataclasses.replace(self, audit={**self.audit, **extra})
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Plan:
     change: Callable[[StateDoc], Change | None]  # None: nothing to change

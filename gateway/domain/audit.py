@@ -24,6 +24,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from gateway.domain.auditcanon import kill_canonical
+from gateway.domain.slotted import fast_init
 
 __all__ = [
     "GENESIS",
@@ -168,6 +169,7 @@ def event_hash(event: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(event)).hexdigest()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AuditDraft:
     """An event before it is placed in the chain (no id, prev_hash or hash yet)."""

@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.domain.identities import MAX_IDENTITIES, MAX_IDENTITIES_ALL, recorded
 from gateway.domain.newerdoc import FORMAT, NewerDocument, newer
+from gateway.domain.slotted import copied, copier, fast_init
 from gateway.domain.stateparts import (
     MAX_GENERATION,
     DrillRecord,
@@ -31,8 +32,6 @@ from gateway.domain.stateparts import (
     Progress,
     RolledOff,
     RouteOverride,
-    copied,
-    copier,
     kill_key,
     plain,
 )
@@ -188,6 +187,7 @@ _DOC_ADAPTER: TypeAdapter[StateDoc] = TypeAdapter(StateDoc)
 _copy = copier(StateDoc)  # (each field's slot set straight: stateparts.py)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Change:
     """What one write changes. `None` values remove: a lifted kill, a released override,

@@ -8,12 +8,13 @@ from them and re-exports them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import Annotated, Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic validates typing's only from 3.12
+
+from gateway.domain.slotted import fast_init
 
 __all__ = [
     "MAX_GENERATION",
@@ -25,8 +26,6 @@ __all__ = [
     "Progress",
     "RolledOff",
     "RouteOverride",
-    "copied",
-    "copier",
     "kill_key",
     "plain",
 ]
@@ -55,51 +54,6 @@ def plain(obj: Any) -> dict[str, Any]:
     return out
 
 
-_T = TypeVar("_T")
-
-
-def copier(cls: type[_T]) -> Callable[..., _T]:
-    """`dataclasses.replace` for the frozen slots dataclass `cls` (with no __post_init__:
-    nothing validates or derives its fields), as a function of its own: `copy(obj, **changes)`
-    sets each slot of a new instance straight, the change given or the old value, through
-    the slot's own setter (its member descriptor's `__set__`). Written out field by field,
-    as dataclasses writes an __init__: replace reads the fields' metadata and calls
-    __init__ with keywords, whose object.__setattr__ looks each name up on the type first
-    (a kill flag's copy ~30k instructions, a document's ~37k; this: ~15k, ~20k,
-    callgrind). An unknown field is a TypeError, as replace's."""
-    if hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__} has a __post_init__: copy it through its __init__")
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    if {"kg_obj_", "kg_new_"} & set(names):
-        raise TypeError(f"{cls.__name__} names a field as copier's own locals")
-    space: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_missing": _MISSING}
-    lines = [f"def copy(kg_obj_, *, {', '.join(f'{n}=_missing' for n in names)}):",
-             "    kg_new_ = _new(_cls)"]
-    for i, name in enumerate(names):
-        space[f"_set{i}"] = cls.__dict__[name].__set__
-        lines.append(f"    _set{i}(kg_new_, kg_obj_.{name} if {name} is _missing else {name})")
-    lines.append("    return kg_new_")
-    exec("\n".join(lines), space)  # (our own text: field names are identifiers)
-    fn: Callable[..., _T] = space["copy"]
-    fn.__qualname__ = f"copier({cls.__name__})"
-    return fn
-
-
-_MISSING = object()
-#: class -> its copier (`copied`'s, made at its first copy)
-_COPIERS: dict[type, Callable[..., Any]] = {}
-
-
-def copied(obj: _T, **changes: Any) -> _T:
-    """`dataclasses.replace(obj, **changes)` for a frozen slots dataclass with no
-    __post_init__, by its `copier` (apply_change stamps every new kill flag so)."""
-    cls = type(obj)
-    copy = _COPIERS.get(cls)
-    if copy is None:
-        copy = _COPIERS[cls] = copier(cls)
-    return copy(obj, **changes)
-
-
 def kill_key(scope: str, route: str | None = None, version: str | None = None) -> str:
     if scope == "global":
         return "global"
@@ -108,6 +62,7 @@ def kill_key(scope: str, route: str | None = None, version: str | None = None) -
     return f"version:{route}:{version}"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class KillFlag:
     __pydantic_config__ = _KNOWN  # (a field a newer version added: statedoc.NewerDocument)
@@ -141,6 +96,7 @@ class KillFlag:
         return out
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     __pydantic_config__ = _KNOWN  # (a field a newer version added: statedoc.NewerDocument)
@@ -154,6 +110,7 @@ class HistoryEntry:
     generation: Generation = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RouteOverride:
     """A latched runtime override of a route (rollback / promote / weights / auto)."""
@@ -168,6 +125,7 @@ class RouteOverride:
     kind: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RolledOff:
     """A version a rollback took off its route (domain/rolledoff.py): never again the
@@ -210,6 +168,7 @@ class Progress(TypedDict, total=False):
     artifact: str | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DrillRecord:
     """An open recovery drill (domain/drills.py): the route's state when it started, and
