@@ -18,10 +18,14 @@ from gateway.domain import audit, auditcanon, slotted
 from gateway.domain.slotted import copied
 from gateway.domain.statedoc import (
     Change,
+    DrillRecord,
     HistoryEntry,
     KillFlag,
+    RolledOff,
+    RouteOverride,
     StateDoc,
     apply_change,
+    plain,
 )
 from gateway.domain.writeids import lifted_after, lifted_writes_after
 from gateway.errors import ApiError
@@ -317,3 +321,26 @@ def test_a_class_that_is_not_a_frozen_slots_dataclass_gets_no_fast_init() -> Non
     for cls in (NoSlots, NotFrozen, int):
         with pytest.raises(TypeError, match="not a frozen slots dataclass"):
             slotted.fast_init(cls)
+
+
+def _old_plain(obj: object) -> dict[str, object]:
+    out = {}
+    for name in obj.__slots__:  # type: ignore[attr-defined]
+        v = getattr(obj, name)
+        out[name] = dict(v) if type(v) is dict else v
+    return out
+
+
+def test_a_value_as_a_dict_is_what_the_loop_over_its_slots_gave() -> None:
+    values = [_flag(3), HistoryEntry("v1", "t", "a", "r", "u", None, 2),
+              RouteOverride("v1", {"v1": 100.0}, "a", "r", "t", "rollback"),
+              RolledOff("v2", "u", None, "t", "a", "rollback"),
+              DrillRecord("d1", "kill", "bench", "v2", "a", "t", 1.5, {"k": {"n": 1}},
+                          ({"i": 1},), {"version": "v2"}, nonce="n", made=2, kept=("x",))]
+    for v in values:
+        got, old = plain(v), _old_plain(v)
+        assert got == old and list(got) == list(old)
+        for name, value in got.items():
+            if type(value) is dict:  # (copied: the frozen value's own is not handed out)
+                assert value is not getattr(v, name)
+    assert plain(values[0]) is not plain(values[0])
