@@ -118,12 +118,12 @@ def _selector(body: dict[str, Any], cfg: Config,
     if scope == "route":
         if version is not None:
             raise bad("a route kill takes no version; use scope 'version'")
-        if kill_key(scope, route, None) not in killed:
+        if not killed or kill_key(scope, route, None) not in killed:
             _route(cfg, route)
         return {"scope": scope, "route": route, "version": None}
     if not isinstance(version, str) or not version:
         raise bad("scope 'version' needs 'version'")
-    if kill_key(scope, route, version) in killed:
+    if killed and kill_key(scope, route, version) in killed:
         return {"scope": scope, "route": route, "version": version}
     rc = _route(cfg, route)
     if rc.version(version) is None:
