@@ -344,3 +344,14 @@ def test_a_value_as_a_dict_is_what_the_loop_over_its_slots_gave() -> None:
             if type(value) is dict:  # (copied: the frozen value's own is not handed out)
                 assert value is not getattr(v, name)
     assert plain(values[0]) is not plain(values[0])
+
+
+@pytest.mark.parametrize("text", [*TEXTS, "é" * 300, "\x1b[31m" + "x" * 2000, " " * 40])
+def test_an_event_cleans_its_texts_as_clean_text_does(text: str) -> None:
+    ev = audit.AuditDraft(text, "kill", {"route": text}, text, request_id=text, source=text,
+                          trace_id=text).as_event()
+    assert ev["actor"] == audit.clean_text(text, 256)
+    assert ev["target"] == {"route": audit.clean_text(text, 256)}
+    assert ev["reason"] == audit.clean_text(text)
+    assert ev["request_id"] == ev["source"] == audit.clean_text(text, 128)
+    assert ev["trace_id"] == audit.clean_text(text, 32)

@@ -106,12 +106,15 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose names are unique (RFC 8259 §4 "SHOULD"): `{"weights": {"v1": 50,
     "v1": 60}}` took the last silently (a script's bug sent v1's traffic where it did not
     mean to), and a proxy or WAF that reads the first value saw another request."""
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
+    out = dict(pairs)
+    if len(out) == len(pairs):  # (built and checked in C: a loop was ~3k instructions)
+        return out
+    seen: set[str] = set()
+    for k, _ in pairs:  # (the first name given twice, as the loop before said)
+        if k in seen:
             raise _TwiceNamed(k)
-        out[k] = v
-    return out
+        seen.add(k)
+    raise AssertionError("unreachable: fewer names than pairs means one given twice")
 
 
 #: `json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique)`'s decoder,

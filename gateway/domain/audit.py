@@ -186,19 +186,28 @@ class AuditDraft:
     trace_id: str = ""  # the W3C trace id of the call that made it ("" when none)
 
     def as_event(self) -> dict[str, Any]:
+        # (a text with nothing to escape and within its bound is taken as it is, without
+        # a call: clean_text's own first test; ten calls were ~5k instructions of a kill's)
+        actor, reason, rid, source, trace = (self.actor, self.reason, self.request_id,
+                                             self.source, self.trace_id)
         ev: dict[str, Any] = {
             "id": _new_id(),
             "time": utc_now(),
-            "actor": clean_text(self.actor, 256),
+            "actor": actor if len(actor) <= 256 and actor.isascii() and actor.isprintable()
+            else clean_text(actor, 256),
             "action": self.action,
             "target": {k: clean_text(v, 256) if isinstance(v, str) else v
                        for k, v in self.target.items()},
-            "reason": clean_text(self.reason),
+            "reason": reason if len(reason) <= 1024 and reason.isascii()
+            and reason.isprintable() else clean_text(reason),
             "before": self.before,
             "after": self.after,
-            "request_id": clean_text(self.request_id, 128),
-            "source": clean_text(self.source, 128),
-            "trace_id": clean_text(self.trace_id, 32),
+            "request_id": rid if len(rid) <= 128 and rid.isascii() and rid.isprintable()
+            else clean_text(rid, 128),
+            "source": source if len(source) <= 128 and source.isascii()
+            and source.isprintable() else clean_text(source, 128),
+            "trace_id": trace if len(trace) <= 32 and trace.isascii() and trace.isprintable()
+            else clean_text(trace, 32),
         }
         if self.extra:
             ev.update(self.extra)
