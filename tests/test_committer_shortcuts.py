@@ -355,3 +355,10 @@ def test_an_event_cleans_its_texts_as_clean_text_does(text: str) -> None:
     assert ev["reason"] == audit.clean_text(text)
     assert ev["request_id"] == ev["source"] == audit.clean_text(text, 128)
     assert ev["trace_id"] == audit.clean_text(text, 32)
+
+
+def test_two_keys_whose_ids_collide_sign_each_with_its_own_secret() -> None:
+    cur, prev = Key("samekid", b"c" * 32), Key("samekid", b"p" * 32)
+    keys = Keyring(cur, prev, context="kgtest")
+    assert keys._mac(prev, b"state", b"x") == _old_mac(keys, prev, b"state", b"x")
+    assert keys.sign(b"state", b"x")[1] == _old_mac(keys, cur, b"state", b"x")

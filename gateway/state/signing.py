@@ -97,10 +97,11 @@ class Keyring:
         self.previous = previous if current is not None else None
         self.context = context.encode()
         self._by_kid = {k.kid: k for k in (previous, current) if k is not None}
-        #: (key id, kind) -> an HMAC keyed with that key and fed the kind and context: each
-        #: MAC is a copy of it fed the body (`_mac`). Never updated itself; a few entries
-        #: (two keys at most, a handful of kinds)
-        self._fed: dict[tuple[str, bytes], hmac.HMAC] = {}
+        #: (secret, kind) -> an HMAC keyed with that secret and fed the kind and context:
+        #: each MAC is a copy of it fed the body (`_mac`). Never updated itself; a few
+        #: entries (two keys at most, a handful of kinds). By the secret, not the key id:
+        #: two keys whose ids collide never share one
+        self._fed: dict[tuple[bytes, bytes], hmac.HMAC] = {}
         #: key ids the fleet signed with before a rotation, as a holder of the current key
         #: recorded them (retiredkeys.py; shared by every keyring `bound` makes of this one)
         self.retired: set[str] = set() if retired is None else retired
@@ -128,10 +129,10 @@ class Keyring:
         pads and copies the body after the prefix, every time (~11k instructions of the
         ~72k a 1.4 KB document's took, callgrind; a kill's committer signs one before its
         commit leaves, every receiver checks it)."""
-        fed = self._fed.get((key.kid, kind))
-        if fed is None:  # (a key id names one key in a keyring: `_by_kid`)
+        fed = self._fed.get((key.secret, kind))
+        if fed is None:
             fed = hmac.new(key.secret, kind + b"\x00" + self.context + b"\x00", hashlib.sha256)
-            self._fed[(key.kid, kind)] = fed
+            self._fed[(key.secret, kind)] = fed
         h = fed.copy()
         h.update(body)
         return h.hexdigest()
