@@ -21,6 +21,7 @@ from gateway.config import Config, RouteConfig
 from gateway.domain import kills, overrides
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.overrides import effective_stable
+from gateway.domain.slotted import fast_init
 from gateway.domain.statedoc import Change, RouteOverride, StateDoc, kill_key
 from gateway.errors import ApiError, ConflictingState, unknown_version
 
@@ -45,6 +46,7 @@ def bad(message: str) -> ApiError:
     return ApiError(400, "bad_request", message)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Intent:
     """One validated write: `target` says what it acts on, `args` the rest of its body."""
@@ -71,6 +73,7 @@ class Intent:
         return dataclasses.replace(self, audit={**self.audit, **extra})
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Plan:
     change: Callable[[StateDoc], Change | None]  # None: nothing to change
@@ -118,12 +121,12 @@ def _selector(body: dict[str, Any], cfg: Config,
     if scope == "route":
         if version is not None:
             raise bad("a route kill takes no version; use scope 'version'")
-        if kill_key(scope, route, None) not in killed:
+        if not killed or kill_key(scope, route, None) not in killed:
             _route(cfg, route)
         return {"scope": scope, "route": route, "version": None}
     if not isinstance(version, str) or not version:
         raise bad("scope 'version' needs 'version'")
-    if kill_key(scope, route, version) in killed:
+    if killed and kill_key(scope, route, version) in killed:
         return {"scope": scope, "route": route, "version": version}
     rc = _route(cfg, route)
     if rc.version(version) is None:

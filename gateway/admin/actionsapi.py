@@ -61,6 +61,13 @@ WRITES = (("POST", "/v1/kill", "kill"), ("POST", "/v1/unkill", "unkill"),
           ("POST", "/v1/routes/{route}/release", "release"))
 
 
+#: action -> the body fields it takes: its own, `reason`, and but for a kill (never gated:
+#: nothing to break), `break_glass`
+_FIELDS = {action: fields | {"reason"} | (frozenset() if action == "kill"
+                                          else frozenset({"break_glass"}))
+           for action, fields in actions.ACTIONS.items()}
+
+
 class ActionsApi:
     def __init__(self, *, instance: str, current: Current, state: StateWriter,
                  callers: Callers, writer: Writer, approvals: Approvals,
@@ -110,8 +117,7 @@ class ActionsApi:
         latched = self.current.doc.overrides if action == "release" else {}
         if route is not None and cfg.route(route) is None and route not in latched:
             raise writenotes.unknown_route(cfg, route)
-        glass_field = frozenset() if action == "kill" else frozenset({"break_glass"})
-        body = await inputs.json_body(request, actions.ACTIONS[action] | {"reason"} | glass_field)
+        body = await inputs.json_body(request, _FIELDS[action])
         reason = inputs.reason(body)
         wait = inputs.wait(request)
         rid, peer = self.callers.meta(request)

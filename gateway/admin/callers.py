@@ -38,6 +38,8 @@ EXPECT_SUBJECT = "X-Killgate-Subject"
 __all__ = ["Callers"]
 
 log = logging.getLogger("killgate.admin")
+#: a request's client address, as `Callers.peer` found it
+_PEER = web.RequestKey("killgate.peer", str)
 
 #: (status, error type; None: any) of a refused call -> its audit action
 REFUSALS: dict[tuple[int, str | None], str] = {
@@ -147,9 +149,14 @@ class Callers:
 
     def peer(self, request: web.Request) -> str:
         """The client's address: the socket peer, or behind `admin.trusted_proxies` the
-        right-most untrusted X-Forwarded-For hop."""
-        trusted = trusted_proxies(tuple(self.current.loaded.config.admin.trusted_proxies))
-        return trusted.client(request.remote, request.headers.getall("X-Forwarded-For", ()))
+        right-most untrusted X-Forwarded-For hop. Found once a request (`authorize`, then
+        `meta` for its audit event: the same request, the same answer)."""
+        found = request.get(_PEER)
+        if found is None:
+            trusted = trusted_proxies(tuple(self.current.loaded.config.admin.trusted_proxies))
+            found = request[_PEER] = trusted.client(
+                request.remote, request.headers.getall("X-Forwarded-For", ()))
+        return found
 
     def meta(self, request: web.Request) -> tuple[str, str]:
         """(request id, peer) for the audit event and the answer."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from aiohttp import web
@@ -47,8 +48,11 @@ def head_limit(limits: Limits) -> Any:
 
     @web.middleware
     async def head_limit(request: web.Request, handler: Any) -> web.StreamResponse:
-        size = len(request.method) + len(request.raw_path) + 11 + sum(
-            len(k) + len(v) + 4 for k, v in request.raw_headers)
+        raw = request.raw_headers
+        # (the fields' bytes joined and measured in C: a generator over them was ~5k
+        # instructions of every admin call, a kill's before its commit leaves)
+        size = len(request.method) + len(request.raw_path) + 11 + 4 * len(raw) + len(
+            b"".join(chain.from_iterable(raw)))
         if size > limits.max_head_bytes:
             limits.on_refused("head_size")
             resp = web.Response(status=431, content_type="application/json", body=error_body(

@@ -8,11 +8,14 @@ from them and re-exports them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic validates typing's only from 3.12
+
+from gateway.domain.slotted import fast_init, plainer
 
 __all__ = [
     "MAX_GENERATION",
@@ -44,12 +47,17 @@ def plain(obj: Any) -> dict[str, Any]:
     """A flat dataclass (slots, plain values) as a dict; dict values are copied.
 
     `dataclasses.asdict` recurses and deep-copies, ~10 times slower, and this runs on every
-    state change (the document is serialized to be committed and snapshotted)."""
-    out = {}
-    for name in obj.__slots__:
-        v = getattr(obj, name)
-        out[name] = dict(v) if type(v) is dict else v
-    return out
+    state change (the document is serialized to be committed and snapshotted). By a
+    function written out for its class (slotted.plainer: one dict display)."""
+    cls = type(obj)
+    fn = _PLAINERS.get(cls)
+    if fn is None:
+        fn = _PLAINERS[cls] = plainer(cls)
+    return fn(obj)
+
+
+#: class -> its `plain` (made at its first use)
+_PLAINERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
 
 
 def kill_key(scope: str, route: str | None = None, version: str | None = None) -> str:
@@ -60,6 +68,7 @@ def kill_key(scope: str, route: str | None = None, version: str | None = None) -
     return f"version:{route}:{version}"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class KillFlag:
     __pydantic_config__ = _KNOWN  # (a field a newer version added: statedoc.NewerDocument)
@@ -93,6 +102,7 @@ class KillFlag:
         return out
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     __pydantic_config__ = _KNOWN  # (a field a newer version added: statedoc.NewerDocument)
@@ -106,6 +116,7 @@ class HistoryEntry:
     generation: Generation = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RouteOverride:
     """A latched runtime override of a route (rollback / promote / weights / auto)."""
@@ -122,6 +133,7 @@ class RouteOverride:
     kind: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RolledOff:
     """A version a rollback took off its route (domain/rolledoff.py): never again the
@@ -164,6 +176,7 @@ class Progress(TypedDict, total=False):
     artifact: str | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DrillRecord:
     """An open recovery drill (domain/drills.py): the route's state when it started, and

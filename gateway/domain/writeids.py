@@ -90,8 +90,11 @@ def lifted_after(lifted: Mapping[str, int], kills: Mapping[str, Any],
     """`lifted` once `change` (kill key -> flag, None: lifted) applies to `kills` (kill key
     -> a flag with a `generation`): each kill lifted is recorded by its flag's generation
     (`with_lifts`)."""
-    return with_lifts(lifted, ((key, int(kills[key].generation))
-                               for key, flag in change.items() if flag is None and key in kills))
+    lifts = [(key, int(kills[key].generation))
+             for key, flag in change.items() if flag is None and key in kills]
+    if not lifts and type(lifted) is dict and len(lifted) <= MAX_LIFTED:
+        return lifted  # (nothing lifted: the same record; documents share what is unchanged)
+    return with_lifts(lifted, lifts)
 
 
 def with_lifts(lifted: Mapping[str, int], lifts: Iterable[tuple[str, int]]) -> dict[str, int]:
@@ -112,9 +115,11 @@ def lifted_writes_after(lifted: Mapping[str, tuple[str, ...]], kills: Mapping[st
     each flag lifted (None) or replaced by a new one (generation 0: a kill that takes an
     open drill's over) is recorded by the write that made it. A flag written by a version
     before flag writes (none) is not: its holders compare generations (`lifted`)."""
-    return with_lifted_writes(lifted, (
-        (key, kills[key].write) for key, flag in change.items()
-        if key in kills and kills[key].write and (flag is None or flag.generation == 0)))
+    lifts = [(key, kills[key].write) for key, flag in change.items()
+             if key in kills and kills[key].write and (flag is None or flag.generation == 0)]
+    if not lifts and type(lifted) is dict and len(lifted) <= MAX_LIFTED:
+        return lifted  # (nothing lifted or replaced: the same record, as `lifted_after`)
+    return with_lifted_writes(lifted, lifts)
 
 
 def with_lifted_writes(lifted: Mapping[str, tuple[str, ...]],

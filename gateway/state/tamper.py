@@ -44,12 +44,15 @@ KINDS = ("state", "push", "ack", "heartbeat", "stats", "idempotency", "generatio
 #: generation key, the audit head key. A forged or misconfigured heartbeat, count, ack or
 #: idempotency record (written anywhere, any time) cut every write short at 10 tries, with
 #: 409 blaming a writer of the state without the key, under a burst nobody forged
-CONTENDED = ("state", "generation", "audit")
+CONTENDED = ("state", "generation", "audit")  # (`contended` names them too)
 
 
 def contended(counts: dict[str, int]) -> int:
-    """How many values of CONTENDED kinds `counts` (TamperLog.counts) holds."""
-    return sum(counts.get(k, 0) for k in CONTENDED)
+    """How many values of CONTENDED kinds `counts` (TamperLog.counts) holds. (Written out:
+    every write counts them before its first try, and the generator took ~2k instructions
+    of a kill's before its commit leaves.)"""
+    get = counts.get
+    return get("state", 0) + get("generation", 0) + get("audit", 0)
 
 
 class TamperLog:
