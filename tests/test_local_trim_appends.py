@@ -48,13 +48,16 @@ async def test_a_local_trim_lands_while_appends_run_back_to_back(
 
         tasks = [asyncio.create_task(appends(gw, w)) for gw, w in ((g, "ann"), (h, "bob"))]
         tries = trims = 0
+        last = None  # (the appends made before the last trim that landed began)
         try:
             until = time.monotonic() + 1.5
             while time.monotonic() < until:
                 tries += 1
+                began = appended[0]
                 try:
                     _, ck = await sync.retention.trim_once(True)
                     trims += ck is not None
+                    last = began if ck is not None else last
                 except StoreConflict:
                     pass
                 await asyncio.sleep(0.05)
@@ -67,4 +70,8 @@ async def test_a_local_trim_lands_while_appends_run_back_to_back(
         events = await store.audit_events()
         r = verify_trail(events, store._read().doc.audit_head, store.audit_keys.keys())
         assert r.brk is None and r.macs == len(events), r
-        assert r.trimmed is not None and len(events) < 150, (len(events), r.trimmed)
+        # (the trail held to its 100 but for what was appended since the last trim began:
+        # a fixed bound of 150 failed 3 runs in 13 on a loaded host, the appends in the
+        # last trim's 50 ms wait and after it)
+        assert last is not None and r.trimmed is not None
+        assert len(events) <= 100 + 2 + appended[0] - last, (len(events), appended, last)
