@@ -362,3 +362,24 @@ def test_two_keys_whose_ids_collide_sign_each_with_its_own_secret() -> None:
     keys = Keyring(cur, prev, context="kgtest")
     assert keys._mac(prev, b"state", b"x") == _old_mac(keys, prev, b"state", b"x")
     assert keys.sign(b"state", b"x")[1] == _old_mac(keys, cur, b"state", b"x")
+
+
+def test_the_fast_event_writer_is_checked_against_the_encoder_at_import(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pydantic-core that escaped one character otherwise would fork the hash chain:
+    the import-time probe says whether the two writers agree, and a disagreement turns
+    the fast path off (every event then written by the encoder)."""
+    from gateway.domain import auditcanon
+
+    flag = {"abort_inflight": True, "actor": "a", "generation": 3, "reason": "r",
+            "route": "iris", "scope": "route", "time": "t", "version": None}
+    ev = {"action": "kill", "actor": "a", "id": "i", "prev_hash": "p", "reason": "r",
+          "request_id": None, "source": "s", "time": "t", "trace_id": None,
+          "target": {"route": "iris", "scope": "route", "version": None},
+          "before": None, "after": flag}
+    assert auditcanon._AGREE is True  # (the installed pydantic-core writes alike)
+    assert auditcanon.kill_canonical(ev) is not None  # (the fast path, taken)
+    monkeypatch.setattr(auditcanon, "to_json", lambda v: b"{}")
+    assert auditcanon._agrees() is False
+    monkeypatch.setattr(auditcanon, "_AGREE", False)
+    assert auditcanon.kill_canonical(ev) is None

@@ -9,7 +9,9 @@ rebuilt in sorted key order; anything else gets None and is written by
 characters, ints of any size: tests/test_committer_shortcuts.py compares them over every
 code point), so every verifier, which hashes with the json encoder, recomputes the same
 hash. The checks run in C (key sets compared, values fetched by itemgetter, their types
-by map): in Python they cost what the writer saves. Pure; imports pydantic-core only.
+by map): in Python they cost what the writer saves. The two writers are compared once at
+import (`_agrees`): a pydantic-core that writes otherwise turns the fast path off. Pure;
+imports pydantic-core and the json module only.
 
 Why: the json encoder with sort_keys took ~67k instructions for a kill's ~520-byte event
 (callgrind), pydantic-core ~21k, and the committer seals the event before its commit leaves.
@@ -17,6 +19,7 @@ Why: the json encoder with sort_keys took ~67k instructions for a kill's ~520-by
 
 from __future__ import annotations
 
+import json
 from operator import itemgetter
 from typing import Any
 
@@ -65,11 +68,32 @@ def _flag_of(d: Any) -> dict[str, Any] | None:
             "route": route, "scope": scope, "time": time, "version": version}
 
 
+def _agrees() -> bool:
+    """Whether the installed pydantic-core writes what the json encoder writes, over every
+    character its escaping could treat apart (each control character, quote, backslash,
+    DEL, the line separators, non-ASCII of every width) and ints past 64 bits: a version
+    that escaped one differently would fork the hash chain between instances (every
+    verifier hashes with the encoder). Checked once, at import; False: the encoder writes
+    every event, as before the fast path."""
+    text = "".join(map(chr, range(0x20))) + '"\\/\x7f\x80\xa0\xe9\u2028\u2029\ufeff\uffff\U0001f600'
+    probe = {"a": text, "b": [2 ** 70, -(2 ** 64), 0, True, False, None], "c": {"k": text}}
+    try:
+        ours = to_json(probe)
+    except ValueError:
+        return False
+    return ours == json.dumps(probe, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_AGREE = _agrees()
+
+
 def kill_canonical(ev: dict[str, Any]) -> bytes | None:
     """`ev`'s canonical JSON (`audit.canonical`'s bytes, `hash` and `mac` absent) when it
     has a kill's or an unkill's shape; None otherwise (the json encoder writes it then).
     (The objects are rebuilt as dict displays: dict(zip(...)) costs ~1k instructions a
     key, as much as the json encoder.)"""
+    if not _AGREE:
+        return None
     keys = ev.keys()
     keyed = keys == _KEYS_KEYED
     if not keyed and keys != _KEYS:
