@@ -11,7 +11,6 @@ on the config alone after start_timeout), started again; then one change, made b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,9 @@ from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, wait_until, write_config
 from tests.staterig import redis_section
 from tests.test_kill_after_routing_reload import _route
+from tests.test_reload_audit_double import reload_events
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def reload_events(redis: RedisServer, prefix: str) -> list[dict[str, Any]]:
-    """The `config.reload` events in the stream, oldest first (our own raw read)."""
-    raw = redis.cmd("XRANGE", f"{prefix}:audit", "-", "+")
-    return [ev for line in raw.split("\r\n") if line.startswith("{")
-            and (ev := json.loads(line)).get("action") == "config.reload"]
 
 
 async def test_instances_started_in_an_outage_record_a_later_change_once(
