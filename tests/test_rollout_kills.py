@@ -19,9 +19,11 @@ from tests.test_rollout import INFER, Flaky, Load, auth, route
 
 pytestmark = pytest.mark.timeout(40)
 
-# a long window: the counts from before the kill stay in it for the whole test
+# a long window: the counts from before the kill stay in it for the whole test; latency
+# never fails the canary here (a 75 ms hiccup of a loaded CI host rolled it back: an
+# override, where the test looks for the promotion's)
 STEPS = ("  analysis: {window: 30s, interval: 100ms, min_requests: 3, "
-         "steps: [10, 50, 100], step_interval: 400ms}\n")
+         "steps: [10, 50, 100], step_interval: 400ms, p99_slack: 10s}\n")
 
 
 @pytest.mark.parametrize("kill", [{"scope": "version", "route": "iris", "version": "v2"},
