@@ -34,14 +34,9 @@ def reload_events(redis: RedisServer, prefix: str) -> list[dict[str, Any]]:
             and (ev := json.loads(line)).get("action") == "config.reload"]
 
 
-async def test_an_event_whose_claim_never_named_it_is_not_written_again(
-        tmp_path: Path, backends: Any, redis_server: RedisServer,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    # (command_timeout 150 ms: the sibling's wait for the claim is 3 s)
-    state = redis_section(redis_server.url, "kgdouble", poll_interval="100ms",
-                          heartbeat_interval="200ms", instance_lease="2s",
-                          command_timeout="150ms")
+def two_instances(tmp_path: Path, p1: int, p2: int, state: str) -> tuple[list[Path], Path]:
+    """Two instances' config files (folders `one`, `two`), both A (v1 100, v2 0), and the
+    change B (v1 90, v2 10) to copy over them."""
     a = write_config(tmp_path, _route("iris", {"v1": (p1, 100), "v2": (p2, 0)}),
                      state=state, name="a.yaml")
     b = write_config(tmp_path, _route("iris", {"v1": (p1, 90), "v2": (p2, 10)}),
@@ -51,6 +46,18 @@ async def test_an_event_whose_claim_never_named_it_is_not_written_again(
         c.parent.mkdir()
         c.write_bytes(a.read_bytes())
         c.chmod(0o600)
+    return copies, b
+
+
+async def test_an_event_whose_claim_never_named_it_is_not_written_again(
+        tmp_path: Path, backends: Any, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    # (command_timeout 150 ms: the sibling's wait for the claim is 3 s)
+    state = redis_section(redis_server.url, "kgdouble", poll_interval="100ms",
+                          heartbeat_interval="200ms", instance_lease="2s",
+                          command_timeout="150ms")
+    copies, b = two_instances(tmp_path, p1, p2, state)
     db = load_config(b).digest
     never = asyncio.Event()  # (set on the way out: the hung call ends)
     async with running_gateway(copies[0], "one") as g1, \

@@ -18,10 +18,9 @@ import pytest
 
 from gateway.configfile import load_config
 from tests.backends import echo_app
-from tests.conftest import RedisServer, running_gateway, wait_until, write_config
+from tests.conftest import RedisServer, running_gateway, wait_until
 from tests.staterig import redis_section
-from tests.test_kill_after_routing_reload import _route
-from tests.test_reload_audit_double import reload_events
+from tests.test_reload_audit_double import reload_events, two_instances
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,15 +32,7 @@ async def test_instances_started_in_an_outage_record_a_later_change_once(
                           heartbeat_interval="200ms", instance_lease="2s",
                           command_timeout="300ms", start_timeout="1s",
                           ready_without_state="true")
-    a = write_config(tmp_path, _route("iris", {"v1": (p1, 100), "v2": (p2, 0)}),
-                     state=state, name="a.yaml")
-    b = write_config(tmp_path, _route("iris", {"v1": (p1, 90), "v2": (p2, 10)}),
-                     state=state, name="b.yaml")
-    copies = [tmp_path / "one" / "killgate.yaml", tmp_path / "two" / "killgate.yaml"]
-    for c in copies:
-        c.parent.mkdir()
-        c.write_bytes(a.read_bytes())
-        c.chmod(0o600)
+    copies, b = two_instances(tmp_path, p1, p2, state)
     redis_server.kill()
     async with running_gateway(copies[0], "one") as g1, \
             running_gateway(copies[1], "two") as g2:
