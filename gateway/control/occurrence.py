@@ -29,8 +29,8 @@ from gateway.domain.audit import GENESIS, event_hash
 from gateway.errors import StateError
 from gateway.state.storeports import AuditStore
 
-__all__ = ["NEAR", "PAGE", "SCAN", "NotNear", "change_in_trail", "fleet_head", "in_trail",
-           "newest_reload", "occurrence_of", "walk"]
+__all__ = ["NEAR", "PAGE", "SCAN", "NotNear", "change_event", "change_in_trail", "fleet_head",
+           "in_trail", "newest_reload", "occurrence_of", "walk"]
 
 #: events read per page; at a start, at most this many of the newest before giving up (a
 #: trail with more events since the last reload keeps an occurrence of its own: its next
@@ -114,6 +114,11 @@ async def change_in_trail(store: AuditStore, key: str) -> bool:
     `after.occurrence`) is on the trail's chain among its newest NEAR entries: written by
     an instance whose claim never came to name it (cut off, or killed, between its commit
     and the claim's update)."""
+    return await change_event(store, key) is not None
+
+
+async def change_event(store: AuditStore, key: str) -> str | None:
+    """The hash of `change_in_trail`'s event (None: none among the newest NEAR entries)."""
     occurrence = occurrence_of(key)
 
     def found(ev: dict[str, Any]) -> bool:
@@ -122,6 +127,7 @@ async def change_in_trail(store: AuditStore, key: str) -> bool:
             and after.get("occurrence") == occurrence
 
     try:
-        return (await walk(store, found, NEAR))[0] is not None
+        ev = (await walk(store, found, NEAR))[0]
     except NotNear:
-        return False
+        return None
+    return None if ev is None else str(ev.get("hash"))

@@ -15,6 +15,9 @@ it either (occurrence.py: a signed `config:head` key, put back, did the same). A
 names the event written for it, and a sibling takes the change as recorded only once that
 event is on the trail's chain: a store put back to an earlier state (document and trail)
 keeps the claims made since, and a change made again was taken for one whose event was gone.
+A claim made afresh looks for the change's event on the trail first (its occurrence, among
+the newest NEAR entries): a claim gone (past CLAIM_TTL, deleted by a redis writer) had the
+change recorded twice.
 
 The audit runs behind the reload (one task after another, in the order of the changes):
 waiting for a sibling's event (up to CLAIM_WAIT command timeouts: a claim of the previous
@@ -40,7 +43,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.control.occurrence import change_in_trail, in_trail
+from gateway.control.occurrence import change_event, change_in_trail, in_trail
 from gateway.control.reloadkept import KeptChanges
 from gateway.domain.audit import AuditDraft
 from gateway.errors import AuditError, StateError, StoreOutcomeUnknown
@@ -53,7 +56,7 @@ __all__ = ["CLAIM_WAIT", "Pending", "ReloadAudits"]
 log = logging.getLogger("killgate")
 
 #: how long a change's claim is kept (a sibling making the same change later than that
-#: records it again)
+#: finds its event on the trail, among the newest NEAR entries: occurrence.py)
 CLAIM_TTL = 3600.0
 #: how often a sibling's claim is read again until it names its event, and for how many
 #: command timeouts at most (its event is a load and a commit, retried on conflicts; on a
@@ -271,4 +274,11 @@ class ReloadAudits:
                 deadline = min(loop.time() + wait, last)  # (another took it: its event next)
             await asyncio.sleep(CLAIM_POLL)  # (its instance is writing the event)
             claim = await store.idem_claim(key, mine, CLAIM_TTL)
-        return True
+        # claimed afresh: the change's event may be on the trail all the same, its claim
+        # gone (past its TTL, a sibling making the change an hour later; deleted by a
+        # redis writer): then named in ours, not written again (it was, twice)
+        recorded = await change_event(store, key)
+        if recorded is None:
+            return True
+        await store.idem_take(key, mine, {**mine, "event": recorded}, CLAIM_TTL)
+        return False
