@@ -27,7 +27,9 @@ shutdown waits for it).
 
 A store that does not answer (or answers it cannot say) does not drop the event: the change
 is kept (`Pending`: its draft, made at the reload, with its digests and the time of the
-change, `after.changed_at`; its claim record, the same on every try) and tried again with
+change, `after.changed_at`; its claim record, the same on every try; on disk, reloadkept.py,
+from its queueing when the store is not known to answer, else once KEEP_AFTER passed
+unrecorded) and tried again with
 back-off until the store answers, in turn (a reload made meanwhile is recorded after it),
 while `/v1/status` lists it (`config.audit_pending`). A commit whose answer was lost
 (StoreOutcomeUnknown: it may have landed) names the event it sent: the next try looks for it
@@ -69,6 +71,10 @@ RETRY_FIRST = 0.2
 RETRY_MAX = 10.0
 #: changes whose audit waits for the store, at most (in memory: each holds its draft)
 PENDING_MAX = 64
+#: a change not yet recorded this long after it was queued is kept on disk (seconds): a
+#: store that answers records it sooner (no file written); one frozen since its last
+#: answer held the first try a command timeout, a crash then lost the change
+KEEP_AFTER = 0.1
 
 
 @dataclass
@@ -137,10 +143,12 @@ class ReloadAudits:
             self._drop(p)
             return
         self._pending.append(p)
-        if self._on_disk:
-            self._keep()
-        task = asyncio.get_running_loop().create_task(self._in_turn(self._last, p),
-                                                      name="config-reload-audit")
+        loop = asyncio.get_running_loop()
+        if self._on_disk or not self.sync.connected:
+            self._keep()  # (the store not known to answer: kept before the first try)
+        else:
+            loop.call_later(KEEP_AFTER, self._keep_waiting, p)
+        task = loop.create_task(self._in_turn(self._last, p), name="config-reload-audit")
         self._audits.add(task)
         task.add_done_callback(self._audits.discard)
         self._last = task
@@ -158,6 +166,11 @@ class ReloadAudits:
                   action="a change a stopped process left waiting for the store: recorded "
                   "once the store answers")
             self.queue(Pending(key, draft, {"instance": instance, "time": since}, wait))
+
+    def _keep_waiting(self, p: Pending) -> None:
+        """`p` kept on disk if it still waits (KEEP_AFTER after it was queued)."""
+        if p in self._pending and not self._on_disk:
+            self._keep()
 
     def _keep(self) -> None:
         """The changes waiting written to the file (none: it is removed)."""
