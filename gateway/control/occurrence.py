@@ -100,25 +100,25 @@ async def newest_reload(store: AuditStore) -> tuple[dict[str, Any] | None, str]:
     return await walk(store, lambda ev: ev.get("action") == "config.reload")
 
 
-async def in_trail(store: AuditStore, hash_: str) -> bool:
-    """Whether the event `hash_` is on the trail's chain among its newest NEAR entries
+async def in_trail(store: AuditStore, hash_: str, limit: int = NEAR) -> bool:
+    """Whether the event `hash_` is on the trail's chain among its newest `limit` entries
     (`walk`): one a store put back to an earlier state lost is not."""
     try:
-        return (await walk(store, lambda ev: ev.get("hash") == hash_, NEAR))[0] is not None
+        return (await walk(store, lambda ev: ev.get("hash") == hash_, limit))[0] is not None
     except NotNear:
         return False
 
 
-async def change_in_trail(store: AuditStore, key: str) -> bool:
+async def change_in_trail(store: AuditStore, key: str, limit: int = NEAR) -> bool:
     """Whether a `config.reload` event of the change whose claim key is `key` (its
     `after.occurrence`) is on the trail's chain among its newest NEAR entries: written by
     an instance whose claim never came to name it (cut off, or killed, between its commit
     and the claim's update)."""
-    return await change_event(store, key) is not None
+    return await change_event(store, key, limit) is not None
 
 
-async def change_event(store: AuditStore, key: str) -> str | None:
-    """The hash of `change_in_trail`'s event (None: none among the newest NEAR entries)."""
+async def change_event(store: AuditStore, key: str, limit: int = NEAR) -> str | None:
+    """The hash of `change_in_trail`'s event (None: none among the newest `limit`)."""
     occurrence = occurrence_of(key)
 
     def found(ev: dict[str, Any]) -> bool:
@@ -127,7 +127,7 @@ async def change_event(store: AuditStore, key: str) -> str | None:
             and after.get("occurrence") == occurrence
 
     try:
-        ev = (await walk(store, found, NEAR))[0]
+        ev = (await walk(store, found, limit))[0]
     except NotNear:
         return None
     return None if ev is None else str(ev.get("hash"))

@@ -45,7 +45,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.control.occurrence import change_event, change_in_trail, in_trail
+from gateway.control.occurrence import NEAR, SCAN, change_event, change_in_trail, in_trail
 from gateway.control.reloadkept import KeptChanges
 from gateway.domain.audit import AuditDraft
 from gateway.errors import AuditError, StateError, StoreOutcomeUnknown
@@ -272,10 +272,14 @@ class ReloadAudits:
             return True  # (ours, made by a try before that failed after it)
         while claim is not None:
             named = claim.get("event")
-            if isinstance(named, str) and await in_trail(store, named):
+            # (an event named is looked for past the newest NEAR entries, up to SCAN: a
+            # rare read, where a busy trail had pushed a sibling's event out of NEAR and it
+            # was taken for one a store put back had lost, the change recorded again)
+            far = SCAN if isinstance(named, str) else NEAR
+            if isinstance(named, str) and await in_trail(store, named, far):
                 return False
             if isinstance(named, str) or loop.time() >= deadline:
-                if await change_in_trail(store, key):
+                if await change_in_trail(store, key, far):
                     return False  # (its event written, the claim never updated to name it)
                 try:
                     if await store.idem_take(key, claim, mine, CLAIM_TTL):
