@@ -175,8 +175,10 @@ class Gateway(GatewayParts):
             # (the shadow copies' own pools too: a shadow redeployed at another URL, or a
             # primary moved, kept its idle connections and pool for good)
             ("retiring the pools of removed backends", self._retire_pools),
-            ("recording its versions in the route history", lambda: self.history.record(loaded)),
+            # (the change's audit queued before the route history's write, which waits for
+            # the store up to 6 command timeouts: a crash then lost the change unqueued)
             ("auditing the config change", audited),
+            ("recording its versions in the route history", lambda: self.history.record(loaded)),
             *((f"handing it to {getattr(fn, '__module__', '')}."
                f"{getattr(fn, '__qualname__', repr(fn))}", partial(fn, loaded))
               for fn in self.config_applied)]

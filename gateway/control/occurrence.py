@@ -29,8 +29,8 @@ from gateway.domain.audit import GENESIS, event_hash
 from gateway.errors import StateError
 from gateway.state.storeports import AuditStore
 
-__all__ = ["NEAR", "PAGE", "SCAN", "NotNear", "change_in_trail", "fleet_head", "in_trail",
-           "newest_reload", "occurrence_of", "walk"]
+__all__ = ["NEAR", "PAGE", "SCAN", "NotNear", "change_event", "change_in_trail", "fleet_head",
+           "in_trail", "newest_reload", "occurrence_of", "walk"]
 
 #: events read per page; at a start, at most this many of the newest before giving up (a
 #: trail with more events since the last reload keeps an occurrence of its own: its next
@@ -100,20 +100,25 @@ async def newest_reload(store: AuditStore) -> tuple[dict[str, Any] | None, str]:
     return await walk(store, lambda ev: ev.get("action") == "config.reload")
 
 
-async def in_trail(store: AuditStore, hash_: str) -> bool:
-    """Whether the event `hash_` is on the trail's chain among its newest NEAR entries
+async def in_trail(store: AuditStore, hash_: str, limit: int = NEAR) -> bool:
+    """Whether the event `hash_` is on the trail's chain among its newest `limit` entries
     (`walk`): one a store put back to an earlier state lost is not."""
     try:
-        return (await walk(store, lambda ev: ev.get("hash") == hash_, NEAR))[0] is not None
+        return (await walk(store, lambda ev: ev.get("hash") == hash_, limit))[0] is not None
     except NotNear:
         return False
 
 
-async def change_in_trail(store: AuditStore, key: str) -> bool:
+async def change_in_trail(store: AuditStore, key: str, limit: int = NEAR) -> bool:
     """Whether a `config.reload` event of the change whose claim key is `key` (its
     `after.occurrence`) is on the trail's chain among its newest NEAR entries: written by
     an instance whose claim never came to name it (cut off, or killed, between its commit
     and the claim's update)."""
+    return await change_event(store, key, limit) is not None
+
+
+async def change_event(store: AuditStore, key: str, limit: int = NEAR) -> str | None:
+    """The hash of `change_in_trail`'s event (None: none among the newest `limit`)."""
     occurrence = occurrence_of(key)
 
     def found(ev: dict[str, Any]) -> bool:
@@ -122,6 +127,7 @@ async def change_in_trail(store: AuditStore, key: str) -> bool:
             and after.get("occurrence") == occurrence
 
     try:
-        return (await walk(store, found, NEAR))[0] is not None
+        ev = (await walk(store, found, limit))[0]
     except NotNear:
-        return False
+        return None
+    return None if ev is None else str(ev.get("hash"))

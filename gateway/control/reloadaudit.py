@@ -15,6 +15,9 @@ it either (occurrence.py: a signed `config:head` key, put back, did the same). A
 names the event written for it, and a sibling takes the change as recorded only once that
 event is on the trail's chain: a store put back to an earlier state (document and trail)
 keeps the claims made since, and a change made again was taken for one whose event was gone.
+A claim made afresh looks for the change's event on the trail first (its occurrence, among
+the newest NEAR entries): a claim gone (past CLAIM_TTL, deleted by a redis writer) had the
+change recorded twice.
 
 The audit runs behind the reload (one task after another, in the order of the changes):
 waiting for a sibling's event (up to CLAIM_WAIT command timeouts: a claim of the previous
@@ -24,7 +27,9 @@ shutdown waits for it).
 
 A store that does not answer (or answers it cannot say) does not drop the event: the change
 is kept (`Pending`: its draft, made at the reload, with its digests and the time of the
-change, `after.changed_at`; its claim record, the same on every try) and tried again with
+change, `after.changed_at`; its claim record, the same on every try; on disk, reloadkept.py,
+from its queueing when the store is not known to answer, else once KEEP_AFTER passed
+unrecorded) and tried again with
 back-off until the store answers, in turn (a reload made meanwhile is recorded after it),
 while `/v1/status` lists it (`config.audit_pending`). A commit whose answer was lost
 (StoreOutcomeUnknown: it may have landed) names the event it sent: the next try looks for it
@@ -40,7 +45,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.control.occurrence import change_in_trail, in_trail
+from gateway.control.occurrence import NEAR, SCAN, change_event, change_in_trail, in_trail
 from gateway.control.reloadkept import KeptChanges
 from gateway.domain.audit import AuditDraft
 from gateway.errors import AuditError, StateError, StoreOutcomeUnknown
@@ -53,7 +58,7 @@ __all__ = ["CLAIM_WAIT", "Pending", "ReloadAudits"]
 log = logging.getLogger("killgate")
 
 #: how long a change's claim is kept (a sibling making the same change later than that
-#: records it again)
+#: finds its event on the trail, among the newest NEAR entries: occurrence.py)
 CLAIM_TTL = 3600.0
 #: how often a sibling's claim is read again until it names its event, and for how many
 #: command timeouts at most (its event is a load and a commit, retried on conflicts; on a
@@ -66,6 +71,10 @@ RETRY_FIRST = 0.2
 RETRY_MAX = 10.0
 #: changes whose audit waits for the store, at most (in memory: each holds its draft)
 PENDING_MAX = 64
+#: a change not yet recorded this long after it was queued is kept on disk (seconds): a
+#: store that answers records it sooner (no file written); one frozen since its last
+#: answer held the first try a command timeout, a crash then lost the change
+KEEP_AFTER = 0.1
 
 
 @dataclass
@@ -134,10 +143,12 @@ class ReloadAudits:
             self._drop(p)
             return
         self._pending.append(p)
-        if self._on_disk:
-            self._keep()
-        task = asyncio.get_running_loop().create_task(self._in_turn(self._last, p),
-                                                      name="config-reload-audit")
+        loop = asyncio.get_running_loop()
+        if self._on_disk or not self.sync.connected:
+            self._keep()  # (the store not known to answer: kept before the first try)
+        else:
+            loop.call_later(KEEP_AFTER, self._keep_waiting, p)
+        task = loop.create_task(self._in_turn(self._last, p), name="config-reload-audit")
         self._audits.add(task)
         task.add_done_callback(self._audits.discard)
         self._last = task
@@ -155,6 +166,11 @@ class ReloadAudits:
                   action="a change a stopped process left waiting for the store: recorded "
                   "once the store answers")
             self.queue(Pending(key, draft, {"instance": instance, "time": since}, wait))
+
+    def _keep_waiting(self, p: Pending) -> None:
+        """`p` kept on disk if it still waits (KEEP_AFTER after it was queued)."""
+        if p in self._pending and not self._on_disk:
+            self._keep()
 
     def _keep(self) -> None:
         """The changes waiting written to the file (none: it is removed)."""
@@ -256,10 +272,14 @@ class ReloadAudits:
             return True  # (ours, made by a try before that failed after it)
         while claim is not None:
             named = claim.get("event")
-            if isinstance(named, str) and await in_trail(store, named):
+            # (an event named is looked for past the newest NEAR entries, up to SCAN: a
+            # rare read, where a busy trail had pushed a sibling's event out of NEAR and it
+            # was taken for one a store put back had lost, the change recorded again)
+            far = SCAN if isinstance(named, str) else NEAR
+            if isinstance(named, str) and await in_trail(store, named, far):
                 return False
             if isinstance(named, str) or loop.time() >= deadline:
-                if await change_in_trail(store, key):
+                if await change_in_trail(store, key, far):
                     return False  # (its event written, the claim never updated to name it)
                 try:
                     if await store.idem_take(key, claim, mine, CLAIM_TTL):
@@ -271,4 +291,11 @@ class ReloadAudits:
                 deadline = min(loop.time() + wait, last)  # (another took it: its event next)
             await asyncio.sleep(CLAIM_POLL)  # (its instance is writing the event)
             claim = await store.idem_claim(key, mine, CLAIM_TTL)
-        return True
+        # claimed afresh: the change's event may be on the trail all the same, its claim
+        # gone (past its TTL, a sibling making the change an hour later; deleted by a
+        # redis writer): then named in ours, not written again (it was, twice)
+        recorded = await change_event(store, key)
+        if recorded is None:
+            return True
+        await store.idem_take(key, mine, {**mine, "event": recorded}, CLAIM_TTL)
+        return False

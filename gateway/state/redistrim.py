@@ -31,7 +31,7 @@ from gateway.domain.statedoc import StateDoc
 from gateway.errors import AuditError, StoreConflict, StoreOutcomeUnknown
 from gateway.state.redislink import DOC, OWN, SMALL, Script, odd_reply
 from gateway.state.redispin import SCAN_STEP, RedisPin
-from gateway.state.replyshape import entries, integer, shaped, text
+from gateway.state.replyshape import entries, integer, shaped, stream_id, text
 from gateway.state.resp import RespConnection
 from gateway.state.store import MAX_DOC_BYTES
 
@@ -261,7 +261,7 @@ class RedisTrim(RedisPin):
                 conn=conn)
             doc_reply, count, now_first = shaped(
                 "the trim's fresh read", got, type(got) is list and len(got) == 3
-                and integer(got[1]) and text(got[2]), "its answer")
+                and integer(got[1]) and (got[2] == b"" or stream_id(got[2])), "its answer")
             doc = self._loaded(doc_reply).doc
             last = self._last_open
             if doc is None or last is None or last[1] is not doc \

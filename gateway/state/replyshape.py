@@ -8,12 +8,16 @@ redisread.py (tests/test_resp_shapes*.py).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gateway.errors import StoreUnavailable
 from gateway.state.redislink import odd_reply
 
-__all__ = ["digits", "entries", "flat_pairs", "integer", "shaped", "text"]
+__all__ = ["digits", "entries", "flat_pairs", "integer", "shaped", "stream_id", "text"]
+
+#: a stream entry's id as redis gives it ("<ms>-<seq>", each a 64-bit number)
+_STREAM_ID = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")
 
 
 def shaped(what: str, reply: Any, ok: bool, expected: str) -> Any:
@@ -43,8 +47,14 @@ def flat_pairs(v: Any) -> bool:
     return type(v) is list and len(v) % 2 == 0 and all(type(x) is bytes for x in v)
 
 
+def stream_id(v: Any) -> bool:
+    """A stream entry's id: any other string (not UTF-8: a UnicodeDecodeError where it is
+    read; not an id: taken for the trail's start changed) is no answer of redis's."""
+    return type(v) is bytes and _STREAM_ID.fullmatch(v) is not None
+
+
 def entries(v: Any) -> bool:
     """XRANGE's answer: [[id, [field, value, ...]], ...]."""
     return type(v) is list and all(
-        type(e) is list and len(e) == 2 and type(e[0]) is bytes and flat_pairs(e[1])
+        type(e) is list and len(e) == 2 and stream_id(e[0]) and flat_pairs(e[1])
         for e in v)
