@@ -84,13 +84,18 @@ def _kept(status: int, fields: dict[str, str], body: Any) -> tuple[Any, ...]:
                                       "x-content-type-options", "cache-control")))
 
 
+def _config(tmp: Path, port: int) -> Path:
+    tmp.mkdir()
+    cfg = write_config(tmp, two_versions(port, port))
+    # (a body cap small enough for a body over it to come with its head in one write)
+    cfg.write_text(cfg.read_text().replace("admin:\n", "admin:\n  max_body_size: 2048\n", 1))
+    return cfg
+
+
 async def _answers(tmp_path: Path, backends: Any) -> tuple[list[tuple[Any, ...]], list[str]]:
     """The answers to every case, and the trace ids of the audit trail's kill events."""
     p = await backends(echo_app("v1"))
-    tmp_path.mkdir()
-    cfg = write_config(tmp_path, two_versions(p, p))
-    # (a body cap small enough for a body over it to come with its head in one write)
-    cfg.write_text(cfg.read_text().replace("admin:\n", "admin:\n  max_body_size: 2048\n", 1))
+    cfg = _config(tmp_path, p)
     admin_hdr = {**bearer("killgate:admin", "alice", 600), "Content-Type": "application/json"}
     kill = json.dumps(KILL).encode()
     pad = {f"X-Pad-{i}": "p" * 7000 for i in range(5)}  # (35 KB of head, each line legal)
