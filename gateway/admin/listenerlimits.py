@@ -3,7 +3,8 @@
 Owns `Limits` (the admin port's deadlines and caps, and the counter of what they refuse),
 `error_body` (the JSON of an answer the listener gives itself), and `head_limit`: a head
 that arrived in one read, but larger than the cap, is refused as one that arrived in pieces
-(which admin/listener.py's protocol cuts off while it grows).
+(which admin/listener.py's protocol cuts off while it grows); `head_size` and `head_refusal`
+are its parts, which admin/front.py's one middleware runs first.
 """
 
 from __future__ import annotations

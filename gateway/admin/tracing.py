@@ -1,6 +1,7 @@
 """Admin writes as traced calls: one span per write, and its trace id for the audit event.
 
-Owns the aiohttp middleware (outermost, so the span sees the final status) and `TRACE_ID`,
+Owns the aiohttp middleware (outermost, so the span sees the final status; the admin
+listener runs the same steps inside admin/front.py's one middleware) and `TRACE_ID`,
 the request key the write handlers read when they build the audit event. The span itself
 comes from a small `AdminSpans` hook (telemetry/tracing.py implements it); nothing here
 imports OpenTelemetry. Reads never make spans: they change nothing worth a trace.
