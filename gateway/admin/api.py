@@ -101,9 +101,11 @@ class AdminApi:
         """A reloaded config may change the admin auth settings (not the listener)."""
         self.callers.reconfigure(loaded, checked)
 
-    def app(self, outer: tuple[Any, ...] = ()) -> web.Application:
-        """`outer`: middlewares that wrap everything (tracing), outermost first."""
-        app = web.Application(middlewares=[*outer, errors],
+    def app(self, outer: tuple[Any, ...] = (), front: Any = None) -> web.Application:
+        """`outer`: middlewares that wrap everything (tracing), outermost first; `front`:
+        instead, the listener's one middleware (admin/front.py), which answers errors
+        itself."""
+        app = web.Application(middlewares=[front] if front is not None else [*outer, errors],
                               client_max_size=self.current.loaded.config.admin.max_body_size)
         app.on_response_prepare.append(answer_headers)
         app[inputs.BODY_TIMEOUT] = self.current.loaded.config.server.body_timeout

@@ -30,7 +30,7 @@ from gateway.admin.ports import Counters
 from gateway.config_admin import AdminConfig
 from gateway.config_types import is_loopback, parse_listen
 
-__all__ = ["host_allowed", "host_check"]
+__all__ = ["host_allowed", "host_check", "host_refusal"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -69,6 +69,18 @@ def host_allowed(host: str | None, admin: AdminConfig, loopback: bool | None = N
     return allowed is not None and ("*" in allowed or name in allowed)
 
 
+def host_refusal(admin: AdminConfig, counters: Counters) -> web.Response:
+    """The 421 for a name this listener does not answer to (counted)."""
+    counters.inc("killgate_admin_refused_total", ("host",), label_names=("reason",))
+    why = ("it is not in admin.allowed_hosts" if admin.allowed_hosts is not None else
+           "this listener is on a loopback address, so it answers to localhost and IP "
+           "addresses only (another site's page could otherwise read it through a name "
+           "it points at 127.0.0.1)")
+    return json_error(421, "host_not_allowed",
+                      f"this admin listener does not answer to that Host name: {why}; "
+                      "to use the name, add it to admin.allowed_hosts")
+
+
 def host_check(admin: Callable[[], AdminConfig], counters: Counters, loopback: bool) -> Any:
     """The middleware: 421 for a name this listener (bound to a loopback address or not)
     does not answer to."""
@@ -77,13 +89,6 @@ def host_check(admin: Callable[[], AdminConfig], counters: Counters, loopback: b
     async def check_host(request: web.Request, handler: Any) -> web.StreamResponse:
         if host_allowed(request.headers.get("Host"), admin(), loopback):
             return await handler(request)
-        counters.inc("killgate_admin_refused_total", ("host",), label_names=("reason",))
-        why = ("it is not in admin.allowed_hosts" if admin().allowed_hosts is not None else
-               "this listener is on a loopback address, so it answers to localhost and IP "
-               "addresses only (another site's page could otherwise read it through a name "
-               "it points at 127.0.0.1)")
-        return json_error(421, "host_not_allowed",
-                          f"this admin listener does not answer to that Host name: {why}; "
-                          "to use the name, add it to admin.allowed_hosts")
+        return host_refusal(admin(), counters)
 
     return check_host

@@ -7,7 +7,7 @@ proxy signs in cannot be made to act from another origin) and be one JSON object
 Unicode (no lone surrogates, no NaN), nested at most MAX_DEPTH
 deep, with only the allowed fields; query values are checked against their grammar
 before anything reads the store; `x-request-id` is printable ASCII. Imports only the
-foundations and aiohttp's request type.
+foundations, aiohttp's request type and admin/bodyread.py (the body as bytes).
 """
 
 from __future__ import annotations
@@ -16,11 +16,19 @@ import asyncio
 import functools
 import json
 import re
-import zlib
 from typing import Any
 
 from aiohttp import web
 
+from gateway.admin.bodyread import (
+    BODY_TIMEOUT,
+    DEFAULT_BODY_TIMEOUT,
+    MAX_BODY,
+    arrived,
+    bad,
+    decoded,
+    decoded_body,
+)
 from gateway.config import parse_duration
 from gateway.domain.audit import clean_text
 from gateway.errors import ApiError
@@ -40,20 +48,10 @@ __all__ = [
     "wait",
 ]
 
-#: how long a request body may take to arrive, whole (the config's server.body_timeout)
-BODY_TIMEOUT = web.AppKey("body_timeout", float)
-DEFAULT_BODY_TIMEOUT = 30.0
-#: the largest body, decoded (admin.max_body_size; the listener caps the bytes as sent)
-MAX_BODY = web.AppKey("max_body", int)
-DEFAULT_MAX_BODY = 64 * 1024
 MAX_DEPTH = 8  # {"weights": {...}}: 2 levels; Alertmanager's {"alerts": [{"labels": {}}]}: 4
 MAX_WAIT = 30.0
 MAX_REASON = 1024
 _REQUEST_ID = re.compile(r"[!-~]{1,128}")
-
-
-def bad(message: str) -> ApiError:
-    return ApiError(400, "bad_request", message)
 
 
 def _no_constant(name: str) -> Any:
@@ -133,16 +131,18 @@ def _loads(text: str) -> Any:
 async def json_body(request: web.Request,
                     allowed: frozenset[str] | None) -> dict[str, Any]:
     """The body as a JSON object with only `allowed` fields (None: any field)."""
-    if request.content_type != "application/json":
+    # (the header as every client sends it needs no parse: `content_type` is then itself)
+    if request.headers.get("Content-Type") != "application/json" and \
+            request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        "the body must be sent with Content-Type: application/json")
-    limit = request.config_dict.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT)
+    limit = DEFAULT_BODY_TIMEOUT
     try:
-        if request.content.is_eof():
-            # the whole body came with the head (a kill's does): reading it cannot wait,
-            # and a deadline armed and cancelled cost ~8k instructions before the commit
-            raw = await request.read()
-        else:
+        raw = arrived(request)
+        if raw is None and request.content.is_eof():
+            raw = await request.read()  # (read already, or empty: it cannot wait)
+        elif raw is None:
+            limit = request.config_dict.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT)
             async with asyncio.timeout(limit):
                 raw = await request.read()
     except TimeoutError:
@@ -153,7 +153,7 @@ async def json_body(request: web.Request,
                        "(server.body_timeout)") from None
     except ConnectionResetError:  # (the caller went away mid-body: its fault, not ours)
         raise bad("the connection closed before the whole body arrived") from None
-    raw = _decoded(request, raw)
+    raw = decoded(request, raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -183,45 +183,6 @@ async def json_body(request: web.Request,
         raise bad(f"unknown field(s): {', '.join(clean_text(u, 64) for u in unknown[:10])}; "
                   f"allowed: {', '.join(sorted(allowed))}")
     return body
-
-
-async def decoded_body(request: web.Request) -> bytes:
-    """The body as its sender meant it (decoded from gzip or deflate), read whole: what an
-    Idempotency-Key's fingerprint is taken over (gzip's header holds the time it was
-    made, so the same request compressed again differs as sent). Call after `json_body`,
-    which read it under the body deadline and refused what cannot be decoded."""
-    return _decoded(request, await request.read())
-
-
-def _decoded(request: web.Request, raw: bytes) -> bytes:
-    """The body decoded from its Content-Encoding (gzip or deflate), at most MAX_BODY
-    bytes of it. Done here, by the handler that reads the body after the token check:
-    the listener decodes nothing (`auto_decompress` off), since it decoded every body as
-    it arrived, read or not: a megabyte of gzip sent without a token cost the event loop
-    a second, decoding a gigabyte of zeros nobody would read."""
-    coding = request.headers.get("Content-Encoding", "").strip().lower()
-    if coding in ("", "identity"):
-        return raw
-    if coding in ("gzip", "x-gzip"):
-        wbits = 31
-    elif coding == "deflate":  # zlib-wrapped, or raw from some clients (as aiohttp reads it)
-        wbits = 15 if raw[:1] and raw[0] & 0x0F == 8 else -15
-    else:
-        raise ApiError(415, "unsupported_media_type",
-                       f"Content-Encoding {clean_text(coding, 32)!r} is not supported: send "
-                       "the body as it is, or gzip or deflate")
-    limit = request.config_dict.get(MAX_BODY, DEFAULT_MAX_BODY)
-    d = zlib.decompressobj(wbits)
-    try:
-        out = d.decompress(raw, limit + 1)
-    except zlib.error:
-        out = b""
-    else:
-        if len(out) > limit:
-            raise ApiError(413, "body_too_large", "the admin request body is too large")
-        if d.eof and not d.unused_data:
-            return out
-    raise bad("the body cannot be read: it is not what its Content-Encoding says")
 
 
 def reason(body: dict[str, Any], required: bool = True, default: str = "") -> str:

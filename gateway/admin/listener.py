@@ -225,7 +225,9 @@ class AdminRunner(web.AppRunner):
         kwargs.update(keepalive_timeout=limits.keepalive_timeout, max_field_size=MAX_FIELD_SIZE,
                       max_line_size=MAX_FIELD_SIZE, max_headers=MAX_HEADERS,
                       auto_decompress=False)
-        app.middlewares.insert(0, head_limit(limits))  # before anything reads the request
+        if not any(getattr(m, "checks_head", False) for m in app.middlewares):
+            # (admin/front.py's middleware checks it itself, first)
+            app.middlewares.insert(0, head_limit(limits))  # before anything reads the request
         super().__init__(app, **kwargs)
         self.limits = limits
 

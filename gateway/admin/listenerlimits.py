@@ -3,7 +3,8 @@
 Owns `Limits` (the admin port's deadlines and caps, and the counter of what they refuse),
 `error_body` (the JSON of an answer the listener gives itself), and `head_limit`: a head
 that arrived in one read, but larger than the cap, is refused as one that arrived in pieces
-(which admin/listener.py's protocol cuts off while it grows).
+(which admin/listener.py's protocol cuts off while it grows); `head_size` and `head_refusal`
+are its parts, which admin/front.py's one middleware runs first.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["MAX_HEAD_BYTES", "Limits", "error_body", "head_limit"]
+__all__ = ["MAX_HEAD_BYTES", "Limits", "error_body", "head_limit", "head_refusal", "head_size"]
 
 MAX_HEAD_BYTES = 32 * 1024
 
@@ -43,23 +44,31 @@ def error_body(status: int, type_: str, message: str) -> bytes:
     return json.dumps({"error": {"type": type_, "message": message}}).encode()
 
 
+def head_size(request: web.Request) -> int:
+    """The request head's size as it came (request line, fields, their separators)."""
+    raw = request.raw_headers
+    # (the fields' bytes joined and measured in C: a generator over them was ~5k
+    # instructions of every admin call, a kill's before its commit leaves)
+    return len(request.method) + len(request.raw_path) + 11 + 4 * len(raw) + len(
+        b"".join(chain.from_iterable(raw)))
+
+
+def head_refusal(limits: Limits) -> web.Response:
+    """The 431 for a head over `limits.max_head_bytes` (counted; the connection closed)."""
+    limits.on_refused("head_size")
+    resp = web.Response(status=431, content_type="application/json", body=error_body(
+        431, "headers_too_large", f"the request head exceeds {limits.max_head_bytes} bytes"))
+    resp.force_close()
+    return resp
+
+
 def head_limit(limits: Limits) -> Any:
     """The middleware that refuses a head larger than `limits.max_head_bytes` with 431."""
 
     @web.middleware
     async def head_limit(request: web.Request, handler: Any) -> web.StreamResponse:
-        raw = request.raw_headers
-        # (the fields' bytes joined and measured in C: a generator over them was ~5k
-        # instructions of every admin call, a kill's before its commit leaves)
-        size = len(request.method) + len(request.raw_path) + 11 + 4 * len(raw) + len(
-            b"".join(chain.from_iterable(raw)))
-        if size > limits.max_head_bytes:
-            limits.on_refused("head_size")
-            resp = web.Response(status=431, content_type="application/json", body=error_body(
-                431, "headers_too_large",
-                f"the request head exceeds {limits.max_head_bytes} bytes"))
-            resp.force_close()
-            return resp
+        if head_size(request) > limits.max_head_bytes:
+            return head_refusal(limits)
         return await handler(request)
 
     return head_limit

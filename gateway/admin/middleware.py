@@ -34,7 +34,7 @@ from gateway.errors import (
 )
 from gateway.log import event
 
-__all__ = ["ANSWER_HEADERS", "answer_headers", "errors", "json_error"]
+__all__ = ["ANSWER_HEADERS", "answer_error", "answer_headers", "errors", "json_error"]
 
 log = logging.getLogger("killgate.admin")
 
@@ -77,6 +77,16 @@ def busy_answer(exc: StoreBusy) -> web.Response:
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
+    except Exception as exc:  # noqa: BLE001 - each kind answered by `answer_error`
+        return answer_error(request, exc)
+
+
+def answer_error(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The answer to a handler's exception (the `errors` middleware's, and admin/front.py's
+    for the admin listener: one function, so both answer alike); an HTTPException that is
+    not an error (a redirect) is raised again."""
+    try:
+        raise exc
     except ApiError as exc:
         resp = json_error(exc.status, exc.type, exc.message)
         for name, value in exc.headers.items():

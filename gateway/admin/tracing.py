@@ -1,6 +1,7 @@
 """Admin writes as traced calls: one span per write, and its trace id for the audit event.
 
-Owns the aiohttp middleware (outermost, so the span sees the final status) and `TRACE_ID`,
+Owns the aiohttp middleware (outermost, so the span sees the final status; the admin
+listener runs the same steps inside admin/front.py's one middleware) and `TRACE_ID`,
 the request key the write handlers read when they build the audit event. The span itself
 comes from a small `AdminSpans` hook (telemetry/tracing.py implements it); nothing here
 imports OpenTelemetry. Reads never make spans: they change nothing worth a trace.
@@ -13,10 +14,10 @@ from typing import Protocol
 
 from aiohttp import web
 
-__all__ = ["TRACE_ID", "AdminSpans", "middleware"]
+__all__ = ["TRACE_ID", "WRITE_METHODS", "AdminSpans", "middleware"]
 
 TRACE_ID = web.RequestKey("killgate.trace_id", str)
-_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -37,7 +38,7 @@ def middleware(spans: AdminSpans) -> Callable[[web.Request, Handler],
     @web.middleware
     async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
-        if request.method not in _WRITES or resource is None:
+        if request.method not in WRITE_METHODS or resource is None:
             # reads change nothing; a path that names no endpoint gets no span (a flood of
             # made-up paths must not cost a span each)
             return await handler(request)

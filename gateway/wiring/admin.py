@@ -13,7 +13,7 @@ from gateway.admin.api import AdminApi
 from gateway.admin.audittrim import AuditTrimApi
 from gateway.admin.console import ConsoleApi, FleetView
 from gateway.admin.drills import DrillApi
-from gateway.admin.hosts import host_check
+from gateway.admin.front import front
 from gateway.admin.listener import AdminRunner, Limits
 from gateway.admin.ports import MetricsPage, Readiness
 from gateway.admin.shadow import ShadowApi
@@ -47,23 +47,7 @@ def admin_side(instance: str, holder: TableHolder, sync: Sync, metrics: Metrics,
                    idem=sync.store, status=status, readiness=readiness, counters=metrics,
                    metrics_page=metrics_page, alerts=alerts, shadow=shadow,
                    proof_key=None if key is None else (key.kid, key.secret), local=sync.local)
-    app = api.app((admin_tracing.middleware(spans),))
-    # (the listener is bound to the admin.listen of this start: a reload changes it only
-    # at the next restart, so the check keeps this one's)
-    bound = is_loopback(parse_listen(loaded().config.admin.listen)[0])
-    app.middlewares.insert(0, host_check(lambda: loaded().config.admin, metrics, bound))
-    authorize = api.callers.authorize
-    DrillApi(api.callers, api.writer, api.shadow_checks, current=holder, state=sync,
-             audit=sync.store, key=drill_key[0], key_problem=drill_key[1],
-             proof_keys=sync.keys.keys(), fleet=sync).add_routes(app.router)
-    AuditTrimApi(api.callers, api.writer, sync.retention).register(app.router)
-    VouchApi(api.callers, api.writer, sync, instance).register(app.router)
     cfg = loaded().config
-    ConsoleApi(authorize, FleetView(instance, cfg.state.instance_lease, sync.store, sync,
-                                    lambda: holder.doc.generation, lambda: loaded().digest),
-               traffic).register(app.router)
-    UiFiles().register(app.router)  # the operator console, GET /ui/
-    ShadowApi(authorize, shadow, lambda: loaded().config).register(app.router)
     limits = Limits(header_timeout=cfg.server.header_timeout,
                     keepalive_timeout=cfg.server.keepalive_timeout,
                     max_connections=cfg.admin.max_connections,
@@ -71,6 +55,22 @@ def admin_side(instance: str, holder: TableHolder, sync: Sync, metrics: Metrics,
                     send_min_rate=cfg.server.body_min_rate,
                     on_refused=lambda why: metrics.inc("killgate_admin_refused_total", (why,),
                                                        label_names=("reason",)))
+    # (the listener is bound to the admin.listen of this start: a reload changes it only
+    # at the next restart, so the Host check keeps this one's)
+    bound = is_loopback(parse_listen(cfg.admin.listen)[0])
+    # the head's size, the Host check, a write's span and the error answers, in one layer
+    app = api.app(front=front(limits, lambda: loaded().config.admin, metrics, bound, spans))
+    authorize = api.callers.authorize
+    DrillApi(api.callers, api.writer, api.shadow_checks, current=holder, state=sync,
+             audit=sync.store, key=drill_key[0], key_problem=drill_key[1],
+             proof_keys=sync.keys.keys(), fleet=sync).add_routes(app.router)
+    AuditTrimApi(api.callers, api.writer, sync.retention).register(app.router)
+    VouchApi(api.callers, api.writer, sync, instance).register(app.router)
+    ConsoleApi(authorize, FleetView(instance, cfg.state.instance_lease, sync.store, sync,
+                                    lambda: holder.doc.generation, lambda: loaded().digest),
+               traffic).register(app.router)
+    UiFiles().register(app.router)  # the operator console, GET /ui/
+    ShadowApi(authorize, shadow, lambda: loaded().config).register(app.router)
     runner = AdminRunner(app, limits, access_log=None, shutdown_timeout=2.0,
                          handle_signals=False)
     return api, runner
