@@ -28,9 +28,9 @@ from typing import Any
 
 from gateway.errors import StateError
 from gateway.state.beatorder import MAX_INSTANCES, Place
+from gateway.state.beatrecords import MAX_ACK_BYTES, signed_time
 from gateway.state.fleetscan import DROP, LIVE, PRUNE, SCAN_BUDGET, prunable
 from gateway.state.fleeturls import FleetUrls
-from gateway.state.redisbeats import MAX_ACK_BYTES, signed_time
 from gateway.state.redisidem import CLOCK_SKEW, RedisIdempotency
 from gateway.state.redislink import OWN, Script
 from gateway.state.redisstats import RedisStats, turn
