@@ -1,6 +1,6 @@
 """How long one audit trim's read holds redis (every other client, kills included, waits
 that long): the trail is filled with N sealed events on a private redis-server, then the
-read script (_READ) and every scan step (_SCAN, gateway/state/redistrim.py) are run, each
+read script (_READ) and every scan step (_SCAN, gateway/state/trailscan.py) are run, each
 timed by redis itself (SLOWLOG, microseconds).
 
     .venv/bin/python benchmarks/trim_scan.py 100000 1000000
@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gateway.domain.audit import GENESIS, AuditDraft, seal
-from gateway.state import redistrim
+from gateway.state import redistrim, trailscan
 
 
 def _resp(*args: str | bytes) -> bytes:
@@ -65,7 +65,7 @@ def main() -> None:
             time.sleep(0.05)
         body = json.dumps(seal(AuditDraft(actor="alice", action="kill", target={"route": "r"},
                                           reason="r").as_event(), GENESIS, ("k", b"k" * 32)))
-        subprocess.run([*cli, "SCRIPT", "LOAD", redistrim._SCAN.text], capture_output=True,
+        subprocess.run([*cli, "SCRIPT", "LOAD", trailscan._SCAN.text], capture_output=True,
                        check=True)
         have = 0
         for n in args.events:
@@ -80,8 +80,8 @@ def main() -> None:
                             "65536", str(redistrim.TRIM_BATCH + 1), "", "")
             at, steps, longest, total = "+", 0, 0, 0
             while at:
-                out, us = _took(cli, "EVALSHA", redistrim._SCAN.sha, "1", "audit", at,
-                                str(redistrim.SCAN_STEP), "-")
+                out, us = _took(cli, "EVALSHA", trailscan._SCAN.sha, "1", "audit", at,
+                                str(trailscan.SCAN_STEP), "-")
                 at = out.split("\n")[0].strip()
                 steps, longest, total = steps + 1, max(longest, us), total + us
             print(f"{n} events of {len(body)} B: read {read / 1000:.1f} ms; scan {steps} "

@@ -2,7 +2,8 @@
 
 Owns the startup phases with bounded waits (STYLE §10): config → telemetry and pools →
 state sync (bounded) → control parts (health round, bounded) → data plane and admin side
-→ listeners; each part is pushed on one exit stack that closes them in reverse. The
+→ listeners; each part is pushed on one exit stack that closes them in reverse; what the
+parts report (readiness, gauges, /metrics) is partsreport.py's, its base. The
 composition root (`app.Gateway`) adds reload, the config watcher and shutdown on top.
 Below `app`, above `wiring`: never imports `app` or `server`.
 """
@@ -13,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -41,9 +42,9 @@ from gateway.dataplane.listener import Listener
 from gateway.dataplane.proxy import Proxy
 from gateway.dataplane.shadow import Mirror
 from gateway.dataplane.upstream import Upstreams
-from gateway.domain.kills import unrouted
 from gateway.errors import ConfigError, StateError
 from gateway.log import event
+from gateway.partsreport import PartsReport
 from gateway.sockets import bind_socket, format_addr, listen_url
 from gateway.state import make_sync
 from gateway.state.sync import Sync
@@ -69,7 +70,7 @@ APPROVAL_SWEEP = 0.5  # seconds between looks for expired approval requests (loc
 ADMIN_BACKLOG = 1024  # (aiohttp: 128) a burst of held connections must not queue operators
 
 
-class GatewayParts:
+class GatewayParts(PartsReport):
     """One serving process's parts: data plane + admin listener + background tasks."""
 
     def __init__(self, loaded: LoadedConfig, instance: str, reuse_port: bool = False,
@@ -110,32 +111,6 @@ class GatewayParts:
         self._listener: Listener | None = None
         self._admin_runner: web.AppRunner | None = None
         self.proxy: Proxy | None = None
-
-    @property
-    def loaded(self) -> LoadedConfig:
-        """The config in force (the routing snapshot's own)."""
-        return self.holder.loaded
-
-    @property
-    def ready(self) -> bool:
-        return self.ready_reason is None
-
-    @property
-    def ready_reason(self) -> str | None:
-        """Why /readyz answers 503 (None: ready): `starting`, `draining`, `state_unknown`
-        (no kill state loaded yet), or `state_unverifiable`: the store holds a document this
-        instance cannot verify and will not write over (a key that is not the fleet's,
-        most often: state/vouching.py's `_blind`). A load balancer then stops sending it
-        traffic, while the kills it holds stay enforced for whatever still reaches it."""
-        if not self.started:
-            return "starting"
-        if self.draining:
-            return "draining"
-        if self.sync is not None and self.sync.unverifiable is not None:
-            return "state_unverifiable"
-        if self.sync is None or not self.sync.ready:
-            return "state_unknown"
-        return None
 
     # ------------------------------------------------------------------ startup
 
@@ -276,10 +251,6 @@ class GatewayParts:
             event(log, "urls_not_published", logging.WARNING, error=str(exc) or "timeout",
                   action="the next heartbeat publishes this instance's addresses")
 
-    def _intended_split(self) -> dict[str, dict[str, float]]:
-        """Each route's effective weights now (percent), for killgate_split_*."""
-        return {p.name: p.effective_weights() for p in self.holder.table.routes}
-
     def _mirror_alarm(self, alarm: dict[str, Any]) -> None:
         """The audit mirror refused to continue: tell the webhooks."""
         events = getattr(self, "events", None)  # (none yet while the sync starts)
@@ -301,18 +272,3 @@ class GatewayParts:
             except ConfigError:
                 raise refused from None  # (the file is no better: the copy's problems)
             self.holder.set_config(other)
-
-    # ------------------------------------------------------------------ status
-
-    def _read_gauges(self, metrics: Metrics) -> None:
-        metrics.set("killgate_inflight_requests", self.inflight.count)
-        metrics.set("killgate_state_generation", self.holder.doc.generation)
-        metrics.set("killgate_kills_unrouted",
-                    len(unrouted(self.holder.doc, self.loaded.config.routes)))
-        metrics.set("killgate_overrides_unservable",
-                    sum(1 for p in self.holder.table.routes if p.override_unservable))
-
-    def _metrics_page(self, accept: str | None) -> tuple[Iterator[bytes], str]:
-        """GET /metrics: the exposition, its values taken now (gauges read at scrape time:
-        `_read_gauges`), its bytes a part at a time."""
-        return self.metrics.page(accept)

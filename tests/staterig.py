@@ -7,8 +7,10 @@ differs between tests (prefix, snapshot, timings) is all a call says. `redis_sta
 kill-switch tests' section, with the lease and staleness a slow poll needs worked out.
 `sync_config`: a section and one route parsed as `killgate serve` loads them, for tests of
 the state sync (make_sync) with no gateway around it. `state_keys`, `store_on`: a bare
-RedisStore signed with the tests' key; `two_stores`: two of them open on one redis, what
-the first refuses (and hears pushed) recorded, for tests of heartbeats and acks.
+RedisStore signed with the tests' key (or a rotation step's keys); `connected`: one with a
+rotation step's keys opened and closed, what it recorded as it connected; `two_stores`:
+two of them open on one redis, what the first refuses (and hears pushed) recorded, for
+tests of heartbeats and acks.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from tests.conftest import STATE_KEY, STATE_KEY_ENV, RedisServer
 
 if TYPE_CHECKING:
     from gateway.state.redis import RedisStore
-    from gateway.state.signing import Keyring
+    from gateway.state.signing import Key, Keyring
 
-__all__ = ["IRIS_ROUTE", "StorePair", "redis_section", "redis_state", "state_keys",
-           "store_on", "sync_config", "two_stores"]
+__all__ = ["IRIS_ROUTE", "StorePair", "connected", "redis_section", "redis_state",
+           "state_keys", "store_on", "sync_config", "two_stores"]
 
 #: one route, its one version at a port nobody serves: the sync tests route nothing
 IRIS_ROUTE = """routes:
@@ -79,12 +81,28 @@ def state_keys() -> Keyring:
     return Keyring(Key.of(STATE_KEY.encode()))
 
 
-def store_on(redis: RedisServer, prefix: str, timeout: float = 1.0, **kw: Any) -> RedisStore:
-    """A RedisStore on `redis` under `prefix`, signed with the tests' key (not opened);
+def store_on(redis: RedisServer, prefix: str, timeout: float = 1.0, *,
+             current: Key | None = None, previous: Key | None = None,
+             **kw: Any) -> RedisStore:
+    """A RedisStore on `redis` under `prefix`, signed with the tests' key (not opened), or
+    with `current` (verifying with `previous` too: an instance at a key rotation's step);
     `kw`: the store's other arguments (on_unverified, audit_keys, ...)."""
     from gateway.state.redis import RedisStore
+    from gateway.state.signing import Keyring
 
-    return RedisStore(redis.url, prefix, timeout, keys=state_keys(), **kw)
+    keys = state_keys() if current is None else Keyring(current, previous, prefix)
+    return RedisStore(redis.url, prefix, timeout, keys=keys, **kw)
+
+
+async def connected(redis: RedisServer, current: Key, previous: Key | None = None,
+                    prefix: str = "kgtest") -> RedisStore:
+    """A store signing with `current` (and verifying with `previous`) opened and closed
+    again: what an instance holding those keys records as it connects (retiredkeys.py);
+    the store says what it found (`.keys.retired`, `.step2`)."""
+    store = store_on(redis, prefix, current=current, previous=previous)
+    await store.open()
+    await store.close()
+    return store
 
 
 @dataclass

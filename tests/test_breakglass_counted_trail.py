@@ -83,9 +83,8 @@ async def test_a_forged_record_of_a_count_does_not_stop_the_count(
     was counted: one added to the trail by whoever writes Redis, without the key, would
     otherwise hide a use a dead process left from `killgate_break_glass_total`."""
     from gateway.admin.glassjournal import Journal
-    from gateway.state.redis import RedisStore
-    from gateway.state.signing import Key, Keyring
-    from tests.conftest import STATE_KEY, running_gateway, two_versions, write_config
+    from tests.conftest import running_gateway, two_versions, write_config
+    from tests.staterig import store_on
     from tests.test_admin_approvals import APPROVALS
     from tests.test_breakglass_leftover_scan import _leave, _uses
     from tests.test_revops_fleet import _state
@@ -95,8 +94,7 @@ async def test_a_forged_record_of_a_count_does_not_stop_the_count(
                        extra=APPROVALS)
     async with running_gateway(cfg, "inst-glass") as g:
         (eid,) = await _uses(session, g.admin, 1)
-    store = RedisStore(redis_server.url, "revops", 1.0,
-                       keys=Keyring(Key.of(STATE_KEY.encode())))
+    store = store_on(redis_server, "revops")
     await store.open()
     try:
         [use] = [e for e in await store.audit_events() if e["id"] == eid]

@@ -28,17 +28,15 @@ from aiohttp import ClientSession
 from gateway.admin import glassjournal
 from gateway.admin.glassjournal import Journal
 from gateway.log import _FIELDS
-from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
 from tests.backends import echo_app
 from tests.conftest import (
-    STATE_KEY,
     RedisServer,
     admin_token,
     running_gateway,
     two_versions,
     write_config,
 )
+from tests.staterig import store_on
 from tests.test_admin_approvals import APPROVALS
 from tests.test_revops_fleet import _state
 
@@ -82,8 +80,7 @@ async def test_a_use_beyond_the_scan_is_said_and_one_named_twice_counted_once(
     async with running_gateway(cfg, "inst-glass") as g:
         ids = await _uses(session, g.admin, 5)  # (10 events: the first use is the 9th
         # newest, past a scan of 8)
-    store = RedisStore(redis_server.url, "revops", 1.0,
-                       keys=Keyring(Key.of(STATE_KEY.encode())))
+    store = store_on(redis_server, "revops")
     await store.open()
     counted: list[dict[str, Any]] = []
     try:
@@ -119,8 +116,7 @@ async def test_a_use_left_before_a_reboot_is_counted_though_its_pid_runs(
                        extra=APPROVALS)
     async with running_gateway(cfg, "inst-glass") as g:
         (eid,) = await _uses(session, g.admin, 1)
-    store = RedisStore(redis_server.url, "revops", 1.0,
-                       keys=Keyring(Key.of(STATE_KEY.encode())))
+    store = store_on(redis_server, "revops")
     await store.open()
     counted: list[dict[str, Any]] = []
     folder = tmp_path / "left.glass"

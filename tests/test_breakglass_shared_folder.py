@@ -28,10 +28,9 @@ import pytest
 from aiohttp import ClientSession
 
 from gateway.admin.glassjournal import Journal
-from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
 from tests.backends import echo_app
-from tests.conftest import STATE_KEY, RedisServer, running_gateway, two_versions, write_config
+from tests.conftest import RedisServer, running_gateway, two_versions, write_config
+from tests.staterig import store_on
 from tests.test_admin_approvals import APPROVALS
 from tests.test_breakglass_leftover_scan import _uses
 from tests.test_revops_fleet import _state
@@ -68,8 +67,7 @@ async def test_a_live_writers_file_of_another_pid_table_is_not_taken(
                        extra=APPROVALS)
     async with running_gateway(cfg, "inst-glass") as g:
         a, b = await _uses(session, g.admin, 2)  # (each counted by the serve that made it)
-    store = RedisStore(redis_server.url, "revops", 1.0,
-                       keys=Keyring(Key.of(STATE_KEY.encode())))
+    store = store_on(redis_server, "revops")
     await store.open()
     folder = tmp_path / "shared.glass"
     folder.mkdir(mode=0o700)

@@ -22,11 +22,11 @@ from gateway.control.drillasks import ALL_AT_ONCE, ALL_FOR, MAX_TOTAL, Budget
 from gateway.control.drillbehind import behind
 from gateway.control.drillfleet import published
 from gateway.control.drillload import AdminClient
-from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
+from gateway.state.signing import Key
 from tests.backends import echo_app
-from tests.conftest import STATE_KEY, RedisServer, admin_token, running_gateway, write_config
+from tests.conftest import RedisServer, admin_token, running_gateway, write_config
 from tests.drillrig import routes
+from tests.staterig import store_on
 from tests.test_revops_fleet import _state
 
 pytestmark = pytest.mark.timeout(30)
@@ -61,8 +61,7 @@ async def test_a_store_listing_many_addresses_cannot_make_a_drill_ask_without_en
     cfg = write_config(tmp_path, routes(p1, p2),
                        state=_state(redis_server, tmp_path, instance_lease="20s"))
     async with running_gateway(cfg, "inst-a") as g:
-        store = RedisStore(redis_server.url, "revops", 1.0,
-                           keys=Keyring(Key.of(STATE_KEY.encode())))
+        store = store_on(redis_server, "revops")
         await store.open()
         try:
             for i in range(ADDRESSES):
@@ -112,8 +111,7 @@ async def test_forged_heartbeats_never_reach_a_drills_asks(
     cfg = write_config(tmp_path, routes(p1, p2),
                        state=_state(redis_server, tmp_path, instance_lease="20s"))
     async with running_gateway(cfg, "inst-a") as g:
-        forger = RedisStore(redis_server.url, "revops", 1.0,
-                            keys=Keyring(Key.of(b"not-the-state-key-" * 3)))
+        forger = store_on(redis_server, "revops", current=Key.of(b"not-the-state-key-" * 3))
         await forger.open()
         try:
             for i in range(200):

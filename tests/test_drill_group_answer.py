@@ -29,8 +29,7 @@ from gateway.control.drillbehind import behind
 from gateway.control.drillfleet import published
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.readyzproof import MAX_VOUCHED, drill_keys
-from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
+from gateway.state.signing import Key
 from tests.backends import echo_app
 from tests.conftest import (
     STATE_KEY,
@@ -96,6 +95,7 @@ async def test_answers_for_made_up_workers_spend_no_more_than_the_budget(
     all 300 with proofs it cannot make: the drill asks its budget and no more, checks at
     most MAX_VOUCHED entries an answer, and takes none for heard (each is `unasked`)."""
     from tests.conftest import running_gateway
+    from tests.staterig import store_on
 
     many, total = 300, 16
     asked = [0]
@@ -114,8 +114,7 @@ async def test_answers_for_made_up_workers_spend_no_more_than_the_budget(
     cfg = write_config(tmp_path, routes(p1, p2),
                        state=_state(redis_server, tmp_path, instance_lease="20s"))
     async with running_gateway(cfg, "inst-a") as g:
-        store = RedisStore(redis_server.url, "revops", 1.0,
-                           keys=Keyring(Key.of(STATE_KEY.encode())))
+        store = store_on(redis_server, "revops")
         await store.open()
         try:
             for n in fake:

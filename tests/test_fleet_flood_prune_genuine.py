@@ -13,11 +13,13 @@ import time
 import pytest
 
 from gateway.state.fleetscan import SCAN_BUDGET
-from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
+from gateway.state.signing import Key
 from tests.conftest import RedisServer
-from tests.staterig import two_stores
+from tests.staterig import store_on, two_stores
 from tests.test_fleet_flood_bounded import flood
+
+#: another fleet's key
+OTHER = Key.of(b"another fleet key, not ours" * 2)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,8 +28,7 @@ async def test_a_flood_prunes_forgeries_but_not_another_keys_heartbeat(
         redis_server: RedisServer) -> None:
     async with two_stores(redis_server, "kgprune2") as pair:
         a = pair.a
-        other = RedisStore(redis_server.url, "kgprune2", 1.0,
-                           keys=Keyring(Key.of(b"another fleet key, not ours" * 2)))
+        other = store_on(redis_server, "kgprune2", current=OTHER)
         await other.open()
         try:
             await other.heartbeat("w", 1, "sha256:x")
@@ -58,8 +59,7 @@ async def test_another_keys_counts_are_counted_once_kept_and_aged_out(
 
     async with two_stores(redis_server, "kgprune3") as pair:
         a = pair.a
-        other = RedisStore(redis_server.url, "kgprune3", 1.0,
-                           keys=Keyring(Key.of(b"another fleet key, not ours" * 2)))
+        other = store_on(redis_server, "kgprune3", current=OTHER)
         await other.open()
         try:
             key = "kgprune3:stats:iris"
@@ -93,8 +93,7 @@ async def test_another_keys_counts_under_a_name_no_instance_has_are_not_kept(
     from gateway.state.keptcounts import MAX_FIELD
 
     async with two_stores(redis_server, "kgprune4") as pair:
-        other = RedisStore(redis_server.url, "kgprune4", 1.0,
-                           keys=Keyring(Key.of(b"another fleet key, not ours" * 2)))
+        other = store_on(redis_server, "kgprune4", current=OTHER)
         await other.open()
         try:
             key, long = "kgprune4:stats:iris", "p" * (MAX_FIELD + 1)
@@ -125,8 +124,7 @@ async def test_another_keys_kept_counts_keep_their_place_when_forgeries_fill_the
     monkeypatch.setattr(keptcounts, "MAX_KEPT", 8)
     async with two_stores(redis_server, "kgprune5") as pair:
         a = pair.a
-        other = RedisStore(redis_server.url, "kgprune5", 1.0,
-                           keys=Keyring(Key.of(b"another fleet key, not ours" * 2)))
+        other = store_on(redis_server, "kgprune5", current=OTHER)
         await other.open()
         try:
             key = "kgprune5:stats:iris"

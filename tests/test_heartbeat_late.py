@@ -20,7 +20,7 @@ import time
 import pytest
 
 from gateway.errors import StateError
-from gateway.state import redisaux, redisbeats
+from gateway.state import fleetread, redisaux, redisbeats
 from tests.conftest import RedisServer, wait_until
 from tests.staterig import store_on
 
@@ -33,7 +33,7 @@ async def test_a_heartbeat_run_late_by_a_stalled_redis_is_not_a_replay(
         redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
     from gateway.state.store import Ack
 
-    for mod in (redisbeats, redisaux):
+    for mod in (redisbeats, redisaux, fleetread):
         monkeypatch.setattr(mod, "CLOCK_SKEW", 0.2)
     refused: list[str] = []
     got: list[object] = []

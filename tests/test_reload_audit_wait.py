@@ -25,18 +25,15 @@ from gateway.configfile import load_config
 from gateway.control.confighistory import start_token
 from gateway.control.occurrence import fleet_head
 from gateway.domain.audit import GENESIS, utc_now
-from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
 from tests.backends import echo_app
 from tests.conftest import (
-    STATE_KEY,
     RedisServer,
     free_port,
     running_gateway,
     wait_until,
     write_config,
 )
-from tests.staterig import redis_section
+from tests.staterig import redis_section, store_on
 from tests.test_kill_after_routing_reload import _route
 from tests.test_killswitch import auth, redis_state
 
@@ -61,7 +58,7 @@ async def test_a_claim_that_never_names_its_event_does_not_hold_the_next_reload(
     await asyncio.to_thread(proc.wait_ready)
     # the old release's instance claims A -> B (the fleet's occurrence of A: a fresh trail)
     token = start_token(da, fleet_head(None, GENESIS))
-    store = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(Key.of(STATE_KEY.encode())))
+    store = store_on(redis_server, "kgtest")
     await store.open()
     try:
         assert await store.idem_claim(f"config:{da}:{db}:{token}",
@@ -128,8 +125,7 @@ async def test_siblings_past_the_wait_record_the_change_once(
         da = g1.gw.loaded.digest
         db = load_config(copies[0], b).digest
         assert g1.gw.history.token == g2.gw.history.token
-        store = RedisStore(redis_server.url, "kgwait", 1.0,
-                           keys=Keyring(Key.of(STATE_KEY.encode())))
+        store = store_on(redis_server, "kgwait")
         await store.open()
         try:
             assert await store.idem_claim(f"config:{da}:{db}:{g1.gw.history.token}",

@@ -27,7 +27,7 @@ import hiredis
 import pytest
 
 from gateway.errors import StoreUnavailable
-from gateway.state import redistrim
+from gateway.state import redistrim, trailscan
 from gateway.state.fleetscan import LIVE
 from gateway.state.redis import RedisStore
 from gateway.state.redisaux import _HEARTBEAT
@@ -194,10 +194,10 @@ READ = (b"*6\r\n*3\r\n$-1\r\n$-1\r\n:0\r\n:1\r\n" + ENTRY + ENTRY
     ({redistrim._EXTENT: EXTENT, redistrim._READ: b"*2\r\n:1\r\n:1\r\n"}, "trim's read"),
     ({redistrim._EXTENT: EXTENT, redistrim._READ: READ[:-len(b":1796609410000\r\n")]
       + b"$1\r\nx\r\n"}, "trim's read"),
-    ({redistrim._EXTENT: EXTENT, redistrim._READ: READ, redistrim._SCAN: b"+OK\r\n"},
+    ({redistrim._EXTENT: EXTENT, redistrim._READ: READ, trailscan._SCAN: b"+OK\r\n"},
      "trim's scan"),
     ({redistrim._EXTENT: EXTENT, redistrim._READ: READ,
-      redistrim._SCAN: b"*3\r\n$0\r\n\r\n:1\r\n*0\r\n"}, "trim's scan"),
+      trailscan._SCAN: b"*3\r\n$0\r\n\r\n:1\r\n*0\r\n"}, "trim's scan"),
 ], ids=["extent-ok", "extent-ints", "read-short", "read-clock", "scan-ok", "scan-ck"])
 async def test_the_trims_reads_answered_oddly_say_so(
         odd_server: OddServer, answers: dict[Script, bytes], said: str) -> None:

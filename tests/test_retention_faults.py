@@ -25,7 +25,7 @@ import pytest
 from gateway.domain.audit import AuditDraft
 from gateway.domain.retention import TrimDecision, TrimWindow, decide_trim
 from gateway.errors import StoreUnavailable
-from gateway.state.redistrim import _SCAN
+from gateway.state.trailscan import _SCAN
 from tests.backends import echo_app
 from tests.conftest import running_gateway, two_versions, wait_until, write_config
 from tests.test_audit_retention import _fill, _filled, _state, _trim_batches_of_ten, _verify

@@ -132,8 +132,8 @@ def test_which_newer_versions_documents_are_replays() -> None:
     """Pure: one no newer than the document a trusted instance holds is a replay; one newer,
     or met by an instance not known to hold the fleet's state, or holding none, is not."""
     from gateway.domain.statedoc import StateDoc
+    from gateway.state.refuseddoc import replayed_newer
     from gateway.state.store import Loaded
-    from gateway.state.vouching import replayed_newer
 
     def newer(gen: int) -> Loaded:
         return Loaded(None, str(gen), "newer", newer=True, newer_generation=gen)

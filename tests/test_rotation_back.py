@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 
 from gateway.control.traffic import STATS_KEY
-from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
+from gateway.state.signing import Key
 from tests.conftest import (
     RedisServer,
     running_gateway,
     wait_until,
 )
 from tests.rotationrig import A_ENV, B_ENV, rotation
+from tests.staterig import connected, store_on
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
@@ -41,11 +41,7 @@ async def test_rotating_back_to_an_earlier_key_keeps_the_left_overs_apart_from_t
     cfg = rot.cfg
 
     async def connect(current: Key, previous: Key | None = None) -> set[str]:
-        keys = Keyring(current, previous, "kgtest")
-        store = RedisStore(redis_server.url, "kgtest", 1.0, keys=keys)
-        await store.open()
-        await store.close()
-        return keys.retired
+        return (await connected(redis_server, current, previous)).keys.retired
 
     async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:  # (the fleet's: A's)
         await kill(session, g0.admin, scope="route", route="iris")
@@ -55,7 +51,7 @@ async def test_rotating_back_to_an_earlier_key_keeps_the_left_overs_apart_from_t
         await kill(session, g.admin, scope="version", route="iris", version="v2")
     assert await connect(b) == {a.kid}
     # B's left-overs: a pod replaced while the fleet signed with B, one that crashed
-    gone = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(b))
+    gone = store_on(redis_server, "kgtest", current=b)
     await gone.open()
     try:
         await gone.put_stats(STATS_KEY, "gone-pod", {"instance": "gone-pod", "t": 1.0})
@@ -96,7 +92,7 @@ async def test_step_2_re_signs_the_old_keys_document_at_start_so_a_quiet_fleet_r
 
     async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:
         await kill(session, g0.admin, scope="route", route="iris")
-    step1 = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(a, b, "kgtest"))
+    step1 = store_on(redis_server, "kgtest", current=a, previous=b)
     await step1.open()
     try:
         assert (await step1.load()).old_key is False  # (step 1: signs nothing back)

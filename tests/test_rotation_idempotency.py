@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
+from gateway.state.signing import Key
 from tests.backends import echo_app
 from tests.conftest import STATE_KEY, RedisServer, running_gateway, two_versions, write_config
+from tests.staterig import store_on
 from tests.test_killswitch import kill, redis_state
 
 pytestmark = pytest.mark.timeout(40)
@@ -46,8 +47,7 @@ async def test_idempotency_records_of_the_old_key_are_checked_as_the_current_key
     got: list[tuple[str, str, str]] = []
 
     async def opened(current: Key, previous: Key | None = None) -> RedisStore:
-        store = RedisStore(redis_server.url, "kgtest", 1.0,
-                           keys=Keyring(current, previous, "kgtest"))
+        store = store_on(redis_server, "kgtest", current=current, previous=previous)
         store.on_unverified = (  # type: ignore[method-assign]
             lambda kind, why, which, cause="other": got.append((kind, cause or "", why)))
         await store.open()

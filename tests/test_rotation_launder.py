@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 
 from gateway.domain.auditverify import verify_chain
-from gateway.state.redis import RedisStore
-from gateway.state.signing import Keyring
 from tests.conftest import (
     RedisServer,
     running_gateway,
     wait_until,
 )
 from tests.rotationrig import A_ENV, B_ENV, rotation
+from tests.staterig import connected
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
@@ -41,9 +40,7 @@ async def test_an_old_keys_document_replayed_to_a_stateless_step_2_instance_is_n
         await kill(session, g0.admin, scope="version", route="iris", version="v2")
         old = redis_server.cmd("GET", "kgtest:state"), redis_server.cmd("GET", "kgtest:gen")
         await kill(session, g0.admin, scope="route", route="iris")
-    step1 = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(a, b, "kgtest"))
-    await step1.open()
-    await step1.close()
+    await connected(redis_server, a, b)  # (step 1)
     async with running_gateway(cfg("b2", B_ENV, A_ENV), "gw-b2") as g2:  # (re-signs)
         await wait_until(lambda: g2.gw.sync.synced_once, 5, what="step 2 synced")
     assert redis_server.cmd("GET", "kgtest:state").startswith(f"KGS1 {b.kid} ")
@@ -91,9 +88,7 @@ async def test_a_replay_with_the_trail_cut_back_to_its_head_is_not_re_signed_eit
                                                     "kgtest:audit:head")]
         cut = redis_server.cmd("EVAL", _LAST_ID, "1", "kgtest:audit")
         await kill(session, g0.admin, scope="route", route="iris")
-    step1 = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(a, b, "kgtest"))
-    await step1.open()
-    await step1.close()
+    await connected(redis_server, a, b)  # (step 1)
     async with running_gateway(cfg("b2", B_ENV, A_ENV), "gw-b2") as g2:  # (re-signs)
         await wait_until(lambda: g2.gw.sync.synced_once, 5, what="step 2 synced")
     assert redis_server.cmd("GET", "kgtest:state").startswith(f"KGS1 {b.kid} ")

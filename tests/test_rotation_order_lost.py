@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
+from gateway.state.signing import Key
 from tests.backends import echo_app
 from tests.conftest import (
     RedisServer,
@@ -34,6 +33,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.rotationrig import A_ENV, B_ENV, Rotation, rotation
+from tests.staterig import connected
 from tests.test_killswitch import kill, redis_state
 
 pytestmark = pytest.mark.timeout(40)
@@ -49,11 +49,7 @@ async def test_a_lost_key_order_does_not_make_step_1_of_rotating_back_sign_it_ba
     cfg = rot.cfg
 
     async def connect(current: Key, previous: Key | None = None) -> bool:
-        store = RedisStore(redis_server.url, "kgtest", 1.0,
-                           keys=Keyring(current, previous, "kgtest"))
-        await store.open()
-        await store.close()
-        return store.step2
+        return (await connected(redis_server, current, previous)).step2
 
     def signer() -> str:
         return redis_server.cmd("GET", "kgtest:state").split(" ", 2)[1]
@@ -107,13 +103,9 @@ async def test_retirement_times_that_do_not_verify_are_not_written_over_at_step_
             redis_server, tmp_path, "s0")), "gw-a") as g0:  # (the fleet's document: A's)
         await wait_until(lambda: g0.gw.sync.synced_once, 5, what="synced")
     for step in ((a, b), (b, a), (b, None)):
-        store = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(*step, "kgtest"))
-        await store.open()
-        await store.close()
+        await connected(redis_server, *step)
     since = json.loads(redis_server.cmd("HGET", "kgtest:keys", f"since:{b.kid}").split("\n")[1])
     assert set(since) == {a.kid, f"done:{a.kid}"}, since
     redis_server.cmd("HSET", "kgtest:keys", f"since:{b.kid}", "garbage")
-    step3 = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(b, None, "kgtest"))
-    await step3.open()
-    await step3.close()
+    await connected(redis_server, b)  # (step 3)
     assert redis_server.cmd("HGET", "kgtest:keys", f"since:{b.kid}") == "garbage"

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.state.redis import RedisStore
-from gateway.state.signing import Keyring
 from tests.conftest import (
     RedisServer,
     running_gateway,
     wait_until,
 )
 from tests.rotationrig import A_ENV, B_ENV, rotation
+from tests.staterig import connected
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
@@ -38,9 +37,7 @@ async def test_an_old_keys_document_replayed_at_step_2_is_said_and_counted_a_rep
         await kill(session, g0.admin, scope="route", route="iris")
         old = redis_server.cmd("GET", "kgtest:state"), redis_server.cmd("GET", "kgtest:gen")
         await kill(session, g0.admin, scope="version", route="iris", version="v2")
-    step1 = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(a, b, "kgtest"))
-    await step1.open()
-    await step1.close()
+    await connected(redis_server, a, b)  # (step 1)
     async with running_gateway(cfg("b2", B_ENV, A_ENV), "gw-b2") as g2:  # (re-signs)
         sync = g2.gw.sync
         await wait_until(lambda: sync.synced_once, 5, what="step 2 synced")

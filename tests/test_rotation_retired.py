@@ -38,6 +38,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.rotationrig import keys_config
+from tests.staterig import connected, store_on
 from tests.test_killswitch import kill, redis_state
 
 pytestmark = pytest.mark.timeout(40)
@@ -59,7 +60,7 @@ async def test_values_of_a_retired_key_are_counted_apart_from_tampering(
                                "gw-before") as g0:
         await wait_until(lambda: g0.gw.sync.synced_once, 5, what="the old key's document")
         assert await g0.gw.sync.store._call("EXISTS", "kgtest:state") == 1
-    old = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(Key.of(STATE_KEY.encode())))
+    old = store_on(redis_server, "kgtest")
     await old.open()
     try:
         for route in (STATS_KEY, "iris"):  # (its counts: not the left-overs counted)
@@ -70,10 +71,8 @@ async def test_values_of_a_retired_key_are_counted_apart_from_tampering(
         await old.heartbeat("crashed-pod", 0, "sha256:x")
     finally:
         await old.close()
-    step1 = RedisStore(redis_server.url, "kgtest", 1.0,  # (step 1: writes the key order)
-                       keys=Keyring(Key.of(STATE_KEY.encode()), Key.of(NEW.encode()), "kgtest"))
-    await step1.open()
-    await step1.close()
+    # (step 1: writes the key order)
+    await connected(redis_server, Key.of(STATE_KEY.encode()), Key.of(NEW.encode()))
     step2 = cfg("s2", "signing_key_env: KG_NEW_KEY\n"
                       "  previous_signing_key_env: KILLGATE_TEST_STATE_KEY")
     async with running_gateway(step2, "gw-step2") as g2:
@@ -114,8 +113,7 @@ async def test_values_of_a_retired_key_are_counted_apart_from_tampering(
         assert ver["by_cause"] == {"bad_signature": 1, "unknown_key_id": 1}, ver
         # a live value signed with the retired key (an instance still signing with it, a
         # replay, or someone holding it) is no left-over: an ack pushed now is tampering
-        late = RedisStore(redis_server.url, "kgtest", 1.0,
-                          keys=Keyring(Key.of(STATE_KEY.encode())))
+        late = store_on(redis_server, "kgtest")
         await late.open()
         try:
             await late.heartbeat("late-pod", 0, "sha256:x")
@@ -145,11 +143,7 @@ async def test_step_one_retires_no_key_and_step_two_retires_the_old_one(
         await kill(session, g0.admin, scope="route", route="iris")
 
     async def connect(current: Key, previous: Key | None = None) -> set[str]:
-        keys = Keyring(current, previous, "kgtest")
-        store = RedisStore(redis_server.url, "kgtest", 1.0, keys=keys)
-        await store.open()
-        await store.close()
-        return keys.retired
+        return (await connected(redis_server, current, previous)).keys.retired
 
     await connect(old_key, new_key)  # step 1
     assert await connect(old_key) == set()  # (an instance not yet at step 1)
@@ -175,11 +169,7 @@ async def test_a_step_one_instance_after_the_re_sign_records_nothing(
         return keys_config(tmp_path, redis_server, p, name, signing)
 
     async def connect(current: Key, previous: Key | None = None) -> set[str]:
-        keys = Keyring(current, previous, "kgtest")
-        store = RedisStore(redis_server.url, "kgtest", 1.0, keys=keys)
-        await store.open()
-        await store.close()
-        return keys.retired
+        return (await connected(redis_server, current, previous)).keys.retired
 
     async with running_gateway(cfg("s0", "signing_key_env: KILLGATE_TEST_STATE_KEY"),
                                "gw-before") as g0:
@@ -222,8 +212,7 @@ async def test_a_retired_keys_heartbeat_written_long_after_the_retirement_is_tam
         await kill(session, g0.admin, scope="route", route="iris")
 
     async def opened(current: Key, previous: Key | None = None) -> RedisStore:
-        store = RedisStore(redis_server.url, "kgtest", 1.0,
-                           keys=Keyring(current, previous, "kgtest"))
+        store = store_on(redis_server, "kgtest", current=current, previous=previous)
         await store.open()
         return store
 
@@ -294,11 +283,7 @@ async def test_a_key_order_deleted_after_the_re_sign_is_written_back_the_right_w
             "signing_key_env: KG_NEW_KEY\n  previous_signing_key_env: KILLGATE_TEST_STATE_KEY"))
 
     async def connect(current: Key, previous: Key | None = None) -> set[str]:
-        keys = Keyring(current, previous, "kgtest")
-        store = RedisStore(redis_server.url, "kgtest", 1.0, keys=keys)
-        await store.open()
-        await store.close()
-        return keys.retired
+        return (await connected(redis_server, current, previous)).keys.retired
 
     def since() -> float:
         raw = redis_server.cmd("HGET", "kgtest:keys", f"since:{new_key.kid}")
@@ -355,10 +340,7 @@ async def test_step_three_before_the_re_sign_says_so_not_that_the_key_is_wrong(
                                "gw-before") as g0:
         await kill(session, g0.admin, scope="route", route="iris")
     for step in ((old_key, new_key), (new_key, old_key)):  # steps 1 and 2, no write
-        store = RedisStore(redis_server.url, "kgtest", 1.0,
-                           keys=Keyring(*step, "kgtest"))
-        await store.open()
-        await store.close()
+        await connected(redis_server, *step)
     async with running_gateway(cfg("s3", "signing_key_env: KG_NEW_KEY"), "gw-step3") as g3:
         sync = g3.gw.sync
         await wait_until(lambda: sync.unverifiable, 5, what="the old key's document refused")
@@ -398,8 +380,7 @@ async def test_only_a_step_two_start_moves_the_retirement_time_not_a_reconnect(
         await kill(session, g0.admin, scope="route", route="iris")
 
     def opened(current: Key, previous: Key | None = None) -> RedisStore:
-        return RedisStore(redis_server.url, "kgtest", 1.0,
-                          keys=Keyring(current, previous, "kgtest"))
+        return store_on(redis_server, "kgtest", current=current, previous=previous)
 
     def backdate() -> float:
         at = 1_000_000.0

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
+from gateway.state.signing import Key
 from tests.conftest import RedisServer, running_gateway, wait_until
 from tests.rotationrig import A_ENV, B_ENV, rotation
+from tests.staterig import connected
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
@@ -37,11 +37,7 @@ async def test_a_replayed_retirement_record_does_not_make_step_1_of_rotating_bac
     cfg = rot.cfg
 
     async def connect(current: Key, previous: Key | None = None) -> bool:
-        store = RedisStore(redis_server.url, "kgtest", 1.0,
-                           keys=Keyring(current, previous, "kgtest"))
-        await store.open()
-        await store.close()
-        return store.step2
+        return (await connected(redis_server, current, previous)).step2
 
     async with running_gateway(cfg("s0", A_ENV), "gw-a") as g0:  # (the fleet's: A's)
         await kill(session, g0.admin, scope="route", route="iris")

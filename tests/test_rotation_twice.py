@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.control.traffic import STATS_KEY
-from gateway.state.redis import RedisStore
-from gateway.state.signing import Key, Keyring
+from gateway.state.signing import Key
 from tests.backends import echo_app
 from tests.conftest import (
     STATE_KEY,
@@ -28,6 +27,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.rotationrig import B_ENV, KEY_B, keys_config
+from tests.staterig import connected, store_on
 from tests.test_killswitch import kill
 
 pytestmark = pytest.mark.timeout(40)
@@ -47,16 +47,12 @@ async def test_a_second_rotation_keeps_the_first_ones_left_overs_apart_from_tamp
         return keys_config(tmp_path, redis_server, p, name, signing)
 
     async def connect(current: Key, previous: Key | None = None) -> set[str]:
-        keys = Keyring(current, previous, "kgtest")
-        store = RedisStore(redis_server.url, "kgtest", 1.0, keys=keys)
-        await store.open()
-        await store.close()
-        return keys.retired
+        return (await connected(redis_server, current, previous)).keys.retired
 
     async with running_gateway(cfg("s0", "signing_key_env: KILLGATE_TEST_STATE_KEY"),
                                "gw-a") as g0:  # (the fleet's document: A's)
         await kill(session, g0.admin, scope="route", route="iris")
-    old = RedisStore(redis_server.url, "kgtest", 1.0, keys=Keyring(a))
+    old = store_on(redis_server, "kgtest", current=a)
     await old.open()
     try:
         for route in (STATS_KEY, "iris"):  # (the gateway's own counts: not the left-overs)

@@ -11,11 +11,10 @@ import pytest
 
 from gateway.config_shadow import NoiseConfig
 from gateway.domain.comparison import Comparison, Difference
+from gateway.domain.shadowreport import merge, report
 from gateway.domain.shadowstats import (
     MAX_NOISE_PATHS,
     Tally,
-    merge,
-    report,
 )
 
 DIFF = (Difference("values", "outputs[probs]"),)

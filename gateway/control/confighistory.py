@@ -22,7 +22,8 @@ from typing import Any
 
 from gateway.configfile import LoadedConfig
 from gateway.control.occurrence import NotNear, fleet_head, newest_reload, occurrence_of
-from gateway.control.reloadaudit import CLAIM_WAIT, Pending, ReloadAudits
+from gateway.control.reloadaudit import Pending, ReloadAudits
+from gateway.control.reloadclaim import CLAIM_WAIT
 from gateway.control.reloadkept import KeptChanges, kept_path
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.configrecord import record_config

@@ -11,7 +11,8 @@ fine: it enforces nothing. So each instance the drill started with is asked, unl
 fleet's status shows it live at the restore's generation or later: through the fleet's
 status first, then at the admin address it published when the drill started. One that
 answers there, as itself, with an older generation is named (`behind`); one that does not
-answer has left. HTTP through drillload's AdminClient.
+answer has left (each answer judged: behindjudge.py, the asker's base). HTTP through
+drillload's AdminClient.
 
 With `serve --workers N` the N workers are N instances that published one admin address
 (SO_REUSEPORT: the kernel hands each connection to one of them): asked once, another
@@ -50,11 +51,12 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from gateway.control.behindjudge import CATCH_UP_MAX, AnswerJudge, generation_of
 from gateway.control.behindreport import Behind
 from gateway.control.drillasks import ASK_TIMEOUT, AT_ONCE, Budget, asks_for, ready
 from gateway.control.drillgroups import apart
 from gateway.control.drillload import AdminClient, DrillApiError
-from gateway.domain.readyzproof import verified, vouched
+from gateway.domain.readyzproof import vouched
 from gateway.workerstates import GONE
 
 __all__ = ["ASK_FOR", "ASK_TIMEOUT", "CATCH_UP_MAX", "Behind", "asks_for", "behind",
@@ -62,8 +64,6 @@ __all__ = ["ASK_FOR", "ASK_TIMEOUT", "CATCH_UP_MAX", "Behind", "asks_for", "behi
 
 #: seconds one address is asked for, at most, in one round
 ASK_FOR = 10.0
-#: seconds, at most, an instance that answered "behind" is given to catch up
-CATCH_UP_MAX = 10.0
 #: added to the fleet's poll interval: the poll's own read, a resumed process's backlog, a
 #: reconnect's subscribe, load and verify on a loaded host (costs time only when an
 #: instance is behind: one that catches up sooner is let off at its next ask)
@@ -72,8 +72,6 @@ CATCH_UP_MARGIN = 1.5
 #: 1 s of backoff, jitter included 1.5 s): a restore made just after a store outage (a
 #: store-loss drill's, or one met by `killgate drill restore`) finds instances waiting so
 RECONNECT = 1.5
-#: an instance behind is asked again this often (at most) within its catch-up time (_step)
-ASK_AGAIN_EVERY = 0.25
 
 
 def catch_up_for(poll_interval: float) -> float:
@@ -85,43 +83,16 @@ def catch_up_for(poll_interval: float) -> float:
     return min(CATCH_UP_MAX, max(0.0, poll_interval) + RECONNECT + CATCH_UP_MARGIN)
 
 
-def _step(catch_up: float) -> float:
-    """Seconds between asks of an instance behind: at half of `catch_up` and at its end.
-    (Every quarter of it, an instance behind cost five asks where it had cost two: a fleet
-    of 300 reconnecting after a store outage spent the drill's asks in all (drillasks.
-    Budget) within their catch-up time, and 176 were named as not having applied it.)"""
-    return min(catch_up, max(ASK_AGAIN_EVERY, catch_up / 2))
-
-
-def _own_poll(doc: Any) -> float:
-    """The poll interval (s) an instance's /readyz answer says it runs with (0: none said;
-    whatever it says, catch_up_for bounds what it is given by CATCH_UP_MAX)."""
-    state = doc.get("state") if isinstance(doc, dict) else None
-    ms = state.get("poll_interval_ms") if isinstance(state, dict) else None
-    if not isinstance(ms, int | float) or isinstance(ms, bool) or not 0 <= ms < 1e9:
-        return 0.0
-    return float(ms) / 1000
-
-
-def _generation(doc: Any) -> int | None:
-    gen = doc.get("generation") if isinstance(doc, dict) else None
-    return gen if isinstance(gen, int) and not isinstance(gen, bool) else None
-
-
-class _Asker:
+class _Asker(AnswerJudge):
     def __init__(self, api: AdminClient, generation: int, drill: str | None,
                  keys: Mapping[str, str] | None, catch_up: float, budget: Budget,
                  out: Behind, not_groups: Mapping[str, str]) -> None:
+        super().__init__(generation, keys if drill is not None and keys else None,
+                         catch_up, out)
         self.api = api
-        self.generation = generation
         self.drill = drill
-        self.keys = keys if drill is not None and keys else None
-        self.catch_up = catch_up
         self.budget = budget
-        self.out = out
         self.apart = not_groups  # admin address -> why the instances there are no one group
-        self.first: dict[str, float] = {}  # name -> when it first answered "behind"
-        self.poll = 0.0  # (the fleet's poll interval `catch_up` was given for)
 
     async def _one(self, admin: str) -> tuple[Any, str | None]:
         """An answer at `admin` and the nonce it was asked with (None: no proof asked)."""
@@ -130,49 +101,6 @@ class _Asker:
         nonce = secrets.token_urlsafe(18)
         return await ready(self.api.session, admin, {"drill": self.drill, "nonce": nonce},
                            self.budget), nonce
-
-    def _judge(self, name: str, doc: Any, nonce: str | None,
-               waiting: dict[str, float], shared: bool = False,
-               hearsay: bool = False) -> bool:
-        """One answer of `name`'s: applied (proved, or taken at its word), behind (named
-        once `catch_up` has passed since its first such answer; asked again meanwhile), or
-        unverified. `hearsay`: a sibling's word for it (its file in the group's run
-        directory, workerstates.py), which lags its own and stays behind for good when its
-        write fails (a full disk): never named late on that word (False: not judged, to be
-        asked as itself; it is named late only on its own answer, or its silence)."""
-        out = self.out
-        gen = _generation(doc)
-        proved = nonce is not None and verified(self.keys or {}, doc, nonce)
-        if not proved and isinstance(doc, dict) and "proof" not in doc:
-            out.no_proof.add(name)
-        if gen is None or gen >= self.generation:  # (applied it, or cannot say)
-            if self.keys is None:
-                out.unproven.append(name)
-                out.applied.add(name)
-            elif not proved:
-                out.unverified_applied.append(name)
-            else:
-                out.applied.add(name)
-            return True
-        if self.keys is not None and not proved:
-            out.unverified.append(name)
-            return True
-        now = asyncio.get_running_loop().time()
-        # (its own poll, when longer than the fleet's the drill was told of: a config
-        # rolled out to some instances only; each gave the opener's, and an instance
-        # polling less often was named before its poll had come)
-        extra = max(0.0, _own_poll(doc) - self.poll) if self.catch_up > 0 else 0.0
-        catch_up = max(self.catch_up, min(CATCH_UP_MAX, self.catch_up + extra))
-        until = self.first.setdefault(name, now) + catch_up
-        if now >= until and hearsay:
-            return False
-        if now >= until:
-            out.late.append(name)
-        else:  # (slow, maybe: asked again soon, until its catch-up time has passed; a
-            # worker of a group `shared` at its end only: hearing again from each of N
-            # workers costs N·H(N) asks a round, and a round more spent the drill's asks)
-            waiting[name] = until if shared else min(now + _step(catch_up), until)
-        return True
 
     def _quiet(self, names: list[str]) -> None:
         self.out.late.extend(names)
@@ -284,7 +212,7 @@ async def behind(api: AdminClient, started: Collection[str], admin_of: Mapping[s
     ask: dict[str, list[str]] = {}
     shown = set[str]()
     for name in sorted(started):
-        gen = _generation(live.get(name)) if isinstance(live, dict) else None
+        gen = generation_of(live.get(name)) if isinstance(live, dict) else None
         if gen is not None and gen >= generation:
             shown.add(name)
             continue  # (live, and applied it)

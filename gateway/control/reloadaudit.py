@@ -17,7 +17,7 @@ event is on the trail's chain: a store put back to an earlier state (document an
 keeps the claims made since, and a change made again was taken for one whose event was gone.
 A claim made afresh looks for the change's event on the trail first (its occurrence, among
 the newest NEAR entries): a claim gone (past CLAIM_TTL, deleted by a redis writer) had the
-change recorded twice.
+change recorded twice. (The claim: reloadclaim.py.)
 
 The audit runs behind the reload (one task after another, in the order of the changes):
 waiting for a sibling's event (up to CLAIM_WAIT command timeouts: a claim of the previous
@@ -45,7 +45,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.control.occurrence import NEAR, SCAN, change_event, change_in_trail, in_trail
+from gateway.control.occurrence import in_trail
+from gateway.control.reloadclaim import CLAIM_TTL, claimed
 from gateway.control.reloadkept import KeptChanges
 from gateway.domain.audit import AuditDraft
 from gateway.errors import AuditError, StateError, StoreOutcomeUnknown
@@ -53,18 +54,10 @@ from gateway.log import event
 from gateway.state.sync import Sync
 from gateway.tasks import cancel
 
-__all__ = ["CLAIM_WAIT", "Pending", "ReloadAudits"]
+__all__ = ["Pending", "ReloadAudits"]
 
 log = logging.getLogger("killgate")
 
-#: how long a change's claim is kept (a sibling making the same change later than that
-#: finds its event on the trail, among the newest NEAR entries: occurrence.py)
-CLAIM_TTL = 3600.0
-#: how often a sibling's claim is read again until it names its event, and for how many
-#: command timeouts at most (its event is a load and a commit, retried on conflicts; on a
-#: loaded host a shorter wait recorded a change its sibling was still recording)
-CLAIM_POLL = 0.05
-CLAIM_WAIT = 20
 #: the pause before a change's audit is tried again after the store failed it, doubled on
 #: each failure up to RETRY_MAX (seconds)
 RETRY_FIRST = 0.2
@@ -84,7 +77,7 @@ class Pending:
     key: str  # the claim key (the change and the occurrence it left)
     draft: AuditDraft  # made at the reload: its digests, the time of the change
     mine: dict[str, Any]  # this instance's claim record (the same on every try)
-    wait: float  # how long a sibling's claim is waited for (`ReloadAudits._claim`)
+    wait: float  # how long a sibling's claim is waited for (reloadclaim.claimed)
     tries: int = 0  # failed so far
     error: str = ""  # the last failure
     #: the hash of an event sent whose commit may have landed (its answer lost), or that
@@ -238,7 +231,7 @@ class ReloadAudits:
     async def _record(self, p: Pending) -> None:
         """One try: claim the change, write its event (unless a try before landed it), and
         name the event in the claim."""
-        if not await self._claim(p.key, p.mine, p.wait):
+        if not await claimed(self.sync.store, p.key, p.mine, p.wait):
             return  # another instance making the same change recorded it
         store = self.sync.store
         if p.sent is None or not await in_trail(store, p.sent):
@@ -252,50 +245,3 @@ class ReloadAudits:
                 return
             p.sent = ev["hash"]
         await store.idem_take(p.key, p.mine, {**p.mine, "event": p.sent}, CLAIM_TTL)
-
-    async def _claim(self, key: str, mine: dict[str, Any], wait: float) -> bool:
-        """Whether this instance records the change `key`: it claims it; or the claim held
-        names no event within `wait` (its instance died, or could not write it), or one the
-        trail does not hold (a store put back to an earlier state lost it): then it is
-        recorded here too (at worst twice, never lost). Taken over by a sibling first (its
-        claim there now: its own wait ended as ours did), it waits for that one's event: each
-        instance past the wait recorded the change, one event per instance (waited for up to
-        twice `wait` more: a claim taken over and over is recorded here all the same). Before
-        a claim is taken over, the trail is looked at for the change's own event (its
-        occurrence): one whose claim never came to name it was written again so."""
-        store = self.sync.store
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        last = deadline + 2 * wait  # (the takeovers waited for: never past this)
-        claim = await store.idem_claim(key, mine, CLAIM_TTL)
-        if claim == mine:
-            return True  # (ours, made by a try before that failed after it)
-        while claim is not None:
-            named = claim.get("event")
-            # (an event named is looked for past the newest NEAR entries, up to SCAN: a
-            # rare read, where a busy trail had pushed a sibling's event out of NEAR and it
-            # was taken for one a store put back had lost, the change recorded again)
-            far = SCAN if isinstance(named, str) else NEAR
-            if isinstance(named, str) and await in_trail(store, named, far):
-                return False
-            if isinstance(named, str) or loop.time() >= deadline:
-                if await change_in_trail(store, key, far):
-                    return False  # (its event written, the claim never updated to name it)
-                try:
-                    if await store.idem_take(key, claim, mine, CLAIM_TTL):
-                        return True
-                except StateError:
-                    return True  # (recorded here: at worst twice)
-                if loop.time() >= last:
-                    return True  # (taken over and over: recorded here, never lost)
-                deadline = min(loop.time() + wait, last)  # (another took it: its event next)
-            await asyncio.sleep(CLAIM_POLL)  # (its instance is writing the event)
-            claim = await store.idem_claim(key, mine, CLAIM_TTL)
-        # claimed afresh: the change's event may be on the trail all the same, its claim
-        # gone (past its TTL, a sibling making the change an hour later; deleted by a
-        # redis writer): then named in ours, not written again (it was, twice)
-        recorded = await change_event(store, key)
-        if recorded is None:
-            return True
-        await store.idem_take(key, mine, {**mine, "event": recorded}, CLAIM_TTL)
-        return False

@@ -22,7 +22,8 @@ from typing import Any, Protocol
 from gateway.config import Config, RouteConfig
 from gateway.control.shadowblobs import blob_age, bounded, records_key, stats_key
 from gateway.domain.promotiongate import gate, gate_counts, other_status, promotion_refusal
-from gateway.domain.shadowstats import Tally, merge, report
+from gateway.domain.shadowreport import merge, report
+from gateway.domain.shadowstats import Tally
 from gateway.domain.statedoc import Change, StateDoc, apply_change
 from gateway.domain.verdict import spec_for
 from gateway.errors import StateError

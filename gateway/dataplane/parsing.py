@@ -1,9 +1,9 @@
 """The llhttp callbacks of a data-plane connection: the head as it arrives (limits counted,
 Host/framing/Expect/Upgrade noted, `_` aliases refused: headrules.py's rules), its checks
-once whole (a request line's protocol: requestline.py), trailers dropped, the body
-collected with flow control, when each request is handed on, and what a parse error or an
-overlong open field becomes. A base of `protocol.HttpProtocol`, which owns the connection
-(its reads), its queue and deadlines.
+once whole (a request line's protocol: requestline.py), trailers dropped (a chunked
+body's framing bounded: chunkframing.py), the body collected with flow control, when each
+request is handed on, and what a parse error or an overlong open field becomes. A base of
+`protocol.HttpProtocol`, which owns the connection (its reads), its queue and deadlines.
 """
 
 from __future__ import annotations
@@ -46,9 +46,6 @@ log = logging.getLogger("killgate.protocol")
 # of them longer than MAX_LINE
 _COUNTED = 5 * MAX_HEADERS
 assert _COUNTED < MAX_HEAD and _COUNTED <= MAX_LINE
-#: bytes of framing a chunk may bring besides as many as its body (`Parsing._framed`): a
-#: size of 16 hex digits, its CRLF and the data's are 20
-FRAMING_PER_CHUNK = 32
 
 
 class _Held:
@@ -106,6 +103,7 @@ class Parsing(RequestLine):
     _pause: Callable[[], None]
     _dispatch: Callable[[], None]
     _malformed: Callable[..., None]
+    _chunk_line: Callable[[], None]  # (chunkframing.py's)
     spares: Any  # the proxy (its `_spare` flight), or `NoSpare()`
 
     def _parse_error(self, exc: Exception) -> None:
@@ -270,35 +268,6 @@ class Parsing(RequestLine):
             self.deadline = when = now + self.limits.body_timeout
             if self.timer is None or when < self.timer_at:
                 self._arm(when)
-
-    def on_chunk_header(self) -> None:
-        # the data of a chunk follows, or (after the last, empty one) the trailer section
-        self.in_trailer = self.fresh = True
-        self.head_bytes = self.wire_bytes = 0
-        self.nchunks += 1
-
-    def _framed(self, req: Request, n: int) -> None:
-        """`n` bytes of a read spent in `req`'s chunked body were not body: chunk sizes,
-        extensions, CRLFs, trailers (a read that ends the request is not counted: one read
-        or slice at most). Each chunk header is bounded (`_chunk_line`), but without a bound
-        per request one byte of body per 64 KiB header made `max_body_size` and the body
-        deadline mean nothing: allowed are a head's and a trailer section's worth, as many
-        bytes as the body, and FRAMING_PER_CHUNK a chunk (Node bounds extensions per
-        message for CVE-2024-22019)."""
-        self.framing = framing = self.framing + n
-        if framing > 2 * MAX_HEAD + req.body_size + FRAMING_PER_CHUNK * self.nchunks:
-            self._malformed(400, "the chunked body's framing (chunk extensions) is too large")
-
-    def on_chunk_complete(self) -> None:
-        self._chunk_line()
-
-    def _chunk_line(self) -> None:
-        """A chunk header follows: its size and extensions (`5;name=value`), which llhttp
-        skips and hands to no callback (neither body nor field: not under max_body_size,
-        and no body deadline moves). Counted like a trailer section, so that one request
-        cannot send them without end (Node's CVE-2024-22019)."""
-        self.in_trailer = self.fresh = True
-        self.head_bytes = self.wire_bytes = 0
 
     def on_body(self, data: bytes) -> None:
         self.in_trailer = False

@@ -33,6 +33,7 @@ from typing import Any
 
 import httptools
 
+from gateway.dataplane.chunkframing import ChunkFraming
 from gateway.dataplane.closing import Closing
 from gateway.dataplane.deadlines import Deadlines
 from gateway.dataplane.dispatch import Dispatching
@@ -63,7 +64,7 @@ def c_parser() -> bool:
     return mod.startswith("httptools.parser") and lib.endswith((".so", ".pyd"))
 
 
-class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
+class HttpProtocol(Parsing, ChunkFraming, Deadlines, Dispatching, Flow, Closing, Draining,
                    asyncio.Protocol):
     """One HTTP/1.1 client connection of the data plane."""
 
@@ -114,7 +115,7 @@ class HttpProtocol(Parsing, Deadlines, Dispatching, Flow, Closing, Draining,
         self.head_bytes = 0                    # of the head (or trailer section) so far
         self.wire_bytes = 0                    # reads spent wholly inside that section
         self.fresh = False                     # that section began in this read
-        self.framing = self.nchunks = 0        # a chunked body's: `Parsing._framed`
+        self.framing = self.nchunks = 0        # a chunked body's: `ChunkFraming._framed`
         self.seen = 0                          # requests parsed whole on this connection
         self.dispatching = False
         self.read_paused = False

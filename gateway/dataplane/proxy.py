@@ -9,9 +9,11 @@ for the backend, retry policy and budget, the shadow tap) `dataplane/outgoing.py
 request's end (the fast path's one write of a whole answer, the report to telemetry)
 `dataplane/finish.py`'s; reading the body's `model` for routing `dataplane/modelpeek.py`'s
 (a base too); the targets, Hosts and matches it remembers `dataplane/lookups.py`'s (a
-base). The connection (`dataplane/protocol.py`) calls `handle` from its parser callback: a
-request whose route is decided and whose body is in memory goes on without a Task (only a
-body still to be read, or the model peek of a large body, needs a coroutine here).
+base); the version chosen off `_route`'s inline path taken on, and the sticky key's share
+counted, `dataplane/chosen.py`'s (a base). The connection (`dataplane/protocol.py`) calls
+`handle` from its parser callback: a request whose route is decided and whose body is in
+memory goes on without a Task (only a body still to be read, or the model peek of a large
+body, needs a coroutine here).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sys import getrefcount
 from gateway.dataplane.answerlabels import Labels
 from gateway.dataplane.answers import Observer, Observers
 from gateway.dataplane.attempts import Policy
+from gateway.dataplane.chosen import Chosen
 from gateway.dataplane.drillfault import FaultGate
 from gateway.dataplane.finish import Finish
 from gateway.dataplane.flight import Flight
@@ -32,7 +35,7 @@ from gateway.dataplane.inflight import Inflight
 from gateway.dataplane.jsonpeek import ModelField
 from gateway.dataplane.lookups import LastMatch, Lookups
 from gateway.dataplane.modelpeek import ModelPeek
-from gateway.dataplane.outgoing import Outgoing, forwarded_for
+from gateway.dataplane.outgoing import Outgoing
 from gateway.dataplane.paths import BadTarget
 from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import TableSource
@@ -45,7 +48,7 @@ from gateway.dataplane.upstream import Upstreams
 from gateway.domain.keyquota import KeyQuota
 from gateway.domain.modellist import Listing, model_listing, without_model
 from gateway.domain.routetable import RouteTable
-from gateway.domain.routing import STATE_UNKNOWN, Choice, RoutePlan
+from gateway.domain.routing import STATE_UNKNOWN, RoutePlan
 from gateway.forwarded import ClientAddress
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import NULL, NewRecord, Recorder
@@ -66,7 +69,7 @@ def _free_refs() -> int:
     return getrefcount(spare)
 
 
-class Proxy(Outgoing, ModelPeek, Finish, Lookups):
+class Proxy(Outgoing, ModelPeek, Finish, Lookups, Chosen):
     """The data-plane request handler (the `Handler` of every data-plane connection)."""
 
     #: what a free spare flight's count is (`_route`; the connection compares it with its
@@ -267,46 +270,6 @@ class Proxy(Outgoing, ModelPeek, Finish, Lookups):
         else:
             self._error(req, 503, "killed", f"model {plan.model!r} is disabled (route "
                         f"{plan.name!r} killed)", scope=plan.killed or "version")
-
-    def _chosen(self, req: Request, table: RouteTable, plan: RoutePlan, choice: Choice,
-                path: str, target: bytes, prefix: bytes | None, field: ModelField | None,
-                complete: bool) -> None:
-        """The rest of `_route` once the version is chosen, for `ModelPeek._version_first`
-        (the same steps: `_route` keeps them inline, a call less on every request)."""
-        if req.span is not None:
-            trace_choice(req.span, plan, choice, field.value if field else None, path)
-        if choice.target is None:
-            self.unavailable(req, plan, choice.decision)
-            return
-        if prefix is None and req.body_done:
-            prefix = req.body()
-            complete = True
-        faulted = (self.faults.version(req.headers, table.doc, plan.name) if table.doc.drills
-                   else None)
-        counted = True  # (the sticky key's bound, as `_route` applies it)
-        if (limit := plan.key_limit) is not None:
-            sticky = req.headers.get(plan.sticky_header) if plan.sticky_header else None
-            if sticky is not None:
-                counted = self._counted(req, plan.name, sticky, limit)
-        flight = self._spare  # (as `_route`: the spare when nothing else refers to it)
-        if getrefcount(flight) != self._free_refs:
-            flight = Flight()
-        flight.start(self, req, plan, choice.target, choice.decision, prefix, complete,
-                     field, target, path, faulted, counted)
-
-    def _counted(self, req: Request, route: str, sticky: str,
-                 limit: tuple[int | None, int | None, float]) -> bool:
-        """Whether a request with sticky key `sticky` counts toward the canary's verdict:
-        within its key's `analysis.max_per_key`, and its client address's
-        `max_per_client`, this window (domain/keyquota.py)."""
-        per_key, per_client, window = limit
-        client = None
-        if per_client is not None:
-            trusted = self.client_address  # behind trusted proxies: the client they vouch for
-            client = req.remote if trusted is None else \
-                trusted.client(req.remote, forwarded_for(req))
-        return self.quota.admit(route, sticky, per_key, window, self.clock.now, client,
-                                per_client)
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]

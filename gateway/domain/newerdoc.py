@@ -25,7 +25,7 @@ __all__ = ["FORMAT", "NOT_WRITTEN_OVER", "NewerDocument", "newer"]
 FORMAT = 1
 
 #: how a refusal of a newer version's document ends: what this version does with it (a
-#: replay of one, no newer than an instance holds, is written over: vouching.as_replay)
+#: replay of one, no newer than an instance holds, is written over: refuseddoc.as_replay)
 NOT_WRITTEN_OVER = "not applied without what this version does not know, nor written over"
 
 

@@ -3,9 +3,9 @@
 Owns `Tally` (one process's counts for one route's shadow: what happened to the copies,
 comparison outcomes, kinds of difference, both sides' latency histograms, the noise
 floor's pairs and paths, and a bounded ring of sampled disagreements with redacted
-bodies), its JSON form for the state store, `merge` (the fleet's) and `report` (the shape
-of GET /v1/routes/{route}/shadow, CONTRACT §5.5); the gate the counts feed is
-promotiongate.py's. Pure: time is passed in.
+bodies), its JSON form for the state store, and `compared_agreed`; the fleet's merge and the
+report are shadowreport.py's, the gate the counts feed is promotiongate.py's. Pure: time
+is passed in.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config_shadow import DisagreementsConfig, NoiseConfig
-from gateway.domain.analysis import LATENCY_BOUNDS_MS, Sample, percentile
-from gateway.domain.compare import AGREED, DISAGREED, NOISE, UNCOMPARABLE
+from gateway.domain.analysis import LATENCY_BOUNDS_MS
+from gateway.domain.compare import AGREED, DISAGREED, NOISE
 from gateway.domain.comparison import MAX_PATH, Comparison, Difference
-from gateway.domain.disagreements import Record, kept_by, opened, record_time
+from gateway.domain.disagreements import Record, kept_by
 
-__all__ = ["COPY_RESULTS", "Tally", "compared_agreed", "merge", "report"]
+__all__ = ["COPY_RESULTS", "Tally", "compared_agreed"]
 
 #: what happened to a copy that was not compared: sent (then compared or failed),
 #: dropped (max_inflight), body (request too large), answer (answer too large),
@@ -222,11 +222,6 @@ class Tally:
                        Tally("", "", outcomes=counts(d.get("outcomes", {}))))[0])
 
 
-def _add(into: dict[str, int], more: dict[str, int]) -> None:
-    for k, v in more.items():
-        into[k] = into.get(k, 0) + v
-
-
 def _count_paths(counts: dict[str, int], c: Comparison) -> None:
     """Each path `c` differs at counted once, in at most MAX_NOISE_PATHS paths: one not
     counted yet once that many are is left out (`noisy_paths` reads a full `raw_paths` as
@@ -236,68 +231,9 @@ def _count_paths(counts: dict[str, int], c: Comparison) -> None:
             counts[path] = counts.get(path, 0) + 1
 
 
-def merge(version: str, spec: str, tallies: list[Tally]) -> Tally:
-    """The fleet's counts: the tallies of this version and these settings, summed."""
-    out = Tally(version, spec, keep=0)
-    ds: list[Record] = []
-    for t in tallies:
-        if t.version != version or t.spec != spec:
-            continue
-        for mine, theirs in ((out.copies, t.copies), (out.outcomes, t.outcomes),
-                             (out.differences, t.differences), (out.failures, t.failures),
-                             (out.noise_paths, t.noise_paths), (out.raw_paths, t.raw_paths),
-                             (out.ok_outcomes, t.ok_outcomes), (out.ok_failures, t.ok_failures)):
-            _add(mine, theirs)
-        out.primary_ms = [a + b for a, b in zip(out.primary_ms, t.primary_ms, strict=True)]
-        out.shadow_ms = [a + b for a, b in zip(out.shadow_ms, t.shadow_ms, strict=True)]
-        out.primary_s += t.primary_s
-        out.shadow_s += t.shadow_s
-        out.noise_pairs += t.noise_pairs
-        out.raw_n += t.raw_n
-        out.length_change += t.length_change
-        out.length_n += t.length_n
-        out.older += t.older
-        out.excused += t.excused
-        out.ok_excused += t.ok_excused
-        ds.extend(t.disagreements)
-    ds.sort(key=record_time, reverse=True)
-    out.disagreements = deque(ds)
-    return out
-
-
 def compared_agreed(t: Tally, ok_only: bool = False) -> tuple[int, int]:
     """(compared, agreed): a `noise` outcome counts as agreement; `uncomparable` is not
     counted either way. `ok_only`: of the requests the primary answered 2xx only."""
     o = t.ok_outcomes if ok_only else t.outcomes
     agreed = o.get(AGREED, 0) + o.get(NOISE, 0)
     return agreed + o.get(DISAGREED, 0), agreed
-
-
-def _latency(h: list[int]) -> dict[str, float | None]:
-    s = Sample(requests=sum(h), hist=h)
-    return {"p50": percentile(s, 0.5), "p99": percentile(s, 0.99)}
-
-
-def report(route: str, t: Tally, compare: str, sample: float, instances: int,
-           limit: int = 20) -> dict[str, Any]:
-    compared, agreed = compared_agreed(t)
-    return {
-        "route": route, "version": t.version, "compare": compare, "sample": sample,
-        "compared": compared, "agreed": agreed,
-        # (of `agreed`: by a noise excuse, and by excusing the answer itself: no evidence of
-        # agreement for the promotion gate)
-        "agreed_with_noise": t.outcomes.get(NOISE, 0), "agreed_excusing_answer": t.excused,
-        "agreement": round(agreed / compared, 6) if compared else None,
-        "dropped": t.copies.get("dropped", 0),
-        "outcomes": {k: t.outcomes.get(k, 0) for k in (AGREED, NOISE, DISAGREED, UNCOMPARABLE)},
-        "copies": {k: t.copies.get(k, 0) for k in COPY_RESULTS},
-        "failures": dict(sorted(t.failures.items())),
-        "differences": dict(sorted(t.differences.items(), key=lambda kv: -kv[1])),
-        "latency_ms": {"primary": _latency(t.primary_ms), "shadow": _latency(t.shadow_ms)},
-        "length_change": round(t.length_change / t.length_n, 4) if t.length_n else None,
-        "noise": {"pairs": t.noise_pairs,
-                  "paths": dict(sorted(t.noise_paths.items(), key=lambda kv: -kv[1])[:20])},
-        "instances": instances,
-        "disagreements": [d for d in map(opened, list(t.disagreements)[:limit])
-                          if d is not None],
-    }

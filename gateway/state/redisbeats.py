@@ -1,22 +1,19 @@
-"""Reading the redis store's heartbeats: what a record says, and whether to believe it.
+"""Whether to believe the redis store's heartbeats: replays, and the clock they are judged by.
 
 Owns `RedisBeats`, a base of `RedisRecords` (redisaux.py, which writes and reads the
-records): a heartbeat (or an ack pushed on the acks channel) and an instance's addresses
-verified against the state keys, one over MAX_ACK_BYTES refused unread; a verified one
-refused as a replay when signed too long before the clock it is judged by, or placed no
-later than one of that instance's read before (beatorder.py: by its place among its
-process's heartbeats; an older version's by its signed time); and that clock: the
-store's, or ours when the two are further apart than CLOCK_SKEW (logged). A record that
-does not verify is reported (`on_unverified`) and never used. Its redis calls: reading
-the heartbeats at the first `open`, their places remembered (`_seed_places`).
+records), on `BeatRecords` (beatrecords.py, which opens and verifies one): a verified
+heartbeat refused as a replay when signed too long before the clock it is judged by, or
+placed no later than one of that instance's read before (beatorder.py: by its place among
+its process's heartbeats; an older version's by its signed time); and that clock: the
+store's, or ours when the two are further apart than CLOCK_SKEW (logged). Its redis
+calls: reading the heartbeats at the first `open`, their places remembered
+(`_seed_places`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from gateway.log import event
 from gateway.state.beatorder import (
@@ -24,27 +21,18 @@ from gateway.state.beatorder import (
     NewestBeats,
     NewestPlaces,
     Place,
-    beat_current,
     pushed_replay,
-    split_time,
 )
+from gateway.state.beatrecords import BeatRecords, signed_time
 from gateway.state.redisidem import CLOCK_SKEW
-from gateway.state.redislink import RedisLink
 from gateway.state.redisstats import turn
-from gateway.state.refusedonce import RefusedOnce
 from gateway.state.replyshape import flat_pairs, integer, shaped
-from gateway.state.signing import Unverified, cause_of
 from gateway.state.store import Ack
 
-__all__ = ["CLOCK_LOG_INTERVAL", "MAX_ACK_BYTES", "RedisBeats", "signed_time"]
+__all__ = ["CLOCK_LOG_INTERVAL", "RedisBeats"]
 
 log = logging.getLogger("killgate.state")
 
-#: a heartbeat longer than this is refused unread. A real one is a few hundred bytes (key
-#: id, MAC, generation, time, config digest, a host name of at most 64); the acks channel
-#: is read on the loop the data plane runs on, and a flood of 8 MB forged acks naming the
-#: real key id had their MACs computed there: a serial client's p99 went from 4 to 20 ms
-MAX_ACK_BYTES = 4096
 # (CLOCK_SKEW, redisidem.py: how far an instance's clock may be behind the store's: a
 # heartbeat signed longer than this (and 10 leases) before the store's time is a replay,
 # left out of the fleet (its stamp of arrival is written beside it, unsigned: a replay
@@ -54,17 +42,7 @@ MAX_ACK_BYTES = 4096
 CLOCK_LOG_INTERVAL = 60.0
 
 
-def signed_time(record: bytes) -> tuple[int, Place | None] | None:
-    """A verified heartbeat's signed time (ms) and place (None when unread)."""
-    parts = record.split(b" ", 4)
-    return split_time(parts[3].decode("ascii", "replace")) if len(parts) > 3 else None
-
-
-def _unreported(kind: str, problem: str, which: str | None, cause: str = "other") -> None:
-    return None
-
-
-class RedisBeats(RedisLink):
+class RedisBeats(BeatRecords):
     clock: Callable[[], float]  # (redisidem.py's: the wall clock, replaced by tests)
     #: the store's clock minus ours (s), as measured at the last fleet read
     store_skew_s = 0.0
@@ -81,36 +59,6 @@ class RedisBeats(RedisLink):
     _newest_pushed: NewestBeats | None = None
     #: the lease the fleet was last read with (s; None before): bounds a pushed ack's age
     _lease: float | None = None
-    #: when (monotonic) the newest heartbeat refused for a key id we do not hold was
-    #: written, by the store's stamp (FleetStore's: what KEY UNCONFIRMED is judged by)
-    other_key_at: float | None = None
-    #: the addresses the last fleet read refused (replaced at each read)
-    _refused_urls: RefusedOnce | None = None
-    #: the signed time and place of each live instance's heartbeat the last fleet read
-    #: read: its addresses record names the one it was written with (`beat`)
-    _beat_walls: dict[str, str] = {}
-
-    def _open_ack(self, raw: bytes, kind: str | None, field: bytes | None = None) -> Ack | None:
-        """A signed heartbeat, or None (reported as `kind`; None: not reported). One over
-        MAX_ACK_BYTES is refused unread (see there)."""
-        report = self.on_unverified if kind is not None else _unreported
-        kind = kind or ""
-        if len(raw) > MAX_ACK_BYTES:
-            report(kind, f"{len(raw)} bytes, over the {MAX_ACK_BYTES}-byte limit (not read)",
-                   None)
-            return None
-        try:
-            kid, mac, gen, wall, config, inst = raw.decode().split(" ", 5)
-            if not gen.isdigit() or (field is not None and field.decode() != inst):
-                raise Unverified("a malformed heartbeat")
-            if self.keys.enabled:
-                body = f"{inst}\x00{gen}\x00{wall}\x00{config}".encode()
-                if self.keys.check(b"ack", body, kid, mac) == "previous":
-                    report(kind, "", "previous")
-        except (ValueError, UnicodeDecodeError) as exc:
-            report(kind, str(exc), None, cause_of(exc))
-            return None
-        return Ack(inst, int(gen), "" if config == "-" else config)
 
     def _memories(self) -> tuple[NewestPlaces, NewestPlaces]:
         if self._places is None:
@@ -180,66 +128,6 @@ class RedisBeats(RedisLink):
             self.on_unverified("ack", why, None)
             return None
         return ack
-
-    async def _read_urls(self, flat: list[bytes], out: dict[str, dict[str, Any]]) -> None:
-        """Add to `out` (the live instances) the addresses of `flat` (the urls hash, read
-        whole) that verify. A value refused is counted once, not again at every fleet read
-        while it stays as stored (one forged entry beside a live instance's heartbeat grew
-        the refused count without bound: every /v1/fleet, receipt and drill read it);
-        written again, it is another value, counted again."""
-        refused = RefusedOnce(self._refused_urls)
-        for i in range(0, len(flat), 2):
-            await turn(i)
-            field, raw = flat[i], flat[i + 1]
-            if refused.still(field, raw):
-                continue  # (still refused: not judged, nor counted, again)
-            name = field.decode(errors="replace")
-            if name in out:
-                urls = self._open_urls(name, raw)
-                if urls is None:
-                    refused.add(field, raw)
-                else:
-                    # (key ids only from the record written with the heartbeat read: an
-                    # older one put back said the keys it held then, review revtrail)
-                    if not beat_current(urls.pop("beat", None), self._beat_walls.get(name)):
-                        urls.pop("key_ids", None)
-                    out[name].update(urls)
-        self._refused_urls = refused
-
-    def _other_key(self, record: bytes, age: float, live: bool = False) -> None:
-        """A stored heartbeat written `age` seconds ago (the store's stamp) was refused:
-        when its key id is none of ours, note when it was written (`other_key_at`). By its
-        stamp, not when read: a dead instance's heartbeat, read until 10 leases old by an
-        instance that started since, said its key unconfirmed for a lease after each start
-        though nothing live signed with another key. A retired key's counts only when
-        `live` (written long after the retirement: retiredkeys.after_retirement), as its
-        pushed ack does: an instance signing with the old key now (a pod rolled back to the
-        old Secret; or this one is the odd one out), not a left-over of the rotation."""
-        kid = record.split(b" ", 1)[0].decode("ascii", "replace")
-        if self.keys.enabled and not self.keys.holds(kid) \
-                and (live or kid not in self.keys.retired):
-            at = time.monotonic() - max(age, 0.0)
-            self.other_key_at = max(at, self.other_key_at or at)
-
-    def _open_urls(self, instance: str, raw: bytes) -> dict[str, Any] | None:
-        """An instance's signed addresses and the key ids it trusts, a list (None when
-        they do not verify, or are longer than a heartbeat may be: not read; reported)."""
-        if len(raw) > MAX_ACK_BYTES:
-            self.on_unverified("heartbeat", f"addresses: {len(raw)} bytes, over the "
-                                            f"{MAX_ACK_BYTES}-byte limit (not read)", None)
-            return None
-        try:
-            kid, mac, addr = raw.decode().split(" ", 2)
-            if self.keys.enabled:
-                self.keys.check(b"urls", f"{instance}\x00{addr}".encode(), kid, mac)
-            got = json.loads(addr)
-        except (ValueError, UnicodeDecodeError) as exc:
-            self.on_unverified("heartbeat", f"addresses: {exc}", None, cause_of(exc))
-            return None
-        if not isinstance(got, dict):
-            return {}
-        return {k: v.split() if k == "key_ids" else v for k, v in got.items()
-                if k in ("data", "admin", "key_ids", "beat") and isinstance(v, str)}
 
     def _replayed(self, instance: str, signed: tuple[int, Place | None] | None,
                   judge_ms: int, now_ms: int, lease: float, stamp_ms: int,

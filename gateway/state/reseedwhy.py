@@ -29,7 +29,7 @@ def reseed_why(got: Loaded, mine: StateDoc, lost: str | None, resign: bool) -> s
     return ("signed with the previous key (key rotation step 2: re-signed with the "
             "current one, so that step 3 finds it)" if resign
             else "empty" if got.empty else "a newer version's, older than this instance's "
-            "(replayed after a rollback?)" if got.newer  # (vouching.replayed_newer)
+            "(replayed after a rollback?)" if got.newer  # (refuseddoc.replayed_newer)
             else "refused" if got.problem is not None
             else "generation key disagrees" if not got.trusted
             else "older" if doc is None or doc.generation < mine.generation

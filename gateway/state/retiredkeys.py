@@ -3,17 +3,12 @@ under a retired key (still in the store after step 3) from a forgery naming a ke
 here ever held.
 
 Owns `<prefix>:keys`, a hash: a key id → the key ids retired from it, signed with that key
-(kind `retired`, bound to the field); and `order:<id>:<id>` (the ids sorted) → which of
-two keys the fleet rotated from (kind `keyorder`). An instance holding a previous key adds
-it under its current key's id when it connects, only if the key order proves the previous
-key the older one: that record is written once (HSETNX) by the first instance holding
-both keys while the fleet's document is signed with its current one (rotation step 1: the
-fleet's key, then the incoming one), signed with that key; a step-3 instance (no previous
-key) marks each rotation into its key done there, so rotating back to an earlier key
-(A to B, later B to A) starts a new order at its step 1 instead of reading the old one;
+(kind `retired`, bound to the field), and `since:<id>` → when the fleet retired each. An
+instance holding a previous key adds it under its current key's id when it connects, only
+if the key order (`order:<id>:<id>`: keyorder.py) proves the previous key the older one;
 the ids retired from the previous key (an earlier rotation's, and when) come along, so a
-second rotation keeps the first one's left-overs apart from tampering. An instance's keys alone cannot
-tell step 1 from step 2 (the same two keys, swapped), nor can the document's signer: at
+second rotation keeps the first one's left-overs apart from tampering. An instance's keys
+alone cannot tell step 1 from step 2 (the same two keys, swapped), nor can the document's signer: at
 step 1 after a step-2 instance re-signed the document, it is signed with the previous key
 as at step 2 (that once recorded the new key as retired from the old one, read by an
 instance on the old key alone after a rollback past step 1: every live value of the new
@@ -38,6 +33,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.errors import StateError
+from gateway.state.keyorder import (
+    DONE,
+    MAX_RECORD_BYTES,
+    Report,
+    mark_done,
+    rotated_from_previous,
+)
 from gateway.state.signing import Keyring, Unverified, Which, cause_of
 from gateway.state.store import MAX_DOC_BYTES
 
@@ -45,21 +47,15 @@ __all__ = ["AFTER_RETIREMENT", "MAX_RETIRED", "after_retirement", "fleet_signer"
 
 #: key ids kept per key (the newest): a value of a key retired that many rotations ago is gone
 MAX_RETIRED = 8
-_MAX_BYTES = 4096
-#: a rotation from the key id that follows, into the key of a `since:<id>` record, was
-#: finished: marked by a step-3 instance (`_mark_done`), dropped by a step 2 of it again
-DONE = "done:"
 #: seconds after the fleet last retired a key (its last step-2 instance started) that a
 #: value the store stamped may still be a left-over: an instance at step 1 stopping then
 AFTER_RETIREMENT = 300.0
 
-Report = Callable[..., None]
-
 
 def _opened(keys: Keyring, field: str, raw: bytes) -> list[str]:
     """The key ids of a stored list (raises Unverified, or ValueError when malformed)."""
-    if len(raw) > _MAX_BYTES:
-        raise Unverified(f"{len(raw)} bytes, over the {_MAX_BYTES}-byte limit (not read)")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise Unverified(f"{len(raw)} bytes, over the {MAX_RECORD_BYTES}-byte limit (not read)")
     body, _ = keys.open(f"retired:{field}".encode(), raw)
     got = json.loads(body)
     if not isinstance(got, list) or not all(isinstance(k, str) and len(k) <= 64 for k in got):
@@ -87,109 +83,11 @@ async def fleet_signer(call: Callable[..., Awaitable[Any]], state: str,
         return None
 
 
-def _order_field(a: str, b: str) -> str:
-    return "order:" + ":".join(sorted((a, b)))
-
-
-async def _rotated_from_previous(call: Callable[..., Awaitable[Any]], key: str,
-                                 keys: Keyring, signer: Which | None,
-                                 report: Report, known: list[str],
-                                 since: dict[str, float]) -> bool:
-    """Whether the fleet's key order proves our previous key the older one (we are at
-    step 2). Written once (HSETNX) by the first instance holding both keys while the fleet
-    signed with its current one (step 1: the previous key is the incoming one), signed
-    with that key: `{"from": the fleet's key, "to": the incoming one}`. Without it, our
-    own signed list naming the previous key retired from ours (`known`: a step-2 instance
-    recorded it) proves the same, and the order is written back that way: deleted after a
-    step-2 instance re-signed the document, a step-2 instance starting then took the
-    document signed with its current key for step 1 and wrote the order reversed (found
-    by review revmerge37): later step-2 instances no longer moved the retirement time on,
-    and a step-1 instance recorded the NEW key as retired from the old one. Only while our
-    signed retirement times (`since`) name the previous key, and not that rotation done
-    (`_mark_done`): the list may name an earlier rotation into our key, and we hold its old
-    key again as our previous one, step 1 of rotating back (A to B, later B to A: with the
-    order deleted or written over, a step-1 instance took itself for step 2 and re-signed
-    the step-2 instances' documents back with its key, review revrot4)."""
-    assert keys.current is not None and keys.previous is not None
-    me, prev = keys.current.kid, keys.previous.kid
-    field = _order_field(me, prev)
-    raw = await call("HGET", key, field)
-    write = "HSETNX"
-    if raw is not None:
-        try:
-            if len(raw) > _MAX_BYTES:
-                raise Unverified(f"{len(raw)} bytes, over the {_MAX_BYTES}-byte limit "
-                                 "(not read)")
-            got = json.loads(keys.open(f"keyorder:{field}".encode(), raw)[0])
-        except (ValueError, RecursionError) as exc:
-            report("state", f"the key order ({key} {field}): {exc}", None, cause_of(exc))
-            raw, write = None, "HSET"  # (one written over by a forger: written back)
-    if raw is None:
-        step2 = prev in known and prev in since and f"{DONE}{prev}" not in since
-        if signer == "current" or step2:  # (else never on a document signed with prev)
-            order = {"from": prev, "to": me} if step2 else {"from": me, "to": prev}
-            await call(write, key, field, keys.seal(
-                f"keyorder:{field}".encode(), json.dumps(order).encode()))
-        return step2
-    if not isinstance(got, dict):
-        return False
-    if got.get("done") and got.get("from") == prev and got.get("to") == me:
-        # a rotation into our key that a step-3 instance finished (`_mark_done`): we hold
-        # its old key again as our previous one, step 1 of rotating back to it (A to B,
-        # later B to A: this order once said "from A to B" through the second rotation,
-        # its step 1 took itself for step 2 and its step 2 recorded nothing, so B's
-        # left-overs paged as tampering after its step 3, review improt3). The new
-        # rotation's order, once the fleet's document is still ours.
-        if signer == "current":
-            await call("HSET", key, field, keys.seal(
-                f"keyorder:{field}".encode(), json.dumps({"from": me, "to": prev}).encode()))
-        return False
-    return got.get("from") == prev and got.get("to") == me
-
-
-async def _mark_done(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
-                     known: list[str], since: dict[str, float]) -> None:
-    """At step 3 (no previous key): mark each rotation into our key done in its order
-    (our own signed list names the key retired from ours, so we know which way it went),
-    signed with our key, so that rotating back to one of those keys later starts a new
-    order instead of reading this one (`_rotated_from_previous`); and in our retirement
-    times (`done:<id>`, signed with our key), which tell a step-1 instance of rotating back
-    that its list's record is of the finished rotation when the order is lost (review
-    revrot4)."""
-    assert keys.current is not None
-    me = keys.current.kid
-    # (only beside a time a holder recorded: a record refused is never written over)
-    marks = [f"{DONE}{k}" for k in known if k != me and k in since
-             and f"{DONE}{k}" not in since]
-    if marks:
-        secs, _ = await call("TIME")
-        since = {**since, **dict.fromkeys(marks, float(secs))}
-        await call("HSET", key, f"since:{me}", keys.seal(
-            f"retiredsince:{me}".encode(), json.dumps(since).encode()))
-    for old in known:
-        if old == me:
-            continue
-        field = _order_field(me, old)
-        done = {"from": old, "to": me, "done": True}
-        raw = await call("HGET", key, field)
-        try:
-            got = None if raw is None or len(raw) > _MAX_BYTES else json.loads(
-                keys.open(f"keyorder:{field}".encode(), raw)[0])
-        except (ValueError, RecursionError):
-            got = None  # (signed with the old key, which we no longer hold: written over)
-        if got is not None and got != {"from": old, "to": me}:
-            # done already, or a newer rotation's order signed with our key (step 1 of
-            # rotating back, begun while we ran: a restart or reconnect must not undo it)
-            continue
-        await call("HSET", key, field, keys.seal(f"keyorder:{field}".encode(),
-                                                 json.dumps(done).encode()))
-
-
 async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring,
                        report: Report, signer: Which | None = None,
                        started: bool = True) -> bool:
     """Record our previous key's id as retired from our current key when the key order
-    proves it the older one (`_rotated_from_previous`; `signer`: `fleet_signer`), and put
+    proves it the older one (`rotated_from_previous`; `signer`: `fleet_signer`), and put
     the ids retired from our current key in `keys.retired`. `call`: a redis command;
     `report`: on_unverified, for a stored list that does not verify. `started`: the
     process's first load (a reconnect is no start: only a start moves the retirement time
@@ -210,8 +108,8 @@ async def load_retired(call: Callable[..., Awaitable[Any]], key: str, keys: Keyr
     since = await _since(call, key, keys, me, report)
     prev = keys.previous
     if prev is None and known:
-        await _mark_done(call, key, keys, known, since)
-    step2 = prev is not None and await _rotated_from_previous(
+        await mark_done(call, key, keys, known, since)
+    step2 = prev is not None and await rotated_from_previous(
         call, key, keys, signer, report, known, since)
     if step2:
         assert prev is not None
@@ -272,8 +170,8 @@ async def _since(call: Callable[..., Awaitable[Any]], key: str, keys: Keyring, k
     if raw is None:
         return {}
     try:
-        if len(raw) > _MAX_BYTES:
-            raise Unverified(f"{len(raw)} bytes, over the {_MAX_BYTES}-byte limit (not read)")
+        if len(raw) > MAX_RECORD_BYTES:
+            raise Unverified(f"{len(raw)} bytes, over the {MAX_RECORD_BYTES}-byte limit (not read)")
         got = json.loads(keys.open(f"retiredsince:{kid}".encode(), raw)[0])
         if not isinstance(got, dict) or not all(
                 isinstance(k, str) and isinstance(v, (int, float)) for k, v in got.items()):
