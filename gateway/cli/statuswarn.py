@@ -189,7 +189,7 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
                    f"(a flush, or a backup restored; re-seeded "
                    f"{f'by {by} ' if by else ''}at "
                    f"{lost.get('time') if isinstance(lost, dict) else lost}); `killgate audit "
-                   "verify` names the gap: compare with the audit mirror")
+                   f"verify` names the gap: {_lost_where(audit.get('mirror'))}")
     mirror = audit.get("mirror") or {}
     refused = mirror.get("refused") or mirror.get("error")
     if refused:
@@ -197,6 +197,18 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
         out.append(f"AUDIT MIRROR STOPPED ({mirror.get('path')}): {what}")
     out += _mirror_crashes(mirror)
     return out
+
+
+def _lost_where(mirror: Any) -> str:
+    """Where the events before a trail loss may still be: this instance's audit mirror, or,
+    without one (a new user's config has none), only a backup of the store: "compare with
+    the audit mirror" sent them looking for a file that does not exist."""
+    if isinstance(mirror, dict) and mirror.get("path"):
+        return (f"compare with the audit mirror ({mirror['path']}: `killgate audit verify "
+                f"--mirror {mirror['path']}`)")
+    return ("this instance keeps no audit mirror (state.audit_mirror), so the events before "
+            "the gap are only in a backup of the store, if one was made; set "
+            "state.audit_mirror to keep a local copy from now on")
 
 
 def _mirror_crashes(mirror: dict[str, Any]) -> list[str]:
