@@ -1,0 +1,142 @@
+"""A new user's first incident with a store (found by the new-user review revnewuser7, played
+from the README alone: redis stopped mid-incident, then started again empty):
+
+- `killgate audit` (and the console's audit panel) in the outage said "the state store cannot
+  be reached, nothing was changed": a read changes nothing; it now says the trail could not be
+  read, when to ask again and where to look meanwhile. A write still says nothing changed.
+- AUDIT TRAIL LOST (status, console) sent the operator to "compare with the audit mirror" on
+  an instance that keeps none: it now says there is none (only a backup holds the events),
+  and names the mirror's file where there is one.
+- `health: {interval: 1s}` alone was refused as "health.timeout: must be shorter than
+  health.interval", a key the file never wrote: the values, and which is the default.
+- no subcommand's `--help` said what it does or showed an example.
+
+Real redis-server stopped and started, a real `killgate serve`, real backends, real Chromium
+for the console's warnings module, the CLI in its own processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, ClientTimeout
+
+from gateway.cli.helptext import EXAMPLES
+from gateway.cli.main import _parse, build_parser
+from gateway.cli.statuswarn import store_warnings
+from tests.backends import echo_app
+from tests.chromium import Browser
+from tests.conftest import GatewayProcess, RedisServer, bearer, wait_until
+from tests.staterig import redis_state
+from tests.test_cli import acli, cli
+from tests.test_killswitch import fixed_ports_config
+from tests.test_local_kill import _routes
+
+pytestmark = pytest.mark.timeout(120)
+
+AUTH = bearer("killgate:admin", "alice", 10800)
+V2 = {"scope": "version", "route": "iris", "version": "v2", "reason": "INC-7: v2 returns 500"}
+
+
+async def _get(s: ClientSession, url: str) -> tuple[int, Any]:
+    async with s.get(url, headers=AUTH, timeout=ClientTimeout(total=10)) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def test_an_outage_and_an_empty_store_say_what_to_do(
+        tmp_path: Path, redis_server: RedisServer, backends: Any, gateway_procs: Any,
+        browser: Browser) -> None:
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    gw: GatewayProcess = gateway_procs(fixed_ports_config(
+        tmp_path, _routes(p1, p2), redis_state(redis_server, tmp_path), "a"))
+    await asyncio.to_thread(gw.wait_ready)
+    env = {"KILLGATE_ADMIN_URL": gw.admin, "KILLGATE_TOKEN": AUTH["Authorization"][7:]}
+    async with ClientSession() as s:
+        assert (await acli("kill", "--route", "iris", "--version", "v2", "--reason",
+                           V2["reason"], env=env)).returncode == 0
+        redis_server.kill()
+        await wait_until(lambda: _unreadable(s, gw), 10, what="the audit unreadable")
+        st, body = await _get(s, gw.admin + "/v1/audit")
+        said = body["error"]["message"]
+        assert st == 503 and body["error"]["type"] == "state_store_unavailable", body
+        assert "nothing was changed" not in said and "ask again once it answers" in said, said
+        assert "killgate status" in said and "--mirror" in said, said
+        res = await acli("audit", env=env)
+        assert res.returncode == 1 and "ask again once it answers" in res.stderr, res.stderr
+        # a write still says that nothing changed (and offers the local kill)
+        async with s.post(gw.admin + "/v1/kill", json=V2, headers=AUTH) as r:
+            body = await r.json()
+        assert r.status == 503 and "nothing was changed" in body["error"]["message"], body
+
+        redis_server.start()  # empty: no persistence; the instance re-seeds it
+
+        async def lost() -> bool:
+            st, doc = await _get(s, gw.admin + "/v1/status")
+            return st == 200 and bool(doc["store"]["audit"].get("trail_lost"))
+        await wait_until(lost, 20, what="the trail loss noticed")
+        res = await acli("status", env=env)
+        line = next((x for x in res.stdout.splitlines() if x.startswith("AUDIT TRAIL LOST")),
+                    "")
+        assert "keeps no audit mirror (state.audit_mirror)" in line, res.stdout
+        assert "compare with the audit mirror" not in line, line
+        _, doc = await _get(s, gw.admin + "/v1/status")
+
+    # the console draws the same words, from the same document (ui/js/warnings.js)
+    browser.d.get(gw.admin + "/ui/")
+    drawn = _console_lines(browser, doc)
+    assert any("keeps no audit mirror" in x for x in drawn), drawn
+    doc["store"]["audit"]["mirror"] = {"path": "/var/lib/killgate/audit.jsonl"}
+    for lines in (_console_lines(browser, doc), store_warnings(doc)):
+        said = next(x for x in lines if "AUDIT TRAIL LOST" in x)
+        assert ("compare with the audit mirror (/var/lib/killgate/audit.jsonl: `killgate "
+                "audit verify --mirror /var/lib/killgate/audit.jsonl`)") in said, said
+
+
+async def _unreadable(s: ClientSession, gw: GatewayProcess) -> bool:
+    return (await _get(s, gw.admin + "/v1/audit"))[0] == 503
+
+
+def _console_lines(b: Browser, doc: dict[str, Any]) -> list[str]:
+    got: list[str] = b.d.execute_async_script("""
+        const [doc, done] = arguments;
+        import('/ui/js/warnings.js').then((m) => done(m.warnings(doc, null, null)
+          .map(([kind, word, text]) => `${kind} ${word} ${text}`)))
+          .catch((exc) => done([String(exc)]));""", doc)
+    return got
+
+
+def test_a_default_health_timeout_is_said_as_one(tmp_path: Path) -> None:
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text("routes:\n  - name: iris\n    match: {path_prefix: /v2/models/iris}\n"
+                   "    stable: v1\n    versions:\n      - {name: v1, url: \"http://127.0.0.1:9\"}\n"
+                   "    health: {path: /v2/health/ready, interval: 1s}\n")
+    res = cli("check", str(cfg))
+    assert res.returncode == 1
+    assert ("routes[0].health.timeout: must be shorter than health.interval (timeout 1s, the "
+            "default; interval 1s): lower timeout (e.g. timeout: 500ms) or raise interval"
+            ) in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("command", ["kill", "unkill", "status", "rollback", "audit", "check"])
+def test_help_says_what_a_command_does_with_examples(command: str) -> None:
+    res = cli(command, "--help")
+    assert res.returncode == 0, res.stderr
+    head = res.stdout.split("\n\n")[1]  # (after the usage: the command's own line)
+    assert not head.startswith(("options:", "positional arguments:")), res.stdout
+    assert "examples:\n  killgate " in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("example", [e for es in EXAMPLES.values() for e in es])
+def test_every_help_example_parses(example: str) -> None:
+    """An example the parser would refuse is worse than none."""
+    line = example.split("  #")[0].split("&&")[-1].strip()
+    if line.startswith("export "):
+        line = line.split("$(", 1)[1].rstrip(")")
+    words = shlex.split(line)
+    assert words[0] == "killgate", example
+    args = _parse(build_parser(), words[1:])
+    assert args.command in EXAMPLES or args.command == "approve", example
