@@ -191,8 +191,25 @@ def _audit_text(res: dict[str, Any]) -> str:
             target = f"{tgt.get('method', '')} {tgt['path']}"
         else:
             target = "/".join(str(v) for v in tgt.values() if v)
-        rows.append([ev.get("time", ""), actor, action, target, ev.get("reason", "")])
+        rows.append([ev.get("time", ""), actor, action + _marks(ev), target,
+                     ev.get("reason", "")])
     return table(rows)
+
+
+def _marks(ev: dict[str, Any]) -> str:
+    """What the console marks beside an action (ui/js/audit.js `marks`) and the table left
+    out: a write that skipped its approval, who approved one, and a local kill's own time and
+    instance (its event is written at the merge, when the store came back: the time column
+    alone put the kill up to the whole outage late)."""
+    out = " BREAK GLASS" if ev.get("break_glass") is True else ""
+    ap = ev.get("approval")
+    if isinstance(ap, dict) and isinstance(ap.get("approved_by"), list):
+        out += f" (approved by {', '.join(str(p) for p in ap['approved_by'])})"
+    local = ev.get("local")
+    if isinstance(local, dict):
+        out += (f" (LOCAL: taken {local.get('taken', '?')} on {local.get('instance', '?')}, "
+                "merged into the store at this time)")
+    return out
 
 
 def _all_events(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | None]:
