@@ -10,6 +10,9 @@ from the README alone: redis stopped mid-incident, then started again empty):
 - `health: {interval: 1s}` alone was refused as "health.timeout: must be shorter than
   health.interval", a key the file never wrote: the values, and which is the default.
 - no subcommand's `--help` said what it does or showed an example.
+- `killgate audit`'s table showed a break-glass unkill as a plain unkill (the console marks
+  it), and a local kill merged when the store came back as a kill at the merge's time, with
+  nothing saying it was taken earlier, elsewhere (neither did the console).
 
 Real redis-server stopped and started, a real `killgate serve`, real backends, real Chromium
 for the console's warnings module, the CLI in its own processes.
@@ -30,15 +33,22 @@ from gateway.cli.main import _parse, build_parser
 from gateway.cli.statuswarn import store_warnings
 from tests.backends import echo_app
 from tests.chromium import Browser
-from tests.conftest import GatewayProcess, RedisServer, bearer, wait_until
+from tests.conftest import (
+    GatewayProcess,
+    RedisServer,
+    bearer,
+    free_port,
+    wait_until,
+    write_config,
+)
 from tests.staterig import redis_state
 from tests.test_cli import acli, cli
-from tests.test_killswitch import fixed_ports_config
 from tests.test_local_kill import _routes
 
 pytestmark = pytest.mark.timeout(120)
 
 AUTH = bearer("killgate:admin", "alice", 10800)
+GLASS = bearer("killgate:admin killgate:breakglass", "bob", 10800)
 V2 = {"scope": "version", "route": "iris", "version": "v2", "reason": "INC-7: v2 returns 500"}
 
 
@@ -51,13 +61,22 @@ async def test_an_outage_and_an_empty_store_say_what_to_do(
         tmp_path: Path, redis_server: RedisServer, backends: Any, gateway_procs: Any,
         browser: Browser) -> None:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    gw: GatewayProcess = gateway_procs(fixed_ports_config(
-        tmp_path, _routes(p1, p2), redis_state(redis_server, tmp_path), "a"))
+    gw: GatewayProcess = gateway_procs(write_config(
+        tmp_path, _routes(p1, p2), state=redis_state(redis_server, tmp_path),
+        extra="approvals: {unkill_version: 2}\n", listen=f"127.0.0.1:{free_port()}",
+        admin=f"127.0.0.1:{free_port()}"))
     await asyncio.to_thread(gw.wait_ready)
     env = {"KILLGATE_ADMIN_URL": gw.admin, "KILLGATE_TOKEN": AUTH["Authorization"][7:]}
+    kill = ("kill", "--route", "iris", "--version", "v2", "--reason", V2["reason"])
     async with ClientSession() as s:
-        assert (await acli("kill", "--route", "iris", "--version", "v2", "--reason",
-                           V2["reason"], env=env)).returncode == 0
+        assert (await acli(*kill, env=env)).returncode == 0
+        glass = {**env, "KILLGATE_TOKEN": GLASS["Authorization"][7:]}
+        res = await acli("unkill", "--route", "iris", "--version", "v2", "--reason",
+                         "INC-7: v2.1 out", "--break-glass", env=glass)
+        assert res.returncode == 0, res.stderr
+        res = await acli("audit", "--limit", "1", env=env)
+        assert "unkill BREAK GLASS" in res.stdout, res.stdout  # (the console's mark, in words)
+
         redis_server.kill()
         await wait_until(lambda: _unreadable(s, gw), 10, what="the audit unreadable")
         st, body = await _get(s, gw.admin + "/v1/audit")
@@ -71,6 +90,8 @@ async def test_an_outage_and_an_empty_store_say_what_to_do(
         async with s.post(gw.admin + "/v1/kill", json=V2, headers=AUTH) as r:
             body = await r.json()
         assert r.status == 503 and "nothing was changed" in body["error"]["message"], body
+        taken = await acli("kill", "--local", *kill[1:], env=env)
+        assert taken.returncode == 5, taken.stderr
 
         redis_server.start()  # empty: no persistence; the instance re-seeds it
 
@@ -84,9 +105,17 @@ async def test_an_outage_and_an_empty_store_say_what_to_do(
         assert "keeps no audit mirror (state.audit_mirror)" in line, res.stdout
         assert "compare with the audit mirror" not in line, line
         _, doc = await _get(s, gw.admin + "/v1/status")
+        # the merged local kill: its event is written now, its kill was taken in the outage
+        await wait_until(lambda: _merged(s, gw), 20, what="the local kill merged")
+        res = await acli("audit", "--limit", "1", env=env)
+        row = res.stdout.splitlines()[1]
+        assert row.split()[2:4] == ["kill", "(LOCAL:"], res.stdout
+        assert f"on {doc['instance']}, merged into the store at this time)" in row, row
 
-    # the console draws the same words, from the same document (ui/js/warnings.js)
-    browser.d.get(gw.admin + "/ui/")
+    # the console draws the same words, from the same documents (ui/js/warnings.js, audit.js)
+    browser.sign_in(gw.admin, AUTH["Authorization"][7:], "alice")
+    browser.wait(lambda d: "taken 20" in browser.text("#audit"), "the local kill's mark")
+    assert "LOCAL" in browser.text("#audit")
     drawn = _console_lines(browser, doc)
     assert any("keeps no audit mirror" in x for x in drawn), drawn
     doc["store"]["audit"]["mirror"] = {"path": "/var/lib/killgate/audit.jsonl"}
@@ -94,6 +123,11 @@ async def test_an_outage_and_an_empty_store_say_what_to_do(
         said = next(x for x in lines if "AUDIT TRAIL LOST" in x)
         assert ("compare with the audit mirror (/var/lib/killgate/audit.jsonl: `killgate "
                 "audit verify --mirror /var/lib/killgate/audit.jsonl`)") in said, said
+
+
+async def _merged(s: ClientSession, gw: GatewayProcess) -> bool:
+    st, page = await _get(s, gw.admin + "/v1/audit?limit=1")
+    return st == 200 and bool(page["events"]) and "local" in page["events"][0]
 
 
 async def _unreadable(s: ClientSession, gw: GatewayProcess) -> bool:
