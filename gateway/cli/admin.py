@@ -18,7 +18,7 @@ from gateway.cli.approvals import add_approval_commands
 from gateway.cli.client import ClientError, api, common_options, run, silent_instances, table
 from gateway.cli.configtools import add_config_commands
 from gateway.cli.shapes import Shape
-from gateway.cli.statuswarn import instance_rows, store_warnings
+from gateway.cli.statuswarn import instance_rows, latched_line, store_warnings
 from gateway.cli.writes import add_write_commands
 from gateway.domain.audit import clean_text
 
@@ -131,6 +131,8 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
                          "*" if r["stable"] == vname else _shadow(r, vname, v)])
     out.append(table(rows))
     for name, r in (st.get("routes") or {}).items():
+        if line := latched_line(name, r):
+            out.append(line)
         if r.get("rolled_off"):
             out.append(clean_text(f"ROLLED OFF: route {name}: " + ", ".join(
                 f"{x.get('version')} ({x.get('kind')} by {x.get('actor')}, {x.get('time')})"

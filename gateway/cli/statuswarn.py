@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.domain.audit import clean_text
 
-__all__ = ["instance_rows", "store_warnings"]
+__all__ = ["instance_rows", "latched_line", "store_warnings"]
 
 
 def _s(ms: Any) -> str:
@@ -266,3 +266,22 @@ def instance_rows(st: dict[str, Any], silent: list[dict[str, Any]]) -> list[list
                      "SILENT: not counted in receipts; crashed, or cut off from the store and "
                      "NOT enforcing changes made since (check it, or stop it)"])
     return rows
+
+
+def latched_line(name: str, r: dict[str, Any]) -> str | None:
+    """What a latched route runs instead of the file's weights (the table's `weight` is the
+    file's: after `weights iris v1=100` it still read v2 50, with only `(latched)` beside)."""
+    ov = r.get("override")
+    if not r.get("latched") or not isinstance(ov, dict):
+        return None
+    weights = ov.get("weights")
+    weights = weights if isinstance(weights, dict) else {}
+    said = " ".join(f"{v}={w:g}" if isinstance(w, (int, float)) else f"{v}={w}"
+                    for v, w in weights.items())
+    return clean_text(
+        f"LATCHED: route {name} runs {ov.get('kind')} by {ov.get('actor')} at {ov.get('time')} "
+        f"(stable {ov.get('stable')}{'; weights ' + said if said else ''}; "
+        f"\"{ov.get('reason')}\"), not the file's weights in the table: `killgate release "
+        f"{name}` hands it back to the file"
+        + (f" (drill {drill.get('id')}: `killgate drill restore` undoes it)"
+           if isinstance(drill := ov.get("drill"), dict) else ""), 4096)
