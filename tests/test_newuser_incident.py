@@ -10,6 +10,8 @@ from the README alone: redis stopped mid-incident, then started again empty):
 - `health: {interval: 1s}` alone was refused as "health.timeout: must be shorter than
   health.interval", a key the file never wrote: the values, and which is the default.
 - no subcommand's `--help` said what it does or showed an example.
+- `killgate status` after `weights iris v1=100` still read v2 50 in its weight column (the
+  file's), `(latched)` beside: it now says what the latch runs, by whom, and how to end it.
 - `killgate audit`'s table showed a break-glass unkill as a plain unkill (the console marks
   it), and a local kill merged when the store came back as a kill at the merge's time, with
   nothing saying it was taken earlier, elsewhere (neither did the console).
@@ -76,6 +78,14 @@ async def test_an_outage_and_an_empty_store_say_what_to_do(
         assert res.returncode == 0, res.stderr
         res = await acli("audit", "--limit", "1", env=env)
         assert "unkill BREAK GLASS" in res.stdout, res.stdout  # (the console's mark, in words)
+        # the table's weights are the file's: what the latch runs is said beneath it
+        assert (await acli("weights", "iris", "v1=100", "--reason", "INC-7: all to v1",
+                           env=env)).returncode == 0
+        res = await acli("status", env=env)
+        assert ('LATCHED: route iris runs weights by alice at 20' in res.stdout
+                and '(stable v1; weights v1=100 v2=0; "INC-7: all to v1"), not the file\'s '
+                "weights in the table: `killgate release iris` hands it back to the file"
+                in res.stdout), res.stdout
 
         redis_server.kill()
         await wait_until(lambda: _unreadable(s, gw), 10, what="the audit unreadable")
