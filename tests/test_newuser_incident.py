@@ -12,6 +12,8 @@ from the README alone: redis stopped mid-incident, then started again empty):
 - no subcommand's `--help` said what it does or showed an example.
 - `killgate status` after `weights iris v1=100` still read v2 50 in its weight column (the
   file's), `(latched)` beside: it now says what the latch runs, by whom, and how to end it.
+- the console in the outage said "0 live instance(s)" (`killgate status`: unknown) and "1
+  request(s) failed" without saying which.
 - `killgate audit`'s table showed a break-glass unkill as a plain unkill (the console marks
   it), and a local kill merged when the store came back as a kill at the merge's time, with
   nothing saying it was taken earlier, elsewhere (neither did the console).
@@ -102,6 +104,15 @@ async def test_an_outage_and_an_empty_store_say_what_to_do(
         assert r.status == 503 and "nothing was changed" in body["error"]["message"], body
         taken = await acli("kill", "--local", *kill[1:], env=env)
         assert taken.returncode == 5, taken.stderr
+        # the console in the outage: the fleet's count is unknown, as the CLI says, not 0;
+        # the banner names the reads that failed
+        b = browser
+        await asyncio.to_thread(b.sign_in, gw.admin, AUTH["Authorization"][7:], "alice")
+        await asyncio.to_thread(b.wait, lambda d: "failed at" in b.text("#banner"),
+                                "the failed reads said")
+        assert "(audit trail: each panel says why)" in b.text("#banner"), b.text("#banner")
+        assert b.text("[data-testid=fleet-live]") == (
+            "live instances unknown (this instance cannot read the store)")
 
         redis_server.start()  # empty: no persistence; the instance re-seeds it
 
