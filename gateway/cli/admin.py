@@ -125,7 +125,7 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
     rows = [["route", "version", "weight", "share %", "healthy", "killed", "stable"]]
     for name, r in (st.get("routes") or {}).items():
         for vname, v in r["versions"].items():
-            rows.append([name + _latch(r), vname,
+            rows.append([name + _drill_of(r) + _latch(r), vname,
                          f"{v['configured_weight']:g}", f"{v['effective_weight']:g}",
                          "yes" if v["healthy"] else "NO", "YES" if v["killed"] else "no",
                          "*" if r["stable"] == vname else _shadow(r, vname, v)])
@@ -272,6 +272,11 @@ def add_client_commands(sub: Any) -> None:
 
     add_state_commands(cmd)
     add_config_commands(cmd, sub)
+
+
+def _drill_of(route: dict[str, Any]) -> str:
+    """A drill route's mark: only drills' requests reach it (it sorts before its route)."""
+    return f" (drills of {route['drill_for']})" if isinstance(route.get("drill_for"), str) else ""
 
 
 def _latch(route: dict[str, Any]) -> str:
