@@ -12,6 +12,8 @@ from the README alone: redis stopped mid-incident, then started again empty):
 - no subcommand's `--help` said what it does or showed an example.
 - `killgate status` after `weights iris v1=100` still read v2 50 in its weight column (the
   file's), `(latched)` beside: it now says what the latch runs, by whom, and how to end it.
+- the demo's console showed iris-drill first, as a route like iris (`killgate status` too):
+  nothing said that only drills reach it.
 - the console in the outage said "0 live instance(s)" (`killgate status`: unknown) and "1
   request(s) failed" without saying which.
 - `killgate audit`'s table showed a break-glass unkill as a plain unkill (the console marks
@@ -25,7 +27,12 @@ for the console's warnings module, the CLI in its own processes.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import shlex
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +45,14 @@ from gateway.cli.statuswarn import store_warnings
 from tests.backends import echo_app
 from tests.chromium import Browser
 from tests.conftest import (
+    ROOT,
     GatewayProcess,
     RedisServer,
     bearer,
+    die_with_parent,
     free_port,
     wait_until,
+    wait_until_sync,
     write_config,
 )
 from tests.staterig import redis_state
@@ -195,3 +205,32 @@ def test_every_help_example_parses(example: str) -> None:
     assert words[0] == "killgate", example
     args = _parse(build_parser(), words[1:])
     assert args.command in EXAMPLES or args.command == "approve", example
+
+
+def test_the_demos_drill_route_is_marked_as_one(tmp_path: Path, browser: Browser) -> None:
+    """`killgate demo`'s console showed iris-drill first (the routing table's order: its
+    header match is the more specific), a route card like iris's with nothing saying that no
+    user reaches it; `killgate status` likewise. `drill_for` in /v1/status, said in both."""
+    log = tmp_path / "demo.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(tmp_path))
+    env.pop("KILLGATE_JWT_SECRET", None)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", "0",
+                                 "--admin-port", "0"], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=str(ROOT), env=env, preexec_fn=die_with_parent)
+    try:
+        text = wait_until_sync(lambda: "/ui/" in log.read_text() and log.read_text(), 30,
+                               0.05, "the demo's instructions")
+        admin = re.search(r"admin  (http://127\.0\.0\.1:\d+)", text)
+        token = re.search(r"export KILLGATE_TOKEN=(\S+)", text)
+        assert admin and token, text
+        res = cli("--admin", admin.group(1), "--token", token.group(1), "status")
+        rows = [x.split("  ")[0] for x in res.stdout.splitlines() if x.startswith("iris")]
+        assert set(rows) == {"iris", "iris-drill (drills of iris)"}, res.stdout
+        browser.sign_in(admin.group(1), token.group(1), "demo")
+        browser.wait(lambda d: "drill route of iris" in browser.text(
+            "article[data-route=iris-drill] header"), "the drill route's badge")
+        assert "drill route" not in browser.text("article[data-route=iris] header")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
