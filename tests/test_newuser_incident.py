@@ -186,25 +186,27 @@ def test_a_default_health_timeout_is_said_as_one(tmp_path: Path) -> None:
             ) in res.stderr, res.stderr
 
 
-@pytest.mark.parametrize("command", ["kill", "unkill", "status", "rollback", "audit", "check"])
+@pytest.mark.parametrize("command", ["kill", "unkill", "status", "rollback", "audit", "check",
+                                     "drill kill"])
 def test_help_says_what_a_command_does_with_examples(command: str) -> None:
-    res = cli(command, "--help")
+    res = cli(*command.split(), "--help")
     assert res.returncode == 0, res.stderr
     head = res.stdout.split("\n\n")[1]  # (after the usage: the command's own line)
     assert not head.startswith(("options:", "positional arguments:")), res.stdout
     assert "examples:\n  killgate " in res.stdout, res.stdout
 
 
-@pytest.mark.parametrize("example", [e for es in EXAMPLES.values() for e in es])
-def test_every_help_example_parses(example: str) -> None:
-    """An example the parser would refuse is worse than none."""
+@pytest.mark.parametrize(("key", "example"), [(k, e) for k, es in EXAMPLES.items() for e in es])
+def test_every_help_example_parses(key: str, example: str) -> None:
+    """An example the parser would refuse (or of another command) is worse than none."""
     line = example.split("  #")[0].split("&&")[-1].strip()
     if line.startswith("export "):
         line = line.split("$(", 1)[1].rstrip(")")
     words = shlex.split(line)
     assert words[0] == "killgate", example
     args = _parse(build_parser(), words[1:])
-    assert args.command in EXAMPLES or args.command == "approve", example
+    assert [args.command, *([args.drill_command] if key.startswith("drill ") else [])] \
+        == key.split()[:2 if key.startswith("drill ") else 1], example
 
 
 def test_the_demos_drill_route_is_marked_as_one(tmp_path: Path, browser: Browser) -> None:

@@ -38,19 +38,29 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "token": ("export KILLGATE_TOKEN=$(killgate token -c killgate.yaml --subject alice "
               "--scope killgate:admin --ttl 8h)",
               'killgate token -c killgate.yaml --subject grafana --scope killgate:read'),
-    "approvals": ("killgate approvals", 'killgate approve ID --reason "looked at it"'),
+    "approvals": ("killgate approvals",),
+    "approve": ('killgate approve ID --reason "looked at it"',),
+    "drill kill": ("killgate drill kill --route iris-drill --version v2",
+                   'killgate drill kill --route iris-drill --version v2 --hold 3s '
+                   '--reason "monthly kill drill"'),
+    "drill history": ("killgate drill history",),
+    "drill restore": ("killgate drill restore ID   # an interrupted drill's id (drill history)",),
+    "shadow report": ("killgate shadow report chat",),
 }
 
 
-def describe(sub: Any) -> None:
-    """Give every subcommand of `sub` (argparse's subparsers action) its line of the command
-    list as its description, and its examples."""
+def describe(sub: Any, prefix: str = "") -> None:
+    """Give every subcommand of `sub` (argparse's subparsers action), and theirs (`drill
+    kill`), its line of the command list as its description, and its examples."""
     lines = {a.dest: a.help for a in sub._choices_actions}
     for name, parser in sub.choices.items():
         said = lines.get(name)
         if said and not parser.description:
             parser.description = str(said).replace("%%", "%")
-        examples = EXAMPLES.get(name)
+        examples = EXAMPLES.get(prefix + name)
         if examples and not parser.epilog:
             parser.formatter_class = argparse.RawDescriptionHelpFormatter
             parser.epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+        for inner in parser._actions:
+            if isinstance(inner, argparse._SubParsersAction):
+                describe(inner, f"{prefix}{name} ")
