@@ -16,6 +16,8 @@ from the README alone: redis stopped mid-incident, then started again empty):
   nothing said that only drills reach it.
 - the console in the outage said "0 live instance(s)" (`killgate status`: unknown) and "1
   request(s) failed" without saying which.
+- an unkill of a local kill taken by mistake, the store still down, said only "nothing was
+  changed": it now names the local kill, when it ends, and the journal to edit by hand.
 - `killgate audit`'s table showed a break-glass unkill as a plain unkill (the console marks
   it), and a local kill merged when the store came back as a kill at the merge's time, with
   nothing saying it was taken earlier, elsewhere (neither did the console).
@@ -114,6 +116,15 @@ async def test_an_outage_and_an_empty_store_say_what_to_do(
         assert r.status == 503 and "nothing was changed" in body["error"]["message"], body
         taken = await acli("kill", "--local", *kill[1:], env=env)
         assert taken.returncode == 5, taken.stderr
+        # taken by mistake: the unkill's 503 says what stops it and how it ends
+        res = await acli("unkill", *kill[1:], env=env)
+        assert res.returncode == 1 and "v2 is stopped here by a local kill (local:" in \
+            res.stderr and "merged as a kill, then unkill it" in res.stderr, res.stderr
+        assert f"journal, {tmp_path}/snapshot-a.json.local-kills (README" in res.stderr
+        # so too past the approval (break glass: the write itself, not a request for one)
+        res = await acli("unkill", *kill[1:], "--break-glass", env=glass)
+        assert res.returncode == 1 and "v2 is stopped here by a local kill" in res.stderr, \
+            res.stderr
         # the console in the outage: the fleet's count is unknown, as the CLI says, not 0;
         # the banner names the reads that failed
         b = browser
