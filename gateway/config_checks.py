@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from gateway import config_shadow, config_telemetry
 from gateway.config import Config, parse_listen
-from gateway.config_routes import case_fold
+from gateway.config_routes import HealthConfig, case_fold
+from gateway.config_schema import duration_text
 from gateway.errors import Problem
 
 __all__ = ["approval_gaps", "doubled_prefixes", "otlp_grpc_port", "semantic_problems",
@@ -192,7 +193,7 @@ def semantic_problems(cfg: Config) -> list[Problem]:
         if r.sticky and r.allow_pin and r.sticky.header == "x-killgate-pin":
             out.append(Problem(f"{base}.sticky.header", "must not be x-killgate-pin"))
         if r.health and r.health.timeout >= r.health.interval:
-            out.append(Problem(f"{base}.health.timeout", "must be shorter than health.interval"))
+            out.append(Problem(f"{base}.health.timeout", _health_timeout(r.health)))
         if r.analysis is not None and len(r.versions) != 2:
             names_ = ", ".join(v.name for v in r.versions[:8]) + (
                 ", ..." if len(r.versions) > 8 else "")
@@ -218,6 +219,16 @@ def semantic_problems(cfg: Config) -> list[Problem]:
     out.extend(Problem(path, msg) for path, msg in config_telemetry.problems(
         cfg.telemetry, cfg.alerts, (r.name for r in cfg.routes)))
     return out
+
+
+def _health_timeout(h: HealthConfig) -> str:
+    """The values compared, and which was a default: `health: {interval: 1s}` alone was told
+    its timeout, a key it never wrote (1s by default), must be shorter."""
+    def said(key: str, value: float) -> str:
+        return duration_text(value) + ("" if key in h.model_fields_set else ", the default")
+    return (f"must be shorter than health.interval (timeout {said('timeout', h.timeout)}; "
+            f"interval {said('interval', h.interval)}): lower timeout (e.g. timeout: "
+            f"{duration_text(h.interval / 2)}) or raise interval")
 
 
 def _drill_routes(cfg: Config) -> list[Problem]:

@@ -165,6 +165,11 @@ async def test_audit_verify_with_another_key_says_so(tmp_path: Path, backends) -
         assert res.returncode == 1, (res.stdout, res.stderr)
         first = res.stderr.splitlines()[0]
         assert "key id(s)" in first and "the fleet's key" in first, res.stderr
+        # the break names the newest event by its id, as every other break does (it said
+        # "(id (newest))": revnewuser7)
+        newest = json.loads((await acli("audit", "--json", "--limit", "1", env=env)).stdout)
+        assert f"(id {newest['events'][0]['id']}): the newest event carries no MAC" \
+            in res.stderr, res.stderr
         ok = await acli("audit", "verify", "-c", str(cfg), env=env)
         assert ok.returncode == 0 and "key id" not in ok.stderr, (ok.stdout, ok.stderr)
 

@@ -134,9 +134,14 @@ class ActionsApi:
             self._may_break_glass(request, peer, principal)
             intent = intent.with_audit(break_glass=True)
         elif needs > 1:
-            return await self.writer.run(request, principal.subject, wait,
-                                         lambda: self.approvals.request(intent, needs), rid, peer,
-                                         intent.trace_id)
+            try:
+                return await self.writer.run(request, principal.subject, wait,
+                                             lambda: self.approvals.request(intent, needs), rid,
+                                             peer, intent.trace_id)
+            except StoreUnavailable as exc:
+                if (said := self._outage(action, intent.target, exc)) is None:
+                    raise
+                raise said from exc
 
         def answer(plan: actions.Plan, new: StateDoc, ev: dict[str, Any] | None) -> Done:
             # what the answer says beside its receipt; `changed` false: it was already so
@@ -200,6 +205,10 @@ class ActionsApi:
                 if exc.type != "not_killed" or note is None:
                     raise
                 raise localkill.not_killed(exc, note) from exc
+            except StoreUnavailable as exc:
+                if (said := self._outage(action, intent.target, exc)) is None:
+                    raise
+                raise said from exc
         try:
             return await self.writer.run(request, principal.subject, wait, op, rid, peer,
                                          intent.trace_id)
@@ -215,6 +224,18 @@ class ActionsApi:
             return await localkill.take(self.local, self.current, intent.target, intent.args,
                                         principal.subject, reason, str(exc), self.instance,
                                         self.state.confirmed())
+
+    def _outage(self, action: str, target: dict[str, Any],
+                exc: StoreUnavailable) -> ApiError | None:
+        """For an unkill the store cannot take of what a local kill stops here, the 503 that
+        says so and how it ends; None: the store's error as it was."""
+        if action != "unkill" or isinstance(exc, (StoreOutcomeUnknown, StoreUnverifiable,
+                                                  StoreBusy)):
+            return None
+        snap = self.current.loaded.config.state.snapshot_path
+        return localkill.unkill_unreachable(
+            self.local, target, str(exc),
+            f"{self.current.loaded.resolve(snap)}.local-kills" if snap else None)
 
     async def reconcile_glass(self) -> None:
         """At the start: the break-glass uses a process that ended before counting them

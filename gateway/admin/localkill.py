@@ -22,7 +22,7 @@ from gateway.domain import kills
 from gateway.domain.statedoc import kill_key
 from gateway.errors import ApiError, ConflictingState
 
-__all__ = ["HINT", "asked", "held", "not_killed", "take"]
+__all__ = ["HINT", "asked", "held", "not_killed", "take", "unkill_unreachable"]
 
 #: what the 503 of a kill the store cannot commit adds: the lever
 HINT = ("; for an emergency kill on this instance only while the store is away, send the "
@@ -126,3 +126,19 @@ def not_killed(exc: ConflictingState, note: dict[str, Any]) -> ConflictingState:
         out.bare = f"{bare}{said}"  # type: ignore[attr-defined]
     return out
 
+
+def unkill_unreachable(local: LocalKiller | None, target: dict[str, Any],
+                       why: str, journal: str | None) -> ApiError | None:
+    """The 503 of an unkill the store cannot commit, when a local kill is what stops the
+    target here: said, with how it ends (an operator who took it by mistake, at 3 a.m., got
+    only "nothing was changed" and no way out). None: no local kill, the plain 503."""
+    note = held(local, target)
+    if note is None or note.get("in_store") is not None:
+        return None
+    return ApiError(503, "state_store_unavailable", (
+        f"the state store cannot be reached, nothing was changed ({why}); {note['kill']} is "
+        f"stopped here by a local kill ({note['id']}, taken by {note['actor']} at "
+        f"{note['time']}), which no unkill lifts before it is merged: once the store answers "
+        "it is merged as a kill, then unkill it. Taken by mistake and needed off now: remove "
+        f"its entry (or the file) from this instance's journal, "
+        f"{journal or '<state.snapshot_path>.local-kills'} (README \"Emergency local kill\")"))

@@ -73,6 +73,16 @@ def busy_answer(exc: StoreBusy) -> web.Response:
     return resp
 
 
+#: a read the store refused changes nothing by its nature: "nothing was changed" on `killgate
+#: audit` (or the console's audit panel) in an outage read as if something had been tried;
+#: what the operator needs then is where to look instead
+_READS = frozenset({"GET", "HEAD"})
+_READ_FAILED = ("what this reads is kept there: ask again once it answers; meanwhile "
+                "`killgate status` says what this instance enforces (its kills are kept in "
+                "memory), and `killgate audit verify --mirror FILE` reads an audit mirror "
+                "(state.audit_mirror) where one is kept")
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -120,10 +130,14 @@ def answer_error(request: web.Request, exc: Exception) -> web.StreamResponse:
     except StoreFromNewerVersion as exc:  # (a rolling upgrade: another instance writes it)
         return json_error(503, "state_from_newer_version", f"nothing was changed: {exc}")
     except StoreUnverifiable as exc:  # (it answers: no outage to look for)
-        return json_error(503, "state_store_unavailable", f"nothing was changed: {exc}")
+        return json_error(503, "state_store_unavailable", (
+            f"{exc}; {_READ_FAILED}" if request.method in _READS else
+            f"nothing was changed: {exc}"))
     except StoreUnavailable as exc:
-        return json_error(503, "state_store_unavailable",
-                          f"the state store cannot be reached, nothing was changed ({exc})")
+        return json_error(503, "state_store_unavailable", (
+            f"the state store cannot be reached ({exc}); {_READ_FAILED}"
+            if request.method in _READS else
+            f"the state store cannot be reached, nothing was changed ({exc})"))
     except NotDurable as exc:
         resp = json_error(503, "not_durable", str(exc))
         resp.headers["Retry-After"] = "1"

@@ -114,6 +114,9 @@ class StatusBuilder:
         ov = doc.overrides.get(rc.name)
         return {
             "stable": plan.stable,
+            # a drill route (README "Recovery drills"): the same versions, reached only by
+            # drills' requests; said, since it reads like a second copy of the real route
+            "drill_for": rc.drill_for,
             "latched": ov is not None,
             "override": None if ov is None else {
                 "kind": ov.kind, "stable": ov.stable, "weights": ov.weights, "actor": ov.actor,

@@ -18,7 +18,7 @@ from gateway.cli.approvals import add_approval_commands
 from gateway.cli.client import ClientError, api, common_options, run, silent_instances, table
 from gateway.cli.configtools import add_config_commands
 from gateway.cli.shapes import Shape
-from gateway.cli.statuswarn import instance_rows, store_warnings
+from gateway.cli.statuswarn import instance_rows, latched_line, store_warnings
 from gateway.cli.writes import add_write_commands
 from gateway.domain.audit import clean_text
 
@@ -125,12 +125,14 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
     rows = [["route", "version", "weight", "share %", "healthy", "killed", "stable"]]
     for name, r in (st.get("routes") or {}).items():
         for vname, v in r["versions"].items():
-            rows.append([name + _latch(r), vname,
+            rows.append([name + _drill_of(r) + _latch(r), vname,
                          f"{v['configured_weight']:g}", f"{v['effective_weight']:g}",
                          "yes" if v["healthy"] else "NO", "YES" if v["killed"] else "no",
                          "*" if r["stable"] == vname else _shadow(r, vname, v)])
     out.append(table(rows))
     for name, r in (st.get("routes") or {}).items():
+        if line := latched_line(name, r):
+            out.append(line)
         if r.get("rolled_off"):
             out.append(clean_text(f"ROLLED OFF: route {name}: " + ", ".join(
                 f"{x.get('version')} ({x.get('kind')} by {x.get('actor')}, {x.get('time')})"
@@ -191,8 +193,25 @@ def _audit_text(res: dict[str, Any]) -> str:
             target = f"{tgt.get('method', '')} {tgt['path']}"
         else:
             target = "/".join(str(v) for v in tgt.values() if v)
-        rows.append([ev.get("time", ""), actor, action, target, ev.get("reason", "")])
+        rows.append([ev.get("time", ""), actor, action + _marks(ev), target,
+                     ev.get("reason", "")])
     return table(rows)
+
+
+def _marks(ev: dict[str, Any]) -> str:
+    """What the console marks beside an action (ui/js/audit.js `marks`) and the table left
+    out: a write that skipped its approval, who approved one, and a local kill's own time and
+    instance (its event is written at the merge, when the store came back: the time column
+    alone put the kill up to the whole outage late)."""
+    out = " BREAK GLASS" if ev.get("break_glass") is True else ""
+    ap = ev.get("approval")
+    if isinstance(ap, dict) and isinstance(ap.get("approved_by"), list):
+        out += f" (approved by {', '.join(str(p) for p in ap['approved_by'])})"
+    local = ev.get("local")
+    if isinstance(local, dict):
+        out += (f" (LOCAL: taken {local.get('taken', '?')} on {local.get('instance', '?')}, "
+                "merged into the store at this time)")
+    return out
 
 
 def _all_events(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | None]:
@@ -253,6 +272,11 @@ def add_client_commands(sub: Any) -> None:
 
     add_state_commands(cmd)
     add_config_commands(cmd, sub)
+
+
+def _drill_of(route: dict[str, Any]) -> str:
+    """A drill route's mark: only drills' requests reach it (it sorts before its route)."""
+    return f" (drills of {route['drill_for']})" if isinstance(route.get("drill_for"), str) else ""
 
 
 def _latch(route: dict[str, Any]) -> str:

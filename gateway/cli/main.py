@@ -143,6 +143,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         sc = sub.add_parser("schema", help="print the JSON Schema of the config file")
         sc.set_defaults(fn=_cmd_schema)
     if only is not None:
+        from gateway.cli.helptext import describe
+
+        describe(sub)
         return p
 
     d = sub.add_parser("demo", help="run two demo model backends and a gateway in front")
@@ -161,6 +164,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     from gateway.cli.shadow import add_shadow_commands
 
     add_shadow_commands(sub, common_options)
+    from gateway.cli.helptext import describe
+
+    describe(sub)
     return p
 
 

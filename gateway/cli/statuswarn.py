@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.domain.audit import clean_text
 
-__all__ = ["instance_rows", "store_warnings"]
+__all__ = ["instance_rows", "latched_line", "store_warnings"]
 
 
 def _s(ms: Any) -> str:
@@ -189,7 +189,7 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
                    f"(a flush, or a backup restored; re-seeded "
                    f"{f'by {by} ' if by else ''}at "
                    f"{lost.get('time') if isinstance(lost, dict) else lost}); `killgate audit "
-                   "verify` names the gap: compare with the audit mirror")
+                   f"verify` names the gap: {_lost_where(audit.get('mirror'))}")
     mirror = audit.get("mirror") or {}
     refused = mirror.get("refused") or mirror.get("error")
     if refused:
@@ -197,6 +197,18 @@ def store_warnings(st: dict[str, Any]) -> list[str]:
         out.append(f"AUDIT MIRROR STOPPED ({mirror.get('path')}): {what}")
     out += _mirror_crashes(mirror)
     return out
+
+
+def _lost_where(mirror: Any) -> str:
+    """Where the events before a trail loss may still be: this instance's audit mirror, or,
+    without one (a new user's config has none), only a backup of the store: "compare with
+    the audit mirror" sent them looking for a file that does not exist."""
+    if isinstance(mirror, dict) and mirror.get("path"):
+        return (f"compare with the audit mirror ({mirror['path']}: `killgate audit verify "
+                f"--mirror {mirror['path']}`)")
+    return ("this instance keeps no audit mirror (state.audit_mirror), so the events before "
+            "the gap are only in a backup of the store, if one was made; set "
+            "state.audit_mirror to keep a local copy from now on")
 
 
 def _mirror_crashes(mirror: dict[str, Any]) -> list[str]:
@@ -254,3 +266,22 @@ def instance_rows(st: dict[str, Any], silent: list[dict[str, Any]]) -> list[list
                      "SILENT: not counted in receipts; crashed, or cut off from the store and "
                      "NOT enforcing changes made since (check it, or stop it)"])
     return rows
+
+
+def latched_line(name: str, r: dict[str, Any]) -> str | None:
+    """What a latched route runs instead of the file's weights (the table's `weight` is the
+    file's: after `weights iris v1=100` it still read v2 50, with only `(latched)` beside)."""
+    ov = r.get("override")
+    if not r.get("latched") or not isinstance(ov, dict):
+        return None
+    weights = ov.get("weights")
+    weights = weights if isinstance(weights, dict) else {}
+    said = " ".join(f"{v}={w:g}" if isinstance(w, (int, float)) else f"{v}={w}"
+                    for v, w in weights.items())
+    return clean_text(
+        f"LATCHED: route {name} runs {ov.get('kind')} by {ov.get('actor')} at {ov.get('time')} "
+        f"(stable {ov.get('stable')}{'; weights ' + said if said else ''}; "
+        f"\"{ov.get('reason')}\"), not the file's weights in the table: `killgate release "
+        f"{name}` hands it back to the file"
+        + (f" (drill {drill.get('id')}: `killgate drill restore` undoes it)"
+           if isinstance(drill := ov.get("drill"), dict) else ""), 4096)

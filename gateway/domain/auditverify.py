@@ -196,7 +196,7 @@ def verify_trail(events: Iterable[dict[str, Any]], head: str | None = None,
             f"anchors ({str(head)[:16]}…): every event a gateway writes is anchored with it, "
             "so these were added to the store by someone without the signing key")))
     if keys and n and not last_checked:
-        return report(ChainBreak(n - 1, "(newest)", (
+        return report(ChainBreak(n - 1, eid, (  # (the newest's id: "id (newest)" named none)
             "the newest event carries no MAC under a key given here: nothing authenticates "
             "the trail (re-sealed without the key, written without one, or verified with "
             "the wrong key)")))

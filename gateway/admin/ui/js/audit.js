@@ -131,6 +131,11 @@ function marks(ev) {
   if (ap && typeof ap === "object" && Array.isArray(ap.approved_by)) {
     out.push(" ", h("span", {class: "muted"}, `approved by ${ap.approved_by.map(text).join(", ")}`));
   }
+  const lk = ev.local;  // a local kill (admin/localkill.py): written when merged, taken earlier
+  if (lk && typeof lk === "object") {
+    out.push(" ", badge("warn", "LOCAL", "taken while the store was down, merged into it at this time"),
+      " ", h("span", {class: "muted"}, `taken ${text(lk.taken)} on ${text(lk.instance)}`));
+  }
   return out;
 }
 

@@ -34,7 +34,9 @@ export function renderFleet(el, fleet) {
     h("td", {}, r.seen_s_ago === null || r.seen_s_ago === undefined ? "–" : `${r.seen_s_ago.toFixed(1)} s`)));
   render(el,
     h("p", {class: "summary"},
-      h("strong", {"data-testid": "fleet-live"}, `${fleet.live} live instance(s)`),
+      // (heartbeats unreadable: the count is not 0, it is unknown, as `killgate status` says)
+      h("strong", {"data-testid": "fleet-live"}, fleet.fleet_error
+        ? "live instances unknown (this instance cannot read the store)" : `${fleet.live} live instance(s)`),
       ` · generation ${fleet.generation} · ${fleet.config_digests} config digest(s) · `, storeBadges),
     h("div", {class: "scroll"}, h("table", {class: "fleet"},
       h("caption", {class: "sr-only"}, "Gateway instances"),

@@ -265,8 +265,12 @@ async function round(session) {
                                            fleet.status === "fulfilled" ? fleet.value.data : null, chain));
   if (session !== st.session) return;
   // (said before the optional panels' reads, which may take their own deadlines)
-  const failed = [status, fleet, traffic, audit].filter((r) => r.status === "rejected").length;
-  render($("banner"), failed ? badge("warn", `${failed} request(s) failed at ${new Date().toLocaleTimeString()}`)
+  // (which reads failed, by name: "1 request(s) failed" sent the operator looking for it)
+  const failedNames = [[status, "status"], [fleet, "fleet"], [traffic, "traffic"], [audit, "audit trail"]]
+    .filter(([r]) => r.status === "rejected").map(([, name]) => name);
+  const failed = failedNames.length;
+  render($("banner"), failed ? badge("warn", `${failed} request(s) failed at ${new Date().toLocaleTimeString()} ` +
+    `(${failedNames.join(", ")}: each panel says why)`)
     : h("span", {}, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`),
     clockOff());
   if (st.features.failed) await features();

@@ -117,6 +117,11 @@ export function routeCard(name, rs, traffic, can, open, kills) {
   rs = {...rs, name};
   const badges = [];
   if (rs.killed) badges.push(badge("killed", `KILLED (${rs.killed})`));
+  if (typeof rs.drill_for === "string") {
+    badges.push(badge("info", `drill route of ${rs.drill_for}`,
+      `the same versions as ${rs.drill_for}, for drills' requests only (its match names a header drills send): ` +
+      `a kill here stops none of ${rs.drill_for}'s users' traffic`));
+  }
   if (rs.latched) badges.push(badge("lock", `latched: ${rs.override?.kind} by ${rs.override?.actor}`, rs.override?.reason));
   const over = overrideLine(name, rs);
   if (over) badges.push(badge(over[0], over[1]));

@@ -107,7 +107,7 @@ function storeLines(sd) {
     const lost = audit.trail_lost;
     const by = typeof lost === "object" && lost.reseeded_by ? `by ${lost.reseeded_by} ` : "";
     out.push(["bad", "AUDIT TRAIL LOST", `the store lost audit events the fleet had anchored (a flush, or a backup restored; re-seeded ${by}at ` +
-      `${typeof lost === "object" ? lost.time : lost}); \`killgate audit verify\` names the gap: compare with the audit mirror`]);
+      `${typeof lost === "object" ? lost.time : lost}); \`killgate audit verify\` names the gap: ${lostWhere(audit.mirror)}`]);
   }
   const mirror = audit.mirror || {};
   const refused = mirror.refused || mirror.error;
@@ -115,6 +115,15 @@ function storeLines(sd) {
     out.push(["bad", "AUDIT MIRROR STOPPED", `(${mirror.path}): ${typeof refused === "object" ? refused.problem : refused}`]);
   }
   return out;
+}
+
+// where the events before a trail loss may still be (gateway/cli/statuswarn.py `_lost_where`)
+function lostWhere(mirror) {
+  if (mirror && mirror.path) {
+    return `compare with the audit mirror (${mirror.path}: \`killgate audit verify --mirror ${mirror.path}\`)`;
+  }
+  return "this instance keeps no audit mirror (state.audit_mirror), so the events before the gap are only " +
+    "in a backup of the store, if one was made; set state.audit_mirror to keep a local copy from now on";
 }
 
 function configLines(sd) {
