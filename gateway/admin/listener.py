@@ -50,8 +50,8 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
 
 
 class _AdminProtocol(SendGuarded):
-    __slots__ = ("_kg_deadline", "_kg_handled", "_kg_head", "_kg_line_done", "_kg_payload",
-                 "_kg_server")
+    __slots__ = ("_kg_deadline", "_kg_fin", "_kg_handled", "_kg_head", "_kg_line_done",
+                 "_kg_payload", "_kg_server")
     _kg_server: _AdminServer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -61,6 +61,7 @@ class _AdminProtocol(SendGuarded):
         self._kg_payload: Any = None
         self._kg_deadline: asyncio.TimerHandle | None = None
         self._kg_handled = 0  # requests answered (aiohttp's _request_count: heads parsed)
+        self._kg_fin = False  # the client shut its sending side: close once all answered
         if self._kg_server.open_connections() > self._kg_limits.max_connections:
             self._kg_limits.on_refused("connections")
             # over the cap: the longest-open idle connection makes room, else refuse fast
@@ -86,6 +87,22 @@ class _AdminProtocol(SendGuarded):
             return await super()._handle_request(*args, **kw)
         finally:
             self._kg_handled += 1
+            if self._kg_fin and self._kg_handled >= self._request_count:
+                self.close()  # (the last request before the client's FIN answered)
+
+    def eof_received(self) -> bool:  # type: ignore[override]  # (asyncio.Protocol: bool | None)
+        """The client shut its sending side (`printf ... | nc -N`, a script's
+        shutdown(SHUT_WR)): the requests it sent whole are answered, then the connection
+        closes. Closing at the FIN (aiohttp's way) applied a kill and lost its answer. A
+        request whose body the FIN cut off cannot be answered in full: closed at once, as
+        before, as is a connection with no request to answer."""
+        payload = self._kg_payload
+        # (the last head parsed is the one whose body may be cut off; the head of one more,
+        # begun, is dropped: the requests before it are answered all the same)
+        whole = (self._request_count > self._kg_handled
+                 and (payload is None or payload is _REFUSED or payload.is_eof()))
+        self._kg_fin = whole
+        return whole  # (False: the transport closes itself)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         if isinstance(kw.get("exc_info"), web.RequestPayloadError):
