@@ -35,6 +35,7 @@ from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from gateway.admin.listenerlimits import MAX_HEAD_BYTES, Limits, error_body, head_limit
 from gateway.admin.sendguard import SendGuarded
+from gateway.errors import ApiError
 
 __all__ = ["MAX_HEAD_BYTES", "AdminRunner", "Limits"]
 
@@ -45,6 +46,18 @@ MAX_HEADERS = 64
 
 
 _REFUSED = object()  # in place of a payload: the parser refused the head
+
+
+class _BodyFramedWrong(ApiError):
+    """Set on a body whose chunked framing the parser refused after its head was taken:
+    its handler's read raises it (answered 400), instead of waiting for the rest until
+    server.body_timeout and answering 408."""
+
+    def __init__(self) -> None:
+        super().__init__(400, "bad_request", "the request body's chunked framing is not "
+                                             "valid HTTP/1.1: nothing was done")
+
+
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
             431: "Request Header Fields Too Large"}
 
@@ -105,7 +118,7 @@ class _AdminProtocol(SendGuarded):
         return whole  # (False: the transport closes itself)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
-        if isinstance(kw.get("exc_info"), web.RequestPayloadError):
+        if isinstance(kw.get("exc_info"), (web.RequestPayloadError, _BodyFramedWrong)):
             # a body that is not what its Content-Encoding says, answered 400 already: the
             # unread rest raises again when aiohttp drains it (closing the connection)
             log.debug("bad admin request body: %s", kw["exc_info"])
@@ -142,8 +155,12 @@ class _AdminProtocol(SendGuarded):
             self._kg_disarm()
             self._kg_head = 0
             last = self._messages[-1] if self._messages else None
-            self._kg_payload = (None if last is None else
-                                _REFUSED if isinstance(last[0], _ErrInfo) else last[1])
+            was, self._kg_payload = self._kg_payload, (
+                None if last is None else
+                _REFUSED if isinstance(last[0], _ErrInfo) else last[1])
+            if self._kg_payload is _REFUSED and not awaiting:
+                # (refused inside a body: aiohttp left that body waiting for its end)
+                was.set_exception(_BodyFramedWrong())
             return
         if awaiting and self.transport is not None and \
                 self._kg_head > self._kg_limits.max_head_bytes:
