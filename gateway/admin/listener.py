@@ -16,7 +16,10 @@ login:
   accepted only when every connection has a request in progress), so that connections
   held without a token cannot lock an operator out;
 * parse errors are answered in the API's JSON error shape and logged at debug level
-  (a flood of garbage must not flood the log).
+  (a flood of garbage must not flood the log); one inside a chunked body whose head was
+  taken ends that body's read at once (400), not at server.body_timeout (408);
+* a client that shuts its sending side after its requests (`nc -N`) has those it sent
+  whole answered before the connection closes (aiohttp closed at the FIN).
 Relies on aiohttp's RequestHandler internals (`_request_count`, `_messages`,
 `_request_in_progress`, `_handle_request`, `_paused`): pyproject pins aiohttp below 3.15,
 and tests/test_admin_listener.py and tests/test_admin_slots.py check the guards are really
