@@ -136,6 +136,11 @@ async def json_body(request: web.Request,
             request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        "the body must be sent with Content-Type: application/json")
+    cap = request.client_max_size
+    if cap and (request.content_length or 0) > cap:
+        # (refused before it is read, as one read over the cap is: read, a body sent
+        # slowly or not at all waited for body_timeout and was answered 408)
+        raise web.HTTPRequestEntityTooLarge(cap, request.content_length or 0)
     limit = DEFAULT_BODY_TIMEOUT
     try:
         raw = arrived(request)

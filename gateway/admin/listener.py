@@ -16,7 +16,10 @@ login:
   accepted only when every connection has a request in progress), so that connections
   held without a token cannot lock an operator out;
 * parse errors are answered in the API's JSON error shape and logged at debug level
-  (a flood of garbage must not flood the log).
+  (a flood of garbage must not flood the log); one inside a chunked body whose head was
+  taken ends that body's read at once (400), not at server.body_timeout (408);
+* a client that shuts its sending side after its requests (`nc -N`) has those it sent
+  whole answered before the connection closes (aiohttp closed at the FIN).
 Relies on aiohttp's RequestHandler internals (`_request_count`, `_messages`,
 `_request_in_progress`, `_handle_request`, `_paused`): pyproject pins aiohttp below 3.15,
 and tests/test_admin_listener.py and tests/test_admin_slots.py check the guards are really
@@ -35,6 +38,7 @@ from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from gateway.admin.listenerlimits import MAX_HEAD_BYTES, Limits, error_body, head_limit
 from gateway.admin.sendguard import SendGuarded
+from gateway.errors import ApiError
 
 __all__ = ["MAX_HEAD_BYTES", "AdminRunner", "Limits"]
 
@@ -45,13 +49,25 @@ MAX_HEADERS = 64
 
 
 _REFUSED = object()  # in place of a payload: the parser refused the head
+
+
+class _BodyFramedWrong(ApiError):
+    """Set on a body whose chunked framing the parser refused after its head was taken:
+    its handler's read raises it (answered 400), instead of waiting for the rest until
+    server.body_timeout and answering 408."""
+
+    def __init__(self) -> None:
+        super().__init__(400, "bad_request", "the request body's chunked framing is not "
+                                             "valid HTTP/1.1: nothing was done")
+
+
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
             431: "Request Header Fields Too Large"}
 
 
 class _AdminProtocol(SendGuarded):
-    __slots__ = ("_kg_deadline", "_kg_handled", "_kg_head", "_kg_line_done", "_kg_payload",
-                 "_kg_server")
+    __slots__ = ("_kg_deadline", "_kg_fin", "_kg_handled", "_kg_head", "_kg_line_done",
+                 "_kg_payload", "_kg_server")
     _kg_server: _AdminServer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -61,6 +77,7 @@ class _AdminProtocol(SendGuarded):
         self._kg_payload: Any = None
         self._kg_deadline: asyncio.TimerHandle | None = None
         self._kg_handled = 0  # requests answered (aiohttp's _request_count: heads parsed)
+        self._kg_fin = False  # the client shut its sending side: close once all answered
         if self._kg_server.open_connections() > self._kg_limits.max_connections:
             self._kg_limits.on_refused("connections")
             # over the cap: the longest-open idle connection makes room, else refuse fast
@@ -86,9 +103,25 @@ class _AdminProtocol(SendGuarded):
             return await super()._handle_request(*args, **kw)
         finally:
             self._kg_handled += 1
+            if self._kg_fin and self._kg_handled >= self._request_count:
+                self.close()  # (the last request before the client's FIN answered)
+
+    def eof_received(self) -> bool:  # type: ignore[override]  # (asyncio.Protocol: bool | None)
+        """The client shut its sending side (`printf ... | nc -N`, a script's
+        shutdown(SHUT_WR)): the requests it sent whole are answered, then the connection
+        closes. Closing at the FIN (aiohttp's way) applied a kill and lost its answer. A
+        request whose body the FIN cut off cannot be answered in full: closed at once, as
+        before, as is a connection with no request to answer."""
+        payload = self._kg_payload
+        # (the last head parsed is the one whose body may be cut off; the head of one more,
+        # begun, is dropped: the requests before it are answered all the same)
+        whole = (self._request_count > self._kg_handled
+                 and (payload is None or payload is _REFUSED or payload.is_eof()))
+        self._kg_fin = whole
+        return whole  # (False: the transport closes itself)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
-        if isinstance(kw.get("exc_info"), web.RequestPayloadError):
+        if isinstance(kw.get("exc_info"), (web.RequestPayloadError, _BodyFramedWrong)):
             # a body that is not what its Content-Encoding says, answered 400 already: the
             # unread rest raises again when aiohttp drains it (closing the connection)
             log.debug("bad admin request body: %s", kw["exc_info"])
@@ -125,8 +158,12 @@ class _AdminProtocol(SendGuarded):
             self._kg_disarm()
             self._kg_head = 0
             last = self._messages[-1] if self._messages else None
-            self._kg_payload = (None if last is None else
-                                _REFUSED if isinstance(last[0], _ErrInfo) else last[1])
+            was, self._kg_payload = self._kg_payload, (
+                None if last is None else
+                _REFUSED if isinstance(last[0], _ErrInfo) else last[1])
+            if self._kg_payload is _REFUSED and not awaiting:
+                # (refused inside a body: aiohttp left that body waiting for its end)
+                was.set_exception(_BodyFramedWrong())
             return
         if awaiting and self.transport is not None and \
                 self._kg_head > self._kg_limits.max_head_bytes:
