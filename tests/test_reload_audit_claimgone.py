@@ -15,12 +15,15 @@ from typing import Any
 
 import pytest
 
-from gateway.configfile import load_config
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, wait_until
 from tests.staterig import redis_section
 from tests.test_audit_retention import _fill
-from tests.test_reload_audit_double import reload_events, two_instances
+from tests.test_reload_audit_double import (
+    reload_events,
+    second_records_no_event,
+    two_instances,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,7 +40,6 @@ async def test_a_change_whose_claim_is_gone_is_not_recorded_again(
                           heartbeat_interval="200ms", instance_lease="2s",
                           command_timeout="150ms")
     copies, b = two_instances(tmp_path, p1, p2, state)
-    db = load_config(b).digest
     async with running_gateway(copies[0], "one") as g1, \
             running_gateway(copies[1], "two") as g2:
         assert g1.gw.history.token == g2.gw.history.token
@@ -47,16 +49,7 @@ async def test_a_change_whose_claim_is_gone_is_not_recorded_again(
                          and not g1.gw.history.pending(), 15, what="the first's event")
         [claim] = claims(redis_server, "kggone")
         assert redis_server.cmd("DEL", claim) == "1"  # (a redis writer; or its TTL passed)
-        copies[1].write_bytes(b.read_bytes())
-        g2.gw.request_reload()
-        await wait_until(lambda: g2.gw.watcher is not None
-                         and g2.gw.watcher.outcome.loaded_digest == db, 15,
-                         what="the change applied on the second (its audit queued)")
-        await wait_until(lambda: not g2.gw.history.pending(), 20,
-                         what="the second's audit to end")
-        events = [e for e in reload_events(redis_server, "kggone")
-                  if e["after"]["digest"] == db]
-        assert [e["source"] for e in events] == ["one"], events
+        events = await second_records_no_event(g2, copies[1], b, redis_server, "kggone")
         # (the claim made again names the event found: a third sibling takes it at once)
         named = await g2.gw.sync.store.idem_claim(
             claim.split(":idem:", 1)[1], {"instance": "three", "time": 0.0}, 60.0)
@@ -74,7 +67,6 @@ async def test_a_change_whose_event_is_past_the_newest_thousand_is_not_recorded_
                           heartbeat_interval="200ms", instance_lease="2s",
                           command_timeout="150ms")
     copies, b = two_instances(tmp_path, p1, p2, state)
-    db = load_config(b).digest
     async with running_gateway(copies[0], "one") as g1, \
             running_gateway(copies[1], "two") as g2:
         copies[0].write_bytes(b.read_bytes())
@@ -82,13 +74,4 @@ async def test_a_change_whose_event_is_past_the_newest_thousand_is_not_recorded_
         await wait_until(lambda: len(reload_events(redis_server, "kgfar")) == 1
                          and not g1.gw.history.pending(), 15, what="the first's event")
         await _fill(g1, 1010)
-        copies[1].write_bytes(b.read_bytes())
-        g2.gw.request_reload()
-        await wait_until(lambda: g2.gw.watcher is not None
-                         and g2.gw.watcher.outcome.loaded_digest == db, 15,
-                         what="the change applied on the second (its audit queued)")
-        await wait_until(lambda: not g2.gw.history.pending(), 20,
-                         what="the second's audit to end")
-        events = [e for e in reload_events(redis_server, "kgfar")
-                  if e["after"]["digest"] == db]
-        assert [e["source"] for e in events] == ["one"], events
+        await second_records_no_event(g2, copies[1], b, redis_server, "kgfar")

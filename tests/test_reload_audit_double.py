@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,24 @@ def two_instances(tmp_path: Path, p1: int, p2: int, state: str) -> tuple[list[Pa
     return copies, b
 
 
+async def second_records_no_event(g2: Any, copy: Path, b: Path, redis: RedisServer,
+                                  prefix: str) -> list[dict[str, Any]]:
+    """The second instance makes the change the first recorded (B copied over its file,
+    reloaded), its audit ends, and the trail holds the first's event alone for it: the
+    events of that change, returned."""
+    db = load_config(b).digest
+    await asyncio.to_thread(shutil.copyfile, b, copy)  # (its mode kept: 0600)
+    g2.gw.request_reload()
+    await wait_until(lambda: g2.gw.watcher is not None
+                     and g2.gw.watcher.outcome.loaded_digest == db, 15,
+                     what="the change applied on the second (its audit queued)")
+    await wait_until(lambda: not g2.gw.history.pending(), 20,
+                     what="the second's audit to end")
+    events = [e for e in reload_events(redis, prefix) if e["after"]["digest"] == db]
+    assert [e["source"] for e in events] == ["one"], events
+    return events
+
+
 async def test_an_event_whose_claim_never_named_it_is_not_written_again(
         tmp_path: Path, backends: Any, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,7 +77,6 @@ async def test_an_event_whose_claim_never_named_it_is_not_written_again(
                           heartbeat_interval="200ms", instance_lease="2s",
                           command_timeout="150ms")
     copies, b = two_instances(tmp_path, p1, p2, state)
-    db = load_config(b).digest
     never = asyncio.Event()  # (set on the way out: the hung call ends)
     async with running_gateway(copies[0], "one") as g1, \
             running_gateway(copies[1], "two") as g2:
@@ -79,15 +97,6 @@ async def test_an_event_whose_claim_never_named_it_is_not_written_again(
             await wait_until(lambda: len(reload_events(redis_server, "kgdouble")) == 1, 15,
                              what="the first instance's event")
             # the sibling makes the same change: the claim names no event, past its wait
-            copies[1].write_bytes(b.read_bytes())
-            g2.gw.request_reload()
-            await wait_until(lambda: g2.gw.watcher is not None
-                             and g2.gw.watcher.outcome.loaded_digest == db, 15,
-                             what="the change applied on the second (its audit queued)")
-            await wait_until(lambda: not g2.gw.history.pending(), 20,
-                             what="the second's audit to end")
-            events = [e for e in reload_events(redis_server, "kgdouble")
-                      if e["after"]["digest"] == db]
-            assert [e["source"] for e in events] == ["one"], events
+            await second_records_no_event(g2, copies[1], b, redis_server, "kgdouble")
         finally:
             never.set()
