@@ -167,3 +167,14 @@ async def test_seen_heads_are_bounded() -> None:
     for i in range(SEEN_MAX + 50):
         _exchange(p).data_received(b"HTTP/1.1 200 OK\r\nX-N: %d\r\nContent-Length: 0\r\n\r\n" % i)
         assert 0 < len(SEEN) <= SEEN_MAX
+
+
+async def test_each_answer_gets_its_own_length_among_the_fields() -> None:
+    p = Pool("http", "127.0.0.1", 9, 4, asyncio.get_running_loop(), set(), 8)
+    SEEN.clear()
+    fields = [(b"Content-Length", b"{n}"), (b"X-A", b"1")]
+    for body in [b"ab", b"abc", b"ab", b"abcd", b"abc"]:  # (the first sight's length again)
+        ex = _exchange(p)
+        ex.data_received(_answer(fields, body))
+        assert ex.headers == [(b"Content-Length", b"%d" % len(body)), (b"X-A", b"1")]
+        assert ex.length == len(body) and b"".join(ex.chunks) == body
