@@ -39,15 +39,16 @@ class Seen:
     the fields as they came (never changed once made: exchanges share the list), where
     the Content-Length field is among them and its digits, and whether a Date was there."""
 
-    __slots__ = ("at", "dated", "digits", "headers", "lines")
+    __slots__ = ("at", "dated", "digits", "headers", "length", "lines")
 
     def __init__(self, lines: list[bytes], headers: list[tuple[bytes, bytes]], at: int,
-                 digits: bytes, dated: bool) -> None:
+                 digits: bytes, dated: bool, length: int) -> None:
         self.lines = [b"".join(lines)]
         self.headers = headers
         self.at = at
         self.digits = digits
         self.dated = dated
+        self.length = length
 
 
 #: a head's key (`look`) -> what the field callbacks made of it
@@ -56,9 +57,23 @@ SEEN: dict[bytes, Seen] = {}
 
 def look(ex: Any, data: bytes, end: int) -> None:
     """The first read of an answer (`Exchange.data_received`), `data`, holds one final head
-    that ends at `end` (its empty line): when a head of its key was seen, `ex` (the
-    exchange) takes what its fields were and the parser without field callbacks; when not,
-    `ex.head_key` and `ex.head_digits` are what `remember` keeps once it is parsed."""
+    that ends at `end` (its empty line): when that head was seen (the same bytes, or but for
+    its Content-Length), `ex` (the exchange) takes what its fields were and the parser
+    without field callbacks; when not, `ex.head_key` and `ex.head_digits` are what
+    `remember` keeps once it is parsed."""
+    exact = data[:end]
+    try:  # (the same bytes: most answers of a backend within a second)
+        seen = SEEN[exact]
+    except KeyError:
+        pass
+    else:
+        ex.length = seen.length
+        ex._framed = True
+        ex.lines = seen.lines
+        ex.dated = seen.dated
+        ex.headers = seen.headers
+        ex.parser = ex.fast
+        return
     at = data.find(b"ength: ", 0, end)  # (in "Content-Length: " or "content-length: ")
     while data[at - 11:at + 7].lower() != _LINE:  # (another field's, or none: -1)
         if at < 0:
@@ -73,7 +88,7 @@ def look(ex: Any, data: bytes, end: int) -> None:
     try:
         seen = SEEN[key]
     except KeyError:
-        ex.head_key = key
+        ex.head_key = (exact, key)
         ex.head_digits = digits
         return
     try:
@@ -83,19 +98,16 @@ def look(ex: Any, data: bytes, end: int) -> None:
     ex._framed = True
     ex.lines = seen.lines
     ex.dated = seen.dated
-    if digits == seen.digits:
-        ex.headers = seen.headers
-    else:
-        ex.headers = headers = seen.headers.copy()
-        headers[seen.at] = (headers[seen.at][0], digits)
+    ex.headers = headers = seen.headers.copy()
+    headers[seen.at] = (headers[seen.at][0], digits)
     ex.parser = ex.fast
 
 
-def remember(key: bytes, digits: bytes, lines: list[bytes],
-             headers: list[tuple[bytes, bytes]], dated: bool) -> None:
-    """Keep what the field callbacks made of the head of `key` (`look`'s), when its one
-    Content-Length field said `digits`: the digits the key leaves out are that field's
-    value (bounded)."""
+def remember(keys: tuple[bytes, bytes], digits: bytes, lines: list[bytes],
+             headers: list[tuple[bytes, bytes]], dated: bool, length: int) -> None:
+    """Keep what the field callbacks made of the head of `keys` (`look`'s: its bytes, and
+    them but for its Content-Length's digits), when its one Content-Length field said
+    `digits` (then the digits the second key leaves out are that field's value; bounded)."""
     at = -1
     for i, (name, value) in enumerate(headers):
         if len(name) == 14 and name.lower() == b"content-length":
@@ -106,7 +118,7 @@ def remember(key: bytes, digits: bytes, lines: list[bytes],
         return
     if len(SEEN) >= SEEN_MAX:
         SEEN.clear()
-    SEEN[key] = Seen(lines, headers, at, digits, dated)
+    SEEN[keys[0]] = SEEN[keys[1]] = Seen(lines, headers, at, digits, dated, length)
 
 
 class Fields:

@@ -71,8 +71,8 @@ class AnswerParsing(Awaiting):
     general: bool
     length: int | None
     head_at: float
-    head_key: bytes | None  # the head in progress, to remember once parsed (answerheads.py)
-    head_digits: bytes  # (and its Content-Length's digits)
+    head_key: tuple[bytes, bytes] | None  # the head in progress, to remember once parsed
+    head_digits: bytes  # (and its Content-Length's digits: answerheads.py)
     complete: bool
     keep_alive: bool
     _framed: bool
@@ -190,7 +190,8 @@ class AnswerParsing(Awaiting):
         if key is not None:  # (a final head whole in its answer's first read, not to HEAD)
             self.head_key = None
             if self.length is not None and not self.general:
-                remember(key, self.head_digits, self.lines, self.headers, self.dated)
+                remember(key, self.head_digits, self.lines, self.headers, self.dated,
+                         self.length)
         if self._framed and self.length is None and not self.head:  # chunked
             self._chunk_line()  # (a 204's or 304's: its message ends now, and with it this)
         if status == 204 or status == 304 or self.head:  # (not `in` a tuple: a call)

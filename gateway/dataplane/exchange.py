@@ -88,7 +88,7 @@ class Exchange(Driving, asyncio.Protocol):
         # (answerheads.py): `parser` is the one the answer in progress is fed to
         self.parser = self.full = httptools.HttpResponseParser(self)
         self.fast = httptools.HttpResponseParser(Fields(self))
-        self.head_key: bytes | None = None  # (a head to remember: `on_headers_complete`)
+        self.head_key: tuple[bytes, bytes] | None = None  # (a head to remember once parsed)
         self.head_digits = b""  # (its Content-Length: answerheads.py)
         self.closed = False
         self._write_paused = False
