@@ -50,10 +50,10 @@ class AnswerParsing(Awaiting):
     (of the answer) is their slots."""
 
     __slots__ = ("_framed", "begins", "body_total", "complete", "dated", "framing", "general",
-                 "head_at", "head_digits", "head_key", "headers", "headers_done",
-                 "heads_read", "heads_seen", "keep_alive", "length", "lines", "nchunks",
-                 "on_message_begin", "stale", "status", "trail_fresh", "trailer_bytes",
-                 "trailing", "woke")
+                 "head_at", "head_key", "head_misses", "head_pause", "headers",
+                 "headers_done", "heads_read", "heads_seen", "keep_alive", "length", "lines",
+                 "nchunks", "on_message_begin", "stale", "status", "trail_fresh",
+                 "trailer_bytes", "trailing", "woke")
 
     # the exchange's state they read and write (Exchange's, Awaiting's)
     parser: Any  # httptools.HttpResponseParser (httptools is exchange.py's to import)
@@ -71,8 +71,7 @@ class AnswerParsing(Awaiting):
     general: bool
     length: int | None
     head_at: float
-    head_key: tuple[bytes, bytes] | None  # the head in progress, to remember once parsed
-    head_digits: bytes  # (and its Content-Length's digits: answerheads.py)
+    head_key: bytes | None  # the head in progress, to remember once parsed (answerheads.py)
     complete: bool
     keep_alive: bool
     _framed: bool
@@ -190,8 +189,7 @@ class AnswerParsing(Awaiting):
         if key is not None:  # (a final head whole in its answer's first read, not to HEAD)
             self.head_key = None
             if self.length is not None and not self.general:
-                remember(key, self.head_digits, self.lines, self.headers, self.dated,
-                         self.length)
+                remember(key, self.lines, self.headers, self.dated, self.length)
         if self._framed and self.length is None and not self.head:  # chunked
             self._chunk_line()  # (a 204's or 304's: its message ends now, and with it this)
         if status == 204 or status == 304 or self.head:  # (not `in` a tuple: a call)

@@ -88,8 +88,8 @@ class Exchange(Driving, asyncio.Protocol):
         # (answerheads.py): `parser` is the one the answer in progress is fed to
         self.parser = self.full = httptools.HttpResponseParser(self)
         self.fast = httptools.HttpResponseParser(Fields(self))
-        self.head_key: tuple[bytes, bytes] | None = None  # (a head to remember once parsed)
-        self.head_digits = b""  # (its Content-Length: answerheads.py)
+        self.head_key: bytes | None = None  # (a head to remember once parsed)
+        self.head_misses = self.head_pause = 0  # (answerheads.py)
         self.closed = False
         self._write_paused = False
         self._chunked_out = False
@@ -161,8 +161,8 @@ class Exchange(Driving, asyncio.Protocol):
             # checked as each ends (`_heads_checked`). (By index, in compares that jump,
             # which 3.11 specialises: an `and` of them assigned to a name costs ~90 CPU
             # instructions more a term, `startswith` with a tuple ~900.)
-            # A final head whole in this read, seen before but for its Content-Length
-            # (answerheads.py): parsed without a call per field, classified as the first time.
+            # A final head whole in this read, seen before byte for byte (answerheads.py):
+            # parsed without a call per field, classified as the first time.
             try:
                 if data[0] != 72 or data[5] != 49 or data[9] == 49:
                     self.heads_read = bytearray()
