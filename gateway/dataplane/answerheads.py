@@ -57,10 +57,8 @@ def look(ex: Any, data: bytes, end: int) -> None:
     """The first read of an answer (`Exchange.data_received`), `data`, holds one final head
     that ends at `end` (its empty line): when that head was seen, `ex` (the exchange) takes
     what its fields were and the parser without field callbacks; when not, `ex.head_key` is
-    what `remember` keeps once it is parsed."""
-    if ex.head_pause:  # (its heads kept missing: not looked up for a while)
-        ex.head_pause -= 1
-        return
+    what `remember` keeps once it is parsed; `MISSES` in a row and the connection stops
+    looking for its next PAUSE answers (`ex.head_pause`, which the exchange counts down)."""
     key = data[:end]
     seen = SEEN.get(key)
     if seen is None:

@@ -167,6 +167,8 @@ class Exchange(Driving, asyncio.Protocol):
                 if data[0] != 72 or data[5] != 49 or data[9] == 49:
                     self.heads_read = bytearray()
                     self.heads_seen = 0
+                elif self.head_pause:  # (its heads kept missing: none looked up for a while)
+                    self.head_pause -= 1
                 elif not self.head and 0 < (end := data.find(b"\r\n\r\n")) <= HEAD_MAX:
                     look(self, data, end)
             except IndexError:
