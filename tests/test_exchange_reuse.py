@@ -15,9 +15,10 @@ from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.upstream import Pool
 
 # per connection, not per exchange: what a reused one keeps by design (and `head_at`, the
-# last head's time, is written when the next head arrives, and read only after that)
+# last head's time, is written when the next head arrives, and read only after that; its
+# two parsers, `full` and `fast`, are made with it, and how its heads were found, answerheads)
 _CONNECTION = {"pool", "loop", "clock", "transport", "parser", "uses", "sink", "head_at",
-               "pooled_at"}
+               "pooled_at", "full", "fast", "head_misses", "head_pause"}
 
 ANSWERS = [
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"

@@ -22,6 +22,7 @@ from gateway.dataplane.answerfields import (
     TYPED,
     answer_field,
 )
+from gateway.dataplane.answerheads import remember
 from gateway.dataplane.awaiting import Awaiting
 from gateway.dataplane.clock import Clock
 from gateway.dataplane.lengths import LENGTHS, length_value
@@ -49,9 +50,10 @@ class AnswerParsing(Awaiting):
     (of the answer) is their slots."""
 
     __slots__ = ("_framed", "begins", "body_total", "complete", "dated", "framing", "general",
-                 "head_at", "headers", "headers_done", "heads_read", "heads_seen", "keep_alive",
-                 "length", "lines", "nchunks", "on_message_begin", "stale", "status",
-                 "trail_fresh", "trailer_bytes", "trailing", "woke")
+                 "head_at", "head_key", "head_misses", "head_pause", "headers",
+                 "headers_done", "heads_read", "heads_seen", "keep_alive", "length", "lines",
+                 "nchunks", "on_message_begin", "stale", "status", "trail_fresh",
+                 "trailer_bytes", "trailing", "woke")
 
     # the exchange's state they read and write (Exchange's, Awaiting's)
     parser: Any  # httptools.HttpResponseParser (httptools is exchange.py's to import)
@@ -69,6 +71,7 @@ class AnswerParsing(Awaiting):
     general: bool
     length: int | None
     head_at: float
+    head_key: bytes | None  # the head in progress, to remember once parsed (answerheads.py)
     complete: bool
     keep_alive: bool
     _framed: bool
@@ -128,6 +131,7 @@ class AnswerParsing(Awaiting):
                 if value.isdigit():
                     self.length = length_value(value)
         elif kind == CODING:
+            self.head_key = None  # (a trailer's fields would reach no `on_header`)
             # (llhttp takes any codings before "chunked": "gzip, chunked" de-chunked would
             # reach the client as if its bytes were not coded at all)
             if value.strip(b" \t").lower() != b"chunked":
@@ -141,6 +145,7 @@ class AnswerParsing(Awaiting):
             # trailing-slash redirect, say) is made relative, as nginx's `proxy_redirect
             # default` does: the client follows it to the gateway, and never learns the
             # backend's address. Any other URL is forwarded as it came.
+            self.head_key = None  # (what it becomes depends on the backend, not the bytes)
             local = local_location(value, self.pool.origins, self.base)
             if local is not None:
                 value = local
@@ -180,6 +185,11 @@ class AnswerParsing(Awaiting):
         self.headers_done = True
         self.head_at = self.clock.now
         self.keep_alive = self.parser.should_keep_alive()
+        key = self.head_key
+        if key is not None:  # (a final head whole in its answer's first read, not to HEAD)
+            self.head_key = None
+            if self.length is not None and not self.general:
+                remember(key, self.lines, self.headers, self.dated, self.length)
         if self._framed and self.length is None and not self.head:  # chunked
             self._chunk_line()  # (a 204's or 304's: its message ends now, and with it this)
         if status == 204 or status == 304 or self.head:  # (not `in` a tuple: a call)

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import httptools
 
+from gateway.dataplane.answerheads import HEAD_MAX, Fields, look
 from gateway.dataplane.answerparsing import MAX_ANSWER_HEAD, BadAnswer
 from gateway.dataplane.awaiting import Body
 from gateway.dataplane.clock import Clock
@@ -60,7 +61,9 @@ class Exchange(Driving, asyncio.Protocol):
         "clock",
         "closed",
         "error",
+        "fast",
         "feeding",
+        "full",
         "got_bytes",
         "head_bytes",
         "loop",
@@ -81,7 +84,12 @@ class Exchange(Driving, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.begins = []  # (`AnswerParsing.on_message_begin`: llhttp's callback, set first)
         self.on_message_begin = self.begins.pop
-        self.parser = httptools.HttpResponseParser(self)
+        # llhttp with a call per field (`on_header`), and without, for heads seen before
+        # (answerheads.py): `parser` is the one the answer in progress is fed to
+        self.parser = self.full = httptools.HttpResponseParser(self)
+        self.fast = httptools.HttpResponseParser(Fields(self))
+        self.head_key: bytes | None = None  # (a head to remember once parsed)
+        self.head_misses = self.head_pause = 0  # (answerheads.py)
         self.closed = False
         self._write_paused = False
         self._chunked_out = False
@@ -131,9 +139,10 @@ class Exchange(Driving, asyncio.Protocol):
         # its answer's first message is welcome (the last answer's took its item: an
         # exchange is reset new, or pooled only complete)
         self.begins.append(None)
+        self.parser = self.full
         if self.stale:  # the last answer was to HEAD: its parser still waits for a body
             self.stale = False
-            self.parser = httptools.HttpResponseParser(self)
+            self.parser = self.full = httptools.HttpResponseParser(self)
 
     # ------------------------------------------------------------ protocol callbacks
 
@@ -152,10 +161,16 @@ class Exchange(Driving, asyncio.Protocol):
             # checked as each ends (`_heads_checked`). (By index, in compares that jump,
             # which 3.11 specialises: an `and` of them assigned to a name costs ~90 CPU
             # instructions more a term, `startswith` with a tuple ~900.)
+            # A final head whole in this read, seen before byte for byte (answerheads.py):
+            # parsed without a call per field, classified as the first time.
             try:
                 if data[0] != 72 or data[5] != 49 or data[9] == 49:
                     self.heads_read = bytearray()
                     self.heads_seen = 0
+                elif self.head_pause:  # (its heads kept missing: none looked up for a while)
+                    self.head_pause -= 1
+                elif not self.head and 0 < (end := data.find(b"\r\n\r\n")) <= HEAD_MAX:
+                    look(self, data, end)
             except IndexError:
                 self.heads_read = bytearray()
                 self.heads_seen = 0
