@@ -9,8 +9,10 @@ A base of `local.LocalStore`; blocking file work runs in a thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ class LocalAudit(LocalRecords):
     audit_path: Path  # (LocalStore's)
     #: where the oldest entry of each of the last MARKS pages handed out starts (its id ->
     #: the file's inode and the byte offset: `_page_at`; LocalStore's)
-    _marks: dict[str, tuple[int, int]]
+    _marks: OrderedDict[str, tuple[int, int]]
 
     def _read(self) -> Loaded:
         """The state file as read (LocalStore's)."""
@@ -90,11 +92,12 @@ class LocalAudit(LocalRecords):
         back from there (`_page_at`)."""
         if "unparseable" in oldest or not isinstance(oldest.get("id"), str):
             return
-        marks = self._marks
+        marks = self._marks  # (each step one call: readers in other threads at once)
         marks.pop(oldest["id"], None)
         marks[oldest["id"]] = (inode, offset)
         while len(marks) > MARKS:
-            del marks[next(iter(marks))]
+            with contextlib.suppress(KeyError):
+                marks.popitem(last=False)
 
     def _page_at(self, limit: int, before: str) -> tuple[list[dict[str, Any]], str | None] | None:
         """`audit_page`'s page read back from where the entry `before` starts, marked when
