@@ -1,7 +1,9 @@
 """The local store's audit trail as read: every event, the events after a cursor (a byte
 offset into `<path>.audit.jsonl` and the hash of the event before it: a trim rewrites the
 file, localtrim.py), the newest events from the end of the file with the head the state
-file anchors, and pages newest first; a line that does not parse is shown as unparseable
+file anchors, and pages newest first (the page after one handed out read back from where
+it ended: a walk back through a long trail, occurrence.py, read the whole file for every
+page); a line that does not parse is shown as unparseable
 (named by its line, or its offset), never dropped. Appending is the commit's (local.py).
 A base of `local.LocalStore`; blocking file work runs in a thread.
 """
