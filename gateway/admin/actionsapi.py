@@ -232,10 +232,11 @@ class ActionsApi:
         if action != "unkill" or isinstance(exc, (StoreOutcomeUnknown, StoreUnverifiable,
                                                   StoreBusy)):
             return None
-        snap = self.current.loaded.config.state.snapshot_path
+        # (the journal this process keeps: the file reloaded last may name another
+        # snapshot_path, which applies at the next start)
         return localkill.unkill_unreachable(
             self.local, target, str(exc),
-            f"{self.current.loaded.resolve(snap)}.local-kills" if snap else None)
+            self.local.journal_file() if self.local is not None else None)
 
     async def reconcile_glass(self) -> None:
         """At the start: the break-glass uses a process that ended before counting them

@@ -57,6 +57,10 @@ class LocalKiller(Protocol):
     def public(self) -> dict[str, Any]:
         """The local kills not yet in the store, as /v1/status shows them."""
 
+    def journal_file(self) -> str | None:
+        """The journal this process keeps its local kills in (None: none), as it started:
+        the state section, snapshot_path with it, applies at a restart."""
+
 
 class StateWriter(Protocol):
     """Changes to the replicated state, each with its audit event (state.sync.Sync)."""

@@ -21,7 +21,13 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.configfile import LoadedConfig
-from gateway.control.occurrence import NotNear, fleet_head, newest_reload, occurrence_of
+from gateway.control.occurrence import (
+    NotNear,
+    change_key,
+    fleet_head,
+    newest_reload,
+    occurrence_of,
+)
 from gateway.control.reloadaudit import Pending, ReloadAudits
 from gateway.control.reloadclaim import CLAIM_WAIT
 from gateway.control.reloadkept import KeptChanges, kept_path
@@ -215,7 +221,7 @@ class ConfigHistory:
         (`rolledoff.held_moved`), a kill in force whose traffic the file may serve under
         its kept name (`warn_routed_around`: only a log line before, while the kill still
         read as routed and in force in status)."""
-        key = f"config:{old.digest}:{new.digest}:{self.token}"
+        key = change_key(old.digest, new.digest, self.token)
         self.token, self.since = occurrence_of(key), time.time()  # (before any await: the switch)
         changed_at = utc_now()
         gone = self.warn_unrouted(old, new)

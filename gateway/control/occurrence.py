@@ -29,8 +29,8 @@ from gateway.domain.audit import GENESIS, event_hash
 from gateway.errors import StateError
 from gateway.state.storeports import AuditStore
 
-__all__ = ["NEAR", "PAGE", "SCAN", "NotNear", "change_event", "change_in_trail", "fleet_head",
-           "in_trail", "newest_reload", "occurrence_of", "walk"]
+__all__ = ["NEAR", "PAGE", "SCAN", "NotNear", "change_event", "change_in_trail", "change_key",
+           "fleet_head", "in_trail", "newest_reload", "occurrence_of", "walk"]
 
 #: events read per page; at a start, at most this many of the newest before giving up (a
 #: trail with more events since the last reload keeps an occurrence of its own: its next
@@ -109,6 +109,20 @@ async def in_trail(store: AuditStore, hash_: str, limit: int = NEAR) -> bool:
         return False
 
 
+def change_key(old: str, new: str, token: str) -> str:
+    """The claim key of a change from the file `old` to `new` (digests) made by an
+    instance in the occurrence `token` (confighistory.py). Pure."""
+    return f"config:{old}:{new}:{token}"
+
+
+def _left(occurrence: str, ev: dict[str, Any]) -> bool:
+    """Whether `ev` is a config change made from `occurrence`: the fleet left it then."""
+    before, after = ev.get("before"), ev.get("after")
+    return isinstance(before, dict) and isinstance(after, dict) and after.get(
+        "occurrence") == occurrence_of(change_key(str(before.get("digest")),
+                                                  str(after.get("digest")), occurrence))
+
+
 async def change_in_trail(store: AuditStore, key: str, limit: int = NEAR) -> bool:
     """Whether a `config.reload` event of the change whose claim key is `key` (its
     `after.occurrence`) is on the trail's chain among its newest NEAR entries: written by
@@ -117,17 +131,23 @@ async def change_in_trail(store: AuditStore, key: str, limit: int = NEAR) -> boo
     return await change_event(store, key, limit) is not None
 
 
-async def change_event(store: AuditStore, key: str, limit: int = NEAR) -> str | None:
-    """The hash of `change_in_trail`'s event (None: none among the newest `limit`)."""
+async def change_event(store: AuditStore, key: str, limit: int = NEAR,
+                       named: str | None = None) -> str | None:
+    """The hash of `change_in_trail`'s event (`named`: that one alone, a claim's); None:
+    none among the newest `limit`, or a change made from the occurrence it left is newer
+    (the fleet left it: an instance making the change only now, a staged deploy resumed
+    past a revert, makes a change of its own, recorded; at worst twice, never lost)."""
     occurrence = occurrence_of(key)
 
     def found(ev: dict[str, Any]) -> bool:
         after = ev.get("after")
-        return ev.get("action") == "config.reload" and isinstance(after, dict) \
-            and after.get("occurrence") == occurrence
+        if ev.get("action") != "config.reload" or not isinstance(after, dict):
+            return named is not None and ev.get("hash") == named
+        return (after.get("occurrence") == occurrence if named is None
+                else ev.get("hash") == named) or _left(occurrence, ev)
 
     try:
         ev = (await walk(store, found, limit))[0]
     except NotNear:
         return None
-    return None if ev is None else str(ev.get("hash"))
+    return None if ev is None or _left(occurrence, ev) else str(ev.get("hash"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.control.occurrence import NEAR, SCAN, change_event, change_in_trail, in_trail
+from gateway.control.occurrence import NEAR, SCAN, change_event, change_in_trail
 from gateway.errors import StateError
 from gateway.state.store import Store
 
@@ -52,7 +52,9 @@ async def claimed(store: Store, key: str, mine: dict[str, Any], wait: float) -> 
         # rare read, where a busy trail had pushed a sibling's event out of NEAR and it
         # was taken for one a store put back had lost, the change recorded again)
         far = SCAN if isinstance(named, str) else NEAR
-        if isinstance(named, str) and await in_trail(store, named, far):
+        # (the event named counts until a change made from the occurrence it left: then
+        # this change, made late, is this instance's own: occurrence.change_event)
+        if isinstance(named, str) and await change_event(store, key, far, named) is not None:
             return False
         if isinstance(named, str) or loop.time() >= deadline:
             if await change_in_trail(store, key, far):

@@ -17,10 +17,10 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = ["LockBusy", "append_lines", "atomic_write", "end_line", "flock_within", "holds",
-           "last_line", "put_in_place", "read_regular", "tail_lines", "write_target",
+           "last_line", "lines_before", "put_in_place", "read_regular", "tail_lines", "write_target",
            "written_aside"]
 
 #: how long a side file's writer waits for its `.lock` before saying so (and trying again)
@@ -195,16 +195,21 @@ def tail_lines(path: Path, count: int) -> tuple[list[bytes], int, bool]:
     blocks from the end: the cost follows `count`, not the file's size (an audit trail
     only grows)."""
     with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        block = 64 * 1024
-        while True:
-            start = max(0, size - block)
-            f.seek(start)
-            lines = f.read(size - start).splitlines(keepends=True)
-            if start > 0:
-                lines = lines[1:]  # (it may begin inside a line)
-            if start == 0 or len(lines) > count:
-                break
-            block *= 4
+        return lines_before(f, count, f.seek(0, os.SEEK_END))
+
+
+def lines_before(f: BinaryIO, count: int, end: int) -> tuple[list[bytes], int, bool]:
+    """`tail_lines` of the open file `f`'s first `end` bytes (`end`: where a line starts,
+    or the file's size)."""
+    block = 64 * 1024
+    while True:
+        start = max(0, end - block)
+        f.seek(start)
+        lines = f.read(end - start).splitlines(keepends=True)
+        if start > 0:
+            lines = lines[1:]  # (it may begin inside a line)
+        if start == 0 or len(lines) > count:
+            break
+        block *= 4
     page = lines[-count:] if count > 0 else []
-    return page, size - sum(len(ln) for ln in page), len(lines) > len(page) or start > 0
+    return page, end - sum(len(ln) for ln in page), len(lines) > len(page) or start > 0

@@ -27,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ class LocalStore(LocalTrim):
         self.audit_path = audit_path or path.with_name(path.name + ".audit.jsonl")
         self.instances_dir = path.with_name(path.name + ".instances")
         self._seen: tuple[int, int, int] | None = None
+        self._marks: OrderedDict[str, tuple[int, int]] = OrderedDict()  # (localaudit.py)
         #: the bytes verified last and their document (a poll of an unchanged file, the
         #: commit's read of the file this process wrote: the same bytes, the same answer,
         #: nothing verified or decoded again); reads run in threads: under `_decoding`

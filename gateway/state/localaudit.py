@@ -1,7 +1,9 @@
 """The local store's audit trail as read: every event, the events after a cursor (a byte
 offset into `<path>.audit.jsonl` and the hash of the event before it: a trim rewrites the
 file, localtrim.py), the newest events from the end of the file with the head the state
-file anchors, and pages newest first; a line that does not parse is shown as unparseable
+file anchors, and pages newest first (the page after one handed out read back from where
+it ended: a walk back through a long trail, occurrence.py, read the whole file for every
+page); a line that does not parse is shown as unparseable
 (named by its line, or its offset), never dropped. Appending is the commit's (local.py).
 A base of `local.LocalStore`; blocking file work runs in a thread.
 """
@@ -9,8 +11,10 @@ A base of `local.LocalStore`; blocking file work runs in a thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +22,23 @@ from gateway.domain.audit import parse_event
 from gateway.domain.auditcut import trail_cuts
 from gateway.domain.auditpage import page_before
 from gateway.errors import StoreUnavailable
-from gateway.state.files import tail_lines
+from gateway.state.files import lines_before
 from gateway.state.localaux import LocalRecords
 from gateway.state.store import Loaded
 
-__all__ = ["LocalAudit"]
+__all__ = ["MARKS", "LocalAudit"]
+
+#: the pages handed out whose oldest entry's place in the file is remembered (`audit_page`)
+MARKS = 16
 
 
 class LocalAudit(LocalRecords):
     """Reading the audit file of `LocalStore` (see the module docstring)."""
 
     audit_path: Path  # (LocalStore's)
+    #: where the oldest entry of each of the last MARKS pages handed out starts (its id ->
+    #: the file's inode and the byte offset: `_page_at`; LocalStore's)
+    _marks: OrderedDict[str, tuple[int, int]]
 
     def _read(self) -> Loaded:
         """The state file as read (LocalStore's)."""
@@ -45,21 +55,16 @@ class LocalAudit(LocalRecords):
                 doc = None
             head = (doc.audit_head or None) if doc is not None else None
             try:
-                lines, offset, more = tail_lines(self.audit_path, limit)
+                with open(self.audit_path, "rb") as f:
+                    lines, offset, more = lines_before(f, limit, f.seek(0, os.SEEK_END))
+                    inode = os.fstat(f.fileno()).st_ino
             except FileNotFoundError:
                 return head, [], False
             except OSError as exc:
                 raise StoreUnavailable(f"cannot read {self.audit_path}: {exc.strerror}") from None
-            out: list[dict[str, Any]] = []
-            for i, line in enumerate(lines):
-                ev = parse_event(line)  # (None: not JSON, not an object, nested too deep)
-                if ev is not None:
-                    out.append(ev)
-                else:  # (named by its line number, as `_audit_from` names it)
-                    with open(self.audit_path, "rb") as f:
-                        n = len(f.read(offset).splitlines()) + i + 1
-                    out.append({"id": f"line-{n}",
-                                "unparseable": line.rstrip(b"\r\n").decode("utf-8", "replace")})
+            out = self._entries(lines, offset)
+            if more and out:
+                self._mark(out[0], inode, offset)
             return head, out[::-1], more
 
     async def audit_newest(self, limit: int) -> tuple[str | None, list[dict[str, Any]],
@@ -68,6 +73,57 @@ class LocalAudit(LocalRecords):
         long trail held the GIL the data plane needs)."""
         head, page, more = await asyncio.to_thread(self._newest, limit)
         return head, page, page[-1].get("id") if more and page else None
+
+    def _entries(self, lines: list[bytes], offset: int) -> list[dict[str, Any]]:
+        """`lines`, read from byte `offset` on, as the trail's entries (oldest first): an
+        unparseable line named by its line number, as `_audit_from` names it."""
+        out: list[dict[str, Any]] = []
+        for i, line in enumerate(lines):
+            ev = parse_event(line)  # (None: not JSON, not an object, nested too deep)
+            if ev is not None:
+                out.append(ev)
+            else:
+                with open(self.audit_path, "rb") as f:
+                    n = len(f.read(offset).splitlines()) + i + 1
+                out.append({"id": f"line-{n}",
+                            "unparseable": line.rstrip(b"\r\n").decode("utf-8", "replace")})
+        return out
+
+    def _mark(self, oldest: dict[str, Any], inode: int, offset: int) -> None:
+        """Remember where a page's oldest entry (an event) starts: the next page is read
+        back from there (`_page_at`)."""
+        if "unparseable" in oldest or not isinstance(oldest.get("id"), str):
+            return
+        marks = self._marks  # (each step one call: readers in other threads at once)
+        marks.pop(oldest["id"], None)
+        marks[oldest["id"]] = (inode, offset)
+        while len(marks) > MARKS:
+            with contextlib.suppress(KeyError):
+                marks.popitem(last=False)
+
+    def _page_at(self, limit: int, before: str) -> tuple[list[dict[str, Any]], str | None] | None:
+        """`audit_page`'s page read back from where the entry `before` starts, marked when
+        its page was handed out; None: not marked, or the file holds it there no more (a
+        trim rewrote it)."""
+        mark = self._marks.get(before)
+        if mark is None:
+            return None
+        try:
+            with open(self.audit_path, "rb") as f:
+                if os.fstat(f.fileno()).st_ino != mark[0]:
+                    return None
+                f.seek(mark[1])
+                there = parse_event(f.readline())
+                if there is None or there.get("id") != before or "unparseable" in there:
+                    return None
+                lines, offset, more = lines_before(f, limit, mark[1])
+                out = self._entries(lines, offset)
+                if more and out:
+                    self._mark(out[0], mark[0], offset)
+        except OSError:
+            return None  # (read whole: it says why)
+        page = out[::-1]
+        return page, page[-1].get("id") if more and page else None
 
     def _audit_all(self) -> list[dict[str, Any]]:
         return self._audit_from(0, None)[0]
@@ -154,6 +210,12 @@ class LocalAudit(LocalRecords):
 
     async def audit_page(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]],
                                                                         str | None]:
+        """A page older than the entry `before` names: read back from where that entry
+        starts when a page handed out ended with it (`occurrence.walk` pages back through
+        a long trail: each page read and parsed the whole file), else from the whole file."""
+        if before is not None and (
+                got := await asyncio.to_thread(self._page_at, limit, before)) is not None:
+            return got
         events = await self.audit_events()
         first = events[0].get("prev_hash") if events else None
         trimmed = isinstance(first, str) and first in trail_cuts(events)

@@ -72,6 +72,9 @@ class LocalKillKeeper:
     def entries(self) -> tuple[LocalEntry, ...]:
         return self.journal.entries
 
+    def journal_file(self) -> str | None:
+        return None if self.journal.path is None else str(self.journal.path)
+
     async def load(self) -> None:
         """Read the journal (at start, and when it changed) and enforce it. An entry gone
         from the file that the store does not hold was removed by hand (never merged): its
