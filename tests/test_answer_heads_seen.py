@@ -210,3 +210,62 @@ async def test_a_connection_whose_heads_keep_missing_stops_looking_for_a_while()
     assert [answer(seen) for _ in range(PAUSE)] == [False] * PAUSE  # not looked up
     assert len(SEEN) == MISSES + 1
     assert answer(seen)  # looked up again
+
+
+# answers one connection may carry, one after another (`%d`: a body length 0-3)
+_SEQUENCE_HEADS = [
+    b"HTTP/1.1 200 OK\r\nContent-Type: a/b\r\nContent-Length: %d\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nSet-Cookie: s=%d\r\n\r\n",
+    b"HTTP/1.1 404 OK\r\nContent-Length: %d\r\n\r\n",
+    b"HTTP/1.1 304 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"HTTP/1.1 103 E\r\nLink: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nLocation: http://127.0.0.1:9/q\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("seed", range(2))
+async def test_one_connection_switching_parsers_answers_as_one_that_never_looks(
+        seed: int) -> None:
+    """One connection's answers, one after another (the two parsers taking turns, a HEAD's
+    parser made anew between them, 1xx first, heads split across reads, a CRLF after a
+    body): each answer's state is the same as on a connection that never looks a head up,
+    and a Set-Cookie is only ever its own answer's."""
+    rng = random.Random(seed)
+    loop = asyncio.get_running_loop()
+    p = Pool("http", "127.0.0.1", 9, 4, loop, set(), 8)
+    weights = [8, 5, 2, 1, 1, 1, 1]
+    fast = 0
+    for _ in range(150):
+        SEEN.clear()
+        looks, never = _exchange(p), _exchange(p)
+        never.head_pause = 10**9
+        for _ in range(20):
+            form = rng.choices(_SEQUENCE_HEADS, weights)[0]
+            n, cookie = rng.randrange(4), rng.randrange(3)
+            head = form % ((n, cookie)[:form.count(b"%d")])
+            to_head = rng.random() < 0.05
+            if b"chunked" in head:
+                body = b"%x\r\n%s\r\n0\r\nT: 1\r\n\r\n" % (n, b"z" * n) if n else b"0\r\n\r\n"
+            else:
+                body = b"" if b" 304 " in head or to_head else b"y" * n
+            data = head + body + (b"\r\n" if rng.random() < 0.1 else b"")
+            cut = rng.randrange(1, len(data)) if rng.random() < 0.3 else len(data)
+            for ex in (looks, never):
+                ex._reset()
+                ex.got_bytes = False
+                ex.begin(loop.time() + 5, 5, to_head)
+                ex.data_received(data[:cut])
+                if cut < len(data):
+                    ex.data_received(data[cut:])
+            fast += looks.parser is looks.fast
+            assert _state(looks) == _state(never), data
+            if b"Set-Cookie" in head:
+                assert (b"Set-Cookie", b"s=%d" % cookie) in looks.headers, data
+            else:
+                assert all(name != b"Set-Cookie" for name, _ in looks.headers), data
+            if not (looks.complete and looks.keep_alive) or looks.error is not None:
+                break  # (never pooled again)
+            for ex in (looks, never):
+                ex.chunks, ex.buffered = [], 0
+    assert fast > 100, fast
