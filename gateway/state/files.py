@@ -2,7 +2,10 @@
 mirror): a file replaced whole (written, fsynced, renamed, its folder fsynced; the
 write may come before, outside a lock, and the rename after), JSON lines
 appended in one fsynced write, and a file's last line read from its end. Blocking calls;
-they know nothing of what the bytes mean.
+they know nothing of what the bytes mean. A volatile file (`durable=False`: a heartbeat, a
+published count) is replaced whole but never fsynced: it is rewritten every few seconds
+by a live process, a power loss ends every process that wrote it, and fsyncs cost the
+serving process a disk flush a second for nothing (RESULTS §61).
 """
 
 from __future__ import annotations
@@ -99,13 +102,16 @@ def write_target(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
+def atomic_write(path: Path, data: bytes, mode: int | None = None,
+                 durable: bool = True) -> None:
     """Replace `path` with `data` (fsynced, renamed, folder fsynced); `mode` is set on
-    the new file before it takes the name."""
-    put_in_place(written_aside(path, data, mode), path)
+    the new file before it takes the name. `durable=False`: renamed whole, never fsynced
+    (a volatile file, see the module doc)."""
+    put_in_place(written_aside(path, data, mode, durable), path, durable)
 
 
-def written_aside(path: Path, data: bytes, mode: int | None = None) -> Path:
+def written_aside(path: Path, data: bytes, mode: int | None = None,
+                  durable: bool = True) -> Path:
     """`data` written and fsynced to a new file next to `path` (its name: returned), to
     take `path`'s place with `put_in_place` (or be removed): the long part of a replace,
     done before a lock is taken for the rename."""
@@ -121,7 +127,8 @@ def written_aside(path: Path, data: bytes, mode: int | None = None) -> Path:
                 os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -129,15 +136,17 @@ def written_aside(path: Path, data: bytes, mode: int | None = None) -> Path:
     return tmp
 
 
-def put_in_place(tmp: Path, path: Path) -> None:
-    """`tmp` (from `written_aside`) renamed to `path`, the folder fsynced; removed if the
-    rename fails."""
+def put_in_place(tmp: Path, path: Path, durable: bool = True) -> None:
+    """`tmp` (from `written_aside`) renamed to `path`, the folder fsynced (not when
+    `durable` is False); removed if the rename fails."""
     try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)

@@ -119,8 +119,10 @@ class LocalRecords(LocalBeats):
 
     async def put_stats(self, route: str, instance: str, blob: dict[str, Any]) -> None:
         try:
+            # volatile (never fsynced): a live process's counts, published again every
+            # few seconds; as the Redis store's, no promise past a power loss (RESULTS §61)
             await asyncio.to_thread(atomic_write, self._stats_dir(route) / f"{instance}.json",
-                                    json.dumps(blob).encode())
+                                    json.dumps(blob).encode(), None, False)
         except OSError as exc:
             raise StoreUnavailable(f"cannot write counts: {exc.strerror}") from None
 

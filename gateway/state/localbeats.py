@@ -57,7 +57,9 @@ class LocalBeats:
 
     def _beat(self, instance: str, data: bytes, leaves: int) -> None:
         path = self._instance_file(instance)
-        tmp = written_aside(path, data)  # (the fsync outside the lock)
+        # never fsynced: a heartbeat says a live process wrote it lately; a power loss
+        # ends that process, so its beat surviving one promises nothing (RESULTS §61)
+        tmp = written_aside(path, data, durable=False)
         try:
             # (a stop's `leave` since: not waited for, the stop joins this thread)
             fd = self._beats_lock(give_up=lambda: self._leaves != leaves)
@@ -71,7 +73,7 @@ class LocalBeats:
             if self._leaves != leaves:  # a stop's `leave` ran since: not put back
                 os.unlink(tmp)
                 return
-            put_in_place(tmp, path)
+            put_in_place(tmp, path, durable=False)
             self._own_beat = (instance, data)
         finally:
             os.close(fd)
