@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from gateway.configfile import load_config
 from tests.backends import echo_app
-from tests.conftest import RedisServer, free_port, wait_until, write_config
+from tests.conftest import RedisServer, wait_until
+from tests.reloadrig import serve_a
 from tests.staterig import redis_state
-from tests.test_kill_after_routing_reload import _route
 from tests.test_killswitch import auth
 from tests.test_reload_audit_unjoined import reload_events
 
@@ -36,18 +35,9 @@ async def test_a_change_whose_audit_waits_survives_a_restart(
         tmp_path: Path, backends: Any, redis_server: RedisServer, gateway_procs: Any,
         session: ClientSession, how: str) -> None:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    ports = {"listen": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}"}
     state = redis_state(redis_server, tmp_path, command_timeout="200ms")
-    a = write_config(tmp_path, _route("iris", {"v1": (p1, 100), "v2": (p2, 0)}),
-                     state=state, name="a.yaml", **ports)
-    b = write_config(tmp_path, _route("iris", {"v1": (p1, 90), "v2": (p2, 10)}),
-                     state=state, name="b.yaml", **ports)
-    da, db = load_config(a).digest, load_config(b).digest
-    cfg = tmp_path / "killgate.yaml"
-    cfg.write_bytes(a.read_bytes())
-    cfg.chmod(0o600)
-    proc = gateway_procs(cfg)
-    await asyncio.to_thread(proc.wait_ready)
+    served = await serve_a(tmp_path, p1, p2, state, gateway_procs)
+    proc, cfg, b, da, db = served.proc, served.cfg, served.b, served.da, served.db
 
     async def config() -> dict[str, Any]:
         async with session.get(f"{proc.admin}/v1/status", headers=auth()) as r:

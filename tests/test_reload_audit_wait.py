@@ -28,11 +28,11 @@ from gateway.domain.audit import GENESIS, utc_now
 from tests.backends import echo_app
 from tests.conftest import (
     RedisServer,
-    free_port,
     running_gateway,
     wait_until,
     write_config,
 )
+from tests.reloadrig import serve_a
 from tests.staterig import redis_section, store_on
 from tests.test_kill_after_routing_reload import _route
 from tests.test_killswitch import auth, redis_state
@@ -44,18 +44,10 @@ async def test_a_claim_that_never_names_its_event_does_not_hold_the_next_reload(
         tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
         session: ClientSession) -> None:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    ports = {"listen": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}"}
     state = redis_state(redis_server, tmp_path, command_timeout="150ms")  # (a 3 s wait)
-    a = write_config(tmp_path, _route("iris", {"v1": (p1, 100), "v2": (p2, 0)}),
-                     state=state, name="a.yaml", **ports)
-    b = write_config(tmp_path, _route("iris", {"v2": (p2, 100), "v1": (p1, 0)}),
-                     state=state, name="b.yaml", **ports)
-    da, db = load_config(a).digest, load_config(b).digest
-    cfg = tmp_path / "killgate.yaml"
-    cfg.write_bytes(a.read_bytes())
-    cfg.chmod(0o600)
-    proc = gateway_procs(cfg)
-    await asyncio.to_thread(proc.wait_ready)
+    served = await serve_a(tmp_path, p1, p2, state, gateway_procs, {"v2": 100, "v1": 0})
+    proc, cfg, a, b = served.proc, served.cfg, served.a, served.b
+    da, db = served.da, served.db
     # the old release's instance claims A -> B (the fleet's occurrence of A: a fresh trail)
     token = start_token(da, fleet_head(None, GENESIS))
     store = store_on(redis_server, "kgtest")
