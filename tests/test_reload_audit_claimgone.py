@@ -17,12 +17,11 @@ import pytest
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer, running_gateway, wait_until
-from tests.staterig import redis_section
 from tests.test_audit_retention import _fill
 from tests.test_reload_audit_double import (
+    fast_pair,
     reload_events,
     second_records_no_event,
-    two_instances,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,10 +35,7 @@ def claims(redis: RedisServer, prefix: str) -> list[str]:
 async def test_a_change_whose_claim_is_gone_is_not_recorded_again(
         tmp_path: Path, backends: Any, redis_server: RedisServer) -> None:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    state = redis_section(redis_server.url, "kggone", poll_interval="100ms",
-                          heartbeat_interval="200ms", instance_lease="2s",
-                          command_timeout="150ms")
-    copies, b = two_instances(tmp_path, p1, p2, state)
+    copies, b = fast_pair(tmp_path, redis_server, "kggone", p1, p2)
     async with running_gateway(copies[0], "one") as g1, \
             running_gateway(copies[1], "two") as g2:
         assert g1.gw.history.token == g2.gw.history.token
@@ -63,10 +59,7 @@ async def test_a_change_whose_event_is_past_the_newest_thousand_is_not_recorded_
     the event was taken for one a store put back had lost, and written again. A claim that
     names an event is looked for further back (occurrence.SCAN entries) before that."""
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    state = redis_section(redis_server.url, "kgfar", poll_interval="100ms",
-                          heartbeat_interval="200ms", instance_lease="2s",
-                          command_timeout="150ms")
-    copies, b = two_instances(tmp_path, p1, p2, state)
+    copies, b = fast_pair(tmp_path, redis_server, "kgfar", p1, p2)
     async with running_gateway(copies[0], "one") as g1, \
             running_gateway(copies[1], "two") as g2:
         copies[0].write_bytes(b.read_bytes())

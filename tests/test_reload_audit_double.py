@@ -50,19 +50,34 @@ def two_instances(tmp_path: Path, p1: int, p2: int, state: str) -> tuple[list[Pa
     return copies, b
 
 
+def fast_pair(tmp_path: Path, redis: RedisServer, prefix: str, p1: int, p2: int
+              ) -> tuple[list[Path], Path]:
+    """`two_instances` on a store under `prefix` polled every 100 ms, with a 150 ms command
+    timeout (a sibling's wait for a claim is then 3 s)."""
+    state = redis_section(redis.url, prefix, poll_interval="100ms",
+                          heartbeat_interval="200ms", instance_lease="2s",
+                          command_timeout="150ms")
+    return two_instances(tmp_path, p1, p2, state)
+
+
+async def reload_to(g: Any, copy: Path, to: Path) -> None:
+    """The instance `g` reloads the config `to` (copied over its file `copy`): the change
+    applied and its audit ended."""
+    digest = load_config(to).digest
+    await asyncio.to_thread(shutil.copyfile, to, copy)  # (its mode kept: 0600)
+    g.gw.request_reload()
+    await wait_until(lambda: g.gw.watcher is not None
+                     and g.gw.watcher.outcome.loaded_digest == digest, 15,
+                     what="the change applied (its audit queued)")
+    await wait_until(lambda: not g.gw.history.pending(), 20, what="its audit to end")
+
+
 async def second_records_no_event(g2: Any, copy: Path, b: Path, redis: RedisServer,
                                   prefix: str) -> list[dict[str, Any]]:
-    """The second instance makes the change the first recorded (B copied over its file,
-    reloaded), its audit ends, and the trail holds the first's event alone for it: the
-    events of that change, returned."""
+    """The second instance makes the change the first recorded (`reload_to` B), and the
+    trail holds the first's event alone for it: the events of that change, returned."""
+    await reload_to(g2, copy, b)
     db = load_config(b).digest
-    await asyncio.to_thread(shutil.copyfile, b, copy)  # (its mode kept: 0600)
-    g2.gw.request_reload()
-    await wait_until(lambda: g2.gw.watcher is not None
-                     and g2.gw.watcher.outcome.loaded_digest == db, 15,
-                     what="the change applied on the second (its audit queued)")
-    await wait_until(lambda: not g2.gw.history.pending(), 20,
-                     what="the second's audit to end")
     events = [e for e in reload_events(redis, prefix) if e["after"]["digest"] == db]
     assert [e["source"] for e in events] == ["one"], events
     return events
@@ -72,11 +87,7 @@ async def test_an_event_whose_claim_never_named_it_is_not_written_again(
         tmp_path: Path, backends: Any, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    # (command_timeout 150 ms: the sibling's wait for the claim is 3 s)
-    state = redis_section(redis_server.url, "kgdouble", poll_interval="100ms",
-                          heartbeat_interval="200ms", instance_lease="2s",
-                          command_timeout="150ms")
-    copies, b = two_instances(tmp_path, p1, p2, state)
+    copies, b = fast_pair(tmp_path, redis_server, "kgdouble", p1, p2)
     never = asyncio.Event()  # (set on the way out: the hung call ends)
     async with running_gateway(copies[0], "one") as g1, \
             running_gateway(copies[1], "two") as g2:

@@ -13,8 +13,6 @@ Real redis-server, two gateways, the claim deleted between the reloads."""
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,40 +20,26 @@ import pytest
 
 from gateway.configfile import load_config
 from tests.backends import echo_app
-from tests.conftest import RedisServer, running_gateway, wait_until
-from tests.staterig import redis_section
+from tests.conftest import RedisServer, running_gateway
 from tests.test_reload_audit_claimgone import claims
-from tests.test_reload_audit_double import reload_events, two_instances
+from tests.test_reload_audit_double import fast_pair, reload_events, reload_to
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def _reload(g: Any, copy: Path, to: Path) -> None:
-    digest = load_config(to).digest
-    await asyncio.to_thread(shutil.copyfile, to, copy)
-    g.gw.request_reload()
-    await wait_until(lambda: g.gw.watcher is not None
-                     and g.gw.watcher.outcome.loaded_digest == digest, 15,
-                     what="the change applied")
-    await wait_until(lambda: not g.gw.history.pending(), 20, what="its audit to end")
 
 
 async def test_a_change_made_late_after_the_fleet_left_it_is_recorded(
         tmp_path: Path, backends: Any, redis_server: RedisServer) -> None:
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    state = redis_section(redis_server.url, "kgleft", poll_interval="100ms",
-                          heartbeat_interval="200ms", instance_lease="2s",
-                          command_timeout="150ms")
-    copies, b = two_instances(tmp_path, p1, p2, state)
+    copies, b = fast_pair(tmp_path, redis_server, "kgleft", p1, p2)
     a = tmp_path / "a.yaml"
     async with running_gateway(copies[0], "one") as g1, \
             running_gateway(copies[1], "two") as g2:
-        await _reload(g1, copies[0], b)  # A -> B
-        await _reload(g1, copies[0], a)  # B -> A: the fleet left B's occurrence
+        await reload_to(g1, copies[0], b)  # A -> B
+        await reload_to(g1, copies[0], a)  # B -> A: the fleet left B's occurrence
         assert len(reload_events(redis_server, "kgleft")) == 2
         for claim in claims(redis_server, "kgleft"):  # (an hour on; or a redis writer)
             redis_server.cmd("DEL", claim)
-        await _reload(g2, copies[1], b)  # the other, on A all along: A -> B
+        await reload_to(g2, copies[1], b)  # the other, on A all along: A -> B
         events = reload_events(redis_server, "kgleft")
         assert [(e["source"], e["after"]["digest"]) for e in events][-1] == (
             "two", load_config(b).digest), events
@@ -66,14 +50,11 @@ async def test_a_change_made_late_with_no_change_since_is_still_the_first_ones(
     """(revleft's case kept: no change made since the first's, the late sibling's is the
     same change, written once.)"""
     p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    state = redis_section(redis_server.url, "kgkept", poll_interval="100ms",
-                          heartbeat_interval="200ms", instance_lease="2s",
-                          command_timeout="150ms")
-    copies, b = two_instances(tmp_path, p1, p2, state)
+    copies, b = fast_pair(tmp_path, redis_server, "kgkept", p1, p2)
     async with running_gateway(copies[0], "one") as g1, \
             running_gateway(copies[1], "two") as g2:
-        await _reload(g1, copies[0], b)
+        await reload_to(g1, copies[0], b)
         for claim in claims(redis_server, "kgkept"):
             redis_server.cmd("DEL", claim)
-        await _reload(g2, copies[1], b)
+        await reload_to(g2, copies[1], b)
         assert [e["source"] for e in reload_events(redis_server, "kgkept")] == ["one"]
