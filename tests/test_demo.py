@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -13,6 +14,8 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -186,9 +189,10 @@ def test_the_demo_refuses_a_port_it_cannot_use_in_one_line(
     assert list(tmp_path.glob("killgate-demo-*")) == []
 
 
-def test_the_demo_on_port_0_prints_the_ports_it_listens_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """`--port 0 --admin-port 0` (any free ports) printed `http://127.0.0.1:0` in every
-    address and command it gave."""
+@contextlib.contextmanager
+def demo_on_free_ports(tmp_path: Path) -> Iterator[str]:
+    """`killgate demo --port 0 --admin-port 0` running, its output (to `demo.log`) once it
+    has printed its instructions: yielded; stopped (SIGINT) on the way out."""
     log = tmp_path / "demo.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(tmp_path))
     env.pop("KILLGATE_JWT_SECRET", None)
@@ -197,13 +201,19 @@ def test_the_demo_on_port_0_prints_the_ports_it_listens_on(tmp_path) -> None:  #
                                  "--admin-port", "0"], stdout=out, stderr=subprocess.STDOUT,
                                 cwd=str(ROOT), env=env, preexec_fn=die_with_parent)
     try:
-        text = wait_until_sync(lambda: "/ui/" in log.read_text() and log.read_text(), 30, 0.05,
-                               "the demo's instructions")
+        yield wait_until_sync(lambda: "/ui/" in log.read_text() and log.read_text(), 30, 0.05,
+                              "the demo's instructions")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+
+
+def test_the_demo_on_port_0_prints_the_ports_it_listens_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`--port 0 --admin-port 0` (any free ports) printed `http://127.0.0.1:0` in every
+    address and command it gave."""
+    with demo_on_free_ports(tmp_path) as text:
         assert "127.0.0.1:0" not in text, text
         admin = re.search(r"admin  (http://127\.0\.0\.1:\d+)", text)
         assert admin, text
         with urllib.request.urlopen(admin.group(1) + "/readyz", timeout=5) as r:
             assert r.status == 200
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)

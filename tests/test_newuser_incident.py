@@ -29,12 +29,8 @@ for the console's warnings module, the CLI in its own processes.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shlex
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +43,16 @@ from gateway.cli.statuswarn import store_warnings
 from tests.backends import echo_app
 from tests.chromium import Browser
 from tests.conftest import (
-    ROOT,
     GatewayProcess,
     RedisServer,
     bearer,
-    die_with_parent,
     free_port,
     wait_until,
-    wait_until_sync,
     write_config,
 )
 from tests.staterig import redis_state
 from tests.test_cli import acli, cli
+from tests.test_demo import demo_on_free_ports
 from tests.test_local_kill import _routes
 
 pytestmark = pytest.mark.timeout(120)
@@ -224,16 +218,7 @@ def test_the_demos_drill_route_is_marked_as_one(tmp_path: Path, browser: Browser
     """`killgate demo`'s console showed iris-drill first (the routing table's order: its
     header match is the more specific), a route card like iris's with nothing saying that no
     user reaches it; `killgate status` likewise. `drill_for` in /v1/status, said in both."""
-    log = tmp_path / "demo.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(tmp_path))
-    env.pop("KILLGATE_JWT_SECRET", None)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", "0",
-                                 "--admin-port", "0"], stdout=out, stderr=subprocess.STDOUT,
-                                cwd=str(ROOT), env=env, preexec_fn=die_with_parent)
-    try:
-        text = wait_until_sync(lambda: "/ui/" in log.read_text() and log.read_text(), 30,
-                               0.05, "the demo's instructions")
+    with demo_on_free_ports(tmp_path) as text:
         admin = re.search(r"admin  (http://127\.0\.0\.1:\d+)", text)
         token = re.search(r"export KILLGATE_TOKEN=(\S+)", text)
         assert admin and token, text
@@ -244,6 +229,3 @@ def test_the_demos_drill_route_is_marked_as_one(tmp_path: Path, browser: Browser
         browser.wait(lambda d: "drill route of iris" in browser.text(
             "article[data-route=iris-drill] header"), "the drill route's badge")
         assert "drill route" not in browser.text("article[data-route=iris] header")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
