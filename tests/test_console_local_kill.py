@@ -33,6 +33,21 @@ pytestmark = pytest.mark.timeout(60)
 ADMIN = admin_token("killgate:admin", "frank", 10800)
 
 
+def refused_then_local(b: Browser, admin: str, why: str) -> str:
+    """Signed in, v2 of iris killed from the page with the reason `why`: the store's
+    refusal (returned), then the local kill's dialog opened from it."""
+    b.sign_in(admin, ADMIN, "frank")
+    b.click("button[data-key='kill-iris/v2']")
+    b.d.find_element("id", "action-reason").send_keys(why)
+    b.click("#action-apply")
+    err = b.wait(lambda d: b.text("#action-result [data-testid=api-error]"),
+                 "the store's refusal")
+    b.click("button[data-key='local-kill-version iris/v2']")
+    b.wait(lambda d: "Emergency local kill" in b.text("#action-title"),
+           "the local kill's dialog")
+    return str(err)
+
+
 async def test_a_kill_the_store_cannot_commit_offers_the_local_kill(
         tmp_path: Path, backends, redis_server: RedisServer, session,
         browser: Browser) -> None:
@@ -44,22 +59,14 @@ async def test_a_kill_the_store_cannot_commit_offers_the_local_kill(
         b = browser
 
         def kill_from_the_page() -> tuple[str, str, str, str]:
-            b.sign_in(g.admin, ADMIN, "frank")
-            b.click("button[data-key='kill-iris/v2']")
-            b.d.find_element("id", "action-reason").send_keys("INC-9: v2 bad, redis down")
-            b.click("#action-apply")
-            err = b.wait(lambda d: b.text("#action-result [data-testid=api-error]"),
-                         "the store's refusal")
-            b.click("button[data-key='local-kill-version iris/v2']")
-            b.wait(lambda d: "Emergency local kill" in b.text("#action-title"),
-                   "the local kill's dialog")
+            err = refused_then_local(b, g.admin, "INC-9: v2 bad, redis down")
             where = b.text("#action-changes")
             request = str(b.d.find_element("id", "action-request").get_attribute("textContent"))
             b.d.find_element("id", "action-reason").send_keys("INC-9: v2 bad, redis down")
             b.click("#action-apply")
             receipt = b.wait(lambda d: b.text("#action-result [data-testid=receipt]"),
                              "the local kill's receipt")
-            return str(err), where, request, str(receipt)
+            return err, where, request, str(receipt)
 
         err, where, request, receipt = await asyncio.to_thread(kill_from_the_page)
         assert "503 state_store_unavailable" in err, err
@@ -87,16 +94,8 @@ async def test_a_store_busy_with_a_script_offers_the_local_kill_too(
         b = browser
 
         def kill_from_the_page() -> tuple[str, str]:
-            b.sign_in(g.admin, ADMIN, "frank")
-            b.click("button[data-key='kill-iris/v2']")
-            b.d.find_element("id", "action-reason").send_keys("INC-9: v2 bad, redis busy")
-            b.click("#action-apply")
-            err = b.wait(lambda d: b.text("#action-result [data-testid=api-error]"),
-                         "the store's refusal")
-            b.click("button[data-key='local-kill-version iris/v2']")
-            b.wait(lambda d: "Emergency local kill" in b.text("#action-title"),
-                   "the local kill's dialog")
-            return str(err), str(b.text("#action-title"))
+            err = refused_then_local(b, g.admin, "INC-9: v2 bad, redis busy")
+            return err, str(b.text("#action-title"))
 
         with busy_script(redis_server):
             err, title = await asyncio.to_thread(kill_from_the_page)
