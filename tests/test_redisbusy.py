@@ -143,31 +143,46 @@ async def _generation(session: object, admin: str) -> int:
         return int((await r.json())["generation"])
 
 
+KILL = {"scope": "version", "route": "iris", "version": "v1", "reason": "bad"}
+
+
+async def _kill_refused(session: object, admin: str, headers: dict[str, str], kind: str,
+                        words: str, retry: str) -> None:
+    """A kill of iris/v1 answered 503 `kind`, its message saying `words`, Retry-After
+    `retry`."""
+    async with session.post(f"{admin}/v1/kill", json=KILL,  # type: ignore[attr-defined]
+                            headers=headers) as r:
+        answer = await r.json()
+        assert r.status == 503, answer
+        assert answer["error"]["type"] == kind, answer
+        assert words in answer["error"]["message"], answer
+        assert r.headers["Retry-After"] == retry
+
+
+async def _status_says(admin: str, words: str) -> str:
+    """`killgate status`'s output once it says `words`."""
+    env = {"KILLGATE_ADMIN_URL": admin, "KILLGATE_TOKEN": token()}
+
+    async def said() -> str:
+        res = await acli("status", env=env)
+        return res.stdout if words in res.stdout else ""
+
+    return await wait_until(said, 20, 0.2, what=f"`killgate status` to say {words!r}")
+
+
 async def test_the_admin_api_and_status_say_a_busy_store(
         tmp_path: Path, backends: object, session: object,
         redis_server: RedisServer) -> None:
     async with _gateway(tmp_path, backends, redis_server) as admin:
-        body = {"scope": "version", "route": "iris", "version": "v1", "reason": "bad"}
         before = await _generation(session, admin)
         with busy_script(redis_server):
             for key in ({}, {"Idempotency-Key": "k1"}):  # (the claim's refusal too)
-                async with session.post(f"{admin}/v1/kill", json=body,  # type: ignore[attr-defined]
-                                        headers={**auth(), **key}) as r:
-                    answer = await r.json()
-                    assert r.status == 503, answer
-                    assert answer["error"]["type"] == "state_store_busy", answer
-                    assert "SCRIPT KILL" in answer["error"]["message"], answer
-                    assert r.headers["Retry-After"] == "5"
-            env = {"KILLGATE_ADMIN_URL": admin, "KILLGATE_TOKEN": token()}
-
-            async def said() -> str:
-                res = await acli("status", env=env)
-                return res.stdout if "SCRIPT KILL" in res.stdout else ""
-
-            text = await wait_until(said, 20, 0.2, what="`killgate status` to say BUSY")
+                await _kill_refused(session, admin, {**auth(), **key}, "state_store_busy",
+                                    "SCRIPT KILL", "5")
+            text = await _status_says(admin, "SCRIPT KILL")
             assert "STORE ERROR: a Lua script on redis at" in text, text
         assert await _generation(session, admin) == before  # (nothing changed)
-        async with session.post(f"{admin}/v1/kill", json=body,  # type: ignore[attr-defined]
+        async with session.post(f"{admin}/v1/kill", json=KILL,  # type: ignore[attr-defined]
                                 headers=auth()) as r:
             assert r.status == 200, await r.text()  # (once it ends, a kill goes through)
 
@@ -177,19 +192,7 @@ async def test_the_admin_api_says_a_store_loading_its_dataset(
         loading_redis: RedisServer) -> None:
     # (the gateway starts on a store that loads: not ready, its admin API answers)
     async with _gateway(tmp_path, backends, loading_redis) as admin:
-        body = {"scope": "version", "route": "iris", "version": "v1", "reason": "bad"}
-        async with session.post(f"{admin}/v1/kill", json=body,  # type: ignore[attr-defined]
-                                headers=auth()) as r:
-            answer = await r.json()
-            assert r.status == 503, answer
-            assert answer["error"]["type"] == "state_store_loading", answer
-            assert "retry in a moment" in answer["error"]["message"], answer
-            assert r.headers["Retry-After"] == "2"
-        env = {"KILLGATE_ADMIN_URL": admin, "KILLGATE_TOKEN": token()}
-
-        async def said() -> str:
-            res = await acli("status", env=env)
-            return res.stdout if "loading its dataset" in res.stdout else ""
-
-        text = await wait_until(said, 20, 0.2, what="`killgate status` to say LOADING")
+        await _kill_refused(session, admin, auth(), "state_store_loading",
+                            "retry in a moment", "2")
+        text = await _status_says(admin, "loading its dataset")
         assert "retry in a moment" in text, text
