@@ -148,3 +148,29 @@ def test_the_prometheusrule_command_holds_the_shipped_rules() -> None:
     assert doc["apiVersion"] == "monitoring.coreos.com/v1" and doc["kind"] == "PrometheusRule"
     assert doc["metadata"]["labels"] == {"release": "kube-prometheus-stack"}
     assert doc["spec"] == yaml.safe_load(RULES.read_text())
+
+
+@pytest.mark.timeout(60)
+async def test_metrics_say_which_killgate_version_each_instance_runs(
+        tmp_path: Path, backends, gateway_procs, session: ClientSession) -> None:
+    """Upgrading says to unkill again, and that the replica rule protects kills, "once every
+    instance runs the new version": `killgate_build_info{version}` lets Prometheus say which
+    instances run which (`count by (version) (killgate_build_info)`); on main nothing did
+    (not /metrics, /v1/status, /v1/fleet nor /healthz), so an SRE could not tell."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gateway import __version__
+
+    stable, canary = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    routes = two_versions(stable, canary)
+    gws = [gateway_procs(write_config(tmp_path, routes, name=f"{n}.yaml",
+                                      listen=f"127.0.0.1:{free_port()}",
+                                      admin=f"127.0.0.1:{free_port()}"), workers=w)
+           for n, w in (("a", 2), ("b", 1))]
+    for g in gws:
+        await asyncio.to_thread(g.wait_ready)
+        async with session.get(g.admin + "/metrics") as r:
+            text = await r.text()
+        infos = [(s.labels, s.value) for f in text_string_to_metric_families(text)
+                 if f.name == "killgate_build_info" for s in f.samples]
+        assert infos == [({"version": __version__}, 1.0)], (g.admin, infos)
