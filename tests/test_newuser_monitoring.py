@@ -76,13 +76,15 @@ async def test_the_readmes_monitoring_snippets_kill_a_failing_canary_as_pasted(
     fast_rules(tmp_path / "rules.yml")  # (the shipped rules with seconds for minutes)
     prom = _prometheus_snippet()
     for old, new in (("/etc/prometheus/killgate-rules.yml", str(tmp_path / "rules.yml")),
+                     # (the rules' windows are seconds here: scrapes to match)
+                     ("scrape_interval: 15s, evaluation_interval: 15s",
+                      "scrape_interval: 500ms, evaluation_interval: 500ms"),
                      ("10.0.0.5:8081", f"127.0.0.1:{gws[0].admin_port}"),
                      ("10.0.0.6:8081", f"127.0.0.1:{gws[1].admin_port}"),
                      ("127.0.0.1:9093", f"127.0.0.1:{am_port}")):
         assert old in prom, f"the README's prometheus.yml has no {old}"
         prom = prom.replace(old, new)
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 500ms, evaluation_interval: 500ms}\n" + prom)
+    (tmp_path / "prometheus.yml").write_text(prom)
     check = await asyncio.to_thread(
         subprocess.run, [_exe("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
         capture_output=True, text=True, timeout=60)
@@ -130,6 +132,9 @@ async def test_the_readmes_monitoring_snippets_kill_a_failing_canary_as_pasted(
     async with session.get(f"http://127.0.0.1:{am_port}/api/v2/alerts/groups") as r:
         groups = [gr["labels"] for gr in await r.json() if gr["receiver"]["name"] == "killgate"]
     assert {"route": "iris", "version": "v2"}.items() <= groups[0].items(), groups
+    async with session.get(api + "/alerts") as r:  # (scraped often enough for the rules)
+        names = {a["labels"]["alertname"] for a in (await r.json())["data"]["alerts"]}
+    assert "KillgateScrapedTooSeldom" not in names, names
 
 
 def test_the_prometheusrule_command_holds_the_shipped_rules() -> None:
@@ -174,3 +179,42 @@ async def test_metrics_say_which_killgate_version_each_instance_runs(
         infos = [(s.labels, s.value) for f in text_string_to_metric_families(text)
                  if f.name == "killgate_build_info" for s in f.samples]
         assert infos == [({"version": __version__}, 1.0)], (g.admin, infos)
+
+
+@pytest.mark.timeout(120)
+async def test_a_prometheus_scraping_too_seldom_for_the_rules_windows_is_told(
+        tmp_path: Path, backends, gateway_procs, daemons: list[Daemon],
+        session: ClientSession) -> None:
+    """Prometheus's default `scrape_interval` is 1m and the rules' shortest windows are
+    `[1m]`: one sample in a window, no rate, so the 1-minute rules are empty (the canary
+    latency alert never fires, so never rolls back) and on main nothing said so. Scaled
+    down with real processes: fast_rules's `[5s]` windows, a scrape every 6 s:
+    KillgateScrapedTooSeldom fires."""
+    stable, canary = await backends(echo_app("v1")), await backends(echo_app("v2", status=500))
+    gw = gateway_procs(write_config(
+        tmp_path, two_versions(stable, canary, 50, 50, extra="outlier: {enabled: false}\n"),
+        listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}"))
+    await asyncio.to_thread(gw.wait_ready)
+    prom_port = free_port()
+    fast_rules(tmp_path / "rules.yml")
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 6s, evaluation_interval: 500ms}\n"
+        f"rule_files: [{tmp_path / 'rules.yml'}]\n"
+        "scrape_configs:\n  - job_name: killgate\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{gw.admin_port}']}}]\n")
+    daemons.append(Daemon([_exe("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
+                           f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                           f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+                          tmp_path / "prometheus.log"))
+    await _ready(session, f"http://127.0.0.1:{prom_port}/-/ready", "prometheus", daemons[0])
+
+    async def told() -> bool:
+        for _ in range(5):
+            async with session.post(gw.url + "/v2/models/iris/infer", data=b"{}") as r:
+                await r.read()
+        async with session.get(f"http://127.0.0.1:{prom_port}/api/v1/alerts") as r:
+            alerts = (await r.json())["data"]["alerts"]
+        return any(a["labels"]["alertname"] == "KillgateScrapedTooSeldom"
+                   and a["state"] == "firing" for a in alerts)
+
+    await wait_until(told, 60, 0.5, what="KillgateScrapedTooSeldom firing")
