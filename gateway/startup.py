@@ -79,6 +79,8 @@ class GatewayParts(PartsReport):
         self.reuse_port = reuse_port
         self.ports = ports
         self.metrics = Metrics()
+        # which killgate each instance runs (an upgrade's progress, fleet-wide)
+        self.metrics.set("killgate_build_info", 1.0, (__version__,), ("version",))
         self.tracing = Tracing(None)
         # closed (503 state_unknown) until the state sync has loaded the kill state once
         self.holder = TableHolder(loaded, state_unknown=True)

@@ -69,6 +69,7 @@ GAUGES: dict[str, str] = {
     "killgate_drill_last_errors": "own",
     "killgate_drill_last_seconds": "own",
     "killgate_metrics_workers": "own",
+    "killgate_build_info": "max",  # (each version a worker runs: one series each)
     "killgate_shadow_inflight": "sum",
     "killgate_shadow_agreement_ratio": "ratio",  # from the summed comparisons
 }
