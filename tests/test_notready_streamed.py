@@ -11,13 +11,17 @@ and model servers."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests import cli_fork
 from tests.backends import v2_model_server
-from tests.conftest import running_gateway, write_config
+from tests.conftest import admin_token, running_gateway, write_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -93,3 +97,26 @@ async def test_a_model_the_canary_never_served_does_not_eject_it_on_streamed_req
                                      ("models", "v2", "not_ready"))
     assert got == [(404, "v2")] * 5 and ejections == 0, (got, ejections)
     assert after == (200, "v2")
+
+
+async def test_status_says_why_a_version_is_out(tmp_path: Path, backends) -> None:
+    """`killgate status` showed an ejected canary as `healthy NO` on a route with no health
+    checks (found by revnewuser9 at step 4: which probe failed?): the cell says it was
+    ejected, and for how long still."""
+    held = {"iris"}
+    p1 = await backends(v2_model_server("v1", {"iris"}))
+    p2 = await backends(v2_model_server("v2", held))
+    cfg = write_config(tmp_path, _routes(p1, p2))
+    path, kw = _ask("iris")
+    token = admin_token("killgate:read", "t", 3600)
+    async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
+        assert await _served(s, g.url + path, **kw) == (200, "v2")
+        held.discard("iris")
+        for _ in range(3):
+            await _served(s, g.url + path, **kw)
+        res = await asyncio.to_thread(cli_fork.run, ["status", "--admin", g.admin, "--token",
+                                                     token], dict(os.environ), os.getcwd(), 30)
+    code, out, err = res.returncode, res.stdout, res.stderr
+    assert code == 0, err
+    row = next(x for x in out.splitlines() if x.startswith("models") and " v2 " in x)
+    assert re.search(r"NO \(ejected, \d+s left\)", row), row
