@@ -49,3 +49,29 @@ async def test_the_examples_move_a_request_off_a_canary_that_unloaded_its_model(
         held[canary].clear()  # the canary unloads its model
         got = [await ask(u) for u in users]
     assert got == [(200, route["stable"])] * len(users), got
+
+
+async def test_check_notes_a_model_route_with_no_protocol(tmp_path: Path) -> None:
+    """A route copied from an older example, or written from memory, without `protocol`:
+    `killgate check` says what that costs and what to write (a note: exit 0)."""
+    from tests.test_cli import acli
+
+    routes = yaml.safe_load((CONFIG / "openai.yaml").read_text())["routes"]
+    iris = yaml.safe_load((CONFIG / "minimal.yaml").read_text())["routes"]
+    for r in [*routes, *iris]:
+        del r["protocol"]
+    iris[0]["shadow"] = {"version": "v2", "sample": 0.5}
+    iris[0]["versions"][1]["weight"] = 0
+    cfg = write_config(tmp_path, yaml.safe_dump([*routes, *iris], sort_keys=False))
+    res = await acli("check", str(cfg))
+    assert res.returncode == 0, res.stderr
+    notes = [ln for ln in res.stderr.splitlines() if "protocol is http (the default)" in ln]
+    assert [n.split(" (")[0] for n in notes] == [
+        "note: routes[0]", "note: routes[1]", "note: routes[2]"], res.stderr
+    assert "set protocol: openai" in notes[0] and "set protocol: v2" in notes[2]
+    assert "a shadow compares whole JSON" in notes[2]
+    for r in [*routes, *iris]:
+        r["protocol"] = "http"  # (written out: the choice is made)
+    cfg = write_config(tmp_path, yaml.safe_dump([*routes, *iris], sort_keys=False))
+    res = await acli("check", str(cfg))
+    assert res.returncode == 0 and "protocol is http" not in res.stderr, res.stderr
