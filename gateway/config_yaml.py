@@ -35,6 +35,8 @@ MAX_EXPANDED_NODES = 100_000
 #: the longest integer as written (Python's int() refuses past 4,300 digits)
 MAX_NUMBER_CHARS = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: the first line of a conflict git's merge leaves in a file (`<<<<<<< HEAD`)
+_CONFLICT = re.compile(r"^<{7}(?: |$)", re.MULTILINE)
 
 
 def load_yaml(text: str, source: str) -> Any:
@@ -54,6 +56,13 @@ def load_yaml(text: str, source: str) -> Any:
         if problem == "but found another document":  # (PyYAML's words for a second `---`)
             problem = ("a second YAML document starts here (---): a config file holds one; "
                        "merge them or remove the line")
+        conflict = _CONFLICT.search(text)
+        if conflict is not None:  # (a `git merge` or `pull` that stopped: its markers)
+            line = text.count("\n", 0, conflict.start()) + 1
+            raise ConfigError([Problem("", (
+                f"{source}: unresolved git merge conflict at line {line} (git's <<<<<<< "
+                f"======= >>>>>>> markers): resolve the merge, then `killgate check` the "
+                f"file (YAML syntax error{where}: {problem})"))]) from None
         raise ConfigError([Problem("", f"{source}: YAML syntax error{where}: {problem}")]) from None
 
 

@@ -18,6 +18,7 @@ from gateway.cli.approvals import add_approval_commands
 from gateway.cli.client import ClientError, api, common_options, run, silent_instances, table
 from gateway.cli.configtools import add_config_commands
 from gateway.cli.shapes import Shape
+from gateway.cli.statuscells import healthy_cell, shadow_cell
 from gateway.cli.statuswarn import instance_rows, latched_line, store_warnings
 from gateway.cli.writes import add_write_commands
 from gateway.domain.audit import clean_text
@@ -127,8 +128,8 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
         for vname, v in r["versions"].items():
             rows.append([name + _drill_of(r) + _latch(r), vname,
                          f"{v['configured_weight']:g}", f"{v['effective_weight']:g}",
-                         "yes" if v["healthy"] else "NO", "YES" if v["killed"] else "no",
-                         "*" if r["stable"] == vname else _shadow(r, vname, v)])
+                         healthy_cell(v), "YES" if v["killed"] else "no",
+                         "*" if r["stable"] == vname else shadow_cell(r, vname, v)])
     out.append(table(rows))
     for name, r in (st.get("routes") or {}).items():
         if line := latched_line(name, r):
@@ -153,16 +154,6 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
                 f"share here (see 'share %') until `killgate release {name}` or a config "
                 f"with {missing}", 4096))
     return "\n".join(out)
-
-
-def _shadow(r: dict[str, Any], vname: str, v: dict[str, Any]) -> str:
-    """The route's shadow, in the stable column: it answers no client (a copy of the
-    stable's requests, compared): `shadow`, or why it gets no copies now; read as an idle
-    version of weight 0, it looked ready to promote."""
-    sh = r.get("shadow")
-    if not isinstance(sh, dict) or sh.get("version") != vname or v.get("effective_weight"):
-        return ""
-    return "shadow" if sh.get("mirroring") else f"shadow (off: {sh.get('off')})"
 
 
 def _audit(args: argparse.Namespace) -> int:

@@ -82,9 +82,10 @@ def _check_one(file: str, say: Callable[[str], None]) -> int:
         otlp_grpc_port,
         ungated_shadows,
     )
+    from gateway.config_protocol import protocol_hints
 
     for note in [*hook_notes, *approval_gaps(cfg), *ungated_shadows(cfg), *otlp_grpc_port(cfg),
-                 *doubled_prefixes(cfg)]:
+                 *doubled_prefixes(cfg), *protocol_hints(cfg)]:
         say(f"note: {note}")
     for line in [*map(str, errors), *hook_errors]:
         say(line)

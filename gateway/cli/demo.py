@@ -126,6 +126,7 @@ state:
 routes:
   - name: iris
     match: {{path_prefix: /v2/models/iris}}
+    protocol: v2                    # Open Inference Protocol: compares outputs, moves unloads
     stable: v1
     versions:
       - {{name: v1, url: "http://127.0.0.1:{v1}", weight: 90}}
@@ -139,6 +140,7 @@ routes:
   - name: iris-drill                # the same versions, for drills' synthetic requests only
     match: {{path_prefix: /v2/models/iris, header: {{x-killgate-drill-route: "1"}}}}
     drill_for: iris
+    protocol: v2
     stable: v1
     versions:
       - {{name: v1, url: "http://127.0.0.1:{v1}", weight: 90}}

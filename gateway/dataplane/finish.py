@@ -17,14 +17,16 @@ from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.flight import Flight
 from gateway.dataplane.headers import answer_head, content_type, is_event_stream, response_head
 from gateway.dataplane.inflight import Inflight
+from gateway.dataplane.notready import could_be_not_ready, is_not_ready, plain
 from gateway.dataplane.outgoing import forwarded_for
 from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import Forwarding
 from gateway.dataplane.request import Request
-from gateway.dataplane.servedmodels import Asked
+from gateway.dataplane.servedmodels import Asked, ServedModels
 from gateway.dataplane.shadowtap import Tap
 from gateway.domain.routing import PINNED, RoutePlan, Target
 from gateway.forwarded import ClientAddress
+from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.record import Recorder
 
 __all__ = ["CLIENT_CLOSED", "Finish"]
@@ -47,6 +49,8 @@ class Finish:
     unready: dict[Request, list[tuple[str, str, float]]]  # (answers.py)
     peeks: PeekBudget[Request]  # bodies held to read their `model` (proxy.py)
     _spare: Flight  # the last finished request's flight (proxy.py's `_route` reuses it)
+    models: ServedModels  # (answers.py)
+    metrics: Metrics
 
     if TYPE_CHECKING:  # (`Answers`' and `Outgoing`'s, the other bases of `Proxy`)
         def labels(self, plan: RoutePlan, target: Target | None, decision: str) -> bytes: ...
@@ -66,7 +70,7 @@ class Finish:
         body = ex.finish()  # (back in its pool: `ex` holds this answer until its `_reset`)
         if plan.shadow_config is not None and (tap := self.tap(flight)) is not None:
             tap.answer(status, ex.headers, body)  # a copy goes once this answer is written
-        if plan.aware and 200 <= status < 300 and version == plan.stable:
+        if plan.aware and 200 <= status < 300:
             self.note_served(route, version, flight.asked_model())  # (it holds that model)
         length: int | None = len(body)
         if ex.head:  # (an answer to HEAD: the exchange was begun so, a flag, not a compare)
@@ -90,12 +94,11 @@ class Finish:
         rec.upstream = ex.head_at - started
         observer = self.observer
         if observer is not None:
+            kind = "ok" if status < 400 else self._outcome(flight, status, ex.headers, body)
             if decision != PINNED and flight.counted:  # (a method call each: no bound method)
-                observer.outcome(route, version, "5xx" if status >= 500 else "ok",
-                                 self.clock.now - started)
+                observer.outcome(route, version, kind, self.clock.now - started)
             else:  # pinned, or past its sticky key's bound: the judges are not told of it
-                observer.pinned(route, version, "5xx" if status >= 500 else "ok",
-                                self.clock.now - started)
+                observer.pinned(route, version, kind, self.clock.now - started)
         keep = req.keep_alive and req.body_done and not req.conn.closing  # will_keep_alive
         connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
         lab = self._labels  # (the last answer's lines, found by `is`: most answers')
@@ -114,6 +117,30 @@ class Finish:
             data = answer_head(status, ex.lines, ex.dated, ours, length, connection,
                                self.clock.now, body)
         req.respond(data)
+
+    def _outcome(self, flight: Forwarding, status: int, raw: list[tuple[bytes, bytes]],
+                  body: bytes) -> str:
+        """What an error answer forwarded whole tells the judges: "not_ready" for a "model
+        not loaded" answer (notready.py) to a request whose body streamed (it could not
+        move: the body is not held to send again) from a version that has answered that
+        model (2xx) since the process started: it unloaded it, and is ejected after
+        `consecutive_gateway_failures` as if the request had moved. Before, such answers
+        counted as "ok": a canary that unloaded its model kept its share of 100 KB V2
+        requests, every one answered 404, for good (tests/test_notready_streamed.py). A
+        model it never answered is the client's to name: never blamed (servedmodels.py)."""
+        plan, target = flight.plan, flight.target
+        protocol = plan.config.protocol
+        if flight.complete or not plan.aware or not could_be_not_ready(
+                protocol, status, flight.routing_path, flight.req.method) \
+                or not self.models.answered(plan.name, target.name, flight.asked_model()):
+            return "5xx" if status >= 500 else "ok"
+        text = plain(body, raw)
+        if text is None or not is_not_ready(protocol, status, flight.routing_path, text,
+                                            flight.req.method, flight.asked_name()):
+            return "5xx" if status >= 500 else "ok"
+        self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, "not_ready"),
+                         label_names=("route", "version", "kind"))
+        return "not_ready"
 
     def gone(self, req: Request) -> None:
         flight = req.flight

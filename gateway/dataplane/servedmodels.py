@@ -17,8 +17,10 @@ kept with the request's path: only an inference (POST) whose model the gateway r
 noted or blamed. A request whose model it cannot read (a body naming `model` twice, which
 the backend reads as it likes; a `GET /v1/models/<m>` with no body), or an answer to
 another request (the model list, a CORS preflight, a path that reads no body), says
-nothing of whether the stable holds a model, and a client chooses all of them. Only the
-stable's 2xx answers are noted (a promoted version starts noting as it serves): on an
+nothing of whether the stable holds a model, and a client chooses all of them. Every
+version's 2xx answers are noted: a not-ready answer to a request whose body streamed (it
+cannot move, so no other version can say whether anyone holds the model) blames any version
+only for a model it has answered (finish.py). On an
 `openai` route whose routing did not read the body, that is one strict read of the body
 per answer, 5 µs for a small one, ~120 µs for 70 KB with `model` last
 (measured), against an inference that takes milliseconds. Pure data and functions; the

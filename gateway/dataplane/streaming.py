@@ -59,7 +59,7 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
         req.keep_alive = False  # if the body is in by the end (RFC 9112 §9.6)
     connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
     proxy.served(req, plan, target, flight.decision, status)
-    if plan.aware and 200 <= status < 300 and target.name == plan.stable:
+    if plan.aware and 200 <= status < 300:
         proxy.note_served(plan.name, target.name, flight.asked_model())  # (it holds it)
     if proxy.unready:  # served here after "not ready" elsewhere: those count now, not when
         proxy.settle_unready(req)  # a long stream ends
