@@ -31,6 +31,7 @@ from gateway.admin import (
 from gateway.admin.approvals import Approvals
 from gateway.admin.auth import Principal
 from gateway.admin.callers import Callers
+from gateway.admin.expect import expect_handler
 from gateway.admin.ports import AuditReader, Counters, Current, LocalKiller, StateWriter
 from gateway.admin.shadowgate import ShadowChecks
 from gateway.admin.tracing import TRACE_ID
@@ -95,7 +96,8 @@ class ActionsApi:
 
     def register(self, r: web.UrlDispatcher) -> None:
         for method, path, action in WRITES:
-            r.add_route(method, path, functools.partial(self._action, action=action))
+            r.add_route(method, path, functools.partial(self._action, action=action),
+                        expect_handler=expect_handler)
 
     async def _action(self, request: web.Request, action: str) -> web.Response:
         principal = await self.callers.authorize(request, actions.SCOPE_OF[action])

@@ -26,6 +26,7 @@ from gateway.admin.auditread import audit_page
 from gateway.admin.auth import Authenticator
 from gateway.admin.callers import Callers
 from gateway.admin.denied import DeniedLog
+from gateway.admin.expect import EXPECT_GATE, expect_handler
 from gateway.admin.middleware import answer_headers, errors, json_error
 from gateway.admin.ports import (
     AlertInbox,
@@ -108,19 +109,21 @@ class AdminApi:
         app = web.Application(middlewares=[front] if front is not None else [*outer, errors],
                               client_max_size=self.current.loaded.config.admin.max_body_size)
         app.on_response_prepare.append(answer_headers)
+        if (gate := getattr(front, "expect", None)) is not None:
+            app[EXPECT_GATE] = gate  # (every route's expect handler asks it: expect.py)
         app[inputs.BODY_TIMEOUT] = self.current.loaded.config.server.body_timeout
         app[inputs.MAX_BODY] = self.current.loaded.config.admin.max_body_size
         r = app.router
-        r.add_get("/healthz", self.healthz)
-        r.add_get("/readyz", self.readyz)
-        r.add_get("/metrics", self.scrapes.handle)
-        r.add_get("/openapi.json", self.openapi)
-        r.add_get("/v1/status", self.status)
-        r.add_get("/v1/config", self.config)
-        r.add_get("/v1/audit", self.audit)
+        r.add_get("/healthz", self.healthz, expect_handler=expect_handler)
+        r.add_get("/readyz", self.readyz, expect_handler=expect_handler)
+        r.add_get("/metrics", self.scrapes.handle, expect_handler=expect_handler)
+        r.add_get("/openapi.json", self.openapi, expect_handler=expect_handler)
+        r.add_get("/v1/status", self.status, expect_handler=expect_handler)
+        r.add_get("/v1/config", self.config, expect_handler=expect_handler)
+        r.add_get("/v1/audit", self.audit, expect_handler=expect_handler)
         self.actions.register(r)
         ApprovalsApi(self.callers, self.approvals, self.writer).register(r)
-        r.add_post("/v1/alerts/alertmanager", self.alertmanager)
+        r.add_post("/v1/alerts/alertmanager", self.alertmanager, expect_handler=expect_handler)
         return app
 
     async def _append_audit(self, draft: AuditDraft) -> None:

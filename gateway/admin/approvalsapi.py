@@ -19,6 +19,7 @@ from gateway.admin.approvalrecord import ApprovalRefused, principal_key
 from gateway.admin.approvals import Approvals
 from gateway.admin.auth import Principal
 from gateway.admin.callers import Callers
+from gateway.admin.expect import expect_handler
 from gateway.admin.tracing import TRACE_ID
 from gateway.admin.writes import Writer
 from gateway.errors import ApiError, Forbidden
@@ -38,9 +39,9 @@ class ApprovalsApi:
         self.writer = writer
 
     def register(self, r: web.UrlDispatcher) -> None:
-        r.add_get("/v1/approvals", self.approvals_list)
-        r.add_post("/v1/approvals/{id}/approve", self.approve)
-        r.add_post("/v1/approvals/{id}/decline", self.decline)
+        r.add_get("/v1/approvals", self.approvals_list, expect_handler=expect_handler)
+        r.add_post("/v1/approvals/{id}/approve", self.approve, expect_handler=expect_handler)
+        r.add_post("/v1/approvals/{id}/decline", self.decline, expect_handler=expect_handler)
 
     async def approvals_list(self, request: web.Request) -> web.Response:
         # killgate:read lists every open request; a token without it, the requests it may

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.admin import inputs
 from gateway.admin.callers import Callers
+from gateway.admin.expect import expect_handler
 from gateway.admin.ports import AuditTrimmer
 from gateway.admin.tracing import TRACE_ID
 from gateway.admin.writes import Done, Writer
@@ -34,7 +35,7 @@ class AuditTrimApi:
         self.trimmer = trimmer  # (None: state.audit_retention is not configured)
 
     def register(self, r: web.UrlDispatcher) -> None:
-        r.add_post("/v1/audit/trim", self.trim)
+        r.add_post("/v1/audit/trim", self.trim, expect_handler=expect_handler)
 
     async def trim(self, request: web.Request) -> web.Response:
         principal = await self.callers.authorize(request, SCOPE)

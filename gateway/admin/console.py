@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway.admin import etag
 from gateway.admin.auth import SCOPES, Principal
+from gateway.admin.expect import expect_handler
 from gateway.errors import Forbidden, StateError
 
 __all__ = ["ConsoleApi", "FleetView"]
@@ -110,9 +111,9 @@ class ConsoleApi:
         self.traffic_view = traffic
 
     def register(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/v1/whoami", self.whoami)
-        router.add_get("/v1/fleet", self.fleet)
-        router.add_get("/v1/traffic", self.traffic)
+        router.add_get("/v1/whoami", self.whoami, expect_handler=expect_handler)
+        router.add_get("/v1/fleet", self.fleet, expect_handler=expect_handler)
+        router.add_get("/v1/traffic", self.traffic, expect_handler=expect_handler)
 
     async def whoami(self, request: web.Request) -> web.Response:
         """Who the presented token says you are. Without any Authorization header the

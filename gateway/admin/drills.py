@@ -26,6 +26,7 @@ from gateway.admin.drillinject import FIELDS, injection
 from gateway.admin.drillopen import open_input
 from gateway.admin.drillstarted import live_addresses, started_with
 from gateway.admin.drillsupport import DrillHistory, drill_events, end_input
+from gateway.admin.expect import expect_handler
 from gateway.admin.ports import AuditReader, Current, Describe, FleetView, StateWriter
 from gateway.admin.ports import Change as ChangeFn
 from gateway.admin.tracing import TRACE_ID
@@ -69,11 +70,11 @@ class DrillApi:
         self.history = DrillHistory()  # (not read again from a trail that has not changed)
 
     def add_routes(self, r: web.UrlDispatcher) -> None:
-        r.add_get("/v1/drills", self.list)
-        r.add_post("/v1/drills", self.open)
-        r.add_post("/v1/drills/{drill}/inject", self.inject)
-        r.add_post("/v1/drills/{drill}/restore", self.restore)
-        r.add_post("/v1/drills/{drill}/end", self.end)
+        r.add_get("/v1/drills", self.list, expect_handler=expect_handler)
+        r.add_post("/v1/drills", self.open, expect_handler=expect_handler)
+        r.add_post("/v1/drills/{drill}/inject", self.inject, expect_handler=expect_handler)
+        r.add_post("/v1/drills/{drill}/restore", self.restore, expect_handler=expect_handler)
+        r.add_post("/v1/drills/{drill}/end", self.end, expect_handler=expect_handler)
 
     # ------------------------------------------------------------------ helpers
 

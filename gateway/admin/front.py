@@ -10,7 +10,10 @@ module's own function decides: `head_size`, `host_allowed` and `host_refusal`,
 its connection closed before the Host is looked at; a Host this listener does not answer
 to is refused 421 before any span; a write to an endpoint gets its span, whose trace id
 the write's audit event carries, and which ends with the final status (an error's answer
-included); every exception below is answered in the API's shape. tests/test_admin_front.py
+included); every exception below is answered in the API's shape; and `front(...).expect`,
+the routes' expect handler, which aiohttp runs before any middleware, checks the head's
+size and Host the same way before it judges an `Expect` (admin/expect.py).
+tests/test_admin_front.py
 holds the answers equal to the four middlewares' for the inputs that matter.
 """
 
@@ -21,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.admin.expect import expectation
 from gateway.admin.hosts import host_allowed, host_refusal
 from gateway.admin.listenerlimits import Limits, head_refusal, head_size
 from gateway.admin.middleware import answer_error
@@ -67,5 +71,17 @@ def front(limits: Limits, admin: Callable[[], AdminConfig], counters: Counters,
         finally:
             span.end(status)
 
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        """The routes' expect handler (admin/expect.py; aiohttp runs it before this
+        middleware): the head's size and Host as above, then the expectation."""
+        if head_size(request) > cap:
+            return head_refusal(limits)
+        if not host_allowed(request.headers.get("Host"), admin(), loopback):
+            resp = host_refusal(admin(), counters)
+            resp.force_close()  # (a body held back for a 100 never comes)
+            return resp
+        return await expectation(request)
+
     admin_front.checks_head = True  # type: ignore[attr-defined]
+    admin_front.expect = expect  # type: ignore[attr-defined]
     return admin_front

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from gateway.admin.auth import Principal
+from gateway.admin.expect import expect_handler
 from gateway.config import Config, RouteConfig
 from gateway.errors import ApiError
 
@@ -39,7 +40,7 @@ class ShadowApi:
         self.config = config
 
     def register(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/v1/routes/{route}/shadow", self.shadow)
+        router.add_get("/v1/routes/{route}/shadow", self.shadow, expect_handler=expect_handler)
 
     async def shadow(self, request: web.Request) -> web.Response:
         await self.authorize(request, "killgate:read")

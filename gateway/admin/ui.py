@@ -18,6 +18,7 @@ from importlib.abc import Traversable
 
 from aiohttp import web
 
+from gateway.admin.expect import expect_handler
 from gateway.admin.middleware import ANSWER_HEADERS
 
 __all__ = ["CSP", "UiFiles"]
@@ -66,9 +67,9 @@ class UiFiles:
                                "(gateway/admin/ui/index.html)")
 
     def register(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/ui", self.redirect)
-        router.add_get("/ui/", self.index)
-        router.add_get("/ui/{name:.+}", self.asset)
+        router.add_get("/ui", self.redirect, expect_handler=expect_handler)
+        router.add_get("/ui/", self.index, expect_handler=expect_handler)
+        router.add_get("/ui/{name:.+}", self.asset, expect_handler=expect_handler)
 
     async def redirect(self, request: web.Request) -> web.Response:
         # relative: behind a proxy that publishes the listener under a prefix (/kg/ui),

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway.admin import inputs
 from gateway.admin.callers import Callers
+from gateway.admin.expect import expect_handler
 from gateway.admin.ports import Voucher
 from gateway.admin.tracing import TRACE_ID
 from gateway.admin.writes import Done, Writer
@@ -36,7 +37,7 @@ class VouchApi:
         self.instance = instance
 
     def register(self, r: web.UrlDispatcher) -> None:
-        r.add_post("/v1/state/vouch", self.vouch)
+        r.add_post("/v1/state/vouch", self.vouch, expect_handler=expect_handler)
 
     async def vouch(self, request: web.Request) -> web.Response:
         principal = await self.callers.authorize(request, SCOPE)

@@ -46,6 +46,7 @@ from gateway.state.files import (
     read_regular,
     write_target,
 )
+from gateway.state.garbled import Garbled
 from gateway.state.localtrim import LocalTrim
 from gateway.state.shareddecode import SharedDecoder
 from gateway.state.signing import Keyring, Which, cause_of
@@ -94,6 +95,7 @@ class LocalStore(LocalTrim):
         self.lock_path = path.with_name(path.name + ".lock")
         self.audit_path = audit_path or path.with_name(path.name + ".audit.jsonl")
         self.instances_dir = path.with_name(path.name + ".instances")
+        self._garbled = Garbled()  # (localbeats.py, localaux.py: files a power loss cut)
         self._seen: tuple[int, int, int] | None = None
         self._marks: OrderedDict[str, tuple[int, int]] = OrderedDict()  # (localaudit.py)
         #: the bytes verified last and their document (a poll of an unchanged file, the

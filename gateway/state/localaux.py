@@ -1,15 +1,18 @@
 """The local store's records beside its document: idempotency records
 (`<path>.idempotency.json`, changed under the commit lock, `<path>.lock`, which this
 module opens for the document and the audit file too: `_locked`) and analysis counts
-(`<path>.stats/<route>/<instance>.json`). Heartbeats: localbeats.py, its base. A base of
-`local.LocalStore`, which owns the paths these use; blocking file work runs in a thread.
+(`<path>.stats/<route>/<instance>.json`; one a power loss garbled: garbled.py).
+Heartbeats: localbeats.py, its base. A base of `local.LocalStore`, which owns the paths
+these use; blocking file work runs in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -17,11 +20,16 @@ from typing import Any, BinaryIO
 
 from gateway.errors import StoreUnavailable
 from gateway.state.files import atomic_write
+from gateway.state.garbled import Garbled
 from gateway.state.localbeats import LocalBeats
 
 __all__ = ["LocalRecords"]
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,200}")
+#: an unreadable counts file older than this (s, by its mtime) is removed by a read: the
+#: console's view removes a readable one its instance left after three 5-minute windows
+#: (control/traffic.py GONE_AFTER); a live writer rewrites its own every few seconds
+GARBLED_STATS_AFTER = 900.0
 
 
 class LocalRecords(LocalBeats):
@@ -35,6 +43,7 @@ class LocalRecords(LocalBeats):
     # the store's paths (LocalStore's)
     path: Path
     lock_path: Path
+    _garbled: Garbled
 
     def _locked(self, how: int) -> BinaryIO:
         """The commit lock file, open and locked (`how`: fcntl.LOCK_EX or LOCK_SH); a
@@ -130,9 +139,21 @@ class LocalRecords(LocalBeats):
         out = []
         for f in self._stats_dir(route).glob("*.json"):
             try:
-                out.append(json.loads(f.read_bytes()))
-            except (OSError, ValueError):
+                st = os.stat(f)
+                blob = json.loads(f.read_bytes())
+                if not isinstance(blob, dict):
+                    raise ValueError(f"a JSON {type(blob).__name__}, not an object")
+            except OSError:
                 continue
+            except ValueError as exc:  # (a power loss's leftover: garbled.py)
+                self._garbled.seen(f, f"{type(exc).__name__}: {exc}"[:200])
+                if time.time() - st.st_mtime > GARBLED_STATS_AFTER:
+                    with contextlib.suppress(OSError):
+                        if os.stat(f).st_ino == st.st_ino:  # (not replaced since)
+                            f.unlink()
+                            self._garbled.gone(f)
+                continue
+            out.append(blob)
         return out
 
     async def get_stats(self, route: str) -> list[dict[str, Any]]:

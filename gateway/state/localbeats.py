@@ -1,7 +1,8 @@
 """The local store's heartbeats: one file per instance in `<path>.instances/`, each replaced
 and removed under that folder's `.lock` (a removal's read and unlink see the same file);
-the fleet read from them, stale files cleaned up. A base of `localaux.LocalRecords`; imports
-only files.py; blocking file work runs in a thread.
+the fleet read from them, stale files cleaned up (and unreadable ones: garbled.py). A base
+of `localaux.LocalRecords`; imports only files.py and garbled.py; blocking file work runs in
+a thread.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from gateway.errors import StoreUnavailable
 from gateway.state.files import LOCK_WAIT, LockBusy, flock_within, put_in_place, written_aside
+from gateway.state.garbled import Garbled, older_than
 
 __all__ = ["LEAVE_LOCK_WAIT", "LocalBeats"]
 
@@ -30,6 +32,8 @@ class LocalBeats:
 
     #: the store's folder of heartbeat files (LocalStore's)
     instances_dir: Path
+    #: the unreadable ones seen (LocalStore's; garbled.py)
+    _garbled: Garbled
     #: the heartbeat we wrote last (instance, bytes): the one `leave` may remove (set
     #: under the instances' lock once it is in place, never before)
     _own_beat: tuple[str, bytes] | None = None
@@ -93,14 +97,23 @@ class LocalBeats:
         stale: list[tuple[Path, bytes]] = []
         for f in self.instances_dir.glob("*.json"):
             try:
-                info = json.loads(raw := f.read_bytes())
-                # (a file we did not write, edited, restored from elsewhere: skipped, never
-                # a 500 for /v1/status and every receipt)
+                raw = f.read_bytes()
+            except OSError:
+                continue
+            try:
+                info = json.loads(raw)
+                # (a file we did not write, edited, restored from elsewhere, cut by a power
+                # loss: absent, never a 500 for /v1/status and every receipt)
                 age = now - float(info.get("seen", 0))
                 generation = int(info.get("generation", 0))
-            except (OSError, ValueError, TypeError, AttributeError, OverflowError):
-                continue
-            if not math.isfinite(age):
+                if not math.isfinite(age):
+                    raise ValueError(f"its time is {info.get('seen')!r}")
+            except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+                # (never written again: its writer's name holds a pid; removed past the
+                # horizon of a stale one, by its mtime)
+                self._garbled.seen(f, f"{type(exc).__name__}: {exc}"[:200])
+                if older_than(f, 10 * lease, now):
+                    stale.append((f, raw))
                 continue
             if age <= lease:
                 urls = info.get("urls")
@@ -124,6 +137,7 @@ class LocalBeats:
                     with contextlib.suppress(OSError):
                         if f.read_bytes() == raw:
                             f.unlink()
+                            self._garbled.gone(f)
             finally:
                 os.close(fd)
         return out
