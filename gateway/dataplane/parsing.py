@@ -79,7 +79,6 @@ class Parsing(RequestLine):
 
     # the connection's state they read and write (HttpProtocol's)
     parser: Any  # httptools.HttpRequestParser (httptools is protocol.py's to import)
-    fast: Any  # the one without `on_header`, or None (wholehead.py)
     clock: Clock
     limits: Limits
     server: Server
@@ -189,7 +188,6 @@ class Parsing(RequestLine):
             # close, and it is the last
             if name.lower() in (b"connection", b"proxy-connection"):
                 self.parsing.keep_alive = False  # type: ignore[union-attr]  # (in a body)
-                self.fast = None
             return
         req: Request = self.parsing  # type: ignore[assignment]  # (in a head)
         if value and value[-1] <= 32:  # (one comparison: `in (32, 9)` is a call, and
@@ -239,8 +237,6 @@ class Parsing(RequestLine):
                 version = self._version(req, method)
         if version != "1.1" or req.reread:
             req.keep_alive = p.should_keep_alive()
-            if not req.keep_alive:  # (its parser reads what follows: wholehead.py)
-                self.fast = None
         # (else llhttp's answer is known, and not asked for: ~300 CPU instructions. Only a
         # `Connection` or `Proxy-Connection` field, of kind CONNECTION, turns an HTTP/1.1
         # request's keep-alive off, and a request never needs its connection's end to end;

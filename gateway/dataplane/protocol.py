@@ -41,7 +41,6 @@ from gateway.dataplane.draining import DRAIN_FRESH_GRACE, Draining
 from gateway.dataplane.flow import Flow
 from gateway.dataplane.parsing import FREE_REFS, NoSpare, Parsing
 from gateway.dataplane.request import ClientGone, Request
-from gateway.dataplane.wholehead import WholeHead, fast_parser
 from gateway.dataplane.wire import (
     MAX_HEAD,
     MAX_HEADERS,
@@ -65,7 +64,7 @@ def c_parser() -> bool:
     return mod.startswith("httptools.parser") and lib.endswith((".so", ".pyd"))
 
 
-class HttpProtocol(WholeHead, Parsing, ChunkFraming, Deadlines, Dispatching, Flow, Closing, Draining,
+class HttpProtocol(Parsing, ChunkFraming, Deadlines, Dispatching, Flow, Closing, Draining,
                    asyncio.Protocol):
     """One HTTP/1.1 client connection of the data plane."""
 
@@ -74,8 +73,8 @@ class HttpProtocol(WholeHead, Parsing, ChunkFraming, Deadlines, Dispatching, Flo
     # (the mixins declare none: mypy would refuse their writes to these; the instance dict
     # their lack of slots leaves stays empty)
     __slots__ = ("clock", "closed", "closing", "deadline", "dispatching", "drainer",
-                 "first_read", "framing", "fast", "fresh", "full", "fwd_host", "fwd_lines", "handler",
-                 "head_bytes", "head_end", "held", "held_s", "held_taken",
+                 "first_read", "framing", "fresh", "fwd_host", "fwd_lines", "handler",
+                 "head_bytes", "held", "held_s", "held_taken",
                  "in_head", "in_trailer", "last_host", "last_route_host", "last_split",
                  "last_target", "limits", "line",
                  "linger_end", "linger_heard", "lingering", "loop", "nchunks", "parser", "parsing",
@@ -108,10 +107,7 @@ class HttpProtocol(WholeHead, Parsing, ChunkFraming, Deadlines, Dispatching, Flo
         self.last_split: tuple[str, bytes] = ("", b"")
         self.last_host: bytes | None = b"\n"
         self.last_route_host = ""
-        # the parser of heads field by field, and of heads whole in a read (wholehead.py)
-        self.parser = self.full = httptools.HttpRequestParser(self)
-        self.fast: Any = fast_parser(self)
-        self.head_end = 0
+        self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Request] = deque()  # heads parsed, not yet answered, in order
         self.parsing: Request | None = None   # the request whose bytes are arriving
         self.in_head = False
@@ -199,20 +195,11 @@ class HttpProtocol(WholeHead, Parsing, ChunkFraming, Deadlines, Dispatching, Flo
                 if self.closing:  # lines): its version is read from it once its head is in
                     return  # bytes after the last answer this connection gives: not parsed
                 self.first_read = data  # (else the read its head began in: still true)
-                if self.fast is not None:  # (a head whole in it: no call per field)
-                    end = data.find(b"\r\n\r\n")
-                    if end >= 0 and self._whole(data, end):
-                        return
-                    self.parser = self.full
             req = self.parsing
             body = req.body_size if req is not None and req.chunked else -1
             self.reading = data
             try:
-                if req is not None and self.parser is self.fast and len(data) > (
-                        rest := req.content_length - req.body_size):  # type: ignore[operator]
-                    self._split(data, rest)
-                else:
-                    self.parser.feed_data(data)
+                self.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
                 self.stopped = True
                 return
@@ -261,16 +248,10 @@ class HttpProtocol(WholeHead, Parsing, ChunkFraming, Deadlines, Dispatching, Flo
         self.fresh = False
         self.first_read = None
         req = self.parsing
-        if req is None and self.fast is not None:
-            self.parser = self.full
         body = req.body_size if req is not None and req.chunked else -1
         self.reading = data
         try:
-            if req is not None and self.parser is self.fast and len(data) > (
-                    rest := req.content_length - req.body_size):  # type: ignore[operator]
-                self._split(data, rest)
-            else:
-                self.parser.feed_data(data)
+            self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.stopped = True  # the upgrade request is queued as refused; nothing follows
             return
