@@ -18,8 +18,8 @@ series (`RequestStats`) as the recorder, and outlier detection and the console's
 traffic counts as observers (canary analysis, off for this route, is left out).
 `--client` sends another request than the benchmarks' 3-field head and body in one read: a
 realistic client's 8 fields (`sdk`), the head split across two reads (`split`), the body in a
-read of its own (`bodysplit`). `--callgrind` counts instructions instead of timing (needs valgrind; a few minutes): the
-figure a loaded machine does not move.
+read of its own (`bodysplit`). `--callgrind` counts instructions instead of timing (needs
+valgrind; a few minutes): the figure a loaded machine does not move.
 """
 
 from __future__ import annotations
