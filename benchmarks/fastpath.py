@@ -11,13 +11,15 @@ a shared machine than any wrk run. A calibration loop (plain dict and list work)
 same process, and the ratio of the two is given too: compare ratios across machines.
 
     .venv/bin/python benchmarks/fastpath.py [--requests 50000] [--rounds 5] [--profile]
-        [--telemetry] [--callgrind]
+        [--telemetry] [--callgrind] [--client bench|sdk|split|bodysplit]
 
 `--telemetry` wires what `killgate serve` tells of each request by default: the request
 series (`RequestStats`) as the recorder, and outlier detection and the console's live
 traffic counts as observers (canary analysis, off for this route, is left out).
-`--callgrind` counts instructions instead of timing (needs valgrind; a few minutes): the
-figure a loaded machine does not move.
+`--client` sends another request than the benchmarks' 3-field head and body in one read: a
+realistic client's 8 fields (`sdk`), the head split across two reads (`split`), the body in a
+read of its own (`bodysplit`). `--callgrind` counts instructions instead of timing (needs
+valgrind; a few minutes): the figure a loaded machine does not move.
 """
 
 from __future__ import annotations
@@ -50,6 +52,20 @@ from gateway.telemetry.metrics import Metrics
 BODY = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[6.1,2.8,4.7,1.2]}]}'
 REQUEST = (b"POST /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Length: %d\r\n"
            b"Content-Type: application/json\r\n\r\n" % len(BODY)) + BODY
+#: a realistic client's head (8 fields: httpx's, as the OpenAI SDK sends it), for `--client sdk`
+SDK_REQUEST = (b"POST /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+               b"Accept: application/json\r\nAccept-Encoding: gzip, deflate\r\n"
+               b"Connection: keep-alive\r\nUser-Agent: OpenAI/Python 1.40.0\r\n"
+               b"Authorization: Bearer sk-proj-4f2b9c1d7e8a6b5c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY)
+               ) + BODY
+#: how `--client` sends its request: the reads the connection gets
+CLIENTS = {
+    "bench": [REQUEST],  # fastpath's own: 3 fields, head and body in one read
+    "sdk": [SDK_REQUEST],  # 8 fields, one read
+    "split": [REQUEST[:40], REQUEST[40:]],  # the head split across two reads
+    "bodysplit": [REQUEST[:-len(BODY)], BODY],  # the head in one read, the body in the next
+}
 ANSWER_BODY = b'{"ok":true,"model_version":"v1"}'
 ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
           b"Date: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\n" % len(ANSWER_BODY)) + ANSWER_BODY
@@ -128,8 +144,11 @@ routes:
     conn = HttpProtocol(listener, loop)
     conn.connection_made(client)
 
+    reads = CLIENTS[args.client]
+
     def one() -> None:
-        conn.data_received(REQUEST)
+        for data in reads:
+            conn.data_received(data)
         backend.data_received(ANSWER)
 
     for _ in range(2000):
@@ -172,11 +191,11 @@ routes:
     await upstreams.close()
 
 
-def _instructions(loop: int, telemetry: bool) -> int:
+def _instructions(loop: int, telemetry: bool, client: str = "bench") -> int:
     """Instructions of one run of this script with `--loop` (callgrind's total)."""
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         __file__, "--loop", str(loop)] + ["--telemetry"] * telemetry,
+         __file__, "--loop", str(loop), "--client", client] + ["--telemetry"] * telemetry,
         # one hash seed: dict and set layouts (and so the count) vary by ~1-2 % with it
         env=dict(os.environ, PYTHONHASHSEED="0"),
         capture_output=True, text=True, check=True).stderr
@@ -196,11 +215,17 @@ def main() -> None:
     ap.add_argument("--callgrind", action="store_true",
                     help="instead: instructions per request (valgrind's callgrind: this "
                          "script's loop of 4,000 minus its loop of 1,000, no calibration)")
+    ap.add_argument("--client", choices=sorted(CLIENTS), default="bench",
+                    help="the request as sent: bench (3 fields, one read), sdk (8 fields), "
+                         "split (the head across two reads), bodysplit (the body in a read "
+                         "of its own)")
     ap.add_argument("--loop", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.callgrind:
-        print(f"fast path, instructions per request{' (--telemetry)' * args.telemetry}: "
-              f"{(_instructions(4000, args.telemetry) - _instructions(1000, args.telemetry)) // 3000:,}")
+        n = (_instructions(4000, args.telemetry, args.client)
+             - _instructions(1000, args.telemetry, args.client)) // 3000
+        print(f"fast path, instructions per request{' (--telemetry)' * args.telemetry}"
+              f"{f' (--client {args.client})' * (args.client != 'bench')}: {n:,}")
         return
     try:
         import uvloop
