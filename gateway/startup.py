@@ -80,7 +80,7 @@ class GatewayParts(PartsReport):
         self.ports = ports
         self.metrics = Metrics()
         # which killgate each instance runs (an upgrade's progress, fleet-wide)
-        self.metrics.set("killgate_build_info", 1.0, (__version__,), ("version",))
+        self.metrics.set("killgate_build_info", 1.0, (__version__,), ("killgate_version",))
         self.tracing = Tracing(None)
         # closed (503 state_unknown) until the state sync has loaded the kill state once
         self.holder = TableHolder(loaded, state_unknown=True)

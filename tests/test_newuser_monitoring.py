@@ -159,8 +159,8 @@ def test_the_prometheusrule_command_holds_the_shipped_rules() -> None:
 async def test_metrics_say_which_killgate_version_each_instance_runs(
         tmp_path: Path, backends, gateway_procs, session: ClientSession) -> None:
     """Upgrading says to unkill again, and that the replica rule protects kills, "once every
-    instance runs the new version": `killgate_build_info{version}` lets Prometheus say which
-    instances run which (`count by (version) (killgate_build_info)`); on main nothing did
+    instance runs the new version": `killgate_build_info{killgate_version}` lets Prometheus say which
+    instances run which (`count by (killgate_version) (killgate_build_info)`); on main nothing did
     (not /metrics, /v1/status, /v1/fleet nor /healthz), so an SRE could not tell."""
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -178,7 +178,7 @@ async def test_metrics_say_which_killgate_version_each_instance_runs(
             text = await r.text()
         infos = [(s.labels, s.value) for f in text_string_to_metric_families(text)
                  if f.name == "killgate_build_info" for s in f.samples]
-        assert infos == [({"version": __version__}, 1.0)], (g.admin, infos)
+        assert infos == [({"killgate_version": __version__}, 1.0)], (g.admin, infos)
 
 
 @pytest.mark.timeout(120)
