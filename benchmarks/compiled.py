@@ -45,20 +45,20 @@ from pathlib import Path
 
 from _procs import Procs, free_port, start_backend, wait_http
 from ab import WRK_SCRIPT, one
-from instructions import Gateway, config, measure, start_redis
+from instructions import Gateway, Mute, config, measure, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 # the modules a proxied request runs through (the data plane and the request's telemetry)
 MODULES = "gateway/dataplane/*.py,gateway/telemetry/record.py,gateway/telemetry/requests.py"
 COMPILERS = ("cython", "mypyc")
-# what mypyc refuses or breaks as the source stands (Cython compiles all of MODULES):
-# request.py (ClientGone subclasses ConnectionError: "inheriting from most builtin types is
-# unimplemented"), jsonpeek.py (a surrogate code point in a string literal), slowpath.py (an
-# async generator), protocol.py (HttpProtocol's several bases: "multiple inheritance is not
-# supported"), and so parsing.py, deadlines.py and dispatch.py, its bases (compiled, they
-# are native classes whose layouts an interpreted class cannot combine: "multiple bases have
-# instance lay-out conflict" at import)
-MYPYC_SKIP = ("request", "jsonpeek", "slowpath", "protocol", "parsing", "deadlines", "dispatch")
+# what mypyc refuses or breaks as the source stands (RESULTS §63; Cython compiles all of
+# MODULES): request.py (ClientGone subclasses ConnectionError: "inheriting from most builtin
+# types is unimplemented"), jsonpeek.py (a surrogate code point in a string literal),
+# slowpath.py (an async generator), telemetry/record.py (NewRecord's `__init__ =
+# object.__init__` under a base whose __init__ takes an argument: mypyc's C does not
+# compile), telemetry/requests.py (RequestStats: telemetry/grouprender's _GroupStats, an
+# interpreted subclass, "cannot inherit from compiled")
+MYPYC_SKIP = ("request", "jsonpeek", "slowpath", "record", "requests")
 CYTHON_BUILD = """\
 import sys
 from Cython.Build import cythonize
@@ -139,7 +139,8 @@ def launcher(build: Build) -> None:
     build.exe.chmod(0o755)
 
 
-def prepare(root: Path, compilers: list[str], globs: str, prebuilt: bool = False) -> list[Build]:
+def prepare(root: Path, compilers: list[str], globs: str, prebuilt: bool = False,
+            skip: tuple[str, ...] = MYPYC_SKIP) -> list[Build]:
     builds = [Build("pure", root / "pure")] + [Build(c, root / c) for c in compilers]
     if prebuilt:  # copies a --build-only run left: what is compiled there is what runs
         for b in builds:
@@ -152,7 +153,7 @@ def prepare(root: Path, compilers: list[str], globs: str, prebuilt: bool = False
         copy_tree(b.tree)
         launcher(b)
         if b.name != "pure":
-            files = sources(b.tree, globs, MYPYC_SKIP if b.name == "mypyc" else ())
+            files = sources(b.tree, globs, skip if b.name == "mypyc" else ())
             print(f"compiling {len(files)} modules with {b.name} ...", file=sys.stderr,
                   flush=True)
             compile_tree(b, files, root / f"{b.name}-build.log")
@@ -169,12 +170,21 @@ def callgrind(builds: list[Build], args: argparse.Namespace, root: Path, procs: 
     procs.start([sys.executable, str(Path(__file__).with_name("otlp_sink.py")), "--port",
                  str(sink)], root / "sink.log")
     wait_http(f"http://127.0.0.1:{sink}/")
+    mute = Mute()  # (instructions.measure holds one exchange in flight to it, as its rounds do)
+    try:
+        _callgrind(builds, args, root, procs, backend, sink, redis, mute)
+    finally:
+        mute.close()
+
+
+def _callgrind(builds: list[Build], args: argparse.Namespace, root: Path, procs: Procs,
+               backend: int, sink: int, redis: int, mute: Mute) -> None:
     gws: list[tuple[Build, Gateway]] = []
     for b in builds:
         gw = Gateway(b.name, "off", root / f"cg-{b.name}")
         gw.work.mkdir()
         gw.port, gw.admin = free_port(), free_port()
-        cfg, env = config(gw, backend, sink, redis)
+        cfg, env = config(gw, backend, sink, redis, mute.port)
         p = procs.start(["valgrind", "--tool=callgrind", "--instr-atstart=no",
                          f"--callgrind-out-file={gw.work}/callgrind.out", sys.executable, "-P",
                          "-m", "gateway", "serve", "-c", str(cfg)], gw.work / "gateway.log",
@@ -184,7 +194,7 @@ def callgrind(builds: list[Build], args: argparse.Namespace, root: Path, procs: 
     for _, gw in gws:
         wait_http(f"http://127.0.0.1:{gw.admin}/readyz", timeout=900)
     for b, gw in gws:
-        measure(gw, args, sink)
+        measure(gw, args, sink, mute)
         b.ir = [r[0] for r in gw.rows]
 
 
@@ -216,7 +226,7 @@ def report(builds: list[Build], nginx: list[tuple[float, float, float, float]],
         print(f"{b.name}: {len(b.modules)} modules compiled{took}: "
               + ", ".join(m.removeprefix("gateway.") for m in b.modules))
         if b.name == "mypyc":
-            print(f"mypyc: left interpreted (see MYPYC_SKIP): {', '.join(MYPYC_SKIP)}")
+            print(f"mypyc: left interpreted (--mypyc-skip): {args.mypyc_skip}")
     parts = ([] if args.no_callgrind else [
         f"callgrind: {args.requests} requests x {args.rounds} rounds over 1 connection, idle "
         "rate subtracted"]) + ([] if args.no_ab else [
@@ -254,6 +264,8 @@ def main() -> int:
     ap.add_argument("--modules", default=MODULES,
                     help="comma-separated globs of the modules to compile (relative to the "
                          "tree; __init__.py files are left alone)")
+    ap.add_argument("--mypyc-skip", default=",".join(MYPYC_SKIP),
+                    help="comma-separated module names (file stems) mypyc leaves interpreted")
     ap.add_argument("--requests", type=int, default=2000, help="callgrind: POSTs per round")
     ap.add_argument("--rounds", type=int, default=3, help="callgrind rounds")
     ap.add_argument("--warmup", type=int, default=300)
@@ -270,8 +282,9 @@ def main() -> int:
                     help="keep the callgrind files here (callgrind_annotate shows where the "
                          "instructions go)")
     args = ap.parse_args()
-    args.connections, args.settle = 1, 0.0  # (instructions.measure's)
+    args.connections, args.settle, args.no_hold = 1, 0.0, False  # (instructions.measure's)
     compilers = [c for c in COMPILERS if c in args.compilers.split(",")]
+    skip = tuple(m for m in args.mypyc_skip.split(",") if m)
     needed = [] if args.build_only else (
         ([] if args.no_callgrind else ["valgrind", "callgrind_control", "redis-server",
                                        "redis-cli"]) + ([] if args.no_ab else ["wrk", "nginx"]))
@@ -285,7 +298,7 @@ def main() -> int:
         return 1
     if args.build_only is not None:
         args.build_only.mkdir(parents=True, exist_ok=True)
-        prepare(args.build_only.resolve(), compilers, args.modules)
+        prepare(args.build_only.resolve(), compilers, args.modules, skip=skip)
         print(f"built under {args.build_only}: " + ", ".join(["pure", *compilers]))
         return 0
     with tempfile.TemporaryDirectory(prefix="killgate-compiled-") as tmp:
@@ -293,7 +306,7 @@ def main() -> int:
         if args.prebuilt is not None:
             builds = prepare(args.prebuilt.resolve(), compilers, args.modules, prebuilt=True)
         else:
-            builds = prepare(root, compilers, args.modules)
+            builds = prepare(root, compilers, args.modules, skip=skip)
         procs = Procs()
         nginx: list[tuple[float, float, float, float]] = []
         try:
