@@ -30,13 +30,18 @@ proxy owns one `ServedModels`.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
 
 __all__ = ["MAX_ASKED", "MAX_SERVED", "Asked", "ServedModels", "model_key"]
 
-#: (route, version, (path, model)) kept; the oldest are forgotten (a version that answers a
-#: model again is told again at once: only an unload during such churn goes unblamed)
+#: (route, version, (path, model)) kept; the least recently answered are forgotten (a key
+#: answered again is the newest: it was left where first noted, so the model every client
+#: asked went first, and any client's 4096 answered paths, `/v2/models/m/versions/<any>`
+#: on KServe, spread over any time, made its later unload go unblamed for good;
+#: tests/test_notready_streamed_blame.py. Only an unload after such churn between two answers of it
+#: goes unblamed)
 MAX_SERVED = 4096
 #: the longest path plus model noted: both are the client's text (a `model` of up to 64 KiB
 #: in a body read whole), and 4096 such entries held 256 MiB. Real model names and inference
@@ -73,22 +78,24 @@ def model_key(protocol: str, method: bytes, path: str, field: ModelField | None,
 
 
 class ServedModels:
-    """(route, version, path, model) answered 2xx, the newest MAX_SERVED."""
+    """(route, version, path, model) answered 2xx, the MAX_SERVED answered last."""
 
     __slots__ = ("_seen",)
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str, Asked], None] = {}
+        self._seen: OrderedDict[tuple[str, str, Asked], None] = OrderedDict()
 
     def note(self, route: str, version: str, asked: Asked | None) -> None:
         if asked is None or len(asked[0]) + len(asked[1]) > MAX_ASKED:
             return  # (not an inference, or its model unread, or too long to keep)
         key = (route, version, asked)
         seen = self._seen
-        if key not in seen:
-            seen[key] = None
-            if len(seen) > MAX_SERVED:
-                del seen[next(iter(seen))]
+        if key in seen:
+            seen.move_to_end(key)  # (answered again: the newest)
+            return
+        seen[key] = None
+        if len(seen) > MAX_SERVED:
+            seen.popitem(last=False)
 
     def answered(self, route: str, version: str, asked: Asked | None) -> bool:
         return asked is not None and (route, version, asked) in self._seen
