@@ -59,7 +59,7 @@ class Finish:
 
         def settle_unready(self, req: Request) -> None: ...
 
-        def note_served(self, route: str, version: str, model: Asked | None) -> None: ...
+        def note_served(self, target: Target, model: Asked | None) -> None: ...
 
     def write_complete(self, flight: Forwarding, ex: Exchange) -> None:
         """The fast path's end: the whole answer has arrived; one write to the client."""
@@ -71,7 +71,7 @@ class Finish:
         if plan.shadow_config is not None and (tap := self.tap(flight)) is not None:
             tap.answer(status, ex.headers, body)  # a copy goes once this answer is written
         if plan.aware and 200 <= status < 300:
-            self.note_served(route, version, flight.asked_model())  # (it holds that model)
+            self.note_served(target, flight.asked_model())  # (it holds that model)
         length: int | None = len(body)
         if ex.head:  # (an answer to HEAD: the exchange was begun so, a flag, not a compare)
             length, body = ex.length, b""
@@ -132,7 +132,7 @@ class Finish:
         protocol = plan.config.protocol
         if flight.complete or not plan.aware or not could_be_not_ready(
                 protocol, status, flight.routing_path, flight.req.method) \
-                or not self.models.answered(plan.name, target.name, flight.asked_model()):
+                or not self.models.answered(target, flight.asked_model()):
             return "5xx" if status >= 500 else "ok"
         text = plain(body, raw)
         if text is None or not is_not_ready(protocol, status, flight.routing_path, text,

@@ -33,6 +33,7 @@ import re
 from collections import OrderedDict
 
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
+from gateway.domain.target import Target
 
 __all__ = ["MAX_ASKED", "MAX_SERVED", "Asked", "ServedModels", "model_key"]
 
@@ -77,18 +78,26 @@ def model_key(protocol: str, method: bytes, path: str, field: ModelField | None,
     return (path, found.value) if found is not None else None
 
 
+#: a version as its answers are kept: (route, version, url). A reload that points a version
+#: at another url (a new deployment under the same name) starts it afresh, as its health
+#: record does (control/probes.py): the models its old backend answered were kept, so a
+#: stable moved to a backend without a model the canary holds was blamed for it, and
+#: clients naming it ejected the healthy stable (tests/test_notready_url_change.py)
+_Key = tuple[str, str, str, Asked]
+
+
 class ServedModels:
-    """(route, version, path, model) answered 2xx, the MAX_SERVED answered last."""
+    """(route, version, url, path, model) answered 2xx, the MAX_SERVED answered last."""
 
     __slots__ = ("_seen",)
 
     def __init__(self) -> None:
-        self._seen: OrderedDict[tuple[str, str, Asked], None] = OrderedDict()
+        self._seen: OrderedDict[_Key, None] = OrderedDict()
 
-    def note(self, route: str, version: str, asked: Asked | None) -> None:
+    def note(self, target: Target, asked: Asked | None) -> None:
         if asked is None or len(asked[0]) + len(asked[1]) > MAX_ASKED:
             return  # (not an inference, or its model unread, or too long to keep)
-        key = (route, version, asked)
+        key = (target.route, target.name, target.url, asked)
         seen = self._seen
         if key in seen:
             seen.move_to_end(key)  # (answered again: the newest)
@@ -97,5 +106,6 @@ class ServedModels:
         if len(seen) > MAX_SERVED:
             seen.popitem(last=False)
 
-    def answered(self, route: str, version: str, asked: Asked | None) -> bool:
-        return asked is not None and (route, version, asked) in self._seen
+    def answered(self, target: Target, asked: Asked | None) -> bool:
+        return asked is not None and (target.route, target.name, target.url,
+                                      asked) in self._seen
