@@ -16,6 +16,7 @@ import pytest
 
 from gateway.dataplane.jsonpeek import ModelField
 from gateway.dataplane.servedmodels import MAX_SERVED, ServedModels, model_key
+from gateway.domain.target import make_target
 from tests.backends import v2_model_server
 from tests.conftest import running_gateway, write_config
 
@@ -119,16 +120,25 @@ def test_the_model_a_request_asks_for() -> None:
 
 
 def test_served_models_are_bounded_and_a_model_answered_again_is_kept() -> None:
+    v1, v2 = make_target("r", "v1", "http://a:1", None, None), make_target(
+        "r", "v2", "http://b:1", None, None)
     served = ServedModels()
-    served.note("r", "v1", ("/p", "iris"))
+    served.note(v1, ("/p", "iris"))
     for n in range(MAX_SERVED - 1):
-        served.note("r", "v1", ("/p", f"m{n}"))
-    assert served.answered("r", "v1", ("/p", "iris"))
-    assert not served.answered("r", "v2", ("/p", "iris"))
-    assert not served.answered("r", "v1", ("/q", "iris"))  # (another path)
-    served.note("r", "v1", ("/p", "one-more"))  # the oldest goes
-    assert not served.answered("r", "v1", ("/p", "iris"))
-    served.note("r", "v1", ("/p", "iris"))  # answered again: told again
-    assert served.answered("r", "v1", ("/p", "iris")) and len(served._seen) == MAX_SERVED
-    served.note("r", "v1", None)  # (a model not read is never noted, nor blamed)
-    assert not served.answered("r", "v1", None) and len(served._seen) == MAX_SERVED
+        served.note(v1, ("/p", f"m{n}"))
+    assert served.answered(v1, ("/p", "iris"))
+    assert not served.answered(v2, ("/p", "iris"))
+    assert not served.answered(v1, ("/q", "iris"))  # (another path)
+    # (v1 at another url: a reload pointed it at another backend, which answered nothing)
+    assert not served.answered(make_target("r", "v1", "http://c:1", None, None),
+                               ("/p", "iris"))
+    served.note(v1, ("/p", "one-more"))  # the least recently answered goes
+    assert not served.answered(v1, ("/p", "iris"))
+    served.note(v1, ("/p", "iris"))  # answered again: told again
+    assert served.answered(v1, ("/p", "iris")) and len(served._seen) == MAX_SERVED
+    served.note(v1, ("/p", "m2"))  # (m0 went for iris) answered again: the newest now
+    served.note(v1, ("/p", "two-more"))
+    served.note(v1, ("/p", "three-more"))  # m1 and m3 go, not m2
+    assert served.answered(v1, ("/p", "m2")) and not served.answered(v1, ("/p", "m3"))
+    served.note(v1, None)  # (a model not read is never noted, nor blamed)
+    assert not served.answered(v1, None) and len(served._seen) == MAX_SERVED

@@ -56,8 +56,9 @@ async def _served(s: aiohttp.ClientSession, url: str, **kw: object) -> tuple[int
 @pytest.mark.parametrize("flavour", ["mlserver", "triton", "kserve"])
 async def test_a_canary_that_unloads_its_model_is_ejected_on_streamed_requests(
         tmp_path: Path, backends, flavour: str) -> None:
-    """(An `openai` route reads `model` from a body it holds whole up to
-    `server.model_peek_bytes`, which it can send again; one past that is 400: no such case.)"""
+    """(An `openai` route reads a JSON body's `model` from a body it holds whole up to
+    `server.model_peek_bytes`, which it can send again; one past that is 400. A form past
+    it streams: tests/test_notready_credentials.py.)"""
     held = {"iris"}
     p1 = await backends(v2_model_server("v1", {"iris"}, flavour=flavour))
     p2 = await backends(v2_model_server("v2", held, flavour=flavour))

@@ -118,9 +118,9 @@ class Answers:
             else:  # not the split's: canary analysis is not told of it
                 observer.pinned(plan.name, target.name, kind, self.clock.now - started)
 
-    def note_served(self, route: str, version: str, model: Asked | None) -> None:
-        """The stable's 2xx answer forwarded on a protocol route: it holds `model`."""
-        self.models.note(route, version, model)
+    def note_served(self, target: Target, model: Asked | None) -> None:
+        """A version's 2xx answer forwarded on a protocol route: its backend holds `model`."""
+        self.models.note(target, model)
 
     def dropped(self, req: Request, plan: RoutePlan, target: Target, status: int,
                 not_ready: bool, started: float, model: Asked | None = None) -> None:
@@ -140,7 +140,7 @@ class Answers:
             # (flight None: the request has ended; the stable: only for a model it answered)
             if self.observer is not None and req.flight is not None \
                     and (target.name != plan.stable
-                         or self.models.answered(plan.name, target.name, model)):
+                         or self.models.answered(target, model)):
                 self.unready.setdefault(req, []).append((plan.name, target.name, latency))
         elif self.observer is not None:
             flight = req.flight  # (pinned, or past its sticky key's bound: not judged)

@@ -17,7 +17,7 @@ from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.flight import Flight
 from gateway.dataplane.headers import answer_head, content_type, is_event_stream, response_head
 from gateway.dataplane.inflight import Inflight
-from gateway.dataplane.notready import could_be_not_ready, is_not_ready, plain
+from gateway.dataplane.notready import could_be_not_ready, plain, says_unloaded
 from gateway.dataplane.outgoing import forwarded_for
 from gateway.dataplane.peekbudget import PeekBudget
 from gateway.dataplane.ports import Forwarding
@@ -59,7 +59,7 @@ class Finish:
 
         def settle_unready(self, req: Request) -> None: ...
 
-        def note_served(self, route: str, version: str, model: Asked | None) -> None: ...
+        def note_served(self, target: Target, model: Asked | None) -> None: ...
 
     def write_complete(self, flight: Forwarding, ex: Exchange) -> None:
         """The fast path's end: the whole answer has arrived; one write to the client."""
@@ -71,7 +71,7 @@ class Finish:
         if plan.shadow_config is not None and (tap := self.tap(flight)) is not None:
             tap.answer(status, ex.headers, body)  # a copy goes once this answer is written
         if plan.aware and 200 <= status < 300:
-            self.note_served(route, version, flight.asked_model())  # (it holds that model)
+            self.note_served(target, flight.asked_model())  # (it holds that model)
         length: int | None = len(body)
         if ex.head:  # (an answer to HEAD: the exchange was begun so, a flag, not a compare)
             length, body = ex.length, b""
@@ -127,16 +127,17 @@ class Finish:
         `consecutive_gateway_failures` as if the request had moved. Before, such answers
         counted as "ok": a canary that unloaded its model kept its share of 100 KB V2
         requests, every one answered 404, for good (tests/test_notready_streamed.py). A
-        model it never answered is the client's to name: never blamed (servedmodels.py)."""
+        model it never answered is the client's to name: never blamed (servedmodels.py), nor
+        an answer that may be about the client's key (`says_unloaded`)."""
         plan, target = flight.plan, flight.target
         protocol = plan.config.protocol
         if flight.complete or not plan.aware or not could_be_not_ready(
                 protocol, status, flight.routing_path, flight.req.method) \
-                or not self.models.answered(plan.name, target.name, flight.asked_model()):
+                or not self.models.answered(target, flight.asked_model()):
             return "5xx" if status >= 500 else "ok"
         text = plain(body, raw)
-        if text is None or not is_not_ready(protocol, status, flight.routing_path, text,
-                                            flight.req.method, flight.asked_name()):
+        if text is None or not says_unloaded(protocol, status, flight.routing_path, text,
+                                             flight.req.method, flight.asked_name()):
             return "5xx" if status >= 500 else "ok"
         self.metrics.inc("killgate_upstream_errors_total", (plan.name, target.name, "not_ready"),
                          label_names=("route", "version", "kind"))

@@ -46,7 +46,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["MAX_BODY", "could_be_not_ready", "is_not_ready", "plain"]
+__all__ = ["MAX_BODY", "could_be_not_ready", "is_not_ready", "plain", "says_unloaded"]
 
 #: larger answers are never read as a not-ready answer (they are streamed as they come)
 MAX_BODY = 64 * 1024
@@ -73,9 +73,10 @@ _OPENAI_PATH = re.compile(
     r"images/(?:generations|edits|variations)|api/(?:chat|generate|embed|embeddings))$")
 #: an OpenAI-compatible server's not-found message, lowercased: (before the model's name,
 #: the character that ends the name, what may follow it: the rest of the message, whole)
+#: OpenAI's own, which a key without access to the model is answered too
+_NO_ACCESS = " does not exist or you do not have access to it."
 _OPENAI_SHAPES = (
-    ("the model `", "`", (" does not exist", " does not exist.",  # vLLM, OpenAI
-                          " does not exist or you do not have access to it.")),
+    ("the model `", "`", (" does not exist", " does not exist.", _NO_ACCESS)),  # vLLM, OpenAI
     ('model "', '"', (" not found", " not found, try pulling it first")),  # Ollama
     ("model '", "'", (" not found", " not found, try pulling it first")),
 )
@@ -94,14 +95,17 @@ def could_be_not_ready(protocol: str, status: int, path: str,
     return False
 
 
-def _openai_says(msg: str, model: str | None) -> bool:
+def _openai_says(msg: str, model: str | None, access: bool = True) -> bool:
     """Whether `msg` is, whole, an OpenAI-compatible server's not-found message for `model`
-    (for any one name when None). Linear: fixed text at both ends, the name compared."""
+    (for any one name when None); `access` False: not one that may be about the client's
+    key (`_NO_ACCESS`). Linear: fixed text at both ends, the name compared."""
     text = msg.strip().lower()
     for head, close, tails in _OPENAI_SHAPES:
         if not text.startswith(head):
             continue
         for tail in tails:
+            if not access and tail == _NO_ACCESS:
+                continue
             end = len(text) - len(close + tail)
             if end < len(head) or not text.endswith(close + tail):
                 continue
@@ -158,9 +162,13 @@ def _json(body: bytes) -> Any:
 
 
 def is_not_ready(protocol: str, status: int, path: str, body: bytes,
-                 method: bytes = b"POST", model: str | None = None) -> bool:
+                 method: bytes = b"POST", model: str | None = None,
+                 access: bool = True) -> bool:
     """Whether the backend answered "this model is not loaded / not ready" (see above);
-    `model`: the model an `openai` request asks its backend for, None when not read."""
+    `model`: the model an `openai` request asks its backend for, None when not read.
+    `access` False (`says_unloaded`): not an `openai` answer that may be about the
+    client's key rather than the backend (a `model_not_found` code alone, OpenAI's "...
+    does not exist or you do not have access to it.")."""
     if not could_be_not_ready(protocol, status, path, method) or len(body) > MAX_BODY:
         return False
     doc = _json(body)
@@ -171,9 +179,19 @@ def is_not_ready(protocol: str, status: int, path: str, body: bytes,
         return isinstance(err, str) and _v2_says(err, path)
     err = doc.get("error")
     if isinstance(err, dict):
-        if err.get("code") == "model_not_found":
+        if access and err.get("code") == "model_not_found":
             return True
         msg = err.get("message")
     else:  # vLLM: {"object": "error", "message": ..., "type": "NotFoundError", "code": 404}
         msg = doc.get("message") if doc.get("object") == "error" else err
-    return isinstance(msg, str) and _openai_says(msg, model)
+    return isinstance(msg, str) and _openai_says(msg, model, access)
+
+
+def says_unloaded(protocol: str, status: int, path: str, body: bytes, method: bytes,
+                  model: str | None) -> bool:
+    """`is_not_ready`, of an answer that says the backend lacks the model whoever asks: what
+    blames a version for a request that could not move (finish.py). OpenAI answers a key
+    whose organisation has no access to a model as it answers a model that does not exist
+    (404 `model_not_found`, "... or you do not have access to it."): counted, one client
+    with a key of its own ejected a healthy version (tests/test_notready_credentials.py)."""
+    return is_not_ready(protocol, status, path, body, method, model, False)

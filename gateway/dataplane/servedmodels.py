@@ -30,13 +30,21 @@ proxy owns one `ServedModels`.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 
 from gateway.dataplane.jsonpeek import ModelField, Unreadable, find_model
+from gateway.domain.target import Target
 
 __all__ = ["MAX_ASKED", "MAX_SERVED", "Asked", "ServedModels", "model_key"]
 
-#: (route, version, (path, model)) kept; the oldest are forgotten (a version that answers a
-#: model again is told again at once: only an unload during such churn goes unblamed)
+#: (route, version, url, (path, model)) kept; the least recently answered are forgotten.
+#: A key answered again was left where it was first noted, so the model every client asks
+#: went first: any client's 4096 answered paths (`/v2/models/m/versions/<any>` on KServe),
+#: spread over any time, made a later unload of it go unblamed for good
+#: (tests/test_notready_streamed_blame.py). A key answered again is moved to the newest once
+#: more than half are held (a move costs ~100 ns; below half none can go before it is
+#: answered again past half): only a key answered less often than once per 2048 others
+#: noted, or an unload right after such churn, goes unblamed
 MAX_SERVED = 4096
 #: the longest path plus model noted: both are the client's text (a `model` of up to 64 KiB
 #: in a body read whole), and 4096 such entries held 256 MiB. Real model names and inference
@@ -72,23 +80,35 @@ def model_key(protocol: str, method: bytes, path: str, field: ModelField | None,
     return (path, found.value) if found is not None else None
 
 
+#: a version as its answers are kept: (route, version, url). A reload that points a version
+#: at another url (a new deployment under the same name) starts it afresh, as its health
+#: record does (control/probes.py): the models its old backend answered were kept, so a
+#: stable moved to a backend without a model the canary holds was blamed for it, and
+#: clients naming it ejected the healthy stable (tests/test_notready_url_change.py)
+_Key = tuple[str, str, str, Asked]
+
+
 class ServedModels:
-    """(route, version, path, model) answered 2xx, the newest MAX_SERVED."""
+    """(route, version, url, path, model) answered 2xx, the MAX_SERVED answered last."""
 
     __slots__ = ("_seen",)
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str, Asked], None] = {}
+        self._seen: OrderedDict[_Key, None] = OrderedDict()
 
-    def note(self, route: str, version: str, asked: Asked | None) -> None:
+    def note(self, target: Target, asked: Asked | None) -> None:
         if asked is None or len(asked[0]) + len(asked[1]) > MAX_ASKED:
             return  # (not an inference, or its model unread, or too long to keep)
-        key = (route, version, asked)
+        key = (target.route, target.name, target.url, asked)
         seen = self._seen
-        if key not in seen:
-            seen[key] = None
-            if len(seen) > MAX_SERVED:
-                del seen[next(iter(seen))]
+        if key in seen:
+            if len(seen) > MAX_SERVED // 2:  # (answered again: the newest; see above)
+                seen.move_to_end(key)
+            return
+        seen[key] = None
+        if len(seen) > MAX_SERVED:
+            seen.popitem(last=False)
 
-    def answered(self, route: str, version: str, asked: Asked | None) -> bool:
-        return asked is not None and (route, version, asked) in self._seen
+    def answered(self, target: Target, asked: Asked | None) -> bool:
+        return asked is not None and (target.route, target.name, target.url,
+                                      asked) in self._seen

@@ -60,7 +60,7 @@ async def stream(flight: Forwarding, ex: Exchange) -> None:
     connection = (None if keep and not req.http10 else b"keep-alive" if keep else b"close")
     proxy.served(req, plan, target, flight.decision, status)
     if plan.aware and 200 <= status < 300:
-        proxy.note_served(plan.name, target.name, flight.asked_model())  # (it holds it)
+        proxy.note_served(target, flight.asked_model())  # (it holds it)
     if proxy.unready:  # served here after "not ready" elsewhere: those count now, not when
         proxy.settle_unready(req)  # a long stream ends
     rec = req.rec
