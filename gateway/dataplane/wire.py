@@ -123,7 +123,8 @@ _UNDERSCORE_ALIASES = frozenset({
 #: PLAIN: nothing to the connection, forwarded as is (`Request.kept`); DROPPED: nothing to
 #: the connection, not forwarded (`fieldrules.REQUEST_DROP`'s rules: x-forwarded-*, hop-by-hop
 #: fields...); CONNECTION, VIA: the backend's head is built by a pass over all the fields
-#: (`requesthead.request_head`). The kinds named in `_KINDS` are dropped too, but the
+#: (`requesthead.request_head`), unless the CONNECTION field says `keep-alive` alone
+#: (`headrules.head_field`). The kinds named in `_KINDS` are dropped too, but the
 #: client's traceparent, forwarded unless the request is traced. A `Proxy-Connection` field
 #: is of kind CONNECTION too (dropped by that pass): llhttp reads its `close` as
 #: `Connection`'s, and a head with neither is known to keep its connection alive
