@@ -1,11 +1,12 @@
-"""`Connection: keep-alive` alone takes no second pass over a request's fields
+"""`Connection: keep-alive` (or `close`) alone takes no second pass over a request's fields
 (`headrules.head_field`): the backend's head is the one the parser sorted as the fields came
 (`Request.kept`), and llhttp is not asked whether the connection stays open. It must be byte
 for byte the head of the pass over all the fields (`requesthead.request_head`), and
 `keep_alive` llhttp's own answer, for every shape of Connection field a client may send:
 a real `HttpProtocol` fed random and hostile heads (test_protocol.py's fakes), then one
 real `killgate serve` in front of a real backend that answers with the head it got.
-Any other value (a list, `close`, a field's name, `Upgrade`, `TE`) takes the pass."""
+Any other value (a list, a field's name, `Upgrade`, `TE`) takes the pass, and so does a
+field named `Close` (which `Connection: close` names)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 
 from tests.backends import RawServer
 from tests.conftest import GatewayProcess, serving_process
-from tests.rawhttp import read_answer
+from tests.rawhttp import exchange, read_answer
 from tests.test_protocol import Recorder, connect, feed, until
 from tests.test_requesthead_kept import _heads
 
@@ -31,8 +32,9 @@ _FIELDS = [b"X-Foo", b"x-foo", b"Accept", b"Keep-Alive", b"keep-alive", b"Close"
 #: values that name Keep-Alive alone (after llhttp's and `on_header`'s OWS strip): no pass
 _FAST = [b"keep-alive", b"Keep-Alive", b"KEEP-ALIVE", b"kEeP-aLiVe", b"Keep-alive",
          b" keep-alive", b"keep-alive ", b"\tkeep-alive\t", b"  Keep-Alive  \t"]
-#: values that must take the pass (a list, close, a name, an odd token, an empty value)
-_FULL = [b"close", b"Close", b"keep-alive, close", b"close, keep-alive", b"keep-alive, Upgrade",
+#: values that must take the pass (a list, a name, an odd token, an empty value), or that
+#: turn keep-alive off (`close` alone)
+_FULL = [b"close", b"Close", b" CLOSE\t", b"keep-alive, close", b"close, keep-alive", b"keep-alive, Upgrade",
          b"Upgrade", b"keep-alive, x-foo", b"X-Foo, keep-alive", b"keep-alive,x-foo",
          b"keep-alive, keep-alive", b"keep-alive,", b",keep-alive", b"keep-alive, TE", b"TE",
          b"keep-alive;q=1", b"keep-alivex", b"xkeep-alive", b"keep-alive x-foo", b"keep alive",
@@ -59,12 +61,13 @@ def _llhttp_keeps_alive(data: bytes) -> bool:
 
 
 def _is_fast(fields: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the parser leaves `reread` off: every Connection field `keep-alive` alone, no
-    Via."""
+    """Whether the parser leaves `reread` off: every Connection field `keep-alive` or
+    `close` alone, no Via, no Close."""
     for name, value in fields:
         low = name.lower()
-        if low == b"via" or (low in (b"connection", b"proxy-connection")
-                             and value.strip(b" \t").lower() != b"keep-alive"):
+        if low in (b"via", b"close") or (
+                low in (b"connection", b"proxy-connection")
+                and value.strip(b" \t").lower() not in (b"keep-alive", b"close")):
             return False
     return True
 
@@ -125,7 +128,8 @@ async def test_keep_alive_alone_takes_no_pass_and_forwards_the_same_head(conn: b
 @pytest.mark.parametrize("conn, named", [
     (b"keep-alive, X-Foo", b"X-Foo"), (b"X-Foo, keep-alive", b"X-Foo"),
     (b"keep-alive,x-foo", b"X-Foo"), (b"keep-alive, keep-alive, accept", b"Accept"),
-    (b"close", b"Close"), (b"Close", b"Close"), (b"keep-alive, close", b"Close"),
+    (b"keep-alive, close", b"Close"), (b"close, X-Foo", b"X-Foo"), (b"X-Foo, close", b"X-Foo"),
+    (b"close, keep-alive", b""), (b"close,", b""),
     (b"keep-alive, TE", b"TE"), (b"keep-alive, Upgrade", b""), (b"keep-alive, cookie", b""),
 ])
 @pytest.mark.parametrize("second", [False, True])
@@ -135,7 +139,8 @@ async def test_any_other_connection_value_takes_the_pass(conn: bytes, named: byt
     `keep-alive`: the fields it names (before or after it) do not reach the backend, and
     llhttp says whether the connection stays open."""
     fields = (b"Connection: keep-alive\r\nConnection: " if second else b"Connection: ") + conn
-    data = (b"GET /a HTTP/1.1\r\nHost: h\r\nX-Foo: 1\r\nClose: 1\r\n" + fields +
+    close = b"Close: 1\r\n" if second else b""  # (a field `Close` takes the pass itself)
+    data = (b"GET /a HTTP/1.1\r\nHost: h\r\nX-Foo: 1\r\n" + close + fields +
             b"\r\nAccept: */*\r\nTE: trailers\r\n\r\n")
     req = await _parsed(data)
     assert req.reread
@@ -144,6 +149,31 @@ async def test_any_other_connection_value_takes_the_pass(conn: bytes, named: byt
         assert got == want
         if named:
             assert b"\r\n" + named + b": " not in got
+
+
+@pytest.mark.parametrize("close", [b"close", b"Close", b"CLOSE", b" close\t"])
+@pytest.mark.parametrize("field", [b"", b"Close: 1\r\n", b"close: 1\r\n"])
+@pytest.mark.parametrize("after", [False, True])
+async def test_close_alone_takes_no_pass_unless_a_close_field_came(
+        close: bytes, field: bytes, after: bool) -> None:
+    """`close` names a field `Close` only (reserved, but a client may send one): without
+    one, the sorted head; with one, before or after, the pass, which drops it."""
+    conn = b"Connection:" + close + b"\r\n"
+    data = (b"GET /a HTTP/1.1\r\nHost: h\r\nX-Foo: 1\r\n" + (field + conn if after else
+            conn + field) + b"Keep-Alive: 5\r\nConnection: close\r\n\r\n")
+    req = await _parsed(data)
+    assert req.reread == bool(field)
+    assert not req.keep_alive and not _llhttp_keeps_alive(data)
+    for got, want in _heads(req):
+        assert got == want
+        assert b"lose: " not in got and b"Keep-Alive" not in got and b"X-Foo: 1" in got
+
+
+async def test_a_close_field_without_connection_close_is_forwarded() -> None:
+    req = await _parsed(b"GET /a HTTP/1.1\r\nHost: h\r\nClose: 1\r\n\r\n")
+    assert req.keep_alive
+    for got, want in _heads(req):
+        assert got == want and b"\r\nClose: 1\r\n" in got
 
 
 @pytest.mark.parametrize("conn, keep", [(b"", False), (b"Connection: keep-alive\r\n", True),
@@ -224,6 +254,13 @@ async def test_a_real_serve_forwards_the_same_head_with_and_without_the_pass(
             headers, got = await sent(b"Connection: close\r\n")
             assert got == plain and headers["connection"] == "close"
             assert await asyncio.wait_for(reader.read(), 10) == b""  # (closed after it)
+            for fields, want in ((b"Close: 1\r\nConnection: close\r\n", plain),
+                                 (b"Connection: close\r\nclose: 1\r\n", plain),
+                                 (b"Close: 1\r\n", plain.replace(b"Accept", b"Close: 1\r\nAccept"))):
+                _, _, got = await exchange(data, b"POST /v2/m HTTP/1.1\r\nHost: h\r\nX-Foo: 1\r\n"
+                                           b"Keep-Alive: timeout=5\r\n" + fields +
+                                           b"Accept: */*\r\nContent-Length: 2\r\n\r\nhi")
+                assert got == want, fields
         finally:
             writer.close()
     finally:
