@@ -18,6 +18,7 @@ from pathlib import Path
 import httptools
 import pytest
 
+from gateway.dataplane.request import Request
 from tests.backends import RawServer
 from tests.conftest import GatewayProcess, serving_process
 from tests.rawhttp import exchange, read_answer
@@ -89,7 +90,7 @@ def _random_head(rng: random.Random, version: bytes) -> tuple[bytes, list[tuple[
     return head + b"".join(n + b":" + v + b"\r\n" for n, v in fields) + b"\r\n" + body, fields
 
 
-async def _parsed(data: bytes, step: int = 0):  # type: ignore[no-untyped-def]
+async def _parsed(data: bytes, step: int = 0) -> Request:
     h = Recorder()
     proto, _, _ = connect(h)
     feed(proto, data, step)
