@@ -18,7 +18,8 @@ series (`RequestStats`) as the recorder, and outlier detection and the console's
 traffic counts as observers (canary analysis, off for this route, is left out).
 `--client` sends another request than the benchmarks' 3-field head and body in one read: a
 realistic client's 8 fields (`sdk`), the head split across two reads (`split`), the body in a
-read of its own (`bodysplit`). `--callgrind` counts instructions instead of timing (needs
+read of its own (`bodysplit`), `sdk`'s with `Connection: close` on a connection of its own
+each (`close`). `--callgrind` counts instructions instead of timing (needs
 valgrind; a few minutes): the figure a loaded machine does not move.
 """
 
@@ -65,6 +66,9 @@ CLIENTS = {
     "sdk": [SDK_REQUEST],  # 8 fields, one read
     "split": [REQUEST[:40], REQUEST[40:]],  # the head split across two reads
     "bodysplit": [REQUEST[:-len(BODY)], BODY],  # the head in one read, the body in the next
+    # `sdk`'s head with `Connection: close`, each request on a connection of its own (its
+    # accept and close, without the socket's, counted too)
+    "close": [SDK_REQUEST.replace(b"Connection: keep-alive", b"Connection: close")],
 }
 ANSWER_BODY = b'{"ok":true,"model_version":"v1"}'
 ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
@@ -90,6 +94,9 @@ class Sink(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return False
+
+    def get_write_buffer_size(self) -> int:  # (all written: `--client close` closes)
+        return 0
 
     def close(self) -> None: ...
 
@@ -150,6 +157,17 @@ routes:
         for data in reads:
             conn.data_received(data)
         backend.data_received(ANSWER)
+
+    if args.client == "close":
+        conn.connection_lost(None)
+
+        def one() -> None:
+            c = HttpProtocol(listener, loop)
+            c.connection_made(client)
+            for data in reads:
+                c.data_received(data)
+            backend.data_received(ANSWER)
+            c.connection_lost(None)
 
     for _ in range(2000):
         one()
@@ -218,7 +236,8 @@ def main() -> None:
     ap.add_argument("--client", choices=sorted(CLIENTS), default="bench",
                     help="the request as sent: bench (3 fields, one read), sdk (8 fields), "
                          "split (the head across two reads), bodysplit (the body in a read "
-                         "of its own)")
+                         "of its own), close (sdk's with Connection: close, a connection "
+                         "each)")
     ap.add_argument("--loop", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.callgrind:

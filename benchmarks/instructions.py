@@ -50,8 +50,10 @@ natively, outside valgrind. Variants:
 
 `--before REV` runs every variant on that revision too (a temporary git worktree, same
 venv), so a change is measured before and after in one run. `--keep DIR` keeps the
-callgrind files (`callgrind_annotate DIR/<file>` shows where the instructions go). Needs
-valgrind (`apt-get install -y valgrind`).
+callgrind files (`callgrind_annotate DIR/<file>` shows where the instructions go).
+`--header 'NAME: VALUE'` adds a field to every request (http.client sends none but Host,
+Accept-Encoding and the framing; httpx, requests and aiohttp send `Connection: keep-alive`).
+Needs valgrind (`apt-get install -y valgrind`).
 """
 
 from __future__ import annotations
@@ -203,8 +205,9 @@ def dump(gw: Gateway) -> tuple[int, int]:
     return ir, steps
 
 
-def send(port: int, n: int, conns: int) -> None:
-    """`n` POSTs over `conns` keep-alive connections in parallel; every answer must be 200."""
+def send(port: int, n: int, conns: int, extra: dict[str, str] | None = None) -> None:
+    """`n` POSTs over `conns` keep-alive connections in parallel; every answer must be 200.
+    `extra`: fields each request carries besides http.client's (`--header`)."""
     errors: list[str] = []
 
     def worker(count: int) -> None:
@@ -212,7 +215,7 @@ def send(port: int, n: int, conns: int) -> None:
         try:
             for _ in range(count):
                 c.request("POST", "/v2/models/m/infer", BODY,
-                          {"content-type": "application/json"})
+                          {"content-type": "application/json", **(extra or {})})
                 r = c.getresponse()
                 r.read()
                 if r.status != 200:
@@ -280,7 +283,7 @@ def settle(sink: int, quiet: float) -> int:
 def measure(gw: Gateway, args: argparse.Namespace, sink: int, mute: Mute) -> None:
     traced = RATIO.get(gw.variant, 0.0) > 0
     control(gw, "-i", "on")  # instrumentation on (it starts off, so start-up runs fast)
-    send(gw.port, args.warmup, args.connections)
+    send(gw.port, args.warmup, args.connections, args.fields)
     held = hold(gw, mute) if not args.no_hold else None
     try:
         rounds(gw, args, sink, traced)
@@ -297,7 +300,7 @@ def rounds(gw: Gateway, args: argparse.Namespace, sink: int, traced: bool) -> No
         spans0 = sink_spans(sink)
         control(gw, "-z")
         t0 = time.monotonic()
-        send(gw.port, args.requests, args.connections)
+        send(gw.port, args.requests, args.connections, args.fields)
         spans = settle(sink, args.settle) - spans0 if traced else 0
         total, steps = dump(gw)
         wall = time.monotonic() - t0
@@ -341,7 +344,12 @@ def main() -> int:
                     help="also run every variant on this git revision (before a change)")
     ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
                     help="keep the callgrind files here")
+    ap.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                    help="a field every request carries too (again for more): a real "
+                         "client's, e.g. 'Connection: keep-alive' (httpx, requests, aiohttp)")
     args = ap.parse_args()
+    args.fields = dict(h.split(":", 1) for h in args.header)
+    args.fields = {k.strip(): v.strip() for k, v in args.fields.items()}
     variants = [v for v in VARIANTS if v in args.variants.split(",")]
     for tool in ("valgrind", "callgrind_control", "redis-server", "redis-cli") + (
             ("git",) if args.before else ()):

@@ -82,7 +82,8 @@ def _disposition(value: str) -> tuple[str | None, bool]:
 def part_head(head: bytes) -> tuple[str | None, bool, dict[str, str]]:
     fields: dict[str, str] = {}
     for line in head.split(b"\r\n"):
-        if b"\n" in line or b"\r" in line or line[:1] in (b" ", b"\t"):
+        if 10 in line or 13 in line or line[:1] in (b" ", b"\t"):  # (LF, CR: as ints, no
+            # TypeError raised and dropped by `bytes.__contains__` for a bytes argument)
             raise Unreadable("a part's head has a bare CR or LF, or a folded line")
         name, colon, value = line.partition(b":")
         if not colon or _TOKEN.fullmatch(name.decode("latin-1")) is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from gateway.dataplane.request import Request
 from gateway.dataplane.wire import (
     CHUNKED,
+    CLOSE,
     CONNECTION,
     EXPECT,
     HOST,
@@ -22,7 +23,11 @@ from gateway.dataplane.wire import (
     Refuse,
 )
 
-__all__ = ["FOREIGN", "foreign_line", "head_field", "refusal"]
+__all__ = ["FOREIGN", "KEEP_ALIVE", "foreign_line", "head_field", "refusal"]
+
+#: the spellings of a `Connection: keep-alive` value matched without lower-casing it (a set
+#: lookup costs less than `bytes.lower`, a C method call); others are lower-cased
+KEEP_ALIVE = frozenset({b"keep-alive", b"Keep-Alive", b"Keep-alive"})
 
 
 def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
@@ -31,7 +36,22 @@ def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
     `req`, or refused (Refuse)."""
     if kind == HOST:
         raise Refuse(400, "more than one Host header")
-    if kind == CHUNKED:
+    if kind == CONNECTION:  # (Connection or Proxy-Connection: most clients send one)
+        # `keep-alive` alone (any case; llhttp strips the OWS before a value, `on_header`
+        # the OWS after it) names no field but Keep-Alive, hop-by-hop and never forwarded,
+        # and on HTTP/1.1 leaves llhttp's keep-alive on: the head the parser sorted is the
+        # backend's (tests/test_connection_fast.py). `close` alone names a field `Close`
+        # only (a reserved name: one that comes takes the pass, kind CLOSE) and turns
+        # keep-alive off, as llhttp would (on HTTP/1.0 llhttp is asked anyway). Any other
+        # value (a list, a field's name) may name a kept field: the pass over all the
+        # fields, and llhttp asked (`Parsing.on_headers_complete`)
+        if value not in KEEP_ALIVE:
+            low = value.lower()
+            if low == b"close":
+                req.keep_alive = False
+            elif low != b"keep-alive":
+                req.reread = True
+    elif kind == CHUNKED:
         # llhttp checked: chunked last, no Content-Length; but it takes any codings
         # before it ("gzip, chunked"), which we would forward de-chunked as if the
         # bytes were not coded at all (nginx answers those 501)
@@ -47,8 +67,10 @@ def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
         if req.traceparent is None:  # (the first, as a tracer reads it; noted here so
             req.traceparent = value  # that the sampling decision scans no fields)
         req.kept += (name, b": ", value, b"\r\n")  # (forwarded unless the request is traced)
-    elif kind in (CONNECTION, VIA):  # (rare; the fields Connection names may have come
-        req.reread = True  # before it: the backend's head is built from all of them)
+    elif kind in (VIA, CLOSE):  # (rare; the client's Via is extended with ours, or dropped
+        # when a Connection names it, and a field `Close` is when `Connection: close` came,
+        # before it or after: the backend's head from all the fields)
+        req.reread = True
     else:
         alias = name.lower().replace(b"_", b"-")
         raise Refuse(400, f"the header {name.decode('latin-1')!r} reads as "

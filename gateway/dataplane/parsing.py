@@ -239,8 +239,9 @@ class Parsing(RequestLine):
             req.keep_alive = p.should_keep_alive()
         # (else llhttp's answer is known, and not asked for: ~300 CPU instructions. Only a
         # `Connection` or `Proxy-Connection` field, of kind CONNECTION, turns an HTTP/1.1
-        # request's keep-alive off, and a request never needs its connection's end to end;
-        # `keep_alive` is True since `Request.begin`)
+        # request's keep-alive off (one of `keep-alive` or `close` alone leaves `reread`
+        # off: `head_field` turns it off for `close`), and a request never needs its
+        # connection's end to end; `keep_alive` is True since `Request.begin`)
         if version != "1.1":
             req.http10 = http10 = version == "1.0"
             if http10:  # (RFC 9110 10.1.1: an HTTP/1.0 client gets no interim answer)

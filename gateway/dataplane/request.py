@@ -106,9 +106,10 @@ class Request:
         self.target = b""
         self.raw_headers: list[tuple[bytes, bytes]] = []
         # the parts (name, ": ", value, CRLF) of the fields forwarded as they are, in order
-        # (sorted by the parser: `wire.name_kind`), unless `reread`: a Connection, Proxy-
-        # Connection or Via field came, and the backend's head is built from all of
-        # `raw_headers` again (and llhttp is asked whether the connection is kept alive)
+        # (sorted by the parser: `wire.name_kind`), unless `reread`: a Connection or Proxy-
+        # Connection field other than `keep-alive` or `close` alone, or a Via or Close
+        # field, came, and the backend's head is built from all of `raw_headers` again
+        # (and llhttp is asked whether the connection is kept alive: `headrules.head_field`)
         self.kept: list[bytes] = []
         self.reread = False
         self._headers: HeaderView | None = None  # made when something reads a field by name

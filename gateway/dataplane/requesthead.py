@@ -3,10 +3,11 @@
 Owns which of a request's fields are dropped on the way out (hop-by-hop ones, those named in
 `Connection`, framing, the client's x-forwarded-*, `x-killgate-*`, and with tracing on its
 traceparent: `fieldrules.REQUEST_DROP`), and the head built from the rest in one pass over
-them all (`request_head`: a `Connection` or `Via` field, a traced request with a
-traceparent of the client's, a shadow copy). The usual head is built from the fields the
-parser already sorted as they came (`outgoing.Outgoing.request_head`: `wire.name_kind`
-learns each spelling by the same rules). Pure; no I/O.
+them all (`request_head`: a `Connection` field other than `keep-alive` or `close` alone,
+a `Via` or `Close` field, a traced request with a traceparent of the client's, a shadow copy). The usual
+head is built from the fields the parser already sorted as they came
+(`outgoing.Outgoing.request_head`: `wire.name_kind` learns each spelling by the same
+rules). Pure; no I/O.
 """
 
 from __future__ import annotations

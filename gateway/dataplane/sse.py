@@ -22,6 +22,10 @@ _BOUNDARY = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
 _RESCAN = 3
 
 Buffer = bytes | bytearray
+# `_CR in data`, an int: `bytes.__contains__` tries its argument as an int first, and a
+# bytes one (`b"\r" in data`) costs the TypeError it formats and drops, ~2,000 CPU
+# instructions a test more (`data.find(b"\r")` ~900 more: its arguments parsed old-style)
+_CR = ord("\r")
 
 
 def _boundary(data: Buffer, start: int, cr: bool) -> int:
@@ -40,7 +44,7 @@ def _boundary(data: Buffer, start: int, cr: bool) -> int:
 
 def last_boundary(data: bytes) -> int:
     """The offset just past the last complete event in `data`, or -1 if there is none."""
-    return _boundary(data, 0, b"\r" in data)
+    return _boundary(data, 0, _CR in data)
 
 
 class EventCutter:
@@ -69,11 +73,11 @@ class EventCutter:
         if held:
             start = max(0, len(held) - _RESCAN)
             held += data
-            self._cr = self._cr or b"\r" in data
+            self._cr = self._cr or _CR in data
             buf = held
         else:  # the common case: `data` is searched and handed on as it is, not copied
             start, buf = 0, data
-            self._cr = b"\r" in data
+            self._cr = _CR in data
         cut = _boundary(buf, start, self._cr)
         if cut < 0:
             if len(buf) > self.cap:
@@ -92,7 +96,7 @@ class EventCutter:
         else:
             out = bytes(held[:cut])
             del held[:cut]
-        self._cr = b"\r" in held
+        self._cr = _CR in held
         return out
 
     def _take_all(self, buf: Buffer) -> bytes:

@@ -123,18 +123,21 @@ _UNDERSCORE_ALIASES = frozenset({
 #: PLAIN: nothing to the connection, forwarded as is (`Request.kept`); DROPPED: nothing to
 #: the connection, not forwarded (`fieldrules.REQUEST_DROP`'s rules: x-forwarded-*, hop-by-hop
 #: fields...); CONNECTION, VIA: the backend's head is built by a pass over all the fields
-#: (`requesthead.request_head`). The kinds named in `_KINDS` are dropped too, but the
-#: client's traceparent, forwarded unless the request is traced. A `Proxy-Connection` field
+#: (`requesthead.request_head`), unless the CONNECTION field says `keep-alive` or `close`
+#: alone (`headrules.head_field`). The kinds named in `_KINDS` are dropped too, but the
+#: client's traceparent, forwarded unless the request is traced, and CLOSE. A `Proxy-Connection` field
 #: is of kind CONNECTION too (dropped by that pass): llhttp reads its `close` as
 #: `Connection`'s, and a head with neither is known to keep its connection alive
 #: (`Parsing.on_headers_complete` asks llhttp only when it has one).
-PLAIN, HOST, LENGTH, CHUNKED, EXPECT, UPGRADE, ALIASED, TRACEPARENT, DROPPED, CONNECTION, VIA = (
-    range(11))
+#: CLOSE: a field named `Close` (reserved, RFC 7230 §8.1: it would clash with the `close`
+#: option), which `Connection: close` names: it takes the pass too, forwarded or not.
+(PLAIN, HOST, LENGTH, CHUNKED, EXPECT, UPGRADE, ALIASED, TRACEPARENT, DROPPED, CONNECTION, VIA,
+ CLOSE) = range(12)
 _KINDS = {b"host": HOST, b"content-length": LENGTH, b"transfer-encoding": CHUNKED,
           b"expect": EXPECT, b"upgrade": UPGRADE, b"traceparent": TRACEPARENT,
-          b"proxy-connection": CONNECTION}
+          b"proxy-connection": CONNECTION, b"close": CLOSE}
 _ACTS = {KEEP: PLAIN, DROP: DROPPED, CONN: CONNECTION, VIA_FIELD: VIA}
-assert all(n in REQUEST_DROP for n in _KINDS if n != b"traceparent")
+assert all(n in REQUEST_DROP for n in _KINDS if n not in (b"traceparent", b"close"))
 
 
 #: a field name as sent -> what it is to us, learned once per spelling (`name_kind`). An
