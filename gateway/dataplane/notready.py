@@ -4,8 +4,13 @@ Pure. Model servers answer a request for a model they do not hold in their own w
 such an answer means the request was not processed: the proxy then moves it to another
 version as if it had never been delivered. Recognised, by the route's `protocol`:
 
-* `v2` (Open Inference Protocol: MLServer, Triton, KServe) on an inference path (`.../infer`,
-  `.../generate`, `.../generate_stream`): 404, 400 or 503 with the protocol's error body
+* `v2` (Open Inference Protocol: MLServer, Triton, KServe) on an inference path (a POST to
+  `.../infer`, `.../generate`, `.../generate_stream`), or a GET or HEAD of a model's
+  metadata or readiness (`/v2/models/<m>[/versions/<v>]`, the same and `/ready`: what
+  tritonclient's and KServe's `is_model_ready`/`get_model_metadata` ask before inferring; a
+  404 to them reached the client and, as an answer below 500, reset the version's failure
+  count, so an unloaded canary was never ejected: tests/test_notready_ready.py):
+  404, 400 or 503 with the protocol's error body
   `{"error": "<message>"}` whose whole message (case and surrounding blanks aside) is one a
   model server says of the model the path names (as sent or percent-decoded): MLServer
   "Model iris not found", "Model iris [with version 2] is not ready yet."; Triton "Request for
@@ -16,7 +21,11 @@ version as if it had never been delivered. Recognised, by the route's `protocol`
   "unexpected inference input '<name>' for model 'iris'"), and an input named "model not
   ready" sent the request to every version and counted the stable's `not_ready` error
   (tests/test_notready_shapes.py). Other 400s (a bad tensor, a missing input) are the
-  client's and pass through;
+  client's and pass through. A readiness path's 400 or 404 with an empty body is one too:
+  the protocol's own "not ready" (its readiness answer is a status, 4xx for false, with no
+  body: Triton answers 400 for a model it does not hold or has not loaded, MLServer 400 for
+  one loading; KServe answers 503 "Model with name m is not ready."; none answers 200
+  `{"ready": false}`), and an answer to HEAD has no body to read;
 * `openai` (OpenAI-compatible servers, Ollama) on an inference path (a POST to a path
   ending in `/chat/completions`, `/completions`, `/embeddings`, `/responses`,
   `/moderations`, `/rerank`, `/score`, `/pooling`, `/classify`, `/audio/{speech,
@@ -54,6 +63,10 @@ MAX_BODY = 64 * 1024
 _V2_STATUS = frozenset({400, 404, 503})
 _V2_PATH = re.compile(
     r"/v2/models/([^/]+)(?:/versions/[^/]+)?/(?:infer|generate|generate_stream)$")
+#: a model's metadata or readiness (GET or HEAD): group 2 is "/ready" on the latter
+_V2_ASK = re.compile(r"/v2/models/([^/]+)(?:/versions/[^/]+)?(/ready)?$")
+#: a readiness answer that is only a status (the protocol's "false")
+_V2_BARE = frozenset({400, 404})
 #: a v2 server's not-ready message, lowercased: what comes before the model's name, and what
 #: must make up the rest of it (linear: one `\S+` run at most before fixed text, or `.*`)
 _V2_SHAPES = (
@@ -85,11 +98,16 @@ _OPENAI_SHAPES = (
 def could_be_not_ready(protocol: str, status: int, path: str,
                        method: bytes = b"POST") -> bool:
     """Whether this answer's body must be read before it can be forwarded (cheap: no body):
-    the answer to an inference (a POST to one of the protocol's inference paths)."""
+    the answer to an inference (a POST to one of the protocol's inference paths), or on
+    `v2` to a GET or HEAD of a model's metadata or readiness."""
+    if protocol == "v2":
+        if status not in _V2_STATUS:
+            return False
+        if method == b"POST":
+            return _V2_PATH.search(path) is not None
+        return (method == b"GET" or method == b"HEAD") and _V2_ASK.search(path) is not None
     if method != b"POST":
         return False
-    if protocol == "v2":
-        return status in _V2_STATUS and _V2_PATH.search(path) is not None
     if protocol == "openai":
         return status == 404 and _OPENAI_PATH.search(path) is not None
     return False
@@ -118,9 +136,9 @@ def _openai_says(msg: str, model: str | None, access: bool = True) -> bool:
     return False
 
 
-def _v2_says(msg: str, path: str) -> bool:
+def _v2_says(msg: str, path: str, method: bytes) -> bool:
     """Whether `msg` is, whole, a v2 server's not-ready message for the path's model."""
-    m = _V2_PATH.search(path)
+    m = (_V2_PATH if method == b"POST" else _V2_ASK).search(path)
     if m is None:
         return False
     text = msg.strip().lower()
@@ -171,12 +189,17 @@ def is_not_ready(protocol: str, status: int, path: str, body: bytes,
     does not exist or you do not have access to it.")."""
     if not could_be_not_ready(protocol, status, path, method) or len(body) > MAX_BODY:
         return False
+    if not body.strip() and method != b"POST" and protocol == "v2":
+        # a readiness answer's bare "false" (see above); a HEAD's answer never has a body,
+        # so a metadata path's (which must name the model) is never one
+        ask = _V2_ASK.search(path)
+        return status in _V2_BARE and ask is not None and ask.group(2) is not None
     doc = _json(body)
     if not isinstance(doc, dict):
         return False
     if protocol == "v2":
         err = doc.get("error")
-        return isinstance(err, str) and _v2_says(err, path)
+        return isinstance(err, str) and _v2_says(err, path, method)
     err = doc.get("error")
     if isinstance(err, dict):
         if access and err.get("code") == "model_not_found":

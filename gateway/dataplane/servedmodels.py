@@ -11,11 +11,13 @@ everyone to the canary. So the stable is blamed only for a model it has answered
 before: a canary that lacks what the stable serves is the canary's fault, and failing
 its analysis is the safe direction.
 
-The model is the v2 path's model (and version), or an OpenAI-style body's top-level
-`model` as the version's backend reads it (the version's `model` when routing rewrites it),
-kept with the request's path: only an inference (POST) whose model the gateway reads is
-noted or blamed. A request whose model it cannot read (a body naming `model` twice, which
-the backend reads as it likes; a `GET /v1/models/<m>` with no body), or an answer to
+The model is the v2 path's model (and version: an inference, or a GET or HEAD of the
+model's metadata or readiness, all kept as one, the path up to the model), or an
+OpenAI-style body's top-level `model` as the version's backend reads it (the version's
+`model` when routing rewrites it), kept with the request's path: only an inference (POST)
+whose model the gateway reads, or a v2 model's metadata or readiness, is noted or blamed.
+A request whose model it cannot read (a body naming `model` twice, which the backend reads
+as it likes; a `GET /v1/models/<m>` with no body), or an answer to
 another request (the model list, a CORS preflight, a path that reads no body), says
 nothing of whether the stable holds a model, and a client chooses all of them. Every
 version's 2xx answers are noted: a not-ready answer to a request whose body streamed (it
@@ -52,7 +54,11 @@ MAX_SERVED = 4096
 #: (the safe direction, as for any model it has not answered)
 MAX_ASKED = 1024
 
+#: a v2 model (and version) in an inference's path (POST), or in a GET or HEAD of its
+#: metadata or readiness (`/v2/models/<m>[/versions/<v>]`, and `/ready`): kept as the path up
+#: to the model, so that an answer to either says the version holds it (notready.py)
 _V2_MODEL = re.compile(r"/v2/models/([^/]+(?:/versions/[^/]+)?)/[^/]+$")
+_V2_ASK = re.compile(r"/v2/models/([^/]+(?:/versions/[^/]+)?)(?:/ready)?$")
 
 
 #: what `ServedModels` keeps of a request: (its path, the model its backend reads)
@@ -62,13 +68,19 @@ Asked = tuple[str, str]
 def model_key(protocol: str, method: bytes, path: str, field: ModelField | None,
               body: bytes | None, complete: bool, rewrite: str | None = None) -> Asked | None:
     """The inference a request asks for, as `ServedModels` keeps it (see the docstring):
-    None when it is not an inference (POST) or its model cannot be read. `rewrite`: the
+    None when it is not an inference (POST; on `v2`, also a GET or HEAD of a model's
+    metadata or readiness) or its model cannot be read. `rewrite`: the
     version's `model`, which its backend reads instead of a model routing read (`field`)."""
+    if protocol == "v2":
+        if method == b"POST":
+            m = _V2_MODEL.search(path)
+        elif method == b"GET" or method == b"HEAD":
+            m = _V2_ASK.search(path)
+        else:
+            return None
+        return (path[:m.end(1)], m.group(1)) if m is not None else None
     if method != b"POST":
         return None
-    if protocol == "v2":
-        m = _V2_MODEL.search(path)
-        return (path, m.group(1)) if m is not None else None
     if field is not None:
         return path, rewrite or field.value
     if body is None or not complete:
