@@ -253,7 +253,7 @@ async def test_prometheus_alert_kills_the_canary_through_alertmanager(
         assert alert["labels"]["alertname"] == "KillgateCanaryErrorRate"
         assert alert["labels"]["killgate_action"] == "kill"
         assert alert["generatorURL"].startswith(f"http://127.0.0.1:{prom_port}/")
-        assert "canary v2 of route iris answers 5xx" in ev["reason"]
+        assert "canary v2 of route iris: its share of 5xx answers is" in ev["reason"]
 
         # the canary gets no traffic, so the alert resolves; the `resolved` changes nothing
         async def resolved_received() -> bool:
