@@ -24,6 +24,7 @@ from aiohttp import web
 from gateway.dataplane.notready import is_not_ready
 from gateway.dataplane.servedmodels import model_key
 from tests.conftest import running_gateway, write_config
+from tests.notreadyrig import v2_routes
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -83,18 +84,6 @@ def _server(name: str, models: set[str], flavour: str) -> web.Application:
     return app
 
 
-def _routes(p1: int, p2: int, w1: int = 0) -> str:
-    return f"""\
-- name: models
-  match: {{path_prefix: /v2/models}}
-  protocol: v2
-  stable: v1
-  outlier: {{consecutive_gateway_failures: 3, base_ejection: 30s}}
-  versions:
-    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: {w1}}}
-    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: {100 - w1}}}
-"""
-
 
 async def _ask(s: aiohttp.ClientSession, method: str, url: str,
                **kw: object) -> tuple[int, str]:
@@ -120,7 +109,7 @@ async def test_readiness_and_metadata_move_off_a_version_that_unloaded_the_model
     held = {"iris"}
     p1 = await backends(_server("v1", {"iris"}, flavour))
     p2 = await backends(_server("v2", held, flavour))
-    cfg = write_config(tmp_path, _routes(p1, p2))
+    cfg = write_config(tmp_path, v2_routes(p1, p2, 0))
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
         assert await _ask(s, method, g.url + path) == (200, "v2")
         held.discard("iris")
@@ -140,7 +129,7 @@ async def test_a_client_checking_readiness_before_each_inference_ejects_the_unlo
     held = {"iris"}
     p1 = await backends(_server("v1", {"iris"}, flavour))
     p2 = await backends(_server("v2", held, flavour))
-    cfg = write_config(tmp_path, _routes(p1, p2))
+    cfg = write_config(tmp_path, v2_routes(p1, p2, 0))
     base = "/v2/models/iris"
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
         assert await _ask(s, "POST", g.url + base + "/infer", json=_BODY) == (200, "v2")
@@ -166,7 +155,7 @@ async def test_readiness_probes_for_invented_models_eject_no_version(
     the client gets the last version's answer."""
     p1 = await backends(_server("v1", {"iris"}, "triton"))
     p2 = await backends(_server("v2", {"iris"}, "triton"))
-    cfg = write_config(tmp_path, _routes(p1, p2))
+    cfg = write_config(tmp_path, v2_routes(p1, p2, 0))
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
         got = {(await _ask(s, "GET", g.url + path))[0] for _ in range(8)}
         after = await _ask(s, "GET", g.url + "/v2/models/iris/ready")
@@ -183,7 +172,7 @@ async def test_the_stable_is_blamed_on_readiness_only_for_a_model_it_has_answere
     held = {"iris"}
     p1 = await backends(_server("v1", held, "mlserver"))
     p2 = await backends(_server("v2", {"iris", "iris-next"}, "mlserver"))
-    cfg = write_config(tmp_path, _routes(p1, p2, w1=100))
+    cfg = write_config(tmp_path, v2_routes(p1, p2, 100))
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
         assert await _ask(s, "POST", g.url + "/v2/models/iris/infer", json=_BODY) == (200, "v1")
         new = [await _ask(s, "GET", g.url + "/v2/models/iris-next/ready") for _ in range(5)]

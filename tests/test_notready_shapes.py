@@ -23,6 +23,7 @@ from aiohttp import web
 
 from gateway.dataplane.notready import is_not_ready
 from tests.conftest import running_gateway, write_config
+from tests.notreadyrig import v2_routes
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -51,18 +52,6 @@ def triton_like(models: set[str], hits: list[str]) -> web.Application:
     return app
 
 
-def _routes(p1: int, p2: int) -> str:
-    return f"""\
-- name: models
-  match: {{path_prefix: /v2/models}}
-  protocol: v2
-  stable: v1
-  outlier: {{consecutive_gateway_failures: 3, base_ejection: 30s}}
-  versions:
-    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 100}}
-    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 0}}
-"""
-
 
 def _inputs(name: str) -> dict[str, object]:
     return {"inputs": [{"name": name, "shape": [1], "datatype": "FP32", "data": [1.0]}]}
@@ -74,7 +63,7 @@ async def test_a_client_named_input_echoed_in_an_error_is_not_a_model_not_ready(
     v2: list[str] = []
     p1 = await backends(triton_like({"iris"}, v1))
     p2 = await backends(triton_like({"iris"}, v2))
-    cfg = write_config(tmp_path, _routes(p1, p2))
+    cfg = write_config(tmp_path, v2_routes(p1, p2, 100))
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
         async with s.post(g.url + INFER, json=_inputs("INPUT0")) as r:
             assert r.status == 200 and r.headers["x-killgate-version"] == "v1"

@@ -22,24 +22,13 @@ import pytest
 from tests import cli_fork
 from tests.backends import v2_model_server
 from tests.conftest import admin_token, running_gateway, write_config
+from tests.notreadyrig import v2_routes
 
 pytestmark = pytest.mark.timeout(30)
 
 #: a request body the gateway streams (over the 64 KiB it holds to send again)
 _DATA = [0.5] * 20000
 
-
-def _routes(p1: int, p2: int) -> str:
-    return f"""\
-- name: models
-  match: {{path_prefix: /v2/models}}
-  protocol: v2
-  stable: v1
-  outlier: {{consecutive_gateway_failures: 3, base_ejection: 30s}}
-  versions:
-    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 0}}
-    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 100}}
-"""
 
 
 def _ask(model: str) -> tuple[str, dict[str, object]]:
@@ -62,7 +51,7 @@ async def test_a_canary_that_unloads_its_model_is_ejected_on_streamed_requests(
     held = {"iris"}
     p1 = await backends(v2_model_server("v1", {"iris"}, flavour=flavour))
     p2 = await backends(v2_model_server("v2", held, flavour=flavour))
-    cfg = write_config(tmp_path, _routes(p1, p2))
+    cfg = write_config(tmp_path, v2_routes(p1, p2, 0))
     path, kw = _ask("iris")
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
         assert await _served(s, g.url + path, **kw) == (200, "v2")  # the canary serves iris
@@ -87,7 +76,7 @@ async def test_a_model_the_canary_never_served_does_not_eject_it_on_streamed_req
     client's mistake; none of them can be asked of another version to tell)."""
     p1 = await backends(v2_model_server("v1", {"iris"}))
     p2 = await backends(v2_model_server("v2", {"iris"}))
-    cfg = write_config(tmp_path, _routes(p1, p2))
+    cfg = write_config(tmp_path, v2_routes(p1, p2, 0))
     path, kw = _ask("iris")
     bogus, _ = _ask("nosuchmodel")
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
@@ -107,7 +96,7 @@ async def test_status_says_why_a_version_is_out(tmp_path: Path, backends) -> Non
     held = {"iris"}
     p1 = await backends(v2_model_server("v1", {"iris"}))
     p2 = await backends(v2_model_server("v2", held))
-    cfg = write_config(tmp_path, _routes(p1, p2))
+    cfg = write_config(tmp_path, v2_routes(p1, p2, 0))
     path, kw = _ask("iris")
     token = admin_token("killgate:read", "t", 3600)
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:

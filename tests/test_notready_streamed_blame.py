@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import running_gateway, write_config
+from tests.notreadyrig import v2_routes
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -20,18 +21,6 @@ _DATA = [0.5] * 20000
 _BODY = {"json": {"inputs": [{"name": "x", "shape": [len(_DATA)], "datatype": "FP32",
                               "data": _DATA}]}}
 
-
-def _routes(p1: int, p2: int) -> str:
-    return f"""\
-- name: models
-  match: {{path_prefix: /v2/models}}
-  protocol: v2
-  stable: v1
-  outlier: {{consecutive_gateway_failures: 3, base_ejection: 30s}}
-  versions:
-    - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 0}}
-    - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 100}}
-"""
 
 
 def _chunked_server(held: set[str]) -> web.Application:
@@ -69,7 +58,7 @@ async def test_a_chunked_not_ready_answer_to_a_streamed_body_counts(tmp_path: Pa
     held = {"iris"}
     p1 = await backends(_chunked_server({"iris"}))
     p2 = await backends(_chunked_server(held))
-    cfg = write_config(tmp_path, _routes(p1, p2))
+    cfg = write_config(tmp_path, v2_routes(p1, p2, 0))
     url = "/v2/models/iris/infer"
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
         assert await _served(s, g.url + url) == (200, "v2")
@@ -123,7 +112,7 @@ async def test_an_unload_is_blamed_after_a_client_floods_the_noted_models(
     held = {"iris"}
     p1 = await backends(_versioned_server({"iris"}))
     p2 = await backends(_versioned_server(held))
-    cfg = write_config(tmp_path, _routes(p1, p2))
+    cfg = write_config(tmp_path, v2_routes(p1, p2, 0))
     url = "/v2/models/iris/infer"
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
         assert await _served(s, g.url + url) == (200, "v2")

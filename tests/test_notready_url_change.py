@@ -12,21 +12,10 @@ import pytest
 
 from tests.backends import v2_model_server
 from tests.conftest import running_gateway, wait_until, write_config
+from tests.notreadyrig import v2_routes
 
 pytestmark = pytest.mark.timeout(30)
 
-
-def _routes(stable: int, canary: int) -> str:
-    return f"""\
-- name: models
-  match: {{path_prefix: /v2/models}}
-  protocol: v2
-  stable: v1
-  outlier: {{consecutive_gateway_failures: 3, base_ejection: 30s}}
-  versions:
-    - {{name: v1, url: "http://127.0.0.1:{stable}", weight: 100}}
-    - {{name: v2, url: "http://127.0.0.1:{canary}", weight: 0}}
-"""
 
 
 async def _infer(s: aiohttp.ClientSession, url: str) -> tuple[int, str]:
@@ -45,12 +34,12 @@ async def test_a_stable_moved_to_another_backend_is_not_blamed_for_the_old_ones_
     old = await backends(v2_model_server("old", {"iris"}))
     new = await backends(v2_model_server("new", {"wine"}))
     canary = await backends(v2_model_server("canary", {"iris", "wine"}))
-    cfg = write_config(tmp_path, _routes(old, canary))
+    cfg = write_config(tmp_path, v2_routes(old, canary, 100))
     iris, wine = "/v2/models/iris/infer", "/v2/models/wine/infer"
     async with running_gateway(cfg) as g, aiohttp.ClientSession() as s:
         assert await _infer(s, g.url + iris) == (200, "v1")  # the old backend answers iris
         digest = g.gw.loaded.digest
-        cfg.write_text(write_config(tmp_path, _routes(new, canary), name="next.yaml")
+        cfg.write_text(write_config(tmp_path, v2_routes(new, canary, 100), name="next.yaml")
                        .read_text())
         g.gw.request_reload()
         await wait_until(lambda: g.gw.loaded.digest != digest, 10, what="the reload")
