@@ -14,11 +14,11 @@ import pytest
 from aiohttp import ClientSession
 
 from tests.backends import echo_app
-from tests.conftest import RedisServer, running_gateway, two_versions, wait_until, write_config
+from tests.conftest import RedisServer, running_gateway, two_versions, write_config
 from tests.staterig import redis_section
 from tests.test_forgery import stored_doc
 from tests.test_killswitch import auth
-from tests.test_replicas import _info
+from tests.test_replicas import attach_replica
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -33,11 +33,7 @@ async def test_a_repeated_kill_is_confirmed_without_channel_access(
         tmp_path: Path, backends: Any, session: ClientSession, redis_server: RedisServer,
         second_redis: RedisServer) -> None:
     primary, replica = redis_server, second_redis
-    replica.cmd("REPLICAOF", "127.0.0.1", str(primary.port))
-    await wait_until(lambda: _info(primary, "connected_slaves") == "1"
-                     and "state=online" in _info(primary, "slave0")
-                     and _info(replica, "master_link_status") == "up", 10,
-                     what="the replica to attach")
+    await attach_replica(primary, replica)
     primary.cmd("ACL", "SETUSER", "nochan", "on", ">nochan-pw", "~*", "resetchannels",
                 "+@all")
     url = primary.url.replace("redis://", "redis://nochan:nochan-pw@")

@@ -33,6 +33,16 @@ def _info(redis: RedisServer, field: str) -> str:
     return ""
 
 
+async def attach_replica(primary: RedisServer, replica: RedisServer) -> None:
+    """`replica` made the only replica of `primary`, and online: it has acked once, so WAIT
+    counts it (right after a sync it may not have yet)."""
+    replica.cmd("REPLICAOF", "127.0.0.1", str(primary.port))
+    await wait_until(lambda: _info(primary, "connected_slaves") == "1"
+                     and "state=online" in _info(primary, "slave0")
+                     and _info(replica, "master_link_status") == "up", 10,
+                     what="the replica to attach")
+
+
 async def _post(session: ClientSession, admin: str, path: str, **body: object
                 ) -> tuple[int, dict, str | None]:
     body.setdefault("reason", "row 19")
@@ -44,12 +54,7 @@ async def test_promotion_never_loses_an_acknowledged_kill(
         tmp_path: Path, backends, session, redis_server: RedisServer,
         second_redis: RedisServer, fwd: Forwarder) -> None:
     primary, replica = redis_server, second_redis
-    replica.cmd("REPLICAOF", "127.0.0.1", str(primary.port))
-    # (online: it has acked once, so WAIT counts it; right after a sync it may not have yet)
-    await wait_until(lambda: _info(primary, "connected_slaves") == "1"
-                     and "state=online" in _info(primary, "slave0")
-                     and _info(replica, "master_link_status") == "up", 10,
-                     what="the replica to attach")
+    await attach_replica(primary, replica)
     p = await backends(echo_app("v1"))
     # (replica_timeout 600 ms: an attached replica's ack took over 200 ms once in a CI run)
     state = redis_state_via(fwd, tmp_path, "kgrep", command_timeout="1s",

@@ -23,7 +23,7 @@ from tests.conftest import RedisServer, running_gateway, two_versions, wait_unti
 from tests.test_audit import H
 from tests.test_audit_retention import RETAIN, _fill
 from tests.test_killswitch import redis_state
-from tests.test_replicas import _info
+from tests.test_replicas import attach_replica
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -45,11 +45,7 @@ async def test_a_trim_beside_a_replica_wait_costs_the_write_nothing(
         tmp_path: Path, backends: Any, session: ClientSession, redis_server: RedisServer,
         second_redis: RedisServer) -> None:
     primary, replica = redis_server, second_redis
-    replica.cmd("REPLICAOF", "127.0.0.1", str(primary.port))
-    await wait_until(lambda: _info(primary, "connected_slaves") == "1"
-                     and "state=online" in _info(primary, "slave0")
-                     and _info(replica, "master_link_status") == "up", 10,
-                     what="the replica to attach")
+    await attach_replica(primary, replica)
     p = await backends(echo_app("v1"))
     state = redis_state(primary, tmp_path, command_timeout="500ms", extra=RETAIN % "1h"
                         + "  min_replicas: 1\n  replica_timeout: 8s\n")

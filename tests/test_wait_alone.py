@@ -19,7 +19,7 @@ from gateway.domain.audit import AuditDraft
 from gateway.domain.statedoc import StateDoc
 from tests.conftest import RedisServer, wait_until
 from tests.staterig import store_on
-from tests.test_replicas import _info
+from tests.test_replicas import attach_replica
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,11 +33,7 @@ def _waiting(redis: RedisServer) -> bool:
 async def test_a_commit_made_while_a_write_waits_for_replicas_goes_past_it(
         redis_server: RedisServer, second_redis: RedisServer) -> None:
     primary, replica = redis_server, second_redis
-    replica.cmd("REPLICAOF", "127.0.0.1", str(primary.port))
-    await wait_until(lambda: _info(primary, "connected_slaves") == "1"
-                     and "state=online" in _info(primary, "slave0")
-                     and _info(replica, "master_link_status") == "up", 10,
-                     what="the replica to attach")
+    await attach_replica(primary, replica)
     store = store_on(primary, "kgwait", timeout=0.5)
     await store.open()
     try:
