@@ -143,7 +143,8 @@ async def test_a_keys_requests_past_its_bound_are_not_counted(
   match: {{path_prefix: /v2/models/iris}}
   stable: v1
   sticky: {{header: x-user-id}}
-  analysis: {{window: 60s, interval: 1h, max_per_key: 3}}
+  # (15m: the keys' periods are aligned to the window; a 60s one ended mid-test once in CI)
+  analysis: {{window: 15m, interval: 1h, max_per_key: 3}}
   versions:
     - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 0{model}}}
     - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 100{model}}}
@@ -174,7 +175,8 @@ async def test_one_client_rotating_keys_is_bounded_by_max_per_client(
   match: {{path_prefix: /v2/models/iris}}
   stable: v1
   sticky: {{header: x-user-id}}
-  analysis: {{window: 60s, interval: 1h, max_per_key: 5, max_per_client: 4}}
+  # (15m: the keys' periods are aligned to the window; a 60s one ended mid-test once in CI)
+  analysis: {{window: 15m, interval: 1h, max_per_key: 5, max_per_client: 4}}
   versions:
     - {{name: v1, url: "http://127.0.0.1:{p1}", weight: 0}}
     - {{name: v2, url: "http://127.0.0.1:{p2}", weight: 100}}
