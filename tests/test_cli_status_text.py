@@ -108,3 +108,16 @@ def test_a_config_change_not_yet_audited_is_said() -> None:
     lines = [ln for ln in _status_text(st).splitlines() if ln.startswith("AUDIT PENDING")]
     assert len(lines) == 1 and "changed at 2026-12-07T00:09:02.199Z" in lines[0] \
         and "3 tries" in lines[0] and "did not answer" in lines[0], lines
+
+
+@pytest.mark.parametrize(("health", "said"), [
+    ({"ejected_for_s": 26.4, "ejected_cause": "5xx", "probe_healthy": True},
+     "NO (ejected for 5xx, 26s left)"),
+    ({"ejected_for_s": 9.0, "ejected_cause": "not_ready"}, "NO (ejected for not_ready, 9s left)"),
+    # an instance before the cause was reported (a fleet mid-upgrade) says no cause
+    ({"ejected_for_s": 9.0, "probe_healthy": True}, "NO (ejected, 9s left)"),
+    ({"ejected_for_s": 0.0, "ejected_cause": None, "probe_healthy": False}, "NO (health checks)"),
+])
+def test_the_healthy_cell_says_what_ejected_a_version(health: dict[str, object], said: str) -> None:
+    from gateway.cli.statuscells import healthy_cell
+    assert healthy_cell({"healthy": False, "health": health}) == said

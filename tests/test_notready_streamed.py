@@ -92,7 +92,8 @@ async def test_a_model_the_canary_never_served_does_not_eject_it_on_streamed_req
 async def test_status_says_why_a_version_is_out(tmp_path: Path, backends) -> None:
     """`killgate status` showed an ejected canary as `healthy NO` on a route with no health
     checks (found by revnewuser9 at step 4: which probe failed?): the cell says it was
-    ejected, and for how long still."""
+    ejected, for which answers (`/v1/status`'s `health.ejected_cause`, the metric's `kind`),
+    and for how long still."""
     held = {"iris"}
     p1 = await backends(v2_model_server("v1", {"iris"}))
     p2 = await backends(v2_model_server("v2", held))
@@ -106,7 +107,13 @@ async def test_status_says_why_a_version_is_out(tmp_path: Path, backends) -> Non
             await _served(s, g.url + path, **kw)
         res = await asyncio.to_thread(cli_fork.run, ["status", "--admin", g.admin, "--token",
                                                      token], dict(os.environ), os.getcwd(), 30)
+        async with s.get(g.admin + "/v1/status",
+                         headers={"Authorization": f"Bearer {token}"}) as r:
+            doc = await r.json()
     code, out, err = res.returncode, res.stdout, res.stderr
     assert code == 0, err
     row = next(x for x in out.splitlines() if x.startswith("models") and " v2 " in x)
-    assert re.search(r"NO \(ejected, \d+s left\)", row), row
+    assert re.search(r"NO \(ejected for not_ready, \d+s left\)", row), row
+    versions = doc["routes"]["models"]["versions"]
+    assert versions["v2"]["health"]["ejected_cause"] == "not_ready", versions
+    assert versions["v1"]["health"]["ejected_cause"] is None, versions

@@ -20,7 +20,9 @@ def healthy_cell(v: dict[str, Any]) -> str:
         return "NO"
     left = h.get("ejected_for_s")
     if isinstance(left, (int, float)) and left > 0:
-        return f"NO (ejected, {left:.0f}s left)"
+        cause = h.get("ejected_cause")  # (absent from an instance before it: a fleet mid-upgrade)
+        why = f"ejected for {cause}" if isinstance(cause, str) and cause else "ejected"
+        return f"NO ({why}, {left:.0f}s left)"
     if h.get("probe_healthy") is False:
         return "NO (health checks)"
     return "NO"

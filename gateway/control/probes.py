@@ -269,5 +269,6 @@ class HealthMonitor:
         now = self.now()
         return {k: {"healthy": rec.serving(now), "probe_healthy": rec.healthy_by_probe,
                     "ejected_for_s": round(max(0.0, rec.ejected_until - now), 1),
+                    "ejected_cause": rec.ejected_cause if rec.ejected_until > now else None,
                     "ejections": rec.ejections, "last_probe_error": rec.last_probe_error}
                 for k, rec in self.records.items()}

@@ -42,6 +42,7 @@ class VersionHealth:
     fivexx_streak: int = 0
     ejections: int = 0
     ejected_until: float = 0.0
+    ejected_cause: str = ""         # the kind of answer that ejected it last ('5xx', 'not_ready', ...)
     last_probe_error: str | None = None
     transitions: list[tuple[float, str]] = field(default_factory=list)
 
@@ -106,6 +107,7 @@ class VersionHealth:
             return False
         self.ejections += 1
         self.ejected_until = now + min(policy.base_ejection * self.ejections, policy.max_ejection)
+        self.ejected_cause = kind
         self.probe_ok_streak = 0  # (checks that pass from now on re-admit it: `probe`)
         self.gateway_fail_streak = 0
         self.fivexx_streak = 0

@@ -15,7 +15,8 @@ const last = (arr) => {
 function healthCell(v) {
   const hl = v.health;
   if (v.healthy) return badge("ok", "healthy");
-  const why = hl && hl.ejected_for_s > 0 ? `ejected ${hl.ejected_for_s} s` : hl && hl.last_probe_error
+  const cause = hl && hl.ejected_cause ? ` for ${hl.ejected_cause}` : "";
+  const why = hl && hl.ejected_for_s > 0 ? `ejected${cause} ${hl.ejected_for_s} s` : hl && hl.last_probe_error
     ? `probe: ${hl.last_probe_error}` : "unhealthy";
   return badge("bad", why);
 }
