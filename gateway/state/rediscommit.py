@@ -84,7 +84,11 @@ return {'ok', ''}
 _FENCE = Script("""
 if redis.call('MGET', KEYS[1])[1] ~= ARGV[1] then return 0 end
 local set = redis.pcall('SET', KEYS[1], ARGV[1], 'KEEPTTL')
-if type(set) == 'table' and set['err'] then redis.call('PUBLISH', ARGV[2], '') end
+if type(set) == 'table' and set['err'] then
+  -- (any other refusal, READONLY: said as it is, a demoted node's connection dropped)
+  if string.sub(set['err'], 1, 4) ~= 'OOM ' then return set end
+  redis.call('PUBLISH', ARGV[2], '')
+end
 return 1
 """)
 
