@@ -113,3 +113,24 @@ async def test_every_route_answers_an_expectation_it_cannot_meet_in_the_api_shap
             _shape(answer, 417, "expectation_failed")
             seen += 1
         assert seen >= 30, seen
+
+
+async def test_a_body_over_the_cap_is_refused_before_the_100(
+        tmp_path: Path, backends: Any) -> None:
+    """`Expect: 100-continue` exists so that a client learns, before it sends a body, that
+    the body would be refused: one whose Content-Length is over `admin.max_body_size` was
+    answered `100 Continue`, the client sent it whole, and only then came the 413 (found by
+    revtoday46). Now the 413 comes at once, in the API's shape, and the body is never
+    asked for; a body within the cap still gets its 100 and is taken."""
+    p = await backends(echo_app("v1"))
+    cap = 64 * 1024  # (admin.max_body_size's default)
+    async with running_gateway(write_config(tmp_path, two_versions(p, p))) as g:
+        port = g.gw.admin_addr[1]
+        kill = bearer("killgate:kill")
+        big = KILL[:-1] + b', "pad": "' + b"p" * cap + b'"}'
+        [answer] = await _expecting(port, "POST", "/v1/kill", "100-continue", kill, big)
+        _shape(answer, 413, "body_too_large")
+        assert answer[1].get("connection") == "close", answer  # (the body never comes)
+        assert not g.gw.holder.doc.kills
+        cont, final = await _expecting(port, "POST", "/v1/kill", "100-continue", kill, KILL)
+        assert cont[0] == 100 and final[0] == 200, (cont, final)

@@ -8,7 +8,9 @@ any other expectation with its own plain-text 417. Every route of the admin app 
 with `expect_handler=expect_handler` (aiohttp's public route argument): the listener's
 gate (front.py's `front(...).expect`, kept in the app under EXPECT_GATE) refuses a head
 over the cap or a Host it does not answer to as front.py does, then `expectation` answers
-anything but `100-continue` with a JSON 417 and writes the `100 Continue` last.
+anything but `100-continue` with a JSON 417, a Content-Length over `admin.max_body_size`
+with a JSON 413 (what the handler answers once the body is sent), and writes the
+`100 Continue` last.
 
 What the public API cannot reach: a path no route matches (404) or a method a path does
 not take (405). aiohttp's router answers those with a `SystemRoute`, built inside
@@ -39,12 +41,20 @@ EXPECT_GATE: web.AppKey[Gate] = web.AppKey("expect_gate")
 
 async def expectation(request: web.Request) -> web.StreamResponse | None:
     """A 417 in the API's shape for an expectation this listener does not meet; for
-    `100-continue`, the `100 Continue` written (None: the handler runs). HTTP/1.0 has no
-    expectations: ignored, as aiohttp ignores it."""
+    `100-continue`, a 413 for a Content-Length over the cap (the 100 asked for a body the
+    handler then refused: tests/test_admin_expect.py), else the `100 Continue` written
+    (None: the handler runs). HTTP/1.0 has no expectations: ignored, as aiohttp ignores it."""
     if request.version != HttpVersion11:
         return None
     value = request.headers.get("Expect", "")
     if value.strip().lower() == "100-continue":
+        cap = request.client_max_size  # (a body over it is refused 413 once sent: say so now)
+        if cap and (size := request.content_length or 0) > cap:
+            resp = json_error(413, "body_too_large",
+                              f"the request body is {size} bytes, over admin.max_body_size "
+                              f"({cap}); send a smaller one")
+            resp.force_close()  # (its body never comes: the client waits for a 100)
+            return resp
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # (as aiohttp's default: the body not begun yet)
         return None

@@ -78,10 +78,17 @@ return {'ok', ''}
 # write) on a node that holds the generation ARGV[1]: WAIT after it on that connection
 # counts the replicas holding that node's state up to it. 0: the node holds another
 # generation. (It was a PUBLISH: a redis ACL user without the channels, whose commits go
-# through, had every repeated kill answered 503 not_durable: tests/test_fence_acl.py.)
+# through, had every repeated kill answered 503 not_durable. A redis at its maxmemory
+# (noeviction) refuses the SET, -OOM, but not a PUBLISH, which is the write then: the SET
+# alone had every repeated kill answered 503 while redis was full. tests/test_fence_acl.py)
 _FENCE = Script("""
 if redis.call('MGET', KEYS[1])[1] ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+local set = redis.pcall('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+if type(set) == 'table' and set['err'] then
+  -- (any other refusal, READONLY: said as it is, a demoted node's connection dropped)
+  if string.sub(set['err'], 1, 4) ~= 'OOM ' then return set end
+  redis.call('PUBLISH', ARGV[2], '')
+end
 return 1
 """)
 
@@ -245,7 +252,7 @@ class RedisCommits(RedisHead):
         wait = ("WAIT", replicas, max(1, int(timeout * 1000)))
         if fence:
             conn = await self._conn("write")
-            fenced = await self._script(_FENCE, [self.k_gen], [str(generation)],
+            fenced = await self._script(_FENCE, [self.k_gen], [str(generation), self.ch_fence],
                                         conn=conn)
             if fenced == 0:
                 return 0  # (the node holds another generation: the caller's copy is old)

@@ -115,6 +115,7 @@ class RedisLink:
         self.k_idem = f"{p}:idem"
         self.k_keys = f"{p}:keys"  # (retiredkeys.py)
         self.ch_events, self.ch_acks = f"{p}:events", f"{p}:acks"
+        self.ch_fence = f"{p}:fence"  # (rediscommit._FENCE at maxmemory: heard by no one)
         self._endpoint: Endpoint | None = None
         # "cmd": reads, heartbeats, polls; "write": commits and the WAIT after them (WAIT
         # counts the writes of its own connection, and blocks it while it waits)
