@@ -39,7 +39,10 @@ state:
 
 #: what a power loss leaves of a file written but never flushed
 GARBLES = {"empty": b"", "nuls": b"\0" * 120, "cut": b'{"generation": 3, "seen": 17',
-           "not-an-object": b"[1, 2"}
+           "not-an-object": b"[1, 2",
+           # not a power loss's: a file planted in the run directory (json's RecursionError
+           # is no ValueError: it was a 500 for every status read)
+           "deep": b"[" * 100_000}
 
 
 def _aged(path: Path, data: bytes, seconds: float) -> None:

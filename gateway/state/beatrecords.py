@@ -122,7 +122,7 @@ class BeatRecords(RedisLink):
             if self.keys.enabled:
                 self.keys.check(b"urls", f"{instance}\x00{addr}".encode(), kid, mac)
             got = json.loads(addr)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             self.on_unverified("heartbeat", f"addresses: {exc}", None, cause_of(exc))
             return None
         if not isinstance(got, dict):

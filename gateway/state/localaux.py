@@ -75,7 +75,7 @@ class LocalRecords(LocalBeats):
         with self._locked(fcntl.LOCK_EX):
             try:
                 table = json.loads(path.read_bytes())
-            except (FileNotFoundError, ValueError):
+            except (FileNotFoundError, ValueError, RecursionError):
                 table = {}
             now = time.time()
             # (records that are not ours, or a table that is not, are dropped: a 500 for
@@ -145,7 +145,7 @@ class LocalRecords(LocalBeats):
                     raise ValueError(f"a JSON {type(blob).__name__}, not an object")
             except OSError:
                 continue
-            except ValueError as exc:  # (a power loss's leftover: garbled.py)
+            except (ValueError, RecursionError) as exc:  # (a power loss's leftover: garbled.py)
                 self._garbled.seen(f, f"{type(exc).__name__}: {exc}"[:200])
                 if time.time() - st.st_mtime > GARBLED_STATS_AFTER:
                     with contextlib.suppress(OSError):

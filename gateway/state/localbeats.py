@@ -108,7 +108,7 @@ class LocalBeats:
                 generation = int(info.get("generation", 0))
                 if not math.isfinite(age):
                     raise ValueError(f"its time is {info.get('seen')!r}")
-            except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
                 # (never written again: its writer's name holds a pid; removed past the
                 # horizon of a stale one, by its mtime)
                 self._garbled.seen(f, f"{type(exc).__name__}: {exc}"[:200])
