@@ -80,10 +80,11 @@ return {'ok', ''}
 # generation. (It was a PUBLISH: a redis ACL user without the channels, whose commits go
 # through, had every repeated kill answered 503 not_durable. A redis at its maxmemory
 # (noeviction) refuses the SET, -OOM, but not a PUBLISH, which is the write then: the SET
-# alone had every repeated kill answered 503 while redis was full. tests/test_fence_acl.py)
+# alone had every repeated kill answered 503 while redis was full. tests/test_fence_acl.py.
+# A plain SET, as the commit's: KEEPTTL is Redis 6's, and the key has no TTL.)
 _FENCE = Script("""
 if redis.call('MGET', KEYS[1])[1] ~= ARGV[1] then return 0 end
-local set = redis.pcall('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+local set = redis.pcall('SET', KEYS[1], ARGV[1])
 if type(set) == 'table' and set['err'] then
   -- (any other refusal, READONLY: said as it is, a demoted node's connection dropped)
   if string.sub(set['err'], 1, 4) ~= 'OOM ' then return set end
