@@ -25,6 +25,7 @@ from gateway.admin.api import AdminApi
 from gateway.admin.auth import Authenticator
 from gateway.admin.drillsupport import export_metrics, load_drill_key
 from gateway.admin.status import StatusBuilder
+from gateway.buildid import build_id
 from gateway.configfile import LoadedConfig
 from gateway.control.alerts import AlertReceiver
 from gateway.control.confighistory import ConfigHistory
@@ -80,7 +81,9 @@ class GatewayParts(PartsReport):
         self.ports = ports
         self.metrics = Metrics()
         # which killgate each instance runs (an upgrade's progress, fleet-wide)
-        self.metrics.set("killgate_build_info", 1.0, (__version__,), ("killgate_version",))
+        # (the release, and the build: every commit so far said 0.1.0, old and new alike)
+        self.metrics.set("killgate_build_info", 1.0, (__version__, build_id()),
+                         ("killgate_version", "build"))
         self.tracing = Tracing(None)
         # closed (503 state_unknown) until the state sync has loaded the kill state once
         self.holder = TableHolder(loaded, state_unknown=True)

@@ -165,6 +165,7 @@ async def test_metrics_say_which_killgate_version_each_instance_runs(
     from prometheus_client.parser import text_string_to_metric_families
 
     from gateway import __version__
+    from gateway.buildid import build_id
 
     stable, canary = await backends(echo_app("v1")), await backends(echo_app("v2"))
     routes = two_versions(stable, canary)
@@ -178,7 +179,7 @@ async def test_metrics_say_which_killgate_version_each_instance_runs(
             text = await r.text()
         infos = [(s.labels, s.value) for f in text_string_to_metric_families(text)
                  if f.name == "killgate_build_info" for s in f.samples]
-        assert infos == [({"killgate_version": __version__}, 1.0)], (g.admin, infos)
+        assert infos == [({"killgate_version": __version__, "build": build_id()}, 1.0)], (g.admin, infos)
 
 
 @pytest.mark.timeout(120)

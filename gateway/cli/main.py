@@ -17,6 +17,7 @@ import sys
 from typing import NoReturn
 
 from gateway import __version__
+from gateway.buildid import build_id
 from gateway.cli.check import cmd_check
 from gateway.config_schema import config_json_schema
 
@@ -99,6 +100,17 @@ class _Parser(argparse.ArgumentParser):
 LEAN = frozenset({"serve", "check", "schema"})
 
 
+class _Version(argparse.Action):
+    """`--version`: the release and the build (buildid.py: every commit so far is 0.1.0, so
+    the release alone could not tell an upgraded host from one that is not), read only when
+    asked: every command line builds this parser, and the build's digest reads the package."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> NoReturn:
+        print(f"killgate {__version__} (build {build_id()})")
+        parser.exit()
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; `only` (one of LEAN): the top level and that command alone,
     for a command line that starts with it. Each start of each `serve` worker, and each
@@ -107,7 +119,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     the same either way: what follows the command's word is the command's."""
     p = _Parser(prog="killgate", description="An inference gateway with canary split, kill "
                                              "switch and rollback.")
-    p.add_argument("--version", action="version", version=f"killgate {__version__}")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and build, and exit")
     if only is None:
         from gateway.cli.client import common_options
 

@@ -59,8 +59,9 @@ HELP: dict[str, tuple[str, str]] = {
                                                "or 503) until release or such a config."),
     "killgate_fail_closed": ("gauge", "1 while the fail_closed policy treats all routes as killed."),
     "killgate_build_info": ("gauge", "1, labelled with the killgate version this instance "
-                                     "runs (count by (killgate_version) while an upgrade rolls out; not "
-                                     "`version`, the model version of every other series)."),
+                                     "runs and its build (a digest of its code: count by "
+                                     "(build) while an upgrade rolls out; not `version`, "
+                                     "the model version of every other series)."),
     "killgate_state_unknown_answers_total": ("counter", "Data-plane requests answered with "
                                                         "503 state_unknown (or the route's "
                                                         "fallback) because this instance had "
