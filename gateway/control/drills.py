@@ -223,8 +223,15 @@ class DrillRunner(Restoration, Injection):
         try:
             await self.reach.call("POST", f"/v1/drills/{self.drill}/end",
                                   {"verdict": verdict_, "summary": summary,
-                                   "reason": plan.reason}, retry_for=30.0)
+                                   "reason": plan.reason},
+                                  # (after a restore on no replica for 30 s, the end's own
+                                  # not_durable is not waited out as long: it is recorded)
+                                  retry_for=5.0 if restore.get("not_durable") else 30.0)
         except DrillApiError as exc:
+            if exc.type == "not_durable":  # (recorded: committed and in force)
+                self.say(f"the drill's end is recorded, but no redis replica has confirmed it "
+                         f"yet: bring a replica back to the primary ({exc})")
+                return self.report
             self.say(f"could not record the drill's end: {exc}; run: killgate --admin "
                      f"{self.reach.api.base} drill restore "
                      f"{self.drill}")
