@@ -71,3 +71,32 @@ async def test_a_restore_on_no_replica_is_said_in_force_not_durable(
     assert any("the restore is in force but not durable" in r for r in report["reasons"])
     md = (tmp_path / "reports" / f"{report['id']}.md").read_text()
     assert "(kills, weights, latches): **in force, NOT DURABLE" in md, md
+
+
+async def test_an_open_on_no_replica_is_closed_at_once_not_left_open(
+        tmp_path: Path, backends, gateway_procs, session, redis_server: RedisServer) -> None:
+    """The open itself answered not_durable for its 10 s of retries (right after a
+    failover, before the old master rejoins): the CLI said "503 not_durable: generation N
+    is in force" and exited 1, naming no drill, and left it open: every later drill of the
+    route was refused 409 drill_in_progress until the fleet closed it, past its deadline.
+    Now it closes the drill it opened (restore, end `aborted`) and says why: exit 2."""
+    p1, p2 = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    state = redis_state_yaml(redis_server.url, f"{tmp_path}/snap.json", "kgrnd2",
+                             min_replicas="1", replica_timeout="200ms")
+    cfg = write_config(tmp_path, routes(p1, p2), state=state,
+                       listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}")
+    g = gateway_procs(cfg, env=state_key_env())  # (its primary has no replica at all)
+    await asyncio.to_thread(g.wait_ready)
+    env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token()}
+    res = await acli("drill", "kill", "--route", "iris-drill", "--version", "v2", "--rate",
+                     "20", "--steady", "500ms", "--hold", "1s", "--json", "--out",
+                     str(tmp_path / "reports"), env=env)
+    report = json.loads(res.stdout) if res.stdout.strip() else {}
+    assert (res.returncode, report.get("verdict")) == (2, "aborted"), res
+    [why] = report["reasons"]
+    assert "no redis replica" in why and "bring a replica back" in why, why
+    assert "was closed at once" in why, why
+    async with session.get(g.admin + "/v1/drills", headers=bearer("killgate:read", "t")) as r:
+        listed = await r.json()
+    assert listed["open"] == [], listed
+    assert [d["after"]["verdict"] for d in listed["history"]] == ["aborted"], listed
