@@ -40,6 +40,12 @@ async def test_a_store_loss_hold_the_sentinels_would_fail_over_is_skipped(
         g = gateway_procs(cfg, env=state_key_env())
         await asyncio.to_thread(g.wait_ready)
         env = {"KILLGATE_ADMIN_URL": g.admin, "KILLGATE_TOKEN": token()}
+        # without --store: skipped, saying which URL to give (it named none)
+        res = await acli("drill", "store-loss", "--route", "iris-drill", "--version", "v2",
+                         "--json", env=env)
+        assert res.returncode == 3, res
+        assert "give it the fleet's state.url (behind Sentinel, its redis+sentinel:// URL)" \
+            in json.loads(res.stdout)["reasons"][0], res
         res = await acli("drill", "store-loss", "--route", "iris-drill", "--version", "v2",
                          "--rate", "20", "--steady", "500ms", "--hold", "3s", "--settle",
                          "500ms", "--store", cluster.url, "--json", "--out",
