@@ -35,6 +35,12 @@ def test_every_drill_command_has_help(cmd: str | None, capsys: pytest.CaptureFix
     assert "usage: killgate drill" in out
     if cmd in ("kill", "failover", "rollback", "store-loss"):
         assert "--route" in out and "--instances" in out and "--production" in out
+    if cmd in ("kill", "failover", "rollback", "store-loss", "run"):
+        # an example to copy, and what the exit status means (a cron job's or CI step's
+        # only reading of a drill): kill alone had an example, none said the exit status
+        # (revnewuser10)
+        assert f"examples:\n  killgate drill {cmd} " in out, out
+        assert "exit status: 0 passed, 1 failed" in out and "3 skipped" in out, out
 
 
 @pytest.mark.parametrize(("argv", "message"), [

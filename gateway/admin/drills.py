@@ -30,6 +30,7 @@ from gateway.admin.expect import expect_handler
 from gateway.admin.ports import AuditReader, Current, Describe, FleetView, StateWriter
 from gateway.admin.ports import Change as ChangeFn
 from gateway.admin.tracing import TRACE_ID
+from gateway.admin.writedone import answered_if_landed
 from gateway.admin.writes import Done
 from gateway.config import RouteConfig
 from gateway.domain import drills
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from gateway.admin.writes import Writer
 
 __all__ = ["DrillApi"]
+
+#: the header a replayed answer carries (admin/replay.py)
+REPLAYED = "idempotent-replayed"
 
 log = logging.getLogger("killgate.drills")
 MADE = ("kill", "rollback", "drill.fault")  # the audit actions of a drill's changes
@@ -95,9 +99,10 @@ class DrillApi:
 
     async def _write(self, request: web.Request, principal: Principal, change: ChangeFn,
                      describe: Describe, extra: dict[str, Any],
-                     meta: tuple[str, str]) -> dict[str, Any]:
+                     meta: tuple[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         """Apply a change with its audit event (carrying the call's trace id) through the
-        admin writer; the answer: the receipt, `changed`, `audit_id` and `extra`."""
+        admin writer; the answer: the receipt, `changed`, `audit_id` and `extra`, and the
+        headers to answer with (a replay's `idempotent-replayed`)."""
         wait = inputs.wait(request)
         rid, peer = meta
         trace = request.get(TRACE_ID, "")
@@ -105,15 +110,23 @@ class DrillApi:
         def traced(cur: StateDoc, new: StateDoc) -> AuditDraft:
             return dataclasses.replace(describe(cur, new), trace_id=trace)
 
-        async def op() -> Done:
-            new, ev = await self.state.write(change, traced)
-            answer = {**extra, "changed": ev is not None}
+        def answer(new: StateDoc, ev: dict[str, Any] | None) -> Done:
+            body = {**extra, "changed": ev is not None}
             if ev is not None:
-                answer["audit_id"] = ev["id"]
-            return Done(answer, new.generation, event=ev)
+                body["audit_id"] = ev["id"]
+            return Done(body, new.generation, event=ev)
+
+        async def op() -> Done:
+            # (committed but not yet on a replica, 503 not_durable, or its answer lost: the
+            # key keeps this answer for the retry; let go, the retry ran the step again: an
+            # end's answered 404 unknown_drill, an open's 409, tests/test_drill_not_durable.py)
+            with answered_if_landed(answer):
+                new, ev = await self.state.write(change, traced)
+            return answer(new, ev)
 
         resp = await self.writer.run(request, principal.subject, wait, op, rid, peer, trace)
-        return dict(json.loads(resp.text or "{}"))
+        replayed = {k: v for k, v in resp.headers.items() if k.lower() == REPLAYED}
+        return dict(json.loads(resp.text or "{}")), replayed
 
     # ------------------------------------------------------------------ reads
 
@@ -172,14 +185,15 @@ class DrillApi:
                                "instances": instances},
                               rid, peer, {"drill": drill})
 
-        out = await self._write(request, principal, change, describe, extra,
-                                (rid, peer))
-        rec = self.current.doc.drills.get(drill)
+        out, headers = await self._write(request, principal, change, describe, extra,
+                                         (rid, peer))
+        # (a replay's drill is the first try's, not this request's new id)
+        rec = self.current.doc.drills.get(str(out.get("drill", drill)))
         out["before"] = rec.before if rec is not None else None
         if isinstance(opened := out.get("drill"), str) and self.proof_keys:
             # (derived again for each answer, a replayed one too: never stored)
             out["readyz_keys"] = drill_keys(self.proof_keys, opened)
-        return web.json_response(out)
+        return web.json_response(out, headers=headers)
 
     async def inject(self, request: web.Request) -> web.Response:
         principal = await self.callers.authorize(request, "killgate:drill")
@@ -194,8 +208,9 @@ class DrillApi:
                         self.current.loaded.config)
         # (a rollback that would give a shadow traffic below its gate is refused, as ever)
         gated = await self.shadow_checks.wrap(inj.gated_route, inj.change)
-        return web.json_response(await self._write(request, principal, gated, inj.describe,
-                                                    {"drill": drill}, meta))
+        out, headers = await self._write(request, principal, gated, inj.describe,
+                                         {"drill": drill}, meta)
+        return web.json_response(out, headers=headers)
 
     async def restore(self, request: web.Request) -> web.Response:
         principal = await self.callers.authorize(request, "killgate:drill")
@@ -238,14 +253,14 @@ class DrillApi:
 
         # (`notes` is filled in place by the change: in the answer an Idempotency-Key
         # replays, not only in the first)
-        out = await self._write(request, principal, change, describe,
-                                {"drill": drill, "undone": notes}, (rid, peer))
+        out, headers = await self._write(request, principal, change, describe,
+                                         {"drill": drill, "undone": notes}, (rid, peer))
         out.update(self._state_of(drill))
         # (`killgate drill restore` asks the instances, as a drill's end)
         out["started_with"] = await started_with(self.audit, drill)
         if self.proof_keys:
             out["readyz_keys"] = drill_keys(self.proof_keys, drill)
-        return web.json_response(out)
+        return web.json_response(out, headers=headers)
 
     def _state_of(self, drill: str) -> dict[str, Any]:
         doc = self.current.doc
@@ -284,7 +299,7 @@ class DrillApi:
             return end_event(drill, done, principal.subject, reason, verdict, summary,
                              rid, peer)
 
-        out = await self._write(request, principal, change, describe,
-                                {"drill": drill, "undone": undone}, (rid, peer))
+        out, headers = await self._write(request, principal, change, describe,
+                                         {"drill": drill, "undone": undone}, (rid, peer))
         event(log, "drill_end", drill=drill, verdict=verdict, actor=principal.subject)
-        return web.json_response(out)
+        return web.json_response(out, headers=headers)

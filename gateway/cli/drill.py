@@ -74,7 +74,7 @@ async def _drive(plan: Plan, args: argparse.Namespace) -> tuple[dict[str, Any], 
             await pause_store(store, seconds)
 
         async def check(prefix: str, instances: list[str]) -> str | None:
-            return await check_store(store, prefix, instances)
+            return await check_store(store, prefix, instances, hold=plan.hold)
 
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=128)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -222,7 +222,10 @@ def add_drill_commands(sub: Any, common: Any) -> None:
     p.add_argument("--version", help="the version to kill")
     p.add_argument("--scope", choices=["version", "route"],
                    help="what is killed (default: version with --version, else route)")
-    p.add_argument("--store", metavar="URL", help="the redis the drill may pause")
+    p.add_argument("--store", metavar="URL",
+                   help="the redis the drill may pause: the fleet's state.url (behind "
+                        "Sentinel its redis+sentinel:// URL: a --hold of half the "
+                        "sentinels' down-after-milliseconds or more is skipped)")
     r = ds.add_parser("run", help="run a drill plan (YAML)")
     common(r)
     r.add_argument("plan", metavar="PLAN.yaml", help="the plan (README: Recovery drills)")

@@ -7,6 +7,7 @@ is 3,600 lines away)."""
 from __future__ import annotations
 
 import argparse
+import textwrap
 from typing import Any
 
 __all__ = ["EXAMPLES", "describe"]
@@ -43,10 +44,27 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "drill kill": ("killgate drill kill --route iris-drill --version v2",
                    'killgate drill kill --route iris-drill --version v2 --hold 3s '
                    '--reason "monthly kill drill"'),
+    "drill rollback": ('killgate drill rollback --route iris-drill --to v1 --hold 3s '
+                       '--reason "monthly rollback drill"',),
+    "drill failover": ('killgate drill failover --route iris-drill --version v2 '
+                       '--reason "monthly failover drill"',),
+    "drill store-loss": ("killgate drill store-loss --route iris-drill --version v2 --hold 2s "
+                         "--store redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster/0"
+                         "   # the fleet's state.url",),
+    "drill run": ("killgate drill run plan.yaml   # README: Plans, targets and abort conditions",),
     "drill history": ("killgate drill history",),
     "drill restore": ("killgate drill restore ID   # an interrupted drill's id (drill history)",),
     "shadow report": ("killgate shadow report chat",),
 }
+
+
+#: what a drill's exit status means (README's Commands table), for a cron job or CI step
+#: that runs one: its --help said nothing of it
+DRILL_EXIT = ("exit status: 0 passed, 1 failed (also an error: an unknown route, the admin "
+              "API unreachable), 2 aborted (also bad arguments or a bad plan, refused before "
+              "anything is touched), 3 skipped (could not run here); in cron or CI, alert on "
+              "any but 0")
+DRILL_KINDS = frozenset({"kill", "rollback", "failover", "store-loss", "run"})
 
 
 def describe(sub: Any, prefix: str = "") -> None:
@@ -61,6 +79,9 @@ def describe(sub: Any, prefix: str = "") -> None:
         if examples and not parser.epilog:
             parser.formatter_class = argparse.RawDescriptionHelpFormatter
             parser.epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+        if prefix == "drill " and name in DRILL_KINDS:
+            parser.formatter_class = argparse.RawDescriptionHelpFormatter
+            parser.epilog = f"{parser.epilog or ''}\n\n{textwrap.fill(DRILL_EXIT, 78)}".strip()
         for inner in parser._actions:
             if isinstance(inner, argparse._SubParsersAction):
                 describe(inner, f"{prefix}{name} ")

@@ -37,7 +37,8 @@ async def store_skip(plan: Plan, fleet: dict[str, Any], pause: Pause | None,
                 "(store loss is drilled on a redis store)")
     if pause is None or not plan.store:
         return ("this drill was not given the store (--store URL): a store-loss drill "
-                "runs next to the fleet and must be allowed to stop its store")
+                "runs next to the fleet and must be allowed to stop its store; give it the "
+                "fleet's state.url (behind Sentinel, its redis+sentinel:// URL)")
     if store.get("policy") == "fail_closed" and \
             plan.hold * 1000 >= store.get("max_staleness_ms", 0):
         return ("the fleet's on_unavailable is fail_closed: a store outage of "

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.control.drillabort import ErrorWatch
 from gateway.control.drillbehind import Behind
+from gateway.control.drillrestore import NOT_DURABLE
 from gateway.domain.audit import utc_now
 from gateway.domain.drilldiff import differences
 from gateway.domain.drillplan import Plan
@@ -64,8 +65,12 @@ def ran(plan: Plan, drill: str | None, started: str, to: str | None,
              "the hold, alive (cut off from the store?): the drill's traffic does not "
              "reach it, so what it served then was not measured"
              for name in (held.late if held else ())]
-    verdict_, reasons = verdict(plan, measured, restored, stopped,
-                                kept(restore) + unlike + late
+    # (a restore answered not_durable is in force, only on no replica: said as that, not
+    # as "the fleet is not as it was")
+    shaky = [f"the restore is in force but not durable: {NOT_DURABLE}"] \
+        if restore.get("not_durable") else []
+    verdict_, reasons = verdict(plan, measured, restored or bool(shaky), stopped,
+                                shaky + kept(restore) + unlike + late
                                 + (check.problems() if check else []))
     marks = {k: round(v * 1000, 1) for k, v in (
         ("steady_start", (marks_.steady or (None, None))[0]),
@@ -83,6 +88,7 @@ def ran(plan: Plan, drill: str | None, started: str, to: str | None,
         **measured, "restored": restored, "started": started, "finished": utc_now(),
         "rate": plan.rate, "t0_unix": round(t0_unix, 4), "marks_ms": marks,
         "receipts": receipts, "restore_short": short,
+        "restore_not_durable": bool(restore.get("not_durable")),
         "restore_check": check.check() if check else None,
         "inject_check": None if held is None else {
             "generation": injected, "late": held.late, "asks": held.asks},

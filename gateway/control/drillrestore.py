@@ -21,7 +21,16 @@ from gateway.domain.drillplan import Plan, duration
 from gateway.domain.drillreport import Marks, Obs, Restoring
 from gateway.domain.drillverdict import kept
 
-__all__ = ["END_MARGIN", "Restoration"]
+__all__ = ["END_MARGIN", "NOT_DURABLE", "Restoration"]
+
+#: a restore (or end) answered 503 not_durable for the whole of its retries: committed and
+#: in force on the fleet, on no redis replica yet (the primary lost it: after a failover,
+#: until one rejoins it). Said so: "RESTORE FAILED" and "not as before" sent an operator to
+#: `drill restore`, which found nothing to restore (tests/test_drill_restore_not_durable.py)
+NOT_DURABLE = ("the restore is in force on the fleet, but no redis replica has confirmed it "
+               "(state.min_replicas), so a failover before one is back could undo it: bring "
+               "a replica back to the primary (`INFO replication`, connected_slaves); there is "
+               "nothing to run again")
 
 #: seconds before the drill's own deadline at which the settle stops waiting (its end
 #: must reach the fleet while the drill is not yet overdue)
@@ -59,6 +68,9 @@ class Restoration:
             self.api = self.reach.api
             if exc.status == 404 and (done := await ended_elsewhere(self.api, drill)) is not None:
                 return self._ended_elsewhere(done)
+            if exc.type == "not_durable":  # (committed and in force: not to run again)
+                self.say(f"RESTORE NOT DURABLE: {NOT_DURABLE} ({exc})")
+                return {"error": str(exc), "not_durable": True}
             self.say(f"RESTORE FAILED: {exc}; run: killgate --admin {self.api.base} drill restore "
                      f"{drill}")
             return {"error": str(exc)}

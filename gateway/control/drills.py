@@ -129,11 +129,16 @@ class DrillRunner(Restoration, Injection):
             # no drill is opened, none recorded as aborted for a warning to name)
             return self._refused(started, self.stopped)
         self.opened_at = self.now()
-        opened = await self.api.call("POST", "/v1/drills", {
-            "kind": plan.kind, "route": plan.route, "version": plan.version,
-            "production": plan.production, "reason": plan.reason,
-            "duration": f"{duration(plan)}s"}, retry_for=10.0)  # (its Idempotency-Key: an
-        # answer lost after the commit gets the same drill, not a second one or none)
+        try:
+            opened = await self.api.call("POST", "/v1/drills", {
+                "kind": plan.kind, "route": plan.route, "version": plan.version,
+                "production": plan.production, "reason": plan.reason,
+                "duration": f"{duration(plan)}s"}, retry_for=10.0)  # (its Idempotency-Key:
+            # an answer lost after the commit gets the same drill, not a second one or none)
+        except DrillApiError as exc:
+            if exc.type != "not_durable":
+                raise
+            return self._refused(started, await self._close_undurable(exc))
         drill = opened.get("drill")
         if not isinstance(drill, str) or not _DRILL_ID.fullmatch(drill):
             # (it names the report's files and goes in every later URL: whatever answers
@@ -192,6 +197,35 @@ class DrillRunner(Restoration, Injection):
         receipts["restore"] = restore.get("applied")
         return await self._finish(started, to, fleet, restore, receipts, watch, held)
 
+    async def _close_undurable(self, exc: DrillApiError) -> str:
+        """The open committed (the drill is open) but no redis replica confirmed it for its
+        retries (after a failover, before the old master rejoins): no drill is run on a store
+        that could lose its kill and restore; the one it opened (the route's one open drill:
+        another's would have refused this open) is closed at once, each step committed. Left
+        open, it refused every drill of the route (409 drill_in_progress) until its deadline
+        (tests/test_drill_restore_not_durable.py). Why, as the report's reason."""
+        why = ("the state store has no redis replica to confirm a change (state.min_replicas: "
+               "after a failover, until the old master rejoins as one), so a drill's kill and "
+               "restore could be lost; bring a replica back to the primary (`INFO "
+               f"replication`), then drill again ({exc})")
+        with contextlib.suppress(DrillApiError):
+            listed = await self.api.call("GET", "/v1/drills")
+            for d in listed.get("open") or []:
+                ident = d.get("id") if isinstance(d, dict) else None
+                if d.get("route") != self.plan.route or not isinstance(ident, str) \
+                        or not _DRILL_ID.fullmatch(ident):
+                    continue
+                for step, body in (("restore", {"reason": "drill ended (store not durable)"}),
+                                   ("end", {"verdict": "aborted", "summary": {},
+                                            "reason": self.plan.reason})):
+                    with contextlib.suppress(DrillApiError):  # (not_durable too: committed)
+                        await self.api.call("POST", f"/v1/drills/{ident}/{step}", body,
+                                            retry_for=2.0)
+                why = f"drill {ident} opened, and was closed at once: {why}"
+                break
+        self.say(f"stopping: {why}")
+        return why
+
     def _refused(self, started: str, why: str, verdict_: str = "aborted") -> dict[str, Any]:
         self.report = drilloutcome.refused(self.plan, started, why, verdict_)
         return self.report
@@ -223,8 +257,15 @@ class DrillRunner(Restoration, Injection):
         try:
             await self.reach.call("POST", f"/v1/drills/{self.drill}/end",
                                   {"verdict": verdict_, "summary": summary,
-                                   "reason": plan.reason}, retry_for=30.0)
+                                   "reason": plan.reason},
+                                  # (after a restore on no replica for 30 s, the end's own
+                                  # not_durable is not waited out as long: it is recorded)
+                                  retry_for=5.0 if restore.get("not_durable") else 30.0)
         except DrillApiError as exc:
+            if exc.type == "not_durable":  # (recorded: committed and in force)
+                self.say(f"the drill's end is recorded, but no redis replica has confirmed it "
+                         f"yet: bring a replica back to the primary ({exc})")
+                return self.report
             self.say(f"could not record the drill's end: {exc}; run: killgate --admin "
                      f"{self.reach.api.base} drill restore "
                      f"{self.drill}")

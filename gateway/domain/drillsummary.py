@@ -63,6 +63,9 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{', '.join(map(str, check['unproven']))}, on their word (the drill was given "
                      "no keys to check their proof with: a fleet without a state signing key, "
                      "or the instance that opened the drill is older than the proofs).")
+    restored = ("in force, NOT DURABLE (no redis replica confirmed the restore)"
+                if report.get("restore_not_durable") else
+                "yes" if report["restored"] else "NO")
     lines.append("Fleet restored to exactly its state before the drill (kills, weights, "
-                 f"latches): **{'yes' if report['restored'] else 'NO'}**.")
+                 f"latches): **{restored}**.")
     return "\n".join(lines) + "\n"

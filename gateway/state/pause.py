@@ -13,6 +13,7 @@ from collections.abc import Collection
 from gateway.config_redisurl import SPLIT_USERINFO, unreadable, userinfo_split
 from gateway.errors import StoreUnavailable
 from gateway.state.resp import Endpoint, RespError, connect, parse_endpoint
+from gateway.state.sentinels import down_after_ms
 
 __all__ = ["check_store", "pause_store"]
 
@@ -60,20 +61,38 @@ async def pause_store(url: str, seconds: float, timeout: float = 2.0) -> None:
         conn.close()
 
 
+def _hold_too_long(ep: Endpoint, hold: float, down_after: int) -> str | None:
+    """Why a pause of `hold` seconds would end in a real failover (None: it would not)."""
+    if hold * 1000 <= down_after / 2:
+        return None
+    half = down_after // 2
+    most = f"{half // 1000}s" if half % 1000 == 0 else f"{half}ms"
+    return (f"--hold {hold:g}s is not well below the sentinels' down-after-milliseconds for "
+            f"{ep.service!r} ({down_after} ms): the pause keeps their pings waiting too, and "
+            "would end in a real failover of the fleet's store, not a rehearsal of its loss; "
+            f"give --hold {most} or less (half of it at most)")
+
+
 async def check_store(url: str, prefix: str, instances: Collection[str],
-                      timeout: float = 2.0) -> str | None:
+                      timeout: float = 2.0, hold: float | None = None) -> str | None:
     """Why the redis at `url` is not one to pause for a drill of the fleet whose keys start
     with `prefix` and whose live instances are `instances` (None: it is that fleet's store).
     CLIENT PAUSE stops every client of a redis: a wrong URL must not stop someone else's.
     A state document under the right key is not enough (another deployment with the same
     prefix, staging say, has one too): the store must hold the heartbeat of one of the
     fleet's own instances, and be a primary (a replica holds both, and the fleet does not
-    notice it pause)."""
+    notice it pause). Behind Sentinel (a `redis+sentinel://` URL), a `hold` the sentinels
+    would take for the master's failure (half their down-after-milliseconds or more) is
+    refused too: the drill would fail the production store over."""
     key = f"{prefix}:state"
     try:
         ep = _endpoint(url)
     except ValueError as exc:
         return str(exc)
+    if ep.sentinels and hold is not None:
+        down_after = await down_after_ms(ep, timeout)
+        if down_after is not None and (why := _hold_too_long(ep, hold, down_after)):
+            return why
     try:
         conn = await connect(ep, timeout, name="killgate-drill")
     except (OSError, RespError, TimeoutError, ValueError) as exc:

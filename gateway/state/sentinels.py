@@ -32,7 +32,8 @@ from gateway.state.resp import (
     _open,
 )
 
-__all__ = ["led_elsewhere", "master_named", "sentinel_addresses", "to_master"]
+__all__ = ["down_after_ms", "led_elsewhere", "master_named", "sentinel_addresses",
+           "to_master"]
 
 Sentinel = tuple[str, int]
 #: host, port -> getaddrinfo's answer (the event loop's, a fake in tests)
@@ -79,8 +80,8 @@ async def sentinel_addresses(ep: Endpoint, timeout: float) -> list[Sentinel]:
     return list(dict.fromkeys(a for one in lists for a in one))
 
 
-async def _named_master(host: str, port: int, ep: Endpoint, timeout: float) -> tuple[str, int]:
-    """The master's address as the sentinel at host:port names it."""
+async def _asked(host: str, port: int, ep: Endpoint, timeout: float, *cmd: str) -> Any:
+    """The answer of the sentinel at host:port to one command."""
     async with asyncio.timeout(timeout):
         s = await _open(host, port, None, None, None)
     try:
@@ -92,10 +93,15 @@ async def _named_master(host: str, port: int, ep: Endpoint, timeout: float) -> t
                 # (Sentinel's requirepass is optional) refuses it, and answers without
                 if "without any password configured" not in str(exc):
                     raise
-        addr = await s.call("SENTINEL", "get-master-addr-by-name", ep.service or "",
-                            timeout=timeout)
+        return await s.call(*cmd, timeout=timeout)
     finally:
         await s.aclose()
+
+
+async def _named_master(host: str, port: int, ep: Endpoint, timeout: float) -> tuple[str, int]:
+    """The master's address as the sentinel at host:port names it."""
+    addr = await _asked(host, port, ep, timeout, "SENTINEL", "get-master-addr-by-name",
+                        ep.service or "")
     if not addr:
         raise ConnectionError(f"does not know {ep.service!r}")
     try:  # (a sentinel's answer is not trusted to be an address: one hostile or broken
@@ -153,6 +159,30 @@ async def _answers(ep: Endpoint, timeout: float) -> tuple[list[tuple[str, int] |
         sentinels = list(ep.sentinels)
         answers += await _ask_all(ep, timeout, sentinels)
     return answers, len(sentinels)
+
+
+async def down_after_ms(ep: Endpoint, timeout: float) -> int | None:
+    """The shortest `down-after-milliseconds` of the service among the sentinels that
+    answer: a master that answers none of their pings for that long is failed over (a
+    store-loss drill's pause must stay well below it). None: none of them said."""
+    async def ask(host: str, port: int) -> int | None:
+        try:
+            got = await _asked(host, port, ep, timeout, "SENTINEL", "MASTER", ep.service or "")
+        except (OSError, RespError, TimeoutError, ConnectionError):
+            return None
+        if isinstance(got, dict):  # (RESP3)
+            pairs = got
+        elif isinstance(got, list):
+            pairs = dict(zip(got[::2], got[1::2], strict=False))
+        else:
+            return None
+        raw = pairs.get(b"down-after-milliseconds")
+        return int(raw) if isinstance(raw, bytes) and raw.isdigit() else None
+
+    sentinels = await sentinel_addresses(ep, timeout)
+    said = [ms for ms in await asyncio.gather(*(ask(h, p) for h, p in sentinels))
+            if ms is not None]
+    return min(said) if said else None
 
 
 async def master_named(ep: Endpoint, timeout: float) -> tuple[str, int] | None:
