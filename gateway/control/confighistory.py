@@ -30,7 +30,7 @@ from gateway.control.occurrence import (
 )
 from gateway.control.reloadaudit import Pending, ReloadAudits
 from gateway.control.reloadclaim import CLAIM_WAIT
-from gateway.control.reloadkept import KeptChanges, kept_path
+from gateway.control.reloadkept import KeptChanges, kept_path, slot_of
 from gateway.domain.audit import AuditDraft, utc_now
 from gateway.domain.configrecord import record_config
 from gateway.domain.diff import config_dict, diff_configs
@@ -73,7 +73,9 @@ class ConfigHistory:
         #: the fleet's, one of its own: a change out of it is at worst audited twice
         self.token = secrets.token_hex(16)
         self.since = time.time()  # when the config this instance runs went live here
-        self.audits = ReloadAudits(sync, KeptChanges(kept_path(sync.snapshot.path), sync.keys))
+        #: (a worker's file its own: reloadkept.py)
+        self.audits = ReloadAudits(sync, KeptChanges(
+            kept_path(sync.snapshot.path, slot_of(instance)), sync.keys))
         self._join: asyncio.Task[None] | None = None  # (`begin` again, once the store answers)
 
     def pending(self) -> list[dict[str, Any]]:

@@ -147,7 +147,8 @@ class ReloadAudits:
         self._last = task
 
     def resume(self, instance: str, wait: float) -> None:
-        """Queue the changes a process before this one left waiting (reloadkept.py), before
+        """Queue the changes the processes before this one left waiting (reloadkept.py: its
+        own file's and every other one's on the snapshot, taken over), before
         any change of this one's: claimed as this instance (that process's claim, if it
         made one, is a sibling's that names no event: its event, if it landed, is found on
         the trail by its occurrence; else the change is recorded here)."""
@@ -159,6 +160,7 @@ class ReloadAudits:
                   action="a change a stopped process left waiting for the store: recorded "
                   "once the store answers")
             self.queue(Pending(key, draft, {"instance": instance, "time": since}, wait))
+        self.kept.settle()  # (the files taken over: their changes are in this one's now)
 
     def _keep_waiting(self, p: Pending) -> None:
         """`p` kept on disk if it still waits (KEEP_AFTER after it was queued)."""

@@ -94,7 +94,7 @@ class Fields:
 
     def __init__(self, ex: Any) -> None:
         self.on_message_begin: Callable[[], object] = ex.on_message_begin
-        self.on_headers_complete: Callable[[], None] = ex.on_headers_complete
+        self.on_headers_complete: Callable[[], None] = ex.head_parsed  # (no Connection)
         self.on_body: Callable[[bytes], None] = ex.on_body
         self.on_message_complete: Callable[[], None] = ex.on_message_complete
         self.on_chunk_header: Callable[[], None] = ex.on_chunk_header

@@ -25,6 +25,7 @@ from gateway.dataplane.answerfields import (
 from gateway.dataplane.answerheads import remember
 from gateway.dataplane.awaiting import Awaiting
 from gateway.dataplane.clock import Clock
+from gateway.dataplane.fieldrules import closes
 from gateway.dataplane.lengths import LENGTHS, length_value
 from gateway.dataplane.location import local_location
 from gateway.errors import UpstreamError, UpstreamProtocolError
@@ -174,6 +175,18 @@ class AnswerParsing(Awaiting):
             self.heads_read = None
 
     def on_headers_complete(self) -> None:
+        """`full`'s (it calls `on_header`): `head_parsed`, then a Connection `close` token
+        ends the connection after this answer (llhttp keeps HTTP/1.0's `keep-alive, close`
+        alive; RFC 9112 9.6: `close` wins). Not in `head_parsed`: heads seen before
+        (answerheads.py) have no Connection field, and pay for no look. (Within a feed the
+        wake only marks `woke` or sets a future: `keep_alive` is read after.)"""
+        self.head_parsed()
+        if self.general and self.keep_alive and any(
+                name.lower() in _CLOSING and closes(value) for name, value in self.headers):
+            self.keep_alive = False
+
+    def head_parsed(self) -> None:
+        """The head parsed (either parser's `on_headers_complete`)."""
         status = self.parser.get_status_code()
         if not 100 <= status <= 599:
             raise BadAnswer(f"the backend answered status {status:03d}, which HTTP does not have")

@@ -26,6 +26,7 @@ __all__ = [
     "VIA_LINE",
     "RawHeaders",
     "action",
+    "closes",
     "connection_tokens",
     "kept",
     "learn",
@@ -51,6 +52,13 @@ _INTERNAL = b"x-killgate-"
 _FORWARDED = b"x-forwarded-"
 VIA = b"1.1 killgate"
 VIA_LINE = b"via: %s\r\n" % VIA
+
+
+def closes(value: bytes) -> bool:
+    """Whether a `Connection` value lists the `close` token (any case; RFC 9110 7.6.1: a
+    comma-separated list, OWS around each element), which wins over a `keep-alive` beside
+    it (RFC 9112 9.6: llhttp keeps an HTTP/1.0 `keep-alive, close` alive)."""
+    return any(t.strip(b" \t").lower() == b"close" for t in value.split(b","))
 
 
 def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:

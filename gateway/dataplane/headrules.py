@@ -10,6 +10,7 @@ chunked HTTP/1.0, or HTTP/1.1 without Host is refused whole. Pure: no I/O.
 
 from __future__ import annotations
 
+from gateway.dataplane.fieldrules import closes
 from gateway.dataplane.request import Request
 from gateway.dataplane.wire import (
     CHUNKED,
@@ -44,13 +45,18 @@ def head_field(req: Request, kind: int, name: bytes, value: bytes) -> None:
         # only (a reserved name: one that comes takes the pass, kind CLOSE) and turns
         # keep-alive off, as llhttp would (on HTTP/1.0 llhttp is asked anyway). Any other
         # value (a list, a field's name) may name a kept field: the pass over all the
-        # fields, and llhttp asked (`Parsing.on_headers_complete`)
+        # fields, and llhttp asked (`Parsing.on_headers_complete`), unless a `close` among
+        # its tokens turned keep-alive off: on HTTP/1.0 llhttp keeps `keep-alive, close`
+        # (or a `keep-alive` field and a `close` one) alive, and `close` wins (RFC 9112
+        # 9.6)
         if value not in KEEP_ALIVE:
             low = value.lower()
             if low == b"close":
                 req.keep_alive = False
             elif low != b"keep-alive":
                 req.reread = True
+                if b"close" in low and closes(low):
+                    req.keep_alive = False
     elif kind == CHUNKED:
         # llhttp checked: chunked last, no Content-Length; but it takes any codings
         # before it ("gzip, chunked"), which we would forward de-chunked as if the

@@ -235,8 +235,9 @@ class Parsing(RequestLine):
                 version = "1.0"
             else:
                 version = self._version(req, method)
-        if version != "1.1" or req.reread:
-            req.keep_alive = p.should_keep_alive()
+        if (version != "1.1" or req.reread) and req.keep_alive:
+            req.keep_alive = p.should_keep_alive()  # (off: a `close` token came, which
+            # wins over llhttp's HTTP/1.0 `keep-alive, close`: `head_field`)
         # (else llhttp's answer is known, and not asked for: ~300 CPU instructions. Only a
         # `Connection` or `Proxy-Connection` field, of kind CONNECTION, turns an HTTP/1.1
         # request's keep-alive off (one of `keep-alive` or `close` alone leaves `reread`

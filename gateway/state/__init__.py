@@ -57,7 +57,8 @@ def make_sync(loaded: LoadedConfig, holder: Holder, metrics: Metrics,
         store.beat_lease = cfg.instance_lease
     else:
         store = LocalStore(loaded.resolve(cfg.path), keys=keys, audit_keys=audit_keys,
-                           on_unverified=report)
+                           on_unverified=report,
+                           routes=frozenset(r.name for r in loaded.config.routes))
     mirror = None
     if cfg.audit_mirror:
         mirror = AuditMirror(store, loaded.resolve(cfg.audit_mirror), audit_keys, metrics,

@@ -28,7 +28,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from gateway.state.files import (
     write_target,
 )
 from gateway.state.garbled import Garbled
+from gateway.state.localsweep import sweep
 from gateway.state.localtrim import LocalTrim
 from gateway.state.shareddecode import SharedDecoder
 from gateway.state.signing import Keyring, Which, cause_of
@@ -87,8 +88,10 @@ class LocalStore(LocalTrim):
 
     def __init__(self, path: Path, audit_path: Path | None = None, *,
                  keys: Keyring | None = None, audit_keys: Keyring | None = None,
-                 on_unverified: OnUnverified = ignore_unverified) -> None:
+                 on_unverified: OnUnverified = ignore_unverified,
+                 routes: Collection[str] | None = None) -> None:
         self.keys = keys or Keyring(None)
+        self.routes = routes  # (a start sweeps leftovers: localsweep.py; None: a CLI's)
         self.audit_keys = audit_keys or self.keys
         self.on_unverified = on_unverified
         self.path = path
@@ -116,6 +119,8 @@ class LocalStore(LocalTrim):
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         self.lock_path.touch(exist_ok=True)
         self.undo_torn_trim()  # (a trim a crash cut short)
+        if self.routes is not None:  # (crashes' temporaries, removed routes' counts)
+            sweep(self.path, self.routes)
 
     async def reset(self) -> None:
         return None
