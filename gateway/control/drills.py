@@ -219,20 +219,22 @@ class DrillRunner(Restoration, Injection):
                    f"`killgate drill restore ID`; {why}")
             self.say(f"stopping: {why}")
             return why
-        ended: DrillApiError | None = None
+        outcome: DrillApiError | str = "closed at once"
         for step, body in (("restore", {"reason": "drill ended (store not durable)"}),
                            ("end", {"verdict": "aborted", "summary": {},
                                     "reason": self.plan.reason})):
-            try:
+            try:  # (the end's outcome decides: an end restores first)
                 await self.api.call("POST", f"/v1/drills/{ident}/{step}", body,
                                     retry_for=2.0)
-                ended = None
-            except DrillApiError as err:  # (not_durable: committed; the end decides: it restores)
-                ended = None if err.type in ("not_durable", "unknown_drill") else err
-        if ended is None:
-            why = f"drill {ident} opened, and was closed at once: {why}"
+                outcome = "closed at once"
+            except DrillApiError as err:
+                outcome = ("closed at once" if err.type == "not_durable"  # (committed)
+                           else "ended meanwhile, elsewhere (`killgate drill history`)"
+                           if err.type == "unknown_drill" else err)
+        if isinstance(outcome, str):
+            why = f"drill {ident} opened, and was {outcome}: {why}"
         else:
-            why = (f"drill {ident} opened, and could not be closed ({ended}): run `killgate "
+            why = (f"drill {ident} opened, and could not be closed ({outcome}): run `killgate "
                    f"--admin {self.api.base} drill restore {ident}`; {why}")
         self.say(f"stopping: {why}")
         return why
