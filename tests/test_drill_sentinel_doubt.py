@@ -7,10 +7,15 @@ pause run on doubt, and no sentinel's answer crashes it. Found by review (revdri
   store for a minute (every sentinel's pings waiting on it: a real failover);
 - a sentinel answering a down-after of 5,000 digits (int() refuses over 4,300) or a
   nested array raised ValueError / TypeError out of the check: the drill died with a
-  traceback instead of saying why, although the other sentinel had answered 2000 ms.
+  traceback instead of saying why;
+- a sentinel the drill cannot reach (but the master can: a firewall, another network)
+  was left out, and the others' down-after taken as the limit: with two sentinels at 30 s
+  and the unreachable third at 2 s (quorum 1), a `--hold 3s` was cleared, and the pause
+  failed the production store over (seen by hand on main: the replica promoted).
 
 Real processes: a redis-server (the fleet's store: its state key and an instance's
-heartbeat) and a real redis sentinel watching it; the forged sentinel is a tiny RESP server
+heartbeat) and a real redis sentinel watching it, or a master, a replica and three
+sentinels (tests/redisha.py); the forged sentinel is a tiny RESP server
 on loopback (conftest's `odd_server`: what it says a real sentinel cannot be made to say)."""
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from gateway.state.pause import check_store
-from tests.conftest import OddServer, RedisServer
-from tests.redisha import RedisNode
+from tests.conftest import OddServer, RedisServer, free_port
+from tests.redisha import RedisNode, SentinelCluster
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -86,9 +91,33 @@ async def test_a_forged_down_after_does_not_crash_the_check(
     odd_port = odd.split(":")[-1].split("/")[0]
     try:
         url = f"redis+sentinel://127.0.0.1:{s.port},127.0.0.1:{odd_port}/{SERVICE}/0"
-        why = await asyncio.wait_for(check_store(url, PREFIX, ["i1"], hold=3.0), 10)
-        # (the real sentinel's 2000 ms: a 3 s hold would fail the store over)
-        assert why is not None and "2000 ms" in why, why
-        assert await check_store(url, PREFIX, ["i1"], hold=1.0) is None
+        for hold in (3.0, 0.5):  # (refused, said: a sentinel that says no number is doubt)
+            why = await asyncio.wait_for(check_store(url, PREFIX, ["i1"], hold=hold), 10)
+            assert why is not None and f"127.0.0.1:{odd_port}: answered no down-after" \
+                in why, why
     finally:
         s.stop()
+
+
+async def test_a_sentinel_the_drill_cannot_reach_refuses_the_hold(tmp_path: Path) -> None:
+    cluster = SentinelCluster(tmp_path, down_after_ms=2000, failover_timeout_ms=3000)
+    cluster.start()
+    try:
+        for s in cluster.sentinels[:2]:
+            s.cmd("SENTINEL", "SET", cluster.name, "down-after-milliseconds", "30000")
+        near = cluster.sentinels[2]
+        near.cmd("SENTINEL", "SET", cluster.name, "quorum", "1")  # (it alone fails over)
+        cluster.master.cmd("SET", f"{PREFIX}:state", "{}")
+        cluster.master.cmd("HSET", f"{PREFIX}:instances", "i1", "{}")
+        dead = free_port()  # (where the drill would reach the third: nothing answers)
+        listed = [f"127.0.0.1:{s.port}" for s in cluster.sentinels[:2]]
+        url = f"redis+sentinel://{','.join([*listed, f'127.0.0.1:{dead}'])}/{cluster.name}/0"
+        why = await asyncio.wait_for(check_store(url, PREFIX, ["i1"], hold=3.0), 15)
+        assert why is not None, "a 3 s pause was cleared: the third sentinel fails over at 2 s"
+        assert f"127.0.0.1:{dead}" in why and "down-after-milliseconds" in why, why
+        # reached, it says its own: the hold is refused for it
+        why = await check_store(cluster.url, PREFIX, ["i1"], hold=3.0)
+        assert why is not None and "2000 ms" in why, why
+        assert cluster.master_port() == cluster.master.port  # (nothing failed over)
+    finally:
+        cluster.stop()

@@ -83,8 +83,8 @@ async def check_store(url: str, prefix: str, instances: Collection[str],
     fleet's own instances, and be a primary (a replica holds both, and the fleet does not
     notice it pause). Behind Sentinel (a `redis+sentinel://` URL), a `hold` the sentinels
     would take for the master's failure (half their down-after-milliseconds or more) is
-    refused too (the drill would fail the production store over), and any hold when none
-    of them says its down-after-milliseconds (tests/test_drill_sentinel_doubt.py)."""
+    refused too (the drill would fail the production store over), and any hold when one
+    of them does not say its down-after-milliseconds (tests/test_drill_sentinel_doubt.py)."""
     key = f"{prefix}:state"
     try:
         ep = _endpoint(url)
@@ -123,14 +123,15 @@ async def check_store(url: str, prefix: str, instances: Collection[str],
 
 async def _sentinels_allow(ep: Endpoint, hold: float, timeout: float) -> str | None:
     """Why the sentinels may fail the store over during a pause of `hold` seconds (None:
-    they would not). Sentinels that do not say their down-after-milliseconds (an ACL that
-    refuses `SENTINEL MASTER`, all of them unreachable) refuse it: the pause ran, as if
-    there were no limit, and a long hold failed the production store over."""
+    they would not). A sentinel that does not say its down-after-milliseconds (unreachable
+    from here, an ACL that refuses `SENTINEL MASTER`) refuses it: it may watch the master
+    with a shorter one. Taken for "no limit", a long hold failed the production store over
+    (tests/test_drill_sentinel_doubt.py)."""
     down_after, problems = await down_after_ms(ep, timeout)
-    if down_after is None:
-        return (f"no sentinel said its down-after-milliseconds for {ep.service!r} "
-                f"(SENTINEL MASTER: {'; '.join(problems) or 'no sentinel listed'}), so a "
-                f"pause of {hold:g}s could fail the fleet's store over for real: let the "
-                "drill's connection run SENTINEL MASTER on the sentinels (their ACL), then "
-                "drill again")
+    if problems or down_after is None:
+        return (f"not every sentinel said its down-after-milliseconds for {ep.service!r} "
+                f"(SENTINEL MASTER: {'; '.join(problems) or 'no sentinel listed'}): one that "
+                "watches the master with a shorter one could fail the fleet's store over "
+                f"during a pause of {hold:g}s; let the drill reach every sentinel of the URL "
+                "and run SENTINEL MASTER on it (their ACL), then drill again")
     return _hold_too_long(ep, hold, down_after)
