@@ -94,6 +94,10 @@ class NotDurable(StateError):
         #: what the call would have answered (admin/writes.py Done), with `event`: its
         #: Idempotency-Key keeps it, and a retry answers with it once it is confirmed
         self.done: Any = None
+        #: what the answer names, said in the 503 too (the error object's fields): a drill
+        #: open's `drill`, for a caller that must close the drill it opened, and no other
+        #: (control/drills.py `_close_undurable`, tests/test_drill_close_undurable_own.py)
+        self.names: dict[str, str] = {}
         super().__init__(
             f"generation {generation} is in force, but {confirmed} of the {required} required "
             f"redis replicas confirmed it within {timeout * 1000:g} ms, so a failover now could "

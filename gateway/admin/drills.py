@@ -39,7 +39,7 @@ from gateway.domain.drillfinish import Finished, end_event, finish
 from gateway.domain.drilltoken import Claims, mint
 from gateway.domain.readyzproof import drill_keys
 from gateway.domain.statedoc import Change, StateDoc, plain
-from gateway.errors import ApiError
+from gateway.errors import ApiError, NotDurable
 from gateway.log import event
 
 if TYPE_CHECKING:
@@ -185,8 +185,15 @@ class DrillApi:
                                "instances": instances},
                               rid, peer, {"drill": drill})
 
-        out, headers = await self._write(request, principal, change, describe, extra,
-                                         (rid, peer))
+        try:
+            out, headers = await self._write(request, principal, change, describe, extra,
+                                             (rid, peer))
+        except NotDurable as exc:
+            # (open, in force: the 503 names the drill (the first try's, to a replay), for
+            # the caller to close it, and no other on the route)
+            if isinstance(exc.done, Done) and isinstance(d := exc.done.body.get("drill"), str):
+                exc.names["drill"] = d
+            raise
         # (a replay's drill is the first try's, not this request's new id)
         rec = self.current.doc.drills.get(str(out.get("drill", drill)))
         out["before"] = rec.before if rec is not None else None

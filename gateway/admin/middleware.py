@@ -139,7 +139,8 @@ def answer_error(request: web.Request, exc: Exception) -> web.StreamResponse:
             if request.method in _READS else
             f"the state store cannot be reached, nothing was changed ({exc})"))
     except NotDurable as exc:
-        resp = json_error(503, "not_durable", str(exc))
+        resp = web.json_response({"error": {**exc.names, "type": "not_durable",
+                                            "message": str(exc)}}, status=503)
         resp.headers["Retry-After"] = "1"
         return resp
     except StateError as exc:

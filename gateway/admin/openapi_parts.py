@@ -99,7 +99,8 @@ def auth_errors(write: bool) -> dict[str, Any]:
                 "503": err("auth not configured, or the state store / audit trail is "
                             "unavailable (nothing was changed), or `not_durable`: the change "
                             "is in force but fewer than state.min_replicas replicas confirmed "
-                            "it (retry the same call), or `state_store_loading` / "
+                            "it (retry the same call; a drill open's names its `drill`), or "
+                            "`state_store_loading` / "
                             "`state_store_busy`: redis is loading its dataset / a script runs "
                             "past its time limit (Retry-After; nothing was changed)")}
     else:

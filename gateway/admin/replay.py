@@ -20,8 +20,8 @@ from aiohttp import web
 
 from gateway.admin.attempts import attempts, landed_record, no_event
 from gateway.admin.ports import Idempotency, StateWriter
-from gateway.admin.writedone import until
-from gateway.errors import ApiError, Forbidden, StateError
+from gateway.admin.writedone import Done, until
+from gateway.errors import ApiError, Forbidden, NotDurable, StateError
 
 __all__ = ["Replays"]
 
@@ -63,8 +63,13 @@ class Replays:
             earlier = got
         if earlier.get("unconfirmed"):
             # (committed, answered 503 not_durable: confirmed as a repeated write is, by a
-            # no-op that waits for the replicas; NotDurable again while none holds it)
-            await self.state.write(lambda cur: None, no_event)
+            # no-op that waits for the replicas; NotDurable again while none holds it, with
+            # the answer it confirms: what it names is said, a drill open's id)
+            try:
+                await self.state.write(lambda cur: None, no_event)
+            except NotDurable as exc:
+                exc.done = Done(dict(earlier.get("extra") or {}), earlier.get("generation"))
+                raise
         return await self.answer(earlier, wait, may)
 
     async def answer(self, earlier: dict[str, Any], wait: float,

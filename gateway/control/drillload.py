@@ -37,6 +37,8 @@ class DrillApiError(Exception):
         super().__init__(f"{status} {type_}: {message}" if status else message)
         self.status = status
         self.type = type_
+        #: the drill an error names (a 503 not_durable open's: the drill it opened)
+        self.drill: str | None = None
 
 
 class AdminClient:
@@ -117,6 +119,8 @@ class AdminClient:
                         if r.status == 401:  # (as the admin CLI says it: cli/http.py)
                             message += token_refused(err["type"], "authorization" in headers)
                         exc = DrillApiError(r.status, err["type"], message)
+                        if isinstance(named := err.get("drill"), str):
+                            exc.drill = named
                         if r.status == 429 and err["type"] == "too_many_attempts":
                             # refused before its token was checked (a flood of new tokens;
                             # a worker that has not seen this one): nothing was done by it,

@@ -200,29 +200,42 @@ class DrillRunner(Restoration, Injection):
     async def _close_undurable(self, exc: DrillApiError) -> str:
         """The open committed (the drill is open) but no redis replica confirmed it for its
         retries (after a failover, before the old master rejoins): no drill is run on a store
-        that could lose its kill and restore; the one it opened (the route's one open drill:
-        another's would have refused this open) is closed at once, each step committed. Left
-        open, it refused every drill of the route (409 drill_in_progress) until its deadline
-        (tests/test_drill_restore_not_durable.py). Why, as the report's reason."""
+        that could lose its kill and restore; the one it opened, as the 503 names it, is
+        closed at once, each step committed. Left open, it refused every drill of the route
+        (409 drill_in_progress) until its deadline (tests/test_drill_restore_not_durable.py).
+        Never "the route's one open drill": its own ended meanwhile, that was another
+        operator's, restored and ended under them (tests/test_drill_close_undurable_own.py).
+        Why, as the report's reason."""
         why = ("the state store has no redis replica to confirm a change (state.min_replicas: "
                "after a failover, until the old master rejoins as one), so a drill's kill and "
                "restore could be lost; bring a replica back to the primary (`INFO "
                f"replication`), then drill again ({exc})")
-        with contextlib.suppress(DrillApiError):
-            listed = await self.api.call("GET", "/v1/drills")
-            for d in listed.get("open") or []:
-                ident = d.get("id") if isinstance(d, dict) else None
-                if d.get("route") != self.plan.route or not isinstance(ident, str) \
-                        or not _DRILL_ID.fullmatch(ident):
-                    continue
-                for step, body in (("restore", {"reason": "drill ended (store not durable)"}),
-                                   ("end", {"verdict": "aborted", "summary": {},
-                                            "reason": self.plan.reason})):
-                    with contextlib.suppress(DrillApiError):  # (not_durable too: committed)
-                        await self.api.call("POST", f"/v1/drills/{ident}/{step}", body,
-                                            retry_for=2.0)
-                why = f"drill {ident} opened, and was closed at once: {why}"
-                break
+        ident = exc.drill
+        if ident is None or not _DRILL_ID.fullmatch(ident):
+            # (an admin API older than the drill id in this answer: which drill is open is
+            # not guessed; the operator is told where to look)
+            why = (f"a drill of route {self.plan.route!r} may be open (the admin API did not "
+                   "name it): if `killgate drill history` lists one of yours open, run "
+                   f"`killgate drill restore ID`; {why}")
+            self.say(f"stopping: {why}")
+            return why
+        outcome: DrillApiError | str = "closed at once"
+        for step, body in (("restore", {"reason": "drill ended (store not durable)"}),
+                           ("end", {"verdict": "aborted", "summary": {},
+                                    "reason": self.plan.reason})):
+            try:  # (the end's outcome decides: an end restores first)
+                await self.api.call("POST", f"/v1/drills/{ident}/{step}", body,
+                                    retry_for=2.0)
+                outcome = "closed at once"
+            except DrillApiError as err:
+                outcome = ("closed at once" if err.type == "not_durable"  # (committed)
+                           else "ended meanwhile, elsewhere (`killgate drill history`)"
+                           if err.type == "unknown_drill" else err)
+        if isinstance(outcome, str):
+            why = f"drill {ident} opened, and was {outcome}: {why}"
+        else:
+            why = (f"drill {ident} opened, and could not be closed ({outcome}): run `killgate "
+                   f"--admin {self.api.base} drill restore {ident}`; {why}")
         self.say(f"stopping: {why}")
         return why
 

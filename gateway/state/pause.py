@@ -83,16 +83,13 @@ async def check_store(url: str, prefix: str, instances: Collection[str],
     fleet's own instances, and be a primary (a replica holds both, and the fleet does not
     notice it pause). Behind Sentinel (a `redis+sentinel://` URL), a `hold` the sentinels
     would take for the master's failure (half their down-after-milliseconds or more) is
-    refused too: the drill would fail the production store over."""
+    refused too (the drill would fail the production store over), and any hold when one
+    of them does not say its down-after-milliseconds (tests/test_drill_sentinel_doubt.py)."""
     key = f"{prefix}:state"
     try:
         ep = _endpoint(url)
     except ValueError as exc:
         return str(exc)
-    if ep.sentinels and hold is not None:
-        down_after = await down_after_ms(ep, timeout)
-        if down_after is not None and (why := _hold_too_long(ep, hold, down_after)):
-            return why
     try:
         conn = await connect(ep, timeout, name="killgate-drill")
     except (OSError, RespError, TimeoutError, ValueError) as exc:
@@ -119,4 +116,22 @@ async def check_store(url: str, prefix: str, instances: Collection[str],
                 f"fleet's instances ({', '.join(sorted(instances)[:3]) or 'none listed'}"
                 f"{', ...' if len(instances) > 3 else ''}): it is not the fleet's store "
                 "(another deployment's?), and is not paused")
+    if ep.sentinels and hold is not None:
+        return await _sentinels_allow(ep, hold, timeout)
     return None
+
+
+async def _sentinels_allow(ep: Endpoint, hold: float, timeout: float) -> str | None:
+    """Why the sentinels may fail the store over during a pause of `hold` seconds (None:
+    they would not). A sentinel that does not say its down-after-milliseconds (unreachable
+    from here, an ACL that refuses `SENTINEL MASTER`) refuses it: it may watch the master
+    with a shorter one. Taken for "no limit", a long hold failed the production store over
+    (tests/test_drill_sentinel_doubt.py)."""
+    down_after, problems = await down_after_ms(ep, timeout)
+    if problems or down_after is None:
+        return (f"not every sentinel said its down-after-milliseconds for {ep.service!r} "
+                f"(SENTINEL MASTER: {'; '.join(problems) or 'no sentinel listed'}): one that "
+                "watches the master with a shorter one could fail the fleet's store over "
+                f"during a pause of {hold:g}s; let the drill reach every sentinel of the URL "
+                "and run SENTINEL MASTER on it (their ACL), then drill again")
+    return _hold_too_long(ep, hold, down_after)

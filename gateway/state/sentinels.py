@@ -161,28 +161,36 @@ async def _answers(ep: Endpoint, timeout: float) -> tuple[list[tuple[str, int] |
     return answers, len(sentinels)
 
 
-async def down_after_ms(ep: Endpoint, timeout: float) -> int | None:
+def _down_after(got: Any) -> int | None:
+    """A `SENTINEL MASTER` answer's down-after-milliseconds (None: it holds none that is a
+    number: a sentinel's answer is not trusted to be one; a forged 5,000-digit value or a
+    nested array raised out of the drill's check, and killed it with a traceback)."""
+    if isinstance(got, list):
+        got = dict(zip(got[::2], got[1::2], strict=False)) \
+            if all(isinstance(k, bytes) for k in got[::2]) else {}
+    raw = got.get(b"down-after-milliseconds") if isinstance(got, dict) else None  # (RESP3)
+    if not isinstance(raw, bytes) or not raw.isdigit() or len(raw) > 12:
+        return None
+    return int(raw)
+
+
+async def down_after_ms(ep: Endpoint, timeout: float) -> tuple[int | None, list[str]]:
     """The shortest `down-after-milliseconds` of the service among the sentinels that
     answer: a master that answers none of their pings for that long is failed over (a
-    store-loss drill's pause must stay well below it). None: none of them said."""
-    async def ask(host: str, port: int) -> int | None:
+    store-loss drill's pause must stay well below it); and why each sentinel that did not
+    say did not ("host:port: ..."). None: none of them said."""
+    async def ask(host: str, port: int) -> int | str:
         try:
             got = await _asked(host, port, ep, timeout, "SENTINEL", "MASTER", ep.service or "")
-        except (OSError, RespError, TimeoutError, ConnectionError):
-            return None
-        if isinstance(got, dict):  # (RESP3)
-            pairs = got
-        elif isinstance(got, list):
-            pairs = dict(zip(got[::2], got[1::2], strict=False))
-        else:
-            return None
-        raw = pairs.get(b"down-after-milliseconds")
-        return int(raw) if isinstance(raw, bytes) and raw.isdigit() else None
+        except (OSError, RespError, TimeoutError, ConnectionError) as exc:
+            return f"{host}:{port}: {str(exc) or type(exc).__name__}"
+        ms = _down_after(got)
+        return f"{host}:{port}: answered no down-after-milliseconds" if ms is None else ms
 
     sentinels = await sentinel_addresses(ep, timeout)
-    said = [ms for ms in await asyncio.gather(*(ask(h, p) for h, p in sentinels))
-            if ms is not None]
-    return min(said) if said else None
+    said = await asyncio.gather(*(ask(h, p) for h, p in sentinels))
+    numbers = [ms for ms in said if isinstance(ms, int)]
+    return (min(numbers) if numbers else None), [s for s in said if isinstance(s, str)]
 
 
 async def master_named(ep: Endpoint, timeout: float) -> tuple[str, int] | None:
