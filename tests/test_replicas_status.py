@@ -106,6 +106,14 @@ async def test_a_primary_without_its_replica_is_said_not_durable_until_it_is_bac
                          10, what="the stopped replica said")
         assert NOT_DURABLE in (await _status_text(env)).splitlines()[0]
 
+        # the primary gone too: no count (3 heartbeats on), not a stale 0 that pages as
+        # "not durable" (KillgateStateStoreDisconnected says the outage)
+        primary.kill()
+        await wait_until(lambda: "last asked" in (sync.status()["replicas_unknown"] or ""),
+                         10, what="the count unknown once the store is gone")
+        assert sync.status()["replicas"] is None
+        assert _gauges(g) == {"killgate_state_min_replicas": 1}
+
 
 async def test_a_redis_user_without_info_nor_role_says_unknown_once(
         tmp_path: Path, backends: Any, redis_server: RedisServer, second_redis: RedisServer,

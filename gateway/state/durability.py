@@ -56,7 +56,9 @@ class ReplicaWatch:
         if self._got is None:
             return Replicas(None, "not asked yet (asked with each heartbeat)")
         age = time.monotonic() - self._at
-        if age > FRESH_BEATS * self.cfg.heartbeat_interval + self.cfg.command_timeout:
+        # (checked by the sync loop's cycle: no more often than it polls)
+        pace = max(self.cfg.heartbeat_interval, self.cfg.poll_interval)
+        if age > FRESH_BEATS * pace + self.cfg.command_timeout:
             return Replicas(None, f"last asked {age:.0f} s ago (this instance has not been "
                                   "synced with the store since)")
         return self._got
