@@ -8,7 +8,7 @@ min_replicas or while unknown, `store.replicas_unknown` saying why); `export()`,
 `killgate_state_min_replicas`; and the log: `state_store_not_durable` (WARNING) when the
 count falls below min_replicas, `state_store_durable` when it is back, and
 `state_store_replicas_unknown` once per cause. A count older than FRESH_BEATS checks (the
-store lost, the loop held up) is unknown. Imports the store's protocols only.
+store lost, the loop held up) is unknown. Imports the store protocols, config, log, metrics.
 """
 
 from __future__ import annotations
