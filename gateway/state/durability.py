@@ -58,9 +58,10 @@ class ReplicaWatch:
         age = time.monotonic() - self._at
         # (checked by the sync loop's cycle: no more often than it polls)
         pace = max(self.cfg.heartbeat_interval, self.cfg.poll_interval)
-        if age > FRESH_BEATS * pace + self.cfg.command_timeout:
-            return Replicas(None, f"last asked {age:.0f} s ago (this instance has not been "
-                                  "synced with the store since)")
+        bound = FRESH_BEATS * pace + self.cfg.command_timeout
+        if age > bound:  # (no age in the words: the console's ETag holds while it lasts)
+            return Replicas(None, f"last asked over {bound:g} s ago (this instance has not "
+                                  "been synced with the store since)")
         return self._got
 
     def status(self) -> dict[str, object]:
