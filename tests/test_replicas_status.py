@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gateway.cli.statusstore import replicas_line, store_reach
 from gateway.state.redisreplicas import from_info, from_role
 from tests.backends import echo_app
 from tests.conftest import (
@@ -180,3 +181,18 @@ def test_the_replies_are_read_as_redis_gives_them() -> None:
     assert from_role([b"master", 9, [[b"10.0.0.2", b"6379", b"9"]]]).connected == 1
     assert from_role([b"slave", b"10.0.0.1", 6379, b"connected", 9]).connected is None
     assert from_role(b"master").connected is None
+
+
+def test_the_store_line_says_not_durable_only_on_a_count_below_min_replicas() -> None:
+    base = {"backend": "redis", "connected": True}
+    assert store_reach({**base, "replicas": {"connected": 1, "required": 1}}) == "reachable"
+    assert store_reach({**base, "replicas": None}) == "reachable"
+    assert store_reach({**base, "replicas": {"connected": 1, "required": 2}}) == \
+        NOT_DURABLE.replace("0 of 1", "1 of 2")
+    # (a document of another shape: no words made up from it)
+    assert store_reach({**base, "replicas": {"connected": "0", "required": 1}}) == "reachable"
+    unknown = {**base, "replicas": None, "replicas_unknown": "NOPERM ..."}
+    assert "STORE REPLICAS UNKNOWN (state.min_replicas): NOPERM ..." in (
+        replicas_line(unknown) or "")
+    assert replicas_line({**unknown, "connected": False}) is None  # (UNREACHABLE says it)
+    assert replicas_line(base) is None
