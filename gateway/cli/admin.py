@@ -19,6 +19,7 @@ from gateway.cli.client import ClientError, api, common_options, run, silent_ins
 from gateway.cli.configtools import add_config_commands
 from gateway.cli.shapes import Shape
 from gateway.cli.statuscells import healthy_cell, shadow_cell
+from gateway.cli.statusstore import replicas_line, store_reach
 from gateway.cli.statuswarn import instance_rows, latched_line, store_warnings
 from gateway.cli.writes import add_write_commands
 from gateway.domain.audit import clean_text
@@ -53,17 +54,7 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
     out: list[str] = []
     store = st.get("store") or {}
     cfg = st.get("config") or {}
-    connected = store.get("connected")
-    reach = ("reachable" if connected is True
-             # (it answers, with a document a newer version wrote: an upgrade under way)
-             else "HOLDS A NEWER VERSION'S STATE (finish the upgrade, or see README "
-                  "Upgrading to roll back)" if store.get("newer_version")
-             # (it answers, with a document this instance cannot verify: its key?)
-             else "UNVERIFIABLE (check state.signing_key_env)" if store.get("answering")
-             # (its reads verify, its subscription is refused or cut: not unreachable)
-             else f"reachable, PUSHES CUT: reading the store every "
-                  f"{store.get('poll_interval_ms')} ms" if store.get("pushes") == "cut"
-             else "UNREACHABLE" if connected is False else "reach unknown")
+    reach = store_reach(store)
     out.append(f"instance {st.get('instance')}  generation {st.get('generation')}  store "
                f"{store.get('backend')} {reach}, "
                f"state {store.get('staleness_ms')} ms old, on_unavailable {store.get('policy')}"
@@ -88,6 +79,7 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
                    f"{str(last.get('from'))[:19]}… -> {str(last.get('to'))[:19]}… changed at "
                    f"{last.get('changed_at')}; {why}); the log says each "
                    "(config_reload_audit_dropped, config_reload_audit_failed)")
+    out += [line] if (line := replicas_line(store)) else []
     out += store_warnings(st)
     # (escaped like the tables: a reload's error quotes the file, which a pull request
     # may have written, and the instance name comes from the fleet)

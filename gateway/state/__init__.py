@@ -76,6 +76,7 @@ def make_sync(loaded: LoadedConfig, holder: Holder, metrics: Metrics,
                                       0.0 if snapshot.error is None else 1.0))
     sync = Sync(store, holder, metrics, instance, cfg, snapshot, tamper, keys, mirror,
                 retention)
+    metrics.collector(sync.durability.export)  # (min_replicas: killgate_state_replicas)
     from gateway.state.localkills import LocalKills, journal_path
     from gateway.state.localmerge import LocalKillKeeper
 

@@ -1,8 +1,8 @@
 """The local store's heartbeats: one file per instance in `<path>.instances/`, each replaced
 and removed under that folder's `.lock` (a removal's read and unlink see the same file);
 the fleet read from them, stale files cleaned up (and unreadable ones: garbled.py). A base
-of `localaux.LocalRecords`; imports only files.py and garbled.py; blocking file work runs in
-a thread.
+of `localaux.LocalRecords`; imports only files.py, garbled.py and store.py's Replicas;
+blocking file work runs in a thread.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from gateway.errors import StoreUnavailable
 from gateway.state.files import LOCK_WAIT, LockBusy, flock_within, put_in_place, written_aside
 from gateway.state.garbled import Garbled, older_than
+from gateway.state.store import Replicas
 
 __all__ = ["LEAVE_LOCK_WAIT", "LocalBeats"]
 
@@ -179,6 +180,10 @@ class LocalBeats:
 
     def stopping(self) -> None:
         self._leaves += 1  # (as a leave does: a heartbeat waiting for the lock gives up)
+
+    async def replicas(self) -> Replicas:
+        """(The config refuses min_replicas on a local store: never asked.)"""
+        return Replicas(None, "a local store has no replicas")
 
     async def leave(self, instance: str) -> None:
         try:

@@ -19,7 +19,8 @@ WAIT after them), and one subscribed, whose messages reach the listener in the l
 iteration that read them (and, with audit retention, one for its reads). Heartbeats,
 idempotency and counts: redisaux.py (and its bases); loading, polling and verifying the
 document: redisread.py; reading the audit trail, its head
-and newest page: redisaudit.py; trimming it (retention): redistrim.py. Redis errors leave
+and newest page: redisaudit.py; trimming it (retention): redistrim.py; the primary's
+replicas in sync (min_replicas): redisreplicas.py. Redis errors leave
 only as StoreUnavailable (StoreOutcomeUnknown when a commit may have run) / StoreConflict /
 AuditError.
 """
@@ -36,6 +37,7 @@ from gateway.errors import PushesCut, StateError, StoreUnavailable
 from gateway.log import event
 from gateway.state.redisbusy import busy
 from gateway.state.redisread import RedisRead
+from gateway.state.redisreplicas import RedisReplicas
 from gateway.state.redistrim import RedisTrim
 from gateway.state.resp import RespConnection, RespError
 from gateway.state.retiredkeys import fleet_signer, load_retired
@@ -63,7 +65,7 @@ log = logging.getLogger("killgate.state")
 #: seconds between asking the sentinels which node is the master (redis+sentinel:// only)
 MASTER_CHECK = 5.0
 
-class RedisStore(RedisRead, RedisTrim):
+class RedisStore(RedisRead, RedisTrim, RedisReplicas):
     backend = "redis"
     pushes = True
 

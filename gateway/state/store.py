@@ -36,6 +36,7 @@ __all__ = [
     "OnUnverified",
     "PushNewer",
     "PushNotRead",
+    "Replicas",
     "StateStore",
     "StatsStore",
     "Store",
@@ -66,6 +67,15 @@ class Ack:
     instance: str
     generation: int
     config: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Replicas:
+    """The replicas in sync with the store's primary (`connected`; state/redisreplicas.py),
+    or None and `why` that is not known."""
+
+    connected: int | None
+    why: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

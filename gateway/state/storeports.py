@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.state.signing import Keyring
+    from gateway.state.store import Replicas
 
 __all__ = ["AuditStore", "FleetStore", "IdempotencyStore", "StatsStore"]
 
@@ -35,6 +36,11 @@ class FleetStore(Protocol):
         """Instances heard from within `lease` seconds → the generation each applied."""
 
     async def leave(self, instance: str) -> None: ...
+
+    async def replicas(self) -> Replicas:
+        """How many replicas the primary holds in sync (with `state.min_replicas`; asked at
+        the heartbeat's pace, never on a request's path), or why that is not known. Never
+        raises."""
 
     def stopping(self) -> None:
         """The instance is stopping: a heartbeat not yet in place is not put there, nor

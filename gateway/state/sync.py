@@ -38,6 +38,7 @@ from gateway.errors import (
 from gateway.log import event
 from gateway.state.appliedlog import AppliedLog
 from gateway.state.contention import BACKOFF_MAX, Backoff
+from gateway.state.durability import ReplicaWatch
 from gateway.state.fleet import Fleet
 from gateway.state.heardloss import HeardLoss
 from gateway.state.holder import Holder
@@ -89,6 +90,7 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes, HeardLoss):
         self.keys = keys
         self.mirror, self.retention = mirror, retention
         self.peers = Fleet(store, holder, cfg, instance, store.pushes)
+        self.durability = ReplicaWatch(store, cfg)  # (min_replicas: the primary's replicas)
         self.ready = False
         self.connected = False
         #: the last attempt's answer was a document this instance cannot verify
@@ -267,6 +269,8 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes, HeardLoss):
             self._touch()
         if self.peers.due():
             await self.peers.beat()
+        if self.durability.due():  # (min_replicas: one command a heartbeat interval)
+            await self.durability.check()
         while self._pending_audit and not self._write_lock.locked():  # (see append_audit)
             try:
                 if await self.append_audit(self._pending_audit[0], patience=0) is None:

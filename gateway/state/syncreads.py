@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from gateway.config import StateConfig
+from gateway.state.durability import ReplicaWatch
 from gateway.state.fleet import Fleet
 from gateway.state.holder import Holder
 from gateway.state.keyconfirm import key_unconfirmed
@@ -33,6 +34,7 @@ class Reads:
     mirror: AuditMirror | None
     retention: AuditRetention | None
     peers: Fleet
+    durability: ReplicaWatch
     keys: Keyring
     tamper: TamperLog
     instance: str
@@ -89,6 +91,10 @@ class Reads:
             # refused or cut while its reads of the store verify: read every poll_interval,
             # not unreachable), "none" (a store that does not push), None (not reached)
             "pushes": self._pushes(),
+            # with min_replicas: {"connected": N, "required": M}, the primary's replicas in
+            # sync as the heartbeat last asked (fewer: writes answered 503 not_durable);
+            # null, and `replicas_unknown` says why, while not known (durability.py)
+            **self.durability.status(),
             "staleness_ms": round(self.staleness() * 1000, 1), "policy": self.cfg.on_unavailable,
             "max_staleness_ms": round(self.cfg.max_staleness * 1000), "stale": self.stale,
             # (a drill asking whether it applied a restore gives it a poll of its own to

@@ -43,6 +43,14 @@ HELP: dict[str, tuple[str, str]] = {
                                            "subscription) are refused or cut but its reads "
                                            "verify: changes arrive at poll_interval's "
                                            "pace."),
+    "killgate_state_replicas": ("gauge", "With state.min_replicas: the replicas the store's "
+                                         "primary holds in sync (online, acked within 10 s), "
+                                         "asked with each heartbeat; below "
+                                         "killgate_state_min_replicas every write is answered "
+                                         "503 not_durable (absent while unknown: a redis user "
+                                         "that may run neither INFO nor ROLE)."),
+    "killgate_state_min_replicas": ("gauge", "state.min_replicas: the replicas a write waits "
+                                             "for (absent when 0)."),
     "killgate_state_stale": ("gauge", "1 while no state sync succeeded for longer than "
                                       "state.max_staleness (alert on it)."),
     "killgate_state_newer_document": ("gauge", "1 while the store holds a document a newer "

@@ -4,6 +4,12 @@
 import {killSpec, unkillSpec} from "./actions.js";
 import {badge, fmtAgo, h, render, short} from "./dom.js";
 
+// fewer replicas in sync with the store's primary than state.min_replicas (store.replicas)
+export function notDurable(st) {
+  const r = st && st.replicas;
+  return Boolean(r && typeof r.connected === "number" && typeof r.required === "number" && r.connected < r.required);
+}
+
 export function renderFleet(el, fleet) {
   const st = fleet.store || {};
   const storeBadges = [
@@ -16,6 +22,11 @@ export function renderFleet(el, fleet) {
       // (its reads verify, its subscription is refused or cut: changes come at its polls)
       : st.pushes === "cut" ? badge("warn", `store PUSHES CUT: reading it every ${st.poll_interval_ms} ms`)
       : badge("bad", "store DISCONNECTED"),
+    // (state.min_replicas: the primary holds fewer replicas in sync, as the heartbeat last
+    // asked: every kill, rollback and drill is in force but answered 503 not_durable)
+    notDurable(st) ? badge("bad", `store NOT DURABLE: the primary has ${st.replicas.connected} of ` +
+      `${st.replicas.required} replicas (min_replicas)`, "kills are in force but answered 503 not_durable; bring a replica back")
+      : st.connected && st.replicas_unknown ? badge("warn", "store replicas unknown", st.replicas_unknown) : null,
     st.fail_closed ? badge("killed", "FAIL-CLOSED: every route answers killed") : badge("ok", "not fail-closed"),
     st.stale ? badge("warn", "state stale") : null,
     // values the store held that did not verify (forged, replayed, another key's): refused,

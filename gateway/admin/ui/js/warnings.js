@@ -4,6 +4,7 @@
 // page must never look green while the CLI warns.
 
 import {badge, h, render} from "./dom.js";
+import {notDurable} from "./fleet.js";
 
 const secs = (ms) => (typeof ms === "number" ? `${(ms / 1000).toFixed(1)} s` : "?");
 
@@ -34,6 +35,14 @@ function storeLines(sd) {
       (store.fail_closed ? "; every route answers killed (on_unavailable fail_closed) until the store answers" : "")]);
   }
   if (store.connected === false && store.last_error) out.push(["bad", "STORE ERROR", String(store.last_error)]);
+  // (state.min_replicas: as `killgate status`'s store line says it, cli/statusstore.py)
+  if (notDurable(store)) {
+    out.push(["bad", "NOT DURABLE", `the store's primary has ${store.replicas.connected} of ${store.replicas.required} ` +
+      "replicas (min_replicas): kills are in force but answered 503 not_durable; bring a replica back"]);
+  } else if (store.connected && store.replicas_unknown) {
+    out.push(["warn", "STORE REPLICAS UNKNOWN", `(state.min_replicas) ${store.replicas_unknown}; a write says it ` +
+      "is not durable only in its answer (503 not_durable)"]);
+  }
   // emergency local kills (POST /v1/kill?local=1, an alert's kill in a store outage): in
   // force here only, not the fleet's until merged (as `killgate status` says them)
   const local = store.local_kills || {};
