@@ -85,3 +85,28 @@ async def test_a_start_removes_crash_temporaries_and_removed_routes_counts(
     for f in gone:
         assert json.dumps(str(f)) in said[0], (f, said[0])
     assert str(kept[0]) not in said[0]
+
+
+async def test_a_link_in_the_counts_folder_is_not_followed(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """(revleft9) A link planted in `<path>.stats/` named as no configured route, to a
+    folder outside the run directory, was walked as a removed route's counts folder: every
+    `*.json` there older than 900 s (and every crash-temporary-named file of a dead pid) was
+    removed, outside the store's folder. A link is nobody's counts folder: left alone."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), listen=f"127.0.0.1:{free_port()}",
+                       admin=f"127.0.0.1:{free_port()}")
+    stats, outside = tmp_path / "store.json.stats", tmp_path / "elsewhere"
+    dead = _ended()
+    theirs = [plant(outside / "settings.json", HOUR),
+              plant(outside / f".settings.json.{dead}.0123456789ab.tmp", HOUR)]
+    stats.mkdir()
+    (stats / "removed").symlink_to(outside, target_is_directory=True)
+    (stats / "shadow~removed").symlink_to(outside, target_is_directory=True)
+    swept = plant(stats / "gone" / "host-9-abcdef.json", HOUR)  # (the sweep ran: this goes)
+    proc = gateway_procs(cfg)
+    await asyncio.to_thread(proc.wait_ready)
+    await wait_until(lambda: not swept.exists(), 15, what="the leftovers removed")
+    assert [f for f in theirs if not f.exists()] == []
+    assert (stats / "removed").is_symlink()
+    await asyncio.to_thread(proc.stop)

@@ -54,7 +54,7 @@ def sweep(path: Path, routes: Collection[str], now: float | None = None) -> list
     removed: list[Path] = []
     for route in _listed(stats):
         folder = stats / route
-        if not folder.is_dir():
+        if not _is_folder(folder):  # (a link planted there: to a folder not ours)
             continue
         folders.append((folder, None))
         owner = _route_of(route)
@@ -76,6 +76,14 @@ def _route_of(folder: str) -> str | None:
     if folder.startswith("shadow~"):
         folder = folder[len("shadow~"):].split("~", 1)[0]
     return None if ":" in folder or "~" in folder or not folder else folder
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether `path` is a folder itself (a link to one is not followed)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _listed(folder: Path) -> list[str]:
