@@ -112,3 +112,29 @@ async def test_a_backends_answer_with_a_close_token_is_not_reused(
         assert backend.requests == [1, 1, 1], backend.requests  # (a connection each)
     finally:
         await backend.stop()
+
+
+@pytest.mark.parametrize("fields", [b"Proxy-Connection: keep-alive, close\r\n",
+                                    b"Proxy-Connection: keep-alive\r\nProxy-Connection: close\r\n"])
+async def test_a_proxy_connection_close_alone_is_not_reused(
+        gateway_procs: Callable[..., GatewayProcess], tmp_path: Path, fields: bytes) -> None:
+    """(revleft9) `Proxy-Connection` is one of llhttp's Connection fields, but an answer's is
+    dropped (not one `response_head` handles): with no `Connection` beside it, its `close`
+    was never looked at, an HTTP/1.0 `keep-alive, close` kept the connection, and the head
+    was remembered (answerheads.py), so it was never looked at again either."""
+    backend = _Counting(b"HTTP/1.0 200 OK\r\n" + fields + b"content-length: 2\r\n\r\nok")
+    port = await backend.start()
+    try:
+        _, data = await serving_process(gateway_procs, tmp_path, _ROUTE.format(port=port))
+        reader, writer = await asyncio.open_connection("127.0.0.1", data)
+        try:
+            for _ in range(3):
+                writer.write(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+                status, headers, body = await read_answer(reader)
+                assert (status, body) == (200, b"ok")
+                assert "proxy-connection" not in headers
+        finally:
+            writer.close()
+        assert backend.requests == [1, 1, 1], backend.requests  # (a connection each)
+    finally:
+        await backend.stop()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.state.localsweep import STALE_AFTER, started_at
 from tests.backends import echo_app
 from tests.conftest import free_port, two_versions, wait_until, write_config
 
@@ -44,13 +45,22 @@ def _ended() -> int:
     return proc.pid
 
 
+def _old_process() -> tuple[int, float]:
+    """A live process and an age past STALE_AFTER since its start: a file that old can be
+    its (pid 1: the oldest)."""
+    started = started_at(1)
+    if started is None or time.time() - started < STALE_AFTER + 120:
+        pytest.skip("no process here ran long enough to have written an old file")
+    return 1, min(HOUR, time.time() - started - 60)
+
+
 async def test_a_start_removes_crash_temporaries_and_removed_routes_counts(
         tmp_path: Path, backends, gateway_procs) -> None:
     p = await backends(echo_app("v1"))
     cfg = write_config(tmp_path, two_versions(p, p), listen=f"127.0.0.1:{free_port()}",
                        admin=f"127.0.0.1:{free_port()}")
     stats, beats = tmp_path / "store.json.stats", tmp_path / "store.json.instances"
-    dead, live = _ended(), os.getpid()  # (this test's process: a live writer's)
+    dead, live, age = _ended(), *_old_process()  # (a live writer's: started before it)
     gone = [  # what a start removes
         plant(tmp_path / f".store.json.{dead}.0123456789ab.tmp", HOUR),
         plant(tmp_path / f".store.json.idempotency.json.{dead}.a1b2c3d4e5f6.tmp", HOUR),
@@ -63,7 +73,7 @@ async def test_a_start_removes_crash_temporaries_and_removed_routes_counts(
     ]
     kept = [  # what it leaves
         plant(tmp_path / f".store.json.{dead}.0123456789ac.tmp", 0),  # (young)
-        plant(tmp_path / f".store.json.{live}.0123456789ad.tmp", HOUR),  # (its writer runs)
+        plant(tmp_path / f".store.json.{live}.0123456789ad.tmp", age),  # (its writer runs)
         plant(stats / "iris" / "host-9-abcdef.json", HOUR),  # (a route configured)
         plant(stats / "shadow~iris" / "host-9-abcdef.json", HOUR),
         plant(stats / "console:traffic" / "host-9-abcdef.json", HOUR),  # (traffic.py's)
@@ -85,3 +95,52 @@ async def test_a_start_removes_crash_temporaries_and_removed_routes_counts(
     for f in gone:
         assert json.dumps(str(f)) in said[0], (f, said[0])
     assert str(kept[0]) not in said[0]
+
+
+async def test_a_link_in_the_counts_folder_is_not_followed(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """(revleft9) A link planted in `<path>.stats/` named as no configured route, to a
+    folder outside the run directory, was walked as a removed route's counts folder: every
+    `*.json` there older than 900 s (and every crash-temporary-named file of a dead pid) was
+    removed, outside the store's folder. A link is nobody's counts folder: left alone."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), listen=f"127.0.0.1:{free_port()}",
+                       admin=f"127.0.0.1:{free_port()}")
+    stats, outside = tmp_path / "store.json.stats", tmp_path / "elsewhere"
+    dead = _ended()
+    theirs = [plant(outside / "settings.json", HOUR),
+              plant(outside / f".settings.json.{dead}.0123456789ab.tmp", HOUR)]
+    stats.mkdir()
+    (stats / "removed").symlink_to(outside, target_is_directory=True)
+    (stats / "shadow~removed").symlink_to(outside, target_is_directory=True)
+    swept = plant(stats / "gone" / "host-9-abcdef.json", HOUR)  # (the sweep ran: this goes)
+    proc = gateway_procs(cfg)
+    await asyncio.to_thread(proc.wait_ready)
+    await wait_until(lambda: not swept.exists(), 15, what="the leftovers removed")
+    assert [f for f in theirs if not f.exists()] == []
+    assert (stats / "removed").is_symlink()
+    await asyncio.to_thread(proc.stop)
+
+
+async def test_a_temporary_whose_pid_now_names_a_younger_process_is_removed(
+        tmp_path: Path, backends, gateway_procs) -> None:
+    """(revleft9) A crashed writer's pid, reused by a process started after the temporary
+    file was last written, kept the file for as long as that process ran: in a container
+    killgate is pid 1 (a group's workers the same low pids) at every start, so a crash's
+    temporaries were never removed there. A process younger than the file is not its
+    writer."""
+    p = await backends(echo_app("v1"))
+    cfg = write_config(tmp_path, two_versions(p, p), listen=f"127.0.0.1:{free_port()}",
+                       admin=f"127.0.0.1:{free_port()}")
+    reused = await asyncio.create_subprocess_exec("sleep", "60")  # (the pid, reused)
+    try:
+        gone = plant(tmp_path / f".store.json.{reused.pid}.0123456789ab.tmp", HOUR)
+        swept = plant(tmp_path / "store.json.stats" / "gone" / "host-9-abcdef.json", HOUR)
+        proc = gateway_procs(cfg)
+        await asyncio.to_thread(proc.wait_ready)
+        await wait_until(lambda: not swept.exists(), 15, what="the sweep ran")
+        assert not gone.exists()
+        await asyncio.to_thread(proc.stop)
+    finally:
+        reused.kill()
+        await reused.wait()

@@ -95,3 +95,24 @@ def test_a_start_takes_over_the_other_files_once_its_own_holds_them(tmp_path: Pa
     w1.save([change("x"), change("n")])
     assert sorted(k for k, _, _ in worker(snapshot, "host-6-a1b2c3-w0").load()) == [
         "n", "q", "x", "y", "z"]
+
+
+def test_the_changes_taken_over_are_queued_in_the_order_they_were_made(
+        tmp_path: Path) -> None:
+    """(revleft9) A start queued its own file's changes first and then the others', file by
+    file: a change a sibling made BEFORE this worker's own (its watcher saw a file this
+    worker's debounce skipped, or this worker had recorded it before a store that came
+    back empty) was recorded after it, and the trail, whose events keep the order of the
+    changes (reloadaudit.py), ended on the older config. Each file's own order is kept;
+    between files, the times the changes were made decide."""
+    snapshot = tmp_path / "snapshot.json"
+
+    def made(key: str, at: float) -> tuple[str, AuditDraft, float]:
+        return change(key)[0], change(key)[1], at
+
+    worker(snapshot, "host-1-a1b2c3-w0").save([made("c1-c2", 30.0)])
+    worker(snapshot, "host-2-a1b2c3-w1").save([made("c0-c1", 10.0), made("c1-c2", 30.0)])
+    worker(snapshot, "host-3-a1b2c3-w2").save([made("c2-c3", 20.0), made("c3-c4", 5.0)])
+    # (w2's clock stepped back between its two: its own order stands)
+    keys = [k for k, _, _ in worker(snapshot, "host-4-a1b2c3-w0").load()]
+    assert keys == ["c0-c1", "c2-c3", "c3-c4", "c1-c2"], keys

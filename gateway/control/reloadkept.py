@@ -25,6 +25,7 @@ caller's thread.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import logging
 import os
@@ -101,7 +102,7 @@ class KeptChanges:
         file that cannot be read or verified is moved aside (`.refused`), said in the log."""
         if self.path is None:
             return []
-        changes: dict[str, tuple[str, AuditDraft, float]] = {}
+        files: list[list[tuple[str, AuditDraft, float]]] = []
         for origin in [self.path, *self._others()]:
             path = origin
             if origin != self.path:
@@ -113,8 +114,12 @@ class KeptChanges:
                     continue
                 path = taken
                 self._adopted.append(taken)
-            for change in self._read(path, origin):
-                changes.setdefault(change[0], change)
+            files.append(self._read(path, origin))
+        # (in the order they were made: each file's own kept, the times between files; one
+        # file after the other queued a sibling's older change after this one's newer)
+        changes: dict[str, tuple[str, AuditDraft, float]] = {}
+        for change in heapq.merge(*files, key=lambda c: c[2]):
+            changes.setdefault(change[0], change)
         return list(changes.values())
 
     def settle(self) -> None:

@@ -41,6 +41,10 @@ def answer_field(name: bytes) -> int:
         kind = CODING
     elif low in (b"location", b"content-location"):
         kind = LOCATED  # (forwarded, with the backend's own origin taken out)
+    elif low == b"proxy-connection":
+        # dropped, but llhttp reads it as a Connection field: general, so that its `close`
+        # is looked at (`on_headers_complete`) and its head never remembered (answerheads)
+        kind = GENERAL
     else:
         kind = (FORWARD, DROPPED, GENERAL, GENERAL, DATED, TYPED)[
             learn(name, RESPONSE_DROP, RESPONSE_NAMES)]

@@ -9,10 +9,11 @@ its counts for good.
 Only past STALE_AFTER (by mtime; the horizon of an unreadable counts file, localaux.py: a
 live writer replaces its counts every few seconds, and writes a temporary file in
 milliseconds), and a temporary file only while no process of the pid its name holds runs
-(one hung mid-write is left alone). A folder whose name is no route's (`console:traffic`,
-traffic.py's own, which its view cleans) is left alone, as is any file not named as
-killgate's writes name theirs. Logged once at info naming what was removed. Blocking file
-work, at the store's open (in its thread); imports only gateway.log.
+(one hung mid-write is left alone), or one of that pid started after the file was last
+written (the pid reused: a container's pid 1). A folder whose name is no route's
+(`console:traffic`, traffic.py's own, which its view cleans) is left alone, as is any file
+not named as killgate's writes name theirs. Logged once at info naming what was removed.
+Blocking file work, at the store's open (in its thread); imports only gateway.log.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ log = logging.getLogger("killgate.state")
 STALE_AFTER = 900.0
 #: files.written_aside's names: `.<name>.<pid>.<12 hex>.tmp`
 TEMPORARY = re.compile(r"\..+\.([0-9]+)\.[0-9a-f]{12}\.tmp")
+#: seconds a process's start, as /proc says it (whole seconds of boot time), may
+#: seem later than a file it wrote
+SLACK = 5.0
 #: the most names the log line carries (the count is always said)
 NAMED = 50
 
@@ -54,7 +58,7 @@ def sweep(path: Path, routes: Collection[str], now: float | None = None) -> list
     removed: list[Path] = []
     for route in _listed(stats):
         folder = stats / route
-        if not folder.is_dir():
+        if not _is_folder(folder):  # (a link planted there: to a folder not ours)
             continue
         folders.append((folder, None))
         owner = _route_of(route)
@@ -76,6 +80,14 @@ def _route_of(folder: str) -> str | None:
     if folder.startswith("shadow~"):
         folder = folder[len("shadow~"):].split("~", 1)[0]
     return None if ":" in folder or "~" in folder or not folder else folder
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether `path` is a folder itself (a link to one is not followed)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _listed(folder: Path) -> list[str]:
@@ -132,14 +144,17 @@ def _temporaries(folder: Path, of: str | None, now: float) -> list[Path]:
             continue
         f = folder / name
         st = _stale(f, now)
-        if st is None or _runs(int(m.group(1))) or not _unlink_unchanged(f, st):
+        if st is None or _runs(int(m.group(1)), st.st_mtime) or not _unlink_unchanged(f, st):
             continue
         removed.append(f)
     return removed
 
 
-def _runs(pid: int) -> bool:
-    """Whether a process of `pid` runs here (its writer may still be writing)."""
+def _runs(pid: int, written: float) -> bool:
+    """Whether a process of `pid` runs here that may have written a file last written at
+    `written`: one started after it is not its writer (the pid reused: in a container
+    killgate is pid 1, or a worker the same low pid, at every start, and a crash's
+    temporaries were never removed)."""
     if pid <= 0:
         return True  # (no pid of a writer: never taken for a dead one)
     try:
@@ -147,5 +162,20 @@ def _runs(pid: int) -> bool:
     except (ProcessLookupError, OverflowError):  # (none; a pid out of range: none either)
         return False
     except PermissionError:  # (another user's: it runs)
-        return True
-    return True
+        pass
+    started = started_at(pid)
+    return started is None or started <= written + SLACK
+
+
+def started_at(pid: int) -> float | None:
+    """When the process `pid` started (seconds since the epoch, from Linux's /proc: its
+    start in clock ticks after the boot); None: not known here."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            line = f.read()
+        ticks = int(line[line.rindex(b")") + 2:].split()[19])  # (field 22, `starttime`)
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(ln.split()[1]) for ln in f if ln.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
