@@ -67,3 +67,12 @@ def test_role_counts_the_replicas_that_acked_what_the_primary_held() -> None:
     assert from_role(reply).connected == 3  # (no history yet: every replica listed)
     assert from_role(reply, held=500).connected == 1
     assert role_offset(reply) == 900 and role_offset([b"slave", b"h", 1]) is None
+
+
+def test_a_refusal_naming_the_acl_user_is_said_without_the_name() -> None:
+    """redis 7.2 and later name the user in NOPERM ("User alice has no permissions ..."): the
+    words reach /v1/status, the log and the console (revdurable, suspected on 7.0.15 here)."""
+    from gateway.state.redisreplicas import _USER
+    said = _USER.sub("the redis user ",
+                     "NOPERM User killgate-prod has no permissions to run the 'info' command")
+    assert "killgate-prod" not in said and "has no permissions" in said, said

@@ -99,6 +99,11 @@ def _not_primary(role: str) -> str:
             "failover under way? the next call that meets READONLY reconnects)")
 
 
+#: redis 7.2's NOPERM names the ACL user ("User alice has no permissions ..."): the words
+#: reach /v1/status, the log and the console, which never name the store's credentials
+_USER = re.compile(r"\bUser \S+ ")
+
+
 class RedisReplicas(RedisLink):
     #: command -> (when it was refused, monotonic s; the refusal's words)
     _refused_cmds: dict[str, tuple[float, str]] | None = None
@@ -121,7 +126,7 @@ class RedisReplicas(RedisLink):
             try:
                 reply = await self._call(*args, refused=_Refused)
             except _Refused as exc:
-                refused[name] = (now, str(exc)[:200])
+                refused[name] = (now, _USER.sub("the redis user ", str(exc))[:200])
                 continue
             except StateError as exc:
                 return Replicas(None, f"the store did not answer {name}: {exc}")
