@@ -17,6 +17,7 @@ backends' in errors_upstream.py, the base in errors_base.py (all named here too)
     │   │   │   └── StoreFromNewerVersion ... one a newer version wrote (format, fields)
     │   │   ├── StoreOutcomeUnknown a commit's answer was lost: it may have landed
     │   │   ├── StoreBusy        it answers -LOADING or -BUSY: runs no command now (retry)
+    │   │   │   └── StoreRefusesWrites ... -NOREPLICAS: reads work, every write refused
     │   │   └── PushesCut        it answers, but its subscription was refused or cut
     │   ├── StoreConflict        a compare-and-set lost a race (retry at once)
     │   ├── EarlierLanded        a retry's write found its first attempt's in the state
@@ -57,6 +58,7 @@ from gateway.errors_store import (
     StoreConflict,
     StoreFromNewerVersion,
     StoreOutcomeUnknown,
+    StoreRefusesWrites,
     StoreUnavailable,
     StoreUnverifiable,
 )
@@ -95,6 +97,7 @@ __all__ = [
     "StoreConflict",
     "StoreFromNewerVersion",
     "StoreOutcomeUnknown",
+    "StoreRefusesWrites",
     "StoreUnavailable",
     "StoreUnverifiable",
     "Unauthenticated",

@@ -14,8 +14,8 @@ from typing import Any
 from gateway.errors_base import KillgateError
 
 __all__ = ["EarlierLanded", "NotDurable", "PushesCut", "StateError", "StoreBusy",
-           "StoreConflict", "StoreFromNewerVersion", "StoreOutcomeUnknown", "StoreUnavailable",
-           "StoreUnverifiable"]
+           "StoreConflict", "StoreFromNewerVersion", "StoreOutcomeUnknown", "StoreRefusesWrites",
+           "StoreUnavailable", "StoreUnverifiable"]
 
 
 class StateError(KillgateError):
@@ -49,6 +49,13 @@ class StoreBusy(StoreUnavailable):
         super().__init__(message)
         self.type = type_
         self.retry_after = retry_after
+
+
+class StoreRefusesWrites(StoreBusy):
+    """Redis answers, and its reads work, but it refuses every write: `-NOREPLICAS` (its own
+    `min-replicas-to-write` counts fewer good replicas than it requires). Nothing was
+    written; not a lost store (the sync loop stays synced by its reads: state/sync.py).
+    Said as `audit_unavailable` and the store as lost before (found by revdurable)."""
 
 
 class PushesCut(StoreUnavailable):

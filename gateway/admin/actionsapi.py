@@ -46,6 +46,7 @@ from gateway.errors import (
     NotDurable,
     StoreBusy,
     StoreOutcomeUnknown,
+    StoreRefusesWrites,
     StoreUnavailable,
     StoreUnverifiable,
 )
@@ -218,7 +219,8 @@ class ActionsApi:
             if isinstance(exc, (StoreOutcomeUnknown, StoreUnverifiable)):
                 raise  # (may be in force; or the store answers: no outage)
             if not local and isinstance(exc, StoreBusy):  # (it answers: no outage)
-                raise ApiError(503, exc.type, f"{exc}{localkill.HINT}",
+                hint = "" if isinstance(exc, StoreRefusesWrites) else localkill.HINT  # (said)
+                raise ApiError(503, exc.type, f"{exc}{hint}",
                                {"Retry-After": str(exc.retry_after)}) from exc
             if not local:
                 raise ApiError(503, "state_store_unavailable", "the state store cannot be "

@@ -102,7 +102,9 @@ def auth_errors(write: bool) -> dict[str, Any]:
                             "it (retry the same call; a drill open's names its `drill`), or "
                             "`state_store_loading` / "
                             "`state_store_busy`: redis is loading its dataset / a script runs "
-                            "past its time limit (Retry-After; nothing was changed)")}
+                            "past its time limit (Retry-After; nothing was changed), or "
+                            "`store_refuses_writes`: redis's min-replicas-to-write refuses "
+                            "every write (nothing was changed; a kill: ?local=1)")}
     else:
         out |= {"400": err("bad query")}
     return out

@@ -12,9 +12,11 @@ __all__ = ["replicas_line", "store_reach"]
 
 
 def store_reach(store: dict[str, Any]) -> str:
-    """"reachable", or why not, and NOT DURABLE while the primary holds fewer replicas in
-    sync than min_replicas (every kill, rollback and drill answered 503 not_durable: found
-    by review in a real Sentinel failover, where status said "reachable" only)."""
+    """"reachable", or why not, WRITES REFUSED while redis refuses every write (its own
+    min-replicas-to-write: found by revdurable, said UNREACHABLE before), and NOT DURABLE
+    while the primary holds fewer replicas in sync than min_replicas (every kill, rollback
+    and drill answered 503 not_durable: found by review in a real Sentinel failover, where
+    status said "reachable" only)."""
     connected = store.get("connected")
     reach = ("reachable" if connected is True
              # (it answers, with a document a newer version wrote: an upgrade under way)
@@ -26,6 +28,13 @@ def store_reach(store: dict[str, Any]) -> str:
              else f"reachable, PUSHES CUT: reading the store every "
                   f"{store.get('poll_interval_ms')} ms" if store.get("pushes") == "cut"
              else "UNREACHABLE" if connected is False else "reach unknown")
+    refused = store.get("writes_refused")
+    if connected is True and isinstance(refused, str) and refused:
+        # (redis's own min-replicas-to-write: -NOREPLICAS; reads work, every write refused)
+        reach += (", WRITES REFUSED: redis's min-replicas-to-write refuses every write: "
+                  "kills cannot be made through the store; use killgate kill --local on each "
+                  "instance (README \"Emergency local kill\"); bring a replica back "
+                  f"({_said(refused)})")
     got = store.get("replicas")
     if isinstance(got, dict) and isinstance(got.get("connected"), int) \
             and isinstance(got.get("required"), int) and got["connected"] < got["required"]:
@@ -33,6 +42,12 @@ def store_reach(store: dict[str, Any]) -> str:
                   "replicas (min_replicas): kills are in force but answered 503 not_durable; "
                   "bring a replica back")
     return reach
+
+
+def _said(refused: str) -> str:
+    """What redis said, out of a refusal's words (all of them, cut, if not found)."""
+    said = refused.partition("redis said: ")[2].partition(")")[0]
+    return f"redis said: {said[:80]}" if said else refused[:120]
 
 
 def replicas_line(store: dict[str, Any]) -> str | None:

@@ -31,6 +31,7 @@ class Guard:
     connected: bool
     answering: bool
     pushes_cut: bool
+    writes_refused: str | None
     last_ok: float | None
     started_at: float
     stale: bool
@@ -52,6 +53,8 @@ class Guard:
                              1 if self.connected or self.answering or self.pushes_cut else 0)
             self.metrics.set("killgate_state_pushes_cut",
                              1 if self.pushes_cut and not self.connected else 0)
+            self.metrics.set("killgate_state_writes_refused",  # (writesrefused.py)
+                             1 if self.connected and self.writes_refused else 0)
             self._alarm(stale)
             if (self.cfg.on_unavailable == "fail_closed" and stale > self.cfg.max_staleness
                     and not self.holder.fail_closed):

@@ -33,6 +33,7 @@ from gateway.errors import (
     StateError,
     StoreConflict,
     StoreFromNewerVersion,
+    StoreRefusesWrites,
     StoreUnverifiable,
 )
 from gateway.log import event
@@ -56,6 +57,7 @@ from gateway.state.syncreads import Reads
 from gateway.state.tamper import TamperLog
 from gateway.state.throttle import Throttle
 from gateway.state.vouchwrite import VouchWrite
+from gateway.state.writesrefused import WritesRefused
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["BACKOFF_MAX", "Sync"]
@@ -70,7 +72,7 @@ log = logging.getLogger("killgate.state")
 ACK_AFTER = 0.002
 
 
-class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes, HeardLoss):
+class Sync(Repair, Guard, VouchWrite, WritesRefused, Startup, Reads, Pushes, HeardLoss):
     """The sync loop; re-seeds (reseed.py), the staleness guard (staleness.py), writes
     (writes.py), start-up (startup.py), what it tells (syncreads.py) and what it does with
     a pushed document (syncpushes.py) are its mixins (Pushes last: its stand-ins for
@@ -190,7 +192,7 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes, HeardLoss):
         if self.store.pushes:
             await asyncio.sleep(ACK_AFTER)
         try:
-            await self.peers.beat()
+            await self._beat()  # (refused by a store that takes no write: said, not raised)
         except StateError as exc:
             self.last_error = str(exc)
         self.applied_log.flush(doc.generation)  # (a later swap's line waits for its ack)
@@ -221,6 +223,13 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes, HeardLoss):
                 await self._cycle()
             except asyncio.CancelledError:
                 raise
+            except StoreRefusesWrites as exc:
+                if not self.connected:  # (as it connected: an attempt that failed)
+                    self.last_error = str(exc)
+                    await self.store.reset()
+                self._refused_writes(exc)  # (else its reads work: synced still, said once)
+                backoff.at_most(self.cfg.poll_interval)
+                await backoff.wait()
             except Exception as exc:  # noqa: BLE001 - see below
                 if not isinstance(exc, (StateError, AuditError, OSError)):
                     # a bug (ours, or a library's) must not end syncing: this loop is what
@@ -268,13 +277,16 @@ class Sync(Repair, Guard, VouchWrite, Startup, Reads, Pushes, HeardLoss):
         if synced:  # (a store we refuse answered, but told us nothing: still stale)
             self._touch()
         if self.peers.due():
-            await self.peers.beat()
+            await self._beat()  # (refused by a store that takes no write: said, not raised)
         if self.durability.due():  # (min_replicas: one command a heartbeat interval)
             await self.durability.check()
         while self._pending_audit and not self._write_lock.locked():  # (see append_audit)
             try:
                 if await self.append_audit(self._pending_audit[0], patience=0) is None:
                     break  # (no verified state to append to yet: kept, not dropped)
+            except StoreRefusesWrites as exc:
+                self._refused_writes(exc)
+                break  # (kept for a store that takes writes again)
             except StoreConflict:
                 break  # (lost MIN_ATTEMPTS races, a few ms apart (contention.py), to other
                 # instances' appends: kept for the next cycle, not 2 s more of this loop's

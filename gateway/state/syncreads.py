@@ -43,6 +43,7 @@ class Reads:
     answering: bool
     newer_version: bool
     pushes_cut: bool
+    writes_refused: str | None
     synced_once: bool
     from_snapshot: bool
     stale: bool
@@ -95,6 +96,9 @@ class Reads:
             # sync as the heartbeat last asked (fewer: writes answered 503 not_durable);
             # null, and `replicas_unknown` says why, while not known (durability.py)
             **self.durability.status(),
+            # why the store refuses every write while its reads work (redis's own
+            # min-replicas-to-write: -NOREPLICAS; writesrefused.py), null while it takes them
+            "writes_refused": self.writes_refused if self.connected else None,
             "staleness_ms": round(self.staleness() * 1000, 1), "policy": self.cfg.on_unavailable,
             "max_staleness_ms": round(self.cfg.max_staleness * 1000), "stale": self.stale,
             # (a drill asking whether it applied a restore gives it a poll of its own to

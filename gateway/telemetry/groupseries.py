@@ -47,6 +47,7 @@ GAUGES: dict[str, str] = {
     "killgate_kill_state_age_seconds": "max",
     "killgate_state_store_connected": "min",
     "killgate_state_pushes_cut": "max",
+    "killgate_state_writes_refused": "max",
     "killgate_state_replicas": "min",  # (the worker that saw the fewest)
     "killgate_state_min_replicas": "max",
     "killgate_state_stale": "max",

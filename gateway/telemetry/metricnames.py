@@ -43,6 +43,10 @@ HELP: dict[str, tuple[str, str]] = {
                                            "subscription) are refused or cut but its reads "
                                            "verify: changes arrive at poll_interval's "
                                            "pace."),
+    "killgate_state_writes_refused": ("gauge", "1 while the store answers and its reads "
+                                               "verify but it refuses every write (redis's "
+                                               "min-replicas-to-write: -NOREPLICAS): kills "
+                                               "only with ?local=1."),
     "killgate_state_replicas": ("gauge", "With state.min_replicas: the replicas the store's "
                                          "primary holds in sync (online, acked within 10 s), "
                                          "asked with each heartbeat; below "

@@ -321,9 +321,10 @@ export function openAction(spec, opts) {
       const msg = exc instanceof ApiError ? `${exc.status} ${exc.type}: ${exc.apiMessage}` : String(exc);
       // a kill the store cannot commit: the emergency lever `killgate kill --local` pulls,
       // offered here too (before, the page's operator had to find a shell at that moment)
-      // (or answers, but runs no command now: loading its dataset, a script past its limit)
+      // (or answers, but runs no command now: loading its dataset, a script past its limit;
+      // or refuses every write: redis's min-replicas-to-write, store_refuses_writes)
       const lever = exc instanceof ApiError && ["state_store_unavailable", "state_store_loading",
-        "state_store_busy"].includes(exc.type) &&
+        "state_store_busy", "store_refuses_writes"].includes(exc.type) &&
         spec.path === "/v1/kill" && !spec.query;
       result.replaceChildren(h("p", {class: "receipt error", "data-testid": "api-error"}, msg),
         lever ? h("button", {type: "button", class: "danger", "data-key": `local-${spec.key}`,

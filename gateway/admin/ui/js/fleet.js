@@ -27,6 +27,9 @@ export function renderFleet(el, fleet) {
     notDurable(st) ? badge("bad", `store NOT DURABLE: the primary has ${st.replicas.connected} of ` +
       `${st.replicas.required} replicas (min_replicas)`, "kills are in force but answered 503 not_durable; bring a replica back")
       : st.connected && st.replicas_unknown ? badge("warn", "store replicas unknown", st.replicas_unknown) : null,
+    // (redis's own min-replicas-to-write refuses every write, -NOREPLICAS: reads work)
+    st.connected && st.writes_refused ? badge("bad", "store WRITES REFUSED (redis's min-replicas-to-write)",
+      String(st.writes_refused)) : null,
     st.fail_closed ? badge("killed", "FAIL-CLOSED: every route answers killed") : badge("ok", "not fail-closed"),
     st.stale ? badge("warn", "state stale") : null,
     // values the store held that did not verify (forged, replayed, another key's): refused,

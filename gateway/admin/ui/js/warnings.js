@@ -35,6 +35,12 @@ function storeLines(sd) {
       (store.fail_closed ? "; every route answers killed (on_unavailable fail_closed) until the store answers" : "")]);
   }
   if (store.connected === false && store.last_error) out.push(["bad", "STORE ERROR", String(store.last_error)]);
+  // (redis's own min-replicas-to-write refuses every write, -NOREPLICAS: its reads work)
+  if (store.connected && store.writes_refused) {
+    out.push(["bad", "WRITES REFUSED", "redis's min-replicas-to-write refuses every write: kills cannot be " +
+      "made through the store; use killgate kill --local (Kill on this instance only…); bring a replica back. " +
+      String(store.writes_refused)]);
+  }
   // (state.min_replicas: as `killgate status`'s store line says it, cli/statusstore.py)
   if (notDurable(store)) {
     out.push(["bad", "NOT DURABLE", `the store's primary has ${store.replicas.connected} of ${store.replicas.required} ` +
