@@ -1,0 +1,90 @@
+"""Which instance of a fleet mid-upgrade runs which build, where an SRE looks during the
+upgrade (review revupgrade47 gave `killgate --version` and killgate_build_info a `build`,
+but `GET /v1/fleet`, `killgate status`'s INSTANCES table and the console said nothing of
+it per instance). Two real `killgate serve` processes from copies of the package that
+differ by one line (test_buildid.py's), sharing one store, redis (signed heartbeats) or
+the local one (heartbeat files): each instance's build is said by both, and the table says
+that the fleet runs two."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+
+from tests.backends import echo_app
+from tests.conftest import RedisServer, free_port, two_versions, wait_until, write_config
+from tests.test_buildid import _tree, _version
+from tests.test_cli import acli
+from tests.test_killswitch import token
+
+pytestmark = pytest.mark.timeout(120)
+
+READ = {"KILLGATE_TOKEN": token("killgate:read")}
+
+
+def _state(tmp: Path, backend: str, redis: RedisServer | None) -> str | None:
+    if backend == "local":
+        return None  # (write_config's: one store file in `tmp`, shared by both)
+    assert redis is not None
+    return (f"state:\n  backend: redis\n  url: {redis.url}\n  prefix: kgbuilds\n"
+            f"  snapshot_path: {tmp}/snap-{free_port()}.json\n"
+            "  signing_key_env: KILLGATE_TEST_STATE_KEY\n"
+            "  poll_interval: 100ms\n  heartbeat_interval: 200ms\n  instance_lease: 5s\n")
+
+
+async def _fleet(session: ClientSession, admin: str) -> dict:
+    async with session.get(admin + "/v1/fleet",
+                           headers={"Authorization": "Bearer " + READ["KILLGATE_TOKEN"]}) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+@pytest.mark.parametrize("backend", ["redis", "local"])
+async def test_fleet_and_status_say_which_instance_runs_which_build(
+        tmp_path: Path, backend: str, backends, gateway_procs, session: ClientSession,
+        request: pytest.FixtureRequest) -> None:
+    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
+    stable, canary = await backends(echo_app("v1")), await backends(echo_app("v2"))
+    routes = two_versions(stable, canary)
+    trees = [_tree(tmp_path, "old"), _tree(tmp_path, "new", "# a later commit\n")]
+    builds = [re.search(r"\(build ([0-9a-f]{12})\)", _version(env)) for env in trees]
+    assert all(builds), builds
+    want = [m.group(1) for m in builds if m is not None]
+    assert want[0] != want[1], want
+    gws = []
+    for n, env in enumerate(trees):
+        cfg = write_config(tmp_path, routes, state=_state(tmp_path, backend, redis),
+                           name=f"{n}.yaml", listen=f"127.0.0.1:{free_port()}",
+                           admin=f"127.0.0.1:{free_port()}")
+        gws.append(gateway_procs(cfg, env=env))
+    for g in gws:
+        await asyncio.to_thread(g.wait_ready)
+
+    async def both_said() -> bool:
+        views = [(await _fleet(session, g.admin))["instances"] for g in gws]
+        return all(len([r for r in v if r["live"] and r.get("build")]) == 2 for v in views)
+    await wait_until(both_said, 15, 0.1, "both instances' builds in each /v1/fleet")
+    for g, mine in zip(gws, want, strict=True):
+        rows = (await _fleet(session, g.admin))["instances"]
+        # (each row's build is the one its process runs: this instance's own is `mine`)
+        assert sorted(r["build"] for r in rows) == sorted(want), rows
+        assert [r["build"] for r in rows if r["self"]] == [mine], rows
+
+    res = await acli("status", "--json", "--admin", gws[0].admin, env=READ)
+    assert res.returncode == 0, res.stderr
+    insts = json.loads(res.stdout)["instances"]
+    assert sorted(i.get("build") for i in insts.values()) == sorted(want), insts
+    res = await acli("status", "--admin", gws[0].admin, env=READ)
+    assert res.returncode == 0, res.stderr
+    text = res.stdout.split("\nINSTANCES\n", 1)[1].split("\nROUTES", 1)[0]
+    header, *lines = text.strip().splitlines()
+    assert header.split()[:3] == ["instance", "build", "generation"], text
+    assert sorted(ln.split()[1] for ln in lines[:2]) == sorted(want), text
+    line = f"2 builds: {min(want)} on 1, {max(want)} on 1: an upgrade under way, or a host " \
+           "left behind"
+    assert lines[2:] == [line], text
