@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
+from selenium.webdriver.common.by import By
 
 from tests.backends import echo_app
 from tests.conftest import RedisServer, free_port, two_versions, wait_until, write_config
+from tests.console_rig import Browser
 from tests.test_buildid import _tree, _version
 from tests.test_cli import acli
 from tests.test_killswitch import token
@@ -44,11 +46,10 @@ async def _fleet(session: ClientSession, admin: str) -> dict:
         return await r.json()
 
 
-@pytest.mark.parametrize("backend", ["redis", "local"])
-async def test_fleet_and_status_say_which_instance_runs_which_build(
-        tmp_path: Path, backend: str, backends, gateway_procs, session: ClientSession,
-        request: pytest.FixtureRequest) -> None:
-    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
+async def _two_builds(tmp_path: Path, backend: str, redis: RedisServer | None, backends,
+                      gateway_procs, session: ClientSession) -> tuple[list, list[str]]:
+    """Two serve processes of two builds on one store, ready, each one's build said by
+    both (their /v1/fleet); and their builds."""
     stable, canary = await backends(echo_app("v1")), await backends(echo_app("v2"))
     routes = two_versions(stable, canary)
     trees = [_tree(tmp_path, "old"), _tree(tmp_path, "new", "# a later commit\n")]
@@ -69,6 +70,15 @@ async def test_fleet_and_status_say_which_instance_runs_which_build(
         views = [(await _fleet(session, g.admin))["instances"] for g in gws]
         return all(len([r for r in v if r["live"] and r.get("build")]) == 2 for v in views)
     await wait_until(both_said, 15, 0.1, "both instances' builds in each /v1/fleet")
+    return gws, want
+
+
+@pytest.mark.parametrize("backend", ["redis", "local"])
+async def test_fleet_and_status_say_which_instance_runs_which_build(
+        tmp_path: Path, backend: str, backends, gateway_procs, session: ClientSession,
+        request: pytest.FixtureRequest) -> None:
+    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
+    gws, want = await _two_builds(tmp_path, backend, redis, backends, gateway_procs, session)
     for g, mine in zip(gws, want, strict=True):
         rows = (await _fleet(session, g.admin))["instances"]
         # (each row's build is the one its process runs: this instance's own is `mine`)
@@ -88,3 +98,27 @@ async def test_fleet_and_status_say_which_instance_runs_which_build(
     line = f"2 builds: {min(want)} on 1, {max(want)} on 1: an upgrade under way, or a host " \
            "left behind"
     assert lines[2:] == [line], text
+
+
+async def test_the_console_says_which_instance_runs_which_build(
+        tmp_path: Path, backends, gateway_procs, session: ClientSession,
+        redis_server: RedisServer, browser: Browser) -> None:
+    """The console's fleet list, in a real browser: a Build column, and the note that the
+    live instances run two builds."""
+    gws, want = await _two_builds(tmp_path, "redis", redis_server, backends, gateway_procs,
+                                  session)
+
+    def shown() -> tuple[list[str], str]:
+        b = browser
+        b.sign_in(gws[0].admin, token("killgate:read"), "alice")
+        cells = "[data-testid=fleet-build]"
+        b.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, cells)) == 2, "two rows")
+        b.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=fleet-builds]"),
+               "the builds note", seen="#fleet-body")
+        return ([e.text for e in b.d.find_elements(By.CSS_SELECTOR, cells)],
+                b.text("[data-testid=fleet-builds]"))
+    cells, note = await asyncio.to_thread(shown)
+    assert sorted(cells) == sorted(want), cells
+    said = " ".join(note.split())
+    assert said == f"2 builds {min(want)} on 1, {max(want)} on 1: an upgrade under way, or a " \
+                   "host left behind", note
