@@ -122,3 +122,26 @@ async def test_the_console_says_which_instance_runs_which_build(
     said = " ".join(note.split())
     assert said == f"2 builds {min(want)} on 1, {max(want)} on 1: an upgrade under way, or a " \
                    "host left behind", note
+
+
+async def test_a_drills_instances_say_their_builds(
+        tmp_path: Path, backends, gateway_procs, session: ClientSession,
+        redis_server: RedisServer) -> None:
+    """A drill's report, mid-upgrade: each instance row (`--json`) and the human table's
+    BUILD column name the build of the instance measured."""
+    gws, want = await _two_builds(tmp_path, "redis", redis_server, backends, gateway_procs,
+                                  session)
+    where = ("--admin", gws[0].admin, "--production", "--rate", "20", "--hold", "1s",
+             "--out", str(tmp_path / "out"))
+    env = {"KILLGATE_TOKEN": token("killgate:admin")}
+    res = await acli("drill", "kill", "--route", "iris", "--version", "v2", "--json", *where,
+                     env=env)
+    report = json.loads(res.stdout)
+    assert report["verdict"] == "passed", (report, res.stderr)
+    built = {r["instance"]: r.get("build") for r in report["instances"]}
+    assert built == {g.url: b for g, b in zip(gws, want, strict=True)}, built
+    text = (tmp_path / "out").glob("**/*.md")
+    md = "".join(f.read_text() for f in text)
+    assert "| instance | build | requests |" in md, md
+    for g, b in zip(gws, want, strict=True):
+        assert f"| {g.url} | {b} | " in md, md
