@@ -47,11 +47,12 @@ async def _fleet(session: ClientSession, admin: str) -> dict:
 
 
 async def _two_builds(tmp_path: Path, backend: str, redis: RedisServer | None, backends,
-                      gateway_procs, session: ClientSession) -> tuple[list, list[str]]:
+                      gateway_procs, session: ClientSession,
+                      weights: tuple[float, float] = (90, 10)) -> tuple[list, list[str]]:
     """Two serve processes of two builds on one store, ready, each one's build said by
     both (their /v1/fleet); and their builds."""
     stable, canary = await backends(echo_app("v1")), await backends(echo_app("v2"))
-    routes = two_versions(stable, canary)
+    routes = two_versions(stable, canary, *weights)
     trees = [_tree(tmp_path, "old"), _tree(tmp_path, "new", "# a later commit\n")]
     builds = [re.search(r"\(build ([0-9a-f]{12})\)", _version(env)) for env in trees]
     assert all(builds), builds
@@ -129,15 +130,17 @@ async def test_a_drills_instances_say_their_builds(
         redis_server: RedisServer) -> None:
     """A drill's report, mid-upgrade: each instance row (`--json`) and the human table's
     BUILD column name the build of the instance measured."""
+    # (50/50 and 40 a second: every instance's steady window reaches v2 also on a
+    # loaded host; at 90/10 and 20 one of 4 runs under -n 2 aborted as not steady)
     gws, want = await _two_builds(tmp_path, "redis", redis_server, backends, gateway_procs,
-                                  session)
-    where = ("--admin", gws[0].admin, "--production", "--rate", "20", "--hold", "1s",
+                                  session, (50, 50))
+    where = ("--admin", gws[0].admin, "--production", "--rate", "40", "--hold", "1s",
              "--out", str(tmp_path / "out"))
     env = {"KILLGATE_TOKEN": token("killgate:admin")}
     res = await acli("drill", "kill", "--route", "iris", "--version", "v2", "--json", *where,
                      env=env)
     report = json.loads(res.stdout)
-    assert report["verdict"] == "passed", (report, res.stderr)
+    assert report["verdict"] == "passed", (report["reasons"], res.stderr)
     built = {r["instance"]: r.get("build") for r in report["instances"]}
     assert built == {g.url: b for g, b in zip(gws, want, strict=True)}, built
     text = (tmp_path / "out").glob("**/*.md")
