@@ -10,13 +10,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 from pathlib import Path
 
-__all__ = ["build_id"]
+__all__ = ["build_id", "said_build"]
 
 _ROOT = Path(__file__).resolve().parent
 _SKIP_DIRS = frozenset({"__pycache__"})
 _SKIP_SUFFIXES = (".pyc", ".pyo")
+#: a build as another instance publishes it with its heartbeat (`build`): hex digits
+_SAID = re.compile(r"[0-9a-f]{1,64}")
 
 
 @functools.cache
@@ -38,3 +41,10 @@ def build_id() -> str:
     except OSError:
         return "unknown"
     return h.hexdigest()[:12]
+
+
+def said_build(value: object) -> str | None:
+    """The build another instance published with its heartbeat, or None when it says none
+    a reader can show (a version before it published one, "unknown", anything not hex:
+    the heartbeat's other fields are read as ever)."""
+    return value if isinstance(value, str) and _SAID.fullmatch(value) else None

@@ -238,8 +238,10 @@ class GatewayParts(PartsReport):
         await self._listener.start(dsock, DATA_BACKLOG)
         await web.SockSite(self._admin_runner, asock, backlog=ADMIN_BACKLOG).start()
         host = os.environ.get("KILLGATE_ADVERTISE_HOST") or cfg.drills.advertise_host
+        # (with the build this process runs, read once at its start: which instance of a
+        # fleet mid-upgrade runs which, in /v1/fleet and `killgate status`)
         self.sync.peers.urls = {"data": listen_url(self.data_addr, host),
-                                "admin": listen_url(self.admin_addr, host)}
+                                "admin": listen_url(self.admin_addr, host), "build": build_id()}
         await self._publish_urls(sync, cfg.state.command_timeout * 2)
         self.started = True
         event(log, "phase", phase="listening", data=format_addr(self.data_addr),

@@ -102,6 +102,11 @@ def test_kill_scoped_operator_kills_v2_sees_it_everywhere_and_unkills(fleet: Fle
     b.wait(lambda d: b.text("[data-testid=fleet-live]").startswith("2 live"), "two instances")
     assert len(b.d.find_elements(By.CSS_SELECTOR, "#fleet-body tbody tr")) == 2
     assert "1 config digest(s)" in b.text("#fleet-body") and "differs" not in b.text("#fleet-body")
+    # each instance's build in the fleet list (both run this tree: one build, no note)
+    from gateway.buildid import build_id
+    b.wait(lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "[data-testid=fleet-build]")]
+           == [build_id()] * 2, "each instance's build")
+    assert not b.d.find_elements(By.CSS_SELECTOR, "[data-testid=fleet-builds]")
     v1, v2 = b.text(_row("v1")), b.text(_row("v2"))
     assert "90" in v1 and "90 %" in v1 and "10" in v2 and "10 %" in v2, (v1, v2)
     assert "serving" in v2

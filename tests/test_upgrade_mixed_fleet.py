@@ -76,6 +76,40 @@ async def _write(admin: str, *args: str, who: str = "alice") -> dict:
     return json.loads(res.stdout)
 
 
+async def _fleet(session: ClientSession, admin: str) -> dict:
+    async with session.get(admin + "/v1/fleet",
+                           headers={"Authorization": f"Bearer {token('killgate:read')}"}) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+async def _builds_said(session: ClientSession, old, new) -> None:
+    """Each instance's build where an SRE looks mid-upgrade: the new instance publishes
+    its own with its heartbeat's addresses, which the release reads as before (both live
+    in its /v1/fleet, the new one's addresses kept, no alarm: checked at the end), and the
+    new says the release's as unknown (`null`; `?` and "2 builds" in `killgate status`)."""
+    from gateway.buildid import build_id
+
+    async def new_said() -> bool:
+        rows = (await _fleet(session, new.admin))["instances"]
+        return [r.get("build") for r in rows if r["self"]] == [build_id()] \
+            and sum(r["live"] for r in rows) == 2
+    await wait_until(new_said, 15, 0.1, "the new instance's build in its /v1/fleet")
+    rows = {r["self"]: r for r in (await _fleet(session, new.admin))["instances"]}
+    assert rows[False]["build"] is None and rows[True]["build"] == build_id(), rows
+    seen = await _fleet(session, old.admin)  # (the release: no `build` anywhere)
+    assert seen["live"] == 2 and all("build" not in r for r in seen["instances"]), seen
+    res = await acli("status", "--json", "--admin", old.admin,
+                     env={"KILLGATE_TOKEN": token("killgate:admin")})
+    insts = json.loads(res.stdout)["instances"]
+    assert len(insts) == 2 and all(i.get("admin") and "build" not in i
+                                   for i in insts.values()), insts
+    res = await acli("status", "--admin", new.admin,
+                     env={"KILLGATE_TOKEN": token("killgate:admin")})
+    assert f"2 builds: {build_id()} on 1, ? on 1: an upgrade under way" in res.stdout, \
+        res.stdout
+
+
 async def test_a_fleet_mid_upgrade_enforces_acks_and_audits_every_write_once(
         tmp_path: Path, backends, redis_server: RedisServer, gateway_procs,
         session: ClientSession) -> None:
@@ -96,6 +130,7 @@ async def test_a_fleet_mid_upgrade_enforces_acks_and_audits_every_write_once(
                          env={"KILLGATE_TOKEN": token("killgate:admin")})
         return res.returncode == 0 and len(json.loads(res.stdout)["instances"]) == 2
     await wait_until(two_live, 15, 0.1, "both instances in the fleet")
+    await _builds_said(session, old, new)
     await _everywhere(session, urls, {"v1", "v2"}, "both versions served")
 
     reasons = []

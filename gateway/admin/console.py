@@ -2,9 +2,9 @@
 
 Owns `GET /v1/whoami` (the subject and scopes of the presented token: how the page learns
 who is signed in, also when an OIDC-fronting proxy adds the token), `GET /v1/fleet` (every
-instance the store heard from: generation, config digest, heartbeat age; this instance's
-own store connection, staleness and fail-closed state) and `GET /v1/traffic` (per-version
-request rate, error rate and p99 of the fleet's last minutes). May import aiohttp.web and
+instance the store heard from: generation, config digest, heartbeat age, build; this
+instance's own store connection, staleness and fail-closed state) and `GET /v1/traffic`
+(per-version request rate, error rate and p99 of the fleet's last minutes). May import aiohttp.web and
 the admin auth types; gets its data through the small protocols declared here.
 """
 
@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.admin import etag
 from gateway.admin.auth import SCOPES, Principal
 from gateway.admin.expect import expect_handler
+from gateway.buildid import build_id
 from gateway.errors import Forbidden, StateError
 
 __all__ = ["ConsoleApi", "FleetView"]
@@ -70,7 +71,7 @@ class FleetView:
             if hb is None:  # ourselves, before our first heartbeat or without the store
                 rows.append({"instance": name, "self": True, "live": False, "generation": gen,
                              "behind": 0, "config": digest, "config_matches": True,
-                             "seen_s_ago": None, "key_ids": None})
+                             "seen_s_ago": None, "key_ids": None, "build": build_id()})
                 continue
             their = int(hb.get("generation", 0))
             rows.append({"instance": name, "self": name == self.instance,
@@ -82,7 +83,10 @@ class FleetView:
                          # (signed with its heartbeat: the key it signs with, then its
                          # previous one; None: a version before, or an unkeyed store)
                          "key_ids": list(hb["key_ids"]) or None if isinstance(
-                             hb.get("key_ids"), list) else None})
+                             hb.get("key_ids"), list) else None,
+                         # (published with its addresses; None: a version before it, whose
+                         # build nobody can tell apart but by its host: an upgrade's laggard)
+                         "build": hb.get("build") if isinstance(hb.get("build"), str) else None})
         live = [r for r in rows if r["live"]]
         return {"instance": self.instance, "generation": gen, "config_digest": digest,
                 "lease_s": self.lease, "store": self.health.status(), "fleet_error": error,

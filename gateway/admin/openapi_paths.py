@@ -177,7 +177,11 @@ def console() -> dict[str, Any]:
                      "seen_s_ago": {"type": ["number", "null"]},
                      "key_ids": {"type": ["array", "null"], "items": {"type": "string"},
                                  "description": "the state key ids it trusts, the one it "
-                                                "signs with first (null: not said)"}}}}}),
+                                                "signs with first (null: not said)"},
+                     "build": {"type": ["string", "null"], "description":
+                               "the build it runs (`killgate --version`, killgate_build_info; "
+                               "null: a version before it said it): which instances an "
+                               "upgrade has reached"}}}}}),
         "/v1/traffic": read(
             "per route and version, the fleet's exchanges with backends over the last "
             "window_s seconds in step_s buckets: rate, error rate, p99 (bucket upper bound, "

@@ -18,6 +18,7 @@ from gateway.cli.approvals import add_approval_commands
 from gateway.cli.client import ClientError, api, common_options, run, silent_instances, table
 from gateway.cli.configtools import add_config_commands
 from gateway.cli.shapes import Shape
+from gateway.cli.statusbuilds import builds_line
 from gateway.cli.statuscells import healthy_cell, shadow_cell
 from gateway.cli.statusstore import replicas_line, store_reach
 from gateway.cli.statuswarn import instance_rows, latched_line, store_warnings
@@ -106,6 +107,7 @@ def _status_text(st: dict[str, Any], silent: list[dict[str, Any]] | None = None)
     if st.get("instances") or silent:
         out.append("\nINSTANCES")
         out.append(table(instance_rows(st, silent or [])))
+        out += [clean_text(line, 4096) for line in builds_line(st)]
     elif store.get("newer_version"):
         out.append("\nINSTANCES: unknown (the store's document is a newer version's)")
     elif store.get("answering"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.cli.statusbuilds import build_cell
 from gateway.domain.audit import clean_text
 
 __all__ = ["instance_rows", "latched_line", "store_warnings"]
@@ -236,7 +237,7 @@ def instance_rows(st: dict[str, Any], silent: list[dict[str, Any]]) -> list[list
     mine = st.get("generation")
     cfg = st.get("config")
     digest = cfg.get("digest") if isinstance(cfg, dict) else None
-    rows = [["instance", "generation", "config", "heard", ""]]
+    rows = [["instance", "build", "generation", "config", "heard", ""]]
     for name, i in sorted((st.get("instances") or {}).items()):
         gen = i.get("generation")
         note = ""
@@ -256,11 +257,11 @@ def instance_rows(st: dict[str, Any], silent: list[dict[str, Any]]) -> list[list
                 f"OTHER CONFIG than {st.get('instance')} ({digest[:19]}): a change not yet "
                 "applied there, a reload refused there or here (see its config.last_error), "
                 "or files that differ on purpose (per-host settings)")
-        rows.append([name, str(gen), (i.get("config") or "")[:19],
+        rows.append([name, build_cell(i), str(gen), (i.get("config") or "")[:19],
                      f"{i.get('seen_s_ago', 0):.1f}s ago", note])
     for r in silent:
         ago = r.get("seen_s_ago")
-        rows.append([str(r.get("instance")), str(r.get("generation")),
+        rows.append([str(r.get("instance")), build_cell(r), str(r.get("generation")),
                      str(r.get("config") or "")[:19],
                      f"{ago:.1f}s ago" if isinstance(ago, int | float) else "?",
                      "SILENT: not counted in receipts; crashed, or cut off from the store and "

@@ -5,19 +5,21 @@ addresses, and the state and drills sections of the running config.
 Owns `discover` and its refusals (an unknown route or version, no instance that published
 its address, an instance that cannot reach the store or holds emergency local kills not yet
 in it: `store_refusal`), each a DrillApiError; `published` (the admin URLs a status answer's
-instances published); the keys an opened drill got to check /readyz proofs with
-(`readyz_keys`), and the warning when a fleet on redis gave none (`no_keys`). HTTP goes
-through control/drillload.py's AdminClient.
+instances published); `with_builds` (the report's rows with the build each instance
+runs); the keys an opened drill got to check /readyz proofs with (`readyz_keys`), and the
+warning when a fleet on redis gave none (`no_keys`). HTTP goes through
+control/drillload.py's AdminClient.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from gateway.buildid import said_build
 from gateway.control.drillload import AdminClient, DrillApiError
 from gateway.domain.drillplan import Plan
 
-__all__ = ["discover", "no_keys", "published", "readyz_keys", "store_refusal"]
+__all__ = ["discover", "no_keys", "published", "readyz_keys", "store_refusal", "with_builds"]
 
 
 def store_refusal(status: Any) -> str | None:
@@ -78,8 +80,12 @@ async def discover(api: AdminClient, plan: Plan) -> dict[str, Any]:
     data_of = {name: i["data"] for name, i in
                (status.get("instances") or {}).items() if i.get("data")}
     data_at = {i["admin"]: i["data"] for i in insts if i.get("admin") and i.get("data")}
+    # (the build each data address runs, as its heartbeat said: the report's rows name it)
+    # (hex only: whatever answers at the admin address writes the report's table)
+    build_at = {i["data"]: b for i in insts
+                if isinstance(i.get("data"), str) and (b := said_build(i.get("build")))}
     return {"status": status, "route": route, "config": rcfg, "instances": urls,
-            "admins": admins, "data_of": data_of, "data_at": data_at,
+            "admins": admins, "data_of": data_of, "data_at": data_at, "build_at": build_at,
             "state": _section(cfg, "state"), "drills": _section(cfg, "drills")}
 
 
@@ -116,3 +122,13 @@ def no_keys(keys: dict[str, str], state: Any, base: str) -> str | None:
             "key: a killgate older than the proofs (a rolling upgrade)? What the instances "
             "answer after the restore is taken at their word (restore_check.proof: "
             "unproven); open the drill through an upgraded instance (--admin) to check it")
+
+
+def with_builds(report: dict[str, Any], fleet: dict[str, Any]) -> dict[str, Any]:
+    """`report` (domain.drillreport.analyse's) with each instance row's `build`: the one
+    the instance at that data address published with its heartbeat (None: it said none, a
+    version before, or an address given with --instances that none published)."""
+    build_at = fleet.get("build_at") or {}
+    for row in report.get("instances") or ():
+        row["build"] = build_at.get(row.get("instance"))
+    return report

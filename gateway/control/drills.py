@@ -26,7 +26,7 @@ import aiohttp
 from gateway.control import drilloutcome
 from gateway.control.drillabort import ErrorWatch, own_counts
 from gateway.control.drillbehind import Behind, behind, catch_up_for
-from gateway.control.drillfleet import discover, no_keys, published, readyz_keys
+from gateway.control.drillfleet import discover, no_keys, published, readyz_keys, with_builds
 from gateway.control.drillguards import (
     Check,
     Pause,
@@ -248,7 +248,7 @@ class DrillRunner(Restoration, Injection):
                       watch: ErrorWatch, held: Behind | None = None) -> dict[str, Any]:
         plan = self.plan
         self.marks.end = self.now()
-        measured = analyse(plan, to, self.obs, self.marks)
+        measured = with_builds(analyse(plan, to, self.obs, self.marks), fleet)
         found: Behind | None = None
         if isinstance(gen := restore.get("generation"), int) and "applied" in restore:
             found = await behind(self.api, self.started_with, self.admin_of, gen, self.drill,

@@ -28,11 +28,14 @@ def markdown(report: dict[str, Any]) -> str:
     if measure is None or report.get("id") is None:  # (never opened: nothing measured)
         return "\n".join(lines) + "\n"
     name = measure[:-3].replace("_", " ")
-    lines += ["", f"| instance | requests | {name} (ms) | leaks | errors | "
+    # (its build: which instances of a fleet mid-upgrade measured what; `?`: not said)
+    lines += ["", f"| instance | build | requests | {name} (ms) | leaks | errors | "
                   "time to restore (ms) | resolution (ms) |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["instances"]:
-        lines.append(f"| {r['instance']} | {r['requests']} | {_fmt(r[measure])} | {r['leaks']}"
+        build = r.get("build")
+        lines.append(f"| {r['instance']} | {build[:12] if isinstance(build, str) else '?'} "
+                     f"| {r['requests']} | {_fmt(r[measure])} | {r['leaks']}"
                      f" | {r['errors']} | {_fmt(r['time_to_restore_ms'])} | "
                      f"{_fmt(r['resolution_ms'])} |")
     targets = report.get("targets", {})

@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any
 
+from gateway.buildid import said_build
 from gateway.state.beatorder import Place, beat_current, split_time
 from gateway.state.redislink import RedisLink
 from gateway.state.redisstats import turn
@@ -90,8 +91,11 @@ class BeatRecords(RedisLink):
                 else:
                     # (key ids only from the record written with the heartbeat read: an
                     # older one put back said the keys it held then, review revtrail)
+                    # (its build likewise where the records are signed with their beat)
                     if not beat_current(urls.pop("beat", None), self._beat_walls.get(name)):
                         urls.pop("key_ids", None)
+                        if self.keys.enabled:
+                            urls.pop("build", None)
                     out[name].update(urls)
         self._refused_urls = refused
 
@@ -111,8 +115,9 @@ class BeatRecords(RedisLink):
             self.other_key_at = max(at, self.other_key_at or at)
 
     def _open_urls(self, instance: str, raw: bytes) -> dict[str, Any] | None:
-        """An instance's signed addresses and the key ids it trusts, a list (None when
-        they do not verify, or are longer than a heartbeat may be: not read; reported)."""
+        """An instance's signed addresses, the key ids it trusts (a list) and the build it
+        runs (buildid.py; left out when not hex) (None when they do not verify, or are
+        longer than a heartbeat may be: not read; reported)."""
         if len(raw) > MAX_ACK_BYTES:
             self.on_unverified("heartbeat", f"addresses: {len(raw)} bytes, over the "
                                             f"{MAX_ACK_BYTES}-byte limit (not read)", None)
@@ -127,5 +132,8 @@ class BeatRecords(RedisLink):
             return None
         if not isinstance(got, dict):
             return {}
-        return {k: v.split() if k == "key_ids" else v for k, v in got.items()
-                if k in ("data", "admin", "key_ids", "beat") and isinstance(v, str)}
+        out = {k: v.split() if k == "key_ids" else v for k, v in got.items()
+               if k in ("data", "admin", "key_ids", "beat") and isinstance(v, str)}
+        if (build := said_build(got.get("build"))) is not None:
+            out["build"] = build
+        return out

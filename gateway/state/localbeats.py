@@ -1,8 +1,8 @@
 """The local store's heartbeats: one file per instance in `<path>.instances/`, each replaced
 and removed under that folder's `.lock` (a removal's read and unlink see the same file);
 the fleet read from them, stale files cleaned up (and unreadable ones: garbled.py). A base
-of `localaux.LocalRecords`; imports only files.py, garbled.py and store.py's Replicas;
-blocking file work runs in a thread.
+of `localaux.LocalRecords`; imports only files.py, garbled.py, store.py's Replicas and
+buildid.py's check of a published build; blocking file work runs in a thread.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.buildid import said_build
 from gateway.errors import StoreUnavailable
 from gateway.state.files import LOCK_WAIT, LockBusy, flock_within, put_in_place, written_aside
 from gateway.state.garbled import Garbled, older_than
@@ -123,6 +124,8 @@ class LocalBeats:
                                "seen_s_ago": round(age, 3),
                                **({k: v for k, v in urls.items() if k in ("data", "admin")
                                    and isinstance(v, str)} if isinstance(urls, dict) else {})}
+                if isinstance(urls, dict) and (build := said_build(urls.get("build"))):
+                    out[f.stem]["build"] = build
             elif age > 10 * lease:
                 stale.append((f, raw))
         if stale:  # (removed only while unchanged: a heartbeat landing now is kept)

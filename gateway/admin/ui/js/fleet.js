@@ -10,6 +10,23 @@ export function notDurable(st) {
   return Boolean(r && typeof r.connected === "number" && typeof r.required === "number" && r.connected < r.required);
 }
 
+// an instance's build (12 hex), or "?" when it does not say one (a version before)
+function buildOf(r) {
+  return typeof r.build === "string" && /^[0-9a-f]{1,64}$/.test(r.build) ? r.build.slice(0, 12) : "?";
+}
+
+// the live instances run more than one build: an upgrade under way, or a host left behind
+// (as `killgate status` says it under its INSTANCES table)
+function buildsNote(instances) {
+  const counts = new Map();
+  for (const r of instances) if (r.live) counts.set(buildOf(r), (counts.get(buildOf(r)) || 0) + 1);
+  if (counts.size < 2) return null;
+  const said = [...counts].sort((a, b) => b[1] - a[1] || (a[0] === "?") - (b[0] === "?") || (a[0] < b[0] ? -1 : 1))
+    .map(([b, n]) => `${b} on ${n}`).join(", ");
+  return h("p", {"data-testid": "fleet-builds"}, badge("warn", `${counts.size} builds`),
+    ` ${said}: an upgrade under way, or a host left behind`);
+}
+
 export function renderFleet(el, fleet) {
   const st = fleet.store || {};
   const storeBadges = [
@@ -42,6 +59,8 @@ export function renderFleet(el, fleet) {
   const rows = fleet.instances.map((r) => h("tr", {},
     h("th", {scope: "row"}, r.instance, r.self ? h("span", {class: "muted"}, " (this one)") : null),
     h("td", {}, r.live ? badge("ok", "live") : badge("bad", r.seen_s_ago === null ? "no heartbeat" : "silent")),
+    // (the build it runs, published with its heartbeat; "?": a version before builds were)
+    h("td", {"data-testid": "fleet-build"}, h("code", {}, buildOf(r))),
     h("td", {}, String(r.generation), r.behind ? h("span", {class: "warntext"}, ` (${r.behind} behind)`) : null),
     h("td", {title: r.config}, h("code", {}, short(r.config.replace(/^sha256:/, ""), 12)),
       r.config_matches ? null : [" ", badge("warn", "differs")]),
@@ -52,9 +71,10 @@ export function renderFleet(el, fleet) {
       h("strong", {"data-testid": "fleet-live"}, fleet.fleet_error
         ? "live instances unknown (this instance cannot read the store)" : `${fleet.live} live instance(s)`),
       ` · generation ${fleet.generation} · ${fleet.config_digests} config digest(s) · `, storeBadges),
+    buildsNote(fleet.instances),
     h("div", {class: "scroll"}, h("table", {class: "fleet"},
       h("caption", {class: "sr-only"}, "Gateway instances"),
-      h("thead", {}, h("tr", {}, ["Instance", "Heartbeat", "Generation", "Config", "Heard"].map(
+      h("thead", {}, h("tr", {}, ["Instance", "Heartbeat", "Build", "Generation", "Config", "Heard"].map(
         (c) => h("th", {scope: "col"}, c)))),
       h("tbody", {}, rows))),
     h("p", {class: "muted"},
