@@ -46,9 +46,11 @@ async def trail_ahead(store: AuditStore, doc: StateDoc) -> bool:
     """Whether the store still holds `doc` and its trail's newest event is past the head
     `doc` anchors: a document put back (replayed, a restore) that no instance repaired yet
     (review revlate47: redis refusing writes, nobody could). Read at once; no log."""
+    if not doc.audit_head:  # (naming none, it cannot be told behind: never said so)
+        return False
     head, page, _ = await store.audit_newest(1)
     newest = page[0].get("hash") if page else None
-    return head == (doc.audit_head or None) and newest is not None and newest != head
+    return head == doc.audit_head and newest is not None and newest != head
 
 
 class TrailAhead:
