@@ -67,3 +67,22 @@ async def test_a_replayed_document_is_no_sync_for_an_instance_starting_meanwhile
             assert "route:iris" in sync.holder.doc.kills
             assert sync.last_error is None
             assert (await status_of(session, c.url))[0] == 503
+
+
+async def test_an_entry_anybody_can_append_does_not_make_a_start_no_sync(
+        tmp_path: Path, backends: Any, redis_server: RedisServer) -> None:
+    """The check reads the trail's newest entry: one the fleet's keys do not authenticate
+    (anybody who can write to redis can XADD one) says nothing."""
+    p = await backends(echo_app("v1"))
+    routes = two_versions(p, p, 100, 0)
+    for n in ("a", "c"):
+        (tmp_path / n).mkdir()
+    cfg_a = write_config(tmp_path / "a", routes, state=redis_state(redis_server, tmp_path, "a"))
+    cfg_c = write_config(tmp_path / "c", routes, state=redis_state(redis_server, tmp_path, "c"))
+    async with running_gateway(cfg_a, instance="a") as a:
+        await wait_until(lambda: a.gw.sync.connected, 10, what="A synced")
+        redis_server.cmd("XADD", "kgtest:audit", "*", "e",
+                         '{"hash":"' + "ab" * 32 + '","action":"kill"}')
+        async with running_gateway(cfg_c, instance="c") as c:
+            await wait_until(lambda: c.gw.sync.last_ok is not None, 10, what="C synced")
+            assert c.gw.sync.last_error is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 
+from gateway.domain.audit import genuine
 from gateway.domain.statedoc import StateDoc
 from gateway.log import event
 from gateway.state.storeports import AuditStore
@@ -49,7 +50,12 @@ async def trail_ahead(store: AuditStore, doc: StateDoc) -> bool:
     if not doc.audit_head:  # (naming none, it cannot be told behind: never said so)
         return False
     head, page, _ = await store.audit_newest(1)
-    newest = page[0].get("hash") if page else None
+    # (an entry the fleet's keys do not authenticate, one anybody can XADD, says nothing:
+    # else one such entry made every instance that starts "no sync" until a commit)
+    keys = store.audit_keys.keys() if store.audit_keys.enabled else None
+    if not page or (keys is not None and not genuine(page[0], keys)):
+        return False
+    newest = page[0].get("hash")
     return head == doc.audit_head and newest is not None and newest != head
 
 
