@@ -259,14 +259,28 @@ def instance_rows(st: dict[str, Any], silent: list[dict[str, Any]]) -> list[list
                 "or files that differ on purpose (per-host settings)")
         rows.append([name, build_cell(i), str(gen), (i.get("config") or "")[:19],
                      f"{i.get('seen_s_ago', 0):.1f}s ago", note])
+    got = st.get("store")
+    store: dict[str, Any] = got if isinstance(got, dict) else {}
+    # (while the store refuses every write, -NOREPLICAS, every heartbeat is refused: each
+    # instance reads and applies the store still; "stop it" sent the SRE to stop healthy
+    # instances in the store's incident: found by revlate47)
+    refused = store.get("connected") is True and bool(store.get("writes_refused"))
     for r in silent:
         ago = r.get("seen_s_ago")
         rows.append([str(r.get("instance")), build_cell(r), str(r.get("generation")),
                      str(r.get("config") or "")[:19],
                      f"{ago:.1f}s ago" if isinstance(ago, int | float) else "?",
+                     SILENT_REFUSED if refused else
                      "SILENT: not counted in receipts; crashed, or cut off from the store and "
                      "NOT enforcing changes made since (check it, or stop it)"])
     return rows
+
+
+#: a SILENT row's note while the store refuses every write (its heartbeat refused too)
+SILENT_REFUSED = ("SILENT: not counted in receipts; not heard since the store refuses every "
+                  "write (WRITES REFUSED: its heartbeat too), so whether it still applies "
+                  "the store cannot be told from here: ask its own /v1/status "
+                  "(store.connected, stale)")
 
 
 def latched_line(name: str, r: dict[str, Any]) -> str | None:

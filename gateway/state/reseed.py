@@ -23,7 +23,7 @@ from gateway.state.heardloss import trail_ends_at, trail_lacks
 from gateway.state.holder import Holder
 from gateway.state.reseedmerge import merge_restrictive, new_epoch
 from gateway.state.reseedwhy import is_resign, reseed_why
-from gateway.state.resigntrail import trail_moved_past
+from gateway.state.resigntrail import TrailAhead, trail_moved_past
 from gateway.state.snapshot import SnapshotFile
 from gateway.state.store import Loaded, Store, legacy_doc
 from gateway.state.tamper import TamperLog
@@ -49,7 +49,7 @@ def _wiped(trail: int, seq: int) -> bool:
     return trail == 0 or (0 < trail < FRESH_TRAIL and 2 * trail < seq)
 
 
-class Repair(Vouching):
+class Repair(Vouching, TrailAhead):
     store: Store
     cfg: StateConfig
     holder: Holder
@@ -58,6 +58,7 @@ class Repair(Vouching):
     tamper: TamperLog
     instance: str
     last_error: str | None
+    synced_once: bool
     trail_lost: dict[str, Any] | None
     _seen_signed: bool
     _own_epochs: dict[str, None]
@@ -154,6 +155,8 @@ class Repair(Vouching):
             return False
         if self._apply(got.doc):
             self.snapshot.soon(got.doc)
+        if (not self.synced_once or self._trail_ahead) and await self._behind_trail(got.doc):
+            return False
         return got.doc.generation <= self.holder.doc.generation
 
     async def _resign_behind(self, got: Loaded, mine: StateDoc) -> bool:

@@ -198,9 +198,16 @@ function killLines(sd) {
 function fleetLines(sd, fleet) {
   const out = [];
   const mine = sd ? sd.generation : fleet.generation;
+  const store = (sd && sd.store) || {};
+  const refused = store.connected === true && Boolean(store.writes_refused);
   for (const r of fleet.instances || []) {
     if (r.self) continue;
-    if (!r.live) {
+    if (!r.live && refused) {
+      // (every heartbeat refused with every write, -NOREPLICAS: it may read the store still)
+      out.push(["warn", "SILENT", `instance ${r.instance}: not counted in receipts; not heard since the store ` +
+        "refuses every write (WRITES REFUSED: its heartbeat too), so whether it still applies the store cannot " +
+        "be told from here: ask its own /v1/status (store.connected, stale)"]);
+    } else if (!r.live) {
       out.push(["bad", "SILENT", `instance ${r.instance}: not counted in receipts; crashed, or cut off from the ` +
         "store and NOT enforcing changes made since (check it, or stop it)"]);
     } else if (typeof r.generation === "number" && typeof mine === "number" && r.generation < mine) {
