@@ -8,23 +8,13 @@ against a `killgate serve` on a real redis primary (and, later, its replica).
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import (
-    RedisServer,
-    admin_token,
-    free_port,
-    two_versions,
-    wait_until_sync,
-    write_config,
-)
-from tests.staterig import redis_section
-from tests.test_killswitch import auth
+from tests.conftest import RedisServer, admin_token, wait_until_sync
+from tests.test_replicas_console import store_console
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,25 +24,7 @@ BADGE = "store WRITES REFUSED (redis's min-replicas-to-write)"
 def test_the_console_says_a_primary_refusing_writes(
         tmp_path: Path, redis_server: RedisServer, second_redis: RedisServer,
         gateway_procs: Any, browser: Any) -> None:
-    from tests.console_rig import start_backend
-
-    backend, port = start_backend("v1")
-    try:
-        state = redis_section(redis_server.url, "kgnorepui", tmp_path / "snap.json",
-                              poll_interval="100ms", heartbeat_interval="200ms")
-        cfg = write_config(tmp_path, two_versions(port, port, 100, 0),
-                           listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}",
-                           state=state)
-        gw = gateway_procs(cfg)
-
-        def store() -> Any:
-            try:
-                with urllib.request.urlopen(urllib.request.Request(
-                        f"{gw.admin}/v1/status", headers=auth()), timeout=2) as r:
-                    return json.loads(r.read())["store"]
-            except OSError:
-                return {}
-
+    with store_console(tmp_path, redis_server, gateway_procs, "kgnorepui") as (gw, store):
         wait_until_sync(lambda: store().get("connected") is True, 30, what="the gateway up")
         # (no replica, and redis's own setting asks for one: every write refused; no
         # state.min_replicas here: the refusal is said without it)
@@ -75,6 +47,3 @@ def test_the_console_says_a_primary_refusing_writes(
         browser.wait(lambda d: "WRITES REFUSED" not in browser.text("#fleet-body")
                      and "WRITES REFUSED" not in browser.text("#warnings"),
                      "the badge and the line gone", seen="#fleet-body")
-    finally:
-        backend.kill()
-        backend.wait(5)
